@@ -1,0 +1,62 @@
+// Policy: what a session may do, as configured by operators (controlplane/config parses the
+// JSON into these structs; controlplane/policy evaluates statements against them).
+//
+// Default deny: a statement runs only if an allow rule of the session's policy matches it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pgwarden::policy {
+
+enum class Verdict { kAllow, kDeny, kApprove };
+
+// How a result column is masked. See docs/configuration.md, "masks".
+struct MaskRule {
+  // Exactly one selector is set.
+  std::string column_glob;   // "schema.table.column" with * and ? globs, e.g. "crm.*.email"
+  std::string name_pattern;  // column-name glob regardless of table, e.g. "*ssn*"
+  std::string type_name;     // PostgreSQL type name, e.g. "inet"
+  std::string function;      // redact | partial | hash | email | null
+  std::string text = "****";  // redact: replacement text
+  int keep_last = 4;          // partial: characters kept at the end
+};
+
+struct ApprovalSettings {
+  std::vector<std::string> approver_groups;  // who may decide (never the requester)
+  int timeout_seconds = 300;                 // undecided after this -> deny
+};
+
+enum class RecordingLevel { kOff, kMetadata, kFull };
+
+struct Policy {
+  std::string name;
+  std::vector<std::string> groups;   // identity groups the policy applies to ("*" = any)
+  std::vector<std::string> targets;  // target names ("*" = any)
+  // Statement kinds allowed, in the vocabulary of controlplane/policy/sql_analysis.h
+  // (e.g. "select", "insert", "update", "delete", "ddl", "copy_to_stdout", "set", ...).
+  std::vector<std::string> allowed_kinds;
+  // Relations (read or written) allowed, as "schema.table" globs; unqualified names resolve
+  // against "public".
+  std::vector<std::string> allowed_relations;
+  // Functions that may be called beyond the built-in safe list, as "schema.name" globs.
+  std::vector<std::string> allowed_functions;
+  // Read-only grant: writes denied, and default_transaction_read_only=on upstream.
+  bool read_only = true;
+  // Statement kinds that need a human approval even when allowed.
+  std::vector<std::string> approve_kinds;
+  std::vector<std::string> rule_sets;  // rule set files (rules/sets/*.rules) for the prescreen
+  std::vector<MaskRule> masks;
+  // Deny statements that use a masked column inside an expression instead of relying on
+  // content detectors.
+  bool deny_masked_in_expressions = false;
+  ApprovalSettings approvals;
+  RecordingLevel recording = RecordingLevel::kFull;
+  bool recording_required = true;  // hold statements rather than run them unrecorded
+  int recording_row_cap = 1000;
+  bool allow_function_call = false;  // protocol-level FunctionCall messages
+  uint64_t version = 0;              // bumped on every config load; keys verdict caches
+};
+
+}  // namespace pgwarden::policy
