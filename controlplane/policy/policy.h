@@ -15,10 +15,10 @@ enum class Verdict { kAllow, kDeny, kApprove };
 // How a result column is masked. See docs/configuration.md, "masks".
 struct MaskRule {
   // Exactly one selector is set.
-  std::string column_glob;   // "schema.table.column" with * and ? globs, e.g. "crm.*.email"
-  std::string name_pattern;  // column-name glob regardless of table, e.g. "*ssn*"
-  std::string type_name;     // PostgreSQL type name, e.g. "inet"
-  std::string function;      // redact | partial | hash | email | null
+  std::string column_glob;    // "schema.table.column" with * and ? globs, e.g. "crm.*.email"
+  std::string name_pattern;   // column-name glob regardless of table, e.g. "*ssn*"
+  std::string type_name;      // PostgreSQL type name, e.g. "inet"
+  std::string function;       // redact | partial | hash | email | null
   std::string text = "****";  // redact: replacement text
   int keep_last = 4;          // partial: characters kept at the end
 };
