@@ -61,8 +61,8 @@ constexpr std::array<StatementKind, 13> kReadOnlyKinds = {
 constexpr std::array<std::string_view, 3> kPrivilegedParameters = {"role", "session_authorization",
                                                                    "*"};
 
-constexpr std::array<std::string_view, 4> kReadOnlyParameters = {
-    "default_transaction_read_only", "transaction_read_only", "*", "session characteristics"};
+constexpr std::array<std::string_view, 3> kReadOnlyParameters = {"default_transaction_read_only",
+                                                                 "transaction_read_only", "*"};
 
 bool truthy(std::string_view v) {
   std::string s(v);
