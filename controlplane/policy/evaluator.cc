@@ -19,7 +19,7 @@ constexpr std::array<std::string_view, 8> kWriteFunctions = {"nextval",
                                                              "pg_current_xact_id_if_assigned",
                                                              "set_config"};
 
-constexpr std::array<std::string_view, 56> kDangerousFunctions = {
+constexpr std::array<std::string_view, 58> kDangerousFunctions = {
     // Other sessions and the server process.
     "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
     "pg_promote", "pg_log_backend_memory_contexts",
@@ -39,9 +39,9 @@ constexpr std::array<std::string_view, 56> kDangerousFunctions = {
     "pg_logical_slot_get_binary_changes", "pg_logical_slot_peek_binary_changes",
     "pg_replication_slot_advance", "pg_wal_replay_pause", "pg_wal_replay_resume",
     // Dynamic SQL: these run a query given as text, invisible to analysis.
-    // (Also every "dblink*" and "*_to_xml*".)
-    "ts_stat", "query_to_xmlschema", "cursor_to_xmlschema", "table_to_xmlschema",
-    "schema_to_xmlschema", "database_to_xmlschema",
+    // (Also every "dblink*", "crosstab*" and "*_to_xml*".)
+    "ts_stat", "ts_rewrite", "connectby", "query_to_xmlschema", "cursor_to_xmlschema",
+    "table_to_xmlschema", "schema_to_xmlschema", "database_to_xmlschema",
     // Statistics resets and catalog writes. (Also every "pg_stat_reset*".)
     "pg_stat_statements_reset", "pg_import_system_collations", "pg_truncate_visibility_map",
     "pg_replication_origin_create", "pg_replication_origin_drop", "pg_replication_origin_advance",
@@ -381,8 +381,8 @@ bool is_write_function(std::string_view name) { return contains(kWriteFunctions,
 
 bool is_dangerous_function(std::string_view name) {
   return contains(kDangerousFunctions, name) || name.starts_with("lo_") ||
-         name.starts_with("dblink") || name.starts_with("pg_stat_reset") ||
-         name.find("_to_xml") != std::string_view::npos;
+         name.starts_with("dblink") || name.starts_with("crosstab") ||
+         name.starts_with("pg_stat_reset") || name.find("_to_xml") != std::string_view::npos;
 }
 
 bool kind_listed(const std::vector<std::string>& entries, StatementKind kind) {

@@ -393,6 +393,16 @@ TEST(Evaluator, RePrepareOfAKnownNameKeepsTheStricterCandidate) {
   EXPECT_EQ(evaluate_sql(rw, "EXECUTE p", &session).verdict, Verdict::kApprove);
 }
 
+TEST(Evaluator, ExplainAnalyzeOfExecuteEvaluatesThePreparedStatement) {
+  PreparedStatements session;
+  const Policy ro = read_only_policy();
+  Policy rw = read_write_policy();
+  ASSERT_EQ(evaluate_sql(rw, "PREPARE p AS UPDATE kv SET v = 1", &session).verdict,
+            Verdict::kAllow);
+  EXPECT_EQ(evaluate_sql(rw, "EXPLAIN ANALYZE EXECUTE p", &session).verdict, Verdict::kAllow);
+  EXPECT_EQ(evaluate_sql(ro, "EXPLAIN ANALYZE EXECUTE p", &session).rule, "read_only");
+}
+
 TEST(Evaluator, ExecuteWithoutSessionIsDenied) {
   EXPECT_EQ(evaluate_sql(admin_policy(), "EXECUTE p").rule, "unknown_prepared_statement");
 }
@@ -460,6 +470,8 @@ TEST(Evaluator, FunctionLists) {
   EXPECT_TRUE(is_dangerous_function("dblink"));
   EXPECT_TRUE(is_dangerous_function("table_to_xml"));
   EXPECT_TRUE(is_dangerous_function("pg_stat_reset"));
+  EXPECT_TRUE(is_dangerous_function("crosstab3"));
+  EXPECT_TRUE(is_dangerous_function("ts_rewrite"));
   EXPECT_FALSE(is_dangerous_function("lower"));
   EXPECT_FALSE(is_dangerous_function("pg_advisory_lock"));
 }
