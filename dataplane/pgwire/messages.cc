@@ -725,8 +725,8 @@ void append_error_response(std::string& out, std::string_view severity, std::str
   append_error_fields(out, 'E', fields);
 }
 
-void append_notice_response(std::string& out, std::string_view severity,
-                            std::string_view sqlstate, std::string_view message) {
+void append_notice_response(std::string& out, std::string_view severity, std::string_view sqlstate,
+                            std::string_view message) {
   const ErrorField fields[] = {{kFieldSeverity, severity},
                                {kFieldSeverityNonLocalized, severity},
                                {kFieldSqlstate, sqlstate},

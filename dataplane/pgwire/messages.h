@@ -52,13 +52,13 @@ struct Parameter {
 
 // RowDescription field.
 struct FieldDescription {
-  std::string_view name;    // String
-  uint32_t table_oid = 0;   // Int32, 0 if not a table column
-  int16_t attnum = 0;       // Int16, 0 if not a table column
-  uint32_t type_oid = 0;    // Int32
-  int16_t typlen = 0;       // Int16, negative = variable width
-  int32_t typmod = 0;       // Int32
-  int16_t format = 0;       // Int16, 0 text, 1 binary
+  std::string_view name;   // String
+  uint32_t table_oid = 0;  // Int32, 0 if not a table column
+  int16_t attnum = 0;      // Int16, 0 if not a table column
+  uint32_t type_oid = 0;   // Int32
+  int16_t typlen = 0;      // Int16, negative = variable width
+  int32_t typmod = 0;      // Int32
+  int16_t format = 0;      // Int16, 0 text, 1 binary
 };
 
 // ErrorResponse/NoticeResponse field: Byte1 code, String value.
@@ -219,7 +219,7 @@ struct Query {
 
 struct Parse {
   static constexpr uint8_t kType = 'P';
-  std::string_view statement;    // "" = unnamed
+  std::string_view statement;  // "" = unnamed
   std::string_view query;
   ListView<uint32_t> param_types;  // Int16 count, Int32 OIDs (0 = unspecified)
 };
@@ -302,9 +302,9 @@ enum AuthCode : int32_t {
 struct Authentication {
   static constexpr uint8_t kType = 'R';
   int32_t code = kAuthOk;
-  Bytes salt;                           // kAuthMd5Password: Byte4
+  Bytes salt;                             // kAuthMd5Password: Byte4
   ListView<std::string_view> mechanisms;  // kAuthSasl: String*, terminated by ""
-  Bytes data;                           // kAuthSaslContinue/Final, kAuthGssContinue: ByteN
+  Bytes data;                             // kAuthSaslContinue/Final, kAuthGssContinue: ByteN
 };
 
 struct ParameterStatus {
@@ -536,8 +536,8 @@ void append_empty_query_response(std::string& out);
 // ErrorResponse with S and V = severity ("ERROR", "FATAL", ...), C = sqlstate, M = message.
 void append_error_response(std::string& out, std::string_view severity, std::string_view sqlstate,
                            std::string_view message);
-void append_notice_response(std::string& out, std::string_view severity,
-                            std::string_view sqlstate, std::string_view message);
+void append_notice_response(std::string& out, std::string_view severity, std::string_view sqlstate,
+                            std::string_view message);
 // Any fields; `type` is 'E' or 'N'.
 void append_error_fields(std::string& out, char type, std::span<const ErrorField> fields);
 void append_parse_complete(std::string& out);

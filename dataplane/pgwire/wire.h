@@ -137,7 +137,9 @@ inline void append_int32(std::string& out, int32_t v) {
   store_be32(b, static_cast<uint32_t>(v));
   out.append(reinterpret_cast<const char*>(b), 4);
 }
-inline void append_uint32(std::string& out, uint32_t v) { append_int32(out, static_cast<int32_t>(v)); }
+inline void append_uint32(std::string& out, uint32_t v) {
+  append_int32(out, static_cast<int32_t>(v));
+}
 // String. A String cannot carry a NUL, so `s` is written up to its first NUL (if any): the
 // output is always well-formed. Callers that must reject such input check `has_nul` first.
 inline void append_string(std::string& out, std::string_view s) {
