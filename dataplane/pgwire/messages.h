@@ -478,6 +478,12 @@ template <typename T>
   return parse(message.body, out);
 }
 
+// Validates a framed message from `direction` with the parser for its type (startup packets
+// by Message::startup). 'p' is accepted as any of its forms (SASLResponse is free-form), so
+// the caller still parses it for the exchange in progress. For a DPDK prescreen or a proxy
+// that forwards messages it does not otherwise parse.
+[[nodiscard]] FrameError validate_message(Direction direction, const Message& message);
+
 // ---------------------------------------------------------------------------------------------
 // Builders: frontend.
 
