@@ -22,6 +22,12 @@
 
 namespace pgwarden::pgwire {
 
+// Protocol field types, as the documentation names them. Oid is an Int32 read as unsigned.
+using Int8 = uint8_t;
+using Int16 = int16_t;
+using Int32 = int32_t;
+using Oid = uint32_t;
+// ByteN: a view of N bytes in the caller's buffer.
 using Bytes = std::span<const uint8_t>;
 
 inline Bytes as_bytes(std::string_view s) {
