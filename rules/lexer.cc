@@ -157,8 +157,7 @@ uint64_t hash_shape(const char* p, size_t len) {
 }
 
 // Cursor state of one lexing pass; the two views are written through raw pointers into
-// buffers sized up front (each view is at most input size + 1 bytes, the shape stream at
-// most 2 * input size + 8).
+// buffers sized up front (each view and the shape stream at most 2 * input size + 8 bytes).
 struct Pass {
   const unsigned char* s;
   size_t n;
@@ -534,7 +533,10 @@ struct Pass {
 }  // namespace
 
 void lex_sql(std::string_view sql, LexedSql& out) {
-  const size_t cap = sql.size() + 2 + kSlack;
+  // A view grows past the input only by the space kept between a number and a word that
+  // follows it (`1from` -> `1 from`, at most one per 3 input bytes) and by closing an
+  // unterminated quote (`'` -> `''`); twice the input bounds both.
+  const size_t cap = 2 * sql.size() + 2 + kSlack;
   const size_t shape_cap = 2 * sql.size() + 8 + kSlack;
   if (out.code_.size() < cap) out.code_.resize(cap);
   if (out.text_.size() < cap) out.text_.resize(cap);

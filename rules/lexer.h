@@ -60,7 +60,7 @@ class LexedSql {
 };
 
 // Lexes `sql` into `out`, overwriting it. Never fails: malformed input is flagged.
-// Allocates only when `out`'s buffers are smaller than the input needs (about 4x its size
+// Allocates only when `out`'s buffers are smaller than the input needs (about 6x its size
 // in total, kept across calls).
 void lex_sql(std::string_view sql, LexedSql& out);
 
