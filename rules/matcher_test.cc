@@ -146,6 +146,24 @@ TEST(CompiledRuleSet, DetectReturnsValidatedMergedSpans) {
   EXPECT_EQ(value.substr(spans[1].begin, spans[1].end - spans[1].begin), "secretsecret");
 }
 
+TEST(CompiledRuleSet, OneThreadAlternatingBetweenManySetsScansEachCorrectly) {
+  std::vector<std::shared_ptr<const CompiledRuleSet>> sets;
+  for (int k = 0; k < 12; ++k) {
+    std::string id = "r" + std::to_string(k);
+    std::string pattern = "\\bword" + std::to_string(k) + "\\b";
+    sets.push_back(compile(rule(id.c_str(), "deny", "code", pattern.c_str())));
+    ASSERT_NE(sets.back(), nullptr);
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int k = 0; k < 12; ++k) {
+      Collect hit, miss;
+      EXPECT_EQ(sets[k]->scan(lex_sql("select word" + std::to_string(k)), hit), Verdict::kDeny);
+      EXPECT_EQ(sets[k]->scan(lex_sql("select word" + std::to_string((k + 1) % 12)), miss),
+                Verdict::kAllow);
+    }
+  }
+}
+
 TEST(Matcher, WithoutRuleSetEveryScanFailsClosed) {
   Matcher matcher;
   Collect sink;
