@@ -262,7 +262,8 @@ Result<std::shared_ptr<const CompiledRuleSet>> CompiledRuleSet::compile(
     store_cached(options.cache_dir, cache_path, set->dbs_);
   }
   // Allocating this thread's scratch now surfaces memory problems at load, not first scan.
-  if (scratch_for(set->dbs_, set->generation_) == nullptr) {
+  const bool any_db = set->dbs_[0] != nullptr || set->dbs_[1] != nullptr || set->dbs_[2] != nullptr;
+  if (any_db && scratch_for(set->dbs_, set->generation_) == nullptr) {
     return resource_exhausted("cannot allocate Hyperscan scratch space");
   }
   set->build_ms_ =
@@ -286,6 +287,7 @@ size_t CompiledRuleSet::database_bytes() const {
 }
 
 Verdict CompiledRuleSet::scan(const LexedSql& sql, MatchSink& sink) const {
+  if (dbs_[0] == nullptr && dbs_[1] == nullptr) return Verdict::kAllow;  // no deny/approve rules
   hs_scratch_t* scratch = scratch_for(dbs_, generation_);
   if (scratch == nullptr) {
     sink.on_scan_error("cannot allocate Hyperscan scratch space");

@@ -164,6 +164,27 @@ TEST(CompiledRuleSet, OneThreadAlternatingBetweenManySetsScansEachCorrectly) {
   }
 }
 
+TEST(CompiledRuleSet, EmptyRuleSetCompilesAndMatchesNothing) {
+  auto set = compile("# no rules yet\n");
+  ASSERT_NE(set, nullptr);
+  Collect sink;
+  EXPECT_EQ(set->scan(lex_sql("drop database x"), sink), Verdict::kAllow);
+  std::vector<DetectSpan> spans;
+  EXPECT_TRUE(set->detect("bob@example.com", spans).is_ok());
+  EXPECT_TRUE(spans.empty());
+}
+
+TEST(CompiledRuleSet, OnlyDetectRulesStillScanSqlAsAllow) {
+  auto set = compile("[p.mail]\naction = detect\npattern = @\\w+\nseverity = low\n");
+  ASSERT_NE(set, nullptr);
+  Collect sink;
+  EXPECT_EQ(set->scan(lex_sql("select 'a@b'"), sink), Verdict::kAllow);
+  std::vector<DetectSpan> spans;
+  ASSERT_TRUE(set->detect("x a@b", spans).is_ok());
+  ASSERT_EQ(spans.size(), 1u);
+  EXPECT_EQ(spans[0].begin, 3u);
+}
+
 TEST(Matcher, WithoutRuleSetEveryScanFailsClosed) {
   Matcher matcher;
   Collect sink;
