@@ -306,7 +306,9 @@ Result<HttpResponse> https_get(std::string_view url_text, const HttpsGetOptions&
     return unavailable("TLS handshake with " + url->host + " failed: " + why);
   }
 
-  std::string request = "GET " + url->path + " HTTP/1.1\r\nHost: " + url->host +
+  std::string host_header =
+      url->host.find(':') != std::string::npos ? "[" + url->host + "]" : url->host;
+  std::string request = "GET " + url->path + " HTTP/1.1\r\nHost: " + host_header +
                         (url->port == "443" ? "" : ":" + url->port) +
                         "\r\nAccept: application/json\r\nUser-Agent: pgwarden\r\n"
                         "Connection: close\r\n\r\n";

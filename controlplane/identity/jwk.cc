@@ -5,6 +5,8 @@
 #include <openssl/err.h>
 #include <openssl/param_build.h>
 
+#include <algorithm>
+
 #include "controlplane/identity/base64url.h"
 #include "controlplane/identity/strict_json.h"
 
@@ -204,6 +206,7 @@ Result<KeySet> parse_jwks(std::string_view json) {
       std::string kid = k.is_object() && k.contains("kid") && k["kid"].is_string()
                             ? k["kid"].get<std::string>()
                             : "";
+      if (kid.size() > 64) kid = kid.substr(0, 64) + "...";
       set.skipped.push_back("keys[" + std::to_string(index) + "] kid=\"" + kid +
                             "\": " + jwk.status().message());
     }
