@@ -77,7 +77,6 @@ bool TcpReassembler::ensure_capacity(uint32_t needed) {
     write_ring(ring.get(), new_cap, p, ring_.get() + pos, chunk);
     p += chunk;
   }
-  memory_->release(cap_);
   ring_ = std::move(ring);
   cap_ = new_cap;
   return true;

@@ -208,6 +208,7 @@ TEST_F(TcpReassemblerTest, RingGrowthKeepsRetainedBytesAcrossWrap) {
   }
   EXPECT_EQ(consumer_.stream, expect);
   EXPECT_EQ(r.buffer_capacity(), 32768u);
+  EXPECT_EQ(memory_.used(), 32768u);  // growth reserves only the difference each time
   // Every retained byte still compares equal after the moves: a retransmission matches.
   EXPECT_EQ(seg(r, 500, expect.substr(500, 15000)), SegmentOutcome::kForward);
   EXPECT_EQ(counters_.reassembly_overlap_conflicts.get(), 0u);
