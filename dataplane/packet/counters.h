@@ -21,6 +21,8 @@ namespace pgwarden::packet {
   X(parse_truncated)                /* frame shorter than its headers claim */     \
   X(parse_malformed)                /* bad version, header length or offsets */    \
   X(parse_fragments_dropped)        /* IP fragments carrying TCP: dropped */       \
+  X(parse_multisegment_dropped)     /* chained mbufs (jumbo frames): dropped */    \
+  X(l2_wrong_port_dropped)          /* flow packet arriving on the wrong side */   \
   X(l2_bridged)                     /* non-TCP frames bridged port to port */      \
   X(exception_to_host)              /* frames sent to the TAP exception port */    \
   X(exception_from_host)            /* frames from the host stack sent out */      \
