@@ -18,7 +18,7 @@ namespace pgwarden::packet {
 inline const Status& init_eal_for_tests(const std::string& extra_args = "") {
   static const Status status = [&] {
     Status st = PacketLayer::init_eal(
-        "-l 0 --no-huge -m 256 --no-pci --no-shconf --no-telemetry --log-level=lib.eal:error "
+        "-l 0 --no-huge -m 512 --no-pci --no-shconf --no-telemetry --log-level=lib.eal:error "
         "--file-prefix=pgwtest" +
         std::to_string(getpid()) + " " + extra_args);
     if (st.is_ok()) {

@@ -374,7 +374,7 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
     send(c, kException, m);
     return;
   }
-  if (p.is_tcp()) {
+  if (p.is_tcp() && !config_.forward_only_baseline) {
     handle_tcp(c, in, m, p, frame, now);
     return;
   }

@@ -49,6 +49,9 @@ struct PacketLayerConfig {
   ReassemblyConfig reassembly;
   uint32_t audit_queue = 1024;          // per lcore; events beyond it are dropped and counted
   uint32_t control_interval_ms = 1000;  // stats/audit callbacks period
+  // Benchmark baseline only: TCP is bridged like other traffic, with no flow tracking,
+  // reassembly or enforcement. Not reachable from the command line.
+  bool forward_only_baseline = false;
 };
 
 struct PortStats {
