@@ -297,6 +297,28 @@ TEST_F(PacketLayerTest, TruncatedFrameIsDroppedAndCounted) {
   EXPECT_EQ(counter("parse_truncated"), 1u);
 }
 
+TEST_F(PacketLayerTest, Ipv6FlowIsPrescreenedAndDenied) {
+  uint8_t client_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
+  uint8_t server_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
+  Address client = Address::v6(client_bytes), server = Address::v6(server_bytes);
+  Prefix allowed;
+  ASSERT_TRUE(parse_prefix("2001:db8::a/128", &allowed));
+  config_.allowed_direct_sources.push_back(allowed);
+  start();
+  inject(agent_, tcp(client, 40000, server, 5432, 1000, 0, kTcpSyn));
+  inject(db_, tcp(server, 5432, client, 40000, 5000, 1001, kTcpSyn | kTcpAck));
+  std::string data = startup_message() + query("drop table t");
+  inject(agent_, tcp(client, 40000, server, 5432, 1001, 5001, kTcpAck, data));
+  auto to_db = sent(db_);
+  ASSERT_EQ(to_db.size(), 2u);  // the SYN, then the RST instead of the data
+  ParsedPacket r;
+  ASSERT_EQ(parse_frame(to_db[1], &r), ParseStatus::kOk);
+  EXPECT_EQ(r.l3, L3Kind::kIpv6);
+  EXPECT_EQ(r.tcp_flags, kTcpRst | kTcpAck);
+  EXPECT_EQ(r.seq, TcpSeq(1001));
+  EXPECT_EQ(counter("prescreen_denied"), 1u);
+}
+
 TEST_F(PacketLayerTest, UnknownPortNameIsAClearConfigError) {
   config_.agent_port = "net_nonexistent0";
   auto l = PacketLayer::create(config_);

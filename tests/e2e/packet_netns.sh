@@ -148,10 +148,10 @@ log "4. the gateway's own address through the exception port"
 in_gw python3 -c '
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.18.0.1", 6432)); s.listen(1); s.settimeout(15)
-c, _ = s.accept(); c.sendall(b"gateway-host-" + c.recv(16))' &
+s.bind(("198.18.0.1", 6432)); s.listen(1); s.settimeout(20); open(sys.argv[1], "w").close()
+c, _ = s.accept(); c.sendall(b"gateway-host-" + c.recv(16))' "$WORK/listening" &
 LISTENER=$!
-sleep 0.5
+for _ in $(seq 100); do [ -f "$WORK/listening" ] && break; sleep 0.1; done
 out=$(in_agent python3 -c '
 import socket
 c = socket.create_connection(("198.18.0.1", 6432), timeout=5); c.sendall(b"hello")
