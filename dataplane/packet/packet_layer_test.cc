@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <rte_eth_ring.h>
 #include <rte_mbuf.h>
+#include <rte_mempool.h>
 #include <rte_ring.h>
 
 #include <cstring>
@@ -317,6 +318,26 @@ TEST_F(PacketLayerTest, Ipv6FlowIsPrescreenedAndDenied) {
   EXPECT_EQ(r.tcp_flags, kTcpRst | kTcpAck);
   EXPECT_EQ(r.seq, TcpSeq(1001));
   EXPECT_EQ(counter("prescreen_denied"), 1u);
+}
+
+TEST_F(PacketLayerTest, EveryInjectedMbufIsFreedExactlyOnce) {
+  unsigned before = rte_mempool_avail_count(pool_);
+  start();
+  handshake();
+  std::string first = startup_message() + query("SELECT 1");
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck, first));
+  uint32_t seq = 1001 + static_cast<uint32_t>(first.size());
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq + 100, 5001, kTcpAck, "held"));  // held
+  inject(agent_, tcp(kRogue, 1, kDb, 5432, 1, 0, kTcpSyn));                         // bypass
+  std::vector<uint8_t> arp(42, 0xff);
+  store_be16(arp.data() + 12, kEtherTypeArp);
+  inject(agent_, arp);                                        // bridged + copied
+  inject(host_, tcp(kGateway, 1, kAgent, 2, 1, 1, kTcpAck));  // flooded
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, query("drop table x")));
+  sent(agent_);
+  sent(db_);
+  sent(host_);
+  EXPECT_EQ(rte_mempool_avail_count(pool_), before);
 }
 
 TEST_F(PacketLayerTest, UnknownPortNameIsAClearConfigError) {

@@ -68,7 +68,7 @@ bool TcpReassembler::ensure_capacity(uint32_t needed) {
     counters_->reassembly_memcap_global_drops.inc();
     return false;
   }
-  auto ring = std::make_unique<uint8_t[]>(new_cap);
+  auto ring = std::make_unique_for_overwrite<uint8_t[]>(new_cap);
   TcpSeq high = islands_.empty() ? next_ : islands_.back().end;
   // Re-home every retained byte: its position is its sequence number modulo the capacity.
   for (TcpSeq p = acked_; p < high;) {
