@@ -1,0 +1,702 @@
+#include "dataplane/packet/packet_layer.h"
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
+#include <chrono>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "dataplane/packet/counters.h"
+#include "dataplane/packet/flow_table.h"
+#include "dataplane/packet/packet_parser.h"
+#include "dataplane/packet/tcp_reset.h"
+#include "dataplane/packet/wire_prescreen.h"
+
+namespace pgwarden::packet {
+namespace {
+
+enum PortRole : uint8_t { kAgent = 0, kDatabase = 1, kException = 2 };
+constexpr unsigned kMaxPorts = 3;
+constexpr const char* kRoleNames[kMaxPorts] = {"agent", "database", "exception"};
+constexpr uint16_t kMaxBurst = 64;
+constexpr uint32_t kMbufCache = 256;
+constexpr uint32_t kExpireBudget = 256;  // flow slots examined per drain tick
+
+// Symmetric Toeplitz key: hashing (src, dst) and (dst, src) gives the same value, so both
+// directions of a flow land in the same RX queue and therefore on the same lcore.
+constexpr uint8_t kSymmetricRssKey[40] = {
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+    0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a};
+
+// Fixed-size audit record carried by the per-lcore rte_ring (size a multiple of 4).
+struct AuditRecord {
+  uint64_t unix_ms;
+  uint8_t client[16];
+  uint8_t server[16];
+  uint16_t client_port;
+  uint16_t server_port;
+  uint8_t family;
+  uint8_t pad[3];
+  char reason[88];
+};
+static_assert(sizeof(AuditRecord) % 4 == 0);
+
+uint64_t unix_ms_now() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+bool any_contains(const std::vector<Prefix>& prefixes, const Address& a) {
+  for (const Prefix& p : prefixes) {
+    if (p.contains(a)) return true;
+  }
+  return false;
+}
+
+void free_unsent(rte_mbuf** unsent, uint16_t count, void* userdata) {
+  rte_pktmbuf_free_bulk(unsent, count);
+  static_cast<PacketCounters*>(userdata)->tx_dropped.inc(count);
+}
+
+std::string available_ports() {
+  std::string names;
+  uint16_t id;
+  RTE_ETH_FOREACH_DEV(id) {
+    char name[RTE_ETH_NAME_MAX_LEN];
+    if (rte_eth_dev_get_name_by_port(id, name) == 0) {
+      names += names.empty() ? "" : ", ";
+      names += name;
+    }
+  }
+  return names.empty() ? "none" : names;
+}
+
+}  // namespace
+
+// One worker's state. Cache-aligned so that no two workers share a line.
+struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
+  unsigned lcore_id = 0;
+  uint16_t queue = 0;
+  PacketCounters counters;
+  std::unique_ptr<ReassemblyMemory> memory;
+  std::unique_ptr<FlowTable> flows;
+  std::unique_ptr<WirePrescreen> sink;
+  rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
+  rte_ring* audit = nullptr;
+  uint64_t last_drain_tsc = 0;
+  std::atomic<uint64_t> memory_used{0};
+};
+
+class PacketLayer::Impl {
+ public:
+  ~Impl();
+  Status setup(const PacketLayerConfig& config);
+  bool poll(LcoreContext& c);
+  void flush(LcoreContext& c);
+  void handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now);
+  void handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,
+                  std::span<const uint8_t> frame, uint64_t now);
+  void send(LcoreContext& c, PortRole out, rte_mbuf* m);
+  void send_resets(LcoreContext& c, const ParsedPacket& p, std::span<const uint8_t> frame);
+  void audit(LcoreContext& c, const FlowEntry& e, const ParsedPacket& p);
+
+  PacketLayerConfig config_;
+  uint16_t port_ids_[kMaxPorts] = {};
+  bool port_used_[kMaxPorts] = {};
+  bool port_started_[kMaxPorts] = {};
+  std::string port_names_[kMaxPorts];
+  rte_mempool* pool_ = nullptr;
+  std::vector<std::unique_ptr<LcoreContext>> workers_;
+  std::vector<int> worker_of_lcore_;
+  std::shared_ptr<const TemporaryKeywordMatcher> matcher_;
+  uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
+};
+
+PacketLayer::Impl::~Impl() {
+  for (auto& w : workers_) {
+    flush(*w);
+    for (rte_eth_dev_tx_buffer* b : w->tx) rte_free(b);
+    rte_ring_free(w->audit);
+    w->flows.reset();
+  }
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (!port_used_[r]) continue;
+    if (port_started_[r]) rte_eth_dev_stop(port_ids_[r]);
+    rte_eth_dev_close(port_ids_[r]);
+  }
+  rte_mempool_free(pool_);
+}
+
+Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
+  config_ = config;
+  if (config.agent_port.empty() || config.database_port.empty()) {
+    return invalid_argument("both an agent port and a database port are required");
+  }
+  if (config.burst == 0 || config.burst > kMaxBurst) {
+    return invalid_argument("burst must be 1.." + std::to_string(kMaxBurst));
+  }
+  uint32_t cap = config.reassembly.per_flow_cap;
+  if (cap < 1024 || (cap & (cap - 1)) != 0) {
+    return invalid_argument("per-flow reassembly cap must be a power of two >= 1024");
+  }
+  Result<std::shared_ptr<const TemporaryKeywordMatcher>> matcher =
+      TemporaryKeywordMatcher::compile(config.deny_keywords);
+  if (!matcher) return matcher.status();
+  matcher_ = *matcher;
+
+  port_names_[kAgent] = config.agent_port;
+  port_names_[kDatabase] = config.database_port;
+  port_names_[kException] = config.exception_port;
+  unsigned nb_ports = 0;
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (port_names_[r].empty()) continue;
+    if (rte_eth_dev_get_port_by_name(port_names_[r].c_str(), &port_ids_[r]) != 0) {
+      return invalid_argument(std::string(kRoleNames[r]) + " port '" + port_names_[r] +
+                              "' not found; DPDK ports: " + available_ports());
+    }
+    for (unsigned o = 0; o < r; ++o) {
+      if (port_used_[o] && port_ids_[o] == port_ids_[r]) {
+        return invalid_argument("the same DPDK port is used for two roles: " + port_names_[r]);
+      }
+    }
+    port_used_[r] = true;
+    ++nb_ports;
+  }
+
+  unsigned nb_workers = rte_lcore_count();
+  worker_of_lcore_.assign(RTE_MAX_LCORE, -1);
+  int socket = static_cast<int>(rte_socket_id());
+  uint32_t mbufs = config.mbufs;
+  if (mbufs == 0) {
+    mbufs = nb_ports * nb_workers * (config.rx_descriptors + config.tx_descriptors) +
+            nb_workers * (kMbufCache + nb_ports * config.burst * 2) + 2048;
+  }
+  pool_ =
+      rte_pktmbuf_pool_create("pgw_mbufs", mbufs, kMbufCache, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+  if (pool_ == nullptr) {
+    return resource_exhausted("cannot create mbuf pool of " + std::to_string(mbufs) +
+                              " mbufs: " + rte_strerror(rte_errno) +
+                              " (raise EAL -m or lower descriptors/mbufs)");
+  }
+
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (!port_used_[r]) continue;
+    uint16_t id = port_ids_[r];
+    std::string what = std::string(kRoleNames[r]) + " port " + port_names_[r];
+    rte_eth_dev_info info;
+    if (int rc = rte_eth_dev_info_get(id, &info); rc != 0) {
+      return unavailable("cannot query " + what + ": " + rte_strerror(-rc));
+    }
+    if (nb_workers > info.max_rx_queues || nb_workers > info.max_tx_queues) {
+      return invalid_argument(what + " has " + std::to_string(info.max_rx_queues) +
+                              " RX queues but " + std::to_string(nb_workers) +
+                              " worker lcores need one each (fewer lcores, or qpairs=N)");
+    }
+    rte_eth_conf conf = {};
+    uint64_t rss_hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & info.flow_type_rss_offloads;
+    if (nb_workers > 1) {
+      if (rss_hf == 0) {
+        return invalid_argument(what +
+                                " cannot spread flows over queues (no RSS); run one "
+                                "worker lcore");
+      }
+      conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+      conf.rx_adv_conf.rss_conf.rss_key = const_cast<uint8_t*>(kSymmetricRssKey);
+      conf.rx_adv_conf.rss_conf.rss_key_len = sizeof(kSymmetricRssKey);
+      conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+    }
+    if (int rc = rte_eth_dev_configure(id, static_cast<uint16_t>(nb_workers),
+                                       static_cast<uint16_t>(nb_workers), &conf);
+        rc != 0) {
+      return unavailable("cannot configure " + what + ": " + rte_strerror(-rc));
+    }
+    uint16_t rxd = config.rx_descriptors, txd = config.tx_descriptors;
+    if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &rxd, &txd); rc != 0) {
+      return unavailable("cannot size descriptors of " + what + ": " + rte_strerror(-rc));
+    }
+    for (uint16_t q = 0; q < nb_workers; ++q) {
+      if (int rc =
+              rte_eth_rx_queue_setup(id, q, rxd, static_cast<unsigned>(socket), nullptr, pool_);
+          rc != 0) {
+        return unavailable("cannot set up RX queue " + std::to_string(q) + " of " + what + ": " +
+                           rte_strerror(-rc));
+      }
+      if (int rc = rte_eth_tx_queue_setup(id, q, txd, static_cast<unsigned>(socket), nullptr);
+          rc != 0) {
+        return unavailable("cannot set up TX queue " + std::to_string(q) + " of " + what + ": " +
+                           rte_strerror(-rc));
+      }
+    }
+    if (int rc = rte_eth_dev_start(id); rc != 0) {
+      return unavailable("cannot start " + what + ": " + rte_strerror(-rc));
+    }
+    port_started_[r] = true;
+    // A bump in the wire receives frames for every MAC. Virtual devices may not support
+    // the call (and are promiscuous anyway): not an error.
+    if (r != kException) rte_eth_promiscuous_enable(id);
+  }
+
+  uint64_t hz = rte_get_tsc_hz();
+  drain_tsc_ = hz / 1000000 * config.drain_us;
+  idle_tsc_ = hz / 1000 * config.flow_idle_timeout_ms;
+  linger_tsc_ = hz / 1000 * config.flow_finished_linger_ms;
+  unsigned lcore;
+  uint16_t queue = 0;
+  RTE_LCORE_FOREACH(lcore) {
+    auto c = std::make_unique<LcoreContext>();
+    c->lcore_id = lcore;
+    c->queue = queue;
+    std::string suffix = std::to_string(lcore);
+    c->memory = std::make_unique<ReassemblyMemory>(config.reassembly_memcap / nb_workers);
+    Result<std::unique_ptr<FlowTable>> flows =
+        FlowTable::create("pgw_flows_" + suffix, config.flow_capacity, socket);
+    if (!flows) return flows.status();
+    c->flows = std::move(*flows);
+    Result<std::unique_ptr<WirePrescreen>> sink = WirePrescreen::create(matcher_, &c->counters);
+    if (!sink) return sink.status();
+    c->sink = std::move(*sink);
+    for (unsigned r = 0; r < kMaxPorts; ++r) {
+      if (!port_used_[r]) continue;
+      auto* buf = static_cast<rte_eth_dev_tx_buffer*>(
+          rte_zmalloc_socket("pgw_txbuf", RTE_ETH_TX_BUFFER_SIZE(config.burst), 0, socket));
+      if (buf == nullptr) return resource_exhausted("cannot allocate TX buffer");
+      c->tx[r] = buf;
+      rte_eth_tx_buffer_init(buf, config.burst);
+      rte_eth_tx_buffer_set_err_callback(buf, free_unsent, &c->counters);
+    }
+    c->audit = rte_ring_create_elem(("pgw_audit_" + suffix).c_str(), sizeof(AuditRecord),
+                                    rte_align32pow2(config.audit_queue), socket,
+                                    RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (c->audit == nullptr) {
+      return resource_exhausted(std::string("cannot create audit ring: ") +
+                                rte_strerror(rte_errno));
+    }
+    worker_of_lcore_[lcore] = static_cast<int>(workers_.size());
+    workers_.push_back(std::move(c));
+    ++queue;
+  }
+  return Status::ok();
+}
+
+void PacketLayer::Impl::send(LcoreContext& c, PortRole out, rte_mbuf* m) {
+  if (!port_used_[out]) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  c.counters.tx_packets.inc();
+  rte_eth_tx_buffer(port_ids_[out], c.queue, c.tx[out], m);
+}
+
+void PacketLayer::Impl::flush(LcoreContext& c) {
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (port_used_[r]) rte_eth_tx_buffer_flush(port_ids_[r], c.queue, c.tx[r]);
+  }
+}
+
+bool PacketLayer::Impl::poll(LcoreContext& c) {
+  rte_mbuf* pkts[kMaxBurst];
+  bool any = false;
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (!port_used_[r]) continue;
+    uint16_t n = rte_eth_rx_burst(port_ids_[r], c.queue, pkts, config_.burst);
+    if (n == 0) continue;
+    any = true;
+    uint64_t now = rte_rdtsc();
+    for (uint16_t i = 0; i < n; ++i) {
+      if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
+      handle(c, static_cast<PortRole>(r), pkts[i], now);
+    }
+  }
+  uint64_t now = rte_rdtsc();
+  if (now - c.last_drain_tsc >= drain_tsc_) {
+    flush(c);
+    c.flows->expire(now, idle_tsc_, linger_tsc_, kExpireBudget);
+    c.memory_used.store(c.memory->used(), std::memory_order_relaxed);
+    c.last_drain_tsc = now;
+  }
+  return any;
+}
+
+void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now) {
+  c.counters.rx_packets.inc();
+  c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
+  if (in == kException) {
+    // The host stack (and later the session engine) talks to both sides.
+    c.counters.exception_from_host.inc();
+    rte_pktmbuf_refcnt_update(m, 1);
+    send(c, kAgent, m);
+    send(c, kDatabase, m);
+    return;
+  }
+  if (m->nb_segs != 1) {
+    c.counters.parse_multisegment_dropped.inc();
+    rte_pktmbuf_free(m);
+    return;
+  }
+  std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
+  ParsedPacket p;
+  switch (parse_frame(frame, &p)) {
+    case ParseStatus::kOk:
+      break;
+    case ParseStatus::kTruncated:
+      c.counters.parse_truncated.inc();
+      rte_pktmbuf_free(m);
+      return;
+    case ParseStatus::kMalformed:
+      c.counters.parse_malformed.inc();
+      rte_pktmbuf_free(m);
+      return;
+  }
+  bool ip = p.l3 == L3Kind::kIpv4 || p.l3 == L3Kind::kIpv6;
+  if (ip && p.ip_proto == kIpProtoTcp && p.fragment) {
+    // Reassembling IP fragments would be a second, unbounded reassembly; real PostgreSQL
+    // clients never fragment TCP (PMTUD), so fragments are dropped.
+    c.counters.parse_fragments_dropped.inc();
+    rte_pktmbuf_free(m);
+    return;
+  }
+  bool to_gateway = ip && any_contains(config_.gateway_addresses, p.dst);
+  if (to_gateway) {  // the host's own traffic, including escalated sessions
+    c.counters.exception_to_host.inc();
+    send(c, kException, m);
+    return;
+  }
+  if (p.is_tcp() && !config_.forward_only_baseline) {
+    handle_tcp(c, in, m, p, frame, now);
+    return;
+  }
+  PortRole other = in == kAgent ? kDatabase : kAgent;
+  if ((p.l2_multicast || p.l3 == L3Kind::kArp) && port_used_[kException]) {
+    // Neighbour discovery must reach the host too, or its stack cannot answer for the
+    // gateway's own address.
+    c.counters.exception_to_host.inc();
+    rte_pktmbuf_refcnt_update(m, 1);
+    send(c, kException, m);
+  }
+  c.counters.l2_bridged.inc();
+  send(c, other, m);
+}
+
+void PacketLayer::Impl::handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,
+                                   std::span<const uint8_t> frame, uint64_t now) {
+  bool src_is_a = false;
+  FlowKey key = make_flow_key(p.src, p.src_port, p.dst, p.dst_port, kIpProtoTcp, &src_is_a);
+  FlowEntry* e = c.flows->lookup(key);
+  bool opening = (p.tcp_flags & (kTcpSyn | kTcpAck | kTcpRst)) == kTcpSyn;
+  if (e != nullptr && opening && e->tcp && e->tcp->finished() && src_is_a == e->client_is_a) {
+    c.flows->remove(e);  // the client reuses the port of a closed flow
+    e = nullptr;
+  }
+  if (e == nullptr) {
+    if (!opening) {
+      c.counters.flows_midstream_dropped.inc();
+      rte_pktmbuf_free(m);
+      return;
+    }
+    if (in != kAgent) {
+      c.counters.flows_reverse_dropped.inc();
+      rte_pktmbuf_free(m);
+      return;
+    }
+    if (!any_contains(config_.allowed_direct_sources, p.src)) {
+      c.counters.flows_bypass_dropped.inc();
+      rte_pktmbuf_free(m);
+      return;
+    }
+    std::unique_ptr<StreamConsumer> consumer = c.sink->open_stream(key);
+    if (!consumer) {
+      c.counters.flows_sink_refused.inc();
+      rte_pktmbuf_free(m);
+      return;
+    }
+    e = c.flows->insert(key);
+    if (e == nullptr) {
+      c.counters.flows_capacity_dropped.inc();
+      rte_pktmbuf_free(m);
+      return;
+    }
+    e->client_is_a = src_is_a;
+    e->tcp.emplace(p, std::move(consumer), &config_.reassembly, c.memory.get(), &c.counters);
+    c.counters.flows_created.inc();
+  }
+  e->last_seen_tsc = now;
+  bool from_client = src_is_a == e->client_is_a;
+  if (in != (from_client ? kAgent : kDatabase)) {
+    c.counters.l2_wrong_port_dropped.inc();
+    rte_pktmbuf_free(m);
+    return;
+  }
+  FlowAction action =
+      from_client ? e->tcp->on_client_packet(p, frame.subspan(p.payload_offset, p.payload_len))
+                  : e->tcp->on_server_packet(p);
+  switch (action) {
+    case FlowAction::kForward:
+      c.counters.tcp_forwarded.inc();
+      send(c, from_client ? kDatabase : kAgent, m);
+      return;
+    case FlowAction::kDrop:
+      rte_pktmbuf_free(m);
+      return;
+    case FlowAction::kDropAndReset:
+      send_resets(c, p, frame);
+      audit(c, *e, p);
+      rte_pktmbuf_free(m);
+      return;
+  }
+}
+
+void PacketLayer::Impl::send_resets(LcoreContext& c, const ParsedPacket& p,
+                                    std::span<const uint8_t> frame) {
+  for (bool toward_client : {false, true}) {
+    rte_mbuf* r = rte_pktmbuf_alloc(pool_);
+    if (r == nullptr) {
+      c.counters.enforce_reset_alloc_failed.inc();
+      continue;
+    }
+    auto* data = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(r, kMaxResetFrame));
+    size_t len = data ? build_reset(frame, p, toward_client, {data, kMaxResetFrame}) : 0;
+    if (len == 0) {
+      rte_pktmbuf_free(r);
+      continue;
+    }
+    rte_pktmbuf_trim(r, static_cast<uint16_t>(kMaxResetFrame - len));
+    c.counters.enforce_resets_sent.inc();
+    send(c, toward_client ? kAgent : kDatabase, r);
+  }
+}
+
+void PacketLayer::Impl::audit(LcoreContext& c, const FlowEntry& e, const ParsedPacket& p) {
+  AuditRecord rec = {};
+  rec.unix_ms = unix_ms_now();
+  std::memcpy(rec.client, p.src.bytes.data(), 16);
+  std::memcpy(rec.server, p.dst.bytes.data(), 16);
+  rec.client_port = p.src_port;
+  rec.server_port = p.dst_port;
+  rec.family = p.src.family;
+  const std::string& reason = e.tcp->deny_reason();
+  std::memcpy(rec.reason, reason.data(), std::min(reason.size(), sizeof(rec.reason) - 1));
+  if (rte_ring_sp_enqueue_elem(c.audit, &rec, sizeof(rec)) == 0) {
+    c.counters.audit_events.inc();
+  } else {
+    c.counters.audit_events_dropped.inc();
+  }
+}
+
+// --- PacketLayer -----------------------------------------------------------------------------
+
+Status PacketLayer::init_eal(const std::string& eal_args) {
+  std::vector<std::string> args = {"pgwarden-dp"};
+  std::istringstream in(eal_args);
+  for (std::string a; in >> a;) args.push_back(a);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int rc = rte_eal_init(static_cast<int>(args.size()), argv.data());
+  if (rc < 0) {
+    return unavailable(std::string("DPDK EAL initialisation failed: ") + rte_strerror(rte_errno) +
+                       " (EAL args: " + eal_args + ")");
+  }
+  if (rc + 1 != static_cast<int>(args.size())) {
+    return invalid_argument("unexpected non-EAL arguments in --dpdk: " + eal_args);
+  }
+  return Status::ok();
+}
+
+PacketLayer::PacketLayer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PacketLayer::~PacketLayer() = default;
+
+Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig& config) {
+  auto impl = std::make_unique<Impl>();
+  PGW_RETURN_IF_ERROR(impl->setup(config));
+  return std::unique_ptr<PacketLayer>(new PacketLayer(std::move(impl)));
+}
+
+unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
+
+void PacketLayer::poll_once(unsigned worker) { impl_->poll(*impl_->workers_[worker]); }
+void PacketLayer::flush(unsigned worker) { impl_->flush(*impl_->workers_[worker]); }
+
+namespace {
+struct LaunchContext {
+  PacketLayer::Impl* impl;
+  const std::atomic<bool>* stop;
+  const std::function<void()>* on_control;
+};
+}  // namespace
+
+void PacketLayer::run(const std::atomic<bool>& stop, const std::function<void()>& on_control) {
+  LaunchContext ctx{impl_.get(), &stop, &on_control};
+  auto worker_main = [](void* arg) -> int {
+    auto* l = static_cast<LaunchContext*>(arg);
+    Impl* impl = l->impl;
+    LcoreContext& c = *impl->workers_[static_cast<size_t>(impl->worker_of_lcore_[rte_lcore_id()])];
+    bool is_main = rte_lcore_id() == rte_get_main_lcore();
+    uint64_t control_tsc = rte_get_tsc_hz() / 1000 * impl->config_.control_interval_ms;
+    uint64_t last_control = rte_rdtsc();
+    while (!l->stop->load(std::memory_order_relaxed)) {
+      bool any = impl->poll(c);
+      if (!any && impl->config_.idle_sleep_us > 0) {
+        rte_delay_us_sleep(impl->config_.idle_sleep_us);
+      }
+      if (is_main && rte_rdtsc() - last_control >= control_tsc) {
+        if (*l->on_control) (*l->on_control)();
+        last_control = rte_rdtsc();
+      }
+    }
+    impl->flush(c);
+    return 0;
+  };
+  rte_eal_mp_remote_launch(worker_main, &ctx, CALL_MAIN);
+  rte_eal_mp_wait_lcore();
+}
+
+PacketLayerStats PacketLayer::stats() const {
+  PacketLayerStats s;
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (!impl_->port_used_[r]) continue;
+    PortStats ps;
+    ps.role = kRoleNames[r];
+    ps.name = impl_->port_names_[r];
+    ps.port_id = impl_->port_ids_[r];
+    rte_eth_link link = {};
+    if (rte_eth_link_get_nowait(ps.port_id, &link) == 0) {
+      ps.link_up = link.link_status == RTE_ETH_LINK_UP;
+      ps.link_speed_mbps = link.link_speed;
+    }
+    rte_eth_stats es = {};
+    if (rte_eth_stats_get(ps.port_id, &es) == 0) {
+      ps.rx_packets = es.ipackets;
+      ps.tx_packets = es.opackets;
+      ps.rx_bytes = es.ibytes;
+      ps.tx_bytes = es.obytes;
+      ps.rx_missed = es.imissed;
+      ps.rx_errors = es.ierrors;
+      ps.tx_errors = es.oerrors;
+      ps.rx_nombuf = es.rx_nombuf;
+    }
+    s.ports.push_back(ps);
+  }
+  for (const auto& w : impl_->workers_) {
+    LcoreStats ls;
+    ls.lcore_id = w->lcore_id;
+    ls.queue = w->queue;
+    ls.flows_active = w->flows->size();
+    ls.reassembly_memory_used = w->memory_used.load(std::memory_order_relaxed);
+    for_each_counter(w->counters, [&](std::string_view name, uint64_t v) {
+      ls.counters.emplace_back(std::string(name), v);
+    });
+    s.lcores.push_back(std::move(ls));
+  }
+  return s;
+}
+
+std::vector<AuditEvent> PacketLayer::drain_audit() {
+  std::vector<AuditEvent> events;
+  for (auto& w : impl_->workers_) {
+    AuditRecord rec;
+    while (rte_ring_sc_dequeue_elem(w->audit, &rec, sizeof(rec)) == 0) {
+      AuditEvent ev;
+      ev.unix_ms = rec.unix_ms;
+      ev.lcore_id = w->lcore_id;
+      ev.client.family = rec.family;
+      std::memcpy(ev.client.bytes.data(), rec.client, 16);
+      ev.server.family = rec.family;
+      std::memcpy(ev.server.bytes.data(), rec.server, 16);
+      ev.client_port = rec.client_port;
+      ev.server_port = rec.server_port;
+      ev.reason = std::string(rec.reason, strnlen(rec.reason, sizeof(rec.reason)));
+      events.push_back(std::move(ev));
+    }
+  }
+  return events;
+}
+
+std::string PacketLayerStats::to_json() const {
+  nlohmann::json j;
+  j["ports"] = nlohmann::json::array();
+  for (const PortStats& p : ports) {
+    j["ports"].push_back({{"role", p.role},
+                          {"name", p.name},
+                          {"port_id", p.port_id},
+                          {"link_up", p.link_up},
+                          {"link_speed_mbps", p.link_speed_mbps},
+                          {"rx_packets", p.rx_packets},
+                          {"tx_packets", p.tx_packets},
+                          {"rx_bytes", p.rx_bytes},
+                          {"tx_bytes", p.tx_bytes},
+                          {"rx_missed", p.rx_missed},
+                          {"rx_errors", p.rx_errors},
+                          {"tx_errors", p.tx_errors},
+                          {"rx_nombuf", p.rx_nombuf}});
+  }
+  j["lcores"] = nlohmann::json::array();
+  for (const LcoreStats& l : lcores) {
+    nlohmann::json counters = nlohmann::json::object();
+    for (const auto& [name, v] : l.counters) counters[name] = v;
+    j["lcores"].push_back({{"lcore_id", l.lcore_id},
+                           {"queue", l.queue},
+                           {"flows_active", l.flows_active},
+                           {"reassembly_memory_used", l.reassembly_memory_used},
+                           {"counters", counters}});
+  }
+  return j.dump();
+}
+
+std::string AuditEvent::to_json() const {
+  return nlohmann::json{{"type", "event"},
+                        {"kind", "wire_deny"},
+                        {"unix_ms", unix_ms},
+                        {"lcore", lcore_id},
+                        {"client", client.to_string() + ":" + std::to_string(client_port)},
+                        {"server", server.to_string() + ":" + std::to_string(server_port)},
+                        {"reason", reason}}
+      .dump();
+}
+
+int run_packet_layer(const PacketLayerConfig& config, const PacketLayerHooks& hooks,
+                     std::string* error) {
+  if (hooks.stop == nullptr) {
+    *error = "run_packet_layer needs a stop flag";
+    return kExitConfig;
+  }
+  if (Status st = PacketLayer::init_eal(config.eal_args); !st) {
+    *error = st.message();
+    return kExitEal;
+  }
+  int code = kExitOk;
+  {
+    Result<std::unique_ptr<PacketLayer>> layer = PacketLayer::create(config);
+    if (!layer) {
+      *error = layer.status().message();
+      code = layer.status().code() == StatusCode::kInvalidArgument ? kExitConfig : kExitPorts;
+    } else {
+      PacketLayer& l = **layer;
+      auto control = [&]() {
+        for (const AuditEvent& ev : l.drain_audit()) {
+          if (hooks.on_audit) hooks.on_audit(ev);
+        }
+        if (hooks.on_stats) hooks.on_stats(l.stats());
+      };
+      if (hooks.on_ready) hooks.on_ready();
+      l.run(*hooks.stop, control);
+      control();  // last stats and audit events
+    }
+  }
+  rte_eal_cleanup();
+  return code;
+}
+
+}  // namespace pgwarden::packet

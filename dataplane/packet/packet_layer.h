@@ -1,0 +1,141 @@
+// PacketLayer: DPDK ports, per-lcore workers and the forwarding loop of appliance mode.
+//
+// Topology (a bump in the wire with an exception path):
+//   agent port  <->  [ lcore workers: flow table, reassembly, prescreen ]  <->  database port
+//                               |  non-TCP for the host, flows to the gateway's address
+//                         exception port (TAP) <-> the host's kernel stack (session engine)
+// TCP flows must be opened (SYN) from the agent side by an allowed source; client→server bytes
+// are reassembled and prescreened; a deny drops the segment and resets both ends. ARP/ND and
+// other non-TCP traffic is bridged between the sides and copied to the host as needed.
+//
+// Threads: one worker per lcore (main lcore included), worker i polls RX queue i of every
+// port and sends on TX queue i. Each worker owns its LcoreContext; nothing on the packet path
+// takes a lock. stats() and drain_audit() may be called from the main lcore's control tick.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "dataplane/packet/flow_key.h"
+#include "dataplane/packet/tcp_reassembler.h"
+
+namespace pgwarden::packet {
+
+struct PacketLayerConfig {
+  // EAL arguments, e.g. "-l 0 --no-huge -m 512 --no-pci --vdev=net_af_packet0,iface=veth0".
+  std::string eal_args;
+  std::string agent_port;                      // DPDK device name on the agents' side
+  std::string database_port;                   // DPDK device name on the databases' side
+  std::string exception_port;                  // TAP device name towards the host; empty: none
+  std::vector<Prefix> gateway_addresses;       // flows to these go to the exception port
+  std::vector<Prefix> allowed_direct_sources;  // agents allowed to reach databases directly
+  std::vector<std::string> deny_keywords;      // TEMPORARY until rules::RuleSet is merged
+
+  uint32_t mbufs = 0;  // 0: computed from ports, queues and descriptors
+  uint16_t rx_descriptors = 1024;
+  uint16_t tx_descriptors = 1024;
+  uint16_t burst = 32;
+  uint32_t drain_us = 100;         // TX buffers are flushed at least this often
+  uint32_t idle_sleep_us = 0;      // >0: sleep when a poll round found nothing (tests, VMs)
+  uint32_t flow_capacity = 65536;  // per lcore
+  uint32_t flow_idle_timeout_ms = 300000;
+  uint32_t flow_finished_linger_ms = 2000;
+  uint64_t reassembly_memcap = 256ull << 20;  // all lcores together
+  ReassemblyConfig reassembly;
+  uint32_t audit_queue = 1024;          // per lcore; events beyond it are dropped and counted
+  uint32_t control_interval_ms = 1000;  // stats/audit callbacks period
+  // Benchmark baseline only: TCP is bridged like other traffic, with no flow tracking,
+  // reassembly or enforcement. Not reachable from the command line.
+  bool forward_only_baseline = false;
+};
+
+struct PortStats {
+  std::string role;  // agent, database, exception
+  std::string name;
+  uint16_t port_id = 0;
+  bool link_up = false;
+  uint32_t link_speed_mbps = 0;
+  uint64_t rx_packets = 0, tx_packets = 0, rx_bytes = 0, tx_bytes = 0;
+  uint64_t rx_missed = 0, rx_errors = 0, tx_errors = 0, rx_nombuf = 0;
+};
+
+struct LcoreStats {
+  unsigned lcore_id = 0;
+  uint16_t queue = 0;
+  uint32_t flows_active = 0;
+  uint64_t reassembly_memory_used = 0;
+  std::vector<std::pair<std::string, uint64_t>> counters;  // PGW_PACKET_COUNTERS order
+};
+
+struct PacketLayerStats {
+  std::vector<PortStats> ports;
+  std::vector<LcoreStats> lcores;
+  std::string to_json() const;
+};
+
+// A deny enforced on the wire, for the control plane's audit log.
+struct AuditEvent {
+  uint64_t unix_ms = 0;
+  unsigned lcore_id = 0;
+  Address client;
+  uint16_t client_port = 0;
+  Address server;
+  uint16_t server_port = 0;
+  std::string reason;
+  std::string to_json() const;
+};
+
+class PacketLayer {
+ public:
+  // Initialises the EAL from config.eal_args. Call once per process, before create().
+  static Status init_eal(const std::string& eal_args);
+
+  // Configures ports, mbuf pool, RSS and one LcoreContext per enabled lcore.
+  // REQUIRES: init_eal() succeeded.
+  static Result<std::unique_ptr<PacketLayer>> create(const PacketLayerConfig& config);
+  ~PacketLayer();  // stops and closes the ports, frees every held mbuf
+
+  // Runs the workers on every lcore until `stop` is set. The main lcore also calls
+  // `on_control` every control_interval_ms (stats, audit draining).
+  void run(const std::atomic<bool>& stop, const std::function<void()>& on_control);
+
+  // One poll round of worker `worker` (RX burst on every port, process, drain timer, flow
+  // expiry). For tests and benchmarks that drive the loop themselves.
+  void poll_once(unsigned worker);
+  void flush(unsigned worker);  // send everything buffered for TX now
+
+  unsigned worker_count() const;
+  PacketLayerStats stats() const;
+  std::vector<AuditEvent> drain_audit();
+
+  class Impl;
+
+ private:
+  explicit PacketLayer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct PacketLayerHooks {
+  const std::atomic<bool>* stop = nullptr;  // required
+  std::function<void(const PacketLayerStats&)> on_stats;
+  std::function<void(const AuditEvent&)> on_audit;
+  std::function<void()> on_ready;  // ports are up and workers are about to start
+};
+
+// Exit codes of run_packet_layer.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitConfig = 2;
+inline constexpr int kExitEal = 3;
+inline constexpr int kExitPorts = 4;
+
+// The library entry point of `pgwarden-dp --dpdk`: EAL, ports, workers, run until
+// *hooks.stop, clean up. Returns an exit code; on failure *error says why.
+int run_packet_layer(const PacketLayerConfig& config, const PacketLayerHooks& hooks,
+                     std::string* error);
+
+}  // namespace pgwarden::packet

@@ -1,0 +1,365 @@
+// PacketLayer driven through ring-backed ethdevs (DPDK net_ring): frames go in on the agent
+// or database ring exactly as a NIC would deliver them, and what the layer transmits is read
+// back from the other rings.
+#include "dataplane/packet/packet_layer.h"
+
+#include <gtest/gtest.h>
+#include <rte_eth_ring.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+#include <rte_ring.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "dataplane/packet/eal_for_tests.h"
+#include "dataplane/packet/frame_builder.h"
+#include "dataplane/packet/packet_parser.h"
+
+namespace pgwarden::packet {
+namespace {
+
+std::string be32(uint32_t v) {
+  std::string s(4, '\0');
+  store_be32(reinterpret_cast<uint8_t*>(s.data()), v);
+  return s;
+}
+std::string startup_message() {
+  std::string body = be32(196608) + std::string("user\0agent\0\0", 12);
+  return be32(static_cast<uint32_t>(body.size() + 4)) + body;
+}
+std::string query(const std::string& sql) {
+  return "Q" + be32(static_cast<uint32_t>(sql.size() + 5)) + sql + std::string(1, '\0');
+}
+
+const Address kAgent = Address::v4(0xC612000A);    // 198.18.0.10, allowed
+const Address kRogue = Address::v4(0xC612000B);    // 198.18.0.11, not allowed
+const Address kDb = Address::v4(0xC6120014);       // 198.18.0.20
+const Address kGateway = Address::v4(0xC6120001);  // 198.18.0.1
+
+struct RingPort {
+  rte_ring* rx = nullptr;  // what the test injects
+  rte_ring* tx = nullptr;  // what the layer sent
+  std::string name;
+};
+
+class PacketLayerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    ASSERT_TRUE(init_eal_for_tests().is_ok()) << init_eal_for_tests().to_string();
+    pool_ = rte_pktmbuf_pool_create("test_frames", 4095, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    ASSERT_NE(pool_, nullptr);
+  }
+
+  RingPort make_port(const std::string& role) {
+    static int n = 0;
+    RingPort p;
+    std::string id = role + std::to_string(n++);
+    p.rx = rte_ring_create(("rx_" + id).c_str(), 1024, 0, 0);
+    p.tx = rte_ring_create(("tx_" + id).c_str(), 1024, 0, 0);
+    p.name = "net_ring_" + id;
+    int port = rte_eth_from_rings(id.c_str(), &p.rx, 1, &p.tx, 1, 0);
+    EXPECT_GE(port, 0);
+    rings_.push_back(p);
+    return p;
+  }
+
+  void SetUp() override {
+    agent_ = make_port("agent");
+    db_ = make_port("db");
+    host_ = make_port("host");
+    config_.agent_port = agent_.name;
+    config_.database_port = db_.name;
+    config_.exception_port = host_.name;
+    config_.gateway_addresses = {Prefix{kGateway, 32}};
+    config_.allowed_direct_sources = {Prefix{kAgent, 32}};
+    config_.deny_keywords = {"drop table"};
+    config_.rx_descriptors = 128;
+    config_.tx_descriptors = 128;
+    config_.flow_capacity = 8;
+  }
+
+  void TearDown() override {
+    layer_.reset();
+    for (RingPort& p : rings_) {
+      drain(p.tx);
+      drain(p.rx);
+      rte_ring_free(p.rx);
+      rte_ring_free(p.tx);
+    }
+    rings_.clear();
+  }
+
+  void start() {
+    auto l = PacketLayer::create(config_);
+    ASSERT_TRUE(l.is_ok()) << l.status().to_string();
+    layer_ = std::move(*l);
+  }
+
+  static void drain(rte_ring* r) {
+    void* m;
+    while (rte_ring_dequeue(r, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+  }
+
+  void inject(const RingPort& port, const std::vector<uint8_t>& frame) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    ASSERT_NE(m, nullptr);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size())), frame.data(),
+                frame.size());
+    ASSERT_EQ(rte_ring_enqueue(port.rx, m), 0);
+    layer_->poll_once(0);
+    layer_->flush(0);
+  }
+
+  // Frames the layer transmitted on `port`, consumed.
+  std::vector<std::vector<uint8_t>> sent(const RingPort& port) {
+    std::vector<std::vector<uint8_t>> out;
+    void* m;
+    while (rte_ring_dequeue(port.tx, &m) == 0) {
+      auto* mb = static_cast<rte_mbuf*>(m);
+      const uint8_t* d = rte_pktmbuf_mtod(mb, const uint8_t*);
+      out.emplace_back(d, d + rte_pktmbuf_data_len(mb));
+      rte_pktmbuf_free(mb);
+    }
+    return out;
+  }
+
+  std::vector<uint8_t> tcp(const Address& src, uint16_t sport, const Address& dst, uint16_t dport,
+                           uint32_t seq, uint32_t ack, uint8_t flags,
+                           const std::string& payload = "") {
+    TcpFrameSpec s;
+    s.src = src;
+    s.dst = dst;
+    s.src_port = sport;
+    s.dst_port = dport;
+    s.seq = TcpSeq(seq);
+    s.ack = TcpSeq(ack);
+    s.flags = flags;
+    s.payload = {reinterpret_cast<const uint8_t*>(payload.data()), payload.size()};
+    return build_tcp_frame(s);
+  }
+
+  uint64_t counter(const std::string& name) {
+    PacketLayerStats stats = layer_->stats();
+    for (const auto& [n, v] : stats.lcores.at(0).counters) {
+      if (n == name) return v;
+    }
+    ADD_FAILURE() << "no counter " << name;
+    return 0;
+  }
+
+  // Opens agent:40000 -> db:5432 with the handshake; client ISN 1000, server ISN 5000.
+  void handshake(uint16_t sport = 40000) {
+    inject(agent_, tcp(kAgent, sport, kDb, 5432, 1000, 0, kTcpSyn));
+    ASSERT_EQ(sent(db_).size(), 1u);
+    inject(db_, tcp(kDb, 5432, kAgent, sport, 5000, 1001, kTcpSyn | kTcpAck));
+    ASSERT_EQ(sent(agent_).size(), 1u);
+    inject(agent_, tcp(kAgent, sport, kDb, 5432, 1001, 5001, kTcpAck));
+    ASSERT_EQ(sent(db_).size(), 1u);
+  }
+
+  static rte_mempool* pool_;
+  PacketLayerConfig config_;
+  std::unique_ptr<PacketLayer> layer_;
+  std::vector<RingPort> rings_;
+  RingPort agent_, db_, host_;
+};
+
+rte_mempool* PacketLayerTest::pool_ = nullptr;
+
+TEST_F(PacketLayerTest, AllowedSessionIsForwardedUnchanged) {
+  start();
+  handshake();
+  std::string data = startup_message() + query("SELECT 1");
+  std::vector<uint8_t> frame = tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh, data);
+  inject(agent_, frame);
+  auto out = sent(db_);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0], frame);
+  EXPECT_EQ(counter("flows_created"), 1u);
+  EXPECT_EQ(counter("prescreen_messages"), 2u);
+  EXPECT_EQ(layer_->stats().lcores.at(0).flows_active, 1u);
+}
+
+TEST_F(PacketLayerTest, DeniedStatementIsDroppedAndBothEndsAreReset) {
+  start();
+  handshake();
+  std::string first = startup_message() + query("SELECT 1");
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck, first));
+  ASSERT_EQ(sent(db_).size(), 1u);
+  uint32_t seq = 1001 + static_cast<uint32_t>(first.size());
+  std::string evil = query("DROP TABLE crm.orders");
+  // The statement is split: its first half passes (incomplete message), the second is dropped.
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, evil.substr(0, 8)));
+  ASSERT_EQ(sent(db_).size(), 1u);
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq + 8, 5001, kTcpAck, evil.substr(8)));
+
+  auto to_db = sent(db_);
+  ASSERT_EQ(to_db.size(), 1u);
+  ParsedPacket r;
+  ASSERT_EQ(parse_frame(to_db[0], &r), ParseStatus::kOk);
+  EXPECT_EQ(r.tcp_flags, kTcpRst | kTcpAck);
+  EXPECT_EQ(r.seq, TcpSeq(seq + 8));
+  EXPECT_EQ(r.payload_len, 0);
+  auto to_agent = sent(agent_);
+  ASSERT_EQ(to_agent.size(), 1u);
+  ASSERT_EQ(parse_frame(to_agent[0], &r), ParseStatus::kOk);
+  EXPECT_EQ(r.tcp_flags, kTcpRst | kTcpAck);
+  EXPECT_EQ(r.src, kDb);
+  EXPECT_EQ(r.seq, TcpSeq(5001));
+
+  // Anything later on the flow is dropped, in both directions.
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq + 8, 5001, kTcpAck, evil.substr(8)));
+  inject(db_, tcp(kDb, 5432, kAgent, 40000, 5001, seq, kTcpAck));
+  EXPECT_TRUE(sent(db_).empty());
+  EXPECT_TRUE(sent(agent_).empty());
+
+  auto events = layer_->drain_audit();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, "deny_keyword:drop table");
+  EXPECT_EQ(events[0].client, kAgent);
+  EXPECT_EQ(events[0].server_port, 5432);
+  EXPECT_EQ(counter("enforce_resets_sent"), 2u);
+  EXPECT_EQ(counter("prescreen_denied"), 1u);
+}
+
+TEST_F(PacketLayerTest, OutOfOrderSegmentIsHeldUntilInspected) {
+  start();
+  handshake();
+  std::string data = startup_message() + query("SELECT 42");
+  size_t half = data.size() / 2;
+  auto second = tcp(kAgent, 40000, kDb, 5432, 1001 + static_cast<uint32_t>(half), 5001, kTcpAck,
+                    data.substr(half));
+  inject(agent_, second);
+  EXPECT_TRUE(sent(db_).empty());
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck, data.substr(0, half)));
+  EXPECT_EQ(sent(db_).size(), 1u);
+  inject(agent_, second);  // the client's retransmission
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(counter("tcp_held_out_of_order"), 1u);
+}
+
+TEST_F(PacketLayerTest, BypassFromSourceNotAllowedIsDropped) {
+  start();
+  inject(agent_, tcp(kRogue, 40000, kDb, 5432, 1000, 0, kTcpSyn));
+  EXPECT_TRUE(sent(db_).empty());
+  EXPECT_EQ(counter("flows_bypass_dropped"), 1u);
+}
+
+TEST_F(PacketLayerTest, MidstreamAndReverseOpenedFlowsAreDropped) {
+  start();
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1000, 1, kTcpAck, "x"));
+  inject(db_, tcp(kDb, 5432, kAgent, 40000, 1000, 0, kTcpSyn));
+  EXPECT_TRUE(sent(db_).empty());
+  EXPECT_TRUE(sent(agent_).empty());
+  EXPECT_EQ(counter("flows_midstream_dropped"), 1u);
+  EXPECT_EQ(counter("flows_reverse_dropped"), 1u);
+}
+
+TEST_F(PacketLayerTest, FlowsBeyondCapacityAreDroppedAndCounted) {
+  start();
+  for (uint16_t i = 0; i < 9; ++i) {
+    inject(agent_, tcp(kAgent, static_cast<uint16_t>(41000 + i), kDb, 5432, 1000, 0, kTcpSyn));
+  }
+  EXPECT_EQ(sent(db_).size(), 8u);
+  EXPECT_EQ(counter("flows_capacity_dropped"), 1u);
+}
+
+TEST_F(PacketLayerTest, TrafficToGatewayAddressGoesToHostAndHostTrafficToBothSides) {
+  start();
+  inject(agent_, tcp(kAgent, 40000, kGateway, 5432, 1000, 0, kTcpSyn));
+  EXPECT_EQ(sent(host_).size(), 1u);
+  EXPECT_TRUE(sent(db_).empty());
+  inject(host_, tcp(kGateway, 5432, kAgent, 40000, 7000, 1001, kTcpSyn | kTcpAck));
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(counter("exception_to_host"), 1u);
+  EXPECT_EQ(counter("exception_from_host"), 1u);
+}
+
+TEST_F(PacketLayerTest, ArpBroadcastIsBridgedAndCopiedToHost) {
+  start();
+  std::vector<uint8_t> arp(42, 0);
+  for (int i = 0; i < 6; ++i) arp[static_cast<size_t>(i)] = 0xff;
+  store_be16(arp.data() + 12, kEtherTypeArp);
+  inject(agent_, arp);
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(sent(host_).size(), 1u);
+  EXPECT_EQ(counter("l2_bridged"), 1u);
+}
+
+TEST_F(PacketLayerTest, TruncatedFrameIsDroppedAndCounted) {
+  start();
+  std::vector<uint8_t> frame = tcp(kAgent, 40000, kDb, 5432, 1000, 0, kTcpSyn);
+  frame.resize(30);
+  inject(agent_, frame);
+  EXPECT_TRUE(sent(db_).empty());
+  EXPECT_EQ(counter("parse_truncated"), 1u);
+}
+
+TEST_F(PacketLayerTest, Ipv6FlowIsPrescreenedAndDenied) {
+  uint8_t client_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
+  uint8_t server_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
+  Address client = Address::v6(client_bytes), server = Address::v6(server_bytes);
+  Prefix allowed;
+  ASSERT_TRUE(parse_prefix("2001:db8::a/128", &allowed));
+  config_.allowed_direct_sources.push_back(allowed);
+  start();
+  inject(agent_, tcp(client, 40000, server, 5432, 1000, 0, kTcpSyn));
+  inject(db_, tcp(server, 5432, client, 40000, 5000, 1001, kTcpSyn | kTcpAck));
+  std::string data = startup_message() + query("drop table t");
+  inject(agent_, tcp(client, 40000, server, 5432, 1001, 5001, kTcpAck, data));
+  auto to_db = sent(db_);
+  ASSERT_EQ(to_db.size(), 2u);  // the SYN, then the RST instead of the data
+  ParsedPacket r;
+  ASSERT_EQ(parse_frame(to_db[1], &r), ParseStatus::kOk);
+  EXPECT_EQ(r.l3, L3Kind::kIpv6);
+  EXPECT_EQ(r.tcp_flags, kTcpRst | kTcpAck);
+  EXPECT_EQ(r.seq, TcpSeq(1001));
+  EXPECT_EQ(counter("prescreen_denied"), 1u);
+}
+
+TEST_F(PacketLayerTest, EveryInjectedMbufIsFreedExactlyOnce) {
+  unsigned before = rte_mempool_avail_count(pool_);
+  start();
+  handshake();
+  std::string first = startup_message() + query("SELECT 1");
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck, first));
+  uint32_t seq = 1001 + static_cast<uint32_t>(first.size());
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq + 100, 5001, kTcpAck, "held"));  // held
+  inject(agent_, tcp(kRogue, 1, kDb, 5432, 1, 0, kTcpSyn));                         // bypass
+  std::vector<uint8_t> arp(42, 0xff);
+  store_be16(arp.data() + 12, kEtherTypeArp);
+  inject(agent_, arp);                                        // bridged + copied
+  inject(host_, tcp(kGateway, 1, kAgent, 2, 1, 1, kTcpAck));  // flooded
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, query("drop table x")));
+  sent(agent_);
+  sent(db_);
+  sent(host_);
+  EXPECT_EQ(rte_mempool_avail_count(pool_), before);
+}
+
+TEST_F(PacketLayerTest, UnknownPortNameIsAClearConfigError) {
+  config_.agent_port = "net_nonexistent0";
+  auto l = PacketLayer::create(config_);
+  ASSERT_FALSE(l.is_ok());
+  EXPECT_NE(l.status().message().find("agent port 'net_nonexistent0' not found"),
+            std::string::npos);
+}
+
+TEST_F(PacketLayerTest, EmptyDenyListIsAConfigError) {
+  config_.deny_keywords.clear();
+  EXPECT_FALSE(PacketLayer::create(config_).is_ok());
+}
+
+TEST_F(PacketLayerTest, StatsJsonListsPortsAndCounters) {
+  start();
+  std::string json = layer_->stats().to_json();
+  EXPECT_NE(json.find("\"role\":\"agent\""), std::string::npos);
+  EXPECT_NE(json.find("\"flows_capacity_dropped\""), std::string::npos);
+  EXPECT_NE(json.find("\"link_up\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace pgwarden::packet

@@ -1,0 +1,250 @@
+#include "dataplane/packet/tcp_reassembler.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
+
+namespace pgwarden::packet {
+namespace {
+
+std::span<const uint8_t> bytes_of(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// Records the stream; denies once the stream contains `deny_marker` (if set).
+class RecordingConsumer : public StreamConsumer {
+ public:
+  explicit RecordingConsumer(std::string deny_marker = {}) : marker_(std::move(deny_marker)) {}
+  Verdict on_client_bytes(std::span<const uint8_t> b) override {
+    ++calls;
+    stream.append(reinterpret_cast<const char*>(b.data()), b.size());
+    if (!marker_.empty() && stream.find(marker_) != std::string::npos) return Verdict::kDeny;
+    return Verdict::kAllow;
+  }
+  std::string_view reason() const override { return "marker"; }
+  std::string stream;
+  int calls = 0;
+
+ private:
+  std::string marker_;
+};
+
+class TcpReassemblerTest : public ::testing::Test {
+ protected:
+  explicit TcpReassemblerTest(size_t memcap = 1 << 20) : memory_(memcap) {
+    config_.per_flow_cap = 64 * 1024;
+    config_.max_islands = 4;
+  }
+  SegmentOutcome seg(TcpReassembler& r, uint32_t offset, std::string_view data, bool fin = false) {
+    return r.on_segment(isn_ + 1 + offset, bytes_of(data), fin, consumer_);
+  }
+
+  ReassemblyConfig config_;
+  ReassemblyMemory memory_;
+  PacketCounters counters_;
+  RecordingConsumer consumer_;
+  TcpSeq isn_{1000};
+};
+
+TEST_F(TcpReassemblerTest, InOrderSegmentsAreDeliveredAndForwarded) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 0, "hello "), SegmentOutcome::kForward);
+  EXPECT_EQ(seg(r, 6, "world"), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.stream, "hello world");
+  EXPECT_EQ(r.next(), isn_ + 12);
+  EXPECT_EQ(counters_.reassembly_bytes_delivered.get(), 11u);
+}
+
+TEST_F(TcpReassemblerTest, OutOfOrderSegmentIsHeldThenDeliveredWhenGapFills) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 6, "world"), SegmentOutcome::kHold);
+  EXPECT_EQ(consumer_.stream, "");
+  EXPECT_EQ(r.out_of_order_bytes(), 5u);
+  EXPECT_EQ(seg(r, 0, "hello "), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.stream, "hello world");
+  // The client's retransmission of the held segment now matches and is forwarded.
+  EXPECT_EQ(seg(r, 6, "world"), SegmentOutcome::kForward);
+  EXPECT_EQ(counters_.tcp_held_out_of_order.get(), 1u);
+  EXPECT_EQ(counters_.reassembly_overlap_conflicts.get(), 0u);
+}
+
+TEST_F(TcpReassemblerTest, ExactDuplicateIsForwardedWithoutRedelivery) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  seg(r, 0, "abcdef");
+  EXPECT_EQ(seg(r, 0, "abcdef"), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.stream, "abcdef");
+}
+
+TEST_F(TcpReassemblerTest, ConflictingRetransmissionOfUnackedBytesIsRefused) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  seg(r, 0, "SELECT 1;");
+  EXPECT_EQ(seg(r, 0, "DROP   1;"), SegmentOutcome::kConflict);
+  EXPECT_EQ(consumer_.stream, "SELECT 1;");  // first-arrived bytes win
+  EXPECT_TRUE(r.closed());
+  EXPECT_EQ(seg(r, 9, "more"), SegmentOutcome::kClosed);
+  EXPECT_EQ(counters_.reassembly_overlap_conflicts.get(), 1u);
+}
+
+TEST_F(TcpReassemblerTest, ConflictingOverlapWithOutOfOrderIslandIsRefused) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 4, "WXYZ"), SegmentOutcome::kHold);
+  EXPECT_EQ(seg(r, 2, "ccwxyz"), SegmentOutcome::kConflict);
+  EXPECT_EQ(consumer_.stream, "");
+}
+
+TEST_F(TcpReassemblerTest, PartialOverlapAddsOnlyNewBytes) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  seg(r, 0, "abcd");
+  EXPECT_EQ(seg(r, 2, "cdefgh"), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.stream, "abcdefgh");
+}
+
+TEST_F(TcpReassemblerTest, SegmentSpanningTwoIslandsMergesThem) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  seg(r, 2, "cd");
+  seg(r, 6, "gh");
+  EXPECT_EQ(seg(r, 3, "defg"), SegmentOutcome::kHold);
+  EXPECT_EQ(r.out_of_order_bytes(), 6u);
+  EXPECT_EQ(seg(r, 0, "ab"), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.stream, "abcdefgh");
+}
+
+TEST_F(TcpReassemblerTest, SequenceWrapAroundIsSeamless) {
+  isn_ = TcpSeq(0xfffffffau);
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 3, "defghij"), SegmentOutcome::kHold);  // crosses 2^32
+  EXPECT_EQ(seg(r, 0, "abc"), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.stream, "abcdefghij");
+  EXPECT_EQ(r.next().raw(), 0x00000005u);
+}
+
+TEST_F(TcpReassemblerTest, AckedRetransmissionIsForwardedUnchecked) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  seg(r, 0, "abcdef");
+  r.on_peer_ack(isn_ + 7);
+  // The server already acknowledged these bytes: it will discard them whatever they hold.
+  EXPECT_EQ(seg(r, 0, "zzzzzz"), SegmentOutcome::kForward);
+  EXPECT_EQ(counters_.reassembly_retransmits.get(), 1u);
+}
+
+TEST_F(TcpReassemblerTest, AckBeyondDeliveredDataIsClamped) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  seg(r, 0, "abc");
+  r.on_peer_ack(isn_ + 100);
+  EXPECT_EQ(r.acked(), r.next());
+}
+
+TEST_F(TcpReassemblerTest, PerFlowCapDropsSegmentBeyondWindow) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  std::string big(100, 'x');
+  EXPECT_EQ(seg(r, config_.per_flow_cap - 50, big), SegmentOutcome::kDropCap);
+  EXPECT_EQ(counters_.reassembly_memcap_flow_drops.get(), 1u);
+  EXPECT_EQ(r.out_of_order_bytes(), 0u);
+}
+
+TEST_F(TcpReassemblerTest, IslandCapDropsAndCounts) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  for (uint32_t i = 0; i < config_.max_islands; ++i) {
+    EXPECT_EQ(seg(r, 10 + i * 10, "x"), SegmentOutcome::kHold);
+  }
+  EXPECT_EQ(seg(r, 500, "x"), SegmentOutcome::kDropCap);
+  EXPECT_EQ(counters_.reassembly_islands_cap_drops.get(), 1u);
+  // Data that extends an existing island is still accepted.
+  EXPECT_EQ(seg(r, 11, "y"), SegmentOutcome::kHold);
+}
+
+TEST_F(TcpReassemblerTest, FinEndsStreamAndDataAfterFinConflicts) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 0, "bye", true), SegmentOutcome::kForward);
+  EXPECT_TRUE(r.fin_delivered());
+  EXPECT_EQ(seg(r, 3, "extra"), SegmentOutcome::kConflict);
+  EXPECT_EQ(counters_.reassembly_data_after_fin.get(), 1u);
+}
+
+TEST_F(TcpReassemblerTest, FinBeyondGapIsHeld) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 3, "def", true), SegmentOutcome::kHold);
+  EXPECT_FALSE(r.fin_delivered());
+  EXPECT_EQ(seg(r, 0, "abc"), SegmentOutcome::kForward);
+  EXPECT_TRUE(r.fin_delivered());
+}
+
+TEST_F(TcpReassemblerTest, DenyStopsDeliveryAndClosesStream) {
+  RecordingConsumer denier("DROP");
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(r.on_segment(isn_ + 1, bytes_of("SELECT 1; DR"), false, denier),
+            SegmentOutcome::kForward);
+  EXPECT_EQ(r.on_segment(isn_ + 13, bytes_of("OP TABLE x"), false, denier), SegmentOutcome::kDeny);
+  EXPECT_TRUE(r.closed());
+  EXPECT_EQ(r.on_segment(isn_ + 23, bytes_of(";"), false, denier), SegmentOutcome::kClosed);
+}
+
+TEST_F(TcpReassemblerTest, RingGrowthKeepsRetainedBytesAcrossWrap) {
+  isn_ = TcpSeq(0xffffff00u);
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  std::string expect;
+  // 20 KiB in 1000-byte segments, never acknowledged: the ring must grow 2K → 32K.
+  for (uint32_t i = 0; i < 20; ++i) {
+    std::string chunk(1000, static_cast<char>('a' + i));
+    expect += chunk;
+    ASSERT_EQ(seg(r, i * 1000, chunk), SegmentOutcome::kForward);
+  }
+  EXPECT_EQ(consumer_.stream, expect);
+  EXPECT_EQ(r.buffer_capacity(), 32768u);
+  EXPECT_EQ(memory_.used(), 32768u);  // growth reserves only the difference each time
+  // Every retained byte still compares equal after the moves: a retransmission matches.
+  EXPECT_EQ(seg(r, 500, expect.substr(500, 15000)), SegmentOutcome::kForward);
+  EXPECT_EQ(counters_.reassembly_overlap_conflicts.get(), 0u);
+}
+
+TEST_F(TcpReassemblerTest, MemoryIsReturnedWhenAckedAndOnDestruction) {
+  {
+    TcpReassembler r(&config_, &memory_, &counters_);
+    r.start(isn_);
+    std::string chunk(8000, 'q');
+    seg(r, 0, chunk);
+    EXPECT_GE(memory_.used(), 8000u);
+    r.on_peer_ack(isn_ + 8001);
+    EXPECT_EQ(memory_.used(), 0u);  // emptied buffers above the keep size are freed
+    seg(r, 8000, "tail");
+    EXPECT_GT(memory_.used(), 0u);
+  }
+  EXPECT_EQ(memory_.used(), 0u);
+}
+
+class TinyMemcapTest : public TcpReassemblerTest {
+ protected:
+  TinyMemcapTest() : TcpReassemblerTest(4096) {}
+};
+
+TEST_F(TinyMemcapTest, LcoreMemcapDropsAndCountsWithoutDelivery) {
+  TcpReassembler a(&config_, &memory_, &counters_);
+  TcpReassembler b(&config_, &memory_, &counters_);
+  a.start(isn_);
+  b.start(isn_);
+  std::string chunk(3000, 'x');
+  EXPECT_EQ(seg(a, 0, chunk), SegmentOutcome::kForward);  // takes 4096
+  EXPECT_EQ(seg(b, 0, "y"), SegmentOutcome::kDropCap);
+  EXPECT_EQ(counters_.reassembly_memcap_global_drops.get(), 1u);
+  EXPECT_EQ(consumer_.stream, chunk);
+}
+
+}  // namespace
+}  // namespace pgwarden::packet
