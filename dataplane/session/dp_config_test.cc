@@ -5,46 +5,46 @@
 namespace pgwarden::session {
 namespace {
 
-TEST(DataplaneConfigTest, ParsesListenersLimitsAndResolvesRelativePaths) {
-  auto c = parse_dataplane_config(R"({
-    "controlplane": {"socket": "run/cp.sock"},
-    "dataplane": {
-      "workers": 2,
-      "listeners": [{"address": "127.0.0.1", "port": 7000, "loopback_only": true,
-                     "tls": {"cert_file": "tls/dp.crt", "key_file": "/abs/dp.key"}}],
-      "limits": {"max_connections": 10, "idle_timeout_ms": 5000}
-    }})",
-                                  "/etc/pgw");
-  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
-  EXPECT_EQ(c->workers, 2);
-  EXPECT_EQ(c->controlplane_socket, "/etc/pgw/run/cp.sock");
-  ASSERT_EQ(c->listeners.size(), 1u);
-  EXPECT_EQ(c->listeners[0].port, 7000);
-  EXPECT_TRUE(c->listeners[0].loopback_only);
-  EXPECT_EQ(c->listeners[0].tls_cert_file, "/etc/pgw/tls/dp.crt");
-  EXPECT_EQ(c->listeners[0].tls_key_file, "/abs/dp.key");
-  EXPECT_EQ(c->limits.max_connections, 10);
-  EXPECT_EQ(c->limits.idle_timeout_ms, 5000);
+TEST(DataplaneConfigTest, TakesListenerLimitsSocketAndRuleSetListsFromTheSharedConfig) {
+  config::Config c;
+  c.dataplane.address = "127.0.0.1";
+  c.dataplane.port = 7000;
+  c.dataplane.tls = true;
+  c.dataplane.tls_cert_file = "/etc/dp.crt";
+  c.dataplane.tls_key_file = "/etc/dp.key";
+  c.dataplane.auth_timeout_s = 3;
+  c.dataplane.idle_timeout_s = 60;
+  c.dataplane.max_connections = 10;
+  c.dataplane.worker_threads = 3;
+  c.control_plane.socket_path = "/run/cp.sock";
+  policy::Policy a;
+  a.rule_sets = {"deny", "approve"};
+  policy::Policy b;
+  b.rule_sets = {"deny", "approve"};
+  policy::Policy e;
+  c.policies = {a, b, e};
+  DataplaneConfig d = dataplane_config_from(c);
+  ASSERT_EQ(d.listeners.size(), 1u);
+  EXPECT_EQ(d.listeners[0].port, 7000);
+  EXPECT_EQ(d.listeners[0].tls_cert_file, "/etc/dp.crt");
+  EXPECT_EQ(d.workers, 3);
+  EXPECT_EQ(d.controlplane_socket, "/run/cp.sock");
+  EXPECT_EQ(d.limits.auth_timeout_ms, 3000);
+  EXPECT_EQ(d.limits.idle_timeout_ms, 60000);
+  EXPECT_EQ(d.limits.max_connections, 10);
+  EXPECT_EQ(d.rule_set_lists.size(), 2u);  // duplicates folded
 }
 
-TEST(DataplaneConfigTest, LoopbackOnlyOnPublicAddressIsRejectedWithJsonPath) {
-  auto c = parse_dataplane_config(
-      R"({"dataplane": {"listeners": [{"address": "0.0.0.0", "loopback_only": true}]}})", ".");
-  ASSERT_FALSE(c.is_ok());
-  EXPECT_NE(c.status().message().find("$.dataplane.listeners[0].loopback_only"),
-            std::string::npos);
+TEST(DataplaneConfigTest, NoTlsWhenTheListenerHasNone) {
+  config::Config c;
+  c.dataplane.tls = false;
+  c.dataplane.tls_cert_file = "ignored";
+  DataplaneConfig d = dataplane_config_from(c);
+  EXPECT_TRUE(d.listeners[0].tls_cert_file.empty());
 }
 
-TEST(DataplaneConfigTest, OutOfRangeLimitIsRejected) {
-  auto c = parse_dataplane_config(
-      R"({"dataplane": {"listeners": [{}], "limits": {"max_connections": 0}}})", ".");
-  ASSERT_FALSE(c.is_ok());
-  EXPECT_NE(c.status().message().find("max_connections"), std::string::npos);
-}
-
-TEST(DataplaneConfigTest, MissingListenersIsRejected) {
-  EXPECT_FALSE(parse_dataplane_config(R"({"dataplane": {}})", ".").is_ok());
-  EXPECT_FALSE(parse_dataplane_config("not json", ".").is_ok());
+TEST(DataplaneConfigTest, InvalidFileIsRejected) {
+  EXPECT_FALSE(load_dataplane_config("/nonexistent/pgwarden.json").is_ok());
 }
 
 }  // namespace

@@ -13,16 +13,18 @@
 namespace pgwarden::session {
 
 Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_path,
+                                                     const std::string& rules_dir,
                                                      int workers_override) {
   auto config = load_dataplane_config(config_path);
   if (!config.is_ok()) return config.status();
   auto rt = std::make_shared<Runtime>();
   rt->config = std::move(*config);
+  rt->config.rules_dir = rules_dir.empty() ? std::string(PGW_SOURCE_ROOT) + "/rules/sets"
+                                           : rules_dir;
   if (workers_override > 0) rt->config.workers = workers_override;
   if (rt->config.workers <= 0) {
     rt->config.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
-  if (rt->config.rules_dir.empty()) rt->config.rules_dir = std::string(PGW_SOURCE_ROOT) + "/rules/sets";
   for (const auto& l : rt->config.listeners) {
     if (l.tls_cert_file.empty()) {
       rt->listener_tls.push_back(nullptr);
@@ -32,7 +34,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_p
     if (!ctx.is_ok()) return ctx.status();
     rt->listener_tls.push_back(std::move(*ctx));
   }
-  auto rules = load_rules(rt->config.rules_dir);
+  auto rules = load_rules(rt->config.rules_dir, rt->config.rule_set_lists);
   if (!rules.is_ok()) return rules.status();
   rt->rules = std::move(*rules);
   return std::shared_ptr<const Runtime>(std::move(rt));
@@ -52,7 +54,7 @@ Status Gateway::start() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto rt = build_runtime(config_path_, workers_override_);
+  auto rt = build_runtime(config_path_, rules_dir_, workers_override_);
   if (!rt.is_ok()) return rt.status();
   runtime_ = std::move(*rt);
   for (int i = 0; i < runtime_->config.workers; ++i) {
@@ -71,7 +73,7 @@ Status Gateway::start() {
 }
 
 void Gateway::reload() {
-  auto rt = build_runtime(config_path_, workers_override_);
+  auto rt = build_runtime(config_path_, rules_dir_, workers_override_);
   if (!rt.is_ok()) {
     spdlog::error("reload failed, keeping the running config: {}", rt.status().message());
     return;

@@ -14,13 +14,17 @@
 namespace pgwarden::session {
 
 // Loads the config file and everything derived from it. Never partially applied.
+// `rules_dir` holds <name>.rules files ("" = the source tree's rules/sets).
 Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_path,
+                                                     const std::string& rules_dir,
                                                      int workers_override);
 
 class Gateway {
  public:
-  Gateway(std::string config_path, int workers_override)
-      : config_path_(std::move(config_path)), workers_override_(workers_override) {}
+  Gateway(std::string config_path, std::string rules_dir, int workers_override)
+      : config_path_(std::move(config_path)),
+        rules_dir_(std::move(rules_dir)),
+        workers_override_(workers_override) {}
   ~Gateway();
 
   // Blocks SIGTERM/SIGINT/SIGHUP in the calling thread (workers inherit the mask), builds the
@@ -33,6 +37,7 @@ class Gateway {
 
  private:
   std::string config_path_;
+  std::string rules_dir_;
   int workers_override_;
   std::shared_ptr<const Runtime> runtime_;
   Shared shared_;

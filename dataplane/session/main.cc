@@ -1,5 +1,5 @@
-// pgwarden-dp: the dataplane process. Usage: pgwarden-dp --config FILE [--workers N]
-//                                                  [--log-level debug|info|warn|error]
+// pgwarden-dp: the dataplane process.
+// Usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -11,6 +11,7 @@
 int main(int argc, char** argv) {
   std::string config;
   int workers = 0;
+  std::string rules_dir;
   std::string level = "info";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -25,10 +26,12 @@ int main(int argc, char** argv) {
       config = value("--config");
     } else if (a == "--workers") {
       workers = std::atoi(value("--workers").c_str());
+    } else if (a == "--rules-dir") {
+      rules_dir = value("--rules-dir");
     } else if (a == "--log-level") {
       level = value("--log-level");
     } else if (a == "--help" || a == "-h") {
-      printf("usage: pgwarden-dp --config FILE [--workers N] [--log-level LEVEL]\n");
+      printf("usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
       return 0;
     } else {
       fprintf(stderr, "pgwarden-dp: unknown argument %s\n", a.c_str());
@@ -36,12 +39,12 @@ int main(int argc, char** argv) {
     }
   }
   if (config.empty()) {
-    fprintf(stderr, "usage: pgwarden-dp --config FILE [--workers N] [--log-level LEVEL]\n");
+    fprintf(stderr, "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e pgwarden-dp %l: %v");
-  pgwarden::session::Gateway gw(config, workers);
+  pgwarden::session::Gateway gw(config, rules_dir, workers);
   pgwarden::Status st = gw.start();
   if (!st.is_ok()) {
     spdlog::error("cannot start: {}", st.message());

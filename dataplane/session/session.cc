@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "controlplane/protocol/messages.h"
 #include "dataplane/pgwire/messages.h"
 #include "dataplane/session/worker.h"
 
@@ -122,53 +123,31 @@ std::string str_field(const json& obj, const char* key, std::string def = {}) {
 }  // namespace
 
 Result<Grant> parse_grant(const json& answer) {
+  auto a = protocol::AuthenticateResponse::from_json(answer);
+  if (!a.is_ok()) return internal_error("control plane grant is malformed: " + a.status().message());
   Grant g;
-  const json* identity = field(answer, "identity");
-  const json* policy = field(answer, "policy");
-  const json* upstream = field(answer, "upstream");
-  if (policy == nullptr || upstream == nullptr) {
-    return internal_error("control plane grant lacks policy or upstream");
-  }
-  if (identity != nullptr) g.subject = str_field(*identity, "subject");
-  g.policy_name = str_field(*policy, "name");
-  if (const json* v = field(*policy, "version"); v != nullptr && v->is_number_unsigned()) {
-    g.policy_version = v->get<uint64_t>();
-  }
+  g.subject = a->identity.subject;
+  g.policy_name = a->policy.name;
+  g.policy_version = a->policy.version;
   g.policy_hash = fnv1a(g.policy_name);
-  if (const json* v = field(*policy, "read_only"); v != nullptr && v->is_boolean()) {
-    g.read_only = v->get<bool>();
-  }
-  if (const json* v = field(*policy, "allow_function_call"); v != nullptr && v->is_boolean()) {
-    g.allow_function_call = v->get<bool>();
-  }
-  g.recording = str_field(*policy, "recording", "full");
-  if (const json* v = field(*policy, "rule_sets"); v != nullptr && v->is_array()) {
-    for (const auto& r : *v) {
-      if (r.is_string()) g.rule_sets.push_back(r.get<std::string>());
-    }
-  }
-  g.host = str_field(*upstream, "host");
-  if (const json* v = field(*upstream, "port"); v != nullptr && v->is_number_integer()) {
-    g.port = v->get<int>();
-  }
-  g.unix_socket = str_field(*upstream, "unix_socket");
-  g.database = str_field(*upstream, "database");
-  g.role = str_field(*upstream, "role");
-  g.tls_mode = str_field(*upstream, "tls_mode", "disable");
-  g.ca_file = str_field(*upstream, "ca_file");
+  g.read_only = a->policy.read_only;
+  g.allow_function_call = a->policy.allow_function_call;
+  g.recording = a->policy.recording.empty() ? "full" : a->policy.recording;
+  g.rule_sets = a->policy.rule_sets;
+  g.host = a->upstream.host;
+  g.port = a->upstream.port;
+  g.unix_socket = a->upstream.unix_socket;
+  g.database = a->upstream.database;
+  g.role = a->upstream.role;
+  g.tls_mode = a->upstream.tls_mode.empty() ? "disable" : a->upstream.tls_mode;
+  g.ca_file = a->upstream.ca_file;
   if (g.role.empty() || g.database.empty() || (g.host.empty() && g.unix_socket.empty())) {
     return internal_error("control plane grant lacks upstream role, database or address");
   }
   if (g.tls_mode != "disable" && g.tls_mode != "require" && g.tls_mode != "verify-full") {
     return internal_error("control plane grant has unknown tls_mode " + g.tls_mode);
   }
-  if (const json* sp = field(answer, "startup_parameters"); sp != nullptr && sp->is_object()) {
-    for (auto it = sp->begin(); it != sp->end(); ++it) {
-      if (it.value().is_string()) {
-        g.startup_parameters.emplace_back(it.key(), it.value().get<std::string>());
-      }
-    }
-  }
+  for (const auto& [k, v] : a->startup_parameters) g.startup_parameters.emplace_back(k, v);
   return g;
 }
 
@@ -796,7 +775,19 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   }
   bump(c.statements_checked);
   ++statements_;
-  worker_->screen().screen(sql, grant_.rule_sets, &screen_);
+  Screen& screen = worker_->screen();
+  if (rules_generation_ != screen.generation()) {
+    // A reload landed: pick up the new compiled rules (or refuse if they no longer exist).
+    auto set = screen.resolve(grant_.rule_sets);
+    rule_set_ = set.is_ok() ? std::move(*set) : nullptr;
+    rule_set_missing_ = !set.is_ok();
+    rules_generation_ = screen.generation();
+  }
+  screen.screen(sql, rule_set_.get(), &screen_);
+  if (rule_set_missing_) {
+    screen_.matches.push_back({"rule_sets_unavailable", "deny",
+                               "the session's rule sets are no longer loaded"});
+  }
   if (const PrescreenMatch* deny = screen_.first("deny")) {
     std::string msg = "pgwarden: statement denied by rule " + deny->rule;
     if (!deny->message.empty()) msg += ": " + deny->message;
@@ -965,6 +956,13 @@ void Session::on_authenticated(Result<json> answer) {
     return;
   }
   grant_ = std::move(*grant);
+  auto set = worker_->screen().resolve(grant_.rule_sets);
+  if (!set.is_ok()) {
+    login_failed("08004", "pgwarden: " + set.status().message(), "rule_sets_unavailable");
+    return;
+  }
+  rule_set_ = std::move(*set);
+  rules_generation_ = worker_->screen().generation();
   connect_upstream();
 }
 
