@@ -235,12 +235,20 @@ void Session::on_upstream_io(uint32_t events) {
 
 void Session::pump() {
   if (destroyed_) return;
-  read_client();
-  if (destroyed_) return;
-  process_client_input();
-  if (destroyed_) return;
-  read_upstream();
-  if (destroyed_) return;
+  // A state change (TLS up, login complete, a decision arrived) can make bytes that are
+  // already buffered processable: go round again rather than wait for an event that may
+  // never come.
+  for (int round = 0; round < 4; ++round) {
+    State before = state_;
+    bool waiting_before = waiting_cp_;
+    read_client();
+    if (destroyed_) return;
+    process_client_input();
+    if (destroyed_) return;
+    read_upstream();
+    if (destroyed_) return;
+    if (state_ == before && waiting_cp_ == waiting_before) break;
+  }
   flush_upstream();
   if (destroyed_) return;
   flush_client();
@@ -571,8 +579,7 @@ bool Session::handle_startup_packet(const pw::Message& m) {
       }
       state_ = State::kTlsHandshake;
       client_readable_ = true;
-      read_client();
-      return false;  // bytes already consumed above
+      return false;  // bytes already consumed above; pump() drives the handshake
     }
     case pw::StartupKind::kGssEncRequest:
       client_out_.push_back('N');
