@@ -15,10 +15,10 @@ enum class Verdict { kAllow, kDeny, kApprove };
 // How a result column is masked. See docs/configuration.md, "masks".
 struct MaskRule {
   // Exactly one selector is set.
-  std::string column_glob;   // "schema.table.column" with * and ? globs, e.g. "crm.*.email"
-  std::string name_pattern;  // column-name glob regardless of table, e.g. "*ssn*"
-  std::string type_name;     // PostgreSQL type name, e.g. "inet"
-  std::string function;      // redact | partial | hash | email | null
+  std::string column_glob;    // "schema.table.column" with * and ? globs, e.g. "crm.*.email"
+  std::string name_pattern;   // column-name glob regardless of table, e.g. "*ssn*"
+  std::string type_name;      // PostgreSQL type name, e.g. "inet"
+  std::string function;       // redact | partial | hash | email | null
   std::string text = "****";  // redact: replacement text
   int keep_last = 4;          // partial: characters kept at the end
 };
@@ -35,16 +35,20 @@ struct Policy {
   std::vector<std::string> groups;   // identity groups the policy applies to ("*" = any)
   std::vector<std::string> targets;  // target names ("*" = any)
   // Statement kinds allowed, in the vocabulary of controlplane/policy/sql_analysis.h
-  // (e.g. "select", "insert", "update", "delete", "ddl", "copy_to_stdout", "set", ...).
+  // (e.g. "select", "insert", "update", "delete", "copy_to_stdout", "set", ...), group
+  // aliases ("ddl", "copy", "write", "prepared"), "set:<parameter glob>" entries, or "*".
+  // See docs/policy.md.
   std::vector<std::string> allowed_kinds;
   // Relations (read or written) allowed, as "schema.table" globs; unqualified names resolve
   // against "public".
   std::vector<std::string> allowed_relations;
-  // Functions that may be called beyond the built-in safe list, as "schema.name" globs.
+  // Dangerous functions (docs/policy.md, "Functions") that may be called anyway, as
+  // "schema.name" globs (unqualified calls resolve to pg_catalog) or bare-name globs.
   std::vector<std::string> allowed_functions;
   // Read-only grant: writes denied, and default_transaction_read_only=on upstream.
   bool read_only = true;
-  // Statement kinds that need a human approval even when allowed.
+  // Statement kinds that need a human approval even when allowed (same syntax as
+  // allowed_kinds; nested kinds count, e.g. the DELETE in a data-modifying CTE).
   std::vector<std::string> approve_kinds;
   std::vector<std::string> rule_sets;  // rule set files (rules/sets/*.rules) for the prescreen
   std::vector<MaskRule> masks;

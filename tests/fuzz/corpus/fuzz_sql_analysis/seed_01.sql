@@ -1,0 +1,1 @@
+SELECT * FROM crm.customers c JOIN crm.orders o ON o.customer_id = c.id WHERE c.id = 1

@@ -1,0 +1,1 @@
+SELECT nextval('s'), set_config('search_path', 'x', false)

@@ -1,0 +1,1 @@
+PREPARE p(int) AS UPDATE kv SET v = $1; EXECUTE p(1); DEALLOCATE p

@@ -1,0 +1,1 @@
+COPY (SELECT * FROM kv) TO PROGRAM 'gzip > /tmp/x'

@@ -1,0 +1,1 @@
+COPY kv FROM STDIN WITH (FORMAT csv)

@@ -1,0 +1,1 @@
+CALL maint.cleanup(30)

@@ -1,0 +1,1 @@
+CREATE VIEW v AS SELECT upper(ssn) FROM "Crm"."Customers" WHERE iban LIKE 'DE%'
