@@ -72,7 +72,11 @@ Result<uint64_t> BlockingClient::send(json request) {
   if (!request.contains("deadline_ms") && request.value("type", "") != "hello") {
     request["deadline_ms"] = now_unix_ms() + default_deadline_ms_;
   }
-  uint64_t id = request["id"].is_number_unsigned() ? request["id"].get<uint64_t>() : 0;
+  const json& id_field = request["id"];
+  if (!id_field.is_number_integer() || id_field.get<int64_t>() < 0) {
+    if (!id_field.is_number_unsigned()) return invalid_argument("request id must be a uint64");
+  }
+  uint64_t id = id_field.get<uint64_t>();
   std::string out;
   PGW_RETURN_IF_ERROR(append_message(out, request));
   PGW_RETURN_IF_ERROR(send_raw(out));
