@@ -3,6 +3,10 @@
 #include <array>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace pgwarden::rules {
 namespace {
 
@@ -38,67 +42,133 @@ constexpr std::array<char, 256> kLower = [] {
 
 inline bool is(uint8_t ch, uint8_t cls) { return (kClass[ch] & cls) != 0; }
 
-// Token kinds mixed into the shape key; values are arbitrary but fixed.
-enum class TokenKind : uint64_t {
-  kWord = 0x11,
-  kQuotedIdent = 0x22,
-  kString = 0x33,
-  kNumber = 0x44,
-  kParam = 0x55,
-  kOp = 0x66,
+// Output buffers have this much slack past their worst-case size so that the word-run copy
+// below may store a whole block and then advance by fewer bytes.
+constexpr size_t kSlack = 16;
+
+// Copies the run of identifier bytes at p[0, max) lower-cased to the three outputs and
+// returns its length. `ascii_only` stops at bytes >= 0x80 too (the plain-identifier test for
+// quoted identifiers). May write up to kSlack bytes past the run in each output.
+inline size_t copy_word_run(const unsigned char* p, size_t max, bool ascii_only, char* o1, char* o2,
+                            char* o3) {
+  size_t k = 0;
+#if defined(__SSE2__)
+  const __m128i a_1 = _mm_set1_epi8('a' - 1), z_1 = _mm_set1_epi8('z' + 1);
+  const __m128i upper_a_1 = _mm_set1_epi8('A' - 1), upper_z_1 = _mm_set1_epi8('Z' + 1);
+  const __m128i d0_1 = _mm_set1_epi8('0' - 1), d9_1 = _mm_set1_epi8('9' + 1);
+  const __m128i underscore = _mm_set1_epi8('_'), dollar = _mm_set1_epi8('$');
+  const __m128i case_bit = _mm_set1_epi8(0x20), zero = _mm_setzero_si128();
+  while (k + 16 <= max) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + k));
+    __m128i folded = _mm_or_si128(x, case_bit);
+    __m128i alpha = _mm_and_si128(_mm_cmpgt_epi8(folded, a_1), _mm_cmplt_epi8(folded, z_1));
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, d0_1), _mm_cmplt_epi8(x, d9_1));
+    __m128i word =
+        _mm_or_si128(_mm_or_si128(alpha, digit),
+                     _mm_or_si128(_mm_cmpeq_epi8(x, underscore), _mm_cmpeq_epi8(x, dollar)));
+    if (!ascii_only) word = _mm_or_si128(word, _mm_cmplt_epi8(x, zero));
+    __m128i upper = _mm_and_si128(_mm_cmpgt_epi8(x, upper_a_1), _mm_cmplt_epi8(x, upper_z_1));
+    __m128i lowered = _mm_or_si128(x, _mm_and_si128(upper, case_bit));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o1 + k), lowered);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o2 + k), lowered);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o3 + k), lowered);
+    unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(word));
+    if (mask != 0xFFFF) return k + static_cast<size_t>(__builtin_ctz(~mask));
+    k += 16;
+  }
+#endif
+  for (; k < max; ++k) {
+    unsigned char ch = p[k];
+    if (!is(ch, kWordCont) || (ascii_only && ch >= 0x80)) break;
+    char lower = kLower[ch];
+    o1[k] = lower;
+    o2[k] = lower;
+    o3[k] = lower;
+  }
+  return k;
+}
+
+// memcpy for the short copies that dominate SQL tokens, without a libc call: one 16-byte
+// block when both the source (inside [src, src_end)) and the destination slack allow it.
+inline void copy_token(char* dst, const unsigned char* src, size_t len,
+                       const unsigned char* src_end) {
+#if defined(__SSE2__)
+  if (len <= 16 && src_end - src >= 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+    return;
+  }
+#endif
+  std::memcpy(dst, src, len);
+}
+
+// Token kinds in the shape stream. They are never word bytes, and every token after its
+// kind byte is self-delimiting (word bytes, one op byte, or a length-prefixed identifier),
+// so the stream is an unambiguous encoding of the token sequence.
+enum TokenKind : char {
+  kKindWord = 1,
+  kKindQuotedIdent = 2,
+  kKindString = 3,
+  kKindNumber = 4,
+  kKindParam = 5,
+  kKindOp = 6,
 };
 
-class ShapeHasher {
- public:
-  void token(TokenKind kind) { mix(static_cast<uint64_t>(kind)); }
-  void token(TokenKind kind, const char* p, size_t len) {
-    mix(static_cast<uint64_t>(kind) | (static_cast<uint64_t>(len) << 8));
-    while (len >= 8) {
+inline uint64_t rotl(uint64_t v, int r) { return (v << r) | (v >> (64 - r)); }
+
+// Hash of the shape stream: four independent multiply lanes over 32-byte blocks (so the
+// multiplies overlap), then murmur3's fmix64 for avalanche. Not collision-resistant against
+// an adversary: caches keyed by it must compare LexedSql::shape() on a hit.
+uint64_t hash_shape(const char* p, size_t len) {
+  constexpr uint64_t kMul[4] = {0x9E3779B97F4A7C15ULL, 0xC2B2AE3D27D4EB4FULL, 0x165667B19E3779F9ULL,
+                                0x27D4EB2F165667C5ULL};
+  uint64_t lane[4] = {0x6a09e667f3bcc909ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+                      0xa54ff53a5f1d36f1ULL};
+  const size_t total = len;
+  while (len >= 32) {
+    for (int k = 0; k < 4; ++k) {
       uint64_t v;
-      std::memcpy(&v, p, 8);
-      mix(v);
-      p += 8;
-      len -= 8;
+      std::memcpy(&v, p + 8 * k, 8);
+      lane[k] = rotl((lane[k] ^ v) * kMul[k], 31);
     }
-    if (len > 0) {
-      uint64_t v = 0;
-      std::memcpy(&v, p, len);
-      mix(v);
-    }
+    p += 32;
+    len -= 32;
   }
-  uint64_t finish() const {
-    // murmur3 fmix64: every input bit affects every output bit.
-    uint64_t k = h_;
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
+  uint64_t h = total * kMul[0];
+  for (int k = 0; k < 4; ++k) h = rotl(h ^ (lane[k] * kMul[3 - k]), 27) * kMul[1];
+  while (len >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    h = rotl(h ^ (v * kMul[2]), 29) * kMul[0];
+    p += 8;
+    len -= 8;
   }
-
- private:
-  void mix(uint64_t v) {
-    h_ ^= v;
-    h_ *= 0x9E3779B97F4A7C15ULL;
-    h_ = (h_ << 27) | (h_ >> 37);
+  if (len > 0) {
+    uint64_t v = 0;
+    std::memcpy(&v, p, len);
+    h = rotl(h ^ (v * kMul[2]), 29) * kMul[0];
   }
-  uint64_t h_ = 0x6a09e667f3bcc909ULL;
-};
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
 
 // Cursor state of one lexing pass; the two views are written through raw pointers into
-// buffers sized up front (each view is at most input size + 1 bytes).
+// buffers sized up front (each view and the shape stream at most 2 * input size + 8 bytes).
 struct Pass {
   const unsigned char* s;
   size_t n;
   char* code;
   char* text;
+  char* shape;
   char* code_begin;
   bool pending_space = false;
   bool statement_has_tokens = false;
   uint32_t statements = 0;
   LexFlags flags;
-  ShapeHasher shape;
 
   void separator() { pending_space = code != code_begin; }
 
@@ -120,14 +190,28 @@ struct Pass {
     }
   }
 
+  void shape_kind(TokenKind kind) { *shape++ = kind; }
+
+  // Quoted identifiers keep their exact bytes in the shape, length-prefixed (varint).
+  void shape_quoted(const unsigned char* p, size_t len) {
+    *shape++ = kKindQuotedIdent;
+    size_t v = len;
+    do {
+      *shape++ = static_cast<char>((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+      v >>= 7;
+    } while (v != 0);
+    copy_token(shape, p, len, s + n);
+    shape += len;
+  }
+
   // A string literal s[b, e): blanked in the code view, verbatim in the text view.
   void emit_string(size_t b, size_t e) {
     begin_token();
     *code++ = '\'';
     *code++ = '\'';
-    std::memcpy(text, s + b, e - b);
+    copy_token(text, s + b, e - b, s + n);
     text += e - b;
-    shape.token(TokenKind::kString);
+    shape_kind(kKindString);
   }
 
   // End (one past the closing quote) of a '...' literal whose opening quote is at q.
@@ -173,39 +257,55 @@ struct Pass {
   // unquoted and lower-cased in both views so rules see the name PostgreSQL resolves to a
   // function or relation; anything else is copied verbatim with its quotes.
   size_t quoted_identifier(size_t q) {
-    size_t k = q + 1;
-    bool plain = k < n && is(s[k], kWordStart) && s[k] < 0x80;
-    while (true) {
-      const void* hit = k < n ? std::memchr(s + k, '"', n - k) : nullptr;
-      if (hit == nullptr) {
-        flags.unterminated_quote = true;
-        begin_token();
-        std::memcpy(code, s + q, n - q);
-        std::memcpy(text, s + q, n - q);
-        code += n - q;
-        text += n - q;
-        shape.token(TokenKind::kQuotedIdent, reinterpret_cast<const char*>(s + q), n - q);
-        return n;
+    begin_token();
+    // Fast path: "plain_identifier" with no doubled quotes. The shape stores the original
+    // bytes, so it is written separately from the lower-cased views.
+    if (q + 1 < n && is(s[q + 1], kWordStart) && s[q + 1] < 0x80) {
+      char* shape_body = shape + 2;  // after kind + one-byte length, if it fits
+      size_t len = copy_word_run(s + q + 1, n - q - 1, true, code, text, shape_body);
+      size_t close = q + 1 + len;
+      if (close < n && s[close] == '"' && !(close + 1 < n && s[close + 1] == '"') && len <= 0x7f) {
+        code += len;
+        text += len;
+        shape_quoted(s + q + 1, len);
+        return close + 1;
       }
-      size_t close = static_cast<const unsigned char*>(hit) - s;
-      for (size_t m = k; m < close && plain; ++m) plain = is(s[m], kWordCont) && s[m] < 0x80;
-      if (close + 1 < n && s[close + 1] == '"') {
-        plain = false;
-        k = close + 2;
-        continue;
-      }
-      begin_token();
-      if (plain) {
-        emit_lowered(q + 1, close);
-      } else {
-        std::memcpy(code, s + q, close + 1 - q);
-        std::memcpy(text, s + q, close + 1 - q);
-        code += close + 1 - q;
-        text += close + 1 - q;
-      }
-      shape.token(TokenKind::kQuotedIdent, reinterpret_cast<const char*>(s + q + 1), close - q - 1);
-      return close + 1;
     }
+    // Common case in one pass: copy lower-cased while checking plainness; redo verbatim if
+    // the identifier turns out not to be plain.
+    char* code_start = code;
+    char* text_start = text;
+    bool plain = q + 1 < n && is(s[q + 1], kWordStart) && s[q + 1] < 0x80;
+    size_t k = q + 1;
+    while (k < n) {
+      unsigned char ch = s[k];
+      if (ch == '"') {
+        if (k + 1 < n && s[k + 1] == '"') {
+          plain = false;
+          k += 2;
+          continue;
+        }
+        break;
+      }
+      plain = plain && is(ch, kWordCont) && ch < 0x80;
+      char lower = kLower[ch];
+      *code++ = lower;
+      *text++ = lower;
+      ++k;
+    }
+    const bool terminated = k < n;
+    if (!terminated) flags.unterminated_quote = true;
+    const size_t end = terminated ? k + 1 : n;
+    if (!plain || !terminated) {
+      code = code_start;
+      text = text_start;
+      std::memcpy(code, s + q, end - q);
+      std::memcpy(text, s + q, end - q);
+      code += end - q;
+      text += end - q;
+    }
+    shape_quoted(s + q + 1, (terminated ? k : n) - q - 1);
+    return end;
   }
 
   size_t number(size_t i) {
@@ -232,7 +332,7 @@ struct Pass {
     }
     begin_token();
     emit_lowered(i, k);
-    shape.token(TokenKind::kNumber);
+    shape_kind(kKindNumber);
     // `1from` is two tokens to PostgreSQL; keep a word boundary between them in the views.
     if (k < n && is(s[k], kWordCont)) pending_space = true;
     return k;
@@ -244,9 +344,10 @@ struct Pass {
     if (k < n && is(s[k], kDigit)) {
       while (k < n && is(s[k], kDigit)) ++k;
       begin_token();
-      char* start = code;
       emit_lowered(i, k);
-      shape.token(TokenKind::kParam, start, k - i);
+      shape_kind(kKindParam);
+      std::memcpy(shape, s + i + 1, k - i - 1);
+      shape += k - i - 1;
       return k;
     }
     if (k < n && is(s[k], kWordStart)) {
@@ -275,7 +376,8 @@ struct Pass {
     char ch = static_cast<char>(s[i]);
     *code++ = ch;
     *text++ = ch;
-    shape.token(TokenKind::kOp, &ch, 1);
+    *shape++ = kKindOp;
+    *shape++ = ch;
   }
 
   void run() {
@@ -326,7 +428,8 @@ struct Pass {
             begin_token();
             *code++ = ';';
             *text++ = ';';
-            shape.token(TokenKind::kOp, ";", 1);
+            *shape++ = kKindOp;
+            *shape++ = ';';
             if (closes_statement) ++statements;
             statement_has_tokens = false;
             ++i;
@@ -394,13 +497,13 @@ struct Pass {
         }
       }
     }
-    size_t k = i + 1;
-    while (k < n && is(s[k], kWordCont)) ++k;
     begin_token();
-    char* start = code;
-    emit_lowered(i, k);
-    shape.token(TokenKind::kWord, start, k - i);
-    return k;
+    *shape++ = kKindWord;
+    size_t len = copy_word_run(s + i, n - i, false, code, text, shape);
+    code += len;
+    text += len;
+    shape += len;
+    return i + len;
   }
 
   size_t quoted_identifier_verbatim(size_t q) {
@@ -422,7 +525,7 @@ struct Pass {
     std::memcpy(text, s + q, end - q);
     code += end - q;
     text += end - q;
-    shape.token(TokenKind::kQuotedIdent, reinterpret_cast<const char*>(s + q), end - q);
+    shape_quoted(s + q - 2, end - q + 2);  // with the U& prefix: unlike any plain "..." body
     return end;
   }
 };
@@ -430,15 +533,25 @@ struct Pass {
 }  // namespace
 
 void lex_sql(std::string_view sql, LexedSql& out) {
-  const size_t cap = sql.size() + 2;
+  // A view grows past the input only by the space kept between a number and a word that
+  // follows it (`1from` -> `1 from`, at most one per 3 input bytes) and by closing an
+  // unterminated quote (`'` -> `''`); twice the input bounds both.
+  const size_t cap = 2 * sql.size() + 2 + kSlack;
+  const size_t shape_cap = 2 * sql.size() + 8 + kSlack;
   if (out.code_.size() < cap) out.code_.resize(cap);
   if (out.text_.size() < cap) out.text_.resize(cap);
-  Pass pass{reinterpret_cast<const unsigned char*>(sql.data()), sql.size(), out.code_.data(),
-            out.text_.data(), out.code_.data()};
+  if (out.shape_.size() < shape_cap) out.shape_.resize(shape_cap);
+  Pass pass{reinterpret_cast<const unsigned char*>(sql.data()),
+            sql.size(),
+            out.code_.data(),
+            out.text_.data(),
+            out.shape_.data(),
+            out.code_.data()};
   pass.run();
   out.code_.resize(pass.code - out.code_.data());
   out.text_.resize(pass.text - out.text_.data());
-  out.shape_key_ = pass.shape.finish();
+  out.shape_.resize(pass.shape - out.shape_.data());
+  out.shape_key_ = hash_shape(out.shape_.data(), out.shape_.size());
   out.statement_count_ = pass.statements;
   out.flags_ = pass.flags;
   out.flags_.multi_statement = pass.statements > 1;

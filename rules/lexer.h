@@ -40,6 +40,10 @@ class LexedSql {
   // Lower-cased SQL with literals kept verbatim.
   std::string_view text() const { return text_; }
   uint64_t shape_key() const { return shape_key_; }
+  // The canonical token stream the shape key hashes (binary; literals reduced to their
+  // kind). The shape key is a fast hash, not collision-resistant against an adversary, so a
+  // cache keyed by shape_key() must store shape() and compare it on a hit.
+  std::string_view shape() const { return shape_; }
   // Number of non-empty statements separated by top-level `;`.
   uint32_t statement_count() const { return statement_count_; }
   const LexFlags& flags() const { return flags_; }
@@ -49,13 +53,15 @@ class LexedSql {
 
   std::string code_;
   std::string text_;
+  std::string shape_;
   uint64_t shape_key_ = 0;
   uint32_t statement_count_ = 0;
   LexFlags flags_;
 };
 
 // Lexes `sql` into `out`, overwriting it. Never fails: malformed input is flagged.
-// Allocates only when `out`'s buffers are smaller than sql.size() + 2.
+// Allocates only when `out`'s buffers are smaller than the input needs (about 6x its size
+// in total, kept across calls).
 void lex_sql(std::string_view sql, LexedSql& out);
 
 inline LexedSql lex_sql(std::string_view sql) {

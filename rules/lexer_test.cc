@@ -136,12 +136,58 @@ TEST(LexedSqlReuse, BuffersAreReusedAcrossStatements) {
   EXPECT_EQ(lexed.text(), "select 'x'");
 }
 
+// Reference for the block-copy fast paths: lower-case ASCII letters only.
+std::string ascii_lower(std::string v) {
+  for (char& ch : v) {
+    if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+  }
+  return v;
+}
+
+TEST(LexerFastPaths, LongIdentifiersAcrossBlockBoundaries) {
+  for (size_t len = 1; len <= 70; ++len) {
+    std::string ident;
+    for (size_t k = 0; k < len; ++k) ident.push_back("AbZz_9$\xc3Q"[k % 9]);
+    if (ident[0] == '9' || ident[0] == '$') ident[0] = 'X';
+    std::string sql = "SELECT " + ident + ", \"" + ident + "\" FROM T" + ident + "x";
+    LexedSql lexed = lex_sql(sql);
+    std::string lower = ascii_lower(ident);
+    bool plain = ident.find_first_of("\xc3") == std::string::npos;
+    std::string quoted = plain ? lower : "\"" + ident + "\"";
+    EXPECT_EQ(lexed.code(), "select " + lower + ", " + quoted + " from t" + lower + "x") << len;
+  }
+}
+
+TEST(LexerRobustness, NumberWordRunsGrowTheViewsWithinBound) {
+  std::string sql;
+  for (int k = 0; k < 1000; ++k) sql += "1a.";
+  LexedSql lexed = lex_sql(sql);
+  EXPECT_EQ(lexed.code().size(), sql.size() / 3 * 4);
+  EXPECT_EQ(lexed.code().substr(0, 8), "1 a.1 a.");
+}
+
+TEST(LexerFastPaths, QuotedIdentifierEndingAtInputEnd) {
+  EXPECT_EQ(lex_sql("select \"AbcdefghijklmnopqrstuvwxyZ\"").code(),
+            "select abcdefghijklmnopqrstuvwxyz");
+  LexedSql open = lex_sql("select \"Abcdefghijklmnopqrstuvwxyz");
+  EXPECT_EQ(open.code(), "select \"Abcdefghijklmnopqrstuvwxyz");
+  EXPECT_TRUE(open.flags().unterminated_quote);
+  EXPECT_EQ(lex_sql("select \"a\"\"b\"").code(), "select \"a\"\"b\"");
+}
+
+TEST(ShapeKey, ShapeStreamSeparatesTokenBoundaries) {
+  EXPECT_NE(lex_sql("select ab c").shape(), lex_sql("select a bc").shape());
+  EXPECT_NE(lex_sql("select \"ab\" c").shape_key(), lex_sql("select \"a\" bc").shape_key());
+  EXPECT_NE(lex_sql("select U&\"a\"").shape(), lex_sql("select \"a\"").shape());
+  EXPECT_EQ(lex_sql("SELECT  \"Users\"").shape(), lex_sql("select \"Users\"").shape());
+}
+
 TEST(LexerRobustness, AllSingleBytesAndTruncationsAreSafe) {
   std::string sql = "select E'a\\'' \"q\"\"x\" $t$ $ $t$ /* /* */ */ -- c\n U&'x' 1e+ 0x; $1";
   for (size_t len = 0; len <= sql.size(); ++len) {
     LexedSql lexed = lex_sql(std::string_view(sql).substr(0, len));
-    EXPECT_LE(lexed.code().size(), len + 1);
-    EXPECT_LE(lexed.text().size(), len + 1);
+    EXPECT_LE(lexed.code().size(), 2 * len + 2);
+    EXPECT_LE(lexed.text().size(), 2 * len + 2);
   }
   for (int ch = 0; ch < 256; ++ch) {
     std::string one(1, static_cast<char>(ch));

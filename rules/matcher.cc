@@ -26,10 +26,14 @@ constexpr size_t kMaxCacheFileBytes = size_t{1} << 31;
 
 std::atomic<uint64_t> g_next_generation{1};
 
-// One Hyperscan scratch per thread, grown to fit every set this thread has scanned with.
+// One Hyperscan scratch per thread, grown to fit every set this thread has scanned with. A
+// scratch only grows, so once sized for a set it stays valid for it; the generations it is
+// known to fit are remembered so that a thread serving sessions with different sets does not
+// call hs_alloc_scratch on every scan.
 struct ThreadScratch {
   hs_scratch_t* scratch = nullptr;
-  uint64_t sized_for = 0;
+  std::array<uint64_t, 8> fits{};
+  size_t next = 0;
   ~ThreadScratch() {
     if (scratch != nullptr) hs_free_scratch(scratch);
   }
@@ -37,14 +41,16 @@ struct ThreadScratch {
 thread_local ThreadScratch t_scratch;
 
 hs_scratch_t* scratch_for(hs_database_t* const* dbs, uint64_t generation) {
-  if (t_scratch.sized_for != generation) {
-    for (int v = 0; v < kViews; ++v) {
-      if (dbs[v] != nullptr && hs_alloc_scratch(dbs[v], &t_scratch.scratch) != HS_SUCCESS) {
-        return nullptr;
-      }
-    }
-    t_scratch.sized_for = generation;
+  for (uint64_t g : t_scratch.fits) {
+    if (g == generation) return t_scratch.scratch;
   }
+  for (int v = 0; v < kViews; ++v) {
+    if (dbs[v] != nullptr && hs_alloc_scratch(dbs[v], &t_scratch.scratch) != HS_SUCCESS) {
+      return nullptr;
+    }
+  }
+  t_scratch.fits[t_scratch.next] = generation;
+  t_scratch.next = (t_scratch.next + 1) % t_scratch.fits.size();
   return t_scratch.scratch;
 }
 
@@ -256,7 +262,8 @@ Result<std::shared_ptr<const CompiledRuleSet>> CompiledRuleSet::compile(
     store_cached(options.cache_dir, cache_path, set->dbs_);
   }
   // Allocating this thread's scratch now surfaces memory problems at load, not first scan.
-  if (scratch_for(set->dbs_, set->generation_) == nullptr) {
+  const bool any_db = set->dbs_[0] != nullptr || set->dbs_[1] != nullptr || set->dbs_[2] != nullptr;
+  if (any_db && scratch_for(set->dbs_, set->generation_) == nullptr) {
     return resource_exhausted("cannot allocate Hyperscan scratch space");
   }
   set->build_ms_ =
@@ -280,6 +287,7 @@ size_t CompiledRuleSet::database_bytes() const {
 }
 
 Verdict CompiledRuleSet::scan(const LexedSql& sql, MatchSink& sink) const {
+  if (dbs_[0] == nullptr && dbs_[1] == nullptr) return Verdict::kAllow;  // no deny/approve rules
   hs_scratch_t* scratch = scratch_for(dbs_, generation_);
   if (scratch == nullptr) {
     sink.on_scan_error("cannot allocate Hyperscan scratch space");
@@ -287,6 +295,10 @@ Verdict CompiledRuleSet::scan(const LexedSql& sql, MatchSink& sink) const {
   }
   IdCollector ids;
   const std::string_view views[2] = {sql.code(), sql.text()};
+  if (views[0].size() > UINT32_MAX || views[1].size() > UINT32_MAX) {
+    sink.on_scan_error("statement too large to scan");
+    return Verdict::kDeny;
+  }
   for (int v = 0; v < 2; ++v) {
     if (dbs_[v] == nullptr) continue;
     hs_error_t rc = hs_scan(dbs_[v], views[v].data(), static_cast<unsigned>(views[v].size()), 0,

@@ -146,6 +146,45 @@ TEST(CompiledRuleSet, DetectReturnsValidatedMergedSpans) {
   EXPECT_EQ(value.substr(spans[1].begin, spans[1].end - spans[1].begin), "secretsecret");
 }
 
+TEST(CompiledRuleSet, OneThreadAlternatingBetweenManySetsScansEachCorrectly) {
+  std::vector<std::shared_ptr<const CompiledRuleSet>> sets;
+  for (int k = 0; k < 12; ++k) {
+    std::string id = "r" + std::to_string(k);
+    std::string pattern = "\\bword" + std::to_string(k) + "\\b";
+    sets.push_back(compile(rule(id.c_str(), "deny", "code", pattern.c_str())));
+    ASSERT_NE(sets.back(), nullptr);
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int k = 0; k < 12; ++k) {
+      Collect hit, miss;
+      EXPECT_EQ(sets[k]->scan(lex_sql("select word" + std::to_string(k)), hit), Verdict::kDeny);
+      EXPECT_EQ(sets[k]->scan(lex_sql("select word" + std::to_string((k + 1) % 12)), miss),
+                Verdict::kAllow);
+    }
+  }
+}
+
+TEST(CompiledRuleSet, EmptyRuleSetCompilesAndMatchesNothing) {
+  auto set = compile("# no rules yet\n");
+  ASSERT_NE(set, nullptr);
+  Collect sink;
+  EXPECT_EQ(set->scan(lex_sql("drop database x"), sink), Verdict::kAllow);
+  std::vector<DetectSpan> spans;
+  EXPECT_TRUE(set->detect("bob@example.com", spans).is_ok());
+  EXPECT_TRUE(spans.empty());
+}
+
+TEST(CompiledRuleSet, OnlyDetectRulesStillScanSqlAsAllow) {
+  auto set = compile("[p.mail]\naction = detect\npattern = @\\w+\nseverity = low\n");
+  ASSERT_NE(set, nullptr);
+  Collect sink;
+  EXPECT_EQ(set->scan(lex_sql("select 'a@b'"), sink), Verdict::kAllow);
+  std::vector<DetectSpan> spans;
+  ASSERT_TRUE(set->detect("x a@b", spans).is_ok());
+  ASSERT_EQ(spans.size(), 1u);
+  EXPECT_EQ(spans[0].begin, 3u);
+}
+
 TEST(Matcher, WithoutRuleSetEveryScanFailsClosed) {
   Matcher matcher;
   Collect sink;
