@@ -963,6 +963,7 @@ void Session::on_authenticated(Result<json> answer) {
     return;
   }
   grant_ = std::move(*grant);
+  authenticated_ = true;
   auto set = worker_->screen().resolve(grant_.rule_sets);
   if (!set.is_ok()) {
     login_failed("08004", "pgwarden: " + set.status().message(), "rule_sets_unavailable");
@@ -1402,7 +1403,8 @@ void Session::destroy(std::string_view reason) {
   if (counted_) worker_->shared().connections.fetch_sub(1);
   counted_ = false;
   bump(worker_->counters().sessions_closed);
-  if (logged_in_) {
+  if (authenticated_) {
+    // Ends the session in cp too (it exists there since authenticate succeeded).
     emit_event({{"kind", "session_end"},
                 {"statements", statements_},
                 {"reason", std::string(reason)}});

@@ -201,6 +201,10 @@ Status GatewayHarness::stop_cp() {
   return Status::ok();
 }
 
+void GatewayHarness::signal_cp(int sig) {
+  if (cp_pid_ > 0) kill(cp_pid_, sig);
+}
+
 void GatewayHarness::signal_dp(int sig) {
   if (dp_pid_ > 0) kill(dp_pid_, sig);
 }

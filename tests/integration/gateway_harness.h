@@ -54,6 +54,7 @@ class GatewayHarness {
   pid_t dp_pid() const { return dp_pid_; }
   Status stop_cp();
   Status start_cp();
+  void signal_cp(int sig);
   // Sends `sig` to pgwarden-dp; wait_dp_exit waits for it to exit (true if it did).
   void signal_dp(int sig);
   bool wait_dp_exit(int timeout_ms, int* status = nullptr);
