@@ -784,17 +784,14 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   ++statements_;
   Screen& screen = worker_->screen();
   if (rules_generation_ != screen.generation()) {
-    // A reload landed: pick up the new compiled rules (or refuse if they no longer exist).
+    // A reload landed: pick up the recompiled rules. A session keeps the policy it was
+    // admitted with, so if the new config no longer names its rule sets it keeps the set it
+    // has (never none).
     auto set = screen.resolve(grant_.rule_sets);
-    rule_set_ = set.is_ok() ? std::move(*set) : nullptr;
-    rule_set_missing_ = !set.is_ok();
+    if (set.is_ok()) rule_set_ = std::move(*set);
     rules_generation_ = screen.generation();
   }
   screen.screen(sql, rule_set_.get(), &screen_);
-  if (rule_set_missing_) {
-    screen_.matches.push_back({"rule_sets_unavailable", "deny",
-                               "the session's rule sets are no longer loaded"});
-  }
   if (const PrescreenMatch* deny = screen_.first("deny")) {
     std::string msg = "pgwarden: statement denied by rule " + deny->rule;
     if (!deny->message.empty()) msg += ": " + deny->message;

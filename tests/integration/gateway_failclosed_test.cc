@@ -38,7 +38,7 @@ class GatewayFailClosedTest : public ::testing::Test {
 };
 
 TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatementsOnly) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
   PGresult* r = PQexec(c, "select id from crm.customers where id = 1");
@@ -79,7 +79,7 @@ TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatemen
 TEST_F(GatewayFailClosedTest, UnreachableUpstreamRefusesLoginWithClearError) {
   GatewayOptions o;
   o.target_port = free_tcp_port();
-  start(o);
+  ASSERT_NO_FATAL_FAILURE(start(o));
   PGconn* c = connect();
   EXPECT_EQ(PQstatus(c), CONNECTION_BAD);
   EXPECT_NE(std::string(PQerrorMessage(c)).find("cannot reach the upstream database"),
@@ -89,7 +89,7 @@ TEST_F(GatewayFailClosedTest, UnreachableUpstreamRefusesLoginWithClearError) {
 }
 
 TEST_F(GatewayFailClosedTest, UpstreamDeathEndsTheSessionWithAnError) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
   PGresult* r = PQexec(c, "select pg_backend_pid()");
@@ -112,7 +112,7 @@ TEST_F(GatewayFailClosedTest, UpstreamDeathEndsTheSessionWithAnError) {
 TEST_F(GatewayFailClosedTest, ConnectionsBeyondMaxConnectionsGet53300) {
   GatewayOptions o;
   o.max_connections = 2;
-  start(o);
+  ASSERT_NO_FATAL_FAILURE(start(o));
   PGconn* a = connect();
   PGconn* b = connect();
   ASSERT_EQ(PQstatus(a), CONNECTION_OK);
@@ -133,7 +133,7 @@ TEST_F(GatewayFailClosedTest, ConnectionsBeyondMaxConnectionsGet53300) {
 TEST_F(GatewayFailClosedTest, SilentClientIsClosedAtTheAuthTimeout) {
   GatewayOptions o;
   o.auth_timeout_s = 1;
-  start(o);
+  ASSERT_NO_FATAL_FAILURE(start(o));
   int fd = connect_tcp(gw_.port());
   ASSERT_GE(fd, 0);
   auto t0 = std::chrono::steady_clock::now();
@@ -149,7 +149,7 @@ TEST_F(GatewayFailClosedTest, SilentClientIsClosedAtTheAuthTimeout) {
 TEST_F(GatewayFailClosedTest, IdleSessionEndsAtTheIdleTimeout) {
   GatewayOptions o;
   o.idle_timeout_s = 1;
-  start(o);
+  ASSERT_NO_FATAL_FAILURE(start(o));
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK);
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
@@ -162,7 +162,7 @@ TEST_F(GatewayFailClosedTest, IdleSessionEndsAtTheIdleTimeout) {
 }
 
 TEST_F(GatewayFailClosedTest, SigtermLetsTheInFlightStatementFinishThenExits) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   PGconn* busy = connect();
   PGconn* idle = connect();
   ASSERT_EQ(PQstatus(busy), CONNECTION_OK);
@@ -187,7 +187,7 @@ TEST_F(GatewayFailClosedTest, SigtermLetsTheInFlightStatementFinishThenExits) {
 }
 
 TEST_F(GatewayFailClosedTest, SighupReloadsRuleSetsWithoutDroppingSessions) {
-  start();
+  ASSERT_NO_FATAL_FAILURE(start());
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK);
   PGresult* r = PQexec(c, "select pg_read_file('/etc/hostname')");
