@@ -14,10 +14,10 @@
 namespace pgwarden::session {
 
 struct CancelTarget {
-  std::string host;         // TCP host, or empty when unix_path is set
+  std::string host;  // TCP host, or empty when unix_path is set
   int port = 5432;
-  std::string unix_path;    // full socket path
-  int32_t process_id = 0;   // the upstream's BackendKeyData
+  std::string unix_path;   // full socket path
+  int32_t process_id = 0;  // the upstream's BackendKeyData
   int32_t secret_key = 0;
 };
 

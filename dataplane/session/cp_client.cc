@@ -29,11 +29,16 @@ Status status_from_cp_error(const nlohmann::json& error) {
     if (error.contains("code") && error["code"].is_string()) code = error["code"];
   }
   StatusCode sc = StatusCode::kFailedPrecondition;
-  if (sqlstate.rfind("28", 0) == 0) sc = StatusCode::kUnauthenticated;
-  else if (sqlstate == "42501") sc = StatusCode::kPermissionDenied;
-  else if (sqlstate.rfind("08", 0) == 0) sc = StatusCode::kUnavailable;
-  else if (sqlstate == "57014" || code == "deadline_exceeded") sc = StatusCode::kDeadlineExceeded;
-  else if (sqlstate.rfind("22", 0) == 0) sc = StatusCode::kInvalidArgument;
+  if (sqlstate.rfind("28", 0) == 0)
+    sc = StatusCode::kUnauthenticated;
+  else if (sqlstate == "42501")
+    sc = StatusCode::kPermissionDenied;
+  else if (sqlstate.rfind("08", 0) == 0)
+    sc = StatusCode::kUnavailable;
+  else if (sqlstate == "57014" || code == "deadline_exceeded")
+    sc = StatusCode::kDeadlineExceeded;
+  else if (sqlstate.rfind("22", 0) == 0)
+    sc = StatusCode::kInvalidArgument;
   return Status(sc, message, sqlstate);
 }
 
@@ -129,8 +134,8 @@ void CpClient::fail_later(Callback cb, Status st) {
 void CpClient::send_frame(const nlohmann::json& frame) {
   std::string body = frame.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   uint32_t n = static_cast<uint32_t>(body.size());
-  char hdr[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                 static_cast<char>(n >> 8), static_cast<char>(n)};
+  char hdr[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+                 static_cast<char>(n)};
   if (out_off_ > 0 && out_off_ == out_.size()) {
     out_.clear();
     out_off_ = 0;
@@ -237,9 +242,9 @@ void CpClient::read_frames() {
                        uint32_t{p[3]};
         if (len == 0 || len > kMaxFrame) return disconnect("bad frame length from cp");
         if (in_.size() - off - 4 < len) break;
-        auto frame = nlohmann::json::parse(in_.begin() + static_cast<long>(off + 4),
-                                           in_.begin() + static_cast<long>(off + 4 + len),
-                                           nullptr, false);
+        auto frame =
+            nlohmann::json::parse(in_.begin() + static_cast<long>(off + 4),
+                                  in_.begin() + static_cast<long>(off + 4 + len), nullptr, false);
         off += 4 + len;
         if (frame.is_discarded() || !frame.is_object()) {
           return disconnect("malformed JSON frame from cp");

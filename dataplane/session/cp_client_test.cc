@@ -22,8 +22,8 @@ std::string read_frame(int fd) {
     if (n <= 0) return {};
     got += static_cast<size_t>(n);
   }
-  uint32_t len = (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16) | (uint32_t{hdr[2]} << 8) |
-                 hdr[3];
+  uint32_t len =
+      (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16) | (uint32_t{hdr[2]} << 8) | hdr[3];
   std::string body(len, '\0');
   got = 0;
   while (got < len) {

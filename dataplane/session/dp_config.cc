@@ -36,8 +36,7 @@ DataplaneConfig dataplane_config_from(const config::Config& c) {
 Result<DataplaneConfig> load_dataplane_config(const std::string& path) {
   config::ValidationOptions opts;
   opts.check_environment = false;
-  config::LoadOutcome out =
-      config::load_config_file(path, static_cast<uint64_t>(unix_ms()), opts);
+  config::LoadOutcome out = config::load_config_file(path, static_cast<uint64_t>(unix_ms()), opts);
   if (!out.ok()) return invalid_argument("invalid config " + path + ":\n" + out.error_text());
   return dataplane_config_from(*out.config);
 }

@@ -23,15 +23,15 @@ struct ListenerConfig {
 };
 
 struct Limits {
-  int max_connections = 1000;               // 53300 beyond this
-  int64_t auth_timeout_ms = 10000;          // accept -> ReadyForQuery
-  int64_t idle_timeout_ms = 3600000;        // 0 = none; no client message for this long -> 57P05
-  uint32_t max_message_bytes = 1u << 20;    // client message cap (54000)
-  size_t output_buffer_bytes = 1u << 20;    // per direction; above it the other side is paused
-  int64_t escalation_timeout_ms = 5000;     // authenticate, scram_*, analyse
-  int64_t approval_timeout_ms = 3600000;    // approval holds (cp times out first)
-  int64_t drain_timeout_ms = 30000;         // SIGTERM: in-flight statements get this long
-  size_t verdict_cache_entries = 65536;     // per worker
+  int max_connections = 1000;             // 53300 beyond this
+  int64_t auth_timeout_ms = 10000;        // accept -> ReadyForQuery
+  int64_t idle_timeout_ms = 3600000;      // 0 = none; no client message for this long -> 57P05
+  uint32_t max_message_bytes = 1u << 20;  // client message cap (54000)
+  size_t output_buffer_bytes = 1u << 20;  // per direction; above it the other side is paused
+  int64_t escalation_timeout_ms = 5000;   // authenticate, scram_*, analyse
+  int64_t approval_timeout_ms = 3600000;  // approval holds (cp times out first)
+  int64_t drain_timeout_ms = 30000;       // SIGTERM: in-flight statements get this long
+  size_t verdict_cache_entries = 65536;   // per worker
 };
 
 struct DataplaneConfig {

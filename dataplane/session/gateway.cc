@@ -19,8 +19,8 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_p
   if (!config.is_ok()) return config.status();
   auto rt = std::make_shared<Runtime>();
   rt->config = std::move(*config);
-  rt->config.rules_dir = rules_dir.empty() ? std::string(PGW_SOURCE_ROOT) + "/rules/sets"
-                                           : rules_dir;
+  rt->config.rules_dir =
+      rules_dir.empty() ? std::string(PGW_SOURCE_ROOT) + "/rules/sets" : rules_dir;
   if (workers_override > 0) rt->config.workers = workers_override;
   if (rt->config.workers <= 0) {
     rt->config.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -94,11 +94,11 @@ void Gateway::reload() {
 
 std::string Gateway::counters_text() const {
   std::ostringstream out;
-#define PGW_SUM_COUNTER(name)                                                   \
-  {                                                                             \
-    uint64_t sum = 0;                                                           \
-    for (const auto& w : workers_) sum += w->counters().name.load();            \
-    out << #name << "=" << sum << " ";                                          \
+#define PGW_SUM_COUNTER(name)                                        \
+  {                                                                  \
+    uint64_t sum = 0;                                                \
+    for (const auto& w : workers_) sum += w->counters().name.load(); \
+    out << #name << "=" << sum << " ";                               \
   }
   PGW_SESSION_COUNTERS(PGW_SUM_COUNTER)
 #undef PGW_SUM_COUNTER

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
     } else if (a == "--log-level") {
       level = value("--log-level");
     } else if (a == "--help" || a == "-h") {
-      printf("usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
+      printf(
+          "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
       return 0;
     } else {
       fprintf(stderr, "pgwarden-dp: unknown argument %s\n", a.c_str());
@@ -39,7 +40,9 @@ int main(int argc, char** argv) {
     }
   }
   if (config.empty()) {
-    fprintf(stderr, "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
+    fprintf(
+        stderr,
+        "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(level));

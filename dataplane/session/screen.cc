@@ -10,13 +10,12 @@ class CollectMatches : public rules::MatchSink {
  public:
   explicit CollectMatches(ScreenResult* out) : out_(out) {}
   void on_match(const rules::Rule& rule) override {
-    out_->matches.push_back(PrescreenMatch{rule.id, std::string(rules::action_name(rule.action)),
-                                           rule.message});
+    out_->matches.push_back(
+        PrescreenMatch{rule.id, std::string(rules::action_name(rule.action)), rule.message});
   }
   void on_scan_error(std::string_view reason) override {
-    out_->matches.push_back(
-        PrescreenMatch{"prescreen_error", "deny", "the prescreen could not run: " +
-                                                      std::string(reason)});
+    out_->matches.push_back(PrescreenMatch{"prescreen_error", "deny",
+                                           "the prescreen could not run: " + std::string(reason)});
   }
 
  private:

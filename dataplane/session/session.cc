@@ -26,7 +26,7 @@ using nlohmann::json;
 namespace pw = pgwarden::pgwire;
 
 constexpr size_t kReadChunk = 32 * 1024;
-constexpr size_t kReadBudget = 512 * 1024;    // per pump and side, for fairness
+constexpr size_t kReadBudget = 512 * 1024;  // per pump and side, for fairness
 constexpr size_t kClientInSoftCap = 256 * 1024;
 constexpr uint32_t kMaxInspectedUpstream = 16u << 20;
 constexpr int64_t kCloseFlushMs = 2000;
@@ -60,10 +60,11 @@ pw::Bytes bytes_of(const std::string& buf, size_t off) {
 // replication, search_path, arbitrary GUCs) is dropped: a client must not be able to change
 // settings the policy or the lexer rely on.
 bool forwardable_parameter(std::string_view name) {
-  static const char* const kAllowed[] = {
-      "application_name", "client_encoding", "DateStyle",       "TimeZone",
-      "IntervalStyle",    "extra_float_digits", "bytea_output", "statement_timeout",
-      "lock_timeout",     "idle_in_transaction_session_timeout"};
+  static const char* const kAllowed[] = {"application_name", "client_encoding",
+                                         "DateStyle",        "TimeZone",
+                                         "IntervalStyle",    "extra_float_digits",
+                                         "bytea_output",     "statement_timeout",
+                                         "lock_timeout",     "idle_in_transaction_session_timeout"};
   for (const char* a : kAllowed) {
     if (strcasecmp(a, std::string(name).c_str()) == 0) return true;
   }
@@ -78,9 +79,9 @@ bool safe_client_encoding(std::string_view v) {
   for (char c : v) {
     if (c != '-' && c != '_') n += static_cast<char>(tolower(static_cast<unsigned char>(c)));
   }
-  static const char* const kUnsafe[] = {"sjis", "shiftjis", "big5", "gbk", "uhc",
-                                        "gb18030", "johab", "mskanji", "windows932",
-                                        "windows936", "windows949", "windows950", "tcvn"};
+  static const char* const kUnsafe[] = {
+      "sjis",    "shiftjis",   "big5",       "gbk",        "uhc",        "gb18030", "johab",
+      "mskanji", "windows932", "windows936", "windows949", "windows950", "tcvn"};
   for (const char* u : kUnsafe) {
     if (n == u) return false;
   }
@@ -124,7 +125,8 @@ std::string str_field(const json& obj, const char* key, std::string def = {}) {
 
 Result<Grant> parse_grant(const json& answer) {
   auto a = protocol::AuthenticateResponse::from_json(answer);
-  if (!a.is_ok()) return internal_error("control plane grant is malformed: " + a.status().message());
+  if (!a.is_ok())
+    return internal_error("control plane grant is malformed: " + a.status().message());
   Grant g;
   g.subject = a->identity.subject;
   g.policy_name = a->policy.name;
@@ -161,8 +163,8 @@ Session::Session(Worker* worker, uint64_t id, int fd, size_t listener_index,
       client_framer_(pw::Direction::kFrontend,
                      pw::FramerOptions{worker->runtime().config.limits.max_message_bytes,
                                        pw::kDefaultMaxStartupBytes}),
-      upstream_framer_(pw::Direction::kBackend, pw::FramerOptions{kMaxInspectedUpstream,
-                                                                  pw::kDefaultMaxStartupBytes}) {}
+      upstream_framer_(pw::Direction::kBackend,
+                       pw::FramerOptions{kMaxInspectedUpstream, pw::kDefaultMaxStartupBytes}) {}
 
 Session::~Session() {
   if (!destroyed_) destroy("worker shutdown");
@@ -342,8 +344,8 @@ void Session::read_upstream() {
       }
       bool verify = grant_.tls_mode == "verify-full";
       auto ctx = worker_->upstream_tls(verify, grant_.ca_file);
-      Status s = ctx.is_ok() ? upstream_.start_tls(*ctx, false, verify ? grant_.host : "")
-                             : ctx.status();
+      Status s =
+          ctx.is_ok() ? upstream_.start_tls(*ctx, false, verify ? grant_.host : "") : ctx.status();
       if (!s.is_ok()) {
         login_failed("08006", "pgwarden: upstream TLS setup failed: " + s.message(),
                      "upstream_tls_failed");
@@ -648,8 +650,7 @@ bool Session::handle_startup_packet(const pw::Message& m) {
   }
   bool loopback_ok = rt.config.listeners[listener_index_].loopback_only && peer_loopback_;
   if (!client_.tls() && !loopback_ok) {
-    login_failed("28000",
-                 "pgwarden: the token must be sent over TLS; connect with sslmode=require",
+    login_failed("28000", "pgwarden: the token must be sent over TLS; connect with sslmode=require",
                  "tls_required");
     return false;
   }
@@ -692,13 +693,13 @@ bool Session::handle_login_message(const pw::Message& m) {
   OPENSSL_cleanse(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size());
   state_ = State::kAuthenticating;
   uint64_t seq = ++escalation_seq_;
-  worker_->cp().request(
-      "authenticate", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
-      [w = worker_, id = id_, seq](Result<json> r) {
-        Session* s = w->find(id);
-        if (s == nullptr || s->escalation_seq_ != seq) return;
-        s->on_authenticated(std::move(r));
-      });
+  worker_->cp().request("authenticate", std::move(req),
+                        worker_->runtime().config.limits.escalation_timeout_ms,
+                        [w = worker_, id = id_, seq](Result<json> r) {
+                          Session* s = w->find(id);
+                          if (s == nullptr || s->escalation_seq_ != seq) return;
+                          s->on_authenticated(std::move(r));
+                        });
   return true;
 }
 
@@ -868,8 +869,8 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape) {
     d.sqlstate = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable
                      ? "08006"
                      : (st.sqlstate().empty() ? "42501" : st.sqlstate());
-    d.message = "pgwarden: statement refused: it needs a control plane decision and " +
-                st.message();
+    d.message =
+        "pgwarden: statement refused: it needs a control plane decision and " + st.message();
     d.rule = "escalation_failed";
     emit_statement(sql, "deny", d.rule, "cp_error");
     return resume_with(std::move(d));
@@ -910,26 +911,26 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
               {"shape_key", hex64(shape_key)},
               {"rule", rule},
               {"reason", reason}};
-  worker_->cp().request(
-      "approval", std::move(req), worker_->runtime().config.limits.approval_timeout_ms,
-      [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
-        Session* s = w->find(id);
-        if (s == nullptr || s->escalation_seq_ != seq) return;
-        Decision d;
-        d.rule = rule;
-        d.sqlstate = "42501";
-        if (!r.is_ok()) {
-          d.message = "pgwarden: statement needs an approval (rule " + rule +
-                      ") and none was given: " + r.status().message();
-        } else {
-          d.allow = str_field(*r, "verdict") == "allow";
-          std::string why = str_field(*r, "reason");
-          d.message = "pgwarden: approval for rule " + rule + " was denied";
-          if (!why.empty()) d.message += ": " + why;
-        }
-        s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
-        s->resume_with(std::move(d));
-      });
+  worker_->cp().request("approval", std::move(req),
+                        worker_->runtime().config.limits.approval_timeout_ms,
+                        [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
+                          Session* s = w->find(id);
+                          if (s == nullptr || s->escalation_seq_ != seq) return;
+                          Decision d;
+                          d.rule = rule;
+                          d.sqlstate = "42501";
+                          if (!r.is_ok()) {
+                            d.message = "pgwarden: statement needs an approval (rule " + rule +
+                                        ") and none was given: " + r.status().message();
+                          } else {
+                            d.allow = str_field(*r, "verdict") == "allow";
+                            std::string why = str_field(*r, "reason");
+                            d.message = "pgwarden: approval for rule " + rule + " was denied";
+                            if (!why.empty()) d.message += ": " + why;
+                          }
+                          s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
+                          s->resume_with(std::move(d));
+                        });
 }
 
 void Session::resume_with(Decision d) {
@@ -1014,10 +1015,10 @@ void Session::connect_upstream() {
   if (fd < 0 || (rc != 0 && errno != EINPROGRESS && errno != EAGAIN)) {
     if (err.empty()) err = strerror(errno);
     if (fd >= 0) close(fd);
-    login_failed("08006",
-                 "pgwarden: cannot reach the upstream database of target \"" + target_ + "\": " +
-                     err,
-                 "upstream_unreachable");
+    login_failed(
+        "08006",
+        "pgwarden: cannot reach the upstream database of target \"" + target_ + "\": " + err,
+        "upstream_unreachable");
     return;
   }
   upstream_.set_fd(fd);
@@ -1073,8 +1074,8 @@ void Session::process_upstream_login() {
     pw::FrameResult r = upstream_framer_.next(bytes_of(up_in_, up_in_off_));
     if (r.status == pw::FrameStatus::kNeedMore) break;
     if (r.status == pw::FrameStatus::kError) {
-      login_failed("08006", "pgwarden: protocol error from the upstream database: " +
-                                r.error.message(),
+      login_failed("08006",
+                   "pgwarden: protocol error from the upstream database: " + r.error.message(),
                    "upstream_protocol_error");
       return;
     }
@@ -1160,8 +1161,7 @@ void Session::handle_upstream_auth(const pw::Message& m) {
   switch (a.code) {
     case pw::kAuthOk:
       if (scram_step_ != 0 && scram_step_ != 3) {
-        login_failed("08006",
-                     "pgwarden: the upstream database skipped SCRAM server verification",
+        login_failed("08006", "pgwarden: the upstream database skipped SCRAM server verification",
                      "upstream_scram_incomplete");
         return;
       }
@@ -1244,8 +1244,8 @@ void Session::on_login_complete() {
   bump(worker_->counters().sessions_login_ok);
   last_client_activity_ms_ = monotonic_ms();
   arm_idle_timer();
-  spdlog::info("session {}: {} logged in as \"{}\" to target \"{}\" (policy {})",
-               session_id_hex(), peer_text_, grant_.subject, target_, grant_.policy_name);
+  spdlog::info("session {}: {} logged in as \"{}\" to target \"{}\" (policy {})", session_id_hex(),
+               peer_text_, grant_.subject, target_, grant_.policy_name);
   emit_event({{"kind", "session_start"},
               {"subject", grant_.subject},
               {"user", user_},
@@ -1402,9 +1402,8 @@ void Session::destroy(std::string_view reason) {
   bump(worker_->counters().sessions_closed);
   if (authenticated_) {
     // Ends the session in cp too (it exists there since authenticate succeeded).
-    emit_event({{"kind", "session_end"},
-                {"statements", statements_},
-                {"reason", std::string(reason)}});
+    emit_event(
+        {{"kind", "session_end"}, {"statements", statements_}, {"reason", std::string(reason)}});
   }
   spdlog::debug("session {}: closed ({})", session_id_hex(), reason);
   worker_->release(this);

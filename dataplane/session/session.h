@@ -76,8 +76,8 @@ class Session {
 
  private:
   enum class State {
-    kStartup,          // reading SSLRequest / StartupMessage
-    kSslAccept,        // 'S' queued, TLS handshake follows once it is flushed
+    kStartup,    // reading SSLRequest / StartupMessage
+    kSslAccept,  // 'S' queued, TLS handshake follows once it is flushed
     kTlsHandshake,
     kAwaitPassword,    // AuthenticationCleartextPassword sent
     kAuthenticating,   // cp authenticate pending
@@ -145,8 +145,7 @@ class Session {
   void forward(const pgwire::Message& m);
   void escalate_analyse(std::string sql, const ScreenResult& screen);
   void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape);
-  void escalate_approval(std::string sql, uint64_t shape_key, std::string rule,
-                         std::string reason);
+  void escalate_approval(std::string sql, uint64_t shape_key, std::string rule, std::string reason);
   void resume_with(Decision d);
   void handle_cancel_request(const pgwire::Message& m);
 
@@ -199,11 +198,11 @@ class Session {
   bool client_registered_ = false;
   bool upstream_registered_ = false;
   bool client_eof_ = false;
-  bool client_readable_ = false;    // epoll said readable; cleared when a read would block
+  bool client_readable_ = false;  // epoll said readable; cleared when a read would block
   bool upstream_readable_ = false;
   bool upstream_hup_ = false;
   bool repump_scheduled_ = false;
-  size_t client_need_ = 0;          // bytes the first incomplete client message needs
+  size_t client_need_ = 0;  // bytes the first incomplete client message needs
 
   pgwire::Framer client_framer_;
   pgwire::Framer upstream_framer_;  // login phase only
@@ -225,7 +224,7 @@ class Session {
   uint64_t sid_ = 0;  // random session id shared with cp (hex)
   bool logged_in_ = false;
   bool authenticated_ = false;  // cp knows the session (session_end must be sent)
-  int scram_step_ = 0;  // 0 none, 1 started, 2 continued, 3 server verified by cp
+  int scram_step_ = 0;          // 0 none, 1 started, 2 continued, 3 server verified by cp
   CancelTarget cancel_target_;
   Grant grant_;
   int32_t gateway_pid_ = 0;
@@ -233,14 +232,14 @@ class Session {
   std::string scram_mechanism_;
 
   // Statement phase.
-  bool waiting_cp_ = false;   // an escalation for the front client message is pending
+  bool waiting_cp_ = false;  // an escalation for the front client message is pending
   uint64_t escalation_seq_ = 0;
   std::unique_ptr<Decision> decision_;  // decided verdict for the front client message
   bool skip_until_sync_ = false;
   uint64_t cycles_sent_ = 0;      // Query/Sync/FunctionCall forwarded upstream
   uint64_t cycles_received_ = 0;  // ReadyForQuery received
   std::deque<Rewrite> rewrites_;
-  std::string nonce_;             // random, in every injected failing statement
+  std::string nonce_;  // random, in every injected failing statement
   std::string nonce_sql_;
   char tx_status_ = 'I';
   // Streaming relay of upstream messages: bytes left of the message being passed through.

@@ -29,12 +29,10 @@ Result<SslCtxPtr> make_server_tls_context(const std::string& cert_file,
   if (!ctx) return internal_error("SSL_CTX_new: " + openssl_errors());
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                   SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_file.c_str()) != 1) {
-    return invalid_argument("cannot load TLS certificate " + cert_file + ": " +
-                            openssl_errors());
+    return invalid_argument("cannot load TLS certificate " + cert_file + ": " + openssl_errors());
   }
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     return invalid_argument("cannot load TLS key " + key_file + ": " + openssl_errors());
@@ -49,8 +47,7 @@ Result<SslCtxPtr> make_client_tls_context(bool verify, const std::string& ca_fil
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()), SslCtxDeleter());
   if (!ctx) return internal_error("SSL_CTX_new: " + openssl_errors());
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE |
-                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                   SSL_MODE_RELEASE_BUFFERS);
   if (verify) {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
@@ -106,8 +103,10 @@ IoStatus Stream::ssl_result(int rc, bool reading, bool handshaking) {
       if (!reading && !handshaking) write_wants_read_ = true;
       return IoStatus::kWouldBlock;
     case SSL_ERROR_WANT_WRITE:
-      if (handshaking) handshake_wants_write_ = true;
-      else if (reading) read_wants_write_ = true;
+      if (handshaking)
+        handshake_wants_write_ = true;
+      else if (reading)
+        read_wants_write_ = true;
       return IoStatus::kWouldBlock;
     case SSL_ERROR_ZERO_RETURN:
       return IoStatus::kClosed;

@@ -41,8 +41,7 @@ Result<int> bind_listener(const ListenerConfig& l) {
   if (rc != 0 || listen(fd, 1024) != 0) {
     std::string err = strerror(errno);
     close(fd);
-    return unavailable("cannot listen on " + l.address + ":" + std::to_string(l.port) + ": " +
-                       err);
+    return unavailable("cannot listen on " + l.address + ":" + std::to_string(l.port) + ": " + err);
   }
   return fd;
 }
@@ -75,8 +74,10 @@ Status Worker::init() {
   cp_ = std::make_unique<CpClient>(&loop_, runtime_->config.controlplane_socket);
   cp_->set_on_ready_change([this](bool up) {
     if (index_ == 0) {
-      if (up) spdlog::info("connected to the control plane");
-      else spdlog::warn("control plane connection lost; logins refused until it is back");
+      if (up)
+        spdlog::info("connected to the control plane");
+      else
+        spdlog::warn("control plane connection lost; logins refused until it is back");
     }
   });
   return Status::ok();
@@ -180,8 +181,8 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
   for (int i = 0; i < 64; ++i) {
     sockaddr_storage peer{};
     socklen_t len = sizeof(peer);
-    int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd =
+        accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {

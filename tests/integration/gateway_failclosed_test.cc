@@ -59,8 +59,7 @@ TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatemen
   // New logins are refused with a clear message.
   PGconn* c2 = connect();
   EXPECT_EQ(PQstatus(c2), CONNECTION_BAD);
-  EXPECT_NE(std::string(PQerrorMessage(c2)).find("control plane is unreachable"),
-            std::string::npos)
+  EXPECT_NE(std::string(PQerrorMessage(c2)).find("control plane is unreachable"), std::string::npos)
       << PQerrorMessage(c2);
   PQfinish(c2);
   // cp comes back: the dp reconnects (backoff) and logins work again.
@@ -191,8 +190,7 @@ TEST_F(GatewayFailClosedTest, SighupReloadsRuleSetsWithoutDroppingSessions) {
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK);
   PGresult* r = PQexec(c, "select pg_read_file('/etc/hostname')");
-  EXPECT_NE(std::string(PQresultErrorMessage(r)).find("deny.server_file_read"),
-            std::string::npos)
+  EXPECT_NE(std::string(PQresultErrorMessage(r)).find("deny.server_file_read"), std::string::npos)
       << PQresultErrorMessage(r);
   PQclear(r);
   // Same policy without the prescreen rule sets: cp's analysis decides instead.

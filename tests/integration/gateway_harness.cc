@@ -105,25 +105,24 @@ Status GatewayHarness::write_config() {
                    {"idle_timeout_s", options_.idle_timeout_s},
                    {"max_message_bytes", options_.max_message_bytes},
                    {"worker_threads", options_.workers}};
-  json config = {
-      {"listeners", {{"dataplane", listener}}},
-      {"control_plane", {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}}},
-      {"identity",
-       {{"service_keys",
-         {{{"id", "agent1"},
-           {"credential_hash", credential_hash_},
-           {"identity", "svc:agent1"},
-           {"groups", {"agents"}}}}}}},
-      {"targets",
-       {{{"name", "demo"},
-         {"host", "127.0.0.1"},
-         {"port", options_.target_port != 0 ? options_.target_port : pg_.port()},
-         {"database", "demo"},
-         {"role", "app_scram"},
-         {"credential", {{"file", pg_.get("PGW_SECRETS_DIR") + "/app_scram"}}},
-         {"tls", {{"mode", "disable"}}}}}},
-      {"policies", {policy}},
-      {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
+  json config = {{"listeners", {{"dataplane", listener}}},
+                 {"control_plane", {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}}},
+                 {"identity",
+                  {{"service_keys",
+                    {{{"id", "agent1"},
+                      {"credential_hash", credential_hash_},
+                      {"identity", "svc:agent1"},
+                      {"groups", {"agents"}}}}}}},
+                 {"targets",
+                  {{{"name", "demo"},
+                    {"host", "127.0.0.1"},
+                    {"port", options_.target_port != 0 ? options_.target_port : pg_.port()},
+                    {"database", "demo"},
+                    {"role", "app_scram"},
+                    {"credential", {{"file", pg_.get("PGW_SECRETS_DIR") + "/app_scram"}}},
+                    {"tls", {{"mode", "disable"}}}}}},
+                 {"policies", {policy}},
+                 {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
   std::string tmp = dir_ + "/pgwarden.json.tmp";
   std::ofstream(tmp) << config.dump(2);
   if (rename(tmp.c_str(), (dir_ + "/pgwarden.json").c_str()) != 0) {
@@ -145,8 +144,10 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   if (mkdtemp(tmpl) == nullptr) return internal_error("mkdtemp failed");
   dir_ = tmpl;
   mkdir((dir_ + "/state").c_str(), 0700);
-  auto cert = run_command("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
-                          "-keyout " + dir_ + "/dp.key -out " + dir_ + "/dp.crt 2>&1");
+  auto cert = run_command(
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+      "-keyout " +
+      dir_ + "/dp.key -out " + dir_ + "/dp.crt 2>&1");
   if (!cert.is_ok()) return cert.status();
   auto secret = run_command("openssl rand -hex 24");
   if (!secret.is_ok()) return secret.status();

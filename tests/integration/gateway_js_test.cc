@@ -23,8 +23,7 @@ TEST(GatewayJsTest, NodePostgresAndPostgresJsClientsWorkThroughTheGateway) {
   Status s = gw.start();
   ASSERT_TRUE(s.is_ok()) << s.to_string();
   auto out = run_command("cd " + js + " && PGW_GW_PORT=" + std::to_string(gw.port()) +
-                         " PGW_TOKEN=" + gw.token() +
-                         " timeout 120 node gateway_clients.mjs 2>&1");
+                         " PGW_TOKEN=" + gw.token() + " timeout 120 node gateway_clients.mjs 2>&1");
   std::string text = out.is_ok() ? *out : out.status().message();
   EXPECT_TRUE(out.is_ok()) << text << "\n---- dp log ----\n" << gw.dp_log();
   for (const char* client : {"pg", "postgres"}) {

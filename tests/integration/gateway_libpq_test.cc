@@ -41,8 +41,7 @@ class GatewayLibpqTest : public ::testing::Test {
   }
   void TearDown() override {
     if (HasFailure() && gw_ != nullptr) {
-      std::cerr << "---- dp log ----\n" << gw_->dp_log() << "---- cp log ----\n"
-                << gw_->cp_log();
+      std::cerr << "---- dp log ----\n" << gw_->dp_log() << "---- cp log ----\n" << gw_->cp_log();
     }
   }
 
@@ -77,16 +76,14 @@ TEST_F(GatewayLibpqTest, WrongTokenIsRefused) {
   ci.replace(ci.find(gw_->token()), gw_->token().size(), "pgwsk.agent1.wrongsecret");
   Conn c(PQconnectdb(ci.c_str()));
   EXPECT_EQ(PQstatus(c.get()), CONNECTION_BAD);
-  EXPECT_NE(std::string(PQerrorMessage(c.get())).find("pgwarden: login refused"),
-            std::string::npos)
+  EXPECT_NE(std::string(PQerrorMessage(c.get())).find("pgwarden: login refused"), std::string::npos)
       << PQerrorMessage(c.get());
 }
 
 TEST_F(GatewayLibpqTest, TokenWithoutTlsIsRefusedOnANonLoopbackListener) {
   Conn c(PQconnectdb(gw_->conninfo("sslmode=disable").c_str()));
   EXPECT_EQ(PQstatus(c.get()), CONNECTION_BAD);
-  EXPECT_NE(std::string(PQerrorMessage(c.get())).find("must be sent over TLS"),
-            std::string::npos)
+  EXPECT_NE(std::string(PQerrorMessage(c.get())).find("must be sent over TLS"), std::string::npos)
       << PQerrorMessage(c.get());
 }
 
@@ -150,8 +147,8 @@ TEST_F(GatewayLibpqTest, DenyInsideExplicitTransactionLeavesItFailedUntilRollbac
 
 TEST_F(GatewayLibpqTest, PreparedStatementIsReusedAndUnnamedStatementsWork) {
   Conn c = connect();
-  Res p = Res(PQprepare(c.get(), "by_id", "select full_name from crm.customers where id = $1", 1,
-                        nullptr));
+  Res p = Res(
+      PQprepare(c.get(), "by_id", "select full_name from crm.customers where id = $1", 1, nullptr));
   ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(p.get());
   for (const char* id : {"1", "2", "1"}) {
     const char* params[] = {id};
@@ -193,9 +190,9 @@ TEST_F(GatewayLibpqTest, PipelineWithDeniedParseAnswersInOrderAndSkipsToSync) {
     seen.push_back(what);
     if (st == PGRES_PIPELINE_SYNC) ++syncs;
   }
-  std::vector<std::string> want = {"PGRES_COMMAND_OK", "PGRES_FATAL_ERROR:42501",
+  std::vector<std::string> want = {"PGRES_COMMAND_OK",       "PGRES_FATAL_ERROR:42501",
                                    "PGRES_PIPELINE_ABORTED", "PGRES_PIPELINE_SYNC",
-                                   "PGRES_TUPLES_OK:42", "PGRES_PIPELINE_SYNC"};
+                                   "PGRES_TUPLES_OK:42",     "PGRES_PIPELINE_SYNC"};
   EXPECT_EQ(seen, want);
   ASSERT_EQ(PQexitPipelineMode(c.get()), 1);
   // Like PostgreSQL on error, the implicit transaction of the pipeline was rolled back.
@@ -212,8 +209,7 @@ TEST_F(GatewayLibpqTest, LongPipelineReturnsEveryResultInOrder) {
   for (int i = 0; i < n; ++i) {
     std::string v = std::to_string(i);
     const char* params[] = {v.c_str()};
-    ASSERT_EQ(PQsendQueryParams(c.get(), "select $1::int", 1, nullptr, params, nullptr, nullptr,
-                                0),
+    ASSERT_EQ(PQsendQueryParams(c.get(), "select $1::int", 1, nullptr, params, nullptr, nullptr, 0),
               1);
   }
   ASSERT_EQ(PQpipelineSync(c.get()), 1);
@@ -294,8 +290,9 @@ TEST_F(GatewayLibpqTest, FunctionCallMessageIsDeniedByDefault) {
 
 TEST_F(GatewayLibpqTest, ClientStartupParametersAreForwardedButNotSearchPath) {
   Conn c = connect("application_name=agent-x options='-c search_path=crm'");
-  Res r = exec(c.get(), "select current_setting('application_name'), "
-                        "current_setting('search_path')");
+  Res r = exec(c.get(),
+               "select current_setting('application_name'), "
+               "current_setting('search_path')");
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
   EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "agent-x");
   EXPECT_STRNE(PQgetvalue(r.get(), 0, 1), "crm");

@@ -47,8 +47,8 @@ TEST_P(GatewayPgbenchTest, RunsWithoutFailedTransactions) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, GatewayPgbenchTest,
-                         ::testing::Values("S-simple", "S-extended", "S-prepared",
-                                           "tpcb-simple", "tpcb-prepared"),
+                         ::testing::Values("S-simple", "S-extended", "S-prepared", "tpcb-simple",
+                                           "tpcb-prepared"),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            std::string n = i.param;
                            for (char& ch : n) {
