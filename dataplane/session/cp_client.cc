@@ -132,7 +132,28 @@ void CpClient::fail_later(Callback cb, Status st) {
 }
 
 void CpClient::send_frame(const nlohmann::json& frame) {
-  std::string body = frame.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  send_body(frame.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+void CpClient::schedule_flush() {
+  if (flush_scheduled_) return;
+  flush_scheduled_ = true;
+  loop_->defer([this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.expired()) return;
+    flush_scheduled_ = false;
+    flush();
+  });
+}
+
+void CpClient::event_text(std::string body) {
+  if (!ready_ || out_.size() - out_off_ > kMaxOut || body.size() > kMaxFrame) {
+    ++events_dropped_;
+    return;
+  }
+  send_body(body);
+}
+
+void CpClient::send_body(const std::string& body) {
   uint32_t n = static_cast<uint32_t>(body.size());
   char hdr[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
                  static_cast<char>(n)};
@@ -142,7 +163,7 @@ void CpClient::send_frame(const nlohmann::json& frame) {
   }
   out_.append(hdr, 4);
   out_ += body;
-  flush();
+  schedule_flush();
 }
 
 void CpClient::request(const std::string& type, nlohmann::json fields, int64_t timeout_ms,

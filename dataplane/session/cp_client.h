@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -44,6 +45,9 @@ class CpClient : public IoHandler {
   void request(const std::string& type, nlohmann::json fields, int64_t timeout_ms, Callback cb);
   // Fire-and-forget event (`type: event`); dropped (and counted) when not connected.
   void event(nlohmann::json fields);
+  // The same with the frame body already serialized (a JSON object that includes
+  // "type":"event"): the per-statement path avoids building a json tree.
+  void event_text(std::string body);
 
   uint64_t events_dropped() const { return events_dropped_; }
   // Called on the loop thread whenever ready() changes.
@@ -61,6 +65,9 @@ class CpClient : public IoHandler {
   void schedule_reconnect();
   void disconnect(const std::string& why);
   void send_frame(const nlohmann::json& frame);
+  void send_body(const std::string& body);
+  // Frames are written once per loop iteration, not one syscall each.
+  void schedule_flush();
   void flush();
   void read_frames();
   void handle_frame(nlohmann::json frame);
@@ -85,6 +92,8 @@ class CpClient : public IoHandler {
   std::map<uint64_t, Pending> pending_;
   uint64_t events_dropped_ = 0;
   std::function<void(bool)> on_ready_change_;
+  bool flush_scheduled_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 // Maps a cp error object {sqlstate, code, message} to a Status carrying the SQLSTATE.

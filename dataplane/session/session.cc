@@ -170,10 +170,11 @@ Session::~Session() {
   if (!destroyed_) destroy("worker shutdown");
 }
 
-std::string Session::session_id_hex() const { return hex64(sid_); }
+std::string Session::session_id_hex() const { return sid_hex_; }
 
 void Session::start() {
   sid_ = random64();
+  sid_hex_ = hex64(sid_);
   peer_text_ = describe_peer(peer_, &peer_loopback_);
   nonce_ = hex64(random64()) + hex64(random64());
   nonce_sql_ = "pgwarden_denied_" + nonce_;
@@ -289,9 +290,11 @@ void Session::read_client() {
   size_t budget = kReadBudget;
   while (client_readable_ && client_read_allowed() && budget > 0) {
     size_t before = client_in_.size();
-    IoStatus st = client_.read(client_in_, kReadChunk);
+    bool drained = false;
+    IoStatus st = client_.read(client_in_, kReadChunk, &drained);
     if (st == IoStatus::kOk) {
       budget -= std::min(budget, client_in_.size() - before);
+      if (drained) client_readable_ = false;
       continue;
     }
     if (st == IoStatus::kWouldBlock) {
@@ -324,7 +327,8 @@ void Session::read_upstream() {
     if (state_ == State::kUpstreamSsl) {
       // The one-byte answer to SSLRequest: read exactly one byte, so no bytes that belong to
       // the TLS handshake are consumed as plaintext.
-      IoStatus st = upstream_.read(up_in_, 1);
+      bool drained = false;
+      IoStatus st = upstream_.read(up_in_, 1, &drained);
       if (st == IoStatus::kWouldBlock) {
         upstream_readable_ = false;
         return;
@@ -356,9 +360,11 @@ void Session::read_upstream() {
       return;
     }
     size_t before = up_in_.size();
-    IoStatus st = upstream_.read(up_in_, kReadChunk);
+    bool drained = false;
+    IoStatus st = upstream_.read(up_in_, kReadChunk, &drained);
     if (st == IoStatus::kOk) {
       budget -= std::min(budget, up_in_.size() - before);
+      if (drained) upstream_readable_ = false;
       continue;
     }
     if (st == IoStatus::kWouldBlock) {
@@ -466,8 +472,8 @@ void Session::update_interest() {
     } else {
       if (upstream_read_allowed() || upstream_.wants_read_for_write()) {
         want |= EPOLLIN;
-      } else {
-        bump(worker_->counters().backpressure_pauses);
+      } else if (upstream_interest_ & EPOLLIN) {
+        bump(worker_->counters().backpressure_pauses);  // the client is not keeping up
       }
       if (up_out_pending() > 0 || upstream_.wants_write_for_read()) want |= EPOLLOUT;
     }
@@ -1418,12 +1424,28 @@ void Session::emit_event(json ev) {
 void Session::emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
                              const char* source) {
   if (grant_.recording == "off") return;
-  emit_event({{"kind", "statement"},
-              {"sql", std::string(sql)},
-              {"shape_key", hex64(screen_.shape_key)},
-              {"verdict", verdict},
-              {"rule", rule},
-              {"source", source}});
+  // Built by hand: this runs for every statement.
+  auto quoted = [](std::string_view v) {
+    return json(std::string(v)).dump(-1, ' ', false, json::error_handler_t::replace);
+  };
+  std::string ev;
+  ev.reserve(sql.size() + rule.size() + 192);
+  ev += R"({"type":"event","kind":"statement","session_id":")";
+  ev += sid_hex_;
+  ev += R"(","sql":)";
+  ev += quoted(sql);
+  ev += R"(,"shape_key":")";
+  ev += hex64(screen_.shape_key);
+  ev += R"(","verdict":")";
+  ev += verdict;
+  ev += R"(","rule":)";
+  ev += quoted(rule);
+  ev += R"(,"source":")";
+  ev += source;
+  ev += R"(","ts_ms":)";
+  ev += std::to_string(unix_ms());
+  ev += '}';
+  worker_->cp().event_text(std::move(ev));
 }
 
 void Session::arm_idle_timer() {

@@ -222,6 +222,7 @@ class Session {
   bool over_limit_ = false;
 
   uint64_t sid_ = 0;  // random session id shared with cp (hex)
+  std::string sid_hex_;
   bool logged_in_ = false;
   bool authenticated_ = false;  // cp knows the session (session_end must be sent)
   int scram_step_ = 0;          // 0 none, 1 started, 2 continued, 3 server verified by cp

@@ -131,28 +131,32 @@ IoStatus Stream::handshake() {
   return st;
 }
 
-IoStatus Stream::read(std::string& in, size_t max) {
-  size_t old = in.size();
-  in.resize(old + max);
+IoStatus Stream::read(std::string& in, size_t max, bool* drained) {
+  // Read into per-thread scratch and append what arrived: growing `in` by `max` first would
+  // zero-fill `max` bytes on every read.
+  thread_local std::string scratch;
+  if (scratch.size() < max) scratch.resize(max);
+  *drained = false;
   if (ssl_ != nullptr) {
     read_wants_write_ = false;
     ERR_clear_error();
     size_t got = 0;
-    int rc = SSL_read_ex(ssl_, in.data() + old, max, &got);
+    int rc = SSL_read_ex(ssl_, scratch.data(), max, &got);
     if (rc == 1) {
-      in.resize(old + got);
+      in.append(scratch.data(), got);
       return IoStatus::kOk;
     }
-    in.resize(old);
     return ssl_result(rc, true, false);
   }
   for (;;) {
-    ssize_t n = ::recv(fd_, in.data() + old, max, 0);
+    ssize_t n = ::recv(fd_, scratch.data(), max, 0);
     if (n > 0) {
-      in.resize(old + static_cast<size_t>(n));
+      in.append(scratch.data(), static_cast<size_t>(n));
+      // A short read emptied the socket buffer: skip the read that would only say EAGAIN
+      // (level-triggered epoll reports anything that arrives later).
+      *drained = static_cast<size_t>(n) < max;
       return IoStatus::kOk;
     }
-    in.resize(old);
     if (n == 0) return IoStatus::kClosed;
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return IoStatus::kWouldBlock;

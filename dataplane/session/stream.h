@@ -56,8 +56,10 @@ class Stream {
   // Advances the handshake: kOk when done, kWouldBlock to be called again on I/O.
   IoStatus handshake();
 
-  // Appends at most `max` bytes to `in`.
-  IoStatus read(std::string& in, size_t max);
+  // Appends at most `max` bytes to `in`. `*drained` is set when the kernel buffer is known
+  // to be empty (a short plaintext read), so the caller need not read again until epoll
+  // says so.
+  IoStatus read(std::string& in, size_t max, bool* drained);
   // Writes a prefix of `data`; *written is how much.
   IoStatus write(std::string_view data, size_t* written);
 
