@@ -19,6 +19,7 @@
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/server/escalation_server.h"
+#include "controlplane/server/policy_analyser.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
 
@@ -34,7 +35,7 @@ server::ServerHandlers make_handlers() {
   server::ServerHandlers h;
   h.authenticator = std::make_shared<server::CompositeAuthenticator>(
       std::make_shared<server::ServiceKeyAuthenticator>(), /*jwt=*/nullptr);
-  h.analyser = std::make_shared<server::FailClosedAnalyser>();
+  h.analyser = std::make_shared<server::PolicyAnalyser>();
   h.mask_planner = std::make_shared<server::FailClosedMaskPlanner>();
   return h;
 }

@@ -1,0 +1,54 @@
+// CancelMap: gateway BackendKeyData -> upstream BackendKeyData and address. Shared by all
+// workers (a CancelRequest arrives on a new connection, possibly on another worker), guarded
+// by a mutex: it is touched at login, logout and cancel, never per statement.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "common/status.h"
+
+namespace pgwarden::session {
+
+struct CancelTarget {
+  std::string host;  // TCP host, or empty when unix_path is set
+  int port = 5432;
+  std::string unix_path;   // full socket path
+  int32_t process_id = 0;  // the upstream's BackendKeyData
+  int32_t secret_key = 0;
+};
+
+struct GatewayKey {
+  int32_t process_id = 0;
+  int32_t secret_key = 0;
+};
+
+class CancelMap {
+ public:
+  // Issues a fresh random gateway key for `target`. Thread-safe.
+  GatewayKey add(CancelTarget target);
+  void remove(int32_t process_id);
+  // The target if both halves of the key match. Thread-safe.
+  std::optional<CancelTarget> find(int32_t process_id, int32_t secret_key) const;
+  size_t size() const;
+
+ private:
+  struct Entry {
+    int32_t secret_key;
+    CancelTarget target;
+  };
+  mutable std::mutex mu_;
+  std::unordered_map<int32_t, Entry> map_;
+};
+
+// Connects to the upstream (bounded by `timeout_ms`) and sends its CancelRequest. Blocking:
+// run it off the event loop (send_cancel_async does).
+Status send_cancel(const CancelTarget& target, int timeout_ms);
+// Runs send_cancel on a short-lived thread; at most a few run at once (extra ones are dropped,
+// as PostgreSQL cancels are best effort).
+void send_cancel_async(CancelTarget target);
+
+}  // namespace pgwarden::session

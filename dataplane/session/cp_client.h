@@ -1,0 +1,102 @@
+// CpClient: the dataplane side of the dp <-> cp escalation protocol v1 (docs/protocol.md), one
+// connection per worker, asynchronous inside the worker's EventLoop. Not thread-safe: every
+// call happens on the loop thread.
+//
+// Frames are a 4-byte big-endian length (1..1 MiB) followed by a JSON object. Requests carry
+// an id and an absolute deadline; responses may come in any order. The client reconnects with
+// exponential backoff; while it is not connected (or before the hello exchange finished),
+// requests fail at once with Unavailable (08006): the dataplane fails closed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/status.h"
+#include "dataplane/session/event_loop.h"
+
+namespace pgwarden::session {
+
+class CpClient : public IoHandler {
+ public:
+  // Called exactly once per request, on the loop thread, never from inside request().
+  using Callback = std::function<void(Result<nlohmann::json>)>;
+
+  static constexpr size_t kMaxFrame = 1 << 20;
+
+  CpClient(EventLoop* loop, std::string socket_path);
+  ~CpClient() override;
+  CpClient(const CpClient&) = delete;
+  CpClient& operator=(const CpClient&) = delete;
+
+  // Starts connecting (and keeps reconnecting with backoff until stop()).
+  void start();
+  void stop();
+
+  // True once the hello exchange succeeded on the current connection.
+  bool ready() const { return ready_; }
+  uint64_t policy_version() const { return policy_version_; }
+
+  // Sends `type` with `fields` (id and deadline_ms are added). `timeout_ms` is relative; the
+  // callback gets DeadlineExceeded if no answer arrives by then (plus a small grace).
+  void request(const std::string& type, nlohmann::json fields, int64_t timeout_ms, Callback cb);
+  // Fire-and-forget event (`type: event`); dropped (and counted) when not connected.
+  void event(nlohmann::json fields);
+  // The same with the frame body already serialized (a JSON object that includes
+  // "type":"event"): the per-statement path avoids building a json tree.
+  void event_text(std::string body);
+
+  uint64_t events_dropped() const { return events_dropped_; }
+  // Called on the loop thread whenever ready() changes.
+  void set_on_ready_change(std::function<void(bool)> fn) { on_ready_change_ = std::move(fn); }
+
+  void on_io(int fd, uint32_t events) override;
+
+ private:
+  struct Pending {
+    Callback cb;
+    EventLoop::TimerId timer = 0;
+  };
+
+  void connect_now();
+  void schedule_reconnect();
+  void disconnect(const std::string& why);
+  void send_frame(const nlohmann::json& frame);
+  void send_body(const std::string& body);
+  // Frames are written once per loop iteration, not one syscall each.
+  void schedule_flush();
+  void flush();
+  void read_frames();
+  void handle_frame(nlohmann::json frame);
+  void update_interest();
+  void fail_later(Callback cb, Status st);
+
+  EventLoop* loop_;
+  std::string socket_path_;
+  int fd_ = -1;
+  bool connecting_ = false;
+  bool ready_ = false;
+  bool stopped_ = false;
+  uint64_t hello_id_ = 0;
+  uint64_t next_id_ = 1;
+  uint64_t policy_version_ = 0;
+  int64_t backoff_ms_ = 100;
+  EventLoop::TimerId reconnect_timer_ = 0;
+  uint32_t interest_ = 0;
+  std::string in_;
+  std::string out_;
+  size_t out_off_ = 0;
+  std::map<uint64_t, Pending> pending_;
+  uint64_t events_dropped_ = 0;
+  std::function<void(bool)> on_ready_change_;
+  bool flush_scheduled_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+// Maps a cp error object {sqlstate, code, message} to a Status carrying the SQLSTATE.
+Status status_from_cp_error(const nlohmann::json& error);
+
+}  // namespace pgwarden::session

@@ -1,0 +1,158 @@
+// CpClient against a fake control plane on a real Unix socket (fakes over mocks for I/O).
+#include "dataplane/session/cp_client.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+namespace pgwarden::session {
+namespace {
+
+using nlohmann::json;
+
+std::string read_frame(int fd) {
+  unsigned char hdr[4];
+  size_t got = 0;
+  while (got < 4) {
+    ssize_t n = recv(fd, hdr + got, 4 - got, 0);
+    if (n <= 0) return {};
+    got += static_cast<size_t>(n);
+  }
+  uint32_t len =
+      (uint32_t{hdr[0]} << 24) | (uint32_t{hdr[1]} << 16) | (uint32_t{hdr[2]} << 8) | hdr[3];
+  std::string body(len, '\0');
+  got = 0;
+  while (got < len) {
+    ssize_t n = recv(fd, body.data() + got, len - got, 0);
+    if (n <= 0) return {};
+    got += static_cast<size_t>(n);
+  }
+  return body;
+}
+
+void write_frame(int fd, const json& j) {
+  std::string body = j.dump();
+  uint32_t n = static_cast<uint32_t>(body.size());
+  std::string f = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                   static_cast<char>(n >> 8), static_cast<char>(n)};
+  f += body;
+  ASSERT_EQ(send(fd, f.data(), f.size(), MSG_NOSIGNAL), static_cast<ssize_t>(f.size()));
+}
+
+class FakeCp {
+ public:
+  explicit FakeCp(std::string path) : path_(std::move(path)) {
+    unlink(path_.c_str());
+    fd_ = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    strncpy(sa.sun_path, path_.c_str(), sizeof(sa.sun_path) - 1);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)), 0);
+    EXPECT_EQ(listen(fd_, 4), 0);
+  }
+  ~FakeCp() {
+    close(fd_);
+    unlink(path_.c_str());
+  }
+  int accept_one() { return accept(fd_, nullptr, nullptr); }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+void run_until(EventLoop& loop, const std::function<bool()>& done, int64_t ms = 5000) {
+  int64_t end = monotonic_ms() + ms;
+  while (!done() && monotonic_ms() < end) loop.run_once(20);
+}
+
+TEST(CpClientTest, HelloThenOutOfOrderAnswersReachTheirCallers) {
+  std::string path = "/tmp/pgw-cpclient-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::thread server([&] {
+    int c = cp.accept_one();
+    json hello = json::parse(read_frame(c));
+    EXPECT_EQ(hello["type"], "hello");
+    EXPECT_EQ(hello["protocol"], 1);
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"policy_version", 7}});
+    json a = json::parse(read_frame(c));
+    json b = json::parse(read_frame(c));
+    EXPECT_TRUE(a.contains("deadline_ms"));
+    // Answer in reverse order.
+    write_frame(c, {{"id", b["id"]}, {"ok", true}, {"verdict", "allow"}});
+    write_frame(c, {{"id", a["id"]},
+                    {"ok", false},
+                    {"error", {{"sqlstate", "28000"}, {"code", "bad"}, {"message", "no"}}}});
+    char x;
+    recv(c, &x, 1, 0);
+    close(c);
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.start();
+  run_until(loop, [&] { return client.ready(); });
+  ASSERT_TRUE(client.ready());
+  EXPECT_EQ(client.policy_version(), 7u);
+  std::optional<Status> first;
+  std::optional<std::string> second;
+  client.request("authenticate", {{"token", "t"}}, 2000,
+                 [&](Result<json> r) { first = r.status(); });
+  client.request("analyse", {{"sql", "select 1"}}, 2000, [&](Result<json> r) {
+    second = r.is_ok() ? (*r)["verdict"].get<std::string>() : "error";
+  });
+  run_until(loop, [&] { return first.has_value() && second.has_value(); });
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(first->sqlstate(), "28000");
+  EXPECT_EQ(*second, "allow");
+  client.stop();
+  server.join();
+}
+
+TEST(CpClientTest, RequestsFailClosedWhenControlPlaneIsAbsent) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, "/tmp/pgw-no-such-cp.sock");
+  client.start();
+  std::optional<Status> st;
+  client.request("analyse", {}, 1000, [&](Result<json> r) { st = r.status(); });
+  EXPECT_FALSE(st.has_value());  // never called synchronously
+  run_until(loop, [&] { return st.has_value(); });
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->code(), StatusCode::kUnavailable);
+  EXPECT_EQ(st->sqlstate(), "08006");
+  client.stop();
+}
+
+TEST(CpClientTest, PendingRequestFailsWhenControlPlaneDisconnects) {
+  std::string path = "/tmp/pgw-cpclient2-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::thread server([&] {
+    int c = cp.accept_one();
+    json hello = json::parse(read_frame(c));
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"policy_version", 1}});
+    read_frame(c);
+    close(c);  // dies without answering
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.start();
+  run_until(loop, [&] { return client.ready(); });
+  std::optional<Status> st;
+  client.request("analyse", {}, 5000, [&](Result<json> r) { st = r.status(); });
+  run_until(loop, [&] { return st.has_value(); });
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(client.ready());
+  client.stop();
+  server.join();
+}
+
+}  // namespace
+}  // namespace pgwarden::session

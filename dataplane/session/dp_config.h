@@ -1,0 +1,52 @@
+// DataplaneConfig: what pgwarden-dp needs from the shared pgwarden config file
+// (controlplane/config: `$.listeners.dataplane`, `$.control_plane.socket`, the policies' rule
+// sets), plus dataplane limits that have fixed defaults. Plain values; copy freely.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "controlplane/config/config.h"
+
+namespace pgwarden::session {
+
+struct ListenerConfig {
+  std::string address = "127.0.0.1";
+  int port = 6432;
+  std::string tls_cert_file;  // both empty: no TLS on this listener (SSLRequest answered 'N')
+  std::string tls_key_file;
+  // The listener is bound to a loopback address and may accept a token without TLS.
+  bool loopback_only = false;
+};
+
+struct Limits {
+  int max_connections = 1000;             // 53300 beyond this
+  int64_t auth_timeout_ms = 10000;        // accept -> ReadyForQuery
+  int64_t idle_timeout_ms = 3600000;      // 0 = none; no client message for this long -> 57P05
+  uint32_t max_message_bytes = 1u << 20;  // client message cap (54000)
+  size_t output_buffer_bytes = 1u << 20;  // per direction; above it the other side is paused
+  int64_t escalation_timeout_ms = 5000;   // authenticate, scram_*, analyse
+  int64_t approval_timeout_ms = 3600000;  // approval holds (cp times out first)
+  int64_t drain_timeout_ms = 30000;       // SIGTERM: in-flight statements get this long
+  size_t verdict_cache_entries = 65536;   // per worker
+};
+
+struct DataplaneConfig {
+  int workers = 0;  // 0 = one per core
+  std::string controlplane_socket;
+  std::string rules_dir;  // rule set files <name>.rules
+  std::vector<ListenerConfig> listeners;
+  Limits limits;
+  // Every distinct rule_sets list named by a policy (compiled at load time).
+  std::vector<std::vector<std::string>> rule_set_lists;
+};
+
+DataplaneConfig dataplane_config_from(const config::Config& c);
+// Loads and validates the config file (without the environment checks that only the control
+// plane, which holds the secrets, can pass).
+Result<DataplaneConfig> load_dataplane_config(const std::string& path);
+
+}  // namespace pgwarden::session

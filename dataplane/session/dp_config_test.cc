@@ -1,0 +1,51 @@
+#include "dataplane/session/dp_config.h"
+
+#include <gtest/gtest.h>
+
+namespace pgwarden::session {
+namespace {
+
+TEST(DataplaneConfigTest, TakesListenerLimitsSocketAndRuleSetListsFromTheSharedConfig) {
+  config::Config c;
+  c.dataplane.address = "127.0.0.1";
+  c.dataplane.port = 7000;
+  c.dataplane.tls = true;
+  c.dataplane.tls_cert_file = "/etc/dp.crt";
+  c.dataplane.tls_key_file = "/etc/dp.key";
+  c.dataplane.auth_timeout_s = 3;
+  c.dataplane.idle_timeout_s = 60;
+  c.dataplane.max_connections = 10;
+  c.dataplane.worker_threads = 3;
+  c.control_plane.socket_path = "/run/cp.sock";
+  policy::Policy a;
+  a.rule_sets = {"deny", "approve"};
+  policy::Policy b;
+  b.rule_sets = {"deny", "approve"};
+  policy::Policy e;
+  c.policies = {a, b, e};
+  DataplaneConfig d = dataplane_config_from(c);
+  ASSERT_EQ(d.listeners.size(), 1u);
+  EXPECT_EQ(d.listeners[0].port, 7000);
+  EXPECT_EQ(d.listeners[0].tls_cert_file, "/etc/dp.crt");
+  EXPECT_EQ(d.workers, 3);
+  EXPECT_EQ(d.controlplane_socket, "/run/cp.sock");
+  EXPECT_EQ(d.limits.auth_timeout_ms, 3000);
+  EXPECT_EQ(d.limits.idle_timeout_ms, 60000);
+  EXPECT_EQ(d.limits.max_connections, 10);
+  EXPECT_EQ(d.rule_set_lists.size(), 2u);  // duplicates folded
+}
+
+TEST(DataplaneConfigTest, NoTlsWhenTheListenerHasNone) {
+  config::Config c;
+  c.dataplane.tls = false;
+  c.dataplane.tls_cert_file = "ignored";
+  DataplaneConfig d = dataplane_config_from(c);
+  EXPECT_TRUE(d.listeners[0].tls_cert_file.empty());
+}
+
+TEST(DataplaneConfigTest, InvalidFileIsRejected) {
+  EXPECT_FALSE(load_dataplane_config("/nonexistent/pgwarden.json").is_ok());
+}
+
+}  // namespace
+}  // namespace pgwarden::session

@@ -1,0 +1,73 @@
+// Screen: the dataplane's per-statement prescreen. One pass of the SQL lexer (rules/lexer.h)
+// gives the shape key (the verdict cache key); the session's compiled rule sets (Hyperscan,
+// rules/matcher.h) scan the lexer's views and report deny / approve matches.
+// One Screen per worker (the lexer buffers are reused); CompiledRules is shared read-only.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "rules/lexer.h"
+#include "rules/matcher.h"
+
+namespace pgwarden::session {
+
+struct PrescreenMatch {
+  std::string rule;
+  std::string action;  // "deny" | "approve" | "detect"
+  std::string message;
+};
+
+struct ScreenResult {
+  uint64_t shape_key = 0;
+  std::vector<PrescreenMatch> matches;
+  const PrescreenMatch* first(std::string_view action) const {
+    for (const auto& m : matches) {
+      if (m.action == action) return &m;
+    }
+    return nullptr;
+  }
+};
+
+// The compiled rule set of every rule_sets list the policies name, keyed by the list joined
+// with ','. Immutable; swapped whole on SIGHUP.
+struct CompiledRules {
+  std::map<std::string, std::shared_ptr<const rules::CompiledRuleSet>> by_list;
+};
+
+std::string rule_set_list_key(const std::vector<std::string>& names);
+// Resolves a rule set name to a file in `dir`: <name>.rules, else the name without a
+// "default-" prefix or a "-detect" suffix (default-deny -> deny.rules).
+Result<std::string> rule_set_file(const std::string& dir, const std::string& name);
+Result<std::shared_ptr<const CompiledRules>> load_rules(
+    const std::string& dir, const std::vector<std::vector<std::string>>& lists);
+
+class Screen {
+ public:
+  Screen();
+  ~Screen();
+  Screen(const Screen&) = delete;
+  Screen& operator=(const Screen&) = delete;
+
+  void set_rules(std::shared_ptr<const CompiledRules> rules);
+  // Bumped by set_rules: sessions re-resolve their rule set when it changes.
+  uint64_t generation() const { return generation_; }
+  // The compiled set for a grant's rule_sets. Null for an empty list (no prescreen). A list
+  // that was not compiled (config skew) resolves to an error: statements are then refused.
+  Result<std::shared_ptr<const rules::CompiledRuleSet>> resolve(
+      const std::vector<std::string>& rule_sets) const;
+  // Lexes `sql` and scans it with `set` (may be null).
+  void screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out);
+
+ private:
+  std::shared_ptr<const CompiledRules> rules_;
+  uint64_t generation_ = 0;
+  rules::LexedSql lexed_;
+};
+
+}  // namespace pgwarden::session

@@ -1,0 +1,260 @@
+// Session: one client connection and its upstream PostgreSQL connection, driven by the
+// worker's EventLoop. Owned by its Worker; not thread-safe (everything runs on the worker
+// thread). The session closes itself (Worker::release) and never blocks the loop: every
+// escalation to pgwarden-cp is an asynchronous request.
+//
+// Lifecycle: startup (SSLRequest -> TLS, StartupMessage) -> AuthenticationCleartextPassword
+// -> token -> cp `authenticate` -> upstream connect (TLS per grant) -> upstream SCRAM relayed
+// to cp -> ParameterStatus / gateway BackendKeyData / ReadyForQuery -> statements.
+//
+// Statements (Query, Parse, FunctionCall) are checked in client order; while a check waits for
+// cp the session stops consuming client messages (the client sees a running query) but keeps
+// relaying upstream replies. A denied statement is replaced upstream by a statement that
+// fails to parse and whose text carries a per-session nonce; the upstream's error for it is
+// rewritten into the denial (42501). The upstream thus ends the implicit transaction or marks
+// the explicit one failed exactly as it would for a real error, replies stay in protocol
+// order, and the skip-until-Sync rule of the extended protocol holds on both sides.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "dataplane/pgwire/framer.h"
+#include "dataplane/session/cancel_map.h"
+#include "dataplane/session/event_loop.h"
+#include "dataplane/session/screen.h"
+#include "dataplane/session/stream.h"
+
+namespace pgwarden::session {
+
+class Worker;
+
+// What cp granted at login (the `authenticate` answer).
+struct Grant {
+  std::string subject;
+  std::string policy_name;
+  uint64_t policy_version = 0;
+  uint64_t policy_hash = 0;
+  bool read_only = true;
+  bool allow_function_call = false;
+  std::string recording = "full";
+  std::vector<std::string> rule_sets;
+  std::string host;
+  int port = 5432;
+  std::string unix_socket;
+  std::string database;
+  std::string role;
+  std::string tls_mode = "disable";  // disable | require | verify-full
+  std::string ca_file;
+  std::vector<std::pair<std::string, std::string>> startup_parameters;
+};
+
+Result<Grant> parse_grant(const nlohmann::json& answer);
+
+class Session {
+ public:
+  Session(Worker* worker, uint64_t id, int fd, size_t listener_index, const sockaddr_storage& peer);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start();
+  uint64_t id() const { return id_; }
+  bool destroyed() const { return destroyed_; }
+  // The worker started draining: idle sessions end now, busy ones after their statement.
+  void on_drain();
+  // Ends the session at once (drain deadline, worker stop).
+  void terminate(std::string_view sqlstate, std::string_view message);
+
+ private:
+  enum class State {
+    kStartup,    // reading SSLRequest / StartupMessage
+    kSslAccept,  // 'S' queued, TLS handshake follows once it is flushed
+    kTlsHandshake,
+    kAwaitPassword,    // AuthenticationCleartextPassword sent
+    kAuthenticating,   // cp authenticate pending
+    kUpstreamConnect,  // TCP/Unix connect in progress
+    kUpstreamSsl,      // SSLRequest sent, waiting for 'S'/'N'
+    kUpstreamTls,      // TLS handshake with upstream
+    kUpstreamAuth,     // StartupMessage sent, authentication exchange
+    kUpstreamStartup,  // AuthenticationOk seen, until ReadyForQuery
+    kReady,            // statements
+    kClosing,          // flushing a final message, then close
+  };
+
+  // A denial or refused statement whose upstream error will be rewritten.
+  struct Rewrite {
+    uint64_t cycle = 0;  // the ReadyForQuery (count) that ends the cycle it belongs to
+    std::string sqlstate;
+    std::string message;
+    std::string rule;
+  };
+
+  // A decision about the client message at the front of the buffer (after an escalation).
+  struct Decision {
+    bool allow = false;
+    std::string sqlstate;
+    std::string rule;
+    std::string message;
+  };
+
+  class ClientIo : public IoHandler {
+   public:
+    explicit ClientIo(Session* s) : s_(s) {}
+    void on_io(int, uint32_t events) override { s_->on_client_io(events); }
+
+   private:
+    Session* s_;
+  };
+  class UpstreamIo : public IoHandler {
+   public:
+    explicit UpstreamIo(Session* s) : s_(s) {}
+    void on_io(int, uint32_t events) override { s_->on_upstream_io(events); }
+
+   private:
+    Session* s_;
+  };
+
+  void on_client_io(uint32_t events);
+  void on_upstream_io(uint32_t events);
+  // Reads what can be read, processes, flushes, updates epoll interest.
+  void pump();
+  void read_client();
+  void read_upstream();
+  void flush_client();
+  void flush_upstream();
+  void update_interest();
+
+  // Client side.
+  void process_client_input();
+  // Returns false to stop processing (held, closing, or waiting for more state).
+  bool handle_startup_packet(const pgwire::Message& m);
+  bool handle_login_message(const pgwire::Message& m);
+  bool handle_statement_message(const pgwire::Message& m);
+  bool check_statement(const pgwire::Message& m, std::string_view sql);
+  void apply_denial(const pgwire::Message& m, const std::string& sqlstate,
+                    const std::string& message, const std::string& rule);
+  void forward(const pgwire::Message& m);
+  void escalate_analyse(std::string sql, const ScreenResult& screen);
+  void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape);
+  void escalate_approval(std::string sql, uint64_t shape_key, std::string rule, std::string reason);
+  void resume_with(Decision d);
+  void handle_cancel_request(const pgwire::Message& m);
+
+  // Login.
+  void on_authenticated(Result<nlohmann::json> answer);
+  void connect_upstream();
+  void on_upstream_connected();
+  void send_upstream_startup();
+  void process_upstream_login();
+  void handle_upstream_auth(const pgwire::Message& m);
+  void on_scram_answer(const std::string& step, Result<nlohmann::json> answer);
+  void login_failed(std::string_view sqlstate, std::string_view message, std::string_view code);
+  void on_login_complete();
+
+  // Upstream side (statement phase): streaming relay.
+  void process_upstream_stream();
+  void on_upstream_message(uint8_t type, std::string_view whole);
+
+  void send_fatal(std::string_view sqlstate, std::string_view message);
+  void close_after_flush();
+  void destroy(std::string_view reason);
+  void emit_event(nlohmann::json ev);
+  void emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
+                      const char* source);
+  bool client_read_allowed() const;
+  bool upstream_read_allowed() const;
+  void arm_idle_timer();
+  std::string session_id_hex() const;
+  size_t client_in_pending() const { return client_in_.size() - client_in_off_; }
+  size_t client_out_pending() const { return client_out_.size() - client_out_off_; }
+  size_t up_out_pending() const { return up_out_.size() - up_out_off_; }
+  bool busy() const;
+
+  Worker* worker_;
+  uint64_t id_;
+  size_t listener_index_;
+  sockaddr_storage peer_;
+  std::string peer_text_;
+  bool peer_loopback_ = false;
+  State state_ = State::kStartup;
+  bool destroyed_ = false;
+  bool counted_ = true;  // holds a slot of the global connection count
+
+  ClientIo client_io_{this};
+  UpstreamIo upstream_io_{this};
+  Stream client_;
+  Stream upstream_;
+  uint32_t client_interest_ = 0;
+  uint32_t upstream_interest_ = 0;
+  bool client_registered_ = false;
+  bool upstream_registered_ = false;
+  bool client_eof_ = false;
+  bool client_readable_ = false;  // epoll said readable; cleared when a read would block
+  bool upstream_readable_ = false;
+  bool upstream_hup_ = false;
+  bool repump_scheduled_ = false;
+  size_t client_need_ = 0;  // bytes the first incomplete client message needs
+
+  pgwire::Framer client_framer_;
+  pgwire::Framer upstream_framer_;  // login phase only
+  std::string client_in_;
+  size_t client_in_off_ = 0;
+  std::string client_out_;
+  size_t client_out_off_ = 0;
+  std::string up_in_;
+  size_t up_in_off_ = 0;
+  std::string up_out_;
+  size_t up_out_off_ = 0;
+
+  // Startup.
+  std::string user_;
+  std::string target_;
+  std::vector<std::pair<std::string, std::string>> client_params_;
+  bool over_limit_ = false;
+
+  uint64_t sid_ = 0;  // random session id shared with cp (hex)
+  std::string sid_hex_;
+  bool logged_in_ = false;
+  bool authenticated_ = false;  // cp knows the session (session_end must be sent)
+  int scram_step_ = 0;          // 0 none, 1 started, 2 continued, 3 server verified by cp
+  CancelTarget cancel_target_;
+  Grant grant_;
+  int32_t gateway_pid_ = 0;
+  bool cancel_registered_ = false;
+  std::string scram_mechanism_;
+
+  // Statement phase.
+  bool waiting_cp_ = false;  // an escalation for the front client message is pending
+  uint64_t escalation_seq_ = 0;
+  std::unique_ptr<Decision> decision_;  // decided verdict for the front client message
+  bool skip_until_sync_ = false;
+  uint64_t cycles_sent_ = 0;      // Query/Sync/FunctionCall forwarded upstream
+  uint64_t cycles_received_ = 0;  // ReadyForQuery received
+  std::deque<Rewrite> rewrites_;
+  std::string nonce_;  // random, in every injected failing statement
+  std::string nonce_sql_;
+  char tx_status_ = 'I';
+  // Streaming relay of upstream messages: bytes left of the message being passed through.
+  size_t up_pass_remaining_ = 0;
+  ScreenResult screen_;
+  std::shared_ptr<const rules::CompiledRuleSet> rule_set_;
+  uint64_t rules_generation_ = 0;
+  int64_t last_client_activity_ms_ = 0;
+  int64_t statement_started_ms_ = 0;
+  EventLoop::TimerId auth_timer_ = 0;
+  EventLoop::TimerId idle_timer_ = 0;
+  EventLoop::TimerId close_timer_ = 0;
+  bool draining_ = false;
+  uint64_t statements_ = 0;
+};
+
+}  // namespace pgwarden::session

@@ -1,0 +1,235 @@
+#include "dataplane/session/worker.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "dataplane/session/session.h"
+
+namespace pgwarden::session {
+
+namespace {
+
+Result<int> bind_listener(const ListenerConfig& l) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(l.port);
+  int gai = getaddrinfo(l.address.c_str(), port.c_str(), &hints, &res);
+  if (gai != 0 || res == nullptr) {
+    return invalid_argument("cannot resolve listener address " + l.address + ": " +
+                            gai_strerror(gai));
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    freeaddrinfo(res);
+    return internal_error(std::string("socket: ") + strerror(errno));
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  int rc = bind(fd, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (rc != 0 || listen(fd, 1024) != 0) {
+    std::string err = strerror(errno);
+    close(fd);
+    return unavailable("cannot listen on " + l.address + ":" + std::to_string(l.port) + ": " + err);
+  }
+  return fd;
+}
+
+}  // namespace
+
+Worker::Worker(int index, Shared* shared, std::shared_ptr<const Runtime> runtime)
+    : index_(index),
+      shared_(shared),
+      runtime_(std::move(runtime)),
+      cache_(runtime_->config.limits.verdict_cache_entries) {}
+
+Worker::~Worker() {
+  join();
+  sessions_.clear();
+  close_listeners();
+}
+
+Status Worker::init() {
+  PGW_RETURN_IF_ERROR(loop_.init());
+  loop_.set_on_wake([this] { on_wake(); });
+  for (size_t i = 0; i < runtime_->config.listeners.size(); ++i) {
+    auto fd = bind_listener(runtime_->config.listeners[i]);
+    if (!fd.is_ok()) return fd.status();
+    auto l = std::make_unique<Listener>(this, *fd, i);
+    PGW_RETURN_IF_ERROR(loop_.add(*fd, EPOLLIN, l.get()));
+    listeners_.push_back(std::move(l));
+  }
+  screen_.set_rules(runtime_->rules);
+  cp_ = std::make_unique<CpClient>(&loop_, runtime_->config.controlplane_socket);
+  cp_->set_on_ready_change([this](bool up) {
+    if (index_ == 0) {
+      if (up)
+        spdlog::info("connected to the control plane");
+      else
+        spdlog::warn("control plane connection lost; logins refused until it is back");
+    }
+  });
+  return Status::ok();
+}
+
+void Worker::start_thread() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::drain(int64_t deadline_ms) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    drain_requested_ = true;
+    requested_drain_deadline_ = deadline_ms;
+  }
+  loop_.wake();
+}
+
+void Worker::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_requested_ = true;
+  }
+  loop_.wake();
+}
+
+void Worker::set_runtime(std::shared_ptr<const Runtime> runtime) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_runtime_ = std::move(runtime);
+  }
+  loop_.wake();
+}
+
+void Worker::close_listeners() {
+  for (auto& l : listeners_) {
+    loop_.remove(l->fd());
+    close(l->fd());
+  }
+  listeners_.clear();
+}
+
+void Worker::on_wake() {
+  bool stop = false;
+  bool drain = false;
+  int64_t deadline = 0;
+  std::shared_ptr<const Runtime> rt;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop = stop_requested_;
+    drain = drain_requested_ && !draining_;
+    deadline = requested_drain_deadline_;
+    rt = std::move(pending_runtime_);
+  }
+  if (rt) {
+    // Sessions read limits from the runtime on every use; swapping the pointer is the whole
+    // reload (connections already open keep their TLS state, new ones get the new context).
+    runtime_ = std::move(rt);
+    screen_.set_rules(runtime_->rules);
+    cache_.clear();
+  }
+  if (drain) {
+    draining_ = true;
+    drain_deadline_ms_ = deadline;
+    close_listeners();
+    std::vector<Session*> all;
+    for (auto& [id, s] : sessions_) all.push_back(s.get());
+    for (Session* s : all) s->on_drain();
+    loop_.add_timer(deadline, [this] {
+      std::vector<Session*> rest;
+      for (auto& [id, s] : sessions_) rest.push_back(s.get());
+      for (Session* s : rest) {
+        s->terminate("57P01",
+                     "pgwarden: terminating connection because the gateway is shutting down");
+      }
+    });
+  }
+  if (stop) stopping_ = true;
+}
+
+void Worker::run() {
+  cp_->start();
+  for (;;) {
+    loop_.run_once(1000);
+    if (stopping_) break;
+    if (draining_ && sessions_.empty()) break;
+    // Sessions that did not finish flushing within the deadline are cut.
+    if (draining_ && monotonic_ms() > drain_deadline_ms_ + 3000) break;
+  }
+  sessions_.clear();
+  loop_.run_once(0);
+  cp_->stop();
+  finished_ = true;
+}
+
+void Worker::accept_from(int listen_fd, size_t listener_index) {
+  for (int i = 0; i < 64; ++i) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    int fd =
+        accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        spdlog::warn("accept: {}", strerror(errno));
+      }
+      return;
+    }
+    // Far beyond the limit, do not even read the startup packet: protects file descriptors.
+    if (shared_->connections.load() > 2 * runtime_->config.limits.max_connections + 64) {
+      bump(counters_.sessions_refused_limit);
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uint64_t id = next_session_++;
+    auto s = std::make_unique<Session>(this, id, fd, listener_index, peer);
+    Session* raw = s.get();
+    sessions_.emplace(id, std::move(s));
+    session_count_.store(sessions_.size());
+    raw->start();
+  }
+}
+
+Session* Worker::find(uint64_t id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->destroyed()) return nullptr;
+  return it->second.get();
+}
+
+void Worker::release(Session* s) {
+  uint64_t id = s->id();
+  loop_.defer([this, id] {
+    sessions_.erase(id);
+    session_count_.store(sessions_.size());
+  });
+}
+
+Result<SSL_CTX*> Worker::upstream_tls(bool verify, const std::string& ca_file) {
+  std::string key = (verify ? "v:" : "n:") + ca_file;
+  auto it = upstream_tls_.find(key);
+  if (it != upstream_tls_.end()) return it->second.get();
+  auto ctx = make_client_tls_context(verify, ca_file);
+  if (!ctx.is_ok()) return ctx.status();
+  SSL_CTX* raw = ctx->get();
+  upstream_tls_.emplace(key, std::move(*ctx));
+  return raw;
+}
+
+}  // namespace pgwarden::session

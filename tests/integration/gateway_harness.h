@@ -1,0 +1,88 @@
+// GatewayHarness: a real pgwarden deployment for integration tests — the sandbox PostgreSQL
+// (tests/support/pg_sandbox.h), pgwarden-cp and pgwarden-dp as separate processes with a
+// generated config (TLS listener with a throwaway certificate, a service key as the token, a
+// `demo` target pointing at the sandbox). Processes die with the test process
+// (PR_SET_PDEATHSIG) and are stopped by stop() / the destructor.
+//
+// Binaries come from the environment (meson sets them): PGW_DP_BIN, PGW_CP_BIN.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "common/status.h"
+#include "tests/support/pg_sandbox.h"
+
+namespace pgwarden::testing {
+
+struct GatewayOptions {
+  bool loopback_only = false;  // listener accepts tokens without TLS from loopback peers
+  int max_connections = 200;
+  int auth_timeout_s = 10;
+  int idle_timeout_s = 3600;
+  int max_message_bytes = 1 << 20;
+  int workers = 2;
+  int target_port = 0;  // 0 = the sandbox; anything else: a port nobody listens on
+  // Policy JSON object for the one policy (groups/targets are filled in when absent).
+  std::string policy_json =
+      R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete",
+          "copy_to_stdout", "copy_from_stdin", "transaction", "prepare", "execute",
+          "deallocate", "set", "show", "ddl_create"],
+          "allowed_relations": ["crm.*", "public.*", "pg_catalog.*"],
+          "allowed_functions": ["pg_catalog.pg_sleep"],
+          "read_only": false, "rule_sets": ["deny", "approve"]})";
+};
+
+class GatewayHarness {
+ public:
+  GatewayHarness() = default;
+  ~GatewayHarness() { stop(); }
+  GatewayHarness(const GatewayHarness&) = delete;
+  GatewayHarness& operator=(const GatewayHarness&) = delete;
+
+  Status start(const GatewayOptions& options = {});
+  void stop();
+
+  // libpq conninfo through the gateway with the valid token (sslmode=require).
+  std::string conninfo(const std::string& extra = "") const;
+  const std::string& token() const { return token_; }
+  int port() const { return dp_port_; }
+  PgSandbox& pg() { return pg_; }
+  const std::string& dir() const { return dir_; }
+
+  pid_t dp_pid() const { return dp_pid_; }
+  Status stop_cp();
+  Status start_cp();
+  void signal_cp(int sig);
+  // Sends `sig` to pgwarden-dp; wait_dp_exit waits for it to exit (true if it did).
+  void signal_dp(int sig);
+  bool wait_dp_exit(int timeout_ms, int* status = nullptr);
+  // Rewrites the config file with a new policy (for SIGHUP reload tests).
+  Status rewrite_policy(const std::string& policy_json);
+  std::string dp_log() const;
+  std::string cp_log() const;
+  // Resident memory of pgwarden-dp in KiB (from /proc).
+  long dp_rss_kib() const;
+
+ private:
+  Status write_config();
+  Result<pid_t> spawn(const std::string& bin, const std::string& log);
+
+  GatewayOptions options_;
+  PgSandbox pg_;
+  std::string dir_;
+  std::string token_;
+  std::string credential_hash_;
+  std::string policy_json_;
+  int dp_port_ = 0;
+  pid_t cp_pid_ = -1;
+  pid_t dp_pid_ = -1;
+};
+
+// A free TCP port on 127.0.0.1 (bound then released).
+int free_tcp_port();
+// Connects a plain TCP socket to 127.0.0.1:port (blocking); -1 on failure.
+int connect_tcp(int port);
+
+}  // namespace pgwarden::testing
