@@ -303,7 +303,8 @@ TEST_F(RecorderTest, BatchesAreSyncedByCountAndByTime) {
   // Without flush(): the timer writes the 5 records within the interval.
   auto deadline = std::chrono::steady_clock::now() + 3s;
   while (std::chrono::steady_clock::now() < deadline &&
-         (!fs::exists((*rec)->path_for("s")) || lines((*rec)->path_for("s")).size() < 5)) {
+         ((*rec)->batches_synced() == 0 || !fs::exists((*rec)->path_for("s")) ||
+          lines((*rec)->path_for("s")).size() < 5)) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(lines((*rec)->path_for("s")).size(), 5u);
