@@ -30,18 +30,30 @@ std::string_view FrameError::sqlstate() const {
 
 std::string_view FrameError::name() const {
   switch (code) {
-    case FrameErrorCode::kNone: return "none";
-    case FrameErrorCode::kLengthTooSmall: return "length_too_small";
-    case FrameErrorCode::kMessageTooLarge: return "message_too_large";
-    case FrameErrorCode::kStartupTooLarge: return "startup_too_large";
-    case FrameErrorCode::kInvalidMessageType: return "invalid_message_type";
-    case FrameErrorCode::kUnsupportedProtocol: return "unsupported_protocol";
-    case FrameErrorCode::kInvalidRequestLength: return "invalid_request_length";
-    case FrameErrorCode::kDataAfterCancelRequest: return "data_after_cancel_request";
-    case FrameErrorCode::kTruncatedField: return "truncated_field";
-    case FrameErrorCode::kMissingNul: return "missing_nul";
-    case FrameErrorCode::kTrailingBytes: return "trailing_bytes";
-    case FrameErrorCode::kInvalidFieldValue: return "invalid_field_value";
+    case FrameErrorCode::kNone:
+      return "none";
+    case FrameErrorCode::kLengthTooSmall:
+      return "length_too_small";
+    case FrameErrorCode::kMessageTooLarge:
+      return "message_too_large";
+    case FrameErrorCode::kStartupTooLarge:
+      return "startup_too_large";
+    case FrameErrorCode::kInvalidMessageType:
+      return "invalid_message_type";
+    case FrameErrorCode::kUnsupportedProtocol:
+      return "unsupported_protocol";
+    case FrameErrorCode::kInvalidRequestLength:
+      return "invalid_request_length";
+    case FrameErrorCode::kDataAfterCancelRequest:
+      return "data_after_cancel_request";
+    case FrameErrorCode::kTruncatedField:
+      return "truncated_field";
+    case FrameErrorCode::kMissingNul:
+      return "missing_nul";
+    case FrameErrorCode::kTrailingBytes:
+      return "trailing_bytes";
+    case FrameErrorCode::kInvalidFieldValue:
+      return "invalid_field_value";
   }
   return "unknown";
 }

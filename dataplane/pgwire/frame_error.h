@@ -31,8 +31,8 @@ enum class FrameErrorCode : uint8_t {
 
 struct FrameError {
   FrameErrorCode code = FrameErrorCode::kNone;
-  uint8_t type = 0;     // message type byte concerned; 0 for startup-phase packets
-  uint32_t value = 0;   // offending length, protocol version or field value
+  uint8_t type = 0;    // message type byte concerned; 0 for startup-phase packets
+  uint32_t value = 0;  // offending length, protocol version or field value
 
   bool ok() const { return code == FrameErrorCode::kNone; }
   // SQLSTATE for the ErrorResponse ("08P01", "54000", "0A000"; "" when ok()).

@@ -19,17 +19,50 @@ FrameResult need_more(size_t need) {
 bool is_valid_message_type(Direction direction, uint8_t type) {
   if (direction == Direction::kFrontend) {
     switch (type) {
-      case 'Q': case 'P': case 'B': case 'D': case 'E': case 'S': case 'H': case 'C':
-      case 'd': case 'c': case 'f': case 'F': case 'X': case 'p':
+      case 'Q':
+      case 'P':
+      case 'B':
+      case 'D':
+      case 'E':
+      case 'S':
+      case 'H':
+      case 'C':
+      case 'd':
+      case 'c':
+      case 'f':
+      case 'F':
+      case 'X':
+      case 'p':
         return true;
       default:
         return false;
     }
   }
   switch (type) {
-    case 'R': case 'S': case 'K': case 'Z': case 'T': case 'D': case 'C': case 'I':
-    case 'E': case 'N': case '1': case '2': case '3': case 'n': case 't': case 's':
-    case 'G': case 'H': case 'W': case 'd': case 'c': case 'A': case 'v': case 'V':
+    case 'R':
+    case 'S':
+    case 'K':
+    case 'Z':
+    case 'T':
+    case 'D':
+    case 'C':
+    case 'I':
+    case 'E':
+    case 'N':
+    case '1':
+    case '2':
+    case '3':
+    case 'n':
+    case 't':
+    case 's':
+    case 'G':
+    case 'H':
+    case 'W':
+    case 'd':
+    case 'c':
+    case 'A':
+    case 'v':
+    case 'V':
       return true;
     default:
       return false;

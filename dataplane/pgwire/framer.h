@@ -44,7 +44,7 @@ namespace pgwarden::pgwire {
 enum class Direction : uint8_t { kFrontend, kBackend };
 
 // Int32 request codes of startup-phase packets (the "protocol version" field).
-inline constexpr uint32_t kProtocolVersion3 = 3u << 16;  // 196608 = 3.0
+inline constexpr uint32_t kProtocolVersion3 = 3u << 16;   // 196608 = 3.0
 inline constexpr uint32_t kSslRequestCode = 80877103;     // 1234.5679
 inline constexpr uint32_t kGssEncRequestCode = 80877104;  // 1234.5680
 inline constexpr uint32_t kCancelRequestCode = 80877102;  // 1234.5678
@@ -61,11 +61,11 @@ enum class StartupKind : uint8_t { kNone, kStartupMessage, kSslRequest, kGssEncR
 
 // A view of one whole message in the caller's buffer. No copies.
 struct Message {
-  uint8_t type = 0;        // type byte; 0 for startup-phase packets
+  uint8_t type = 0;                          // type byte; 0 for startup-phase packets
   StartupKind startup = StartupKind::kNone;  // which startup packet, when type == 0
   uint32_t startup_code = 0;                 // protocol version / request code, when type == 0
-  Bytes bytes;  // the whole message: [type] Int32 length, body
-  Bytes body;   // after the Int32 length (startup packets: starts with the Int32 code)
+  Bytes bytes;                               // the whole message: [type] Int32 length, body
+  Bytes body;  // after the Int32 length (startup packets: starts with the Int32 code)
 };
 
 enum class FrameStatus : uint8_t { kNeedMore, kMessage, kError };

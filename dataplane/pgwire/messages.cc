@@ -501,6 +501,119 @@ FrameError parse(Bytes body, FunctionCallResponse* out) {
   return p.finish();
 }
 
+namespace {
+template <typename T>
+FrameError check(Bytes body) {
+  T out{};
+  return parse(body, &out);
+}
+}  // namespace
+
+FrameError validate_message(Direction direction, const Message& m) {
+  Bytes b = m.body;
+  if (m.type == 0) {
+    switch (m.startup) {
+      case StartupKind::kStartupMessage:
+        return check<StartupMessage>(b);
+      case StartupKind::kSslRequest:
+        return check<SslRequest>(b);
+      case StartupKind::kGssEncRequest:
+        return check<GssEncRequest>(b);
+      case StartupKind::kCancel:
+        return check<CancelRequest>(b);
+      case StartupKind::kNone:
+        break;
+    }
+    return {FrameErrorCode::kInvalidMessageType, 0, 0};
+  }
+  if (direction == Direction::kFrontend) {
+    switch (m.type) {
+      case 'p':
+        return check<SaslResponse>(b);
+      case 'Q':
+        return check<Query>(b);
+      case 'P':
+        return check<Parse>(b);
+      case 'B':
+        return check<Bind>(b);
+      case 'D':
+        return check<Describe>(b);
+      case 'C':
+        return check<Close>(b);
+      case 'E':
+        return check<Execute>(b);
+      case 'S':
+        return check<Sync>(b);
+      case 'H':
+        return check<Flush>(b);
+      case 'X':
+        return check<Terminate>(b);
+      case 'd':
+        return check<CopyData>(b);
+      case 'c':
+        return check<CopyDone>(b);
+      case 'f':
+        return check<CopyFail>(b);
+      case 'F':
+        return check<FunctionCall>(b);
+      default:
+        return {FrameErrorCode::kInvalidMessageType, m.type, 0};
+    }
+  }
+  switch (m.type) {
+    case 'R':
+      return check<Authentication>(b);
+    case 'S':
+      return check<ParameterStatus>(b);
+    case 'K':
+      return check<BackendKeyData>(b);
+    case 'Z':
+      return check<ReadyForQuery>(b);
+    case 'T':
+      return check<RowDescription>(b);
+    case 'D':
+      return check<DataRow>(b);
+    case 'C':
+      return check<CommandComplete>(b);
+    case 'I':
+      return check<EmptyQueryResponse>(b);
+    case 'E':
+      return check<ErrorResponse>(b);
+    case 'N':
+      return check<NoticeResponse>(b);
+    case '1':
+      return check<ParseComplete>(b);
+    case '2':
+      return check<BindComplete>(b);
+    case '3':
+      return check<CloseComplete>(b);
+    case 'n':
+      return check<NoData>(b);
+    case 's':
+      return check<PortalSuspended>(b);
+    case 't':
+      return check<ParameterDescription>(b);
+    case 'G':
+      return check<CopyInResponse>(b);
+    case 'H':
+      return check<CopyOutResponse>(b);
+    case 'W':
+      return check<CopyBothResponse>(b);
+    case 'A':
+      return check<NotificationResponse>(b);
+    case 'v':
+      return check<NegotiateProtocolVersion>(b);
+    case 'V':
+      return check<FunctionCallResponse>(b);
+    case 'd':
+      return check<CopyData>(b);
+    case 'c':
+      return check<CopyDone>(b);
+    default:
+      return {FrameErrorCode::kInvalidMessageType, m.type, 0};
+  }
+}
+
 // ----- frontend builders --------------------------------------------------------------------
 
 void append_startup_message(std::string& out, std::span<const Parameter> parameters,
@@ -725,8 +838,8 @@ void append_error_response(std::string& out, std::string_view severity, std::str
   append_error_fields(out, 'E', fields);
 }
 
-void append_notice_response(std::string& out, std::string_view severity,
-                            std::string_view sqlstate, std::string_view message) {
+void append_notice_response(std::string& out, std::string_view severity, std::string_view sqlstate,
+                            std::string_view message) {
   const ErrorField fields[] = {{kFieldSeverity, severity},
                                {kFieldSeverityNonLocalized, severity},
                                {kFieldSqlstate, sqlstate},

@@ -52,13 +52,13 @@ struct Parameter {
 
 // RowDescription field.
 struct FieldDescription {
-  std::string_view name;    // String
-  uint32_t table_oid = 0;   // Int32, 0 if not a table column
-  int16_t attnum = 0;       // Int16, 0 if not a table column
-  uint32_t type_oid = 0;    // Int32
-  int16_t typlen = 0;       // Int16, negative = variable width
-  int32_t typmod = 0;       // Int32
-  int16_t format = 0;       // Int16, 0 text, 1 binary
+  std::string_view name;  // String
+  Oid table_oid = 0;      // Int32, 0 if not a table column
+  Int16 attnum = 0;       // Int16, 0 if not a table column
+  Oid type_oid = 0;       // Int32
+  Int16 typlen = 0;       // Int16, negative = variable width
+  Int32 typmod = 0;       // Int32
+  Int16 format = 0;       // Int16, 0 text, 1 binary
 };
 
 // ErrorResponse/NoticeResponse field: Byte1 code, String value.
@@ -191,8 +191,8 @@ struct GssEncRequest {
 };
 struct CancelRequest {
   static constexpr uint8_t kType = 0;
-  int32_t process_id = 0;
-  int32_t secret_key = 0;
+  Int32 process_id = 0;
+  Int32 secret_key = 0;
 };
 
 // 'p' is shared by PasswordMessage, SASLInitialResponse, SASLResponse (and GSSResponse):
@@ -219,18 +219,18 @@ struct Query {
 
 struct Parse {
   static constexpr uint8_t kType = 'P';
-  std::string_view statement;    // "" = unnamed
+  std::string_view statement;  // "" = unnamed
   std::string_view query;
-  ListView<uint32_t> param_types;  // Int16 count, Int32 OIDs (0 = unspecified)
+  ListView<Oid> param_types;  // Int16 count, Int32 OIDs (0 = unspecified)
 };
 
 struct Bind {
   static constexpr uint8_t kType = 'B';
   std::string_view portal;
   std::string_view statement;
-  ListView<int16_t> param_formats;   // Int16 count, Int16 codes (0 text, 1 binary)
-  ListView<Value> params;            // Int16 count, values
-  ListView<int16_t> result_formats;  // Int16 count, Int16 codes
+  ListView<Int16> param_formats;   // Int16 count, Int16 codes (0 text, 1 binary)
+  ListView<Value> params;          // Int16 count, values
+  ListView<Int16> result_formats;  // Int16 count, Int16 codes
 };
 
 // Describe and Close name a prepared statement ('S') or a portal ('P').
@@ -248,7 +248,7 @@ struct Close {
 struct Execute {
   static constexpr uint8_t kType = 'E';
   std::string_view portal;
-  int32_t max_rows = 0;  // 0 = no limit
+  Int32 max_rows = 0;  // 0 = no limit
 };
 
 struct Sync {
@@ -276,17 +276,17 @@ struct CopyFail {
 
 struct FunctionCall {
   static constexpr uint8_t kType = 'F';
-  uint32_t function_oid = 0;
-  ListView<int16_t> arg_formats;
+  Oid function_oid = 0;
+  ListView<Int16> arg_formats;
   ListView<Value> args;
-  int16_t result_format = 0;
+  Int16 result_format = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
 // Backend (server → client) messages.
 
 // Authentication request codes (the Int32 after the length of an 'R' message).
-enum AuthCode : int32_t {
+enum AuthCode : Int32 {
   kAuthOk = 0,
   kAuthKerberosV5 = 2,
   kAuthCleartextPassword = 3,
@@ -301,10 +301,10 @@ enum AuthCode : int32_t {
 
 struct Authentication {
   static constexpr uint8_t kType = 'R';
-  int32_t code = kAuthOk;
-  Bytes salt;                           // kAuthMd5Password: Byte4
+  Int32 code = kAuthOk;
+  Bytes salt;                             // kAuthMd5Password: Byte4
   ListView<std::string_view> mechanisms;  // kAuthSasl: String*, terminated by ""
-  Bytes data;                           // kAuthSaslContinue/Final, kAuthGssContinue: ByteN
+  Bytes data;                             // kAuthSaslContinue/Final, kAuthGssContinue: ByteN
 };
 
 struct ParameterStatus {
@@ -315,8 +315,8 @@ struct ParameterStatus {
 
 struct BackendKeyData {
   static constexpr uint8_t kType = 'K';
-  int32_t process_id = 0;
-  int32_t secret_key = 0;
+  Int32 process_id = 0;
+  Int32 secret_key = 0;
 };
 
 struct ReadyForQuery {
@@ -385,14 +385,14 @@ struct PortalSuspended {
 
 struct ParameterDescription {
   static constexpr uint8_t kType = 't';
-  ListView<uint32_t> types;
+  ListView<Oid> types;
 };
 
 // CopyInResponse / CopyOutResponse / CopyBothResponse: Int8 overall format, Int16 count,
 // Int16 column formats.
 struct CopyResponse {
   int8_t format = 0;
-  ListView<int16_t> column_formats;
+  ListView<Int16> column_formats;
 };
 struct CopyInResponse : CopyResponse {
   static constexpr uint8_t kType = 'G';
@@ -406,14 +406,14 @@ struct CopyBothResponse : CopyResponse {
 
 struct NotificationResponse {
   static constexpr uint8_t kType = 'A';
-  int32_t process_id = 0;
+  Int32 process_id = 0;
   std::string_view channel;
   std::string_view payload;
 };
 
 struct NegotiateProtocolVersion {
   static constexpr uint8_t kType = 'v';
-  int32_t newest_minor = 0;
+  Int32 newest_minor = 0;
   ListView<std::string_view> unrecognized_options;  // Int32 count, String*
 };
 
@@ -478,6 +478,12 @@ template <typename T>
   return parse(message.body, out);
 }
 
+// Validates a framed message from `direction` with the parser for its type (startup packets
+// by Message::startup). 'p' is accepted as any of its forms (SASLResponse is free-form), so
+// the caller still parses it for the exchange in progress. For a DPDK prescreen or a proxy
+// that forwards messages it does not otherwise parse.
+[[nodiscard]] FrameError validate_message(Direction direction, const Message& message);
+
 // ---------------------------------------------------------------------------------------------
 // Builders: frontend.
 
@@ -485,7 +491,7 @@ void append_startup_message(std::string& out, std::span<const Parameter> paramet
                             uint32_t protocol_version = kProtocolVersion3);
 void append_ssl_request(std::string& out);
 void append_gssenc_request(std::string& out);
-void append_cancel_request(std::string& out, int32_t process_id, int32_t secret_key);
+void append_cancel_request(std::string& out, Int32 process_id, Int32 secret_key);
 void append_password_message(std::string& out, std::string_view password);
 // `initial_response` nullopt writes length -1 (no initial response).
 void append_sasl_initial_response(std::string& out, std::string_view mechanism,
@@ -493,25 +499,24 @@ void append_sasl_initial_response(std::string& out, std::string_view mechanism,
 void append_sasl_response(std::string& out, std::string_view data);
 void append_query(std::string& out, std::string_view sql);
 void append_parse(std::string& out, std::string_view statement, std::string_view query,
-                  std::span<const uint32_t> param_types = {});
+                  std::span<const Oid> param_types = {});
 // A nullopt parameter is NULL.
 void append_bind(std::string& out, std::string_view portal, std::string_view statement,
-                 std::span<const int16_t> param_formats,
+                 std::span<const Int16> param_formats,
                  std::span<const std::optional<std::string_view>> params,
-                 std::span<const int16_t> result_formats);
+                 std::span<const Int16> result_formats);
 void append_describe(std::string& out, char kind, std::string_view name);
 void append_close(std::string& out, char kind, std::string_view name);
-void append_execute(std::string& out, std::string_view portal, int32_t max_rows);
+void append_execute(std::string& out, std::string_view portal, Int32 max_rows);
 void append_sync(std::string& out);
 void append_flush(std::string& out);
 void append_terminate(std::string& out);
 void append_copy_data(std::string& out, std::string_view data);
 void append_copy_done(std::string& out);
 void append_copy_fail(std::string& out, std::string_view message);
-void append_function_call(std::string& out, uint32_t function_oid,
-                          std::span<const int16_t> arg_formats,
+void append_function_call(std::string& out, Oid function_oid, std::span<const Int16> arg_formats,
                           std::span<const std::optional<std::string_view>> args,
-                          int16_t result_format);
+                          Int16 result_format);
 
 // ---------------------------------------------------------------------------------------------
 // Builders: backend.
@@ -523,7 +528,7 @@ void append_authentication_sasl(std::string& out, std::span<const std::string_vi
 void append_authentication_sasl_continue(std::string& out, std::string_view data);
 void append_authentication_sasl_final(std::string& out, std::string_view data);
 void append_parameter_status(std::string& out, std::string_view name, std::string_view value);
-void append_backend_key_data(std::string& out, int32_t process_id, int32_t secret_key);
+void append_backend_key_data(std::string& out, Int32 process_id, Int32 secret_key);
 void append_ready_for_query(std::string& out, char status);
 void append_row_description(std::string& out, std::span<const FieldDescription> fields);
 // A nullopt column is NULL.
@@ -536,8 +541,8 @@ void append_empty_query_response(std::string& out);
 // ErrorResponse with S and V = severity ("ERROR", "FATAL", ...), C = sqlstate, M = message.
 void append_error_response(std::string& out, std::string_view severity, std::string_view sqlstate,
                            std::string_view message);
-void append_notice_response(std::string& out, std::string_view severity,
-                            std::string_view sqlstate, std::string_view message);
+void append_notice_response(std::string& out, std::string_view severity, std::string_view sqlstate,
+                            std::string_view message);
 // Any fields; `type` is 'E' or 'N'.
 void append_error_fields(std::string& out, char type, std::span<const ErrorField> fields);
 void append_parse_complete(std::string& out);
@@ -545,16 +550,16 @@ void append_bind_complete(std::string& out);
 void append_close_complete(std::string& out);
 void append_no_data(std::string& out);
 void append_portal_suspended(std::string& out);
-void append_parameter_description(std::string& out, std::span<const uint32_t> types);
+void append_parameter_description(std::string& out, std::span<const Oid> types);
 void append_copy_in_response(std::string& out, int8_t format,
-                             std::span<const int16_t> column_formats);
+                             std::span<const Int16> column_formats);
 void append_copy_out_response(std::string& out, int8_t format,
-                              std::span<const int16_t> column_formats);
+                              std::span<const Int16> column_formats);
 void append_copy_both_response(std::string& out, int8_t format,
-                               std::span<const int16_t> column_formats);
-void append_notification_response(std::string& out, int32_t process_id, std::string_view channel,
+                               std::span<const Int16> column_formats);
+void append_notification_response(std::string& out, Int32 process_id, std::string_view channel,
                                   std::string_view payload);
-void append_negotiate_protocol_version(std::string& out, int32_t newest_minor,
+void append_negotiate_protocol_version(std::string& out, Int32 newest_minor,
                                        std::span<const std::string_view> unrecognized_options);
 void append_function_call_response(std::string& out, std::optional<std::string_view> result);
 

@@ -22,6 +22,12 @@
 
 namespace pgwarden::pgwire {
 
+// Protocol field types, as the documentation names them. Oid is an Int32 read as unsigned.
+using Int8 = uint8_t;
+using Int16 = int16_t;
+using Int32 = int32_t;
+using Oid = uint32_t;
+// ByteN: a view of N bytes in the caller's buffer.
 using Bytes = std::span<const uint8_t>;
 
 inline Bytes as_bytes(std::string_view s) {
@@ -137,7 +143,9 @@ inline void append_int32(std::string& out, int32_t v) {
   store_be32(b, static_cast<uint32_t>(v));
   out.append(reinterpret_cast<const char*>(b), 4);
 }
-inline void append_uint32(std::string& out, uint32_t v) { append_int32(out, static_cast<int32_t>(v)); }
+inline void append_uint32(std::string& out, uint32_t v) {
+  append_int32(out, static_cast<int32_t>(v));
+}
 // String. A String cannot carry a NUL, so `s` is written up to its first NUL (if any): the
 // output is always well-formed. Callers that must reject such input check `has_nul` first.
 inline void append_string(std::string& out, std::string_view s) {
