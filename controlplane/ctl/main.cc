@@ -1,0 +1,43 @@
+// pgwardenctl: the operators' CLI. Each subcommand group lives in its own file
+// (<group>_command.{h,cc}) and registers one line in kGroups below.
+#include <iostream>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "controlplane/ctl/rules_command.h"
+
+namespace {
+
+struct CommandGroup {
+  std::string_view name;
+  std::string_view summary;
+  int (*run)(std::span<const std::string_view> args, std::istream& in, std::ostream& out,
+             std::ostream& err);
+};
+
+constexpr CommandGroup kGroups[] = {
+    {"rules", "validate and try rule sets offline (check, test, detect)",
+     pgwarden::ctl::run_rules_command},
+};
+
+int usage(std::ostream& os) {
+  os << "usage: pgwardenctl GROUP COMMAND [ARGS...]\n\ngroups:\n";
+  for (const CommandGroup& g : kGroups) os << "  " << g.name << "\t" << g.summary << "\n";
+  return pgwarden::ctl::kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "-h" || args[0] == "--help") return usage(std::cerr);
+  for (const CommandGroup& g : kGroups) {
+    if (g.name == args[0]) {
+      return g.run(std::span<const std::string_view>(args).subspan(1), std::cin, std::cout,
+                   std::cerr);
+    }
+  }
+  std::cerr << "pgwardenctl: unknown group '" << args[0] << "'\n";
+  return usage(std::cerr);
+}
