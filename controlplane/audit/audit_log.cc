@@ -1,0 +1,110 @@
+#include "controlplane/audit/audit_log.h"
+
+#include <fcntl.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+
+namespace pgwarden::audit {
+
+namespace {
+
+std::string utc_now() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms.count()));
+  return out;
+}
+
+bool secret_key_name(const std::string& k) {
+  if (k == "shape_key") return false;
+  for (const char* bad : {"token", "password", "secret", "key", "credential"}) {
+    if (k.find(bad) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::vector<config::AuditSink>& sinks) {
+  std::vector<spdlog::sink_ptr> out;
+  try {
+    for (const config::AuditSink& s : sinks) {
+      if (s.kind == config::AuditSink::Kind::kStderr) {
+        out.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+        continue;
+      }
+      // Create the file private before spdlog opens it for appending.
+      int fd = ::open(s.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+      if (fd < 0) {
+        return unavailable("cannot open audit log " + s.path + ": " + std::strerror(errno), "");
+      }
+      ::close(fd);
+      out.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(s.path, false));
+    }
+  } catch (const spdlog::spdlog_ex& e) {
+    return unavailable(std::string("cannot open audit sink: ") + e.what(), "");
+  }
+  static std::atomic<int> counter{0};
+  auto logger = std::make_shared<spdlog::logger>("audit-" + std::to_string(counter++), out.begin(),
+                                                 out.end());
+  logger->set_pattern("%v");
+  logger->set_level(spdlog::level::info);
+  logger->flush_on(spdlog::level::info);
+  return std::unique_ptr<AuditLog>(new AuditLog(std::move(logger)));
+}
+
+AuditLog::~AuditLog() {
+  if (logger_) logger_->flush();
+}
+
+nlohmann::json AuditLog::to_json(const AuditRecord& r) {
+  nlohmann::json j = nlohmann::json::object();
+  j["event"] = r.event;
+  auto put = [&j](const char* k, const std::string& v) {
+    if (!v.empty()) j[k] = v;
+  };
+  put("session_id", r.session_id);
+  put("identity", r.identity);
+  put("issuer", r.issuer);
+  if (!r.groups.empty()) j["groups"] = r.groups;
+  put("target", r.target);
+  put("client_addr", r.client_addr);
+  put("policy", r.policy);
+  if (r.policy_version != 0) j["policy_version"] = r.policy_version;
+  put("decision", r.decision);
+  put("rule", r.rule);
+  put("reason", r.reason);
+  put("sql", r.sql);
+  if (r.extra.is_object()) {
+    for (const auto& [k, v] : r.extra.items()) {
+      if (!j.contains(k) && k != "ts" && !secret_key_name(k)) j[k] = v;
+    }
+  }
+  return j;
+}
+
+void AuditLog::record(const AuditRecord& r) {
+  nlohmann::json body = to_json(r);
+  nlohmann::json line = nlohmann::json::object();
+  line["ts"] = utc_now();
+  line.update(body);
+  logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+void AuditLog::flush() { logger_->flush(); }
+
+}  // namespace pgwarden::audit

@@ -1,0 +1,63 @@
+// Structured audit log: one JSON object per line, written through a dedicated spdlog logger
+// to the sinks configured in $.audit.sinks (a file in the state dir by default).
+//
+// Stable schema (docs/configuration.md, "Audit log"): every line has "ts" (UTC, RFC 3339
+// with milliseconds) and "event"; the other keys appear when set: session_id, identity,
+// issuer, groups, target, client_addr, policy, policy_version, decision, rule, reason, sql,
+// plus event-specific keys from `extra`. Tokens, passwords, keys and SCRAM messages are never
+// recorded: the record has no field for them and keys in `extra` whose name contains
+// "token", "password", "secret" or "key" (except "shape_key") are dropped.
+//
+// Thread-safe: record() may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "controlplane/config/config.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace pgwarden::audit {
+
+struct AuditRecord {
+  std::string event;  // authenticate | scram | decision | approval | config_reload | ...
+  std::string session_id;
+  std::string identity;  // subject
+  std::string issuer;
+  std::vector<std::string> groups;
+  std::string target;
+  std::string client_addr;
+  std::string policy;
+  uint64_t policy_version = 0;
+  std::string decision;  // allow | deny | approve | ok | rejected | ...
+  std::string rule;
+  std::string reason;
+  std::string sql;
+  nlohmann::json extra = nlohmann::json::object();
+};
+
+class AuditLog {
+ public:
+  // Opens every sink (file sinks are created mode 0600 and appended to).
+  static Result<std::unique_ptr<AuditLog>> open(const std::vector<config::AuditSink>& sinks);
+  ~AuditLog();
+
+  void record(const AuditRecord& r);
+  void flush();
+
+  // The JSON object written for `r` (without "ts"); exposed for tests.
+  static nlohmann::json to_json(const AuditRecord& r);
+
+ private:
+  explicit AuditLog(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}
+  std::shared_ptr<spdlog::logger> logger_;
+};
+
+}  // namespace pgwarden::audit

@@ -1,0 +1,96 @@
+#include "controlplane/audit/audit_log.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace pgwarden::audit {
+namespace {
+
+std::string temp_path() {
+  char tmpl[] = "/tmp/pgw-audit-XXXXXX";
+  int fd = mkstemp(tmpl);
+  close(fd);
+  unlink(tmpl);
+  return tmpl;
+}
+
+std::vector<nlohmann::json> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<nlohmann::json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+TEST(AuditLogTest, WritesOneJsonObjectPerLineWithStableKeys) {
+  std::string path = temp_path();
+  {
+    auto log = AuditLog::open({{config::AuditSink::Kind::kFile, path}});
+    ASSERT_TRUE(log.is_ok()) << log.status().to_string();
+    AuditRecord r;
+    r.event = "decision";
+    r.session_id = "s1";
+    r.identity = "svc:x";
+    r.target = "demo";
+    r.decision = "deny";
+    r.rule = "no-drop";
+    r.reason = "DROP is not allowed";
+    r.sql = "DROP TABLE crm.customers";
+    r.extra = {{"shape_key", "ab12"}, {"token", "eyJsecret"}, {"api_key", "k"}, {"rows", 3}};
+    (*log)->record(r);
+    (*log)->record(AuditRecord{.event = "config_reload", .decision = "rejected"});
+  }
+  auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 2u);
+  const auto& j = lines[0];
+  EXPECT_EQ(j["event"], "decision");
+  EXPECT_EQ(j["sql"], "DROP TABLE crm.customers");
+  EXPECT_EQ(j["shape_key"], "ab12");
+  EXPECT_EQ(j["rows"], 3);
+  EXPECT_FALSE(j.contains("token"));
+  EXPECT_FALSE(j.contains("api_key"));
+  EXPECT_EQ(j["ts"].get<std::string>().size(), std::string("2026-01-01T00:00:00.000Z").size());
+  EXPECT_FALSE(lines[1].contains("session_id"));
+  std::ifstream raw(path);
+  std::stringstream ss;
+  ss << raw.rdbuf();
+  EXPECT_EQ(ss.str().find("eyJsecret"), std::string::npos);
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 077, 0u);
+  unlink(path.c_str());
+}
+
+TEST(AuditLogTest, ConcurrentWritersNeverInterleaveLines) {
+  std::string path = temp_path();
+  {
+    auto log = AuditLog::open({{config::AuditSink::Kind::kFile, path}});
+    ASSERT_TRUE(log.is_ok());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 200; ++i) {
+          (*log)->record(AuditRecord{.event = "statement",
+                                     .session_id = std::to_string(t),
+                                     .sql = std::string(500, 'a' + t)});
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+  EXPECT_EQ(read_lines(path).size(), 800u);
+  unlink(path.c_str());
+}
+
+TEST(AuditLogTest, UnwritableSinkIsAnError) {
+  auto log = AuditLog::open({{config::AuditSink::Kind::kFile, "/nonexistent-dir/audit.log"}});
+  EXPECT_FALSE(log.is_ok());
+}
+
+}  // namespace
+}  // namespace pgwarden::audit

@@ -1,0 +1,745 @@
+#include "controlplane/config/config.h"
+
+#include <arpa/inet.h>
+#include <fnmatch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace pgwarden::config {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr size_t kMaxConfigBytes = 16 << 20;
+
+bool is_word(std::string_view s, std::string_view extra) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || extra.find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool is_loopback_address(const std::string& a) {
+  if (a == "localhost") return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, a.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return a == "::1";
+}
+
+bool is_ip_address(const std::string& a) {
+  in_addr v4;
+  in6_addr v6;
+  return inet_pton(AF_INET, a.c_str(), &v4) == 1 || inet_pton(AF_INET6, a.c_str(), &v6) == 1;
+}
+
+std::string json_quote(std::string_view s) { return json(std::string(s)).dump(); }
+
+// Reads one JSON document into structs, recording every problem with its path.
+class Parser {
+ public:
+  Parser(const ValidationOptions& options, std::vector<ConfigError>& errors)
+      : options_(options), errors_(errors) {}
+
+  void error(const std::string& path, std::string message) {
+    errors_.push_back({path, std::move(message)});
+  }
+
+  // True when `j` is an object; reports keys not in `allowed`.
+  bool object(const json& j, const std::string& path,
+              std::initializer_list<std::string_view> allowed) {
+    if (!j.is_object()) {
+      error(path, "must be an object");
+      return false;
+    }
+    for (const auto& [key, value] : j.items()) {
+      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+        error(path + "." + key, "unknown key " + json_quote(key));
+      }
+    }
+    return true;
+  }
+
+  const json* field(const json& obj, const std::string& key, const std::string& path,
+                    bool required) {
+    auto it = obj.find(key);
+    if (it == obj.end()) {
+      if (required) error(path + "." + key, "is required");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  void str(const json& obj, const std::string& key, const std::string& path, std::string& out,
+           bool required = false) {
+    const json* v = field(obj, key, path, required);
+    if (v == nullptr) return;
+    if (!v->is_string()) {
+      error(path + "." + key, "must be a string");
+    } else if (v->get_ref<const std::string&>().empty()) {
+      error(path + "." + key, "must not be empty");
+    } else {
+      out = v->get<std::string>();
+    }
+  }
+
+  void integer(const json& obj, const std::string& key, const std::string& path, int& out, int min,
+               int max, bool required = false) {
+    const json* v = field(obj, key, path, required);
+    if (v == nullptr) return;
+    if (!v->is_number_integer()) {
+      error(path + "." + key, "must be an integer");
+      return;
+    }
+    int64_t n = v->get<int64_t>();
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+      n = INT64_MAX;
+    }
+    if (n < min || n > max) {
+      error(path + "." + key,
+            "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      return;
+    }
+    out = static_cast<int>(n);
+  }
+
+  void boolean(const json& obj, const std::string& key, const std::string& path, bool& out) {
+    const json* v = field(obj, key, path, false);
+    if (v == nullptr) return;
+    if (!v->is_boolean()) {
+      error(path + "." + key, "must be true or false");
+      return;
+    }
+    out = v->get<bool>();
+  }
+
+  // An array of non-empty strings; `check` (if set) returns an error message or "".
+  void strings(const json& obj, const std::string& key, const std::string& path,
+               std::vector<std::string>& out, bool required = false, bool non_empty = false,
+               const std::function<std::string(const std::string&)>& check = {}) {
+    const json* v = field(obj, key, path, required);
+    if (v == nullptr) return;
+    std::string p = path + "." + key;
+    if (!v->is_array()) {
+      error(p, "must be an array of strings");
+      return;
+    }
+    if (non_empty && v->empty()) error(p, "must not be empty");
+    std::vector<std::string> result;
+    for (size_t i = 0; i < v->size(); ++i) {
+      std::string ip = p + "[" + std::to_string(i) + "]";
+      const json& e = (*v)[i];
+      if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
+        error(ip, "must be a non-empty string");
+        continue;
+      }
+      std::string s = e.get<std::string>();
+      if (check) {
+        std::string msg = check(s);
+        if (!msg.empty()) {
+          error(ip, msg);
+          continue;
+        }
+      }
+      result.push_back(std::move(s));
+    }
+    out = std::move(result);
+  }
+
+  template <typename F>
+  void array_of_objects(const json& obj, const std::string& key, const std::string& path,
+                        bool required, F each) {
+    const json* v = field(obj, key, path, required);
+    if (v == nullptr) return;
+    if (!v->is_array()) {
+      error(path + "." + key, "must be an array");
+      return;
+    }
+    for (size_t i = 0; i < v->size(); ++i) {
+      each((*v)[i], path + "." + key + "[" + std::to_string(i) + "]");
+    }
+  }
+
+  std::optional<vault::CredentialHash> credential_hash(const json& obj, const std::string& path) {
+    std::string text;
+    str(obj, "credential_hash", path, text, true);
+    if (text.empty()) return std::nullopt;
+    auto h = vault::parse_credential_hash(text);
+    if (!h.is_ok()) {
+      error(path + ".credential_hash", h.status().message());
+      return std::nullopt;
+    }
+    return std::move(h.value());
+  }
+
+  void parse_root(const json& root, Config& c) {
+    if (!object(root, "$",
+                {"listeners", "control_plane", "identity", "targets", "policies", "audit"})) {
+      return;
+    }
+    if (const json* l = field(root, "listeners", "$", true)) parse_listeners(*l, c);
+    if (const json* cp = field(root, "control_plane", "$", true)) {
+      parse_control_plane(*cp, c);
+    }
+    if (const json* id = field(root, "identity", "$", false)) parse_identity(*id, c);
+    array_of_objects(root, "targets", "$", true,
+                     [&](const json& j, const std::string& p) { parse_target(j, p, c); });
+    array_of_objects(root, "policies", "$", true,
+                     [&](const json& j, const std::string& p) { parse_policy(j, p, c); });
+    if (const json* a = field(root, "audit", "$", false)) parse_audit(*a, c);
+    cross_check(root, c);
+  }
+
+  void parse_listeners(const json& j, Config& c) {
+    if (!object(j, "$.listeners", {"dataplane"})) return;
+    const json* dp = field(j, "dataplane", "$.listeners", true);
+    if (dp == nullptr) return;
+    const std::string p = "$.listeners.dataplane";
+    if (!object(*dp, p,
+                {"address", "port", "tls", "loopback_only", "max_connections", "auth_timeout_s",
+                 "idle_timeout_s", "max_message_bytes", "worker_threads"})) {
+      return;
+    }
+    DataplaneListener& l = c.dataplane;
+    str(*dp, "address", p, l.address);
+    if (!is_ip_address(l.address) && l.address != "localhost") {
+      error(p + ".address", "must be an IP address or \"localhost\"");
+    }
+    integer(*dp, "port", p, l.port, 1, 65535);
+    boolean(*dp, "loopback_only", p, l.loopback_only);
+    integer(*dp, "max_connections", p, l.max_connections, 1, 1000000);
+    integer(*dp, "auth_timeout_s", p, l.auth_timeout_s, 1, 600);
+    integer(*dp, "idle_timeout_s", p, l.idle_timeout_s, 1, 7 * 86400);
+    integer(*dp, "max_message_bytes", p, l.max_message_bytes, 1024, 1 << 30);
+    integer(*dp, "worker_threads", p, l.worker_threads, 1, 256);
+    if (const json* tls = field(*dp, "tls", p, false)) {
+      if (object(*tls, p + ".tls", {"cert_file", "key_file"})) {
+        str(*tls, "cert_file", p + ".tls", l.tls_cert_file, true);
+        str(*tls, "key_file", p + ".tls", l.tls_key_file, true);
+        l.tls = true;
+        check_readable(p + ".tls.cert_file", l.tls_cert_file);
+        check_readable(p + ".tls.key_file", l.tls_key_file);
+      }
+    }
+    if (!l.tls && !l.loopback_only) {
+      error(p + ".tls", "is required unless loopback_only is true (tokens travel as passwords)");
+    }
+    if (l.loopback_only && !is_loopback_address(l.address)) {
+      error(p + ".address", "must be a loopback address when loopback_only is true");
+    }
+  }
+
+  void parse_control_plane(const json& j, Config& c) {
+    const std::string p = "$.control_plane";
+    if (!object(j, p,
+                {"socket", "worker_threads", "max_dp_connections", "max_sessions", "state_dir",
+                 "admin_socket", "admin_principals"})) {
+      return;
+    }
+    ControlPlaneSettings& s = c.control_plane;
+    str(j, "socket", p, s.socket_path, true);
+    str(j, "state_dir", p, s.state_dir, true);
+    str(j, "admin_socket", p, s.admin_socket);
+    integer(j, "worker_threads", p, s.worker_threads, 1, 256);
+    integer(j, "max_dp_connections", p, s.max_dp_connections, 1, 4096);
+    integer(j, "max_sessions", p, s.max_sessions, 1, 10000000);
+    for (auto [key, value] :
+         {std::pair{"socket", &s.socket_path}, std::pair{"state_dir", &s.state_dir},
+          std::pair{"admin_socket", &s.admin_socket}}) {
+      if (!value->empty() && (*value)[0] != '/') error(p + "." + key, "must be an absolute path");
+    }
+    if (!s.socket_path.empty() && s.socket_path.size() > 107) {
+      error(p + ".socket", "is longer than a Unix socket path may be (107 bytes)");
+    }
+    std::set<std::string> names;
+    array_of_objects(j, "admin_principals", p, false, [&](const json& e, const std::string& ep) {
+      if (!object(e, ep, {"name", "credential_hash", "groups"})) return;
+      AdminPrincipal a;
+      str(e, "name", ep, a.name, true);
+      auto h = credential_hash(e, ep);
+      strings(e, "groups", ep, a.groups);
+      if (!a.name.empty() && !names.insert(a.name).second) {
+        error(ep + ".name", "duplicate admin principal " + json_quote(a.name));
+      }
+      if (h) a.credential = std::move(*h);
+      s.admin_principals.push_back(std::move(a));
+    });
+    if (!s.admin_principals.empty() && s.admin_socket.empty()) {
+      error(p + ".admin_socket", "is required when admin_principals are configured");
+    }
+  }
+
+  void parse_identity(const json& j, Config& c) {
+    const std::string p = "$.identity";
+    if (!object(j, p, {"providers", "service_keys"})) return;
+    std::set<std::string> issuers;
+    array_of_objects(j, "providers", p, false, [&](const json& e, const std::string& ep) {
+      parse_provider(e, ep, c, issuers);
+    });
+    std::set<std::string> ids;
+    array_of_objects(j, "service_keys", p, false, [&](const json& e, const std::string& ep) {
+      if (!object(e, ep, {"id", "credential_hash", "identity", "groups"})) return;
+      ServiceKey k;
+      str(e, "id", ep, k.id, true);
+      if (!k.id.empty() && !is_word(k.id, "-")) {
+        error(ep + ".id", "must be letters, digits, '_' or '-' (it is part of the key text)");
+      }
+      if (!k.id.empty() && !ids.insert(k.id).second) {
+        error(ep + ".id", "duplicate service key id " + json_quote(k.id));
+      }
+      auto h = credential_hash(e, ep);
+      if (h) k.credential = std::move(*h);
+      str(e, "identity", ep, k.identity, true);
+      strings(e, "groups", ep, k.groups, true, true);
+      c.service_keys.push_back(std::move(k));
+    });
+  }
+
+  void parse_provider(const json& e, const std::string& ep, Config& c,
+                      std::set<std::string>& issuers) {
+    if (!object(e, ep,
+                {"issuer", "audiences", "jwks_file", "jwks_url", "discovery_url", "groups_claim",
+                 "subject_claim", "algorithms", "leeway_s", "jwks_refresh_s"})) {
+      return;
+    }
+    OidcProvider pr;
+    str(e, "issuer", ep, pr.issuer, true);
+    if (!pr.issuer.empty() && !issuers.insert(pr.issuer).second) {
+      error(ep + ".issuer", "duplicate issuer " + json_quote(pr.issuer));
+    }
+    strings(e, "audiences", ep, pr.audiences, true, true);
+    str(e, "jwks_file", ep, pr.jwks_file);
+    str(e, "jwks_url", ep, pr.jwks_url);
+    str(e, "discovery_url", ep, pr.discovery_url);
+    int sources = !pr.jwks_file.empty() + !pr.jwks_url.empty() + !pr.discovery_url.empty();
+    if (sources != 1) {
+      error(ep, "needs exactly one of jwks_file, jwks_url, discovery_url");
+    }
+    for (auto [key, value] :
+         {std::pair{"jwks_url", &pr.jwks_url}, std::pair{"discovery_url", &pr.discovery_url}}) {
+      if (!value->empty() && value->rfind("https://", 0) != 0) {
+        error(ep + "." + key, "must be an https:// URL");
+      }
+    }
+    if (!pr.jwks_file.empty()) check_readable(ep + ".jwks_file", pr.jwks_file);
+    str(e, "groups_claim", ep, pr.groups_claim);
+    if (!is_word(pr.groups_claim, ".-:/")) {
+      error(ep + ".groups_claim", "must be a claim name or dotted path");
+    }
+    str(e, "subject_claim", ep, pr.subject_claim);
+    strings(e, "algorithms", ep, pr.algorithms, false, true, [](const std::string& a) {
+      static const std::set<std::string> kAllowed = {"RS256", "RS384", "RS512", "PS256", "PS384",
+                                                     "PS512", "ES256", "ES384", "ES512", "EdDSA"};
+      if (kAllowed.count(a)) return std::string();
+      if (a == "none" || a.rfind("HS", 0) == 0) {
+        return "algorithm " + json_quote(a) + " is not allowed (unsigned or symmetric)";
+      }
+      return "unknown algorithm " + json_quote(a);
+    });
+    integer(e, "leeway_s", ep, pr.leeway_s, 0, 300);
+    integer(e, "jwks_refresh_s", ep, pr.jwks_refresh_s, 10, 86400);
+    c.identity_providers.push_back(std::move(pr));
+  }
+
+  void parse_target(const json& e, const std::string& ep, Config& c) {
+    if (!object(e, ep,
+                {"name", "host", "port", "unix_socket", "database", "role", "credential", "tls"})) {
+      return;
+    }
+    Target t;
+    str(e, "name", ep, t.name, true);
+    if (!t.name.empty() && !is_word(t.name, "-.")) {
+      error(ep + ".name", "must be letters, digits, '_', '-' or '.'");
+    }
+    for (const Target& other : c.targets) {
+      if (!t.name.empty() && other.name == t.name) {
+        error(ep + ".name", "duplicate target " + json_quote(t.name));
+      }
+    }
+    str(e, "host", ep, t.host);
+    str(e, "unix_socket", ep, t.unix_socket);
+    integer(e, "port", ep, t.port, 1, 65535);
+    if (t.host.empty() == t.unix_socket.empty()) {
+      error(ep, "needs exactly one of host, unix_socket");
+    }
+    if (!t.unix_socket.empty() && t.unix_socket[0] != '/') {
+      error(ep + ".unix_socket", "must be an absolute directory path");
+    }
+    str(e, "database", ep, t.database, true);
+    str(e, "role", ep, t.role, true);
+    if (const json* cred = field(e, "credential", ep, true)) {
+      std::string cp = ep + ".credential";
+      if (object(*cred, cp, {"file", "env"})) {
+        std::string file, env;
+        str(*cred, "file", cp, file);
+        str(*cred, "env", cp, env);
+        if (file.empty() == env.empty()) {
+          error(cp, "needs exactly one of file, env");
+        } else if (!file.empty()) {
+          t.credential = {vault::SecretSource::Kind::kFile, file};
+          check_readable(cp + ".file", file);
+        } else {
+          t.credential = {vault::SecretSource::Kind::kEnv, env};
+          if (options_.check_environment && std::getenv(env.c_str()) == nullptr) {
+            error(cp + ".env", "environment variable " + json_quote(env) + " is not set");
+          }
+        }
+      }
+    }
+    bool mode_known = true;
+    if (const json* tls = field(e, "tls", ep, false)) {
+      std::string tp = ep + ".tls";
+      if (object(*tls, tp, {"mode", "ca_file"})) {
+        std::string mode;
+        str(*tls, "mode", tp, mode, true);
+        if (mode == "disable") {
+          t.tls_mode = UpstreamTlsMode::kDisable;
+        } else if (mode == "require") {
+          t.tls_mode = UpstreamTlsMode::kRequire;
+        } else if (mode == "verify-full") {
+          t.tls_mode = UpstreamTlsMode::kVerifyFull;
+        } else {
+          mode_known = false;
+          if (!mode.empty())
+            error(tp + ".mode",
+                  "unknown TLS mode " + json_quote(mode) + " (disable, require, verify-full)");
+        }
+        str(*tls, "ca_file", tp, t.ca_file);
+        if (!t.ca_file.empty()) {
+          if (t.tls_mode == UpstreamTlsMode::kDisable) {
+            error(tp + ".ca_file", "is only meaningful with mode verify-full or require");
+          }
+          check_readable(tp + ".ca_file", t.ca_file);
+        }
+      }
+    }
+    if (!t.unix_socket.empty()) {
+      if (mode_known && field(e, "tls", ep, false) != nullptr &&
+          t.tls_mode != UpstreamTlsMode::kDisable) {
+        error(ep + ".tls.mode", "must be \"disable\" for a unix_socket target");
+      }
+      t.tls_mode = UpstreamTlsMode::kDisable;
+    }
+    c.targets.push_back(std::move(t));
+  }
+
+  std::string check_glob(const std::string& g, const char* what) {
+    if (g == "*") return {};
+    size_t dots = std::count(g.begin(), g.end(), '.');
+    if (dots != 1 || g.front() == '.' || g.back() == '.' || !is_word(g, ".*?$")) {
+      return std::string("must be a \"schema.") + what + "\" glob (letters, digits, _, $, * ?)";
+    }
+    return {};
+  }
+
+  void parse_policy(const json& e, const std::string& ep, Config& c) {
+    if (!object(e, ep,
+                {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
+                 "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
+                 "deny_masked_in_expressions", "approvals", "recording", "allow_function_call"})) {
+      return;
+    }
+    policy::Policy pol;
+    str(e, "name", ep, pol.name, true);
+    for (const auto& other : c.policies) {
+      if (!pol.name.empty() && other.name == pol.name) {
+        error(ep + ".name", "duplicate policy " + json_quote(pol.name));
+      }
+    }
+    strings(e, "groups", ep, pol.groups, true, true);
+    strings(e, "targets", ep, pol.targets, true, true);
+    auto kind_check = [this](const std::string& k) {
+      bool known = options_.known_statement_kind ? options_.known_statement_kind(k)
+                                                 : is_word(k, "") && k == to_lower(k);
+      return known ? std::string() : "unknown statement kind " + json_quote(k);
+    };
+    strings(e, "allowed_kinds", ep, pol.allowed_kinds, false, false, kind_check);
+    strings(e, "allowed_relations", ep, pol.allowed_relations, false, false,
+            [this](const std::string& g) { return check_glob(g, "table"); });
+    strings(e, "allowed_functions", ep, pol.allowed_functions, false, false,
+            [this](const std::string& g) { return check_glob(g, "function"); });
+    boolean(e, "read_only", ep, pol.read_only);
+    strings(e, "approve_kinds", ep, pol.approve_kinds, false, false, kind_check);
+    strings(e, "rule_sets", ep, pol.rule_sets, false, false, [this](const std::string& r) {
+      bool known = options_.known_rule_set ? options_.known_rule_set(r) : is_word(r, ".-");
+      return known ? std::string() : "unknown rule set " + json_quote(r);
+    });
+    array_of_objects(e, "masks", ep, false,
+                     [&](const json& m, const std::string& mp) { parse_mask(m, mp, pol); });
+    boolean(e, "deny_masked_in_expressions", ep, pol.deny_masked_in_expressions);
+    boolean(e, "allow_function_call", ep, pol.allow_function_call);
+    if (const json* a = field(e, "approvals", ep, false)) {
+      std::string ap = ep + ".approvals";
+      if (object(*a, ap, {"approver_groups", "timeout_s"})) {
+        strings(*a, "approver_groups", ap, pol.approvals.approver_groups, true, true);
+        integer(*a, "timeout_s", ap, pol.approvals.timeout_seconds, 1, 86400);
+      }
+    }
+    if (!pol.approve_kinds.empty() && pol.approvals.approver_groups.empty()) {
+      error(ep + ".approvals.approver_groups", "is required when approve_kinds is set");
+    }
+    if (const json* r = field(e, "recording", ep, false)) {
+      std::string rp = ep + ".recording";
+      if (object(*r, rp, {"level", "required", "row_cap"})) {
+        std::string level;
+        str(*r, "level", rp, level);
+        if (level == "off") {
+          pol.recording = policy::RecordingLevel::kOff;
+        } else if (level == "metadata") {
+          pol.recording = policy::RecordingLevel::kMetadata;
+        } else if (level == "full") {
+          pol.recording = policy::RecordingLevel::kFull;
+        } else if (!level.empty()) {
+          error(rp + ".level",
+                "unknown recording level " + json_quote(level) + " (off, metadata, full)");
+        }
+        boolean(*r, "required", rp, pol.recording_required);
+        integer(*r, "row_cap", rp, pol.recording_row_cap, 0, 1000000);
+      }
+    }
+    if (pol.read_only) {
+      static const std::set<std::string> kWrites = {
+          "insert", "update", "delete", "merge", "truncate", "copy_from_stdin", "ddl"};
+      for (size_t i = 0; i < pol.allowed_kinds.size(); ++i) {
+        if (kWrites.count(pol.allowed_kinds[i])) {
+          error(ep + ".allowed_kinds[" + std::to_string(i) + "]",
+                "read_only policy cannot allow " + json_quote(pol.allowed_kinds[i]) +
+                    " (set read_only to false)");
+        }
+      }
+    }
+    c.policies.push_back(std::move(pol));
+  }
+
+  void parse_mask(const json& m, const std::string& mp, policy::Policy& pol) {
+    if (!object(m, mp, {"column", "name", "type", "function", "text", "keep_last"})) return;
+    policy::MaskRule r;
+    str(m, "column", mp, r.column_glob);
+    str(m, "name", mp, r.name_pattern);
+    str(m, "type", mp, r.type_name);
+    int selectors = !r.column_glob.empty() + !r.name_pattern.empty() + !r.type_name.empty();
+    if (selectors != 1) error(mp, "needs exactly one of column, name, type");
+    if (!r.column_glob.empty() &&
+        (std::count(r.column_glob.begin(), r.column_glob.end(), '.') != 2 ||
+         !is_word(r.column_glob, ".*?$"))) {
+      error(mp + ".column", "must be a \"schema.table.column\" glob");
+    }
+    str(m, "function", mp, r.function, true);
+    static const std::set<std::string> kFunctions = {"redact", "partial", "hash", "email", "null"};
+    if (!r.function.empty() && !kFunctions.count(r.function)) {
+      error(mp + ".function", "unknown mask function " + json_quote(r.function));
+    }
+    if (m.contains("text") && r.function != "redact") {
+      error(mp + ".text", "only applies to function \"redact\"");
+    }
+    if (m.contains("keep_last") && r.function != "partial") {
+      error(mp + ".keep_last", "only applies to function \"partial\"");
+    }
+    if (const json* t = field(m, "text", mp, false)) {
+      if (t->is_string()) {
+        r.text = t->get<std::string>();
+      } else {
+        error(mp + ".text", "must be a string");
+      }
+    }
+    integer(m, "keep_last", mp, r.keep_last, 0, 64);
+    pol.masks.push_back(std::move(r));
+  }
+
+  void parse_audit(const json& j, Config& c) {
+    if (!object(j, "$.audit", {"sinks"})) return;
+    array_of_objects(j, "sinks", "$.audit", false, [&](const json& e, const std::string& ep) {
+      if (!object(e, ep, {"type", "path"})) return;
+      AuditSink s;
+      std::string type;
+      str(e, "type", ep, type, true);
+      str(e, "path", ep, s.path);
+      if (type == "file") {
+        s.kind = AuditSink::Kind::kFile;
+        if (s.path.empty()) s.path = "audit.log";
+      } else if (type == "stderr") {
+        s.kind = AuditSink::Kind::kStderr;
+        if (!s.path.empty()) error(ep + ".path", "only applies to type \"file\"");
+      } else if (!type.empty()) {
+        error(ep + ".type", "unknown audit sink type " + json_quote(type) + " (file, stderr)");
+      }
+      c.audit_sinks.push_back(std::move(s));
+    });
+  }
+
+  void cross_check(const json& root, Config& c) {
+    for (size_t i = 0; i < c.policies.size(); ++i) {
+      for (size_t k = 0; k < c.policies[i].targets.size(); ++k) {
+        const std::string& t = c.policies[i].targets[k];
+        if (t != "*" && c.find_target(t) == nullptr) {
+          error("$.policies[" + std::to_string(i) + "].targets[" + std::to_string(k) + "]",
+                "unknown target " + json_quote(t));
+        }
+      }
+    }
+    if (c.policies.empty() && root.contains("policies") && root["policies"].is_array()) {
+      error("$.policies", "must not be empty (nothing could be allowed)");
+    }
+    if (c.identity_providers.empty() && c.service_keys.empty() && root.is_object() &&
+        !root.contains("identity")) {
+      error("$.identity", "is required: configure providers or service_keys");
+    }
+    for (AuditSink& s : c.audit_sinks) {
+      if (s.kind == AuditSink::Kind::kFile && !s.path.empty() && s.path[0] != '/' &&
+          !c.control_plane.state_dir.empty()) {
+        s.path = c.control_plane.state_dir + "/" + s.path;
+      }
+    }
+    if (c.audit_sinks.empty() && !c.control_plane.state_dir.empty()) {
+      c.audit_sinks.push_back({AuditSink::Kind::kFile, c.control_plane.state_dir + "/audit.log"});
+    }
+  }
+
+  void check_readable(const std::string& path, const std::string& file) {
+    if (options_.check_environment && ::access(file.c_str(), R_OK) != 0) {
+      error(path, "cannot read " + json_quote(file));
+    }
+  }
+
+  static std::string to_lower(std::string s) {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
+  }
+
+ private:
+  const ValidationOptions& options_;
+  std::vector<ConfigError>& errors_;
+};
+
+bool glob_match(const std::string& pattern, std::string_view value) {
+  return fnmatch(pattern.c_str(), std::string(value).c_str(), 0) == 0;
+}
+
+}  // namespace
+
+std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
+  switch (mode) {
+    case UpstreamTlsMode::kDisable:
+      return "disable";
+    case UpstreamTlsMode::kRequire:
+      return "require";
+    case UpstreamTlsMode::kVerifyFull:
+      return "verify-full";
+  }
+  return "verify-full";
+}
+
+const Target* Config::find_target(std::string_view name) const {
+  for (const Target& t : targets) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+const ServiceKey* Config::find_service_key(std::string_view id) const {
+  for (const ServiceKey& k : service_keys) {
+    if (k.id == id) return &k;
+  }
+  return nullptr;
+}
+
+const policy::Policy* Config::select_policy(const std::vector<std::string>& groups,
+                                            std::string_view target) const {
+  for (const policy::Policy& p : policies) {
+    bool group_ok = false;
+    for (const std::string& g : p.groups) {
+      if (g == "*" || std::find(groups.begin(), groups.end(), g) != groups.end()) {
+        group_ok = true;
+        break;
+      }
+    }
+    bool target_ok = false;
+    for (const std::string& t : p.targets) {
+      if (t == "*" || glob_match(t, target)) {
+        target_ok = true;
+        break;
+      }
+    }
+    if (group_ok && target_ok) return &p;
+  }
+  return nullptr;
+}
+
+std::string LoadOutcome::error_text() const {
+  std::string out;
+  for (const ConfigError& e : errors) out += e.to_string() + "\n";
+  return out;
+}
+
+LoadOutcome parse_config(std::string_view json_text, uint64_t version,
+                         const ValidationOptions& options) {
+  LoadOutcome outcome;
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    outcome.errors.push_back({"$", std::string("invalid JSON: ") + e.what()});
+    return outcome;
+  }
+  auto config = std::make_shared<Config>();
+  Parser parser(options, outcome.errors);
+  parser.parse_root(root, *config);
+  if (!outcome.errors.empty()) return outcome;
+  config->version = version;
+  for (policy::Policy& p : config->policies) p.version = version;
+  outcome.config = std::move(config);
+  return outcome;
+}
+
+LoadOutcome load_config_file(const std::string& path, uint64_t version,
+                             const ValidationOptions& options) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadOutcome outcome;
+    outcome.errors.push_back({"$", "cannot read config file " + path});
+    return outcome;
+  }
+  std::string text;
+  text.resize(kMaxConfigBytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) {
+    LoadOutcome outcome;
+    outcome.errors.push_back({"$", "config file is larger than 16 MiB"});
+    return outcome;
+  }
+  return parse_config(text, version, options);
+}
+
+LoadOutcome ConfigStore::reload() {
+  std::lock_guard<std::mutex> lock(mu_);
+  // The version is only consumed by a successful load, so versions stay dense in use.
+  uint64_t candidate =
+      std::max(last_version_ + 1,
+               static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count()));
+  LoadOutcome outcome = load_config_file(path_, candidate, options_);
+  if (outcome.ok()) {
+    last_version_ = candidate;
+    current_ = outcome.config;
+  }
+  return outcome;
+}
+
+std::shared_ptr<const Config> ConfigStore::current() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return current_;
+}
+
+}  // namespace pgwarden::config

@@ -1,0 +1,173 @@
+// pgwarden configuration: one JSON file -> validated, immutable structs.
+//
+// docs/configuration.md is the operator reference; docs/examples/pgwarden.json is a complete
+// example. Validation collects EVERY error, each with the JSON path of the offending value
+// (`$.policies[2].masks[0].function: unknown mask function "blur"`), and rejects unknown keys.
+// A Config is immutable once built and shared as std::shared_ptr<const Config>; ConfigStore
+// swaps in a new one atomically on reload and keeps the old one when the new file is invalid.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "controlplane/policy/policy.h"
+#include "controlplane/vault/credential_hash.h"
+#include "controlplane/vault/secret.h"
+
+namespace pgwarden::config {
+
+// $.listeners.dataplane: where agents connect (served by pgwarden-dp).
+struct DataplaneListener {
+  std::string address = "127.0.0.1";
+  int port = 6432;
+  bool tls = false;  // true when tls.cert_file/key_file are set
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Plaintext (no TLS) is only allowed on a loopback address with loopback_only = true; the
+  // dp then also refuses non-loopback peers.
+  bool loopback_only = false;
+  int max_connections = 1000;
+  int auth_timeout_s = 10;
+  int idle_timeout_s = 3600;
+  int max_message_bytes = 1 << 20;
+  int worker_threads = 2;
+};
+
+// $.control_plane: the cp process itself.
+struct AdminPrincipal {
+  std::string name;
+  vault::CredentialHash credential;
+  std::vector<std::string> groups;
+};
+
+struct ControlPlaneSettings {
+  std::string socket_path;  // dp <-> cp Unix socket
+  int worker_threads = 4;
+  int max_dp_connections = 64;
+  int max_sessions = 100000;
+  std::string state_dir;  // approvals, recordings, audit log
+  std::string admin_socket;
+  std::vector<AdminPrincipal> admin_principals;
+};
+
+// $.identity.providers[i]: an OIDC issuer whose JWTs are accepted. Exactly one JWKS source.
+struct OidcProvider {
+  std::string issuer;
+  std::vector<std::string> audiences;
+  std::string jwks_file;                // local JWKS document
+  std::string jwks_url;                 // https:// JWKS endpoint
+  std::string discovery_url;            // https:// .../.well-known/openid-configuration
+  std::string groups_claim = "groups";  // dotted path, e.g. "realm_access.roles"
+  std::string subject_claim = "sub";
+  std::vector<std::string> algorithms = {"RS256", "ES256"};
+  int leeway_s = 60;
+  int jwks_refresh_s = 300;
+};
+
+// $.identity.service_keys[i]: a non-OIDC agent. It presents "pgwsk.<id>.<secret>" as its
+// password; only a salted hash of the secret is stored.
+struct ServiceKey {
+  std::string id;
+  vault::CredentialHash credential;
+  std::string identity;  // the subject audited for this key
+  std::vector<std::string> groups;
+};
+
+enum class UpstreamTlsMode { kDisable, kRequire, kVerifyFull };
+std::string_view upstream_tls_mode_name(UpstreamTlsMode mode);
+
+// $.targets[i]: a database agents may name in their StartupMessage.
+struct Target {
+  std::string name;
+  std::string host;  // host + port, or unix_socket (directory), exactly one
+  int port = 5432;
+  std::string unix_socket;
+  std::string database;
+  std::string role;  // upstream role pgwarden logs in as (SCRAM-SHA-256)
+  vault::SecretSource credential;
+  UpstreamTlsMode tls_mode = UpstreamTlsMode::kVerifyFull;
+  std::string ca_file;  // verify-full: CA bundle ("" = system store)
+};
+
+struct AuditSink {
+  enum class Kind { kFile, kStderr };
+  Kind kind = Kind::kFile;
+  std::string path;  // kFile: absolute (relative paths are resolved against state_dir)
+};
+
+struct Config {
+  uint64_t version = 0;  // policy version: new on every load, also set in each Policy
+  DataplaneListener dataplane;
+  ControlPlaneSettings control_plane;
+  std::vector<OidcProvider> identity_providers;
+  std::vector<ServiceKey> service_keys;
+  std::vector<Target> targets;
+  std::vector<policy::Policy> policies;
+  std::vector<AuditSink> audit_sinks;
+
+  const Target* find_target(std::string_view name) const;
+  const ServiceKey* find_service_key(std::string_view id) const;
+  // The first policy in file order whose groups intersect `groups` (or contain "*") and
+  // whose targets contain `target` (or "*"); nullptr when none: the session is refused.
+  const policy::Policy* select_policy(const std::vector<std::string>& groups,
+                                      std::string_view target) const;
+};
+
+struct ConfigError {
+  std::string path;  // JSONPath, e.g. "$.policies[2].masks[0].function"
+  std::string message;
+  std::string to_string() const { return path + ": " + message; }
+};
+
+// Hooks for vocabularies owned by other modules (the lead wires the policy engine's statement
+// kinds and the rule-set directory in). Defaults: kinds are [a-z_]+ words, rule sets are
+// [A-Za-z0-9_.-]+ names; environment checks (credential files readable, env vars set) on.
+struct ValidationOptions {
+  std::function<bool(std::string_view)> known_statement_kind;
+  std::function<bool(std::string_view)> known_rule_set;
+  bool check_environment = true;
+};
+
+struct LoadOutcome {
+  std::shared_ptr<const Config> config;  // null when errors is non-empty
+  std::vector<ConfigError> errors;
+  bool ok() const { return config != nullptr; }
+  std::string error_text() const;  // one error per line
+};
+
+LoadOutcome parse_config(std::string_view json_text, uint64_t version,
+                         const ValidationOptions& options = {});
+LoadOutcome load_config_file(const std::string& path, uint64_t version,
+                             const ValidationOptions& options = {});
+
+// The live configuration. Thread-safe: current() may be called from any thread while
+// reload() runs; readers keep the snapshot they got for as long as they hold it.
+// Versions are unix-epoch milliseconds at load time, strictly increasing within a process,
+// so they also increase across restarts (dp verdict caches never see a version twice).
+class ConfigStore {
+ public:
+  explicit ConfigStore(std::string path, ValidationOptions options = {})
+      : path_(std::move(path)), options_(std::move(options)) {}
+
+  // Loads the file; on success the new config becomes current. On failure the current one
+  // stays and the outcome carries the errors.
+  LoadOutcome reload();
+  std::shared_ptr<const Config> current() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  ValidationOptions options_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const Config> current_;
+  uint64_t last_version_ = 0;
+};
+
+}  // namespace pgwarden::config

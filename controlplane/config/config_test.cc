@@ -1,0 +1,238 @@
+#include "controlplane/config/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace pgwarden::config {
+namespace {
+
+using json = nlohmann::json;
+
+ValidationOptions no_env() {
+  ValidationOptions o;
+  o.check_environment = false;
+  return o;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json example() {
+  return json::parse(read_file(std::string(PGW_SOURCE_ROOT) + "/docs/examples/pgwarden.json"));
+}
+
+bool has_error(const LoadOutcome& o, const std::string& text) {
+  for (const auto& e : o.errors) {
+    if (e.to_string() == text) return true;
+  }
+  return false;
+}
+
+TEST(ConfigTest, DocumentedExampleIsValid) {
+  LoadOutcome o = parse_config(example().dump(), 7, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  const Config& c = *o.config;
+  EXPECT_EQ(c.version, 7u);
+  EXPECT_EQ(c.dataplane.port, 6432);
+  EXPECT_TRUE(c.dataplane.tls);
+  EXPECT_EQ(c.control_plane.socket_path, "/run/pgwarden/cp.sock");
+  ASSERT_EQ(c.identity_providers.size(), 2u);
+  EXPECT_EQ(c.identity_providers[0].groups_claim, "realm_access.roles");
+  ASSERT_EQ(c.service_keys.size(), 1u);
+  EXPECT_EQ(c.service_keys[0].credential.iterations, 20000u);
+  ASSERT_EQ(c.targets.size(), 2u);
+  EXPECT_EQ(c.targets[0].tls_mode, UpstreamTlsMode::kVerifyFull);
+  EXPECT_EQ(c.targets[1].tls_mode, UpstreamTlsMode::kDisable);
+  EXPECT_EQ(c.targets[1].credential.kind, vault::SecretSource::Kind::kEnv);
+  ASSERT_EQ(c.policies.size(), 3u);
+  EXPECT_EQ(c.policies[0].masks.size(), 4u);
+  EXPECT_EQ(c.policies[0].masks[1].keep_last, 4);
+  EXPECT_EQ(c.policies[0].masks[0].text, "***-**-****");
+  EXPECT_EQ(c.policies[1].approvals.timeout_seconds, 600);
+  EXPECT_FALSE(c.policies[1].read_only);
+  EXPECT_EQ(c.policies[2].recording, policy::RecordingLevel::kMetadata);
+  for (const auto& p : c.policies) EXPECT_EQ(p.version, 7u);
+  ASSERT_EQ(c.audit_sinks.size(), 2u);
+  EXPECT_EQ(c.audit_sinks[0].path, "/var/lib/pgwarden/audit.log");
+}
+
+TEST(ConfigTest, EveryErrorIsReportedWithItsJsonPath) {
+  json j = example();
+  j["policies"][2]["masks"] =
+      json::array({{{"column", "crm.customers.ssn"}, {"function", "blur"}}});
+  j["policies"][0]["colour"] = "red";
+  j["targets"][0]["port"] = 70000;
+  j["targets"][1]["tls"] = {{"mode", "sometimes"}};
+  j["identity"]["providers"][1]["algorithms"] = json::array({"RS256", "none", "HS256"});
+  j["listeners"]["dataplane"].erase("tls");
+  j["policies"][1]["targets"] = json::array({"crm", "nope"});
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(o.ok());
+  EXPECT_TRUE(has_error(o, "$.policies[2].masks[0].function: unknown mask function \"blur\""))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o, "$.policies[0].colour: unknown key \"colour\"")) << o.error_text();
+  EXPECT_TRUE(has_error(o, "$.targets[0].port: must be between 1 and 65535")) << o.error_text();
+  EXPECT_TRUE(has_error(
+      o, "$.targets[1].tls.mode: unknown TLS mode \"sometimes\" (disable, require, verify-full)"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o,
+                        "$.identity.providers[1].algorithms[1]: algorithm \"none\" is not "
+                        "allowed (unsigned or symmetric)"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o,
+                        "$.identity.providers[1].algorithms[2]: algorithm \"HS256\" is not "
+                        "allowed (unsigned or symmetric)"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o,
+                        "$.listeners.dataplane.tls: is required unless loopback_only is true "
+                        "(tokens travel as passwords)"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o, "$.policies[1].targets[1]: unknown target \"nope\"")) << o.error_text();
+  EXPECT_EQ(o.errors.size(), 8u) << o.error_text();
+}
+
+struct BadCase {
+  const char* name;
+  std::function<void(json&)> mutate;
+  const char* expected;
+};
+
+class ConfigRejectsTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ConfigRejectsTest, WithPathAndReason) {
+  json j = example();
+  GetParam().mutate(j);
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(o.ok());
+  EXPECT_TRUE(has_error(o, GetParam().expected)) << o.error_text();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Corpus, ConfigRejectsTest,
+    ::testing::Values(
+        BadCase{"UnknownTopLevelKey", [](json& j) { j["extra"] = 1; },
+                "$.extra: unknown key \"extra\""},
+        BadCase{"MissingControlPlane", [](json& j) { j.erase("control_plane"); },
+                "$.control_plane: is required"},
+        BadCase{"RelativeSocket", [](json& j) { j["control_plane"]["socket"] = "cp.sock"; },
+                "$.control_plane.socket: must be an absolute path"},
+        BadCase{"BadServiceKeyHash",
+                [](json& j) { j["identity"]["service_keys"][0]["credential_hash"] = "plain"; },
+                "$.identity.service_keys[0].credential_hash: credential hash must look like "
+                "pbkdf2-sha256$ITERATIONS$SALT$HASH"},
+        BadCase{"ServiceKeyWithoutGroups",
+                [](json& j) { j["identity"]["service_keys"][0]["groups"] = json::array(); },
+                "$.identity.service_keys[0].groups: must not be empty"},
+        BadCase{"TwoJwksSources",
+                [](json& j) { j["identity"]["providers"][1]["jwks_url"] = "https://x/jwks"; },
+                "$.identity.providers[1]: needs exactly one of jwks_file, jwks_url, "
+                "discovery_url"},
+        BadCase{"PlainHttpJwks",
+                [](json& j) {
+                  j["identity"]["providers"][1].erase("jwks_file");
+                  j["identity"]["providers"][1]["jwks_url"] = "http://x/jwks";
+                },
+                "$.identity.providers[1].jwks_url: must be an https:// URL"},
+        BadCase{"TargetHostAndSocket", [](json& j) { j["targets"][0]["unix_socket"] = "/tmp"; },
+                "$.targets[0]: needs exactly one of host, unix_socket"},
+        BadCase{"CredentialBothSources",
+                [](json& j) { j["targets"][0]["credential"]["env"] = "X"; },
+                "$.targets[0].credential: needs exactly one of file, env"},
+        BadCase{"DuplicateTarget", [](json& j) { j["targets"][1]["name"] = "crm"; },
+                "$.targets[1].name: duplicate target \"crm\""},
+        BadCase{"ReadOnlyAllowsInsert",
+                [](json& j) { j["policies"][0]["allowed_kinds"] = json::array({"insert"}); },
+                "$.policies[0].allowed_kinds[0]: read_only policy cannot allow \"insert\" (set "
+                "read_only to false)"},
+        BadCase{"ApproveWithoutApprovers", [](json& j) { j["policies"][1].erase("approvals"); },
+                "$.policies[1].approvals.approver_groups: is required when approve_kinds is set"},
+        BadCase{"BadRelationGlob",
+                [](json& j) { j["policies"][0]["allowed_relations"][0] = "customers"; },
+                "$.policies[0].allowed_relations[0]: must be a \"schema.table\" glob (letters, "
+                "digits, _, $, * ?)"},
+        BadCase{"MaskTwoSelectors", [](json& j) { j["policies"][0]["masks"][0]["name"] = "*ssn*"; },
+                "$.policies[0].masks[0]: needs exactly one of column, name, type"},
+        BadCase{"KeepLastOnRedact", [](json& j) { j["policies"][0]["masks"][0]["keep_last"] = 2; },
+                "$.policies[0].masks[0].keep_last: only applies to function \"partial\""},
+        BadCase{"RecordingLevel", [](json& j) { j["policies"][0]["recording"]["level"] = "some"; },
+                "$.policies[0].recording.level: unknown recording level \"some\" (off, metadata, "
+                "full)"},
+        BadCase{"WrongType", [](json& j) { j["policies"][0]["read_only"] = "yes"; },
+                "$.policies[0].read_only: must be true or false"},
+        BadCase{"LoopbackOnlyOnPublicAddress",
+                [](json& j) { j["listeners"]["dataplane"]["loopback_only"] = true; },
+                "$.listeners.dataplane.address: must be a loopback address when loopback_only "
+                "is true"},
+        BadCase{"AuditSinkType", [](json& j) { j["audit"]["sinks"][0]["type"] = "syslog"; },
+                "$.audit.sinks[0].type: unknown audit sink type \"syslog\" (file, stderr)"},
+        BadCase{"NotJson", [](json& j) { j = "just a string"; }, "$: must be an object"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ConfigTest, InvalidJsonIsOneErrorAtRoot) {
+  LoadOutcome o = parse_config("{\"listeners\": ", 1, no_env());
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0].path, "$");
+  EXPECT_NE(o.errors[0].message.find("invalid JSON"), std::string::npos);
+}
+
+TEST(ConfigTest, EnvironmentChecksReportMissingFilesAndVariables) {
+  unsetenv("PGWARDEN_ANALYTICS_PASSWORD");
+  LoadOutcome o = parse_config(example().dump(), 1);
+  EXPECT_TRUE(has_error(o,
+                        "$.targets[1].credential.env: environment variable "
+                        "\"PGWARDEN_ANALYTICS_PASSWORD\" is not set"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o,
+                        "$.targets[0].credential.file: cannot read "
+                        "\"/etc/pgwarden/secrets/crm\""))
+      << o.error_text();
+}
+
+TEST(ConfigTest, SelectPolicyTakesFirstMatchInFileOrder) {
+  json j = example();
+  j["policies"][2]["groups"] = json::array({"support", "reporting"});
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  const Config& c = *o.config;
+  EXPECT_EQ(c.select_policy({"support"}, "crm")->name, "support-agents");
+  EXPECT_EQ(c.select_policy({"support"}, "analytics")->name, "reporting");
+  EXPECT_EQ(c.select_policy({"x", "ops"}, "crm")->name, "ops-writers");
+  EXPECT_EQ(c.select_policy({"ops"}, "analytics"), nullptr);
+  EXPECT_EQ(c.select_policy({}, "crm"), nullptr);
+}
+
+TEST(ConfigStoreTest, InvalidReloadKeepsOldConfigAndVersionsIncrease) {
+  char tmpl[] = "/tmp/pgw-config-XXXXXX";
+  int fd = mkstemp(tmpl);
+  close(fd);
+  std::string path = tmpl;
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+  json j = example();
+  write(j.dump());
+  ConfigStore store(path, no_env());
+  EXPECT_EQ(store.current(), nullptr);
+  ASSERT_TRUE(store.reload().ok());
+  auto first = store.current();
+  write("{ broken");
+  LoadOutcome bad = store.reload();
+  EXPECT_FALSE(bad.ok());
+  EXPECT_EQ(store.current(), first);
+  j["policies"][0]["name"] = "renamed";
+  write(j.dump());
+  ASSERT_TRUE(store.reload().ok());
+  EXPECT_GT(store.current()->version, first->version);
+  EXPECT_EQ(store.current()->policies[0].name, "renamed");
+  EXPECT_EQ(store.current()->policies[0].version, store.current()->version);
+  unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace pgwarden::config

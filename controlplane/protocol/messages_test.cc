@@ -1,0 +1,93 @@
+#include "controlplane/protocol/messages.h"
+
+#include <gtest/gtest.h>
+
+namespace pgwarden::protocol {
+namespace {
+
+TEST(MessagesTest, RequestHeaderNeedsIdTypeAndDeadline) {
+  EXPECT_TRUE(
+      parse_request_header(json{{"id", 3}, {"type", "analyse"}, {"deadline_ms", 5}}).is_ok());
+  EXPECT_TRUE(parse_request_header(json{{"id", 1}, {"type", "hello"}}).is_ok());
+  EXPECT_FALSE(parse_request_header(json{{"id", 3}, {"type", "analyse"}}).is_ok());
+  EXPECT_FALSE(
+      parse_request_header(json{{"id", -1}, {"type", "analyse"}, {"deadline_ms", 5}}).is_ok());
+  EXPECT_FALSE(parse_request_header(json{{"id", "3"}, {"type", "x"}, {"deadline_ms", 5}}).is_ok());
+  EXPECT_FALSE(parse_request_header(json{{"type", "x"}, {"deadline_ms", 5}}).is_ok());
+}
+
+TEST(MessagesTest, AuthenticateRoundTripsAndErrorsNeverEchoTheToken) {
+  AuthenticateRequest a{"s1", "secret-token", "agent", "crm", "10.0.0.1:5555", true};
+  auto back = AuthenticateRequest::from_json(a.to_json(9, 100));
+  ASSERT_TRUE(back.is_ok());
+  EXPECT_EQ(back->token, "secret-token");
+  EXPECT_TRUE(back->tls);
+  json bad = a.to_json(9, 100);
+  bad["tls"] = "yes";
+  auto r = AuthenticateRequest::from_json(bad);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().message().find("secret-token"), std::string::npos);
+}
+
+TEST(MessagesTest, AuthenticateResponseRoundTrips) {
+  AuthenticateResponse a;
+  a.identity = {"svc:x", "service-key", {"ops"}};
+  a.policy = {"p", 42, true, {"default-deny"}, "full", false};
+  a.upstream = {"127.0.0.1", 5432, "", "demo", "app", "disable", ""};
+  a.startup_parameters["default_transaction_read_only"] = "on";
+  auto back = AuthenticateResponse::from_json(make_ok(1, a.to_json()));
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->policy.version, 42u);
+  EXPECT_EQ(back->identity.groups, std::vector<std::string>{"ops"});
+  EXPECT_EQ(back->startup_parameters.at("default_transaction_read_only"), "on");
+}
+
+TEST(MessagesTest, AnalyseValidatesPrescreenActions) {
+  AnalyseRequest a{"s", "select 1", "ab12", {{"r1", "deny"}}};
+  ASSERT_TRUE(AnalyseRequest::from_json(a.to_json(1, 1)).is_ok());
+  json bad = a.to_json(1, 1);
+  bad["prescreen"][0]["action"] = "maybe";
+  EXPECT_FALSE(AnalyseRequest::from_json(bad).is_ok());
+  EXPECT_FALSE(AnalyseResponse::from_json(json{{"verdict", "perhaps"}}).is_ok());
+  EXPECT_TRUE(
+      AnalyseResponse::from_json(AnalyseResponse{"deny", "r", "m", true}.to_json()).is_ok());
+}
+
+TEST(MessagesTest, MaskPlanFieldsTypedAndCapped) {
+  MaskPlanRequest m{"s", {{"ssn", 16384, 5, 25, 0}}};
+  auto back = MaskPlanRequest::from_json(m.to_json(1, 1));
+  ASSERT_TRUE(back.is_ok());
+  EXPECT_EQ(back->fields[0].table_oid, 16384u);
+  json bad = m.to_json(1, 1);
+  bad["fields"][0]["table_oid"] = -5;
+  EXPECT_FALSE(MaskPlanRequest::from_json(bad).is_ok());
+  json many = m.to_json(1, 1);
+  many["fields"] = json::array();
+  for (int i = 0; i < 1700; ++i) many["fields"].push_back(m.to_json(1, 1)["fields"][0]);
+  EXPECT_FALSE(MaskPlanRequest::from_json(many).is_ok());
+}
+
+TEST(MessagesTest, EventKeepsExtraFieldsAndRejectsUnknownKinds) {
+  auto e = Event::from_json(json{{"type", "event"},
+                                 {"session_id", "s"},
+                                 {"kind", "statement"},
+                                 {"sql", "select 1"},
+                                 {"verdict", "allow"}});
+  ASSERT_TRUE(e.is_ok());
+  EXPECT_EQ(e->fields["sql"], "select 1");
+  EXPECT_EQ(e->to_json()["type"], "event");
+  EXPECT_FALSE(
+      Event::from_json(json{{"type", "event"}, {"session_id", "s"}, {"kind", "party"}}).is_ok());
+}
+
+TEST(MessagesTest, ErrorResponseShape) {
+  json e = make_error(5, error_code::kDeadlineExceeded, deadline_exceeded("late"));
+  EXPECT_EQ(e["id"], 5);
+  EXPECT_EQ(e["ok"], false);
+  EXPECT_EQ(e["error"]["sqlstate"], "57014");
+  EXPECT_EQ(e["error"]["code"], "deadline_exceeded");
+  EXPECT_EQ(make_ok(5, json{{"a", 1}})["ok"], true);
+}
+
+}  // namespace
+}  // namespace pgwarden::protocol

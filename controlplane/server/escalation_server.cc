@@ -1,0 +1,813 @@
+#include "controlplane/server/escalation_server.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "controlplane/protocol/messages.h"
+#include "controlplane/vault/scram_client.h"
+#include "controlplane/vault/secret.h"
+
+namespace pgwarden::server {
+
+namespace ec = protocol::error_code;
+using protocol::json;
+
+namespace {
+
+constexpr size_t kMaxOutBytes = 64 << 20;
+constexpr int kMaxOutstandingPerConnection = 4096;
+constexpr size_t kMaxQueuedTasks = 16384;
+
+std::string recording_name(policy::RecordingLevel l) {
+  switch (l) {
+    case policy::RecordingLevel::kOff:
+      return "off";
+    case policy::RecordingLevel::kMetadata:
+      return "metadata";
+    case policy::RecordingLevel::kFull:
+      return "full";
+  }
+  return "full";
+}
+
+}  // namespace
+
+struct EscalationServer::Connection {
+  uint64_t id = 0;
+  int fd = -1;
+  // Loop thread only.
+  protocol::FrameDecoder decoder;
+  bool hello_done = false;
+  bool reading_stopped = false;
+  // Guarded by mu.
+  std::mutex mu;
+  std::string out;
+  bool closed = false;
+  bool close_after_flush = false;
+  bool want_write = false;
+  std::atomic<int> outstanding{0};
+};
+
+struct EscalationServer::Session {
+  std::string id;
+  uint64_t owner = 0;
+  AuthenticatedIdentity identity;
+  std::shared_ptr<const config::Config> config;  // keeps policy/target alive
+  const policy::Policy* policy = nullptr;
+  const config::Target* target = nullptr;
+  std::string client_addr;
+  std::mutex mu;  // serialises SCRAM steps
+  std::unique_ptr<vault::ScramClient> scram;
+};
+
+EscalationServer::EscalationServer(config::ConfigStore& store, audit::AuditLog& audit,
+                                   ServerHandlers handlers)
+    : store_(store), audit_(audit), handlers_(std::move(handlers)) {
+  if (!handlers_.authenticator) {
+    handlers_.authenticator = std::make_shared<CompositeAuthenticator>(
+        std::make_shared<ServiceKeyAuthenticator>(), nullptr);
+  }
+  if (!handlers_.analyser) handlers_.analyser = std::make_shared<FailClosedAnalyser>();
+  if (!handlers_.mask_planner) handlers_.mask_planner = std::make_shared<FailClosedMaskPlanner>();
+}
+
+EscalationServer::~EscalationServer() { stop(); }
+
+Status EscalationServer::start() {
+  boot_config_ = store_.current();
+  if (!boot_config_) return failed_precondition("no configuration loaded");
+  const auto& cp = boot_config_->control_plane;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (cp.socket_path.size() >= sizeof(addr.sun_path)) {
+    return invalid_argument("control_plane.socket path too long");
+  }
+  std::memcpy(addr.sun_path, cp.socket_path.c_str(), cp.socket_path.size() + 1);
+  struct stat st;
+  if (::lstat(cp.socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return failed_precondition(cp.socket_path + " exists and is not a socket");
+    }
+    ::unlink(cp.socket_path.c_str());
+  }
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (listen_fd_ < 0) return unavailable(std::string("socket: ") + std::strerror(errno));
+  mode_t old_mask = ::umask(0117);
+  int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old_mask);
+  if (rc != 0 || ::listen(listen_fd_, 128) != 0) {
+    Status s = unavailable("bind/listen " + cp.socket_path + ": " + std::strerror(errno));
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    return s;
+  }
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = listen_fd_;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+  ev.data.fd = wake_fd_;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  pool_ = std::make_unique<WorkerPool>(cp.worker_threads, kMaxQueuedTasks);
+  loop_thread_ = std::thread([this] { loop(); });
+  spdlog::info("pgwarden-cp serving dataplanes on {} (policy version {})", cp.socket_path,
+               boot_config_->version);
+  return Status::ok();
+}
+
+void EscalationServer::stop() {
+  if (stopping_.exchange(true)) return;
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+  if (loop_thread_.joinable()) loop_thread_.join();
+  approvals_.stop();
+  if (pool_) pool_->stop();
+  std::map<int, std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    conns.swap(conns_);
+  }
+  for (auto& [fd, conn] : conns) {
+    std::lock_guard<std::mutex> lock(conn->mu);
+    conn->closed = true;
+    ::close(conn->fd);
+  }
+  for (int* fd : {&listen_fd_, &epoll_fd_, &wake_fd_}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
+  if (boot_config_) ::unlink(boot_config_->control_plane.socket_path.c_str());
+}
+
+size_t EscalationServer::session_count() const {
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  return sessions_.size();
+}
+
+config::LoadOutcome EscalationServer::reload() {
+  config::LoadOutcome outcome = store_.reload();
+  audit::AuditRecord r;
+  r.event = "config_reload";
+  r.extra["path"] = store_.path();
+  if (!outcome.ok()) {
+    bump(Counter::k_reloads_rejected);
+    r.decision = "rejected";
+    r.reason = outcome.error_text();
+    auto current = store_.current();
+    r.policy_version = current ? current->version : 0;
+    spdlog::error("config reload rejected, keeping policy version {}:\n{}", r.policy_version,
+                  outcome.error_text());
+    audit_.record(r);
+    return outcome;
+  }
+  bump(Counter::k_reloads_applied);
+  r.decision = "applied";
+  r.policy_version = outcome.config->version;
+  spdlog::info("config reloaded: policy version {}", outcome.config->version);
+  audit_.record(r);
+  json ev = {
+      {"type", "event"}, {"kind", "policy_version"}, {"policy_version", outcome.config->version}};
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (auto& [fd, c] : conns_) conns.push_back(c);
+  }
+  for (auto& c : conns) send(c, ev);
+  return outcome;
+}
+
+void EscalationServer::loop() {
+  epoll_event events[64];
+  while (!stopping_) {
+    int n = ::epoll_wait(epoll_fd_, events, 64, 1000);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("epoll_wait: {}", std::strerror(errno));
+      return;
+    }
+    for (int i = 0; i < n && !stopping_; ++i) {
+      int fd = events[i].data.fd;
+      if (fd == wake_fd_) continue;
+      if (fd == listen_fd_) {
+        accept_all();
+        continue;
+      }
+      std::shared_ptr<Connection> conn;
+      {
+        std::lock_guard<std::mutex> lock(conns_mu_);
+        auto it = conns_.find(fd);
+        if (it != conns_.end()) conn = it->second;
+      }
+      if (!conn) continue;
+      if (events[i].events & EPOLLOUT) on_writable(conn);
+      if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(conn);
+    }
+  }
+}
+
+void EscalationServer::accept_all() {
+  while (true) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    auto conn = std::make_shared<Connection>();
+    conn->fd = fd;
+    size_t count;
+    {
+      std::lock_guard<std::mutex> lock(conns_mu_);
+      conn->id = next_conn_id_++;
+      count = conns_.size();
+      if (count < static_cast<size_t>(boot_config_->control_plane.max_dp_connections)) {
+        conns_[fd] = conn;
+      }
+    }
+    if (count >= static_cast<size_t>(boot_config_->control_plane.max_dp_connections)) {
+      bump(Counter::k_connections_refused);
+      std::string frame;
+      (void)protocol::append_message(
+          frame,
+          protocol::make_error(0, ec::kOverloaded,
+                               resource_exhausted("too many dataplane connections", "53300")));
+      (void)!::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      ::close(fd);
+      continue;
+    }
+    bump(Counter::k_connections_accepted);
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+}
+
+void EscalationServer::on_readable(const std::shared_ptr<Connection>& conn) {
+  char buf[65536];
+  while (true) {
+    ssize_t n = ::recv(conn->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0) return close_connection(conn);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      return close_connection(conn);
+    }
+    if (conn->reading_stopped) continue;  // draining until the peer closes
+    conn->decoder.feed(std::string_view(buf, static_cast<size_t>(n)));
+    while (!conn->reading_stopped) {
+      auto frame = conn->decoder.next();
+      if (!frame.is_ok()) {
+        bump(Counter::k_frames_bad);
+        fail_connection(conn, 0, ec::kBadFrame, frame.status());
+        break;
+      }
+      if (!frame->has_value()) break;
+      on_frame(conn, **frame);
+    }
+  }
+}
+
+void EscalationServer::on_writable(const std::shared_ptr<Connection>& conn) {
+  std::lock_guard<std::mutex> lock(conn->mu);
+  if (conn->closed) return;
+  while (!conn->out.empty()) {
+    ssize_t n = ::send(conn->fd, conn->out.data(), conn->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      conn->out.clear();
+      ::shutdown(conn->fd, SHUT_RDWR);
+      return;
+    }
+    conn->out.erase(0, static_cast<size_t>(n));
+  }
+  if (conn->want_write) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = conn->fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn->fd, &ev);
+    conn->want_write = false;
+  }
+  if (conn->close_after_flush) ::shutdown(conn->fd, SHUT_RDWR);
+}
+
+void EscalationServer::send(const std::shared_ptr<Connection>& conn, const json& message) {
+  std::string frame;
+  Status s = protocol::append_message(frame, message);
+  if (!s.is_ok()) {
+    uint64_t id = message.contains("id") && message["id"].is_number_unsigned()
+                      ? message["id"].get<uint64_t>()
+                      : 0;
+    (void)protocol::append_message(frame, protocol::make_error(id, ec::kInternal, s));
+  }
+  std::lock_guard<std::mutex> lock(conn->mu);
+  if (conn->closed) return;
+  bool was_empty = conn->out.empty();
+  conn->out += frame;
+  if (conn->out.size() > kMaxOutBytes) {
+    // The dp stopped reading: give up on it rather than buffer without bound.
+    spdlog::warn("dp connection {} not reading its responses; closing", conn->id);
+    conn->out.clear();
+    ::shutdown(conn->fd, SHUT_RDWR);
+    return;
+  }
+  if (!was_empty) return;  // the loop is already flushing
+  while (!conn->out.empty()) {
+    ssize_t n = ::send(conn->fd, conn->out.data(), conn->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) {
+        conn->out.clear();
+        ::shutdown(conn->fd, SHUT_RDWR);
+      }
+      break;
+    }
+    conn->out.erase(0, static_cast<size_t>(n));
+  }
+  if (!conn->out.empty() && !conn->want_write) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP;
+    ev.data.fd = conn->fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, conn->fd, &ev);
+    conn->want_write = true;
+  } else if (conn->out.empty() && conn->close_after_flush) {
+    ::shutdown(conn->fd, SHUT_RDWR);
+  }
+}
+
+void EscalationServer::fail_connection(const std::shared_ptr<Connection>& conn, uint64_t id,
+                                       std::string_view code, const Status& status) {
+  spdlog::warn("dp connection {}: {} ({}); closing", conn->id, status.message(), code);
+  conn->reading_stopped = true;
+  {
+    std::lock_guard<std::mutex> lock(conn->mu);
+    conn->close_after_flush = true;
+  }
+  send(conn, protocol::make_error(id, code, status));
+}
+
+void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn) {
+  {
+    std::lock_guard<std::mutex> lock(conn->mu);
+    if (conn->closed) return;
+    conn->closed = true;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, conn->fd, nullptr);
+    ::close(conn->fd);
+  }
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    conns_.erase(conn->fd);
+  }
+  size_t dropped = 0;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->second->owner == conn->id) {
+        it = sessions_.erase(it);
+        ++dropped;
+      } else {
+        ++it;
+      }
+    }
+  }
+  spdlog::info("dp connection {} closed ({} sessions dropped)", conn->id, dropped);
+}
+
+void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
+                                const std::string& payload) {
+  auto parsed = protocol::parse_payload(payload);
+  if (!parsed.is_ok()) {
+    bump(Counter::k_frames_bad);
+    return fail_connection(conn, 0, ec::kBadFrame, parsed.status());
+  }
+  json& j = *parsed;
+  std::string type =
+      j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : std::string();
+  if (type == "event") {
+    if (conn->hello_done) return handle_event(conn, j);
+    return fail_connection(conn, 0, ec::kHelloRequired,
+                           invalid_argument("the first frame must be hello", "08P01"));
+  }
+  bool has_id = j.contains("id") && j["id"].is_number_unsigned();
+  uint64_t id = has_id ? j["id"].get<uint64_t>() : 0;
+  if (!has_id) {
+    bump(Counter::k_frames_bad);
+    return fail_connection(conn, 0, ec::kBadFrame,
+                           invalid_argument("request without a numeric \"id\"", "08P01"));
+  }
+  if (!conn->hello_done) {
+    if (type != "hello") {
+      return fail_connection(conn, id, ec::kHelloRequired,
+                             invalid_argument("the first frame must be hello", "08P01"));
+    }
+    auto hello = protocol::Hello::from_json(j);
+    if (!hello.is_ok()) return fail_connection(conn, id, ec::kBadRequest, hello.status());
+    if (hello->protocol != protocol::kProtocolVersion) {
+      return fail_connection(
+          conn, id, ec::kUnsupportedProtocol,
+          invalid_argument("protocol " + std::to_string(hello->protocol) +
+                               " is not supported; this control plane speaks protocol 1",
+                           "08P01"));
+    }
+    conn->hello_done = true;
+    auto cfg = store_.current();
+    spdlog::info("dp connection {}: hello from {}", conn->id, hello->dp);
+    return send(conn, protocol::make_ok(id, {{"protocol", protocol::kProtocolVersion},
+                                             {"policy_version", cfg->version}}));
+  }
+  bump(Counter::k_requests_total);
+  auto header = protocol::parse_request_header(j);
+  if (!header.is_ok())
+    return send(conn, protocol::make_error(id, ec::kBadRequest, header.status()));
+  if (header->deadline_ms <= protocol::now_unix_ms()) {
+    bump(Counter::k_requests_deadline);
+    return send(conn, protocol::make_error(id, ec::kDeadlineExceeded,
+                                           deadline_exceeded("request arrived past its deadline")));
+  }
+  dispatch(conn, std::move(j), id, header->type, header->deadline_ms);
+}
+
+void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json request, uint64_t id,
+                                std::string type, int64_t deadline_ms) {
+  if (type == "approval") return handle_approval(conn, request, id, deadline_ms);
+  static const char* kPooled[] = {"authenticate", "scram_start", "scram_continue",
+                                  "scram_finish", "analyse",     "mask_plan"};
+  if (std::find_if(std::begin(kPooled), std::end(kPooled),
+                   [&](const char* t) { return type == t; }) == std::end(kPooled)) {
+    bump(Counter::k_requests_unknown_type);
+    std::string shown = type.substr(0, 64);
+    return send(conn, protocol::make_error(
+                          id, ec::kUnknownType,
+                          invalid_argument("unknown request type \"" + shown + "\"", "08P01")));
+  }
+  if (conn->outstanding.load() >= kMaxOutstandingPerConnection) {
+    bump(Counter::k_requests_overloaded);
+    return send(conn, protocol::make_error(id, ec::kOverloaded,
+                                           resource_exhausted("too many outstanding requests on "
+                                                              "this connection",
+                                                              "53300")));
+  }
+  conn->outstanding.fetch_add(1);
+  bool queued = pool_->submit([this, conn, request = std::move(request), id, type, deadline_ms] {
+    json response;
+    if (protocol::now_unix_ms() >= deadline_ms) {
+      bump(Counter::k_requests_deadline);
+      response = protocol::make_error(id, ec::kDeadlineExceeded,
+                                      deadline_exceeded("request waited past its deadline"));
+    } else {
+      response = handle(conn, type, request, id);
+      if (protocol::now_unix_ms() > deadline_ms) {
+        bump(Counter::k_requests_deadline);
+        response = protocol::make_error(id, ec::kDeadlineExceeded,
+                                        deadline_exceeded("request finished past its deadline"));
+      }
+    }
+    conn->outstanding.fetch_sub(1);
+    send(conn, response);
+  });
+  if (!queued) {
+    conn->outstanding.fetch_sub(1);
+    bump(Counter::k_requests_overloaded);
+    send(conn, protocol::make_error(id, ec::kOverloaded,
+                                    resource_exhausted("control plane overloaded", "53300")));
+  }
+}
+
+json EscalationServer::handle(const std::shared_ptr<Connection>& conn, const std::string& type,
+                              const json& request, uint64_t id) {
+  try {
+    if (type == "authenticate") return handle_authenticate(conn, request, id);
+    if (type == "analyse") return handle_analyse(conn, request, id);
+    if (type == "mask_plan") return handle_mask_plan(conn, request, id);
+    return handle_scram(conn, type, request, id);
+  } catch (const std::exception& e) {
+    // Handlers do not throw by design; this keeps a bug from killing the worker thread.
+    spdlog::error("handler {} threw: {}", type, e.what());
+    return protocol::make_error(id, ec::kInternal, internal_error("internal error"));
+  }
+}
+
+std::shared_ptr<EscalationServer::Session> EscalationServer::find_session(
+    const std::shared_ptr<Connection>& conn, const std::string& session_id) {
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end() || it->second->owner != conn->id) return nullptr;
+  return it->second;
+}
+
+json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& conn,
+                                           const json& request, uint64_t id) {
+  auto req = protocol::AuthenticateRequest::from_json(request);
+  if (!req.is_ok()) return protocol::make_error(id, ec::kBadRequest, req.status());
+  auto cfg = store_.current();
+  audit::AuditRecord r;
+  r.event = "authenticate";
+  r.session_id = req->session_id;
+  r.target = req->target;
+  r.client_addr = req->client_addr;
+  r.policy_version = cfg->version;
+  r.extra["user"] = req->user;
+  r.extra["client_tls"] = req->tls;
+  auto reject = [&](std::string_view code, const Status& s) {
+    bump(Counter::k_auth_rejected);
+    r.decision = "rejected";
+    r.rule = std::string(code);
+    r.reason = s.message();
+    audit_.record(r);
+    return protocol::make_error(id, code, s);
+  };
+
+  const config::Target* target = cfg->find_target(req->target);
+  if (target == nullptr) {
+    return reject(ec::kUnknownTarget,
+                  Status(StatusCode::kNotFound,
+                         "database \"" + req->target.substr(0, 64) + "\" does not exist", "3D000"));
+  }
+  AuthOutcome auth = handlers_.authenticator->authenticate(*cfg, *req);
+  if (!auth.ok) return reject(auth.code.empty() ? ec::kInvalidToken : auth.code, auth.error);
+  r.identity = auth.identity.subject;
+  r.issuer = auth.identity.issuer;
+  r.groups = auth.identity.groups;
+  const policy::Policy* pol = cfg->select_policy(auth.identity.groups, target->name);
+  if (pol == nullptr) {
+    return reject(ec::kNoPolicy, unauthenticated("no policy grants " + auth.identity.subject +
+                                                 " access to " + target->name));
+  }
+  r.policy = pol->name;
+
+  auto session = std::make_shared<Session>();
+  session->id = req->session_id;
+  session->owner = conn->id;
+  session->identity = auth.identity;
+  session->config = cfg;
+  session->policy = pol;
+  session->target = target;
+  session->client_addr = req->client_addr;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    if (sessions_.count(req->session_id)) {
+      return reject(
+          ec::kBadRequest,
+          invalid_argument("session_id " + req->session_id + " is already in use", "08P01"));
+    }
+    if (sessions_.size() >= static_cast<size_t>(cfg->control_plane.max_sessions)) {
+      return reject(ec::kOverloaded, resource_exhausted("too many sessions", "53300"));
+    }
+    sessions_[req->session_id] = session;
+  }
+
+  protocol::AuthenticateResponse resp;
+  resp.identity = {auth.identity.subject, auth.identity.issuer, auth.identity.groups};
+  resp.policy = {pol->name,
+                 pol->version,
+                 pol->read_only,
+                 pol->rule_sets,
+                 recording_name(pol->recording),
+                 pol->allow_function_call};
+  resp.upstream = {
+      target->host,     target->port, target->unix_socket,
+      target->database, target->role, std::string(config::upstream_tls_mode_name(target->tls_mode)),
+      target->ca_file};
+  if (pol->read_only) resp.startup_parameters["default_transaction_read_only"] = "on";
+  bump(Counter::k_auth_accepted);
+  r.decision = "ok";
+  audit_.record(r);
+  return protocol::make_ok(id, resp.to_json());
+}
+
+json EscalationServer::handle_scram(const std::shared_ptr<Connection>& conn,
+                                    const std::string& type, const json& request, uint64_t id) {
+  std::string session_id;
+  Result<json> out = json::object();
+  auto session_of = [&](const std::string& sid) {
+    session_id = sid;
+    return find_session(conn, sid);
+  };
+  auto unknown = [&] {
+    return protocol::make_error(
+        id, ec::kUnknownSession,
+        invalid_argument("no authenticated session \"" + session_id.substr(0, 128) + "\"",
+                         "08P01"));
+  };
+  auto scram_error = [&](const std::shared_ptr<Session>& s, const Status& st) {
+    bump(Counter::k_scram_failed);
+    audit::AuditRecord r{.event = "upstream_auth",
+                         .session_id = s->id,
+                         .identity = s->identity.subject,
+                         .target = s->target->name,
+                         .decision = "failed",
+                         .reason = st.message()};
+    r.extra["step"] = type;
+    audit_.record(r);
+    s->scram.reset();
+    return protocol::make_error(id, ec::kScramFailed, st);
+  };
+
+  if (type == "scram_start") {
+    auto req = protocol::ScramStartRequest::from_json(request);
+    if (!req.is_ok()) return protocol::make_error(id, ec::kBadRequest, req.status());
+    auto s = session_of(req->session_id);
+    if (!s) return unknown();
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (std::find(req->mechanisms.begin(), req->mechanisms.end(), vault::kScramSha256) ==
+        req->mechanisms.end()) {
+      bump(Counter::k_scram_failed);
+      return protocol::make_error(
+          id, ec::kNoMechanism,
+          unauthenticated("upstream offers no SASL mechanism pgwarden supports (needs "
+                          "SCRAM-SHA-256)"));
+    }
+    auto secret = vault::read_secret(s->target->credential);
+    if (!secret.is_ok()) {
+      spdlog::error("target {}: {}", s->target->name, secret.status().message());
+      bump(Counter::k_scram_failed);
+      return protocol::make_error(
+          id, ec::kCredentialUnavailable,
+          unavailable("the gateway cannot read the credential for target " + s->target->name));
+    }
+    s->scram = std::make_unique<vault::ScramClient>(std::move(secret).value());
+    auto first = s->scram->client_first_message();
+    if (!first.is_ok()) return scram_error(s, first.status());
+    return protocol::make_ok(
+        id, {{"mechanism", std::string(vault::kScramSha256)}, {"client_first", *first}});
+  }
+  if (type == "scram_continue") {
+    auto req = protocol::ScramContinueRequest::from_json(request);
+    if (!req.is_ok()) return protocol::make_error(id, ec::kBadRequest, req.status());
+    auto s = session_of(req->session_id);
+    if (!s) return unknown();
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (!s->scram) return scram_error(s, failed_precondition("scram_continue before scram_start"));
+    auto fin = s->scram->handle_server_first(req->server_first);
+    if (!fin.is_ok()) return scram_error(s, fin.status());
+    return protocol::make_ok(id, {{"client_final", *fin}});
+  }
+  auto req = protocol::ScramFinishRequest::from_json(request);
+  if (!req.is_ok()) return protocol::make_error(id, ec::kBadRequest, req.status());
+  auto s = session_of(req->session_id);
+  if (!s) return unknown();
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (!s->scram) return scram_error(s, failed_precondition("scram_finish before scram_start"));
+  Status v = s->scram->verify_server_final(req->server_final);
+  if (!v.is_ok()) return scram_error(s, v);
+  s->scram.reset();
+  bump(Counter::k_scram_verified);
+  audit_.record(audit::AuditRecord{.event = "upstream_auth",
+                                   .session_id = s->id,
+                                   .identity = s->identity.subject,
+                                   .target = s->target->name,
+                                   .decision = "ok",
+                                   .reason = "server signature verified"});
+  return protocol::make_ok(id);
+}
+
+json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, const json& request,
+                                      uint64_t id) {
+  auto req = protocol::AnalyseRequest::from_json(request);
+  if (!req.is_ok()) return protocol::make_error(id, ec::kBadRequest, req.status());
+  auto s = find_session(conn, req->session_id);
+  if (!s) {
+    return protocol::make_error(id, ec::kUnknownSession,
+                                invalid_argument("no authenticated session", "08P01"));
+  }
+  SessionView view{s->id, s->identity, *s->policy, *s->target};
+  protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
+  audit::AuditRecord r{.event = "decision",
+                       .session_id = s->id,
+                       .identity = s->identity.subject,
+                       .target = s->target->name,
+                       .policy = s->policy->name,
+                       .policy_version = s->policy->version,
+                       .decision = resp.verdict,
+                       .rule = resp.rule,
+                       .reason = resp.message,
+                       .sql = req->sql};
+  r.extra["shape_key"] = req->shape_key;
+  audit_.record(r);
+  return protocol::make_ok(id, resp.to_json());
+}
+
+json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
+                                        const json& request, uint64_t id) {
+  auto req = protocol::MaskPlanRequest::from_json(request);
+  if (!req.is_ok()) return protocol::make_error(id, ec::kBadRequest, req.status());
+  auto s = find_session(conn, req->session_id);
+  if (!s) {
+    return protocol::make_error(id, ec::kUnknownSession,
+                                invalid_argument("no authenticated session", "08P01"));
+  }
+  SessionView view{s->id, s->identity, *s->policy, *s->target};
+  auto plan = handlers_.mask_planner->plan(view, *req);
+  if (!plan.is_ok()) {
+    audit_.record(audit::AuditRecord{.event = "mask_plan",
+                                     .session_id = s->id,
+                                     .identity = s->identity.subject,
+                                     .target = s->target->name,
+                                     .decision = "refused",
+                                     .reason = plan.status().message()});
+    return protocol::make_error(id, ec::kNotAvailable, plan.status());
+  }
+  return protocol::make_ok(id, plan->to_json());
+}
+
+void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, const json& request,
+                                       uint64_t id, int64_t deadline_ms) {
+  auto req = protocol::ApprovalRequest::from_json(request);
+  if (!req.is_ok()) return send(conn, protocol::make_error(id, ec::kBadRequest, req.status()));
+  auto s = find_session(conn, req->session_id);
+  if (!s) {
+    return send(conn, protocol::make_error(id, ec::kUnknownSession,
+                                           invalid_argument("no authenticated session", "08P01")));
+  }
+  ApprovalTicket t{s->id,
+                   s->identity.subject,
+                   s->policy->approvals.approver_groups,
+                   s->target->name,
+                   req->sql,
+                   req->rule,
+                   req->reason};
+  auto now = ApprovalBroker::Clock::now();
+  auto timeout = now + std::chrono::seconds(s->policy->approvals.timeout_seconds);
+  auto deadline = ApprovalBroker::Clock::time_point(std::chrono::milliseconds(deadline_ms));
+  audit::AuditRecord base{.event = "approval",
+                          .session_id = s->id,
+                          .identity = s->identity.subject,
+                          .target = s->target->name,
+                          .policy = s->policy->name,
+                          .policy_version = s->policy->version,
+                          .rule = req->rule,
+                          .sql = req->sql};
+  std::weak_ptr<Connection> weak = conn;
+  std::string approval_id = approvals_.submit(
+      std::move(t), timeout, deadline, [this, weak, id, base](Result<ApprovalDecision> d) mutable {
+        json response;
+        if (!d.is_ok()) {
+          bump(Counter::k_requests_deadline);
+          base.decision = "expired";
+          base.reason = d.status().message();
+          response = protocol::make_error(id, ec::kDeadlineExceeded, d.status());
+        } else {
+          base.decision = d->allow ? "allow" : "deny";
+          base.reason = d->reason;
+          base.extra["approval_id"] = d->approval_id;
+          if (!d->reviewer.empty()) base.extra["reviewer"] = d->reviewer;
+          protocol::ApprovalResponse resp{base.decision, d->approval_id, d->reason};
+          response = protocol::make_ok(id, resp.to_json());
+        }
+        audit_.record(base);
+        if (auto c = weak.lock()) send(c, response);
+      });
+  audit::AuditRecord requested = base;
+  requested.decision = "requested";
+  requested.reason = req->reason;
+  requested.extra["approval_id"] = approval_id;
+  audit_.record(requested);
+}
+
+void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, const json& j) {
+  bump(Counter::k_events_received);
+  auto ev = protocol::Event::from_json(j);
+  if (!ev.is_ok()) {
+    bump(Counter::k_events_bad);
+    spdlog::warn("dp connection {}: bad event: {}", conn->id, ev.status().message());
+    return;
+  }
+  auto s = find_session(conn, ev->session_id);
+  audit::AuditRecord r;
+  r.event = ev->kind;
+  r.session_id = ev->session_id;
+  if (s) {
+    r.identity = s->identity.subject;
+    r.target = s->target->name;
+    r.policy = s->policy->name;
+    r.policy_version = s->policy->version;
+  }
+  const json& f = ev->fields;
+  auto take = [&](const char* key, std::string& out) {
+    if (f.contains(key) && f[key].is_string()) out = f[key].get<std::string>();
+  };
+  take("sql", r.sql);
+  take("verdict", r.decision);
+  take("rule", r.rule);
+  take("message", r.reason);
+  for (const auto& [k, v] : f.items()) {
+    if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
+  }
+  audit_.record(r);
+  if (ev->kind == "session_end" && s) {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    sessions_.erase(ev->session_id);
+  }
+}
+
+}  // namespace pgwarden::server

@@ -1,0 +1,149 @@
+// EscalationServer: pgwarden-cp's side of the dp <-> cp protocol (docs/protocol.md).
+//
+// Threads: one event loop (epoll) accepts dp connections on the Unix socket, decodes frames
+// and answers hello/event inline; authenticate, scram_*, analyse and mask_plan run on a
+// WorkerPool and are answered as they finish, out of order; approval requests wait in the
+// ApprovalBroker (one timer thread for all of them), so a long approval never occupies a
+// worker and never delays an authenticate. Responses are written by whichever thread
+// produced them, under the connection's write lock (nonblocking, with the loop flushing
+// what the socket could not take).
+//
+// Every request has a deadline: past it when it arrives, when a worker picks it up, or when
+// its handler returns, the answer is error deadline_exceeded (57014).
+//
+// Sessions (authenticate -> scram_* -> analyse ... -> event session_end) are keyed by
+// session_id, owned by the dp connection that authenticated them (other connections get
+// unknown_session) and dropped when that connection closes. A session keeps the config
+// snapshot it was admitted under, so a reload applies to new sessions only.
+//
+// Thread-safety: start/stop from one thread; reload() and approvals() from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "controlplane/audit/audit_log.h"
+#include "controlplane/config/config.h"
+#include "controlplane/protocol/frame.h"
+#include "controlplane/server/approval_broker.h"
+#include "controlplane/server/interfaces.h"
+#include "controlplane/server/worker_pool.h"
+
+namespace pgwarden::server {
+
+struct ServerHandlers {
+  std::shared_ptr<Authenticator> authenticator;
+  std::shared_ptr<StatementAnalyser> analyser;
+  std::shared_ptr<MaskPlanner> mask_planner;
+};
+
+// Counters, family_variant (read with EscalationServer::counter()).
+#define PGW_CP_COUNTERS(X) \
+  X(connections_accepted)  \
+  X(connections_refused)   \
+  X(frames_bad)            \
+  X(requests_total)        \
+  X(requests_overloaded)   \
+  X(requests_deadline)     \
+  X(requests_unknown_type) \
+  X(auth_accepted)         \
+  X(auth_rejected)         \
+  X(scram_verified)        \
+  X(scram_failed)          \
+  X(events_received)       \
+  X(events_bad)            \
+  X(reloads_applied)       \
+  X(reloads_rejected)
+
+enum class Counter {
+#define PGW_X(name) k_##name,
+  PGW_CP_COUNTERS(PGW_X)
+#undef PGW_X
+      kCount
+};
+
+class EscalationServer {
+ public:
+  // `store` must hold a loaded config and outlive the server; so must `audit`.
+  EscalationServer(config::ConfigStore& store, audit::AuditLog& audit, ServerHandlers handlers);
+  ~EscalationServer();
+  EscalationServer(const EscalationServer&) = delete;
+  EscalationServer& operator=(const EscalationServer&) = delete;
+
+  // Binds $.control_plane.socket (a stale socket file is replaced; mode 0660), starts the
+  // workers and the loop.
+  Status start();
+  // Closes every connection, denies pending approvals, joins all threads. Idempotent.
+  void stop();
+
+  // Loads the config file again. Invalid: the running config stays, the errors are logged
+  // and audited (event config_reload, decision rejected). Valid: new sessions use it and
+  // every connected dp gets {"type":"event","kind":"policy_version","policy_version":N}.
+  config::LoadOutcome reload();
+
+  ApprovalBroker& approvals() { return approvals_; }
+  size_t session_count() const;
+  uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }
+
+ private:
+  struct Connection;
+  struct Session;
+
+  void loop();
+  void accept_all();
+  void on_readable(const std::shared_ptr<Connection>& conn);
+  void on_writable(const std::shared_ptr<Connection>& conn);
+  void close_connection(const std::shared_ptr<Connection>& conn);
+  void on_frame(const std::shared_ptr<Connection>& conn, const std::string& payload);
+  void send(const std::shared_ptr<Connection>& conn, const protocol::json& message);
+  void fail_connection(const std::shared_ptr<Connection>& conn, uint64_t id, std::string_view code,
+                       const Status& status);
+  void dispatch(const std::shared_ptr<Connection>& conn, protocol::json request, uint64_t id,
+                std::string type, int64_t deadline_ms);
+  protocol::json handle(const std::shared_ptr<Connection>& conn, const std::string& type,
+                        const protocol::json& request, uint64_t id);
+  protocol::json handle_authenticate(const std::shared_ptr<Connection>& conn,
+                                     const protocol::json& request, uint64_t id);
+  protocol::json handle_scram(const std::shared_ptr<Connection>& conn, const std::string& type,
+                              const protocol::json& request, uint64_t id);
+  protocol::json handle_analyse(const std::shared_ptr<Connection>& conn,
+                                const protocol::json& request, uint64_t id);
+  protocol::json handle_mask_plan(const std::shared_ptr<Connection>& conn,
+                                  const protocol::json& request, uint64_t id);
+  void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
+                       uint64_t id, int64_t deadline_ms);
+  void handle_event(const std::shared_ptr<Connection>& conn, const protocol::json& event);
+  std::shared_ptr<Session> find_session(const std::shared_ptr<Connection>& conn,
+                                        const std::string& session_id);
+  void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
+
+  config::ConfigStore& store_;
+  audit::AuditLog& audit_;
+  ServerHandlers handlers_;
+  std::shared_ptr<const config::Config> boot_config_;  // listener settings (restart to change)
+
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::thread loop_thread_;
+  std::unique_ptr<WorkerPool> pool_;
+  ApprovalBroker approvals_;
+
+  mutable std::mutex conns_mu_;
+  std::map<int, std::shared_ptr<Connection>> conns_;  // by fd
+  uint64_t next_conn_id_ = 1;
+
+  mutable std::mutex sessions_mu_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_;
+
+  std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
+};
+
+}  // namespace pgwarden::server

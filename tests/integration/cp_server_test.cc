@@ -1,0 +1,515 @@
+// pgwarden-cp end to end: the real binary, a real PostgreSQL (sandbox), and this test playing
+// the dataplane: protocol frames to cp on its Unix socket, PostgreSQL messages by hand on a
+// raw TCP socket, relaying the SCRAM exchange between them.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "controlplane/protocol/client.h"
+#include "controlplane/protocol/messages.h"
+#include "controlplane/vault/credential_hash.h"
+#include "tests/integration/pg_raw.h"
+#include "tests/support/pg_sandbox.h"
+
+namespace pgwarden {
+namespace {
+
+using protocol::BlockingClient;
+using protocol::json;
+using testing::PgSandbox;
+using testing::RawPgConnection;
+
+constexpr char kKeySecret[] = "k9-Zq2mP4vX7-service-secret";
+constexpr char kToken[] = "pgwsk.agent.k9-Zq2mP4vX7-service-secret";
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A pgwarden-cp child process.
+class CpProcess {
+ public:
+  ~CpProcess() { stop(); }
+  void start(const std::string& config_path, const std::string& log_path) {
+    const char* bin = std::getenv("PGW_CP_BINARY");
+    ASSERT_NE(bin, nullptr) << "PGW_CP_BINARY not set (run through meson test)";
+    pid_ = fork();
+    if (pid_ == 0) {
+      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      dup2(fd, 2);
+      execl(bin, "pgwarden-cp", "--config", config_path.c_str(), nullptr);
+      _exit(127);
+    }
+  }
+  // Exit status, or -1 if still running after `ms`.
+  int wait_exit(int ms) {
+    for (int i = 0; i < ms / 10; ++i) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+  }
+  int stop() {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    int rc = wait_exit(10000);
+    if (rc == -1 && pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+    return rc;
+  }
+  void signal(int sig) { kill(pid_, sig); }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class CpServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    sandbox_ = new PgSandbox();
+    Status s = sandbox_->start();
+    ASSERT_TRUE(s.is_ok()) << s.to_string();
+    char tmpl[] = "/tmp/pgw-cp-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    config_path_ = dir_ + "/pgwarden.json";
+    write_config(base_config());
+    cp_ = new CpProcess();
+    cp_->start(config_path_, dir_ + "/cp.log");
+    ASSERT_TRUE(wait_for_socket()) << read_file(dir_ + "/cp.log");
+  }
+  static void TearDownTestSuite() {
+    delete cp_;
+    delete sandbox_;
+    std::string cmd = "rm -rf '" + dir_ + "'";
+    (void)!system(cmd.c_str());
+  }
+
+  static json base_config() {
+    return json{
+        {"listeners",
+         {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
+        {"control_plane",
+         {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}, {"worker_threads", 4}}},
+        {"identity",
+         {{"service_keys",
+           {{{"id", "agent"},
+             {"credential_hash", vault::hash_credential(kKeySecret, 1000)},
+             {"identity", "svc:agent"},
+             {"groups", {"agents"}}}}}}},
+        {"targets",
+         {{{"name", "demo"},
+           {"host", sandbox_->host()},
+           {"port", sandbox_->port()},
+           {"database", "demo"},
+           {"role", "app_scram"},
+           {"credential", {{"file", sandbox_->get("PGW_SECRETS_DIR") + "/app_scram"}}},
+           {"tls", {{"mode", "disable"}}}}}},
+        {"policies",
+         {{{"name", "agents-read"},
+           {"groups", {"agents"}},
+           {"targets", {"demo"}},
+           {"allowed_kinds", {"select"}},
+           {"allowed_relations", {"crm.*"}},
+           {"read_only", true},
+           {"approve_kinds", {"select"}},
+           {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 1}}}}}}};
+  }
+  static void write_config(const json& j) {
+    std::string tmp = config_path_ + ".tmp";
+    std::ofstream(tmp) << j.dump(2);
+    rename(tmp.c_str(), config_path_.c_str());
+  }
+  static bool wait_for_socket() {
+    for (int i = 0; i < 500; ++i) {
+      BlockingClient c;
+      if (c.connect(dir_ + "/cp.sock").is_ok()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(client_.connect(dir_ + "/cp.sock").is_ok());
+    auto v = client_.hello();
+    ASSERT_TRUE(v.is_ok()) << v.status().to_string();
+    policy_version_ = *v;
+  }
+
+  json authenticate(BlockingClient& c, const std::string& session, const std::string& token) {
+    protocol::AuthenticateRequest a{session, token, "agent", "demo", "127.0.0.1:40000", false};
+    auto r = c.call(a.to_json(c.next_id(), protocol::now_unix_ms() + 10000));
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? *r : json();
+  }
+
+  static std::string session_id() {
+    static int n = 0;
+    return "sess-" + std::to_string(getpid()) + "-" + std::to_string(++n);
+  }
+
+  static PgSandbox* sandbox_;
+  static CpProcess* cp_;
+  static std::string dir_;
+  static std::string config_path_;
+  BlockingClient client_;
+  uint64_t policy_version_ = 0;
+};
+PgSandbox* CpServerTest::sandbox_ = nullptr;
+CpProcess* CpServerTest::cp_ = nullptr;
+std::string CpServerTest::dir_;
+std::string CpServerTest::config_path_;
+
+json request(BlockingClient& c, const std::string& type, json fields, int64_t deadline_in = 10000) {
+  fields["id"] = c.next_id();
+  fields["type"] = type;
+  fields["deadline_ms"] = protocol::now_unix_ms() + deadline_in;
+  return fields;
+}
+
+TEST_F(CpServerTest, HelloReportsProtocolAndPolicyVersion) {
+  EXPECT_GT(policy_version_, 0u);
+  BlockingClient c;
+  ASSERT_TRUE(c.connect(dir_ + "/cp.sock").is_ok());
+  auto r = c.call(json{{"id", 1}, {"type", "hello"}, {"protocol", 1}, {"dp", "test"}});
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ((*r)["ok"], true);
+  EXPECT_EQ((*r)["protocol"], 1);
+}
+
+TEST_F(CpServerTest, ServiceKeyLoginRelaysRealScramThroughCpToReadyForQuery) {
+  std::string sid = session_id();
+  json auth = authenticate(client_, sid, kToken);
+  ASSERT_EQ(auth["ok"], true) << auth.dump();
+  auto grant = protocol::AuthenticateResponse::from_json(auth);
+  ASSERT_TRUE(grant.is_ok()) << grant.status().to_string();
+  EXPECT_EQ(grant->identity.subject, "svc:agent");
+  EXPECT_EQ(grant->policy.name, "agents-read");
+  EXPECT_EQ(grant->policy.version, policy_version_);
+  EXPECT_EQ(grant->upstream.role, "app_scram");
+  EXPECT_EQ(grant->upstream.tls_mode, "disable");
+  EXPECT_EQ(grant->startup_parameters.at("default_transaction_read_only"), "on");
+
+  RawPgConnection pg;
+  ASSERT_TRUE(pg.connect_tcp(grant->upstream.host, grant->upstream.port).is_ok());
+  ASSERT_TRUE(pg.send_startup(grant->upstream.role, grant->upstream.database).is_ok());
+  auto sasl = pg.read_message();
+  ASSERT_TRUE(sasl.is_ok());
+  ASSERT_EQ(sasl->auth_code(), 10);
+
+  auto start = client_.call(request(
+      client_, "scram_start", {{"session_id", sid}, {"mechanisms", sasl->sasl_mechanisms()}}));
+  ASSERT_TRUE(start.is_ok());
+  ASSERT_EQ((*start)["ok"], true) << start->dump();
+  EXPECT_EQ((*start)["mechanism"], "SCRAM-SHA-256");
+  ASSERT_TRUE(pg.send_sasl_initial_response("SCRAM-SHA-256", (*start)["client_first"]).is_ok());
+
+  auto server_first = pg.read_message();
+  ASSERT_TRUE(server_first.is_ok());
+  ASSERT_EQ(server_first->auth_code(), 11);
+  auto cont =
+      client_.call(request(client_, "scram_continue",
+                           {{"session_id", sid}, {"server_first", server_first->sasl_data()}}));
+  ASSERT_TRUE(cont.is_ok());
+  ASSERT_EQ((*cont)["ok"], true) << cont->dump();
+  ASSERT_TRUE(pg.send_sasl_response((*cont)["client_final"]).is_ok());
+
+  auto server_final = pg.read_message();
+  ASSERT_TRUE(server_final.is_ok());
+  ASSERT_EQ(server_final->auth_code(), 12) << server_final->fields()['M'];
+  auto fin = client_.call(request(
+      client_, "scram_finish", {{"session_id", sid}, {"server_final", server_final->sasl_data()}}));
+  ASSERT_TRUE(fin.is_ok());
+  EXPECT_EQ((*fin)["ok"], true) << fin->dump();
+
+  auto ok = pg.read_message();
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ(ok->auth_code(), 0);
+  while (true) {
+    auto m = pg.read_message();
+    ASSERT_TRUE(m.is_ok());
+    ASSERT_NE(m->type, 'E') << m->fields()['M'];
+    if (m->type == 'Z') break;
+  }
+
+  // The audit log has the login and the verified upstream authentication, and no secrets.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string audit = read_file(dir_ + "/state/audit.log");
+  EXPECT_NE(audit.find("\"event\":\"authenticate\""), std::string::npos);
+  EXPECT_NE(audit.find("\"event\":\"upstream_auth\""), std::string::npos);
+  EXPECT_EQ(audit.find(kKeySecret), std::string::npos);
+  EXPECT_EQ(audit.find(sandbox_->get("PGW_SCRAM_PASSWORD")), std::string::npos);
+  EXPECT_EQ(read_file(dir_ + "/cp.log").find(kKeySecret), std::string::npos);
+}
+
+TEST_F(CpServerTest, TamperedServerSignatureFailsScramFinish) {
+  std::string sid = session_id();
+  ASSERT_EQ(authenticate(client_, sid, kToken)["ok"], true);
+  RawPgConnection pg;
+  ASSERT_TRUE(pg.connect_tcp(sandbox_->host(), sandbox_->port()).is_ok());
+  ASSERT_TRUE(pg.send_startup("app_scram", "demo").is_ok());
+  auto sasl = pg.read_message();
+  ASSERT_TRUE(sasl.is_ok());
+  auto start = client_.call(
+      request(client_, "scram_start", {{"session_id", sid}, {"mechanisms", {"SCRAM-SHA-256"}}}));
+  ASSERT_TRUE(pg.send_sasl_initial_response("SCRAM-SHA-256", (*start)["client_first"]).is_ok());
+  auto sf = pg.read_message();
+  auto cont = client_.call(
+      request(client_, "scram_continue", {{"session_id", sid}, {"server_first", sf->sasl_data()}}));
+  ASSERT_TRUE(pg.send_sasl_response((*cont)["client_final"]).is_ok());
+  auto final_msg = pg.read_message();
+  ASSERT_EQ(final_msg->auth_code(), 12);
+  std::string forged = final_msg->sasl_data();
+  forged[2] = forged[2] == 'A' ? 'B' : 'A';
+  auto fin = client_.call(
+      request(client_, "scram_finish", {{"session_id", sid}, {"server_final", forged}}));
+  ASSERT_TRUE(fin.is_ok());
+  EXPECT_EQ((*fin)["ok"], false);
+  EXPECT_EQ((*fin)["error"]["code"], "scram_failed");
+  EXPECT_EQ((*fin)["error"]["sqlstate"], "28000");
+}
+
+TEST_F(CpServerTest, BadServiceKeyIsRejectedWith28000) {
+  json r = authenticate(client_, session_id(), "pgwsk.agent.wrong-secret");
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["error"]["sqlstate"], "28000");
+  EXPECT_EQ(r["error"]["code"], "invalid_token");
+  json jwt = authenticate(client_, session_id(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
+  EXPECT_EQ(jwt["error"]["sqlstate"], "28000");
+  json target =
+      client_
+          .call(request(client_, "authenticate",
+                        {{"session_id", session_id()}, {"token", kToken}, {"target", "nope"}}))
+          .value();
+  EXPECT_EQ(target["error"]["sqlstate"], "3D000");
+}
+
+TEST_F(CpServerTest, ScramStepsNeedAnAuthenticatedSessionOfThisConnection) {
+  std::string sid = session_id();
+  ASSERT_EQ(authenticate(client_, sid, kToken)["ok"], true);
+  BlockingClient other;
+  ASSERT_TRUE(other.connect(dir_ + "/cp.sock").is_ok());
+  ASSERT_TRUE(other.hello().is_ok());
+  auto r = other.call(
+      request(other, "scram_start", {{"session_id", sid}, {"mechanisms", {"SCRAM-SHA-256"}}}));
+  EXPECT_EQ((*r)["error"]["code"], "unknown_session");
+  auto none = client_.call(request(client_, "scram_start",
+                                   {{"session_id", sid}, {"mechanisms", {"SCRAM-SHA-256-PLUS"}}}));
+  EXPECT_EQ((*none)["error"]["code"], "no_supported_mechanism");
+}
+
+TEST_F(CpServerTest, AnalyseFailsClosedUntilPolicyIsWiredIn) {
+  std::string sid = session_id();
+  ASSERT_EQ(authenticate(client_, sid, kToken)["ok"], true);
+  auto r = client_.call(request(
+      client_, "analyse",
+      {{"session_id", sid}, {"sql", "select * from crm.customers"}, {"shape_key", "00ff"}}));
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ((*r)["ok"], true);
+  EXPECT_EQ((*r)["verdict"], "deny");
+  auto m =
+      client_.call(request(client_, "mask_plan", {{"session_id", sid}, {"fields", json::array()}}));
+  EXPECT_EQ((*m)["ok"], false);
+}
+
+TEST_F(CpServerTest, PendingApprovalNeverBlocksAuthenticateAnswersOutOfOrder) {
+  std::string sid = session_id();
+  ASSERT_EQ(authenticate(client_, sid, kToken)["ok"], true);
+  auto t0 = std::chrono::steady_clock::now();
+  // Several approvals (policy timeout 1 s) ahead of several authenticates on one connection.
+  std::vector<uint64_t> approval_ids, auth_ids;
+  for (int i = 0; i < 6; ++i) {
+    auto id = client_.send(request(
+        client_, "approval", {{"session_id", sid}, {"sql", "select 1"}, {"rule", "approve-all"}}));
+    approval_ids.push_back(*id);
+  }
+  for (int i = 0; i < 6; ++i) {
+    protocol::AuthenticateRequest a{session_id(), kToken, "agent", "demo", "", false};
+    auth_ids.push_back(
+        *client_.send(a.to_json(client_.next_id(), protocol::now_unix_ms() + 10000)));
+  }
+  std::vector<uint64_t> order;
+  std::map<uint64_t, json> answers;
+  for (int i = 0; i < 12; ++i) {
+    auto r = client_.receive(10000);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    order.push_back((*r)["id"]);
+    answers[(*r)["id"]] = *r;
+  }
+  // All authenticates come back before any approval, in well under the approval timeout.
+  std::set<uint64_t> first_six(order.begin(), order.begin() + 6);
+  EXPECT_EQ(first_six, std::set<uint64_t>(auth_ids.begin(), auth_ids.end()));
+  for (uint64_t id : auth_ids) EXPECT_EQ(answers[id]["ok"], true);
+  for (uint64_t id : approval_ids) {
+    EXPECT_EQ(answers[id]["ok"], true);
+    EXPECT_EQ(answers[id]["verdict"], "deny");
+    EXPECT_EQ(answers[id]["reason"], "approval timed out");
+  }
+  auto elapsed = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(elapsed, std::chrono::milliseconds(900));
+  EXPECT_LT(elapsed, std::chrono::milliseconds(5000));
+}
+
+TEST_F(CpServerTest, PastDeadlineAnsweredWithDeadlineExceeded) {
+  auto r = client_.call(
+      request(client_, "authenticate",
+              {{"session_id", session_id()}, {"token", kToken}, {"target", "demo"}}, -1));
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ((*r)["ok"], false);
+  EXPECT_EQ((*r)["error"]["code"], "deadline_exceeded");
+  EXPECT_EQ((*r)["error"]["sqlstate"], "57014");
+  // An approval whose deadline comes before the policy's timeout expires at the deadline.
+  std::string sid = session_id();
+  ASSERT_EQ(authenticate(client_, sid, kToken)["ok"], true);
+  auto t0 = std::chrono::steady_clock::now();
+  auto a =
+      client_.call(request(client_, "approval", {{"session_id", sid}, {"sql", "select 1"}}, 300));
+  ASSERT_TRUE(a.is_ok());
+  EXPECT_EQ((*a)["error"]["code"], "deadline_exceeded");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(900));
+}
+
+TEST_F(CpServerTest, UnknownTypeGetsAnErrorAndTheConnectionStays) {
+  auto r = client_.call(request(client_, "teleport", {{"session_id", "x"}}));
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ((*r)["error"]["code"], "unknown_type");
+  auto bad = client_.call(request(client_, "authenticate", {{"session_id", 5}}));
+  EXPECT_EQ((*bad)["error"]["code"], "bad_request");
+  EXPECT_EQ(authenticate(client_, session_id(), kToken)["ok"], true);
+}
+
+TEST_F(CpServerTest, MalformedFramesAreAnsweredAndClosedWhileOthersKeepWorking) {
+  struct Case {
+    const char* name;
+    std::string bytes;
+  };
+  std::string not_json;
+  ASSERT_TRUE(protocol::append_frame(not_json, "{not json").is_ok());
+  std::string no_id;
+  ASSERT_TRUE(protocol::append_frame(no_id, R"({"type":"analyse"})").is_ok());
+  for (const Case& c : {Case{"oversized length", std::string("\x7f\xff\xff\xff{}", 6)},
+                        Case{"zero length", std::string("\0\0\0\0", 4)},
+                        Case{"invalid json", not_json}, Case{"missing id", no_id}}) {
+    BlockingClient bad;
+    ASSERT_TRUE(bad.connect(dir_ + "/cp.sock").is_ok());
+    ASSERT_TRUE(bad.hello().is_ok());
+    ASSERT_TRUE(bad.send_raw(c.bytes).is_ok());
+    auto err = bad.receive(5000);
+    ASSERT_TRUE(err.is_ok()) << c.name << ": " << err.status().to_string();
+    EXPECT_EQ((*err)["ok"], false) << c.name;
+    EXPECT_EQ((*err)["error"]["code"], "bad_frame") << c.name;
+    auto closed = bad.receive(5000);
+    EXPECT_FALSE(closed.is_ok()) << c.name;
+    EXPECT_EQ(closed.status().code(), StatusCode::kUnavailable) << c.name;
+    // The connection opened before keeps being served.
+    EXPECT_EQ(authenticate(client_, session_id(), kToken)["ok"], true) << c.name;
+  }
+  BlockingClient early;
+  ASSERT_TRUE(early.connect(dir_ + "/cp.sock").is_ok());
+  auto r = early.call(request(early, "authenticate", {{"session_id", "x"}}));
+  EXPECT_EQ((*r)["error"]["code"], "hello_required");
+  BlockingClient future;
+  ASSERT_TRUE(future.connect(dir_ + "/cp.sock").is_ok());
+  auto v2 = future.call(json{{"id", 1}, {"type", "hello"}, {"protocol", 2}});
+  EXPECT_EQ((*v2)["error"]["code"], "unsupported_protocol");
+}
+
+TEST_F(CpServerTest, SighupReloadRejectsInvalidConfigAndAppliesValidOne) {
+  json broken = base_config();
+  broken["policies"][0]["masks"] = json::array({{{"name", "*ssn*"}, {"function", "blur"}}});
+  write_config(broken);
+  cp_->signal(SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  BlockingClient c1;
+  ASSERT_TRUE(c1.connect(dir_ + "/cp.sock").is_ok());
+  EXPECT_EQ(*c1.hello(), policy_version_);
+  std::string log = read_file(dir_ + "/cp.log");
+  EXPECT_NE(log.find("$.policies[0].masks[0].function: unknown mask function \"blur\""),
+            std::string::npos)
+      << log;
+  EXPECT_NE(read_file(dir_ + "/state/audit.log").find("\"decision\":\"rejected\""),
+            std::string::npos);
+  EXPECT_EQ(authenticate(c1, session_id(), kToken)["ok"], true);
+
+  write_config(base_config());
+  cp_->signal(SIGHUP);
+  auto ev = client_.receive(5000);
+  ASSERT_TRUE(ev.is_ok()) << ev.status().to_string();
+  EXPECT_EQ((*ev)["type"], "event");
+  EXPECT_EQ((*ev)["kind"], "policy_version");
+  uint64_t new_version = (*ev)["policy_version"];
+  EXPECT_GT(new_version, policy_version_);
+  BlockingClient c2;
+  ASSERT_TRUE(c2.connect(dir_ + "/cp.sock").is_ok());
+  EXPECT_EQ(*c2.hello(), new_version);
+  json grant = authenticate(c2, session_id(), kToken);
+  EXPECT_EQ(grant["policy"]["version"], new_version);
+}
+
+TEST(CpProcessTest, InvalidConfigRefusesToStartWithExitCode2) {
+  char tmpl[] = "/tmp/pgw-cp-bad-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  std::ofstream(dir + "/bad.json") << R"({"listeners":{"dataplane":{"port":0}},"extra":1})";
+  CpProcess cp;
+  cp.start(dir + "/bad.json", dir + "/log");
+  EXPECT_EQ(cp.wait_exit(10000), 2);
+  std::string log = read_file(dir + "/log");
+  EXPECT_NE(log.find("$.listeners.dataplane.port: must be between 1 and 65535"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("$.extra: unknown key \"extra\""), std::string::npos) << log;
+  EXPECT_NE(log.find("$.control_plane: is required"), std::string::npos) << log;
+  std::string cmd = "rm -rf '" + dir + "'";
+  (void)!system(cmd.c_str());
+}
+
+TEST(CpProcessTest, SigtermStopsCleanlyAndRemovesTheSocket) {
+  char tmpl[] = "/tmp/pgw-cp-term-XXXXXX";
+  std::string dir = mkdtemp(tmpl);
+  json cfg = {
+      {"listeners", {{"dataplane", {{"address", "127.0.0.1"}, {"loopback_only", true}}}}},
+      {"control_plane", {{"socket", dir + "/cp.sock"}, {"state_dir", dir + "/state"}}},
+      {"identity", {{"service_keys", json::array()}}},
+      {"targets", json::array()},
+      {"policies",
+       {{{"name", "p"}, {"groups", {"g"}}, {"targets", {"*"}}, {"allowed_kinds", {"select"}}}}}};
+  std::ofstream(dir + "/c.json") << cfg.dump();
+  CpProcess cp;
+  cp.start(dir + "/c.json", dir + "/log");
+  bool up = false;
+  for (int i = 0; i < 500 && !up; ++i) {
+    BlockingClient c;
+    up = c.connect(dir + "/cp.sock").is_ok() && c.hello().is_ok();
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(up) << read_file(dir + "/log");
+  BlockingClient held;  // a connected dp must not keep cp from stopping
+  ASSERT_TRUE(held.connect(dir + "/cp.sock").is_ok());
+  EXPECT_EQ(cp.stop(), 0);
+  struct stat st;
+  EXPECT_NE(stat((dir + "/cp.sock").c_str(), &st), 0);
+  EXPECT_NE(read_file(dir + "/state/audit.log").find("\"event\":\"shutdown\""), std::string::npos);
+  std::string cmd = "rm -rf '" + dir + "'";
+  (void)!system(cmd.c_str());
+}
+
+}  // namespace
+}  // namespace pgwarden
