@@ -398,6 +398,7 @@ Result<ApprovalRequest> ApprovalStore::create(const NewApprovalRequest& in) {
   r.created_ms = impl_->now();
   r.deadline_ms =
       r.created_ms + static_cast<int64_t>(std::max(in.settings.timeout_seconds, 1)) * 1000;
+  if (in.deadline_ms > 0) r.deadline_ms = std::min(r.deadline_ms, in.deadline_ms);
   {
     std::lock_guard lock(impl_->mu);
     PGW_RETURN_IF_ERROR(impl_->journal(r));

@@ -82,6 +82,9 @@ struct NewApprovalRequest {
   std::string rule;
   std::string reason;
   policy::ApprovalSettings settings;  // approver groups and timeout from the session's policy
+  // The escalation's own deadline (protocol deadline_ms, unix ms); 0 = none. The request's
+  // deadline is the earlier of this and now + settings.timeout_seconds.
+  int64_t deadline_ms = 0;
 };
 
 struct ApprovalDecision {

@@ -199,6 +199,19 @@ TEST_F(ApprovalStoreTest, DeadlineDeniesWithReasonTimedOut) {
   EXPECT_EQ(audit_events().back(), "approval_denied");
 }
 
+TEST_F(ApprovalStoreTest, EarlierEscalationDeadlineWinsOverPolicyTimeout) {
+  auto store = open_store(options());
+  auto req = request();
+  req.deadline_ms = now_.load() + 5'000;
+  auto r = store->create(req);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->deadline_ms, now_.load() + 5'000);
+  now_ += 5'000;
+  EXPECT_EQ(store->expire_due(), 1u);
+  req.deadline_ms = now_.load() + 3'600'000;  // later than the policy timeout: ignored
+  EXPECT_EQ(store->create(req)->deadline_ms, now_.load() + 60'000);
+}
+
 TEST_F(ApprovalStoreTest, DecisionAfterDeadlineIsRefusedAndRecordedAsTimeout) {
   auto store = open_store(options());
   auto r = store->create(request());
