@@ -10,6 +10,7 @@
 #include "controlplane/masking/catalog.h"
 #include "controlplane/masking/mask_plan.h"
 #include "dataplane/masking/mask_apply.h"
+#include "dataplane/masking/rules_detector.h"
 #include "dataplane/pgwire/messages.h"
 #include "tests/support/pg_sandbox.h"
 
@@ -87,12 +88,16 @@ class MaskPlanPgTest : public ::testing::Test {
       const maskplan::MaskPlan& plan, const QueryResult& q) {
     auto row_plan = masking::RowMaskPlan::from_json(plan.to_json());
     EXPECT_TRUE(row_plan.is_ok()) << row_plan.status().to_string();
-    auto masker = masking::RowMasker::create(
-        *row_plan, [](std::string_view v, std::vector<masking::DetectSpan>* spans) {
-          for (size_t at = v.find("@"); at != std::string_view::npos; at = v.find('@', at + 1)) {
-            spans->push_back({0, v.size()});  // any value with an '@' is an address
-          }
-        });
+    // The shipped PII detectors (real Hyperscan) for the `detect` columns.
+    static const auto pii = [] {
+      std::vector<std::string> paths = {std::string(PGW_SOURCE_ROOT) + "/rules/sets/pii.rules"};
+      auto set = rules::RuleSet::load_files(paths);
+      EXPECT_TRUE(set.is_ok()) << set.status().to_string();
+      auto compiled = rules::CompiledRuleSet::compile(std::move(*set));
+      EXPECT_TRUE(compiled.is_ok()) << compiled.status().to_string();
+      return *compiled;
+    }();
+    auto masker = masking::RowMasker::create(*row_plan, masking::make_rules_detector(pii));
     EXPECT_TRUE(masker.is_ok()) << masker.status().to_string();
     std::vector<std::vector<std::optional<std::string>>> out;
     for (const auto& row : q.rows) {
@@ -155,7 +160,7 @@ TEST_F(MaskPlanPgTest, RealRowDescriptionResolvesToCrmColumnsAndMasksRows) {
   EXPECT_EQ(masked[0][0], q.rows[0][0]);
   EXPECT_EQ(masked[0][1], "***@example.com");  // ada@example.com
   EXPECT_EQ(masked[1][2], "***@example.org");  // alan@example.org via alias
-  EXPECT_EQ(masked[0][3], "***************");  // ADA@EXAMPLE.COM caught by the detector
+  EXPECT_EQ(masked[0][3], "***************");  // ADA@EXAMPLE.COM: the email detector
   EXPECT_EQ(masked[0][4], "************1111");
   EXPECT_EQ(masked[0][5]->size(), 64u);
   EXPECT_NE(masked[0][5], masked[1][5]);
