@@ -34,9 +34,23 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// The types psql right-aligns (int2/4/8, oid, xid, cid, float4/8, money, numeric).
 bool numeric_type(uint32_t oid) {
-  return oid == 20 || oid == 21 || oid == 23 || oid == 26 || oid == 700 || oid == 701 ||
-         oid == 1700;
+  switch (oid) {
+    case 20:
+    case 21:
+    case 23:
+    case 26:
+    case 28:
+    case 29:
+    case 700:
+    case 701:
+    case 790:
+    case 1700:
+      return true;
+    default:
+      return false;
+  }
 }
 
 std::string format_time(int64_t ms) {
