@@ -1,0 +1,169 @@
+// ApprovalStore: durable approval requests for statements a policy routes to a human.
+//
+// A statement that needs approval is held by the dataplane while pgwarden-cp creates an
+// ApprovalRequest here; a reviewer (never the requester, always a member of one of the
+// policy's approver groups) approves or denies it with pgwardenctl; an undecided request is
+// denied with reason "timed out" at its deadline.
+//
+// Durability: every transition is appended as one JSON line to
+// `<state_dir>/approvals.jsonl` and fdatasync'd before it takes effect in memory or is
+// reported to anyone (journal first, then index, then waiters and the audit sink). On open
+// the journal is replayed (the last snapshot of each request wins; a torn last line is
+// ignored) and compacted. Requests still pending at open belong to sessions of a previous
+// pgwarden-cp process: they become `abandoned` unless `session_alive` says otherwise.
+//
+// Waiting: the server registers a callback per request with wait(); it is called exactly once
+// when the request leaves `pending` (approved, denied, expired or abandoned). Deadlines are
+// kept in one heap served by one timer thread: no thread per waiting request.
+//
+// Thread-safety: all public methods are safe to call concurrently. Callbacks (waiters, the
+// audit sink, the created hook) run without the store's lock held, on the thread that caused
+// the transition (the decider's thread, the timer thread, the caller of abandon_session or
+// open, or the caller of wait() if the request had already been decided).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "controlplane/policy/policy.h"
+
+namespace pgwarden::approvals {
+
+enum class ApprovalState { kPending, kApproved, kDenied, kExpired, kAbandoned };
+enum class ApprovalScope {
+  kOnce,   // this statement only
+  kShape,  // later statements with the same shape key by the same identity, until expiry
+};
+
+std::string_view approval_state_name(ApprovalState state);
+std::string_view approval_scope_name(ApprovalScope scope);
+std::optional<ApprovalState> parse_approval_state(std::string_view name);
+std::optional<ApprovalScope> parse_approval_scope(std::string_view name);
+
+struct ApprovalRequest {
+  std::string id;  // 16 url-safe characters from a CSPRNG
+  std::string session_id;
+  std::string identity;  // subject of the requester
+  std::vector<std::string> groups;
+  std::string target;
+  std::string sql;        // the full statement text
+  std::string shape_key;  // hex shape key from the dataplane lexer
+  std::string rule;       // the rule or policy setting that asked for approval
+  std::string request_reason;
+  std::vector<std::string> approver_groups;  // snapshot of the policy's at creation
+  int64_t created_ms = 0;                    // unix epoch milliseconds
+  int64_t deadline_ms = 0;
+  ApprovalState state = ApprovalState::kPending;
+  int64_t decided_ms = 0;
+  std::string decider;  // subject of the approver; "pgwarden" for expiry/abandon
+  std::string decision_reason;
+  ApprovalScope scope = ApprovalScope::kOnce;
+  int64_t grant_expires_ms = 0;  // kShape only
+
+  bool terminal() const { return state != ApprovalState::kPending; }
+  nlohmann::json to_json() const;
+  static Result<ApprovalRequest> from_json(const nlohmann::json& j);
+};
+
+struct NewApprovalRequest {
+  std::string session_id;
+  std::string identity;
+  std::vector<std::string> groups;
+  std::string target;
+  std::string sql;
+  std::string shape_key;
+  std::string rule;
+  std::string reason;
+  policy::ApprovalSettings settings;  // approver groups and timeout from the session's policy
+  // The escalation's own deadline (protocol deadline_ms, unix ms); 0 = none. The request's
+  // deadline is the earlier of this and now + settings.timeout_seconds.
+  int64_t deadline_ms = 0;
+};
+
+struct ApprovalDecision {
+  bool approve = false;
+  std::string decider;                      // subject of the reviewer
+  std::vector<std::string> decider_groups;  // the reviewer's groups (from their token)
+  std::string reason;
+  ApprovalScope scope = ApprovalScope::kOnce;  // approve only
+  int64_t grant_seconds = 0;                   // kShape: how long the grant lasts (> 0)
+};
+
+struct StandingGrant {
+  std::string approval_id;
+  int64_t expires_ms = 0;
+};
+
+// Called once per request when it leaves `pending`.
+using ApprovalWaiter = std::function<void(const ApprovalRequest&)>;
+// Receives one JSON audit record per transition: {"event": "approval_requested" |
+// "approval_approved" | "approval_denied" | "approval_expired" | "approval_abandoned",
+// "ts": ms, "approval": {...}}.
+using ApprovalAuditSink = std::function<void(const nlohmann::json&)>;
+
+struct ApprovalStoreOptions {
+  std::string state_dir;  // REQUIRES: exists and is writable
+  ApprovalAuditSink audit;
+  // Called after a request is durably created (e.g. WebhookNotifier::enqueue). Must not block.
+  std::function<void(const ApprovalRequest&)> on_created;
+  // At open: is the session of a pending request still connected? Unset = no session
+  // survives a restart (the dataplane's escalation connection died with the old process).
+  std::function<bool(const std::string& session_id)> session_alive;
+  // Wall clock in unix epoch milliseconds; tests inject a fake one.
+  std::function<int64_t()> clock_ms;
+  bool start_timer_thread = true;  // false: the owner calls expire_due() (tests)
+  int64_t max_grant_seconds = 8 * 3600;
+  size_t max_statement_bytes = 1 << 20;  // longer statements are refused, not truncated
+};
+
+class ApprovalStore {
+ public:
+  static Result<std::unique_ptr<ApprovalStore>> open(ApprovalStoreOptions options);
+  ~ApprovalStore();
+  ApprovalStore(const ApprovalStore&) = delete;
+  ApprovalStore& operator=(const ApprovalStore&) = delete;
+
+  // Persists a new pending request with deadline now + settings.timeout_seconds.
+  Result<ApprovalRequest> create(const NewApprovalRequest& request);
+
+  // Registers `waiter` for request `id`; called exactly once. If the request is already
+  // terminal the waiter runs now, on this thread. not_found for an unknown id.
+  Status wait(const std::string& id, ApprovalWaiter waiter);
+
+  // Approves or denies. permission_denied when the decider is the requester or is in none
+  // of the approver groups; failed_precondition when the request is no longer pending (an
+  // expired deadline is applied first); invalid_argument for a bad scope/duration.
+  Result<ApprovalRequest> decide(const std::string& id, const ApprovalDecision& decision);
+
+  // Abandons every pending request of a session that ended. Returns how many.
+  size_t abandon_session(const std::string& session_id);
+
+  // Expires every pending request whose deadline is <= now. The timer thread calls this;
+  // tests with a fake clock call it directly. Returns how many expired.
+  size_t expire_due();
+
+  // An unexpired shape-scoped approval for (identity, shape_key) at `now_ms`, if any.
+  std::optional<StandingGrant> lookup_standing_grant(const std::string& identity,
+                                                     const std::string& shape_key,
+                                                     int64_t now_ms) const;
+
+  std::optional<ApprovalRequest> get(const std::string& id) const;
+  // Requests in `state` (all when unset), oldest first.
+  std::vector<ApprovalRequest> list(std::optional<ApprovalState> state = std::nullopt) const;
+
+  std::string journal_path() const;
+
+ private:
+  struct Impl;
+  explicit ApprovalStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pgwarden::approvals

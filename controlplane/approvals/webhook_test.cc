@@ -1,0 +1,188 @@
+#include "controlplane/approvals/webhook.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "controlplane/approvals/approval_store.h"
+
+namespace pgwarden::approvals {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A real HTTP/1.1 listener on 127.0.0.1 that records request bodies and answers `status`
+// (or never answers when `hang` is set).
+class TinyHttpServer {
+ public:
+  explicit TinyHttpServer(int status = 200, bool hang = false) : status_(status), hang_(hang) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::listen(fd_, 64), 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~TinyHttpServer() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/hook"; }
+  std::vector<std::string> bodies() {
+    std::lock_guard lock(mu_);
+    return bodies_;
+  }
+  std::vector<std::string> heads() {
+    std::lock_guard lock(mu_);
+    return heads_;
+  }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      if (hang_) {
+        held_.push_back(c);
+        continue;
+      }
+      std::string data;
+      char buf[4096];
+      size_t want = std::string::npos;
+      while (true) {
+        ssize_t n = ::recv(c, buf, sizeof(buf), 0);
+        if (n <= 0) break;
+        data.append(buf, static_cast<size_t>(n));
+        size_t end = data.find("\r\n\r\n");
+        if (end != std::string::npos && want == std::string::npos) {
+          auto cl = data.find("Content-Length: ");
+          want = end + 4 + std::stoul(data.substr(cl + 16));
+        }
+        if (want != std::string::npos && data.size() >= want) break;
+      }
+      size_t end = data.find("\r\n\r\n");
+      {
+        std::lock_guard lock(mu_);
+        heads_.push_back(data.substr(0, end));
+        bodies_.push_back(data.substr(end + 4));
+      }
+      std::string resp = "HTTP/1.1 " + std::to_string(status_) + " X\r\nContent-Length: 0\r\n\r\n";
+      ::send(c, resp.data(), resp.size(), MSG_NOSIGNAL);
+      ::close(c);
+    }
+    for (int c : held_) ::close(c);
+  }
+
+  int status_;
+  bool hang_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::string> bodies_, heads_;
+  std::vector<int> held_;
+};
+
+template <typename F>
+bool eventually(F f, std::chrono::milliseconds limit = 5000ms) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (f()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return f();
+}
+
+TEST(ParseHttpUrl, AcceptsHttpAndRejectsEverythingElse) {
+  auto u = parse_http_url("http://127.0.0.1:8080/hooks/approvals");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_EQ(u->host, "127.0.0.1");
+  EXPECT_EQ(u->port, 8080);
+  EXPECT_EQ(u->path, "/hooks/approvals");
+  auto d = parse_http_url("http://hooks.internal");
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d->port, 80);
+  EXPECT_EQ(d->path, "/");
+  for (const char* bad : {"https://x/", "ftp://x", "http://", "http://h:99999/", "http://h:x/",
+                          "http://h/a b", "http://:80/"}) {
+    EXPECT_FALSE(parse_http_url(bad).is_ok()) << bad;
+  }
+}
+
+TEST(WebhookNotifier, PostsJsonForNewApprovalRequest) {
+  TinyHttpServer server;
+  auto hook = WebhookNotifier::create({.url = server.url()});
+  ASSERT_TRUE(hook.is_ok());
+  char tmpl[] = "/tmp/pgw-webhook-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  ApprovalStoreOptions o;
+  o.state_dir = tmpl;
+  o.start_timer_thread = false;
+  WebhookNotifier* h = hook->get();
+  o.on_created = [h](const ApprovalRequest& r) { h->enqueue(webhook_body(r)); };
+  auto store = ApprovalStore::open(o);
+  ASSERT_TRUE(store.is_ok());
+  NewApprovalRequest req;
+  req.session_id = "s1";
+  req.identity = "agent";
+  req.sql = "DROP TABLE crm.orders";
+  req.settings.approver_groups = {"dba"};
+  auto r = (*store)->create(req);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_TRUE(eventually([&] { return server.bodies().size() == 1; }));
+  auto body = nlohmann::json::parse(server.bodies()[0]);
+  EXPECT_EQ(body["id"], r->id);
+  EXPECT_EQ(body["sql"], "DROP TABLE crm.orders");
+  EXPECT_EQ(body["event"], "approval_requested");
+  EXPECT_NE(server.heads()[0].find("POST /hook HTTP/1.1"), std::string::npos);
+  EXPECT_NE(server.heads()[0].find("Content-Type: application/json"), std::string::npos);
+  EXPECT_TRUE(eventually([&] { return (*hook)->webhook_sent() == 1; }));
+  std::filesystem::remove_all(tmpl);
+}
+
+TEST(WebhookNotifier, ErrorStatusAndUnreachableEndpointCountAsFailures) {
+  TinyHttpServer server(500);
+  auto hook = WebhookNotifier::create({.url = server.url()});
+  ASSERT_TRUE(hook.is_ok());
+  EXPECT_TRUE((*hook)->enqueue({{"a", 1}}));
+  EXPECT_TRUE(eventually([&] { return (*hook)->webhook_failed() == 1; }));
+  EXPECT_EQ((*hook)->webhook_sent(), 0u);
+
+  // Port 1 on loopback: nothing listens there.
+  auto dead = WebhookNotifier::create({.url = "http://127.0.0.1:1/x"});
+  ASSERT_TRUE(dead.is_ok());
+  EXPECT_TRUE((*dead)->enqueue({{"a", 1}}));
+  EXPECT_TRUE(eventually([&] { return (*dead)->webhook_failed() == 1; }));
+}
+
+TEST(WebhookNotifier, HangingEndpointNeverBlocksEnqueueAndOverflowIsDropped) {
+  TinyHttpServer server(200, /*hang=*/true);
+  auto hook =
+      WebhookNotifier::create({.url = server.url(), .queue_capacity = 8, .timeout_ms = 500});
+  ASSERT_TRUE(hook.is_ok());
+  auto start = std::chrono::steady_clock::now();
+  int accepted = 0;
+  for (int i = 0; i < 100; ++i) accepted += (*hook)->enqueue({{"n", i}}) ? 1 : 0;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 200ms);
+  EXPECT_LE(accepted, 9);  // the queue plus at most the one in flight
+  EXPECT_EQ((*hook)->webhook_dropped(), static_cast<uint64_t>(100 - accepted));
+  EXPECT_TRUE(eventually([&] { return (*hook)->webhook_failed() >= 1; }));
+}
+
+}  // namespace
+}  // namespace pgwarden::approvals

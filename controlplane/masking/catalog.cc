@@ -1,0 +1,192 @@
+#include "controlplane/masking/catalog.h"
+
+#include <libpq-fe.h>
+
+#include <array>
+#include <cstdlib>
+#include <set>
+
+namespace pgwarden::maskplan {
+
+namespace {
+
+struct BuiltinType {
+  uint32_t oid;
+  TypeInfo info;
+};
+
+// From PostgreSQL's src/include/catalog/pg_type.dat (stable across versions).
+const std::array<BuiltinType, 30> kBuiltinTypes = {{
+    {16, {"bool", 'B'}},       {17, {"bytea", 'U'}},       {18, {"char", 'Z'}},
+    {19, {"name", 'S'}},       {20, {"int8", 'N'}},        {21, {"int2", 'N'}},
+    {23, {"int4", 'N'}},       {25, {"text", 'S'}},        {26, {"oid", 'N'}},
+    {114, {"json", 'U'}},      {142, {"xml", 'U'}},        {650, {"cidr", 'I'}},
+    {700, {"float4", 'N'}},    {701, {"float8", 'N'}},     {705, {"unknown", 'X'}},
+    {774, {"macaddr8", 'U'}},  {829, {"macaddr", 'U'}},    {869, {"inet", 'I'}},
+    {1042, {"bpchar", 'S'}},   {1043, {"varchar", 'S'}},   {1082, {"date", 'D'}},
+    {1083, {"time", 'D'}},     {1114, {"timestamp", 'D'}}, {1184, {"timestamptz", 'D'}},
+    {1186, {"interval", 'T'}}, {1266, {"timetz", 'D'}},    {1700, {"numeric", 'N'}},
+    {2950, {"uuid", 'U'}},     {3802, {"jsonb", 'U'}},     {1009, {"_text", 'A'}},
+}};
+
+std::string oid_array_literal(const std::vector<uint32_t>& oids) {
+  std::string s = "{";
+  for (size_t i = 0; i < oids.size(); ++i) {
+    if (i > 0) s += ',';
+    s += std::to_string(oids[i]);
+  }
+  return s + "}";
+}
+
+}  // namespace
+
+const TypeInfo* builtin_type(uint32_t type_oid) {
+  for (const auto& t : kBuiltinTypes) {
+    if (t.oid == type_oid) return &t.info;
+  }
+  return nullptr;
+}
+
+struct PgCatalog::Connection {
+  PGconn* conn = nullptr;
+  ~Connection() {
+    if (conn) PQfinish(conn);
+  }
+};
+
+PgCatalog::PgCatalog(PgCatalogOptions options) : options_(std::move(options)) {}
+PgCatalog::~PgCatalog() = default;
+
+Status PgCatalog::ensure_connected() {
+  if (conn_ && PQstatus(conn_->conn) == CONNECTION_OK) return Status::ok();
+  conn_.reset();
+  auto c = std::make_unique<Connection>();
+  c->conn = PQconnectdb(options_.conninfo.c_str());
+  if (c->conn == nullptr || PQstatus(c->conn) != CONNECTION_OK) {
+    std::string msg = c->conn ? PQerrorMessage(c->conn) : "out of memory";
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    return unavailable("mask plan metadata connection failed: " + msg);
+  }
+  std::string set = "SET statement_timeout = " + std::to_string(options_.statement_timeout_ms);
+  PGresult* r = PQexec(c->conn, set.c_str());
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  if (!ok) return unavailable("mask plan metadata connection: cannot set statement_timeout");
+  conn_ = std::move(c);
+  return Status::ok();
+}
+
+Status PgCatalog::query_tables(const std::vector<uint32_t>& oids) {
+  static constexpr char kSql[] =
+      "SELECT a.attrelid::int8, n.nspname, c.relname, a.attnum, a.attname "
+      "FROM pg_catalog.pg_attribute a "
+      "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+      "WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
+  std::string arr = oid_array_literal(oids);
+  const char* params[1] = {arr.c_str()};
+  ++catalog_queries_;
+  PGresult* r = PQexecParams(conn_->conn, kSql, 1, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    conn_.reset();  // reconnect next time: the session may be broken
+    return unavailable("mask plan catalog query failed: " + msg);
+  }
+  auto expires = Clock::now() + options_.ttl;
+  for (uint32_t oid : oids) tables_[oid] = TableEntry{expires, false, {}};
+  for (int i = 0; i < PQntuples(r); ++i) {
+    uint32_t oid = static_cast<uint32_t>(std::strtoull(PQgetvalue(r, i, 0), nullptr, 10));
+    auto& e = tables_[oid];
+    e.exists = true;
+    int16_t attnum = static_cast<int16_t>(std::atoi(PQgetvalue(r, i, 3)));
+    e.columns[attnum] = ColumnName{PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), PQgetvalue(r, i, 4)};
+  }
+  PQclear(r);
+  return Status::ok();
+}
+
+Status PgCatalog::query_types(const std::vector<uint32_t>& oids) {
+  static constexpr char kSql[] =
+      "SELECT t.oid::int8, t.typname, t.typcategory FROM pg_catalog.pg_type t "
+      "WHERE t.oid = ANY($1::oid[])";
+  std::string arr = oid_array_literal(oids);
+  const char* params[1] = {arr.c_str()};
+  ++catalog_queries_;
+  PGresult* r = PQexecParams(conn_->conn, kSql, 1, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    conn_.reset();
+    return unavailable("mask plan type query failed: " + msg);
+  }
+  auto expires = Clock::now() + options_.ttl;
+  for (uint32_t oid : oids) types_[oid] = TypeEntry{expires, false, {}};
+  for (int i = 0; i < PQntuples(r); ++i) {
+    uint32_t oid = static_cast<uint32_t>(std::strtoull(PQgetvalue(r, i, 0), nullptr, 10));
+    const char* cat = PQgetvalue(r, i, 2);
+    types_[oid] = TypeEntry{expires, true, TypeInfo{PQgetvalue(r, i, 1), cat[0]}};
+  }
+  PQclear(r);
+  return Status::ok();
+}
+
+Result<CatalogSnapshot> PgCatalog::resolve(const std::vector<uint32_t>& table_oids,
+                                           const std::vector<uint32_t>& type_oids) {
+  std::lock_guard lock(mu_);
+  auto now = Clock::now();
+  std::set<uint32_t> missing_tables, missing_types;
+  for (uint32_t oid : table_oids) {
+    if (oid == 0) continue;
+    auto it = tables_.find(oid);
+    if (it == tables_.end() || it->second.expires <= now) missing_tables.insert(oid);
+  }
+  for (uint32_t oid : type_oids) {
+    if (builtin_type(oid) != nullptr) continue;
+    auto it = types_.find(oid);
+    if (it == types_.end() || it->second.expires <= now) missing_types.insert(oid);
+  }
+  if (missing_tables.empty() && missing_types.empty()) {
+    ++catalog_cache_hits_;
+  } else {
+    Status st = ensure_connected();
+    if (st.is_ok() && !missing_tables.empty()) {
+      st = query_tables({missing_tables.begin(), missing_tables.end()});
+    }
+    if (st.is_ok() && !missing_types.empty()) {
+      st = query_types({missing_types.begin(), missing_types.end()});
+    }
+    if (!st.is_ok()) {
+      ++catalog_errors_;
+      return st;
+    }
+  }
+  CatalogSnapshot snap;
+  for (uint32_t oid : table_oids) {
+    auto it = tables_.find(oid);
+    if (it == tables_.end() || !it->second.exists) continue;
+    for (const auto& [attnum, name] : it->second.columns) snap.columns[{oid, attnum}] = name;
+  }
+  for (uint32_t oid : type_oids) {
+    if (const TypeInfo* b = builtin_type(oid)) {
+      snap.types[oid] = *b;
+      continue;
+    }
+    auto it = types_.find(oid);
+    if (it != types_.end() && it->second.exists) snap.types[oid] = it->second.info;
+  }
+  return snap;
+}
+
+void PgCatalog::invalidate() {
+  std::lock_guard lock(mu_);
+  tables_.clear();
+  types_.clear();
+}
+
+void PgCatalog::invalidate_table(uint32_t oid) {
+  std::lock_guard lock(mu_);
+  tables_.erase(oid);
+}
+
+}  // namespace pgwarden::maskplan

@@ -1,0 +1,354 @@
+#include "controlplane/recording/recorder.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "controlplane/recording/recording_file.h"
+
+namespace pgwarden::recording {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+class RecorderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/pgw-recorder-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = std::string(tmpl) + "/recordings";
+  }
+  void TearDown() override { fs::remove_all(fs::path(dir_).parent_path()); }
+
+  RecorderOptions options() {
+    RecorderOptions o;
+    o.dir = dir_;
+    o.clock_ms = [this] { return now_.fetch_add(10); };
+    return o;
+  }
+
+  static SessionStart start(const std::string& id, int row_cap = 1000,
+                            policy::RecordingLevel level = policy::RecordingLevel::kFull) {
+    SessionStart s;
+    s.session_id = id;
+    s.identity = "agent-7";
+    s.groups = {"agents"};
+    s.target = "crm";
+    s.client_addr = "127.0.0.1:50000";
+    s.tls = true;
+    s.policy = "agents";
+    s.level = level;
+    s.row_cap = row_cap;
+    return s;
+  }
+
+  static nlohmann::json rows(int n, int from = 0) {
+    nlohmann::json r = nlohmann::json::array();
+    for (int i = 0; i < n; ++i) r.push_back({from + i, "***@example.com"});
+    return {{"columns", {"id", "email"}}, {"rows", r}};
+  }
+
+  // Writes a session of `statements` statements with 2 rows each; returns the record count.
+  int write_session(Recorder& rec, const std::string& id, int statements) {
+    EXPECT_TRUE(rec.start_session(start(id)).is_ok());
+    int n = 1;
+    for (int i = 0; i < statements; ++i) {
+      EXPECT_TRUE(rec.try_append(id, "rows", rows(2, i * 2)).is_ok());
+      EXPECT_TRUE(rec.try_append(id, "statement",
+                                 {{"sql", "SELECT id, email FROM crm.customers"},
+                                  {"verdict", "allow"},
+                                  {"rule", "allow.select"},
+                                  {"duration_us", 1200},
+                                  {"rows", 2}})
+                      .is_ok());
+      n += 2;
+    }
+    EXPECT_TRUE(rec.try_append(id, "session_end", {{"reason", "client closed"}}).is_ok());
+    return n + 1;
+  }
+
+  static std::vector<std::string> lines(const std::string& path) {
+    std::ifstream in(path);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  }
+
+  std::string dir_;
+  std::atomic<int64_t> now_{1'767'225'600'000};
+};
+
+TEST_F(RecorderTest, SessionRecordsFormAVerifiedHashChain) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok()) << rec.status().to_string();
+  int n = write_session(**rec, "sess-1", 3);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  EXPECT_FALSE((*rec)->session_open("sess-1"));
+  auto report = verify_recording((*rec)->path_for("sess-1"));
+  ASSERT_TRUE(report.is_ok());
+  EXPECT_TRUE(report->ok) << report->reason;
+  EXPECT_EQ(report->records, static_cast<uint64_t>(n));
+  EXPECT_FALSE(report->torn_tail);
+  auto ls = lines((*rec)->path_for("sess-1"));
+  ASSERT_EQ(ls.size(), static_cast<size_t>(n));
+  auto first = nlohmann::json::parse(ls[0]);
+  EXPECT_EQ(first["seq"], 1);
+  EXPECT_EQ(first["kind"], "session_start");
+  EXPECT_EQ(first["identity"], "agent-7");
+  EXPECT_EQ(first["tls"], true);
+  EXPECT_EQ(first["prev"], std::string(kGenesisHash));
+  auto second = nlohmann::json::parse(ls[1]);
+  EXPECT_EQ(second["prev"], first["hash"]);
+  EXPECT_EQ(nlohmann::json::parse(ls.back())["kind"], "session_end");
+  EXPECT_EQ(fs::status(dir_).permissions() & fs::perms::others_all, fs::perms::none);
+}
+
+TEST_F(RecorderTest, FlippingOneByteInRecordKIsReportedAtK) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  int n = write_session(**rec, "sess-1", 4);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  const std::string path = (*rec)->path_for("sess-1");
+  const auto original = lines(path);
+  for (int k : {1, 2, 5, n}) {
+    for (size_t offset : {size_t{3}, original[k - 1].size() / 2, original[k - 1].size() - 3}) {
+      auto ls = original;
+      ls[k - 1][offset] ^= 0x01;
+      {
+        std::ofstream out(path, std::ios::trunc);
+        for (const auto& l : ls) out << l << '\n';
+      }
+      auto report = verify_recording(path);
+      ASSERT_TRUE(report.is_ok());
+      EXPECT_FALSE(report->ok) << "k=" << k << " offset=" << offset;
+      EXPECT_EQ(report->bad_seq, static_cast<uint64_t>(k)) << report->reason;
+      EXPECT_EQ(report->records, static_cast<uint64_t>(k - 1));
+    }
+  }
+}
+
+TEST_F(RecorderTest, DeletingOrReorderingRecordsBreaksTheChain) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  write_session(**rec, "sess-1", 3);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  const std::string path = (*rec)->path_for("sess-1");
+  auto ls = lines(path);
+  ls.erase(ls.begin() + 2);
+  {
+    std::ofstream out(path, std::ios::trunc);
+    for (const auto& l : ls) out << l << '\n';
+  }
+  auto report = verify_recording(path);
+  EXPECT_FALSE(report->ok);
+  EXPECT_EQ(report->bad_seq, 3u);
+  EXPECT_EQ(report->reason, "seq gap");
+}
+
+TEST_F(RecorderTest, TornLastLineIsIgnoredAndReported) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  int n = write_session(**rec, "sess-1", 2);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  const std::string path = (*rec)->path_for("sess-1");
+  auto size = fs::file_size(path);
+  fs::resize_file(path, size - 20);
+  auto report = verify_recording(path);
+  ASSERT_TRUE(report.is_ok());
+  EXPECT_TRUE(report->ok);
+  EXPECT_TRUE(report->torn_tail);
+  EXPECT_EQ(report->records, static_cast<uint64_t>(n - 1));
+  EXPECT_GT(report->torn_bytes, 0u);
+}
+
+TEST_F(RecorderTest, ReopenedSessionContinuesTheChainAfterATornTail) {
+  {
+    auto rec = Recorder::open(options());
+    ASSERT_TRUE(rec.is_ok());
+    ASSERT_TRUE((*rec)->start_session(start("sess-1")).is_ok());
+    ASSERT_TRUE((*rec)->try_append("sess-1", "statement", {{"sql", "SELECT 1"}}).is_ok());
+  }  // destroyed without session_end: everything queued is synced
+  const std::string path = dir_ + "/sess-1.jsonl";
+  { std::ofstream(path, std::ios::app) << R"({"seq":3,"half)"; }
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("sess-1")).is_ok());
+  ASSERT_TRUE((*rec)->try_append("sess-1", "session_end", nlohmann::json::object()).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto report = verify_recording(path);
+  EXPECT_TRUE(report->ok) << report->reason;
+  EXPECT_FALSE(report->torn_tail);
+  EXPECT_EQ(report->records, 4u);
+}
+
+TEST_F(RecorderTest, RowCapKeepsFirstRowsOfEachStatement) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s", /*row_cap=*/3)).is_ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*rec)->try_append("s", "rows", rows(2, i * 2)).is_ok());
+  ASSERT_TRUE((*rec)->try_append("s", "statement", {{"sql", "q1"}, {"rows", 6}}).is_ok());
+  ASSERT_TRUE((*rec)->try_append("s", "rows", rows(2)).is_ok());
+  ASSERT_TRUE((*rec)->try_append("s", "statement", {{"sql", "q2"}, {"rows", 2}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto records = read_recording((*rec)->path_for("s"));
+  ASSERT_TRUE(records.is_ok());
+  std::vector<size_t> row_counts;
+  std::vector<int64_t> truncated;
+  for (const auto& r : *records) {
+    if (r["kind"] == "rows") {
+      row_counts.push_back(r["rows"].size());
+      truncated.push_back(r.value("truncated", int64_t{0}));
+    }
+  }
+  EXPECT_EQ(row_counts, (std::vector<size_t>{2, 1, 2}));  // third batch of q1 not recorded
+  EXPECT_EQ(truncated, (std::vector<int64_t>{0, 1, 0}));
+  EXPECT_EQ((*rec)->rows_dropped_cap(), 3u);
+}
+
+TEST_F(RecorderTest, MetadataLevelDropsRowsAndOffRecordsNothing) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("meta", 10, policy::RecordingLevel::kMetadata)).is_ok());
+  ASSERT_TRUE((*rec)->try_append("meta", "rows", rows(2)).is_ok());
+  ASSERT_TRUE((*rec)->try_append("meta", "statement", {{"sql", "q"}}).is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("off", 10, policy::RecordingLevel::kOff)).is_ok());
+  ASSERT_TRUE((*rec)->try_append("off", "statement", {{"sql", "q"}}).is_ok());
+  ASSERT_TRUE((*rec)->try_append("off", "session_end", nlohmann::json::object()).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto records = read_recording((*rec)->path_for("meta"));
+  ASSERT_TRUE(records.is_ok());
+  ASSERT_EQ(records->size(), 2u);
+  EXPECT_EQ((*records)[0]["recording"], "metadata");
+  EXPECT_EQ((*records)[1]["kind"], "statement");
+  EXPECT_FALSE(fs::exists((*rec)->path_for("off")));
+  EXPECT_FALSE((*rec)->session_open("off"));
+}
+
+TEST_F(RecorderTest, BadInputIsRejected) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  EXPECT_EQ((*rec)->start_session(start("../etc/passwd")).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*rec)->start_session(start("")).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*rec)->try_append("nope", "statement", nlohmann::json::object()).code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  EXPECT_EQ((*rec)->start_session(start("s")).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*rec)->try_append("s", "Statement!", nlohmann::json::object()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*rec)->try_append("s", "statement", nlohmann::json::array()).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ((*rec)->try_append("s", "rows", {{"rows", 3}}).code(), StatusCode::kInvalidArgument);
+  // Reserved keys cannot be forged by the event's sender.
+  ASSERT_TRUE(
+      (*rec)->try_append("s", "statement", {{"seq", 99}, {"hash", "x"}, {"sql", "q"}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto records = read_recording((*rec)->path_for("s"));
+  ASSERT_EQ(records->size(), 2u);
+  EXPECT_EQ((*records)[1]["seq"], 2);
+}
+
+TEST_F(RecorderTest, FullQueueIsReportedAndNothingAcceptedIsLost) {
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  std::atomic<bool> blocked{false};
+  RecorderOptions o = options();
+  o.queue_capacity = 16;
+  o.batch_records = 4;
+  o.before_sync = [&] {
+    blocked = true;
+    gate.wait();
+  };
+  auto rec = Recorder::open(o);
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  int accepted = 1;
+  bool saw_full = false;
+  for (int i = 0; i < 200 && !saw_full; ++i) {
+    Status st = (*rec)->try_append("s", "statement", {{"sql", "SELECT " + std::to_string(i)}});
+    if (st.is_ok()) {
+      ++accepted;
+    } else {
+      EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+      EXPECT_EQ(st.sqlstate(), "54000");
+      saw_full = true;
+    }
+    if (i == 8) {
+      while (!blocked) std::this_thread::sleep_for(1ms);
+    }
+  }
+  EXPECT_TRUE(saw_full);
+  EXPECT_GE((*rec)->records_rejected_queue_full(), 1u);
+  release.set_value();
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto report = verify_recording((*rec)->path_for("s"));
+  EXPECT_TRUE(report->ok);
+  EXPECT_EQ(report->records, static_cast<uint64_t>(accepted));
+}
+
+TEST_F(RecorderTest, BatchesAreSyncedByCountAndByTime) {
+  RecorderOptions o = options();
+  o.batch_records = 8;
+  o.batch_interval = 100ms;
+  auto rec = Recorder::open(o);
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*rec)->try_append("s", "statement", {{"i", i}}).is_ok());
+  // Without flush(): the timer writes the 5 records within the interval.
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         ((*rec)->batches_synced() == 0 || !fs::exists((*rec)->path_for("s")) ||
+          lines((*rec)->path_for("s")).size() < 5)) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(lines((*rec)->path_for("s")).size(), 5u);
+  uint64_t batches = (*rec)->batches_synced();
+  EXPECT_GE(batches, 1u);
+  for (int i = 0; i < 64; ++i)
+    ASSERT_TRUE((*rec)->try_append("s", "statement", {{"i", i}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  EXPECT_GE((*rec)->batches_synced(), batches + 8);
+}
+
+TEST_F(RecorderTest, ConcurrentSessionsKeepIndependentChains) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> expected{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] { expected += write_session(**rec, "s" + std::to_string(t), 50); });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  uint64_t total = 0;
+  for (int t = 0; t < 8; ++t) {
+    auto report = verify_recording((*rec)->path_for("s" + std::to_string(t)));
+    ASSERT_TRUE(report.is_ok());
+    EXPECT_TRUE(report->ok) << report->reason;
+    EXPECT_EQ(report->records, 102u);
+    total += report->records;
+  }
+  EXPECT_EQ(total, static_cast<uint64_t>(expected.load()));
+  EXPECT_EQ((*rec)->records_written(), total);
+}
+
+TEST_F(RecorderTest, InvalidUtf8InValuesIsRecordedVerifiably) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  ASSERT_TRUE(
+      (*rec)->try_append("s", "statement", {{"sql", std::string("SELECT '\xff\xfe'")}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto report = verify_recording((*rec)->path_for("s"));
+  EXPECT_TRUE(report->ok) << report->reason;
+  EXPECT_EQ(report->records, 2u);
+}
+
+}  // namespace
+}  // namespace pgwarden::recording

@@ -1,0 +1,182 @@
+#include "controlplane/recording/recording_file.h"
+
+#include <openssl/evp.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "controlplane/recording/recorder.h"
+
+namespace pgwarden::recording {
+
+namespace fs = std::filesystem;
+
+std::string canonical_bytes(const nlohmann::json& record) {
+  return record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string chain_hash(std::string_view prev_hex, std::string_view canonical) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, prev_hex.data(), prev_hex.size());
+  EVP_DigestUpdate(ctx, canonical.data(), canonical.size());
+  EVP_DigestFinal_ex(ctx, md, &n);
+  EVP_MD_CTX_free(ctx);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < n; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 15];
+  }
+  return out;
+}
+
+namespace {
+
+// Checks one line against the chain; empty reason = good.
+std::string check_line(const std::string& line, uint64_t expected_seq, const std::string& prev,
+                       nlohmann::json* record, std::string* hash) {
+  auto j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return "malformed json";
+  auto h = j.find("hash");
+  auto p = j.find("prev");
+  auto s = j.find("seq");
+  if (h == j.end() || !h->is_string() || p == j.end() || !p->is_string() || s == j.end() ||
+      !s->is_number_unsigned()) {
+    return "missing seq, prev or hash";
+  }
+  *hash = h->get<std::string>();
+  if (s->get<uint64_t>() != expected_seq) return "seq gap";
+  if (p->get<std::string>() != prev) return "prev mismatch";
+  j.erase("hash");
+  if (chain_hash(prev, canonical_bytes(j)) != *hash) return "hash mismatch";
+  *record = std::move(j);
+  return {};
+}
+
+}  // namespace
+
+Result<std::vector<nlohmann::json>> read_recording(const std::string& path,
+                                                   VerifyReport* report_out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("cannot open recording " + path);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return unavailable("cannot read recording " + path);
+  VerifyReport report;
+  std::vector<nlohmann::json> records;
+  std::string prev(kGenesisHash);
+  size_t pos = 0;
+  while (pos < data.size()) {
+    size_t nl = data.find('\n', pos);
+    if (nl == std::string::npos) {
+      report.torn_tail = true;
+      report.torn_bytes = data.size() - pos;
+      break;
+    }
+    std::string line = data.substr(pos, nl - pos);
+    pos = nl + 1;
+    nlohmann::json rec;
+    std::string hash;
+    std::string reason = check_line(line, report.records + 1, prev, &rec, &hash);
+    if (!reason.empty()) {
+      report.ok = false;
+      report.bad_seq = report.records + 1;
+      report.reason = std::move(reason);
+      break;
+    }
+    rec["hash"] = hash;
+    records.push_back(std::move(rec));
+    prev = std::move(hash);
+    ++report.records;
+  }
+  report.last_hash = report.records > 0 ? prev : std::string();
+  if (report_out != nullptr) *report_out = report;
+  return records;
+}
+
+Result<VerifyReport> verify_recording(const std::string& path) {
+  VerifyReport report;
+  auto records = read_recording(path, &report);
+  if (!records) return records.status();
+  return report;
+}
+
+Result<std::vector<RecordingSummary>> list_recordings(const std::string& dir) {
+  std::error_code ec;
+  std::vector<RecordingSummary> out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_regular_file() || e.path().extension() != ".jsonl") continue;
+    std::string id = e.path().stem().string();
+    if (!valid_session_id(id)) continue;
+    RecordingSummary s;
+    s.session_id = id;
+    s.path = e.path().string();
+    s.size_bytes = e.file_size(ec);
+    VerifyReport report;
+    auto records = read_recording(s.path, &report);
+    if (!records) continue;
+    s.verified = report.ok;
+    for (const auto& r : *records) {
+      const std::string kind = r.value("kind", "");
+      if (kind == "session_start") {
+        s.identity = r.value("identity", "");
+        s.target = r.value("target", "");
+        s.start_ms = r.value("ts", int64_t{0});
+      } else if (kind == "statement") {
+        ++s.statements;
+      } else if (kind == "session_end") {
+        s.end_ms = r.value("ts", int64_t{0});
+      }
+    }
+    if (s.start_ms == 0) {
+      struct stat st;
+      if (::stat(s.path.c_str(), &st) == 0) s.start_ms = int64_t{st.st_mtime} * 1000;
+    }
+    out.push_back(std::move(s));
+  }
+  if (ec) return unavailable("cannot list recordings in " + dir + ": " + ec.message());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.start_ms, a.session_id) < std::tie(b.start_ms, b.session_id);
+  });
+  return out;
+}
+
+Result<std::vector<std::string>> apply_retention(const std::string& dir,
+                                                 const RetentionPolicy& policy, int64_t now_ms,
+                                                 const std::set<std::string>& active) {
+  auto all = list_recordings(dir);
+  if (!all) return all.status();
+  std::vector<std::string> deleted;
+  uint64_t total = 0;
+  for (const auto& s : *all) total += s.size_bytes;
+  auto remove = [&](const RecordingSummary& s) -> Status {
+    std::error_code ec;
+    fs::remove(s.path, ec);
+    if (ec) return unavailable("cannot delete " + s.path + ": " + ec.message());
+    total -= s.size_bytes;
+    deleted.push_back(s.session_id);
+    return Status::ok();
+  };
+  const int64_t max_age_ms = int64_t{policy.max_age_days} * 86'400'000;
+  std::vector<const RecordingSummary*> kept;
+  for (const auto& s : *all) {
+    if (active.count(s.session_id) == 0 && policy.max_age_days > 0 &&
+        s.start_ms < now_ms - max_age_ms) {
+      PGW_RETURN_IF_ERROR(remove(s));
+    } else {
+      kept.push_back(&s);
+    }
+  }
+  for (const RecordingSummary* s : kept) {
+    if (policy.max_total_bytes == 0 || total <= policy.max_total_bytes) break;
+    if (active.count(s->session_id) != 0) continue;
+    PGW_RETURN_IF_ERROR(remove(*s));
+  }
+  return deleted;
+}
+
+}  // namespace pgwarden::recording

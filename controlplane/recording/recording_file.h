@@ -1,0 +1,72 @@
+// Reading recordings (written by Recorder): hash-chain verification, tolerant reading, listing
+// and retention. A reader never trusts a file: every record is parsed and checked.
+//
+// Thread-safety: free functions over files; safe to call concurrently with the Recorder
+// appending (a half-written last line is reported as a torn tail, not as tampering).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace pgwarden::recording {
+
+inline constexpr std::string_view kGenesisHash =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+// Canonical bytes of a record (without its "hash" member) and its chain hash.
+std::string canonical_bytes(const nlohmann::json& record);
+std::string chain_hash(std::string_view prev_hex, std::string_view canonical);
+
+struct VerifyReport {
+  bool ok = true;          // every complete record verified
+  uint64_t records = 0;    // records verified before the first failure (or all)
+  uint64_t bad_seq = 0;    // the seq expected at the first failing record (0 when ok)
+  std::string reason;      // "malformed json", "hash mismatch", "prev mismatch", "seq gap"
+  bool torn_tail = false;  // the file ends in a partial line (crash mid-write): ignored
+  uint64_t torn_bytes = 0;
+  std::string last_hash;  // hash of the last verified record
+};
+
+// Verifies the chain. not_found/unavailable only when the file cannot be read; tampering is a
+// report with ok == false.
+Result<VerifyReport> verify_recording(const std::string& path);
+
+// The verified records (up to the first failure), and the report.
+Result<std::vector<nlohmann::json>> read_recording(const std::string& path,
+                                                   VerifyReport* report = nullptr);
+
+struct RecordingSummary {
+  std::string session_id;
+  std::string path;
+  std::string identity;
+  std::string target;
+  int64_t start_ms = 0;
+  int64_t end_ms = 0;  // 0 while the session is open (or it ended without session_end)
+  uint64_t statements = 0;
+  uint64_t size_bytes = 0;
+  bool verified = true;
+};
+
+// Every <id>.jsonl in `dir`, oldest first.
+Result<std::vector<RecordingSummary>> list_recordings(const std::string& dir);
+
+struct RetentionPolicy {
+  int max_age_days = 0;          // 0 = no age limit
+  uint64_t max_total_bytes = 0;  // 0 = no size limit
+};
+
+// Deletes recordings that started more than max_age_days before now_ms, then the oldest
+// until the total size fits max_total_bytes. Sessions in `active` are never deleted. Returns
+// the deleted session ids, oldest first.
+Result<std::vector<std::string>> apply_retention(const std::string& dir,
+                                                 const RetentionPolicy& policy, int64_t now_ms,
+                                                 const std::set<std::string>& active = {});
+
+}  // namespace pgwarden::recording
