@@ -685,11 +685,29 @@ LoadOutcome parse_config(std::string_view json_text, uint64_t version,
                          const ValidationOptions& options) {
   LoadOutcome outcome;
   json root;
+  // nlohmann keeps the last of duplicate keys; an operator who wrote "read_only" twice
+  // must hear about it, so track the keys of every open object while parsing.
+  std::vector<std::set<std::string>> open_objects;
+  std::vector<std::string> duplicates;
+  auto on_event = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      open_objects.emplace_back();
+    } else if (event == json::parse_event_t::object_end && !open_objects.empty()) {
+      open_objects.pop_back();
+    } else if (event == json::parse_event_t::key && !open_objects.empty() &&
+               !open_objects.back().insert(parsed.get<std::string>()).second) {
+      duplicates.push_back(parsed.get<std::string>());
+    }
+    return true;
+  };
   try {
-    root = json::parse(json_text);
+    root = json::parse(json_text, on_event);
   } catch (const json::parse_error& e) {
     outcome.errors.push_back({"$", std::string("invalid JSON: ") + e.what()});
     return outcome;
+  }
+  for (const std::string& key : duplicates) {
+    outcome.errors.push_back({"$", "duplicate key " + json_quote(key)});
   }
   auto config = std::make_shared<Config>();
   Parser parser(options, outcome.errors);

@@ -176,6 +176,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NotJson", [](json& j) { j = "just a string"; }, "$: must be an object"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+TEST(ConfigTest, DuplicateKeysAreErrors) {
+  std::string text = example().dump();
+  text.replace(text.find("\"read_only\":true"), std::string("\"read_only\":true").size(),
+               "\"read_only\":true,\"read_only\":false");
+  LoadOutcome o = parse_config(text, 1, no_env());
+  EXPECT_FALSE(o.ok());
+  EXPECT_TRUE(has_error(o, "$: duplicate key \"read_only\"")) << o.error_text();
+}
+
 TEST(ConfigTest, InvalidJsonIsOneErrorAtRoot) {
   LoadOutcome o = parse_config("{\"listeners\": ", 1, no_env());
   ASSERT_EQ(o.errors.size(), 1u);

@@ -98,6 +98,8 @@ class CpServerTest : public ::testing::Test {
     ASSERT_TRUE(wait_for_socket()) << read_file(dir_ + "/cp.log");
   }
   static void TearDownTestSuite() {
+    // A clean exit also proves no sanitizer report in instrumented builds.
+    EXPECT_EQ(cp_->stop(), 0) << read_file(dir_ + "/cp.log");
     delete cp_;
     delete sandbox_;
     std::string cmd = "rm -rf '" + dir_ + "'";
