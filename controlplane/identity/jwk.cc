@@ -199,6 +199,11 @@ Result<KeySet> parse_jwks(std::string_view json) {
   KeySet set;
   size_t index = 0;
   for (const auto& k : *keys) {
+    if (set.keys.size() == kMaxJwksKeys) {
+      set.skipped.push_back("keys[" + std::to_string(index) + "] and later: more than " +
+                            std::to_string(kMaxJwksKeys) + " keys");
+      break;
+    }
     auto jwk = parse_jwk(k);
     if (jwk) {
       set.keys.push_back(std::move(*jwk));

@@ -44,6 +44,9 @@ inline constexpr int kMinRsaBits = 2048;
 inline constexpr int kMaxRsaBits = 16384;
 // JWKS documents larger than this are rejected.
 inline constexpr size_t kMaxJwksBytes = 1024 * 1024;
+// Keys after the first kMaxJwksKeys usable ones are skipped: a token without "kid" is tried
+// against every fitting key, so the count bounds the work one token can cause.
+inline constexpr size_t kMaxJwksKeys = 64;
 
 // Parses a JWKS document {"keys":[...]}. Individual unusable keys are skipped (listed in
 // KeySet::skipped); a document that is not JSON, has no "keys" array, or yields no usable key

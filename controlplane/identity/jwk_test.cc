@@ -89,6 +89,18 @@ TEST(ParseJwks, DocumentErrorsAreRejected) {
   EXPECT_FALSE(parse_jwks(deep).is_ok());
 }
 
+TEST(ParseJwks, KeysBeyondTheCapAreSkipped) {
+  nlohmann::json keys = nlohmann::json::array();
+  for (size_t i = 0; i < kMaxJwksKeys + 5; ++i) {
+    keys.push_back(nlohmann::json::parse(testing::kRfc8037Jwk));
+    keys.back()["kid"] = "k" + std::to_string(i);
+  }
+  auto set = parse_jwks(nlohmann::json{{"keys", keys}}.dump());
+  ASSERT_TRUE(set.is_ok());
+  EXPECT_EQ(set->keys.size(), kMaxJwksKeys);
+  EXPECT_EQ(set->skipped.size(), 1u);
+}
+
 TEST(ParseJwks, PaddedBase64IsRejected) {
   auto set = parse_jwks(
       wrap(R"({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo="})"));

@@ -125,6 +125,14 @@ IdentityResult TokenValidator::validate(std::string_view credential) const {
 
 IdentityResult TokenValidator::validate_for_provider(std::string_view credential,
                                                      std::string_view provider_name) const {
+  if (credential.size() > kMaxTokenBytes) {
+    return reject(RejectReason::kOversized, "credential is " + std::to_string(credential.size()) +
+                                                " bytes, limit " + std::to_string(kMaxTokenBytes));
+  }
+  if (looks_like_service_key(credential)) {
+    return reject(RejectReason::kNoMatchingProvider, "a service key is not a token of provider \"" +
+                                                         std::string(provider_name) + "\"");
+  }
   for (const auto& p : providers_) {
     if (p->config.name == provider_name) return validate_jwt(credential, p.get());
   }

@@ -456,6 +456,9 @@ TEST_F(ValidatorTest, ServiceKeyValidatesThroughTheSameEntryPoint) {
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r.identity().subject, "nightly-etl");
   EXPECT_EQ(reason(*v, g->key + "x"), RejectReason::kBadServiceKey);
+  auto pinned = v->validate_for_provider(g->key, "agents");
+  ASSERT_FALSE(pinned.is_ok());
+  EXPECT_EQ(pinned.rejection().reason, RejectReason::kNoMatchingProvider);
 }
 
 TEST_F(ValidatorTest, ConcurrentValidationDuringRotationIsConsistent) {
