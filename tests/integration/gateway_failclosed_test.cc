@@ -87,6 +87,33 @@ TEST_F(GatewayFailClosedTest, UnreachableUpstreamRefusesLoginWithClearError) {
   PQfinish(c);
 }
 
+TEST_F(GatewayFailClosedTest, UpstreamTlsVerifyFullCarriesTheSessionOverTls) {
+  GatewayOptions o;
+  o.upstream_tls_mode = "verify-full";
+  ASSERT_NO_FATAL_FAILURE(start(o));
+  PGconn* c = connect();
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQexec(c, "select ssl from pg_catalog.pg_stat_ssl where pid = pg_backend_pid()");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "t");
+  PQclear(r);
+  PQfinish(c);
+}
+
+TEST_F(GatewayFailClosedTest, UpstreamCertificateFromAnUntrustedCaIsRefused) {
+  GatewayOptions o;
+  o.upstream_tls_mode = "verify-full";
+  // The gateway's own self-signed listener certificate did not sign the upstream's.
+  o.upstream_ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  ASSERT_NO_FATAL_FAILURE(start(o));
+  PGconn* c = connect();
+  EXPECT_EQ(PQstatus(c), CONNECTION_BAD);
+  EXPECT_NE(std::string(PQerrorMessage(c)).find("TLS with the upstream database"),
+            std::string::npos)
+      << PQerrorMessage(c);
+  PQfinish(c);
+}
+
 TEST_F(GatewayFailClosedTest, UpstreamDeathEndsTheSessionWithAnError) {
   ASSERT_NO_FATAL_FAILURE(start());
   PGconn* c = connect();
