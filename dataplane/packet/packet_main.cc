@@ -21,7 +21,7 @@ void on_signal(int) { g_stop.store(true); }
 const char kUsage[] =
     "usage: pgwarden-dp-packet --dpdk \"<EAL args>\" --agent-port DEV --db-port DEV\n"
     "         [--exception-port DEV] [--gateway-address CIDR]... [--allow-direct-source CIDR]...\n"
-    "         --deny-keyword TEXT... [--flow-capacity N] [--flow-idle-timeout-ms N]\n"
+    "         [--rule-file PATH]... [--flow-capacity N] [--flow-idle-timeout-ms N]\n"
     "         [--reassembly-memcap BYTES] [--per-flow-cap BYTES] [--mbufs N] [--burst N]\n"
     "         [--idle-sleep-us N] [--stats-file PATH] [--audit-log PATH] [--ready-file PATH]\n";
 
@@ -51,6 +51,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 int main(int argc, char** argv) {
   using namespace pgwarden::packet;
   PacketLayerConfig config;
+  bool rule_files_given = false;
   std::string stats_file, audit_log, ready_file;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
@@ -92,8 +93,10 @@ int main(int argc, char** argv) {
       prefix(&config.gateway_addresses);
     } else if (flag == "--allow-direct-source") {
       prefix(&config.allowed_direct_sources);
-    } else if (flag == "--deny-keyword") {
-      config.deny_keywords.push_back(v);
+    } else if (flag == "--rule-file") {
+      if (!rule_files_given) config.rule_files.clear();
+      rule_files_given = true;
+      config.rule_files.push_back(v);
     } else if (flag == "--flow-capacity") {
       config.flow_capacity = static_cast<uint32_t>(number(1u << 26));
     } else if (flag == "--flow-idle-timeout-ms") {

@@ -17,6 +17,7 @@
 set -uo pipefail
 
 DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp-packet}
+RULES=$(cd "$(dirname "$0")/../../rules/sets" && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 S=$(printf '%05x' $(( (RANDOM << 8 ^ $$) & 0xfffff )))
 NS_AGENT=pgw-agent-$S NS_GW=pgw-gw-$S NS_DB=pgw-db-$S
@@ -99,16 +100,17 @@ CONF
 echo "host all all 198.18.0.0/15 trust" >>"$WORK/pg/pg_hba.conf"
 in_db runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null ||
   { fail "PostgreSQL start"; cat "$WORK/pg.log"; exit 1; }
-in_db runuser -u postgres -- psql -h "$WORK" -U postgres -qAtc \
+in_db runuser -u postgres -- psql -h "$WORK" -U postgres -qAtc "CREATE DATABASE demo" >/dev/null &&
+in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -qAtc \
   "CREATE TABLE e2e_victim(id int); INSERT INTO e2e_victim VALUES (1);" >/dev/null ||
-  { fail "seed table"; exit 1; }
+  { fail "seed database"; exit 1; }
 
 log "pgwarden-dp-packet in $NS_GW"
 EAL="-l 0 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
 EAL+=" --vdev=net_af_packet0,iface=ga --vdev=net_af_packet1,iface=gd --vdev=net_tap0,iface=pgwtap"
 ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --agent-port net_af_packet0 --db-port net_af_packet1 \
   --exception-port net_tap0 --gateway-address 198.18.0.1 --allow-direct-source 198.18.0.10 \
-  --deny-keyword "drop table" --idle-sleep-us 50 --stats-file "$WORK/stats.json" \
+  --rule-file "$RULES/deny.rules" --rule-file "$RULES/approve.rules" --idle-sleep-us 50 --stats-file "$WORK/stats.json" \
   --audit-log "$WORK/audit.jsonl" --ready-file "$WORK/ready" >"$WORK/dp.log" 2>&1 &
 DP_PID=$!
 for _ in $(seq 100); do [ -f "$WORK/ready" ] && break; kill -0 $DP_PID 2>/dev/null || break; sleep 0.1; done
@@ -124,14 +126,15 @@ out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-allowed
 if [ "$out" = "pgw-e2e-allowed-42" ]; then pass "allowed query answered: $out"; else fail "allowed query: $out"; fi
 if grep -q "pgw-e2e-allowed-" "$WORK/pg.log"; then pass "allowed query in server log"; else fail "allowed query not in server log"; fi
 
-log "2. deny-rule statement on a direct plaintext connection"
-out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "DROP TABLE e2e_victim" 2>&1); rc=$?
-if [ $rc -ne 0 ]; then pass "psql failed as the connection was reset (rc=$rc): $(echo "$out" | head -1)"; else fail "DROP TABLE succeeded: $out"; fi
-if grep -qi "drop table" "$WORK/pg.log"; then fail "DROP TABLE reached PostgreSQL"; else pass "DROP TABLE never reached PostgreSQL (server log)"; fi
-still=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -XAtc "SELECT count(*) FROM e2e_victim" 2>&1)
-if [ "$still" = "1" ]; then pass "table still exists"; else fail "table check: $still"; fi
+log "2. default deny-set statement on a direct plaintext connection"
+# deny.drop_database from rules/sets/deny.rules, seen through the lexer (comment removed).
+out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc 'DROP /*pgw-e2e*/ DATABASE demo' 2>&1); rc=$?
+if [ $rc -ne 0 ]; then pass "psql failed as the connection was reset (rc=$rc): $(echo "$out" | head -1)"; else fail "DROP DATABASE succeeded: $out"; fi
+if grep -qiE "pgw-e2e\*/|drop database" "$WORK/pg.log"; then fail "DROP DATABASE reached PostgreSQL"; else pass "DROP DATABASE never reached PostgreSQL (server log)"; fi
+still=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -XAtc "SELECT count(*) FROM e2e_victim" 2>&1)
+if [ "$still" = "1" ]; then pass "database demo and its table still exist"; else fail "database check: $still"; fi
 for _ in $(seq 30); do grep -q wire_deny "$WORK/audit.jsonl" 2>/dev/null && break; sleep 0.1; done
-if grep -q '"reason":"deny_keyword:drop table"' "$WORK/audit.jsonl" 2>/dev/null; then
+if grep -q '"reason":"deny:deny.drop_database"' "$WORK/audit.jsonl" 2>/dev/null; then
   pass "audit event: $(head -1 "$WORK/audit.jsonl")"
 else
   fail "no audit event"
