@@ -655,17 +655,6 @@ std::string PacketLayerStats::to_json() const {
   return j.dump();
 }
 
-std::string AuditEvent::to_json() const {
-  return nlohmann::json{{"type", "event"},
-                        {"kind", "wire_deny"},
-                        {"unix_ms", unix_ms},
-                        {"lcore", lcore_id},
-                        {"client", client.to_string() + ":" + std::to_string(client_port)},
-                        {"server", server.to_string() + ":" + std::to_string(server_port)},
-                        {"reason", reason}}
-      .dump();
-}
-
 int run_packet_layer(const PacketLayerConfig& config, const PacketLayerHooks& hooks,
                      std::string* error) {
   if (hooks.stop == nullptr) {

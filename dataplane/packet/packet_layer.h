@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "dataplane/packet/audit_event.h"
 #include "dataplane/packet/flow_key.h"
 #include "dataplane/packet/tcp_reassembler.h"
 #include "dataplane/packet/wire_prescreen.h"
@@ -78,18 +79,6 @@ struct LcoreStats {
 struct PacketLayerStats {
   std::vector<PortStats> ports;
   std::vector<LcoreStats> lcores;
-  std::string to_json() const;
-};
-
-// A deny enforced on the wire, for the control plane's audit log.
-struct AuditEvent {
-  uint64_t unix_ms = 0;
-  unsigned lcore_id = 0;
-  Address client;
-  uint16_t client_port = 0;
-  Address server;
-  uint16_t server_port = 0;
-  std::string reason;
   std::string to_json() const;
 };
 
