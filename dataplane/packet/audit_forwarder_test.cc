@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "controlplane/protocol/frame.h"
+#include "controlplane/protocol/messages.h"
 #include "dataplane/packet/audit_event.h"
 
 namespace pgwarden::packet {
@@ -133,6 +134,14 @@ TEST(AuditEventTest, WireDenyEventCarriesRuleClientAndServer) {
   EXPECT_EQ(j["reason"], "deny:deny.drop_database");
   EXPECT_EQ(j["server"], "198.18.0.20:5432");
   EXPECT_FALSE(j.contains("id"));  // events carry no id and get no response
+}
+
+TEST(AuditEventTest, ControlPlaneEventParserAcceptsWireDeny) {
+  auto ev = protocol::Event::from_json(deny_event(40000).to_json());
+  ASSERT_TRUE(ev.is_ok()) << ev.status().to_string();
+  EXPECT_EQ(ev->kind, "wire_deny");
+  EXPECT_EQ(ev->session_id, "wire:198.18.0.16:40000");
+  EXPECT_EQ(ev->fields["rule"], "deny.drop_database");
 }
 
 TEST_F(AuditForwarderTest, EventsReachCpAsEventFramesAfterHello) {
