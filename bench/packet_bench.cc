@@ -1,10 +1,12 @@
 // Packet layer throughput: packets/s and Gbps on one lcore, fed through DPDK net_ring ports
 // with a generated capture of many concurrent PostgreSQL flows (handshake, StartupMessage,
 // Simple Query statements of mixed sizes, server responses that ACK them, FIN exchange),
-// prescreened against 1,000 deny rules none of which match.
+// prescreened against 1,000 generated deny rules (the shapes of bench/prescreen_bench.cc,
+// written to a rule file) plus the shipped deny and approve sets, none of which match.
 //
 //   BM_ForwardOnly                  baseline: parse + bridge, no flow state
-//   BM_ForwardReassemblyPrescreen   flow table + reassembly + PG framing + Hyperscan
+//   BM_ForwardReassemblyPrescreen   flow table + reassembly + pgwire::Framer + rules lexer +
+//                                   Hyperscan (rules::CompiledRuleSet), as in production
 //
 // The capture's mbufs are built once and re-injected every round (an extra reference keeps
 // them alive after the layer "transmits" them), with the client address rewritten per round
@@ -16,9 +18,11 @@
 #include <rte_eth_ring.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -47,6 +51,57 @@ std::string be32(uint32_t v) {
   return s;
 }
 
+// 1,000 generated rules in the shapes real deny rules take (function calls, keyword
+// sequences, object names, `[^;]*` spans, text-view rules on literal values), as a rule file.
+std::string write_generated_rules() {
+  std::string out;
+  uint64_t x = 88172645463325252ull;  // xorshift64, fixed seed
+  for (uint32_t i = 0; i < kRules; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::string tag = std::to_string(i) + "x" + std::to_string(x % 1000);
+    std::string view = "code", pattern, flags;
+    switch (i % 10) {
+      case 0:
+      case 1:
+      case 2:
+        pattern = "\\bfn_" + tag + "\\s*\\(";
+        break;
+      case 3:
+      case 4:
+        pattern = "\\bdrop\\s+table\\s+(?:\\w+\\.)?tbl_" + tag + "\\b";
+        break;
+      case 5:
+        pattern = "\\b(?:from|join)\\s+(?:public\\.)?secret_" + tag + "\\b";
+        break;
+      case 6:
+        pattern = "\\bcopy\\b[^;]*\\bto\\s+prog_" + tag + "\\b";
+        break;
+      case 7:
+        pattern = "\\balter\\s+(?:table|view)\\s+obj_" + tag + "\\s+(?:add|drop)\\b";
+        break;
+      case 8:
+        pattern = "\\bgrant\\s+\\w+\\s+on\\s+t" + tag + "\\b";
+        break;
+      default:
+        view = "text";
+        pattern = "'/(?:etc|var|home)/path_" + tag + "[^']*'";
+        flags = "caseless";
+    }
+    out += "[gen.r" + std::to_string(i) + "]\naction = deny\nview = " + view +
+           "\npattern = " + pattern + "\n";
+    if (!flags.empty()) out += "flags = " + flags + "\n";
+    out += "message = generated rule\nseverity = high\n";
+  }
+  char path[] = "/tmp/pgw_packet_bench_XXXXXX.rules";
+  int fd = mkstemps(path, 6);
+  if (fd < 0) std::abort();
+  close(fd);
+  std::ofstream(path) << out;
+  return path;
+}
+
 class Bench {
  public:
   explicit Bench(bool forward_only) {
@@ -70,10 +125,9 @@ class Bench {
     config.agent_port = names_[0];
     config.database_port = names_[1];
     config.allowed_direct_sources = {Prefix{Address::v4(0x0a000000), 8}};
-    for (uint32_t i = 0; i < kRules; ++i) {
-      config.deny_keywords.push_back("forbidden_object_" + std::to_string(i) + "(");
-    }
-    config.deny_keywords.push_back("drop table");
+    rules_file_ = write_generated_rules();
+    config.rule_files = {rules_file_, PGW_SOURCE_ROOT "/rules/sets/deny.rules",
+                         PGW_SOURCE_ROOT "/rules/sets/approve.rules"};
     config.rx_descriptors = 512;
     config.tx_descriptors = 512;
     config.flow_capacity = 1 << 18;
@@ -89,6 +143,7 @@ class Bench {
 
   ~Bench() {
     layer_.reset();
+    std::remove(rules_file_.c_str());
     for (CapturePacket& p : capture_) rte_pktmbuf_free(p.mbuf);
     for (int i = 0; i < 2; ++i) {
       drain(tx_[i]);
@@ -205,6 +260,7 @@ class Bench {
   std::vector<std::vector<CapturePacket>> per_flow_;
   std::vector<CapturePacket> capture_;
   uint64_t bytes_ = 0;
+  std::string rules_file_;
   std::unique_ptr<PacketLayer> layer_;
 };
 
@@ -228,6 +284,7 @@ void run(benchmark::State& state, bool forward_only) {
   state.counters["avg_frame_B"] = static_cast<double>(bench.bytes()) / bench.packets();
   state.counters["flows_created"] = static_cast<double>(counter(bench.layer(), "flows_created"));
   state.counters["statements"] = static_cast<double>(counter(bench.layer(), "prescreen_messages"));
+  state.counters["denied"] = static_cast<double>(counter(bench.layer(), "prescreen_denied"));
   state.counters["drops"] = static_cast<double>(
       counter(bench.layer(), "flows_capacity_dropped") + counter(bench.layer(), "tx_dropped") +
       counter(bench.layer(), "flows_midstream_dropped") +

@@ -460,7 +460,7 @@ Result<Event> Event::from_json(const json& j) {
   r.str("session_id", e.session_id, true, 128);
   r.str("kind", e.kind, true, 32);
   static const std::set<std::string> kKinds = {"session_start", "statement", "rows", "error",
-                                               "session_end"};
+                                               "session_end", "wire_deny"};
   if (r.ok() && !kKinds.count(e.kind)) r.fail("unknown event kind \"" + e.kind + "\"");
   e.fields = json::object();
   for (const auto& [k, v] : j.items()) {

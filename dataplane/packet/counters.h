@@ -13,43 +13,45 @@
 
 namespace pgwarden::packet {
 
-#define PGW_PACKET_COUNTERS(X)                                                     \
-  X(rx_packets)                     /* frames received on any port */              \
-  X(rx_bytes)                       /* bytes of those frames */                    \
-  X(tx_packets)                     /* frames handed to a TX queue */              \
-  X(tx_dropped)                     /* frames a TX queue did not take (freed) */   \
-  X(parse_truncated)                /* frame shorter than its headers claim */     \
-  X(parse_malformed)                /* bad version, header length or offsets */    \
-  X(parse_fragments_dropped)        /* IP fragments carrying TCP: dropped */       \
-  X(parse_multisegment_dropped)     /* chained mbufs (jumbo frames): dropped */    \
-  X(l2_wrong_port_dropped)          /* flow packet arriving on the wrong side */   \
-  X(l2_bridged)                     /* non-TCP frames bridged port to port */      \
-  X(exception_to_host)              /* frames sent to the TAP exception port */    \
-  X(exception_from_host)            /* frames from the host stack sent out */      \
-  X(flows_created)                  /* new TCP flows admitted */                   \
-  X(flows_expired)                  /* flows removed by the idle timeout */        \
-  X(flows_capacity_dropped)         /* SYNs dropped: flow table full */            \
-  X(flows_bypass_dropped)           /* direct flows from a source not allowed */   \
-  X(flows_midstream_dropped)        /* TCP packets of flows never seen opening */  \
-  X(flows_reverse_dropped)          /* flows opened from the database side */      \
-  X(flows_sink_refused)             /* the stream consumer refused a flow */       \
-  X(tcp_forwarded)                  /* TCP segments forwarded */                   \
-  X(tcp_held_out_of_order)          /* segments stored beyond a gap, not sent */   \
-  X(tcp_dropped_closed_flow)        /* segments of a denied or reset flow */       \
-  X(tcp_syn_mismatch)               /* SYN with another ISN on a live flow */      \
-  X(reassembly_bytes_delivered)     /* in-order bytes handed to the consumer */    \
-  X(reassembly_retransmits)         /* segments entirely before the acked edge */  \
-  X(reassembly_overlap_conflicts)   /* overlap with bytes differing from first */  \
-  X(reassembly_memcap_flow_drops)   /* segment beyond the per-flow cap */          \
-  X(reassembly_memcap_global_drops) /* lcore memcap reached */                     \
-  X(reassembly_islands_cap_drops)   /* too many out-of-order islands */            \
-  X(reassembly_data_after_fin)      /* bytes past the client's FIN */              \
-  X(prescreen_messages)             /* PostgreSQL messages framed on the wire */   \
-  X(prescreen_denied)               /* messages the matcher denied */              \
-  X(prescreen_frame_errors)         /* streams that are not valid PostgreSQL */    \
-  X(enforce_resets_sent)            /* RST segments generated */                   \
-  X(enforce_reset_alloc_failed)     /* no mbuf for a RST */                        \
-  X(audit_events)                   /* deny events queued for the control plane */ \
+#define PGW_PACKET_COUNTERS(X)                                                      \
+  X(rx_packets)                     /* frames received on any port */               \
+  X(rx_bytes)                       /* bytes of those frames */                     \
+  X(tx_packets)                     /* frames handed to a TX queue */               \
+  X(tx_dropped)                     /* frames a TX queue did not take (freed) */    \
+  X(parse_truncated)                /* frame shorter than its headers claim */      \
+  X(parse_malformed)                /* bad version, header length or offsets */     \
+  X(parse_fragments_dropped)        /* IP fragments carrying TCP: dropped */        \
+  X(parse_multisegment_dropped)     /* chained mbufs (jumbo frames): dropped */     \
+  X(l2_wrong_port_dropped)          /* flow packet arriving on the wrong side */    \
+  X(l2_bridged)                     /* non-TCP frames bridged port to port */       \
+  X(exception_to_host)              /* frames sent to the TAP exception port */     \
+  X(exception_from_host)            /* frames from the host stack sent out */       \
+  X(flows_created)                  /* new TCP flows admitted */                    \
+  X(flows_expired)                  /* flows removed by the idle timeout */         \
+  X(flows_capacity_dropped)         /* SYNs dropped: flow table full */             \
+  X(flows_bypass_dropped)           /* direct flows from a source not allowed */    \
+  X(flows_midstream_dropped)        /* TCP packets of flows never seen opening */   \
+  X(flows_reverse_dropped)          /* flows opened from the database side */       \
+  X(flows_sink_refused)             /* the stream consumer refused a flow */        \
+  X(tcp_forwarded)                  /* TCP segments forwarded */                    \
+  X(tcp_held_out_of_order)          /* segments stored beyond a gap, not sent */    \
+  X(tcp_dropped_closed_flow)        /* segments of a denied or reset flow */        \
+  X(tcp_syn_mismatch)               /* SYN with another ISN on a live flow */       \
+  X(reassembly_bytes_delivered)     /* in-order bytes handed to the consumer */     \
+  X(reassembly_retransmits)         /* segments entirely before the acked edge */   \
+  X(reassembly_overlap_conflicts)   /* overlap with bytes differing from first */   \
+  X(reassembly_memcap_flow_drops)   /* segment beyond the per-flow cap */           \
+  X(reassembly_memcap_global_drops) /* lcore memcap reached */                      \
+  X(reassembly_islands_cap_drops)   /* too many out-of-order islands */             \
+  X(reassembly_data_after_fin)      /* bytes past the client's FIN */               \
+  X(prescreen_messages)             /* PostgreSQL messages framed on the wire */    \
+  X(prescreen_denied)               /* messages the matcher denied */               \
+  X(prescreen_frame_errors)         /* streams that are not valid PostgreSQL */     \
+  X(prescreen_approve_denied)       /* approve-rule matches, refused on the wire */ \
+  X(prescreen_memcap_denied)        /* no lcore budget to buffer a statement */     \
+  X(enforce_resets_sent)            /* RST segments generated */                    \
+  X(enforce_reset_alloc_failed)     /* no mbuf for a RST */                         \
+  X(audit_events)                   /* deny events queued for the control plane */  \
   X(audit_events_dropped)           /* deny events dropped: audit queue full */
 
 class Counter {

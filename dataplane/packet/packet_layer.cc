@@ -92,8 +92,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   uint16_t queue = 0;
   PacketCounters counters;
   std::unique_ptr<ReassemblyMemory> memory;
+  std::unique_ptr<WirePrescreen> sink;  // before flows: their streams point into it
   std::unique_ptr<FlowTable> flows;
-  std::unique_ptr<WirePrescreen> sink;
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
   uint64_t last_drain_tsc = 0;
@@ -121,7 +121,7 @@ class PacketLayer::Impl {
   rte_mempool* pool_ = nullptr;
   std::vector<std::unique_ptr<LcoreContext>> workers_;
   std::vector<int> worker_of_lcore_;
-  std::shared_ptr<const TemporaryKeywordMatcher> matcher_;
+  std::shared_ptr<const rules::CompiledRuleSet> rules_;
   uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
 };
 
@@ -152,10 +152,9 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
   if (cap < 1024 || (cap & (cap - 1)) != 0) {
     return invalid_argument("per-flow reassembly cap must be a power of two >= 1024");
   }
-  Result<std::shared_ptr<const TemporaryKeywordMatcher>> matcher =
-      TemporaryKeywordMatcher::compile(config.deny_keywords);
-  if (!matcher) return matcher.status();
-  matcher_ = *matcher;
+  Result<std::shared_ptr<const rules::CompiledRuleSet>> rules = load_wire_rules(config.rule_files);
+  if (!rules) return rules.status();
+  rules_ = *rules;
 
   port_names_[kAgent] = config.agent_port;
   port_names_[kDatabase] = config.database_port;
@@ -265,7 +264,8 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
         FlowTable::create("pgw_flows_" + suffix, config.flow_capacity, socket);
     if (!flows) return flows.status();
     c->flows = std::move(*flows);
-    Result<std::unique_ptr<WirePrescreen>> sink = WirePrescreen::create(matcher_, &c->counters);
+    Result<std::unique_ptr<WirePrescreen>> sink =
+        WirePrescreen::create(rules_, &c->counters, c->memory.get(), config.prescreen);
     if (!sink) return sink.status();
     c->sink = std::move(*sink);
     for (unsigned r = 0; r < kMaxPorts; ++r) {
@@ -653,17 +653,6 @@ std::string PacketLayerStats::to_json() const {
                            {"counters", counters}});
   }
   return j.dump();
-}
-
-std::string AuditEvent::to_json() const {
-  return nlohmann::json{{"type", "event"},
-                        {"kind", "wire_deny"},
-                        {"unix_ms", unix_ms},
-                        {"lcore", lcore_id},
-                        {"client", client.to_string() + ":" + std::to_string(client_port)},
-                        {"server", server.to_string() + ":" + std::to_string(server_port)},
-                        {"reason", reason}}
-      .dump();
 }
 
 int run_packet_layer(const PacketLayerConfig& config, const PacketLayerHooks& hooks,

@@ -21,8 +21,10 @@
 #include <vector>
 
 #include "common/status.h"
+#include "dataplane/packet/audit_event.h"
 #include "dataplane/packet/flow_key.h"
 #include "dataplane/packet/tcp_reassembler.h"
+#include "dataplane/packet/wire_prescreen.h"
 
 namespace pgwarden::packet {
 
@@ -34,7 +36,9 @@ struct PacketLayerConfig {
   std::string exception_port;                  // TAP device name towards the host; empty: none
   std::vector<Prefix> gateway_addresses;       // flows to these go to the exception port
   std::vector<Prefix> allowed_direct_sources;  // agents allowed to reach databases directly
-  std::vector<std::string> deny_keywords;      // TEMPORARY until rules::RuleSet is merged
+  // Rule files the wire prescreen compiles once and shares read-only by every lcore.
+  std::vector<std::string> rule_files = {kDefaultWireRuleFiles[0], kDefaultWireRuleFiles[1]};
+  WirePrescreenOptions prescreen;
 
   uint32_t mbufs = 0;  // 0: computed from ports, queues and descriptors
   uint16_t rx_descriptors = 1024;
@@ -75,18 +79,6 @@ struct LcoreStats {
 struct PacketLayerStats {
   std::vector<PortStats> ports;
   std::vector<LcoreStats> lcores;
-  std::string to_json() const;
-};
-
-// A deny enforced on the wire, for the control plane's audit log.
-struct AuditEvent {
-  uint64_t unix_ms = 0;
-  unsigned lcore_id = 0;
-  Address client;
-  uint16_t client_port = 0;
-  Address server;
-  uint16_t server_port = 0;
-  std::string reason;
   std::string to_json() const;
 };
 

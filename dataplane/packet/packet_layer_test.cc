@@ -74,7 +74,8 @@ class PacketLayerTest : public ::testing::Test {
     config_.exception_port = host_.name;
     config_.gateway_addresses = {Prefix{kGateway, 32}};
     config_.allowed_direct_sources = {Prefix{kAgent, 32}};
-    config_.deny_keywords = {"drop table"};
+    config_.rule_files = {PGW_SOURCE_ROOT "/rules/sets/deny.rules",
+                          PGW_SOURCE_ROOT "/rules/sets/approve.rules"};
     config_.rx_descriptors = 128;
     config_.tx_descriptors = 128;
     config_.flow_capacity = 8;
@@ -189,7 +190,7 @@ TEST_F(PacketLayerTest, DeniedStatementIsDroppedAndBothEndsAreReset) {
   inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck, first));
   ASSERT_EQ(sent(db_).size(), 1u);
   uint32_t seq = 1001 + static_cast<uint32_t>(first.size());
-  std::string evil = query("DROP TABLE crm.orders");
+  std::string evil = query("DROP DATABASE demo");
   // The statement is split: its first half passes (incomplete message), the second is dropped.
   inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, evil.substr(0, 8)));
   ASSERT_EQ(sent(db_).size(), 1u);
@@ -217,7 +218,7 @@ TEST_F(PacketLayerTest, DeniedStatementIsDroppedAndBothEndsAreReset) {
 
   auto events = layer_->drain_audit();
   ASSERT_EQ(events.size(), 1u);
-  EXPECT_EQ(events[0].reason, "deny_keyword:drop table");
+  EXPECT_EQ(events[0].reason, "deny:deny.drop_database");
   EXPECT_EQ(events[0].client, kAgent);
   EXPECT_EQ(events[0].server_port, 5432);
   EXPECT_EQ(counter("enforce_resets_sent"), 2u);
@@ -308,7 +309,7 @@ TEST_F(PacketLayerTest, Ipv6FlowIsPrescreenedAndDenied) {
   start();
   inject(agent_, tcp(client, 40000, server, 5432, 1000, 0, kTcpSyn));
   inject(db_, tcp(server, 5432, client, 40000, 5000, 1001, kTcpSyn | kTcpAck));
-  std::string data = startup_message() + query("drop table t");
+  std::string data = startup_message() + query("drop database t");
   inject(agent_, tcp(client, 40000, server, 5432, 1001, 5001, kTcpAck, data));
   auto to_db = sent(db_);
   ASSERT_EQ(to_db.size(), 2u);  // the SYN, then the RST instead of the data
@@ -333,7 +334,7 @@ TEST_F(PacketLayerTest, EveryInjectedMbufIsFreedExactlyOnce) {
   store_be16(arp.data() + 12, kEtherTypeArp);
   inject(agent_, arp);                                        // bridged + copied
   inject(host_, tcp(kGateway, 1, kAgent, 2, 1, 1, kTcpAck));  // flooded
-  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, query("drop table x")));
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, query("drop database x")));
   sent(agent_);
   sent(db_);
   sent(host_);
@@ -348,8 +349,15 @@ TEST_F(PacketLayerTest, UnknownPortNameIsAClearConfigError) {
             std::string::npos);
 }
 
-TEST_F(PacketLayerTest, EmptyDenyListIsAConfigError) {
-  config_.deny_keywords.clear();
+TEST_F(PacketLayerTest, MissingRuleFileIsAConfigErrorNamingTheFile) {
+  config_.rule_files = {"/nonexistent/wire.rules"};
+  auto l = PacketLayer::create(config_);
+  ASSERT_FALSE(l.is_ok());
+  EXPECT_NE(l.status().message().find("/nonexistent/wire.rules"), std::string::npos);
+}
+
+TEST_F(PacketLayerTest, EmptyRuleFileListIsAConfigError) {
+  config_.rule_files.clear();
   EXPECT_FALSE(PacketLayer::create(config_).is_ok());
 }
 

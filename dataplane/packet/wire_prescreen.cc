@@ -1,184 +1,133 @@
 #include "dataplane/packet/wire_prescreen.h"
 
-#include <hs/hs.h>
+#include <algorithm>
 
-#include <cstring>
-#include <optional>
-
-#include "dataplane/packet/packet_parser.h"
+#include "dataplane/packet/tcp_reassembler.h"
+#include "dataplane/pgwire/framer.h"
+#include "dataplane/pgwire/messages.h"
+#include "rules/rule_set.h"
 
 namespace pgwarden::packet {
 namespace {
 
-// Startup-phase request codes (protocol-message-formats: SSLRequest, GSSENCRequest,
-// CancelRequest) and the protocol major version of a StartupMessage.
-constexpr uint32_t kSslRequestCode = 80877103;
-constexpr uint32_t kGssEncRequestCode = 80877104;
-constexpr uint32_t kCancelRequestCode = 80877102;
-constexpr uint32_t kProtocolMajor3 = 3;
 constexpr uint8_t kTlsHandshakeRecord = 0x16;
+constexpr size_t kTypedHeader = 5;    // Byte1 type, Int32 length
+constexpr size_t kStartupHeader = 4;  // Int32 length
+// A flow's statement buffer keeps its capacity up to this; beyond, it is freed after use.
+constexpr size_t kKeepCapacity = 16 * 1024;
 
-int on_hs_match(unsigned int id, unsigned long long, unsigned long long, unsigned int, void* ctx) {
-  *static_cast<int*>(ctx) = static_cast<int>(id);
-  return 1;  // first match is enough: stop scanning
-}
+bool is_statement(uint8_t type) { return type == 'Q' || type == 'P'; }
 
-std::string_view splitter_error_reason(TemporaryPgSplitter::Error e) {
-  switch (e) {
-    case TemporaryPgSplitter::Error::kBadStartup:
-      return "frame_error:bad_startup_packet";
-    case TemporaryPgSplitter::Error::kEncrypted:
-      return "frame_error:encrypted_stream_not_inspectable";
-    case TemporaryPgSplitter::Error::kBadLength:
-      return "frame_error:bad_message_length";
-    case TemporaryPgSplitter::Error::kTooLarge:
-      return "frame_error:statement_too_large";
-    case TemporaryPgSplitter::Error::kNone:
-      break;
+// Keeps the first deny rule and the first approve rule of one scan.
+class FirstRules : public rules::MatchSink {
+ public:
+  void on_match(const rules::Rule& rule) override {
+    if (rule.action == rules::Action::kDeny && deny == nullptr) deny = &rule;
+    if (rule.action == rules::Action::kApprove && approve == nullptr) approve = &rule;
   }
-  return "";
-}
+  void on_scan_error(std::string_view reason) override { error = reason; }
 
-// The statement text of a Query ("String query") or Parse ("String name, String query")
-// body, or nullopt when a String is not NUL-terminated.
-std::optional<std::string_view> statement_text(char type, std::span<const uint8_t> body) {
-  std::string_view b(reinterpret_cast<const char*>(body.data()), body.size());
-  if (type == 'P') {
-    size_t name_end = b.find('\0');
-    if (name_end == std::string_view::npos) return std::nullopt;
-    b.remove_prefix(name_end + 1);
-  }
-  size_t end = b.find('\0');
-  if (end == std::string_view::npos) return std::nullopt;
-  return b.substr(0, end);
-}
+  const rules::Rule* deny = nullptr;
+  const rules::Rule* approve = nullptr;
+  std::string error;
+};
 
 }  // namespace
 
-// --- TemporaryKeywordMatcher (stand-in for rules::Matcher) ---------------------------------
-
-Result<std::shared_ptr<const TemporaryKeywordMatcher>> TemporaryKeywordMatcher::compile(
-    const std::vector<std::string>& keywords) {
-  if (keywords.empty()) return invalid_argument("deny keyword list is empty");
-  std::shared_ptr<TemporaryKeywordMatcher> m(new TemporaryKeywordMatcher());
-  std::vector<const char*> exprs;
-  std::vector<size_t> lens;
-  std::vector<unsigned> flags;
-  std::vector<unsigned> ids;
-  for (const std::string& k : keywords) {
-    std::string n;
-    normalize(k, &n);
-    if (n.empty() || n == " ") return invalid_argument("empty deny keyword");
-    m->keywords_.push_back(std::move(n));
-  }
-  for (size_t i = 0; i < m->keywords_.size(); ++i) {
-    exprs.push_back(m->keywords_[i].data());
-    lens.push_back(m->keywords_[i].size());
-    flags.push_back(HS_FLAG_CASELESS | HS_FLAG_SINGLEMATCH);
-    ids.push_back(static_cast<unsigned>(i));
-  }
-  hs_compile_error_t* err = nullptr;
-  if (hs_compile_lit_multi(exprs.data(), flags.data(), ids.data(), lens.data(),
-                           static_cast<unsigned>(exprs.size()), HS_MODE_BLOCK, nullptr, &m->db_,
-                           &err) != HS_SUCCESS) {
-    std::string msg = err && err->message ? err->message : "unknown error";
-    hs_free_compile_error(err);
-    return invalid_argument("cannot compile deny keywords: " + msg);
-  }
-  return std::shared_ptr<const TemporaryKeywordMatcher>(std::move(m));
+Result<std::shared_ptr<const rules::CompiledRuleSet>> load_wire_rules(
+    std::span<const std::string> paths) {
+  if (paths.empty()) return invalid_argument("no rule files for the wire prescreen");
+  Result<rules::RuleSet> set = rules::RuleSet::load_files(paths);
+  if (!set) return set.status();
+  if (set->size() == 0) return invalid_argument("the wire prescreen's rule files hold no rules");
+  return rules::CompiledRuleSet::compile(std::move(*set));
 }
-
-TemporaryKeywordMatcher::~TemporaryKeywordMatcher() { hs_free_database(db_); }
-
-Result<hs_scratch*> TemporaryKeywordMatcher::make_scratch() const {
-  hs_scratch_t* scratch = nullptr;
-  if (hs_alloc_scratch(db_, &scratch) != HS_SUCCESS) {
-    return resource_exhausted("cannot allocate Hyperscan scratch");
-  }
-  return scratch;
-}
-
-int TemporaryKeywordMatcher::first_match(std::string_view normalized, hs_scratch* scratch) const {
-  int id = -1;
-  hs_scan(db_, normalized.data(), static_cast<unsigned>(normalized.size()), 0, scratch, on_hs_match,
-          &id);
-  return id;
-}
-
-void TemporaryKeywordMatcher::normalize(std::string_view sql, std::string* out) {
-  // One pass writing through a raw pointer: this runs on every statement on the wire.
-  out->resize(sql.size());
-  char* w = out->data();
-  bool space = false;
-  for (char c : sql) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
-      space = true;
-      continue;
-    }
-    if (space && w != out->data()) *w++ = ' ';
-    space = false;
-    *w++ = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-  }
-  out->resize(static_cast<size_t>(w - out->data()));
-}
-
-// --- TemporaryPgSplitter (stand-in for pgwire::Framer) -------------------------------------
-
-TemporaryPgSplitter::Error TemporaryPgSplitter::header_complete() {
-  if (cancel_sent_) return Error::kBadStartup;
-  if (startup_) {
-    if (header_[0] == kTlsHandshakeRecord) return Error::kEncrypted;
-    uint32_t len = load_be32(header_);
-    if (len < 8 || len > kMaxStartupLength) return Error::kBadStartup;
-    type_ = '\0';
-    body_len_ = len - 4;
-  } else {
-    type_ = static_cast<char>(header_[0]);
-    uint32_t len = load_be32(header_ + 1);
-    if (len < 4) return Error::kBadLength;
-    body_len_ = len - 4;
-    if (keep_body(type_) && body_len_ > kMaxInspectedBody) return Error::kTooLarge;
-  }
-  body_left_ = body_len_;
-  in_body_ = true;
-  return Error::kNone;
-}
-
-TemporaryPgSplitter::Error TemporaryPgSplitter::startup_packet_done() {
-  uint32_t code = load_be32(reinterpret_cast<const uint8_t*>(body_.data()));
-  if (code == kSslRequestCode || code == kGssEncRequestCode) {
-    return body_len_ == 4 ? Error::kNone : Error::kBadStartup;
-  }
-  if (code == kCancelRequestCode) {
-    cancel_sent_ = true;
-    return body_len_ == 12 ? Error::kNone : Error::kBadStartup;
-  }
-  if ((code >> 16) != kProtocolMajor3) return Error::kBadStartup;
-  startup_ = false;
-  return Error::kNone;
-}
-
-// --- WirePrescreen ---------------------------------------------------------------------------
 
 class WirePrescreenStream : public StreamConsumer {
  public:
-  WirePrescreenStream(WirePrescreen* sink, const FlowKey& key) : sink_(sink), key_(key) {}
+  WirePrescreenStream(WirePrescreen* sink, const FlowKey& key)
+      : sink_(sink), key_(key), framer_(pgwire::Direction::kFrontend) {}
+  ~WirePrescreenStream() override { release_buffer(true); }
 
   Verdict on_client_bytes(std::span<const uint8_t> bytes) override {
-    if (verdict_ != Verdict::kAllow) return verdict_;
-    // INTEGRATION POINT: pgwire::Framer replaces splitter_ here.
-    TemporaryPgSplitter::Error err =
-        splitter_.feed(bytes, [&](char type, uint32_t body_len, std::span<const uint8_t> body) {
-          return on_message(type, body_len, body);
-        });
-    if (err != TemporaryPgSplitter::Error::kNone && verdict_ == Verdict::kAllow) {
-      sink_->counters_->prescreen_frame_errors.inc();
-      verdict_ = Verdict::kDeny;
-      reason_ = splitter_error_reason(err);
-      PrescreenRecord rec;
-      rec.verdict = verdict_;
-      rec.reason = reason_;
-      if (sink_->observer_) sink_->observer_(key_, rec);
+    size_t i = 0;
+    while (verdict_ == Verdict::kAllow) {
+      if (skip_left_ > 0) {  // the body of a message that is not inspected
+        size_t take = static_cast<size_t>(std::min<uint64_t>(skip_left_, bytes.size() - i));
+        skip_left_ -= take;
+        i += take;
+        if (skip_left_ > 0) break;
+        continue;
+      }
+      if (i == bytes.size() && pending_.empty()) break;
+      pgwire::Bytes input;
+      bool buffered = !pending_.empty();
+      if (buffered) {
+        size_t want = need_ > pending_.size() ? need_ - pending_.size() : 0;
+        size_t take = std::min(want, bytes.size() - i);
+        if (!append(bytes.subspan(i, take))) break;
+        i += take;
+        input = pgwire::Bytes(pending_.data(), pending_.size());
+      } else {
+        input = bytes.subspan(i);
+      }
+      if (framer_.phase() == pgwire::Framer::Phase::kStartup && !input.empty() &&
+          input[0] == kTlsHandshakeRecord) {
+        frame_error("frame_error:encrypted_stream_not_inspectable");
+        break;
+      }
+      pgwire::FrameResult r = framer_.next(input);
+      if (r.status == pgwire::FrameStatus::kError) {
+        frame_error("frame_error:" + std::string(r.error.name()));
+        break;
+      }
+      if (r.status == pgwire::FrameStatus::kMessage) {
+        on_message(r.message);
+        if (buffered) {
+          release_buffer();
+        } else {
+          i += r.consumed;
+        }
+        need_ = 0;
+        continue;
+      }
+      // kNeedMore. Once a typed message's header is known, decide without its body.
+      need_ = r.need;
+      if (framer_.phase() == pgwire::Framer::Phase::kNormal && input.size() >= kTypedHeader) {
+        uint8_t type = input[0];
+        uint32_t body_length = static_cast<uint32_t>(r.need - kTypedHeader);
+        if (type == 'F' || !is_statement(type) || r.need > sink_->options_.max_statement_bytes) {
+          sink_->counters_->prescreen_messages.inc();  // decided at the header
+        }
+        if (type == 'F') {
+          PrescreenRecord rec = header_record(type, body_length);
+          function_call(&rec);
+          finish(rec);
+          break;
+        }
+        if (!is_statement(type)) {
+          finish(header_record(type, body_length));
+          skip_left_ = r.need - input.size();
+          if (buffered) {
+            release_buffer();
+          } else {
+            i = bytes.size();
+          }
+          need_ = 0;
+          continue;
+        }
+        if (r.need > sink_->options_.max_statement_bytes) {
+          PrescreenRecord rec = header_record(type, body_length);
+          statement_too_large(&rec);
+          finish(rec);
+          break;
+        }
+      }
+      if (!buffered) {
+        if (!append(input)) break;
+        i = bytes.size();
+      }
+      if (i == bytes.size()) break;  // wait for more bytes
     }
     return verdict_;
   }
@@ -186,63 +135,147 @@ class WirePrescreenStream : public StreamConsumer {
   std::string_view reason() const override { return reason_; }
 
  private:
-  bool on_message(char type, uint32_t body_len, std::span<const uint8_t> body) {
-    sink_->counters_->prescreen_messages.inc();
+  static PrescreenRecord header_record(uint8_t type, uint32_t body_length) {
     PrescreenRecord rec;
-    rec.type = type;
-    rec.body_length = body_len;
-    if (type == 'Q' || type == 'P') {
-      std::optional<std::string_view> sql = statement_text(type, body);
-      if (!sql) {
+    rec.type = static_cast<char>(type);
+    rec.body_length = body_length;
+    return rec;
+  }
+
+  // Buffers bytes of an incomplete message (at most its known length), charged to the lcore
+  // budget when the sink has one.
+  bool append(std::span<const uint8_t> b) {
+    size_t want = std::max(pending_.size() + b.size(), need_);
+    if (want > charged_) {
+      if (sink_->memory_ != nullptr && !sink_->memory_->reserve(want - charged_)) {
+        sink_->counters_->prescreen_memcap_denied.inc();
+        PrescreenRecord rec;
         rec.verdict = Verdict::kDeny;
-        rec.reason = "frame_error:unterminated_string";
-        sink_->counters_->prescreen_frame_errors.inc();
-      } else {
-        if (sink_->observer_) rec.sql = std::string(*sql);
-        screen_statement(*sql, &rec);
+        rec.reason = "memcap:statement_buffer";
+        finish(rec);
+        return false;
       }
-    } else if (type == 'F') {
-      rec.verdict = Verdict::kDeny;  // FunctionCall is denied by default (ARCHITECTURE.md)
-      rec.reason = "function_call";
+      charged_ = want;
+      pending_.reserve(want);
     }
-    if (rec.verdict != Verdict::kAllow) {
-      if (type == 'Q' || type == 'P' || type == 'F') sink_->counters_->prescreen_denied.inc();
+    pending_.insert(pending_.end(), b.begin(), b.end());
+    return true;
+  }
+
+  // Drops the buffered bytes; frees the buffer unless it is small (or `all`).
+  void release_buffer(bool all = false) {
+    pending_.clear();
+    if (all || charged_ > kKeepCapacity) {
+      if (sink_->memory_ != nullptr) sink_->memory_->release(charged_);
+      std::vector<uint8_t>().swap(pending_);
+      charged_ = 0;
+    }
+  }
+
+  void frame_error(std::string reason) {
+    sink_->counters_->prescreen_frame_errors.inc();
+    PrescreenRecord rec;
+    rec.verdict = Verdict::kDeny;
+    rec.reason = std::move(reason);
+    finish(rec);
+  }
+
+  void statement_too_large(PrescreenRecord* rec) {
+    rec->verdict = Verdict::kDeny;
+    rec->reason = "frame_error:statement_too_large";
+    sink_->counters_->prescreen_frame_errors.inc();
+  }
+
+  void function_call(PrescreenRecord* rec) {
+    rec->verdict = Verdict::kDeny;  // FunctionCall is denied by default (ARCHITECTURE.md)
+    rec->reason = "function_call";
+    sink_->counters_->prescreen_denied.inc();
+  }
+
+  // Records the verdict of one message (or of the stream) and tells the observer.
+  void finish(const PrescreenRecord& rec) {
+    if (rec.verdict != Verdict::kAllow && verdict_ == Verdict::kAllow) {
       verdict_ = rec.verdict;
       reason_ = rec.reason;
     }
     if (sink_->observer_) sink_->observer_(key_, rec);
-    return verdict_ == Verdict::kAllow;
+  }
+
+  void on_message(const pgwire::Message& m) {
+    sink_->counters_->prescreen_messages.inc();
+    PrescreenRecord rec = header_record(m.type, static_cast<uint32_t>(m.body.size()));
+    if (is_statement(m.type) && m.bytes.size() > sink_->options_.max_statement_bytes) {
+      statement_too_large(&rec);
+    } else if (is_statement(m.type)) {
+      std::string_view sql;
+      pgwire::FrameError err;
+      if (m.type == 'Q') {
+        pgwire::Query q;
+        err = pgwire::parse(m.body, &q);
+        sql = q.sql;
+      } else {
+        pgwire::Parse p;
+        err = pgwire::parse(m.body, &p);
+        sql = p.query;
+      }
+      if (!err.ok()) {
+        rec.verdict = Verdict::kDeny;
+        rec.reason = "frame_error:" + std::string(err.name());
+        sink_->counters_->prescreen_frame_errors.inc();
+      } else {
+        if (sink_->observer_) rec.sql = std::string(sql);
+        screen_statement(sql, &rec);
+      }
+    } else if (m.type == 'F') {
+      function_call(&rec);
+    }
+    finish(rec);
   }
 
   void screen_statement(std::string_view sql, PrescreenRecord* rec) {
-    // INTEGRATION POINT: rules::Matcher (on the lexer's scan text) replaces this.
-    TemporaryKeywordMatcher::normalize(sql, &sink_->normalized_);
-    int id = sink_->matcher_->first_match(sink_->normalized_, sink_->scratch_);
-    if (id >= 0) {
-      rec->verdict = Verdict::kDeny;
-      rec->reason = "deny_keyword:" + sink_->matcher_->keyword(id);
+    rules::lex_sql(sql, sink_->lexed_);
+    FirstRules found;
+    rules::Verdict v = sink_->rules_->scan(sink_->lexed_, found);
+    if (v == rules::Verdict::kAllow) return;
+    rec->verdict = Verdict::kDeny;  // approve is refused too: nobody can approve on the wire
+    sink_->counters_->prescreen_denied.inc();
+    if (found.deny != nullptr) {
+      rec->reason = "deny:" + found.deny->id;
+    } else if (v == rules::Verdict::kApprove && found.approve != nullptr) {
+      rec->reason = "approve_required:" + found.approve->id;
+      sink_->counters_->prescreen_approve_denied.inc();
+    } else {
+      rec->reason = "scan_error:" + found.error;
     }
   }
 
   WirePrescreen* sink_;
   FlowKey key_;
-  TemporaryPgSplitter splitter_;
+  pgwire::Framer framer_;
+  std::vector<uint8_t> pending_;  // bytes of an incomplete message (header, statement)
+  size_t charged_ = 0;            // bytes charged to the lcore budget for pending_
+  size_t need_ = 0;               // bytes the first pending message needs, when known
+  uint64_t skip_left_ = 0;        // body bytes of a skipped message still to come
   Verdict verdict_ = Verdict::kAllow;
   std::string reason_;
 };
 
 Result<std::unique_ptr<WirePrescreen>> WirePrescreen::create(
-    std::shared_ptr<const TemporaryKeywordMatcher> matcher, PacketCounters* counters) {
+    std::shared_ptr<const rules::CompiledRuleSet> rules, PacketCounters* counters,
+    ReassemblyMemory* memory, WirePrescreenOptions options) {
+  if (rules == nullptr) return invalid_argument("the wire prescreen needs a rule set");
+  if (options.max_statement_bytes < kTypedHeader) {
+    return invalid_argument("max_statement_bytes is too small");
+  }
   std::unique_ptr<WirePrescreen> p(new WirePrescreen());
-  Result<hs_scratch*> scratch = matcher->make_scratch();
-  if (!scratch) return scratch.status();
-  p->scratch_ = *scratch;
-  p->matcher_ = std::move(matcher);
+  p->rules_ = std::move(rules);
   p->counters_ = counters;
+  p->memory_ = memory;
+  p->options_ = options;
   return p;
 }
 
-WirePrescreen::~WirePrescreen() { hs_free_scratch(scratch_); }
+WirePrescreen::~WirePrescreen() = default;
 
 std::unique_ptr<StreamConsumer> WirePrescreen::open_stream(const FlowKey& key) {
   return std::make_unique<WirePrescreenStream>(this, key);

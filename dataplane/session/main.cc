@@ -1,14 +1,30 @@
 // pgwarden-dp: the dataplane process.
 // Usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]
+//        pgwarden-dp --dpdk "<EAL args>" ...   (appliance mode: docs/packet-layer.md)
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "dataplane/session/gateway.h"
+#ifdef PGW_HAVE_DPDK
+#include "dataplane/packet/dpdk_main.h"
+#endif
 
 int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (const std::string& a : args) {
+    if (a != "--dpdk" && a != "--dpdk-config") continue;
+#ifdef PGW_HAVE_DPDK
+    return pgwarden::packet::run_dpdk_mode(args);
+#else
+    fprintf(stderr, "pgwarden-dp: %s: this build has no DPDK support (-Ddpdk=enabled)\n",
+            a.c_str());
+    return 2;
+#endif
+  }
   std::string config;
   int workers = 0;
   std::string rules_dir;

@@ -2,21 +2,23 @@
 # End-to-end test of the DPDK packet layer as a bump in the wire, with real Linux TCP peers
 # and a real PostgreSQL:
 #
-#   netns agent-S (198.18.0.10, .11) ──veth── netns gw-S [pgwarden-dp-packet: af_packet on both
+#   netns agent-S (198.18.0.10, .11) ──veth── netns gw-S [pgwarden-dp --dpdk: af_packet on both
 #   veths, TAP "pgwtap" = 198.18.0.1] ──veth── netns db-S (198.18.0.20, .21, PostgreSQL 15)
 #
 # Shows: (1) an allowed query from the agent goes through and reaches PostgreSQL; (2) a
 # deny-rule statement on a direct plaintext connection is reset on the wire and never reaches
-# PostgreSQL (server log, table still there, audit event written); (3) a connection from a
+# PostgreSQL (server log, database still there, audit event written to the JSONL file because
+# the configured cp socket is not there, and counted as cp_unreachable); (3) a connection from a
 # source that is not allowed (agent's .11, routed to the db's .21) is dropped; (4) the gateway's
 # own address is served by the host stack through the TAP exception port (ARP + TCP).
 #
-# usage: packet_netns.sh PATH/TO/pgwarden-dp-packet
+# usage: packet_netns.sh PATH/TO/pgwarden-dp
 # Exits 0 on success, 1 on a failed check, 77 (skipped, with the reason) when network
 # namespaces, root or PostgreSQL are not available. Removes everything it created, always.
 set -uo pipefail
 
-DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp-packet}
+DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp}
+RULES=$(cd "$(dirname "$0")/../../rules/sets" && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 S=$(printf '%05x' $(( (RANDOM << 8 ^ $$) & 0xfffff )))
 NS_AGENT=pgw-agent-$S NS_GW=pgw-gw-$S NS_DB=pgw-db-$S
@@ -47,7 +49,7 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 [ "$(id -u)" -eq 0 ] || skip "needs root to create network namespaces"
-[ -x "$DP" ] || skip "pgwarden-dp-packet not built: $DP"
+[ -x "$DP" ] || skip "pgwarden-dp not built: $DP"
 [ -x "$PGBIN/postgres" ] || skip "PostgreSQL server binaries not found in $PGBIN"
 command -v psql >/dev/null || skip "psql not installed"
 id postgres >/dev/null 2>&1 || skip "no postgres user"
@@ -99,20 +101,21 @@ CONF
 echo "host all all 198.18.0.0/15 trust" >>"$WORK/pg/pg_hba.conf"
 in_db runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null ||
   { fail "PostgreSQL start"; cat "$WORK/pg.log"; exit 1; }
-in_db runuser -u postgres -- psql -h "$WORK" -U postgres -qAtc \
+in_db runuser -u postgres -- psql -h "$WORK" -U postgres -qAtc "CREATE DATABASE demo" >/dev/null &&
+in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -qAtc \
   "CREATE TABLE e2e_victim(id int); INSERT INTO e2e_victim VALUES (1);" >/dev/null ||
-  { fail "seed table"; exit 1; }
+  { fail "seed database"; exit 1; }
 
-log "pgwarden-dp-packet in $NS_GW"
+log "pgwarden-dp in $NS_GW"
 EAL="-l 0 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
 EAL+=" --vdev=net_af_packet0,iface=ga --vdev=net_af_packet1,iface=gd --vdev=net_tap0,iface=pgwtap"
-ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --agent-port net_af_packet0 --db-port net_af_packet1 \
+ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --cp-socket "$WORK/no-cp.sock" --agent-port net_af_packet0 --db-port net_af_packet1 \
   --exception-port net_tap0 --gateway-address 198.18.0.1 --allow-direct-source 198.18.0.10 \
-  --deny-keyword "drop table" --idle-sleep-us 50 --stats-file "$WORK/stats.json" \
+  --rule-file "$RULES/deny.rules" --rule-file "$RULES/approve.rules" --idle-sleep-us 50 --stats-file "$WORK/stats.json" \
   --audit-log "$WORK/audit.jsonl" --ready-file "$WORK/ready" >"$WORK/dp.log" 2>&1 &
 DP_PID=$!
 for _ in $(seq 100); do [ -f "$WORK/ready" ] && break; kill -0 $DP_PID 2>/dev/null || break; sleep 0.1; done
-if [ ! -f "$WORK/ready" ]; then fail "pgwarden-dp-packet did not start"; cat "$WORK/dp.log"; exit 1; fi
+if [ ! -f "$WORK/ready" ]; then fail "pgwarden-dp did not start"; cat "$WORK/dp.log"; exit 1; fi
 in_gw ip addr add 198.18.0.1/24 dev pgwtap && in_gw ip link set pgwtap up
 # Let the bridge settle (DAD, first ARP) before measuring anything.
 sleep 1
@@ -124,14 +127,15 @@ out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-allowed
 if [ "$out" = "pgw-e2e-allowed-42" ]; then pass "allowed query answered: $out"; else fail "allowed query: $out"; fi
 if grep -q "pgw-e2e-allowed-" "$WORK/pg.log"; then pass "allowed query in server log"; else fail "allowed query not in server log"; fi
 
-log "2. deny-rule statement on a direct plaintext connection"
-out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "DROP TABLE e2e_victim" 2>&1); rc=$?
-if [ $rc -ne 0 ]; then pass "psql failed as the connection was reset (rc=$rc): $(echo "$out" | head -1)"; else fail "DROP TABLE succeeded: $out"; fi
-if grep -qi "drop table" "$WORK/pg.log"; then fail "DROP TABLE reached PostgreSQL"; else pass "DROP TABLE never reached PostgreSQL (server log)"; fi
-still=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -XAtc "SELECT count(*) FROM e2e_victim" 2>&1)
-if [ "$still" = "1" ]; then pass "table still exists"; else fail "table check: $still"; fi
+log "2. default deny-set statement on a direct plaintext connection"
+# deny.drop_database from rules/sets/deny.rules, seen through the lexer (comment removed).
+out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc 'DROP /*pgw-e2e*/ DATABASE demo' 2>&1); rc=$?
+if [ $rc -ne 0 ]; then pass "psql failed as the connection was reset (rc=$rc): $(echo "$out" | head -1)"; else fail "DROP DATABASE succeeded: $out"; fi
+if grep -qiE "pgw-e2e\*/|drop database" "$WORK/pg.log"; then fail "DROP DATABASE reached PostgreSQL"; else pass "DROP DATABASE never reached PostgreSQL (server log)"; fi
+still=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -XAtc "SELECT count(*) FROM e2e_victim" 2>&1)
+if [ "$still" = "1" ]; then pass "database demo and its table still exist"; else fail "database check: $still"; fi
 for _ in $(seq 30); do grep -q wire_deny "$WORK/audit.jsonl" 2>/dev/null && break; sleep 0.1; done
-if grep -q '"reason":"deny_keyword:drop table"' "$WORK/audit.jsonl" 2>/dev/null; then
+if grep -q '"reason":"deny:deny.drop_database"' "$WORK/audit.jsonl" 2>/dev/null; then
   pass "audit event: $(head -1 "$WORK/audit.jsonl")"
 else
   fail "no audit event"
@@ -168,16 +172,19 @@ links = ",".join(f'{p["role"]}={"up" if p["link_up"] else "down"}' for p in s["p
 print(" ".join(f"{k}={c[k]}" for k in ("flows_created", "flows_bypass_dropped", "prescreen_denied",
       "enforce_resets_sent", "tcp_forwarded", "exception_to_host", "exception_from_host",
       "l2_bridged", "tx_dropped", "parse_truncated", "parse_malformed")), "links:", links)
-ok = c["flows_bypass_dropped"] >= 1 and c["prescreen_denied"] == 1 and c["enforce_resets_sent"] == 2
+a = s["audit"]
+print("audit:", " ".join(f"{k}={v}" for k, v in a.items()))
+ok = (c["flows_bypass_dropped"] >= 1 and c["prescreen_denied"] == 1 and c["enforce_resets_sent"] == 2
+      and a["written_to_file"] == 1 and a["cp_unreachable"] == 1 and a["sent_to_cp"] == 0)
 sys.exit(0 if ok else 1)
 PY
 ) && pass "counters: $counters" || fail "counters: $counters"
 
 kill -TERM "$DP_PID"; wait "$DP_PID"; rc=$?; DP_PID=""
-if [ $rc -eq 0 ]; then pass "pgwarden-dp-packet stopped cleanly on SIGTERM"; else fail "exit code $rc on SIGTERM"; tail -5 "$WORK/dp.log"; fi
+if [ $rc -eq 0 ]; then pass "pgwarden-dp stopped cleanly on SIGTERM"; else fail "exit code $rc on SIGTERM"; tail -5 "$WORK/dp.log"; fi
 
 if [ $failures -ne 0 ]; then
-  echo "--- pgwarden-dp-packet log"; tail -20 "$WORK/dp.log"
+  echo "--- pgwarden-dp log"; tail -20 "$WORK/dp.log"
   echo "--- PostgreSQL log"; tail -20 "$WORK/pg.log"
   echo "$failures check(s) failed"; exit 1
 fi

@@ -1,4 +1,5 @@
-// Differential fuzz target for TCP reassembly + wire prescreen.
+// Differential fuzz target for TCP reassembly + wire prescreen (the real pgwire::Framer and
+// rules lexer + Hyperscan matcher with the shipped deny/approve sets).
 //
 // The same client byte stream is delivered (a) whole, straight into a WirePrescreen stream,
 // and (b) split into random segments that arrive reordered and duplicated (with segment
@@ -46,13 +47,26 @@ class TeeConsumer : public StreamConsumer {
   StreamConsumer* inner_;
 };
 
-std::shared_ptr<const TemporaryKeywordMatcher> matcher() {
-  static auto m = TemporaryKeywordMatcher::compile({"drop table", "pg_sleep", "delete from"});
-  return *m;
+// The shipped deny and approve sets, screened by the real lexer + Hyperscan matcher.
+std::shared_ptr<const pgwarden::rules::CompiledRuleSet> rules() {
+  static std::shared_ptr<const pgwarden::rules::CompiledRuleSet> set = [] {
+    std::vector<std::string> files = {PGW_SOURCE_ROOT "/rules/sets/deny.rules",
+                                      PGW_SOURCE_ROOT "/rules/sets/approve.rules"};
+    auto r = load_wire_rules(files);
+    if (!r) {
+      fprintf(stderr, "cannot load rules: %s\n", r.status().to_string().c_str());
+      abort();
+    }
+    return *r;
+  }();
+  return set;
 }
 
-std::unique_ptr<WirePrescreen> make_sink(PacketCounters* c, std::vector<PrescreenRecord>* out) {
-  auto sink = WirePrescreen::create(matcher(), c);
+// A small statement cap, so that the too-large path is reachable by the fuzzer.
+std::unique_ptr<WirePrescreen> make_sink(PacketCounters* c, ReassemblyMemory* memory,
+                                         std::vector<PrescreenRecord>* out) {
+  auto sink =
+      WirePrescreen::create(rules(), c, memory, WirePrescreenOptions{.max_statement_bytes = 4096});
   if (!sink) abort();
   (*sink)->set_observer([out](const FlowKey&, const PrescreenRecord& r) { out->push_back(r); });
   return std::move(*sink);
@@ -87,7 +101,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // (a) whole.
   PacketCounters whole_counters;
   std::vector<PrescreenRecord> whole;
-  auto whole_sink = make_sink(&whole_counters, &whole);
+  ReassemblyMemory whole_memory(1 << 20);
+  auto whole_sink = make_sink(&whole_counters, &whole_memory, &whole);
   auto whole_stream = whole_sink->open_stream(FlowKey{});
   Verdict whole_verdict = whole_stream->on_client_bytes(stream);
 
@@ -116,7 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   config.max_islands = 8;  // small, so the island cap and retransmission path are exercised
   ReassemblyMemory memory(1 << 20);
   {
-    auto sink = make_sink(&counters, &split);
+    auto sink = make_sink(&counters, nullptr, &split);
     auto inner = sink->open_stream(FlowKey{});
     TeeConsumer tee(inner.get());
     TcpReassembler r(&config, &memory, &counters);
@@ -157,5 +172,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check(counters.reassembly_overlap_conflicts.get() == 0, "conflicts counted");
   }
   check(memory.used() == 0, "reassembly memory not returned");
+  whole_stream.reset();
+  check(whole_memory.used() == 0, "statement buffer memory not returned");
   return 0;
 }

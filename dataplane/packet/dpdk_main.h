@@ -1,0 +1,17 @@
+// The DPDK mode of pgwarden-dp: `pgwarden-dp --dpdk "<EAL args>" ...` (dataplane/session/
+// main.cc calls run_dpdk_mode when wants_dpdk_mode(args)). Parses the flags (dpdk_args.h),
+// starts the audit forwarder, runs the packet layer until SIGINT/SIGTERM and cleans up.
+//
+// Returns the process exit code: 0 clean stop, 2 bad flags, config or rule files, 3 EAL
+// failure, 4 port or memory setup failure; every failure prints one clear line on stderr.
+// Nothing here calls rte_exit or exit.
+#pragma once
+
+#include <span>
+#include <string>
+
+namespace pgwarden::packet {
+
+int run_dpdk_mode(std::span<const std::string> args);
+
+}  // namespace pgwarden::packet
