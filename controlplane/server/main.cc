@@ -1,6 +1,8 @@
 // pgwarden-cp: the control plane process.
 //
 //   pgwarden-cp --config FILE           serve (SIGHUP reloads FILE, SIGTERM/SIGINT stop)
+//               [--rules-dir DIR]       rule set files for `pgwardenctl rules` (default: the
+//                                       source tree's rules/sets, like pgwarden-dp)
 //   pgwarden-cp --config FILE --check   validate FILE and exit (0 valid, 2 invalid)
 //   pgwarden-cp --hash-credential       read a secret from stdin, print its credential_hash
 //
@@ -18,6 +20,7 @@
 
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
+#include "controlplane/server/admin_server.h"
 #include "controlplane/server/escalation_server.h"
 #include "controlplane/server/policy_analyser.h"
 #include "controlplane/vault/credential_hash.h"
@@ -64,11 +67,14 @@ int hash_credential() {
 
 int main(int argc, char** argv) {
   std::string config_path;
+  std::string rules_dir = std::string(PGW_SOURCE_ROOT) + "/rules/sets";
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--config" && i + 1 < argc) {
       config_path = argv[++i];
+    } else if (a == "--rules-dir" && i + 1 < argc) {
+      rules_dir = argv[++i];
     } else if (a == "--check") {
       check_only = true;
     } else if (a == "--hash-credential") {
@@ -124,6 +130,25 @@ int main(int argc, char** argv) {
     spdlog::error("{}", started.message());
     return 1;
   }
+  server::AdminBackend admin_backend{
+      .config = &store, .audit = audit->get(), .rules_dir = rules_dir};
+  admin_backend.reload = [&server] { return server.reload(); };
+  admin_backend.runtime_status = [&server] {
+    nlohmann::json counters = nlohmann::json::object();
+#define PGW_X(name) counters[#name] = server.counter(server::Counter::k_##name);
+    PGW_CP_COUNTERS(PGW_X)
+#undef PGW_X
+    return nlohmann::json{{"sessions", server.session_count()}, {"counters", std::move(counters)}};
+  };
+  server::AdminServer admin(std::move(admin_backend));
+  if (!first.config->control_plane.admin_socket.empty()) {
+    Status admin_started = admin.start();
+    if (!admin_started.is_ok()) {
+      spdlog::error("{}", admin_started.message());
+      server.stop();
+      return 1;
+    }
+  }
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -135,6 +160,7 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: shutting down", sig);
     break;
   }
+  admin.stop();
   server.stop();
   (*audit)->record(audit::AuditRecord{.event = "shutdown"});
   (*audit)->flush();
