@@ -11,7 +11,6 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstring>
@@ -20,9 +19,9 @@
 
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
+#include "controlplane/identity/service_key.h"
 #include "controlplane/server/admin_server.h"
-#include "controlplane/server/escalation_server.h"
-#include "controlplane/server/policy_analyser.h"
+#include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
 
@@ -30,23 +29,11 @@ namespace {
 
 using namespace pgwarden;
 
-// The one place identity, policy and masking are plugged into the control plane.
-// TODO(lead): when controlplane/identity and controlplane/policy are merged, pass the JWT
-// authenticator as the second CompositeAuthenticator argument and a policy-backed
-// StatementAnalyser / MaskPlanner here.
-server::ServerHandlers make_handlers() {
-  server::ServerHandlers h;
-  h.authenticator = std::make_shared<server::CompositeAuthenticator>(
-      std::make_shared<server::ServiceKeyAuthenticator>(), /*jwt=*/nullptr);
-  h.analyser = std::make_shared<server::PolicyAnalyser>();
-  h.mask_planner = std::make_shared<server::FailClosedMaskPlanner>();
-  return h;
-}
-
 int usage() {
   std::fprintf(stderr,
                "usage: pgwarden-cp --config FILE [--check]\n"
-               "       pgwarden-cp --hash-credential   (secret on stdin)\n");
+               "       pgwarden-cp --hash-credential   (secret on stdin)\n"
+               "       pgwarden-cp --new-service-key ID\n");
   return 2;
 }
 
@@ -61,6 +48,44 @@ int hash_credential() {
   vault::Secret secret(std::move(line));
   std::printf("%s\n", vault::hash_credential(secret.view()).c_str());
   return 0;
+}
+
+// Prints a new service key for $.identity.service_keys: line 1 the key the agent presents
+// (shown once), line 2 the salt, line 3 the hash.
+int new_service_key(const std::string& id) {
+  auto key = identity::generate_service_key(id);
+  if (!key.is_ok()) {
+    std::fprintf(stderr, "pgwarden-cp: %s\n", key.status().message().c_str());
+    return 2;
+  }
+  std::printf("%s\n%s\n%s\n", key->key.c_str(), key->hash.salt.c_str(), key->hash.hash.c_str());
+  return 0;
+}
+
+// The admin API (pgwardenctl) acts on the same objects as the escalation server.
+server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::string& rules_dir) {
+  server::AdminBackend b{.config = &plane.config_store(),
+                         .audit = &plane.audit(),
+                         .approvals = &plane.approvals(),
+                         .rules_dir = rules_dir};
+  b.reload = [&plane] { return plane.reload(); };
+  b.validate_token = [&plane](std::string_view token) -> identity::IdentityResult {
+    auto validator = plane.token_validator();
+    if (!validator.is_ok()) {
+      return identity::Rejection{identity::RejectReason::kJwksUnavailable,
+                                 validator.status().message()};
+    }
+    return (*validator)->validate(token);
+  };
+  b.runtime_status = [&plane] {
+    server::EscalationServer& server = plane.escalation_server();
+    nlohmann::json counters = nlohmann::json::object();
+#define PGW_X(name) counters[#name] = server.counter(server::Counter::k_##name);
+    PGW_CP_COUNTERS(PGW_X)
+#undef PGW_X
+    return nlohmann::json{{"sessions", server.session_count()}, {"counters", std::move(counters)}};
+  };
+  return b;
 }
 
 }  // namespace
@@ -79,6 +104,8 @@ int main(int argc, char** argv) {
       check_only = true;
     } else if (a == "--hash-credential") {
       return hash_credential();
+    } else if (a == "--new-service-key" && i + 1 < argc) {
+      return new_service_key(argv[i + 1]);
     } else {
       return usage();
     }
@@ -99,8 +126,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  config::ConfigStore store(config_path);
-  config::LoadOutcome first = store.reload();
+  auto store = std::make_unique<config::ConfigStore>(config_path);
+  config::LoadOutcome first = store->reload();
   if (!first.ok()) {
     std::fprintf(stderr, "pgwarden-cp: invalid configuration %s:\n%s", config_path.c_str(),
                  first.error_text().c_str());
@@ -111,41 +138,25 @@ int main(int argc, char** argv) {
                 first.config->targets.size(), first.config->policies.size());
     return 0;
   }
-  const std::string& state_dir = first.config->control_plane.state_dir;
-  if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    spdlog::error("cannot create state_dir {}: {}", state_dir, std::strerror(errno));
+  auto cp = server::ControlPlane::open(std::move(store));
+  if (!cp.is_ok()) {
+    spdlog::error("{}", cp.status().message());
     return 1;
   }
-  auto audit = audit::AuditLog::open(first.config->audit_sinks);
-  if (!audit.is_ok()) {
-    spdlog::error("{}", audit.status().message());
-    return 1;
-  }
-  (*audit)->record(audit::AuditRecord{
+  server::ControlPlane& plane = **cp;
+  plane.audit().record(audit::AuditRecord{
       .event = "config_load", .policy_version = first.config->version, .decision = "applied"});
-
-  server::EscalationServer server(store, **audit, make_handlers());
-  Status started = server.start();
+  Status started = plane.start();
   if (!started.is_ok()) {
     spdlog::error("{}", started.message());
     return 1;
   }
-  server::AdminBackend admin_backend{
-      .config = &store, .audit = audit->get(), .rules_dir = rules_dir};
-  admin_backend.reload = [&server] { return server.reload(); };
-  admin_backend.runtime_status = [&server] {
-    nlohmann::json counters = nlohmann::json::object();
-#define PGW_X(name) counters[#name] = server.counter(server::Counter::k_##name);
-    PGW_CP_COUNTERS(PGW_X)
-#undef PGW_X
-    return nlohmann::json{{"sessions", server.session_count()}, {"counters", std::move(counters)}};
-  };
-  server::AdminServer admin(std::move(admin_backend));
+  server::AdminServer admin(make_admin_backend(plane, rules_dir));
   if (!first.config->control_plane.admin_socket.empty()) {
     Status admin_started = admin.start();
     if (!admin_started.is_ok()) {
       spdlog::error("{}", admin_started.message());
-      server.stop();
+      plane.stop();
       return 1;
     }
   }
@@ -154,15 +165,15 @@ int main(int argc, char** argv) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading {}", config_path);
-      (void)server.reload();
+      (void)plane.reload();
       continue;
     }
     spdlog::info("signal {}: shutting down", sig);
     break;
   }
   admin.stop();
-  server.stop();
-  (*audit)->record(audit::AuditRecord{.event = "shutdown"});
-  (*audit)->flush();
+  plane.stop();
+  plane.audit().record(audit::AuditRecord{.event = "shutdown"});
+  plane.audit().flush();
   return 0;
 }
