@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "controlplane/identity/service_key.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/vault/credential_hash.h"
@@ -63,6 +64,8 @@ class AdminServerTest : public ::testing::Test {
   }
 
   json base_config() {
+    static const identity::ServiceKeyHash key =
+        identity::make_service_key_hash("agent-secret").value();
     auto principal = [](const char* name, const char* secret, json groups) {
       return json{{"name", name},
                   {"credential_hash", vault::hash_credential(secret, 1000)},
@@ -74,7 +77,8 @@ class AdminServerTest : public ::testing::Test {
         {"identity",
          {{"service_keys",
            {{{"id", "agent"},
-             {"credential_hash", vault::hash_credential("agent-secret", 1000)},
+             {"salt", key.salt},
+             {"hash", key.hash},
              {"identity", "svc:agent"},
              {"groups", {"agents"}}}}}}},
         {"control_plane",

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "controlplane/identity/service_key.h"
 #include "controlplane/identity/test_signer.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/protocol/messages.h"
@@ -29,7 +30,7 @@ using protocol::BlockingClient;
 using protocol::json;
 
 constexpr char kKeySecret[] = "k9-Zq2mP4vX7-service-secret";
-constexpr char kToken[] = "pgwsk.agent.k9-Zq2mP4vX7-service-secret";
+constexpr char kToken[] = "pgw_sk_agent_k9-Zq2mP4vX7-service-secret";
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
@@ -57,6 +58,8 @@ class CtlAdminTest : public ::testing::Test {
     std::ofstream(dir_ + "/bob.cred") << "bob-secret-456\n";
     std::ofstream(dir_ + "/agent.cred") << "agent-admin-789\n";
     std::ofstream(dir_ + "/wrong.cred") << "not-the-secret\n";
+    signer_ = new identity::testing::TestSigner("ES256");
+    std::ofstream(dir_ + "/jwks.json") << signer_->jwks();
     chmod((dir_ + "/alice.cred").c_str(), 0600);
     config_path_ = dir_ + "/pgwarden.json";
     write_config(base_config());
@@ -64,6 +67,7 @@ class CtlAdminTest : public ::testing::Test {
   }
   static void TearDownTestSuite() {
     stop_cp();
+    delete signer_;
     std::filesystem::remove_all(dir_);
   }
 
@@ -103,6 +107,7 @@ class CtlAdminTest : public ::testing::Test {
                 {"groups", std::move(groups)}};
   }
   static json base_config() {
+    static const identity::ServiceKeyHash key = identity::make_service_key_hash(kKeySecret).value();
     return json{
         {"listeners",
          {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
@@ -116,9 +121,15 @@ class CtlAdminTest : public ::testing::Test {
             // The requester itself holding an admin credential in the approver group.
             principal("svc:agent", "agent-admin-789", {"reviewers"})}}}},
         {"identity",
-         {{"service_keys",
+         {{"providers",
+           {{{"issuer", "https://idp.example"},
+             {"audiences", {"pgwarden"}},
+             {"jwks_file", dir_ + "/jwks.json"},
+             {"algorithms", {"ES256"}}}}},
+          {"service_keys",
            {{{"id", "agent"},
-             {"credential_hash", vault::hash_credential(kKeySecret, 1000)},
+             {"salt", key.salt},
+             {"hash", key.hash},
              {"identity", "svc:agent"},
              {"groups", {"agents"}}}}}}},
         {"targets",
@@ -223,7 +234,9 @@ class CtlAdminTest : public ::testing::Test {
   static std::string dir_;
   static std::string config_path_;
   static pid_t cp_pid_;
+  static identity::testing::TestSigner* signer_;
 };
+identity::testing::TestSigner* CtlAdminTest::signer_ = nullptr;
 std::string CtlAdminTest::dir_;
 std::string CtlAdminTest::config_path_;
 pid_t CtlAdminTest::cp_pid_ = -1;
@@ -313,8 +326,9 @@ TEST_F(CtlAdminTest, SessionsListVerifyReplayAndReportFirstTamperedRecord) {
     ASSERT_TRUE((*rec)->start_session(s).is_ok());
     ASSERT_TRUE((*rec)
                     ->try_append("rec-1", "rows",
-                                 {{"columns", {"id", "full_name"}},
-                                  {"rows", {{"1", "Ada Lovelace"}, {"2", "Alan Turing"}}}})
+                                 {{"columns", json::array({"id", "full_name"})},
+                                  {"rows", json::array({json::array({"1", "Ada Lovelace"}),
+                                                        json::array({"2", "Alan Turing"})})}})
                     .is_ok());
     ASSERT_TRUE((*rec)
                     ->try_append("rec-1", "statement",
@@ -407,20 +421,29 @@ TEST_F(CtlAdminTest, PoliciesListAndShow) {
 }
 
 TEST_F(CtlAdminTest, TokensInspectExplainsAnExpiredToken) {
-  identity::testing::TestSigner signer("ES256");
   int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                     std::chrono::system_clock::now().time_since_epoch())
                     .count();
-  std::string token = signer.sign(json{{"iss", "https://idp.example"},
-                                       {"sub", "agent-7"},
-                                       {"aud", "pgwarden"},
-                                       {"iat", now - 7200},
-                                       {"exp", now - 3600}});
+  std::string token = signer_->sign(json{{"iss", "https://idp.example"},
+                                         {"sub", "agent-7"},
+                                         {"aud", "pgwarden"},
+                                         {"iat", now - 7200},
+                                         {"exp", now - 3600}});
   CtlResult r = ctl({"tokens", "inspect", token});
   EXPECT_EQ(r.code, 3) << r.out << r.err;
   EXPECT_NE(r.out.find("sub: agent-7"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("expired"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("REJECTED"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("validation: REJECTED: expired"), std::string::npos) << r.out;
+  // A valid token from the same provider passes (exit 0).
+  std::string fresh = signer_->sign(json{{"iss", "https://idp.example"},
+                                         {"sub", "agent-7"},
+                                         {"aud", "pgwarden"},
+                                         {"iat", now - 10},
+                                         {"exp", now + 600}});
+  CtlResult valid = ctl({"tokens", "inspect", fresh});
+  EXPECT_EQ(valid.code, 0) << valid.out << valid.err;
+  EXPECT_NE(valid.out.find("validation: VALID for subject agent-7"), std::string::npos)
+      << valid.out;
   CtlResult offline = ctl({"tokens", "inspect", "--offline", token});
   EXPECT_EQ(offline.code, 3);
   EXPECT_NE(offline.out.find("expired 36"), std::string::npos) << offline.out;
