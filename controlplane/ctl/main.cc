@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "controlplane/ctl/admin_commands.h"
 #include "controlplane/ctl/rules_command.h"
 
 namespace {
@@ -17,12 +18,23 @@ struct CommandGroup {
 };
 
 constexpr CommandGroup kGroups[] = {
-    {"rules", "validate and try rule sets offline (check, test, detect)",
-     pgwarden::ctl::run_rules_command},
+    {"status", "control plane status: versions, uptime, connections, approvals, counters",
+     pgwarden::ctl::run_status_command},
+    {"sessions", "recorded sessions: list, show, replay, verify",
+     pgwarden::ctl::run_sessions_command},
+    {"approvals", "statements waiting for a human: list, show, approve, deny",
+     pgwarden::ctl::run_approvals_command},
+    {"rules", "rule sets: list, show, add, remove, reload; offline check, test, detect",
+     pgwarden::ctl::run_rules_group},
+    {"policies", "configured policies: list, show", pgwarden::ctl::run_policies_command},
+    {"config", "reload the configuration file", pgwarden::ctl::run_config_command},
+    {"tokens", "inspect a token: decode, validate, explain why it fails",
+     pgwarden::ctl::run_tokens_command},
 };
 
 int usage(std::ostream& os) {
-  os << "usage: pgwardenctl GROUP COMMAND [ARGS...]\n\ngroups:\n";
+  os << "usage: pgwardenctl GROUP COMMAND [ARGS...] [--json] [--socket PATH] [--principal NAME]"
+        " [--credential-file PATH]\n\ngroups:\n";
   for (const CommandGroup& g : kGroups) os << "  " << g.name << "\t" << g.summary << "\n";
   return pgwarden::ctl::kExitUsage;
 }

@@ -1,6 +1,8 @@
 // pgwarden-cp: the control plane process.
 //
 //   pgwarden-cp --config FILE           serve (SIGHUP reloads FILE, SIGTERM/SIGINT stop)
+//               [--rules-dir DIR]       rule set files for `pgwardenctl rules` (default: the
+//                                       source tree's rules/sets, like pgwarden-dp)
 //   pgwarden-cp --config FILE --check   validate FILE and exit (0 valid, 2 invalid)
 //   pgwarden-cp --hash-credential       read a secret from stdin, print its credential_hash
 //
@@ -18,6 +20,7 @@
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
+#include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
@@ -59,15 +62,44 @@ int new_service_key(const std::string& id) {
   return 0;
 }
 
+// The admin API (pgwardenctl) acts on the same objects as the escalation server.
+server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::string& rules_dir) {
+  server::AdminBackend b{.config = &plane.config_store(),
+                         .audit = &plane.audit(),
+                         .approvals = &plane.approvals(),
+                         .rules_dir = rules_dir};
+  b.reload = [&plane] { return plane.reload(); };
+  b.validate_token = [&plane](std::string_view token) -> identity::IdentityResult {
+    auto validator = plane.token_validator();
+    if (!validator.is_ok()) {
+      return identity::Rejection{identity::RejectReason::kJwksUnavailable,
+                                 validator.status().message()};
+    }
+    return (*validator)->validate(token);
+  };
+  b.runtime_status = [&plane] {
+    server::EscalationServer& server = plane.escalation_server();
+    nlohmann::json counters = nlohmann::json::object();
+#define PGW_X(name) counters[#name] = server.counter(server::Counter::k_##name);
+    PGW_CP_COUNTERS(PGW_X)
+#undef PGW_X
+    return nlohmann::json{{"sessions", server.session_count()}, {"counters", std::move(counters)}};
+  };
+  return b;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path;
+  std::string rules_dir = std::string(PGW_SOURCE_ROOT) + "/rules/sets";
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--config" && i + 1 < argc) {
       config_path = argv[++i];
+    } else if (a == "--rules-dir" && i + 1 < argc) {
+      rules_dir = argv[++i];
     } else if (a == "--check") {
       check_only = true;
     } else if (a == "--hash-credential") {
@@ -119,6 +151,15 @@ int main(int argc, char** argv) {
     spdlog::error("{}", started.message());
     return 1;
   }
+  server::AdminServer admin(make_admin_backend(plane, rules_dir));
+  if (!first.config->control_plane.admin_socket.empty()) {
+    Status admin_started = admin.start();
+    if (!admin_started.is_ok()) {
+      spdlog::error("{}", admin_started.message());
+      plane.stop();
+      return 1;
+    }
+  }
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -130,6 +171,7 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: shutting down", sig);
     break;
   }
+  admin.stop();
   plane.stop();
   plane.audit().record(audit::AuditRecord{.event = "shutdown"});
   plane.audit().flush();

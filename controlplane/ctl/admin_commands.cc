@@ -1,0 +1,692 @@
+#include "controlplane/ctl/admin_commands.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "controlplane/ctl/admin_client.h"
+#include "controlplane/ctl/rules_command.h"
+#include "controlplane/identity/jws.h"
+#include "controlplane/recording/recorder.h"
+#include "controlplane/recording/recording_file.h"
+#include "controlplane/recording/replay.h"
+
+namespace pgwarden::ctl {
+namespace {
+
+using json = nlohmann::json;
+using Args = std::span<const std::string_view>;
+
+// One admin invocation: parsed options, output mode, and the shared error handling.
+struct Invocation {
+  ParsedArgs args;
+  std::ostream& out;
+  std::ostream& err;
+  bool json_out = false;
+
+  // Runs `command` on the cp; on error prints it and returns its exit code in `code`.
+  std::optional<json> call(const std::string& command, const json& cmd_args, int& code) const {
+    auto client = AdminClient::from_args(args);
+    if (!client.is_ok()) {
+      err << "pgwardenctl: " << client.status().message() << "\n";
+      code = kExitAdminUsage;
+      return std::nullopt;
+    }
+    auto r = client->call(command, cmd_args);
+    if (!r.is_ok()) {
+      code = exit_code_for(r.status());
+      if (json_out) {
+        out << json{{"ok", false},
+                    {"error", {{"message", r.status().message()}, {"exit_code", code}}}}
+                   .dump(2)
+            << "\n";
+      }
+      err << "pgwardenctl: " << r.status().message() << "\n";
+      return std::nullopt;
+    }
+    code = kExitAdminOk;
+    return std::move(*r);
+  }
+  // Prints `result` as JSON when --json; returns true if it did.
+  bool emit_json(const json& result) const {
+    if (json_out) out << result.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    return json_out;
+  }
+};
+
+std::optional<Invocation> start(Args args, std::ostream& out, std::ostream& err, int& code,
+                                const std::set<std::string>& flags = {}) {
+  auto parsed = parse_args(args, flags);
+  if (!parsed.is_ok()) {
+    err << "pgwardenctl: " << parsed.status().message() << "\n";
+    code = kExitAdminUsage;
+    return std::nullopt;
+  }
+  Invocation inv{std::move(*parsed), out, err};
+  inv.json_out = inv.args.has("--json");
+  return inv;
+}
+
+int usage(std::ostream& err, std::string_view text) {
+  err << "usage: pgwardenctl " << text << "\n";
+  return kExitAdminUsage;
+}
+
+void print_fields(std::ostream& out, const json& obj, const std::vector<std::string>& keys) {
+  std::vector<std::vector<std::string>> rows;
+  for (const std::string& k : keys) {
+    if (!obj.contains(k)) continue;
+    const json& v = obj[k];
+    std::string text;
+    if (k.ends_with("_ms") && v.is_number_integer()) {
+      text = format_time_ms(v.get<int64_t>());
+    } else if (v.is_array()) {
+      for (const json& e : v) text += (text.empty() ? "" : ", ") + scalar_text(e);
+    } else {
+      text = scalar_text(v);
+    }
+    rows.push_back({k + ":", text});
+  }
+  size_t w = 0;
+  for (const auto& r : rows) w = std::max(w, r[0].size());
+  for (const auto& r : rows) out << r[0] << std::string(w - r[0].size() + 1, ' ') << r[1] << "\n";
+}
+
+std::string one_line(std::string s, size_t max) {
+  for (char& c : s) {
+    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
+  }
+  if (s.size() > max) s = s.substr(0, max - 3) + "...";
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------- status
+
+int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  if (!inv->args.positional.empty()) return usage(err, "status [--json]");
+  auto r = inv->call("status", json::object(), code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  print_fields(out, *r,
+               {"version", "uptime_s", "policy_version", "config_path", "policies", "targets",
+                "dp_connections", "sessions", "pending_approvals", "principal"});
+  if (r->contains("counters") && (*r)["counters"].is_object()) {
+    out << "counters:\n";
+    for (const auto& [k, v] : (*r)["counters"].items()) {
+      out << "  " << k << " " << scalar_text(v) << "\n";
+    }
+  }
+  return kExitAdminOk;
+}
+
+// -------------------------------------------------------------------------------- sessions
+
+namespace {
+
+constexpr std::string_view kSessionsUsage =
+    "sessions list | show ID | replay ID [--speed X] | verify ID  [--state-dir DIR] [--json]";
+
+void print_verify(std::ostream& out, const std::string& id, const json& v) {
+  if (v.value("ok", false)) {
+    out << id << ": ok, " << scalar_text(v["records"]) << " records verified, last hash "
+        << v.value("last_hash", "") << "\n";
+  } else {
+    out << id << ": TAMPERED at record seq " << scalar_text(v["bad_seq"]) << " ("
+        << v.value("reason", "") << "); " << scalar_text(v["records"])
+        << " records before it verified\n";
+  }
+  if (v.value("torn_tail", false)) {
+    out << id << ": torn last line (" << scalar_text(v["torn_bytes"])
+        << " bytes, a crash mid-write) ignored\n";
+  }
+}
+
+json report_to_json(const recording::VerifyReport& r) {
+  json j{
+      {"ok", r.ok}, {"records", r.records}, {"torn_tail", r.torn_tail}, {"last_hash", r.last_hash}};
+  if (!r.ok) {
+    j["bad_seq"] = r.bad_seq;
+    j["reason"] = r.reason;
+  }
+  if (r.torn_tail) j["torn_bytes"] = r.torn_bytes;
+  return j;
+}
+
+}  // namespace
+
+int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  if (pos.empty()) return usage(err, kSessionsUsage);
+  const std::string sub = pos[0];
+  std::optional<std::string> state_dir = inv->args.get("--state-dir");
+  std::string dir = state_dir ? *state_dir + "/recordings" : "";
+  double speed = 0;
+  if (auto s = inv->args.get("--speed")) {
+    char* end = nullptr;
+    speed = std::strtod(s->c_str(), &end);
+    if (end == s->c_str() || *end != '\0' || speed <= 0 || speed > 1000) {
+      return usage(err, "sessions replay ID --speed X  (0 < X <= 1000)");
+    }
+  }
+
+  if (sub == "list") {
+    if (pos.size() != 1) return usage(err, kSessionsUsage);
+    json result;
+    if (state_dir) {
+      auto recs = recording::list_recordings(dir);
+      if (!recs.is_ok()) {
+        err << "pgwardenctl: " << recs.status().message() << "\n";
+        return exit_code_for(recs.status());
+      }
+      result["sessions"] = json::array();
+      for (const auto& r : *recs) {
+        result["sessions"].push_back(json{{"session_id", r.session_id},
+                                          {"identity", r.identity},
+                                          {"target", r.target},
+                                          {"start_ms", r.start_ms},
+                                          {"end_ms", r.end_ms},
+                                          {"statements", r.statements},
+                                          {"size_bytes", r.size_bytes},
+                                          {"verified", r.verified}});
+      }
+    } else {
+      auto r = inv->call("sessions.list", json::object(), code);
+      if (!r) return code;
+      result = std::move(*r);
+    }
+    if (inv->emit_json(result)) return kExitAdminOk;
+    std::vector<std::vector<std::string>> rows;
+    for (const json& s : result["sessions"]) {
+      rows.push_back(
+          {s.value("session_id", ""), s.value("identity", ""), s.value("target", ""),
+           format_time_ms(s.value("start_ms", int64_t{0})),
+           s.value("live", false) ? "live" : format_time_ms(s.value("end_ms", int64_t{0})),
+           scalar_text(s["statements"]), scalar_text(s["size_bytes"]),
+           s.value("verified", false) ? "yes" : "NO"});
+    }
+    print_table(
+        out,
+        {"SESSION", "IDENTITY", "TARGET", "STARTED", "ENDED", "STATEMENTS", "BYTES", "VERIFIED"},
+        rows);
+    out << "(" << rows.size() << " sessions)\n";
+    return kExitAdminOk;
+  }
+
+  if (pos.size() != 2 || (sub != "show" && sub != "replay" && sub != "verify")) {
+    return usage(err, kSessionsUsage);
+  }
+  const std::string id = pos[1];
+  if (state_dir && !recording::valid_session_id(id)) {
+    err << "pgwardenctl: bad session id\n";
+    return kExitAdminUsage;
+  }
+  const std::string path = dir + "/" + id + ".jsonl";
+
+  if (sub == "verify") {
+    json v;
+    if (state_dir) {
+      auto report = recording::verify_recording(path);
+      if (!report.is_ok()) {
+        err << "pgwardenctl: " << report.status().message() << "\n";
+        return exit_code_for(report.status());
+      }
+      v = report_to_json(*report);
+    } else {
+      auto r = inv->call("sessions.verify", json{{"id", id}}, code);
+      if (!r) return code;
+      v = std::move(*r);
+    }
+    if (!inv->emit_json(v)) print_verify(out, id, v);
+    return v.value("ok", false) ? kExitAdminOk : kExitAdminFailure;
+  }
+
+  if (sub == "show") {
+    json result;
+    if (state_dir) {
+      recording::VerifyReport report;
+      auto records = recording::read_recording(path, &report);
+      if (!records.is_ok()) {
+        err << "pgwardenctl: " << records.status().message() << "\n";
+        return exit_code_for(records.status());
+      }
+      result = json{{"session_id", id}, {"path", path}, {"verify", report_to_json(report)}};
+      json kinds = json::object();
+      for (const json& r : *records) {
+        std::string kind = r.value("kind", "");
+        kinds[kind] = kinds.value(kind, 0) + 1;
+        if (kind == "session_start") result["start"] = r;
+        if (kind == "session_end") result["end"] = r;
+      }
+      result["kinds"] = kinds;
+    } else {
+      auto r = inv->call("sessions.show", json{{"id", id}}, code);
+      if (!r) return code;
+      result = std::move(*r);
+    }
+    if (inv->emit_json(result)) return kExitAdminOk;
+    json flat{{"session_id", id}, {"path", result.value("path", "")}};
+    if (result.contains("start")) {
+      const json& s = result["start"];
+      for (const char* k :
+           {"identity", "groups", "target", "client_addr", "tls", "policy", "level"}) {
+        if (s.contains(k)) flat[k] = s[k];
+      }
+      flat["started_ms"] = s.value("ts", int64_t{0});
+    }
+    if (result.contains("end")) flat["ended_ms"] = result["end"].value("ts", int64_t{0});
+    std::string kinds;
+    for (const auto& [k, v] : result["kinds"].items()) {
+      kinds += (kinds.empty() ? "" : ", ") + k + "=" + scalar_text(v);
+    }
+    flat["records"] = kinds;
+    print_fields(out, flat,
+                 {"session_id", "identity", "groups", "target", "client_addr", "tls", "policy",
+                  "level", "started_ms", "ended_ms", "records", "path"});
+    print_verify(out, id, result["verify"]);
+    return kExitAdminOk;
+  }
+
+  // replay
+  std::string replay_path = path;
+  std::string temp;
+  if (!state_dir) {
+    auto r = inv->call("sessions.replay", json{{"id", id}}, code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    // Re-render the verified records locally (replay re-verifies the chain it is given).
+    char tmpl[] = "/tmp/pgwardenctl-replay-XXXXXX";
+    int fd = mkstemp(tmpl);
+    if (fd < 0) {
+      err << "pgwardenctl: cannot create a temporary file\n";
+      return kExitAdminFailure;
+    }
+    ::close(fd);
+    temp = tmpl;
+    std::ofstream f(temp, std::ios::trunc);
+    for (const json& rec : (*r)["records"]) {
+      f << rec.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+    }
+    f.close();
+    replay_path = temp;
+    const json& v = (*r)["verify"];
+    if (!v.value("ok", true)) {
+      recording::ReplayOptions o;
+      o.speed = speed;
+      (void)recording::render_replay(replay_path, out, o);
+      ::unlink(temp.c_str());
+      out << "-- recording verification FAILED at seq " << scalar_text(v["bad_seq"]) << ": "
+          << v.value("reason", "") << "\n";
+      return kExitAdminFailure;
+    }
+  }
+  recording::ReplayOptions o;
+  o.speed = speed;
+  auto report = recording::render_replay(replay_path, out, o);
+  if (!temp.empty()) ::unlink(temp.c_str());
+  if (!report.is_ok()) {
+    err << "pgwardenctl: " << report.status().message() << "\n";
+    return exit_code_for(report.status());
+  }
+  return report->ok ? kExitAdminOk : kExitAdminFailure;
+}
+
+// ------------------------------------------------------------------------------- approvals
+
+int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  constexpr std::string_view kUsage =
+      "approvals list [--state pending|approved|denied|expired|abandoned|all] | show ID |\n"
+      "       approve ID [--scope once|shape] [--for DURATION] [--reason TEXT] |\n"
+      "       deny ID --reason TEXT   [--json]";
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  if (pos.empty()) return usage(err, kUsage);
+  const std::string sub = pos[0];
+  if (sub == "list") {
+    if (pos.size() != 1) return usage(err, kUsage);
+    auto r = inv->call("approvals.list",
+                       json{{"state", inv->args.get("--state").value_or("pending")}}, code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    std::vector<std::vector<std::string>> rows;
+    for (const json& a : (*r)["approvals"]) {
+      rows.push_back(
+          {a.value("id", ""), a.value("state", ""), a.value("identity", ""), a.value("target", ""),
+           a.value("rule", ""), format_time_ms(a.value("created_ms", int64_t{0})),
+           format_time_ms(a.value("deadline_ms", int64_t{0})), one_line(a.value("sql", ""), 60)});
+    }
+    print_table(out, {"ID", "STATE", "REQUESTER", "TARGET", "RULE", "CREATED", "DEADLINE", "SQL"},
+                rows);
+    out << "(" << rows.size() << " approvals)\n";
+    return kExitAdminOk;
+  }
+  if (pos.size() != 2) return usage(err, kUsage);
+  json cmd_args{{"id", pos[1]}};
+  if (auto reason = inv->args.get("--reason")) cmd_args["reason"] = *reason;
+  std::string command;
+  if (sub == "show") {
+    command = "approvals.show";
+  } else if (sub == "approve") {
+    command = "approvals.approve";
+    std::string scope = inv->args.get("--scope").value_or("once");
+    if (scope != "once" && scope != "shape") return usage(err, kUsage);
+    cmd_args["scope"] = scope;
+    if (auto d = inv->args.get("--for")) {
+      auto secs = parse_duration_s(*d);
+      if (!secs) {
+        err << "pgwardenctl: bad duration '" << *d << "' (e.g. 90s, 15m, 1h, 1d)\n";
+        return kExitAdminUsage;
+      }
+      cmd_args["for_s"] = *secs;
+    }
+    if (scope == "shape" && !cmd_args.contains("for_s")) {
+      err << "pgwardenctl: --scope shape needs --for DURATION\n";
+      return kExitAdminUsage;
+    }
+  } else if (sub == "deny") {
+    command = "approvals.deny";
+    if (!cmd_args.contains("reason") || cmd_args["reason"].get<std::string>().empty()) {
+      err << "pgwardenctl: deny needs --reason TEXT (the client sees it)\n";
+      return kExitAdminUsage;
+    }
+  } else {
+    return usage(err, kUsage);
+  }
+  auto r = inv->call(command, cmd_args, code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  if (sub != "show") out << pos[1] << ": " << r->value("state", "") << "\n";
+  print_fields(out, *r,
+               {"id", "state", "identity", "groups", "session_id", "target", "rule",
+                "request_reason", "approver_groups", "created_ms", "deadline_ms", "decided_ms",
+                "decider", "decision_reason", "scope", "grant_expires_ms", "shape_key", "sql"});
+  return kExitAdminOk;
+}
+
+// ----------------------------------------------------------------------------------- rules
+
+int run_rules_group(Args args, std::istream& in, std::ostream& out, std::ostream& err) {
+  static const std::set<std::string_view> kOnline = {"list", "show", "add", "remove", "reload"};
+  if (args.empty() || !kOnline.count(args[0])) return run_rules_command(args, in, out, err);
+  constexpr std::string_view kUsage =
+      "rules list | show SET | add SET [--file FILE|-] | remove SET RULE_ID | reload  [--json]";
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  const std::string sub = pos[0];
+  json cmd_args = json::object();
+  if (sub == "list" || sub == "reload") {
+    if (pos.size() != 1) return usage(err, kUsage);
+  } else if (sub == "show" || sub == "add") {
+    if (pos.size() != 2) return usage(err, kUsage);
+    cmd_args["set"] = pos[1];
+  } else {
+    if (pos.size() != 3) return usage(err, kUsage);
+    cmd_args["set"] = pos[1];
+    cmd_args["rule"] = pos[2];
+  }
+  if (sub == "add") {
+    std::string file = inv->args.get("--file").value_or("-");
+    std::string text;
+    if (file == "-") {
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } else {
+      std::ifstream f(file);
+      if (!f) {
+        err << "pgwardenctl: cannot read " << file << "\n";
+        return kExitAdminFailure;
+      }
+      text.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    }
+    cmd_args["text"] = text;
+  }
+  auto r = inv->call("rules." + sub, cmd_args, code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  if (sub == "list") {
+    std::vector<std::vector<std::string>> rows;
+    for (const json& s : (*r)["rule_sets"]) {
+      std::string used;
+      for (const json& p : s["used_by"]) used += (used.empty() ? "" : ",") + scalar_text(p);
+      rows.push_back({s.value("name", ""), s.contains("rules") ? scalar_text(s["rules"]) : "-",
+                      used.empty() ? "-" : used,
+                      s.contains("error") ? "ERROR: " + one_line(s.value("error", ""), 60)
+                                          : s.value("path", "")});
+    }
+    print_table(out, {"SET", "RULES", "USED_BY", "PATH"}, rows);
+  } else if (sub == "show") {
+    std::vector<std::vector<std::string>> rows;
+    for (const json& rule : (*r)["rules"]) {
+      rows.push_back({rule.value("id", ""), rule.value("action", ""), rule.value("view", ""),
+                      rule.value("severity", ""), one_line(rule.value("pattern", ""), 50)});
+    }
+    print_table(out, {"ID", "ACTION", "VIEW", "SEVERITY", "PATTERN"}, rows);
+    out << "(" << rows.size() << " rules in " << r->value("path", "") << ")\n";
+  } else if (sub == "reload") {
+    out << "reloaded: policy version " << scalar_text((*r)["policy_version"]) << "\n";
+  } else {
+    out << r->value("path", "") << ": " << scalar_text((*r)["rules"]) << " rules (was "
+        << scalar_text((*r)["previous_rules"]) << ")\n";
+    if (r->contains("policy_version")) {
+      out << "reloaded: policy version " << scalar_text((*r)["policy_version"]) << "\n";
+    } else if (r->contains("reload_error")) {
+      err << "pgwardenctl: rules written but the reload failed:\n"
+          << r->value("reload_error", "") << "\n";
+      return kExitAdminFailure;
+    }
+  }
+  return kExitAdminOk;
+}
+
+// -------------------------------------------------------------------------------- policies
+
+int run_policies_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  constexpr std::string_view kUsage = "policies list | show NAME  [--json]";
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  if (pos.size() == 1 && pos[0] == "list") {
+    auto r = inv->call("policies.list", json::object(), code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    auto join = [](const json& a) {
+      std::string s;
+      for (const json& e : a) s += (s.empty() ? "" : ",") + scalar_text(e);
+      return s.empty() ? std::string("-") : s;
+    };
+    std::vector<std::vector<std::string>> rows;
+    for (const json& p : (*r)["policies"]) {
+      rows.push_back({p.value("name", ""), join(p["groups"]), join(p["targets"]),
+                      p.value("read_only", true) ? "yes" : "no", join(p["rule_sets"]),
+                      p.value("recording", ""), join(p["approver_groups"])});
+    }
+    print_table(out,
+                {"POLICY", "GROUPS", "TARGETS", "READ_ONLY", "RULE_SETS", "RECORDING", "APPROVERS"},
+                rows);
+    out << "(policy version " << scalar_text((*r)["policy_version"]) << ")\n";
+    return kExitAdminOk;
+  }
+  if (pos.size() == 2 && pos[0] == "show") {
+    auto r = inv->call("policies.show", json{{"name", pos[1]}}, code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : r->items()) keys.push_back(k);
+    json flat = *r;
+    if (flat.contains("masks")) {
+      std::string m;
+      for (const json& e : flat["masks"]) {
+        std::string sel = e.value("column", e.value("name_pattern", e.value("type", "")));
+        m += (m.empty() ? "" : ", ") + sel + "->" + e.value("function", "");
+      }
+      flat["masks"] = m;
+    }
+    print_fields(
+        out, flat,
+        {"name", "groups", "targets", "allowed_kinds", "allowed_relations", "allowed_functions",
+         "read_only", "approve_kinds", "approver_groups", "approval_timeout_s", "rule_sets",
+         "masks", "deny_masked_in_expressions", "recording", "recording_required",
+         "recording_row_cap", "allow_function_call", "version"});
+    return kExitAdminOk;
+  }
+  return usage(err, kUsage);
+}
+
+// ---------------------------------------------------------------------------------- config
+
+int run_config_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  if (inv->args.positional.size() != 1 || inv->args.positional[0] != "reload") {
+    return usage(err, "config reload [--json]");
+  }
+  auto r = inv->call("config.reload", json::object(), code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  out << "reloaded: policy version " << scalar_text((*r)["policy_version"]) << " ("
+      << scalar_text((*r)["policies"]) << " policies, " << scalar_text((*r)["targets"])
+      << " targets)\n";
+  return kExitAdminOk;
+}
+
+// ---------------------------------------------------------------------------------- tokens
+
+namespace {
+
+// Local time checks on decoded claims: ["exp", "expired 3600 s ago"], ...
+std::vector<std::pair<std::string, std::string>> time_findings(const json& claims, int64_t now_s) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto num = [&](const char* k) -> std::optional<int64_t> {
+    if (!claims.contains(k) || !claims[k].is_number()) return std::nullopt;
+    return claims[k].get<int64_t>();
+  };
+  if (auto exp = num("exp")) {
+    if (*exp <= now_s) {
+      out.push_back({"exp", "expired " + std::to_string(now_s - *exp) + " s ago"});
+    }
+  } else {
+    out.push_back({"exp", "missing (pgwarden requires exp)"});
+  }
+  if (auto nbf = num("nbf"); nbf && *nbf > now_s) {
+    out.push_back({"nbf", "not valid for another " + std::to_string(*nbf - now_s) + " s"});
+  }
+  if (auto iat = num("iat"); iat && *iat > now_s) {
+    out.push_back({"iat", "issued " + std::to_string(*iat - now_s) + " s in the future"});
+  }
+  if (!claims.contains("sub")) out.push_back({"sub", "missing"});
+  if (!claims.contains("iss")) out.push_back({"iss", "missing"});
+  return out;
+}
+
+}  // namespace
+
+int run_tokens_command(Args args, std::istream& in, std::ostream& out, std::ostream& err) {
+  constexpr std::string_view kUsage = "tokens inspect TOKEN|- [--offline] [--json]";
+  int code = 0;
+  auto inv = start(args, out, err, code, {"--offline"});
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  if (pos.size() != 2 || pos[0] != "inspect") return usage(err, kUsage);
+  std::string token = pos[1];
+  if (token == "-") {
+    std::getline(in, token);
+    if (!token.empty() && token.back() == '\r') token.pop_back();
+  }
+  const int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+  json report{{"offline", inv->args.has("--offline")}};
+  auto decoded = identity::decode_unverified(token);
+  bool decodes = std::holds_alternative<identity::UnverifiedToken>(decoded);
+  std::vector<std::pair<std::string, std::string>> findings;
+  if (decodes) {
+    const auto& t = std::get<identity::UnverifiedToken>(decoded);
+    report["header"] = t.header;
+    report["claims"] = t.claims;
+    findings = time_findings(t.claims, now_s);
+    json f = json::object();
+    for (const auto& [k, v] : findings) f[k] = v;
+    report["findings"] = f;
+  } else {
+    const auto& rej = std::get<identity::Rejection>(decoded);
+    report["decode_error"] = {{"reason", identity::reject_reason_name(rej.reason)},
+                              {"message", rej.message}};
+  }
+  std::optional<json> validation;
+  // Without --offline the cp validates too (signature, issuer, audience, times); without
+  // admin credentials at all the command falls back to decoding only.
+  bool online = !inv->args.has("--offline") && AdminClient::from_args(inv->args).is_ok();
+  if (online) {
+    auto r = inv->call("tokens.inspect", json{{"token", token}}, code);
+    if (r) {
+      validation = (*r)["validation"];
+      report["validation"] = *validation;
+    }
+  }
+  int result_code = kExitAdminOk;
+  if (!decodes) {
+    result_code = kExitAdminDenied;
+  } else if (validation && validation->value("checked", false)) {
+    result_code = validation->value("valid", false) ? kExitAdminOk : kExitAdminDenied;
+  } else if (!findings.empty()) {
+    result_code = kExitAdminDenied;
+  }
+  if (code != kExitAdminOk) result_code = code;  // the cp could not be asked
+  if (inv->json_out) {
+    out << report.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    return result_code;
+  }
+  if (!decodes) {
+    out << "not a JWT: " << report["decode_error"].value("reason", "") << ": "
+        << report["decode_error"].value("message", "") << "\n";
+  } else {
+    out << "header:\n";
+    for (const auto& [k, v] : report["header"].items())
+      out << "  " << k << ": " << scalar_text(v) << "\n";
+    out << "claims:\n";
+    std::map<std::string, std::string> notes(findings.begin(), findings.end());
+    for (const auto& [k, v] : report["claims"].items()) {
+      std::string line = "  " + k + ": " + scalar_text(v);
+      if ((k == "exp" || k == "nbf" || k == "iat") && v.is_number()) {
+        line += " (" + format_time_ms(v.get<int64_t>() * 1000) + ")";
+      }
+      if (notes.count(k)) line += "  <- " + notes[k];
+      out << line << "\n";
+    }
+    for (const auto& [k, v] : findings) {
+      if (!report["claims"].contains(k)) out << "  " << k << ": <- " << v << "\n";
+    }
+  }
+  if (validation) {
+    if (!validation->value("checked", false)) {
+      out << "validation: not checked (" << validation->value("message", "") << ")\n";
+    } else if (validation->value("valid", false)) {
+      out << "validation: VALID for subject " << validation->value("subject", "") << " (provider "
+          << validation->value("provider", "") << ")\n";
+    } else {
+      out << "validation: REJECTED: " << validation->value("reason", "") << ": "
+          << validation->value("message", "") << "\n";
+    }
+  } else {
+    out << "validation: offline (decoded only; signature, issuer and audience not checked)\n";
+  }
+  return result_code;
+}
+
+}  // namespace pgwarden::ctl

@@ -1,0 +1,723 @@
+#include "controlplane/server/admin_server.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "controlplane/identity/jws.h"
+#include "controlplane/protocol/frame.h"
+#include "controlplane/recording/recorder.h"
+#include "controlplane/recording/recording_file.h"
+#include "controlplane/vault/credential_hash.h"
+#include "rules/matcher.h"
+#include "rules/rule_set.h"
+
+namespace pgwarden::server {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr int kIdleTimeoutMs = 30000;
+constexpr size_t kMaxReplyBytes = protocol::kMaxFrameBytes - 4096;
+constexpr size_t kMaxPrincipalBytes = 128;
+
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+std::string peer_of(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return "unknown";
+  return "uid=" + std::to_string(cred.uid) + ",pid=" + std::to_string(cred.pid);
+}
+
+json error_json(const Status& s) {
+  json e{{"code", admin_error_code(s)}, {"message", s.message()}};
+  if (!s.sqlstate().empty()) e["sqlstate"] = s.sqlstate();
+  return e;
+}
+
+std::string str_arg(const json& args, const char* key) {
+  auto it = args.find(key);
+  return it != args.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// The same PBKDF2 cost as a real check when the principal is unknown.
+const vault::CredentialHash& dummy_hash() {
+  static const vault::CredentialHash h = *vault::parse_credential_hash(
+      vault::hash_credential("pgwarden-admin-dummy", vault::kDefaultCredentialIterations));
+  return h;
+}
+
+json policy_summary(const policy::Policy& p) {
+  return json{{"name", p.name},
+              {"groups", p.groups},
+              {"targets", p.targets},
+              {"read_only", p.read_only},
+              {"rule_sets", p.rule_sets},
+              {"recording", recording::recording_level_name(p.recording)},
+              {"approver_groups", p.approvals.approver_groups}};
+}
+
+json policy_detail(const policy::Policy& p) {
+  json j = policy_summary(p);
+  j["allowed_kinds"] = p.allowed_kinds;
+  j["allowed_relations"] = p.allowed_relations;
+  j["allowed_functions"] = p.allowed_functions;
+  j["approve_kinds"] = p.approve_kinds;
+  json masks = json::array();
+  for (const policy::MaskRule& m : p.masks) {
+    json mj{{"function", m.function}};
+    if (!m.column_glob.empty()) mj["column"] = m.column_glob;
+    if (!m.name_pattern.empty()) mj["name_pattern"] = m.name_pattern;
+    if (!m.type_name.empty()) mj["type"] = m.type_name;
+    masks.push_back(std::move(mj));
+  }
+  j["masks"] = std::move(masks);
+  j["deny_masked_in_expressions"] = p.deny_masked_in_expressions;
+  j["approval_timeout_s"] = p.approvals.timeout_seconds;
+  j["recording_required"] = p.recording_required;
+  j["recording_row_cap"] = p.recording_row_cap;
+  j["allow_function_call"] = p.allow_function_call;
+  j["version"] = p.version;
+  return j;
+}
+
+json report_json(const recording::VerifyReport& r) {
+  json j{
+      {"ok", r.ok}, {"records", r.records}, {"torn_tail", r.torn_tail}, {"last_hash", r.last_hash}};
+  if (!r.ok) {
+    j["bad_seq"] = r.bad_seq;
+    j["reason"] = r.reason;
+  }
+  if (r.torn_tail) j["torn_bytes"] = r.torn_bytes;
+  return j;
+}
+
+bool valid_set_name(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > rules::kMaxRuleFileBytes) return resource_exhausted(path + " too large");
+  return ss.str();
+}
+
+// Parses and compiles `content` as rule set `name`; the Hyperscan compile catches patterns
+// the parser accepts but the engine cannot build.
+Result<rules::RuleSet> validate_rules(const std::string& name, const std::string& content) {
+  rules::RuleSource src{name + ".rules", content};
+  auto set = rules::RuleSet::parse(std::span<const rules::RuleSource>(&src, 1));
+  if (!set.is_ok()) return invalid_argument(set.status().message());
+  auto compiled = rules::CompiledRuleSet::compile(*set);
+  if (!compiled.is_ok()) return invalid_argument(compiled.status().message());
+  return std::move(*set);
+}
+
+Status write_atomically(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return internal_error("cannot write " + tmp + ": " + std::strerror(errno));
+  bool ok = true;
+  std::string_view rest = content;
+  while (!rest.empty()) {
+    ssize_t n = ::write(fd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ok = false;
+      break;
+    }
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  ok = ok && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return internal_error("cannot replace " + path + ": " + std::strerror(errno));
+  }
+  return Status::ok();
+}
+
+json rule_json(const rules::Rule& r) {
+  return json{{"id", r.id},
+              {"action", rules::action_name(r.action)},
+              {"view", rules::view_name(r.view)},
+              {"pattern", r.pattern},
+              {"message", r.message},
+              {"severity", rules::severity_name(r.severity)},
+              {"line", r.line}};
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return std::string(s);
+}
+
+}  // namespace
+
+std::string_view admin_error_code(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid_argument";
+    case StatusCode::kNotFound:
+      return "not_found";
+    case StatusCode::kPermissionDenied:
+      return "permission_denied";
+    case StatusCode::kUnauthenticated:
+      return "unauthenticated";
+    case StatusCode::kUnavailable:
+      return "unavailable";
+    case StatusCode::kDeadlineExceeded:
+      return "deadline_exceeded";
+    case StatusCode::kResourceExhausted:
+      return "resource_exhausted";
+    case StatusCode::kFailedPrecondition:
+      return "failed_precondition";
+    case StatusCode::kInternal:
+      return "internal";
+  }
+  return "internal";
+}
+
+AdminServer::AdminServer(AdminBackend backend) : b_(std::move(backend)) {
+  if (!b_.reload) {
+    config::ConfigStore* store = b_.config;
+    b_.reload = [store] { return store->reload(); };
+  }
+}
+
+AdminServer::~AdminServer() { stop(); }
+
+Status AdminServer::start() {
+  auto cfg = b_.config->current();
+  if (!cfg || cfg->control_plane.admin_socket.empty()) {
+    return failed_precondition("no $.control_plane.admin_socket configured");
+  }
+  (void)dummy_hash();
+  socket_path_ = cfg->control_plane.admin_socket;
+  sockaddr_un addr{};
+  if (socket_path_.size() >= sizeof(addr.sun_path)) {
+    return invalid_argument("admin socket path too long: " + socket_path_);
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) return internal_error(std::string("socket: ") + std::strerror(errno));
+  ::unlink(socket_path_.c_str());
+  // The socket is created with no access for anyone but the owner.
+  mode_t old = ::umask(0177);
+  int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::umask(old);
+  if (rc != 0 || ::chmod(socket_path_.c_str(), 0600) != 0 || ::listen(listen_fd_, 16) != 0) {
+    Status s =
+        unavailable("cannot listen on admin socket " + socket_path_ + ": " + std::strerror(errno));
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    return s;
+  }
+  if (::pipe2(wake_fd_, O_CLOEXEC) != 0) return internal_error("pipe2 failed");
+  accept_thread_ = std::thread([this] { accept_loop(); });
+  return Status::ok();
+}
+
+void AdminServer::stop() {
+  if (stopping_.exchange(true)) return;
+  if (wake_fd_[1] >= 0) (void)!::write(wake_fd_[1], "x", 1);
+  if (accept_thread_.joinable()) accept_thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (Conn& c : conns_) ::shutdown(c.fd, SHUT_RDWR);
+  }
+  reap(true);
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    ::unlink(socket_path_.c_str());
+    listen_fd_ = -1;
+  }
+  for (int& fd : wake_fd_) {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+}
+
+void AdminServer::reap(bool all) {
+  std::list<Conn> finished;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (all || it->done->load()) {
+        finished.splice(finished.end(), conns_, it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (Conn& c : finished) c.thread.join();
+}
+
+void AdminServer::accept_loop() {
+  pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_[0], POLLIN, 0}};
+  while (!stopping_.load()) {
+    int n = ::poll(fds, 2, 1000);
+    reap(false);
+    if (n <= 0 || stopping_.load()) continue;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    if (conns_.size() >= static_cast<size_t>(kMaxAdminConnections)) {
+      std::string out;
+      (void)protocol::append_message(
+          out, json{{"ok", false},
+                    {"error", error_json(resource_exhausted("too many admin connections"))}});
+      (void)write_all(fd, out);
+      ::close(fd);
+      continue;
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    Conn c{fd, {}, done};
+    c.thread = std::thread([this, fd, done] {
+      serve(fd);
+      ::close(fd);
+      done->store(true);
+    });
+    conns_.push_back(std::move(c));
+  }
+}
+
+void AdminServer::serve(int fd) {
+  const std::string peer = peer_of(fd);
+  protocol::FrameDecoder decoder;
+  char buf[16384];
+  while (!stopping_.load()) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, kIdleTimeoutMs);
+    if (n <= 0) return;  // idle too long, or error
+    ssize_t got = ::recv(fd, buf, sizeof(buf), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return;
+    decoder.feed(std::string_view(buf, static_cast<size_t>(got)));
+    while (true) {
+      auto frame = decoder.next();
+      std::string out;
+      if (!frame.is_ok()) {
+        (void)protocol::append_message(
+            out, json{{"ok", false}, {"error", error_json(invalid_argument("bad frame"))}});
+        (void)write_all(fd, out);
+        return;
+      }
+      if (!frame->has_value()) break;
+      auto request = protocol::parse_payload(**frame);
+      json response;
+      if (!request.is_ok()) {
+        response = json{{"ok", false}, {"error", error_json(invalid_argument("bad json"))}};
+      } else {
+        response = handle(*request, peer);
+      }
+      std::string text = response.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      if (text.size() > kMaxReplyBytes) {
+        json small{{"ok", false},
+                   {"error", error_json(resource_exhausted(
+                                 "reply too large for the admin API; read the state "
+                                 "directory directly (--state-dir)"))}};
+        if (response.contains("id")) small["id"] = response["id"];
+        text = small.dump();
+      }
+      if (!protocol::append_frame(out, text).is_ok() || !write_all(fd, out)) return;
+    }
+  }
+}
+
+json AdminServer::handle(const json& request, const std::string& peer) {
+  json response{{"ok", false}};
+  if (request.contains("id") && request["id"].is_number_integer() && request["id"] >= 0) {
+    response["id"] = request["id"];
+  }
+  auto fail = [&](const Status& s) {
+    response["ok"] = false;
+    response["error"] = error_json(s);
+    return response;
+  };
+  if (str_arg(request, "type") != "admin") return fail(invalid_argument("type must be admin"));
+  std::string command = str_arg(request, "command");
+  std::string principal = str_arg(request, "principal");
+  std::string credential = str_arg(request, "credential");
+  json args = request.contains("args") ? request["args"] : json::object();
+  if (!args.is_object()) return fail(invalid_argument("args must be an object"));
+  if (principal.size() > kMaxPrincipalBytes) principal.resize(kMaxPrincipalBytes);
+
+  auto cfg = b_.config->current();
+  const config::AdminPrincipal* match = nullptr;
+  for (const config::AdminPrincipal& a : cfg->control_plane.admin_principals) {
+    if (a.name == principal) match = &a;
+  }
+  // Constant work whether or not the principal exists.
+  bool verified = vault::verify_credential(match ? match->credential : dummy_hash(), credential);
+  if (!match || !verified || credential.empty()) {
+    b_.audit->record(
+        audit::AuditRecord{.event = "admin_auth",
+                           .identity = principal,
+                           .policy_version = cfg->version,
+                           .decision = "rejected",
+                           .reason = match ? "bad credential" : "unknown principal",
+                           .extra = {{"command", command.substr(0, 64)}, {"peer", peer}}});
+    return fail(unauthenticated("admin authentication failed"));
+  }
+  Principal who{match->name, match->groups};
+
+  Result<json> result = run(command, args, who, cfg);
+  json audited_args = json::object();
+  for (const char* key : {"id", "set", "rule", "name", "scope", "for_s", "state"}) {
+    if (args.contains(key)) audited_args[key] = args[key];
+  }
+  b_.audit->record(audit::AuditRecord{
+      .event = "admin",
+      .identity = who.name,
+      .groups = who.groups,
+      .policy_version = cfg->version,
+      .decision = result.is_ok() ? "ok" : std::string(admin_error_code(result.status())),
+      .reason = result.is_ok() ? str_arg(args, "reason") : result.status().message(),
+      .extra = {{"command", command}, {"peer", peer}, {"args", audited_args}}});
+  if (!result.is_ok()) return fail(result.status());
+  response["ok"] = true;
+  response["result"] = std::move(*result);
+  return response;
+}
+
+std::string AdminServer::recordings_dir(const config::Config& cfg) const {
+  if (!b_.recordings_dir.empty()) return b_.recordings_dir;
+  return cfg.control_plane.state_dir + "/recordings";
+}
+
+Result<json> AdminServer::reload_config(const std::string& event, const Principal& who) {
+  config::LoadOutcome outcome = b_.reload();
+  if (!outcome.ok()) {
+    return invalid_argument("configuration rejected, the running version stays:\n" +
+                            outcome.error_text());
+  }
+  (void)event;
+  (void)who;
+  return json{{"policy_version", outcome.config->version},
+              {"policies", outcome.config->policies.size()},
+              {"targets", outcome.config->targets.size()}};
+}
+
+Result<json> AdminServer::run(const std::string& command, const json& args, const Principal& who,
+                              std::shared_ptr<const config::Config> cfg) {
+  if (command == "status") {
+    json j{{"version", b_.version},
+           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::steady_clock::now() - started_)
+                            .count()},
+           {"policy_version", cfg->version},
+           {"config_path", b_.config->path()},
+           {"policies", cfg->policies.size()},
+           {"targets", cfg->targets.size()},
+           {"principal", who.name}};
+    if (b_.approvals) {
+      j["pending_approvals"] = b_.approvals->list(approvals::ApprovalState::kPending).size();
+    }
+    if (b_.runtime_status) j.update(b_.runtime_status());
+    return j;
+  }
+
+  if (command.starts_with("approvals.")) {
+    if (!b_.approvals) return unavailable("approvals are not enabled in this control plane");
+    std::string id = str_arg(args, "id");
+    if (command == "approvals.list") {
+      std::optional<approvals::ApprovalState> state;
+      std::string s = str_arg(args, "state");
+      if (!s.empty() && s != "all") {
+        state = approvals::parse_approval_state(s);
+        if (!state) return invalid_argument("unknown approval state '" + s + "'");
+      }
+      json list = json::array();
+      for (const approvals::ApprovalRequest& r : b_.approvals->list(state)) {
+        list.push_back(r.to_json());
+      }
+      return json{{"approvals", std::move(list)}};
+    }
+    if (id.empty()) return invalid_argument(command + " needs an approval id");
+    if (command == "approvals.show") {
+      auto r = b_.approvals->get(id);
+      if (!r) return not_found("no approval " + id);
+      return r->to_json();
+    }
+    if (command == "approvals.approve" || command == "approvals.deny") {
+      if (!b_.approvals->get(id)) return not_found("no approval " + id);
+      approvals::ApprovalDecision d;
+      d.approve = command == "approvals.approve";
+      d.decider = who.name;
+      d.decider_groups = who.groups;
+      d.reason = str_arg(args, "reason");
+      if (!d.approve && d.reason.empty()) return invalid_argument("deny needs a --reason");
+      if (d.approve) {
+        std::string scope = str_arg(args, "scope");
+        if (!scope.empty()) {
+          auto sc = approvals::parse_approval_scope(scope);
+          if (!sc) return invalid_argument("scope must be once or shape");
+          d.scope = *sc;
+        }
+        if (args.contains("for_s") && args["for_s"].is_number_integer()) {
+          d.grant_seconds = args["for_s"].get<int64_t>();
+        }
+      }
+      auto r = b_.approvals->decide(id, d);
+      if (!r.is_ok()) return r.status();
+      return r->to_json();
+    }
+    return invalid_argument("unknown command " + command);
+  }
+
+  if (command.starts_with("sessions.")) {
+    std::string dir = recordings_dir(*cfg);
+    if (command == "sessions.list") {
+      json live = b_.live_sessions ? b_.live_sessions() : json::array();
+      std::set<std::string> live_ids;
+      for (const json& s : live) {
+        if (s.contains("session_id")) live_ids.insert(str_arg(s, "session_id"));
+      }
+      json list = json::array();
+      std::error_code ec;
+      if (fs::is_directory(dir, ec)) {
+        auto recs = recording::list_recordings(dir);
+        if (!recs.is_ok()) return recs.status();
+        for (const recording::RecordingSummary& r : *recs) {
+          list.push_back(json{{"session_id", r.session_id},
+                              {"identity", r.identity},
+                              {"target", r.target},
+                              {"start_ms", r.start_ms},
+                              {"end_ms", r.end_ms},
+                              {"statements", r.statements},
+                              {"size_bytes", r.size_bytes},
+                              {"verified", r.verified},
+                              {"live", live_ids.count(r.session_id) > 0}});
+        }
+      }
+      return json{{"sessions", std::move(list)}, {"live", std::move(live)}, {"dir", dir}};
+    }
+    std::string id = str_arg(args, "id");
+    if (!recording::valid_session_id(id)) return invalid_argument("bad session id");
+    std::string path = dir + "/" + id + ".jsonl";
+    std::error_code ec;
+    if (!fs::exists(path, ec)) return not_found("no recording for session " + id);
+    if (command == "sessions.verify") {
+      auto report = recording::verify_recording(path);
+      if (!report.is_ok()) return report.status();
+      json j = report_json(*report);
+      j["session_id"] = id;
+      j["path"] = path;
+      return j;
+    }
+    if (command == "sessions.show" || command == "sessions.replay") {
+      recording::VerifyReport report;
+      auto records = recording::read_recording(path, &report);
+      if (!records.is_ok()) return records.status();
+      json j{{"session_id", id}, {"path", path}, {"verify", report_json(report)}};
+      if (command == "sessions.replay") {
+        j["records"] = std::move(*records);
+        return j;
+      }
+      json kinds = json::object();
+      for (const json& r : *records) {
+        std::string kind = str_arg(r, "kind");
+        kinds[kind] = kinds.value(kind, 0) + 1;
+        if (kind == "session_start") j["start"] = r;
+        if (kind == "session_end") j["end"] = r;
+      }
+      j["kinds"] = std::move(kinds);
+      return j;
+    }
+    return invalid_argument("unknown command " + command);
+  }
+
+  if (command == "policies.list") {
+    json list = json::array();
+    for (const policy::Policy& p : cfg->policies) list.push_back(policy_summary(p));
+    return json{{"policies", std::move(list)}, {"policy_version", cfg->version}};
+  }
+  if (command == "policies.show") {
+    std::string name = str_arg(args, "name");
+    for (const policy::Policy& p : cfg->policies) {
+      if (p.name == name) return policy_detail(p);
+    }
+    return not_found("no policy '" + name + "'");
+  }
+
+  if (command == "config.reload") return reload_config("config_reload", who);
+
+  if (command.starts_with("rules.")) {
+    if (command == "rules.reload") return reload_config("rules_reload", who);
+    return rules_command(command.substr(6), args, *cfg);
+  }
+
+  if (command == "tokens.inspect") {
+    std::string token = str_arg(args, "token");
+    auto decoded = identity::decode_unverified(token);
+    json j;
+    if (auto* rej = std::get_if<identity::Rejection>(&decoded)) {
+      j["decoded"] = false;
+      j["decode_error"] = {{"reason", identity::reject_reason_name(rej->reason)},
+                           {"message", rej->message}};
+    } else {
+      const auto& t = std::get<identity::UnverifiedToken>(decoded);
+      j["decoded"] = true;
+      j["header"] = t.header;
+      j["claims"] = t.claims;
+    }
+    if (!b_.validate_token) {
+      j["validation"] = {{"checked", false}, {"message", "no identity providers loaded"}};
+      return j;
+    }
+    identity::IdentityResult r = b_.validate_token(token);
+    if (r.is_ok()) {
+      const identity::Identity& id = r.identity();
+      j["validation"] = {{"checked", true},     {"valid", true},       {"subject", id.subject},
+                         {"issuer", id.issuer}, {"groups", id.groups}, {"provider", id.provider}};
+    } else {
+      j["validation"] = {{"checked", true},
+                         {"valid", false},
+                         {"reason", identity::reject_reason_name(r.rejection().reason)},
+                         {"message", r.rejection().message}};
+    }
+    return j;
+  }
+  return invalid_argument("unknown command '" + command + "'");
+}
+
+Result<json> AdminServer::rules_command(const std::string& sub, const json& args,
+                                        const config::Config& cfg) {
+  if (b_.rules_dir.empty()) return unavailable("no rules directory configured (--rules-dir)");
+  std::map<std::string, std::vector<std::string>> used_by;
+  for (const policy::Policy& p : cfg.policies) {
+    for (const std::string& s : p.rule_sets) used_by[s].push_back(p.name);
+  }
+  if (sub == "list") {
+    std::set<std::string> names;
+    for (const auto& [name, _] : used_by) names.insert(name);
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(b_.rules_dir, ec)) {
+      if (e.path().extension() == ".rules") names.insert(e.path().stem().string());
+    }
+    json list = json::array();
+    for (const std::string& name : names) {
+      std::string path = b_.rules_dir + "/" + name + ".rules";
+      json j{{"name", name}, {"path", path}, {"used_by", used_by[name]}};
+      auto text = read_text(path);
+      if (!text.is_ok()) {
+        j["error"] = text.status().message();
+      } else {
+        rules::RuleSource src{name + ".rules", *text};
+        auto set = rules::RuleSet::parse(std::span<const rules::RuleSource>(&src, 1));
+        if (set.is_ok()) {
+          j["rules"] = set->size();
+        } else {
+          j["error"] = set.status().message();
+        }
+      }
+      list.push_back(std::move(j));
+    }
+    return json{{"rule_sets", std::move(list)}, {"dir", b_.rules_dir}};
+  }
+  std::string name = str_arg(args, "set");
+  if (!valid_set_name(name)) return invalid_argument("bad rule set name '" + name + "'");
+  std::string path = b_.rules_dir + "/" + name + ".rules";
+  std::lock_guard<std::mutex> lock(rules_mu_);
+  auto text = read_text(path);
+  if (sub == "show") {
+    if (!text.is_ok()) return text.status();
+    rules::RuleSource src{name + ".rules", *text};
+    auto set = rules::RuleSet::parse(std::span<const rules::RuleSource>(&src, 1));
+    if (!set.is_ok()) return invalid_argument(set.status().message());
+    json list = json::array();
+    for (const rules::Rule& r : set->rules()) list.push_back(rule_json(r));
+    return json{
+        {"set", name}, {"path", path}, {"rules", std::move(list)}, {"used_by", used_by[name]}};
+  }
+  if (sub != "add" && sub != "remove") return invalid_argument("unknown command rules." + sub);
+  if (!text.is_ok()) {
+    if (sub == "remove" || used_by.count(name) == 0) return text.status();
+    text = std::string();  // a set named by a policy but not written yet
+  }
+  size_t before = 0;
+  if (!text->empty()) {
+    auto old = validate_rules(name, *text);
+    if (old.is_ok()) before = old->size();
+  }
+  std::string updated;
+  std::string rule_id;
+  if (sub == "add") {
+    std::string fragment = str_arg(args, "text");
+    if (trim(fragment).empty()) return invalid_argument("rules add needs rule text");
+    updated = *text;
+    if (!updated.empty() && updated.back() != '\n') updated += '\n';
+    updated += "\n" + fragment;
+    if (updated.back() != '\n') updated += '\n';
+  } else {
+    rule_id = str_arg(args, "rule");
+    std::istringstream in(*text);
+    std::string line;
+    bool skipping = false;
+    bool found = false;
+    while (std::getline(in, line)) {
+      std::string t = trim(line);
+      if (!t.empty() && t.front() == '[') skipping = t == "[" + rule_id + "]";
+      if (skipping) {
+        found = true;
+        continue;
+      }
+      updated += line + "\n";
+    }
+    if (!found) return not_found("rule '" + rule_id + "' not in set " + name);
+  }
+  auto set = validate_rules(name, updated);
+  if (!set.is_ok()) {
+    return invalid_argument("rejected, " + path + " is unchanged:\n" + set.status().message());
+  }
+  if (sub == "add" && set->size() <= before) {
+    return invalid_argument("the text defines no new rule; " + path + " is unchanged");
+  }
+  PGW_RETURN_IF_ERROR(write_atomically(path, updated));
+  json j{{"set", name}, {"path", path}, {"rules", set->size()}, {"previous_rules", before}};
+  if (!rule_id.empty()) j["removed"] = rule_id;
+  config::LoadOutcome outcome = b_.reload();
+  if (outcome.ok()) {
+    j["policy_version"] = outcome.config->version;
+  } else {
+    j["reload_error"] = outcome.error_text();
+  }
+  return j;
+}
+
+}  // namespace pgwarden::server

@@ -1,0 +1,122 @@
+// AdminServer: pgwarden-cp's admin API for pgwardenctl (docs/cli.md).
+//
+// Transport: a Unix stream socket ($.control_plane.admin_socket, created mode 0600; a stale
+// socket file is replaced), framed exactly like the dp <-> cp protocol (4-byte big-endian
+// length + one JSON object, controlplane/protocol/frame.h). Requests:
+//   {"id": N, "type": "admin", "command": "approvals.list", "args": {...},
+//    "principal": "alice", "credential": "..."}
+// Responses: {"id": N, "ok": true, "result": {...}} or
+//   {"id": N, "ok": false, "error": {"code": "permission_denied", "sqlstate", "message"}}.
+//
+// Access control: socket file permissions, then every request's principal + credential is
+// checked against $.control_plane.admin_principals (salted PBKDF2 hash, constant-time
+// compare; an unknown principal costs the same as a wrong credential). Failures are audited
+// (event admin_auth, decision rejected, the peer's SO_PEERCRED uid/pid) and answered with
+// error unauthenticated. Every accepted command is audited as event "admin" with the
+// principal, its groups, the command and the outcome. The credential is never logged or
+// audited.
+//
+// Approvals are decided with the admin principal as reviewer (name + configured groups);
+// ApprovalStore enforces the policy's approver groups and never-self.
+//
+// Threads: one accept thread; each connection is served on its own thread (at most
+// kMaxAdminConnections at once; more are refused), with a receive timeout so an idle client
+// cannot pin a thread forever. Thread-safety: start/stop from one thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "controlplane/approvals/approval_store.h"
+#include "controlplane/audit/audit_log.h"
+#include "controlplane/config/config.h"
+#include "controlplane/identity/identity.h"
+
+namespace pgwarden::server {
+
+inline constexpr int kMaxAdminConnections = 16;
+
+// What the admin API acts on. config and audit are required; every other member is optional
+// (a command whose backend is missing answers error unavailable).
+struct AdminBackend {
+  config::ConfigStore* config = nullptr;
+  audit::AuditLog* audit = nullptr;
+  approvals::ApprovalStore* approvals = nullptr;
+  // Recordings directory; "" = <state_dir>/recordings of the current config.
+  std::string recordings_dir;
+  // Directory of the rule set files <name>.rules that policies name in rule_sets.
+  std::string rules_dir;
+  // Reloads the configuration (and pushes the new policy version to dataplanes). Default:
+  // config->reload().
+  std::function<config::LoadOutcome()> reload;
+  // Validates a token against the configured identity providers.
+  std::function<identity::IdentityResult(std::string_view token)> validate_token;
+  // Runtime figures merged into `status`: e.g. {"dp_connections", "sessions", "counters"}.
+  std::function<nlohmann::json()> runtime_status;
+  // Live sessions: [{"session_id", "identity", "target", ...}], merged into sessions.list.
+  std::function<nlohmann::json()> live_sessions;
+  std::string version = "pgwarden-cp/0.1";
+};
+
+class AdminServer {
+ public:
+  // `backend.config` and `backend.audit` must outlive the server.
+  explicit AdminServer(AdminBackend backend);
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  // Binds $.control_plane.admin_socket of the current config. failed_precondition when no
+  // admin socket is configured.
+  Status start();
+  void stop();  // idempotent; closes connections and joins every thread
+
+  // Handles one decoded request (authentication included) and returns the response. Exposed
+  // for tests; the socket path goes through it too. `peer` is audited ("uid=..,pid=..").
+  nlohmann::json handle(const nlohmann::json& request, const std::string& peer);
+
+ private:
+  struct Principal {
+    std::string name;
+    std::vector<std::string> groups;
+  };
+  void accept_loop();
+  void serve(int fd);
+  Result<nlohmann::json> run(const std::string& command, const nlohmann::json& args,
+                             const Principal& who, std::shared_ptr<const config::Config> cfg);
+  std::string recordings_dir(const config::Config& cfg) const;
+  Result<nlohmann::json> rules_command(const std::string& sub, const nlohmann::json& args,
+                                       const config::Config& cfg);
+  Result<nlohmann::json> reload_config(const std::string& event, const Principal& who);
+
+  AdminBackend b_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::string socket_path_;
+  int listen_fd_ = -1;
+  int wake_fd_[2] = {-1, -1};
+  std::atomic<bool> stopping_{false};
+  std::thread accept_thread_;
+  struct Conn {
+    int fd = -1;
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  void reap(bool all);
+  std::mutex conns_mu_;
+  std::list<Conn> conns_;
+  std::mutex rules_mu_;  // serialises rule file edits
+};
+
+// Status -> admin error code name ("permission_denied", "not_found", ...).
+std::string_view admin_error_code(const Status& status);
+
+}  // namespace pgwarden::server
