@@ -425,8 +425,7 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
   if (record_rows()) {
     std::string_view seen = std::string_view(out).substr(start + 5);
     if (!seen.empty() && seen.back() == '\n') seen.remove_suffix(1);
-    if (Unit* u = front_unit(cycle_now_);
-        u != nullptr && u->recorded < config_.row_cap) {
+    if (Unit* u = front_unit(cycle_now_); u != nullptr && u->recorded < config_.row_cap) {
       u->batch.push_back(json::array({value_json(seen, false)}));
       ++u->recorded;
       if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);

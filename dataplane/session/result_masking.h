@@ -77,23 +77,21 @@ class ResultFilter {
   // --- Client side (called as messages are forwarded upstream; `cycle` = the ReadyForQuery
   // count that will end the message's cycle).
   // The statement decision just emitted (remembered for the next forwarded Query/Parse).
-  void note_decision(std::string_view verdict, std::string_view rule,
-                     std::string_view approval_id);
+  void note_decision(std::string_view verdict, std::string_view rule, std::string_view approval_id);
   void on_query_forwarded(std::string_view sql, uint64_t cycle, int64_t now_ms);
   void on_parse_forwarded(std::string_view name, std::string_view sql);
   void on_bind_forwarded(std::string_view portal, std::string_view statement);
   void on_describe_forwarded(uint64_t cycle);
   // Appends Describe(portal) to `up_out` (to be followed by the Execute itself).
-  void before_execute(std::string_view portal, uint64_t cycle, int64_t now_ms,
-                      std::string& up_out);
+  void before_execute(std::string_view portal, uint64_t cycle, int64_t now_ms, std::string& up_out);
 
   // --- Upstream side.
   // True when the message must be handed whole to on_message(); false = stream it through.
   bool needs_whole(uint8_t type) const;
   // `whole`: type byte, length, body. `cycles_received`: ReadyForQuery count so far (before
   // this message). Appends the client's bytes to `out` unless the answer is kForward.
-  Action on_message(uint8_t type, std::string_view whole, uint64_t cycles_received,
-                    int64_t now_ms, std::string& out);
+  Action on_message(uint8_t type, std::string_view whole, uint64_t cycles_received, int64_t now_ms,
+                    std::string& out);
   // After kNeedPlan: the fields for the cp `mask_plan` request and the cache key.
   const nlohmann::json& plan_request() const { return pending_fields_; }
   uint64_t pending_key() const { return pending_key_; }
@@ -159,7 +157,7 @@ class ResultFilter {
   // Current result set.
   bool have_plan_ = false;  // a RowDescription (or NoData) selected the plan below
   std::unique_ptr<masking::RowMasker> masker_;  // null = empty plan
-  std::vector<int16_t> formats_;  // result column formats (for recording)
+  std::vector<int16_t> formats_;                // result column formats (for recording)
   bool copy_out_ = false;
   bool swallow_ = false;
   uint64_t cycle_now_ = 0;
