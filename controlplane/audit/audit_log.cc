@@ -47,6 +47,8 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::vector<config::Audit
         out.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
         continue;
       }
+      // PostgreSQL sinks are attached by the owner with add_forwarder() (controlplane/server).
+      if (s.kind == config::AuditSink::Kind::kPostgres) continue;
       // Create the file private before spdlog opens it for appending.
       int fd = ::open(s.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
       if (fd < 0) {
@@ -103,6 +105,11 @@ void AuditLog::record(const AuditRecord& r) {
   line["ts"] = utc_now();
   line.update(body);
   logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  if (forwarder_) forwarder_(line);
+}
+
+void AuditLog::set_forwarder(std::function<void(const nlohmann::json&)> forwarder) {
+  forwarder_ = std::move(forwarder);
 }
 
 void AuditLog::flush() { logger_->flush(); }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -52,12 +53,18 @@ class AuditLog {
   void record(const AuditRecord& r);
   void flush();
 
+  // Also hands every record (the JSON line, with "ts") to `forwarder` (e.g. the PostgreSQL
+  // sink, $.audit.sinks type "postgres"). It must not block. REQUIRES: called before any
+  // concurrent record().
+  void set_forwarder(std::function<void(const nlohmann::json&)> forwarder);
+
   // The JSON object written for `r` (without "ts"); exposed for tests.
   static nlohmann::json to_json(const AuditRecord& r);
 
  private:
   explicit AuditLog(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}
   std::shared_ptr<spdlog::logger> logger_;
+  std::function<void(const nlohmann::json&)> forwarder_;
 };
 
 }  // namespace pgwarden::audit

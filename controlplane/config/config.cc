@@ -12,6 +12,9 @@
 #include <set>
 #include <sstream>
 
+#include "controlplane/identity/service_key.h"
+#include "controlplane/identity/validator.h"
+
 namespace pgwarden::config {
 
 namespace {
@@ -184,7 +187,8 @@ class Parser {
 
   void parse_root(const json& root, Config& c) {
     if (!object(root, "$",
-                {"listeners", "control_plane", "identity", "targets", "policies", "audit"})) {
+                {"listeners", "control_plane", "identity", "targets", "policies", "audit",
+                 "approvals", "masking", "recording"})) {
       return;
     }
     if (const json* l = field(root, "listeners", "$", true)) parse_listeners(*l, c);
@@ -197,6 +201,9 @@ class Parser {
     array_of_objects(root, "policies", "$", true,
                      [&](const json& j, const std::string& p) { parse_policy(j, p, c); });
     if (const json* a = field(root, "audit", "$", false)) parse_audit(*a, c);
+    if (const json* a = field(root, "approvals", "$", false)) parse_approvals(*a, c);
+    if (const json* m = field(root, "masking", "$", false)) parse_masking(*m, c);
+    if (const json* r = field(root, "recording", "$", false)) parse_recording(*r, c);
     cross_check(root, c);
   }
 
@@ -282,72 +289,69 @@ class Parser {
   void parse_identity(const json& j, Config& c) {
     const std::string p = "$.identity";
     if (!object(j, p, {"providers", "service_keys"})) return;
-    std::set<std::string> issuers;
+    std::set<std::string> issuers, names;
     array_of_objects(j, "providers", p, false, [&](const json& e, const std::string& ep) {
-      parse_provider(e, ep, c, issuers);
+      parse_provider(e, ep, c, issuers, names);
     });
     std::set<std::string> ids;
     array_of_objects(j, "service_keys", p, false, [&](const json& e, const std::string& ep) {
-      if (!object(e, ep, {"id", "credential_hash", "identity", "groups"})) return;
-      ServiceKey k;
+      if (!object(e, ep, {"id", "salt", "hash", "identity", "groups"})) return;
+      identity::ServiceKeyConfig k;
       str(e, "id", ep, k.id, true);
-      if (!k.id.empty() && !is_word(k.id, "-")) {
-        error(ep + ".id", "must be letters, digits, '_' or '-' (it is part of the key text)");
-      }
       if (!k.id.empty() && !ids.insert(k.id).second) {
         error(ep + ".id", "duplicate service key id " + json_quote(k.id));
       }
-      auto h = credential_hash(e, ep);
-      if (h) k.credential = std::move(*h);
+      str(e, "salt", ep, k.salt, true);
+      str(e, "hash", ep, k.hash, true);
       str(e, "identity", ep, k.identity, true);
       strings(e, "groups", ep, k.groups, true, true);
+      if (!k.id.empty() && !k.salt.empty() && !k.hash.empty()) {
+        Status st = identity::validate_service_key_config(k);
+        if (!st.is_ok()) error(ep, st.message());
+      }
       c.service_keys.push_back(std::move(k));
     });
   }
 
   void parse_provider(const json& e, const std::string& ep, Config& c,
-                      std::set<std::string>& issuers) {
-    if (!object(e, ep,
-                {"issuer", "audiences", "jwks_file", "jwks_url", "discovery_url", "groups_claim",
-                 "subject_claim", "algorithms", "leeway_s", "jwks_refresh_s"})) {
+                      std::set<std::string>& issuers, std::set<std::string>& names) {
+    if (!object(
+            e, ep,
+            {"name", "issuer", "audiences", "jwks_file", "jwks_url", "discovery_url", "ca_file",
+             "groups_claim", "algorithms", "leeway_s", "jwks_refresh_s", "jwks_min_refresh_s"})) {
       return;
     }
-    OidcProvider pr;
+    identity::IdentityProviderConfig pr;
     str(e, "issuer", ep, pr.issuer, true);
     if (!pr.issuer.empty() && !issuers.insert(pr.issuer).second) {
       error(ep + ".issuer", "duplicate issuer " + json_quote(pr.issuer));
+    }
+    str(e, "name", ep, pr.name);
+    if (pr.name.empty()) pr.name = pr.issuer;
+    if (!pr.name.empty() && !names.insert(pr.name).second) {
+      error(ep + ".name", "duplicate provider name " + json_quote(pr.name));
     }
     strings(e, "audiences", ep, pr.audiences, true, true);
     str(e, "jwks_file", ep, pr.jwks_file);
     str(e, "jwks_url", ep, pr.jwks_url);
     str(e, "discovery_url", ep, pr.discovery_url);
-    int sources = !pr.jwks_file.empty() + !pr.jwks_url.empty() + !pr.discovery_url.empty();
-    if (sources != 1) {
-      error(ep, "needs exactly one of jwks_file, jwks_url, discovery_url");
-    }
-    for (auto [key, value] :
-         {std::pair{"jwks_url", &pr.jwks_url}, std::pair{"discovery_url", &pr.discovery_url}}) {
-      if (!value->empty() && value->rfind("https://", 0) != 0) {
-        error(ep + "." + key, "must be an https:// URL");
-      }
-    }
+    str(e, "ca_file", ep, pr.ca_file);
     if (!pr.jwks_file.empty()) check_readable(ep + ".jwks_file", pr.jwks_file);
+    if (!pr.ca_file.empty()) check_readable(ep + ".ca_file", pr.ca_file);
     str(e, "groups_claim", ep, pr.groups_claim);
-    if (!is_word(pr.groups_claim, ".-:/")) {
-      error(ep + ".groups_claim", "must be a claim name or dotted path");
+    strings(e, "algorithms", ep, pr.algorithms, false, true);
+    int leeway = 60, refresh = 3600, min_refresh = 30;
+    integer(e, "leeway_s", ep, leeway, 0, 300);
+    integer(e, "jwks_refresh_s", ep, refresh, 10, 86400);
+    integer(e, "jwks_min_refresh_s", ep, min_refresh, 1, 3600);
+    pr.leeway_seconds = leeway;
+    pr.refresh_interval_seconds = refresh;
+    pr.refresh_min_interval_seconds = min_refresh;
+    if (!pr.issuer.empty()) {
+      // identity's own checks: one JWKS source, https URLs, known asymmetric algorithms...
+      Status st = identity::validate_provider_config(pr);
+      if (!st.is_ok()) error(ep, st.message());
     }
-    str(e, "subject_claim", ep, pr.subject_claim);
-    strings(e, "algorithms", ep, pr.algorithms, false, true, [](const std::string& a) {
-      static const std::set<std::string> kAllowed = {"RS256", "RS384", "RS512", "PS256", "PS384",
-                                                     "PS512", "ES256", "ES384", "ES512", "EdDSA"};
-      if (kAllowed.count(a)) return std::string();
-      if (a == "none" || a.rfind("HS", 0) == 0) {
-        return "algorithm " + json_quote(a) + " is not allowed (unsigned or symmetric)";
-      }
-      return "unknown algorithm " + json_quote(a);
-    });
-    integer(e, "leeway_s", ep, pr.leeway_s, 0, 300);
-    integer(e, "jwks_refresh_s", ep, pr.jwks_refresh_s, 10, 86400);
     c.identity_providers.push_back(std::move(pr));
   }
 
@@ -559,22 +563,87 @@ class Parser {
   void parse_audit(const json& j, Config& c) {
     if (!object(j, "$.audit", {"sinks"})) return;
     array_of_objects(j, "sinks", "$.audit", false, [&](const json& e, const std::string& ep) {
-      if (!object(e, ep, {"type", "path"})) return;
+      if (!object(e, ep, {"type", "path", "conninfo_file", "target", "table"})) return;
       AuditSink s;
       std::string type;
       str(e, "type", ep, type, true);
       str(e, "path", ep, s.path);
+      str(e, "conninfo_file", ep, s.conninfo_file);
+      str(e, "target", ep, s.target);
+      str(e, "table", ep, s.table);
       if (type == "file") {
         s.kind = AuditSink::Kind::kFile;
         if (s.path.empty()) s.path = "audit.log";
       } else if (type == "stderr") {
         s.kind = AuditSink::Kind::kStderr;
         if (!s.path.empty()) error(ep + ".path", "only applies to type \"file\"");
+      } else if (type == "postgres") {
+        s.kind = AuditSink::Kind::kPostgres;
+        if (!s.path.empty()) error(ep + ".path", "only applies to type \"file\"");
+        if (s.conninfo_file.empty() == s.target.empty()) {
+          error(ep, "needs exactly one of conninfo_file, target");
+        }
+        if (!s.conninfo_file.empty()) check_readable(ep + ".conninfo_file", s.conninfo_file);
+        if (!is_word(s.table, ".")) error(ep + ".table", "must be a table name");
       } else if (!type.empty()) {
-        error(ep + ".type", "unknown audit sink type " + json_quote(type) + " (file, stderr)");
+        error(ep + ".type",
+              "unknown audit sink type " + json_quote(type) + " (file, stderr, postgres)");
+      }
+      if (s.kind != AuditSink::Kind::kPostgres &&
+          (!s.conninfo_file.empty() || !s.target.empty() || e.contains("table"))) {
+        error(ep, "conninfo_file, target and table only apply to type \"postgres\"");
       }
       c.audit_sinks.push_back(std::move(s));
     });
+  }
+
+  void parse_approvals(const json& j, Config& c) {
+    const std::string p = "$.approvals";
+    if (!object(j, p, {"webhook_url"})) return;
+    str(j, "webhook_url", p, c.approvals.webhook_url);
+    if (!c.approvals.webhook_url.empty() && c.approvals.webhook_url.rfind("http://", 0) != 0) {
+      error(p + ".webhook_url", "must be an http:// URL (put a TLS relay in front for https)");
+    }
+  }
+
+  void parse_masking(const json& j, Config& c) {
+    const std::string p = "$.masking";
+    if (!object(j, p, {"key_file", "key_env", "catalog_ttl_s"})) return;
+    std::string file, env;
+    str(j, "key_file", p, file);
+    str(j, "key_env", p, env);
+    if (!file.empty() && !env.empty()) {
+      error(p, "needs at most one of key_file, key_env");
+    } else if (!file.empty()) {
+      c.masking.key = vault::SecretSource{vault::SecretSource::Kind::kFile, file};
+      check_readable(p + ".key_file", file);
+    } else if (!env.empty()) {
+      c.masking.key = vault::SecretSource{vault::SecretSource::Kind::kEnv, env};
+      if (options_.check_environment && std::getenv(env.c_str()) == nullptr) {
+        error(p + ".key_env", "environment variable " + json_quote(env) + " is not set");
+      }
+    }
+    integer(j, "catalog_ttl_s", p, c.masking.catalog_ttl_s, 1, 86400);
+  }
+
+  void parse_recording(const json& j, Config& c) {
+    const std::string p = "$.recording";
+    if (!object(j, p, {"retention", "queue_capacity"})) return;
+    integer(j, "queue_capacity", p, c.recording.queue_capacity, 16, 1 << 20);
+    if (const json* r = field(j, "retention", p, false)) {
+      std::string rp = p + ".retention";
+      if (object(*r, rp, {"max_age_days", "max_total_bytes", "interval_s"})) {
+        integer(*r, "max_age_days", rp, c.recording.retention_max_age_days, 0, 36500);
+        integer(*r, "interval_s", rp, c.recording.retention_interval_s, 10, 86400);
+        if (const json* b = field(*r, "max_total_bytes", rp, false)) {
+          if (!b->is_number_unsigned()) {
+            error(rp + ".max_total_bytes", "must be a non-negative integer");
+          } else {
+            c.recording.retention_max_total_bytes = b->get<uint64_t>();
+          }
+        }
+      }
+    }
   }
 
   void cross_check(const json& root, Config& c) {
@@ -593,6 +662,23 @@ class Parser {
     if (c.identity_providers.empty() && c.service_keys.empty() && root.is_object() &&
         !root.contains("identity")) {
       error("$.identity", "is required: configure providers or service_keys");
+    }
+    for (size_t i = 0; i < c.audit_sinks.size(); ++i) {
+      const AuditSink& s = c.audit_sinks[i];
+      if (s.kind == AuditSink::Kind::kPostgres && !s.target.empty() &&
+          c.find_target(s.target) == nullptr) {
+        error("$.audit.sinks[" + std::to_string(i) + "].target",
+              "unknown target " + json_quote(s.target));
+      }
+    }
+    bool needs_mask_key = false;
+    for (const policy::Policy& pol : c.policies) {
+      for (const policy::MaskRule& m : pol.masks) {
+        if (m.function == "hash") needs_mask_key = true;
+      }
+    }
+    if (needs_mask_key && !c.masking.key) {
+      error("$.masking", "key_file or key_env is required: a policy uses the hash mask");
     }
     for (AuditSink& s : c.audit_sinks) {
       if (s.kind == AuditSink::Kind::kFile && !s.path.empty() && s.path[0] != '/' &&
@@ -642,13 +728,6 @@ std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
 const Target* Config::find_target(std::string_view name) const {
   for (const Target& t : targets) {
     if (t.name == name) return &t;
-  }
-  return nullptr;
-}
-
-const ServiceKey* Config::find_service_key(std::string_view id) const {
-  for (const ServiceKey& k : service_keys) {
-    if (k.id == id) return &k;
   }
   return nullptr;
 }

@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "controlplane/identity/identity.h"
 #include "controlplane/policy/policy.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
@@ -57,28 +58,9 @@ struct ControlPlaneSettings {
   std::vector<AdminPrincipal> admin_principals;
 };
 
-// $.identity.providers[i]: an OIDC issuer whose JWTs are accepted. Exactly one JWKS source.
-struct OidcProvider {
-  std::string issuer;
-  std::vector<std::string> audiences;
-  std::string jwks_file;                // local JWKS document
-  std::string jwks_url;                 // https:// JWKS endpoint
-  std::string discovery_url;            // https:// .../.well-known/openid-configuration
-  std::string groups_claim = "groups";  // dotted path, e.g. "realm_access.roles"
-  std::string subject_claim = "sub";
-  std::vector<std::string> algorithms = {"RS256", "ES256"};
-  int leeway_s = 60;
-  int jwks_refresh_s = 300;
-};
-
-// $.identity.service_keys[i]: a non-OIDC agent. It presents "pgwsk.<id>.<secret>" as its
-// password; only a salted hash of the secret is stored.
-struct ServiceKey {
-  std::string id;
-  vault::CredentialHash credential;
-  std::string identity;  // the subject audited for this key
-  std::vector<std::string> groups;
-};
+// $.identity.providers[i] and $.identity.service_keys[i] parse straight into
+// identity::IdentityProviderConfig / identity::ServiceKeyConfig (controlplane/identity), the
+// structs the TokenValidator takes: one definition, validated by identity's own checks.
 
 enum class UpstreamTlsMode { kDisable, kRequire, kVerifyFull };
 std::string_view upstream_tls_mode_name(UpstreamTlsMode mode);
@@ -97,23 +79,51 @@ struct Target {
 };
 
 struct AuditSink {
-  enum class Kind { kFile, kStderr };
+  enum class Kind { kFile, kStderr, kPostgres };
   Kind kind = Kind::kFile;
   std::string path;  // kFile: absolute (relative paths are resolved against state_dir)
+  // kPostgres: the libpq conninfo comes from conninfo_file (a secret file) or is built from
+  // the named target (its credential from the vault); exactly one is set.
+  std::string conninfo_file;
+  std::string target;
+  std::string table = "pgwarden_audit";
+};
+
+// $.approvals
+struct ApprovalsSettings {
+  std::string webhook_url;  // http:// URL POSTed for each new request; "" = none
+};
+
+// $.masking
+struct MaskingSettings {
+  // The master key the per-policy `hash` keys are derived from (>= 16 bytes). Required when
+  // a policy has a `hash` mask.
+  std::optional<vault::SecretSource> key;
+  int catalog_ttl_s = 300;
+};
+
+// $.recording
+struct RecordingSettings {
+  int retention_max_age_days = 0;          // 0 = no age limit
+  uint64_t retention_max_total_bytes = 0;  // 0 = no size limit
+  int retention_interval_s = 3600;         // how often retention runs
+  int queue_capacity = 8192;               // records waiting for the writer
 };
 
 struct Config {
   uint64_t version = 0;  // policy version: new on every load, also set in each Policy
   DataplaneListener dataplane;
   ControlPlaneSettings control_plane;
-  std::vector<OidcProvider> identity_providers;
-  std::vector<ServiceKey> service_keys;
+  std::vector<identity::IdentityProviderConfig> identity_providers;
+  std::vector<identity::ServiceKeyConfig> service_keys;
   std::vector<Target> targets;
   std::vector<policy::Policy> policies;
   std::vector<AuditSink> audit_sinks;
+  ApprovalsSettings approvals;
+  MaskingSettings masking;
+  RecordingSettings recording;
 
   const Target* find_target(std::string_view name) const;
-  const ServiceKey* find_service_key(std::string_view id) const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and
   // whose targets contain `target` (or "*"); nullptr when none: the session is refused.
   const policy::Policy* select_policy(const std::vector<std::string>& groups,

@@ -421,36 +421,35 @@ json MaskPlanRequest::to_json(uint64_t id, int64_t deadline_ms) const {
   return j;
 }
 
-json MaskPlanResponse::to_json() const {
-  json cols = json::array();
-  for (const auto& c : columns) {
-    cols.push_back({{"index", c.index},
-                    {"function", c.function},
-                    {"text", c.text},
-                    {"keep_last", c.keep_last}});
-  }
-  return json{{"columns", cols}, {"detect", detect}};
-}
+json MaskPlanResponse::to_json() const { return json{{"plan", plan}}; }
+
 Result<MaskPlanResponse> MaskPlanResponse::from_json(const json& j) {
   Reader r(j);
   MaskPlanResponse m;
-  r.boolean("detect", m.detect, false);
-  if (const json* cols = r.array("columns")) {
+  const json* plan = j.is_object() && j.contains("plan") ? &j["plan"] : nullptr;
+  if (plan == nullptr || !plan->is_object()) {
+    r.fail("\"plan\" must be an object");
+    return finish(r, std::move(m));
+  }
+  Reader rp(*plan);
+  bool detect = false;
+  rp.boolean("detect", detect, false);
+  if (const json* cols = rp.array("columns")) {
     for (const json& e : *cols) {
       if (!e.is_object()) {
-        r.fail("columns entries must be objects");
+        rp.fail("columns entries must be objects");
         break;
       }
       Reader re(e);
-      MaskColumn c;
-      re.integer("index", c.index);
-      re.str("function", c.function);
-      re.str("text", c.text, false);
-      re.integer("keep_last", c.keep_last, false);
-      r.merge(re.status());
-      m.columns.push_back(std::move(c));
+      int index = 0;
+      std::string function;
+      re.integer("index", index);
+      re.str("function", function);
+      rp.merge(re.status());
     }
   }
+  r.merge(rp.status());
+  m.plan = *plan;
   return finish(r, std::move(m));
 }
 

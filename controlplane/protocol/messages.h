@@ -36,6 +36,8 @@ inline constexpr std::string_view kCredentialUnavailable = "credential_unavailab
 inline constexpr std::string_view kScramFailed = "scram_failed";                      // 28000/28P01
 inline constexpr std::string_view kNotAvailable = "not_available";                    // 0A000
 inline constexpr std::string_view kInternal = "internal";                             // XX000
+inline constexpr std::string_view kUnavailable = "unavailable";  // 08006 (e.g. catalog down)
+inline constexpr std::string_view kRecordingBackpressure = "recording_backpressure";  // 53000
 }  // namespace error_code
 
 struct ErrorInfo {
@@ -184,15 +186,13 @@ struct MaskPlanRequest {
   static Result<MaskPlanRequest> from_json(const json& j);
   json to_json(uint64_t id, int64_t deadline_ms) const;
 };
-struct MaskColumn {
-  int index = 0;
-  std::string function;
-  std::string text;
-  int keep_last = 0;
-};
+// {"plan": {"column_count", "columns": [{"index", "function", "text", "keep_last",
+// "type_oid", "format"}], "detect", "hash_key": hex}}: the plan is controlplane/masking's
+// MaskPlan::to_json(), consumed as is by dataplane/masking's RowMaskPlan::from_json().
+// from_json() checks the envelope and the columns' shape; the dp's RowMaskPlan::from_json()
+// does the full validation.
 struct MaskPlanResponse {
-  std::vector<MaskColumn> columns;
-  bool detect = false;
+  json plan = json::object();
   json to_json() const;
   static Result<MaskPlanResponse> from_json(const json& j);
 };

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "controlplane/protocol/messages.h"
+#include "controlplane/server/identity_authenticator.h"
 #include "controlplane/vault/scram_client.h"
 #include "controlplane/vault/secret.h"
 
@@ -68,15 +69,16 @@ struct EscalationServer::Session {
   std::string client_addr;
   std::mutex mu;  // serialises SCRAM steps
   std::unique_ptr<vault::ScramClient> scram;
+  // Recording: events lost to a full recorder queue since the last recorded gap.
+  std::atomic<uint64_t> recording_lost{0};
+  std::atomic<bool> recording_behind{false};
+  std::atomic<bool> ended{false};
 };
 
 EscalationServer::EscalationServer(config::ConfigStore& store, audit::AuditLog& audit,
                                    ServerHandlers handlers)
     : store_(store), audit_(audit), handlers_(std::move(handlers)) {
-  if (!handlers_.authenticator) {
-    handlers_.authenticator = std::make_shared<CompositeAuthenticator>(
-        std::make_shared<ServiceKeyAuthenticator>(), nullptr);
-  }
+  if (!handlers_.authenticator) handlers_.authenticator = std::make_shared<IdentityAuthenticator>();
   if (!handlers_.analyser) handlers_.analyser = std::make_shared<FailClosedAnalyser>();
   if (!handlers_.mask_planner) handlers_.mask_planner = std::make_shared<FailClosedMaskPlanner>();
 }
@@ -133,7 +135,6 @@ void EscalationServer::stop() {
     (void)!::write(wake_fd_, &one, sizeof one);
   }
   if (loop_thread_.joinable()) loop_thread_.join();
-  approvals_.stop();
   if (pool_) pool_->stop();
   std::map<int, std::shared_ptr<Connection>> conns;
   {
@@ -368,19 +369,20 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
     std::lock_guard<std::mutex> lock(conns_mu_);
     conns_.erase(conn->fd);
   }
-  size_t dropped = 0;
+  std::vector<std::shared_ptr<Session>> dropped;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       if (it->second->owner == conn->id) {
+        dropped.push_back(it->second);
         it = sessions_.erase(it);
-        ++dropped;
       } else {
         ++it;
       }
     }
   }
-  spdlog::info("dp connection {} closed ({} sessions dropped)", conn->id, dropped);
+  for (const auto& s : dropped) end_session(s, "dp connection closed");
+  spdlog::info("dp connection {} closed ({} sessions dropped)", conn->id, dropped.size());
 }
 
 void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
@@ -680,7 +682,33 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
     return protocol::make_error(id, ec::kUnknownSession,
                                 invalid_argument("no authenticated session", "08P01"));
   }
-  SessionView view{s->id, s->identity, *s->policy, *s->target};
+  if (s->recording_behind.load() && handlers_.recorder != nullptr) {
+    // Record the gap first; only then may statements run again (recording.required).
+    json gap = {{"lost_events", s->recording_lost.load()}};
+    Status st = handlers_.recorder->session_open(s->id)
+                    ? handlers_.recorder->try_append(s->id, "recording_gap", gap)
+                    : failed_precondition("recording not open");
+    if (!st.is_ok()) {
+      bump(Counter::k_recording_backpressure);
+      audit_.record(audit::AuditRecord{.event = "decision",
+                                       .session_id = s->id,
+                                       .identity = s->identity.subject,
+                                       .target = s->target->name,
+                                       .policy = s->policy->name,
+                                       .policy_version = s->policy->version,
+                                       .decision = "hold",
+                                       .rule = "cp.recording_backpressure",
+                                       .reason = st.message(),
+                                       .sql = req->sql});
+      return protocol::make_error(
+          id, ec::kRecordingBackpressure,
+          resource_exhausted("the session recording is behind; statement not run (retry)",
+                             "53000"));
+    }
+    s->recording_lost = 0;
+    s->recording_behind = false;
+  }
+  SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config};
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
   audit::AuditRecord r{.event = "decision",
                        .session_id = s->id,
@@ -706,17 +734,38 @@ json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
     return protocol::make_error(id, ec::kUnknownSession,
                                 invalid_argument("no authenticated session", "08P01"));
   }
-  SessionView view{s->id, s->identity, *s->policy, *s->target};
+  SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config};
   auto plan = handlers_.mask_planner->plan(view, *req);
+  audit::AuditRecord r{.event = "mask_plan",
+                       .session_id = s->id,
+                       .identity = s->identity.subject,
+                       .target = s->target->name,
+                       .policy = s->policy->name,
+                       .policy_version = s->policy->version};
   if (!plan.is_ok()) {
-    audit_.record(audit::AuditRecord{.event = "mask_plan",
-                                     .session_id = s->id,
-                                     .identity = s->identity.subject,
-                                     .target = s->target->name,
-                                     .decision = "refused",
-                                     .reason = plan.status().message()});
-    return protocol::make_error(id, ec::kNotAvailable, plan.status());
+    r.decision = "refused";
+    r.reason = plan.status().message();
+    audit_.record(r);
+    std::string_view code =
+        plan.status().code() == StatusCode::kUnavailable
+            ? ec::kUnavailable
+            : (plan.status().code() == StatusCode::kInvalidArgument ? ec::kBadRequest
+                                                                    : ec::kNotAvailable);
+    return protocol::make_error(id, code, plan.status());
   }
+  json masked = json::array();
+  if (plan->plan.contains("columns") && plan->plan["columns"].is_array()) {
+    for (const json& c : plan->plan["columns"]) {
+      size_t index = c.value("index", size_t{0});
+      json entry = {{"index", index}, {"function", c.value("function", std::string())}};
+      if (index < req->fields.size()) entry["name"] = req->fields[index].name;
+      masked.push_back(std::move(entry));
+    }
+  }
+  r.decision = "planned";
+  r.extra["masked"] = std::move(masked);
+  r.extra["fields"] = req->fields.size();
+  audit_.record(r);
   return protocol::make_ok(id, plan->to_json());
 }
 
@@ -729,49 +778,120 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
     return send(conn, protocol::make_error(id, ec::kUnknownSession,
                                            invalid_argument("no authenticated session", "08P01")));
   }
-  ApprovalTicket t{s->id,
-                   s->identity.subject,
-                   s->policy->approvals.approver_groups,
-                   s->target->name,
-                   req->sql,
-                   req->rule,
-                   req->reason};
-  auto now = ApprovalBroker::Clock::now();
-  auto timeout = now + std::chrono::seconds(s->policy->approvals.timeout_seconds);
-  auto deadline = ApprovalBroker::Clock::time_point(std::chrono::milliseconds(deadline_ms));
   audit::AuditRecord base{.event = "approval",
                           .session_id = s->id,
                           .identity = s->identity.subject,
+                          .groups = s->identity.groups,
                           .target = s->target->name,
                           .policy = s->policy->name,
                           .policy_version = s->policy->version,
                           .rule = req->rule,
                           .sql = req->sql};
+  base.extra["shape_key"] = req->shape_key;
+  approvals::ApprovalStore* store = handlers_.approvals;
+  if (store == nullptr) {
+    base.decision = "deny";
+    base.reason = "approvals are not available on this gateway";
+    audit_.record(base);
+    protocol::ApprovalResponse resp{"deny", "", base.reason};
+    return send(conn, protocol::make_ok(id, resp.to_json()));
+  }
+  // A standing (shape-scoped) grant answers at once, without a new request.
+  if (!req->shape_key.empty()) {
+    if (auto grant = store->lookup_standing_grant(s->identity.subject, req->shape_key,
+                                                  protocol::now_unix_ms())) {
+      bump(Counter::k_approvals_standing_grant);
+      base.decision = "allow";
+      base.reason = "standing grant from approval " + grant->approval_id;
+      base.extra["approval_id"] = grant->approval_id;
+      base.extra["grant_expires_ms"] = grant->expires_ms;
+      audit_.record(base);
+      protocol::ApprovalResponse resp{"allow", grant->approval_id, base.reason};
+      return send(conn, protocol::make_ok(id, resp.to_json()));
+    }
+  }
+  approvals::NewApprovalRequest n;
+  n.session_id = s->id;
+  n.identity = s->identity.subject;
+  n.groups = s->identity.groups;
+  n.target = s->target->name;
+  n.sql = req->sql;
+  n.shape_key = req->shape_key;
+  n.rule = req->rule;
+  n.reason = req->reason;
+  n.settings = s->policy->approvals;
+  n.deadline_ms = deadline_ms;
+  // The store audits every transition (requested, approved, denied, expired, abandoned).
+  auto created = store->create(n);
+  if (!created.is_ok()) {
+    base.decision = "deny";
+    base.reason = created.status().message();
+    audit_.record(base);
+    return send(conn, protocol::make_error(id, ec::kNotAvailable, created.status()));
+  }
+  bump(Counter::k_approvals_requested);
   std::weak_ptr<Connection> weak = conn;
-  std::string approval_id = approvals_.submit(
-      std::move(t), timeout, deadline, [this, weak, id, base](Result<ApprovalDecision> d) mutable {
-        json response;
-        if (!d.is_ok()) {
-          bump(Counter::k_requests_deadline);
-          base.decision = "expired";
-          base.reason = d.status().message();
-          response = protocol::make_error(id, ec::kDeadlineExceeded, d.status());
-        } else {
-          base.decision = d->allow ? "allow" : "deny";
-          base.reason = d->reason;
-          base.extra["approval_id"] = d->approval_id;
-          if (!d->reviewer.empty()) base.extra["reviewer"] = d->reviewer;
-          protocol::ApprovalResponse resp{base.decision, d->approval_id, d->reason};
-          response = protocol::make_ok(id, resp.to_json());
-        }
-        audit_.record(base);
-        if (auto c = weak.lock()) send(c, response);
-      });
-  audit::AuditRecord requested = base;
-  requested.decision = "requested";
-  requested.reason = req->reason;
-  requested.extra["approval_id"] = approval_id;
-  audit_.record(requested);
+  Status waiting = store->wait(created->id, [this, weak, id](const approvals::ApprovalRequest& r) {
+    bool allow = r.state == approvals::ApprovalState::kApproved;
+    std::string reason = r.decision_reason;
+    if (reason.empty()) reason = std::string(approvals::approval_state_name(r.state));
+    protocol::ApprovalResponse resp{allow ? "allow" : "deny", r.id, reason};
+    if (auto c = weak.lock()) send(c, protocol::make_ok(id, resp.to_json()));
+  });
+  if (!waiting.is_ok()) {
+    send(conn, protocol::make_error(id, ec::kInternal, internal_error("approval wait failed")));
+  }
+}
+
+void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std::string& reason) {
+  if (s->ended.exchange(true)) return;
+  if (handlers_.approvals != nullptr) {
+    size_t n = handlers_.approvals->abandon_session(s->id);
+    if (n > 0) spdlog::info("session {}: {} pending approvals abandoned", s->id, n);
+  }
+  if (handlers_.recorder != nullptr && handlers_.recorder->session_open(s->id)) {
+    Status st = handlers_.recorder->try_append(s->id, "session_end", {{"reason", reason}});
+    if (!st.is_ok()) {
+      bump(Counter::k_recording_dropped);
+      spdlog::warn("session {}: recording not closed: {}", s->id, st.message());
+    }
+  }
+}
+
+void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
+                                    const json& fields) {
+  recording::Recorder* rec = handlers_.recorder;
+  if (rec == nullptr) return;
+  if (kind == "session_start") {
+    recording::SessionStart start;
+    start.session_id = s->id;
+    start.identity = s->identity.subject;
+    start.groups = s->identity.groups;
+    start.target = s->target->name;
+    start.client_addr = s->client_addr;
+    start.tls = fields.contains("tls") && fields["tls"].is_boolean() && fields["tls"].get<bool>();
+    start.policy = s->policy->name;
+    start.level = s->policy->recording;
+    start.row_cap = s->policy->recording_row_cap;
+    Status st = rec->start_session(start);
+    if (!st.is_ok()) {
+      spdlog::warn("session {}: recording not started: {}", s->id, st.message());
+      if (s->policy->recording_required && s->policy->recording != policy::RecordingLevel::kOff) {
+        s->recording_behind = true;
+      }
+    }
+    return;
+  }
+  if (!rec->session_open(s->id)) return;
+  Status st = rec->try_append(s->id, kind, fields);
+  if (st.is_ok()) return;
+  bump(Counter::k_recording_dropped);
+  s->recording_lost.fetch_add(1);
+  if (s->policy->recording_required && s->policy->recording != policy::RecordingLevel::kOff) {
+    if (!s->recording_behind.exchange(true)) {
+      spdlog::warn("session {}: recording queue full; holding statements until it drains", s->id);
+    }
+  }
 }
 
 void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, const json& j) {
@@ -783,28 +903,33 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, con
     return;
   }
   auto s = find_session(conn, ev->session_id);
-  audit::AuditRecord r;
-  r.event = ev->kind;
-  r.session_id = ev->session_id;
-  if (s) {
-    r.identity = s->identity.subject;
-    r.target = s->target->name;
-    r.policy = s->policy->name;
-    r.policy_version = s->policy->version;
+  if (s) record_event(s, ev->kind, ev->fields);
+  // Result rows go to the recording only, never to the audit log.
+  if (ev->kind != "rows") {
+    audit::AuditRecord r;
+    r.event = ev->kind;
+    r.session_id = ev->session_id;
+    if (s) {
+      r.identity = s->identity.subject;
+      r.target = s->target->name;
+      r.policy = s->policy->name;
+      r.policy_version = s->policy->version;
+    }
+    const json& f = ev->fields;
+    auto take = [&](const char* key, std::string& out) {
+      if (f.contains(key) && f[key].is_string()) out = f[key].get<std::string>();
+    };
+    take("sql", r.sql);
+    take("verdict", r.decision);
+    take("rule", r.rule);
+    take("message", r.reason);
+    for (const auto& [k, v] : f.items()) {
+      if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
+    }
+    audit_.record(r);
   }
-  const json& f = ev->fields;
-  auto take = [&](const char* key, std::string& out) {
-    if (f.contains(key) && f[key].is_string()) out = f[key].get<std::string>();
-  };
-  take("sql", r.sql);
-  take("verdict", r.decision);
-  take("rule", r.rule);
-  take("message", r.reason);
-  for (const auto& [k, v] : f.items()) {
-    if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
-  }
-  audit_.record(r);
   if (ev->kind == "session_end" && s) {
+    end_session(s, "session_end");  // closes the recording if the dp's event did not
     std::lock_guard<std::mutex> lock(sessions_mu_);
     sessions_.erase(ev->session_id);
   }

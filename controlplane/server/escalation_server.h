@@ -3,10 +3,11 @@
 // Threads: one event loop (epoll) accepts dp connections on the Unix socket, decodes frames
 // and answers hello/event inline; authenticate, scram_*, analyse and mask_plan run on a
 // WorkerPool and are answered as they finish, out of order; approval requests wait in the
-// ApprovalBroker (one timer thread for all of them), so a long approval never occupies a
-// worker and never delays an authenticate. Responses are written by whichever thread
-// produced them, under the connection's write lock (nonblocking, with the loop flushing
-// what the socket could not take).
+// approvals::ApprovalStore (a waiter callback; one timer thread for all deadlines), so a long
+// approval never occupies a worker and never delays an authenticate. An identity with an
+// unexpired shape-scoped grant for the statement's shape key is allowed without a request.
+// Responses are written by whichever thread produced them, under the connection's write lock
+// (nonblocking, with the loop flushing what the socket could not take).
 //
 // Every request has a deadline: past it when it arrives, when a worker picks it up, or when
 // its handler returns, the answer is error deadline_exceeded (57014).
@@ -14,9 +15,18 @@
 // Sessions (authenticate -> scram_* -> analyse ... -> event session_end) are keyed by
 // session_id, owned by the dp connection that authenticated them (other connections get
 // unknown_session) and dropped when that connection closes. A session keeps the config
-// snapshot it was admitted under, so a reload applies to new sessions only.
+// snapshot it was admitted under, so a reload applies to new sessions only. When a session
+// ends (session_end event or its dp connection closing) its pending approvals are abandoned
+// and its recording is closed.
 //
-// Thread-safety: start/stop from one thread; reload() and approvals() from any thread.
+// Recording: session events go to the Recorder (session_start opens the recording with the
+// policy's level and row cap). If the recorder's queue is full when an event of a session
+// whose policy has recording.required arrives, the session is marked behind: its next
+// analyse first appends a "recording_gap" record (how many events were lost); if that is
+// refused too, analyse answers error recording_backpressure (53000) and the dp does not run
+// the statement (it retries or reports the error), so nothing runs unrecorded.
+//
+// Thread-safety: start/stop from one thread; reload() from any thread.
 #pragma once
 
 #include <atomic>
@@ -28,10 +38,11 @@
 #include <thread>
 
 #include "common/status.h"
+#include "controlplane/approvals/approval_store.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/protocol/frame.h"
-#include "controlplane/server/approval_broker.h"
+#include "controlplane/recording/recorder.h"
 #include "controlplane/server/interfaces.h"
 #include "controlplane/server/worker_pool.h"
 
@@ -41,24 +52,32 @@ struct ServerHandlers {
   std::shared_ptr<Authenticator> authenticator;
   std::shared_ptr<StatementAnalyser> analyser;
   std::shared_ptr<MaskPlanner> mask_planner;
+  // Not owned; must outlive the server. Null approvals: approval requests are denied (fail
+  // closed). Null recorder: events are audited only.
+  approvals::ApprovalStore* approvals = nullptr;
+  recording::Recorder* recorder = nullptr;
 };
 
 // Counters, family_variant (read with EscalationServer::counter()).
-#define PGW_CP_COUNTERS(X) \
-  X(connections_accepted)  \
-  X(connections_refused)   \
-  X(frames_bad)            \
-  X(requests_total)        \
-  X(requests_overloaded)   \
-  X(requests_deadline)     \
-  X(requests_unknown_type) \
-  X(auth_accepted)         \
-  X(auth_rejected)         \
-  X(scram_verified)        \
-  X(scram_failed)          \
-  X(events_received)       \
-  X(events_bad)            \
-  X(reloads_applied)       \
+#define PGW_CP_COUNTERS(X)    \
+  X(connections_accepted)     \
+  X(connections_refused)      \
+  X(frames_bad)               \
+  X(requests_total)           \
+  X(requests_overloaded)      \
+  X(requests_deadline)        \
+  X(requests_unknown_type)    \
+  X(auth_accepted)            \
+  X(auth_rejected)            \
+  X(scram_verified)           \
+  X(scram_failed)             \
+  X(events_received)          \
+  X(events_bad)               \
+  X(recording_dropped)        \
+  X(recording_backpressure)   \
+  X(approvals_requested)      \
+  X(approvals_standing_grant) \
+  X(reloads_applied)          \
   X(reloads_rejected)
 
 enum class Counter {
@@ -87,7 +106,6 @@ class EscalationServer {
   // every connected dp gets {"type":"event","kind":"policy_version","policy_version":N}.
   config::LoadOutcome reload();
 
-  ApprovalBroker& approvals() { return approvals_; }
   size_t session_count() const;
   uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }
 
@@ -121,6 +139,11 @@ class EscalationServer {
   void handle_event(const std::shared_ptr<Connection>& conn, const protocol::json& event);
   std::shared_ptr<Session> find_session(const std::shared_ptr<Connection>& conn,
                                         const std::string& session_id);
+  // A session is over (session_end or its connection closed): abandon its approvals and
+  // close its recording.
+  void end_session(const std::shared_ptr<Session>& session, const std::string& reason);
+  void record_event(const std::shared_ptr<Session>& session, const std::string& kind,
+                    const protocol::json& fields);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
 
   config::ConfigStore& store_;
@@ -134,7 +157,6 @@ class EscalationServer {
   std::atomic<bool> stopping_{false};
   std::thread loop_thread_;
   std::unique_ptr<WorkerPool> pool_;
-  ApprovalBroker approvals_;
 
   mutable std::mutex conns_mu_;
   std::map<int, std::shared_ptr<Connection>> conns_;  // by fd

@@ -4,13 +4,12 @@
 // be thread-safe. Each call gets the config snapshot the session was admitted under (a
 // reload never changes the rules under a running session).
 //
-// Wiring (controlplane/server/main.cc, make_handlers()):
-//   * Authenticator: CompositeAuthenticator sends "pgwsk.<id>.<secret>" tokens to
-//     ServiceKeyAuthenticator and everything else to the JWT authenticator — nullptr until
-//     controlplane/identity is wired in, which rejects JWTs with invalid_token.
-//   * StatementAnalyser: FailClosedAnalyser (denies everything) until controlplane/policy's
-//     analyse_sql + evaluate are wired in.
-//   * MaskPlanner: FailClosedMaskPlanner (refuses result sets) until masking is wired in.
+// Wiring (ControlPlane, control_plane.cc):
+//   * Authenticator: IdentityAuthenticator (identity::TokenValidator: JWTs and service keys).
+//   * StatementAnalyser: PolicyAnalyser (controlplane/policy analyse_sql + evaluate, and the
+//     policy's deny_masked_in_expressions). FailClosedAnalyser denies everything (default).
+//   * MaskPlanner: CatalogMaskPlanner (controlplane/masking build_mask_plan over a PgCatalog
+//     per target). FailClosedMaskPlanner refuses every result set (default).
 #pragma once
 
 #include <memory>
@@ -60,6 +59,7 @@ struct SessionView {
   const AuthenticatedIdentity& identity;
   const policy::Policy& policy;
   const config::Target& target;
+  const config::Config& config;  // the snapshot the session was admitted under
 };
 
 class StatementAnalyser {
@@ -78,38 +78,14 @@ class MaskPlanner {
                                                   const protocol::MaskPlanRequest& request) = 0;
 };
 
-// Service keys from $.identity.service_keys: token "pgwsk.<id>.<secret>".
-class ServiceKeyAuthenticator : public Authenticator {
- public:
-  static constexpr std::string_view kTokenPrefix = "pgwsk.";
-  static constexpr std::string_view kIssuer = "pgwarden:service-key";
-  AuthOutcome authenticate(const config::Config& config,
-                           const protocol::AuthenticateRequest& request) override;
-};
-
-// Routes service-key tokens to `service_keys` and all others to `jwt` (may be null: then
-// JWTs are rejected with invalid_token).
-class CompositeAuthenticator : public Authenticator {
- public:
-  CompositeAuthenticator(std::shared_ptr<Authenticator> service_keys,
-                         std::shared_ptr<Authenticator> jwt)
-      : service_keys_(std::move(service_keys)), jwt_(std::move(jwt)) {}
-  AuthOutcome authenticate(const config::Config& config,
-                           const protocol::AuthenticateRequest& request) override;
-
- private:
-  std::shared_ptr<Authenticator> service_keys_;
-  std::shared_ptr<Authenticator> jwt_;
-};
-
-// Placeholder until controlplane/policy is wired in: every statement is denied.
+// Every statement is denied (the default when no analyser is given).
 class FailClosedAnalyser : public StatementAnalyser {
  public:
   protocol::AnalyseResponse analyse(const SessionView& session,
                                     const protocol::AnalyseRequest& request) override;
 };
 
-// Placeholder until masking is wired in: every mask plan request fails (result refused).
+// Every mask plan request fails: results are refused (the default when no planner is given).
 class FailClosedMaskPlanner : public MaskPlanner {
  public:
   Result<protocol::MaskPlanResponse> plan(const SessionView& session,

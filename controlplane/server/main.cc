@@ -9,7 +9,6 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstring>
@@ -18,8 +17,8 @@
 
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
-#include "controlplane/server/escalation_server.h"
-#include "controlplane/server/policy_analyser.h"
+#include "controlplane/identity/service_key.h"
+#include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
 
@@ -27,23 +26,11 @@ namespace {
 
 using namespace pgwarden;
 
-// The one place identity, policy and masking are plugged into the control plane.
-// TODO(lead): when controlplane/identity and controlplane/policy are merged, pass the JWT
-// authenticator as the second CompositeAuthenticator argument and a policy-backed
-// StatementAnalyser / MaskPlanner here.
-server::ServerHandlers make_handlers() {
-  server::ServerHandlers h;
-  h.authenticator = std::make_shared<server::CompositeAuthenticator>(
-      std::make_shared<server::ServiceKeyAuthenticator>(), /*jwt=*/nullptr);
-  h.analyser = std::make_shared<server::PolicyAnalyser>();
-  h.mask_planner = std::make_shared<server::FailClosedMaskPlanner>();
-  return h;
-}
-
 int usage() {
   std::fprintf(stderr,
                "usage: pgwarden-cp --config FILE [--check]\n"
-               "       pgwarden-cp --hash-credential   (secret on stdin)\n");
+               "       pgwarden-cp --hash-credential   (secret on stdin)\n"
+               "       pgwarden-cp --new-service-key ID\n");
   return 2;
 }
 
@@ -60,6 +47,18 @@ int hash_credential() {
   return 0;
 }
 
+// Prints a new service key for $.identity.service_keys: line 1 the key the agent presents
+// (shown once), line 2 the salt, line 3 the hash.
+int new_service_key(const std::string& id) {
+  auto key = identity::generate_service_key(id);
+  if (!key.is_ok()) {
+    std::fprintf(stderr, "pgwarden-cp: %s\n", key.status().message().c_str());
+    return 2;
+  }
+  std::printf("%s\n%s\n%s\n", key->key.c_str(), key->hash.salt.c_str(), key->hash.hash.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,6 +72,8 @@ int main(int argc, char** argv) {
       check_only = true;
     } else if (a == "--hash-credential") {
       return hash_credential();
+    } else if (a == "--new-service-key" && i + 1 < argc) {
+      return new_service_key(argv[i + 1]);
     } else {
       return usage();
     }
@@ -93,8 +94,8 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  config::ConfigStore store(config_path);
-  config::LoadOutcome first = store.reload();
+  auto store = std::make_unique<config::ConfigStore>(config_path);
+  config::LoadOutcome first = store->reload();
   if (!first.ok()) {
     std::fprintf(stderr, "pgwarden-cp: invalid configuration %s:\n%s", config_path.c_str(),
                  first.error_text().c_str());
@@ -105,21 +106,15 @@ int main(int argc, char** argv) {
                 first.config->targets.size(), first.config->policies.size());
     return 0;
   }
-  const std::string& state_dir = first.config->control_plane.state_dir;
-  if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    spdlog::error("cannot create state_dir {}: {}", state_dir, std::strerror(errno));
+  auto cp = server::ControlPlane::open(std::move(store));
+  if (!cp.is_ok()) {
+    spdlog::error("{}", cp.status().message());
     return 1;
   }
-  auto audit = audit::AuditLog::open(first.config->audit_sinks);
-  if (!audit.is_ok()) {
-    spdlog::error("{}", audit.status().message());
-    return 1;
-  }
-  (*audit)->record(audit::AuditRecord{
+  server::ControlPlane& plane = **cp;
+  plane.audit().record(audit::AuditRecord{
       .event = "config_load", .policy_version = first.config->version, .decision = "applied"});
-
-  server::EscalationServer server(store, **audit, make_handlers());
-  Status started = server.start();
+  Status started = plane.start();
   if (!started.is_ok()) {
     spdlog::error("{}", started.message());
     return 1;
@@ -129,14 +124,14 @@ int main(int argc, char** argv) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
       spdlog::info("SIGHUP: reloading {}", config_path);
-      (void)server.reload();
+      (void)plane.reload();
       continue;
     }
     spdlog::info("signal {}: shutting down", sig);
     break;
   }
-  server.stop();
-  (*audit)->record(audit::AuditRecord{.event = "shutdown"});
-  (*audit)->flush();
+  plane.stop();
+  plane.audit().record(audit::AuditRecord{.event = "shutdown"});
+  plane.audit().flush();
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "controlplane/server/policy_analyser.h"
 
+#include "controlplane/masking/mask_plan.h"
 #include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/sql_analysis.h"
 
@@ -27,6 +28,25 @@ bool literal_sensitive(const policy::StatementAnalysis& s) {
 
 }  // namespace
 
+const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
+                                        const policy::ColumnUse& use) {
+  const bool has_relation = !use.relation.name.empty();
+  const std::string relation = has_relation ? use.relation.resolved() : std::string();
+  for (const policy::MaskRule& rule : policy.masks) {
+    if (!rule.column_glob.empty()) {
+      size_t dot = rule.column_glob.rfind('.');
+      std::string_view table_part = std::string_view(rule.column_glob).substr(0, dot);
+      std::string_view column_part = std::string_view(rule.column_glob).substr(dot + 1);
+      bool table_ok = !has_relation || maskplan::glob_match(table_part, relation);
+      bool column_ok = use.column == "*" || maskplan::glob_match(column_part, use.column);
+      if (dot != std::string::npos && table_ok && column_ok) return &rule;
+    } else if (!rule.name_pattern.empty()) {
+      if (use.column == "*" || maskplan::glob_match(rule.name_pattern, use.column)) return &rule;
+    }
+  }
+  return nullptr;
+}
+
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                                                   const protocol::AnalyseRequest& request) {
   policy::SqlAnalysis analysis = policy::analyse_sql(request.sql);
@@ -40,6 +60,23 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     if (literal_sensitive(s)) cacheable = false;
   }
   r.cacheable = cacheable;
+  if (d.verdict != policy::Verdict::kDeny && session.policy.deny_masked_in_expressions) {
+    for (const auto& st : analysis.statements) {
+      for (const auto& use : st.columns) {
+        if (!use.in_expression) continue;
+        if (const policy::MaskRule* rule = masked_rule_for(session.policy, use)) {
+          std::string col =
+              use.relation.name.empty() ? use.column : use.relation.resolved() + "." + use.column;
+          std::string selector =
+              !rule->column_glob.empty() ? rule->column_glob : rule->name_pattern;
+          return {"deny", "policy.masked_column_in_expression",
+                  "column " + col + " is masked (" + selector +
+                      ") and may not be used inside an expression",
+                  cacheable};
+        }
+      }
+    }
+  }
   return r;
 }
 

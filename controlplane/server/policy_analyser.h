@@ -5,11 +5,23 @@
 // shape (literals replaced) under the same policy version. It is false when literal values
 // can change the verdict: SET/RESET/set_config, PREPARE/EXECUTE/DEALLOCATE/DISCARD, DO, CALL,
 // parse errors, approvals.
+//
+// deny_masked_in_expressions: a statement the policy allows is denied (rule
+// "policy.masked_column_in_expression") when it uses a column a mask rule covers inside an
+// expression (StatementAnalysis.columns with in_expression), e.g. `WHERE ssn LIKE '1%'`,
+// which would reveal masked values through filtering or computation. Matching: column_glob
+// against "schema.table.column" (a column without a resolved relation matches on the
+// column part alone: fail closed), name_pattern against the column name; `*` matches every
+// rule. type_name rules are not checked here (types are known only from the result).
 #pragma once
 
+#include "controlplane/policy/sql_analysis.h"
 #include "controlplane/server/interfaces.h"
 
 namespace pgwarden::server {
+
+// The first mask rule of `policy` covering `use` (see above), or nullptr.
+const policy::MaskRule* masked_rule_for(const policy::Policy& policy, const policy::ColumnUse& use);
 
 class PolicyAnalyser : public StatementAnalyser {
  public:

@@ -1,0 +1,188 @@
+#include "controlplane/server/control_plane.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "controlplane/protocol/messages.h"
+#include "controlplane/recording/recording_file.h"
+#include "controlplane/server/policy_analyser.h"
+
+namespace pgwarden::server {
+
+namespace {
+
+// The ApprovalStore's audit JSON ({"event", "ts", "approval": {...}}) as an audit record.
+audit::AuditRecord approval_audit_record(const nlohmann::json& j) {
+  audit::AuditRecord r;
+  r.event = j.value("event", std::string("approval"));
+  const nlohmann::json a = j.contains("approval") && j["approval"].is_object()
+                               ? j["approval"]
+                               : nlohmann::json::object();
+  auto s = [&](const char* key) {
+    return a.contains(key) && a[key].is_string() ? a[key].get<std::string>() : std::string();
+  };
+  r.session_id = s("session_id");
+  r.identity = s("identity");
+  if (a.contains("groups") && a["groups"].is_array()) {
+    for (const auto& g : a["groups"]) {
+      if (g.is_string()) r.groups.push_back(g.get<std::string>());
+    }
+  }
+  r.target = s("target");
+  r.decision = s("state");
+  r.rule = s("rule");
+  r.reason = s("decision_reason").empty() ? s("request_reason") : s("decision_reason");
+  r.sql = s("sql");
+  r.extra["approval_id"] = s("id");
+  r.extra["shape_key"] = s("shape_key");
+  for (const char* key : {"decider", "scope", "deadline_ms", "grant_expires_ms"}) {
+    if (a.contains(key)) r.extra[key] = a[key];
+  }
+  return r;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
+    std::unique_ptr<config::ConfigStore> store) {
+  std::unique_ptr<ControlPlane> cp(new ControlPlane());
+  cp->store_ = std::move(store);
+  auto cfg = cp->store_->current();
+  if (!cfg) return failed_precondition("no configuration loaded");
+  const std::string& state_dir = cfg->control_plane.state_dir;
+  if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return unavailable("cannot create state_dir " + state_dir + ": " + std::strerror(errno), "");
+  }
+
+  auto audit = audit::AuditLog::open(cfg->audit_sinks);
+  if (!audit.is_ok()) return audit.status();
+  cp->audit_ = std::move(audit).value();
+
+  cp->identity_ = std::make_shared<IdentityAuthenticator>();
+  auto validator = cp->identity_->validator_for(*cfg);
+  if (!validator.is_ok()) return validator.status();
+
+  if (!cfg->approvals.webhook_url.empty()) {
+    auto webhook = approvals::WebhookNotifier::create({.url = cfg->approvals.webhook_url});
+    if (!webhook.is_ok()) return webhook.status();
+    cp->webhook_ = std::move(webhook).value();
+  }
+  approvals::ApprovalStoreOptions ao;
+  ao.state_dir = state_dir;
+  audit::AuditLog* audit_log = cp->audit_.get();
+  ao.audit = [audit_log](const nlohmann::json& j) { audit_log->record(approval_audit_record(j)); };
+  approvals::WebhookNotifier* webhook = cp->webhook_.get();
+  if (webhook != nullptr) {
+    ao.on_created = [webhook](const approvals::ApprovalRequest& r) {
+      webhook->enqueue(approvals::webhook_body(r));
+    };
+  }
+  auto store_result = approvals::ApprovalStore::open(std::move(ao));
+  if (!store_result.is_ok()) return store_result.status();
+  cp->approvals_ = std::move(store_result).value();
+
+  recording::RecorderOptions ro;
+  ro.dir = state_dir + "/recordings";
+  ro.queue_capacity = static_cast<size_t>(cfg->recording.queue_capacity);
+  ro.audit = [audit_log](const nlohmann::json& j) {
+    audit::AuditRecord r;
+    r.event = j.value("event", std::string("recording_write_failed"));
+    r.session_id = j.value("session_id", std::string());
+    r.decision = "failed";
+    r.reason = j.value("message", std::string());
+    audit_log->record(r);
+  };
+  auto recorder = recording::Recorder::open(std::move(ro));
+  if (!recorder.is_ok()) return recorder.status();
+  cp->recorder_ = std::move(recorder).value();
+
+  cp->mask_planner_ = std::make_shared<CatalogMaskPlanner>();
+
+  ServerHandlers handlers;
+  handlers.authenticator = cp->identity_;
+  handlers.analyser = std::make_shared<PolicyAnalyser>();
+  handlers.mask_planner = cp->mask_planner_;
+  handlers.approvals = cp->approvals_.get();
+  handlers.recorder = cp->recorder_.get();
+  cp->server_ = std::make_unique<EscalationServer>(*cp->store_, *cp->audit_, std::move(handlers));
+  return cp;
+}
+
+ControlPlane::~ControlPlane() {
+  stop();
+  // Members are destroyed in reverse order: the server (no more callbacks) before the
+  // planner, recorder, approvals, webhook and audit log it uses.
+  server_.reset();
+}
+
+Status ControlPlane::start() {
+  PGW_RETURN_IF_ERROR(server_->start());
+  retention_thread_ = std::thread([this] { retention_loop(); });
+  return Status::ok();
+}
+
+void ControlPlane::stop() {
+  {
+    std::lock_guard<std::mutex> lock(retention_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  retention_cv_.notify_all();
+  if (retention_thread_.joinable()) retention_thread_.join();
+  if (server_) server_->stop();
+  if (recorder_) (void)recorder_->flush();
+}
+
+config::LoadOutcome ControlPlane::reload() {
+  config::LoadOutcome outcome = server_->reload();
+  if (outcome.ok()) (void)identity_->validator_for(*outcome.config);
+  return outcome;
+}
+
+Result<std::shared_ptr<const identity::TokenValidator>> ControlPlane::token_validator() {
+  auto cfg = store_->current();
+  return identity_->validator_for(*cfg);
+}
+
+Result<std::vector<std::string>> ControlPlane::apply_recording_retention() {
+  auto cfg = store_->current();
+  recording::RetentionPolicy policy{cfg->recording.retention_max_age_days,
+                                    cfg->recording.retention_max_total_bytes};
+  if (policy.max_age_days == 0 && policy.max_total_bytes == 0) {
+    return std::vector<std::string>{};
+  }
+  const std::string dir = cfg->control_plane.state_dir + "/recordings";
+  std::set<std::string> active;
+  auto all = recording::list_recordings(dir);
+  if (!all.is_ok()) return all.status();
+  for (const auto& r : *all) {
+    if (recorder_->session_open(r.session_id)) active.insert(r.session_id);
+  }
+  auto deleted = recording::apply_retention(dir, policy, protocol::now_unix_ms(), active);
+  if (!deleted.is_ok()) return deleted.status();
+  if (!deleted->empty()) {
+    audit::AuditRecord r{.event = "recording_retention", .decision = "deleted"};
+    r.extra["sessions"] = *deleted;
+    audit_->record(r);
+  }
+  return deleted;
+}
+
+void ControlPlane::retention_loop() {
+  std::unique_lock<std::mutex> lock(retention_mu_);
+  while (!stopping_) {
+    lock.unlock();
+    auto deleted = apply_recording_retention();
+    if (!deleted.is_ok()) spdlog::warn("recording retention: {}", deleted.status().message());
+    int interval = store_->current()->recording.retention_interval_s;
+    lock.lock();
+    retention_cv_.wait_for(lock, std::chrono::seconds(interval), [this] { return stopping_; });
+  }
+}
+
+}  // namespace pgwarden::server

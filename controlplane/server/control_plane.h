@@ -1,0 +1,82 @@
+// ControlPlane: everything pgwarden-cp runs, owned in one place, so the escalation server
+// (dp <-> cp) and the admin API (pgwardenctl) act on the same objects.
+//
+// Owns, in construction order: the ConfigStore (already loaded), the audit log (its file /
+// stderr sinks plus an optional PostgreSQL sink), the identity authenticator (a
+// TokenValidator rebuilt whenever the config version changes), the ApprovalStore (journal in
+// <state_dir>/approvals.jsonl, webhook from $.approvals.webhook_url), the Recorder
+// (<state_dir>/recordings, retention applied every $.recording.retention.interval_s), the
+// mask planner (one PgCatalog metadata connection per target) and the EscalationServer.
+// Destruction is the reverse: the server stops first, so no callback outlives its target.
+//
+// Thread-safety: accessors may be called from any thread after open(); start()/stop() from
+// one thread; reload() from any thread.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "controlplane/approvals/approval_store.h"
+#include "controlplane/approvals/webhook.h"
+#include "controlplane/audit/audit_log.h"
+#include "controlplane/config/config.h"
+#include "controlplane/identity/validator.h"
+#include "controlplane/recording/recorder.h"
+#include "controlplane/server/escalation_server.h"
+#include "controlplane/server/identity_authenticator.h"
+#include "controlplane/server/mask_planner.h"
+
+namespace pgwarden::server {
+
+class ControlPlane {
+ public:
+  // REQUIRES: store->current() is a loaded config. Creates state_dir (0700), opens the audit
+  // sinks, the approval journal and the recordings dir, loads identity provider keys.
+  // Errors: unavailable / invalid_argument with a message for the operator (never secrets).
+  static Result<std::unique_ptr<ControlPlane>> open(std::unique_ptr<config::ConfigStore> store);
+  ~ControlPlane();
+  ControlPlane(const ControlPlane&) = delete;
+  ControlPlane& operator=(const ControlPlane&) = delete;
+
+  // Binds the dp socket and starts serving; starts the retention thread.
+  Status start();
+  // Stops the server and background threads. Idempotent.
+  void stop();
+  // Reloads the config file (see EscalationServer::reload); a valid config also rebuilds the
+  // token validator for new authentications.
+  config::LoadOutcome reload();
+
+  config::ConfigStore& config_store() { return *store_; }
+  audit::AuditLog& audit() { return *audit_; }
+  approvals::ApprovalStore& approvals() { return *approvals_; }
+  recording::Recorder& recorder() { return *recorder_; }
+  EscalationServer& escalation_server() { return *server_; }
+  // The validator for the current config (admin API: validating reviewers' tokens).
+  Result<std::shared_ptr<const identity::TokenValidator>> token_validator();
+  // Applies recording retention now (also done periodically). Returns deleted session ids.
+  Result<std::vector<std::string>> apply_recording_retention();
+
+ private:
+  ControlPlane() = default;
+  void retention_loop();
+
+  std::unique_ptr<config::ConfigStore> store_;
+  std::unique_ptr<audit::AuditLog> audit_;
+  std::shared_ptr<IdentityAuthenticator> identity_;
+  std::unique_ptr<approvals::WebhookNotifier> webhook_;
+  std::unique_ptr<approvals::ApprovalStore> approvals_;
+  std::unique_ptr<recording::Recorder> recorder_;
+  std::shared_ptr<CatalogMaskPlanner> mask_planner_;
+  std::unique_ptr<EscalationServer> server_;
+
+  std::mutex retention_mu_;
+  std::condition_variable retention_cv_;
+  bool stopping_ = false;
+  std::thread retention_thread_;
+};
+
+}  // namespace pgwarden::server
