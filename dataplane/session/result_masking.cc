@@ -476,7 +476,8 @@ void ResultFilter::flush_rows(Unit& u) {
 
 void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   flush_rows(u);
-  json ev = {{"kind", "statement_end"},
+  json ev = {{"kind", "statement"},
+             {"phase", "end"},
              {"sql", value_json(u.sql, false)},
              {"verdict", u.verdict},
              {"rule", u.rule},

@@ -27,8 +27,11 @@
 //
 // Recording: statements are tracked as units (a simple Query, or one Execute of an extended
 // cycle); the filter collects the rows as the client saw them (masked) up to the row cap and
-// emits `rows` events in batches of kRowsPerEvent and a `statement_end` event (sql, verdict,
-// rule, approval_id, duration_ms, rows, error) per unit through the EventSink.
+// emits `rows` events in batches of kRowsPerEvent, then a completion event per unit through
+// the EventSink: kind `statement` with "phase": "end" (sql, verdict, rule, approval_id,
+// duration_ms, rows, rows_recorded, executed, error {sqlstate, message}). The decision event
+// (kind `statement`, no phase) is sent by the session when the statement is checked, so the
+// order per statement is statement -> rows... -> statement(phase end).
 //
 // Thread-safety: one filter per session, used on the session's worker thread only.
 #pragma once

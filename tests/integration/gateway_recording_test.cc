@@ -1,4 +1,4 @@
-// Session recording end to end: pgwarden-dp sends statement / rows / statement_end /
+// Session recording end to end: pgwarden-dp sends statement / rows / statement (phase end) /
 // session_end events, pgwarden-cp's Recorder writes the hash-chained file under
 // <state_dir>/recordings; the test reads it back, verifies the chain and checks that the rows
 // are the masked values the client saw, capped per statement by the policy's row cap.
@@ -127,7 +127,9 @@ TEST_F(GatewayRecordingTest, StatementsAndMaskedRowsAreRecordedAndTheChainVerifi
   size_t i = 0;
   auto find_from = [&](const std::string& kind, const std::string& needle) -> const json* {
     for (; i < records.size(); ++i) {
-      if (records[i].value("kind", "") == kind &&
+      std::string k = records[i].value("kind", "");
+      if (records[i].value("phase", "") == "end") k += "_end";
+      if (k == kind &&
           (needle.empty() || records[i].dump().find(needle) != std::string::npos)) {
         return &records[i++];
       }
