@@ -306,6 +306,7 @@ class Parser {
       str(e, "identity", ep, k.identity, true);
       strings(e, "groups", ep, k.groups, true, true);
       if (!k.id.empty() && !k.salt.empty() && !k.hash.empty()) {
+        // identity's checks: id syntax, salt encoding, hash format and KDF bounds.
         Status st = identity::validate_service_key_config(k);
         if (!st.is_ok()) error(ep, st.message());
       }
@@ -322,6 +323,7 @@ class Parser {
       return;
     }
     identity::IdentityProviderConfig pr;
+    const size_t errors_before = errors_.size();
     str(e, "issuer", ep, pr.issuer, true);
     if (!pr.issuer.empty() && !issuers.insert(pr.issuer).second) {
       error(ep + ".issuer", "duplicate issuer " + json_quote(pr.issuer));
@@ -336,10 +338,23 @@ class Parser {
     str(e, "jwks_url", ep, pr.jwks_url);
     str(e, "discovery_url", ep, pr.discovery_url);
     str(e, "ca_file", ep, pr.ca_file);
+    int sources = !pr.jwks_file.empty() + !pr.jwks_url.empty() + !pr.discovery_url.empty();
+    if (sources != 1) error(ep, "needs exactly one of jwks_file, jwks_url, discovery_url");
+    for (auto [key, value] :
+         {std::pair{"jwks_url", &pr.jwks_url}, std::pair{"discovery_url", &pr.discovery_url}}) {
+      if (!value->empty() && value->rfind("https://", 0) != 0) {
+        error(ep + "." + key, "must be an https:// URL");
+      }
+    }
     if (!pr.jwks_file.empty()) check_readable(ep + ".jwks_file", pr.jwks_file);
     if (!pr.ca_file.empty()) check_readable(ep + ".ca_file", pr.ca_file);
     str(e, "groups_claim", ep, pr.groups_claim);
-    strings(e, "algorithms", ep, pr.algorithms, false, true);
+    strings(e, "algorithms", ep, pr.algorithms, false, true, [](const std::string& a) {
+      if (a == "none" || a.rfind("HS", 0) == 0) {
+        return "algorithm " + json_quote(a) + " is not allowed (unsigned or symmetric)";
+      }
+      return std::string();
+    });
     int leeway = 60, refresh = 3600, min_refresh = 30;
     integer(e, "leeway_s", ep, leeway, 0, 300);
     integer(e, "jwks_refresh_s", ep, refresh, 10, 86400);
@@ -347,8 +362,9 @@ class Parser {
     pr.leeway_seconds = leeway;
     pr.refresh_interval_seconds = refresh;
     pr.refresh_min_interval_seconds = min_refresh;
-    if (!pr.issuer.empty()) {
-      // identity's own checks: one JWKS source, https URLs, known asymmetric algorithms...
+    if (errors_.size() == errors_before) {
+      // identity's own checks (the TokenValidator refuses what they refuse): known
+      // algorithms, audiences, intervals...
       Status st = identity::validate_provider_config(pr);
       if (!st.is_ok()) error(ep, st.message());
     }

@@ -47,7 +47,18 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   ASSERT_EQ(c.identity_providers.size(), 2u);
   EXPECT_EQ(c.identity_providers[0].groups_claim, "realm_access.roles");
   ASSERT_EQ(c.service_keys.size(), 1u);
-  EXPECT_EQ(c.service_keys[0].credential.iterations, 20000u);
+  EXPECT_EQ(c.service_keys[0].hash.rfind("scrypt:", 0), 0u);
+  EXPECT_EQ(c.identity_providers[0].name, "keycloak");
+  EXPECT_EQ(c.identity_providers[1].name, "https://token.actions.githubusercontent.com");
+  EXPECT_EQ(c.identity_providers[0].refresh_interval_seconds, 300);
+  ASSERT_EQ(c.audit_sinks.size(), 3u);
+  EXPECT_EQ(c.audit_sinks[2].kind, AuditSink::Kind::kPostgres);
+  EXPECT_EQ(c.audit_sinks[2].target, "crm");
+  EXPECT_EQ(c.approvals.webhook_url, "http://127.0.0.1:8088/pgwarden/approvals");
+  ASSERT_TRUE(c.masking.key.has_value());
+  EXPECT_EQ(c.masking.key->location, "/etc/pgwarden/secrets/mask-key");
+  EXPECT_EQ(c.recording.retention_max_age_days, 90);
+  EXPECT_EQ(c.recording.retention_max_total_bytes, 53687091200u);
   ASSERT_EQ(c.targets.size(), 2u);
   EXPECT_EQ(c.targets[0].tls_mode, UpstreamTlsMode::kVerifyFull);
   EXPECT_EQ(c.targets[1].tls_mode, UpstreamTlsMode::kDisable);
@@ -60,7 +71,6 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_FALSE(c.policies[1].read_only);
   EXPECT_EQ(c.policies[2].recording, policy::RecordingLevel::kMetadata);
   for (const auto& p : c.policies) EXPECT_EQ(p.version, 7u);
-  ASSERT_EQ(c.audit_sinks.size(), 2u);
   EXPECT_EQ(c.audit_sinks[0].path, "/var/lib/pgwarden/audit.log");
 }
 
@@ -125,9 +135,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"RelativeSocket", [](json& j) { j["control_plane"]["socket"] = "cp.sock"; },
                 "$.control_plane.socket: must be an absolute path"},
         BadCase{"BadServiceKeyHash",
-                [](json& j) { j["identity"]["service_keys"][0]["credential_hash"] = "plain"; },
-                "$.identity.service_keys[0].credential_hash: credential hash must look like "
-                "pbkdf2-sha256$ITERATIONS$SALT$HASH"},
+                [](json& j) { j["identity"]["service_keys"][0]["hash"] = "plain"; },
+                "$.identity.service_keys[0]: hash must be \"scrypt:N:r:p:<b64>\" or "
+                "\"pbkdf2-sha256:iter:<b64>\""},
         BadCase{"ServiceKeyWithoutGroups",
                 [](json& j) { j["identity"]["service_keys"][0]["groups"] = json::array(); },
                 "$.identity.service_keys[0].groups: must not be empty"},
@@ -171,8 +181,9 @@ INSTANTIATE_TEST_SUITE_P(
                 [](json& j) { j["listeners"]["dataplane"]["loopback_only"] = true; },
                 "$.listeners.dataplane.address: must be a loopback address when loopback_only "
                 "is true"},
-        BadCase{"AuditSinkType", [](json& j) { j["audit"]["sinks"][0]["type"] = "syslog"; },
-                "$.audit.sinks[0].type: unknown audit sink type \"syslog\" (file, stderr)"},
+        BadCase{
+            "AuditSinkType", [](json& j) { j["audit"]["sinks"][0]["type"] = "syslog"; },
+            "$.audit.sinks[0].type: unknown audit sink type \"syslog\" (file, stderr, postgres)"},
         BadCase{"NotJson", [](json& j) { j = "just a string"; }, "$: must be an object"}),
     [](const auto& info) { return std::string(info.param.name); });
 

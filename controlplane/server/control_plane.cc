@@ -11,6 +11,7 @@
 #include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/server/policy_analyser.h"
+#include "controlplane/vault/secret.h"
 
 namespace pgwarden::server {
 
@@ -62,6 +63,34 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
   auto audit = audit::AuditLog::open(cfg->audit_sinks);
   if (!audit.is_ok()) return audit.status();
   cp->audit_ = std::move(audit).value();
+  for (size_t i = 0; i < cfg->audit_sinks.size(); ++i) {
+    const config::AuditSink& sink = cfg->audit_sinks[i];
+    if (sink.kind != config::AuditSink::Kind::kPostgres) continue;
+    audit_pg::AuditPgOptions po;
+    if (!sink.conninfo_file.empty()) {
+      auto ci = vault::read_secret({vault::SecretSource::Kind::kFile, sink.conninfo_file});
+      if (!ci.is_ok()) return ci.status();
+      po.conninfo = std::string(ci->view());
+    } else {
+      const config::Target* t = cfg->find_target(sink.target);
+      if (t == nullptr) return invalid_argument("audit sink target " + sink.target + " unknown");
+      auto pw = vault::read_secret(t->credential);
+      if (!pw.is_ok()) return pw.status();
+      po.conninfo = metadata_conninfo(*t, pw->view());
+    }
+    po.spill_path = state_dir + "/audit-pg-spill-" + std::to_string(i) + ".jsonl";
+    po.table = sink.table;
+    auto pg = audit_pg::AuditPgSink::start(std::move(po));
+    if (!pg.is_ok()) return pg.status();
+    cp->audit_pg_.push_back(std::move(pg).value());
+  }
+  if (!cp->audit_pg_.empty()) {
+    std::vector<audit_pg::AuditPgSink*> sinks;
+    for (auto& p : cp->audit_pg_) sinks.push_back(p.get());
+    cp->audit_->set_forwarder([sinks](const nlohmann::json& line) {
+      for (auto* sink : sinks) (void)sink->submit(line);
+    });
+  }
 
   cp->identity_ = std::make_shared<IdentityAuthenticator>();
   auto validator = cp->identity_->validator_for(*cfg);
@@ -136,6 +165,7 @@ void ControlPlane::stop() {
   if (retention_thread_.joinable()) retention_thread_.join();
   if (server_) server_->stop();
   if (recorder_) (void)recorder_->flush();
+  for (auto& pg : audit_pg_) (void)pg->flush(std::chrono::seconds(3));
 }
 
 config::LoadOutcome ControlPlane::reload() {

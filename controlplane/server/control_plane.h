@@ -23,6 +23,7 @@
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/approvals/webhook.h"
 #include "controlplane/audit/audit_log.h"
+#include "controlplane/audit_pg/audit_pg_sink.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/validator.h"
 #include "controlplane/recording/recorder.h"
@@ -65,6 +66,7 @@ class ControlPlane {
   void retention_loop();
 
   std::unique_ptr<config::ConfigStore> store_;
+  std::vector<std::unique_ptr<audit_pg::AuditPgSink>> audit_pg_;  // outlives audit_
   std::unique_ptr<audit::AuditLog> audit_;
   std::shared_ptr<IdentityAuthenticator> identity_;
   std::unique_ptr<approvals::WebhookNotifier> webhook_;

@@ -110,7 +110,8 @@ Status GatewayHarness::write_config() {
                  {"identity",
                   {{"service_keys",
                     {{{"id", "agent1"},
-                      {"credential_hash", credential_hash_},
+                      {"salt", service_key_salt_},
+                      {"hash", service_key_hash_},
                       {"identity", "svc:agent1"},
                       {"groups", {"agents"}}}}}}},
                  {"targets",
@@ -149,15 +150,15 @@ Status GatewayHarness::start(const GatewayOptions& options) {
       "-keyout " +
       dir_ + "/dp.key -out " + dir_ + "/dp.crt 2>&1");
   if (!cert.is_ok()) return cert.status();
-  auto secret = run_command("openssl rand -hex 24");
-  if (!secret.is_ok()) return secret.status();
-  std::string s = *secret;
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  token_ = "pgwsk.agent1." + s;
-  auto hash = run_command("printf '%s\\n' '" + s + "' | " + cp_bin + " --hash-credential");
-  if (!hash.is_ok()) return hash.status();
-  credential_hash_ = *hash;
-  while (!credential_hash_.empty() && credential_hash_.back() == '\n') credential_hash_.pop_back();
+  auto key = run_command(cp_bin + " --new-service-key agent1");
+  if (!key.is_ok()) return key.status();
+  std::istringstream lines(*key);
+  std::getline(lines, token_);
+  std::getline(lines, service_key_salt_);
+  std::getline(lines, service_key_hash_);
+  if (token_.rfind("pgw_sk_agent1_", 0) != 0 || service_key_hash_.empty()) {
+    return internal_error("pgwarden-cp --new-service-key printed no key");
+  }
   dp_port_ = free_tcp_port();
   PGW_RETURN_IF_ERROR(write_config());
   PGW_RETURN_IF_ERROR(start_cp());

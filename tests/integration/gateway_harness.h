@@ -73,7 +73,8 @@ class GatewayHarness {
   PgSandbox pg_;
   std::string dir_;
   std::string token_;
-  std::string credential_hash_;
+  std::string service_key_salt_;
+  std::string service_key_hash_;
   std::string policy_json_;
   int dp_port_ = 0;
   pid_t cp_pid_ = -1;
