@@ -528,7 +528,6 @@ void Session::process_client_input() {
     client_need_ = 0;
     if (r.status == pw::FrameStatus::kError) {
       bump(worker_->counters().protocol_errors);
-      std::string out;
       emit_event({{"kind", "error"},
                   {"sqlstate", std::string(r.error.sqlstate())},
                   {"code", std::string(r.error.name())}});

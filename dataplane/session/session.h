@@ -254,7 +254,6 @@ class Session {
   std::shared_ptr<const rules::CompiledRuleSet> rule_set_;
   uint64_t rules_generation_ = 0;
   int64_t last_client_activity_ms_ = 0;
-  int64_t statement_started_ms_ = 0;
   EventLoop::TimerId auth_timer_ = 0;
   EventLoop::TimerId idle_timer_ = 0;
   EventLoop::TimerId close_timer_ = 0;

@@ -87,6 +87,65 @@ TEST_F(GatewayFailClosedTest, UnreachableUpstreamRefusesLoginWithClearError) {
   PQfinish(c);
 }
 
+TEST_F(GatewayFailClosedTest, UpstreamTlsVerifyFullCarriesTheSessionOverTls) {
+  GatewayOptions o;
+  o.upstream_tls_mode = "verify-full";
+  ASSERT_NO_FATAL_FAILURE(start(o));
+  PGconn* c = connect();
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQexec(c, "select ssl from pg_catalog.pg_stat_ssl where pid = pg_backend_pid()");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  EXPECT_STREQ(PQgetvalue(r, 0, 0), "t");
+  PQclear(r);
+  PQfinish(c);
+}
+
+TEST_F(GatewayFailClosedTest, UpstreamCertificateFromAnUntrustedCaIsRefused) {
+  GatewayOptions o;
+  o.upstream_tls_mode = "verify-full";
+  // The gateway's own self-signed listener certificate did not sign the upstream's.
+  o.upstream_ca_file = "/etc/ssl/certs/ca-certificates.crt";
+  ASSERT_NO_FATAL_FAILURE(start(o));
+  PGconn* c = connect();
+  EXPECT_EQ(PQstatus(c), CONNECTION_BAD);
+  EXPECT_NE(std::string(PQerrorMessage(c)).find("TLS with the upstream database"),
+            std::string::npos)
+      << PQerrorMessage(c);
+  PQfinish(c);
+}
+
+TEST_F(GatewayFailClosedTest, HeldStatementWaitsForApprovalWithoutBlockingTheWorker) {
+  GatewayOptions o;
+  o.workers = 1;  // both sessions on the same event loop
+  o.policy_json = R"({"name": "agents", "allowed_kinds": ["select", "delete"],
+      "allowed_relations": ["public.*"], "read_only": false, "approve_kinds": ["delete"],
+      "approvals": {"approver_groups": ["reviewers"], "timeout_s": 2}, "rule_sets": []})";
+  ASSERT_NO_FATAL_FAILURE(start(o));
+  PGconn* held = connect();
+  PGconn* other = connect();
+  ASSERT_EQ(PQstatus(held), CONNECTION_OK) << PQerrorMessage(held);
+  ASSERT_EQ(PQstatus(other), CONNECTION_OK) << PQerrorMessage(other);
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(PQsendQuery(held, "delete from public.kv where k = 'never-approved'"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // While the first session waits for a reviewer, the worker keeps serving the other one.
+  for (int i = 0; i < 5; ++i) {
+    PGresult* r = PQexec(other, "select count(*) from public.kv");
+    EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+    PQclear(r);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
+  // Nobody approves: the approval times out and the statement is denied, not run.
+  PGresult* r = PQgetResult(held);
+  EXPECT_EQ(sqlstate(r), "42501") << PQresultErrorMessage(r);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
+  PQclear(r);
+  while ((r = PQgetResult(held)) != nullptr) PQclear(r);
+  EXPECT_EQ(gw_.pg().server_log().find("never-approved"), std::string::npos);
+  PQfinish(held);
+  PQfinish(other);
+}
+
 TEST_F(GatewayFailClosedTest, UpstreamDeathEndsTheSessionWithAnError) {
   ASSERT_NO_FATAL_FAILURE(start());
   PGconn* c = connect();

@@ -105,6 +105,11 @@ Status GatewayHarness::write_config() {
                    {"idle_timeout_s", options_.idle_timeout_s},
                    {"max_message_bytes", options_.max_message_bytes},
                    {"worker_threads", options_.workers}};
+  json upstream_tls = {{"mode", options_.upstream_tls_mode}};
+  if (options_.upstream_tls_mode == "verify-full") {
+    upstream_tls["ca_file"] =
+        options_.upstream_ca_file.empty() ? pg_.get("PGW_CA_FILE") : options_.upstream_ca_file;
+  }
   json config = {{"listeners", {{"dataplane", listener}}},
                  {"control_plane", {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}}},
                  {"identity",
@@ -121,7 +126,7 @@ Status GatewayHarness::write_config() {
                     {"database", "demo"},
                     {"role", "app_scram"},
                     {"credential", {{"file", pg_.get("PGW_SECRETS_DIR") + "/app_scram"}}},
-                    {"tls", {{"mode", "disable"}}}}}},
+                    {"tls", upstream_tls}}}},
                  {"policies", {policy}},
                  {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
   std::string tmp = dir_ + "/pgwarden.json.tmp";
@@ -140,7 +145,9 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   if (dp_bin.empty() || cp_bin.empty()) {
     return failed_precondition("PGW_DP_BIN and PGW_CP_BIN must name the built binaries");
   }
-  PGW_RETURN_IF_ERROR(pg_.start());
+  PgSandboxOptions pg_options;
+  pg_options.tls = options.upstream_tls_mode != "disable";
+  PGW_RETURN_IF_ERROR(pg_.start(pg_options));
   char tmpl[] = "/tmp/pgw-gateway.XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return internal_error("mkdtemp failed");
   dir_ = tmpl;

@@ -24,6 +24,9 @@ struct GatewayOptions {
   int max_message_bytes = 1 << 20;
   int workers = 2;
   int target_port = 0;  // 0 = the sandbox; anything else: a port nobody listens on
+  // Upstream TLS (the sandbox then runs with ssl=on): disable | require | verify-full.
+  std::string upstream_tls_mode = "disable";
+  std::string upstream_ca_file;  // verify-full; "" = the sandbox's own CA
   // Policy JSON object for the one policy (groups/targets are filled in when absent).
   std::string policy_json =
       R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete",

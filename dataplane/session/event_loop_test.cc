@@ -1,0 +1,81 @@
+#include "dataplane/session/event_loop.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+namespace pgwarden::session {
+namespace {
+
+TEST(EventLoopTest, TimersFireInDeadlineOrderAndCancelledOnesNever) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  std::vector<int> fired;
+  int64_t now = monotonic_ms();
+  loop.add_timer(now + 30, [&] { fired.push_back(2); });
+  loop.add_timer(now + 10, [&] { fired.push_back(1); });
+  EventLoop::TimerId gone = loop.add_timer(now + 20, [&] { fired.push_back(99); });
+  loop.cancel_timer(gone);
+  while (fired.size() < 2 && monotonic_ms() < now + 2000) loop.run_once(50);
+  EXPECT_EQ(fired, (std::vector<int>{1, 2}));
+}
+
+TEST(EventLoopTest, DeferredWorkRunsAfterTheBatchEvenWhenAddedByDeferredWork) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  int runs = 0;
+  loop.defer([&] {
+    ++runs;
+    loop.defer([&] { ++runs; });
+  });
+  loop.run_once(0);
+  EXPECT_EQ(runs, 2);
+}
+
+class CountingHandler : public IoHandler {
+ public:
+  void on_io(int, uint32_t events) override {
+    if (events & EPOLLIN) ++reads;
+  }
+  int reads = 0;
+};
+
+TEST(EventLoopTest, ReadableSocketIsDispatchedToItsHandler) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+  CountingHandler h;
+  ASSERT_TRUE(loop.add(sv[0], EPOLLIN, &h).is_ok());
+  loop.run_once(0);
+  EXPECT_EQ(h.reads, 0);
+  ASSERT_EQ(write(sv[1], "x", 1), 1);
+  loop.run_once(1000);
+  EXPECT_EQ(h.reads, 1);
+  loop.remove(sv[0]);
+  close(sv[0]);
+  close(sv[1]);
+}
+
+TEST(EventLoopTest, WakeFromAnotherThreadInterruptsTheWait) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  std::atomic<bool> woken{false};
+  loop.set_on_wake([&] { woken = true; });
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    loop.wake();
+  });
+  int64_t start = monotonic_ms();
+  loop.run_once(5000);
+  t.join();
+  EXPECT_TRUE(woken.load());
+  EXPECT_LT(monotonic_ms() - start, 4000);
+}
+
+}  // namespace
+}  // namespace pgwarden::session
