@@ -135,6 +135,12 @@ Result<Grant> parse_grant(const json& answer) {
   g.read_only = a->policy.read_only;
   g.allow_function_call = a->policy.allow_function_call;
   g.recording = a->policy.recording.empty() ? "full" : a->policy.recording;
+  if (const json* pol = field(answer, "policy"); pol != nullptr && pol->is_object()) {
+    if (const json* cap = field(*pol, "recording_row_cap");
+        cap != nullptr && cap->is_number_integer()) {
+      g.recording_row_cap = static_cast<int>(std::clamp<int64_t>(cap->get<int64_t>(), 0, 1000000));
+    }
+  }
   g.rule_sets = a->policy.rule_sets;
   g.host = a->upstream.host;
   g.port = a->upstream.port;
@@ -270,6 +276,7 @@ bool Session::client_read_allowed() const {
 bool Session::upstream_read_allowed() const {
   if (!upstream_.open() || state_ == State::kClosing) return false;
   if (state_ == State::kUpstreamConnect || state_ == State::kUpstreamTls) return false;
+  if (mask_plan_pending_) return false;  // holding the session's results for a mask plan
   return client_out_pending() <= worker_->runtime().config.limits.output_buffer_bytes;
 }
 
@@ -770,6 +777,7 @@ bool Session::handle_statement_message(const pw::Message& m) {
 }
 
 void Session::forward(const pw::Message& m) {
+  if (results_) note_forwarded(m);
   up_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
   if (m.type == 'Q' || m.type == 'S' || m.type == 'F') ++cycles_sent_;
 }
@@ -796,6 +804,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     auto set = screen.resolve(grant_.rule_sets);
     if (set.is_ok()) rule_set_ = std::move(*set);
     rules_generation_ = screen.generation();
+    if (results_) results_->set_rule_set(rule_set_);
   }
   screen.screen(sql, rule_set_.get(), &screen_);
   if (const PrescreenMatch* deny = screen_.first("deny")) {
@@ -877,6 +886,13 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape) {
     d.message =
         "pgwarden: statement refused: it needs a control plane decision and " + st.message();
     d.rule = "escalation_failed";
+    if (st.sqlstate() == "53000") {
+      // cp's recorder cannot keep up and the policy requires recording: hold, do not run.
+      d.sqlstate = "53000";
+      d.rule = "recording_backpressure";
+      d.message = "pgwarden: statement not run: the session recording cannot keep up (" +
+                  st.message() + "); retry shortly";
+    }
     emit_statement(sql, "deny", d.rule, "cp_error");
     return resume_with(std::move(d));
   }
@@ -933,7 +949,9 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
                             d.message = "pgwarden: approval for rule " + rule + " was denied";
                             if (!why.empty()) d.message += ": " + why;
                           }
+                          if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
                           s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
+                          s->approval_id_.clear();
                           s->resume_with(std::move(d));
                         });
 }
@@ -1259,6 +1277,13 @@ void Session::on_login_complete() {
               {"tls", client_.tls()},
               {"policy", grant_.policy_name},
               {"policy_version", grant_.policy_version}});
+  ResultFilterConfig rc;
+  rc.policy_hash = grant_.policy_hash;
+  rc.policy_version = grant_.policy_version;
+  rc.recording = grant_.recording;
+  rc.row_cap = grant_.recording_row_cap;
+  results_ = std::make_unique<ResultFilter>(rc, [this](json ev) { emit_event(std::move(ev)); });
+  results_->set_rule_set(rule_set_);
   if (worker_->draining()) on_drain();
 }
 
@@ -1287,15 +1312,35 @@ void Session::process_upstream_stream() {
       close_after_flush();
       return;
     }
-    if (type == 'E' || type == 'Z') {
+    bool filtered = results_ != nullptr && results_->needs_whole(type);
+    if (type == 'E' || type == 'Z' || filtered) {
       if (len > kMaxInspectedUpstream) {
-        send_fatal("08006", "pgwarden: oversized message from the upstream database");
+        send_fatal(filtered ? "54000" : "08006",
+                   filtered ? "pgwarden: a result row is too large to mask or record"
+                            : "pgwarden: oversized message from the upstream database");
         close_after_flush();
         return;
       }
       if (avail < 1 + static_cast<size_t>(len)) break;
-      on_upstream_message(type, std::string_view(up_in_).substr(up_in_off_, 1 + len));
+      std::string_view whole = std::string_view(up_in_).substr(up_in_off_, 1 + len);
+      ResultFilter::Action a = ResultFilter::Action::kForward;
+      if (results_) {
+        if (mask_plan_pending_) break;
+        a = results_->on_message(type, whole, cycles_received_, monotonic_ms(), client_out_);
+        if (a == ResultFilter::Action::kNeedPlan) {
+          request_mask_plan();
+          break;
+        }
+      }
+      if (a == ResultFilter::Action::kForward) {
+        if (type == 'E' || type == 'Z') {
+          on_upstream_message(type, whole);
+        } else {
+          client_out_.append(whole);
+        }
+      }
       up_in_off_ += 1 + len;
+      if (destroyed_ || state_ != State::kReady) return;
       continue;
     }
     // Pass through without buffering the whole message (DataRows may be large).
@@ -1332,6 +1377,59 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
   client_out_.append(whole);
   if (draining_ && !busy()) {
     terminate("57P01", "pgwarden: terminating connection because the gateway is shutting down");
+  }
+}
+
+void Session::request_mask_plan() {
+  if (mask_plan_pending_) return;
+  mask_plan_pending_ = true;
+  uint64_t key = results_->pending_key();
+  json req = {{"session_id", session_id_hex()}, {"fields", results_->plan_request()}};
+  worker_->cp().request("mask_plan", std::move(req),
+                        worker_->runtime().config.limits.escalation_timeout_ms,
+                        [w = worker_, id = id_, key](Result<json> r) {
+                          Session* s = w->find(id);
+                          if (s == nullptr || !s->results_) return;
+                          s->mask_plan_pending_ = false;
+                          if (r.is_ok()) {
+                            s->results_->set_plan_answer(key, *r);
+                          } else {
+                            s->results_->set_plan_error(key, r.status().message());
+                          }
+                          s->pump();
+                        });
+}
+
+void Session::note_forwarded(const pw::Message& m) {
+  uint64_t cycle = cycles_sent_ + 1;
+  switch (m.type) {
+    case 'Q': {
+      pw::Query q;
+      if (pw::parse(m.body, &q).ok()) results_->on_query_forwarded(q.sql, cycle, monotonic_ms());
+      break;
+    }
+    case 'P': {
+      pw::Parse p;
+      if (pw::parse(m.body, &p).ok()) results_->on_parse_forwarded(p.statement, p.query);
+      break;
+    }
+    case 'B': {
+      pw::Bind b;
+      if (pw::parse(m.body, &b).ok()) results_->on_bind_forwarded(b.portal, b.statement);
+      break;
+    }
+    case 'D':
+      results_->on_describe_forwarded(cycle);
+      break;
+    case 'E': {
+      pw::Execute e;
+      if (pw::parse(m.body, &e).ok()) {
+        results_->before_execute(e.portal, cycle, monotonic_ms(), up_out_);
+      }
+      break;
+    }
+    default:
+      break;
   }
 }
 
@@ -1422,6 +1520,7 @@ void Session::emit_event(json ev) {
 
 void Session::emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
                              const char* source) {
+  if (results_) results_->note_decision(verdict, rule, approval_id_);
   if (grant_.recording == "off") return;
   // Built by hand: this runs for every statement.
   auto quoted = [](std::string_view v) {
@@ -1441,7 +1540,13 @@ void Session::emit_statement(std::string_view sql, const char* verdict, const st
   ev += quoted(rule);
   ev += R"(,"source":")";
   ev += source;
-  ev += R"(","ts_ms":)";
+  if (!approval_id_.empty()) {
+    ev += R"(","approval_id":)";
+    ev += quoted(approval_id_);
+    ev += R"(,"ts_ms":)";
+  } else {
+    ev += R"(","ts_ms":)";
+  }
   ev += std::to_string(unix_ms());
   ev += '}';
   worker_->cp().event_text(std::move(ev));

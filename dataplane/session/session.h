@@ -30,6 +30,7 @@
 #include "dataplane/pgwire/framer.h"
 #include "dataplane/session/cancel_map.h"
 #include "dataplane/session/event_loop.h"
+#include "dataplane/session/result_masking.h"
 #include "dataplane/session/screen.h"
 #include "dataplane/session/stream.h"
 
@@ -46,6 +47,7 @@ struct Grant {
   bool read_only = true;
   bool allow_function_call = false;
   std::string recording = "full";
+  int recording_row_cap = kDefaultRecordingRowCap;  // policy.recording_row_cap
   std::vector<std::string> rule_sets;
   std::string host;
   int port = 5432;
@@ -163,6 +165,9 @@ class Session {
   // Upstream side (statement phase): streaming relay.
   void process_upstream_stream();
   void on_upstream_message(uint8_t type, std::string_view whole);
+  // Result masking / recording hooks (result_masking.h).
+  void request_mask_plan();
+  void note_forwarded(const pgwire::Message& m);
 
   void send_fatal(std::string_view sqlstate, std::string_view message);
   void close_after_flush();
@@ -254,6 +259,9 @@ class Session {
   EventLoop::TimerId close_timer_ = 0;
   bool draining_ = false;
   uint64_t statements_ = 0;
+  std::unique_ptr<ResultFilter> results_;  // created at login
+  bool mask_plan_pending_ = false;         // upstream bytes held until the plan is known
+  std::string approval_id_;                // of the decision being emitted
 };
 
 }  // namespace pgwarden::session

@@ -1,0 +1,516 @@
+#include "dataplane/session/result_masking.h"
+
+#include <algorithm>
+#include <charconv>
+#include <unordered_map>
+#include <utility>
+
+#include "dataplane/masking/rules_detector.h"
+#include "dataplane/pgwire/messages.h"
+
+namespace pgwarden::session {
+
+namespace {
+
+namespace pw = pgwarden::pgwire;
+using json = nlohmann::json;
+
+// Per worker thread (each worker runs its sessions on one thread): RowDescription+policy ->
+// plan. Bounded: cleared when full (plans are cheap to ask for again).
+constexpr size_t kPlanCacheCapacity = 4096;
+using PlanCache = std::unordered_map<uint64_t, std::shared_ptr<const masking::RowMaskPlan>>;
+PlanCache& plan_cache() {
+  thread_local PlanCache cache;
+  return cache;
+}
+
+uint64_t fnv1a(std::string_view s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  return h;
+}
+
+std::string_view body_of(std::string_view whole) { return whole.substr(5); }
+
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+json value_json(std::string_view v, bool binary) {
+  if (!binary && valid_utf8(v)) return std::string(v);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\\x";
+  out.reserve(2 + 2 * v.size());
+  for (unsigned char c : v) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+  }
+  return out;
+}
+
+// Rows affected from a CommandComplete tag ("SELECT 3", "INSERT 0 5", "COPY 7"); 0 if none.
+uint64_t tag_rows(std::string_view tag) {
+  size_t sp = tag.rfind(' ');
+  if (sp == std::string_view::npos) return 0;
+  uint64_t n = 0;
+  auto r = std::from_chars(tag.data() + sp + 1, tag.data() + tag.size(), n);
+  return r.ec == std::errc() ? n : 0;
+}
+
+// COPY text/CSV structure bytes a detector span never overwrites.
+bool copy_structural(char c) {
+  return c == '\t' || c == '\n' || c == '\r' || c == ',' || c == '"' || c == '\\';
+}
+
+}  // namespace
+
+ResultFilter::ResultFilter(ResultFilterConfig config, EventSink sink)
+    : config_(std::move(config)), sink_(std::move(sink)) {
+  if (config_.row_cap < 0) config_.row_cap = 0;
+}
+
+ResultFilter::~ResultFilter() = default;
+
+void ResultFilter::set_rule_set(std::shared_ptr<const rules::CompiledRuleSet> set) {
+  if (set == rule_set_) return;
+  rule_set_ = std::move(set);
+  has_detect_ = rule_set_ != nullptr && rule_set_->has_detect_rules();
+  detector_ = rule_set_ ? masking::make_rules_detector(rule_set_) : masking::Detector();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+
+void ResultFilter::note_decision(std::string_view verdict, std::string_view rule,
+                                 std::string_view approval_id) {
+  last_decision_.verdict = verdict;
+  last_decision_.rule = rule;
+  last_decision_.approval_id = approval_id;
+}
+
+void ResultFilter::on_query_forwarded(std::string_view sql, uint64_t cycle, int64_t now_ms) {
+  if (!record_any()) return;
+  Unit u;
+  u.cycle = cycle;
+  u.simple = true;
+  u.sql = sql;
+  u.verdict = last_decision_.verdict;
+  u.rule = last_decision_.rule;
+  u.approval_id = last_decision_.approval_id;
+  u.started_ms = now_ms;
+  u.executed = true;
+  units_.push_back(std::move(u));
+}
+
+void ResultFilter::on_parse_forwarded(std::string_view name, std::string_view sql) {
+  if (!record_any()) return;
+  if (statements_.size() >= 4096 && !statements_.contains(std::string(name))) statements_.clear();
+  StatementInfo& info = statements_[std::string(name)];
+  info = last_decision_;
+  info.sql = sql;
+}
+
+void ResultFilter::on_bind_forwarded(std::string_view portal, std::string_view statement) {
+  if (!record_any()) return;
+  if (portals_.size() >= 4096 && !portals_.contains(std::string(portal))) portals_.clear();
+  auto it = statements_.find(std::string(statement));
+  portals_[std::string(portal)] = it != statements_.end() ? it->second : StatementInfo{};
+}
+
+void ResultFilter::on_describe_forwarded(uint64_t cycle) {
+  describes_.push_back(DescribeWait{cycle, false});
+}
+
+void ResultFilter::before_execute(std::string_view portal, uint64_t cycle, int64_t now_ms,
+                                  std::string& up_out) {
+  pw::append_describe(up_out, 'P', portal);
+  describes_.push_back(DescribeWait{cycle, true});
+  if (!record_any()) return;
+  Unit u;
+  u.cycle = cycle;
+  u.simple = false;
+  auto it = portals_.find(std::string(portal));
+  if (it != portals_.end()) {
+    u.sql = it->second.sql;
+    u.verdict = it->second.verdict;
+    u.rule = it->second.rule;
+    u.approval_id = it->second.approval_id;
+  }
+  u.started_ms = now_ms;
+  units_.push_back(std::move(u));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream side
+
+bool ResultFilter::needs_whole(uint8_t type) const {
+  if (swallow_) return true;
+  switch (type) {
+    case 'T':
+    case 'n':
+    case 'H':
+    case 'c':
+    case 'C':
+    case 'I':
+    case 's':
+    case 'E':
+    case 'Z':
+      return true;
+    case 'D':
+      // No plan known: must be inspected (and refused). An empty plan streams unless the rows
+      // are being recorded.
+      if (!have_plan_ || masker_ != nullptr) return true;
+      if (record_rows() && !units_.empty() && config_.row_cap > 0) return true;
+      return false;
+    case 'd':
+      return !copy_out_ || has_detect_ || (record_rows() && !units_.empty());
+    default:
+      return false;
+  }
+}
+
+ResultFilter::Unit* ResultFilter::front_unit(uint64_t cycle) {
+  for (Unit& u : units_) {
+    if (u.cycle == cycle) return &u;
+  }
+  return nullptr;
+}
+
+ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view whole,
+                                              uint64_t cycles_received, int64_t now_ms,
+                                              std::string& out) {
+  cycle_now_ = cycles_received + 1;
+  // Replies of earlier cycles can no longer come.
+  while (!describes_.empty() && describes_.front().cycle < cycle_now_) describes_.pop_front();
+
+  if (swallow_ && type != 'Z') {
+    if (type == 'N' || type == 'S' || type == 'A') return Action::kForward;
+    return Action::kConsumed;
+  }
+  switch (type) {
+    case 'T':
+    case 'n': {
+      bool extended = !describes_.empty() && describes_.front().cycle == cycle_now_;
+      bool injected = extended && describes_.front().injected;
+      if (extended && !injected) {
+        describes_.pop_front();
+        return Action::kForward;  // the client's own Describe: rows follow an injected one
+      }
+      if (type == 'n') {
+        if (extended) describes_.pop_front();
+        have_plan_ = true;
+        masker_.reset();
+        return injected ? Action::kConsumed : Action::kForward;
+      }
+      Action a = on_row_description(whole, injected, out);
+      if (a != Action::kNeedPlan && extended) describes_.pop_front();
+      return a;
+    }
+    case 'D':
+      return on_data_row(whole, out);
+    case 'H':
+      return on_copy_out(whole, out);
+    case 'd':
+      return on_copy_data(whole, out);
+    case 'c':
+      copy_out_ = false;
+      return Action::kForward;
+    case 'C':
+    case 'I':
+    case 's': {
+      have_plan_ = false;
+      masker_.reset();
+      copy_out_ = false;
+      Unit* u = front_unit(cycle_now_);
+      if (u == nullptr) return Action::kForward;
+      if (type == 'C') {
+        pw::CommandComplete cc;
+        if (pw::parse(pw::as_bytes(body_of(whole)), &cc).ok()) u->rows += tag_rows(cc.tag);
+      }
+      if (!u->simple) {
+        u->executed = true;
+        end_unit(*u, now_ms);
+      }
+      return Action::kForward;
+    }
+    case 'E': {
+      have_plan_ = false;
+      masker_.reset();
+      copy_out_ = false;
+      Unit* u = front_unit(cycle_now_);
+      if (u != nullptr && u->sqlstate.empty()) {
+        pw::ErrorResponse er;
+        if (pw::parse(pw::as_bytes(body_of(whole)), &er).ok()) {
+          u->sqlstate = er.sqlstate();
+          u->error = er.message();
+        }
+        if (!u->simple) {
+          u->executed = true;
+          end_unit(*u, now_ms);
+        }
+      }
+      return Action::kForward;
+    }
+    case 'Z': {
+      swallow_ = false;
+      have_plan_ = false;
+      masker_.reset();
+      copy_out_ = false;
+      while (!describes_.empty() && describes_.front().cycle <= cycle_now_) describes_.pop_front();
+      while (Unit* u = front_unit(cycle_now_)) end_unit(*u, now_ms);
+      return Action::kForward;
+    }
+    default:
+      return Action::kForward;
+  }
+}
+
+ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bool injected,
+                                                      std::string& out) {
+  std::string_view body = body_of(whole);
+  pw::RowDescription rd;
+  if (!pw::parse(pw::as_bytes(body), &rd).ok()) {
+    start_swallow("08P01", "pgwarden: malformed RowDescription from the upstream database", out);
+    return Action::kConsumed;
+  }
+  uint64_t key = mix(mix(fnv1a(body), config_.policy_hash), config_.policy_version);
+  PlanCache& cache = plan_cache();
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    if (failed_ && failed_key_ == key) {
+      failed_ = false;
+      start_swallow("08006",
+                    "pgwarden: result refused: the mask plan for it could not be obtained (" +
+                        failed_message_ + ")",
+                    out);
+      return Action::kConsumed;
+    }
+    pending_key_ = key;
+    pending_fields_ = json::array();
+    for (const pw::FieldDescription& f : rd.fields) {
+      pending_fields_.push_back({{"name", value_json(f.name, false)},
+                                 {"table_oid", f.table_oid},
+                                 {"attnum", f.attnum},
+                                 {"type_oid", f.type_oid},
+                                 {"format", f.format}});
+    }
+    return Action::kNeedPlan;
+  }
+  const masking::RowMaskPlan& plan = *it->second;
+  masker_.reset();
+  if (!plan.empty()) {
+    if (plan.needs_detector() && !detector_) {
+      start_swallow("42501",
+                    "pgwarden: result refused: its mask plan needs content detectors and the "
+                    "session has no detect rules",
+                    out);
+      return Action::kConsumed;
+    }
+    auto m = masking::RowMasker::create(plan, plan.needs_detector() ? detector_ : nullptr);
+    if (!m.is_ok()) {
+      start_swallow("42501", "pgwarden: result refused: " + m.status().message(), out);
+      return Action::kConsumed;
+    }
+    masker_ = std::move(*m);
+  }
+  have_plan_ = true;
+  formats_.clear();
+  json columns = json::array();
+  for (const pw::FieldDescription& f : rd.fields) {
+    formats_.push_back(f.format);
+    columns.push_back({{"name", value_json(f.name, false)}, {"type_oid", f.type_oid}});
+  }
+  if (Unit* u = front_unit(cycle_now_)) {
+    flush_rows(*u);
+    u->columns = std::move(columns);
+  }
+  if (injected) return Action::kConsumed;
+  return Action::kForward;
+}
+
+ResultFilter::Action ResultFilter::on_data_row(std::string_view whole, std::string& out) {
+  if (!have_plan_) {
+    start_swallow("08P01",
+                  "pgwarden: result refused: a row arrived with no row description to mask it by",
+                  out);
+    return Action::kConsumed;
+  }
+  std::string_view client_body = body_of(whole);
+  if (masker_ != nullptr) {
+    scratch_.clear();
+    auto r = masker_->mask_data_row(pw::as_bytes(client_body), scratch_);
+    if (!r.is_ok()) {
+      start_swallow(r.status().sqlstate().empty() ? "08P01" : r.status().sqlstate(),
+                    "pgwarden: result refused: " + r.status().message(), out);
+      return Action::kConsumed;
+    }
+    if (*r) {
+      ++rows_masked_;
+      out.append(scratch_);
+      client_body = std::string_view(scratch_).substr(5);
+    } else {
+      out.append(whole);
+    }
+  } else {
+    out.append(whole);
+  }
+  record_row(client_body);
+  return Action::kConsumed;
+}
+
+ResultFilter::Action ResultFilter::on_copy_out(std::string_view whole, std::string& out) {
+  pw::CopyOutResponse cr;
+  if (!pw::parse(pw::as_bytes(body_of(whole)), &cr).ok()) {
+    start_swallow("08P01", "pgwarden: malformed CopyOutResponse from the upstream database", out);
+    return Action::kConsumed;
+  }
+  if (cr.format != 0 && has_detect_) {
+    start_swallow("42501",
+                  "pgwarden: binary COPY TO STDOUT is refused because this policy masks result "
+                  "values; use text or CSV format",
+                  out);
+    return Action::kConsumed;
+  }
+  copy_out_ = true;
+  formats_.assign(1, 0);
+  if (Unit* u = front_unit(cycle_now_)) {
+    flush_rows(*u);
+    u->columns = json::array({json{{"name", "copy_line"}, {"type_oid", 25}}});
+  }
+  return Action::kForward;
+}
+
+ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::string& out) {
+  if (!copy_out_) {
+    start_swallow("08P01", "pgwarden: unexpected CopyData from the upstream database", out);
+    return Action::kConsumed;
+  }
+  std::string_view line = body_of(whole);
+  size_t start = out.size();
+  bool masked = false;
+  if (has_detect_) {
+    spans_.clear();
+    detector_(line, &spans_);
+    if (!spans_.empty()) {
+      out.append(whole);
+      char* p = out.data() + start + 5;
+      for (const masking::DetectSpan& s : spans_) {
+        size_t end = std::min(s.end, line.size());
+        for (size_t i = s.begin; i < end; ++i) {
+          if (!copy_structural(p[i])) p[i] = '*';
+        }
+      }
+      masked = true;
+      ++rows_masked_;
+    }
+  }
+  if (!masked) out.append(whole);
+  if (record_rows()) {
+    std::string_view seen = std::string_view(out).substr(start + 5);
+    if (!seen.empty() && seen.back() == '\n') seen.remove_suffix(1);
+    if (Unit* u = front_unit(cycle_now_); u != nullptr && u->recorded < config_.row_cap) {
+      u->batch.push_back(json::array({value_json(seen, false)}));
+      ++u->recorded;
+      if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+    }
+  }
+  return Action::kConsumed;
+}
+
+void ResultFilter::start_swallow(std::string_view sqlstate, std::string_view message,
+                                 std::string& out) {
+  pw::append_error_response(out, "ERROR", sqlstate, message);
+  swallow_ = true;
+  have_plan_ = false;
+  masker_.reset();
+  copy_out_ = false;
+  if (Unit* u = front_unit(cycle_now_); u != nullptr && u->sqlstate.empty()) {
+    u->sqlstate = sqlstate;
+    u->error = message;
+    u->batch = json::array();  // the client saw none of this result's rows after the error
+  }
+}
+
+void ResultFilter::record_row(std::string_view body) {
+  if (!record_rows()) return;
+  Unit* u = front_unit(cycle_now_);
+  if (u == nullptr || u->recorded >= config_.row_cap) return;
+  pw::DataRow row;
+  if (!pw::parse(pw::as_bytes(body), &row).ok()) return;
+  json values = json::array();
+  size_t i = 0;
+  for (const pw::Value& v : row.columns) {
+    bool binary = i < formats_.size() && formats_[i] == 1;
+    values.push_back(v.is_null ? json(nullptr) : value_json(v.text(), binary));
+    ++i;
+  }
+  u->batch.push_back(std::move(values));
+  ++u->recorded;
+  if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+}
+
+void ResultFilter::flush_rows(Unit& u) {
+  if (u.batch.empty()) return;
+  if (record_rows()) {
+    sink_({{"kind", "rows"}, {"columns", u.columns}, {"rows", std::move(u.batch)}});
+  }
+  u.batch = json::array();
+}
+
+void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
+  flush_rows(u);
+  json ev = {{"kind", "statement"},
+             {"phase", "end"},
+             {"sql", value_json(u.sql, false)},
+             {"verdict", u.verdict},
+             {"rule", u.rule},
+             {"duration_ms", std::max<int64_t>(0, now_ms - u.started_ms)},
+             {"rows", u.rows},
+             {"rows_recorded", u.recorded},
+             {"executed", u.executed}};
+  if (!u.approval_id.empty()) ev["approval_id"] = u.approval_id;
+  if (!u.sqlstate.empty()) {
+    ev["error"] = {{"sqlstate", u.sqlstate}, {"message", value_json(u.error, false)}};
+  }
+  sink_(std::move(ev));
+  for (auto it = units_.begin(); it != units_.end(); ++it) {
+    if (&*it == &u) {
+      units_.erase(it);
+      break;
+    }
+  }
+}
+
+void ResultFilter::set_plan_answer(uint64_t key, const json& answer) {
+  const json& j = answer.is_object() && answer.contains("plan") ? answer["plan"] : answer;
+  auto plan = masking::RowMaskPlan::from_json(j);
+  if (!plan.is_ok()) return set_plan_error(key, "bad mask plan: " + plan.status().message());
+  PlanCache& cache = plan_cache();
+  if (cache.size() >= kPlanCacheCapacity) cache.clear();
+  cache[key] = std::make_shared<const masking::RowMaskPlan>(std::move(*plan));
+}
+
+void ResultFilter::set_plan_error(uint64_t key, std::string message) {
+  failed_ = true;
+  failed_key_ = key;
+  failed_message_ = std::move(message);
+}
+
+}  // namespace pgwarden::session
