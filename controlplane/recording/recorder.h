@@ -10,7 +10,8 @@
 //
 // Writes: try_append() validates, applies the session's recording level and row cap, and
 // pushes onto a bounded queue; it never blocks on I/O. One writer thread chains, appends and
-// fdatasyncs in batches (every `batch_records` records or `batch_interval`, whichever first).
+// fdatasyncs in group commits: after draining the queue, once at least `batch_records` records
+// or `batch_interval` are unsynced, whichever comes first.
 // A crash loses at most the last unsynced batch; a partially written last line is detected
 // and ignored by readers. When the queue is full try_append returns resource_exhausted: a
 // session whose policy requires recording must then hold its statements.
