@@ -1,7 +1,6 @@
 #include "controlplane/config/config.h"
 
 #include <arpa/inet.h>
-#include <fnmatch.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/validator.h"
+#include "controlplane/policy/glob.h"
 
 namespace pgwarden::config {
 
@@ -723,10 +723,6 @@ class Parser {
   std::vector<ConfigError>& errors_;
 };
 
-bool glob_match(const std::string& pattern, std::string_view value) {
-  return fnmatch(pattern.c_str(), std::string(value).c_str(), 0) == 0;
-}
-
 }  // namespace
 
 std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
@@ -760,7 +756,7 @@ const policy::Policy* Config::select_policy(const std::vector<std::string>& grou
     }
     bool target_ok = false;
     for (const std::string& t : p.targets) {
-      if (t == "*" || glob_match(t, target)) {
+      if (t == "*" || policy::glob_match(t, target)) {
         target_ok = true;
         break;
       }

@@ -9,13 +9,16 @@
 #include <cctype>
 #include <set>
 
+#include "controlplane/policy/glob.h"
+
 namespace pgwarden::maskplan {
 
 namespace {
 
-constexpr size_t kKeyBytes = 32;
+// Column and type names are matched ASCII case-insensitively.
+constexpr auto kFold = policy::GlobCase::kInsensitive;
 
-char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+constexpr size_t kKeyBytes = 32;
 
 bool text_like(const TypeInfo* t) {
   if (t == nullptr) return false;
@@ -33,27 +36,6 @@ std::string hex(std::string_view raw) {
 }
 
 }  // namespace
-
-bool glob_match(std::string_view pattern, std::string_view text) {
-  // Iterative matcher with single-star backtracking: O(|pattern| * |text|) worst case.
-  size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
-  while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || lower(pattern[p]) == lower(text[t]))) {
-      ++p;
-      ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      mark = t;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      t = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
 
 nlohmann::json MaskPlan::to_json() const {
   nlohmann::json cols = nlohmann::json::array();
@@ -99,16 +81,16 @@ Result<MaskPlan> build_mask_plan(const std::vector<ResultField>& fields,
     std::string reason;
     for (const auto& rule : policy.masks) {
       if (!rule.column_glob.empty()) {
-        if (col != nullptr && glob_match(rule.column_glob, col->qualified())) {
+        if (col != nullptr && policy::glob_match(rule.column_glob, col->qualified(), kFold)) {
           reason = "column_glob " + rule.column_glob;
         }
       } else if (!rule.name_pattern.empty()) {
-        if ((col != nullptr && glob_match(rule.name_pattern, col->column)) ||
-            glob_match(rule.name_pattern, f.name)) {
+        if ((col != nullptr && policy::glob_match(rule.name_pattern, col->column, kFold)) ||
+            policy::glob_match(rule.name_pattern, f.name, kFold)) {
           reason = "name_pattern " + rule.name_pattern;
         }
       } else if (!rule.type_name.empty()) {
-        if (type != nullptr && glob_match(rule.type_name, type->name)) {
+        if (type != nullptr && policy::glob_match(rule.type_name, type->name, kFold)) {
           reason = "type_name " + rule.type_name;
         }
       }

@@ -78,7 +78,4 @@ Result<MaskPlan> build_mask_plan(const std::vector<ResultField>& fields,
 // 32 bytes. invalid_argument when the master key is shorter than 16 bytes.
 Result<std::string> derive_policy_key(std::string_view master_key, std::string_view policy_name);
 
-// Glob with * (any run, dots included) and ? (one character), ASCII case-insensitive.
-bool glob_match(std::string_view pattern, std::string_view text);
-
 }  // namespace pgwarden::maskplan

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
+#include "controlplane/policy/glob.h"
+
 namespace pgwarden::maskplan {
 namespace {
 
@@ -218,30 +220,32 @@ TEST(DerivePolicyKey, IsHkdfSha256PerPolicy) {
   EXPECT_FALSE(derive_policy_key("short", "agents").is_ok());
 }
 
-struct GlobCase {
+struct GlobExample {
   const char* pattern;
   const char* text;
   bool match;
 };
 
-class GlobTest : public ::testing::TestWithParam<GlobCase> {};
+class GlobTest : public ::testing::TestWithParam<GlobExample> {};
 
 TEST_P(GlobTest, Matches) {
-  EXPECT_EQ(glob_match(GetParam().pattern, GetParam().text), GetParam().match)
+  EXPECT_EQ(policy::glob_match(GetParam().pattern, GetParam().text, policy::GlobCase::kInsensitive),
+            GetParam().match)
       << GetParam().pattern << " vs " << GetParam().text;
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Globs, GlobTest,
-    ::testing::Values(GlobCase{"crm.*.email", "crm.customers.email", true},
-                      GlobCase{"crm.*.email", "crm.customers.email2", false},
-                      GlobCase{"*ssn*", "customer_ssn_hash", true}, GlobCase{"*ssn*", "sn", false},
-                      GlobCase{"CRM.Customers.EMAIL", "crm.customers.email", true},
-                      GlobCase{"crm.customers.?d", "crm.customers.id", true},
-                      GlobCase{"crm.customers.?d", "crm.customers.uid", false},
-                      GlobCase{"*", "", true}, GlobCase{"", "", true}, GlobCase{"", "x", false},
-                      GlobCase{"a*b*c", "aXXbYYbZc", true}, GlobCase{"a*b*c", "aXXbYY", false},
-                      GlobCase{"***a", "bbba", true}));
+    ::testing::Values(GlobExample{"crm.*.email", "crm.customers.email", true},
+                      GlobExample{"crm.*.email", "crm.customers.email2", false},
+                      GlobExample{"*ssn*", "customer_ssn_hash", true},
+                      GlobExample{"*ssn*", "sn", false},
+                      GlobExample{"CRM.Customers.EMAIL", "crm.customers.email", true},
+                      GlobExample{"crm.customers.?d", "crm.customers.id", true},
+                      GlobExample{"crm.customers.?d", "crm.customers.uid", false},
+                      GlobExample{"*", "", true}, GlobExample{"", "", true}, GlobExample{"", "x", false},
+                      GlobExample{"a*b*c", "aXXbYYbZc", true}, GlobExample{"a*b*c", "aXXbYY", false},
+                      GlobExample{"***a", "bbba", true}));
 
 }  // namespace
 }  // namespace pgwarden::maskplan

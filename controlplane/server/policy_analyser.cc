@@ -1,7 +1,7 @@
 #include "controlplane/server/policy_analyser.h"
 
-#include "controlplane/masking/mask_plan.h"
 #include "controlplane/policy/evaluator.h"
+#include "controlplane/policy/glob.h"
 #include "controlplane/policy/sql_analysis.h"
 
 namespace pgwarden::server {
@@ -28,6 +28,9 @@ bool literal_sensitive(const policy::StatementAnalysis& s) {
 
 }  // namespace
 
+// Mask rules name columns ASCII case-insensitively, as mask plans do.
+constexpr auto kFold = policy::GlobCase::kInsensitive;
+
 const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
                                         const policy::ColumnUse& use) {
   const bool has_relation = !use.relation.name.empty();
@@ -37,11 +40,12 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
       size_t dot = rule.column_glob.rfind('.');
       std::string_view table_part = std::string_view(rule.column_glob).substr(0, dot);
       std::string_view column_part = std::string_view(rule.column_glob).substr(dot + 1);
-      bool table_ok = !has_relation || maskplan::glob_match(table_part, relation);
-      bool column_ok = use.column == "*" || maskplan::glob_match(column_part, use.column);
+      bool table_ok = !has_relation || policy::glob_match(table_part, relation, kFold);
+      bool column_ok = use.column == "*" || policy::glob_match(column_part, use.column, kFold);
       if (dot != std::string::npos && table_ok && column_ok) return &rule;
     } else if (!rule.name_pattern.empty()) {
-      if (use.column == "*" || maskplan::glob_match(rule.name_pattern, use.column)) return &rule;
+      if (use.column == "*" || policy::glob_match(rule.name_pattern, use.column, kFold))
+        return &rule;
     }
   }
   return nullptr;
