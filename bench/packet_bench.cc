@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/generated_rules.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_layer.h"
@@ -51,49 +52,10 @@ std::string be32(uint32_t v) {
   return s;
 }
 
-// 1,000 generated rules in the shapes real deny rules take (function calls, keyword
-// sequences, object names, `[^;]*` spans, text-view rules on literal values), as a rule file.
+// The 1,000 generated rules of bench/generated_rules.h (shared with prescreen_bench), as a
+// rule file.
 std::string write_generated_rules() {
-  std::string out;
-  uint64_t x = 88172645463325252ull;  // xorshift64, fixed seed
-  for (uint32_t i = 0; i < kRules; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    std::string tag = std::to_string(i) + "x" + std::to_string(x % 1000);
-    std::string view = "code", pattern, flags;
-    switch (i % 10) {
-      case 0:
-      case 1:
-      case 2:
-        pattern = "\\bfn_" + tag + "\\s*\\(";
-        break;
-      case 3:
-      case 4:
-        pattern = "\\bdrop\\s+table\\s+(?:\\w+\\.)?tbl_" + tag + "\\b";
-        break;
-      case 5:
-        pattern = "\\b(?:from|join)\\s+(?:public\\.)?secret_" + tag + "\\b";
-        break;
-      case 6:
-        pattern = "\\bcopy\\b[^;]*\\bto\\s+prog_" + tag + "\\b";
-        break;
-      case 7:
-        pattern = "\\balter\\s+(?:table|view)\\s+obj_" + tag + "\\s+(?:add|drop)\\b";
-        break;
-      case 8:
-        pattern = "\\bgrant\\s+\\w+\\s+on\\s+t" + tag + "\\b";
-        break;
-      default:
-        view = "text";
-        pattern = "'/(?:etc|var|home)/path_" + tag + "[^']*'";
-        flags = "caseless";
-    }
-    out += "[gen.r" + std::to_string(i) + "]\naction = deny\nview = " + view +
-           "\npattern = " + pattern + "\n";
-    if (!flags.empty()) out += "flags = " + flags + "\n";
-    out += "message = generated rule\nseverity = high\n";
-  }
+  std::string out = pgwarden::bench::generated_rules(kRules);
   char path[] = "/tmp/pgw_packet_bench_XXXXXX.rules";
   int fd = mkstemps(path, 6);
   if (fd < 0) std::abort();

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/generated_rules.h"
 #include "rules/lexer.h"
 #include "rules/matcher.h"
 #include "rules/rule_set.h"
@@ -165,51 +166,6 @@ size_t corpus_bytes() {
   return total;
 }
 
-// Generated rules in the shapes real deny/approve rules take: function calls, keyword
-// sequences, object names, `[^;]*` spans, and text-view rules on literal values.
-std::string generated_rules(size_t n) {
-  Rng rng(n * 7919 + 1);
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    std::string id = "gen.r" + std::to_string(i);
-    std::string tag = std::to_string(i) + "x" + std::to_string(rng.below(1000));
-    std::string view = "code";
-    std::string pattern;
-    std::string flags;
-    switch (i % 10) {
-      case 0:
-      case 1:
-      case 2:
-        pattern = "\\bfn_" + tag + "\\s*\\(";
-        break;
-      case 3:
-      case 4:
-        pattern = "\\bdrop\\s+table\\s+(?:\\w+\\.)?tbl_" + tag + "\\b";
-        break;
-      case 5:
-        pattern = "\\b(?:from|join)\\s+(?:public\\.)?secret_" + tag + "\\b";
-        break;
-      case 6:
-        pattern = "\\bcopy\\b[^;]*\\bto\\s+prog_" + tag + "\\b";
-        break;
-      case 7:
-        pattern = "\\balter\\s+(?:table|view)\\s+obj_" + tag + "\\s+(?:add|drop)\\b";
-        break;
-      case 8:
-        pattern = "\\bgrant\\s+\\w+\\s+on\\s+t" + tag + "\\b";
-        break;
-      default:
-        view = "text";
-        pattern = "'/(?:etc|var|home)/path_" + tag + "[^']*'";
-        flags = "caseless";
-    }
-    out += "[" + id + "]\naction = deny\nview = " + view + "\npattern = " + pattern + "\n";
-    if (!flags.empty()) out += "flags = " + flags + "\n";
-    out += "message = generated rule\nseverity = high\n";
-  }
-  return out;
-}
-
 struct Fixture {
   pgwarden::rules::RuleSet rules;
   std::shared_ptr<const CompiledRuleSet> compiled;
@@ -224,7 +180,7 @@ Fixture& fixture(size_t n) {
   std::unique_ptr<Fixture>& f = fixtures[n];
   if (f) return *f;
   f = std::make_unique<Fixture>();
-  std::vector<pgwarden::rules::RuleSource> sources = {{"generated.rules", generated_rules(n)}};
+  std::vector<pgwarden::rules::RuleSource> sources = {{"generated.rules", pgwarden::bench::generated_rules(n)}};
   auto parsed = pgwarden::rules::RuleSet::parse(sources);
   if (!parsed.is_ok()) {
     std::fprintf(stderr, "generated rules invalid: %s\n", parsed.status().message().c_str());
