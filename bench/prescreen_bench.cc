@@ -180,7 +180,8 @@ Fixture& fixture(size_t n) {
   std::unique_ptr<Fixture>& f = fixtures[n];
   if (f) return *f;
   f = std::make_unique<Fixture>();
-  std::vector<pgwarden::rules::RuleSource> sources = {{"generated.rules", pgwarden::bench::generated_rules(n)}};
+  std::vector<pgwarden::rules::RuleSource> sources = {
+      {"generated.rules", pgwarden::bench::generated_rules(n)}};
   auto parsed = pgwarden::rules::RuleSet::parse(sources);
   if (!parsed.is_ok()) {
     std::fprintf(stderr, "generated rules invalid: %s\n", parsed.status().message().c_str());
