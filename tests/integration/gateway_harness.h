@@ -7,8 +7,10 @@
 // Binaries come from the environment (meson sets them): PGW_DP_BIN, PGW_CP_BIN.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/types.h>
 
+#include <iostream>
 #include <string>
 
 #include "common/status.h"
@@ -88,5 +90,30 @@ class GatewayHarness {
 int free_tcp_port();
 // Connects a plain TCP socket to 127.0.0.1:port (blocking); -1 on failure.
 int connect_tcp(int port);
+
+// One gateway per test suite, started with the policy `Derived::kPolicy`; on a failed test the
+// dp and cp logs are printed. Derived test classes use `gw_`.
+template <typename Derived>
+class SharedGatewayTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    gw_ = new GatewayHarness();
+    GatewayOptions o;
+    o.policy_json = Derived::kPolicy;
+    Status st = gw_->start(o);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
+  }
+  static void TearDownTestSuite() {
+    delete gw_;
+    gw_ = nullptr;
+  }
+  void TearDown() override {
+    if (HasFailure() && gw_ != nullptr) {
+      std::cerr << "---- dp log ----\n" << gw_->dp_log() << "---- cp log ----\n" << gw_->cp_log();
+    }
+  }
+
+  static inline GatewayHarness* gw_ = nullptr;
+};
 
 }  // namespace pgwarden::testing

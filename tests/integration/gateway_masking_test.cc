@@ -47,25 +47,11 @@ void expect_no_raw_pii(const std::string& text, const std::string& what) {
   }
 }
 
-class GatewayMaskingTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    gw_ = new GatewayHarness();
-    GatewayOptions o;
-    o.policy_json = kMaskingPolicy;
-    Status st = gw_->start(o);
-    ASSERT_TRUE(st.is_ok()) << st.to_string();
-  }
-  static void TearDownTestSuite() {
-    delete gw_;
-    gw_ = nullptr;
-  }
-  void TearDown() override {
-    if (HasFailure() && gw_ != nullptr) {
-      std::cerr << "---- dp log ----\n" << gw_->dp_log() << "---- cp log ----\n" << gw_->cp_log();
-    }
-  }
+class GatewayMaskingTest : public SharedGatewayTest<GatewayMaskingTest> {
+ public:
+  static constexpr const char* kPolicy = kMaskingPolicy;
 
+ protected:
   Conn connect() {
     Conn c(PQconnectdb(gw_->conninfo().c_str()));
     EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
@@ -102,11 +88,7 @@ class GatewayMaskingTest : public ::testing::Test {
     pclose(f);
     return out;
   }
-
-  static GatewayHarness* gw_;
 };
-
-GatewayHarness* GatewayMaskingTest::gw_ = nullptr;
 
 TEST_F(GatewayMaskingTest, DeclaredColumnMasksApplyInTextFormat) {
   Conn c = connect();

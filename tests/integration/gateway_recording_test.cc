@@ -39,25 +39,11 @@ constexpr const char* kRecordedPolicy =
                   {"column": "crm.customers.ssn", "function": "partial", "keep_last": 4}],
         "recording": {"level": "full", "required": true, "row_cap": 3}})";
 
-class GatewayRecordingTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    gw_ = new GatewayHarness();
-    GatewayOptions o;
-    o.policy_json = kRecordedPolicy;
-    Status st = gw_->start(o);
-    ASSERT_TRUE(st.is_ok()) << st.to_string();
-  }
-  static void TearDownTestSuite() {
-    delete gw_;
-    gw_ = nullptr;
-  }
-  void TearDown() override {
-    if (HasFailure() && gw_ != nullptr) {
-      std::cerr << "---- dp log ----\n" << gw_->dp_log() << "---- cp log ----\n" << gw_->cp_log();
-    }
-  }
+class GatewayRecordingTest : public SharedGatewayTest<GatewayRecordingTest> {
+ public:
+  static constexpr const char* kPolicy = kRecordedPolicy;
 
+ protected:
   // The recording whose records mention `marker` and that has ended (session_end), waiting
   // for the recorder's batch sync.
   static std::vector<json> wait_recording(const std::string& marker, std::string* path_out) {
@@ -84,11 +70,7 @@ class GatewayRecordingTest : public ::testing::Test {
     }
     return {};
   }
-
-  static GatewayHarness* gw_;
 };
-
-GatewayHarness* GatewayRecordingTest::gw_ = nullptr;
 
 TEST_F(GatewayRecordingTest, StatementsAndMaskedRowsAreRecordedAndTheChainVerifies) {
   {
@@ -129,8 +111,7 @@ TEST_F(GatewayRecordingTest, StatementsAndMaskedRowsAreRecordedAndTheChainVerifi
     for (; i < records.size(); ++i) {
       std::string k = records[i].value("kind", "");
       if (records[i].value("phase", "") == "end") k += "_end";
-      if (k == kind &&
-          (needle.empty() || records[i].dump().find(needle) != std::string::npos)) {
+      if (k == kind && (needle.empty() || records[i].dump().find(needle) != std::string::npos)) {
         return &records[i++];
       }
     }
