@@ -24,8 +24,10 @@ namespace pgwarden::packet {
   X(parse_multisegment_dropped)     /* chained mbufs (jumbo frames): dropped */     \
   X(l2_wrong_port_dropped)          /* flow packet arriving on the wrong side */    \
   X(l2_bridged)                     /* non-TCP frames bridged port to port */       \
+  X(l2_mac_move_refused)            /* station address live on the other side */    \
   X(exception_to_host)              /* frames sent to the TAP exception port */     \
   X(exception_from_host)            /* frames from the host stack sent out */       \
+  X(exception_unknown_mac_dropped)  /* host unicast to a MAC not learned */         \
   X(flows_created)                  /* new TCP flows admitted */                    \
   X(flows_expired)                  /* flows removed by the idle timeout */         \
   X(flows_capacity_dropped)         /* SYNs dropped: flow table full */             \

@@ -28,7 +28,7 @@ void write_file_atomically(const std::string& path, const std::string& text) {
 
 }  // namespace
 
-int run_dpdk_mode(std::span<const std::string> args) {
+int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* stop) {
   Result<DpdkOptions> parsed = parse_dpdk_args(args);
   if (!parsed) {
     std::fprintf(stderr, "pgwarden-dp: %s\n%s", parsed.status().message().c_str(), kDpdkUsage);
@@ -48,11 +48,13 @@ int run_dpdk_mode(std::span<const std::string> args) {
     return kExitConfig;
   }
   AuditForwarder& forwarder = **audit;
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
+  if (stop == nullptr) {
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+  }
 
   PacketLayerHooks hooks;
-  hooks.stop = &g_stop;
+  hooks.stop = stop != nullptr ? stop : &g_stop;
   hooks.on_stats = [&](const PacketLayerStats& s) {
     if (o.stats_file.empty()) return;
     nlohmann::json j = nlohmann::json::parse(s.to_json());
@@ -79,8 +81,10 @@ int run_dpdk_mode(std::span<const std::string> args) {
       write_file_atomically(o.stats_file, j.dump());
     }
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
+  if (stop == nullptr) {
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+  }
   return code;
 }
 

@@ -5,13 +5,19 @@
 // Returns the process exit code: 0 clean stop, 2 bad flags, config or rule files, 3 EAL
 // failure, 4 port or memory setup failure; every failure prints one clear line on stderr.
 // Nothing here calls rte_exit or exit.
+//
+// `stop` null: SIGINT/SIGTERM stop the packet layer (handlers installed for the run). Non-null:
+// the caller owns the signals and stops the layer by setting *stop; this is how pgwarden-dp
+// runs the packet layer and the session engine in one process (the session engine's signal
+// loop drains its sessions first, then sets *stop).
 #pragma once
 
+#include <atomic>
 #include <span>
 #include <string>
 
 namespace pgwarden::packet {
 
-int run_dpdk_mode(std::span<const std::string> args);
+int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* stop = nullptr);
 
 }  // namespace pgwarden::packet

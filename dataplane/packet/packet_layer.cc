@@ -19,6 +19,7 @@
 
 #include "dataplane/packet/counters.h"
 #include "dataplane/packet/flow_table.h"
+#include "dataplane/packet/mac_table.h"
 #include "dataplane/packet/packet_parser.h"
 #include "dataplane/packet/tcp_reset.h"
 #include "dataplane/packet/wire_prescreen.h"
@@ -97,6 +98,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
   uint64_t last_drain_tsc = 0;
+  uint32_t now_s = 0;  // TSC seconds, for MAC learning; updated per RX burst
   std::atomic<uint64_t> memory_used{0};
 };
 
@@ -107,6 +109,7 @@ class PacketLayer::Impl {
   bool poll(LcoreContext& c);
   void flush(LcoreContext& c);
   void handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now);
+  void handle_from_host(LcoreContext& c, rte_mbuf* m);
   void handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,
                   std::span<const uint8_t> frame, uint64_t now);
   void send(LcoreContext& c, PortRole out, rte_mbuf* m);
@@ -122,6 +125,7 @@ class PacketLayer::Impl {
   std::vector<std::unique_ptr<LcoreContext>> workers_;
   std::vector<int> worker_of_lcore_;
   std::shared_ptr<const rules::CompiledRuleSet> rules_;
+  MacTable macs_;  // side of each station, for frames from the host (shared by all lcores)
   uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
 };
 
@@ -315,6 +319,7 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
     if (n == 0) continue;
     any = true;
     uint64_t now = rte_rdtsc();
+    c.now_s = static_cast<uint32_t>(now / rte_get_tsc_hz());
     for (uint16_t i = 0; i < n; ++i) {
       if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
       handle(c, static_cast<PortRole>(r), pkts[i], now);
@@ -334,11 +339,7 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
   c.counters.rx_packets.inc();
   c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
   if (in == kException) {
-    // The host stack (and later the session engine) talks to both sides.
-    c.counters.exception_from_host.inc();
-    rte_pktmbuf_refcnt_update(m, 1);
-    send(c, kAgent, m);
-    send(c, kDatabase, m);
+    handle_from_host(c, m);
     return;
   }
   if (m->nb_segs != 1) {
@@ -359,6 +360,10 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
       c.counters.parse_malformed.inc();
       rte_pktmbuf_free(m);
       return;
+  }
+  if (!macs_.learn(frame.subspan<6, 6>(), in == kAgent ? MacSide::kAgent : MacSide::kDatabase,
+                   c.now_s)) {
+    c.counters.l2_mac_move_refused.inc();
   }
   bool ip = p.l3 == L3Kind::kIpv4 || p.l3 == L3Kind::kIpv6;
   if (ip && p.ip_proto == kIpProtoTcp && p.fragment) {
@@ -388,6 +393,37 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
   }
   c.counters.l2_bridged.inc();
   send(c, other, m);
+}
+
+void PacketLayer::Impl::handle_from_host(LcoreContext& c, rte_mbuf* m) {
+  // The host stack (session engine, ARP/ND) sends broadcasts and multicasts to both sides and
+  // unicast frames only to the side its destination was learned on: the session engine's
+  // upstream traffic never reaches the agents' segment, nor its client traffic the databases'.
+  c.counters.exception_from_host.inc();
+  if (rte_pktmbuf_data_len(m) < 14) {
+    c.counters.parse_truncated.inc();
+    rte_pktmbuf_free(m);
+    return;
+  }
+  std::span<const uint8_t, 6> dst(rte_pktmbuf_mtod(m, const uint8_t*), 6);
+  if ((dst[0] & 1) != 0) {
+    rte_pktmbuf_refcnt_update(m, 1);
+    send(c, kAgent, m);
+    send(c, kDatabase, m);
+    return;
+  }
+  switch (macs_.lookup(dst)) {
+    case MacSide::kAgent:
+      send(c, kAgent, m);
+      return;
+    case MacSide::kDatabase:
+      send(c, kDatabase, m);
+      return;
+    case MacSide::kUnknown:
+      c.counters.exception_unknown_mac_dropped.inc();
+      rte_pktmbuf_free(m);
+      return;
+  }
 }
 
 void PacketLayer::Impl::handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,

@@ -9,6 +9,8 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <string>
@@ -37,6 +39,10 @@ const Address kAgent = Address::v4(0xC612000A);    // 198.18.0.10, allowed
 const Address kRogue = Address::v4(0xC612000B);    // 198.18.0.11, not allowed
 const Address kDb = Address::v4(0xC6120014);       // 198.18.0.20
 const Address kGateway = Address::v4(0xC6120001);  // 198.18.0.1
+using Mac = std::array<uint8_t, 6>;
+constexpr Mac kAgentMac = {0x02, 0, 0, 0, 0, 0x0a};
+constexpr Mac kDbMac = {0x02, 0, 0, 0, 0, 0x14};
+constexpr Mac kHostMac = {0x02, 0, 0, 0, 0, 0x01};
 
 struct RingPort {
   rte_ring* rx = nullptr;  // what the test injects
@@ -128,8 +134,12 @@ class PacketLayerTest : public ::testing::Test {
 
   std::vector<uint8_t> tcp(const Address& src, uint16_t sport, const Address& dst, uint16_t dport,
                            uint32_t seq, uint32_t ack, uint8_t flags,
-                           const std::string& payload = "") {
+                           const std::string& payload = "",
+                           const Mac& src_mac = {0x02, 0, 0, 0, 0, 1},
+                           const Mac& dst_mac = {0x02, 0, 0, 0, 0, 2}) {
     TcpFrameSpec s;
+    s.src_mac = src_mac;
+    s.dst_mac = dst_mac;
     s.src = src;
     s.dst = dst;
     s.src_port = sport;
@@ -267,16 +277,69 @@ TEST_F(PacketLayerTest, FlowsBeyondCapacityAreDroppedAndCounted) {
   EXPECT_EQ(counter("flows_capacity_dropped"), 1u);
 }
 
-TEST_F(PacketLayerTest, TrafficToGatewayAddressGoesToHostAndHostTrafficToBothSides) {
+TEST_F(PacketLayerTest, HostRepliesGoOnlyToTheSideTheirDestinationWasLearnedOn) {
   start();
-  inject(agent_, tcp(kAgent, 40000, kGateway, 5432, 1000, 0, kTcpSyn));
+  // An agent opens a session to the gateway's own address (the session engine).
+  inject(agent_, tcp(kAgent, 40000, kGateway, 5432, 1000, 0, kTcpSyn, "", kAgentMac, kHostMac));
   EXPECT_EQ(sent(host_).size(), 1u);
   EXPECT_TRUE(sent(db_).empty());
-  inject(host_, tcp(kGateway, 5432, kAgent, 40000, 7000, 1001, kTcpSyn | kTcpAck));
+  inject(host_, tcp(kGateway, 5432, kAgent, 40000, 7000, 1001, kTcpSyn | kTcpAck, "", kHostMac,
+                    kAgentMac));
   EXPECT_EQ(sent(agent_).size(), 1u);
-  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_TRUE(sent(db_).empty());
   EXPECT_EQ(counter("exception_to_host"), 1u);
   EXPECT_EQ(counter("exception_from_host"), 1u);
+}
+
+TEST_F(PacketLayerTest, HostUpstreamConnectionReachesOnlyTheDatabaseSide) {
+  start();
+  // The database station answered the host's ARP (or sent anything) from the database side.
+  std::vector<uint8_t> arp_reply(42, 0);
+  std::copy(kHostMac.begin(), kHostMac.end(), arp_reply.begin());
+  std::copy(kDbMac.begin(), kDbMac.end(), arp_reply.begin() + 6);
+  store_be16(arp_reply.data() + 12, kEtherTypeArp);
+  inject(db_, arp_reply);
+  EXPECT_EQ(sent(host_).size(), 1u);
+  sent(agent_);
+  // The session engine's upstream SYN and the database's answer.
+  inject(host_, tcp(kGateway, 45000, kDb, 5432, 1, 0, kTcpSyn, "", kHostMac, kDbMac));
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_TRUE(sent(agent_).empty());
+  inject(db_, tcp(kDb, 5432, kGateway, 45000, 9, 2, kTcpSyn | kTcpAck, "", kDbMac, kHostMac));
+  EXPECT_EQ(sent(host_).size(), 1u);
+  EXPECT_TRUE(sent(agent_).empty());
+  EXPECT_EQ(counter("flows_created"), 0u);  // host traffic is not a prescreened flow
+}
+
+TEST_F(PacketLayerTest, HostUnicastToUnlearnedStationIsDroppedNotFlooded) {
+  start();
+  inject(host_, tcp(kGateway, 45000, kDb, 5432, 1, 0, kTcpSyn, "", kHostMac, kDbMac));
+  EXPECT_TRUE(sent(db_).empty());
+  EXPECT_TRUE(sent(agent_).empty());
+  EXPECT_EQ(counter("exception_unknown_mac_dropped"), 1u);
+}
+
+TEST_F(PacketLayerTest, HostBroadcastGoesToBothSides) {
+  start();
+  std::vector<uint8_t> arp_request(42, 0);
+  std::fill(arp_request.begin(), arp_request.begin() + 6, 0xff);
+  std::copy(kHostMac.begin(), kHostMac.end(), arp_request.begin() + 6);
+  store_be16(arp_request.data() + 12, kEtherTypeArp);
+  inject(host_, arp_request);
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  EXPECT_EQ(sent(db_).size(), 1u);
+}
+
+TEST_F(PacketLayerTest, AgentSpoofingTheDatabaseMacDoesNotDivertHostTraffic) {
+  start();
+  inject(db_, tcp(kDb, 5432, kGateway, 1, 1, 1, kTcpAck, "", kDbMac, kHostMac));
+  sent(host_);
+  inject(agent_, tcp(kAgent, 40000, kGateway, 5432, 1, 0, kTcpSyn, "", kDbMac, kHostMac));
+  sent(host_);
+  EXPECT_EQ(counter("l2_mac_move_refused"), 1u);
+  inject(host_, tcp(kGateway, 45000, kDb, 5432, 1, 0, kTcpSyn, "", kHostMac, kDbMac));
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_TRUE(sent(agent_).empty());
 }
 
 TEST_F(PacketLayerTest, ArpBroadcastIsBridgedAndCopiedToHost) {
@@ -333,7 +396,7 @@ TEST_F(PacketLayerTest, EveryInjectedMbufIsFreedExactlyOnce) {
   std::vector<uint8_t> arp(42, 0xff);
   store_be16(arp.data() + 12, kEtherTypeArp);
   inject(agent_, arp);                                        // bridged + copied
-  inject(host_, tcp(kGateway, 1, kAgent, 2, 1, 1, kTcpAck));  // flooded
+  inject(host_, tcp(kGateway, 1, kAgent, 2, 1, 1, kTcpAck));  // unknown destination MAC
   inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, query("drop database x")));
   sent(agent_);
   sent(db_);

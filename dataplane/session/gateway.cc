@@ -116,6 +116,9 @@ int Gateway::run() {
     bool all_done = true;
     for (auto& w : workers_) all_done = all_done && w->finished();
     if (all_done) break;
+    if (stop_requested_.exchange(false)) {
+      for (auto& w : workers_) w->stop();
+    }
     timespec ts{0, 200 * 1000 * 1000};
     int sig = sigtimedwait(&set, nullptr, &ts);
     if (sig == SIGHUP) {

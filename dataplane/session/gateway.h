@@ -4,6 +4,7 @@
 // at once; SIGHUP reloads config and rules atomically (a failed reload keeps the old ones).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ class Gateway {
   Status start();
   // Waits for signals until drained; returns the process exit code.
   int run();
+  // Makes run() stop the workers at once and return (any thread; e.g. the packet layer of the
+  // same process failed to start).
+  void request_stop() { stop_requested_.store(true); }
   void reload();
   std::string counters_text() const;
 
@@ -42,6 +46,7 @@ class Gateway {
   std::shared_ptr<const Runtime> runtime_;
   Shared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stop_requested_{false};
 };
 
 }  // namespace pgwarden::session

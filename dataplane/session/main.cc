@@ -1,11 +1,16 @@
 // pgwarden-dp: the dataplane process.
 // Usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]
 //        pgwarden-dp --dpdk "<EAL args>" ...   (appliance mode: docs/packet-layer.md)
+//        pgwarden-dp --dpdk "<EAL args>" ... --config FILE [...]
+//            (appliance mode with the session engine in the same process: the engine listens
+//             on the gateway address behind the exception port; docs/packet-layer.md)
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dataplane/session/gateway.h"
@@ -13,30 +18,62 @@
 #include "dataplane/packet/dpdk_main.h"
 #endif
 
+namespace {
+
+constexpr const char* kUsage =
+    "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n"
+    "       pgwarden-dp --dpdk \"<EAL args>\" ... [--config FILE ...]   (pgwarden-dp --dpdk "
+    "\"\" --help)\n";
+
+#ifdef PGW_HAVE_DPDK
+// Packet layer and session engine in one process. The engine starts first, before the EAL
+// pins the main thread to its lcore, so its threads keep the process's CPU set; it owns
+// SIGINT/SIGTERM/SIGHUP. A stop signal drains the engine's sessions while the packet layer
+// still forwards, then stops the packet layer. If the packet layer fails, the engine stops.
+int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>& dpdk_args) {
+  pgwarden::Status st = gw.start();
+  if (!st.is_ok()) {
+    spdlog::error("cannot start: {}", st.message());
+    return 1;
+  }
+  std::atomic<bool> stop{false};
+  int engine_code = 0;
+  std::thread engine([&] {
+    engine_code = gw.run();
+    stop.store(true);
+  });
+  int code = pgwarden::packet::run_dpdk_mode(dpdk_args, &stop);
+  if (!stop.load()) gw.request_stop();
+  engine.join();
+  return code != 0 ? code : engine_code;
+}
+#endif
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
-  for (const std::string& a : args) {
-    if (a != "--dpdk" && a != "--dpdk-config") continue;
-#ifdef PGW_HAVE_DPDK
-    return pgwarden::packet::run_dpdk_mode(args);
-#else
-    fprintf(stderr, "pgwarden-dp: %s: this build has no DPDK support (-Ddpdk=enabled)\n",
-            a.c_str());
+  bool dpdk = false;
+  for (const std::string& a : args) dpdk = dpdk || a == "--dpdk" || a == "--dpdk-config";
+#ifndef PGW_HAVE_DPDK
+  if (dpdk) {
+    fprintf(stderr, "pgwarden-dp: --dpdk: this build has no DPDK support (-Ddpdk=enabled)\n");
     return 2;
-#endif
   }
+#endif
   std::string config;
   int workers = 0;
   std::string rules_dir;
   std::string level = "info";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+  std::vector<std::string> dpdk_args;  // everything that is not a session engine flag
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     auto value = [&](const char* name) -> std::string {
-      if (i + 1 >= argc) {
+      if (i + 1 >= args.size()) {
         fprintf(stderr, "pgwarden-dp: %s needs a value\n", name);
         exit(2);
       }
-      return argv[++i];
+      return args[++i];
     };
     if (a == "--config") {
       config = value("--config");
@@ -46,24 +83,29 @@ int main(int argc, char** argv) {
       rules_dir = value("--rules-dir");
     } else if (a == "--log-level") {
       level = value("--log-level");
+    } else if (dpdk) {
+      dpdk_args.push_back(a);
     } else if (a == "--help" || a == "-h") {
-      printf(
-          "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
+      fputs(kUsage, stdout);
       return 0;
     } else {
       fprintf(stderr, "pgwarden-dp: unknown argument %s\n", a.c_str());
       return 2;
     }
   }
+#ifdef PGW_HAVE_DPDK
+  if (dpdk && config.empty()) return pgwarden::packet::run_dpdk_mode(dpdk_args);
+#endif
   if (config.empty()) {
-    fprintf(
-        stderr,
-        "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n");
+    fputs(kUsage, stderr);
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e pgwarden-dp %l: %v");
   pgwarden::session::Gateway gw(config, rules_dir, workers);
+#ifdef PGW_HAVE_DPDK
+  if (dpdk) return run_combined(gw, dpdk_args);
+#endif
   pgwarden::Status st = gw.start();
   if (!st.is_ok()) {
     spdlog::error("cannot start: {}", st.message());

@@ -1,42 +1,57 @@
 #!/usr/bin/env bash
-# End-to-end test of the DPDK packet layer as a bump in the wire, with real Linux TCP peers
-# and a real PostgreSQL:
+# End-to-end test of the DPDK packet layer as a bump in the wire, with real Linux TCP peers,
+# a real pgwarden-cp and a real PostgreSQL:
 #
-#   netns agent-S (198.18.0.10, .11) ──veth── netns gw-S [pgwarden-dp --dpdk: af_packet on both
-#   veths, TAP "pgwtap" = 198.18.0.1] ──veth── netns db-S (198.18.0.20, .21, PostgreSQL 15)
+#   netns agent-S (198.18.0.10, .11) ──veth── netns gw-S [pgwarden-dp --dpdk ... --config: the
+#   packet layer on af_packet (both veths) + TAP "pgwtap" = 198.18.0.1, and the session engine
+#   listening on 198.18.0.1:6432 in the same process; pgwarden-cp] ──veth── netns db-S
+#   (198.18.0.20, .21, PostgreSQL 15)
 #
-# Shows: (1) an allowed query from the agent goes through and reaches PostgreSQL; (2) a
-# deny-rule statement on a direct plaintext connection is reset on the wire and never reaches
-# PostgreSQL (server log, database still there, audit event written to the JSONL file because
-# the configured cp socket is not there, and counted as cp_unreachable); (3) a connection from a
-# source that is not allowed (agent's .11, routed to the db's .21) is dropped; (4) the gateway's
-# own address is served by the host stack through the TAP exception port (ARP + TCP).
+# Shows: (1) an allowed query from the agent goes through the wire and reaches PostgreSQL;
+# (2) a deny-rule statement on a direct plaintext connection is reset on the wire and never
+# reaches PostgreSQL, and its wire_deny audit event lands in pgwarden-cp's audit log; (3) a
+# connection from a source that is not allowed (agent's .11, routed to the db's .21) is dropped;
+# (4) escalation: psql to the gateway's own address with a service key as password reaches the
+# session engine through the TAP exception port, which authenticates via cp and connects
+# upstream to PostgreSQL from the gateway host (out through the TAP, forwarded by the packet
+# layer to the database side only); a permitted SELECT returns rows, a policy-denied statement
+# gets SQLSTATE 42501; (5) with cp stopped, a wire deny falls back to the JSONL file (counted
+# cp_unreachable); (6) SIGTERM stops the process cleanly.
 #
-# usage: packet_netns.sh PATH/TO/pgwarden-dp
+# usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp
 # Exits 0 on success, 1 on a failed check, 77 (skipped, with the reason) when network
 # namespaces, root or PostgreSQL are not available. Removes everything it created, always.
 set -uo pipefail
 
-DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp}
+DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp}
+CP=${2:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp}
 RULES=$(cd "$(dirname "$0")/../../rules/sets" && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 S=$(printf '%05x' $(( (RANDOM << 8 ^ $$) & 0xfffff )))
 NS_AGENT=pgw-agent-$S NS_GW=pgw-gw-$S NS_DB=pgw-db-$S
 WORK=$(mktemp -d /tmp/pgw-e2e.XXXXXX)
-DP_PID=""
+DP_PID="" CP_PID=""
 failures=0
 
 skip() { echo "SKIP: $*"; exit 77; }
 log() { echo "[e2e $S] $*"; }
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+die() { fail "$*"; exit 1; }
+
+alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ "${st:0:1}" != Z ]; }
+stop_pid() {  # stop_pid PID (a child of this script): SIGTERM, up to 5 s, then SIGKILL; reaped
+  if alive "$1"; then
+    kill -TERM "$1"; for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done
+    alive "$1" && kill -KILL "$1"
+  fi
+  wait "$1" 2>/dev/null
+}
 
 cleanup() {
   set +e
-  if [ -n "$DP_PID" ] && kill -0 "$DP_PID" 2>/dev/null; then
-    kill -TERM "$DP_PID"; for _ in $(seq 50); do kill -0 "$DP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DP_PID" 2>/dev/null
-  fi
+  [ -n "$DP_PID" ] && stop_pid "$DP_PID"
+  [ -n "$CP_PID" ] && stop_pid "$CP_PID"
   if [ -f "$WORK/pg/postmaster.pid" ]; then
     ip netns exec "$NS_DB" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate \
       stop >/dev/null 2>&1
@@ -49,12 +64,13 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 [ "$(id -u)" -eq 0 ] || skip "needs root to create network namespaces"
-[ -x "$DP" ] || skip "pgwarden-dp not built: $DP"
-[ -x "$PGBIN/postgres" ] || skip "PostgreSQL server binaries not found in $PGBIN"
-command -v psql >/dev/null || skip "psql not installed"
-id postgres >/dev/null 2>&1 || skip "no postgres user"
 ip netns add "$NS_AGENT" 2>/dev/null || skip "cannot create network namespaces here"
-ip netns add "$NS_GW" && ip netns add "$NS_DB" || { fail "netns creation"; exit 1; }
+[ -x "$DP" ] || die "pgwarden-dp not built: $DP"
+[ -x "$CP" ] || die "pgwarden-cp not built: $CP"
+[ -x "$PGBIN/postgres" ] || die "PostgreSQL server binaries not found in $PGBIN"
+command -v psql >/dev/null || die "psql not installed"
+id postgres >/dev/null 2>&1 || die "no postgres user"
+ip netns add "$NS_GW" && ip netns add "$NS_DB" || die "netns creation"
 
 in_agent() { ip netns exec "$NS_AGENT" "$@"; }
 in_gw() { ip netns exec "$NS_GW" "$@"; }
@@ -67,7 +83,7 @@ ip link set "pgwa$S" netns "$NS_AGENT" && ip -n "$NS_AGENT" link set "pgwa$S" na
 ip link set "pgwga$S" netns "$NS_GW" && ip -n "$NS_GW" link set "pgwga$S" name ga &&
 ip link set "pgwgd$S" netns "$NS_GW" && ip -n "$NS_GW" link set "pgwgd$S" name gd &&
 ip link set "pgwd$S" netns "$NS_DB" && ip -n "$NS_DB" link set "pgwd$S" name eth0 ||
-  { fail "veth setup"; exit 1; }
+  die "veth setup"
 for ns in "$NS_AGENT" "$NS_GW" "$NS_DB"; do ip -n "$ns" link set lo up; done
 # The gateway's veths carry frames only for DPDK: no addresses, no IPv6 autoconfiguration.
 in_gw sysctl -qw net.ipv6.conf.ga.disable_ipv6=1 net.ipv6.conf.gd.disable_ipv6=1
@@ -84,11 +100,16 @@ ip -n "$NS_AGENT" addr add 198.18.0.11/24 dev eth0
 ip -n "$NS_AGENT" route add 198.18.0.21/32 dev eth0 src 198.18.0.11
 ip -n "$NS_DB" addr add 198.18.0.20/24 dev eth0
 ip -n "$NS_DB" addr add 198.18.0.21/24 dev eth0
+# The gateway's own address lives on a persistent multi-queue TAP created before pgwarden-dp,
+# so the session engine can bind it at startup; DPDK's net_tap attaches to it by name.
+ip -n "$NS_GW" tuntap add dev pgwtap mode tap multi_queue &&
+ip -n "$NS_GW" addr add 198.18.0.1/24 dev pgwtap && in_gw sysctl -qw net.ipv6.conf.pgwtap.disable_ipv6=1 ||
+  die "TAP setup"
 
 log "PostgreSQL in $NS_DB"
 mkdir -p "$WORK/pg" && chown postgres: "$WORK" "$WORK/pg" && chmod 700 "$WORK/pg"
 in_db runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres >/dev/null ||
-  { fail "initdb"; exit 1; }
+  die "initdb"
 cat >>"$WORK/pg/postgresql.conf" <<CONF
 listen_addresses = '198.18.0.20,198.18.0.21'
 port = 5432
@@ -98,93 +119,191 @@ log_connections = on
 logging_collector = off
 ssl = off
 CONF
+# The session engine's upstream role authenticates with SCRAM (its secret is the vault file
+# named in the gateway config); direct agents are trusted.
+echo "host demo app_e2e 198.18.0.1/32 scram-sha-256" >>"$WORK/pg/pg_hba.conf"
 echo "host all all 198.18.0.0/15 trust" >>"$WORK/pg/pg_hba.conf"
 in_db runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start >/dev/null ||
-  { fail "PostgreSQL start"; cat "$WORK/pg.log"; exit 1; }
+  { cat "$WORK/pg.log"; die "PostgreSQL start"; }
+UPSTREAM_SECRET=$(openssl rand -hex 16)
 in_db runuser -u postgres -- psql -h "$WORK" -U postgres -qAtc "CREATE DATABASE demo" >/dev/null &&
-in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -qAtc \
-  "CREATE TABLE e2e_victim(id int); INSERT INTO e2e_victim VALUES (1);" >/dev/null ||
-  { fail "seed database"; exit 1; }
+in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -qAt >/dev/null <<SQL || die "seed database"
+CREATE TABLE e2e_victim(id int); INSERT INTO e2e_victim VALUES (1), (2), (3);
+CREATE ROLE app_e2e LOGIN PASSWORD '$UPSTREAM_SECRET'; GRANT SELECT ON e2e_victim TO app_e2e;
+SQL
 
-log "pgwarden-dp in $NS_GW"
+log "pgwarden-cp and pgwarden-dp (packet layer + session engine) in $NS_GW"
+mkdir -p "$WORK/state" && chmod 700 "$WORK/state"
+printf '%s' "$UPSTREAM_SECRET" >"$WORK/app_e2e.secret" && chmod 600 "$WORK/app_e2e.secret"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj "/CN=198.18.0.1" -addext "subjectAltName=IP:198.18.0.1" \
+  -keyout "$WORK/gateway.key" -out "$WORK/gateway.crt" >/dev/null 2>&1 || die "TLS certificate"
+{ read -r SERVICE_KEY; read -r KEY_SALT; read -r KEY_HASH; } < <("$CP" --new-service-key e2e-agent)
+[ -n "${KEY_HASH:-}" ] || die "pgwarden-cp --new-service-key"
+python3 - "$WORK" "$KEY_SALT" "$KEY_HASH" >"$WORK/pgwarden.json" <<'PY'
+import json, sys
+work, salt, key_hash = sys.argv[1:]
+json.dump({
+    "listeners": {"dataplane": {
+        "address": "198.18.0.1", "port": 6432, "loopback_only": False, "worker_threads": 1,
+        "tls": {"cert_file": work + "/gateway.crt", "key_file": work + "/gateway.key"}}},
+    "control_plane": {"socket": work + "/cp.sock", "state_dir": work + "/state"},
+    "identity": {"service_keys": [{"id": "e2e-agent", "salt": salt, "hash": key_hash,
+                                   "identity": "svc:e2e-agent", "groups": ["agents"]}]},
+    "targets": [{"name": "demo", "host": "198.18.0.20", "port": 5432, "database": "demo",
+                 "role": "app_e2e", "credential": {"file": work + "/app_e2e.secret"},
+                 "tls": {"mode": "disable"}}],
+    "policies": [{"name": "e2e-agents", "groups": ["agents"], "targets": ["demo"],
+                  "allowed_kinds": ["select", "transaction", "show"],
+                  "allowed_relations": ["public.*"], "rule_sets": ["deny", "approve"]}],
+}, sys.stdout, indent=2)
+PY
+ip netns exec "$NS_GW" "$CP" --config "$WORK/pgwarden.json" >"$WORK/cp.log" 2>&1 &
+CP_PID=$!
+for _ in $(seq 100); do [ -S "$WORK/cp.sock" ] && break; alive $CP_PID || break; sleep 0.1; done
+[ -S "$WORK/cp.sock" ] || { cat "$WORK/cp.log"; die "pgwarden-cp did not start"; }
+
 EAL="-l 0 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
 EAL+=" --vdev=net_af_packet0,iface=ga --vdev=net_af_packet1,iface=gd --vdev=net_tap0,iface=pgwtap"
-ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --cp-socket "$WORK/no-cp.sock" --agent-port net_af_packet0 --db-port net_af_packet1 \
+ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --agent-port net_af_packet0 --db-port net_af_packet1 \
   --exception-port net_tap0 --gateway-address 198.18.0.1 --allow-direct-source 198.18.0.10 \
-  --rule-file "$RULES/deny.rules" --rule-file "$RULES/approve.rules" --idle-sleep-us 50 --stats-file "$WORK/stats.json" \
-  --audit-log "$WORK/audit.jsonl" --ready-file "$WORK/ready" >"$WORK/dp.log" 2>&1 &
+  --rule-file "$RULES/deny.rules" --rule-file "$RULES/approve.rules" --idle-sleep-us 50 \
+  --stats-file "$WORK/stats.json" --cp-socket "$WORK/cp.sock" --audit-log "$WORK/audit.jsonl" \
+  --ready-file "$WORK/ready" --config "$WORK/pgwarden.json" --workers 1 --rules-dir "$RULES" \
+  >"$WORK/dp.log" 2>&1 &
 DP_PID=$!
-for _ in $(seq 100); do [ -f "$WORK/ready" ] && break; kill -0 $DP_PID 2>/dev/null || break; sleep 0.1; done
-if [ ! -f "$WORK/ready" ]; then fail "pgwarden-dp did not start"; cat "$WORK/dp.log"; exit 1; fi
-in_gw ip addr add 198.18.0.1/24 dev pgwtap && in_gw ip link set pgwtap up
-# Let the bridge settle (DAD, first ARP) before measuring anything.
+for _ in $(seq 100); do
+  [ -f "$WORK/ready" ] && grep -q "connected to the control plane" "$WORK/dp.log" && break
+  alive $DP_PID || break; sleep 0.1
+done
+[ -f "$WORK/ready" ] && grep -q "connected to the control plane" "$WORK/dp.log" ||
+  { cat "$WORK/dp.log"; die "pgwarden-dp did not start"; }
+in_gw ip link set pgwtap up
+# Let the bridge settle (first ARP) before measuring anything.
 sleep 1
 
 PSQL_BASE="user=postgres dbname=postgres connect_timeout=5"
+stats() {  # stats EXPR...: prints counter values from the stats file (lcore 0 and audit)
+  python3 - "$WORK/stats.json" "$@" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+c = dict(s["lcores"][0]["counters"]); c.update({"audit_" + k: v for k, v in s["audit"].items()})
+print(" ".join(f"{k}={c[k]}" for k in sys.argv[2:]))
+PY
+}
+wait_stats() { sleep 1.2; }  # the stats file is rewritten every second
 
 log "1. allowed query through the bump in the wire"
 out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-allowed-' || 21*2" 2>&1)
 if [ "$out" = "pgw-e2e-allowed-42" ]; then pass "allowed query answered: $out"; else fail "allowed query: $out"; fi
 if grep -q "pgw-e2e-allowed-" "$WORK/pg.log"; then pass "allowed query in server log"; else fail "allowed query not in server log"; fi
 
-log "2. default deny-set statement on a direct plaintext connection"
+log "2. default deny-set statement on a direct plaintext connection; audit event to pgwarden-cp"
 # deny.drop_database from rules/sets/deny.rules, seen through the lexer (comment removed).
 out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc 'DROP /*pgw-e2e*/ DATABASE demo' 2>&1); rc=$?
 if [ $rc -ne 0 ]; then pass "psql failed as the connection was reset (rc=$rc): $(echo "$out" | head -1)"; else fail "DROP DATABASE succeeded: $out"; fi
 if grep -qiE "pgw-e2e\*/|drop database" "$WORK/pg.log"; then fail "DROP DATABASE reached PostgreSQL"; else pass "DROP DATABASE never reached PostgreSQL (server log)"; fi
 still=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -XAtc "SELECT count(*) FROM e2e_victim" 2>&1)
-if [ "$still" = "1" ]; then pass "database demo and its table still exist"; else fail "database check: $still"; fi
-for _ in $(seq 30); do grep -q wire_deny "$WORK/audit.jsonl" 2>/dev/null && break; sleep 0.1; done
-if grep -q '"reason":"deny:deny.drop_database"' "$WORK/audit.jsonl" 2>/dev/null; then
-  pass "audit event: $(head -1 "$WORK/audit.jsonl")"
+if [ "$still" = "3" ]; then pass "database demo and its table still exist"; else fail "database check: $still"; fi
+for _ in $(seq 30); do grep -q wire_deny "$WORK/state/audit.log" 2>/dev/null && break; sleep 0.1; done
+if python3 - "$WORK/state/audit.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r.get("event") != "wire_deny":
+        continue
+    flat = json.dumps(r)
+    ok = (r.get("rule") == "deny.drop_database" and r.get("decision") == "deny"
+          and '"198.18.0.20:5432"' in flat and '"client": "198.18.0.10:' in flat)
+    print(flat)
+    sys.exit(0 if ok else 1)
+sys.exit(1)
+PY
+then
+  pass "wire_deny recorded in pgwarden-cp's audit log: $(grep wire_deny "$WORK/state/audit.log" | head -1)"
 else
-  fail "no audit event"
+  fail "no wire_deny with rule and flow in cp's audit log: $(cat "$WORK/state/audit.log" 2>/dev/null | tail -3)"
 fi
+if [ ! -s "$WORK/audit.jsonl" ]; then pass "nothing in the JSONL fallback while cp is up"; else fail "fallback used: $(cat "$WORK/audit.jsonl")"; fi
 
 log "3. bypass from a source that is not allowed"
 out=$(in_agent psql "host=198.18.0.21 user=postgres dbname=postgres connect_timeout=3" -XAtc "SELECT 'pgw-e2e-bypass'" 2>&1); rc=$?
 if [ $rc -ne 0 ]; then pass "bypass connection failed: $(echo "$out" | head -1)"; else fail "bypass connection worked: $out"; fi
 if grep -q "host=198.18.0.11" "$WORK/pg.log"; then fail "bypass connection reached PostgreSQL"; else pass "no connection from 198.18.0.11 in server log"; fi
 
-log "4. the gateway's own address through the exception port"
-# A TCP service of the gateway host (later: the session engine) on the TAP address; reaching it
-# needs ARP answered by the host stack and TCP steered to the exception port, not the bridge.
-in_gw python3 -c '
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.18.0.1", 6432)); s.listen(1); s.settimeout(20); open(sys.argv[1], "w").close()
-c, _ = s.accept(); c.sendall(b"gateway-host-" + c.recv(16))' "$WORK/listening" &
-LISTENER=$!
-for _ in $(seq 100); do [ -f "$WORK/listening" ] && break; sleep 0.1; done
-out=$(in_agent python3 -c '
-import socket
-c = socket.create_connection(("198.18.0.1", 6432), timeout=5); c.sendall(b"hello")
-print(c.recv(64).decode())' 2>&1)
-wait $LISTENER 2>/dev/null
-if [ "$out" = "gateway-host-hello" ]; then pass "TCP to the gateway address answered by the host stack"; else fail "gateway address: $out"; fi
-
-sleep 1.2  # one more stats interval
-counters=$(python3 - "$WORK/stats.json" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-c = s["lcores"][0]["counters"]
-links = ",".join(f'{p["role"]}={"up" if p["link_up"] else "down"}' for p in s["ports"])
-print(" ".join(f"{k}={c[k]}" for k in ("flows_created", "flows_bypass_dropped", "prescreen_denied",
-      "enforce_resets_sent", "tcp_forwarded", "exception_to_host", "exception_from_host",
-      "l2_bridged", "tx_dropped", "parse_truncated", "parse_malformed")), "links:", links)
-a = s["audit"]
-print("audit:", " ".join(f"{k}={v}" for k, v in a.items()))
+log "4. escalation: the session engine on the gateway's own address, through the TAP"
+wait_stats
+before=$(stats exception_to_host exception_from_host)
+GW_CONN="host=198.18.0.1 port=6432 dbname=demo user=agent sslmode=require connect_timeout=10"
+out=$(PGPASSWORD=$SERVICE_KEY in_agent psql "$GW_CONN" -XAt -v ON_ERROR_STOP=1 \
+  -c "SELECT 'pgw-e2e-escalated-' || id FROM e2e_victim ORDER BY id" 2>&1)
+if [ "$(echo $out)" = "pgw-e2e-escalated-1 pgw-e2e-escalated-2 pgw-e2e-escalated-3" ]; then
+  pass "SELECT through the session engine returned rows: $(echo $out)"
+else
+  fail "SELECT through the session engine: $out"
+fi
+if grep -q "connection received: host=198.18.0.1 " "$WORK/pg.log" &&
+   grep -q "connection authorized: user=app_e2e database=demo" "$WORK/pg.log"; then
+  pass "upstream connection from the gateway host (198.18.0.1) as app_e2e, SCRAM-authenticated"
+else
+  fail "no upstream connection from 198.18.0.1 in the server log"
+fi
+out=$(PGPASSWORD=$SERVICE_KEY in_agent psql "$GW_CONN" -XAt -v VERBOSITY=verbose \
+  -c "CREATE TABLE public.pgw_e2e_denied(a int)" 2>&1); rc=$?
+if [ $rc -ne 0 ] && grep -q "42501" <<<"$out"; then
+  pass "policy-denied statement: SQLSTATE 42501: $(grep -m1 -o 'ERROR: .*' <<<"$out")"
+else
+  fail "policy-denied statement: rc=$rc $out"
+fi
+if grep -q "pgw_e2e_denied" "$WORK/pg.log"; then fail "denied CREATE TABLE reached PostgreSQL"; else pass "denied CREATE TABLE never reached PostgreSQL"; fi
+out=$(PGPASSWORD=not-a-service-key in_agent psql "$GW_CONN" -XAtc "SELECT 1" 2>&1); rc=$?
+if [ $rc -ne 0 ]; then pass "a wrong token is refused: $(echo "$out" | tail -1)"; else fail "wrong token accepted: $out"; fi
+wait_stats
+after=$(stats exception_to_host exception_from_host)
+if python3 - "$before" "$after" <<'PY'
+import sys
+b = dict(kv.split("=") for kv in sys.argv[1].split())
+a = dict(kv.split("=") for kv in sys.argv[2].split())
+# Two TLS sessions (and one refused) each way, plus the upstream connection both ways.
+sys.exit(0 if all(int(a[k]) - int(b[k]) >= 20 for k in a) else 1)
+PY
+then pass "exception counters moved both ways: before $before, after $after"; else fail "exception counters: before $before, after $after"; fi
+counters=$(stats flows_created flows_bypass_dropped prescreen_denied enforce_resets_sent \
+  tcp_forwarded exception_to_host exception_from_host exception_unknown_mac_dropped \
+  l2_mac_move_refused l2_bridged tx_dropped parse_truncated parse_malformed audit_sent_to_cp \
+  audit_written_to_file audit_cp_unreachable)
+if python3 - "$counters" <<'PY'
+import sys
+c = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[1].split())}
 ok = (c["flows_bypass_dropped"] >= 1 and c["prescreen_denied"] == 1 and c["enforce_resets_sent"] == 2
-      and a["written_to_file"] == 1 and a["cp_unreachable"] == 1 and a["sent_to_cp"] == 0)
+      and c["audit_sent_to_cp"] == 1 and c["audit_written_to_file"] == 0
+      and c["exception_unknown_mac_dropped"] == 0 and c["l2_mac_move_refused"] == 0)
 sys.exit(0 if ok else 1)
 PY
-) && pass "counters: $counters" || fail "counters: $counters"
+then pass "counters: $counters"; else fail "counters: $counters"; fi
 
+log "5. cp stopped: a wire deny falls back to the JSONL file"
+stop_pid "$CP_PID"; CP_PID=""
+out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc 'DROP DATABASE /*pgw-e2e-2*/ demo' 2>&1); rc=$?
+if [ $rc -ne 0 ]; then pass "second DROP DATABASE reset (rc=$rc)"; else fail "second DROP DATABASE succeeded: $out"; fi
+for _ in $(seq 40); do grep -q wire_deny "$WORK/audit.jsonl" 2>/dev/null && break; sleep 0.1; done
+if grep -q '"reason":"deny:deny.drop_database"' "$WORK/audit.jsonl" 2>/dev/null; then
+  pass "fallback audit event: $(head -1 "$WORK/audit.jsonl")"
+else
+  fail "no fallback audit event"
+fi
+wait_stats
+a=$(stats audit_sent_to_cp audit_written_to_file audit_cp_unreachable audit_lost)
+if [ "$a" = "audit_sent_to_cp=1 audit_written_to_file=1 audit_cp_unreachable=1 audit_lost=0" ]; then
+  pass "audit forwarder: $a"; else fail "audit forwarder: $a"; fi
+
+log "6. shutdown"
 kill -TERM "$DP_PID"; wait "$DP_PID"; rc=$?; DP_PID=""
-if [ $rc -eq 0 ]; then pass "pgwarden-dp stopped cleanly on SIGTERM"; else fail "exit code $rc on SIGTERM"; tail -5 "$WORK/dp.log"; fi
+if [ $rc -eq 0 ]; then pass "pgwarden-dp (packet layer + session engine) stopped cleanly on SIGTERM"; else fail "exit code $rc on SIGTERM"; tail -5 "$WORK/dp.log"; fi
 
 if [ $failures -ne 0 ]; then
-  echo "--- pgwarden-dp log"; tail -20 "$WORK/dp.log"
+  echo "--- pgwarden-dp log"; tail -30 "$WORK/dp.log"
+  echo "--- pgwarden-cp log"; tail -20 "$WORK/cp.log" 2>/dev/null
   echo "--- PostgreSQL log"; tail -20 "$WORK/pg.log"
   echo "$failures check(s) failed"; exit 1
 fi
