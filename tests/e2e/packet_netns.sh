@@ -34,7 +34,8 @@ DP_PID="" CP_PID=""
 failures=0
 
 skip() { echo "SKIP: $*"; exit 77; }
-log() { echo "[e2e $S] $*"; }
+T0=$(date +%s%N)
+log() { echo "[e2e $S +$(( ($(date +%s%N) - T0) / 1000000 )) ms] $*"; }
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 die() { fail "$*"; exit 1; }
