@@ -228,7 +228,7 @@ fi
 if [ ! -s "$WORK/audit.jsonl" ]; then pass "nothing in the JSONL fallback while cp is up"; else fail "fallback used: $(cat "$WORK/audit.jsonl")"; fi
 
 log "3. bypass from a source that is not allowed"
-out=$(in_agent psql "host=198.18.0.21 user=postgres dbname=postgres connect_timeout=3" -XAtc "SELECT 'pgw-e2e-bypass'" 2>&1); rc=$?
+out=$(in_agent psql "host=198.18.0.21 user=postgres dbname=postgres connect_timeout=2" -XAtc "SELECT 'pgw-e2e-bypass'" 2>&1); rc=$?
 if [ $rc -ne 0 ]; then pass "bypass connection failed: $(echo "$out" | head -1)"; else fail "bypass connection worked: $out"; fi
 if grep -q "host=198.18.0.11" "$WORK/pg.log"; then fail "bypass connection reached PostgreSQL"; else pass "no connection from 198.18.0.11 in server log"; fi
 
@@ -249,6 +249,7 @@ if grep -q "connection received: host=198.18.0.1 " "$WORK/pg.log" &&
 else
   fail "no upstream connection from 198.18.0.1 in the server log"
 fi
+log "4b. a statement the policy denies"
 out=$(PGPASSWORD=$SERVICE_KEY in_agent psql "$GW_CONN" -XAt -v VERBOSITY=verbose \
   -c "CREATE TABLE public.pgw_e2e_denied(a int)" 2>&1); rc=$?
 if [ $rc -ne 0 ] && grep -q "42501" <<<"$out"; then
@@ -257,6 +258,7 @@ else
   fail "policy-denied statement: rc=$rc $out"
 fi
 if grep -q "pgw_e2e_denied" "$WORK/pg.log"; then fail "denied CREATE TABLE reached PostgreSQL"; else pass "denied CREATE TABLE never reached PostgreSQL"; fi
+log "4c. a wrong token"
 out=$(PGPASSWORD=not-a-service-key in_agent psql "$GW_CONN" -XAtc "SELECT 1" 2>&1); rc=$?
 if [ $rc -ne 0 ]; then pass "a wrong token is refused: $(echo "$out" | tail -1)"; else fail "wrong token accepted: $out"; fi
 wait_stats
