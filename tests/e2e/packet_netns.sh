@@ -109,7 +109,7 @@ ip -n "$NS_GW" addr add 198.18.0.1/24 dev pgwtap && in_gw sysctl -qw net.ipv6.co
 
 log "PostgreSQL in $NS_DB"
 mkdir -p "$WORK/pg" && chown postgres: "$WORK" "$WORK/pg" && chmod 700 "$WORK/pg"
-in_db runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -A trust -U postgres >/dev/null ||
+in_db runuser -u postgres -- "$PGBIN/initdb" -N -D "$WORK/pg" -A trust -U postgres >/dev/null ||
   die "initdb"
 cat >>"$WORK/pg/postgresql.conf" <<CONF
 listen_addresses = '198.18.0.20,198.18.0.21'
@@ -119,6 +119,7 @@ log_statement = 'all'
 log_connections = on
 logging_collector = off
 ssl = off
+fsync = off
 CONF
 # The session engine's upstream role authenticates with SCRAM (its secret is the vault file
 # named in the gateway config); direct agents are trusted.
@@ -161,7 +162,7 @@ json.dump({
 PY
 ip netns exec "$NS_GW" "$CP" --config "$WORK/pgwarden.json" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!
-for _ in $(seq 100); do [ -S "$WORK/cp.sock" ] && break; alive $CP_PID || break; sleep 0.1; done
+for _ in $(seq 200); do [ -S "$WORK/cp.sock" ] && break; alive $CP_PID || break; sleep 0.1; done
 [ -S "$WORK/cp.sock" ] || { cat "$WORK/cp.log"; die "pgwarden-cp did not start"; }
 
 EAL="-l 0 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
@@ -173,7 +174,7 @@ ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --agent-port net_af_packet0 --db-port
   --ready-file "$WORK/ready" --config "$WORK/pgwarden.json" --workers 1 --rules-dir "$RULES" \
   >"$WORK/dp.log" 2>&1 &
 DP_PID=$!
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   [ -f "$WORK/ready" ] && grep -q "connected to the control plane" "$WORK/dp.log" && break
   alive $DP_PID || break; sleep 0.1
 done
@@ -184,7 +185,7 @@ in_gw ip link set pgwtap up
 sleep 1
 
 PSQL_BASE="user=postgres dbname=postgres connect_timeout=5"
-stats() {  # stats EXPR...: prints counter values from the stats file (lcore 0 and audit)
+stats() {  # stats NAME...: "name=value ..." from the stats file (lcore 0 counters, audit_*)
   python3 - "$WORK/stats.json" "$@" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
