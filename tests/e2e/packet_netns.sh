@@ -59,7 +59,7 @@ cleanup() {
   fi
   for ns in "$NS_AGENT" "$NS_GW" "$NS_DB"; do ip netns del "$ns" 2>/dev/null; done
   ip link del "pgwa$S" 2>/dev/null; ip link del "pgwd$S" 2>/dev/null
-  rm -rf "$WORK" "/var/run/dpdk/pgwe2e$S"
+  rm -rf "$WORK" "/var/run/dpdk/pgwe2e$S" 2>/dev/null
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
@@ -70,6 +70,7 @@ ip netns add "$NS_AGENT" 2>/dev/null || skip "cannot create network namespaces h
 [ -x "$CP" ] || die "pgwarden-cp not built: $CP"
 [ -x "$PGBIN/postgres" ] || die "PostgreSQL server binaries not found in $PGBIN"
 command -v psql >/dev/null || die "psql not installed"
+command -v jq >/dev/null || die "jq not installed (scripts/setup)"
 id postgres >/dev/null 2>&1 || die "no postgres user"
 ip netns add "$NS_GW" && ip netns add "$NS_DB" || die "netns creation"
 
@@ -142,24 +143,17 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$WORK/gateway.key" -out "$WORK/gateway.crt" >/dev/null 2>&1 || die "TLS certificate"
 { read -r SERVICE_KEY; read -r KEY_SALT; read -r KEY_HASH; } < <("$CP" --new-service-key e2e-agent)
 [ -n "${KEY_HASH:-}" ] || die "pgwarden-cp --new-service-key"
-python3 - "$WORK" "$KEY_SALT" "$KEY_HASH" >"$WORK/pgwarden.json" <<'PY'
-import json, sys
-work, salt, key_hash = sys.argv[1:]
-json.dump({
-    "listeners": {"dataplane": {
-        "address": "198.18.0.1", "port": 6432, "loopback_only": False, "worker_threads": 1,
-        "tls": {"cert_file": work + "/gateway.crt", "key_file": work + "/gateway.key"}}},
-    "control_plane": {"socket": work + "/cp.sock", "state_dir": work + "/state"},
-    "identity": {"service_keys": [{"id": "e2e-agent", "salt": salt, "hash": key_hash,
-                                   "identity": "svc:e2e-agent", "groups": ["agents"]}]},
-    "targets": [{"name": "demo", "host": "198.18.0.20", "port": 5432, "database": "demo",
-                 "role": "app_e2e", "credential": {"file": work + "/app_e2e.secret"},
-                 "tls": {"mode": "disable"}}],
-    "policies": [{"name": "e2e-agents", "groups": ["agents"], "targets": ["demo"],
-                  "allowed_kinds": ["select", "transaction", "show"],
-                  "allowed_relations": ["public.*"], "rule_sets": ["deny", "approve"]}],
-}, sys.stdout, indent=2)
-PY
+jq -n --arg work "$WORK" --arg salt "$KEY_SALT" --arg hash "$KEY_HASH" '{
+  listeners: {dataplane: {address: "198.18.0.1", port: 6432, loopback_only: false,
+    worker_threads: 1, tls: {cert_file: ($work + "/gateway.crt"), key_file: ($work + "/gateway.key")}}},
+  control_plane: {socket: ($work + "/cp.sock"), state_dir: ($work + "/state")},
+  identity: {service_keys: [{id: "e2e-agent", salt: $salt, hash: $hash,
+                             identity: "svc:e2e-agent", groups: ["agents"]}]},
+  targets: [{name: "demo", host: "198.18.0.20", port: 5432, database: "demo", role: "app_e2e",
+             credential: {file: ($work + "/app_e2e.secret")}, tls: {mode: "disable"}}],
+  policies: [{name: "e2e-agents", groups: ["agents"], targets: ["demo"],
+              allowed_kinds: ["select", "transaction", "show"], allowed_relations: ["public.*"],
+              rule_sets: ["deny", "approve"]}]}' >"$WORK/pgwarden.json" || die "config"
 ip netns exec "$NS_GW" "$CP" --config "$WORK/pgwarden.json" >"$WORK/cp.log" 2>&1 &
 CP_PID=$!
 for _ in $(seq 200); do [ -S "$WORK/cp.sock" ] && break; alive $CP_PID || break; sleep 0.1; done
@@ -185,13 +179,14 @@ in_gw ip link set pgwtap up
 sleep 1
 
 PSQL_BASE="user=postgres dbname=postgres connect_timeout=5"
-stats() {  # stats NAME...: "name=value ..." from the stats file (lcore 0 counters, audit_*)
-  python3 - "$WORK/stats.json" "$@" <<'PY'
-import json, sys
-s = json.load(open(sys.argv[1]))
-c = dict(s["lcores"][0]["counters"]); c.update({"audit_" + k: v for k, v in s["audit"].items()})
-print(" ".join(f"{k}={c[k]}" for k in sys.argv[2:]))
-PY
+# The stats file's lcore 0 counters and audit_* forwarder counters as one flat JSON object.
+STATS_JQ='.lcores[0].counters + (.audit | with_entries(.key = "audit_" + .key))'
+stats() {  # stats NAME...: "name=value ..."
+  jq -r "($STATS_JQ)"' as $c | [$ARGS.positional[] | "\(.)=\($c[.])"] | join(" ")' --args \
+    "$@" <"$WORK/stats.json"
+}
+check_stats() {  # check_stats JQ-BOOLEAN: the expression holds for the flat counters
+  jq -e "$STATS_JQ | $1" "$WORK/stats.json" >/dev/null
 }
 wait_stats() { sleep 1.2; }  # the stats file is rewritten every second
 
@@ -208,20 +203,9 @@ if grep -qiE "pgw-e2e\*/|drop database" "$WORK/pg.log"; then fail "DROP DATABASE
 still=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -XAtc "SELECT count(*) FROM e2e_victim" 2>&1)
 if [ "$still" = "3" ]; then pass "database demo and its table still exist"; else fail "database check: $still"; fi
 for _ in $(seq 30); do grep -q wire_deny "$WORK/state/audit.log" 2>/dev/null && break; sleep 0.1; done
-if python3 - "$WORK/state/audit.log" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r.get("event") != "wire_deny":
-        continue
-    flat = json.dumps(r)
-    ok = (r.get("rule") == "deny.drop_database" and r.get("decision") == "deny"
-          and '"198.18.0.20:5432"' in flat and '"client": "198.18.0.10:' in flat)
-    print(flat)
-    sys.exit(0 if ok else 1)
-sys.exit(1)
-PY
-then
+if jq -e 'select(.event == "wire_deny") | .rule == "deny.drop_database" and .decision == "deny"
+      and .server == "198.18.0.20:5432" and (.client | startswith("198.18.0.10:"))' \
+    "$WORK/state/audit.log" >/dev/null 2>&1; then
   pass "wire_deny recorded in pgwarden-cp's audit log: $(grep wire_deny "$WORK/state/audit.log" | head -1)"
 else
   fail "no wire_deny with rule and flow in cp's audit log: $(cat "$WORK/state/audit.log" 2>/dev/null | tail -3)"
@@ -236,6 +220,7 @@ if grep -q "host=198.18.0.11" "$WORK/pg.log"; then fail "bypass connection reach
 log "4. escalation: the session engine on the gateway's own address, through the TAP"
 wait_stats
 before=$(stats exception_to_host exception_from_host)
+before_json=$(jq -c "$STATS_JQ" "$WORK/stats.json")
 GW_CONN="host=198.18.0.1 port=6432 dbname=demo user=agent sslmode=require connect_timeout=10"
 out=$(PGPASSWORD=$SERVICE_KEY in_agent psql "$GW_CONN" -XAt -v ON_ERROR_STOP=1 \
   -c "SELECT 'pgw-e2e-escalated-' || id FROM e2e_victim ORDER BY id" 2>&1)
@@ -264,27 +249,16 @@ out=$(PGPASSWORD=not-a-service-key in_agent psql "$GW_CONN" -XAtc "SELECT 1" 2>&
 if [ $rc -ne 0 ]; then pass "a wrong token is refused: $(echo "$out" | tail -1)"; else fail "wrong token accepted: $out"; fi
 wait_stats
 after=$(stats exception_to_host exception_from_host)
-if python3 - "$before" "$after" <<'PY'
-import sys
-b = dict(kv.split("=") for kv in sys.argv[1].split())
-a = dict(kv.split("=") for kv in sys.argv[2].split())
-# Two TLS sessions (and one refused) each way, plus the upstream connection both ways.
-sys.exit(0 if all(int(a[k]) - int(b[k]) >= 20 for k in a) else 1)
-PY
-then pass "exception counters moved both ways: before $before, after $after"; else fail "exception counters: before $before, after $after"; fi
+# Two TLS sessions and a refused one, each with its upstream connection, both ways.
+if check_stats "$before_json as \$b | .exception_to_host - \$b.exception_to_host >= 20 and
+                .exception_from_host - \$b.exception_from_host >= 20"; then pass "exception counters moved both ways: before $before, after $after"; else fail "exception counters: before $before, after $after"; fi
 counters=$(stats flows_created flows_bypass_dropped prescreen_denied enforce_resets_sent \
   tcp_forwarded exception_to_host exception_from_host exception_unknown_mac_dropped \
   l2_mac_move_refused l2_bridged tx_dropped parse_truncated parse_malformed audit_sent_to_cp \
   audit_written_to_file audit_cp_unreachable)
-if python3 - "$counters" <<'PY'
-import sys
-c = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[1].split())}
-ok = (c["flows_bypass_dropped"] >= 1 and c["prescreen_denied"] == 1 and c["enforce_resets_sent"] == 2
-      and c["audit_sent_to_cp"] == 1 and c["audit_written_to_file"] == 0
-      and c["exception_unknown_mac_dropped"] == 0 and c["l2_mac_move_refused"] == 0)
-sys.exit(0 if ok else 1)
-PY
-then pass "counters: $counters"; else fail "counters: $counters"; fi
+if check_stats '.flows_bypass_dropped >= 1 and .prescreen_denied == 1 and
+    .enforce_resets_sent == 2 and .audit_sent_to_cp == 1 and .audit_written_to_file == 0 and
+    .exception_unknown_mac_dropped == 0 and .l2_mac_move_refused == 0'; then pass "counters: $counters"; else fail "counters: $counters"; fi
 
 log "5. cp stopped: a wire deny falls back to the JSONL file"
 stop_pid "$CP_PID"; CP_PID=""
