@@ -350,8 +350,7 @@ size_t PacketLayer::Impl::reclaim_rules() {
   // older than the oldest one any worker reported.
   uint64_t oldest_in_use = generations_.back()->number;
   for (const auto& w : workers_) {
-    oldest_in_use =
-        std::min(oldest_in_use, w->rules_generation.load(std::memory_order_acquire));
+    oldest_in_use = std::min(oldest_in_use, w->rules_generation.load(std::memory_order_acquire));
   }
   std::erase_if(generations_, [&](const std::unique_ptr<RuleGeneration>& g) {
     return g->number < oldest_in_use;

@@ -49,8 +49,8 @@ class RuleReloader {
 
   // Starts the reloader's thread. `running_version` is the version of the set in use now.
   static Result<std::unique_ptr<RuleReloader>> start(std::vector<std::string> rule_files,
-                                                     std::string running_version,
-                                                     Publish publish, Notify notify);
+                                                     std::string running_version, Publish publish,
+                                                     Notify notify);
   ~RuleReloader();  // finishes a reload in progress, stops the thread, restores SIGHUP
   RuleReloader(const RuleReloader&) = delete;
   RuleReloader& operator=(const RuleReloader&) = delete;

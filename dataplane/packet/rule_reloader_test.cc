@@ -99,8 +99,7 @@ TEST_F(RuleReloaderTest, BrokenFileKeepsTheRunningSetAndReportsFileAndLine) {
   ASSERT_EQ(events_.size(), 1u);
   EXPECT_EQ(events_[0]["verdict"], "rejected");
   EXPECT_EQ(events_[0]["version"], "v0");
-  EXPECT_NE(events_[0]["message"].get<std::string>().find("running rules stay"),
-            std::string::npos);
+  EXPECT_NE(events_[0]["message"].get<std::string>().find("running rules stay"), std::string::npos);
 }
 
 TEST_F(RuleReloaderTest, MissingFileIsARejectedReload) {

@@ -3,6 +3,8 @@
 // (stats snapshots and audit events to cp, SIGHUP rule reloads), the real pgwarden-cp binary
 // and the real pgwardenctl binary reading `pgwardenctl dataplane --json`. A last test runs
 // the real pgwarden-dp --dpdk binary on net_null ports against the same cp.
+#include "dataplane/packet/packet_ops.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <rte_eth_ring.h>
@@ -22,7 +24,6 @@
 #include "controlplane/vault/credential_hash.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
-#include "dataplane/packet/packet_ops.h"
 #include "dataplane/packet/packet_parser.h"
 
 namespace pgwarden::packet {
@@ -467,9 +468,10 @@ TEST_F(PacketOpsTest, RealDpdkBinaryReportsNullPortsAndRejectsABrokenReload) {
   if (pid == 0) {
     int fd = ::open((dir_ + "/dp.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(fd, 2);
-    std::string eal = "-l 0 --no-huge -m 256 --no-pci --no-shconf --no-telemetry "
-                      "--file-prefix=pgwbin" + std::to_string(::getpid()) +
-                      " --vdev=net_null0 --vdev=net_null1";
+    std::string eal =
+        "-l 0 --no-huge -m 256 --no-pci --no-shconf --no-telemetry "
+        "--file-prefix=pgwbin" +
+        std::to_string(::getpid()) + " --vdev=net_null0 --vdev=net_null1";
     execl(dp, "pgwarden-dp", "--dpdk", eal.c_str(), "--agent-port", "net_null0", "--db-port",
           "net_null1", "--rule-file", rule_file_.c_str(), "--cp-socket",
           (dir_ + "/cp.sock").c_str(), "--name", name.c_str(), "--stats-interval-ms", "200",
