@@ -58,13 +58,13 @@ std::string query(const std::string& sql) {
   return "Q" + be32(static_cast<uint32_t>(sql.size() + 5)) + sql + std::string(1, '\0');
 }
 
-struct Run {
+struct ProcessResult {
   int code = -1;
   std::string out, err;
 };
 
 // Runs `argv` (argv[0] = binary path) with stdout/stderr captured.
-Run run_process(const std::string& dir, std::vector<std::string> argv) {
+ProcessResult run_process(const std::string& dir, std::vector<std::string> argv) {
   std::string out_path = dir + "/proc.out", err_path = dir + "/proc.err";
   pid_t pid = fork();
   if (pid == 0) {
@@ -80,7 +80,7 @@ Run run_process(const std::string& dir, std::vector<std::string> argv) {
   }
   int status = 0;
   waitpid(pid, &status, 0);
-  Run r;
+  ProcessResult r;
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = slurp(out_path);
   r.err = slurp(err_path);
@@ -295,7 +295,7 @@ class PacketOpsTest : public ::testing::Test {
     ASSERT_GT(ops_->forwarder().stats().stats_sent, before) << "snapshot never reached cp";
   }
 
-  static Run ctl(std::vector<std::string> args) {
+  static ProcessResult ctl(std::vector<std::string> args) {
     const char* bin = std::getenv("PGW_CTL_BINARY");
     EXPECT_NE(bin, nullptr) << "PGW_CTL_BINARY not set";
     std::vector<std::string> argv{bin, "dataplane"};
@@ -310,7 +310,7 @@ class PacketOpsTest : public ::testing::Test {
 
   // This test's dataplane entry from `pgwardenctl dataplane --json`.
   json dataplane() {
-    Run r = ctl({"--json"});
+    ProcessResult r = ctl({"--json"});
     EXPECT_EQ(r.code, 0) << r.out << r.err;
     json all = json::parse(r.out, nullptr, false);
     EXPECT_TRUE(all.is_object()) << r.out;
@@ -382,7 +382,7 @@ TEST_F(PacketOpsTest, DataplaneCommandShowsPortsLinkStateAndLcoreCountersFollowi
   EXPECT_EQ(after["snapshot"]["flows"]["active"], 1);
   EXPECT_GT(after["received_unix_ms"].get<int64_t>(), 0);
 
-  Run human = ctl({});
+  ProcessResult human = ctl({});
   ASSERT_EQ(human.code, 0) << human.err;
   EXPECT_NE(human.out.find("dataplane " + dp_name_), std::string::npos) << human.out;
   EXPECT_NE(human.out.find(agent_.name), std::string::npos) << human.out;
@@ -479,7 +479,7 @@ TEST_F(PacketOpsTest, RealDpdkBinaryReportsNullPortsAndRejectsABrokenReload) {
     _exit(127);
   }
   auto find = [&]() -> json {
-    Run r = ctl({"--json"});
+    ProcessResult r = ctl({"--json"});
     json all = json::parse(r.out, nullptr, false);
     if (all.is_object()) {
       for (const json& d : all["dataplanes"]) {
