@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "controlplane/identity/service_key.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/vault/credential_hash.h"
 #include "dataplane/packet/eal_for_tests.h"
@@ -97,6 +98,7 @@ class PacketOpsTest : public ::testing::Test {
     dir_ = mkdtemp(tmpl);
     std::ofstream(dir_ + "/alice.cred") << "alice-secret-123\n";
     ::chmod((dir_ + "/alice.cred").c_str(), 0600);
+    const identity::ServiceKeyHash key = identity::make_service_key_hash("agent-secret").value();
     json config{
         {"listeners",
          {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
@@ -108,6 +110,13 @@ class PacketOpsTest : public ::testing::Test {
            {{{"name", "alice"},
              {"credential_hash", vault::hash_credential("alice-secret-123", 1000)},
              {"groups", {"ops"}}}}}}},
+        {"identity",
+         {{"service_keys",
+           {{{"id", "agent"},
+             {"salt", key.salt},
+             {"hash", key.hash},
+             {"identity", "svc:agent"},
+             {"groups", {"agents"}}}}}}},
         {"targets",
          {{{"name", "demo"},
            {"host", "127.0.0.1"},
