@@ -18,14 +18,20 @@ namespace {
 
 std::atomic<int> g_sighup_fd{-1};
 
+bool write_request() {
+  int fd = g_sighup_fd.load();
+  return fd >= 0 && ::write(fd, "h", 1) == 1;
+}
+
 void on_sighup(int) {
   int saved = errno;
-  int fd = g_sighup_fd.load();
-  if (fd >= 0) (void)!::write(fd, "h", 1);
+  (void)write_request();
   errno = saved;
 }
 
 }  // namespace
+
+bool request_sighup_reload() { return write_request(); }
 
 nlohmann::json RuleReloadStats::to_json() const {
   return {{"reloads_ok", reloads_ok},

@@ -42,6 +42,11 @@ struct RuleReloadStats {
   nlohmann::json to_json() const;
 };
 
+// Asks the reloader that installed SIGHUP (install_sighup()) for a reload, as the signal
+// would. For a process whose own signal loop consumes SIGHUP (blocked, sigwait) and must pass
+// it on. Async-signal-safe; false when no reloader has installed SIGHUP.
+bool request_sighup_reload();
+
 class RuleReloader {
  public:
   using Publish = std::function<uint64_t(std::shared_ptr<const rules::CompiledRuleSet>)>;

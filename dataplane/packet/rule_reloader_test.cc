@@ -119,7 +119,12 @@ TEST_F(RuleReloaderTest, SighupTriggersAReloadAndOnlyOneReloaderMayOwnIt) {
   wait_reloads(*r, 1);
   EXPECT_EQ(r->stats().reloads_ok, 1u);
   EXPECT_EQ(other->reload_count(), 0u);
+  // A process whose signal loop consumes SIGHUP passes it on the same way.
+  EXPECT_TRUE(request_sighup_reload());
+  wait_reloads(*r, 2);
+  EXPECT_EQ(r->stats().reloads_ok, 2u);
   r.reset();  // gives SIGHUP back: the next reloader may take it
+  EXPECT_FALSE(request_sighup_reload());
   EXPECT_TRUE(other->install_sighup().is_ok());
 }
 
