@@ -128,6 +128,93 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
   return kExitAdminOk;
 }
 
+// ------------------------------------------------------------------------------- dataplane
+
+namespace {
+
+std::string counter_text(const json& obj, const char* key) {
+  return obj.contains(key) ? scalar_text(obj[key]) : "-";
+}
+
+void print_dataplane(std::ostream& out, const json& d) {
+  const json& snap = d.contains("snapshot") ? d["snapshot"] : json::object();
+  const json& dp = snap.contains("dp") ? snap["dp"] : json::object();
+  out << "dataplane " << d.value("name", "?") << " (" << dp.value("mode", "?") << ", pid "
+      << counter_text(dp, "pid")
+      << "): " << (d.value("connected", false) ? "connected" : "disconnected") << ", snapshot "
+      << format_time_ms(d.value("received_unix_ms", int64_t{0})) << " ("
+      << counter_text(d, "age_ms") << " ms ago)" << (d.value("stale", true) ? " STALE" : "")
+      << "\n";
+  if (snap.contains("rules") && snap["rules"].is_object()) {
+    const json& r = snap["rules"];
+    out << "rules: generation " << counter_text(r, "generation") << ", version "
+        << r.value("version", "-") << ", reloads ok " << counter_text(r, "reloads_ok")
+        << ", failed " << counter_text(r, "reloads_failed");
+    if (!r.value("last_error", "").empty()) {
+      out << ", last error: " << one_line(r.value("last_error", ""), 120);
+    }
+    out << "\n";
+  }
+  if (snap.contains("ports") && snap["ports"].is_array()) {
+    std::vector<std::vector<std::string>> rows;
+    for (const json& p : snap["ports"]) {
+      std::string link = p.value("link_up", false) ? "up" : "down";
+      rows.push_back({p.value("name", ""), p.value("role", ""), link,
+                      counter_text(p, "link_speed_mbps"), counter_text(p, "rx_packets"),
+                      counter_text(p, "tx_packets"), counter_text(p, "rx_bytes"),
+                      counter_text(p, "tx_bytes"), counter_text(p, "rx_missed"),
+                      counter_text(p, "rx_errors"), counter_text(p, "rx_nombuf")});
+    }
+    print_table(out,
+                {"PORT", "ROLE", "LINK", "MBPS", "RX_PKTS", "TX_PKTS", "RX_BYTES", "TX_BYTES",
+                 "MISSED", "RX_ERR", "NOMBUF"},
+                rows);
+  }
+  if (snap.contains("lcores") && snap["lcores"].is_array()) {
+    std::vector<std::vector<std::string>> rows;
+    for (const json& l : snap["lcores"]) {
+      const json& c = l.contains("counters") ? l["counters"] : json::object();
+      rows.push_back({counter_text(l, "lcore_id"), counter_text(l, "queue"),
+                      counter_text(l, "flows_active") + "/" + counter_text(l, "flow_capacity"),
+                      counter_text(l, "reassembly_memory_used"),
+                      counter_text(l, "rules_generation"), counter_text(c, "rx_packets"),
+                      counter_text(c, "tx_packets"), counter_text(c, "prescreen_messages"),
+                      counter_text(c, "prescreen_denied"), counter_text(c, "enforce_resets_sent"),
+                      counter_text(c, "tx_dropped")});
+    }
+    print_table(out,
+                {"LCORE", "QUEUE", "FLOWS", "REASM_BYTES", "RULES_GEN", "RX", "TX", "MESSAGES",
+                 "DENIED", "RESETS", "TX_DROPPED"},
+                rows);
+  }
+  if (snap.contains("audit") && snap["audit"].is_object()) {
+    out << "audit:";
+    for (const auto& [k, v] : snap["audit"].items()) out << " " << k << "=" << scalar_text(v);
+    out << "\n";
+  }
+}
+
+}  // namespace
+
+int run_dataplane_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  if (!inv->args.positional.empty()) return usage(err, "dataplane [--json]");
+  auto r = inv->call("dataplane", json::object(), code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  const json& list = r->contains("dataplanes") ? (*r)["dataplanes"] : json::array();
+  if (list.empty()) out << "no dataplane has reported stats\n";
+  bool first = true;
+  for (const json& d : list) {
+    if (!first) out << "\n";
+    first = false;
+    print_dataplane(out, d);
+  }
+  return kExitAdminOk;
+}
+
 // -------------------------------------------------------------------------------- sessions
 
 namespace {

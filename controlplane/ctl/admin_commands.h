@@ -1,6 +1,7 @@
 // pgwardenctl groups that talk to a running pgwarden-cp over its admin socket (docs/cli.md):
 //
 //   status
+//   dataplane                  (latest stats snapshot of every dataplane)
 //   sessions list | show ID | replay ID [--speed X] | verify ID      [--state-dir DIR]
 //   approvals list [--state S] | show ID | approve ID [--scope once|shape --for 1h]
 //             [--reason R] | deny ID --reason R
@@ -26,6 +27,8 @@ using GroupFn = int (*)(std::span<const std::string_view> args, std::istream& in
 
 int run_status_command(std::span<const std::string_view> args, std::istream& in, std::ostream& out,
                        std::ostream& err);
+int run_dataplane_command(std::span<const std::string_view> args, std::istream& in,
+                          std::ostream& out, std::ostream& err);
 int run_sessions_command(std::span<const std::string_view> args, std::istream& in,
                          std::ostream& out, std::ostream& err);
 int run_approvals_command(std::span<const std::string_view> args, std::istream& in,

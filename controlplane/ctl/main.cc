@@ -20,6 +20,8 @@ struct CommandGroup {
 constexpr CommandGroup kGroups[] = {
     {"status", "control plane status: versions, uptime, connections, approvals, counters",
      pgwarden::ctl::run_status_command},
+    {"dataplane", "dataplanes' latest stats: ports, link state, lcore counters, rule generation",
+     pgwarden::ctl::run_dataplane_command},
     {"sessions", "recorded sessions: list, show, replay, verify",
      pgwarden::ctl::run_sessions_command},
     {"approvals", "statements waiting for a human: list, show, approve, deny",

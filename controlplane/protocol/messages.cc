@@ -456,10 +456,13 @@ Result<MaskPlanResponse> MaskPlanResponse::from_json(const json& j) {
 Result<Event> Event::from_json(const json& j) {
   Reader r(j);
   Event e;
-  r.str("session_id", e.session_id, true, 128);
   r.str("kind", e.kind, true, 32);
-  static const std::set<std::string> kKinds = {"session_start", "statement", "rows", "error",
-                                               "session_end", "wire_deny"};
+  // Dataplane-wide events (stats snapshots, wire rule reloads) belong to no session.
+  static const std::set<std::string> kDataplaneKinds = {"dataplane_stats", "wire_rules_reload"};
+  r.str("session_id", e.session_id, !kDataplaneKinds.count(e.kind), 128);
+  static const std::set<std::string> kKinds = {"session_start",   "statement",        "rows",
+                                               "error",           "session_end",      "wire_deny",
+                                               "dataplane_stats", "wire_rules_reload"};
   if (r.ok() && !kKinds.count(e.kind)) r.fail("unknown event kind \"" + e.kind + "\"");
   e.fields = json::object();
   for (const auto& [k, v] : j.items()) {

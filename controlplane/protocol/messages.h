@@ -197,8 +197,10 @@ struct MaskPlanResponse {
   static Result<MaskPlanResponse> from_json(const json& j);
 };
 
-// {"type":"event","session_id", "kind": session_start|statement|rows|error|session_end, ...}
-// Extra fields are kept verbatim in `fields`.
+// {"type":"event","session_id", "kind": session_start|statement|rows|error|session_end|
+// wire_deny|dataplane_stats|wire_rules_reload, ...}. session_id is required except for the
+// dataplane-wide kinds dataplane_stats and wire_rules_reload. Extra fields are kept verbatim
+// in `fields`.
 struct Event {
   std::string session_id;
   std::string kind;

@@ -80,6 +80,17 @@ TEST(MessagesTest, EventKeepsExtraFieldsAndRejectsUnknownKinds) {
       Event::from_json(json{{"type", "event"}, {"session_id", "s"}, {"kind", "party"}}).is_ok());
 }
 
+TEST(MessagesTest, DataplaneWideEventsNeedNoSessionButSessionEventsDo) {
+  auto stats = Event::from_json(json{{"type", "event"},
+                                     {"kind", "dataplane_stats"},
+                                     {"dp", {{"name", "gw1"}}},
+                                     {"interval_ms", 1000}});
+  ASSERT_TRUE(stats.is_ok()) << stats.status().to_string();
+  EXPECT_EQ(stats->fields["dp"]["name"], "gw1");
+  EXPECT_TRUE(Event::from_json(json{{"type", "event"}, {"kind", "wire_rules_reload"}}).is_ok());
+  EXPECT_FALSE(Event::from_json(json{{"type", "event"}, {"kind", "statement"}}).is_ok());
+}
+
 TEST(MessagesTest, ErrorResponseShape) {
   json e = make_error(5, error_code::kDeadlineExceeded, deadline_exceeded("late"));
   EXPECT_EQ(e["id"], 5);

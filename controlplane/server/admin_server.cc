@@ -452,6 +452,11 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     return j;
   }
 
+  if (command == "dataplane") {
+    if (!b_.dataplanes) return unavailable("this control plane does not collect dataplane stats");
+    return b_.dataplanes();
+  }
+
   if (command.starts_with("approvals.")) {
     if (!b_.approvals) return unavailable("approvals are not enabled in this control plane");
     std::string id = str_arg(args, "id");

@@ -64,6 +64,9 @@ struct AdminBackend {
   std::function<nlohmann::json()> runtime_status;
   // Live sessions: [{"session_id", "identity", "target", ...}], merged into sessions.list.
   std::function<nlohmann::json()> live_sessions;
+  // Latest dataplane stats snapshots: DataplaneRegistry::to_json() ({"dataplanes": [...]}),
+  // answered by the `dataplane` command.
+  std::function<nlohmann::json()> dataplanes;
   std::string version = "pgwarden-cp/0.1";
 };
 

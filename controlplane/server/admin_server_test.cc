@@ -152,6 +152,22 @@ TEST_F(AdminServerTest, StatusReportsVersionPolicyAndRuntimeFigures) {
   EXPECT_EQ(r["result"]["principal"], "alice");
 }
 
+TEST_F(AdminServerTest, DataplaneAnswersTheRegistrySnapshotOrUnavailableWithoutOne) {
+  json r = alice("dataplane");
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["error"]["code"], "unavailable");
+  AdminBackend b;
+  b.config = store_.get();
+  b.audit = audit_.get();
+  b.dataplanes = [] {
+    return json{{"dataplanes", json::array({{{"name", "gw1"}, {"stale", false}}})}};
+  };
+  server_ = std::make_unique<AdminServer>(std::move(b));
+  r = alice("dataplane");
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  EXPECT_EQ(r["result"]["dataplanes"][0]["name"], "gw1");
+}
+
 TEST_F(AdminServerTest, WrongCredentialAndUnknownPrincipalAreRejectedAndAudited) {
   json r = call("alice", "wrong", "status");
   EXPECT_EQ(r["ok"], false);

@@ -369,6 +369,7 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
     std::lock_guard<std::mutex> lock(conns_mu_);
     conns_.erase(conn->fd);
   }
+  dataplanes_.disconnected(conn->id);
   std::vector<std::shared_ptr<Session>> dropped;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
@@ -900,6 +901,12 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, con
   if (!ev.is_ok()) {
     bump(Counter::k_events_bad);
     spdlog::warn("dp connection {}: bad event: {}", conn->id, ev.status().message());
+    return;
+  }
+  if (ev->kind == "dataplane_stats") {
+    Status st = dataplanes_.update(conn->id, std::move(ev->fields), protocol::now_unix_ms());
+    bump(st.is_ok() ? Counter::k_dataplane_stats_received : Counter::k_dataplane_stats_refused);
+    if (!st.is_ok()) spdlog::warn("dp connection {}: {}", conn->id, st.message());
     return;
   }
   auto s = find_session(conn, ev->session_id);

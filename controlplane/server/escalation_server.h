@@ -26,6 +26,10 @@
 // refused too, analyse answers error recording_backpressure (53000) and the dp does not run
 // the statement (it retries or reports the error), so nothing runs unrecorded.
 //
+// Dataplane stats: `dataplane_stats` events are kept (latest per dataplane name) in a
+// DataplaneRegistry, not audited; closing the connection marks them stale. Other dataplane
+// events (wire_rules_reload) are audited like session events.
+//
 // Thread-safety: start/stop from one thread; reload() from any thread.
 #pragma once
 
@@ -43,6 +47,7 @@
 #include "controlplane/config/config.h"
 #include "controlplane/protocol/frame.h"
 #include "controlplane/recording/recorder.h"
+#include "controlplane/server/dataplane_registry.h"
 #include "controlplane/server/interfaces.h"
 #include "controlplane/server/worker_pool.h"
 
@@ -73,6 +78,8 @@ struct ServerHandlers {
   X(scram_failed)             \
   X(events_received)          \
   X(events_bad)               \
+  X(dataplane_stats_received) \
+  X(dataplane_stats_refused)  \
   X(recording_dropped)        \
   X(recording_backpressure)   \
   X(approvals_requested)      \
@@ -107,6 +114,8 @@ class EscalationServer {
   config::LoadOutcome reload();
 
   size_t session_count() const;
+  // The latest dataplane_stats snapshot of every dataplane (admin API: `dataplane`).
+  const DataplaneRegistry& dataplanes() const { return dataplanes_; }
   uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }
 
  private:
@@ -164,6 +173,8 @@ class EscalationServer {
 
   mutable std::mutex sessions_mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
+
+  DataplaneRegistry dataplanes_;
 
   std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
 };

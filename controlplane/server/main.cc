@@ -20,6 +20,7 @@
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
+#include "controlplane/protocol/messages.h"
 #include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"
@@ -76,6 +77,9 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
                                  validator.status().message()};
     }
     return (*validator)->validate(token);
+  };
+  b.dataplanes = [&plane] {
+    return plane.escalation_server().dataplanes().to_json(protocol::now_unix_ms());
   };
   b.runtime_status = [&plane] {
     server::EscalationServer& server = plane.escalation_server();

@@ -29,7 +29,9 @@ nlohmann::json AuditForwarderStats::to_json() const {
           {"lost", lost},
           {"queue_dropped", queue_dropped},
           {"cp_connects", cp_connects},
-          {"cp_connect_failures", cp_connect_failures}};
+          {"cp_connect_failures", cp_connect_failures},
+          {"stats_sent", stats_sent},
+          {"stats_unsent", stats_unsent}};
 }
 
 AuditForwarder::AuditForwarder(AuditForwarderOptions options)
@@ -71,6 +73,14 @@ void AuditForwarder::submit(nlohmann::json event) {
   wake_.notify_one();
 }
 
+void AuditForwarder::publish_stats(nlohmann::json snapshot) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_stats_ = std::move(snapshot);
+  }
+  wake_.notify_one();
+}
+
 void AuditForwarder::flush() {
   std::unique_lock<std::mutex> lock(mu_);
   uint64_t target = submitted_;
@@ -85,16 +95,23 @@ AuditForwarderStats AuditForwarder::stats() const {
 void AuditForwarder::run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    wake_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-    if (queue_.empty()) break;  // stop_ and nothing left
+    wake_.wait(lock, [&] { return stop_ || !queue_.empty() || pending_stats_.has_value(); });
+    if (queue_.empty() && !pending_stats_) break;  // stop_ and nothing left
     std::deque<nlohmann::json> batch;
     batch.swap(queue_);
+    std::optional<nlohmann::json> snapshot;
+    snapshot.swap(pending_stats_);
     lock.unlock();
     for (const nlohmann::json& ev : batch) {
       deliver(ev);
       std::lock_guard<std::mutex> relock(mu_);
       ++finished_;
       done_.notify_all();
+    }
+    if (snapshot) {
+      bool sent = !options_.cp_socket.empty() && send_to_cp(*snapshot);
+      std::lock_guard<std::mutex> relock(mu_);
+      ++(sent ? stats_.stats_sent : stats_.stats_unsent);
     }
     // cp may send us events (policy_version); nothing here needs them: discard, and notice
     // a closed connection early.

@@ -11,6 +11,11 @@
 // A lost cp connection is retried at most every reconnect_interval_ms. The queue is bounded
 // (max_queue); events beyond it are counted in queue_dropped.
 //
+// Stats snapshots (publish_stats(), the `dataplane_stats` event) share the cp connection but
+// not the fallback: only the latest snapshot is kept, it is sent after the queued events when
+// cp is reachable (stats_sent) and otherwise discarded (stats_unsent), never written to the
+// audit file.
+//
 // Thread-safety: submit(), stats() and flush() may be called from any thread.
 #pragma once
 
@@ -21,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -44,6 +50,8 @@ struct AuditForwarderStats {
   uint64_t queue_dropped = 0;
   uint64_t cp_connects = 0;
   uint64_t cp_connect_failures = 0;
+  uint64_t stats_sent = 0;    // dataplane_stats snapshots delivered to cp
+  uint64_t stats_unsent = 0;  // snapshots discarded: cp not configured or not reachable
   nlohmann::json to_json() const;
 };
 
@@ -58,6 +66,8 @@ class AuditForwarder {
 
   // Queues one event object. Never blocks on I/O.
   void submit(nlohmann::json event);
+  // Replaces the pending stats snapshot (an event object). Never blocks on I/O.
+  void publish_stats(nlohmann::json snapshot);
   // Blocks until every event submitted before the call was delivered (or counted lost).
   void flush();
   AuditForwarderStats stats() const;
@@ -78,6 +88,7 @@ class AuditForwarder {
   std::condition_variable wake_;
   std::condition_variable done_;
   std::deque<nlohmann::json> queue_;
+  std::optional<nlohmann::json> pending_stats_;
   uint64_t submitted_ = 0;
   uint64_t finished_ = 0;  // delivered, written or lost
   bool stop_ = false;

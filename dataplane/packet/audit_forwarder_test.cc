@@ -202,6 +202,53 @@ TEST_F(AuditForwarderTest, CpGoingAwayMidwaySendsLaterEventsToTheFile) {
   EXPECT_EQ(read_jsonl(file_).size(), 2u);
 }
 
+// Waits until the forwarder has dealt with `n` stats snapshots (sent or not).
+AuditForwarderStats wait_stats(AuditForwarder& f, uint64_t n) {
+  AuditForwarderStats s = f.stats();
+  for (int i = 0; i < 500 && s.stats_sent + s.stats_unsent < n; ++i) {
+    usleep(10000);
+    s = f.stats();
+  }
+  return s;
+}
+
+json stats_event(uint64_t rx) {
+  return {{"type", "event"},
+          {"kind", "dataplane_stats"},
+          {"dp", {{"name", "gw"}}},
+          {"lcores", json::array({{{"counters", {{"rx_packets", rx}}}}})}};
+}
+
+TEST_F(AuditForwarderTest, StatsSnapshotsGoToCpOnTheSameConnectionAndNeverToTheFile) {
+  CpEndpoint cp(socket_);
+  auto f = AuditForwarder::start({.cp_socket = socket_, .fallback_path = file_});
+  ASSERT_TRUE(f.is_ok());
+  (*f)->submit(deny_event(40000).to_json());
+  (*f)->publish_stats(stats_event(5));
+  AuditForwarderStats s = wait_stats(**f, 1);
+  EXPECT_EQ(s.stats_sent, 1u);
+  EXPECT_EQ(s.cp_connects, 1u);
+  f->reset();
+  for (int i = 0; i < 100 && cp.frames().size() < 3; ++i) usleep(10000);
+  std::vector<json> frames = cp.frames();
+  ASSERT_EQ(frames.size(), 3u);
+  EXPECT_EQ(frames[1]["kind"], "wire_deny");  // queued events go first
+  EXPECT_EQ(frames[2]["kind"], "dataplane_stats");
+  EXPECT_EQ(frames[2]["lcores"][0]["counters"]["rx_packets"], 5);
+  EXPECT_TRUE(read_jsonl(file_).empty());
+}
+
+TEST_F(AuditForwarderTest, StatsSnapshotsForUnreachableCpAreDiscardedNotWritten) {
+  auto f = AuditForwarder::start({.cp_socket = socket_, .fallback_path = file_});
+  ASSERT_TRUE(f.is_ok());
+  (*f)->publish_stats(stats_event(1));
+  AuditForwarderStats s = wait_stats(**f, 1);
+  EXPECT_EQ(s.stats_sent, 0u);
+  EXPECT_EQ(s.stats_unsent, 1u);
+  EXPECT_EQ(s.written_to_file, 0u);
+  EXPECT_TRUE(read_jsonl(file_).empty());
+}
+
 TEST_F(AuditForwarderTest, FileOnlyModeWritesEveryEvent) {
   auto f = AuditForwarder::start({.fallback_path = file_});
   ASSERT_TRUE(f.is_ok());

@@ -13,7 +13,9 @@ const char kDpdkUsage[] =
     "         [--rule-file PATH]... [--max-statement-bytes N] [--flow-capacity N]\n"
     "         [--flow-idle-timeout-ms N] [--reassembly-memcap BYTES] [--per-flow-cap BYTES]\n"
     "         [--mbufs N] [--burst N] [--idle-sleep-us N] [--cp-socket PATH]\n"
-    "         [--audit-log PATH] [--stats-file PATH] [--ready-file PATH]\n"
+    "         [--audit-log PATH] [--stats-file PATH] [--ready-file PATH] [--name NAME]\n"
+    "         [--stats-interval-ms N]\n"
+    "SIGHUP re-reads the rule files (a bad file keeps the running rules).\n"
     "Default rule files: rules/sets/deny.rules rules/sets/approve.rules.\n";
 
 namespace {
@@ -161,6 +163,13 @@ Result<DpdkOptions> parse_dpdk_args(std::span<const std::string> cli) {
       o.stats_file = v;
     } else if (flag == "--ready-file") {
       o.ready_file = v;
+    } else if (flag == "--name") {
+      if (v.empty() || v.size() > 128) return invalid_argument("--name: 1..128 bytes");
+      o.dp_name = v;
+    } else if (flag == "--stats-interval-ms") {
+      PGW_RETURN_IF_ERROR(number(3600000));
+      if (n < 100) return invalid_argument("--stats-interval-ms: at least 100");
+      c.control_interval_ms = static_cast<uint32_t>(n);
     } else {
       return invalid_argument("unknown flag " + flag);
     }

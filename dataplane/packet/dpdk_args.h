@@ -25,6 +25,7 @@ struct DpdkOptions {
   std::string audit_log;   // JSONL fallback (and the only sink without cp)
   std::string stats_file;  // JSON stats, rewritten every control interval
   std::string ready_file;  // written once the ports are up
+  std::string dp_name;     // names this dataplane in cp's stats (dp.name); empty: host name
   bool help = false;
 };
 

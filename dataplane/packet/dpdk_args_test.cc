@@ -35,6 +35,21 @@ TEST(DpdkArgsTest, MinimalFlagsUseTheDefaultRuleSets) {
   EXPECT_EQ(o->config.rule_files[1], "rules/sets/approve.rules");
 }
 
+TEST(DpdkArgsTest, NameAndStatsIntervalAreAppliedAndBounded) {
+  auto a = base();
+  for (const char* s : {"--name", "gw-east-1", "--stats-interval-ms", "250"}) a.push_back(s);
+  auto o = parse_dpdk_args(a);
+  ASSERT_TRUE(o.is_ok()) << o.status().to_string();
+  EXPECT_EQ(o->dp_name, "gw-east-1");
+  EXPECT_EQ(o->config.control_interval_ms, 250u);
+  auto too_fast = base();
+  for (const char* s : {"--stats-interval-ms", "10"}) too_fast.push_back(s);
+  EXPECT_FALSE(parse_dpdk_args(too_fast).is_ok());
+  auto empty_name = base();
+  for (const char* s : {"--name", ""}) empty_name.push_back(s);
+  EXPECT_FALSE(parse_dpdk_args(empty_name).is_ok());
+}
+
 TEST(DpdkArgsTest, EveryValueFlagIsApplied) {
   auto a = base();
   for (const char* s :

@@ -6,9 +6,9 @@
 #include <fstream>
 #include <memory>
 
-#include "dataplane/packet/audit_forwarder.h"
 #include "dataplane/packet/dpdk_args.h"
 #include "dataplane/packet/packet_layer.h"
+#include "dataplane/packet/packet_ops.h"
 
 namespace pgwarden::packet {
 namespace {
@@ -16,15 +16,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 void on_signal(int) { g_stop.store(true); }
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << text << "\n";
-  }
-  std::rename(tmp.c_str(), path.c_str());
-}
 
 }  // namespace
 
@@ -39,15 +30,19 @@ int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* st
     std::fputs(kDpdkUsage, stdout);
     return kExitOk;
   }
-  AuditForwarderOptions audit_options;
-  audit_options.cp_socket = o.cp_socket;
-  audit_options.fallback_path = o.audit_log;
-  Result<std::unique_ptr<AuditForwarder>> audit = AuditForwarder::start(audit_options);
-  if (!audit) {
-    std::fprintf(stderr, "pgwarden-dp: %s\n", audit.status().message().c_str());
+  PacketOpsOptions ops_options;
+  ops_options.dp_name = o.dp_name;
+  ops_options.rule_files = o.config.rule_files;
+  ops_options.stats_file = o.stats_file;
+  ops_options.interval_ms = o.config.control_interval_ms;
+  ops_options.audit.cp_socket = o.cp_socket;
+  ops_options.audit.fallback_path = o.audit_log;
+  Result<std::unique_ptr<PacketOps>> started = PacketOps::start(ops_options);
+  if (!started) {
+    std::fprintf(stderr, "pgwarden-dp: %s\n", started.status().message().c_str());
     return kExitConfig;
   }
-  AuditForwarder& forwarder = **audit;
+  PacketOps& ops = **started;
   if (stop == nullptr) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
@@ -55,32 +50,22 @@ int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* st
 
   PacketLayerHooks hooks;
   hooks.stop = stop != nullptr ? stop : &g_stop;
-  hooks.on_stats = [&](const PacketLayerStats& s) {
-    if (o.stats_file.empty()) return;
-    nlohmann::json j = nlohmann::json::parse(s.to_json());
-    j["audit"] = forwarder.stats().to_json();
-    write_file_atomically(o.stats_file, j.dump());
-  };
-  // Runs on the main lcore's control tick: only queues; the forwarder's thread does I/O.
-  hooks.on_audit = [&](const AuditEvent& ev) { forwarder.submit(ev.to_json()); };
-  hooks.on_ready = [&]() {
-    if (!o.ready_file.empty()) write_file_atomically(o.ready_file, "ready");
+  // Both run on the main lcore's control tick: they only queue; the forwarder's thread does
+  // the I/O to cp.
+  hooks.on_stats = [&](const PacketLayerStats& s) { ops.on_stats(s); };
+  hooks.on_audit = [&](const AuditEvent& ev) { ops.on_audit(ev); };
+  hooks.on_ready = [&](PacketLayer& layer) {
+    if (Status st = ops.attach(layer); !st) {
+      std::fprintf(stderr, "pgwarden-dp: no SIGHUP rule reload: %s\n", st.message().c_str());
+    }
+    if (!o.ready_file.empty()) std::ofstream(o.ready_file, std::ios::trunc) << "ready\n";
     std::fprintf(stderr, "pgwarden-dp: packet layer up, forwarding\n");
   };
+  hooks.on_stopped = [&]() { ops.detach(); };
   std::string error;
   int code = run_packet_layer(o.config, hooks, &error);
-  forwarder.flush();
-  if (code != kExitOk) {
-    std::fprintf(stderr, "pgwarden-dp: %s\n", error.c_str());
-  } else if (!o.stats_file.empty()) {
-    // Final audit counters after the last events were delivered.
-    std::ifstream in(o.stats_file);
-    nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_object()) {
-      j["audit"] = forwarder.stats().to_json();
-      write_file_atomically(o.stats_file, j.dump());
-    }
-  }
+  ops.finish();
+  if (code != kExitOk) std::fprintf(stderr, "pgwarden-dp: %s\n", error.c_str());
   if (stop == nullptr) {
     std::signal(SIGINT, SIG_DFL);
     std::signal(SIGTERM, SIG_DFL);

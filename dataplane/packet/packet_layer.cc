@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -87,6 +88,13 @@ std::string available_ports() {
 
 }  // namespace
 
+// One published rule set. Immutable once published; freed by reclaim_rules().
+struct RuleGeneration {
+  uint64_t number = 0;
+  std::shared_ptr<const rules::CompiledRuleSet> set;
+  std::string version;
+};
+
 // One worker's state. Cache-aligned so that no two workers share a line.
 struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   unsigned lcore_id = 0;
@@ -95,6 +103,8 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   std::unique_ptr<ReassemblyMemory> memory;
   std::unique_ptr<WirePrescreen> sink;  // before flows: their streams point into it
   std::unique_ptr<FlowTable> flows;
+  const RuleGeneration* generation = nullptr;  // the one `sink` screens with
+  std::atomic<uint64_t> rules_generation{0};
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
   uint64_t last_drain_tsc = 0;
@@ -115,6 +125,9 @@ class PacketLayer::Impl {
   void send(LcoreContext& c, PortRole out, rte_mbuf* m);
   void send_resets(LcoreContext& c, const ParsedPacket& p, std::span<const uint8_t> frame);
   void audit(LcoreContext& c, const FlowEntry& e, const ParsedPacket& p);
+  void adopt_rules(LcoreContext& c, const RuleGeneration* g);
+  uint64_t publish_rules(std::shared_ptr<const rules::CompiledRuleSet> rules);
+  size_t reclaim_rules();
 
   PacketLayerConfig config_;
   uint16_t port_ids_[kMaxPorts] = {};
@@ -124,7 +137,12 @@ class PacketLayer::Impl {
   rte_mempool* pool_ = nullptr;
   std::vector<std::unique_ptr<LcoreContext>> workers_;
   std::vector<int> worker_of_lcore_;
-  std::shared_ptr<const rules::CompiledRuleSet> rules_;
+  // Rule generations: current_rules_ is what workers load between bursts; generations_ owns
+  // the current one and every retired one not yet reclaimed (guarded by rules_mu_, which
+  // only publishers and reclaim_rules() take).
+  std::atomic<const RuleGeneration*> current_rules_{nullptr};
+  std::mutex rules_mu_;
+  std::vector<std::unique_ptr<RuleGeneration>> generations_;
   MacTable macs_;  // side of each station, for frames from the host (shared by all lcores)
   uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
 };
@@ -158,7 +176,7 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
   }
   Result<std::shared_ptr<const rules::CompiledRuleSet>> rules = load_wire_rules(config.rule_files);
   if (!rules) return rules.status();
-  rules_ = *rules;
+  publish_rules(*rules);
 
   port_names_[kAgent] = config.agent_port;
   port_names_[kDatabase] = config.database_port;
@@ -268,10 +286,13 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
         FlowTable::create("pgw_flows_" + suffix, config.flow_capacity, socket);
     if (!flows) return flows.status();
     c->flows = std::move(*flows);
+    const RuleGeneration* g = current_rules_.load(std::memory_order_acquire);
     Result<std::unique_ptr<WirePrescreen>> sink =
-        WirePrescreen::create(rules_, &c->counters, c->memory.get(), config.prescreen);
+        WirePrescreen::create(g->set, &c->counters, c->memory.get(), config.prescreen);
     if (!sink) return sink.status();
     c->sink = std::move(*sink);
+    c->generation = g;
+    c->rules_generation.store(g->number, std::memory_order_release);
     for (unsigned r = 0; r < kMaxPorts; ++r) {
       if (!port_used_[r]) continue;
       auto* buf = static_cast<rte_eth_dev_tx_buffer*>(
@@ -310,7 +331,48 @@ void PacketLayer::Impl::flush(LcoreContext& c) {
   }
 }
 
+uint64_t PacketLayer::Impl::publish_rules(std::shared_ptr<const rules::CompiledRuleSet> rules) {
+  uint64_t number = 0;
+  {
+    std::lock_guard<std::mutex> lock(rules_mu_);
+    auto g = std::make_unique<RuleGeneration>();
+    number = generations_.empty() ? 1 : generations_.back()->number + 1;
+    g->number = number;
+    g->version = wire_rules_version(*rules);
+    g->set = std::move(rules);
+    current_rules_.store(g.get(), std::memory_order_release);
+    generations_.push_back(std::move(g));
+  }
+  reclaim_rules();
+  return number;
+}
+
+size_t PacketLayer::Impl::reclaim_rules() {
+  std::lock_guard<std::mutex> lock(rules_mu_);
+  if (generations_.empty()) return 0;
+  // A worker only ever moves to the current generation, so none can still use a generation
+  // older than the oldest one any worker reported.
+  uint64_t oldest_in_use = generations_.back()->number;
+  for (const auto& w : workers_) {
+    oldest_in_use = std::min(oldest_in_use, w->rules_generation.load(std::memory_order_acquire));
+  }
+  std::erase_if(generations_, [&](const std::unique_ptr<RuleGeneration>& g) {
+    return g->number < oldest_in_use;
+  });
+  return generations_.size() - 1;
+}
+
+void PacketLayer::Impl::adopt_rules(LcoreContext& c, const RuleGeneration* g) {
+  c.sink->set_rules(g->set);
+  c.generation = g;
+  c.rules_generation.store(g->number, std::memory_order_release);
+}
+
 bool PacketLayer::Impl::poll(LcoreContext& c) {
+  // Between bursts: one relaxed-cost load tells whether a new rule generation was published.
+  if (const RuleGeneration* g = current_rules_.load(std::memory_order_acquire); g != c.generation) {
+    adopt_rules(c, g);
+  }
   rte_mbuf* pkts[kMaxBurst];
   bool any = false;
   for (unsigned r = 0; r < kMaxPorts; ++r) {
@@ -630,14 +692,30 @@ PacketLayerStats PacketLayer::stats() const {
     ls.lcore_id = w->lcore_id;
     ls.queue = w->queue;
     ls.flows_active = w->flows->size();
+    ls.flow_capacity = impl_->config_.flow_capacity;
+    ls.rules_generation = w->rules_generation.load(std::memory_order_acquire);
     ls.reassembly_memory_used = w->memory_used.load(std::memory_order_relaxed);
     for_each_counter(w->counters, [&](std::string_view name, uint64_t v) {
       ls.counters.emplace_back(std::string(name), v);
     });
     s.lcores.push_back(std::move(ls));
   }
+  {
+    std::lock_guard<std::mutex> lock(impl_->rules_mu_);
+    if (!impl_->generations_.empty()) {
+      s.rules_generation = impl_->generations_.back()->number;
+      s.rules_version = impl_->generations_.back()->version;
+      s.rules_retired = impl_->generations_.size() - 1;
+    }
+  }
   return s;
 }
+
+uint64_t PacketLayer::publish_rules(std::shared_ptr<const rules::CompiledRuleSet> rules) {
+  return impl_->publish_rules(std::move(rules));
+}
+
+size_t PacketLayer::reclaim_rules() { return impl_->reclaim_rules(); }
 
 std::vector<AuditEvent> PacketLayer::drain_audit() {
   std::vector<AuditEvent> events;
@@ -685,9 +763,14 @@ std::string PacketLayerStats::to_json() const {
     j["lcores"].push_back({{"lcore_id", l.lcore_id},
                            {"queue", l.queue},
                            {"flows_active", l.flows_active},
+                           {"flow_capacity", l.flow_capacity},
+                           {"rules_generation", l.rules_generation},
                            {"reassembly_memory_used", l.reassembly_memory_used},
                            {"counters", counters}});
   }
+  j["rules"] = {{"generation", rules_generation},
+                {"version", rules_version},
+                {"retired_generations", rules_retired}};
   return j.dump();
 }
 
@@ -710,14 +793,16 @@ int run_packet_layer(const PacketLayerConfig& config, const PacketLayerHooks& ho
     } else {
       PacketLayer& l = **layer;
       auto control = [&]() {
+        l.reclaim_rules();
         for (const AuditEvent& ev : l.drain_audit()) {
           if (hooks.on_audit) hooks.on_audit(ev);
         }
         if (hooks.on_stats) hooks.on_stats(l.stats());
       };
-      if (hooks.on_ready) hooks.on_ready();
+      if (hooks.on_ready) hooks.on_ready(l);
       l.run(*hooks.stop, control);
       control();  // last stats and audit events
+      if (hooks.on_stopped) hooks.on_stopped();
     }
   }
   rte_eal_cleanup();

@@ -11,6 +11,14 @@
 // Threads: one worker per lcore (main lcore included), worker i polls RX queue i of every
 // port and sends on TX queue i. Each worker owns its LcoreContext; nothing on the packet path
 // takes a lock. stats() and drain_audit() may be called from the main lcore's control tick.
+//
+// Rule generations: publish_rules() (any thread, e.g. the SIGHUP reloader) installs a new
+// compiled rule set as the current generation with one atomic pointer store. Each worker
+// compares that pointer with its own once per poll round (between bursts) and, when it
+// changed, switches its prescreen to the new set, sizes its Hyperscan scratch and publishes
+// the generation number it now uses. A retired generation is freed by reclaim_rules() (called
+// by publish_rules() and the control tick, never by a worker) once every worker reported a
+// newer one, so no lcore ever scans with a freed set and no lcore takes a lock.
 #pragma once
 
 #include <atomic>
@@ -72,6 +80,8 @@ struct LcoreStats {
   unsigned lcore_id = 0;
   uint16_t queue = 0;
   uint32_t flows_active = 0;
+  uint32_t flow_capacity = 0;
+  uint64_t rules_generation = 0;  // the rule generation this lcore screens with
   uint64_t reassembly_memory_used = 0;
   std::vector<std::pair<std::string, uint64_t>> counters;  // PGW_PACKET_COUNTERS order
 };
@@ -79,6 +89,9 @@ struct LcoreStats {
 struct PacketLayerStats {
   std::vector<PortStats> ports;
   std::vector<LcoreStats> lcores;
+  uint64_t rules_generation = 0;  // the current (latest published) generation; 1 at start
+  std::string rules_version;      // its rule set's content hash (first 16 hex digits)
+  size_t rules_retired = 0;       // older generations not yet freed (some lcore still on them)
   std::string to_json() const;
 };
 
@@ -103,6 +116,13 @@ class PacketLayer {
 
   unsigned worker_count() const;
   PacketLayerStats stats() const;
+
+  // Makes `rules` the current rule generation (see the file comment) and returns its number.
+  // Thread-safe; does not wait for the workers. REQUIRES: rules non-null.
+  uint64_t publish_rules(std::shared_ptr<const rules::CompiledRuleSet> rules);
+  // Frees the generations every worker has moved past; returns how many are still retired.
+  // Thread-safe.
+  size_t reclaim_rules();
   std::vector<AuditEvent> drain_audit();
 
   class Impl;
@@ -116,7 +136,10 @@ struct PacketLayerHooks {
   const std::atomic<bool>* stop = nullptr;  // required
   std::function<void(const PacketLayerStats&)> on_stats;
   std::function<void(const AuditEvent&)> on_audit;
-  std::function<void()> on_ready;  // ports are up and workers are about to start
+  // Ports are up and workers are about to start: e.g. start a rule reloader on the layer.
+  std::function<void(PacketLayer&)> on_ready;
+  // Workers stopped; the layer is destroyed after this returns (stop using it here).
+  std::function<void()> on_stopped;
 };
 
 // Exit codes of run_packet_layer.

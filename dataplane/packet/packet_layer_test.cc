@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "dataplane/packet/eal_for_tests.h"
@@ -233,6 +235,61 @@ TEST_F(PacketLayerTest, DeniedStatementIsDroppedAndBothEndsAreReset) {
   EXPECT_EQ(events[0].server_port, 5432);
   EXPECT_EQ(counter("enforce_resets_sent"), 2u);
   EXPECT_EQ(counter("prescreen_denied"), 1u);
+}
+
+// The shipped deny set plus one rule that denies any statement naming table kv.
+std::shared_ptr<const rules::CompiledRuleSet> deny_set_plus_kv() {
+  std::ifstream in(PGW_SOURCE_ROOT "/rules/sets/deny.rules");
+  std::stringstream text;
+  text << in.rdbuf()
+       << "\n[deny.kv]\naction = deny\nview = code\npattern = \\bkv\\b\n"
+          "message = kv is off limits\nseverity = high\n";
+  rules::RuleSource src{"deny-plus-kv.rules", text.str()};
+  auto set = rules::RuleSet::parse(std::span<const rules::RuleSource>(&src, 1));
+  EXPECT_TRUE(set.is_ok()) << set.status().to_string();
+  auto compiled = rules::CompiledRuleSet::compile(std::move(*set));
+  EXPECT_TRUE(compiled.is_ok()) << compiled.status().to_string();
+  return *compiled;
+}
+
+TEST_F(PacketLayerTest, PublishedRuleGenerationReachesOpenFlowsAtTheNextPollRound) {
+  start();
+  EXPECT_EQ(layer_->stats().rules_generation, 1u);
+  EXPECT_EQ(layer_->stats().lcores.at(0).rules_generation, 1u);
+  handshake();
+  std::string first = startup_message() + query("SELECT v FROM kv");
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck, first));
+  ASSERT_EQ(sent(db_).size(), 1u);  // allowed by generation 1
+
+  std::shared_ptr<const rules::CompiledRuleSet> next = deny_set_plus_kv();
+  std::weak_ptr<const rules::CompiledRuleSet> next_weak = next;
+  EXPECT_EQ(layer_->publish_rules(std::move(next)), 2u);
+  PacketLayerStats published = layer_->stats();
+  EXPECT_EQ(published.rules_generation, 2u);
+  EXPECT_EQ(published.rules_version.size(), 16u);
+  // The worker has not polled since: generation 1 stays allocated for it.
+  EXPECT_EQ(published.lcores.at(0).rules_generation, 1u);
+  EXPECT_EQ(layer_->reclaim_rules(), 1u);
+
+  uint32_t seq = 1001 + static_cast<uint32_t>(first.size());
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5001, kTcpAck, query("SELECT v FROM kv")));
+  auto to_db = sent(db_);
+  ASSERT_EQ(to_db.size(), 1u);
+  ParsedPacket r;
+  ASSERT_EQ(parse_frame(to_db[0], &r), ParseStatus::kOk);
+  EXPECT_EQ(r.tcp_flags, kTcpRst | kTcpAck);  // the same statement is now denied
+  auto events = layer_->drain_audit();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].reason, "deny:deny.kv");
+  EXPECT_EQ(layer_->stats().lcores.at(0).rules_generation, 2u);
+  EXPECT_EQ(layer_->reclaim_rules(), 0u);  // every worker moved on: generation 1 freed
+
+  // A third generation retires the second; once adopted, nothing holds it any more.
+  EXPECT_EQ(layer_->publish_rules(deny_set_plus_kv()), 3u);
+  EXPECT_FALSE(next_weak.expired());
+  layer_->poll_once(0);
+  EXPECT_EQ(layer_->reclaim_rules(), 0u);
+  EXPECT_TRUE(next_weak.expired());
 }
 
 TEST_F(PacketLayerTest, OutOfOrderSegmentIsHeldUntilInspected) {

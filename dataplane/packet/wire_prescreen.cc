@@ -43,6 +43,10 @@ Result<std::shared_ptr<const rules::CompiledRuleSet>> load_wire_rules(
   return rules::CompiledRuleSet::compile(std::move(*set));
 }
 
+std::string wire_rules_version(const rules::CompiledRuleSet& rules) {
+  return rules.rule_set().content_hash().substr(0, 16);
+}
+
 class WirePrescreenStream : public StreamConsumer {
  public:
   WirePrescreenStream(WirePrescreen* sink, const FlowKey& key)
@@ -276,6 +280,13 @@ Result<std::unique_ptr<WirePrescreen>> WirePrescreen::create(
 }
 
 WirePrescreen::~WirePrescreen() = default;
+
+void WirePrescreen::set_rules(std::shared_ptr<const rules::CompiledRuleSet> rules) {
+  rules_ = std::move(rules);
+  rules::lex_sql("select 1", lexed_);
+  FirstRules ignored;
+  (void)rules_->scan(lexed_, ignored);  // grows the thread-local scratch for the new set
+}
 
 std::unique_ptr<StreamConsumer> WirePrescreen::open_stream(const FlowKey& key) {
   return std::make_unique<WirePrescreenStream>(this, key);

@@ -48,6 +48,10 @@ inline constexpr const char* kDefaultWireRuleFiles[] = {"rules/sets/deny.rules",
 Result<std::shared_ptr<const rules::CompiledRuleSet>> load_wire_rules(
     std::span<const std::string> paths);
 
+// A short identifier of a compiled rule set's content (the first 16 hex digits of its
+// content hash): equal files give equal versions.
+std::string wire_rules_version(const rules::CompiledRuleSet& rules);
+
 struct WirePrescreenOptions {
   // Longest Query/Parse message (Int32 length) that is buffered and screened; longer ones
   // are denied at their header. This bounds a flow's framer buffer.
@@ -75,6 +79,11 @@ class WirePrescreen : public StreamSink {
   ~WirePrescreen() override;
 
   std::unique_ptr<StreamConsumer> open_stream(const FlowKey& key) override;
+  // Screens every later statement of every stream (open ones included) with `rules`, and
+  // sizes this thread's Hyperscan scratch for it now rather than at the next statement.
+  // REQUIRES: rules non-null; called on the thread that uses the sink (the lcore, between
+  // bursts). The sink keeps a reference: the caller decides when the old set is freed.
+  void set_rules(std::shared_ptr<const rules::CompiledRuleSet> rules);
   // Optional: called for every framed message of every stream of this sink.
   void set_observer(Observer observer) { observer_ = std::move(observer); }
 

@@ -123,6 +123,7 @@ int Gateway::run() {
     int sig = sigtimedwait(&set, nullptr, &ts);
     if (sig == SIGHUP) {
       reload();
+      if (sighup_hook_) sighup_hook_();
     } else if (sig == SIGTERM || sig == SIGINT) {
       if (draining) {
         spdlog::warn("second stop signal: stopping now");

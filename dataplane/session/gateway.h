@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,9 @@ class Gateway {
   // same process failed to start).
   void request_stop() { stop_requested_.store(true); }
   void reload();
+  // Also called on every SIGHUP run() receives, after reload() (set before run(); e.g. the
+  // packet layer of the same process reloads its wire rules).
+  void set_sighup_hook(std::function<void()> hook) { sighup_hook_ = std::move(hook); }
   std::string counters_text() const;
 
  private:
@@ -47,6 +51,7 @@ class Gateway {
   Shared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stop_requested_{false};
+  std::function<void()> sighup_hook_;
 };
 
 }  // namespace pgwarden::session

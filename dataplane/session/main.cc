@@ -16,6 +16,7 @@
 #include "dataplane/session/gateway.h"
 #ifdef PGW_HAVE_DPDK
 #include "dataplane/packet/dpdk_main.h"
+#include "dataplane/packet/rule_reloader.h"
 #endif
 
 namespace {
@@ -37,6 +38,8 @@ int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>&
     return 1;
   }
   std::atomic<bool> stop{false};
+  // The engine's signal loop consumes SIGHUP: pass it on to the wire rule reloader too.
+  gw.set_sighup_hook([] { pgwarden::packet::request_sighup_reload(); });
   int engine_code = 0;
   std::thread engine([&] {
     engine_code = gw.run();
