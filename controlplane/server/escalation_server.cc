@@ -757,6 +757,11 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
   if (const json& f = ev->fields; f.contains("sql") && f["sql"].is_string()) {
     sql = f["sql"].get<std::string>();
   }
+  if (handlers_.recorder != nullptr && s->policy->recording != policy::RecordingLevel::kOff &&
+      !handlers_.recorder->session_open(s->id)) {
+    // No session_start yet (or it was lost): nothing could be recorded.
+    return recording_hold(s, id, failed_precondition("the session recording is not open"), sql);
+  }
   if (Status st = catch_up_recording(s); !st.is_ok()) return recording_hold(s, id, st, sql);
   // Not counted as lost when refused: the dp does not run the statement.
   if (Status st = record_event(s, ev->kind, ev->fields, /*count_loss=*/false); !st.is_ok()) {
