@@ -137,6 +137,9 @@ Status GatewayHarness::write_config() {
     recording["hold_timeout_ms"] = options_.recording_hold_timeout_ms;
   }
   if (!recording.empty()) config["recording"] = recording;
+  if (!options_.masking_key_file.empty()) {
+    config["masking"] = {{"key_file", options_.masking_key_file}};
+  }
   std::string tmp = dir_ + "/pgwarden.json.tmp";
   std::ofstream(tmp) << config.dump(2);
   if (rename(tmp.c_str(), (dir_ + "/pgwarden.json").c_str()) != 0) {

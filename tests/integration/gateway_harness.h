@@ -32,6 +32,7 @@ struct GatewayOptions {
   // $.recording.queue_capacity / hold_timeout_ms; 0 / -1 = the defaults.
   int recording_queue_capacity = 0;
   int recording_hold_timeout_ms = -1;
+  std::string masking_key_file;  // $.masking.key_file; "" = none
   // Policy JSON object for the one policy (groups/targets are filled in when absent).
   std::string policy_json =
       R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete",

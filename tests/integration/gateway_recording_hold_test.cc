@@ -186,11 +186,11 @@ class GatewayRecordingHoldTest : public ::testing::Test {
 
 TEST_F(GatewayRecordingHoldTest, FloodWithTinyRecorderQueueHoldsStatementsAndRunsNoneUnrecorded) {
   ASSERT_NO_FATAL_FAILURE(start(/*hold_timeout_ms=*/30000));
-  Flood f = flood(/*clients=*/8, /*per_client=*/120);
+  Flood f = flood(/*clients=*/6, /*per_client=*/40);
   EXPECT_TRUE(f.other_errors.empty()) << f.other_errors.front();
   // Held statements waited and then ran: none was refused within the 30 s hold timeout.
   EXPECT_TRUE(f.refused.empty()) << f.refused.size() << " refused: " << f.refused_message;
-  EXPECT_EQ(f.ok.size(), 8u * 120u);
+  EXPECT_EQ(f.ok.size(), 6u * 40u);
   EXPECT_GT(audited_holds(), 0u) << "the flood never filled the recorder queue";
 
   std::set<std::string> executed = table_values();
@@ -203,7 +203,7 @@ TEST_F(GatewayRecordingHoldTest, FloodWithTinyRecorderQueueHoldsStatementsAndRun
 TEST_F(GatewayRecordingHoldTest, HoldTimeoutRefusesWith53000AndRefusedStatementsNeverRan) {
   constexpr int kHoldMs = 25;
   ASSERT_NO_FATAL_FAILURE(start(kHoldMs));
-  Flood f = flood(/*clients=*/12, /*per_client=*/120);
+  Flood f = flood(/*clients=*/8, /*per_client=*/40);
   EXPECT_TRUE(f.other_errors.empty()) << f.other_errors.front();
   ASSERT_FALSE(f.refused.empty()) << "no statement was held past " << kHoldMs << " ms";
   // The client was held for the hold timeout before it got the error.

@@ -1,12 +1,17 @@
-// A result dp refuses (here: the policy has a `hash` mask and no masking key is configured,
-// so cp cannot build any mask plan and every result set is refused with 08006) inside an
-// explicit transaction: the upstream transaction must fail as well, so the client's COMMIT
-// answers ROLLBACK and the work done earlier in the transaction is not committed — PostgreSQL's
-// own semantics after an error. Outside a transaction nothing changes: the refused SELECT
-// leaves the autocommitted INSERT in place. Driven with libpq and with psql; the table is
-// checked directly against the sandbox.
+// A result dp refuses inside an explicit transaction: the upstream transaction must fail as
+// well, so the client's COMMIT answers ROLLBACK and the work done earlier in the transaction is
+// not committed — PostgreSQL's own semantics after an error. Outside a transaction nothing
+// changes: the refused SELECT leaves the autocommitted INSERT in place. Driven with libpq and
+// with psql; the table is checked directly against the sandbox.
+//
+// How results get refused: the policy has a `hash` mask, so every mask plan needs the masking
+// key; the key file exists when pgwarden-cp loads its config and is deleted right after, so cp
+// answers every `mask_plan` with `unavailable` and the dataplane refuses every result set
+// (08006) while statements without a result (INSERT, BEGIN, COMMIT) run normally.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -36,8 +41,19 @@ class GatewayRefusedTxTest : public SharedGatewayTest<GatewayRefusedTxTest> {
           "masks": [{"column": "crm.customers.email", "function": "hash"}]})";
 
   static void SetUpTestSuite() {
-    SharedGatewayTest::SetUpTestSuite();
-    ASSERT_NE(gw_, nullptr);
+    char key_path[] = "/tmp/pgw-refused-tx-key-XXXXXX";
+    int fd = mkstemp(key_path);
+    ASSERT_GE(fd, 0);
+    std::string key(32, 'k');
+    ASSERT_EQ(write(fd, key.data(), key.size()), static_cast<ssize_t>(key.size()));
+    close(fd);
+    gw_ = new GatewayHarness();
+    GatewayOptions o;
+    o.policy_json = kPolicy;
+    o.masking_key_file = key_path;
+    Status st = gw_->start(o);
+    unlink(key_path);
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
     auto made = gw_->pg().psql(
         "CREATE TABLE public.tx_t (v text); GRANT ALL ON public.tx_t TO app_scram");
     ASSERT_TRUE(made.is_ok()) << made.status().to_string();
