@@ -344,8 +344,8 @@ TEST_F(CpServerTest, RecordRequestIsAnsweredOnlyOnceTheStatementRecordIsQueued) 
   json auth = authenticate(client_, sid, kToken);
   ASSERT_EQ(auth["ok"], true);
   EXPECT_EQ(auth["policy"]["recording_required"], true) << auth.dump();
-  json stmt = {{"session_id", sid}, {"kind", "statement"}, {"sql", "select 'rec-req-1'"},
-               {"verdict", "allow"}, {"rule", ""}, {"source", "cache"}};
+  json stmt = {{"session_id", sid},  {"kind", "statement"}, {"sql", "select 'rec-req-1'"},
+               {"verdict", "allow"}, {"rule", ""},          {"source", "cache"}};
   // No session_start yet: no recording is open, so nothing can be recorded and the statement
   // must not run.
   auto early = client_.call(request(client_, "record", stmt));

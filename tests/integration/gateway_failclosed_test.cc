@@ -80,7 +80,8 @@ TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatemen
   PQfinish(c);
 }
 
-TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesEvenCachedStatementsWhenRecordingIsRequired) {
+TEST_F(GatewayFailClosedTest,
+       ControlPlaneOutageRefusesEvenCachedStatementsWhenRecordingIsRequired) {
   ASSERT_NO_FATAL_FAILURE(start());  // default policy: recording level full, required
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);

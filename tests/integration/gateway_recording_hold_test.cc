@@ -73,7 +73,8 @@ class GatewayRecordingHoldTest : public ::testing::Test {
   }
 
   // `clients` connections each run `per_client` INSERTs (one shape: cached after the first)
-  // with a SELECT of up to 300 rows every 4th statement to put result rows into the recorder queue too.
+  // with a SELECT of up to 300 rows every 4th statement to put result rows into the recorder queue
+  // too.
   Flood flood(int clients, int per_client) {
     Flood f;
     std::mutex mu;

@@ -10,7 +10,6 @@
 // (08006) while statements without a result (INSERT, BEGIN, COMMIT) run normally.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -54,8 +53,8 @@ class GatewayRefusedTxTest : public SharedGatewayTest<GatewayRefusedTxTest> {
     Status st = gw_->start(o);
     unlink(key_path);
     ASSERT_TRUE(st.is_ok()) << st.to_string();
-    auto made = gw_->pg().psql(
-        "CREATE TABLE public.tx_t (v text); GRANT ALL ON public.tx_t TO app_scram");
+    auto made =
+        gw_->pg().psql("CREATE TABLE public.tx_t (v text); GRANT ALL ON public.tx_t TO app_scram");
     ASSERT_TRUE(made.is_ok()) << made.status().to_string();
   }
 
@@ -73,7 +72,8 @@ class GatewayRefusedTxTest : public SharedGatewayTest<GatewayRefusedTxTest> {
   }
   static std::string exec_ok(PGconn* c, const char* sql) {
     Res r(PQexec(c, sql));
-    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << sql << ": " << PQresultErrorMessage(r.get());
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK)
+        << sql << ": " << PQresultErrorMessage(r.get());
     return PQcmdStatus(r.get());
   }
   static void expect_refused_select(PGconn* c) {
@@ -123,13 +123,13 @@ TEST_F(GatewayRefusedTxTest, ExtendedProtocolRefusalInsideTransactionAlsoRollsBa
   exec_ok(c.get(), "BEGIN");
   {
     const char* params[] = {"ext-tx"};
-    Res r(PQexecParams(c.get(), "INSERT INTO public.tx_t VALUES ($1)", 1, nullptr, params,
-                       nullptr, nullptr, 0));
+    Res r(PQexecParams(c.get(), "INSERT INTO public.tx_t VALUES ($1)", 1, nullptr, params, nullptr,
+                       nullptr, 0));
     ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
   }
   {
-    Res r(PQexecParams(c.get(), "SELECT v FROM public.tx_t", 0, nullptr, nullptr, nullptr,
-                       nullptr, 0));
+    Res r(PQexecParams(c.get(), "SELECT v FROM public.tx_t", 0, nullptr, nullptr, nullptr, nullptr,
+                       0));
     ASSERT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR);
     EXPECT_STREQ(PQresultErrorField(r.get(), PG_DIAG_SQLSTATE), "08006");
   }
