@@ -644,8 +644,9 @@ class Parser {
 
   void parse_recording(const json& j, Config& c) {
     const std::string p = "$.recording";
-    if (!object(j, p, {"retention", "queue_capacity"})) return;
+    if (!object(j, p, {"retention", "queue_capacity", "hold_timeout_ms"})) return;
     integer(j, "queue_capacity", p, c.recording.queue_capacity, 16, 1 << 20);
+    integer(j, "hold_timeout_ms", p, c.recording.hold_timeout_ms, 0, 3600000);
     if (const json* r = field(j, "retention", p, false)) {
       std::string rp = p + ".retention";
       if (object(*r, rp, {"max_age_days", "max_total_bytes", "interval_s"})) {

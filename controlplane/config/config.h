@@ -108,6 +108,9 @@ struct RecordingSettings {
   uint64_t retention_max_total_bytes = 0;  // 0 = no size limit
   int retention_interval_s = 3600;         // how often retention runs
   int queue_capacity = 8192;               // records waiting for the writer
+  // dp: how long a statement of a recording-required session is held while the recorder is
+  // behind before it is refused with 53000 (0 = refuse at once).
+  int hold_timeout_ms = 30000;
 };
 
 struct Config {

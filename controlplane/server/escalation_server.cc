@@ -443,6 +443,9 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
 void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json request, uint64_t id,
                                 std::string type, int64_t deadline_ms) {
   if (type == "approval") return handle_approval(conn, request, id, deadline_ms);
+  // Inline on the loop thread, like events: the record keeps its place among the session's
+  // events, and try_append never blocks.
+  if (type == "record") return send(conn, handle_record(conn, std::move(request), id));
   static const char* kPooled[] = {"authenticate", "scram_start", "scram_continue",
                                   "scram_finish", "analyse",     "mask_plan"};
   if (std::find_if(std::begin(kPooled), std::end(kPooled),
@@ -585,7 +588,10 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   bump(Counter::k_auth_accepted);
   r.decision = "ok";
   audit_.record(r);
-  return protocol::make_ok(id, resp.to_json());
+  json answer = resp.to_json();
+  answer["policy"]["recording_required"] =
+      pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
+  return protocol::make_ok(id, answer);
 }
 
 json EscalationServer::handle_scram(const std::shared_ptr<Connection>& conn,
@@ -683,31 +689,8 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
     return protocol::make_error(id, ec::kUnknownSession,
                                 invalid_argument("no authenticated session", "08P01"));
   }
-  if (s->recording_behind.load() && handlers_.recorder != nullptr) {
-    // Record the gap first; only then may statements run again (recording.required).
-    json gap = {{"lost_events", s->recording_lost.load()}};
-    Status st = handlers_.recorder->session_open(s->id)
-                    ? handlers_.recorder->try_append(s->id, "recording_gap", gap)
-                    : failed_precondition("recording not open");
-    if (!st.is_ok()) {
-      bump(Counter::k_recording_backpressure);
-      audit_.record(audit::AuditRecord{.event = "decision",
-                                       .session_id = s->id,
-                                       .identity = s->identity.subject,
-                                       .target = s->target->name,
-                                       .policy = s->policy->name,
-                                       .policy_version = s->policy->version,
-                                       .decision = "hold",
-                                       .rule = "cp.recording_backpressure",
-                                       .reason = st.message(),
-                                       .sql = req->sql});
-      return protocol::make_error(
-          id, ec::kRecordingBackpressure,
-          resource_exhausted("the session recording is behind; statement not run (retry)",
-                             "53000"));
-    }
-    s->recording_lost = 0;
-    s->recording_behind = false;
+  if (Status st = catch_up_recording(s); !st.is_ok()) {
+    return recording_hold(s, id, st, req->sql);
   }
   SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config};
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
@@ -724,6 +707,69 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
   r.extra["shape_key"] = req->shape_key;
   audit_.record(r);
   return protocol::make_ok(id, resp.to_json());
+}
+
+Status EscalationServer::catch_up_recording(const std::shared_ptr<Session>& s) {
+  if (!s->recording_behind.load() || handlers_.recorder == nullptr) return Status::ok();
+  // Record the gap first; only then may statements run again (recording.required).
+  json gap = {{"lost_events", s->recording_lost.load()}};
+  PGW_RETURN_IF_ERROR(handlers_.recorder->session_open(s->id)
+                          ? handlers_.recorder->try_append(s->id, "recording_gap", gap)
+                          : failed_precondition("recording not open"));
+  s->recording_lost = 0;
+  s->recording_behind = false;
+  return Status::ok();
+}
+
+json EscalationServer::recording_hold(const std::shared_ptr<Session>& s, uint64_t id,
+                                      const Status& why, const std::string& sql) {
+  bump(Counter::k_recording_backpressure);
+  audit_.record(audit::AuditRecord{.event = "decision",
+                                   .session_id = s->id,
+                                   .identity = s->identity.subject,
+                                   .target = s->target->name,
+                                   .policy = s->policy->name,
+                                   .policy_version = s->policy->version,
+                                   .decision = "hold",
+                                   .rule = "cp.recording_backpressure",
+                                   .reason = why.message(),
+                                   .sql = sql});
+  return protocol::make_error(
+      id, ec::kRecordingBackpressure,
+      resource_exhausted("the session recording is behind; statement not run (retry)", "53000"));
+}
+
+json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, json request,
+                                     uint64_t id) {
+  request.erase("id");
+  request.erase("deadline_ms");
+  auto ev = protocol::Event::from_json(request);
+  if (!ev.is_ok()) return protocol::make_error(id, ec::kBadRequest, ev.status());
+  if (ev->kind != "statement") {
+    return protocol::make_error(id, ec::kBadRequest,
+                                invalid_argument("record takes kind \"statement\" only", "08P01"));
+  }
+  auto s = find_session(conn, ev->session_id);
+  if (!s) {
+    return protocol::make_error(id, ec::kUnknownSession,
+                                invalid_argument("no authenticated session", "08P01"));
+  }
+  std::string sql;
+  if (const json& f = ev->fields; f.contains("sql") && f["sql"].is_string()) {
+    sql = f["sql"].get<std::string>();
+  }
+  if (handlers_.recorder != nullptr && s->policy->recording != policy::RecordingLevel::kOff &&
+      !handlers_.recorder->session_open(s->id)) {
+    // No session_start yet (or it was lost): nothing could be recorded.
+    return recording_hold(s, id, failed_precondition("the session recording is not open"), sql);
+  }
+  if (Status st = catch_up_recording(s); !st.is_ok()) return recording_hold(s, id, st, sql);
+  // Not counted as lost when refused: the dp does not run the statement.
+  if (Status st = record_event(s, ev->kind, ev->fields, /*count_loss=*/false); !st.is_ok()) {
+    return recording_hold(s, id, st, sql);
+  }
+  audit_event(s, *ev);
+  return protocol::make_ok(id);
 }
 
 json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
@@ -859,10 +905,10 @@ void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std:
   }
 }
 
-void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
-                                    const json& fields) {
+Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
+                                      const json& fields, bool count_loss) {
   recording::Recorder* rec = handlers_.recorder;
-  if (rec == nullptr) return;
+  if (rec == nullptr) return Status::ok();
   if (kind == "session_start") {
     recording::SessionStart start;
     start.session_id = s->id;
@@ -881,11 +927,11 @@ void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std
         s->recording_behind = true;
       }
     }
-    return;
+    return Status::ok();
   }
-  if (!rec->session_open(s->id)) return;
+  if (!rec->session_open(s->id)) return Status::ok();
   Status st = rec->try_append(s->id, kind, fields);
-  if (st.is_ok()) return;
+  if (st.is_ok() || !count_loss) return st;
   bump(Counter::k_recording_dropped);
   s->recording_lost.fetch_add(1);
   if (s->policy->recording_required && s->policy->recording != policy::RecordingLevel::kOff) {
@@ -893,6 +939,33 @@ void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std
       spdlog::warn("session {}: recording queue full; holding statements until it drains", s->id);
     }
   }
+  return st;
+}
+
+void EscalationServer::audit_event(const std::shared_ptr<Session>& s, const protocol::Event& ev) {
+  // Result rows go to the recording only, never to the audit log.
+  if (ev.kind == "rows") return;
+  audit::AuditRecord r;
+  r.event = ev.kind;
+  r.session_id = ev.session_id;
+  if (s) {
+    r.identity = s->identity.subject;
+    r.target = s->target->name;
+    r.policy = s->policy->name;
+    r.policy_version = s->policy->version;
+  }
+  const json& f = ev.fields;
+  auto take = [&](const char* key, std::string& out) {
+    if (f.contains(key) && f[key].is_string()) out = f[key].get<std::string>();
+  };
+  take("sql", r.sql);
+  take("verdict", r.decision);
+  take("rule", r.rule);
+  take("message", r.reason);
+  for (const auto& [k, v] : f.items()) {
+    if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
+  }
+  audit_.record(r);
 }
 
 void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, const json& j) {
@@ -910,31 +983,8 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, con
     return;
   }
   auto s = find_session(conn, ev->session_id);
-  if (s) record_event(s, ev->kind, ev->fields);
-  // Result rows go to the recording only, never to the audit log.
-  if (ev->kind != "rows") {
-    audit::AuditRecord r;
-    r.event = ev->kind;
-    r.session_id = ev->session_id;
-    if (s) {
-      r.identity = s->identity.subject;
-      r.target = s->target->name;
-      r.policy = s->policy->name;
-      r.policy_version = s->policy->version;
-    }
-    const json& f = ev->fields;
-    auto take = [&](const char* key, std::string& out) {
-      if (f.contains(key) && f[key].is_string()) out = f[key].get<std::string>();
-    };
-    take("sql", r.sql);
-    take("verdict", r.decision);
-    take("rule", r.rule);
-    take("message", r.reason);
-    for (const auto& [k, v] : f.items()) {
-      if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
-    }
-    audit_.record(r);
-  }
+  if (s) (void)record_event(s, ev->kind, ev->fields, /*count_loss=*/true);
+  audit_event(s, *ev);
   if (ev->kind == "session_end" && s) {
     end_session(s, "session_end");  // closes the recording if the dp's event did not
     std::lock_guard<std::mutex> lock(sessions_mu_);

@@ -22,9 +22,14 @@
 // Recording: session events go to the Recorder (session_start opens the recording with the
 // policy's level and row cap). If the recorder's queue is full when an event of a session
 // whose policy has recording.required arrives, the session is marked behind: its next
-// analyse first appends a "recording_gap" record (how many events were lost); if that is
-// refused too, analyse answers error recording_backpressure (53000) and the dp does not run
-// the statement (it retries or reports the error), so nothing runs unrecorded.
+// analyse or record request first appends a "recording_gap" record (how many events were
+// lost); if that is refused too, the answer is error recording_backpressure (53000) and the dp
+// does not run the statement (it holds it and retries). The authenticate answer tells the dp
+// whether the session requires recording (policy.recording_required); such a session sends
+// each allowed statement's decision as a `record` request, answered (inline on the loop
+// thread, in order with the session's events) only once the record is queued in the
+// Recorder, or with recording_backpressure when the queue is full — so no statement of it runs
+// upstream unless its statement record is queued.
 //
 // Dataplane stats: `dataplane_stats` events are kept (latest per dataplane name) in a
 // DataplaneRegistry, not audited; closing the connection marks them stale. Other dataplane
@@ -46,6 +51,7 @@
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/protocol/frame.h"
+#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/dataplane_registry.h"
 #include "controlplane/server/interfaces.h"
@@ -146,13 +152,24 @@ class EscalationServer {
   void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
                        uint64_t id, int64_t deadline_ms);
   void handle_event(const std::shared_ptr<Connection>& conn, const protocol::json& event);
+  protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
+                               uint64_t id);
+  void audit_event(const std::shared_ptr<Session>& session, const protocol::Event& event);
+  // A session marked behind: records its recording_gap. Ok when not behind (or no recorder).
+  Status catch_up_recording(const std::shared_ptr<Session>& session);
+  // The recording_backpressure (53000) answer to request `id`, audited as decision "hold".
+  protocol::json recording_hold(const std::shared_ptr<Session>& session, uint64_t id,
+                                const Status& why, const std::string& sql);
   std::shared_ptr<Session> find_session(const std::shared_ptr<Connection>& conn,
                                         const std::string& session_id);
   // A session is over (session_end or its connection closed): abandon its approvals and
   // close its recording.
   void end_session(const std::shared_ptr<Session>& session, const std::string& reason);
-  void record_event(const std::shared_ptr<Session>& session, const std::string& kind,
-                    const protocol::json& fields);
+  // Appends the event to the session's recording. A refused append (queue full) is counted
+  // as lost, marking a recording-required session behind, only with `count_loss` (an event;
+  // a refused record request is not lost: its statement does not run).
+  Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
+                      const protocol::json& fields, bool count_loss);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
 
   config::ConfigStore& store_;

@@ -32,6 +32,9 @@ struct Limits {
   int64_t approval_timeout_ms = 3600000;  // approval holds (cp times out first)
   int64_t drain_timeout_ms = 30000;       // SIGTERM: in-flight statements get this long
   size_t verdict_cache_entries = 65536;   // per worker
+  // $.recording.hold_timeout_ms: a statement of a recording-required session waits this long
+  // for the recorder to accept its record, then gets 53000.
+  int64_t recording_hold_timeout_ms = 30000;
 };
 
 struct DataplaneConfig {

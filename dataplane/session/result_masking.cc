@@ -438,6 +438,7 @@ void ResultFilter::start_swallow(std::string_view sqlstate, std::string_view mes
                                  std::string& out) {
   pw::append_error_response(out, "ERROR", sqlstate, message);
   swallow_ = true;
+  refused_ = true;
   have_plan_ = false;
   masker_.reset();
   copy_out_ = false;

@@ -23,7 +23,8 @@
 // row over the inspection limit produces an ErrorResponse to the client, and every further
 // message of that request cycle (but NoticeResponse/ParameterStatus/Notification) is
 // swallowed up to ReadyForQuery, so the client stays in protocol sync and never sees an
-// unmasked value.
+// unmasked value. Inside a transaction the session then fails the upstream transaction too
+// (take_refusal()), so a later COMMIT cannot commit work the client saw fail.
 //
 // Recording: statements are tracked as units (a simple Query, or one Execute of an extended
 // cycle); the filter collects the rows as the client saw them (masked) up to the row cap and
@@ -44,6 +45,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -103,6 +105,10 @@ class ResultFilter {
   void set_plan_error(uint64_t key, std::string message);
 
   bool swallowing() const { return swallow_; }
+  // True (once) when the filter refused a result since the last call: the client got a
+  // dp-generated ErrorResponse the upstream knows nothing of. The session calls it at each
+  // ReadyForQuery and, inside a transaction, makes the upstream transaction fail too.
+  bool take_refusal() { return std::exchange(refused_, false); }
   uint64_t rows_masked() const { return rows_masked_; }
 
  private:
@@ -163,6 +169,7 @@ class ResultFilter {
   std::vector<int16_t> formats_;                // result column formats (for recording)
   bool copy_out_ = false;
   bool swallow_ = false;
+  bool refused_ = false;  // see take_refusal()
   uint64_t cycle_now_ = 0;
 
   nlohmann::json pending_fields_;

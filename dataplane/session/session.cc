@@ -135,7 +135,12 @@ Result<Grant> parse_grant(const json& answer) {
   g.read_only = a->policy.read_only;
   g.allow_function_call = a->policy.allow_function_call;
   g.recording = a->policy.recording.empty() ? "full" : a->policy.recording;
+  g.recording_required = g.recording != "off";
   if (const json* pol = field(answer, "policy"); pol != nullptr && pol->is_object()) {
+    if (const json* req = field(*pol, "recording_required");
+        req != nullptr && req->is_boolean() && !req->get<bool>()) {
+      g.recording_required = false;
+    }
     if (const json* cap = field(*pol, "recording_row_cap");
         cap != nullptr && cap->is_number_integer()) {
       g.recording_row_cap = static_cast<int>(std::clamp<int64_t>(cap->get<int64_t>(), 0, 1000000));
@@ -821,6 +826,10 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   VerdictKey key{screen_.shape_key, grant_.policy_hash, grant_.policy_version};
   if (const CachedVerdict* v = worker_->cache().find(key)) {
     bump(c.verdict_cache_hits);
+    if (v->allow && grant_.recording_required) {
+      record_then_resume(sql, Decision{.allow = true, .rule = v->rule}, "cache");
+      return false;
+    }
     if (v->allow) {
       bump(c.statements_allowed);
       emit_statement(sql, "allow", v->rule, "cache");
@@ -888,10 +897,8 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape) {
     d.rule = "escalation_failed";
     if (st.sqlstate() == "53000") {
       // cp's recorder cannot keep up and the policy requires recording: hold, do not run.
-      d.sqlstate = "53000";
-      d.rule = "recording_backpressure";
-      d.message = "pgwarden: statement not run: the session recording cannot keep up (" +
-                  st.message() + "); retry shortly";
+      if (hold_for_recording([this, sql] { escalate_analyse(sql, screen_); })) return;
+      d = hold_timeout_decision(st.message());
     }
     emit_statement(sql, "deny", d.rule, "cp_error");
     return resume_with(std::move(d));
@@ -918,6 +925,7 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape) {
     worker_->cache().put(VerdictKey{shape, grant_.policy_hash, grant_.policy_version},
                          CachedVerdict{d.allow, d.rule, d.message});
   }
+  if (d.allow && grant_.recording_required) return record_then_resume(sql, std::move(d), "cp");
   emit_statement(sql, d.allow ? "allow" : "deny", rule, "cp");
   resume_with(std::move(d));
 }
@@ -950,6 +958,11 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
                             if (!why.empty()) d.message += ": " + why;
                           }
                           if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
+                          if (d.allow && s->grant_.recording_required) {
+                            s->record_then_resume(sql, std::move(d), "approval");
+                            s->approval_id_.clear();
+                            return;
+                          }
                           s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
                           s->approval_id_.clear();
                           s->resume_with(std::move(d));
@@ -958,8 +971,76 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
 
 void Session::resume_with(Decision d) {
   waiting_cp_ = false;
+  hold_.reset();
   decision_ = std::make_unique<Decision>(std::move(d));
   pump();
+}
+
+void Session::record_then_resume(std::string_view sql, Decision d, const char* source) {
+  waiting_cp_ = true;
+  if (results_) results_->note_decision("allow", d.rule, approval_id_);
+  json req = {{"session_id", sid_hex_},  {"kind", "statement"},
+              {"sql", std::string(sql)}, {"shape_key", hex64(screen_.shape_key)},
+              {"verdict", "allow"},      {"rule", d.rule},
+              {"source", source},        {"ts_ms", unix_ms()}};
+  if (!approval_id_.empty()) req["approval_id"] = approval_id_;
+  send_record(std::move(req), std::move(d));
+}
+
+void Session::send_record(json request, Decision d) {
+  uint64_t seq = ++escalation_seq_;
+  json body = request;
+  worker_->cp().request(
+      "record", std::move(body), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, request = std::move(request),
+       d = std::move(d)](Result<json> r) mutable {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        if (r.is_ok()) return s->resume_with(std::move(d));
+        const Status& st = r.status();
+        Decision refused;
+        if (st.sqlstate() == "53000") {
+          if (s->hold_for_recording([s, request, d] { s->send_record(request, d); })) return;
+          refused = s->hold_timeout_decision(st.message());
+        } else {
+          bool down =
+              st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
+          refused.sqlstate = down ? "08006" : (st.sqlstate().empty() ? "XX000" : st.sqlstate());
+          refused.rule = "recording_unconfirmed";
+          refused.message =
+              "pgwarden: statement not run: the control plane did not confirm its "
+              "recording (" +
+              st.message() + ")";
+        }
+        s->emit_statement(str_field(request, "sql"), "deny", refused.rule, "recording");
+        s->resume_with(std::move(refused));
+      });
+}
+
+bool Session::hold_for_recording(std::function<void()> retry) {
+  int64_t now = monotonic_ms();
+  std::optional<int64_t> delay =
+      hold_.next_retry(now, worker_->runtime().config.limits.recording_hold_timeout_ms);
+  if (!delay) return false;
+  if (hold_.attempts() == 1) bump(worker_->counters().statements_held_recording);
+  hold_timer_ = worker_->loop().add_timer(
+      now + *delay, [w = worker_, id = id_, seq = escalation_seq_, retry = std::move(retry)] {
+        Session* s = w->find(id);
+        if (s == nullptr) return;
+        s->hold_timer_ = 0;
+        if (s->escalation_seq_ == seq) retry();
+      });
+  return true;
+}
+
+Session::Decision Session::hold_timeout_decision(std::string_view detail) {
+  Decision d;
+  d.sqlstate = "53000";
+  d.rule = "recording_backpressure";
+  d.message = "pgwarden: statement not run: the session recording could not keep up for " +
+              std::to_string(worker_->runtime().config.limits.recording_hold_timeout_ms) +
+              " ms (recording.hold_timeout_ms): " + std::string(detail) + "; retry later";
+  return d;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1362,7 +1443,7 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
     if (!rewrites_.empty() && whole.find(nonce_) != std::string_view::npos) {
       Rewrite r = std::move(rewrites_.front());
       rewrites_.pop_front();
-      pw::append_error_response(client_out_, "ERROR", r.sqlstate, r.message);
+      if (!r.silent) pw::append_error_response(client_out_, "ERROR", r.sqlstate, r.message);
       return;
     }
     client_out_.append(whole);
@@ -1374,10 +1455,34 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
   while (!rewrites_.empty() && rewrites_.front().cycle <= cycles_received_) {
     rewrites_.pop_front();
   }
+  if (results_ && results_->take_refusal() && tx_status_ == 'T' && fail_upstream_transaction()) {
+    return;
+  }
   client_out_.append(whole);
   if (draining_ && !busy()) {
     terminate("57P01", "pgwarden: terminating connection because the gateway is shutting down");
   }
+}
+
+bool Session::fail_upstream_transaction() {
+  bump(worker_->counters().results_refused_in_tx);
+  if (cycles_sent_ > cycles_received_) {
+    // Later cycles (maybe a COMMIT) are already upstream: the failing statement can no longer
+    // come right behind the refused result. Closing the upstream connection rolls back what
+    // has not been committed yet.
+    emit_event({{"kind", "error"}, {"sqlstate", "25P02"}, {"code", "refused_result_pipelined"}});
+    terminate("25P02",
+              "pgwarden: a result was refused inside a transaction while further statements were "
+              "pipelined; the connection is closed so the transaction is not committed");
+    return true;
+  }
+  Rewrite r;
+  r.cycle = cycles_sent_ + 1;
+  r.silent = true;
+  pw::append_query(up_out_, nonce_sql_);
+  ++cycles_sent_;
+  rewrites_.push_back(std::move(r));
+  return true;
 }
 
 void Session::request_mask_plan() {
@@ -1489,7 +1594,7 @@ void Session::destroy(std::string_view reason) {
   if (destroyed_) return;
   destroyed_ = true;
   EventLoop& loop = worker_->loop();
-  for (EventLoop::TimerId* t : {&auth_timer_, &idle_timer_, &close_timer_}) {
+  for (EventLoop::TimerId* t : {&auth_timer_, &idle_timer_, &close_timer_, &hold_timer_}) {
     if (*t != 0) loop.cancel_timer(*t);
     *t = 0;
   }

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -30,6 +31,7 @@
 #include "dataplane/pgwire/framer.h"
 #include "dataplane/session/cancel_map.h"
 #include "dataplane/session/event_loop.h"
+#include "dataplane/session/recording_hold.h"
 #include "dataplane/session/result_masking.h"
 #include "dataplane/session/screen.h"
 #include "dataplane/session/stream.h"
@@ -47,6 +49,10 @@ struct Grant {
   bool read_only = true;
   bool allow_function_call = false;
   std::string recording = "full";
+  // policy.recording_required (and recording not off): every allowed statement's record must
+  // be accepted by cp (`record` request) before the statement is forwarded. Absent: true
+  // unless recording is off (fail closed).
+  bool recording_required = true;
   int recording_row_cap = kDefaultRecordingRowCap;  // policy.recording_row_cap
   std::vector<std::string> rule_sets;
   std::string host;
@@ -98,6 +104,9 @@ class Session {
     std::string sqlstate;
     std::string message;
     std::string rule;
+    // The failing statement injected after a result dp refused inside a transaction: its
+    // error is dropped (the client already got one); only its ReadyForQuery ('E') passes.
+    bool silent = false;
   };
 
   // A decision about the client message at the front of the buffer (after an escalation).
@@ -149,6 +158,16 @@ class Session {
   void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape);
   void escalate_approval(std::string sql, uint64_t shape_key, std::string rule, std::string reason);
   void resume_with(Decision d);
+  // An allowed statement of a recording-required session: its decision record goes to cp as a
+  // `record` request and the statement is forwarded only once cp has queued it; on
+  // recording_backpressure the statement is held (retried with backoff) up to
+  // limits.recording_hold_timeout_ms, then refused with 53000.
+  void record_then_resume(std::string_view sql, Decision d, const char* source);
+  void send_record(nlohmann::json request, Decision d);
+  // cp answered recording_backpressure: schedules `retry` after the hold's backoff. False when
+  // the hold timed out (the caller refuses the statement with hold_timeout_decision()).
+  bool hold_for_recording(std::function<void()> retry);
+  Decision hold_timeout_decision(std::string_view detail);
   void handle_cancel_request(const pgwire::Message& m);
 
   // Login.
@@ -165,6 +184,12 @@ class Session {
   // Upstream side (statement phase): streaming relay.
   void process_upstream_stream();
   void on_upstream_message(uint8_t type, std::string_view whole);
+  // At the ReadyForQuery ending a cycle in which dp refused a result while the upstream
+  // transaction is healthy ('T'): forwards the nonce statement so the upstream transaction
+  // fails as the client was told; the ReadyForQuery the client gets is that statement's
+  // ('E'). If the client already pipelined further cycles upstream, ends the session instead.
+  // True when `whole` (the held ReadyForQuery) must not be forwarded.
+  bool fail_upstream_transaction();
   // Result masking / recording hooks (result_masking.h).
   void request_mask_plan();
   void note_forwarded(const pgwire::Message& m);
@@ -257,6 +282,8 @@ class Session {
   EventLoop::TimerId auth_timer_ = 0;
   EventLoop::TimerId idle_timer_ = 0;
   EventLoop::TimerId close_timer_ = 0;
+  EventLoop::TimerId hold_timer_ = 0;  // retry of a statement held for the recorder
+  RecordingHold hold_;
   bool draining_ = false;
   uint64_t statements_ = 0;
   std::unique_ptr<ResultFilter> results_;  // created at login

@@ -39,6 +39,8 @@ namespace pgwarden::session {
   X(statements_denied)          \
   X(statements_escalated)       \
   X(statements_held_approval)   \
+  X(statements_held_recording)  \
+  X(results_refused_in_tx)      \
   X(verdict_cache_hits)         \
   X(verdict_cache_misses)       \
   X(cancel_requests)            \

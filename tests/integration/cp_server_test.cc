@@ -16,6 +16,7 @@
 
 #include "controlplane/identity/service_key.h"
 #include "controlplane/protocol/client.h"
+#include "controlplane/protocol/frame.h"
 #include "controlplane/protocol/messages.h"
 #include "tests/integration/pg_raw.h"
 #include "tests/support/pg_sandbox.h"
@@ -336,6 +337,60 @@ TEST_F(CpServerTest, AnalyseDeniesWritesUnderAReadOnlyPolicyAndPlansEmptyResults
       client_.call(request(client_, "mask_plan", {{"session_id", sid}, {"fields", json::array()}}));
   EXPECT_EQ((*m)["ok"], true) << m->dump();
   EXPECT_EQ((*m)["plan"]["columns"], json::array());
+}
+
+TEST_F(CpServerTest, RecordRequestIsAnsweredOnlyOnceTheStatementRecordIsQueued) {
+  std::string sid = session_id();
+  json auth = authenticate(client_, sid, kToken);
+  ASSERT_EQ(auth["ok"], true);
+  EXPECT_EQ(auth["policy"]["recording_required"], true) << auth.dump();
+  json stmt = {{"session_id", sid},  {"kind", "statement"}, {"sql", "select 'rec-req-1'"},
+               {"verdict", "allow"}, {"rule", ""},          {"source", "cache"}};
+  // No session_start yet: no recording is open, so nothing can be recorded and the statement
+  // must not run.
+  auto early = client_.call(request(client_, "record", stmt));
+  ASSERT_TRUE(early.is_ok());
+  EXPECT_EQ((*early)["ok"], false);
+  EXPECT_EQ((*early)["error"]["code"], "recording_backpressure") << early->dump();
+  EXPECT_EQ((*early)["error"]["sqlstate"], "53000");
+
+  auto event = [&](json ev) {
+    ev["type"] = "event";
+    ev["session_id"] = sid;
+    std::string frame;
+    ASSERT_TRUE(protocol::append_message(frame, ev).is_ok());
+    ASSERT_TRUE(client_.send_raw(frame).is_ok());
+  };
+  event({{"kind", "session_start"}, {"tls", false}});
+  auto ok = client_.call(request(client_, "record", stmt));
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ((*ok)["ok"], true) << ok->dump();
+  json rows = stmt;
+  rows["kind"] = "rows";
+  auto bad = client_.call(request(client_, "record", rows));
+  EXPECT_EQ((*bad)["error"]["code"], "bad_request") << bad->dump();
+  auto stranger = stmt;
+  stranger["session_id"] = "sess-nobody";
+  auto unknown = client_.call(request(client_, "record", stranger));
+  EXPECT_EQ((*unknown)["error"]["code"], "unknown_session") << unknown->dump();
+  event({{"kind", "session_end"}, {"reason", "test"}});
+
+  // The recording holds session_start, the recorded statement, session_end — in that order.
+  std::string path = dir_ + "/state/recordings/" + sid + ".jsonl";
+  std::string text;
+  for (int i = 0; i < 100 && text.find("session_end") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    text = read_file(path);
+  }
+  size_t start = text.find("\"kind\":\"session_start\"");
+  size_t rec = text.find("rec-req-1");
+  size_t end = text.find("\"kind\":\"session_end\"");
+  ASSERT_NE(start, std::string::npos) << text;
+  ASSERT_NE(rec, std::string::npos) << text;
+  ASSERT_NE(end, std::string::npos) << text;
+  EXPECT_LT(start, rec);
+  EXPECT_LT(rec, end);
+  EXPECT_EQ(text.find("rec-req-1", rec + 1), std::string::npos) << "recorded twice:\n" << text;
 }
 
 TEST_F(CpServerTest, PendingApprovalNeverBlocksAuthenticateAnswersOutOfOrder) {

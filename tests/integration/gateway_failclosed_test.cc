@@ -38,7 +38,12 @@ class GatewayFailClosedTest : public ::testing::Test {
 };
 
 TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatementsOnly) {
-  ASSERT_NO_FATAL_FAILURE(start());
+  // Recording not required: a cached verdict needs nothing from cp.
+  GatewayOptions o;
+  o.policy_json = R"({"name": "agents", "allowed_kinds": ["select"],
+      "allowed_relations": ["crm.*", "pg_catalog.*"], "read_only": true,
+      "rule_sets": ["deny", "approve"], "recording": {"level": "metadata", "required": false}})";
+  ASSERT_NO_FATAL_FAILURE(start(o));
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
   PGresult* r = PQexec(c, "select id from crm.customers where id = 1");
@@ -72,6 +77,28 @@ TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatemen
     if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(ok);
+  PQfinish(c);
+}
+
+TEST_F(GatewayFailClosedTest,
+       ControlPlaneOutageRefusesEvenCachedStatementsWhenRecordingIsRequired) {
+  ASSERT_NO_FATAL_FAILURE(start());  // default policy: recording level full, required
+  PGconn* c = connect();
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQexec(c, "select id from crm.customers where id = 1");
+  ASSERT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
+  PQclear(r);
+  ASSERT_TRUE(gw_.stop_cp().is_ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The verdict is cached, but nobody can record the statement: it does not run.
+  r = PQexec(c, "select id from crm.customers where id = 2");
+  EXPECT_EQ(PQresultStatus(r), PGRES_FATAL_ERROR);
+  EXPECT_EQ(sqlstate(r), "08006") << PQresultErrorMessage(r);
+  EXPECT_NE(std::string(PQresultErrorMessage(r)).find("did not confirm its recording"),
+            std::string::npos)
+      << PQresultErrorMessage(r);
+  PQclear(r);
+  EXPECT_EQ(PQstatus(c), CONNECTION_OK);
   PQfinish(c);
 }
 

@@ -129,6 +129,17 @@ Status GatewayHarness::write_config() {
                     {"tls", upstream_tls}}}},
                  {"policies", {policy}},
                  {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
+  json recording = json::object();
+  if (options_.recording_queue_capacity > 0) {
+    recording["queue_capacity"] = options_.recording_queue_capacity;
+  }
+  if (options_.recording_hold_timeout_ms >= 0) {
+    recording["hold_timeout_ms"] = options_.recording_hold_timeout_ms;
+  }
+  if (!recording.empty()) config["recording"] = recording;
+  if (!options_.masking_key_file.empty()) {
+    config["masking"] = {{"key_file", options_.masking_key_file}};
+  }
   std::string tmp = dir_ + "/pgwarden.json.tmp";
   std::ofstream(tmp) << config.dump(2);
   if (rename(tmp.c_str(), (dir_ + "/pgwarden.json").c_str()) != 0) {

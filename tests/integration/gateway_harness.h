@@ -29,6 +29,10 @@ struct GatewayOptions {
   // Upstream TLS (the sandbox then runs with ssl=on): disable | require | verify-full.
   std::string upstream_tls_mode = "disable";
   std::string upstream_ca_file;  // verify-full; "" = the sandbox's own CA
+  // $.recording.queue_capacity / hold_timeout_ms; 0 / -1 = the defaults.
+  int recording_queue_capacity = 0;
+  int recording_hold_timeout_ms = -1;
+  std::string masking_key_file;  // $.masking.key_file; "" = none
   // Policy JSON object for the one policy (groups/targets are filled in when absent).
   std::string policy_json =
       R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete",
