@@ -54,6 +54,7 @@ TEST_F(PolicyAnalyserTest, PlainOutputOfMaskedColumnsAndOtherColumnsStayAllowed)
 
 TEST_F(PolicyAnalyserTest, PrescreenApproveTurnsAnAllowIntoAnUncacheableApprove) {
   policy_.allowed_kinds = {"select", "update"};
+  policy_.read_only = false;
   auto r = analyse("update crm.customers set notes = 'x'",
                    {{"approve.update_without_where", "approve"}, {"pii.email", "detect"}});
   EXPECT_EQ(r.verdict, "approve");
@@ -66,6 +67,8 @@ TEST_F(PolicyAnalyserTest, PrescreenApproveTurnsAnAllowIntoAnUncacheableApprove)
 TEST_F(PolicyAnalyserTest, PrescreenApproveNeverOverridesAPolicyDeny) {
   // Kind not allowed (truncate) and relation not allowed (public.kv): deny, not a request a
   // reviewer could approve into running.
+  policy_.allowed_kinds = {"select", "update"};
+  policy_.read_only = false;
   for (const char* sql : {"truncate crm.orders", "update public.kv set v = 'x'"}) {
     auto r = analyse(sql, {{"approve.some_rule", "approve"}});
     EXPECT_EQ(r.verdict, "deny") << sql;
