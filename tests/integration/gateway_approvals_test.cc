@@ -26,21 +26,8 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-struct PgConnCloser {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using Conn = std::unique_ptr<PGconn, PgConnCloser>;
-struct PgResultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Res = std::unique_ptr<PGresult, PgResultCloser>;
-
 std::string id_of(const json& request) { return request.value("id", ""); }
 
-std::string sqlstate(const PGresult* r) {
-  const char* s = r == nullptr ? nullptr : PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  return s == nullptr ? "" : s;
-}
 
 // The next result of an async query, waiting at most `timeout_ms` (nullptr on timeout or at
 // the end of the query's results).

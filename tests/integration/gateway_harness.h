@@ -9,10 +9,12 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <sys/types.h>
 
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -127,6 +129,22 @@ class GatewayHarness {
   CpProcess cp_;
   pid_t dp_pid_ = -1;
 };
+
+// libpq handles for tests: a connection closed with PQfinish, a result freed with PQclear.
+struct PgConnCloser {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+using Conn = std::unique_ptr<PGconn, PgConnCloser>;
+struct PgResultCloser {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Res = std::unique_ptr<PGresult, PgResultCloser>;
+
+// The SQLSTATE of a result ("" for none or a null result).
+inline std::string sqlstate(const PGresult* r) {
+  const char* s = r == nullptr ? nullptr : PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  return s == nullptr ? "" : s;
+}
 
 // A free TCP port on 127.0.0.1 (bound then released).
 int free_tcp_port();

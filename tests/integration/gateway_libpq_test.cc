@@ -14,19 +14,6 @@
 namespace pgwarden::testing {
 namespace {
 
-struct PgConnCloser {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using Conn = std::unique_ptr<PGconn, PgConnCloser>;
-struct PgResultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Res = std::unique_ptr<PGresult, PgResultCloser>;
-
-std::string sqlstate(const PGresult* r) {
-  const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  return s == nullptr ? "" : s;
-}
 
 class GatewayLibpqTest : public ::testing::Test {
  protected:
