@@ -28,7 +28,6 @@ using Clock = std::chrono::steady_clock;
 
 std::string id_of(const json& request) { return request.value("id", ""); }
 
-
 // The next result of an async query, waiting at most `timeout_ms` (nullptr on timeout or at
 // the end of the query's results).
 Res next_result(PGconn* c, int timeout_ms) {

@@ -16,7 +16,6 @@
 namespace pgwarden::testing {
 namespace {
 
-
 class GatewayFailClosedTest : public ::testing::Test {
  protected:
   void start(const GatewayOptions& options = {}) {

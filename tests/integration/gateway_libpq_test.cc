@@ -14,7 +14,6 @@
 namespace pgwarden::testing {
 namespace {
 
-
 class GatewayLibpqTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -60,7 +59,8 @@ TEST_F(GatewayLibpqTest, LoginOverTlsAndSelectReachesPostgres) {
 
 TEST_F(GatewayLibpqTest, WrongTokenIsRefused) {
   std::string ci = gw_->conninfo();
-  ci.replace(ci.find(gw_->token()), gw_->token().size(), "pgw_sk_agent1_wrongsecretwrongsecretwrongsecretwrongsecr");
+  ci.replace(ci.find(gw_->token()), gw_->token().size(),
+             "pgw_sk_agent1_wrongsecretwrongsecretwrongsecretwrongsecr");
   Conn c(PQconnectdb(ci.c_str()));
   EXPECT_EQ(PQstatus(c.get()), CONNECTION_BAD);
   EXPECT_NE(std::string(PQerrorMessage(c.get())).find("pgwarden: login refused"), std::string::npos)
