@@ -96,6 +96,15 @@ void print_fields(std::ostream& out, const json& obj, const std::vector<std::str
   for (const auto& r : rows) out << r[0] << std::string(w - r[0].size() + 1, ' ') << r[1] << "\n";
 }
 
+// The elements of a JSON array joined with ',' ("-" when empty or not an array).
+std::string join_list(const json& a) {
+  std::string s;
+  if (a.is_array()) {
+    for (const json& e : a) s += (s.empty() ? "" : ",") + scalar_text(e);
+  }
+  return s.empty() ? std::string("-") : s;
+}
+
 std::string one_line(std::string s, size_t max) {
   for (char& c : s) {
     if (c == '\n' || c == '\r' || c == '\t') c = ' ';
@@ -450,12 +459,16 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
     if (inv->emit_json(*r)) return kExitAdminOk;
     std::vector<std::vector<std::string>> rows;
     for (const json& a : (*r)["approvals"]) {
-      rows.push_back(
-          {a.value("id", ""), a.value("state", ""), a.value("identity", ""), a.value("target", ""),
-           a.value("rule", ""), format_time_ms(a.value("created_ms", int64_t{0})),
-           format_time_ms(a.value("deadline_ms", int64_t{0})), one_line(a.value("sql", ""), 60)});
+      rows.push_back({a.value("id", ""), a.value("state", ""), a.value("session_id", ""),
+                      a.value("identity", ""), join_list(a.value("groups", json::array())),
+                      a.value("target", ""), a.value("rule", ""), a.value("shape_key", ""),
+                      format_time_ms(a.value("created_ms", int64_t{0})),
+                      format_time_ms(a.value("deadline_ms", int64_t{0})),
+                      one_line(a.value("sql", ""), 60)});
     }
-    print_table(out, {"ID", "STATE", "REQUESTER", "TARGET", "RULE", "CREATED", "DEADLINE", "SQL"},
+    print_table(out,
+                {"ID", "STATE", "SESSION", "REQUESTER", "GROUPS", "TARGET", "RULE", "SHAPE",
+                 "CREATED", "DEADLINE", "SQL"},
                 rows);
     out << "(" << rows.size() << " approvals)\n";
     return kExitAdminOk;
@@ -591,16 +604,11 @@ int run_policies_command(Args args, std::istream&, std::ostream& out, std::ostre
     auto r = inv->call("policies.list", json::object(), code);
     if (!r) return code;
     if (inv->emit_json(*r)) return kExitAdminOk;
-    auto join = [](const json& a) {
-      std::string s;
-      for (const json& e : a) s += (s.empty() ? "" : ",") + scalar_text(e);
-      return s.empty() ? std::string("-") : s;
-    };
     std::vector<std::vector<std::string>> rows;
     for (const json& p : (*r)["policies"]) {
-      rows.push_back({p.value("name", ""), join(p["groups"]), join(p["targets"]),
-                      p.value("read_only", true) ? "yes" : "no", join(p["rule_sets"]),
-                      p.value("recording", ""), join(p["approver_groups"])});
+      rows.push_back({p.value("name", ""), join_list(p["groups"]), join_list(p["targets"]),
+                      p.value("read_only", true) ? "yes" : "no", join_list(p["rule_sets"]),
+                      p.value("recording", ""), join_list(p["approver_groups"])});
     }
     print_table(out,
                 {"POLICY", "GROUPS", "TARGETS", "READ_ONLY", "RULE_SETS", "RECORDING", "APPROVERS"},

@@ -81,6 +81,22 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
       }
     }
   }
+  if (d.verdict == policy::Verdict::kAllow) {
+    // The prescreen's matches narrow what the policy allows, never widen it (deny > approve >
+    // allow): a deny rule denies, an approve rule turns the allow into a reviewer's decision.
+    // A policy deny stays a deny whatever matched. Neither answer is cacheable: the dp
+    // consults its verdict cache only for statements without deny/approve matches.
+    const protocol::PrescreenHit* approve = nullptr;
+    for (const auto& hit : request.prescreen) {
+      if (hit.action == "deny") {
+        return {"deny", hit.rule, "statement denied by rule " + hit.rule, false};
+      }
+      if (hit.action == "approve" && approve == nullptr) approve = &hit;
+    }
+    if (approve != nullptr) {
+      return {"approve", approve->rule, "statement matches approve rule " + approve->rule, false};
+    }
+  }
   return r;
 }
 

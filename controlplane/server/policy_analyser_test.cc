@@ -14,13 +14,15 @@ class PolicyAnalyserTest : public ::testing::Test {
     policy_.masks = {{"crm.customers.email", "", "", "email"}, {"", "*ssn*", "", "hash"}};
     policy_.deny_masked_in_expressions = true;
   }
-  protocol::AnalyseResponse analyse(const std::string& sql) {
+  protocol::AnalyseResponse analyse(const std::string& sql,
+                                    std::vector<protocol::PrescreenHit> prescreen = {}) {
     std::string sid = "s";
     AuthenticatedIdentity id{"alice", "iss", {"agents"}};
     SessionView view{sid, id, policy_, target_, config_};
     protocol::AnalyseRequest req;
     req.session_id = sid;
     req.sql = sql;
+    req.prescreen = std::move(prescreen);
     return analyser_.analyse(view, req);
   }
   policy::Policy policy_;
@@ -48,6 +50,38 @@ TEST_F(PolicyAnalyserTest, PlainOutputOfMaskedColumnsAndOtherColumnsStayAllowed)
   }
   policy_.deny_masked_in_expressions = false;
   EXPECT_EQ(analyse("select upper(email) from crm.customers").verdict, "allow");
+}
+
+TEST_F(PolicyAnalyserTest, PrescreenApproveTurnsAnAllowIntoAnUncacheableApprove) {
+  policy_.allowed_kinds = {"select", "update"};
+  policy_.read_only = false;
+  auto r = analyse("update crm.customers set notes = 'x'",
+                   {{"approve.update_without_where", "approve"}, {"pii.email", "detect"}});
+  EXPECT_EQ(r.verdict, "approve");
+  EXPECT_EQ(r.rule, "approve.update_without_where");
+  EXPECT_FALSE(r.cacheable);
+  // Without the match the same statement is a plain allow.
+  EXPECT_EQ(analyse("update crm.customers set notes = 'x'").verdict, "allow");
+}
+
+TEST_F(PolicyAnalyserTest, PrescreenApproveNeverOverridesAPolicyDeny) {
+  // Kind not allowed (truncate) and relation not allowed (public.kv): deny, not a request a
+  // reviewer could approve into running.
+  policy_.allowed_kinds = {"select", "update"};
+  policy_.read_only = false;
+  for (const char* sql : {"truncate crm.orders", "update public.kv set v = 'x'"}) {
+    auto r = analyse(sql, {{"approve.some_rule", "approve"}});
+    EXPECT_EQ(r.verdict, "deny") << sql;
+    EXPECT_EQ(r.rule.rfind("policy.", 0), 0u) << sql << ": " << r.rule;
+  }
+}
+
+TEST_F(PolicyAnalyserTest, PrescreenDenyWinsOverAnApproveAndTheAllow) {
+  auto r = analyse("select id from crm.customers",
+                   {{"approve.some_rule", "approve"}, {"deny.some_rule", "deny"}});
+  EXPECT_EQ(r.verdict, "deny");
+  EXPECT_EQ(r.rule, "deny.some_rule");
+  EXPECT_FALSE(r.cacheable);
 }
 
 }  // namespace

@@ -819,8 +819,12 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     apply_denial(m, "42501", msg, deny->rule);
     return true;
   }
-  if (const PrescreenMatch* approve = screen_.first("approve")) {
-    escalate_approval(std::string(sql), screen_.shape_key, approve->rule, approve->message);
+  if (screen_.first("approve") != nullptr) {
+    // An approve rule adds a reviewer to what the policy allows; it must not replace the
+    // policy (deny > approve > allow). cp weighs the match (it is in `prescreen`) against the
+    // policy and answers approve or deny; the verdict cache is skipped because a cached allow
+    // would run the statement without the reviewer.
+    escalate_analyse(std::string(sql), screen_);
     return false;
   }
   VerdictKey key{screen_.shape_key, grant_.policy_hash, grant_.policy_version};
@@ -872,20 +876,24 @@ void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
   waiting_cp_ = true;
   uint64_t seq = ++escalation_seq_;
   uint64_t shape = screen.shape_key;
+  const PrescreenMatch* approve = screen.first("approve");
+  PrescreenMatch approve_match = approve != nullptr ? *approve : PrescreenMatch{};
   json req = {{"session_id", session_id_hex()},
               {"sql", sql},
               {"shape_key", hex64(shape)},
               {"prescreen", std::move(prescreen)}};
-  worker_->cp().request(
-      "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
-      [w = worker_, id = id_, seq, shape, sql = std::move(sql)](Result<json> r) mutable {
-        Session* s = w->find(id);
-        if (s == nullptr || s->escalation_seq_ != seq) return;
-        s->on_analysed(std::move(r), std::move(sql), shape);
-      });
+  worker_->cp().request("analyse", std::move(req),
+                        worker_->runtime().config.limits.escalation_timeout_ms,
+                        [w = worker_, id = id_, seq, shape, sql = std::move(sql),
+                         approve_match = std::move(approve_match)](Result<json> r) mutable {
+                          Session* s = w->find(id);
+                          if (s == nullptr || s->escalation_seq_ != seq) return;
+                          s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
+                        });
 }
 
-void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape) {
+void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
+                          const PrescreenMatch& approve_match) {
   if (!r.is_ok()) {
     const Status& st = r.status();
     Decision d;
@@ -912,6 +920,8 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape) {
     cacheable = v->get<bool>();
   }
   if (verdict == "approve") {
+    // The reviewer sees the approve rule's own message when that rule asked for approval.
+    if (!approve_match.rule.empty() && approve_match.rule == rule) message = approve_match.message;
     escalate_approval(std::move(sql), shape, rule, message);
     return;
   }

@@ -155,7 +155,9 @@ class Session {
                     const std::string& message, const std::string& rule);
   void forward(const pgwire::Message& m);
   void escalate_analyse(std::string sql, const ScreenResult& screen);
-  void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape);
+  // `approve_match`: the prescreen's first approve match (empty rule when none).
+  void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape,
+                   const PrescreenMatch& approve_match);
   void escalate_approval(std::string sql, uint64_t shape_key, std::string rule, std::string reason);
   void resume_with(Decision d);
   // An allowed statement of a recording-required session: its decision record goes to cp as a

@@ -1,23 +1,21 @@
 // pgwarden-cp end to end: the real binary, a real PostgreSQL (sandbox), and this test playing
 // the dataplane: protocol frames to cp on its Unix socket, PostgreSQL messages by hand on a
 // raw TCP socket, relaying the SCRAM exchange between them.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <fstream>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include "controlplane/identity/service_key.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/protocol/frame.h"
 #include "controlplane/protocol/messages.h"
+#include "tests/integration/cp_process.h"
 #include "tests/integration/pg_raw.h"
 #include "tests/support/pg_sandbox.h"
 
@@ -26,63 +24,13 @@ namespace {
 
 using protocol::BlockingClient;
 using protocol::json;
+using testing::CpProcess;
 using testing::PgSandbox;
 using testing::RawPgConnection;
+using testing::slurp;
 
 constexpr char kKeySecret[] = "k9-Zq2mP4vX7-service-secret";
 constexpr char kToken[] = "pgw_sk_agent_k9-Zq2mP4vX7-service-secret";
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// A pgwarden-cp child process.
-class CpProcess {
- public:
-  ~CpProcess() { stop(); }
-  void start(const std::string& config_path, const std::string& log_path) {
-    const char* bin = std::getenv("PGW_CP_BINARY");
-    ASSERT_NE(bin, nullptr) << "PGW_CP_BINARY not set (run through meson test)";
-    pid_ = fork();
-    if (pid_ == 0) {
-      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(fd, 2);
-      execl(bin, "pgwarden-cp", "--config", config_path.c_str(), nullptr);
-      _exit(127);
-    }
-  }
-  // Exit status, or -1 if still running after `ms`.
-  int wait_exit(int ms) {
-    for (int i = 0; i < ms / 10; ++i) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return -1;
-  }
-  int stop() {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    int rc = wait_exit(10000);
-    if (rc == -1 && pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-    return rc;
-  }
-  void signal(int sig) { kill(pid_, sig); }
-  pid_t pid() const { return pid_; }
-
- private:
-  pid_t pid_ = -1;
-};
 
 class CpServerTest : public ::testing::Test {
  protected:
@@ -95,12 +43,13 @@ class CpServerTest : public ::testing::Test {
     config_path_ = dir_ + "/pgwarden.json";
     write_config(base_config());
     cp_ = new CpProcess();
-    cp_->start(config_path_, dir_ + "/cp.log");
-    ASSERT_TRUE(wait_for_socket()) << read_file(dir_ + "/cp.log");
+    Status st = cp_->start(config_path_, dir_ + "/cp.log");
+    if (st.is_ok()) st = cp_->wait_ready(dir_ + "/cp.sock");
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
   }
   static void TearDownTestSuite() {
     // A clean exit also proves no sanitizer report in instrumented builds.
-    EXPECT_EQ(cp_->stop(), 0) << read_file(dir_ + "/cp.log");
+    EXPECT_EQ(cp_->stop(), 0) << slurp(dir_ + "/cp.log");
     delete cp_;
     delete sandbox_;
     std::string cmd = "rm -rf '" + dir_ + "'";
@@ -144,15 +93,6 @@ class CpServerTest : public ::testing::Test {
     std::ofstream(tmp) << j.dump(2);
     rename(tmp.c_str(), config_path_.c_str());
   }
-  static bool wait_for_socket() {
-    for (int i = 0; i < 500; ++i) {
-      BlockingClient c;
-      if (c.connect(dir_ + "/cp.sock").is_ok()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-
   void SetUp() override {
     ASSERT_TRUE(client_.connect(dir_ + "/cp.sock").is_ok());
     auto v = client_.hello();
@@ -258,12 +198,12 @@ TEST_F(CpServerTest, ServiceKeyLoginRelaysRealScramThroughCpToReadyForQuery) {
 
   // The audit log has the login and the verified upstream authentication, and no secrets.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  std::string audit = read_file(dir_ + "/state/audit.log");
+  std::string audit = slurp(dir_ + "/state/audit.log");
   EXPECT_NE(audit.find("\"event\":\"authenticate\""), std::string::npos);
   EXPECT_NE(audit.find("\"event\":\"upstream_auth\""), std::string::npos);
   EXPECT_EQ(audit.find(kKeySecret), std::string::npos);
   EXPECT_EQ(audit.find(sandbox_->get("PGW_SCRAM_PASSWORD")), std::string::npos);
-  EXPECT_EQ(read_file(dir_ + "/cp.log").find(kKeySecret), std::string::npos);
+  EXPECT_EQ(slurp(dir_ + "/cp.log").find(kKeySecret), std::string::npos);
 }
 
 TEST_F(CpServerTest, TamperedServerSignatureFailsScramFinish) {
@@ -505,12 +445,11 @@ TEST_F(CpServerTest, SighupReloadRejectsInvalidConfigAndAppliesValidOne) {
   BlockingClient c1;
   ASSERT_TRUE(c1.connect(dir_ + "/cp.sock").is_ok());
   EXPECT_EQ(*c1.hello(), policy_version_);
-  std::string log = read_file(dir_ + "/cp.log");
+  std::string log = slurp(dir_ + "/cp.log");
   EXPECT_NE(log.find("$.policies[0].masks[0].function: unknown mask function \"blur\""),
             std::string::npos)
       << log;
-  EXPECT_NE(read_file(dir_ + "/state/audit.log").find("\"decision\":\"rejected\""),
-            std::string::npos);
+  EXPECT_NE(slurp(dir_ + "/state/audit.log").find("\"decision\":\"rejected\""), std::string::npos);
   EXPECT_EQ(authenticate(c1, session_id(), kToken)["ok"], true);
 
   write_config(base_config());
@@ -533,9 +472,9 @@ TEST(CpProcessTest, InvalidConfigRefusesToStartWithExitCode2) {
   std::string dir = mkdtemp(tmpl);
   std::ofstream(dir + "/bad.json") << R"({"listeners":{"dataplane":{"port":0}},"extra":1})";
   CpProcess cp;
-  cp.start(dir + "/bad.json", dir + "/log");
+  ASSERT_TRUE(cp.start(dir + "/bad.json", dir + "/log").is_ok());
   EXPECT_EQ(cp.wait_exit(10000), 2);
-  std::string log = read_file(dir + "/log");
+  std::string log = slurp(dir + "/log");
   EXPECT_NE(log.find("$.listeners.dataplane.port: must be between 1 and 65535"), std::string::npos)
       << log;
   EXPECT_NE(log.find("$.extra: unknown key \"extra\""), std::string::npos) << log;
@@ -556,20 +495,20 @@ TEST(CpProcessTest, SigtermStopsCleanlyAndRemovesTheSocket) {
        {{{"name", "p"}, {"groups", {"g"}}, {"targets", {"*"}}, {"allowed_kinds", {"select"}}}}}};
   std::ofstream(dir + "/c.json") << cfg.dump();
   CpProcess cp;
-  cp.start(dir + "/c.json", dir + "/log");
+  ASSERT_TRUE(cp.start(dir + "/c.json", dir + "/log").is_ok());
   bool up = false;
   for (int i = 0; i < 500 && !up; ++i) {
     BlockingClient c;
     up = c.connect(dir + "/cp.sock").is_ok() && c.hello().is_ok();
     if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_TRUE(up) << read_file(dir + "/log");
+  ASSERT_TRUE(up) << slurp(dir + "/log");
   BlockingClient held;  // a connected dp must not keep cp from stopping
   ASSERT_TRUE(held.connect(dir + "/cp.sock").is_ok());
   EXPECT_EQ(cp.stop(), 0);
   struct stat st;
   EXPECT_NE(stat((dir + "/cp.sock").c_str(), &st), 0);
-  EXPECT_NE(read_file(dir + "/state/audit.log").find("\"event\":\"shutdown\""), std::string::npos);
+  EXPECT_NE(slurp(dir + "/state/audit.log").find("\"event\":\"shutdown\""), std::string::npos);
   std::string cmd = "rm -rf '" + dir + "'";
   (void)!system(cmd.c_str());
 }

@@ -3,17 +3,13 @@
 // its output, exit codes and the audit log. Approvals are created the way the dataplane does
 // it: an `approval` request on the dp <-> cp socket, whose answer must reflect the decision
 // taken with pgwardenctl.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "controlplane/identity/service_key.h"
@@ -22,6 +18,7 @@
 #include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/vault/credential_hash.h"
+#include "tests/integration/cp_process.h"
 
 namespace pgwarden {
 namespace {
@@ -32,18 +29,8 @@ using protocol::json;
 constexpr char kKeySecret[] = "k9-Zq2mP4vX7-service-secret";
 constexpr char kToken[] = "pgw_sk_agent_k9-Zq2mP4vX7-service-secret";
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct CtlResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
+using testing::CtlResult;
+using testing::slurp;
 
 class CtlAdminTest : public ::testing::Test {
  protected:
@@ -72,33 +59,17 @@ class CtlAdminTest : public ::testing::Test {
   }
 
   static void start_cp() {
-    const char* bin = std::getenv("PGW_CP_BINARY");
-    ASSERT_NE(bin, nullptr) << "PGW_CP_BINARY not set (run through meson test)";
     setenv("PGW_TEST_DB_PASSWORD", "unused-by-these-tests", 1);
-    cp_pid_ = fork();
-    if (cp_pid_ == 0) {
-      int fd = ::open((dir_ + "/cp.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(fd, 2);
-      execl(bin, "pgwarden-cp", "--config", config_path_.c_str(), "--rules-dir",
-            (dir_ + "/rules").c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 500; ++i) {
-      if (::access((dir_ + "/admin.sock").c_str(), F_OK) == 0) {
-        BlockingClient c;
-        if (c.connect(dir_ + "/cp.sock").is_ok()) return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    FAIL() << "pgwarden-cp did not come up:\n" << slurp(dir_ + "/cp.log");
+    cp_ = new testing::CpProcess();
+    Status st = cp_->start(config_path_, dir_ + "/cp.log", {"--rules-dir", dir_ + "/rules"});
+    if (st.is_ok()) st = cp_->wait_ready(dir_ + "/cp.sock", dir_ + "/admin.sock");
+    ASSERT_TRUE(st.is_ok()) << st.to_string();
   }
   static void stop_cp() {
-    if (cp_pid_ <= 0) return;
-    kill(cp_pid_, SIGTERM);
-    int status = 0;
-    waitpid(cp_pid_, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(dir_ + "/cp.log");
-    cp_pid_ = -1;
+    if (cp_ == nullptr) return;
+    EXPECT_EQ(cp_->stop(), 0) << slurp(dir_ + "/cp.log");
+    delete cp_;
+    cp_ = nullptr;
   }
 
   static json principal(const std::string& name, const std::string& secret, json groups) {
@@ -157,39 +128,15 @@ class CtlAdminTest : public ::testing::Test {
     rename(tmp.c_str(), config_path_.c_str());
   }
 
-  // Runs pgwardenctl with `args` as `who` (a credential file under dir_), stdin `input`.
-  static CtlResult ctl(std::vector<std::string> args, const std::string& who = "alice",
+  // Runs pgwardenctl with `args` as `who` (a credential file under dir_; "wrong" is alice with
+  // a wrong secret), stdin `input`.
+  static CtlResult ctl(const std::vector<std::string>& args, const std::string& who = "alice",
                        const std::string& input = "") {
-    const char* bin = std::getenv("PGW_CTL_BINARY");
-    EXPECT_NE(bin, nullptr);
-    std::string in_path = dir_ + "/ctl.in", out_path = dir_ + "/ctl.out",
-                err_path = dir_ + "/ctl.err";
-    std::ofstream(in_path, std::ios::trunc) << input;
-    pid_t pid = fork();
-    if (pid == 0) {
-      int in = ::open(in_path.c_str(), O_RDONLY);
-      int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(in, 0);
-      dup2(out, 1);
-      dup2(err, 2);
-      setenv("PGWARDEN_ADMIN_SOCKET", (dir_ + "/admin.sock").c_str(), 1);
-      setenv("PGWARDEN_ADMIN_PRINCIPAL", who == "wrong" ? "alice" : who.c_str(), 1);
-      setenv("PGWARDEN_ADMIN_CREDENTIAL_FILE",
-             (dir_ + "/" + (who == "svc:agent" ? "agent" : who) + ".cred").c_str(), 1);
-      std::vector<char*> argv{const_cast<char*>("pgwardenctl")};
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(bin, argv.data());
-      _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    CtlResult r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp(out_path);
-    r.err = slurp(err_path);
-    return r;
+    testing::CtlIdentity id{
+        .socket = dir_ + "/admin.sock",
+        .principal = who == "wrong" ? "alice" : who,
+        .credential_file = dir_ + "/" + (who == "svc:agent" ? "agent" : who) + ".cred"};
+    return testing::run_ctl(id, args, dir_, input);
   }
   static json ctl_json(std::vector<std::string> args, const std::string& who = "alice") {
     args.push_back("--json");
@@ -233,13 +180,13 @@ class CtlAdminTest : public ::testing::Test {
 
   static std::string dir_;
   static std::string config_path_;
-  static pid_t cp_pid_;
+  static testing::CpProcess* cp_;
   static identity::testing::TestSigner* signer_;
 };
 identity::testing::TestSigner* CtlAdminTest::signer_ = nullptr;
 std::string CtlAdminTest::dir_;
 std::string CtlAdminTest::config_path_;
-pid_t CtlAdminTest::cp_pid_ = -1;
+testing::CpProcess* CtlAdminTest::cp_ = nullptr;
 
 TEST_F(CtlAdminTest, StatusPrintsVersionUptimeAndPolicyVersion) {
   CtlResult r = ctl({"status"});

@@ -16,11 +16,6 @@
 namespace pgwarden::testing {
 namespace {
 
-std::string sqlstate(const PGresult* r) {
-  const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  return s == nullptr ? "" : s;
-}
-
 class GatewayFailClosedTest : public ::testing::Test {
  protected:
   void start(const GatewayOptions& options = {}) {

@@ -1,10 +1,8 @@
 #include "tests/integration/gateway_harness.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,18 +21,6 @@ namespace pgwarden::testing {
 namespace {
 
 using nlohmann::json;
-
-std::string env_or_empty(const char* name) {
-  const char* v = getenv(name);
-  return v == nullptr ? "" : v;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 bool wait_for(const std::function<bool()>& ready, int timeout_ms) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -72,30 +58,32 @@ int connect_tcp(int port) {
   return fd;
 }
 
-Result<pid_t> GatewayHarness::spawn(const std::string& bin, const std::string& log) {
-  std::string config = dir_ + "/pgwarden.json";
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0) return internal_error("fork failed");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execl(bin.c_str(), bin.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return pid;
-}
-
 Status GatewayHarness::write_config() {
   json policy = json::parse(policy_json_);
   if (!policy.contains("groups")) policy["groups"] = {"agents"};
   if (!policy.contains("targets")) policy["targets"] = {"*"};
+  if (!options_.approver_groups.empty()) {
+    policy["approvals"] = {{"approver_groups", options_.approver_groups},
+                           {"timeout_s", options_.approval_timeout_s}};
+  }
+  json service_keys = json::array();
+  for (const ServiceKey& k : service_keys_) {
+    service_keys.push_back({{"id", k.id},
+                            {"salt", k.salt},
+                            {"hash", k.hash},
+                            {"identity", "svc:" + k.id},
+                            {"groups", {"agents"}}});
+  }
+  json control_plane = {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}};
+  if (!options_.admin_principals.empty()) {
+    control_plane["admin_socket"] = admin_socket();
+    json principals = json::array();
+    for (const auto& p : options_.admin_principals) {
+      principals.push_back(
+          {{"name", p.name}, {"credential_hash", admin_hashes_.at(p.name)}, {"groups", p.groups}});
+    }
+    control_plane["admin_principals"] = std::move(principals);
+  }
   json listener = {{"address", "127.0.0.1"},
                    {"port", dp_port_},
                    {"tls", {{"cert_file", dir_ + "/dp.crt"}, {"key_file", dir_ + "/dp.key"}}},
@@ -111,14 +99,8 @@ Status GatewayHarness::write_config() {
         options_.upstream_ca_file.empty() ? pg_.get("PGW_CA_FILE") : options_.upstream_ca_file;
   }
   json config = {{"listeners", {{"dataplane", listener}}},
-                 {"control_plane", {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}}},
-                 {"identity",
-                  {{"service_keys",
-                    {{{"id", "agent1"},
-                      {"salt", service_key_salt_},
-                      {"hash", service_key_hash_},
-                      {"identity", "svc:agent1"},
-                      {"groups", {"agents"}}}}}}},
+                 {"control_plane", control_plane},
+                 {"identity", {{"service_keys", service_keys}}},
                  {"targets",
                   {{{"name", "demo"},
                     {"host", "127.0.0.1"},
@@ -168,19 +150,14 @@ Status GatewayHarness::start(const GatewayOptions& options) {
       "-keyout " +
       dir_ + "/dp.key -out " + dir_ + "/dp.crt 2>&1");
   if (!cert.is_ok()) return cert.status();
-  auto key = run_command(cp_bin + " --new-service-key agent1");
-  if (!key.is_ok()) return key.status();
-  std::istringstream lines(*key);
-  std::getline(lines, token_);
-  std::getline(lines, service_key_salt_);
-  std::getline(lines, service_key_hash_);
-  if (token_.rfind("pgw_sk_agent1_", 0) != 0 || service_key_hash_.empty()) {
-    return internal_error("pgwarden-cp --new-service-key printed no key");
-  }
+  PGW_RETURN_IF_ERROR(add_service_key("agent1"));
+  for (const std::string& id : options.extra_service_keys) PGW_RETURN_IF_ERROR(add_service_key(id));
+  token_ = service_keys_.front().token;
+  for (const auto& p : options.admin_principals) PGW_RETURN_IF_ERROR(add_admin_principal(p.name));
   dp_port_ = free_tcp_port();
   PGW_RETURN_IF_ERROR(write_config());
   PGW_RETURN_IF_ERROR(start_cp());
-  auto dp = spawn(dp_bin, dir_ + "/dp.log");
+  auto dp = spawn_logged({dp_bin, "--config", dir_ + "/pgwarden.json"}, dir_ + "/dp.log");
   if (!dp.is_ok()) return dp.status();
   dp_pid_ = *dp;
   bool up = wait_for(
@@ -197,33 +174,69 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   return Status::ok();
 }
 
-Status GatewayHarness::start_cp() {
-  auto cp = spawn(env_or_empty("PGW_CP_BIN"), dir_ + "/cp.log");
-  if (!cp.is_ok()) return cp.status();
-  cp_pid_ = *cp;
-  std::string sock = dir_ + "/cp.sock";
-  bool up = wait_for(
-      [&] {
-        struct stat st;
-        return stat(sock.c_str(), &st) == 0;
-      },
-      15000);
-  if (!up) return unavailable("pgwarden-cp did not create its socket:\n" + cp_log());
+Status GatewayHarness::add_service_key(const std::string& id) {
+  auto key = run_command(env_or_empty("PGW_CP_BIN") + " --new-service-key " + id);
+  if (!key.is_ok()) return key.status();
+  ServiceKey k{.id = id};
+  std::istringstream lines(*key);
+  std::getline(lines, k.token);
+  std::getline(lines, k.salt);
+  std::getline(lines, k.hash);
+  if (k.token.rfind("pgw_sk_" + id + "_", 0) != 0 || k.hash.empty()) {
+    return internal_error("pgwarden-cp --new-service-key printed no key");
+  }
+  service_keys_.push_back(std::move(k));
   return Status::ok();
 }
 
+Status GatewayHarness::add_admin_principal(const std::string& name) {
+  std::string file = dir_ + "/admin-" + std::to_string(admin_hashes_.size()) + ".cred";
+  auto secret = run_command("head -c 18 /dev/urandom | base64 | tr '+/' '-_'");
+  if (!secret.is_ok()) return secret.status();
+  { std::ofstream(file, std::ios::trunc) << *secret; }
+  chmod(file.c_str(), 0600);
+  auto hash = run_command(env_or_empty("PGW_CP_BIN") + " --hash-credential < " + file);
+  if (!hash.is_ok()) return hash.status();
+  std::string h = *hash;
+  while (!h.empty() && (h.back() == '\n' || h.back() == '\r')) h.pop_back();
+  if (h.empty()) return internal_error("pgwarden-cp --hash-credential printed nothing");
+  admin_hashes_[name] = h;
+  admin_files_[name] = file;
+  return Status::ok();
+}
+
+std::string GatewayHarness::token(const std::string& key_id) const {
+  for (const ServiceKey& k : service_keys_) {
+    if (k.id == key_id) return k.token;
+  }
+  return "";
+}
+
+CtlResult GatewayHarness::ctl(const std::string& principal, const std::vector<std::string>& args,
+                              const std::string& input) const {
+  auto file = admin_files_.find(principal);
+  CtlIdentity who{
+      .socket = admin_socket(),
+      .principal = principal,
+      .credential_file = file == admin_files_.end() ? dir_ + "/no-such.cred" : file->second};
+  return run_ctl(who, args, dir_, input);
+}
+
+std::string GatewayHarness::audit_log() const { return slurp(dir_ + "/audit.log"); }
+
+Status GatewayHarness::start_cp() {
+  PGW_RETURN_IF_ERROR(cp_.start(dir_ + "/pgwarden.json", dir_ + "/cp.log"));
+  return cp_.wait_ready(dir_ + "/cp.sock", options_.admin_principals.empty() ? "" : admin_socket());
+}
+
 Status GatewayHarness::stop_cp() {
-  if (cp_pid_ <= 0) return Status::ok();
-  kill(cp_pid_, SIGKILL);
-  waitpid(cp_pid_, nullptr, 0);
-  cp_pid_ = -1;
+  if (!cp_.running()) return Status::ok();
+  cp_.kill_now();
   unlink((dir_ + "/cp.sock").c_str());
   return Status::ok();
 }
 
-void GatewayHarness::signal_cp(int sig) {
-  if (cp_pid_ > 0) kill(cp_pid_, sig);
-}
+void GatewayHarness::signal_cp(int sig) { cp_.signal(sig); }
 
 void GatewayHarness::signal_dp(int sig) {
   if (dp_pid_ > 0) kill(dp_pid_, sig);
@@ -250,21 +263,19 @@ Status GatewayHarness::rewrite_policy(const std::string& policy_json) {
 }
 
 void GatewayHarness::stop() {
-  for (pid_t* p : {&dp_pid_, &cp_pid_}) {
-    if (*p <= 0) continue;
-    kill(*p, SIGTERM);
-    bool gone = false;
-    for (int i = 0; i < 100 && !gone; ++i) {
-      gone = waitpid(*p, nullptr, WNOHANG) == *p;
-      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (dp_pid_ > 0) {
+    kill(dp_pid_, SIGTERM);
+    if (!wait_dp_exit(2000)) {
+      kill(dp_pid_, SIGKILL);
+      waitpid(dp_pid_, nullptr, 0);
+      dp_pid_ = -1;
     }
-    if (!gone) {
-      kill(*p, SIGKILL);
-      waitpid(*p, nullptr, 0);
-    }
-    *p = -1;
   }
+  cp_.stop();
   pg_.stop();
+  service_keys_.clear();
+  admin_hashes_.clear();
+  admin_files_.clear();
   if (!dir_.empty() && getenv("PGW_KEEP_TEST_DIRS") == nullptr) {
     (void)run_command("rm -rf " + dir_);
   }
@@ -272,16 +283,20 @@ void GatewayHarness::stop() {
 }
 
 std::string GatewayHarness::conninfo(const std::string& extra) const {
-  return "host=127.0.0.1 port=" + std::to_string(dp_port_) +
-         " dbname=demo user=agent sslmode=require connect_timeout=10 password=" + token_ + " " +
-         extra;
+  return conninfo_as("agent1", extra);
 }
 
-std::string GatewayHarness::dp_log() const { return read_file(dir_ + "/dp.log"); }
-std::string GatewayHarness::cp_log() const { return read_file(dir_ + "/cp.log"); }
+std::string GatewayHarness::conninfo_as(const std::string& key_id, const std::string& extra) const {
+  return "host=127.0.0.1 port=" + std::to_string(dp_port_) +
+         " dbname=demo user=agent sslmode=require connect_timeout=10 password=" + token(key_id) +
+         " " + extra;
+}
+
+std::string GatewayHarness::dp_log() const { return slurp(dir_ + "/dp.log"); }
+std::string GatewayHarness::cp_log() const { return slurp(dir_ + "/cp.log"); }
 
 long GatewayHarness::dp_rss_kib() const {
-  std::string status = read_file("/proc/" + std::to_string(dp_pid_) + "/status");
+  std::string status = slurp("/proc/" + std::to_string(dp_pid_) + "/status");
   auto pos = status.find("VmRSS:");
   if (pos == std::string::npos) return -1;
   return std::atol(status.c_str() + pos + 6);

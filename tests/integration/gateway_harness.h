@@ -4,16 +4,22 @@
 // `demo` target pointing at the sandbox). Processes die with the test process
 // (PR_SET_PDEATHSIG) and are stopped by stop() / the destructor.
 //
-// Binaries come from the environment (meson sets them): PGW_DP_BIN, PGW_CP_BIN.
+// Binaries come from the environment (meson sets them): PGW_DP_BIN, PGW_CP_BIN, and
+// PGW_CTL_BIN (pgwardenctl) for ctl().
 #pragma once
 
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <sys/types.h>
 
 #include <iostream>
+#include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
+#include "tests/integration/cp_process.h"
 #include "tests/support/pg_sandbox.h"
 
 namespace pgwarden::testing {
@@ -41,6 +47,22 @@ struct GatewayOptions {
           "allowed_relations": ["crm.*", "public.*", "pg_catalog.*"],
           "allowed_functions": ["pg_catalog.pg_sleep"],
           "read_only": false, "rule_sets": ["deny", "approve"]})";
+  // Identities besides `agent1` (svc:agent1): each id gets a service key (token(id)) with
+  // identity `svc:<id>` in group `agents`.
+  std::vector<std::string> extra_service_keys;
+  // Approvals: when `approver_groups` is not empty, the policy gets
+  // `"approvals": {"approver_groups": ..., "timeout_s": approval_timeout_s}` (replacing any
+  // `approvals` object in policy_json).
+  std::vector<std::string> approver_groups;
+  int approval_timeout_s = 300;
+  // Admin API for pgwardenctl: when not empty, cp gets `control_plane.admin_socket`
+  // (<dir>/admin.sock) and these principals, each with a generated credential in a 0600 file
+  // (hashed with `pgwarden-cp --hash-credential`). Run commands with ctl(name, args).
+  struct AdminPrincipal {
+    std::string name;
+    std::vector<std::string> groups;
+  };
+  std::vector<AdminPrincipal> admin_principals;
 };
 
 class GatewayHarness {
@@ -55,7 +77,20 @@ class GatewayHarness {
 
   // libpq conninfo through the gateway with the valid token (sslmode=require).
   std::string conninfo(const std::string& extra = "") const;
+  // The same as the identity of service key `key_id` (agent1 or one of extra_service_keys).
+  std::string conninfo_as(const std::string& key_id, const std::string& extra = "") const;
   const std::string& token() const { return token_; }
+  // The token of service key `key_id`; "" when there is none.
+  std::string token(const std::string& key_id) const;
+
+  // Runs the real pgwardenctl against cp's admin socket as admin principal `principal` (one of
+  // GatewayOptions::admin_principals; an unknown name runs with a credential file that does
+  // not exist). Returns its exit code, stdout and stderr.
+  CtlResult ctl(const std::string& principal, const std::vector<std::string>& args,
+                const std::string& input = "") const;
+  std::string admin_socket() const { return dir_ + "/admin.sock"; }
+  // The audit log (file sink) as written so far.
+  std::string audit_log() const;
   int port() const { return dp_port_; }
   PgSandbox& pg() { return pg_; }
   const std::string& dir() const { return dir_; }
@@ -76,35 +111,64 @@ class GatewayHarness {
 
  private:
   Status write_config();
-  Result<pid_t> spawn(const std::string& bin, const std::string& log);
+  Status add_service_key(const std::string& id);
+  Status add_admin_principal(const std::string& name);
+
+  struct ServiceKey {
+    std::string id;
+    std::string token;
+    std::string salt;
+    std::string hash;
+  };
 
   GatewayOptions options_;
   PgSandbox pg_;
   std::string dir_;
   std::string token_;
-  std::string service_key_salt_;
-  std::string service_key_hash_;
+  std::vector<ServiceKey> service_keys_;
+  std::map<std::string, std::string> admin_hashes_;  // principal -> credential_hash
+  std::map<std::string, std::string> admin_files_;   // principal -> credential file
   std::string policy_json_;
   int dp_port_ = 0;
-  pid_t cp_pid_ = -1;
+  CpProcess cp_;
   pid_t dp_pid_ = -1;
 };
+
+// libpq handles for tests: a connection closed with PQfinish, a result freed with PQclear.
+struct PgConnCloser {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+using Conn = std::unique_ptr<PGconn, PgConnCloser>;
+struct PgResultCloser {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Res = std::unique_ptr<PGresult, PgResultCloser>;
+
+// The SQLSTATE of a result ("" for none or a null result).
+inline std::string sqlstate(const PGresult* r) {
+  const char* s = r == nullptr ? nullptr : PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  return s == nullptr ? "" : s;
+}
 
 // A free TCP port on 127.0.0.1 (bound then released).
 int free_tcp_port();
 // Connects a plain TCP socket to 127.0.0.1:port (blocking); -1 on failure.
 int connect_tcp(int port);
 
-// One gateway per test suite, started with the policy `Derived::kPolicy`; on a failed test the
-// dp and cp logs are printed. Derived test classes use `gw_`.
+// One gateway per test suite, started with `Derived::gateway_options()` (by default the
+// defaults with the policy `Derived::kPolicy`); on a failed test the dp and cp logs are
+// printed. Derived test classes use `gw_`.
 template <typename Derived>
 class SharedGatewayTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    gw_ = new GatewayHarness();
+  static GatewayOptions gateway_options() {
     GatewayOptions o;
     o.policy_json = Derived::kPolicy;
-    Status st = gw_->start(o);
+    return o;
+  }
+  static void SetUpTestSuite() {
+    gw_ = new GatewayHarness();
+    Status st = gw_->start(Derived::gateway_options());
     ASSERT_TRUE(st.is_ok()) << st.to_string();
   }
   static void TearDownTestSuite() {

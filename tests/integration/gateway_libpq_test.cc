@@ -14,20 +14,6 @@
 namespace pgwarden::testing {
 namespace {
 
-struct PgConnCloser {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using Conn = std::unique_ptr<PGconn, PgConnCloser>;
-struct PgResultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Res = std::unique_ptr<PGresult, PgResultCloser>;
-
-std::string sqlstate(const PGresult* r) {
-  const char* s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  return s == nullptr ? "" : s;
-}
-
 class GatewayLibpqTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -73,7 +59,8 @@ TEST_F(GatewayLibpqTest, LoginOverTlsAndSelectReachesPostgres) {
 
 TEST_F(GatewayLibpqTest, WrongTokenIsRefused) {
   std::string ci = gw_->conninfo();
-  ci.replace(ci.find(gw_->token()), gw_->token().size(), "pgw_sk_agent1_wrongsecretwrongsecretwrongsecretwrongsecr");
+  ci.replace(ci.find(gw_->token()), gw_->token().size(),
+             "pgw_sk_agent1_wrongsecretwrongsecretwrongsecretwrongsecr");
   Conn c(PQconnectdb(ci.c_str()));
   EXPECT_EQ(PQstatus(c.get()), CONNECTION_BAD);
   EXPECT_NE(std::string(PQerrorMessage(c.get())).find("pgwarden: login refused"), std::string::npos)

@@ -16,15 +16,6 @@
 namespace pgwarden::testing {
 namespace {
 
-struct PgConnCloser {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using Conn = std::unique_ptr<PGconn, PgConnCloser>;
-struct PgResultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Res = std::unique_ptr<PGresult, PgResultCloser>;
-
 // The policy under test: two declared column masks and the PII detectors.
 constexpr const char* kMaskingPolicy =
     R"({"name": "agents", "allowed_kinds": ["select", "copy_to_stdout", "transaction", "prepare",

@@ -20,15 +20,6 @@ namespace {
 
 using json = nlohmann::json;
 
-struct PgConnCloser {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-using Conn = std::unique_ptr<PGconn, PgConnCloser>;
-struct PgResultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Res = std::unique_ptr<PGresult, PgResultCloser>;
-
 constexpr const char* kRecordedPolicy =
     R"({"name": "agents", "allowed_kinds": ["select", "copy_to_stdout", "transaction", "set",
         "show", "prepare", "execute"],
