@@ -320,7 +320,7 @@ TEST_F(CpServerTest, RecordRequestIsAnsweredOnlyOnceTheStatementRecordIsQueued) 
   std::string text;
   for (int i = 0; i < 100 && text.find("session_end") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    text = read_file(path);
+    text = slurp(path);
   }
   size_t start = text.find("\"kind\":\"session_start\"");
   size_t rec = text.find("rec-req-1");
