@@ -16,14 +16,16 @@
 #include <fstream>
 #include <thread>
 
-#include "controlplane/identity/https_client.h"
 #include "controlplane/identity/test_signer.h"
 #include "controlplane/identity/validator.h"
+#include "controlplane/net/http_client.h"
 
 namespace pgwarden::identity {
 namespace {
 
 namespace fs = std::filesystem;
+using net::HttpClientOptions;
+using net::https_get;
 using std::chrono::seconds;
 using std::chrono::system_clock;
 using testing::TestSigner;
@@ -125,8 +127,8 @@ class HttpsJwksServer : public ::testing::Test {
     return "https://127.0.0.1:" + std::to_string(port_) + "/" + path;
   }
 
-  HttpsGetOptions options() const {
-    HttpsGetOptions o;
+  HttpClientOptions options() const {
+    HttpClientOptions o;
     o.ca_file = ca_file_;
     o.timeout = std::chrono::milliseconds(5000);
     return o;
@@ -186,7 +188,7 @@ TEST(HttpsClient, SilentServerTimesOut) {
   ASSERT_EQ(listen(fd, 4), 0);  // never accepts, never answers the ClientHello
   socklen_t len = sizeof(a);
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  HttpsGetOptions o;
+  HttpClientOptions o;
   o.timeout = std::chrono::milliseconds(400);
   auto start = std::chrono::steady_clock::now();
   auto r = https_get("https://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/jwks", o);
@@ -198,7 +200,7 @@ TEST(HttpsClient, SilentServerTimesOut) {
 }
 
 TEST(HttpsClient, NonHttpsUrlsAreRefused) {
-  HttpsGetOptions o;
+  HttpClientOptions o;
   EXPECT_EQ(https_get("http://127.0.0.1/jwks", o).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(https_get("https://user:pw@127.0.0.1/jwks", o).status().code(),
             StatusCode::kInvalidArgument);
