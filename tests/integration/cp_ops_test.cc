@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "controlplane/identity/service_key.h"
 #include "controlplane/server/control_plane.h"
 
 namespace pgwarden {
@@ -49,6 +51,41 @@ bool eventually(F f, std::chrono::milliseconds limit = 10000ms) {
     std::this_thread::sleep_for(20ms);
   }
   return f();
+}
+
+// The smallest config pgwarden-cp starts with, everything under `dir`: one service key, one
+// target (never contacted here), one policy whose deletes need approval, a file audit sink.
+json minimal_config(const fs::path& dir) {
+  static const identity::ServiceKeyHash key =
+      identity::make_service_key_hash("cp-ops-test-service-key-0123456789").value();
+  ::setenv("PGW_CP_OPS_TEST_PG_PASSWORD", "unused", 1);
+  return json{
+      {"listeners",
+       {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
+      {"control_plane",
+       {{"socket", (dir / "cp.sock").string()}, {"state_dir", (dir / "state").string()}}},
+      {"identity",
+       {{"service_keys",
+         {{{"id", "agent"},
+           {"salt", key.salt},
+           {"hash", key.hash},
+           {"identity", "svc:agent"},
+           {"groups", {"agents"}}}}}}},
+      {"targets",
+       {{{"name", "demo"},
+         {"host", "127.0.0.1"},
+         {"database", "demo"},
+         {"role", "app"},
+         {"credential", {{"env", "PGW_CP_OPS_TEST_PG_PASSWORD"}}},
+         {"tls", {{"mode", "disable"}}}}}},
+      {"policies",
+       {{{"name", "agents"},
+         {"groups", {"agents"}},
+         {"targets", {"demo"}},
+         {"allowed_kinds", {"select"}},
+         {"approve_kinds", {"delete"}},
+         {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 60}}}}}},
+      {"audit", {{"sinks", {{{"type", "file"}, {"path", (dir / "audit.log").string()}}}}}}};
 }
 
 class WebhookHttpsTest : public ::testing::Test {
@@ -79,6 +116,7 @@ class WebhookHttpsTest : public ::testing::Test {
                 out = d + "/received";
     server_pid_ = fork();
     if (server_pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive a crashed test
       execlp("python3", "python3", script.c_str(), port_file.c_str(), cert.c_str(), key.c_str(),
              out.c_str(), static_cast<char*>(nullptr));
       _exit(127);
@@ -107,33 +145,12 @@ class WebhookHttpsTest : public ::testing::Test {
   // Opens a ControlPlane from a real config file whose webhook goes to `url`, trusting
   // `ca_file`.
   void open_control_plane(const std::string& url, const std::string& ca_file) {
-    ::setenv("PGW_WEBHOOK_TEST_PG_PASSWORD", "unused", 1);
-    json cfg = {
-        {"listeners",
-         {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
-        {"control_plane",
-         {{"socket", (dir_ / "cp.sock").string()}, {"state_dir", (dir_ / "state").string()}}},
-        {"targets",
-         {{{"name", "demo"},
-           {"host", "127.0.0.1"},
-           {"database", "demo"},
-           {"role", "app"},
-           {"credential", {{"env", "PGW_WEBHOOK_TEST_PG_PASSWORD"}}},
-           {"tls", {{"mode", "disable"}}}}}},
-        {"policies",
-         {{{"name", "agents"},
-           {"groups", {"agents"}},
-           {"targets", {"demo"}},
-           {"allowed_kinds", {"select"}},
-           {"approve_kinds", {"delete"}},
-           {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 60}}}}}},
-        {"audit", {{"sinks", {{{"type", "file"}, {"path", (dir_ / "audit.log").string()}}}}}},
-        {"approvals",
-         {{"webhook_url", url},
-          {"webhook_ca_file", ca_file},
-          {"webhook_timeout_ms", 3000},
-          {"webhook_connect_timeout_ms", 1000},
-          {"webhook_authorization_file", (dir_ / "webhook.token").string()}}}};
+    json cfg = minimal_config(dir_);
+    cfg["approvals"] = {{"webhook_url", url},
+                        {"webhook_ca_file", ca_file},
+                        {"webhook_timeout_ms", 3000},
+                        {"webhook_connect_timeout_ms", 1000},
+                        {"webhook_authorization_file", (dir_ / "webhook.token").string()}};
     std::ofstream(dir_ / "pgwarden.json") << cfg.dump(2);
     auto store = std::make_unique<config::ConfigStore>((dir_ / "pgwarden.json").string());
     auto loaded = store->reload();
@@ -195,7 +212,7 @@ class WebhookHttpsTest : public ::testing::Test {
 };
 
 TEST_F(WebhookHttpsTest, NewRequestArrivesAsJsonOverVerifiedTlsWithAuthorization) {
-  open_control_plane(hook_url(), (dir_ / "ca.crt").string());
+  ASSERT_NO_FATAL_FAILURE(open_control_plane(hook_url(), (dir_ / "ca.crt").string()));
   approvals::ApprovalRequest req = create_request();
   ASSERT_TRUE(eventually([&] { return fs::exists(dir_ / "received" / "1.json"); }));
   json got = json::parse(read_file(dir_ / "received" / "1.json"));
@@ -208,13 +225,16 @@ TEST_F(WebhookHttpsTest, NewRequestArrivesAsJsonOverVerifiedTlsWithAuthorization
   EXPECT_EQ(body["sql"], "DELETE FROM crm.orders WHERE id = 42");
   EXPECT_EQ(body["identity"], "agent-7");
   EXPECT_EQ(body["approve_command"], "pgwardenctl approvals approve " + req.id);
+  ASSERT_NE(cp_->webhook(), nullptr);
+  EXPECT_TRUE(eventually([&] { return cp_->webhook()->webhook_sent() == 1; }));
+  EXPECT_EQ(cp_->webhook()->webhook_failed(), 0u);
   EXPECT_TRUE(audit_events("approval_webhook_failed").empty());
   // The token never reaches the audit log.
   EXPECT_EQ(read_file(dir_ / "audit.log").find("hook-token"), std::string::npos);
 }
 
 TEST_F(WebhookHttpsTest, UntrustedCertificateFailsIsAuditedAndDoesNotBlockTheDecision) {
-  open_control_plane(hook_url(), (dir_ / "rogue.crt").string());
+  ASSERT_NO_FATAL_FAILURE(open_control_plane(hook_url(), (dir_ / "rogue.crt").string()));
   expect_decision_not_blocked();
   ASSERT_TRUE(eventually([&] { return !audit_events("approval_webhook_failed").empty(); }));
   json failed = audit_events("approval_webhook_failed")[0];
@@ -225,11 +245,13 @@ TEST_F(WebhookHttpsTest, UntrustedCertificateFailsIsAuditedAndDoesNotBlockTheDec
       << failed.dump();
   EXPECT_FALSE(fs::exists(dir_ / "received" / "1.json"));
   EXPECT_EQ(read_file(dir_ / "audit.log").find("hook-token"), std::string::npos);
+  EXPECT_EQ(cp_->webhook()->webhook_failed(), 1u);
+  EXPECT_EQ(cp_->webhook()->webhook_sent(), 0u);
 }
 
 TEST_F(WebhookHttpsTest, WrongHostNameFailsIsAuditedAndDoesNotBlockTheDecision) {
   // The right CA, but "localhost" is not in the certificate (it names IP 127.0.0.1 only).
-  open_control_plane(hook_url("localhost"), (dir_ / "ca.crt").string());
+  ASSERT_NO_FATAL_FAILURE(open_control_plane(hook_url("localhost"), (dir_ / "ca.crt").string()));
   expect_decision_not_blocked();
   ASSERT_TRUE(eventually([&] { return !audit_events("approval_webhook_failed").empty(); }));
   json failed = audit_events("approval_webhook_failed")[0];
@@ -238,6 +260,7 @@ TEST_F(WebhookHttpsTest, WrongHostNameFailsIsAuditedAndDoesNotBlockTheDecision) 
             std::string::npos)
       << failed.dump();
   EXPECT_FALSE(fs::exists(dir_ / "received" / "1.json"));
+  EXPECT_EQ(cp_->webhook()->webhook_failed(), 1u);
 }
 
 // Runs `argv` (argv[0] is the binary path), capturing stderr; returns the exit status.
@@ -273,7 +296,6 @@ class CpAdminSocketTest : public ::testing::Test {
     char tmpl[] = "/tmp/pgw-cp-ops.XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    ::setenv("PGW_CP_OPS_TEST_PG_PASSWORD", "unused", 1);
   }
   void TearDown() override {
     if (cp_pid_ > 0) {
@@ -285,28 +307,10 @@ class CpAdminSocketTest : public ::testing::Test {
   }
 
   std::string write_config(const std::string& mode, const std::string& group) {
-    json cfg = {
-        {"listeners",
-         {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
-        {"control_plane",
-         {{"socket", (dir_ / "cp.sock").string()},
-          {"state_dir", (dir_ / "state").string()},
-          {"admin_socket", (dir_ / "admin.sock").string()},
-          {"admin_socket_mode", mode},
-          {"admin_socket_group", group}}},
-        {"targets",
-         {{{"name", "demo"},
-           {"host", "127.0.0.1"},
-           {"database", "demo"},
-           {"role", "app"},
-           {"credential", {{"env", "PGW_CP_OPS_TEST_PG_PASSWORD"}}},
-           {"tls", {{"mode", "disable"}}}}}},
-        {"policies",
-         {{{"name", "agents"},
-           {"groups", {"agents"}},
-           {"targets", {"demo"}},
-           {"allowed_kinds", {"select"}}}}},
-        {"audit", {{"sinks", {{{"type", "file"}, {"path", (dir_ / "audit.log").string()}}}}}}};
+    json cfg = minimal_config(dir_);
+    cfg["control_plane"]["admin_socket"] = (dir_ / "admin.sock").string();
+    cfg["control_plane"]["admin_socket_mode"] = mode;
+    cfg["control_plane"]["admin_socket_group"] = group;
     std::string path = (dir_ / "pgwarden.json").string();
     std::ofstream(path) << cfg.dump(2);
     return path;
