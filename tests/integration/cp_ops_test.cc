@@ -1,12 +1,12 @@
 // Control-plane operations settings end to end.
 //
 // The approval webhook over real HTTPS, wired as pgwarden-cp wires it: a config with
-// $.approvals.webhook_url = https://127.0.0.1:PORT/..., a throwaway CA made with the openssl
-// CLI, python3's TLS server (tests/integration/https_hook_server.py) as the receiver, and an
-// in-process ControlPlane whose ApprovalStore creates and decides requests. A receiver whose
-// certificate the configured CA did not sign, or that is reached by a name its certificate
-// does not carry, gets nothing: the failure is counted in the audit log (and logged) while
-// the approval is still created and decided at once.
+// $.approvals.webhook_url = https://127.0.0.1:PORT/..., a throwaway CA
+// (tests/integration/test_pki.h), python3's TLS server (tests/integration/
+// https_hook_server.py) as the receiver, and an in-process ControlPlane whose ApprovalStore
+// creates and decides requests. A receiver whose certificate the configured CA did not sign,
+// or that is reached by a name its certificate does not carry, gets nothing: the failure is
+// counted, logged and audited while the approval is still created and decided at once.
 //
 // The admin socket's mode and group, applied by the real pgwarden-cp binary, and a bad
 // admin_socket_mode refused at config load with its JSON path and exit code 2.
@@ -28,6 +28,7 @@
 
 #include "controlplane/identity/service_key.h"
 #include "controlplane/server/control_plane.h"
+#include "tests/integration/test_pki.h"
 
 namespace pgwarden {
 namespace {
@@ -96,20 +97,7 @@ class WebhookHttpsTest : public ::testing::Test {
     dir_ = tmpl;
     fs::create_directories(dir_ / "received");
     std::string d = dir_.string();
-    std::string cmd =
-        "cd '" + d +
-        "' && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=hook-ca"
-        " -keyout ca.key -out ca.crt -days 1 && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=rogue-ca"
-        " -keyout rogue.key -out rogue.crt -days 1 && "
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1"
-        " -keyout server.key -out server.csr && "
-        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n"
-        "extendedKeyUsage=serverAuth\\n' > ext.cnf && "
-        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
-        " -out server.crt -days 1 -extfile ext.cnf";
-    ASSERT_EQ(std::system(("(" + cmd + ") >'" + d + "/openssl.log' 2>&1").c_str()), 0)
+    ASSERT_TRUE(pgwarden::testing::make_test_pki(d))
         << "openssl CLI failed; see " << d << "/openssl.log";
     std::string script = std::string(PGW_SOURCE_ROOT) + "/tests/integration/https_hook_server.py";
     std::string port_file = d + "/port", cert = d + "/server.crt", key = d + "/server.key",

@@ -19,6 +19,7 @@
 #include "controlplane/identity/test_signer.h"
 #include "controlplane/identity/validator.h"
 #include "controlplane/net/http_client.h"
+#include "tests/integration/test_pki.h"
 
 namespace pgwarden::identity {
 namespace {
@@ -72,20 +73,7 @@ class HttpsJwksServer : public ::testing::Test {
     www_ = dir_ / "www";
     fs::create_directories(www_);
     std::string d = dir_.string();
-    std::string cmd =
-        "cd '" + d +
-        "' && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pgw-test-ca"
-        " -keyout ca.key -out ca.crt -days 1 && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=rogue-ca"
-        " -keyout rogue.key -out rogue.crt -days 1 && "
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1"
-        " -keyout server.key -out server.csr && "
-        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n"
-        "extendedKeyUsage=serverAuth\\n' > ext.cnf && "
-        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
-        " -out server.crt -days 1 -extfile ext.cnf";
-    ASSERT_EQ(std::system(("(" + cmd + ") >'" + d + "/openssl.log' 2>&1").c_str()), 0)
+    ASSERT_TRUE(pgwarden::testing::make_test_pki(d))
         << "openssl CLI failed; see " << d << "/openssl.log";
     ca_file_ = (dir_ / "ca.crt").string();
     start_server();
