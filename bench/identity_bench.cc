@@ -19,8 +19,9 @@ void BM_ValidateJwt(benchmark::State& state, const char* alg) {
   c.audiences = {"pgwarden"};
   c.jwks_url = "https://idp.bench/jwks";
   ValidatorOptions o;
-  o.http_get = [jwks](std::string_view, const HttpsGetOptions&) -> pgwarden::Result<HttpResponse> {
-    return HttpResponse{200, "application/json", jwks};
+  o.http_get = [jwks](std::string_view, const pgwarden::net::HttpClientOptions&)
+      -> pgwarden::Result<pgwarden::net::HttpResponse> {
+    return pgwarden::net::HttpResponse{200, "application/json", jwks};
   };
   auto v = TokenValidator::create({c}, {}, o);
   auto now = std::chrono::duration_cast<std::chrono::seconds>(

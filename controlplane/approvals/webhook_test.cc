@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -108,20 +111,60 @@ bool eventually(F f, std::chrono::milliseconds limit = 5000ms) {
   return f();
 }
 
-TEST(ParseHttpUrl, AcceptsHttpAndRejectsEverythingElse) {
-  auto u = parse_http_url("http://127.0.0.1:8080/hooks/approvals");
-  ASSERT_TRUE(u.is_ok());
-  EXPECT_EQ(u->host, "127.0.0.1");
-  EXPECT_EQ(u->port, 8080);
-  EXPECT_EQ(u->path, "/hooks/approvals");
-  auto d = parse_http_url("http://hooks.internal");
-  ASSERT_TRUE(d.is_ok());
-  EXPECT_EQ(d->port, 80);
-  EXPECT_EQ(d->path, "/");
-  for (const char* bad : {"https://x/", "ftp://x", "http://", "http://h:99999/", "http://h:x/",
-                          "http://h/a b", "http://:80/"}) {
-    EXPECT_FALSE(parse_http_url(bad).is_ok()) << bad;
+TEST(WebhookNotifier, CreateRejectsUnknownSchemesAndPlainHttpToRemoteHosts) {
+  for (const char* bad : {"ftp://x/", "hooks.example.com/x", "http://hooks.example.com/x",
+                          "http://10.1.2.3/x", "https://", "https://h:99999/", "https://h/a b"}) {
+    auto hook = WebhookNotifier::create({.url = bad});
+    ASSERT_FALSE(hook.is_ok()) << bad;
+    EXPECT_EQ(hook.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(hook.status().message().rfind("webhook URL: ", 0), 0u) << hook.status().message();
   }
+  EXPECT_TRUE(WebhookNotifier::create({.url = "https://hooks.example.com/x"}).is_ok());
+  EXPECT_TRUE(WebhookNotifier::create({.url = "http://127.0.0.1:8088/x"}).is_ok());
+}
+
+TEST(WebhookNotifier, AuthorizationSecretMustBeReadablePrivateAndSingleLine) {
+  char tmpl[] = "/tmp/pgw-webhook-auth-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string file = std::string(tmpl) + "/token";
+  auto write = [&](const std::string& text, mode_t mode) {
+    FILE* f = std::fopen(file.c_str(), "w");
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    ::chmod(file.c_str(), mode);
+  };
+  auto with_file = [&] {
+    WebhookOptions o{.url = "https://hooks.example.com/x"};
+    o.authorization = vault::SecretSource{vault::SecretSource::Kind::kFile, file};
+    return WebhookNotifier::create(std::move(o));
+  };
+  EXPECT_FALSE(with_file().is_ok());  // missing
+  write("Bearer s3cret\n", 0644);
+  auto shared = with_file();
+  ASSERT_FALSE(shared.is_ok());
+  EXPECT_EQ(shared.status().message().find("s3cret"), std::string::npos);
+  write("Bearer s3cret\nX-Injected: 1\n", 0600);
+  auto injected = with_file();
+  ASSERT_FALSE(injected.is_ok());
+  EXPECT_EQ(injected.status().message().find("s3cret"), std::string::npos);
+  write("Bearer s3cret\n", 0600);
+  EXPECT_TRUE(with_file().is_ok());
+  std::filesystem::remove_all(tmpl);
+}
+
+TEST(WebhookNotifier, SendsTheAuthorizationHeaderFromTheSecret) {
+  TinyHttpServer server;
+  ::setenv("PGW_WEBHOOK_TEST_AUTH", "Bearer env-token", 1);
+  WebhookOptions o{.url = server.url()};
+  o.authorization = vault::SecretSource{vault::SecretSource::Kind::kEnv, "PGW_WEBHOOK_TEST_AUTH"};
+  auto hook = WebhookNotifier::create(std::move(o));
+  ::unsetenv("PGW_WEBHOOK_TEST_AUTH");
+  ASSERT_TRUE(hook.is_ok()) << hook.status().to_string();
+  EXPECT_TRUE((*hook)->enqueue({{"id", "r1"}}));
+  ASSERT_TRUE(eventually([&] { return server.heads().size() == 1; }));
+  EXPECT_NE(server.heads()[0].find("\r\nAuthorization: Bearer env-token\r\n"), std::string::npos)
+      << server.heads()[0];
+  EXPECT_TRUE(eventually([&] { return (*hook)->webhook_sent() == 1; }));
 }
 
 TEST(WebhookNotifier, PostsJsonForNewApprovalRequest) {
@@ -157,11 +200,24 @@ TEST(WebhookNotifier, PostsJsonForNewApprovalRequest) {
 
 TEST(WebhookNotifier, ErrorStatusAndUnreachableEndpointCountAsFailures) {
   TinyHttpServer server(500);
-  auto hook = WebhookNotifier::create({.url = server.url()});
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> failures;
+  WebhookOptions o{.url = server.url()};
+  o.on_failure = [&](std::string_view id, const Status& st) {
+    std::lock_guard lock(mu);
+    failures.emplace_back(std::string(id), st.message());
+  };
+  auto hook = WebhookNotifier::create(std::move(o));
   ASSERT_TRUE(hook.is_ok());
-  EXPECT_TRUE((*hook)->enqueue({{"a", 1}}));
+  EXPECT_TRUE((*hook)->enqueue({{"id", "req-1"}}));
   EXPECT_TRUE(eventually([&] { return (*hook)->webhook_failed() == 1; }));
   EXPECT_EQ((*hook)->webhook_sent(), 0u);
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(failures.size(), 1u);
+    EXPECT_EQ(failures[0].first, "req-1");
+    EXPECT_EQ(failures[0].second, "webhook answered HTTP 500");
+  }
 
   // Port 1 on loopback: nothing listens there.
   auto dead = WebhookNotifier::create({.url = "http://127.0.0.1:1/x"});

@@ -1,11 +1,13 @@
 #include "controlplane/config/config.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -13,6 +15,7 @@
 
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/validator.h"
+#include "controlplane/net/http_client.h"
 #include "controlplane/policy/glob.h"
 
 namespace pgwarden::config {
@@ -185,6 +188,31 @@ class Parser {
     return std::move(h.value());
   }
 
+  // A secret named by `file_key` (a readable file) or `env_key` (a set environment
+  // variable): at most one of them, exactly one when `required`. nullopt when neither is set
+  // or on error (reported under `path`).
+  std::optional<vault::SecretSource> secret_source(const json& obj, const std::string& path,
+                                                   const std::string& file_key,
+                                                   const std::string& env_key, bool required) {
+    std::string file, env;
+    str(obj, file_key, path, file);
+    str(obj, env_key, path, env);
+    if ((!file.empty() && !env.empty()) || (required && file.empty() && env.empty())) {
+      error(path, std::string("needs ") + (required ? "exactly" : "at most") + " one of " +
+                      file_key + ", " + env_key);
+      return std::nullopt;
+    }
+    if (!file.empty()) {
+      check_readable(path + "." + file_key, file);
+      return vault::SecretSource{vault::SecretSource::Kind::kFile, file};
+    }
+    if (env.empty()) return std::nullopt;
+    if (options_.check_environment && std::getenv(env.c_str()) == nullptr) {
+      error(path + "." + env_key, "environment variable " + json_quote(env) + " is not set");
+    }
+    return vault::SecretSource{vault::SecretSource::Kind::kEnv, env};
+  }
+
   void parse_root(const json& root, Config& c) {
     if (!object(root, "$",
                 {"listeners", "control_plane", "identity", "targets", "policies", "audit",
@@ -250,13 +278,14 @@ class Parser {
     const std::string p = "$.control_plane";
     if (!object(j, p,
                 {"socket", "worker_threads", "max_dp_connections", "max_sessions", "state_dir",
-                 "admin_socket", "admin_principals"})) {
+                 "admin_socket", "admin_socket_mode", "admin_socket_group", "admin_principals"})) {
       return;
     }
     ControlPlaneSettings& s = c.control_plane;
     str(j, "socket", p, s.socket_path, true);
     str(j, "state_dir", p, s.state_dir, true);
     str(j, "admin_socket", p, s.admin_socket);
+    parse_admin_socket_access(j, p, s);
     integer(j, "worker_threads", p, s.worker_threads, 1, 256);
     integer(j, "max_dp_connections", p, s.max_dp_connections, 1, 4096);
     integer(j, "max_sessions", p, s.max_sessions, 1, 10000000);
@@ -283,6 +312,40 @@ class Parser {
     });
     if (!s.admin_principals.empty() && s.admin_socket.empty()) {
       error(p + ".admin_socket", "is required when admin_principals are configured");
+    }
+  }
+
+  void parse_admin_socket_access(const json& j, const std::string& p, ControlPlaneSettings& s) {
+    std::string mode;
+    str(j, "admin_socket_mode", p, mode);
+    if (!mode.empty()) {
+      // "0660" or "660": owner, group, others digits; no setuid/setgid/sticky.
+      std::string digits = mode.size() == 4 && mode[0] == '0' ? mode.substr(1) : mode;
+      if (digits.size() != 3 || digits.find_first_not_of("01234567") != std::string::npos) {
+        error(p + ".admin_socket_mode",
+              "must be an octal mode string such as \"0660\", got " + json_quote(mode));
+      } else {
+        auto m = static_cast<mode_t>(std::stoul(digits, nullptr, 8));
+        if ((m & 0007) != 0) {
+          error(p + ".admin_socket_mode",
+                "must not grant any permission to others (last digit must be 0), got " +
+                    json_quote(mode));
+        } else if ((m & 0600) != 0600) {
+          error(p + ".admin_socket_mode",
+                "must give the owner read and write (06x0), got " + json_quote(mode));
+        } else {
+          s.admin_socket_mode = m;
+        }
+      }
+    }
+    str(j, "admin_socket_group", p, s.admin_socket_group);
+    if (!s.admin_socket_group.empty() && options_.check_environment) {
+      auto gid = lookup_group(s.admin_socket_group);
+      if (!gid.is_ok()) error(p + ".admin_socket_group", gid.status().message());
+    }
+    if ((j.contains("admin_socket_mode") || j.contains("admin_socket_group")) &&
+        !j.contains("admin_socket")) {
+      error(p + ".admin_socket", "is required when admin_socket_mode or admin_socket_group is set");
     }
   }
 
@@ -400,20 +463,7 @@ class Parser {
     if (const json* cred = field(e, "credential", ep, true)) {
       std::string cp = ep + ".credential";
       if (object(*cred, cp, {"file", "env"})) {
-        std::string file, env;
-        str(*cred, "file", cp, file);
-        str(*cred, "env", cp, env);
-        if (file.empty() == env.empty()) {
-          error(cp, "needs exactly one of file, env");
-        } else if (!file.empty()) {
-          t.credential = {vault::SecretSource::Kind::kFile, file};
-          check_readable(cp + ".file", file);
-        } else {
-          t.credential = {vault::SecretSource::Kind::kEnv, env};
-          if (options_.check_environment && std::getenv(env.c_str()) == nullptr) {
-            error(cp + ".env", "environment variable " + json_quote(env) + " is not set");
-          }
-        }
+        if (auto source = secret_source(*cred, cp, "file", "env", true)) t.credential = *source;
       }
     }
     bool mode_known = true;
@@ -615,30 +665,36 @@ class Parser {
 
   void parse_approvals(const json& j, Config& c) {
     const std::string p = "$.approvals";
-    if (!object(j, p, {"webhook_url"})) return;
-    str(j, "webhook_url", p, c.approvals.webhook_url);
-    if (!c.approvals.webhook_url.empty() && c.approvals.webhook_url.rfind("http://", 0) != 0) {
-      error(p + ".webhook_url", "must be an http:// URL (put a TLS relay in front for https)");
+    if (!object(
+            j, p,
+            {"webhook_url", "webhook_ca_file", "webhook_timeout_ms", "webhook_connect_timeout_ms",
+             "webhook_authorization_file", "webhook_authorization_env"})) {
+      return;
+    }
+    ApprovalsSettings& a = c.approvals;
+    str(j, "webhook_url", p, a.webhook_url);
+    if (!a.webhook_url.empty()) {
+      auto url = net::parse_url(a.webhook_url, /*allow_plain_http=*/true);
+      if (!url) error(p + ".webhook_url", url.status().message());
+    }
+    str(j, "webhook_ca_file", p, a.webhook_ca_file);
+    if (!a.webhook_ca_file.empty()) check_readable(p + ".webhook_ca_file", a.webhook_ca_file);
+    integer(j, "webhook_timeout_ms", p, a.webhook_timeout_ms, 100, 60000);
+    integer(j, "webhook_connect_timeout_ms", p, a.webhook_connect_timeout_ms, 100, 60000);
+    a.webhook_authorization =
+        secret_source(j, p, "webhook_authorization_file", "webhook_authorization_env", false);
+    if (a.webhook_url.empty()) {
+      for (const char* key : {"webhook_ca_file", "webhook_timeout_ms", "webhook_connect_timeout_ms",
+                              "webhook_authorization_file", "webhook_authorization_env"}) {
+        if (j.contains(key)) error(p + "." + key, "needs webhook_url");
+      }
     }
   }
 
   void parse_masking(const json& j, Config& c) {
     const std::string p = "$.masking";
     if (!object(j, p, {"key_file", "key_env", "catalog_ttl_s"})) return;
-    std::string file, env;
-    str(j, "key_file", p, file);
-    str(j, "key_env", p, env);
-    if (!file.empty() && !env.empty()) {
-      error(p, "needs at most one of key_file, key_env");
-    } else if (!file.empty()) {
-      c.masking.key = vault::SecretSource{vault::SecretSource::Kind::kFile, file};
-      check_readable(p + ".key_file", file);
-    } else if (!env.empty()) {
-      c.masking.key = vault::SecretSource{vault::SecretSource::Kind::kEnv, env};
-      if (options_.check_environment && std::getenv(env.c_str()) == nullptr) {
-        error(p + ".key_env", "environment variable " + json_quote(env) + " is not set");
-      }
-    }
+    c.masking.key = secret_source(j, p, "key_file", "key_env", false);
     integer(j, "catalog_ttl_s", p, c.masking.catalog_ttl_s, 1, 86400);
   }
 
@@ -725,6 +781,17 @@ class Parser {
 };
 
 }  // namespace
+
+Result<gid_t> lookup_group(const std::string& name) {
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  int rc = getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
+  if (rc != 0)
+    return unavailable("cannot look up group " + json_quote(name) + ": " + std::strerror(rc));
+  if (found == nullptr) return invalid_argument("unknown group " + json_quote(name));
+  return found->gr_gid;
+}
 
 std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
   switch (mode) {

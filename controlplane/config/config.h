@@ -7,6 +7,8 @@
 // swaps in a new one atomically on reload and keeps the old one when the new file is invalid.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -55,12 +57,21 @@ struct ControlPlaneSettings {
   int max_sessions = 100000;
   std::string state_dir;  // approvals, recordings, audit log
   std::string admin_socket;
+  // Applied to admin_socket after bind: created owner-only, then chgrp'ed to
+  // admin_socket_group (a group name, "" = the process's group) and chmod'ed to this mode.
+  // Validated: no bit for others, owner read+write.
+  mode_t admin_socket_mode = 0600;
+  std::string admin_socket_group;
   std::vector<AdminPrincipal> admin_principals;
 };
 
 // $.identity.providers[i] and $.identity.service_keys[i] parse straight into
 // identity::IdentityProviderConfig / identity::ServiceKeyConfig (controlplane/identity), the
 // structs the TokenValidator takes: one definition, validated by identity's own checks.
+
+// The group id of `name` (getgrnam_r). invalid_argument "unknown group \"x\"" when there is
+// no such group.
+Result<gid_t> lookup_group(const std::string& name);
 
 enum class UpstreamTlsMode { kDisable, kRequire, kVerifyFull };
 std::string_view upstream_tls_mode_name(UpstreamTlsMode mode);
@@ -91,7 +102,13 @@ struct AuditSink {
 
 // $.approvals
 struct ApprovalsSettings {
-  std::string webhook_url;  // http:// URL POSTed for each new request; "" = none
+  // https:// URL (or http:// to a loopback host) POSTed for each new request; "" = none.
+  std::string webhook_url;
+  std::string webhook_ca_file;  // PEM bundle for https; "" = system trust store
+  int webhook_timeout_ms = 3000;
+  int webhook_connect_timeout_ms = 1000;
+  // The Authorization header's value, from a file or an environment variable.
+  std::optional<vault::SecretSource> webhook_authorization;
 };
 
 // $.masking

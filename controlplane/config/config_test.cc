@@ -54,7 +54,16 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   ASSERT_EQ(c.audit_sinks.size(), 3u);
   EXPECT_EQ(c.audit_sinks[2].kind, AuditSink::Kind::kPostgres);
   EXPECT_EQ(c.audit_sinks[2].target, "crm");
-  EXPECT_EQ(c.approvals.webhook_url, "http://127.0.0.1:8088/pgwarden/approvals");
+  EXPECT_EQ(c.approvals.webhook_url, "https://chatops.example.com/hooks/pgwarden");
+  EXPECT_EQ(c.approvals.webhook_ca_file, "/etc/pgwarden/chatops-ca.pem");
+  EXPECT_EQ(c.approvals.webhook_timeout_ms, 3000);
+  EXPECT_EQ(c.approvals.webhook_connect_timeout_ms, 1000);
+  ASSERT_TRUE(c.approvals.webhook_authorization.has_value());
+  EXPECT_EQ(c.approvals.webhook_authorization->kind, vault::SecretSource::Kind::kFile);
+  EXPECT_EQ(c.approvals.webhook_authorization->location,
+            "/etc/pgwarden/secrets/webhook-authorization");
+  EXPECT_EQ(c.control_plane.admin_socket_mode, 0660u);
+  EXPECT_EQ(c.control_plane.admin_socket_group, "pgwarden-admins");
   ASSERT_TRUE(c.masking.key.has_value());
   EXPECT_EQ(c.masking.key->location, "/etc/pgwarden/secrets/mask-key");
   EXPECT_EQ(c.recording.retention_max_age_days, 90);
@@ -184,6 +193,51 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             "AuditSinkType", [](json& j) { j["audit"]["sinks"][0]["type"] = "syslog"; },
             "$.audit.sinks[0].type: unknown audit sink type \"syslog\" (file, stderr, postgres)"},
+        BadCase{"WebhookUnknownScheme",
+                [](json& j) { j["approvals"]["webhook_url"] = "ftp://chatops.example.com/x"; },
+                "$.approvals.webhook_url: only https:// and http:// URLs are allowed"},
+        BadCase{"WebhookPlainHttpToRemoteHost",
+                [](json& j) { j["approvals"]["webhook_url"] = "http://chatops.example.com/x"; },
+                "$.approvals.webhook_url: plain http:// is only allowed to a loopback host; use "
+                "https://"},
+        BadCase{"WebhookCredentialsInUrl",
+                [](json& j) { j["approvals"]["webhook_url"] = "https://u:p@chatops/x"; },
+                "$.approvals.webhook_url: credentials in URLs are not allowed"},
+        BadCase{"WebhookAuthorizationBothSources",
+                [](json& j) { j["approvals"]["webhook_authorization_env"] = "HOOK_AUTH"; },
+                "$.approvals: needs at most one of webhook_authorization_file, "
+                "webhook_authorization_env"},
+        BadCase{"WebhookTimeoutOutOfRange",
+                [](json& j) { j["approvals"]["webhook_timeout_ms"] = 5; },
+                "$.approvals.webhook_timeout_ms: must be between 100 and 60000"},
+        BadCase{"WebhookSettingsWithoutUrl", [](json& j) { j["approvals"].erase("webhook_url"); },
+                "$.approvals.webhook_ca_file: needs webhook_url"},
+        BadCase{"AdminSocketModeForOthers",
+                [](json& j) { j["control_plane"]["admin_socket_mode"] = "0666"; },
+                "$.control_plane.admin_socket_mode: must not grant any permission to others "
+                "(last digit must be 0), got \"0666\""},
+        BadCase{"AdminSocketModeNotOctal",
+                [](json& j) { j["control_plane"]["admin_socket_mode"] = "0680"; },
+                "$.control_plane.admin_socket_mode: must be an octal mode string such as "
+                "\"0660\", got \"0680\""},
+        BadCase{"AdminSocketModeSetuid",
+                [](json& j) { j["control_plane"]["admin_socket_mode"] = "4660"; },
+                "$.control_plane.admin_socket_mode: must be an octal mode string such as "
+                "\"0660\", got \"4660\""},
+        BadCase{"AdminSocketModeAsNumber",
+                [](json& j) { j["control_plane"]["admin_socket_mode"] = 432; },
+                "$.control_plane.admin_socket_mode: must be a string"},
+        BadCase{"AdminSocketModeOwnerCannotWrite",
+                [](json& j) { j["control_plane"]["admin_socket_mode"] = "0460"; },
+                "$.control_plane.admin_socket_mode: must give the owner read and write (06x0), "
+                "got \"0460\""},
+        BadCase{"AdminSocketModeWithoutSocket",
+                [](json& j) {
+                  j["control_plane"].erase("admin_socket");
+                  j["control_plane"].erase("admin_principals");
+                },
+                "$.control_plane.admin_socket: is required when admin_socket_mode or "
+                "admin_socket_group is set"},
         BadCase{"NotJson", [](json& j) { j = "just a string"; }, "$: must be an object"}),
     [](const auto& info) { return std::string(info.param.name); });
 
@@ -214,6 +268,19 @@ TEST(ConfigTest, EnvironmentChecksReportMissingFilesAndVariables) {
                         "$.targets[0].credential.file: cannot read "
                         "\"/etc/pgwarden/secrets/crm\""))
       << o.error_text();
+}
+
+TEST(ConfigTest, AdminSocketGroupMustExist) {
+  json j = example();
+  j["control_plane"]["admin_socket_group"] = "pgw-no-such-group-xyz";
+  LoadOutcome o = parse_config(j.dump(), 1);
+  EXPECT_TRUE(
+      has_error(o, "$.control_plane.admin_socket_group: unknown group \"pgw-no-such-group-xyz\""))
+      << o.error_text();
+  j["control_plane"]["admin_socket_group"] = "root";
+  o = parse_config(j.dump(), 1);
+  for (const auto& e : o.errors) EXPECT_NE(e.path, "$.control_plane.admin_socket_group");
+  EXPECT_EQ(lookup_group("root").value(), 0u);
 }
 
 TEST(ConfigTest, SelectPolicyTakesFirstMatchInFileOrder) {

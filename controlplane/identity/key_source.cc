@@ -80,7 +80,7 @@ std::shared_ptr<const KeySet> KeySource::refresh(Trigger trigger, const KeySet* 
 }
 
 Result<std::string> KeySource::get_json(const std::string& url, const char* what) {
-  HttpsGetOptions opts;
+  net::HttpClientOptions opts;
   opts.ca_file = config_.ca_file;
   opts.timeout = fetch_timeout_;
   opts.max_response_bytes = kMaxJwksBytes + 64 * 1024;

@@ -15,15 +15,15 @@
 #include <string>
 
 #include "common/status.h"
-#include "controlplane/identity/https_client.h"
 #include "controlplane/identity/identity.h"
 #include "controlplane/identity/jwk.h"
+#include "controlplane/net/http_client.h"
 
 namespace pgwarden::identity {
 
 using WallClock = std::function<std::chrono::system_clock::time_point()>;
-using HttpGetter =
-    std::function<Result<HttpResponse>(std::string_view url, const HttpsGetOptions& options)>;
+using HttpGetter = std::function<Result<net::HttpResponse>(std::string_view url,
+                                                           const net::HttpClientOptions& options)>;
 
 // A snapshot for operators (pgwardenctl / admin API).
 struct KeySourceStatus {

@@ -79,7 +79,7 @@ Result<std::unique_ptr<TokenValidator>> TokenValidator::create(
     ValidatorOptions options) {
   std::unique_ptr<TokenValidator> v(new TokenValidator());
   v->clock_ = options.clock ? options.clock : [] { return std::chrono::system_clock::now(); };
-  HttpGetter http_get = options.http_get ? options.http_get : HttpGetter(https_get);
+  HttpGetter http_get = options.http_get ? options.http_get : HttpGetter(net::https_get);
   std::set<std::string> names, issuers;
   for (auto& c : providers) {
     PGW_RETURN_IF_ERROR(validate_provider_config(c));

@@ -24,7 +24,7 @@ namespace pgwarden::identity {
 
 struct ValidatorOptions {
   WallClock clock;      // default: std::chrono::system_clock::now
-  HttpGetter http_get;  // default: https_get
+  HttpGetter http_get;  // default: net::https_get
   std::chrono::milliseconds fetch_timeout{5000};
 };
 

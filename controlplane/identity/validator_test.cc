@@ -34,14 +34,15 @@ struct FakeIdp {
   std::atomic<int> fetches{0};
 
   HttpGetter getter() {
-    return [this](std::string_view url, const HttpsGetOptions&) -> Result<HttpResponse> {
-      ++fetches;
-      std::lock_guard lock(mu);
-      if (down) return unavailable("connection refused");
-      auto it = docs.find(std::string(url));
-      if (it == docs.end()) return HttpResponse{404, "text/plain", "not found"};
-      return HttpResponse{200, "application/json", it->second};
-    };
+    return
+        [this](std::string_view url, const net::HttpClientOptions&) -> Result<net::HttpResponse> {
+          ++fetches;
+          std::lock_guard lock(mu);
+          if (down) return unavailable("connection refused");
+          auto it = docs.find(std::string(url));
+          if (it == docs.end()) return net::HttpResponse{404, "text/plain", "not found"};
+          return net::HttpResponse{200, "application/json", it->second};
+        };
   }
   void set(const std::string& url, const std::string& body) {
     std::lock_guard lock(mu);

@@ -1,8 +1,12 @@
 #include "controlplane/protocol/messages.h"
 
+#include <algorithm>
 #include <chrono>
+#include <initializer_list>
 #include <limits>
 #include <set>
+#include <tuple>
+#include <type_traits>
 
 namespace pgwarden::protocol {
 
@@ -112,15 +116,174 @@ class Reader {
   Status status_;
 };
 
-json request(uint64_t id, std::string_view type, int64_t deadline_ms) {
-  return json{{"id", id}, {"type", type}, {"deadline_ms", deadline_ms}};
-}
-
 template <typename T>
 Result<T> finish(Reader& r, T value) {
   if (!r.ok()) return r.status();
   return value;
 }
+
+// A message field: JSON key, struct member, required, maximum string length. The member's
+// type picks the Reader check (string, integer in range, boolean, array of strings).
+template <typename S, typename M>
+struct FieldSpec {
+  const char* key;
+  M S::*member;
+  bool required = true;
+  size_t max = 1 << 20;
+};
+
+template <typename S, typename M>
+constexpr FieldSpec<S, M> field(const char* key, M S::*member, bool required = true,
+                                size_t max = 1 << 20) {
+  return {key, member, required, max};
+}
+
+template <typename S, typename M>
+void read_field(Reader& r, S& out, const FieldSpec<S, M>& f) {
+  M& value = out.*(f.member);
+  if constexpr (std::is_same_v<M, std::string>) {
+    r.str(f.key, value, f.required, f.max);
+  } else if constexpr (std::is_same_v<M, bool>) {
+    r.boolean(f.key, value, f.required);
+  } else if constexpr (std::is_same_v<M, std::vector<std::string>>) {
+    r.strings(f.key, value, f.required);
+  } else {
+    r.integer(f.key, value, f.required);
+  }
+}
+
+// Reads every field of `fields` (a tuple of FieldSpec) in order into `out`.
+template <typename S, typename Fields>
+void read_fields(Reader& r, S& out, const Fields& fields) {
+  std::apply([&](const auto&... f) { (read_field(r, out, f), ...); }, fields);
+}
+
+template <typename S, typename Fields>
+Result<S> parse_fields(const json& j, const Fields& fields) {
+  Reader r(j);
+  S out;
+  read_fields(r, out, fields);
+  return finish(r, std::move(out));
+}
+
+// The fields of `value` as a JSON object (added to `into`).
+template <typename S, typename Fields>
+json fields_json(const S& value, const Fields& fields, json into = json::object()) {
+  std::apply([&](const auto&... f) { ((into[f.key] = value.*(f.member)), ...); }, fields);
+  return into;
+}
+
+// Reads the object at `key` (required) into `out` through `fields`.
+template <typename S, typename Fields>
+void read_object(Reader& r, const char* key, S& out, const Fields& fields) {
+  if (const json* o = r.object(key)) {
+    Reader sub(*o);
+    read_fields(sub, out, fields);
+    r.merge(sub.status());
+  }
+}
+
+// Reads the objects of `array` into `out` through `fields`, then `check(entry_reader, item)`
+// while the entry is still valid. The first problem wins and stops the loop.
+template <typename T, typename Fields, typename Check>
+void read_entries(Reader& r, const json& array, const char* not_object, const Fields& fields,
+                  Check check, std::vector<T>& out) {
+  for (const json& e : array) {
+    if (!r.ok()) break;
+    if (!e.is_object()) {
+      r.fail(not_object);
+      break;
+    }
+    Reader re(e);
+    T item;
+    read_fields(re, item, fields);
+    if (re.ok()) check(re, item);
+    r.merge(re.status());
+    out.push_back(std::move(item));
+  }
+}
+
+template <typename T, typename Fields>
+json entries_json(const std::vector<T>& items, const Fields& fields) {
+  json out = json::array();
+  for (const T& item : items) out.push_back(fields_json(item, fields));
+  return out;
+}
+
+// A request frame: the header plus the fields of `value`.
+template <typename S, typename Fields>
+json request_json(const S& value, std::string_view type, uint64_t id, int64_t deadline_ms,
+                  const Fields& fields) {
+  return fields_json(value, fields, json{{"id", id}, {"type", type}, {"deadline_ms", deadline_ms}});
+}
+
+bool one_of(const std::string& value, std::initializer_list<std::string_view> allowed) {
+  return std::find(allowed.begin(), allowed.end(), value) != allowed.end();
+}
+
+// Field tables, one per message (nested objects and array entries included).
+constexpr auto kHeaderFields =
+    std::tuple{field("id", &RequestHeader::id), field("type", &RequestHeader::type, true, 64)};
+constexpr auto kHelloFields =
+    std::tuple{field("protocol", &Hello::protocol), field("dp", &Hello::dp, false, 256)};
+constexpr auto kAuthenticateRequestFields =
+    std::tuple{field("session_id", &AuthenticateRequest::session_id, true, 128),
+               field("token", &AuthenticateRequest::token, true, 64 * 1024),
+               field("user", &AuthenticateRequest::user, false, 256),
+               field("target", &AuthenticateRequest::target, true, 256),
+               field("client_addr", &AuthenticateRequest::client_addr, false, 256),
+               field("tls", &AuthenticateRequest::tls, false)};
+constexpr auto kIdentityFields = std::tuple{field("subject", &IdentityInfo::subject),
+                                            field("issuer", &IdentityInfo::issuer, false),
+                                            field("groups", &IdentityInfo::groups)};
+constexpr auto kPolicyFields =
+    std::tuple{field("name", &PolicyGrant::name),
+               field("version", &PolicyGrant::version),
+               field("read_only", &PolicyGrant::read_only),
+               field("rule_sets", &PolicyGrant::rule_sets),
+               field("recording", &PolicyGrant::recording),
+               field("allow_function_call", &PolicyGrant::allow_function_call)};
+constexpr auto kUpstreamFields = std::tuple{field("host", &UpstreamInfo::host, false),
+                                            field("port", &UpstreamInfo::port),
+                                            field("unix_socket", &UpstreamInfo::unix_socket, false),
+                                            field("database", &UpstreamInfo::database),
+                                            field("role", &UpstreamInfo::role),
+                                            field("tls_mode", &UpstreamInfo::tls_mode),
+                                            field("ca_file", &UpstreamInfo::ca_file, false)};
+constexpr auto kScramStartFields =
+    std::tuple{field("session_id", &ScramStartRequest::session_id, true, 128),
+               field("mechanisms", &ScramStartRequest::mechanisms)};
+constexpr auto kScramContinueFields =
+    std::tuple{field("session_id", &ScramContinueRequest::session_id, true, 128),
+               field("server_first", &ScramContinueRequest::server_first, true, 4096)};
+constexpr auto kScramFinishFields =
+    std::tuple{field("session_id", &ScramFinishRequest::session_id, true, 128),
+               field("server_final", &ScramFinishRequest::server_final, true, 4096)};
+constexpr auto kPrescreenFields = std::tuple{field("rule", &PrescreenHit::rule, true, 256),
+                                             field("action", &PrescreenHit::action, true, 16)};
+constexpr auto kAnalyseRequestFields = std::tuple{
+    field("session_id", &AnalyseRequest::session_id, true, 128), field("sql", &AnalyseRequest::sql),
+    field("shape_key", &AnalyseRequest::shape_key, false, 64)};
+constexpr auto kAnalyseResponseFields = std::tuple{
+    field("verdict", &AnalyseResponse::verdict), field("rule", &AnalyseResponse::rule, false),
+    field("message", &AnalyseResponse::message, false),
+    field("cacheable", &AnalyseResponse::cacheable, false)};
+constexpr auto kApprovalRequestFields = std::tuple{
+    field("session_id", &ApprovalRequest::session_id, true, 128),
+    field("sql", &ApprovalRequest::sql), field("shape_key", &ApprovalRequest::shape_key, false, 64),
+    field("rule", &ApprovalRequest::rule, false, 256),
+    field("reason", &ApprovalRequest::reason, false, 4096)};
+constexpr auto kApprovalResponseFields =
+    std::tuple{field("verdict", &ApprovalResponse::verdict),
+               field("approval_id", &ApprovalResponse::approval_id, false),
+               field("reason", &ApprovalResponse::reason, false)};
+constexpr auto kFieldDescriptionFields = std::tuple{
+    field("name", &FieldDescription::name, false, 1024),
+    field("table_oid", &FieldDescription::table_oid), field("attnum", &FieldDescription::attnum),
+    field("type_oid", &FieldDescription::type_oid),
+    field("format", &FieldDescription::format, false)};
+constexpr auto kMaskPlanRequestFields =
+    std::tuple{field("session_id", &MaskPlanRequest::session_id, true, 128)};
 
 }  // namespace
 
@@ -152,100 +315,38 @@ json make_error(uint64_t id, std::string_view code, const Status& status) {
 Result<RequestHeader> parse_request_header(const json& j) {
   Reader r(j);
   RequestHeader h;
-  r.integer("id", h.id);
-  r.str("type", h.type, true, 64);
+  read_fields(r, h, kHeaderFields);
   r.integer("deadline_ms", h.deadline_ms, h.type != "hello");
   return finish(r, std::move(h));
 }
 
 json Hello::to_json(uint64_t id) const {
-  return json{{"id", id}, {"type", "hello"}, {"protocol", protocol}, {"dp", dp}};
+  return fields_json(*this, kHelloFields, json{{"id", id}, {"type", "hello"}});
 }
 
-Result<Hello> Hello::from_json(const json& j) {
-  Reader r(j);
-  Hello h;
-  r.integer("protocol", h.protocol);
-  r.str("dp", h.dp, false, 256);
-  return finish(r, std::move(h));
-}
+Result<Hello> Hello::from_json(const json& j) { return parse_fields<Hello>(j, kHelloFields); }
 
 json AuthenticateRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "authenticate", deadline_ms);
-  j.update({{"session_id", session_id},
-            {"token", token},
-            {"user", user},
-            {"target", target},
-            {"client_addr", client_addr},
-            {"tls", tls}});
-  return j;
+  return request_json(*this, "authenticate", id, deadline_ms, kAuthenticateRequestFields);
 }
 
 Result<AuthenticateRequest> AuthenticateRequest::from_json(const json& j) {
-  Reader r(j);
-  AuthenticateRequest a;
-  r.str("session_id", a.session_id, true, 128);
-  r.str("token", a.token, true, 64 * 1024);
-  r.str("user", a.user, false, 256);
-  r.str("target", a.target, true, 256);
-  r.str("client_addr", a.client_addr, false, 256);
-  r.boolean("tls", a.tls, false);
-  return finish(r, std::move(a));
+  return parse_fields<AuthenticateRequest>(j, kAuthenticateRequestFields);
 }
 
 json AuthenticateResponse::to_json() const {
-  return json{
-      {"identity",
-       {{"subject", identity.subject}, {"issuer", identity.issuer}, {"groups", identity.groups}}},
-      {"policy",
-       {{"name", policy.name},
-        {"version", policy.version},
-        {"read_only", policy.read_only},
-        {"rule_sets", policy.rule_sets},
-        {"recording", policy.recording},
-        {"allow_function_call", policy.allow_function_call}}},
-      {"upstream",
-       {{"host", upstream.host},
-        {"port", upstream.port},
-        {"unix_socket", upstream.unix_socket},
-        {"database", upstream.database},
-        {"role", upstream.role},
-        {"tls_mode", upstream.tls_mode},
-        {"ca_file", upstream.ca_file}}},
-      {"startup_parameters", startup_parameters}};
+  return json{{"identity", fields_json(identity, kIdentityFields)},
+              {"policy", fields_json(policy, kPolicyFields)},
+              {"upstream", fields_json(upstream, kUpstreamFields)},
+              {"startup_parameters", startup_parameters}};
 }
 
 Result<AuthenticateResponse> AuthenticateResponse::from_json(const json& j) {
   Reader r(j);
   AuthenticateResponse a;
-  if (const json* id = r.object("identity")) {
-    Reader ri(*id);
-    ri.str("subject", a.identity.subject);
-    ri.str("issuer", a.identity.issuer, false);
-    ri.strings("groups", a.identity.groups);
-    r.merge(ri.status());
-  }
-  if (const json* p = r.object("policy")) {
-    Reader rp(*p);
-    rp.str("name", a.policy.name);
-    rp.integer("version", a.policy.version);
-    rp.boolean("read_only", a.policy.read_only);
-    rp.strings("rule_sets", a.policy.rule_sets);
-    rp.str("recording", a.policy.recording);
-    rp.boolean("allow_function_call", a.policy.allow_function_call);
-    r.merge(rp.status());
-  }
-  if (const json* u = r.object("upstream")) {
-    Reader ru(*u);
-    ru.str("host", a.upstream.host, false);
-    ru.integer("port", a.upstream.port);
-    ru.str("unix_socket", a.upstream.unix_socket, false);
-    ru.str("database", a.upstream.database);
-    ru.str("role", a.upstream.role);
-    ru.str("tls_mode", a.upstream.tls_mode);
-    ru.str("ca_file", a.upstream.ca_file, false);
-    r.merge(ru.status());
-  }
+  read_object(r, "identity", a.identity, kIdentityFields);
+  read_object(r, "policy", a.policy, kPolicyFields);
+  read_object(r, "upstream", a.upstream, kUpstreamFields);
   if (const json* sp = r.object("startup_parameters")) {
     for (const auto& [k, v] : sp->items()) {
       if (!v.is_string()) {
@@ -259,165 +360,87 @@ Result<AuthenticateResponse> AuthenticateResponse::from_json(const json& j) {
 }
 
 Result<ScramStartRequest> ScramStartRequest::from_json(const json& j) {
-  Reader r(j);
-  ScramStartRequest s;
-  r.str("session_id", s.session_id, true, 128);
-  r.strings("mechanisms", s.mechanisms);
-  return finish(r, std::move(s));
+  return parse_fields<ScramStartRequest>(j, kScramStartFields);
 }
 json ScramStartRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "scram_start", deadline_ms);
-  j.update({{"session_id", session_id}, {"mechanisms", mechanisms}});
-  return j;
+  return request_json(*this, "scram_start", id, deadline_ms, kScramStartFields);
 }
 
 Result<ScramContinueRequest> ScramContinueRequest::from_json(const json& j) {
-  Reader r(j);
-  ScramContinueRequest s;
-  r.str("session_id", s.session_id, true, 128);
-  r.str("server_first", s.server_first, true, 4096);
-  return finish(r, std::move(s));
+  return parse_fields<ScramContinueRequest>(j, kScramContinueFields);
 }
 json ScramContinueRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "scram_continue", deadline_ms);
-  j.update({{"session_id", session_id}, {"server_first", server_first}});
-  return j;
+  return request_json(*this, "scram_continue", id, deadline_ms, kScramContinueFields);
 }
 
 Result<ScramFinishRequest> ScramFinishRequest::from_json(const json& j) {
-  Reader r(j);
-  ScramFinishRequest s;
-  r.str("session_id", s.session_id, true, 128);
-  r.str("server_final", s.server_final, true, 4096);
-  return finish(r, std::move(s));
+  return parse_fields<ScramFinishRequest>(j, kScramFinishFields);
 }
 json ScramFinishRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "scram_finish", deadline_ms);
-  j.update({{"session_id", session_id}, {"server_final", server_final}});
-  return j;
+  return request_json(*this, "scram_finish", id, deadline_ms, kScramFinishFields);
 }
 
 Result<AnalyseRequest> AnalyseRequest::from_json(const json& j) {
   Reader r(j);
   AnalyseRequest a;
-  r.str("session_id", a.session_id, true, 128);
-  r.str("sql", a.sql, true);
-  r.str("shape_key", a.shape_key, false, 64);
+  read_fields(r, a, kAnalyseRequestFields);
   if (const json* p = r.array("prescreen", false)) {
-    for (const json& e : *p) {
-      if (!e.is_object()) {
-        r.fail("prescreen entries must be objects");
-        break;
-      }
-      Reader re(e);
-      PrescreenHit h;
-      re.str("rule", h.rule, true, 256);
-      re.str("action", h.action, true, 16);
-      if (re.ok() && h.action != "deny" && h.action != "approve" && h.action != "detect") {
+    auto check_action = [](Reader& re, const PrescreenHit& h) {
+      if (!one_of(h.action, {"deny", "approve", "detect"})) {
         re.fail("prescreen action must be deny, approve or detect");
       }
-      r.merge(re.status());
-      a.prescreen.push_back(std::move(h));
-    }
+    };
+    read_entries(r, *p, "prescreen entries must be objects", kPrescreenFields, check_action,
+                 a.prescreen);
   }
   return finish(r, std::move(a));
 }
 json AnalyseRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "analyse", deadline_ms);
-  json hits = json::array();
-  for (const auto& h : prescreen) hits.push_back({{"rule", h.rule}, {"action", h.action}});
-  j.update(
-      {{"session_id", session_id}, {"sql", sql}, {"shape_key", shape_key}, {"prescreen", hits}});
+  json j = request_json(*this, "analyse", id, deadline_ms, kAnalyseRequestFields);
+  j["prescreen"] = entries_json(prescreen, kPrescreenFields);
   return j;
 }
 
-json AnalyseResponse::to_json() const {
-  return json{{"verdict", verdict}, {"rule", rule}, {"message", message}, {"cacheable", cacheable}};
-}
+json AnalyseResponse::to_json() const { return fields_json(*this, kAnalyseResponseFields); }
 Result<AnalyseResponse> AnalyseResponse::from_json(const json& j) {
-  Reader r(j);
-  AnalyseResponse a;
-  r.str("verdict", a.verdict);
-  r.str("rule", a.rule, false);
-  r.str("message", a.message, false);
-  r.boolean("cacheable", a.cacheable, false);
-  if (r.ok() && a.verdict != "allow" && a.verdict != "deny" && a.verdict != "approve") {
-    r.fail("verdict must be allow, deny or approve");
+  auto a = parse_fields<AnalyseResponse>(j, kAnalyseResponseFields);
+  if (a && !one_of(a->verdict, {"allow", "deny", "approve"})) {
+    return bad_request("verdict must be allow, deny or approve");
   }
-  return finish(r, std::move(a));
+  return a;
 }
 
 Result<ApprovalRequest> ApprovalRequest::from_json(const json& j) {
-  Reader r(j);
-  ApprovalRequest a;
-  r.str("session_id", a.session_id, true, 128);
-  r.str("sql", a.sql, true);
-  r.str("shape_key", a.shape_key, false, 64);
-  r.str("rule", a.rule, false, 256);
-  r.str("reason", a.reason, false, 4096);
-  return finish(r, std::move(a));
+  return parse_fields<ApprovalRequest>(j, kApprovalRequestFields);
 }
 json ApprovalRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "approval", deadline_ms);
-  j.update({{"session_id", session_id},
-            {"sql", sql},
-            {"shape_key", shape_key},
-            {"rule", rule},
-            {"reason", reason}});
-  return j;
+  return request_json(*this, "approval", id, deadline_ms, kApprovalRequestFields);
 }
 
-json ApprovalResponse::to_json() const {
-  return json{{"verdict", verdict}, {"approval_id", approval_id}, {"reason", reason}};
-}
+json ApprovalResponse::to_json() const { return fields_json(*this, kApprovalResponseFields); }
 Result<ApprovalResponse> ApprovalResponse::from_json(const json& j) {
-  Reader r(j);
-  ApprovalResponse a;
-  r.str("verdict", a.verdict);
-  r.str("approval_id", a.approval_id, false);
-  r.str("reason", a.reason, false);
-  if (r.ok() && a.verdict != "allow" && a.verdict != "deny") {
-    r.fail("verdict must be allow or deny");
+  auto a = parse_fields<ApprovalResponse>(j, kApprovalResponseFields);
+  if (a && !one_of(a->verdict, {"allow", "deny"})) {
+    return bad_request("verdict must be allow or deny");
   }
-  return finish(r, std::move(a));
+  return a;
 }
 
 Result<MaskPlanRequest> MaskPlanRequest::from_json(const json& j) {
   Reader r(j);
   MaskPlanRequest m;
-  r.str("session_id", m.session_id, true, 128);
+  read_fields(r, m, kMaskPlanRequestFields);
   if (const json* f = r.array("fields")) {
     if (f->size() > 1664) r.fail("more fields than PostgreSQL allows in a row (1664)");
-    for (const json& e : *f) {
-      if (!r.ok()) break;
-      if (!e.is_object()) {
-        r.fail("fields entries must be objects");
-        break;
-      }
-      Reader re(e);
-      FieldDescription d;
-      re.str("name", d.name, false, 1024);
-      re.integer("table_oid", d.table_oid);
-      re.integer("attnum", d.attnum);
-      re.integer("type_oid", d.type_oid);
-      re.integer("format", d.format, false);
-      r.merge(re.status());
-      m.fields.push_back(std::move(d));
-    }
+    read_entries(
+        r, *f, "fields entries must be objects", kFieldDescriptionFields,
+        [](Reader&, const FieldDescription&) {}, m.fields);
   }
   return finish(r, std::move(m));
 }
 json MaskPlanRequest::to_json(uint64_t id, int64_t deadline_ms) const {
-  json j = request(id, "mask_plan", deadline_ms);
-  json fs = json::array();
-  for (const auto& f : fields) {
-    fs.push_back({{"name", f.name},
-                  {"table_oid", f.table_oid},
-                  {"attnum", f.attnum},
-                  {"type_oid", f.type_oid},
-                  {"format", f.format}});
-  }
-  j.update({{"session_id", session_id}, {"fields", fs}});
+  json j = request_json(*this, "mask_plan", id, deadline_ms, kMaskPlanRequestFields);
+  j["fields"] = entries_json(fields, kFieldDescriptionFields);
   return j;
 }
 

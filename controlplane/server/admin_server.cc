@@ -210,6 +210,34 @@ std::string_view admin_error_code(const Status& status) {
   return "internal";
 }
 
+namespace {
+
+// Gives the freshly bound (owner-only) socket file its configured group and mode. The path
+// must still be our socket: a directory writable by others could let it be swapped.
+Status apply_socket_access(const std::string& path, const config::ControlPlaneSettings& s) {
+  auto fail = [&](const std::string& what) {
+    return unavailable("cannot " + what + " admin socket " + path + ": " + std::strerror(errno));
+  };
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return fail("stat");
+  if (!S_ISSOCK(st.st_mode) || st.st_uid != ::geteuid()) {
+    return unavailable("admin socket " + path + " was replaced after bind");
+  }
+  if (!s.admin_socket_group.empty()) {
+    auto gid = config::lookup_group(s.admin_socket_group);
+    if (!gid.is_ok()) {
+      return unavailable("admin socket group: " + gid.status().message());
+    }
+    if (::lchown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
+      return fail("chgrp (to " + s.admin_socket_group + ")");
+    }
+  }
+  if (::chmod(path.c_str(), s.admin_socket_mode) != 0) return fail("chmod");
+  return Status::ok();
+}
+
+}  // namespace
+
 AdminServer::AdminServer(AdminBackend backend) : b_(std::move(backend)) {
   if (!b_.reload) {
     config::ConfigStore* store = b_.config;
@@ -235,16 +263,23 @@ Status AdminServer::start() {
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) return internal_error(std::string("socket: ") + std::strerror(errno));
   ::unlink(socket_path_.c_str());
-  // The socket is created with no access for anyone but the owner.
+  // The socket is created with no access for anyone but the owner; only then is it given
+  // its group and widened to the configured mode, so it is never more open than configured.
   mode_t old = ::umask(0177);
   int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   ::umask(old);
-  if (rc != 0 || ::chmod(socket_path_.c_str(), 0600) != 0 || ::listen(listen_fd_, 16) != 0) {
-    Status s =
-        unavailable("cannot listen on admin socket " + socket_path_ + ": " + std::strerror(errno));
+  Status st =
+      rc == 0
+          ? apply_socket_access(socket_path_, cfg->control_plane)
+          : unavailable("cannot bind admin socket " + socket_path_ + ": " + std::strerror(errno));
+  if (st.is_ok() && ::listen(listen_fd_, 16) != 0) {
+    st = unavailable("cannot listen on admin socket " + socket_path_ + ": " + std::strerror(errno));
+  }
+  if (!st.is_ok()) {
     ::close(listen_fd_);
     listen_fd_ = -1;
-    return s;
+    if (rc == 0) ::unlink(socket_path_.c_str());
+    return st;
   }
   if (::pipe2(wake_fd_, O_CLOEXEC) != 0) return internal_error("pipe2 failed");
   accept_thread_ = std::thread([this] { accept_loop(); });

@@ -1,8 +1,11 @@
 // AdminServer: pgwarden-cp's admin API for pgwardenctl (docs/cli.md).
 //
-// Transport: a Unix stream socket ($.control_plane.admin_socket, created mode 0600; a stale
-// socket file is replaced), framed exactly like the dp <-> cp protocol (4-byte big-endian
-// length + one JSON object, controlplane/protocol/frame.h). Requests:
+// Transport: a Unix stream socket ($.control_plane.admin_socket; a stale socket file is
+// replaced). It is bound owner-only (umask 0177), then chgrp'ed to
+// $.control_plane.admin_socket_group (if set) and chmod'ed to
+// $.control_plane.admin_socket_mode (default 0600), so it is never more open than
+// configured. Framed exactly like the dp <-> cp protocol (4-byte big-endian length + one
+// JSON object, controlplane/protocol/frame.h). Requests:
 //   {"id": N, "type": "admin", "command": "approvals.list", "args": {...},
 //    "principal": "alice", "credential": "..."}
 // Responses: {"id": N, "ok": true, "result": {...}} or
@@ -78,8 +81,10 @@ class AdminServer {
   AdminServer(const AdminServer&) = delete;
   AdminServer& operator=(const AdminServer&) = delete;
 
-  // Binds $.control_plane.admin_socket of the current config. failed_precondition when no
-  // admin socket is configured.
+  // Binds $.control_plane.admin_socket of the current config with its mode and group.
+  // failed_precondition when no admin socket is configured; unavailable (and no socket
+  // left behind) when bind, chgrp (unknown group, or one the process may not use) or chmod
+  // fails.
   Status start();
   void stop();  // idempotent; closes connections and joins every thread
 

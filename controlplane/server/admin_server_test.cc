@@ -346,5 +346,36 @@ TEST_F(AdminServerTest, ServesFramesOnAnOwnerOnlySocket) {
   EXPECT_NE(::access((dir_ + "/admin.sock").c_str(), F_OK), 0);
 }
 
+TEST_F(AdminServerTest, SocketGetsTheConfiguredModeAndGroup) {
+  json cfg = base_config();
+  cfg["control_plane"]["admin_socket_mode"] = "0660";
+  cfg["control_plane"]["admin_socket_group"] = "daemon";
+  write_config(cfg);
+  ASSERT_TRUE(store_->reload().ok()) << store_->reload().error_text();
+  ASSERT_TRUE(server_->start().is_ok());
+  struct stat st {};
+  ASSERT_EQ(::stat((dir_ + "/admin.sock").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  EXPECT_EQ(st.st_gid, config::lookup_group("daemon").value());
+  EXPECT_EQ(st.st_uid, ::geteuid());
+}
+
+TEST_F(AdminServerTest, UnknownGroupAtStartFailsAndLeavesNoSocket) {
+  // Loaded without environment checks (as in this fixture), the group is only resolved at
+  // bind time: start() must fail closed rather than serve an owner-only socket silently.
+  json cfg = base_config();
+  cfg["control_plane"]["admin_socket_mode"] = "0660";
+  cfg["control_plane"]["admin_socket_group"] = "pgw-no-such-group-xyz";
+  write_config(cfg);
+  ASSERT_TRUE(store_->reload().ok()) << store_->reload().error_text();
+  Status st = server_->start();
+  ASSERT_FALSE(st.is_ok());
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable);
+  EXPECT_NE(st.message().find("unknown group \"pgw-no-such-group-xyz\""), std::string::npos)
+      << st.message();
+  EXPECT_NE(::access((dir_ + "/admin.sock").c_str(), F_OK), 0);
+}
+
 }  // namespace
 }  // namespace pgwarden::server

@@ -96,14 +96,28 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
   auto validator = cp->identity_->validator_for(*cfg);
   if (!validator.is_ok()) return validator.status();
 
+  audit::AuditLog* audit_log = cp->audit_.get();
   if (!cfg->approvals.webhook_url.empty()) {
-    auto webhook = approvals::WebhookNotifier::create({.url = cfg->approvals.webhook_url});
+    const config::ApprovalsSettings& a = cfg->approvals;
+    approvals::WebhookOptions wo{.url = a.webhook_url,
+                                 .timeout_ms = a.webhook_timeout_ms,
+                                 .connect_timeout_ms = a.webhook_connect_timeout_ms,
+                                 .ca_file = a.webhook_ca_file,
+                                 .authorization = a.webhook_authorization};
+    // Off the decision path (the notifier's own thread): logged and audited, never retried.
+    wo.on_failure = [audit_log](std::string_view approval_id, const Status& error) {
+      spdlog::warn("approval webhook failed for request {}: {}", approval_id, error.message());
+      audit::AuditRecord r{.event = "approval_webhook_failed", .decision = "failed"};
+      r.reason = error.message();
+      r.extra["approval_id"] = std::string(approval_id);
+      audit_log->record(r);
+    };
+    auto webhook = approvals::WebhookNotifier::create(std::move(wo));
     if (!webhook.is_ok()) return webhook.status();
     cp->webhook_ = std::move(webhook).value();
   }
   approvals::ApprovalStoreOptions ao;
   ao.state_dir = state_dir;
-  audit::AuditLog* audit_log = cp->audit_.get();
   ao.audit = [audit_log](const nlohmann::json& j) { audit_log->record(approval_audit_record(j)); };
   approvals::WebhookNotifier* webhook = cp->webhook_.get();
   if (webhook != nullptr) {

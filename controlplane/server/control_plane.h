@@ -56,6 +56,8 @@ class ControlPlane {
   approvals::ApprovalStore& approvals() { return *approvals_; }
   recording::Recorder& recorder() { return *recorder_; }
   EscalationServer& escalation_server() { return *server_; }
+  // nullptr when no $.approvals.webhook_url is configured.
+  const approvals::WebhookNotifier* webhook() const { return webhook_.get(); }
   // The validator for the current config (admin API: validating reviewers' tokens).
   Result<std::shared_ptr<const identity::TokenValidator>> token_validator();
   // Applies recording retention now (also done periodically). Returns deleted session ids.

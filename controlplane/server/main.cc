@@ -87,6 +87,11 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
 #define PGW_X(name) counters[#name] = server.counter(server::Counter::k_##name);
     PGW_CP_COUNTERS(PGW_X)
 #undef PGW_X
+    if (const approvals::WebhookNotifier* webhook = plane.webhook()) {
+#define PGW_X(name) counters[#name] = webhook->name();
+      PGW_WEBHOOK_COUNTERS(PGW_X)
+#undef PGW_X
+    }
     return nlohmann::json{{"sessions", server.session_count()}, {"counters", std::move(counters)}};
   };
   return b;

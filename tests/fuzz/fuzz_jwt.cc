@@ -36,9 +36,9 @@ const TokenValidator& validator() {
     o.clock = [] {
       return std::chrono::system_clock::time_point(std::chrono::seconds(1300819000));
     };
-    o.http_get = [jwks](std::string_view,
-                        const HttpsGetOptions&) -> pgwarden::Result<HttpResponse> {
-      return HttpResponse{200, "application/json", jwks};
+    o.http_get = [jwks](std::string_view, const pgwarden::net::HttpClientOptions&)
+        -> pgwarden::Result<pgwarden::net::HttpResponse> {
+      return pgwarden::net::HttpResponse{200, "application/json", jwks};
     };
     auto r = TokenValidator::create({c}, {}, o);
     if (!r.is_ok()) std::abort();

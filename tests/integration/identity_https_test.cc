@@ -16,14 +16,17 @@
 #include <fstream>
 #include <thread>
 
-#include "controlplane/identity/https_client.h"
 #include "controlplane/identity/test_signer.h"
 #include "controlplane/identity/validator.h"
+#include "controlplane/net/http_client.h"
+#include "tests/integration/test_pki.h"
 
 namespace pgwarden::identity {
 namespace {
 
 namespace fs = std::filesystem;
+using net::HttpClientOptions;
+using net::https_get;
 using std::chrono::seconds;
 using std::chrono::system_clock;
 using testing::TestSigner;
@@ -70,20 +73,7 @@ class HttpsJwksServer : public ::testing::Test {
     www_ = dir_ / "www";
     fs::create_directories(www_);
     std::string d = dir_.string();
-    std::string cmd =
-        "cd '" + d +
-        "' && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=pgw-test-ca"
-        " -keyout ca.key -out ca.crt -days 1 && "
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=rogue-ca"
-        " -keyout rogue.key -out rogue.crt -days 1 && "
-        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1"
-        " -keyout server.key -out server.csr && "
-        "printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n"
-        "extendedKeyUsage=serverAuth\\n' > ext.cnf && "
-        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
-        " -out server.crt -days 1 -extfile ext.cnf";
-    ASSERT_EQ(std::system(("(" + cmd + ") >'" + d + "/openssl.log' 2>&1").c_str()), 0)
+    ASSERT_TRUE(pgwarden::testing::make_test_pki(d))
         << "openssl CLI failed; see " << d << "/openssl.log";
     ca_file_ = (dir_ / "ca.crt").string();
     start_server();
@@ -125,8 +115,8 @@ class HttpsJwksServer : public ::testing::Test {
     return "https://127.0.0.1:" + std::to_string(port_) + "/" + path;
   }
 
-  HttpsGetOptions options() const {
-    HttpsGetOptions o;
+  HttpClientOptions options() const {
+    HttpClientOptions o;
     o.ca_file = ca_file_;
     o.timeout = std::chrono::milliseconds(5000);
     return o;
@@ -186,7 +176,7 @@ TEST(HttpsClient, SilentServerTimesOut) {
   ASSERT_EQ(listen(fd, 4), 0);  // never accepts, never answers the ClientHello
   socklen_t len = sizeof(a);
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  HttpsGetOptions o;
+  HttpClientOptions o;
   o.timeout = std::chrono::milliseconds(400);
   auto start = std::chrono::steady_clock::now();
   auto r = https_get("https://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/jwks", o);
@@ -198,7 +188,7 @@ TEST(HttpsClient, SilentServerTimesOut) {
 }
 
 TEST(HttpsClient, NonHttpsUrlsAreRefused) {
-  HttpsGetOptions o;
+  HttpClientOptions o;
   EXPECT_EQ(https_get("http://127.0.0.1/jwks", o).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(https_get("https://user:pw@127.0.0.1/jwks", o).status().code(),
             StatusCode::kInvalidArgument);

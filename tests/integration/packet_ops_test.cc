@@ -132,8 +132,8 @@ class PacketOpsTest : public ::testing::Test {
            {"allowed_kinds", {"select"}},
            {"allowed_relations", {"public.*"}}}}}};
     std::ofstream(dir_ + "/pgwarden.json") << config.dump(2);
-    const char* bin = std::getenv("PGW_CP_BINARY");
-    ASSERT_NE(bin, nullptr) << "PGW_CP_BINARY not set (run through meson test)";
+    const char* bin = std::getenv("PGW_CP_BIN");
+    ASSERT_NE(bin, nullptr) << "PGW_CP_BIN not set (run through meson test)";
     setenv("PGW_TEST_DB_PASSWORD", "unused-by-these-tests", 1);
     cp_pid_ = fork();
     if (cp_pid_ == 0) {
@@ -305,8 +305,8 @@ class PacketOpsTest : public ::testing::Test {
   }
 
   static ProcessResult ctl(std::vector<std::string> args) {
-    const char* bin = std::getenv("PGW_CTL_BINARY");
-    EXPECT_NE(bin, nullptr) << "PGW_CTL_BINARY not set";
+    const char* bin = std::getenv("PGW_CTL_BIN");
+    EXPECT_NE(bin, nullptr) << "PGW_CTL_BIN not set";
     std::vector<std::string> argv{bin, "dataplane"};
     argv.insert(argv.end(), args.begin(), args.end());
     for (const char* a : {"--socket", "", "--principal", "alice", "--credential-file", ""}) {
@@ -469,8 +469,8 @@ TEST_F(PacketOpsTest, SighupWithAnAddedRuleDeniesAStatementAllowedBeforeAndBroke
 }
 
 TEST_F(PacketOpsTest, RealDpdkBinaryReportsNullPortsAndRejectsABrokenReload) {
-  const char* dp = std::getenv("PGW_DP_BINARY");
-  ASSERT_NE(dp, nullptr) << "PGW_DP_BINARY not set";
+  const char* dp = std::getenv("PGW_DP_BIN");
+  ASSERT_NE(dp, nullptr) << "PGW_DP_BIN not set";
   // The in-process layer of this fixture is not needed; the binary runs its own EAL.
   std::string ready = dir_ + "/dp.ready", name = "bin-" + std::to_string(::getpid());
   pid_t pid = fork();
