@@ -216,6 +216,11 @@ void EscalationServer::loop() {
       if (events[i].events & EPOLLOUT) on_writable(conn);
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(conn);
     }
+    // One write per batch for the event lines audited above (not one per line).
+    if (audit_unflushed_) {
+      audit_.flush();
+      audit_unflushed_ = false;
+    }
   }
 }
 
@@ -396,7 +401,7 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
   std::string type =
       j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : std::string();
   if (type == "event") {
-    if (conn->hello_done) return handle_event(conn, j);
+    if (conn->hello_done) return handle_event(conn, std::move(j));
     return fail_connection(conn, 0, ec::kHelloRequired,
                            invalid_argument("the first frame must be hello", "08P01"));
   }
@@ -859,7 +864,7 @@ void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std:
 }
 
 void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
-                                    const json& fields) {
+                                    json fields) {
   recording::Recorder* rec = handlers_.recorder;
   if (rec == nullptr) return;
   if (kind == "session_start") {
@@ -883,7 +888,7 @@ void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std
     return;
   }
   if (!rec->session_open(s->id)) return;
-  Status st = rec->try_append(s->id, kind, fields);
+  Status st = rec->try_append(s->id, kind, std::move(fields));
   if (st.is_ok()) return;
   bump(Counter::k_recording_dropped);
   s->recording_lost.fetch_add(1);
@@ -894,19 +899,20 @@ void EscalationServer::record_event(const std::shared_ptr<Session>& s, const std
   }
 }
 
-void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, const json& j) {
+void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, json&& j) {
   bump(Counter::k_events_received);
-  auto ev = protocol::Event::from_json(j);
+  auto ev = protocol::Event::from_json(std::move(j));
   if (!ev.is_ok()) {
     bump(Counter::k_events_bad);
     spdlog::warn("dp connection {}: bad event: {}", conn->id, ev.status().message());
     return;
   }
   auto s = find_session(conn, ev->session_id);
-  if (s) record_event(s, ev->kind, ev->fields);
-  // Result rows go to the recording only, never to the audit log.
-  if (ev->kind != "rows") {
-    audit::AuditRecord r;
+  // Result rows go to the recording only, never to the audit log. The audit record is built
+  // first so that the fields can then be moved into the recording.
+  const bool audited = ev->kind != "rows";
+  audit::AuditRecord r;
+  if (audited) {
     r.event = ev->kind;
     r.session_id = ev->session_id;
     if (s) {
@@ -926,7 +932,11 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, con
     for (const auto& [k, v] : f.items()) {
       if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
     }
-    audit_.record(r);
+  }
+  if (s) record_event(s, ev->kind, std::move(ev->fields));
+  if (audited) {
+    audit_.record_batched(r);
+    audit_unflushed_ = true;
   }
   if (ev->kind == "session_end" && s) {
     end_session(s, "session_end");  // closes the recording if the dp's event did not

@@ -136,14 +136,14 @@ class EscalationServer {
                                   const protocol::json& request, uint64_t id);
   void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
                        uint64_t id, int64_t deadline_ms);
-  void handle_event(const std::shared_ptr<Connection>& conn, const protocol::json& event);
+  void handle_event(const std::shared_ptr<Connection>& conn, protocol::json&& event);
   std::shared_ptr<Session> find_session(const std::shared_ptr<Connection>& conn,
                                         const std::string& session_id);
   // A session is over (session_end or its connection closed): abandon its approvals and
   // close its recording.
   void end_session(const std::shared_ptr<Session>& session, const std::string& reason);
   void record_event(const std::shared_ptr<Session>& session, const std::string& kind,
-                    const protocol::json& fields);
+                    protocol::json fields);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
 
   config::ConfigStore& store_;
@@ -155,6 +155,9 @@ class EscalationServer {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
+  // Loop thread only: event audit lines written with record_batched() since the last flush
+  // (flushed once per epoll batch).
+  bool audit_unflushed_ = false;
   std::thread loop_thread_;
   std::unique_ptr<WorkerPool> pool_;
 
