@@ -453,17 +453,20 @@ Result<MaskPlanResponse> MaskPlanResponse::from_json(const json& j) {
   return finish(r, std::move(m));
 }
 
-Result<Event> Event::from_json(const json& j) {
+Result<Event> Event::from_json(const json& j) { return from_json(json(j)); }
+Result<Event> Event::from_json(json&& j) {
   Reader r(j);
   Event e;
   r.str("session_id", e.session_id, true, 128);
   r.str("kind", e.kind, true, 32);
-  static const std::set<std::string> kKinds = {"session_start", "statement", "rows", "error",
-                                               "session_end", "wire_deny"};
+  static const std::set<std::string> kKinds = {"session_start", "statement",   "rows",
+                                               "error",         "session_end", "wire_deny"};
   if (r.ok() && !kKinds.count(e.kind)) r.fail("unknown event kind \"" + e.kind + "\"");
   e.fields = json::object();
-  for (const auto& [k, v] : j.items()) {
-    if (k != "type" && k != "session_id" && k != "kind") e.fields[k] = v;
+  if (j.is_object()) {
+    for (auto& [k, v] : j.get_ref<json::object_t&>()) {
+      if (k != "type" && k != "session_id" && k != "kind") e.fields[k] = std::move(v);
+    }
   }
   return finish(r, std::move(e));
 }
