@@ -182,6 +182,7 @@ TEST(CpClientTest, CoalescedEventsKeepTheirOrderAndReachCpWithoutARequestOrOnSto
   bool answered = false;
   client.request("analyse", {{"sql", "select 1"}}, 2000, [&](Result<json>) { answered = true; });
   client.event_text(event(4));
+  loop.run_once(0);  // the request's flush runs after the current batch
   EXPECT_EQ(json::parse(read_frame(c))["n"], 3);
   json req = json::parse(read_frame(c));
   EXPECT_EQ(req["type"], "analyse");
