@@ -65,7 +65,8 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::vector<config::Audit
                                                  out.end());
   logger->set_pattern("%v");
   logger->set_level(spdlog::level::info);
-  logger->flush_on(spdlog::level::info);
+  // record() flushes each line itself; record_batched() leaves that to the caller.
+  logger->flush_on(spdlog::level::off);
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(logger)));
 }
 
@@ -99,14 +100,21 @@ nlohmann::json AuditLog::to_json(const AuditRecord& r) {
   return j;
 }
 
-void AuditLog::record(const AuditRecord& r) {
-  nlohmann::json body = to_json(r);
-  nlohmann::json line = nlohmann::json::object();
+void AuditLog::write_line(const AuditRecord& r) {
+  // to_json() never emits "ts" and objects keep their keys sorted, so adding it afterwards
+  // gives the same line as building {"ts"} first and merging the record into it.
+  nlohmann::json line = to_json(r);
   line["ts"] = utc_now();
-  line.update(body);
   logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   if (forwarder_) forwarder_(line);
 }
+
+void AuditLog::record(const AuditRecord& r) {
+  write_line(r);
+  logger_->flush();
+}
+
+void AuditLog::record_batched(const AuditRecord& r) { write_line(r); }
 
 void AuditLog::set_forwarder(std::function<void(const nlohmann::json&)> forwarder) {
   forwarder_ = std::move(forwarder);

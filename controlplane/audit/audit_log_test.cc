@@ -87,6 +87,28 @@ TEST(AuditLogTest, ConcurrentWritersNeverInterleaveLines) {
   unlink(path.c_str());
 }
 
+TEST(AuditLogTest, RecordFlushesBatchedLinesBeforeItInCallOrder) {
+  std::string path = temp_path();
+  auto log = AuditLog::open({{config::AuditSink::Kind::kFile, path}});
+  ASSERT_TRUE(log.is_ok());
+  (*log)->record_batched(AuditRecord{.event = "statement", .session_id = "1"});
+  (*log)->record_batched(AuditRecord{.event = "statement", .session_id = "2"});
+  (*log)->record(AuditRecord{.event = "decision", .session_id = "3"});
+  // Readable while the log is still open: record() flushed the batched lines with its own.
+  auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["session_id"], "1");
+  EXPECT_EQ(lines[1]["session_id"], "2");
+  EXPECT_EQ(lines[2]["event"], "decision");
+  (*log)->record_batched(AuditRecord{.event = "statement", .session_id = "4"});
+  (*log)->flush();
+  lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[3]["session_id"], "4");
+  EXPECT_TRUE(lines[3].contains("ts"));
+  unlink(path.c_str());
+}
+
 TEST(AuditLogTest, UnwritableSinkIsAnError) {
   auto log = AuditLog::open({{config::AuditSink::Kind::kFile, "/nonexistent-dir/audit.log"}});
   EXPECT_FALSE(log.is_ok());

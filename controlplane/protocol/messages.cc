@@ -476,7 +476,8 @@ Result<MaskPlanResponse> MaskPlanResponse::from_json(const json& j) {
   return finish(r, std::move(m));
 }
 
-Result<Event> Event::from_json(const json& j) {
+Result<Event> Event::from_json(const json& j) { return from_json(json(j)); }
+Result<Event> Event::from_json(json&& j) {
   Reader r(j);
   Event e;
   r.str("kind", e.kind, true, 32);
@@ -488,8 +489,10 @@ Result<Event> Event::from_json(const json& j) {
                                                "dataplane_stats", "wire_rules_reload"};
   if (r.ok() && !kKinds.count(e.kind)) r.fail("unknown event kind \"" + e.kind + "\"");
   e.fields = json::object();
-  for (const auto& [k, v] : j.items()) {
-    if (k != "type" && k != "session_id" && k != "kind") e.fields[k] = v;
+  if (j.is_object()) {
+    for (auto& [k, v] : j.get_ref<json::object_t&>()) {
+      if (k != "type" && k != "session_id" && k != "kind") e.fields[k] = std::move(v);
+    }
   }
   return finish(r, std::move(e));
 }

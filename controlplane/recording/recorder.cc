@@ -87,6 +87,13 @@ struct Recorder::Impl {
   std::map<std::string, SessionPolicy> sessions;
   bool stopping = false;
   std::thread writer;
+  // What the writer is waiting for (guarded by mu), so that push() wakes it only when the
+  // record changes what it does: the first record after idling starts the batch_interval
+  // clock; otherwise only reaching batch_records unsynced records does (one futex wake and
+  // context switch per group commit instead of one per record).
+  enum class WriterState { kBusy, kIdle, kTimedWait };
+  WriterState writer_state = WriterState::kBusy;
+  size_t writer_unsynced = 0;  // unsynced records when it started a timed wait
 
   // Writer thread only.
   std::map<std::string, SessionFile> files;
@@ -154,12 +161,36 @@ struct Recorder::Impl {
     rec["kind"] = item.kind;
     rec["prev"] = f.prev;
     rec.erase("hash");
-    std::string canon = canonical_bytes(rec);
+    // Canonical order is alphabetical, so "hash" goes between the members that sort before it
+    // and those after it: serialize the two halves once and splice, instead of serializing
+    // the record twice (without "hash" to chain it, then with it to write it).
+    auto& members = rec.get_ref<nlohmann::json::object_t&>();
+    nlohmann::json before = nlohmann::json::object();
+    auto& before_members = before.get_ref<nlohmann::json::object_t&>();
+    while (!members.empty() && members.begin()->first < "hash") {
+      before_members.insert(members.extract(members.begin()));
+    }
+    const std::string lo = canonical_bytes(before);  // "{...}"
+    const std::string hi = canonical_bytes(rec);
+    const std::string_view lo_in = std::string_view(lo).substr(1, lo.size() - 2);
+    const std::string_view hi_in = std::string_view(hi).substr(1, hi.size() - 2);
+    std::string canon;
+    canon.reserve(lo.size() + hi.size());
+    canon += '{';
+    canon += lo_in;
+    if (!lo_in.empty() && !hi_in.empty()) canon += ',';
+    canon += hi_in;
+    canon += '}';
     std::string hash = chain_hash(f.prev, canon);
-    // Insert "hash" as the last member: canonical order is alphabetical, so re-dump.
-    rec["hash"] = hash;
-    f.pending += canonical_bytes(rec);
-    f.pending += '\n';
+    f.pending += '{';
+    f.pending += lo_in;
+    if (!lo_in.empty()) f.pending += ',';
+    f.pending += R"("hash":")";
+    f.pending += hash;
+    f.pending += '"';
+    if (!hi_in.empty()) f.pending += ',';
+    f.pending += hi_in;
+    f.pending += "}\n";
     f.prev = std::move(hash);
     ++f.seq;
     ++records_written;
@@ -207,13 +238,19 @@ struct Recorder::Impl {
         if (stopping) break;
         if (unsynced > 0) {
           auto deadline = first_unsynced + options.batch_interval;
-          if (cv.wait_until(lock, deadline) == std::cv_status::timeout && queue.empty()) {
+          writer_state = WriterState::kTimedWait;
+          writer_unsynced = unsynced;
+          bool timed_out = cv.wait_until(lock, deadline) == std::cv_status::timeout;
+          writer_state = WriterState::kBusy;
+          if (timed_out && queue.empty()) {
             lock.unlock();
             sync_all();
             lock.lock();
           }
         } else {
+          writer_state = WriterState::kIdle;
           cv.wait(lock);
+          writer_state = WriterState::kBusy;
         }
         continue;
       }
@@ -254,7 +291,12 @@ struct Recorder::Impl {
       return resource_exhausted("recording queue is full");
     }
     queue.push_back(std::move(item));
-    cv.notify_one();
+    if (writer_state == WriterState::kIdle ||
+        (writer_state == WriterState::kTimedWait &&
+         writer_unsynced + queue.size() >= options.batch_records)) {
+      writer_state = WriterState::kBusy;  // woken once; it rechecks the queue before waiting
+      cv.notify_one();
+    }
     return Status::ok();
   }
 };

@@ -321,8 +321,10 @@ TEST_F(RecorderTest, ABurstIsGroupCommittedByCountWithoutWaitingForTheInterval) 
   for (int i = 0; i < 64; ++i)
     ASSERT_TRUE((*rec)->try_append("s", "statement", {{"i", i}}).is_ok());
   auto deadline = std::chrono::steady_clock::now() + 5s;
+  // The lines are written before the fdatasync that counts the batch: wait for both.
   while (std::chrono::steady_clock::now() < deadline &&
-         (!fs::exists((*rec)->path_for("s")) || lines((*rec)->path_for("s")).size() < 65)) {
+         (!fs::exists((*rec)->path_for("s")) || lines((*rec)->path_for("s")).size() < 65 ||
+          (*rec)->batches_synced() == 0)) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(lines((*rec)->path_for("s")).size(), 65u);

@@ -216,6 +216,11 @@ void EscalationServer::loop() {
       if (events[i].events & EPOLLOUT) on_writable(conn);
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(conn);
     }
+    // One write per batch for the event lines audited above (not one per line).
+    if (audit_unflushed_) {
+      audit_.flush();
+      audit_unflushed_ = false;
+    }
   }
 }
 
@@ -397,7 +402,7 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
   std::string type =
       j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : std::string();
   if (type == "event") {
-    if (conn->hello_done) return handle_event(conn, j);
+    if (conn->hello_done) return handle_event(conn, std::move(j));
     return fail_connection(conn, 0, ec::kHelloRequired,
                            invalid_argument("the first frame must be hello", "08P01"));
   }
@@ -768,7 +773,7 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
   if (Status st = record_event(s, ev->kind, ev->fields, /*count_loss=*/false); !st.is_ok()) {
     return recording_hold(s, id, st, sql);
   }
-  audit_event(s, *ev);
+  if (auto r = audit_record_of(s, *ev)) audit_.record(*r);
   return protocol::make_ok(id);
 }
 
@@ -906,7 +911,7 @@ void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std:
 }
 
 Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
-                                      const json& fields, bool count_loss) {
+                                      json fields, bool count_loss) {
   recording::Recorder* rec = handlers_.recorder;
   if (rec == nullptr) return Status::ok();
   if (kind == "session_start") {
@@ -930,7 +935,7 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
     return Status::ok();
   }
   if (!rec->session_open(s->id)) return Status::ok();
-  Status st = rec->try_append(s->id, kind, fields);
+  Status st = rec->try_append(s->id, kind, std::move(fields));
   if (st.is_ok() || !count_loss) return st;
   bump(Counter::k_recording_dropped);
   s->recording_lost.fetch_add(1);
@@ -942,9 +947,9 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
   return st;
 }
 
-void EscalationServer::audit_event(const std::shared_ptr<Session>& s, const protocol::Event& ev) {
-  // Result rows go to the recording only, never to the audit log.
-  if (ev.kind == "rows") return;
+std::optional<audit::AuditRecord> EscalationServer::audit_record_of(
+    const std::shared_ptr<Session>& s, const protocol::Event& ev) {
+  if (ev.kind == "rows") return std::nullopt;
   audit::AuditRecord r;
   r.event = ev.kind;
   r.session_id = ev.session_id;
@@ -965,12 +970,12 @@ void EscalationServer::audit_event(const std::shared_ptr<Session>& s, const prot
   for (const auto& [k, v] : f.items()) {
     if (k != "sql" && k != "verdict" && k != "rule" && k != "message") r.extra[k] = v;
   }
-  audit_.record(r);
+  return r;
 }
 
-void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, const json& j) {
+void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, json&& j) {
   bump(Counter::k_events_received);
-  auto ev = protocol::Event::from_json(j);
+  auto ev = protocol::Event::from_json(std::move(j));
   if (!ev.is_ok()) {
     bump(Counter::k_events_bad);
     spdlog::warn("dp connection {}: bad event: {}", conn->id, ev.status().message());
@@ -983,8 +988,14 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, con
     return;
   }
   auto s = find_session(conn, ev->session_id);
-  if (s) (void)record_event(s, ev->kind, ev->fields, /*count_loss=*/true);
-  audit_event(s, *ev);
+  // The audit record is built first so that the fields can then be moved into the recording;
+  // dp events' audit lines are flushed once per epoll batch.
+  std::optional<audit::AuditRecord> r = audit_record_of(s, *ev);
+  if (s) (void)record_event(s, ev->kind, std::move(ev->fields), /*count_loss=*/true);
+  if (r) {
+    audit_.record_batched(*r);
+    audit_unflushed_ = true;
+  }
   if (ev->kind == "session_end" && s) {
     end_session(s, "session_end");  // closes the recording if the dp's event did not
     std::lock_guard<std::mutex> lock(sessions_mu_);

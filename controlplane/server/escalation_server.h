@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -151,10 +152,12 @@ class EscalationServer {
                                   const protocol::json& request, uint64_t id);
   void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
                        uint64_t id, int64_t deadline_ms);
-  void handle_event(const std::shared_ptr<Connection>& conn, const protocol::json& event);
+  void handle_event(const std::shared_ptr<Connection>& conn, protocol::json&& event);
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
                                uint64_t id);
-  void audit_event(const std::shared_ptr<Session>& session, const protocol::Event& event);
+  // The audit record of a dp event; none for `rows` (result rows never reach the audit log).
+  std::optional<audit::AuditRecord> audit_record_of(const std::shared_ptr<Session>& session,
+                                                    const protocol::Event& event);
   // A session marked behind: records its recording_gap. Ok when not behind (or no recorder).
   Status catch_up_recording(const std::shared_ptr<Session>& session);
   // The recording_backpressure (53000) answer to request `id`, audited as decision "hold".
@@ -169,7 +172,7 @@ class EscalationServer {
   // as lost, marking a recording-required session behind, only with `count_loss` (an event;
   // a refused record request is not lost: its statement does not run).
   Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
-                      const protocol::json& fields, bool count_loss);
+                      protocol::json fields, bool count_loss);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
 
   config::ConfigStore& store_;
@@ -181,6 +184,9 @@ class EscalationServer {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
+  // Loop thread only: event audit lines written with record_batched() since the last flush
+  // (flushed once per epoll batch).
+  bool audit_unflushed_ = false;
   std::thread loop_thread_;
   std::unique_ptr<WorkerPool> pool_;
 

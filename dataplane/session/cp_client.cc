@@ -47,6 +47,7 @@ CpClient::CpClient(EventLoop* loop, std::string socket_path)
 
 CpClient::~CpClient() {
   stopped_ = true;
+  cancel_event_timer();
   if (fd_ >= 0) {
     loop_->remove(fd_);
     close(fd_);
@@ -62,6 +63,7 @@ void CpClient::stop() {
   stopped_ = true;
   if (reconnect_timer_ != 0) loop_->cancel_timer(reconnect_timer_);
   reconnect_timer_ = 0;
+  flush();
   disconnect("dataplane stopping");
 }
 
@@ -99,7 +101,8 @@ void CpClient::connect_now() {
               {"id", hello_id_},
               {"protocol", 1},
               {"dp", "pgwarden-dp/0.1"},
-              {"deadline_ms", unix_ms() + 5000}});
+              {"deadline_ms", unix_ms() + 5000}},
+             false);
 }
 
 void CpClient::schedule_reconnect() {
@@ -109,6 +112,7 @@ void CpClient::schedule_reconnect() {
 }
 
 void CpClient::disconnect(const std::string& why) {
+  cancel_event_timer();
   if (fd_ >= 0) {
     loop_->remove(fd_);
     close(fd_);
@@ -131,8 +135,8 @@ void CpClient::fail_later(Callback cb, Status st) {
   loop_->defer([cb = std::move(cb), st = std::move(st)]() mutable { cb(std::move(st)); });
 }
 
-void CpClient::send_frame(const nlohmann::json& frame) {
-  send_body(frame.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+void CpClient::send_frame(const nlohmann::json& frame, bool is_event) {
+  send_body(frame.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), is_event);
 }
 
 void CpClient::schedule_flush() {
@@ -150,10 +154,15 @@ void CpClient::event_text(std::string body) {
     ++events_dropped_;
     return;
   }
-  send_body(body);
+  send_body(body, true);
 }
 
-void CpClient::send_body(const std::string& body) {
+void CpClient::cancel_event_timer() {
+  if (event_timer_ != 0) loop_->cancel_timer(event_timer_);
+  event_timer_ = 0;
+}
+
+void CpClient::send_body(const std::string& body, bool is_event) {
   uint32_t n = static_cast<uint32_t>(body.size());
   char hdr[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
                  static_cast<char>(n)};
@@ -163,7 +172,13 @@ void CpClient::send_body(const std::string& body) {
   }
   out_.append(hdr, 4);
   out_ += body;
-  schedule_flush();
+  if (!is_event || out_.size() - out_off_ >= kEventBatchBytes) return schedule_flush();
+  if (event_timer_ == 0 && !flush_scheduled_) {
+    event_timer_ = loop_->add_timer(monotonic_ms() + kEventDelayMs, [this] {
+      event_timer_ = 0;
+      flush();
+    });
+  }
 }
 
 void CpClient::request(const std::string& type, nlohmann::json fields, int64_t timeout_ms,
@@ -190,7 +205,7 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
     c(deadline_exceeded("control plane did not answer " + type + " in time"));
   });
   pending_.emplace(id, std::move(p));
-  send_frame(fields);
+  send_frame(fields, false);
 }
 
 void CpClient::event(nlohmann::json fields) {
@@ -199,7 +214,7 @@ void CpClient::event(nlohmann::json fields) {
     return;
   }
   fields["type"] = "event";
-  send_frame(fields);
+  send_frame(fields, true);
 }
 
 void CpClient::update_interest() {
@@ -213,6 +228,7 @@ void CpClient::update_interest() {
 }
 
 void CpClient::flush() {
+  cancel_event_timer();
   if (fd_ < 0 || connecting_) return update_interest();
   while (out_off_ < out_.size()) {
     ssize_t n = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);

@@ -26,6 +26,8 @@ class CpClient : public IoHandler {
   using Callback = std::function<void(Result<nlohmann::json>)>;
 
   static constexpr size_t kMaxFrame = 1 << 20;
+  static constexpr int64_t kEventDelayMs = 2;
+  static constexpr size_t kEventBatchBytes = 64 << 10;
 
   CpClient(EventLoop* loop, std::string socket_path);
   ~CpClient() override;
@@ -34,6 +36,7 @@ class CpClient : public IoHandler {
 
   // Starts connecting (and keeps reconnecting with backoff until stop()).
   void start();
+  // Writes what is queued (as far as the socket takes it without blocking), then disconnects.
   void stop();
 
   // True once the hello exchange succeeded on the current connection.
@@ -44,6 +47,10 @@ class CpClient : public IoHandler {
   // callback gets DeadlineExceeded if no answer arrives by then (plus a small grace).
   void request(const std::string& type, nlohmann::json fields, int64_t timeout_ms, Callback cb);
   // Fire-and-forget event (`type: event`); dropped (and counted) when not connected.
+  // Events are coalesced: they are written with the next request, when kEventBatchBytes are
+  // queued, or kEventDelayMs after the first of them, whichever comes first (and on stop()),
+  // so cp is woken once per batch rather than once per statement. Order on the socket is the
+  // order of the calls, requests and events alike.
   void event(nlohmann::json fields);
   // The same with the frame body already serialized (a JSON object that includes
   // "type":"event"): the per-statement path avoids building a json tree.
@@ -64,10 +71,13 @@ class CpClient : public IoHandler {
   void connect_now();
   void schedule_reconnect();
   void disconnect(const std::string& why);
-  void send_frame(const nlohmann::json& frame);
-  void send_body(const std::string& body);
+  void send_frame(const nlohmann::json& frame, bool is_event);
+  // Queues one frame. Requests are written after the current dispatch batch (schedule_flush);
+  // events may wait for more (see event()).
+  void send_body(const std::string& body, bool is_event);
   // Frames are written once per loop iteration, not one syscall each.
   void schedule_flush();
+  void cancel_event_timer();
   void flush();
   void read_frames();
   void handle_frame(nlohmann::json frame);
@@ -93,6 +103,7 @@ class CpClient : public IoHandler {
   uint64_t events_dropped_ = 0;
   std::function<void(bool)> on_ready_change_;
   bool flush_scheduled_ = false;
+  EventLoop::TimerId event_timer_ = 0;  // pending delayed flush of queued events
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

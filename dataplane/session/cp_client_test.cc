@@ -154,5 +154,48 @@ TEST(CpClientTest, PendingRequestFailsWhenControlPlaneDisconnects) {
   server.join();
 }
 
+TEST(CpClientTest, CoalescedEventsKeepTheirOrderAndReachCpWithoutARequestOrOnStop) {
+  std::string path = "/tmp/pgw-cpclient3-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.start();
+  int c = cp.accept_one();
+  ASSERT_GE(c, 0);
+  run_until(
+      loop, [] { return false; }, 50);  // the hello is written
+  json hello = json::parse(read_frame(c));
+  write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"policy_version", 1}});
+  run_until(loop, [&] { return client.ready(); });
+  ASSERT_TRUE(client.ready());
+  auto event = [](int n) {
+    return R"({"type":"event","kind":"statement","session_id":"s","n":)" + std::to_string(n) + "}";
+  };
+  // Events alone are written by the delay timer, in order.
+  for (int n = 0; n < 3; ++n) client.event_text(event(n));
+  run_until(
+      loop, [] { return false; }, 10 * CpClient::kEventDelayMs);
+  for (int n = 0; n < 3; ++n) EXPECT_EQ(json::parse(read_frame(c))["n"], n);
+  // A request is written after the events queued before it.
+  client.event_text(event(3));
+  bool answered = false;
+  client.request("analyse", {{"sql", "select 1"}}, 2000, [&](Result<json>) { answered = true; });
+  client.event_text(event(4));
+  loop.run_once(0);  // the request's flush runs after the current batch
+  EXPECT_EQ(json::parse(read_frame(c))["n"], 3);
+  json req = json::parse(read_frame(c));
+  EXPECT_EQ(req["type"], "analyse");
+  EXPECT_EQ(json::parse(read_frame(c))["n"], 4);
+  write_frame(c, {{"id", req["id"]}, {"ok", true}, {"verdict", "allow"}});
+  run_until(loop, [&] { return answered; });
+  EXPECT_TRUE(answered);
+  // stop() writes what is still queued before it disconnects.
+  client.event_text(event(5));
+  client.stop();
+  EXPECT_EQ(json::parse(read_frame(c))["n"], 5);
+  close(c);
+}
+
 }  // namespace
 }  // namespace pgwarden::session
