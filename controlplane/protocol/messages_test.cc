@@ -81,6 +81,7 @@ TEST(MessagesTest, MaskPlanCopyVariantRoundTripsAndIsRangeChecked) {
   bad["copy"].erase("sql");
   EXPECT_FALSE(MaskPlanRequest::from_json(bad).is_ok());
   MaskPlanResponse r;
+  r.plan = {{"column_count", 0}, {"columns", json::array()}};
   r.copy = {{"format", "csv"}};
   auto rback = MaskPlanResponse::from_json(r.to_json());
   ASSERT_TRUE(rback.is_ok());

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 
 #include "controlplane/policy/sql_analysis.h"
 #include "controlplane/server/policy_analyser.h"
@@ -57,7 +58,8 @@ Result<CopyFormatSpec> copy_format(const std::vector<policy::CopyOption>& option
       ok = o.constant && o.value == f.format;
     } else if (o.name == "delimiter" || o.name == "quote" || o.name == "escape") {
       ok = o.constant && o.value.size() == 1 && (csv || o.name == "delimiter");
-      if (ok) (o.name == "delimiter" ? f.delimiter : o.name == "quote" ? f.quote : f.escape) = o.value;
+      if (ok)
+        (o.name == "delimiter" ? f.delimiter : o.name == "quote" ? f.quote : f.escape) = o.value;
     } else if (o.name == "null") {
       ok = o.constant;
       f.null = o.value;
@@ -111,8 +113,8 @@ Result<std::optional<maskplan::MaskPlan>> plan_table(const maskplan::TableInfo& 
 }
 
 Result<maskplan::MaskPlan> plan_for_table(const policy::StatementAnalysis& st,
-                                          const policy::Policy& policy,
-                                          maskplan::Catalog& catalog, std::string_view hash_key) {
+                                          const policy::Policy& policy, maskplan::Catalog& catalog,
+                                          std::string_view hash_key) {
   const policy::RelationRef& rel = st.copy_relation;
   auto tables = catalog.find_tables(rel.schema, rel.name);
   if (!tables.is_ok()) return tables.status();
@@ -123,8 +125,8 @@ Result<maskplan::MaskPlan> plan_for_table(const policy::StatementAnalysis& st,
     if (!plan.is_ok()) return plan.status();
     if (!plan->has_value()) continue;
     if (chosen && chosen->to_json() != (*plan)->to_json()) {
-      return refused("the table name " + rel.name + " matches " + chosen_name + " and " +
-                     t.schema + "." + t.name +
+      return refused("the table name " + rel.name + " matches " + chosen_name + " and " + t.schema +
+                     "." + t.name +
                      ", which are masked differently; schema-qualify the table name");
     }
     if (!chosen) {
@@ -134,8 +136,7 @@ Result<maskplan::MaskPlan> plan_for_table(const policy::StatementAnalysis& st,
   }
   if (!chosen) {
     std::string name = rel.schema.empty() ? rel.name : rel.schema + "." + rel.name;
-    return refused("table " + name +
-                   (st.copy_columns.empty() ? "" : " with the listed columns") +
+    return refused("table " + name + (st.copy_columns.empty() ? "" : " with the listed columns") +
                    " is not visible to pgwarden's catalog lookup, so its masking is unknown");
   }
   return std::move(*chosen);
@@ -158,9 +159,8 @@ Result<protocol::MaskPlanResponse> plan_copy(const protocol::CopyPlanRequest& re
     }
   }
   if (st == nullptr) {
-    return invalid_argument("copy: the SQL holds no COPY TO STDOUT number " +
-                                std::to_string(request.index),
-                            "08P01");
+    return invalid_argument(
+        "copy: the SQL holds no COPY TO STDOUT number " + std::to_string(request.index), "08P01");
   }
   auto format = copy_format(st->copy_options);
   if (!format.is_ok()) return format.status();
@@ -198,8 +198,9 @@ Result<protocol::MaskPlanResponse> plan_copy(const protocol::CopyPlanRequest& re
                      " columns but the catalog lists " + std::to_string(plan.column_count) +
                      " for it (was the table changed?)");
     }
-    bool masked = std::any_of(plan.columns.begin(), plan.columns.end(),
-                              [](const maskplan::PlannedColumn& c) { return c.function != "detect"; });
+    bool masked =
+        std::any_of(plan.columns.begin(), plan.columns.end(),
+                    [](const maskplan::PlannedColumn& c) { return c.function != "detect"; });
     if (binary && masked) {
       return refused(
           "binary COPY cannot be masked and this table has masked columns; use FORMAT text or "
@@ -208,9 +209,9 @@ Result<protocol::MaskPlanResponse> plan_copy(const protocol::CopyPlanRequest& re
   }
   protocol::MaskPlanResponse response;
   response.plan = plan.to_json();
-  response.copy = {{"format", format->format},       {"delimiter", format->delimiter},
-                   {"null", format->null},           {"quote", format->quote},
-                   {"escape", format->escape},       {"header", format->header},
+  response.copy = {{"format", format->format},  {"delimiter", format->delimiter},
+                   {"null", format->null},      {"quote", format->quote},
+                   {"escape", format->escape},  {"header", format->header},
                    {"line_detect", line_detect}};
   return response;
 }

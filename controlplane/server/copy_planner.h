@@ -27,6 +27,7 @@
 
 #include "common/status.h"
 #include "controlplane/masking/catalog.h"
+#include "controlplane/masking/mask_plan.h"
 #include "controlplane/policy/policy.h"
 #include "controlplane/protocol/messages.h"
 
@@ -36,7 +37,6 @@ namespace pgwarden::server {
 // SQL holds no COPY TO STDOUT at request.index; unavailable when the catalog cannot be asked.
 Result<protocol::MaskPlanResponse> plan_copy(const protocol::CopyPlanRequest& request,
                                              const policy::Policy& policy,
-                                             maskplan::Catalog& catalog,
-                                             std::string_view hash_key);
+                                             maskplan::Catalog& catalog, std::string_view hash_key);
 
 }  // namespace pgwarden::server

@@ -41,13 +41,16 @@ class FakeCatalog : public maskplan::Catalog {
     return out;
   }
   std::vector<maskplan::TableInfo> all() const {
-    std::vector<maskplan::TableColumn> cols = {
-        {1, "id", 23, false}, {2, "email", 25, false}, {3, "ssn", 25, false},
-        {5, "gen", 23, true}, {6, "note", 1043, false}};
+    std::vector<maskplan::TableColumn> cols = {{1, "id", 23, false},
+                                               {2, "email", 25, false},
+                                               {3, "ssn", 25, false},
+                                               {5, "gen", 23, true},
+                                               {6, "note", 1043, false}};
     std::vector<maskplan::TableInfo> v = {{kCustomers, "crm", "customers", cols}};
     if (with_archive) v.push_back({kArchive, "archive", "customers", cols});
     if (with_shadow) {
-      v.push_back({kShadow, "shadow", "customers", {{1, "id", 23, false}, {2, "email", 25, false}}});
+      v.push_back(
+          {kShadow, "shadow", "customers", {{1, "id", 23, false}, {2, "email", 25, false}}});
     }
     return v;
   }

@@ -490,7 +490,7 @@ ResultFilter::Action ResultFilter::on_copy_out(std::string_view whole, std::stri
     pending_request_ = {{"copy",
                          {{"sql", value_json(source->sql, false)},
                           {"index", index},
-                          {"format", cr.format},
+                          {"format", static_cast<int>(cr.format)},
                           {"columns", cr.column_formats.size()}}}};
     return Action::kNeedPlan;
   }
@@ -499,8 +499,7 @@ ResultFilter::Action ResultFilter::on_copy_out(std::string_view whole, std::stri
   return start_copy(*plan, cr.format != 0, out);
 }
 
-ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary,
-                                              std::string& out) {
+ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary, std::string& out) {
   masker_.reset();
   copy_line_detect_ = plan.line_detect;
   copy_header_pending_ = false;
@@ -527,7 +526,8 @@ ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary,
                     out);
       return Action::kConsumed;
     }
-    auto m = masking::RowMasker::create(plan.plan, plan.plan.needs_detector() ? detector_ : nullptr);
+    auto m =
+        masking::RowMasker::create(plan.plan, plan.plan.needs_detector() ? detector_ : nullptr);
     if (!m.is_ok()) {
       start_swallow("42501", "pgwarden: COPY refused: " + m.status().message(), out);
       return Action::kConsumed;

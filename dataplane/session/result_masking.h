@@ -206,10 +206,10 @@ class ResultFilter {
   std::deque<CopySource> copy_sources_;
   std::unordered_map<std::string, std::string> copy_statements_;  // prepared name -> COPY SQL
   std::unordered_map<std::string, std::string> copy_portals_;     // portal -> COPY SQL
-  uint64_t exec_cycle_ = 0;         // client side: cycle of exec_count_
-  uint64_t exec_count_ = 0;         // Executes forwarded in exec_cycle_
-  uint64_t count_cycle_ = 0;        // upstream side: cycle of the two counts below
-  uint64_t done_in_cycle_ = 0;      // Executes completed (C/I/s) in count_cycle_
+  uint64_t exec_cycle_ = 0;          // client side: cycle of exec_count_
+  uint64_t exec_count_ = 0;          // Executes forwarded in exec_cycle_
+  uint64_t count_cycle_ = 0;         // upstream side: cycle of the two counts below
+  uint64_t done_in_cycle_ = 0;       // Executes completed (C/I/s) in count_cycle_
   uint64_t copy_outs_in_cycle_ = 0;  // CopyOutResponses in count_cycle_
 
   nlohmann::json pending_request_;

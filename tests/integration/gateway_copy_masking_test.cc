@@ -34,8 +34,9 @@ constexpr const char* kCopyPolicy =
                   {"column": "crm.customers.ssn", "function": "partial", "keep_last": 4},
                   {"name": "*phone*", "function": "redact", "text": "x,\"y\"\tz"}]})";
 
-const std::vector<std::string> kRawPii = {"ada@example.com", "alan@example.org", "123-45-6789",
-                                          "234-56-7890", "+1-202-555-0101", "4111111111111111"};
+const std::vector<std::string> kRawPii = {"ada@example.com", "alan@example.org",
+                                          "123-45-6789",     "234-56-7890",
+                                          "+1-202-555-0101", "4111111111111111"};
 
 void expect_no_raw_pii(const std::string& text, const std::string& what) {
   for (const std::string& p : kRawPii) {
@@ -148,7 +149,8 @@ class GatewayCopyMaskingTest : public SharedGatewayTest<GatewayCopyMaskingTest> 
   // Runs a COPY TO STDOUT with PQexec; expects success and returns the data.
   std::string copy(PGconn* c, const std::string& sql) {
     Res r(PQexec(c, sql.c_str()));
-    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COPY_OUT) << sql << ": " << PQresultErrorMessage(r.get());
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COPY_OUT)
+        << sql << ": " << PQresultErrorMessage(r.get());
     if (PQresultStatus(r.get()) != PGRES_COPY_OUT) return "";
     std::string data = drain_copy(c);
     Res done(PQgetResult(c));
@@ -159,12 +161,13 @@ class GatewayCopyMaskingTest : public SharedGatewayTest<GatewayCopyMaskingTest> 
   }
   Res select(PGconn* c, const std::string& sql) {
     Res r(PQexec(c, sql.c_str()));
-    EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << sql << ": " << PQresultErrorMessage(r.get());
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
+        << sql << ": " << PQresultErrorMessage(r.get());
     return r;
   }
   static std::string psql(const std::string& command) {
-    std::string cmd = "psql \"" + gw_->conninfo() + "\" -X -At -v ON_ERROR_STOP=1 -c '" +
-                      command + "' 2>&1";
+    std::string cmd =
+        "psql \"" + gw_->conninfo() + "\" -X -At -v ON_ERROR_STOP=1 -c '" + command + "' 2>&1";
     std::string out;
     FILE* f = popen(cmd.c_str(), "r");
     if (f == nullptr) return "popen failed";
@@ -205,9 +208,9 @@ TEST_F(GatewayCopyMaskingTest, WholeTableCopyEqualsSelectAndUnmaskedColumnsEqual
 
 TEST_F(GatewayCopyMaskingTest, CsvWithHeaderAndColumnListEqualsSelect) {
   Conn c = connect();
-  std::string out =
-      copy(c.get(), "COPY crm.customers (id, ssn, phone, email, notes) TO STDOUT "
-                    "WITH (FORMAT csv, HEADER)");
+  std::string out = copy(c.get(),
+                         "COPY crm.customers (id, ssn, phone, email, notes) TO STDOUT "
+                         "WITH (FORMAT csv, HEADER)");
   Res sel = select(c.get(), "SELECT id, ssn, phone, email, notes FROM crm.customers ORDER BY id");
   EXPECT_EQ(out, "id,ssn,phone,email,notes\n" + as_copy(sel.get(), "csv"));
   EXPECT_NE(out.find("\"x,\"\"y\"\"\tz\""), std::string::npos) << out;  // quoted replacement
@@ -217,8 +220,8 @@ TEST_F(GatewayCopyMaskingTest, CsvWithHeaderAndColumnListEqualsSelect) {
 
 TEST_F(GatewayCopyMaskingTest, ExtendedProtocolAndSecondCopyOfAQueryAreMasked) {
   Conn c = connect();
-  Res r(PQexecParams(c.get(), "COPY crm.customers (email) TO STDOUT", 0, nullptr, nullptr,
-                     nullptr, nullptr, 0));
+  Res r(PQexecParams(c.get(), "COPY crm.customers (email) TO STDOUT", 0, nullptr, nullptr, nullptr,
+                     nullptr, 0));
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_COPY_OUT) << PQresultErrorMessage(r.get());
   int messages = 0;
   std::string data = drain_copy(c.get(), &messages);
@@ -228,8 +231,9 @@ TEST_F(GatewayCopyMaskingTest, ExtendedProtocolAndSecondCopyOfAQueryAreMasked) {
   Res sel = select(c.get(), "SELECT email FROM crm.customers ORDER BY id");
   EXPECT_EQ(data, as_copy(sel.get(), "text"));
 
-  ASSERT_EQ(PQsendQuery(c.get(), "COPY crm.customers (id) TO STDOUT; "
-                                 "COPY crm.customers (ssn) TO STDOUT (DELIMITER '|')"),
+  ASSERT_EQ(PQsendQuery(c.get(),
+                        "COPY crm.customers (id) TO STDOUT; "
+                        "COPY crm.customers (ssn) TO STDOUT (DELIMITER '|')"),
             1);
   std::vector<std::string> copies;
   while (Res part{PQgetResult(c.get())}) {
