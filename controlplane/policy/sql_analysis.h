@@ -118,9 +118,9 @@ enum class CopyDirection { kNone, kTo, kFrom };
 // One COPY option (WITH (...) or the legacy syntax, which the parser maps to the same names:
 // CSV -> format 'csv', BINARY -> format 'binary', HEADER -> header, ...).
 struct CopyOption {
-  std::string name;       // lower-case, e.g. "format", "delimiter", "null", "force_quote"
-  std::string value;      // the constant's text; "" when the option has no argument
-  bool constant = true;   // false for a list or '*' argument (FORCE_QUOTE (a, b) / *)
+  std::string name;      // lower-case, e.g. "format", "delimiter", "null", "force_quote"
+  std::string value;     // the constant's text; "" when the option has no argument
+  bool constant = true;  // false for a list or '*' argument (FORCE_QUOTE (a, b) / *)
   bool operator==(const CopyOption&) const = default;
 };
 

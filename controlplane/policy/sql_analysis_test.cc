@@ -173,9 +173,9 @@ TEST(SqlAnalysis, CopyDirectionsAndTargets) {
 }
 
 TEST(SqlAnalysis, CopyTableColumnsAndOptions) {
-  auto t = one(
-      "COPY crm.customers (id, \"Email\") TO STDOUT WITH (FORMAT csv, HEADER, "
-      "DELIMITER ';', NULL 'n/a', FORCE_QUOTE *)");
+  auto t =
+      one("COPY crm.customers (id, \"Email\") TO STDOUT WITH (FORMAT csv, HEADER, "
+          "DELIMITER ';', NULL 'n/a', FORCE_QUOTE *)");
   EXPECT_EQ(t.copy_relation, (RelationRef{"crm", "customers"}));
   EXPECT_FALSE(t.copy_query);
   EXPECT_THAT(t.copy_columns, ElementsAre("id", "Email"));

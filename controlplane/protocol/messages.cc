@@ -394,8 +394,8 @@ Result<MaskPlanRequest> MaskPlanRequest::from_json(const json& j) {
       rc.integer("index", c.index);
       rc.integer("format", c.format);
       rc.integer("columns", c.columns);
-      if (rc.ok() && (c.index < 0 || (c.format != 0 && c.format != 1) || c.columns < 0 ||
-                      c.columns > 1664)) {
+      if (rc.ok() &&
+          (c.index < 0 || (c.format != 0 && c.format != 1) || c.columns < 0 || c.columns > 1664)) {
         rc.fail("copy: index, format or columns out of range");
       }
       r.merge(rc.status());

@@ -486,8 +486,8 @@ struct CopyField {
 
 // Finds the field starting at `pos`; sets *next to the position after it (its delimiter or
 // the row's end). Returns an error text for input that is not part of exactly one row.
-const char* scan_copy_field(std::string_view row, size_t pos, const CopyFormat& f,
-                            CopyField* field, size_t* next) {
+const char* scan_copy_field(std::string_view row, size_t pos, const CopyFormat& f, CopyField* field,
+                            size_t* next) {
   field->begin = pos;
   field->quoted = false;
   size_t i = pos;

@@ -356,14 +356,14 @@ TEST(RowMasker, CopyLineThatIsNotExactlyOneRowIsRejected) {
   auto masker = RowMasker::create(plan);
   ASSERT_TRUE(masker.is_ok());
   std::string out;
-  EXPECT_FALSE((*masker)->mask_copy_line("a\tb", out).is_ok());            // partial row
-  EXPECT_FALSE((*masker)->mask_copy_line("a\tb\nc\td\n", out).is_ok());    // two rows
-  EXPECT_FALSE((*masker)->mask_copy_line("a\tb\rc\n", out).is_ok());       // raw CR inside
+  EXPECT_FALSE((*masker)->mask_copy_line("a\tb", out).is_ok());          // partial row
+  EXPECT_FALSE((*masker)->mask_copy_line("a\tb\nc\td\n", out).is_ok());  // two rows
+  EXPECT_FALSE((*masker)->mask_copy_line("a\tb\rc\n", out).is_ok());     // raw CR inside
   EXPECT_FALSE((*masker)->mask_copy_line("", out).is_ok());
   CopyFormat csv = CopyFormat::csv_default();
-  EXPECT_FALSE((*masker)->mask_copy_line("\"a,b\n", out, csv).is_ok());    // open quote
-  EXPECT_FALSE((*masker)->mask_copy_line("\"a\"x,b\n", out, csv).is_ok()); // text after quote
-  EXPECT_FALSE((*masker)->mask_copy_line("a,b\nc,d\n", out, csv).is_ok()); // two rows
+  EXPECT_FALSE((*masker)->mask_copy_line("\"a,b\n", out, csv).is_ok());     // open quote
+  EXPECT_FALSE((*masker)->mask_copy_line("\"a\"x,b\n", out, csv).is_ok());  // text after quote
+  EXPECT_FALSE((*masker)->mask_copy_line("a,b\nc,d\n", out, csv).is_ok());  // two rows
   EXPECT_TRUE(out.empty());
 }
 
@@ -412,8 +412,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "\"a,b\",\"x\"\"y\nz1234\",\"q\"\"\"\n", "\"a,b\",*****1234,\"q\"\"\"\n"},
         CsvCase{"EmptyUnquotedIsNull", MaskFunction::kRedact, "1,,x\n", ""},
         CsvCase{"QuotedEmptyIsAValue", MaskFunction::kRedact, "1,\"\",x\n", "1,****,x\n"},
-        CsvCase{"NullFunctionWritesUnquotedNullMarker", MaskFunction::kNull, "1,v,x\n",
-                "1,,x\n"},
+        CsvCase{"NullFunctionWritesUnquotedNullMarker", MaskFunction::kNull, "1,v,x\n", "1,,x\n"},
         CsvCase{"ReplacementWithDelimiterIsQuoted", MaskFunction::kRedact, "1,v,x\n",
                 "1,\"a,\"\"b\",x\n", CopyFormat::csv_default(), "a,\"b"},
         CsvCase{"ReplacementEqualToNullMarkerIsQuoted", MaskFunction::kRedact, "1;v;x\n",
@@ -422,8 +421,8 @@ INSTANTIATE_TEST_SUITE_P(
                 csv_with(';', "NULL", '"', '"')},
         CsvCase{"CustomQuoteAndEscape", MaskFunction::kEmail, "1|'a\\'b@ex|ample'|x\n",
                 "1|'***@ex|ample'|x\n", csv_with('|', "", '\'', '\\')},
-        CsvCase{"EscapeBeforeEscapeDecoded", MaskFunction::kRedact, "1|'\\\\'|x\n",
-                "1|q\\|x\n", csv_with('|', "", '\'', '\\'), "q\\"},
+        CsvCase{"EscapeBeforeEscapeDecoded", MaskFunction::kRedact, "1|'\\\\'|x\n", "1|q\\|x\n",
+                csv_with('|', "", '\'', '\\'), "q\\"},
         CsvCase{"DetectInsideQuotedField", MaskFunction::kDetect, "1,\"ssn 123-45-6789, ok\",x\n",
                 "1,\"ssn ***********, ok\",x\n"},
         CsvCase{"UnmaskedQuotedFieldsKeptByteForByte", MaskFunction::kRedact,
