@@ -47,6 +47,10 @@ const TypeInfo* builtin_type(uint32_t type_oid) {
   return nullptr;
 }
 
+Result<std::vector<TableInfo>> Catalog::find_tables(const std::string&, const std::string&) {
+  return unavailable("this catalog cannot look tables up by name");
+}
+
 struct PgCatalog::Connection {
   PGconn* conn = nullptr;
   ~Connection() {
@@ -176,6 +180,49 @@ Result<CatalogSnapshot> PgCatalog::resolve(const std::vector<uint32_t>& table_oi
     if (it != types_.end() && it->second.exists) snap.types[oid] = it->second.info;
   }
   return snap;
+}
+
+Result<std::vector<TableInfo>> PgCatalog::find_tables(const std::string& schema,
+                                                      const std::string& name) {
+  static constexpr char kSql[] =
+      "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname, a.atttypid::int8, "
+      "a.attgenerated <> '' "
+      "FROM pg_catalog.pg_class c "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+      "LEFT JOIN pg_catalog.pg_attribute a "
+      "  ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+      "WHERE c.relname = $1 AND ($2 = '' OR n.nspname = $2) AND c.relkind IN ('r', 'p') "
+      "ORDER BY c.oid, a.attnum";
+  std::lock_guard lock(mu_);
+  Status st = ensure_connected();
+  if (!st.is_ok()) {
+    ++catalog_errors_;
+    return st;
+  }
+  const char* params[2] = {name.c_str(), schema.c_str()};
+  ++catalog_queries_;
+  PGresult* r = PQexecParams(conn_->conn, kSql, 2, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    conn_.reset();
+    ++catalog_errors_;
+    return unavailable("mask plan table lookup failed: " + msg);
+  }
+  std::vector<TableInfo> tables;
+  for (int i = 0; i < PQntuples(r); ++i) {
+    uint32_t oid = static_cast<uint32_t>(std::strtoull(PQgetvalue(r, i, 0), nullptr, 10));
+    if (tables.empty() || tables.back().oid != oid) {
+      tables.push_back(TableInfo{oid, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2), {}});
+    }
+    if (PQgetisnull(r, i, 3)) continue;  // a table without columns
+    tables.back().columns.push_back(
+        TableColumn{static_cast<int16_t>(std::atoi(PQgetvalue(r, i, 3))), PQgetvalue(r, i, 4),
+                    static_cast<uint32_t>(std::strtoull(PQgetvalue(r, i, 5), nullptr, 10)),
+                    PQgetvalue(r, i, 6)[0] == 't'});
+  }
+  PQclear(r);
+  return tables;
 }
 
 void PgCatalog::invalidate() {

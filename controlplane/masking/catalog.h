@@ -1,5 +1,6 @@
 // Catalog: resolves the table OIDs/attnums and type OIDs of a RowDescription to names, so mask
-// rules written as "schema.table.column" and type names can be applied to result columns.
+// rules written as "schema.table.column" and type names can be applied to result columns, and
+// finds a table's columns by name (COPY TO STDOUT, which carries no OIDs).
 //
 // PgCatalog asks the target database itself over a libpq "metadata connection" (pg_attribute
 // joined to pg_class/pg_namespace, and pg_type) and caches answers with a TTL. Built-in type
@@ -41,6 +42,21 @@ struct CatalogSnapshot {
   std::map<uint32_t, TypeInfo> types;
 };
 
+// A live (not dropped) column of a table, for COPY planning.
+struct TableColumn {
+  int16_t attnum = 0;
+  std::string name;
+  uint32_t type_oid = 0;
+  bool generated = false;  // GENERATED ... STORED: not in COPY TO output without a column list
+};
+
+struct TableInfo {
+  uint32_t oid = 0;
+  std::string schema;
+  std::string name;
+  std::vector<TableColumn> columns;  // by ascending attnum
+};
+
 class Catalog {
  public:
   virtual ~Catalog() = default;
@@ -48,6 +64,12 @@ class Catalog {
   // know are simply absent. unavailable when the database cannot be asked.
   virtual Result<CatalogSnapshot> resolve(const std::vector<uint32_t>& table_oids,
                                           const std::vector<uint32_t>& type_oids) = 0;
+  // The ordinary and partitioned tables named `name` (exact, as the parser folded it) in
+  // `schema`, or in every schema when `schema` is empty (cp cannot know the session's
+  // search_path), with their live columns. Not cached: COPY plans are cached by the dp.
+  // This default is unavailable (a catalog that cannot look tables up fails COPY closed).
+  virtual Result<std::vector<TableInfo>> find_tables(const std::string& schema,
+                                                     const std::string& name);
 };
 
 // Built-in type OIDs (pg_type.dat) with their names and categories; nullptr when unknown.
@@ -74,6 +96,8 @@ class PgCatalog : public Catalog {
 
   Result<CatalogSnapshot> resolve(const std::vector<uint32_t>& table_oids,
                                   const std::vector<uint32_t>& type_oids) override;
+  Result<std::vector<TableInfo>> find_tables(const std::string& schema,
+                                             const std::string& name) override;
 
   void invalidate();                    // all tables and types
   void invalidate_table(uint32_t oid);  // one table

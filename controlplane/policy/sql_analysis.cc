@@ -640,8 +640,30 @@ class Walker {
     } else {
       set_kind(c->is_from ? StatementKind::kCopyFromStdin : StatementKind::kCopyToStdout);
     }
-    if (c->relation)
-      add_relation(relation_of(c->relation), c->is_from ? Role::kWrite : Role::kRead);
+    if (c->relation) {
+      out_->copy_relation = relation_of(c->relation);
+      add_relation(out_->copy_relation, c->is_from ? Role::kWrite : Role::kRead);
+    }
+    out_->copy_query = c->query != nullptr;
+    for (size_t i = 0; i < c->n_attlist; ++i) {
+      const PgQuery__Node* a = c->attlist[i];
+      if (a && a->node_case == PG_QUERY__NODE__NODE_STRING) {
+        out_->copy_columns.emplace_back(str(a->string->sval));
+      }
+    }
+    for (size_t i = 0; i < c->n_options; ++i) {
+      const PgQuery__Node* o = c->options[i];
+      if (!o || o->node_case != PG_QUERY__NODE__NODE_DEF_ELEM) continue;
+      const PgQuery__DefElem* d = o->def_elem;
+      CopyOption opt{lower(str(d->defname)), "", true};
+      if (d->arg != nullptr) {
+        bool list = d->arg->node_case == PG_QUERY__NODE__NODE_LIST ||
+                    d->arg->node_case == PG_QUERY__NODE__NODE_A_STAR;
+        opt.constant = !list;
+        if (!list) opt.value = const_text(d->arg);
+      }
+      out_->copy_options.push_back(std::move(opt));
+    }
     role_ = Role::kRead;
     walk_fields(msg(c), {offsetof(PgQuery__CopyStmt, relation)});
   }

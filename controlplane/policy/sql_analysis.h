@@ -115,6 +115,15 @@ struct SettingChange {
 
 enum class CopyDirection { kNone, kTo, kFrom };
 
+// One COPY option (WITH (...) or the legacy syntax, which the parser maps to the same names:
+// CSV -> format 'csv', BINARY -> format 'binary', HEADER -> header, ...).
+struct CopyOption {
+  std::string name;      // lower-case, e.g. "format", "delimiter", "null", "force_quote"
+  std::string value;     // the constant's text; "" when the option has no argument
+  bool constant = true;  // false for a list or '*' argument (FORCE_QUOTE (a, b) / *)
+  bool operator==(const CopyOption&) const = default;
+};
+
 struct StatementAnalysis {
   StatementKind kind = StatementKind::kOther;
   // Parse node name for kOther / DDL (e.g. "CreateStmt", "ClusterStmt"), for messages.
@@ -137,6 +146,12 @@ struct StatementAnalysis {
   // COPY: direction and target.
   CopyDirection copy_direction = CopyDirection::kNone;
   std::string copy_target;  // program command or file name; empty for STDIN/STDOUT
+  // COPY table: the table (also in relations_read/written) and its column list as written
+  // (empty = all columns). COPY (query): copy_query is true and copy_relation is empty.
+  RelationRef copy_relation;
+  std::vector<std::string> copy_columns;
+  bool copy_query = false;
+  std::vector<CopyOption> copy_options;
   // Transaction statements: "begin", "start", "commit", "rollback", "savepoint", "release",
   // "rollback_to", "prepare_transaction", "commit_prepared", "rollback_prepared".
   std::string transaction_action;

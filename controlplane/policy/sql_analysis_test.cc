@@ -172,6 +172,28 @@ TEST(SqlAnalysis, CopyDirectionsAndTargets) {
   EXPECT_THAT(kinds(query.nested_kinds), ElementsAre("delete"));
 }
 
+TEST(SqlAnalysis, CopyTableColumnsAndOptions) {
+  auto t =
+      one("COPY crm.customers (id, \"Email\") TO STDOUT WITH (FORMAT csv, HEADER, "
+          "DELIMITER ';', NULL 'n/a', FORCE_QUOTE *)");
+  EXPECT_EQ(t.copy_relation, (RelationRef{"crm", "customers"}));
+  EXPECT_FALSE(t.copy_query);
+  EXPECT_THAT(t.copy_columns, ElementsAre("id", "Email"));
+  EXPECT_THAT(t.copy_options,
+              ElementsAre(CopyOption{"format", "csv", true}, CopyOption{"header", "", true},
+                          CopyOption{"delimiter", ";", true}, CopyOption{"null", "n/a", true},
+                          CopyOption{"force_quote", "", false}));
+  auto legacy = one("COPY customers TO STDOUT CSV HEADER QUOTE '''' ESCAPE '\\'");
+  EXPECT_EQ(legacy.copy_relation, (RelationRef{"", "customers"}));
+  EXPECT_THAT(legacy.copy_options,
+              ElementsAre(CopyOption{"format", "csv", true}, CopyOption{"header", "true", true},
+                          CopyOption{"quote", "'", true}, CopyOption{"escape", "\\", true}));
+  auto q = one("COPY (SELECT ssn FROM crm.customers) TO STDOUT (FORMAT binary)");
+  EXPECT_TRUE(q.copy_query);
+  EXPECT_TRUE(q.copy_relation.name.empty());
+  EXPECT_THAT(q.copy_options, ElementsAre(CopyOption{"format", "binary", true}));
+}
+
 TEST(SqlAnalysis, SetShowReset) {
   auto s = one("SET search_path = crm, public");
   EXPECT_EQ(s.kind, StatementKind::kSet);

@@ -430,6 +430,23 @@ Result<MaskPlanRequest> MaskPlanRequest::from_json(const json& j) {
   Reader r(j);
   MaskPlanRequest m;
   read_fields(r, m, kMaskPlanRequestFields);
+  if (j.contains("copy")) {
+    CopyPlanRequest c;
+    if (const json* cj = r.object("copy")) {
+      Reader rc(*cj);
+      rc.str("sql", c.sql);
+      rc.integer("index", c.index);
+      rc.integer("format", c.format);
+      rc.integer("columns", c.columns);
+      if (rc.ok() &&
+          (c.index < 0 || (c.format != 0 && c.format != 1) || c.columns < 0 || c.columns > 1664)) {
+        rc.fail("copy: index, format or columns out of range");
+      }
+      r.merge(rc.status());
+    }
+    m.copy = std::move(c);
+    return finish(r, std::move(m));
+  }
   if (const json* f = r.array("fields")) {
     if (f->size() > 1664) r.fail("more fields than PostgreSQL allows in a row (1664)");
     read_entries(
@@ -441,10 +458,21 @@ Result<MaskPlanRequest> MaskPlanRequest::from_json(const json& j) {
 json MaskPlanRequest::to_json(uint64_t id, int64_t deadline_ms) const {
   json j = request_json(*this, "mask_plan", id, deadline_ms, kMaskPlanRequestFields);
   j["fields"] = entries_json(fields, kFieldDescriptionFields);
+  if (copy) {
+    j.erase("fields");
+    j["copy"] = {{"sql", copy->sql},
+                 {"index", copy->index},
+                 {"format", copy->format},
+                 {"columns", copy->columns}};
+  }
   return j;
 }
 
-json MaskPlanResponse::to_json() const { return json{{"plan", plan}}; }
+json MaskPlanResponse::to_json() const {
+  json j{{"plan", plan}};
+  if (!copy.is_null()) j["copy"] = copy;
+  return j;
+}
 
 Result<MaskPlanResponse> MaskPlanResponse::from_json(const json& j) {
   Reader r(j);
@@ -473,6 +501,13 @@ Result<MaskPlanResponse> MaskPlanResponse::from_json(const json& j) {
   }
   r.merge(rp.status());
   m.plan = *plan;
+  if (j.contains("copy")) {
+    if (j["copy"].is_object()) {
+      m.copy = j["copy"];
+    } else {
+      r.fail("\"copy\" must be an object");
+    }
+  }
   return finish(r, std::move(m));
 }
 

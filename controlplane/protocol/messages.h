@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,7 @@ inline constexpr std::string_view kNotAvailable = "not_available";              
 inline constexpr std::string_view kInternal = "internal";                             // XX000
 inline constexpr std::string_view kUnavailable = "unavailable";  // 08006 (e.g. catalog down)
 inline constexpr std::string_view kRecordingBackpressure = "recording_backpressure";  // 53000
+inline constexpr std::string_view kCopyNotMaskable = "copy_not_maskable";             // 42501
 }  // namespace error_code
 
 struct ErrorInfo {
@@ -180,9 +182,20 @@ struct FieldDescription {
   uint32_t type_oid = 0;
   int32_t format = 0;
 };
+// The COPY TO STDOUT variant of mask_plan: the statement text that produced a CopyOutResponse
+// (`index`: which COPY TO STDOUT of a multi-statement simple Query, from 0) and the
+// CopyOutResponse's overall format (0 text/CSV, 1 binary) and column count.
+struct CopyPlanRequest {
+  std::string sql;
+  int32_t index = 0;
+  int32_t format = 0;
+  int32_t columns = 0;
+};
+// Either `fields` (a RowDescription) or `copy` (a COPY TO STDOUT).
 struct MaskPlanRequest {
   std::string session_id;
   std::vector<FieldDescription> fields;
+  std::optional<CopyPlanRequest> copy;
   static Result<MaskPlanRequest> from_json(const json& j);
   json to_json(uint64_t id, int64_t deadline_ms) const;
 };
@@ -191,8 +204,11 @@ struct MaskPlanRequest {
 // MaskPlan::to_json(), consumed as is by dataplane/masking's RowMaskPlan::from_json().
 // from_json() checks the envelope and the columns' shape; the dp's RowMaskPlan::from_json()
 // does the full validation.
+// For a COPY request also {"copy": {"format": "text"|"csv"|"binary", "delimiter", "null",
+// "quote", "escape", "header": bool, "line_detect": bool}} (docs/protocol.md).
 struct MaskPlanResponse {
   json plan = json::object();
+  json copy;  // null unless the request was a COPY
   json to_json() const;
   static Result<MaskPlanResponse> from_json(const json& j);
 };

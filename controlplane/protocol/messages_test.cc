@@ -67,6 +67,27 @@ TEST(MessagesTest, MaskPlanFieldsTypedAndCapped) {
   EXPECT_FALSE(MaskPlanRequest::from_json(many).is_ok());
 }
 
+TEST(MessagesTest, MaskPlanCopyVariantRoundTripsAndIsRangeChecked) {
+  MaskPlanRequest m{"s", {}, CopyPlanRequest{"COPY t TO STDOUT", 0, 0, 9}};
+  auto back = MaskPlanRequest::from_json(m.to_json(1, 1));
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  ASSERT_TRUE(back->copy.has_value());
+  EXPECT_EQ(back->copy->sql, "COPY t TO STDOUT");
+  EXPECT_EQ(back->copy->columns, 9);
+  json bad = m.to_json(1, 1);
+  bad["copy"]["format"] = 2;
+  EXPECT_FALSE(MaskPlanRequest::from_json(bad).is_ok());
+  bad = m.to_json(1, 1);
+  bad["copy"].erase("sql");
+  EXPECT_FALSE(MaskPlanRequest::from_json(bad).is_ok());
+  MaskPlanResponse r;
+  r.plan = {{"column_count", 0}, {"columns", json::array()}};
+  r.copy = {{"format", "csv"}};
+  auto rback = MaskPlanResponse::from_json(r.to_json());
+  ASSERT_TRUE(rback.is_ok());
+  EXPECT_EQ(rback->copy["format"], "csv");
+}
+
 TEST(MessagesTest, EventKeepsExtraFieldsAndRejectsUnknownKinds) {
   auto e = Event::from_json(json{{"type", "event"},
                                  {"session_id", "s"},

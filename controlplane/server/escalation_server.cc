@@ -798,11 +798,11 @@ json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
     r.decision = "refused";
     r.reason = plan.status().message();
     audit_.record(r);
-    std::string_view code =
-        plan.status().code() == StatusCode::kUnavailable
-            ? ec::kUnavailable
-            : (plan.status().code() == StatusCode::kInvalidArgument ? ec::kBadRequest
-                                                                    : ec::kNotAvailable);
+    std::string_view code = plan.status().code() == StatusCode::kUnavailable ? ec::kUnavailable
+                            : plan.status().code() == StatusCode::kInvalidArgument ? ec::kBadRequest
+                            : plan.status().code() == StatusCode::kPermissionDenied
+                                ? ec::kCopyNotMaskable
+                                : ec::kNotAvailable;
     return protocol::make_error(id, code, plan.status());
   }
   json masked = json::array();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "controlplane/server/copy_planner.h"
 #include "controlplane/vault/secret.h"
 
 namespace pgwarden::server {
@@ -114,6 +115,13 @@ Result<std::string> CatalogMaskPlanner::policy_key(const config::Config& config,
 
 Result<protocol::MaskPlanResponse> CatalogMaskPlanner::plan(
     const SessionView& session, const protocol::MaskPlanRequest& request) {
+  if (request.copy) {
+    auto key = policy_key(session.config, session.policy);
+    if (!key.is_ok()) return key.status();
+    auto catalog = catalog_for(session.config, session.target);
+    if (!catalog.is_ok()) return catalog.status();
+    return plan_copy(*request.copy, session.policy, **catalog, *key);
+  }
   std::vector<maskplan::ResultField> fields;
   fields.reserve(request.fields.size());
   for (const auto& f : request.fields) {

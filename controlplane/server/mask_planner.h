@@ -2,6 +2,8 @@
 //
 // For each request it resolves the RowDescription fields through a PgCatalog for the
 // session's target and applies the session policy's mask rules (maskplan::build_mask_plan).
+// A request with `copy` (a COPY TO STDOUT) is planned by plan_copy() (copy_planner.h) over the
+// same catalog.
 // The catalog's metadata connection logs in as the target's role with the password read
 // from the vault (pgwarden-cp holds the secrets; the conninfo is never logged). One
 // PgCatalog per distinct target definition, created on first use and kept across reloads

@@ -457,22 +457,102 @@ void copy_encode(std::string_view value, char delimiter, std::string& out) {
   }
 }
 
+// CSV: a value is quoted when PostgreSQL's COPY TO would quote it (it holds the delimiter,
+// the quote character, CR or LF, or equals the NULL marker); quote and escape characters
+// inside are preceded by the escape character.
+void csv_encode(std::string_view value, const CopyFormat& f, std::string& out) {
+  bool needs_quotes = value == f.null_marker || value == "\\.";
+  for (char c : value) {
+    if (c == f.delimiter || c == f.quote || c == '\n' || c == '\r') needs_quotes = true;
+  }
+  if (!needs_quotes) {
+    out.append(value);
+    return;
+  }
+  out.push_back(f.quote);
+  for (char c : value) {
+    if (c == f.quote || c == f.escape) out.push_back(f.escape);
+    out.push_back(c);
+  }
+  out.push_back(f.quote);
+}
+
+// One field of a COPY row: [begin, end) in the row and whether it was a quoted CSV field.
+struct CopyField {
+  size_t begin = 0;
+  size_t end = 0;
+  bool quoted = false;
+};
+
+// Finds the field starting at `pos`; sets *next to the position after it (its delimiter or
+// the row's end). Returns an error text for input that is not part of exactly one row.
+const char* scan_copy_field(std::string_view row, size_t pos, const CopyFormat& f, CopyField* field,
+                            size_t* next) {
+  field->begin = pos;
+  field->quoted = false;
+  size_t i = pos;
+  if (f.csv && i < row.size() && row[i] == f.quote) {
+    field->quoted = true;
+    ++i;
+    while (true) {
+      if (i >= row.size()) return "unterminated quoted CSV field";
+      char c = row[i];
+      if (c == f.escape && f.escape != f.quote && i + 1 < row.size() &&
+          (row[i + 1] == f.quote || row[i + 1] == f.escape)) {
+        i += 2;
+        continue;
+      }
+      if (c == f.quote) {
+        if (f.escape == f.quote && i + 1 < row.size() && row[i + 1] == f.quote) {
+          i += 2;
+          continue;
+        }
+        ++i;
+        break;
+      }
+      ++i;
+    }
+    if (i < row.size() && row[i] != f.delimiter) return "text after a closing CSV quote";
+  } else {
+    while (i < row.size() && row[i] != f.delimiter) {
+      if (row[i] == '\n' || row[i] == '\r') return "more than one row in one COPY data message";
+      i += (!f.csv && row[i] == '\\' && i + 1 < row.size()) ? 2 : 1;
+    }
+  }
+  field->end = i;
+  *next = i;
+  return nullptr;
+}
+
+// Decodes a quoted CSV field's content (without its quotes).
+void csv_decode(std::string_view quoted, const CopyFormat& f, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < quoted.size(); ++i) {
+    if (quoted[i] == f.escape && i + 1 < quoted.size() &&
+        (quoted[i + 1] == f.quote || quoted[i + 1] == f.escape)) {
+      ++i;
+    }
+    out.push_back(quoted[i]);
+  }
+}
+
 }  // namespace
 
 Result<bool> RowMasker::mask_copy_line(std::string_view line, std::string& out,
-                                       const CopyTextFormat& format) {
+                                       const CopyFormat& format) {
   if (plan_.empty()) {
     ++rows_passed_;
     return false;
   }
-  std::string_view ending;
-  if (!line.empty() && line.back() == '\n') {
-    ending = line.substr(line.size() - 1);
+  if (line.empty() || line.back() != '\n') {
+    ++rows_malformed_;
+    return malformed("COPY data message does not end with a row terminator");
+  }
+  std::string_view ending = line.substr(line.size() - 1);
+  line.remove_suffix(1);
+  if (!line.empty() && line.back() == '\r') {
+    ending = std::string_view(line.data() + line.size() - 1, 2);
     line.remove_suffix(1);
-    if (!line.empty() && line.back() == '\r') {
-      ending = std::string_view(line.data() + line.size() - 1, 2);
-      line.remove_suffix(1);
-    }
   }
   if (line == "\\.") return false;
   const size_t start = out.size();
@@ -480,24 +560,36 @@ Result<bool> RowMasker::mask_copy_line(std::string_view line, std::string& out,
   bool changed = false;
   uint64_t masked = 0;
   while (true) {
-    size_t end = pos;
-    while (end < line.size() && line[end] != format.delimiter) {
-      end += (line[end] == '\\' && end + 1 < line.size()) ? 2 : 1;
+    CopyField f;
+    size_t end = 0;
+    if (const char* error = scan_copy_field(line, pos, format, &f, &end)) {
+      out.resize(start);
+      ++rows_malformed_;
+      return malformed(std::string("malformed COPY row: ") + error);
     }
-    std::string_view field = line.substr(pos, end - pos);
+    std::string_view field = line.substr(f.begin, f.end - f.begin);
     if (index > 0) out.push_back(format.delimiter);
     const ColumnMask* mask = index < plan_.columns.size() ? &plan_.columns[index] : nullptr;
-    if (mask == nullptr || mask->function == MaskFunction::kNone || field == format.null_marker) {
+    if (mask == nullptr || mask->function == MaskFunction::kNone ||
+        (!f.quoted && field == format.null_marker)) {
       out.append(field);
     } else {
-      copy_decode(field, decoded_);
-      scratch_.clear();
-      // COPY text format is text whatever the column's wire format in the plan.
-      bool present = mask_value(*mask, /*binary=*/false, decoded_, scratch_);
-      if (present) {
-        copy_encode(scratch_, format.delimiter, out);
+      if (f.quoted) {
+        csv_decode(field.substr(1, field.size() - 2), format, decoded_);
+      } else if (format.csv) {
+        decoded_.assign(field);
       } else {
+        copy_decode(field, decoded_);
+      }
+      scratch_.clear();
+      // COPY text/CSV is text whatever the column's wire format in the plan.
+      bool present = mask_value(*mask, /*binary=*/false, decoded_, scratch_);
+      if (!present) {
         out.append(format.null_marker);
+      } else if (format.csv) {
+        csv_encode(scratch_, format, out);
+      } else {
+        copy_encode(scratch_, format.delimiter, out);
       }
       if (!present || scratch_ != decoded_) {
         changed = true;

@@ -81,10 +81,16 @@ struct DetectSpan {
 // out-of-range spans are tolerated). Wire rules::detect here. Must be thread-compatible.
 using Detector = std::function<void(std::string_view value, std::vector<DetectSpan>* spans)>;
 
-// COPY text format parameters (COPY ... TO STDOUT without FORMAT csv/binary).
-struct CopyTextFormat {
-  char delimiter = '\t';
-  std::string null_marker = "\\N";
+// COPY TO STDOUT row format (the options of the COPY statement; docs/masking.md).
+struct CopyFormat {
+  bool csv = false;
+  char delimiter = '\t';            // CSV default ','
+  std::string null_marker = "\\N";  // CSV default ""
+  char quote = '"';                 // CSV only
+  char escape = '"';                // CSV only (defaults to quote)
+
+  static CopyFormat text() { return {}; }
+  static CopyFormat csv_default() { return {true, ',', "", '"', '"'}; }
 };
 
 #define PGW_MASK_COUNTERS(X) \
@@ -106,11 +112,17 @@ class RowMasker {
   // count other than the plan's is an error (SQLSTATE 08P01) and appends nothing.
   Result<bool> mask_data_row(pgwire::Bytes body, std::string& out);
 
-  // `line`: one COPY TO STDOUT text-format row (a CopyData payload, with or without its '\n').
-  // Same return contract; on true the rewritten line (same newline ending) is appended to
-  // `out`. The end-of-data marker "\." passes through.
+  // `line`: one CopyData payload of COPY TO STDOUT, which must hold exactly one whole row
+  // ending in "\n" (or "\r\n"): text format (backslash escapes, delimiter, NULL marker) or
+  // CSV (quoted fields may hold delimiters, quotes and newlines; a quoted field is never NULL).
+  // Masked values are re-encoded for the format (escaped, or quoted when PostgreSQL would quote
+  // them; `null` writes the NULL marker). Same return contract as mask_data_row(); on true the
+  // rewritten row (same ending) is appended to `out`. A message that is not exactly one row
+  // (no terminator, a raw newline outside a quoted field, an unterminated quote, text after a
+  // closing quote) or has a field count other than the plan's is an error (08P01). The
+  // end-of-data marker "\." passes through.
   Result<bool> mask_copy_line(std::string_view line, std::string& out,
-                              const CopyTextFormat& format = {});
+                              const CopyFormat& format = {});
 
   const RowMaskPlan& plan() const { return plan_; }
 

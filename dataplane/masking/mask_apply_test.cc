@@ -324,8 +324,8 @@ INSTANTIATE_TEST_SUITE_P(
                  "1\t***@example.com\tx\n"},
         CopyCase{"NullStaysNull", MaskFunction::kRedact, "1\t\\N\tx\n", ""},
         CopyCase{"NullFunctionWritesNullMarker", MaskFunction::kNull, "1\tv\tx\n", "1\t\\N\tx\n"},
-        CopyCase{"EscapedTabDecodedBeforeMasking", MaskFunction::kPartial, "1\tab\\tcdef\tx",
-                 "1\t****def\tx"},
+        CopyCase{"EscapedTabDecodedBeforeMasking", MaskFunction::kPartial, "1\tab\\tcdef\tx\n",
+                 "1\t****def\tx\n"},
         CopyCase{"ReplacementIsEscaped", MaskFunction::kRedact, "1\tv\tx\n", "1\ta\\tb\\\\c\tx\n",
                  "a\tb\\c"},
         CopyCase{"OctalAndHexEscapesDecoded", MaskFunction::kDetect, "1\t\\061\\x323-45-6789\tx\n",
@@ -333,8 +333,8 @@ INSTANTIATE_TEST_SUITE_P(
         CopyCase{"DetectWithoutMatchUnchanged", MaskFunction::kDetect, "1\tplain\tx\n", ""},
         CopyCase{"CrLfEndingKept", MaskFunction::kRedact, "1\tv\tx\r\n", "1\t****\tx\r\n"},
         CopyCase{"EndOfDataMarkerPasses", MaskFunction::kRedact, "\\.\n", ""},
-        CopyCase{"MultibyteHash", MaskFunction::kHash, "1\t\xc3\xa9\tx",
-                 "1\t" + reference_hmac_hex(std::string(32, '\x42'), "\xc3\xa9") + "\tx"}),
+        CopyCase{"MultibyteHash", MaskFunction::kHash, "1\t\xc3\xa9\tx\n",
+                 "1\t" + reference_hmac_hex(std::string(32, '\x42'), "\xc3\xa9") + "\tx\n"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(RowMasker, CopyLineWithWrongFieldCountIsRejected) {
@@ -348,6 +348,87 @@ TEST(RowMasker, CopyLineWithWrongFieldCountIsRejected) {
   EXPECT_FALSE((*masker)->mask_copy_line("a\tb\tc\td\n", out).is_ok());
   EXPECT_TRUE(out.empty());
 }
+
+TEST(RowMasker, CopyLineThatIsNotExactlyOneRowIsRejected) {
+  RowMaskPlan plan;
+  plan.column_count = 2;
+  plan.columns = {ColumnMask{MaskFunction::kRedact}};
+  auto masker = RowMasker::create(plan);
+  ASSERT_TRUE(masker.is_ok());
+  std::string out;
+  EXPECT_FALSE((*masker)->mask_copy_line("a\tb", out).is_ok());          // partial row
+  EXPECT_FALSE((*masker)->mask_copy_line("a\tb\nc\td\n", out).is_ok());  // two rows
+  EXPECT_FALSE((*masker)->mask_copy_line("a\tb\rc\n", out).is_ok());     // raw CR inside
+  EXPECT_FALSE((*masker)->mask_copy_line("", out).is_ok());
+  CopyFormat csv = CopyFormat::csv_default();
+  EXPECT_FALSE((*masker)->mask_copy_line("\"a,b\n", out, csv).is_ok());     // open quote
+  EXPECT_FALSE((*masker)->mask_copy_line("\"a\"x,b\n", out, csv).is_ok());  // text after quote
+  EXPECT_FALSE((*masker)->mask_copy_line("a,b\nc,d\n", out, csv).is_ok());  // two rows
+  EXPECT_TRUE(out.empty());
+}
+
+struct CsvCase {
+  const char* name;
+  MaskFunction function;
+  std::string line;
+  std::string expected;  // "" = unchanged
+  CopyFormat format = CopyFormat::csv_default();
+  std::string text = "****";
+};
+
+class CopyCsvTest : public ::testing::TestWithParam<CsvCase> {};
+
+TEST_P(CopyCsvTest, MasksSecondField) {
+  const CsvCase& c = GetParam();
+  RowMaskPlan plan;
+  plan.column_count = 3;
+  plan.columns.resize(2);
+  plan.columns[1] = ColumnMask{c.function, c.text};
+  plan.hash_key = key_bytes();
+  auto masker = RowMasker::create(plan, test_detector);
+  ASSERT_TRUE(masker.is_ok());
+  std::string out;
+  auto r = (*masker)->mask_copy_line(c.line, out, c.format);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  if (c.expected.empty()) {
+    EXPECT_FALSE(*r);
+    EXPECT_TRUE(out.empty());
+  } else {
+    EXPECT_TRUE(*r);
+    EXPECT_EQ(out, c.expected);
+  }
+}
+
+CopyFormat csv_with(char delimiter, std::string null_marker, char quote, char escape) {
+  return CopyFormat{true, delimiter, std::move(null_marker), quote, escape};
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Lines, CopyCsvTest,
+    ::testing::Values(
+        CsvCase{"PlainEmail", MaskFunction::kEmail, "1,alice@example.com,x\n",
+                "1,***@example.com,x\n"},
+        CsvCase{"QuotedFieldWithDelimiterQuoteAndNewline", MaskFunction::kPartial,
+                "\"a,b\",\"x\"\"y\nz1234\",\"q\"\"\"\n", "\"a,b\",*****1234,\"q\"\"\"\n"},
+        CsvCase{"EmptyUnquotedIsNull", MaskFunction::kRedact, "1,,x\n", ""},
+        CsvCase{"QuotedEmptyIsAValue", MaskFunction::kRedact, "1,\"\",x\n", "1,****,x\n"},
+        CsvCase{"NullFunctionWritesUnquotedNullMarker", MaskFunction::kNull, "1,v,x\n", "1,,x\n"},
+        CsvCase{"ReplacementWithDelimiterIsQuoted", MaskFunction::kRedact, "1,v,x\n",
+                "1,\"a,\"\"b\",x\n", CopyFormat::csv_default(), "a,\"b"},
+        CsvCase{"ReplacementEqualToNullMarkerIsQuoted", MaskFunction::kRedact, "1;v;x\n",
+                "1;\"NULL\";x\n", csv_with(';', "NULL", '"', '"'), "NULL"},
+        CsvCase{"CustomNullMarkerStaysNull", MaskFunction::kRedact, "1;NULL;x\n", "",
+                csv_with(';', "NULL", '"', '"')},
+        CsvCase{"CustomQuoteAndEscape", MaskFunction::kEmail, "1|'a\\'b@ex|ample'|x\n",
+                "1|'***@ex|ample'|x\n", csv_with('|', "", '\'', '\\')},
+        CsvCase{"EscapeBeforeEscapeDecoded", MaskFunction::kRedact, "1|'\\\\'|x\n", "1|q\\|x\n",
+                csv_with('|', "", '\'', '\\'), "q\\"},
+        CsvCase{"DetectInsideQuotedField", MaskFunction::kDetect, "1,\"ssn 123-45-6789, ok\",x\n",
+                "1,\"ssn ***********, ok\",x\n"},
+        CsvCase{"UnmaskedQuotedFieldsKeptByteForByte", MaskFunction::kRedact,
+                "\"1\",\"v\",\"a\"\"\nb\"\r\n", "\"1\",****,\"a\"\"\nb\"\r\n"},
+        CsvCase{"EndOfDataMarkerPasses", MaskFunction::kRedact, "\\.\n", ""}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 TEST(RowMaskPlanJson, ParsesProtocolResponseAndRoundTrips) {
   auto j = nlohmann::json::parse(R"({"column_count": 4, "detect": true,

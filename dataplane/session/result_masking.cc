@@ -74,12 +74,31 @@ uint64_t tag_rows(std::string_view tag) {
   return r.ec == std::errc() ? n : 0;
 }
 
+// True when `sql` contains "copy" in any letter case: the statement may start a COPY (the
+// keyword cannot be spelled otherwise), so its text is kept for the COPY mask plan.
+bool mentions_copy(std::string_view sql) {
+  for (size_t i = 0; i + 4 <= sql.size(); ++i) {
+    if ((sql[i] | 0x20) == 'c' && (sql[i + 1] | 0x20) == 'o' && (sql[i + 2] | 0x20) == 'p' &&
+        (sql[i + 3] | 0x20) == 'y') {
+      return true;
+    }
+  }
+  return false;
+}
+
+constexpr size_t kMaxCopyStatements = 4096;
+
 // COPY text/CSV structure bytes a detector span never overwrites.
 bool copy_structural(char c) {
   return c == '\t' || c == '\n' || c == '\r' || c == ',' || c == '"' || c == '\\';
 }
 
 }  // namespace
+
+ResultFilter::CopyPlanCache& ResultFilter::copy_plan_cache() {
+  thread_local CopyPlanCache cache;
+  return cache;
+}
 
 ResultFilter::ResultFilter(ResultFilterConfig config, EventSink sink)
     : config_(std::move(config)), sink_(std::move(sink)) {
@@ -106,6 +125,7 @@ void ResultFilter::note_decision(std::string_view verdict, std::string_view rule
 }
 
 void ResultFilter::on_query_forwarded(std::string_view sql, uint64_t cycle, int64_t now_ms) {
+  if (mentions_copy(sql)) copy_sources_.push_back(CopySource{cycle, true, 0, std::string(sql)});
   if (!record_any()) return;
   Unit u;
   u.cycle = cycle;
@@ -120,6 +140,12 @@ void ResultFilter::on_query_forwarded(std::string_view sql, uint64_t cycle, int6
 }
 
 void ResultFilter::on_parse_forwarded(std::string_view name, std::string_view sql) {
+  if (mentions_copy(sql)) {
+    if (copy_statements_.size() >= kMaxCopyStatements) copy_statements_.clear();
+    copy_statements_[std::string(name)] = sql;
+  } else if (!copy_statements_.empty()) {
+    copy_statements_.erase(std::string(name));
+  }
   if (!record_any()) return;
   if (statements_.size() >= 4096 && !statements_.contains(std::string(name))) statements_.clear();
   StatementInfo& info = statements_[std::string(name)];
@@ -128,6 +154,15 @@ void ResultFilter::on_parse_forwarded(std::string_view name, std::string_view sq
 }
 
 void ResultFilter::on_bind_forwarded(std::string_view portal, std::string_view statement) {
+  if (!copy_statements_.empty() || !copy_portals_.empty()) {
+    auto it = copy_statements_.find(std::string(statement));
+    if (it == copy_statements_.end()) {
+      copy_portals_.erase(std::string(portal));
+    } else {
+      if (copy_portals_.size() >= kMaxCopyStatements) copy_portals_.clear();
+      copy_portals_[std::string(portal)] = it->second;
+    }
+  }
   if (!record_any()) return;
   if (portals_.size() >= 4096 && !portals_.contains(std::string(portal))) portals_.clear();
   auto it = statements_.find(std::string(statement));
@@ -142,6 +177,16 @@ void ResultFilter::before_execute(std::string_view portal, uint64_t cycle, int64
                                   std::string& up_out) {
   pw::append_describe(up_out, 'P', portal);
   describes_.push_back(DescribeWait{cycle, true});
+  if (cycle != exec_cycle_) {
+    exec_cycle_ = cycle;
+    exec_count_ = 0;
+  }
+  uint64_t ordinal = exec_count_++;
+  if (!copy_portals_.empty()) {
+    if (auto it = copy_portals_.find(std::string(portal)); it != copy_portals_.end()) {
+      copy_sources_.push_back(CopySource{cycle, false, ordinal, it->second});
+    }
+  }
   if (!record_any()) return;
   Unit u;
   u.cycle = cycle;
@@ -180,7 +225,8 @@ bool ResultFilter::needs_whole(uint8_t type) const {
       if (record_rows() && !units_.empty() && config_.row_cap > 0) return true;
       return false;
     case 'd':
-      return !copy_out_ || has_detect_ || (record_rows() && !units_.empty());
+      return !copy_out_ || masker_ != nullptr || copy_header_pending_ ||
+             (copy_line_detect_ && has_detect_) || (record_rows() && !units_.empty());
     default:
       return false;
   }
@@ -199,6 +245,14 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
   cycle_now_ = cycles_received + 1;
   // Replies of earlier cycles can no longer come.
   while (!describes_.empty() && describes_.front().cycle < cycle_now_) describes_.pop_front();
+  while (!copy_sources_.empty() && copy_sources_.front().cycle < cycle_now_) {
+    copy_sources_.pop_front();
+  }
+  if (count_cycle_ != cycle_now_) {
+    count_cycle_ = cycle_now_;
+    done_in_cycle_ = 0;
+    copy_outs_in_cycle_ = 0;
+  }
 
   if (swallow_ && type != 'Z') {
     if (type == 'N' || type == 'S' || type == 'A') return Action::kForward;
@@ -238,6 +292,7 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
       have_plan_ = false;
       masker_.reset();
       copy_out_ = false;
+      ++done_in_cycle_;
       Unit* u = front_unit(cycle_now_);
       if (u == nullptr) return Action::kForward;
       if (type == 'C') {
@@ -298,19 +353,21 @@ ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bo
       failed_ = false;
       start_swallow("08006",
                     "pgwarden: result refused: the mask plan for it could not be obtained (" +
-                        failed_message_ + ")",
+                        failed_status_.message() + ")",
                     out);
       return Action::kConsumed;
     }
     pending_key_ = key;
-    pending_fields_ = json::array();
+    pending_copy_ = false;
+    json fields = json::array();
     for (const pw::FieldDescription& f : rd.fields) {
-      pending_fields_.push_back({{"name", value_json(f.name, false)},
-                                 {"table_oid", f.table_oid},
-                                 {"attnum", f.attnum},
-                                 {"type_oid", f.type_oid},
-                                 {"format", f.format}});
+      fields.push_back({{"name", value_json(f.name, false)},
+                        {"table_oid", f.table_oid},
+                        {"attnum", f.attnum},
+                        {"type_oid", f.type_oid},
+                        {"format", f.format}});
     }
+    pending_request_ = {{"fields", std::move(fields)}};
     return Action::kNeedPlan;
   }
   const masking::RowMaskPlan& plan = *it->second;
@@ -375,18 +432,109 @@ ResultFilter::Action ResultFilter::on_data_row(std::string_view whole, std::stri
   return Action::kConsumed;
 }
 
+const ResultFilter::CopySource* ResultFilter::copy_source(uint64_t* index) const {
+  const CopySource* simple = nullptr;
+  const CopySource* extended = nullptr;
+  size_t in_cycle = 0;
+  for (const CopySource& c : copy_sources_) {
+    if (c.cycle != cycle_now_) continue;
+    ++in_cycle;
+    if (c.simple) simple = &c;
+    if (!c.simple && c.execute == done_in_cycle_) extended = &c;
+  }
+  if (simple != nullptr) {
+    // A cycle with one simple Query: the n-th CopyOutResponse is its n-th COPY TO STDOUT. A
+    // cycle that also ran Executes (no Sync before the Query) is ambiguous: refused.
+    *index = copy_outs_in_cycle_;
+    return in_cycle == 1 ? simple : nullptr;
+  }
+  *index = 0;
+  return extended;
+}
+
 ResultFilter::Action ResultFilter::on_copy_out(std::string_view whole, std::string& out) {
+  std::string_view body = body_of(whole);
   pw::CopyOutResponse cr;
-  if (!pw::parse(pw::as_bytes(body_of(whole)), &cr).ok()) {
+  if (!pw::parse(pw::as_bytes(body), &cr).ok()) {
     start_swallow("08P01", "pgwarden: malformed CopyOutResponse from the upstream database", out);
     return Action::kConsumed;
   }
-  if (cr.format != 0 && has_detect_) {
+  uint64_t index = 0;
+  const CopySource* source = copy_source(&index);
+  if (source == nullptr) {
     start_swallow("42501",
-                  "pgwarden: binary COPY TO STDOUT is refused because this policy masks result "
-                  "values; use text or CSV format",
+                  "pgwarden: COPY TO STDOUT refused: the statement that started it is not known "
+                  "to the gateway, so its masking is unknown",
                   out);
     return Action::kConsumed;
+  }
+  uint64_t key = mix(mix(mix(fnv1a(source->sql, fnv1a("copy")), index), fnv1a(body)),
+                     mix(config_.policy_hash, config_.policy_version));
+  CopyPlanCache& cache = copy_plan_cache();
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    if (failed_ && failed_key_ == key) {
+      failed_ = false;
+      if (failed_status_.sqlstate() == "42501") {
+        start_swallow("42501", failed_status_.message(), out);
+      } else {
+        start_swallow("08006",
+                      "pgwarden: COPY TO STDOUT refused: its mask plan could not be obtained (" +
+                          failed_status_.message() + ")",
+                      out);
+      }
+      return Action::kConsumed;
+    }
+    pending_key_ = key;
+    pending_copy_ = true;
+    pending_request_ = {{"copy",
+                         {{"sql", value_json(source->sql, false)},
+                          {"index", index},
+                          {"format", static_cast<int>(cr.format)},
+                          {"columns", cr.column_formats.size()}}}};
+    return Action::kNeedPlan;
+  }
+  std::shared_ptr<const CopyPlan> plan = it->second;  // start_copy may clear the cache
+  ++copy_outs_in_cycle_;
+  return start_copy(*plan, cr.format != 0, out);
+}
+
+ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary, std::string& out) {
+  masker_.reset();
+  copy_line_detect_ = plan.line_detect;
+  copy_header_pending_ = false;
+  const bool detects = plan.line_detect || plan.plan.needs_detector();
+  if (binary) {
+    bool masked = std::any_of(plan.plan.columns.begin(), plan.plan.columns.end(),
+                              [](const masking::ColumnMask& c) {
+                                return c.function != masking::MaskFunction::kNone &&
+                                       c.function != masking::MaskFunction::kDetect;
+                              });
+    if (masked || (detects && has_detect_)) {
+      start_swallow("42501",
+                    "pgwarden: binary COPY TO STDOUT is refused because this policy masks "
+                    "result values; use text or CSV format",
+                    out);
+      return Action::kConsumed;
+    }
+    copy_line_detect_ = false;
+  } else if (!plan.plan.empty()) {
+    if (plan.plan.needs_detector() && !detector_) {
+      start_swallow("42501",
+                    "pgwarden: COPY refused: its mask plan needs content detectors and the "
+                    "session has no detect rules",
+                    out);
+      return Action::kConsumed;
+    }
+    auto m =
+        masking::RowMasker::create(plan.plan, plan.plan.needs_detector() ? detector_ : nullptr);
+    if (!m.is_ok()) {
+      start_swallow("42501", "pgwarden: COPY refused: " + m.status().message(), out);
+      return Action::kConsumed;
+    }
+    masker_ = std::move(*m);
+    copy_format_ = plan.format;
+    copy_header_pending_ = plan.header;
   }
   copy_out_ = true;
   formats_.assign(1, 0);
@@ -405,7 +553,22 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
   std::string_view line = body_of(whole);
   size_t start = out.size();
   bool masked = false;
-  if (has_detect_) {
+  if (copy_header_pending_) {
+    copy_header_pending_ = false;  // the HEADER line: column names, passed as is
+  } else if (masker_ != nullptr) {
+    scratch_.clear();
+    auto r = masker_->mask_copy_line(line, scratch_, copy_format_);
+    if (!r.is_ok()) {
+      start_swallow(r.status().sqlstate().empty() ? "08P01" : r.status().sqlstate(),
+                    "pgwarden: result refused: " + r.status().message(), out);
+      return Action::kConsumed;
+    }
+    if (*r) {
+      pw::append_copy_data(out, scratch_);
+      masked = true;
+      ++rows_masked_;
+    }
+  } else if (copy_line_detect_ && has_detect_) {
     spans_.clear();
     detector_(line, &spans_);
     if (!spans_.empty()) {
@@ -500,18 +663,62 @@ void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
 }
 
 void ResultFilter::set_plan_answer(uint64_t key, const json& answer) {
+  if (pending_copy_) return set_copy_answer(key, answer);
   const json& j = answer.is_object() && answer.contains("plan") ? answer["plan"] : answer;
   auto plan = masking::RowMaskPlan::from_json(j);
-  if (!plan.is_ok()) return set_plan_error(key, "bad mask plan: " + plan.status().message());
+  if (!plan.is_ok()) {
+    return set_plan_error(key, internal_error("bad mask plan: " + plan.status().message()));
+  }
   PlanCache& cache = plan_cache();
   if (cache.size() >= kPlanCacheCapacity) cache.clear();
   cache[key] = std::make_shared<const masking::RowMaskPlan>(std::move(*plan));
 }
 
-void ResultFilter::set_plan_error(uint64_t key, std::string message) {
+void ResultFilter::set_copy_answer(uint64_t key, const json& answer) {
+  auto bad = [&](std::string what) {
+    set_plan_error(key, internal_error("bad COPY mask plan: " + what));
+  };
+  if (!answer.is_object() || !answer.contains("plan") || !answer.contains("copy") ||
+      !answer["copy"].is_object()) {
+    return bad("it needs \"plan\" and \"copy\"");
+  }
+  auto plan = masking::RowMaskPlan::from_json(answer["plan"]);
+  if (!plan.is_ok()) return bad(plan.status().message());
+  const json& c = answer["copy"];
+  auto text = [&](const char* k) -> const std::string* {
+    auto it = c.find(k);
+    return it != c.end() && it->is_string() ? &it->get_ref<const std::string&>() : nullptr;
+  };
+  auto flag = [&](const char* k) {
+    auto it = c.find(k);
+    return it != c.end() && it->is_boolean() && it->get<bool>();
+  };
+  const std::string* format = text("format");
+  const std::string* delimiter = text("delimiter");
+  const std::string* null_marker = text("null");
+  const std::string* quote = text("quote");
+  const std::string* escape = text("escape");
+  if (format == nullptr || (*format != "text" && *format != "csv" && *format != "binary") ||
+      delimiter == nullptr || delimiter->size() != 1 || null_marker == nullptr ||
+      null_marker->size() > masking::kMaxRedactText || quote == nullptr || quote->size() != 1 ||
+      escape == nullptr || escape->size() != 1) {
+    return bad("format, delimiter, null, quote or escape missing or invalid");
+  }
+  auto cp = std::make_shared<CopyPlan>();
+  cp->plan = std::move(*plan);
+  cp->format = masking::CopyFormat{*format == "csv", (*delimiter)[0], *null_marker, (*quote)[0],
+                                   (*escape)[0]};
+  cp->header = flag("header");
+  cp->line_detect = flag("line_detect");
+  CopyPlanCache& cache = copy_plan_cache();
+  if (cache.size() >= kPlanCacheCapacity) cache.clear();
+  cache[key] = std::move(cp);
+}
+
+void ResultFilter::set_plan_error(uint64_t key, const Status& status) {
   failed_ = true;
   failed_key_ = key;
-  failed_message_ = std::move(message);
+  failed_status_ = status;
 }
 
 }  // namespace pgwarden::session

@@ -15,9 +15,20 @@
 // Describe messages in order within a Sync cycle; the queue of a cycle is dropped at its
 // ReadyForQuery (after an error the upstream skips to Sync and sends no more replies).
 //
-// COPY TO STDOUT (CopyOutResponse carries no table OIDs): text/CSV lines are scanned whole by
-// the detector and every detected byte becomes '*' (line length and structure stay intact).
-// Binary COPY OUT is refused (ErrorResponse 42501) when the session has detect rules.
+// COPY TO STDOUT (CopyOutResponse carries no table OIDs). The filter remembers the SQL of
+// every forwarded Query / prepared statement that mentions COPY (case-insensitive), and which
+// Execute of its cycle ran it. At a CopyOutResponse it asks cp `mask_plan` with the `copy`
+// variant {sql, index (the n-th CopyOutResponse of a simple Query), format, columns}; cp plans
+// the table's columns with the RowDescription rules (controlplane/server/copy_planner.h) and
+// answers the plan plus the COPY options (cached per worker thread like RowDescription plans,
+// keyed by SQL + index + CopyOutResponse + policy). CopyData rows are then rewritten by
+// masking::RowMasker::mask_copy_line (text or CSV; a HEADER line passes through); for
+// `COPY (query)` cp sends no column masks and `line_detect`: each whole line is scanned by the
+// detector and every detected byte becomes '*' (line structure intact). cp refuses (42501)
+// binary COPY of masked columns, COPY (query) using masked columns and unsupported options;
+// the dp relays that error. A CopyOutResponse whose statement is not known (or a cycle mixing a
+// simple Query with Executes that may COPY) is refused. Binary COPY OUT that would need the
+// detector is refused (42501).
 //
 // Fail closed: a DataRow/CopyData with no plan known, a mask_plan error, a malformed row, or a
 // row over the inspection limit produces an ErrorResponse to the client, and every further
@@ -97,12 +108,14 @@ class ResultFilter {
   // this message). Appends the client's bytes to `out` unless the answer is kForward.
   Action on_message(uint8_t type, std::string_view whole, uint64_t cycles_received, int64_t now_ms,
                     std::string& out);
-  // After kNeedPlan: the fields for the cp `mask_plan` request and the cache key.
-  const nlohmann::json& plan_request() const { return pending_fields_; }
+  // After kNeedPlan: the cp `mask_plan` request body but session_id ({"fields": [...]} or
+  // {"copy": {...}}) and the cache key.
+  const nlohmann::json& plan_request() const { return pending_request_; }
   uint64_t pending_key() const { return pending_key_; }
-  // The cp answer for pending_key() ({"plan": {...}} or the plan itself) / its failure.
+  // The cp answer for pending_key() ({"plan": {...}[, "copy": {...}]} or the plan itself) /
+  // its failure (a 42501 status is relayed to the client as is: cp refused a COPY).
   void set_plan_answer(uint64_t key, const nlohmann::json& answer);
-  void set_plan_error(uint64_t key, std::string message);
+  void set_plan_error(uint64_t key, const Status& status);
 
   bool swallowing() const { return swallow_; }
   // True (once) when the filter refused a result since the last call: the client got a
@@ -138,11 +151,32 @@ class ResultFilter {
     uint64_t cycle = 0;
     bool injected = false;
   };
+  // A forwarded statement that may start a COPY TO STDOUT.
+  struct CopySource {
+    uint64_t cycle = 0;
+    bool simple = false;   // a simple Query (any number of statements)
+    uint64_t execute = 0;  // else: the Execute's ordinal within its cycle
+    std::string sql;
+  };
+  // cp's plan for one COPY TO STDOUT.
+  struct CopyPlan {
+    masking::RowMaskPlan plan;
+    masking::CopyFormat format;
+    bool header = false;
+    bool line_detect = false;
+  };
 
   Action on_row_description(std::string_view whole, bool injected, std::string& out);
   Action on_data_row(std::string_view whole, std::string& out);
   Action on_copy_out(std::string_view whole, std::string& out);
   Action on_copy_data(std::string_view whole, std::string& out);
+  // The statement that produced the current CopyOutResponse, or nullptr when unknown.
+  const CopySource* copy_source(uint64_t* index) const;
+  Action start_copy(const CopyPlan& plan, bool binary, std::string& out);
+  // Per worker thread, like the RowDescription plan cache (bounded, cleared when full).
+  using CopyPlanCache = std::unordered_map<uint64_t, std::shared_ptr<const CopyPlan>>;
+  static CopyPlanCache& copy_plan_cache();
+  void set_copy_answer(uint64_t key, const nlohmann::json& answer);
   void start_swallow(std::string_view sqlstate, std::string_view message, std::string& out);
   void record_row(std::string_view body);
   void flush_rows(Unit& u);
@@ -168,15 +202,29 @@ class ResultFilter {
   std::unique_ptr<masking::RowMasker> masker_;  // null = empty plan
   std::vector<int16_t> formats_;                // result column formats (for recording)
   bool copy_out_ = false;
+  bool copy_header_pending_ = false;  // the next CopyData is the HEADER line
+  bool copy_line_detect_ = false;     // COPY (query): run the detector over whole lines
+  masking::CopyFormat copy_format_;
   bool swallow_ = false;
   bool refused_ = false;  // see take_refusal()
   uint64_t cycle_now_ = 0;
 
-  nlohmann::json pending_fields_;
+  // COPY statement tracking (client side: forwarded SQL; upstream side: position in cycle).
+  std::deque<CopySource> copy_sources_;
+  std::unordered_map<std::string, std::string> copy_statements_;  // prepared name -> COPY SQL
+  std::unordered_map<std::string, std::string> copy_portals_;     // portal -> COPY SQL
+  uint64_t exec_cycle_ = 0;          // client side: cycle of exec_count_
+  uint64_t exec_count_ = 0;          // Executes forwarded in exec_cycle_
+  uint64_t count_cycle_ = 0;         // upstream side: cycle of the two counts below
+  uint64_t done_in_cycle_ = 0;       // Executes completed (C/I/s) in count_cycle_
+  uint64_t copy_outs_in_cycle_ = 0;  // CopyOutResponses in count_cycle_
+
+  nlohmann::json pending_request_;
   uint64_t pending_key_ = 0;
+  bool pending_copy_ = false;
   uint64_t failed_key_ = 0;
   bool failed_ = false;
-  std::string failed_message_;
+  Status failed_status_;
   std::string scratch_;
   std::vector<masking::DetectSpan> spans_;
   uint64_t rows_masked_ = 0;

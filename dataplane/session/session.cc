@@ -1499,7 +1499,8 @@ void Session::request_mask_plan() {
   if (mask_plan_pending_) return;
   mask_plan_pending_ = true;
   uint64_t key = results_->pending_key();
-  json req = {{"session_id", session_id_hex()}, {"fields", results_->plan_request()}};
+  json req = results_->plan_request();
+  req["session_id"] = session_id_hex();
   worker_->cp().request("mask_plan", std::move(req),
                         worker_->runtime().config.limits.escalation_timeout_ms,
                         [w = worker_, id = id_, key](Result<json> r) {
@@ -1509,7 +1510,7 @@ void Session::request_mask_plan() {
                           if (r.is_ok()) {
                             s->results_->set_plan_answer(key, *r);
                           } else {
-                            s->results_->set_plan_error(key, r.status().message());
+                            s->results_->set_plan_error(key, r.status());
                           }
                           s->pump();
                         });

@@ -1,6 +1,8 @@
-// Fuzzes dataplane/masking: arbitrary bytes as DataRow bodies and COPY text lines under plans
-// chosen by the first input byte. Never crashes, never reads out of bounds, and every
-// rewritten DataRow parses back with the same column count.
+// Fuzzes dataplane/masking: arbitrary bytes as DataRow bodies and COPY rows (text format, CSV
+// with default options, CSV with ';' / single quote / backslash escape) under plans chosen by
+// the first input byte. Never crashes, never reads out of bounds, every rewritten DataRow parses
+// back with the same column count, and every rewritten COPY row is itself accepted as exactly
+// one row with the plan's field count.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -49,7 +51,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (before.columns.size() != after.columns.size()) __builtin_trap();
   }
-  out.clear();
-  (void)(*masker)->mask_copy_line(pgwire::as_string_view(body), out);
+  const masking::CopyFormat formats[] = {masking::CopyFormat::text(),
+                                         masking::CopyFormat::csv_default(),
+                                         masking::CopyFormat{true, ';', "NULL", '\'', '\\'}};
+  for (const masking::CopyFormat& format : formats) {
+    out.clear();
+    auto c = (*masker)->mask_copy_line(pgwire::as_string_view(body), out, format);
+    if (c.is_ok() && *c) {
+      // The rewritten row must parse as one row again (re-encoding kept the structure).
+      masking::RowMaskPlan none;
+      none.column_count = plan.column_count;
+      none.columns.assign(count, masking::ColumnMask{masking::MaskFunction::kRedact});
+      auto check = masking::RowMasker::create(none);
+      std::string again;
+      if (check.is_ok() && !(*check)->mask_copy_line(out, again, format).is_ok()) __builtin_trap();
+    }
+  }
   return 0;
 }

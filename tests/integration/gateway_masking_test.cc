@@ -160,10 +160,12 @@ TEST_F(GatewayMaskingTest, PreparedStatementReusedWithAndWithoutDescribe) {
   EXPECT_STREQ(PQfname(d.get(), 0), "email");
 }
 
-TEST_F(GatewayMaskingTest, CopyToStdoutIsMaskedByDetectors) {
+TEST_F(GatewayMaskingTest, CopyQueryWithoutMaskedColumnsIsMaskedByDetectors) {
   Conn c = connect();
+  // COPY (query) output has no column origins: cp refuses it when the query uses a masked
+  // column (gateway_copy_masking_test) and otherwise the detectors scan every whole line.
   Res r = exec(c.get(),
-               "COPY (SELECT id, email, ssn, card_number FROM crm.customers ORDER BY id) "
+               "COPY (SELECT id, full_name, notes, card_number FROM crm.customers ORDER BY id) "
                "TO STDOUT");
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_COPY_OUT) << PQresultErrorMessage(r.get());
   std::string all;
@@ -187,7 +189,7 @@ TEST_F(GatewayMaskingTest, CopyToStdoutIsMaskedByDetectors) {
 
 TEST_F(GatewayMaskingTest, BinaryCopyToStdoutIsRefusedAndSessionStaysUsable) {
   Conn c = connect();
-  Res r = exec(c.get(), "COPY (SELECT email FROM crm.customers) TO STDOUT (FORMAT binary)");
+  Res r = exec(c.get(), "COPY (SELECT full_name FROM crm.customers) TO STDOUT (FORMAT binary)");
   EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR);
   EXPECT_STREQ(PQresultErrorField(r.get(), PG_DIAG_SQLSTATE), "42501");
   Res ok = exec(c.get(), "SELECT email FROM crm.customers WHERE id = 5");
@@ -201,7 +203,7 @@ TEST_F(GatewayMaskingTest, PsqlSeesMaskedValues) {
   out = psql("SELECT upper(email), row_to_json(c) FROM crm.customers c ORDER BY id");
   expect_no_raw_pii(out, "psql derived");
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5) << out;
-  out = psql("COPY (SELECT email, ssn FROM crm.customers ORDER BY id) TO STDOUT WITH (FORMAT csv)");
+  out = psql("COPY crm.customers (email, ssn) TO STDOUT WITH (FORMAT csv)");
   expect_no_raw_pii(out, "psql COPY csv");
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5) << out;
 }
