@@ -291,9 +291,12 @@ struct Recorder::Impl {
       return resource_exhausted("recording queue is full");
     }
     queue.push_back(std::move(item));
+    // A half-full queue wakes it too: with a queue smaller than batch_records the writer would
+    // otherwise sit out the batch interval while producers are refused (queue full).
     if (writer_state == WriterState::kIdle ||
         (writer_state == WriterState::kTimedWait &&
-         writer_unsynced + queue.size() >= options.batch_records)) {
+         (writer_unsynced + queue.size() >= options.batch_records ||
+          queue.size() * 2 >= options.queue_capacity))) {
       writer_state = WriterState::kBusy;  // woken once; it rechecks the queue before waiting
       cv.notify_one();
     }

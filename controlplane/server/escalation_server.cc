@@ -72,6 +72,10 @@ struct EscalationServer::Session {
   // Recording: events lost to a full recorder queue since the last recorded gap.
   std::atomic<uint64_t> recording_lost{0};
   std::atomic<bool> recording_behind{false};
+  // A session_start the full recorder queue refused: `start` (written once, before the flag
+  // is set) is retried by catch_up_recording() before the session's next statement.
+  recording::SessionStart start;
+  std::atomic<bool> start_pending{false};
   std::atomic<bool> ended{false};
 };
 
@@ -715,7 +719,14 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
 }
 
 Status EscalationServer::catch_up_recording(const std::shared_ptr<Session>& s) {
-  if (!s->recording_behind.load() || handlers_.recorder == nullptr) return Status::ok();
+  if (handlers_.recorder == nullptr) return Status::ok();
+  if (s->start_pending.exchange(false)) {
+    if (Status st = handlers_.recorder->start_session(s->start); !st.is_ok()) {
+      s->start_pending = true;
+      return st;
+    }
+  }
+  if (!s->recording_behind.load()) return Status::ok();
   // Record the gap first; only then may statements run again (recording.required).
   json gap = {{"lost_events", s->recording_lost.load()}};
   PGW_RETURN_IF_ERROR(handlers_.recorder->session_open(s->id)
@@ -763,12 +774,12 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
   if (const json& f = ev->fields; f.contains("sql") && f["sql"].is_string()) {
     sql = f["sql"].get<std::string>();
   }
+  if (Status st = catch_up_recording(s); !st.is_ok()) return recording_hold(s, id, st, sql);
   if (handlers_.recorder != nullptr && s->policy->recording != policy::RecordingLevel::kOff &&
       !handlers_.recorder->session_open(s->id)) {
-    // No session_start yet (or it was lost): nothing could be recorded.
+    // No session_start yet: nothing could be recorded.
     return recording_hold(s, id, failed_precondition("the session recording is not open"), sql);
   }
-  if (Status st = catch_up_recording(s); !st.is_ok()) return recording_hold(s, id, st, sql);
   // Not counted as lost when refused: the dp does not run the statement.
   if (Status st = record_event(s, ev->kind, ev->fields, /*count_loss=*/false); !st.is_ok()) {
     return recording_hold(s, id, st, sql);
@@ -929,7 +940,9 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
     if (!st.is_ok()) {
       spdlog::warn("session {}: recording not started: {}", s->id, st.message());
       if (s->policy->recording_required && s->policy->recording != policy::RecordingLevel::kOff) {
-        s->recording_behind = true;
+        // Retried before the session's next statement is accepted (catch_up_recording).
+        s->start = std::move(start);
+        s->start_pending = true;
       }
     }
     return Status::ok();

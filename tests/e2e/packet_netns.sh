@@ -15,16 +15,19 @@
 # session engine through the TAP exception port, which authenticates via cp and connects
 # upstream to PostgreSQL from the gateway host (out through the TAP, forwarded by the packet
 # layer to the database side only); a permitted SELECT returns rows, a policy-denied statement
-# gets SQLSTATE 42501; (5) with cp stopped, a wire deny falls back to the JSONL file (counted
+# gets SQLSTATE 42501; (4d) `pgwardenctl dataplane --json` shows the ports' link state and lcore
+# counters through cp's admin API, and SIGHUP to the combined process reloads the wire rules
+# (generation 2, audited in cp); (5) with cp stopped, a wire deny falls back to the JSONL file (counted
 # cp_unreachable); (6) SIGTERM stops the process cleanly.
 #
-# usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp
+# usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl
 # Exits 0 on success, 1 on a failed check, 77 (skipped, with the reason) when network
 # namespaces, root or PostgreSQL are not available. Removes everything it created, always.
 set -uo pipefail
 
 DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp}
-CP=${2:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp}
+CP=${2:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl}
+CTL=${3:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl}
 RULES=$(cd "$(dirname "$0")/../../rules/sets" && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 S=$(printf '%05x' $(( (RANDOM << 8 ^ $$) & 0xfffff )))
@@ -143,10 +146,15 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -keyout "$WORK/gateway.key" -out "$WORK/gateway.crt" >/dev/null 2>&1 || die "TLS certificate"
 { read -r SERVICE_KEY; read -r KEY_SALT; read -r KEY_HASH; } < <("$CP" --new-service-key e2e-agent)
 [ -n "${KEY_HASH:-}" ] || die "pgwarden-cp --new-service-key"
-jq -n --arg work "$WORK" --arg salt "$KEY_SALT" --arg hash "$KEY_HASH" '{
+ADMIN_SECRET=$(openssl rand -hex 16)
+printf '%s\n' "$ADMIN_SECRET" >"$WORK/admin.secret" && chmod 600 "$WORK/admin.secret"
+ADMIN_HASH=$(printf '%s\n' "$ADMIN_SECRET" | "$CP" --hash-credential) || die "pgwarden-cp --hash-credential"
+jq -n --arg work "$WORK" --arg salt "$KEY_SALT" --arg hash "$KEY_HASH" --arg admin "$ADMIN_HASH" '{
   listeners: {dataplane: {address: "198.18.0.1", port: 6432, loopback_only: false,
     worker_threads: 1, tls: {cert_file: ($work + "/gateway.crt"), key_file: ($work + "/gateway.key")}}},
-  control_plane: {socket: ($work + "/cp.sock"), state_dir: ($work + "/state")},
+  control_plane: {socket: ($work + "/cp.sock"), state_dir: ($work + "/state"),
+    admin_socket: ($work + "/admin.sock"),
+    admin_principals: [{name: "operator", credential_hash: $admin, groups: ["operators"]}]},
   identity: {service_keys: [{id: "e2e-agent", salt: $salt, hash: $hash,
                              identity: "svc:e2e-agent", groups: ["agents"]}]},
   targets: [{name: "demo", host: "198.18.0.20", port: 5432, database: "demo", role: "app_e2e",
@@ -260,6 +268,27 @@ if check_stats '.flows_bypass_dropped >= 1 and .prescreen_denied == 1 and
     .enforce_resets_sent == 2 and .audit_sent_to_cp == 1 and .audit_written_to_file == 0 and
     .exception_unknown_mac_dropped == 0 and .l2_mac_move_refused == 0'; then pass "counters: $counters"; else fail "counters: $counters"; fi
 
+log "4d. the admin API: pgwardenctl dataplane, SIGHUP wire rule reload"
+dp_json() { in_gw "$CTL" dataplane --json --socket "$WORK/admin.sock" --principal operator \
+  --credential-file "$WORK/admin.secret" 2>&1; }
+for _ in $(seq 30); do dp_json | jq -e '.dataplanes[0].snapshot.lcores[0]' >/dev/null 2>&1 && break; sleep 0.2; done
+if dp_json | jq -e '.dataplanes | length == 1 and (.[0] | .connected and (.stale | not) and
+    (.snapshot.ports | length == 3 and all(.link_up)) and
+    .snapshot.lcores[0].counters.prescreen_denied == 1 and .snapshot.rules.generation == 1)' \
+    >/dev/null; then
+  pass "pgwardenctl dataplane: $(dp_json | jq -c '.dataplanes[0] | {name, ports: [.snapshot.ports[] | {role, link_up, rx_packets}], prescreen_denied: .snapshot.lcores[0].counters.prescreen_denied, rules: .snapshot.rules.generation}')"
+else
+  fail "pgwardenctl dataplane: $(dp_json | head -c 600)"
+fi
+kill -HUP "$DP_PID"
+for _ in $(seq 50); do dp_json | jq -e '.dataplanes[0].snapshot.rules.reloads_ok == 1' >/dev/null 2>&1 && break; sleep 0.2; done
+if dp_json | jq -e '.dataplanes[0].snapshot.rules | .reloads_ok == 1 and .generation == 2' >/dev/null &&
+   grep -q '"event":"wire_rules_reload"' "$WORK/state/audit.log" 2>/dev/null; then
+  pass "SIGHUP to the combined process reloaded the wire rules (generation 2, audited in cp)"
+else
+  fail "SIGHUP wire rule reload: $(dp_json | jq -c '.dataplanes[0].snapshot.rules' 2>&1 | head -c 400)"
+fi
+
 log "5. cp stopped: a wire deny falls back to the JSONL file"
 stop_pid "$CP_PID"; CP_PID=""
 out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc 'DROP DATABASE /*pgw-e2e-2*/ demo' 2>&1); rc=$?
@@ -272,7 +301,8 @@ else
 fi
 wait_stats
 a=$(stats audit_sent_to_cp audit_written_to_file audit_cp_unreachable audit_lost)
-if [ "$a" = "audit_sent_to_cp=1 audit_written_to_file=1 audit_cp_unreachable=1 audit_lost=0" ]; then
+# Sent to cp: the first wire deny and the SIGHUP wire_rules_reload event (4d).
+if [ "$a" = "audit_sent_to_cp=2 audit_written_to_file=1 audit_cp_unreachable=1 audit_lost=0" ]; then
   pass "audit forwarder: $a"; else fail "audit forwarder: $a"; fi
 
 log "6. shutdown"
