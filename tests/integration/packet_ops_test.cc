@@ -26,11 +26,15 @@
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
+#include "tests/integration/cp_process.h"
 
 namespace pgwarden::packet {
 namespace {
 
 using nlohmann::json;
+using pgwarden::testing::CpProcess;
+using pgwarden::testing::CtlResult;
+using pgwarden::testing::slurp;
 
 const Address kAgent = Address::v4(0xC612000A);  // 198.18.0.10
 const Address kDb = Address::v4(0xC6120014);     // 198.18.0.20
@@ -38,13 +42,6 @@ const Address kDb = Address::v4(0xC6120014);     // 198.18.0.20
 constexpr char kKvRule[] =
     "\n[deny.kv]\naction = deny\nview = code\npattern = \\bkv\\b\n"
     "message = kv is off limits\nseverity = high\n";
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::string be32(uint32_t v) {
   std::string s(4, '\0');
@@ -57,35 +54,6 @@ std::string startup_message() {
 }
 std::string query(const std::string& sql) {
   return "Q" + be32(static_cast<uint32_t>(sql.size() + 5)) + sql + std::string(1, '\0');
-}
-
-struct ProcessResult {
-  int code = -1;
-  std::string out, err;
-};
-
-// Runs `argv` (argv[0] = binary path) with stdout/stderr captured.
-ProcessResult run_process(const std::string& dir, std::vector<std::string> argv) {
-  std::string out_path = dir + "/proc.out", err_path = dir + "/proc.err";
-  pid_t pid = fork();
-  if (pid == 0) {
-    int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> args;
-    for (std::string& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ProcessResult r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
-  return r;
 }
 
 class PacketOpsTest : public ::testing::Test {
@@ -132,32 +100,18 @@ class PacketOpsTest : public ::testing::Test {
            {"allowed_kinds", {"select"}},
            {"allowed_relations", {"public.*"}}}}}};
     std::ofstream(dir_ + "/pgwarden.json") << config.dump(2);
-    const char* bin = std::getenv("PGW_CP_BIN");
-    ASSERT_NE(bin, nullptr) << "PGW_CP_BIN not set (run through meson test)";
     setenv("PGW_TEST_DB_PASSWORD", "unused-by-these-tests", 1);
-    cp_pid_ = fork();
-    if (cp_pid_ == 0) {
-      int fd = ::open((dir_ + "/cp.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(fd, 2);
-      execl(bin, "pgwarden-cp", "--config", (dir_ + "/pgwarden.json").c_str(), nullptr);
-      _exit(127);
-    }
-    for (int i = 0; i < 500; ++i) {
-      if (::access((dir_ + "/admin.sock").c_str(), F_OK) == 0) {
-        protocol::BlockingClient c;
-        if (c.connect(dir_ + "/cp.sock").is_ok()) return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    FAIL() << "pgwarden-cp did not come up:\n" << slurp(dir_ + "/cp.log");
+    cp_ = new CpProcess();
+    Status st = cp_->start(dir_ + "/pgwarden.json", dir_ + "/cp.log");
+    if (st.is_ok()) st = cp_->wait_ready(dir_ + "/cp.sock", dir_ + "/admin.sock");
+    ASSERT_TRUE(st.is_ok()) << "pgwarden-cp did not come up: " << st.message();
   }
 
   static void TearDownTestSuite() {
-    if (cp_pid_ > 0) {
-      kill(cp_pid_, SIGTERM);
-      int status = 0;
-      waitpid(cp_pid_, &status, 0);
-      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(dir_ + "/cp.log");
+    if (cp_ != nullptr) {
+      EXPECT_EQ(cp_->stop(), 0) << slurp(dir_ + "/cp.log");
+      delete cp_;
+      cp_ = nullptr;
     }
     std::filesystem::remove_all(dir_);
   }
@@ -304,22 +258,14 @@ class PacketOpsTest : public ::testing::Test {
     ASSERT_GT(ops_->forwarder().stats().stats_sent, before) << "snapshot never reached cp";
   }
 
-  static ProcessResult ctl(std::vector<std::string> args) {
-    const char* bin = std::getenv("PGW_CTL_BIN");
-    EXPECT_NE(bin, nullptr) << "PGW_CTL_BIN not set";
-    std::vector<std::string> argv{bin, "dataplane"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    for (const char* a : {"--socket", "", "--principal", "alice", "--credential-file", ""}) {
-      argv.push_back(a);
-    }
-    argv[argv.size() - 5] = dir_ + "/admin.sock";
-    argv[argv.size() - 1] = dir_ + "/alice.cred";
-    return run_process(dir_, argv);
+  static CtlResult ctl(std::vector<std::string> args) {
+    args.insert(args.begin(), "dataplane");
+    return testing::run_ctl({dir_ + "/admin.sock", "alice", dir_ + "/alice.cred"}, args, dir_);
   }
 
   // This test's dataplane entry from `pgwardenctl dataplane --json`.
   json dataplane() {
-    ProcessResult r = ctl({"--json"});
+    CtlResult r = ctl({"--json"});
     EXPECT_EQ(r.code, 0) << r.out << r.err;
     json all = json::parse(r.out, nullptr, false);
     EXPECT_TRUE(all.is_object()) << r.out;
@@ -345,7 +291,7 @@ class PacketOpsTest : public ::testing::Test {
 
   static rte_mempool* pool_;
   static std::string dir_;
-  static pid_t cp_pid_;
+  static CpProcess* cp_;
   std::string rule_file_;
   std::string dp_name_;
   std::vector<Ring> rings_;
@@ -356,7 +302,7 @@ class PacketOpsTest : public ::testing::Test {
 
 rte_mempool* PacketOpsTest::pool_ = nullptr;
 std::string PacketOpsTest::dir_;
-pid_t PacketOpsTest::cp_pid_ = -1;
+CpProcess* PacketOpsTest::cp_ = nullptr;
 
 TEST_F(PacketOpsTest, DataplaneCommandShowsPortsLinkStateAndLcoreCountersFollowingTraffic) {
   control_tick();
@@ -391,7 +337,7 @@ TEST_F(PacketOpsTest, DataplaneCommandShowsPortsLinkStateAndLcoreCountersFollowi
   EXPECT_EQ(after["snapshot"]["flows"]["active"], 1);
   EXPECT_GT(after["received_unix_ms"].get<int64_t>(), 0);
 
-  ProcessResult human = ctl({});
+  CtlResult human = ctl({});
   ASSERT_EQ(human.code, 0) << human.err;
   EXPECT_NE(human.out.find("dataplane " + dp_name_), std::string::npos) << human.out;
   EXPECT_NE(human.out.find(agent_.name), std::string::npos) << human.out;
@@ -488,7 +434,7 @@ TEST_F(PacketOpsTest, RealDpdkBinaryReportsNullPortsAndRejectsABrokenReload) {
     _exit(127);
   }
   auto find = [&]() -> json {
-    ProcessResult r = ctl({"--json"});
+    CtlResult r = ctl({"--json"});
     json all = json::parse(r.out, nullptr, false);
     if (all.is_object()) {
       for (const json& d : all["dataplanes"]) {
