@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/ascii.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/validator.h"
 #include "controlplane/net/http_client.h"
@@ -530,7 +531,7 @@ class Parser {
     strings(e, "targets", ep, pol.targets, true, true);
     auto kind_check = [this](const std::string& k) {
       bool known = options_.known_statement_kind ? options_.known_statement_kind(k)
-                                                 : is_word(k, "") && k == to_lower(k);
+                                                 : is_word(k, "") && k == ascii_lower(k);
       return known ? std::string() : "unknown statement kind " + json_quote(k);
     };
     strings(e, "allowed_kinds", ep, pol.allowed_kinds, false, false, kind_check);
@@ -768,11 +769,6 @@ class Parser {
     if (options_.check_environment && ::access(file.c_str(), R_OK) != 0) {
       error(path, "cannot read " + json_quote(file));
     }
-  }
-
-  static std::string to_lower(std::string s) {
-    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    return s;
   }
 
  private:

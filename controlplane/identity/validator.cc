@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "common/ascii.h"
 #include "controlplane/identity/service_key.h"
 
 namespace pgwarden::identity {
@@ -154,9 +155,7 @@ IdentityResult TokenValidator::validate_jwt(std::string_view token,
 
   // Algorithm checks come first and do not depend on the provider: "none" and HMAC can never
   // be right, whatever the token claims to be.
-  std::string alg_lower = jws.alg;
-  std::transform(alg_lower.begin(), alg_lower.end(), alg_lower.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
+  std::string alg_lower = ascii_lower(jws.alg);
   if (alg_lower == "none") return reject(RejectReason::kAlgNone, "unsecured JWT (alg none)");
   if (jws.alg == "HS256" || jws.alg == "HS384" || jws.alg == "HS512") {
     return reject(RejectReason::kHmacWithAsymmetricKey,

@@ -17,6 +17,8 @@
 #include <memory>
 #include <optional>
 
+#include "common/ascii.h"
+
 namespace pgwarden::net {
 namespace {
 
@@ -246,12 +248,6 @@ struct WipedString {
   ~WipedString() { OPENSSL_cleanse(text.data(), text.size()); }
 };
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 Result<std::string> dechunk(std::string_view body) {
   std::string out;
   size_t pos = 0;
@@ -306,13 +302,13 @@ Result<HttpResponse> parse_response(std::string_view raw) {
     std::string_view line = head.substr(start, eol == std::string_view::npos ? eol : eol - start);
     size_t colon = line.find(':');
     if (colon == std::string_view::npos) continue;
-    std::string name = lower(line.substr(0, colon));
+    std::string name = ascii_lower(line.substr(0, colon));
     std::string_view value = line.substr(colon + 1);
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
       value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
     if (name == "transfer-encoding") {
-      chunked = lower(value).find("chunked") != std::string::npos;
+      chunked = ascii_lower(value).find("chunked") != std::string::npos;
     } else if (name == "content-length") {
       if (value.empty() || value.size() > 12 ||
           value.find_first_not_of("0123456789") != std::string_view::npos) {

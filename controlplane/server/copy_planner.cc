@@ -4,6 +4,7 @@
 #include <cctype>
 #include <optional>
 
+#include "common/ascii.h"
 #include "controlplane/policy/sql_analysis.h"
 #include "controlplane/server/policy_analyser.h"
 
@@ -26,16 +27,10 @@ Status refused(std::string message) {
   return permission_denied("pgwarden: COPY TO STDOUT refused: " + std::move(message));
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // PostgreSQL's boolean spellings for an option; nullopt for anything else.
 std::optional<bool> option_bool(const policy::CopyOption& o) {
   if (!o.constant) return std::nullopt;
-  std::string v = lower(o.value);
+  std::string v = ascii_lower(o.value);
   if (v.empty() || v == "true" || v == "on" || v == "1" || v == "yes" || v == "t") return true;
   if (v == "false" || v == "off" || v == "0" || v == "no" || v == "f") return false;
   return std::nullopt;
