@@ -26,8 +26,8 @@
 #include <thread>
 #include <vector>
 
-#include "controlplane/identity/service_key.h"
 #include "controlplane/server/control_plane.h"
+#include "tests/integration/cp_process.h"
 #include "tests/integration/test_pki.h"
 
 namespace pgwarden {
@@ -57,36 +57,15 @@ bool eventually(F f, std::chrono::milliseconds limit = 10000ms) {
 // The smallest config pgwarden-cp starts with, everything under `dir`: one service key, one
 // target (never contacted here), one policy whose deletes need approval, a file audit sink.
 json minimal_config(const fs::path& dir) {
-  static const identity::ServiceKeyHash key =
-      identity::make_service_key_hash("cp-ops-test-service-key-0123456789").value();
-  ::setenv("PGW_CP_OPS_TEST_PG_PASSWORD", "unused", 1);
-  return json{
-      {"listeners",
-       {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
-      {"control_plane",
-       {{"socket", (dir / "cp.sock").string()}, {"state_dir", (dir / "state").string()}}},
-      {"identity",
-       {{"service_keys",
-         {{{"id", "agent"},
-           {"salt", key.salt},
-           {"hash", key.hash},
-           {"identity", "svc:agent"},
-           {"groups", {"agents"}}}}}}},
-      {"targets",
-       {{{"name", "demo"},
-         {"host", "127.0.0.1"},
-         {"database", "demo"},
-         {"role", "app"},
-         {"credential", {{"env", "PGW_CP_OPS_TEST_PG_PASSWORD"}}},
-         {"tls", {{"mode", "disable"}}}}}},
-      {"policies",
-       {{{"name", "agents"},
-         {"groups", {"agents"}},
-         {"targets", {"demo"}},
-         {"allowed_kinds", {"select"}},
-         {"approve_kinds", {"delete"}},
-         {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 60}}}}}},
-      {"audit", {{"sinks", {{{"type", "file"}, {"path", (dir / "audit.log").string()}}}}}}};
+  json c = pgwarden::testing::base_cp_config(dir.string(), "cp-ops-test-service-key-0123456789");
+  c["policies"] = {{{"name", "agents"},
+                    {"groups", {"agents"}},
+                    {"targets", {"demo"}},
+                    {"allowed_kinds", {"select"}},
+                    {"approve_kinds", {"delete"}},
+                    {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 60}}}}};
+  c["audit"] = {{"sinks", {{{"type", "file"}, {"path", (dir / "audit.log").string()}}}}};
+  return c;
 }
 
 class WebhookHttpsTest : public ::testing::Test {

@@ -15,7 +15,33 @@
 #include <sstream>
 #include <thread>
 
+#include "controlplane/identity/service_key.h"
+
 namespace pgwarden::testing {
+
+nlohmann::json base_cp_config(const std::string& dir, const std::string& service_key_secret) {
+  const identity::ServiceKeyHash key = identity::make_service_key_hash(service_key_secret).value();
+  ::setenv("PGW_TEST_DB_PASSWORD", "unused-by-these-tests", 1);
+  return nlohmann::json{
+      {"listeners",
+       {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
+      {"control_plane", {{"socket", dir + "/cp.sock"}, {"state_dir", dir + "/state"}}},
+      {"identity",
+       {{"service_keys",
+         {{{"id", "agent"},
+           {"salt", key.salt},
+           {"hash", key.hash},
+           {"identity", "svc:agent"},
+           {"groups", {"agents"}}}}}}},
+      {"targets",
+       {{{"name", "demo"},
+         {"host", "127.0.0.1"},
+         {"port", 5432},
+         {"database", "demo"},
+         {"role", "app"},
+         {"credential", {{"env", "PGW_TEST_DB_PASSWORD"}}},
+         {"tls", {{"mode", "disable"}}}}}}};
+}
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path);

@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,13 @@ Result<pid_t> spawn_logged(const std::vector<std::string>& argv, const std::stri
 
 // Unix socket `path` accepts a connection right now.
 bool unix_socket_accepts(const std::string& path);
+
+// The parts of a pgwarden-cp config most tests share, everything under `dir`: a loopback
+// dataplane listener on 6432, the escalation socket and state directory, service key `agent`
+// (identity svc:agent, group agents) hashed from `service_key_secret`, and a target `demo`
+// that is never contacted (its credential from PGW_TEST_DB_PASSWORD, set here). Tests add
+// policies, admin principals and anything else they need.
+nlohmann::json base_cp_config(const std::string& dir, const std::string& service_key_secret);
 
 // A pgwarden-cp child process; stopped (SIGTERM, then SIGKILL) by stop() or the destructor.
 class CpProcess {

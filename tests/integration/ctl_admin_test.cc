@@ -12,7 +12,6 @@
 #include <fstream>
 #include <thread>
 
-#include "controlplane/identity/service_key.h"
 #include "controlplane/identity/test_signer.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/protocol/messages.h"
@@ -78,49 +77,27 @@ class CtlAdminTest : public ::testing::Test {
                 {"groups", std::move(groups)}};
   }
   static json base_config() {
-    static const identity::ServiceKeyHash key = identity::make_service_key_hash(kKeySecret).value();
-    return json{
-        {"listeners",
-         {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
-        {"control_plane",
-         {{"socket", dir_ + "/cp.sock"},
-          {"state_dir", dir_ + "/state"},
-          {"admin_socket", dir_ + "/admin.sock"},
-          {"admin_principals",
-           {principal("alice", "alice-secret-123", {"reviewers"}),
-            principal("bob", "bob-secret-456", {"ops"}),
-            // The requester itself holding an admin credential in the approver group.
-            principal("svc:agent", "agent-admin-789", {"reviewers"})}}}},
-        {"identity",
-         {{"providers",
-           {{{"issuer", "https://idp.example"},
-             {"audiences", {"pgwarden"}},
-             {"jwks_file", dir_ + "/jwks.json"},
-             {"algorithms", {"ES256"}}}}},
-          {"service_keys",
-           {{{"id", "agent"},
-             {"salt", key.salt},
-             {"hash", key.hash},
-             {"identity", "svc:agent"},
-             {"groups", {"agents"}}}}}}},
-        {"targets",
-         {{{"name", "demo"},
-           {"host", "127.0.0.1"},
-           {"port", 5432},
-           {"database", "demo"},
-           {"role", "app"},
-           {"credential", {{"env", "PGW_TEST_DB_PASSWORD"}}},
-           {"tls", {{"mode", "disable"}}}}}},
-        {"policies",
-         {{{"name", "agents-read"},
-           {"groups", {"agents"}},
-           {"targets", {"demo"}},
-           {"allowed_kinds", {"select", "delete"}},
-           {"allowed_relations", {"crm.*"}},
-           {"read_only", false},
-           {"approve_kinds", {"delete"}},
-           {"rule_sets", {"deny"}},
-           {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 30}}}}}}};
+    json c = testing::base_cp_config(dir_, kKeySecret);
+    c["control_plane"]["admin_socket"] = dir_ + "/admin.sock";
+    c["control_plane"]["admin_principals"] = {
+        principal("alice", "alice-secret-123", {"reviewers"}),
+        principal("bob", "bob-secret-456", {"ops"}),
+        // The requester itself holding an admin credential in the approver group.
+        principal("svc:agent", "agent-admin-789", {"reviewers"})};
+    c["identity"]["providers"] = {{{"issuer", "https://idp.example"},
+                                   {"audiences", {"pgwarden"}},
+                                   {"jwks_file", dir_ + "/jwks.json"},
+                                   {"algorithms", {"ES256"}}}};
+    c["policies"] = {{{"name", "agents-read"},
+                      {"groups", {"agents"}},
+                      {"targets", {"demo"}},
+                      {"allowed_kinds", {"select", "delete"}},
+                      {"allowed_relations", {"crm.*"}},
+                      {"read_only", false},
+                      {"approve_kinds", {"delete"}},
+                      {"rule_sets", {"deny"}},
+                      {"approvals", {{"approver_groups", {"reviewers"}}, {"timeout_s", 30}}}}};
+    return c;
   }
   static void write_config(const json& j) {
     std::string tmp = config_path_ + ".tmp";

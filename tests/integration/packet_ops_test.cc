@@ -20,7 +20,6 @@
 #include <sstream>
 #include <thread>
 
-#include "controlplane/identity/service_key.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/vault/credential_hash.h"
 #include "dataplane/packet/eal_for_tests.h"
@@ -66,41 +65,18 @@ class PacketOpsTest : public ::testing::Test {
     dir_ = mkdtemp(tmpl);
     std::ofstream(dir_ + "/alice.cred") << "alice-secret-123\n";
     ::chmod((dir_ + "/alice.cred").c_str(), 0600);
-    const identity::ServiceKeyHash key = identity::make_service_key_hash("agent-secret").value();
-    json config{
-        {"listeners",
-         {{"dataplane", {{"address", "127.0.0.1"}, {"port", 6432}, {"loopback_only", true}}}}},
-        {"control_plane",
-         {{"socket", dir_ + "/cp.sock"},
-          {"state_dir", dir_ + "/state"},
-          {"admin_socket", dir_ + "/admin.sock"},
-          {"admin_principals",
-           {{{"name", "alice"},
-             {"credential_hash", vault::hash_credential("alice-secret-123", 1000)},
-             {"groups", {"ops"}}}}}}},
-        {"identity",
-         {{"service_keys",
-           {{{"id", "agent"},
-             {"salt", key.salt},
-             {"hash", key.hash},
-             {"identity", "svc:agent"},
-             {"groups", {"agents"}}}}}}},
-        {"targets",
-         {{{"name", "demo"},
-           {"host", "127.0.0.1"},
-           {"port", 5432},
-           {"database", "demo"},
-           {"role", "app"},
-           {"credential", {{"env", "PGW_TEST_DB_PASSWORD"}}},
-           {"tls", {{"mode", "disable"}}}}}},
-        {"policies",
-         {{{"name", "agents"},
-           {"groups", {"agents"}},
-           {"targets", {"demo"}},
-           {"allowed_kinds", {"select"}},
-           {"allowed_relations", {"public.*"}}}}}};
+    json config = testing::base_cp_config(dir_, "agent-secret");
+    config["control_plane"]["admin_socket"] = dir_ + "/admin.sock";
+    config["control_plane"]["admin_principals"] = {
+        {{"name", "alice"},
+         {"credential_hash", vault::hash_credential("alice-secret-123", 1000)},
+         {"groups", {"ops"}}}};
+    config["policies"] = {{{"name", "agents"},
+                           {"groups", {"agents"}},
+                           {"targets", {"demo"}},
+                           {"allowed_kinds", {"select"}},
+                           {"allowed_relations", {"public.*"}}}};
     std::ofstream(dir_ + "/pgwarden.json") << config.dump(2);
-    setenv("PGW_TEST_DB_PASSWORD", "unused-by-these-tests", 1);
     cp_ = new CpProcess();
     Status st = cp_->start(dir_ + "/pgwarden.json", dir_ + "/cp.log");
     if (st.is_ok()) st = cp_->wait_ready(dir_ + "/cp.sock", dir_ + "/admin.sock");
