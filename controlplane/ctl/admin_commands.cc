@@ -246,17 +246,6 @@ void print_verify(std::ostream& out, const std::string& id, const json& v) {
   }
 }
 
-json report_to_json(const recording::VerifyReport& r) {
-  json j{
-      {"ok", r.ok}, {"records", r.records}, {"torn_tail", r.torn_tail}, {"last_hash", r.last_hash}};
-  if (!r.ok) {
-    j["bad_seq"] = r.bad_seq;
-    j["reason"] = r.reason;
-  }
-  if (r.torn_tail) j["torn_bytes"] = r.torn_bytes;
-  return j;
-}
-
 }  // namespace
 
 int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
@@ -338,7 +327,7 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
         err << "pgwardenctl: " << report.status().message() << "\n";
         return exit_code_for(report.status());
       }
-      v = report_to_json(*report);
+      v = report->to_json();
     } else {
       auto r = inv->call("sessions.verify", json{{"id", id}}, code);
       if (!r) return code;
@@ -357,7 +346,7 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
         err << "pgwardenctl: " << records.status().message() << "\n";
         return exit_code_for(records.status());
       }
-      result = json{{"session_id", id}, {"path", path}, {"verify", report_to_json(report)}};
+      result = json{{"session_id", id}, {"path", path}, {"verify", report.to_json()}};
       json kinds = json::object();
       for (const json& r : *records) {
         std::string kind = r.value("kind", "");

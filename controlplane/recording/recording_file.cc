@@ -98,6 +98,17 @@ Result<std::vector<nlohmann::json>> read_recording(const std::string& path,
   return records;
 }
 
+nlohmann::json VerifyReport::to_json() const {
+  nlohmann::json j{
+      {"ok", ok}, {"records", records}, {"torn_tail", torn_tail}, {"last_hash", last_hash}};
+  if (!ok) {
+    j["bad_seq"] = bad_seq;
+    j["reason"] = reason;
+  }
+  if (torn_tail) j["torn_bytes"] = torn_bytes;
+  return j;
+}
+
 Result<VerifyReport> verify_recording(const std::string& path) {
   VerifyReport report;
   auto records = read_recording(path, &report);

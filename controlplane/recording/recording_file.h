@@ -32,6 +32,10 @@ struct VerifyReport {
   bool torn_tail = false;  // the file ends in a partial line (crash mid-write): ignored
   uint64_t torn_bytes = 0;
   std::string last_hash;  // hash of the last verified record
+
+  // {ok, records, torn_tail, last_hash, [bad_seq, reason], [torn_bytes]}: the admin API's and
+  // `pgwardenctl sessions verify --json`'s form.
+  nlohmann::json to_json() const;
 };
 
 // Verifies the chain. not_found/unavailable only when the file cannot be read; tampering is a

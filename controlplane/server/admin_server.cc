@@ -101,17 +101,6 @@ json policy_detail(const policy::Policy& p) {
   return j;
 }
 
-json report_json(const recording::VerifyReport& r) {
-  json j{
-      {"ok", r.ok}, {"records", r.records}, {"torn_tail", r.torn_tail}, {"last_hash", r.last_hash}};
-  if (!r.ok) {
-    j["bad_seq"] = r.bad_seq;
-    j["reason"] = r.reason;
-  }
-  if (r.torn_tail) j["torn_bytes"] = r.torn_bytes;
-  return j;
-}
-
 bool valid_set_name(std::string_view name) {
   if (name.empty() || name.size() > 64 || name[0] == '.') return false;
   for (char c : name) {
@@ -575,7 +564,7 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     if (command == "sessions.verify") {
       auto report = recording::verify_recording(path);
       if (!report.is_ok()) return report.status();
-      json j = report_json(*report);
+      json j = report->to_json();
       j["session_id"] = id;
       j["path"] = path;
       return j;
@@ -584,7 +573,7 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
       recording::VerifyReport report;
       auto records = recording::read_recording(path, &report);
       if (!records.is_ok()) return records.status();
-      json j{{"session_id", id}, {"path", path}, {"verify", report_json(report)}};
+      json j{{"session_id", id}, {"path", path}, {"verify", report.to_json()}};
       if (command == "sessions.replay") {
         j["records"] = std::move(*records);
         return j;
