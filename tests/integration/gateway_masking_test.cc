@@ -68,16 +68,8 @@ class GatewayMaskingTest : public SharedGatewayTest<GatewayMaskingTest> {
   }
   // psql through the gateway; returns stdout (unaligned, tuples only).
   static std::string psql(const std::string& sql) {
-    std::string cmd =
-        "psql \"" + gw_->conninfo() + "\" -X -At -v ON_ERROR_STOP=1 -c \"" + sql + "\" 2>&1";
-    std::string out;
-    FILE* f = popen(cmd.c_str(), "r");
-    if (f == nullptr) return "popen failed";
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-    pclose(f);
-    return out;
+    return command_output("psql \"" + gw_->conninfo() + "\" -X -At -v ON_ERROR_STOP=1 -c \"" + sql +
+                          "\" 2>&1");
   }
 };
 

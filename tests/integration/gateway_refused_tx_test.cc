@@ -144,13 +144,7 @@ TEST_F(GatewayRefusedTxTest, PsqlScriptCommitAfterRefusedSelectPrintsRollback) {
                            "SELECT v FROM public.tx_t;\nCOMMIT;\n"
                            "INSERT INTO public.tx_t VALUES ('psql-auto');\n"
                            "SELECT v FROM public.tx_t;\n";
-  std::string cmd = "psql \"" + gw_->conninfo() + "\" -X -f " + script + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  pclose(p);
+  std::string out = command_output("psql \"" + gw_->conninfo() + "\" -X -f " + script + " 2>&1");
   EXPECT_NE(out.find("result refused"), std::string::npos) << out;
   EXPECT_NE(out.find("ROLLBACK"), std::string::npos) << out;
   EXPECT_EQ(out.find("\nCOMMIT"), std::string::npos) << out;

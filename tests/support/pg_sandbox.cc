@@ -24,14 +24,30 @@ std::string shell_quote(const std::string& s) {
 }
 }  // namespace
 
-Result<std::string> run_command(const std::string& command) {
+namespace {
+// stdout of `command` and pclose's status (-1 when it could not be started).
+std::string run_pipe(const std::string& command, int* rc) {
   FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return internal_error("popen failed: " + command);
+  *rc = -1;
+  if (pipe == nullptr) return "popen failed: " + command;
   std::string out;
   std::array<char, 4096> buf;
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  int rc = pclose(pipe);
+  *rc = pclose(pipe);
+  return out;
+}
+}  // namespace
+
+std::string command_output(const std::string& command) {
+  int rc = 0;
+  return run_pipe(command, &rc);
+}
+
+Result<std::string> run_command(const std::string& command) {
+  int rc = 0;
+  std::string out = run_pipe(command, &rc);
+  if (rc == -1) return internal_error(out);
   if (rc != 0) {
     int code = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
     return internal_error("command exited " + std::to_string(code) + ": " + command + "\n" + out);

@@ -48,5 +48,8 @@ class PgSandbox {
 
 // Runs a shell command, capturing stdout; error carries the exit status.
 Result<std::string> run_command(const std::string& command);
+// Runs a shell command and returns its stdout whatever its exit status (for commands whose
+// error output is what a test checks, e.g. `psql ... 2>&1`).
+std::string command_output(const std::string& command);
 
 }  // namespace pgwarden::testing
