@@ -31,6 +31,7 @@
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_layer.h"
 #include "dataplane/packet/packet_parser.h"
+#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {

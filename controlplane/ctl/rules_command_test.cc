@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include "common/source_root.h"
 
 namespace pgwarden::ctl {
 namespace {

@@ -14,6 +14,7 @@
 #include "controlplane/identity/rfc_vectors.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/test_signer.h"
+#include "common/source_root.h"
 
 namespace pgwarden::identity {
 namespace {

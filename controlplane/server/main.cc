@@ -25,6 +25,7 @@
 #include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
+#include "common/source_root.h"
 
 namespace {
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "dataplane/pgwire/messages.h"
+#include "common/source_root.h"
 
 namespace pgwarden::masking {
 namespace {

@@ -20,6 +20,7 @@
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
+#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {

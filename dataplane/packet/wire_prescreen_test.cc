@@ -8,6 +8,7 @@
 #include "dataplane/packet/packet_parser.h"
 #include "dataplane/packet/tcp_reassembler.h"
 #include "rules/rule_set.h"
+#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "dataplane/pgwire/messages.h"
+#include "common/source_root.h"
 
 namespace pgwarden::pgwire {
 namespace {

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "dataplane/session/event_loop.h"
+#include "common/source_root.h"
 
 namespace pgwarden::session {
 

@@ -8,6 +8,7 @@
 
 #include "rules/lexer.h"
 #include "rules/matcher.h"
+#include "common/source_root.h"
 
 namespace {
 

@@ -22,6 +22,7 @@
 #include "dataplane/packet/packet_parser.h"
 #include "dataplane/packet/tcp_reassembler.h"
 #include "dataplane/packet/wire_prescreen.h"
+#include "common/source_root.h"
 
 namespace {
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "tests/integration/gateway_harness.h"
+#include "common/source_root.h"
 
 namespace pgwarden::testing {
 namespace {

@@ -13,6 +13,7 @@
 #include "dataplane/masking/rules_detector.h"
 #include "dataplane/pgwire/messages.h"
 #include "tests/support/pg_sandbox.h"
+#include "common/source_root.h"
 
 namespace pgwarden {
 namespace {

@@ -26,6 +26,7 @@
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
 #include "tests/integration/cp_process.h"
+#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {

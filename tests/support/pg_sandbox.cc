@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include "common/source_root.h"
 
 namespace pgwarden::testing {
 
