@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
 #include "common/source_root.h"
 
 namespace pgwarden::config {

@@ -335,10 +335,10 @@ class Evaluator {
     if (policy_.approve_unbounded_writes) {
       for (const WriteEffect& e : st.write_effects) {
         if (e.reach == WriteReach::kRestricted) continue;
-        return Decision{Verdict::kApprove, std::string(write_reach_rule(e.reach)),
-                        e.describe() + "; policy " + quoted(policy_.name) +
-                            " needs a human approval for that",
-                        -1, 0};
+        return Decision{
+            Verdict::kApprove, std::string(write_reach_rule(e.reach)),
+            e.describe() + "; policy " + quoted(policy_.name) + " needs a human approval for that",
+            -1, 0};
       }
     }
     return Decision{

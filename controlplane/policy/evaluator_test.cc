@@ -514,8 +514,8 @@ Policy effect_policy() {
 TEST_P(EffectApprovals, UnboundedWritesNeedApproval) {
   PreparedStatements session;
   const Decision d = evaluate_sql(effect_policy(), GetParam().sql, &session);
-  SCOPED_TRACE(std::string(GetParam().sql) + " -> " + std::string(verdict_name(d.verdict)) +
-               " [" + d.rule + "] " + d.message);
+  SCOPED_TRACE(std::string(GetParam().sql) + " -> " + std::string(verdict_name(d.verdict)) + " [" +
+               d.rule + "] " + d.message);
   if (std::string_view(GetParam().rule).empty()) {
     EXPECT_EQ(d.verdict, Verdict::kAllow);
   } else {
@@ -541,8 +541,7 @@ INSTANTIATE_TEST_SUITE_P(
         EffectRow{"PREPARE p AS DELETE FROM kv WHERE 'a' = 'a'", "where_constant_true"},
         EffectRow{"PREPARE p AS DELETE FROM kv WHERE true; EXECUTE p", "where_constant_true"},
         EffectRow{"EXPLAIN ANALYZE DELETE FROM kv", "where_absent"},
-        EffectRow{"EXPLAIN DELETE FROM kv", ""},
-        EffectRow{"DELETE FROM kv WHERE k = 'a'", ""},
+        EffectRow{"EXPLAIN DELETE FROM kv", ""}, EffectRow{"DELETE FROM kv WHERE k = 'a'", ""},
         EffectRow{"DELETE FROM kv WHERE false", ""},
         EffectRow{"UPDATE kv SET v = 'x' WHERE status IS NOT NULL", ""},
         EffectRow{"INSERT INTO kv SELECT * FROM kv", ""}));
