@@ -194,6 +194,22 @@ std::string dry_run_obstacle(const policy::SqlAnalysis& a, const StatementAnalys
   return "";
 }
 
+bool mentions_default(std::string_view text) {
+  auto word_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+           static_cast<unsigned char>(c) >= 0x80;
+  };
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  for (size_t at = lower.find("default"); at != std::string::npos;
+       at = lower.find("default", at + 1)) {
+    bool start = at == 0 || !word_char(lower[at - 1]);
+    bool end = at + 7 >= lower.size() || !word_char(lower[at + 7]);
+    if (start && end) return true;
+  }
+  return false;
+}
+
 std::string with_commas(int64_t n) {
   std::string digits = std::to_string(n);
   std::string out;
@@ -288,6 +304,9 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   }
   if (!writes.empty() && pol.approve_when_rows_over > 0) cacheable = false;
   r.cacheable = cacheable;
+  // The probes below may take seconds: the session's state is not held meanwhile (the
+  // dataplane sends a session's statements one at a time; `staged` is committed at the end).
+  if (lock.owns_lock()) lock.unlock();
 
   if (d.verdict != policy::Verdict::kDeny && pol.deny_masked_in_expressions) {
     for (const auto& st : analysis.statements) {
@@ -378,8 +397,11 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
       if (obstacle.empty()) {
         std::vector<std::string> relations;
         for (const auto& rel : st->relations_written) relations.push_back(rel.resolved());
-        auto irreversible = probe_->irreversible_effects(session.target, relations,
-                                                         st->kind != StatementKind::kDelete);
+        // INSERT and MERGE fill defaults (sequences); an UPDATE only with SET c = DEFAULT
+        // (looked for as a word in the text: a false positive only skips the dry run).
+        bool defaults = st->kind == StatementKind::kInsert || st->kind == StatementKind::kMerge ||
+                        mentions_default(st->text);
+        auto irreversible = probe_->irreversible_effects(session.target, relations, defaults);
         obstacle = irreversible.is_ok() ? *irreversible : irreversible.status().message();
       }
       if (obstacle.empty()) {
@@ -393,9 +415,15 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
         effect.dry_run_note = "no dry run: " + obstacle;
       }
     }
-    if (state != nullptr) state->put_effect(request.sql, std::move(effect));
+    if (state != nullptr) {
+      lock.lock();
+      state->put_effect(request.sql, std::move(effect));
+    }
   }
-  if (r.verdict != "deny") commit_names();
+  if (r.verdict != "deny" && staged) {
+    if (!lock.owns_lock()) lock.lock();
+    commit_names();
+  }
   return r;
 }
 
