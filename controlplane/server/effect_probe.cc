@@ -254,7 +254,18 @@ Result<int64_t> PgEffectProbe::dry_run(const config::Target& target, const std::
     conn.reset();
     return begun;
   }
-  Res r(PQexecParams(conn.conn, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
+  // Parse first (one statement, unnamed): a statement with bind parameters is not run.
+  Res parsed(PQprepare(conn.conn, "", sql.c_str(), 0, nullptr));
+  if (command_ok(parsed.get())) {
+    Res described(PQdescribePrepared(conn.conn, ""));
+    if (command_ok(described.get()) && PQnparams(described.get()) > 0) {
+      conn.reset();
+      return failed_precondition("the statement has bind parameters, known only when it runs");
+    }
+  }
+  Res r(command_ok(parsed.get())
+            ? PQexecPrepared(conn.conn, "", 0, nullptr, nullptr, nullptr, 0)
+            : PQexecParams(conn.conn, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
   const bool ok = command_ok(r.get());
   const std::string state = sqlstate_of(r.get());
   const std::string msg = ok ? "" : trimmed_error(r.get(), conn.conn);
@@ -264,9 +275,6 @@ Result<int64_t> PgEffectProbe::dry_run(const config::Target& target, const std::
   if (state == "57014") return failed_precondition("the dry run was stopped after 2 s");
   if (state == "55P03") {
     return failed_precondition("rows it would change are locked by an open transaction");
-  }
-  if (state == "42P02") {
-    return failed_precondition("the statement has bind parameters, known only when it runs");
   }
   return failed_precondition("the dry run failed: " + msg);
 }

@@ -14,11 +14,12 @@
 //     (data-modifying CTEs included). Nothing runs. statement_timeout 1 s.
 //   * irreversible_effects: catalog checks on the written relations for what a rollback
 //     cannot undo: user triggers (they may call anything), rules, foreign or non-table
-//     relations, identity/serial columns (sequences advance) for INSERT/UPDATE/MERGE, user
+//     relations, identity/serial columns (sequences advance) when defaults apply, user
 //     triggers on tables whose foreign keys cascade from it.
 //   * dry_run: BEGIN; SET LOCAL statement_timeout = 2 s, lock_timeout = 500 ms; the statement
-//     (extended protocol, so exactly one statement); ROLLBACK. Returns the command's row
-//     count. Rows locked by open transactions (also the agent's own) stop it at lock_timeout.
+//     (extended protocol, so exactly one statement; not run when it has bind parameters);
+//     ROLLBACK. Returns the command's row count. Rows locked by open transactions (also the
+//     agent's own) stop it at lock_timeout.
 //
 // Thread-safety: all methods may be called concurrently.
 #pragma once
