@@ -279,4 +279,37 @@ Result<int64_t> PgEffectProbe::dry_run(const config::Target& target, const std::
   return failed_precondition("the dry run failed: " + msg);
 }
 
+Result<std::string> PgEffectProbe::plan_time_functions(const config::Target& target,
+                                                       const std::vector<std::string>& names) {
+  static const char* kSql =
+      "SELECT n.nspname || '.' || p.proname FROM pg_proc p"
+      " JOIN pg_namespace n ON n.oid = p.pronamespace"
+      " WHERE n.nspname <> 'pg_catalog' AND p.provolatile IN ('i', 's')"
+      " AND p.proname = ANY($1::text[]) ORDER BY 1 LIMIT 1";
+  // A text[] literal: every element double-quoted, with " and \ escaped.
+  std::string array = "{";
+  for (size_t i = 0; i < names.size(); ++i) {
+    array += i == 0 ? "\"" : ",\"";
+    for (char ch : names[i]) {
+      if (ch == '"' || ch == '\\') array += '\\';
+      array += ch;
+    }
+    array += '"';
+  }
+  array += "}";
+  auto c = connection_for(target);
+  if (!c.is_ok()) return c.status();
+  Connection& conn = **c;
+  std::lock_guard<std::mutex> lock(conn.mu);
+  PGW_RETURN_IF_ERROR(conn.ensure());
+  const char* params[] = {array.c_str()};
+  Res r(PQexecParams(conn.conn, kSql, 1, nullptr, params, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    std::string msg = trimmed_error(r.get(), conn.conn);
+    conn.reset();
+    return unavailable("effect probe catalog lookup: " + msg);
+  }
+  return PQntuples(r.get()) > 0 ? std::string(PQgetvalue(r.get(), 0, 0)) : std::string();
+}
+
 }  // namespace pgwarden::server

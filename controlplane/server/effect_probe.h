@@ -11,7 +11,9 @@
 //     every bind parameter: the planner's generic plan, which does not depend on parameter
 //     values (so `$1` placeholders of the extended protocol are estimated as unknown values,
 //     never as NULL). The estimate is the sum of the input rows of every ModifyTable node
-//     (data-modifying CTEs included). Nothing runs. statement_timeout 1 s.
+//     (data-modifying CTEs included). The statement is not executed; since planning evaluates
+//     immutable and stable functions on constants, the analyser does not EXPLAIN statements
+//     that call user-defined ones (plan_time_functions). statement_timeout 1 s.
 //   * irreversible_effects: catalog checks on the written relations for what a rollback
 //     cannot undo: user triggers (they may call anything), rules, foreign or non-table
 //     relations, identity/serial columns (sequences advance) when defaults apply, user
@@ -51,6 +53,10 @@ class EffectProbe {
                                                    bool adds_rows) = 0;
   // Runs `sql` in a transaction that is rolled back and returns the rows it changed.
   virtual Result<int64_t> dry_run(const config::Target& target, const std::string& sql) = 0;
+  // The first of `names` that is a user-defined (outside pg_catalog) immutable or stable
+  // function (the planner may evaluate those while planning), as "schema.name"; "" for none.
+  virtual Result<std::string> plan_time_functions(const config::Target& target,
+                                                  const std::vector<std::string>& names) = 0;
 };
 
 // The input rows of every ModifyTable node in an `EXPLAIN (FORMAT JSON)` output, summed; the
@@ -66,6 +72,8 @@ class PgEffectProbe : public EffectProbe {
                                            const std::vector<std::string>& relations,
                                            bool adds_rows) override;
   Result<int64_t> dry_run(const config::Target& target, const std::string& sql) override;
+  Result<std::string> plan_time_functions(const config::Target& target,
+                                          const std::vector<std::string>& names) override;
 
  private:
   struct Connection;

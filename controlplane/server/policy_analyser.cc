@@ -58,7 +58,14 @@ bool literal_sensitive(const StatementAnalysis& s) {
 // A write whose rows the planner is asked about; text "" when it cannot be asked (COPY).
 struct WriteProbe {
   std::string text;
+  std::vector<std::string> functions;  // names the statement calls (planning may run some)
 };
+
+WriteProbe probe_of(const StatementAnalysis& st, std::string text) {
+  WriteProbe w{std::move(text), {}};
+  for (const policy::FunctionRef& f : st.functions) w.functions.push_back(f.name);
+  return w;
+}
 
 void collect_writes(const StatementAnalysis& st, const policy::PreparedStatements* names,
                     std::vector<WriteProbe>* out) {
@@ -69,19 +76,20 @@ void collect_writes(const StatementAnalysis& st, const policy::PreparedStatement
     case StatementKind::kExplainAnalyze:
       if (!st.inner) return;
       if (st.inner->kind == StatementKind::kExecute) return collect_writes(*st.inner, names, out);
-      if (writes_rows(*st.inner)) out->push_back({st.inner->text});
+      if (writes_rows(*st.inner)) out->push_back(probe_of(*st.inner, st.inner->text));
       return;
     case StatementKind::kExecute: {
       const auto* candidates = names != nullptr ? names->find(st.prepared_name) : nullptr;
       if (candidates == nullptr) return;
       for (const auto& c : *candidates) {
-        if (writes_rows(*c)) out->push_back({c->text});
+        if (writes_rows(*c)) out->push_back(probe_of(*c, c->text));
       }
       return;
     }
     default:
       if (writes_rows(st)) {
-        out->push_back({st.kind == StatementKind::kCopyToStdout ? std::string() : st.text});
+        out->push_back(
+            probe_of(st, st.kind == StatementKind::kCopyToStdout ? std::string() : st.text));
       }
       return;
   }
@@ -345,14 +353,27 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
 
   approvals::ApprovalEffect effect;
   const bool threshold = pol.approve_when_rows_over > 0;
-  if (r.verdict != "deny" && !writes.empty() && (threshold || r.verdict == "approve")) {
+  if (r.verdict != "deny" && !writes.empty() &&
+      (threshold || (r.verdict == "approve" && pol.dry_run))) {
     int64_t total = 0;
     for (const WriteProbe& w : writes) {
       Result<int64_t> rows =
           w.text.empty()
               ? Result<int64_t>(failed_precondition("this statement form cannot be EXPLAINed"))
-          : probe_ ? probe_->estimate_rows(session.target, w.text)
+          : probe_ ? Result<int64_t>(0)
                    : Result<int64_t>(unavailable("no effect probe"));
+      if (rows.is_ok() && !w.functions.empty()) {
+        // Planning evaluates immutable and stable functions on constants: a user-defined one
+        // would run on cp's connection, so such a statement is not EXPLAINed.
+        auto user = probe_->plan_time_functions(session.target, w.functions);
+        if (!user.is_ok()) {
+          rows = user.status();
+        } else if (!user->empty()) {
+          rows = failed_precondition("it calls " + *user +
+                                     ", a user-defined function the planner may run");
+        }
+      }
+      if (rows.is_ok()) rows = probe_->estimate_rows(session.target, w.text);
       if (!rows.is_ok()) {
         effect.estimate_note = "no planner estimate: " + rows.status().message();
         total = -1;

@@ -31,6 +31,13 @@ class FakeProbe : public EffectProbe {
     dry_runs.push_back(sql);
     return 42;
   }
+  Result<std::string> plan_time_functions(const config::Target&,
+                                          const std::vector<std::string>& names) override {
+    for (const auto& n : names) {
+      if (n == "my_stable_fn") return std::string("public.my_stable_fn");
+    }
+    return std::string();
+  }
   std::map<std::string, int64_t> estimates;
   std::vector<std::string> estimated;
   std::vector<std::string> dry_runs;
@@ -161,6 +168,12 @@ TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed
   auto unknown = analyse("update crm.orders set v = 1 where status = 'z'");
   EXPECT_EQ(unknown.rule, "policy.rows_over");
   EXPECT_NE(unknown.message.find("unavailable"), std::string::npos);
+  // A user-defined function the planner could run: no EXPLAIN, so approval.
+  probe_->estimated.clear();
+  auto udf = analyse("update crm.orders set v = 1 where id = my_stable_fn()");
+  EXPECT_EQ(udf.rule, "policy.rows_over");
+  EXPECT_NE(udf.message.find("public.my_stable_fn"), std::string::npos) << udf.message;
+  EXPECT_TRUE(probe_->estimated.empty());
   // Reads are never estimated.
   probe_->estimated.clear();
   EXPECT_EQ(analyse("select 1").verdict, "allow");
@@ -194,6 +207,10 @@ TEST_F(PolicyAnalyserTest, DeniedPrepareIsNotRememberedEvenWhenOnlyTheMaskCheckD
 
 TEST_F(PolicyAnalyserTest, DryRunCountsOnlyWhereARollbackUndoesEverything) {
   writer_policy();
+  // Without dry_run and approve_when_rows_over nothing is sent to the database.
+  analyse("delete from crm.orders");
+  EXPECT_TRUE(probe_->estimated.empty());
+  EXPECT_TRUE(probe_->dry_runs.empty());
   policy_.dry_run = true;
   analyse("delete from crm.orders");
   auto e = state_.take_effect("delete from crm.orders");

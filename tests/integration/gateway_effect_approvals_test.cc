@@ -208,6 +208,21 @@ TEST_F(GatewayEffectApprovalsTest, DryRunIsSkippedWhereARollbackCannotUndoTheSeq
   EXPECT_EQ(db("select last_value || '/' || is_called from public.t_dst_k_seq"), before);
   ASSERT_NO_FATAL_FAILURE(deny(req["id"], c.get()));
   EXPECT_EQ(db("select count(*) from public.t_dst"), "0");
+
+  // A user-defined stable function could run while planning: no EXPLAIN, so no estimate,
+  // so the write waits (fail closed) even though it changes one row.
+  ASSERT_FALSE(db("create function public.pick_one() returns int stable language sql "
+                  "as 'select 1'; select 'made'")
+                   .empty());
+  const std::string udf = "update public.t_src set v = 'u' where k = public.pick_one()";
+  ASSERT_EQ(PQsendQuery(c.get(), udf.c_str()), 1);
+  json held = wait_request(udf);
+  ASSERT_TRUE(held.contains("id")) << gw_->cp_log();
+  EXPECT_EQ(held["rule"], "policy.rows_over");
+  EXPECT_NE(held.value("estimate_note", "").find("public.pick_one"), std::string::npos)
+      << held.dump();
+  ASSERT_NO_FATAL_FAILURE(deny(held["id"], c.get()));
+  EXPECT_EQ(db("select count(*) from public.t_src where v = 'u'"), "0");
 }
 
 TEST_F(GatewayEffectApprovalsTest, SqlPrepareAndExecuteThroughPsqlInheritTheVerdict) {
