@@ -89,7 +89,7 @@ class Walker {
   // Returns false when the tree was too deep to analyse.
   bool run(const PgQuery__Node* stmt) {
     classify_and_walk(stmt);
-    out_->write_effects = find_write_effects(stmt);
+    if (!too_deep_) out_->write_effects = find_write_effects(stmt);
     if (locks_rows_) add_unique(&out_->nested_kinds, StatementKind::kSelectForUpdate);
     // The statement's own kind is not "nested".
     std::erase(out_->nested_kinds, out_->kind);
