@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "controlplane/policy/lineage.h"
+
 namespace pgwarden::policy {
 
 // Statement kinds. The string form (statement_kind_name) is what policies list in
@@ -164,6 +166,9 @@ struct StatementAnalysis {
   // columns are also merged into this statement's lists (EXPLAIN without ANALYZE reports the
   // inner statement's written relations as read: nothing is executed).
   std::shared_ptr<const StatementAnalysis> inner;
+  // Column lineage (lineage.h); computed only when analyse_sql() is given a catalog. PREPARE's
+  // and EXPLAIN's `inner` carry the inner statement's lineage as well.
+  std::shared_ptr<const StatementLineage> lineage;
 };
 
 struct ParseError {
@@ -181,5 +186,7 @@ inline constexpr size_t kMaxSqlBytes = 1 << 20;
 
 // Parses and analyses `sql`. Never throws; unparseable SQL yields parse_error.
 SqlAnalysis analyse_sql(std::string_view sql);
+// The same, plus each statement's column lineage computed over `catalog` (lineage.h).
+SqlAnalysis analyse_sql(std::string_view sql, LineageCatalog* catalog);
 
 }  // namespace pgwarden::policy
