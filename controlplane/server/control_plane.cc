@@ -148,7 +148,10 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
 
   ServerHandlers handlers;
   handlers.authenticator = cp->identity_;
-  handlers.analyser = std::make_shared<PolicyAnalyser>();
+  handlers.analyser = std::make_shared<PolicyAnalyser>(
+      [planner = cp->mask_planner_](const config::Config& config, const config::Target& target) {
+        return planner->lineage_catalog(config, target);
+      });
   handlers.mask_planner = cp->mask_planner_;
   handlers.approvals = cp->approvals_.get();
   handlers.recorder = cp->recorder_.get();

@@ -92,6 +92,17 @@ Result<std::shared_ptr<maskplan::Catalog>> CatalogMaskPlanner::catalog_for(
   return std::shared_ptr<maskplan::Catalog>(catalog);
 }
 
+Result<std::shared_ptr<policy::LineageCatalog>> CatalogMaskPlanner::lineage_catalog(
+    const config::Config& config, const config::Target& target) {
+  auto catalog = catalog_for(config, target);
+  if (!catalog.is_ok()) return catalog.status();
+  auto lineage = std::dynamic_pointer_cast<policy::LineageCatalog>(*catalog);
+  if (!lineage)
+    return failed_precondition("the catalog of target " + target.name +
+                               " cannot resolve column lineage");
+  return lineage;
+}
+
 Result<std::string> CatalogMaskPlanner::policy_key(const config::Config& config,
                                                    const policy::Policy& policy) {
   if (!policy_uses_hash(policy)) return std::string();

@@ -2,6 +2,7 @@
 
 #include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/glob.h"
+#include "controlplane/policy/mask_lineage.h"
 #include "controlplane/policy/sql_analysis.h"
 
 namespace pgwarden::server {
@@ -53,7 +54,18 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
 
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                                                   const protocol::AnalyseRequest& request) {
-  policy::SqlAnalysis analysis = policy::analyse_sql(request.sql);
+  std::shared_ptr<policy::LineageCatalog> catalog;
+  if (catalogs_ && policy::has_column_masks(session.policy)) {
+    auto c = catalogs_(session.config, session.target);
+    if (!c.is_ok()) {
+      return {"deny", "policy.lineage_unavailable",
+              "cannot check this statement against the masked columns of policy \"" +
+                  session.policy.name + "\": " + c.status().message(),
+              false};
+    }
+    catalog = std::move(c).value();
+  }
+  policy::SqlAnalysis analysis = policy::analyse_sql(request.sql, catalog.get());
   policy::Decision d = policy::evaluate(session.policy, analysis, nullptr);
   protocol::AnalyseResponse r;
   r.verdict = std::string(policy::verdict_name(d.verdict));
@@ -64,6 +76,17 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     if (literal_sensitive(s)) cacheable = false;
   }
   r.cacheable = cacheable;
+  if (d.verdict != policy::Verdict::kDeny && catalog) {
+    for (const auto& st : analysis.statements) {
+      if (!st.lineage) continue;
+      if (auto refusal = policy::check_lineage(session.policy, *st.lineage)) {
+        // An unknown relation may exist a moment later (CREATE TABLE, a catalog that was
+        // unreachable): that refusal is not a property of the statement's shape.
+        bool transient = refusal->rule == "lineage_unknown";
+        return {"deny", "policy." + refusal->rule, refusal->message, cacheable && !transient};
+      }
+    }
+  }
   if (d.verdict != policy::Verdict::kDeny && session.policy.deny_masked_in_expressions) {
     for (const auto& st : analysis.statements) {
       for (const auto& use : st.columns) {

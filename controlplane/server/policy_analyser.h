@@ -13,8 +13,21 @@
 // against "schema.table.column" (a column without a resolved relation matches on the
 // column part alone: fail closed), name_pattern against the column name; `*` matches every
 // rule. type_name rules are not checked here (types are known only from the result).
+//
+// Column lineage (controlplane/policy/lineage.h, mask_lineage.h): when the session's policy has
+// column masks and the analyser was given a catalog provider, every statement's lineage is
+// computed over the target's catalog and check_lineage() refuses (deny, rule
+// "policy.<masked_derived|masked_predicate|masked_origin_lost|masked_copy|masked_copied|
+// opaque_function|opaque_code|lineage_unknown>", SQLSTATE 42501 at the client) what would
+// reveal a masked value. If the catalog cannot be asked the statement is denied
+// ("policy.lineage_unavailable", not cacheable). Lineage verdicts are cacheable like any
+// other: they depend on the statement's shape and the catalog (see docs/masking.md for DDL).
 #pragma once
 
+#include <functional>
+#include <memory>
+
+#include "controlplane/policy/lineage.h"
 #include "controlplane/policy/sql_analysis.h"
 #include "controlplane/server/interfaces.h"
 
@@ -25,8 +38,18 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy, const poli
 
 class PolicyAnalyser : public StatementAnalyser {
  public:
+  // The lineage catalog of a target (the mask planner's metadata connection).
+  using CatalogProvider = std::function<Result<std::shared_ptr<policy::LineageCatalog>>(
+      const config::Config&, const config::Target&)>;
+
+  PolicyAnalyser() = default;
+  explicit PolicyAnalyser(CatalogProvider catalogs) : catalogs_(std::move(catalogs)) {}
+
   protocol::AnalyseResponse analyse(const SessionView& session,
                                     const protocol::AnalyseRequest& request) override;
+
+ private:
+  CatalogProvider catalogs_;
 };
 
 }  // namespace pgwarden::server
