@@ -147,7 +147,9 @@ Result<protocol::MaskPlanResponse> CatalogMaskPlanner::plan(
   if (!key.is_ok()) return key.status();
   auto catalog = catalog_for(session.config, session.target);
   if (!catalog.is_ok()) return catalog.status();
-  auto plan = maskplan::build_mask_plan(fields, session.policy, **catalog, *key);
+  maskplan::MaskPlanOptions options;
+  options.lineage = dynamic_cast<policy::LineageCatalog*>(catalog->get());
+  auto plan = maskplan::build_mask_plan(fields, session.policy, **catalog, *key, options);
   if (!plan.is_ok()) return plan.status();
   protocol::MaskPlanResponse response;
   response.plan = plan->to_json();
