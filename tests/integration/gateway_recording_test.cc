@@ -71,8 +71,8 @@ TEST_F(GatewayRecordingTest, StatementsAndMaskedRowsAreRecordedAndTheChainVerifi
     ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
     ASSERT_EQ(PQntuples(r.get()), 5);
     Res b(PQexecParams(c.get(),
-                       "SELECT upper(email) AS rec_marker_2 FROM crm.customers ORDER BY id", 0,
-                       nullptr, nullptr, nullptr, nullptr, 1));
+                       "SELECT upper(card_number) AS rec_marker_2 FROM crm.customers ORDER BY id",
+                       0, nullptr, nullptr, nullptr, nullptr, 1));
     ASSERT_EQ(PQresultStatus(b.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(b.get());
     Res e(PQexec(c.get(), "SELECT rec_marker_3 FROM crm.no_such_table"));
     ASSERT_EQ(PQresultStatus(e.get()), PGRES_FATAL_ERROR);
