@@ -76,17 +76,6 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     if (literal_sensitive(s)) cacheable = false;
   }
   r.cacheable = cacheable;
-  if (d.verdict != policy::Verdict::kDeny && catalog) {
-    for (const auto& st : analysis.statements) {
-      if (!st.lineage) continue;
-      if (auto refusal = policy::check_lineage(session.policy, *st.lineage)) {
-        // An unknown relation may exist a moment later (CREATE TABLE, a catalog that was
-        // unreachable): that refusal is not a property of the statement's shape.
-        bool transient = refusal->rule == "lineage_unknown";
-        return {"deny", "policy." + refusal->rule, refusal->message, cacheable && !transient};
-      }
-    }
-  }
   if (d.verdict != policy::Verdict::kDeny && session.policy.deny_masked_in_expressions) {
     for (const auto& st : analysis.statements) {
       for (const auto& use : st.columns) {
@@ -101,6 +90,19 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                       ") and may not be used inside an expression",
                   cacheable};
         }
+      }
+    }
+  }
+  // After deny_masked_in_expressions (its older, name-based rule keeps its name where both
+  // apply), before the prescreen's approve matches (a refusal beats an approval).
+  if (d.verdict != policy::Verdict::kDeny && catalog) {
+    for (const auto& st : analysis.statements) {
+      if (!st.lineage) continue;
+      if (auto refusal = policy::check_lineage(session.policy, *st.lineage)) {
+        // An unknown relation may exist a moment later (CREATE TABLE, a catalog that was
+        // unreachable): that refusal is not a property of the statement's shape.
+        bool transient = refusal->rule == "lineage_unknown";
+        return {"deny", "policy." + refusal->rule, refusal->message, cacheable && !transient};
       }
     }
   }
