@@ -235,7 +235,7 @@ Result<std::vector<policy::CatalogRelation>> PgCatalog::relations(const std::str
       "LEFT JOIN pg_catalog.pg_attribute a "
       "  ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
       "WHERE c.relname = $1 AND ($2 = '' OR n.nspname = $2) "
-      "AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+      "AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
       "ORDER BY n.nspname, c.oid, a.attnum";
   const std::string key = schema + "\n" + name;
   std::lock_guard lock(mu_);

@@ -50,7 +50,7 @@ class FakeCatalog : public LineageCatalog {
     functions_["hstore"] = {"public"};
     functions_["array_agg"] = {"pg_catalog"};
     functions_["json_agg"] = {"pg_catalog"};
-    for (const char* f : {"reverse", "split_part", "rank", "max", "min", "sum"}) {
+    for (const char* f : {"reverse", "split_part", "rank", "max", "min", "sum", "set_config"}) {
       functions_[f] = {"pg_catalog"};
     }
   }

@@ -39,6 +39,12 @@ bool system_schema(std::string_view schema) {
   return schema == "pg_catalog" || schema == "information_schema";
 }
 
+// Catalog relations holding column statistics, i.e. sample values of any column.
+bool statistics_view(std::string_view name) {
+  return name == "pg_stats" || name == "pg_stats_ext" || name == "pg_stats_ext_exprs" ||
+         name == "pg_statistic" || name == "pg_statistic_ext_data";
+}
+
 bool is_node(const PgQuery__Node* n, PgQuery__Node__NodeCase c) {
   return n != nullptr && n->node_case == c;
 }
@@ -186,6 +192,7 @@ class LineageWalker {
       scopes_.pop_back();
     } else {
       scopes_.emplace_back();
+      merged_columns_.push_back(0);
       for (size_t i = 0; i < s->n_from_clause; ++i) from_item(s->from_clause[i]);
       outputs = target_list(s->target_list, s->n_target_list, false);
       if (s->where_clause) predicate(s->where_clause, "WHERE");
@@ -203,6 +210,7 @@ class LineageWalker {
       }
       order_by(s->sort_clause, s->n_sort_clause, outputs);
       limits(s);
+      merged_columns_.pop_back();
       scopes_.pop_back();
     }
     pop_with(s->with_clause);
@@ -267,8 +275,13 @@ class LineageWalker {
     if (is_node(n, PG_QUERY__NODE__NODE_A_CONST) &&
         n->a_const->val_case == PG_QUERY__A__CONST__VAL_IVAL) {
       int pos = n->a_const->ival ? n->a_const->ival->ival : 0;
-      if (pos >= 1 && static_cast<size_t>(pos) <= outputs.size()) {
-        add_predicates(outputs[pos - 1].lineage, clause);
+      // `*` over JOIN ... USING / NATURAL lists each merged column once where this analysis
+      // lists it per side: positions after it may be off by that many (take them all).
+      int shift = merged_columns_.empty() ? 0 : merged_columns_.back();
+      for (int k = pos - shift; k <= pos + shift; ++k) {
+        if (k >= 1 && static_cast<size_t>(k) <= outputs.size()) {
+          add_predicates(outputs[k - 1].lineage, clause);
+        }
       }
       return;
     }
@@ -340,12 +353,17 @@ class LineageWalker {
       }
       return;
     }
-    const FromItem* item = find_item(c->fields, c->n_fields - 1);
+    size_t level = 0;
+    const FromItem* item = find_item(c->fields, c->n_fields - 1, &level);
     if (!item) {
       fail("cannot resolve " + qualifier_text(c->fields, c->n_fields - 1) + ".*");
       return;
     }
+    size_t first = outputs->size();
     expand(*item, outputs);
+    if (level + 1 != scopes_.size()) {
+      for (size_t i = first; i < outputs->size(); ++i) (*outputs)[i].lineage.origin_lost = true;
+    }
   }
 
   static void expand(const FromItem& item, std::vector<OutputColumn>* outputs) {
@@ -456,6 +474,7 @@ class LineageWalker {
   }
 
   void join_using(size_t first, const std::string& name) {
+    if (!merged_columns_.empty()) ++merged_columns_.back();
     std::vector<const ColumnLineage*> sides;
     for (size_t k = first; k < scopes_.back().size(); ++k) {
       for (const auto& c : scopes_.back()[k].columns) {
@@ -514,6 +533,12 @@ class LineageWalker {
       }
     }
     item.relname = name;
+    if ((schema.empty() || schema == "pg_catalog") && statistics_view(name)) {
+      fail("pg_catalog." + name +
+           " shows sample values of every column, masked ones included (most_common_vals, "
+           "histogram_bounds)");
+      return item;
+    }
     auto candidates = relations(schema, name);
     if (!candidates) {
       fail(candidates.status().message());
@@ -877,8 +902,12 @@ class LineageWalker {
       if (parts.size() >= 2) name.schema = std::string(parts[parts.size() - 2]);
       functions_.insert(name);
     }
-    // count(*) / count(x) reveal how many rows, not a value.
+    // count(*) / count(col) reveal how many rows, not a value. Only plain column references
+    // are ignored: count(set_config('x', ssn, false)) would store the value elsewhere.
     bool count = name.name == "count" && (name.schema.empty() || name.schema == "pg_catalog");
+    for (size_t i = 0; count && i < f->n_args; ++i) {
+      if (!is_node(f->args[i], PG_QUERY__NODE__NODE_COLUMN_REF)) count = false;
+    }
     if (!count) {
       for (size_t i = 0; i < f->n_args; ++i) any(msg(f->args[i]), acc);
     } else {
@@ -928,11 +957,19 @@ class LineageWalker {
     return nullptr;
   }
 
-  static const ScopeColumn* column_of(const FromItem& item, std::string_view name) {
+  // The column `name` of `item` (several columns may carry one name after an alias list
+  // renamed one: their union, as PostgreSQL would refuse the ambiguity anyway).
+  static std::optional<ScopeColumn> column_of(const FromItem& item, std::string_view name) {
+    std::optional<ScopeColumn> found;
     for (const auto& c : item.columns) {
-      if (c.name == name) return &c;
+      if (c.name != name) continue;
+      if (!found) {
+        found = c;
+      } else {
+        found->lineage.add(c.lineage);
+      }
     }
-    return nullptr;
+    return found;
   }
 
   static ColumnLineage whole_row(const FromItem& item) {
@@ -974,7 +1011,7 @@ class LineageWalker {
         bool here = false;
         for (const FromItem& item : scopes_[s]) {
           if (item.qualified_only) continue;
-          if (const ScopeColumn* col = column_of(item, column)) {
+          if (std::optional<ScopeColumn> col = column_of(item, column)) {
             ColumnLineage cl = col->lineage;
             if (s + 1 != scopes_.size()) cl.origin_lost = true;
             l.add(cl);
@@ -1002,7 +1039,7 @@ class LineageWalker {
     size_t level = 0;
     if (const FromItem* item = find_item(c->fields, n - 1, &level)) {
       ColumnLineage l;
-      if (const ScopeColumn* col = column_of(*item, column)) {
+      if (std::optional<ScopeColumn> col = column_of(*item, column)) {
         l = col->lineage;
         if (level + 1 != scopes_.size()) l.origin_lost = true;
         return l;
@@ -1051,6 +1088,7 @@ class LineageWalker {
   int view_depth_;
   StatementLineage* out_;
   std::vector<Scope> scopes_;
+  std::vector<int> merged_columns_;  // per SELECT level: columns merged by USING / NATURAL
   std::vector<Cte> ctes_;
   std::set<FunctionName> functions_;
   std::map<std::string, std::vector<CatalogRelation>> relation_cache_;

@@ -130,6 +130,29 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"SELECT hstore(c) FROM crm.customers c", "opaque_function"},
         Case{"SELECT allowed_fn(1)", ""}, Case{"CALL crm.proc()", "opaque_function"},
         Case{"DO $$ BEGIN END $$", "opaque_code"},
+        // Side effects hidden in count(), positions shifted by USING, outer-level stars.
+        Case{"SELECT count(set_config('x.y', ssn, false)) FROM crm.customers", "masked_derived"},
+        Case{"SELECT * FROM crm.orders o JOIN crm.customers c USING (id) ORDER BY 7",
+             "masked_predicate"},
+        Case{"SELECT l.* FROM crm.customers c, LATERAL (SELECT c.*) l", "masked_origin_lost"},
+        Case{"SELECT x.* FROM crm.customers c, LATERAL (SELECT c.*) l, LATERAL (SELECT l.id) x",
+             ""},
+        Case{"SELECT id FROM crm.customers WHERE email IS NULL OR email LIKE 'a%'",
+             "masked_predicate"},
+        Case{"SELECT a.id FROM crm.customers a JOIN (SELECT lower(email) AS email FROM "
+             "crm.customers) b ON a.email = b.email",
+             "masked_predicate"},
+        Case{"SELECT id FROM crm.customers c WHERE c::text LIKE '%1%'", "masked_predicate"},
+        Case{"SELECT id FROM crm.customers GROUP BY ROLLUP (ssn, id)", "masked_predicate"},
+        Case{"SELECT EXISTS (SELECT 1 FROM crm.customers WHERE ssn LIKE '1%')", "masked_predicate"},
+        Case{"WITH d AS (UPDATE crm.customers SET name = name WHERE id = 1 RETURNING ssn) "
+             "SELECT * FROM d",
+             "masked_origin_lost"},
+        Case{"INSERT INTO crm.orders (note) VALUES ((SELECT ssn FROM crm.customers LIMIT 1))",
+             "masked_copied"},
+        // Column statistics hold sample values of masked columns.
+        Case{"SELECT most_common_vals FROM pg_stats WHERE attname = 'ssn'", "lineage_unknown"},
+        Case{"SELECT * FROM pg_catalog.pg_statistic", "lineage_unknown"},
         // Unknown to the catalog: fail closed.
         Case{"SELECT \"SSN\" FROM crm.customers", "lineage_unknown"},
         Case{"SELECT * FROM crm.loop", "lineage_unknown"}));

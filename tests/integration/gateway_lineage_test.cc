@@ -287,6 +287,11 @@ TEST_F(GatewayLineageTest, CursorsAndPreparedStatementsFollowTheSameRules) {
 TEST_F(GatewayLineageTest, OpaqueFunctionsProceduresAndDoBlocksAreRefused) {
   Conn c = connect();
   expect_refused(c.get(), "SELECT crm.leak(1)", "crm.leak");
+  // Column statistics are sample values of masked columns too.
+  auto analyzed = gw_->pg().psql("ANALYZE crm.customers");
+  ASSERT_TRUE(analyzed.is_ok()) << analyzed.status().to_string();
+  expect_refused(c.get(), "SELECT most_common_vals::text FROM pg_stats WHERE attname = 'ssn'",
+                 "pg_stats");
   expect_refused(c.get(), "SELECT id, crm.leak(id) FROM crm.orders", "allowed_functions");
   for (const char* sql : {"CALL crm.touch()", "DO $$ BEGIN PERFORM 1; END $$"}) {
     Res r = run(c.get(), sql, 0);
