@@ -704,8 +704,19 @@ class LineageWalker {
         scopes_.back().push_back(std::move(excluded));
       }
       if (oc->infer) {
-        ColumnLineage ignored;
-        any(msg(oc->infer), &ignored);
+        // The conflict target decides which rows are "already there": a predicate.
+        const PgQuery__InferClause* inf = oc->infer;
+        for (size_t i = 0; i < inf->n_index_elems; ++i) {
+          const PgQuery__Node* e = inf->index_elems[i];
+          if (!is_node(e, PG_QUERY__NODE__NODE_INDEX_ELEM)) continue;
+          if (e->index_elem->expr) general(e->index_elem->expr, "ON CONFLICT");
+          if (!str(e->index_elem->name).empty() && !scopes_.back().empty()) {
+            if (auto col = column_of(scopes_.back().front(), str(e->index_elem->name))) {
+              add_predicates(col->lineage, "ON CONFLICT");
+            }
+          }
+        }
+        if (inf->where_clause) predicate(inf->where_clause, "ON CONFLICT");
       }
       for (size_t i = 0; i < oc->n_target_list; ++i) set_target(oc->target_list[i]);
       if (oc->where_clause) predicate(oc->where_clause, "WHERE");

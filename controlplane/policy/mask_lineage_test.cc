@@ -150,6 +150,10 @@ INSTANTIATE_TEST_SUITE_P(
              "masked_origin_lost"},
         Case{"INSERT INTO crm.orders (note) VALUES ((SELECT ssn FROM crm.customers LIMIT 1))",
              "masked_copied"},
+        Case{"INSERT INTO crm.customers (name, ssn) VALUES ('x', '1') ON CONFLICT (ssn) DO "
+             "NOTHING",
+             "masked_predicate"},
+        Case{"INSERT INTO crm.customers (name) VALUES ('x') ON CONFLICT (id) DO NOTHING", ""},
         // Column statistics hold sample values of masked columns.
         Case{"SELECT most_common_vals FROM pg_stats WHERE attname = 'ssn'", "lineage_unknown"},
         Case{"SELECT * FROM pg_catalog.pg_statistic", "lineage_unknown"},
