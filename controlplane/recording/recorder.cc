@@ -403,6 +403,7 @@ struct Recorder::Impl {
       ++sync_errors;
       return false;
     }
+    ++batches_synced;  // fdatasync calls (one per file and group commit)
     f.dirty = false;
     f.synced_size = f.size;
     f.synced_seq = f.seq;
@@ -582,15 +583,12 @@ struct Recorder::Impl {
   }
 
   void sync_all() {
-    bool any = false;
     for (auto& [id, f] : files) {
       int err = 0;
       if (!f.dirty) continue;
-      any = true;
       if (!sync_file(id, f, &err))
         note_failure(id, "fdatasync " + path_for(id) + ": " + errno_text(err));
     }
-    if (any) ++batches_synced;
     last_sync = std::chrono::steady_clock::now();
     close_sealed();
     publish();
