@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -338,26 +339,46 @@ TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDe
   };
   ASSERT_TRUE(eventually([&] { return checkpointed(sealed_id, true); }));
 
-  // A session open mid-stream when cp is killed.
+  // A session open mid-stream when cp is killed: a client inserts as fast as it can while
+  // cp gets SIGKILL.
   auto [conn, open_id] = open_session();
   ASSERT_FALSE(open_id.empty());
-  for (int i = 0; i < 5; ++i) {
-    Res r(PQexec(conn.get(),
-                 ("INSERT INTO public.wal_t VALUES ('kill-" + std::to_string(i) + "')").c_str()));
-    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
-  }
-  // The checkpoint has caught up with everything the session wrote (synced, then the next
-  // checkpoint interval).
-  auto caught_up = [&] {
-    recording::VerifyReport report;
-    auto recs = recording::read_recording(rec_dir() + "/" + open_id + ".jsonl", &report);
-    auto cp = recording::read_checkpoint(checkpoint);
-    if (!recs.is_ok() || !cp.is_ok() || cp->heads.count(open_id) == 0) return false;
-    return cp->heads[open_id].seq == report.records;
-  };
-  ASSERT_TRUE(eventually(caught_up));
-  ASSERT_TRUE(gw_->stop_cp().is_ok());  // SIGKILL
+  ASSERT_TRUE(eventually([&] { return checkpointed(open_id, false); }));
+  std::atomic<int> inserted{0};
+  std::thread client([&, c = conn.get()] {
+    for (int i = 0; i < 100000; ++i) {
+      Res r(PQexec(c,
+                   ("INSERT INTO public.wal_t VALUES ('kill-" + std::to_string(i) + "')").c_str()));
+      if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) break;  // cp is gone
+      inserted = i + 1;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return inserted.load() >= 20; }));
+  ASSERT_TRUE(gw_->stop_cp().is_ok());  // SIGKILL, mid-stream
+  client.join();
   conn.reset();
+  // Every INSERT that ran has its statement record: records in the page cache survive a
+  // crash of cp.
+  {
+    recording::VerifyReport report;
+    std::set<std::string> recorded;
+    for (const json& r : records(open_id, &report)) {
+      std::string sql = r.value("sql", "");
+      if (r.value("kind", "") == "statement" && !r.contains("phase") &&
+          sql.find("'kill-") != std::string::npos) {
+        auto at = sql.find("'kill-");
+        recorded.insert(sql.substr(at + 1, sql.find('\'', at + 1) - at - 1));
+      }
+    }
+    EXPECT_TRUE(report.ok) << report.reason;
+    size_t ran = 0;
+    for (const std::string& v : table_values()) {
+      if (v.rfind("kill-", 0) != 0) continue;
+      ++ran;
+      EXPECT_EQ(recorded.count(v), 1u) << v << " ran without a record";
+    }
+    EXPECT_GE(ran, 20u);
+  }
 
   // cp down: verify straight from the state dir.
   CtlResult offline =
@@ -392,10 +413,19 @@ TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDe
   EXPECT_EQ(deleted.code, 1) << deleted.out << deleted.err;
   EXPECT_NE(deleted.out.find("TRUNCATED"), std::string::npos) << deleted.out;
 
-  // Cut the crashed session's tail in the middle of a record.
+  // Cut the crashed session's tail in the middle of the checkpointed last record.
   const std::string open_path = rec_dir() + "/" + open_id + ".jsonl";
-  auto size = fs::file_size(open_path);
-  fs::resize_file(open_path, size - 200);
+  auto cp_now = recording::read_checkpoint(checkpoint);
+  ASSERT_TRUE(cp_now.is_ok());
+  const uint64_t head = cp_now->heads[open_id].seq;
+  ASSERT_GE(head, 2u);
+  {
+    std::ifstream in(open_path);
+    std::string l;
+    uint64_t offset = 0;
+    for (uint64_t n = 1; n < head && std::getline(in, l); ++n) offset += l.size() + 1;
+    fs::resize_file(open_path, offset + 10);
+  }
   CtlResult cut = gw_->ctl("ops", {"sessions", "verify", open_id});
   EXPECT_EQ(cut.code, 1) << cut.out << cut.err;
   EXPECT_NE(cut.out.find("TRUNCATED"), std::string::npos) << cut.out;
