@@ -50,6 +50,7 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
     (void)(*rec)->start_session(st);
   }
   std::atomic<uint64_t> acked{0};
+  std::atomic<uint64_t> target{0};
   const nlohmann::json fields = {{"sql", "SELECT abalance FROM pgbench_accounts WHERE aid = 4242"},
                                  {"shape_key", "9f3ab2c4d5e6f708"},
                                  {"verdict", "allow"},
@@ -59,15 +60,16 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
   uint64_t expected = 0;
   for (auto _ : state) {
     expected += kBurst;
+    target = expected;
     for (int i = 0; i < kBurst; ++i) {
       (void)(*rec)->append("bench-" + std::to_string(i % sessions), "statement", fields,
-                           {.keep = true, .on_done = [&acked](const pgwarden::Status&) {
-                              acked.fetch_add(1, std::memory_order_relaxed);
+                           {.keep = true, .on_done = [&acked, &target](const pgwarden::Status&) {
+                              if (acked.fetch_add(1) + 1 == target.load()) acked.notify_all();
                             }});
     }
     // Write-ahead: a record counts once it is acknowledged (written; with always: synced).
     // Syncs in interval mode run in the background, as in production.
-    while (acked.load(std::memory_order_relaxed) < expected) std::this_thread::yield();
+    for (uint64_t seen = acked.load(); seen < expected; seen = acked.load()) acked.wait(seen);
   }
   (void)(*rec)->flush();
   state.SetItemsProcessed(state.iterations() * kBurst);
