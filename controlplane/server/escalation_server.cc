@@ -452,8 +452,8 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
 void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json request, uint64_t id,
                                 std::string type, int64_t deadline_ms) {
   if (type == "approval") return handle_approval(conn, request, id, deadline_ms);
-  // Inline on the loop thread, like events: the record keeps its place among the session's
-  // events, and try_append never blocks.
+  // Appended inline on the loop thread, like events: the record keeps its place among the
+  // session's events, and append never blocks. The answer is sent when it is written.
   if (type == "record") {
     json answer = handle_record(conn, std::move(request), id);
     if (!answer.is_null()) send(conn, answer);  // null: answered once the record is written
