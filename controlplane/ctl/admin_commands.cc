@@ -268,6 +268,11 @@ void print_verify(std::ostream& out, const std::string& id, const json& v) {
         << scalar_text(v["records"]) << " records verified, last hash " << v.value("last_hash", "")
         << "\n";
   }
+  if (v.value("gaps", 0) > 0) {
+    out << id << ": " << scalar_text(v["gaps"])
+        << " gap records: " << scalar_text(v["missing_records"])
+        << " records could not be recorded (write errors or a full queue; see replay)\n";
+  }
   if (v.contains("checkpoint_seq")) {
     out << id << ": checkpointed chain head at seq " << scalar_text(v["checkpoint_seq"]) << "\n";
   }

@@ -124,6 +124,8 @@ nlohmann::json VerifyReport::to_json() const {
   if (!state.empty()) {
     j["state"] = state;
     j["detail"] = detail;
+    j["gaps"] = gaps;
+    j["missing_records"] = missing_records;
   }
   if (checkpoint) j["checkpoint_seq"] = checkpoint->seq;
   return j;
@@ -159,6 +161,11 @@ Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* c
     }
   }
   auto n = [](uint64_t v) { return std::to_string(v); };
+  for (const auto& r : *records) {
+    if (r.value("kind", "") != "recording_gap") continue;
+    ++report.gaps;
+    report.missing_records += r.value("records", uint64_t{0});
+  }
   if (!report.ok) {
     report.state = "tampered";
     report.detail = "the hash chain breaks at seq " + n(report.bad_seq) + " (" + report.reason +
@@ -209,6 +216,10 @@ Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* c
               "--state-dir to tell)";
     if (report.torn_tail) report.detail += "; a torn last line was ignored";
     if (!report.checkpoint) report.detail += "; no checkpointed head to compare the end with";
+  }
+  if (report.gaps > 0) {
+    report.detail += "; " + n(report.gaps) + " gap records say " + n(report.missing_records) +
+                     " records could not be recorded (see replay)";
   }
   return report;
 }

@@ -56,10 +56,13 @@ struct VerifyReport {
   // known, never sealed: crash) | "truncated" | "tampered".
   std::string state;
   std::string detail;                   // a sentence for operators
+  uint64_t gaps = 0;                    // recording_gap records (verify_session only)
+  uint64_t missing_records = 0;         // records those gaps say are missing
   std::optional<ChainHead> checkpoint;  // the checkpointed head of this session, if any
 
   // {ok, records, torn_tail, last_hash, sealed, [bad_seq, reason], [torn_bytes], [state,
-  // detail], [checkpoint_seq]}: the admin API's and `pgwardenctl sessions verify --json`'s form.
+  // detail, gaps, missing_records], [checkpoint_seq]}: the admin API's and `pgwardenctl sessions
+  // verify --json`'s form.
   nlohmann::json to_json() const;
 };
 

@@ -247,6 +247,10 @@ TEST_F(GatewayRecordingWalTest, DiskFullRefusesUnrecordedStatementsAndRecoversWi
   json v = ctl_json({"sessions", "verify", id}, &code);
   EXPECT_EQ(code, 0) << v.dump();
   EXPECT_EQ(v.value("state", ""), "sealed") << v.dump();
+  EXPECT_EQ(v.value("gaps", uint64_t{0}), gap_records) << v.dump();
+  EXPECT_GE(v.value("missing_records", uint64_t{0}), not_run) << v.dump();
+  CtlResult shown = gw_->ctl("ops", {"sessions", "verify", id});
+  EXPECT_NE(shown.out.find("gap records"), std::string::npos) << shown.out;
 }
 
 TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
