@@ -369,6 +369,31 @@ TEST_F(RecorderFaultsTest, QueueFullDropsOfAnUnrequiredSessionLeaveAGapRecordWit
   EXPECT_EQ((*rec)->health().records_dropped, 6u);
 }
 
+TEST_F(RecorderFaultsTest, IntervalModeSyncsAndCheckpointsWithoutAFlush) {
+  RecorderOptions o = options();
+  o.sync_interval = 20ms;
+  o.checkpoint_interval = 50ms;
+  auto rec = Recorder::open(o);
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  Acks acks;
+  ASSERT_TRUE(statement(**rec, "s", "SELECT 1", acks).is_ok());
+  // Both happen on the writer's timers: wait for the events (a sync, the checkpoint file).
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  auto head = [&]() -> uint64_t {
+    auto cp = read_checkpoint((*rec)->checkpoint_path());
+    return cp.is_ok() && cp->heads.count("s") != 0 ? cp->heads["s"].seq : 0;
+  };
+  while (std::chrono::steady_clock::now() < deadline && (faulty_->syncs == 0 || head() < 2)) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GE(faulty_->syncs.load(), 1);
+  EXPECT_EQ(head(), 2u);
+  EXPECT_EQ((*rec)->watermark("s").synced, 2u);
+  ASSERT_EQ(acks.all().size(), 1u);
+  EXPECT_TRUE(acks.all()[0].is_ok());
+}
+
 class VerifySessionTest : public RecorderFaultsTest {};
 
 TEST_F(VerifySessionTest, CheckpointRevealsTruncationDeletedLastRecordAndCrashes) {
