@@ -731,10 +731,30 @@ class Parser {
     integer(j, "catalog_ttl_s", p, c.masking.catalog_ttl_s, 1, 86400);
   }
 
+  // $.recording.sync: "always" or an interval in ms; $.recording.checkpoint_interval_ms.
+  void parse_recording_sync(const json& j, Config& c) {
+    const std::string p = "$.recording";
+    if (const json* s = field(j, "sync", p, false)) {
+      if (s->is_string() && s->get<std::string>() == "always") {
+        c.recording.sync_always = true;
+      } else if (s->is_number_integer() && s->get<int64_t>() >= 1 && s->get<int64_t>() <= 60000) {
+        c.recording.sync_interval_ms = s->get<int>();
+      } else {
+        error(p + ".sync", "must be \"always\" or an interval in milliseconds (1..60000)");
+      }
+    }
+    integer(j, "checkpoint_interval_ms", p, c.recording.checkpoint_interval_ms, 100, 3600000);
+  }
+
   void parse_recording(const json& j, Config& c) {
     const std::string p = "$.recording";
-    if (!object(j, p, {"retention", "queue_capacity", "hold_timeout_ms"})) return;
+    if (!object(
+            j, p,
+            {"retention", "queue_capacity", "hold_timeout_ms", "sync", "checkpoint_interval_ms"})) {
+      return;
+    }
     integer(j, "queue_capacity", p, c.recording.queue_capacity, 16, 1 << 20);
+    parse_recording_sync(j, c);
     integer(j, "hold_timeout_ms", p, c.recording.hold_timeout_ms, 0, 3600000);
     if (const json* r = field(j, "retention", p, false)) {
       std::string rp = p + ".retention";

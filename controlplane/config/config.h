@@ -128,6 +128,13 @@ struct RecordingSettings {
   // dp: how long a statement of a recording-required session is held while the recorder is
   // behind before it is refused with 53000 (0 = refuse at once).
   int hold_timeout_ms = 30000;
+  // Write-ahead durability (docs/recording.md): records are written (page cache) before the
+  // statement runs; fdatasync follows at most sync_interval_ms later, or before the statement
+  // runs with sync_always ($.recording.sync: "always" | ms).
+  bool sync_always = false;
+  int sync_interval_ms = 100;
+  int checkpoint_interval_ms =
+      1000;  // chain heads written to <state_dir>/recording_checkpoint.json
 };
 
 struct Config {

@@ -216,6 +216,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"RecordingLevel", [](json& j) { j["policies"][0]["recording"]["level"] = "some"; },
                 "$.policies[0].recording.level: unknown recording level \"some\" (off, metadata, "
                 "full)"},
+        BadCase{"RecordingSyncWord", [](json& j) { j["recording"]["sync"] = "sometimes"; },
+                "$.recording.sync: must be \"always\" or an interval in milliseconds (1..60000)"},
+        BadCase{"RecordingSyncZero", [](json& j) { j["recording"]["sync"] = 0; },
+                "$.recording.sync: must be \"always\" or an interval in milliseconds (1..60000)"},
         BadCase{"WrongType", [](json& j) { j["policies"][0]["read_only"] = "yes"; },
                 "$.policies[0].read_only: must be true or false"},
         BadCase{"LoopbackOnlyOnPublicAddress",
@@ -272,6 +276,26 @@ INSTANTIATE_TEST_SUITE_P(
                 "admin_socket_group is set"},
         BadCase{"NotJson", [](json& j) { j = "just a string"; }, "$: must be an object"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(ConfigTest, RecordingSyncIsAnIntervalOrAlways) {
+  json j = example();
+  LoadOutcome d = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(d.ok()) << d.error_text();
+  EXPECT_FALSE(d.config->recording.sync_always);
+  EXPECT_EQ(d.config->recording.sync_interval_ms, 100);
+  EXPECT_EQ(d.config->recording.checkpoint_interval_ms, 1000);
+  j["recording"]["sync"] = "always";
+  j["recording"]["checkpoint_interval_ms"] = 250;
+  LoadOutcome a = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(a.ok()) << a.error_text();
+  EXPECT_TRUE(a.config->recording.sync_always);
+  EXPECT_EQ(a.config->recording.checkpoint_interval_ms, 250);
+  j["recording"]["sync"] = 20;
+  LoadOutcome i = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(i.ok()) << i.error_text();
+  EXPECT_FALSE(i.config->recording.sync_always);
+  EXPECT_EQ(i.config->recording.sync_interval_ms, 20);
+}
 
 TEST(ConfigTest, DuplicateKeysAreErrors) {
   std::string text = example().dump();

@@ -128,6 +128,20 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
   print_fields(out, *r,
                {"version", "uptime_s", "policy_version", "config_path", "policies", "targets",
                 "dp_connections", "sessions", "pending_approvals", "principal"});
+  if (r->contains("recorder") && (*r)["recorder"].is_object()) {
+    const json& rec = (*r)["recorder"];
+    out << "recorder:\n";
+    for (const char* key : {"state", "last_error", "since_ms", "last_error_ms", "records_refused",
+                            "records_dropped", "gaps_written", "gaps_pending", "sync"}) {
+      if (!rec.contains(key)) continue;
+      out << "  " << key << " ";
+      if (std::string_view(key).ends_with("_ms")) {
+        out << format_time_ms(rec[key].get<int64_t>()) << "\n";
+      } else {
+        out << scalar_text(rec[key]) << "\n";
+      }
+    }
+  }
   if (r->contains("counters") && (*r)["counters"].is_object()) {
     out << "counters:\n";
     for (const auto& [k, v] : (*r)["counters"].items()) {
@@ -231,19 +245,51 @@ namespace {
 constexpr std::string_view kSessionsUsage =
     "sessions list | show ID | replay ID [--speed X] | verify ID  [--state-dir DIR] [--json]";
 
+// `sessions verify` of a recording that is intact but was never sealed (crash).
+constexpr int kExitUnsealed = 6;
+
 void print_verify(std::ostream& out, const std::string& id, const json& v) {
-  if (v.value("ok", false)) {
-    out << id << ": ok, " << scalar_text(v["records"]) << " records verified, last hash "
-        << v.value("last_hash", "") << "\n";
-  } else {
+  const std::string state = v.value("state", "");
+  if (!v.value("ok", false) && state != "truncated") {
     out << id << ": TAMPERED at record seq " << scalar_text(v["bad_seq"]) << " ("
         << v.value("reason", "") << "); " << scalar_text(v["records"])
         << " records before it verified\n";
+  } else if (state == "truncated") {
+    out << id << ": TRUNCATED: " << v.value("detail", "") << "\n";
+  } else if (state == "unsealed") {
+    out << id << ": UNSEALED: " << v.value("detail", "") << "; " << scalar_text(v["records"])
+        << " records verified, last hash " << v.value("last_hash", "") << "\n";
+  } else if (state == "open") {
+    out << id << ": open (still recording in the running pgwarden-cp), "
+        << scalar_text(v["records"]) << " records verified so far, last hash "
+        << v.value("last_hash", "") << "\n";
+  } else {
+    out << id << ": ok" << (v.value("sealed", false) ? ", sealed" : "") << ", "
+        << scalar_text(v["records"]) << " records verified, last hash " << v.value("last_hash", "")
+        << "\n";
+  }
+  if (v.value("gaps", 0) > 0) {
+    out << id << ": " << scalar_text(v["gaps"])
+        << " gap records: " << scalar_text(v["missing_records"])
+        << " records could not be recorded (write errors or a full queue; see replay)\n";
+  }
+  if (v.contains("checkpoint_seq")) {
+    out << id << ": checkpointed chain head at seq " << scalar_text(v["checkpoint_seq"]) << "\n";
   }
   if (v.value("torn_tail", false)) {
     out << id << ": torn last line (" << scalar_text(v["torn_bytes"])
         << " bytes, a crash mid-write) ignored\n";
   }
+}
+
+// 0 sealed or still open, 1 tampered or truncated, 6 never sealed (crash).
+int verify_exit_code(const json& v) {
+  const std::string state = v.value("state", "");
+  if (!v.value("ok", false) || state == "truncated" || state == "tampered") {
+    return kExitAdminFailure;
+  }
+  if (state == "unsealed") return kExitUnsealed;
+  return kExitAdminOk;
 }
 
 }  // namespace
@@ -322,7 +368,9 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
   if (sub == "verify") {
     json v;
     if (state_dir) {
-      auto report = recording::verify_recording(path);
+      auto checkpoint = recording::read_checkpoint(*state_dir + "/recording_checkpoint.json");
+      auto report = recording::verify_session(path, checkpoint.is_ok() ? &*checkpoint : nullptr,
+                                              std::nullopt);
       if (!report.is_ok()) {
         err << "pgwardenctl: " << report.status().message() << "\n";
         return exit_code_for(report.status());
@@ -334,7 +382,7 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
       v = std::move(*r);
     }
     if (!inv->emit_json(v)) print_verify(out, id, v);
-    return v.value("ok", false) ? kExitAdminOk : kExitAdminFailure;
+    return verify_exit_code(v);
   }
 
   if (sub == "show") {

@@ -39,7 +39,8 @@ inline constexpr std::string_view kNotAvailable = "not_available";              
 inline constexpr std::string_view kInternal = "internal";                             // XX000
 inline constexpr std::string_view kUnavailable = "unavailable";  // 08006 (e.g. catalog down)
 inline constexpr std::string_view kRecordingBackpressure = "recording_backpressure";  // 53000
-inline constexpr std::string_view kCopyNotMaskable = "copy_not_maskable";             // 42501
+inline constexpr std::string_view kRecordingFailed = "recording_failed";   // 53100 / 58030
+inline constexpr std::string_view kCopyNotMaskable = "copy_not_maskable";  // 42501
 }  // namespace error_code
 
 struct ErrorInfo {

@@ -1,9 +1,11 @@
 #include "controlplane/recording/recorder.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -13,6 +15,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "controlplane/recording/recording_file.h"
@@ -32,7 +35,83 @@ bool valid_kind(std::string_view k) {
   return std::all_of(k.begin(), k.end(), [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
 }
 
+std::string errno_text(int err) {
+  const char* name = ::strerrorname_np(err);
+  return std::string(std::strerror(err)) + " (" + (name != nullptr ? name : "?") + ")";
+}
+
+class PosixFs final : public RecordingFs {
+ public:
+  int open(const std::string& path) override {
+    return ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  }
+  ssize_t pwritev(int fd, const struct iovec* iov, int iovcnt, off_t offset) override {
+    return ::pwritev(fd, iov, iovcnt, offset);
+  }
+  int fdatasync(int fd) override { return ::fdatasync(fd); }
+  int ftruncate(int fd, off_t length) override { return ::ftruncate(fd, length); }
+  off_t size(int fd) override {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return -1;
+    return st.st_size;
+  }
+  int close(int fd) override { return ::close(fd); }
+};
+
+// Records refused (write errors) or dropped (full queue) and not yet recorded in a gap record.
+struct GapInfo {
+  uint64_t records = 0;
+  uint64_t not_run = 0;  // refused records someone waited for: their statements did not run
+  std::map<std::string, uint64_t> kinds;
+  int64_t first_ts = 0;
+  int64_t last_ts = 0;
+  std::string reason;
+
+  bool empty() const { return records == 0; }
+  void add(const std::string& kind, int64_t ts, bool waited, const std::string& why) {
+    if (records == 0) first_ts = ts;
+    ++records;
+    if (waited) ++not_run;
+    ++kinds[kind];
+    last_ts = std::max(last_ts, ts);
+    reason = why;
+  }
+  nlohmann::json to_json() const {
+    return {{"records", records},   {"not_run", not_run}, {"kinds", kinds},
+            {"first_ts", first_ts}, {"last_ts", last_ts}, {"reason", reason}};
+  }
+};
+
 }  // namespace
+
+std::shared_ptr<RecordingFs> posix_recording_fs() { return std::make_shared<PosixFs>(); }
+
+Status recording_write_error(int err, std::string_view what) {
+  std::string msg = "the session recording could not be written (" + std::string(what) + ": " +
+                    errno_text(err) +
+                    "); statements that need recording are refused until it can be written "
+                    "again, then recording resumes with a gap record";
+  if (err == ENOSPC || err == EDQUOT) {
+    return Status(StatusCode::kResourceExhausted, std::move(msg), "53100");
+  }
+  return Status(StatusCode::kInternal, std::move(msg), "58030");
+}
+
+nlohmann::json RecorderHealth::to_json() const {
+  nlohmann::json j{{"state", failing ? "failing" : "ok"},
+                   {"records_refused", records_refused},
+                   {"records_dropped", records_dropped},
+                   {"gaps_written", gaps_written},
+                   {"gaps_pending", gaps_pending},
+                   {"sync", sync_mode == SyncMode::kAlways ? std::string("always")
+                                                           : std::to_string(sync_interval_ms)}};
+  if (!last_error.empty()) {
+    j["last_error"] = last_error;
+    j["last_error_ms"] = last_error_ms;
+  }
+  if (failing) j["since_ms"] = since_ms;
+  return j;
+}
 
 bool valid_session_id(std::string_view id) {
   if (id.empty() || id.size() > 128) return false;
@@ -56,29 +135,47 @@ std::string_view recording_level_name(policy::RecordingLevel level) {
 
 struct Recorder::Impl {
   RecorderOptions options;
+  RecordingFs* fs = nullptr;
 
   struct Item {
     std::string session_id;
     std::string kind;
     nlohmann::json fields;
     int64_t ts = 0;
+    std::function<void(const Status&)> on_done;
     std::promise<void>* barrier = nullptr;  // flush marker when set
   };
-  // Caller-side view of a session (level, cap accounting).
+  // Caller-side view of a session (level, cap accounting, queue-full drops, watermarks).
   struct SessionPolicy {
     policy::RecordingLevel level;
     int row_cap;
     int64_t rows_in_statement = 0;
     bool cap_noted = false;
+    GapInfo dropped;
+    Watermark wm;
   };
-  // Writer-side state of an open file.
+  // Writer-side state of a session's file.
   struct SessionFile {
     int fd = -1;
+    bool loaded = false;  // the existing file was verified (or there was none)
+    std::string broken;   // the existing file cannot be appended to (why)
+    off_t size = 0;       // written state: everything up to here is good records
     uint64_t seq = 0;
     std::string prev;
-    std::string pending;
-    bool failed = false;
-    bool closing = false;
+    off_t synced_size = 0;
+    uint64_t synced_seq = 0;
+    std::string synced_prev;
+    bool dirty = false;               // written, not yet synced
+    bool truncate_pending = false;    // a failed write could not be cut off yet
+    GapInfo gap;                      // refused by write errors, not yet in a gap record
+    std::optional<Item> pending_end;  // a session_end that could not be written yet
+    bool sealed = false;
+    uint64_t written_items = 0, refused_items = 0, synced_items = 0;
+  };
+  struct Head {
+    uint64_t seq = 0;
+    std::string hash;
+    bool sealed = false;
   };
 
   mutable std::mutex mu;
@@ -87,78 +184,75 @@ struct Recorder::Impl {
   std::map<std::string, SessionPolicy> sessions;
   bool stopping = false;
   std::thread writer;
-  // What the writer is waiting for (guarded by mu), so that push() wakes it only when the
-  // record changes what it does: the first record after idling starts the batch_interval
-  // clock; otherwise only reaching batch_records unsynced records does (one futex wake and
-  // context switch per group commit instead of one per record).
-  enum class WriterState { kBusy, kIdle, kTimedWait };
-  WriterState writer_state = WriterState::kBusy;
-  size_t writer_unsynced = 0;  // unsynced records when it started a timed wait
 
   // Writer thread only.
   std::map<std::string, SessionFile> files;
-  size_t unsynced = 0;
-  std::chrono::steady_clock::time_point first_unsynced;
+  std::chrono::steady_clock::time_point last_sync = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_failure;
+  std::chrono::steady_clock::time_point last_checkpoint;
+  std::map<std::string, Head> heads;
+  std::deque<std::string> sealed_order;  // bounded memory of sealed sessions' heads
+  nlohmann::json heads_changed = nlohmann::json::object();
+
+  // Guarded by mu.
+  RecorderHealth health;
 
 #define PGW_DEFINE_COUNTER(name) std::atomic<uint64_t> name{0};
   PGW_RECORDER_COUNTERS(PGW_DEFINE_COUNTER)
 #undef PGW_DEFINE_COUNTER
 
+  static constexpr size_t kSealedHeadsKept = 1024;
+
   int64_t now() const { return options.clock_ms ? options.clock_ms() : system_now_ms(); }
   std::string path_for(const std::string& id) const { return options.dir + "/" + id + ".jsonl"; }
+  void audit(nlohmann::json j) {
+    if (!options.audit) return;
+    j["ts"] = now();
+    options.audit(j);
+  }
 
-  void report_failure(const std::string& session_id, const std::string& message) {
-    ++write_errors;
-    if (options.audit) {
-      options.audit({{"event", "recording_write_failed"},
-                     {"session_id", session_id},
-                     {"message", message},
-                     {"ts", now()}});
+  // ------------------------------------------------------------------ health (writer thread)
+
+  void note_failure(const std::string& session_id, const std::string& message) {
+    last_failure = std::chrono::steady_clock::now();
+    bool first = false;
+    {
+      std::lock_guard lock(mu);
+      first = !health.failing;
+      if (first) health.since_ms = now();
+      health.failing = true;
+      health.last_error = message;
+      health.last_error_ms = now();
+    }
+    if (first) {
+      audit(
+          {{"event", "recording_write_failed"}, {"session_id", session_id}, {"message", message}});
     }
   }
 
-  // Opens (or resumes, continuing its chain) the session's file.
-  void open_file(const std::string& id, SessionFile* f) {
-    std::string path = path_for(id);
-    if (::access(path.c_str(), F_OK) == 0) {
-      VerifyReport report;
-      auto existing = read_recording(path, &report);
-      if (!existing || !report.ok) {
-        f->failed = true;
-        report_failure(id, "existing recording does not verify; refusing to append");
-        return;
-      }
-      if (report.torn_tail) {
-        struct stat st;
-        if (::stat(path.c_str(), &st) == 0) {
-          (void)::truncate(path.c_str(), st.st_size - static_cast<off_t>(report.torn_bytes));
-        }
-      }
-      f->seq = report.records;
-      f->prev = report.records > 0 ? report.last_hash : std::string(kGenesisHash);
-    } else {
-      f->prev = std::string(kGenesisHash);
+  void note_success() {
+    int64_t since = 0;
+    {
+      std::lock_guard lock(mu);
+      if (!health.failing) return;
+      since = health.since_ms;
+      health.failing = false;
+      health.since_ms = 0;
     }
-    f->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (f->fd < 0) {
-      f->failed = true;
-      report_failure(id, "cannot open " + path + ": " + std::strerror(errno));
-    }
+    audit({{"event", "recording_write_resumed"},
+           {"message", "recording writes work again (failing since " + std::to_string(since) + ")"},
+           {"failing_since_ms", since}});
   }
 
-  void append_record(Item& item) {
-    auto [it, inserted] = files.try_emplace(item.session_id);
-    SessionFile& f = it->second;
-    if (inserted) open_file(item.session_id, &f);
-    if (f.failed) {
-      if (item.kind == "session_end") files.erase(it);
-      return;
-    }
-    nlohmann::json rec = std::move(item.fields);
+  // ------------------------------------------------------------------- records (writer)
+
+  // Chains and serialises one record onto f's written state.
+  std::string format_record(SessionFile& f, const std::string& id, std::string_view kind,
+                            nlohmann::json rec, int64_t ts) {
     rec["seq"] = f.seq + 1;
-    rec["ts"] = item.ts;
-    rec["session_id"] = item.session_id;
-    rec["kind"] = item.kind;
+    rec["ts"] = ts;
+    rec["session_id"] = id;
+    rec["kind"] = kind;
     rec["prev"] = f.prev;
     rec.erase("hash");
     // Canonical order is alphabetical, so "hash" goes between the members that sort before it
@@ -182,124 +276,491 @@ struct Recorder::Impl {
     canon += hi_in;
     canon += '}';
     std::string hash = chain_hash(f.prev, canon);
-    f.pending += '{';
-    f.pending += lo_in;
-    if (!lo_in.empty()) f.pending += ',';
-    f.pending += R"("hash":")";
-    f.pending += hash;
-    f.pending += '"';
-    if (!hi_in.empty()) f.pending += ',';
-    f.pending += hi_in;
-    f.pending += "}\n";
+    std::string line;
+    line.reserve(canon.size() + 80);
+    line += '{';
+    line += lo_in;
+    if (!lo_in.empty()) line += ',';
+    line += R"("hash":")";
+    line += hash;
+    line += '"';
+    if (!hi_in.empty()) line += ',';
+    line += hi_in;
+    line += "}\n";
     f.prev = std::move(hash);
     ++f.seq;
-    ++records_written;
-    if (unsynced++ == 0) first_unsynced = std::chrono::steady_clock::now();
-    if (item.kind == "session_end") f.closing = true;
+    return line;
   }
 
-  void sync_all() {
-    if (unsynced > 0 && options.before_sync) options.before_sync();
+  // Verifies an existing file and positions f after its last good record; opens it.
+  bool ensure_open(const std::string& id, SessionFile& f, int* err, std::string* what) {
+    const std::string path = path_for(id);
+    if (!f.loaded) {
+      f.prev = std::string(kGenesisHash);
+      if (::access(path.c_str(), F_OK) == 0) {
+        VerifyReport report;
+        auto existing = read_recording(path, &report);
+        if (!existing.is_ok() || !report.ok) {
+          f.broken = "the existing recording " + path + " does not verify; not appended to";
+        } else if (!existing->empty() && existing->back().value("kind", "") == "seal") {
+          f.broken = "the recording " + path + " is sealed; nothing may follow its seal";
+        } else {
+          struct stat st;
+          off_t size = ::stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+          f.size = size - static_cast<off_t>(report.torn_bytes);
+          f.truncate_pending = report.torn_tail;
+          f.seq = report.records;
+          if (report.records > 0) f.prev = report.last_hash;
+        }
+      }
+      f.synced_size = f.size;
+      f.synced_seq = f.seq;
+      f.synced_prev = f.prev;
+      f.loaded = true;
+    }
+    if (!f.broken.empty()) {
+      *err = EPERM;
+      *what = f.broken;
+      return false;
+    }
+    if (f.fd < 0) {
+      f.fd = fs->open(path);
+      if (f.fd < 0) {
+        *err = errno;
+        *what = "open " + path;
+        return false;
+      }
+    }
+    if (f.truncate_pending) {
+      if (fs->ftruncate(f.fd, f.size) != 0) {
+        *err = errno;
+        *what = "ftruncate " + path;
+        return false;
+      }
+      f.truncate_pending = false;
+    }
+    return true;
+  }
+
+  // One pwritev per batch (more only for short writes or more than IOV_MAX lines).
+  bool write_lines(SessionFile& f, const std::vector<std::string>& lines, int* err) {
+    off_t off = f.size;
+    size_t idx = 0;
+    size_t skip = 0;
+    std::vector<struct iovec> iov;
+    while (idx < lines.size()) {
+      iov.clear();
+      for (size_t i = idx; i < lines.size() && iov.size() < IOV_MAX; ++i) {
+        const std::string& l = lines[i];
+        size_t from = i == idx ? skip : 0;
+        iov.push_back({const_cast<char*>(l.data()) + from, l.size() - from});
+      }
+      ssize_t n = fs->pwritev(f.fd, iov.data(), static_cast<int>(iov.size()), off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        *err = n < 0 ? errno : ENOSPC;
+        return false;
+      }
+      off += n;
+      size_t left = static_cast<size_t>(n);
+      while (left > 0) {
+        size_t rest = lines[idx].size() - skip;
+        if (left >= rest) {
+          left -= rest;
+          ++idx;
+          skip = 0;
+        } else {
+          skip += left;
+          left = 0;
+        }
+      }
+    }
+    return true;
+  }
+
+  void update_head(const std::string& id, SessionFile& f) {
+    Head& h = heads[id];
+    if (h.seq == f.synced_seq && h.sealed == f.sealed) return;
+    h.seq = f.synced_seq;
+    h.hash = f.synced_prev;
+    if (f.sealed && !h.sealed) {
+      sealed_order.push_back(id);
+      if (sealed_order.size() > kSealedHeadsKept) {
+        heads.erase(sealed_order.front());
+        heads_changed.erase(sealed_order.front());
+        sealed_order.pop_front();
+      }
+    }
+    h.sealed = f.sealed;
+    heads_changed[id] = {{"seq", h.seq}, {"hash", h.hash}, {"sealed", h.sealed}};
+  }
+
+  // fdatasync of a written file. False (and the error noted) when it failed.
+  bool sync_file(const std::string& id, SessionFile& f, int* err) {
+    if (!f.dirty) return true;
+    if (fs->fdatasync(f.fd) != 0) {
+      *err = errno;
+      ++sync_errors;
+      return false;
+    }
+    ++batches_synced;  // fdatasync calls (one per file and group commit)
+    f.dirty = false;
+    f.synced_size = f.size;
+    f.synced_seq = f.seq;
+    f.synced_prev = f.prev;
+    f.synced_items = f.written_items;
+    update_head(id, f);
+    return true;
+  }
+
+  // Writes the pending gap record (if any), `items`, a pending session_end and its seal.
+  void write_file(const std::string& id, std::vector<Item*>& items) {
+    SessionFile& f = files[id];
+    int err = 0;
+    std::string what;
+    // First load: positions f after the file's last good record, so the starting point
+    // below (what a failed batch is cut back to) is the file's real end.
+    bool ok = ensure_open(id, f, &err, &what);
+    const off_t start_size = f.size;
+    const uint64_t start_seq = f.seq;
+    const std::string start_prev = f.prev;
+    const GapInfo gap_before = f.gap;
+    std::vector<std::string> lines;
+    bool wrote_gap = false;
+    bool sealing = false;
+    std::optional<Item> end_item = std::move(f.pending_end);
+    f.pending_end.reset();
+    const Item* end_ptr = nullptr;  // moved into end_item
+    for (Item* it : items) {
+      if (it->kind == "session_end") {
+        end_ptr = it;
+        end_item = std::move(*it);
+      }
+    }
+    if (ok) {
+      if (!f.gap.empty()) {
+        lines.push_back(format_record(f, id, "recording_gap", f.gap.to_json(), now()));
+        wrote_gap = true;
+      }
+      for (Item* it : items) {
+        if (it == end_ptr) continue;
+        lines.push_back(format_record(f, id, it->kind, std::move(it->fields), it->ts));
+      }
+      if (end_item) {
+        lines.push_back(
+            format_record(f, id, "session_end", std::move(end_item->fields), end_item->ts));
+        nlohmann::json seal = {{"records", f.seq}, {"head", f.prev}};
+        lines.push_back(format_record(f, id, "seal", std::move(seal), end_item->ts));
+        sealing = true;
+      }
+      if (!lines.empty()) {
+        ok = write_lines(f, lines, &err);
+        if (!ok) what = "write " + path_for(id);
+      }
+    }
+    bool sync_failed = false;
+    if (ok && !lines.empty()) {
+      f.size = start_size;
+      for (const auto& l : lines) f.size += static_cast<off_t>(l.size());
+      f.dirty = true;
+      if (options.sync_mode == SyncMode::kAlways || sealing) {
+        if (!sync_file(id, f, &err)) {
+          what = "fdatasync " + path_for(id);
+          if (options.sync_mode == SyncMode::kAlways) {
+            ok = false;  // not acknowledged: cut back to what is known to be synced
+          } else {
+            sync_failed = true;
+            note_failure(id, what + ": " + errno_text(err));  // records stay: in page cache
+          }
+        }
+      }
+    }
+    if (!ok) {
+      // Cut the failed batch off (never leave a torn or unacknowledged record as the end).
+      const off_t good = options.sync_mode == SyncMode::kAlways ? f.synced_size : start_size;
+      if (f.fd >= 0 && fs->ftruncate(f.fd, good) != 0) f.truncate_pending = true;
+      if (options.sync_mode == SyncMode::kAlways) {
+        f.size = f.synced_size;
+        f.seq = f.synced_seq;
+        f.prev = f.synced_prev;
+        f.dirty = false;
+      } else {
+        f.size = start_size;
+        f.seq = start_seq;
+        f.prev = start_prev;
+      }
+      f.gap = gap_before;
+      ++write_errors;
+      const std::string message = what + ": " + errno_text(err);
+      Status refused =
+          f.broken.empty()
+              ? recording_write_error(err, what)
+              : Status(StatusCode::kInternal,
+                       "the session recording cannot be continued: " + f.broken, "58030");
+      for (Item* it : items) {
+        if (it == end_ptr) continue;
+        f.gap.add(it->kind, it->ts, static_cast<bool>(it->on_done), message);
+        ++f.refused_items;
+        ++records_refused;
+        if (it->on_done) it->on_done(refused);
+      }
+      if (end_item && f.broken.empty()) f.pending_end = std::move(end_item);
+      note_failure(id, message);
+      return;
+    }
+    if (lines.empty()) return;
+    records_written += lines.size();
+    ++batches_written;
+    if (wrote_gap) {
+      ++gaps_written;
+      nlohmann::json a = f.gap.to_json();
+      a["event"] = "recording_gap";
+      a["session_id"] = id;
+      a["message"] = "recording resumed after " + std::to_string(f.gap.records) +
+                     " refused records (" + f.gap.reason + ")";
+      audit(std::move(a));
+      f.gap = GapInfo{};
+    }
+    if (!sync_failed) note_success();
+    for (Item* it : items) {
+      if (it == end_ptr) continue;
+      ++f.written_items;
+      if (it->on_done) it->on_done(Status::ok());
+    }
+    if (sealing) {
+      f.sealed = true;
+      ++sessions_sealed;
+      update_head(id, f);
+    }
+  }
+
+  // Groups a drained batch per session (order kept within a session) and writes it.
+  void process(std::deque<Item>& batch) {
+    if (options.before_sync) options.before_sync();
+    std::map<std::string, std::vector<Item*>> per_file;
+    std::vector<std::promise<void>*> barriers;
+    for (Item& item : batch) {
+      if (item.barrier != nullptr) {
+        barriers.push_back(item.barrier);
+      } else {
+        per_file[item.session_id].push_back(&item);
+      }
+    }
+    for (auto& [id, items] : per_file) write_file(id, items);
+    close_sealed();
+    publish();
+    if (!barriers.empty()) {
+      sync_all();
+      retry_pending(/*force=*/true);
+      write_checkpoint(/*force=*/true);
+      for (auto* b : barriers) b->set_value();
+    }
+  }
+
+  void close_sealed() {
     for (auto it = files.begin(); it != files.end();) {
       SessionFile& f = it->second;
-      if (!f.failed && !f.pending.empty()) {
-        std::string_view data = f.pending;
-        while (!data.empty()) {
-          ssize_t n = ::write(f.fd, data.data(), data.size());
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0) {
-            f.failed = true;
-            report_failure(it->first, std::string("write failed: ") + std::strerror(errno));
-            break;
-          }
-          data.remove_prefix(static_cast<size_t>(n));
-        }
-        if (!f.failed && ::fdatasync(f.fd) != 0) {
-          f.failed = true;
-          report_failure(it->first, std::string("fsync failed: ") + std::strerror(errno));
-        }
-        f.pending.clear();
-      }
-      if (f.closing) {
-        if (f.fd >= 0) ::close(f.fd);
+      if (f.sealed && !f.dirty) {
+        if (f.fd >= 0) fs->close(f.fd);
         it = files.erase(it);
       } else {
         ++it;
       }
     }
-    if (unsynced > 0) ++batches_synced;
-    unsynced = 0;
   }
+
+  // Watermarks and pending gaps for the callers.
+  void publish() {
+    uint64_t pending = 0;
+    std::lock_guard lock(mu);
+    for (auto& [id, f] : files) {
+      if (!f.gap.empty()) ++pending;
+      auto s = sessions.find(id);
+      if (s == sessions.end()) continue;
+      s->second.wm.written = f.written_items;
+      s->second.wm.refused = f.refused_items;
+      s->second.wm.synced = f.synced_items;
+    }
+    health.gaps_pending = pending;
+  }
+
+  void sync_all() {
+    for (auto& [id, f] : files) {
+      int err = 0;
+      if (!f.dirty) continue;
+      if (!sync_file(id, f, &err))
+        note_failure(id, "fdatasync " + path_for(id) + ": " + errno_text(err));
+    }
+    last_sync = std::chrono::steady_clock::now();
+    close_sealed();
+    publish();
+  }
+
+  bool has_pending() const {
+    return std::any_of(files.begin(), files.end(), [](const auto& e) {
+      return !e.second.gap.empty() || e.second.pending_end.has_value();
+    });
+  }
+
+  // Writes pending gap records and seals (after a write error) without waiting for a new
+  // record of the session: recording resumes by itself once writing works again.
+  void retry_pending(bool force) {
+    if (!has_pending()) return;
+    if (!force && std::chrono::steady_clock::now() - last_failure < options.retry_interval) return;
+    std::vector<std::string> ids;
+    for (auto& [id, f] : files) {
+      if (!f.gap.empty() || f.pending_end) ids.push_back(id);
+    }
+    for (const auto& id : ids) {
+      std::vector<Item*> none;
+      write_file(id, none);
+    }
+    close_sealed();
+    publish();
+  }
+
+  bool any_dirty() const {
+    return std::any_of(files.begin(), files.end(), [](const auto& e) { return e.second.dirty; });
+  }
+
+  // Writer-side timers: interval sync, retries, checkpoint.
+  void timers() {
+    auto t = std::chrono::steady_clock::now();
+    if (any_dirty() && t - last_sync >= options.sync_interval) sync_all();
+    retry_pending(/*force=*/false);
+    write_checkpoint(/*force=*/false);
+  }
+
+  std::optional<std::chrono::steady_clock::time_point> next_deadline() const {
+    std::optional<std::chrono::steady_clock::time_point> d;
+    auto take = [&](std::chrono::steady_clock::time_point t) {
+      if (!d || t < *d) d = t;
+    };
+    if (any_dirty()) take(last_sync + options.sync_interval);
+    if (has_pending()) take(last_failure + options.retry_interval);
+    if (!heads_changed.empty()) take(last_checkpoint + options.checkpoint_interval);
+    return d;
+  }
+
+  // ------------------------------------------------------------------------- checkpoint
+
+  void load_checkpoint() {
+    auto cp = read_checkpoint(options.checkpoint_path);
+    if (!cp.is_ok()) return;
+    for (const auto& [id, h] : cp->heads) {
+      if (::access(path_for(id).c_str(), F_OK) != 0) continue;  // deleted by retention
+      heads[id] = Head{h.seq, h.hash, h.sealed};
+      if (h.sealed) sealed_order.push_back(id);
+    }
+  }
+
+  void write_checkpoint(bool force) {
+    if (heads_changed.empty()) return;
+    auto t = std::chrono::steady_clock::now();
+    if (!force && t - last_checkpoint < options.checkpoint_interval) return;
+    last_checkpoint = t;
+    nlohmann::json sessions_json = nlohmann::json::object();
+    for (const auto& [id, h] : heads) {
+      sessions_json[id] = {{"seq", h.seq}, {"hash", h.hash}, {"sealed", h.sealed}};
+    }
+    const int64_t ts = now();
+    const std::string body =
+        nlohmann::json{{"version", 1}, {"written_ms", ts}, {"sessions", std::move(sessions_json)}}
+            .dump() +
+        "\n";
+    const std::string tmp = options.checkpoint_path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0;
+    std::string_view data = body;
+    while (ok && !data.empty()) {
+      ssize_t n = ::write(fd, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ok = false;
+        break;
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    if (ok && ::fdatasync(fd) != 0) ok = false;
+    if (fd >= 0) ::close(fd);
+    if (ok && ::rename(tmp.c_str(), options.checkpoint_path.c_str()) != 0) ok = false;
+    if (!ok) {
+      ::unlink(tmp.c_str());
+      ++checkpoint_errors;
+      return;  // retried at the next interval; the old checkpoint is still a valid lower bound
+    }
+    ++checkpoints_written;
+    audit({{"event", "recording_checkpoint"},
+           {"message", "recording chain heads"},
+           {"heads", std::move(heads_changed)}});
+    heads_changed = nlohmann::json::object();
+  }
+
+  // ---------------------------------------------------------------------------- loop
 
   void run() {
     std::unique_lock lock(mu);
     while (true) {
       if (queue.empty()) {
         if (stopping) break;
-        if (unsynced > 0) {
-          auto deadline = first_unsynced + options.batch_interval;
-          writer_state = WriterState::kTimedWait;
-          writer_unsynced = unsynced;
-          bool timed_out = cv.wait_until(lock, deadline) == std::cv_status::timeout;
-          writer_state = WriterState::kBusy;
-          if (timed_out && queue.empty()) {
-            lock.unlock();
-            sync_all();
-            lock.lock();
-          }
+        auto deadline = next_deadline();
+        if (deadline) {
+          cv.wait_until(lock, *deadline);
         } else {
-          writer_state = WriterState::kIdle;
           cv.wait(lock);
-          writer_state = WriterState::kBusy;
+        }
+        if (queue.empty()) {
+          lock.unlock();
+          timers();
+          lock.lock();
         }
         continue;
       }
       std::deque<Item> batch;
       batch.swap(queue);
       lock.unlock();
-      for (auto& item : batch) {
-        if (item.barrier != nullptr) {
-          sync_all();
-          item.barrier->set_value();
-          continue;
-        }
-        append_record(item);
-      }
-      // Group commit: everything drained in one go shares one write + fdatasync per file.
-      // Syncing every batch_records inside a large drain made the writer fall behind under
-      // load (one fdatasync per 64 records), which held statements of recording-required
-      // sessions; a crash still loses at most what was drained since the last sync.
-      if (unsynced >= options.batch_records ||
-          (unsynced > 0 &&
-           std::chrono::steady_clock::now() - first_unsynced >= options.batch_interval)) {
-        sync_all();
-      }
+      // Group commit: everything drained in one go shares one pwritev (and in kAlways one
+      // fdatasync) per file.
+      process(batch);
+      timers();
       lock.lock();
     }
     lock.unlock();
     sync_all();
+    retry_pending(/*force=*/true);
+    sync_all();
+    write_checkpoint(/*force=*/true);
     for (auto& [id, f] : files) {
-      if (f.fd >= 0) ::close(f.fd);
+      if (f.fd >= 0) fs->close(f.fd);
     }
     files.clear();
   }
 
   // REQUIRES: mu held.
-  Status push(Item item) {
-    if (queue.size() >= options.queue_capacity) {
+  Status push(Item item, bool keep) {
+    auto s = sessions.find(item.session_id);
+    if (!keep && queue.size() >= options.queue_capacity) {
       ++records_rejected_queue_full;
+      {
+        if (s != sessions.end()) {
+          s->second.dropped.add(item.kind, item.ts, static_cast<bool>(item.on_done),
+                                "recording queue full");
+        }
+      }
       return resource_exhausted("recording queue is full");
     }
-    queue.push_back(std::move(item));
-    // A half-full queue wakes it too: with a queue smaller than batch_records the writer would
-    // otherwise sit out the batch interval while producers are refused (queue full).
-    if (writer_state == WriterState::kIdle ||
-        (writer_state == WriterState::kTimedWait &&
-         (writer_unsynced + queue.size() >= options.batch_records ||
-          queue.size() * 2 >= options.queue_capacity))) {
-      writer_state = WriterState::kBusy;  // woken once; it rechecks the queue before waiting
-      cv.notify_one();
+    if (s != sessions.end() && !s->second.dropped.empty()) {
+      // The drops are recorded before the next record of the session: nothing goes missing
+      // without a mark.
+      Item gap{item.session_id, "recording_gap", s->second.dropped.to_json(), item.ts, {}, nullptr};
+      s->second.dropped = GapInfo{};
+      ++s->second.wm.queued;
+      queue.push_back(std::move(gap));
     }
+    if (s != sessions.end()) ++s->second.wm.queued;
+    const bool was_empty = queue.empty();
+    queue.push_back(std::move(item));
+    if (was_empty) cv.notify_one();
     return Status::ok();
   }
 };
@@ -317,8 +778,8 @@ Recorder::~Recorder() {
 
 Result<std::unique_ptr<Recorder>> Recorder::open(RecorderOptions options) {
   if (options.dir.empty()) return invalid_argument("recording dir is empty");
-  if (options.queue_capacity == 0 || options.batch_records == 0) {
-    return invalid_argument("recording queue_capacity and batch_records must be positive");
+  if (options.queue_capacity == 0) {
+    return invalid_argument("recording queue_capacity must be positive");
   }
   std::error_code ec;
   std::filesystem::create_directories(options.dir, ec);
@@ -327,8 +788,18 @@ Result<std::unique_ptr<Recorder>> Recorder::open(RecorderOptions options) {
   if (::access(options.dir.c_str(), W_OK) != 0) {
     return unavailable("recording dir " + options.dir + " is not writable");
   }
+  if (options.checkpoint_path.empty()) {
+    std::filesystem::path d(options.dir);
+    while (!d.empty() && d.filename().empty()) d = d.parent_path();  // trailing '/'
+    options.checkpoint_path = (d.parent_path() / "recording_checkpoint.json").string();
+  }
+  if (!options.fs) options.fs = posix_recording_fs();
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  impl->fs = impl->options.fs.get();
+  impl->health.sync_mode = impl->options.sync_mode;
+  impl->health.sync_interval_ms = impl->options.sync_interval.count();
+  impl->load_checkpoint();
   std::unique_ptr<Recorder> r(new Recorder(std::move(impl)));
   Impl* raw = r->impl_.get();
   raw->writer = std::thread([raw] { raw->run(); });
@@ -341,6 +812,7 @@ Status Recorder::start_session(const SessionStart& s) {
   if (impl_->sessions.count(s.session_id) != 0) {
     return failed_precondition("session " + s.session_id + " is already recording");
   }
+  impl_->sessions[s.session_id] = Impl::SessionPolicy{s.level, std::max(s.row_cap, 0), 0, false};
   if (s.level != policy::RecordingLevel::kOff) {
     nlohmann::json fields = {{"identity", s.identity},
                              {"groups", s.groups},
@@ -350,20 +822,61 @@ Status Recorder::start_session(const SessionStart& s) {
                              {"policy", s.policy},
                              {"recording", recording_level_name(s.level)},
                              {"row_cap", s.row_cap}};
-    PGW_RETURN_IF_ERROR(
-        impl_->push(Impl::Item{s.session_id, "session_start", std::move(fields), impl_->now()}));
+    Status st = impl_->push(
+        Impl::Item{s.session_id, "session_start", std::move(fields), impl_->now(), {}, nullptr},
+        /*keep=*/true);
+    if (!st.is_ok()) impl_->sessions.erase(s.session_id);
+    return st;
   }
-  impl_->sessions[s.session_id] = Impl::SessionPolicy{s.level, std::max(s.row_cap, 0), 0, false};
   return Status::ok();
 }
 
-Status Recorder::try_append(const std::string& session_id, const std::string& kind,
-                            nlohmann::json fields) {
-  if (!fields.is_object()) return invalid_argument("recording event fields must be an object");
-  if (!valid_kind(kind) || kind == "session_start") {
-    return invalid_argument("bad recording event kind");
+Status Recorder::resume_session(const SessionStart& s, std::string_view reason) {
+  if (!valid_session_id(s.session_id)) return invalid_argument("bad recording session id");
+  const std::string path = impl_->path_for(s.session_id);
+  if (s.level == policy::RecordingLevel::kOff || ::access(path.c_str(), F_OK) != 0) {
+    return start_session(s);
+  }
+  VerifyReport report;
+  auto records = read_recording(path, &report);
+  if (!records.is_ok()) return records.status();
+  if (!report.ok) {
+    return failed_precondition("recording of session " + s.session_id + " does not verify at seq " +
+                               std::to_string(report.bad_seq) + " (" + report.reason +
+                               "); not resumed");
+  }
+  if (!records->empty()) {
+    const std::string last = records->back().value("kind", "");
+    if (last == "seal" || last == "session_end") {
+      return failed_precondition("recording of session " + s.session_id +
+                                 " is sealed; a sealed session cannot be resumed");
+    }
   }
   std::lock_guard lock(impl_->mu);
+  if (impl_->sessions.count(s.session_id) != 0) {
+    return failed_precondition("session " + s.session_id + " is already recording");
+  }
+  impl_->sessions[s.session_id] = Impl::SessionPolicy{s.level, std::max(s.row_cap, 0), 0, false};
+  return impl_->push(Impl::Item{s.session_id,
+                                "session_resumed",
+                                {{"reason", std::string(reason)}},
+                                impl_->now(),
+                                {},
+                                nullptr},
+                     /*keep=*/true);
+}
+
+Status Recorder::append(const std::string& session_id, const std::string& kind,
+                        nlohmann::json fields, AppendOptions options) {
+  if (!fields.is_object()) return invalid_argument("recording event fields must be an object");
+  if (!valid_kind(kind) || kind == "session_start" || kind == "seal") {
+    return invalid_argument("bad recording event kind");
+  }
+  auto done_now = [&options] {
+    if (options.on_done) options.on_done(Status::ok());
+    return Status::ok();
+  };
+  std::unique_lock lock(impl_->mu);
   auto it = impl_->sessions.find(session_id);
   if (it == impl_->sessions.end()) {
     return failed_precondition("session " + session_id + " is not recording");
@@ -371,10 +884,15 @@ Status Recorder::try_append(const std::string& session_id, const std::string& ki
   Impl::SessionPolicy& sp = it->second;
   if (sp.level == policy::RecordingLevel::kOff) {
     if (kind == "session_end") impl_->sessions.erase(it);
-    return Status::ok();
+    lock.unlock();
+    return done_now();
   }
+  const int64_t ts = impl_->now();
   if (kind == "rows") {
-    if (sp.level != policy::RecordingLevel::kFull) return Status::ok();
+    if (sp.level != policy::RecordingLevel::kFull) {
+      lock.unlock();
+      return done_now();
+    }
     auto rows = fields.find("rows");
     if (rows == fields.end() || !rows->is_array()) {
       return invalid_argument("rows event without a rows array");
@@ -386,13 +904,16 @@ Status Recorder::try_append(const std::string& session_id, const std::string& ki
       // Past the cap and the cut already recorded for this statement: count only.
       sp.rows_in_statement += n;
       impl_->rows_dropped_cap += static_cast<uint64_t>(cut);
-      return Status::ok();
+      lock.unlock();
+      return done_now();
     }
     if (cut > 0) {
       rows->erase(rows->begin() + keep, rows->end());
       fields["truncated"] = cut;
     }
-    PGW_RETURN_IF_ERROR(impl_->push(Impl::Item{session_id, kind, std::move(fields), impl_->now()}));
+    PGW_RETURN_IF_ERROR(impl_->push(
+        Impl::Item{session_id, kind, std::move(fields), ts, std::move(options.on_done), nullptr},
+        options.keep));
     sp.rows_in_statement += n;
     if (cut > 0) {
       sp.cap_noted = true;
@@ -400,7 +921,10 @@ Status Recorder::try_append(const std::string& session_id, const std::string& ki
     }
     return Status::ok();
   }
-  PGW_RETURN_IF_ERROR(impl_->push(Impl::Item{session_id, kind, std::move(fields), impl_->now()}));
+  // session_end is never refused: the session must be sealed.
+  PGW_RETURN_IF_ERROR(impl_->push(
+      Impl::Item{session_id, kind, std::move(fields), ts, std::move(options.on_done), nullptr},
+      options.keep || kind == "session_end"));
   if (kind == "statement") {
     sp.rows_in_statement = 0;
     sp.cap_noted = false;
@@ -428,9 +952,26 @@ std::string Recorder::path_for(const std::string& session_id) const {
   return impl_->path_for(session_id);
 }
 
+const std::string& Recorder::checkpoint_path() const { return impl_->options.checkpoint_path; }
+
 bool Recorder::session_open(const std::string& session_id) const {
   std::lock_guard lock(impl_->mu);
   return impl_->sessions.count(session_id) != 0;
+}
+
+Watermark Recorder::watermark(const std::string& session_id) const {
+  std::lock_guard lock(impl_->mu);
+  auto it = impl_->sessions.find(session_id);
+  return it == impl_->sessions.end() ? Watermark{} : it->second.wm;
+}
+
+RecorderHealth Recorder::health() const {
+  std::lock_guard lock(impl_->mu);
+  RecorderHealth h = impl_->health;
+  h.records_refused = impl_->records_refused.load();
+  h.records_dropped = impl_->records_rejected_queue_full.load();
+  h.gaps_written = impl_->gaps_written.load();
+  return h;
 }
 
 #define PGW_DEFINE_GETTER(name) \

@@ -71,7 +71,7 @@ class RecorderTest : public ::testing::Test {
       n += 2;
     }
     EXPECT_TRUE(rec.try_append(id, "session_end", {{"reason", "client closed"}}).is_ok());
-    return n + 1;
+    return n + 2;  // session_end and the seal
   }
 
   static std::vector<std::string> lines(const std::string& path) {
@@ -106,7 +106,12 @@ TEST_F(RecorderTest, SessionRecordsFormAVerifiedHashChain) {
   EXPECT_EQ(first["prev"], std::string(kGenesisHash));
   auto second = nlohmann::json::parse(ls[1]);
   EXPECT_EQ(second["prev"], first["hash"]);
-  EXPECT_EQ(nlohmann::json::parse(ls.back())["kind"], "session_end");
+  EXPECT_EQ(nlohmann::json::parse(ls[ls.size() - 2])["kind"], "session_end");
+  auto seal = nlohmann::json::parse(ls.back());
+  EXPECT_EQ(seal["kind"], "seal");
+  EXPECT_EQ(seal["records"], n - 1);
+  EXPECT_EQ(seal["head"], nlohmann::json::parse(ls[ls.size() - 2])["hash"]);
+  EXPECT_TRUE(report->sealed);
   EXPECT_EQ(fs::status(dir_).permissions() & fs::perms::others_all, fs::perms::none);
 }
 
@@ -185,7 +190,59 @@ TEST_F(RecorderTest, ReopenedSessionContinuesTheChainAfterATornTail) {
   auto report = verify_recording(path);
   EXPECT_TRUE(report->ok) << report->reason;
   EXPECT_FALSE(report->torn_tail);
-  EXPECT_EQ(report->records, 4u);
+  EXPECT_EQ(report->records, 5u);
+}
+
+TEST_F(RecorderTest, ResumeSessionContinuesSeqAndChainWithAResumedRecord) {
+  {
+    auto rec = Recorder::open(options());
+    ASSERT_TRUE(rec.is_ok());
+    ASSERT_TRUE((*rec)->start_session(start("sess-r")).is_ok());
+    ASSERT_TRUE((*rec)->try_append("sess-r", "statement", {{"sql", "SELECT 1"}}).is_ok());
+  }  // a cp that stops without ending the session
+  const std::string path = dir_ + "/sess-r.jsonl";
+  { std::ofstream(path, std::ios::app) << R"({"seq":3,"half)"; }  // torn by the crash
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->resume_session(start("sess-r"), "control plane restart").is_ok());
+  EXPECT_EQ((*rec)->resume_session(start("sess-r"), "again").code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*rec)->try_append("sess-r", "statement", {{"sql", "SELECT 2"}}).is_ok());
+  ASSERT_TRUE((*rec)->try_append("sess-r", "session_end", {{"reason", "done"}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  VerifyReport report;
+  auto records = read_recording(path, &report);
+  ASSERT_TRUE(records.is_ok());
+  EXPECT_TRUE(report.ok) << report.reason;
+  EXPECT_FALSE(report.torn_tail);
+  ASSERT_GE(records->size(), 4u);
+  EXPECT_EQ((*records)[2]["kind"], "session_resumed");
+  EXPECT_EQ((*records)[2]["seq"], 3);
+  EXPECT_EQ((*records)[2]["reason"], "control plane restart");
+  EXPECT_EQ((*records)[3]["sql"], "SELECT 2");
+  // The session ended: a sealed recording is never reopened.
+  EXPECT_EQ((*rec)->resume_session(start("sess-r"), "restart").code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RecorderTest, ResumeSessionStartsAMissingRecordingAndRefusesATamperedOne) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->resume_session(start("sess-new"), "control plane restart").is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto first = read_recording(dir_ + "/sess-new.jsonl");
+  ASSERT_TRUE(first.is_ok());
+  ASSERT_FALSE(first->empty());
+  EXPECT_EQ((*first)[0]["kind"], "session_start");
+
+  {
+    std::ofstream(dir_ + "/sess-bad.jsonl") << R"({"seq":1,"prev":"x","hash":"y"})"
+                                            << "\n";
+  }
+  EXPECT_EQ((*rec)->resume_session(start("sess-bad"), "restart").code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*rec)->resume_session(start("../etc"), "restart").code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(RecorderTest, RowCapKeepsFirstRowsOfEachStatement) {
@@ -260,7 +317,6 @@ TEST_F(RecorderTest, FullQueueIsReportedAndNothingAcceptedIsLost) {
   std::atomic<bool> blocked{false};
   RecorderOptions o = options();
   o.queue_capacity = 16;
-  o.batch_records = 4;
   o.before_sync = [&] {
     blocked = true;
     gate.wait();
@@ -292,48 +348,6 @@ TEST_F(RecorderTest, FullQueueIsReportedAndNothingAcceptedIsLost) {
   EXPECT_EQ(report->records, static_cast<uint64_t>(accepted));
 }
 
-TEST_F(RecorderTest, BatchesAreSyncedByTimeWhenFewRecordsArrive) {
-  RecorderOptions o = options();
-  o.batch_records = 8;
-  o.batch_interval = 100ms;
-  auto rec = Recorder::open(o);
-  ASSERT_TRUE(rec.is_ok());
-  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*rec)->try_append("s", "statement", {{"i", i}}).is_ok());
-  // Without flush(): the timer writes the 5 records within the interval.
-  auto deadline = std::chrono::steady_clock::now() + 3s;
-  while (std::chrono::steady_clock::now() < deadline &&
-         ((*rec)->batches_synced() == 0 || !fs::exists((*rec)->path_for("s")) ||
-          lines((*rec)->path_for("s")).size() < 5)) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_EQ(lines((*rec)->path_for("s")).size(), 5u);
-  EXPECT_GE((*rec)->batches_synced(), 1u);
-}
-
-TEST_F(RecorderTest, ABurstIsGroupCommittedByCountWithoutWaitingForTheInterval) {
-  RecorderOptions o = options();
-  o.batch_records = 8;
-  o.batch_interval = 60s;  // only the count can trigger a sync within this test
-  auto rec = Recorder::open(o);
-  ASSERT_TRUE(rec.is_ok());
-  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
-  for (int i = 0; i < 64; ++i)
-    ASSERT_TRUE((*rec)->try_append("s", "statement", {{"i", i}}).is_ok());
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  // The lines are written before the fdatasync that counts the batch: wait for both.
-  while (std::chrono::steady_clock::now() < deadline &&
-         (!fs::exists((*rec)->path_for("s")) || lines((*rec)->path_for("s")).size() < 65 ||
-          (*rec)->batches_synced() == 0)) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_EQ(lines((*rec)->path_for("s")).size(), 65u);
-  // Group commit: a burst shares syncs, so there are far fewer syncs than records / 8 would
-  // give only if the writer drained several records at once; at least one happened.
-  EXPECT_GE((*rec)->batches_synced(), 1u);
-  EXPECT_LE((*rec)->batches_synced(), 65u / 8 + 1);
-}
-
 TEST_F(RecorderTest, ConcurrentSessionsKeepIndependentChains) {
   auto rec = Recorder::open(options());
   ASSERT_TRUE(rec.is_ok());
@@ -349,7 +363,7 @@ TEST_F(RecorderTest, ConcurrentSessionsKeepIndependentChains) {
     auto report = verify_recording((*rec)->path_for("s" + std::to_string(t)));
     ASSERT_TRUE(report.is_ok());
     EXPECT_TRUE(report->ok) << report->reason;
-    EXPECT_EQ(report->records, 102u);
+    EXPECT_EQ(report->records, 103u);
     total += report->records;
   }
   EXPECT_EQ(total, static_cast<uint64_t>(expected.load()));

@@ -88,12 +88,26 @@ Result<std::vector<nlohmann::json>> read_recording(const std::string& path,
       report.reason = std::move(reason);
       break;
     }
+    if (!records.empty() && records.back().value("kind", "") == "seal") {
+      report.ok = false;
+      report.bad_seq = report.records + 1;
+      report.reason = "record after seal";
+      break;
+    }
+    if (rec.value("kind", "") == "seal" &&
+        (rec.value("records", uint64_t{0}) != report.records || rec.value("head", "") != prev)) {
+      report.ok = false;
+      report.bad_seq = report.records + 1;
+      report.reason = "bad seal";
+      break;
+    }
     rec["hash"] = hash;
     records.push_back(std::move(rec));
     prev = std::move(hash);
     ++report.records;
   }
   report.last_hash = report.records > 0 ? prev : std::string();
+  report.sealed = report.ok && !records.empty() && records.back().value("kind", "") == "seal";
   if (report_out != nullptr) *report_out = report;
   return records;
 }
@@ -106,7 +120,108 @@ nlohmann::json VerifyReport::to_json() const {
     j["reason"] = reason;
   }
   if (torn_tail) j["torn_bytes"] = torn_bytes;
+  j["sealed"] = sealed;
+  if (!state.empty()) {
+    j["state"] = state;
+    j["detail"] = detail;
+    j["gaps"] = gaps;
+    j["missing_records"] = missing_records;
+  }
+  if (checkpoint) j["checkpoint_seq"] = checkpoint->seq;
   return j;
+}
+
+Result<Checkpoint> read_checkpoint(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return not_found("no recording checkpoint " + path);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto j = nlohmann::json::parse(data, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("sessions") || !j["sessions"].is_object()) {
+    return invalid_argument("recording checkpoint " + path + " cannot be parsed");
+  }
+  Checkpoint cp;
+  cp.written_ms = j.value("written_ms", int64_t{0});
+  for (const auto& [id, h] : j["sessions"].items()) {
+    if (!h.is_object()) continue;
+    cp.heads[id] = ChainHead{h.value("seq", uint64_t{0}), h.value("hash", std::string()),
+                             h.value("sealed", false)};
+  }
+  return cp;
+}
+
+Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* checkpoint,
+                                    std::optional<bool> open_in_live_cp) {
+  VerifyReport report;
+  auto records = read_recording(path, &report);
+  if (!records.is_ok()) return records.status();
+  const std::string id = fs::path(path).stem().string();
+  if (checkpoint != nullptr) {
+    if (auto it = checkpoint->heads.find(id); it != checkpoint->heads.end()) {
+      report.checkpoint = it->second;
+    }
+  }
+  auto n = [](uint64_t v) { return std::to_string(v); };
+  for (const auto& r : *records) {
+    if (r.value("kind", "") != "recording_gap") continue;
+    ++report.gaps;
+    report.missing_records += r.value("records", uint64_t{0});
+  }
+  if (!report.ok) {
+    report.state = "tampered";
+    report.detail = "the hash chain breaks at seq " + n(report.bad_seq) + " (" + report.reason +
+                    "); " + n(report.records) + " records before it verified";
+    return report;
+  }
+  if (report.checkpoint) {
+    const ChainHead& h = *report.checkpoint;
+    if (report.records < h.seq) {
+      report.ok = false;
+      report.bad_seq = report.records + 1;
+      report.reason = "truncated";
+      report.state = "truncated";
+      report.detail = "the recording ends at seq " + n(report.records) +
+                      " but the checkpoint recorded seq " + n(h.seq) + ": " +
+                      n(h.seq - report.records) + " records were cut off the end";
+      return report;
+    }
+    if (h.seq > 0 && (*records)[h.seq - 1].value("hash", "") != h.hash) {
+      report.ok = false;
+      report.bad_seq = h.seq;
+      report.reason = "checkpoint mismatch";
+      report.state = "tampered";
+      report.detail = "record seq " + n(h.seq) + " differs from the checkpointed chain head";
+      return report;
+    }
+    if (h.sealed && !report.sealed) {
+      report.ok = false;
+      report.bad_seq = report.records + 1;
+      report.reason = "truncated";
+      report.state = "truncated";
+      report.detail = "the checkpoint says the session was sealed but the seal is missing";
+      return report;
+    }
+  }
+  if (report.sealed) {
+    report.state = "sealed";
+    report.detail = "sealed after " + n(report.records - 1) + " records; chain intact";
+  } else if (open_in_live_cp.value_or(false)) {
+    report.state = "open";
+    report.detail = "still open in the running pgwarden-cp; chain intact so far";
+  } else {
+    report.state = "unsealed";
+    report.detail =
+        open_in_live_cp.has_value()
+            ? "never sealed and not open in the running pgwarden-cp: it ended in a crash"
+            : "never sealed: it ended in a crash or is still open (ask the cp without "
+              "--state-dir to tell)";
+    if (report.torn_tail) report.detail += "; a torn last line was ignored";
+    if (!report.checkpoint) report.detail += "; no checkpointed head to compare the end with";
+  }
+  if (report.gaps > 0) {
+    report.detail += "; " + n(report.gaps) + " gap records say " + n(report.missing_records) +
+                     " records could not be recorded (see replay)";
+  }
+  return report;
 }
 
 Result<VerifyReport> verify_recording(const std::string& path) {

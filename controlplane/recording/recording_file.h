@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -24,23 +25,58 @@ inline constexpr std::string_view kGenesisHash =
 std::string canonical_bytes(const nlohmann::json& record);
 std::string chain_hash(std::string_view prev_hex, std::string_view canonical);
 
+struct ChainHead {
+  uint64_t seq = 0;
+  std::string hash;
+  bool sealed = false;
+};
+
+// The Recorder's checkpoint file: the synced chain head of every open (and recently sealed)
+// session, {"version": 1, "written_ms", "sessions": {id: {"seq", "hash", "sealed"}}}.
+struct Checkpoint {
+  int64_t written_ms = 0;
+  std::map<std::string, ChainHead> heads;
+};
+// not_found when there is none; invalid_argument when it cannot be parsed.
+Result<Checkpoint> read_checkpoint(const std::string& path);
+
 struct VerifyReport {
-  bool ok = true;          // every complete record verified
+  bool ok = true;          // every complete record verified (and, from verify_session, the
+                           // file reaches its checkpointed head)
   uint64_t records = 0;    // records verified before the first failure (or all)
   uint64_t bad_seq = 0;    // the seq expected at the first failing record (0 when ok)
-  std::string reason;      // "malformed json", "hash mismatch", "prev mismatch", "seq gap"
+  std::string reason;      // "malformed json", "hash mismatch", "prev mismatch", "seq gap",
+                           // "record after seal", "bad seal", "truncated", "checkpoint mismatch"
   bool torn_tail = false;  // the file ends in a partial line (crash mid-write): ignored
   uint64_t torn_bytes = 0;
   std::string last_hash;  // hash of the last verified record
+  bool sealed = false;    // the last record is a valid seal
+  // verify_session() only:
+  // "sealed" | "open" (intact, still open in the live cp) | "unsealed" (intact as far as
+  // known, never sealed: crash) | "truncated" | "tampered".
+  std::string state;
+  std::string detail;                   // a sentence for operators
+  uint64_t gaps = 0;                    // recording_gap records (verify_session only)
+  uint64_t missing_records = 0;         // records those gaps say are missing
+  std::optional<ChainHead> checkpoint;  // the checkpointed head of this session, if any
 
-  // {ok, records, torn_tail, last_hash, [bad_seq, reason], [torn_bytes]}: the admin API's and
-  // `pgwardenctl sessions verify --json`'s form.
+  // {ok, records, torn_tail, last_hash, sealed, [bad_seq, reason], [torn_bytes], [state,
+  // detail, gaps, missing_records], [checkpoint_seq]}: the admin API's and `pgwardenctl sessions
+  // verify --json`'s form.
   nlohmann::json to_json() const;
 };
 
 // Verifies the chain. not_found/unavailable only when the file cannot be read; tampering is a
 // report with ok == false.
 Result<VerifyReport> verify_recording(const std::string& path);
+
+// Verification of a session against the checkpoint (its entry in `checkpoint`, may be null)
+// and the live cp's view (`open_in_live_cp`; nullopt when unknown, e.g. reading a state dir):
+// detects tampering, a truncated tail or deleted last records (fewer records than the
+// checkpointed seq, or a different hash at that seq), and a missing seal (state "unsealed",
+// detail says crash or still open).
+Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* checkpoint,
+                                    std::optional<bool> open_in_live_cp);
 
 // The verified records (up to the first failure), and the report.
 Result<std::vector<nlohmann::json>> read_recording(const std::string& path,

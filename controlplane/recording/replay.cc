@@ -213,6 +213,22 @@ Result<VerifyReport> render_replay(const std::string& path, std::ostream& out,
       out << "\n";
     } else if (kind == "error") {
       out << "ERROR:  " << rec.value("message", "") << "\n\n";
+    } else if (kind == "recording_gap") {
+      // Records that were refused (write errors) or dropped (full queue): say so, with counts.
+      out << "-- RECORDING GAP: " << json_text(rec.value("records", nlohmann::json(0)))
+          << " records not recorded between " << format_time(rec.value("first_ts", int64_t{0}))
+          << " and " << format_time(rec.value("last_ts", int64_t{0}));
+      if (rec.value("not_run", 0) > 0) {
+        out << " (" << json_text(rec["not_run"]) << " statements refused, not run)";
+      }
+      if (!rec.value("reason", "").empty()) out << ": " << printable(rec.value("reason", ""));
+      out << "\n";
+    } else if (kind == "session_resumed") {
+      out << "-- recording resumed " << format_time(ts) << " ("
+          << printable(rec.value("reason", "")) << ")\n";
+    } else if (kind == "seal") {
+      out << "-- sealed after " << json_text(rec.value("records", nlohmann::json(0)))
+          << " records\n";
     } else if (kind == "session_end") {
       print_result(out, &pending, std::nullopt);
       out << "-- session ended " << format_time(ts);

@@ -120,7 +120,33 @@ TEST_F(ReplayTest, RendersSessionAsTheClientSawIt) {
             "-- held for approval AbC123\n"
             "DELETE 1\n"
             "\n"
-            "-- session ended 2026-01-01 00:00:01.250Z (client closed)\n");
+            "-- session ended 2026-01-01 00:00:01.250Z (client closed)\n"
+            "-- sealed after 6 records\n");
+}
+
+TEST_F(ReplayTest, GapAndResumedRecordsAreShown) {
+  SessionStart s;
+  s.session_id = "sess-gap";
+  s.target = "crm";
+  ASSERT_TRUE(rec_->start_session(s).is_ok());
+  ASSERT_TRUE(rec_->try_append("sess-gap", "recording_gap",
+                               {{"records", 7},
+                                {"not_run", 3},
+                                {"first_ts", 1'767'225'600'000},
+                                {"last_ts", 1'767'225'601'000},
+                                {"reason", "write x: No space left on device (ENOSPC)"}})
+                  .is_ok());
+  ASSERT_TRUE(rec_->try_append("sess-gap", "session_resumed", {{"reason", "control plane restart"}})
+                  .is_ok());
+  ASSERT_TRUE(rec_->flush().is_ok());
+  std::ostringstream out;
+  ASSERT_TRUE(render_replay(rec_->path_for("sess-gap"), out).is_ok());
+  EXPECT_NE(out.str().find("-- RECORDING GAP: 7 records not recorded between 2026-01-01 "
+                           "00:00:00.000Z and 2026-01-01 00:00:01.000Z (3 statements refused, "
+                           "not run): write x: No space left on device (ENOSPC)\n"),
+            std::string::npos)
+      << out.str();
+  EXPECT_NE(out.str().find("-- recording resumed"), std::string::npos) << out.str();
 }
 
 TEST_F(ReplayTest, SpeedFactorWaitsOriginalGapsScaledAndCapped) {

@@ -562,7 +562,13 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     std::error_code ec;
     if (!fs::exists(path, ec)) return not_found("no recording for session " + id);
     if (command == "sessions.verify") {
-      auto report = recording::verify_recording(path);
+      // The checkpoint lives in the state dir, next to the recordings dir.
+      auto checkpoint = recording::read_checkpoint(
+          (fs::path(dir).parent_path() / "recording_checkpoint.json").string());
+      std::optional<bool> open;
+      if (b_.recording_open) open = b_.recording_open(id);
+      auto report =
+          recording::verify_session(path, checkpoint.is_ok() ? &*checkpoint : nullptr, open);
       if (!report.is_ok()) return report.status();
       json j = report->to_json();
       j["session_id"] = id;

@@ -67,6 +67,9 @@ struct AdminBackend {
   std::function<nlohmann::json()> runtime_status;
   // Live sessions: [{"session_id", "identity", "target", ...}], merged into sessions.list.
   std::function<nlohmann::json()> live_sessions;
+  // Whether the session's recording is open in this cp (sessions.verify tells a session that
+  // is still open from one that ended in a crash). Unset: unknown.
+  std::function<bool(const std::string& session_id)> recording_open;
   // Latest dataplane stats snapshots: DataplaneRegistry::to_json() ({"dataplanes": [...]}),
   // answered by the `dataplane` command.
   std::function<nlohmann::json()> dataplanes;

@@ -253,10 +253,11 @@ TEST_F(AdminServerTest, SessionsListVerifyAndDetectTampering) {
   json v = alice("sessions.verify", {{"id", "sess-1"}});
   ASSERT_EQ(v["ok"], true);
   EXPECT_EQ(v["result"]["ok"], true);
-  EXPECT_EQ(v["result"]["records"], 3);
+  EXPECT_EQ(v["result"]["records"], 4);  // with the seal
+  EXPECT_EQ(v["result"]["state"], "sealed");
   json replay = alice("sessions.replay", {{"id", "sess-1"}});
   ASSERT_EQ(replay["ok"], true);
-  EXPECT_EQ(replay["result"]["records"].size(), 3u);
+  EXPECT_EQ(replay["result"]["records"].size(), 4u);
 
   std::string path = dir_ + "/state/recordings/sess-1.jsonl";
   std::string text = slurp(path);

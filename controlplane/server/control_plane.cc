@@ -18,6 +18,31 @@ namespace pgwarden::server {
 
 namespace {
 
+// The Recorder's audit JSON ({"event", "session_id"?, "message", ...}) as an audit record; write
+// failures and recoveries are also logged.
+audit::AuditRecord recorder_audit_record(const nlohmann::json& j) {
+  audit::AuditRecord r;
+  r.event = j.value("event", std::string("recording_write_failed"));
+  r.session_id = j.value("session_id", std::string());
+  r.reason = j.value("message", std::string());
+  if (r.event == "recording_write_failed") {
+    r.decision = "failed";
+    spdlog::error("recording: {} (statements that need recording are refused)", r.reason);
+  } else if (r.event == "recording_write_resumed") {
+    r.decision = "resumed";
+    spdlog::warn("recording: {}", r.reason);
+  } else if (r.event == "recording_gap") {
+    r.decision = "gap";
+    spdlog::warn("session {}: recording gap recorded: {}", r.session_id, r.reason);
+  } else {
+    r.decision = "written";
+  }
+  for (const auto& [k, v] : j.items()) {
+    if (k != "event" && k != "session_id" && k != "message" && k != "ts") r.extra[k] = v;
+  }
+  return r;
+}
+
 // The ApprovalStore's audit JSON ({"event", "ts", "approval": {...}}) as an audit record.
 audit::AuditRecord approval_audit_record(const nlohmann::json& j) {
   audit::AuditRecord r;
@@ -133,14 +158,12 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
   recording::RecorderOptions ro;
   ro.dir = state_dir + "/recordings";
   ro.queue_capacity = static_cast<size_t>(cfg->recording.queue_capacity);
-  ro.audit = [audit_log](const nlohmann::json& j) {
-    audit::AuditRecord r;
-    r.event = j.value("event", std::string("recording_write_failed"));
-    r.session_id = j.value("session_id", std::string());
-    r.decision = "failed";
-    r.reason = j.value("message", std::string());
-    audit_log->record(r);
-  };
+  ro.sync_mode =
+      cfg->recording.sync_always ? recording::SyncMode::kAlways : recording::SyncMode::kInterval;
+  ro.sync_interval = std::chrono::milliseconds(cfg->recording.sync_interval_ms);
+  ro.checkpoint_interval = std::chrono::milliseconds(cfg->recording.checkpoint_interval_ms);
+  ro.checkpoint_path = state_dir + "/recording_checkpoint.json";
+  ro.audit = [audit_log](const nlohmann::json& j) { audit_log->record(recorder_audit_record(j)); };
   auto recorder = recording::Recorder::open(std::move(ro));
   if (!recorder.is_ok()) return recorder.status();
   cp->recorder_ = std::move(recorder).value();

@@ -454,9 +454,13 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
 void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json request, uint64_t id,
                                 std::string type, int64_t deadline_ms) {
   if (type == "approval") return handle_approval(conn, request, id, deadline_ms);
-  // Inline on the loop thread, like events: the record keeps its place among the session's
-  // events, and try_append never blocks.
-  if (type == "record") return send(conn, handle_record(conn, std::move(request), id));
+  // Appended inline on the loop thread, like events: the record keeps its place among the
+  // session's events, and append never blocks. The answer is sent when it is written.
+  if (type == "record") {
+    json answer = handle_record(conn, std::move(request), id);
+    if (!answer.is_null()) send(conn, answer);  // null: answered once the record is written
+    return;
+  }
   static const char* kPooled[] = {"authenticate", "scram_start", "scram_continue",
                                   "scram_finish", "analyse",     "mask_plan"};
   if (std::find_if(std::begin(kPooled), std::end(kPooled),
@@ -782,12 +786,42 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
     // No session_start yet: nothing could be recorded.
     return recording_hold(s, id, failed_precondition("the session recording is not open"), sql);
   }
-  // Not counted as lost when refused: the dp does not run the statement.
-  if (Status st = record_event(s, ev->kind, ev->fields, /*count_loss=*/false); !st.is_ok()) {
-    return recording_hold(s, id, st, sql);
+  if (handlers_.recorder == nullptr || s->policy->recording == policy::RecordingLevel::kOff) {
+    if (auto r = audit_record_of(s, *ev)) audit_.record(*r);
+    return protocol::make_ok(id);
   }
-  if (auto r = audit_record_of(s, *ev)) audit_.record(*r);
-  return protocol::make_ok(id);
+  // Write-ahead: the answer (and with it the statement) waits until the record is written.
+  std::optional<audit::AuditRecord> audited = audit_record_of(s, *ev);
+  std::weak_ptr<Connection> weak = conn;
+  recording::AppendOptions opts;
+  opts.keep = true;  // never refused for a full queue: the dp waits for this answer
+  opts.on_done = [this, weak, id, s, sql, audited](const Status& st) {
+    if (st.is_ok()) {
+      if (audited) audit_.record(*audited);
+      if (auto c = weak.lock()) send(c, protocol::make_ok(id));
+      return;
+    }
+    recording_refused(s, st, sql);
+    if (auto c = weak.lock()) send(c, protocol::make_error(id, ec::kRecordingFailed, st));
+  };
+  Status st = handlers_.recorder->append(s->id, ev->kind, std::move(ev->fields), std::move(opts));
+  if (!st.is_ok()) return recording_hold(s, id, st, sql);
+  return json();  // answered by on_done
+}
+
+void EscalationServer::recording_refused(const std::shared_ptr<Session>& s, const Status& why,
+                                         const std::string& sql) {
+  bump(Counter::k_recording_refused);
+  audit_.record(audit::AuditRecord{.event = "decision",
+                                   .session_id = s->id,
+                                   .identity = s->identity.subject,
+                                   .target = s->target->name,
+                                   .policy = s->policy->name,
+                                   .policy_version = s->policy->version,
+                                   .decision = "refused",
+                                   .rule = "cp.recording_failed",
+                                   .reason = why.message(),
+                                   .sql = sql});
 }
 
 json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
@@ -955,7 +989,11 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
     return Status::ok();
   }
   if (!rec->session_open(s->id)) return Status::ok();
-  Status st = rec->try_append(s->id, kind, std::move(fields));
+  // A recording-required session's events are never dropped for a full queue: the dp waits
+  // for its next statement's record, which comes after them (backpressure, not loss).
+  recording::AppendOptions opts;
+  opts.keep = s->policy->recording_required;
+  Status st = rec->append(s->id, kind, std::move(fields), std::move(opts));
   if (st.is_ok() || !count_loss) return st;
   bump(Counter::k_recording_dropped);
   s->recording_lost.fetch_add(1);

@@ -20,16 +20,17 @@
 // and its recording is closed.
 //
 // Recording: session events go to the Recorder (session_start opens the recording with the
-// policy's level and row cap). If the recorder's queue is full when an event of a session
-// whose policy has recording.required arrives, the session is marked behind: its next
-// analyse or record request first appends a "recording_gap" record (how many events were
-// lost); if that is refused too, the answer is error recording_backpressure (53000) and the dp
-// does not run the statement (it holds it and retries). The authenticate answer tells the dp
-// whether the session requires recording (policy.recording_required); such a session sends
-// each allowed statement's decision as a `record` request, answered (inline on the loop
-// thread, in order with the session's events) only once the record is queued in the
-// Recorder, or with recording_backpressure when the queue is full — so no statement of it runs
-// upstream unless its statement record is queued.
+// policy's level and row cap). The authenticate answer tells the dp whether the session
+// requires recording (policy.recording_required); such a session sends each allowed
+// statement's decision as a `record` request and forwards the statement only after the
+// answer, which is sent when the Recorder has *written* the record (write-ahead; with
+// recording.sync "always" also synced) — or an error when it could not be written (53100 disk
+// full, 58030 I/O error; audited as decision "refused", rule cp.recording_failed). Events and
+// record requests of a recording-required session are never refused for a full queue (they
+// are bounded by the dp waiting for each record), so its results are recorded, in order,
+// before its next statement runs. Events of other sessions may be dropped for a full queue;
+// the Recorder then writes a recording_gap record with the counts before the session's next
+// record.
 //
 // Dataplane stats: `dataplane_stats` events are kept (latest per dataplane name) in a
 // DataplaneRegistry, not audited; closing the connection marks them stale. Other dataplane
@@ -89,6 +90,7 @@ struct ServerHandlers {
   X(dataplane_stats_refused)  \
   X(recording_dropped)        \
   X(recording_backpressure)   \
+  X(recording_refused)        \
   X(approvals_requested)      \
   X(approvals_standing_grant) \
   X(reloads_applied)          \
@@ -153,6 +155,7 @@ class EscalationServer {
   void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
                        uint64_t id, int64_t deadline_ms);
   void handle_event(const std::shared_ptr<Connection>& conn, protocol::json&& event);
+  // The answer, or null when it is sent later, once the Recorder has written the record.
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
                                uint64_t id);
   // The audit record of a dp event; none for `rows` (result rows never reach the audit log).
@@ -160,6 +163,10 @@ class EscalationServer {
                                                     const protocol::Event& event);
   // A session marked behind: records its recording_gap. Ok when not behind (or no recorder).
   Status catch_up_recording(const std::shared_ptr<Session>& session);
+  // A record the Recorder could not write (the statement is not run): counted and audited as
+  // decision "refused", rule cp.recording_failed. Any thread.
+  void recording_refused(const std::shared_ptr<Session>& session, const Status& why,
+                         const std::string& sql);
   // The recording_backpressure (53000) answer to request `id`, audited as decision "hold".
   protocol::json recording_hold(const std::shared_ptr<Session>& session, uint64_t id,
                                 const Status& why, const std::string& sql);

@@ -82,6 +82,7 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
   b.dataplanes = [&plane] {
     return plane.escalation_server().dataplanes().to_json(protocol::now_unix_ms());
   };
+  b.recording_open = [&plane](const std::string& id) { return plane.recorder().session_open(id); };
   b.runtime_status = [&plane] {
     server::EscalationServer& server = plane.escalation_server();
     nlohmann::json counters = nlohmann::json::object();
@@ -93,7 +94,9 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
       PGW_WEBHOOK_COUNTERS(PGW_X)
 #undef PGW_X
     }
-    return nlohmann::json{{"sessions", server.session_count()}, {"counters", std::move(counters)}};
+    return nlohmann::json{{"sessions", server.session_count()},
+                          {"counters", std::move(counters)},
+                          {"recorder", plane.recorder().health().to_json()}};
   };
   return b;
 }

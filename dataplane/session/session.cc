@@ -1012,6 +1012,11 @@ void Session::send_record(json request, Decision d) {
         if (st.sqlstate() == "53000") {
           if (s->hold_for_recording([s, request, d] { s->send_record(request, d); })) return;
           refused = s->hold_timeout_decision(st.message());
+        } else if (st.sqlstate() == "53100" || st.sqlstate() == "58030") {
+          // cp could not write the record (disk full / I/O error): fail closed, say why.
+          refused.sqlstate = st.sqlstate();
+          refused.rule = "recording_failed";
+          refused.message = "pgwarden: statement not run: " + st.message();
         } else {
           bool down =
               st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;

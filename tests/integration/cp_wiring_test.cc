@@ -302,7 +302,8 @@ TEST_F(CpWiringTest, SessionEventsBecomeAHashChainedRecording) {
   auto report = recording::verify_recording(path);
   ASSERT_TRUE(report.is_ok()) << report.status().to_string();
   EXPECT_TRUE(report->ok) << report->reason;
-  EXPECT_EQ(report->records, 4u);
+  EXPECT_EQ(report->records, 5u);  // with the seal
+  EXPECT_TRUE(report->sealed);
   auto records = recording::read_recording(path);
   ASSERT_TRUE(records.is_ok());
   EXPECT_EQ((*records)[0]["identity"], "alice@agents");

@@ -270,7 +270,7 @@ TEST_F(CtlAdminTest, SessionsListVerifyReplayAndReportFirstTamperedRecord) {
 
   CtlResult verify = ctl({"sessions", "verify", "rec-1"});
   EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
-  EXPECT_NE(verify.out.find("ok, 4 records verified"), std::string::npos) << verify.out;
+  EXPECT_NE(verify.out.find("ok, sealed, 5 records verified"), std::string::npos) << verify.out;
 
   CtlResult replay = ctl({"sessions", "replay", "rec-1"});
   ASSERT_EQ(replay.code, 0) << replay.err;

@@ -118,6 +118,11 @@ Status GatewayHarness::write_config() {
   if (options_.recording_hold_timeout_ms >= 0) {
     recording["hold_timeout_ms"] = options_.recording_hold_timeout_ms;
   }
+  if (options_.recording_sync == "always") {
+    recording["sync"] = "always";
+  } else if (!options_.recording_sync.empty()) {
+    recording["sync"] = std::stoi(options_.recording_sync);
+  }
   if (!recording.empty()) config["recording"] = recording;
   if (!options_.masking_key_file.empty()) {
     config["masking"] = {{"key_file", options_.masking_key_file}};
@@ -145,6 +150,12 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   if (mkdtemp(tmpl) == nullptr) return internal_error("mkdtemp failed");
   dir_ = tmpl;
   mkdir((dir_ + "/state").c_str(), 0700);
+  if (options.state_tmpfs_kib > 0) {
+    auto mounted = run_command("mount -t tmpfs -o size=" + std::to_string(options.state_tmpfs_kib) +
+                               "k,mode=0700 pgw-state " + dir_ + "/state 2>&1");
+    if (!mounted.is_ok()) return mounted.status();
+    state_mounted_ = true;
+  }
   auto cert = run_command(
       "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
       "-keyout " +
@@ -273,6 +284,10 @@ void GatewayHarness::stop() {
   }
   cp_.stop();
   pg_.stop();
+  if (state_mounted_) {
+    (void)run_command("umount " + dir_ + "/state 2>&1");
+    state_mounted_ = false;
+  }
   service_keys_.clear();
   admin_hashes_.clear();
   admin_files_.clear();

@@ -38,6 +38,10 @@ struct GatewayOptions {
   // $.recording.queue_capacity / hold_timeout_ms; 0 / -1 = the defaults.
   int recording_queue_capacity = 0;
   int recording_hold_timeout_ms = -1;
+  std::string recording_sync;  // $.recording.sync: "" = default, "always" or "<ms>"
+  // > 0: the state dir (<dir>/state: recordings, checkpoint, approvals) is a tmpfs of this
+  // many KiB (needs root), unmounted by stop(): fault tests fill it up.
+  int state_tmpfs_kib = 0;
   std::string masking_key_file;  // $.masking.key_file; "" = none
   // Policy JSON object for the one policy (groups/targets are filled in when absent).
   std::string policy_json =
@@ -94,6 +98,7 @@ class GatewayHarness {
   int port() const { return dp_port_; }
   PgSandbox& pg() { return pg_; }
   const std::string& dir() const { return dir_; }
+  std::string state_dir() const { return dir_ + "/state"; }
 
   pid_t dp_pid() const { return dp_pid_; }
   Status stop_cp();
@@ -132,6 +137,7 @@ class GatewayHarness {
   int dp_port_ = 0;
   CpProcess cp_;
   pid_t dp_pid_ = -1;
+  bool state_mounted_ = false;
 };
 
 // libpq handles for tests: a connection closed with PQfinish, a result freed with PQclear.

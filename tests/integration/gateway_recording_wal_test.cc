@@ -1,0 +1,439 @@
+// Write-ahead recording under faults, with real processes: pgwarden-cp's state directory is a
+// small tmpfs that the test fills up while a psql/libpq session runs statements.
+//  - recording required: no statement runs upstream without its record (the rows PostgreSQL
+//    has are compared with the statement records on disk); refused statements get 53100 with
+//    a message that says why; `pgwardenctl status` and the audit log show the failure; once
+//    space is freed the recorder recovers by itself and writes a gap record that counts what
+//    was refused; the session is sealed when it ends and verifies.
+//  - recording not required: statements run, every event the full disk refused is counted in
+//    a gap record.
+//  - kill -9 of cp: `sessions verify` reports the open session as unsealed (crash), with and
+//    without a running cp; truncating a recording's tail or deleting its last line is
+//    detected against the checkpoint.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controlplane/recording/recording_file.h"
+#include "tests/integration/gateway_harness.h"
+
+namespace pgwarden::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kRequiredPolicy =
+    R"({"name": "agents", "allowed_kinds": ["select", "insert", "transaction"],
+        "allowed_relations": ["public.*", "pg_catalog.*"],
+        "read_only": false, "rule_sets": ["deny", "approve"],
+        "recording": {"level": "full", "required": true}})";
+constexpr const char* kNotRequiredPolicy =
+    R"({"name": "agents", "allowed_kinds": ["select", "insert", "transaction"],
+        "allowed_relations": ["public.*", "pg_catalog.*"],
+        "read_only": false, "rule_sets": ["deny", "approve"],
+        "recording": {"level": "full", "required": false}})";
+
+// Polls `done` (an observable event) until it holds or `timeout_ms` passes.
+bool eventually(const std::function<bool()>& done, int timeout_ms = 15000) {
+  auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+class GatewayRecordingWalTest : public SharedGatewayTest<GatewayRecordingWalTest> {
+ public:
+  static constexpr const char* kPolicy = kRequiredPolicy;
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = kPolicy;
+    o.state_tmpfs_kib = 4096;
+    o.admin_principals = {{"ops", {"ops"}}};
+    return o;
+  }
+  static void SetUpTestSuite() {
+    SharedGatewayTest::SetUpTestSuite();
+    if (gw_ == nullptr) return;
+    auto made = gw_->pg().psql(
+        "CREATE TABLE public.wal_t (v text PRIMARY KEY); GRANT ALL ON public.wal_t TO app_scram");
+    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+  }
+
+ protected:
+  void TearDown() override {
+    fs::remove(filler());
+    SharedGatewayTest::TearDown();
+  }
+  static std::string rec_dir() { return gw_->state_dir() + "/recordings"; }
+  static std::string filler() { return gw_->state_dir() + "/filler"; }
+
+  static std::set<std::string> recordings() {
+    std::set<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(rec_dir(), ec)) {
+      if (e.path().extension() == ".jsonl") out.insert(e.path().stem().string());
+    }
+    return out;
+  }
+  // Connects, runs one statement, and returns the connection and its session id (the new
+  // recording file).
+  static std::pair<Conn, std::string> open_session() {
+    std::set<std::string> before = recordings();
+    Conn c(PQconnectdb(gw_->conninfo().c_str()));
+    EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+    Res r(PQexec(c.get(), "SELECT 1"));
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    std::string id;
+    eventually([&] {
+      for (const auto& s : recordings()) {
+        if (before.count(s) == 0) id = s;
+      }
+      return !id.empty();
+    });
+    EXPECT_FALSE(id.empty()) << "no recording appeared for the new session";
+    return {std::move(c), id};
+  }
+  // Fills the state tmpfs, then frees `leave` bytes again.
+  static void fill_disk(size_t leave) {
+    {
+      std::ofstream out(filler(), std::ios::binary);
+      std::string block(64 * 1024, 'x');
+      while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+      }
+    }
+    std::error_code ec;
+    auto size = fs::file_size(filler(), ec);
+    ASSERT_FALSE(ec);
+    fs::resize_file(filler(), size > leave ? size - leave : 0);
+    // Whatever the stream buffer held back: fill the last pages byte by byte.
+    if (leave == 0) {
+      std::ofstream out(filler(), std::ios::binary | std::ios::app);
+      while (out.put('x') && out.flush()) {
+      }
+    }
+  }
+  static std::vector<json> records(const std::string& id, recording::VerifyReport* report) {
+    auto r = recording::read_recording(rec_dir() + "/" + id + ".jsonl", report);
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? *r : std::vector<json>{};
+  }
+  static bool sealed(const std::string& id) {
+    recording::VerifyReport report;
+    auto r = recording::read_recording(rec_dir() + "/" + id + ".jsonl", &report);
+    return r.is_ok() && report.sealed;
+  }
+  static json ctl_json(std::vector<std::string> args, int* code = nullptr) {
+    args.push_back("--json");
+    CtlResult r = gw_->ctl("ops", args);
+    if (code != nullptr) *code = r.code;
+    return json::parse(r.out, nullptr, false);
+  }
+  static json recorder_status() {
+    json s = ctl_json({"status"});
+    return s.is_object() && s.contains("recorder") ? s["recorder"] : json::object();
+  }
+  static std::set<std::string> table_values() {
+    auto out = gw_->pg().psql("SELECT v FROM public.wal_t");
+    EXPECT_TRUE(out.is_ok());
+    std::set<std::string> vals;
+    std::istringstream in(out.is_ok() ? *out : "");
+    for (std::string l; std::getline(in, l);) {
+      if (!l.empty()) vals.insert(l);
+    }
+    return vals;
+  }
+};
+
+TEST_F(GatewayRecordingWalTest, DiskFullRefusesUnrecordedStatementsAndRecoversWithAGapRecord) {
+  auto [conn, id] = open_session();
+  ASSERT_FALSE(id.empty());
+  ASSERT_NO_FATAL_FAILURE(fill_disk(/*leave=*/16 * 1024));
+
+  std::set<std::string> ok, refused;
+  std::string refused_message;
+  for (int i = 0; i < 2000 && refused.size() < 8; ++i) {
+    std::string v = "wal-" + std::to_string(i);
+    Res r(PQexec(conn.get(), ("INSERT INTO public.wal_t VALUES ('" + v + "')").c_str()));
+    if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
+      ok.insert(v);
+    } else {
+      ASSERT_EQ(sqlstate(r.get()), "53100") << PQresultErrorMessage(r.get());
+      refused.insert(v);
+      refused_message = PQresultErrorMessage(r.get());
+    }
+  }
+  ASSERT_GE(refused.size(), 8u) << "the disk never filled up";
+  EXPECT_GE(ok.size(), 1u);
+  EXPECT_NE(refused_message.find("No space left on device"), std::string::npos) << refused_message;
+  EXPECT_NE(refused_message.find("not run"), std::string::npos) << refused_message;
+
+  // The operator sees why: status and the audit log.
+  json st = recorder_status();
+  EXPECT_EQ(st.value("state", ""), "failing") << st.dump();
+  EXPECT_NE(st.value("last_error", "").find("ENOSPC"), std::string::npos) << st.dump();
+  EXPECT_GE(st.value("records_refused", 0), 8) << st.dump();
+  EXPECT_GE(st.value("gaps_pending", 0), 1) << st.dump();
+  CtlResult text = gw_->ctl("ops", {"status"});
+  EXPECT_NE(text.out.find("recorder:"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("state failing"), std::string::npos) << text.out;
+  const std::string audit = gw_->audit_log();
+  EXPECT_NE(audit.find("recording_write_failed"), std::string::npos);
+  EXPECT_NE(audit.find("cp.recording_failed"), std::string::npos);
+
+  // Space comes back: the recorder recovers by itself (no new statement needed).
+  fs::remove(filler());
+  EXPECT_TRUE(eventually([] {
+    json s = recorder_status();
+    return s.value("state", "") == "ok" && s.value("gaps_pending", 1) == 0;
+  })) << recorder_status().dump();
+  {
+    Res r(PQexec(conn.get(), "INSERT INTO public.wal_t VALUES ('wal-after')"));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+    ok.insert("wal-after");
+  }
+  EXPECT_NE(gw_->audit_log().find("recording_write_resumed"), std::string::npos);
+  conn.reset();
+  ASSERT_TRUE(eventually([&] { return sealed(id); })) << "session " << id << " never sealed";
+
+  // No statement ran without its record; none of the refused ones ran.
+  recording::VerifyReport report;
+  std::vector<json> recs = records(id, &report);
+  EXPECT_TRUE(report.ok) << report.reason;
+  EXPECT_FALSE(report.torn_tail);
+  std::set<std::string> recorded;  // values of INSERTs recorded before they ran
+  uint64_t not_run = 0, gap_records = 0;
+  for (const json& r : recs) {
+    const std::string kind = r.value("kind", "");
+    if (kind == "statement" && r.value("verdict", "") == "allow" && !r.contains("phase")) {
+      std::string sql = r.value("sql", "");
+      auto a = sql.find("'wal-");
+      if (a != std::string::npos) recorded.insert(sql.substr(a + 1, sql.find('\'', a + 1) - a - 1));
+    }
+    if (kind == "recording_gap") {
+      ++gap_records;
+      not_run += r.value("not_run", uint64_t{0});
+      EXPECT_GE(r.value("records", uint64_t{0}), r.value("not_run", uint64_t{0}));
+      EXPECT_LE(r.value("first_ts", int64_t{0}), r.value("last_ts", int64_t{0}));
+      EXPECT_NE(r.value("reason", "").find("ENOSPC"), std::string::npos) << r.dump();
+    }
+  }
+  EXPECT_GE(gap_records, 1u);
+  EXPECT_EQ(not_run, refused.size());
+  std::set<std::string> in_db = table_values();
+  for (const std::string& v : in_db) {
+    if (v.rfind("wal-", 0) == 0) {
+      EXPECT_EQ(recorded.count(v), 1u) << v << " ran without a record";
+    }
+  }
+  for (const std::string& v : ok) EXPECT_EQ(in_db.count(v), 1u) << v;
+  for (const std::string& v : refused) EXPECT_EQ(in_db.count(v), 0u) << v << " ran";
+
+  int code = -1;
+  json v = ctl_json({"sessions", "verify", id}, &code);
+  EXPECT_EQ(code, 0) << v.dump();
+  EXPECT_EQ(v.value("state", ""), "sealed") << v.dump();
+  EXPECT_EQ(v.value("gaps", uint64_t{0}), gap_records) << v.dump();
+  EXPECT_GE(v.value("missing_records", uint64_t{0}), not_run) << v.dump();
+  CtlResult shown = gw_->ctl("ops", {"sessions", "verify", id});
+  EXPECT_NE(shown.out.find("gap records"), std::string::npos) << shown.out;
+}
+
+TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
+  int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
+  ASSERT_TRUE(gw_->rewrite_policy(kNotRequiredPolicy).is_ok());
+  gw_->signal_cp(SIGHUP);
+  ASSERT_TRUE(eventually(
+      [&] { return ctl_json({"status"}).value("policy_version", int64_t{0}) != version; }));
+
+  auto [conn, id] = open_session();
+  ASSERT_FALSE(id.empty());
+  const char* kSelect = "SELECT v FROM public.wal_t ORDER BY v LIMIT 3";
+  auto statement_records = [&] {
+    recording::VerifyReport report;
+    size_t n = 0;
+    for (const json& r : records(id, &report)) {
+      if (r.value("kind", "") == "statement" && r.value("sql", "") == kSelect) ++n;
+    }
+    return n;
+  };
+  // How many statement records one SELECT leaves (its decision and its completion).
+  {
+    Res r(PQexec(conn.get(), kSelect));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK);
+  }
+  size_t per_statement = 0;
+  ASSERT_TRUE(eventually([&] {
+    per_statement = statement_records();
+    return per_statement >= 2;
+  }));
+  ASSERT_NO_FATAL_FAILURE(fill_disk(/*leave=*/0));
+  constexpr int kStatements = 20;
+  for (int i = 0; i < kStatements; ++i) {
+    Res r(PQexec(conn.get(), kSelect));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  }
+  // Wait until the recorder has seen (and refused) them, then give the space back.
+  ASSERT_TRUE(eventually([] { return recorder_status().value("gaps_pending", 0) >= 1; }));
+  fs::remove(filler());
+  {
+    Res r(PQexec(conn.get(), "SELECT 2"));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK);
+  }
+  conn.reset();
+  ASSERT_TRUE(eventually([&] { return sealed(id); }));
+  recording::VerifyReport report;
+  std::vector<json> recs = records(id, &report);
+  EXPECT_TRUE(report.ok) << report.reason;
+  uint64_t lost = 0, lost_statements = 0, lost_rows = 0, not_run = 0;
+  for (const json& r : recs) {
+    if (r.value("kind", "") != "recording_gap") continue;
+    lost += r.value("records", uint64_t{0});
+    not_run += r.value("not_run", uint64_t{0});
+    if (r.contains("kinds")) {
+      lost_statements += r["kinds"].value("statement", uint64_t{0});
+      lost_rows += r["kinds"].value("rows", uint64_t{0});
+    }
+  }
+  // Every statement record of the SELECTs that ran is either in the file or counted in a gap.
+  EXPECT_EQ(lost_statements + statement_records(), per_statement * (kStatements + 1));
+  EXPECT_GE(lost_statements, 1u);
+  EXPECT_GE(lost, lost_statements + lost_rows);
+  EXPECT_EQ(not_run, 0u);  // nothing waited: the statements ran
+
+  ASSERT_TRUE(gw_->rewrite_policy(kRequiredPolicy).is_ok());
+  version = ctl_json({"status"}).value("policy_version", int64_t{0});
+  gw_->signal_cp(SIGHUP);
+  ASSERT_TRUE(eventually(
+      [&] { return ctl_json({"status"}).value("policy_version", int64_t{0}) != version; }));
+}
+
+TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDetected) {
+  // A sealed session to tamper with later.
+  std::string sealed_id;
+  {
+    auto [conn, id] = open_session();
+    for (int i = 0; i < 3; ++i) {
+      Res r(PQexec(conn.get(), "SELECT v FROM public.wal_t ORDER BY v LIMIT 2"));
+      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK);
+    }
+    sealed_id = id;
+  }
+  ASSERT_TRUE(eventually([&] { return sealed(sealed_id); }));
+  const std::string checkpoint = gw_->state_dir() + "/recording_checkpoint.json";
+  auto checkpointed = [&](const std::string& id, bool want_sealed) {
+    auto cp = recording::read_checkpoint(checkpoint);
+    if (!cp.is_ok()) return false;
+    auto it = cp->heads.find(id);
+    return it != cp->heads.end() && it->second.sealed == want_sealed && it->second.seq > 0;
+  };
+  ASSERT_TRUE(eventually([&] { return checkpointed(sealed_id, true); }));
+
+  // A session open mid-stream when cp is killed: a client inserts as fast as it can while
+  // cp gets SIGKILL.
+  auto [conn, open_id] = open_session();
+  ASSERT_FALSE(open_id.empty());
+  ASSERT_TRUE(eventually([&] { return checkpointed(open_id, false); }));
+  std::atomic<int> inserted{0};
+  std::thread client([&, c = conn.get()] {
+    for (int i = 0; i < 100000; ++i) {
+      Res r(PQexec(c,
+                   ("INSERT INTO public.wal_t VALUES ('kill-" + std::to_string(i) + "')").c_str()));
+      if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) break;  // cp is gone
+      inserted = i + 1;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return inserted.load() >= 20; }));
+  ASSERT_TRUE(gw_->stop_cp().is_ok());  // SIGKILL, mid-stream
+  client.join();
+  conn.reset();
+  // Every INSERT that ran has its statement record: records in the page cache survive a
+  // crash of cp.
+  {
+    recording::VerifyReport report;
+    std::set<std::string> recorded;
+    for (const json& r : records(open_id, &report)) {
+      std::string sql = r.value("sql", "");
+      if (r.value("kind", "") == "statement" && !r.contains("phase") &&
+          sql.find("'kill-") != std::string::npos) {
+        auto at = sql.find("'kill-");
+        recorded.insert(sql.substr(at + 1, sql.find('\'', at + 1) - at - 1));
+      }
+    }
+    EXPECT_TRUE(report.ok) << report.reason;
+    size_t ran = 0;
+    for (const std::string& v : table_values()) {
+      if (v.rfind("kill-", 0) != 0) continue;
+      ++ran;
+      EXPECT_EQ(recorded.count(v), 1u) << v << " ran without a record";
+    }
+    EXPECT_GE(ran, 20u);
+  }
+
+  // cp down: verify straight from the state dir.
+  CtlResult offline =
+      gw_->ctl("ops", {"sessions", "verify", open_id, "--state-dir", gw_->state_dir()});
+  EXPECT_EQ(offline.code, 6) << offline.out << offline.err;
+  EXPECT_NE(offline.out.find("UNSEALED"), std::string::npos) << offline.out;
+
+  // cp back: the session is not open in it, so it ended in a crash.
+  ASSERT_TRUE(gw_->start_cp().is_ok());
+  int code = -1;
+  json v = ctl_json({"sessions", "verify", open_id}, &code);
+  EXPECT_EQ(code, 6) << v.dump();
+  EXPECT_EQ(v.value("state", ""), "unsealed") << v.dump();
+  EXPECT_NE(v.value("detail", "").find("crash"), std::string::npos) << v.dump();
+  EXPECT_GE(v.value("checkpoint_seq", 0), 1) << v.dump();
+
+  // Delete the last line of the sealed session: the chain still verifies, the checkpoint
+  // does not.
+  const std::string path = rec_dir() + "/" + sealed_id + ".jsonl";
+  std::vector<std::string> lines;
+  {
+    std::ifstream in(path);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+  }
+  ASSERT_GE(lines.size(), 3u);
+  lines.pop_back();
+  {
+    std::ofstream out(path, std::ios::trunc);
+    for (const auto& l : lines) out << l << "\n";
+  }
+  CtlResult deleted = gw_->ctl("ops", {"sessions", "verify", sealed_id});
+  EXPECT_EQ(deleted.code, 1) << deleted.out << deleted.err;
+  EXPECT_NE(deleted.out.find("TRUNCATED"), std::string::npos) << deleted.out;
+
+  // Cut the crashed session's tail in the middle of the checkpointed last record.
+  const std::string open_path = rec_dir() + "/" + open_id + ".jsonl";
+  auto cp_now = recording::read_checkpoint(checkpoint);
+  ASSERT_TRUE(cp_now.is_ok());
+  const uint64_t head = cp_now->heads[open_id].seq;
+  ASSERT_GE(head, 2u);
+  {
+    std::ifstream in(open_path);
+    std::string l;
+    uint64_t offset = 0;
+    for (uint64_t n = 1; n < head && std::getline(in, l); ++n) offset += l.size() + 1;
+    fs::resize_file(open_path, offset + 10);
+  }
+  CtlResult cut = gw_->ctl("ops", {"sessions", "verify", open_id});
+  EXPECT_EQ(cut.code, 1) << cut.out << cut.err;
+  EXPECT_NE(cut.out.find("TRUNCATED"), std::string::npos) << cut.out;
+}
+
+}  // namespace
+}  // namespace pgwarden::testing
