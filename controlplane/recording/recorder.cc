@@ -357,6 +357,37 @@ Status Recorder::start_session(const SessionStart& s) {
   return Status::ok();
 }
 
+Status Recorder::resume_session(const SessionStart& s, std::string_view reason) {
+  if (!valid_session_id(s.session_id)) return invalid_argument("bad recording session id");
+  const std::string path = impl_->path_for(s.session_id);
+  if (s.level == policy::RecordingLevel::kOff || ::access(path.c_str(), F_OK) != 0) {
+    return start_session(s);
+  }
+  VerifyReport report;
+  auto records = read_recording(path, &report);
+  if (!records.is_ok()) return records.status();
+  if (!report.ok) {
+    return failed_precondition("recording of session " + s.session_id + " does not verify at seq " +
+                               std::to_string(report.bad_seq) + " (" + report.reason +
+                               "); not resumed");
+  }
+  if (!records->empty()) {
+    const std::string last = records->back().value("kind", "");
+    if (last == "seal" || last == "session_end") {
+      return failed_precondition("recording of session " + s.session_id +
+                                 " is sealed; a sealed session cannot be resumed");
+    }
+  }
+  std::lock_guard lock(impl_->mu);
+  if (impl_->sessions.count(s.session_id) != 0) {
+    return failed_precondition("session " + s.session_id + " is already recording");
+  }
+  PGW_RETURN_IF_ERROR(impl_->push(Impl::Item{
+      s.session_id, "session_resumed", {{"reason", std::string(reason)}}, impl_->now()}));
+  impl_->sessions[s.session_id] = Impl::SessionPolicy{s.level, std::max(s.row_cap, 0), 0, false};
+  return Status::ok();
+}
+
 Status Recorder::try_append(const std::string& session_id, const std::string& kind,
                             nlohmann::json fields) {
   if (!fields.is_object()) return invalid_argument("recording event fields must be an object");

@@ -75,6 +75,14 @@ class Recorder {
   // session id, failed_precondition if the session is already open.
   Status start_session(const SessionStart& start);
 
+  // Continues the session's existing recording after a pgwarden-cp restart (or starts it, as
+  // start_session does, when there is no file): the file is verified, a torn last line is cut,
+  // seq and hash chain continue, and a "session_resumed" record {reason} is appended.
+  // invalid_argument for a bad id; failed_precondition when the session is already open here,
+  // when its recording is sealed (it ended: nothing may follow the seal) or when the existing
+  // file does not verify (appending would hide the damage); unavailable if it cannot be read.
+  Status resume_session(const SessionStart& start, std::string_view reason);
+
   // Queues one event of an open session. `kind`: "statement" | "rows" | "error" |
   // "session_end" (closes the session) | any other [a-z_]+ word (kept verbatim). `fields`
   // must be an object; reserved keys (seq, ts, session_id, kind, prev, hash) are overwritten.

@@ -188,6 +188,58 @@ TEST_F(RecorderTest, ReopenedSessionContinuesTheChainAfterATornTail) {
   EXPECT_EQ(report->records, 4u);
 }
 
+TEST_F(RecorderTest, ResumeSessionContinuesSeqAndChainWithAResumedRecord) {
+  {
+    auto rec = Recorder::open(options());
+    ASSERT_TRUE(rec.is_ok());
+    ASSERT_TRUE((*rec)->start_session(start("sess-r")).is_ok());
+    ASSERT_TRUE((*rec)->try_append("sess-r", "statement", {{"sql", "SELECT 1"}}).is_ok());
+  }  // a cp that stops without ending the session
+  const std::string path = dir_ + "/sess-r.jsonl";
+  { std::ofstream(path, std::ios::app) << R"({"seq":3,"half)"; }  // torn by the crash
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->resume_session(start("sess-r"), "control plane restart").is_ok());
+  EXPECT_EQ((*rec)->resume_session(start("sess-r"), "again").code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE((*rec)->try_append("sess-r", "statement", {{"sql", "SELECT 2"}}).is_ok());
+  ASSERT_TRUE((*rec)->try_append("sess-r", "session_end", {{"reason", "done"}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  VerifyReport report;
+  auto records = read_recording(path, &report);
+  ASSERT_TRUE(records.is_ok());
+  EXPECT_TRUE(report.ok) << report.reason;
+  EXPECT_FALSE(report.torn_tail);
+  ASSERT_GE(records->size(), 4u);
+  EXPECT_EQ((*records)[2]["kind"], "session_resumed");
+  EXPECT_EQ((*records)[2]["seq"], 3);
+  EXPECT_EQ((*records)[2]["reason"], "control plane restart");
+  EXPECT_EQ((*records)[3]["sql"], "SELECT 2");
+  // The session ended: a sealed recording is never reopened.
+  EXPECT_EQ((*rec)->resume_session(start("sess-r"), "restart").code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RecorderTest, ResumeSessionStartsAMissingRecordingAndRefusesATamperedOne) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->resume_session(start("sess-new"), "control plane restart").is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto first = read_recording(dir_ + "/sess-new.jsonl");
+  ASSERT_TRUE(first.is_ok());
+  ASSERT_FALSE(first->empty());
+  EXPECT_EQ((*first)[0]["kind"], "session_start");
+
+  {
+    std::ofstream(dir_ + "/sess-bad.jsonl") << R"({"seq":1,"prev":"x","hash":"y"})"
+                                            << "\n";
+  }
+  EXPECT_EQ((*rec)->resume_session(start("sess-bad"), "restart").code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*rec)->resume_session(start("../etc"), "restart").code(),
+            StatusCode::kInvalidArgument);
+}
+
 TEST_F(RecorderTest, RowCapKeepsFirstRowsOfEachStatement) {
   auto rec = Recorder::open(options());
   ASSERT_TRUE(rec.is_ok());
