@@ -130,6 +130,14 @@ struct RecordingSettings {
   int hold_timeout_ms = 30000;
 };
 
+// $.limits: gateway-wide waiting budgets (pgwarden-dp).
+struct LimitsSettings {
+  // While cp is unreachable, a statement that needs cp (a verdict-cache miss, the record of a
+  // recording-required session, a mask plan, an approval) waits this long for the connection
+  // to come back, then gets 08006 (0 = refuse at once).
+  int cp_unavailable_wait_ms = 10000;
+};
+
 struct Config {
   uint64_t version = 0;  // policy version: new on every load, also set in each Policy
   DataplaneListener dataplane;
@@ -142,6 +150,7 @@ struct Config {
   ApprovalsSettings approvals;
   MaskingSettings masking;
   RecordingSettings recording;
+  LimitsSettings limits;
 
   const Target* find_target(std::string_view name) const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and
