@@ -147,6 +147,9 @@ Result<Grant> parse_grant(const json& answer) {
     }
   }
   g.rule_sets = a->policy.rule_sets;
+  if (const json* t = field(answer, "ticket"); t != nullptr && t->is_string()) {
+    g.ticket = t->get<std::string>();
+  }
   g.host = a->upstream.host;
   g.port = a->upstream.port;
   g.unix_socket = a->upstream.unix_socket;
@@ -889,7 +892,8 @@ void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
                           Session* s = w->find(id);
                           if (s == nullptr || s->escalation_seq_ != seq) return;
                           s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
-                        });
+                        },
+                        worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
@@ -976,7 +980,8 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
                           s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
                           s->approval_id_.clear();
                           s->resume_with(std::move(d));
-                        });
+                        },
+                        worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::resume_with(Decision d) {
@@ -1024,7 +1029,8 @@ void Session::send_record(json request, Decision d) {
         }
         s->emit_statement(str_field(request, "sql"), "deny", refused.rule, "recording");
         s->resume_with(std::move(refused));
-      });
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 bool Session::hold_for_recording(std::function<void()> retry) {
@@ -1513,7 +1519,8 @@ void Session::request_mask_plan() {
                             s->results_->set_plan_error(key, r.status());
                           }
                           s->pump();
-                        });
+                        },
+                        worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::note_forwarded(const pw::Message& m) {
@@ -1564,6 +1571,56 @@ void Session::terminate(std::string_view sqlstate, std::string_view message) {
   if (destroyed_ || state_ == State::kClosing) return;
   send_fatal(sqlstate, message);
   close_after_flush();
+}
+
+void Session::kill(std::string_view sqlstate, std::string_view message) {
+  if (destroyed_ || state_ == State::kClosing) return;
+  // A statement still running upstream would go on after the socket closes until it next
+  // writes: cancel it.
+  if (cancel_registered_ && cycles_sent_ > cycles_received_) send_cancel_async(cancel_target_);
+  // cp already ended the session: no session_end for it.
+  authenticated_ = false;
+  spdlog::info("session {}: ended by the control plane: {}", sid_hex_, message);
+  terminate(sqlstate, message);
+}
+
+void Session::reregister() {
+  if (destroyed_ || state_ == State::kClosing || !authenticated_) return;
+  if (state_ != State::kReady || grant_.ticket.empty()) {
+    authenticated_ = false;
+    terminate("57P01",
+              "pgwarden: terminating connection: the control plane restarted and this session "
+              "cannot be re-registered; connect again");
+    return;
+  }
+  worker_->cp().request(
+      "reregister", json{{"session_id", sid_hex_}, {"ticket", grant_.ticket}},
+      worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->state_ == State::kClosing) return;
+        if (r.is_ok()) {
+          bump(w->counters().sessions_reregistered);
+          // The policy as cp now has it: cached verdicts of the old version are not reused.
+          if (const json* pol = field(*r, "policy"); pol != nullptr && pol->is_object()) {
+            if (const json* v = field(*pol, "version"); v != nullptr && v->is_number_unsigned()) {
+              s->grant_.policy_version = v->get<uint64_t>();
+            }
+          }
+          if (const json* req = field(*r, "recording_required");
+              req != nullptr && req->is_boolean() && s->grant_.recording != "off") {
+            s->grant_.recording_required = req->get<bool>();
+          }
+          return;
+        }
+        const Status& st = r.status();
+        // cp went away again: the next reconnection re-registers the session.
+        if (st.code() == StatusCode::kUnavailable && st.sqlstate() != "57P01") return;
+        s->authenticated_ = false;
+        std::string msg = st.message();
+        if (!msg.starts_with("pgwarden:")) msg = "pgwarden: terminating connection: " + msg;
+        s->terminate("57P01", msg);
+      });
 }
 
 void Session::on_drain() {
