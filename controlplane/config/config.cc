@@ -515,11 +515,11 @@ class Parser {
   }
 
   void parse_policy(const json& e, const std::string& ep, Config& c) {
-    if (!object(e, ep,
-                {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
-                 "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
-                 "deny_masked_in_expressions", "approvals", "recording", "allow_function_call",
-                 "token_expiry"})) {
+    if (!object(
+            e, ep,
+            {"name", "groups", "targets", "allowed_kinds", "allowed_relations", "allowed_functions",
+             "read_only", "approve_kinds", "rule_sets", "masks", "deny_masked_in_expressions",
+             "approvals", "recording", "allow_function_call", "token_expiry"})) {
       return;
     }
     policy::Policy pol;
@@ -556,8 +556,7 @@ class Parser {
     if (token_expiry == "keep") {
       pol.keep_session_past_token_expiry = true;
     } else if (!token_expiry.empty() && token_expiry != "end") {
-      error(ep + ".token_expiry",
-            "unknown value " + json_quote(token_expiry) + " (end, keep)");
+      error(ep + ".token_expiry", "unknown value " + json_quote(token_expiry) + " (end, keep)");
     }
     if (const json* a = field(e, "approvals", ep, false)) {
       std::string ap = ep + ".approvals";

@@ -135,7 +135,7 @@ struct LimitsSettings {
   // While cp is unreachable, a statement that needs cp (a verdict-cache miss, the record of a
   // recording-required session, a mask plan, an approval) waits this long for the connection
   // to come back, then gets 08006 (0 = refuse at once).
-  int cp_unavailable_wait_ms = 10000;
+  int cp_unavailable_wait_ms = 5000;
 };
 
 struct Config {

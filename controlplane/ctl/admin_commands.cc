@@ -242,7 +242,8 @@ int run_sessions_kill(const Invocation& inv) {
   if (auto v = inv.args.get("--identity")) args["identity"] = *v;
   if (auto v = inv.args.get("--key")) args["key"] = *v;
   if (auto v = inv.args.get("--reason")) args["reason"] = *v;
-  if (pos.size() > 2 || (!args.contains("id") && !args.contains("identity") && !args.contains("key"))) {
+  if (pos.size() > 2 ||
+      (!args.contains("id") && !args.contains("identity") && !args.contains("key"))) {
     return usage(inv.err, "sessions kill ID | --identity SUBJECT | --key KEY-ID [--reason TEXT]");
   }
   int code = 0;

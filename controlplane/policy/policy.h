@@ -63,7 +63,7 @@ struct Policy {
   // "token_expiry": "keep": sessions outlive their token's exp (default "end": cp ends the
   // session when the token would no longer be accepted at login, exp + provider leeway).
   bool keep_session_past_token_expiry = false;
-  uint64_t version = 0;              // bumped on every config load; keys verdict caches
+  uint64_t version = 0;  // bumped on every config load; keys verdict caches
 };
 
 }  // namespace pgwarden::policy

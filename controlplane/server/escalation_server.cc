@@ -69,7 +69,7 @@ struct EscalationServer::Session {
   std::string client_addr;
   bool tls = false;
   bool reregistered = false;  // admitted again from its ticket after a cp restart
-  std::mutex mu;  // serialises SCRAM steps
+  std::mutex mu;              // serialises SCRAM steps
   std::unique_ptr<vault::ScramClient> scram;
   // Recording: events lost to a full recorder queue since the last recorded gap.
   std::atomic<uint64_t> recording_lost{0};
@@ -137,9 +137,7 @@ Status EscalationServer::start() {
 
 void EscalationServer::stop() {
   if (stopping_.exchange(true)) return;
-  {
-    std::lock_guard<std::mutex> lock(sweep_mu_);
-  }
+  { std::lock_guard<std::mutex> lock(sweep_mu_); }
   sweep_cv_.notify_all();
   if (sweep_thread_.joinable()) sweep_thread_.join();
   if (wake_fd_ >= 0) {
@@ -572,8 +570,8 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
     if (auto rev = handlers_.revocations->find(auth.identity.subject, auth.identity.key_id,
                                                protocol::now_unix_ms())) {
       bump(Counter::k_auth_revoked);
-      std::string what = rev->name == auth.identity.subject ? "identity " + rev->name
-                                                            : "key " + rev->name;
+      std::string what =
+          rev->name == auth.identity.subject ? "identity " + rev->name : "key " + rev->name;
       std::string msg = what + " is revoked";
       if (!rev->reason.empty()) msg += " (" + rev->reason + ")";
       msg += rev->until_ms > 0 ? " until " + std::to_string(rev->until_ms) + " (unix ms)"
@@ -630,19 +628,19 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
   if (handlers_.tickets != nullptr) {
-    answer["ticket"] = handlers_.tickets->issue(TicketClaims{
-        .session_id = session->id,
-        .subject = auth.identity.subject,
-        .issuer = auth.identity.issuer,
-        .groups = auth.identity.groups,
-        .provider = auth.identity.provider,
-        .key_id = auth.identity.key_id,
-        .policy = pol->name,
-        .target = target->name,
-        .client_addr = req->client_addr,
-        .tls = req->tls,
-        .token_exp_ms = auth.identity.expires_at_ms,
-        .issued_ms = protocol::now_unix_ms()});
+    answer["ticket"] =
+        handlers_.tickets->issue(TicketClaims{.session_id = session->id,
+                                              .subject = auth.identity.subject,
+                                              .issuer = auth.identity.issuer,
+                                              .groups = auth.identity.groups,
+                                              .provider = auth.identity.provider,
+                                              .key_id = auth.identity.key_id,
+                                              .policy = pol->name,
+                                              .target = target->name,
+                                              .client_addr = req->client_addr,
+                                              .tls = req->tls,
+                                              .token_exp_ms = auth.identity.expires_at_ms,
+                                              .issued_ms = protocol::now_unix_ms()});
   }
   return protocol::make_ok(id, answer);
 }
@@ -1247,11 +1245,10 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   }
   auto claims = handlers_.tickets->verify(ticket);
   if (!claims.is_ok()) {
-    return refuse(ec::kBadTicket,
-                  Status(StatusCode::kPermissionDenied,
-                         "the session ticket is not valid (" + claims.status().message() +
-                             "); log in again",
-                         "57P01"));
+    return refuse(ec::kBadTicket, Status(StatusCode::kPermissionDenied,
+                                         "the session ticket is not valid (" +
+                                             claims.status().message() + "); log in again",
+                                         "57P01"));
   }
   if (claims->session_id != session_id) {
     return refuse(ec::kBadTicket, Status(StatusCode::kPermissionDenied,
@@ -1270,9 +1267,8 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   auto session = std::make_shared<Session>();
   session->id = claims->session_id;
   session->owner = conn->id;
-  session->identity = AuthenticatedIdentity{claims->subject,  claims->issuer,
-                                            claims->groups,   claims->provider,
-                                            claims->key_id,   claims->token_exp_ms};
+  session->identity = AuthenticatedIdentity{claims->subject,  claims->issuer, claims->groups,
+                                            claims->provider, claims->key_id, claims->token_exp_ms};
   session->config = cfg;
   session->client_addr = claims->client_addr;
   session->tls = claims->tls;
@@ -1304,9 +1300,9 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     std::lock_guard<std::mutex> lock(sessions_mu_);
     auto it = sessions_.find(session->id);
     if (it != sessions_.end() && it->second->owner != conn->id) {
-      return refuse(ec::kBadRequest,
-                    invalid_argument("session " + session->id + " is live on another connection",
-                                     "08P01"));
+      return refuse(
+          ec::kBadRequest,
+          invalid_argument("session " + session->id + " is live on another connection", "08P01"));
     }
     sessions_[session->id] = session;
   }

@@ -38,9 +38,9 @@ AuthOutcome IdentityAuthenticator::authenticate(const config::Config& config,
   const identity::Identity& id = result.identity();
   AuthenticatedIdentity out{id.subject, id.issuer, id.groups, id.provider, id.key_id, 0};
   if (id.expires_at) {
-    out.expires_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            id.expires_at->time_since_epoch())
-                            .count();
+    out.expires_at_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(id.expires_at->time_since_epoch())
+            .count();
   }
   return AuthOutcome::accept(std::move(out));
 }

@@ -40,12 +40,8 @@ bool Revocation::matches(std::string_view subject, std::string_view key_id) cons
 }
 
 json Revocation::to_json() const {
-  return json{{"name", name},
-              {"kind", revocation_kind_name(kind)},
-              {"reason", reason},
-              {"by", by},
-              {"created_ms", created_ms},
-              {"until_ms", until_ms}};
+  return json{{"name", name}, {"kind", revocation_kind_name(kind)}, {"reason", reason},
+              {"by", by},     {"created_ms", created_ms},           {"until_ms", until_ms}};
 }
 
 Result<std::unique_ptr<RevocationStore>> RevocationStore::open(const std::string& state_dir) {
@@ -122,9 +118,10 @@ Status RevocationStore::revoke(Revocation r) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<Revocation> next = entries_;
-  next.erase(std::remove_if(next.begin(), next.end(),
-                            [&](const Revocation& e) { return e.name == r.name && e.kind == r.kind; }),
-             next.end());
+  next.erase(
+      std::remove_if(next.begin(), next.end(),
+                     [&](const Revocation& e) { return e.name == r.name && e.kind == r.kind; }),
+      next.end());
   next.push_back(std::move(r));
   PGW_RETURN_IF_ERROR(persist(next));
   entries_ = std::move(next);

@@ -29,7 +29,7 @@ struct Revocation {
   std::string name;  // subject or key id
   RevocationKind kind = RevocationKind::kAny;
   std::string reason;
-  std::string by;         // the admin principal
+  std::string by;  // the admin principal
   int64_t created_ms = 0;
   int64_t until_ms = 0;  // 0: until unrevoked
 

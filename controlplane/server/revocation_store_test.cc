@@ -31,14 +31,15 @@ TEST(RevocationStore, RevocationPersistsAcrossReopenAndUnrevokeRemovesIt) {
   {
     auto store = RevocationStore::open(dir.path());
     ASSERT_TRUE(store.is_ok()) << store.status().message();
-    ASSERT_TRUE((*store)->revoke(Revocation{.name = "svc:a",
-                                            .kind = RevocationKind::kIdentity,
-                                            .reason = "leaked",
-                                            .by = "alice",
-                                            .created_ms = 1})
+    ASSERT_TRUE((*store)
+                    ->revoke(Revocation{.name = "svc:a",
+                                        .kind = RevocationKind::kIdentity,
+                                        .reason = "leaked",
+                                        .by = "alice",
+                                        .created_ms = 1})
                     .is_ok());
   }
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((dir.path() + "/revocations.json").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   auto store = RevocationStore::open(dir.path());
@@ -60,9 +61,9 @@ TEST(RevocationStore, KeyAndAnyEntriesMatchKeyIdsAndExpireAtUntil) {
   TempDir dir;
   auto store = RevocationStore::open(dir.path());
   ASSERT_TRUE(store.is_ok());
-  ASSERT_TRUE(
-      (*store)->revoke(Revocation{.name = "k1", .kind = RevocationKind::kKey, .until_ms = 100})
-          .is_ok());
+  ASSERT_TRUE((*store)
+                  ->revoke(Revocation{.name = "k1", .kind = RevocationKind::kKey, .until_ms = 100})
+                  .is_ok());
   ASSERT_TRUE((*store)->revoke(Revocation{.name = "both", .kind = RevocationKind::kAny}).is_ok());
   EXPECT_TRUE((*store)->find("someone", "k1", 99).has_value());
   EXPECT_FALSE((*store)->find("someone", "k1", 100).has_value());
@@ -84,7 +85,7 @@ TEST(SessionTicket, RoundTripsAndRejectsTamperingAndOtherKeys) {
   TempDir dir;
   auto key = TicketKey::open(dir.path());
   ASSERT_TRUE(key.is_ok()) << key.status().message();
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((dir.path() + "/ticket.key").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   TicketClaims c{.session_id = "s-1",

@@ -34,8 +34,8 @@ Result<std::unique_ptr<TicketKey>> TicketKey::open(const std::string& state_dir)
     }
     int w = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (w < 0) return unavailable("cannot create " + path + ": " + std::strerror(errno));
-    bool ok = ::write(w, key.data(), key.size()) == static_cast<ssize_t>(key.size()) &&
-              ::fsync(w) == 0;
+    bool ok =
+        ::write(w, key.data(), key.size()) == static_cast<ssize_t>(key.size()) && ::fsync(w) == 0;
     ::close(w);
     if (!ok) {
       ::unlink(path.c_str());
@@ -44,7 +44,7 @@ Result<std::unique_ptr<TicketKey>> TicketKey::open(const std::string& state_dir)
     return std::unique_ptr<TicketKey>(new TicketKey(std::move(key)));
   }
   if (fd < 0) return unavailable("cannot open " + path + ": " + std::strerror(errno));
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0 || (st.st_mode & 077) != 0 ||
       st.st_size != static_cast<off_t>(kKeyBytes)) {
     ::close(fd);
@@ -70,9 +70,9 @@ std::string TicketKey::mac(std::string_view data) const {
 }
 
 std::string TicketKey::issue(const TicketClaims& c) const {
-  nlohmann::json j{{"sid", c.session_id}, {"sub", c.subject},   {"iss", c.issuer},
-                   {"grp", c.groups},     {"prv", c.provider},  {"kid", c.key_id},
-                   {"pol", c.policy},     {"tgt", c.target},    {"adr", c.client_addr},
+  nlohmann::json j{{"sid", c.session_id}, {"sub", c.subject},      {"iss", c.issuer},
+                   {"grp", c.groups},     {"prv", c.provider},     {"kid", c.key_id},
+                   {"pol", c.policy},     {"tgt", c.target},       {"adr", c.client_addr},
                    {"tls", c.tls},        {"exp", c.token_exp_ms}, {"iat", c.issued_ms}};
   std::string signed_part = std::string(kPrefix) + identity::base64url_encode(j.dump());
   return signed_part + "." + identity::base64url_encode(mac(signed_part));

@@ -10,7 +10,9 @@
 namespace pgwarden::session {
 
 namespace {
-constexpr int64_t kMaxBackoffMs = 5000;
+// Reconnecting is a local connect(): retrying often keeps a cp restart short for sessions
+// waiting on limits.cp_unavailable_wait_ms.
+constexpr int64_t kMaxBackoffMs = 500;
 constexpr int64_t kGraceMs = 1000;
 constexpr size_t kMaxOut = 16u << 20;
 }  // namespace
@@ -205,8 +207,9 @@ void CpClient::enqueue_waiting(std::string type, nlohmann::json fields, int64_t 
     if (it == waiting_.end()) return;
     Callback c = std::move(it->second.cb);
     waiting_.erase(it);
-    c(unavailable("the pgwarden control plane is unreachable and did not come back within "
-                  "limits.cp_unavailable_wait_ms"));
+    c(
+        unavailable("the pgwarden control plane is unreachable and did not come back within "
+                    "limits.cp_unavailable_wait_ms"));
   });
   waiting_.emplace(key, std::move(w));
 }

@@ -37,7 +37,7 @@ struct Limits {
   int64_t recording_hold_timeout_ms = 30000;
   // $.limits.cp_unavailable_wait_ms: while cp is unreachable, a statement that needs it waits
   // this long for the reconnection (and the sessions' re-registration), then gets 08006.
-  int64_t cp_unavailable_wait_ms = 10000;
+  int64_t cp_unavailable_wait_ms = 5000;
 };
 
 struct DataplaneConfig {

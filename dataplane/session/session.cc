@@ -885,15 +885,15 @@ void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
               {"sql", sql},
               {"shape_key", hex64(shape)},
               {"prescreen", std::move(prescreen)}};
-  worker_->cp().request("analyse", std::move(req),
-                        worker_->runtime().config.limits.escalation_timeout_ms,
-                        [w = worker_, id = id_, seq, shape, sql = std::move(sql),
-                         approve_match = std::move(approve_match)](Result<json> r) mutable {
-                          Session* s = w->find(id);
-                          if (s == nullptr || s->escalation_seq_ != seq) return;
-                          s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
-                        },
-                        worker_->runtime().config.limits.cp_unavailable_wait_ms);
+  worker_->cp().request(
+      "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, shape, sql = std::move(sql),
+       approve_match = std::move(approve_match)](Result<json> r) mutable {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
@@ -954,34 +954,34 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
               {"shape_key", hex64(shape_key)},
               {"rule", rule},
               {"reason", reason}};
-  worker_->cp().request("approval", std::move(req),
-                        worker_->runtime().config.limits.approval_timeout_ms,
-                        [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
-                          Session* s = w->find(id);
-                          if (s == nullptr || s->escalation_seq_ != seq) return;
-                          Decision d;
-                          d.rule = rule;
-                          d.sqlstate = "42501";
-                          if (!r.is_ok()) {
-                            d.message = "pgwarden: statement needs an approval (rule " + rule +
-                                        ") and none was given: " + r.status().message();
-                          } else {
-                            d.allow = str_field(*r, "verdict") == "allow";
-                            std::string why = str_field(*r, "reason");
-                            d.message = "pgwarden: approval for rule " + rule + " was denied";
-                            if (!why.empty()) d.message += ": " + why;
-                          }
-                          if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
-                          if (d.allow && s->grant_.recording_required) {
-                            s->record_then_resume(sql, std::move(d), "approval");
-                            s->approval_id_.clear();
-                            return;
-                          }
-                          s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
-                          s->approval_id_.clear();
-                          s->resume_with(std::move(d));
-                        },
-                        worker_->runtime().config.limits.cp_unavailable_wait_ms);
+  worker_->cp().request(
+      "approval", std::move(req), worker_->runtime().config.limits.approval_timeout_ms,
+      [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        Decision d;
+        d.rule = rule;
+        d.sqlstate = "42501";
+        if (!r.is_ok()) {
+          d.message = "pgwarden: statement needs an approval (rule " + rule +
+                      ") and none was given: " + r.status().message();
+        } else {
+          d.allow = str_field(*r, "verdict") == "allow";
+          std::string why = str_field(*r, "reason");
+          d.message = "pgwarden: approval for rule " + rule + " was denied";
+          if (!why.empty()) d.message += ": " + why;
+        }
+        if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
+        if (d.allow && s->grant_.recording_required) {
+          s->record_then_resume(sql, std::move(d), "approval");
+          s->approval_id_.clear();
+          return;
+        }
+        s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
+        s->approval_id_.clear();
+        s->resume_with(std::move(d));
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::resume_with(Decision d) {
@@ -1507,20 +1507,20 @@ void Session::request_mask_plan() {
   uint64_t key = results_->pending_key();
   json req = results_->plan_request();
   req["session_id"] = session_id_hex();
-  worker_->cp().request("mask_plan", std::move(req),
-                        worker_->runtime().config.limits.escalation_timeout_ms,
-                        [w = worker_, id = id_, key](Result<json> r) {
-                          Session* s = w->find(id);
-                          if (s == nullptr || !s->results_) return;
-                          s->mask_plan_pending_ = false;
-                          if (r.is_ok()) {
-                            s->results_->set_plan_answer(key, *r);
-                          } else {
-                            s->results_->set_plan_error(key, r.status());
-                          }
-                          s->pump();
-                        },
-                        worker_->runtime().config.limits.cp_unavailable_wait_ms);
+  worker_->cp().request(
+      "mask_plan", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, key](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || !s->results_) return;
+        s->mask_plan_pending_ = false;
+        if (r.is_ok()) {
+          s->results_->set_plan_answer(key, *r);
+        } else {
+          s->results_->set_plan_error(key, r.status());
+        }
+        s->pump();
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::note_forwarded(const pw::Message& m) {
