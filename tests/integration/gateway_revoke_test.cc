@@ -80,7 +80,7 @@ class RevokeTest : public SharedGatewayTest<RevokeTest> {
   static GatewayOptions gateway_options() {
     write_jwks(key_a().jwks());
     GatewayOptions o;
-    o.extra_service_keys = {"kill2", "kill3", "rev1", "rmkey"};
+    o.extra_service_keys = {"kill2", "kill3", "rev1", "rmkey", "long1", "rmkey2"};
     o.admin_principals = {{"alice", {"ops"}}};
     o.cp_unavailable_wait_ms = kCpWaitMs;
     o.identity_providers_json = json::array({{{"name", "idp"},
@@ -227,6 +227,60 @@ TEST_F(RevokeTest, KillByIdIdentityAndKeyClosesLiveSessionsWithinOneSecond) {
   EXPECT_NE(audit.find("\"session_kill\""), std::string::npos);
   EXPECT_NE(audit.find("incident 42"), std::string::npos);
   EXPECT_NE(audit.find("\"by\":\"alice\""), std::string::npos);
+}
+
+TEST_F(RevokeTest, KillDuringALongStatementCancelsItUpstream) {
+  auto c = connect_key("long1");
+  ASSERT_EQ(PQsendQuery(c->conn.get(), "select pg_sleep(30), 'long-running-kill-me'"), 1);
+  auto running = [&] {
+    auto r = gw_->pg().psql(
+        "select count(*) from pg_stat_activity where query like '%long-running-kill-me%' "
+        "and pid <> pg_backend_pid()");
+    return r.is_ok() && r->find('1') != std::string::npos;
+  };
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (!running() && Clock::now() < deadline) {
+  }
+  ASSERT_TRUE(running()) << "the statement never reached PostgreSQL";
+  std::vector<std::string> ids = live_ids("svc:long1");
+  ASSERT_EQ(ids.size(), 1u);
+  auto t0 = Clock::now();
+  CtlResult r = gw_->ctl("alice", {"sessions", "kill", ids[0], "--reason", "stop the scan"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The client is mid-query: libpq gets the FATAL as the query's result, then the close.
+  Res res(PQgetResult(c->conn.get()));
+  int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  std::printf("[ revoke ] kill during a running statement: client error after %lld ms\n",
+              static_cast<long long>(ms));
+  EXPECT_LT(ms, 1000);
+  EXPECT_EQ(sqlstate(res.get()), "57P01") << PQresultErrorMessage(res.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(res.get())).find("stop the scan"), std::string::npos);
+  // The upstream backend is cancelled, not left sleeping for 30 s.
+  deadline = Clock::now() + std::chrono::seconds(5);
+  while (running() && Clock::now() < deadline) {
+  }
+  EXPECT_FALSE(running()) << "the killed session's statement still runs in PostgreSQL";
+}
+
+TEST_F(RevokeTest, KeyRemovedWhileCpIsDownEndsTheSessionAtReregistration) {
+  auto doomed = connect_key("rmkey2");
+  auto healthy = connect_key("agent1");
+  ASSERT_TRUE(alive(*doomed) && alive(*healthy));
+  gw_->crash_cp();
+  ASSERT_TRUE(gw_->remove_service_key("rmkey2").is_ok());
+  auto t0 = Clock::now();
+  ASSERT_TRUE(gw_->start_cp().is_ok());
+  int64_t ms = wait_closed(*doomed, t0, 10000);
+  std::printf("[ revoke ] key removed while cp was down: session ended %lld ms after restart\n",
+              static_cast<long long>(ms));
+  EXPECT_GE(ms, 0);
+  EXPECT_EQ(doomed->notices.sqlstate, "57P01");
+  EXPECT_NE(doomed->notices.message.find("service key rmkey2 was removed"), std::string::npos)
+      << doomed->notices.message;
+  // The other session was re-registered and runs a new shape.
+  Res r(PQexec(healthy->conn.get(), "select 'after reregistration' as reregistered_ok"));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  EXPECT_NE(gw_->audit_log().find("\"cause\":\"reregister\""), std::string::npos);
 }
 
 TEST_F(RevokeTest, RevokedIdentityIsRefusedAndStaysRevokedAcrossCpRestart) {
