@@ -247,6 +247,8 @@ void GatewayHarness::signal_cp(int sig) { cp_.signal(sig); }
 
 void GatewayHarness::crash_cp() { cp_.kill_now(); }
 
+int GatewayHarness::stop_cp_gracefully() { return cp_.stop(); }
+
 Status GatewayHarness::remove_service_key(const std::string& key_id) {
   std::erase_if(service_keys_, [&](const ServiceKey& k) { return k.id == key_id; });
   return write_config();

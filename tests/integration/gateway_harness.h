@@ -112,6 +112,8 @@ class GatewayHarness {
   Status remove_service_key(const std::string& key_id);
   // kill -9 of pgwarden-cp (its socket file is left behind, as after a crash).
   void crash_cp();
+  // SIGTERM to pgwarden-cp and wait for its exit; returns its exit status (-1: killed).
+  int stop_cp_gracefully();
   std::string dp_log() const;
   std::string cp_log() const;
   // Resident memory of pgwarden-dp in KiB (from /proc).
