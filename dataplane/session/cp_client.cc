@@ -361,7 +361,7 @@ void CpClient::read_frames() {
 
 void CpClient::handle_frame(nlohmann::json frame) {
   if (!frame.contains("id") || !frame["id"].is_number_unsigned()) {  // events from cp
-    if (on_event_ && frame.value("type", std::string()) == "event") on_event_(frame);
+    if (on_event_) on_event_(std::move(frame));
     return;
   }
   uint64_t id = frame["id"].get<uint64_t>();

@@ -66,8 +66,9 @@ class CpClient : public IoHandler {
   uint64_t events_dropped() const { return events_dropped_; }
   // Called on the loop thread whenever ready() changes.
   void set_on_ready_change(std::function<void(bool)> fn) { on_ready_change_ = std::move(fn); }
-  // Called on the loop thread for every event frame cp sends (no "id"; e.g. kind "kill").
-  void set_on_event(std::function<void(const nlohmann::json&)> fn) { on_event_ = std::move(fn); }
+  // Called on the loop thread with every frame cp sends unasked (no id: `type: event`, e.g.
+  // kind `kill`), in order.
+  void set_on_event(std::function<void(nlohmann::json)> fn) { on_event_ = std::move(fn); }
   size_t waiting_requests() const { return waiting_.size(); }
 
   void on_io(int fd, uint32_t events) override;
@@ -130,7 +131,7 @@ class CpClient : public IoHandler {
   std::map<uint64_t, Pending> pending_;
   uint64_t events_dropped_ = 0;
   std::function<void(bool)> on_ready_change_;
-  std::function<void(const nlohmann::json&)> on_event_;
+  std::function<void(nlohmann::json)> on_event_;
   std::map<uint64_t, Waiting> waiting_;  // by key, in call order
   uint64_t next_waiting_key_ = 1;
   bool flush_scheduled_ = false;

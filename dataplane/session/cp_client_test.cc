@@ -210,7 +210,7 @@ TEST(CpClientTest, RequestWithWaitBudgetIsSentAfterReconnectAndReregistrationFir
   CpClient client(&loop, path);
   std::vector<std::string> order;  // frame types as the fake cp saw them
   std::optional<json> event_seen;
-  client.set_on_event([&](const json& ev) { event_seen = ev; });
+  client.set_on_event([&](json ev) { event_seen = std::move(ev); });
   // On every (re)connection the caller re-registers first; it must precede queued requests.
   client.set_on_ready_change([&](bool up) {
     if (up) client.request("reregister", {{"session_id", "s1"}}, 2000, [](Result<json>) {});

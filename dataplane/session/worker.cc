@@ -88,7 +88,7 @@ Status Worker::init() {
     }
     for (Session* s : live) s->reregister();
   });
-  cp_->set_on_event([this](const nlohmann::json& ev) { on_cp_event(ev); });
+  cp_->set_on_event([this](nlohmann::json ev) { on_cp_event(ev); });
   return Status::ok();
 }
 
