@@ -336,6 +336,17 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
         {"SESSION", "IDENTITY", "TARGET", "STARTED", "ENDED", "STATEMENTS", "BYTES", "VERIFIED"},
         rows);
     out << "(" << rows.size() << " sessions)\n";
+    if (result.contains("live") && result["live"].is_array() && !result["live"].empty()) {
+      // Live sessions as cp knows them: the ids `sessions kill` takes.
+      std::vector<std::vector<std::string>> live;
+      for (const json& l : result["live"]) {
+        live.push_back({l.value("session_id", ""), l.value("identity", ""), l.value("key_id", ""),
+                        l.value("target", ""), l.value("policy", ""), l.value("client_addr", "")});
+      }
+      out << "\n";
+      print_table(out, {"LIVE SESSION", "IDENTITY", "KEY", "TARGET", "POLICY", "CLIENT"}, live);
+      out << "(" << live.size() << " live)\n";
+    }
     return kExitAdminOk;
   }
 

@@ -186,6 +186,9 @@ TEST_F(RevokeTest, KillByIdIdentityAndKeyClosesLiveSessionsWithinOneSecond) {
   ASSERT_TRUE(alive(*by_id) && alive(*by_identity) && alive(*by_key) && alive(*bystander));
   std::vector<std::string> agent1 = live_ids("svc:agent1");
   ASSERT_EQ(agent1.size(), 2u);
+  CtlResult table = gw_->ctl("alice", {"sessions", "list"});
+  EXPECT_NE(table.out.find("LIVE SESSION"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(agent1[0]), std::string::npos) << table.out;
   // Which of the two is `by_id`: kill one, and see which socket closes.
   auto t0 = Clock::now();
   CtlResult r = gw_->ctl("alice", {"sessions", "kill", agent1[0], "--reason", "incident 42"});
@@ -328,6 +331,8 @@ TEST_F(RevokeTest, RevokedIdentityIsRefusedAndStaysRevokedAcrossCpRestart) {
   r = gw_->ctl("alice", {"identities", "list", "--json"});
   ASSERT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("svc:rev1"), std::string::npos);
+  r = gw_->ctl("alice", {"identities", "list"});
+  EXPECT_NE(r.out.find("token leaked"), std::string::npos) << r.out;
 
   // kill -9 and restart: the revocation is read back from the state directory.
   gw_->crash_cp();
