@@ -437,8 +437,17 @@ TEST_F(RevokeTest, CpKill9MidStatementIsInvisibleToAHealthySessionAndNothingRuns
   Res warm(PQexec(c->conn.get(), "select pg_sleep(0.01), 'mid'"));
   ASSERT_EQ(PQresultStatus(warm.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(warm.get());
   // Mid-statement: the statement runs upstream while cp dies.
-  ASSERT_EQ(PQsendQuery(c->conn.get(), "select pg_sleep(0.5), 'mid'"), 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let it reach PostgreSQL
+  ASSERT_EQ(PQsendQuery(c->conn.get(), "select pg_sleep(1), 'mid-statement-marker'"), 1);
+  auto running = [&] {
+    auto r = gw_->pg().psql(
+        "select count(*) from pg_stat_activity where query like '%mid-statement-marker%' "
+        "and pid <> pg_backend_pid()");
+    return r.is_ok() && r->find('1') != std::string::npos;
+  };
+  auto until = Clock::now() + std::chrono::seconds(10);
+  while (!running() && Clock::now() < until) {
+  }
+  ASSERT_TRUE(running()) << "the statement never reached PostgreSQL";
   gw_->crash_cp();
   Res mid(PQgetResult(c->conn.get()));
   while (Res more{PQgetResult(c->conn.get())}) {
