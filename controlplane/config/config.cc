@@ -218,7 +218,7 @@ class Parser {
   void parse_root(const json& root, Config& c) {
     if (!object(root, "$",
                 {"listeners", "control_plane", "identity", "targets", "policies", "audit",
-                 "approvals", "masking", "recording"})) {
+                 "approvals", "masking", "recording", "limits"})) {
       return;
     }
     if (const json* l = field(root, "listeners", "$", true)) parse_listeners(*l, c);
@@ -234,6 +234,7 @@ class Parser {
     if (const json* a = field(root, "approvals", "$", false)) parse_approvals(*a, c);
     if (const json* m = field(root, "masking", "$", false)) parse_masking(*m, c);
     if (const json* r = field(root, "recording", "$", false)) parse_recording(*r, c);
+    if (const json* l = field(root, "limits", "$", false)) parse_limits(*l, c);
     cross_check(root, c);
   }
 
@@ -519,7 +520,8 @@ class Parser {
                 {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
                  "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
                  "deny_masked_in_expressions", "approvals", "recording", "allow_function_call",
-                 "approve_unbounded_writes", "approve_when_rows_over", "dry_run"})) {
+                 "approve_unbounded_writes", "approve_when_rows_over", "dry_run",
+                 "token_expiry"})) {
       return;
     }
     policy::Policy pol;
@@ -551,6 +553,13 @@ class Parser {
                      [&](const json& m, const std::string& mp) { parse_mask(m, mp, pol); });
     boolean(e, "deny_masked_in_expressions", ep, pol.deny_masked_in_expressions);
     boolean(e, "allow_function_call", ep, pol.allow_function_call);
+    std::string token_expiry;
+    str(e, "token_expiry", ep, token_expiry);
+    if (token_expiry == "keep") {
+      pol.keep_session_past_token_expiry = true;
+    } else if (!token_expiry.empty() && token_expiry != "end") {
+      error(ep + ".token_expiry", "unknown value " + json_quote(token_expiry) + " (end, keep)");
+    }
     if (const json* a = field(e, "approvals", ep, false)) {
       std::string ap = ep + ".approvals";
       if (object(*a, ap, {"approver_groups", "timeout_s"})) {
@@ -744,6 +753,12 @@ class Parser {
       }
     }
     integer(j, "checkpoint_interval_ms", p, c.recording.checkpoint_interval_ms, 100, 3600000);
+  }
+
+  void parse_limits(const json& j, Config& c) {
+    const std::string p = "$.limits";
+    if (!object(j, p, {"cp_unavailable_wait_ms"})) return;
+    integer(j, "cp_unavailable_wait_ms", p, c.limits.cp_unavailable_wait_ms, 0, 600000);
   }
 
   void parse_recording(const json& j, Config& c) {

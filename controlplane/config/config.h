@@ -137,6 +137,14 @@ struct RecordingSettings {
       1000;  // chain heads written to <state_dir>/recording_checkpoint.json
 };
 
+// $.limits: gateway-wide waiting budgets (pgwarden-dp).
+struct LimitsSettings {
+  // While cp is unreachable, a statement that needs cp (a verdict-cache miss, the record of a
+  // recording-required session, a mask plan, an approval) waits this long for the connection
+  // to come back, then gets 08006 (0 = refuse at once).
+  int cp_unavailable_wait_ms = 5000;
+};
+
 struct Config {
   uint64_t version = 0;  // policy version: new on every load, also set in each Policy
   DataplaneListener dataplane;
@@ -149,6 +157,7 @@ struct Config {
   ApprovalsSettings approvals;
   MaskingSettings masking;
   RecordingSettings recording;
+  LimitsSettings limits;
 
   const Target* find_target(std::string_view name) const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and

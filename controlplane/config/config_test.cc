@@ -297,6 +297,31 @@ TEST(ConfigTest, RecordingSyncIsAnIntervalOrAlways) {
   EXPECT_EQ(i.config->recording.sync_interval_ms, 20);
 }
 
+TEST(ConfigTest, LimitsAndTokenExpiryParseWithDefaults) {
+  json j = example();
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  EXPECT_EQ(o.config->limits.cp_unavailable_wait_ms, 5000);
+  EXPECT_FALSE(o.config->policies[0].keep_session_past_token_expiry);
+  j["limits"] = {{"cp_unavailable_wait_ms", 250}};
+  j["policies"][0]["token_expiry"] = "keep";
+  j["policies"][1]["token_expiry"] = "end";
+  o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  EXPECT_EQ(o.config->limits.cp_unavailable_wait_ms, 250);
+  EXPECT_TRUE(o.config->policies[0].keep_session_past_token_expiry);
+  EXPECT_FALSE(o.config->policies[1].keep_session_past_token_expiry);
+  j["policies"][0]["token_expiry"] = "forever";
+  j["limits"] = {{"cp_unavailable_wait_ms", -1}, {"other", 1}};
+  o = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(o.ok());
+  EXPECT_TRUE(has_error(o, "$.policies[0].token_expiry: unknown value \"forever\" (end, keep)"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o, "$.limits.other: unknown key \"other\"")) << o.error_text();
+  EXPECT_NE(o.error_text().find("$.limits.cp_unavailable_wait_ms"), std::string::npos)
+      << o.error_text();
+}
+
 TEST(ConfigTest, DuplicateKeysAreErrors) {
   std::string text = example().dump();
   text.replace(text.find("\"read_only\":true"), std::string("\"read_only\":true").size(),

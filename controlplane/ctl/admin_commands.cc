@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
+#include <iomanip>
 #include <iterator>
 #include <sstream>
 
@@ -243,7 +245,34 @@ int run_dataplane_command(Args args, std::istream&, std::ostream& out, std::ostr
 namespace {
 
 constexpr std::string_view kSessionsUsage =
-    "sessions list | show ID | replay ID [--speed X] | verify ID  [--state-dir DIR] [--json]";
+    "sessions list | show ID | replay ID [--speed X] | verify ID  [--state-dir DIR] [--json]\n"
+    "       pgwardenctl sessions kill ID | --identity SUBJECT | --key KEY-ID [--reason TEXT]";
+
+// sessions kill: ends live sessions; the clients get FATAL 57P01 with the reason.
+int run_sessions_kill(const Invocation& inv) {
+  const auto& pos = inv.args.positional;
+  json args = json::object();
+  if (pos.size() == 2) args["id"] = pos[1];
+  if (auto v = inv.args.get("--identity")) args["identity"] = *v;
+  if (auto v = inv.args.get("--key")) args["key"] = *v;
+  if (auto v = inv.args.get("--reason")) args["reason"] = *v;
+  if (pos.size() > 2 ||
+      (!args.contains("id") && !args.contains("identity") && !args.contains("key"))) {
+    return usage(inv.err, "sessions kill ID | --identity SUBJECT | --key KEY-ID [--reason TEXT]");
+  }
+  int code = 0;
+  auto r = inv.call("sessions.kill", args, code);
+  if (!r) return code;
+  if (inv.emit_json(*r)) return kExitAdminOk;
+  const json& killed = (*r)["killed"];
+  if (killed.empty()) {
+    inv.out << "no live session matched\n";
+  } else {
+    inv.out << "ended " << killed.size() << " session(s): " << join_list(killed) << " ("
+            << r->value("reason", "") << ")\n";
+  }
+  return kExitAdminOk;
+}
 
 // `sessions verify` of a recording that is intact but was never sealed (crash).
 constexpr int kExitUnsealed = 6;
@@ -301,6 +330,7 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
   const auto& pos = inv->args.positional;
   if (pos.empty()) return usage(err, kSessionsUsage);
   const std::string sub = pos[0];
+  if (sub == "kill") return run_sessions_kill(*inv);
   std::optional<std::string> state_dir = inv->args.get("--state-dir");
   std::string dir = state_dir ? *state_dir + "/recordings" : "";
   double speed = 0;
@@ -352,6 +382,17 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
         {"SESSION", "IDENTITY", "TARGET", "STARTED", "ENDED", "STATEMENTS", "BYTES", "VERIFIED"},
         rows);
     out << "(" << rows.size() << " sessions)\n";
+    if (result.contains("live") && result["live"].is_array() && !result["live"].empty()) {
+      // Live sessions as cp knows them: the ids `sessions kill` takes.
+      std::vector<std::vector<std::string>> live;
+      for (const json& l : result["live"]) {
+        live.push_back({l.value("session_id", ""), l.value("identity", ""), l.value("key_id", ""),
+                        l.value("target", ""), l.value("policy", ""), l.value("client_addr", "")});
+      }
+      out << "\n";
+      print_table(out, {"LIVE SESSION", "IDENTITY", "KEY", "TARGET", "POLICY", "CLIENT"}, live);
+      out << "(" << live.size() << " live)\n";
+    }
     return kExitAdminOk;
   }
 
@@ -697,6 +738,93 @@ int run_policies_command(Args args, std::istream&, std::ostream& out, std::ostre
     return kExitAdminOk;
   }
   return usage(err, kUsage);
+}
+
+// ------------------------------------------------------------------------------ identities
+
+namespace {
+
+// --until: a duration from now ("90s", "15m", "1h", "2d") or a UTC time
+// "YYYY-MM-DDTHH:MM:SSZ". Unix ms, nullopt when unreadable.
+std::optional<int64_t> parse_until_ms(const std::string& text) {
+  int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  if (auto d = parse_duration_s(text)) return now_ms + *d * 1000;
+  std::tm tm{};
+  std::istringstream in(text);
+  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
+  if (in.fail()) return std::nullopt;
+  char z = 0;
+  in >> z;
+  if (z != 'Z' || in.peek() != EOF) return std::nullopt;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+
+}  // namespace
+
+int run_identities_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  constexpr std::string_view kUsage =
+      "identities list [--all] | revoke SUBJECT|KEY-ID [--identity|--key] [--until TIME] "
+      "[--reason TEXT] | unrevoke SUBJECT|KEY-ID [--identity|--key]  [--json]";
+  int code = 0;
+  auto inv = start(args, out, err, code, {"--all", "--identity", "--key"});
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  if (pos.empty()) return usage(err, kUsage);
+  const std::string sub = pos[0];
+  if (sub == "list") {
+    if (pos.size() != 1) return usage(err, kUsage);
+    auto r = inv->call("identities.list", json{{"all", inv->args.has("--all")}}, code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    std::vector<std::vector<std::string>> rows;
+    for (const json& e : (*r)["revocations"]) {
+      int64_t until = e.value("until_ms", int64_t{0});
+      rows.push_back({e.value("name", ""), e.value("kind", ""),
+                      until == 0 ? "unrevoked" : format_time_ms(until),
+                      format_time_ms(e.value("created_ms", int64_t{0})), e.value("by", ""),
+                      one_line(e.value("reason", ""), 60),
+                      e.value("active", false) ? "yes" : "expired"});
+    }
+    print_table(out, {"NAME", "KIND", "UNTIL", "SINCE", "BY", "REASON", "ACTIVE"}, rows);
+    out << "(" << rows.size() << " revocations)\n";
+    return kExitAdminOk;
+  }
+  if ((sub != "revoke" && sub != "unrevoke") || pos.size() != 2) return usage(err, kUsage);
+  if (inv->args.has("--identity") && inv->args.has("--key")) return usage(err, kUsage);
+  json a{{"name", pos[1]},
+         {"kind", inv->args.has("--identity") ? "identity"
+                  : inv->args.has("--key")    ? "key"
+                                              : "any"}};
+  if (sub == "unrevoke") {
+    auto r = inv->call("identities.unrevoke", a, code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    out << "unrevoked " << pos[1] << " (" << (*r)["removed"].size() << " entries)\n";
+    return kExitAdminOk;
+  }
+  if (auto v = inv->args.get("--reason")) a["reason"] = *v;
+  if (auto v = inv->args.get("--until")) {
+    auto until = parse_until_ms(*v);
+    if (!until) {
+      err << "pgwardenctl: --until takes a duration (90s, 15m, 1h, 2d) or a UTC time "
+             "YYYY-MM-DDTHH:MM:SSZ\n";
+      return kExitAdminUsage;
+    }
+    a["until_ms"] = *until;
+  }
+  auto r = inv->call("identities.revoke", a, code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  const json& rev = (*r)["revocation"];
+  int64_t until = rev.value("until_ms", int64_t{0});
+  out << "revoked " << rev.value("kind", "") << " " << pos[1] << " "
+      << (until == 0 ? std::string("until unrevoked") : "until " + format_time_ms(until))
+      << "; ended " << (*r)["killed"].size() << " live session(s)";
+  if (!(*r)["killed"].empty()) out << ": " << join_list((*r)["killed"]);
+  out << "\n";
+  return kExitAdminOk;
 }
 
 // ---------------------------------------------------------------------------------- config

@@ -3,6 +3,9 @@
 //   status
 //   dataplane                  (latest stats snapshot of every dataplane)
 //   sessions list | show ID | replay ID [--speed X] | verify ID      [--state-dir DIR]
+//            | kill ID | --identity SUBJECT | --key KEY-ID [--reason TEXT]
+//   identities list [--all] | revoke NAME [--identity|--key] [--until TIME] [--reason TEXT]
+//              | unrevoke NAME [--identity|--key]
 //   approvals list [--state S] | show ID | approve ID [--scope once|shape --for 1h]
 //             [--reason R] | deny ID --reason R
 //   rules list | show SET | add SET [--file F|-] | remove SET RULE | reload
@@ -31,6 +34,8 @@ int run_dataplane_command(std::span<const std::string_view> args, std::istream& 
                           std::ostream& out, std::ostream& err);
 int run_sessions_command(std::span<const std::string_view> args, std::istream& in,
                          std::ostream& out, std::ostream& err);
+int run_identities_command(std::span<const std::string_view> args, std::istream& in,
+                           std::ostream& out, std::ostream& err);
 int run_approvals_command(std::span<const std::string_view> args, std::istream& in,
                           std::ostream& out, std::ostream& err);
 // rules list|show|add|remove|reload here; everything else goes to run_rules_command.

@@ -51,6 +51,9 @@ struct Identity {
   nlohmann::json claims;  // every claim of the token (service keys: {sub, groups})
   std::optional<std::chrono::sys_seconds> expires_at;  // nullopt for service keys
   std::string provider;  // IdentityProviderConfig::name, or "service-key:<id>"
+  // The key the credential was verified with: the JWKS "kid" of the signing key (empty when
+  // the key has none), or the service key id. Sessions are revoked and killed by it.
+  std::string key_id;
 };
 
 // Why a credential was rejected. The names are stable: they appear in audit records, in the

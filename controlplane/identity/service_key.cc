@@ -248,6 +248,7 @@ IdentityResult verify_service_key(std::string_view credential,
   identity.claims = {
       {"sub", match->identity}, {"groups", match->groups}, {"service_key_id", match->id}};
   identity.provider = "service-key:" + match->id;
+  identity.key_id = match->id;
   return identity;
 }
 

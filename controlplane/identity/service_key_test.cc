@@ -33,6 +33,7 @@ TEST(ServiceKey, GeneratedScryptKeyVerifiesToItsIdentity) {
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r.identity().subject, "ci-runner");
   EXPECT_EQ(r.identity().provider, "service-key:ci-1");
+  EXPECT_EQ(r.identity().key_id, "ci-1");
   EXPECT_EQ(r.identity().groups, (std::vector<std::string>{"ci", "readers"}));
   EXPECT_FALSE(r.identity().expires_at.has_value());
 }

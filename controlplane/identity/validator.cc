@@ -147,6 +147,18 @@ std::vector<KeySourceStatus> TokenValidator::provider_status() const {
   return out;
 }
 
+std::optional<bool> TokenValidator::has_key(std::string_view provider_name,
+                                            std::string_view kid) const {
+  for (const auto& p : providers_) {
+    if (p->config.name != provider_name) continue;
+    auto keys = p->keys->keys();
+    if (!keys) return std::nullopt;
+    return std::any_of(keys->keys.begin(), keys->keys.end(),
+                       [&](const Jwk& k) { return k.kid == kid; });
+  }
+  return false;
+}
+
 IdentityResult TokenValidator::validate_jwt(std::string_view token,
                                             const Provider* required) const {
   auto parsed = parse_compact_jws(token);
@@ -224,10 +236,12 @@ IdentityResult TokenValidator::verify_with(const Provider& provider, ParsedJws& 
   }
   std::optional<Rejection> sig_error;
   bool verified = false;
+  std::string key_id;
   for (const Jwk* k : candidates) {
     sig_error = verify_signature(alg, *k, jws.signing_input, jws.signature);
     if (!sig_error) {
       verified = true;
+      key_id = k->kid;
       break;
     }
   }
@@ -311,6 +325,7 @@ IdentityResult TokenValidator::verify_with(const Provider& provider, ParsedJws& 
   id.issuer = cfg.issuer;
   id.expires_at = std::chrono::sys_seconds(std::chrono::seconds(static_cast<int64_t>(*exp)));
   id.provider = cfg.name;
+  id.key_id = std::move(key_id);
   id.claims = std::move(jws.payload);
   return id;
 }

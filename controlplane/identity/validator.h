@@ -53,6 +53,11 @@ class TokenValidator {
 
   std::vector<KeySourceStatus> provider_status() const;
 
+  // Whether provider `provider_name`'s current keys still hold a key with id `kid` (the keys
+  // are refetched first when older than the provider's refresh interval). false when no
+  // provider has that name; nullopt when its keys were never loaded (nothing to decide on).
+  std::optional<bool> has_key(std::string_view provider_name, std::string_view kid) const;
+
  private:
   struct Provider {
     IdentityProviderConfig config;

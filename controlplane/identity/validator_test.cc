@@ -10,11 +10,11 @@
 #include <map>
 #include <thread>
 
+#include "common/source_root.h"
 #include "controlplane/identity/base64url.h"
 #include "controlplane/identity/rfc_vectors.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/test_signer.h"
-#include "common/source_root.h"
 
 namespace pgwarden::identity {
 namespace {
@@ -129,6 +129,22 @@ TEST_F(ValidatorTest, ValidTokenYieldsIdentity) {
   ASSERT_TRUE(id.expires_at.has_value());
   EXPECT_EQ(id.expires_at->time_since_epoch().count(), kNow + 300);
   EXPECT_EQ(id.claims["realm_access"]["roles"][1], "analysts");
+}
+
+TEST_F(ValidatorTest, IdentityNamesTheSigningKeyAndHasKeyFollowsJwksRefreshes) {
+  auto v = make();
+  auto r = v->validate(ed_.sign(claims()));
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r.identity().key_id, "k-ed");
+  EXPECT_EQ(v->has_key("agents", "k-ed"), std::optional<bool>(true));
+  EXPECT_EQ(v->has_key("agents", "k-gone"), std::optional<bool>(false));
+  EXPECT_EQ(v->has_key("no-such-provider", "k-ed"), std::optional<bool>(false));
+  // The provider drops k-ed; once the keys are stale they are refetched and it is gone.
+  idp_.set(kJwksUrl, es256_.jwks({&rs_}));
+  EXPECT_EQ(v->has_key("agents", "k-ed"), std::optional<bool>(true));  // not refetched yet
+  now_ += 3601;
+  EXPECT_EQ(v->has_key("agents", "k-ed"), std::optional<bool>(false));
+  EXPECT_EQ(v->has_key("agents", "k-rs"), std::optional<bool>(true));
 }
 
 TEST_F(ValidatorTest, EveryKeyTypeInTheJwksValidates) {

@@ -75,7 +75,10 @@ struct Policy {
   bool recording_required = true;  // hold statements rather than run them unrecorded
   int recording_row_cap = 1000;
   bool allow_function_call = false;  // protocol-level FunctionCall messages
-  uint64_t version = 0;              // bumped on every config load; keys verdict caches
+  // "token_expiry": "keep": sessions outlive their token's exp (default "end": cp ends the
+  // session when the token would no longer be accepted at login, exp + provider leeway).
+  bool keep_session_past_token_expiry = false;
+  uint64_t version = 0;  // bumped on every config load; keys verdict caches
 };
 
 }  // namespace pgwarden::policy

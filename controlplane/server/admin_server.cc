@@ -16,6 +16,7 @@
 
 #include "controlplane/identity/jws.h"
 #include "controlplane/protocol/frame.h"
+#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/vault/credential_hash.h"
@@ -422,7 +423,8 @@ json AdminServer::handle(const json& request, const std::string& peer) {
 
   Result<json> result = run(command, args, who, cfg);
   json audited_args = json::object();
-  for (const char* key : {"id", "set", "rule", "name", "scope", "for_s", "state"}) {
+  for (const char* key : {"id", "set", "rule", "name", "scope", "for_s", "state", "identity", "key",
+                          "kind", "until_ms"}) {
     if (args.contains(key)) audited_args[key] = args[key];
   }
   b_.audit->record(audit::AuditRecord{
@@ -527,6 +529,10 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
       return r->to_json();
     }
     return invalid_argument("unknown command " + command);
+  }
+
+  if (command == "sessions.kill" || command.starts_with("identities.")) {
+    return revocation_command(command, args, who);
   }
 
   if (command.starts_with("sessions.")) {
@@ -649,6 +655,80 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     return j;
   }
   return invalid_argument("unknown command '" + command + "'");
+}
+
+Result<json> AdminServer::revocation_command(const std::string& command, const json& args,
+                                             const Principal& who) {
+  std::string reason = str_arg(args, "reason");
+  int64_t now = protocol::now_unix_ms();
+  if (command == "sessions.kill") {
+    if (!b_.kill_sessions) return unavailable("this control plane cannot end sessions");
+    json selector = json::object();
+    for (const char* key : {"session_id", "identity", "key"}) {
+      std::string v = str_arg(args, key == std::string("session_id") ? "id" : key);
+      if (!v.empty()) selector[key] = v;
+    }
+    if (selector.empty()) {
+      return invalid_argument("sessions kill needs a session id, --identity or --key");
+    }
+    if (reason.empty()) reason = "ended by an operator";
+    std::vector<std::string> killed = b_.kill_sessions(selector, reason, who.name, "admin_kill");
+    if (killed.empty() && selector.contains("session_id")) {
+      return not_found("no live session " + str_arg(args, "id"));
+    }
+    return json{{"killed", killed}, {"reason", reason}};
+  }
+  if (!b_.revocations) return unavailable("revocations are not available in this control plane");
+  if (command == "identities.list") {
+    bool all = args.contains("all") && args["all"].is_boolean() && args["all"].get<bool>();
+    json list = json::array();
+    for (const Revocation& r : b_.revocations->list(now, all)) {
+      json j = r.to_json();
+      j["active"] = r.active(now);
+      list.push_back(std::move(j));
+    }
+    return json{{"revocations", std::move(list)}, {"path", b_.revocations->path()}};
+  }
+  std::string name = str_arg(args, "name");
+  if (name.empty()) return invalid_argument(command + " needs a subject or key id");
+  auto kind = parse_revocation_kind(str_arg(args, "kind"));
+  if (!kind) return invalid_argument("kind must be identity, key or any");
+  if (command == "identities.unrevoke") {
+    auto removed = b_.revocations->unrevoke(name, *kind);
+    if (!removed.is_ok()) return removed.status();
+    json list = json::array();
+    for (const Revocation& r : *removed) list.push_back(r.to_json());
+    return json{{"removed", std::move(list)}};
+  }
+  if (command != "identities.revoke") return invalid_argument("unknown command " + command);
+  Revocation r{.name = name,
+               .kind = *kind,
+               .reason = reason.empty() ? "revoked by an operator" : reason,
+               .by = who.name,
+               .created_ms = now};
+  if (args.contains("until_ms")) {
+    if (!args["until_ms"].is_number_integer() || args["until_ms"].get<int64_t>() <= now) {
+      return invalid_argument("--until must be a time in the future");
+    }
+    r.until_ms = args["until_ms"].get<int64_t>();
+  }
+  PGW_RETURN_IF_ERROR(b_.revocations->revoke(r));
+  std::vector<std::string> killed;
+  if (b_.kill_sessions) {
+    std::string why = (r.kind == RevocationKind::kKey ? "key " : "identity ") + name +
+                      " was revoked: " + r.reason;
+    if (r.kind != RevocationKind::kKey) {
+      for (auto& id : b_.kill_sessions(json{{"identity", name}}, why, who.name, "revoked")) {
+        killed.push_back(std::move(id));
+      }
+    }
+    if (r.kind != RevocationKind::kIdentity) {
+      for (auto& id : b_.kill_sessions(json{{"key", name}}, why, who.name, "revoked")) {
+        killed.push_back(std::move(id));
+      }
+    }
+  }
+  return json{{"revocation", r.to_json()}, {"killed", killed}};
 }
 
 Result<json> AdminServer::rules_command(const std::string& sub, const json& args,

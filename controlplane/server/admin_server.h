@@ -43,6 +43,7 @@
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/identity.h"
+#include "controlplane/server/revocation_store.h"
 
 namespace pgwarden::server {
 
@@ -73,6 +74,14 @@ struct AdminBackend {
   // Latest dataplane stats snapshots: DataplaneRegistry::to_json() ({"dataplanes": [...]}),
   // answered by the `dataplane` command.
   std::function<nlohmann::json()> dataplanes;
+  // Ends live sessions: `selector` {"session_id"?, "identity"?, "key"?} (every given field
+  // must match), audited with `reason`, the principal `by` and `cause`. Returns the ended
+  // session ids (EscalationServer::kill_sessions). Unset: sessions.kill is unavailable.
+  std::function<std::vector<std::string>(const nlohmann::json& selector, const std::string& reason,
+                                         const std::string& by, const std::string& cause)>
+      kill_sessions;
+  // identities.* (revocations persisted in the state directory); null: unavailable.
+  RevocationStore* revocations = nullptr;
   std::string version = "pgwarden-cp/0.1";
 };
 
@@ -108,6 +117,9 @@ class AdminServer {
   Result<nlohmann::json> rules_command(const std::string& sub, const nlohmann::json& args,
                                        const config::Config& cfg);
   Result<nlohmann::json> reload_config(const std::string& event, const Principal& who);
+  // sessions.kill and identities.{revoke,unrevoke,list}.
+  Result<nlohmann::json> revocation_command(const std::string& command, const nlohmann::json& args,
+                                            const Principal& who);
 
   AdminBackend b_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

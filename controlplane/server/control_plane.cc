@@ -170,6 +170,13 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
 
   cp->mask_planner_ = std::make_shared<CatalogMaskPlanner>();
 
+  auto revocations = RevocationStore::open(state_dir);
+  if (!revocations.is_ok()) return revocations.status();
+  cp->revocations_ = std::move(revocations).value();
+  auto tickets = TicketKey::open(state_dir);
+  if (!tickets.is_ok()) return tickets.status();
+  cp->tickets_ = std::move(tickets).value();
+
   ServerHandlers handlers;
   handlers.authenticator = cp->identity_;
   handlers.analyser = std::make_shared<PolicyAnalyser>(
@@ -180,6 +187,15 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
   handlers.mask_planner = cp->mask_planner_;
   handlers.approvals = cp->approvals_.get();
   handlers.recorder = cp->recorder_.get();
+  handlers.revocations = cp->revocations_.get();
+  handlers.tickets = cp->tickets_.get();
+  ControlPlane* plane = cp.get();
+  handlers.provider_has_key = [plane](const std::string& provider,
+                                      const std::string& kid) -> std::optional<bool> {
+    auto validator = plane->token_validator();
+    if (!validator.is_ok()) return std::nullopt;
+    return (*validator)->has_key(provider, kid);
+  };
   cp->server_ = std::make_unique<EscalationServer>(*cp->store_, *cp->audit_, std::move(handlers));
   return cp;
 }
@@ -212,7 +228,11 @@ void ControlPlane::stop() {
 
 config::LoadOutcome ControlPlane::reload() {
   config::LoadOutcome outcome = server_->reload();
-  if (outcome.ok()) (void)identity_->validator_for(*outcome.config);
+  if (outcome.ok()) {
+    (void)identity_->validator_for(*outcome.config);
+    // Again with the new config's keys (JWKS files, providers) loaded.
+    (void)server_->revalidate_sessions("config_reload");
+  }
   return outcome;
 }
 

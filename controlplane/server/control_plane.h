@@ -6,7 +6,9 @@
 // TokenValidator rebuilt whenever the config version changes), the ApprovalStore (journal in
 // <state_dir>/approvals.jsonl, webhook from $.approvals.webhook_url), the Recorder
 // (<state_dir>/recordings, retention applied every $.recording.retention.interval_s), the
-// mask planner (one PgCatalog metadata connection per target) and the EscalationServer.
+// mask planner (one PgCatalog metadata connection per target), the RevocationStore
+// (<state_dir>/revocations.json), the session TicketKey (<state_dir>/ticket.key) and the
+// EscalationServer.
 // Destruction is the reverse: the server stops first, so no callback outlives its target.
 //
 // Thread-safety: accessors may be called from any thread after open(); start()/stop() from
@@ -56,6 +58,8 @@ class ControlPlane {
   approvals::ApprovalStore& approvals() { return *approvals_; }
   recording::Recorder& recorder() { return *recorder_; }
   EscalationServer& escalation_server() { return *server_; }
+  // <state_dir>/revocations.json (pgwardenctl identities ...).
+  RevocationStore& revocations() { return *revocations_; }
   // nullptr when no $.approvals.webhook_url is configured.
   const approvals::WebhookNotifier* webhook() const { return webhook_.get(); }
   // The validator for the current config (admin API: validating reviewers' tokens).
@@ -75,6 +79,8 @@ class ControlPlane {
   std::unique_ptr<approvals::ApprovalStore> approvals_;
   std::unique_ptr<recording::Recorder> recorder_;
   std::shared_ptr<CatalogMaskPlanner> mask_planner_;
+  std::unique_ptr<RevocationStore> revocations_;
+  std::unique_ptr<TicketKey> tickets_;
   std::unique_ptr<EscalationServer> server_;
 
   std::mutex retention_mu_;

@@ -67,7 +67,9 @@ struct EscalationServer::Session {
   const policy::Policy* policy = nullptr;
   const config::Target* target = nullptr;
   std::string client_addr;
-  std::mutex mu;  // serialises SCRAM steps
+  bool tls = false;
+  bool reregistered = false;  // admitted again from its ticket after a cp restart
+  std::mutex mu;              // serialises SCRAM steps
   std::unique_ptr<vault::ScramClient> scram;
   // Recording: events lost to a full recorder queue since the last recorded gap.
   std::atomic<uint64_t> recording_lost{0};
@@ -129,6 +131,7 @@ Status EscalationServer::start() {
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   pool_ = std::make_unique<WorkerPool>(cp.worker_threads, kMaxQueuedTasks);
   loop_thread_ = std::thread([this] { loop(); });
+  sweep_thread_ = std::thread([this] { sweep_loop(); });
   spdlog::info("pgwarden-cp serving dataplanes on {} (policy version {})", cp.socket_path,
                boot_config_->version);
   return Status::ok();
@@ -136,6 +139,9 @@ Status EscalationServer::start() {
 
 void EscalationServer::stop() {
   if (stopping_.exchange(true)) return;
+  { std::lock_guard<std::mutex> lock(sweep_mu_); }
+  sweep_cv_.notify_all();
+  if (sweep_thread_.joinable()) sweep_thread_.join();
   if (wake_fd_ >= 0) {
     uint64_t one = 1;
     (void)!::write(wake_fd_, &one, sizeof one);
@@ -193,6 +199,9 @@ config::LoadOutcome EscalationServer::reload() {
     for (auto& [fd, c] : conns_) conns.push_back(c);
   }
   for (auto& c : conns) send(c, ev);
+  // Sessions keep the policy they were admitted with, but not a grant the new config took
+  // away (a removed key, policy, group mapping, target or provider).
+  (void)revalidate_sessions("config_reload");
   return outcome;
 }
 
@@ -461,6 +470,9 @@ void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json re
     if (!answer.is_null()) send(conn, answer);  // null: answered once the record is written
     return;
   }
+  // Inline too: a re-registered session must exist before its next request on this
+  // connection is looked at.
+  if (type == "reregister") return send(conn, handle_reregister(conn, request, id));
   static const char* kPooled[] = {"authenticate", "scram_start", "scram_continue",
                                   "scram_finish", "analyse",     "mask_plan"};
   if (std::find_if(std::begin(kPooled), std::end(kPooled),
@@ -559,6 +571,20 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   r.identity = auth.identity.subject;
   r.issuer = auth.identity.issuer;
   r.groups = auth.identity.groups;
+  if (!auth.identity.key_id.empty()) r.extra["key_id"] = auth.identity.key_id;
+  if (handlers_.revocations != nullptr) {
+    if (auto rev = handlers_.revocations->find(auth.identity.subject, auth.identity.key_id,
+                                               protocol::now_unix_ms())) {
+      bump(Counter::k_auth_revoked);
+      std::string what =
+          rev->name == auth.identity.subject ? "identity " + rev->name : "key " + rev->name;
+      std::string msg = what + " is revoked";
+      if (!rev->reason.empty()) msg += " (" + rev->reason + ")";
+      msg += rev->until_ms > 0 ? " until " + std::to_string(rev->until_ms) + " (unix ms)"
+                               : "; ask an operator to lift it (pgwardenctl identities unrevoke)";
+      return reject(ec::kRevoked, unauthenticated(msg));
+    }
+  }
   const policy::Policy* pol = cfg->select_policy(auth.identity.groups, target->name);
   if (pol == nullptr) {
     return reject(ec::kNoPolicy, unauthenticated("no policy grants " + auth.identity.subject +
@@ -574,6 +600,7 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   session->policy = pol;
   session->target = target;
   session->client_addr = req->client_addr;
+  session->tls = req->tls;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     if (sessions_.count(req->session_id)) {
@@ -606,6 +633,21 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   json answer = resp.to_json();
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
+  if (handlers_.tickets != nullptr) {
+    answer["ticket"] =
+        handlers_.tickets->issue(TicketClaims{.session_id = session->id,
+                                              .subject = auth.identity.subject,
+                                              .issuer = auth.identity.issuer,
+                                              .groups = auth.identity.groups,
+                                              .provider = auth.identity.provider,
+                                              .key_id = auth.identity.key_id,
+                                              .policy = pol->name,
+                                              .target = target->name,
+                                              .client_addr = req->client_addr,
+                                              .tls = req->tls,
+                                              .token_exp_ms = auth.identity.expires_at_ms,
+                                              .issued_ms = protocol::now_unix_ms()});
+  }
   return protocol::make_ok(id, answer);
 }
 
@@ -1059,6 +1101,289 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, jso
     std::lock_guard<std::mutex> lock(sessions_mu_);
     sessions_.erase(ev->session_id);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocation and re-registration
+
+json EscalationServer::live_sessions() const {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (const auto& [id, s] : sessions_) all.push_back(s);
+  }
+  json list = json::array();
+  for (const auto& s : all) {
+    list.push_back(json{{"session_id", s->id},
+                        {"identity", s->identity.subject},
+                        {"groups", s->identity.groups},
+                        {"provider", s->identity.provider},
+                        {"key_id", s->identity.key_id},
+                        {"target", s->target->name},
+                        {"policy", s->policy->name},
+                        {"client_addr", s->client_addr},
+                        {"token_exp_ms", s->identity.expires_at_ms},
+                        {"reregistered", s->reregistered}});
+  }
+  return list;
+}
+
+std::string EscalationServer::grant_broken(const Session& s, const config::Config& cfg,
+                                           int64_t now_ms) {
+  const AuthenticatedIdentity& id = s.identity;
+  if (handlers_.revocations != nullptr) {
+    if (auto rev = handlers_.revocations->find(id.subject, id.key_id, now_ms)) {
+      std::string what = rev->name == id.subject ? "identity " + rev->name : "key " + rev->name;
+      return what + " was revoked" + (rev->reason.empty() ? "" : ": " + rev->reason);
+    }
+  }
+  const config::Target* target = cfg.find_target(s.target->name);
+  if (target == nullptr) return "target " + s.target->name + " was removed from the configuration";
+  const policy::Policy* pol = cfg.select_policy(id.groups, target->name);
+  if (pol == nullptr) {
+    return "no policy grants " + id.subject + " access to " + target->name + " any more";
+  }
+  if (pol->name != s.policy->name) {
+    return "the groups of " + id.subject + " now map to policy " + pol->name + ", not " +
+           s.policy->name;
+  }
+  if (id.provider.starts_with("service-key:")) {
+    bool present = std::any_of(cfg.service_keys.begin(), cfg.service_keys.end(),
+                               [&](const identity::ServiceKeyConfig& k) {
+                                 return k.id == id.key_id && k.identity == id.subject;
+                               });
+    if (!present) return "service key " + id.key_id + " was removed from the configuration";
+    return "";
+  }
+  const identity::IdentityProviderConfig* provider = nullptr;
+  for (const auto& p : cfg.identity_providers) {
+    if (p.name == id.provider) provider = &p;
+  }
+  if (provider == nullptr) return "identity provider " + id.provider + " was removed";
+  if (id.expires_at_ms > 0 && !pol->keep_session_past_token_expiry &&
+      now_ms >= id.expires_at_ms + provider->leeway_seconds * 1000) {
+    return "the session's token expired";
+  }
+  if (!id.key_id.empty() && handlers_.provider_has_key) {
+    std::optional<bool> has = handlers_.provider_has_key(id.provider, id.key_id);
+    if (has.has_value() && !*has) {
+      return "signing key " + id.key_id + " is no longer in the JWKS of provider " + id.provider;
+    }
+  }
+  return "";
+}
+
+bool EscalationServer::kill(const std::shared_ptr<Session>& s, const std::string& reason,
+                            const std::string& by, const std::string& cause) {
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    auto it = sessions_.find(s->id);
+    if (it == sessions_.end() || it->second != s) return false;
+    sessions_.erase(it);
+  }
+  std::shared_ptr<Connection> owner;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (auto& [fd, c] : conns_) {
+      if (c->id == s->owner) owner = c;
+    }
+  }
+  std::string message = "pgwarden: terminating connection: " + reason;
+  if (owner) {
+    send(owner, json{{"type", "event"},
+                     {"kind", "kill"},
+                     {"session_id", s->id},
+                     {"sqlstate", "57P01"},
+                     {"message", message}});
+  }
+  bump(Counter::k_sessions_killed);
+  audit::AuditRecord r{.event = "session_kill",
+                       .session_id = s->id,
+                       .identity = s->identity.subject,
+                       .groups = s->identity.groups,
+                       .target = s->target->name,
+                       .policy = s->policy->name,
+                       .policy_version = s->policy->version,
+                       .decision = "killed",
+                       .reason = reason};
+  r.extra["cause"] = cause;
+  if (!by.empty()) r.extra["by"] = by;
+  if (!s->identity.key_id.empty()) r.extra["key_id"] = s->identity.key_id;
+  r.extra["dp_notified"] = owner != nullptr;
+  audit_.record(r);
+  if (handlers_.recorder != nullptr && handlers_.recorder->session_open(s->id)) {
+    (void)handlers_.recorder->try_append(s->id, "session_killed",
+                                         {{"reason", reason}, {"cause", cause}, {"by", by}});
+  }
+  end_session(s, "killed: " + reason);
+  spdlog::info("session {} of {} ended: {} ({})", s->id, s->identity.subject, reason, cause);
+  return true;
+}
+
+std::vector<std::string> EscalationServer::kill_sessions(const SessionSelector& sel,
+                                                         const std::string& reason,
+                                                         const std::string& by,
+                                                         const std::string& cause) {
+  std::vector<std::shared_ptr<Session>> hits;
+  if (!sel.empty()) {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (const auto& [id, s] : sessions_) {
+      if (!sel.session_id.empty() && s->id != sel.session_id) continue;
+      if (!sel.subject.empty() && s->identity.subject != sel.subject) continue;
+      if (!sel.key_id.empty() && s->identity.key_id != sel.key_id) continue;
+      hits.push_back(s);
+    }
+  }
+  std::vector<std::string> killed;
+  for (const auto& s : hits) {
+    if (kill(s, reason, by, cause)) killed.push_back(s->id);
+  }
+  return killed;
+}
+
+std::vector<std::string> EscalationServer::revalidate_sessions(const std::string& cause) {
+  auto cfg = store_.current();
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (const auto& [id, s] : sessions_) all.push_back(s);
+  }
+  std::vector<std::string> killed;
+  int64_t now = protocol::now_unix_ms();
+  for (const auto& s : all) {
+    std::string why = grant_broken(*s, *cfg, now);
+    if (!why.empty() && kill(s, why, "", cause)) killed.push_back(s->id);
+  }
+  return killed;
+}
+
+void EscalationServer::sweep_loop() {
+  std::unique_lock<std::mutex> lock(sweep_mu_);
+  while (!stopping_) {
+    sweep_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
+    if (stopping_) break;
+    lock.unlock();
+    (void)revalidate_sessions("sweep");
+    lock.lock();
+  }
+}
+
+json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn,
+                                         const json& request, uint64_t id) {
+  std::string session_id = request.value("session_id", std::string());
+  std::string ticket = request.contains("ticket") && request["ticket"].is_string()
+                           ? request["ticket"].get<std::string>()
+                           : std::string();
+  audit::AuditRecord r{.event = "reregister", .session_id = session_id.substr(0, 128)};
+  auto refuse = [&](std::string_view code, const Status& st) {
+    bump(Counter::k_reregister_refused);
+    r.decision = "refused";
+    r.rule = std::string(code);
+    r.reason = st.message();
+    audit_.record(r);
+    return protocol::make_error(id, code, st);
+  };
+  if (handlers_.tickets == nullptr) {
+    return refuse(ec::kBadTicket,
+                  Status(StatusCode::kFailedPrecondition,
+                         "this control plane issues no session tickets; log in again", "57P01"));
+  }
+  auto claims = handlers_.tickets->verify(ticket);
+  if (!claims.is_ok()) {
+    return refuse(ec::kBadTicket, Status(StatusCode::kPermissionDenied,
+                                         "the session ticket is not valid (" +
+                                             claims.status().message() + "); log in again",
+                                         "57P01"));
+  }
+  if (claims->session_id != session_id) {
+    return refuse(ec::kBadTicket, Status(StatusCode::kPermissionDenied,
+                                         "the session ticket belongs to another session", "57P01"));
+  }
+  r.identity = claims->subject;
+  r.groups = claims->groups;
+  r.target = claims->target;
+  r.policy = claims->policy;
+  r.client_addr = claims->client_addr;
+  auto cfg = store_.current();
+  r.policy_version = cfg->version;
+  const config::Target* target = cfg->find_target(claims->target);
+  const policy::Policy* pol =
+      target != nullptr ? cfg->select_policy(claims->groups, target->name) : nullptr;
+  auto session = std::make_shared<Session>();
+  session->id = claims->session_id;
+  session->owner = conn->id;
+  session->identity = AuthenticatedIdentity{claims->subject,  claims->issuer, claims->groups,
+                                            claims->provider, claims->key_id, claims->token_exp_ms};
+  session->config = cfg;
+  session->client_addr = claims->client_addr;
+  session->tls = claims->tls;
+  session->reregistered = true;
+  std::string why;
+  if (target == nullptr) {
+    why = "target " + claims->target + " was removed from the configuration";
+  } else if (pol == nullptr) {
+    why = "no policy grants " + claims->subject + " access to " + target->name + " any more";
+  } else if (pol->name != claims->policy) {
+    why = "the groups of " + claims->subject + " now map to policy " + pol->name + ", not " +
+          claims->policy;
+  } else {
+    session->policy = pol;
+    session->target = target;
+    why = grant_broken(*session, *cfg, protocol::now_unix_ms());
+  }
+  if (!why.empty()) {
+    audit::AuditRecord k = r;
+    k.event = "session_kill";
+    k.decision = "killed";
+    k.reason = why;
+    k.extra["cause"] = "reregister";
+    audit_.record(k);
+    return refuse(ec::kRevoked, Status(StatusCode::kPermissionDenied,
+                                       "pgwarden: terminating connection: " + why, "57P01"));
+  }
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    auto it = sessions_.find(session->id);
+    if (it != sessions_.end() && it->second->owner != conn->id) {
+      return refuse(
+          ec::kBadRequest,
+          invalid_argument("session " + session->id + " is live on another connection", "08P01"));
+    }
+    sessions_[session->id] = session;
+  }
+  if (handlers_.recorder != nullptr && pol->recording != policy::RecordingLevel::kOff) {
+    recording::SessionStart start;
+    start.session_id = session->id;
+    start.identity = claims->subject;
+    start.groups = claims->groups;
+    start.target = target->name;
+    start.client_addr = claims->client_addr;
+    start.tls = claims->tls;
+    start.policy = pol->name;
+    start.level = pol->recording;
+    start.row_cap = pol->recording_row_cap;
+    Status st = handlers_.recorder->resume_session(start, "control plane restart");
+    if (!st.is_ok()) {
+      spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
+      if (pol->recording_required) {
+        std::lock_guard<std::mutex> lock(sessions_mu_);
+        sessions_.erase(session->id);
+        return refuse(ec::kRevoked,
+                      Status(StatusCode::kFailedPrecondition,
+                             "pgwarden: terminating connection: the session recording cannot be "
+                             "continued after the control plane restart (" +
+                                 st.message() + ")",
+                             "57P01"));
+      }
+    }
+  }
+  bump(Counter::k_sessions_reregistered);
+  r.decision = "ok";
+  audit_.record(r);
+  return protocol::make_ok(
+      id, {{"policy", {{"name", pol->name}, {"version", pol->version}}},
+           {"recording_required",
+            pol->recording_required && pol->recording != policy::RecordingLevel::kOff}});
 }
 
 }  // namespace pgwarden::server

@@ -36,11 +36,33 @@
 // DataplaneRegistry, not audited; closing the connection marks them stale. Other dataplane
 // events (wire_rules_reload) are audited like session events.
 //
-// Thread-safety: start/stop from one thread; reload() from any thread.
+// Revocation (docs/operations.md "Ending sessions and revoking identities"): cp ends a live
+// session by pushing {"type":"event","kind":"kill","session_id","sqlstate":"57P01","message"}
+// to the dp connection that owns it, ending it in cp (approvals abandoned, recording closed
+// with the reason) and auditing event session_kill. Sessions end this way on
+// kill_sessions() (pgwardenctl sessions kill / identities revoke) and whenever
+// revalidate_sessions() finds a grant that no longer holds: a revocation, a config reload
+// that removed the target, the policy, the group mapping, the service key or the identity
+// provider, a JWKS that no longer has the signing key, a token past exp (+ the provider's
+// leeway) under a policy without token_expiry "keep". A sweeper thread revalidates every
+// live session every 500 ms. authenticate refuses revoked identities and keys (28000,
+// code revoked).
+//
+// Session tickets and cp restarts: the authenticate answer carries an opaque `ticket`
+// (session_ticket.h). After a cp restart the dp sends `reregister` {session_id, ticket} for
+// each live session on its new connection, before any other request of that session; cp
+// verifies the ticket, re-checks the grant against the current config and revocations
+// (refusing with 57P01, code revoked, when it no longer holds) and continues the session's
+// recording with a restart marker (Recorder::resume_session).
+//
+// Thread-safety: start/stop from one thread; reload(), kill_sessions(),
+// revalidate_sessions() and live_sessions() from any thread.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,6 +79,8 @@
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/dataplane_registry.h"
 #include "controlplane/server/interfaces.h"
+#include "controlplane/server/revocation_store.h"
+#include "controlplane/server/session_ticket.h"
 #include "controlplane/server/worker_pool.h"
 
 namespace pgwarden::server {
@@ -69,6 +93,22 @@ struct ServerHandlers {
   // closed). Null recorder: events are audited only.
   approvals::ApprovalStore* approvals = nullptr;
   recording::Recorder* recorder = nullptr;
+  // Not owned. Null revocations: nothing is revoked. Null tickets: no ticket is issued and
+  // reregister is refused (the session ends after a cp restart).
+  RevocationStore* revocations = nullptr;
+  const TicketKey* tickets = nullptr;
+  // Whether identity provider `provider` still has signing key `kid` (TokenValidator::
+  // has_key on the current validator). Unset: keys are not checked after login.
+  std::function<std::optional<bool>(const std::string& provider, const std::string& kid)>
+      provider_has_key;
+};
+
+// Which live sessions kill_sessions() ends: every non-empty field must match.
+struct SessionSelector {
+  std::string session_id;
+  std::string subject;
+  std::string key_id;
+  bool empty() const { return session_id.empty() && subject.empty() && key_id.empty(); }
 };
 
 // Counters, family_variant (read with EscalationServer::counter()).
@@ -94,7 +134,11 @@ struct ServerHandlers {
   X(approvals_requested)      \
   X(approvals_standing_grant) \
   X(reloads_applied)          \
-  X(reloads_rejected)
+  X(reloads_rejected)         \
+  X(sessions_killed)          \
+  X(auth_revoked)             \
+  X(sessions_reregistered)    \
+  X(reregister_refused)
 
 enum class Counter {
 #define PGW_X(name) k_##name,
@@ -123,6 +167,16 @@ class EscalationServer {
   config::LoadOutcome reload();
 
   size_t session_count() const;
+  // Live sessions, for the admin API: [{session_id, identity, key_id, provider, target,
+  // policy, client_addr, token_exp_ms, reregistered}].
+  nlohmann::json live_sessions() const;
+  // Ends the live sessions `selector` matches (see the header comment); `cause` is the audit
+  // cause ("admin_kill", "revoked", ...), `by` the admin principal. Returns their ids.
+  std::vector<std::string> kill_sessions(const SessionSelector& selector, const std::string& reason,
+                                         const std::string& by, const std::string& cause);
+  // Re-checks every live session's grant against the current config, revocations, signing
+  // keys and token expiry; ends those that no longer hold. Returns their ids.
+  std::vector<std::string> revalidate_sessions(const std::string& cause);
   // The latest dataplane_stats snapshot of every dataplane (admin API: `dataplane`).
   const DataplaneRegistry& dataplanes() const { return dataplanes_; }
   uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }
@@ -155,6 +209,15 @@ class EscalationServer {
   void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
                        uint64_t id, int64_t deadline_ms);
   void handle_event(const std::shared_ptr<Connection>& conn, protocol::json&& event);
+  protocol::json handle_reregister(const std::shared_ptr<Connection>& conn,
+                                   const protocol::json& request, uint64_t id);
+  // Why the session's grant no longer holds under `cfg` at `now_ms` ("" when it holds).
+  std::string grant_broken(const Session& session, const config::Config& cfg, int64_t now_ms);
+  // Removes the session, pushes the kill to its dp, ends and audits it. False when it had
+  // already ended.
+  bool kill(const std::shared_ptr<Session>& session, const std::string& reason,
+            const std::string& by, const std::string& cause);
+  void sweep_loop();
   // The answer, or null when it is sent later, once the Recorder has written the record.
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
                                uint64_t id);
@@ -205,6 +268,10 @@ class EscalationServer {
   std::map<std::string, std::shared_ptr<Session>> sessions_;
 
   DataplaneRegistry dataplanes_;
+
+  std::mutex sweep_mu_;
+  std::condition_variable sweep_cv_;
+  std::thread sweep_thread_;
 
   std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
 };

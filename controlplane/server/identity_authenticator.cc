@@ -36,7 +36,13 @@ AuthOutcome IdentityAuthenticator::authenticate(const config::Config& config,
         false, {}, std::string(identity::reject_reason_name(r.reason)), r.to_status()};
   }
   const identity::Identity& id = result.identity();
-  return AuthOutcome::accept({id.subject, id.issuer, id.groups});
+  AuthenticatedIdentity out{id.subject, id.issuer, id.groups, id.provider, id.key_id, 0};
+  if (id.expires_at) {
+    out.expires_at_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(id.expires_at->time_since_epoch())
+            .count();
+  }
+  return AuthOutcome::accept(std::move(out));
 }
 
 }  // namespace pgwarden::server

@@ -32,6 +32,11 @@ struct AuthenticatedIdentity {
   std::string subject;
   std::string issuer;
   std::vector<std::string> groups;
+  // Where the credential came from: the provider name or "service-key:<id>", the key it was
+  // verified with (JWKS kid or service key id) and the token's exp (unix ms; 0: none).
+  std::string provider;
+  std::string key_id;
+  int64_t expires_at_ms = 0;
 };
 
 // The outcome of an authentication: an identity, or a typed rejection whose `code` goes to

@@ -79,6 +79,20 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
     }
     return (*validator)->validate(token);
   };
+  b.revocations = &plane.revocations();
+  b.live_sessions = [&plane] { return plane.escalation_server().live_sessions(); };
+  b.kill_sessions = [&plane](const nlohmann::json& selector, const std::string& reason,
+                             const std::string& by, const std::string& cause) {
+    server::SessionSelector sel;
+    auto get = [&](const char* key) {
+      return selector.contains(key) && selector[key].is_string() ? selector[key].get<std::string>()
+                                                                 : std::string();
+    };
+    sel.session_id = get("session_id");
+    sel.subject = get("identity");
+    sel.key_id = get("key");
+    return plane.escalation_server().kill_sessions(sel, reason, by, cause);
+  };
   b.dataplanes = [&plane] {
     return plane.escalation_server().dataplanes().to_json(protocol::now_unix_ms());
   };

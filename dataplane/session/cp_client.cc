@@ -10,7 +10,9 @@
 namespace pgwarden::session {
 
 namespace {
-constexpr int64_t kMaxBackoffMs = 5000;
+// Reconnecting is a local connect(): retrying often keeps a cp restart short for sessions
+// waiting on limits.cp_unavailable_wait_ms.
+constexpr int64_t kMaxBackoffMs = 500;
 constexpr int64_t kGraceMs = 1000;
 constexpr size_t kMaxOut = 16u << 20;
 }  // namespace
@@ -65,6 +67,12 @@ void CpClient::stop() {
   reconnect_timer_ = 0;
   flush();
   disconnect("dataplane stopping");
+  std::map<uint64_t, Waiting> waiting;
+  waiting.swap(waiting_);
+  for (auto& [key, w] : waiting) {
+    if (w.timer != 0) loop_->cancel_timer(w.timer);
+    fail_later(std::move(w.cb), unavailable("dataplane stopping"));
+  }
 }
 
 void CpClient::connect_now() {
@@ -123,8 +131,17 @@ void CpClient::disconnect(const std::string& why) {
   connecting_ = false;
   std::map<uint64_t, Pending> pending;
   pending.swap(pending_);
+  int64_t now = monotonic_ms();
   for (auto& [id, p] : pending) {
     if (p.timer != 0) loop_->cancel_timer(p.timer);
+    if (p.wait_until_ms > now && !stopped_) {
+      // cp may never have seen it: send it again once a connection is back.
+      p.fields.erase("id");
+      p.fields.erase("deadline_ms");
+      enqueue_waiting(std::move(p.type), std::move(p.fields), p.timeout_ms, p.wait_until_ms,
+                      std::move(p.cb));
+      continue;
+    }
     fail_later(std::move(p.cb), unavailable("control plane connection lost: " + why));
   }
   if (was_ready && on_ready_change_) on_ready_change_(false);
@@ -181,9 +198,41 @@ void CpClient::send_body(const std::string& body, bool is_event) {
   }
 }
 
+void CpClient::enqueue_waiting(std::string type, nlohmann::json fields, int64_t timeout_ms,
+                               int64_t wait_until_ms, Callback cb) {
+  uint64_t key = next_waiting_key_++;
+  Waiting w{key, std::move(type), std::move(fields), timeout_ms, wait_until_ms, std::move(cb), 0};
+  w.timer = loop_->add_timer(wait_until_ms, [this, key] {
+    auto it = waiting_.find(key);
+    if (it == waiting_.end()) return;
+    Callback c = std::move(it->second.cb);
+    waiting_.erase(it);
+    c(
+        unavailable("the pgwarden control plane is unreachable and did not come back within "
+                    "limits.cp_unavailable_wait_ms"));
+  });
+  waiting_.emplace(key, std::move(w));
+}
+
+void CpClient::send_waiting() {
+  std::map<uint64_t, Waiting> waiting;
+  waiting.swap(waiting_);
+  int64_t now = monotonic_ms();
+  for (auto& [key, w] : waiting) {
+    if (w.timer != 0) loop_->cancel_timer(w.timer);
+    request(w.type, std::move(w.fields), w.timeout_ms, std::move(w.cb),
+            std::max<int64_t>(w.wait_until_ms - now, 1));
+  }
+}
+
 void CpClient::request(const std::string& type, nlohmann::json fields, int64_t timeout_ms,
-                       Callback cb) {
+                       Callback cb, int64_t wait_for_cp_ms) {
   if (!ready_) {
+    if (wait_for_cp_ms > 0 && !stopped_) {
+      enqueue_waiting(type, std::move(fields), timeout_ms, monotonic_ms() + wait_for_cp_ms,
+                      std::move(cb));
+      return;
+    }
     fail_later(std::move(cb), unavailable("pgwarden control plane is unreachable"));
     return;
   }
@@ -197,6 +246,11 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
   fields["deadline_ms"] = unix_ms() + timeout_ms;
   Pending p;
   p.cb = std::move(cb);
+  if (wait_for_cp_ms > 0 && type != "approval") {
+    p.type = type;
+    p.timeout_ms = timeout_ms;
+    p.wait_until_ms = monotonic_ms() + wait_for_cp_ms;
+  }
   p.timer = loop_->add_timer(monotonic_ms() + timeout_ms + kGraceMs, [this, id, type] {
     auto it = pending_.find(id);
     if (it == pending_.end()) return;
@@ -204,6 +258,12 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
     pending_.erase(it);
     c(deadline_exceeded("control plane did not answer " + type + " in time"));
   });
+  if (p.wait_until_ms != 0) {
+    send_frame(fields, false);
+    p.fields = std::move(fields);
+    pending_.emplace(id, std::move(p));
+    return;
+  }
   pending_.emplace(id, std::move(p));
   send_frame(fields, false);
 }
@@ -300,7 +360,10 @@ void CpClient::read_frames() {
 }
 
 void CpClient::handle_frame(nlohmann::json frame) {
-  if (!frame.contains("id") || !frame["id"].is_number_unsigned()) return;  // events from cp
+  if (!frame.contains("id") || !frame["id"].is_number_unsigned()) {  // events from cp
+    if (on_event_) on_event_(std::move(frame));
+    return;
+  }
   uint64_t id = frame["id"].get<uint64_t>();
   bool ok = frame.value("ok", false);
   if (id == hello_id_ && !ready_) {
@@ -309,6 +372,8 @@ void CpClient::handle_frame(nlohmann::json frame) {
     ready_ = true;
     backoff_ms_ = 100;
     if (on_ready_change_) on_ready_change_(true);
+    // After the callback's re-registrations: requests of a session follow its reregister.
+    if (ready_) send_waiting();
     return;
   }
   auto it = pending_.find(id);

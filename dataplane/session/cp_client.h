@@ -5,7 +5,13 @@
 // Frames are a 4-byte big-endian length (1..1 MiB) followed by a JSON object. Requests carry
 // an id and an absolute deadline; responses may come in any order. The client reconnects with
 // exponential backoff; while it is not connected (or before the hello exchange finished),
-// requests fail at once with Unavailable (08006): the dataplane fails closed.
+// requests fail at once with Unavailable (08006): the dataplane fails closed — unless the
+// caller gives a `wait_for_cp_ms` budget: such a request waits (queued in call order) for
+// the connection to come back, is sent right after the reconnection's on_ready_change(true)
+// callback (which re-registers the live sessions) and fails with Unavailable when the budget
+// runs out first. A request with a budget (other than `approval`) that is in flight when the
+// connection drops is sent again on the next connection within the same budget (analyse,
+// record and mask_plan may thus reach cp twice around a restart; never zero times).
 #pragma once
 
 #include <cstdint>
@@ -45,7 +51,8 @@ class CpClient : public IoHandler {
 
   // Sends `type` with `fields` (id and deadline_ms are added). `timeout_ms` is relative; the
   // callback gets DeadlineExceeded if no answer arrives by then (plus a small grace).
-  void request(const std::string& type, nlohmann::json fields, int64_t timeout_ms, Callback cb);
+  void request(const std::string& type, nlohmann::json fields, int64_t timeout_ms, Callback cb,
+               int64_t wait_for_cp_ms = 0);
   // Fire-and-forget event (`type: event`); dropped (and counted) when not connected.
   // Events are coalesced: they are written with the next request, when kEventBatchBytes are
   // queued, or kEventDelayMs after the first of them, whichever comes first (and on stop()),
@@ -59,6 +66,10 @@ class CpClient : public IoHandler {
   uint64_t events_dropped() const { return events_dropped_; }
   // Called on the loop thread whenever ready() changes.
   void set_on_ready_change(std::function<void(bool)> fn) { on_ready_change_ = std::move(fn); }
+  // Called on the loop thread with every frame cp sends unasked (no id: `type: event`, e.g.
+  // kind `kill`), in order.
+  void set_on_event(std::function<void(nlohmann::json)> fn) { on_event_ = std::move(fn); }
+  size_t waiting_requests() const { return waiting_.size(); }
 
   void on_io(int fd, uint32_t events) override;
 
@@ -66,7 +77,25 @@ class CpClient : public IoHandler {
   struct Pending {
     Callback cb;
     EventLoop::TimerId timer = 0;
+    // For a request sent again after a reconnection (wait budget given, not an approval).
+    std::string type;
+    nlohmann::json fields;
+    int64_t timeout_ms = 0;
+    int64_t wait_until_ms = 0;  // monotonic; 0: fails when the connection drops
   };
+  // A request waiting for the connection (see request()).
+  struct Waiting {
+    uint64_t key = 0;
+    std::string type;
+    nlohmann::json fields;
+    int64_t timeout_ms = 0;
+    int64_t wait_until_ms = 0;
+    Callback cb;
+    EventLoop::TimerId timer = 0;
+  };
+  void enqueue_waiting(std::string type, nlohmann::json fields, int64_t timeout_ms,
+                       int64_t wait_until_ms, Callback cb);
+  void send_waiting();
 
   void connect_now();
   void schedule_reconnect();
@@ -102,6 +131,9 @@ class CpClient : public IoHandler {
   std::map<uint64_t, Pending> pending_;
   uint64_t events_dropped_ = 0;
   std::function<void(bool)> on_ready_change_;
+  std::function<void(nlohmann::json)> on_event_;
+  std::map<uint64_t, Waiting> waiting_;  // by key, in call order
+  uint64_t next_waiting_key_ = 1;
   bool flush_scheduled_ = false;
   EventLoop::TimerId event_timer_ = 0;  // pending delayed flush of queued events
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

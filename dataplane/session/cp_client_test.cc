@@ -199,3 +199,81 @@ TEST(CpClientTest, CoalescedEventsKeepTheirOrderAndReachCpWithoutARequestOrOnSto
 
 }  // namespace
 }  // namespace pgwarden::session
+
+namespace pgwarden::session {
+namespace {
+
+TEST(CpClientTest, RequestWithWaitBudgetIsSentAfterReconnectAndReregistrationFirst) {
+  std::string path = "/tmp/pgw-cpclient-wait-" + std::to_string(getpid()) + ".sock";
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  std::vector<std::string> order;  // frame types as the fake cp saw them
+  std::optional<json> event_seen;
+  client.set_on_event([&](json ev) { event_seen = std::move(ev); });
+  // On every (re)connection the caller re-registers first; it must precede queued requests.
+  client.set_on_ready_change([&](bool up) {
+    if (up) client.request("reregister", {{"session_id", "s1"}}, 2000, [](Result<json>) {});
+  });
+  client.start();  // nobody listens yet
+  std::optional<std::string> waited;
+  std::optional<Status> refused;
+  client.request(
+      "analyse", {{"sql", "select 1"}}, 2000,
+      [&](Result<json> r) { waited = r.is_ok() ? "ok" : r.status().message(); },
+      /*wait_for_cp_ms=*/5000);
+  client.request("authenticate", {{"token", "t"}}, 2000,
+                 [&](Result<json> r) { refused = r.status(); });  // no budget: at once
+  run_until(loop, [&] { return refused.has_value(); });
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(waited.has_value());
+  EXPECT_EQ(client.waiting_requests(), 1u);
+
+  FakeCp cp(path);
+  std::thread server([&] {
+    int c = cp.accept_one();
+    json hello = json::parse(read_frame(c));
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"policy_version", 9}});
+    for (int i = 0; i < 2; ++i) {
+      json req = json::parse(read_frame(c));
+      order.push_back(req["type"]);
+      write_frame(c, {{"id", req["id"]}, {"ok", true}});
+    }
+    write_frame(c, {{"type", "event"}, {"kind", "kill"}, {"session_id", "s1"}});
+    char x;
+    recv(c, &x, 1, 0);
+    close(c);
+  });
+  run_until(loop, [&] { return waited.has_value() && event_seen.has_value(); });
+  client.stop();
+  server.join();
+  EXPECT_EQ(waited, "ok");
+  ASSERT_EQ(order.size(), 2u);
+  EXPECT_EQ(order[0], "reregister");
+  EXPECT_EQ(order[1], "analyse");
+  ASSERT_TRUE(event_seen.has_value());
+  EXPECT_EQ((*event_seen)["kind"], "kill");
+}
+
+TEST(CpClientTest, WaitBudgetRunsOutWithUnavailable) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, "/tmp/pgw-no-such-cp-wait.sock");
+  client.start();
+  std::optional<Status> st;
+  int64_t t0 = monotonic_ms();
+  client.request(
+      "record", {{"sql", "x"}}, 2000, [&](Result<json> r) { st = r.status(); },
+      /*wait_for_cp_ms=*/200);
+  run_until(loop, [&] { return st.has_value(); });
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->code(), StatusCode::kUnavailable);
+  EXPECT_NE(st->message().find("cp_unavailable_wait_ms"), std::string::npos);
+  EXPECT_GE(monotonic_ms() - t0, 190);
+  EXPECT_EQ(client.waiting_requests(), 0u);
+  client.stop();
+}
+
+}  // namespace
+}  // namespace pgwarden::session

@@ -35,6 +35,9 @@ struct Limits {
   // $.recording.hold_timeout_ms: a statement of a recording-required session waits this long
   // for the recorder to accept its record, then gets 53000.
   int64_t recording_hold_timeout_ms = 30000;
+  // $.limits.cp_unavailable_wait_ms: while cp is unreachable, a statement that needs it waits
+  // this long for the reconnection (and the sessions' re-registration), then gets 08006.
+  int64_t cp_unavailable_wait_ms = 5000;
 };
 
 struct DataplaneConfig {

@@ -147,6 +147,9 @@ Result<Grant> parse_grant(const json& answer) {
     }
   }
   g.rule_sets = a->policy.rule_sets;
+  if (const json* t = field(answer, "ticket"); t != nullptr && t->is_string()) {
+    g.ticket = t->get<std::string>();
+  }
   g.host = a->upstream.host;
   g.port = a->upstream.port;
   g.unix_socket = a->upstream.unix_socket;
@@ -882,14 +885,15 @@ void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
               {"sql", sql},
               {"shape_key", hex64(shape)},
               {"prescreen", std::move(prescreen)}};
-  worker_->cp().request("analyse", std::move(req),
-                        worker_->runtime().config.limits.escalation_timeout_ms,
-                        [w = worker_, id = id_, seq, shape, sql = std::move(sql),
-                         approve_match = std::move(approve_match)](Result<json> r) mutable {
-                          Session* s = w->find(id);
-                          if (s == nullptr || s->escalation_seq_ != seq) return;
-                          s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
-                        });
+  worker_->cp().request(
+      "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, shape, sql = std::move(sql),
+       approve_match = std::move(approve_match)](Result<json> r) mutable {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
@@ -950,33 +954,34 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
               {"shape_key", hex64(shape_key)},
               {"rule", rule},
               {"reason", reason}};
-  worker_->cp().request("approval", std::move(req),
-                        worker_->runtime().config.limits.approval_timeout_ms,
-                        [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
-                          Session* s = w->find(id);
-                          if (s == nullptr || s->escalation_seq_ != seq) return;
-                          Decision d;
-                          d.rule = rule;
-                          d.sqlstate = "42501";
-                          if (!r.is_ok()) {
-                            d.message = "pgwarden: statement needs an approval (rule " + rule +
-                                        ") and none was given: " + r.status().message();
-                          } else {
-                            d.allow = str_field(*r, "verdict") == "allow";
-                            std::string why = str_field(*r, "reason");
-                            d.message = "pgwarden: approval for rule " + rule + " was denied";
-                            if (!why.empty()) d.message += ": " + why;
-                          }
-                          if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
-                          if (d.allow && s->grant_.recording_required) {
-                            s->record_then_resume(sql, std::move(d), "approval");
-                            s->approval_id_.clear();
-                            return;
-                          }
-                          s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
-                          s->approval_id_.clear();
-                          s->resume_with(std::move(d));
-                        });
+  worker_->cp().request(
+      "approval", std::move(req), worker_->runtime().config.limits.approval_timeout_ms,
+      [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        Decision d;
+        d.rule = rule;
+        d.sqlstate = "42501";
+        if (!r.is_ok()) {
+          d.message = "pgwarden: statement needs an approval (rule " + rule +
+                      ") and none was given: " + r.status().message();
+        } else {
+          d.allow = str_field(*r, "verdict") == "allow";
+          std::string why = str_field(*r, "reason");
+          d.message = "pgwarden: approval for rule " + rule + " was denied";
+          if (!why.empty()) d.message += ": " + why;
+        }
+        if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
+        if (d.allow && s->grant_.recording_required) {
+          s->record_then_resume(sql, std::move(d), "approval");
+          s->approval_id_.clear();
+          return;
+        }
+        s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
+        s->approval_id_.clear();
+        s->resume_with(std::move(d));
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::resume_with(Decision d) {
@@ -1029,7 +1034,8 @@ void Session::send_record(json request, Decision d) {
         }
         s->emit_statement(str_field(request, "sql"), "deny", refused.rule, "recording");
         s->resume_with(std::move(refused));
-      });
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 bool Session::hold_for_recording(std::function<void()> retry) {
@@ -1506,19 +1512,20 @@ void Session::request_mask_plan() {
   uint64_t key = results_->pending_key();
   json req = results_->plan_request();
   req["session_id"] = session_id_hex();
-  worker_->cp().request("mask_plan", std::move(req),
-                        worker_->runtime().config.limits.escalation_timeout_ms,
-                        [w = worker_, id = id_, key](Result<json> r) {
-                          Session* s = w->find(id);
-                          if (s == nullptr || !s->results_) return;
-                          s->mask_plan_pending_ = false;
-                          if (r.is_ok()) {
-                            s->results_->set_plan_answer(key, *r);
-                          } else {
-                            s->results_->set_plan_error(key, r.status());
-                          }
-                          s->pump();
-                        });
+  worker_->cp().request(
+      "mask_plan", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, key](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || !s->results_) return;
+        s->mask_plan_pending_ = false;
+        if (r.is_ok()) {
+          s->results_->set_plan_answer(key, *r);
+        } else {
+          s->results_->set_plan_error(key, r.status());
+        }
+        s->pump();
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
 void Session::note_forwarded(const pw::Message& m) {
@@ -1569,6 +1576,56 @@ void Session::terminate(std::string_view sqlstate, std::string_view message) {
   if (destroyed_ || state_ == State::kClosing) return;
   send_fatal(sqlstate, message);
   close_after_flush();
+}
+
+void Session::kill(std::string_view sqlstate, std::string_view message) {
+  if (destroyed_ || state_ == State::kClosing) return;
+  // A statement still running upstream would go on after the socket closes until it next
+  // writes: cancel it.
+  if (cancel_registered_ && cycles_sent_ > cycles_received_) send_cancel_async(cancel_target_);
+  // cp already ended the session: no session_end for it.
+  authenticated_ = false;
+  spdlog::info("session {}: ended by the control plane: {}", sid_hex_, message);
+  terminate(sqlstate, message);
+}
+
+void Session::reregister() {
+  if (destroyed_ || state_ == State::kClosing || !authenticated_) return;
+  if (state_ != State::kReady || grant_.ticket.empty()) {
+    authenticated_ = false;
+    terminate("57P01",
+              "pgwarden: terminating connection: the control plane restarted and this session "
+              "cannot be re-registered; connect again");
+    return;
+  }
+  worker_->cp().request(
+      "reregister", json{{"session_id", sid_hex_}, {"ticket", grant_.ticket}},
+      worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->state_ == State::kClosing) return;
+        if (r.is_ok()) {
+          bump(w->counters().sessions_reregistered);
+          // The policy as cp now has it: cached verdicts of the old version are not reused.
+          if (const json* pol = field(*r, "policy"); pol != nullptr && pol->is_object()) {
+            if (const json* v = field(*pol, "version"); v != nullptr && v->is_number_unsigned()) {
+              s->grant_.policy_version = v->get<uint64_t>();
+            }
+          }
+          if (const json* req = field(*r, "recording_required");
+              req != nullptr && req->is_boolean() && s->grant_.recording != "off") {
+            s->grant_.recording_required = req->get<bool>();
+          }
+          return;
+        }
+        const Status& st = r.status();
+        // cp went away again: the next reconnection re-registers the session.
+        if (st.code() == StatusCode::kUnavailable && st.sqlstate() != "57P01") return;
+        s->authenticated_ = false;
+        std::string msg = st.message();
+        if (!msg.starts_with("pgwarden:")) msg = "pgwarden: terminating connection: " + msg;
+        s->terminate("57P01", msg);
+      });
 }
 
 void Session::on_drain() {

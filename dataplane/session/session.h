@@ -63,6 +63,8 @@ struct Grant {
   std::string tls_mode = "disable";  // disable | require | verify-full
   std::string ca_file;
   std::vector<std::pair<std::string, std::string>> startup_parameters;
+  // Opaque session ticket (cp's `ticket`): re-registers the session after a cp restart.
+  std::string ticket;
 };
 
 Result<Grant> parse_grant(const nlohmann::json& answer);
@@ -81,6 +83,14 @@ class Session {
   void on_drain();
   // Ends the session at once (drain deadline, worker stop).
   void terminate(std::string_view sqlstate, std::string_view message);
+  // cp ended the session (kill event): a statement running upstream is cancelled, the client
+  // gets FATAL `sqlstate` (57P01) with `message` and both connections close.
+  void kill(std::string_view sqlstate, std::string_view message);
+  // The cp connection came back: sends `reregister` with the session's ticket. A session
+  // that cannot be re-registered (no ticket, login unfinished, refused by cp) ends with 57P01.
+  void reregister();
+  // The session id shared with cp (hex).
+  const std::string& cp_session_id() const { return sid_hex_; }
 
  private:
   enum class State {

@@ -79,7 +79,16 @@ Status Worker::init() {
       else
         spdlog::warn("control plane connection lost; logins refused until it is back");
     }
+    if (!up) return;
+    // A restarted cp knows none of our sessions: re-register each live one with its ticket
+    // before any of its queued requests goes out (CpClient sends those after this callback).
+    std::vector<Session*> live;
+    for (auto& [id, s] : sessions_) {
+      if (!s->destroyed()) live.push_back(s.get());
+    }
+    for (Session* s : live) s->reregister();
   });
+  cp_->set_on_event([this](nlohmann::json ev) { on_cp_event(ev); });
   return Status::ok();
 }
 
@@ -204,6 +213,20 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
     sessions_.emplace(id, std::move(s));
     session_count_.store(sessions_.size());
     raw->start();
+  }
+}
+
+void Worker::on_cp_event(const nlohmann::json& ev) {
+  if (ev.value("kind", std::string()) != "kill") return;
+  std::string sid = ev.value("session_id", std::string());
+  std::string sqlstate = ev.value("sqlstate", std::string("57P01"));
+  std::string message = ev.value("message", std::string("pgwarden: terminating connection"));
+  for (auto& [id, s] : sessions_) {
+    if (!s->destroyed() && s->cp_session_id() == sid) {
+      bump(counters_.sessions_killed);
+      s->kill(sqlstate, message);
+      return;
+    }
   }
 }
 

@@ -45,7 +45,9 @@ namespace pgwarden::session {
   X(verdict_cache_misses)       \
   X(cancel_requests)            \
   X(protocol_errors)            \
-  X(backpressure_pauses)
+  X(backpressure_pauses)        \
+  X(sessions_killed)            \
+  X(sessions_reregistered)
 
 struct Counters {
 #define PGW_DECLARE_COUNTER(name) std::atomic<uint64_t> name{0};
@@ -127,6 +129,8 @@ class Worker {
   void accept_from(int fd, size_t listener_index);
   void on_wake();
   void close_listeners();
+  // cp pushed an event (kind "kill": end that session with its SQLSTATE and message).
+  void on_cp_event(const nlohmann::json& event);
 
   int index_;
   Shared* shared_;

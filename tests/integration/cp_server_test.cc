@@ -515,3 +515,53 @@ TEST(CpProcessTest, SigtermStopsCleanlyAndRemovesTheSocket) {
 
 }  // namespace
 }  // namespace pgwarden
+
+namespace pgwarden {
+namespace {
+
+// reregister (docs/protocol.md): only an untampered ticket of that very session, and never
+// for a session still live on another connection. (A successful re-registration after a real
+// cp restart is in gateway_revoke_test.)
+TEST_F(CpServerTest, ReregisterRefusesForgedForeignAndStillLiveTickets) {
+  std::string sid = session_id();
+  json auth = authenticate(client_, sid, kToken);
+  ASSERT_EQ(auth["ok"], true) << auth.dump();
+  ASSERT_TRUE(auth.contains("ticket") && auth["ticket"].is_string()) << auth.dump();
+  std::string ticket = auth["ticket"];
+  std::string other_sid = session_id();
+  json other = authenticate(client_, other_sid, kToken);
+  ASSERT_EQ(other["ok"], true);
+
+  BlockingClient dp2;
+  ASSERT_TRUE(dp2.connect(dir_ + "/cp.sock").is_ok());
+  ASSERT_TRUE(dp2.hello().is_ok());
+  auto call = [&](const std::string& session, const std::string& t) {
+    auto r = dp2.call(request(dp2, "reregister", {{"session_id", session}, {"ticket", t}}));
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? *r : json();
+  };
+  // One changed character anywhere in the payload breaks the MAC.
+  std::string forged = ticket;
+  forged[10] = forged[10] == 'x' ? 'y' : 'x';
+  json r = call(sid, forged);
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["error"]["code"], "bad_ticket");
+  EXPECT_EQ(r["error"]["sqlstate"], "57P01");
+  // Another session's ticket.
+  r = call(sid, other["ticket"]);
+  EXPECT_EQ(r["error"]["code"], "bad_ticket") << r.dump();
+  r = call(sid, "");
+  EXPECT_EQ(r["error"]["code"], "bad_ticket") << r.dump();
+  // The right ticket, but the session is live on the first connection.
+  r = call(sid, ticket);
+  EXPECT_EQ(r["ok"], false);
+  EXPECT_EQ(r["error"]["code"], "bad_request") << r.dump();
+  // None of this gave dp2 the session.
+  auto a = dp2.call(
+      request(dp2, "analyse", {{"session_id", sid}, {"sql", "select 1"}, {"shape_key", "00"}}));
+  ASSERT_TRUE(a.is_ok());
+  EXPECT_EQ((*a)["error"]["code"], "unknown_session") << a->dump();
+}
+
+}  // namespace
+}  // namespace pgwarden

@@ -38,6 +38,7 @@ TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatemen
   o.policy_json = R"({"name": "agents", "allowed_kinds": ["select"],
       "allowed_relations": ["crm.*", "pg_catalog.*"], "read_only": true,
       "rule_sets": ["deny", "approve"], "recording": {"level": "metadata", "required": false}})";
+  o.cp_unavailable_wait_ms = 300;  // statements that need cp wait this long, then 08006
   ASSERT_NO_FATAL_FAILURE(start(o));
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
@@ -77,7 +78,9 @@ TEST_F(GatewayFailClosedTest, ControlPlaneOutageRefusesLoginsAndUncachedStatemen
 
 TEST_F(GatewayFailClosedTest,
        ControlPlaneOutageRefusesEvenCachedStatementsWhenRecordingIsRequired) {
-  ASSERT_NO_FATAL_FAILURE(start());  // default policy: recording level full, required
+  GatewayOptions o;  // default policy: recording level full, required
+  o.cp_unavailable_wait_ms = 300;
+  ASSERT_NO_FATAL_FAILURE(start(o));
   PGconn* c = connect();
   ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
   PGresult* r = PQexec(c, "select id from crm.customers where id = 1");

@@ -98,9 +98,13 @@ Status GatewayHarness::write_config() {
     upstream_tls["ca_file"] =
         options_.upstream_ca_file.empty() ? pg_.get("PGW_CA_FILE") : options_.upstream_ca_file;
   }
+  json identity = {{"service_keys", service_keys}};
+  if (!options_.identity_providers_json.empty()) {
+    identity["providers"] = json::parse(options_.identity_providers_json);
+  }
   json config = {{"listeners", {{"dataplane", listener}}},
                  {"control_plane", control_plane},
-                 {"identity", {{"service_keys", service_keys}}},
+                 {"identity", identity},
                  {"targets",
                   {{{"name", "demo"},
                     {"host", "127.0.0.1"},
@@ -124,6 +128,9 @@ Status GatewayHarness::write_config() {
     recording["sync"] = std::stoi(options_.recording_sync);
   }
   if (!recording.empty()) config["recording"] = recording;
+  if (options_.cp_unavailable_wait_ms >= 0) {
+    config["limits"] = {{"cp_unavailable_wait_ms", options_.cp_unavailable_wait_ms}};
+  }
   if (!options_.masking_key_file.empty()) {
     config["masking"] = {{"key_file", options_.masking_key_file}};
   }
@@ -248,6 +255,15 @@ Status GatewayHarness::stop_cp() {
 }
 
 void GatewayHarness::signal_cp(int sig) { cp_.signal(sig); }
+
+void GatewayHarness::crash_cp() { cp_.kill_now(); }
+
+int GatewayHarness::stop_cp_gracefully() { return cp_.stop(); }
+
+Status GatewayHarness::remove_service_key(const std::string& key_id) {
+  std::erase_if(service_keys_, [&](const ServiceKey& k) { return k.id == key_id; });
+  return write_config();
+}
 
 void GatewayHarness::signal_dp(int sig) {
   if (dp_pid_ > 0) kill(dp_pid_, sig);

@@ -67,6 +67,10 @@ struct GatewayOptions {
     std::vector<std::string> groups;
   };
   std::vector<AdminPrincipal> admin_principals;
+  // $.identity.providers (a JSON array), e.g. a JWKS-file provider for JWT tests; "" = none.
+  std::string identity_providers_json;
+  // $.limits.cp_unavailable_wait_ms; -1 = the default.
+  int cp_unavailable_wait_ms = -1;
 };
 
 class GatewayHarness {
@@ -109,6 +113,12 @@ class GatewayHarness {
   bool wait_dp_exit(int timeout_ms, int* status = nullptr);
   // Rewrites the config file with a new policy (for SIGHUP reload tests).
   Status rewrite_policy(const std::string& policy_json);
+  // Rewrites the config file without service key `key_id` (reload it to apply).
+  Status remove_service_key(const std::string& key_id);
+  // kill -9 of pgwarden-cp (its socket file is left behind, as after a crash).
+  void crash_cp();
+  // SIGTERM to pgwarden-cp and wait for its exit; returns its exit status (-1: killed).
+  int stop_cp_gracefully();
   std::string dp_log() const;
   std::string cp_log() const;
   // Resident memory of pgwarden-dp in KiB (from /proc).
