@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "common/source_root.h"
 #include "rules/lexer.h"
 #include "rules/matcher.h"
-#include "common/source_root.h"
 
 namespace pgwarden::rules {
 namespace {
@@ -77,7 +77,15 @@ const SqlCase kSqlCases[] = {
     {"DropDatabaseBlockComment", "deny.drop_database", true, "DROP/**/DATABASE prod"},
     {"DropDatabaseLineComment", "deny.drop_database", true, "DROP--x\nDATABASE prod"},
     {"DropDatabaseMixedCaseTabs", "deny.drop_database", true, "dRoP\t\n  DaTaBaSe prod"},
-    {"DropDatabaseQuotedKeywordIdent", "deny.drop_database", true, "drop \"database\" prod"},
+    // A quoted identifier is never a keyword (PostgreSQL rejects `drop "database" x` as a
+    // syntax error), so keyword rules do not match quoted words.
+    {"DropDatabaseQuotedKeywordIdent", "deny.drop_database", false, "drop \"database\" prod"},
+    {"DropDatabaseQuotedColumnName", "deny.drop_database", false,
+     "SELECT \"drop database\" FROM audit_words"},
+    {"DropDatabaseQuotedColumnAliased", "deny.drop_database", false,
+     "SELECT \"drop\" database FROM audit_words"},
+    {"DropDatabaseAfterQuotedColumn", "deny.drop_database", true,
+     "SELECT \"drop database\" FROM audit_words; DROP DATABASE x"},
     {"DropDatabaseSecondStatement", "deny.drop_database", true,
      "select 1; select 2;\nDROP DATABASE IF EXISTS prod"},
     {"DropDatabaseNestedComment", "deny.drop_database", true, "drop /* a /* b */ c */database x"},
@@ -116,6 +124,8 @@ const SqlCase kSqlCases[] = {
     {"PgReadBinaryFileQualified", "deny.server_file_read", true,
      "SELECT pg_catalog.PG_READ_BINARY_FILE('postgresql.conf')"},
     {"PgReadFileQuotedIdentifier", "deny.server_file_read", true, "select \"pg_read_file\" ('x')"},
+    {"PgReadFileUnicodeQuotedWithoutEscape", "deny.server_file_read", true,
+     "select U&\"pg_read_file\"('/etc/passwd')"},
     {"PgStatFileCommentBeforeParen", "deny.server_file_read", true, "select pg_stat_file/**/('x')"},
     {"PgReadFileInLiteral", "deny.server_file_read", false, "select 'pg_read_file(1)' as doc"},
     {"PgReadFileColumnName", "deny.server_file_read", false, "select pg_read_file_count from t"},
@@ -154,6 +164,12 @@ const SqlCase kSqlCases[] = {
     {"SetLocalRoleSecond", "deny.set_role", true, "begin; SET LOCAL ROLE admin"},
     {"ResetRoleIsFine", "deny.set_role", false, "RESET ROLE"},
     {"SetSearchPath", "deny.set_role", false, "set search_path = 'role'"},
+    {"SetQuotedRoleGenericForm", "deny.set_role", true, "SET \"role\" TO postgres"},
+    {"SetLocalQuotedRoleUpperCase", "deny.set_role", true, "set local \"ROLE\" = 'admin'"},
+    {"SetSessionAuthorizationGuc", "deny.set_role", true, "SET session_authorization TO bob"},
+    {"SetQuotedSessionAuthorizationGuc", "deny.set_role", true,
+     "set \"session_authorization\" = 'bob'"},
+    {"SelectQuotedRoleColumn", "deny.set_role", false, "select \"role\" from members"},
     // deny.set_config_role
     {"SetConfigRole", "deny.set_config_role", true, "select set_config('role', 'postgres', false)"},
     {"SetConfigRoleUpperCase", "deny.set_config_role", true,
@@ -197,6 +213,10 @@ const SqlCase kSqlCases[] = {
     // deny.unicode_escaped_identifier
     {"UnicodeEscapedFunction", "deny.unicode_escaped_identifier", true,
      "select U&\"\\0070g_read_file\"('/etc/passwd')"},
+    {"UnicodeIdentifierOtherEscapeCharacter", "deny.unicode_escaped_identifier", true,
+     "select U&\"pg_re!0061d_file\" UESCAPE '!' ('/etc/passwd')"},
+    {"UnicodePlainIdentifierWithUescape", "deny.unicode_escaped_identifier", true,
+     "select U&\"abc\" uescape '!' from t"},
     {"UnicodeIdentifierWithoutEscape", "deny.unicode_escaped_identifier", false,
      "select U&\"plain\" from t"},
 
@@ -212,9 +232,13 @@ const SqlCase kSqlCases[] = {
     {"TruncateSecondMixedCase", "approve.truncate", true, "select 1;TrUnCaTe TABLE t"},
     {"TruncateInLiteral", "approve.truncate", false, "select 'truncate' from t"},
     {"TruncateLogTable", "approve.truncate", false, "select * from truncate_log"},
+    {"TruncateQuotedColumn", "approve.truncate", false, "select \"truncate\" from audit_words"},
     // approve.alter_table
     {"AlterTable", "approve.alter_table", true, "ALTER TABLE t ADD COLUMN c int"},
-    {"AlterTableQuoted", "approve.alter_table", true, "alter \"table\" t drop column c"},
+    {"AlterTableQuotedKeywordIsIdentifier", "approve.alter_table", false,
+     "alter \"table\" t drop column c"},
+    {"AlterTableQuotedRelation", "approve.alter_table", true,
+     "alter table \"Alter Table\" drop column c"},
     {"AlterIndexIsNotTable", "approve.alter_table", false, "alter index i rename to j"},
     // approve.grant_revoke
     {"Grant", "approve.grant_revoke", true, "GRANT SELECT ON t TO public"},
