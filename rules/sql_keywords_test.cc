@@ -27,6 +27,7 @@ PgQuery__KeywordKind scanner_keyword_kind(const std::string& word) {
 TEST(SqlKeywords, EveryEntryIsAKeywordToPostgresScanner) {
   ASSERT_GT(sql_keywords().size(), 400u);
   for (std::string_view word : sql_keywords()) {
+    EXPECT_TRUE(is_sql_keyword(word)) << word;
     EXPECT_NE(scanner_keyword_kind(std::string(word)), PG_QUERY__KEYWORD_KIND__NO_KEYWORD) << word;
   }
   EXPECT_TRUE(std::is_sorted(sql_keywords().begin(), sql_keywords().end()));

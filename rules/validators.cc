@@ -28,8 +28,8 @@ bool is_escape_letter(std::string_view value, size_t pos) {
 // The span is a token of its own: nothing alphanumeric next to it, no joiner leading on to
 // more alphanumerics, and (when `plus_joins`) no `+` in front (a number after `+` is an
 // international phone number or a signed number, not a card or an id).
-bool isolated(std::string_view value, ValueSpan span, bool plus_joins) {
-  if (span.begin > 0) {
+bool isolated(std::string_view value, ValueSpan span, bool plus_joins, bool check_before) {
+  if (check_before && span.begin > 0) {
     size_t p = span.begin - 1;
     char ch = value[p];
     if (is_alnum(ch) && !is_escape_letter(value, p)) return false;
@@ -48,8 +48,11 @@ bool isolated(std::string_view value, ValueSpan span, bool plus_joins) {
   return true;
 }
 
-std::optional<ValueSpan> checked(std::string_view value, ValueSpan span, bool plus_joins) {
-  if (span.begin >= span.end || !isolated(value, span, plus_joins)) return std::nullopt;
+std::optional<ValueSpan> checked(std::string_view value, ValueSpan span, bool plus_joins,
+                                 bool check_before = true) {
+  if (span.begin >= span.end || !isolated(value, span, plus_joins, check_before)) {
+    return std::nullopt;
+  }
   return span;
 }
 
@@ -195,6 +198,13 @@ std::optional<ValueSpan> confirm_phone(std::string_view value, ValueSpan c) {
     size_t prefix_zeros = text[0] == '+' ? 0 : 2;
     size_t significant = digits - trunk - prefix_zeros;
     if (significant < 8 || significant > 15) return std::nullopt;
+    if (text[0] == '+' && c.begin > 0) {
+      // `+` starts a token of its own (`tel:+31...`): only a letter or digit glued to it
+      // makes it part of something else.
+      char before = value[c.begin - 1];
+      if (is_alnum(before) && !is_escape_letter(value, c.begin - 1)) return std::nullopt;
+      return checked(value, {c.begin, c.end}, false, /*check_before=*/false);
+    }
     return checked(value, c, false);
   }
   size_t first = text[0] == '(' ? 1 : 0;
