@@ -247,6 +247,9 @@ const SqlCase kSqlCases[] = {
     {"GrantInLiteral", "approve.grant_revoke", false, "insert into t values ('grant')"},
     // approve.delete_without_where
     {"DeleteNoWhere", "approve.delete_without_where", true, "DELETE FROM crm.orders"},
+    // A quoted "where" is an alias or a column, never the WHERE clause.
+    {"DeleteQuotedWhereAlias", "approve.delete_without_where", true,
+     "DELETE FROM crm.orders AS \"where\""},
     {"DeleteNoWhereSemicolon", "approve.delete_without_where", true, "delete from t;"},
     {"DeleteNoWhereSecond", "approve.delete_without_where", true,
      "delete from a where id = 1; delete from b"},
@@ -260,6 +263,8 @@ const SqlCase kSqlCases[] = {
     {"DeleteWithUsingWhere", "approve.delete_without_where", false,
      "delete from t using u where t.id = u.id"},
     // approve.update_without_where
+    {"UpdateSetsColumnNamedWhere", "approve.update_without_where", true,
+     "UPDATE t SET \"where\" = 1"},
     {"UpdateNoWhere", "approve.update_without_where", true, "UPDATE crm.customers SET notes = ''"},
     {"UpdateNoWhereSecond", "approve.update_without_where", true,
      "select 1; update t set a = 1, b = 'where'"},
