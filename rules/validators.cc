@@ -233,8 +233,14 @@ std::optional<ValueSpan> confirm_phone(std::string_view value, ValueSpan c) {
     if (group < 2) return std::nullopt;
     return checked(value, c, true);
   }
-  // North American: ten digits, area code 2-9xx.
+  // North American: ten digits, area code 2-9xx; a leading `1-` / `1 ` / `1.` (the trunk
+  // prefix, `1-800-555-0199`) belongs to the number.
   if (digits != 10 || text[first] < '2') return std::nullopt;
+  if (c.begin >= 2 && value[c.begin - 2] == '1' &&
+      (value[c.begin - 1] == '-' || value[c.begin - 1] == ' ' || value[c.begin - 1] == '.') &&
+      (c.begin == 2 || !is_digit(value[c.begin - 3]))) {
+    if (auto span = checked(value, {c.begin - 2, c.end}, true)) return span;
+  }
   return checked(value, c, true);
 }
 
