@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "bench/generated_rules.h"
+#include "common/source_root.h"
 #include "rules/lexer.h"
 #include "rules/matcher.h"
 #include "rules/rule_set.h"
@@ -273,7 +275,114 @@ void BM_LexOnly(benchmark::State& state) {
   state.counters["corpus_avg_bytes"] = static_cast<double>(corpus_bytes()) / sqls.size();
 }
 
+// The shipped rule sets: deny + approve (arg 0) or deny + approve + pii (arg 1). Detect rules
+// compile into their own database, so the pii set must not slow the prescreen scan.
+std::shared_ptr<const CompiledRuleSet> compile_files(const std::vector<std::string>& files) {
+  auto parsed = pgwarden::rules::RuleSet::load_files(files);
+  if (!parsed.is_ok()) {
+    std::fprintf(stderr, "rule files invalid: %s\n", parsed.status().message().c_str());
+    std::abort();
+  }
+  auto compiled = CompiledRuleSet::compile(std::move(parsed).value());
+  if (!compiled.is_ok()) std::abort();
+  return std::move(compiled).value();
+}
+
+const std::string kSets = PGW_SOURCE_ROOT "/rules/sets/";
+
+void BM_PrescreenDefaultSets(benchmark::State& state) {
+  static std::map<int64_t, std::shared_ptr<const CompiledRuleSet>> sets;
+  std::shared_ptr<const CompiledRuleSet>& set = sets[state.range(0)];
+  if (set == nullptr) {
+    std::vector<std::string> files = {kSets + "deny.rules", kSets + "approve.rules"};
+    if (state.range(0) == 1) files.push_back(kSets + "pii.rules");
+    set = compile_files(files);
+  }
+  const std::vector<std::string>& sqls = corpus();
+  LexedSql lexed;
+  CountingSink sink;
+  size_t i = 0, bytes = 0;
+  for (auto _ : state) {
+    pgwarden::rules::lex_sql(sqls[i], lexed);
+    benchmark::DoNotOptimize(set->scan(lexed, sink));
+    bytes += sqls[i].size();
+    if (++i == sqls.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["matches"] = static_cast<double>(sink.matches);
+}
+
+// Result values as an application stores them: JSON contact documents, notes, and values that
+// look like numbers but are not personal data; about one in four holds PII.
+const std::vector<std::string>& value_corpus() {
+  static const std::vector<std::string> c = [] {
+    Rng rng(0x5eed5eedULL);
+    std::vector<std::string> out;
+    const char* const kPii[] = {"+31-20-555-0104",     "NL91 ABNA 0417 1643 00",
+                                "4111 1111 1111 1111", "ada.l+crm@mail.example.org",
+                                "(020) 7946 0958",     "123-45-6789"};
+    const char* const kPlain[] = {
+        "2026-12-06 02:10:30+00", "ORD-2026-000123", "550e8400-e29b-41d4-a716-446655440000",
+        "192.168.100.200",        "v10.0.19045",     "EUR 1,234.56",
+        "978-3-16-148410-0"};
+    for (size_t k = 0; k < kCorpusSize; ++k) {
+      std::string v;
+      switch (rng.below(3)) {
+        case 0:
+          v = "{\"id\": " + std::to_string(rng.below(1000000)) + ", \"status\": \"" + word(rng) +
+              "\", \"at\": \"" + kPlain[rng.below(std::size(kPlain))] + "\", \"ref\": \"" +
+              kPlain[rng.below(std::size(kPlain))] + "\"";
+          if (rng.below(4) == 0) v += ", \"contact\": \"" + std::string(kPii[rng.below(6)]) + "\"";
+          v += "}";
+          break;
+        case 1:
+          for (size_t w = 3 + rng.below(30); w > 0; --w) v += word(rng) + " ";
+          if (rng.below(4) == 0) v += kPii[rng.below(6)];
+          v += kPlain[rng.below(std::size(kPlain))];
+          break;
+        default:
+          v = std::to_string(rng.next() % 100000000000000ULL);
+      }
+      out.push_back(std::move(v));
+    }
+    return out;
+  }();
+  return c;
+}
+
+// Content detectors over result values: arg 0 = the detect rules in the file named by
+// $PGW_BENCH_PII_BASELINE (e.g. an older rules/sets/pii.rules), arg 1 = the shipped pii.rules.
+void BM_DetectValues(benchmark::State& state) {
+  static std::map<int64_t, std::shared_ptr<const CompiledRuleSet>> sets;
+  std::shared_ptr<const CompiledRuleSet>& set = sets[state.range(0)];
+  if (set == nullptr) {
+    const char* baseline = std::getenv("PGW_BENCH_PII_BASELINE");
+    if (state.range(0) == 0 && (baseline == nullptr || *baseline == '\0')) {
+      state.SkipWithError("set PGW_BENCH_PII_BASELINE to a baseline pii.rules to compare");
+      return;
+    }
+    set = compile_files({state.range(0) == 0 ? std::string(baseline) : kSets + "pii.rules"});
+  }
+  const std::vector<std::string>& values = value_corpus();
+  std::vector<pgwarden::rules::DetectSpan> spans;
+  size_t i = 0, bytes = 0, found = 0;
+  for (auto _ : state) {
+    spans.clear();
+    benchmark::DoNotOptimize(set->detect(values[i], spans));
+    found += spans.size();
+    bytes += values[i].size();
+    if (++i == values.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+  state.counters["spans"] = static_cast<double>(found);
+  state.counters["db_bytes"] = static_cast<double>(set->database_bytes());
+}
+
 BENCHMARK(BM_LexOnly);
+BENCHMARK(BM_PrescreenDefaultSets)->Arg(0)->Arg(1);
+BENCHMARK(BM_DetectValues)->Arg(0)->Arg(1);
 BENCHMARK(BM_Prescreen)->Arg(10)->Arg(100)->Arg(1000)->Arg(10000);
 BENCHMARK(BM_Pcre2Loop)->Arg(10)->Arg(100)->Arg(1000)->Arg(10000);
 

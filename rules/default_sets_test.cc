@@ -4,13 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "common/source_root.h"
 #include "rules/lexer.h"
 #include "rules/matcher.h"
-#include "common/source_root.h"
 
 namespace pgwarden::rules {
 namespace {
@@ -77,7 +78,15 @@ const SqlCase kSqlCases[] = {
     {"DropDatabaseBlockComment", "deny.drop_database", true, "DROP/**/DATABASE prod"},
     {"DropDatabaseLineComment", "deny.drop_database", true, "DROP--x\nDATABASE prod"},
     {"DropDatabaseMixedCaseTabs", "deny.drop_database", true, "dRoP\t\n  DaTaBaSe prod"},
-    {"DropDatabaseQuotedKeywordIdent", "deny.drop_database", true, "drop \"database\" prod"},
+    // A quoted identifier is never a keyword (PostgreSQL rejects `drop "database" x` as a
+    // syntax error), so keyword rules do not match quoted words.
+    {"DropDatabaseQuotedKeywordIdent", "deny.drop_database", false, "drop \"database\" prod"},
+    {"DropDatabaseQuotedColumnName", "deny.drop_database", false,
+     "SELECT \"drop database\" FROM audit_words"},
+    {"DropDatabaseQuotedColumnAliased", "deny.drop_database", false,
+     "SELECT \"drop\" database FROM audit_words"},
+    {"DropDatabaseAfterQuotedColumn", "deny.drop_database", true,
+     "SELECT \"drop database\" FROM audit_words; DROP DATABASE x"},
     {"DropDatabaseSecondStatement", "deny.drop_database", true,
      "select 1; select 2;\nDROP DATABASE IF EXISTS prod"},
     {"DropDatabaseNestedComment", "deny.drop_database", true, "drop /* a /* b */ c */database x"},
@@ -116,6 +125,8 @@ const SqlCase kSqlCases[] = {
     {"PgReadBinaryFileQualified", "deny.server_file_read", true,
      "SELECT pg_catalog.PG_READ_BINARY_FILE('postgresql.conf')"},
     {"PgReadFileQuotedIdentifier", "deny.server_file_read", true, "select \"pg_read_file\" ('x')"},
+    {"PgReadFileUnicodeQuotedWithoutEscape", "deny.server_file_read", true,
+     "select U&\"pg_read_file\"('/etc/passwd')"},
     {"PgStatFileCommentBeforeParen", "deny.server_file_read", true, "select pg_stat_file/**/('x')"},
     {"PgReadFileInLiteral", "deny.server_file_read", false, "select 'pg_read_file(1)' as doc"},
     {"PgReadFileColumnName", "deny.server_file_read", false, "select pg_read_file_count from t"},
@@ -154,6 +165,12 @@ const SqlCase kSqlCases[] = {
     {"SetLocalRoleSecond", "deny.set_role", true, "begin; SET LOCAL ROLE admin"},
     {"ResetRoleIsFine", "deny.set_role", false, "RESET ROLE"},
     {"SetSearchPath", "deny.set_role", false, "set search_path = 'role'"},
+    {"SetQuotedRoleGenericForm", "deny.set_role", true, "SET \"role\" TO postgres"},
+    {"SetLocalQuotedRoleUpperCase", "deny.set_role", true, "set local \"ROLE\" = 'admin'"},
+    {"SetSessionAuthorizationGuc", "deny.set_role", true, "SET session_authorization TO bob"},
+    {"SetQuotedSessionAuthorizationGuc", "deny.set_role", true,
+     "set \"session_authorization\" = 'bob'"},
+    {"SelectQuotedRoleColumn", "deny.set_role", false, "select \"role\" from members"},
     // deny.set_config_role
     {"SetConfigRole", "deny.set_config_role", true, "select set_config('role', 'postgres', false)"},
     {"SetConfigRoleUpperCase", "deny.set_config_role", true,
@@ -197,6 +214,10 @@ const SqlCase kSqlCases[] = {
     // deny.unicode_escaped_identifier
     {"UnicodeEscapedFunction", "deny.unicode_escaped_identifier", true,
      "select U&\"\\0070g_read_file\"('/etc/passwd')"},
+    {"UnicodeIdentifierOtherEscapeCharacter", "deny.unicode_escaped_identifier", true,
+     "select U&\"pg_re!0061d_file\" UESCAPE '!' ('/etc/passwd')"},
+    {"UnicodePlainIdentifierWithUescape", "deny.unicode_escaped_identifier", true,
+     "select U&\"abc\" uescape '!' from t"},
     {"UnicodeIdentifierWithoutEscape", "deny.unicode_escaped_identifier", false,
      "select U&\"plain\" from t"},
 
@@ -212,9 +233,13 @@ const SqlCase kSqlCases[] = {
     {"TruncateSecondMixedCase", "approve.truncate", true, "select 1;TrUnCaTe TABLE t"},
     {"TruncateInLiteral", "approve.truncate", false, "select 'truncate' from t"},
     {"TruncateLogTable", "approve.truncate", false, "select * from truncate_log"},
+    {"TruncateQuotedColumn", "approve.truncate", false, "select \"truncate\" from audit_words"},
     // approve.alter_table
     {"AlterTable", "approve.alter_table", true, "ALTER TABLE t ADD COLUMN c int"},
-    {"AlterTableQuoted", "approve.alter_table", true, "alter \"table\" t drop column c"},
+    {"AlterTableQuotedKeywordIsIdentifier", "approve.alter_table", false,
+     "alter \"table\" t drop column c"},
+    {"AlterTableQuotedRelation", "approve.alter_table", true,
+     "alter table \"Alter Table\" drop column c"},
     {"AlterIndexIsNotTable", "approve.alter_table", false, "alter index i rename to j"},
     // approve.grant_revoke
     {"Grant", "approve.grant_revoke", true, "GRANT SELECT ON t TO public"},
@@ -222,6 +247,9 @@ const SqlCase kSqlCases[] = {
     {"GrantInLiteral", "approve.grant_revoke", false, "insert into t values ('grant')"},
     // approve.delete_without_where
     {"DeleteNoWhere", "approve.delete_without_where", true, "DELETE FROM crm.orders"},
+    // A quoted "where" is an alias or a column, never the WHERE clause.
+    {"DeleteQuotedWhereAlias", "approve.delete_without_where", true,
+     "DELETE FROM crm.orders AS \"where\""},
     {"DeleteNoWhereSemicolon", "approve.delete_without_where", true, "delete from t;"},
     {"DeleteNoWhereSecond", "approve.delete_without_where", true,
      "delete from a where id = 1; delete from b"},
@@ -235,6 +263,8 @@ const SqlCase kSqlCases[] = {
     {"DeleteWithUsingWhere", "approve.delete_without_where", false,
      "delete from t using u where t.id = u.id"},
     // approve.update_without_where
+    {"UpdateSetsColumnNamedWhere", "approve.update_without_where", true,
+     "UPDATE t SET \"where\" = 1"},
     {"UpdateNoWhere", "approve.update_without_where", true, "UPDATE crm.customers SET notes = ''"},
     {"UpdateNoWhereSecond", "approve.update_without_where", true,
      "select 1; update t set a = 1, b = 'where'"},
@@ -301,20 +331,93 @@ const ValueCase kValueCases[] = {
     {"EmailInSentence", "detect.email", true, "write to Jane.Doe+x@mail.example.co.uk now",
      "Jane.Doe+x@mail.example.co.uk"},
     {"NotAnEmail", "detect.email", false, "user at example dot com @home", ""},
+    {"EmailPlusAddressingSubdomain", "detect.email", true, "ada+crm@mail.eu.example.org",
+     "ada+crm@mail.eu.example.org"},
+    {"EmailApostropheInLocalPart", "detect.email", true, "to sean.o'brien@example.ie.",
+     "sean.o'brien@example.ie"},
+    {"EmailQuotedLocalPart", "detect.email", true, R"(to "john doe"@example.com)",
+     R"("john doe"@example.com)"},
+    {"EmailQuotedLocalPartInJson", "detect.email", true, R"({"e": "\"j.d\"@example.com"})",
+     R"(\"j.d\"@example.com)"},
+    {"EmailInJsonAfterEscape", "detect.email", true, R"({"n":"a\nada@example.com"})",
+     "ada@example.com"},
+    {"EmailInArray", "detect.email", true, R"({ada@example.com,"b c"})", "ada@example.com"},
+    {"RetinaFileNameIsNotEmail", "detect.email", false, "icon@2x.png", ""},
     {"CardWithSpaces", "detect.payment_card", true, "card: 4111 1111 1111 1111.",
      "4111 1111 1111 1111"},
     {"CardPlainDigits", "detect.payment_card", true, "5500005555555559", "5500005555555559"},
     {"CardFailsLuhn", "detect.payment_card", false, "order 4111111111111112 shipped", ""},
     {"ShortNumberIsNotCard", "detect.payment_card", false, "id 123456789", ""},
+    {"CardAmexGrouped", "detect.payment_card", true, "amex 3782 822463 10005", "3782 822463 10005"},
+    {"CardDashesInComposite", "detect.payment_card", true, "(7,4111-1111-1111-1111)",
+     "4111-1111-1111-1111"},
+    {"CardInJsonNumber", "detect.payment_card", true, R"({"card": 5500005555555559})",
+     "5500005555555559"},
+    {"CardAfterQuantity", "detect.payment_card", true, "qty 2 4111111111111111",
+     "4111111111111111"},
+    {"LuhnValidLargeIntegerIsNotCard", "detect.payment_card", false, "id 1234567890123452", ""},
     {"Ssn", "detect.us_ssn", true, "ssn 078-05-1120 on file", "078-05-1120"},
     {"SsnInvalidArea", "detect.us_ssn", false, "ssn 666-05-1120 and 000-12-3456", ""},
+    {"SsnSpaces", "detect.us_ssn", true, R"({"ssn": "123 45 6789"})", "123 45 6789"},
+    {"SsnInvalidGroupAndSerial", "detect.us_ssn", false, "123-00-4567 123-45-0000", ""},
+    {"NinoGrouped", "detect.uk_nino", true, "NI number AB 12 34 56 C.", "AB 12 34 56 C"},
+    {"NinoCompactInJson", "detect.uk_nino", true, R"({"nino":"AB123456C"})", "AB123456C"},
+    {"NinoInvalidPrefix", "detect.uk_nino", false, "GB 12 34 56 C and QQ123456C", ""},
+    {"BsnLabelled", "detect.nl_bsn", true, R"({"bsn": "111222333"})", "111222333"},
+    {"BsnLabelledDotted", "detect.nl_bsn", true, "BSN: 1234.56.782", "1234.56.782"},
+    {"BsnFailsElevenProof", "detect.nl_bsn", false, "bsn 123456789", ""},
+    {"BsnWithoutLabel", "detect.nl_bsn", false, "order 111222333", ""},
+    {"SteuerIdLabelled", "detect.de_steuer_id", true, R"({"steuer_id": "86095742719"})",
+     "86095742719"},
+    {"SteuerIdWrongCheckDigit", "detect.de_steuer_id", false, "Steuer-ID 86095742718", ""},
     {"PhoneNanp", "detect.phone", true, "call (555) 123-4567 today", "(555) 123-4567"},
     {"PhoneE164", "detect.phone", true, "tel +4915112345678", "+4915112345678"},
     {"DateIsNotPhone", "detect.phone", false, "2024-01-15 10:30", ""},
+    // Phone numbers as people write them, and inside JSON, composite, array and hstore text.
+    {"PhoneDutchDashes", "detect.phone", true, "call +31-20-555-0104 now", "+31-20-555-0104"},
+    {"PhoneDutchSpaces", "detect.phone", true, "+31 20 555 0104", "+31 20 555 0104"},
+    {"PhoneTrunkInParentheses", "detect.phone", true, "+44 (0)20 7946 0958", "+44 (0)20 7946 0958"},
+    {"PhoneDoubleZeroPrefix", "detect.phone", true, "0049 30 12345678", "0049 30 12345678"},
+    {"PhoneGermanMobileLongGroup", "detect.phone", true, "+49 151 12345678", "+49 151 12345678"},
+    {"PhoneNanpNoSeparators", "detect.phone", true, "tel:+1(555)123-4567", "+1(555)123-4567"},
+    {"PhoneFrenchDots", "detect.phone", true, "+33 1.23.45.67.89", "+33 1.23.45.67.89"},
+    {"PhoneJapan", "detect.phone", true, "+81 3-1234-5678", "+81 3-1234-5678"},
+    {"PhoneIndia", "detect.phone", true, "+91 98765 43210", "+91 98765 43210"},
+    {"PhoneBrazil", "detect.phone", true, "+55 11 91234-5678", "+55 11 91234-5678"},
+    {"PhoneNanpWithCountryCode", "detect.phone", true, "+1 (555) 123-4567", "+1 (555) 123-4567"},
+    {"PhoneNanpTrunkPrefix", "detect.phone", true, "call 1-800-555-0199", "1-800-555-0199"},
+    {"PhoneNationalDutch", "detect.phone", true, "tel 020-555 0104", "020-555 0104"},
+    {"PhoneNationalUkParentheses", "detect.phone", true, "(020) 7946 0958", "(020) 7946 0958"},
+    {"PhoneNationalUkMobile", "detect.phone", true, "mob 07700 900123", "07700 900123"},
+    {"PhoneNationalGermanSlash", "detect.phone", true, "030/12345678", "030/12345678"},
+    {"PhoneNationalFrench", "detect.phone", true, "01 23 45 67 89", "01 23 45 67 89"},
+    {"PhoneNationalAustralia", "detect.phone", true, "(02) 9876 5432", "(02) 9876 5432"},
+    {"PhoneInJson", "detect.phone", true, R"({"name": "Ada", "phone": "+31 20 555 0104"})",
+     "+31 20 555 0104"},
+    {"PhoneInJsonAfterEscape", "detect.phone", true, R"({"note": "call\n+31-20-555-0104"})",
+     "+31-20-555-0104"},
+    {"PhoneInComposite", "detect.phone", true, R"((1,"+31 20 555 0104"))", "+31 20 555 0104"},
+    {"PhoneInCompositeUnquoted", "detect.phone", true, "(1,+31-20-555-0104,x)", "+31-20-555-0104"},
+    {"PhoneInArray", "detect.phone", true, R"({"+31 20 555 0104",other})", "+31 20 555 0104"},
+    {"PhoneInHstore", "detect.phone", true, R"("tel"=>"020-555 0104", "x"=>"1")", "020-555 0104"},
+    {"TimestampIsNotPhone", "detect.phone", false, "2026-12-06 02:10:30+00", ""},
+    {"EuropeanDateTimeIsNotPhone", "detect.phone", false, "06.12.2026 10:30", ""},
+    {"UuidIsNotPhone", "detect.phone", false, "01234567-8901-2345-6789-012345678901", ""},
     {"IbanGrouped", "detect.iban", true, "pay DE89 3704 0044 0532 0130 00 thanks",
      "DE89 3704 0044 0532 0130 00"},
     {"IbanCompact", "detect.iban", true, "GB82WEST12345698765432", "GB82WEST12345698765432"},
     {"IbanBadChecksum", "detect.iban", false, "DE89370400440532013001", ""},
+    {"IbanDutchGrouped", "detect.iban", true, "NL91 ABNA 0417 1643 00 EUR",
+     "NL91 ABNA 0417 1643 00"},
+    {"IbanFrenchWithLetter", "detect.iban", true, "FR14 2004 1010 0505 0001 3M02 606",
+     "FR14 2004 1010 0505 0001 3M02 606"},
+    {"IbanMaltaLongest", "detect.iban", true, "MT84MALT011000012345MTLCAST001S",
+     "MT84MALT011000012345MTLCAST001S"},
+    {"IbanNorwayShortest", "detect.iban", true, "NO93 8601 1117 947", "NO93 8601 1117 947"},
+    {"IbanInJson", "detect.iban", true, R"({"iban":"DE89370400440532013000"})",
+     "DE89370400440532013000"},
+    {"IbanInArray", "detect.iban", true, R"({BE68539007547034,"x y"})", "BE68539007547034"},
+    {"IbanWrongLengthForCountry", "detect.iban", false, "DE5137040044053201300", ""},
     {"Jwt", "detect.jwt", true,
      "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"},
@@ -340,6 +443,48 @@ INSTANTIATE_TEST_SUITE_P(DefaultSets, DefaultDetectRuleTest, ::testing::ValuesIn
                          [](const ::testing::TestParamInfo<ValueCase>& info) {
                            return std::string(info.param.name);
                          });
+
+// Numbers and ids that are not personal data: no PII detector may fire on them (alone, in JSON,
+// in composite text).
+class NotPiiTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(NotPiiTest, NoPersonalDataDetectorFires) {
+  std::shared_ptr<const CompiledRuleSet> set = default_sets();
+  ASSERT_NE(set, nullptr);
+  const std::string value = GetParam();
+  for (const std::string& v :
+       {value, R"({"v": ")" + value + R"("})", "(1,\"" + value + "\")", "{" + value + "}"}) {
+    std::vector<DetectSpan> spans;
+    ASSERT_TRUE(set->detect(v, spans).is_ok());
+    for (const DetectSpan& s : spans) {
+      ADD_FAILURE() << s.rule->id << " fired on '" << v.substr(s.begin, s.end - s.begin)
+                    << "' in: " << v;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    FalsePositives, NotPiiTest,
+    ::testing::Values("ORD-2026-000123", "order 100234567", "#100234", "invoice 2026/000417",
+                      "2026-12-06 02:10:30+00", "2026-12-06T02:10:30.123456+01:00", "2026-12-06",
+                      "06.12.2026", "12/06/2026", "06.12.2026 10:30", "01/02/2026 12:00:00",
+                      "550e8400-e29b-41d4-a716-446655440000",
+                      "01234567-8901-2345-6789-012345678901", "192.168.100.200", "10.0.19045.2965",
+                      "fe80::1ff:fe23:4567:890a", "v1.2.3", "1.2.3.4567", "$1,234.56",
+                      "EUR 1 234 567,89", "1.234.567,89", "price 0.99", "978-3-16-148410-0",
+                      "ISBN 0-306-40615-2", "12345678901234567890", "9007199254740993",
+                      "1234567890123456", "1733452230000", "0x1a2b3c4d5e6f", "5f2b8c1e9a7d4e3f",
+                      "sha 9e107d9d372bb6826bd81d3542a419d6", "lat 52.3702157 lon 4.8951679",
+                      "tz +05:30", "+1 2026", "100-200-3000", "tracking 1Z999AA10123456784",
+                      "000-12-3456", "666-12-3456", "4111111111111112", "DE89370400440532013001",
+                      "icon@2x.png", "user at example dot com"),
+    [](const ::testing::TestParamInfo<const char*>& info) {
+      std::string name;
+      for (char ch : std::string(info.param)) {
+        name.push_back(std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_');
+      }
+      return name + "_" + std::to_string(info.index);
+    });
 
 TEST(DefaultSetsCoverage, EveryDefaultRuleHasPositiveAndNegativeCase) {
   std::shared_ptr<const CompiledRuleSet> set = default_sets();

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "rules/sql_keywords.h"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -253,10 +255,16 @@ struct Pass {
     return n;
   }
 
-  // Quoted identifier at q ('"'); returns the end. Plain identifiers ("Pg_Read_File") are
-  // unquoted and lower-cased in both views so rules see the name PostgreSQL resolves to a
-  // function or relation; anything else is copied verbatim with its quotes.
-  size_t quoted_identifier(size_t q) {
+  // Quoted identifier at q ('"'); returns the end. A quoted identifier is one identifier
+  // token to PostgreSQL, never a keyword, so:
+  //  * a plain name that is not a keyword ("Pg_Read_File", "pg_shadow") is unquoted and
+  //    lower-cased in both views, so rules that name a function, relation or setting see the
+  //    name whether or not it was quoted;
+  //  * anything else ("drop", "drop database", "My Col") is guarded (see emit_guarded), so no
+  //    keyword rule can match inside it or across it.
+  // `unicode` (U&"..."): a body with anything but plain name bytes stays verbatim, quotes
+  // included, because escapes can spell any name and a rule refuses them.
+  size_t quoted_identifier(size_t q, bool unicode = false) {
     begin_token();
     // Fast path: "plain_identifier" with no doubled quotes. The shape stores the original
     // bytes, so it is written separately from the lower-cased views.
@@ -265,14 +273,22 @@ struct Pass {
       size_t len = copy_word_run(s + q + 1, n - q - 1, true, code, text, shape_body);
       size_t close = q + 1 + len;
       if (close < n && s[close] == '"' && !(close + 1 < n && s[close + 1] == '"') && len <= 0x7f) {
-        code += len;
-        text += len;
-        shape_quoted(s + q + 1, len);
+        if (is_sql_keyword(std::string_view(code, len))) {
+          emit_guarded(q + 1, close, true);
+        } else {
+          code += len;
+          text += len;
+        }
+        if (unicode) {
+          shape_quoted(s + q - 2, len + 4);
+        } else {
+          shape_quoted(s + q + 1, len);
+        }
         return close + 1;
       }
     }
-    // Common case in one pass: copy lower-cased while checking plainness; redo verbatim if
-    // the identifier turns out not to be plain.
+    // Common case in one pass: copy lower-cased while checking plainness; redo guarded (or
+    // verbatim) if the identifier turns out not to be a plain non-keyword name.
     char* code_start = code;
     char* text_start = text;
     bool plain = q + 1 < n && is(s[q + 1], kWordStart) && s[q + 1] < 0x80;
@@ -296,16 +312,51 @@ struct Pass {
     const bool terminated = k < n;
     if (!terminated) flags.unterminated_quote = true;
     const size_t end = terminated ? k + 1 : n;
-    if (!plain || !terminated) {
+    if (!plain || !terminated ||
+        is_sql_keyword(std::string_view(code_start, static_cast<size_t>(code - code_start)))) {
       code = code_start;
       text = text_start;
-      std::memcpy(code, s + q, end - q);
-      std::memcpy(text, s + q, end - q);
-      code += end - q;
-      text += end - q;
+      if (unicode && !plain) {
+        std::memcpy(code, s + q, end - q);
+        std::memcpy(text, s + q, end - q);
+        code += end - q;
+        text += end - q;
+      } else {
+        emit_guarded(q + 1, terminated ? k : n, terminated);
+      }
     }
-    shape_quoted(s + q + 1, (terminated ? k : n) - q - 1);
+    if (unicode) {
+      shape_quoted(s + q - 2, end - q + 2);  // with the U& prefix: unlike any plain "..." body
+    } else {
+      shape_quoted(s + q + 1, (terminated ? k : n) - q - 1);
+    }
     return end;
+  }
+
+  // Writes the identifier body s[b, e) as `"_body"` (no closing quote when unterminated):
+  // ASCII letters lower-cased, every other ASCII byte that is not a letter, digit or `_`
+  // (blanks, punctuation, doubled quotes) replaced by `_`, bytes >= 0x80 kept. The leading
+  // `_` makes the first word of the body part of a longer word, so `\bdrop` cannot match
+  // `"drop"`; the quotes stop `\s+` from joining the body with the tokens around it; and the
+  // body has no blanks left for a keyword sequence to match inside. Output is the input
+  // length plus one.
+  void emit_guarded(size_t b, size_t e, bool terminated) {
+    *code++ = '"';
+    *text++ = '"';
+    *code++ = '_';
+    *text++ = '_';
+    for (size_t k = b; k < e; ++k) {
+      unsigned char ch = s[k];
+      char out = kLower[ch];
+      if (ch < 0x80 && !is(ch, kWordCont)) out = '_';
+      if (ch == '$') out = '_';
+      *code++ = out;
+      *text++ = out;
+    }
+    if (terminated) {
+      *code++ = '"';
+      *text++ = '"';
+    }
   }
 
   size_t number(size_t i) {
@@ -485,15 +536,16 @@ struct Pass {
           return end;
         }
         if (s[i + 2] == '"') {
-          // U&"..." may spell any name with escapes; kept verbatim (and flagged) so a rule
-          // can refuse it rather than the lexer guessing at UESCAPE.
+          // U&"..." may spell any name with escapes: a body that is not a plain name is kept
+          // verbatim (and flagged) so a rule can refuse it rather than the lexer guessing at
+          // UESCAPE; a plain one is the name itself (`u&pg_read_file`).
           flags.unicode_escape = true;
           begin_token();
           *code++ = 'u';
           *text++ = 'u';
           *code++ = '&';
           *text++ = '&';
-          return quoted_identifier_verbatim(i + 2);
+          return quoted_identifier(i + 2, true);
         }
       }
     }
@@ -504,29 +556,6 @@ struct Pass {
     text += len;
     shape += len;
     return i + len;
-  }
-
-  size_t quoted_identifier_verbatim(size_t q) {
-    size_t k = q + 1;
-    size_t end = n;
-    while (k < n) {
-      if (s[k] == '"') {
-        if (k + 1 < n && s[k + 1] == '"') {
-          k += 2;
-          continue;
-        }
-        end = k + 1;
-        break;
-      }
-      ++k;
-    }
-    if (k >= n) flags.unterminated_quote = true;
-    std::memcpy(code, s + q, end - q);
-    std::memcpy(text, s + q, end - q);
-    code += end - q;
-    text += end - q;
-    shape_quoted(s + q - 2, end - q + 2);  // with the U& prefix: unlike any plain "..." body
-    return end;
   }
 };
 

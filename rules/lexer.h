@@ -1,9 +1,12 @@
 // SQL lexer for the prescreen: one pass over raw SQL text produces
 //  * the code view: comments removed, whitespace runs folded to one space, keywords and
-//    identifiers lower-cased, plain quoted identifiers unquoted ("Pg_Read_File" ->
-//    pg_read_file), and every string literal (standard, E'', U&'', B'', X'', N'', and
+//    identifiers lower-cased, plain quoted identifiers that are not SQL keywords unquoted
+//    ("Pg_Read_File" -> pg_read_file), every other quoted identifier guarded so no keyword
+//    rule can match inside or across it ("drop database" -> "_drop_database", "drop" ->
+//    "_drop"), and every string literal (standard, E'', U&'', B'', X'', N'', and
 //    dollar-quoted) replaced by an empty literal `''`. Deny/approve rules on keywords match
-//    this view, so `SELECT 'drop database'` does not trip `drop database`;
+//    this view, so neither `SELECT 'drop database'` nor `SELECT "drop database" FROM t`
+//    trips `drop database`;
 //  * the text view: the same, except that string literals are kept verbatim (for rules on
 //    values such as file paths);
 //  * the shape key: a 64-bit hash of the token stream with literal values (strings, numbers)

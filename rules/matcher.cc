@@ -336,13 +336,23 @@ Status CompiledRuleSet::detect(std::string_view value, std::vector<DetectSpan>& 
     return a.id != b.id ? a.id < b.id : (a.begin != b.begin ? a.begin < b.begin : a.end > b.end);
   });
   const std::vector<Rule>& all = rules_.rules();
-  size_t first_new = out.size();
+  // Validators confirm each candidate and may narrow it (or, for IBANs, take the country's
+  // exact length from its start), so spans are merged per rule after validation.
+  std::vector<RawDetect> confirmed;
+  confirmed.reserve(raw.size());
   for (const RawDetect& m : raw) {
+    std::optional<ValueSpan> span = confirm(all[m.id].validator, value, {m.begin, m.end});
+    if (!span) continue;
+    confirmed.push_back(
+        {m.id, static_cast<uint32_t>(span->begin), static_cast<uint32_t>(span->end)});
+  }
+  std::sort(confirmed.begin(), confirmed.end(), [](const RawDetect& a, const RawDetect& b) {
+    return a.id != b.id ? a.id < b.id : (a.begin != b.begin ? a.begin < b.begin : a.end > b.end);
+  });
+  size_t first_new = out.size();
+  for (const RawDetect& m : confirmed) {
     const Rule& r = all[m.id];
-    std::string_view text = value.substr(m.begin, m.end - m.begin);
-    if (r.validator == Validator::kLuhn && !luhn_valid(text)) continue;
-    if (r.validator == Validator::kIban && !iban_valid(text)) continue;
-    if (out.size() > first_new && out.back().rule == &r && m.begin < out.back().end) {
+    if (out.size() > first_new && out.back().rule == &r && m.begin <= out.back().end) {
       out.back().end = std::max(out.back().end, m.end);
       continue;
     }

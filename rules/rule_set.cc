@@ -197,12 +197,9 @@ class Parser {
       }
     } else if (key == "validator") {
       pending_->has_validator = true;
-      if (value == "luhn") {
-        r.validator = Validator::kLuhn;
-      } else if (value == "iban") {
-        r.validator = Validator::kIban;
-      } else {
-        error(line_no, "unknown validator '" + std::string(value) + "' (luhn, iban)");
+      if (!validator_from_name(value, &r.validator)) {
+        error(line_no, "unknown validator '" + std::string(value) + "' (" +
+                           std::string(validator_names()) + ")");
       }
     } else {
       error(line_no, "unknown key '" + std::string(key) +
@@ -358,16 +355,47 @@ std::string_view severity_name(Severity severity) {
   return "?";
 }
 
+namespace {
+
+struct ValidatorName {
+  Validator validator;
+  std::string_view name;
+};
+
+constexpr ValidatorName kValidatorNames[] = {
+    {Validator::kNone, "none"},
+    {Validator::kLuhn, "luhn"},
+    {Validator::kPaymentCard, "payment_card"},
+    {Validator::kIban, "iban"},
+    {Validator::kPhone, "phone"},
+    {Validator::kUsSsn, "us_ssn"},
+    {Validator::kUkNino, "uk_nino"},
+    {Validator::kNlBsn, "nl_bsn"},
+    {Validator::kDeSteuerId, "de_steuer_id"},
+    {Validator::kEmail, "email"},
+};
+
+}  // namespace
+
 std::string_view validator_name(Validator validator) {
-  switch (validator) {
-    case Validator::kNone:
-      return "none";
-    case Validator::kLuhn:
-      return "luhn";
-    case Validator::kIban:
-      return "iban";
+  for (const ValidatorName& v : kValidatorNames) {
+    if (v.validator == validator) return v.name;
   }
   return "?";
+}
+
+bool validator_from_name(std::string_view name, Validator* out) {
+  for (const ValidatorName& v : kValidatorNames) {
+    if (v.validator != Validator::kNone && v.name == name) {
+      *out = v.validator;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string_view validator_names() {
+  return "luhn, payment_card, iban, phone, us_ssn, uk_nino, nl_bsn, de_steuer_id, email";
 }
 
 std::string RuleDiagnostic::to_string() const {

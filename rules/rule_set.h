@@ -8,7 +8,7 @@
 //   flags    = caseless, dotall         # optional: caseless dotall multiline utf8 ucp
 //   message  = DROP DATABASE is not allowed through the gateway
 //   severity = critical                 # low | medium | high | critical
-//   validator = luhn                    # detect only, optional: luhn | iban
+//   validator = iban                    # detect only, optional: see Validator
 //
 // Parsing reports every problem (unknown key, duplicate id, missing key, pattern rejected by
 // Hyperscan, ...) as file:line: reason, and yields no RuleSet when there is any problem, so
@@ -30,12 +30,28 @@ namespace pgwarden::rules {
 enum class Action : uint8_t { kDeny, kApprove, kDetect };
 enum class View : uint8_t { kCode, kText, kValue };  // kValue: result values (detect rules)
 enum class Severity : uint8_t { kLow, kMedium, kHigh, kCritical };
-enum class Validator : uint8_t { kNone, kLuhn, kIban };
+// Post-match validators of detect rules (rules/validators.h, docs/rules.md).
+enum class Validator : uint8_t {
+  kNone,
+  kLuhn,         // Luhn over 12..19 digits
+  kPaymentCard,  // card scheme prefix and length, Luhn; finds the card inside longer digit runs
+  kIban,         // ISO 13616 country length and mod-97
+  kPhone,        // international, national trunk-0 and North American phone numbers
+  kUsSsn,        // US SSN ranges
+  kUkNino,       // UK National Insurance number
+  kNlBsn,        // Dutch BSN 11-proof (the digits after a label)
+  kDeSteuerId,   // German tax id, ISO 7064 MOD 11,10 (the digits after a label)
+  kEmail,        // e-mail address shape
+};
 
 std::string_view action_name(Action action);
 std::string_view view_name(View view);
 std::string_view severity_name(Severity severity);
 std::string_view validator_name(Validator validator);
+// The validator called `name` in rule files; false when there is none.
+bool validator_from_name(std::string_view name, Validator* out);
+// Every validator name, comma separated (for diagnostics and docs).
+std::string_view validator_names();
 
 struct Rule {
   std::string id;  // stable, unique within a set: [a-z0-9_.-]+

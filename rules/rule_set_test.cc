@@ -30,6 +30,17 @@ Result<RuleSet> parse_one(const std::string& content, std::vector<RuleDiagnostic
   return RuleSet::parse(sources, diags);
 }
 
+TEST(RuleSetParse, EveryValidatorNameRoundTrips) {
+  for (const char* name : {"luhn", "payment_card", "iban", "phone", "us_ssn", "uk_nino", "nl_bsn",
+                           "de_steuer_id", "email"}) {
+    std::string content = std::string("[d.a]\naction = detect\nseverity = low\npattern = x\n") +
+                          "validator = " + name + "\n";
+    Result<RuleSet> set = parse_one(content, nullptr);
+    ASSERT_TRUE(set.is_ok()) << name << ": " << set.status().message();
+    EXPECT_EQ(validator_name(set->rules()[0].validator), name);
+  }
+}
+
 TEST(RuleSetParse, ParsesAllKeysAndImpliedFlags) {
   Result<RuleSet> set = parse_one(kGood, nullptr);
   ASSERT_TRUE(set.is_ok()) << set.status().message();
@@ -108,6 +119,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BadId", "[Bad Id]\n", "set.rules:1: invalid rule id"},
         BadCase{"ValidatorOnDeny", RULE_HEAD "pattern = x\nvalidator = luhn\n",
                 "'validator' is only for detect rules"},
+        BadCase{"UnknownValidatorListsTheNames",
+                "[d.a]\naction = detect\nseverity = low\npattern = x\nvalidator = bic\n",
+                "set.rules:5: unknown validator 'bic' (luhn, payment_card, iban, phone, us_ssn, "
+                "uk_nino, nl_bsn, de_steuer_id, email)"},
         BadCase{"DetectWithCodeView",
                 "[d.a]\naction = detect\nview = code\nseverity = low\n"
                 "pattern = x\n",

@@ -23,9 +23,13 @@ constexpr auto kFold = policy::GlobCase::kInsensitive;
 
 constexpr size_t kKeyBytes = 32;
 
+// Types whose values can carry personal data as text, so the content detectors scan them:
+// strings, JSON, XML, and the containers whose text form holds text values: composites
+// (whole-row references, row types), anonymous records (ROW(...)), arrays and hstore.
 bool text_like(const TypeInfo* t) {
   if (t == nullptr) return false;
-  return t->category == 'S' || t->name == "json" || t->name == "jsonb" || t->name == "xml";
+  return t->category == 'S' || t->category == 'C' || t->category == 'A' || t->name == "json" ||
+         t->name == "jsonb" || t->name == "xml" || t->name == "record" || t->name == "hstore";
 }
 
 std::string hex(std::string_view raw) {

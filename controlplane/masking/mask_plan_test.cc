@@ -33,6 +33,9 @@ class FakeCatalog : public Catalog {
     for (uint32_t t : types) {
       if (const TypeInfo* b = builtin_type(t)) s.types[t] = *b;
       if (t == 90001) s.types[t] = {"citext", 'S'};
+      if (t == 90002) s.types[t] = {"record", 'P'};
+      if (t == 90003) s.types[t] = {"customers", 'C'};
+      if (t == 90004) s.types[t] = {"hstore", 'U'};
     }
     return s;
   }
@@ -112,6 +115,22 @@ TEST(BuildMaskPlan, DerivedTextColumnNeedsDetectors) {
   ASSERT_EQ(plan->columns.size(), 1u);
   EXPECT_EQ(plan->columns[0].index, 0);
   EXPECT_EQ(plan->columns[0].function, "detect");
+  EXPECT_TRUE(plan->detect);
+}
+
+// Composite, record, array and hstore text carries the text values inside it.
+TEST(BuildMaskPlan, ContainerColumnsNeedDetectors) {
+  FakeCatalog cat;
+  auto plan = build_mask_plan({{"row", 0, 0, 90002, 0},
+                               {"c", 0, 0, 90003, 0},
+                               {"phones", 0, 0, 1009, 0},
+                               {"h", 0, 0, 90004, 0},
+                               {"n", 0, 0, 20, 0},
+                               {"amount", 0, 0, 1700, 0}},
+                              crm_policy(), cat, kKey);
+  ASSERT_TRUE(plan.is_ok());
+  ASSERT_EQ(plan->columns.size(), 4u);
+  for (int index = 0; index < 4; ++index) EXPECT_EQ(find(*plan, index)->function, "detect");
   EXPECT_TRUE(plan->detect);
 }
 

@@ -14,6 +14,9 @@ namespace {
 
 constexpr uint32_t kNameOid = 19;
 constexpr uint32_t kTextOid = 25;
+constexpr uint32_t kJsonOid = 114;
+constexpr uint32_t kJsonbOid = 3802;
+constexpr char kJsonbBinaryVersion = 1;
 constexpr uint32_t kBpcharOid = 1042;
 constexpr uint32_t kVarcharOid = 1043;
 constexpr int kMaxKeepLast = 1000;
@@ -242,7 +245,21 @@ void RowMasker::hmac_hex(std::string_view value, std::string& out) {
 
 bool RowMasker::mask_value(const ColumnMask& mask, bool binary, std::string_view value,
                            std::string& out) {
-  if (binary && !binary_is_text(mask.type_oid)) return false;
+  if (binary && !binary_is_text(mask.type_oid)) {
+    // The binary forms of json (its text) and jsonb (version byte 1, then its text) can be
+    // scanned like text; every other binary value becomes NULL (fail closed).
+    if (mask.function != MaskFunction::kDetect) return false;
+    if (mask.type_oid == kJsonOid) {
+      mask_detected(value, out);
+      return true;
+    }
+    if (mask.type_oid == kJsonbOid && !value.empty() && value[0] == kJsonbBinaryVersion) {
+      out.push_back(kJsonbBinaryVersion);
+      mask_detected(value.substr(1), out);
+      return true;
+    }
+    return false;
+  }
   switch (mask.function) {
     case MaskFunction::kNone:
       out.append(value);
@@ -273,35 +290,38 @@ bool RowMasker::mask_value(const ColumnMask& mask, bool binary, std::string_view
       if (at != std::string_view::npos && at + 1 < value.size()) out.append(value.substr(at));
       return true;
     }
-    case MaskFunction::kDetect: {
-      spans_.clear();
-      detector_(value, &spans_);
-      if (spans_.empty()) {
-        out.append(value);
-        return true;
-      }
-      for (auto& s : spans_) {
-        s.end = std::min(s.end, value.size());
-        s.begin = std::min(s.begin, s.end);
-        while (s.begin > 0 && s.begin < value.size() && is_continuation(value[s.begin])) --s.begin;
-        while (s.end < value.size() && is_continuation(value[s.end])) ++s.end;
-      }
-      std::sort(spans_.begin(), spans_.end(),
-                [](const DetectSpan& a, const DetectSpan& b) { return a.begin < b.begin; });
-      size_t pos = 0;
-      for (const auto& s : spans_) {
-        if (s.end <= pos || s.begin == s.end) continue;
-        size_t b = std::max(s.begin, pos);
-        out.append(value.substr(pos, b - pos));
-        append_stars(out, utf8_length(value.substr(b, s.end - b)));
-        pos = s.end;
-        ++detect_spans_;
-      }
-      out.append(value.substr(pos));
+    case MaskFunction::kDetect:
+      mask_detected(value, out);
       return true;
-    }
   }
   return false;
+}
+
+void RowMasker::mask_detected(std::string_view value, std::string& out) {
+  spans_.clear();
+  detector_(value, &spans_);
+  if (spans_.empty()) {
+    out.append(value);
+    return;
+  }
+  for (auto& s : spans_) {
+    s.end = std::min(s.end, value.size());
+    s.begin = std::min(s.begin, s.end);
+    while (s.begin > 0 && s.begin < value.size() && is_continuation(value[s.begin])) --s.begin;
+    while (s.end < value.size() && is_continuation(value[s.end])) ++s.end;
+  }
+  std::sort(spans_.begin(), spans_.end(),
+            [](const DetectSpan& a, const DetectSpan& b) { return a.begin < b.begin; });
+  size_t pos = 0;
+  for (const auto& s : spans_) {
+    if (s.end <= pos || s.begin == s.end) continue;
+    size_t b = std::max(s.begin, pos);
+    out.append(value.substr(pos, b - pos));
+    append_stars(out, utf8_length(value.substr(b, s.end - b)));
+    pos = s.end;
+    ++detect_spans_;
+  }
+  out.append(value.substr(pos));
 }
 
 Result<bool> RowMasker::mask_data_row(pgwire::Bytes body, std::string& out) {

@@ -21,8 +21,9 @@
 //
 // Formats: text format values are rewritten as text whatever the column type. Binary format:
 // for text-like types (text, varchar, bpchar, name) the bytes are the string and are
-// rewritten the same way; for every other type any function yields NULL (a replacement would
-// not be a valid binary encoding of the type).
+// rewritten the same way; `detect` also scans the binary forms of json (its text) and jsonb
+// (version byte 1, then its text); for every other type any function yields NULL (a
+// replacement would not be a valid binary encoding of the type).
 //
 // Thread-safety: a RowMasker is used by one session at a time (it owns scratch buffers); the
 // plan is immutable after create().
@@ -137,6 +138,8 @@ class RowMasker {
   RowMasker(RowMaskPlan plan, Detector detector);
   // Appends the masked form of a non-NULL value; returns false when the result is NULL.
   bool mask_value(const ColumnMask& mask, bool binary, std::string_view value, std::string& out);
+  // Appends `value` with the detector's spans replaced by one '*' per UTF-8 character.
+  void mask_detected(std::string_view value, std::string& out);
   void hmac_hex(std::string_view value, std::string& out);
 
   RowMaskPlan plan_;

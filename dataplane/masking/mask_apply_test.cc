@@ -158,7 +158,18 @@ INSTANTIATE_TEST_SUITE_P(
         ValueCase{"DetectWithoutMatchLeavesRow", MaskFunction::kDetect, "nothing here",
                   "nothing here"},
         ValueCase{"DetectOnBinaryIntegerIsNull", MaskFunction::kDetect,
-                  std::string("\x00\x00\x00\x01", 4), std::nullopt, 23, 1}),
+                  std::string("\x00\x00\x00\x01", 4), std::nullopt, 23, 1},
+        ValueCase{"DetectOnBinaryJsonScansItsText", MaskFunction::kDetect,
+                  R"({"ssn": "123-45-6789"})", R"({"ssn": "***********"})", 114, 1},
+        ValueCase{"DetectOnBinaryJsonbScansAfterVersionByte", MaskFunction::kDetect,
+                  std::string("\x01") + R"({"ssn": "123-45-6789"})",
+                  std::string("\x01") + R"({"ssn": "***********"})", 3802, 1},
+        ValueCase{"DetectOnBinaryJsonbUnknownVersionIsNull", MaskFunction::kDetect,
+                  std::string("\x02") + R"({"ssn": "123-45-6789"})", std::nullopt, 3802, 1},
+        ValueCase{"RedactOnBinaryJsonIsNull", MaskFunction::kRedact, R"({"a": 1})", std::nullopt,
+                  114, 1},
+        ValueCase{"DetectOnBinaryArrayIsNull", MaskFunction::kDetect,
+                  std::string("\x00\x00\x00\x01", 4), std::nullopt, 1009, 1}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(RowMasker, HashIsDeterministicAndKeyed) {

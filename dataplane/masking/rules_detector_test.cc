@@ -3,8 +3,8 @@
 
 #include <gtest/gtest.h>
 
-#include "dataplane/pgwire/messages.h"
 #include "common/source_root.h"
+#include "dataplane/pgwire/messages.h"
 
 namespace pgwarden::masking {
 namespace {
@@ -54,7 +54,20 @@ INSTANTIATE_TEST_SUITE_P(
         DetectCase{"LuhnValidCard", "card 4111111111111111.", "card ****************."},
         DetectCase{"LuhnInvalidCardKept", "order 4111111111111112", "order 4111111111111112"},
         DetectCase{"Ssn", "ssn: 123-45-6789", "ssn: ***********"},
-        DetectCase{"PlainText", "prefers email", "prefers email"}),
+        DetectCase{"PlainText", "prefers email", "prefers email"},
+        DetectCase{"ContactJson",
+                   R"({"phone": "+31-20-555-0104", "iban": "NL91 ABNA 0417 1643 00", )"
+                   R"("card": "4111 1111 1111 1111", "since": "2026-12-06 02:10:30+00"})",
+                   R"({"phone": "***************", "iban": "**********************", )"
+                   R"("card": "*******************", "since": "2026-12-06 02:10:30+00"})"},
+        DetectCase{"CompositeText", R"((1,"+31 20 555 0104",ada@example.com))",
+                   R"((1,"***************",***************))"},
+        DetectCase{"ArrayText", R"({"020-555 0104",DE89370400440532013000})",
+                   R"({"************",**********************})"},
+        DetectCase{"HstoreText", R"("bsn"=>"111222333", "order"=>"100234567")",
+                   R"("bsn"=>"*********", "order"=>"100234567")"},
+        DetectCase{"UuidAndOrderNumberKept", "550e8400-e29b-41d4-a716-446655440000 ORD-2026-000123",
+                   "550e8400-e29b-41d4-a716-446655440000 ORD-2026-000123"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(RulesDetector, MissingRuleSetMasksWholeValue) {

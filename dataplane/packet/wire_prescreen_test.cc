@@ -5,10 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "common/source_root.h"
 #include "dataplane/packet/packet_parser.h"
 #include "dataplane/packet/tcp_reassembler.h"
 #include "rules/rule_set.h"
-#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {
@@ -75,7 +75,7 @@ TEST_F(WirePrescreenTest, AllowedSessionPassesEveryMessage) {
 }
 
 TEST_F(WirePrescreenTest, DenyRuleMatchesThroughTheLexerAcrossCaseCommentsAndWhitespace) {
-  std::string s = startup_message() + query("select 1") + query("DROP/*x*/\n\t  \"DATABASE\" demo");
+  std::string s = startup_message() + query("select 1") + query("DROP/*x*/\n\t  DaTaBaSe demo");
   EXPECT_EQ(stream_->on_client_bytes(bytes_of(s)), Verdict::kDeny);
   EXPECT_EQ(stream_->reason(), "deny:deny.drop_database");
   EXPECT_EQ(counters_.prescreen_denied.get(), 1u);
