@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -513,11 +514,32 @@ class Parser {
     return {};
   }
 
+  // policy.allowed_startup_settings: globs of setting names (letters, digits, _ . * ?).
+  void parse_startup_settings(const json& e, const std::string& ep, policy::Policy& pol) {
+    if (!e.is_object() || !e.contains("allowed_startup_settings")) return;
+    std::vector<std::string> globs;
+    strings(e, "allowed_startup_settings", ep, globs, false, false, [](const std::string& g) {
+      for (char ch : g) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '*' &&
+            ch != '?') {
+          return std::string("must be a setting name glob (letters, digits, _ . * ?)");
+        }
+      }
+      std::string lower = ascii_lower(g);
+      if (lower == "role" || lower == "session_authorization") {
+        return "\"" + g + "\" changes the identity of the session and can never be allowed";
+      }
+      return std::string();
+    });
+    pol.allowed_startup_settings = std::move(globs);
+  }
+
   void parse_policy(const json& e, const std::string& ep, Config& c) {
-    if (!object(e, ep,
-                {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
-                 "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
-                 "deny_masked_in_expressions", "approvals", "recording", "allow_function_call"})) {
+    if (!object(
+            e, ep,
+            {"name", "groups", "targets", "allowed_kinds", "allowed_relations", "allowed_functions",
+             "read_only", "approve_kinds", "rule_sets", "masks", "deny_masked_in_expressions",
+             "approvals", "recording", "allow_function_call", "allowed_startup_settings"})) {
       return;
     }
     policy::Policy pol;
@@ -549,6 +571,7 @@ class Parser {
                      [&](const json& m, const std::string& mp) { parse_mask(m, mp, pol); });
     boolean(e, "deny_masked_in_expressions", ep, pol.deny_masked_in_expressions);
     boolean(e, "allow_function_call", ep, pol.allow_function_call);
+    parse_startup_settings(e, ep, pol);
     if (const json* a = field(e, "approvals", ep, false)) {
       std::string ap = ep + ".approvals";
       if (object(*a, ap, {"approver_groups", "timeout_s"})) {

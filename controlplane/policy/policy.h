@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,7 +61,11 @@ struct Policy {
   bool recording_required = true;  // hold statements rather than run them unrecorded
   int recording_row_cap = 1000;
   bool allow_function_call = false;  // protocol-level FunctionCall messages
-  uint64_t version = 0;              // bumped on every config load; keys verdict caches
+  // Settings a client may set at login (StartupMessage parameters and `options` -c/--name),
+  // as case-insensitive globs ("application_name", "app.*"). Unset: the dataplane's default
+  // list (docs/configuration.md). `role` and `session_authorization` are never allowed.
+  std::optional<std::vector<std::string>> allowed_startup_settings;
+  uint64_t version = 0;  // bumped on every config load; keys verdict caches
 };
 
 }  // namespace pgwarden::policy

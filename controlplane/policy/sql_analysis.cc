@@ -857,8 +857,8 @@ std::string FunctionRef::resolved() const {
 SqlAnalysis analyse_sql(std::string_view sql) {
   SqlAnalysis result;
   if (sql.size() > kMaxSqlBytes) {
-    result.parse_error =
-        ParseError{"statement text longer than " + std::to_string(kMaxSqlBytes) + " bytes", 0};
+    result.parse_error = ParseError{
+        "statement text longer than " + std::to_string(kMaxSqlBytes) + " bytes", 0, "54000"};
     return result;
   }
   if (sql.find('\0') != std::string_view::npos) {
@@ -892,8 +892,8 @@ SqlAnalysis analyse_sql(std::string_view sql) {
     Walker walker(&st);
     if (!walker.run(raw->stmt)) {
       result.statements.clear();
-      result.parse_error =
-          ParseError{"statement is nested too deeply to analyse", static_cast<int>(begin) + 1};
+      result.parse_error = ParseError{"statement is nested too deeply to analyse",
+                                      static_cast<int>(begin) + 1, "54001"};
       break;
     }
     result.statements.push_back(std::move(st));

@@ -600,6 +600,9 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   json answer = resp.to_json();
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
+  if (pol->allowed_startup_settings) {
+    answer["policy"]["allowed_startup_settings"] = *pol->allowed_startup_settings;
+  }
   return protocol::make_ok(id, answer);
 }
 

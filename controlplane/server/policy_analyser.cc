@@ -64,6 +64,14 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     if (literal_sensitive(s)) cacheable = false;
   }
   r.cacheable = cacheable;
+  if (analysis.parse_error) {
+    // Unparseable SQL is never forwarded, but the client gets what PostgreSQL would have said:
+    // the parser's own message, its SQLSTATE and the cursor position.
+    r.sqlstate = analysis.parse_error->sqlstate;
+    r.message = analysis.parse_error->message;
+    r.position = analysis.parse_error->cursor_position;
+    return r;
+  }
   if (d.verdict != policy::Verdict::kDeny && session.policy.deny_masked_in_expressions) {
     for (const auto& st : analysis.statements) {
       for (const auto& use : st.columns) {

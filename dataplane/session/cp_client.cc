@@ -195,6 +195,17 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
   fields["type"] = type;
   fields["id"] = id;
   fields["deadline_ms"] = unix_ms() + timeout_ms;
+  std::string body = fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (body.size() > kMaxFrame) {
+    // cp would drop the whole connection for an oversized frame: refuse this request alone.
+    fail_later(std::move(cb),
+               resource_exhausted("the " + type + " request (" + std::to_string(body.size()) +
+                                      " bytes) exceeds the control-plane frame "
+                                      "limit of " +
+                                      std::to_string(kMaxFrame) + " bytes",
+                                  "54000"));
+    return;
+  }
   Pending p;
   p.cb = std::move(cb);
   p.timer = loop_->add_timer(monotonic_ms() + timeout_ms + kGraceMs, [this, id, type] {
@@ -205,7 +216,7 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
     c(deadline_exceeded("control plane did not answer " + type + " in time"));
   });
   pending_.emplace(id, std::move(p));
-  send_frame(fields, false);
+  send_body(body, false);
 }
 
 void CpClient::event(nlohmann::json fields) {
