@@ -213,6 +213,18 @@ TEST_F(GatewayFidelityTest, BigQueryBodiesPassOrGet54000AndTheSessionStaysUsable
     limit_message = PQresultErrorMessage(r.get());
   }
   EXPECT_NE(limit_message.find("max_message_bytes"), std::string::npos) << limit_message;
+  // A Bind whose value is over max_message_bytes: the same ERROR, then the session goes on.
+  std::string value(5 << 20, 'v');
+  const char* values[1] = {value.c_str()};
+  Res bind(PQexecParams(c.get(), "select length($1)", 1, nullptr, values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(bind.get()), "54000") << PQresultErrorMessage(bind.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(bind.get())).find("max_message_bytes"),
+            std::string::npos);
+  std::string small(1 << 20, 's');
+  values[0] = small.c_str();
+  Res bind_ok(PQexecParams(c.get(), "select length($1)", 1, nullptr, values, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(bind_ok.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(bind_ok.get());
+  EXPECT_STREQ(PQgetvalue(bind_ok.get(), 0, 0), std::to_string(1 << 20).c_str());
   // Inside a transaction the error fails the transaction, as any PostgreSQL error does.
   ASSERT_EQ(PQresultStatus(exec(c.get(), "begin").get()), PGRES_COMMAND_OK);
   Res in_tx = exec(c.get(), "select '" + std::string(10 << 20, 'w') + "'");
