@@ -791,8 +791,9 @@ bool Session::refuse_oversized_message(uint8_t type, uint32_t length) {
   if (!simple && !extended) return false;
   last_client_activity_ms_ = monotonic_ms();
   client_skip_ = 1 + static_cast<size_t>(length);
-  // After an error in the extended protocol everything up to Sync is discarded anyway.
-  if (extended && skip_until_sync_) return true;
+  // After an error in the extended protocol everything up to Sync is discarded anyway (as
+  // handle_statement_message does for messages that fit).
+  if (skip_until_sync_) return true;
   bump(worker_->counters().protocol_errors);
   const uint32_t limit = worker_->runtime().config.limits.max_message_bytes;
   std::string message = "pgwarden: message not run: the ";

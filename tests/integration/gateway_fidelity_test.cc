@@ -225,6 +225,33 @@ TEST_F(GatewayFidelityTest, BigQueryBodiesPassOrGet54000AndTheSessionStaysUsable
   Res bind_ok(PQexecParams(c.get(), "select length($1)", 1, nullptr, values, nullptr, nullptr, 0));
   ASSERT_EQ(PQresultStatus(bind_ok.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(bind_ok.get());
   EXPECT_STREQ(PQgetvalue(bind_ok.get(), 0, 0), std::to_string(1 << 20).c_str());
+  // Raw extended protocol: after an error, an oversized message up to Sync is discarded like
+  // any other (one error per cycle, as PostgreSQL), and the next cycle works.
+  int fd = -1;
+  std::string body;
+  ASSERT_EQ(raw_login(&fd, gw_->token(), &body), 'Z');
+  std::string huge_bind = typed_message(
+      'B', cstr("") + cstr("") + std::string(2, '\0') + std::string("\0\1", 2) + [] {
+        std::string v;
+        put32(v, 5u << 20);
+        return v + std::string(5u << 20, 'b');
+      }() + std::string(2, '\0'));
+  send_all(fd, typed_message('P', cstr("") + cstr("SELEC $1") + std::string(2, '\0')) + huge_bind +
+                   typed_message('S', ""));
+  std::string types;
+  for (;;) {
+    int t = read_message(fd, &body, 10000);
+    if (t <= 0) break;
+    types.push_back(static_cast<char>(t));
+    if (t == 'E') {
+      EXPECT_EQ(error_sqlstate(body), "42601");
+    }
+    if (t == 'Z') break;
+  }
+  EXPECT_EQ(types, "EZ");
+  send_all(fd, typed_message('Q', cstr("select 1")));
+  EXPECT_EQ(types_until_ready(fd), "TDCZ");
+  close(fd);
   // Inside a transaction the error fails the transaction, as any PostgreSQL error does.
   ASSERT_EQ(PQresultStatus(exec(c.get(), "begin").get()), PGRES_COMMAND_OK);
   Res in_tx = exec(c.get(), "select '" + std::string(10 << 20, 'w') + "'");
