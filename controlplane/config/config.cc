@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -515,13 +516,33 @@ class Parser {
     return {};
   }
 
+  // policy.allowed_startup_settings: globs of setting names (letters, digits, _ . * ?).
+  void parse_startup_settings(const json& e, const std::string& ep, policy::Policy& pol) {
+    if (!e.is_object() || !e.contains("allowed_startup_settings")) return;
+    std::vector<std::string> globs;
+    strings(e, "allowed_startup_settings", ep, globs, false, false, [](const std::string& g) {
+      for (char ch : g) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '*' &&
+            ch != '?') {
+          return std::string("must be a setting name glob (letters, digits, _ . * ?)");
+        }
+      }
+      std::string lower = ascii_lower(g);
+      if (lower == "role" || lower == "session_authorization") {
+        return "\"" + g + "\" changes the identity of the session and can never be allowed";
+      }
+      return std::string();
+    });
+    pol.allowed_startup_settings = std::move(globs);
+  }
+
   void parse_policy(const json& e, const std::string& ep, Config& c) {
     if (!object(e, ep,
                 {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
                  "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
                  "deny_masked_in_expressions", "approvals", "recording", "allow_function_call",
                  "approve_unbounded_writes", "approve_when_rows_over", "dry_run",
-                 "token_expiry"})) {
+                 "token_expiry", "allowed_startup_settings"})) {
       return;
     }
     policy::Policy pol;
@@ -560,6 +581,7 @@ class Parser {
     } else if (!token_expiry.empty() && token_expiry != "end") {
       error(ep + ".token_expiry", "unknown value " + json_quote(token_expiry) + " (end, keep)");
     }
+    parse_startup_settings(e, ep, pol);
     if (const json* a = field(e, "approvals", ep, false)) {
       std::string ap = ep + ".approvals";
       if (object(*a, ap, {"approver_groups", "timeout_s"})) {

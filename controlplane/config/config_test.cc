@@ -377,6 +377,28 @@ TEST(ConfigTest, SelectPolicyTakesFirstMatchInFileOrder) {
   EXPECT_EQ(c.select_policy({}, "crm"), nullptr);
 }
 
+TEST(ConfigTest, AllowedStartupSettingsAreOptionalGlobsAndNeverNameTheSessionIdentity) {
+  json j = example();
+  LoadOutcome plain = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(plain.ok()) << plain.error_text();
+  EXPECT_FALSE(plain.config->policies[0].allowed_startup_settings.has_value());  // dp default
+
+  j["policies"][0]["allowed_startup_settings"] = json::array({"application_name", "app.*"});
+  LoadOutcome listed = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(listed.ok()) << listed.error_text();
+  ASSERT_TRUE(listed.config->policies[0].allowed_startup_settings.has_value());
+  EXPECT_EQ(*listed.config->policies[0].allowed_startup_settings,
+            (std::vector<std::string>{"application_name", "app.*"}));
+
+  for (const char* bad : {"role", "Session_Authorization", "search path", "a=b"}) {
+    j["policies"][0]["allowed_startup_settings"] = json::array({bad});
+    LoadOutcome o = parse_config(j.dump(), 1, no_env());
+    EXPECT_FALSE(o.ok()) << bad;
+    EXPECT_NE(o.error_text().find("allowed_startup_settings[0]"), std::string::npos)
+        << o.error_text();
+  }
+}
+
 TEST(ConfigStoreTest, InvalidReloadKeepsOldConfigAndVersionsIncrease) {
   char tmpl[] = "/tmp/pgw-config-XXXXXX";
   int fd = mkstemp(tmpl);

@@ -14,7 +14,9 @@ std::string_view reject_reason_name(RejectReason reason) {
 }
 
 Status Rejection::to_status() const {
-  return unauthenticated(std::string(reject_reason_name(reason)) + ": " + message);
+  // 28P01 (invalid_password): what PostgreSQL answers for a wrong password; a token is the
+  // agent's password. 28000 stays for "no such role / no pg_hba entry" (no policy).
+  return unauthenticated(std::string(reject_reason_name(reason)) + ": " + message, "28P01");
 }
 
 }  // namespace pgwarden::identity

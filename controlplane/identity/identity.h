@@ -95,7 +95,8 @@ struct Rejection {
   RejectReason reason;
   std::string message;  // human readable; never contains the token
 
-  // Unauthenticated status (SQLSTATE 28000) "<reason>: <message>".
+  // Unauthenticated status (SQLSTATE 28P01, as PostgreSQL for a wrong password)
+  // "<reason>: <message>".
   Status to_status() const;
 };
 

@@ -31,7 +31,7 @@ TEST(Rejection, BecomesAnInvalidAuthorizationStatus) {
   Rejection r{RejectReason::kWrongAudience, "audience is not pgwarden"};
   Status st = r.to_status();
   EXPECT_EQ(st.code(), StatusCode::kUnauthenticated);
-  EXPECT_EQ(st.sqlstate(), "28000");
+  EXPECT_EQ(st.sqlstate(), "28P01");
   EXPECT_EQ(st.message(), "wrong_audience: audience is not pgwarden");
 }
 
@@ -43,7 +43,7 @@ TEST(IdentityResult, HoldsEitherAnIdentityOrARejection) {
   IdentityResult bad(Rejection{RejectReason::kExpired, "x"});
   EXPECT_FALSE(bad.is_ok());
   EXPECT_EQ(bad.rejection().reason, RejectReason::kExpired);
-  EXPECT_EQ(bad.status().sqlstate(), "28000");
+  EXPECT_EQ(bad.status().sqlstate(), "28P01");
 }
 
 }  // namespace

@@ -69,7 +69,7 @@ TEST(ServiceKey, WrongSecretIsBadServiceKey) {
   auto r = verify_service_key(wrong, {config_for("ci-1", *g)});
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.rejection().reason, RejectReason::kBadServiceKey);
-  EXPECT_EQ(r.status().sqlstate(), "28000");
+  EXPECT_EQ(r.status().sqlstate(), "28P01");
   EXPECT_EQ(r.rejection().message.find(wrong), std::string::npos);  // secret not echoed
 }
 

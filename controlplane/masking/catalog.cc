@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdlib>
+#include <functional>
 #include <set>
 
 namespace pgwarden::maskplan {
@@ -36,6 +37,19 @@ std::string oid_array_literal(const std::vector<uint32_t>& oids) {
     s += std::to_string(oids[i]);
   }
   return s + "}";
+}
+
+// Runs a catalog query. When it fails because the server closed the connection (an idle
+// timeout, a server restart, pg_terminate_backend), reconnects once and runs it again on the
+// fresh connection; any other failure (or a failed reconnect) returns the failed result.
+PGresult* exec_retrying(const std::function<Status()>& reconnect,
+                        const std::function<PGconn*()>& conn, const char* sql, int nparams,
+                        const char* const* params) {
+  PGresult* r = PQexecParams(conn(), sql, nparams, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) == PGRES_TUPLES_OK || PQstatus(conn()) != CONNECTION_BAD) return r;
+  if (!reconnect().is_ok()) return r;
+  PQclear(r);
+  return PQexecParams(conn(), sql, nparams, nullptr, params, nullptr, nullptr, 0);
 }
 
 }  // namespace
@@ -90,7 +104,12 @@ Status PgCatalog::query_tables(const std::vector<uint32_t>& oids) {
   std::string arr = oid_array_literal(oids);
   const char* params[1] = {arr.c_str()};
   ++catalog_queries_;
-  PGresult* r = PQexecParams(conn_->conn, kSql, 1, nullptr, params, nullptr, nullptr, 0);
+  PGresult* r = exec_retrying(
+      [this] {
+        conn_.reset();
+        return ensure_connected();
+      },
+      [this] { return conn_->conn; }, kSql, 1, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);
@@ -117,7 +136,12 @@ Status PgCatalog::query_types(const std::vector<uint32_t>& oids) {
   std::string arr = oid_array_literal(oids);
   const char* params[1] = {arr.c_str()};
   ++catalog_queries_;
-  PGresult* r = PQexecParams(conn_->conn, kSql, 1, nullptr, params, nullptr, nullptr, 0);
+  PGresult* r = exec_retrying(
+      [this] {
+        conn_.reset();
+        return ensure_connected();
+      },
+      [this] { return conn_->conn; }, kSql, 1, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);
@@ -201,7 +225,12 @@ Result<std::vector<TableInfo>> PgCatalog::find_tables(const std::string& schema,
   }
   const char* params[2] = {name.c_str(), schema.c_str()};
   ++catalog_queries_;
-  PGresult* r = PQexecParams(conn_->conn, kSql, 2, nullptr, params, nullptr, nullptr, 0);
+  PGresult* r = exec_retrying(
+      [this] {
+        conn_.reset();
+        return ensure_connected();
+      },
+      [this] { return conn_->conn; }, kSql, 2, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);

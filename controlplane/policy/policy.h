@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,10 @@ struct Policy {
   // "token_expiry": "keep": sessions outlive their token's exp (default "end": cp ends the
   // session when the token would no longer be accepted at login, exp + provider leeway).
   bool keep_session_past_token_expiry = false;
+  // Settings a client may set at login (StartupMessage parameters and `options` -c/--name),
+  // as case-insensitive globs ("application_name", "app.*"). Unset: the dataplane's default
+  // list (docs/configuration.md). `role` and `session_authorization` are never allowed.
+  std::optional<std::vector<std::string>> allowed_startup_settings;
   uint64_t version = 0;  // bumped on every config load; keys verdict caches
 };
 

@@ -861,8 +861,8 @@ SqlAnalysis analyse_sql(std::string_view sql) { return analyse_sql(sql, nullptr)
 SqlAnalysis analyse_sql(std::string_view sql, LineageCatalog* catalog) {
   SqlAnalysis result;
   if (sql.size() > kMaxSqlBytes) {
-    result.parse_error =
-        ParseError{"statement text longer than " + std::to_string(kMaxSqlBytes) + " bytes", 0};
+    result.parse_error = ParseError{
+        "statement text longer than " + std::to_string(kMaxSqlBytes) + " bytes", 0, "54000"};
     return result;
   }
   if (sql.find('\0') != std::string_view::npos) {
@@ -896,8 +896,8 @@ SqlAnalysis analyse_sql(std::string_view sql, LineageCatalog* catalog) {
     Walker walker(&st);
     if (!walker.run(raw->stmt)) {
       result.statements.clear();
-      result.parse_error =
-          ParseError{"statement is nested too deeply to analyse", static_cast<int>(begin) + 1};
+      result.parse_error = ParseError{"statement is nested too deeply to analyse",
+                                      static_cast<int>(begin) + 1, "54001"};
       break;
     }
     if (catalog != nullptr) {

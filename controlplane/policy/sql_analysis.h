@@ -179,6 +179,10 @@ struct StatementAnalysis {
 struct ParseError {
   std::string message;      // the parser's message, e.g. `syntax error at or near "FORM"`
   int cursor_position = 0;  // 1-based character position in the input, 0 if unknown
+  // What PostgreSQL itself would answer: 42601 (syntax_error) for the parser's errors, 54000
+  // (program_limit_exceeded) for a text too long to analyse, 54001 (statement_too_complex) for
+  // one nested too deeply.
+  std::string sqlstate = "42601";
 };
 
 struct SqlAnalysis {

@@ -261,13 +261,18 @@ constexpr auto kScramFinishFields =
                field("server_final", &ScramFinishRequest::server_final, true, 4096)};
 constexpr auto kPrescreenFields = std::tuple{field("rule", &PrescreenHit::rule, true, 256),
                                              field("action", &PrescreenHit::action, true, 16)};
-constexpr auto kAnalyseRequestFields = std::tuple{
-    field("session_id", &AnalyseRequest::session_id, true, 128), field("sql", &AnalyseRequest::sql),
-    field("shape_key", &AnalyseRequest::shape_key, false, 64)};
-constexpr auto kAnalyseResponseFields = std::tuple{
-    field("verdict", &AnalyseResponse::verdict), field("rule", &AnalyseResponse::rule, false),
-    field("message", &AnalyseResponse::message, false),
-    field("cacheable", &AnalyseResponse::cacheable, false)};
+// `sql` may be empty (PostgreSQL answers an empty query with EmptyQueryResponse) but not absent.
+constexpr auto kAnalyseRequestFields =
+    std::tuple{field("session_id", &AnalyseRequest::session_id, true, 128),
+               field("sql", &AnalyseRequest::sql, false),
+               field("shape_key", &AnalyseRequest::shape_key, false, 64)};
+constexpr auto kAnalyseResponseFields =
+    std::tuple{field("verdict", &AnalyseResponse::verdict),
+               field("rule", &AnalyseResponse::rule, false),
+               field("message", &AnalyseResponse::message, false),
+               field("cacheable", &AnalyseResponse::cacheable, false),
+               field("sqlstate", &AnalyseResponse::sqlstate, false, 5),
+               field("position", &AnalyseResponse::position, false)};
 constexpr auto kApprovalRequestFields = std::tuple{
     field("session_id", &ApprovalRequest::session_id, true, 128),
     field("sql", &ApprovalRequest::sql), field("shape_key", &ApprovalRequest::shape_key, false, 64),
@@ -384,6 +389,7 @@ Result<AnalyseRequest> AnalyseRequest::from_json(const json& j) {
   Reader r(j);
   AnalyseRequest a;
   read_fields(r, a, kAnalyseRequestFields);
+  if (!j.contains("sql")) r.fail("missing field \"sql\"");
   if (const json* p = r.array("prescreen", false)) {
     auto check_action = [](Reader& re, const PrescreenHit& h) {
       if (!one_of(h.action, {"deny", "approve", "detect"})) {

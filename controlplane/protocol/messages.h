@@ -29,7 +29,7 @@ inline constexpr std::string_view kUnsupportedProtocol = "unsupported_protocol";
 inline constexpr std::string_view kDeadlineExceeded = "deadline_exceeded";            // 57014
 inline constexpr std::string_view kOverloaded = "overloaded";                         // 53300
 inline constexpr std::string_view kUnknownSession = "unknown_session";                // 08P01
-inline constexpr std::string_view kInvalidToken = "invalid_token";                    // 28000
+inline constexpr std::string_view kInvalidToken = "invalid_token";                    // 28P01
 inline constexpr std::string_view kUnknownTarget = "unknown_target";                  // 3D000
 inline constexpr std::string_view kNoPolicy = "no_policy";                            // 28000
 inline constexpr std::string_view kNoMechanism = "no_supported_mechanism";            // 28000
@@ -158,6 +158,11 @@ struct AnalyseResponse {
   std::string rule;
   std::string message;
   bool cacheable = false;
+  // A deny that PostgreSQL itself would have answered (e.g. a syntax error): the client gets
+  // this SQLSTATE and `message` verbatim, with `position` (1-based character, 0 = none) as the
+  // ErrorResponse's P field. Empty: a policy refusal (42501, "pgwarden: statement denied ...").
+  std::string sqlstate;
+  int32_t position = 0;
   json to_json() const;
   static Result<AnalyseResponse> from_json(const json& j);
 };

@@ -53,6 +53,32 @@ TEST(MessagesTest, AnalyseValidatesPrescreenActions) {
       AnalyseResponse::from_json(AnalyseResponse{"deny", "r", "m", true}.to_json()).is_ok());
 }
 
+TEST(MessagesTest, AnalyseSqlMayBeEmptyButNotAbsent) {
+  AnalyseRequest empty{"s", "", "", {}};
+  auto back = AnalyseRequest::from_json(empty.to_json(1, 1));
+  ASSERT_TRUE(back.is_ok()) << back.status().message();
+  EXPECT_EQ(back->sql, "");
+  json absent = empty.to_json(1, 1);
+  absent.erase("sql");
+  EXPECT_FALSE(AnalyseRequest::from_json(absent).is_ok());
+}
+
+TEST(MessagesTest, AnalyseResponseCarriesThePostgresErrorOfAnUnparseableStatement) {
+  AnalyseResponse r{"deny", "policy.parse_error", "syntax error at or near \"FORM\"", false};
+  r.sqlstate = "42601";
+  r.position = 10;
+  auto back = AnalyseResponse::from_json(r.to_json());
+  ASSERT_TRUE(back.is_ok()) << back.status().message();
+  EXPECT_EQ(back->sqlstate, "42601");
+  EXPECT_EQ(back->position, 10);
+  EXPECT_EQ(back->message, "syntax error at or near \"FORM\"");
+  json old = {{"verdict", "deny"}};  // from a cp without the fields
+  auto plain = AnalyseResponse::from_json(old);
+  ASSERT_TRUE(plain.is_ok());
+  EXPECT_EQ(plain->sqlstate, "");
+  EXPECT_EQ(plain->position, 0);
+}
+
 TEST(MessagesTest, MaskPlanFieldsTypedAndCapped) {
   MaskPlanRequest m{"s", {{"ssn", 16384, 5, 25, 0}}};
   auto back = MaskPlanRequest::from_json(m.to_json(1, 1));

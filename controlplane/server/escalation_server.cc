@@ -648,6 +648,9 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
                                               .token_exp_ms = auth.identity.expires_at_ms,
                                               .issued_ms = protocol::now_unix_ms()});
   }
+  if (pol->allowed_startup_settings) {
+    answer["policy"]["allowed_startup_settings"] = *pol->allowed_startup_settings;
+  }
   return protocol::make_ok(id, answer);
 }
 

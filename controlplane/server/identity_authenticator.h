@@ -4,7 +4,7 @@
 //
 // One validator per config version: the first authentication under a new config version
 // (or ControlPlane::reload) builds it from that config; sessions under an older snapshot
-// keep using the newest validator. A rejection answers 28000 with the identity reason name
+// keep using the newest validator. A rejection answers 28P01 with the identity reason name
 // (e.g. "expired", "bad_signature", "unknown_service_key") as the protocol error code.
 //
 // Thread-safety: authenticate() and validator_for() may be called concurrently.

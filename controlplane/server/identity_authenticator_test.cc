@@ -47,7 +47,7 @@ TEST(IdentityAuthenticatorTest, ServiceKeyYieldsConfiguredIdentityAndRejectionsC
     AuthOutcome o = a.authenticate(c, with_token(k.token));
     EXPECT_FALSE(o.ok) << k.token;
     EXPECT_EQ(o.code, k.code) << k.token;
-    EXPECT_EQ(o.error.sqlstate(), "28000");
+    EXPECT_EQ(o.error.sqlstate(), "28P01");
     EXPECT_EQ(o.error.message().find(key.key), std::string::npos);
   }
 }

@@ -328,6 +328,14 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   // dataplane sends a session's statements one at a time; `staged` is committed at the end).
   if (lock.owns_lock()) lock.unlock();
 
+  if (analysis.parse_error) {
+    // Unparseable SQL is never forwarded, but the client gets what PostgreSQL would have said:
+    // the parser's own message, its SQLSTATE and the cursor position.
+    r.sqlstate = analysis.parse_error->sqlstate;
+    r.message = analysis.parse_error->message;
+    r.position = analysis.parse_error->cursor_position;
+    return r;
+  }
   if (d.verdict != policy::Verdict::kDeny && pol.deny_masked_in_expressions) {
     for (const auto& st : analysis.statements) {
       for (const auto& use : st.columns) {

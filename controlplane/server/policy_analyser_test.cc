@@ -284,5 +284,29 @@ TEST_F(PolicyAnalyserTest, UnreachableCatalogDeniesUncacheably) {
   EXPECT_FALSE(r.cacheable);
 }
 
+TEST_F(PolicyAnalyserTest, UnparseableSqlIsDeniedWithTheParsersSqlstateMessageAndPosition) {
+  auto r = analyse("select id from crm.customers wher id = 1");
+  EXPECT_EQ(r.verdict, "deny");
+  EXPECT_EQ(r.rule, "policy.parse_error");
+  EXPECT_EQ(r.sqlstate, "42601");
+  EXPECT_EQ(r.message, "syntax error at or near \"id\"");
+  EXPECT_EQ(r.position, 35);
+  EXPECT_FALSE(r.cacheable);
+  // Positions count characters, as PostgreSQL's do, not bytes.
+  EXPECT_EQ(analyse("select 'é' from from").position, 17);
+  // A policy refusal carries no sqlstate: the dp answers 42501 with its own message.
+  auto denied = analyse("select * from secret.t");
+  EXPECT_EQ(denied.verdict, "deny");
+  EXPECT_EQ(denied.sqlstate, "");
+}
+
+TEST_F(PolicyAnalyserTest, EmptyAndCommentOnlySqlIsAllowedForPostgresToAnswer) {
+  for (const char* sql : {"", " ", ";", "-- c", "/* c */ ;"}) {
+    auto r = analyse(sql);
+    EXPECT_EQ(r.verdict, "allow") << "[" << sql << "]";
+    EXPECT_EQ(r.sqlstate, "") << sql;
+  }
+}
+
 }  // namespace
 }  // namespace pgwarden::server

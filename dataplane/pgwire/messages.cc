@@ -12,6 +12,12 @@ class BodyParser {
 
   bool int8(uint8_t* out) { return r_.read_int8(out); }
   bool int16(int16_t* out) { return r_.read_int16(out); }
+  bool count16(uint16_t* out) {
+    int16_t v = 0;
+    if (!int16(&v)) return false;
+    *out = static_cast<uint16_t>(v);
+    return true;
+  }
   bool int32(int32_t* out) { return r_.read_int32(out); }
   bool uint32(uint32_t* out) { return r_.read_uint32(out); }
   bool string(std::string_view* out) { return r_.read_string(out); }
@@ -44,22 +50,21 @@ class BodyParser {
     return true;
   }
 
-  // Int16 count, then that many elements.
+  // Int16 count, then that many elements. PostgreSQL reads these counts unsigned
+  // (pq_getmsgint(msg, 2)): 0..65535, e.g. 65,535 bind parameters.
   template <typename T>
   bool counted16(ListView<T>* out) {
-    int16_t n = 0;
-    if (!int16(&n)) return false;
-    if (n < 0) return invalid(static_cast<uint16_t>(n));
+    uint16_t n = 0;
+    if (!count16(&n)) return false;
     return elements(static_cast<size_t>(n), out);
   }
 
-  // Int16 count, then that many format codes (0/1).
+  // Int16 count (unsigned, as above), then that many format codes (0/1).
   bool formats16(ListView<int16_t>* out) {
-    int16_t n = 0;
-    if (!int16(&n)) return false;
-    if (n < 0) return invalid(static_cast<uint16_t>(n));
+    uint16_t n = 0;
+    if (!count16(&n)) return false;
     size_t start = r_.position();
-    for (int16_t i = 0; i < n; ++i) {
+    for (uint32_t i = 0; i < n; ++i) {
       int16_t f = 0;
       if (!format(&f)) return false;
     }

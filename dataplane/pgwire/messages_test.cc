@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -527,8 +528,8 @@ std::vector<BadBodyCase> bad_body_cases() {
        C::kTrailingBytes},
       {"CancelRequestTruncated", parser<CancelRequest>(),
        be32(static_cast<int32_t>(kCancelRequestCode)) + be32(1), C::kTruncatedField},
-      {"ParseWithNegativeTypeCount", parser<Parse>(), "s" + kNul + "q" + kNul + be16(-1),
-       C::kInvalidFieldValue},
+      {"ParseWith65535TypesButNoBytes", parser<Parse>(), "s" + kNul + "q" + kNul + be16(-1),
+       C::kTruncatedField},
       {"ParseWithMoreTypesThanBytes", parser<Parse>(), "s" + kNul + "q" + kNul + be16(3) + be32(23),
        C::kTruncatedField},
       {"BindWithValueLengthBelowMinusOne", parser<Bind>(),
@@ -540,8 +541,8 @@ std::vector<BadBodyCase> bad_body_cases() {
       {"BindWithFormatCountNotMatchingParams", parser<Bind>(),
        kNul + kNul + be16(2) + be16(0) + be16(0) + be16(1) + be32(1) + "x" + be16(0),
        C::kInvalidFieldValue},
-      {"BindWithNegativeResultFormatCount", parser<Bind>(),
-       kNul + kNul + be16(0) + be16(0) + be16(-5), C::kInvalidFieldValue},
+      {"BindWith65531ResultFormatsButNoBytes", parser<Bind>(),
+       kNul + kNul + be16(0) + be16(0) + be16(-5), C::kTruncatedField},
       {"DescribeWithUnknownKind", parser<Describe>(), "X" + std::string("name") + kNul,
        C::kInvalidFieldValue},
       {"CloseEmpty", parser<Close>(), "", C::kTruncatedField},
@@ -562,7 +563,7 @@ std::vector<BadBodyCase> bad_body_cases() {
       {"ReadyForQueryEmpty", parser<ReadyForQuery>(), "", C::kTruncatedField},
       {"RowDescriptionTruncatedField", parser<RowDescription>(),
        be16(1) + "id" + kNul + be32(1) + be16(1), C::kTruncatedField},
-      {"RowDescriptionNegativeCount", parser<RowDescription>(), be16(-1), C::kInvalidFieldValue},
+      {"RowDescription65535FieldsButNoBytes", parser<RowDescription>(), be16(-1), C::kMissingNul},
       {"RowDescriptionFormatThree", parser<RowDescription>(),
        be16(1) + "id" + kNul + be32(1) + be16(1) + be32(23) + be16(4) + be32(-1) + be16(3),
        C::kInvalidFieldValue},
@@ -582,8 +583,8 @@ std::vector<BadBodyCase> bad_body_cases() {
        C::kTruncatedField},
       {"CopyInResponseFormatTwo", parser<CopyInResponse>(), std::string(1, '\2') + be16(0),
        C::kInvalidFieldValue},
-      {"CopyOutResponseNegativeCount", parser<CopyOutResponse>(), kNul + be16(-1),
-       C::kInvalidFieldValue},
+      {"CopyOutResponse65535ColumnsButNoBytes", parser<CopyOutResponse>(), kNul + be16(-1),
+       C::kTruncatedField},
       {"NotificationResponseMissingPayload", parser<NotificationResponse>(),
        be32(1) + "chan" + kNul, C::kMissingNul},
       {"NegotiateProtocolVersionCountTooLarge", parser<NegotiateProtocolVersion>(),
@@ -621,6 +622,26 @@ TEST(MessagesTest, ParseMessageChecksTheTypeByte) {
   FrameError err = parse_message(r.message, &e);
   EXPECT_EQ(err.code, FrameErrorCode::kInvalidMessageType);
   EXPECT_EQ(err.type, 'C');
+}
+
+TEST(MessagesTest, CountsAreUnsignedUpTo65535AsInPostgreSQL) {
+  // PostgreSQL reads Int16 counts unsigned: 65,535 parameters are valid, 32,768 is no "-32768".
+  for (size_t n : {size_t{32768}, size_t{65535}}) {
+    std::vector<Oid> types(n, 23);
+    std::string parse_bytes;
+    append_parse(parse_bytes, "s", "select 1", types);
+    Parse p;
+    ASSERT_TRUE(parse(as_bytes(parse_bytes).subspan(5), &p).ok()) << n;
+    EXPECT_EQ(p.param_types.size(), n);
+
+    std::vector<std::optional<std::string_view>> values(n, std::string_view("7"));
+    const Int16 text[] = {0};
+    std::string bind_bytes;
+    append_bind(bind_bytes, "", "s", text, values, {});
+    Bind b;
+    ASSERT_TRUE(parse(as_bytes(bind_bytes).subspan(5), &b).ok()) << n;
+    EXPECT_EQ(b.params.size(), n);
+  }
 }
 
 TEST(MessagesTest, BuildersCutStringsAtEmbeddedNulSoOutputStaysWellFormed) {

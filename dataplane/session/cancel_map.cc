@@ -18,27 +18,28 @@ namespace pgwarden::session {
 
 GatewayKey CancelMap::add(CancelTarget target) {
   std::lock_guard<std::mutex> lock(mu_);
+  const int32_t pid = target.process_id;
   for (;;) {
-    uint32_t r[2];
-    RAND_bytes(reinterpret_cast<unsigned char*>(r), sizeof(r));
-    auto pid = static_cast<int32_t>(r[0] & 0x7fffffffu);
-    if (pid == 0 || map_.count(pid) != 0) continue;
-    auto key = static_cast<int32_t>(r[1]);
-    map_.emplace(pid, Entry{key, std::move(target)});
+    uint32_t r = 0;
+    RAND_bytes(reinterpret_cast<unsigned char*>(&r), sizeof(r));
+    auto key = static_cast<int32_t>(r);
+    if (key == target.secret_key) continue;  // never hand out the upstream's own secret
+    // try_emplace leaves `target` untouched when the slot is taken.
+    if (!map_.try_emplace(slot(pid, key), std::move(target)).second) continue;
     return GatewayKey{pid, key};
   }
 }
 
-void CancelMap::remove(int32_t process_id) {
+void CancelMap::remove(GatewayKey key) {
   std::lock_guard<std::mutex> lock(mu_);
-  map_.erase(process_id);
+  map_.erase(slot(key.process_id, key.secret_key));
 }
 
 std::optional<CancelTarget> CancelMap::find(int32_t process_id, int32_t secret_key) const {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_.find(process_id);
-  if (it == map_.end() || it->second.secret_key != secret_key) return std::nullopt;
-  return it->second.target;
+  auto it = map_.find(slot(process_id, secret_key));
+  if (it == map_.end()) return std::nullopt;
+  return it->second;
 }
 
 size_t CancelMap::size() const {

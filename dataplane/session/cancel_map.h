@@ -1,6 +1,12 @@
 // CancelMap: gateway BackendKeyData -> upstream BackendKeyData and address. Shared by all
 // workers (a CancelRequest arrives on a new connection, possibly on another worker), guarded
 // by a mutex: it is touched at login, logout and cancel, never per statement.
+//
+// The gateway key a client sees carries the upstream backend's real process id (so NOTIFY's
+// pid, pg_backend_pid() and BackendKeyData agree) and a secret key of the gateway's own: the
+// upstream's secret never leaves the gateway. Two upstream servers may use the same pid, so
+// entries are keyed on the pair (pid, gateway secret), and a cancel is forwarded only when
+// both halves match.
 #pragma once
 
 #include <cstdint>
@@ -28,20 +34,21 @@ struct GatewayKey {
 
 class CancelMap {
  public:
-  // Issues a fresh random gateway key for `target`. Thread-safe.
+  // Issues a gateway key for `target`: the upstream's process id and a fresh random secret
+  // (unique among the entries with that pid). Thread-safe.
   GatewayKey add(CancelTarget target);
-  void remove(int32_t process_id);
+  void remove(GatewayKey key);
   // The target if both halves of the key match. Thread-safe.
   std::optional<CancelTarget> find(int32_t process_id, int32_t secret_key) const;
   size_t size() const;
 
  private:
-  struct Entry {
-    int32_t secret_key;
-    CancelTarget target;
-  };
+  static uint64_t slot(int32_t process_id, int32_t secret_key) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(process_id)) << 32) |
+           static_cast<uint32_t>(secret_key);
+  }
   mutable std::mutex mu_;
-  std::unordered_map<int32_t, Entry> map_;
+  std::unordered_map<uint64_t, CancelTarget> map_;  // slot(pid, gateway secret) -> target
 };
 
 // Connects to the upstream (bounded by `timeout_ms`) and sends its CancelRequest. Blocking:

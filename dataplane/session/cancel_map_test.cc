@@ -12,22 +12,41 @@ TEST(CancelMapTest, FindNeedsBothHalvesOfTheGatewayKey) {
   t.process_id = 4242;
   t.secret_key = 99;
   GatewayKey k = m.add(t);
-  EXPECT_GT(k.process_id, 0);
+  EXPECT_EQ(k.process_id, 4242);  // the upstream backend's real pid
+  EXPECT_NE(k.secret_key, 99);    // the gateway's own secret, never the upstream's
   auto found = m.find(k.process_id, k.secret_key);
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->process_id, 4242);
   EXPECT_EQ(found->secret_key, 99);
   EXPECT_FALSE(m.find(k.process_id, k.secret_key + 1).has_value());
-  m.remove(k.process_id);
+  m.remove(k);
   EXPECT_FALSE(m.find(k.process_id, k.secret_key).has_value());
 }
 
-TEST(CancelMapTest, KeysAreUniquePerSession) {
+TEST(CancelMapTest, SamePidOnTwoUpstreamsGetsTwoKeysThatCancelTheirOwnServer) {
   CancelMap m;
-  GatewayKey a = m.add({});
-  GatewayKey b = m.add({});
-  EXPECT_NE(a.process_id, b.process_id);
+  CancelTarget a;
+  a.host = "10.0.0.1";
+  a.process_id = 77;
+  a.secret_key = 1;
+  CancelTarget b = a;
+  b.host = "10.0.0.2";
+  b.secret_key = 2;
+  GatewayKey ka = m.add(a);
+  GatewayKey kb = m.add(b);
+  EXPECT_EQ(ka.process_id, 77);
+  EXPECT_EQ(kb.process_id, 77);
+  EXPECT_NE(ka.secret_key, kb.secret_key);
   EXPECT_EQ(m.size(), 2u);
+  EXPECT_EQ(m.find(77, ka.secret_key)->host, "10.0.0.1");
+  EXPECT_EQ(m.find(77, kb.secret_key)->host, "10.0.0.2");
+  // Neither upstream secret opens anything.
+  if (ka.secret_key != 1 && kb.secret_key != 1) {
+    EXPECT_FALSE(m.find(77, 1).has_value());
+  }
+  m.remove(ka);
+  EXPECT_FALSE(m.find(77, ka.secret_key).has_value());
+  EXPECT_TRUE(m.find(77, kb.secret_key).has_value());
 }
 
 }  // namespace

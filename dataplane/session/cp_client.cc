@@ -244,6 +244,17 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
   fields["type"] = type;
   fields["id"] = id;
   fields["deadline_ms"] = unix_ms() + timeout_ms;
+  std::string body = fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (body.size() > kMaxFrame) {
+    // cp would drop the whole connection for an oversized frame: refuse this request alone.
+    fail_later(std::move(cb),
+               resource_exhausted("the " + type + " request (" + std::to_string(body.size()) +
+                                      " bytes) exceeds the control-plane frame "
+                                      "limit of " +
+                                      std::to_string(kMaxFrame) + " bytes",
+                                  "54000"));
+    return;
+  }
   Pending p;
   p.cb = std::move(cb);
   if (wait_for_cp_ms > 0 && type != "approval") {
@@ -265,7 +276,7 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
     return;
   }
   pending_.emplace(id, std::move(p));
-  send_frame(fields, false);
+  send_body(body, false);
 }
 
 void CpClient::event(nlohmann::json fields) {

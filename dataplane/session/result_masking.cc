@@ -337,6 +337,18 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
   }
 }
 
+const masking::RowMaskPlan& ResultFilter::effective_plan(const masking::RowMaskPlan& plan,
+                                                         masking::RowMaskPlan* scratch) const {
+  if (has_detect_ || !plan.needs_detector()) return plan;
+  // The session's rule sets have no detect rules: there is nothing to detect, so `detect`
+  // columns pass as they are (no detection is not a reason to refuse a result).
+  *scratch = plan;
+  for (masking::ColumnMask& c : scratch->columns) {
+    if (c.function == masking::MaskFunction::kDetect) c.function = masking::MaskFunction::kNone;
+  }
+  return *scratch;
+}
+
 ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bool injected,
                                                       std::string& out) {
   std::string_view body = body_of(whole);
@@ -370,7 +382,8 @@ ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bo
     pending_request_ = {{"fields", std::move(fields)}};
     return Action::kNeedPlan;
   }
-  const masking::RowMaskPlan& plan = *it->second;
+  masking::RowMaskPlan undetected;
+  const masking::RowMaskPlan& plan = effective_plan(*it->second, &undetected);
   masker_.reset();
   if (!plan.empty()) {
     if (plan.needs_detector() && !detector_) {
@@ -518,16 +531,16 @@ ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary,
       return Action::kConsumed;
     }
     copy_line_detect_ = false;
-  } else if (!plan.plan.empty()) {
-    if (plan.plan.needs_detector() && !detector_) {
+  } else if (masking::RowMaskPlan undetected; !effective_plan(plan.plan, &undetected).empty()) {
+    const masking::RowMaskPlan& row_plan = effective_plan(plan.plan, &undetected);
+    if (row_plan.needs_detector() && !detector_) {
       start_swallow("42501",
                     "pgwarden: COPY refused: its mask plan needs content detectors and the "
                     "session has no detect rules",
                     out);
       return Action::kConsumed;
     }
-    auto m =
-        masking::RowMasker::create(plan.plan, plan.plan.needs_detector() ? detector_ : nullptr);
+    auto m = masking::RowMasker::create(row_plan, row_plan.needs_detector() ? detector_ : nullptr);
     if (!m.is_ok()) {
       start_swallow("42501", "pgwarden: COPY refused: " + m.status().message(), out);
       return Action::kConsumed;

@@ -167,6 +167,10 @@ class ResultFilter {
   };
 
   Action on_row_description(std::string_view whole, bool injected, std::string& out);
+  // `plan`, or (when the session has no detect rules) a copy in `*scratch` whose `detect`
+  // columns pass unchanged. The result is valid while both arguments are.
+  const masking::RowMaskPlan& effective_plan(const masking::RowMaskPlan& plan,
+                                             masking::RowMaskPlan* scratch) const;
   Action on_data_row(std::string_view whole, std::string& out);
   Action on_copy_out(std::string_view whole, std::string& out);
   Action on_copy_data(std::string_view whole, std::string& out);

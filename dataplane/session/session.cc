@@ -56,38 +56,6 @@ pw::Bytes bytes_of(const std::string& buf, size_t off) {
   return pw::Bytes(reinterpret_cast<const uint8_t*>(buf.data()) + off, buf.size() - off);
 }
 
-// Client startup parameters forwarded upstream. Everything else (user, database, options,
-// replication, search_path, arbitrary GUCs) is dropped: a client must not be able to change
-// settings the policy or the lexer rely on.
-bool forwardable_parameter(std::string_view name) {
-  static const char* const kAllowed[] = {"application_name", "client_encoding",
-                                         "DateStyle",        "TimeZone",
-                                         "IntervalStyle",    "extra_float_digits",
-                                         "bytea_output",     "statement_timeout",
-                                         "lock_timeout",     "idle_in_transaction_session_timeout"};
-  for (const char* a : kAllowed) {
-    if (strcasecmp(a, std::string(name).c_str()) == 0) return true;
-  }
-  return false;
-}
-
-// Client encodings in which a byte < 0x80 is always that ASCII character, so the lexer sees
-// quotes and backslashes as the server does. Multi-byte encodings that reuse ASCII bytes
-// inside characters (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) are not forwarded.
-bool safe_client_encoding(std::string_view v) {
-  std::string n;
-  for (char c : v) {
-    if (c != '-' && c != '_') n += static_cast<char>(tolower(static_cast<unsigned char>(c)));
-  }
-  static const char* const kUnsafe[] = {
-      "sjis",    "shiftjis",   "big5",       "gbk",        "uhc",        "gb18030", "johab",
-      "mskanji", "windows932", "windows936", "windows949", "windows950", "tcvn"};
-  for (const char* u : kUnsafe) {
-    if (n == u) return false;
-  }
-  return true;
-}
-
 std::string describe_peer(const sockaddr_storage& ss, bool* loopback) {
   char host[INET6_ADDRSTRLEN] = {0};
   *loopback = false;
@@ -164,6 +132,23 @@ Result<Grant> parse_grant(const json& answer) {
     return internal_error("control plane grant has unknown tls_mode " + g.tls_mode);
   }
   for (const auto& [k, v] : a->startup_parameters) g.startup_parameters.emplace_back(k, v);
+  const json* pol = field(answer, "policy");
+  const json* allowed = pol != nullptr ? field(*pol, "allowed_startup_settings") : nullptr;
+  if (allowed != nullptr) {
+    if (!allowed->is_array()) {
+      return internal_error("control plane grant has a malformed allowed_startup_settings");
+    }
+    for (const json& e : *allowed) {
+      if (!e.is_string()) {
+        return internal_error("control plane grant has a malformed allowed_startup_settings");
+      }
+      g.allowed_startup_settings.push_back(e.get<std::string>());
+    }
+  } else {
+    for (std::string_view d : default_startup_settings()) {
+      g.allowed_startup_settings.emplace_back(d);
+    }
+  }
   return g;
 }
 
@@ -528,6 +513,20 @@ void Session::process_client_input() {
       break;
     }
     if (client_in_pending() == 0) break;
+    if (client_skip_ > 0) {
+      size_t n = std::min(client_skip_, client_in_pending());
+      client_in_off_ += n;
+      client_skip_ -= n;
+      continue;
+    }
+    if (state_ == State::kReady && client_in_pending() >= 5) {
+      const auto* h = reinterpret_cast<const uint8_t*>(client_in_.data() + client_in_off_);
+      uint32_t len = pw::load_be32(h + 1);
+      if (len > worker_->runtime().config.limits.max_message_bytes &&
+          refuse_oversized_message(h[0], len)) {
+        continue;
+      }
+    }
     pw::FrameResult r = client_framer_.next(bytes_of(client_in_, client_in_off_));
     if (r.status == pw::FrameStatus::kNeedMore) {
       client_need_ = r.need;
@@ -639,12 +638,16 @@ bool Session::handle_startup_packet(const pw::Message& m) {
       }
     } else if (p.name.substr(0, 4) == "_pq_") {
       unrecognized.push_back(p.name);
-    } else if (forwardable_parameter(p.name)) {
-      if (strcasecmp(std::string(p.name).c_str(), "client_encoding") == 0 &&
-          !safe_client_encoding(p.value)) {
-        continue;
+    } else if (p.name == "options") {
+      // Checked with the other settings once the policy is known (after authentication).
+      auto opts = parse_startup_options(p.value);
+      if (opts.is_ok()) {
+        for (auto& s : *opts) client_settings_.push_back(std::move(s));
+      } else if (startup_options_error_.empty()) {
+        startup_options_error_ = opts.status().message();
       }
-      client_params_.emplace_back(std::string(p.name), std::string(p.value));
+    } else {
+      client_settings_.push_back(StartupSetting{std::string(p.name), std::string(p.value), false});
     }
   }
   if ((sm.protocol_version & 0xffff) != 0 || !unrecognized.empty()) {
@@ -784,6 +787,34 @@ bool Session::handle_statement_message(const pw::Message& m) {
   return false;
 }
 
+bool Session::refuse_oversized_message(uint8_t type, uint32_t length) {
+  const bool simple = type == 'Q' || type == 'F';
+  const bool extended =
+      type == 'P' || type == 'B' || type == 'D' || type == 'E' || type == 'C' || type == 'H';
+  if (!simple && !extended) return false;
+  last_client_activity_ms_ = monotonic_ms();
+  client_skip_ = 1 + static_cast<size_t>(length);
+  // After an error in the extended protocol everything up to Sync is discarded anyway (as
+  // handle_statement_message does for messages that fit).
+  if (skip_until_sync_) return true;
+  bump(worker_->counters().protocol_errors);
+  const uint32_t limit = worker_->runtime().config.limits.max_message_bytes;
+  std::string message = "pgwarden: message not run: the ";
+  message += type == 'Q' || type == 'P' ? "statement text" : "protocol message";
+  message += " (" + std::to_string(length) + " bytes) is larger than the gateway accepts (" +
+             std::to_string(limit) + " bytes, listeners.dataplane.max_message_bytes)";
+  emit_event({{"kind", "error"},
+              {"sqlstate", "54000"},
+              {"code", "message_too_large"},
+              {"message", message}});
+  // The denial machinery keeps the protocol in step: a nonce Query (simple protocol) or a
+  // nonce Parse that makes the upstream skip to Sync (extended protocol).
+  pw::Message stand_in;
+  stand_in.type = simple ? 'Q' : 'P';
+  apply_denial(stand_in, "54000", message, "max_message_bytes");
+  return true;
+}
+
 void Session::forward(const pw::Message& m) {
   if (results_) note_forwarded(m);
   up_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
@@ -798,7 +829,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
       bump(c.statements_allowed);
       forward(m);
     } else {
-      apply_denial(m, d->sqlstate, d->message, d->rule);
+      apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
     }
     return true;
   }
@@ -853,13 +884,14 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
 }
 
 void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
-                           const std::string& message, const std::string& rule) {
+                           const std::string& message, const std::string& rule, int position) {
   bump(worker_->counters().statements_denied);
   Rewrite r;
   r.cycle = cycles_sent_ + 1;
   r.sqlstate = sqlstate;
   r.message = message;
   r.rule = rule;
+  r.position = position;
   if (m.type == 'P') {
     pw::append_parse(up_out_, "pgwarden_denied_" + nonce_, nonce_sql_);
     skip_until_sync_ = true;
@@ -907,6 +939,11 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
     d.message =
         "pgwarden: statement refused: it needs a control plane decision and " + st.message();
     d.rule = "escalation_failed";
+    if (st.sqlstate() == "54000") {
+      d.message = "pgwarden: statement not run: its text (" + std::to_string(sql.size()) +
+                  " bytes) is too large to be checked: " + st.message();
+      d.rule = "statement_too_large";
+    }
     if (st.sqlstate() == "53000") {
       // cp's recorder cannot keep up and the policy requires recording: hold, do not run.
       if (hold_for_recording([this, sql] { escalate_analyse(sql, screen_); })) return;
@@ -935,6 +972,15 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
   d.sqlstate = "42501";
   d.message = "pgwarden: statement denied by rule " + (rule.empty() ? "default_deny" : rule);
   if (!message.empty()) d.message += ": " + message;
+  if (std::string sqlstate = str_field(a, "sqlstate"); !d.allow && !sqlstate.empty()) {
+    // An error PostgreSQL itself would have raised (a syntax error): its SQLSTATE, the parser's
+    // message verbatim and the cursor position, as the server would have answered.
+    d.sqlstate = sqlstate;
+    d.message = message;
+    if (const json* pos = field(a, "position"); pos != nullptr && pos->is_number_integer()) {
+      d.position = static_cast<int>(std::clamp<int64_t>(pos->get<int64_t>(), 0, INT32_MAX));
+    }
+  }
   if (cacheable && (verdict == "allow" || verdict == "deny")) {
     worker_->cache().put(VerdictKey{shape, grant_.policy_hash, grant_.policy_version},
                          CachedVerdict{d.allow, d.rule, d.message});
@@ -1094,7 +1140,28 @@ void Session::on_authenticated(Result<json> answer) {
   }
   rule_set_ = std::move(*set);
   rules_generation_ = worker_->screen().generation();
+  if (!admit_startup_settings()) return;
   connect_upstream();
+}
+
+bool Session::admit_startup_settings() {
+  auto refuse = [&](const std::string& what, const std::string& setting) {
+    // login_failed audits the refusal (an `error` event with this message and code).
+    login_failed("42501",
+                 "pgwarden: login refused: " + what + " (startup " + setting + ", policy \"" +
+                     grant_.policy_name + "\", allowed_startup_settings)",
+                 "startup_setting_refused");
+    return false;
+  };
+  if (!startup_options_error_.empty()) return refuse(startup_options_error_, "options");
+  client_params_.clear();
+  for (const StartupSetting& s : client_settings_) {
+    std::string why = startup_setting_refusal(s, grant_.allowed_startup_settings);
+    if (!why.empty())
+      return refuse(why, s.from_options ? "option -c " + s.name : "parameter " + s.name);
+    client_params_.emplace_back(s.name, s.value);
+  }
+  return true;
 }
 
 void Session::connect_upstream() {
@@ -1231,10 +1298,10 @@ void Session::process_upstream_login() {
         if (pw::parse(m.body, &k).ok()) {
           cancel_target_.process_id = k.process_id;
           cancel_target_.secret_key = k.secret_key;
-          GatewayKey gk = worker_->shared().cancels.add(cancel_target_);
-          gateway_pid_ = gk.process_id;
+          gateway_key_ = worker_->shared().cancels.add(cancel_target_);
           cancel_registered_ = true;
-          pw::append_backend_key_data(client_out_, gk.process_id, gk.secret_key);
+          pw::append_backend_key_data(client_out_, gateway_key_.process_id,
+                                      gateway_key_.secret_key);
         }
         break;
       }
@@ -1464,7 +1531,18 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
     if (!rewrites_.empty() && whole.find(nonce_) != std::string_view::npos) {
       Rewrite r = std::move(rewrites_.front());
       rewrites_.pop_front();
-      if (!r.silent) pw::append_error_response(client_out_, "ERROR", r.sqlstate, r.message);
+      if (r.silent) return;
+      if (r.position > 0) {
+        const std::string pos = std::to_string(r.position);
+        const pw::ErrorField fields[] = {{pw::kFieldSeverity, "ERROR"},
+                                         {pw::kFieldSeverityNonLocalized, "ERROR"},
+                                         {pw::kFieldSqlstate, r.sqlstate},
+                                         {pw::kFieldMessage, r.message},
+                                         {pw::kFieldPosition, pos}};
+        pw::append_error_fields(client_out_, 'E', fields);
+      } else {
+        pw::append_error_response(client_out_, "ERROR", r.sqlstate, r.message);
+      }
       return;
     }
     client_out_.append(whole);
@@ -1676,7 +1754,7 @@ void Session::destroy(std::string_view reason) {
   client_registered_ = upstream_registered_ = false;
   client_.reset();
   upstream_.reset();
-  if (cancel_registered_) worker_->shared().cancels.remove(gateway_pid_);
+  if (cancel_registered_) worker_->shared().cancels.remove(gateway_key_);
   cancel_registered_ = false;
   if (counted_) worker_->shared().connections.fetch_sub(1);
   counted_ = false;

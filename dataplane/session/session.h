@@ -34,6 +34,7 @@
 #include "dataplane/session/recording_hold.h"
 #include "dataplane/session/result_masking.h"
 #include "dataplane/session/screen.h"
+#include "dataplane/session/startup_settings.h"
 #include "dataplane/session/stream.h"
 
 namespace pgwarden::session {
@@ -65,6 +66,9 @@ struct Grant {
   std::vector<std::pair<std::string, std::string>> startup_parameters;
   // Opaque session ticket (cp's `ticket`): re-registers the session after a cp restart.
   std::string ticket;
+  // policy.allowed_startup_settings: globs of the settings a client may set at login
+  // (startup parameters and `options`). Absent in the grant: default_startup_settings().
+  std::vector<std::string> allowed_startup_settings;
 };
 
 Result<Grant> parse_grant(const nlohmann::json& answer);
@@ -117,6 +121,7 @@ class Session {
     // The failing statement injected after a result dp refused inside a transaction: its
     // error is dropped (the client already got one); only its ReadyForQuery ('E') passes.
     bool silent = false;
+    int position = 0;  // the ErrorResponse's P field (1-based character), 0 = none
   };
 
   // A decision about the client message at the front of the buffer (after an escalation).
@@ -125,6 +130,7 @@ class Session {
     std::string sqlstate;
     std::string rule;
     std::string message;
+    int position = 0;  // a syntax error's cursor position (ErrorResponse P field)
   };
 
   class ClientIo : public IoHandler {
@@ -162,7 +168,15 @@ class Session {
   bool handle_statement_message(const pgwire::Message& m);
   bool check_statement(const pgwire::Message& m, std::string_view sql);
   void apply_denial(const pgwire::Message& m, const std::string& sqlstate,
-                    const std::string& message, const std::string& rule);
+                    const std::string& message, const std::string& rule, int position = 0);
+  // A client message longer than limits.max_message_bytes in the statement phase: its bytes
+  // are discarded as they arrive (never buffered) and the client gets ERROR 54000 in protocol
+  // order, as for a denial; the session stays usable. False for message types that cannot be
+  // answered that way (the framer then ends the session with FATAL 54000).
+  bool refuse_oversized_message(uint8_t type, uint32_t length);
+  // After authentication: every startup setting the client sent must be allowed by the policy
+  // (startup_settings.h). False when the login was refused.
+  bool admit_startup_settings();
   void forward(const pgwire::Message& m);
   void escalate_analyse(std::string sql, const ScreenResult& screen);
   // `approve_match`: the prescreen's first approve match (empty rule when none).
@@ -260,7 +274,10 @@ class Session {
   // Startup.
   std::string user_;
   std::string target_;
-  std::vector<std::pair<std::string, std::string>> client_params_;
+  std::vector<std::pair<std::string, std::string>> client_params_;  // admitted settings
+  std::vector<StartupSetting> client_settings_;  // as sent, checked after authentication
+  std::string startup_options_error_;            // an `options` value that could not be read
+  size_t client_skip_ = 0;  // bytes of an oversized client message still to discard
   bool over_limit_ = false;
 
   uint64_t sid_ = 0;  // random session id shared with cp (hex)
@@ -270,7 +287,7 @@ class Session {
   int scram_step_ = 0;          // 0 none, 1 started, 2 continued, 3 server verified by cp
   CancelTarget cancel_target_;
   Grant grant_;
-  int32_t gateway_pid_ = 0;
+  GatewayKey gateway_key_;  // the upstream's pid with the gateway's own secret
   bool cancel_registered_ = false;
   std::string scram_mechanism_;
 

@@ -233,15 +233,15 @@ TEST_F(CpServerTest, TamperedServerSignatureFailsScramFinish) {
   EXPECT_EQ((*fin)["error"]["sqlstate"], "28000");
 }
 
-TEST_F(CpServerTest, BadServiceKeyIsRejectedWith28000) {
+TEST_F(CpServerTest, BadServiceKeyIsRejectedWith28P01) {
   json r = authenticate(client_, session_id(), "pgw_sk_agent_wrong-secret");
   EXPECT_EQ(r["ok"], false);
-  EXPECT_EQ(r["error"]["sqlstate"], "28000");
+  EXPECT_EQ(r["error"]["sqlstate"], "28P01");
   EXPECT_EQ(r["error"]["code"], "bad_service_key");
   json unknown = authenticate(client_, session_id(), "pgw_sk_nobody_k9-Zq2mP4vX7-service-secret");
   EXPECT_EQ(unknown["error"]["code"], "unknown_service_key");
   json jwt = authenticate(client_, session_id(), "eyJhbGciOiJSUzI1NiJ9.e30.sig");
-  EXPECT_EQ(jwt["error"]["sqlstate"], "28000");
+  EXPECT_EQ(jwt["error"]["sqlstate"], "28P01");
   json target =
       client_
           .call(request(client_, "authenticate",

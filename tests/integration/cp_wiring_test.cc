@@ -144,7 +144,7 @@ class CpWiringTest : public ::testing::Test {
   BlockingClient client_;
 };
 
-TEST_F(CpWiringTest, JwtLoginIsAcceptedAndExpiredOrForgedTokensGet28000WithIdentityReason) {
+TEST_F(CpWiringTest, JwtLoginIsAcceptedAndExpiredOrForgedTokensGet28P01WithIdentityReason) {
   json ok = authenticate("s-jwt", jwt("alice@agents", {"agents"}, 300));
   ASSERT_EQ(ok["ok"], true) << ok.dump();
   EXPECT_EQ(ok["identity"]["subject"], "alice@agents");
@@ -153,7 +153,7 @@ TEST_F(CpWiringTest, JwtLoginIsAcceptedAndExpiredOrForgedTokensGet28000WithIdent
 
   json expired = authenticate("s-exp", jwt("alice@agents", {"agents"}, -600));
   EXPECT_EQ(expired["ok"], false);
-  EXPECT_EQ(expired["error"]["sqlstate"], "28000");
+  EXPECT_EQ(expired["error"]["sqlstate"], "28P01");
   EXPECT_EQ(expired["error"]["code"], "expired");
 
   identity::testing::TestSigner stranger("ES256", "throwaway");
@@ -164,7 +164,7 @@ TEST_F(CpWiringTest, JwtLoginIsAcceptedAndExpiredOrForgedTokensGet28000WithIdent
                                                         {"groups", {"agents"}},
                                                         {"exp", now + 300}}));
   EXPECT_EQ(forged["error"]["code"], "bad_signature");
-  EXPECT_EQ(forged["error"]["sqlstate"], "28000");
+  EXPECT_EQ(forged["error"]["sqlstate"], "28P01");
 
   json svc = authenticate("s-svc", "pgw_sk_agent_svc-secret-for-the-wiring-test-0123456789");
   ASSERT_EQ(svc["ok"], true) << svc.dump();

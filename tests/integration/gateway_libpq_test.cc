@@ -49,10 +49,10 @@ TEST_F(GatewayLibpqTest, LoginOverTlsAndSelectReachesPostgres) {
   Res r = exec(c.get(), "select count(*) from crm.customers");
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
   EXPECT_GT(std::stoi(PQgetvalue(r.get(), 0, 0)), 0);
-  // The gateway issued its own BackendKeyData, not the upstream's.
+  // BackendKeyData carries the upstream backend's real pid (the secret is the gateway's own).
   Res pid = exec(c.get(), "select pg_backend_pid()");
   ASSERT_EQ(PQresultStatus(pid.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(pid.get());
-  EXPECT_NE(PQbackendPID(c.get()), std::stoi(PQgetvalue(pid.get(), 0, 0)));
+  EXPECT_EQ(PQbackendPID(c.get()), std::stoi(PQgetvalue(pid.get(), 0, 0)));
   // ParameterStatus passed through.
   EXPECT_NE(PQparameterStatus(c.get(), "server_version"), nullptr);
 }
@@ -275,14 +275,17 @@ TEST_F(GatewayLibpqTest, FunctionCallMessageIsDeniedByDefault) {
   EXPECT_EQ(PQresultStatus(ok.get()), PGRES_TUPLES_OK);
 }
 
-TEST_F(GatewayLibpqTest, ClientStartupParametersAreForwardedButNotSearchPath) {
-  Conn c = connect("application_name=agent-x options='-c search_path=crm'");
-  Res r = exec(c.get(),
-               "select current_setting('application_name'), "
-               "current_setting('search_path')");
+TEST_F(GatewayLibpqTest, ClientStartupParametersAreForwardedButSearchPathIsRefusedByDefault) {
+  Conn c = connect("application_name=agent-x");
+  Res r = exec(c.get(), "select current_setting('application_name')");
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
   EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "agent-x");
-  EXPECT_STRNE(PQgetvalue(r.get(), 0, 1), "crm");
+  // search_path is not in the default allowed_startup_settings: the login is refused rather
+  // than run with a search_path the client did not get.
+  Conn refused(PQconnectdb(gw_->conninfo("options='-c search_path=crm'").c_str()));
+  EXPECT_EQ(PQstatus(refused.get()), CONNECTION_BAD);
+  EXPECT_NE(std::string(PQerrorMessage(refused.get())).find("search_path"), std::string::npos)
+      << PQerrorMessage(refused.get());
 }
 
 }  // namespace
