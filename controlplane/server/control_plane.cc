@@ -50,7 +50,7 @@ audit::AuditRecord approval_audit_record(const nlohmann::json& j) {
 }  // namespace
 
 Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
-    std::unique_ptr<config::ConfigStore> store) {
+    std::unique_ptr<config::ConfigStore> store, std::string rules_dir) {
   std::unique_ptr<ControlPlane> cp(new ControlPlane());
   cp->store_ = std::move(store);
   auto cfg = cp->store_->current();
@@ -152,6 +152,7 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
   handlers.mask_planner = cp->mask_planner_;
   handlers.approvals = cp->approvals_.get();
   handlers.recorder = cp->recorder_.get();
+  handlers.rules_dir = std::move(rules_dir);
   cp->server_ = std::make_unique<EscalationServer>(*cp->store_, *cp->audit_, std::move(handlers));
   return cp;
 }

@@ -68,6 +68,10 @@ struct ServerHandlers {
   // closed). Null recorder: events are audited only.
   approvals::ApprovalStore* approvals = nullptr;
   recording::Recorder* recorder = nullptr;
+  // Directory of the rule set files <name>.rules the policies name. Not empty: every load
+  // compiles them (a config whose rule sets do not compile is rejected, the running one
+  // stays) and dataplanes that ask for it in hello get the compiled generation pushed.
+  std::string rules_dir;
 };
 
 // Counters, family_variant (read with EscalationServer::counter()).
@@ -92,7 +96,8 @@ struct ServerHandlers {
   X(approvals_requested)      \
   X(approvals_standing_grant) \
   X(reloads_applied)          \
-  X(reloads_rejected)
+  X(reloads_rejected)         \
+  X(rules_pushes)
 
 enum class Counter {
 #define PGW_X(name) k_##name,
@@ -118,7 +123,20 @@ class EscalationServer {
   // Loads the config file again. Invalid: the running config stays, the errors are logged
   // and audited (event config_reload, decision rejected). Valid: new sessions use it and
   // every connected dp gets {"type":"event","kind":"policy_version","policy_version":N}.
+  //
+  // Rules (with handlers.rules_dir): the reload is validate-then-apply. The config is parsed,
+  // then every rule set its policies name is read and compiled (rules::RuleBundle); any
+  // error (file:line) rejects the whole reload: config and rules stay as they were,
+  // audited as above. A valid bundle whose content hash differs from the running one
+  // becomes a new rules generation (the new policy version) and is pushed to every dp
+  // connection whose hello asked for rules ({"type":"event","kind":"rules","bundle":...});
+  // a dp that connects later gets the current generation right after its hello answer.
   config::LoadOutcome reload();
+
+  // The rules generation cp runs: {"generation", "hash", "lists", "files", "rules",
+  // "rule_file_bytes", "installed_unix_ms", "rules_dir"}; {"generation": 0} without a
+  // rules_dir.
+  nlohmann::json rules_status() const;
 
   size_t session_count() const;
   // The latest dataplane_stats snapshot of every dataplane (admin API: `dataplane`).
@@ -128,6 +146,25 @@ class EscalationServer {
  private:
   struct Connection;
   struct Session;
+  // One validated rules generation and the event frame that ships it.
+  struct RulesGeneration {
+    uint64_t generation = 0;
+    std::string hash;
+    size_t lists = 0;
+    size_t files = 0;
+    size_t rules = 0;
+    size_t rule_file_bytes = 0;
+    int64_t installed_unix_ms = 0;
+    protocol::json event;  // {"type":"event","kind":"rules","bundle":{...}}
+  };
+  // Reads and compiles the rule sets `cfg` names. Errors (one per diagnostic line) reject
+  // the config; on success *out is the generation to install (generation not yet set).
+  std::vector<config::ConfigError> prepare_rules(const config::Config& cfg,
+                                                 std::shared_ptr<RulesGeneration>* out) const;
+  // Installs `next` (keeping the running generation number when the content is the same)
+  // and pushes it to every dp connection that asked for rules. Returns the installed one.
+  std::shared_ptr<const RulesGeneration> install_rules(std::shared_ptr<RulesGeneration> next,
+                                                       uint64_t version);
 
   void loop();
   void accept_all();
@@ -198,6 +235,11 @@ class EscalationServer {
   std::map<std::string, std::shared_ptr<Session>> sessions_;
 
   DataplaneRegistry dataplanes_;
+
+  // Guards rules_ and the connections' wants_rules, so that a push and a hello never leave
+  // a dp on an older generation. Lock order: rules_mu_, then a connection's mu.
+  mutable std::mutex rules_mu_;
+  std::shared_ptr<const RulesGeneration> rules_;
 
   std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
 };
