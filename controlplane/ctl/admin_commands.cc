@@ -126,8 +126,8 @@ std::string rules_generation_text(const json& r) {
 void print_dataplane_summaries(std::ostream& out, const json& dps) {
   if (!dps.is_array()) return;
   for (const json& d : dps) {
-    out << "dataplane " << d.value("name", "?") << " (" << d.value("mode", "?") << "): "
-        << (d.value("connected", false) ? "connected" : "disconnected")
+    out << "dataplane " << d.value("name", "?") << " (" << d.value("mode", "?")
+        << "): " << (d.value("connected", false) ? "connected" : "disconnected")
         << (d.value("stale", false) ? ", STALE" : "");
     if (d.contains("rules_generation")) {
       out << ", rules generation " << scalar_text(d["rules_generation"]) << " ("

@@ -49,8 +49,8 @@ audit::AuditRecord approval_audit_record(const nlohmann::json& j) {
 
 }  // namespace
 
-Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
-    std::unique_ptr<config::ConfigStore> store, std::string rules_dir) {
+Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config::ConfigStore> store,
+                                                         std::string rules_dir) {
   std::unique_ptr<ControlPlane> cp(new ControlPlane());
   cp->store_ = std::move(store);
   auto cfg = cp->store_->current();

@@ -236,7 +236,8 @@ std::vector<config::ConfigError> EscalationServer::prepare_rules(
     while (start <= text.size()) {
       size_t end = text.find('\n', start);
       if (end == std::string::npos) end = text.size();
-      if (end > start) errors.push_back({"$.policies[].rule_sets", text.substr(start, end - start)});
+      if (end > start)
+        errors.push_back({"$.policies[].rule_sets", text.substr(start, end - start)});
       start = end + 1;
     }
     return errors;
@@ -257,8 +258,8 @@ std::vector<config::ConfigError> EscalationServer::prepare_rules(
   size_t bytes = probe.dump().size();
   if (bytes + 64 > protocol::kMaxFrameBytes) {
     return fail("the rule set files (" + std::to_string(next->rule_file_bytes) +
-                " bytes) do not fit one dp <-> cp frame (" + std::to_string(bytes) + " of at most " +
-                std::to_string(protocol::kMaxFrameBytes) + " bytes encoded)");
+                " bytes) do not fit one dp <-> cp frame (" + std::to_string(bytes) +
+                " of at most " + std::to_string(protocol::kMaxFrameBytes) + " bytes encoded)");
   }
   next->event = std::move(probe);
   *out = std::move(next);
@@ -285,10 +286,10 @@ std::shared_ptr<const EscalationServer::RulesGeneration> EscalationServer::insta
     ++pushed;
   }
   if (pushed > 0) bump(Counter::k_rules_pushes);
-  spdlog::info("rules generation {} ({} lists, {} rules, sha256 {}) pushed to {} dataplane "
-               "connection(s)",
-               rules_->generation, rules_->lists, rules_->rules, rules_->hash.substr(0, 12),
-               pushed);
+  spdlog::info(
+      "rules generation {} ({} lists, {} rules, sha256 {}) pushed to {} dataplane "
+      "connection(s)",
+      rules_->generation, rules_->lists, rules_->rules, rules_->hash.substr(0, 12), pushed);
   return rules_;
 }
 

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/source_root.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
@@ -25,7 +26,6 @@
 #include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
-#include "common/source_root.h"
 
 namespace {
 

@@ -101,6 +101,7 @@ void CpClient::connect_now() {
               {"id", hello_id_},
               {"protocol", 1},
               {"dp", "pgwarden-dp/0.1"},
+              {"rules", true},  // push the rules generation cp validated (event kind rules)
               {"deadline_ms", unix_ms() + 5000}},
              false);
 }
@@ -300,7 +301,10 @@ void CpClient::read_frames() {
 }
 
 void CpClient::handle_frame(nlohmann::json frame) {
-  if (!frame.contains("id") || !frame["id"].is_number_unsigned()) return;  // events from cp
+  if (!frame.contains("id") || !frame["id"].is_number_unsigned()) {  // events from cp
+    if (on_event_) on_event_(std::move(frame));
+    return;
+  }
   uint64_t id = frame["id"].get<uint64_t>();
   bool ok = frame.value("ok", false);
   if (id == hello_id_ && !ready_) {

@@ -59,6 +59,9 @@ class CpClient : public IoHandler {
   uint64_t events_dropped() const { return events_dropped_; }
   // Called on the loop thread whenever ready() changes.
   void set_on_ready_change(std::function<void(bool)> fn) { on_ready_change_ = std::move(fn); }
+  // Called on the loop thread with every frame cp sends unasked (no id: `type: event`, e.g.
+  // kind `rules`), in order.
+  void set_on_event(std::function<void(nlohmann::json)> fn) { on_event_ = std::move(fn); }
 
   void on_io(int fd, uint32_t events) override;
 
@@ -102,6 +105,7 @@ class CpClient : public IoHandler {
   std::map<uint64_t, Pending> pending_;
   uint64_t events_dropped_ = 0;
   std::function<void(bool)> on_ready_change_;
+  std::function<void(nlohmann::json)> on_event_;
   bool flush_scheduled_ = false;
   EventLoop::TimerId event_timer_ = 0;  // pending delayed flush of queued events
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

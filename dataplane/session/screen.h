@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "rules/lexer.h"
 #include "rules/matcher.h"
+#include "rules/rule_bundle.h"
 
 namespace pgwarden::session {
 
@@ -35,9 +36,16 @@ struct ScreenResult {
 };
 
 // The compiled rule set of every rule_sets list the policies name, keyed by the list joined
-// with ','. Immutable; swapped whole on SIGHUP.
+// with ','. Immutable; swapped whole when cp pushes a new generation (or on SIGHUP before
+// cp pushed any).
 struct CompiledRules {
   std::map<std::string, std::shared_ptr<const rules::CompiledRuleSet>> by_list;
+  // Where the sets came from: "local" (the dp's own rules_dir, at start or SIGHUP, until cp
+  // pushes) or "controlplane" (a generation cp validated and pushed).
+  std::string source = "local";
+  uint64_t generation = 0;  // cp's rules generation; 0 for local
+  std::string hash;         // rules::RuleBundle content hash
+  size_t rules = 0;         // rules over all lists
 };
 
 std::string rule_set_list_key(const std::vector<std::string>& names);
@@ -46,6 +54,8 @@ std::string rule_set_list_key(const std::vector<std::string>& names);
 Result<std::string> rule_set_file(const std::string& dir, const std::string& name);
 Result<std::shared_ptr<const CompiledRules>> load_rules(
     const std::string& dir, const std::vector<std::vector<std::string>>& lists);
+// Compiles a bundle cp pushed (its hash already verified by RuleBundle::from_json).
+Result<std::shared_ptr<const CompiledRules>> compile_pushed_rules(const rules::RuleBundle& bundle);
 
 class Screen {
  public:

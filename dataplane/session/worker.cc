@@ -8,12 +8,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/pgwire/messages.h"
 #include "dataplane/session/session.h"
 
 namespace pgwarden::session {
+
+namespace pw = pgwarden::pgwire;
 
 namespace {
 
@@ -44,6 +48,26 @@ Result<int> bind_listener(const ListenerConfig& l) {
     return unavailable("cannot listen on " + l.address + ":" + std::to_string(l.port) + ": " + err);
   }
   return fd;
+}
+
+// The client's IP address without its port: the unit of the per-source pending-login cap.
+std::string source_address(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, host, sizeof host);
+  } else if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, host, sizeof host);
+  } else {
+    return "local";
+  }
+  return host;
+}
+
+// Each worker enforces its share of a process-wide limit (SO_REUSEPORT spreads connections
+// evenly over the workers).
+size_t worker_share(int limit, int workers) {
+  int w = std::max(1, workers);
+  return static_cast<size_t>(std::max(1, (limit + w - 1) / w));
 }
 
 }  // namespace
@@ -78,6 +102,12 @@ Status Worker::init() {
         spdlog::info("connected to the control plane");
       else
         spdlog::warn("control plane connection lost; logins refused until it is back");
+    }
+    if (up && index_ == 0) send_stats();
+  });
+  cp_->set_on_event([this](nlohmann::json ev) {
+    if (ev.value("kind", "") == "rules" && shared_->on_rules_pushed) {
+      shared_->on_rules_pushed(std::move(ev));
     }
   });
   return Status::ok();
@@ -116,6 +146,32 @@ void Worker::set_runtime(std::shared_ptr<const Runtime> runtime) {
   loop_.wake();
 }
 
+void Worker::request_stats() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_requested_ = true;
+  }
+  loop_.wake();
+}
+
+void Worker::post_event(nlohmann::json event) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    posted_events_.push_back(std::move(event));
+  }
+  loop_.wake();
+}
+
+void Worker::stats_tick() {
+  send_stats();
+  stats_timer_ = loop_.add_timer(monotonic_ms() + kStatsIntervalMs, [this] { stats_tick(); });
+}
+
+void Worker::send_stats() {
+  if (index_ != 0 || !shared_->stats_snapshot || !cp_ || !cp_->ready()) return;
+  cp_->event(shared_->stats_snapshot());
+}
+
 void Worker::close_listeners() {
   for (auto& l : listeners_) {
     loop_.remove(l->fd());
@@ -135,6 +191,12 @@ void Worker::on_wake() {
     drain = drain_requested_ && !draining_;
     deadline = requested_drain_deadline_;
     rt = std::move(pending_runtime_);
+    for (auto& ev : posted_events_) cp_->event(std::move(ev));
+    posted_events_.clear();
+    if (stats_requested_) {
+      stats_requested_ = false;
+      send_stats();
+    }
   }
   if (rt) {
     // Sessions read limits from the runtime on every use; swapping the pointer is the whole
@@ -164,6 +226,7 @@ void Worker::on_wake() {
 
 void Worker::run() {
   cp_->start();
+  if (index_ == 0) stats_tick();
   for (;;) {
     loop_.run_once(1000);
     if (stopping_) break;
@@ -196,15 +259,58 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
       close(fd);
       continue;
     }
+    uint64_t id = next_session_++;
+    if (!admit_pending(id, fd, peer)) {
+      close(fd);
+      continue;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    uint64_t id = next_session_++;
     auto s = std::make_unique<Session>(this, id, fd, listener_index, peer);
     Session* raw = s.get();
     sessions_.emplace(id, std::move(s));
     session_count_.store(sessions_.size());
     raw->start();
   }
+}
+
+bool Worker::admit_pending(uint64_t id, int fd, const sockaddr_storage& peer) {
+  const Limits& limits = runtime_->config.limits;
+  const int workers = runtime_->config.workers;
+  PendingLogins::Limits share{worker_share(limits.max_pending_logins, workers),
+                              worker_share(limits.max_pending_logins_per_source, workers),
+                              kMinEvictAgeMs};
+  PendingLogins::Decision d = pending_.admit(id, source_address(peer), monotonic_ms(), share);
+  pending_count_.store(pending_.size());
+  const bool per_source = d.cap == PendingLogins::Cap::kPerSource;
+  const std::string limit_text =
+      per_source ? "limits.max_pending_logins_per_source = " +
+                       std::to_string(limits.max_pending_logins_per_source)
+                 : "limits.max_pending_logins = " + std::to_string(limits.max_pending_logins);
+  if (d.evict != 0) {
+    bump(per_source ? counters_.logins_evicted_source_cap : counters_.logins_evicted_total_cap);
+    if (Session* victim = find(d.evict)) {
+      victim->evict_pending("pgwarden: too many connections that have not completed their login" +
+                            std::string(per_source ? " from this address" : "") + " (" +
+                            limit_text + "); this one was the oldest, connect again");
+    }
+  }
+  if (d.admitted) return true;
+  bump(per_source ? counters_.logins_refused_source_cap : counters_.logins_refused_total_cap);
+  // No session exists for it: a best-effort FATAL 53300 (libpq shows it whether it sent an
+  // SSLRequest or a StartupMessage first), then the caller closes.
+  std::string out;
+  pw::append_error_response(out, "FATAL", "53300",
+                            "pgwarden: too many connections that have not completed their login" +
+                                std::string(per_source ? " from this address" : "") + " (" +
+                                limit_text + "); connect again shortly");
+  (void)!::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  return false;
+}
+
+void Worker::pending_done(uint64_t id) {
+  pending_.remove(id);
+  pending_count_.store(pending_.size());
 }
 
 Session* Worker::find(uint64_t id) {

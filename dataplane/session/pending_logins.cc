@@ -1,0 +1,63 @@
+#include "dataplane/session/pending_logins.h"
+
+namespace pgwarden::session {
+
+uint64_t PendingLogins::evictable(const std::string& source, int64_t now_ms,
+                                  const Limits& limits) const {
+  auto it = by_source_.find(source);
+  if (it == by_source_.end() || it->second.empty()) return 0;
+  const auto& [accepted_ms, id] = *it->second.begin();
+  return now_ms - accepted_ms >= limits.min_evict_age_ms ? id : 0;
+}
+
+PendingLogins::Decision PendingLogins::admit(uint64_t id, const std::string& source, int64_t now_ms,
+                                             const Limits& limits) {
+  Decision d;
+  if (from(source) >= limits.per_source) {
+    d.cap = Cap::kPerSource;
+    d.evict = evictable(source, now_ms, limits);
+    if (d.evict == 0) return d;
+    remove(d.evict);
+  } else if (size() >= limits.total) {
+    d.cap = Cap::kTotal;
+    // The address with the most pending logins (ties: the one with the oldest) pays.
+    const std::string* worst = nullptr;
+    for (const auto& [src, queue] : by_source_) {
+      if (queue.empty()) continue;
+      if (worst == nullptr) {
+        worst = &src;
+        continue;
+      }
+      const Queue& w = by_source_.at(*worst);
+      if (queue.size() > w.size() ||
+          (queue.size() == w.size() && queue.begin()->first < w.begin()->first)) {
+        worst = &src;
+      }
+    }
+    if (worst != nullptr) d.evict = evictable(*worst, now_ms, limits);
+    if (d.evict == 0) return d;
+    remove(d.evict);
+  }
+  by_id_[id] = {source, now_ms};
+  by_source_[source].insert({now_ms, id});
+  d.admitted = true;
+  return d;
+}
+
+void PendingLogins::remove(uint64_t id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  auto src = by_source_.find(it->second.first);
+  if (src != by_source_.end()) {
+    src->second.erase({it->second.second, id});
+    if (src->second.empty()) by_source_.erase(src);
+  }
+  by_id_.erase(it);
+}
+
+size_t PendingLogins::from(const std::string& source) const {
+  auto it = by_source_.find(source);
+  return it == by_source_.end() ? 0 : it->second.size();
+}
+
+}  // namespace pgwarden::session
