@@ -44,6 +44,15 @@ PendingLogins::Decision PendingLogins::admit(uint64_t id, const std::string& sou
   return d;
 }
 
+void PendingLogins::progress(uint64_t id, int64_t now_ms) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || it->second.second == now_ms) return;
+  Queue& q = by_source_[it->second.first];
+  q.erase({it->second.second, id});
+  it->second.second = now_ms;
+  q.insert({now_ms, id});
+}
+
 void PendingLogins::remove(uint64_t id) {
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;

@@ -68,6 +68,22 @@ TEST(PendingLoginsTest, TotalCapEvictsFromTheAddressWithTheMostPendingLogins) {
   EXPECT_EQ(p.size(), 4u);
 }
 
+TEST(PendingLoginsTest, AProgressingLoginIsNotEvictedBeforeStalledOnes) {
+  PendingLogins p;
+  auto l = limits(100, 3, 20);
+  p.admit(1, "nat", 0, l);   // a real client: accepted first, keeps progressing
+  p.admit(2, "nat", 10, l);  // idle
+  p.admit(3, "nat", 20, l);  // idle
+  p.progress(1, 500);
+  auto d = p.admit(4, "nat", 510, l);
+  EXPECT_TRUE(d.admitted);
+  EXPECT_EQ(d.evict, 2u);
+  d = p.admit(5, "nat", 520, l);
+  EXPECT_EQ(d.evict, 3u);
+  p.progress(99, 600);  // unknown ids are ignored
+  EXPECT_EQ(p.from("nat"), 3u);
+}
+
 TEST(PendingLoginsTest, AFloodCannotKeepANewLoginOut) {
   // 500 connections from 50 addresses against a budget of 64 (8 per address): every new
   // connection gets in, the flood's oldest ones pay.

@@ -343,6 +343,7 @@ void Session::read_client() {
       return;
     }
     bump(worker_->counters().sessions_tls);
+    if (pending_login_) worker_->pending_progress(id_);
     state_ = State::kStartup;
     client_readable_ = true;
   }
@@ -613,6 +614,7 @@ void Session::process_client_input() {
 }
 
 bool Session::handle_startup_packet(const pw::Message& m) {
+  if (pending_login_) worker_->pending_progress(id_);  // a complete startup-phase message
   const Runtime& rt = worker_->runtime();
   switch (m.startup) {
     case pw::StartupKind::kSslRequest: {

@@ -313,6 +313,8 @@ void Worker::pending_done(uint64_t id) {
   pending_count_.store(pending_.size());
 }
 
+void Worker::pending_progress(uint64_t id) { pending_.progress(id, monotonic_ms()); }
+
 Session* Worker::find(uint64_t id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end() || it->second->destroyed()) return nullptr;

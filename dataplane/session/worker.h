@@ -87,9 +87,9 @@ struct Shared {
   std::function<nlohmann::json()> stats_snapshot;
 };
 
-// A pending login younger than this is never evicted for a newcomer (the newcomer is
-// refused instead), so a burst of real logins is not cut by its own members.
-inline constexpr int64_t kMinEvictAgeMs = 250;
+// A pending login that progressed more recently than this is never evicted for a newcomer
+// (the newcomer is refused instead), so a burst of real logins is not cut by its members.
+inline constexpr int64_t kMinEvictAgeMs = 20;
 // Worker 0 sends a dataplane_stats snapshot to cp this often (and right after a rules swap).
 inline constexpr int64_t kStatsIntervalMs = 1000;
 
@@ -136,6 +136,8 @@ class Worker {
   void release(Session* s);
   // Session `id` finished its part of the login (or is ending): its pending slot is free.
   void pending_done(uint64_t id);
+  // Session `id`, still pending, completed a step of its login (see PendingLogins).
+  void pending_progress(uint64_t id);
   // Client TLS context for upstream connections (cached per mode and CA file).
   Result<SSL_CTX*> upstream_tls(bool verify, const std::string& ca_file);
 
