@@ -28,9 +28,10 @@ struct Limits {
   int max_connections = 1000;
   // $.limits: connections that have not sent their password message yet, in total and per
   // client IP address; each worker enforces its share (the limit divided by the workers,
-  // rounded up). Over budget, the most stalled pending login (from the address with the most
-  // pending logins) is evicted, or the new connection is refused when every pending login
-  // progressed within kMinEvictAgeMs (worker.h). 53300 either way (PendingLogins).
+  // rounded up). Over budget, the pending login that has done the least (from the address
+  // with the most pending logins) is evicted, or the new connection is refused when every
+  // candidate completed a login step within kMinEvictAgeMs (worker.h). 53300 either way
+  // (PendingLogins).
   int max_pending_logins = 256;
   int max_pending_logins_per_source = 32;
   int64_t startup_timeout_ms = 5000;      // accept (TLS handshake included) -> password message

@@ -3,15 +3,16 @@
 // apart from authenticated sessions so that a flood of idle or slow clients cannot take the
 // slots of agents that log in (docs/operations.md, "Login floods").
 //
-// Two caps: in total and per client address. A new connection over a cap evicts the most
-// stalled pending login — the one whose last progress (accept, a complete startup-phase
-// message, the end of its TLS handshake) is oldest — provided it stalled for at least
-// `min_evict_age_ms`: for the per-address cap the most stalled from that address; for the
-// total cap the most stalled from the address holding the most pending logins (a flooding
-// address pays first). A real client progresses every few milliseconds while an idle or
-// trickling one does not, so a flood evicts itself, also when it shares the address of real
-// agents (NAT). When every candidate progressed more recently, the new connection is refused
-// instead.
+// Two caps: in total and per client address. A new connection over a cap evicts the pending
+// login that has done the least: fewest login steps completed (a step is a complete
+// startup-phase message or the end of the TLS handshake), then the longest time since its
+// last step. For the per-address cap the victim comes from that address; for the total cap
+// from the address holding the most pending logins (a flooding address pays first). A victim
+// that completed no step at all (idle, or trickling a packet byte by byte) is always
+// evictable; one that did is evicted only after `min_evict_age_ms` without progress,
+// otherwise the new connection is refused. A real client completes a step within
+// milliseconds of connecting, so a flood of idle or slow connections — even a reconnecting
+// one, even from the address of real agents (NAT) — only ever evicts itself.
 //
 // Not thread-safe: one per worker, used on the worker's loop thread.
 #pragma once
@@ -21,8 +22,8 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
-#include <utility>
 
 namespace pgwarden::session {
 
@@ -44,7 +45,7 @@ class PendingLogins {
   // Admitted: it is counted; `evict`, if set, is no longer counted and must be ended by the
   // caller.
   Decision admit(uint64_t id, const std::string& source, int64_t now_ms, const Limits& limits);
-  // `id` made progress at `now_ms` (no-op when it is not pending).
+  // `id` completed a login step at `now_ms` (no-op when it is not pending).
   void progress(uint64_t id, int64_t now_ms);
   // `id` finished (or gave up) its part of the login. Idempotent.
   void remove(uint64_t id);
@@ -54,11 +55,19 @@ class PendingLogins {
   size_t sources() const { return by_source_.size(); }
 
  private:
-  using Queue = std::set<std::pair<int64_t, uint64_t>>;  // (progress_ms, id), most stalled first
-  // The most stalled pending login of `source` if it stalled long enough; 0 otherwise.
+  static constexpr int kMaxSteps = 3;  // SSLRequest, TLS handshake, StartupMessage
+  struct Entry {
+    std::string source;
+    int steps = 0;
+    int64_t progress_ms = 0;  // accept or the last step
+  };
+  // (steps, progress_ms, id): the first is the one that has done the least.
+  using Key = std::tuple<int, int64_t, uint64_t>;
+  using Queue = std::set<Key>;
+  // The victim from `source` if it may be evicted now; 0 otherwise.
   uint64_t evictable(const std::string& source, int64_t now_ms, const Limits& limits) const;
 
-  std::unordered_map<uint64_t, std::pair<std::string, int64_t>> by_id_;
+  std::unordered_map<uint64_t, Entry> by_id_;
   std::map<std::string, Queue> by_source_;
 };
 

@@ -29,12 +29,13 @@ TEST(PendingLoginsTest, AdmitsUnderBothCapsAndForgetsRemovedLogins) {
   EXPECT_EQ(p.sources(), 0u);
 }
 
-TEST(PendingLoginsTest, PerSourceCapEvictsThatSourcesOldestWhenOldEnough) {
+TEST(PendingLoginsTest, PerSourceCapEvictsThatSourcesIdleConnectionFirst) {
   PendingLogins p;
-  p.admit(1, "a", 0, limits(100, 2));
-  p.admit(2, "a", 10, limits(100, 2));
-  p.admit(3, "b", 20, limits(100, 2));
-  auto d = p.admit(4, "a", 500, limits(100, 2));
+  auto l = limits(100, 2);
+  p.admit(1, "a", 0, l);
+  p.admit(2, "a", 10, l);
+  p.admit(3, "b", 0, l);
+  auto d = p.admit(4, "a", 11, l);  // idle ones are evictable at any age
   EXPECT_TRUE(d.admitted);
   EXPECT_EQ(d.cap, Cap::kPerSource);
   EXPECT_EQ(d.evict, 1u);
@@ -42,14 +43,19 @@ TEST(PendingLoginsTest, PerSourceCapEvictsThatSourcesOldestWhenOldEnough) {
   EXPECT_EQ(p.from("b"), 1u);  // another address is never touched by a's cap
 }
 
-TEST(PendingLoginsTest, YoungPendingLoginsAreNotEvictedTheNewcomerIsRefused) {
+TEST(PendingLoginsTest, ProgressingLoginsAreEvictedOnlyAfterStallingTheNewcomerIsRefused) {
   PendingLogins p;
-  p.admit(1, "a", 1000, limits(100, 1));
-  auto d = p.admit(2, "a", 1050, limits(100, 1));
+  auto l = limits(100, 1, 100);
+  p.admit(1, "a", 1000, l);
+  p.progress(1, 1005);
+  auto d = p.admit(2, "a", 1050, l);
   EXPECT_FALSE(d.admitted);
   EXPECT_EQ(d.cap, Cap::kPerSource);
   EXPECT_EQ(d.evict, 0u);
   EXPECT_EQ(p.size(), 1u);
+  d = p.admit(3, "a", 1105, l);  // stalled 100 ms since its last step
+  EXPECT_TRUE(d.admitted);
+  EXPECT_EQ(d.evict, 1u);
 }
 
 TEST(PendingLoginsTest, TotalCapEvictsFromTheAddressWithTheMostPendingLogins) {
@@ -68,20 +74,25 @@ TEST(PendingLoginsTest, TotalCapEvictsFromTheAddressWithTheMostPendingLogins) {
   EXPECT_EQ(p.size(), 4u);
 }
 
-TEST(PendingLoginsTest, AProgressingLoginIsNotEvictedBeforeStalledOnes) {
+TEST(PendingLoginsTest, AReconnectingFloodFromTheSameAddressNeverEvictsARealLogin) {
   PendingLogins p;
-  auto l = limits(100, 3, 20);
-  p.admit(1, "nat", 0, l);   // a real client: accepted first, keeps progressing
-  p.admit(2, "nat", 10, l);  // idle
-  p.admit(3, "nat", 20, l);  // idle
-  p.progress(1, 500);
-  auto d = p.admit(4, "nat", 510, l);
-  EXPECT_TRUE(d.admitted);
-  EXPECT_EQ(d.evict, 2u);
-  d = p.admit(5, "nat", 520, l);
-  EXPECT_EQ(d.evict, 3u);
-  p.progress(99, 600);  // unknown ids are ignored
-  EXPECT_EQ(p.from("nat"), 3u);
+  auto l = limits(100, 8, 250);
+  int64_t now = 0;
+  uint64_t id = 1;
+  for (int i = 0; i < 8; ++i) p.admit(id++, "nat", now++, l);
+  const uint64_t agent = id++;
+  auto d = p.admit(agent, "nat", now, l);
+  ASSERT_TRUE(d.admitted);
+  p.progress(agent, now + 1);  // its SSLRequest
+  // A new idle connection every millisecond for two seconds: each evicts another idle one.
+  for (int i = 0; i < 2000; ++i) {
+    now += 1;
+    auto f = p.admit(id++, "nat", now, l);
+    EXPECT_TRUE(f.admitted);
+    EXPECT_NE(f.evict, agent);
+    if (i % 50 == 0) p.progress(agent, now);  // the real client keeps completing steps
+  }
+  EXPECT_EQ(p.from("nat"), 8u);
 }
 
 TEST(PendingLoginsTest, AFloodCannotKeepANewLoginOut) {

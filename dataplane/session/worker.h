@@ -87,9 +87,9 @@ struct Shared {
   std::function<nlohmann::json()> stats_snapshot;
 };
 
-// A pending login that progressed more recently than this is never evicted for a newcomer
-// (the newcomer is refused instead), so a burst of real logins is not cut by its members.
-inline constexpr int64_t kMinEvictAgeMs = 20;
+// A pending login that completed a login step less than this ago is never evicted for a
+// newcomer (the newcomer is refused instead); idle ones always are (PendingLogins).
+inline constexpr int64_t kMinEvictAgeMs = 250;
 // Worker 0 sends a dataplane_stats snapshot to cp this often (and right after a rules swap).
 inline constexpr int64_t kStatsIntervalMs = 1000;
 
