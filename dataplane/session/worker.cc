@@ -292,7 +292,7 @@ bool Worker::admit_pending(uint64_t id, int fd, const sockaddr_storage& peer) {
     if (Session* victim = find(d.evict)) {
       victim->evict_pending("pgwarden: too many connections that have not completed their login" +
                             std::string(per_source ? " from this address" : "") + " (" +
-                            limit_text + "); this one was the oldest, connect again");
+                            limit_text + "); this one had made the least progress, connect again");
     }
   }
   if (d.admitted) return true;
