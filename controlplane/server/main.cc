@@ -1,13 +1,14 @@
 // pgwarden-cp: the control plane process.
 //
 //   pgwarden-cp --config FILE           serve (SIGHUP reloads FILE, SIGTERM/SIGINT stop)
-//               [--rules-dir DIR]       rule set files for `pgwardenctl rules` (default: the
-//                                       source tree's rules/sets, like pgwarden-dp)
+//               [--rules-dir DIR]       rule set files the policies name: compiled on every
+//                                       load and pushed to dataplanes (default: the source
+//                                       tree's rules/sets, like pgwarden-dp)
 //   pgwarden-cp --config FILE --check   validate FILE and exit (0 valid, 2 invalid)
 //   pgwarden-cp --hash-credential       read a secret from stdin, print its credential_hash
 //
 // Exit codes: 0 clean stop, 1 runtime failure (socket, audit log), 2 invalid configuration
-// or usage.
+// (including rule sets that do not compile, reported with file:line) or usage.
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>

@@ -185,18 +185,17 @@ void Worker::on_wake() {
   bool drain = false;
   int64_t deadline = 0;
   std::shared_ptr<const Runtime> rt;
+  std::vector<nlohmann::json> events;
+  bool stats = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop = stop_requested_;
     drain = drain_requested_ && !draining_;
     deadline = requested_drain_deadline_;
     rt = std::move(pending_runtime_);
-    for (auto& ev : posted_events_) cp_->event(std::move(ev));
-    posted_events_.clear();
-    if (stats_requested_) {
-      stats_requested_ = false;
-      send_stats();
-    }
+    events.swap(posted_events_);
+    stats = stats_requested_;
+    stats_requested_ = false;
   }
   if (rt) {
     // Sessions read limits from the runtime on every use; swapping the pointer is the whole
@@ -205,6 +204,10 @@ void Worker::on_wake() {
     screen_.set_rules(runtime_->rules);
     cache_.clear();
   }
+  // Outside mu_: the stats snapshot takes the gateway's runtime lock, which is held while
+  // the gateway posts to this worker.
+  for (auto& ev : events) cp_->event(std::move(ev));
+  if (stats) send_stats();
   if (drain) {
     draining_ = true;
     drain_deadline_ms_ = deadline;
@@ -287,6 +290,19 @@ bool Worker::admit_pending(uint64_t id, int fd, const sockaddr_storage& peer) {
       per_source ? "limits.max_pending_logins_per_source = " +
                        std::to_string(limits.max_pending_logins_per_source)
                  : "limits.max_pending_logins = " + std::to_string(limits.max_pending_logins);
+  if (d.cap != PendingLogins::Cap::kNone) {
+    // One log line per worker per kFloodLogIntervalMs, not one per connection.
+    ++flood_unreported_;
+    int64_t now = monotonic_ms();
+    if (now - flood_reported_ms_ >= kFloodLogIntervalMs) {
+      spdlog::warn(
+          "worker {}: pending-login budget full ({}): {} connection(s) refused or "
+          "evicted since the last report, {} pending",
+          index_, limit_text, flood_unreported_, pending_.size());
+      flood_reported_ms_ = now;
+      flood_unreported_ = 0;
+    }
+  }
   if (d.evict != 0) {
     bump(per_source ? counters_.logins_evicted_source_cap : counters_.logins_evicted_total_cap);
     if (Session* victim = find(d.evict)) {

@@ -90,6 +90,8 @@ struct Shared {
 // A pending login that completed a login step less than this ago is never evicted for a
 // newcomer (the newcomer is refused instead); idle ones always are (PendingLogins).
 inline constexpr int64_t kMinEvictAgeMs = 250;
+// A worker logs a full pending-login budget at most this often.
+inline constexpr int64_t kFloodLogIntervalMs = 10000;
 // Worker 0 sends a dataplane_stats snapshot to cp this often (and right after a rules swap).
 inline constexpr int64_t kStatsIntervalMs = 1000;
 
@@ -174,6 +176,8 @@ class Worker {
   Counters counters_;
   PendingLogins pending_;
   std::atomic<size_t> pending_count_{0};
+  int64_t flood_reported_ms_ = -kFloodLogIntervalMs;
+  uint64_t flood_unreported_ = 0;
   EventLoop::TimerId stats_timer_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
