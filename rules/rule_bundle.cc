@@ -129,12 +129,33 @@ Result<CompiledLists> RuleBundle::compile() const {
     // the whole list.
     auto parsed = RuleSet::parse(sources);
     if (!parsed.is_ok()) return invalid_argument(parsed.status().message());
-    auto compiled = CompiledRuleSet::compile(std::move(*parsed));
+    CompileOptions options;
+    auto db = databases.find(rule_set_list_key(list));
+    if (db != databases.end()) options.serialized = db->second;
+    auto compiled = CompiledRuleSet::compile(std::move(*parsed), options);
     if (!compiled.is_ok()) return invalid_argument(compiled.status().message());
     out.emplace(rule_set_list_key(list), std::move(*compiled));
   }
   return out;
 }
+
+void RuleBundle::attach_databases(const CompiledLists& compiled) {
+  databases.clear();
+  for (const auto& [key, set] : compiled) {
+    std::string bytes = set->serialize();
+    if (!bytes.empty()) databases[key] = std::move(bytes);
+  }
+}
+
+namespace {
+
+std::string sha256_hex(std::string_view bytes) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
+  return hex(md, sizeof md);
+}
+
+}  // namespace
 
 std::string RuleBundle::compute_hash() const {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -166,7 +187,15 @@ nlohmann::json RuleBundle::to_json() const {
   for (const auto& [name, f] : files) {
     files_json.push_back({{"name", name}, {"path", f.path}, {"base64", base64(f.content)}});
   }
-  return {{"generation", generation}, {"hash", hash}, {"lists", lists}, {"files", files_json}};
+  nlohmann::json dbs = nlohmann::json::array();
+  for (const auto& [key, bytes] : databases) {
+    dbs.push_back({{"list", key}, {"sha256", sha256_hex(bytes)}, {"base64", base64(bytes)}});
+  }
+  return {{"generation", generation},
+          {"hash", hash},
+          {"lists", lists},
+          {"files", files_json},
+          {"databases", dbs}};
 }
 
 Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
@@ -200,6 +229,22 @@ Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
     for (const auto& name : list) {
       if (!b.files.count(name))
         return invalid_argument("rules bundle: no file for \"" + name + "\"");
+    }
+  }
+  if (j.contains("databases")) {
+    if (!j["databases"].is_array()) return invalid_argument("rules bundle: bad databases");
+    for (const auto& d : j["databases"]) {
+      if (!d.is_object() || !d.contains("list") || !d["list"].is_string() ||
+          !d.contains("sha256") || !d["sha256"].is_string() || !d.contains("base64") ||
+          !d["base64"].is_string()) {
+        return invalid_argument("rules bundle: databases need list, sha256 and base64");
+      }
+      auto bytes = unbase64(d["base64"].get<std::string>());
+      if (!bytes.is_ok() || sha256_hex(*bytes) != d["sha256"].get<std::string>()) {
+        return invalid_argument("rules bundle: the database of list \"" +
+                                d["list"].get<std::string>() + "\" does not match its sha256");
+      }
+      b.databases[d["list"].get<std::string>()] = std::move(*bytes);
     }
   }
   b.hash = j["hash"].get<std::string>();

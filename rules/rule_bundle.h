@@ -50,18 +50,27 @@ struct RuleBundle {
   std::string hash;
   // cp's rules generation this bundle is (0 = not assigned).
   uint64_t generation = 0;
+  // Optional, by list key: the Hyperscan databases cp compiled for that list
+  // (CompiledRuleSet::serialize()). compile() loads them instead of compiling when they load
+  // on this host (same Hyperscan version and platform), else compiles the sources. Not part
+  // of `hash` (they are derived from the sources); each is checked against its own SHA-256
+  // by from_json().
+  std::map<std::string, std::string> databases;
 
   // Reads the file of every name in `lists` from `dir`. Errors: not_found (no file for a
   // name), invalid_argument (unreadable, or larger than kMaxRuleFileBytes).
   static Result<RuleBundle> read(const std::string& dir,
                                  const std::vector<std::vector<std::string>>& lists);
-  // Parses and compiles every list. invalid_argument with one "file:line: reason" per line
-  // when any rule of any file is wrong.
+  // Parses and compiles every list (or loads its database, above). invalid_argument with one
+  // "file:line: reason" per line when any rule of any file is wrong.
   Result<CompiledLists> compile() const;
+  // Fills `databases` from `compiled` (the result of compile()).
+  void attach_databases(const CompiledLists& compiled);
   std::string compute_hash() const;
   size_t rule_file_bytes() const;
 
-  // {"generation", "hash", "lists": [[...]], "files": [{"name", "path", "base64"}]}
+  // {"generation", "hash", "lists": [[...]], "files": [{"name", "path", "base64"}],
+  //  "databases": [{"list", "sha256", "base64"}]}
   nlohmann::json to_json() const;
   // Checks shape, decodes the files and verifies that they hash to "hash" (data_loss-like
   // invalid_argument otherwise).

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "rules/lexer.h"
+
 namespace pgwarden::rules {
 namespace {
 
@@ -93,6 +95,41 @@ TEST_F(RuleBundleTest, TamperedContentIsRefused) {
   j = b->to_json();
   j["files"] = nlohmann::json::array();
   EXPECT_FALSE(RuleBundle::from_json(j).is_ok());
+}
+
+TEST_F(RuleBundleTest, ShippedDatabasesAreLoadedInsteadOfCompiledAndChecked) {
+  auto b = RuleBundle::read(dir_, {{"deny", "approve"}, {"deny"}});
+  ASSERT_TRUE(b.is_ok());
+  auto compiled = b->compile();
+  ASSERT_TRUE(compiled.is_ok());
+  b->attach_databases(*compiled);
+  ASSERT_EQ(b->databases.size(), 2u);
+  auto back = RuleBundle::from_json(nlohmann::json::parse(b->to_json().dump()));
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  auto loaded = back->compile();
+  ASSERT_TRUE(loaded.is_ok()) << loaded.status().to_string();
+  for (const auto& [key, set] : *loaded) EXPECT_TRUE(set->loaded_from_cache()) << key;
+  // Same verdicts as the compiled ones.
+  struct Sink : MatchSink {
+    void on_match(const Rule&) override {}
+    void on_scan_error(std::string_view) override {}
+  } sink;
+  EXPECT_EQ(loaded->at("deny,approve")->scan(lex_sql("DROP x"), sink), Verdict::kDeny);
+  EXPECT_EQ(loaded->at("deny,approve")->scan(lex_sql("truncate x"), sink), Verdict::kApprove);
+  EXPECT_EQ(loaded->at("deny")->scan(lex_sql("select 1"), sink), Verdict::kAllow);
+  // A database that does not match its sha256 is refused.
+  nlohmann::json j = b->to_json();
+  std::string text = j["databases"][0]["base64"].get<std::string>();
+  text[10] = text[10] == 'A' ? 'B' : 'A';
+  j["databases"][0]["base64"] = text;
+  EXPECT_FALSE(RuleBundle::from_json(j).is_ok());
+  // Bytes that are no database never replace a compile: they do not load, the sources are
+  // compiled.
+  RuleBundle junk = *back;
+  junk.databases["deny"] = "not a database";
+  auto recompiled = junk.compile();
+  ASSERT_TRUE(recompiled.is_ok());
+  EXPECT_FALSE(recompiled->at("deny")->loaded_from_cache());
 }
 
 TEST_F(RuleBundleTest, HashChangesWithContentAndLists) {

@@ -252,15 +252,24 @@ std::vector<config::ConfigError> EscalationServer::prepare_rules(
   next->files = bundle->files.size();
   next->rule_file_bytes = bundle->rule_file_bytes();
   for (const auto& [key, set] : *compiled) next->rules += set->rule_set().size();
+  // Compiled once, here: the dp loads these databases instead of compiling (it compiles the
+  // sources only if they do not load on its host, or if they would not fit one frame).
+  bundle->attach_databases(*compiled);
   // The frame must fit the dp <-> cp channel (the generation number added later is a few
   // bytes; leave room for it).
   json probe = {{"type", "event"}, {"kind", "rules"}, {"bundle", bundle->to_json()}};
   size_t bytes = probe.dump().size();
+  if (bytes + 64 > protocol::kMaxFrameBytes && !bundle->databases.empty()) {
+    bundle->databases.clear();
+    probe = {{"type", "event"}, {"kind", "rules"}, {"bundle", bundle->to_json()}};
+    bytes = probe.dump().size();
+  }
   if (bytes + 64 > protocol::kMaxFrameBytes) {
     return fail("the rule set files (" + std::to_string(next->rule_file_bytes) +
                 " bytes) do not fit one dp <-> cp frame (" + std::to_string(bytes) +
                 " of at most " + std::to_string(protocol::kMaxFrameBytes) + " bytes encoded)");
   }
+  next->databases_shipped = !bundle->databases.empty();
   next->event = std::move(probe);
   *out = std::move(next);
   return {};
@@ -303,6 +312,7 @@ json EscalationServer::rules_status() const {
               {"rules", rules_->rules},
               {"rule_file_bytes", rules_->rule_file_bytes},
               {"installed_unix_ms", rules_->installed_unix_ms},
+              {"databases_shipped", rules_->databases_shipped},
               {"rules_dir", handlers_.rules_dir}};
 }
 

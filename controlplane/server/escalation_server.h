@@ -134,8 +134,8 @@ class EscalationServer {
   config::LoadOutcome reload();
 
   // The rules generation cp runs: {"generation", "hash", "lists", "files", "rules",
-  // "rule_file_bytes", "installed_unix_ms", "rules_dir"}; {"generation": 0} without a
-  // rules_dir.
+  // "rule_file_bytes", "installed_unix_ms", "databases_shipped", "rules_dir"};
+  // {"generation": 0} without a rules_dir.
   nlohmann::json rules_status() const;
 
   size_t session_count() const;
@@ -154,6 +154,7 @@ class EscalationServer {
     size_t files = 0;
     size_t rules = 0;
     size_t rule_file_bytes = 0;
+    bool databases_shipped = false;  // compiled databases travel with the sources
     int64_t installed_unix_ms = 0;
     protocol::json event;  // {"type":"event","kind":"rules","bundle":{...}}
   };

@@ -121,8 +121,9 @@ void Gateway::install_pushed(const nlohmann::json& bundle_json) {
       for (auto& w : workers_) w->set_runtime(runtime_);
       spdlog::info(
           "rules generation {} (sha256 {}, {} rules) from the control plane runs now "
-          "(compiled in {} ms)",
-          generation, hash.substr(0, 12), runtime_->rules->rules, monotonic_ms() - t0);
+          "({} of {} lists loaded from cp's compiled databases, ready in {} ms)",
+          generation, hash.substr(0, 12), runtime_->rules->rules, runtime_->rules->loaded_lists,
+          runtime_->rules->by_list.size(), monotonic_ms() - t0);
       applied["ok"] = true;
       applied["rules"] = runtime_->rules->rules;
     }

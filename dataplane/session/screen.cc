@@ -41,7 +41,10 @@ Result<std::shared_ptr<const CompiledRules>> compile_bundle(const rules::RuleBun
   out->source = std::move(source);
   out->generation = bundle.generation;
   out->hash = bundle.hash;
-  for (const auto& [key, set] : out->by_list) out->rules += set->rule_set().size();
+  for (const auto& [key, set] : out->by_list) {
+    out->rules += set->rule_set().size();
+    if (set->loaded_from_cache()) ++out->loaded_lists;
+  }
   return std::shared_ptr<const CompiledRules>(std::move(out));
 }
 

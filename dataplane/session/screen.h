@@ -46,6 +46,7 @@ struct CompiledRules {
   uint64_t generation = 0;  // cp's rules generation; 0 for local
   std::string hash;         // rules::RuleBundle content hash
   size_t rules = 0;         // rules over all lists
+  size_t loaded_lists = 0;  // lists whose databases cp shipped and that loaded (no compile)
 };
 
 std::string rule_set_list_key(const std::vector<std::string>& names);
