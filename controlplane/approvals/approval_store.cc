@@ -104,6 +104,7 @@ std::optional<ApprovalScope> parse_approval_scope(std::string_view name) {
 }
 
 nlohmann::json ApprovalRequest::to_json() const {
+  auto count = [](int64_t n) { return n < 0 ? nlohmann::json(nullptr) : nlohmann::json(n); };
   return nlohmann::json{
       {"id", id},
       {"session_id", session_id},
@@ -123,6 +124,11 @@ nlohmann::json ApprovalRequest::to_json() const {
       {"decision_reason", decision_reason},
       {"scope", approval_scope_name(scope)},
       {"grant_expires_ms", grant_expires_ms},
+      {"effect", effect.reasons},
+      {"estimated_rows", count(effect.estimated_rows)},
+      {"estimate_note", effect.estimate_note},
+      {"dry_run_rows", count(effect.dry_run_rows)},
+      {"dry_run_note", effect.dry_run_note},
   };
 }
 
@@ -151,6 +157,15 @@ Result<ApprovalRequest> ApprovalRequest::from_json(const nlohmann::json& j) {
     r.decider = j.at("decider").get<std::string>();
     r.decision_reason = j.at("decision_reason").get<std::string>();
     r.grant_expires_ms = j.at("grant_expires_ms").get<int64_t>();
+    // Journals written before approvals by effect have no effect fields.
+    if (j.contains("effect")) r.effect.reasons = j["effect"].get<std::vector<std::string>>();
+    auto count = [&](const char* key) {
+      return j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>() : -1;
+    };
+    r.effect.estimated_rows = count("estimated_rows");
+    r.effect.dry_run_rows = count("dry_run_rows");
+    r.effect.estimate_note = j.value("estimate_note", std::string());
+    r.effect.dry_run_note = j.value("dry_run_note", std::string());
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(std::string("approval record: ") + e.what());
   }
@@ -394,6 +409,7 @@ Result<ApprovalRequest> ApprovalStore::create(const NewApprovalRequest& in) {
   r.shape_key = in.shape_key;
   r.rule = in.rule;
   r.request_reason = in.reason;
+  r.effect = in.effect;
   r.approver_groups = in.settings.approver_groups;
   r.created_ms = impl_->now();
   r.deadline_ms =

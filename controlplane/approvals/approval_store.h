@@ -47,6 +47,19 @@ std::string_view approval_scope_name(ApprovalScope scope);
 std::optional<ApprovalState> parse_approval_state(std::string_view name);
 std::optional<ApprovalScope> parse_approval_scope(std::string_view name);
 
+// What a statement held for approval would do (approvals by effect, docs/approvals.md), as
+// pgwarden-cp measured it when the request was made. Shown to reviewers; never decides.
+struct ApprovalEffect {
+  // Why the statement needs approval, each "rule: explanation", e.g. "where_absent: DELETE on
+  // public.t has no WHERE clause: it changes every row"; the deciding rule first.
+  std::vector<std::string> reasons;
+  int64_t estimated_rows = -1;  // the planner's estimate (EXPLAIN, never run); -1 = none
+  std::string estimate_note;    // why there is no estimate
+  int64_t dry_run_rows = -1;    // rows changed by the rolled-back dry run; -1 = none
+  std::string dry_run_note;     // why no dry run ran (policy dry_run on) or how it failed
+  bool operator==(const ApprovalEffect&) const = default;
+};
+
 struct ApprovalRequest {
   std::string id;  // 16 url-safe characters from a CSPRNG
   std::string session_id;
@@ -66,6 +79,7 @@ struct ApprovalRequest {
   std::string decision_reason;
   ApprovalScope scope = ApprovalScope::kOnce;
   int64_t grant_expires_ms = 0;  // kShape only
+  ApprovalEffect effect;
 
   bool terminal() const { return state != ApprovalState::kPending; }
   nlohmann::json to_json() const;
@@ -85,6 +99,7 @@ struct NewApprovalRequest {
   // The escalation's own deadline (protocol deadline_ms, unix ms); 0 = none. The request's
   // deadline is the earlier of this and now + settings.timeout_seconds.
   int64_t deadline_ms = 0;
+  ApprovalEffect effect;
 };
 
 struct ApprovalDecision {

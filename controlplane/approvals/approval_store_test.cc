@@ -444,5 +444,32 @@ TEST(ApprovalRequestJson, RoundTripsAndRejectsBadRecords) {
   EXPECT_FALSE(ApprovalRequest::from_json(bad).is_ok());
 }
 
+TEST(ApprovalRequestJson, EffectRoundTripsAndOldJournalsReadWithout) {
+  ApprovalRequest r;
+  r.id = "eff";
+  r.effect.reasons = {"where_absent: DELETE on public.t has no WHERE clause"};
+  r.effect.estimated_rows = 1200;
+  r.effect.dry_run_rows = 1187;
+  r.effect.estimate_note = "";
+  r.effect.dry_run_note = "";
+  nlohmann::json j = r.to_json();
+  EXPECT_EQ(j["estimated_rows"], 1200);
+  auto back = ApprovalRequest::from_json(j);
+  ASSERT_TRUE(back.is_ok());
+  EXPECT_EQ(back->effect, r.effect);
+  r.effect = ApprovalEffect{};
+  r.effect.dry_run_note = "calls nextval";
+  j = r.to_json();
+  EXPECT_TRUE(j["estimated_rows"].is_null());
+  EXPECT_EQ(ApprovalRequest::from_json(j)->effect, r.effect);
+  for (const char* k :
+       {"effect", "estimated_rows", "estimate_note", "dry_run_rows", "dry_run_note"}) {
+    j.erase(k);
+  }
+  auto old = ApprovalRequest::from_json(j);
+  ASSERT_TRUE(old.is_ok());
+  EXPECT_EQ(old->effect, ApprovalEffect{});
+}
+
 }  // namespace
 }  // namespace pgwarden::approvals

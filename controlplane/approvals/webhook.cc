@@ -102,16 +102,22 @@ Status WebhookNotifier::post(const std::string& body) {
 }
 
 nlohmann::json webhook_body(const ApprovalRequest& r) {
-  return nlohmann::json{{"event", "approval_requested"},
-                        {"id", r.id},
-                        {"identity", r.identity},
-                        {"target", r.target},
-                        {"rule", r.rule},
-                        {"reason", r.request_reason},
-                        {"sql", r.sql},
-                        {"created_ms", r.created_ms},
-                        {"deadline_ms", r.deadline_ms},
-                        {"approve_command", "pgwardenctl approvals approve " + r.id}};
+  return nlohmann::json{
+      {"event", "approval_requested"},
+      {"id", r.id},
+      {"identity", r.identity},
+      {"target", r.target},
+      {"rule", r.rule},
+      {"reason", r.request_reason},
+      {"sql", r.sql},
+      {"effect", r.effect.reasons},
+      {"estimated_rows", r.effect.estimated_rows < 0 ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(r.effect.estimated_rows)},
+      {"dry_run_rows",
+       r.effect.dry_run_rows < 0 ? nlohmann::json(nullptr) : nlohmann::json(r.effect.dry_run_rows)},
+      {"created_ms", r.created_ms},
+      {"deadline_ms", r.deadline_ms},
+      {"approve_command", "pgwardenctl approvals approve " + r.id}};
 }
 
 }  // namespace pgwarden::approvals

@@ -17,6 +17,7 @@
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/validator.h"
 #include "controlplane/net/http_client.h"
+#include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/glob.h"
 
 namespace pgwarden::config {
@@ -519,7 +520,8 @@ class Parser {
     if (!object(e, ep,
                 {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
                  "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
-                 "deny_masked_in_expressions", "approvals", "recording", "allow_function_call"})) {
+                 "deny_masked_in_expressions", "approvals", "recording", "allow_function_call",
+                 "approve_unbounded_writes", "approve_when_rows_over", "dry_run"})) {
       return;
     }
     policy::Policy pol;
@@ -533,7 +535,7 @@ class Parser {
     strings(e, "targets", ep, pol.targets, true, true);
     auto kind_check = [this](const std::string& k) {
       bool known = options_.known_statement_kind ? options_.known_statement_kind(k)
-                                                 : is_word(k, "") && k == ascii_lower(k);
+                                                 : policy::is_kind_entry(k);
       return known ? std::string() : "unknown statement kind " + json_quote(k);
     };
     strings(e, "allowed_kinds", ep, pol.allowed_kinds, false, false, kind_check);
@@ -561,6 +563,7 @@ class Parser {
     if (!pol.approve_kinds.empty() && pol.approvals.approver_groups.empty()) {
       error(ep + ".approvals.approver_groups", "is required when approve_kinds is set");
     }
+    parse_effect_approvals(e, ep, pol);
     if (const json* r = field(e, "recording", ep, false)) {
       std::string rp = ep + ".recording";
       if (object(*r, rp, {"level", "required", "row_cap"})) {
@@ -592,6 +595,16 @@ class Parser {
       }
     }
     c.policies.push_back(std::move(pol));
+  }
+
+  // Approvals by effect (docs/approvals.md).
+  void parse_effect_approvals(const json& e, const std::string& ep, policy::Policy& pol) {
+    boolean(e, "approve_unbounded_writes", ep, pol.approve_unbounded_writes);
+    integer(e, "approve_when_rows_over", ep, pol.approve_when_rows_over, 0, 2000000000);
+    boolean(e, "dry_run", ep, pol.dry_run);
+    if (pol.approve_when_rows_over > 0 && pol.approvals.approver_groups.empty()) {
+      error(ep + ".approvals.approver_groups", "is required when approve_when_rows_over is set");
+    }
   }
 
   void parse_mask(const json& m, const std::string& mp, policy::Policy& pol) {

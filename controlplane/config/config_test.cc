@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
 #include "common/source_root.h"
 
 namespace pgwarden::config {
@@ -56,6 +57,10 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_EQ(c.audit_sinks[2].kind, AuditSink::Kind::kPostgres);
   EXPECT_EQ(c.audit_sinks[2].target, "crm");
   EXPECT_EQ(c.approvals.webhook_url, "https://chatops.example.com/hooks/pgwarden");
+  ASSERT_GE(c.policies.size(), 2u);
+  EXPECT_EQ(c.policies[1].approve_when_rows_over, 1000);
+  EXPECT_TRUE(c.policies[1].dry_run);
+  EXPECT_TRUE(c.policies[1].approve_unbounded_writes);
   EXPECT_EQ(c.approvals.webhook_ca_file, "/etc/pgwarden/chatops-ca.pem");
   EXPECT_EQ(c.approvals.webhook_timeout_ms, 3000);
   EXPECT_EQ(c.approvals.webhook_connect_timeout_ms, 1000);
@@ -174,6 +179,19 @@ INSTANTIATE_TEST_SUITE_P(
                 "read_only to false)"},
         BadCase{"ApproveWithoutApprovers", [](json& j) { j["policies"][1].erase("approvals"); },
                 "$.policies[1].approvals.approver_groups: is required when approve_kinds is set"},
+        BadCase{"UnknownKind",
+                [](json& j) { j["policies"][1]["allowed_kinds"] = json::array({"selec"}); },
+                "$.policies[1].allowed_kinds[0]: unknown statement kind \"selec\""},
+        BadCase{"RowsOverWithoutApprovers",
+                [](json& j) {
+                  j["policies"][0]["approve_when_rows_over"] = 100;
+                  j["policies"][0].erase("approvals");
+                },
+                "$.policies[0].approvals.approver_groups: is required when approve_when_rows_over "
+                "is set"},
+        BadCase{"NegativeRowsOver",
+                [](json& j) { j["policies"][1]["approve_when_rows_over"] = -1; },
+                "$.policies[1].approve_when_rows_over: must be between 0 and 2000000000"},
         BadCase{"BadRelationGlob",
                 [](json& j) { j["policies"][0]["allowed_relations"][0] = "customers"; },
                 "$.policies[0].allowed_relations[0]: must be a \"schema.table\" glob (letters, "

@@ -534,9 +534,29 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
   if (inv->emit_json(*r)) return kExitAdminOk;
   if (sub != "show") out << pos[1] << ": " << r->value("state", "") << "\n";
   print_fields(out, *r,
-               {"id", "state", "identity", "groups", "session_id", "target", "rule",
-                "request_reason", "approver_groups", "created_ms", "deadline_ms", "decided_ms",
-                "decider", "decision_reason", "scope", "grant_expires_ms", "shape_key", "sql"});
+               {"id",
+                "state",
+                "identity",
+                "groups",
+                "session_id",
+                "target",
+                "rule",
+                "request_reason",
+                "effect",
+                "estimated_rows",
+                "estimate_note",
+                "dry_run_rows",
+                "dry_run_note",
+                "approver_groups",
+                "created_ms",
+                "deadline_ms",
+                "decided_ms",
+                "decider",
+                "decision_reason",
+                "scope",
+                "grant_expires_ms",
+                "shape_key",
+                "sql"});
   return kExitAdminOk;
 }
 

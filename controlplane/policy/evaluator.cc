@@ -332,6 +332,15 @@ class Evaluator {
     for (StatementKind k : st.nested_kinds) {
       if (contains_kind(policy_.approve_kinds, k)) return approve(k);
     }
+    if (policy_.approve_unbounded_writes) {
+      for (const WriteEffect& e : st.write_effects) {
+        if (e.reach == WriteReach::kRestricted) continue;
+        return Decision{
+            Verdict::kApprove, std::string(write_reach_rule(e.reach)),
+            e.describe() + "; policy " + quoted(policy_.name) + " needs a human approval for that",
+            -1, 0};
+      }
+    }
     return Decision{
         Verdict::kAllow, "allowed_kinds:" + std::string(statement_kind_name(st.kind)),
         std::string(statement_kind_name(st.kind)) + " allowed by policy " + quoted(policy_.name),
@@ -408,6 +417,21 @@ bool kind_listed(const std::vector<std::string>& entries, StatementKind kind) {
     if (kind == StatementKind::kSet && e.starts_with("set:")) return true;
   }
   return false;
+}
+
+bool is_kind_entry(std::string_view entry) {
+  if (entry == "*" || entry == "ddl" || entry == "copy" || entry == "write" ||
+      entry == "prepared") {
+    return true;
+  }
+  if (statement_kind_from_name(entry)) return true;
+  if (!entry.starts_with("set:") || entry.size() == 4) return false;
+  for (char c : entry.substr(4)) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '*' || c == '?';
+    if (!ok) return false;
+  }
+  return true;
 }
 
 Decision evaluate(const Policy& policy, const SqlAnalysis& analysis, PreparedStatements* session) {

@@ -29,7 +29,9 @@ struct Decision {
   // What decided, stable for audit logs and tests: "parse_error", "read_only",
   // "allowed_kinds", "allowed_relations", "set_parameter", "dangerous_function",
   // "unknown_prepared_statement", "prepared_statement_limit", "approve_kinds",
-  // "allowed_kinds:<kind>" (allow), "empty_statement" (allow).
+  // "where_absent", "where_constant_true", "where_row_independent", "truncate" (approvals by
+  // effect, controlplane/policy/effect.h), "allowed_kinds:<kind>" (allow), "empty_statement"
+  // (allow).
   std::string rule;
   // deny: a message a human can act on; approve: the reason approval is needed;
   // allow: a short description.
@@ -89,5 +91,10 @@ bool is_dangerous_function(std::string_view name);
 // copy_from_stdin), "prepared" (prepare, execute, deallocate), "write" (insert, update,
 // delete, merge); "set:<parameter>" entries count as naming kind set.
 bool kind_listed(const std::vector<std::string>& entries, StatementKind kind);
+
+// True when `entry` may appear in allowed_kinds / approve_kinds: a kind name, a group alias
+// (ddl, copy, write, prepared), "*", or "set:<glob>" over parameter names ([a-z0-9_.] with
+// * and ?). The config loader rejects anything else.
+bool is_kind_entry(std::string_view entry);
 
 }  // namespace pgwarden::policy

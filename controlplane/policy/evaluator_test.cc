@@ -49,6 +49,9 @@ Policy read_write_policy() {
                      "discard"};
   p.allowed_relations = {"public.*", "crm.*"};
   p.approve_kinds = {"delete"};
+  // The kinds corpus below is about allowed_kinds/approve_kinds; approvals by effect have
+  // their own corpus (EffectApprovals).
+  p.approve_unbounded_writes = false;
   return p;
 }
 
@@ -60,6 +63,7 @@ Policy admin_policy() {
   p.allowed_relations = {"*"};
   p.allowed_functions = {"pg_catalog.pg_terminate_backend", "pg_cancel_backend"};
   p.approve_kinds = {"ddl_drop", "truncate", "copy_program", "do"};
+  p.approve_unbounded_writes = false;
   return p;
 }
 
@@ -487,6 +491,90 @@ TEST(Evaluator, VerdictNames) {
   EXPECT_EQ(verdict_name(Verdict::kAllow), "allow");
   EXPECT_EQ(verdict_name(Verdict::kDeny), "deny");
   EXPECT_EQ(verdict_name(Verdict::kApprove), "approve");
+}
+
+// --- approvals by effect ------------------------------------------------------------------
+
+struct EffectRow {
+  const char* sql;
+  const char* rule;  // "" = allow
+};
+
+class EffectApprovals : public ::testing::TestWithParam<EffectRow> {};
+
+Policy effect_policy() {
+  Policy p = read_write_policy();
+  p.name = "effects";
+  p.approve_kinds = {};
+  p.allowed_kinds.push_back("truncate");
+  p.approve_unbounded_writes = true;
+  return p;
+}
+
+TEST_P(EffectApprovals, UnboundedWritesNeedApproval) {
+  PreparedStatements session;
+  const Decision d = evaluate_sql(effect_policy(), GetParam().sql, &session);
+  SCOPED_TRACE(std::string(GetParam().sql) + " -> " + std::string(verdict_name(d.verdict)) + " [" +
+               d.rule + "] " + d.message);
+  if (std::string_view(GetParam().rule).empty()) {
+    EXPECT_EQ(d.verdict, Verdict::kAllow);
+  } else {
+    EXPECT_EQ(d.verdict, Verdict::kApprove);
+    EXPECT_EQ(d.rule, GetParam().rule);
+    EXPECT_NE(d.message.find("policy \"effects\" needs a human approval"), std::string::npos);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Corpus, EffectApprovals,
+    ::testing::Values(
+        EffectRow{"DELETE FROM kv", "where_absent"},
+        EffectRow{"DELETE FROM kv WHERE true", "where_constant_true"},
+        EffectRow{"DELETE FROM kv WHERE 1=1", "where_constant_true"},
+        EffectRow{"DELETE FROM kv WHERE k = 'a' OR true", "where_constant_true"},
+        EffectRow{"UPDATE kv SET v = (SELECT 'x' WHERE true)", "where_absent"},
+        EffectRow{"UPDATE kv SET v = 'x' WHERE NOT false", "where_constant_true"},
+        EffectRow{"UPDATE kv SET v = 'x' WHERE now() IS NOT NULL", "where_row_independent"},
+        EffectRow{"TRUNCATE kv", "truncate"},
+        EffectRow{"WITH d AS (DELETE FROM kv RETURNING *) SELECT * FROM d", "where_absent"},
+        EffectRow{"BEGIN; UPDATE kv SET v = 1; COMMIT", "where_absent"},
+        EffectRow{"PREPARE p AS DELETE FROM kv WHERE 'a' = 'a'", "where_constant_true"},
+        EffectRow{"PREPARE p AS DELETE FROM kv WHERE true; EXECUTE p", "where_constant_true"},
+        EffectRow{"EXPLAIN ANALYZE DELETE FROM kv", "where_absent"},
+        EffectRow{"EXPLAIN DELETE FROM kv", ""}, EffectRow{"DELETE FROM kv WHERE k = 'a'", ""},
+        EffectRow{"DELETE FROM kv WHERE false", ""},
+        EffectRow{"UPDATE kv SET v = 'x' WHERE status IS NOT NULL", ""},
+        EffectRow{"INSERT INTO kv SELECT * FROM kv", ""}));
+
+TEST(Evaluator, EffectApprovalsCanBeSwitchedOffAndNeverOverrideADeny) {
+  Policy p = effect_policy();
+  p.approve_unbounded_writes = false;
+  EXPECT_EQ(evaluate_sql(p, "DELETE FROM kv").verdict, Verdict::kAllow);
+  Policy ro = read_only_policy();
+  ro.approve_unbounded_writes = true;
+  EXPECT_EQ(evaluate_sql(ro, "DELETE FROM kv").rule, "read_only");
+  EXPECT_EQ(evaluate_sql(effect_policy(), "DELETE FROM secret.t").rule, "allowed_relations");
+}
+
+TEST(Evaluator, ExecuteInheritsAnEffectApprovalAcrossCalls) {
+  PreparedStatements session;
+  const Policy p = effect_policy();
+  EXPECT_EQ(evaluate_sql(p, "PREPARE wipe AS DELETE FROM kv", &session).rule, "where_absent");
+  EXPECT_EQ(evaluate_sql(p, "EXECUTE wipe", &session).rule, "where_absent");
+  EXPECT_EQ(evaluate_sql(p, "DEALLOCATE wipe", &session).verdict, Verdict::kAllow);
+  EXPECT_EQ(evaluate_sql(p, "EXECUTE wipe", &session).rule, "unknown_prepared_statement");
+}
+
+TEST(Evaluator, KindEntriesAcceptedByTheConfigLoader) {
+  for (const char* ok : {"*", "select", "ddl", "copy", "write", "prepared", "set:statement_timeout",
+                         "set:lock_*", "truncate", "explain_analyze"}) {
+    EXPECT_TRUE(is_kind_entry(ok)) << ok;
+  }
+  for (const char* bad : {"", "selec", "SELECT", "set:", "set:Role", "**", "set", "all"}) {
+    if (std::string_view(bad) == "set") continue;  // a kind name
+    EXPECT_FALSE(is_kind_entry(bad)) << bad;
+  }
+  EXPECT_TRUE(kind_listed({"*"}, StatementKind::kTruncate));
 }
 
 }  // namespace

@@ -50,6 +50,17 @@ struct Policy {
   // Statement kinds that need a human approval even when allowed (same syntax as
   // allowed_kinds; nested kinds count, e.g. the DELETE in a data-modifying CTE).
   std::vector<std::string> approve_kinds;
+  // Approvals by effect (docs/approvals.md): an UPDATE/DELETE/MERGE whose WHERE (ON) is
+  // absent, folds to constant true or does not depend on the row, and every TRUNCATE, need a
+  // human approval when the policy allows them at all.
+  bool approve_unbounded_writes = true;
+  // Writes (UPDATE/DELETE/INSERT/MERGE) whose planner row estimate (EXPLAIN, never run) is over
+  // this need a human approval; 0 = no threshold.
+  int approve_when_rows_over = 0;
+  // Approval requests of writes also show the exact number of rows the statement would
+  // change, measured by running it in a transaction that is rolled back on pgwarden-cp's own
+  // connection (skipped, with the reason, where a rollback could not undo everything).
+  bool dry_run = false;
   std::vector<std::string> rule_sets;  // rule set files (rules/sets/*.rules) for the prescreen
   std::vector<MaskRule> masks;
   // Deny statements that use a masked column inside an expression instead of relying on

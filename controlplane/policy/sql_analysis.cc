@@ -89,6 +89,7 @@ class Walker {
   // Returns false when the tree was too deep to analyse.
   bool run(const PgQuery__Node* stmt) {
     classify_and_walk(stmt);
+    if (!too_deep_) out_->write_effects = find_write_effects(stmt);
     if (locks_rows_) add_unique(&out_->nested_kinds, StatementKind::kSelectForUpdate);
     // The statement's own kind is not "nested".
     std::erase(out_->nested_kinds, out_->kind);
@@ -787,6 +788,7 @@ class Walker {
   // Analyses an inner statement (EXPLAIN, PREPARE) and merges its lists into this one.
   void merge_inner(const PgQuery__Node* query, bool executed) {
     auto inner = std::make_shared<StatementAnalysis>();
+    inner->text = inner_statement_text(out_->text);
     Walker w(inner.get());
     if (!w.run(query)) too_deep_ = true;
     for (const auto& r : inner->relations_read) add_unique(&out_->relations_read, r);

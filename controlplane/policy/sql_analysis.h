@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "controlplane/policy/effect.h"
+
 namespace pgwarden::policy {
 
 // Statement kinds. The string form (statement_kind_name) is what policies list in
@@ -128,7 +130,8 @@ struct StatementAnalysis {
   StatementKind kind = StatementKind::kOther;
   // Parse node name for kOther / DDL (e.g. "CreateStmt", "ClusterStmt"), for messages.
   std::string node;
-  std::string text;  // the statement's own text (trimmed slice of the input)
+  std::string text;  // the statement's own text (trimmed slice of the input); for the `inner`
+                     // of PREPARE/EXPLAIN, the inner statement's text
   // Kinds of statements executed inside this one: data-modifying CTEs
   // (`WITH d AS (DELETE ...) SELECT` has kind select and nested kind delete), row locks in
   // subqueries (select_for_update), the inner statement of EXPLAIN ANALYZE / PREPARE / COPY.
@@ -164,6 +167,9 @@ struct StatementAnalysis {
   // columns are also merged into this statement's lists (EXPLAIN without ANALYZE reports the
   // inner statement's written relations as read: nothing is executed).
   std::shared_ptr<const StatementAnalysis> inner;
+  // Every UPDATE/DELETE/MERGE/TRUNCATE this statement runs, with how far it reaches
+  // (controlplane/policy/effect.h); empty for EXPLAIN/PREPARE (see `inner`).
+  std::vector<WriteEffect> write_effects;
 };
 
 struct ParseError {

@@ -10,6 +10,7 @@
 
 #include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recording_file.h"
+#include "controlplane/server/effect_probe.h"
 #include "controlplane/server/policy_analyser.h"
 #include "controlplane/vault/secret.h"
 
@@ -148,7 +149,7 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
 
   ServerHandlers handlers;
   handlers.authenticator = cp->identity_;
-  handlers.analyser = std::make_shared<PolicyAnalyser>();
+  handlers.analyser = std::make_shared<PolicyAnalyser>(std::make_shared<PgEffectProbe>());
   handlers.mask_planner = cp->mask_planner_;
   handlers.approvals = cp->approvals_.get();
   handlers.recorder = cp->recorder_.get();

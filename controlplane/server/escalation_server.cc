@@ -80,6 +80,8 @@ struct EscalationServer::Session {
   recording::SessionStart start;
   std::atomic<bool> start_pending{false};
   std::atomic<bool> ended{false};
+  // SQL-level prepared statements and effects awaiting their approval request.
+  SessionSqlState sql;
 };
 
 EscalationServer::EscalationServer(config::ConfigStore& store, audit::AuditLog& audit,
@@ -832,7 +834,7 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
   if (Status st = catch_up_recording(s); !st.is_ok()) {
     return recording_hold(s, id, st, req->sql);
   }
-  SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config};
+  SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config, &s->sql};
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
   audit::AuditRecord r{.event = "decision",
                        .session_id = s->id,
@@ -1015,6 +1017,11 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
   n.reason = req->reason;
   n.settings = s->policy->approvals;
   n.deadline_ms = deadline_ms;
+  {
+    // What the analysis measured for this statement (estimate, dry run) goes to the reviewer.
+    std::lock_guard<std::mutex> lock(s->sql.mu);
+    n.effect = s->sql.take_effect(req->sql);
+  }
   // The store audits every transition (requested, approved, denied, expired, abandoned).
   auto created = store->create(n);
   if (!created.is_ok()) {

@@ -12,12 +12,16 @@
 //     per target). FailClosedMaskPlanner refuses every result set (default).
 #pragma once
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "controlplane/approvals/approval_store.h"
 #include "controlplane/config/config.h"
+#include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/policy.h"
 #include "controlplane/protocol/messages.h"
 
@@ -53,6 +57,21 @@ class Authenticator {
                                    const protocol::AuthenticateRequest& request) = 0;
 };
 
+// What cp's analysis keeps between the statements of one session (owned by the session).
+struct SessionSqlState {
+  static constexpr size_t kMaxPendingEffects = 16;
+  std::mutex mu;  // guards everything below
+  // SQL-level PREPARE names, so that EXECUTE inherits the verdict of its PREPARE.
+  policy::PreparedStatements prepared;
+  // What a statement answered "approve" would do (estimate, dry run), by statement text,
+  // until its approval request takes it (oldest dropped beyond kMaxPendingEffects).
+  std::map<std::string, approvals::ApprovalEffect> pending_effects;
+
+  void put_effect(const std::string& sql, approvals::ApprovalEffect effect);
+  // The effect stored for `sql` (removed); empty when none.
+  approvals::ApprovalEffect take_effect(const std::string& sql);
+};
+
 // What an analyser or planner knows about the session a request belongs to.
 struct SessionView {
   const std::string& session_id;
@@ -60,6 +79,9 @@ struct SessionView {
   const policy::Policy& policy;
   const config::Target& target;
   const config::Config& config;  // the snapshot the session was admitted under
+  // The session's analysis state; null = none (EXECUTE of a SQL-level prepared statement is
+  // then denied, and no effect is kept for an approval request).
+  SessionSqlState* sql_state = nullptr;
 };
 
 class StatementAnalyser {

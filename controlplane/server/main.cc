@@ -18,7 +18,7 @@
 #include <iostream>
 #include <string>
 
-#include "common/source_root.h"
+#include "common/default_paths.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
@@ -133,7 +133,7 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
 
 int main(int argc, char** argv) {
   std::string config_path;
-  std::string rules_dir = std::string(PGW_SOURCE_ROOT) + "/rules/sets";
+  std::string rules_dir = default_rules_dir();
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -1,5 +1,10 @@
 #include "controlplane/server/policy_analyser.h"
 
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <string_view>
+
 #include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/glob.h"
 #include "controlplane/policy/sql_analysis.h"
@@ -8,9 +13,21 @@ namespace pgwarden::server {
 
 namespace {
 
-bool literal_sensitive(const policy::StatementAnalysis& s) {
-  using policy::StatementKind;
-  switch (s.kind) {
+using policy::StatementAnalysis;
+using policy::StatementKind;
+
+bool is_write_kind(StatementKind k) {
+  return k == StatementKind::kInsert || k == StatementKind::kUpdate ||
+         k == StatementKind::kDelete || k == StatementKind::kMerge;
+}
+
+bool writes_rows(const StatementAnalysis& s) {
+  return is_write_kind(s.kind) ||
+         std::any_of(s.nested_kinds.begin(), s.nested_kinds.end(), is_write_kind);
+}
+
+bool session_dependent(StatementKind k) {
+  switch (k) {
     case StatementKind::kSet:
     case StatementKind::kReset:
     case StatementKind::kPrepare:
@@ -21,12 +38,212 @@ bool literal_sensitive(const policy::StatementAnalysis& s) {
     case StatementKind::kCall:
       return true;
     default:
-      break;
+      return false;
+  }
+}
+
+// Literal values or session state may change the verdict of a statement of this shape.
+bool literal_sensitive(const StatementAnalysis& s) {
+  if (session_dependent(s.kind)) return true;
+  // EXPLAIN ANALYZE EXECUTE p: the nested EXECUTE depends on the session's PREPARE.
+  if (std::any_of(s.nested_kinds.begin(), s.nested_kinds.end(), session_dependent)) return true;
+  if (s.inner && literal_sensitive(*s.inner)) return true;
+  for (const policy::WriteEffect& e : s.write_effects) {
+    // `WHERE 1=2` and `WHERE 1=1` have the same shape.
+    if (e.uses_literals || e.reach != policy::WriteReach::kRestricted) return true;
   }
   return !s.settings.empty();
 }
 
+// A write whose rows the planner is asked about; text "" when it cannot be asked (COPY).
+struct WriteProbe {
+  std::string text;
+  std::vector<std::string> functions;  // names the statement calls (planning may run some)
+};
+
+WriteProbe probe_of(const StatementAnalysis& st, std::string text) {
+  WriteProbe w{std::move(text), {}};
+  for (const policy::FunctionRef& f : st.functions) w.functions.push_back(f.name);
+  return w;
+}
+
+void collect_writes(const StatementAnalysis& st, const policy::PreparedStatements* names,
+                    std::vector<WriteProbe>* out) {
+  switch (st.kind) {
+    case StatementKind::kPrepare:  // runs nothing; its EXECUTE is estimated
+    case StatementKind::kExplain:
+      return;
+    case StatementKind::kExplainAnalyze:
+      if (!st.inner) return;
+      if (st.inner->kind == StatementKind::kExecute) return collect_writes(*st.inner, names, out);
+      if (writes_rows(*st.inner)) out->push_back(probe_of(*st.inner, st.inner->text));
+      return;
+    case StatementKind::kExecute: {
+      const auto* candidates = names != nullptr ? names->find(st.prepared_name) : nullptr;
+      if (candidates == nullptr) return;
+      for (const auto& c : *candidates) {
+        if (writes_rows(*c)) out->push_back(probe_of(*c, c->text));
+      }
+      return;
+    }
+    default:
+      if (writes_rows(st)) {
+        out->push_back(
+            probe_of(st, st.kind == StatementKind::kCopyToStdout ? std::string() : st.text));
+      }
+      return;
+  }
+}
+
+// Every write effect a statement runs (its own, and those of EXPLAIN ANALYZE / PREPARE /
+// EXECUTE inner statements).
+void collect_effects(const StatementAnalysis& st, const policy::PreparedStatements* names,
+                     std::vector<policy::WriteEffect>* out) {
+  out->insert(out->end(), st.write_effects.begin(), st.write_effects.end());
+  if (st.inner && st.kind != StatementKind::kExplain) collect_effects(*st.inner, names, out);
+  if (st.kind == StatementKind::kExecute && names != nullptr) {
+    if (const auto* candidates = names->find(st.prepared_name)) {
+      for (const auto& c : *candidates) collect_effects(*c, names, out);
+    }
+  }
+}
+
+// Functions a dry run may call: built-in, no side effects outside the transaction. Anything
+// else (nextval, pg_notify, dblink, user functions, ...) skips the dry run.
+bool dry_run_safe_function(const policy::FunctionRef& f) {
+  static const std::set<std::string_view> kSafe = {"lower",
+                                                   "upper",
+                                                   "length",
+                                                   "char_length",
+                                                   "octet_length",
+                                                   "substr",
+                                                   "substring",
+                                                   "left",
+                                                   "right",
+                                                   "trim",
+                                                   "btrim",
+                                                   "ltrim",
+                                                   "rtrim",
+                                                   "replace",
+                                                   "concat",
+                                                   "concat_ws",
+                                                   "lpad",
+                                                   "rpad",
+                                                   "split_part",
+                                                   "strpos",
+                                                   "position",
+                                                   "md5",
+                                                   "abs",
+                                                   "round",
+                                                   "floor",
+                                                   "ceil",
+                                                   "ceiling",
+                                                   "trunc",
+                                                   "mod",
+                                                   "now",
+                                                   "statement_timestamp",
+                                                   "transaction_timestamp",
+                                                   "date_trunc",
+                                                   "date_part",
+                                                   "extract",
+                                                   "to_char",
+                                                   "to_date",
+                                                   "to_timestamp",
+                                                   "to_number",
+                                                   "age",
+                                                   "make_date",
+                                                   "make_interval",
+                                                   "jsonb_build_object",
+                                                   "json_build_object",
+                                                   "jsonb_set",
+                                                   "jsonb_build_array",
+                                                   "json_build_array",
+                                                   "to_jsonb",
+                                                   "to_json",
+                                                   "array_length",
+                                                   "cardinality",
+                                                   "array_append",
+                                                   "array_remove",
+                                                   "format",
+                                                   "initcap",
+                                                   "reverse",
+                                                   "starts_with",
+                                                   "count",
+                                                   "sum",
+                                                   "avg",
+                                                   "min",
+                                                   "max",
+                                                   "bool_and",
+                                                   "bool_or",
+                                                   "string_agg",
+                                                   "array_agg"};
+  return (f.schema.empty() || f.schema == "pg_catalog") && kSafe.count(f.name) > 0;
+}
+
+// Why the statement string cannot be dry-run; "" when it can (then *out is the statement).
+std::string dry_run_obstacle(const policy::SqlAnalysis& a, const StatementAnalysis** out) {
+  if (a.statements.size() != 1) return "the string holds several statements";
+  const StatementAnalysis& st = a.statements[0];
+  if (!is_write_kind(st.kind)) {
+    return "only a single UPDATE, DELETE, INSERT or MERGE is dry-run (this is " +
+           std::string(policy::statement_kind_name(st.kind)) + ")";
+  }
+  for (StatementKind k : st.nested_kinds) {
+    if (is_write_kind(k)) return "it contains a data-modifying WITH";
+  }
+  for (const policy::FunctionRef& f : st.functions) {
+    if (!dry_run_safe_function(f)) {
+      return "it calls " + f.resolved() +
+             ", whose effects (sequences, notifications, other connections) a rollback may "
+             "not undo";
+    }
+  }
+  *out = &st;
+  return "";
+}
+
+bool mentions_default(std::string_view text) {
+  auto word_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+           static_cast<unsigned char>(c) >= 0x80;
+  };
+  std::string lower(text);
+  for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  for (size_t at = lower.find("default"); at != std::string::npos;
+       at = lower.find("default", at + 1)) {
+    bool start = at == 0 || !word_char(lower[at - 1]);
+    bool end = at + 7 >= lower.size() || !word_char(lower[at + 7]);
+    if (start && end) return true;
+  }
+  return false;
+}
+
+std::string with_commas(int64_t n) {
+  std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
 }  // namespace
+
+void SessionSqlState::put_effect(const std::string& sql, approvals::ApprovalEffect effect) {
+  if (pending_effects.size() >= kMaxPendingEffects && !pending_effects.count(sql)) {
+    pending_effects.erase(pending_effects.begin());
+  }
+  pending_effects[sql] = std::move(effect);
+}
+
+approvals::ApprovalEffect SessionSqlState::take_effect(const std::string& sql) {
+  auto it = pending_effects.find(sql);
+  if (it == pending_effects.end()) return {};
+  approvals::ApprovalEffect e = std::move(it->second);
+  pending_effects.erase(it);
+  return e;
+}
 
 // Mask rules name columns ASCII case-insensitively, as mask plans do.
 constexpr auto kFold = policy::GlobCase::kInsensitive;
@@ -53,8 +270,29 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
 
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                                                   const protocol::AnalyseRequest& request) {
+  const policy::Policy& pol = session.policy;
   policy::SqlAnalysis analysis = policy::analyse_sql(request.sql);
-  policy::Decision d = policy::evaluate(session.policy, analysis, nullptr);
+  SessionSqlState* state = session.sql_state;
+  std::unique_lock<std::mutex> lock;
+  if (state != nullptr) lock = std::unique_lock<std::mutex>(state->mu);
+  // PREPARE / DEALLOCATE / DISCARD change the session's names only when the final answer is
+  // not deny (the statement then reaches PostgreSQL): they are staged on a copy.
+  const bool renames = std::any_of(
+      analysis.statements.begin(), analysis.statements.end(), [](const StatementAnalysis& s) {
+        return s.kind == StatementKind::kPrepare || s.kind == StatementKind::kDeallocate ||
+               s.kind == StatementKind::kDiscard;
+      });
+  std::optional<policy::PreparedStatements> staged;
+  policy::PreparedStatements* names = nullptr;
+  if (state != nullptr) {
+    if (renames) staged = state->prepared;
+    names = renames ? &*staged : &state->prepared;
+  }
+  policy::Decision d = policy::evaluate(pol, analysis, names);
+  auto commit_names = [&] {
+    if (staged) state->prepared = std::move(*staged);
+  };
+
   protocol::AnalyseResponse r;
   r.verdict = std::string(policy::verdict_name(d.verdict));
   r.rule = "policy." + d.rule;
@@ -63,12 +301,26 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   for (const auto& s : analysis.statements) {
     if (literal_sensitive(s)) cacheable = false;
   }
+
+  std::vector<WriteProbe> writes;
+  std::vector<policy::WriteEffect> effects;
+  if (d.verdict != policy::Verdict::kDeny) {
+    for (const auto& s : analysis.statements) {
+      collect_writes(s, names, &writes);
+      collect_effects(s, names, &effects);
+    }
+  }
+  if (!writes.empty() && pol.approve_when_rows_over > 0) cacheable = false;
   r.cacheable = cacheable;
-  if (d.verdict != policy::Verdict::kDeny && session.policy.deny_masked_in_expressions) {
+  // The probes below may take seconds: the session's state is not held meanwhile (the
+  // dataplane sends a session's statements one at a time; `staged` is committed at the end).
+  if (lock.owns_lock()) lock.unlock();
+
+  if (d.verdict != policy::Verdict::kDeny && pol.deny_masked_in_expressions) {
     for (const auto& st : analysis.statements) {
       for (const auto& use : st.columns) {
         if (!use.in_expression) continue;
-        if (const policy::MaskRule* rule = masked_rule_for(session.policy, use)) {
+        if (const policy::MaskRule* rule = masked_rule_for(pol, use)) {
           std::string col =
               use.relation.name.empty() ? use.column : use.relation.resolved() + "." + use.column;
           std::string selector =
@@ -81,11 +333,12 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
       }
     }
   }
-  if (d.verdict == policy::Verdict::kAllow) {
+  if (d.verdict != policy::Verdict::kDeny) {
     // The prescreen's matches narrow what the policy allows, never widen it (deny > approve >
-    // allow): a deny rule denies, an approve rule turns the allow into a reviewer's decision.
-    // A policy deny stays a deny whatever matched. Neither answer is cacheable: the dp
-    // consults its verdict cache only for statements without deny/approve matches.
+    // allow): a deny rule denies, an approve rule turns the allow (or an approval by effect,
+    // whose reasons stay in the request) into a reviewer's decision under the rule's own
+    // message. Neither answer is cacheable: the dp consults its verdict cache only for
+    // statements without deny/approve matches.
     const protocol::PrescreenHit* approve = nullptr;
     for (const auto& hit : request.prescreen) {
       if (hit.action == "deny") {
@@ -93,9 +346,104 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
       }
       if (hit.action == "approve" && approve == nullptr) approve = &hit;
     }
-    if (approve != nullptr) {
-      return {"approve", approve->rule, "statement matches approve rule " + approve->rule, false};
+    if (approve != nullptr && d.rule != "approve_kinds") {
+      r = {"approve", approve->rule, "statement matches approve rule " + approve->rule, false};
     }
+  }
+
+  approvals::ApprovalEffect effect;
+  const bool threshold = pol.approve_when_rows_over > 0;
+  if (r.verdict != "deny" && !writes.empty() &&
+      (threshold || (r.verdict == "approve" && pol.dry_run))) {
+    int64_t total = 0;
+    for (const WriteProbe& w : writes) {
+      Result<int64_t> rows =
+          w.text.empty()
+              ? Result<int64_t>(failed_precondition("this statement form cannot be EXPLAINed"))
+          : probe_ ? Result<int64_t>(0)
+                   : Result<int64_t>(unavailable("no effect probe"));
+      if (rows.is_ok() && !w.functions.empty()) {
+        // Planning evaluates immutable and stable functions on constants: a user-defined one
+        // would run on cp's connection, so such a statement is not EXPLAINed.
+        auto user = probe_->plan_time_functions(session.target, w.functions);
+        if (!user.is_ok()) {
+          rows = user.status();
+        } else if (!user->empty()) {
+          rows = failed_precondition("it calls " + *user +
+                                     ", a user-defined function the planner may run");
+        }
+      }
+      if (rows.is_ok()) rows = probe_->estimate_rows(session.target, w.text);
+      if (!rows.is_ok()) {
+        effect.estimate_note = "no planner estimate: " + rows.status().message();
+        total = -1;
+        break;
+      }
+      total += *rows;
+    }
+    effect.estimated_rows = total;
+    std::string over;
+    if (threshold && total < 0) {
+      over = "the planner's row estimate is unavailable (" + effect.estimate_note +
+             "), and policy \"" + pol.name + "\" approves writes over " +
+             with_commas(pol.approve_when_rows_over) + " rows: a human approval is needed";
+    } else if (threshold && total > pol.approve_when_rows_over) {
+      over = "the planner estimates " + with_commas(total) + " rows changed, over policy \"" +
+             pol.name + "\"'s approve_when_rows_over of " + with_commas(pol.approve_when_rows_over);
+    }
+    if (!over.empty()) {
+      if (r.verdict == "allow") {
+        r = {"approve", "policy.rows_over", over, false};
+      } else {
+        effect.reasons.push_back("rows_over: " + over);
+      }
+    }
+  }
+
+  if (r.verdict == "approve") {
+    std::string rule = r.rule.rfind("policy.", 0) == 0 ? r.rule.substr(7) : r.rule;
+    effect.reasons.insert(effect.reasons.begin(), rule + ": " + r.message);
+    for (const policy::WriteEffect& e : effects) {
+      if (e.reach == policy::WriteReach::kRestricted) continue;
+      std::string line = std::string(policy::write_reach_rule(e.reach)) + ": " + e.describe();
+      if (std::find(effect.reasons.begin(), effect.reasons.end(), line) == effect.reasons.end() &&
+          r.message.find(e.describe()) == std::string::npos) {
+        effect.reasons.push_back(std::move(line));
+      }
+    }
+    if (pol.dry_run) {
+      const StatementAnalysis* st = nullptr;
+      std::string obstacle = dry_run_obstacle(analysis, &st);
+      if (obstacle.empty() && !probe_) obstacle = "no effect probe on this gateway";
+      if (obstacle.empty()) {
+        std::vector<std::string> relations;
+        for (const auto& rel : st->relations_written) relations.push_back(rel.resolved());
+        // INSERT and MERGE fill defaults (sequences); an UPDATE only with SET c = DEFAULT
+        // (looked for as a word in the text: a false positive only skips the dry run).
+        bool defaults = st->kind == StatementKind::kInsert || st->kind == StatementKind::kMerge ||
+                        mentions_default(st->text);
+        auto irreversible = probe_->irreversible_effects(session.target, relations, defaults);
+        obstacle = irreversible.is_ok() ? *irreversible : irreversible.status().message();
+      }
+      if (obstacle.empty()) {
+        auto rows = probe_->dry_run(session.target, st->text);
+        if (rows.is_ok()) {
+          effect.dry_run_rows = *rows;
+        } else {
+          effect.dry_run_note = rows.status().message();
+        }
+      } else {
+        effect.dry_run_note = "no dry run: " + obstacle;
+      }
+    }
+    if (state != nullptr) {
+      lock.lock();
+      state->put_effect(request.sql, std::move(effect));
+    }
+  }
+  if (r.verdict != "deny" && staged) {
+    if (!lock.owns_lock()) lock.lock();
+    commit_names();
   }
   return r;
 }

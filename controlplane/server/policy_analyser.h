@@ -13,9 +13,28 @@
 // against "schema.table.column" (a column without a resolved relation matches on the
 // column part alone: fail closed), name_pattern against the column name; `*` matches every
 // rule. type_name rules are not checked here (types are known only from the result).
+//
+// SQL-level prepared statements: with a SessionView.sql_state, PREPARE/DEALLOCATE/DISCARD ALL
+// update the session's PreparedStatements (only when the final answer is not deny) and
+// EXECUTE inherits the verdict of its PREPARE (never cacheable).
+//
+// Approvals by effect (docs/approvals.md): the policy evaluator asks for approval of
+// unbounded writes (controlplane/policy/effect.h). With `approve_when_rows_over: N`, every
+// write (UPDATE/DELETE/INSERT/MERGE, also as EXECUTE, EXPLAIN ANALYZE or a data-modifying CTE)
+// the policy allows is estimated with the EffectProbe (EXPLAIN, never run); over N, or no
+// estimate to be had (fail closed), the answer is approve with rule "policy.rows_over", and
+// such answers are never cacheable (the estimate depends on literals). Whenever the answer is
+// approve, the estimate (and with `dry_run: true` the rolled-back dry run's exact count, or
+// why it was skipped) is kept in sql_state for the approval request that follows.
+// Dry runs happen only for one UPDATE/DELETE/INSERT/MERGE statement without data-modifying
+// CTEs, calling only functions on a short side-effect-free list, on tables without triggers,
+// rules or (for INSERT/UPDATE/MERGE) sequences (EffectProbe::irreversible_effects).
 #pragma once
 
+#include <memory>
+
 #include "controlplane/policy/sql_analysis.h"
+#include "controlplane/server/effect_probe.h"
 #include "controlplane/server/interfaces.h"
 
 namespace pgwarden::server {
@@ -25,8 +44,15 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy, const poli
 
 class PolicyAnalyser : public StatementAnalyser {
  public:
+  // `probe` null: no estimates and no dry runs (a rows_over policy then asks for approval of
+  // every write: fail closed).
+  explicit PolicyAnalyser(std::shared_ptr<EffectProbe> probe = nullptr)
+      : probe_(std::move(probe)) {}
   protocol::AnalyseResponse analyse(const SessionView& session,
                                     const protocol::AnalyseRequest& request) override;
+
+ private:
+  std::shared_ptr<EffectProbe> probe_;
 };
 
 }  // namespace pgwarden::server

@@ -2,8 +2,46 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
 namespace pgwarden::server {
 namespace {
+
+// A fake EffectProbe: estimates and dry-run counts by statement text; records calls.
+class FakeProbe : public EffectProbe {
+ public:
+  Result<int64_t> estimate_rows(const config::Target&, const std::string& sql) override {
+    estimated.push_back(sql);
+    auto it = estimates.find(sql);
+    if (it == estimates.end()) return unavailable("target down");
+    return it->second;
+  }
+  Result<std::string> irreversible_effects(const config::Target&,
+                                           const std::vector<std::string>& relations,
+                                           bool) override {
+    for (const auto& r : relations) {
+      if (r == "crm.audited") return std::string("crm.audited has triggers");
+    }
+    return std::string();
+  }
+  Result<int64_t> dry_run(const config::Target&, const std::string& sql) override {
+    dry_runs.push_back(sql);
+    return 42;
+  }
+  Result<std::string> plan_time_functions(const config::Target&,
+                                          const std::vector<std::string>& names) override {
+    for (const auto& n : names) {
+      if (n == "my_stable_fn") return std::string("public.my_stable_fn");
+    }
+    return std::string();
+  }
+  std::map<std::string, int64_t> estimates;
+  std::vector<std::string> estimated;
+  std::vector<std::string> dry_runs;
+};
 
 class PolicyAnalyserTest : public ::testing::Test {
  protected:
@@ -18,17 +56,24 @@ class PolicyAnalyserTest : public ::testing::Test {
                                     std::vector<protocol::PrescreenHit> prescreen = {}) {
     std::string sid = "s";
     AuthenticatedIdentity id{"alice", "iss", {"agents"}};
-    SessionView view{sid, id, policy_, target_, config_};
+    SessionView view{sid, id, policy_, target_, config_, &state_};
     protocol::AnalyseRequest req;
     req.session_id = sid;
     req.sql = sql;
     req.prescreen = std::move(prescreen);
     return analyser_.analyse(view, req);
   }
+  void writer_policy() {
+    policy_.allowed_kinds = {"select", "write", "prepared", "explain_analyze", "truncate"};
+    policy_.read_only = false;
+    policy_.deny_masked_in_expressions = false;
+  }
   policy::Policy policy_;
   config::Target target_;
   config::Config config_;
-  PolicyAnalyser analyser_;
+  std::shared_ptr<FakeProbe> probe_ = std::make_shared<FakeProbe>();
+  PolicyAnalyser analyser_{probe_};
+  SessionSqlState state_;
 };
 
 TEST_F(PolicyAnalyserTest, MaskedColumnInsideAnExpressionIsDenied) {
@@ -60,8 +105,10 @@ TEST_F(PolicyAnalyserTest, PrescreenApproveTurnsAnAllowIntoAnUncacheableApprove)
   EXPECT_EQ(r.verdict, "approve");
   EXPECT_EQ(r.rule, "approve.update_without_where");
   EXPECT_FALSE(r.cacheable);
-  // Without the match the same statement is a plain allow.
-  EXPECT_EQ(analyse("update crm.customers set notes = 'x'").verdict, "allow");
+  // Without the match a restricted update is a plain allow; the unrestricted one still needs
+  // approval (by effect).
+  EXPECT_EQ(analyse("update crm.customers set notes = 'x' where id = 1").verdict, "allow");
+  EXPECT_EQ(analyse("update crm.customers set notes = 'x'").rule, "policy.where_absent");
 }
 
 TEST_F(PolicyAnalyserTest, PrescreenApproveNeverOverridesAPolicyDeny) {
@@ -82,6 +129,109 @@ TEST_F(PolicyAnalyserTest, PrescreenDenyWinsOverAnApproveAndTheAllow) {
   EXPECT_EQ(r.verdict, "deny");
   EXPECT_EQ(r.rule, "deny.some_rule");
   EXPECT_FALSE(r.cacheable);
+}
+
+TEST_F(PolicyAnalyserTest, UnboundedWritesNeedApprovalAndAreNeverCached) {
+  writer_policy();
+  for (const char* sql : {"delete from crm.orders where true", "delete from crm.orders where 1=1",
+                          "update crm.orders set v = (select 'x' where true)",
+                          "truncate crm.orders", "delete from crm.orders where id = 1 or true"}) {
+    auto r = analyse(sql);
+    EXPECT_EQ(r.verdict, "approve") << sql;
+    EXPECT_FALSE(r.cacheable) << sql;
+  }
+  // Same shape as `where 1=1`: the allow must not be cached either.
+  auto r = analyse("delete from crm.orders where 1=2");
+  EXPECT_EQ(r.verdict, "allow");
+  EXPECT_FALSE(r.cacheable);
+  EXPECT_TRUE(analyse("delete from crm.orders where id = 1").cacheable);
+}
+
+TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed) {
+  writer_policy();
+  policy_.approve_when_rows_over = 100;
+  probe_->estimates["update crm.orders set v = 1 where status = 'x'"] = 5000;
+  probe_->estimates["update crm.orders set v = 1 where status = 'y'"] = 3;
+  auto over = analyse("update crm.orders set v = 1 where status = 'x'");
+  EXPECT_EQ(over.verdict, "approve");
+  EXPECT_EQ(over.rule, "policy.rows_over");
+  EXPECT_NE(over.message.find("5,000 rows"), std::string::npos) << over.message;
+  EXPECT_FALSE(over.cacheable);
+  auto effect = state_.take_effect("update crm.orders set v = 1 where status = 'x'");
+  EXPECT_EQ(effect.estimated_rows, 5000);
+  ASSERT_FALSE(effect.reasons.empty());
+  EXPECT_EQ(effect.reasons[0].rfind("rows_over: ", 0), 0u) << effect.reasons[0];
+  auto under = analyse("update crm.orders set v = 1 where status = 'y'");
+  EXPECT_EQ(under.verdict, "allow");
+  EXPECT_FALSE(under.cacheable);  // another literal may estimate more
+  // No estimate (target down): approval, not a guess.
+  auto unknown = analyse("update crm.orders set v = 1 where status = 'z'");
+  EXPECT_EQ(unknown.rule, "policy.rows_over");
+  EXPECT_NE(unknown.message.find("unavailable"), std::string::npos);
+  // A user-defined function the planner could run: no EXPLAIN, so approval.
+  probe_->estimated.clear();
+  auto udf = analyse("update crm.orders set v = 1 where id = my_stable_fn()");
+  EXPECT_EQ(udf.rule, "policy.rows_over");
+  EXPECT_NE(udf.message.find("public.my_stable_fn"), std::string::npos) << udf.message;
+  EXPECT_TRUE(probe_->estimated.empty());
+  // Reads are never estimated.
+  probe_->estimated.clear();
+  EXPECT_EQ(analyse("select 1").verdict, "allow");
+  EXPECT_TRUE(probe_->estimated.empty());
+}
+
+TEST_F(PolicyAnalyserTest, ExecuteInheritsPrepareAcrossRequestsAndIsEstimatedByItsText) {
+  writer_policy();
+  policy_.approve_when_rows_over = 10;
+  EXPECT_EQ(analyse("execute p").rule, "policy.unknown_prepared_statement");
+  auto prep = analyse("prepare p (int) as update crm.orders set v = $1 where id > 0");
+  EXPECT_EQ(prep.verdict, "allow");
+  EXPECT_FALSE(prep.cacheable);
+  probe_->estimates["update crm.orders set v = $1 where id > 0"] = 900;
+  auto exec = analyse("execute p (5)");
+  EXPECT_EQ(exec.verdict, "approve");
+  EXPECT_EQ(exec.rule, "policy.rows_over");
+  EXPECT_FALSE(exec.cacheable);
+  // EXPLAIN ANALYZE EXECUTE depends on the session's PREPARE too: never cached.
+  EXPECT_FALSE(analyse("explain analyze execute p (5)").cacheable);
+  EXPECT_EQ(analyse("deallocate p").verdict, "allow");
+  EXPECT_EQ(analyse("execute p (5)").rule, "policy.unknown_prepared_statement");
+}
+
+TEST_F(PolicyAnalyserTest, DeniedPrepareIsNotRememberedEvenWhenOnlyTheMaskCheckDenies) {
+  writer_policy();
+  policy_.deny_masked_in_expressions = true;
+  EXPECT_EQ(analyse("prepare q as select upper(email) from crm.customers").verdict, "deny");
+  EXPECT_EQ(analyse("execute q").rule, "policy.unknown_prepared_statement");
+}
+
+TEST_F(PolicyAnalyserTest, DryRunCountsOnlyWhereARollbackUndoesEverything) {
+  writer_policy();
+  // Without dry_run and approve_when_rows_over nothing is sent to the database.
+  analyse("delete from crm.orders");
+  EXPECT_TRUE(probe_->estimated.empty());
+  EXPECT_TRUE(probe_->dry_runs.empty());
+  policy_.dry_run = true;
+  analyse("delete from crm.orders");
+  auto e = state_.take_effect("delete from crm.orders");
+  EXPECT_EQ(e.dry_run_rows, 42);
+  EXPECT_EQ(probe_->dry_runs, std::vector<std::string>{"delete from crm.orders"});
+  analyse("update crm.orders set id = nextval('s')");
+  e = state_.take_effect("update crm.orders set id = nextval('s')");
+  EXPECT_EQ(e.dry_run_rows, -1);
+  EXPECT_NE(e.dry_run_note.find("pg_catalog.nextval"), std::string::npos) << e.dry_run_note;
+  analyse("delete from crm.audited");
+  e = state_.take_effect("delete from crm.audited");
+  EXPECT_NE(e.dry_run_note.find("triggers"), std::string::npos) << e.dry_run_note;
+  analyse("delete from crm.orders; delete from crm.items");
+  e = state_.take_effect("delete from crm.orders; delete from crm.items");
+  EXPECT_NE(e.dry_run_note.find("several statements"), std::string::npos) << e.dry_run_note;
+  EXPECT_EQ(probe_->dry_runs.size(), 1u);
+  // Reasons name every unbounded write.
+  ASSERT_EQ(e.reasons.size(), 2u);
+  EXPECT_EQ(e.reasons[0].rfind("where_absent: statement 1: DELETE on crm.orders", 0), 0u)
+      << e.reasons[0];
+  EXPECT_EQ(e.reasons[1].rfind("where_absent: DELETE on crm.items", 0), 0u) << e.reasons[1];
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 #include <sstream>
 #include <thread>
 
-#include "common/source_root.h"
+#include "common/default_paths.h"
 #include "dataplane/session/event_loop.h"
 #include "rules/rule_bundle.h"
 
@@ -22,8 +22,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_p
   if (!config.is_ok()) return config.status();
   auto rt = std::make_shared<Runtime>();
   rt->config = std::move(*config);
-  rt->config.rules_dir =
-      rules_dir.empty() ? std::string(PGW_SOURCE_ROOT) + "/rules/sets" : rules_dir;
+  rt->config.rules_dir = rules_dir.empty() ? default_rules_dir() : rules_dir;
   if (workers_override > 0) rt->config.workers = workers_override;
   if (rt->config.workers <= 0) {
     rt->config.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

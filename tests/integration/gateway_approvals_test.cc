@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/integration/approval_client.h"
 #include "tests/integration/gateway_harness.h"
 
 namespace pgwarden::testing {
@@ -27,66 +28,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 std::string id_of(const json& request) { return request.value("id", ""); }
-
-// The next result of an async query, waiting at most `timeout_ms` (nullptr on timeout or at
-// the end of the query's results).
-Res next_result(PGconn* c, int timeout_ms) {
-  auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < end) {
-    if (PQconsumeInput(c) == 0) break;
-    if (PQisBusy(c) == 0) return Res(PQgetResult(c));
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return nullptr;
-}
-
-// Drains the remaining results of the current query.
-void drain(PGconn* c) {
-  while (Res r = next_result(c, 10000)) {
-  }
-}
-
-// A real psql process through the gateway running one command; its stdout and stderr go to
-// one file. Killed (if still running) by the destructor.
-class PsqlProcess {
- public:
-  PsqlProcess(const std::string& conninfo, const std::string& sql, const std::string& log)
-      : log_(log) {
-    auto pid = spawn_logged({"/usr/bin/psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-v",
-                             "VERBOSITY=verbose", "-d", conninfo, "-c", sql},
-                            log);
-    EXPECT_TRUE(pid.is_ok()) << pid.status().to_string();
-    if (pid.is_ok()) pid_ = *pid;
-  }
-  ~PsqlProcess() { kill_now(); }
-  bool running() { return wait(0) == -1 && pid_ > 0; }
-  // Exit code, or -1 when still running after `timeout_ms`.
-  int wait(int timeout_ms) {
-    if (pid_ <= 0) return code_;
-    auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    do {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return code_;
-      }
-      if (timeout_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    } while (Clock::now() < end);
-    return -1;
-  }
-  void kill_now() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    wait(5000);
-  }
-  std::string output() const { return slurp(log_); }
-
- private:
-  std::string log_;
-  pid_t pid_ = -1;
-  int code_ = -1;
-};
 
 class GatewayApprovalsTest : public SharedGatewayTest<GatewayApprovalsTest> {
  public:

@@ -1,0 +1,213 @@
+#include "controlplane/policy/effect.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "controlplane/policy/sql_analysis.h"
+
+namespace pgwarden::policy {
+namespace {
+
+// --- the folding corpus: a condition of `DELETE FROM t WHERE ...` and how it reads ---------
+
+struct ConditionCase {
+  const char* condition;
+  const char* expected;  // condition_reach_name()
+};
+
+class ConditionCorpus : public ::testing::TestWithParam<ConditionCase> {};
+
+TEST_P(ConditionCorpus, ReadsAsDocumented) {
+  EXPECT_EQ(condition_reach_name(classify_condition_sql(GetParam().condition)), GetParam().expected)
+      << GetParam().condition;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ConstantTrue, ConditionCorpus,
+    ::testing::Values(
+        ConditionCase{"true", "true"}, ConditionCase{"TRUE", "true"}, ConditionCase{"1=1", "true"},
+        ConditionCase{"1 = 1", "true"}, ConditionCase{"'a'='a'", "true"},
+        ConditionCase{"1<2", "true"}, ConditionCase{"2>=2", "true"}, ConditionCase{"1<>2", "true"},
+        ConditionCase{"1!=2", "true"}, ConditionCase{"id = 5 OR true", "true"},
+        ConditionCase{"true OR id = 5", "true"}, ConditionCase{"NOT false", "true"},
+        ConditionCase{"NOT NOT true", "true"}, ConditionCase{"true AND true", "true"},
+        ConditionCase{"(true)", "true"}, ConditionCase{"coalesce(true, id = 1)", "true"},
+        ConditionCase{"coalesce(NULL, true)", "true"}, ConditionCase{"(SELECT true)", "true"},
+        ConditionCase{"(SELECT true WHERE true)", "true"}, ConditionCase{"(SELECT 1) = 1", "true"},
+        ConditionCase{"EXISTS (SELECT 1)", "true"}, ConditionCase{"'t'", "true"},
+        ConditionCase{"'yes'", "true"}, ConditionCase{"'on'", "true"},
+        ConditionCase{"' TRUE '", "true"}, ConditionCase{"'t'::boolean", "true"},
+        ConditionCase{"'1'::bool", "true"}, ConditionCase{"1::boolean", "true"},
+        ConditionCase{"CAST('tr' AS boolean)", "true"}, ConditionCase{"true IS TRUE", "true"},
+        ConditionCase{"NULL IS NULL", "true"}, ConditionCase{"1 IS NOT NULL", "true"},
+        ConditionCase{"false IS NOT TRUE", "true"}, ConditionCase{"NULL IS UNKNOWN", "true"},
+        ConditionCase{"(1=2) IS FALSE", "true"}, ConditionCase{"1 IS DISTINCT FROM 2", "true"},
+        ConditionCase{"NULL IS NOT DISTINCT FROM NULL", "true"},
+        ConditionCase{"1 IN (1, 2)", "true"}, ConditionCase{"3 NOT IN (1, 2)", "true"},
+        ConditionCase{"5 BETWEEN 1 AND 10", "true"},
+        ConditionCase{"5 BETWEEN SYMMETRIC 10 AND 1", "true"},
+        ConditionCase{"0 NOT BETWEEN 1 AND 2", "true"}, ConditionCase{"1+1 = 2", "true"},
+        ConditionCase{"2*3 = 6", "true"}, ConditionCase{"-1 < 0", "true"},
+        ConditionCase{"'1' = 1", "true"}, ConditionCase{"'01'::int = 1", "true"},
+        ConditionCase{"1::text = '1'", "true"}, ConditionCase{"true = 't'", "true"},
+        ConditionCase{"nullif(1, 2) = 1", "true"},
+        ConditionCase{"10000000000 = 10000000000", "true"},
+        ConditionCase{"(id = 1 AND false) IS NOT TRUE", "true"},
+        ConditionCase{"NOT (id = 1 AND false)", "true"}, ConditionCase{"id > 0 OR 1 = 1", "true"},
+        ConditionCase{"id > 0 OR (1 = 1)", "true"}));
+
+INSTANTIATE_TEST_SUITE_P(
+    FalseOrNull, ConditionCorpus,
+    ::testing::Values(ConditionCase{"false", "false"}, ConditionCase{"1=2", "false"},
+                      ConditionCase{"'a'='b'", "false"}, ConditionCase{"NOT true", "false"},
+                      ConditionCase{"true AND false", "false"},
+                      ConditionCase{"id = 1 AND false", "false"}, ConditionCase{"'f'", "false"},
+                      ConditionCase{"'no'::boolean", "false"},
+                      ConditionCase{"EXISTS (SELECT 1 WHERE false)", "false"},
+                      ConditionCase{"NULL", "null"}, ConditionCase{"NULL::boolean", "null"},
+                      ConditionCase{"1 = NULL", "null"}, ConditionCase{"true AND NULL", "null"},
+                      ConditionCase{"NULL IN (1, 2)", "null"},
+                      ConditionCase{"(SELECT true WHERE false)", "null"}));
+
+// Constants pgwarden does not fold, parameters, functions and sub-selects over other tables:
+// every row or none.
+INSTANTIATE_TEST_SUITE_P(
+    RowIndependent, ConditionCorpus,
+    ::testing::Values(ConditionCase{"$1", "row_independent"},
+                      ConditionCase{"$1 = 1", "row_independent"},
+                      ConditionCase{"now() > '2000-01-01'", "row_independent"},
+                      ConditionCase{"current_date IS NOT NULL", "row_independent"},
+                      ConditionCase{"random() < 2", "row_independent"},
+                      ConditionCase{"'b' > 'a'", "row_independent"},
+                      ConditionCase{"0.1 + 0.2 = 0.3", "row_independent"},
+                      ConditionCase{"1.5 > 1", "row_independent"},
+                      ConditionCase{"length('abc') = 3", "row_independent"},
+                      ConditionCase{"'a' LIKE 'a%'", "row_independent"},
+                      ConditionCase{"'abc'::char(3) = 'abc'", "row_independent"},
+                      ConditionCase{"current_user = 'app'", "row_independent"},
+                      ConditionCase{"EXISTS (SELECT 1 FROM other)", "row_independent"},
+                      ConditionCase{"EXISTS (SELECT 1 FROM other WHERE flag)", "row_independent"},
+                      ConditionCase{"EXISTS (SELECT 1 FROM t WHERE t.id = 1)", "row_independent"},
+                      ConditionCase{"(SELECT count(*) FROM other) > 0", "row_independent"},
+                      ConditionCase{"CASE WHEN true THEN true END", "row_independent"},
+                      ConditionCase{"id = 5 OR now() IS NOT NULL", "row_independent"},
+                      ConditionCase{"other.flag", "row_independent"},
+                      ConditionCase{"1 = ANY('{1}')", "row_independent"}));
+
+INSTANTIATE_TEST_SUITE_P(
+    RowDependent, ConditionCorpus,
+    ::testing::Values(
+        ConditionCase{"id = 5", "row_dependent"}, ConditionCase{"t.id = 5", "row_dependent"},
+        ConditionCase{"status IS NOT NULL", "row_dependent"},
+        ConditionCase{"active", "row_dependent"}, ConditionCase{"id = $1", "row_dependent"},
+        ConditionCase{"id = 5 AND now() IS NOT NULL", "row_dependent"},
+        ConditionCase{"id = 5 OR id = 6", "row_dependent"},
+        ConditionCase{"id = 5 OR false", "row_dependent"},
+        ConditionCase{"id IN (SELECT k FROM other)", "row_dependent"},
+        ConditionCase{"EXISTS (SELECT 1 FROM other o WHERE o.k = t.id)", "row_dependent"},
+        ConditionCase{"EXISTS (SELECT 1 WHERE id = 1)", "row_dependent"},
+        ConditionCase{"lower(name) = 'x'", "row_dependent"},
+        ConditionCase{"t IS NOT NULL", "row_dependent"},
+        ConditionCase{"CURRENT OF c", "row_dependent"}));
+
+// --- statements: which writes need approval ---------------------------------------------
+
+struct StatementCase {
+  const char* sql;
+  std::vector<std::string> rules;  // write_reach_rule of every write, in order
+};
+
+class StatementCorpus : public ::testing::TestWithParam<StatementCase> {};
+
+std::vector<std::string> rules_of(const StatementAnalysis& st) {
+  std::vector<std::string> out;
+  for (const WriteEffect& e : st.write_effects) out.emplace_back(write_reach_rule(e.reach));
+  return out;
+}
+
+TEST_P(StatementCorpus, ReportsEveryWrite) {
+  SqlAnalysis a = analyse_sql(GetParam().sql);
+  ASSERT_FALSE(a.parse_error) << GetParam().sql << ": " << a.parse_error->message;
+  ASSERT_EQ(a.statements.size(), 1u);
+  EXPECT_EQ(rules_of(a.statements[0]), GetParam().rules) << GetParam().sql;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Writes, StatementCorpus,
+    ::testing::Values(
+        StatementCase{"DELETE FROM t", {"where_absent"}},
+        StatementCase{"delete from crm.orders where true", {"where_constant_true"}},
+        StatementCase{"DELETE FROM t WHERE 1=1", {"where_constant_true"}},
+        StatementCase{"DELETE FROM t WHERE id = 1 OR true", {"where_constant_true"}},
+        StatementCase{"DELETE FROM t WHERE status IS NOT NULL", {"restricted"}},
+        StatementCase{"DELETE FROM t WHERE id = 7", {"restricted"}},
+        StatementCase{"UPDATE t SET c = (SELECT 'x' WHERE true)", {"where_absent"}},
+        StatementCase{"UPDATE t SET c = 1 WHERE NOT false", {"where_constant_true"}},
+        StatementCase{"UPDATE t x SET c = 1 WHERE x.id = 3", {"restricted"}},
+        StatementCase{"UPDATE t x SET c = 1 WHERE t.id = 3", {"where_row_independent"}},
+        StatementCase{"UPDATE t SET c = 1 FROM o WHERE o.k = 5", {"where_row_independent"}},
+        StatementCase{"UPDATE t SET c = 1 FROM o WHERE o.k = t.id", {"restricted"}},
+        StatementCase{"DELETE FROM t USING o WHERE o.k = t.id", {"restricted"}},
+        StatementCase{"DELETE FROM t WHERE now() > '2000-01-01'", {"where_row_independent"}},
+        StatementCase{"DELETE FROM t WHERE CURRENT OF c", {"restricted"}},
+        StatementCase{"TRUNCATE t, crm.orders", {"truncate", "truncate"}},
+        StatementCase{"WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", {"where_absent"}},
+        StatementCase{"WITH d AS (UPDATE t SET c = 1 WHERE 1 = 1 RETURNING *) SELECT 1",
+                      {"where_constant_true"}},
+        StatementCase{"COPY (DELETE FROM t RETURNING *) TO STDOUT", {"where_absent"}},
+        StatementCase{"MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
+                      {"where_constant_true"}},
+        StatementCase{"MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+                      {"restricted"}},
+        StatementCase{"INSERT INTO t SELECT * FROM s", {}},
+        StatementCase{"INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET c = 2", {}},
+        StatementCase{"SELECT * FROM t WHERE true", {}}, StatementCase{"EXPLAIN DELETE FROM t", {}},
+        StatementCase{"PREPARE p AS DELETE FROM t", {}},
+        StatementCase{"CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u", {}}));
+
+TEST(WriteEffectTest, PrepareAndExplainAnalyseTheirInnerStatement) {
+  SqlAnalysis a = analyse_sql("PREPARE p (int) AS DELETE FROM t WHERE $1 = $1");
+  ASSERT_EQ(a.statements.size(), 1u);
+  ASSERT_TRUE(a.statements[0].inner);
+  EXPECT_EQ(a.statements[0].inner->text, "DELETE FROM t WHERE $1 = $1");
+  EXPECT_EQ(rules_of(*a.statements[0].inner), std::vector<std::string>{"where_row_independent"});
+  SqlAnalysis e = analyse_sql("EXPLAIN ANALYZE VERBOSE UPDATE t SET c = 1;");
+  ASSERT_TRUE(e.statements[0].inner);
+  EXPECT_EQ(e.statements[0].inner->text, "UPDATE t SET c = 1");
+  EXPECT_EQ(rules_of(*e.statements[0].inner), std::vector<std::string>{"where_absent"});
+}
+
+TEST(WriteEffectTest, LiteralDecisionsAreMarkedSoTheyAreNotCachedByShape) {
+  auto first = [](const char* sql) {
+    return analyse_sql(sql).statements.at(0).write_effects.at(0);
+  };
+  EXPECT_TRUE(first("DELETE FROM t WHERE id = 1 OR 1 = 2").uses_literals);
+  EXPECT_TRUE(first("DELETE FROM t WHERE 1 = 2").uses_literals);
+  EXPECT_FALSE(first("DELETE FROM t WHERE id = 1").uses_literals);
+  EXPECT_FALSE(first("UPDATE t SET v = 'x' WHERE k = 'y'").uses_literals);
+}
+
+TEST(WriteEffectTest, DescribesTheReachForReviewers) {
+  auto e = analyse_sql("delete from public.kv").statements.at(0).write_effects.at(0);
+  EXPECT_EQ(e.relation, "public.kv");
+  EXPECT_EQ(e.describe(), "DELETE on public.kv has no WHERE clause: it changes every row");
+  auto m = analyse_sql("MERGE INTO t USING s ON 1=1 WHEN MATCHED THEN DELETE")
+               .statements.at(0)
+               .write_effects.at(0);
+  EXPECT_EQ(m.describe(),
+            "MERGE on public.t has a ON condition that is always true: it changes every row");
+}
+
+TEST(InnerStatementTextTest, FindsTheStatementAfterTheWrapper) {
+  EXPECT_EQ(inner_statement_text("PREPARE \"my as\" (int, text) AS SELECT $1, $2"),
+            "SELECT $1, $2");
+  EXPECT_EQ(inner_statement_text("prepare p as delete from t"), "delete from t");
+  EXPECT_EQ(inner_statement_text("EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM t"), "DELETE FROM t");
+  EXPECT_EQ(inner_statement_text("EXPLAIN DELETE FROM t"), "DELETE FROM t");
+  EXPECT_EQ(inner_statement_text("SELECT 1"), "");
+}
+
+}  // namespace
+}  // namespace pgwarden::policy

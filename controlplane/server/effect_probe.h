@@ -1,0 +1,87 @@
+// EffectProbe: what a write would do to the target database, asked on pgwarden-cp's own libpq
+// connection (never the agent's). Used by PolicyAnalyser for approvals by effect
+// (docs/approvals.md): the planner threshold `approve_when_rows_over` and `dry_run`.
+//
+// PgEffectProbe keeps one connection per target definition, logged in as the target's role
+// with the password from the vault (like the mask planner's catalog connection; the conninfo
+// is never logged), created on first use; calls on one target are serialised.
+//
+//   * estimate_rows: `PREPARE` the statement, then, in a READ ONLY transaction with
+//     plan_cache_mode = force_generic_plan, `EXPLAIN (FORMAT JSON) EXECUTE` it with NULL for
+//     every bind parameter: the planner's generic plan, which does not depend on parameter
+//     values (so `$1` placeholders of the extended protocol are estimated as unknown values,
+//     never as NULL). The estimate is the sum of the input rows of every ModifyTable node
+//     (data-modifying CTEs included). The statement is not executed; since planning evaluates
+//     immutable and stable functions on constants, the analyser does not EXPLAIN statements
+//     that call user-defined ones (plan_time_functions). statement_timeout 1 s.
+//   * irreversible_effects: catalog checks on the written relations for what a rollback
+//     cannot undo: user triggers (they may call anything), rules, foreign or non-table
+//     relations, identity/serial columns (sequences advance) when defaults apply, user
+//     triggers on tables whose foreign keys cascade from it.
+//   * dry_run: BEGIN; SET LOCAL statement_timeout = 2 s, lock_timeout = 500 ms; the statement
+//     (extended protocol, so exactly one statement; not run when it has bind parameters);
+//     ROLLBACK. Returns the command's row count. Rows locked by open transactions (also the
+//     agent's own) stop it at lock_timeout.
+//
+// Thread-safety: all methods may be called concurrently.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "controlplane/config/config.h"
+
+namespace pgwarden::server {
+
+class EffectProbe {
+ public:
+  virtual ~EffectProbe() = default;
+  // Rows the write statement `sql` (one statement, may contain $n) would change, by the
+  // planner's estimate. unavailable when the target cannot be asked; invalid_argument when
+  // PostgreSQL rejects the statement (its message).
+  virtual Result<int64_t> estimate_rows(const config::Target& target, const std::string& sql) = 0;
+  // Why a rollback could not undo everything a write to `relations` ("schema.table") does;
+  // "" when no such effect was found. `adds_rows`: INSERT/UPDATE/MERGE (defaults and
+  // sequences apply).
+  virtual Result<std::string> irreversible_effects(const config::Target& target,
+                                                   const std::vector<std::string>& relations,
+                                                   bool adds_rows) = 0;
+  // Runs `sql` in a transaction that is rolled back and returns the rows it changed.
+  virtual Result<int64_t> dry_run(const config::Target& target, const std::string& sql) = 0;
+  // The first of `names` that is a user-defined (outside pg_catalog) immutable or stable
+  // function (the planner may evaluate those while planning), as "schema.name"; "" for none.
+  virtual Result<std::string> plan_time_functions(const config::Target& target,
+                                                  const std::vector<std::string>& names) = 0;
+};
+
+// The input rows of every ModifyTable node in an `EXPLAIN (FORMAT JSON)` output, summed; the
+// top plan's rows when there is none. invalid_argument for JSON that is not a plan.
+Result<int64_t> modify_rows_from_explain(const std::string& explain_json);
+
+class PgEffectProbe : public EffectProbe {
+ public:
+  PgEffectProbe();
+  ~PgEffectProbe() override;
+  Result<int64_t> estimate_rows(const config::Target& target, const std::string& sql) override;
+  Result<std::string> irreversible_effects(const config::Target& target,
+                                           const std::vector<std::string>& relations,
+                                           bool adds_rows) override;
+  Result<int64_t> dry_run(const config::Target& target, const std::string& sql) override;
+  Result<std::string> plan_time_functions(const config::Target& target,
+                                          const std::vector<std::string>& names) override;
+
+ private:
+  struct Connection;
+  // The connection for `target`, connected; its mutex is held by the returned lock.
+  Result<std::shared_ptr<Connection>> connection_for(const config::Target& target);
+
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Connection>> connections_;  // by target settings
+};
+
+}  // namespace pgwarden::server
