@@ -87,6 +87,7 @@ class Flood {
     }
   }
   int open() const { return open_.load(); }
+  int peak_open() const { return peak_open_.load(); }
   uint64_t dropped_by_gateway() const { return dropped_.load(); }
   uint64_t connects() const { return connects_.load(); }
 
@@ -120,6 +121,7 @@ class Flood {
         }
       }
       open_ = live;
+      if (live > peak_open_) peak_open_ = live;
       std::vector<pollfd> fds;
       std::vector<size_t> index;
       for (size_t i = 0; i < conns_.size(); ++i) {
@@ -146,6 +148,7 @@ class Flood {
   std::string packet_;
   std::atomic<bool> stop_{false};
   std::atomic<int> open_{0};
+  std::atomic<int> peak_open_{0};
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> connects_{0};
   std::thread thread_;
