@@ -266,8 +266,10 @@ TEST_F(GatewayLoginFloodTest, FloodOfIdleAndSlowConnectionsDelaysNoRealLogin) {
     EXPECT_LT(took, kBoundMs) << "login " << i;
   }
   std::cout << "[ flood  ] " << ok << "/" << kLogins << " real logins succeeded during a flood of "
-            << flood.open() << " open hostile connections; slowest login " << worst << " ms (bound "
-            << kBoundMs << " ms)\n";
+            << "500 hostile sockets (peak " << flood.peak_open() << " open at once, "
+            << flood.connects() << " connects, " << flood.dropped_by_gateway()
+            << " dropped by the gateway); slowest login " << worst << " ms (bound " << kBoundMs
+            << " ms)\n";
   EXPECT_EQ(ok, kLogins);
   // The flood was alive throughout: the gateway kept dropping its connections meanwhile.
   EXPECT_GT(flood.dropped_by_gateway(), dropped_before);
