@@ -163,6 +163,11 @@ std::string RuleBundle::compute_hash() const {
   feed(ctx, "pgwarden-rules-v1");
   feed(ctx, std::to_string(lists.size()));
   for (const auto& list : lists) feed(ctx, rule_set_list_key(list));
+  feed(ctx, std::to_string(policy_lists.size()));
+  for (const auto& [policy, key] : policy_lists) {
+    feed(ctx, policy);
+    feed(ctx, key);
+  }
   feed(ctx, std::to_string(files.size()));
   for (const auto& [name, f] : files) {
     feed(ctx, name);
@@ -191,11 +196,8 @@ nlohmann::json RuleBundle::to_json() const {
   for (const auto& [key, bytes] : databases) {
     dbs.push_back({{"list", key}, {"sha256", sha256_hex(bytes)}, {"base64", base64(bytes)}});
   }
-  return {{"generation", generation},
-          {"hash", hash},
-          {"lists", lists},
-          {"files", files_json},
-          {"databases", dbs}};
+  return {{"generation", generation}, {"hash", hash},     {"lists", lists},
+          {"files", files_json},      {"databases", dbs}, {"policies", policy_lists}};
 }
 
 Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
@@ -245,6 +247,13 @@ Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
                                 d["list"].get<std::string>() + "\" does not match its sha256");
       }
       b.databases[d["list"].get<std::string>()] = std::move(*bytes);
+    }
+  }
+  if (j.contains("policies")) {
+    if (!j["policies"].is_object()) return invalid_argument("rules bundle: bad policies");
+    for (const auto& [policy, key] : j["policies"].items()) {
+      if (!key.is_string()) return invalid_argument("rules bundle: policy lists are strings");
+      b.policy_lists[policy] = key.get<std::string>();
     }
   }
   b.hash = j["hash"].get<std::string>();

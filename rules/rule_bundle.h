@@ -46,6 +46,9 @@ struct RuleBundle {
   std::vector<std::vector<std::string>> lists;
   // The file of every rule set name the lists use.
   std::map<std::string, File> files;
+  // Every policy's current list (its rule_sets as rule_set_list_key(); "" for none), so that
+  // sessions admitted under an older config follow their policy's current rule sets.
+  std::map<std::string, std::string> policy_lists;
   // Hex SHA-256 over the lists and the files (see compute_hash()).
   std::string hash;
   // cp's rules generation this bundle is (0 = not assigned).
@@ -70,7 +73,7 @@ struct RuleBundle {
   size_t rule_file_bytes() const;
 
   // {"generation", "hash", "lists": [[...]], "files": [{"name", "path", "base64"}],
-  //  "databases": [{"list", "sha256", "base64"}]}
+  //  "databases": [{"list", "sha256", "base64"}], "policies": {"name": "list key"}}
   nlohmann::json to_json() const;
   // Checks shape, decodes the files and verifies that they hash to "hash" (data_loss-like
   // invalid_argument otherwise).

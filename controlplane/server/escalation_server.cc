@@ -246,6 +246,10 @@ std::vector<config::ConfigError> EscalationServer::prepare_rules(
   };
   auto bundle = rules::RuleBundle::read(handlers_.rules_dir, lists);
   if (!bundle.is_ok()) return fail(bundle.status().message());
+  for (const auto& p : cfg.policies) {
+    bundle->policy_lists[p.name] = rules::rule_set_list_key(p.rule_sets);
+  }
+  bundle->hash = bundle->compute_hash();
   auto compiled = bundle->compile();
   if (!compiled.is_ok()) return fail(compiled.status().message());
   auto next = std::make_shared<RulesGeneration>();

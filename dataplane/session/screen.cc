@@ -41,6 +41,7 @@ Result<std::shared_ptr<const CompiledRules>> compile_bundle(const rules::RuleBun
   out->source = std::move(source);
   out->generation = bundle.generation;
   out->hash = bundle.hash;
+  out->policy_lists = bundle.policy_lists;
   for (const auto& [key, set] : out->by_list) {
     out->rules += set->rule_set().size();
     if (set->loaded_from_cache()) ++out->loaded_lists;
@@ -78,6 +79,20 @@ Result<std::shared_ptr<const rules::CompiledRuleSet>> Screen::resolve(
   }
   return not_found("rule sets [" + rule_set_list_key(rule_sets) +
                    "] are not loaded in the dataplane (reload pgwarden-dp)");
+}
+
+Result<std::shared_ptr<const rules::CompiledRuleSet>> Screen::resolve_for(
+    const std::string& policy, const std::vector<std::string>& rule_sets) const {
+  if (rules_ != nullptr) {
+    auto p = rules_->policy_lists.find(policy);
+    // A policy that no longer names rule sets does not take a live session's away: the
+    // session's own list decides then.
+    if (p != rules_->policy_lists.end() && !p->second.empty()) {
+      auto it = rules_->by_list.find(p->second);
+      if (it != rules_->by_list.end()) return it->second;
+    }
+  }
+  return resolve(rule_sets);
 }
 
 void Screen::screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out) {

@@ -47,6 +47,8 @@ struct CompiledRules {
   std::string hash;         // rules::RuleBundle content hash
   size_t rules = 0;         // rules over all lists
   size_t loaded_lists = 0;  // lists whose databases cp shipped and that loaded (no compile)
+  // Policy name -> its current list key (pushed by cp; empty for local rules).
+  std::map<std::string, std::string> policy_lists;
 };
 
 std::string rule_set_list_key(const std::vector<std::string>& names);
@@ -72,6 +74,11 @@ class Screen {
   // that was not compiled (config skew) resolves to an error: statements are then refused.
   Result<std::shared_ptr<const rules::CompiledRuleSet>> resolve(
       const std::vector<std::string>& rule_sets) const;
+  // The set a session of `policy` uses now: the policy's current (non-empty) list when cp's
+  // generation names the policy (a reload that adds a rule set to a policy reaches its live
+  // sessions), else `rule_sets` (the list the session was admitted with) as resolve().
+  Result<std::shared_ptr<const rules::CompiledRuleSet>> resolve_for(
+      const std::string& policy, const std::vector<std::string>& rule_sets) const;
   // Lexes `sql` and scans it with `set` (may be null).
   void screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out);
 

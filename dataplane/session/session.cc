@@ -862,10 +862,10 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   ++statements_;
   Screen& screen = worker_->screen();
   if (rules_generation_ != screen.generation()) {
-    // A reload landed: pick up the recompiled rules. A session keeps the policy it was
-    // admitted with, so if the new config no longer names its rule sets it keeps the set it
-    // has (never none).
-    auto set = screen.resolve(grant_.rule_sets);
+    // A reload landed: pick up the recompiled rules — its policy's current rule sets, else
+    // the list it was admitted with; if neither is compiled any more it keeps the set it has
+    // (never none).
+    auto set = screen.resolve_for(grant_.policy_name, grant_.rule_sets);
     if (set.is_ok()) rule_set_ = std::move(*set);
     rules_generation_ = screen.generation();
     if (results_) results_->set_rule_set(rule_set_);
@@ -1135,7 +1135,7 @@ void Session::on_authenticated(Result<json> answer) {
   }
   grant_ = std::move(*grant);
   authenticated_ = true;
-  auto set = worker_->screen().resolve(grant_.rule_sets);
+  auto set = worker_->screen().resolve_for(grant_.policy_name, grant_.rule_sets);
   if (!set.is_ok()) {
     login_failed("08004", "pgwarden: " + set.status().message(), "rule_sets_unavailable");
     return;

@@ -105,8 +105,9 @@ class GatewayReloadTest : public SharedGatewayTest<GatewayReloadTest> {
     ASSERT_FALSE(original_.empty());
   }
   void TearDown() override {
-    // Leave the shared gateway with the shipped rules for the next test.
+    // Leave the shared gateway with the shipped rules and policy for the next test.
     write_deny(original_);
+    ASSERT_TRUE(gw_->rewrite_policy(GatewayOptions().policy_json).is_ok());
     (void)gw_->ctl("ops", {"rules", "reload"});
     SharedGatewayTest::TearDown();
   }
@@ -219,6 +220,31 @@ TEST_F(GatewayReloadTest, GoodReloadReachesAnIdleSessionWithinOneSecondWithoutAS
   EXPECT_NE(dp_log.find("from the control plane runs now"), std::string::npos) << dp_log;
   EXPECT_TRUE(eventually(
       [&] { return gw_->audit_log().find("\"rules_applied\"") != std::string::npos; }, 5000));
+}
+
+TEST_F(GatewayReloadTest, ARuleSetAddedToThePolicyReachesItsOpenSessions) {
+  ASSERT_TRUE(dp_in_sync());
+  Conn idle(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(idle.get()), CONNECTION_OK) << PQerrorMessage(idle.get());
+  ASSERT_EQ(exec_state(idle.get(), "SELECT 'reload_canary_e'"), "ok");
+  { std::ofstream(gw_->rules_dir() + "/extra.rules") << rule("extra.canary_e", "reload_canary_e"); }
+  std::string policy = GatewayOptions().policy_json;
+  const std::string from = R"("rule_sets": ["deny", "approve"])";
+  ASSERT_NE(policy.find(from), std::string::npos);
+  policy.replace(policy.find(from), from.size(), R"("rule_sets": ["deny", "approve", "extra"])");
+  ASSERT_TRUE(gw_->rewrite_policy(policy).is_ok());
+  CtlResult r = gw_->ctl("ops", {"config", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto reloaded = Clock::now();
+  bool denied = eventually(
+      [&] { return exec_state(idle.get(), "SELECT 'reload_canary_e'") == "42501"; }, 3000);
+  int64_t took = ms_since(reloaded);
+  std::cout << "[ reload ] rule set added to the policy enforced on an open session " << took
+            << " ms after `config reload` returned\n";
+  ASSERT_TRUE(denied);
+  EXPECT_LT(took, 1000);
+  // The rules the session had still apply.
+  EXPECT_EQ(exec_state(idle.get(), "DROP SCHEMA reload_nothing"), "42501");
 }
 
 TEST_F(GatewayReloadTest, ADataplaneThatConnectsLaterRunsTheCurrentGeneration) {
