@@ -608,7 +608,10 @@ class Parser {
   }
 
   void parse_mask(const json& m, const std::string& mp, policy::Policy& pol) {
-    if (!object(m, mp, {"column", "name", "type", "function", "text", "keep_last"})) return;
+    if (!object(m, mp,
+                {"column", "name", "type", "function", "text", "keep_last", "allow_predicates"})) {
+      return;
+    }
     policy::MaskRule r;
     str(m, "column", mp, r.column_glob);
     str(m, "name", mp, r.name_pattern);
@@ -639,7 +642,23 @@ class Parser {
       }
     }
     integer(m, "keep_last", mp, r.keep_last, 0, 64);
+    parse_mask_predicates(m, mp, r);
     pol.masks.push_back(std::move(r));
+  }
+
+  // Predicate forms a mask lets through (docs/masking.md, "Predicates"): "is_null",
+  // "equality_join"; column masks only (type masks are not seen by the lineage).
+  void parse_mask_predicates(const json& m, const std::string& mp, policy::MaskRule& r) {
+    strings(m, "allow_predicates", mp, r.allow_predicates);
+    for (const std::string& p : r.allow_predicates) {
+      if (p != "is_null" && p != "equality_join") {
+        error(mp + ".allow_predicates",
+              "unknown predicate form " + json_quote(p) + " (is_null, equality_join)");
+      }
+    }
+    if (!r.allow_predicates.empty() && !r.type_name.empty()) {
+      error(mp + ".allow_predicates", "only applies to column and name masks");
+    }
   }
 
   void parse_audit(const json& j, Config& c) {

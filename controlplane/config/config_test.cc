@@ -82,6 +82,8 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_EQ(c.policies[0].masks.size(), 4u);
   EXPECT_EQ(c.policies[0].masks[1].keep_last, 4);
   EXPECT_EQ(c.policies[0].masks[0].text, "***-**-****");
+  EXPECT_EQ(c.policies[0].masks[2].allow_predicates,
+            (std::vector<std::string>{"is_null", "equality_join"}));
   EXPECT_EQ(c.policies[1].approvals.timeout_seconds, 600);
   EXPECT_FALSE(c.policies[1].read_only);
   EXPECT_EQ(c.policies[2].recording, policy::RecordingLevel::kMetadata);
@@ -200,6 +202,17 @@ INSTANTIATE_TEST_SUITE_P(
                 "$.policies[0].masks[0]: needs exactly one of column, name, type"},
         BadCase{"KeepLastOnRedact", [](json& j) { j["policies"][0]["masks"][0]["keep_last"] = 2; },
                 "$.policies[0].masks[0].keep_last: only applies to function \"partial\""},
+        BadCase{"UnknownPredicateForm",
+                [](json& j) {
+                  j["policies"][0]["masks"][0]["allow_predicates"] = json::array({"like"});
+                },
+                "$.policies[0].masks[0].allow_predicates: unknown predicate form \"like\" "
+                "(is_null, equality_join)"},
+        BadCase{"PredicatesOnTypeMask",
+                [](json& j) {
+                  j["policies"][0]["masks"][3]["allow_predicates"] = json::array({"is_null"});
+                },
+                "$.policies[0].masks[3].allow_predicates: only applies to column and name masks"},
         BadCase{"RecordingLevel", [](json& j) { j["policies"][0]["recording"]["level"] = "some"; },
                 "$.policies[0].recording.level: unknown recording level \"some\" (off, metadata, "
                 "full)"},

@@ -225,10 +225,98 @@ Result<std::vector<TableInfo>> PgCatalog::find_tables(const std::string& schema,
   return tables;
 }
 
+Result<std::vector<policy::CatalogRelation>> PgCatalog::relations(const std::string& schema,
+                                                                  const std::string& name) {
+  static constexpr char kSql[] =
+      "SELECT c.oid::int8, n.nspname, c.relname, c.relkind::text, "
+      "CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END, a.attname "
+      "FROM pg_catalog.pg_class c "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+      "LEFT JOIN pg_catalog.pg_attribute a "
+      "  ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+      "WHERE c.relname = $1 AND ($2 = '' OR n.nspname = $2) "
+      "AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
+      "ORDER BY n.nspname, c.oid, a.attnum";
+  const std::string key = schema + "\n" + name;
+  std::lock_guard lock(mu_);
+  if (auto it = relations_.find(key); it != relations_.end() && it->second.expires > Clock::now()) {
+    ++catalog_cache_hits_;
+    return it->second.value;
+  }
+  Status st = ensure_connected();
+  if (!st.is_ok()) {
+    ++catalog_errors_;
+    return st;
+  }
+  const char* params[2] = {name.c_str(), schema.c_str()};
+  ++catalog_queries_;
+  PGresult* r = PQexecParams(conn_->conn, kSql, 2, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    conn_.reset();
+    ++catalog_errors_;
+    return unavailable("lineage relation lookup failed: " + msg);
+  }
+  std::vector<policy::CatalogRelation> out;
+  uint64_t last_oid = 0;
+  for (int i = 0; i < PQntuples(r); ++i) {
+    uint64_t oid = std::strtoull(PQgetvalue(r, i, 0), nullptr, 10);
+    if (out.empty() || oid != last_oid) {
+      policy::CatalogRelation rel;
+      rel.schema = PQgetvalue(r, i, 1);
+      rel.name = PQgetvalue(r, i, 2);
+      rel.kind = PQgetvalue(r, i, 3)[0];
+      if (!PQgetisnull(r, i, 4)) rel.view_definition = PQgetvalue(r, i, 4);
+      out.push_back(std::move(rel));
+      last_oid = oid;
+    }
+    if (!PQgetisnull(r, i, 5)) out.back().columns.emplace_back(PQgetvalue(r, i, 5));
+  }
+  PQclear(r);
+  if (!out.empty()) relations_[key] = {Clock::now() + options_.ttl, out};
+  return out;
+}
+
+Result<std::vector<std::string>> PgCatalog::function_schemas(const std::string& name) {
+  static constexpr char kSql[] =
+      "SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p "
+      "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = $1 "
+      "ORDER BY 1";
+  std::lock_guard lock(mu_);
+  if (auto it = functions_.find(name);
+      it != functions_.end() && it->second.expires > Clock::now()) {
+    ++catalog_cache_hits_;
+    return it->second.value;
+  }
+  Status st = ensure_connected();
+  if (!st.is_ok()) {
+    ++catalog_errors_;
+    return st;
+  }
+  const char* params[1] = {name.c_str()};
+  ++catalog_queries_;
+  PGresult* r = PQexecParams(conn_->conn, kSql, 1, nullptr, params, nullptr, nullptr, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    conn_.reset();
+    ++catalog_errors_;
+    return unavailable("lineage function lookup failed: " + msg);
+  }
+  std::vector<std::string> out;
+  for (int i = 0; i < PQntuples(r); ++i) out.emplace_back(PQgetvalue(r, i, 0));
+  PQclear(r);
+  if (!out.empty()) functions_[name] = {Clock::now() + options_.ttl, out};
+  return out;
+}
+
 void PgCatalog::invalidate() {
   std::lock_guard lock(mu_);
   tables_.clear();
   types_.clear();
+  relations_.clear();
+  functions_.clear();
 }
 
 void PgCatalog::invalidate_table(uint32_t oid) {

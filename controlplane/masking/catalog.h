@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "controlplane/policy/lineage.h"
 
 namespace pgwarden::maskplan {
 
@@ -86,7 +87,11 @@ struct PgCatalogOptions {
   int statement_timeout_ms = 5000;
 };
 
-class PgCatalog : public Catalog {
+// PgCatalog is also the column-lineage catalog (policy::LineageCatalog): relations by name with
+// their columns and view definitions (pg_get_viewdef), and the schemas of functions by name.
+// Found relations and functions are cached with the same TTL; lookups that find nothing are
+// not cached (a table created a moment ago must be seen).
+class PgCatalog : public Catalog, public policy::LineageCatalog {
  public:
   // Connects lazily on first use (so cp starts while a target is down).
   explicit PgCatalog(PgCatalogOptions options);
@@ -99,7 +104,11 @@ class PgCatalog : public Catalog {
   Result<std::vector<TableInfo>> find_tables(const std::string& schema,
                                              const std::string& name) override;
 
-  void invalidate();                    // all tables and types
+  Result<std::vector<policy::CatalogRelation>> relations(const std::string& schema,
+                                                         const std::string& name) override;
+  Result<std::vector<std::string>> function_schemas(const std::string& name) override;
+
+  void invalidate();                    // all tables, types, relations and functions
   void invalidate_table(uint32_t oid);  // one table
 
 #define PGW_DECLARE_COUNTER(name) \
@@ -133,6 +142,13 @@ class PgCatalog : public Catalog {
   std::unique_ptr<Connection> conn_;
   std::map<uint32_t, TableEntry> tables_;
   std::map<uint32_t, TypeEntry> types_;
+  template <typename T>
+  struct NamedEntry {
+    Clock::time_point expires;
+    T value;
+  };
+  std::map<std::string, NamedEntry<std::vector<policy::CatalogRelation>>> relations_;
+  std::map<std::string, NamedEntry<std::vector<std::string>>> functions_;
 #define PGW_DEFINE_COUNTER(name) uint64_t name##_ = 0;
   PGW_CATALOG_COUNTERS(PGW_DEFINE_COUNTER)
 #undef PGW_DEFINE_COUNTER

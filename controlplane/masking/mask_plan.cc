@@ -7,9 +7,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "controlplane/policy/glob.h"
+#include "controlplane/policy/mask_lineage.h"
 
 namespace pgwarden::maskplan {
 
@@ -35,6 +38,44 @@ std::string hex(std::string_view raw) {
   return out;
 }
 
+// Lineage of the views met while building one plan, by "schema.table" (null: not a view).
+using ViewCache = std::map<std::string, std::shared_ptr<std::vector<policy::OutputColumn>>>;
+
+bool system_schema(std::string_view s) { return s == "pg_catalog" || s == "information_schema"; }
+
+// The lineage of view column `attnum` of the relation `col` names; nullptr when the relation
+// is not a view (or is a catalog view).
+Result<const policy::ColumnLineage*> view_column(policy::LineageCatalog& lineage,
+                                                 const ColumnName& col, int16_t attnum,
+                                                 ViewCache* views) {
+  const std::string key = col.schema + "." + col.table;
+  auto it = views->find(key);
+  if (it == views->end()) {
+    std::shared_ptr<std::vector<policy::OutputColumn>> cols;
+    if (!system_schema(col.schema)) {
+      auto rels = lineage.relations(col.schema, col.table);
+      if (!rels.is_ok()) return rels.status();
+      bool is_view = std::any_of(rels->begin(), rels->end(), [](const policy::CatalogRelation& r) {
+        return r.kind == 'v' || r.kind == 'm';
+      });
+      if (is_view) {
+        auto l = policy::view_lineage(col.schema, col.table, lineage);
+        if (!l.is_ok()) {
+          return unavailable("cannot resolve the columns of view " + key + ": " +
+                             l.status().message());
+        }
+        cols = std::make_shared<std::vector<policy::OutputColumn>>(std::move(l).value());
+      }
+    }
+    it = views->emplace(key, std::move(cols)).first;
+  }
+  if (!it->second) return static_cast<const policy::ColumnLineage*>(nullptr);
+  if (attnum < 1 || static_cast<size_t>(attnum) > it->second->size()) {
+    return unavailable("view " + key + " has no column " + std::to_string(attnum));
+  }
+  return &(*it->second)[attnum - 1].lineage;
+}
+
 }  // namespace
 
 nlohmann::json MaskPlan::to_json() const {
@@ -56,6 +97,7 @@ nlohmann::json MaskPlan::to_json() const {
 Result<MaskPlan> build_mask_plan(const std::vector<ResultField>& fields,
                                  const policy::Policy& policy, Catalog& catalog,
                                  std::string_view hash_key, const MaskPlanOptions& options) {
+  ViewCache views;
   std::set<uint32_t> tables, types;
   for (const auto& f : fields) {
     if (f.table_oid != 0) tables.insert(f.table_oid);
@@ -77,18 +119,40 @@ Result<MaskPlan> build_mask_plan(const std::vector<ResultField>& fields,
     const TypeInfo* type = nullptr;
     if (auto it = snap->types.find(f.type_oid); it != snap->types.end()) type = &it->second;
 
+    // The field's origin, and for a view column the source columns it shows as is.
+    std::vector<ColumnName> origins;
+    if (col != nullptr) origins.push_back(*col);
+    const policy::MaskRule* derived = nullptr;
+    std::string derived_source;
+    if (col != nullptr && options.lineage != nullptr) {
+      auto view = view_column(*options.lineage, *col, f.attnum, &views);
+      if (!view.is_ok()) return view.status();
+      if (*view != nullptr) {
+        for (const auto& s : (*view)->as_is) origins.push_back({s.schema, s.table, s.column});
+        for (const auto& s : (*view)->transformed) {
+          if (const policy::MaskRule* r = policy::mask_rule_for_source(policy, s)) {
+            derived = r;
+            derived_source = s.qualified();
+            break;
+          }
+        }
+      }
+    }
     const policy::MaskRule* match = nullptr;
     std::string reason;
     for (const auto& rule : policy.masks) {
       if (!rule.column_glob.empty()) {
-        if (col != nullptr && policy::glob_match(rule.column_glob, col->qualified(), kFold)) {
-          reason = "column_glob " + rule.column_glob;
+        for (const ColumnName& o : origins) {
+          if (policy::glob_match(rule.column_glob, o.qualified(), kFold)) {
+            reason = "column_glob " + rule.column_glob;
+          }
         }
       } else if (!rule.name_pattern.empty()) {
-        if ((col != nullptr && policy::glob_match(rule.name_pattern, col->column, kFold)) ||
-            policy::glob_match(rule.name_pattern, f.name, kFold)) {
-          reason = "name_pattern " + rule.name_pattern;
+        bool hit = policy::glob_match(rule.name_pattern, f.name, kFold);
+        for (const ColumnName& o : origins) {
+          hit = hit || policy::glob_match(rule.name_pattern, o.column, kFold);
         }
+        if (hit) reason = "name_pattern " + rule.name_pattern;
       } else if (!rule.type_name.empty()) {
         if (type != nullptr && policy::glob_match(rule.type_name, type->name, kFold)) {
           reason = "type_name " + rule.type_name;
@@ -105,7 +169,14 @@ Result<MaskPlan> build_mask_plan(const std::vector<ResultField>& fields,
     pc.type_oid = f.type_oid;
     pc.format = f.format;
     pc.source = col != nullptr ? col->qualified() : f.name;
-    if (match != nullptr) {
+    if (derived != nullptr) {
+      // A view column computed from a masked source: never the value or a function of it.
+      pc.function = "redact";
+      pc.text = "****";
+      pc.keep_last = 0;
+      pc.reason = "derived from masked " + derived_source;
+      plan.columns.push_back(std::move(pc));
+    } else if (match != nullptr) {
       pc.function = match->function;
       pc.text = match->text;
       pc.keep_last = match->keep_last;

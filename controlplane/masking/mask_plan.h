@@ -65,6 +65,12 @@ struct MaskPlan {
 
 struct MaskPlanOptions {
   bool detect_text_columns = true;  // false: content detectors are not loaded for the policy
+  // When set, a field whose origin is a view (or materialized view) column is resolved
+  // through the view's definition (policy::view_lineage): an as-is source column's mask
+  // applies, and a column computed from a masked source is redacted whole. PostgreSQL reports
+  // the view, not the table, as a view column's origin. A view whose lineage cannot be
+  // determined fails the plan (closed).
+  policy::LineageCatalog* lineage = nullptr;
 };
 
 // REQUIRES: hash_key is 32 bytes when the policy has a `hash` mask (else invalid_argument).

@@ -243,9 +243,82 @@ INSTANTIATE_TEST_SUITE_P(
                       GlobExample{"CRM.Customers.EMAIL", "crm.customers.email", true},
                       GlobExample{"crm.customers.?d", "crm.customers.id", true},
                       GlobExample{"crm.customers.?d", "crm.customers.uid", false},
-                      GlobExample{"*", "", true}, GlobExample{"", "", true}, GlobExample{"", "x", false},
-                      GlobExample{"a*b*c", "aXXbYYbZc", true}, GlobExample{"a*b*c", "aXXbYY", false},
-                      GlobExample{"***a", "bbba", true}));
+                      GlobExample{"*", "", true}, GlobExample{"", "", true},
+                      GlobExample{"", "x", false}, GlobExample{"a*b*c", "aXXbYYbZc", true},
+                      GlobExample{"a*b*c", "aXXbYY", false}, GlobExample{"***a", "bbba", true}));
+
+}  // namespace
+}  // namespace pgwarden::maskplan
+
+namespace pgwarden::maskplan {
+namespace {
+
+constexpr uint32_t kView = 16500;
+
+// A view crm.customer_contacts(id, phone, mail_domain) over crm.customers: its columns'
+// origins in a RowDescription are the view's, which the planner resolves through lineage.
+class ViewCatalog : public FakeCatalog, public policy::LineageCatalog {
+ public:
+  Result<CatalogSnapshot> resolve(const std::vector<uint32_t>& tables,
+                                  const std::vector<uint32_t>& types) override {
+    auto s = FakeCatalog::resolve(tables, types);
+    if (!s.is_ok()) return s;
+    for (uint32_t t : tables) {
+      if (t != kView) continue;
+      s->columns[{t, 1}] = {"crm", "customer_contacts", "id"};
+      s->columns[{t, 2}] = {"crm", "customer_contacts", "phone"};
+      s->columns[{t, 3}] = {"crm", "customer_contacts", "mail_domain"};
+    }
+    return s;
+  }
+  Result<std::vector<policy::CatalogRelation>> relations(const std::string& schema,
+                                                         const std::string& name) override {
+    if (name == "customers" && (schema.empty() || schema == "crm")) {
+      return std::vector<policy::CatalogRelation>{
+          {"crm",
+           "customers",
+           'r',
+           {"id", "full_name", "email", "phone", "ssn", "card_number"},
+           ""}};
+    }
+    if (name == "customer_contacts" && (schema.empty() || schema == "crm")) {
+      return std::vector<policy::CatalogRelation>{
+          {"crm", "customer_contacts", 'v', {"id", "phone", "mail_domain"}, view_sql}};
+    }
+    return std::vector<policy::CatalogRelation>{};
+  }
+  Result<std::vector<std::string>> function_schemas(const std::string&) override {
+    return std::vector<std::string>{"pg_catalog"};
+  }
+  std::string view_sql =
+      " SELECT c.id, c.phone, split_part(c.email, '@', 2) AS mail_domain FROM crm.customers c;";
+};
+
+TEST(BuildMaskPlan, ViewColumnsAreResolvedThroughTheViewDefinition) {
+  ViewCatalog cat;
+  MaskPlanOptions options;
+  options.lineage = &cat;
+  auto plan = build_mask_plan(
+      {{"id", kView, 1, 23, 0}, {"phone", kView, 2, 25, 0}, {"mail_domain", kView, 3, 25, 0}},
+      crm_policy(), cat, kKey, options);
+  ASSERT_TRUE(plan.is_ok()) << plan.status().message();
+  EXPECT_EQ(find(*plan, 0), nullptr);
+  ASSERT_NE(find(*plan, 1), nullptr);
+  EXPECT_EQ(find(*plan, 1)->function, "redact");
+  EXPECT_EQ(find(*plan, 1)->text, "[phone]");  // the source column's own mask
+  ASSERT_NE(find(*plan, 2), nullptr);
+  EXPECT_EQ(find(*plan, 2)->function, "redact");  // computed from masked email: whole value
+  EXPECT_EQ(find(*plan, 2)->text, "****");
+}
+
+TEST(BuildMaskPlan, UnresolvableViewFailsThePlan) {
+  ViewCatalog cat;
+  cat.view_sql = "SELECT nothing FROM crm.missing";
+  MaskPlanOptions options;
+  options.lineage = &cat;
+  auto plan = build_mask_plan({{"phone", kView, 2, 25, 0}}, crm_policy(), cat, kKey, options);
+  EXPECT_FALSE(plan.is_ok());
+}
 
 }  // namespace
 }  // namespace pgwarden::maskplan

@@ -21,6 +21,10 @@ struct MaskRule {
   std::string function;       // redact | partial | hash | email | null
   std::string text = "****";  // redact: replacement text
   int keep_last = 4;          // partial: characters kept at the end
+  // Predicate forms allowed on the masked column (default none: a masked column in WHERE,
+  // JOIN, ORDER BY, ... is refused): "is_null" (`col IS [NOT] NULL`), "equality_join"
+  // (`a.col = b.col` where the other side is a masked column allowing it too).
+  std::vector<std::string> allow_predicates;
 };
 
 struct ApprovalSettings {

@@ -856,7 +856,9 @@ std::string FunctionRef::resolved() const {
   return (schema.empty() ? std::string("pg_catalog") : schema) + "." + name;
 }
 
-SqlAnalysis analyse_sql(std::string_view sql) {
+SqlAnalysis analyse_sql(std::string_view sql) { return analyse_sql(sql, nullptr); }
+
+SqlAnalysis analyse_sql(std::string_view sql, LineageCatalog* catalog) {
   SqlAnalysis result;
   if (sql.size() > kMaxSqlBytes) {
     result.parse_error =
@@ -897,6 +899,15 @@ SqlAnalysis analyse_sql(std::string_view sql) {
       result.parse_error =
           ParseError{"statement is nested too deeply to analyse", static_cast<int>(begin) + 1};
       break;
+    }
+    if (catalog != nullptr) {
+      auto lineage = std::make_shared<StatementLineage>(compute_lineage(raw->stmt, *catalog));
+      st.lineage = lineage;
+      if (st.inner) {
+        auto inner = std::make_shared<StatementAnalysis>(*st.inner);
+        inner->lineage = lineage;
+        st.inner = std::move(inner);
+      }
     }
     result.statements.push_back(std::move(st));
   }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "controlplane/policy/effect.h"
+#include "controlplane/policy/lineage.h"
 
 namespace pgwarden::policy {
 
@@ -170,6 +171,9 @@ struct StatementAnalysis {
   // Every UPDATE/DELETE/MERGE/TRUNCATE this statement runs, with how far it reaches
   // (controlplane/policy/effect.h); empty for EXPLAIN/PREPARE (see `inner`).
   std::vector<WriteEffect> write_effects;
+  // Column lineage (lineage.h); computed only when analyse_sql() is given a catalog. PREPARE's
+  // and EXPLAIN's `inner` carry the inner statement's lineage as well.
+  std::shared_ptr<const StatementLineage> lineage;
 };
 
 struct ParseError {
@@ -187,5 +191,7 @@ inline constexpr size_t kMaxSqlBytes = 1 << 20;
 
 // Parses and analyses `sql`. Never throws; unparseable SQL yields parse_error.
 SqlAnalysis analyse_sql(std::string_view sql);
+// The same, plus each statement's column lineage computed over `catalog` (lineage.h).
+SqlAnalysis analyse_sql(std::string_view sql, LineageCatalog* catalog);
 
 }  // namespace pgwarden::policy

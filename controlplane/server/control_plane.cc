@@ -149,7 +149,11 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
 
   ServerHandlers handlers;
   handlers.authenticator = cp->identity_;
-  handlers.analyser = std::make_shared<PolicyAnalyser>(std::make_shared<PgEffectProbe>());
+  handlers.analyser = std::make_shared<PolicyAnalyser>(
+      std::make_shared<PgEffectProbe>(),
+      [planner = cp->mask_planner_](const config::Config& config, const config::Target& target) {
+        return planner->lineage_catalog(config, target);
+      });
   handlers.mask_planner = cp->mask_planner_;
   handlers.approvals = cp->approvals_.get();
   handlers.recorder = cp->recorder_.get();

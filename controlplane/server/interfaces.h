@@ -6,8 +6,9 @@
 //
 // Wiring (ControlPlane, control_plane.cc):
 //   * Authenticator: IdentityAuthenticator (identity::TokenValidator: JWTs and service keys).
-//   * StatementAnalyser: PolicyAnalyser (controlplane/policy analyse_sql + evaluate, and the
-//     policy's deny_masked_in_expressions). FailClosedAnalyser denies everything (default).
+//   * StatementAnalyser: PolicyAnalyser (controlplane/policy analyse_sql + evaluate, the
+//     policy's deny_masked_in_expressions, and column lineage over the mask planner's catalog
+//     under column masks). FailClosedAnalyser denies everything (default).
 //   * MaskPlanner: CatalogMaskPlanner (controlplane/masking build_mask_plan over a PgCatalog
 //     per target). FailClosedMaskPlanner refuses every result set (default).
 #pragma once

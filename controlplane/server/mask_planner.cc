@@ -92,6 +92,17 @@ Result<std::shared_ptr<maskplan::Catalog>> CatalogMaskPlanner::catalog_for(
   return std::shared_ptr<maskplan::Catalog>(catalog);
 }
 
+Result<std::shared_ptr<policy::LineageCatalog>> CatalogMaskPlanner::lineage_catalog(
+    const config::Config& config, const config::Target& target) {
+  auto catalog = catalog_for(config, target);
+  if (!catalog.is_ok()) return catalog.status();
+  auto lineage = std::dynamic_pointer_cast<policy::LineageCatalog>(*catalog);
+  if (!lineage)
+    return failed_precondition("the catalog of target " + target.name +
+                               " cannot resolve column lineage");
+  return lineage;
+}
+
 Result<std::string> CatalogMaskPlanner::policy_key(const config::Config& config,
                                                    const policy::Policy& policy) {
   if (!policy_uses_hash(policy)) return std::string();
@@ -136,7 +147,9 @@ Result<protocol::MaskPlanResponse> CatalogMaskPlanner::plan(
   if (!key.is_ok()) return key.status();
   auto catalog = catalog_for(session.config, session.target);
   if (!catalog.is_ok()) return catalog.status();
-  auto plan = maskplan::build_mask_plan(fields, session.policy, **catalog, *key);
+  maskplan::MaskPlanOptions options;
+  options.lineage = dynamic_cast<policy::LineageCatalog*>(catalog->get());
+  auto plan = maskplan::build_mask_plan(fields, session.policy, **catalog, *key, options);
   if (!plan.is_ok()) return plan.status();
   protocol::MaskPlanResponse response;
   response.plan = plan->to_json();

@@ -39,6 +39,11 @@ class CatalogMaskPlanner : public MaskPlanner {
   Result<protocol::MaskPlanResponse> plan(const SessionView& session,
                                           const protocol::MaskPlanRequest& request) override;
 
+  // The target's catalog as a column-lineage catalog (PolicyAnalyser's CatalogProvider);
+  // failed_precondition when the catalog (a test catalog) does not implement it.
+  Result<std::shared_ptr<policy::LineageCatalog>> lineage_catalog(const config::Config& config,
+                                                                  const config::Target& target);
+
   // Test hook: use `catalog` for the target named `target` instead of a PgCatalog.
   void set_catalog_for_test(const std::string& target, std::shared_ptr<maskplan::Catalog> c);
 

@@ -7,6 +7,7 @@
 
 #include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/glob.h"
+#include "controlplane/policy/mask_lineage.h"
 #include "controlplane/policy/sql_analysis.h"
 
 namespace pgwarden::server {
@@ -270,8 +271,19 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
 
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                                                   const protocol::AnalyseRequest& request) {
+  std::shared_ptr<policy::LineageCatalog> catalog;
+  if (catalogs_ && policy::has_column_masks(session.policy)) {
+    auto c = catalogs_(session.config, session.target);
+    if (!c.is_ok()) {
+      return {"deny", "policy.lineage_unavailable",
+              "cannot check this statement against the masked columns of policy \"" +
+                  session.policy.name + "\": " + c.status().message(),
+              false};
+    }
+    catalog = std::move(c).value();
+  }
   const policy::Policy& pol = session.policy;
-  policy::SqlAnalysis analysis = policy::analyse_sql(request.sql);
+  policy::SqlAnalysis analysis = policy::analyse_sql(request.sql, catalog.get());
   SessionSqlState* state = session.sql_state;
   std::unique_lock<std::mutex> lock;
   if (state != nullptr) lock = std::unique_lock<std::mutex>(state->mu);
@@ -330,6 +342,19 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                       ") and may not be used inside an expression",
                   cacheable};
         }
+      }
+    }
+  }
+  // After deny_masked_in_expressions (its older, name-based rule keeps its name where both
+  // apply), before the prescreen's approve matches (a refusal beats an approval).
+  if (d.verdict != policy::Verdict::kDeny && catalog) {
+    for (const auto& st : analysis.statements) {
+      if (!st.lineage) continue;
+      if (auto refusal = policy::check_lineage(session.policy, *st.lineage)) {
+        // An unknown relation may exist a moment later (CREATE TABLE, a catalog that was
+        // unreachable): that refusal is not a property of the statement's shape.
+        bool transient = refusal->rule == "lineage_unknown";
+        return {"deny", "policy." + refusal->rule, refusal->message, cacheable && !transient};
       }
     }
   }

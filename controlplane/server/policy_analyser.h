@@ -29,10 +29,21 @@
 // Dry runs happen only for one UPDATE/DELETE/INSERT/MERGE statement without data-modifying
 // CTEs, calling only functions on a short side-effect-free list, on tables without triggers,
 // rules or (for INSERT/UPDATE/MERGE) sequences (EffectProbe::irreversible_effects).
+//
+// Column lineage (controlplane/policy/lineage.h, mask_lineage.h): when the session's policy has
+// column masks and the analyser was given a catalog provider, every statement's lineage is
+// computed over the target's catalog and check_lineage() refuses (deny, rule
+// "policy.<masked_derived|masked_predicate|masked_origin_lost|masked_copy|masked_copied|
+// opaque_function|opaque_code|lineage_unknown>", SQLSTATE 42501 at the client) what would
+// reveal a masked value. If the catalog cannot be asked the statement is denied
+// ("policy.lineage_unavailable", not cacheable). Lineage verdicts are cacheable like any
+// other: they depend on the statement's shape and the catalog (see docs/masking.md for DDL).
 #pragma once
 
+#include <functional>
 #include <memory>
 
+#include "controlplane/policy/lineage.h"
 #include "controlplane/policy/sql_analysis.h"
 #include "controlplane/server/effect_probe.h"
 #include "controlplane/server/interfaces.h"
@@ -44,15 +55,22 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy, const poli
 
 class PolicyAnalyser : public StatementAnalyser {
  public:
+  // The lineage catalog of a target (the mask planner's metadata connection).
+  using CatalogProvider = std::function<Result<std::shared_ptr<policy::LineageCatalog>>(
+      const config::Config&, const config::Target&)>;
+
   // `probe` null: no estimates and no dry runs (a rows_over policy then asks for approval of
-  // every write: fail closed).
-  explicit PolicyAnalyser(std::shared_ptr<EffectProbe> probe = nullptr)
-      : probe_(std::move(probe)) {}
+  // every write: fail closed). `catalogs` empty: no lineage (policies with column masks rely
+  // on the mask plan alone; production always passes one).
+  explicit PolicyAnalyser(std::shared_ptr<EffectProbe> probe = nullptr,
+                          CatalogProvider catalogs = nullptr)
+      : probe_(std::move(probe)), catalogs_(std::move(catalogs)) {}
   protocol::AnalyseResponse analyse(const SessionView& session,
                                     const protocol::AnalyseRequest& request) override;
 
  private:
   std::shared_ptr<EffectProbe> probe_;
+  CatalogProvider catalogs_;
 };
 
 }  // namespace pgwarden::server

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "controlplane/policy/fake_lineage_catalog.h"
+
 namespace pgwarden::server {
 namespace {
 
@@ -232,6 +234,54 @@ TEST_F(PolicyAnalyserTest, DryRunCountsOnlyWhereARollbackUndoesEverything) {
   EXPECT_EQ(e.reasons[0].rfind("where_absent: statement 1: DELETE on crm.orders", 0), 0u)
       << e.reasons[0];
   EXPECT_EQ(e.reasons[1].rfind("where_absent: DELETE on crm.items", 0), 0u) << e.reasons[1];
+}
+
+// With a catalog provider (cp's wiring), lineage decides: derived values and predicates of
+// masked sources are refused with a rule naming why; plain output and count(*) pass.
+TEST_F(PolicyAnalyserTest, LineageRefusesDerivedAndPredicateUsesWithACatalog) {
+  policy_.deny_masked_in_expressions = false;
+  policy_.masks = {{"", "*ssn*", "", "hash"}, {"crm.customers.email", "", "", "email"}};
+  auto catalog = std::make_shared<policy::FakeCatalog>();
+  PolicyAnalyser analyser(nullptr, [catalog](const config::Config&, const config::Target&) {
+    return Result<std::shared_ptr<policy::LineageCatalog>>(
+        std::shared_ptr<policy::LineageCatalog>(catalog));
+  });
+  auto run = [&](const std::string& sql) {
+    std::string sid = "s";
+    AuthenticatedIdentity id{"alice", "iss", {"agents"}};
+    SessionView view{sid, id, policy_, target_, config_};
+    protocol::AnalyseRequest req;
+    req.session_id = sid;
+    req.sql = sql;
+    return analyser.analyse(view, req);
+  };
+  auto r = run("SELECT md5(ssn) FROM crm.customers");
+  EXPECT_EQ(r.verdict, "deny");
+  EXPECT_EQ(r.rule, "policy.masked_derived");
+  EXPECT_TRUE(r.cacheable);
+  r = run("SELECT ident FROM crm.customers_v2 WHERE ssn = '1'");
+  EXPECT_EQ(r.rule, "policy.masked_predicate");
+  r = run("SELECT x FROM crm.nothing");
+  EXPECT_EQ(r.rule, "policy.lineage_unknown");
+  EXPECT_FALSE(r.cacheable);
+  EXPECT_EQ(run("SELECT ssn, email, count(*) OVER () FROM crm.customers").verdict, "allow");
+  EXPECT_EQ(run("SELECT * FROM crm.customers_v2").verdict, "allow");
+}
+
+TEST_F(PolicyAnalyserTest, UnreachableCatalogDeniesUncacheably) {
+  PolicyAnalyser analyser(nullptr, [](const config::Config&, const config::Target&) {
+    return Result<std::shared_ptr<policy::LineageCatalog>>(unavailable("connection refused"));
+  });
+  std::string sid = "s";
+  AuthenticatedIdentity id{"alice", "iss", {"agents"}};
+  SessionView view{sid, id, policy_, target_, config_};
+  protocol::AnalyseRequest req;
+  req.session_id = sid;
+  req.sql = "SELECT email FROM crm.customers";
+  auto r = analyser.analyse(view, req);
+  EXPECT_EQ(r.verdict, "deny");
+  EXPECT_EQ(r.rule, "policy.lineage_unavailable");
+  EXPECT_FALSE(r.cacheable);
 }
 
 }  // namespace

@@ -104,23 +104,30 @@ TEST_F(GatewayMaskingTest, AliasedColumnKeepsItsMask) {
   EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "***@example.net");
 }
 
-TEST_F(GatewayMaskingTest, DerivedColumnsAreMaskedByDetectorsInBothFormats) {
+// Functions of masked columns are refused by their lineage (gateway_lineage_test has the
+// full corpus); derived columns of unmasked sources are still masked by the detectors.
+TEST_F(GatewayMaskingTest, DerivedColumnsOfMaskedSourcesAreRefusedOthersDetected) {
   Conn c = connect();
-  const std::vector<std::string> queries = {
-      "SELECT upper(email) FROM crm.customers ORDER BY id",
-      "SELECT row_to_json(c)::text FROM crm.customers c ORDER BY id",
-      "SELECT string_agg(ssn, ',' ORDER BY id) FROM crm.customers",
-      "SELECT string_agg(card_number, ' ' ORDER BY id) FROM crm.customers"};
-  for (const std::string& q : queries) {
+  for (const std::string q : {"SELECT upper(email) FROM crm.customers ORDER BY id",
+                              "SELECT row_to_json(c)::text FROM crm.customers c ORDER BY id",
+                              "SELECT string_agg(ssn, ',' ORDER BY id) FROM crm.customers"}) {
     for (int format : {0, 1}) {
       Res r = format == 0 ? exec(c.get(), q) : exec_params(c.get(), q, 1);
-      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
-          << q << ": " << PQresultErrorMessage(r.get());
-      ASSERT_GT(PQntuples(r.get()), 0) << q;
-      std::string all = dump(r.get());
-      expect_no_raw_pii(all, q + " format " + std::to_string(format));
-      EXPECT_NE(all.find('*'), std::string::npos) << q << ": " << all;
+      EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << q;
+      EXPECT_EQ(sqlstate(r.get()), "42501") << q;
+      EXPECT_NE(std::string(PQresultErrorMessage(r.get())).find("masked column"), std::string::npos)
+          << PQresultErrorMessage(r.get());
     }
+  }
+  const std::string q = "SELECT string_agg(card_number, ' ' ORDER BY id) FROM crm.customers";
+  for (int format : {0, 1}) {
+    Res r = format == 0 ? exec(c.get(), q) : exec_params(c.get(), q, 1);
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
+        << q << ": " << PQresultErrorMessage(r.get());
+    ASSERT_GT(PQntuples(r.get()), 0) << q;
+    std::string all = dump(r.get());
+    expect_no_raw_pii(all, q + " format " + std::to_string(format));
+    EXPECT_NE(all.find('*'), std::string::npos) << q << ": " << all;
   }
   // Non-PII content of a derived column survives detection.
   Res r = exec(c.get(), "SELECT upper(full_name) FROM crm.customers WHERE id = 1");
@@ -194,7 +201,7 @@ TEST_F(GatewayMaskingTest, PsqlSeesMaskedValues) {
   EXPECT_EQ(out, "***@example.com|*******6789\n");
   out = psql("SELECT upper(email), row_to_json(c) FROM crm.customers c ORDER BY id");
   expect_no_raw_pii(out, "psql derived");
-  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5) << out;
+  EXPECT_NE(out.find("masked column"), std::string::npos) << out;
   out = psql("COPY crm.customers (email, ssn) TO STDOUT WITH (FORMAT csv)");
   expect_no_raw_pii(out, "psql COPY csv");
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5) << out;

@@ -1,0 +1,143 @@
+#include "controlplane/policy/mask_lineage.h"
+
+#include <algorithm>
+
+#include "controlplane/policy/glob.h"
+
+namespace pgwarden::policy {
+
+namespace {
+
+constexpr auto kFold = GlobCase::kInsensitive;
+
+std::string selector(const MaskRule& r) {
+  return !r.column_glob.empty() ? "column " + r.column_glob : "name " + r.name_pattern;
+}
+
+bool allows(const MaskRule& r, std::string_view form) {
+  return std::find(r.allow_predicates.begin(), r.allow_predicates.end(), form) !=
+         r.allow_predicates.end();
+}
+
+// allowed_functions as the evaluator matches them: a glob without a dot matches the bare
+// name, else "schema.name" (an unqualified user function is taken to live in public).
+bool function_allowed(const Policy& policy, const FunctionName& f) {
+  std::string qualified = (f.schema.empty() ? std::string("public") : f.schema) + "." + f.name;
+  for (const std::string& g : policy.allowed_functions) {
+    if (g.find('.') == std::string::npos ? glob_match(g, f.name) : glob_match(g, qualified)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+}  // namespace
+
+const MaskRule* mask_rule_for_source(const Policy& policy, const SourceColumn& source) {
+  const std::string qualified = source.qualified();
+  for (const MaskRule& rule : policy.masks) {
+    if (!rule.column_glob.empty() && glob_match(rule.column_glob, qualified, kFold)) return &rule;
+    if (!rule.name_pattern.empty() && glob_match(rule.name_pattern, source.column, kFold)) {
+      return &rule;
+    }
+  }
+  return nullptr;
+}
+
+bool has_column_masks(const Policy& policy) {
+  return std::any_of(policy.masks.begin(), policy.masks.end(), [](const MaskRule& r) {
+    return !r.column_glob.empty() || !r.name_pattern.empty();
+  });
+}
+
+std::optional<LineageRefusal> check_lineage(const Policy& policy, const StatementLineage& l) {
+  if (!has_column_masks(policy)) return std::nullopt;
+  if (!l.error.empty()) {
+    return LineageRefusal{"lineage_unknown", "cannot tell which columns this statement reads (" +
+                                                 l.error + "); refused because policy " +
+                                                 quoted(policy.name) + " masks columns"};
+  }
+  if (l.do_block) {
+    return LineageRefusal{"opaque_code", "DO blocks are refused while policy " +
+                                             quoted(policy.name) +
+                                             " masks columns: their results cannot be checked"};
+  }
+  for (const FunctionName& f : l.opaque_functions) {
+    if (!function_allowed(policy, f)) {
+      std::string name = (f.schema.empty() ? "" : f.schema + ".") + f.name;
+      return LineageRefusal{"opaque_function",
+                            "function " + name +
+                                " is not a built-in function: its body may return masked " +
+                                "columns, and policy " + quoted(policy.name) +
+                                " masks columns and does not list it in allowed_functions"};
+    }
+  }
+  const bool copy = l.sink == "COPY (query) TO";
+  for (const OutputColumn& o : l.outputs) {
+    for (const SourceColumn& s : o.lineage.transformed) {
+      if (const MaskRule* r = mask_rule_for_source(policy, s)) {
+        return LineageRefusal{"masked_derived",
+                              "output column " + quoted(o.name) +
+                                  " is computed from masked column " + s.qualified() + " (mask " +
+                                  selector(*r) +
+                                  "): functions, casts, operators and row, array or JSON "
+                                  "values of a masked column are refused; select the column "
+                                  "itself to get its masked value"};
+      }
+    }
+    const MaskRule* first = nullptr;
+    for (const SourceColumn& s : o.lineage.as_is) {
+      const MaskRule* r = mask_rule_for_source(policy, s);
+      if (r == nullptr) continue;
+      if (copy) {
+        return LineageRefusal{"masked_copy", "COPY (query) would copy masked column " +
+                                                 s.qualified() + " (mask " + selector(*r) +
+                                                 ") in output column " + quoted(o.name) +
+                                                 "; use SELECT, or COPY the table itself"};
+      }
+      if (o.lineage.origin_lost) {
+        return LineageRefusal{
+            "masked_origin_lost",
+            "output column " + quoted(o.name) + " returns masked column " + s.qualified() +
+                " (mask " + selector(*r) +
+                ") through a set operation (UNION, INTERSECT, EXCEPT), RETURNING or an outer "
+                "query reference, where the result does not name its source column and the "
+                "mask cannot be applied; select the column directly"};
+      }
+      if (first != nullptr && first != r) {
+        return LineageRefusal{"masked_origin_lost",
+                              "output column " + quoted(o.name) +
+                                  " returns columns masked by different rules (" +
+                                  selector(*first) + ", " + selector(*r) + ")"};
+      }
+      first = r;
+    }
+  }
+  for (const SourceColumn& s : l.written_from) {
+    if (const MaskRule* r = mask_rule_for_source(policy, s)) {
+      std::string where = l.written_to.empty() ? std::string("another relation") : l.written_to;
+      return LineageRefusal{"masked_copied", "statement copies masked column " + s.qualified() +
+                                                 " (mask " + selector(*r) + ") into " + where +
+                                                 ", out of the mask's reach"};
+    }
+  }
+  for (const PredicateUse& p : l.predicates) {
+    const MaskRule* r = mask_rule_for_source(policy, p.source);
+    if (r == nullptr) continue;
+    if (p.form == PredicateForm::kIsNull && allows(*r, "is_null")) continue;
+    if (p.form == PredicateForm::kEqualityJoin && allows(*r, "equality_join")) {
+      const MaskRule* other = mask_rule_for_source(policy, p.other);
+      if (other != nullptr && allows(*other, "equality_join")) continue;
+    }
+    return LineageRefusal{"masked_predicate",
+                          "masked column " + p.source.qualified() + " (mask " + selector(*r) +
+                              ") is used in " + p.clause +
+                              ": filtering, joining, grouping or sorting on a masked column "
+                              "reveals its values"};
+  }
+  return std::nullopt;
+}
+
+}  // namespace pgwarden::policy

@@ -1,0 +1,46 @@
+// Masking decisions from column lineage (docs/masking.md, "Lineage"): given a statement's
+// lineage (lineage.h) and the session's policy, whether the statement may run.
+//
+// Under a policy with column masks (column_glob / name_pattern rules; type_name rules are
+// decided on the result's types by the mask plan only), a statement is refused when:
+//   * its lineage could not be determined (unknown relation or column, catalog error);
+//   * it runs a DO block, or calls a function or procedure whose body cp cannot see (not in
+//     pg_catalog) that allowed_functions does not list;
+//   * an output column is *transformed* from a masked source (md5(ssn), row_to_json(c), ...):
+//     a function of a masked value is never returned;
+//   * an output column is a masked source *as is* where PostgreSQL reports no column origin
+//     (set operations, RETURNING, outer-level references), or is masked differently by two
+//     of its as-is sources: the mask plan could not apply the mask;
+//   * COPY (query) TO outputs a masked source at all (COPY lines have no per-column plan);
+//   * masked data is written somewhere (INSERT ... SELECT, UPDATE SET, CTAS, SELECT INTO);
+//   * a masked source decides which rows come back or in which order (WHERE, JOIN, HAVING,
+//     GROUP BY, ORDER BY, DISTINCT ON, window, FILTER, LIMIT), unless the mask allows the
+//     narrow form used (`allow_predicates`: "is_null", "equality_join").
+// count(*) / count(col) and plain as-is columns with a known origin pass: the mask plan masks
+// the latter.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "controlplane/policy/lineage.h"
+#include "controlplane/policy/policy.h"
+
+namespace pgwarden::policy {
+
+// The first column_glob / name_pattern rule of `policy` covering `source`, or nullptr.
+const MaskRule* mask_rule_for_source(const Policy& policy, const SourceColumn& source);
+
+// True when the policy has column_glob or name_pattern masks (lineage matters).
+bool has_column_masks(const Policy& policy);
+
+struct LineageRefusal {
+  std::string rule;     // "masked_derived", "masked_predicate", ... (prefixed "policy.")
+  std::string message;  // names the output column and the masked source
+};
+
+std::optional<LineageRefusal> check_lineage(const Policy& policy, const StatementLineage& lineage);
+
+}  // namespace pgwarden::policy

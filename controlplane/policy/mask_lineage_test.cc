@@ -1,0 +1,190 @@
+#include "controlplane/policy/mask_lineage.h"
+
+#include <gtest/gtest.h>
+
+#include "controlplane/policy/fake_lineage_catalog.h"
+
+namespace pgwarden::policy {
+namespace {
+
+// The quick-start shape: ssn, email and phone of crm.customers masked; email allows
+// IS [NOT] NULL and equality joins.
+Policy masking_policy() {
+  Policy p;
+  p.name = "agents";
+  MaskRule ssn;
+  ssn.name_pattern = "*ssn*";
+  ssn.function = "hash";
+  MaskRule email;
+  email.column_glob = "crm.*.email";
+  email.function = "email";
+  email.allow_predicates = {"is_null", "equality_join"};
+  MaskRule phone;
+  phone.column_glob = "crm.customers.phone";
+  phone.function = "redact";
+  MaskRule inet;
+  inet.type_name = "inet";
+  inet.function = "null";
+  p.masks = {ssn, email, phone, inet};
+  p.allowed_functions = {"public.allowed_fn"};
+  return p;
+}
+
+struct Case {
+  const char* sql;
+  const char* rule;  // "" = allowed
+};
+
+class MaskLineageCorpus : public ::testing::TestWithParam<Case> {};
+
+TEST_P(MaskLineageCorpus, Decision) {
+  FakeCatalog catalog;
+  catalog.add_function("allowed_fn", "public");
+  StatementLineage l = lineage_of_sql(GetParam().sql, catalog);
+  auto refusal = check_lineage(masking_policy(), l);
+  EXPECT_EQ(refusal ? refusal->rule : std::string(), GetParam().rule)
+      << GetParam().sql << "\n"
+      << (refusal ? refusal->message : std::string());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Corpus, MaskLineageCorpus,
+    ::testing::Values(
+        // Masked as is: the mask plan masks them.
+        Case{"SELECT ssn, email, phone FROM crm.customers", ""},
+        Case{"SELECT * FROM crm.customers", ""},
+        Case{"SELECT x FROM (SELECT ssn AS x FROM crm.customers) s", ""},
+        Case{"WITH t AS (SELECT * FROM crm.customers) SELECT * FROM t", ""},
+        Case{"SELECT * FROM crm.customers_v2", ""},
+        Case{"SELECT count(*), count(ssn) FROM crm.customers", ""},
+        Case{"DECLARE c CURSOR FOR SELECT ssn FROM crm.customers", ""},
+        Case{"SELECT id, name FROM crm.customers WHERE id = 3 ORDER BY name", ""},
+        // Derived from a masked source.
+        Case{"SELECT md5(ssn) FROM crm.customers", "masked_derived"},
+        Case{"SELECT ssn::text || '' FROM crm.customers", "masked_derived"},
+        Case{"SELECT ssn::bytea FROM crm.customers", "masked_derived"},
+        Case{"SELECT reverse(email) FROM crm.customers", "masked_derived"},
+        Case{"SELECT split_part(email, '@', 1) FROM crm.customers", "masked_derived"},
+        Case{"SELECT (c).ssn FROM crm.customers c", "masked_derived"},
+        Case{"SELECT c FROM crm.customers c", "masked_derived"},
+        Case{"SELECT to_jsonb(c) FROM crm.customers c", "masked_derived"},
+        Case{"SELECT row_to_json(c.*) FROM crm.customers c", "masked_derived"},
+        Case{"SELECT json_agg(c) FROM crm.customers c", "masked_derived"},
+        Case{"SELECT array_agg(phone) FROM crm.customers", "masked_derived"},
+        Case{"SELECT string_agg(ssn, ',') FROM crm.customers", "masked_derived"},
+        Case{"SELECT format('%s', ssn) FROM crm.customers", "masked_derived"},
+        Case{"SELECT ssn COLLATE \"C\" FROM crm.customers", "masked_derived"},
+        Case{"SELECT CASE WHEN ssn LIKE '1%' THEN 1 END FROM crm.customers", "masked_derived"},
+        Case{"SELECT (SELECT ssn FROM crm.customers LIMIT 1)", "masked_derived"},
+        Case{"SELECT ARRAY(SELECT ssn FROM crm.customers)", "masked_derived"},
+        Case{"SELECT unnest(array[ssn]) FROM crm.customers", "masked_derived"},
+        Case{"SELECT u FROM crm.customers c, unnest(array[c.ssn]) u", "masked_derived"},
+        Case{"SELECT ROW(id, email) FROM crm.customers", "masked_derived"},
+        Case{"SELECT contact FROM crm.customers_view", "masked_derived"},
+        Case{"SELECT * FROM crm.customers_view", "masked_derived"},
+        Case{"SELECT x FROM (SELECT md5(ssn) AS x FROM crm.customers) s", "masked_derived"},
+        // No origin in the RowDescription.
+        Case{"SELECT ssn FROM crm.customers UNION SELECT 'x'", "masked_origin_lost"},
+        Case{"SELECT email FROM crm.customers EXCEPT SELECT note FROM crm.orders",
+             "masked_origin_lost"},
+        Case{"SELECT l.s FROM crm.customers c, LATERAL (SELECT c.ssn AS s) l",
+             "masked_origin_lost"},
+        Case{"DELETE FROM crm.customers WHERE id = 1 RETURNING phone", "masked_origin_lost"},
+        // Predicates.
+        Case{"SELECT id FROM crm.customers WHERE ssn LIKE '123%'", "masked_predicate"},
+        Case{"SELECT id FROM crm.customers WHERE email = 'x@y'", "masked_predicate"},
+        Case{"SELECT id FROM crm.customers WHERE email IS NOT NULL", ""},
+        Case{"SELECT id FROM crm.customers WHERE phone IS NULL", "masked_predicate"},
+        Case{"SELECT a.id FROM crm.customers a JOIN crm.customers b ON a.email = b.email", ""},
+        Case{"SELECT a.id FROM crm.customers a JOIN crm.customers b ON a.ssn = b.ssn",
+             "masked_predicate"},
+        Case{"SELECT a.id FROM crm.customers a JOIN crm.orders o ON a.email = o.note",
+             "masked_predicate"},
+        Case{"SELECT id FROM crm.customers ORDER BY phone", "masked_predicate"},
+        Case{"SELECT ssn FROM crm.customers ORDER BY 1", "masked_predicate"},
+        Case{"SELECT count(*) FROM crm.customers GROUP BY email", "masked_predicate"},
+        Case{"SELECT DISTINCT ON (ssn) id FROM crm.customers", "masked_predicate"},
+        Case{"SELECT rank() OVER (ORDER BY ssn) FROM crm.customers", "masked_predicate"},
+        Case{"SELECT id FROM crm.customers HAVING max(ssn) > '5'", "masked_predicate"},
+        Case{"SELECT x FROM (SELECT ssn AS x FROM crm.customers) s WHERE x > '5'",
+             "masked_predicate"},
+        Case{"SELECT ident FROM crm.customers_v2 WHERE ssn = '1'", "masked_predicate"},
+        Case{"SELECT id FROM crm.vip", "masked_predicate"},
+        Case{"SELECT id FROM crm.orders WHERE customer_id IN (SELECT id FROM crm.customers "
+             "WHERE ssn > '5')",
+             "masked_predicate"},
+        Case{"SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM crm.customers", "masked_predicate"},
+        Case{"DELETE FROM crm.customers WHERE ssn = '1'", "masked_predicate"},
+        Case{"EXPLAIN ANALYZE SELECT id FROM crm.customers WHERE ssn = '1'", "masked_predicate"},
+        // Copies out of the mask's reach.
+        Case{"COPY (SELECT ssn FROM crm.customers) TO STDOUT", "masked_copy"},
+        Case{"COPY (SELECT id, name FROM crm.customers) TO STDOUT", ""},
+        Case{"CREATE TABLE t AS SELECT email FROM crm.customers", "masked_copied"},
+        Case{"SELECT phone INTO t2 FROM crm.customers", "masked_copied"},
+        Case{"INSERT INTO crm.orders (note) SELECT ssn FROM crm.customers", "masked_copied"},
+        Case{"UPDATE crm.orders SET note = (SELECT email FROM crm.customers LIMIT 1)",
+             "masked_copied"},
+        Case{"INSERT INTO crm.orders (note) VALUES ('x')", ""},
+        // Opaque code.
+        Case{"SELECT leak(id) FROM crm.customers", "opaque_function"},
+        Case{"SELECT hstore(c) FROM crm.customers c", "opaque_function"},
+        Case{"SELECT allowed_fn(1)", ""}, Case{"CALL crm.proc()", "opaque_function"},
+        Case{"DO $$ BEGIN END $$", "opaque_code"},
+        // Side effects hidden in count(), positions shifted by USING, outer-level stars.
+        Case{"SELECT count(set_config('x.y', ssn, false)) FROM crm.customers", "masked_derived"},
+        Case{"SELECT * FROM crm.orders o JOIN crm.customers c USING (id) ORDER BY 7",
+             "masked_predicate"},
+        Case{"SELECT l.* FROM crm.customers c, LATERAL (SELECT c.*) l", "masked_origin_lost"},
+        Case{"SELECT x.* FROM crm.customers c, LATERAL (SELECT c.*) l, LATERAL (SELECT l.id) x",
+             ""},
+        Case{"SELECT id FROM crm.customers WHERE email IS NULL OR email LIKE 'a%'",
+             "masked_predicate"},
+        Case{"SELECT a.id FROM crm.customers a JOIN (SELECT lower(email) AS email FROM "
+             "crm.customers) b ON a.email = b.email",
+             "masked_predicate"},
+        Case{"SELECT id FROM crm.customers c WHERE c::text LIKE '%1%'", "masked_predicate"},
+        Case{"SELECT id FROM crm.customers GROUP BY ROLLUP (ssn, id)", "masked_predicate"},
+        Case{"SELECT EXISTS (SELECT 1 FROM crm.customers WHERE ssn LIKE '1%')", "masked_predicate"},
+        Case{"WITH d AS (UPDATE crm.customers SET name = name WHERE id = 1 RETURNING ssn) "
+             "SELECT * FROM d",
+             "masked_origin_lost"},
+        Case{"INSERT INTO crm.orders (note) VALUES ((SELECT ssn FROM crm.customers LIMIT 1))",
+             "masked_copied"},
+        Case{"INSERT INTO crm.customers (name, ssn) VALUES ('x', '1') ON CONFLICT (ssn) DO "
+             "NOTHING",
+             "masked_predicate"},
+        Case{"INSERT INTO crm.customers (name) VALUES ('x') ON CONFLICT (id) DO NOTHING", ""},
+        // Column statistics hold sample values of masked columns.
+        Case{"SELECT most_common_vals FROM pg_stats WHERE attname = 'ssn'", "lineage_unknown"},
+        Case{"SELECT * FROM pg_catalog.pg_statistic", "lineage_unknown"},
+        // Unknown to the catalog: fail closed.
+        Case{"SELECT \"SSN\" FROM crm.customers", "lineage_unknown"},
+        Case{"SELECT * FROM crm.loop", "lineage_unknown"}));
+
+TEST(MaskLineage, NothingIsRefusedWithoutColumnMasks) {
+  FakeCatalog catalog;
+  Policy p;
+  MaskRule inet;
+  inet.type_name = "inet";
+  inet.function = "null";
+  p.masks = {inet};
+  EXPECT_FALSE(check_lineage(p, lineage_of_sql("SELECT md5(ssn) FROM crm.customers", catalog)));
+  EXPECT_FALSE(check_lineage(p, lineage_of_sql("DO $$ BEGIN END $$", catalog)));
+}
+
+TEST(MaskLineage, MessageNamesOutputColumnAndSource) {
+  FakeCatalog catalog;
+  auto r = check_lineage(masking_policy(),
+                         lineage_of_sql("SELECT md5(ssn) AS h FROM crm.customers", catalog));
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->message.find("\"h\""), std::string::npos) << r->message;
+  EXPECT_NE(r->message.find("crm.customers.ssn"), std::string::npos) << r->message;
+  r = check_lineage(masking_policy(),
+                    lineage_of_sql("SELECT id FROM crm.customers WHERE ssn = '1'", catalog));
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->message.find("crm.customers.ssn"), std::string::npos) << r->message;
+  EXPECT_NE(r->message.find("WHERE"), std::string::npos) << r->message;
+}
+
+}  // namespace
+}  // namespace pgwarden::policy
