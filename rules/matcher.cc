@@ -122,9 +122,7 @@ bool read_file(const std::string& path, std::string& out) {
 }
 
 // Cache file: magic, u32 version length + hs_version(), then per view u64 length + bytes.
-bool load_cached(const std::string& path, hs_database_t* (&dbs)[kViews]) {
-  std::string bytes;
-  if (!read_file(path, bytes)) return false;
+bool load_serialized(std::string_view bytes, hs_database_t* (&dbs)[kViews]) {
   std::string_view rest = bytes;
   auto take = [&rest](size_t n) -> std::string_view {
     if (rest.size() < n) return {};
@@ -166,12 +164,14 @@ bool load_cached(const std::string& path, hs_database_t* (&dbs)[kViews]) {
   return ok;
 }
 
-// Best effort: a cache that cannot be written only costs the next start a compile.
-void store_cached(const std::string& dir, const std::string& path,
-                  hs_database_t* const (&dbs)[kViews]) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  std::string out(kCacheMagic, sizeof(kCacheMagic));
+bool load_cached(const std::string& path, hs_database_t* (&dbs)[kViews]) {
+  std::string bytes;
+  return read_file(path, bytes) && load_serialized(bytes, dbs);
+}
+
+// The cache file format of `dbs`; false when Hyperscan cannot serialize one.
+bool serialize_dbs(hs_database_t* const (&dbs)[kViews], std::string& out) {
+  out.assign(kCacheMagic, sizeof(kCacheMagic));
   std::string_view version = hs_version();
   uint32_t version_len = static_cast<uint32_t>(version.size());
   out.append(reinterpret_cast<const char*>(&version_len), sizeof(version_len));
@@ -181,7 +181,7 @@ void store_cached(const std::string& dir, const std::string& path,
     char* bytes = nullptr;
     size_t size = 0;
     if (dbs[v] != nullptr) {
-      if (hs_serialize_database(dbs[v], &bytes, &size) != HS_SUCCESS) return;
+      if (hs_serialize_database(dbs[v], &bytes, &size) != HS_SUCCESS) return false;
       len = size;
     }
     out.append(reinterpret_cast<const char*>(&len), sizeof(len));
@@ -190,6 +190,16 @@ void store_cached(const std::string& dir, const std::string& path,
       std::free(bytes);
     }
   }
+  return true;
+}
+
+// Best effort: a cache that cannot be written only costs the next start a compile.
+void store_cached(const std::string& dir, const std::string& path,
+                  hs_database_t* const (&dbs)[kViews]) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  std::string out;
+  if (!serialize_dbs(dbs, out)) return;
   std::string tmp = path + ".tmp." + std::to_string(g_next_generation.fetch_add(1));
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
@@ -225,7 +235,10 @@ Result<std::shared_ptr<const CompiledRuleSet>> CompiledRuleSet::compile(
   const std::vector<Rule>& all = set->rules_.rules();
 
   std::string cache_path;
-  if (!options.cache_dir.empty()) {
+  if (!options.serialized.empty()) {
+    set->loaded_from_cache_ = load_serialized(options.serialized, set->dbs_);
+  }
+  if (!options.cache_dir.empty() && !set->loaded_from_cache_) {
     cache_path = options.cache_dir + "/" + set->rules_.content_hash() + ".hsdb";
     set->loaded_from_cache_ = load_cached(cache_path, set->dbs_);
   }
@@ -269,6 +282,12 @@ Result<std::shared_ptr<const CompiledRuleSet>> CompiledRuleSet::compile(
   set->build_ms_ =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return std::shared_ptr<const CompiledRuleSet>(std::move(set));
+}
+
+std::string CompiledRuleSet::serialize() const {
+  std::string out;
+  if (!serialize_dbs(dbs_, out)) out.clear();
+  return out;
 }
 
 CompiledRuleSet::~CompiledRuleSet() {

@@ -53,6 +53,10 @@ struct CompileOptions {
   // Directory for serialized databases (<content hash>.hsdb). Empty: no disk cache. The
   // directory must be writable only by the gateway's user: a cached database is trusted.
   std::string cache_dir;
+  // Databases made by serialize() for the same rules (e.g. by pgwarden-cp on this host):
+  // used instead of compiling when they load here (same Hyperscan version and platform),
+  // else the rules are compiled. Trusted like the cache: only from the gateway itself.
+  std::string_view serialized;
 };
 
 class CompiledRuleSet {
@@ -79,6 +83,9 @@ class CompiledRuleSet {
   // Total bytes of the compiled databases (hs_database_size).
   size_t database_bytes() const;
   bool loaded_from_cache() const { return loaded_from_cache_; }
+  // The compiled databases (hs_serialize_database per view, with the Hyperscan version) for
+  // CompileOptions::serialized; "" when Hyperscan cannot serialize them.
+  std::string serialize() const;
   // Wall time spent compiling (or deserializing) in compile().
   double build_milliseconds() const { return build_ms_; }
   bool has_detect_rules() const { return dbs_[static_cast<int>(View::kValue)] != nullptr; }

@@ -235,7 +235,7 @@ class Parser {
     if (const json* a = field(root, "approvals", "$", false)) parse_approvals(*a, c);
     if (const json* m = field(root, "masking", "$", false)) parse_masking(*m, c);
     if (const json* r = field(root, "recording", "$", false)) parse_recording(*r, c);
-    if (const json* l = field(root, "limits", "$", false)) parse_limits(*l, c);
+    if (const json* l = field(root, "limits", "$", false)) parse_limits(*l, "$.limits", c);
     cross_check(root, c);
   }
 
@@ -246,7 +246,7 @@ class Parser {
     const std::string p = "$.listeners.dataplane";
     if (!object(*dp, p,
                 {"address", "port", "tls", "loopback_only", "max_connections", "auth_timeout_s",
-                 "idle_timeout_s", "max_message_bytes", "worker_threads"})) {
+                 "idle_timeout_s", "max_message_bytes", "worker_threads", "limits"})) {
       return;
     }
     DataplaneListener& l = c.dataplane;
@@ -261,6 +261,7 @@ class Parser {
     integer(*dp, "idle_timeout_s", p, l.idle_timeout_s, 1, 7 * 86400);
     integer(*dp, "max_message_bytes", p, l.max_message_bytes, 1024, 1 << 30);
     integer(*dp, "worker_threads", p, l.worker_threads, 1, 256);
+    if (const json* lim = field(*dp, "limits", p, false)) parse_limits(*lim, p + ".limits", c);
     if (const json* tls = field(*dp, "tls", p, false)) {
       if (object(*tls, p + ".tls", {"cert_file", "key_file"})) {
         str(*tls, "cert_file", p + ".tls", l.tls_cert_file, true);
@@ -777,12 +778,6 @@ class Parser {
     integer(j, "checkpoint_interval_ms", p, c.recording.checkpoint_interval_ms, 100, 3600000);
   }
 
-  void parse_limits(const json& j, Config& c) {
-    const std::string p = "$.limits";
-    if (!object(j, p, {"cp_unavailable_wait_ms"})) return;
-    integer(j, "cp_unavailable_wait_ms", p, c.limits.cp_unavailable_wait_ms, 0, 600000);
-  }
-
   void parse_recording(const json& j, Config& c) {
     const std::string p = "$.recording";
     if (!object(
@@ -807,6 +802,19 @@ class Parser {
         }
       }
     }
+  }
+
+  void parse_limits(const json& j, const std::string& p, Config& c) {
+    if (!object(j, p,
+                {"max_pending_logins", "max_pending_logins_per_source", "startup_timeout_ms",
+                 "cp_unavailable_wait_ms"})) {
+      return;
+    }
+    integer(j, "cp_unavailable_wait_ms", p, c.limits.cp_unavailable_wait_ms, 0, 600000);
+    integer(j, "max_pending_logins", p, c.limits.max_pending_logins, 1, 1000000);
+    integer(j, "max_pending_logins_per_source", p, c.limits.max_pending_logins_per_source, 1,
+            1000000);
+    integer(j, "startup_timeout_ms", p, c.limits.startup_timeout_ms, 100, 600000);
   }
 
   void cross_check(const json& root, Config& c) {
@@ -983,16 +991,31 @@ LoadOutcome load_config_file(const std::string& path, uint64_t version,
   return parse_config(text, version, options);
 }
 
-LoadOutcome ConfigStore::reload() {
-  std::lock_guard<std::mutex> lock(mu_);
-  // The version is only consumed by a successful load, so versions stay dense in use.
-  uint64_t candidate =
-      std::max(last_version_ + 1,
-               static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                         .count()));
+LoadOutcome ConfigStore::reload() { return reload(nullptr); }
+
+LoadOutcome ConfigStore::reload(
+    const std::function<std::vector<ConfigError>(const Config&)>& accept) {
+  std::lock_guard<std::mutex> serial(reload_mu_);
+  uint64_t candidate = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // The version is only consumed by a successful load, so versions stay dense in use.
+    candidate =
+        std::max(last_version_ + 1,
+                 static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count()));
+  }
   LoadOutcome outcome = load_config_file(path_, candidate, options_);
+  if (outcome.ok() && accept) {
+    std::vector<ConfigError> errors = accept(*outcome.config);
+    if (!errors.empty()) {
+      outcome.config = nullptr;
+      outcome.errors = std::move(errors);
+    }
+  }
   if (outcome.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
     last_version_ = candidate;
     current_ = outcome.config;
   }

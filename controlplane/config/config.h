@@ -119,6 +119,9 @@ struct MaskingSettings {
   int catalog_ttl_s = 300;
 };
 
+// $.limits (also accepted as $.listeners.dataplane.limits): the dataplane's budget for
+// connections that have not completed their login, separate from max_connections
+// (docs/operations.md, "Login floods").
 // $.recording
 struct RecordingSettings {
   int retention_max_age_days = 0;          // 0 = no age limit
@@ -143,6 +146,10 @@ struct LimitsSettings {
   // recording-required session, a mask plan, an approval) waits this long for the connection
   // to come back, then gets 08006 (0 = refuse at once).
   int cp_unavailable_wait_ms = 5000;
+  // The login budget, separate from max_connections (authenticated sessions).
+  int max_pending_logins = 256;            // connections before the password message
+  int max_pending_logins_per_source = 32;  // of those, from one client IP address
+  int startup_timeout_ms = 5000;           // accept (TLS included) -> password message
 };
 
 struct Config {
@@ -205,12 +212,18 @@ class ConfigStore {
   // Loads the file; on success the new config becomes current. On failure the current one
   // stays and the outcome carries the errors.
   LoadOutcome reload();
+  // The same, but the loaded config becomes current only when `accept` finds no errors in
+  // it (e.g. the rule sets it names must compile); its errors are then the outcome's.
+  // `accept` runs without the lock current() takes, so readers are never held up by it;
+  // reloads are serialised.
+  LoadOutcome reload(const std::function<std::vector<ConfigError>(const Config&)>& accept);
   std::shared_ptr<const Config> current() const;
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
   ValidationOptions options_;
+  std::mutex reload_mu_;  // serialises reloads
   mutable std::mutex mu_;
   std::shared_ptr<const Config> current_;
   uint64_t last_version_ = 0;

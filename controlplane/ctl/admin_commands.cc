@@ -115,6 +115,39 @@ std::string one_line(std::string s, size_t max) {
   return s;
 }
 
+// "rules generation G (sha256 0123456789ab, N rules in M lists)" from cp's rules status.
+std::string rules_generation_text(const json& r) {
+  if (!r.is_object() || r.value("generation", uint64_t{0}) == 0) return "rules not managed by cp";
+  std::string hash = r.value("hash", "");
+  return "rules generation " + scalar_text(r["generation"]) + " (sha256 " + hash.substr(0, 12) +
+         ", " + (r.contains("rules") ? scalar_text(r["rules"]) : "?") + " rules in " +
+         (r.contains("lists") ? scalar_text(r["lists"]) : "?") + " lists)";
+}
+
+// The rules and login-flood lines of `status` for each dataplane.
+void print_dataplane_summaries(std::ostream& out, const json& dps) {
+  if (!dps.is_array()) return;
+  for (const json& d : dps) {
+    out << "dataplane " << d.value("name", "?") << " (" << d.value("mode", "?")
+        << "): " << (d.value("connected", false) ? "connected" : "disconnected")
+        << (d.value("stale", false) ? ", STALE" : "");
+    if (d.contains("rules_generation")) {
+      out << ", rules generation " << scalar_text(d["rules_generation"]) << " ("
+          << d.value("rules_source", "?");
+      if (d.contains("rules_in_sync")) {
+        out << (d.value("rules_in_sync", false) ? ", in sync" : ", BEHIND cp");
+      }
+      out << ")";
+    }
+    out << "\n";
+    if (d.contains("logins") && d["logins"].is_object()) {
+      out << "  logins:";
+      for (const auto& [k, v] : d["logins"].items()) out << " " << k << "=" << scalar_text(v);
+      out << "\n";
+    }
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------- status
@@ -144,6 +177,8 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
       }
     }
   }
+  if (r->contains("rules")) out << "cp: " << rules_generation_text((*r)["rules"]) << "\n";
+  if (r->contains("dataplanes")) print_dataplane_summaries(out, (*r)["dataplanes"]);
   if (r->contains("counters") && (*r)["counters"].is_object()) {
     out << "counters:\n";
     for (const auto& [k, v] : (*r)["counters"].items()) {
@@ -675,7 +710,10 @@ int run_rules_group(Args args, std::istream& in, std::ostream& out, std::ostream
     print_table(out, {"ID", "ACTION", "VIEW", "SEVERITY", "PATTERN"}, rows);
     out << "(" << rows.size() << " rules in " << r->value("path", "") << ")\n";
   } else if (sub == "reload") {
-    out << "reloaded: policy version " << scalar_text((*r)["policy_version"]) << "\n";
+    out << "reloaded: policy version " << scalar_text((*r)["policy_version"]);
+    if (r->contains("rules")) out << ", " << rules_generation_text((*r)["rules"]);
+    out << "\n";
+    if (r->contains("dataplanes")) print_dataplane_summaries(out, (*r)["dataplanes"]);
   } else {
     out << r->value("path", "") << ": " << scalar_text((*r)["rules"]) << " rules (was "
         << scalar_text((*r)["previous_rules"]) << ")\n";
@@ -841,7 +879,9 @@ int run_config_command(Args args, std::istream&, std::ostream& out, std::ostream
   if (inv->emit_json(*r)) return kExitAdminOk;
   out << "reloaded: policy version " << scalar_text((*r)["policy_version"]) << " ("
       << scalar_text((*r)["policies"]) << " policies, " << scalar_text((*r)["targets"])
-      << " targets)\n";
+      << " targets)";
+  if (r->contains("rules")) out << ", " << rules_generation_text((*r)["rules"]);
+  out << "\n";
   return kExitAdminOk;
 }
 

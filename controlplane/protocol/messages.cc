@@ -523,11 +523,12 @@ Result<Event> Event::from_json(json&& j) {
   Event e;
   r.str("kind", e.kind, true, 32);
   // Dataplane-wide events (stats snapshots, wire rule reloads) belong to no session.
-  static const std::set<std::string> kDataplaneKinds = {"dataplane_stats", "wire_rules_reload"};
+  static const std::set<std::string> kDataplaneKinds = {"dataplane_stats", "wire_rules_reload",
+                                                        "rules_applied"};
   r.str("session_id", e.session_id, !kDataplaneKinds.count(e.kind), 128);
-  static const std::set<std::string> kKinds = {"session_start",   "statement",        "rows",
-                                               "error",           "session_end",      "wire_deny",
-                                               "dataplane_stats", "wire_rules_reload"};
+  static const std::set<std::string> kKinds = {
+      "session_start",   "statement",         "rows",         "error", "session_end", "wire_deny",
+      "dataplane_stats", "wire_rules_reload", "rules_applied"};
   if (r.ok() && !kKinds.count(e.kind)) r.fail("unknown event kind \"" + e.kind + "\"");
   e.fields = json::object();
   if (j.is_object()) {

@@ -223,9 +223,9 @@ struct MaskPlanResponse {
 };
 
 // {"type":"event","session_id", "kind": session_start|statement|rows|error|session_end|
-// wire_deny|dataplane_stats|wire_rules_reload, ...}. session_id is required except for the
-// dataplane-wide kinds dataplane_stats and wire_rules_reload. Extra fields are kept verbatim
-// in `fields`.
+// wire_deny|dataplane_stats|wire_rules_reload|rules_applied, ...}. session_id is required
+// except for the dataplane-wide kinds dataplane_stats, wire_rules_reload and rules_applied. Extra
+// fields are kept verbatim in `fields`.
 struct Event {
   std::string session_id;
   std::string kind;

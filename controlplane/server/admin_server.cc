@@ -448,15 +448,24 @@ std::string AdminServer::recordings_dir(const config::Config& cfg) const {
 
 Result<json> AdminServer::reload_config(const std::string& event, const Principal& who) {
   config::LoadOutcome outcome = b_.reload();
+  json runtime = b_.runtime_status ? b_.runtime_status() : json::object();
   if (!outcome.ok()) {
-    return invalid_argument("configuration rejected, the running version stays:\n" +
-                            outcome.error_text());
+    auto cfg = b_.config->current();
+    std::string running = "policy version " + std::to_string(cfg ? cfg->version : 0);
+    if (runtime.contains("rules")) {
+      running += ", rules generation " + std::to_string(runtime["rules"].value("generation", 0));
+    }
+    return invalid_argument(std::string(event == "rules_reload" ? "rules" : "configuration") +
+                            " rejected, the running version stays in cp and every dataplane (" +
+                            running + "):\n" + outcome.error_text());
   }
-  (void)event;
   (void)who;
-  return json{{"policy_version", outcome.config->version},
-              {"policies", outcome.config->policies.size()},
-              {"targets", outcome.config->targets.size()}};
+  json j{{"policy_version", outcome.config->version},
+         {"policies", outcome.config->policies.size()},
+         {"targets", outcome.config->targets.size()}};
+  if (runtime.contains("rules")) j["rules"] = runtime["rules"];
+  if (runtime.contains("dataplanes")) j["dataplanes"] = runtime["dataplanes"];
+  return j;
 }
 
 Result<json> AdminServer::run(const std::string& command, const json& args, const Principal& who,

@@ -75,8 +75,8 @@ audit::AuditRecord approval_audit_record(const nlohmann::json& j) {
 
 }  // namespace
 
-Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
-    std::unique_ptr<config::ConfigStore> store) {
+Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config::ConfigStore> store,
+                                                         std::string rules_dir) {
   std::unique_ptr<ControlPlane> cp(new ControlPlane());
   cp->store_ = std::move(store);
   auto cfg = cp->store_->current();
@@ -196,6 +196,7 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(
     if (!validator.is_ok()) return std::nullopt;
     return (*validator)->has_key(provider, kid);
   };
+  handlers.rules_dir = std::move(rules_dir);
   cp->server_ = std::make_unique<EscalationServer>(*cp->store_, *cp->audit_, std::move(handlers));
   return cp;
 }

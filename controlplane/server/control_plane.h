@@ -40,7 +40,10 @@ class ControlPlane {
   // REQUIRES: store->current() is a loaded config. Creates state_dir (0700), opens the audit
   // sinks, the approval journal and the recordings dir, loads identity provider keys.
   // Errors: unavailable / invalid_argument with a message for the operator (never secrets).
-  static Result<std::unique_ptr<ControlPlane>> open(std::unique_ptr<config::ConfigStore> store);
+  // `rules_dir` holds the rule set files the policies name: every load validates them and
+  // the escalation server pushes them to dataplanes ("" = rules are not managed by cp).
+  static Result<std::unique_ptr<ControlPlane>> open(std::unique_ptr<config::ConfigStore> store,
+                                                    std::string rules_dir = "");
   ~ControlPlane();
   ControlPlane(const ControlPlane&) = delete;
   ControlPlane& operator=(const ControlPlane&) = delete;

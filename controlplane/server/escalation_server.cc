@@ -17,6 +17,7 @@
 #include "controlplane/server/identity_authenticator.h"
 #include "controlplane/vault/scram_client.h"
 #include "controlplane/vault/secret.h"
+#include "rules/rule_bundle.h"
 
 namespace pgwarden::server {
 
@@ -50,6 +51,8 @@ struct EscalationServer::Connection {
   protocol::FrameDecoder decoder;
   bool hello_done = false;
   bool reading_stopped = false;
+  // The dp asked for rules pushes in its hello. Guarded by the server's rules_mu_.
+  bool wants_rules = false;
   // Guarded by mu.
   std::mutex mu;
   std::string out;
@@ -96,6 +99,16 @@ EscalationServer::~EscalationServer() { stop(); }
 Status EscalationServer::start() {
   boot_config_ = store_.current();
   if (!boot_config_) return failed_precondition("no configuration loaded");
+  if (!handlers_.rules_dir.empty()) {
+    std::shared_ptr<RulesGeneration> first;
+    std::vector<config::ConfigError> errors = prepare_rules(*boot_config_, &first);
+    if (!errors.empty()) {
+      std::string text;
+      for (const auto& e : errors) text += "\n" + e.message;
+      return invalid_argument("the rule sets of " + store_.path() + " do not compile:" + text);
+    }
+    (void)install_rules(std::move(first), boot_config_->version);
+  }
   const auto& cp = boot_config_->control_plane;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -171,7 +184,11 @@ size_t EscalationServer::session_count() const {
 }
 
 config::LoadOutcome EscalationServer::reload() {
-  config::LoadOutcome outcome = store_.reload();
+  std::shared_ptr<RulesGeneration> next_rules;
+  config::LoadOutcome outcome =
+      handlers_.rules_dir.empty()
+          ? store_.reload()
+          : store_.reload([&](const config::Config& c) { return prepare_rules(c, &next_rules); });
   audit::AuditRecord r;
   r.event = "config_reload";
   r.extra["path"] = store_.path();
@@ -181,6 +198,10 @@ config::LoadOutcome EscalationServer::reload() {
     r.reason = outcome.error_text();
     auto current = store_.current();
     r.policy_version = current ? current->version : 0;
+    {
+      std::lock_guard<std::mutex> lock(rules_mu_);
+      if (rules_) r.extra["rules_generation"] = rules_->generation;
+    }
     spdlog::error("config reload rejected, keeping policy version {}:\n{}", r.policy_version,
                   outcome.error_text());
     audit_.record(r);
@@ -189,6 +210,17 @@ config::LoadOutcome EscalationServer::reload() {
   bump(Counter::k_reloads_applied);
   r.decision = "applied";
   r.policy_version = outcome.config->version;
+  if (next_rules) {
+    uint64_t before = 0;
+    {
+      std::lock_guard<std::mutex> lock(rules_mu_);
+      if (rules_) before = rules_->generation;
+    }
+    auto installed = install_rules(std::move(next_rules), outcome.config->version);
+    r.extra["rules_generation"] = installed->generation;
+    r.extra["rules_hash"] = installed->hash;
+    r.extra["rules_changed"] = installed->generation != before;
+  }
   spdlog::info("config reloaded: policy version {}", outcome.config->version);
   audit_.record(r);
   json ev = {
@@ -203,6 +235,100 @@ config::LoadOutcome EscalationServer::reload() {
   // away (a removed key, policy, group mapping, target or provider).
   (void)revalidate_sessions("config_reload");
   return outcome;
+}
+
+std::vector<config::ConfigError> EscalationServer::prepare_rules(
+    const config::Config& cfg, std::shared_ptr<RulesGeneration>* out) const {
+  std::vector<std::vector<std::string>> lists;
+  for (const auto& p : cfg.policies) lists.push_back(p.rule_sets);
+  auto fail = [](const std::string& text) {
+    std::vector<config::ConfigError> errors;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      if (end > start)
+        errors.push_back({"$.policies[].rule_sets", text.substr(start, end - start)});
+      start = end + 1;
+    }
+    return errors;
+  };
+  auto bundle = rules::RuleBundle::read(handlers_.rules_dir, lists);
+  if (!bundle.is_ok()) return fail(bundle.status().message());
+  for (const auto& p : cfg.policies) {
+    bundle->policy_lists[p.name] = rules::rule_set_list_key(p.rule_sets);
+  }
+  bundle->hash = bundle->compute_hash();
+  auto compiled = bundle->compile();
+  if (!compiled.is_ok()) return fail(compiled.status().message());
+  auto next = std::make_shared<RulesGeneration>();
+  next->hash = bundle->hash;
+  next->lists = bundle->lists.size();
+  next->files = bundle->files.size();
+  next->rule_file_bytes = bundle->rule_file_bytes();
+  for (const auto& [key, set] : *compiled) next->rules += set->rule_set().size();
+  // Compiled once, here: the dp loads these databases instead of compiling (it compiles the
+  // sources only if they do not load on its host, or if they would not fit one frame).
+  bundle->attach_databases(*compiled);
+  // The frame must fit the dp <-> cp channel (the generation number added later is a few
+  // bytes; leave room for it).
+  json probe = {{"type", "event"}, {"kind", "rules"}, {"bundle", bundle->to_json()}};
+  size_t bytes = probe.dump().size();
+  if (bytes + 64 > protocol::kMaxFrameBytes && !bundle->databases.empty()) {
+    bundle->databases.clear();
+    probe = {{"type", "event"}, {"kind", "rules"}, {"bundle", bundle->to_json()}};
+    bytes = probe.dump().size();
+  }
+  if (bytes + 64 > protocol::kMaxFrameBytes) {
+    return fail("the rule set files (" + std::to_string(next->rule_file_bytes) +
+                " bytes) do not fit one dp <-> cp frame (" + std::to_string(bytes) +
+                " of at most " + std::to_string(protocol::kMaxFrameBytes) + " bytes encoded)");
+  }
+  next->databases_shipped = !bundle->databases.empty();
+  next->event = std::move(probe);
+  *out = std::move(next);
+  return {};
+}
+
+std::shared_ptr<const EscalationServer::RulesGeneration> EscalationServer::install_rules(
+    std::shared_ptr<RulesGeneration> next, uint64_t version) {
+  std::lock_guard<std::mutex> lock(rules_mu_);
+  if (rules_ && rules_->hash == next->hash) return rules_;  // same content: nothing to push
+  next->generation = version;
+  next->installed_unix_ms = protocol::now_unix_ms();
+  next->event["bundle"]["generation"] = version;
+  rules_ = std::move(next);
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> c(conns_mu_);
+    for (auto& [fd, conn] : conns_) conns.push_back(conn);
+  }
+  size_t pushed = 0;
+  for (auto& c : conns) {
+    if (!c->wants_rules) continue;
+    send(c, rules_->event);
+    ++pushed;
+  }
+  if (pushed > 0) bump(Counter::k_rules_pushes);
+  spdlog::info(
+      "rules generation {} ({} lists, {} rules, sha256 {}) pushed to {} dataplane "
+      "connection(s)",
+      rules_->generation, rules_->lists, rules_->rules, rules_->hash.substr(0, 12), pushed);
+  return rules_;
+}
+
+json EscalationServer::rules_status() const {
+  std::lock_guard<std::mutex> lock(rules_mu_);
+  if (!rules_) return json{{"generation", 0}};
+  return json{{"generation", rules_->generation},
+              {"hash", rules_->hash},
+              {"lists", rules_->lists},
+              {"files", rules_->files},
+              {"rules", rules_->rules},
+              {"rule_file_bytes", rules_->rule_file_bytes},
+              {"installed_unix_ms", rules_->installed_unix_ms},
+              {"databases_shipped", rules_->databases_shipped},
+              {"rules_dir", handlers_.rules_dir}};
 }
 
 void EscalationServer::loop() {
@@ -445,8 +571,17 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
     conn->hello_done = true;
     auto cfg = store_.current();
     spdlog::info("dp connection {}: hello from {}", conn->id, hello->dp);
-    return send(conn, protocol::make_ok(id, {{"protocol", protocol::kProtocolVersion},
-                                             {"policy_version", cfg->version}}));
+    std::lock_guard<std::mutex> lock(rules_mu_);
+    json ok = {{"protocol", protocol::kProtocolVersion}, {"policy_version", cfg->version}};
+    if (rules_) ok["rules_generation"] = rules_->generation;
+    send(conn, protocol::make_ok(id, std::move(ok)));
+    // Right behind the hello answer, under rules_mu_: a concurrent reload either pushes to
+    // this connection after us or installed before we read rules_.
+    if (j.contains("rules") && j["rules"].is_boolean() && j["rules"].get<bool>()) {
+      conn->wants_rules = true;
+      if (rules_) send(conn, rules_->event);
+    }
+    return;
   }
   bump(Counter::k_requests_total);
   auto header = protocol::parse_request_header(j);

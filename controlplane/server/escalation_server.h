@@ -93,6 +93,10 @@ struct ServerHandlers {
   // closed). Null recorder: events are audited only.
   approvals::ApprovalStore* approvals = nullptr;
   recording::Recorder* recorder = nullptr;
+  // Directory of the rule set files <name>.rules the policies name. Not empty: every load
+  // compiles them (a config whose rule sets do not compile is rejected, the running one
+  // stays) and dataplanes that ask for it in hello get the compiled generation pushed.
+  std::string rules_dir;
   // Not owned. Null revocations: nothing is revoked. Null tickets: no ticket is issued and
   // reregister is refused (the session ends after a cp restart).
   RevocationStore* revocations = nullptr;
@@ -138,7 +142,8 @@ struct SessionSelector {
   X(sessions_killed)          \
   X(auth_revoked)             \
   X(sessions_reregistered)    \
-  X(reregister_refused)
+  X(reregister_refused)             \
+  X(rules_pushes)
 
 enum class Counter {
 #define PGW_X(name) k_##name,
@@ -164,7 +169,20 @@ class EscalationServer {
   // Loads the config file again. Invalid: the running config stays, the errors are logged
   // and audited (event config_reload, decision rejected). Valid: new sessions use it and
   // every connected dp gets {"type":"event","kind":"policy_version","policy_version":N}.
+  //
+  // Rules (with handlers.rules_dir): the reload is validate-then-apply. The config is parsed,
+  // then every rule set its policies name is read and compiled (rules::RuleBundle); any
+  // error (file:line) rejects the whole reload: config and rules stay as they were,
+  // audited as above. A valid bundle whose content hash differs from the running one
+  // becomes a new rules generation (the new policy version) and is pushed to every dp
+  // connection whose hello asked for rules ({"type":"event","kind":"rules","bundle":...});
+  // a dp that connects later gets the current generation right after its hello answer.
   config::LoadOutcome reload();
+
+  // The rules generation cp runs: {"generation", "hash", "lists", "files", "rules",
+  // "rule_file_bytes", "installed_unix_ms", "databases_shipped", "rules_dir"};
+  // {"generation": 0} without a rules_dir.
+  nlohmann::json rules_status() const;
 
   size_t session_count() const;
   // Live sessions, for the admin API: [{session_id, identity, key_id, provider, target,
@@ -184,6 +202,26 @@ class EscalationServer {
  private:
   struct Connection;
   struct Session;
+  // One validated rules generation and the event frame that ships it.
+  struct RulesGeneration {
+    uint64_t generation = 0;
+    std::string hash;
+    size_t lists = 0;
+    size_t files = 0;
+    size_t rules = 0;
+    size_t rule_file_bytes = 0;
+    bool databases_shipped = false;  // compiled databases travel with the sources
+    int64_t installed_unix_ms = 0;
+    protocol::json event;  // {"type":"event","kind":"rules","bundle":{...}}
+  };
+  // Reads and compiles the rule sets `cfg` names. Errors (one per diagnostic line) reject
+  // the config; on success *out is the generation to install (generation not yet set).
+  std::vector<config::ConfigError> prepare_rules(const config::Config& cfg,
+                                                 std::shared_ptr<RulesGeneration>* out) const;
+  // Installs `next` (keeping the running generation number when the content is the same)
+  // and pushes it to every dp connection that asked for rules. Returns the installed one.
+  std::shared_ptr<const RulesGeneration> install_rules(std::shared_ptr<RulesGeneration> next,
+                                                       uint64_t version);
 
   void loop();
   void accept_all();
@@ -272,6 +310,10 @@ class EscalationServer {
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;
   std::thread sweep_thread_;
+  // Guards rules_ and the connections' wants_rules, so that a push and a hello never leave
+  // a dp on an older generation. Lock order: rules_mu_, then a connection's mu.
+  mutable std::mutex rules_mu_;
+  std::shared_ptr<const RulesGeneration> rules_;
 
   std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
 };

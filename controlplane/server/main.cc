@@ -1,13 +1,14 @@
 // pgwarden-cp: the control plane process.
 //
 //   pgwarden-cp --config FILE           serve (SIGHUP reloads FILE, SIGTERM/SIGINT stop)
-//               [--rules-dir DIR]       rule set files for `pgwardenctl rules` (default: the
-//                                       source tree's rules/sets, like pgwarden-dp)
+//               [--rules-dir DIR]       rule set files the policies name: compiled on every
+//                                       load and pushed to dataplanes (default: the source
+//                                       tree's rules/sets, like pgwarden-dp)
 //   pgwarden-cp --config FILE --check   validate FILE and exit (0 valid, 2 invalid)
 //   pgwarden-cp --hash-credential       read a secret from stdin, print its credential_hash
 //
 // Exit codes: 0 clean stop, 1 runtime failure (socket, audit log), 2 invalid configuration
-// or usage.
+// (including rule sets that do not compile, reported with file:line) or usage.
 #include <signal.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -64,6 +65,33 @@ int new_service_key(const std::string& id) {
   return 0;
 }
 
+// Per dataplane, for `status`: its rules generation against cp's and its login-flood
+// counters (from the latest dataplane_stats snapshot).
+nlohmann::json dataplane_summary(server::EscalationServer& server) {
+  nlohmann::json all = server.dataplanes().to_json(protocol::now_unix_ms());
+  uint64_t cp_generation = server.rules_status().value("generation", uint64_t{0});
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& d : all.value("dataplanes", nlohmann::json::array())) {
+    const nlohmann::json& snap = d.contains("snapshot") ? d["snapshot"] : nlohmann::json::object();
+    nlohmann::json e = {{"name", d.value("name", "")},
+                        {"connected", d.value("connected", false)},
+                        {"stale", d.value("stale", true)},
+                        {"mode", snap.contains("dp") ? snap["dp"].value("mode", "") : ""}};
+    if (snap.contains("rules") && snap["rules"].is_object()) {
+      const nlohmann::json& r = snap["rules"];
+      e["rules_generation"] = r.value("generation", uint64_t{0});
+      e["rules_hash"] = r.value("hash", "");
+      e["rules_source"] = r.value("source", "");
+      if (r.value("source", "") == "controlplane") {
+        e["rules_in_sync"] = r.value("generation", uint64_t{0}) == cp_generation;
+      }
+    }
+    if (snap.contains("logins")) e["logins"] = snap["logins"];
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 // The admin API (pgwardenctl) acts on the same objects as the escalation server.
 server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::string& rules_dir) {
   server::AdminBackend b{.config = &plane.config_store(),
@@ -110,7 +138,9 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
     }
     return nlohmann::json{{"sessions", server.session_count()},
                           {"counters", std::move(counters)},
-                          {"recorder", plane.recorder().health().to_json()}};
+                          {"recorder", plane.recorder().health().to_json()},
+                          {"rules", server.rules_status()},
+                          {"dataplanes", dataplane_summary(server)}};
   };
   return b;
 }
@@ -165,7 +195,7 @@ int main(int argc, char** argv) {
                 first.config->targets.size(), first.config->policies.size());
     return 0;
   }
-  auto cp = server::ControlPlane::open(std::move(store));
+  auto cp = server::ControlPlane::open(std::move(store), rules_dir);
   if (!cp.is_ok()) {
     spdlog::error("{}", cp.status().message());
     return 1;
@@ -176,7 +206,7 @@ int main(int argc, char** argv) {
   Status started = plane.start();
   if (!started.is_ok()) {
     spdlog::error("{}", started.message());
-    return 1;
+    return started.code() == StatusCode::kInvalidArgument ? 2 : 1;
   }
   server::AdminServer admin(make_admin_backend(plane, rules_dir));
   if (!first.config->control_plane.admin_socket.empty()) {

@@ -109,6 +109,7 @@ void CpClient::connect_now() {
               {"id", hello_id_},
               {"protocol", 1},
               {"dp", "pgwarden-dp/0.1"},
+              {"rules", true},  // push the rules generation cp validated (event kind rules)
               {"deadline_ms", unix_ms() + 5000}},
              false);
 }

@@ -67,7 +67,7 @@ class CpClient : public IoHandler {
   // Called on the loop thread whenever ready() changes.
   void set_on_ready_change(std::function<void(bool)> fn) { on_ready_change_ = std::move(fn); }
   // Called on the loop thread with every frame cp sends unasked (no id: `type: event`, e.g.
-  // kind `kill`), in order.
+  // kinds `kill` and `rules`), in order.
   void set_on_event(std::function<void(nlohmann::json)> fn) { on_event_ = std::move(fn); }
   size_t waiting_requests() const { return waiting_.size(); }
 

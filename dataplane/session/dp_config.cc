@@ -26,6 +26,9 @@ DataplaneConfig dataplane_config_from(const config::Config& c) {
   d.limits.max_message_bytes = static_cast<uint32_t>(std::max(l.max_message_bytes, 1024));
   d.limits.recording_hold_timeout_ms = c.recording.hold_timeout_ms;
   d.limits.cp_unavailable_wait_ms = c.limits.cp_unavailable_wait_ms;
+  d.limits.max_pending_logins = c.limits.max_pending_logins;
+  d.limits.max_pending_logins_per_source = c.limits.max_pending_logins_per_source;
+  d.limits.startup_timeout_ms = c.limits.startup_timeout_ms;
   for (const auto& p : c.policies) {
     if (std::find(d.rule_set_lists.begin(), d.rule_set_lists.end(), p.rule_sets) ==
         d.rule_set_lists.end()) {

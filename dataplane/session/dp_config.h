@@ -23,7 +23,18 @@ struct ListenerConfig {
 };
 
 struct Limits {
-  int max_connections = 1000;             // 53300 beyond this
+  // Authenticated sessions (and logins past their password message); 53300 beyond this.
+  // Connections still in their login do not count: they have their own budget below.
+  int max_connections = 1000;
+  // $.limits: connections that have not sent their password message yet, in total and per
+  // client IP address; each worker enforces its share (the limit divided by the workers,
+  // rounded up). Over budget, the pending login that has done the least (from the address
+  // with the most pending logins) is evicted, or the new connection is refused when every
+  // candidate completed a login step within kMinEvictAgeMs (worker.h). 53300 either way
+  // (PendingLogins).
+  int max_pending_logins = 256;
+  int max_pending_logins_per_source = 32;
+  int64_t startup_timeout_ms = 5000;      // accept (TLS handshake included) -> password message
   int64_t auth_timeout_ms = 10000;        // accept -> ReadyForQuery
   int64_t idle_timeout_ms = 3600000;      // 0 = none; no client message for this long -> 57P05
   uint32_t max_message_bytes = 1u << 20;  // client message cap (54000)

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 
 #include "common/default_paths.h"
 #include "dataplane/session/event_loop.h"
+#include "rules/rule_bundle.h"
 
 namespace pgwarden::session {
 
@@ -41,8 +43,147 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_p
 }
 
 Gateway::~Gateway() {
+  {
+    std::lock_guard<std::mutex> lock(push_mu_);
+    installer_stop_ = true;
+  }
+  push_cv_.notify_all();
+  if (installer_.joinable()) installer_.join();
   for (auto& w : workers_) w->stop();
   for (auto& w : workers_) w->join();
+}
+
+void Gateway::on_rules_pushed(nlohmann::json event) {
+  if (!event.contains("bundle") || !event["bundle"].is_object()) return;
+  {
+    std::lock_guard<std::mutex> lock(push_mu_);
+    // Every worker's connection carries the same push: keep only the newest generation.
+    uint64_t gen = event["bundle"].value("generation", uint64_t{0});
+    if (pushed_ && (*pushed_)["bundle"].value("generation", uint64_t{0}) > gen) return;
+    pushed_ = std::move(event);
+  }
+  push_cv_.notify_all();
+}
+
+void Gateway::installer_loop() {
+  for (;;) {
+    nlohmann::json ev;
+    {
+      std::unique_lock<std::mutex> lock(push_mu_);
+      push_cv_.wait(lock, [&] { return installer_stop_ || pushed_.has_value(); });
+      if (installer_stop_) return;
+      ev = std::move(*pushed_);
+      pushed_.reset();
+    }
+    install_pushed(ev["bundle"]);
+  }
+}
+
+void Gateway::install_pushed(const nlohmann::json& bundle_json) {
+  uint64_t generation = bundle_json.value("generation", uint64_t{0});
+  std::string hash = bundle_json.value("hash", "");
+  {
+    std::lock_guard<std::mutex> lock(runtime_mu_);
+    const CompiledRules& running = *runtime_->rules;
+    // Already running it, or an older push that arrived late on another worker's connection.
+    if (running.source == "controlplane" &&
+        (running.hash == hash || running.generation > generation)) {
+      return;
+    }
+  }
+  int64_t t0 = monotonic_ms();
+  auto bundle = rules::RuleBundle::from_json(bundle_json);
+  Result<std::shared_ptr<const CompiledRules>> compiled =
+      bundle.is_ok() ? compile_pushed_rules(*bundle)
+                     : Result<std::shared_ptr<const CompiledRules>>(bundle.status());
+  nlohmann::json applied = {{"type", "event"},
+                            {"kind", "rules_applied"},
+                            {"dp", dp_name_},
+                            {"generation", generation},
+                            {"hash", hash}};
+  {
+    std::lock_guard<std::mutex> lock(runtime_mu_);
+    rules_status_.last_reload_unix_ms = unix_ms();
+    if (!compiled.is_ok()) {
+      ++rules_status_.reloads_failed;
+      rules_status_.last_error = compiled.status().message();
+      spdlog::error("rules generation {} from the control plane refused, keeping generation {}: {}",
+                    generation, runtime_->rules->generation, compiled.status().message());
+      applied["ok"] = false;
+      applied["message"] = compiled.status().message();
+    } else {
+      ++rules_status_.reloads_ok;
+      rules_status_.last_error.clear();
+      auto next = std::make_shared<Runtime>(*runtime_);
+      next->rules = std::move(*compiled);
+      runtime_ = next;
+      for (auto& w : workers_) w->set_runtime(runtime_);
+      spdlog::info(
+          "rules generation {} (sha256 {}, {} rules) from the control plane runs now "
+          "({} of {} lists loaded from cp's compiled databases, ready in {} ms)",
+          generation, hash.substr(0, 12), runtime_->rules->rules, runtime_->rules->loaded_lists,
+          runtime_->rules->by_list.size(), monotonic_ms() - t0);
+      applied["ok"] = true;
+      applied["rules"] = runtime_->rules->rules;
+    }
+  }
+  if (!workers_.empty()) {
+    workers_[0]->post_event(std::move(applied));
+    workers_[0]->request_stats();
+  }
+}
+
+nlohmann::json Gateway::stats_snapshot() const {
+  nlohmann::json counters = nlohmann::json::object();
+  uint64_t sum = 0;
+#define PGW_SUM_COUNTER(name)                                      \
+  sum = 0;                                                         \
+  for (const auto& w : workers_) sum += w->counters().name.load(); \
+  counters[#name] = sum;
+  PGW_SESSION_COUNTERS(PGW_SUM_COUNTER)
+#undef PGW_SUM_COUNTER
+  size_t pending = 0;
+  for (const auto& w : workers_) pending += w->pending_logins();
+  std::lock_guard<std::mutex> lock(runtime_mu_);
+  const Limits& limits = runtime_->config.limits;
+  const CompiledRules& rules = *runtime_->rules;
+  nlohmann::json j = {
+      {"type", "event"},
+      {"kind", "dataplane_stats"},
+      {"dp",
+       {{"name", dp_name_},
+        {"mode", "session"},
+        {"pid", static_cast<int64_t>(::getpid())},
+        {"started_unix_ms", started_unix_ms_}}},
+      {"interval_ms", kStatsIntervalMs},
+      {"unix_ms", unix_ms()},
+      {"rules",
+       {{"generation", rules.generation},
+        {"version", rules.hash.substr(0, 16)},
+        {"hash", rules.hash},
+        {"source", rules.source},
+        {"rules", rules.rules},
+        {"reloads_ok", rules_status_.reloads_ok},
+        {"reloads_failed", rules_status_.reloads_failed},
+        {"last_error", rules_status_.last_error},
+        {"last_reload_unix_ms", rules_status_.last_reload_unix_ms}}},
+      {"sessions",
+       {{"connections", shared_.connections.load()}, {"max_connections", limits.max_connections}}},
+      {"logins",
+       {{"pending", pending},
+        {"max_pending_logins", limits.max_pending_logins},
+        {"max_pending_logins_per_source", limits.max_pending_logins_per_source},
+        {"startup_timeout_ms", limits.startup_timeout_ms},
+        {"refused_total_cap", counters["logins_refused_total_cap"]},
+        {"refused_source_cap", counters["logins_refused_source_cap"]},
+        {"evicted_total_cap", counters["logins_evicted_total_cap"]},
+        {"evicted_source_cap", counters["logins_evicted_source_cap"]},
+        {"startup_timeouts", counters["logins_startup_timeout"]},
+        {"refused_max_connections", counters["sessions_refused_limit"]},
+        {"ok", counters["sessions_login_ok"]},
+        {"failed", counters["sessions_login_failed"]}}},
+      {"counters", std::move(counters)}};
+  return j;
 }
 
 Status Gateway::start() {
@@ -54,15 +195,31 @@ Status Gateway::start() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // Floods of pending logins hold file descriptors: allow as many as the hard limit.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   auto rt = build_runtime(config_path_, rules_dir_, workers_override_);
   if (!rt.is_ok()) return rt.status();
   runtime_ = std::move(*rt);
+  started_unix_ms_ = unix_ms();
+  char host[256] = {0};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  dp_name_ =
+      std::string(host[0] ? host : "localhost") + "/session:" +
+      (runtime_->config.listeners.empty() ? std::string("-")
+                                          : std::to_string(runtime_->config.listeners[0].port));
+  shared_.on_rules_pushed = [this](nlohmann::json ev) { on_rules_pushed(std::move(ev)); };
+  shared_.stats_snapshot = [this] { return stats_snapshot(); };
   for (int i = 0; i < runtime_->config.workers; ++i) {
     auto w = std::make_unique<Worker>(i, &shared_, runtime_);
     PGW_RETURN_IF_ERROR(w->init());
     workers_.push_back(std::move(w));
   }
   for (auto& w : workers_) w->start_thread();
+  installer_ = std::thread([this] { installer_loop(); });
   for (const auto& l : runtime_->config.listeners) {
     spdlog::info("pgwarden-dp listening on {}:{} ({}{}), {} workers, control plane {}", l.address,
                  l.port, l.tls_cert_file.empty() ? "no TLS" : "TLS",
@@ -78,6 +235,7 @@ void Gateway::reload() {
     spdlog::error("reload failed, keeping the running config: {}", rt.status().message());
     return;
   }
+  std::lock_guard<std::mutex> lock(runtime_mu_);
   if ((*rt)->config.listeners.size() != runtime_->config.listeners.size()) {
     spdlog::warn("reload: listener changes take effect on restart only");
     return;
@@ -87,9 +245,13 @@ void Gateway::reload() {
   next->config.workers = runtime_->config.workers;
   next->config.listeners = runtime_->config.listeners;
   next->config.controlplane_socket = runtime_->config.controlplane_socket;
+  // Once cp pushed a generation, rules are cp's: the dp's files never replace them.
+  bool cp_rules = runtime_->rules->source == "controlplane";
+  if (cp_rules) next->rules = runtime_->rules;
   runtime_ = next;
   for (auto& w : workers_) w->set_runtime(runtime_);
-  spdlog::info("reloaded config and rules from {}", config_path_);
+  spdlog::info("reloaded config{} from {}",
+               cp_rules ? " (rules stay cp's generation)" : " and rules", config_path_);
 }
 
 std::string Gateway::counters_text() const {
@@ -130,9 +292,13 @@ int Gateway::run() {
         for (auto& w : workers_) w->stop();
       } else {
         draining = true;
-        int64_t deadline = monotonic_ms() + runtime_->config.limits.drain_timeout_ms;
-        spdlog::info("draining: no new logins, in-flight statements get {} ms",
-                     runtime_->config.limits.drain_timeout_ms);
+        int64_t drain_ms = 0;
+        {
+          std::lock_guard<std::mutex> lock(runtime_mu_);
+          drain_ms = runtime_->config.limits.drain_timeout_ms;
+        }
+        int64_t deadline = monotonic_ms() + drain_ms;
+        spdlog::info("draining: no new logins, in-flight statements get {} ms", drain_ms);
         for (auto& w : workers_) w->drain(deadline);
       }
     }

@@ -2,12 +2,25 @@
 // starts the workers, and turns signals into actions: SIGTERM/SIGINT drain (no new logins,
 // in-flight statements finish within limits.drain_timeout_ms, then exit), a second one stops
 // at once; SIGHUP reloads config and rules atomically (a failed reload keeps the old ones).
+//
+// Rules from cp: the rule sets compiled at start (the dp's own rules_dir) only bridge the time
+// until cp pushes the generation it validated (event kind `rules`, right after each worker's
+// hello and on every reload that changes them). A push is verified (content hash), compiled
+// once on the installer thread and swapped into every worker at once; sessions pick it up at
+// their next statement. From then on SIGHUP reloads limits and TLS but keeps cp's rules.
+// Worker 0 reports the running generation and the login counters to cp every second
+// (event dataplane_stats), so `pgwardenctl status` shows them.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -42,8 +55,31 @@ class Gateway {
   // packet layer of the same process reloads its wire rules).
   void set_sighup_hook(std::function<void()> hook) { sighup_hook_ = std::move(hook); }
   std::string counters_text() const;
+  // Thread-safe (workers' loop threads): queues a `rules` event cp pushed for the installer.
+  void on_rules_pushed(nlohmann::json event);
+  // The dataplane_stats event (any thread).
+  nlohmann::json stats_snapshot() const;
 
  private:
+  void installer_loop();
+  void install_pushed(const nlohmann::json& bundle);
+
+  // Guards runtime_ and rules_status_ (SIGHUP reloads on the run() thread, pushes on the
+  // installer thread, stats snapshots on worker 0).
+  mutable std::mutex runtime_mu_;
+  struct RulesStatus {
+    uint64_t reloads_ok = 0;
+    uint64_t reloads_failed = 0;
+    std::string last_error;
+    int64_t last_reload_unix_ms = 0;
+  } rules_status_;
+  std::string dp_name_;
+  int64_t started_unix_ms_ = 0;
+  std::mutex push_mu_;
+  std::condition_variable push_cv_;
+  std::optional<nlohmann::json> pushed_;  // the latest bundle not yet installed
+  bool installer_stop_ = false;
+  std::thread installer_;
   std::string config_path_;
   std::string rules_dir_;
   int workers_override_;

@@ -1,7 +1,5 @@
 #include "dataplane/session/screen.h"
 
-#include <unistd.h>
-
 namespace pgwarden::session {
 
 namespace {
@@ -25,45 +23,43 @@ class CollectMatches : public rules::MatchSink {
 }  // namespace
 
 std::string rule_set_list_key(const std::vector<std::string>& names) {
-  std::string key;
-  for (const auto& n : names) {
-    if (!key.empty()) key += ',';
-    key += n;
-  }
-  return key;
+  return rules::rule_set_list_key(names);
 }
 
 Result<std::string> rule_set_file(const std::string& dir, const std::string& name) {
-  std::vector<std::string> candidates = {name};
-  if (name.rfind("default-", 0) == 0) candidates.push_back(name.substr(8));
-  if (name.size() > 7 && name.compare(name.size() - 7, 7, "-detect") == 0) {
-    candidates.push_back(name.substr(0, name.size() - 7));
-  }
-  for (const auto& c : candidates) {
-    std::string path = dir + "/" + c + ".rules";
-    if (access(path.c_str(), R_OK) == 0) return path;
-  }
-  return not_found("rule set \"" + name + "\" has no file " + dir + "/" + name + ".rules");
+  return rules::rule_set_file(dir, name);
 }
+
+namespace {
+
+Result<std::shared_ptr<const CompiledRules>> compile_bundle(const rules::RuleBundle& bundle,
+                                                            std::string source) {
+  auto compiled = bundle.compile();
+  if (!compiled.is_ok()) return compiled.status();
+  auto out = std::make_shared<CompiledRules>();
+  out->by_list = std::move(*compiled);
+  out->source = std::move(source);
+  out->generation = bundle.generation;
+  out->hash = bundle.hash;
+  out->policy_lists = bundle.policy_lists;
+  for (const auto& [key, set] : out->by_list) {
+    out->rules += set->rule_set().size();
+    if (set->loaded_from_cache()) ++out->loaded_lists;
+  }
+  return std::shared_ptr<const CompiledRules>(std::move(out));
+}
+
+}  // namespace
 
 Result<std::shared_ptr<const CompiledRules>> load_rules(
     const std::string& dir, const std::vector<std::vector<std::string>>& lists) {
-  auto out = std::make_shared<CompiledRules>();
-  for (const auto& list : lists) {
-    if (list.empty()) continue;
-    std::vector<std::string> paths;
-    for (const auto& name : list) {
-      auto p = rule_set_file(dir, name);
-      if (!p.is_ok()) return p.status();
-      paths.push_back(*p);
-    }
-    auto set = rules::RuleSet::load_files(paths);
-    if (!set.is_ok()) return set.status();
-    auto compiled = rules::CompiledRuleSet::compile(std::move(*set));
-    if (!compiled.is_ok()) return compiled.status();
-    out->by_list.emplace(rule_set_list_key(list), std::move(*compiled));
-  }
-  return std::shared_ptr<const CompiledRules>(std::move(out));
+  auto bundle = rules::RuleBundle::read(dir, lists);
+  if (!bundle.is_ok()) return bundle.status();
+  return compile_bundle(*bundle, "local");
+}
+
+Result<std::shared_ptr<const CompiledRules>> compile_pushed_rules(const rules::RuleBundle& bundle) {
+  return compile_bundle(bundle, "controlplane");
 }
 
 Screen::Screen() = default;
@@ -83,6 +79,20 @@ Result<std::shared_ptr<const rules::CompiledRuleSet>> Screen::resolve(
   }
   return not_found("rule sets [" + rule_set_list_key(rule_sets) +
                    "] are not loaded in the dataplane (reload pgwarden-dp)");
+}
+
+Result<std::shared_ptr<const rules::CompiledRuleSet>> Screen::resolve_for(
+    const std::string& policy, const std::vector<std::string>& rule_sets) const {
+  if (rules_ != nullptr) {
+    auto p = rules_->policy_lists.find(policy);
+    // A policy that no longer names rule sets does not take a live session's away: the
+    // session's own list decides then.
+    if (p != rules_->policy_lists.end() && !p->second.empty()) {
+      auto it = rules_->by_list.find(p->second);
+      if (it != rules_->by_list.end()) return it->second;
+    }
+  }
+  return resolve(rule_sets);
 }
 
 void Screen::screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out) {

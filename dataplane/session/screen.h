@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "rules/lexer.h"
 #include "rules/matcher.h"
+#include "rules/rule_bundle.h"
 
 namespace pgwarden::session {
 
@@ -35,9 +36,19 @@ struct ScreenResult {
 };
 
 // The compiled rule set of every rule_sets list the policies name, keyed by the list joined
-// with ','. Immutable; swapped whole on SIGHUP.
+// with ','. Immutable; swapped whole when cp pushes a new generation (or on SIGHUP before
+// cp pushed any).
 struct CompiledRules {
   std::map<std::string, std::shared_ptr<const rules::CompiledRuleSet>> by_list;
+  // Where the sets came from: "local" (the dp's own rules_dir, at start or SIGHUP, until cp
+  // pushes) or "controlplane" (a generation cp validated and pushed).
+  std::string source = "local";
+  uint64_t generation = 0;  // cp's rules generation; 0 for local
+  std::string hash;         // rules::RuleBundle content hash
+  size_t rules = 0;         // rules over all lists
+  size_t loaded_lists = 0;  // lists whose databases cp shipped and that loaded (no compile)
+  // Policy name -> its current list key (pushed by cp; empty for local rules).
+  std::map<std::string, std::string> policy_lists;
 };
 
 std::string rule_set_list_key(const std::vector<std::string>& names);
@@ -46,6 +57,8 @@ std::string rule_set_list_key(const std::vector<std::string>& names);
 Result<std::string> rule_set_file(const std::string& dir, const std::string& name);
 Result<std::shared_ptr<const CompiledRules>> load_rules(
     const std::string& dir, const std::vector<std::vector<std::string>>& lists);
+// Compiles a bundle cp pushed (its hash already verified by RuleBundle::from_json).
+Result<std::shared_ptr<const CompiledRules>> compile_pushed_rules(const rules::RuleBundle& bundle);
 
 class Screen {
  public:
@@ -61,6 +74,11 @@ class Screen {
   // that was not compiled (config skew) resolves to an error: statements are then refused.
   Result<std::shared_ptr<const rules::CompiledRuleSet>> resolve(
       const std::vector<std::string>& rule_sets) const;
+  // The set a session of `policy` uses now: the policy's current (non-empty) list when cp's
+  // generation names the policy (a reload that adds a rule set to a policy reaches its live
+  // sessions), else `rule_sets` (the list the session was admitted with) as resolve().
+  Result<std::shared_ptr<const rules::CompiledRuleSet>> resolve_for(
+      const std::string& policy, const std::vector<std::string>& rule_sets) const;
   // Lexes `sql` and scans it with `set` (may be null).
   void screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out);
 

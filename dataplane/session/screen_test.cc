@@ -1,6 +1,7 @@
 #include "dataplane/session/screen.h"
 
 #include <gtest/gtest.h>
+
 #include "common/source_root.h"
 
 namespace pgwarden::session {

@@ -178,8 +178,6 @@ void Session::start() {
   nonce_ = hex64(random64()) + hex64(random64());
   nonce_sql_ = "pgwarden_denied_" + nonce_;
   auto& limits = worker_->runtime().config.limits;
-  int now_count = worker_->shared().connections.fetch_add(1) + 1;
-  over_limit_ = now_count > limits.max_connections;
   bump(worker_->counters().sessions_accepted);
   if (!worker_->loop().add(client_.fd(), EPOLLIN, &client_io_).is_ok()) {
     destroy("epoll registration failed");
@@ -197,7 +195,56 @@ void Session::start() {
                      " ms (limits.auth_timeout_ms)",
                  "auth_timeout");
   });
+  // The client's own part of the login (TLS handshake, startup packet, password) gets a
+  // short deadline of its own: an idle or trickling connection gives its pending slot back.
+  startup_timer_ = worker_->loop().add_timer(monotonic_ms() + limits.startup_timeout_ms, [this] {
+    startup_timer_ = 0;
+    if (destroyed_ || !pending_login_ || state_ == State::kClosing) return;
+    bump(worker_->counters().logins_startup_timeout);
+    leave_pending();
+    if (state_ == State::kSslAccept || state_ == State::kTlsHandshake) {
+      destroy("TLS handshake not completed within limits.startup_timeout_ms");
+      return;
+    }
+    send_fatal("08006", "pgwarden: login not completed within " +
+                            std::to_string(worker_->runtime().config.limits.startup_timeout_ms) +
+                            " ms (limits.startup_timeout_ms): send the startup packet and the "
+                            "token promptly");
+    close_after_flush();
+  });
   pump();
+}
+
+void Session::leave_pending() {
+  if (!pending_login_) return;
+  pending_login_ = false;
+  worker_->pending_done(id_);
+  if (startup_timer_ != 0) worker_->loop().cancel_timer(startup_timer_);
+  startup_timer_ = 0;
+}
+
+bool Session::take_connection_slot() {
+  if (counted_) return true;
+  int max = worker_->runtime().config.limits.max_connections;
+  if (worker_->shared().connections.fetch_add(1) + 1 > max) {
+    worker_->shared().connections.fetch_sub(1);
+    return false;
+  }
+  counted_ = true;
+  return true;
+}
+
+void Session::evict_pending(std::string_view message) {
+  if (destroyed_ || state_ == State::kClosing) return;
+  pending_login_ = false;  // the budget already let go of it
+  if (startup_timer_ != 0) worker_->loop().cancel_timer(startup_timer_);
+  startup_timer_ = 0;
+  if (state_ == State::kSslAccept || state_ == State::kTlsHandshake) {
+    destroy("evicted from the pending-login budget during the TLS handshake");
+    return;
+  }
+  send_fatal("53300", message);
+  close_after_flush();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,6 +331,7 @@ void Session::read_client() {
       return;
     }
     bump(worker_->counters().sessions_tls);
+    if (pending_login_) worker_->pending_progress(id_);
     state_ = State::kStartup;
     client_readable_ = true;
   }
@@ -568,6 +616,7 @@ void Session::process_client_input() {
 }
 
 bool Session::handle_startup_packet(const pw::Message& m) {
+  if (pending_login_) worker_->pending_progress(id_);  // a complete startup-phase message
   const Runtime& rt = worker_->runtime();
   switch (m.startup) {
     case pw::StartupKind::kSslRequest: {
@@ -664,7 +713,8 @@ bool Session::handle_startup_packet(const pw::Message& m) {
     close_after_flush();
     return false;
   }
-  if (over_limit_) {
+  if (worker_->shared().connections.load() >= rt.config.limits.max_connections) {
+    // Early, before the client sends its token; the slot itself is taken at the password.
     bump(worker_->counters().sessions_refused_limit);
     send_fatal("53300", "pgwarden: too many connections (limits.max_connections = " +
                             std::to_string(rt.config.limits.max_connections) + ")");
@@ -702,8 +752,17 @@ bool Session::handle_login_message(const pw::Message& m) {
     close_after_flush();
     return false;
   }
+  leave_pending();  // the client has done its part of the login
   if (pm.password.empty()) {
     login_failed("28P01", "pgwarden: empty token", "empty_token");
+    return false;
+  }
+  if (!take_connection_slot()) {
+    bump(worker_->counters().sessions_refused_limit);
+    OPENSSL_cleanse(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size());
+    send_fatal("53300", "pgwarden: too many connections (limits.max_connections = " +
+                            std::to_string(worker_->runtime().config.limits.max_connections) + ")");
+    close_after_flush();
     return false;
   }
   json req = {{"session_id", session_id_hex()},
@@ -837,10 +896,10 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   ++statements_;
   Screen& screen = worker_->screen();
   if (rules_generation_ != screen.generation()) {
-    // A reload landed: pick up the recompiled rules. A session keeps the policy it was
-    // admitted with, so if the new config no longer names its rule sets it keeps the set it
-    // has (never none).
-    auto set = screen.resolve(grant_.rule_sets);
+    // A reload landed: pick up the recompiled rules — its policy's current rule sets, else
+    // the list it was admitted with; if neither is compiled any more it keeps the set it has
+    // (never none).
+    auto set = screen.resolve_for(grant_.policy_name, grant_.rule_sets);
     if (set.is_ok()) rule_set_ = std::move(*set);
     rules_generation_ = screen.generation();
     if (results_) results_->set_rule_set(rule_set_);
@@ -1133,7 +1192,7 @@ void Session::on_authenticated(Result<json> answer) {
   }
   grant_ = std::move(*grant);
   authenticated_ = true;
-  auto set = worker_->screen().resolve(grant_.rule_sets);
+  auto set = worker_->screen().resolve_for(grant_.policy_name, grant_.rule_sets);
   if (!set.is_ok()) {
     login_failed("08004", "pgwarden: " + set.status().message(), "rule_sets_unavailable");
     return;
@@ -1722,6 +1781,7 @@ void Session::on_drain() {
 
 void Session::close_after_flush() {
   if (destroyed_) return;
+  leave_pending();
   state_ = State::kClosing;
   waiting_cp_ = false;
   ++escalation_seq_;  // late cp answers are ignored
@@ -1745,6 +1805,7 @@ void Session::destroy(std::string_view reason) {
   if (destroyed_) return;
   destroyed_ = true;
   EventLoop& loop = worker_->loop();
+  leave_pending();
   for (EventLoop::TimerId* t : {&auth_timer_, &idle_timer_, &close_timer_, &hold_timer_}) {
     if (*t != 0) loop.cancel_timer(*t);
     *t = 0;

@@ -95,6 +95,9 @@ class Session {
   void reregister();
   // The session id shared with cp (hex).
   const std::string& cp_session_id() const { return sid_hex_; }
+  // The worker's pending-login budget evicted this connection (its slot is already free):
+  // FATAL 53300 with `message` where the protocol allows it, else just closed.
+  void evict_pending(std::string_view message);
 
  private:
   enum class State {
@@ -205,6 +208,10 @@ class Session {
   void handle_upstream_auth(const pgwire::Message& m);
   void on_scram_answer(const std::string& step, Result<nlohmann::json> answer);
   void login_failed(std::string_view sqlstate, std::string_view message, std::string_view code);
+  // Frees the pending-login slot (password received, or the connection is ending).
+  void leave_pending();
+  // Takes a max_connections slot; false (slot not taken) when they are all in use.
+  bool take_connection_slot();
   void on_login_complete();
 
   // Upstream side (statement phase): streaming relay.
@@ -243,7 +250,9 @@ class Session {
   bool peer_loopback_ = false;
   State state_ = State::kStartup;
   bool destroyed_ = false;
-  bool counted_ = true;  // holds a slot of the global connection count
+  bool counted_ = false;  // holds a slot of Shared::connections (max_connections)
+  // Counted in the worker's pending-login budget (accept -> password message).
+  bool pending_login_ = true;
 
   ClientIo client_io_{this};
   UpstreamIo upstream_io_{this};
@@ -278,7 +287,6 @@ class Session {
   std::vector<StartupSetting> client_settings_;  // as sent, checked after authentication
   std::string startup_options_error_;            // an `options` value that could not be read
   size_t client_skip_ = 0;  // bytes of an oversized client message still to discard
-  bool over_limit_ = false;
 
   uint64_t sid_ = 0;  // random session id shared with cp (hex)
   std::string sid_hex_;
@@ -309,6 +317,7 @@ class Session {
   uint64_t rules_generation_ = 0;
   int64_t last_client_activity_ms_ = 0;
   EventLoop::TimerId auth_timer_ = 0;
+  EventLoop::TimerId startup_timer_ = 0;  // limits.startup_timeout_ms, while pending_login_
   EventLoop::TimerId idle_timer_ = 0;
   EventLoop::TimerId close_timer_ = 0;
   EventLoop::TimerId hold_timer_ = 0;  // retry of a statement held for the recorder

@@ -8,12 +8,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/pgwire/messages.h"
 #include "dataplane/session/session.h"
 
 namespace pgwarden::session {
+
+namespace pw = pgwarden::pgwire;
 
 namespace {
 
@@ -44,6 +48,26 @@ Result<int> bind_listener(const ListenerConfig& l) {
     return unavailable("cannot listen on " + l.address + ":" + std::to_string(l.port) + ": " + err);
   }
   return fd;
+}
+
+// The client's IP address without its port: the unit of the per-source pending-login cap.
+std::string source_address(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, host, sizeof host);
+  } else if (ss.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, host, sizeof host);
+  } else {
+    return "local";
+  }
+  return host;
+}
+
+// Each worker enforces its share of a process-wide limit (SO_REUSEPORT spreads connections
+// evenly over the workers).
+size_t worker_share(int limit, int workers) {
+  int w = std::max(1, workers);
+  return static_cast<size_t>(std::max(1, (limit + w - 1) / w));
 }
 
 }  // namespace
@@ -87,8 +111,16 @@ Status Worker::init() {
       if (!s->destroyed()) live.push_back(s.get());
     }
     for (Session* s : live) s->reregister();
+    if (index_ == 0) send_stats();
   });
-  cp_->set_on_event([this](nlohmann::json ev) { on_cp_event(ev); });
+  // cp -> dp events: `kill` ends a session, `rules` installs a pushed rules generation.
+  cp_->set_on_event([this](nlohmann::json ev) {
+    if (ev.value("kind", "") == "rules") {
+      if (shared_->on_rules_pushed) shared_->on_rules_pushed(std::move(ev));
+      return;
+    }
+    on_cp_event(ev);
+  });
   return Status::ok();
 }
 
@@ -125,6 +157,32 @@ void Worker::set_runtime(std::shared_ptr<const Runtime> runtime) {
   loop_.wake();
 }
 
+void Worker::request_stats() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_requested_ = true;
+  }
+  loop_.wake();
+}
+
+void Worker::post_event(nlohmann::json event) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    posted_events_.push_back(std::move(event));
+  }
+  loop_.wake();
+}
+
+void Worker::stats_tick() {
+  send_stats();
+  stats_timer_ = loop_.add_timer(monotonic_ms() + kStatsIntervalMs, [this] { stats_tick(); });
+}
+
+void Worker::send_stats() {
+  if (index_ != 0 || !shared_->stats_snapshot || !cp_ || !cp_->ready()) return;
+  cp_->event(shared_->stats_snapshot());
+}
+
 void Worker::close_listeners() {
   for (auto& l : listeners_) {
     loop_.remove(l->fd());
@@ -138,12 +196,17 @@ void Worker::on_wake() {
   bool drain = false;
   int64_t deadline = 0;
   std::shared_ptr<const Runtime> rt;
+  std::vector<nlohmann::json> events;
+  bool stats = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop = stop_requested_;
     drain = drain_requested_ && !draining_;
     deadline = requested_drain_deadline_;
     rt = std::move(pending_runtime_);
+    events.swap(posted_events_);
+    stats = stats_requested_;
+    stats_requested_ = false;
   }
   if (rt) {
     // Sessions read limits from the runtime on every use; swapping the pointer is the whole
@@ -152,6 +215,10 @@ void Worker::on_wake() {
     screen_.set_rules(runtime_->rules);
     cache_.clear();
   }
+  // Outside mu_: the stats snapshot takes the gateway's runtime lock, which is held while
+  // the gateway posts to this worker.
+  for (auto& ev : events) cp_->event(std::move(ev));
+  if (stats) send_stats();
   if (drain) {
     draining_ = true;
     drain_deadline_ms_ = deadline;
@@ -173,6 +240,7 @@ void Worker::on_wake() {
 
 void Worker::run() {
   cp_->start();
+  if (index_ == 0) stats_tick();
   for (;;) {
     loop_.run_once(1000);
     if (stopping_) break;
@@ -205,9 +273,13 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
       close(fd);
       continue;
     }
+    uint64_t id = next_session_++;
+    if (!admit_pending(id, fd, peer)) {
+      close(fd);
+      continue;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    uint64_t id = next_session_++;
     auto s = std::make_unique<Session>(this, id, fd, listener_index, peer);
     Session* raw = s.get();
     sessions_.emplace(id, std::move(s));
@@ -229,6 +301,60 @@ void Worker::on_cp_event(const nlohmann::json& ev) {
     }
   }
 }
+
+bool Worker::admit_pending(uint64_t id, int fd, const sockaddr_storage& peer) {
+  const Limits& limits = runtime_->config.limits;
+  const int workers = runtime_->config.workers;
+  PendingLogins::Limits share{worker_share(limits.max_pending_logins, workers),
+                              worker_share(limits.max_pending_logins_per_source, workers),
+                              kMinEvictAgeMs};
+  PendingLogins::Decision d = pending_.admit(id, source_address(peer), monotonic_ms(), share);
+  pending_count_.store(pending_.size());
+  const bool per_source = d.cap == PendingLogins::Cap::kPerSource;
+  const std::string limit_text =
+      per_source ? "limits.max_pending_logins_per_source = " +
+                       std::to_string(limits.max_pending_logins_per_source)
+                 : "limits.max_pending_logins = " + std::to_string(limits.max_pending_logins);
+  if (d.cap != PendingLogins::Cap::kNone) {
+    // One log line per worker per kFloodLogIntervalMs, not one per connection.
+    ++flood_unreported_;
+    int64_t now = monotonic_ms();
+    if (now - flood_reported_ms_ >= kFloodLogIntervalMs) {
+      spdlog::warn(
+          "worker {}: pending-login budget full ({}): {} connection(s) refused or "
+          "evicted since the last report, {} pending",
+          index_, limit_text, flood_unreported_, pending_.size());
+      flood_reported_ms_ = now;
+      flood_unreported_ = 0;
+    }
+  }
+  if (d.evict != 0) {
+    bump(per_source ? counters_.logins_evicted_source_cap : counters_.logins_evicted_total_cap);
+    if (Session* victim = find(d.evict)) {
+      victim->evict_pending("pgwarden: too many connections that have not completed their login" +
+                            std::string(per_source ? " from this address" : "") + " (" +
+                            limit_text + "); this one had made the least progress, connect again");
+    }
+  }
+  if (d.admitted) return true;
+  bump(per_source ? counters_.logins_refused_source_cap : counters_.logins_refused_total_cap);
+  // No session exists for it: a best-effort FATAL 53300 (libpq shows it whether it sent an
+  // SSLRequest or a StartupMessage first), then the caller closes.
+  std::string out;
+  pw::append_error_response(out, "FATAL", "53300",
+                            "pgwarden: too many connections that have not completed their login" +
+                                std::string(per_source ? " from this address" : "") + " (" +
+                                limit_text + "); connect again shortly");
+  (void)!::send(fd, out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  return false;
+}
+
+void Worker::pending_done(uint64_t id) {
+  pending_.remove(id);
+  pending_count_.store(pending_.size());
+}
+
+void Worker::pending_progress(uint64_t id) { pending_.progress(id, monotonic_ms()); }
 
 Session* Worker::find(uint64_t id) {
   auto it = sessions_.find(id);

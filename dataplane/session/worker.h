@@ -6,11 +6,15 @@
 // the worker through its loop's wakeup.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -21,6 +25,7 @@
 #include "dataplane/session/cp_client.h"
 #include "dataplane/session/dp_config.h"
 #include "dataplane/session/event_loop.h"
+#include "dataplane/session/pending_logins.h"
 #include "dataplane/session/screen.h"
 #include "dataplane/session/stream.h"
 #include "dataplane/session/verdict_cache.h"
@@ -47,7 +52,12 @@ namespace pgwarden::session {
   X(protocol_errors)            \
   X(backpressure_pauses)        \
   X(sessions_killed)            \
-  X(sessions_reregistered)
+  X(sessions_reregistered) \
+  X(logins_refused_total_cap)   \
+  X(logins_refused_source_cap)  \
+  X(logins_evicted_total_cap)   \
+  X(logins_evicted_source_cap)  \
+  X(logins_startup_timeout)
 
 struct Counters {
 #define PGW_DECLARE_COUNTER(name) std::atomic<uint64_t> name{0};
@@ -70,8 +80,22 @@ struct Runtime {
 // State shared by all workers (not on the per-statement path).
 struct Shared {
   CancelMap cancels;
+  // Sessions past their password message (authenticating or logged in): max_connections.
   std::atomic<int> connections{0};
+  // Set before the workers start. Called on a worker's loop thread with every `rules` event
+  // cp pushes (each worker's cp connection gets it): must not block.
+  std::function<void(nlohmann::json)> on_rules_pushed;
+  // The dataplane_stats event worker 0 sends to cp (any thread).
+  std::function<nlohmann::json()> stats_snapshot;
 };
+
+// A pending login that completed a login step less than this ago is never evicted for a
+// newcomer (the newcomer is refused instead); idle ones always are (PendingLogins).
+inline constexpr int64_t kMinEvictAgeMs = 250;
+// A worker logs a full pending-login budget at most this often.
+inline constexpr int64_t kFloodLogIntervalMs = 10000;
+// Worker 0 sends a dataplane_stats snapshot to cp this often (and right after a rules swap).
+inline constexpr int64_t kStatsIntervalMs = 1000;
 
 class Session;
 
@@ -92,7 +116,12 @@ class Worker {
   void drain(int64_t deadline_ms);
   void stop();
   void set_runtime(std::shared_ptr<const Runtime> runtime);
+  // Worker 0: send a dataplane_stats snapshot to cp now (e.g. a new rules generation runs).
+  void request_stats();
+  // Sends a dataplane-wide event to cp from the loop thread (dropped if cp is not connected).
+  void post_event(nlohmann::json event);
   bool finished() const { return finished_.load(); }
+  size_t pending_logins() const { return pending_count_.load(); }
   const Counters& counters() const { return counters_; }
   size_t session_count() const { return session_count_.load(); }
 
@@ -109,6 +138,10 @@ class Worker {
   Session* find(uint64_t id);
   // Schedules the session's destruction after the current dispatch batch.
   void release(Session* s);
+  // Session `id` finished its part of the login (or is ending): its pending slot is free.
+  void pending_done(uint64_t id);
+  // Session `id`, still pending, completed a step of its login (see PendingLogins).
+  void pending_progress(uint64_t id);
   // Client TLS context for upstream connections (cached per mode and CA file).
   Result<SSL_CTX*> upstream_tls(bool verify, const std::string& ca_file);
 
@@ -127,6 +160,11 @@ class Worker {
 
   void run();
   void accept_from(int fd, size_t listener_index);
+  // Admits connection `id` (socket `fd`) from `peer` into the pending-login budget (evicting
+  // another pending login if needed); false when it is refused (the caller closes it).
+  bool admit_pending(uint64_t id, int fd, const sockaddr_storage& peer);
+  void send_stats();
+  void stats_tick();  // worker 0: send_stats() every kStatsIntervalMs
   void on_wake();
   void close_listeners();
   // cp pushed an event (kind "kill": end that session with its SQLSTATE and message).
@@ -140,6 +178,11 @@ class Worker {
   VerdictCache cache_;
   Screen screen_;
   Counters counters_;
+  PendingLogins pending_;
+  std::atomic<size_t> pending_count_{0};
+  int64_t flood_reported_ms_ = -kFloodLogIntervalMs;
+  uint64_t flood_unreported_ = 0;
+  EventLoop::TimerId stats_timer_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
   uint64_t next_session_ = 1;
@@ -156,6 +199,8 @@ class Worker {
   bool drain_requested_ = false;
   int64_t requested_drain_deadline_ = 0;
   std::shared_ptr<const Runtime> pending_runtime_;
+  bool stats_requested_ = false;
+  std::vector<nlohmann::json> posted_events_;
   std::atomic<bool> stopping_{false};
 };
 

@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/source_root.h"
+
 namespace pgwarden::testing {
 
 namespace {
@@ -128,9 +130,16 @@ Status GatewayHarness::write_config() {
     recording["sync"] = std::stoi(options_.recording_sync);
   }
   if (!recording.empty()) config["recording"] = recording;
-  if (options_.cp_unavailable_wait_ms >= 0) {
-    config["limits"] = {{"cp_unavailable_wait_ms", options_.cp_unavailable_wait_ms}};
+  json limits = json::object();
+  if (options_.max_pending_logins > 0) limits["max_pending_logins"] = options_.max_pending_logins;
+  if (options_.max_pending_logins_per_source > 0) {
+    limits["max_pending_logins_per_source"] = options_.max_pending_logins_per_source;
   }
+  if (options_.startup_timeout_ms > 0) limits["startup_timeout_ms"] = options_.startup_timeout_ms;
+  if (options_.cp_unavailable_wait_ms >= 0) {
+    limits["cp_unavailable_wait_ms"] = options_.cp_unavailable_wait_ms;
+  }
+  if (!limits.empty()) config["limits"] = limits;
   if (!options_.masking_key_file.empty()) {
     config["masking"] = {{"key_file", options_.masking_key_file}};
   }
@@ -173,9 +182,21 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   token_ = service_keys_.front().token;
   for (const auto& p : options.admin_principals) PGW_RETURN_IF_ERROR(add_admin_principal(p.name));
   dp_port_ = free_tcp_port();
+  std::vector<std::string> dp_argv = {dp_bin, "--config", dir_ + "/pgwarden.json"};
+  if (options.own_rules_dir) {
+    auto copied = run_command("cp -r " + std::string(PGW_SOURCE_ROOT) + "/rules/sets " +
+                              rules_dir() + " 2>&1");
+    if (!copied.is_ok()) return copied.status();
+    dp_argv.insert(dp_argv.end(), {"--rules-dir", rules_dir()});
+  }
   PGW_RETURN_IF_ERROR(write_config());
   PGW_RETURN_IF_ERROR(start_cp());
-  auto dp = spawn_logged({dp_bin, "--config", dir_ + "/pgwarden.json"}, dir_ + "/dp.log");
+  dp_argv_ = dp_argv;
+  return start_dp();
+}
+
+Status GatewayHarness::start_dp() {
+  auto dp = spawn_logged(dp_argv_, dir_ + "/dp.log");
   if (!dp.is_ok()) return dp.status();
   dp_pid_ = *dp;
   bool up = wait_for(
@@ -243,7 +264,9 @@ CtlResult GatewayHarness::ctl(const std::string& principal, const std::vector<st
 std::string GatewayHarness::audit_log() const { return slurp(dir_ + "/audit.log"); }
 
 Status GatewayHarness::start_cp() {
-  PGW_RETURN_IF_ERROR(cp_.start(dir_ + "/pgwarden.json", dir_ + "/cp.log"));
+  std::vector<std::string> extra;
+  if (options_.own_rules_dir) extra = {"--rules-dir", rules_dir()};
+  PGW_RETURN_IF_ERROR(cp_.start(dir_ + "/pgwarden.json", dir_ + "/cp.log", extra));
   return cp_.wait_ready(dir_ + "/cp.sock", options_.admin_principals.empty() ? "" : admin_socket());
 }
 

@@ -71,6 +71,13 @@ struct GatewayOptions {
   std::string identity_providers_json;
   // $.limits.cp_unavailable_wait_ms; -1 = the default.
   int cp_unavailable_wait_ms = -1;
+  // Rule set files: when true, the source tree's rules/sets are copied to <dir>/rules and
+  // both cp and dp get `--rules-dir <dir>/rules` (tests edit them with rules_dir()).
+  bool own_rules_dir = false;
+  // $.limits (login-flood budget); 0 = not written (the defaults).
+  int max_pending_logins = 0;
+  int max_pending_logins_per_source = 0;
+  int startup_timeout_ms = 0;
 };
 
 class GatewayHarness {
@@ -97,6 +104,8 @@ class GatewayHarness {
   CtlResult ctl(const std::string& principal, const std::vector<std::string>& args,
                 const std::string& input = "") const;
   std::string admin_socket() const { return dir_ + "/admin.sock"; }
+  // The rule set directory cp and dp use when GatewayOptions::own_rules_dir.
+  std::string rules_dir() const { return dir_ + "/rules"; }
   // The audit log (file sink) as written so far.
   std::string audit_log() const;
   int port() const { return dp_port_; }
@@ -111,6 +120,8 @@ class GatewayHarness {
   // Sends `sig` to pgwarden-dp; wait_dp_exit waits for it to exit (true if it did).
   void signal_dp(int sig);
   bool wait_dp_exit(int timeout_ms, int* status = nullptr);
+  // Starts pgwarden-dp again (after it exited) with the same arguments; waits as start() does.
+  Status start_dp();
   // Rewrites the config file with a new policy (for SIGHUP reload tests).
   Status rewrite_policy(const std::string& policy_json);
   // Rewrites the config file without service key `key_id` (reload it to apply).
@@ -148,6 +159,7 @@ class GatewayHarness {
   CpProcess cp_;
   pid_t dp_pid_ = -1;
   bool state_mounted_ = false;
+  std::vector<std::string> dp_argv_;
 };
 
 // libpq handles for tests: a connection closed with PQfinish, a result freed with PQclear.

@@ -1,0 +1,72 @@
+#include "dataplane/session/pending_logins.h"
+
+namespace pgwarden::session {
+
+uint64_t PendingLogins::evictable(const std::string& source, int64_t now_ms,
+                                  const Limits& limits) const {
+  auto it = by_source_.find(source);
+  if (it == by_source_.end() || it->second.empty()) return 0;
+  const auto& [steps, progress_ms, id] = *it->second.begin();
+  if (steps == 0) return id;
+  return now_ms - progress_ms >= limits.min_evict_age_ms ? id : 0;
+}
+
+PendingLogins::Decision PendingLogins::admit(uint64_t id, const std::string& source, int64_t now_ms,
+                                             const Limits& limits) {
+  Decision d;
+  if (from(source) >= limits.per_source) {
+    d.cap = Cap::kPerSource;
+    d.evict = evictable(source, now_ms, limits);
+    if (d.evict == 0) return d;
+    remove(d.evict);
+  } else if (size() >= limits.total) {
+    d.cap = Cap::kTotal;
+    // The address with the most pending logins (ties: the one whose victim did least) pays.
+    const Queue* worst = nullptr;
+    const std::string* worst_source = nullptr;
+    for (const auto& [src, queue] : by_source_) {
+      if (queue.empty()) continue;
+      if (worst == nullptr || queue.size() > worst->size() ||
+          (queue.size() == worst->size() && *queue.begin() < *worst->begin())) {
+        worst = &queue;
+        worst_source = &src;
+      }
+    }
+    if (worst_source != nullptr) d.evict = evictable(*worst_source, now_ms, limits);
+    if (d.evict == 0) return d;
+    remove(d.evict);
+  }
+  by_id_[id] = Entry{source, 0, now_ms};
+  by_source_[source].insert({0, now_ms, id});
+  d.admitted = true;
+  return d;
+}
+
+void PendingLogins::progress(uint64_t id, int64_t now_ms) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  Entry& e = it->second;
+  Queue& q = by_source_[e.source];
+  q.erase({e.steps, e.progress_ms, id});
+  if (e.steps < kMaxSteps) ++e.steps;
+  e.progress_ms = now_ms;
+  q.insert({e.steps, e.progress_ms, id});
+}
+
+void PendingLogins::remove(uint64_t id) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return;
+  auto src = by_source_.find(it->second.source);
+  if (src != by_source_.end()) {
+    src->second.erase({it->second.steps, it->second.progress_ms, id});
+    if (src->second.empty()) by_source_.erase(src);
+  }
+  by_id_.erase(it);
+}
+
+size_t PendingLogins::from(const std::string& source) const {
+  auto it = by_source_.find(source);
+  return it == by_source_.end() ? 0 : it->second.size();
+}
+
+}  // namespace pgwarden::session

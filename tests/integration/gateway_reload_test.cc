@@ -1,0 +1,276 @@
+// Rules reload with real processes (docs/operations.md, "Reloading rules and
+// configuration"): pgwardenctl rules reload / config reload against a running pgwarden-cp and
+// pgwarden-dp sharing a rule set directory, with live psql-like (libpq) sessions.
+//
+//   * a broken rule file: non-zero exit, the error with file:line, nothing applied (a valid
+//     rule added in the same edit is not enforced, the old deny rules still are), status keeps
+//     the generation;
+//   * a good reload: a new deny rule is enforced on an already open, idle session within one
+//     second, without any signal to the dp; status shows the same generation in cp and dp;
+//   * a dp that (re)connects later runs cp's current generation.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/integration/gateway_harness.h"
+
+namespace pgwarden::testing {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+int64_t ms_since(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+}
+
+// Re-checks `done` until it holds or `timeout_ms` passes (each check is a real round trip to
+// the gateway; the short pause only avoids a busy loop).
+bool eventually(const std::function<bool()>& done, int timeout_ms) {
+  auto t0 = Clock::now();
+  while (ms_since(t0) < timeout_ms) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+class GatewayReloadTest : public SharedGatewayTest<GatewayReloadTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.own_rules_dir = true;
+    o.admin_principals = {{"ops", {"operators"}}};
+    return o;
+  }
+
+ protected:
+  std::string deny_file() const { return gw_->rules_dir() + "/deny.rules"; }
+  void write_deny(const std::string& text) const {
+    std::string tmp = deny_file() + ".tmp";
+    std::ofstream(tmp, std::ios::trunc) << text;
+    ASSERT_EQ(rename(tmp.c_str(), deny_file().c_str()), 0);
+  }
+  static std::string rule(const std::string& id, const std::string& pattern) {
+    return "\n[" + id +
+           "]\naction   = deny\nview     = text\nflags    = caseless\npattern  = " + pattern +
+           "\nmessage  = " + id + " is refused\nseverity = high\n";
+  }
+  json status() const {
+    CtlResult r = gw_->ctl("ops", {"status", "--json"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    return j.is_object() ? j : json::object();
+  }
+  static uint64_t cp_generation(const json& st) {
+    return st.contains("rules") ? st["rules"].value("generation", uint64_t{0}) : 0;
+  }
+  // The session engine dataplane's entry in `status` (null when it has not reported yet).
+  static json session_dp(const json& st) {
+    for (const json& d : st.value("dataplanes", json::array())) {
+      if (d.value("mode", "") == "session" && d.value("connected", false)) return d;
+    }
+    return nullptr;
+  }
+  // Waits until the dp reports that it runs cp's current generation.
+  bool dp_in_sync(uint64_t* generation = nullptr) const {
+    return eventually(
+        [&] {
+          json st = status();
+          json d = session_dp(st);
+          if (d.is_null()) return false;
+          if (generation != nullptr) *generation = cp_generation(st);
+          return d.value("rules_source", "") == "controlplane" &&
+                 d.value("rules_generation", uint64_t{0}) == cp_generation(st) &&
+                 d.value("rules_in_sync", false);
+        },
+        10000);
+  }
+  static std::string exec_state(PGconn* c, const std::string& sql) {
+    Res r(PQexec(c, sql.c_str()));
+    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK || PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
+      return "ok";
+    }
+    return sqlstate(r.get());
+  }
+  void SetUp() override {
+    original_ = slurp(deny_file());
+    ASSERT_FALSE(original_.empty());
+  }
+  void TearDown() override {
+    // Leave the shared gateway with the shipped rules and policy for the next test.
+    write_deny(original_);
+    ASSERT_TRUE(gw_->rewrite_policy(GatewayOptions().policy_json).is_ok());
+    (void)gw_->ctl("ops", {"rules", "reload"});
+    SharedGatewayTest::TearDown();
+  }
+  std::string original_;
+};
+
+TEST_F(GatewayReloadTest, BrokenRuleFileIsRejectedWithFileAndLineAndTheOldRulesStay) {
+  ASSERT_TRUE(dp_in_sync());
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  EXPECT_EQ(exec_state(c.get(), "DROP SCHEMA reload_nothing"), "42501");
+  ASSERT_EQ(exec_state(c.get(), "SELECT 'reload_canary_a'"), "ok");
+  const uint64_t before = cp_generation(status());
+  ASSERT_GT(before, 0u);
+
+  // One valid new rule and, below it, one broken rule in the same file.
+  std::string edited = original_ + rule("deny.reload_canary_a", "reload_canary_a");
+  size_t broken_line = static_cast<size_t>(std::count(edited.begin(), edited.end(), '\n')) + 3;
+  edited +=
+      "\n[deny.reload_broken]\naction   = explode\nview     = code\npattern  = x\n"
+      "message  = m\nseverity = high\n";
+  write_deny(edited);
+
+  for (const char* group : {"rules", "config"}) {
+    CtlResult r = gw_->ctl("ops", {group, "reload"});
+    EXPECT_EQ(r.code, 1) << group << ": " << r.out << r.err;
+    std::string where = deny_file() + ":" + std::to_string(broken_line) + ":";
+    EXPECT_NE(r.err.find(where), std::string::npos) << "expected " << where << " in:\n" << r.err;
+    EXPECT_NE(r.err.find("running version stays"), std::string::npos) << r.err;
+  }
+  // Nothing was applied anywhere: the valid canary rule is not enforced, the old rules are.
+  EXPECT_EQ(exec_state(c.get(), "SELECT 'reload_canary_a'"), "ok");
+  EXPECT_EQ(exec_state(c.get(), "DROP SCHEMA reload_nothing"), "42501");
+  Conn fresh(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(fresh.get()), CONNECTION_OK) << PQerrorMessage(fresh.get());
+  EXPECT_EQ(exec_state(fresh.get(), "SELECT 'reload_canary_a'"), "ok");
+  EXPECT_EQ(exec_state(fresh.get(), "drop /* x */ SCHEMA reload_nothing"), "42501");
+  json st = status();
+  EXPECT_EQ(cp_generation(st), before);
+  EXPECT_EQ(session_dp(st).value("rules_generation", uint64_t{0}), before);
+  // Audited as a rejected reload, with the reason.
+  EXPECT_TRUE(eventually(
+      [&] {
+        std::string audit = gw_->audit_log();
+        return audit.find("\"config_reload\"") != std::string::npos &&
+               audit.find("rejected") != std::string::npos &&
+               audit.find("deny.rules:" + std::to_string(broken_line)) != std::string::npos;
+      },
+      5000))
+      << gw_->audit_log();
+}
+
+TEST_F(GatewayReloadTest, GoodReloadReachesAnIdleSessionWithinOneSecondWithoutASignal) {
+  ASSERT_TRUE(dp_in_sync());
+  const pid_t dp_pid = gw_->dp_pid();
+  const size_t dp_log_before = gw_->dp_log().size();
+  Conn idle(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(idle.get()), CONNECTION_OK) << PQerrorMessage(idle.get());
+  ASSERT_EQ(exec_state(idle.get(), "SELECT 'reload_canary_b' AS x"), "ok");
+  const uint64_t before = cp_generation(status());
+
+  write_deny(original_ + rule("deny.reload_canary_b", "reload_canary_b"));
+  CtlResult r = gw_->ctl("ops", {"rules", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("rules generation"), std::string::npos) << r.out;
+  auto reloaded = Clock::now();
+
+  // The session sat idle through the reload; its next statements must meet the new rule.
+  std::string last;
+  bool denied = eventually(
+      [&] {
+        last = exec_state(idle.get(), "SELECT 'reload_canary_b' AS x");
+        return last == "42501";
+      },
+      3000);
+  int64_t took = ms_since(reloaded);
+  std::cout << "[ reload ] new deny rule enforced on an idle session " << took
+            << " ms after `rules reload` returned\n";
+  ASSERT_TRUE(denied) << "last result: " << last;
+  EXPECT_LT(took, 1000);
+  Res msg(PQexec(idle.get(), "SELECT 'reload_canary_b'"));
+  EXPECT_NE(std::string(PQresultErrorMessage(msg.get())).find("deny.reload_canary_b"),
+            std::string::npos)
+      << PQresultErrorMessage(msg.get());
+  // The session itself lives on; other statements still run.
+  EXPECT_EQ(exec_state(idle.get(), "SELECT 1"), "ok");
+
+  uint64_t now_generation = 0;
+  ASSERT_TRUE(dp_in_sync(&now_generation)) << status().dump(2);
+  EXPECT_GT(now_generation, before);
+  CtlResult text = gw_->ctl("ops", {"status"});
+  EXPECT_EQ(text.code, 0);
+  EXPECT_NE(text.out.find("cp: rules generation " + std::to_string(now_generation)),
+            std::string::npos)
+      << text.out;
+  EXPECT_NE(text.out.find("rules generation " + std::to_string(now_generation) +
+                          " (controlplane, in sync)"),
+            std::string::npos)
+      << text.out;
+
+  // A reload without a change keeps the generation.
+  CtlResult again = gw_->ctl("ops", {"config", "reload"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(cp_generation(status()), now_generation);
+
+  // No signal, no restart: the same dp process, and it never reloaded its own files.
+  EXPECT_EQ(gw_->dp_pid(), dp_pid);
+  std::string dp_log = gw_->dp_log().substr(dp_log_before);
+  EXPECT_EQ(dp_log.find("reloaded config"), std::string::npos) << dp_log;
+  EXPECT_NE(dp_log.find("from the control plane runs now"), std::string::npos) << dp_log;
+  EXPECT_TRUE(eventually(
+      [&] { return gw_->audit_log().find("\"rules_applied\"") != std::string::npos; }, 5000));
+}
+
+TEST_F(GatewayReloadTest, ARuleSetAddedToThePolicyReachesItsOpenSessions) {
+  ASSERT_TRUE(dp_in_sync());
+  Conn idle(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(idle.get()), CONNECTION_OK) << PQerrorMessage(idle.get());
+  ASSERT_EQ(exec_state(idle.get(), "SELECT 'reload_canary_e'"), "ok");
+  { std::ofstream(gw_->rules_dir() + "/extra.rules") << rule("extra.canary_e", "reload_canary_e"); }
+  std::string policy = GatewayOptions().policy_json;
+  const std::string from = R"("rule_sets": ["deny", "approve"])";
+  ASSERT_NE(policy.find(from), std::string::npos);
+  policy.replace(policy.find(from), from.size(), R"("rule_sets": ["deny", "approve", "extra"])");
+  ASSERT_TRUE(gw_->rewrite_policy(policy).is_ok());
+  CtlResult r = gw_->ctl("ops", {"config", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto reloaded = Clock::now();
+  bool denied = eventually(
+      [&] { return exec_state(idle.get(), "SELECT 'reload_canary_e'") == "42501"; }, 3000);
+  int64_t took = ms_since(reloaded);
+  std::cout << "[ reload ] rule set added to the policy enforced on an open session " << took
+            << " ms after `config reload` returned\n";
+  ASSERT_TRUE(denied);
+  EXPECT_LT(took, 1000);
+  // The rules the session had still apply.
+  EXPECT_EQ(exec_state(idle.get(), "DROP SCHEMA reload_nothing"), "42501");
+}
+
+TEST_F(GatewayReloadTest, ADataplaneThatConnectsLaterRunsTheCurrentGeneration) {
+  write_deny(original_ + rule("deny.reload_canary_c", "reload_canary_c"));
+  ASSERT_EQ(gw_->ctl("ops", {"rules", "reload"}).code, 0);
+  uint64_t generation = 0;
+  ASSERT_TRUE(dp_in_sync(&generation));
+  // The dp's own copy of the files changes behind cp's back: cp never validated this one.
+  write_deny(original_ + rule("deny.reload_canary_unvalidated", "reload_canary_d"));
+
+  gw_->signal_dp(SIGTERM);
+  ASSERT_TRUE(gw_->wait_dp_exit(15000));
+  ASSERT_TRUE(gw_->start_dp().is_ok());
+  uint64_t after = 0;
+  ASSERT_TRUE(dp_in_sync(&after)) << status().dump(2);
+  EXPECT_EQ(after, generation);
+  bool enforced = eventually(
+      [&] {
+        Conn c(PQconnectdb(gw_->conninfo().c_str()));
+        if (PQstatus(c.get()) != CONNECTION_OK) return false;
+        return exec_state(c.get(), "SELECT 'reload_canary_c'") == "42501" &&
+               exec_state(c.get(), "SELECT 'reload_canary_d'") == "ok";
+      },
+      5000);
+  EXPECT_TRUE(enforced) << gw_->dp_log();
+}
+
+}  // namespace
+}  // namespace pgwarden::testing
