@@ -18,6 +18,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "controlplane/recording/recording_file.h"
 
 namespace pgwarden::recording {
@@ -668,24 +669,7 @@ struct Recorder::Impl {
         nlohmann::json{{"version", 1}, {"written_ms", ts}, {"sessions", std::move(sessions_json)}}
             .dump() +
         "\n";
-    const std::string tmp = options.checkpoint_path + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0;
-    std::string_view data = body;
-    while (ok && !data.empty()) {
-      ssize_t n = ::write(fd, data.data(), data.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        ok = false;
-        break;
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    if (ok && ::fdatasync(fd) != 0) ok = false;
-    if (fd >= 0) ::close(fd);
-    if (ok && ::rename(tmp.c_str(), options.checkpoint_path.c_str()) != 0) ok = false;
-    if (!ok) {
-      ::unlink(tmp.c_str());
+    if (!replace_file_atomically(options.checkpoint_path, body, 0600).is_ok()) {
       ++checkpoint_errors;
       return;  // retried at the next interval; the old checkpoint is still a valid lower bound
     }

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/atomic_file.h"
 #include "controlplane/identity/jws.h"
 #include "controlplane/protocol/frame.h"
 #include "controlplane/protocol/messages.h"
@@ -130,30 +131,6 @@ Result<rules::RuleSet> validate_rules(const std::string& name, const std::string
   auto compiled = rules::CompiledRuleSet::compile(*set);
   if (!compiled.is_ok()) return invalid_argument(compiled.status().message());
   return std::move(*set);
-}
-
-Status write_atomically(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return internal_error("cannot write " + tmp + ": " + std::strerror(errno));
-  bool ok = true;
-  std::string_view rest = content;
-  while (!rest.empty()) {
-    ssize_t n = ::write(fd, rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = false;
-      break;
-    }
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
-  ok = ok && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return internal_error("cannot replace " + path + ": " + std::strerror(errno));
-  }
-  return Status::ok();
 }
 
 json rule_json(const rules::Rule& r) {
@@ -832,7 +809,7 @@ Result<json> AdminServer::rules_command(const std::string& sub, const json& args
   if (sub == "add" && set->size() <= before) {
     return invalid_argument("the text defines no new rule; " + path + " is unchanged");
   }
-  PGW_RETURN_IF_ERROR(write_atomically(path, updated));
+  PGW_RETURN_IF_ERROR(replace_file_atomically(path, updated, 0644));
   json j{{"set", name}, {"path", path}, {"rules", set->size()}, {"previous_rules", before}};
   if (!rule_id.empty()) j["removed"] = rule_id;
   config::LoadOutcome outcome = b_.reload();

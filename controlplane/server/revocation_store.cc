@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/atomic_file.h"
+
 namespace pgwarden::server {
 
 using nlohmann::json;
@@ -80,34 +82,9 @@ Status RevocationStore::persist(const std::vector<Revocation>& entries) const {
   json list = json::array();
   for (const Revocation& r : entries) list.push_back(r.to_json());
   std::string text = json{{"revocations", std::move(list)}}.dump(1) + "\n";
-  std::string tmp = path_ + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return unavailable("cannot write " + tmp + ": " + std::strerror(errno));
-  std::string_view rest = text;
-  bool ok = true;
-  while (!rest.empty()) {
-    ssize_t n = ::write(fd, rest.data(), rest.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = false;
-      break;
-    }
-    rest.remove_prefix(static_cast<size_t>(n));
-  }
-  ok = ok && ::fsync(fd) == 0;
-  int saved = errno;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path_.c_str()) != 0) {
-    if (ok) saved = errno;
-    ::unlink(tmp.c_str());
-    return unavailable("cannot persist revocations to " + path_ + ": " + std::strerror(saved));
-  }
-  // The rename is durable once the directory is synced.
-  std::string dir = path_.substr(0, path_.find_last_of('/'));
-  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
+  Status st = replace_file_atomically(path_, text, 0600);
+  if (!st.is_ok()) {
+    return unavailable("cannot persist revocations to " + path_ + ": " + st.message());
   }
   return Status::ok();
 }
