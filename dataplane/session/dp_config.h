@@ -32,8 +32,8 @@ struct Limits {
   // with the most pending logins) is evicted, or the new connection is refused when every
   // candidate completed a login step within kMinEvictAgeMs (worker.h). 53300 either way
   // (PendingLogins).
-  int max_pending_logins = 256;
-  int max_pending_logins_per_source = 32;
+  int max_pending_logins = 1024;
+  int max_pending_logins_per_source = 128;
   int64_t startup_timeout_ms = 5000;      // accept (TLS handshake included) -> password message
   int64_t auth_timeout_ms = 10000;        // accept -> ReadyForQuery
   int64_t idle_timeout_ms = 3600000;      // 0 = none; no client message for this long -> 57P05

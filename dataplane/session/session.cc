@@ -775,13 +775,16 @@ bool Session::handle_login_message(const pw::Message& m) {
   OPENSSL_cleanse(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size());
   state_ = State::kAuthenticating;
   uint64_t seq = ++escalation_seq_;
-  worker_->cp().request("authenticate", std::move(req),
-                        worker_->runtime().config.limits.escalation_timeout_ms,
-                        [w = worker_, id = id_, seq](Result<json> r) {
-                          Session* s = w->find(id);
-                          if (s == nullptr || s->escalation_seq_ != seq) return;
-                          s->on_authenticated(std::move(r));
-                        });
+  // A login during a short cp outage (a restart) waits for the reconnection like a statement
+  // does, bounded by limits.cp_unavailable_wait_ms (and the auth timeout), then fails closed.
+  worker_->cp().request(
+      "authenticate", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        s->on_authenticated(std::move(r));
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
   return true;
 }
 

@@ -24,6 +24,10 @@ class GatewayBadInputTest : public ::testing::Test {
     GatewayOptions o;
     o.loopback_only = true;  // raw clients log in without TLS from 127.0.0.1
     o.max_connections = 2000;
+    // This suite tests the connection machinery with 500 concurrent raw connections from one
+    // address; the login-flood budget has its own suite (gateway_login_flood).
+    o.max_pending_logins = 2000;
+    o.max_pending_logins_per_source = 2000;
     Status st = gw_->start(o);
     ASSERT_TRUE(st.is_ok()) << st.to_string();
   }
