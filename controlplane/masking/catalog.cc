@@ -75,6 +75,15 @@ struct PgCatalog::Connection {
 PgCatalog::PgCatalog(PgCatalogOptions options) : options_(std::move(options)) {}
 PgCatalog::~PgCatalog() = default;
 
+PGresult* PgCatalog::exec(const char* sql, int nparams, const char* const* params) {
+  return exec_retrying(
+      [this] {
+        conn_.reset();
+        return ensure_connected();
+      },
+      [this] { return conn_->conn; }, sql, nparams, params);
+}
+
 Status PgCatalog::ensure_connected() {
   if (conn_ && PQstatus(conn_->conn) == CONNECTION_OK) return Status::ok();
   conn_.reset();
@@ -104,12 +113,7 @@ Status PgCatalog::query_tables(const std::vector<uint32_t>& oids) {
   std::string arr = oid_array_literal(oids);
   const char* params[1] = {arr.c_str()};
   ++catalog_queries_;
-  PGresult* r = exec_retrying(
-      [this] {
-        conn_.reset();
-        return ensure_connected();
-      },
-      [this] { return conn_->conn; }, kSql, 1, params);
+  PGresult* r = exec(kSql, 1, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);
@@ -136,12 +140,7 @@ Status PgCatalog::query_types(const std::vector<uint32_t>& oids) {
   std::string arr = oid_array_literal(oids);
   const char* params[1] = {arr.c_str()};
   ++catalog_queries_;
-  PGresult* r = exec_retrying(
-      [this] {
-        conn_.reset();
-        return ensure_connected();
-      },
-      [this] { return conn_->conn; }, kSql, 1, params);
+  PGresult* r = exec(kSql, 1, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);
@@ -225,12 +224,7 @@ Result<std::vector<TableInfo>> PgCatalog::find_tables(const std::string& schema,
   }
   const char* params[2] = {name.c_str(), schema.c_str()};
   ++catalog_queries_;
-  PGresult* r = exec_retrying(
-      [this] {
-        conn_.reset();
-        return ensure_connected();
-      },
-      [this] { return conn_->conn; }, kSql, 2, params);
+  PGresult* r = exec(kSql, 2, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);
@@ -279,7 +273,7 @@ Result<std::vector<policy::CatalogRelation>> PgCatalog::relations(const std::str
   }
   const char* params[2] = {name.c_str(), schema.c_str()};
   ++catalog_queries_;
-  PGresult* r = PQexecParams(conn_->conn, kSql, 2, nullptr, params, nullptr, nullptr, 0);
+  PGresult* r = exec(kSql, 2, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);
@@ -325,7 +319,7 @@ Result<std::vector<std::string>> PgCatalog::function_schemas(const std::string& 
   }
   const char* params[1] = {name.c_str()};
   ++catalog_queries_;
-  PGresult* r = PQexecParams(conn_->conn, kSql, 1, nullptr, params, nullptr, nullptr, 0);
+  PGresult* r = exec(kSql, 1, params);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     std::string msg = PQresultErrorMessage(r);
     PQclear(r);

@@ -23,6 +23,8 @@
 #include "common/status.h"
 #include "controlplane/policy/lineage.h"
 
+struct pg_result;  // libpq's PGresult
+
 namespace pgwarden::maskplan {
 
 struct ColumnName {
@@ -133,6 +135,9 @@ class PgCatalog : public Catalog, public policy::LineageCatalog {
   };
   // REQUIRES: mu_ held.
   Status ensure_connected();
+  // Runs one catalog query on the metadata connection (REQUIRES: mu_ held, connected); a
+  // connection the server closed is replaced once and the query retried (exec_retrying).
+  pg_result* exec(const char* sql, int nparams, const char* const* params);
   Status query_tables(const std::vector<uint32_t>& oids);
   Status query_types(const std::vector<uint32_t>& oids);
 
