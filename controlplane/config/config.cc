@@ -538,12 +538,12 @@ class Parser {
   }
 
   void parse_policy(const json& e, const std::string& ep, Config& c) {
-    if (!object(e, ep,
-                {"name", "groups", "targets", "allowed_kinds", "allowed_relations",
-                 "allowed_functions", "read_only", "approve_kinds", "rule_sets", "masks",
-                 "deny_masked_in_expressions", "approvals", "recording", "allow_function_call",
-                 "approve_unbounded_writes", "approve_when_rows_over", "dry_run",
-                 "token_expiry", "allowed_startup_settings"})) {
+    if (!object(
+            e, ep,
+            {"name", "groups", "targets", "allowed_kinds", "allowed_relations", "allowed_functions",
+             "read_only", "approve_kinds", "rule_sets", "masks", "deny_masked_in_expressions",
+             "approvals", "recording", "allow_function_call", "approve_unbounded_writes",
+             "approve_when_rows_over", "dry_run", "token_expiry", "allowed_startup_settings"})) {
       return;
     }
     policy::Policy pol;

@@ -147,9 +147,9 @@ struct LimitsSettings {
   // to come back, then gets 08006 (0 = refuse at once).
   int cp_unavailable_wait_ms = 5000;
   // The login budget, separate from max_connections (authenticated sessions).
-  int max_pending_logins = 1024;           // connections before the password message
-  int max_pending_logins_per_source = 128; // of those, from one client IP address
-  int startup_timeout_ms = 5000;           // accept (TLS included) -> password message
+  int max_pending_logins = 1024;            // connections before the password message
+  int max_pending_logins_per_source = 128;  // of those, from one client IP address
+  int startup_timeout_ms = 5000;            // accept (TLS included) -> password message
 };
 
 struct Config {

@@ -142,7 +142,7 @@ struct SessionSelector {
   X(sessions_killed)          \
   X(auth_revoked)             \
   X(sessions_reregistered)    \
-  X(reregister_refused)             \
+  X(reregister_refused)       \
   X(rules_pushes)
 
 enum class Counter {

@@ -52,7 +52,7 @@ namespace pgwarden::session {
   X(protocol_errors)            \
   X(backpressure_pauses)        \
   X(sessions_killed)            \
-  X(sessions_reregistered) \
+  X(sessions_reregistered)      \
   X(logins_refused_total_cap)   \
   X(logins_refused_source_cap)  \
   X(logins_evicted_total_cap)   \
