@@ -42,6 +42,23 @@ std::string recording_name(policy::RecordingLevel l) {
   return "full";
 }
 
+// The audit record of a statement decision of session `s` (EscalationServer::Session):
+// analyse verdicts and the recorder's holds and refusals share it.
+template <class SessionT>
+audit::AuditRecord decision_record(const SessionT& s, std::string decision, std::string rule,
+                                   std::string reason, std::string sql) {
+  return audit::AuditRecord{.event = "decision",
+                            .session_id = s.id,
+                            .identity = s.identity.subject,
+                            .target = s.target->name,
+                            .policy = s.policy->name,
+                            .policy_version = s.policy->version,
+                            .decision = std::move(decision),
+                            .rule = std::move(rule),
+                            .reason = std::move(reason),
+                            .sql = std::move(sql)};
+}
+
 }  // namespace
 
 struct EscalationServer::Connection {
@@ -889,16 +906,7 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
   }
   SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config, &s->sql};
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
-  audit::AuditRecord r{.event = "decision",
-                       .session_id = s->id,
-                       .identity = s->identity.subject,
-                       .target = s->target->name,
-                       .policy = s->policy->name,
-                       .policy_version = s->policy->version,
-                       .decision = resp.verdict,
-                       .rule = resp.rule,
-                       .reason = resp.message,
-                       .sql = req->sql};
+  audit::AuditRecord r = decision_record(*s, resp.verdict, resp.rule, resp.message, req->sql);
   r.extra["shape_key"] = req->shape_key;
   audit_.record(r);
   return protocol::make_ok(id, resp.to_json());
@@ -926,16 +934,7 @@ Status EscalationServer::catch_up_recording(const std::shared_ptr<Session>& s) {
 json EscalationServer::recording_hold(const std::shared_ptr<Session>& s, uint64_t id,
                                       const Status& why, const std::string& sql) {
   bump(Counter::k_recording_backpressure);
-  audit_.record(audit::AuditRecord{.event = "decision",
-                                   .session_id = s->id,
-                                   .identity = s->identity.subject,
-                                   .target = s->target->name,
-                                   .policy = s->policy->name,
-                                   .policy_version = s->policy->version,
-                                   .decision = "hold",
-                                   .rule = "cp.recording_backpressure",
-                                   .reason = why.message(),
-                                   .sql = sql});
+  audit_.record(decision_record(*s, "hold", "cp.recording_backpressure", why.message(), sql));
   return protocol::make_error(
       id, ec::kRecordingBackpressure,
       resource_exhausted("the session recording is behind; statement not run (retry)", "53000"));
@@ -992,16 +991,7 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
 void EscalationServer::recording_refused(const std::shared_ptr<Session>& s, const Status& why,
                                          const std::string& sql) {
   bump(Counter::k_recording_refused);
-  audit_.record(audit::AuditRecord{.event = "decision",
-                                   .session_id = s->id,
-                                   .identity = s->identity.subject,
-                                   .target = s->target->name,
-                                   .policy = s->policy->name,
-                                   .policy_version = s->policy->version,
-                                   .decision = "refused",
-                                   .rule = "cp.recording_failed",
-                                   .reason = why.message(),
-                                   .sql = sql});
+  audit_.record(decision_record(*s, "refused", "cp.recording_failed", why.message(), sql));
 }
 
 json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
