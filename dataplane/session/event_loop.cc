@@ -74,9 +74,11 @@ void EventLoop::cancel_timer(TimerId id) {
   timer_at_.erase(it);
 }
 
-void EventLoop::WakeHandler::on_io(int fd, uint32_t) {
+void EventLoop::WakeHandler::on_io(int, uint32_t) {
+  // run_once() passes no fd: drain the loop's own eventfd (an undrained, level-triggered
+  // eventfd would wake epoll_wait at once, forever: a busy loop on an idle worker).
   uint64_t v;
-  while (read(fd, &v, sizeof(v)) == sizeof(v)) {
+  while (read(loop_->wakefd_, &v, sizeof(v)) == sizeof(v)) {
   }
   if (loop_->on_wake_) loop_->on_wake_();
 }

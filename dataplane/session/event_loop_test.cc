@@ -77,5 +77,20 @@ TEST(EventLoopTest, WakeFromAnotherThreadInterruptsTheWait) {
   EXPECT_LT(monotonic_ms() - start, 4000);
 }
 
+TEST(EventLoopTest, AWakeIsConsumedOnceAndTheIdleLoopThenSleeps) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  int wakes = 0;
+  loop.set_on_wake([&] { ++wakes; });
+  loop.wake();
+  loop.wake();
+  loop.run_once(1000);
+  EXPECT_EQ(wakes, 1);
+  // The eventfd was drained: nothing is ready, so these waits dispatch nothing (an undrained
+  // eventfd made every wait return at once and the worker spin at 100% CPU).
+  for (int i = 0; i < 3; ++i) loop.run_once(10);
+  EXPECT_EQ(wakes, 1);
+}
+
 }  // namespace
 }  // namespace pgwarden::session
