@@ -190,6 +190,12 @@ Result<VerifyReport> render_replay(const std::string& path, std::ostream& out,
       take_rows(rec, &pending);
     } else if (kind == "statement") {
       out << prompt << printable(rec.value("sql", "")) << "\n";
+      if (rec.contains("params") && rec["params"].is_array()) {
+        // An execution of a prepared statement: the values it was bound with.
+        out << "-- params: " << printable(json_text(rec["params"]));
+        if (rec.value("params_truncated", false)) out << " (truncated)";
+        out << "\n";
+      }
       std::string verdict = rec.value("verdict", "");
       if (!rec.value("approval_id", "").empty()) {
         out << "-- held for approval " << rec.value("approval_id", "") << "\n";

@@ -167,6 +167,27 @@ TEST_F(ReplayTest, SpeedFactorWaitsOriginalGapsScaledAndCapped) {
   EXPECT_EQ(waits, (std::vector<std::chrono::milliseconds>{125ms, 10s}));
 }
 
+TEST_F(ReplayTest, PreparedExecutionsShowTheirParameters) {
+  SessionStart s;
+  s.session_id = "prep";
+  s.target = "crm";
+  ASSERT_TRUE(rec_->start_session(s).is_ok());
+  ASSERT_TRUE(rec_->try_append("prep", "statement",
+                               {{"sql", "UPDATE t SET v = $1 WHERE id = $2"},
+                                {"verdict", "allow"},
+                                {"source", "execute"},
+                                {"params", nlohmann::json::array({"x\ny", nullptr})},
+                                {"params_truncated", true}})
+                  .is_ok());
+  ASSERT_TRUE(rec_->flush().is_ok());
+  std::ostringstream out;
+  ASSERT_TRUE(render_replay(rec_->path_for("prep"), out).is_ok());
+  EXPECT_NE(out.str().find("crm=> UPDATE t SET v = $1 WHERE id = $2\n"
+                           "-- params: [\"x\\ny\",null] (truncated)\n"),
+            std::string::npos)
+      << out.str();
+}
+
 TEST_F(ReplayTest, TamperedRecordingIsRenderedUpToTheBreakAndFlagged) {
   SessionStart s;
   s.session_id = "t";

@@ -812,7 +812,7 @@ bool Session::handle_statement_message(const pw::Message& m) {
     }
     case 'F':
       if (grant_.allow_function_call) {
-        forward(m);
+        return check_execution(m);
       } else {
         apply_denial(m, "42501",
                      "pgwarden: FunctionCall messages are not allowed by policy \"" +
@@ -829,9 +829,10 @@ bool Session::handle_statement_message(const pw::Message& m) {
       flush_upstream();
       destroy("client terminated");
       return false;
+    case 'E':
+      return check_execution(m);
     case 'B':
     case 'D':
-    case 'E':
     case 'C':
     case 'H':
     case 'd':
@@ -877,8 +878,11 @@ bool Session::refuse_oversized_message(uint8_t type, uint32_t length) {
   return true;
 }
 
-void Session::forward(const pw::Message& m) {
+void Session::forward(const pw::Message& m, const Decision* d) {
   if (results_) note_forwarded(m);
+  if (grant_.recording_required) {
+    ledger_.on_forwarded(m, d != nullptr && d->recorded, d != nullptr ? d->rule : "");
+  }
   up_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
   if (m.type == 'Q' || m.type == 'S' || m.type == 'F') ++cycles_sent_;
 }
@@ -889,7 +893,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     std::unique_ptr<Decision> d = std::move(decision_);
     if (d->allow) {
       bump(c.statements_allowed);
-      forward(m);
+      forward(m, d.get());
     } else {
       apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
     }
@@ -945,6 +949,52 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   return false;
 }
 
+bool Session::check_execution(const pw::Message& m) {
+  if (decision_) {
+    std::unique_ptr<Decision> d = std::move(decision_);
+    if (d->allow) {
+      forward(m, d.get());
+    } else {
+      apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
+    }
+    return true;
+  }
+  if (!grant_.recording_required) {
+    forward(m);
+    return true;
+  }
+  json req = {{"session_id", sid_hex_}, {"kind", "statement"}, {"verdict", "allow"}};
+  Decision d{.allow = true};
+  if (m.type == 'E') {
+    pw::Execute e;
+    const ExecutionLedger::Portal* portal = nullptr;
+    if (!pw::parse(m.body, &e).ok() || (portal = ledger_.uncovered(e.portal)) == nullptr) {
+      forward(m);  // covered by its Parse's record (or malformed: PostgreSQL answers it)
+      return true;
+    }
+    d.rule = portal->rule;
+    req["sql"] = portal->sql;
+    req["portal"] = std::string(e.portal);
+    if (!portal->params.is_null()) req["params"] = portal->params;
+    if (portal->truncated) req["params_truncated"] = true;
+    req["source"] = "execute";
+  } else {
+    pw::FunctionCall f;
+    if (!pw::parse(m.body, &f).ok()) {
+      forward(m);
+      return true;
+    }
+    d.rule = "allow_function_call";
+    req["sql"] = "-- FunctionCall message, function oid " + std::to_string(f.function_oid);
+    req["source"] = "function_call";
+  }
+  req["rule"] = d.rule;
+  req["ts_ms"] = unix_ms();
+  waiting_cp_ = true;
+  send_record(std::move(req), std::move(d));
+  return false;
+}
+
 void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
                            const std::string& message, const std::string& rule, int position) {
   bump(worker_->counters().statements_denied);
@@ -954,7 +1004,8 @@ void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
   r.message = message;
   r.rule = rule;
   r.position = position;
-  if (m.type == 'P') {
+  if (m.type == 'P' || m.type == 'E') {
+    // Extended protocol: a nonce Parse fails in its place and the server skips to Sync.
     pw::append_parse(up_out_, "pgwarden_denied_" + nonce_, nonce_sql_);
     skip_until_sync_ = true;
   } else {
@@ -1119,7 +1170,10 @@ void Session::send_record(json request, Decision d) {
        d = std::move(d)](Result<json> r) mutable {
         Session* s = w->find(id);
         if (s == nullptr || s->escalation_seq_ != seq) return;
-        if (r.is_ok()) return s->resume_with(std::move(d));
+        if (r.is_ok()) {
+          d.recorded = true;
+          return s->resume_with(std::move(d));
+        }
         const Status& st = r.status();
         Decision refused;
         if (st.sqlstate() == "53000") {

@@ -31,6 +31,7 @@
 #include "dataplane/pgwire/framer.h"
 #include "dataplane/session/cancel_map.h"
 #include "dataplane/session/event_loop.h"
+#include "dataplane/session/execution_ledger.h"
 #include "dataplane/session/recording_hold.h"
 #include "dataplane/session/result_masking.h"
 #include "dataplane/session/screen.h"
@@ -133,7 +134,8 @@ class Session {
     std::string sqlstate;
     std::string rule;
     std::string message;
-    int position = 0;  // a syntax error's cursor position (ErrorResponse P field)
+    int position = 0;       // a syntax error's cursor position (ErrorResponse P field)
+    bool recorded = false;  // its write-ahead record was written (send_record)
   };
 
   class ClientIo : public IoHandler {
@@ -180,7 +182,12 @@ class Session {
   // After authentication: every startup setting the client sent must be allowed by the policy
   // (startup_settings.h). False when the login was refused.
   bool admit_startup_settings();
-  void forward(const pgwire::Message& m);
+  // `d`: the decision the message was forwarded under (Parse, or an Execute/FunctionCall that
+  // needed its own record).
+  void forward(const pgwire::Message& m, const Decision* d = nullptr);
+  // Execute and FunctionCall of a recording-required session: forwarded only once their record
+  // is written (a Parse's record covers its statement's first execution, ExecutionLedger).
+  bool check_execution(const pgwire::Message& m);
   void escalate_analyse(std::string sql, const ScreenResult& screen);
   // `approve_match`: the prescreen's first approve match (empty rule when none).
   void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape,
@@ -322,6 +329,7 @@ class Session {
   EventLoop::TimerId close_timer_ = 0;
   EventLoop::TimerId hold_timer_ = 0;  // retry of a statement held for the recorder
   RecordingHold hold_;
+  ExecutionLedger ledger_;  // which executions have their write-ahead record
   bool draining_ = false;
   uint64_t statements_ = 0;
   std::unique_ptr<ResultFilter> results_;  // created at login

@@ -7,6 +7,9 @@
 //    was refused; the session is sealed when it ends and verifies.
 //  - recording not required: statements run, every event the full disk refused is counted in
 //    a gap record.
+//  - prepared statements: each execution after the first has its own record (with its
+//    parameters) before its Execute is forwarded; while the disk is full executions are
+//    refused with 53100 and the session stays usable.
 //  - kill -9 of cp: `sessions verify` reports the open session as unsealed (crash), with and
 //    without a running cp; truncating a recording's tail or deleting its last line is
 //    detected against the checkpoint.
@@ -251,6 +254,84 @@ TEST_F(GatewayRecordingWalTest, DiskFullRefusesUnrecordedStatementsAndRecoversWi
   EXPECT_GE(v.value("missing_records", uint64_t{0}), not_run) << v.dump();
   CtlResult shown = gw_->ctl("ops", {"sessions", "verify", id});
   EXPECT_NE(shown.out.find("gap records"), std::string::npos) << shown.out;
+}
+
+TEST_F(GatewayRecordingWalTest, PreparedExecutionsAreRecordedBeforeTheyRunOrRefused) {
+  // A prepared statement is parsed (and recorded) once, then executed many times through the
+  // extended protocol: every execution needs its own record, with its parameter, before the
+  // Execute reaches PostgreSQL.
+  auto [conn, id] = open_session();
+  ASSERT_FALSE(id.empty());
+  {
+    Res r(PQprepare(conn.get(), "ins", "INSERT INTO public.wal_t VALUES ($1)", 1, nullptr));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  }
+  auto exec = [&](const std::string& v) {
+    const char* values[] = {v.c_str()};
+    return Res(PQexecPrepared(conn.get(), "ins", 1, values, nullptr, nullptr, 0));
+  };
+  std::vector<std::string> ok;
+  std::set<std::string> refused;
+  for (int i = 0; i < 5; ++i) {
+    std::string v = "prep-" + std::to_string(i);
+    Res r = exec(v);
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+    ok.push_back(v);
+  }
+  ASSERT_NO_FATAL_FAILURE(fill_disk(/*leave=*/16 * 1024));
+  for (int i = 5; i < 4000 && refused.size() < 8; ++i) {
+    std::string v = "prep-" + std::to_string(i);
+    Res r = exec(v);
+    if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
+      ok.push_back(v);
+    } else {
+      ASSERT_EQ(sqlstate(r.get()), "53100") << PQresultErrorMessage(r.get());
+      EXPECT_NE(std::string(PQresultErrorMessage(r.get())).find("not run"), std::string::npos);
+      refused.insert(v);
+    }
+  }
+  ASSERT_GE(refused.size(), 8u) << "the disk never filled up";
+  fs::remove(filler());
+  ASSERT_TRUE(eventually([] { return recorder_status().value("state", "") == "ok"; }));
+  {
+    // The session and its prepared statement are still usable.
+    Res r = exec("prep-after");
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+    ok.push_back("prep-after");
+  }
+  conn.reset();
+  ASSERT_TRUE(eventually([&] { return sealed(id); })) << "session " << id << " never sealed";
+
+  recording::VerifyReport report;
+  std::vector<json> recs = records(id, &report);
+  EXPECT_TRUE(report.ok) << report.reason;
+  bool parse_recorded = false;
+  std::set<std::string> recorded;  // parameters of executions recorded before they ran
+  for (const json& r : recs) {
+    if (r.value("kind", "") != "statement" || r.contains("phase")) continue;
+    if (r.value("sql", "") != "INSERT INTO public.wal_t VALUES ($1)") continue;
+    if (r.value("source", "") == "execute") {
+      ASSERT_TRUE(r.contains("params") && r["params"].is_array() && r["params"].size() == 1)
+          << r.dump();
+      ASSERT_TRUE(parse_recorded) << "an execute record before the Parse record";
+      recorded.insert(r["params"][0].get<std::string>());
+    } else {
+      parse_recorded = true;
+    }
+  }
+  EXPECT_TRUE(parse_recorded);
+  // The first execution is covered by the Parse's record; each later one by its own.
+  std::set<std::string> in_db = table_values();
+  for (const std::string& v : in_db) {
+    if (v.rfind("prep-", 0) != 0 || v == ok.front()) continue;
+    EXPECT_EQ(recorded.count(v), 1u) << v << " ran without a record";
+  }
+  for (const std::string& v : ok) EXPECT_EQ(in_db.count(v), 1u) << v;
+  for (const std::string& v : refused) {
+    EXPECT_EQ(in_db.count(v), 0u) << v << " ran";
+    EXPECT_EQ(recorded.count(v), 0u) << v << " has a record but was refused";
+  }
+  EXPECT_EQ(recorded.size(), ok.size() - 1);
 }
 
 TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
