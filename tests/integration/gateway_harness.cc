@@ -219,7 +219,7 @@ Status GatewayHarness::mount_state_device() {
   PGW_RETURN_IF_ERROR(
       run_command(std::string("mkfs.ext4 -q ") + (journal ? "" : "-O ^has_journal ") +
                   "-E lazy_itable_init=0,lazy_journal_init=0 " + state_loop_ +
-                  " 2>&1 && mount -o " + (journal ? "errors=remount-ro " : "errors=continue ") +
+                  " 2>&1 && mount -o " + (journal ? "errors=remount-ro,commit=1 " : "errors=continue ") +
                   state_loop_ + " " + dir_ + "/state 2>&1 && chmod 0700 " + dir_ + "/state")
           .status());
   state_mounted_ = true;

@@ -335,6 +335,54 @@ TEST_F(GatewayRecordingWalTest, PreparedExecutionsAreRecordedBeforeTheyRunOrRefu
   EXPECT_EQ(recorded.size(), ok.size() - 1);
 }
 
+TEST_F(GatewayRecordingWalTest, PipelinedStatementsRunOnlyAfterTheResultsBeforeThemAreRecorded) {
+  // libpq pipeline mode: five statements (Parse/Bind/Describe/Execute each) and one Sync sent
+  // at once. Each statement's write-ahead record must follow the complete results of the one
+  // before it in the recording, so the gateway lets the next one through only once those
+  // results are in.
+  auto [conn, id] = open_session();
+  ASSERT_FALSE(id.empty());
+  constexpr int kStatements = 5;
+  ASSERT_EQ(PQenterPipelineMode(conn.get()), 1);
+  for (int i = 0; i < kStatements; ++i) {
+    std::string sql =
+        "SELECT g AS pipelined_" + std::to_string(i) + " FROM generate_series(1, 3) AS g";
+    ASSERT_EQ(PQsendQueryParams(conn.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0),
+              1)
+        << PQerrorMessage(conn.get());
+  }
+  ASSERT_EQ(PQpipelineSync(conn.get()), 1);
+  for (int i = 0; i < kStatements; ++i) {
+    Res r(PQgetResult(conn.get()));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    EXPECT_EQ(PQntuples(r.get()), 3);
+    EXPECT_EQ(PQfname(r.get(), 0), "pipelined_" + std::to_string(i));
+    EXPECT_EQ(PQgetResult(conn.get()), nullptr);  // end of this statement's results
+  }
+  Res sync(PQgetResult(conn.get()));
+  EXPECT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC);
+  ASSERT_EQ(PQexitPipelineMode(conn.get()), 1);
+  conn.reset();
+  ASSERT_TRUE(eventually([&] { return sealed(id); }));
+
+  recording::VerifyReport report;
+  std::vector<std::string> order;  // "record i", "rows i", "end i"
+  for (const json& r : records(id, &report)) {
+    std::string kind = r.value("kind", "");
+    std::string text = r.dump();
+    auto at = text.find("pipelined_");
+    if (at == std::string::npos) continue;
+    std::string n = text.substr(at + 10, 1);
+    if (kind == "statement") order.push_back((r.contains("phase") ? "end " : "record ") + n);
+    if (kind == "rows") order.push_back("rows " + n);
+  }
+  std::vector<std::string> want;
+  for (int i = 0; i < kStatements; ++i) {
+    for (const char* what : {"record ", "rows ", "end "}) want.push_back(what + std::to_string(i));
+  }
+  EXPECT_EQ(order, want);
+}
+
 TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
   int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
   ASSERT_TRUE(gw_->rewrite_policy(kNotRequiredPolicy).is_ok());
@@ -557,10 +605,12 @@ class GatewayRecordingIoErrorTest : public ::testing::Test {
     ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
     ok_.insert(v);
   }
-  // Inserts until `refusals` were refused and one refusal's message contains `wanted`.
+  // Inserts until `refusals` were refused and one refusal's message contains `wanted` (the
+  // file system turns read-only at its next journal commit: within about a second).
   void insert_until_refused(size_t refusals, const std::string& wanted) {
     bool seen = false;
-    for (int i = 3; i < 1000 && (refused_.size() < refusals || !seen); ++i) {
+    auto until = Clock::now() + std::chrono::seconds(20);
+    for (int i = 3; Clock::now() < until && (refused_.size() < refusals || !seen); ++i) {
       std::string v = "io-" + std::to_string(i);
       Res r(PQexec(conn_.get(), ("INSERT INTO public.io_t VALUES ('" + v + "')").c_str()));
       if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
