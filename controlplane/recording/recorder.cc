@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -141,7 +142,7 @@ struct Recorder::Impl {
   struct Item {
     std::string session_id;
     std::string kind;
-    nlohmann::json fields;
+    RecordFields fields;
     int64_t ts = 0;
     std::function<void(const Status&)> on_done;
     std::promise<void>* barrier = nullptr;  // flush marker when set
@@ -194,6 +195,8 @@ struct Recorder::Impl {
   std::map<std::string, Head> heads;
   std::deque<std::string> sealed_order;  // bounded memory of sealed sessions' heads
   nlohmann::json heads_changed = nlohmann::json::object();
+  ChainHasher hasher;
+  std::string batch_buf;  // one file's records of one batch (capacity kept across batches)
 
   // Guarded by mu.
   RecorderHealth health;
@@ -247,50 +250,90 @@ struct Recorder::Impl {
 
   // ------------------------------------------------------------------- records (writer)
 
-  // Chains and serialises one record onto f's written state.
-  std::string format_record(SessionFile& f, const std::string& id, std::string_view kind,
-                            nlohmann::json rec, int64_t ts) {
-    rec["seq"] = f.seq + 1;
-    rec["ts"] = ts;
-    rec["session_id"] = id;
-    rec["kind"] = kind;
-    rec["prev"] = f.prev;
-    rec.erase("hash");
-    // Canonical order is alphabetical, so "hash" goes between the members that sort before it
-    // and those after it: serialize the two halves once and splice, instead of serializing
-    // the record twice (without "hash" to chain it, then with it to write it).
-    auto& members = rec.get_ref<nlohmann::json::object_t&>();
-    nlohmann::json before = nlohmann::json::object();
-    auto& before_members = before.get_ref<nlohmann::json::object_t&>();
-    while (!members.empty() && members.begin()->first < "hash") {
-      before_members.insert(members.extract(members.begin()));
+  // Chains and serialises one record onto f's written state, appending its line to `out`.
+  // The fields' members are merged with the envelope in key order (the canonical order), the
+  // "hash" member written as a placeholder, and the hash computed over the line without it
+  // (prev || canonical bytes without "hash") and filled in: one pass, no tree, no copy.
+  void format_record(SessionFile& f, const std::string& id, std::string_view kind,
+                     RecordFields& fields, int64_t ts, std::string& out) {
+    static constexpr std::string_view kEnvelope[] = {"hash", "kind",       "prev",
+                                                     "seq",  "session_id", "ts"};
+    constexpr size_t kEnvelopeSize = std::size(kEnvelope);
+    auto reserved = [](std::string_view k) {
+      return std::find(std::begin(kEnvelope), std::end(kEnvelope), k) != std::end(kEnvelope);
+    };
+    fields.sort();
+    const auto& members = fields.members();
+    const size_t line_start = out.size();
+    out.reserve(out.size() + fields.byte_size() + 256 + id.size() + kind.size());
+    out += '{';
+    size_t cut_begin = 0;  // the `,"hash":"..."` (or `"hash":"...",`) span left out of the hash
+    size_t cut_end = 0;
+    size_t placeholder = 0;
+    bool hash_first = false;
+    bool first = true;
+    size_t m = 0;
+    size_t e = 0;
+    while (m < members.size() || e < kEnvelopeSize) {
+      const bool envelope =
+          e < kEnvelopeSize && (m == members.size() || kEnvelope[e] <= fields.key(members[m]));
+      if (!envelope) {
+        const RecordFields::Member& mem = members[m++];
+        if (reserved(fields.key(mem))) continue;  // the envelope's value wins
+        if (!first) out += ',';
+        first = false;
+        out += fields.text(mem);
+        continue;
+      }
+      const size_t at = out.size();
+      if (!first) out += ',';
+      switch (e) {
+        case 0:
+          cut_begin = at;
+          hash_first = first;
+          out += "\"hash\":\"";
+          placeholder = out.size();
+          out.append(64, '0');
+          out += '"';
+          cut_end = out.size() + (hash_first ? 1 : 0);  // the comma before "kind" goes too
+          break;
+        case 1:
+          out += "\"kind\":";
+          append_canonical_string(out, kind);
+          break;
+        case 2:
+          out += "\"prev\":";
+          append_canonical_string(out, f.prev);
+          break;
+        case 3: {
+          out += "\"seq\":";
+          char b[24];
+          out.append(b, std::to_chars(b, b + sizeof b, f.seq + 1).ptr);
+          break;
+        }
+        case 4:
+          out += "\"session_id\":";
+          append_canonical_string(out, id);
+          break;
+        default: {
+          out += "\"ts\":";
+          char b[24];
+          out.append(b, std::to_chars(b, b + sizeof b, ts).ptr);
+          break;
+        }
+      }
+      first = false;
+      ++e;
     }
-    const std::string lo = canonical_bytes(before);  // "{...}"
-    const std::string hi = canonical_bytes(rec);
-    const std::string_view lo_in = std::string_view(lo).substr(1, lo.size() - 2);
-    const std::string_view hi_in = std::string_view(hi).substr(1, hi.size() - 2);
-    std::string canon;
-    canon.reserve(lo.size() + hi.size());
-    canon += '{';
-    canon += lo_in;
-    if (!lo_in.empty() && !hi_in.empty()) canon += ',';
-    canon += hi_in;
-    canon += '}';
-    std::string hash = chain_hash(f.prev, canon);
-    std::string line;
-    line.reserve(canon.size() + 80);
-    line += '{';
-    line += lo_in;
-    if (!lo_in.empty()) line += ',';
-    line += R"("hash":")";
-    line += hash;
-    line += '"';
-    if (!hi_in.empty()) line += ',';
-    line += hi_in;
-    line += "}\n";
-    f.prev = std::move(hash);
+    out += '}';
+    const std::string_view line(out.data() + line_start, out.size() - line_start);
+    hasher.begin(f.prev);
+    hasher.update(line.substr(0, cut_begin - line_start));
+    hasher.update(line.substr(cut_end - line_start));
+    hasher.finish_hex(out.data() + placeholder);
+    out += '\n';
+    f.prev.assign(out, placeholder, 64);
     ++f.seq;
-    return line;
   }
 
   // Verifies an existing file and positions f after its last good record; opens it.
@@ -343,38 +386,20 @@ struct Recorder::Impl {
     return true;
   }
 
-  // One pwritev per batch (more only for short writes or more than IOV_MAX lines).
-  bool write_lines(SessionFile& f, const std::vector<std::string>& lines, int* err) {
+  // One pwritev per batch and file (more only after a short write).
+  bool write_buffer(SessionFile& f, std::string_view buf, int* err) {
     off_t off = f.size;
-    size_t idx = 0;
-    size_t skip = 0;
-    std::vector<struct iovec> iov;
-    while (idx < lines.size()) {
-      iov.clear();
-      for (size_t i = idx; i < lines.size() && iov.size() < IOV_MAX; ++i) {
-        const std::string& l = lines[i];
-        size_t from = i == idx ? skip : 0;
-        iov.push_back({const_cast<char*>(l.data()) + from, l.size() - from});
-      }
-      ssize_t n = fs->pwritev(f.fd, iov.data(), static_cast<int>(iov.size()), off);
+    size_t done = 0;
+    while (done < buf.size()) {
+      struct iovec iov = {const_cast<char*>(buf.data()) + done, buf.size() - done};
+      ssize_t n = fs->pwritev(f.fd, &iov, 1, off);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         *err = n < 0 ? errno : ENOSPC;
         return false;
       }
       off += n;
-      size_t left = static_cast<size_t>(n);
-      while (left > 0) {
-        size_t rest = lines[idx].size() - skip;
-        if (left >= rest) {
-          left -= rest;
-          ++idx;
-          skip = 0;
-        } else {
-          skip += left;
-          left = 0;
-        }
-      }
+      done += static_cast<size_t>(n);
     }
     return true;
   }
@@ -426,7 +451,9 @@ struct Recorder::Impl {
     const uint64_t start_seq = f.seq;
     const std::string start_prev = f.prev;
     const GapInfo gap_before = f.gap;
-    std::vector<std::string> lines;
+    std::string& buf = batch_buf;
+    buf.clear();
+    uint64_t lines = 0;
     bool wrote_gap = false;
     bool sealing = false;
     std::optional<Item> end_item = std::move(f.pending_end);
@@ -440,29 +467,32 @@ struct Recorder::Impl {
     }
     if (ok) {
       if (!f.gap.empty()) {
-        lines.push_back(format_record(f, id, "recording_gap", f.gap.to_json(), now()));
+        RecordFields gap = RecordFields::from_json(f.gap.to_json());
+        format_record(f, id, "recording_gap", gap, now(), buf);
+        ++lines;
         wrote_gap = true;
       }
       for (Item* it : items) {
         if (it == end_ptr) continue;
-        lines.push_back(format_record(f, id, it->kind, std::move(it->fields), it->ts));
+        format_record(f, id, it->kind, it->fields, it->ts, buf);
+        ++lines;
       }
       if (end_item) {
-        lines.push_back(
-            format_record(f, id, "session_end", std::move(end_item->fields), end_item->ts));
-        nlohmann::json seal = {{"records", f.seq}, {"head", f.prev}};
-        lines.push_back(format_record(f, id, "seal", std::move(seal), end_item->ts));
+        format_record(f, id, "session_end", end_item->fields, end_item->ts, buf);
+        RecordFields seal;
+        seal.add("head", f.prev).add("records", f.seq);
+        format_record(f, id, "seal", seal, end_item->ts, buf);
+        lines += 2;
         sealing = true;
       }
-      if (!lines.empty()) {
-        ok = write_lines(f, lines, &err);
+      if (lines > 0) {
+        ok = write_buffer(f, buf, &err);
         if (!ok) what = "write " + path_for(id);
       }
     }
     bool sync_failed = false;
-    if (ok && !lines.empty()) {
-      f.size = start_size;
-      for (const auto& l : lines) f.size += static_cast<off_t>(l.size());
+    if (ok && lines > 0) {
+      f.size = start_size + static_cast<off_t>(buf.size());
       f.dirty = true;
       if (options.sync_mode == SyncMode::kAlways || sealing) {
         if (!sync_file(id, f, &err)) {
@@ -509,8 +539,8 @@ struct Recorder::Impl {
       note_failure(id, message);
       return;
     }
-    if (lines.empty()) return;
-    records_written += lines.size();
+    if (lines == 0) return;
+    records_written += lines;
     ++batches_written;
     if (wrote_gap) {
       ++gaps_written;
@@ -736,7 +766,12 @@ struct Recorder::Impl {
     if (s != sessions.end() && !s->second.dropped.empty()) {
       // The drops are recorded before the next record of the session: nothing goes missing
       // without a mark.
-      Item gap{item.session_id, "recording_gap", s->second.dropped.to_json(), item.ts, {}, nullptr};
+      Item gap{item.session_id,
+               "recording_gap",
+               RecordFields::from_json(s->second.dropped.to_json()),
+               item.ts,
+               {},
+               nullptr};
       s->second.dropped = GapInfo{};
       ++s->second.wm.queued;
       queue.push_back(std::move(gap));
@@ -806,9 +841,13 @@ Status Recorder::start_session(const SessionStart& s) {
                              {"policy", s.policy},
                              {"recording", recording_level_name(s.level)},
                              {"row_cap", s.row_cap}};
-    Status st = impl_->push(
-        Impl::Item{s.session_id, "session_start", std::move(fields), impl_->now(), {}, nullptr},
-        /*keep=*/true);
+    Status st = impl_->push(Impl::Item{s.session_id,
+                                       "session_start",
+                                       RecordFields::from_json(fields),
+                                       impl_->now(),
+                                       {},
+                                       nullptr},
+                            /*keep=*/true);
     if (!st.is_ok()) impl_->sessions.erase(s.session_id);
     return st;
   }
@@ -841,18 +880,23 @@ Status Recorder::resume_session(const SessionStart& s, std::string_view reason) 
     return failed_precondition("session " + s.session_id + " is already recording");
   }
   impl_->sessions[s.session_id] = Impl::SessionPolicy{s.level, std::max(s.row_cap, 0), 0, false};
-  return impl_->push(Impl::Item{s.session_id,
-                                "session_resumed",
-                                {{"reason", std::string(reason)}},
-                                impl_->now(),
-                                {},
-                                nullptr},
-                     /*keep=*/true);
+  RecordFields fields;
+  fields.add("reason", reason);
+  return impl_->push(
+      Impl::Item{s.session_id, "session_resumed", std::move(fields), impl_->now(), {}, nullptr},
+      /*keep=*/true);
 }
 
 Status Recorder::append(const std::string& session_id, const std::string& kind,
                         nlohmann::json fields, AppendOptions options) {
   if (!fields.is_object()) return invalid_argument("recording event fields must be an object");
+  // Serialised here, on the caller's thread: the tree is freed by the thread that built it and
+  // the writer only merges, hashes and writes.
+  return append(session_id, kind, RecordFields::from_json(fields), std::move(options));
+}
+
+Status Recorder::append(const std::string& session_id, const std::string& kind, RecordFields fields,
+                        AppendOptions options) {
   if (!valid_kind(kind) || kind == "session_start" || kind == "seal") {
     return invalid_argument("bad recording event kind");
   }
@@ -877,11 +921,8 @@ Status Recorder::append(const std::string& session_id, const std::string& kind,
       lock.unlock();
       return done_now();
     }
-    auto rows = fields.find("rows");
-    if (rows == fields.end() || !rows->is_array()) {
-      return invalid_argument("rows event without a rows array");
-    }
-    const int64_t n = static_cast<int64_t>(rows->size());
+    const int64_t n = fields.rows_count();
+    if (n < 0) return invalid_argument("rows event without a rows array");
     const int64_t keep = std::min(n, std::max<int64_t>(sp.row_cap - sp.rows_in_statement, 0));
     const int64_t cut = n - keep;
     if (cut > 0 && keep == 0 && sp.cap_noted) {
@@ -892,8 +933,8 @@ Status Recorder::append(const std::string& session_id, const std::string& kind,
       return done_now();
     }
     if (cut > 0) {
-      rows->erase(rows->begin() + keep, rows->end());
-      fields["truncated"] = cut;
+      fields.cut_rows(keep);
+      fields.add("truncated", cut);
     }
     PGW_RETURN_IF_ERROR(impl_->push(
         Impl::Item{session_id, kind, std::move(fields), ts, std::move(options.on_done), nullptr},

@@ -54,6 +54,7 @@
 
 #include "common/status.h"
 #include "controlplane/policy/policy.h"
+#include "controlplane/recording/record_fields.h"
 
 namespace pgwarden::recording {
 
@@ -187,7 +188,13 @@ class Recorder {
   // "statement" record; the cut is recorded as "truncated": n).
   // resource_exhausted when the queue is full and !options.keep (nothing queued; counted in
   // the session's next gap record); failed_precondition for a session that is not open.
+  // The tree is serialised on the calling thread (RecordFields::from_json) before it is queued.
   Status append(const std::string& session_id, const std::string& kind, nlohmann::json fields,
+                AppendOptions options);
+  // The same with fields already serialised (no tree to build, copy or free): the faster
+  // path for callers that produce events themselves. Same contract; a "rows" event needs a
+  // "rows" member that is an array (RecordFields::rows_count() >= 0).
+  Status append(const std::string& session_id, const std::string& kind, RecordFields fields,
                 AppendOptions options);
   Status try_append(const std::string& session_id, const std::string& kind, nlohmann::json fields) {
     return append(session_id, kind, std::move(fields), {});
