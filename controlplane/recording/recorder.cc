@@ -60,6 +60,75 @@ class PosixFs final : public RecordingFs {
   int close(int fd) override { return ::close(fd); }
 };
 
+// Runs the fdatasyncs of many files at once. Concurrent fdatasyncs on one file system share
+// its journal commits, so syncing N session files costs little more than syncing one, where
+// one after the other they cost N commits (milliseconds each) during which nothing is written.
+class ParallelSync {
+ public:
+  ParallelSync(RecordingFs* fs, int helpers) : fs_(fs) {
+    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~ParallelSync() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // fdatasync of every fd; (*errs)[i] = errno of fds[i] (0: synced). The calling thread syncs
+  // too; returns when all are done.
+  void run(const std::vector<int>& fds, std::vector<int>* errs) {
+    errs->assign(fds.size(), 0);
+    if (fds.empty()) return;
+    std::unique_lock lock(mu_);
+    fds_ = &fds;
+    errs_ = errs;
+    next_ = 0;
+    done_ = 0;
+    if (fds.size() > 1) wake_.notify_all();
+    drain(lock);
+    finished_.wait(lock, [&] { return done_ == fds.size(); });
+    fds_ = nullptr;
+    errs_ = nullptr;
+  }
+
+ private:
+  // REQUIRES: lock held. Syncs files of the current run until none is left to start.
+  void drain(std::unique_lock<std::mutex>& lock) {
+    while (fds_ != nullptr && next_ < fds_->size()) {
+      const size_t i = next_++;
+      const int fd = (*fds_)[i];
+      lock.unlock();
+      const int err = fs_->fdatasync(fd) == 0 ? 0 : errno;
+      lock.lock();
+      (*errs_)[i] = err;
+      if (++done_ == fds_->size()) finished_.notify_all();
+    }
+  }
+
+  void work() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      wake_.wait(lock, [&] { return stop_ || (fds_ != nullptr && next_ < fds_->size()); });
+      if (stop_) return;
+      drain(lock);
+    }
+  }
+
+  RecordingFs* fs_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable finished_;
+  const std::vector<int>* fds_ = nullptr;
+  std::vector<int>* errs_ = nullptr;
+  size_t next_ = 0;
+  size_t done_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
 // Records refused (write errors) or dropped (full queue) and not yet recorded in a gap record.
 struct GapInfo {
   uint64_t records = 0;
@@ -197,6 +266,10 @@ struct Recorder::Impl {
   nlohmann::json heads_changed = nlohmann::json::object();
   ChainHasher hasher;
   std::string batch_buf;  // one file's records of one batch (capacity kept across batches)
+  std::map<std::string, std::vector<Item*>> per_file;  // of the batch being written
+  std::vector<int> sync_fds;
+  std::vector<int> sync_errs;
+  std::unique_ptr<ParallelSync> syncer;
 
   // Guarded by mu.
   RecorderHealth health;
@@ -206,6 +279,7 @@ struct Recorder::Impl {
 #undef PGW_DEFINE_COUNTER
 
   static constexpr size_t kSealedHeadsKept = 1024;
+  static constexpr int kSyncHelpers = 7;  // threads syncing files beside the writer
 
   int64_t now() const { return options.clock_ms ? options.clock_ms() : system_now_ms(); }
   std::string path_for(const std::string& id) const { return options.dir + "/" + id + ".jsonl"; }
@@ -421,14 +495,8 @@ struct Recorder::Impl {
     heads_changed[id] = {{"seq", h.seq}, {"hash", h.hash}, {"sealed", h.sealed}};
   }
 
-  // fdatasync of a written file. False (and the error noted) when it failed.
-  bool sync_file(const std::string& id, SessionFile& f, int* err) {
-    if (!f.dirty) return true;
-    if (fs->fdatasync(f.fd) != 0) {
-      *err = errno;
-      ++sync_errors;
-      return false;
-    }
+  // After a successful fdatasync of f: what was written is synced.
+  void mark_synced(const std::string& id, SessionFile& f) {
     ++batches_synced;  // fdatasync calls (one per file and group commit)
     f.dirty = false;
     f.synced_size = f.size;
@@ -436,79 +504,115 @@ struct Recorder::Impl {
     f.synced_prev = f.prev;
     f.synced_items = f.written_items;
     update_head(id, f);
-    return true;
   }
 
-  // Writes the pending gap record (if any), `items`, a pending session_end and its seal.
-  void write_file(const std::string& id, std::vector<Item*>& items) {
-    SessionFile& f = files[id];
+  // One file's part of a batch between its pwritev and its acknowledgement.
+  struct Staged {
+    std::string id;
+    SessionFile* f = nullptr;
+    std::vector<Item*>* items = nullptr;
+    bool ok = false;
     int err = 0;
     std::string what;
-    // First load: positions f after the file's last good record, so the starting point
-    // below (what a failed batch is cut back to) is the file's real end.
-    bool ok = ensure_open(id, f, &err, &what);
-    const off_t start_size = f.size;
-    const uint64_t start_seq = f.seq;
-    const std::string start_prev = f.prev;
-    const GapInfo gap_before = f.gap;
-    std::string& buf = batch_buf;
-    buf.clear();
+    off_t start_size = 0;
+    uint64_t start_seq = 0;
+    std::string start_prev;
+    GapInfo gap_before;
     uint64_t lines = 0;
     bool wrote_gap = false;
     bool sealing = false;
-    std::optional<Item> end_item = std::move(f.pending_end);
-    f.pending_end.reset();
+    std::optional<Item> end_item;
     const Item* end_ptr = nullptr;  // moved into end_item
+    // Written and to be fdatasync'ed before it is acknowledged (kAlways, or a seal).
+    bool needs_sync() const { return ok && lines > 0; }
+  };
+
+  // Writes the pending gap record (if any), `items`, a pending session_end and its seal: the
+  // records are formatted and written with one pwritev; finish() acknowledges or refuses them
+  // (after the fdatasync, when one is needed: the caller runs those of a batch together).
+  Staged stage(const std::string& id, std::vector<Item*>& items) {
+    Staged st;
+    st.id = id;
+    SessionFile& f = files[id];
+    st.f = &f;
+    st.items = &items;
+    // First load: positions f after the file's last good record, so the starting point
+    // below (what a failed batch is cut back to) is the file's real end.
+    st.ok = ensure_open(id, f, &st.err, &st.what);
+    st.start_size = f.size;
+    st.start_seq = f.seq;
+    st.start_prev = f.prev;
+    st.gap_before = f.gap;
+    std::string& buf = batch_buf;
+    buf.clear();
+    st.end_item = std::move(f.pending_end);
+    f.pending_end.reset();
     for (Item* it : items) {
       if (it->kind == "session_end") {
-        end_ptr = it;
-        end_item = std::move(*it);
+        st.end_ptr = it;
+        st.end_item = std::move(*it);
       }
     }
-    if (ok) {
+    if (st.ok) {
       if (!f.gap.empty()) {
         RecordFields gap = RecordFields::from_json(f.gap.to_json());
         format_record(f, id, "recording_gap", gap, now(), buf);
-        ++lines;
-        wrote_gap = true;
+        ++st.lines;
+        st.wrote_gap = true;
       }
       for (Item* it : items) {
-        if (it == end_ptr) continue;
+        if (it == st.end_ptr) continue;
         format_record(f, id, it->kind, it->fields, it->ts, buf);
-        ++lines;
+        ++st.lines;
       }
-      if (end_item) {
-        format_record(f, id, "session_end", end_item->fields, end_item->ts, buf);
+      if (st.end_item) {
+        format_record(f, id, "session_end", st.end_item->fields, st.end_item->ts, buf);
         RecordFields seal;
         seal.add("head", f.prev).add("records", f.seq);
-        format_record(f, id, "seal", seal, end_item->ts, buf);
-        lines += 2;
-        sealing = true;
+        format_record(f, id, "seal", seal, st.end_item->ts, buf);
+        st.lines += 2;
+        st.sealing = true;
       }
-      if (lines > 0) {
-        ok = write_buffer(f, buf, &err);
-        if (!ok) what = "write " + path_for(id);
+      if (st.lines > 0) {
+        st.ok = write_buffer(f, buf, &st.err);
+        if (!st.ok) st.what = "write " + path_for(id);
       }
     }
-    bool sync_failed = false;
-    if (ok && lines > 0) {
-      f.size = start_size + static_cast<off_t>(buf.size());
+    if (st.ok && st.lines > 0) {
+      f.size = st.start_size + static_cast<off_t>(buf.size());
       f.dirty = true;
-      if (options.sync_mode == SyncMode::kAlways || sealing) {
-        if (!sync_file(id, f, &err)) {
-          what = "fdatasync " + path_for(id);
-          if (options.sync_mode == SyncMode::kAlways) {
-            ok = false;  // not acknowledged: cut back to what is known to be synced
-          } else {
-            sync_failed = true;
-            note_failure(id, what + ": " + errno_text(err));  // records stay: in page cache
-          }
+    }
+    return st;
+  }
+
+  bool wants_sync(const Staged& st) const {
+    return st.needs_sync() && (options.sync_mode == SyncMode::kAlways || st.sealing);
+  }
+
+  // `sync_err`: the fdatasync's errno (0: synced), when wants_sync(st).
+  void finish(Staged& st, int sync_err) {
+    SessionFile& f = *st.f;
+    const std::string& id = st.id;
+    std::vector<Item*>& items = *st.items;
+    bool sync_failed = false;
+    if (wants_sync(st)) {
+      if (sync_err == 0) {
+        mark_synced(id, f);
+      } else {
+        ++sync_errors;
+        st.err = sync_err;
+        st.what = "fdatasync " + path_for(id);
+        if (options.sync_mode == SyncMode::kAlways) {
+          st.ok = false;  // not acknowledged: cut back to what is known to be synced
+        } else {
+          sync_failed = true;
+          note_failure(id, st.what + ": " + errno_text(st.err));  // records stay: page cache
         }
       }
     }
-    if (!ok) {
+    if (!st.ok) {
       // Cut the failed batch off (never leave a torn or unacknowledged record as the end).
-      const off_t good = options.sync_mode == SyncMode::kAlways ? f.synced_size : start_size;
+      const off_t good = options.sync_mode == SyncMode::kAlways ? f.synced_size : st.start_size;
       if (f.fd >= 0 && fs->ftruncate(f.fd, good) != 0) f.truncate_pending = true;
       if (options.sync_mode == SyncMode::kAlways) {
         f.size = f.synced_size;
@@ -516,33 +620,33 @@ struct Recorder::Impl {
         f.prev = f.synced_prev;
         f.dirty = false;
       } else {
-        f.size = start_size;
-        f.seq = start_seq;
-        f.prev = start_prev;
+        f.size = st.start_size;
+        f.seq = st.start_seq;
+        f.prev = st.start_prev;
       }
-      f.gap = gap_before;
+      f.gap = st.gap_before;
       ++write_errors;
-      const std::string message = what + ": " + errno_text(err);
+      const std::string message = st.what + ": " + errno_text(st.err);
       Status refused =
           f.broken.empty()
-              ? recording_write_error(err, what)
+              ? recording_write_error(st.err, st.what)
               : Status(StatusCode::kInternal,
                        "the session recording cannot be continued: " + f.broken, "58030");
       for (Item* it : items) {
-        if (it == end_ptr) continue;
+        if (it == st.end_ptr) continue;
         f.gap.add(it->kind, it->ts, static_cast<bool>(it->on_done), message);
         ++f.refused_items;
         ++records_refused;
         if (it->on_done) it->on_done(refused);
       }
-      if (end_item && f.broken.empty()) f.pending_end = std::move(end_item);
+      if (st.end_item && f.broken.empty()) f.pending_end = std::move(st.end_item);
       note_failure(id, message);
       return;
     }
-    if (lines == 0) return;
-    records_written += lines;
+    if (st.lines == 0) return;
+    records_written += st.lines;
     ++batches_written;
-    if (wrote_gap) {
+    if (st.wrote_gap) {
       ++gaps_written;
       nlohmann::json a = f.gap.to_json();
       a["event"] = "recording_gap";
@@ -554,21 +658,30 @@ struct Recorder::Impl {
     }
     if (!sync_failed) note_success();
     for (Item* it : items) {
-      if (it == end_ptr) continue;
+      if (it == st.end_ptr) continue;
       ++f.written_items;
       if (it->on_done) it->on_done(Status::ok());
     }
-    if (sealing) {
+    if (st.sealing) {
       f.sealed = true;
       ++sessions_sealed;
       update_head(id, f);
     }
   }
 
-  // Groups a drained batch per session (order kept within a session) and writes it.
+  void write_file(const std::string& id, std::vector<Item*>& items) {
+    Staged st = stage(id, items);
+    int err = 0;
+    if (wants_sync(st) && fs->fdatasync(st.f->fd) != 0) err = errno;
+    finish(st, err);
+  }
+
+  // Groups a drained batch per session (order kept within a session), writes each file's part
+  // with one pwritev, runs the fdatasyncs the batch needs together (group commit), then
+  // acknowledges.
   void process(std::deque<Item>& batch) {
     if (options.before_sync) options.before_sync();
-    std::map<std::string, std::vector<Item*>> per_file;
+    per_file.clear();
     std::vector<std::promise<void>*> barriers;
     for (Item& item : batch) {
       if (item.barrier != nullptr) {
@@ -577,7 +690,16 @@ struct Recorder::Impl {
         per_file[item.session_id].push_back(&item);
       }
     }
-    for (auto& [id, items] : per_file) write_file(id, items);
+    std::vector<Staged> staged;
+    staged.reserve(per_file.size());
+    sync_fds.clear();
+    for (auto& [id, items] : per_file) {
+      staged.push_back(stage(id, items));
+      if (wants_sync(staged.back())) sync_fds.push_back(staged.back().f->fd);
+    }
+    syncer->run(sync_fds, &sync_errs);
+    size_t k = 0;
+    for (Staged& st : staged) finish(st, wants_sync(st) ? sync_errs[k++] : 0);
     close_sealed();
     publish();
     if (!barriers.empty()) {
@@ -615,12 +737,24 @@ struct Recorder::Impl {
     health.gaps_pending = pending;
   }
 
+  // fdatasync of every written file, all at once.
   void sync_all() {
+    sync_fds.clear();
+    std::vector<std::pair<const std::string*, SessionFile*>> dirty;
     for (auto& [id, f] : files) {
-      int err = 0;
       if (!f.dirty) continue;
-      if (!sync_file(id, f, &err))
-        note_failure(id, "fdatasync " + path_for(id) + ": " + errno_text(err));
+      dirty.emplace_back(&id, &f);
+      sync_fds.push_back(f.fd);
+    }
+    syncer->run(sync_fds, &sync_errs);
+    for (size_t i = 0; i < dirty.size(); ++i) {
+      const std::string& id = *dirty[i].first;
+      if (sync_errs[i] == 0) {
+        mark_synced(id, *dirty[i].second);
+      } else {
+        ++sync_errors;
+        note_failure(id, "fdatasync " + path_for(id) + ": " + errno_text(sync_errs[i]));
+      }
     }
     last_sync = std::chrono::steady_clock::now();
     close_sealed();
@@ -816,6 +950,7 @@ Result<std::unique_ptr<Recorder>> Recorder::open(RecorderOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->fs = impl->options.fs.get();
+  impl->syncer = std::make_unique<ParallelSync>(impl->fs, Impl::kSyncHelpers);
   impl->health.sync_mode = impl->options.sync_mode;
   impl->health.sync_interval_ms = impl->options.sync_interval.count();
   impl->load_checkpoint();
