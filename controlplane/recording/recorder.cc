@@ -333,9 +333,6 @@ struct Recorder::Impl {
     static constexpr std::string_view kEnvelope[] = {"hash", "kind",       "prev",
                                                      "seq",  "session_id", "ts"};
     constexpr size_t kEnvelopeSize = std::size(kEnvelope);
-    auto reserved = [](std::string_view k) {
-      return std::find(std::begin(kEnvelope), std::end(kEnvelope), k) != std::end(kEnvelope);
-    };
     fields.sort();
     const auto& members = fields.members();
     const size_t line_start = out.size();
@@ -353,7 +350,8 @@ struct Recorder::Impl {
           e < kEnvelopeSize && (m == members.size() || kEnvelope[e] <= fields.key(members[m]));
       if (!envelope) {
         const RecordFields::Member& mem = members[m++];
-        if (reserved(fields.key(mem))) continue;  // the envelope's value wins
+        // Members are sorted and unique: one equal to an envelope key comes right after it.
+        if (e > 0 && fields.key(mem) == kEnvelope[e - 1]) continue;  // the envelope wins
         if (!first) out += ',';
         first = false;
         out += fields.text(mem);
