@@ -179,12 +179,15 @@ void append_canonical(std::string& out, const nlohmann::json& value) {
 
 RecordFields RecordFields::from_json(const nlohmann::json& object) {
   RecordFields f;
-  for (const auto& [k, v] : object.get_ref<const nlohmann::json::object_t&>()) f.add(k, v);
+  const auto& members = object.get_ref<const nlohmann::json::object_t&>();
+  f.members_.reserve(members.size());
+  f.buf_.reserve(64 * members.size() + 64);  // grown (rarely) by doubling beyond this
+  for (const auto& [k, v] : members) f.add(k, v);
   return f;
 }
 
 size_t RecordFields::begin_member(std::string_view key) {
-  if (!members_.empty() && sorted_ && !(this->key(members_.back()) < key)) sorted_ = false;
+  if (!members_.empty() && sorted_ && !key_less(this->key(members_.back()), key)) sorted_ = false;
   Member m;
   m.key_off = static_cast<uint32_t>(buf_.size());
   m.key_len = static_cast<uint32_t>(key.size());
@@ -301,7 +304,7 @@ void RecordFields::cut_rows(int64_t keep) {
 void RecordFields::sort() {
   if (sorted_) return;
   std::stable_sort(members_.begin(), members_.end(),
-                   [this](const Member& a, const Member& b) { return key(a) < key(b); });
+                   [this](const Member& a, const Member& b) { return key_less(key(a), key(b)); });
   // Keep the last of equal keys.
   std::vector<Member> kept;
   kept.reserve(members_.size());

@@ -20,6 +20,14 @@
 
 namespace pgwarden::recording {
 
+// Canonical key order (std::string's, bytewise), deciding most comparisons on the first byte.
+inline bool key_less(std::string_view a, std::string_view b) {
+  if (!a.empty() && !b.empty() && a[0] != b[0]) {
+    return static_cast<unsigned char>(a[0]) < static_cast<unsigned char>(b[0]);
+  }
+  return a < b;
+}
+
 // Appends the canonical bytes of `value` (any JSON value) to `out`.
 void append_canonical(std::string& out, const nlohmann::json& value);
 // Appends `s` as a canonical JSON string (quoted, escaped; invalid UTF-8 replaced as dump()

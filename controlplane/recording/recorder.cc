@@ -251,7 +251,9 @@ struct Recorder::Impl {
 
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::deque<Item> queue;
+  // The writer swaps it with its drained (cleared) batch: in steady state neither side
+  // allocates for queueing (the capacity of the largest batch is kept).
+  std::vector<Item> queue;
   std::map<std::string, SessionPolicy> sessions;
   bool stopping = false;
   std::thread writer;
@@ -269,6 +271,7 @@ struct Recorder::Impl {
   std::map<std::string, std::vector<Item*>> per_file;  // of the batch being written
   std::vector<int> sync_fds;
   std::vector<int> sync_errs;
+  std::vector<Item> batch_items;  // the drained queue being written
   std::unique_ptr<ParallelSync> syncer;
 
   // Guarded by mu.
@@ -346,8 +349,8 @@ struct Recorder::Impl {
     size_t m = 0;
     size_t e = 0;
     while (m < members.size() || e < kEnvelopeSize) {
-      const bool envelope =
-          e < kEnvelopeSize && (m == members.size() || kEnvelope[e] <= fields.key(members[m]));
+      const bool envelope = e < kEnvelopeSize && (m == members.size() ||
+                                                  !key_less(fields.key(members[m]), kEnvelope[e]));
       if (!envelope) {
         const RecordFields::Member& mem = members[m++];
         // Members are sorted and unique: one equal to an envelope key comes right after it.
@@ -677,7 +680,7 @@ struct Recorder::Impl {
   // Groups a drained batch per session (order kept within a session), writes each file's part
   // with one pwritev, runs the fdatasyncs the batch needs together (group commit), then
   // acknowledges.
-  void process(std::deque<Item>& batch) {
+  void process(std::vector<Item>& batch) {
     if (options.before_sync) options.before_sync();
     per_file.clear();
     std::vector<std::promise<void>*> barriers;
@@ -862,12 +865,12 @@ struct Recorder::Impl {
         }
         continue;
       }
-      std::deque<Item> batch;
-      batch.swap(queue);
+      batch_items.swap(queue);
       lock.unlock();
       // Group commit: everything drained in one go shares one pwritev (and in kAlways one
       // fdatasync) per file.
-      process(batch);
+      process(batch_items);
+      batch_items.clear();
       timers();
       lock.lock();
     }
