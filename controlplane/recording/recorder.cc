@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -57,6 +58,75 @@ class PosixFs final : public RecordingFs {
     return st.st_size;
   }
   int close(int fd) override { return ::close(fd); }
+};
+
+// Runs the fdatasyncs of many files at once. Concurrent fdatasyncs on one file system share
+// its journal commits, so syncing N session files costs little more than syncing one, where
+// one after the other they cost N commits (milliseconds each) during which nothing is written.
+class ParallelSync {
+ public:
+  ParallelSync(RecordingFs* fs, int helpers) : fs_(fs) {
+    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { work(); });
+  }
+  ~ParallelSync() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // fdatasync of every fd; (*errs)[i] = errno of fds[i] (0: synced). The calling thread syncs
+  // too; returns when all are done.
+  void run(const std::vector<int>& fds, std::vector<int>* errs) {
+    errs->assign(fds.size(), 0);
+    if (fds.empty()) return;
+    std::unique_lock lock(mu_);
+    fds_ = &fds;
+    errs_ = errs;
+    next_ = 0;
+    done_ = 0;
+    if (fds.size() > 1) wake_.notify_all();
+    drain(lock);
+    finished_.wait(lock, [&] { return done_ == fds.size(); });
+    fds_ = nullptr;
+    errs_ = nullptr;
+  }
+
+ private:
+  // REQUIRES: lock held. Syncs files of the current run until none is left to start.
+  void drain(std::unique_lock<std::mutex>& lock) {
+    while (fds_ != nullptr && next_ < fds_->size()) {
+      const size_t i = next_++;
+      const int fd = (*fds_)[i];
+      lock.unlock();
+      const int err = fs_->fdatasync(fd) == 0 ? 0 : errno;
+      lock.lock();
+      (*errs_)[i] = err;
+      if (++done_ == fds_->size()) finished_.notify_all();
+    }
+  }
+
+  void work() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      wake_.wait(lock, [&] { return stop_ || (fds_ != nullptr && next_ < fds_->size()); });
+      if (stop_) return;
+      drain(lock);
+    }
+  }
+
+  RecordingFs* fs_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::condition_variable finished_;
+  const std::vector<int>* fds_ = nullptr;
+  std::vector<int>* errs_ = nullptr;
+  size_t next_ = 0;
+  size_t done_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
 };
 
 // Records refused (write errors) or dropped (full queue) and not yet recorded in a gap record.
@@ -141,7 +211,7 @@ struct Recorder::Impl {
   struct Item {
     std::string session_id;
     std::string kind;
-    nlohmann::json fields;
+    RecordFields fields;
     int64_t ts = 0;
     std::function<void(const Status&)> on_done;
     std::promise<void>* barrier = nullptr;  // flush marker when set
@@ -181,7 +251,9 @@ struct Recorder::Impl {
 
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::deque<Item> queue;
+  // The writer swaps it with its drained (cleared) batch: in steady state neither side
+  // allocates for queueing (the capacity of the largest batch is kept).
+  std::vector<Item> queue;
   std::map<std::string, SessionPolicy> sessions;
   bool stopping = false;
   std::thread writer;
@@ -194,6 +266,13 @@ struct Recorder::Impl {
   std::map<std::string, Head> heads;
   std::deque<std::string> sealed_order;  // bounded memory of sealed sessions' heads
   nlohmann::json heads_changed = nlohmann::json::object();
+  ChainHasher hasher;
+  std::string batch_buf;  // one file's records of one batch (capacity kept across batches)
+  std::map<std::string, std::vector<Item*>> per_file;  // of the batch being written
+  std::vector<int> sync_fds;
+  std::vector<int> sync_errs;
+  std::vector<Item> batch_items;  // the drained queue being written
+  std::unique_ptr<ParallelSync> syncer;
 
   // Guarded by mu.
   RecorderHealth health;
@@ -203,6 +282,7 @@ struct Recorder::Impl {
 #undef PGW_DEFINE_COUNTER
 
   static constexpr size_t kSealedHeadsKept = 1024;
+  static constexpr int kSyncHelpers = 7;  // threads syncing files beside the writer
 
   int64_t now() const { return options.clock_ms ? options.clock_ms() : system_now_ms(); }
   std::string path_for(const std::string& id) const { return options.dir + "/" + id + ".jsonl"; }
@@ -247,50 +327,88 @@ struct Recorder::Impl {
 
   // ------------------------------------------------------------------- records (writer)
 
-  // Chains and serialises one record onto f's written state.
-  std::string format_record(SessionFile& f, const std::string& id, std::string_view kind,
-                            nlohmann::json rec, int64_t ts) {
-    rec["seq"] = f.seq + 1;
-    rec["ts"] = ts;
-    rec["session_id"] = id;
-    rec["kind"] = kind;
-    rec["prev"] = f.prev;
-    rec.erase("hash");
-    // Canonical order is alphabetical, so "hash" goes between the members that sort before it
-    // and those after it: serialize the two halves once and splice, instead of serializing
-    // the record twice (without "hash" to chain it, then with it to write it).
-    auto& members = rec.get_ref<nlohmann::json::object_t&>();
-    nlohmann::json before = nlohmann::json::object();
-    auto& before_members = before.get_ref<nlohmann::json::object_t&>();
-    while (!members.empty() && members.begin()->first < "hash") {
-      before_members.insert(members.extract(members.begin()));
+  // Chains and serialises one record onto f's written state, appending its line to `out`.
+  // The fields' members are merged with the envelope in key order (the canonical order), the
+  // "hash" member written as a placeholder, and the hash computed over the line without it
+  // (prev || canonical bytes without "hash") and filled in: one pass, no tree, no copy.
+  void format_record(SessionFile& f, const std::string& id, std::string_view kind,
+                     RecordFields& fields, int64_t ts, std::string& out) {
+    static constexpr std::string_view kEnvelope[] = {"hash", "kind",       "prev",
+                                                     "seq",  "session_id", "ts"};
+    constexpr size_t kEnvelopeSize = std::size(kEnvelope);
+    fields.sort();
+    const auto& members = fields.members();
+    const size_t line_start = out.size();
+    out.reserve(out.size() + fields.byte_size() + 256 + id.size() + kind.size());
+    out += '{';
+    size_t cut_begin = 0;  // the `,"hash":"..."` (or `"hash":"...",`) span left out of the hash
+    size_t cut_end = 0;
+    size_t placeholder = 0;
+    bool hash_first = false;
+    bool first = true;
+    size_t m = 0;
+    size_t e = 0;
+    while (m < members.size() || e < kEnvelopeSize) {
+      const bool envelope = e < kEnvelopeSize && (m == members.size() ||
+                                                  !key_less(fields.key(members[m]), kEnvelope[e]));
+      if (!envelope) {
+        const RecordFields::Member& mem = members[m++];
+        // Members are sorted and unique: one equal to an envelope key comes right after it.
+        if (e > 0 && fields.key(mem) == kEnvelope[e - 1]) continue;  // the envelope wins
+        if (!first) out += ',';
+        first = false;
+        out += fields.text(mem);
+        continue;
+      }
+      const size_t at = out.size();
+      if (!first) out += ',';
+      switch (e) {
+        case 0:
+          cut_begin = at;
+          hash_first = first;
+          out += "\"hash\":\"";
+          placeholder = out.size();
+          out.append(64, '0');
+          out += '"';
+          cut_end = out.size() + (hash_first ? 1 : 0);  // the comma before "kind" goes too
+          break;
+        case 1:
+          out += "\"kind\":";
+          append_canonical_string(out, kind);
+          break;
+        case 2:
+          out += "\"prev\":";
+          append_canonical_string(out, f.prev);
+          break;
+        case 3: {
+          out += "\"seq\":";
+          char b[24];
+          out.append(b, std::to_chars(b, b + sizeof b, f.seq + 1).ptr);
+          break;
+        }
+        case 4:
+          out += "\"session_id\":";
+          append_canonical_string(out, id);
+          break;
+        default: {
+          out += "\"ts\":";
+          char b[24];
+          out.append(b, std::to_chars(b, b + sizeof b, ts).ptr);
+          break;
+        }
+      }
+      first = false;
+      ++e;
     }
-    const std::string lo = canonical_bytes(before);  // "{...}"
-    const std::string hi = canonical_bytes(rec);
-    const std::string_view lo_in = std::string_view(lo).substr(1, lo.size() - 2);
-    const std::string_view hi_in = std::string_view(hi).substr(1, hi.size() - 2);
-    std::string canon;
-    canon.reserve(lo.size() + hi.size());
-    canon += '{';
-    canon += lo_in;
-    if (!lo_in.empty() && !hi_in.empty()) canon += ',';
-    canon += hi_in;
-    canon += '}';
-    std::string hash = chain_hash(f.prev, canon);
-    std::string line;
-    line.reserve(canon.size() + 80);
-    line += '{';
-    line += lo_in;
-    if (!lo_in.empty()) line += ',';
-    line += R"("hash":")";
-    line += hash;
-    line += '"';
-    if (!hi_in.empty()) line += ',';
-    line += hi_in;
-    line += "}\n";
-    f.prev = std::move(hash);
+    out += '}';
+    const std::string_view line(out.data() + line_start, out.size() - line_start);
+    hasher.begin(f.prev);
+    hasher.update(line.substr(0, cut_begin - line_start));
+    hasher.update(line.substr(cut_end - line_start));
+    hasher.finish_hex(out.data() + placeholder);
+    out += '\n';
+    f.prev.assign(out, placeholder, 64);
     ++f.seq;
-    return line;
   }
 
   // Verifies an existing file and positions f after its last good record; opens it.
@@ -343,38 +461,20 @@ struct Recorder::Impl {
     return true;
   }
 
-  // One pwritev per batch (more only for short writes or more than IOV_MAX lines).
-  bool write_lines(SessionFile& f, const std::vector<std::string>& lines, int* err) {
+  // One pwritev per batch and file (more only after a short write).
+  bool write_buffer(SessionFile& f, std::string_view buf, int* err) {
     off_t off = f.size;
-    size_t idx = 0;
-    size_t skip = 0;
-    std::vector<struct iovec> iov;
-    while (idx < lines.size()) {
-      iov.clear();
-      for (size_t i = idx; i < lines.size() && iov.size() < IOV_MAX; ++i) {
-        const std::string& l = lines[i];
-        size_t from = i == idx ? skip : 0;
-        iov.push_back({const_cast<char*>(l.data()) + from, l.size() - from});
-      }
-      ssize_t n = fs->pwritev(f.fd, iov.data(), static_cast<int>(iov.size()), off);
+    size_t done = 0;
+    while (done < buf.size()) {
+      struct iovec iov = {const_cast<char*>(buf.data()) + done, buf.size() - done};
+      ssize_t n = fs->pwritev(f.fd, &iov, 1, off);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         *err = n < 0 ? errno : ENOSPC;
         return false;
       }
       off += n;
-      size_t left = static_cast<size_t>(n);
-      while (left > 0) {
-        size_t rest = lines[idx].size() - skip;
-        if (left >= rest) {
-          left -= rest;
-          ++idx;
-          skip = 0;
-        } else {
-          skip += left;
-          left = 0;
-        }
-      }
+      done += static_cast<size_t>(n);
     }
     return true;
   }
@@ -396,14 +496,8 @@ struct Recorder::Impl {
     heads_changed[id] = {{"seq", h.seq}, {"hash", h.hash}, {"sealed", h.sealed}};
   }
 
-  // fdatasync of a written file. False (and the error noted) when it failed.
-  bool sync_file(const std::string& id, SessionFile& f, int* err) {
-    if (!f.dirty) return true;
-    if (fs->fdatasync(f.fd) != 0) {
-      *err = errno;
-      ++sync_errors;
-      return false;
-    }
+  // After a successful fdatasync of f: what was written is synced.
+  void mark_synced(const std::string& id, SessionFile& f) {
     ++batches_synced;  // fdatasync calls (one per file and group commit)
     f.dirty = false;
     f.synced_size = f.size;
@@ -411,74 +505,115 @@ struct Recorder::Impl {
     f.synced_prev = f.prev;
     f.synced_items = f.written_items;
     update_head(id, f);
-    return true;
   }
 
-  // Writes the pending gap record (if any), `items`, a pending session_end and its seal.
-  void write_file(const std::string& id, std::vector<Item*>& items) {
-    SessionFile& f = files[id];
+  // One file's part of a batch between its pwritev and its acknowledgement.
+  struct Staged {
+    std::string id;
+    SessionFile* f = nullptr;
+    std::vector<Item*>* items = nullptr;
+    bool ok = false;
     int err = 0;
     std::string what;
-    // First load: positions f after the file's last good record, so the starting point
-    // below (what a failed batch is cut back to) is the file's real end.
-    bool ok = ensure_open(id, f, &err, &what);
-    const off_t start_size = f.size;
-    const uint64_t start_seq = f.seq;
-    const std::string start_prev = f.prev;
-    const GapInfo gap_before = f.gap;
-    std::vector<std::string> lines;
+    off_t start_size = 0;
+    uint64_t start_seq = 0;
+    std::string start_prev;
+    GapInfo gap_before;
+    uint64_t lines = 0;
     bool wrote_gap = false;
     bool sealing = false;
-    std::optional<Item> end_item = std::move(f.pending_end);
-    f.pending_end.reset();
+    std::optional<Item> end_item;
     const Item* end_ptr = nullptr;  // moved into end_item
+    // Written and to be fdatasync'ed before it is acknowledged (kAlways, or a seal).
+    bool needs_sync() const { return ok && lines > 0; }
+  };
+
+  // Writes the pending gap record (if any), `items`, a pending session_end and its seal: the
+  // records are formatted and written with one pwritev; finish() acknowledges or refuses them
+  // (after the fdatasync, when one is needed: the caller runs those of a batch together).
+  Staged stage(const std::string& id, std::vector<Item*>& items) {
+    Staged st;
+    st.id = id;
+    SessionFile& f = files[id];
+    st.f = &f;
+    st.items = &items;
+    // First load: positions f after the file's last good record, so the starting point
+    // below (what a failed batch is cut back to) is the file's real end.
+    st.ok = ensure_open(id, f, &st.err, &st.what);
+    st.start_size = f.size;
+    st.start_seq = f.seq;
+    st.start_prev = f.prev;
+    st.gap_before = f.gap;
+    std::string& buf = batch_buf;
+    buf.clear();
+    st.end_item = std::move(f.pending_end);
+    f.pending_end.reset();
     for (Item* it : items) {
       if (it->kind == "session_end") {
-        end_ptr = it;
-        end_item = std::move(*it);
+        st.end_ptr = it;
+        st.end_item = std::move(*it);
       }
     }
-    if (ok) {
+    if (st.ok) {
       if (!f.gap.empty()) {
-        lines.push_back(format_record(f, id, "recording_gap", f.gap.to_json(), now()));
-        wrote_gap = true;
+        RecordFields gap = RecordFields::from_json(f.gap.to_json());
+        format_record(f, id, "recording_gap", gap, now(), buf);
+        ++st.lines;
+        st.wrote_gap = true;
       }
       for (Item* it : items) {
-        if (it == end_ptr) continue;
-        lines.push_back(format_record(f, id, it->kind, std::move(it->fields), it->ts));
+        if (it == st.end_ptr) continue;
+        format_record(f, id, it->kind, it->fields, it->ts, buf);
+        ++st.lines;
       }
-      if (end_item) {
-        lines.push_back(
-            format_record(f, id, "session_end", std::move(end_item->fields), end_item->ts));
-        nlohmann::json seal = {{"records", f.seq}, {"head", f.prev}};
-        lines.push_back(format_record(f, id, "seal", std::move(seal), end_item->ts));
-        sealing = true;
+      if (st.end_item) {
+        format_record(f, id, "session_end", st.end_item->fields, st.end_item->ts, buf);
+        RecordFields seal;
+        seal.add("head", f.prev).add("records", f.seq);
+        format_record(f, id, "seal", seal, st.end_item->ts, buf);
+        st.lines += 2;
+        st.sealing = true;
       }
-      if (!lines.empty()) {
-        ok = write_lines(f, lines, &err);
-        if (!ok) what = "write " + path_for(id);
+      if (st.lines > 0) {
+        st.ok = write_buffer(f, buf, &st.err);
+        if (!st.ok) st.what = "write " + path_for(id);
       }
     }
-    bool sync_failed = false;
-    if (ok && !lines.empty()) {
-      f.size = start_size;
-      for (const auto& l : lines) f.size += static_cast<off_t>(l.size());
+    if (st.ok && st.lines > 0) {
+      f.size = st.start_size + static_cast<off_t>(buf.size());
       f.dirty = true;
-      if (options.sync_mode == SyncMode::kAlways || sealing) {
-        if (!sync_file(id, f, &err)) {
-          what = "fdatasync " + path_for(id);
-          if (options.sync_mode == SyncMode::kAlways) {
-            ok = false;  // not acknowledged: cut back to what is known to be synced
-          } else {
-            sync_failed = true;
-            note_failure(id, what + ": " + errno_text(err));  // records stay: in page cache
-          }
+    }
+    return st;
+  }
+
+  bool wants_sync(const Staged& st) const {
+    return st.needs_sync() && (options.sync_mode == SyncMode::kAlways || st.sealing);
+  }
+
+  // `sync_err`: the fdatasync's errno (0: synced), when wants_sync(st).
+  void finish(Staged& st, int sync_err) {
+    SessionFile& f = *st.f;
+    const std::string& id = st.id;
+    std::vector<Item*>& items = *st.items;
+    bool sync_failed = false;
+    if (wants_sync(st)) {
+      if (sync_err == 0) {
+        mark_synced(id, f);
+      } else {
+        ++sync_errors;
+        st.err = sync_err;
+        st.what = "fdatasync " + path_for(id);
+        if (options.sync_mode == SyncMode::kAlways) {
+          st.ok = false;  // not acknowledged: cut back to what is known to be synced
+        } else {
+          sync_failed = true;
+          note_failure(id, st.what + ": " + errno_text(st.err));  // records stay: page cache
         }
       }
     }
-    if (!ok) {
+    if (!st.ok) {
       // Cut the failed batch off (never leave a torn or unacknowledged record as the end).
-      const off_t good = options.sync_mode == SyncMode::kAlways ? f.synced_size : start_size;
+      const off_t good = options.sync_mode == SyncMode::kAlways ? f.synced_size : st.start_size;
       if (f.fd >= 0 && fs->ftruncate(f.fd, good) != 0) f.truncate_pending = true;
       if (options.sync_mode == SyncMode::kAlways) {
         f.size = f.synced_size;
@@ -486,33 +621,33 @@ struct Recorder::Impl {
         f.prev = f.synced_prev;
         f.dirty = false;
       } else {
-        f.size = start_size;
-        f.seq = start_seq;
-        f.prev = start_prev;
+        f.size = st.start_size;
+        f.seq = st.start_seq;
+        f.prev = st.start_prev;
       }
-      f.gap = gap_before;
+      f.gap = st.gap_before;
       ++write_errors;
-      const std::string message = what + ": " + errno_text(err);
+      const std::string message = st.what + ": " + errno_text(st.err);
       Status refused =
           f.broken.empty()
-              ? recording_write_error(err, what)
+              ? recording_write_error(st.err, st.what)
               : Status(StatusCode::kInternal,
                        "the session recording cannot be continued: " + f.broken, "58030");
       for (Item* it : items) {
-        if (it == end_ptr) continue;
+        if (it == st.end_ptr) continue;
         f.gap.add(it->kind, it->ts, static_cast<bool>(it->on_done), message);
         ++f.refused_items;
         ++records_refused;
         if (it->on_done) it->on_done(refused);
       }
-      if (end_item && f.broken.empty()) f.pending_end = std::move(end_item);
+      if (st.end_item && f.broken.empty()) f.pending_end = std::move(st.end_item);
       note_failure(id, message);
       return;
     }
-    if (lines.empty()) return;
-    records_written += lines.size();
+    if (st.lines == 0) return;
+    records_written += st.lines;
     ++batches_written;
-    if (wrote_gap) {
+    if (st.wrote_gap) {
       ++gaps_written;
       nlohmann::json a = f.gap.to_json();
       a["event"] = "recording_gap";
@@ -524,21 +659,30 @@ struct Recorder::Impl {
     }
     if (!sync_failed) note_success();
     for (Item* it : items) {
-      if (it == end_ptr) continue;
+      if (it == st.end_ptr) continue;
       ++f.written_items;
       if (it->on_done) it->on_done(Status::ok());
     }
-    if (sealing) {
+    if (st.sealing) {
       f.sealed = true;
       ++sessions_sealed;
       update_head(id, f);
     }
   }
 
-  // Groups a drained batch per session (order kept within a session) and writes it.
-  void process(std::deque<Item>& batch) {
+  void write_file(const std::string& id, std::vector<Item*>& items) {
+    Staged st = stage(id, items);
+    int err = 0;
+    if (wants_sync(st) && fs->fdatasync(st.f->fd) != 0) err = errno;
+    finish(st, err);
+  }
+
+  // Groups a drained batch per session (order kept within a session), writes each file's part
+  // with one pwritev, runs the fdatasyncs the batch needs together (group commit), then
+  // acknowledges.
+  void process(std::vector<Item>& batch) {
     if (options.before_sync) options.before_sync();
-    std::map<std::string, std::vector<Item*>> per_file;
+    per_file.clear();
     std::vector<std::promise<void>*> barriers;
     for (Item& item : batch) {
       if (item.barrier != nullptr) {
@@ -547,7 +691,16 @@ struct Recorder::Impl {
         per_file[item.session_id].push_back(&item);
       }
     }
-    for (auto& [id, items] : per_file) write_file(id, items);
+    std::vector<Staged> staged;
+    staged.reserve(per_file.size());
+    sync_fds.clear();
+    for (auto& [id, items] : per_file) {
+      staged.push_back(stage(id, items));
+      if (wants_sync(staged.back())) sync_fds.push_back(staged.back().f->fd);
+    }
+    syncer->run(sync_fds, &sync_errs);
+    size_t k = 0;
+    for (Staged& st : staged) finish(st, wants_sync(st) ? sync_errs[k++] : 0);
     close_sealed();
     publish();
     if (!barriers.empty()) {
@@ -585,12 +738,24 @@ struct Recorder::Impl {
     health.gaps_pending = pending;
   }
 
+  // fdatasync of every written file, all at once.
   void sync_all() {
+    sync_fds.clear();
+    std::vector<std::pair<const std::string*, SessionFile*>> dirty;
     for (auto& [id, f] : files) {
-      int err = 0;
       if (!f.dirty) continue;
-      if (!sync_file(id, f, &err))
-        note_failure(id, "fdatasync " + path_for(id) + ": " + errno_text(err));
+      dirty.emplace_back(&id, &f);
+      sync_fds.push_back(f.fd);
+    }
+    syncer->run(sync_fds, &sync_errs);
+    for (size_t i = 0; i < dirty.size(); ++i) {
+      const std::string& id = *dirty[i].first;
+      if (sync_errs[i] == 0) {
+        mark_synced(id, *dirty[i].second);
+      } else {
+        ++sync_errors;
+        note_failure(id, "fdatasync " + path_for(id) + ": " + errno_text(sync_errs[i]));
+      }
     }
     last_sync = std::chrono::steady_clock::now();
     close_sealed();
@@ -700,12 +865,12 @@ struct Recorder::Impl {
         }
         continue;
       }
-      std::deque<Item> batch;
-      batch.swap(queue);
+      batch_items.swap(queue);
       lock.unlock();
       // Group commit: everything drained in one go shares one pwritev (and in kAlways one
       // fdatasync) per file.
-      process(batch);
+      process(batch_items);
+      batch_items.clear();
       timers();
       lock.lock();
     }
@@ -736,7 +901,12 @@ struct Recorder::Impl {
     if (s != sessions.end() && !s->second.dropped.empty()) {
       // The drops are recorded before the next record of the session: nothing goes missing
       // without a mark.
-      Item gap{item.session_id, "recording_gap", s->second.dropped.to_json(), item.ts, {}, nullptr};
+      Item gap{item.session_id,
+               "recording_gap",
+               RecordFields::from_json(s->second.dropped.to_json()),
+               item.ts,
+               {},
+               nullptr};
       s->second.dropped = GapInfo{};
       ++s->second.wm.queued;
       queue.push_back(std::move(gap));
@@ -781,6 +951,7 @@ Result<std::unique_ptr<Recorder>> Recorder::open(RecorderOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->fs = impl->options.fs.get();
+  impl->syncer = std::make_unique<ParallelSync>(impl->fs, Impl::kSyncHelpers);
   impl->health.sync_mode = impl->options.sync_mode;
   impl->health.sync_interval_ms = impl->options.sync_interval.count();
   impl->load_checkpoint();
@@ -806,9 +977,13 @@ Status Recorder::start_session(const SessionStart& s) {
                              {"policy", s.policy},
                              {"recording", recording_level_name(s.level)},
                              {"row_cap", s.row_cap}};
-    Status st = impl_->push(
-        Impl::Item{s.session_id, "session_start", std::move(fields), impl_->now(), {}, nullptr},
-        /*keep=*/true);
+    Status st = impl_->push(Impl::Item{s.session_id,
+                                       "session_start",
+                                       RecordFields::from_json(fields),
+                                       impl_->now(),
+                                       {},
+                                       nullptr},
+                            /*keep=*/true);
     if (!st.is_ok()) impl_->sessions.erase(s.session_id);
     return st;
   }
@@ -841,18 +1016,23 @@ Status Recorder::resume_session(const SessionStart& s, std::string_view reason) 
     return failed_precondition("session " + s.session_id + " is already recording");
   }
   impl_->sessions[s.session_id] = Impl::SessionPolicy{s.level, std::max(s.row_cap, 0), 0, false};
-  return impl_->push(Impl::Item{s.session_id,
-                                "session_resumed",
-                                {{"reason", std::string(reason)}},
-                                impl_->now(),
-                                {},
-                                nullptr},
-                     /*keep=*/true);
+  RecordFields fields;
+  fields.add("reason", reason);
+  return impl_->push(
+      Impl::Item{s.session_id, "session_resumed", std::move(fields), impl_->now(), {}, nullptr},
+      /*keep=*/true);
 }
 
 Status Recorder::append(const std::string& session_id, const std::string& kind,
                         nlohmann::json fields, AppendOptions options) {
   if (!fields.is_object()) return invalid_argument("recording event fields must be an object");
+  // Serialised here, on the caller's thread: the tree is freed by the thread that built it and
+  // the writer only merges, hashes and writes.
+  return append(session_id, kind, RecordFields::from_json(fields), std::move(options));
+}
+
+Status Recorder::append(const std::string& session_id, const std::string& kind, RecordFields fields,
+                        AppendOptions options) {
   if (!valid_kind(kind) || kind == "session_start" || kind == "seal") {
     return invalid_argument("bad recording event kind");
   }
@@ -877,11 +1057,8 @@ Status Recorder::append(const std::string& session_id, const std::string& kind,
       lock.unlock();
       return done_now();
     }
-    auto rows = fields.find("rows");
-    if (rows == fields.end() || !rows->is_array()) {
-      return invalid_argument("rows event without a rows array");
-    }
-    const int64_t n = static_cast<int64_t>(rows->size());
+    const int64_t n = fields.rows_count();
+    if (n < 0) return invalid_argument("rows event without a rows array");
     const int64_t keep = std::min(n, std::max<int64_t>(sp.row_cap - sp.rows_in_statement, 0));
     const int64_t cut = n - keep;
     if (cut > 0 && keep == 0 && sp.cap_noted) {
@@ -892,8 +1069,8 @@ Status Recorder::append(const std::string& session_id, const std::string& kind,
       return done_now();
     }
     if (cut > 0) {
-      rows->erase(rows->begin() + keep, rows->end());
-      fields["truncated"] = cut;
+      fields.cut_rows(keep);
+      fields.add("truncated", cut);
     }
     PGW_RETURN_IF_ERROR(impl_->push(
         Impl::Item{session_id, kind, std::move(fields), ts, std::move(options.on_done), nullptr},

@@ -9,13 +9,18 @@
 // invalid UTF-8 in values is replaced by U+FFFD before hashing). See recording_file.h for
 // verification, docs/recording.md for the record kinds and the guarantees.
 //
-// Write-ahead: append() validates, applies the session's recording level and row cap and
-// queues the record; it never blocks on I/O. One writer thread drains the queue in batches
-// (group commit): per file one pwritev per batch, the hash chain computed per record, then
+// Write-ahead: append() validates, serialises the fields on the caller's thread (RecordFields,
+// record_fields.h; or takes them pre-serialised), applies the session's recording level and row
+// cap and queues the record; it never blocks on I/O. One writer thread drains the queue in
+// batches (group commit): per file one pwritev per batch, the hash chain computed per record
+// (the envelope merged into the sorted members, the hash computed around its placeholder;
+// the bytes are those of the tree serialiser, see recording_file.h canonical_bytes), then
 //  - SyncMode::kInterval: the records count as written when pwritev returned (page cache:
 //    they survive a crash of pgwarden-cp); files are fdatasync'ed at most every
 //    `sync_interval` (an OS crash loses at most that window);
 //  - SyncMode::kAlways: the batch is fdatasync'ed before any of its records counts as written.
+// The fdatasyncs of a batch (one per file) and of an interval sync run concurrently on helper
+// threads: syncs of many files then share the file system's journal commits.
 // Each record's `on_done` runs (on the writer thread) once that has happened, or with the
 // error when it could not be: this is what a recording-required statement waits for before it
 // is forwarded upstream. Per session the recorder keeps watermarks (records queued, written,
@@ -54,6 +59,7 @@
 
 #include "common/status.h"
 #include "controlplane/policy/policy.h"
+#include "controlplane/recording/record_fields.h"
 
 namespace pgwarden::recording {
 
@@ -187,7 +193,13 @@ class Recorder {
   // "statement" record; the cut is recorded as "truncated": n).
   // resource_exhausted when the queue is full and !options.keep (nothing queued; counted in
   // the session's next gap record); failed_precondition for a session that is not open.
+  // The tree is serialised on the calling thread (RecordFields::from_json) before it is queued.
   Status append(const std::string& session_id, const std::string& kind, nlohmann::json fields,
+                AppendOptions options);
+  // The same with fields already serialised (no tree to build, copy or free): the faster
+  // path for callers that produce events themselves. Same contract; a "rows" event needs a
+  // "rows" member that is an array (RecordFields::rows_count() >= 0).
+  Status append(const std::string& session_id, const std::string& kind, RecordFields fields,
                 AppendOptions options);
   Status try_append(const std::string& session_id, const std::string& kind, nlohmann::json fields) {
     return append(session_id, kind, std::move(fields), {});

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -30,8 +32,19 @@ class FaultyFs final : public RecordingFs {
   std::atomic<int> sync_errno{0};   // every fdatasync fails with this errno
   std::atomic<int> syncs{0};
   std::atomic<int> writes{0};
+  // fdatasync of files whose path ends in this fails with EIO (empty: none).
+  std::string sync_fail_suffix;
+  // When > 1: each fdatasync waits until this many are in flight at once (or 10 s pass, so a
+  // recorder that syncs one file after the other fails the test instead of hanging it).
+  int sync_rendezvous = 0;
+  int max_syncs_in_flight = 0;
 
-  int open(const std::string& path) override { return real_->open(path); }
+  int open(const std::string& path) override {
+    int fd = real_->open(path);
+    std::lock_guard lock(mu_);
+    if (fd >= 0) paths_[fd] = path;
+    return fd;
+  }
   ssize_t pwritev(int fd, const struct iovec* iov, int iovcnt, off_t offset) override {
     ++writes;
     if (int e = write_errno.load(); e != 0) {
@@ -57,7 +70,22 @@ class FaultyFs final : public RecordingFs {
   }
   int fdatasync(int fd) override {
     ++syncs;
-    if (int e = sync_errno.load(); e != 0) {
+    bool fail = false;
+    {
+      std::unique_lock lock(mu_);
+      const std::string& path = paths_[fd];
+      fail = !sync_fail_suffix.empty() && path.size() >= sync_fail_suffix.size() &&
+             path.compare(path.size() - sync_fail_suffix.size(), std::string::npos,
+                          sync_fail_suffix) == 0;
+      ++in_flight_;
+      max_syncs_in_flight = std::max(max_syncs_in_flight, in_flight_);
+      if (sync_rendezvous > 1) {
+        all_in_.notify_all();
+        all_in_.wait_for(lock, 10s, [&] { return max_syncs_in_flight >= sync_rendezvous; });
+      }
+      --in_flight_;
+    }
+    if (int e = fail ? EIO : sync_errno.load(); e != 0) {
       errno = e;
       return -1;
     }
@@ -67,8 +95,13 @@ class FaultyFs final : public RecordingFs {
   off_t size(int fd) override { return real_->size(fd); }
   int close(int fd) override { return real_->close(fd); }
 
+  std::mutex mu_;  // guards the members above that are not atomic
+
  private:
   std::shared_ptr<RecordingFs> real_ = posix_recording_fs();
+  std::condition_variable all_in_;
+  int in_flight_ = 0;
+  std::map<int, std::string> paths_;
 };
 
 // Collects on_done results.
@@ -216,6 +249,68 @@ TEST_F(RecorderFaultsTest, AlwaysModeAcknowledgesAfterFdatasyncAndRefusesWhenItF
   EXPECT_EQ(recs[2]["records"], 1);
   EXPECT_EQ(recs[2]["not_run"], 1);
   EXPECT_EQ(recs[3]["sql"], "SELECT 3");
+}
+
+// Group commit across sessions: the files of one batch are fdatasync'ed concurrently (they
+// share journal commits), and a failed sync refuses and cuts only its own file's records.
+TEST_F(RecorderFaultsTest, AlwaysModeSyncsTheFilesOfABatchTogetherAndAFailedOneRefusesOnlyItsOwn) {
+  std::promise<void> blocked;
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  std::atomic<bool> block_next{false};
+  RecorderOptions o = options(SyncMode::kAlways);
+  o.before_sync = [&] {
+    if (!block_next.exchange(false)) return;
+    blocked.set_value();
+    gate.wait();
+  };
+  auto rec = Recorder::open(o);
+  ASSERT_TRUE(rec.is_ok());
+  const std::vector<std::string> ids = {"s0", "s1", "s2", "s3"};
+  for (const auto& id : ids) ASSERT_TRUE((*rec)->start_session(start(id)).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+
+  // One batch with a statement of each session: hold the writer, queue them, release.
+  block_next = true;
+  // The held batch is this record alone (synced alone); the faults apply from the next one.
+  Acks held;
+  auto held_done = held.one();
+  ASSERT_TRUE((*rec)
+                  ->append("s0", "statement", {{"sql", "SELECT 'wake'"}},
+                           {.keep = true,
+                            .on_done =
+                                [&](const Status& st) {
+                                  {
+                                    std::lock_guard lock(faulty_->mu_);
+                                    faulty_->sync_fail_suffix = "/s2.jsonl";
+                                    faulty_->sync_rendezvous = 4;
+                                    faulty_->max_syncs_in_flight = 0;
+                                  }
+                                  held_done(st);
+                                }})
+                  .is_ok());
+  blocked.get_future().wait();
+  std::map<std::string, Acks> acks;
+  for (const auto& id : ids) ASSERT_TRUE(statement(**rec, id, "SELECT 1", acks[id]).is_ok());
+  release.set_value();
+  (void)(*rec)->flush();
+  {
+    std::lock_guard lock(faulty_->mu_);
+    EXPECT_EQ(faulty_->max_syncs_in_flight, 4);  // s0 ... s3: one sync each, all at once
+    faulty_->sync_rendezvous = 0;
+  }
+  for (const auto& id : ids) {
+    ASSERT_EQ(acks[id].all().size(), 1u) << id;
+    if (id == "s2") {
+      EXPECT_EQ(acks[id].all()[0].sqlstate(), "58030");
+      EXPECT_EQ(kinds(records((*rec)->path_for(id))), (std::vector<std::string>{"session_start"}));
+    } else {
+      EXPECT_TRUE(acks[id].all()[0].is_ok()) << id;
+      EXPECT_EQ(records((*rec)->path_for(id)).back()["sql"], "SELECT 1") << id;
+    }
+  }
+  ASSERT_EQ(held.all().size(), 1u);
+  EXPECT_TRUE(held.all()[0].is_ok());
 }
 
 TEST_F(RecorderFaultsTest, DiskFullCutsTheShortWriteRefusesWith53100AndHealsWithAGapRecord) {

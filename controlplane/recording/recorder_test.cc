@@ -382,5 +382,93 @@ TEST_F(RecorderTest, InvalidUtf8InValuesIsRecordedVerifiably) {
   EXPECT_EQ(report->records, 2u);
 }
 
+// Every line the recorder writes is the canonical form of the record it holds (what the tree
+// serialiser writes), whatever the keys: before "hash", between the envelope's keys, after
+// "ts", forged envelope keys, non-ASCII and escaped keys, nested values, no fields at all.
+TEST_F(RecorderTest, EveryLineIsTheCanonicalFormOfItsRecord) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  const std::vector<nlohmann::json> events = {
+      nlohmann::json::object(),
+      {{"a", 1}, {"hb", 2}, {"kind", "forged"}, {"kz", 3}, {"prev", "x"}, {"q", 4}, {"seq", 9}},
+      {{"session_id", "other"}, {"session_idz", true}, {"t", nullptr}, {"ts", "no"}, {"tz", 1.5}},
+      {{"hash", "forged"}, {"ha", {{"z", 1}, {"a", {1, "two", nullptr}}}}, {"zz", "\n\"\\"}},
+      {{"é", "ü"}, {"\t", "tab key"}, {"", "empty key"}, {"A", -7}, {"~", UINT64_MAX}},
+  };
+  for (const auto& e : events) ASSERT_TRUE((*rec)->try_append("s", "statement", e).is_ok());
+  ASSERT_TRUE((*rec)->try_append("s", "session_end", {{"reason", "done"}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto report = verify_recording((*rec)->path_for("s"));
+  ASSERT_TRUE(report.is_ok());
+  EXPECT_TRUE(report->ok) << report->reason;
+  EXPECT_TRUE(report->sealed);
+  std::ifstream in((*rec)->path_for("s"));
+  std::string line;
+  int n = 0;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(line, canonical_bytes(j)) << "record " << n + 1;
+    if (n >= 1 && n <= static_cast<int>(events.size())) {
+      EXPECT_EQ(j["seq"], n + 1);
+      EXPECT_EQ(j["kind"], "statement");
+      EXPECT_EQ(j["session_id"], "s");
+      EXPECT_TRUE(j["ts"].is_number_integer());
+      nlohmann::json fields = events[n - 1];
+      for (const char* k : {"seq", "ts", "session_id", "kind", "prev", "hash"}) {
+        fields.erase(k);
+        j.erase(k);
+      }
+      EXPECT_EQ(j, fields) << "record " << n + 1;
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 8);  // session_start, 5 events, session_end, seal
+}
+
+// The pre-serialised overload records the same fields as the tree one, in any order of adding
+// (the last of a repeated key wins), and cuts rows to the cap the same way.
+TEST_F(RecorderTest, PreSerialisedFieldsRecordTheSameAsATree) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("tree", /*row_cap=*/3)).is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("fields", /*row_cap=*/3)).is_ok());
+  nlohmann::json stmt = {{"sql", "SELECT 1"}, {"verdict", "allow"}, {"rows", 2}, {"tag", "x"}};
+  RecordFields f;
+  f.add("tag", "x").add("verdict", "deny").add("sql", "SELECT 1").add("rows", 2);
+  f.add("verdict", "allow");
+  ASSERT_TRUE((*rec)->try_append("tree", "statement", stmt).is_ok());
+  ASSERT_TRUE((*rec)->append("fields", "statement", std::move(f), {}).is_ok());
+  for (const std::string id : {"tree", "fields"}) {
+    nlohmann::json r = rows(5);
+    if (id == "tree") {
+      ASSERT_TRUE((*rec)->try_append(id, "rows", r).is_ok());
+    } else {
+      RecordFields rf;
+      rf.add("rows", r["rows"]).add("columns", r["columns"]);
+      ASSERT_TRUE((*rec)->append(id, "rows", std::move(rf), {}).is_ok());
+    }
+  }
+  EXPECT_EQ((*rec)->append("fields", "rows", RecordFields().add("rows", 3), {}).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  auto a = read_recording((*rec)->path_for("tree"));
+  auto b = read_recording((*rec)->path_for("fields"));
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  ASSERT_EQ(a->size(), 3u);
+  ASSERT_EQ(b->size(), 3u);
+  for (size_t i = 1; i < 3; ++i) {
+    nlohmann::json x = (*a)[i];
+    nlohmann::json y = (*b)[i];
+    for (const char* k : {"ts", "session_id", "prev", "hash"}) {
+      x.erase(k);
+      y.erase(k);
+    }
+    EXPECT_EQ(x, y);
+  }
+  EXPECT_EQ((*b)[2]["rows"].size(), 3u);
+  EXPECT_EQ((*b)[2]["truncated"], 2);
+}
+
 }  // namespace
 }  // namespace pgwarden::recording

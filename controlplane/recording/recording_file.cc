@@ -17,21 +17,48 @@ std::string canonical_bytes(const nlohmann::json& record) {
   return record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-std::string chain_hash(std::string_view prev_hex, std::string_view canonical) {
+namespace {
+
+// Fetched once: EVP_sha256() would be looked up again (under a lock) by every EVP_DigestInit.
+const EVP_MD* sha256_md() {
+  static const EVP_MD* md = [] {
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched != nullptr ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+
+}  // namespace
+
+ChainHasher::ChainHasher() : ctx_(EVP_MD_CTX_new()) {}
+ChainHasher::~ChainHasher() { EVP_MD_CTX_free(ctx_); }
+
+void ChainHasher::begin(std::string_view prev_hex) {
+  EVP_DigestInit_ex2(ctx_, sha256_md(), nullptr);
+  EVP_DigestUpdate(ctx_, prev_hex.data(), prev_hex.size());
+}
+
+void ChainHasher::update(std::string_view part) {
+  EVP_DigestUpdate(ctx_, part.data(), part.size());
+}
+
+void ChainHasher::finish_hex(char* out) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  EVP_DigestUpdate(ctx, prev_hex.data(), prev_hex.size());
-  EVP_DigestUpdate(ctx, canonical.data(), canonical.size());
-  EVP_DigestFinal_ex(ctx, md, &n);
-  EVP_MD_CTX_free(ctx);
+  EVP_DigestFinal_ex(ctx_, md, &n);
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
+  for (unsigned int i = 0; i < n && i < 32; ++i) {
+    out[2 * i] = kHex[md[i] >> 4];
+    out[2 * i + 1] = kHex[md[i] & 15];
   }
+}
+
+std::string chain_hash(std::string_view prev_hex, std::string_view canonical) {
+  thread_local ChainHasher hasher;
+  hasher.begin(prev_hex);
+  hasher.update(canonical);
+  std::string out(64, '0');
+  hasher.finish_hex(out.data());
   return out;
 }
 

@@ -16,6 +16,8 @@
 
 #include "common/status.h"
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
 namespace pgwarden::recording {
 
 inline constexpr std::string_view kGenesisHash =
@@ -24,6 +26,23 @@ inline constexpr std::string_view kGenesisHash =
 // Canonical bytes of a record (without its "hash" member) and its chain hash.
 std::string canonical_bytes(const nlohmann::json& record);
 std::string chain_hash(std::string_view prev_hex, std::string_view canonical);
+
+// The chain hash fed in pieces, reusing one digest context (the Recorder hashes each record
+// around its "hash" member without copying it out). Not thread-safe: one per thread.
+class ChainHasher {
+ public:
+  ChainHasher();
+  ~ChainHasher();
+  ChainHasher(const ChainHasher&) = delete;
+  ChainHasher& operator=(const ChainHasher&) = delete;
+  void begin(std::string_view prev_hex);
+  void update(std::string_view canonical_part);
+  // Writes the 64 lowercase hex digits of SHA-256(prev || parts) to out[0..63].
+  void finish_hex(char* out);
+
+ private:
+  ::evp_md_ctx_st* ctx_;
+};
 
 struct ChainHead {
   uint64_t seq = 0;
