@@ -54,6 +54,30 @@ bool is_ip_address(const std::string& a) {
 
 std::string json_quote(std::string_view s) { return json(std::string(s)).dump(); }
 
+}  // namespace
+
+std::string check_listen_address(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) return "must be \"ADDRESS:PORT\"";
+  std::string host = listen.substr(0, colon);
+  std::string port = listen.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+      std::stoi(port) > 65535) {
+    return "port must be a number 1..65535";
+  }
+  in_addr v4;
+  in6_addr v6;
+  bool ok = host.front() == '['
+                ? host.back() == ']' &&
+                      inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &v6) == 1
+                : inet_pton(AF_INET, host.c_str(), &v4) == 1;
+  if (!ok) return "address must be a numeric IPv4 address or a bracketed IPv6 address ([::1]:9631)";
+  return "";
+}
+
+namespace {
+
 // Reads one JSON document into structs, recording every problem with its path.
 class Parser {
  public:
@@ -219,7 +243,7 @@ class Parser {
   void parse_root(const json& root, Config& c) {
     if (!object(root, "$",
                 {"listeners", "control_plane", "identity", "targets", "policies", "audit",
-                 "approvals", "masking", "recording", "limits"})) {
+                 "approvals", "masking", "recording", "limits", "metrics"})) {
       return;
     }
     if (const json* l = field(root, "listeners", "$", true)) parse_listeners(*l, c);
@@ -236,6 +260,7 @@ class Parser {
     if (const json* m = field(root, "masking", "$", false)) parse_masking(*m, c);
     if (const json* r = field(root, "recording", "$", false)) parse_recording(*r, c);
     if (const json* l = field(root, "limits", "$", false)) parse_limits(*l, "$.limits", c);
+    if (const json* m = field(root, "metrics", "$", false)) parse_metrics(*m, c);
     cross_check(root, c);
   }
 
@@ -815,6 +840,25 @@ class Parser {
     integer(j, "max_pending_logins_per_source", p, c.limits.max_pending_logins_per_source, 1,
             1000000);
     integer(j, "startup_timeout_ms", p, c.limits.startup_timeout_ms, 100, 600000);
+  }
+
+  void parse_metrics(const json& j, Config& c) {
+    const std::string p = "$.metrics";
+    if (!object(j, p, {"controlplane_listen", "dataplane_listen"})) return;
+    for (auto [key, value] : {std::pair{"controlplane_listen", &c.metrics.controlplane_listen},
+                              std::pair{"dataplane_listen", &c.metrics.dataplane_listen}}) {
+      str(j, key, p, *value);
+      if (!j.contains(key)) continue;
+      if (std::string bad = check_listen_address(*value); !bad.empty()) {
+        error(p + "." + key, json_quote(*value) + ": " + bad);
+      }
+    }
+    if (!c.metrics.controlplane_listen.empty() &&
+        c.metrics.controlplane_listen == c.metrics.dataplane_listen) {
+      error(p + ".dataplane_listen",
+            "must differ from controlplane_listen (both processes "
+            "usually run on one host)");
+    }
   }
 
   void cross_check(const json& root, Config& c) {

@@ -201,6 +201,7 @@ struct Recorder::Impl {
 #define PGW_DEFINE_COUNTER(name) std::atomic<uint64_t> name{0};
   PGW_RECORDER_COUNTERS(PGW_DEFINE_COUNTER)
 #undef PGW_DEFINE_COUNTER
+  metrics::LatencyHistogram sync_latency;
 
   static constexpr size_t kSealedHeadsKept = 1024;
 
@@ -363,6 +364,7 @@ struct Recorder::Impl {
         return false;
       }
       off += n;
+      bytes_written += static_cast<uint64_t>(n);
       size_t left = static_cast<size_t>(n);
       while (left > 0) {
         size_t rest = lines[idx].size() - skip;
@@ -399,8 +401,14 @@ struct Recorder::Impl {
   // fdatasync of a written file. False (and the error noted) when it failed.
   bool sync_file(const std::string& id, SessionFile& f, int* err) {
     if (!f.dirty) return true;
-    if (fs->fdatasync(f.fd) != 0) {
-      *err = errno;
+    auto t0 = std::chrono::steady_clock::now();
+    int rc = fs->fdatasync(f.fd);
+    int saved = errno;
+    sync_latency.observe_ns(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count()));
+    if (rc != 0) {
+      *err = saved;
       ++sync_errors;
       return false;
     }
@@ -957,6 +965,13 @@ RecorderHealth Recorder::health() const {
   h.gaps_written = impl_->gaps_written.load();
   return h;
 }
+
+size_t Recorder::queue_depth() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->queue.size();
+}
+
+metrics::HistogramSnapshot Recorder::sync_latency() const { return impl_->sync_latency.snapshot(); }
 
 #define PGW_DEFINE_GETTER(name) \
   uint64_t Recorder::name() const { return impl_->name.load(); }

@@ -1,5 +1,6 @@
 // pgwarden-dp: the dataplane process.
 // Usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]
+//                    [--metrics-listen ADDRESS:PORT]
 //        pgwarden-dp --dpdk "<EAL args>" ...   (appliance mode: docs/packet-layer.md)
 //        pgwarden-dp --dpdk "<EAL args>" ... --config FILE [...]
 //            (appliance mode with the session engine in the same process: the engine listens
@@ -23,6 +24,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n"
+    "                   [--metrics-listen ADDRESS:PORT]\n"
     "       pgwarden-dp --dpdk \"<EAL args>\" ... [--config FILE ...]   (pgwarden-dp --dpdk "
     "\"\" --help)\n";
 
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
   int workers = 0;
   std::string rules_dir;
   std::string level = "info";
+  std::string metrics_listen;
   std::vector<std::string> dpdk_args;  // everything that is not a session engine flag
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -86,6 +89,8 @@ int main(int argc, char** argv) {
       rules_dir = value("--rules-dir");
     } else if (a == "--log-level") {
       level = value("--log-level");
+    } else if (a == "--metrics-listen") {
+      metrics_listen = value("--metrics-listen");
     } else if (dpdk) {
       dpdk_args.push_back(a);
     } else if (a == "--help" || a == "-h") {
@@ -106,6 +111,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e pgwarden-dp %l: %v");
   pgwarden::session::Gateway gw(config, rules_dir, workers);
+  gw.set_metrics_listen(metrics_listen);
 #ifdef PGW_HAVE_DPDK
   if (dpdk) return run_combined(gw, dpdk_args);
 #endif

@@ -1,0 +1,89 @@
+#include "common/metrics/metrics_server.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+
+#include <exception>
+#include <limits>
+#include <string_view>
+
+namespace pgwarden::metrics {
+
+prometheus::ClientMetric& Families::add(const std::string& name, const std::string& help,
+                                        prometheus::MetricType type, const Labels& labels) {
+  prometheus::MetricFamily* family = nullptr;
+  for (auto& f : families_) {
+    if (f.name == name) family = &f;
+  }
+  if (family == nullptr) {
+    families_.push_back(prometheus::MetricFamily{name, help, type, {}});
+    family = &families_.back();
+  }
+  prometheus::ClientMetric& m = family->metric.emplace_back();
+  for (const auto& [k, v] : labels) m.label.push_back({k, v});
+  return m;
+}
+
+void Families::counter(const std::string& name, const std::string& help, double value,
+                       const Labels& labels) {
+  static constexpr std::string_view kSuffix = "_total";
+  bool has_suffix = name.size() >= kSuffix.size() &&
+                    name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0;
+  add(has_suffix ? name : name + std::string(kSuffix), help, prometheus::MetricType::Counter,
+      labels)
+      .counter.value = value;
+}
+
+void Families::gauge(const std::string& name, const std::string& help, double value,
+                     const Labels& labels) {
+  add(name, help, prometheus::MetricType::Gauge, labels).gauge.value = value;
+}
+
+void Families::histogram(const std::string& name, const std::string& help,
+                         const HistogramSnapshot& h, const Labels& labels) {
+  prometheus::ClientMetric& m = add(name, help, prometheus::MetricType::Histogram, labels);
+  m.histogram.sample_count = h.count;
+  m.histogram.sample_sum = static_cast<double>(h.sum_ns) / 1e9;
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kLatencyBuckets; ++i) {
+    cumulative += h.counts[i];
+    double bound = i < kLatencyBoundsSeconds.size() ? kLatencyBoundsSeconds[i]
+                                                    : std::numeric_limits<double>::infinity();
+    m.histogram.bucket.push_back({cumulative, bound});
+  }
+}
+
+class MetricsServer::Collector : public prometheus::Collectable {
+ public:
+  explicit Collector(std::function<void(Families&)> collect) : collect_(std::move(collect)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    Families f;
+    collect_(f);
+    return f.take();
+  }
+
+ private:
+  std::function<void(Families&)> collect_;
+};
+
+Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& listen,
+                                                            Collect collect) {
+  std::unique_ptr<MetricsServer> s(new MetricsServer());
+  s->collector_ = std::make_shared<Collector>(std::move(collect));
+  try {
+    // One civetweb worker thread: scrapes are rare and cheap.
+    s->exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+  } catch (const std::exception& e) {
+    return unavailable("cannot serve metrics on " + listen + ": " + e.what());
+  }
+  s->exposer_->RegisterCollectable(s->collector_);
+  std::vector<int> ports = s->exposer_->GetListeningPorts();
+  s->port_ = ports.empty() ? 0 : ports.front();
+  return s;
+}
+
+MetricsServer::~MetricsServer() {
+  exposer_.reset();  // joins the civetweb threads: no collect after this
+}
+
+}  // namespace pgwarden::metrics
