@@ -270,6 +270,7 @@ void Gateway::reload() {
 }
 
 void Gateway::collect_metrics(metrics::Families& f) const {
+  for (const auto& source : metrics_sources_) source(f);
   // Every worker counter, summed: pgwarden_dp_<family_variant>_total.
   auto sum = [this](std::atomic<uint64_t> Counters::*member) {
     uint64_t total = 0;

@@ -50,6 +50,11 @@ class Gateway {
   void set_metrics_listen(std::string listen) { metrics_listen_override_ = std::move(listen); }
   // The port the metrics endpoint listens on; 0 when it is off.
   int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  // Adds series from another part of the process (e.g. the packet layer in the same process)
+  // to every scrape; `source` must be thread-safe and outlive the gateway. Before start().
+  void add_metrics_source(std::function<void(metrics::Families&)> source) {
+    metrics_sources_.push_back(std::move(source));
+  }
   // One scrape's worth of metric families (any thread).
   void collect_metrics(metrics::Families& out) const;
 
@@ -100,6 +105,7 @@ class Gateway {
   std::atomic<bool> stop_requested_{false};
   std::function<void()> sighup_hook_;
   std::string metrics_listen_override_;
+  std::vector<std::function<void(metrics::Families&)>> metrics_sources_;
   // Declared last: destroyed first, so no scrape reads a worker being destroyed.
   std::unique_ptr<metrics::MetricsServer> metrics_;
 };

@@ -34,6 +34,10 @@ constexpr const char* kUsage =
 // SIGINT/SIGTERM/SIGHUP. A stop signal drains the engine's sessions while the packet layer
 // still forwards, then stops the packet layer. If the packet layer fails, the engine stops.
 int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>& dpdk_args) {
+  // The packet layer's series join the session engine's /metrics endpoint. Static: it must
+  // outlive `gw` (whose endpoint reads it until the gateway is destroyed).
+  static pgwarden::packet::PacketMetrics packet_metrics;
+  gw.add_metrics_source([](pgwarden::metrics::Families& f) { packet_metrics.collect(f); });
   pgwarden::Status st = gw.start();
   if (!st.is_ok()) {
     spdlog::error("cannot start: {}", st.message());
@@ -47,7 +51,7 @@ int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>&
     engine_code = gw.run();
     stop.store(true);
   });
-  int code = pgwarden::packet::run_dpdk_mode(dpdk_args, &stop);
+  int code = pgwarden::packet::run_dpdk_mode(dpdk_args, &stop, &packet_metrics);
   if (!stop.load()) gw.request_stop();
   engine.join();
   return code != 0 ? code : engine_code;
@@ -102,7 +106,13 @@ int main(int argc, char** argv) {
     }
   }
 #ifdef PGW_HAVE_DPDK
-  if (dpdk && config.empty()) return pgwarden::packet::run_dpdk_mode(dpdk_args);
+  if (dpdk && config.empty()) {
+    if (!metrics_listen.empty()) {
+      dpdk_args.push_back("--metrics-listen");
+      dpdk_args.push_back(metrics_listen);
+    }
+    return pgwarden::packet::run_dpdk_mode(dpdk_args);
+  }
 #endif
   if (config.empty()) {
     fputs(kUsage, stderr);
