@@ -1,11 +1,18 @@
 #include "common/metrics/metrics_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <exception>
 #include <limits>
 #include <string_view>
+#include <thread>
 
 namespace pgwarden::metrics {
 
@@ -79,11 +86,54 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& l
   s->exposer_->RegisterCollectable(s->collector_);
   std::vector<int> ports = s->exposer_->GetListeningPorts();
   s->port_ = ports.empty() ? 0 : ports.front();
+  s->host_ = listen.substr(0, listen.rfind(':'));
   return s;
 }
 
+namespace {
+
+// Opens and closes a TCP connection to the endpoint, which wakes civetweb's accept loop: it
+// polls its listening socket with a 2 s timeout and sees the stop request only when it wakes.
+void poke(const std::string& host, int port) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  std::string h = host;
+  if (!h.empty() && h.front() == '[') h = h.substr(1, h.size() - 2);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, h == "0.0.0.0" ? "127.0.0.1" : h.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, h == "::" ? "::1" : h.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *v6;
+  } else {
+    return;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  (void)connect(fd, reinterpret_cast<sockaddr*>(&ss), len);
+  close(fd);
+}
+
+}  // namespace
+
 MetricsServer::~MetricsServer() {
-  exposer_.reset();  // joins the civetweb threads: no collect after this
+  // Stopping joins the civetweb threads (no collect after this). Its accept loop only notices
+  // the stop when its poll wakes, so poke it until the stop is done instead of waiting out
+  // the poll's 2 s timeout.
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    exposer_.reset();
+    stopped.store(true);
+  });
+  while (!stopped.load() && port_ != 0) {
+    poke(host_, port_);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  stopper.join();
 }
 
 }  // namespace pgwarden::metrics

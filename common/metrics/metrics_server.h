@@ -72,6 +72,7 @@ class MetricsServer {
   std::shared_ptr<Collector> collector_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
+  std::string host_;  // the listen address without the port
 };
 
 }  // namespace pgwarden::metrics
