@@ -192,6 +192,8 @@ class PrometheusScrapeTest : public SharedGatewayTest<PrometheusScrapeTest> {
   static GatewayOptions gateway_options() {
     GatewayOptions o;
     o.metrics = true;
+    o.approver_groups = {"reviewers"};
+    o.admin_principals = {{"reviewer", {"reviewers"}}};
     return o;
   }
 
@@ -274,6 +276,44 @@ TEST_F(PrometheusScrapeTest, AllowedStatementsMoveVerdictLoginCacheAndRecorderSe
   EXPECT_TRUE(reaches(recorded, recorded0 + 1));  // recording is on (level full) by default
   EXPECT_TRUE(reaches("sum(pgwarden_cp_recorder_fsync_seconds_count)", 1));
   EXPECT_TRUE(reaches(R"(sum(pgwarden_dp_verdict_cache_lookups_total{result="hit"}))", 1));
+}
+
+TEST_F(PrometheusScrapeTest, AHeldApprovalIsPendingThenCountedByItsOutcome) {
+  auto made = gw_->pg().psql(
+      "create table public.metrics_t (k int primary key, v text); "
+      "insert into public.metrics_t values (1, 'orig'); alter table public.metrics_t owner to "
+      "app_scram");
+  ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+  const std::string pending = "sum(pgwarden_cp_approvals_pending)";
+  const std::string denied = R"(sum(pgwarden_cp_approvals_resolved_total{state="denied"}))";
+  const std::string held = "sum(pgwarden_dp_statements_held_approval_total)";
+  const std::string by_reviewer =
+      R"(sum(pgwarden_dp_statements_total{verdict="deny",source="approval"}))";
+  double pending0 = value(pending), denied0 = value(denied), held0 = value(held),
+         by_reviewer0 = value(by_reviewer);
+  const std::string sql = "update public.metrics_t set v = 'changed'";  // approve rule: no WHERE
+  std::string state;
+  std::thread agent([&] { state = run(sql); });
+  EXPECT_TRUE(reaches(pending, pending0 + 1)) << prometheus_->query(pending).dump();
+  EXPECT_TRUE(reaches(held, held0 + 1));
+  // The reviewer denies it.
+  std::string id;
+  CtlResult list = gw_->ctl("reviewer", {"approvals", "list", "--state", "pending", "--json"});
+  json j = json::parse(list.out, nullptr, false);
+  if (j.is_object() && j["approvals"].is_array()) {
+    for (const json& a : j["approvals"]) {
+      if (a.value("sql", "") == sql) id = a.value("id", "");
+    }
+  }
+  EXPECT_FALSE(id.empty()) << list.out << list.err;
+  if (!id.empty()) {
+    EXPECT_EQ(gw_->ctl("reviewer", {"approvals", "deny", id, "--reason", "metrics test"}).code, 0);
+  }
+  agent.join();
+  EXPECT_EQ(state, "42501");
+  EXPECT_TRUE(reaches(denied, denied0 + 1)) << prometheus_->query(denied).dump();
+  EXPECT_TRUE(reaches(by_reviewer, by_reviewer0 + 1));
+  EXPECT_TRUE(eventually([&] { return prometheus_->scalar(pending) == pending0; }));
 }
 
 TEST_F(PrometheusScrapeTest, AFailedLoginIsCountedByItsCode) {
