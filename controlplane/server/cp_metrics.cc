@@ -22,6 +22,16 @@ void collect_cp_metrics(ControlPlane& plane, metrics::Families& f) {
     PGW_WEBHOOK_COUNTERS(PGW_X)
 #undef PGW_X
   }
+  const auto& audit_pg = plane.audit_pg_sinks();
+  for (size_t i = 0; i < audit_pg.size(); ++i) {
+    metrics::Labels sink{{"sink", std::to_string(i)}};
+#define PGW_X(name)                                                                        \
+  f.counter("pgwarden_cp_audit_pg_" #name,                                                 \
+            "PostgreSQL audit sink counter " #name " (label sink: its index among them).", \
+            static_cast<double>(audit_pg[i]->name()), sink);
+    PGW_AUDIT_PG_COUNTERS(PGW_X)
+#undef PGW_X
+  }
   f.gauge("pgwarden_cp_sessions", "Authenticated sessions the control plane tracks.",
           static_cast<double>(server.session_count()));
   f.histogram("pgwarden_cp_analysis_seconds",
