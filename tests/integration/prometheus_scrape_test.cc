@@ -342,8 +342,11 @@ TEST_F(PrometheusScrapeTest, EverySeriesTheDashboardAndTheAlertRulesUseExists) {
   for (const std::string& name : wanted) {
     // The packet layer's series exist only in DPDK appliance mode (no NIC here).
     if (name.starts_with("pgwarden_packet_")) continue;
-    // A webhook is configured only with approvals.webhook_url.
-    if (name.starts_with("pgwarden_cp_webhook_")) continue;
+    // A webhook exists only with approvals.webhook_url, audit_pg sinks only with a postgres
+    // audit sink.
+    if (name.starts_with("pgwarden_cp_webhook_") || name.starts_with("pgwarden_cp_audit_pg_")) {
+      continue;
+    }
     EXPECT_TRUE(eventually([&] { return !prometheus_->query(name).empty(); }, 10000))
         << name << " is used by docs/monitoring but was never scraped";
   }
