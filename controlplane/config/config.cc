@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "common/ascii.h"
+#include "common/metrics/listen_address.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/validator.h"
 #include "controlplane/net/http_client.h"
@@ -53,6 +54,14 @@ bool is_ip_address(const std::string& a) {
 }
 
 std::string json_quote(std::string_view s) { return json(std::string(s)).dump(); }
+
+}  // namespace
+
+std::string check_listen_address(const std::string& listen) {
+  return metrics::check_listen_address(listen);
+}
+
+namespace {
 
 // Reads one JSON document into structs, recording every problem with its path.
 class Parser {
@@ -219,7 +228,7 @@ class Parser {
   void parse_root(const json& root, Config& c) {
     if (!object(root, "$",
                 {"listeners", "control_plane", "identity", "targets", "policies", "audit",
-                 "approvals", "masking", "recording", "limits"})) {
+                 "approvals", "masking", "recording", "limits", "metrics"})) {
       return;
     }
     if (const json* l = field(root, "listeners", "$", true)) parse_listeners(*l, c);
@@ -236,6 +245,7 @@ class Parser {
     if (const json* m = field(root, "masking", "$", false)) parse_masking(*m, c);
     if (const json* r = field(root, "recording", "$", false)) parse_recording(*r, c);
     if (const json* l = field(root, "limits", "$", false)) parse_limits(*l, "$.limits", c);
+    if (const json* m = field(root, "metrics", "$", false)) parse_metrics(*m, c);
     cross_check(root, c);
   }
 
@@ -815,6 +825,25 @@ class Parser {
     integer(j, "max_pending_logins_per_source", p, c.limits.max_pending_logins_per_source, 1,
             1000000);
     integer(j, "startup_timeout_ms", p, c.limits.startup_timeout_ms, 100, 600000);
+  }
+
+  void parse_metrics(const json& j, Config& c) {
+    const std::string p = "$.metrics";
+    if (!object(j, p, {"controlplane_listen", "dataplane_listen"})) return;
+    for (auto [key, value] : {std::pair{"controlplane_listen", &c.metrics.controlplane_listen},
+                              std::pair{"dataplane_listen", &c.metrics.dataplane_listen}}) {
+      str(j, key, p, *value);
+      if (!j.contains(key)) continue;
+      if (std::string bad = check_listen_address(*value); !bad.empty()) {
+        error(p + "." + key, json_quote(*value) + ": " + bad);
+      }
+    }
+    if (!c.metrics.controlplane_listen.empty() &&
+        c.metrics.controlplane_listen == c.metrics.dataplane_listen) {
+      error(p + ".dataplane_listen",
+            "must differ from controlplane_listen (both processes "
+            "usually run on one host)");
+    }
   }
 
   void cross_check(const json& root, Config& c) {

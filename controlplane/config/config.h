@@ -69,6 +69,10 @@ struct ControlPlaneSettings {
 // identity::IdentityProviderConfig / identity::ServiceKeyConfig (controlplane/identity), the
 // structs the TokenValidator takes: one definition, validated by identity's own checks.
 
+// "" when `listen` is a valid $.metrics address ("ADDRESS:PORT", numeric IPv4 or bracketed
+// IPv6, port 1..65535), else what is wrong with it.
+std::string check_listen_address(const std::string& listen);
+
 // The group id of `name` (getgrnam_r). invalid_argument "unknown group \"x\"" when there is
 // no such group.
 Result<gid_t> lookup_group(const std::string& name);
@@ -152,6 +156,13 @@ struct LimitsSettings {
   int startup_timeout_ms = 5000;            // accept (TLS included) -> password message
 };
 
+// $.metrics: the Prometheus /metrics endpoints (docs/monitoring.md). Each is off while its
+// address is empty. "ADDRESS:PORT": a numeric IPv4 address or a bracketed IPv6 address.
+struct MetricsSettings {
+  std::string controlplane_listen;  // served by pgwarden-cp
+  std::string dataplane_listen;     // served by pgwarden-dp (its --metrics-listen overrides it)
+};
+
 struct Config {
   uint64_t version = 0;  // policy version: new on every load, also set in each Policy
   DataplaneListener dataplane;
@@ -165,6 +176,7 @@ struct Config {
   MaskingSettings masking;
   RecordingSettings recording;
   LimitsSettings limits;
+  MetricsSettings metrics;
 
   const Target* find_target(std::string_view name) const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and

@@ -322,6 +322,61 @@ TEST(ConfigTest, LimitsAndTokenExpiryParseWithDefaults) {
       << o.error_text();
 }
 
+TEST(ConfigTest, MetricsEndpointsAreOffByDefaultAndParseWhenSet) {
+  json j = example();
+  j.erase("metrics");
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  EXPECT_EQ(o.config->metrics.controlplane_listen, "");
+  EXPECT_EQ(o.config->metrics.dataplane_listen, "");
+  j["metrics"] = {{"controlplane_listen", "127.0.0.1:9631"}, {"dataplane_listen", "[::1]:9632"}};
+  o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  EXPECT_EQ(o.config->metrics.controlplane_listen, "127.0.0.1:9631");
+  EXPECT_EQ(o.config->metrics.dataplane_listen, "[::1]:9632");
+  j["metrics"] = {{"controlplane_listen", "localhost:9631"},
+                  {"dataplane_listen", "127.0.0.1:70000"},
+                  {"path", "/metrics"}};
+  o = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(o.ok());
+  EXPECT_TRUE(has_error(o,
+                        "$.metrics.controlplane_listen: \"localhost:9631\": address must be a "
+                        "numeric IPv4 address or a bracketed IPv6 address ([::1]:9631)"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(
+      o, "$.metrics.dataplane_listen: \"127.0.0.1:70000\": port must be a number 1..65535"))
+      << o.error_text();
+  EXPECT_TRUE(has_error(o, "$.metrics.path: unknown key \"path\"")) << o.error_text();
+  j["metrics"] = {{"controlplane_listen", "127.0.0.1:9631"},
+                  {"dataplane_listen", "127.0.0.1:9631"}};
+  o = parse_config(j.dump(), 1, no_env());
+  EXPECT_TRUE(has_error(o,
+                        "$.metrics.dataplane_listen: must differ from controlplane_listen (both "
+                        "processes usually run on one host)"))
+      << o.error_text();
+}
+
+struct ListenCase {
+  const char* listen;
+  bool valid;
+};
+
+class ListenAddressTest : public ::testing::TestWithParam<ListenCase> {};
+
+TEST_P(ListenAddressTest, OnlyNumericAddressesWithAPortAreAccepted) {
+  EXPECT_EQ(check_listen_address(GetParam().listen).empty(), GetParam().valid) << GetParam().listen;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ListenAddressTest,
+    ::testing::Values(ListenCase{"127.0.0.1:9187", true}, ListenCase{"0.0.0.0:1", true},
+                      ListenCase{"[::1]:9187", true}, ListenCase{"[::]:65535", true},
+                      ListenCase{"127.0.0.1", false}, ListenCase{"localhost:9187", false},
+                      ListenCase{"127.0.0.1:0", false}, ListenCase{"127.0.0.1:65536", false},
+                      ListenCase{"127.0.0.1:91a", false}, ListenCase{"::1:9187", false},
+                      ListenCase{"[::1:9187", false}, ListenCase{":9187", false},
+                      ListenCase{"", false}));
+
 TEST(ConfigTest, DuplicateKeysAreErrors) {
   std::string text = example().dump();
   text.replace(text.find("\"read_only\":true"), std::string("\"read_only\":true").size(),

@@ -65,7 +65,9 @@ class PosixFs final : public RecordingFs {
 // one after the other they cost N commits (milliseconds each) during which nothing is written.
 class ParallelSync {
  public:
-  ParallelSync(RecordingFs* fs, int helpers) : fs_(fs) {
+  // `latency` (may be null) observes every fdatasync.
+  ParallelSync(RecordingFs* fs, int helpers, metrics::LatencyHistogram* latency)
+      : fs_(fs), latency_(latency) {
     for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { work(); });
   }
   ~ParallelSync() {
@@ -101,7 +103,14 @@ class ParallelSync {
       const size_t i = next_++;
       const int fd = (*fds_)[i];
       lock.unlock();
+      auto t0 = std::chrono::steady_clock::now();
       const int err = fs_->fdatasync(fd) == 0 ? 0 : errno;
+      if (latency_ != nullptr) {
+        latency_->observe_ns(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                                 t0)
+                .count()));
+      }
       lock.lock();
       (*errs_)[i] = err;
       if (++done_ == fds_->size()) finished_.notify_all();
@@ -118,6 +127,7 @@ class ParallelSync {
   }
 
   RecordingFs* fs_;
+  metrics::LatencyHistogram* latency_;
   std::mutex mu_;
   std::condition_variable wake_;
   std::condition_variable finished_;
@@ -280,6 +290,7 @@ struct Recorder::Impl {
 #define PGW_DEFINE_COUNTER(name) std::atomic<uint64_t> name{0};
   PGW_RECORDER_COUNTERS(PGW_DEFINE_COUNTER)
 #undef PGW_DEFINE_COUNTER
+  metrics::LatencyHistogram sync_latency;
 
   static constexpr size_t kSealedHeadsKept = 1024;
   static constexpr int kSyncHelpers = 7;  // threads syncing files beside the writer
@@ -475,6 +486,7 @@ struct Recorder::Impl {
       }
       off += n;
       done += static_cast<size_t>(n);
+      bytes_written += static_cast<uint64_t>(n);
     }
     return true;
   }
@@ -951,7 +963,8 @@ Result<std::unique_ptr<Recorder>> Recorder::open(RecorderOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->fs = impl->options.fs.get();
-  impl->syncer = std::make_unique<ParallelSync>(impl->fs, Impl::kSyncHelpers);
+  impl->syncer =
+      std::make_unique<ParallelSync>(impl->fs, Impl::kSyncHelpers, &impl->sync_latency);
   impl->health.sync_mode = impl->options.sync_mode;
   impl->health.sync_interval_ms = impl->options.sync_interval.count();
   impl->load_checkpoint();
@@ -1134,6 +1147,13 @@ RecorderHealth Recorder::health() const {
   h.gaps_written = impl_->gaps_written.load();
   return h;
 }
+
+size_t Recorder::queue_depth() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->queue.size();
+}
+
+metrics::HistogramSnapshot Recorder::sync_latency() const { return impl_->sync_latency.snapshot(); }
 
 #define PGW_DEFINE_GETTER(name) \
   uint64_t Recorder::name() const { return impl_->name.load(); }

@@ -57,6 +57,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/metrics/histogram.h"
 #include "common/status.h"
 #include "controlplane/policy/policy.h"
 #include "controlplane/recording/record_fields.h"
@@ -112,7 +113,8 @@ struct RecorderOptions {
   X(gaps_written)                \
   X(sessions_sealed)             \
   X(checkpoints_written)         \
-  X(checkpoint_errors)
+  X(checkpoint_errors)           \
+  X(bytes_written)
 
 struct SessionStart {
   std::string session_id;  // REQUIRES: [A-Za-z0-9_-]{1,128} (it names the file)
@@ -218,6 +220,10 @@ class Recorder {
 #define PGW_DECLARE_COUNTER(name) uint64_t name() const;
   PGW_RECORDER_COUNTERS(PGW_DECLARE_COUNTER)
 #undef PGW_DECLARE_COUNTER
+  // Records waiting for the writer thread (thread-safe; the Prometheus queue-depth gauge).
+  size_t queue_depth() const;
+  // Latency of each fdatasync the writer made, successful or not (thread-safe).
+  metrics::HistogramSnapshot sync_latency() const;
 
  private:
   struct Impl;

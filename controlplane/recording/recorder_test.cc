@@ -115,6 +115,22 @@ TEST_F(RecorderTest, SessionRecordsFormAVerifiedHashChain) {
   EXPECT_EQ(fs::status(dir_).permissions() & fs::perms::others_all, fs::perms::none);
 }
 
+TEST_F(RecorderTest, MetricsCountBytesWrittenFsyncsAndAnEmptyQueueAfterFlush) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok()) << rec.status().to_string();
+  EXPECT_EQ((*rec)->bytes_written(), 0u);
+  write_session(**rec, "sess-m", 3);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  EXPECT_EQ((*rec)->queue_depth(), 0u);
+  // Every byte of the file went through the counted writes.
+  EXPECT_EQ((*rec)->bytes_written(),
+            static_cast<uint64_t>(std::filesystem::file_size((*rec)->path_for("sess-m"))));
+  // Each successful fdatasync is timed before it is counted: read the count first.
+  uint64_t synced = (*rec)->batches_synced();
+  EXPECT_GE(synced, 1u);
+  EXPECT_GE((*rec)->sync_latency().count, synced);
+}
+
 TEST_F(RecorderTest, FlippingOneByteInRecordKIsReportedAtK) {
   auto rec = Recorder::open(options());
   ASSERT_TRUE(rec.is_ok());

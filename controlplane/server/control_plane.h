@@ -63,6 +63,10 @@ class ControlPlane {
   EscalationServer& escalation_server() { return *server_; }
   // <state_dir>/revocations.json (pgwardenctl identities ...).
   RevocationStore& revocations() { return *revocations_; }
+  // The PostgreSQL audit sinks ($.audit.sinks[] of type postgres), in config order.
+  const std::vector<std::unique_ptr<audit_pg::AuditPgSink>>& audit_pg_sinks() const {
+    return audit_pg_;
+  }
   // nullptr when no $.approvals.webhook_url is configured.
   const approvals::WebhookNotifier* webhook() const { return webhook_.get(); }
   // The validator for the current config (admin API: validating reviewers' tokens).

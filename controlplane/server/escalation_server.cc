@@ -905,7 +905,9 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
     return recording_hold(s, id, st, req->sql);
   }
   SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config, &s->sql};
+  uint64_t t0 = metrics::monotonic_ns();
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
+  analysis_latency_.observe_ns(metrics::monotonic_ns() - t0);
   audit::AuditRecord r = decision_record(*s, resp.verdict, resp.rule, resp.message, req->sql);
   r.extra["shape_key"] = req->shape_key;
   audit_.record(r);

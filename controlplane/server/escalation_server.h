@@ -70,6 +70,7 @@
 #include <string>
 #include <thread>
 
+#include "common/metrics/histogram.h"
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/audit/audit_log.h"
@@ -198,6 +199,8 @@ class EscalationServer {
   // The latest dataplane_stats snapshot of every dataplane (admin API: `dataplane`).
   const DataplaneRegistry& dataplanes() const { return dataplanes_; }
   uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }
+  // How long the statement analyser took per `analyse` request (thread-safe).
+  metrics::HistogramSnapshot analysis_latency() const { return analysis_latency_.snapshot(); }
 
  private:
   struct Connection;
@@ -316,6 +319,7 @@ class EscalationServer {
   std::shared_ptr<const RulesGeneration> rules_;
 
   std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
+  metrics::LatencyHistogram analysis_latency_;
 };
 
 }  // namespace pgwarden::server

@@ -19,12 +19,14 @@
 #include <string>
 
 #include "common/default_paths.h"
+#include "common/metrics/metrics_server.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/protocol/messages.h"
 #include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
+#include "controlplane/server/cp_metrics.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
 
@@ -217,6 +219,20 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // $.metrics.controlplane_listen: fixed for the process (a reload does not move it).
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (const std::string& listen = first.config->metrics.controlplane_listen; !listen.empty()) {
+    auto m = metrics::MetricsServer::start(
+        listen, [&plane](metrics::Families& f) { server::collect_cp_metrics(plane, f); });
+    if (!m.is_ok()) {
+      spdlog::error("{}", m.status().message());
+      admin.stop();
+      plane.stop();
+      return 1;
+    }
+    metrics_server = std::move(*m);
+    spdlog::info("serving Prometheus metrics on http://{}/metrics", listen);
+  }
   while (true) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
@@ -228,6 +244,7 @@ int main(int argc, char** argv) {
     spdlog::info("signal {}: shutting down", sig);
     break;
   }
+  metrics_server.reset();
   admin.stop();
   plane.stop();
   plane.audit().record(audit::AuditRecord{.event = "shutdown"});

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
@@ -53,6 +55,13 @@ class CpEndpoint {
     std::lock_guard<std::mutex> lock(mu_);
     return frames_;
   }
+  // The frames once at least `n` have arrived (or after 30 s, whatever arrived): waits on the
+  // endpoint's reads, not on a clock.
+  std::vector<json> wait_frames(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(30), [&] { return frames_.size() >= n; });
+    return frames_;
+  }
 
  private:
   void serve() {
@@ -75,8 +84,11 @@ class CpEndpoint {
                 out, {{"id", j["id"]}, {"ok", true}, {"protocol", 1}, {"policy_version", 7}});
             (void)::send(c, out.data(), out.size(), MSG_NOSIGNAL);
           }
-          std::lock_guard<std::mutex> lock(mu_);
-          frames_.push_back(j);
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            frames_.push_back(j);
+          }
+          cv_.notify_all();
         }
       }
       conn_ = -1;
@@ -89,6 +101,7 @@ class CpEndpoint {
   std::atomic<int> conn_{-1};
   std::thread thread_;
   std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<json> frames_;
 };
 
@@ -156,8 +169,7 @@ TEST_F(AuditForwarderTest, EventsReachCpAsEventFramesAfterHello) {
   EXPECT_EQ(s.written_to_file, 0u);
   EXPECT_EQ(s.cp_connects, 1u);
   f->reset();  // closes the connection: every frame has been read by the endpoint
-  for (int i = 0; i < 100 && cp.frames().size() < 3; ++i) usleep(10000);
-  std::vector<json> frames = cp.frames();
+  std::vector<json> frames = cp.wait_frames(3);
   ASSERT_EQ(frames.size(), 3u);
   EXPECT_EQ(frames[0]["type"], "hello");
   EXPECT_EQ(frames[1]["kind"], "wire_deny");
@@ -229,8 +241,7 @@ TEST_F(AuditForwarderTest, StatsSnapshotsGoToCpOnTheSameConnectionAndNeverToTheF
   EXPECT_EQ(s.stats_sent, 1u);
   EXPECT_EQ(s.cp_connects, 1u);
   f->reset();
-  for (int i = 0; i < 100 && cp.frames().size() < 3; ++i) usleep(10000);
-  std::vector<json> frames = cp.frames();
+  std::vector<json> frames = cp.wait_frames(3);
   ASSERT_EQ(frames.size(), 3u);
   EXPECT_EQ(frames[1]["kind"], "wire_deny");  // queued events go first
   EXPECT_EQ(frames[2]["kind"], "dataplane_stats");

@@ -5,6 +5,8 @@
 #include <sstream>
 #include <vector>
 
+#include "common/metrics/listen_address.h"
+
 namespace pgwarden::packet {
 
 const char kDpdkUsage[] =
@@ -14,7 +16,7 @@ const char kDpdkUsage[] =
     "         [--flow-idle-timeout-ms N] [--reassembly-memcap BYTES] [--per-flow-cap BYTES]\n"
     "         [--mbufs N] [--burst N] [--idle-sleep-us N] [--cp-socket PATH]\n"
     "         [--audit-log PATH] [--stats-file PATH] [--ready-file PATH] [--name NAME]\n"
-    "         [--stats-interval-ms N]\n"
+    "         [--stats-interval-ms N] [--metrics-listen ADDRESS:PORT]\n"
     "SIGHUP re-reads the rule files (a bad file keeps the running rules).\n"
     "Default rule files: rules/sets/deny.rules rules/sets/approve.rules.\n";
 
@@ -166,6 +168,11 @@ Result<DpdkOptions> parse_dpdk_args(std::span<const std::string> cli) {
     } else if (flag == "--name") {
       if (v.empty() || v.size() > 128) return invalid_argument("--name: 1..128 bytes");
       o.dp_name = v;
+    } else if (flag == "--metrics-listen") {
+      if (std::string bad = metrics::check_listen_address(v); !bad.empty()) {
+        return invalid_argument("--metrics-listen: \"" + v + "\": " + bad);
+      }
+      o.metrics_listen = v;
     } else if (flag == "--stats-interval-ms") {
       PGW_RETURN_IF_ERROR(number(3600000));
       if (n < 100) return invalid_argument("--stats-interval-ms: at least 100");

@@ -21,11 +21,12 @@ namespace pgwarden::packet {
 
 struct DpdkOptions {
   PacketLayerConfig config;
-  std::string cp_socket;   // audit events to cp; empty: JSONL file only
-  std::string audit_log;   // JSONL fallback (and the only sink without cp)
-  std::string stats_file;  // JSON stats, rewritten every control interval
-  std::string ready_file;  // written once the ports are up
-  std::string dp_name;     // names this dataplane in cp's stats (dp.name); empty: host name
+  std::string cp_socket;       // audit events to cp; empty: JSONL file only
+  std::string audit_log;       // JSONL fallback (and the only sink without cp)
+  std::string stats_file;      // JSON stats, rewritten every control interval
+  std::string ready_file;      // written once the ports are up
+  std::string dp_name;         // names this dataplane in cp's stats (dp.name); empty: host name
+  std::string metrics_listen;  // Prometheus /metrics ("ADDRESS:PORT"); empty: none
   bool help = false;
 };
 

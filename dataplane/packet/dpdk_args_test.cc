@@ -50,6 +50,19 @@ TEST(DpdkArgsTest, NameAndStatsIntervalAreAppliedAndBounded) {
   EXPECT_FALSE(parse_dpdk_args(empty_name).is_ok());
 }
 
+TEST(DpdkArgsTest, MetricsListenIsANumericAddressAndPort) {
+  auto a = base();
+  for (const char* s : {"--metrics-listen", "127.0.0.1:9633"}) a.push_back(s);
+  auto o = parse_dpdk_args(a);
+  ASSERT_TRUE(o.is_ok()) << o.status().to_string();
+  EXPECT_EQ(o->metrics_listen, "127.0.0.1:9633");
+  auto bad = base();
+  for (const char* s : {"--metrics-listen", "localhost:9633"}) bad.push_back(s);
+  auto r = parse_dpdk_args(bad);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("--metrics-listen"), std::string::npos);
+}
+
 TEST(DpdkArgsTest, EveryValueFlagIsApplied) {
   auto a = base();
   for (const char* s :

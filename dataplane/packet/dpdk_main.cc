@@ -19,7 +19,8 @@ void on_signal(int) { g_stop.store(true); }
 
 }  // namespace
 
-int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* stop) {
+int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* stop,
+                  PacketMetrics* metrics) {
   Result<DpdkOptions> parsed = parse_dpdk_args(args);
   if (!parsed) {
     std::fprintf(stderr, "pgwarden-dp: %s\n%s", parsed.status().message().c_str(), kDpdkUsage);
@@ -43,6 +44,18 @@ int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* st
     return kExitConfig;
   }
   PacketOps& ops = **started;
+  PacketMetrics own_metrics;
+  std::unique_ptr<metrics::MetricsServer> metrics_server;
+  if (metrics == nullptr && !o.metrics_listen.empty()) {
+    metrics = &own_metrics;
+    auto server = metrics::MetricsServer::start(
+        o.metrics_listen, [&own_metrics](metrics::Families& f) { own_metrics.collect(f); });
+    if (!server) {
+      std::fprintf(stderr, "pgwarden-dp: %s\n", server.status().message().c_str());
+      return kExitConfig;
+    }
+    metrics_server = std::move(*server);
+  }
   if (stop == nullptr) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
@@ -52,7 +65,10 @@ int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* st
   hooks.stop = stop != nullptr ? stop : &g_stop;
   // Both run on the main lcore's control tick: they only queue; the forwarder's thread does
   // the I/O to cp.
-  hooks.on_stats = [&](const PacketLayerStats& s) { ops.on_stats(s); };
+  hooks.on_stats = [&](const PacketLayerStats& s) {
+    ops.on_stats(s);
+    if (metrics != nullptr) metrics->update(s);
+  };
   hooks.on_audit = [&](const AuditEvent& ev) { ops.on_audit(ev); };
   hooks.on_ready = [&](PacketLayer& layer) {
     if (Status st = ops.attach(layer); !st) {

@@ -10,14 +10,21 @@
 // the caller owns the signals and stops the layer by setting *stop; this is how pgwarden-dp
 // runs the packet layer and the session engine in one process (the session engine's signal
 // loop drains its sessions first, then sets *stop).
+//
+// Metrics: `metrics` non-null gets every stats snapshot (the caller serves it, e.g. on the
+// session engine's endpoint); null with --metrics-listen: the packet layer serves its own
+// /metrics there.
 #pragma once
 
 #include <atomic>
 #include <span>
 #include <string>
 
+#include "dataplane/packet/packet_metrics.h"
+
 namespace pgwarden::packet {
 
-int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* stop = nullptr);
+int run_dpdk_mode(std::span<const std::string> args, const std::atomic<bool>* stop = nullptr,
+                  PacketMetrics* metrics = nullptr);
 
 }  // namespace pgwarden::packet

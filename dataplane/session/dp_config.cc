@@ -20,6 +20,7 @@ DataplaneConfig dataplane_config_from(const config::Config& c) {
   d.listeners.push_back(lc);
   d.workers = l.worker_threads;
   d.controlplane_socket = c.control_plane.socket_path;
+  d.metrics_listen = c.metrics.dataplane_listen;
   d.limits.max_connections = l.max_connections;
   d.limits.auth_timeout_ms = int64_t{l.auth_timeout_s} * 1000;
   d.limits.idle_timeout_ms = int64_t{l.idle_timeout_s} * 1000;

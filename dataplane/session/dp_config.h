@@ -57,6 +57,8 @@ struct DataplaneConfig {
   std::string rules_dir;  // rule set files <name>.rules
   std::vector<ListenerConfig> listeners;
   Limits limits;
+  // $.metrics.dataplane_listen: the Prometheus endpoint ("" = none; fixed for the process).
+  std::string metrics_listen;
   // Every distinct rule_sets list named by a policy (compiled at load time).
   std::vector<std::vector<std::string>> rule_set_lists;
 };

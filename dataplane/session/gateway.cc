@@ -6,10 +6,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <map>
 #include <sstream>
 #include <thread>
 
 #include "common/default_paths.h"
+#include "controlplane/config/config.h"
 #include "dataplane/session/event_loop.h"
 #include "rules/rule_bundle.h"
 
@@ -43,6 +45,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_p
 }
 
 Gateway::~Gateway() {
+  metrics_.reset();
   {
     std::lock_guard<std::mutex> lock(push_mu_);
     installer_stop_ = true;
@@ -218,6 +221,18 @@ Status Gateway::start() {
     PGW_RETURN_IF_ERROR(w->init());
     workers_.push_back(std::move(w));
   }
+  std::string metrics_listen =
+      metrics_listen_override_.empty() ? runtime_->config.metrics_listen : metrics_listen_override_;
+  if (!metrics_listen.empty()) {
+    if (std::string bad = config::check_listen_address(metrics_listen); !bad.empty()) {
+      return invalid_argument("metrics listen address \"" + metrics_listen + "\": " + bad);
+    }
+    auto server = metrics::MetricsServer::start(
+        metrics_listen, [this](metrics::Families& f) { collect_metrics(f); });
+    if (!server.is_ok()) return server.status();
+    metrics_ = std::move(*server);
+    spdlog::info("pgwarden-dp serving Prometheus metrics on http://{}/metrics", metrics_listen);
+  }
   for (auto& w : workers_) w->start_thread();
   installer_ = std::thread([this] { installer_loop(); });
   for (const auto& l : runtime_->config.listeners) {
@@ -252,6 +267,103 @@ void Gateway::reload() {
   for (auto& w : workers_) w->set_runtime(runtime_);
   spdlog::info("reloaded config{} from {}",
                cp_rules ? " (rules stay cp's generation)" : " and rules", config_path_);
+}
+
+void Gateway::collect_metrics(metrics::Families& f) const {
+  for (const auto& source : metrics_sources_) source(f);
+  // Every worker counter, summed: pgwarden_dp_<family_variant>_total.
+  auto sum = [this](std::atomic<uint64_t> Counters::*member) {
+    uint64_t total = 0;
+    for (const auto& w : workers_) total += (w->counters().*member).load();
+    return static_cast<double>(total);
+  };
+#define PGW_EXPORT_COUNTER(name)                                                               \
+  f.counter("pgwarden_dp_" #name,                                                              \
+            "Session engine counter " #name ", summed over the workers (docs/monitoring.md).", \
+            sum(&Counters::name));
+  PGW_SESSION_COUNTERS(PGW_EXPORT_COUNTER)
+#undef PGW_EXPORT_COUNTER
+  // Logins by outcome (the same counters, one family for dashboards).
+  const char* logins_help =
+      "Connections by login outcome: ok, failed, or refused/evicted by a limit.";
+  for (auto [outcome, member] :
+       {std::pair{"ok", &Counters::sessions_login_ok},
+        std::pair{"failed", &Counters::sessions_login_failed},
+        std::pair{"refused_max_connections", &Counters::sessions_refused_limit},
+        std::pair{"refused_total_cap", &Counters::logins_refused_total_cap},
+        std::pair{"refused_source_cap", &Counters::logins_refused_source_cap},
+        std::pair{"evicted_total_cap", &Counters::logins_evicted_total_cap},
+        std::pair{"evicted_source_cap", &Counters::logins_evicted_source_cap},
+        std::pair{"startup_timeout", &Counters::logins_startup_timeout}}) {
+    f.counter("pgwarden_dp_logins_total", logins_help, sum(member), {{"outcome", outcome}});
+  }
+  f.counter("pgwarden_dp_verdict_cache_lookups_total", "Verdict cache lookups by result.",
+            sum(&Counters::verdict_cache_hits), {{"result", "hit"}});
+  f.counter("pgwarden_dp_verdict_cache_lookups_total", "Verdict cache lookups by result.",
+            sum(&Counters::verdict_cache_misses), {{"result", "miss"}});
+  size_t pending = 0, sessions = 0;
+  metrics::HistogramSnapshot prescreen, analysis;
+  std::map<std::vector<std::string>, uint64_t> statements, login_failures;
+  uint64_t statements_overflow = 0, login_failures_overflow = 0;
+  for (const auto& w : workers_) {
+    pending += w->pending_logins();
+    sessions += w->session_count();
+    prescreen.add(w->metrics().prescreen.snapshot());
+    analysis.add(w->metrics().analysis.snapshot());
+    w->metrics().statements.for_each(
+        [&](const std::vector<std::string>& v, uint64_t n) { statements[v] += n; });
+    w->metrics().login_failures.for_each(
+        [&](const std::vector<std::string>& v, uint64_t n) { login_failures[v] += n; });
+    statements_overflow += w->metrics().statements.overflowed();
+    login_failures_overflow += w->metrics().login_failures.overflowed();
+  }
+  for (const auto& [v, n] : statements) {
+    f.counter("pgwarden_dp_statements_total",
+              "Statements decided, by verdict (allow, deny), rule and source (prescreen, cache, "
+              "cp, cp_error, approval, recording).",
+              static_cast<double>(n), {{"verdict", v[0]}, {"rule", v[1]}, {"source", v[2]}});
+  }
+  f.counter("pgwarden_dp_statements_label_overflow_total",
+            "Decided statements not counted by rule: too many distinct label sets.",
+            static_cast<double>(statements_overflow));
+  for (const auto& [v, n] : login_failures) {
+    f.counter("pgwarden_dp_login_failures_total",
+              "Failed logins by cause (auth_failed, upstream_unreachable, upstream_scram_failed, "
+              "upstream_tls_failed, ...).",
+              static_cast<double>(n), {{"code", v[0]}});
+  }
+  f.counter("pgwarden_dp_login_failures_label_overflow_total",
+            "Failed logins not counted by code: too many distinct codes.",
+            static_cast<double>(login_failures_overflow));
+  f.histogram("pgwarden_dp_prescreen_seconds",
+              "Time to prescreen one statement (lexer + rule matcher) on a worker.", prescreen);
+  f.histogram("pgwarden_dp_analysis_seconds",
+              "Time from an analyse request to the control plane's answer, as the dp waits it.",
+              analysis);
+  f.gauge("pgwarden_dp_connections",
+          "Sessions past their password message (authenticating or logged in).",
+          shared_.connections.load());
+  f.gauge("pgwarden_dp_sessions", "Sessions the workers hold (any phase).",
+          static_cast<double>(sessions));
+  f.gauge("pgwarden_dp_pending_logins", "Connections that have not sent their password yet.",
+          static_cast<double>(pending));
+  f.gauge("pgwarden_dp_workers", "Session engine worker threads.",
+          static_cast<double>(workers_.size()));
+  std::lock_guard<std::mutex> lock(runtime_mu_);
+  const Limits& limits = runtime_->config.limits;
+  f.gauge("pgwarden_dp_max_connections", "limits: max_connections.", limits.max_connections);
+  f.gauge("pgwarden_dp_max_pending_logins", "limits: max_pending_logins.",
+          limits.max_pending_logins);
+  f.gauge("pgwarden_dp_rules_generation", "The rules generation the workers screen with.",
+          static_cast<double>(runtime_->rules->generation));
+  f.gauge("pgwarden_dp_rules", "Rules in the running generation.",
+          static_cast<double>(runtime_->rules->rules));
+  f.counter("pgwarden_dp_rules_reloads_total", "Rules generations installed, by outcome.",
+            static_cast<double>(rules_status_.reloads_ok), {{"outcome", "ok"}});
+  f.counter("pgwarden_dp_rules_reloads_total", "Rules generations installed, by outcome.",
+            static_cast<double>(rules_status_.reloads_failed), {{"outcome", "failed"}});
+  f.gauge("pgwarden_dp_start_time_seconds", "Unix time the process started.",
+          static_cast<double>(started_unix_ms_) / 1000.0);
 }
 
 std::string Gateway::counters_text() const {

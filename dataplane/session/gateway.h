@@ -10,6 +10,9 @@
 // their next statement. From then on SIGHUP reloads limits and TLS but keeps cp's rules.
 // Worker 0 reports the running generation and the login counters to cp every second
 // (event dataplane_stats), so `pgwardenctl status` shows them.
+// With $.metrics.dataplane_listen (or --metrics-listen) the process also serves Prometheus
+// /metrics: the workers' counters, histograms and labeled counters, summed at each scrape
+// (docs/monitoring.md).
 #pragma once
 
 #include <atomic>
@@ -23,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/metrics/metrics_server.h"
 #include "common/status.h"
 #include "dataplane/session/worker.h"
 
@@ -41,6 +45,18 @@ class Gateway {
         rules_dir_(std::move(rules_dir)),
         workers_override_(workers_override) {}
   ~Gateway();
+
+  // Overrides $.metrics.dataplane_listen ("ADDRESS:PORT"); call before start().
+  void set_metrics_listen(std::string listen) { metrics_listen_override_ = std::move(listen); }
+  // The port the metrics endpoint listens on; 0 when it is off.
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+  // Adds series from another part of the process (e.g. the packet layer in the same process)
+  // to every scrape; `source` must be thread-safe and outlive the gateway. Before start().
+  void add_metrics_source(std::function<void(metrics::Families&)> source) {
+    metrics_sources_.push_back(std::move(source));
+  }
+  // One scrape's worth of metric families (any thread).
+  void collect_metrics(metrics::Families& out) const;
 
   // Blocks SIGTERM/SIGINT/SIGHUP in the calling thread (workers inherit the mask), builds the
   // runtime, binds the listeners and starts the workers.
@@ -88,6 +104,10 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stop_requested_{false};
   std::function<void()> sighup_hook_;
+  std::string metrics_listen_override_;
+  std::vector<std::function<void(metrics::Families&)>> metrics_sources_;
+  // Declared last: destroyed first, so no scrape reads a worker being destroyed.
+  std::unique_ptr<metrics::MetricsServer> metrics_;
 };
 
 }  // namespace pgwarden::session

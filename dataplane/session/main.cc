@@ -1,5 +1,6 @@
 // pgwarden-dp: the dataplane process.
 // Usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]
+//                    [--metrics-listen ADDRESS:PORT]
 //        pgwarden-dp --dpdk "<EAL args>" ...   (appliance mode: docs/packet-layer.md)
 //        pgwarden-dp --dpdk "<EAL args>" ... --config FILE [...]
 //            (appliance mode with the session engine in the same process: the engine listens
@@ -23,6 +24,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: pgwarden-dp --config FILE [--workers N] [--rules-dir DIR] [--log-level LEVEL]\n"
+    "                   [--metrics-listen ADDRESS:PORT]\n"
     "       pgwarden-dp --dpdk \"<EAL args>\" ... [--config FILE ...]   (pgwarden-dp --dpdk "
     "\"\" --help)\n";
 
@@ -32,6 +34,10 @@ constexpr const char* kUsage =
 // SIGINT/SIGTERM/SIGHUP. A stop signal drains the engine's sessions while the packet layer
 // still forwards, then stops the packet layer. If the packet layer fails, the engine stops.
 int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>& dpdk_args) {
+  // The packet layer's series join the session engine's /metrics endpoint. Static: it must
+  // outlive `gw` (whose endpoint reads it until the gateway is destroyed).
+  static pgwarden::packet::PacketMetrics packet_metrics;
+  gw.add_metrics_source([](pgwarden::metrics::Families& f) { packet_metrics.collect(f); });
   pgwarden::Status st = gw.start();
   if (!st.is_ok()) {
     spdlog::error("cannot start: {}", st.message());
@@ -45,7 +51,7 @@ int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>&
     engine_code = gw.run();
     stop.store(true);
   });
-  int code = pgwarden::packet::run_dpdk_mode(dpdk_args, &stop);
+  int code = pgwarden::packet::run_dpdk_mode(dpdk_args, &stop, &packet_metrics);
   if (!stop.load()) gw.request_stop();
   engine.join();
   return code != 0 ? code : engine_code;
@@ -68,6 +74,7 @@ int main(int argc, char** argv) {
   int workers = 0;
   std::string rules_dir;
   std::string level = "info";
+  std::string metrics_listen;
   std::vector<std::string> dpdk_args;  // everything that is not a session engine flag
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -86,6 +93,8 @@ int main(int argc, char** argv) {
       rules_dir = value("--rules-dir");
     } else if (a == "--log-level") {
       level = value("--log-level");
+    } else if (a == "--metrics-listen") {
+      metrics_listen = value("--metrics-listen");
     } else if (dpdk) {
       dpdk_args.push_back(a);
     } else if (a == "--help" || a == "-h") {
@@ -97,7 +106,13 @@ int main(int argc, char** argv) {
     }
   }
 #ifdef PGW_HAVE_DPDK
-  if (dpdk && config.empty()) return pgwarden::packet::run_dpdk_mode(dpdk_args);
+  if (dpdk && config.empty()) {
+    if (!metrics_listen.empty()) {
+      dpdk_args.push_back("--metrics-listen");
+      dpdk_args.push_back(metrics_listen);
+    }
+    return pgwarden::packet::run_dpdk_mode(dpdk_args);
+  }
 #endif
   if (config.empty()) {
     fputs(kUsage, stderr);
@@ -106,6 +121,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e pgwarden-dp %l: %v");
   pgwarden::session::Gateway gw(config, rules_dir, workers);
+  gw.set_metrics_listen(metrics_listen);
 #ifdef PGW_HAVE_DPDK
   if (dpdk) return run_combined(gw, dpdk_args);
 #endif

@@ -916,7 +916,9 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     rules_generation_ = screen.generation();
     if (results_) results_->set_rule_set(rule_set_);
   }
+  uint64_t screen_start_ns = metrics::monotonic_ns();
   screen.screen(sql, rule_set_.get(), &screen_);
+  worker_->metrics().prescreen.observe_ns(metrics::monotonic_ns() - screen_start_ns);
   if (const PrescreenMatch* deny = screen_.first("deny")) {
     std::string msg = "pgwarden: statement denied by rule " + deny->rule;
     if (!deny->message.empty()) msg += ": " + deny->message;
@@ -1055,7 +1057,9 @@ void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
   worker_->cp().request(
       "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
       [w = worker_, id = id_, seq, shape, sql = std::move(sql),
-       approve_match = std::move(approve_match)](Result<json> r) mutable {
+       approve_match = std::move(approve_match),
+       t0 = metrics::monotonic_ns()](Result<json> r) mutable {
+        w->metrics().analysis.observe_ns(metrics::monotonic_ns() - t0);
         Session* s = w->find(id);
         if (s == nullptr || s->escalation_seq_ != seq) return;
         s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
@@ -1175,6 +1179,7 @@ void Session::resume_with(Decision d) {
 void Session::record_then_resume(std::string_view sql, Decision d, const char* source) {
   waiting_cp_ = true;
   if (results_) results_->note_decision("allow", d.rule, approval_id_);
+  worker_->metrics().statements.inc({"allow", d.rule, source});
   json req = {{"session_id", sid_hex_},  {"kind", "statement"},
               {"sql", std::string(sql)}, {"shape_key", hex64(screen_.shape_key)},
               {"verdict", "allow"},      {"rule", d.rule},
@@ -1552,6 +1557,7 @@ void Session::login_failed(std::string_view sqlstate, std::string_view message,
                            std::string_view code) {
   if (destroyed_ || state_ == State::kClosing) return;
   bump(worker_->counters().sessions_login_failed);
+  worker_->metrics().login_failures.inc({code});
   spdlog::info("session {}: login failed for user \"{}\" target \"{}\" from {}: {} ({})",
                session_id_hex(), user_, target_, peer_text_, code, sqlstate);
   emit_event({{"kind", "error"},
@@ -1917,6 +1923,7 @@ void Session::emit_event(json ev) {
 void Session::emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
                              const char* source) {
   if (results_) results_->note_decision(verdict, rule, approval_id_);
+  worker_->metrics().statements.inc({verdict, rule, source});
   if (grant_.recording == "off") return;
   // Built by hand: this runs for every statement.
   auto quoted = [](std::string_view v) {

@@ -20,6 +20,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/metrics/histogram.h"
+#include "common/metrics/labeled_counters.h"
 #include "common/status.h"
 #include "dataplane/session/cancel_map.h"
 #include "dataplane/session/cp_client.h"
@@ -63,6 +65,15 @@ struct Counters {
 #define PGW_DECLARE_COUNTER(name) std::atomic<uint64_t> name{0};
   PGW_SESSION_COUNTERS(PGW_DECLARE_COUNTER)
 #undef PGW_DECLARE_COUNTER
+};
+
+// What a worker keeps for the Prometheus endpoint beyond Counters (docs/monitoring.md). Written
+// on the worker's loop thread only; read by the metrics thread.
+struct WorkerMetrics {
+  metrics::LatencyHistogram prescreen;  // Screen::screen() per statement
+  metrics::LatencyHistogram analysis;   // `analyse` request -> cp's answer (or its failure)
+  metrics::LabeledCounters statements;  // decided statements by (verdict, rule, source)
+  metrics::LabeledCounters login_failures{256};  // failed logins by code (upstream_..., ...)
 };
 
 // Single-writer increment (only the owning worker writes its counters).
@@ -123,6 +134,7 @@ class Worker {
   bool finished() const { return finished_.load(); }
   size_t pending_logins() const { return pending_count_.load(); }
   const Counters& counters() const { return counters_; }
+  const WorkerMetrics& metrics() const { return metrics_; }
   size_t session_count() const { return session_count_.load(); }
 
   // Loop-thread API used by sessions.
@@ -132,6 +144,7 @@ class Worker {
   VerdictCache& cache() { return cache_; }
   Screen& screen() { return screen_; }
   Counters& counters() { return counters_; }
+  WorkerMetrics& metrics() { return metrics_; }
   Shared& shared() { return *shared_; }
   const Runtime& runtime() const { return *runtime_; }
   bool draining() const { return draining_; }
@@ -178,6 +191,7 @@ class Worker {
   VerdictCache cache_;
   Screen screen_;
   Counters counters_;
+  WorkerMetrics metrics_;
   PendingLogins pending_;
   std::atomic<size_t> pending_count_{0};
   int64_t flood_reported_ms_ = -kFloodLogIntervalMs;

@@ -144,6 +144,12 @@ Status GatewayHarness::write_config() {
   if (!options_.masking_key_file.empty()) {
     config["masking"] = {{"key_file", options_.masking_key_file}};
   }
+  if (options_.metrics) {
+    if (cp_metrics_port_ == 0) cp_metrics_port_ = free_tcp_port();
+    if (dp_metrics_port_ == 0) dp_metrics_port_ = free_tcp_port();
+    config["metrics"] = {{"controlplane_listen", "127.0.0.1:" + std::to_string(cp_metrics_port_)},
+                         {"dataplane_listen", "127.0.0.1:" + std::to_string(dp_metrics_port_)}};
+  }
   std::string tmp = dir_ + "/pgwarden.json.tmp";
   std::ofstream(tmp) << config.dump(2);
   if (rename(tmp.c_str(), (dir_ + "/pgwarden.json").c_str()) != 0) {

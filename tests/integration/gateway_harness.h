@@ -87,6 +87,9 @@ struct GatewayOptions {
   int max_pending_logins = 0;
   int max_pending_logins_per_source = 0;
   int startup_timeout_ms = 0;
+  // $.metrics: when true, cp and dp serve Prometheus /metrics on free loopback ports
+  // (cp_metrics_port(), dp_metrics_port()).
+  bool metrics = false;
 };
 
 class GatewayHarness {
@@ -118,6 +121,9 @@ class GatewayHarness {
   // The audit log (file sink) as written so far.
   std::string audit_log() const;
   int port() const { return dp_port_; }
+  // The /metrics ports (GatewayOptions::metrics); 0 when off.
+  int cp_metrics_port() const { return cp_metrics_port_; }
+  int dp_metrics_port() const { return dp_metrics_port_; }
   PgSandbox& pg() { return pg_; }
   const std::string& dir() const { return dir_; }
   std::string state_dir() const { return dir_ + "/state"; }
@@ -168,6 +174,8 @@ class GatewayHarness {
   std::map<std::string, std::string> admin_files_;   // principal -> credential file
   std::string policy_json_;
   int dp_port_ = 0;
+  int cp_metrics_port_ = 0;
+  int dp_metrics_port_ = 0;
   CpProcess cp_;
   pid_t dp_pid_ = -1;
   bool state_mounted_ = false;

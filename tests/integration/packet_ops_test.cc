@@ -5,28 +5,32 @@
 // the real pgwarden-dp --dpdk binary on net_null ports against the same cp.
 #include "dataplane/packet/packet_ops.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <rte_eth_ring.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "common/source_root.h"
 #include "controlplane/protocol/client.h"
 #include "controlplane/vault/credential_hash.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
 #include "tests/integration/cp_process.h"
-#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {
@@ -452,6 +456,97 @@ TEST_F(PacketOpsTest, RealDpdkBinaryReportsNullPortsAndRejectsABrokenReload) {
   std::filesystem::remove_all("/var/run/dpdk/pgwbin" + std::to_string(pid), ec);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(dir_ + "/dp.log");
   EXPECT_NE(slurp(dir_ + "/dp.log").find("rule reload rejected"), std::string::npos);
+}
+
+// GET /metrics from 127.0.0.1:port (HTTP/1.0); "" when nobody answers yet.
+std::string scrape_metrics(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string req = "GET /metrics HTTP/1.0\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
+// The value of the first sample line starting with `series` (-1 when absent).
+double sample(const std::string& text, const std::string& series) {
+  size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::strtod(text.c_str() + at + series.size() + 2, nullptr);
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  (void)::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST_F(PacketOpsTest, RealDpdkBinaryServesPacketMetricsThatFollowTraffic) {
+  const char* dp = std::getenv("PGW_DP_BIN");
+  ASSERT_NE(dp, nullptr) << "PGW_DP_BIN not set";
+  int port = free_port();
+  std::string listen = "127.0.0.1:" + std::to_string(port);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = ::open((dir_ + "/dp-metrics.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 2);
+    std::string eal =
+        "-l 0 --no-huge -m 256 --no-pci --no-shconf --no-telemetry "
+        "--file-prefix=pgwmet" +
+        std::to_string(::getpid()) + " --vdev=net_null0 --vdev=net_null1";
+    // --metrics-listen before --dpdk's own flags: main.cc hands it to the packet layer.
+    execl(dp, "pgwarden-dp", "--dpdk", eal.c_str(), "--metrics-listen", listen.c_str(),
+          "--agent-port", "net_null0", "--db-port", "net_null1", "--rule-file", rule_file_.c_str(),
+          "--audit-log", (dir_ + "/dp-metrics-audit.jsonl").c_str(), "--stats-interval-ms", "200",
+          "--idle-sleep-us", "1000", nullptr);
+    _exit(127);
+  }
+  // Wait for a snapshot with traffic (net_null delivers frames on every poll), then for a
+  // later one that moved.
+  std::string first;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline &&
+         sample(first = scrape_metrics(port), "pgwarden_packet_rx_packets_total") <= 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  double rx = sample(first, "pgwarden_packet_rx_packets_total");
+  EXPECT_GT(rx, 0) << first << slurp(dir_ + "/dp-metrics.log");
+  EXPECT_EQ(sample(first, "pgwarden_packet_port_link_up{port=\"agent\"}"), 1) << first;
+  EXPECT_GE(sample(first, "pgwarden_packet_port_rx_packets_total{port=\"agent\"}"), 0) << first;
+  EXPECT_GE(sample(first, "pgwarden_packet_prescreen_denied_total"), 0) << first;
+  EXPECT_GE(sample(first, "pgwarden_packet_tcp_held_out_of_order_total"), 0) << first;
+  EXPECT_GE(sample(first, "pgwarden_packet_flows_active"), 0) << first;
+  EXPECT_EQ(sample(first, "pgwarden_packet_rules_generation"), 1) << first;
+  std::string later;
+  while (std::chrono::steady_clock::now() < deadline &&
+         sample(later = scrape_metrics(port), "pgwarden_packet_rx_packets_total") <= rx) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GT(sample(later, "pgwarden_packet_rx_packets_total"), rx) << later;
+
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::error_code ec;
+  std::filesystem::remove_all("/var/run/dpdk/pgwmet" + std::to_string(pid), ec);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << slurp(dir_ + "/dp-metrics.log");
 }
 
 }  // namespace
