@@ -39,31 +39,7 @@ uint64_t mix(uint64_t h, uint64_t v) {
 
 std::string_view body_of(std::string_view whole) { return whole.substr(5); }
 
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
-}
-
-json value_json(std::string_view v, bool binary) {
-  if (!binary && valid_utf8(v)) return std::string(v);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\\x";
-  out.reserve(2 + 2 * v.size());
-  for (unsigned char c : v) {
-    out += kHex[c >> 4];
-    out += kHex[c & 0xf];
-  }
-  return out;
-}
+json value_json(std::string_view v, bool binary) { return render_value(v, binary); }
 
 // Rows affected from a CommandComplete tag ("SELECT 3", "INSERT 0 5", "COPY 7"); 0 if none.
 uint64_t tag_rows(std::string_view tag) {
@@ -239,9 +215,7 @@ ResultFilter::Unit* ResultFilter::front_unit(uint64_t cycle) {
   return nullptr;
 }
 
-ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view whole,
-                                              uint64_t cycles_received, int64_t now_ms,
-                                              std::string& out) {
+void ResultFilter::enter_cycle(uint64_t cycles_received) {
   cycle_now_ = cycles_received + 1;
   // Replies of earlier cycles can no longer come.
   while (!describes_.empty() && describes_.front().cycle < cycle_now_) describes_.pop_front();
@@ -253,7 +227,129 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
     done_in_cycle_ = 0;
     copy_outs_in_cycle_ = 0;
   }
+}
 
+uint32_t ResultFilter::whole_limit(uint8_t type) const {
+  if (swallow_) return kStreamRowsAbove;  // swallowed anyway: never buffer much of it
+  switch (type) {
+    case 'D':
+      return have_plan_ && masker_ == nullptr ? kStreamRowsAbove : kMaxMaskedRowBytes;
+    case 'd':
+      if (copy_out_ && masker_ == nullptr && !(copy_line_detect_ && has_detect_)) {
+        return kStreamRowsAbove;
+      }
+      return kMaxMaskedRowBytes;
+    default:
+      return kMaxInspectedMessageBytes;
+  }
+}
+
+ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
+                                              uint64_t cycles_received, std::string& out) {
+  enter_cycle(cycles_received);
+  large_type_ = type;
+  large_length_ = length >= 4 ? length - 4 : 0;
+  large_record_ = false;
+  large_refuse_ = false;
+  if (swallow_) {
+    // Relayed as on_message() would: notices pass, everything else of the cycle is dropped.
+    return type == 'N' || type == 'S' || type == 'A' ? Large::kPass : Large::kDiscard;
+  }
+  Unit* u = front_unit(cycle_now_);
+  const bool record = record_rows() && u != nullptr && u->recorded < config_.row_cap;
+  switch (type) {
+    case 'D':
+      if (!have_plan_) {
+        start_swallow(
+            "08P01",
+            "pgwarden: result refused: a row arrived with no row description to mask it by", out);
+        return Large::kDiscard;
+      }
+      if (masker_ != nullptr) {
+        // Too large to mask in memory: dropped as it arrives, refused at its end (the column
+        // is known by then).
+        large_refuse_ = true;
+        large_row_.start(formats_, false);
+        return Large::kDiscard;
+      }
+      large_record_ = record;
+      large_row_.start(formats_, record);
+      return Large::kPass;
+    case 'd':
+      if (!copy_out_) {
+        start_swallow("08P01", "pgwarden: unexpected CopyData from the upstream database", out);
+        return Large::kDiscard;
+      }
+      if (masker_ != nullptr || copy_header_pending_ || (copy_line_detect_ && has_detect_)) {
+        large_refuse_ = true;
+        return Large::kDiscard;
+      }
+      large_record_ = record;
+      if (record) large_line_.start(false, kRecordedValueBytes, kRecordedPrefixBytes);
+      return Large::kPass;
+    default:
+      start_swallow("54000",
+                    "pgwarden: result refused: a '" + std::string(1, static_cast<char>(type)) +
+                        "' message of " + std::to_string(large_length_) +
+                        " bytes from the upstream database is larger than the gateway inspects (" +
+                        std::to_string(kMaxInspectedMessageBytes) + " bytes)",
+                    out);
+      return Large::kDiscard;
+  }
+}
+
+void ResultFilter::large_chunk(std::string_view chunk) {
+  if (large_type_ == 'D' && (large_record_ || large_refuse_)) {
+    large_row_.feed(chunk);
+  } else if (large_type_ == 'd' && large_record_) {
+    large_line_.update(chunk);
+  }
+}
+
+void ResultFilter::end_large(std::string& out) {
+  const uint8_t type = std::exchange(large_type_, 0);
+  if (large_refuse_) {
+    large_refuse_ = false;
+    std::string what;
+    if (type == 'D') {
+      int i = large_row_.largest_index();
+      std::string name = i >= 0 && static_cast<size_t>(i) < column_names_.size()
+                             ? column_names_[static_cast<size_t>(i)]
+                             : "?";
+      what = "column \"" + name + "\" holds a value of " +
+             std::to_string(large_row_.largest_length()) + " bytes in a row of " +
+             std::to_string(large_length_) + " bytes";
+    } else {
+      what = "a COPY line of " + std::to_string(large_length_) + " bytes";
+    }
+    start_swallow("54000",
+                  "pgwarden: result refused: " + what +
+                      ", and the policy masks or scans this result; the gateway masks rows up to " +
+                      std::to_string(kMaxMaskedRowBytes) +
+                      " bytes (select a shorter part of the value, e.g. with substring(), or "
+                      "leave the column unmasked)",
+                  out);
+    return;
+  }
+  if (!large_record_) return;
+  large_record_ = false;
+  Unit* u = front_unit(cycle_now_);
+  if (u == nullptr) return;
+  size_t bytes = 0;
+  if (type == 'D') {
+    if (large_row_.failed() || !large_row_.complete()) return;  // PostgreSQL's bytes: not a row
+    bytes = large_row_.rendered_bytes();
+    add_recorded_row(*u, large_row_.take_values(), bytes);
+  } else {
+    json line = large_line_.finish(&bytes);
+    add_recorded_row(*u, json::array({std::move(line)}), bytes);
+  }
+}
+
+ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view whole,
+                                              uint64_t cycles_received, int64_t now_ms,
+                                              std::string& out) {
+  enter_cycle(cycles_received);
   if (swallow_ && type != 'Z') {
     if (type == 'N' || type == 'S' || type == 'A') return Action::kForward;
     return Action::kConsumed;
@@ -402,9 +498,11 @@ ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bo
   }
   have_plan_ = true;
   formats_.clear();
+  column_names_.clear();
   json columns = json::array();
   for (const pw::FieldDescription& f : rd.fields) {
     formats_.push_back(f.format);
+    column_names_.emplace_back(f.name);
     columns.push_back({{"name", value_json(f.name, false)}, {"type_oid", f.type_oid}});
   }
   if (Unit* u = front_unit(cycle_now_)) {
@@ -602,9 +700,11 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
     std::string_view seen = std::string_view(out).substr(start + 5);
     if (!seen.empty() && seen.back() == '\n') seen.remove_suffix(1);
     if (Unit* u = front_unit(cycle_now_); u != nullptr && u->recorded < config_.row_cap) {
-      u->batch.push_back(json::array({value_json(seen, false)}));
-      ++u->recorded;
-      if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+      size_t bytes = 0;
+      large_line_.start(false, kRecordedValueBytes, kRecordedPrefixBytes);
+      large_line_.update(seen);
+      json value = large_line_.finish(&bytes);
+      add_recorded_row(*u, json::array({std::move(value)}), bytes);
     }
   }
   return Action::kConsumed;
@@ -622,6 +722,7 @@ void ResultFilter::start_swallow(std::string_view sqlstate, std::string_view mes
     u->sqlstate = sqlstate;
     u->error = message;
     u->batch = json::array();  // the client saw none of this result's rows after the error
+    u->batch_bytes = 0;
   }
 }
 
@@ -629,18 +730,18 @@ void ResultFilter::record_row(std::string_view body) {
   if (!record_rows()) return;
   Unit* u = front_unit(cycle_now_);
   if (u == nullptr || u->recorded >= config_.row_cap) return;
-  pw::DataRow row;
-  if (!pw::parse(pw::as_bytes(body), &row).ok()) return;
-  json values = json::array();
-  size_t i = 0;
-  for (const pw::Value& v : row.columns) {
-    bool binary = i < formats_.size() && formats_[i] == 1;
-    values.push_back(v.is_null ? json(nullptr) : value_json(v.text(), binary));
-    ++i;
-  }
-  u->batch.push_back(std::move(values));
-  ++u->recorded;
-  if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+  row_values_.start(formats_, true);
+  size_t used = row_values_.feed(body);
+  if (!row_values_.complete() || used != body.size()) return;
+  add_recorded_row(*u, row_values_.take_values(), row_values_.rendered_bytes());
+}
+
+void ResultFilter::add_recorded_row(Unit& u, json values, size_t bytes) {
+  u.batch.push_back(std::move(values));
+  u.batch_bytes += bytes;
+  ++u.recorded;
+  // By count, and by size so one rows event stays far below the control-plane frame limit.
+  if (u.batch.size() >= kRowsPerEvent || u.batch_bytes >= kRecordedRowBytes) flush_rows(u);
 }
 
 void ResultFilter::flush_rows(Unit& u) {
@@ -649,6 +750,7 @@ void ResultFilter::flush_rows(Unit& u) {
     sink_({{"kind", "rows"}, {"columns", u.columns}, {"rows", std::move(u.batch)}});
   }
   u.batch = json::array();
+  u.batch_bytes = 0;
 }
 
 void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
