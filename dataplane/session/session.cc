@@ -907,6 +907,7 @@ void Session::start_client_stream(uint8_t type, uint32_t length) {
 }
 
 void Session::relay_client_stream() {
+  last_client_activity_ms_ = monotonic_ms();  // a long upload is not idleness
   size_t n = std::min(client_pass_remaining_, client_in_pending());
   if (client_pass_bind_) bind_stream_.feed(std::string_view(client_in_).substr(client_in_off_, n));
   up_out_.append(client_in_, client_in_off_, n);
@@ -1829,7 +1830,8 @@ void Session::note_forwarded(const pw::Message& m) {
 }
 
 bool Session::busy() const {
-  return waiting_cp_ || cycles_sent_ > cycles_received_ || client_in_pending() > 0;
+  return waiting_cp_ || cycles_sent_ > cycles_received_ || client_in_pending() > 0 ||
+         client_pass_remaining_ > 0;
 }
 
 // ---------------------------------------------------------------------------------------------
