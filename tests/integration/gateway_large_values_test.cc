@@ -242,6 +242,64 @@ TEST_F(GatewayLargeValuesTest, HundredMegabyteByteaRoundTripKeepsDpMemoryBounded
   EXPECT_TRUE(seen) << "the recording has no summary of the 100 MB value";
 }
 
+TEST_F(GatewayLargeValuesTest, TextFormatByteaRoundTripAsDriversSendIt) {
+  // Drivers that bind as text send bytea as "\x<hex>" (twice the bytes) and read it back so.
+  const std::string data = noise(12u << 20, 0xb17e);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex = "\\x";
+  hex.reserve(2 + 2 * data.size());
+  for (unsigned char ch : data) {
+    hex += kHex[ch >> 4];
+    hex += kHex[ch & 15];
+  }
+  Conn c = connect();
+  exec_ok(c.get(), "CREATE TABLE IF NOT EXISTS public.lv_hex (id int, b bytea)");
+  const char* values[] = {"1", hex.c_str()};
+  Res ins(PQexecParams(c.get(), "INSERT INTO public.lv_hex VALUES ($1, $2)", 2, nullptr, values,
+                       nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(ins.get()), PGRES_COMMAND_OK) << PQerrorMessage(c.get());
+  Res r = exec(c.get(), "SELECT b FROM public.lv_hex WHERE id = 1");
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  ASSERT_EQ(static_cast<size_t>(PQgetlength(r.get(), 0, 0)), hex.size());
+  EXPECT_EQ(sha256_hex(std::string_view(PQgetvalue(r.get(), 0, 0), hex.size())), sha256_hex(hex));
+  expect_usable(c.get());
+}
+
+TEST_F(GatewayLargeValuesTest, PipelinedLargeBindsKeepTheirOrder) {
+  Conn c = connect();
+  exec_ok(c.get(), "CREATE TABLE IF NOT EXISTS public.lv_pipe (id int, t text)");
+  std::vector<std::string> texts;
+  for (int i = 0; i < 3; ++i) texts.push_back(text_of((3u << 20) + i, 11 + i));
+  ASSERT_EQ(PQenterPipelineMode(c.get()), 1);
+  for (int i = 0; i < 3; ++i) {
+    std::string id = std::to_string(i);
+    const char* values[] = {id.c_str(), texts[i].c_str()};
+    ASSERT_EQ(PQsendQueryParams(c.get(), "INSERT INTO public.lv_pipe VALUES ($1, $2)", 2, nullptr,
+                                values, nullptr, nullptr, 0),
+              1);
+  }
+  ASSERT_EQ(PQsendQueryParams(c.get(), "SELECT length(t) FROM public.lv_pipe ORDER BY id", 0,
+                              nullptr, nullptr, nullptr, nullptr, 0),
+            1);
+  ASSERT_EQ(PQpipelineSync(c.get()), 1);
+  for (int i = 0; i < 3; ++i) {
+    Res r(PQgetResult(c.get()));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << i << ": " << PQerrorMessage(c.get());
+    EXPECT_EQ(PQgetResult(c.get()), nullptr);
+  }
+  Res sel(PQgetResult(c.get()));
+  ASSERT_EQ(PQresultStatus(sel.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  ASSERT_EQ(PQntuples(sel.get()), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(std::string(PQgetvalue(sel.get(), i, 0)), std::to_string(texts[i].size()));
+  }
+  EXPECT_EQ(PQgetResult(c.get()), nullptr);
+  Res sync(PQgetResult(c.get()));
+  EXPECT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC);
+  ASSERT_EQ(PQexitPipelineMode(c.get()), 1);
+  expect_usable(c.get());
+}
+
 TEST_F(GatewayLargeValuesTest, CopyInAndOutWithEightMebibyteRowsAndLargeBlocks) {
   Conn c = connect();
   exec_ok(c.get(), "CREATE TABLE IF NOT EXISTS public.lv_copy (id int, t text)");
