@@ -218,6 +218,90 @@ size_t ValueListStream::feed(std::string_view chunk) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// RowReducer
+
+void RowReducer::start(std::vector<bool> shrinkable, size_t cap) {
+  shrinkable_ = std::move(shrinkable);
+  cap_ = cap;
+  body_.clear();
+  state_ = State::kCount;
+  hdr_have_ = 0;
+  count_ = 0;
+  index_ = 0;
+  value_left_ = 0;
+  copying_ = false;
+}
+
+bool RowReducer::append(std::string_view bytes) {
+  if (body_.size() + bytes.size() > cap_) {
+    state_ = State::kFailed;
+    body_.clear();
+    body_.shrink_to_fit();
+    return false;
+  }
+  body_.append(bytes);
+  return true;
+}
+
+void RowReducer::next_value() {
+  ++index_;
+  state_ = index_ < count_ ? State::kLength : State::kDone;
+}
+
+void RowReducer::feed(std::string_view chunk) {
+  size_t used = 0;
+  while (used < chunk.size()) {
+    switch (state_) {
+      case State::kDone:  // bytes after the last value: not a DataRow
+      case State::kFailed:
+        state_ = State::kFailed;
+        return;
+      case State::kCount:
+        hdr_[hdr_have_++] = static_cast<uint8_t>(chunk[used++]);
+        if (hdr_have_ < 2) break;
+        hdr_have_ = 0;
+        count_ = pgwire::load_be16(hdr_);
+        if (!append(std::string_view(reinterpret_cast<const char*>(hdr_), 2))) return;
+        state_ = count_ == 0 ? State::kDone : State::kLength;
+        break;
+      case State::kLength: {
+        hdr_[hdr_have_++] = static_cast<uint8_t>(chunk[used++]);
+        if (hdr_have_ < 4) break;
+        hdr_have_ = 0;
+        auto len = static_cast<int32_t>(pgwire::load_be32(hdr_));
+        if (len < -1) {
+          state_ = State::kFailed;
+          return;
+        }
+        const bool shrink = len >= 0 && index_ < shrinkable_.size() && shrinkable_[index_];
+        if (shrink) {
+          static constexpr char kPlaceholder[] = {0, 0, 0, 1, 'x'};
+          if (!append(std::string_view(kPlaceholder, sizeof(kPlaceholder)))) return;
+        } else if (!append(std::string_view(reinterpret_cast<const char*>(hdr_), 4))) {
+          return;
+        }
+        if (len <= 0) {
+          next_value();
+          break;
+        }
+        value_left_ = static_cast<uint64_t>(len);
+        copying_ = !shrink;
+        state_ = State::kValue;
+        break;
+      }
+      case State::kValue: {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(value_left_, chunk.size() - used));
+        if (copying_ && !append(chunk.substr(used, n))) return;
+        used += n;
+        value_left_ -= n;
+        if (value_left_ == 0) next_value();
+        break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // BindStream
 
 void BindStream::start() {

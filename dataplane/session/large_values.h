@@ -111,6 +111,35 @@ class ValueListStream {
   uint64_t largest_length_ = 0;
 };
 
+// Rebuilds a DataRow body fed in chunks, replacing every non-NULL value of a column whose mask
+// does not depend on the value (redact: fixed text; null: NULL) by a one-byte placeholder and
+// copying everything else, up to `cap` bytes: a row too large to mask whole can then be masked
+// exactly as the whole row would have been, as long as its other values fit.
+class RowReducer {
+ public:
+  void start(std::vector<bool> shrinkable, size_t cap);
+  void feed(std::string_view chunk);
+  // The whole body was fed, was well formed and fits the cap.
+  bool ok() const { return state_ == State::kDone; }
+  const std::string& body() const { return body_; }
+
+ private:
+  enum class State { kCount, kLength, kValue, kDone, kFailed };
+  void next_value();
+  bool append(std::string_view bytes);
+
+  State state_ = State::kDone;
+  std::vector<bool> shrinkable_;
+  size_t cap_ = 0;
+  std::string body_;
+  uint8_t hdr_[4] = {0, 0, 0, 0};
+  size_t hdr_have_ = 0;
+  uint32_t count_ = 0;
+  uint32_t index_ = 0;
+  uint64_t value_left_ = 0;
+  bool copying_ = false;  // the current value is copied (else dropped for its placeholder)
+};
+
 // Walks a Bind body fed in chunks: portal, statement, parameter formats, parameters (recorded
 // with ValueListStream), result formats.
 class BindStream {

@@ -138,6 +138,32 @@ TEST(ValueListStreamTest, TracksTheLargestValueWithoutRecording) {
   EXPECT_TRUE(s.take_values().empty());
 }
 
+TEST(RowReducerTest, ValuesOfValueIndependentColumnsBecomePlaceholders) {
+  std::string big(5000, 'B');
+  std::string body = row_body({std::string("keep"), big, std::nullopt, std::string("k2")});
+  std::string want =
+      row_body({std::string("keep"), std::string("x"), std::nullopt, std::string("k2")});
+  for (size_t piece : {size_t{1}, size_t{7}, body.size()}) {
+    RowReducer r;
+    r.start({false, true, true, false}, 1000);
+    for (size_t i = 0; i < body.size(); i += piece) r.feed(std::string_view(body).substr(i, piece));
+    ASSERT_TRUE(r.ok()) << "piece " << piece;
+    EXPECT_EQ(r.body(), want);
+  }
+}
+
+TEST(RowReducerTest, OverTheCapOrTrailingBytesFails) {
+  std::string body = row_body({std::string(2000, 'a')});
+  RowReducer r;
+  r.start({false}, 1000);
+  r.feed(body);
+  EXPECT_FALSE(r.ok());
+  RowReducer t;
+  t.start({true}, 1000);
+  t.feed(body + "junk");
+  EXPECT_FALSE(t.ok());
+}
+
 std::string bind_body(const std::string& portal, const std::string& statement,
                       std::vector<int16_t> formats,
                       const std::vector<std::optional<std::string>>& params) {

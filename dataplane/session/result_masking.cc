@@ -270,6 +270,15 @@ ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
         // is known by then).
         large_refuse_ = true;
         large_row_.start(formats_, false);
+        // Values of redact/null columns need not be kept: their masked form does not depend on
+        // them. If the rest of the row fits, it is masked exactly as the whole row would be.
+        std::vector<bool> shrink;
+        for (const masking::ColumnMask& m : masker_->plan().columns) {
+          shrink.push_back(m.function == masking::MaskFunction::kRedact ||
+                           m.function == masking::MaskFunction::kNull);
+        }
+        large_reduce_ = std::find(shrink.begin(), shrink.end(), true) != shrink.end();
+        if (large_reduce_) large_reduced_.start(std::move(shrink), kMaxMaskedRowBytes);
         return Large::kDiscard;
       }
       large_record_ = record;
@@ -301,6 +310,7 @@ ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
 void ResultFilter::large_chunk(std::string_view chunk) {
   if (large_type_ == 'D' && (large_record_ || large_refuse_)) {
     large_row_.feed(chunk);
+    if (large_reduce_) large_reduced_.feed(chunk);
   } else if (large_type_ == 'd' && large_record_) {
     large_line_.update(chunk);
   }
@@ -308,6 +318,17 @@ void ResultFilter::large_chunk(std::string_view chunk) {
 
 void ResultFilter::end_large(std::string& out) {
   const uint8_t type = std::exchange(large_type_, 0);
+  if (std::exchange(large_reduce_, false) && large_reduced_.ok()) {
+    large_refuse_ = false;
+    const std::string& body = large_reduced_.body();
+    std::string whole(1, 'D');
+    whole.resize(5);
+    pw::store_be32(reinterpret_cast<uint8_t*>(whole.data() + 1),
+                   static_cast<uint32_t>(4 + body.size()));
+    whole += body;
+    on_data_row(whole, out);  // masked and recorded like a row that fits
+    return;
+  }
   if (large_refuse_) {
     large_refuse_ = false;
     std::string what;
@@ -326,8 +347,8 @@ void ResultFilter::end_large(std::string& out) {
                   "pgwarden: result refused: " + what +
                       ", and the policy masks or scans this result; the gateway masks rows up to " +
                       std::to_string(kMaxMaskedRowBytes) +
-                      " bytes (select a shorter part of the value, e.g. with substring(), or "
-                      "leave the column unmasked)",
+                      " bytes besides the values of redact/null columns (select a shorter part "
+                      "of the value, e.g. with substring(), or leave the column unmasked)",
                   out);
     return;
   }

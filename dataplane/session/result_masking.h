@@ -41,8 +41,11 @@
 // the plan masks or scans: kMaxMaskedRowBytes; anything else: kStreamRowsAbove). A larger one
 // streams (begin_large / large_chunk / end_large): unmasked rows and COPY lines pass to the
 // client chunk by chunk while the recording keeps each value's prefix, length and SHA-256
-// (large_values.h); a row that would need masking or scanning is discarded as it arrives and
-// refused with ERROR 54000 naming the column and the limit (the rest of the cycle is swallowed
+// (large_values.h); a row that needs masking is rebuilt as it arrives with the values of its
+// redact/null columns (whose masked form does not depend on the value) replaced by a
+// placeholder, and masked whole if the rest fits kMaxMaskedRowBytes; otherwise (and for COPY
+// lines that need masking or scanning) it is discarded as it arrives and refused with ERROR
+// 54000 naming the column and the limit (the rest of the cycle is swallowed
 // as for any refusal), so the protocol stays in step and memory stays bounded.
 //
 // Recording: statements are tracked as units (a simple Query, or one Execute of an extended
@@ -244,6 +247,8 @@ class ResultFilter {
   bool large_record_ = false;  // its values go to the recording
   bool large_refuse_ = false;  // refused at its end (it needed masking or scanning)
   ValueListStream large_row_;
+  bool large_reduce_ = false;  // masked from large_reduced_ at its end, if that fits
+  RowReducer large_reduced_;
   ValueRecorder large_line_;
   ValueListStream row_values_;  // renders whole rows for the recording
   bool copy_out_ = false;
