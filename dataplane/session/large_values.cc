@@ -220,9 +220,13 @@ size_t ValueListStream::feed(std::string_view chunk) {
 // ---------------------------------------------------------------------------------------------
 // RowReducer
 
-void RowReducer::start(std::vector<bool> shrinkable, size_t cap) {
+void RowReducer::start(std::vector<bool> shrinkable, size_t cap, size_t unmasked_from,
+                       size_t split_above) {
   shrinkable_ = std::move(shrinkable);
   cap_ = cap;
+  unmasked_from_ = unmasked_from;
+  split_above_ = split_above;
+  split_len_ = 0;
   body_.clear();
   state_ = State::kCount;
   hdr_have_ = 0;
@@ -248,20 +252,22 @@ void RowReducer::next_value() {
   state_ = index_ < count_ ? State::kLength : State::kDone;
 }
 
-void RowReducer::feed(std::string_view chunk) {
+size_t RowReducer::feed(std::string_view chunk) {
   size_t used = 0;
   while (used < chunk.size()) {
     switch (state_) {
+      case State::kSplit:
+        return used;
       case State::kDone:  // bytes after the last value: not a DataRow
       case State::kFailed:
         state_ = State::kFailed;
-        return;
+        return chunk.size();
       case State::kCount:
         hdr_[hdr_have_++] = static_cast<uint8_t>(chunk[used++]);
         if (hdr_have_ < 2) break;
         hdr_have_ = 0;
         count_ = pgwire::load_be16(hdr_);
-        if (!append(std::string_view(reinterpret_cast<const char*>(hdr_), 2))) return;
+        if (!append(std::string_view(reinterpret_cast<const char*>(hdr_), 2))) return chunk.size();
         state_ = count_ == 0 ? State::kDone : State::kLength;
         break;
       case State::kLength: {
@@ -271,14 +277,19 @@ void RowReducer::feed(std::string_view chunk) {
         auto len = static_cast<int32_t>(pgwire::load_be32(hdr_));
         if (len < -1) {
           state_ = State::kFailed;
-          return;
+          return chunk.size();
+        }
+        if (len >= 0 && index_ >= unmasked_from_ && static_cast<size_t>(len) > split_above_) {
+          split_len_ = static_cast<uint32_t>(len);
+          state_ = State::kSplit;
+          return used;
         }
         const bool shrink = len >= 0 && index_ < shrinkable_.size() && shrinkable_[index_];
         if (shrink) {
           static constexpr char kPlaceholder[] = {0, 0, 0, 1, 'x'};
-          if (!append(std::string_view(kPlaceholder, sizeof(kPlaceholder)))) return;
+          if (!append(std::string_view(kPlaceholder, sizeof(kPlaceholder)))) return chunk.size();
         } else if (!append(std::string_view(reinterpret_cast<const char*>(hdr_), 4))) {
-          return;
+          return chunk.size();
         }
         if (len <= 0) {
           next_value();
@@ -291,7 +302,7 @@ void RowReducer::feed(std::string_view chunk) {
       }
       case State::kValue: {
         size_t n = static_cast<size_t>(std::min<uint64_t>(value_left_, chunk.size() - used));
-        if (copying_ && !append(chunk.substr(used, n))) return;
+        if (copying_ && !append(chunk.substr(used, n))) return chunk.size();
         used += n;
         value_left_ -= n;
         if (value_left_ == 0) next_value();
@@ -299,6 +310,7 @@ void RowReducer::feed(std::string_view chunk) {
       }
     }
   }
+  return used;
 }
 
 // ---------------------------------------------------------------------------------------------

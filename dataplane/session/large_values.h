@@ -112,19 +112,30 @@ class ValueListStream {
 };
 
 // Rebuilds a DataRow body fed in chunks, replacing every non-NULL value of a column whose mask
-// does not depend on the value (redact: fixed text; null: NULL) by a one-byte placeholder and
+// does not depend on the value (masking::mask_ignores_value) by a one-byte placeholder and
 // copying everything else, up to `cap` bytes: a row too large to mask whole can then be masked
 // exactly as the whole row would have been, as long as its other values fit.
+//
+// Split: when a value longer than `split_above` starts in a column from which on no column is
+// masked (`unmasked_from`: the first such index), the rebuild stops before that value (split()):
+// body() then holds the count and the columns before it, and the caller masks those and
+// streams the rest of the row (that value's bytes onward) unchanged.
 class RowReducer {
  public:
-  void start(std::vector<bool> shrinkable, size_t cap);
-  void feed(std::string_view chunk);
+  void start(std::vector<bool> shrinkable, size_t cap, size_t unmasked_from = SIZE_MAX,
+             size_t split_above = SIZE_MAX);
+  // Returns the bytes of `chunk` consumed: all of them, unless the row split inside it.
+  size_t feed(std::string_view chunk);
   // The whole body was fed, was well formed and fits the cap.
   bool ok() const { return state_ == State::kDone; }
+  bool split() const { return state_ == State::kSplit; }
+  uint32_t split_index() const { return index_; }       // the column at the split
+  uint32_t split_length() const { return split_len_; }  // its value's length
+  uint32_t count() const { return count_; }
   const std::string& body() const { return body_; }
 
  private:
-  enum class State { kCount, kLength, kValue, kDone, kFailed };
+  enum class State { kCount, kLength, kValue, kDone, kSplit, kFailed };
   void next_value();
   bool append(std::string_view bytes);
 
@@ -138,6 +149,9 @@ class RowReducer {
   uint32_t index_ = 0;
   uint64_t value_left_ = 0;
   bool copying_ = false;  // the current value is copied (else dropped for its placeholder)
+  size_t unmasked_from_ = SIZE_MAX;
+  size_t split_above_ = SIZE_MAX;
+  uint32_t split_len_ = 0;
 };
 
 // Walks a Bind body fed in chunks: portal, statement, parameter formats, parameters (recorded

@@ -164,6 +164,27 @@ TEST(RowReducerTest, OverTheCapOrTrailingBytesFails) {
   EXPECT_FALSE(t.ok());
 }
 
+TEST(RowReducerTest, SplitsBeforeALongValueInTheUnmaskedTail) {
+  std::string big(5000, 'U');
+  std::string body = row_body({std::string("m1"), std::string("m2"), big, std::string("t")});
+  for (size_t piece : {size_t{1}, size_t{9}, body.size()}) {
+    RowReducer r;
+    r.start({false, true, false, false}, 1000, /*unmasked_from=*/2, /*split_above=*/100);
+    size_t consumed = 0;
+    for (size_t i = 0; i < body.size() && !r.split(); i += piece) {
+      consumed += r.feed(std::string_view(body).substr(i, piece));
+    }
+    ASSERT_TRUE(r.split()) << "piece " << piece;
+    EXPECT_EQ(r.split_index(), 2u);
+    EXPECT_EQ(r.split_length(), big.size());
+    EXPECT_EQ(r.count(), 4u);
+    // The count, "m1" and m2's placeholder; consumed up to and including big's length.
+    std::string head = row_body({std::string("m1"), std::string("x")});
+    EXPECT_EQ(r.body().substr(2), head.substr(2));
+    EXPECT_EQ(consumed, 2 + 4 + 2 + 4 + 2 + 4u);
+  }
+}
+
 std::string bind_body(const std::string& portal, const std::string& statement,
                       std::vector<int16_t> formats,
                       const std::vector<std::optional<std::string>>& params) {

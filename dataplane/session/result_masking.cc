@@ -41,6 +41,11 @@ std::string_view body_of(std::string_view whole) { return whole.substr(5); }
 
 json value_json(std::string_view v, bool binary) { return render_value(v, binary); }
 
+void store_be16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+
 // Rows affected from a CommandComplete tag ("SELECT 3", "INSERT 0 5", "COPY 7"); 0 if none.
 uint64_t tag_rows(std::string_view tag) {
   size_t sp = tag.rfind(' ');
@@ -251,6 +256,9 @@ ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
   large_length_ = length >= 4 ? length - 4 : 0;
   large_record_ = false;
   large_refuse_ = false;
+  large_reduce_ = false;
+  large_split_ = false;
+  large_consumed_ = 0;
   if (swallow_) {
     // Relayed as on_message() would: notices pass, everything else of the cycle is dropped.
     return type == 'N' || type == 'S' || type == 'A' ? Large::kPass : Large::kDiscard;
@@ -268,17 +276,25 @@ ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
       if (masker_ != nullptr) {
         // Too large to mask in memory: dropped as it arrives, refused at its end (the column
         // is known by then).
+        // Too large to mask whole. The row is rebuilt as it arrives: values whose masked form
+        // does not depend on them are dropped for a placeholder; once a long value starts in
+        // the unmasked tail of the row (no masked column from there on), the columns before it
+        // are masked and the rest streams unchanged. Refused at its end when neither works.
         large_refuse_ = true;
+        large_record_ = record;
         large_row_.start(formats_, false);
-        // Values of redact/null columns need not be kept: their masked form does not depend on
-        // them. If the rest of the row fits, it is masked exactly as the whole row would be.
+        const std::vector<masking::ColumnMask>& masks = masker_->plan().columns;
         std::vector<bool> shrink;
-        for (const masking::ColumnMask& m : masker_->plan().columns) {
-          shrink.push_back(m.function == masking::MaskFunction::kRedact ||
-                           m.function == masking::MaskFunction::kNull);
+        for (const masking::ColumnMask& m : masks) shrink.push_back(masking::mask_ignores_value(m));
+        size_t unmasked_from = formats_.size();
+        while (unmasked_from > 0 &&
+               (unmasked_from - 1 >= masks.size() ||
+                masks[unmasked_from - 1].function == masking::MaskFunction::kNone)) {
+          --unmasked_from;
         }
-        large_reduce_ = std::find(shrink.begin(), shrink.end(), true) != shrink.end();
-        if (large_reduce_) large_reduced_.start(std::move(shrink), kMaxMaskedRowBytes);
+        large_reduce_ = true;
+        large_reduced_.start(std::move(shrink), kMaxMaskedRowBytes, unmasked_from,
+                             kStreamRowsAbove);
         return Large::kDiscard;
       }
       large_record_ = record;
@@ -307,18 +323,80 @@ ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
   }
 }
 
-void ResultFilter::large_chunk(std::string_view chunk) {
-  if (large_type_ == 'D' && (large_record_ || large_refuse_)) {
+void ResultFilter::large_chunk(std::string_view chunk, std::string& out) {
+  if (large_type_ == 'D' && large_split_) {
+    // The unmasked rest of a masked row.
+    out.append(chunk);
+    if (large_record_) large_out_row_.feed(chunk);
+  } else if (large_type_ == 'D' && large_reduce_) {
     large_row_.feed(chunk);
-    if (large_reduce_) large_reduced_.feed(chunk);
+    size_t used = large_reduced_.feed(chunk);
+    large_consumed_ += used;
+    if (large_reduced_.split() && start_split(out)) {
+      std::string_view rest = chunk.substr(used);
+      out.append(rest);
+      if (large_record_) large_out_row_.feed(rest);
+    }
+  } else if (large_type_ == 'D' && (large_record_ || large_refuse_)) {
+    large_row_.feed(chunk);
   } else if (large_type_ == 'd' && large_record_) {
     large_line_.update(chunk);
   }
 }
 
+bool ResultFilter::start_split(std::string& out) {
+  large_reduce_ = false;
+  const uint32_t k = large_reduced_.split_index();
+  const std::string& reduced = large_reduced_.body();  // Int16 count, columns [0, k)
+  std::string prefix_row;
+  prefix_row.resize(2);
+  store_be16(reinterpret_cast<uint8_t*>(prefix_row.data()), static_cast<uint16_t>(k));
+  prefix_row.append(reduced, 2);
+  masking::RowMaskPlan plan = masker_->plan();
+  plan.column_count = k;
+  if (plan.columns.size() > k) plan.columns.resize(k);
+  auto m = masking::RowMasker::create(plan, plan.needs_detector() ? detector_ : nullptr);
+  if (!m.is_ok()) return false;  // refused at the end
+  scratch_.clear();
+  auto r = (*m)->mask_data_row(pw::as_bytes(prefix_row), scratch_);
+  if (!r.is_ok()) return false;
+  std::string_view values =
+      *r ? std::string_view(scratch_).substr(5 + 2) : std::string_view(prefix_row).substr(2);
+  const uint64_t rest = large_length_ - large_consumed_;  // the long value onward, unchanged
+  const uint64_t length = 4 + 2 + values.size() + 4 + rest;
+  if (length > 0x7fffffff) return false;
+  std::string head;
+  head.resize(7);  // type, Int32 length, Int16 column count
+  head[0] = 'D';
+  pw::store_be32(reinterpret_cast<uint8_t*>(head.data() + 1), static_cast<uint32_t>(length));
+  store_be16(reinterpret_cast<uint8_t*>(head.data() + 5),
+             static_cast<uint16_t>(large_reduced_.count()));
+  head.append(values);
+  head.resize(head.size() + 4);
+  pw::store_be32(reinterpret_cast<uint8_t*>(head.data() + head.size() - 4),
+                 large_reduced_.split_length());
+  out.append(head);
+  if (large_record_) {
+    large_out_row_.start(formats_, true);
+    large_out_row_.feed(std::string_view(head).substr(5));
+  }
+  if (*r) ++rows_masked_;
+  large_split_ = true;
+  large_refuse_ = false;
+  return true;
+}
+
 void ResultFilter::end_large(std::string& out) {
   const uint8_t type = std::exchange(large_type_, 0);
+  if (std::exchange(large_split_, false)) {
+    Unit* u = front_unit(cycle_now_);
+    if (std::exchange(large_record_, false) && u != nullptr && large_out_row_.complete()) {
+      add_recorded_row(*u, large_out_row_.take_values(), large_out_row_.rendered_bytes());
+    }
+    return;
+  }
   if (std::exchange(large_reduce_, false) && large_reduced_.ok()) {
+    large_record_ = false;  // on_data_row records it
     large_refuse_ = false;
     const std::string& body = large_reduced_.body();
     std::string whole(1, 'D');
@@ -331,6 +409,7 @@ void ResultFilter::end_large(std::string& out) {
   }
   if (large_refuse_) {
     large_refuse_ = false;
+    large_record_ = false;
     std::string what;
     if (type == 'D') {
       int i = large_row_.largest_index();

@@ -134,7 +134,8 @@ class ResultFilter {
   // then end_large() (which may append an ErrorResponse to `out`).
   enum class Large { kPass, kDiscard };
   Large begin_large(uint8_t type, uint32_t length, uint64_t cycles_received, std::string& out);
-  void large_chunk(std::string_view chunk);
+  // `out`: the client's bytes the filter writes itself (a masked row it rebuilt).
+  void large_chunk(std::string_view chunk, std::string& out);
   void end_large(std::string& out);
 
   // After kNeedPlan: the cp `mask_plan` request body but session_id ({"fields": [...]} or
@@ -211,6 +212,9 @@ class ResultFilter {
   using CopyPlanCache = std::unordered_map<uint64_t, std::shared_ptr<const CopyPlan>>;
   static CopyPlanCache& copy_plan_cache();
   void set_copy_answer(uint64_t key, const nlohmann::json& answer);
+  // The large row split (RowReducer::split): masks the columns before the split, appends the
+  // rebuilt row's header and head to `out`. False when that failed (the row is refused).
+  bool start_split(std::string& out);
   void start_swallow(std::string_view sqlstate, std::string_view message, std::string& out);
   void record_row(std::string_view body);
   // Adds one recorded row to the unit's batch (flushed by count and by size).
@@ -249,6 +253,9 @@ class ResultFilter {
   ValueListStream large_row_;
   bool large_reduce_ = false;  // masked from large_reduced_ at its end, if that fits
   RowReducer large_reduced_;
+  uint64_t large_consumed_ = 0;    // body bytes fed to large_reduced_ before a split
+  bool large_split_ = false;       // masked head sent; the rest streams unchanged
+  ValueListStream large_out_row_;  // the row as the client gets it (recording after a split)
   ValueRecorder large_line_;
   ValueListStream row_values_;  // renders whole rows for the recording
   bool copy_out_ = false;

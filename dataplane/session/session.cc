@@ -1640,7 +1640,7 @@ void Session::process_upstream_stream() {
     if (up_pass_remaining_ > 0) {
       size_t n = std::min(avail, up_pass_remaining_);
       if (up_pass_ != UpstreamPass::kPlain) {
-        results_->large_chunk(std::string_view(up_in_).substr(up_in_off_, n));
+        results_->large_chunk(std::string_view(up_in_).substr(up_in_off_, n), client_out_);
       }
       if (up_pass_ != UpstreamPass::kDiscard) client_out_.append(up_in_, up_in_off_, n);
       up_in_off_ += n;

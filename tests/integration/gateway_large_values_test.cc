@@ -354,7 +354,9 @@ TEST_F(GatewayLargeValuesTest, CopyInAndOutWithEightMebibyteRowsAndLargeBlocks) 
 
 TEST_F(GatewayLargeValuesTest, ValueTooLargeToMaskIsRefusedInStepAndNamesTheColumn) {
   Conn c = connect();
-  exec_ok(c.get(), "CREATE TABLE IF NOT EXISTS public.lv_masked (id int, secret text, note text)");
+  exec_ok(
+      c.get(),
+      "CREATE TABLE IF NOT EXISTS public.lv_masked (id int, secret text, note text, blob bytea)");
   const std::string big = text_of(20u << 20, 7);
   {
     // id 1: a huge value under `partial` (needs the value); id 2: a huge value under
@@ -387,6 +389,40 @@ TEST_F(GatewayLargeValuesTest, ValueTooLargeToMaskIsRefusedInStepAndNamesTheColu
     EXPECT_STREQ(PQgetvalue(r.get(), 1, 1), "********cret");
     EXPECT_STREQ(PQgetvalue(r.get(), 1, 2), "****");
   }
+  // A huge unmasked value after the masked columns streams; the columns before it are masked.
+  const std::string blob = noise(30u << 20, 0xb10b);
+  {
+    const char* values[] = {blob.data()};
+    const int lengths[] = {static_cast<int>(blob.size())};
+    const int formats[] = {1};
+    Res r(PQexecParams(c.get(),
+                       "INSERT INTO public.lv_masked VALUES (4, 'secret four', 'note four', $1)", 1,
+                       nullptr, values, lengths, formats, 0));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQerrorMessage(c.get());
+  }
+  {
+    Res r(PQexecParams(c.get(),
+                       "SELECT secret, note, blob AS lv_marker_blob, id FROM public.lv_masked "
+                       "WHERE id = 4",
+                       0, nullptr, nullptr, nullptr, nullptr, 1));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0), PQgetlength(r.get(), 0, 0)), "*******four");
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 1), PQgetlength(r.get(), 0, 1)), "****");
+    ASSERT_EQ(static_cast<size_t>(PQgetlength(r.get(), 0, 2)), blob.size());
+    EXPECT_EQ(sha256_hex(std::string_view(PQgetvalue(r.get(), 0, 2), blob.size())),
+              sha256_hex(blob));
+    ASSERT_EQ(PQgetlength(r.get(), 0, 3), 4);
+  }
+  {
+    // The same value before a masked column cannot stream (the row's length depends on the
+    // masked value after it): refused, naming it.
+    Res r = exec(c.get(), "SELECT blob, secret FROM public.lv_masked WHERE id = 4");
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR);
+    EXPECT_EQ(sqlstate(r.get()), "54000");
+    std::string msg = PQresultErrorMessage(r.get());
+    EXPECT_NE(msg.find("\"blob\""), std::string::npos) << msg;
+    expect_usable(c.get());
+  }
   // Inside a transaction the refusal fails it, as an error from PostgreSQL would.
   exec_ok(c.get(), "BEGIN");
   Res in_tx = exec(c.get(), "SELECT secret FROM public.lv_masked WHERE id = 1");
@@ -396,6 +432,38 @@ TEST_F(GatewayLargeValuesTest, ValueTooLargeToMaskIsRefusedInStepAndNamesTheColu
   Res commit = exec(c.get(), "COMMIT");
   EXPECT_STREQ(PQcmdStatus(commit.get()), "ROLLBACK");
   expect_usable(c.get());
+  c.reset();
+  // The recording has the streamed row as the client saw it: masked head, summarised blob.
+  std::vector<json> records = wait_recording("lv_marker_blob");
+  ASSERT_FALSE(records.empty()) << "no ended recording for the session";
+  // Binary-format values are recorded as "\\x<hex>".
+  auto hex_of = [](std::string_view v) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out = "\\x";
+    for (unsigned char ch : v) {
+      out += kHex[ch >> 4];
+      out += kHex[ch & 15];
+    }
+    return out;
+  };
+  bool seen = false;
+  for (const json& r : records) {
+    if (r.value("kind", "") != "rows") continue;
+    for (const json& row : r["rows"]) {
+      if (row.size() == 4 && row[0] == hex_of("*******four") && row[1] == hex_of("****") &&
+          row[2].is_object()) {
+        seen = true;
+        EXPECT_EQ(row[2]["sha256"], sha256_hex(blob));
+        EXPECT_EQ(row[2]["length"], blob.size());
+      }
+    }
+  }
+  EXPECT_TRUE(seen) << "the streamed masked row is not in the recording";
+  for (const json& r : records) {
+    if (r.value("kind", "") != "rows") continue;
+    EXPECT_EQ(r.dump().find(hex_of("secret four").substr(2)), std::string::npos)
+        << "an unmasked value was recorded";
+  }
 }
 
 TEST_F(GatewayLargeValuesTest, StatementTextOverTheLimitIsRefusedAndTheSessionGoesOn) {
