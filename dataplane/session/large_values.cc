@@ -125,9 +125,11 @@ json ValueRecorder::finish(size_t* bytes) {
 // ---------------------------------------------------------------------------------------------
 // ValueListStream
 
-void ValueListStream::start(std::vector<int16_t> formats, bool record) {
+void ValueListStream::start(std::vector<int16_t> formats, bool record, size_t stop_after) {
   formats_ = std::move(formats);
   record_ = record;
+  stop_after_ = stop_after;
+  this_ = false;
   state_ = State::kCount;
   hdr_have_ = 0;
   count_ = 0;
@@ -146,7 +148,7 @@ bool ValueListStream::binary(size_t i) const {
 }
 
 void ValueListStream::end_value() {
-  if (record_) {
+  if (this_) {
     if (value_.length() > kRecordedValueBytes) summarised_ = true;
     values_.push_back(value_.finish(&rendered_));
   }
@@ -180,7 +182,11 @@ size_t ValueListStream::feed(std::string_view chunk) {
           return chunk.size();
         }
         if (len == -1) {
-          if (record_) values_.push_back(nullptr);
+          if (record_ && rendered_ < stop_after_) {
+            values_.push_back(nullptr);
+          } else if (record_) {
+            summarised_ = true;  // the list is cut here
+          }
           ++index_;
           state_ = index_ < count_ ? State::kLength : State::kDone;
           break;
@@ -190,7 +196,9 @@ size_t ValueListStream::feed(std::string_view chunk) {
           largest_index_ = static_cast<int>(index_);
         }
         value_left_ = static_cast<uint64_t>(len);
-        if (record_) {
+        this_ = record_ && rendered_ < stop_after_;
+        if (record_ && !this_) summarised_ = true;  // the list is cut here
+        if (this_) {
           // Past the row's budget, long values keep no prefix and short ones are summarised
           // too (a row of many wide columns stays small in the recording).
           const bool spent = rendered_ >= kRecordedRowBytes;
@@ -206,7 +214,7 @@ size_t ValueListStream::feed(std::string_view chunk) {
       }
       case State::kValue: {
         size_t n = static_cast<size_t>(std::min<uint64_t>(value_left_, chunk.size() - used));
-        if (record_) value_.update(chunk.substr(used, n));
+        if (this_) value_.update(chunk.substr(used, n));
         used += n;
         value_left_ -= n;
         if (value_left_ == 0) end_value();
@@ -353,7 +361,7 @@ void BindStream::feed(std::string_view chunk) {
         hdr_have_ = 0;
         format_count_ = pgwire::load_be16(hdr_);
         if (format_count_ == 0) {
-          values_.start(formats_, true);
+          values_.start(formats_, true, kRecordedParamBytes);
           state_ = State::kValues;
         } else {
           state_ = State::kFormats;
@@ -365,7 +373,7 @@ void BindStream::feed(std::string_view chunk) {
         hdr_have_ = 0;
         formats_.push_back(static_cast<int16_t>(pgwire::load_be16(hdr_)));
         if (formats_.size() == format_count_) {
-          values_.start(formats_, true);
+          values_.start(formats_, true, kRecordedParamBytes);
           state_ = State::kValues;
         }
         break;

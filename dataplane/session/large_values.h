@@ -37,6 +37,9 @@ inline constexpr size_t kRecordedValueBytes = 16 * 1024;  // kept whole up to th
 inline constexpr size_t kRecordedPrefixBytes = 1024;      // prefix of a summarised value
 inline constexpr size_t kRecordedRowBytes = 256 * 1024;   // rendered value text per row
 inline constexpr size_t kMaxBindNameBytes = 64 * 1024;    // portal / statement name in a Bind
+// Parameter text recorded per streamed Bind (as ExecutionLedger::kMaxParamBytes): later
+// parameters are left out and the record says params_truncated.
+inline constexpr size_t kRecordedParamBytes = 64 * 1024;
 
 // A value as a recording shows it: text as is when valid UTF-8 and `binary` is false, else
 // "\x" + hex.
@@ -75,8 +78,9 @@ class ValueRecorder {
 // one: for every value; else one per value) or per DataRow column.
 class ValueListStream {
  public:
-  // `record`: render values (else only lengths are tracked).
-  void start(std::vector<int16_t> formats, bool record);
+  // `record`: render values (else only lengths are tracked). Once `stop_after` bytes of value
+  // text are rendered, later values are left out of take_values() (summarised() says so).
+  void start(std::vector<int16_t> formats, bool record, size_t stop_after = SIZE_MAX);
   // Consumes the bytes of `chunk` that belong to the list and returns how many (fewer than
   // chunk.size() once the list is complete). Malformed input sets failed() and consumes all.
   size_t feed(std::string_view chunk);
@@ -98,6 +102,8 @@ class ValueListStream {
   State state_ = State::kDone;
   std::vector<int16_t> formats_;
   bool record_ = false;
+  size_t stop_after_ = SIZE_MAX;
+  bool this_ = false;  // the current value is recorded
   uint8_t hdr_[4] = {0, 0, 0, 0};
   size_t hdr_have_ = 0;
   uint32_t count_ = 0;
@@ -155,7 +161,7 @@ class RowReducer {
 };
 
 // Walks a Bind body fed in chunks: portal, statement, parameter formats, parameters (recorded
-// with ValueListStream), result formats.
+// with ValueListStream, at most kRecordedParamBytes of them), result formats.
 class BindStream {
  public:
   void start();

@@ -117,6 +117,16 @@ TEST(ValueListStreamTest, ManyWideColumnsStayWithinTheRowBudget) {
   EXPECT_EQ(v[199]["sha256"], sha256_hex(*values[199]));
 }
 
+TEST(ValueListStreamTest, StopAfterCutsTheListOnceTheBudgetIsSpent) {
+  std::vector<std::optional<std::string>> values(50, std::string(1000, 'p'));
+  ValueListStream s;
+  s.start({}, true, 10 * 1000);
+  s.feed(row_body(values));
+  ASSERT_TRUE(s.complete());
+  EXPECT_TRUE(s.summarised());
+  EXPECT_EQ(s.take_values().size(), 10u);
+}
+
 TEST(ValueListStreamTest, NegativeLengthFails) {
   std::string body;
   put16(body, 1);

@@ -302,6 +302,30 @@ TEST_F(GatewayLargeValuesTest, PipelinedLargeBindsKeepTheirOrder) {
   expect_usable(c.get());
 }
 
+TEST_F(GatewayLargeValuesTest, SixtyFiveThousandParametersInAStreamedBindExecuteTwice) {
+  // 65,535 parameters of 24 bytes: a Bind over max_message_bytes, streamed; the second
+  // execution's write-ahead record carries a bounded part of them.
+  constexpr int kParams = 65535;
+  std::string sql = "SELECT cardinality(ARRAY[";
+  std::vector<std::string> values(kParams);
+  std::vector<const char*> ptrs(kParams);
+  for (int i = 0; i < kParams; ++i) {
+    sql += (i ? ",$" : "$") + std::to_string(i + 1);
+    values[i] = text_of(24, i);
+    ptrs[i] = values[i].c_str();
+  }
+  sql += "]::text[]) AS lv_many";
+  Conn c = connect();
+  Res p(PQprepare(c.get(), "lv_many", sql.c_str(), 0, nullptr));
+  ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQerrorMessage(c.get());
+  for (int run = 0; run < 2; ++run) {
+    Res r(PQexecPrepared(c.get(), "lv_many", kParams, ptrs.data(), nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << run << ": " << PQerrorMessage(c.get());
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string(kParams));
+  }
+  expect_usable(c.get());
+}
+
 TEST_F(GatewayLargeValuesTest, CopyInAndOutWithEightMebibyteRowsAndLargeBlocks) {
   Conn c = connect();
   exec_ok(c.get(), "CREATE TABLE IF NOT EXISTS public.lv_copy (id int, t text)");
