@@ -14,6 +14,12 @@
 // rewritten into the denial (42501). The upstream thus ends the implicit transaction or marks
 // the explicit one failed exactly as it would for a real error, replies stay in protocol
 // order, and the skip-until-Sync rule of the extended protocol holds on both sides.
+//
+// Large values (dataplane/session/large_values.h, docs/dataplane.md "Large values"): a Bind or
+// CopyData over limits.max_message_bytes is relayed upstream as its bytes arrive; upstream rows
+// and COPY lines too large to hold whole stream to the client through the ResultFilter
+// (recorded as prefix + length + SHA-256, masked where the mask allows, else refused 54000 in
+// step). Per-session memory stays bounded whatever the value size.
 #pragma once
 
 #include <sys/socket.h>
