@@ -69,6 +69,16 @@ std::string json_text(const nlohmann::json& v) {
   return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// A cell of a recorded row: a value as is, or a large value the dataplane summarised
+// ({"length", "sha256", "prefix"}, dataplane/session/large_values.h) as its prefix and a note.
+std::string cell_text(const nlohmann::json& v) {
+  if (v.is_object() && v.contains("sha256") && v.contains("length")) {
+    return json_text(v.value("prefix", nlohmann::json(""))) + "... (" + json_text(v["length"]) +
+           " bytes, sha256 " + json_text(v["sha256"]) + ")";
+  }
+  return json_text(v);
+}
+
 struct PendingResult {
   std::vector<std::string> columns;
   std::vector<bool> right;
@@ -94,7 +104,7 @@ void take_rows(const nlohmann::json& rec, PendingResult* p) {
     std::vector<std::optional<std::string>> row;
     if (r.is_array()) {
       for (const auto& v : r) {
-        row.push_back(v.is_null() ? std::nullopt : std::optional<std::string>(json_text(v)));
+        row.push_back(v.is_null() ? std::nullopt : std::optional<std::string>(cell_text(v)));
       }
     }
     row.resize(p->columns.size());

@@ -188,6 +188,28 @@ TEST_F(ReplayTest, PreparedExecutionsShowTheirParameters) {
       << out.str();
 }
 
+TEST_F(ReplayTest, SummarisedLargeValuesShowPrefixLengthAndDigest) {
+  SessionStart s;
+  s.session_id = "big";
+  s.target = "crm";
+  ASSERT_TRUE(rec_->start_session(s).is_ok());
+  nlohmann::json big = {{"length", 104857600}, {"sha256", "ab12"}, {"prefix", "\\x0102"}};
+  ASSERT_TRUE(rec_->try_append("big", "rows",
+                               {{"columns", {{{"name", "b"}, {"type_oid", 17}}}},
+                                {"rows", nlohmann::json::array({nlohmann::json::array({big})})}})
+                  .is_ok());
+  ASSERT_TRUE(
+      rec_->try_append(
+              "big", "statement",
+              {{"sql", "SELECT b FROM t"}, {"verdict", "allow"}, {"rows", 1}, {"phase", "end"}})
+          .is_ok());
+  ASSERT_TRUE(rec_->flush().is_ok());
+  std::ostringstream out;
+  ASSERT_TRUE(render_replay(rec_->path_for("big"), out).is_ok());
+  EXPECT_NE(out.str().find("\\x0102... (104857600 bytes, sha256 ab12)"), std::string::npos)
+      << out.str();
+}
+
 TEST_F(ReplayTest, TamperedRecordingIsRenderedUpToTheBreakAndFlagged) {
   SessionStart s;
   s.session_id = "t";

@@ -243,6 +243,14 @@ void RowMasker::hmac_hex(std::string_view value, std::string& out) {
   }
 }
 
+bool mask_ignores_value(const ColumnMask& mask) {
+  if (mask.function == MaskFunction::kNone) return false;
+  if (mask.format == 1 && !binary_is_text(mask.type_oid)) {
+    return mask.function != MaskFunction::kDetect;
+  }
+  return mask.function == MaskFunction::kRedact || mask.function == MaskFunction::kNull;
+}
+
 bool RowMasker::mask_value(const ColumnMask& mask, bool binary, std::string_view value,
                            std::string& out) {
   if (binary && !binary_is_text(mask.type_oid)) {

@@ -59,6 +59,11 @@ struct ColumnMask {
   int16_t format = 0;         // 0 text, 1 binary
 };
 
+// True when the masked form of a non-NULL value of this column does not depend on the value
+// (redact, null; any function but detect on a binary value of a non-text type, which becomes
+// NULL): such a value can be dropped unread and masked from a placeholder.
+bool mask_ignores_value(const ColumnMask& mask);
+
 struct RowMaskPlan {
   // The RowDescription's field count; a DataRow with another count is rejected. 0 = unchecked.
   size_t column_count = 0;

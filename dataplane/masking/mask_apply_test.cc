@@ -172,6 +172,29 @@ INSTANTIATE_TEST_SUITE_P(
                   std::string("\x00\x00\x00\x01", 4), std::nullopt, 1009, 1}),
     [](const auto& info) { return std::string(info.param.name); });
 
+TEST(MaskIgnoresValue, OnlyFunctionsWhoseOutputDoesNotDependOnTheValue) {
+  auto mask = [](MaskFunction f, uint32_t type_oid, int16_t format) {
+    ColumnMask m;
+    m.function = f;
+    m.type_oid = type_oid;
+    m.format = format;
+    return m;
+  };
+  EXPECT_TRUE(mask_ignores_value(mask(MaskFunction::kRedact, 25, 0)));
+  EXPECT_TRUE(mask_ignores_value(mask(MaskFunction::kNull, 25, 1)));
+  EXPECT_FALSE(mask_ignores_value(mask(MaskFunction::kNone, 25, 0)));
+  EXPECT_FALSE(mask_ignores_value(mask(MaskFunction::kNone, 17, 1)));
+  for (MaskFunction f :
+       {MaskFunction::kPartial, MaskFunction::kHash, MaskFunction::kEmail, MaskFunction::kDetect}) {
+    EXPECT_FALSE(mask_ignores_value(mask(f, 25, 0)));
+    EXPECT_FALSE(mask_ignores_value(mask(f, 25, 1)));  // binary text: rewritten as text
+  }
+  // Binary values of non-text types become NULL under every function but detect.
+  EXPECT_TRUE(mask_ignores_value(mask(MaskFunction::kHash, 17, 1)));
+  EXPECT_FALSE(mask_ignores_value(mask(MaskFunction::kHash, 17, 0)));
+  EXPECT_FALSE(mask_ignores_value(mask(MaskFunction::kDetect, 3802, 1)));
+}
+
 TEST(RowMasker, HashIsDeterministicAndKeyed) {
   RowMaskPlan plan;
   plan.columns = {ColumnMask{MaskFunction::kHash}};

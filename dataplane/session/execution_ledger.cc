@@ -83,21 +83,32 @@ void ExecutionLedger::on_forwarded(const pw::Message& m, bool recorded, std::str
   }
 }
 
-void ExecutionLedger::on_bind(const pw::Bind& b) {
-  std::string name(b.portal);
+ExecutionLedger::Portal* ExecutionLedger::bind_portal(std::string_view portal_name,
+                                                      std::string_view statement) {
+  std::string name(portal_name);
   if (portals_.size() >= kMaxNames && !portals_.contains(name)) portals_.clear();
   Portal& portal = portals_[std::move(name)];
   portal = Portal{};
-  auto it = statements_.find(std::string(b.statement));
-  if (it == statements_.end()) {
-    portal.params = render_params(b, kMaxParamBytes, &portal.truncated);
-    return;
-  }
+  auto it = statements_.find(std::string(statement));
+  if (it == statements_.end()) return &portal;
   portal.sql = it->second.sql;
   portal.rule = it->second.rule;
   portal.recorded = it->second.covers_first;
   it->second.covers_first = false;
-  if (!portal.recorded) portal.params = render_params(b, kMaxParamBytes, &portal.truncated);
+  return &portal;
+}
+
+void ExecutionLedger::on_bind(const pw::Bind& b) {
+  Portal* portal = bind_portal(b.portal, b.statement);
+  if (!portal->recorded) portal->params = render_params(b, kMaxParamBytes, &portal->truncated);
+}
+
+void ExecutionLedger::on_bind_streamed(std::string_view portal_name, std::string_view statement,
+                                       json params, bool summarised) {
+  Portal* portal = bind_portal(portal_name, statement);
+  if (portal->recorded) return;
+  portal->params = std::move(params);
+  portal->truncated = summarised;
 }
 
 const ExecutionLedger::Portal* ExecutionLedger::uncovered(std::string_view portal) const {

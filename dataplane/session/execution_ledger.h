@@ -44,6 +44,13 @@ class ExecutionLedger {
   // rule that allowed it), Bind, Close, or an Execute that was forwarded after its own record.
   void on_forwarded(const pgwire::Message& m, bool recorded, std::string_view rule);
 
+  // A Bind relayed as it streamed (too large to hold whole): its names and its parameters as
+  // BindStream rendered them (`summarised`: some value is recorded as prefix + length + hash).
+  void on_bind_streamed(std::string_view portal, std::string_view statement, nlohmann::json params,
+                        bool summarised);
+  // Forgets a portal (a Bind the ledger could not read): a later Execute needs its own record.
+  void forget_portal(std::string_view portal) { portals_.erase(std::string(portal)); }
+
   // The portal an Execute names if that execution still needs its record, else nullptr.
   const Portal* uncovered(std::string_view portal) const;
 
@@ -54,6 +61,9 @@ class ExecutionLedger {
     bool covers_first = false;  // its Parse record covers the next Bind's execution
   };
   void on_bind(const pgwire::Bind& b);
+  // The portal a Bind of `statement` creates, with its coverage decided; `params` is set on it
+  // when it needs its own record.
+  Portal* bind_portal(std::string_view portal, std::string_view statement);
 
   std::unordered_map<std::string, Statement> statements_;
   std::unordered_map<std::string, Portal> portals_;

@@ -39,30 +39,11 @@ uint64_t mix(uint64_t h, uint64_t v) {
 
 std::string_view body_of(std::string_view whole) { return whole.substr(5); }
 
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
-}
+json value_json(std::string_view v, bool binary) { return render_value(v, binary); }
 
-json value_json(std::string_view v, bool binary) {
-  if (!binary && valid_utf8(v)) return std::string(v);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\\x";
-  out.reserve(2 + 2 * v.size());
-  for (unsigned char c : v) {
-    out += kHex[c >> 4];
-    out += kHex[c & 0xf];
-  }
-  return out;
+void store_be16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
 }
 
 // Rows affected from a CommandComplete tag ("SELECT 3", "INSERT 0 5", "COPY 7"); 0 if none.
@@ -239,9 +220,7 @@ ResultFilter::Unit* ResultFilter::front_unit(uint64_t cycle) {
   return nullptr;
 }
 
-ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view whole,
-                                              uint64_t cycles_received, int64_t now_ms,
-                                              std::string& out) {
+void ResultFilter::enter_cycle(uint64_t cycles_received) {
   cycle_now_ = cycles_received + 1;
   // Replies of earlier cycles can no longer come.
   while (!describes_.empty() && describes_.front().cycle < cycle_now_) describes_.pop_front();
@@ -253,7 +232,224 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
     done_in_cycle_ = 0;
     copy_outs_in_cycle_ = 0;
   }
+}
 
+uint32_t ResultFilter::whole_limit(uint8_t type) const {
+  if (swallow_) return kStreamRowsAbove;  // swallowed anyway: never buffer much of it
+  switch (type) {
+    case 'D':
+      return have_plan_ && masker_ == nullptr ? kStreamRowsAbove : kMaxMaskedRowBytes;
+    case 'd':
+      if (copy_out_ && masker_ == nullptr && !(copy_line_detect_ && has_detect_)) {
+        return kStreamRowsAbove;
+      }
+      return kMaxMaskedRowBytes;
+    default:
+      return kMaxInspectedMessageBytes;
+  }
+}
+
+ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
+                                              uint64_t cycles_received, std::string& out) {
+  enter_cycle(cycles_received);
+  large_type_ = type;
+  large_length_ = length >= 4 ? length - 4 : 0;
+  large_record_ = false;
+  large_refuse_ = false;
+  large_reduce_ = false;
+  large_split_ = false;
+  large_consumed_ = 0;
+  if (swallow_) {
+    // Relayed as on_message() would: notices pass, everything else of the cycle is dropped.
+    return type == 'N' || type == 'S' || type == 'A' ? Large::kPass : Large::kDiscard;
+  }
+  Unit* u = front_unit(cycle_now_);
+  const bool record = record_rows() && u != nullptr && u->recorded < config_.row_cap;
+  switch (type) {
+    case 'D':
+      if (!have_plan_) {
+        start_swallow(
+            "08P01",
+            "pgwarden: result refused: a row arrived with no row description to mask it by", out);
+        return Large::kDiscard;
+      }
+      if (masker_ != nullptr) {
+        // Too large to mask in memory: dropped as it arrives, refused at its end (the column
+        // is known by then).
+        // Too large to mask whole. The row is rebuilt as it arrives: values whose masked form
+        // does not depend on them are dropped for a placeholder; once a long value starts in
+        // the unmasked tail of the row (no masked column from there on), the columns before it
+        // are masked and the rest streams unchanged. Refused at its end when neither works.
+        large_refuse_ = true;
+        large_record_ = record;
+        large_row_.start(formats_, false);
+        const std::vector<masking::ColumnMask>& masks = masker_->plan().columns;
+        std::vector<bool> shrink;
+        for (const masking::ColumnMask& m : masks) shrink.push_back(masking::mask_ignores_value(m));
+        size_t unmasked_from = formats_.size();
+        while (unmasked_from > 0 &&
+               (unmasked_from - 1 >= masks.size() ||
+                masks[unmasked_from - 1].function == masking::MaskFunction::kNone)) {
+          --unmasked_from;
+        }
+        large_reduce_ = true;
+        large_reduced_.start(std::move(shrink), kMaxMaskedRowBytes, unmasked_from,
+                             kStreamRowsAbove);
+        return Large::kDiscard;
+      }
+      large_record_ = record;
+      large_row_.start(formats_, record);
+      return Large::kPass;
+    case 'd':
+      if (!copy_out_) {
+        start_swallow("08P01", "pgwarden: unexpected CopyData from the upstream database", out);
+        return Large::kDiscard;
+      }
+      if (masker_ != nullptr || copy_header_pending_ || (copy_line_detect_ && has_detect_)) {
+        large_refuse_ = true;
+        return Large::kDiscard;
+      }
+      large_record_ = record;
+      if (record) large_line_.start(false, kRecordedValueBytes, kRecordedPrefixBytes);
+      return Large::kPass;
+    default:
+      start_swallow("54000",
+                    "pgwarden: result refused: a '" + std::string(1, static_cast<char>(type)) +
+                        "' message of " + std::to_string(large_length_) +
+                        " bytes from the upstream database is larger than the gateway inspects (" +
+                        std::to_string(kMaxInspectedMessageBytes) + " bytes)",
+                    out);
+      return Large::kDiscard;
+  }
+}
+
+void ResultFilter::large_chunk(std::string_view chunk, std::string& out) {
+  if (large_type_ == 'D' && large_split_) {
+    // The unmasked rest of a masked row.
+    out.append(chunk);
+    if (large_record_) large_out_row_.feed(chunk);
+  } else if (large_type_ == 'D' && large_reduce_) {
+    large_row_.feed(chunk);
+    size_t used = large_reduced_.feed(chunk);
+    large_consumed_ += used;
+    if (large_reduced_.split() && start_split(out)) {
+      std::string_view rest = chunk.substr(used);
+      out.append(rest);
+      if (large_record_) large_out_row_.feed(rest);
+    }
+  } else if (large_type_ == 'D' && (large_record_ || large_refuse_)) {
+    large_row_.feed(chunk);
+  } else if (large_type_ == 'd' && large_record_) {
+    large_line_.update(chunk);
+  }
+}
+
+bool ResultFilter::start_split(std::string& out) {
+  large_reduce_ = false;
+  const uint32_t k = large_reduced_.split_index();
+  const std::string& reduced = large_reduced_.body();  // Int16 count, columns [0, k)
+  std::string prefix_row;
+  prefix_row.resize(2);
+  store_be16(reinterpret_cast<uint8_t*>(prefix_row.data()), static_cast<uint16_t>(k));
+  prefix_row.append(reduced, 2);
+  masking::RowMaskPlan plan = masker_->plan();
+  plan.column_count = k;
+  if (plan.columns.size() > k) plan.columns.resize(k);
+  auto m = masking::RowMasker::create(plan, plan.needs_detector() ? detector_ : nullptr);
+  if (!m.is_ok()) return false;  // refused at the end
+  scratch_.clear();
+  auto r = (*m)->mask_data_row(pw::as_bytes(prefix_row), scratch_);
+  if (!r.is_ok()) return false;
+  std::string_view values =
+      *r ? std::string_view(scratch_).substr(5 + 2) : std::string_view(prefix_row).substr(2);
+  const uint64_t rest = large_length_ - large_consumed_;  // the long value onward, unchanged
+  const uint64_t length = 4 + 2 + values.size() + 4 + rest;
+  if (length > 0x7fffffff) return false;
+  std::string head;
+  head.resize(7);  // type, Int32 length, Int16 column count
+  head[0] = 'D';
+  pw::store_be32(reinterpret_cast<uint8_t*>(head.data() + 1), static_cast<uint32_t>(length));
+  store_be16(reinterpret_cast<uint8_t*>(head.data() + 5),
+             static_cast<uint16_t>(large_reduced_.count()));
+  head.append(values);
+  head.resize(head.size() + 4);
+  pw::store_be32(reinterpret_cast<uint8_t*>(head.data() + head.size() - 4),
+                 large_reduced_.split_length());
+  out.append(head);
+  if (large_record_) {
+    large_out_row_.start(formats_, true);
+    large_out_row_.feed(std::string_view(head).substr(5));
+  }
+  if (*r) ++rows_masked_;
+  large_split_ = true;
+  large_refuse_ = false;
+  return true;
+}
+
+void ResultFilter::end_large(std::string& out) {
+  const uint8_t type = std::exchange(large_type_, 0);
+  if (std::exchange(large_split_, false)) {
+    Unit* u = front_unit(cycle_now_);
+    if (std::exchange(large_record_, false) && u != nullptr && large_out_row_.complete()) {
+      add_recorded_row(*u, large_out_row_.take_values(), large_out_row_.rendered_bytes());
+    }
+    return;
+  }
+  if (std::exchange(large_reduce_, false) && large_reduced_.ok()) {
+    large_record_ = false;  // on_data_row records it
+    large_refuse_ = false;
+    const std::string& body = large_reduced_.body();
+    std::string whole(1, 'D');
+    whole.resize(5);
+    pw::store_be32(reinterpret_cast<uint8_t*>(whole.data() + 1),
+                   static_cast<uint32_t>(4 + body.size()));
+    whole += body;
+    on_data_row(whole, out);  // masked and recorded like a row that fits
+    return;
+  }
+  if (large_refuse_) {
+    large_refuse_ = false;
+    large_record_ = false;
+    std::string what;
+    if (type == 'D') {
+      int i = large_row_.largest_index();
+      std::string name = i >= 0 && static_cast<size_t>(i) < column_names_.size()
+                             ? column_names_[static_cast<size_t>(i)]
+                             : "?";
+      what = "column \"" + name + "\" holds a value of " +
+             std::to_string(large_row_.largest_length()) + " bytes in a row of " +
+             std::to_string(large_length_) + " bytes";
+    } else {
+      what = "a COPY line of " + std::to_string(large_length_) + " bytes";
+    }
+    start_swallow("54000",
+                  "pgwarden: result refused: " + what +
+                      ", and the policy masks or scans this result; the gateway masks rows up to " +
+                      std::to_string(kMaxMaskedRowBytes) +
+                      " bytes besides the values of redact/null columns (select a shorter part "
+                      "of the value, e.g. with substring(), or leave the column unmasked)",
+                  out);
+    return;
+  }
+  if (!large_record_) return;
+  large_record_ = false;
+  Unit* u = front_unit(cycle_now_);
+  if (u == nullptr) return;
+  size_t bytes = 0;
+  if (type == 'D') {
+    if (large_row_.failed() || !large_row_.complete()) return;  // PostgreSQL's bytes: not a row
+    bytes = large_row_.rendered_bytes();
+    add_recorded_row(*u, large_row_.take_values(), bytes);
+  } else {
+    json line = large_line_.finish(&bytes);
+    add_recorded_row(*u, json::array({std::move(line)}), bytes);
+  }
+}
+
+ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view whole,
+                                              uint64_t cycles_received, int64_t now_ms,
+                                              std::string& out) {
+  enter_cycle(cycles_received);
   if (swallow_ && type != 'Z') {
     if (type == 'N' || type == 'S' || type == 'A') return Action::kForward;
     return Action::kConsumed;
@@ -402,9 +598,11 @@ ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bo
   }
   have_plan_ = true;
   formats_.clear();
+  column_names_.clear();
   json columns = json::array();
   for (const pw::FieldDescription& f : rd.fields) {
     formats_.push_back(f.format);
+    column_names_.emplace_back(f.name);
     columns.push_back({{"name", value_json(f.name, false)}, {"type_oid", f.type_oid}});
   }
   if (Unit* u = front_unit(cycle_now_)) {
@@ -602,9 +800,11 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
     std::string_view seen = std::string_view(out).substr(start + 5);
     if (!seen.empty() && seen.back() == '\n') seen.remove_suffix(1);
     if (Unit* u = front_unit(cycle_now_); u != nullptr && u->recorded < config_.row_cap) {
-      u->batch.push_back(json::array({value_json(seen, false)}));
-      ++u->recorded;
-      if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+      size_t bytes = 0;
+      large_line_.start(false, kRecordedValueBytes, kRecordedPrefixBytes);
+      large_line_.update(seen);
+      json value = large_line_.finish(&bytes);
+      add_recorded_row(*u, json::array({std::move(value)}), bytes);
     }
   }
   return Action::kConsumed;
@@ -622,6 +822,7 @@ void ResultFilter::start_swallow(std::string_view sqlstate, std::string_view mes
     u->sqlstate = sqlstate;
     u->error = message;
     u->batch = json::array();  // the client saw none of this result's rows after the error
+    u->batch_bytes = 0;
   }
 }
 
@@ -629,18 +830,18 @@ void ResultFilter::record_row(std::string_view body) {
   if (!record_rows()) return;
   Unit* u = front_unit(cycle_now_);
   if (u == nullptr || u->recorded >= config_.row_cap) return;
-  pw::DataRow row;
-  if (!pw::parse(pw::as_bytes(body), &row).ok()) return;
-  json values = json::array();
-  size_t i = 0;
-  for (const pw::Value& v : row.columns) {
-    bool binary = i < formats_.size() && formats_[i] == 1;
-    values.push_back(v.is_null ? json(nullptr) : value_json(v.text(), binary));
-    ++i;
-  }
-  u->batch.push_back(std::move(values));
-  ++u->recorded;
-  if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+  row_values_.start(formats_, true);
+  size_t used = row_values_.feed(body);
+  if (!row_values_.complete() || used != body.size()) return;
+  add_recorded_row(*u, row_values_.take_values(), row_values_.rendered_bytes());
+}
+
+void ResultFilter::add_recorded_row(Unit& u, json values, size_t bytes) {
+  u.batch.push_back(std::move(values));
+  u.batch_bytes += bytes;
+  ++u.recorded;
+  // By count, and by size so one rows event stays far below the control-plane frame limit.
+  if (u.batch.size() >= kRowsPerEvent || u.batch_bytes >= kRecordedRowBytes) flush_rows(u);
 }
 
 void ResultFilter::flush_rows(Unit& u) {
@@ -649,6 +850,7 @@ void ResultFilter::flush_rows(Unit& u) {
     sink_({{"kind", "rows"}, {"columns", u.columns}, {"rows", std::move(u.batch)}});
   }
   u.batch = json::array();
+  u.batch_bytes = 0;
 }
 
 void ResultFilter::end_unit(Unit& u, int64_t now_ms) {

@@ -37,6 +37,17 @@
 // unmasked value. Inside a transaction the session then fails the upstream transaction too
 // (take_refusal()), so a later COMMIT cannot commit work the client saw fail.
 //
+// Large messages: the session hands a DataRow or CopyData whole only up to whole_limit() (rows
+// the plan masks or scans: kMaxMaskedRowBytes; anything else: kStreamRowsAbove). A larger one
+// streams (begin_large / large_chunk / end_large): unmasked rows and COPY lines pass to the
+// client chunk by chunk while the recording keeps each value's prefix, length and SHA-256
+// (large_values.h); a row that needs masking is rebuilt as it arrives with the values of its
+// redact/null columns (whose masked form does not depend on the value) replaced by a
+// placeholder, and masked whole if the rest fits kMaxMaskedRowBytes; otherwise (and for COPY
+// lines that need masking or scanning) it is discarded as it arrives and refused with ERROR
+// 54000 naming the column and the limit (the rest of the cycle is swallowed
+// as for any refusal), so the protocol stays in step and memory stays bounded.
+//
 // Recording: statements are tracked as units (a simple Query, or one Execute of an extended
 // cycle); the filter collects the rows as the client saw them (masked) up to the row cap and
 // emits `rows` events in batches of kRowsPerEvent, then a completion event per unit through
@@ -62,12 +73,19 @@
 #include "common/status.h"
 #include "dataplane/masking/mask_apply.h"
 #include "dataplane/pgwire/framer.h"
+#include "dataplane/session/large_values.h"
 #include "rules/matcher.h"
 
 namespace pgwarden::session {
 
 inline constexpr size_t kRowsPerEvent = 100;
 inline constexpr int kDefaultRecordingRowCap = 1000;
+// Rows/COPY lines that must be masked or scanned are buffered whole up to this size.
+inline constexpr uint32_t kMaxMaskedRowBytes = 16u << 20;
+// Rows/COPY lines that need no masking are handed whole only up to this size, else streamed.
+inline constexpr uint32_t kStreamRowsAbove = 256u << 10;
+// Any other upstream message is inspected whole up to this size.
+inline constexpr uint32_t kMaxInspectedMessageBytes = 16u << 20;
 
 struct ResultFilterConfig {
   uint64_t policy_hash = 0;
@@ -110,6 +128,18 @@ class ResultFilter {
   // this message). Appends the client's bytes to `out` unless the answer is kForward.
   Action on_message(uint8_t type, std::string_view whole, uint64_t cycles_received, int64_t now_ms,
                     std::string& out);
+  // The largest message (type byte, length, body) of `type` the session hands whole to
+  // on_message(); a larger one streams through begin_large().
+  uint32_t whole_limit(uint8_t type) const;
+  // A message too large to hand whole: kPass = relay its bytes to the client (header first,
+  // the session appends it), kDiscard = drop them. Every body byte goes through large_chunk(),
+  // then end_large() (which may append an ErrorResponse to `out`).
+  enum class Large { kPass, kDiscard };
+  Large begin_large(uint8_t type, uint32_t length, uint64_t cycles_received, std::string& out);
+  // `out`: the client's bytes the filter writes itself (a masked row it rebuilt).
+  void large_chunk(std::string_view chunk, std::string& out);
+  void end_large(std::string& out);
+
   // After kNeedPlan: the cp `mask_plan` request body but session_id ({"fields": [...]} or
   // {"copy": {...}}) and the cache key.
   const nlohmann::json& plan_request() const { return pending_request_; }
@@ -139,6 +169,7 @@ class ResultFilter {
     std::string error;
     nlohmann::json columns = nlohmann::json::array();
     nlohmann::json batch = nlohmann::json::array();
+    size_t batch_bytes = 0;  // rendered value text in `batch`
     int recorded = 0;
     bool executed = false;
     bool simple = false;  // a simple Query (ends at ReadyForQuery) vs one Execute
@@ -183,8 +214,15 @@ class ResultFilter {
   using CopyPlanCache = std::unordered_map<uint64_t, std::shared_ptr<const CopyPlan>>;
   static CopyPlanCache& copy_plan_cache();
   void set_copy_answer(uint64_t key, const nlohmann::json& answer);
+  // The large row split (RowReducer::split): masks the columns before the split, appends the
+  // rebuilt row's header and head to `out`. False when that failed (the row is refused).
+  bool start_split(std::string& out);
   void start_swallow(std::string_view sqlstate, std::string_view message, std::string& out);
   void record_row(std::string_view body);
+  // Adds one recorded row to the unit's batch (flushed by count and by size).
+  void add_recorded_row(Unit& u, nlohmann::json values, size_t bytes);
+  // Enters the cycle of an upstream message (drops state of earlier cycles).
+  void enter_cycle(uint64_t cycles_received);
   void flush_rows(Unit& u);
   void end_unit(Unit& u, int64_t now_ms);
   Unit* front_unit(uint64_t cycle);
@@ -207,6 +245,21 @@ class ResultFilter {
   bool have_plan_ = false;  // a RowDescription (or NoData) selected the plan below
   std::unique_ptr<masking::RowMasker> masker_;  // null = empty plan
   std::vector<int16_t> formats_;                // result column formats (for recording)
+  std::vector<std::string> column_names_;       // of the current RowDescription
+
+  // The large message being streamed (begin_large .. end_large).
+  uint8_t large_type_ = 0;
+  uint64_t large_length_ = 0;
+  bool large_record_ = false;  // its values go to the recording
+  bool large_refuse_ = false;  // refused at its end (it needed masking or scanning)
+  ValueListStream large_row_;
+  bool large_reduce_ = false;  // masked from large_reduced_ at its end, if that fits
+  RowReducer large_reduced_;
+  uint64_t large_consumed_ = 0;    // body bytes fed to large_reduced_ before a split
+  bool large_split_ = false;       // masked head sent; the rest streams unchanged
+  ValueListStream large_out_row_;  // the row as the client gets it (recording after a split)
+  ValueRecorder large_line_;
+  ValueListStream row_values_;  // renders whole rows for the recording
   bool copy_out_ = false;
   bool copy_header_pending_ = false;  // the next CopyData is the HEADER line
   bool copy_line_detect_ = false;     // COPY (query): run the detector over whole lines

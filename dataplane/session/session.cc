@@ -28,8 +28,11 @@ namespace pw = pgwarden::pgwire;
 constexpr size_t kReadChunk = 32 * 1024;
 constexpr size_t kReadBudget = 512 * 1024;  // per pump and side, for fairness
 constexpr size_t kClientInSoftCap = 256 * 1024;
-constexpr uint32_t kMaxInspectedUpstream = 16u << 20;
+constexpr uint32_t kMaxInspectedUpstream = kMaxInspectedMessageBytes;
 constexpr int64_t kCloseFlushMs = 2000;
+// PostgreSQL's own cap on a client message (PQ_LARGE_MESSAGE_LIMIT): a streamed Bind or
+// CopyData may be this long.
+constexpr uint32_t kMaxStreamedMessageBytes = 0x3fffffff;
 
 std::string hex64(uint64_t v) {
   char buf[17];
@@ -571,9 +574,18 @@ void Session::process_client_input() {
       client_skip_ -= n;
       continue;
     }
+    if (client_pass_remaining_ > 0) {
+      relay_client_stream();
+      continue;
+    }
     if (state_ == State::kReady && client_in_pending() >= 5) {
       const auto* h = reinterpret_cast<const uint8_t*>(client_in_.data() + client_in_off_);
       uint32_t len = pw::load_be32(h + 1);
+      if (len > worker_->runtime().config.limits.max_message_bytes &&
+          (h[0] == 'd' || h[0] == 'B') && len <= kMaxStreamedMessageBytes) {
+        start_client_stream(h[0], len);
+        continue;
+      }
       if (len > worker_->runtime().config.limits.max_message_bytes &&
           refuse_oversized_message(h[0], len)) {
         continue;
@@ -880,6 +892,50 @@ bool Session::refuse_oversized_message(uint8_t type, uint32_t length) {
   stand_in.type = simple ? 'Q' : 'P';
   apply_denial(stand_in, "54000", message, "max_message_bytes");
   return true;
+}
+
+void Session::start_client_stream(uint8_t type, uint32_t length) {
+  last_client_activity_ms_ = monotonic_ms();
+  if (skip_until_sync_) {
+    // After an error everything up to Sync is discarded, as for messages that fit.
+    client_skip_ = 1 + static_cast<size_t>(length);
+    return;
+  }
+  bump(worker_->counters().messages_streamed);
+  up_out_.append(client_in_, client_in_off_, 5);
+  client_in_off_ += 5;
+  client_pass_remaining_ = length - 4;
+  client_pass_bind_ = type == 'B';
+  if (client_pass_bind_) bind_stream_.start();
+  if (client_pass_remaining_ == 0) finish_client_stream();
+}
+
+void Session::relay_client_stream() {
+  last_client_activity_ms_ = monotonic_ms();  // a long upload is not idleness
+  size_t n = std::min(client_pass_remaining_, client_in_pending());
+  if (client_pass_bind_) bind_stream_.feed(std::string_view(client_in_).substr(client_in_off_, n));
+  up_out_.append(client_in_, client_in_off_, n);
+  client_in_off_ += n;
+  client_pass_remaining_ -= n;
+  if (client_pass_remaining_ == 0) finish_client_stream();
+}
+
+void Session::finish_client_stream() {
+  if (!std::exchange(client_pass_bind_, false)) return;
+  // What forward() notes for a Bind that fits: the portal's statement (result masking) and,
+  // for write-ahead recording, its parameters (large ones as prefix + length + SHA-256).
+  const bool ok = bind_stream_.ok();
+  if (results_ && ok) results_->on_bind_forwarded(bind_stream_.portal(), bind_stream_.statement());
+  if (grant_.recording_required) {
+    if (ok) {
+      ledger_.on_bind_streamed(bind_stream_.portal(), bind_stream_.statement(),
+                               bind_stream_.take_params(), bind_stream_.params_summarised());
+    } else {
+      // Malformed: PostgreSQL refuses it; the ledger forgets the portal so a later Execute of
+      // that name needs a record of its own.
+      ledger_.forget_portal(bind_stream_.portal());
+    }
+  }
 }
 
 void Session::forward(const pw::Message& m, const Decision* d) {
@@ -1611,9 +1667,16 @@ void Session::process_upstream_stream() {
     if (client_out_pending() > cap) break;
     if (up_pass_remaining_ > 0) {
       size_t n = std::min(avail, up_pass_remaining_);
-      client_out_.append(up_in_, up_in_off_, n);
+      if (up_pass_ != UpstreamPass::kPlain) {
+        results_->large_chunk(std::string_view(up_in_).substr(up_in_off_, n), client_out_);
+      }
+      if (up_pass_ != UpstreamPass::kDiscard) client_out_.append(up_in_, up_in_off_, n);
       up_in_off_ += n;
       up_pass_remaining_ -= n;
+      if (up_pass_remaining_ == 0 && up_pass_ != UpstreamPass::kPlain) {
+        up_pass_ = UpstreamPass::kPlain;
+        results_->end_large(client_out_);
+      }
       continue;
     }
     if (avail < 5) break;
@@ -1626,11 +1689,22 @@ void Session::process_upstream_stream() {
       return;
     }
     bool filtered = results_ != nullptr && results_->needs_whole(type);
+    if (filtered && type != 'E' && type != 'Z' && len >= results_->whole_limit(type)) {
+      // Too large to hold whole (a big row or COPY line): streamed, recorded as it passes, or
+      // refused in step when it would need masking.
+      if (mask_plan_pending_) break;
+      bump(worker_->counters().results_streamed);
+      ResultFilter::Large mode = results_->begin_large(type, len, cycles_received_, client_out_);
+      if (mode == ResultFilter::Large::kPass) client_out_.append(up_in_, up_in_off_, 5);
+      up_in_off_ += 5;
+      up_pass_remaining_ = len - 4;
+      up_pass_ =
+          mode == ResultFilter::Large::kPass ? UpstreamPass::kFiltered : UpstreamPass::kDiscard;
+      continue;
+    }
     if (type == 'E' || type == 'Z' || filtered) {
       if (len > kMaxInspectedUpstream) {
-        send_fatal(filtered ? "54000" : "08006",
-                   filtered ? "pgwarden: a result row is too large to mask or record"
-                            : "pgwarden: oversized message from the upstream database");
+        send_fatal("08006", "pgwarden: oversized message from the upstream database");
         close_after_flush();
         return;
       }
@@ -1784,7 +1858,8 @@ void Session::note_forwarded(const pw::Message& m) {
 }
 
 bool Session::busy() const {
-  return waiting_cp_ || cycles_sent_ > cycles_received_ || client_in_pending() > 0;
+  return waiting_cp_ || cycles_sent_ > cycles_received_ || client_in_pending() > 0 ||
+         client_pass_remaining_ > 0;
 }
 
 // ---------------------------------------------------------------------------------------------

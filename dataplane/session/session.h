@@ -14,6 +14,12 @@
 // rewritten into the denial (42501). The upstream thus ends the implicit transaction or marks
 // the explicit one failed exactly as it would for a real error, replies stay in protocol
 // order, and the skip-until-Sync rule of the extended protocol holds on both sides.
+//
+// Large values (dataplane/session/large_values.h, docs/dataplane.md "Large values"): a Bind or
+// CopyData over limits.max_message_bytes is relayed upstream as its bytes arrive; upstream rows
+// and COPY lines too large to hold whole stream to the client through the ResultFilter
+// (recorded as prefix + length + SHA-256, masked where the mask allows, else refused 54000 in
+// step). Per-session memory stays bounded whatever the value size.
 #pragma once
 
 #include <sys/socket.h>
@@ -32,6 +38,7 @@
 #include "dataplane/session/cancel_map.h"
 #include "dataplane/session/event_loop.h"
 #include "dataplane/session/execution_ledger.h"
+#include "dataplane/session/large_values.h"
 #include "dataplane/session/recording_hold.h"
 #include "dataplane/session/result_masking.h"
 #include "dataplane/session/screen.h"
@@ -179,6 +186,12 @@ class Session {
   // order, as for a denial; the session stays usable. False for message types that cannot be
   // answered that way (the framer then ends the session with FATAL 54000).
   bool refuse_oversized_message(uint8_t type, uint32_t length);
+  // A Bind or CopyData longer than limits.max_message_bytes (parameters and COPY rows are data:
+  // any size PostgreSQL accepts passes): relayed upstream as its bytes arrive, never buffered
+  // whole; a Bind's names and parameters are noted as it passes (BindStream).
+  void start_client_stream(uint8_t type, uint32_t length);
+  void relay_client_stream();
+  void finish_client_stream();
   // After authentication: every startup setting the client sent must be allowed by the policy
   // (startup_settings.h). False when the login was refused.
   bool admit_startup_settings();
@@ -296,7 +309,10 @@ class Session {
   std::vector<std::pair<std::string, std::string>> client_params_;  // admitted settings
   std::vector<StartupSetting> client_settings_;  // as sent, checked after authentication
   std::string startup_options_error_;            // an `options` value that could not be read
-  size_t client_skip_ = 0;  // bytes of an oversized client message still to discard
+  size_t client_skip_ = 0;            // bytes of an oversized client message still to discard
+  size_t client_pass_remaining_ = 0;  // bytes of a streamed client message still to relay
+  bool client_pass_bind_ = false;     // the streamed message is a Bind (bind_stream_)
+  BindStream bind_stream_;
 
   uint64_t sid_ = 0;  // random session id shared with cp (hex)
   std::string sid_hex_;
@@ -325,6 +341,10 @@ class Session {
   char tx_status_ = 'I';
   // Streaming relay of upstream messages: bytes left of the message being passed through.
   size_t up_pass_remaining_ = 0;
+  // kPlain: no filter involved; kFiltered: relayed and fed to the result filter (a large row
+  // being recorded); kDiscard: fed to the filter, not relayed (refused or swallowed).
+  enum class UpstreamPass : uint8_t { kPlain, kFiltered, kDiscard };
+  UpstreamPass up_pass_ = UpstreamPass::kPlain;
   ScreenResult screen_;
   std::shared_ptr<const rules::CompiledRuleSet> rule_set_;
   uint64_t rules_generation_ = 0;

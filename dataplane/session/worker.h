@@ -53,6 +53,8 @@ namespace pgwarden::session {
   X(cancel_requests)            \
   X(protocol_errors)            \
   X(backpressure_pauses)        \
+  X(messages_streamed)          \
+  X(results_streamed)           \
   X(sessions_killed)            \
   X(sessions_reregistered)      \
   X(logins_refused_total_cap)   \

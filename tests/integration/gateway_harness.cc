@@ -403,6 +403,20 @@ std::string GatewayHarness::conninfo_as(const std::string& key_id, const std::st
 std::string GatewayHarness::dp_log() const { return slurp(dir_ + "/dp.log"); }
 std::string GatewayHarness::cp_log() const { return slurp(dir_ + "/cp.log"); }
 
+long GatewayHarness::dp_peak_rss_kib() const {
+  std::string status = slurp("/proc/" + std::to_string(dp_pid_) + "/status");
+  auto pos = status.find("VmHWM:");
+  if (pos == std::string::npos) return -1;
+  return std::atol(status.c_str() + pos + 6);
+}
+
+bool GatewayHarness::reset_dp_peak_rss() const {
+  std::ofstream f("/proc/" + std::to_string(dp_pid_) + "/clear_refs");
+  f << "5";
+  f.flush();
+  return static_cast<bool>(f);
+}
+
 long GatewayHarness::dp_rss_kib() const {
   std::string status = slurp("/proc/" + std::to_string(dp_pid_) + "/status");
   auto pos = status.find("VmRSS:");

@@ -152,6 +152,11 @@ class GatewayHarness {
   std::string cp_log() const;
   // Resident memory of pgwarden-dp in KiB (from /proc).
   long dp_rss_kib() const;
+  // Peak resident memory (VmHWM) of pgwarden-dp in KiB; reset_dp_peak_rss() starts a new peak
+  // from the current RSS (/proc/<pid>/clear_refs, needs root or the same user): measure what a
+  // test itself makes dp hold.
+  long dp_peak_rss_kib() const;
+  bool reset_dp_peak_rss() const;
 
  private:
   Status write_config();
