@@ -18,6 +18,7 @@ FlowAction TcpFlow::on_client_packet(const ParsedPacket& p, std::span<const uint
   }
   if (p.tcp_flags & kTcpRst) {
     reset_ = true;
+    reasm_.release();
     return FlowAction::kForward;
   }
   if (p.tcp_flags & kTcpSyn) {
@@ -37,10 +38,12 @@ FlowAction TcpFlow::on_client_packet(const ParsedPacket& p, std::span<const uint
     case SegmentOutcome::kDeny:
       denied_ = true;
       deny_reason_ = std::string(consumer_->reason());
+      reasm_.release();
       return FlowAction::kDropAndReset;
     case SegmentOutcome::kConflict:
       denied_ = true;
       deny_reason_ = "overlap_conflict";
+      reasm_.release();
       return FlowAction::kDropAndReset;
     case SegmentOutcome::kClosed:
       counters_->tcp_dropped_closed_flow.inc();
@@ -56,6 +59,7 @@ FlowAction TcpFlow::on_server_packet(const ParsedPacket& p) {
   }
   if (p.tcp_flags & kTcpRst) {
     reset_ = true;
+    reasm_.release();
     return FlowAction::kForward;
   }
   if (p.tcp_flags & kTcpAck) reasm_.on_peer_ack(p.ack);

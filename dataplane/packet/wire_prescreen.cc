@@ -237,6 +237,7 @@ class WirePrescreenStream : public StreamConsumer {
   }
 
   void screen_statement(std::string_view sql, PrescreenRecord* rec) {
+    sink_->counters_->prescreen_statements.inc();
     rules::lex_sql(sql, sink_->lexed_);
     FirstRules found;
     rules::Verdict v = sink_->rules_->scan(sink_->lexed_, found);
