@@ -17,10 +17,10 @@
 #include <sstream>
 #include <string>
 
+#include "common/source_root.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
-#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {
@@ -48,8 +48,9 @@ constexpr Mac kDbMac = {0x02, 0, 0, 0, 0, 0x14};
 constexpr Mac kHostMac = {0x02, 0, 0, 0, 0, 0x01};
 
 struct RingPort {
-  rte_ring* rx = nullptr;  // what the test injects
-  rte_ring* tx = nullptr;  // what the layer sent
+  rte_ring* rx = nullptr;   // what the test injects
+  rte_ring* tx = nullptr;   // what the layer sent (TX queue 0)
+  rte_ring* tx1 = nullptr;  // TX queue 1 (ports made for two workers)
   std::string name;
 };
 
@@ -57,18 +58,22 @@ class PacketLayerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     ASSERT_TRUE(init_eal_for_tests().is_ok()) << init_eal_for_tests().to_string();
+    if (pool_ != nullptr) return;  // derived suites share it
     pool_ = rte_pktmbuf_pool_create("test_frames", 4095, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     ASSERT_NE(pool_, nullptr);
   }
 
-  RingPort make_port(const std::string& role) {
+  // A ring port with one RX queue and `tx_queues` (1 or 2) TX queues.
+  RingPort make_port(const std::string& role, unsigned tx_queues = 1) {
     static int n = 0;
     RingPort p;
     std::string id = role + std::to_string(n++);
     p.rx = rte_ring_create(("rx_" + id).c_str(), 1024, 0, 0);
     p.tx = rte_ring_create(("tx_" + id).c_str(), 1024, 0, 0);
+    if (tx_queues > 1) p.tx1 = rte_ring_create(("tx1_" + id).c_str(), 1024, 0, 0);
     p.name = "net_ring_" + id;
-    int port = rte_eth_from_rings(id.c_str(), &p.rx, 1, &p.tx, 1, 0);
+    rte_ring* tx[2] = {p.tx, p.tx1};
+    int port = rte_eth_from_rings(id.c_str(), &p.rx, 1, tx, tx_queues, 0);
     EXPECT_GE(port, 0);
     rings_.push_back(p);
     return p;
@@ -97,6 +102,10 @@ class PacketLayerTest : public ::testing::Test {
       drain(p.rx);
       rte_ring_free(p.rx);
       rte_ring_free(p.tx);
+      if (p.tx1 != nullptr) {
+        drain(p.tx1);
+        rte_ring_free(p.tx1);
+      }
     }
     rings_.clear();
   }
@@ -126,11 +135,13 @@ class PacketLayerTest : public ::testing::Test {
   std::vector<std::vector<uint8_t>> sent(const RingPort& port) {
     std::vector<std::vector<uint8_t>> out;
     void* m;
-    while (rte_ring_dequeue(port.tx, &m) == 0) {
-      auto* mb = static_cast<rte_mbuf*>(m);
-      const uint8_t* d = rte_pktmbuf_mtod(mb, const uint8_t*);
-      out.emplace_back(d, d + rte_pktmbuf_data_len(mb));
-      rte_pktmbuf_free(mb);
+    for (rte_ring* r : {port.tx, port.tx1}) {
+      while (r != nullptr && rte_ring_dequeue(r, &m) == 0) {
+        auto* mb = static_cast<rte_mbuf*>(m);
+        const uint8_t* d = rte_pktmbuf_mtod(mb, const uint8_t*);
+        out.emplace_back(d, d + rte_pktmbuf_data_len(mb));
+        rte_pktmbuf_free(mb);
+      }
     }
     return out;
   }
@@ -154,9 +165,9 @@ class PacketLayerTest : public ::testing::Test {
     return build_tcp_frame(s);
   }
 
-  uint64_t counter(const std::string& name) {
+  uint64_t counter(const std::string& name, unsigned worker = 0) {
     PacketLayerStats stats = layer_->stats();
-    for (const auto& [n, v] : stats.lcores.at(0).counters) {
+    for (const auto& [n, v] : stats.lcores.at(worker).counters) {
       if (n == name) return v;
     }
     ADD_FAILURE() << "no counter " << name;
@@ -488,6 +499,176 @@ TEST_F(PacketLayerTest, StatsJsonListsPortsAndCounters) {
   EXPECT_NE(json.find("\"role\":\"agent\""), std::string::npos);
   EXPECT_NE(json.find("\"flows_capacity_dropped\""), std::string::npos);
   EXPECT_NE(json.find("\"link_up\""), std::string::npos);
+}
+
+// Two workers sharing ports that cannot spread flows themselves (one RX queue each): the
+// worker polling a port steers each TCP frame to the worker owning its flow.
+class TwoWorkerTest : public PacketLayerTest {
+ protected:
+  void SetUp() override {
+    PacketLayerTest::SetUp();
+    agent_ = make_port("agent2w", 2);
+    db_ = make_port("db2w", 2);
+    host_ = make_port("host2w", 2);
+    config_.agent_port = agent_.name;
+    config_.database_port = db_.name;
+    config_.exception_port = host_.name;
+    config_.workers = 2;
+    config_.flow_capacity = 256;
+  }
+
+  // Enqueues a frame on a port's RX ring without polling.
+  void put(const RingPort& port, const std::vector<uint8_t>& frame) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    ASSERT_NE(m, nullptr);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size())), frame.data(),
+                frame.size());
+    ASSERT_EQ(rte_ring_enqueue(port.rx, m), 0);
+  }
+
+  // Polls both workers until steered frames reached their owners and flushes.
+  void pump() {
+    for (int round = 0; round < 8; ++round) {
+      layer_->poll_once(0);
+      layer_->poll_once(1);
+    }
+    layer_->flush(0);
+    layer_->flush(1);
+  }
+
+  uint64_t total(const std::string& name) { return counter(name, 0) + counter(name, 1); }
+};
+
+TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
+  start();
+  ASSERT_EQ(layer_->worker_count(), 2u);
+  EXPECT_EQ(layer_->stats().spread, SpreadMode::kSoftware);
+  constexpr uint16_t kFlows = 64;
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(agent_, tcp(kAgent, 30000 + f, kDb, 5432, 1000, 0, kTcpSyn));
+  }
+  pump();
+  ASSERT_EQ(sent(db_).size(), kFlows);
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(db_, tcp(kDb, 5432, kAgent, 30000 + f, 5000, 1001, kTcpSyn | kTcpAck));
+  }
+  pump();
+  ASSERT_EQ(sent(agent_).size(), kFlows);
+  std::string data = startup_message() + query("SELECT 1");
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(agent_, tcp(kAgent, 30000 + f, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh, data));
+  }
+  pump();
+  EXPECT_EQ(sent(db_).size(), kFlows);
+  // Server ACKs reach the same worker: they release the flows' retained bytes.
+  uint32_t acked = 1001 + static_cast<uint32_t>(data.size());
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(db_, tcp(kDb, 5432, kAgent, 30000 + f, 5001, acked, kTcpAck));
+  }
+  pump();
+  EXPECT_EQ(sent(agent_).size(), kFlows);
+
+  EXPECT_EQ(total("flows_created"), kFlows);
+  EXPECT_EQ(total("prescreen_statements"), kFlows);
+  EXPECT_EQ(total("tcp_forwarded"), 4u * kFlows);
+  EXPECT_EQ(total("flows_midstream_dropped"), 0u);
+  EXPECT_EQ(total("rx_steer_dropped"), 0u);
+  PacketLayerStats st = layer_->stats();
+  for (unsigned w = 0; w < 2; ++w) {
+    // 64 flows over 2 workers: each owns some, and each received frames of the other's flows.
+    EXPECT_GT(counter("flows_created", w), 0u) << "worker " << w;
+    EXPECT_GT(counter("rx_steered_out", w), 0u) << "worker " << w;
+    EXPECT_EQ(st.lcores[w].flows_active, counter("flows_created", w));
+    EXPECT_EQ(counter("rx_steered_in", w), counter("rx_steered_out", 1 - w));
+  }
+  // The agent port is polled by worker 0, the database port by worker 1.
+  EXPECT_EQ(counter("rx_packets", 0), 2u * kFlows);
+  EXPECT_EQ(counter("rx_packets", 1), 2u * kFlows);
+}
+
+TEST_F(TwoWorkerTest, DenyOnAFlowOwnedByTheOtherWorkerResetsBothEndsAndIsAudited) {
+  start();
+  // Open flows until both workers own one, then deny on each.
+  std::vector<uint16_t> ports;
+  for (uint16_t f = 0; f < 16; ++f) {
+    uint16_t sport = static_cast<uint16_t>(41000 + f);
+    put(agent_, tcp(kAgent, sport, kDb, 5432, 1000, 0, kTcpSyn));
+    pump();
+    put(db_, tcp(kDb, 5432, kAgent, sport, 5000, 1001, kTcpSyn | kTcpAck));
+    pump();
+    ports.push_back(sport);
+  }
+  sent(agent_);
+  sent(db_);
+  ASSERT_GT(counter("flows_created", 0), 0u);
+  ASSERT_GT(counter("flows_created", 1), 0u);
+  for (uint16_t sport : ports) {
+    put(agent_, tcp(kAgent, sport, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh,
+                    startup_message() + query("DROP DATABASE demo")));
+  }
+  pump();
+  EXPECT_TRUE(sent(db_).size() == ports.size());  // one RST per flow, no statement
+  EXPECT_EQ(sent(agent_).size(), ports.size());   // one RST per flow
+  EXPECT_EQ(total("prescreen_denied"), ports.size());
+  EXPECT_GT(counter("prescreen_denied", 0), 0u);
+  EXPECT_GT(counter("prescreen_denied", 1), 0u);
+  std::vector<AuditEvent> events = layer_->drain_audit();
+  ASSERT_EQ(events.size(), ports.size());
+  for (const AuditEvent& ev : events) {
+    EXPECT_EQ(ev.reason, "deny:deny.drop_database");
+  }
+}
+
+TEST_F(TwoWorkerTest, HostFramesAndNonTcpAreHandledByWhicheverWorkerPollsThem) {
+  start();
+  std::vector<uint8_t> arp(42, 0xff);
+  store_be16(arp.data() + 12, kEtherTypeArp);
+  put(agent_, arp);
+  pump();
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(sent(host_).size(), 1u);
+  put(host_, tcp(kGateway, 6432, kAgent, 40000, 1, 1, kTcpAck, "", kHostMac,
+                 {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}));
+  pump();
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(total("rx_steered_out"), 0u);
+}
+
+TEST_F(TwoWorkerTest, EveryMbufIsFreedExactlyOnceAcrossWorkers) {
+  unsigned before = rte_mempool_avail_count(pool_);
+  start();
+  for (uint16_t f = 0; f < 32; ++f) {
+    put(agent_, tcp(kAgent, 42000 + f, kDb, 5432, 1000, 0, kTcpSyn));
+    put(agent_, tcp(kAgent, 42000 + f, kDb, 5432, 1500, 0, kTcpAck, "midstream"));
+    put(db_, tcp(kDb, 5432, kAgent, 43000 + f, 1, 0, kTcpSyn));  // reverse-opened
+  }
+  pump();
+  sent(agent_);
+  sent(db_);
+  sent(host_);
+  layer_.reset();  // frees anything still in an inbox
+  EXPECT_EQ(rte_mempool_avail_count(pool_), before);
+}
+
+TEST_F(TwoWorkerTest, PortWithOneTxQueueIsAnErrorThatSaysHowToFixIt) {
+  RingPort narrow = make_port("narrow", 1);
+  config_.database_port = narrow.name;
+  auto l = PacketLayer::create(config_);
+  ASSERT_FALSE(l.is_ok());
+  EXPECT_NE(l.status().message().find("has 1 TX queue(s) but 2 workers need one each"),
+            std::string::npos)
+      << l.status().message();
+  EXPECT_NE(l.status().message().find("qpairs=2"), std::string::npos);
+}
+
+TEST_F(TwoWorkerTest, StatsShowSpreadModeAndWhichQueuesEachWorkerPolls) {
+  start();
+  std::string json = layer_->stats().to_json();
+  EXPECT_NE(json.find("\"spread\":\"software\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"rx_queues\":[\"agent:0\",\"exception:0\",\"inbox\"]"), std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"rx_queues\":[\"database:0\",\"inbox\"]"), std::string::npos) << json;
 }
 
 }  // namespace
