@@ -320,7 +320,9 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
     }
     uint16_t rxq = rx_queue_count(static_cast<PortRole>(r), info[r], nb_workers);
     rte_eth_conf conf = {};
-    if (spread_ == SpreadMode::kHardwareRss && r != kException) {
+    bool program_rss =
+        spread_ == SpreadMode::kHardwareRss && r != kException && !config.caller_spreads_flows;
+    if (program_rss) {
       conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
       conf.rx_adv_conf.rss_conf.rss_key = const_cast<uint8_t*>(kSymmetricRssKey);
       conf.rx_adv_conf.rss_conf.rss_key_len = sizeof(kSymmetricRssKey);
@@ -355,7 +357,7 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
       return unavailable("cannot start " + what + ": " + rte_strerror(-rc));
     }
     port_started_[r] = true;
-    if (spread_ == SpreadMode::kHardwareRss && r != kException) {
+    if (program_rss) {
       PGW_RETURN_IF_ERROR(program_reta(id, info[r].reta_size, nb_workers, what));
     }
     rx_queues_[r] = rxq;
@@ -577,6 +579,10 @@ Status PacketLayer::Impl::choose_spread(const rte_eth_dev_info* info, unsigned w
   if (workers == 1) return Status::ok();
   spread_ = SpreadMode::kSoftware;
   if (config_.force_software_spread) return Status::ok();
+  if (config_.caller_spreads_flows) {
+    spread_ = SpreadMode::kHardwareRss;
+    return Status::ok();
+  }
   bool fanout = true, rss = true;
   uint16_t reta_size = 0;
   for (unsigned r : {kAgent, kDatabase}) {
@@ -865,7 +871,7 @@ Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig
 
 unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
 
-void PacketLayer::poll_once(unsigned worker) { impl_->poll(*impl_->workers_[worker]); }
+bool PacketLayer::poll_once(unsigned worker) { return impl_->poll(*impl_->workers_[worker]); }
 void PacketLayer::flush(unsigned worker) { impl_->flush(*impl_->workers_[worker]); }
 
 namespace {

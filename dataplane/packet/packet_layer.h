@@ -68,6 +68,10 @@ struct PacketLayerConfig {
   // Force software steering even where the ports could spread flows themselves (tests,
   // benchmarks).
   bool force_software_spread = false;
+  // Benchmarks only: the agent and database ports have one RX queue per worker and whoever
+  // feeds them (a replayer emulating a NIC's symmetric RSS) puts both directions of a flow on
+  // the same queue number. Worker i polls queue i; nothing is steered or configured for RSS.
+  bool caller_spreads_flows = false;
   uint32_t mbufs = 0;  // 0: computed from ports, queues and descriptors
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
@@ -133,9 +137,10 @@ class PacketLayer {
   // `on_control` every control_interval_ms (stats, audit draining).
   void run(const std::atomic<bool>& stop, const std::function<void()>& on_control);
 
-  // One poll round of worker `worker` (RX burst on every port, process, drain timer, flow
-  // expiry). For tests and benchmarks that drive the loop themselves.
-  void poll_once(unsigned worker);
+  // One poll round of worker `worker` (its inbox and one RX burst on each of its queues,
+  // process, drain timer, flow expiry); true if it found any frame. For tests and benchmarks
+  // that drive the loop themselves (one thread per worker at a time).
+  bool poll_once(unsigned worker);
   void flush(unsigned worker);  // send everything buffered for TX now
 
   unsigned worker_count() const;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -471,6 +472,32 @@ TEST_F(PacketLayerTest, EveryInjectedMbufIsFreedExactlyOnce) {
   sent(db_);
   sent(host_);
   EXPECT_EQ(rte_mempool_avail_count(pool_), before);
+}
+
+TEST_F(PacketLayerTest, ClosedFlowHoldsNoReassemblyMemoryWhileItLingers) {
+  config_.flow_finished_linger_ms = 60000;  // the entry stays; its memory must not
+  start();
+  handshake();
+  std::string data = startup_message();
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh, data));
+  uint32_t seq = 1001 + static_cast<uint32_t>(data.size());
+  inject(db_, tcp(kDb, 5432, kAgent, 40000, 5001, seq, kTcpAck | kTcpPsh, "Z\0\0\0\5I"));
+  data = query("SELECT " + std::string(1300, 'x'));
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5007, kTcpAck | kTcpPsh, data));
+  seq += static_cast<uint32_t>(data.size());
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5007, kTcpAck | kTcpFin, "X\0\0\0\4"));
+  inject(db_, tcp(kDb, 5432, kAgent, 40000, 5007, seq + 6, kTcpAck | kTcpFin));
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq + 6, 5008, kTcpAck));
+  EXPECT_EQ(sent(db_).size(), 4u);
+  EXPECT_EQ(sent(agent_).size(), 2u);
+  // The lcore publishes its memory use on its drain tick (every 100 µs): poll until it did.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (layer_->stats().lcores[0].reassembly_memory_used != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    layer_->poll_once(0);
+  }
+  EXPECT_EQ(layer_->stats().lcores[0].reassembly_memory_used, 0u);
+  EXPECT_EQ(layer_->stats().lcores[0].flows_active, 1u);
 }
 
 TEST_F(PacketLayerTest, UnknownPortNameIsAClearConfigError) {

@@ -137,6 +137,7 @@ class WirePrescreenStream : public StreamConsumer {
   }
 
   std::string_view reason() const override { return reason_; }
+  void on_stream_end() override { release_buffer(true); }
 
  private:
   static PrescreenRecord header_record(uint8_t type, uint32_t body_length) {
