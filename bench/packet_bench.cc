@@ -139,6 +139,13 @@ class Bench {
     pool_ = rte_pktmbuf_pool_create(("capture" + id).c_str(), 65535, 256, 0,
                                     RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     build_capture();
+    // With emulated RSS, a lane replays exactly the flows of its worker's queue: as with a
+    // NIC, only the core polling a queue touches its frames. Otherwise each lane replays half
+    // of the flows and frames cross to the worker that polls the port (and then its owner).
+    for (uint32_t f = 0; f < kFlows; ++f) {
+      unsigned lane = emulated_rss ? rss_queue(f) : f * workers / kFlows;
+      lane_flows_[lane].push_back(f);
+    }
     PacketLayerConfig config;
     config.agent_port = names_[0];
     config.database_port = names_[1];
@@ -184,15 +191,15 @@ class Bench {
   // closed.
   void lane_round(unsigned lane, uint32_t r) {
     uint8_t net = static_cast<uint8_t>(r);
-    size_t first = lane * kFlows / workers_, last = (lane + 1) * kFlows / workers_;
+    const std::vector<uint32_t>& mine = lane_flows_[lane];
     std::vector<uint32_t>& cursor = cursor_[lane];
-    cursor.assign(last - first, 0);
-    size_t steps = per_flow_[0].size(), open = last - first;
+    cursor.assign(mine.size(), 0);
+    size_t steps = per_flow_[0].size(), open = mine.size();
     while (open > 0) {
       for (size_t i = 0; i < cursor.size(); ++i) {
         uint32_t c = cursor[i];
         if (c > steps) continue;  // closed this round
-        std::vector<CapturePacket>& flow = per_flow_[first + i];
+        std::vector<CapturePacket>& flow = per_flow_[mine[i]];
         if (c > 0 && rte_mbuf_refcnt_read(flow[c - 1].mbuf) != 1) continue;  // in flight
         if (c == steps) {
           cursor[i] = c + 1;
@@ -203,7 +210,7 @@ class Bench {
         uint8_t* d = rte_pktmbuf_mtod(m, uint8_t*);
         d[flow[c].from_client ? 27 : 31] = net;  // 10.<round>.x.y
         rte_mbuf_refcnt_update(m, 1);
-        rte_ring* rx = rx_[flow[c].from_client ? 0 : 1][rss_queue(first + i)];
+        rte_ring* rx = rx_[flow[c].from_client ? 0 : 1][rss_queue(mine[i])];
         if (rte_ring_mp_enqueue(rx, m) != 0) {
           rte_mbuf_refcnt_update(m, -1);  // RX ring full: retry on the next pass
           continue;
@@ -357,7 +364,8 @@ class Bench {
   uint64_t bytes_ = 0;
   std::string rules_file_;
   std::unique_ptr<PacketLayer> layer_;
-  std::vector<uint32_t> cursor_[kMaxLanes];  // per own flow: next packet to send
+  std::vector<uint32_t> lane_flows_[kMaxLanes];  // the flows each lane replays
+  std::vector<uint32_t> cursor_[kMaxLanes];      // per own flow: next packet to send
   LaneAtomic lane_done_[kMaxLanes];
   LaneU64 forwarded_[kMaxLanes];
   LaneU64 forwarded_bytes_[kMaxLanes];
