@@ -383,11 +383,13 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
     std::string suffix = std::to_string(w);
     for (unsigned r = 0; r < kMaxPorts; ++r) {
       if (!port_used_[r]) continue;
-      // Queue q is polled by worker q; a port with fewer queues than workers (software
-      // steering, or an exception port with fewer queues) has its queues polled by workers
-      // chosen round-robin over the roles, so that one worker does not poll every port.
+      // Queue q is polled by worker q mod N (af_packet may have more sockets than workers:
+      // every one is polled, software steering sorts the frames out); a port with fewer
+      // queues than workers (software steering, or an exception port with fewer queues) has
+      // its queues polled by workers chosen round-robin over the roles, so that one worker
+      // does not poll every port.
       for (uint16_t q = 0; q < rx_queues_[r]; ++q) {
-        unsigned owner = rx_queues_[r] >= nb_workers ? q : (r + q) % nb_workers;
+        unsigned owner = rx_queues_[r] >= nb_workers ? q % nb_workers : (r + q) % nb_workers;
         if (owner == w) c->rx.push_back({static_cast<PortRole>(r), port_ids_[r], q});
       }
     }
