@@ -315,8 +315,7 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
           what + " has " + std::to_string(info[r].max_tx_queues) + " TX queue(s) but " +
           std::to_string(nb_workers) +
           " workers need one each to transmit; give it more queues (af_packet: qpairs=" +
-          std::to_string(nb_workers) + ", tap: queues=" + std::to_string(nb_workers) +
-          ") or run fewer worker lcores");
+          std::to_string(nb_workers) + ") or run fewer worker lcores");
     }
     uint16_t rxq = rx_queue_count(static_cast<PortRole>(r), info[r], nb_workers);
     rte_eth_conf conf = {};
@@ -342,8 +341,13 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
       if (int rc =
               rte_eth_rx_queue_setup(id, q, rxd, static_cast<unsigned>(socket), nullptr, pool_);
           rc != 0) {
+        bool tap =
+            info[r].driver_name != nullptr && std::string_view(info[r].driver_name) == "net_tap";
         return unavailable("cannot set up RX queue " + std::to_string(q) + " of " + what + ": " +
-                           rte_strerror(-rc));
+                           rte_strerror(-rc) +
+                           (tap && q > 0 ? " (a TAP shared by several workers must be created "
+                                           "multi_queue: ip tuntap add ... multi_queue)"
+                                         : ""));
       }
     }
     for (uint16_t q = 0; q < nb_workers; ++q) {
