@@ -21,7 +21,8 @@
 # cp_unreachable); (6) SIGTERM stops the process cleanly. The packet layer runs two worker
 # lcores on af_packet qpairs=2 (the kernel's symmetric fanout hash spreads flows; both
 # directions of each flow must meet on one worker, or its packets would be dropped as
-# midstream) and a two-queue TAP; (1b) checks that both workers own flows.
+# midstream) and a two-queue TAP; (1b) checks that both workers own flows; (0) two lcores on
+# single-queue af_packet ports are refused with a message naming qpairs=2.
 #
 # usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl
 # Exits 0 on success, 1 on a failed check, 77 (skipped, with the reason) when network
@@ -169,6 +170,19 @@ ip netns exec "$NS_GW" "$CP" --config "$WORK/pgwarden.json" >"$WORK/cp.log" 2>&1
 CP_PID=$!
 for _ in $(seq 200); do [ -S "$WORK/cp.sock" ] && break; alive $CP_PID || break; sleep 0.1; done
 [ -S "$WORK/cp.sock" ] || { cat "$WORK/cp.log"; die "pgwarden-cp did not start"; }
+
+log "0. two lcores on single-queue af_packet ports: refused with the fix in the message"
+out=$(ip netns exec "$NS_GW" "$DP" --dpdk "-l 0-1 --no-huge -m 256 --no-pci --no-telemetry \
+  --file-prefix=pgwe2e${S}q --vdev=net_af_packet0,iface=ga --vdev=net_af_packet1,iface=gd" \
+  --agent-port net_af_packet0 --db-port net_af_packet1 --allow-direct-source 198.18.0.10 \
+  --rule-file "$RULES/deny.rules" 2>&1); rc=$?
+rm -rf "/var/run/dpdk/pgwe2e${S}q"
+if [ $rc -eq 2 ] && grep -q "has 1 TX queue(s) but 2 workers need one each" <<<"$out" &&
+   grep -q "qpairs=2" <<<"$out"; then
+  pass "refused: $(grep -o 'agent port.*' <<<"$out" | head -1)"
+else
+  fail "two lcores on qpairs=1: rc=$rc $(tail -2 <<<"$out")"
+fi
 
 EAL="-l 0-1 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
 EAL+=" --vdev=net_af_packet0,iface=ga,qpairs=2 --vdev=net_af_packet1,iface=gd,qpairs=2"
