@@ -320,6 +320,8 @@ dp_json() { in_gw "$CTL" dataplane --json --socket "$WORK/admin.sock" --principa
 for _ in $(seq 30); do dp_json | jq -e '.dataplanes[0].snapshot.lcores[0]' >/dev/null 2>&1 && break; sleep 0.2; done
 if dp_json | jq -e '.dataplanes | length == 1 and (.[0] | .connected and (.stale | not) and
     (.snapshot.ports | length == 3 and all(.link_up)) and (.snapshot.lcores | length == 2) and
+    .snapshot.spread == "af_packet_fanout" and
+    all(.snapshot.lcores[]; .rx_queues | length == 3) and
     ([.snapshot.lcores[].counters.prescreen_denied] | add) == 1 and .snapshot.rules.generation == 1)' \
     >/dev/null; then
   pass "pgwardenctl dataplane: $(dp_json | jq -c '.dataplanes[0] | {name, ports: [.snapshot.ports[] | {role, link_up, rx_packets}], lcores: [.snapshot.lcores[] | {lcore_id, flows: .counters.flows_created, prescreen_denied: .counters.prescreen_denied}], rules: .snapshot.rules.generation}')"
