@@ -564,6 +564,8 @@ class TwoWorkerTest : public PacketLayerTest {
   }
 
   uint64_t total(const std::string& name) { return counter(name, 0) + counter(name, 1); }
+
+  std::vector<rte_ring*> extra_rx_;  // second RX rings of two-queue ports
 };
 
 TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
@@ -696,6 +698,62 @@ TEST_F(TwoWorkerTest, StatsShowSpreadModeAndWhichQueuesEachWorkerPolls) {
   EXPECT_NE(json.find("\"rx_queues\":[\"agent:0\",\"exception:0\",\"inbox\"]"), std::string::npos)
       << json;
   EXPECT_NE(json.find("\"rx_queues\":[\"database:0\",\"inbox\"]"), std::string::npos) << json;
+}
+
+TEST_F(TwoWorkerTest, QueuesSpreadByTheCallerArePolledOneWorkerEachWithoutSteering) {
+  // Ports with two RX queues, fed like a NIC with symmetric RSS: flow f on queue f % 2.
+  RingPort a, d;
+  for (RingPort* p : {&a, &d}) {
+    static int n = 0;
+    std::string id = "rss" + std::to_string(n++);
+    rte_ring* rx[2] = {rte_ring_create(("rxa_" + id).c_str(), 256, 0, 0),
+                       rte_ring_create(("rxb_" + id).c_str(), 256, 0, 0)};
+    p->rx = rx[0];
+    p->tx = rte_ring_create(("tx_" + id).c_str(), 256, 0, 0);
+    p->tx1 = rte_ring_create(("tx1_" + id).c_str(), 256, 0, 0);
+    p->name = "net_ring_" + id;
+    rte_ring* tx[2] = {p->tx, p->tx1};
+    ASSERT_GE(rte_eth_from_rings(id.c_str(), rx, 2, tx, 2, 0), 0);
+    rings_.push_back(*p);
+    extra_rx_.push_back(rx[1]);
+  }
+  config_.agent_port = a.name;
+  config_.database_port = d.name;
+  config_.caller_spreads_flows = true;
+  start();
+  PacketLayerStats st = layer_->stats();
+  EXPECT_EQ(st.spread, SpreadMode::kHardwareRss);
+  EXPECT_EQ(st.lcores[0].rx_queues,
+            (std::vector<std::string>{"agent:0", "database:0", "exception:0"}));
+  EXPECT_EQ(st.lcores[1].rx_queues, (std::vector<std::string>{"agent:1", "database:1"}));
+  auto put_q = [&](const RingPort& port, unsigned q, const std::vector<uint8_t>& frame) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    ASSERT_NE(m, nullptr);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size())), frame.data(),
+                frame.size());
+    size_t i = static_cast<size_t>(&port == &a ? 0 : 1);
+    ASSERT_EQ(rte_ring_enqueue(q == 0 ? port.rx : extra_rx_[i], m), 0);
+  };
+  for (uint16_t f = 0; f < 8; ++f) {
+    put_q(a, f % 2, tcp(kAgent, 44000 + f, kDb, 5432, 1000, 0, kTcpSyn));
+  }
+  pump();
+  EXPECT_EQ(sent(d).size(), 8u);
+  for (uint16_t f = 0; f < 8; ++f) {
+    put_q(d, f % 2, tcp(kDb, 5432, kAgent, 44000 + f, 5000, 1001, kTcpSyn | kTcpAck));
+  }
+  pump();
+  EXPECT_EQ(sent(a).size(), 8u);
+  EXPECT_EQ(counter("flows_created", 0), 4u);
+  EXPECT_EQ(counter("flows_created", 1), 4u);
+  EXPECT_EQ(total("rx_steered_out"), 0u);
+  EXPECT_EQ(total("flows_midstream_dropped"), 0u);
+  layer_.reset();
+  for (rte_ring* r : extra_rx_) {
+    drain(r);
+    rte_ring_free(r);
+  }
+  extra_rx_.clear();
 }
 
 }  // namespace
