@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <rte_eth_ring.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
@@ -81,9 +82,9 @@ class PacketLayerTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    agent_ = make_port("agent");
-    db_ = make_port("db");
-    host_ = make_port("host");
+    agent_ = make_port("agent", tx_queues_);
+    db_ = make_port("db", tx_queues_);
+    host_ = make_port("host", tx_queues_);
     config_.agent_port = agent_.name;
     config_.database_port = db_.name;
     config_.exception_port = host_.name;
@@ -99,6 +100,9 @@ class PacketLayerTest : public ::testing::Test {
   void TearDown() override {
     layer_.reset();
     for (RingPort& p : rings_) {
+      // Ports no layer used are still open: release them (DPDK has 32 port slots).
+      uint16_t id;
+      if (rte_eth_dev_get_port_by_name(p.name.c_str(), &id) == 0) rte_eth_dev_close(id);
       drain(p.tx);
       drain(p.rx);
       rte_ring_free(p.rx);
@@ -186,6 +190,7 @@ class PacketLayerTest : public ::testing::Test {
   }
 
   static rte_mempool* pool_;
+  unsigned tx_queues_ = 1;  // TX queues of the fixture's ports
   PacketLayerConfig config_;
   std::unique_ptr<PacketLayer> layer_;
   std::vector<RingPort> rings_;
@@ -533,13 +538,8 @@ TEST_F(PacketLayerTest, StatsJsonListsPortsAndCounters) {
 class TwoWorkerTest : public PacketLayerTest {
  protected:
   void SetUp() override {
+    tx_queues_ = 2;
     PacketLayerTest::SetUp();
-    agent_ = make_port("agent2w", 2);
-    db_ = make_port("db2w", 2);
-    host_ = make_port("host2w", 2);
-    config_.agent_port = agent_.name;
-    config_.database_port = db_.name;
-    config_.exception_port = host_.name;
     config_.workers = 2;
     config_.flow_capacity = 256;
   }
