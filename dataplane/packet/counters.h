@@ -18,6 +18,9 @@ namespace pgwarden::packet {
   X(rx_bytes)                       /* bytes of those frames */                     \
   X(tx_packets)                     /* frames handed to a TX queue */               \
   X(tx_dropped)                     /* frames a TX queue did not take (freed) */    \
+  X(rx_steered_out)                 /* TCP frames handed to their flow's worker */  \
+  X(rx_steered_in)                  /* frames taken from this worker's inbox */     \
+  X(rx_steer_dropped)               /* inbox of the flow's worker full: dropped */  \
   X(parse_truncated)                /* frame shorter than its headers claim */      \
   X(parse_malformed)                /* bad version, header length or offsets */     \
   X(parse_fragments_dropped)        /* IP fragments carrying TCP: dropped */        \
@@ -47,6 +50,7 @@ namespace pgwarden::packet {
   X(reassembly_islands_cap_drops)   /* too many out-of-order islands */             \
   X(reassembly_data_after_fin)      /* bytes past the client's FIN */               \
   X(prescreen_messages)             /* PostgreSQL messages framed on the wire */    \
+  X(prescreen_statements)           /* Query/Parse SQL texts lexed and scanned */   \
   X(prescreen_denied)               /* messages the matcher denied */               \
   X(prescreen_frame_errors)         /* streams that are not valid PostgreSQL */     \
   X(prescreen_approve_denied)       /* approve-rule matches, refused on the wire */ \

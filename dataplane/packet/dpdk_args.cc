@@ -17,6 +17,9 @@ const char kDpdkUsage[] =
     "         [--mbufs N] [--burst N] [--idle-sleep-us N] [--cp-socket PATH]\n"
     "         [--audit-log PATH] [--stats-file PATH] [--ready-file PATH] [--name NAME]\n"
     "         [--stats-interval-ms N] [--metrics-listen ADDRESS:PORT]\n"
+    "Every EAL lcore (-l) is a worker; with several, af_packet ports need qpairs=<workers>\n"
+    "(kernel fanout), NICs use symmetric RSS, other ports are spread in software.\n"
+    "--idle-sleep-us N: adaptive sleep of idle workers, up to N us (0 = pure polling).\n"
     "SIGHUP re-reads the rule files (a bad file keeps the running rules).\n"
     "Default rule files: rules/sets/deny.rules rules/sets/approve.rules.\n";
 

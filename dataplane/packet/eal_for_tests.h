@@ -14,11 +14,14 @@
 
 namespace pgwarden::packet {
 
-// Returns the EAL status of the first call; later calls return the same.
-inline const Status& init_eal_for_tests(const std::string& extra_args = "") {
+// Returns the EAL status of the first call; later calls return the same. `lcores` is the EAL
+// -l list (benchmarks run workers on several lcores).
+inline const Status& init_eal_for_tests(const std::string& extra_args = "",
+                                        const std::string& lcores = "0") {
   static const Status status = [&] {
     Status st = PacketLayer::init_eal(
-        "-l 0 --no-huge -m 512 --no-pci --no-shconf --no-telemetry --log-level=lib.eal:error "
+        "-l " + lcores +
+        " --no-huge -m 512 --no-pci --no-shconf --no-telemetry --log-level=lib.eal:error "
         "--file-prefix=pgwtest" +
         std::to_string(getpid()) + " " + extra_args);
     if (st.is_ok()) {

@@ -4,6 +4,7 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_hash_crc.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_malloc.h>
@@ -34,6 +35,10 @@ constexpr const char* kRoleNames[kMaxPorts] = {"agent", "database", "exception"}
 constexpr uint16_t kMaxBurst = 64;
 constexpr uint32_t kMbufCache = 256;
 constexpr uint32_t kExpireBudget = 256;  // flow slots examined per drain tick
+constexpr uint32_t kInboxSize = 4096;    // frames steered to one worker, waiting for it
+// Empty poll rounds before an idle worker starts sleeping (a few tens of microseconds of pure
+// polling keep the latency of back-to-back request/response traffic at its minimum).
+constexpr uint32_t kIdleSpinRounds = 512;
 
 // Symmetric Toeplitz key: hashing (src, dst) and (dst, src) gives the same value, so both
 // directions of a flow land in the same RX queue and therefore on the same lcore.
@@ -88,6 +93,61 @@ std::string available_ports() {
 
 }  // namespace
 
+namespace {
+
+// Seed of the software steering hash. Different from the flow table's (rte_hash_crc, seed 0),
+// so that the frames one worker owns are not all in the same half of its table's buckets.
+constexpr uint32_t kSteerSeed = 0x9e3779b9;
+
+// The worker that owns a flow when frames are steered in software. FlowKey is canonical, so
+// both directions of a flow give the same worker.
+unsigned steer_worker(const FlowKey& key, unsigned workers) {
+  uint32_t h = rte_hash_crc(&key, sizeof(key), kSteerSeed);
+  h ^= h >> 16;  // fold the high bits in: crc32c's low bits alone spread poorly modulo N
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  return static_cast<unsigned>((static_cast<uint64_t>(h) * workers) >> 32);
+}
+
+// Maps RSS hash h to queue (h mod reta_size) mod workers on every port, so that ports with
+// the same key and table size send both directions of a flow to the same queue number.
+Status program_reta(uint16_t port, uint16_t reta_size, unsigned workers, const std::string& what) {
+  std::vector<rte_eth_rss_reta_entry64> reta(reta_size / RTE_ETH_RETA_GROUP_SIZE);
+  for (uint16_t i = 0; i < reta_size; ++i) {
+    rte_eth_rss_reta_entry64& group = reta[i / RTE_ETH_RETA_GROUP_SIZE];
+    group.mask |= 1ull << (i % RTE_ETH_RETA_GROUP_SIZE);
+    group.reta[i % RTE_ETH_RETA_GROUP_SIZE] = static_cast<uint16_t>(i % workers);
+  }
+  if (int rc = rte_eth_dev_rss_reta_update(port, reta.data(), reta_size); rc != 0) {
+    return unavailable("cannot program the RSS redirection table of " + what + ": " +
+                       rte_strerror(-rc) + " (run one worker lcore)");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+const char* spread_mode_name(SpreadMode m) {
+  switch (m) {
+    case SpreadMode::kSingleWorker:
+      return "single_worker";
+    case SpreadMode::kHardwareRss:
+      return "hardware_rss";
+    case SpreadMode::kAfPacketFanout:
+      return "af_packet_fanout";
+    case SpreadMode::kSoftware:
+      return "software";
+  }
+  return "unknown";
+}
+
+// One RX queue a worker polls.
+struct RxSource {
+  PortRole role;
+  uint16_t port_id;
+  uint16_t queue;
+};
+
 // One published rule set. Immutable once published; freed by reclaim_rules().
 struct RuleGeneration {
   uint64_t number = 0;
@@ -98,7 +158,11 @@ struct RuleGeneration {
 // One worker's state. Cache-aligned so that no two workers share a line.
 struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   unsigned lcore_id = 0;
-  uint16_t queue = 0;
+  unsigned index = 0;         // worker number
+  uint16_t queue = 0;         // this worker's TX queue on every port
+  std::vector<RxSource> rx;   // the RX queues this worker polls
+  rte_ring* inbox = nullptr;  // frames other workers steered to this one (software mode)
+  uint32_t idle_rounds = 0;
   PacketCounters counters;
   std::unique_ptr<ReassemblyMemory> memory;
   std::unique_ptr<WirePrescreen> sink;  // before flows: their streams point into it
@@ -107,6 +171,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   std::atomic<uint64_t> rules_generation{0};
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
+  // Frames of other workers' flows found in the current RX burst, per owning worker; handed
+  // to their inboxes in bulk at the end of the burst.
+  std::vector<std::vector<rte_mbuf*>> steer_out;
   uint64_t last_drain_tsc = 0;
   uint32_t now_s = 0;  // TSC seconds, for MAC learning; updated per RX burst
   std::atomic<uint64_t> memory_used{0};
@@ -122,6 +189,11 @@ class PacketLayer::Impl {
   void handle_from_host(LcoreContext& c, rte_mbuf* m);
   void handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,
                   std::span<const uint8_t> frame, uint64_t now);
+  void handle_steered(LcoreContext& c, rte_mbuf* m, uint64_t now);
+  void idle(LcoreContext& c, bool found_work);
+  void flush_steered(LcoreContext& c);
+  Status choose_spread(const rte_eth_dev_info* info, unsigned workers);
+  uint16_t rx_queue_count(PortRole role, const rte_eth_dev_info& info, unsigned workers) const;
   void send(LcoreContext& c, PortRole out, rte_mbuf* m);
   void send_resets(LcoreContext& c, const ParsedPacket& p, std::span<const uint8_t> frame);
   void audit(LcoreContext& c, const FlowEntry& e, const ParsedPacket& p);
@@ -133,7 +205,9 @@ class PacketLayer::Impl {
   uint16_t port_ids_[kMaxPorts] = {};
   bool port_used_[kMaxPorts] = {};
   bool port_started_[kMaxPorts] = {};
+  uint16_t rx_queues_[kMaxPorts] = {};
   std::string port_names_[kMaxPorts];
+  SpreadMode spread_ = SpreadMode::kSingleWorker;
   rte_mempool* pool_ = nullptr;
   std::vector<std::unique_ptr<LcoreContext>> workers_;
   std::vector<int> worker_of_lcore_;
@@ -149,6 +223,13 @@ class PacketLayer::Impl {
 
 PacketLayer::Impl::~Impl() {
   for (auto& w : workers_) {
+    if (w->inbox != nullptr) {
+      rte_mbuf* m;
+      while (rte_ring_sc_dequeue(w->inbox, reinterpret_cast<void**>(&m)) == 0) {
+        rte_pktmbuf_free(m);
+      }
+      rte_ring_free(w->inbox);
+    }
     flush(*w);
     for (rte_eth_dev_tx_buffer* b : w->tx) rte_free(b);
     rte_ring_free(w->audit);
@@ -197,13 +278,13 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
     ++nb_ports;
   }
 
-  unsigned nb_workers = rte_lcore_count();
+  unsigned nb_workers = config.workers == 0 ? rte_lcore_count() : config.workers;
   worker_of_lcore_.assign(RTE_MAX_LCORE, -1);
   int socket = static_cast<int>(rte_socket_id());
   uint32_t mbufs = config.mbufs;
   if (mbufs == 0) {
     mbufs = nb_ports * nb_workers * (config.rx_descriptors + config.tx_descriptors) +
-            nb_workers * (kMbufCache + nb_ports * config.burst * 2) + 2048;
+            nb_workers * (kMbufCache + nb_ports * config.burst * 2 + kInboxSize) + 2048;
   }
   pool_ =
       rte_pktmbuf_pool_create("pgw_mbufs", mbufs, kMbufCache, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
@@ -213,48 +294,63 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
                               " (raise EAL -m or lower descriptors/mbufs)");
   }
 
+  rte_eth_dev_info info[kMaxPorts] = {};
+  for (unsigned r = 0; r < kMaxPorts; ++r) {
+    if (!port_used_[r]) continue;
+    if (int rc = rte_eth_dev_info_get(port_ids_[r], &info[r]); rc != 0) {
+      return unavailable("cannot query " + std::string(kRoleNames[r]) + " port " + port_names_[r] +
+                         ": " + rte_strerror(-rc));
+    }
+  }
+  PGW_RETURN_IF_ERROR(choose_spread(info, nb_workers));
+
   for (unsigned r = 0; r < kMaxPorts; ++r) {
     if (!port_used_[r]) continue;
     uint16_t id = port_ids_[r];
     std::string what = std::string(kRoleNames[r]) + " port " + port_names_[r];
-    rte_eth_dev_info info;
-    if (int rc = rte_eth_dev_info_get(id, &info); rc != 0) {
-      return unavailable("cannot query " + what + ": " + rte_strerror(-rc));
+    // Every worker transmits on its own TX queue of every port (TX queues are not thread-safe
+    // and nothing on the packet path takes a lock).
+    if (nb_workers > info[r].max_tx_queues) {
+      return invalid_argument(
+          what + " has " + std::to_string(info[r].max_tx_queues) + " TX queue(s) but " +
+          std::to_string(nb_workers) +
+          " workers need one each to transmit; give it more queues (af_packet: qpairs=" +
+          std::to_string(nb_workers) + ") or run fewer worker lcores");
     }
-    if (nb_workers > info.max_rx_queues || nb_workers > info.max_tx_queues) {
-      return invalid_argument(what + " has " + std::to_string(info.max_rx_queues) +
-                              " RX queues but " + std::to_string(nb_workers) +
-                              " worker lcores need one each (fewer lcores, or qpairs=N)");
-    }
+    uint16_t rxq = rx_queue_count(static_cast<PortRole>(r), info[r], nb_workers);
     rte_eth_conf conf = {};
-    uint64_t rss_hf = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & info.flow_type_rss_offloads;
-    if (nb_workers > 1) {
-      if (rss_hf == 0) {
-        return invalid_argument(what +
-                                " cannot spread flows over queues (no RSS); run one "
-                                "worker lcore");
-      }
+    bool program_rss =
+        spread_ == SpreadMode::kHardwareRss && r != kException && !config.caller_spreads_flows;
+    if (program_rss) {
       conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
       conf.rx_adv_conf.rss_conf.rss_key = const_cast<uint8_t*>(kSymmetricRssKey);
       conf.rx_adv_conf.rss_conf.rss_key_len = sizeof(kSymmetricRssKey);
-      conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+      conf.rx_adv_conf.rss_conf.rss_hf =
+          (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP) & info[r].flow_type_rss_offloads;
     }
-    if (int rc = rte_eth_dev_configure(id, static_cast<uint16_t>(nb_workers),
-                                       static_cast<uint16_t>(nb_workers), &conf);
+    if (int rc = rte_eth_dev_configure(id, rxq, static_cast<uint16_t>(nb_workers), &conf);
         rc != 0) {
-      return unavailable("cannot configure " + what + ": " + rte_strerror(-rc));
+      return unavailable("cannot configure " + what + " with " + std::to_string(rxq) + " RX and " +
+                         std::to_string(nb_workers) + " TX queues: " + rte_strerror(-rc));
     }
     uint16_t rxd = config.rx_descriptors, txd = config.tx_descriptors;
     if (int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &rxd, &txd); rc != 0) {
       return unavailable("cannot size descriptors of " + what + ": " + rte_strerror(-rc));
     }
-    for (uint16_t q = 0; q < nb_workers; ++q) {
+    for (uint16_t q = 0; q < rxq; ++q) {
       if (int rc =
               rte_eth_rx_queue_setup(id, q, rxd, static_cast<unsigned>(socket), nullptr, pool_);
           rc != 0) {
+        bool tap =
+            info[r].driver_name != nullptr && std::string_view(info[r].driver_name) == "net_tap";
         return unavailable("cannot set up RX queue " + std::to_string(q) + " of " + what + ": " +
-                           rte_strerror(-rc));
+                           rte_strerror(-rc) +
+                           (tap && q > 0 ? " (a TAP shared by several workers must be created "
+                                           "multi_queue: ip tuntap add ... multi_queue)"
+                                         : ""));
       }
+    }
+    for (uint16_t q = 0; q < nb_workers; ++q) {
       if (int rc = rte_eth_tx_queue_setup(id, q, txd, static_cast<unsigned>(socket), nullptr);
           rc != 0) {
         return unavailable("cannot set up TX queue " + std::to_string(q) + " of " + what + ": " +
@@ -265,6 +361,10 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
       return unavailable("cannot start " + what + ": " + rte_strerror(-rc));
     }
     port_started_[r] = true;
+    if (program_rss) {
+      PGW_RETURN_IF_ERROR(program_reta(id, info[r].reta_size, nb_workers, what));
+    }
+    rx_queues_[r] = rxq;
     // A bump in the wire receives frames for every MAC. Virtual devices may not support
     // the call (and are promiscuous anyway): not an error.
     if (r != kException) rte_eth_promiscuous_enable(id);
@@ -274,13 +374,29 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
   drain_tsc_ = hz / 1000000 * config.drain_us;
   idle_tsc_ = hz / 1000 * config.flow_idle_timeout_ms;
   linger_tsc_ = hz / 1000 * config.flow_finished_linger_ms;
+  // Worker 0 runs on the main lcore, which also runs the control tick.
+  std::vector<unsigned> lcores = {rte_get_main_lcore()};
   unsigned lcore;
-  uint16_t queue = 0;
-  RTE_LCORE_FOREACH(lcore) {
+  RTE_LCORE_FOREACH_WORKER(lcore) lcores.push_back(lcore);
+  for (unsigned w = 0; w < nb_workers; ++w) {
     auto c = std::make_unique<LcoreContext>();
-    c->lcore_id = lcore;
-    c->queue = queue;
-    std::string suffix = std::to_string(lcore);
+    // Workers beyond the enabled lcores exist only for poll_once() callers; run() refuses them.
+    c->lcore_id = w < lcores.size() ? lcores[w] : RTE_MAX_LCORE;
+    c->index = w;
+    c->queue = static_cast<uint16_t>(w);
+    std::string suffix = std::to_string(w);
+    for (unsigned r = 0; r < kMaxPorts; ++r) {
+      if (!port_used_[r]) continue;
+      // Queue q is polled by worker q mod N (af_packet may have more sockets than workers:
+      // every one is polled, software steering sorts the frames out); a port with fewer
+      // queues than workers (software steering, or an exception port with fewer queues) has
+      // its queues polled by workers chosen round-robin over the roles, so that one worker
+      // does not poll every port.
+      for (uint16_t q = 0; q < rx_queues_[r]; ++q) {
+        unsigned owner = rx_queues_[r] >= nb_workers ? q % nb_workers : (r + q) % nb_workers;
+        if (owner == w) c->rx.push_back({static_cast<PortRole>(r), port_ids_[r], q});
+      }
+    }
     c->memory = std::make_unique<ReassemblyMemory>(config.reassembly_memcap / nb_workers);
     Result<std::unique_ptr<FlowTable>> flows =
         FlowTable::create("pgw_flows_" + suffix, config.flow_capacity, socket);
@@ -309,9 +425,19 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
       return resource_exhausted(std::string("cannot create audit ring: ") +
                                 rte_strerror(rte_errno));
     }
-    worker_of_lcore_[lcore] = static_cast<int>(workers_.size());
+    if (spread_ == SpreadMode::kSoftware) {
+      c->steer_out.resize(nb_workers);
+      for (auto& out : c->steer_out) out.reserve(kMaxBurst);
+      // Several workers may steer to this one (multi-producer); only it dequeues.
+      c->inbox =
+          rte_ring_create(("pgw_inbox_" + suffix).c_str(), kInboxSize, socket, RING_F_SC_DEQ);
+      if (c->inbox == nullptr) {
+        return resource_exhausted(std::string("cannot create steering ring: ") +
+                                  rte_strerror(rte_errno));
+      }
+    }
+    if (c->lcore_id != RTE_MAX_LCORE) worker_of_lcore_[c->lcore_id] = static_cast<int>(w);
     workers_.push_back(std::move(c));
-    ++queue;
   }
   return Status::ok();
 }
@@ -375,17 +501,30 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
   }
   rte_mbuf* pkts[kMaxBurst];
   bool any = false;
-  for (unsigned r = 0; r < kMaxPorts; ++r) {
-    if (!port_used_[r]) continue;
-    uint16_t n = rte_eth_rx_burst(port_ids_[r], c.queue, pkts, config_.burst);
+  if (c.inbox != nullptr) {
+    unsigned n =
+        rte_ring_sc_dequeue_burst(c.inbox, reinterpret_cast<void**>(pkts), config_.burst, nullptr);
+    if (n > 0) {
+      any = true;
+      c.counters.rx_steered_in.inc(n);
+      uint64_t now = rte_rdtsc();
+      for (unsigned i = 0; i < n; ++i) {
+        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
+        handle_steered(c, pkts[i], now);
+      }
+    }
+  }
+  for (const RxSource& src : c.rx) {
+    uint16_t n = rte_eth_rx_burst(src.port_id, src.queue, pkts, config_.burst);
     if (n == 0) continue;
     any = true;
     uint64_t now = rte_rdtsc();
     c.now_s = static_cast<uint32_t>(now / rte_get_tsc_hz());
     for (uint16_t i = 0; i < n; ++i) {
       if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-      handle(c, static_cast<PortRole>(r), pkts[i], now);
+      handle(c, src.role, pkts[i], now);
     }
+    if (c.inbox != nullptr) flush_steered(c);
   }
   uint64_t now = rte_rdtsc();
   if (now - c.last_drain_tsc >= drain_tsc_) {
@@ -395,6 +534,110 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
     c.last_drain_tsc = now;
   }
   return any;
+}
+
+void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
+  if (found_work || config_.idle_sleep_us == 0) {
+    c.idle_rounds = 0;
+    return;
+  }
+  // Adaptive: poll freely for kIdleSpinRounds empty rounds (a reply usually follows within
+  // them), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
+  // worker then costs a few wake-ups per millisecond instead of a whole core; the first frame
+  // after a quiet period waits at most idle_sleep_us (plus the kernel's timer slack).
+  if (++c.idle_rounds <= kIdleSpinRounds) return;
+  uint32_t step = std::min<uint32_t>(c.idle_rounds - kIdleSpinRounds - 1, 20);
+  rte_delay_us_sleep(std::min<uint32_t>(config_.idle_sleep_us, 1u << step));
+}
+
+void PacketLayer::Impl::flush_steered(LcoreContext& c) {
+  for (size_t w = 0; w < c.steer_out.size(); ++w) {
+    std::vector<rte_mbuf*>& out = c.steer_out[w];
+    if (out.empty()) continue;
+    unsigned sent =
+        rte_ring_mp_enqueue_burst(workers_[w]->inbox, reinterpret_cast<void* const*>(out.data()),
+                                  static_cast<unsigned>(out.size()), nullptr);
+    c.counters.rx_steered_out.inc(sent);
+    if (sent < out.size()) {
+      // The owner is behind by a whole inbox: drop like a full RX ring would (TCP resends).
+      c.counters.rx_steer_dropped.inc(out.size() - sent);
+      rte_pktmbuf_free_bulk(out.data() + sent, static_cast<unsigned>(out.size() - sent));
+    }
+    out.clear();
+  }
+}
+
+void PacketLayer::Impl::handle_steered(LcoreContext& c, rte_mbuf* m, uint64_t now) {
+  // The worker that received the frame counted, parsed and learned it; this one owns its flow.
+  PortRole in = m->port == port_ids_[kAgent] ? kAgent : kDatabase;
+  std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
+  ParsedPacket p;
+  if (parse_frame(frame, &p) != ParseStatus::kOk || !p.is_tcp()) {
+    c.counters.parse_malformed.inc();  // cannot happen: the same bytes parsed before
+    rte_pktmbuf_free(m);
+    return;
+  }
+  handle_tcp(c, in, m, p, frame, now);
+}
+
+Status PacketLayer::Impl::choose_spread(const rte_eth_dev_info* info, unsigned workers) {
+  spread_ = SpreadMode::kSingleWorker;
+  if (workers == 1) return Status::ok();
+  spread_ = SpreadMode::kSoftware;
+  if (config_.force_software_spread) return Status::ok();
+  if (config_.caller_spreads_flows) {
+    spread_ = SpreadMode::kHardwareRss;
+    return Status::ok();
+  }
+  bool fanout = true, rss = true;
+  uint16_t reta_size = 0;
+  for (unsigned r : {kAgent, kDatabase}) {
+    const rte_eth_dev_info& i = info[r];
+    std::string_view driver = i.driver_name != nullptr ? i.driver_name : "";
+    // af_packet qpairs=N puts its N sockets in one PACKET_FANOUT_HASH group: the kernel's
+    // symmetric flow hash picks the socket, the same for both directions and both ports.
+    fanout = fanout && driver == "net_af_packet" && i.max_rx_queues == workers;
+    // Hardware RSS only on NICs: virtual devices accept an RSS configuration but do not spread
+    // by it (tap queues are chosen by the kernel, ring/null/af_packet ignore it).
+    bool virtual_device = driver == "net_af_packet" || driver == "net_tap" ||
+                          driver == "net_ring" || driver == "net_null" ||
+                          driver == "net_virtio_user" || driver == "net_pcap" ||
+                          driver == "net_memif" || driver == "net_vhost";
+    bool port_rss = !virtual_device && i.max_rx_queues >= workers &&
+                    (i.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP)) != 0 &&
+                    i.hash_key_size == sizeof(kSymmetricRssKey) && i.reta_size >= workers &&
+                    (reta_size == 0 || reta_size == i.reta_size);
+    reta_size = i.reta_size;
+    rss = rss && port_rss;
+  }
+  if (fanout) {
+    spread_ = SpreadMode::kAfPacketFanout;
+  } else if (rss) {
+    spread_ = SpreadMode::kHardwareRss;
+  }
+  return Status::ok();
+}
+
+uint16_t PacketLayer::Impl::rx_queue_count(PortRole role, const rte_eth_dev_info& info,
+                                           unsigned workers) const {
+  // af_packet opens all qpairs sockets at probe time and the kernel spreads frames over all
+  // of them: every one must be configured and polled, or its share of the frames is lost.
+  if (info.driver_name != nullptr && std::string_view(info.driver_name) == "net_af_packet") {
+    return info.max_rx_queues;
+  }
+  if (role == kException) {
+    // Host frames carry no flow state (MAC lookup only): any worker may take any of them.
+    return static_cast<uint16_t>(std::min<unsigned>(workers, info.max_rx_queues));
+  }
+  switch (spread_) {
+    case SpreadMode::kHardwareRss:
+    case SpreadMode::kAfPacketFanout:
+      return static_cast<uint16_t>(workers);
+    case SpreadMode::kSingleWorker:
+    case SpreadMode::kSoftware:
+      return 1;
+  }
+  return 1;
 }
 
 void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now) {
@@ -442,6 +685,16 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
     return;
   }
   if (p.is_tcp() && !config_.forward_only_baseline) {
+    if (spread_ == SpreadMode::kSoftware) {
+      bool src_is_a = false;
+      FlowKey key = make_flow_key(p.src, p.src_port, p.dst, p.dst_port, kIpProtoTcp, &src_is_a);
+      unsigned owner = steer_worker(key, static_cast<unsigned>(workers_.size()));
+      if (owner != c.index) {
+        m->port = port_ids_[in];  // the owner needs the side the frame came from
+        c.steer_out[owner].push_back(m);
+        return;
+      }
+    }
     handle_tcp(c, in, m, p, frame, now);
     return;
   }
@@ -624,7 +877,7 @@ Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig
 
 unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
 
-void PacketLayer::poll_once(unsigned worker) { impl_->poll(*impl_->workers_[worker]); }
+bool PacketLayer::poll_once(unsigned worker) { return impl_->poll(*impl_->workers_[worker]); }
 void PacketLayer::flush(unsigned worker) { impl_->flush(*impl_->workers_[worker]); }
 
 namespace {
@@ -640,15 +893,14 @@ void PacketLayer::run(const std::atomic<bool>& stop, const std::function<void()>
   auto worker_main = [](void* arg) -> int {
     auto* l = static_cast<LaunchContext*>(arg);
     Impl* impl = l->impl;
-    LcoreContext& c = *impl->workers_[static_cast<size_t>(impl->worker_of_lcore_[rte_lcore_id()])];
+    int worker = impl->worker_of_lcore_[rte_lcore_id()];
+    if (worker < 0) return 0;  // an lcore beyond PacketLayerConfig::workers
+    LcoreContext& c = *impl->workers_[static_cast<size_t>(worker)];
     bool is_main = rte_lcore_id() == rte_get_main_lcore();
     uint64_t control_tsc = rte_get_tsc_hz() / 1000 * impl->config_.control_interval_ms;
     uint64_t last_control = rte_rdtsc();
     while (!l->stop->load(std::memory_order_relaxed)) {
-      bool any = impl->poll(c);
-      if (!any && impl->config_.idle_sleep_us > 0) {
-        rte_delay_us_sleep(impl->config_.idle_sleep_us);
-      }
+      impl->idle(c, impl->poll(c));
       if (is_main && rte_rdtsc() - last_control >= control_tsc) {
         if (*l->on_control) (*l->on_control)();
         last_control = rte_rdtsc();
@@ -663,6 +915,7 @@ void PacketLayer::run(const std::atomic<bool>& stop, const std::function<void()>
 
 PacketLayerStats PacketLayer::stats() const {
   PacketLayerStats s;
+  s.spread = impl_->spread_;
   for (unsigned r = 0; r < kMaxPorts; ++r) {
     if (!impl_->port_used_[r]) continue;
     PortStats ps;
@@ -691,6 +944,10 @@ PacketLayerStats PacketLayer::stats() const {
     LcoreStats ls;
     ls.lcore_id = w->lcore_id;
     ls.queue = w->queue;
+    for (const RxSource& src : w->rx) {
+      ls.rx_queues.push_back(std::string(kRoleNames[src.role]) + ":" + std::to_string(src.queue));
+    }
+    if (w->inbox != nullptr) ls.rx_queues.push_back("inbox");
     ls.flows_active = w->flows->size();
     ls.flow_capacity = impl_->config_.flow_capacity;
     ls.rules_generation = w->rules_generation.load(std::memory_order_acquire);
@@ -740,6 +997,7 @@ std::vector<AuditEvent> PacketLayer::drain_audit() {
 
 std::string PacketLayerStats::to_json() const {
   nlohmann::json j;
+  j["spread"] = spread_mode_name(spread);
   j["ports"] = nlohmann::json::array();
   for (const PortStats& p : ports) {
     j["ports"].push_back({{"role", p.role},
@@ -762,6 +1020,7 @@ std::string PacketLayerStats::to_json() const {
     for (const auto& [name, v] : l.counters) counters[name] = v;
     j["lcores"].push_back({{"lcore_id", l.lcore_id},
                            {"queue", l.queue},
+                           {"rx_queues", l.rx_queues},
                            {"flows_active", l.flows_active},
                            {"flow_capacity", l.flow_capacity},
                            {"rules_generation", l.rules_generation},
@@ -783,6 +1042,12 @@ int run_packet_layer(const PacketLayerConfig& config, const PacketLayerHooks& ho
   if (Status st = PacketLayer::init_eal(config.eal_args); !st) {
     *error = st.message();
     return kExitEal;
+  }
+  if (config.workers > rte_lcore_count()) {
+    *error = std::to_string(config.workers) + " workers need as many lcores, EAL has " +
+             std::to_string(rte_lcore_count()) + " (-l)";
+    rte_eal_cleanup();
+    return kExitConfig;
   }
   int code = kExitOk;
   {

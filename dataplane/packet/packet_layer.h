@@ -8,9 +8,14 @@
 // are reassembled and prescreened; a deny drops the segment and resets both ends. ARP/ND and
 // other non-TCP traffic is bridged between the sides and copied to the host as needed.
 //
-// Threads: one worker per lcore (main lcore included), worker i polls RX queue i of every
-// port and sends on TX queue i. Each worker owns its LcoreContext; nothing on the packet path
-// takes a lock. stats() and drain_audit() may be called from the main lcore's control tick.
+// Threads: one worker per lcore (main lcore included, or the first `workers` lcores). Each
+// worker owns its LcoreContext and sends on its own TX queue of every port; nothing on the
+// packet path takes a lock. Both directions of a TCP flow are handled by one worker (its flow
+// table owns the flow), by one of three SpreadModes chosen at create(): hardware RSS with a
+// symmetric key, af_packet's kernel fanout (symmetric flow hash), or software steering (the
+// worker that polls a port's single RX queue hashes each TCP frame's canonical FlowKey and
+// hands frames of other workers' flows to their inbox, an rte_ring). stats() and
+// drain_audit() may be called from the main lcore's control tick.
 //
 // Rule generations: publish_rules() (any thread, e.g. the SIGHUP reloader) installs a new
 // compiled rule set as the current generation with one atomic pointer store. Each worker
@@ -36,6 +41,15 @@
 
 namespace pgwarden::packet {
 
+// How frames of one flow reach the worker that owns it (PacketLayerStats::spread).
+enum class SpreadMode : uint8_t {
+  kSingleWorker,    // one worker: every queue is its own
+  kHardwareRss,     // NIC RSS with a symmetric Toeplitz key: worker i polls queue i
+  kAfPacketFanout,  // af_packet qpairs=N: the kernel's symmetric fanout hash picks the queue
+  kSoftware,        // one RX queue per port; the polling worker steers TCP frames by FlowKey
+};
+const char* spread_mode_name(SpreadMode m);
+
 struct PacketLayerConfig {
   // EAL arguments, e.g. "-l 0 --no-huge -m 512 --no-pci --vdev=net_af_packet0,iface=veth0".
   std::string eal_args;
@@ -48,12 +62,24 @@ struct PacketLayerConfig {
   std::vector<std::string> rule_files = {kDefaultWireRuleFiles[0], kDefaultWireRuleFiles[1]};
   WirePrescreenOptions prescreen;
 
+  // Worker count: 0 = one per enabled lcore. run() needs one lcore per worker; tests and
+  // benchmarks that call poll_once() themselves may use more workers than lcores.
+  uint32_t workers = 0;
+  // Force software steering even where the ports could spread flows themselves (tests,
+  // benchmarks).
+  bool force_software_spread = false;
+  // Benchmarks only: the agent and database ports have one RX queue per worker and whoever
+  // feeds them (a replayer emulating a NIC's symmetric RSS) puts both directions of a flow on
+  // the same queue number. Worker i polls queue i; nothing is steered or configured for RSS.
+  bool caller_spreads_flows = false;
   uint32_t mbufs = 0;  // 0: computed from ports, queues and descriptors
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
   uint16_t burst = 32;
-  uint32_t drain_us = 100;         // TX buffers are flushed at least this often
-  uint32_t idle_sleep_us = 0;      // >0: sleep when a poll round found nothing (tests, VMs)
+  uint32_t drain_us = 100;  // TX buffers are flushed at least this often
+  // >0: a worker that found nothing for kIdleSpinRounds poll rounds sleeps, 1 µs at first,
+  // doubling up to this bound while it stays idle; any frame resets it (docs/packet-layer.md).
+  uint32_t idle_sleep_us = 0;
   uint32_t flow_capacity = 65536;  // per lcore
   uint32_t flow_idle_timeout_ms = 300000;
   uint32_t flow_finished_linger_ms = 2000;
@@ -78,7 +104,8 @@ struct PortStats {
 
 struct LcoreStats {
   unsigned lcore_id = 0;
-  uint16_t queue = 0;
+  uint16_t queue = 0;                  // the worker's TX queue (= its number)
+  std::vector<std::string> rx_queues;  // "agent:0", ... the RX queues it polls
   uint32_t flows_active = 0;
   uint32_t flow_capacity = 0;
   uint64_t rules_generation = 0;  // the rule generation this lcore screens with
@@ -87,6 +114,7 @@ struct LcoreStats {
 };
 
 struct PacketLayerStats {
+  SpreadMode spread = SpreadMode::kSingleWorker;
   std::vector<PortStats> ports;
   std::vector<LcoreStats> lcores;
   uint64_t rules_generation = 0;  // the current (latest published) generation; 1 at start
@@ -109,9 +137,10 @@ class PacketLayer {
   // `on_control` every control_interval_ms (stats, audit draining).
   void run(const std::atomic<bool>& stop, const std::function<void()>& on_control);
 
-  // One poll round of worker `worker` (RX burst on every port, process, drain timer, flow
-  // expiry). For tests and benchmarks that drive the loop themselves.
-  void poll_once(unsigned worker);
+  // One poll round of worker `worker` (its inbox and one RX burst on each of its queues,
+  // process, drain timer, flow expiry); true if it found any frame. For tests and benchmarks
+  // that drive the loop themselves (one thread per worker at a time).
+  bool poll_once(unsigned worker);
   void flush(unsigned worker);  // send everything buffered for TX now
 
   unsigned worker_count() const;

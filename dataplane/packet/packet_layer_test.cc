@@ -5,22 +5,24 @@
 
 #include <gtest/gtest.h>
 #include <rte_eth_ring.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 #include <rte_ring.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <string>
 
+#include "common/source_root.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
-#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {
@@ -48,8 +50,9 @@ constexpr Mac kDbMac = {0x02, 0, 0, 0, 0, 0x14};
 constexpr Mac kHostMac = {0x02, 0, 0, 0, 0, 0x01};
 
 struct RingPort {
-  rte_ring* rx = nullptr;  // what the test injects
-  rte_ring* tx = nullptr;  // what the layer sent
+  rte_ring* rx = nullptr;   // what the test injects
+  rte_ring* tx = nullptr;   // what the layer sent (TX queue 0)
+  rte_ring* tx1 = nullptr;  // TX queue 1 (ports made for two workers)
   std::string name;
 };
 
@@ -57,27 +60,31 @@ class PacketLayerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     ASSERT_TRUE(init_eal_for_tests().is_ok()) << init_eal_for_tests().to_string();
+    if (pool_ != nullptr) return;  // derived suites share it
     pool_ = rte_pktmbuf_pool_create("test_frames", 4095, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     ASSERT_NE(pool_, nullptr);
   }
 
-  RingPort make_port(const std::string& role) {
+  // A ring port with one RX queue and `tx_queues` (1 or 2) TX queues.
+  RingPort make_port(const std::string& role, unsigned tx_queues = 1) {
     static int n = 0;
     RingPort p;
     std::string id = role + std::to_string(n++);
     p.rx = rte_ring_create(("rx_" + id).c_str(), 1024, 0, 0);
     p.tx = rte_ring_create(("tx_" + id).c_str(), 1024, 0, 0);
+    if (tx_queues > 1) p.tx1 = rte_ring_create(("tx1_" + id).c_str(), 1024, 0, 0);
     p.name = "net_ring_" + id;
-    int port = rte_eth_from_rings(id.c_str(), &p.rx, 1, &p.tx, 1, 0);
+    rte_ring* tx[2] = {p.tx, p.tx1};
+    int port = rte_eth_from_rings(id.c_str(), &p.rx, 1, tx, tx_queues, 0);
     EXPECT_GE(port, 0);
     rings_.push_back(p);
     return p;
   }
 
   void SetUp() override {
-    agent_ = make_port("agent");
-    db_ = make_port("db");
-    host_ = make_port("host");
+    agent_ = make_port("agent", tx_queues_);
+    db_ = make_port("db", tx_queues_);
+    host_ = make_port("host", tx_queues_);
     config_.agent_port = agent_.name;
     config_.database_port = db_.name;
     config_.exception_port = host_.name;
@@ -93,10 +100,17 @@ class PacketLayerTest : public ::testing::Test {
   void TearDown() override {
     layer_.reset();
     for (RingPort& p : rings_) {
+      // Ports no layer used are still open: release them (DPDK has 32 port slots).
+      uint16_t id;
+      if (rte_eth_dev_get_port_by_name(p.name.c_str(), &id) == 0) rte_eth_dev_close(id);
       drain(p.tx);
       drain(p.rx);
       rte_ring_free(p.rx);
       rte_ring_free(p.tx);
+      if (p.tx1 != nullptr) {
+        drain(p.tx1);
+        rte_ring_free(p.tx1);
+      }
     }
     rings_.clear();
   }
@@ -126,11 +140,13 @@ class PacketLayerTest : public ::testing::Test {
   std::vector<std::vector<uint8_t>> sent(const RingPort& port) {
     std::vector<std::vector<uint8_t>> out;
     void* m;
-    while (rte_ring_dequeue(port.tx, &m) == 0) {
-      auto* mb = static_cast<rte_mbuf*>(m);
-      const uint8_t* d = rte_pktmbuf_mtod(mb, const uint8_t*);
-      out.emplace_back(d, d + rte_pktmbuf_data_len(mb));
-      rte_pktmbuf_free(mb);
+    for (rte_ring* r : {port.tx, port.tx1}) {
+      while (r != nullptr && rte_ring_dequeue(r, &m) == 0) {
+        auto* mb = static_cast<rte_mbuf*>(m);
+        const uint8_t* d = rte_pktmbuf_mtod(mb, const uint8_t*);
+        out.emplace_back(d, d + rte_pktmbuf_data_len(mb));
+        rte_pktmbuf_free(mb);
+      }
     }
     return out;
   }
@@ -154,9 +170,9 @@ class PacketLayerTest : public ::testing::Test {
     return build_tcp_frame(s);
   }
 
-  uint64_t counter(const std::string& name) {
+  uint64_t counter(const std::string& name, unsigned worker = 0) {
     PacketLayerStats stats = layer_->stats();
-    for (const auto& [n, v] : stats.lcores.at(0).counters) {
+    for (const auto& [n, v] : stats.lcores.at(worker).counters) {
       if (n == name) return v;
     }
     ADD_FAILURE() << "no counter " << name;
@@ -174,6 +190,7 @@ class PacketLayerTest : public ::testing::Test {
   }
 
   static rte_mempool* pool_;
+  unsigned tx_queues_ = 1;  // TX queues of the fixture's ports
   PacketLayerConfig config_;
   std::unique_ptr<PacketLayer> layer_;
   std::vector<RingPort> rings_;
@@ -462,6 +479,32 @@ TEST_F(PacketLayerTest, EveryInjectedMbufIsFreedExactlyOnce) {
   EXPECT_EQ(rte_mempool_avail_count(pool_), before);
 }
 
+TEST_F(PacketLayerTest, ClosedFlowHoldsNoReassemblyMemoryWhileItLingers) {
+  config_.flow_finished_linger_ms = 60000;  // the entry stays; its memory must not
+  start();
+  handshake();
+  std::string data = startup_message();
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh, data));
+  uint32_t seq = 1001 + static_cast<uint32_t>(data.size());
+  inject(db_, tcp(kDb, 5432, kAgent, 40000, 5001, seq, kTcpAck | kTcpPsh, "Z\0\0\0\5I"));
+  data = query("SELECT " + std::string(1300, 'x'));
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5007, kTcpAck | kTcpPsh, data));
+  seq += static_cast<uint32_t>(data.size());
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq, 5007, kTcpAck | kTcpFin, "X\0\0\0\4"));
+  inject(db_, tcp(kDb, 5432, kAgent, 40000, 5007, seq + 6, kTcpAck | kTcpFin));
+  inject(agent_, tcp(kAgent, 40000, kDb, 5432, seq + 6, 5008, kTcpAck));
+  EXPECT_EQ(sent(db_).size(), 4u);
+  EXPECT_EQ(sent(agent_).size(), 2u);
+  // The lcore publishes its memory use on its drain tick (every 100 µs): poll until it did.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (layer_->stats().lcores[0].reassembly_memory_used != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    layer_->poll_once(0);
+  }
+  EXPECT_EQ(layer_->stats().lcores[0].reassembly_memory_used, 0u);
+  EXPECT_EQ(layer_->stats().lcores[0].flows_active, 1u);
+}
+
 TEST_F(PacketLayerTest, UnknownPortNameIsAClearConfigError) {
   config_.agent_port = "net_nonexistent0";
   auto l = PacketLayer::create(config_);
@@ -488,6 +531,229 @@ TEST_F(PacketLayerTest, StatsJsonListsPortsAndCounters) {
   EXPECT_NE(json.find("\"role\":\"agent\""), std::string::npos);
   EXPECT_NE(json.find("\"flows_capacity_dropped\""), std::string::npos);
   EXPECT_NE(json.find("\"link_up\""), std::string::npos);
+}
+
+// Two workers sharing ports that cannot spread flows themselves (one RX queue each): the
+// worker polling a port steers each TCP frame to the worker owning its flow.
+class TwoWorkerTest : public PacketLayerTest {
+ protected:
+  void SetUp() override {
+    tx_queues_ = 2;
+    PacketLayerTest::SetUp();
+    config_.workers = 2;
+    config_.flow_capacity = 256;
+  }
+
+  // Enqueues a frame on a port's RX ring without polling.
+  void put(const RingPort& port, const std::vector<uint8_t>& frame) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    ASSERT_NE(m, nullptr);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size())), frame.data(),
+                frame.size());
+    ASSERT_EQ(rte_ring_enqueue(port.rx, m), 0);
+  }
+
+  // Polls both workers until steered frames reached their owners and flushes.
+  void pump() {
+    for (int round = 0; round < 8; ++round) {
+      layer_->poll_once(0);
+      layer_->poll_once(1);
+    }
+    layer_->flush(0);
+    layer_->flush(1);
+  }
+
+  uint64_t total(const std::string& name) { return counter(name, 0) + counter(name, 1); }
+
+  std::vector<rte_ring*> extra_rx_;  // second RX rings of two-queue ports
+};
+
+TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
+  start();
+  ASSERT_EQ(layer_->worker_count(), 2u);
+  EXPECT_EQ(layer_->stats().spread, SpreadMode::kSoftware);
+  constexpr uint16_t kFlows = 64;
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(agent_, tcp(kAgent, 30000 + f, kDb, 5432, 1000, 0, kTcpSyn));
+  }
+  pump();
+  ASSERT_EQ(sent(db_).size(), kFlows);
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(db_, tcp(kDb, 5432, kAgent, 30000 + f, 5000, 1001, kTcpSyn | kTcpAck));
+  }
+  pump();
+  ASSERT_EQ(sent(agent_).size(), kFlows);
+  std::string data = startup_message() + query("SELECT 1");
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(agent_, tcp(kAgent, 30000 + f, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh, data));
+  }
+  pump();
+  EXPECT_EQ(sent(db_).size(), kFlows);
+  // Server ACKs reach the same worker: they release the flows' retained bytes.
+  uint32_t acked = 1001 + static_cast<uint32_t>(data.size());
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(db_, tcp(kDb, 5432, kAgent, 30000 + f, 5001, acked, kTcpAck));
+  }
+  pump();
+  EXPECT_EQ(sent(agent_).size(), kFlows);
+
+  EXPECT_EQ(total("flows_created"), kFlows);
+  EXPECT_EQ(total("prescreen_statements"), kFlows);
+  EXPECT_EQ(total("tcp_forwarded"), 4u * kFlows);
+  EXPECT_EQ(total("flows_midstream_dropped"), 0u);
+  EXPECT_EQ(total("rx_steer_dropped"), 0u);
+  PacketLayerStats st = layer_->stats();
+  for (unsigned w = 0; w < 2; ++w) {
+    // 64 flows over 2 workers: each owns some, and each received frames of the other's flows.
+    EXPECT_GT(counter("flows_created", w), 0u) << "worker " << w;
+    EXPECT_GT(counter("rx_steered_out", w), 0u) << "worker " << w;
+    EXPECT_EQ(st.lcores[w].flows_active, counter("flows_created", w));
+    EXPECT_EQ(counter("rx_steered_in", w), counter("rx_steered_out", 1 - w));
+  }
+  // The agent port is polled by worker 0, the database port by worker 1.
+  EXPECT_EQ(counter("rx_packets", 0), 2u * kFlows);
+  EXPECT_EQ(counter("rx_packets", 1), 2u * kFlows);
+}
+
+TEST_F(TwoWorkerTest, DenyOnAFlowOwnedByTheOtherWorkerResetsBothEndsAndIsAudited) {
+  start();
+  // Open flows until both workers own one, then deny on each.
+  std::vector<uint16_t> ports;
+  for (uint16_t f = 0; f < 16; ++f) {
+    uint16_t sport = static_cast<uint16_t>(41000 + f);
+    put(agent_, tcp(kAgent, sport, kDb, 5432, 1000, 0, kTcpSyn));
+    pump();
+    put(db_, tcp(kDb, 5432, kAgent, sport, 5000, 1001, kTcpSyn | kTcpAck));
+    pump();
+    ports.push_back(sport);
+  }
+  sent(agent_);
+  sent(db_);
+  ASSERT_GT(counter("flows_created", 0), 0u);
+  ASSERT_GT(counter("flows_created", 1), 0u);
+  for (uint16_t sport : ports) {
+    put(agent_, tcp(kAgent, sport, kDb, 5432, 1001, 5001, kTcpAck | kTcpPsh,
+                    startup_message() + query("DROP DATABASE demo")));
+  }
+  pump();
+  EXPECT_TRUE(sent(db_).size() == ports.size());  // one RST per flow, no statement
+  EXPECT_EQ(sent(agent_).size(), ports.size());   // one RST per flow
+  EXPECT_EQ(total("prescreen_denied"), ports.size());
+  EXPECT_GT(counter("prescreen_denied", 0), 0u);
+  EXPECT_GT(counter("prescreen_denied", 1), 0u);
+  std::vector<AuditEvent> events = layer_->drain_audit();
+  ASSERT_EQ(events.size(), ports.size());
+  for (const AuditEvent& ev : events) {
+    EXPECT_EQ(ev.reason, "deny:deny.drop_database");
+  }
+}
+
+TEST_F(TwoWorkerTest, HostFramesAndNonTcpAreHandledByWhicheverWorkerPollsThem) {
+  start();
+  std::vector<uint8_t> arp(42, 0xff);
+  store_be16(arp.data() + 12, kEtherTypeArp);
+  put(agent_, arp);
+  pump();
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(sent(host_).size(), 1u);
+  put(host_, tcp(kGateway, 6432, kAgent, 40000, 1, 1, kTcpAck, "", kHostMac,
+                 {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}));
+  pump();
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  EXPECT_EQ(sent(db_).size(), 1u);
+  EXPECT_EQ(total("rx_steered_out"), 0u);
+}
+
+TEST_F(TwoWorkerTest, EveryMbufIsFreedExactlyOnceAcrossWorkers) {
+  unsigned before = rte_mempool_avail_count(pool_);
+  start();
+  for (uint16_t f = 0; f < 32; ++f) {
+    put(agent_, tcp(kAgent, 42000 + f, kDb, 5432, 1000, 0, kTcpSyn));
+    put(agent_, tcp(kAgent, 42000 + f, kDb, 5432, 1500, 0, kTcpAck, "midstream"));
+    put(db_, tcp(kDb, 5432, kAgent, 43000 + f, 1, 0, kTcpSyn));  // reverse-opened
+  }
+  pump();
+  sent(agent_);
+  sent(db_);
+  sent(host_);
+  layer_.reset();  // frees anything still in an inbox
+  EXPECT_EQ(rte_mempool_avail_count(pool_), before);
+}
+
+TEST_F(TwoWorkerTest, PortWithOneTxQueueIsAnErrorThatSaysHowToFixIt) {
+  RingPort narrow = make_port("narrow", 1);
+  config_.database_port = narrow.name;
+  auto l = PacketLayer::create(config_);
+  ASSERT_FALSE(l.is_ok());
+  EXPECT_NE(l.status().message().find("has 1 TX queue(s) but 2 workers need one each"),
+            std::string::npos)
+      << l.status().message();
+  EXPECT_NE(l.status().message().find("qpairs=2"), std::string::npos);
+}
+
+TEST_F(TwoWorkerTest, StatsShowSpreadModeAndWhichQueuesEachWorkerPolls) {
+  start();
+  std::string json = layer_->stats().to_json();
+  EXPECT_NE(json.find("\"spread\":\"software\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"rx_queues\":[\"agent:0\",\"exception:0\",\"inbox\"]"), std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"rx_queues\":[\"database:0\",\"inbox\"]"), std::string::npos) << json;
+}
+
+TEST_F(TwoWorkerTest, QueuesSpreadByTheCallerArePolledOneWorkerEachWithoutSteering) {
+  // Ports with two RX queues, fed like a NIC with symmetric RSS: flow f on queue f % 2.
+  RingPort a, d;
+  for (RingPort* p : {&a, &d}) {
+    static int n = 0;
+    std::string id = "rss" + std::to_string(n++);
+    rte_ring* rx[2] = {rte_ring_create(("rxa_" + id).c_str(), 256, 0, 0),
+                       rte_ring_create(("rxb_" + id).c_str(), 256, 0, 0)};
+    p->rx = rx[0];
+    p->tx = rte_ring_create(("tx_" + id).c_str(), 256, 0, 0);
+    p->tx1 = rte_ring_create(("tx1_" + id).c_str(), 256, 0, 0);
+    p->name = "net_ring_" + id;
+    rte_ring* tx[2] = {p->tx, p->tx1};
+    ASSERT_GE(rte_eth_from_rings(id.c_str(), rx, 2, tx, 2, 0), 0);
+    rings_.push_back(*p);
+    extra_rx_.push_back(rx[1]);
+  }
+  config_.agent_port = a.name;
+  config_.database_port = d.name;
+  config_.caller_spreads_flows = true;
+  start();
+  PacketLayerStats st = layer_->stats();
+  EXPECT_EQ(st.spread, SpreadMode::kHardwareRss);
+  EXPECT_EQ(st.lcores[0].rx_queues,
+            (std::vector<std::string>{"agent:0", "database:0", "exception:0"}));
+  EXPECT_EQ(st.lcores[1].rx_queues, (std::vector<std::string>{"agent:1", "database:1"}));
+  auto put_q = [&](const RingPort& port, unsigned q, const std::vector<uint8_t>& frame) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    ASSERT_NE(m, nullptr);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size())), frame.data(),
+                frame.size());
+    size_t i = static_cast<size_t>(&port == &a ? 0 : 1);
+    ASSERT_EQ(rte_ring_enqueue(q == 0 ? port.rx : extra_rx_[i], m), 0);
+  };
+  for (uint16_t f = 0; f < 8; ++f) {
+    put_q(a, f % 2, tcp(kAgent, 44000 + f, kDb, 5432, 1000, 0, kTcpSyn));
+  }
+  pump();
+  EXPECT_EQ(sent(d).size(), 8u);
+  for (uint16_t f = 0; f < 8; ++f) {
+    put_q(d, f % 2, tcp(kDb, 5432, kAgent, 44000 + f, 5000, 1001, kTcpSyn | kTcpAck));
+  }
+  pump();
+  EXPECT_EQ(sent(a).size(), 8u);
+  EXPECT_EQ(counter("flows_created", 0), 4u);
+  EXPECT_EQ(counter("flows_created", 1), 4u);
+  EXPECT_EQ(total("rx_steered_out"), 0u);
+  EXPECT_EQ(total("flows_midstream_dropped"), 0u);
+  layer_.reset();
+  for (rte_ring* r : extra_rx_) {
+    drain(r);
+    rte_ring_free(r);
+  }
+  extra_rx_.clear();
 }
 
 }  // namespace

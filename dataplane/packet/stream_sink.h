@@ -34,6 +34,9 @@ class StreamConsumer {
   virtual Verdict on_client_bytes(std::span<const uint8_t> bytes) = 0;
   // Rule id or reason of the last non-allow verdict (for counters and the audit event).
   virtual std::string_view reason() const = 0;
+  // The flow is over (both FINs, a reset or a deny): no byte will be delivered again. Return
+  // any memory held for the stream now; reason() must still answer.
+  virtual void on_stream_end() {}
 };
 
 // Creates consumers. One sink per lcore: implementations need not be thread-safe.

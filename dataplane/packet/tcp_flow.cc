@@ -12,12 +12,31 @@ TcpFlow::TcpFlow(const ParsedPacket& client_syn, std::unique_ptr<StreamConsumer>
 }
 
 FlowAction TcpFlow::on_client_packet(const ParsedPacket& p, std::span<const uint8_t> payload) {
+  FlowAction a = client_packet(p, payload);
+  release_if_finished();
+  return a;
+}
+
+FlowAction TcpFlow::on_server_packet(const ParsedPacket& p) {
+  FlowAction a = server_packet(p);
+  release_if_finished();
+  return a;
+}
+
+void TcpFlow::release_if_finished() {
+  if (released_ || !finished()) return;
+  released_ = true;
+  consumer_->on_stream_end();
+}
+
+FlowAction TcpFlow::client_packet(const ParsedPacket& p, std::span<const uint8_t> payload) {
   if (denied_ || reset_) {
     counters_->tcp_dropped_closed_flow.inc();
     return FlowAction::kDrop;
   }
   if (p.tcp_flags & kTcpRst) {
     reset_ = true;
+    reasm_.release();
     return FlowAction::kForward;
   }
   if (p.tcp_flags & kTcpSyn) {
@@ -37,10 +56,12 @@ FlowAction TcpFlow::on_client_packet(const ParsedPacket& p, std::span<const uint
     case SegmentOutcome::kDeny:
       denied_ = true;
       deny_reason_ = std::string(consumer_->reason());
+      reasm_.release();
       return FlowAction::kDropAndReset;
     case SegmentOutcome::kConflict:
       denied_ = true;
       deny_reason_ = "overlap_conflict";
+      reasm_.release();
       return FlowAction::kDropAndReset;
     case SegmentOutcome::kClosed:
       counters_->tcp_dropped_closed_flow.inc();
@@ -49,13 +70,14 @@ FlowAction TcpFlow::on_client_packet(const ParsedPacket& p, std::span<const uint
   return FlowAction::kDrop;
 }
 
-FlowAction TcpFlow::on_server_packet(const ParsedPacket& p) {
+FlowAction TcpFlow::server_packet(const ParsedPacket& p) {
   if (denied_) {
     counters_->tcp_dropped_closed_flow.inc();
     return FlowAction::kDrop;
   }
   if (p.tcp_flags & kTcpRst) {
     reset_ = true;
+    reasm_.release();
     return FlowAction::kForward;
   }
   if (p.tcp_flags & kTcpAck) reasm_.on_peer_ack(p.ack);

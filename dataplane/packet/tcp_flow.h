@@ -30,6 +30,8 @@ class TcpFlow {
   TcpFlow(const ParsedPacket& client_syn, std::unique_ptr<StreamConsumer> consumer,
           const ReassemblyConfig* config, ReassemblyMemory* memory, PacketCounters* counters);
 
+  // Once the flow finished, its reassembly ring and the consumer's buffers are returned at
+  // once (the entry itself lingers in the flow table for late retransmissions).
   FlowAction on_client_packet(const ParsedPacket& p, std::span<const uint8_t> payload);
   FlowAction on_server_packet(const ParsedPacket& p);
 
@@ -44,7 +46,12 @@ class TcpFlow {
   PacketCounters* counters_;
   TcpReassembler reasm_;
   std::unique_ptr<StreamConsumer> consumer_;
+  FlowAction client_packet(const ParsedPacket& p, std::span<const uint8_t> payload);
+  FlowAction server_packet(const ParsedPacket& p);
+  void release_if_finished();
+
   TcpSeq isn_;
+  bool released_ = false;
   bool denied_ = false;
   bool reset_ = false;
   bool server_fin_ = false;

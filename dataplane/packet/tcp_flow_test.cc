@@ -117,6 +117,26 @@ TEST_F(TcpFlowTest, BothFinsFinishTheFlow) {
   EXPECT_FALSE(f.finished());
   EXPECT_EQ(f.on_server_packet(packet(500, 105, kTcpAck | kTcpFin)), FlowAction::kForward);
   EXPECT_TRUE(f.finished());
+  // A closed connection holds no reassembly memory while its entry lingers in the table.
+  EXPECT_EQ(memory_.used(), 0u);
+}
+
+TEST_F(TcpFlowTest, ResetFromEitherSideReturnsReassemblyMemory) {
+  TcpFlow a = make_flow();
+  EXPECT_EQ(client(a, 101, "SELECT 1"), FlowAction::kForward);
+  EXPECT_GT(memory_.used(), 0u);
+  EXPECT_EQ(a.on_server_packet(packet(500, 109, kTcpRst | kTcpAck)), FlowAction::kForward);
+  EXPECT_EQ(memory_.used(), 0u);
+  TcpFlow b = make_flow();
+  EXPECT_EQ(client(b, 101, "SELECT 1"), FlowAction::kForward);
+  EXPECT_EQ(client(b, 109, "", kTcpRst), FlowAction::kForward);
+  EXPECT_EQ(memory_.used(), 0u);
+}
+
+TEST_F(TcpFlowTest, DeniedFlowReturnsReassemblyMemory) {
+  TcpFlow f = make_flow();
+  EXPECT_EQ(client(f, 101, "SELECT 1; EVIL"), FlowAction::kDropAndReset);
+  EXPECT_EQ(memory_.used(), 0u);
 }
 
 }  // namespace

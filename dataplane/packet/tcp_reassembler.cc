@@ -195,7 +195,10 @@ SegmentOutcome TcpReassembler::on_segment(TcpSeq seq, std::span<const uint8_t> p
     closed_ = true;
     return SegmentOutcome::kDeny;
   }
-  if (end <= next_) return SegmentOutcome::kForward;
+  if (end <= next_) {
+    return_ring_if_done();
+    return SegmentOutcome::kForward;
+  }
   counters_->tcp_held_out_of_order.inc();
   return SegmentOutcome::kHold;
 }
@@ -205,6 +208,21 @@ void TcpReassembler::on_peer_ack(TcpSeq ack) {
   // The server can acknowledge the FIN (next + 1) but no byte we did not deliver.
   acked_ = seq_min(ack, next_);
   if (acked_ == next_ && islands_.empty() && cap_ > kKeepRingBytes) free_buffer();
+  return_ring_if_done();
+}
+
+void TcpReassembler::return_ring_if_done() {
+  // After the client's FIN was delivered and every byte acknowledged, no byte can ever be
+  // compared again: retransmissions are before `acked` and data past the FIN is a conflict
+  // decided without the ring. Keeping the ring until the flow is swept would hold memory of
+  // closed connections for the linger time.
+  if (fin_delivered() && acked_ == next_ && islands_.empty()) free_buffer();
+}
+
+void TcpReassembler::release() {
+  closed_ = true;
+  islands_.clear();
+  free_buffer();
 }
 
 }  // namespace pgwarden::packet

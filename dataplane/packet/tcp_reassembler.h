@@ -87,8 +87,12 @@ class TcpReassembler {
   SegmentOutcome on_segment(TcpSeq seq, std::span<const uint8_t> payload, bool fin,
                             StreamConsumer& consumer);
 
-  // The server's cumulative ACK: bytes before it are no longer needed.
+  // The server's cumulative ACK: bytes before it are no longer needed. Once the client's
+  // FIN is delivered and acknowledged the ring is returned to the lcore's budget.
   void on_peer_ack(TcpSeq ack);
+
+  // The flow ended (reset or denied): closes the stream and returns the ring at once.
+  void release();
 
   TcpSeq next() const { return next_; }
   TcpSeq acked() const { return acked_; }
@@ -106,6 +110,7 @@ class TcpReassembler {
 
   bool ensure_capacity(uint32_t needed);
   void free_buffer();
+  void return_ring_if_done();
   void ring_write(TcpSeq at, const uint8_t* src, uint32_t len);
   bool ring_equal(TcpSeq at, const uint8_t* src, uint32_t len) const;
   bool stored_bytes_match(TcpSeq start, std::span<const uint8_t> payload) const;

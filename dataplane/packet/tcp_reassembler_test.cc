@@ -229,6 +229,43 @@ TEST_F(TcpReassemblerTest, MemoryIsReturnedWhenAckedAndOnDestruction) {
   EXPECT_EQ(memory_.used(), 0u);
 }
 
+TEST_F(TcpReassemblerTest, SmallRingIsReturnedOnceFinIsDeliveredAndAcked) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 0, "SELECT 1"), SegmentOutcome::kForward);
+  r.on_peer_ack(isn_ + 9);
+  EXPECT_GT(memory_.used(), 0u);  // a small emptied ring is kept for the next statement
+  EXPECT_EQ(seg(r, 8, "X", true), SegmentOutcome::kForward);
+  EXPECT_GT(memory_.used(), 0u);  // "X" not acknowledged yet: a retransmission compares
+  r.on_peer_ack(isn_ + 11);       // the server acknowledges the FIN
+  EXPECT_EQ(memory_.used(), 0u);
+  // Retransmissions of acknowledged bytes still pass, data past the FIN still conflicts.
+  EXPECT_EQ(seg(r, 8, "X", true), SegmentOutcome::kForward);
+  EXPECT_EQ(seg(r, 9, "more"), SegmentOutcome::kConflict);
+  EXPECT_EQ(memory_.used(), 0u);
+}
+
+TEST_F(TcpReassemblerTest, FinAfterServerAckedEverythingReturnsRingAtOnce) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 0, "abc"), SegmentOutcome::kForward);
+  r.on_peer_ack(isn_ + 4);
+  EXPECT_EQ(seg(r, 3, "", true), SegmentOutcome::kForward);
+  EXPECT_EQ(memory_.used(), 0u);
+}
+
+TEST_F(TcpReassemblerTest, ReleaseClosesTheStreamAndReturnsEverything) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  EXPECT_EQ(seg(r, 0, "abc"), SegmentOutcome::kForward);
+  EXPECT_EQ(seg(r, 10, "island"), SegmentOutcome::kHold);
+  EXPECT_GT(memory_.used(), 0u);
+  r.release();
+  EXPECT_EQ(memory_.used(), 0u);
+  EXPECT_TRUE(r.closed());
+  EXPECT_EQ(seg(r, 3, "defghij"), SegmentOutcome::kClosed);
+}
+
 class TinyMemcapTest : public TcpReassemblerTest {
  protected:
   TinyMemcapTest() : TcpReassemblerTest(4096) {}

@@ -137,6 +137,7 @@ class WirePrescreenStream : public StreamConsumer {
   }
 
   std::string_view reason() const override { return reason_; }
+  void on_stream_end() override { release_buffer(true); }
 
  private:
   static PrescreenRecord header_record(uint8_t type, uint32_t body_length) {
@@ -237,6 +238,7 @@ class WirePrescreenStream : public StreamConsumer {
   }
 
   void screen_statement(std::string_view sql, PrescreenRecord* rec) {
+    sink_->counters_->prescreen_statements.inc();
     rules::lex_sql(sql, sink_->lexed_);
     FirstRules found;
     rules::Verdict v = sink_->rules_->scan(sink_->lexed_, found);

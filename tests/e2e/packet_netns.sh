@@ -18,7 +18,11 @@
 # gets SQLSTATE 42501; (4d) `pgwardenctl dataplane --json` shows the ports' link state and lcore
 # counters through cp's admin API, and SIGHUP to the combined process reloads the wire rules
 # (generation 2, audited in cp); (5) with cp stopped, a wire deny falls back to the JSONL file (counted
-# cp_unreachable); (6) SIGTERM stops the process cleanly.
+# cp_unreachable); (6) SIGTERM stops the process cleanly. The packet layer runs two worker
+# lcores on af_packet qpairs=2 (the kernel's symmetric fanout hash spreads flows; both
+# directions of each flow must meet on one worker, or its packets would be dropped as
+# midstream) and a two-queue TAP; (1b) checks that both workers own flows; (0) two lcores on
+# single-queue af_packet ports are refused with a message naming qpairs=2.
 #
 # usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl
 # Exits 0 on success, 1 on a failed check, 77 (skipped, with the reason) when network
@@ -167,8 +171,22 @@ CP_PID=$!
 for _ in $(seq 200); do [ -S "$WORK/cp.sock" ] && break; alive $CP_PID || break; sleep 0.1; done
 [ -S "$WORK/cp.sock" ] || { cat "$WORK/cp.log"; die "pgwarden-cp did not start"; }
 
-EAL="-l 0 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
-EAL+=" --vdev=net_af_packet0,iface=ga --vdev=net_af_packet1,iface=gd --vdev=net_tap0,iface=pgwtap"
+log "0. two lcores on single-queue af_packet ports: refused with the fix in the message"
+out=$(ip netns exec "$NS_GW" "$DP" --dpdk "-l 0-1 --no-huge -m 256 --no-pci --no-telemetry \
+  --file-prefix=pgwe2e${S}q --vdev=net_af_packet0,iface=ga --vdev=net_af_packet1,iface=gd" \
+  --agent-port net_af_packet0 --db-port net_af_packet1 --allow-direct-source 198.18.0.10 \
+  --rule-file "$RULES/deny.rules" 2>&1); rc=$?
+rm -rf "/var/run/dpdk/pgwe2e${S}q"
+if [ $rc -eq 2 ] && grep -q "has 1 TX queue(s) but 2 workers need one each" <<<"$out" &&
+   grep -q "qpairs=2" <<<"$out"; then
+  pass "refused: $(grep -o 'agent port.*' <<<"$out" | head -1)"
+else
+  fail "two lcores on qpairs=1: rc=$rc $(tail -2 <<<"$out")"
+fi
+
+EAL="-l 0-1 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
+EAL+=" --vdev=net_af_packet0,iface=ga,qpairs=2 --vdev=net_af_packet1,iface=gd,qpairs=2"
+EAL+=" --vdev=net_tap0,iface=pgwtap"
 ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --agent-port net_af_packet0 --db-port net_af_packet1 \
   --exception-port net_tap0 --gateway-address 198.18.0.1 --allow-direct-source 198.18.0.10 \
   --rule-file "$RULES/deny.rules" --rule-file "$RULES/approve.rules" --idle-sleep-us 50 \
@@ -187,8 +205,10 @@ in_gw ip link set pgwtap up
 sleep 1
 
 PSQL_BASE="user=postgres dbname=postgres connect_timeout=5"
-# The stats file's lcore 0 counters and audit_* forwarder counters as one flat JSON object.
-STATS_JQ='.lcores[0].counters + (.audit | with_entries(.key = "audit_" + .key))'
+# The stats file's counters summed over the lcores and audit_* forwarder counters as one flat
+# JSON object.
+SUM_LCORES='reduce .lcores[].counters as $c ({}; reduce ($c | to_entries[]) as $e (.; .[$e.key] += $e.value))'
+STATS_JQ="($SUM_LCORES) + (.audit | with_entries(.key = \"audit_\" + .key))"
 stats() {  # stats NAME...: "name=value ..."
   jq -r "($STATS_JQ)"' as $c | [$ARGS.positional[] | "\(.)=\($c[.])"] | join(" ")' --args \
     "$@" <"$WORK/stats.json"
@@ -202,6 +222,30 @@ log "1. allowed query through the bump in the wire"
 out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-allowed-' || 21*2" 2>&1)
 if [ "$out" = "pgw-e2e-allowed-42" ]; then pass "allowed query answered: $out"; else fail "allowed query: $out"; fi
 if grep -q "pgw-e2e-allowed-" "$WORK/pg.log"; then pass "allowed query in server log"; else fail "allowed query not in server log"; fi
+
+log "1b. two workers: flows spread over both, both directions of each flow on its worker"
+wait_stats
+if jq -e '.spread == "af_packet_fanout" and (.lcores | length == 2)' "$WORK/stats.json" >/dev/null; then
+  pass "two worker lcores, af_packet fanout: $(jq -c '[.lcores[] | {lcore_id, rx_queues}]' "$WORK/stats.json")"
+else
+  fail "spread: $(jq -c '{spread, lcores: [.lcores[] | {lcore_id, rx_queues}]}' "$WORK/stats.json")"
+fi
+# Open short sessions until each worker owns at least one flow (the fanout hash decides; 24
+# sessions all on one worker would happen with probability 2^-23).
+for i in $(seq 24); do
+  in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-spread-$i'" >/dev/null 2>&1 ||
+    fail "session $i through two workers failed"
+  [ $((i % 4)) -eq 0 ] || continue
+  wait_stats
+  jq -e 'all(.lcores[]; .counters.flows_created > 0)' "$WORK/stats.json" >/dev/null && break
+done
+per_lcore=$(jq -c '[.lcores[] | {lcore_id, flows: .counters.flows_created, tcp: .counters.tcp_forwarded, statements: .counters.prescreen_statements, midstream: .counters.flows_midstream_dropped}]' "$WORK/stats.json")
+if jq -e 'all(.lcores[]; .counters.flows_created > 0 and .counters.prescreen_statements > 0)
+      and ([.lcores[].counters.flows_midstream_dropped] | add) == 0' "$WORK/stats.json" >/dev/null; then
+  pass "both workers own flows, no packet met the wrong worker: $per_lcore"
+else
+  fail "flows per worker: $per_lcore"
+fi
 
 log "2. default deny-set statement on a direct plaintext connection; audit event to pgwarden-cp"
 # deny.drop_database from rules/sets/deny.rules, seen through the lexer (comment removed).
@@ -275,12 +319,21 @@ dp_json() { in_gw "$CTL" dataplane --json --socket "$WORK/admin.sock" --principa
   | jq '.dataplanes |= map(select(.snapshot.lcores != null))' 2>&1; }
 for _ in $(seq 30); do dp_json | jq -e '.dataplanes[0].snapshot.lcores[0]' >/dev/null 2>&1 && break; sleep 0.2; done
 if dp_json | jq -e '.dataplanes | length == 1 and (.[0] | .connected and (.stale | not) and
-    (.snapshot.ports | length == 3 and all(.link_up)) and
-    .snapshot.lcores[0].counters.prescreen_denied == 1 and .snapshot.rules.generation == 1)' \
+    (.snapshot.ports | length == 3 and all(.link_up)) and (.snapshot.lcores | length == 2) and
+    .snapshot.spread == "af_packet_fanout" and
+    all(.snapshot.lcores[]; .rx_queues | length == 3) and
+    ([.snapshot.lcores[].counters.prescreen_denied] | add) == 1 and .snapshot.rules.generation == 1)' \
     >/dev/null; then
-  pass "pgwardenctl dataplane: $(dp_json | jq -c '.dataplanes[0] | {name, ports: [.snapshot.ports[] | {role, link_up, rx_packets}], prescreen_denied: .snapshot.lcores[0].counters.prescreen_denied, rules: .snapshot.rules.generation}')"
+  pass "pgwardenctl dataplane: $(dp_json | jq -c '.dataplanes[0] | {name, ports: [.snapshot.ports[] | {role, link_up, rx_packets}], lcores: [.snapshot.lcores[] | {lcore_id, flows: .counters.flows_created, prescreen_denied: .counters.prescreen_denied}], rules: .snapshot.rules.generation}')"
 else
   fail "pgwardenctl dataplane: $(dp_json | head -c 600)"
+fi
+table=$(in_gw "$CTL" dataplane --socket "$WORK/admin.sock" --principal operator \
+  --credential-file "$WORK/admin.secret" 2>&1)
+if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge 2 ]; then
+  pass "pgwardenctl dataplane shows a counter row per lcore"
+else
+  fail "pgwardenctl dataplane table: $table"
 fi
 kill -HUP "$DP_PID"
 for _ in $(seq 50); do dp_json | jq -e '.dataplanes[0].snapshot.rules.reloads_ok == 1' >/dev/null 2>&1 && break; sleep 0.2; done
