@@ -13,7 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 #include "controlplane/server/identity_authenticator.h"
 #include "controlplane/vault/scram_client.h"
 #include "controlplane/vault/secret.h"

@@ -70,12 +70,12 @@
 #include <string>
 #include <thread>
 
+#include "common/protocol/frame.h"
+#include "common/protocol/messages.h"
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
-#include "controlplane/protocol/frame.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/dataplane_registry.h"
 #include "controlplane/server/interfaces.h"

@@ -19,10 +19,10 @@
 #include <string>
 
 #include "common/default_paths.h"
+#include "common/protocol/messages.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
 #include "controlplane/vault/credential_hash.h"

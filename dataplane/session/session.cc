@@ -14,7 +14,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 #include "dataplane/pgwire/messages.h"
 #include "dataplane/session/worker.h"
 

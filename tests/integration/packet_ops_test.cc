@@ -20,13 +20,13 @@
 #include <sstream>
 #include <thread>
 
-#include "controlplane/protocol/client.h"
+#include "common/protocol/client.h"
+#include "common/source_root.h"
 #include "controlplane/vault/credential_hash.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"
 #include "dataplane/packet/packet_parser.h"
 #include "tests/integration/cp_process.h"
-#include "common/source_root.h"
 
 namespace pgwarden::packet {
 namespace {
