@@ -242,11 +242,14 @@ json StatementEndFields::to_json() const {
 // ---------------------------------------------------------------------------------------------
 // rows
 
-void RowsWriter::reset(int64_t ts_ms) {
+void RowsWriter::clear_columns() {
   head_.clear();
+  columns_ = 0;
+}
+
+void RowsWriter::clear_rows() {
   body_.clear();
-  columns_ = rows_ = 0;
-  ts_ms_ = ts_ms;
+  rows_ = 0;
 }
 
 void RowsWriter::add_column(std::string_view name, uint32_t type_oid, int16_t format) {
@@ -264,17 +267,15 @@ void RowsWriter::begin_row(uint32_t values) {
 void RowsWriter::add_value(std::string_view value) { put_bytes(body_, value); }
 void RowsWriter::add_null() { put<uint32_t>(body_, kNullLength); }
 
-std::string RowsWriter::take() {
+std::string RowsWriter::take(int64_t ts_ms) {
   std::string out;
   out.reserve(20 + head_.size() + body_.size());
-  put<int64_t>(out, ts_ms_);
+  put<int64_t>(out, ts_ms);
   put<uint32_t>(out, columns_);
   out += head_;
   put<uint32_t>(out, rows_);
   out += body_;
-  head_.clear();
-  body_.clear();
-  columns_ = rows_ = 0;
+  clear_rows();
   return out;
 }
 

@@ -85,27 +85,28 @@ struct StatementEndFields {
   nlohmann::json to_json() const;
 };
 
-// kRows, built incrementally: columns once, then rows.
+// kRows, built incrementally: the columns (kept across batches), then rows.
 //   i64 ts_ms, u32 column count, per column (bytes name, u32 type_oid, u8 format),
 //   u32 row count, per row (u32 value count, per value bytes-or-NULL).
 class RowsWriter {
  public:
-  void reset(int64_t ts_ms);
+  void clear_columns();
   void add_column(std::string_view name, uint32_t type_oid, int16_t format);
   void begin_row(uint32_t values);
   void add_value(std::string_view value);
   void add_null();
   uint32_t rows() const { return rows_; }
   uint32_t columns() const { return columns_; }
-  // The payload; REQUIRES: every begun row got its values.
-  std::string take();
+  // The payload of the rows added since the last take() (the columns stay); REQUIRES: every
+  // begun row got its values.
+  std::string take(int64_t ts_ms);
+  void clear_rows();
 
  private:
   std::string head_;
   std::string body_;
   uint32_t columns_ = 0;
   uint32_t rows_ = 0;
-  int64_t ts_ms_ = 0;
 };
 // {"kind": "rows", "columns": [{"name", "type_oid"}], "rows": [[value|null]], "ts_ms"}.
 Result<nlohmann::json> rows_to_json(std::string_view payload);

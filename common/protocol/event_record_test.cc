@@ -74,7 +74,6 @@ TEST(EventRecord, StatementEndRendersErrorsAndInvalidUtf8LikeTheJsonPath) {
 
 TEST(EventRecord, RowsKeepNullsAndHexBinaryColumns) {
   RowsWriter w;
-  w.reset(99);
   w.add_column("id", 23, 0);
   w.add_column("blob", 17, 1);
   w.begin_row(2);
@@ -83,7 +82,7 @@ TEST(EventRecord, RowsKeepNullsAndHexBinaryColumns) {
   w.begin_row(2);
   w.add_null();
   w.add_null();
-  auto j = record_to_json(RecordType::kRows, w.take());
+  auto j = record_to_json(RecordType::kRows, w.take(99));
   ASSERT_TRUE(j.is_ok()) << j.status().message();
   EXPECT_EQ(
       *j,
@@ -106,11 +105,10 @@ TEST(EventRecord, TruncatedOrPaddedPayloadsAreRefused) {
   std::string end;
   e.encode(end);
   RowsWriter w;
-  w.reset(1);
   w.add_column("c", 25, 0);
   w.begin_row(1);
   w.add_value("v");
-  std::string rows = w.take();
+  std::string rows = w.take(1);
   for (auto [type, payload] :
        {std::pair{RecordType::kStatement, st}, std::pair{RecordType::kStatementEnd, end},
         std::pair{RecordType::kRows, rows}}) {

@@ -7,6 +7,7 @@
 
 #include "dataplane/masking/rules_detector.h"
 #include "dataplane/pgwire/messages.h"
+#include "dataplane/session/event_loop.h"
 
 namespace pgwarden::session {
 
@@ -402,14 +403,13 @@ ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bo
   }
   have_plan_ = true;
   formats_.clear();
-  json columns = json::array();
-  for (const pw::FieldDescription& f : rd.fields) {
-    formats_.push_back(f.format);
-    columns.push_back({{"name", value_json(f.name, false)}, {"type_oid", f.type_oid}});
-  }
+  for (const pw::FieldDescription& f : rd.fields) formats_.push_back(f.format);
   if (Unit* u = front_unit(cycle_now_)) {
     flush_rows(*u);
-    u->columns = std::move(columns);
+    u->batch.clear_columns();
+    for (const pw::FieldDescription& f : rd.fields) {
+      u->batch.add_column(f.name, f.type_oid, f.format);
+    }
   }
   if (injected) return Action::kConsumed;
   return Action::kForward;
@@ -553,7 +553,8 @@ ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary,
   formats_.assign(1, 0);
   if (Unit* u = front_unit(cycle_now_)) {
     flush_rows(*u);
-    u->columns = json::array({json{{"name", "copy_line"}, {"type_oid", 25}}});
+    u->batch.clear_columns();
+    u->batch.add_column("copy_line", 25, 0);
   }
   return Action::kForward;
 }
@@ -602,9 +603,10 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
     std::string_view seen = std::string_view(out).substr(start + 5);
     if (!seen.empty() && seen.back() == '\n') seen.remove_suffix(1);
     if (Unit* u = front_unit(cycle_now_); u != nullptr && u->recorded < config_.row_cap) {
-      u->batch.push_back(json::array({value_json(seen, false)}));
+      u->batch.begin_row(1);
+      u->batch.add_value(seen);
       ++u->recorded;
-      if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+      if (u->batch.rows() >= kRowsPerEvent) flush_rows(*u);
     }
   }
   return Action::kConsumed;
@@ -621,7 +623,7 @@ void ResultFilter::start_swallow(std::string_view sqlstate, std::string_view mes
   if (Unit* u = front_unit(cycle_now_); u != nullptr && u->sqlstate.empty()) {
     u->sqlstate = sqlstate;
     u->error = message;
-    u->batch = json::array();  // the client saw none of this result's rows after the error
+    u->batch.clear_rows();  // the client saw none of this result's rows after the error
   }
 }
 
@@ -631,42 +633,43 @@ void ResultFilter::record_row(std::string_view body) {
   if (u == nullptr || u->recorded >= config_.row_cap) return;
   pw::DataRow row;
   if (!pw::parse(pw::as_bytes(body), &row).ok()) return;
-  json values = json::array();
-  size_t i = 0;
+  // Values as the client saw them; cp renders them (binary-format columns as hex).
+  u->batch.begin_row(static_cast<uint32_t>(row.columns.size()));
   for (const pw::Value& v : row.columns) {
-    bool binary = i < formats_.size() && formats_[i] == 1;
-    values.push_back(v.is_null ? json(nullptr) : value_json(v.text(), binary));
-    ++i;
+    if (v.is_null) {
+      u->batch.add_null();
+    } else {
+      u->batch.add_value(v.text());
+    }
   }
-  u->batch.push_back(std::move(values));
   ++u->recorded;
-  if (u->batch.size() >= kRowsPerEvent) flush_rows(*u);
+  if (u->batch.rows() >= kRowsPerEvent) flush_rows(*u);
 }
 
 void ResultFilter::flush_rows(Unit& u) {
-  if (u.batch.empty()) return;
-  if (record_rows()) {
-    sink_({{"kind", "rows"}, {"columns", u.columns}, {"rows", std::move(u.batch)}});
-  }
-  u.batch = json::array();
+  if (u.batch.rows() == 0) return;
+  if (!record_rows()) return u.batch.clear_rows();
+  std::string payload = u.batch.take(unix_ms());
+  sink_(protocol::RecordType::kRows, payload);
 }
 
 void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   flush_rows(u);
-  json ev = {{"kind", "statement"},
-             {"phase", "end"},
-             {"sql", value_json(u.sql, false)},
-             {"verdict", u.verdict},
-             {"rule", u.rule},
-             {"duration_ms", std::max<int64_t>(0, now_ms - u.started_ms)},
-             {"rows", u.rows},
-             {"rows_recorded", u.recorded},
-             {"executed", u.executed}};
-  if (!u.approval_id.empty()) ev["approval_id"] = u.approval_id;
-  if (!u.sqlstate.empty()) {
-    ev["error"] = {{"sqlstate", u.sqlstate}, {"message", value_json(u.error, false)}};
-  }
-  sink_(std::move(ev));
+  protocol::StatementEndFields ev;
+  ev.verdict = protocol::verdict_from(u.verdict);
+  ev.executed = u.executed;
+  ev.ts_ms = unix_ms();
+  ev.duration_ms = std::max<int64_t>(0, now_ms - u.started_ms);
+  ev.rows = u.rows;
+  ev.rows_recorded = u.recorded;
+  ev.sql = u.sql;
+  ev.rule = u.rule;
+  ev.approval_id = u.approval_id;
+  ev.sqlstate = u.sqlstate;
+  ev.error = u.error;
+  std::string payload;
+  ev.encode(payload);
+  sink_(protocol::RecordType::kStatementEnd, payload);
   for (auto it = units_.begin(); it != units_.end(); ++it) {
     if (&*it == &u) {
       units_.erase(it);

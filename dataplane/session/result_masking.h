@@ -59,6 +59,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/protocol/event_record.h"
 #include "common/status.h"
 #include "dataplane/masking/mask_apply.h"
 #include "dataplane/pgwire/framer.h"
@@ -78,7 +79,8 @@ struct ResultFilterConfig {
 
 class ResultFilter {
  public:
-  using EventSink = std::function<void(nlohmann::json event)>;
+  // Receives binary event records (kRows, kStatementEnd; common/protocol/event_record.h).
+  using EventSink = std::function<void(protocol::RecordType type, std::string_view payload)>;
   enum class Action {
     kForward,   // append the message unchanged to the client output
     kConsumed,  // the filter appended whatever the client gets (maybe nothing)
@@ -135,8 +137,7 @@ class ResultFilter {
     uint64_t rows = 0;
     std::string sqlstate;
     std::string error;
-    nlohmann::json columns = nlohmann::json::array();
-    nlohmann::json batch = nlohmann::json::array();
+    protocol::RowsWriter batch;  // recorded rows not yet sent (with the current columns)
     int recorded = 0;
     bool executed = false;
     bool simple = false;  // a simple Query (ends at ReadyForQuery) vs one Execute

@@ -199,7 +199,8 @@ class Session {
   // recording_backpressure the statement is held (retried with backoff) up to
   // limits.recording_hold_timeout_ms, then refused with 53000.
   void record_then_resume(std::string_view sql, Decision d, const char* source);
-  void send_record(nlohmann::json request, Decision d);
+  // `payload`: an encoded protocol::StatementFields (the write-ahead record).
+  void send_record(std::string payload, Decision d);
   // cp answered recording_backpressure: schedules `retry` after the hold's backoff. False when
   // the hold timed out (the caller refuses the statement with hold_timeout_decision()).
   bool hold_for_recording(std::function<void()> retry);
