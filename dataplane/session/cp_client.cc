@@ -678,9 +678,11 @@ void CpClient::publish_ring() {
   if (ring_->region.forward().corrupt()) disconnect("cp corrupted the event ring");
 }
 
-void CpClient::WakeHandler::on_io(int fd, uint32_t) {
+void CpClient::WakeHandler::on_io(int, uint32_t) {
+  // The loop does not say which fd fired (it may pass -1): read the one this handler owns.
+  if (!client->ring_) return;
   uint64_t n;
-  while (::read(fd, &n, sizeof n) > 0) {
+  while (::read(client->ring_->dp_wake_fd, &n, sizeof n) > 0) {
   }
   client->check_acks();
 }
