@@ -39,9 +39,10 @@
 //
 // Recording: statements are tracked as units (a simple Query, or one Execute of an extended
 // cycle); the filter collects the rows as the client saw them (masked) up to the row cap and
-// emits `rows` events in batches of kRowsPerEvent, then a completion event per unit through
-// the EventSink: kind `statement` with "phase": "end" (sql, verdict, rule, approval_id,
-// duration_ms, rows, rows_recorded, executed, error {sqlstate, message}). The decision event
+// emits `rows` records (protocol::RecordType::kRows, the values as the client saw them, as
+// bytes) in batches of kRowsPerEvent, then a completion record per unit (kStatementEnd: sql,
+// verdict, rule, approval_id, duration_ms, rows, rows_recorded, executed, error sqlstate and
+// message) through the EventSink; cp turns them into the recording's JSON. The decision event
 // (kind `statement`, no phase) is sent by the session when the statement is checked, so the
 // order per statement is statement -> rows... -> statement(phase end).
 //
