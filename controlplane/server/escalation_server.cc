@@ -582,6 +582,9 @@ void EscalationServer::fail_connection(const std::shared_ptr<Connection>& conn, 
 }
 
 void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn) {
+  // What the dp published before it closed (its sessions' last events) is recorded first, as
+  // frames before the end of the socket are.
+  if (conn->ring && !conn->closed) drain_ring(conn);
   {
     std::lock_guard<std::mutex> lock(conn->mu);
     if (conn->closed) return;

@@ -83,6 +83,9 @@ void CpClient::stop() {
   stopped_ = true;
   if (reconnect_timer_ != 0) loop_->cancel_timer(reconnect_timer_);
   reconnect_timer_ = 0;
+  // Records written to the ring but not yet published (session_end of a draining dp) go out
+  // first; cp drains the ring before it acts on the closed socket.
+  publish_ring();
   flush();
   disconnect("dataplane stopping");
   std::map<uint64_t, Waiting> waiting;
