@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "controlplane/protocol/client.h"
+#include "common/protocol/client.h"
 
 namespace pgwarden::ctl {
 

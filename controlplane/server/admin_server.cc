@@ -15,9 +15,9 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/protocol/frame.h"
+#include "common/protocol/messages.h"
 #include "controlplane/identity/jws.h"
-#include "controlplane/protocol/frame.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/vault/credential_hash.h"

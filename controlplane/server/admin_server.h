@@ -5,7 +5,7 @@
 // $.control_plane.admin_socket_group (if set) and chmod'ed to
 // $.control_plane.admin_socket_mode (default 0600), so it is never more open than
 // configured. Framed exactly like the dp <-> cp protocol (4-byte big-endian length + one
-// JSON object, controlplane/protocol/frame.h). Requests:
+// JSON object, common/protocol/frame.h). Requests:
 //   {"id": N, "type": "admin", "command": "approvals.list", "args": {...},
 //    "principal": "alice", "credential": "..."}
 // Responses: {"id": N, "ok": true, "result": {...}} or

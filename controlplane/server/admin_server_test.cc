@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/protocol/client.h"
 #include "controlplane/identity/service_key.h"
-#include "controlplane/protocol/client.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/vault/credential_hash.h"
 

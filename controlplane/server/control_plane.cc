@@ -8,7 +8,7 @@
 #include <cstring>
 #include <set>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/server/effect_probe.h"
 #include "controlplane/server/policy_analyser.h"

@@ -27,11 +27,11 @@
 
 #include <string_view>
 
+#include "common/protocol/messages.h"
 #include "common/status.h"
 #include "controlplane/masking/catalog.h"
 #include "controlplane/masking/mask_plan.h"
 #include "controlplane/policy/policy.h"
-#include "controlplane/protocol/messages.h"
 
 namespace pgwarden::server {
 

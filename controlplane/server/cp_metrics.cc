@@ -3,7 +3,7 @@
 #include <chrono>
 #include <string>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 
 namespace pgwarden::server {
 

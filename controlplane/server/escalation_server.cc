@@ -11,9 +11,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <set>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 #include "controlplane/server/identity_authenticator.h"
 #include "controlplane/vault/scram_client.h"
 #include "controlplane/vault/secret.h"
@@ -77,6 +79,28 @@ struct EscalationServer::Connection {
   bool close_after_flush = false;
   bool want_write = false;
   std::atomic<int> outstanding{0};
+  // Descriptors received with the hello (SCM_RIGHTS), loop thread only; closed unless a
+  // ring is attached from them.
+  std::vector<int> received_fds;
+  // The dp's event ring, if negotiated (set by the loop thread before any record is read).
+  struct Ring {
+    protocol::RingRegion region;
+    int cp_wake_fd = -1;
+    int dp_wake_fd = -1;
+    bool draining = false;      // loop thread
+    uint64_t expected_seq = 1;  // loop thread: the next write-ahead record's seq
+    std::mutex mu;              // answers: backward ring, watermark
+    uint64_t written = 0;
+    std::set<uint64_t> answered_ahead;
+    ~Ring() {
+      if (cp_wake_fd >= 0) ::close(cp_wake_fd);
+      if (dp_wake_fd >= 0) ::close(dp_wake_fd);
+    }
+  };
+  std::unique_ptr<Ring> ring;
+  ~Connection() {
+    for (int fd : received_fds) ::close(fd);
+  }
 };
 
 struct EscalationServer::Session {
@@ -365,12 +389,25 @@ void EscalationServer::loop() {
         continue;
       }
       std::shared_ptr<Connection> conn;
+      bool ring_wake = false;
       {
         std::lock_guard<std::mutex> lock(conns_mu_);
         auto it = conns_.find(fd);
-        if (it != conns_.end()) conn = it->second;
+        if (it != conns_.end()) {
+          conn = it->second;
+        } else if (auto r = ring_fds_.find(fd); r != ring_fds_.end()) {
+          conn = r->second;
+          ring_wake = true;
+        }
       }
       if (!conn) continue;
+      if (ring_wake) {
+        uint64_t n;
+        while (::read(fd, &n, sizeof n) > 0) {
+        }
+        drain_ring(conn);
+        continue;
+      }
       if (events[i].events & EPOLLOUT) on_writable(conn);
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) on_readable(conn);
     }
@@ -419,7 +456,29 @@ void EscalationServer::accept_all() {
 void EscalationServer::on_readable(const std::shared_ptr<Connection>& conn) {
   char buf[65536];
   while (true) {
-    ssize_t n = ::recv(conn->fd, buf, sizeof buf, MSG_DONTWAIT);
+    iovec iov{buf, sizeof buf};
+    alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(conn->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    for (cmsghdr* c = n >= 0 ? CMSG_FIRSTHDR(&msg) : nullptr; c != nullptr;
+         c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t k = 0; k < count; ++k) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+        // Only the hello may carry descriptors (the event ring's); anything else is closed.
+        if (!conn->hello_done && conn->received_fds.size() < 3) {
+          conn->received_fds.push_back(fd);
+        } else {
+          ::close(fd);
+        }
+      }
+    }
     if (n == 0) return close_connection(conn);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -436,6 +495,8 @@ void EscalationServer::on_readable(const std::shared_ptr<Connection>& conn) {
         break;
       }
       if (!frame->has_value()) break;
+      // Records the dp put on its ring before it sent this frame are handled first.
+      if (conn->ring) drain_ring(conn);
       on_frame(conn, **frame);
     }
   }
@@ -521,6 +582,9 @@ void EscalationServer::fail_connection(const std::shared_ptr<Connection>& conn, 
 }
 
 void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn) {
+  // What the dp published before it closed (its sessions' last events) is recorded first, as
+  // frames before the end of the socket are.
+  if (conn->ring && !conn->closed) drain_ring(conn);
   {
     std::lock_guard<std::mutex> lock(conn->mu);
     if (conn->closed) return;
@@ -531,6 +595,10 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     conns_.erase(conn->fd);
+    if (conn->ring) {
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, conn->ring->cp_wake_fd, nullptr);
+      ring_fds_.erase(conn->ring->cp_wake_fd);
+    }
   }
   dataplanes_.disconnected(conn->id);
   std::vector<std::shared_ptr<Session>> dropped;
@@ -591,7 +659,24 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
     std::lock_guard<std::mutex> lock(rules_mu_);
     json ok = {{"protocol", protocol::kProtocolVersion}, {"policy_version", cfg->version}};
     if (rules_) ok["rules_generation"] = rules_->generation;
+    // PGWARDEN_CP_EVENT_RING=off answers like a control plane without the ring (diagnostics,
+    // and the tests of the dp's JSON fallback).
+    static const bool ring_enabled = [] {
+      const char* e = std::getenv("PGWARDEN_CP_EVENT_RING");
+      return e == nullptr || std::string_view(e) != "off";
+    }();
+    if (ring_enabled && j.contains("ring") && j["ring"].is_object() &&
+        j["ring"].value("version", 0) == static_cast<int>(protocol::RingRegion::kVersion) &&
+        attach_ring(conn, conn->received_fds)) {
+      ok["ring"] = true;
+    }
+    for (int fd : conn->received_fds) ::close(fd);
+    conn->received_fds.clear();
     send(conn, protocol::make_ok(id, std::move(ok)));
+    // Park on the new ring now: until cp has parked once, the dp's publishes wake nobody, and
+    // records of an otherwise idle connection (the dp's periodic stats) would wait for the
+    // next socket frame.
+    if (conn->ring) drain_ring(conn);
     // Right behind the hello answer, under rules_mu_: a concurrent reload either pushes to
     // this connection after us or installed before we read rules_.
     if (j.contains("rules") && j["rules"].is_boolean() && j["rules"].get<bool>()) {
@@ -943,7 +1028,7 @@ json EscalationServer::recording_hold(const std::shared_ptr<Session>& s, uint64_
 }
 
 json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, json request,
-                                     uint64_t id) {
+                                     uint64_t id, uint64_t ring_seq) {
   request.erase("id");
   request.erase("deadline_ms");
   auto ev = protocol::Event::from_json(request);
@@ -976,14 +1061,16 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
   std::weak_ptr<Connection> weak = conn;
   recording::AppendOptions opts;
   opts.keep = true;  // never refused for a full queue: the dp waits for this answer
-  opts.on_done = [this, weak, id, s, sql, audited](const Status& st) {
+  opts.on_done = [this, weak, id, ring_seq, s, sql, audited](const Status& st) {
     if (st.is_ok()) {
       if (audited) audit_.record(*audited);
-      if (auto c = weak.lock()) send(c, protocol::make_ok(id));
+      if (auto c = weak.lock()) reply(c, ring_seq, protocol::make_ok(id));
       return;
     }
     recording_refused(s, st, sql);
-    if (auto c = weak.lock()) send(c, protocol::make_error(id, ec::kRecordingFailed, st));
+    if (auto c = weak.lock()) {
+      reply(c, ring_seq, protocol::make_error(id, ec::kRecordingFailed, st));
+    }
   };
   Status st = handlers_.recorder->append(s->id, ev->kind, std::move(ev->fields), std::move(opts));
   if (!st.is_ok()) return recording_hold(s, id, st, sql);
@@ -1514,6 +1601,170 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       id, {{"policy", {{"name", pol->name}, {"version", pol->version}}},
            {"recording_required",
             pol->recording_required && pol->recording != policy::RecordingLevel::kOff}});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event ring
+
+bool EscalationServer::attach_ring(const std::shared_ptr<Connection>& conn, std::vector<int>& fds) {
+  if (fds.size() != 3) return false;
+  auto region = protocol::RingRegion::attach(fds[0]);
+  fds[0] = -1;  // taken (closed by attach on failure)
+  if (!region.is_ok()) {
+    spdlog::warn("dp connection {}: event ring refused: {}", conn->id, region.status().message());
+    fds.erase(fds.begin());
+    return false;
+  }
+  auto ring = std::make_unique<Connection::Ring>();
+  ring->region = std::move(*region);
+  ring->cp_wake_fd = fds[1];
+  ring->dp_wake_fd = fds[2];
+  fds.clear();
+  // The dp's eventfd might be anything it chose to send: only ever read and written 8 bytes,
+  // non-blocking.
+  int flags = fcntl(ring->cp_wake_fd, F_GETFL);
+  if (flags < 0 || fcntl(ring->cp_wake_fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
+  flags = fcntl(ring->dp_wake_fd, F_GETFL);
+  if (flags < 0 || fcntl(ring->dp_wake_fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
+  ring->written = ring->region.watermark().written.load();
+  ring->expected_seq = ring->written + 1;
+  int wake = ring->cp_wake_fd;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake, &ev) != 0) return false;
+    ring_fds_[wake] = conn;
+  }
+  conn->ring = std::move(ring);
+  bump(Counter::k_rings_attached);
+  spdlog::info("dp connection {}: events on a shared-memory ring ({} KiB)", conn->id,
+               conn->ring->region.forward().capacity() >> 10);
+  return true;
+}
+
+void EscalationServer::drain_ring(const std::shared_ptr<Connection>& conn) {
+  Connection::Ring* ring = conn->ring.get();
+  if (ring == nullptr || ring->draining || conn->reading_stopped) return;
+  ring->draining = true;
+  protocol::SpscRing& fwd = ring->region.forward();
+  while (!conn->reading_stopped) {
+    protocol::RecordView r;
+    size_t n = 0;
+    // Batches: the space goes back to the producer once per batch, not per record.
+    while (n < 256 && fwd.peek(&r)) {
+      on_ring_record(conn, r);
+      fwd.advance();
+      ++n;
+      if (conn->reading_stopped || conn->ring.get() != ring) break;
+    }
+    if (conn->ring.get() != ring) return;
+    fwd.release();
+    if (n > 0) bump(Counter::k_ring_batches);
+    if (fwd.corrupt()) {
+      bump(Counter::k_frames_bad);
+      ring->draining = false;
+      return fail_connection(conn, 0, ec::kBadFrame,
+                             invalid_argument("the event ring is corrupt", "08P01"));
+    }
+    if (n == 256) continue;
+    if (fwd.park()) break;
+  }
+  ring->draining = false;
+}
+
+void EscalationServer::on_ring_record(const std::shared_ptr<Connection>& conn,
+                                      const protocol::RecordView& r) {
+  bump(Counter::k_ring_records);
+  auto type = static_cast<protocol::RecordType>(r.header.type);
+  Connection::Ring* ring = conn->ring.get();
+  if (type == protocol::RecordType::kStatementRecord) {
+    if (r.header.seq != ring->expected_seq) {
+      bump(Counter::k_frames_bad);
+      return fail_connection(
+          conn, 0, ec::kBadFrame,
+          invalid_argument("event ring: write-ahead record out of sequence", "08P01"));
+    }
+    ++ring->expected_seq;
+  }
+  auto fields = protocol::record_to_json(type, r.payload);
+  if (!fields.is_ok()) {
+    bump(Counter::k_events_bad);
+    spdlog::warn("dp connection {}: bad ring record: {}", conn->id, fields.status().message());
+    if (type == protocol::RecordType::kStatementRecord) {
+      ring_answer(conn, r.header.seq, protocol::make_error(0, ec::kBadRequest, fields.status()));
+    }
+    return;
+  }
+  json& j = *fields;
+  if (type != protocol::RecordType::kEventJson) {
+    std::string sid = protocol::session_hex(r.header.session);
+    // A session re-registered on this connection a moment ago may still be in the socket:
+    // read it before deciding that the session is unknown.
+    if (!find_session(conn, sid)) on_readable(conn);
+    j["session_id"] = std::move(sid);
+  }
+  if (type != protocol::RecordType::kStatementRecord) return handle_event(conn, std::move(j));
+  j.erase("kind");
+  j["kind"] = "statement";
+  json answer = handle_record(conn, std::move(j), 0, r.header.seq);
+  if (!answer.is_null()) ring_answer(conn, r.header.seq, answer);
+}
+
+void EscalationServer::reply(const std::shared_ptr<Connection>& conn, uint64_t ring_seq,
+                             const json& answer) {
+  if (ring_seq == 0) return send(conn, answer);
+  ring_answer(conn, ring_seq, answer);
+}
+
+void EscalationServer::ring_answer(const std::shared_ptr<Connection>& conn, uint64_t seq,
+                                   const json& answer) {
+  Connection::Ring* ring = conn->ring.get();
+  if (ring == nullptr) return;
+  bool wake = false;
+  bool overflow = false;
+  {
+    std::lock_guard<std::mutex> lock(ring->mu);
+    if (seq <= ring->written || ring->answered_ahead.count(seq) != 0) return;
+    if (!answer.value("ok", false)) {
+      bump(Counter::k_ring_refused);
+      std::string error = answer.contains("error")
+                              ? answer["error"].dump(-1, ' ', false, json::error_handler_t::replace)
+                              : std::string("{}");
+      protocol::SpscRing& back = ring->region.backward();
+      overflow = !back.try_write(static_cast<uint16_t>(protocol::BackwardType::kRecordRefused), 0,
+                                 seq, {error});
+      back.publish();
+    }
+    if (!overflow) {
+      ring->answered_ahead.insert(seq);
+      uint64_t written = ring->written;
+      while (!ring->answered_ahead.empty() && *ring->answered_ahead.begin() == written + 1) {
+        ring->answered_ahead.erase(ring->answered_ahead.begin());
+        ++written;
+      }
+      if (written != ring->written) {
+        ring->written = written;
+        protocol::WatermarkBlock& wm = ring->region.watermark();
+        wm.written.store(written, std::memory_order_seq_cst);
+        uint64_t wants = wm.dp_wants.load(std::memory_order_seq_cst);
+        wake = wants != 0 && wants <= written && wm.dp_wants.exchange(0) != 0;
+      }
+    }
+  }
+  if (wake) {
+    bump(Counter::k_ring_dp_wakes);
+    uint64_t one = 1;
+    (void)!::write(ring->dp_wake_fd, &one, sizeof one);
+  }
+  if (overflow) {
+    // The dp does not read its refusals: drop the connection (its statements fail closed and
+    // are sent again on the next connection).
+    spdlog::warn("dp connection {}: event ring answers not read; closing", conn->id);
+    std::lock_guard<std::mutex> lock(conn->mu);
+    if (!conn->closed) ::shutdown(conn->fd, SHUT_RDWR);
+  }
 }
 
 }  // namespace pgwarden::server

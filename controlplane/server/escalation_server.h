@@ -71,12 +71,14 @@
 #include <thread>
 
 #include "common/metrics/histogram.h"
+#include "common/protocol/event_record.h"
+#include "common/protocol/event_ring.h"
+#include "common/protocol/frame.h"
+#include "common/protocol/messages.h"
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
-#include "controlplane/protocol/frame.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/dataplane_registry.h"
 #include "controlplane/server/interfaces.h"
@@ -144,7 +146,12 @@ struct SessionSelector {
   X(auth_revoked)             \
   X(sessions_reregistered)    \
   X(reregister_refused)       \
-  X(rules_pushes)
+  X(rules_pushes)             \
+  X(rings_attached)           \
+  X(ring_records)             \
+  X(ring_batches)             \
+  X(ring_dp_wakes)            \
+  X(ring_refused)
 
 enum class Counter {
 #define PGW_X(name) k_##name,
@@ -250,6 +257,21 @@ class EscalationServer {
   void handle_approval(const std::shared_ptr<Connection>& conn, const protocol::json& request,
                        uint64_t id, int64_t deadline_ms);
   void handle_event(const std::shared_ptr<Connection>& conn, protocol::json&& event);
+  // Event ring (common/protocol/event_ring.h): maps the dp's memfd received with its hello
+  // (`fds`: region, cp_wake, dp_wake; taken). False (fds closed) when it cannot be used.
+  bool attach_ring(const std::shared_ptr<Connection>& conn, std::vector<int>& fds);
+  // Loop thread: consumes every published record of the connection's ring (events and
+  // write-ahead records, in order), in batches, then parks. Re-entrant calls return at once.
+  void drain_ring(const std::shared_ptr<Connection>& conn);
+  void on_ring_record(const std::shared_ptr<Connection>& conn, const protocol::RecordView& r);
+  // The answer to write-ahead record `seq` of the ring (any thread): a refusal goes on the
+  // backward ring, then the watermark moves over every contiguously answered seq and the dp
+  // is woken if it waits for it.
+  void ring_answer(const std::shared_ptr<Connection>& conn, uint64_t seq,
+                   const protocol::json& answer);
+  // Sends `answer` (to its request id), or (ring_seq != 0) answers the ring record.
+  void reply(const std::shared_ptr<Connection>& conn, uint64_t ring_seq,
+             const protocol::json& answer);
   protocol::json handle_reregister(const std::shared_ptr<Connection>& conn,
                                    const protocol::json& request, uint64_t id);
   // Why the session's grant no longer holds under `cfg` at `now_ms` ("" when it holds).
@@ -260,8 +282,9 @@ class EscalationServer {
             const std::string& by, const std::string& cause);
   void sweep_loop();
   // The answer, or null when it is sent later, once the Recorder has written the record.
+  // `ring_seq` != 0: the record came on the event ring and is answered there (reply()).
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
-                               uint64_t id);
+                               uint64_t id, uint64_t ring_seq = 0);
   // The audit record of a dp event; none for `rows` (result rows never reach the audit log).
   std::optional<audit::AuditRecord> audit_record_of(const std::shared_ptr<Session>& session,
                                                     const protocol::Event& event);
@@ -302,7 +325,8 @@ class EscalationServer {
   std::unique_ptr<WorkerPool> pool_;
 
   mutable std::mutex conns_mu_;
-  std::map<int, std::shared_ptr<Connection>> conns_;  // by fd
+  std::map<int, std::shared_ptr<Connection>> conns_;     // by fd
+  std::map<int, std::shared_ptr<Connection>> ring_fds_;  // by cp_wake eventfd
   uint64_t next_conn_id_ = 1;
 
   mutable std::mutex sessions_mu_;

@@ -19,12 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "common/protocol/messages.h"
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/config/config.h"
 #include "controlplane/policy/evaluator.h"
 #include "controlplane/policy/policy.h"
-#include "controlplane/protocol/messages.h"
 
 namespace pgwarden::server {
 

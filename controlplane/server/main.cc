@@ -20,10 +20,10 @@
 
 #include "common/default_paths.h"
 #include "common/metrics/metrics_server.h"
+#include "common/protocol/messages.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/service_key.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
 #include "controlplane/server/cp_metrics.h"

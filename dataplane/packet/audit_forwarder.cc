@@ -3,8 +3,8 @@
 #include <chrono>
 #include <cstdio>
 
-#include "controlplane/protocol/client.h"
-#include "controlplane/protocol/frame.h"
+#include "common/protocol/client.h"
+#include "common/protocol/frame.h"
 
 namespace pgwarden::packet {
 namespace {

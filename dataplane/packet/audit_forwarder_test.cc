@@ -15,8 +15,8 @@
 #include <thread>
 #include <vector>
 
-#include "controlplane/protocol/frame.h"
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/frame.h"
+#include "common/protocol/messages.h"
 #include "dataplane/packet/audit_event.h"
 
 namespace pgwarden::packet {

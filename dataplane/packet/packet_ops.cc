@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 
 namespace pgwarden::packet {
 namespace {

@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 #include "dataplane/packet/wire_prescreen.h"
 
 namespace pgwarden::packet {

@@ -1,5 +1,7 @@
 #include "dataplane/session/cp_client.h"
 
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -15,6 +17,13 @@ namespace {
 constexpr int64_t kMaxBackoffMs = 500;
 constexpr int64_t kGraceMs = 1000;
 constexpr size_t kMaxOut = 16u << 20;
+// While records wait for ring space, the ring is retried this often (cp drains in batches).
+constexpr int64_t kOverflowRetryMs = 1;
+
+void signal_eventfd(int fd) {
+  uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof one);
+}
 }  // namespace
 
 Status status_from_cp_error(const nlohmann::json& error) {
@@ -44,12 +53,21 @@ Status status_from_cp_error(const nlohmann::json& error) {
   return Status(sc, message, sqlstate);
 }
 
-CpClient::CpClient(EventLoop* loop, std::string socket_path)
-    : loop_(loop), socket_path_(std::move(socket_path)) {}
+CpClient::CpClient(EventLoop* loop, std::string socket_path, bool use_ring)
+    : loop_(loop), socket_path_(std::move(socket_path)), use_ring_(use_ring) {
+  wake_handler_.client = this;
+}
+
+CpClient::Ring::~Ring() {
+  if (cp_wake_fd >= 0) ::close(cp_wake_fd);
+  if (dp_wake_fd >= 0) ::close(dp_wake_fd);
+}
 
 CpClient::~CpClient() {
   stopped_ = true;
   cancel_event_timer();
+  if (overflow_timer_ != 0) loop_->cancel_timer(overflow_timer_);
+  if (ring_ && ring_->registered) loop_->remove(ring_->dp_wake_fd);
   if (fd_ >= 0) {
     loop_->remove(fd_);
     close(fd_);
@@ -65,6 +83,9 @@ void CpClient::stop() {
   stopped_ = true;
   if (reconnect_timer_ != 0) loop_->cancel_timer(reconnect_timer_);
   reconnect_timer_ = 0;
+  // Records written to the ring but not yet published (session_end of a draining dp) go out
+  // first; cp drains the ring before it acts on the closed socket.
+  publish_ring();
   flush();
   disconnect("dataplane stopping");
   std::map<uint64_t, Waiting> waiting;
@@ -105,13 +126,41 @@ void CpClient::connect_now() {
   }
   interest_ = EPOLLIN;
   hello_id_ = next_id_++;
-  send_frame({{"type", "hello"},
-              {"id", hello_id_},
-              {"protocol", 1},
-              {"dp", "pgwarden-dp/0.1"},
-              {"rules", true},  // push the rules generation cp validated (event kind rules)
-              {"deadline_ms", unix_ms() + 5000}},
-             false);
+  nlohmann::json hello = {{"type", "hello"},
+                          {"id", hello_id_},
+                          {"protocol", 1},
+                          {"dp", "pgwarden-dp/0.1"},
+                          {"rules", true},  // push the rules generation cp validated
+                          {"deadline_ms", unix_ms() + 5000}};
+  fds_sent_ = false;
+  offered_ring_ = use_ring_ ? make_ring() : nullptr;
+  if (offered_ring_) {
+    // The memfd and both eventfds ride on the hello's first bytes (SCM_RIGHTS, see flush()).
+    hello["ring"] = {{"version", protocol::RingRegion::kVersion},
+                     {"fds", {"region", "cp_wake", "dp_wake"}}};
+  }
+  send_frame(hello, false);
+}
+
+std::unique_ptr<CpClient::Ring> CpClient::make_ring() {
+  auto region = protocol::RingRegion::create();
+  if (!region.is_ok()) {
+    spdlog::warn("event ring unavailable, using JSON events: {}", region.status().message());
+    return nullptr;
+  }
+  auto r = std::make_unique<Ring>();
+  r->region = std::move(*region);
+  r->cp_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  r->dp_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (r->cp_wake_fd < 0 || r->dp_wake_fd < 0) return nullptr;
+  return r;
+}
+
+void CpClient::drop_ring() {
+  offered_ring_.reset();
+  if (!ring_) return;
+  if (ring_->registered) loop_->remove(ring_->dp_wake_fd);
+  ring_.reset();
 }
 
 void CpClient::schedule_reconnect() {
@@ -122,6 +171,11 @@ void CpClient::schedule_reconnect() {
 
 void CpClient::disconnect(const std::string& why) {
   cancel_event_timer();
+  drop_ring();
+  refused_.clear();
+  overflow_.clear();  // events queued for a ring that is gone (as unsent JSON events are)
+  overflow_bytes_ = 0;
+  fail_ring_pending("control plane connection lost: " + why);
   if (fd_ >= 0) {
     loop_->remove(fd_);
     close(fd_);
@@ -149,6 +203,39 @@ void CpClient::disconnect(const std::string& why) {
   schedule_reconnect();
 }
 
+void CpClient::fail_ring_pending(const std::string& why) {
+  std::map<uint64_t, RingPending> pending;
+  pending.swap(ring_pending_);
+  int64_t now = monotonic_ms();
+  for (auto& [seq, p] : pending) {
+    if (p.timer != 0) loop_->cancel_timer(p.timer);
+    if (p.wait_until_ms > now && !stopped_) {
+      // cp may never have seen it (or its answer was lost with the ring): send it again.
+      Waiting w;
+      w.is_record = true;
+      w.session = p.session;
+      w.payload = std::move(p.payload);
+      uint64_t key = next_waiting_key_++;
+      w.key = key;
+      w.timeout_ms = p.timeout_ms;
+      w.wait_until_ms = p.wait_until_ms;
+      w.cb = std::move(p.cb);
+      w.timer = loop_->add_timer(p.wait_until_ms, [this, key] {
+        auto it = waiting_.find(key);
+        if (it == waiting_.end()) return;
+        Callback c = std::move(it->second.cb);
+        waiting_.erase(it);
+        c(
+            unavailable("the pgwarden control plane is unreachable and did not come back within "
+                        "limits.cp_unavailable_wait_ms"));
+      });
+      waiting_.emplace(key, std::move(w));
+      continue;
+    }
+    fail_later(std::move(p.cb), unavailable(why));
+  }
+}
+
 void CpClient::fail_later(Callback cb, Status st) {
   loop_->defer([cb = std::move(cb), st = std::move(st)]() mutable { cb(std::move(st)); });
 }
@@ -168,6 +255,7 @@ void CpClient::schedule_flush() {
 }
 
 void CpClient::event_text(std::string body) {
+  if (ring_) return post(protocol::RecordType::kEventJson, 0, body);
   if (!ready_ || out_.size() - out_off_ > kMaxOut || body.size() > kMaxFrame) {
     ++events_dropped_;
     return;
@@ -221,6 +309,11 @@ void CpClient::send_waiting() {
   int64_t now = monotonic_ms();
   for (auto& [key, w] : waiting) {
     if (w.timer != 0) loop_->cancel_timer(w.timer);
+    if (w.is_record) {
+      record(w.session, std::move(w.payload), w.timeout_ms, std::move(w.cb),
+             std::max<int64_t>(w.wait_until_ms - now, 1));
+      continue;
+    }
     request(w.type, std::move(w.fields), w.timeout_ms, std::move(w.cb),
             std::max<int64_t>(w.wait_until_ms - now, 1));
   }
@@ -286,6 +379,10 @@ void CpClient::event(nlohmann::json fields) {
     return;
   }
   fields["type"] = "event";
+  if (ring_) {
+    return post(protocol::RecordType::kEventJson, 0,
+                fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
   send_frame(fields, true);
 }
 
@@ -303,7 +400,28 @@ void CpClient::flush() {
   cancel_event_timer();
   if (fd_ < 0 || connecting_) return update_interest();
   while (out_off_ < out_.size()) {
-    ssize_t n = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
+    ssize_t n;
+    if (offered_ring_ && !fds_sent_) {
+      // The first bytes of the connection (the hello) carry the ring's descriptors.
+      iovec iov{out_.data() + out_off_, out_.size() - out_off_};
+      int fds[3] = {offered_ring_->region.fd(), offered_ring_->cp_wake_fd,
+                    offered_ring_->dp_wake_fd};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof fds);
+      memcpy(CMSG_DATA(c), fds, sizeof fds);
+      n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      if (n > 0) fds_sent_ = true;
+    } else {
+      n = ::send(fd_, out_.data() + out_off_, out_.size() - out_off_, MSG_NOSIGNAL);
+    }
     if (n > 0) {
       out_off_ += static_cast<size_t>(n);
       continue;
@@ -381,6 +499,15 @@ void CpClient::handle_frame(nlohmann::json frame) {
   if (id == hello_id_ && !ready_) {
     if (!ok) return disconnect("cp refused hello");
     policy_version_ = frame.value("policy_version", uint64_t{0});
+    if (offered_ring_ && fds_sent_ && frame.value("ring", false)) {
+      ring_ = std::move(offered_ring_);
+      if (loop_->add(ring_->dp_wake_fd, EPOLLIN, &wake_handler_).is_ok()) {
+        ring_->registered = true;
+      } else {
+        ring_.reset();
+      }
+    }
+    offered_ring_.reset();  // an older cp (no "ring" in its answer): JSON events
     ready_ = true;
     backoff_ms_ = 100;
     if (on_ready_change_) on_ready_change_(true);
@@ -397,6 +524,207 @@ void CpClient::handle_frame(nlohmann::json frame) {
     p.cb(std::move(frame));
   } else {
     p.cb(status_from_cp_error(frame.contains("error") ? frame["error"] : nlohmann::json()));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event ring
+
+void CpClient::post_json(protocol::RecordType type, uint64_t session, std::string_view payload) {
+  if (type == protocol::RecordType::kEventJson) return event_text(std::string(payload));
+  auto fields = protocol::record_to_json(type, payload);
+  if (!fields.is_ok()) {
+    ++events_dropped_;
+    return;
+  }
+  (*fields)["type"] = "event";
+  (*fields)["session_id"] = protocol::session_hex(session);
+  if (!ready_ || out_.size() - out_off_ > kMaxOut) {
+    ++events_dropped_;
+    return;
+  }
+  send_frame(*fields, true);
+}
+
+void CpClient::post(protocol::RecordType type, uint64_t session, std::string_view payload) {
+  if (!ring_) return post_json(type, session, payload);
+  if (payload.size() > ring_->region.forward().max_payload()) {
+    ++events_dropped_;
+    return;
+  }
+  if (!overflow_.empty() || !ring_write(type, session, 0, payload)) {
+    if (overflow_bytes_ > kMaxOut) {
+      ++events_dropped_;
+      return;
+    }
+    overflow_.push_back(Overflow{type, session, 0, std::string(payload)});
+    overflow_bytes_ += payload.size();
+    drain_overflow();
+  }
+}
+
+void CpClient::record(uint64_t session, std::string payload, int64_t timeout_ms, Callback cb,
+                      int64_t wait_for_cp_ms) {
+  if (!ready_) {
+    if (wait_for_cp_ms > 0 && !stopped_) {
+      uint64_t key = next_waiting_key_++;
+      Waiting w;
+      w.key = key;
+      w.is_record = true;
+      w.session = session;
+      w.payload = std::move(payload);
+      w.timeout_ms = timeout_ms;
+      w.wait_until_ms = monotonic_ms() + wait_for_cp_ms;
+      w.cb = std::move(cb);
+      w.timer = loop_->add_timer(w.wait_until_ms, [this, key] {
+        auto it = waiting_.find(key);
+        if (it == waiting_.end()) return;
+        Callback c = std::move(it->second.cb);
+        waiting_.erase(it);
+        c(
+            unavailable("the pgwarden control plane is unreachable and did not come back within "
+                        "limits.cp_unavailable_wait_ms"));
+      });
+      waiting_.emplace(key, std::move(w));
+      return;
+    }
+    fail_later(std::move(cb), unavailable("pgwarden control plane is unreachable"));
+    return;
+  }
+  if (!ring_) {
+    auto fields = protocol::record_to_json(protocol::RecordType::kStatementRecord, payload);
+    if (!fields.is_ok()) return fail_later(std::move(cb), fields.status());
+    (*fields)["session_id"] = protocol::session_hex(session);
+    return request("record", std::move(*fields), timeout_ms, std::move(cb), wait_for_cp_ms);
+  }
+  if (payload.size() > ring_->region.forward().max_payload()) {
+    return fail_later(std::move(cb),
+                      resource_exhausted("the statement record (" + std::to_string(payload.size()) +
+                                             " bytes) exceeds the event ring's record limit",
+                                         "54000"));
+  }
+  if (overflow_bytes_ > kMaxOut) {
+    // The recorder is far behind: the session holds and retries (53000), as for cp's queue.
+    return fail_later(std::move(cb), resource_exhausted("the event ring is full", "53000"));
+  }
+  uint64_t seq = ring_->next_seq++;
+  RingPending p;
+  p.session = session;
+  p.cb = std::move(cb);
+  p.timeout_ms = timeout_ms;
+  if (wait_for_cp_ms > 0) p.wait_until_ms = monotonic_ms() + wait_for_cp_ms;
+  p.timer = loop_->add_timer(monotonic_ms() + timeout_ms + kGraceMs, [this, seq] {
+    auto it = ring_pending_.find(seq);
+    if (it == ring_pending_.end()) return;
+    Callback c = std::move(it->second.cb);
+    ring_pending_.erase(it);
+    c(deadline_exceeded("control plane did not answer record in time"));
+  });
+  if (!overflow_.empty() ||
+      !ring_write(protocol::RecordType::kStatementRecord, session, seq, payload)) {
+    overflow_.push_back(Overflow{protocol::RecordType::kStatementRecord, session, seq, payload});
+    overflow_bytes_ += payload.size();
+    drain_overflow();
+  }
+  p.payload = std::move(payload);
+  ring_pending_.emplace(seq, std::move(p));
+  // The lowest seq waited for: cp wakes this worker when its watermark passes it.
+  ring_->region.watermark().dp_wants.store(ring_pending_.begin()->first, std::memory_order_seq_cst);
+}
+
+bool CpClient::ring_write(protocol::RecordType type, uint64_t session, uint64_t seq,
+                          std::string_view payload) {
+  if (!ring_->region.forward().try_write(static_cast<uint16_t>(type), session, seq, {payload})) {
+    return false;
+  }
+  ++ring_records_;
+  schedule_publish();
+  return true;
+}
+
+void CpClient::drain_overflow() {
+  while (ring_ && !overflow_.empty()) {
+    Overflow& o = overflow_.front();
+    if (!ring_write(o.type, o.session, o.seq, o.payload)) break;
+    overflow_bytes_ -= o.payload.size();
+    overflow_.pop_front();
+  }
+  if (!ring_ || overflow_.empty() || overflow_timer_ != 0) return;
+  // Publish what fits (cp frees space as it drains), then try again shortly.
+  publish_ring();
+  overflow_timer_ = loop_->add_timer(monotonic_ms() + kOverflowRetryMs, [this] {
+    overflow_timer_ = 0;
+    drain_overflow();
+  });
+}
+
+void CpClient::schedule_publish() {
+  if (publish_scheduled_) return;
+  publish_scheduled_ = true;
+  loop_->defer([this, alive = std::weak_ptr<bool>(alive_)] {
+    if (alive.expired()) return;
+    publish_scheduled_ = false;
+    publish_ring();
+  });
+}
+
+void CpClient::publish_ring() {
+  if (!ring_) return;
+  // Requests queued before these records reach the socket first: cp, seeing a record of a
+  // session it does not know yet (a re-registration in flight), reads the socket once more.
+  if (out_off_ < out_.size()) flush();
+  if (!ring_) return;
+  if (ring_->region.forward().publish()) {
+    ++ring_consumer_wakes_;
+    signal_eventfd(ring_->cp_wake_fd);
+  }
+  if (ring_->region.forward().corrupt()) disconnect("cp corrupted the event ring");
+}
+
+void CpClient::WakeHandler::on_io(int, uint32_t) {
+  // The loop does not say which fd fired (it may pass -1): read the one this handler owns.
+  if (!client->ring_) return;
+  uint64_t n;
+  while (::read(client->ring_->dp_wake_fd, &n, sizeof n) > 0) {
+  }
+  client->check_acks();
+}
+
+void CpClient::check_acks() {
+  while (ring_ && !ring_pending_.empty()) {
+    protocol::WatermarkBlock& wm = ring_->region.watermark();
+    uint64_t written = wm.written.load(std::memory_order_seq_cst);
+    // Refusals precede the watermark that covers them: read after the watermark.
+    protocol::SpscRing& back = ring_->region.backward();
+    protocol::RecordView v;
+    while (back.peek(&v)) {
+      if (v.header.type == static_cast<uint16_t>(protocol::BackwardType::kRecordRefused)) {
+        auto err = nlohmann::json::parse(v.payload, nullptr, false);
+        refused_[v.header.seq] = err.is_discarded() ? nlohmann::json::object() : std::move(err);
+      }
+      back.advance();
+    }
+    back.release();
+    if (back.corrupt()) return disconnect("cp corrupted the event ring");
+    while (!ring_pending_.empty() && ring_pending_.begin()->first <= written) {
+      auto it = ring_pending_.begin();
+      uint64_t seq = it->first;
+      RingPending p = std::move(it->second);
+      ring_pending_.erase(it);
+      if (p.timer != 0) loop_->cancel_timer(p.timer);
+      if (auto r = refused_.find(seq); r != refused_.end()) {
+        nlohmann::json error = std::move(r->second);
+        refused_.erase(r);
+        p.cb(status_from_cp_error(error));
+      } else {
+        p.cb(nlohmann::json::object());
+      }
+      if (!ring_) return;  // a callback may tear the connection down
+    }
+    uint64_t want = ring_pending_.empty() ? 0 : ring_pending_.begin()->first;
+    wm.dp_wants.store(want, std::memory_order_seq_cst);
+    // A watermark published between our read and the store above did not see `want`.
+    if (want == 0 || wm.written.load(std::memory_order_seq_cst) < want) return;
   }
 }
 

@@ -12,15 +12,28 @@
 // runs out first. A request with a budget (other than `approval`) that is in flight when the
 // connection drops is sent again on the next connection within the same budget (analyse,
 // record and mask_plan may thus reach cp twice around a restart; never zero times).
+//
+// Event ring (docs/protocol.md, "Event ring"): at each connection the client creates a shared
+// memory RingRegion and two eventfds and hands them to cp with the hello (SCM_RIGHTS). When cp
+// answers the hello with "ring": true, events (post(), event(), event_text()) and write-ahead
+// records (record()) travel as binary records on the ring, published once per loop
+// iteration; a record is answered through cp's "written up to N" watermark in the shared
+// memory (refusals on the backward ring), so no frame crosses the socket for it. Otherwise
+// (an older cp, or the ring could not be set up) the same calls fall back to JSON frames.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 
+#include "common/protocol/event_record.h"
+#include "common/protocol/event_ring.h"
 #include "common/status.h"
 #include "dataplane/session/event_loop.h"
 
@@ -35,7 +48,9 @@ class CpClient : public IoHandler {
   static constexpr int64_t kEventDelayMs = 2;
   static constexpr size_t kEventBatchBytes = 64 << 10;
 
-  CpClient(EventLoop* loop, std::string socket_path);
+  // `use_ring`: offer the event ring at each connection (tests turn it off to exercise the
+  // JSON fallback).
+  CpClient(EventLoop* loop, std::string socket_path, bool use_ring = true);
   ~CpClient() override;
   CpClient(const CpClient&) = delete;
   CpClient& operator=(const CpClient&) = delete;
@@ -63,7 +78,21 @@ class CpClient : public IoHandler {
   // "type":"event"): the per-statement path avoids building a json tree.
   void event_text(std::string body);
 
+  // A fire-and-forget binary record of `session` (0: dataplane-wide). Ordered with the other
+  // events and records of this client; dropped (and counted) when not connected or when more
+  // than the outbound cap is waiting for ring space.
+  void post(protocol::RecordType type, uint64_t session, std::string_view payload);
+  // A write-ahead statement record (payload: protocol::StatementFields) of `session`: `cb` gets
+  // ok once cp's recorder wrote it, or cp's refusal (53000 hold, 53100/58030 write error, ...),
+  // with the same timeout and wait_for_cp_ms semantics as request("record", ...).
+  void record(uint64_t session, std::string payload, int64_t timeout_ms, Callback cb,
+              int64_t wait_for_cp_ms = 0);
+  // True while the current connection carries events on the shared-memory ring.
+  bool ring_active() const { return ring_ != nullptr; }
+
   uint64_t events_dropped() const { return events_dropped_; }
+  uint64_t ring_records() const { return ring_records_; }
+  uint64_t ring_consumer_wakes() const { return ring_consumer_wakes_; }
   // Called on the loop thread whenever ready() changes.
   void set_on_ready_change(std::function<void(bool)> fn) { on_ready_change_ = std::move(fn); }
   // Called on the loop thread with every frame cp sends unasked (no id: `type: event`, e.g.
@@ -74,6 +103,47 @@ class CpClient : public IoHandler {
   void on_io(int fd, uint32_t events) override;
 
  private:
+  // The shared-memory event path of one connection.
+  struct Ring {
+    protocol::RingRegion region;
+    int cp_wake_fd = -1;  // dp writes: records published while cp was parked
+    int dp_wake_fd = -1;  // cp writes: the watermark passed dp_wants
+    bool registered = false;
+    uint64_t next_seq = 1;
+    ~Ring();
+  };
+  struct RingPending {
+    uint64_t session = 0;
+    std::string payload;
+    Callback cb;
+    EventLoop::TimerId timer = 0;
+    int64_t timeout_ms = 0;
+    int64_t wait_until_ms = 0;
+  };
+  // A record waiting for ring space (kept in order with everything posted after it).
+  struct Overflow {
+    protocol::RecordType type;
+    uint64_t session = 0;
+    uint64_t seq = 0;
+    std::string payload;
+  };
+  // Wakes the client when cp advanced the watermark (the dp_wake eventfd).
+  struct WakeHandler : IoHandler {
+    CpClient* client = nullptr;
+    void on_io(int fd, uint32_t events) override;
+  };
+  std::unique_ptr<Ring> make_ring();
+  void drop_ring();
+  bool ring_write(protocol::RecordType type, uint64_t session, uint64_t seq,
+                  std::string_view payload);
+  void drain_overflow();
+  void schedule_publish();
+  void publish_ring();
+  // Resolves the write-ahead records the watermark passed (refusals from the backward ring).
+  void check_acks();
+  void fail_ring_pending(const std::string& why);
+  // JSON fallback of post() / record().
+  void post_json(protocol::RecordType type, uint64_t session, std::string_view payload);
   struct Pending {
     Callback cb;
     EventLoop::TimerId timer = 0;
@@ -92,6 +162,10 @@ class CpClient : public IoHandler {
     int64_t wait_until_ms = 0;
     Callback cb;
     EventLoop::TimerId timer = 0;
+    // A write-ahead record (record()): sent again through record() with these.
+    bool is_record = false;
+    uint64_t session = 0;
+    std::string payload;
   };
   void enqueue_waiting(std::string type, nlohmann::json fields, int64_t timeout_ms,
                        int64_t wait_until_ms, Callback cb);
@@ -136,6 +210,19 @@ class CpClient : public IoHandler {
   uint64_t next_waiting_key_ = 1;
   bool flush_scheduled_ = false;
   EventLoop::TimerId event_timer_ = 0;  // pending delayed flush of queued events
+  bool use_ring_ = true;
+  std::unique_ptr<Ring> offered_ring_;  // sent with the hello, not yet accepted
+  bool fds_sent_ = false;
+  std::unique_ptr<Ring> ring_;
+  WakeHandler wake_handler_;
+  std::map<uint64_t, RingPending> ring_pending_;  // by seq
+  std::map<uint64_t, nlohmann::json> refused_;    // backward-ring refusals not yet covered
+  std::deque<Overflow> overflow_;
+  size_t overflow_bytes_ = 0;
+  EventLoop::TimerId overflow_timer_ = 0;
+  bool publish_scheduled_ = false;
+  uint64_t ring_records_ = 0;
+  uint64_t ring_consumer_wakes_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -2,12 +2,15 @@
 #include "dataplane/session/cp_client.h"
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <thread>
+#include <vector>
 
 namespace pgwarden::session {
 namespace {
@@ -273,6 +276,174 @@ TEST(CpClientTest, WaitBudgetRunsOutWithUnavailable) {
   EXPECT_GE(monotonic_ms() - t0, 190);
   EXPECT_EQ(client.waiting_requests(), 0u);
   client.stop();
+}
+
+// The hello's first bytes carry the ring's descriptors (SCM_RIGHTS): read them with the frame.
+std::string read_frame_with_fds(int fd, std::vector<int>* fds) {
+  char hdr[4];
+  iovec iov{hdr, sizeof hdr};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t got = recvmsg(fd, &msg, MSG_WAITALL);
+  if (got != 4) {
+    ADD_FAILURE() << "recvmsg: " << got << " " << strerror(errno);
+    return {};
+  }
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t k = 0; k < n; ++k) {
+      int f;
+      memcpy(&f, CMSG_DATA(c) + k * sizeof(int), sizeof f);
+      fds->push_back(f);
+    }
+  }
+  auto* p = reinterpret_cast<unsigned char*>(hdr);
+  uint32_t len = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+  std::string body(len, '\0');
+  if (recv(fd, body.data(), len, MSG_WAITALL) != static_cast<ssize_t>(len)) return {};
+  return body;
+}
+
+bool wait_readable(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  return poll(&p, 1, ms) == 1;
+}
+
+// Events and write-ahead records travel on the ring; the records are answered through the
+// watermark, a refusal through the backward ring, and the dp is woken by its eventfd.
+TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
+  std::string path = "/tmp/pgw-cpclient-ring-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::atomic<bool> server_ok{false};
+  std::thread server([&] {
+    int c = cp.accept_one();
+    std::vector<int> fds;
+    json hello = json::parse(read_frame_with_fds(c, &fds));
+    ASSERT_TRUE(hello.contains("ring"));
+    ASSERT_EQ(fds.size(), 3u);
+    auto region = protocol::RingRegion::attach(fds[0]);
+    ASSERT_TRUE(region.is_ok()) << region.status().message();
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
+    protocol::SpscRing& fwd = region->forward();
+    std::vector<protocol::RecordView> seen;
+    std::vector<std::string> payloads;
+    while (seen.size() < 3) {
+      protocol::RecordView v;
+      if (fwd.peek(&v)) {
+        seen.push_back(v);
+        payloads.emplace_back(v.payload);
+        fwd.advance();
+        continue;
+      }
+      fwd.release();
+      if (fwd.park()) {
+        ASSERT_TRUE(wait_readable(fds[1], 5000)) << "the dp did not wake the parked consumer";
+        uint64_t n;
+        ASSERT_EQ(read(fds[1], &n, sizeof n), 8);
+      }
+    }
+    fwd.release();
+    EXPECT_EQ(seen[0].header.type, static_cast<uint16_t>(protocol::RecordType::kStatement));
+    EXPECT_EQ(seen[0].header.session, 7u);
+    EXPECT_EQ(seen[1].header.type, static_cast<uint16_t>(protocol::RecordType::kStatementRecord));
+    EXPECT_EQ(seen[1].header.seq, 1u);
+    EXPECT_EQ(seen[2].header.seq, 2u);
+    auto rec = protocol::record_to_json(protocol::RecordType::kStatementRecord, payloads[2]);
+    ASSERT_TRUE(rec.is_ok());
+    EXPECT_EQ((*rec)["sql"], "SELECT 2");
+    // Record 2 is refused (disk full); then the watermark passes both.
+    std::string err = R"({"sqlstate":"53100","code":"recording_failed","message":"disk full"})";
+    ASSERT_TRUE(region->backward().try_write(
+        static_cast<uint16_t>(protocol::BackwardType::kRecordRefused), 0, 2, {err}));
+    region->backward().publish();
+    protocol::WatermarkBlock& wm = region->watermark();
+    wm.written.store(2);
+    if (wm.dp_wants.exchange(0) != 0) {
+      uint64_t one = 1;
+      ASSERT_EQ(write(fds[2], &one, sizeof one), 8);
+    }
+    close(fds[1]);
+    close(fds[2]);
+    server_ok = true;
+    // Keep the connection open until the client is done.
+    char b;
+    (void)recv(c, &b, 1, 0);
+    close(c);
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.start();
+  run_until(loop, [&] { return client.ready(); });
+  ASSERT_TRUE(client.ready());
+  EXPECT_TRUE(client.ring_active());
+  protocol::StatementFields ev;
+  ev.sql = "SELECT 1";
+  ev.rule = "r";
+  std::string p0, p1, p2;
+  ev.encode(p0);
+  client.post(protocol::RecordType::kStatement, 7, p0);
+  ev.encode(p1);
+  ev.sql = "SELECT 2";
+  ev.encode(p2);
+  std::optional<Result<json>> first, second;
+  client.record(7, p1, 5000, [&](Result<json> r) { first.emplace(std::move(r)); });
+  client.record(7, p2, 5000, [&](Result<json> r) { second.emplace(std::move(r)); });
+  run_until(loop, [&] { return first.has_value() && second.has_value(); });
+  ASSERT_TRUE(first.has_value() && second.has_value());
+  EXPECT_TRUE(first->is_ok()) << first->status().message();
+  ASSERT_FALSE(second->is_ok());
+  EXPECT_EQ(second->status().sqlstate(), "53100");
+  EXPECT_EQ(second->status().message(), "disk full");
+  client.stop();
+  server.join();
+  EXPECT_TRUE(server_ok);
+}
+
+// A control plane that does not answer "ring": true gets the same events as JSON frames.
+TEST(CpClientTest, WithoutTheRingEventsAndRecordsFallBackToJsonFrames) {
+  std::string path = "/tmp/pgw-cpclient-noring-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::thread server([&] {
+    int c = cp.accept_one();
+    json hello = json::parse(read_frame(c));  // recv(): any descriptors are discarded
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}});
+    json e = json::parse(read_frame(c));
+    EXPECT_EQ(e["type"], "event");
+    EXPECT_EQ(e["kind"], "statement");
+    EXPECT_EQ(e["session_id"], "0000000000000007");
+    EXPECT_EQ(e["sql"], "SELECT 1");
+    json r = json::parse(read_frame(c));
+    EXPECT_EQ(r["type"], "record");
+    EXPECT_EQ(r["sql"], "SELECT 1");
+    write_frame(c, {{"id", r["id"]}, {"ok", true}});
+    char b;
+    (void)recv(c, &b, 1, 0);
+    close(c);
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.start();
+  run_until(loop, [&] { return client.ready(); });
+  ASSERT_TRUE(client.ready());
+  EXPECT_FALSE(client.ring_active());
+  protocol::StatementFields ev;
+  ev.sql = "SELECT 1";
+  std::string p;
+  ev.encode(p);
+  client.post(protocol::RecordType::kStatement, 7, p);
+  std::optional<Result<json>> done;
+  client.record(7, p, 5000, [&](Result<json> r) { done.emplace(std::move(r)); });
+  run_until(loop, [&] { return done.has_value(); });
+  ASSERT_TRUE(done.has_value());
+  EXPECT_TRUE(done->is_ok());
+  client.stop();
+  server.join();
 }
 
 }  // namespace

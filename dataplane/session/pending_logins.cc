@@ -11,14 +11,12 @@ uint64_t PendingLogins::evictable(const std::string& source, int64_t now_ms,
   return now_ms - progress_ms >= limits.min_evict_age_ms ? id : 0;
 }
 
-PendingLogins::Decision PendingLogins::admit(uint64_t id, const std::string& source, int64_t now_ms,
-                                             const Limits& limits) {
+PendingLogins::Decision PendingLogins::choose(const std::string& source, int64_t now_ms,
+                                              const Limits& limits) const {
   Decision d;
   if (from(source) >= limits.per_source) {
     d.cap = Cap::kPerSource;
     d.evict = evictable(source, now_ms, limits);
-    if (d.evict == 0) return d;
-    remove(d.evict);
   } else if (size() >= limits.total) {
     d.cap = Cap::kTotal;
     // The address with the most pending logins (ties: the one whose victim did least) pays.
@@ -33,6 +31,19 @@ PendingLogins::Decision PendingLogins::admit(uint64_t id, const std::string& sou
       }
     }
     if (worst_source != nullptr) d.evict = evictable(*worst_source, now_ms, limits);
+  }
+  return d;
+}
+
+uint64_t PendingLogins::victim(const std::string& source, int64_t now_ms,
+                               const Limits& limits) const {
+  return choose(source, now_ms, limits).evict;
+}
+
+PendingLogins::Decision PendingLogins::admit(uint64_t id, const std::string& source, int64_t now_ms,
+                                             const Limits& limits) {
+  Decision d = choose(source, now_ms, limits);
+  if (d.cap != Cap::kNone) {
     if (d.evict == 0) return d;
     remove(d.evict);
   }

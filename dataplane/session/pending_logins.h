@@ -45,6 +45,8 @@ class PendingLogins {
   // Admitted: it is counted; `evict`, if set, is no longer counted and must be ended by the
   // caller.
   Decision admit(uint64_t id, const std::string& source, int64_t now_ms, const Limits& limits);
+  // The pending login admit() would evict now for a connection from `source` (0: none).
+  uint64_t victim(const std::string& source, int64_t now_ms, const Limits& limits) const;
   // `id` completed a login step at `now_ms` (no-op when it is not pending).
   void progress(uint64_t id, int64_t now_ms);
   // `id` finished (or gave up) its part of the login. Idempotent.
@@ -64,6 +66,7 @@ class PendingLogins {
   // (steps, progress_ms, id): the first is the one that has done the least.
   using Key = std::tuple<int, int64_t, uint64_t>;
   using Queue = std::set<Key>;
+  Decision choose(const std::string& source, int64_t now_ms, const Limits& limits) const;
   // The victim from `source` if it may be evicted now; 0 otherwise.
   uint64_t evictable(const std::string& source, int64_t now_ms, const Limits& limits) const;
 

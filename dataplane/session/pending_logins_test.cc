@@ -29,6 +29,19 @@ TEST(PendingLoginsTest, AdmitsUnderBothCapsAndForgetsRemovedLogins) {
   EXPECT_EQ(p.sources(), 0u);
 }
 
+TEST(PendingLoginsTest, VictimNamesWhomAdmitWouldEvictAndProgressSparesIt) {
+  PendingLogins p;
+  for (uint64_t id = 1; id <= 3; ++id)
+    ASSERT_TRUE(p.admit(id, "10.0.0.1", 0, limits(10, 3)).admitted);
+  EXPECT_EQ(p.victim("10.0.0.2", 5, limits(10, 3)), 0u);  // no cap reached for that address
+  EXPECT_EQ(p.victim("10.0.0.1", 5, limits(10, 3)), 1u);
+  p.progress(1, 5);  // its first message was there: it is no longer the one that did least
+  EXPECT_EQ(p.victim("10.0.0.1", 6, limits(10, 3)), 2u);
+  auto d = p.admit(4, "10.0.0.1", 6, limits(10, 3));
+  EXPECT_EQ(d.evict, 2u);
+  EXPECT_TRUE(d.admitted);
+}
+
 TEST(PendingLoginsTest, PerSourceCapEvictsThatSourcesIdleConnectionFirst) {
   PendingLogins p;
   auto l = limits(100, 2);

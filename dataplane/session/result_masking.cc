@@ -7,6 +7,7 @@
 
 #include "dataplane/masking/rules_detector.h"
 #include "dataplane/pgwire/messages.h"
+#include "dataplane/session/event_loop.h"
 
 namespace pgwarden::session {
 
@@ -599,15 +600,16 @@ ResultFilter::Action ResultFilter::on_row_description(std::string_view whole, bo
   have_plan_ = true;
   formats_.clear();
   column_names_.clear();
-  json columns = json::array();
   for (const pw::FieldDescription& f : rd.fields) {
     formats_.push_back(f.format);
     column_names_.emplace_back(f.name);
-    columns.push_back({{"name", value_json(f.name, false)}, {"type_oid", f.type_oid}});
   }
   if (Unit* u = front_unit(cycle_now_)) {
     flush_rows(*u);
-    u->columns = std::move(columns);
+    u->batch.clear_columns();
+    for (const pw::FieldDescription& f : rd.fields) {
+      u->batch.add_column(f.name, f.type_oid, f.format);
+    }
   }
   if (injected) return Action::kConsumed;
   return Action::kForward;
@@ -751,7 +753,8 @@ ResultFilter::Action ResultFilter::start_copy(const CopyPlan& plan, bool binary,
   formats_.assign(1, 0);
   if (Unit* u = front_unit(cycle_now_)) {
     flush_rows(*u);
-    u->columns = json::array({json{{"name", "copy_line"}, {"type_oid", 25}}});
+    u->batch.clear_columns();
+    u->batch.add_column("copy_line", 25, 0);
   }
   return Action::kForward;
 }
@@ -800,11 +803,18 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
     std::string_view seen = std::string_view(out).substr(start + 5);
     if (!seen.empty() && seen.back() == '\n') seen.remove_suffix(1);
     if (Unit* u = front_unit(cycle_now_); u != nullptr && u->recorded < config_.row_cap) {
-      size_t bytes = 0;
-      large_line_.start(false, kRecordedValueBytes, kRecordedPrefixBytes);
-      large_line_.update(seen);
-      json value = large_line_.finish(&bytes);
-      add_recorded_row(*u, json::array({std::move(value)}), bytes);
+      if (seen.size() <= kRecordedValueBytes) {
+        // A short line goes as it is (cp renders it); a long one as prefix, length and digest.
+        u->batch.begin_row(1);
+        u->batch.add_value(seen);
+        note_recorded_row(*u, seen.size());
+      } else {
+        size_t bytes = 0;
+        large_line_.start(false, kRecordedValueBytes, kRecordedPrefixBytes);
+        large_line_.update(seen);
+        json value = large_line_.finish(&bytes);
+        add_recorded_row(*u, json::array({std::move(value)}), bytes);
+      }
     }
   }
   return Action::kConsumed;
@@ -821,7 +831,7 @@ void ResultFilter::start_swallow(std::string_view sqlstate, std::string_view mes
   if (Unit* u = front_unit(cycle_now_); u != nullptr && u->sqlstate.empty()) {
     u->sqlstate = sqlstate;
     u->error = message;
-    u->batch = json::array();  // the client saw none of this result's rows after the error
+    u->batch.clear_rows();  // the client saw none of this result's rows after the error
     u->batch_bytes = 0;
   }
 }
@@ -830,45 +840,65 @@ void ResultFilter::record_row(std::string_view body) {
   if (!record_rows()) return;
   Unit* u = front_unit(cycle_now_);
   if (u == nullptr || u->recorded >= config_.row_cap) return;
-  row_values_.start(formats_, true);
-  size_t used = row_values_.feed(body);
-  if (!row_values_.complete() || used != body.size()) return;
-  add_recorded_row(*u, row_values_.take_values(), row_values_.rendered_bytes());
+  if (body.size() > kRecordedValueBytes) {
+    // A long row: long values are summarised (prefix, length, digest) as they are rendered.
+    row_values_.start(formats_, true);
+    size_t used = row_values_.feed(body);
+    if (!row_values_.complete() || used != body.size()) return;
+    add_recorded_row(*u, row_values_.take_values(), row_values_.rendered_bytes());
+    return;
+  }
+  pw::DataRow row;
+  if (!pw::parse(pw::as_bytes(body), &row).ok()) return;
+  // Values as the client saw them; cp renders them (binary-format columns as hex).
+  u->batch.begin_row(static_cast<uint32_t>(row.columns.size()));
+  for (const pw::Value& v : row.columns) {
+    if (v.is_null) {
+      u->batch.add_null();
+    } else {
+      u->batch.add_value(v.text());
+    }
+  }
+  note_recorded_row(*u, body.size());
 }
 
-void ResultFilter::add_recorded_row(Unit& u, json values, size_t bytes) {
-  u.batch.push_back(std::move(values));
+void ResultFilter::add_recorded_row(Unit& u, const json& values, size_t bytes) {
+  u.batch.add_rendered_row(values);
+  note_recorded_row(u, bytes);
+}
+
+void ResultFilter::note_recorded_row(Unit& u, size_t bytes) {
   u.batch_bytes += bytes;
   ++u.recorded;
-  // By count, and by size so one rows event stays far below the control-plane frame limit.
-  if (u.batch.size() >= kRowsPerEvent || u.batch_bytes >= kRecordedRowBytes) flush_rows(u);
+  // By count, and by size so one rows event stays far below the event path's limits.
+  if (u.batch.rows() >= kRowsPerEvent || u.batch_bytes >= kRecordedRowBytes) flush_rows(u);
 }
 
 void ResultFilter::flush_rows(Unit& u) {
-  if (u.batch.empty()) return;
-  if (record_rows()) {
-    sink_({{"kind", "rows"}, {"columns", u.columns}, {"rows", std::move(u.batch)}});
-  }
-  u.batch = json::array();
+  if (u.batch.rows() == 0) return;
   u.batch_bytes = 0;
+  if (!record_rows()) return u.batch.clear_rows();
+  std::string payload = u.batch.take(unix_ms());
+  sink_(protocol::RecordType::kRows, payload);
 }
 
 void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   flush_rows(u);
-  json ev = {{"kind", "statement"},
-             {"phase", "end"},
-             {"sql", value_json(u.sql, false)},
-             {"verdict", u.verdict},
-             {"rule", u.rule},
-             {"duration_ms", std::max<int64_t>(0, now_ms - u.started_ms)},
-             {"rows", u.rows},
-             {"rows_recorded", u.recorded},
-             {"executed", u.executed}};
-  if (!u.approval_id.empty()) ev["approval_id"] = u.approval_id;
-  if (!u.sqlstate.empty()) {
-    ev["error"] = {{"sqlstate", u.sqlstate}, {"message", value_json(u.error, false)}};
-  }
-  sink_(std::move(ev));
+  protocol::StatementEndFields ev;
+  ev.verdict = protocol::verdict_from(u.verdict);
+  ev.executed = u.executed;
+  ev.ts_ms = unix_ms();
+  ev.duration_ms = std::max<int64_t>(0, now_ms - u.started_ms);
+  ev.rows = u.rows;
+  ev.rows_recorded = u.recorded;
+  ev.sql = u.sql;
+  ev.rule = u.rule;
+  ev.approval_id = u.approval_id;
+  ev.sqlstate = u.sqlstate;
+  ev.error = u.error;
+  std::string payload;
+  ev.encode(payload);
+  sink_(protocol::RecordType::kStatementEnd, payload);
   for (auto it = units_.begin(); it != units_.end(); ++it) {
     if (&*it == &u) {
       units_.erase(it);

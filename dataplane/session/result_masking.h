@@ -50,9 +50,10 @@
 //
 // Recording: statements are tracked as units (a simple Query, or one Execute of an extended
 // cycle); the filter collects the rows as the client saw them (masked) up to the row cap and
-// emits `rows` events in batches of kRowsPerEvent, then a completion event per unit through
-// the EventSink: kind `statement` with "phase": "end" (sql, verdict, rule, approval_id,
-// duration_ms, rows, rows_recorded, executed, error {sqlstate, message}). The decision event
+// emits `rows` records (protocol::RecordType::kRows, the values as the client saw them, as
+// bytes) in batches of kRowsPerEvent, then a completion record per unit (kStatementEnd: sql,
+// verdict, rule, approval_id, duration_ms, rows, rows_recorded, executed, error sqlstate and
+// message) through the EventSink; cp turns them into the recording's JSON. The decision event
 // (kind `statement`, no phase) is sent by the session when the statement is checked, so the
 // order per statement is statement -> rows... -> statement(phase end).
 //
@@ -70,6 +71,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/protocol/event_record.h"
 #include "common/status.h"
 #include "dataplane/masking/mask_apply.h"
 #include "dataplane/pgwire/framer.h"
@@ -96,7 +98,8 @@ struct ResultFilterConfig {
 
 class ResultFilter {
  public:
-  using EventSink = std::function<void(nlohmann::json event)>;
+  // Receives binary event records (kRows, kStatementEnd; common/protocol/event_record.h).
+  using EventSink = std::function<void(protocol::RecordType type, std::string_view payload)>;
   enum class Action {
     kForward,   // append the message unchanged to the client output
     kConsumed,  // the filter appended whatever the client gets (maybe nothing)
@@ -167,9 +170,8 @@ class ResultFilter {
     uint64_t rows = 0;
     std::string sqlstate;
     std::string error;
-    nlohmann::json columns = nlohmann::json::array();
-    nlohmann::json batch = nlohmann::json::array();
-    size_t batch_bytes = 0;  // rendered value text in `batch`
+    protocol::RowsWriter batch;  // recorded rows not yet sent (with the current columns)
+    size_t batch_bytes = 0;      // value bytes in `batch`
     int recorded = 0;
     bool executed = false;
     bool simple = false;  // a simple Query (ends at ReadyForQuery) vs one Execute
@@ -220,7 +222,9 @@ class ResultFilter {
   void start_swallow(std::string_view sqlstate, std::string_view message, std::string& out);
   void record_row(std::string_view body);
   // Adds one recorded row to the unit's batch (flushed by count and by size).
-  void add_recorded_row(Unit& u, nlohmann::json values, size_t bytes);
+  // A recorded row rendered here (long values summarised), then counted against the batch.
+  void add_recorded_row(Unit& u, const nlohmann::json& values, size_t bytes);
+  void note_recorded_row(Unit& u, size_t bytes);
   // Enters the cycle of an upstream message (drops state of earlier cycles).
   void enter_cycle(uint64_t cycles_received);
   void flush_rows(Unit& u);

@@ -14,7 +14,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/event_record.h"
+#include "common/protocol/messages.h"
 #include "dataplane/pgwire/messages.h"
 #include "dataplane/session/worker.h"
 
@@ -282,6 +283,12 @@ void Session::on_upstream_io(uint32_t events) {
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) upstream_readable_ = true;
   if (events & (EPOLLHUP | EPOLLERR)) upstream_hup_ = true;
+  pump();
+}
+
+void Session::catch_up() {
+  if (destroyed_) return;
+  client_readable_ = true;
   pump();
 }
 
@@ -1041,8 +1048,10 @@ bool Session::check_execution(const pw::Message& m) {
     forward(m);
     return true;
   }
-  json req = {{"session_id", sid_hex_}, {"kind", "statement"}, {"verdict", "allow"}};
+  protocol::StatementFields rec;
+  rec.verdict = protocol::Verdict::kAllow;
   Decision d{.allow = true};
+  std::string sql, params;
   if (m.type == 'F' && hold_for_results()) return false;
   if (m.type == 'E') {
     pw::Execute e;
@@ -1053,11 +1062,14 @@ bool Session::check_execution(const pw::Message& m) {
     }
     if (hold_for_results()) return false;
     d.rule = portal->rule;
-    req["sql"] = portal->sql;
-    req["portal"] = std::string(e.portal);
-    if (!portal->params.is_null()) req["params"] = portal->params;
-    if (portal->truncated) req["params_truncated"] = true;
-    req["source"] = "execute";
+    rec.sql = portal->sql;
+    rec.portal = e.portal;
+    if (!portal->params.is_null()) {
+      params = portal->params.dump(-1, ' ', false, json::error_handler_t::replace);
+      rec.params_json = params;
+    }
+    rec.params_truncated = portal->truncated;
+    rec.source = protocol::DecisionSource::kExecute;
   } else {
     pw::FunctionCall f;
     if (!pw::parse(m.body, &f).ok()) {
@@ -1065,13 +1077,16 @@ bool Session::check_execution(const pw::Message& m) {
       return true;
     }
     d.rule = "allow_function_call";
-    req["sql"] = "-- FunctionCall message, function oid " + std::to_string(f.function_oid);
-    req["source"] = "function_call";
+    sql = "-- FunctionCall message, function oid " + std::to_string(f.function_oid);
+    rec.sql = sql;
+    rec.source = protocol::DecisionSource::kFunctionCall;
   }
-  req["rule"] = d.rule;
-  req["ts_ms"] = unix_ms();
+  rec.rule = d.rule;
+  rec.ts_ms = unix_ms();
+  std::string payload;
+  rec.encode(payload);
   waiting_cp_ = true;
-  send_record(std::move(req), std::move(d));
+  send_record(std::move(payload), std::move(d));
   return false;
 }
 
@@ -1236,20 +1251,27 @@ void Session::record_then_resume(std::string_view sql, Decision d, const char* s
   waiting_cp_ = true;
   if (results_) results_->note_decision("allow", d.rule, approval_id_);
   worker_->metrics().statements.inc({"allow", d.rule, source});
-  json req = {{"session_id", sid_hex_},  {"kind", "statement"},
-              {"sql", std::string(sql)}, {"shape_key", hex64(screen_.shape_key)},
-              {"verdict", "allow"},      {"rule", d.rule},
-              {"source", source},        {"ts_ms", unix_ms()}};
-  if (!approval_id_.empty()) req["approval_id"] = approval_id_;
-  send_record(std::move(req), std::move(d));
+  protocol::StatementFields rec;
+  rec.verdict = protocol::Verdict::kAllow;
+  auto src = protocol::source_from(source);
+  rec.source = src.is_ok() ? *src : protocol::DecisionSource::kCp;
+  rec.has_shape_key = true;
+  rec.shape_key = screen_.shape_key;
+  rec.ts_ms = unix_ms();
+  rec.sql = sql;
+  rec.rule = d.rule;
+  rec.approval_id = approval_id_;
+  std::string payload;
+  rec.encode(payload);
+  send_record(std::move(payload), std::move(d));
 }
 
-void Session::send_record(json request, Decision d) {
+void Session::send_record(std::string payload, Decision d) {
   uint64_t seq = ++escalation_seq_;
-  json body = request;
-  worker_->cp().request(
-      "record", std::move(body), worker_->runtime().config.limits.escalation_timeout_ms,
-      [w = worker_, id = id_, seq, request = std::move(request),
+  std::string body = payload;
+  worker_->cp().record(
+      sid_, std::move(body), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, payload = std::move(payload),
        d = std::move(d)](Result<json> r) mutable {
         Session* s = w->find(id);
         if (s == nullptr || s->escalation_seq_ != seq) return;
@@ -1260,7 +1282,7 @@ void Session::send_record(json request, Decision d) {
         const Status& st = r.status();
         Decision refused;
         if (st.sqlstate() == "53000") {
-          if (s->hold_for_recording([s, request, d] { s->send_record(request, d); })) return;
+          if (s->hold_for_recording([s, payload, d] { s->send_record(payload, d); })) return;
           refused = s->hold_timeout_decision(st.message());
         } else if (st.sqlstate() == "53100" || st.sqlstate() == "58030") {
           // cp could not write the record (disk full / I/O error): fail closed, say why.
@@ -1277,7 +1299,9 @@ void Session::send_record(json request, Decision d) {
               "recording (" +
               st.message() + ")";
         }
-        s->emit_statement(str_field(request, "sql"), "deny", refused.rule, "recording");
+        auto rec = protocol::StatementFields::decode(payload);
+        s->emit_statement(rec.is_ok() ? rec->sql : std::string_view(), "deny", refused.rule,
+                          "recording");
         s->resume_with(std::move(refused));
       },
       worker_->runtime().config.limits.cp_unavailable_wait_ms);
@@ -1651,7 +1675,10 @@ void Session::on_login_complete() {
   rc.policy_version = grant_.policy_version;
   rc.recording = grant_.recording;
   rc.row_cap = grant_.recording_row_cap;
-  results_ = std::make_unique<ResultFilter>(rc, [this](json ev) { emit_event(std::move(ev)); });
+  results_ = std::make_unique<ResultFilter>(
+      rc, [this](protocol::RecordType type, std::string_view payload) {
+        worker_->cp().post(type, sid_, payload);
+      });
   results_->set_rule_set(rule_set_);
   if (worker_->draining()) on_drain();
 }
@@ -2000,34 +2027,19 @@ void Session::emit_statement(std::string_view sql, const char* verdict, const st
   if (results_) results_->note_decision(verdict, rule, approval_id_);
   worker_->metrics().statements.inc({verdict, rule, source});
   if (grant_.recording == "off") return;
-  // Built by hand: this runs for every statement.
-  auto quoted = [](std::string_view v) {
-    return json(std::string(v)).dump(-1, ' ', false, json::error_handler_t::replace);
-  };
-  std::string ev;
-  ev.reserve(sql.size() + rule.size() + 192);
-  ev += R"({"type":"event","kind":"statement","session_id":")";
-  ev += sid_hex_;
-  ev += R"(","sql":)";
-  ev += quoted(sql);
-  ev += R"(,"shape_key":")";
-  ev += hex64(screen_.shape_key);
-  ev += R"(","verdict":")";
-  ev += verdict;
-  ev += R"(","rule":)";
-  ev += quoted(rule);
-  ev += R"(,"source":")";
-  ev += source;
-  if (!approval_id_.empty()) {
-    ev += R"(","approval_id":)";
-    ev += quoted(approval_id_);
-    ev += R"(,"ts_ms":)";
-  } else {
-    ev += R"(","ts_ms":)";
-  }
-  ev += std::to_string(unix_ms());
-  ev += '}';
-  worker_->cp().event_text(std::move(ev));
+  protocol::StatementFields ev;
+  ev.verdict = protocol::verdict_from(verdict);
+  auto src = protocol::source_from(source);
+  ev.source = src.is_ok() ? *src : protocol::DecisionSource::kCp;
+  ev.has_shape_key = true;
+  ev.shape_key = screen_.shape_key;
+  ev.ts_ms = unix_ms();
+  ev.sql = sql;
+  ev.rule = rule;
+  ev.approval_id = approval_id_;
+  std::string payload;
+  ev.encode(payload);
+  worker_->cp().post(protocol::RecordType::kStatement, sid_, payload);
 }
 
 void Session::arm_idle_timer() {

@@ -106,6 +106,10 @@ class Session {
   // The worker's pending-login budget evicted this connection (its slot is already free):
   // FATAL 53300 with `message` where the protocol allows it, else just closed.
   void evict_pending(std::string_view message);
+  // Reads and processes whatever the client already sent. The worker asks a pending login
+  // before evicting it: one whose first message is waiting unread (a loaded worker had not got
+  // to it yet) is not idle, and completes its step here.
+  void catch_up();
 
  private:
   enum class State {
@@ -215,7 +219,8 @@ class Session {
   // recording_backpressure the statement is held (retried with backoff) up to
   // limits.recording_hold_timeout_ms, then refused with 53000.
   void record_then_resume(std::string_view sql, Decision d, const char* source);
-  void send_record(nlohmann::json request, Decision d);
+  // `payload`: an encoded protocol::StatementFields (the write-ahead record).
+  void send_record(std::string payload, Decision d);
   // cp answered recording_backpressure: schedules `retry` after the hold's backoff. False when
   // the hold timed out (the caller refuses the statement with hold_timeout_decision()).
   bool hold_for_recording(std::function<void()> retry);

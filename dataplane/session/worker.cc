@@ -308,7 +308,18 @@ bool Worker::admit_pending(uint64_t id, int fd, const sockaddr_storage& peer) {
   PendingLogins::Limits share{worker_share(limits.max_pending_logins, workers),
                               worker_share(limits.max_pending_logins_per_source, workers),
                               kMinEvictAgeMs};
-  PendingLogins::Decision d = pending_.admit(id, source_address(peer), monotonic_ms(), share);
+  const std::string source = source_address(peer);
+  // A victim whose first message already arrived is a real client the loop has not served
+  // yet: let it complete its step (then it is no longer the one that did least) — a few times
+  // at most, each a non-blocking read.
+  for (int i = 0; i < 4; ++i) {
+    uint64_t v = pending_.victim(source, monotonic_ms(), share);
+    Session* s = v != 0 ? find(v) : nullptr;
+    if (s == nullptr) break;
+    s->catch_up();
+    if (pending_.victim(source, monotonic_ms(), share) == v) break;  // it had nothing to say
+  }
+  PendingLogins::Decision d = pending_.admit(id, source, monotonic_ms(), share);
   pending_count_.store(pending_.size());
   const bool per_source = d.cap == PendingLogins::Cap::kPerSource;
   const std::string limit_text =

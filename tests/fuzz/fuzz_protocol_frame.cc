@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "controlplane/protocol/frame.h"
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/frame.h"
+#include "common/protocol/messages.h"
 
 namespace {
 

@@ -11,10 +11,10 @@
 #include <set>
 #include <thread>
 
+#include "common/protocol/client.h"
+#include "common/protocol/frame.h"
+#include "common/protocol/messages.h"
 #include "controlplane/identity/service_key.h"
-#include "controlplane/protocol/client.h"
-#include "controlplane/protocol/frame.h"
-#include "controlplane/protocol/messages.h"
 #include "tests/integration/cp_process.h"
 #include "tests/integration/pg_raw.h"
 #include "tests/support/pg_sandbox.h"

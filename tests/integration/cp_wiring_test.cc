@@ -12,10 +12,10 @@
 #include <sstream>
 #include <thread>
 
+#include "common/protocol/client.h"
+#include "common/protocol/messages.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/identity/test_signer.h"
-#include "controlplane/protocol/client.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/server/control_plane.h"
 #include "dataplane/masking/mask_apply.h"

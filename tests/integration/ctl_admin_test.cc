@@ -12,9 +12,9 @@
 #include <fstream>
 #include <thread>
 
+#include "common/protocol/client.h"
+#include "common/protocol/messages.h"
 #include "controlplane/identity/test_signer.h"
-#include "controlplane/protocol/client.h"
-#include "controlplane/protocol/messages.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/vault/credential_hash.h"
 #include "tests/integration/cp_process.h"

@@ -30,11 +30,18 @@ constexpr const char* kRecordedPolicy =
                   {"column": "crm.customers.ssn", "function": "partial", "keep_last": 4}],
         "recording": {"level": "full", "required": true, "row_cap": 3}})";
 
-class GatewayRecordingTest : public SharedGatewayTest<GatewayRecordingTest> {
+// The checks run twice: with the events on the shared-memory event ring (the default), and
+// with a control plane that declines the ring (PGWARDEN_CP_EVENT_RING=off, as an older cp
+// would), so that the dp falls back to JSON frames. The recording must be the same.
+template <typename Derived>
+class RecordingSuite : public SharedGatewayTest<Derived> {
  public:
   static constexpr const char* kPolicy = kRecordedPolicy;
 
  protected:
+  using SharedGatewayTest<Derived>::gw_;
+  void check_recording();
+
   // The recording whose records mention `marker` and that has ended (session_end), waiting
   // for the recorder's batch sync.
   static std::vector<json> wait_recording(const std::string& marker, std::string* path_out) {
@@ -63,7 +70,32 @@ class GatewayRecordingTest : public SharedGatewayTest<GatewayRecordingTest> {
   }
 };
 
+class GatewayRecordingTest : public RecordingSuite<GatewayRecordingTest> {};
+
+class GatewayRecordingJsonFallbackTest : public RecordingSuite<GatewayRecordingJsonFallbackTest> {
+ public:
+  static void SetUpTestSuite() {
+    setenv("PGWARDEN_CP_EVENT_RING", "off", 1);
+    RecordingSuite<GatewayRecordingJsonFallbackTest>::SetUpTestSuite();
+    unsetenv("PGWARDEN_CP_EVENT_RING");
+  }
+};
+
+constexpr const char* kRingAttached = "events on a shared-memory ring";
+
 TEST_F(GatewayRecordingTest, StatementsAndMaskedRowsAreRecordedAndTheChainVerifies) {
+  check_recording();
+  EXPECT_NE(gw_->cp_log().find(kRingAttached), std::string::npos)
+      << "the dp's events did not travel on the event ring";
+}
+
+TEST_F(GatewayRecordingJsonFallbackTest, AnOlderControlPlaneGetsTheSameRecordingAsJson) {
+  check_recording();
+  EXPECT_EQ(gw_->cp_log().find(kRingAttached), std::string::npos);
+}
+
+template <typename Derived>
+void RecordingSuite<Derived>::check_recording() {
   {
     Conn c(PQconnectdb(gw_->conninfo().c_str()));
     ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());

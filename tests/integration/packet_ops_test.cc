@@ -24,8 +24,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/protocol/client.h"
 #include "common/source_root.h"
-#include "controlplane/protocol/client.h"
 #include "controlplane/vault/credential_hash.h"
 #include "dataplane/packet/eal_for_tests.h"
 #include "dataplane/packet/frame_builder.h"

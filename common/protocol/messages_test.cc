@@ -1,4 +1,4 @@
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 
 #include <gtest/gtest.h>
 

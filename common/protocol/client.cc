@@ -1,4 +1,4 @@
-#include "controlplane/protocol/client.h"
+#include "common/protocol/client.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -9,7 +9,7 @@
 #include <chrono>
 #include <cstring>
 
-#include "controlplane/protocol/messages.h"
+#include "common/protocol/messages.h"
 
 namespace pgwarden::protocol {
 

@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/protocol/frame.h"
 #include "common/status.h"
-#include "controlplane/protocol/frame.h"
 
 namespace pgwarden::protocol {
 

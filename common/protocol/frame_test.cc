@@ -1,4 +1,4 @@
-#include "controlplane/protocol/frame.h"
+#include "common/protocol/frame.h"
 
 #include <gtest/gtest.h>
 

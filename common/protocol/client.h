@@ -10,8 +10,8 @@
 #include <map>
 #include <string>
 
+#include "common/protocol/frame.h"
 #include "common/status.h"
-#include "controlplane/protocol/frame.h"
 
 namespace pgwarden::protocol {
 

@@ -1,0 +1,364 @@
+#include "common/protocol/event_record.h"
+
+#include <cstring>
+#include <vector>
+
+#include "common/protocol/frame.h"
+
+namespace pgwarden::protocol {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr uint32_t kNullLength = 0xffffffffu;
+constexpr uint32_t kRenderedRow = 0xffffffffu;  // a row's value count: a rendered JSON row follows
+
+template <typename T>
+void put(std::string& out, T v) {
+  char b[sizeof(T)];
+  memcpy(b, &v, sizeof v);  // the ring never leaves the host: native (little-endian) order
+  out.append(b, sizeof b);
+}
+void put_bytes(std::string& out, std::string_view s) {
+  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
+  out.append(s.data(), s.size());
+}
+
+// Validate-then-read cursor over an untrusted payload; after a short read it stays failed.
+class Reader {
+ public:
+  explicit Reader(std::string_view p) : p_(p) {}
+  template <typename T>
+  T get() {
+    T v{};
+    if (failed_ || p_.size() - pos_ < sizeof(T)) {
+      failed_ = true;
+      return v;
+    }
+    memcpy(&v, p_.data() + pos_, sizeof v);
+    pos_ += sizeof v;
+    return v;
+  }
+  // A bytes field; `null` (if given) is set for the NULL marker.
+  std::string_view bytes(bool* null = nullptr) {
+    uint32_t n = get<uint32_t>();
+    if (null != nullptr) *null = n == kNullLength && !failed_;
+    if (failed_ || (null != nullptr && *null)) return {};
+    if (p_.size() - pos_ < n) {
+      failed_ = true;
+      return {};
+    }
+    std::string_view s = p_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  bool failed() const { return failed_; }
+  bool done() const { return !failed_ && pos_ == p_.size(); }
+  size_t remaining() const { return p_.size() - pos_; }
+
+ private:
+  std::string_view p_;
+  size_t pos_ = 0;
+  bool failed_ = false;
+};
+
+Status malformed(std::string_view what) {
+  return invalid_argument("malformed " + std::string(what) + " event record", "08P01");
+}
+
+bool valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+constexpr std::string_view kSourceNames[] = {"prescreen", "cache",     "cp",      "cp_error",
+                                             "approval",  "recording", "execute", "function_call"};
+
+}  // namespace
+
+std::string session_hex(uint64_t v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<size_t>(i)] = kHex[v & 0xf];
+  return s;
+}
+
+std::string_view verdict_name(Verdict v) { return v == Verdict::kAllow ? "allow" : "deny"; }
+Verdict verdict_from(std::string_view name) {
+  return name == "allow" ? Verdict::kAllow : Verdict::kDeny;
+}
+
+std::string_view source_name(DecisionSource s) {
+  auto i = static_cast<size_t>(s);
+  return i < std::size(kSourceNames) ? kSourceNames[i] : "unknown";
+}
+
+Result<DecisionSource> source_from(std::string_view name) {
+  for (size_t i = 0; i < std::size(kSourceNames); ++i) {
+    if (kSourceNames[i] == name) return static_cast<DecisionSource>(i);
+  }
+  return invalid_argument("unknown decision source \"" + std::string(name) + "\"");
+}
+
+json text_value_json(std::string_view v, bool binary) {
+  if (!binary && valid_utf8(v)) return std::string(v);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "\\x";
+  out.reserve(2 + 2 * v.size());
+  for (unsigned char c : v) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// statement (decision and write-ahead record)
+//   u8 verdict, u8 source, u8 flags (1 shape key, 2 params truncated), i64 ts_ms, u64 shape,
+//   bytes sql, bytes rule, bytes approval_id, bytes portal, bytes params_json
+
+void StatementFields::encode(std::string& out) const {
+  out.reserve(out.size() + 48 + sql.size() + rule.size() + approval_id.size() + portal.size() +
+              params_json.size());
+  put<uint8_t>(out, static_cast<uint8_t>(verdict));
+  put<uint8_t>(out, static_cast<uint8_t>(source));
+  put<uint8_t>(out, static_cast<uint8_t>((has_shape_key ? 1 : 0) | (params_truncated ? 2 : 0)));
+  put<int64_t>(out, ts_ms);
+  put<uint64_t>(out, shape_key);
+  put_bytes(out, sql);
+  put_bytes(out, rule);
+  put_bytes(out, approval_id);
+  put_bytes(out, portal);
+  put_bytes(out, params_json);
+}
+
+Result<StatementFields> StatementFields::decode(std::string_view payload) {
+  Reader r(payload);
+  StatementFields f;
+  auto verdict = r.get<uint8_t>();
+  auto source = r.get<uint8_t>();
+  auto flags = r.get<uint8_t>();
+  f.ts_ms = r.get<int64_t>();
+  f.shape_key = r.get<uint64_t>();
+  f.sql = r.bytes();
+  f.rule = r.bytes();
+  f.approval_id = r.bytes();
+  f.portal = r.bytes();
+  f.params_json = r.bytes();
+  if (!r.done() || verdict > 1 || source >= std::size(kSourceNames) || flags > 3) {
+    return malformed("statement");
+  }
+  f.verdict = static_cast<Verdict>(verdict);
+  f.source = static_cast<DecisionSource>(source);
+  f.has_shape_key = (flags & 1) != 0;
+  f.params_truncated = (flags & 2) != 0;
+  return f;
+}
+
+json StatementFields::to_json() const {
+  json j = {{"kind", "statement"}, {"sql", std::string(sql)}};
+  if (has_shape_key) j["shape_key"] = session_hex(shape_key);
+  j["verdict"] = verdict_name(verdict);
+  j["rule"] = std::string(rule);
+  j["source"] = source_name(source);
+  if (!approval_id.empty()) j["approval_id"] = std::string(approval_id);
+  if (source == DecisionSource::kExecute) j["portal"] = std::string(portal);
+  if (!params_json.empty()) {
+    json params = json::parse(params_json, nullptr, false);
+    if (!params.is_discarded()) j["params"] = std::move(params);
+  }
+  if (params_truncated) j["params_truncated"] = true;
+  j["ts_ms"] = ts_ms;
+  return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+// statement end
+//   u8 verdict, u8 executed, i64 ts_ms, i64 duration_ms, u64 rows, i32 rows_recorded,
+//   bytes sql, bytes rule, bytes approval_id, bytes sqlstate, bytes error
+
+void StatementEndFields::encode(std::string& out) const {
+  out.reserve(out.size() + 64 + sql.size() + rule.size() + approval_id.size() + error.size());
+  put<uint8_t>(out, static_cast<uint8_t>(verdict));
+  put<uint8_t>(out, executed ? 1 : 0);
+  put<int64_t>(out, ts_ms);
+  put<int64_t>(out, duration_ms);
+  put<uint64_t>(out, rows);
+  put<int32_t>(out, rows_recorded);
+  put_bytes(out, sql);
+  put_bytes(out, rule);
+  put_bytes(out, approval_id);
+  put_bytes(out, sqlstate);
+  put_bytes(out, error);
+}
+
+Result<StatementEndFields> StatementEndFields::decode(std::string_view payload) {
+  Reader r(payload);
+  StatementEndFields f;
+  auto verdict = r.get<uint8_t>();
+  auto executed = r.get<uint8_t>();
+  f.ts_ms = r.get<int64_t>();
+  f.duration_ms = r.get<int64_t>();
+  f.rows = r.get<uint64_t>();
+  f.rows_recorded = r.get<int32_t>();
+  f.sql = r.bytes();
+  f.rule = r.bytes();
+  f.approval_id = r.bytes();
+  f.sqlstate = r.bytes();
+  f.error = r.bytes();
+  if (!r.done() || verdict > 1 || executed > 1) return malformed("statement end");
+  f.verdict = static_cast<Verdict>(verdict);
+  f.executed = executed == 1;
+  return f;
+}
+
+json StatementEndFields::to_json() const {
+  json j = {{"kind", "statement"},
+            {"phase", "end"},
+            {"sql", text_value_json(sql, false)},
+            {"verdict", verdict_name(verdict)},
+            {"rule", std::string(rule)},
+            {"duration_ms", duration_ms},
+            {"rows", rows},
+            {"rows_recorded", rows_recorded},
+            {"executed", executed}};
+  if (!approval_id.empty()) j["approval_id"] = std::string(approval_id);
+  if (!sqlstate.empty()) {
+    j["error"] = {{"sqlstate", std::string(sqlstate)}, {"message", text_value_json(error, false)}};
+  }
+  j["ts_ms"] = ts_ms;
+  return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+// rows
+
+void RowsWriter::clear_columns() {
+  head_.clear();
+  columns_ = 0;
+}
+
+void RowsWriter::clear_rows() {
+  body_.clear();
+  rows_ = 0;
+}
+
+void RowsWriter::add_column(std::string_view name, uint32_t type_oid, int16_t format) {
+  put_bytes(head_, name);
+  put<uint32_t>(head_, type_oid);
+  put<uint8_t>(head_, format == 1 ? 1 : 0);
+  ++columns_;
+}
+
+void RowsWriter::begin_row(uint32_t values) {
+  put<uint32_t>(body_, values);
+  ++rows_;
+}
+
+void RowsWriter::add_value(std::string_view value) { put_bytes(body_, value); }
+void RowsWriter::add_null() { put<uint32_t>(body_, kNullLength); }
+
+void RowsWriter::add_rendered_row(const json& values) {
+  put<uint32_t>(body_, kRenderedRow);
+  // As {"row": [...]}: decoded with the depth-checked frame parser, which takes objects.
+  put_bytes(body_, json{{"row", values}}.dump(-1, ' ', false, json::error_handler_t::replace));
+  ++rows_;
+}
+
+std::string RowsWriter::take(int64_t ts_ms) {
+  std::string out;
+  out.reserve(20 + head_.size() + body_.size());
+  put<int64_t>(out, ts_ms);
+  put<uint32_t>(out, columns_);
+  out += head_;
+  put<uint32_t>(out, rows_);
+  out += body_;
+  clear_rows();
+  return out;
+}
+
+Result<json> rows_to_json(std::string_view payload) {
+  Reader r(payload);
+  int64_t ts_ms = r.get<int64_t>();
+  uint32_t ncols = r.get<uint32_t>();
+  // Each column takes at least 9 bytes: a count beyond that is a lie.
+  if (r.failed() || ncols > r.remaining() / 9) return malformed("rows");
+  json columns = json::array();
+  std::vector<bool> binary;
+  binary.reserve(ncols);
+  for (uint32_t i = 0; i < ncols; ++i) {
+    std::string_view name = r.bytes();
+    uint32_t type_oid = r.get<uint32_t>();
+    uint8_t format = r.get<uint8_t>();
+    if (r.failed() || format > 1) return malformed("rows");
+    columns.push_back({{"name", text_value_json(name, false)}, {"type_oid", type_oid}});
+    binary.push_back(format == 1);
+  }
+  uint32_t nrows = r.get<uint32_t>();
+  if (r.failed() || nrows > r.remaining() / 4) return malformed("rows");
+  json rows = json::array();
+  for (uint32_t k = 0; k < nrows; ++k) {
+    uint32_t nvals = r.get<uint32_t>();
+    if (!r.failed() && nvals == kRenderedRow) {
+      std::string_view text = r.bytes();
+      if (r.failed()) return malformed("rows");
+      auto row = parse_payload(text);  // depth-checked
+      if (!row.is_ok() || !row->contains("row") || !(*row)["row"].is_array()) {
+        return malformed("rows");
+      }
+      rows.push_back(std::move((*row)["row"]));
+      continue;
+    }
+    if (r.failed() || nvals > r.remaining() / 4) return malformed("rows");
+    json values = json::array();
+    for (uint32_t i = 0; i < nvals; ++i) {
+      bool null = false;
+      std::string_view v = r.bytes(&null);
+      if (r.failed()) return malformed("rows");
+      values.push_back(null ? json(nullptr) : text_value_json(v, i < binary.size() && binary[i]));
+    }
+    rows.push_back(std::move(values));
+  }
+  if (!r.done()) return malformed("rows");
+  return json{{"kind", "rows"},
+              {"columns", std::move(columns)},
+              {"rows", std::move(rows)},
+              {"ts_ms", ts_ms}};
+}
+
+Result<json> record_to_json(RecordType type, std::string_view payload) {
+  switch (type) {
+    case RecordType::kEventJson: {
+      auto j = parse_payload(payload);  // depth-checked
+      if (!j.is_ok()) return malformed("JSON");
+      return std::move(*j);
+    }
+    case RecordType::kStatement:
+    case RecordType::kStatementRecord: {
+      auto f = StatementFields::decode(payload);
+      if (!f.is_ok()) return f.status();
+      return f->to_json();
+    }
+    case RecordType::kStatementEnd: {
+      auto f = StatementEndFields::decode(payload);
+      if (!f.is_ok()) return f.status();
+      return f->to_json();
+    }
+    case RecordType::kRows:
+      return rows_to_json(payload);
+  }
+  return invalid_argument(
+      "unknown event record type " + std::to_string(static_cast<unsigned>(type)), "08P01");
+}
+
+}  // namespace pgwarden::protocol
