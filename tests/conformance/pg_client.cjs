@@ -35,6 +35,7 @@ async function withClient(fn, extra = {}) {
 // case cannot stall the cases after it.
 async function isolated(fn, extra = {}) {
   const v = new pg.Client(config(extra));
+  v.on('error', () => {});  // the destroy below ends it: not an error of the case
   await v.connect();
   try {
     return await fn(v);
@@ -232,7 +233,7 @@ async function main() {
       if (r.rows[0].n === 1) break;
     }
     const canceller = new pg.Client(config());
-    canceller.cancel(v, v.activeQuery);
+    canceller.cancel(v, v.activeQuery);  // pg's API for a cancel request (key of `v`)
     try {
       await q;
       return {ok: false, obs: 'not cancelled'};
