@@ -1488,6 +1488,10 @@ bool Session::upstream_login_last_error() {
       pw::Authentication a;
       if (pw::parse(r.message.body, &a).ok() && a.code == pw::kAuthOk) auth_ok = true;
     } else if (r.message.type == 'E') {
+      // PostgreSQL's order: AuthenticationOk, then the FATAL (libpq reacts to some of them —
+      // 42704, its pre-9.0 application_name retry — only after AuthenticationOk). The client's
+      // token was accepted before the upstream login began.
+      if (auth_ok && state_ != State::kUpstreamStartup) pw::append_authentication_ok(client_out_);
       upstream_login_error(r.message, auth_ok);
       return true;
     }
