@@ -17,7 +17,7 @@ public class JdbcClient {
   static final Map<String, String> ENV = System.getenv();
   static final boolean FULL = "full".equals(ENV.get("CONF_MODE"));
   static final int TIMEOUT_S = FULL ? 900 : 15;
-  static final int LARGE_TIMEOUT_S = FULL ? 900 : 5;
+  static final int LARGE_TIMEOUT_S = FULL ? 900 : 3;
   static final ExecutorService POOL = Executors.newCachedThreadPool(r -> {
     Thread t = new Thread(r);
     t.setDaemon(true);

@@ -341,7 +341,7 @@ async function main() {
 
   const twoMiB = 2 * 1024 * 1024;
   // Direct, a 2 MiB value takes milliseconds: a short timeout keeps a hang cheap in CI.
-  const LARGE = FULL ? {} : {timeoutMs: 5000};
+  const LARGE = FULL ? {} : {timeoutMs: 3000};
   await runCase('large.result_2mib', () => isolated(async (c) => {
     const r = await c.query(`select repeat('x', ${twoMiB}) as v`);
     return {ok: r.rows[0].v.length === twoMiB, obs: {length: r.rows[0].v.length}};

@@ -7,7 +7,7 @@ const postgres = require('postgres');
 const {pipeline} = require('stream/promises');
 const {Readable, Writable} = require('stream');
 
-const LARGE = FULL ? {} : {timeoutMs: 5000};
+const LARGE = FULL ? {} : {timeoutMs: 3000};
 
 function open(extra = {}) {
   return postgres({
