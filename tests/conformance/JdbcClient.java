@@ -16,8 +16,8 @@ import org.postgresql.util.ServerErrorMessage;
 public class JdbcClient {
   static final Map<String, String> ENV = System.getenv();
   static final boolean FULL = "full".equals(ENV.get("CONF_MODE"));
-  static final int TIMEOUT_S = FULL ? 900 : 15;
-  static final int LARGE_TIMEOUT_S = FULL ? 900 : 3;
+  static final int TIMEOUT_S = FULL ? 180 : 15;
+  static final int LARGE_TIMEOUT_S = FULL ? 120 : 3;
   static final ExecutorService POOL = Executors.newCachedThreadPool(r -> {
     Thread t = new Thread(r);
     t.setDaemon(true);
@@ -429,7 +429,7 @@ public class JdbcClient {
         }
       }
     });
-    runCase("large.bytea_100mb", 900, true, () -> {
+    runCase("large.bytea_100mb", LARGE_TIMEOUT_S, true, () -> {
       try (Connection v = connect(""); PreparedStatement ps = v.prepareStatement("select ?::bytea")) {
         byte[] data = new byte[100 * 1024 * 1024];
         Arrays.fill(data, (byte) 7);

@@ -7,7 +7,7 @@ const fs = require('fs');
 const env = process.env;
 const MODE = env.CONF_MODE || 'ci';
 const FULL = MODE === 'full';
-const CASE_TIMEOUT_MS = FULL ? 900000 : 15000;
+const CASE_TIMEOUT_MS = FULL ? 180000 : 15000;
 
 const conn = {
   host: env.CONF_HOST,

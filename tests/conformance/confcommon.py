@@ -9,8 +9,8 @@ import threading
 
 ENV = os.environ
 FULL = ENV.get("CONF_MODE", "ci") == "full"
-CASE_TIMEOUT_S = 900 if FULL else 15
-LARGE_TIMEOUT_S = 900 if FULL else 3  # a 2 MiB value takes milliseconds directly
+CASE_TIMEOUT_S = 180 if FULL else 15
+LARGE_TIMEOUT_S = 120 if FULL else 3  # a 2 MiB value takes milliseconds directly
 
 HOST, PORT, USER = ENV.get("CONF_HOST"), ENV.get("CONF_PORT"), ENV.get("CONF_USER")
 PASSWORD, DB, CA = ENV.get("CONF_PASSWORD"), ENV.get("CONF_DB"), ENV.get("CONF_CA")

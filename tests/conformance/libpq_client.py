@@ -8,7 +8,7 @@ import subprocess
 from confcommon import CA, DB, FULL, HOST, LARGE_TIMEOUT_S, PASSWORD, PORT, USER, emit
 
 BIN = "/usr/lib/postgresql/15/bin"
-TIMEOUT = 900 if FULL else 15
+TIMEOUT = 180 if FULL else 15
 
 
 def conninfo(**kw):
@@ -136,6 +136,6 @@ psql("large.result_2mib", "select length(v), md5(v) from (select repeat('x', 209
 psql("large.query_2mib", "select length('" + "z" * 2097152 + "');\n", "-At", timeout=LARGE_TIMEOUT_S)
 if FULL:
     run("large.copy_out_1gb", [f"{BIN}/psql -X -At -d \"{conninfo()}\" -c \"copy (select "
-        "repeat('x', 1024 * 1024 * 1023)) to stdout\" | wc -c"], program="sh", timeout=1800)
+        "repeat('x', 1024 * 1024 * 1023)) to stdout\" | wc -c"], program="sh", timeout=300)
     run("large.result_1gb", [f"{BIN}/psql -X -At -d \"{conninfo()}\" -c \"select "
-        "repeat('x', 1024 * 1024 * 1000)\" | wc -c"], program="sh", timeout=1800)
+        "repeat('x', 1024 * 1024 * 1000)\" | wc -c"], program="sh", timeout=300)

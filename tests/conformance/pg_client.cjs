@@ -341,7 +341,7 @@ async function main() {
 
   const twoMiB = 2 * 1024 * 1024;
   // Direct, a 2 MiB value takes milliseconds: a short timeout keeps a hang cheap in CI.
-  const LARGE = FULL ? {} : {timeoutMs: 3000};
+  const LARGE = FULL ? {timeoutMs: 120000} : {timeoutMs: 3000};
   await runCase('large.result_2mib', () => isolated(async (c) => {
     const r = await c.query(`select repeat('x', ${twoMiB}) as v`);
     return {ok: r.rows[0].v.length === twoMiB, obs: {length: r.rows[0].v.length}};
@@ -360,7 +360,7 @@ async function main() {
     const r = await c.query({text: 'select length(b) as n, md5(b) as h from (select $1::bytea as b) s',
                              values: [Buffer.alloc(n, 7)]});
     return {ok: r.rows[0].n === n, obs: r.rows};
-  }), {fullOnly: true});
+  }), {fullOnly: true, timeoutMs: 120000});
   await c.end();
 
   await runCase('startup.application_name_and_options', async () => withClient(async (v) => {

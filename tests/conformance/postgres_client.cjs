@@ -7,7 +7,7 @@ const postgres = require('postgres');
 const {pipeline} = require('stream/promises');
 const {Readable, Writable} = require('stream');
 
-const LARGE = FULL ? {} : {timeoutMs: 3000};
+const LARGE = FULL ? {timeoutMs: 120000} : {timeoutMs: 3000};
 
 function open(extra = {}) {
   return postgres({
@@ -233,7 +233,7 @@ async function main() {
   await runCase('large.bytea_100mb', () => withSql(async (s) => {
     const r = await s`select length(${Buffer.alloc(100 * 1024 * 1024, 7)}::bytea) as n`;
     return {ok: r[0].n === 100 * 1024 * 1024, obs: plain(r)};
-  }), {fullOnly: true});
+  }), {fullOnly: true, timeoutMs: 120000});
 
   await sql.end({timeout: 0});
 }

@@ -450,7 +450,7 @@ def _():
         return len(out) == M2 + 1, {"length": len(out)}
 
 
-@case("large.bytea_100mb", full_only=True)
+@case("large.bytea_100mb", timeout=LARGE_TIMEOUT_S, full_only=True)
 def _():
     with connect() as c:
         data = b"\x07" * (100 * 1024 * 1024)
@@ -458,7 +458,7 @@ def _():
         return r == data, {"length": len(r)}
 
 
-@case("large.text_1gb", full_only=True)
+@case("large.text_1gb", timeout=300, full_only=True)
 def _():
     with connect() as c:
         n = 1024 * 1024 * 1023
