@@ -25,25 +25,33 @@ public class JdbcClient {
   });
   static final List<Connection> OPEN = Collections.synchronizedList(new ArrayList<>());
 
-  interface Body { Object[] run() throws Exception; }  // {Boolean ok, Object obs}
+  interface Body {
+    Object[] run() throws Exception;
+  } // {Boolean ok, Object obs}
 
   static String q(String s) {
     StringBuilder b = new StringBuilder("\"");
     for (char c : s.toCharArray()) {
-      if (c == '"' || c == '\\') b.append('\\').append(c);
-      else if (c < 0x20) b.append(String.format("\\u%04x", (int) c));
-      else b.append(c);
+      if (c == '"' || c == '\\')
+        b.append('\\').append(c);
+      else if (c < 0x20)
+        b.append(String.format("\\u%04x", (int) c));
+      else
+        b.append(c);
     }
     return b.append('"').toString();
   }
 
   static String json(Object o) {
-    if (o == null) return "null";
-    if (o instanceof Boolean || o instanceof Integer || o instanceof Long) return o.toString();
+    if (o == null)
+      return "null";
+    if (o instanceof Boolean || o instanceof Integer || o instanceof Long)
+      return o.toString();
     if (o instanceof Map) {
       StringBuilder b = new StringBuilder("{");
       for (Map.Entry<?, ?> e : new TreeMap<>((Map<?, ?>) o).entrySet()) {
-        if (b.length() > 1) b.append(", ");
+        if (b.length() > 1)
+          b.append(", ");
         b.append(q(e.getKey().toString())).append(": ").append(json(e.getValue()));
       }
       return b.append('}').toString();
@@ -51,7 +59,8 @@ public class JdbcClient {
     if (o instanceof List) {
       StringBuilder b = new StringBuilder("[");
       for (Object x : (List<?>) o) {
-        if (b.length() > 1) b.append(", ");
+        if (b.length() > 1)
+          b.append(", ");
         b.append(json(x));
       }
       return b.append(']').toString();
@@ -61,17 +70,24 @@ public class JdbcClient {
 
   static Map<String, Object> errorObs(Throwable e) {
     Map<String, Object> m = new LinkedHashMap<>();
-    if (e instanceof SQLException) m.put("sqlstate", ((SQLException) e).getSQLState());
+    if (e instanceof SQLException)
+      m.put("sqlstate", ((SQLException) e).getSQLState());
     if (e instanceof PSQLException && ((PSQLException) e).getServerErrorMessage() != null) {
       ServerErrorMessage s = ((PSQLException) e).getServerErrorMessage();
       m.put("severity", s.getSeverity());
       m.put("message", s.getMessage());
-      if (s.getDetail() != null) m.put("detail", s.getDetail());
-      if (s.getHint() != null) m.put("hint", s.getHint());
-      if (s.getPosition() != 0) m.put("position", s.getPosition());
-      if (s.getWhere() != null) m.put("where", s.getWhere());
-      if (s.getConstraint() != null) m.put("constraint", s.getConstraint());
-      if (s.getTable() != null) m.put("table", s.getTable());
+      if (s.getDetail() != null)
+        m.put("detail", s.getDetail());
+      if (s.getHint() != null)
+        m.put("hint", s.getHint());
+      if (s.getPosition() != 0)
+        m.put("position", s.getPosition());
+      if (s.getWhere() != null)
+        m.put("where", s.getWhere());
+      if (s.getConstraint() != null)
+        m.put("constraint", s.getConstraint());
+      if (s.getTable() != null)
+        m.put("table", s.getTable());
     } else {
       String msg = String.valueOf(e.getMessage());
       m.put("class", e.getClass().getSimpleName());
@@ -80,10 +96,13 @@ public class JdbcClient {
     return m;
   }
 
-  static void runCase(String name, Body body) { runCase(name, TIMEOUT_S, false, body); }
+  static void runCase(String name, Body body) {
+    runCase(name, TIMEOUT_S, false, body);
+  }
 
   static void runCase(String name, int timeoutS, boolean fullOnly, Body body) {
-    if (fullOnly && !FULL) return;
+    if (fullOnly && !FULL)
+      return;
     OPEN.clear();
     Future<Object[]> f = POOL.submit(body::run);
     Object[] r;
@@ -93,18 +112,23 @@ public class JdbcClient {
       f.cancel(true);
       synchronized (OPEN) {
         for (Connection c : OPEN) {
-          try { c.abort(POOL); } catch (Exception ignored) { }
+          try {
+            c.abort(POOL);
+          } catch (Exception ignored) {
+          }
         }
       }
-      r = new Object[] {false, Map.of("thrown", Map.of("message",
-                                "timeout: no answer within " + timeoutS + " s"))};
+      r = new Object[] {false,
+          Map.of("thrown", Map.of("message", "timeout: no answer within " + timeoutS + " s"))};
     } catch (ExecutionException e) {
       r = new Object[] {false, Map.of("thrown", errorObs(e.getCause()))};
     } catch (InterruptedException e) {
       r = new Object[] {false, "interrupted"};
     }
-    if (ENV.get("CONF_TRACE") != null) System.err.println(name + " done at " + System.currentTimeMillis());
-    System.out.println("{\"case\": " + q(name) + ", \"ok\": " + r[0] + ", \"obs\": " + json(r[1]) + "}");
+    if (ENV.get("CONF_TRACE") != null)
+      System.err.println(name + " done at " + System.currentTimeMillis());
+    System.out.println(
+        "{\"case\": " + q(name) + ", \"ok\": " + r[0] + ", \"obs\": " + json(r[1]) + "}");
     System.out.flush();
   }
 
@@ -151,29 +175,37 @@ public class JdbcClient {
   }
 
   public static void main(String[] args) throws Exception {
-    String typesSql = new String(java.nio.file.Files.readAllBytes(
-        java.nio.file.Path.of("types.sql")), StandardCharsets.UTF_8).trim();
+    String typesSql =
+        new String(java.nio.file.Files.readAllBytes(java.nio.file.Path.of("types.sql")),
+            StandardCharsets.UTF_8)
+            .trim();
     Connection c = connect("");
 
     runCase("connect.metadata", () -> {
       DatabaseMetaData md = c.getMetaData();
-      return new Object[] {true, Map.of("product", md.getDatabaseProductVersion(),
-          "major", md.getDatabaseMajorVersion(), "user", md.getUserName() == null ? "" : "set",
-          "pid_matches", ((PGConnection) c).getBackendPID() == queryInt(c, "select pg_backend_pid()"))};
+      return new Object[] {true,
+          Map.of("product", md.getDatabaseProductVersion(), "major", md.getDatabaseMajorVersion(),
+              "user", md.getUserName() == null ? "" : "set", "pid_matches",
+              ((PGConnection) c).getBackendPID() == queryInt(c, "select pg_backend_pid()"))};
     });
     runCase("simple.statement", () -> {
-      try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("select 1 as a, 'x' as b")) {
+      try (Statement s = c.createStatement();
+           ResultSet rs = s.executeQuery("select 1 as a, 'x' as b")) {
         return new Object[] {true, rows(rs)};
       }
     });
     runCase("simple.multi_statement", () -> {
       try (Statement s = c.createStatement()) {
         List<Object> out = new ArrayList<>();
-        boolean rs = s.execute("select 1; select 2, 3; create temp table if not exists conf_j_m (a int)");
+        boolean rs =
+            s.execute("select 1; select 2, 3; create temp table if not exists conf_j_m (a int)");
         while (true) {
-          if (rs) out.add(rows(s.getResultSet()));
-          else if (s.getUpdateCount() == -1) break;
-          else out.add("update " + s.getUpdateCount());
+          if (rs)
+            out.add(rows(s.getResultSet()));
+          else if (s.getUpdateCount() == -1)
+            break;
+          else
+            out.add("update " + s.getUpdateCount());
           rs = s.getMoreResults();
         }
         return new Object[] {out.size() == 3, out};
@@ -193,7 +225,8 @@ public class JdbcClient {
             rs.next();
             for (int i = 1; i <= md.getColumnCount(); i++) {
               String val = md.getColumnTypeName(i).equals("bytea")
-                  ? HexFormat.of().formatHex(rs.getBytes(i)) : rs.getString(i);
+                  ? HexFormat.of().formatHex(rs.getBytes(i))
+                  : rs.getString(i);
               m.put(md.getColumnLabel(i), md.getColumnTypeName(i) + " " + val);
             }
             return new Object[] {true, m};
@@ -208,7 +241,9 @@ public class JdbcClient {
         for (int i = 0; i < 6; i++) {
           ps.setInt(1, i);
           ps.setString(2, "t" + i);
-          try (ResultSet rs = ps.executeQuery()) { out.add(rows(rs)); }
+          try (ResultSet rs = ps.executeQuery()) {
+            out.add(rows(rs));
+          }
         }
         return new Object[] {out.size() == 6, out};
       }
@@ -223,8 +258,8 @@ public class JdbcClient {
             ps.addBatch();
           }
           int[] counts = ps.executeBatch();
-          return new Object[] {counts.length == 500, Map.of("n", counts.length, "sum",
-              queryInt(v, "select sum(a)::int from conf_j_b"))};
+          return new Object[] {counts.length == 500,
+              Map.of("n", counts.length, "sum", queryInt(v, "select sum(a)::int from conf_j_b"))};
         }
       }
     });
@@ -232,22 +267,29 @@ public class JdbcClient {
       try (Connection v = connect("")) {
         v.createStatement().execute("create temp table conf_j_be (a int primary key)");
         try (PreparedStatement ps = v.prepareStatement("insert into conf_j_be values (?)")) {
-          for (int i : new int[] {1, 2, 2, 3}) { ps.setInt(1, i); ps.addBatch(); }
+          for (int i : new int[] {1, 2, 2, 3}) {
+            ps.setInt(1, i);
+            ps.addBatch();
+          }
           ps.executeBatch();
           return new Object[] {false, "no error"};
         } catch (BatchUpdateException e) {
-          return new Object[] {true, Map.of("error", errorObs(e.getNextException() != null
-              ? e.getNextException() : e), "count", queryInt(v, "select count(*)::int from conf_j_be"))};
+          return new Object[] {true,
+              Map.of("error", errorObs(e.getNextException() != null ? e.getNextException() : e),
+                  "count", queryInt(v, "select count(*)::int from conf_j_be"))};
         }
       }
     });
     runCase("cursor.fetch_size_portal", () -> {
       try (Connection v = connect("")) {
         v.setAutoCommit(false);
-        try (PreparedStatement ps = v.prepareStatement("select g, md5(g::text) from generate_series(1, 1000) g")) {
+        try (PreparedStatement ps =
+                 v.prepareStatement("select g, md5(g::text) from generate_series(1, 1000) g")) {
           ps.setFetchSize(100);
           int n = 0;
-          try (ResultSet rs = ps.executeQuery()) { while (rs.next()) n++; }
+          try (ResultSet rs = ps.executeQuery()) {
+            while (rs.next()) n++;
+          }
           v.commit();
           return new Object[] {n == 1000, n};
         }
@@ -264,12 +306,15 @@ public class JdbcClient {
         v.rollback(sp);
         s.execute("insert into conf_j_t values (2)");
         v.commit();
-        return new Object[] {err[0], Map.of("error", err[1], "sum", queryInt(v, "select sum(a)::int from conf_j_t"))};
+        return new Object[] {err[0],
+            Map.of("error", err[1], "sum", queryInt(v, "select sum(a)::int from conf_j_t"))};
       }
     });
-    for (String[] e : new String[][] {{"syntax", "selec 1"}, {"syntax_position", "select 1 from from t"},
-        {"undefined_column", "select nope from pg_class"}, {"division_by_zero", "select 1/0"},
-        {"raise", "do $$ begin raise exception 'custom %', 42 using detail = 'the detail', hint = 'the hint', errcode = 'P0042'; end $$"}}) {
+    for (String[] e :
+        new String[][] {{"syntax", "selec 1"}, {"syntax_position", "select 1 from from t"},
+            {"undefined_column", "select nope from pg_class"}, {"division_by_zero", "select 1/0"},
+            {"raise",
+                "do $$ begin raise exception 'custom %', 42 using detail = 'the detail', hint = 'the hint', errcode = 'P0042'; end $$"}}) {
       runCase("error." + e[0], () -> expectError(c, e[1]));
       runCase("error." + e[0] + "_prepared", () -> {
         try (PreparedStatement ps = c.prepareStatement(e[1])) {
@@ -309,8 +354,9 @@ public class JdbcClient {
         int pid = ((PGConnection) v).getBackendPID();
         boolean same = ns != null && ns.length == 1 && ns[0].getPID() == pid
             && pid == queryInt(v, "select pg_backend_pid()");
-        return new Object[] {same, Map.of("n", ns == null ? 0 : ns.length, "payload",
-            ns == null || ns.length == 0 ? "" : ns[0].getParameter(), "same_pid", same)};
+        return new Object[] {same,
+            Map.of("n", ns == null ? 0 : ns.length, "payload",
+                ns == null || ns.length == 0 ? "" : ns[0].getParameter(), "same_pid", same)};
       }
     });
     runCase("cancel.statement", () -> {
@@ -318,8 +364,11 @@ public class JdbcClient {
         int pid = ((PGConnection) v).getBackendPID();
         Future<?> canceller = POOL.submit(() -> {
           try (Connection w = connect("")) {
-            while (queryInt(w, "select count(*)::int from pg_stat_activity where pid = " + pid
-                            + " and state = 'active'") == 0) { }
+            while (queryInt(w,
+                       "select count(*)::int from pg_stat_activity where pid = " + pid
+                           + " and state = 'active'")
+                == 0) {
+            }
             s.cancel();
           }
           return null;
@@ -337,17 +386,21 @@ public class JdbcClient {
       }
     });
     int rowsN = FULL ? 1000000 : 10000;
-    for (String[] fmt : new String[][] {{"text", ""}, {"csv", "(format csv)"}, {"binary", "(format binary)"}}) {
+    for (String[] fmt :
+        new String[][] {{"text", ""}, {"csv", "(format csv)"}, {"binary", "(format binary)"}}) {
       runCase("copy.roundtrip_" + fmt[0], () -> {
         try (Connection v = connect("")) {
           CopyManager cm = ((PGConnection) v).getCopyAPI();
           ByteArrayOutputStream out = new ByteArrayOutputStream();
           long n = cm.copyOut("copy (select g, 'v' || g, g * 1.5 from generate_series(1, " + rowsN
-                              + ") g) to stdout " + fmt[1], out);
+                  + ") g) to stdout " + fmt[1],
+              out);
           v.createStatement().execute("create temp table conf_j_c (a int, b text, c numeric)");
-          long m = cm.copyIn("copy conf_j_c from stdin " + fmt[1], new ByteArrayInputStream(out.toByteArray()));
-          return new Object[] {n == rowsN && m == rowsN, Map.of("out", n, "in", m, "sha256",
-              sha(out.toByteArray()), "sum", queryInt(v, "select (sum(a) % 1000000)::int from conf_j_c"))};
+          long m = cm.copyIn(
+              "copy conf_j_c from stdin " + fmt[1], new ByteArrayInputStream(out.toByteArray()));
+          return new Object[] {n == rowsN && m == rowsN,
+              Map.of("out", n, "in", m, "sha256", sha(out.toByteArray()), "sum",
+                  queryInt(v, "select (sum(a) % 1000000)::int from conf_j_c"))};
         }
       });
     }
@@ -359,17 +412,19 @@ public class JdbcClient {
           cm.copyIn("copy conf_j_ce from stdin", new ByteArrayInputStream("1\nxx\n".getBytes()));
           return new Object[] {false, "no error"};
         } catch (SQLException e) {
-          return new Object[] {true, Map.of("error", errorObs(e), "after",
-              queryInt(v, "select count(*)::int from conf_j_ce"))};
+          return new Object[] {true,
+              Map.of("error", errorObs(e), "after",
+                  queryInt(v, "select count(*)::int from conf_j_ce"))};
         }
       }
     });
     runCase("startup.options", () -> {
       try (Connection v = connect("ApplicationName=conf-jdbc&currentSchema=pg_catalog,public"
-                                  + "&options=-c%20conf.var=j1%20-c%20statement_timeout=5678")) {
-        try (Statement s = v.createStatement(); ResultSet rs = s.executeQuery(
-            "select current_setting('application_name'), current_setting('search_path'),"
-            + " current_setting('conf.var', true), current_setting('statement_timeout')")) {
+               + "&options=-c%20conf.var=j1%20-c%20statement_timeout=5678")) {
+        try (Statement s = v.createStatement();
+             ResultSet rs = s.executeQuery(
+                 "select current_setting('application_name'), current_setting('search_path'),"
+                 + " current_setting('conf.var', true), current_setting('statement_timeout')")) {
           List<Object> r = rows(rs);
           return new Object[] {r.toString().contains("j1"), r};
         }
@@ -387,10 +442,12 @@ public class JdbcClient {
       p.setProperty("user", ENV.get("CONF_USER"));
       p.setProperty("password", "wrong-password");
       try (Connection v = DriverManager.getConnection("jdbc:postgresql://" + ENV.get("CONF_HOST")
-               + ":" + ENV.get("CONF_PORT") + "/" + ENV.get("CONF_DB") + "?sslmode=require", p)) {
+                   + ":" + ENV.get("CONF_PORT") + "/" + ENV.get("CONF_DB") + "?sslmode=require",
+               p)) {
         return new Object[] {false, "connected"};
       } catch (SQLException e) {
-        return new Object[] {"28P01".equals(e.getSQLState()), Map.of("sqlstate", String.valueOf(e.getSQLState()))};
+        return new Object[] {
+            "28P01".equals(e.getSQLState()), Map.of("sqlstate", String.valueOf(e.getSQLState()))};
       }
     });
     for (String mode : new String[] {"disable", "prefer", "require", "verify-ca"}) {
@@ -421,7 +478,8 @@ public class JdbcClient {
       }
     });
     runCase("large.param_2mib", LARGE_TIMEOUT_S, false, () -> {
-      try (Connection v = connect(""); PreparedStatement ps = v.prepareStatement("select length(?::text)")) {
+      try (Connection v = connect("");
+           PreparedStatement ps = v.prepareStatement("select length(?::text)")) {
         ps.setString(1, "y".repeat(m2));
         try (ResultSet rs = ps.executeQuery()) {
           rs.next();
@@ -430,13 +488,15 @@ public class JdbcClient {
       }
     });
     runCase("large.bytea_100mb", LARGE_TIMEOUT_S, true, () -> {
-      try (Connection v = connect(""); PreparedStatement ps = v.prepareStatement("select ?::bytea")) {
+      try (Connection v = connect("");
+           PreparedStatement ps = v.prepareStatement("select ?::bytea")) {
         byte[] data = new byte[100 * 1024 * 1024];
         Arrays.fill(data, (byte) 7);
         ps.setBytes(1, data);
         try (ResultSet rs = ps.executeQuery()) {
           rs.next();
-          return new Object[] {Arrays.equals(rs.getBytes(1), data), Map.of("length", rs.getBytes(1).length)};
+          return new Object[] {
+              Arrays.equals(rs.getBytes(1), data), Map.of("length", rs.getBytes(1).length)};
         }
       }
     });

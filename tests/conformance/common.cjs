@@ -23,9 +23,9 @@ const conn = {
 function errorObs(e) {
   if (!e) return null;
   const o = {error: true};
-  for (const k of ['severity', 'code', 'message', 'detail', 'hint', 'position',
-                   'internalPosition', 'internalQuery', 'where', 'schema', 'table', 'column',
-                   'dataType', 'constraint']) {
+  for (const k
+           of ['severity', 'code', 'message', 'detail', 'hint', 'position', 'internalPosition',
+               'internalQuery', 'where', 'schema', 'table', 'column', 'dataType', 'constraint']) {
     if (e[k] !== undefined && e[k] !== null && e[k] !== '') o[k] = String(e[k]);
   }
   if (!o.code) o.message = String(e.message || e);
@@ -38,13 +38,15 @@ function sha(data) {
 
 function withTimeout(promise, ms, what) {
   let t;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      t = setTimeout(() => reject(new Error(`timeout: no answer within ${ms / 1000} s (${what})`)),
-                     ms);
-    }),
-  ]).finally(() => clearTimeout(t));
+  return Promise
+      .race([
+        promise,
+        new Promise((_, reject) => {
+          t = setTimeout(
+              () => reject(new Error(`timeout: no answer within ${ms / 1000} s (${what})`)), ms);
+        }),
+      ])
+      .finally(() => clearTimeout(t));
 }
 
 // Runs fn() -> {ok, obs}; an exception is an observation too (ok=false unless expected).
@@ -62,4 +64,15 @@ async function runCase(name, fn, opts = {}) {
 // Every SQL type a client reads, as one row (types.sql: the same for every program).
 const TYPES_SQL = fs.readFileSync(__dirname + '/types.sql', 'utf8').trim();
 
-module.exports = {env, MODE, FULL, conn, errorObs, sha, runCase, withTimeout, TYPES_SQL, fs};
+module.exports = {
+  env,
+  MODE,
+  FULL,
+  conn,
+  errorObs,
+  sha,
+  runCase,
+  withTimeout,
+  TYPES_SQL,
+  fs
+};

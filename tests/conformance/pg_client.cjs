@@ -11,12 +11,18 @@ const {pipeline} = require('stream/promises');
 const {Readable, Writable} = require('stream');
 
 // Every result type as text: no client-side parsing (what the server sent is compared).
-const rawTypes = {getTypeParser: () => (v) => v};
+const rawTypes = {
+  getTypeParser: () => (v) => v
+};
 
 function config(extra = {}) {
   return {
-    host: conn.host, port: conn.port, user: conn.user, password: conn.password,
-    database: conn.database, ssl: {ca: fs.readFileSync(conn.ca), rejectUnauthorized: true},
+    host: conn.host,
+    port: conn.port,
+    user: conn.user,
+    password: conn.password,
+    database: conn.database,
+    ssl: {ca: fs.readFileSync(conn.ca), rejectUnauthorized: true},
     ...extra,
   };
 }
@@ -60,7 +66,9 @@ function fields(r) {
 async function main() {
   const c = new pg.Client(config());
   const params = {};
-  c.connection.on('parameterStatus', (m) => { params[m.parameterName] = m.parameterValue; });
+  c.connection.on('parameterStatus', (m) => {
+    params[m.parameterName] = m.parameterValue;
+  });
   await c.connect();
 
   await runCase('connect.parameters', async () => {
@@ -73,14 +81,18 @@ async function main() {
 
   await runCase('simple.select', async () => {
     const r = await c.query('select 1 as a, \'x\'::text as b');
-    return {ok: r.rows[0].a === 1 && r.rows[0].b === 'x',
-            obs: {rows: r.rows, fields: fields(r), command: r.command, rowCount: r.rowCount}};
+    return {
+      ok: r.rows[0].a === 1 && r.rows[0].b === 'x',
+      obs: {rows: r.rows, fields: fields(r), command: r.command, rowCount: r.rowCount}
+    };
   });
 
   await runCase('simple.multi_statement', async () => {
     const r = await c.query('select 1 as a; select 2 as b, 3 as c; ');
-    return {ok: Array.isArray(r) && r.length === 2,
-            obs: r.map((x) => ({rows: x.rows, command: x.command}))};
+    return {
+      ok: Array.isArray(r) && r.length === 2,
+      obs: r.map((x) => ({rows: x.rows, command: x.command}))
+    };
   });
 
   await runCase('types.text', async () => {
@@ -89,14 +101,17 @@ async function main() {
   });
 
   await runCase('types.text_extended', async () => {
-    const r = await c.query({text: TYPES_SQL + ' where $1::int = 1', values: [1],
-                             types: rawTypes});
+    const r = await c.query({text: TYPES_SQL + ' where $1::int = 1', values: [1], types: rawTypes});
     return {ok: r.rows.length === 1, obs: {row: r.rows[0], fields: fields(r)}};
   });
 
   await runCase('types.binary', async () => {
-    const r = await c.query({text: TYPES_SQL + ' where $1::int = 1', values: [1], binary: true,
-                             types: {getTypeParser: () => (v) => v}});
+    const r = await c.query({
+      text: TYPES_SQL + ' where $1::int = 1',
+      values: [1],
+      binary: true,
+      types: {getTypeParser: () => (v) => v}
+    });
     const row = {};
     for (const [k, v] of Object.entries(r.rows[0])) {
       row[k] = v === null ? null : Buffer.from(v).toString('hex');
@@ -105,11 +120,13 @@ async function main() {
   });
 
   await runCase('extended.params', async () => {
-    const r = await c.query('select $1::int + 1 as n, $2::text as t, $3::bytea as b, $4::int as z',
-                            [41, 'ünï', Buffer.from([0, 1, 2, 255]), null]);
-    return {ok: r.rows[0].n === 42 && r.rows[0].t === 'ünï',
-            obs: {n: r.rows[0].n, t: r.rows[0].t, b: r.rows[0].b.toString('hex'),
-                  z: r.rows[0].z}};
+    const r = await c.query(
+        'select $1::int + 1 as n, $2::text as t, $3::bytea as b, $4::int as z',
+        [41, 'ünï', Buffer.from([0, 1, 2, 255]), null]);
+    return {
+      ok: r.rows[0].n === 42 && r.rows[0].t === 'ünï',
+      obs: {n: r.rows[0].n, t: r.rows[0].t, b: r.rows[0].b.toString('hex'), z: r.rows[0].z}
+    };
   });
 
   await runCase('extended.row_mode_array', async () => {
@@ -149,13 +166,16 @@ async function main() {
 
   await runCase('error.syntax', () => expectError(c, 'selec 1'));
   await runCase('error.syntax_position', () => expectError(c, 'select 1 from from t'));
-  await runCase('error.syntax_extended', () => expectError(c, {text: 'select $1 frm x',
-                                                               values: [1]}));
+  await runCase(
+      'error.syntax_extended', () => expectError(c, {text: 'select $1 frm x', values: [1]}));
   await runCase('error.undefined_column', () => expectError(c, 'select nope from pg_class'));
   await runCase('error.undefined_table', () => expectError(c, 'select * from no_such_table'));
   await runCase('error.division_by_zero', () => expectError(c, 'select 1/0'));
-  await runCase('error.raise_with_detail_hint', () => expectError(c,
-      `do $$ begin raise exception 'custom %', 42 using detail = 'the detail', hint = 'the hint',
+  await runCase(
+      'error.raise_with_detail_hint',
+      () => expectError(
+          c,
+          `do $$ begin raise exception 'custom %', 42 using detail = 'the detail', hint = 'the hint',
        errcode = 'P0042'; end $$`));
   await runCase('error.unique_violation_detail', async () => {
     await c.query('create temp table conf_u (id int primary key)');
@@ -164,8 +184,9 @@ async function main() {
     await c.query('drop table conf_u');
     return e;
   });
-  await runCase('error.invalid_text_representation', () =>
-    expectError(c, {text: 'select $1::int', values: ['abc']}));
+  await runCase(
+      'error.invalid_text_representation',
+      () => expectError(c, {text: 'select $1::int', values: ['abc']}));
 
   await runCase('transaction.failed_then_rollback', async () => {
     await c.query('begin');
@@ -209,9 +230,15 @@ async function main() {
     const pid = (await c.query('select pg_backend_pid() as p')).rows[0].p;
     await c.query('unlisten conf_pg_chan');
     const same = n.processId === c.processID && pid === c.processID;
-    return {ok: same, obs: {channel: n.channel, payload: n.payload,
-                            pid_is_backend_key_pid: n.processId === c.processID,
-                            backend_pid_is_key_pid: pid === c.processID}};
+    return {
+      ok: same,
+      obs: {
+        channel: n.channel,
+        payload: n.payload,
+        pid_is_backend_key_pid: n.processId === c.processID,
+        backend_pid_is_key_pid: pid === c.processID
+      }
+    };
   });
 
   await runCase('notify.from_other_session', async () => {
@@ -220,28 +247,34 @@ async function main() {
     await withClient((o) => o.query('select pg_notify(\'conf_pg_chan2\', \'from other\')'));
     const n = await got;
     await c.query('unlisten conf_pg_chan2');
-    return {ok: n.payload === 'from other' && n.processId !== c.processID,
-            obs: {channel: n.channel, payload: n.payload}};
+    return {
+      ok: n.payload === 'from other' && n.processId !== c.processID,
+      obs: {channel: n.channel, payload: n.payload}
+    };
   });
 
-  await runCase('cancel.running_query', async () => withClient(async (v) => {
-    const q = v.query('select pg_sleep(30)');
-    // The statement is running once pg_stat_activity shows it (an event, not a clock).
-    for (;;) {
-      const r = await c.query(`select count(*)::int as n from pg_stat_activity
-                               where pid = $1 and state = 'active'`, [v.processID]);
-      if (r.rows[0].n === 1) break;
-    }
-    const canceller = new pg.Client(config());
-    canceller.cancel(v, v.activeQuery);  // pg's API for a cancel request (key of `v`)
-    try {
-      await q;
-      return {ok: false, obs: 'not cancelled'};
-    } catch (e) {
-      const r = await v.query('select 1 as after');
-      return {ok: e.code === '57014', obs: {error: errorObs(e), after: r.rows}};
-    }
-  }));
+  await runCase(
+      'cancel.running_query',
+      async () => withClient(async (v) => {
+        const q = v.query('select pg_sleep(30)');
+        // The statement is running once pg_stat_activity shows it (an event, not a clock).
+        for (;;) {
+          const r = await c.query(
+              `select count(*)::int as n from pg_stat_activity
+                               where pid = $1 and state = 'active'`,
+              [v.processID]);
+          if (r.rows[0].n === 1) break;
+        }
+        const canceller = new pg.Client(config());
+        canceller.cancel(v, v.activeQuery);  // pg's API for a cancel request (key of `v`)
+        try {
+          await q;
+          return {ok: false, obs: 'not cancelled'};
+        } catch (e) {
+          const r = await v.query('select 1 as after');
+          return {ok: e.code === '57014', obs: {error: errorObs(e), after: r.rows}};
+        }
+      }));
 
   await runCase('cursor.pg_cursor', async () => {
     const cur = c.query(new Cursor('select g, md5(g::text) from generate_series(1, 100) g'));
@@ -263,14 +296,17 @@ async function main() {
     const b = await c.query('fetch all from conf_cur');
     await c.query('close conf_cur');
     await c.query('commit');
-    return {ok: a.rows.length === 4 && b.rows.length === 6,
-            obs: [a.rows, b.rows, a.command, b.command]};
+    return {
+      ok: a.rows.length === 4 && b.rows.length === 6,
+      obs: [a.rows, b.rows, a.command, b.command]
+    };
   });
 
   const streamRows = FULL ? 1000000 : 20000;
   await runCase('stream.pg_query_stream', async () => {
-    const s = c.query(new QueryStream('select g, repeat(\'x\', 20) as p from generate_series(1, $1) g',
-                                      [streamRows], {batchSize: 500}));
+    const s = c.query(new QueryStream(
+        'select g, repeat(\'x\', 20) as p from generate_series(1, $1) g', [streamRows],
+        {batchSize: 500}));
     let n = 0;
     let sum = 0;
     for await (const row of s) {
@@ -281,24 +317,38 @@ async function main() {
   });
 
   const copyRows = FULL ? 1000000 : 10000;
-  for (const [fmt, opt] of [['text', ''], ['csv', 'with (format csv)'],
-                            ['binary', 'with (format binary)']]) {
+  for (const [fmt, opt] of [
+           ['text', ''], ['csv', 'with (format csv)'], ['binary', 'with (format binary)']]) {
     await runCase(`copy.out_${fmt}`, async () => {
       const chunks = [];
-      await pipeline(c.query(copyTo(`copy (select g, 'v' || g, g * 1.5 from
+      await pipeline(
+          c.query(copyTo(`copy (select g, 'v' || g, g * 1.5 from
           generate_series(1, ${copyRows}) g) to stdout ${opt}`)),
-                     new Writable({write(ch, _, cb) { chunks.push(ch); cb(); }}));
+          new Writable({
+            write(ch, _, cb) {
+              chunks.push(ch);
+              cb();
+            }
+          }));
       const all = Buffer.concat(chunks);
       return {ok: all.length > copyRows, obs: {bytes: all.length, sha256: sha(all)}};
     });
     await runCase(`copy.in_${fmt}`, async () => {
       const chunks = [];
-      await pipeline(c.query(copyTo(`copy (select g, 'v' || g from generate_series(1, ${copyRows})
-          g) to stdout ${opt}`)), new Writable({write(ch, _, cb) { chunks.push(ch); cb(); }}));
+      await pipeline(
+          c.query(copyTo(`copy (select g, 'v' || g from generate_series(1, ${copyRows})
+          g) to stdout ${opt}`)),
+          new Writable({
+            write(ch, _, cb) {
+              chunks.push(ch);
+              cb();
+            }
+          }));
       await c.query('create temp table conf_copy (a int, b text)');
       const w = c.query(copyFrom(`copy conf_copy from stdin ${opt}`));
       await pipeline(Readable.from(chunks), w);
-      const r = await c.query('select count(*)::int as n, sum(a)::text as s, md5(string_agg(b, \',\' order by a)) as h from conf_copy');
+      const r = await c.query(
+          'select count(*)::int as n, sum(a)::text as s, md5(string_agg(b, \',\' order by a)) as h from conf_copy');
       await c.query('drop table conf_copy');
       return {ok: r.rows[0].n === copyRows, obs: {rows: r.rows, command_rows: w.rowCount}};
     });
@@ -322,8 +372,11 @@ async function main() {
     const n = 65535;
     const values = Array.from({length: n}, (_, i) => i);
     const text = 'select ' + values.map((_, i) => `$${i + 1}::int`).join(' + ') + ' as s';
-    const r = await c.query({text: 'select array_length(array[' +
-        values.map((_, i) => `$${i + 1}::int`).join(',') + '], 1) as n', values});
+    const r = await c.query({
+      text: 'select array_length(array[' + values.map((_, i) => `$${i + 1}::int`).join(',') +
+          '], 1) as n',
+      values
+    });
     void text;
     return {ok: r.rows[0].n === n, obs: r.rows};
   });
@@ -342,43 +395,66 @@ async function main() {
   const twoMiB = 2 * 1024 * 1024;
   // Direct, a 2 MiB value takes milliseconds: a short timeout keeps a hang cheap in CI.
   const LARGE = FULL ? {timeoutMs: 120000} : {timeoutMs: 3000};
-  await runCase('large.result_2mib', () => isolated(async (c) => {
-    const r = await c.query(`select repeat('x', ${twoMiB}) as v`);
-    return {ok: r.rows[0].v.length === twoMiB, obs: {length: r.rows[0].v.length}};
-  }), LARGE);
-  await runCase('large.param_2mib', () => isolated(async (c) => {
-    const v = 'y'.repeat(twoMiB);
-    const r = await c.query('select length($1::text) as n, md5($1::text) as h', [v]);
-    return {ok: r.rows[0].n === twoMiB, obs: r.rows};
-  }), LARGE);
-  await runCase('large.query_text_2mib', () => isolated(async (c) => {
-    const r = await c.query(`select length('${'z'.repeat(twoMiB)}') as n`);
-    return {ok: r.rows[0].n === twoMiB, obs: r.rows};
-  }), LARGE);
-  await runCase('large.bytea_100mb', () => isolated(async (c) => {
-    const n = 100 * 1024 * 1024;
-    const r = await c.query({text: 'select length(b) as n, md5(b) as h from (select $1::bytea as b) s',
-                             values: [Buffer.alloc(n, 7)]});
-    return {ok: r.rows[0].n === n, obs: r.rows};
-  }), {fullOnly: true, timeoutMs: 120000});
+  await runCase(
+      'large.result_2mib',
+      () => isolated(async (c) => {
+        const r = await c.query(`select repeat('x', ${twoMiB}) as v`);
+        return {ok: r.rows[0].v.length === twoMiB, obs: {length: r.rows[0].v.length}};
+      }),
+      LARGE);
+  await runCase(
+      'large.param_2mib',
+      () => isolated(async (c) => {
+        const v = 'y'.repeat(twoMiB);
+        const r = await c.query('select length($1::text) as n, md5($1::text) as h', [v]);
+        return {ok: r.rows[0].n === twoMiB, obs: r.rows};
+      }),
+      LARGE);
+  await runCase(
+      'large.query_text_2mib', () => isolated(async (c) => {
+                                 const r =
+                                     await c.query(`select length('${'z'.repeat(twoMiB)}') as n`);
+                                 return {ok: r.rows[0].n === twoMiB, obs: r.rows};
+                               }),
+      LARGE);
+  await runCase(
+      'large.bytea_100mb',
+      () => isolated(async (c) => {
+        const n = 100 * 1024 * 1024;
+        const r = await c.query({
+          text: 'select length(b) as n, md5(b) as h from (select $1::bytea as b) s',
+          values: [Buffer.alloc(n, 7)]
+        });
+        return {ok: r.rows[0].n === n, obs: r.rows};
+      }),
+      {fullOnly: true, timeoutMs: 120000});
   await c.end();
 
-  await runCase('startup.application_name_and_options', async () => withClient(async (v) => {
-    const r = await v.query(`select current_setting('application_name') as app,
+  await runCase(
+      'startup.application_name_and_options',
+      async () => withClient(async (v) => {
+        const r = await v.query(`select current_setting('application_name') as app,
         current_setting('search_path') as sp, current_setting('conf.var', true) as cv,
         current_setting('statement_timeout') as st`);
-    return {ok: r.rows[0].cv === 'abc', obs: r.rows};
-  }, {application_name: 'conf-app', options: '-c search_path=pg_catalog,public -c conf.var=abc ' +
-      '-c statement_timeout=12345'}));
+        return {ok: r.rows[0].cv === 'abc', obs: r.rows};
+      }, {
+        application_name: 'conf-app',
+        options: '-c search_path=pg_catalog,public -c conf.var=abc ' +
+            '-c statement_timeout=12345'
+      }));
 
-  await runCase('tls.disable', () => withClient(async (v) => {
-    const r = await v.query('select 1 as v');
-    return {ok: true, obs: {rows: r.rows, encrypted: !!v.connection.stream.encrypted}};
-  }, {ssl: false}));
-  await runCase('tls.require_no_verify', () => withClient(async (v) => {
-    const r = await v.query('select 1 as v');
-    return {ok: true, obs: {rows: r.rows, encrypted: !!v.connection.stream.encrypted}};
-  }, {ssl: {rejectUnauthorized: false}}));
+  await runCase(
+      'tls.disable',
+      () => withClient(async (v) => {
+        const r = await v.query('select 1 as v');
+        return {ok: true, obs: {rows: r.rows, encrypted: !!v.connection.stream.encrypted}};
+      }, {ssl: false}));
+  await runCase(
+      'tls.require_no_verify',
+      () => withClient(async (v) => {
+        const r = await v.query('select 1 as v');
+        return {ok: true, obs: {rows: r.rows, encrypted: !!v.connection.stream.encrypted}};
+      }, {ssl: {rejectUnauthorized: false}}));
 
   await runCase('auth.wrong_password', async () => {
     const v = new pg.Client(config({password: 'wrong-password-for-conformance'}));

@@ -253,6 +253,33 @@ def _copy_bad(c):
         cp.write(b"1\nxx\n")
 
 
+@case("copy.out_session_tables")
+def _():
+    # COPY <table> TO STDOUT of a temp table, of a table created in this session and of one
+    # created in the still-open transaction
+    out = {}
+    with connect(autocommit=True) as c:
+        c.execute("create temp table conf_py_tmp as select g, 'v' || g as v from generate_series(1, 3) g")
+        c.execute("drop table if exists public.conf_py_sess")
+        c.execute("create table public.conf_py_sess as select g from generate_series(1, 3) g")
+        for name, t in (("temp", "conf_py_tmp"), ("session", "public.conf_py_sess")):
+            try:
+                with c.cursor().copy(f"copy {t} to stdout") as cp:
+                    out[name] = b"".join(bytes(b) for b in cp).decode()
+            except psycopg.Error as e:
+                out[name] = error_obs(e)
+        c.execute("drop table public.conf_py_sess")
+        with c.transaction():
+            c.execute("create table public.conf_py_tx as select g from generate_series(1, 2) g")
+            try:
+                with c.cursor().copy("copy public.conf_py_tx to stdout (format csv)") as cp:
+                    out["transaction"] = b"".join(bytes(b) for b in cp).decode()
+            except psycopg.Error as e:
+                out["transaction"] = error_obs(e)
+            c.execute("drop table public.conf_py_tx")
+    return all(isinstance(v, str) for v in out.values()), out
+
+
 @case("copy.in_error")
 def _():
     with connect(autocommit=True) as c:
