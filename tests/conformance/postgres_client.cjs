@@ -181,11 +181,11 @@ async function main() {
   await runCase(
       'cancel.query',
       async () => withSql(async (s) => {
-        const q = s`select pg_sleep(30)`;
+        const q = s`select pg_sleep(30), 'conf_pj_cancel' as tag`;
         q.execute();
         for (;;) {
           const r = await sql`select count(*)::int as n from pg_stat_activity
-                          where query = 'select pg_sleep(30)' and state = 'active'`;
+                          where query = 'select pg_sleep(30), ''conf_pj_cancel'' as tag' and state = 'active'`;
           if (r[0].n > 0) break;
         }
         q.cancel();
