@@ -269,14 +269,14 @@ def _():
             except psycopg.Error as e:
                 out[name] = error_obs(e)
         c.execute("drop table public.conf_py_sess")
-        with c.transaction():
-            c.execute("create table public.conf_py_tx as select g from generate_series(1, 2) g")
-            try:
+        try:
+            with c.transaction():
+                c.execute("create table public.conf_py_tx as select g from generate_series(1, 2) g")
                 with c.cursor().copy("copy public.conf_py_tx to stdout (format csv)") as cp:
                     out["transaction"] = b"".join(bytes(b) for b in cp).decode()
-            except psycopg.Error as e:
-                out["transaction"] = error_obs(e)
-            c.execute("drop table public.conf_py_tx")
+                c.execute("drop table public.conf_py_tx")
+        except psycopg.Error as e:  # the transaction is rolled back, the table with it
+            out["transaction"] = error_obs(e)
     return all(isinstance(v, str) for v in out.values()), out
 
 
