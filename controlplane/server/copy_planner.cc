@@ -107,9 +107,11 @@ Result<std::optional<maskplan::MaskPlan>> plan_table(const maskplan::TableInfo& 
   return std::optional<maskplan::MaskPlan>(std::move(*plan));
 }
 
-Result<maskplan::MaskPlan> plan_for_table(const policy::StatementAnalysis& st,
-                                          const policy::Policy& policy, maskplan::Catalog& catalog,
-                                          std::string_view hash_key) {
+// nullopt when no table of that name is visible to the catalog.
+Result<std::optional<maskplan::MaskPlan>> plan_for_table(const policy::StatementAnalysis& st,
+                                                         const policy::Policy& policy,
+                                                         maskplan::Catalog& catalog,
+                                                         std::string_view hash_key) {
   const policy::RelationRef& rel = st.copy_relation;
   auto tables = catalog.find_tables(rel.schema, rel.name);
   if (!tables.is_ok()) return tables.status();
@@ -129,12 +131,32 @@ Result<maskplan::MaskPlan> plan_for_table(const policy::StatementAnalysis& st,
       chosen_name = t.schema + "." + t.name;
     }
   }
-  if (!chosen) {
-    std::string name = rel.schema.empty() ? rel.name : rel.schema + "." + rel.name;
-    return refused("table " + name + (st.copy_columns.empty() ? "" : " with the listed columns") +
-                   " is not visible to pgwarden's catalog lookup, so its masking is unknown");
-  }
-  return std::move(*chosen);
+  if (!chosen) return std::optional<maskplan::MaskPlan>();
+  return chosen;
+}
+
+// A table the catalog does not see: one the session created itself (uncommitted, temporary)
+// or one the catalog role may not read. Masks are chosen by name, so it is masked only if a
+// rule could cover one of its columns: a column rule whose table part matches its name (any
+// table when the name is unqualified: the session's search_path is unknown), a column-name
+// rule, or a type rule. Otherwise its rows pass like a COPY (query)'s, detectors included.
+Status check_unseen_table(const policy::StatementAnalysis& st, const policy::Policy& policy) {
+  const policy::RelationRef& rel = st.copy_relation;
+  std::string name = rel.schema.empty() ? rel.name : rel.schema + "." + rel.name;
+  policy::ColumnUse any;
+  if (!rel.schema.empty()) any.relation = rel;
+  any.column = "*";
+  const policy::MaskRule* rule = masked_rule_for(policy, any);
+  if (rule == nullptr && !has_type_rule(policy)) return Status::ok();
+  std::string why =
+      rule == nullptr
+          ? "this policy masks columns by type"
+          : "mask rule " + (!rule->column_glob.empty() ? rule->column_glob : rule->name_pattern) +
+                " may cover its columns";
+  return refused("table " + name + (st.copy_columns.empty() ? "" : " with the listed columns") +
+                 " is not visible to pgwarden's catalog lookup (created in this session, or "
+                 "not readable by the catalog role) and " +
+                 why + (rel.schema.empty() ? "; schema-qualify the table name" : ""));
 }
 
 }  // namespace
@@ -184,10 +206,14 @@ Result<protocol::MaskPlanResponse> plan_copy(const protocol::CopyPlanRequest& re
     }
     plan.column_count = static_cast<size_t>(request.columns);
     line_detect = true;
+  } else if (auto p = plan_for_table(*st, policy, catalog, hash_key); !p.is_ok()) {
+    return p.status();
+  } else if (!p->has_value()) {
+    PGW_RETURN_IF_ERROR(check_unseen_table(*st, policy));
+    plan.column_count = static_cast<size_t>(request.columns);
+    line_detect = true;
   } else {
-    auto p = plan_for_table(*st, policy, catalog, hash_key);
-    if (!p.is_ok()) return p.status();
-    plan = std::move(*p);
+    plan = std::move(**p);
     if (plan.column_count != static_cast<size_t>(request.columns)) {
       return refused("the COPY output has " + std::to_string(request.columns) +
                      " columns but the catalog lists " + std::to_string(plan.column_count) +

@@ -10,6 +10,8 @@
 //     cannot know the session's search_path): all tables of that name must yield the same
 //     plan, else the COPY is refused and the user is asked to schema-qualify the name.
 //     Binary format with any masked column is refused (binary values cannot be rewritten).
+//     A table the catalog does not see (created in the session, uncommitted or temporary)
+//     passes like a COPY (query) unless a mask rule could cover one of its columns.
 //   COPY (query) TO STDOUT
 //     No column origins are known: refused when the query references a column a mask rule
 //     covers (policy masked_rule_for(), as deny_masked_in_expressions uses it, but for every

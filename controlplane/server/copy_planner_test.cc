@@ -160,6 +160,33 @@ TEST_F(CopyPlannerTest, UnknownTableColumnCountMismatchAndCatalogDownFailClosed)
   EXPECT_EQ(plan("COPY crm.customers TO STDOUT", 4).status().code(), StatusCode::kUnavailable);
 }
 
+TEST_F(CopyPlannerTest, TablesTheCatalogCannotSeePassUnlessAMaskRuleCouldCoverThem) {
+  // A table created in the session (uncommitted or temporary) is invisible to the catalog.
+  policy_.masks = {{"crm.*.email", "", "", "email"}};
+  auto ok = plan("COPY public.fresh TO STDOUT", 3);
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->plan["columns"].size(), 0u);
+  EXPECT_EQ(ok->plan["column_count"], 3);
+  EXPECT_EQ(ok->copy["line_detect"], true);
+  EXPECT_TRUE(plan("COPY public.fresh TO STDOUT (FORMAT binary)", 3, 1).is_ok());
+  // A rule that could cover it: its schema matches, or the name is unqualified (any schema).
+  for (const char* sql : {"COPY crm.fresh TO STDOUT", "COPY fresh TO STDOUT"}) {
+    auto r = plan(sql, 3);
+    ASSERT_FALSE(r.is_ok()) << sql;
+    EXPECT_EQ(r.status().sqlstate(), "42501");
+    EXPECT_NE(r.status().message().find("crm.*.email"), std::string::npos) << r.status().message();
+  }
+  EXPECT_NE(plan("COPY fresh TO STDOUT", 3).status().message().find("schema-qualify"),
+            std::string::npos);
+  // Column-name and type rules could cover any table.
+  policy_.masks = {{"", "*ssn*", "", "hash"}};
+  EXPECT_FALSE(plan("COPY public.fresh TO STDOUT", 3).is_ok());
+  policy_.masks = {{"", "", "inet", "redact"}};
+  EXPECT_FALSE(plan("COPY public.fresh TO STDOUT", 3).is_ok());
+  policy_.masks.clear();
+  EXPECT_TRUE(plan("COPY fresh TO STDOUT", 3).is_ok());
+}
+
 TEST_F(CopyPlannerTest, CopyQueryUsingMaskedColumnIsRefused) {
   for (const char* sql : {"COPY (SELECT id, email FROM crm.customers) TO STDOUT",
                           "COPY (SELECT * FROM crm.customers) TO STDOUT",

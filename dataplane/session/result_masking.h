@@ -98,6 +98,8 @@ class ResultFilter {
   void on_parse_forwarded(std::string_view name, std::string_view sql);
   void on_bind_forwarded(std::string_view portal, std::string_view statement);
   void on_describe_forwarded(uint64_t cycle);
+  // Statements forwarded whose results are not complete yet (recorded sessions).
+  bool results_pending() const { return !units_.empty(); }
   // Appends Describe(portal) to `up_out` (to be followed by the Execute itself).
   void before_execute(std::string_view portal, uint64_t cycle, int64_t now_ms, std::string& up_out);
 

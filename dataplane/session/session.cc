@@ -294,9 +294,13 @@ void Session::pump() {
     if (destroyed_) return;
     process_client_input();
     if (destroyed_) return;
+    bool held_before = waiting_results_;
     read_upstream();
     if (destroyed_) return;
-    if (state_ == before && waiting_cp_ == waiting_before) break;
+    if (waiting_results_ && !results_->results_pending()) waiting_results_ = false;
+    if (state_ == before && waiting_cp_ == waiting_before && waiting_results_ == held_before) {
+      break;
+    }
   }
   flush_upstream();
   if (destroyed_) return;
@@ -902,6 +906,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     }
     return true;
   }
+  if (hold_for_results()) return false;
   bump(c.statements_checked);
   ++statements_;
   Screen& screen = worker_->screen();
@@ -952,6 +957,21 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   return false;
 }
 
+bool Session::hold_for_results() {
+  // "Results are recorded as the client saw them, in order, before the session's next
+  // statement is forwarded": the next statement's record travels after the earlier results'
+  // events on the same ordered channel, so it is enough that those events were sent — which
+  // happens as the results arrive. Pipelining clients wait here; one-at-a-time clients never do.
+  if (!grant_.recording_required || !results_ || !results_->results_pending()) return false;
+  if (!waiting_results_) {
+    waiting_results_ = true;
+    // Within an unsynced pipeline PostgreSQL keeps the earlier results buffered until a Flush
+    // or Sync: ask for them (a Flush has no reply of its own).
+    pw::append_flush(up_out_);
+  }
+  return true;
+}
+
 bool Session::check_execution(const pw::Message& m) {
   if (decision_) {
     std::unique_ptr<Decision> d = std::move(decision_);
@@ -968,6 +988,7 @@ bool Session::check_execution(const pw::Message& m) {
   }
   json req = {{"session_id", sid_hex_}, {"kind", "statement"}, {"verdict", "allow"}};
   Decision d{.allow = true};
+  if (m.type == 'F' && hold_for_results()) return false;
   if (m.type == 'E') {
     pw::Execute e;
     const ExecutionLedger::Portal* portal = nullptr;
@@ -975,6 +996,7 @@ bool Session::check_execution(const pw::Message& m) {
       forward(m);  // covered by its Parse's record (or malformed: PostgreSQL answers it)
       return true;
     }
+    if (hold_for_results()) return false;
     d.rule = portal->rule;
     req["sql"] = portal->sql;
     req["portal"] = std::string(e.portal);

@@ -188,6 +188,9 @@ class Session {
   // Execute and FunctionCall of a recording-required session: forwarded only once their record
   // is written (a Parse's record covers its statement's first execution, ExecutionLedger).
   bool check_execution(const pgwire::Message& m);
+  // True (and the front message stays unprocessed) while statements forwarded earlier still
+  // have results to come in a recording-required session; releases itself in pump().
+  bool hold_for_results();
   void escalate_analyse(std::string sql, const ScreenResult& screen);
   // `approve_match`: the prescreen's first approve match (empty rule when none).
   void on_analysed(Result<nlohmann::json> r, std::string sql, uint64_t shape,
@@ -310,6 +313,9 @@ class Session {
 
   // Statement phase.
   bool waiting_cp_ = false;  // an escalation for the front client message is pending
+  // A recording-required session's next statement waits until the results of the ones before
+  // it are complete (and so recorded before its own record): see hold_for_results().
+  bool waiting_results_ = false;
   uint64_t escalation_seq_ = 0;
   std::unique_ptr<Decision> decision_;  // decided verdict for the front client message
   bool skip_until_sync_ = false;

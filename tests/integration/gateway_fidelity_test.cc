@@ -416,6 +416,74 @@ TEST_F(GatewayFidelityTest, BinaryCopyToStdoutPassesWhenNothingIsMasked) {
   EXPECT_EQ(got, want);
 }
 
+TEST_F(GatewayFidelityTest, TablesCreatedInTheSessionWorkAsInPostgres) {
+  // Tables the session itself created — committed, uncommitted, temporary — are invisible to
+  // any other connection (pgwarden's catalog lookups included) until committed, or forever.
+  auto copy_all = [](PGconn* c, const std::string& sql) {
+    Res r(PQexec(c, sql.c_str()));
+    if (PQresultStatus(r.get()) != PGRES_COPY_OUT) {
+      return "ERROR " + std::string(PQresultErrorMessage(r.get()));
+    }
+    std::string out;
+    char* buf = nullptr;
+    int n = 0;
+    while ((n = PQgetCopyData(c, &buf, 0)) > 0) {
+      out.append(buf, static_cast<size_t>(n));
+      PQfreemem(buf);
+    }
+    while (Res more{PQgetResult(c)}) {
+    }
+    return out;
+  };
+  auto run = [&](PGconn* c, const std::string& table, bool temp) {
+    std::vector<std::string> seen;
+    auto step = [&](const std::string& sql) {
+      Res r(PQexec(c, sql.c_str()));
+      std::string text = PQresStatus(PQresultStatus(r.get()));
+      if (PQresultStatus(r.get()) == PGRES_TUPLES_OK) {
+        for (int i = 0; i < PQntuples(r.get()); ++i) {
+          for (int j = 0; j < PQnfields(r.get()); ++j)
+            text += std::string(" ") + PQgetvalue(r.get(), i, j);
+        }
+      } else if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+        text += std::string(" ") + PQresultErrorMessage(r.get());
+      }
+      seen.push_back(sql + " -> " + text);
+    };
+    step("BEGIN");
+    step(std::string("CREATE ") + (temp ? "TEMP " : "") + "TABLE " + table +
+         " (id int, note text)");
+    step("INSERT INTO " + table + " VALUES (1, 'one'), (2, 'two')");
+    step("SELECT * FROM " + table + " ORDER BY id");
+    step("SELECT note, count(*) FROM " + table + " GROUP BY note ORDER BY note");
+    seen.push_back(copy_all(c, "COPY " + table + " TO STDOUT"));
+    seen.push_back(
+        copy_all(c, "COPY (SELECT note FROM " + table + " ORDER BY id) TO STDOUT (FORMAT csv)"));
+    seen.push_back(copy_all(c, "COPY " + table + " TO STDOUT (FORMAT binary)"));
+    step("COMMIT");
+    step("SELECT id FROM " + table + " WHERE note = 'two'");
+    return seen;
+  };
+  Conn gw = connect();
+  Conn pg = connect_direct();
+  // Same names on both sides, in different schemas' worth of tables (dropped after).
+  for (bool temp : {false, true}) {
+    std::string gw_table = temp ? "fresh_tmp_gw" : "public.fresh_gw";
+    std::string pg_table = temp ? "fresh_tmp_pg" : "public.fresh_pg";
+    std::vector<std::string> got = run(gw.get(), gw_table, temp);
+    std::vector<std::string> want = run(pg.get(), pg_table, temp);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      std::string w = want[i];
+      for (size_t at; (at = w.find(temp ? "fresh_tmp_pg" : "fresh_pg")) != std::string::npos;) {
+        w.replace(at, temp ? 12 : 8, temp ? "fresh_tmp_gw" : "fresh_gw");
+      }
+      EXPECT_EQ(got[i], w) << "step " << i << (temp ? " (temp table)" : "");
+    }
+  }
+  ASSERT_TRUE(gw_->pg().psql("DROP TABLE IF EXISTS public.fresh_gw, public.fresh_pg").is_ok());
+}
+
 TEST_F(GatewayFidelityTest, CatalogConnectionReconnectsAfterTheServerClosedIt) {
   {
     // Make sure cp's catalog connection exists (a mask plan for a table's RowDescription).

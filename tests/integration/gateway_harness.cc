@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -172,6 +173,7 @@ Status GatewayHarness::start(const GatewayOptions& options) {
     if (!mounted.is_ok()) return mounted.status();
     state_mounted_ = true;
   }
+  if (options.state_loop_device) PGW_RETURN_IF_ERROR(mount_state_device());
   auto cert = run_command(
       "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
       "-keyout " +
@@ -193,6 +195,47 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   PGW_RETURN_IF_ERROR(start_cp());
   dp_argv_ = dp_argv;
   return start_dp();
+}
+
+// The image (64 MiB, sparse) sits on a tmpfs of its own so that nothing outside the test
+// directory is written; the loop device is detached by stop().
+Status GatewayHarness::mount_state_device() {
+  const std::string device_dir = dir_ + "/device";
+  mkdir(device_dir.c_str(), 0700);
+  PGW_RETURN_IF_ERROR(
+      run_command("mount -t tmpfs -o size=80m,mode=0700 pgw-device " + device_dir + " 2>&1")
+          .status());
+  auto loop = run_command("truncate -s 64M " + device_dir + "/img && losetup -f --show " +
+                          device_dir + "/img 2>&1");
+  if (!loop.is_ok()) {
+    (void)run_command("umount " + device_dir + " 2>&1");
+    return loop.status();
+  }
+  state_loop_ = *loop;
+  while (!state_loop_.empty() && std::isspace(static_cast<unsigned char>(state_loop_.back()))) {
+    state_loop_.pop_back();
+  }
+  const bool journal = options_.state_loop_journal;
+  PGW_RETURN_IF_ERROR(
+      run_command(std::string("mkfs.ext4 -q ") + (journal ? "" : "-O ^has_journal ") +
+                  "-E lazy_itable_init=0,lazy_journal_init=0 " + state_loop_ +
+                  " 2>&1 && mount -o " + (journal ? "errors=remount-ro,commit=1 " : "errors=continue ") +
+                  state_loop_ + " " + dir_ + "/state 2>&1 && chmod 0700 " + dir_ + "/state")
+          .status());
+  state_mounted_ = true;
+  return Status::ok();
+}
+
+Status GatewayHarness::break_state_device() {
+  return run_command("truncate -s 4M " + dir_ + "/device/img && losetup -c " + state_loop_ +
+                     " 2>&1")
+      .status();
+}
+
+Status GatewayHarness::heal_state_device() {
+  return run_command("truncate -s 64M " + dir_ + "/device/img && losetup -c " + state_loop_ +
+                     " 2>&1")
+      .status();
 }
 
 Status GatewayHarness::start_dp() {
@@ -326,6 +369,11 @@ void GatewayHarness::stop() {
   if (state_mounted_) {
     (void)run_command("umount " + dir_ + "/state 2>&1");
     state_mounted_ = false;
+  }
+  if (!state_loop_.empty()) {
+    (void)run_command("losetup -d " + state_loop_ + " 2>&1");
+    (void)run_command("umount " + dir_ + "/device 2>&1");
+    state_loop_.clear();
   }
   service_keys_.clear();
   admin_hashes_.clear();

@@ -42,6 +42,15 @@ struct GatewayOptions {
   // > 0: the state dir (<dir>/state: recordings, checkpoint, approvals) is a tmpfs of this
   // many KiB (needs root), unmounted by stop(): fault tests fill it up.
   int state_tmpfs_kib = 0;
+  // The state dir is an ext4 file system on a loop device (needs root and /dev/loop*) whose
+  // image lives on its own tmpfs; break_state_device() makes every write past the first
+  // MiBs fail with EIO (the device shrinks under the file system), heal_state_device() gives
+  // the space back. Unmounted and detached by stop().
+  bool state_loop_device = false;
+  // With a journal (mounted errors=remount-ro) the first failed journal commit turns the file
+  // system read-only for good (EROFS); without one (errors=continue) a failed write is EIO
+  // and writing works again after heal_state_device().
+  bool state_loop_journal = false;
   std::string masking_key_file;  // $.masking.key_file; "" = none
   // Policy JSON object for the one policy (groups/targets are filled in when absent).
   std::string policy_json =
@@ -124,6 +133,9 @@ class GatewayHarness {
   Status start_dp();
   // Rewrites the config file with a new policy (for SIGHUP reload tests).
   Status rewrite_policy(const std::string& policy_json);
+  // state_loop_device only (see GatewayOptions).
+  Status break_state_device();
+  Status heal_state_device();
   // Rewrites the config file without service key `key_id` (reload it to apply).
   Status remove_service_key(const std::string& key_id);
   // kill -9 of pgwarden-cp (its socket file is left behind, as after a crash).
@@ -159,6 +171,8 @@ class GatewayHarness {
   CpProcess cp_;
   pid_t dp_pid_ = -1;
   bool state_mounted_ = false;
+  std::string state_loop_;  // /dev/loopN under the state dir (state_loop_device)
+  Status mount_state_device();
   std::vector<std::string> dp_argv_;
 };
 

@@ -247,7 +247,10 @@ TEST_F(GatewayLoginFloodTest, FloodOfIdleAndSlowConnectionsDelaysNoRealLogin) {
       << dp_logins().dump();
 
   constexpr int kLogins = 12;
-  constexpr int64_t kBoundMs = 3000;
+  // A starved login fails (53300, or cut at a timeout); the bound only catches one that
+  // crawls. It is generous because this box may run other suites at the same time: the
+  // slowest login is printed, speed is measured by benchmarks, not asserted here.
+  constexpr int64_t kBoundMs = 8000;
   int64_t worst = 0;
   int ok = 0;
   uint64_t dropped_before = flood.dropped_by_gateway();

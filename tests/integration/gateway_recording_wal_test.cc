@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -334,6 +335,54 @@ TEST_F(GatewayRecordingWalTest, PreparedExecutionsAreRecordedBeforeTheyRunOrRefu
   EXPECT_EQ(recorded.size(), ok.size() - 1);
 }
 
+TEST_F(GatewayRecordingWalTest, PipelinedStatementsRunOnlyAfterTheResultsBeforeThemAreRecorded) {
+  // libpq pipeline mode: five statements (Parse/Bind/Describe/Execute each) and one Sync sent
+  // at once. Each statement's write-ahead record must follow the complete results of the one
+  // before it in the recording, so the gateway lets the next one through only once those
+  // results are in.
+  auto [conn, id] = open_session();
+  ASSERT_FALSE(id.empty());
+  constexpr int kStatements = 5;
+  ASSERT_EQ(PQenterPipelineMode(conn.get()), 1);
+  for (int i = 0; i < kStatements; ++i) {
+    std::string sql =
+        "SELECT g AS pipelined_" + std::to_string(i) + " FROM generate_series(1, 3) AS g";
+    ASSERT_EQ(PQsendQueryParams(conn.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0),
+              1)
+        << PQerrorMessage(conn.get());
+  }
+  ASSERT_EQ(PQpipelineSync(conn.get()), 1);
+  for (int i = 0; i < kStatements; ++i) {
+    Res r(PQgetResult(conn.get()));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    EXPECT_EQ(PQntuples(r.get()), 3);
+    EXPECT_EQ(PQfname(r.get(), 0), "pipelined_" + std::to_string(i));
+    EXPECT_EQ(PQgetResult(conn.get()), nullptr);  // end of this statement's results
+  }
+  Res sync(PQgetResult(conn.get()));
+  EXPECT_EQ(PQresultStatus(sync.get()), PGRES_PIPELINE_SYNC);
+  ASSERT_EQ(PQexitPipelineMode(conn.get()), 1);
+  conn.reset();
+  ASSERT_TRUE(eventually([&] { return sealed(id); }));
+
+  recording::VerifyReport report;
+  std::vector<std::string> order;  // "record i", "rows i", "end i"
+  for (const json& r : records(id, &report)) {
+    std::string kind = r.value("kind", "");
+    std::string text = r.dump();
+    auto at = text.find("pipelined_");
+    if (at == std::string::npos) continue;
+    std::string n = text.substr(at + 10, 1);
+    if (kind == "statement") order.push_back((r.contains("phase") ? "end " : "record ") + n);
+    if (kind == "rows") order.push_back("rows " + n);
+  }
+  std::vector<std::string> want;
+  for (int i = 0; i < kStatements; ++i) {
+    for (const char* what : {"record ", "rows ", "end "}) want.push_back(what + std::to_string(i));
+  }
+  EXPECT_EQ(order, want);
+}
+
 TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
   int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
   ASSERT_TRUE(gw_->rewrite_policy(kNotRequiredPolicy).is_ok());
@@ -514,6 +563,157 @@ TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDe
   CtlResult cut = gw_->ctl("ops", {"sessions", "verify", open_id});
   EXPECT_EQ(cut.code, 1) << cut.out << cut.err;
   EXPECT_NE(cut.out.find("TRUNCATED"), std::string::npos) << cut.out;
+}
+
+// I/O errors under the recorder, with real kernel I/O: the state dir is ext4 on a loop device
+// that shrinks under it, so writes past its new end fail. With `sync: always` the fdatasync
+// of each batch reports the error: the statements waiting for that batch are refused with
+// 58030 (io_error) and never run.
+class GatewayRecordingIoErrorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/dev/loop-control", F_OK) != 0 || geteuid() != 0) {
+      GTEST_SKIP() << "needs root and loop devices (/dev/loop-control) to inject I/O errors";
+    }
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "---- cp log ----\n" << gw_.cp_log();
+  }
+  void start(bool journal) {
+    GatewayOptions o;
+    o.policy_json = kRequiredPolicy;
+    o.state_loop_device = true;
+    o.state_loop_journal = journal;
+    o.recording_sync = "always";
+    o.admin_principals = {{"ops", {"ops"}}};
+    Status started = gw_.start(o);
+    ASSERT_TRUE(started.is_ok()) << started.to_string();
+    auto made = gw_.pg().psql(
+        "CREATE TABLE public.io_t (v text PRIMARY KEY); GRANT ALL ON public.io_t TO app_scram");
+    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+    conn_ = Conn(PQconnectdb(gw_.conninfo().c_str()));
+    ASSERT_EQ(PQstatus(conn_.get()), CONNECTION_OK) << PQerrorMessage(conn_.get());
+    for (int i = 0; i < 3; ++i)
+      ASSERT_NO_FATAL_FAILURE(insert_expecting_ok("io-" + std::to_string(i)));
+  }
+  json status() {
+    json s = json::parse(gw_.ctl("ops", {"status", "--json"}).out, nullptr, false);
+    return s.is_object() && s.contains("recorder") ? s["recorder"] : json::object();
+  }
+  void insert_expecting_ok(const std::string& v) {
+    Res r(PQexec(conn_.get(), ("INSERT INTO public.io_t VALUES ('" + v + "')").c_str()));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+    ok_.insert(v);
+  }
+  // Inserts until `refusals` were refused and one refusal's message contains `wanted` (the
+  // file system turns read-only at its next journal commit: within about a second).
+  void insert_until_refused(size_t refusals, const std::string& wanted) {
+    bool seen = false;
+    auto until = Clock::now() + std::chrono::seconds(20);
+    for (int i = 3; Clock::now() < until && (refused_.size() < refusals || !seen); ++i) {
+      std::string v = "io-" + std::to_string(i);
+      Res r(PQexec(conn_.get(), ("INSERT INTO public.io_t VALUES ('" + v + "')").c_str()));
+      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
+        ok_.insert(v);
+        continue;
+      }
+      ASSERT_EQ(sqlstate(r.get()), "58030") << PQresultErrorMessage(r.get());
+      std::string message = PQresultErrorMessage(r.get());
+      EXPECT_NE(message.find("not run"), std::string::npos) << message;
+      seen = seen || message.find(wanted) != std::string::npos;
+      refused_.insert(v);
+    }
+    ASSERT_GE(refused_.size(), refusals) << "no write failed on the shrunken device";
+    ASSERT_TRUE(seen) << "no refusal said " << wanted;
+  }
+  // Every acknowledged INSERT ran and has its statement record; no refused one ran.
+  void check_nothing_ran_unrecorded() {
+    std::set<std::string> in_db;
+    auto out = gw_.pg().psql("SELECT v FROM public.io_t");
+    ASSERT_TRUE(out.is_ok());
+    std::istringstream lines(*out);
+    for (std::string l; std::getline(lines, l);) {
+      if (!l.empty()) in_db.insert(l);
+    }
+    EXPECT_EQ(in_db, ok_);
+    for (const std::string& v : refused_) EXPECT_EQ(in_db.count(v), 0u) << v << " ran";
+    recording::VerifyReport report;
+    auto recs = recording::read_recording(recording_path(), &report);
+    ASSERT_TRUE(recs.is_ok()) << recs.status().to_string();
+    EXPECT_TRUE(report.ok) << report.reason;
+    std::set<std::string> recorded;
+    for (const json& r : *recs) {
+      std::string sql = r.value("sql", "");
+      auto at = sql.find("'io-");
+      if (r.value("kind", "") == "statement" && !r.contains("phase") && at != std::string::npos) {
+        recorded.insert(sql.substr(at + 1, sql.find('\'', at + 1) - at - 1));
+      }
+    }
+    for (const std::string& v : in_db) EXPECT_EQ(recorded.count(v), 1u) << v << " has no record";
+  }
+  std::string recording_path() {
+    for (const auto& e : fs::directory_iterator(gw_.state_dir() + "/recordings")) {
+      if (e.path().extension() == ".jsonl") return e.path().string();
+    }
+    return "";
+  }
+
+  GatewayHarness gw_;
+  Conn conn_;
+  std::set<std::string> ok_, refused_;
+};
+
+TEST_F(GatewayRecordingIoErrorTest, EioFailsClosedWith58030AndRecordingHealsWhenTheDeviceIsBack) {
+  ASSERT_NO_FATAL_FAILURE(start(/*journal=*/false));
+  ASSERT_TRUE(gw_.break_state_device().is_ok());
+  ASSERT_NO_FATAL_FAILURE(insert_until_refused(5, "Input/output error"));
+  json st = status();
+  EXPECT_EQ(st.value("state", ""), "failing") << st.dump();
+  EXPECT_NE(st.value("last_error", "").find("EIO"), std::string::npos) << st.dump();
+
+  ASSERT_TRUE(gw_.heal_state_device().is_ok());
+  EXPECT_TRUE(eventually([&] {
+    json s = status();
+    return s.value("state", "") == "ok" && s.value("gaps_pending", 1) == 0;
+  })) << status().dump();
+  ASSERT_NO_FATAL_FAILURE(insert_expecting_ok("io-after"));
+  const std::string audit = gw_.audit_log();
+  EXPECT_NE(audit.find("recording_write_failed"), std::string::npos);
+  EXPECT_NE(audit.find("recording_write_resumed"), std::string::npos);
+
+  // The session ends sealed; the gap record counts the refused statements and names EIO.
+  conn_.reset();
+  recording::VerifyReport report;
+  ASSERT_TRUE(eventually([&] {
+    return recording::read_recording(recording_path(), &report).is_ok() && report.sealed;
+  })) << report.reason;
+  ASSERT_NO_FATAL_FAILURE(check_nothing_ran_unrecorded());
+  uint64_t not_run = 0;
+  auto recs = recording::read_recording(recording_path(), &report);
+  ASSERT_TRUE(recs.is_ok()) << recs.status().to_string();
+  for (const json& r : *recs) {
+    if (r.value("kind", "") != "recording_gap") continue;
+    EXPECT_NE(r.value("reason", "").find("EIO"), std::string::npos) << r.dump();
+    not_run += r.value("not_run", uint64_t{0});
+  }
+  EXPECT_EQ(not_run, refused_.size());
+}
+
+TEST_F(GatewayRecordingIoErrorTest, AFileSystemTurnedReadOnlyFailsClosedWith58030) {
+  // ext4 with a journal: the failed journal commit makes the file system read-only (EROFS)
+  // until an operator repairs it; every statement that needs recording is refused meanwhile.
+  ASSERT_NO_FATAL_FAILURE(start(/*journal=*/true));
+  ASSERT_TRUE(gw_.break_state_device().is_ok());
+  ASSERT_NO_FATAL_FAILURE(insert_until_refused(5, "Read-only file system"));
+  json st = status();
+  EXPECT_EQ(st.value("state", ""), "failing") << st.dump();
+  EXPECT_NE(st.value("last_error", "").find("EROFS"), std::string::npos) << st.dump();
+  // Still refused however often the client retries: nothing runs unrecorded.
+  Res again(PQexec(conn_.get(), "INSERT INTO public.io_t VALUES ('io-late')"));
+  EXPECT_EQ(sqlstate(again.get()), "58030") << PQresultErrorMessage(again.get());
+  refused_.insert("io-late");
+  EXPECT_NE(gw_.audit_log().find("recording_write_failed"), std::string::npos);
+  ASSERT_NO_FATAL_FAILURE(check_nothing_ran_unrecorded());
 }
 
 }  // namespace

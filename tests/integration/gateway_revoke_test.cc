@@ -10,11 +10,13 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -422,6 +424,54 @@ TEST_F(RevokeTest, TokenExpiryEndsTheSessionAtExp) {
   EXPECT_LT(late_ms, 1500);
   EXPECT_EQ(c->notices.sqlstate, "57P01");
   EXPECT_NE(c->notices.message.find("expired"), std::string::npos) << c->notices.message;
+}
+
+TEST_F(RevokeTest, TokenExpiryKeepLetsTheSessionOutliveItsToken) {
+  // The policy opts out of ending sessions at `exp` (token_expiry: keep).
+  auto policy_version = [&] {
+    json s = json::parse(gw_->ctl("alice", {"status", "--json"}).out, nullptr, false);
+    return s.is_object() ? s.value("policy_version", int64_t{0}) : int64_t{0};
+  };
+  auto apply_policy = [&](const std::string& token_expiry) {
+    json pol = json::parse(GatewayOptions{}.policy_json);
+    pol["token_expiry"] = token_expiry;
+    int64_t before = policy_version();
+    ASSERT_TRUE(gw_->rewrite_policy(pol.dump()).is_ok());
+    gw_->signal_cp(SIGHUP);
+    auto until = Clock::now() + std::chrono::seconds(10);
+    while (policy_version() == before && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_NE(policy_version(), before) << "the reload never landed";
+  };
+  ASSERT_NO_FATAL_FAILURE(apply_policy("keep"));
+  write_jwks(key_a().jwks(std::vector<const identity::testing::TestSigner*>{&key_b()}));
+  int64_t exp = now_s() + 2;
+  std::unique_ptr<Client> c;
+  for (int i = 0; i < 20; ++i) {
+    c = std::make_unique<Client>();
+    c->conn.reset(PQconnectdb(conninfo_token(jwt(key_b(), "keeps-going", exp)).c_str()));
+    if (PQstatus(c->conn.get()) == CONNECTION_OK) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(PQstatus(c->conn.get()), CONNECTION_OK) << PQerrorMessage(c->conn.get());
+  PQsetNoticeReceiver(c->conn.get(), on_notice, &c->notices);
+  // What is being tested is a point in time: the token's exp, plus more than the expiry
+  // sweeper's period (500 ms; leeway 0 here) and the 1.5 s the default would take.
+  auto past_exp = Clock::now() + std::chrono::milliseconds((exp - now_s()) * 1000 + 2000);
+  int64_t closed = wait_closed(
+      *c, Clock::now(),
+      static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(past_exp - Clock::now()).count()));
+  EXPECT_EQ(closed, -1) << "ended although the policy keeps sessions: " << c->notices.message;
+  EXPECT_TRUE(alive(*c));
+  std::istringstream audit(gw_->audit_log());
+  for (std::string line; std::getline(audit, line);) {
+    if (line.find("keeps-going") == std::string::npos) continue;
+    EXPECT_EQ(line.find("session_kill"), std::string::npos) << line;
+  }
+  c.reset();
+  ASSERT_NO_FATAL_FAILURE(apply_policy("end"));
 }
 
 TEST_F(RevokeTest, CpKill9MidStatementIsInvisibleToAHealthySessionAndNothingRunsUnrecorded) {
