@@ -33,6 +33,9 @@ def connect(**kw):
 
 def case(name, timeout=None, full_only=False):
     def deco(fn):
+        global conn
+        if conn.broken or conn.closed:  # an earlier case timed out on it: a new one
+            conn = connect(autocommit=True)
         run_case(name, fn, error_obs, timeout=timeout, full_only=full_only)
         return fn
     return deco
