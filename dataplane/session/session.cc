@@ -448,6 +448,9 @@ void Session::read_upstream() {
       send_fatal("08006", "pgwarden: the upstream database closed the connection");
       close_after_flush();
     } else if (state_ != State::kClosing) {
+      // The upstream's last words may still be unread (e.g. its FATAL for a startup setting
+      // arrived with AuthenticationOk while the SCRAM verification was at cp).
+      if (upstream_login_last_error()) return;
       login_failed("08006",
                    "pgwarden: the upstream database of target \"" + target_ +
                        "\" closed the connection during login",
@@ -1500,18 +1503,9 @@ void Session::process_upstream_login() {
       case 'R':
         handle_upstream_auth(m);
         break;
-      case 'E': {
-        pw::ErrorResponse er;
-        std::string what = "(unreadable error)";
-        if (pw::parse(m.body, &er).ok()) {
-          what = std::string(er.message()) + " (SQLSTATE " + std::string(er.sqlstate()) + ")";
-        }
-        login_failed("08004",
-                     "pgwarden: the upstream database of target \"" + target_ +
-                         "\" refused the login: " + what,
-                     "upstream_refused");
+      case 'E':
+        upstream_login_error(m, state_ == State::kUpstreamStartup);
         return;
-      }
       case 'S':
       case 'N':
         client_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
@@ -1550,6 +1544,66 @@ void Session::process_upstream_login() {
     up_in_.clear();
     up_in_off_ = 0;
   }
+}
+
+// An ErrorResponse of the upstream during login. Before AuthenticationOk it is about
+// pgwarden's own credential or the target (the agent's token was fine): 08004 naming it. After
+// it, it answers the client's own startup request — a setting's value (22023), an unknown
+// setting (42704), too many connections (53300), a database starting up (57P03) — and the client
+// gets PostgreSQL's ErrorResponse unchanged, as PostgreSQL would answer it.
+void Session::upstream_login_error(const pw::Message& m, bool after_auth_ok) {
+  pw::ErrorResponse er;
+  bool parsed = pw::parse(m.body, &er).ok();
+  std::string what = "(unreadable error)";
+  if (parsed) what = std::string(er.message()) + " (SQLSTATE " + std::string(er.sqlstate()) + ")";
+  if (!after_auth_ok || !parsed || er.sqlstate().size() != 5) {
+    login_failed(
+        "08004",
+        "pgwarden: the upstream database of target \"" + target_ + "\" refused the login: " + what,
+        "upstream_refused");
+    return;
+  }
+  if (destroyed_ || state_ == State::kClosing) return;
+  bump(worker_->counters().sessions_login_failed);
+  spdlog::info(
+      "session {}: login of user \"{}\" to target \"{}\" from {} refused by the upstream "
+      "database: {}",
+      session_id_hex(), user_, target_, peer_text_, what);
+  emit_event({{"kind", "error"},
+              {"phase", "login"},
+              {"sqlstate", std::string(er.sqlstate())},
+              {"code", "upstream_refused_startup"},
+              {"message", std::string(er.message())},
+              {"user", user_},
+              {"target", target_},
+              {"client_addr", peer_text_}});
+  client_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+  close_after_flush();
+}
+
+// At the upstream's EOF during login: answers with the first ErrorResponse still unread in
+// up_in_ (true), or returns false when there is none.
+bool Session::upstream_login_last_error() {
+  bool auth_ok = state_ == State::kUpstreamStartup;
+  size_t off = up_in_off_;
+  while (off < up_in_.size()) {
+    pw::Framer framer = upstream_framer_;
+    pw::FrameResult r = framer.next(bytes_of(up_in_, off));
+    if (r.status != pw::FrameStatus::kMessage) return false;
+    off += r.consumed;
+    if (r.message.type == 'R') {
+      pw::Authentication a;
+      if (pw::parse(r.message.body, &a).ok() && a.code == pw::kAuthOk) auth_ok = true;
+    } else if (r.message.type == 'E') {
+      // PostgreSQL's order: AuthenticationOk, then the FATAL (libpq reacts to some of them —
+      // 42704, its pre-9.0 application_name retry — only after AuthenticationOk). The client's
+      // token was accepted before the upstream login began.
+      if (auth_ok && state_ != State::kUpstreamStartup) pw::append_authentication_ok(client_out_);
+      upstream_login_error(r.message, auth_ok);
+      return true;
+    }
+  }
+  return false;
 }
 
 void Session::handle_upstream_auth(const pw::Message& m) {

@@ -234,6 +234,8 @@ class Session {
   void send_upstream_startup();
   void process_upstream_login();
   void handle_upstream_auth(const pgwire::Message& m);
+  void upstream_login_error(const pgwire::Message& m, bool after_auth_ok);
+  bool upstream_login_last_error();
   void on_scram_answer(const std::string& step, Result<nlohmann::json> answer);
   void login_failed(std::string_view sqlstate, std::string_view message, std::string_view code);
   // Frees the pending-login slot (password received, or the connection is ending).

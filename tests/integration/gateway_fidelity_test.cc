@@ -316,6 +316,43 @@ TEST_F(GatewayFidelityTest, StartupParametersAndOptionsReachTheUpstreamWithinThe
   EXPECT_NE(audit.find("option -c work_mem"), std::string::npos);
 }
 
+// A setting the policy lets through but PostgreSQL rejects (a bad value): the client gets
+// PostgreSQL's own FATAL (SQLSTATE and message), as directly — not "the upstream closed the
+// connection during login" — and the refusal is audited.
+TEST_F(GatewayFidelityTest, StartupSettingsPostgresRejectsGetPostgresOwnFatal) {
+  const std::string options = "options='-c DateStyle=NotAStyle'";
+  Conn direct(PQconnectdb((gw_->pg().conninfo() + " " + options).c_str()));
+  Conn through(PQconnectdb(gw_->conninfo(options).c_str()));
+  ASSERT_EQ(PQstatus(direct.get()), CONNECTION_BAD);
+  ASSERT_EQ(PQstatus(through.get()), CONNECTION_BAD);
+  auto fatal_text = [](PGconn* c) {
+    std::string m = PQerrorMessage(c);
+    auto at = m.find("FATAL:");
+    return at == std::string::npos ? m : m.substr(at);  // without host and port
+  };
+  EXPECT_NE(fatal_text(direct.get()).find("invalid value for parameter"), std::string::npos)
+      << fatal_text(direct.get());
+  EXPECT_EQ(fatal_text(through.get()), fatal_text(direct.get()));
+
+  int fd = -1;
+  std::string body;
+  ASSERT_EQ(raw_login(&fd, gw_->token(), &body, {{"DateStyle", "NotAStyle"}}), 'E');
+  EXPECT_EQ(error_sqlstate(body), "22023");
+  EXPECT_NE(body.find("FATAL"), std::string::npos);
+  close(fd);
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::string audit;
+  while ((audit = gw_->audit_log()).find("upstream_refused_startup") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_NE(audit.find("upstream_refused_startup"), std::string::npos);
+  // The session stays usable for the next login.
+  Conn ok = connect("options='-c DateStyle=ISO'");
+  EXPECT_EQ(PQstatus(ok.get()), CONNECTION_OK);
+}
+
 TEST_F(GatewayFidelityTest, BackendKeyDataCarriesTheUpstreamPidAndCancelStillWorks) {
   Conn c = connect();
   Res pid = exec(c.get(), "select pg_backend_pid()");

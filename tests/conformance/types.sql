@@ -1,0 +1,12 @@
+select 1::int2 as i2, 2147483647::int4 as i4, 9007199254740993::int8 as i8,
+  1.5::float4 as f4, 3.141592653589793::float8 as f8, 'NaN'::float8 as nan,
+  123456789.123456789::numeric as num, true as b, 'héllo'::text as t, 'v'::varchar(3) as vc,
+  'c'::char(3) as ch, '\x00ff10'::bytea as by, '2024-02-29'::date as d,
+  '2024-02-29 13:14:15.123456'::timestamp as ts, '2024-02-29 13:14:15.5+02'::timestamptz as tstz,
+  '13:14:15'::time as tm, '1 year 2 mons 3 days 04:05:06.7'::interval as iv,
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid as u, '{"a": [1, 2]}'::json as j,
+  '{"b": {"c": null}}'::jsonb as jb, array[1, null, 3]::int[] as ai,
+  array['a', 'b c', null]::text[] as at, '192.168.0.1/24'::inet as ip, '(1,2)'::point as pt,
+  12.34::money as mo, 'a & b'::tsquery as tq, B'101'::bit(3) as bits, null::int as nul,
+  '{1,2}'::int8[] as a8, int4range(1, 5) as r,
+  '<a>x</a>'::xml as x, 'ab'::name as nm, 26::oid as o
