@@ -551,6 +551,12 @@ void Session::update_interest() {
   bool again = (client_readable_ || client_.has_buffered_input()) && client_read_allowed() &&
                client_.tls() && client_.has_buffered_input();
   again |= upstream_read_allowed() && upstream_.tls() && upstream_.has_buffered_input();
+  // Messages already buffered here and held back only because the other side's output was
+  // full: no socket event will announce them once that output drained (often in this very
+  // pump's final flush), so come back for them.
+  const size_t cap = worker_->runtime().config.limits.output_buffer_bytes;
+  again |= client_held_for_output_ && up_out_pending() <= cap;
+  again |= upstream_held_for_output_ && client_out_pending() <= cap;
   if (again && !repump_scheduled_) {
     repump_scheduled_ = true;
     client_readable_ = client_readable_ || client_.has_buffered_input();
@@ -568,6 +574,7 @@ void Session::update_interest() {
 // Client messages
 
 void Session::process_client_input() {
+  client_held_for_output_ = false;
   for (;;) {
     if (destroyed_ || waiting_cp_) break;
     if (state_ != State::kStartup && state_ != State::kAwaitPassword && state_ != State::kReady) {
@@ -575,6 +582,7 @@ void Session::process_client_input() {
     }
     if (state_ == State::kReady &&
         up_out_pending() > worker_->runtime().config.limits.output_buffer_bytes) {
+      client_held_for_output_ = client_in_pending() > 0;  // resumed once the upstream took it
       break;
     }
     if (client_in_pending() == 0) break;
@@ -1742,10 +1750,14 @@ void Session::on_login_complete() {
 
 void Session::process_upstream_stream() {
   const size_t cap = worker_->runtime().config.limits.output_buffer_bytes;
+  upstream_held_for_output_ = false;
   while (!destroyed_ && state_ == State::kReady) {
     size_t avail = up_in_.size() - up_in_off_;
     if (avail == 0) break;
-    if (client_out_pending() > cap) break;
+    if (client_out_pending() > cap) {
+      upstream_held_for_output_ = true;  // resumed once the client took enough of it
+      break;
+    }
     if (up_pass_remaining_ > 0) {
       size_t n = std::min(avail, up_pass_remaining_);
       if (up_pass_ != UpstreamPass::kPlain) {

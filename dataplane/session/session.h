@@ -297,6 +297,10 @@ class Session {
   bool upstream_readable_ = false;
   bool upstream_hup_ = false;
   bool repump_scheduled_ = false;
+  // Processing stopped with input buffered because the output towards the other side was
+  // over limits.output_buffer_bytes (update_interest() schedules a pump once it is not).
+  bool client_held_for_output_ = false;
+  bool upstream_held_for_output_ = false;
   size_t client_need_ = 0;  // bytes the first incomplete client message needs
 
   pgwire::Framer client_framer_;
