@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 
 testlog, results_dir = sys.argv[1], sys.argv[2]
 passed = failed = skipped = 0
+suite_seconds = {}  # suite -> summed test durations (tests run 2 at a time: not wall time)
 xml_by_exe = {}
 for path in glob.glob(os.path.join(results_dir, "*.xml")):
     xml_by_exe[os.path.splitext(os.path.basename(path))[0]] = path
@@ -22,6 +23,9 @@ with open(testlog) as f:
         t = json.loads(line)
         exe = os.path.basename(t["command"][0]) if t.get("command") else ""
         result = t["result"]
+        # "pgwarden:integration / gateway_copy_masking": the suite is between ':' and ' / '.
+        suite = t["name"].split(" / ")[0].split(":")[-1]
+        suite_seconds[suite] = suite_seconds.get(suite, 0.0) + float(t.get("duration", 0.0))
         xml = xml_by_exe.get(exe)
         if xml and result in ("OK", "FAIL"):
             root = ET.parse(xml).getroot()
@@ -46,6 +50,9 @@ with open(testlog) as f:
             failed += 1
             print(f"FAILED: {t['name']} ({result})")
 
+if suite_seconds:
+    print("test time per suite (summed over its tests): " +
+          ", ".join(f"{k} {v:.0f} s" for k, v in sorted(suite_seconds.items())))
 line = f"{passed} passed, {failed} failed"
 if skipped:
     line += f", {skipped} skipped"
