@@ -1,7 +1,9 @@
 // pgwardenctl: the operators' CLI. Each subcommand group lives in its own file
 // (<group>_command.{h,cc}) and registers one line in kGroups below.
+#include <algorithm>
 #include <iostream>
 #include <span>
+#include <sstream>
 #include <string_view>
 #include <vector>
 
@@ -50,6 +52,17 @@ int main(int argc, char** argv) {
   if (args.empty() || args[0] == "-h" || args[0] == "--help") return usage(std::cerr);
   for (const CommandGroup& g : kGroups) {
     if (g.name == args[0]) {
+      if (std::any_of(args.begin() + 1, args.end(),
+                      [](std::string_view a) { return a == "--help" || a == "-h"; })) {
+        // Help for one group: its own usage (what it prints without a command), on stdout.
+        if (g.name == "status" || g.name == "dataplane") {
+          std::cout << "usage: pgwardenctl " << g.name << " [--json]\n  " << g.summary << "\n";
+          return 0;
+        }
+        std::istringstream no_input;
+        (void)g.run({}, no_input, std::cout, std::cout);
+        return 0;
+      }
       return g.run(std::span<const std::string_view>(args).subspan(1), std::cin, std::cout,
                    std::cerr);
     }
