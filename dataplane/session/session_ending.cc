@@ -1,0 +1,199 @@
+// Session, ending: termination, kill, re-registration after a cp restart, teardown.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/protocol/event_record.h"
+#include "common/protocol/messages.h"
+#include "dataplane/pgwire/messages.h"
+#include "dataplane/session/session.h"
+#include "dataplane/session/session_internal.h"
+#include "dataplane/session/worker.h"
+
+namespace pgwarden::session {
+
+using namespace detail;  // the helpers every part of Session shares
+using nlohmann::json;
+namespace pw = pgwarden::pgwire;
+
+// ---------------------------------------------------------------------------------------------
+// Ending
+
+void Session::send_fatal(std::string_view sqlstate, std::string_view message) {
+  pw::append_error_response(client_out_, "FATAL", sqlstate, message);
+}
+
+void Session::terminate(std::string_view sqlstate, std::string_view message) {
+  if (destroyed_ || state_ == State::kClosing) return;
+  send_fatal(sqlstate, message);
+  close_after_flush();
+}
+
+void Session::kill(std::string_view sqlstate, std::string_view message) {
+  if (destroyed_ || state_ == State::kClosing) return;
+  // A statement still running upstream would go on after the socket closes until it next
+  // writes: cancel it.
+  if (cancel_registered_ && cycles_sent_ > cycles_received_) send_cancel_async(cancel_target_);
+  // cp already ended the session: no session_end for it.
+  authenticated_ = false;
+  spdlog::info("session {}: ended by the control plane: {}", sid_hex_, message);
+  terminate(sqlstate, message);
+}
+
+void Session::reregister() {
+  if (destroyed_ || state_ == State::kClosing || !authenticated_) return;
+  if (state_ != State::kReady || grant_.ticket.empty()) {
+    authenticated_ = false;
+    terminate("57P01",
+              "pgwarden: terminating connection: the control plane restarted and this session "
+              "cannot be re-registered; connect again");
+    return;
+  }
+  worker_->cp().request(
+      "reregister", json{{"session_id", sid_hex_}, {"ticket", grant_.ticket}},
+      worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->state_ == State::kClosing) return;
+        if (r.is_ok()) {
+          bump(w->counters().sessions_reregistered);
+          // The policy as cp now has it: cached verdicts of the old version are not reused.
+          if (const json* pol = field(*r, "policy"); pol != nullptr && pol->is_object()) {
+            if (const json* v = field(*pol, "version"); v != nullptr && v->is_number_unsigned()) {
+              s->grant_.policy_version = v->get<uint64_t>();
+            }
+          }
+          if (const json* req = field(*r, "recording_required");
+              req != nullptr && req->is_boolean() && s->grant_.recording != "off") {
+            s->grant_.recording_required = req->get<bool>();
+          }
+          return;
+        }
+        const Status& st = r.status();
+        // cp went away again: the next reconnection re-registers the session.
+        if (st.code() == StatusCode::kUnavailable && st.sqlstate() != "57P01") return;
+        s->authenticated_ = false;
+        std::string msg = st.message();
+        if (!msg.starts_with("pgwarden:")) msg = "pgwarden: terminating connection: " + msg;
+        s->terminate("57P01", msg);
+      });
+}
+
+void Session::on_drain() {
+  draining_ = true;
+  if (destroyed_ || state_ == State::kClosing) return;
+  if (state_ != State::kReady) {
+    if (state_ == State::kStartup || state_ == State::kAwaitPassword) {
+      terminate("57P03", "pgwarden: the gateway is shutting down; connect again shortly");
+    }
+    return;
+  }
+  if (!busy()) {
+    terminate("57P01", "pgwarden: terminating connection because the gateway is shutting down");
+  }
+}
+
+void Session::close_after_flush() {
+  if (destroyed_) return;
+  leave_pending();
+  state_ = State::kClosing;
+  waiting_cp_ = false;
+  ++escalation_seq_;  // late cp answers are ignored
+  if (upstream_registered_) {
+    worker_->loop().remove(upstream_.fd());
+    upstream_registered_ = false;
+  }
+  upstream_.reset();
+  flush_client();
+  if (destroyed_) return;
+  if (close_timer_ == 0) {
+    close_timer_ = worker_->loop().add_timer(monotonic_ms() + kCloseFlushMs, [this] {
+      close_timer_ = 0;
+      destroy("close flush timeout");
+    });
+  }
+  update_interest();
+}
+
+void Session::destroy(std::string_view reason) {
+  if (destroyed_) return;
+  destroyed_ = true;
+  EventLoop& loop = worker_->loop();
+  leave_pending();
+  for (EventLoop::TimerId* t : {&auth_timer_, &idle_timer_, &close_timer_, &hold_timer_}) {
+    if (*t != 0) loop.cancel_timer(*t);
+    *t = 0;
+  }
+  if (client_registered_) loop.remove(client_.fd());
+  if (upstream_registered_) loop.remove(upstream_.fd());
+  client_registered_ = upstream_registered_ = false;
+  client_.reset();
+  upstream_.reset();
+  if (cancel_registered_) worker_->shared().cancels.remove(gateway_key_);
+  cancel_registered_ = false;
+  if (counted_) worker_->shared().connections.fetch_sub(1);
+  counted_ = false;
+  bump(worker_->counters().sessions_closed);
+  if (authenticated_) {
+    // Ends the session in cp too (it exists there since authenticate succeeded).
+    emit_event(
+        {{"kind", "session_end"}, {"statements", statements_}, {"reason", std::string(reason)}});
+  }
+  spdlog::debug("session {}: closed ({})", session_id_hex(), reason);
+  worker_->release(this);
+}
+
+void Session::emit_event(json ev) {
+  ev["session_id"] = session_id_hex();
+  ev["ts_ms"] = unix_ms();
+  worker_->cp().event(std::move(ev));
+}
+
+void Session::emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
+                             const char* source) {
+  if (results_) results_->note_decision(verdict, rule, approval_id_);
+  worker_->metrics().statements.inc({verdict, rule, source});
+  if (grant_.recording == "off") return;
+  protocol::StatementFields ev;
+  ev.verdict = protocol::verdict_from(verdict);
+  auto src = protocol::source_from(source);
+  ev.source = src.is_ok() ? *src : protocol::DecisionSource::kCp;
+  ev.has_shape_key = true;
+  ev.shape_key = screen_.shape_key;
+  ev.ts_ms = unix_ms();
+  ev.sql = sql;
+  ev.rule = rule;
+  ev.approval_id = approval_id_;
+  std::string payload;
+  ev.encode(payload);
+  worker_->cp().post(protocol::RecordType::kStatement, sid_, payload);
+}
+
+void Session::arm_idle_timer() {
+  int64_t idle = worker_->runtime().config.limits.idle_timeout_ms;
+  if (idle <= 0) return;
+  idle_timer_ = worker_->loop().add_timer(last_client_activity_ms_ + idle, [this, idle] {
+    idle_timer_ = 0;
+    if (destroyed_ || state_ != State::kReady) return;
+    if (!busy() && monotonic_ms() - last_client_activity_ms_ >= idle) {
+      emit_event({{"kind", "error"}, {"sqlstate", "57P05"}, {"code", "idle_timeout"}});
+      terminate("57P05", "pgwarden: terminating connection due to idle timeout (" +
+                             std::to_string(idle) + " ms, limits.idle_timeout_ms)");
+      return;
+    }
+    if (busy()) last_client_activity_ms_ = monotonic_ms();
+    arm_idle_timer();
+  });
+}
+
+}  // namespace pgwarden::session

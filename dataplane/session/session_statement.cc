@@ -1,0 +1,804 @@
+// Session, client messages: statements checked, escalated, recorded write-ahead, forwarded or
+// refused.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/protocol/event_record.h"
+#include "common/protocol/messages.h"
+#include "dataplane/pgwire/messages.h"
+#include "dataplane/session/session.h"
+#include "dataplane/session/session_internal.h"
+#include "dataplane/session/worker.h"
+
+namespace pgwarden::session {
+
+using namespace detail;  // the helpers every part of Session shares
+using nlohmann::json;
+namespace pw = pgwarden::pgwire;
+
+// ---------------------------------------------------------------------------------------------
+// Client messages
+
+void Session::process_client_input() {
+  client_held_for_output_ = false;
+  for (;;) {
+    if (destroyed_ || waiting_cp_) break;
+    if (state_ != State::kStartup && state_ != State::kAwaitPassword && state_ != State::kReady) {
+      break;
+    }
+    if (state_ == State::kReady &&
+        up_out_pending() > worker_->runtime().config.limits.output_buffer_bytes) {
+      client_held_for_output_ = client_in_pending() > 0;  // resumed once the upstream took it
+      break;
+    }
+    if (client_in_pending() == 0) break;
+    if (client_skip_ > 0) {
+      size_t n = std::min(client_skip_, client_in_pending());
+      client_in_off_ += n;
+      client_skip_ -= n;
+      continue;
+    }
+    if (client_pass_remaining_ > 0) {
+      relay_client_stream();
+      continue;
+    }
+    if (state_ == State::kReady && client_in_pending() >= 5) {
+      const auto* h = reinterpret_cast<const uint8_t*>(client_in_.data() + client_in_off_);
+      uint32_t len = pw::load_be32(h + 1);
+      if (len > worker_->runtime().config.limits.max_message_bytes &&
+          (h[0] == 'd' || h[0] == 'B') && len <= kMaxStreamedMessageBytes) {
+        start_client_stream(h[0], len);
+        continue;
+      }
+      if (len > worker_->runtime().config.limits.max_message_bytes &&
+          refuse_oversized_message(h[0], len)) {
+        continue;
+      }
+    }
+    pw::FrameResult r = client_framer_.next(bytes_of(client_in_, client_in_off_));
+    if (r.status == pw::FrameStatus::kNeedMore) {
+      client_need_ = r.need;
+      break;
+    }
+    client_need_ = 0;
+    if (r.status == pw::FrameStatus::kError) {
+      bump(worker_->counters().protocol_errors);
+      emit_event({{"kind", "error"},
+                  {"sqlstate", std::string(r.error.sqlstate())},
+                  {"code", std::string(r.error.name())}});
+      pw::append_frame_error_response(client_out_, r.error);
+      close_after_flush();
+      break;
+    }
+    bool consumed = false;
+    switch (state_) {
+      case State::kStartup:
+        consumed = handle_startup_packet(r.message);
+        break;
+      case State::kAwaitPassword:
+        consumed = handle_login_message(r.message);
+        break;
+      default:
+        consumed = handle_statement_message(r.message);
+        break;
+    }
+    if (!consumed || destroyed_) break;
+    client_in_off_ += r.consumed;
+  }
+  if (destroyed_) return;
+  if (client_in_off_ == client_in_.size()) {
+    client_in_.clear();
+    client_in_off_ = 0;
+  } else if (client_in_off_ > (64u << 10)) {
+    client_in_.erase(0, client_in_off_);
+    client_in_off_ = 0;
+  }
+}
+
+bool Session::handle_startup_packet(const pw::Message& m) {
+  if (pending_login_) worker_->pending_progress(id_);  // a complete startup-phase message
+  const Runtime& rt = worker_->runtime();
+  switch (m.startup) {
+    case pw::StartupKind::kSslRequest: {
+      SSL_CTX* ctx = rt.listener_tls[listener_index_].get();
+      if (client_.tls() || ctx == nullptr) {
+        client_out_.push_back('N');
+        return true;
+      }
+      if (client_in_pending() != m.bytes.size()) {
+        // Plaintext bytes after SSLRequest would be processed as if they came through TLS.
+        bump(worker_->counters().protocol_errors);
+        send_fatal("08P01", "pgwarden: unexpected data after SSLRequest");
+        close_after_flush();
+        return false;
+      }
+      client_in_off_ += m.bytes.size();
+      // One byte on a fresh socket: written synchronously, so the TLS handshake that follows
+      // never interleaves with buffered plaintext.
+      flush_client();
+      if (destroyed_) return false;
+      char s = 'S';
+      if (client_out_pending() != 0 || ::send(client_.fd(), &s, 1, MSG_NOSIGNAL) != 1) {
+        destroy("cannot answer SSLRequest");
+        return false;
+      }
+      Status st = client_.start_tls(ctx, true, "");
+      if (!st.is_ok()) {
+        destroy("TLS setup failed");
+        return false;
+      }
+      state_ = State::kTlsHandshake;
+      client_readable_ = true;
+      return false;  // bytes already consumed above; pump() drives the handshake
+    }
+    case pw::StartupKind::kGssEncRequest:
+      client_out_.push_back('N');
+      return true;
+    case pw::StartupKind::kCancel:
+      handle_cancel_request(m);
+      destroy("cancel request handled");
+      return false;
+    case pw::StartupKind::kStartupMessage:
+      break;
+    default:
+      send_fatal("08P01", "pgwarden: invalid startup packet");
+      close_after_flush();
+      return false;
+  }
+  pw::StartupMessage sm;
+  pw::FrameError fe = pw::parse(m.body, &sm);
+  if (!fe.ok()) {
+    bump(worker_->counters().protocol_errors);
+    pw::append_frame_error_response(client_out_, fe);
+    close_after_flush();
+    return false;
+  }
+  std::vector<std::string_view> unrecognized;
+  for (const auto& p : sm.parameters) {
+    if (p.name == "user") {
+      user_ = std::string(p.value);
+    } else if (p.name == "database") {
+      target_ = std::string(p.value);
+    } else if (p.name == "replication") {
+      if (p.value != "false" && p.value != "0" && p.value != "off" && p.value != "no") {
+        send_fatal("0A000", "pgwarden: replication connections are not supported");
+        close_after_flush();
+        return false;
+      }
+    } else if (p.name.substr(0, 4) == "_pq_") {
+      unrecognized.push_back(p.name);
+    } else if (p.name == "options") {
+      // Checked with the other settings once the policy is known (after authentication).
+      auto opts = parse_startup_options(p.value);
+      if (opts.is_ok()) {
+        for (auto& s : *opts) client_settings_.push_back(std::move(s));
+      } else if (startup_options_error_.empty()) {
+        startup_options_error_ = opts.status().message();
+      }
+    } else {
+      client_settings_.push_back(StartupSetting{std::string(p.name), std::string(p.value), false});
+    }
+  }
+  if ((sm.protocol_version & 0xffff) != 0 || !unrecognized.empty()) {
+    pw::append_negotiate_protocol_version(client_out_, 0, unrecognized);
+  }
+  if (user_.empty()) {
+    send_fatal("28000", "pgwarden: no user name in the startup packet");
+    close_after_flush();
+    return false;
+  }
+  if (target_.empty()) target_ = user_;
+  if (worker_->draining()) {
+    send_fatal("57P03", "pgwarden: the gateway is shutting down; connect again shortly");
+    close_after_flush();
+    return false;
+  }
+  if (worker_->shared().connections.load() >= rt.config.limits.max_connections) {
+    // Early, before the client sends its token; the slot itself is taken at the password.
+    bump(worker_->counters().sessions_refused_limit);
+    send_fatal("53300", "pgwarden: too many connections (limits.max_connections = " +
+                            std::to_string(rt.config.limits.max_connections) + ")");
+    close_after_flush();
+    return false;
+  }
+  bool loopback_ok = rt.config.listeners[listener_index_].loopback_only && peer_loopback_;
+  if (!client_.tls() && !loopback_ok) {
+    login_failed("28000", "pgwarden: the token must be sent over TLS; connect with sslmode=require",
+                 "tls_required");
+    return false;
+  }
+  if (!worker_->cp().ready()) {
+    login_failed("08006",
+                 "pgwarden: the control plane is unreachable; new logins are refused until it "
+                 "is back",
+                 "controlplane_unavailable");
+    return false;
+  }
+  pw::append_authentication_cleartext_password(client_out_);
+  state_ = State::kAwaitPassword;
+  return true;
+}
+
+bool Session::handle_login_message(const pw::Message& m) {
+  if (m.type != 'p') {
+    bump(worker_->counters().protocol_errors);
+    send_fatal("08P01", "pgwarden: expected a password message carrying the token");
+    close_after_flush();
+    return false;
+  }
+  pw::PasswordMessage pm;
+  if (!pw::parse(m.body, &pm).ok()) {
+    send_fatal("08P01", "pgwarden: malformed password message");
+    close_after_flush();
+    return false;
+  }
+  leave_pending();  // the client has done its part of the login
+  if (pm.password.empty()) {
+    login_failed("28P01", "pgwarden: empty token", "empty_token");
+    return false;
+  }
+  if (!take_connection_slot()) {
+    bump(worker_->counters().sessions_refused_limit);
+    OPENSSL_cleanse(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size());
+    send_fatal("53300", "pgwarden: too many connections (limits.max_connections = " +
+                            std::to_string(worker_->runtime().config.limits.max_connections) + ")");
+    close_after_flush();
+    return false;
+  }
+  json req = {{"session_id", session_id_hex()},
+              {"token", std::string(pm.password)},
+              {"user", user_},
+              {"target", target_},
+              {"client_addr", peer_text_},
+              {"tls", client_.tls()}};
+  // The token is a secret: wipe it from the input buffer now that the request owns a copy.
+  OPENSSL_cleanse(const_cast<uint8_t*>(m.bytes.data()), m.bytes.size());
+  state_ = State::kAuthenticating;
+  uint64_t seq = ++escalation_seq_;
+  // A login during a short cp outage (a restart) waits for the reconnection like a statement
+  // does, bounded by limits.cp_unavailable_wait_ms (and the auth timeout), then fails closed.
+  worker_->cp().request(
+      "authenticate", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        s->on_authenticated(std::move(r));
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
+  return true;
+}
+
+void Session::handle_cancel_request(const pw::Message& m) {
+  pw::CancelRequest cr;
+  if (!pw::parse(m.body, &cr).ok()) return;
+  bump(worker_->counters().cancel_requests);
+  auto target = worker_->shared().cancels.find(cr.process_id, cr.secret_key);
+  if (target) send_cancel_async(std::move(*target));
+}
+
+bool Session::handle_statement_message(const pw::Message& m) {
+  last_client_activity_ms_ = monotonic_ms();
+  if (skip_until_sync_ && m.type != 'S') return true;
+  switch (m.type) {
+    case 'Q': {
+      pw::Query q;
+      if (!pw::parse(m.body, &q).ok()) break;
+      return check_statement(m, q.sql);
+    }
+    case 'P': {
+      pw::Parse p;
+      if (!pw::parse(m.body, &p).ok()) break;
+      return check_statement(m, p.query);
+    }
+    case 'F':
+      if (grant_.allow_function_call) {
+        return check_execution(m);
+      } else {
+        apply_denial(m, "42501",
+                     "pgwarden: FunctionCall messages are not allowed by policy \"" +
+                         grant_.policy_name + "\"",
+                     "function_call");
+      }
+      return true;
+    case 'S':
+      skip_until_sync_ = false;
+      forward(m);
+      return true;
+    case 'X':
+      forward(m);
+      flush_upstream();
+      destroy("client terminated");
+      return false;
+    case 'E':
+      return check_execution(m);
+    case 'B':
+    case 'D':
+    case 'C':
+    case 'H':
+    case 'd':
+    case 'c':
+    case 'f':
+      forward(m);
+      return true;
+    default:
+      break;
+  }
+  bump(worker_->counters().protocol_errors);
+  send_fatal("08P01", std::string("pgwarden: unexpected or malformed message type '") +
+                          static_cast<char>(m.type) + "'");
+  close_after_flush();
+  return false;
+}
+
+bool Session::refuse_oversized_message(uint8_t type, uint32_t length) {
+  const bool simple = type == 'Q' || type == 'F';
+  const bool extended =
+      type == 'P' || type == 'B' || type == 'D' || type == 'E' || type == 'C' || type == 'H';
+  if (!simple && !extended) return false;
+  last_client_activity_ms_ = monotonic_ms();
+  client_skip_ = 1 + static_cast<size_t>(length);
+  // After an error in the extended protocol everything up to Sync is discarded anyway (as
+  // handle_statement_message does for messages that fit).
+  if (skip_until_sync_) return true;
+  bump(worker_->counters().protocol_errors);
+  const uint32_t limit = worker_->runtime().config.limits.max_message_bytes;
+  std::string message = "pgwarden: message not run: the ";
+  message += type == 'Q' || type == 'P' ? "statement text" : "protocol message";
+  message += " (" + std::to_string(length) + " bytes) is larger than the gateway accepts (" +
+             std::to_string(limit) + " bytes, listeners.dataplane.max_message_bytes)";
+  emit_event({{"kind", "error"},
+              {"sqlstate", "54000"},
+              {"code", "message_too_large"},
+              {"message", message}});
+  // The denial machinery keeps the protocol in step: a nonce Query (simple protocol) or a
+  // nonce Parse that makes the upstream skip to Sync (extended protocol).
+  pw::Message stand_in;
+  stand_in.type = simple ? 'Q' : 'P';
+  apply_denial(stand_in, "54000", message, "max_message_bytes");
+  return true;
+}
+
+void Session::start_client_stream(uint8_t type, uint32_t length) {
+  last_client_activity_ms_ = monotonic_ms();
+  if (skip_until_sync_) {
+    // After an error everything up to Sync is discarded, as for messages that fit.
+    client_skip_ = 1 + static_cast<size_t>(length);
+    return;
+  }
+  bump(worker_->counters().messages_streamed);
+  up_out_.append(client_in_, client_in_off_, 5);
+  client_in_off_ += 5;
+  client_pass_remaining_ = length - 4;
+  client_pass_bind_ = type == 'B';
+  if (client_pass_bind_) bind_stream_.start();
+  if (client_pass_remaining_ == 0) finish_client_stream();
+}
+
+void Session::relay_client_stream() {
+  last_client_activity_ms_ = monotonic_ms();  // a long upload is not idleness
+  size_t n = std::min(client_pass_remaining_, client_in_pending());
+  if (client_pass_bind_) bind_stream_.feed(std::string_view(client_in_).substr(client_in_off_, n));
+  up_out_.append(client_in_, client_in_off_, n);
+  client_in_off_ += n;
+  client_pass_remaining_ -= n;
+  if (client_pass_remaining_ == 0) finish_client_stream();
+}
+
+void Session::finish_client_stream() {
+  if (!std::exchange(client_pass_bind_, false)) return;
+  // What forward() notes for a Bind that fits: the portal's statement (result masking) and,
+  // for write-ahead recording, its parameters (large ones as prefix + length + SHA-256).
+  const bool ok = bind_stream_.ok();
+  if (results_ && ok) results_->on_bind_forwarded(bind_stream_.portal(), bind_stream_.statement());
+  if (grant_.recording_required) {
+    if (ok) {
+      ledger_.on_bind_streamed(bind_stream_.portal(), bind_stream_.statement(),
+                               bind_stream_.take_params(), bind_stream_.params_summarised());
+    } else {
+      // Malformed: PostgreSQL refuses it; the ledger forgets the portal so a later Execute of
+      // that name needs a record of its own.
+      ledger_.forget_portal(bind_stream_.portal());
+    }
+  }
+}
+
+void Session::forward(const pw::Message& m, const Decision* d) {
+  if (results_) note_forwarded(m);
+  if (grant_.recording_required) {
+    ledger_.on_forwarded(m, d != nullptr && d->recorded, d != nullptr ? d->rule : "");
+  }
+  up_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+  if (m.type == 'Q' || m.type == 'S' || m.type == 'F') ++cycles_sent_;
+}
+
+bool Session::check_statement(const pw::Message& m, std::string_view sql) {
+  Counters& c = worker_->counters();
+  if (decision_) {
+    std::unique_ptr<Decision> d = std::move(decision_);
+    if (d->allow) {
+      bump(c.statements_allowed);
+      forward(m, d.get());
+    } else {
+      apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
+    }
+    return true;
+  }
+  if (hold_for_results()) return false;
+  bump(c.statements_checked);
+  ++statements_;
+  Screen& screen = worker_->screen();
+  if (rules_generation_ != screen.generation()) {
+    // A reload landed: pick up the recompiled rules — its policy's current rule sets, else
+    // the list it was admitted with; if neither is compiled any more it keeps the set it has
+    // (never none).
+    auto set = screen.resolve_for(grant_.policy_name, grant_.rule_sets);
+    if (set.is_ok()) rule_set_ = std::move(*set);
+    rules_generation_ = screen.generation();
+    if (results_) results_->set_rule_set(rule_set_);
+  }
+  uint64_t screen_start_ns = metrics::monotonic_ns();
+  screen.screen(sql, rule_set_.get(), &screen_);
+  worker_->metrics().prescreen.observe_ns(metrics::monotonic_ns() - screen_start_ns);
+  if (const PrescreenMatch* deny = screen_.first("deny")) {
+    std::string msg = "pgwarden: statement denied by rule " + deny->rule;
+    if (!deny->message.empty()) msg += ": " + deny->message;
+    emit_statement(sql, "deny", deny->rule, "prescreen");
+    apply_denial(m, "42501", msg, deny->rule);
+    return true;
+  }
+  if (screen_.first("approve") != nullptr) {
+    // An approve rule adds a reviewer to what the policy allows; it must not replace the
+    // policy (deny > approve > allow). cp weighs the match (it is in `prescreen`) against the
+    // policy and answers approve or deny; the verdict cache is skipped because a cached allow
+    // would run the statement without the reviewer.
+    escalate_analyse(std::string(sql), screen_);
+    return false;
+  }
+  VerdictKey key{screen_.shape_key, grant_.policy_hash, grant_.policy_version};
+  if (const CachedVerdict* v = worker_->cache().find(key)) {
+    bump(c.verdict_cache_hits);
+    if (v->allow && grant_.recording_required) {
+      record_then_resume(sql, Decision{.allow = true, .rule = v->rule}, "cache");
+      return false;
+    }
+    if (v->allow) {
+      bump(c.statements_allowed);
+      emit_statement(sql, "allow", v->rule, "cache");
+      forward(m);
+    } else {
+      emit_statement(sql, "deny", v->rule, "cache");
+      apply_denial(m, "42501", v->message, v->rule);
+    }
+    return true;
+  }
+  bump(c.verdict_cache_misses);
+  escalate_analyse(std::string(sql), screen_);
+  return false;
+}
+
+bool Session::hold_for_results() {
+  // "Results are recorded as the client saw them, in order, before the session's next
+  // statement is forwarded": the next statement's record travels after the earlier results'
+  // events on the same ordered channel, so it is enough that those events were sent — which
+  // happens as the results arrive. Pipelining clients wait here; one-at-a-time clients never do.
+  if (!grant_.recording_required || !results_ || !results_->results_pending()) return false;
+  if (!waiting_results_) {
+    waiting_results_ = true;
+    // Within an unsynced pipeline PostgreSQL keeps the earlier results buffered until a Flush
+    // or Sync: ask for them (a Flush has no reply of its own).
+    pw::append_flush(up_out_);
+  }
+  return true;
+}
+
+bool Session::check_execution(const pw::Message& m) {
+  if (decision_) {
+    std::unique_ptr<Decision> d = std::move(decision_);
+    if (d->allow) {
+      forward(m, d.get());
+    } else {
+      apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
+    }
+    return true;
+  }
+  if (!grant_.recording_required) {
+    forward(m);
+    return true;
+  }
+  protocol::StatementFields rec;
+  rec.verdict = protocol::Verdict::kAllow;
+  Decision d{.allow = true};
+  std::string sql, params;
+  if (m.type == 'F' && hold_for_results()) return false;
+  if (m.type == 'E') {
+    pw::Execute e;
+    const ExecutionLedger::Portal* portal = nullptr;
+    if (!pw::parse(m.body, &e).ok() || (portal = ledger_.uncovered(e.portal)) == nullptr) {
+      forward(m);  // covered by its Parse's record (or malformed: PostgreSQL answers it)
+      return true;
+    }
+    if (hold_for_results()) return false;
+    d.rule = portal->rule;
+    rec.sql = portal->sql;
+    rec.portal = e.portal;
+    if (!portal->params.is_null()) {
+      params = portal->params.dump(-1, ' ', false, json::error_handler_t::replace);
+      rec.params_json = params;
+    }
+    rec.params_truncated = portal->truncated;
+    rec.source = protocol::DecisionSource::kExecute;
+  } else {
+    pw::FunctionCall f;
+    if (!pw::parse(m.body, &f).ok()) {
+      forward(m);
+      return true;
+    }
+    d.rule = "allow_function_call";
+    sql = "-- FunctionCall message, function oid " + std::to_string(f.function_oid);
+    rec.sql = sql;
+    rec.source = protocol::DecisionSource::kFunctionCall;
+  }
+  rec.rule = d.rule;
+  rec.ts_ms = unix_ms();
+  std::string payload;
+  rec.encode(payload);
+  waiting_cp_ = true;
+  send_record(std::move(payload), std::move(d));
+  return false;
+}
+
+void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
+                           const std::string& message, const std::string& rule, int position) {
+  bump(worker_->counters().statements_denied);
+  Rewrite r;
+  r.cycle = cycles_sent_ + 1;
+  r.sqlstate = sqlstate;
+  r.message = message;
+  r.rule = rule;
+  r.position = position;
+  if (m.type == 'P' || m.type == 'E') {
+    // Extended protocol: a nonce Parse fails in its place and the server skips to Sync.
+    pw::append_parse(up_out_, "pgwarden_denied_" + nonce_, nonce_sql_);
+    skip_until_sync_ = true;
+  } else {
+    pw::append_query(up_out_, nonce_sql_);
+    ++cycles_sent_;
+  }
+  rewrites_.push_back(std::move(r));
+}
+
+void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
+  bump(worker_->counters().statements_escalated);
+  json prescreen = json::array();
+  for (const auto& mt : screen.matches) {
+    prescreen.push_back({{"rule", mt.rule}, {"action", mt.action}});
+  }
+  waiting_cp_ = true;
+  uint64_t seq = ++escalation_seq_;
+  uint64_t shape = screen.shape_key;
+  const PrescreenMatch* approve = screen.first("approve");
+  PrescreenMatch approve_match = approve != nullptr ? *approve : PrescreenMatch{};
+  json req = {{"session_id", session_id_hex()},
+              {"sql", sql},
+              {"shape_key", hex64(shape)},
+              {"prescreen", std::move(prescreen)}};
+  worker_->cp().request(
+      "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, shape, sql = std::move(sql),
+       approve_match = std::move(approve_match),
+       t0 = metrics::monotonic_ns()](Result<json> r) mutable {
+        w->metrics().analysis.observe_ns(metrics::monotonic_ns() - t0);
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        s->on_analysed(std::move(r), std::move(sql), shape, approve_match);
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
+}
+
+void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
+                          const PrescreenMatch& approve_match) {
+  if (!r.is_ok()) {
+    const Status& st = r.status();
+    Decision d;
+    d.sqlstate = st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable
+                     ? "08006"
+                     : (st.sqlstate().empty() ? "42501" : st.sqlstate());
+    d.message =
+        "pgwarden: statement refused: it needs a control plane decision and " + st.message();
+    d.rule = "escalation_failed";
+    if (st.sqlstate() == "54000") {
+      d.message = "pgwarden: statement not run: its text (" + std::to_string(sql.size()) +
+                  " bytes) is too large to be checked: " + st.message();
+      d.rule = "statement_too_large";
+    }
+    if (st.sqlstate() == "53000") {
+      // cp's recorder cannot keep up and the policy requires recording: hold, do not run.
+      if (hold_for_recording([this, sql] { escalate_analyse(sql, screen_); })) return;
+      d = hold_timeout_decision(st.message());
+    }
+    emit_statement(sql, "deny", d.rule, "cp_error");
+    return resume_with(std::move(d));
+  }
+  const json& a = *r;
+  std::string verdict = str_field(a, "verdict", "deny");
+  std::string rule = str_field(a, "rule");
+  std::string message = str_field(a, "message");
+  bool cacheable = false;
+  if (const json* v = field(a, "cacheable"); v != nullptr && v->is_boolean()) {
+    cacheable = v->get<bool>();
+  }
+  if (verdict == "approve") {
+    // The reviewer sees the approve rule's own message when that rule asked for approval.
+    if (!approve_match.rule.empty() && approve_match.rule == rule) message = approve_match.message;
+    escalate_approval(std::move(sql), shape, rule, message);
+    return;
+  }
+  Decision d;
+  d.allow = verdict == "allow";
+  d.rule = rule;
+  d.sqlstate = "42501";
+  d.message = "pgwarden: statement denied by rule " + (rule.empty() ? "default_deny" : rule);
+  if (!message.empty()) d.message += ": " + message;
+  if (std::string sqlstate = str_field(a, "sqlstate"); !d.allow && !sqlstate.empty()) {
+    // An error PostgreSQL itself would have raised (a syntax error): its SQLSTATE, the parser's
+    // message verbatim and the cursor position, as the server would have answered.
+    d.sqlstate = sqlstate;
+    d.message = message;
+    if (const json* pos = field(a, "position"); pos != nullptr && pos->is_number_integer()) {
+      d.position = static_cast<int>(std::clamp<int64_t>(pos->get<int64_t>(), 0, INT32_MAX));
+    }
+  }
+  if (cacheable && (verdict == "allow" || verdict == "deny")) {
+    worker_->cache().put(VerdictKey{shape, grant_.policy_hash, grant_.policy_version},
+                         CachedVerdict{d.allow, d.rule, d.message});
+  }
+  if (d.allow && grant_.recording_required) return record_then_resume(sql, std::move(d), "cp");
+  emit_statement(sql, d.allow ? "allow" : "deny", rule, "cp");
+  resume_with(std::move(d));
+}
+
+void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string rule,
+                                std::string reason) {
+  bump(worker_->counters().statements_held_approval);
+  waiting_cp_ = true;
+  uint64_t seq = ++escalation_seq_;
+  json req = {{"session_id", session_id_hex()},
+              {"sql", sql},
+              {"shape_key", hex64(shape_key)},
+              {"rule", rule},
+              {"reason", reason}};
+  worker_->cp().request(
+      "approval", std::move(req), worker_->runtime().config.limits.approval_timeout_ms,
+      [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        Decision d;
+        d.rule = rule;
+        d.sqlstate = "42501";
+        if (!r.is_ok()) {
+          d.message = "pgwarden: statement needs an approval (rule " + rule +
+                      ") and none was given: " + r.status().message();
+        } else {
+          d.allow = str_field(*r, "verdict") == "allow";
+          std::string why = str_field(*r, "reason");
+          d.message = "pgwarden: approval for rule " + rule + " was denied";
+          if (!why.empty()) d.message += ": " + why;
+        }
+        if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
+        if (d.allow && s->grant_.recording_required) {
+          s->record_then_resume(sql, std::move(d), "approval");
+          s->approval_id_.clear();
+          return;
+        }
+        s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
+        s->approval_id_.clear();
+        s->resume_with(std::move(d));
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
+}
+
+void Session::resume_with(Decision d) {
+  waiting_cp_ = false;
+  hold_.reset();
+  decision_ = std::make_unique<Decision>(std::move(d));
+  pump();
+}
+
+void Session::record_then_resume(std::string_view sql, Decision d, const char* source) {
+  waiting_cp_ = true;
+  if (results_) results_->note_decision("allow", d.rule, approval_id_);
+  worker_->metrics().statements.inc({"allow", d.rule, source});
+  protocol::StatementFields rec;
+  rec.verdict = protocol::Verdict::kAllow;
+  auto src = protocol::source_from(source);
+  rec.source = src.is_ok() ? *src : protocol::DecisionSource::kCp;
+  rec.has_shape_key = true;
+  rec.shape_key = screen_.shape_key;
+  rec.ts_ms = unix_ms();
+  rec.sql = sql;
+  rec.rule = d.rule;
+  rec.approval_id = approval_id_;
+  std::string payload;
+  rec.encode(payload);
+  send_record(std::move(payload), std::move(d));
+}
+
+void Session::send_record(std::string payload, Decision d) {
+  uint64_t seq = ++escalation_seq_;
+  std::string body = payload;
+  worker_->cp().record(
+      sid_, std::move(body), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, payload = std::move(payload),
+       d = std::move(d)](Result<json> r) mutable {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        if (r.is_ok()) {
+          d.recorded = true;
+          return s->resume_with(std::move(d));
+        }
+        const Status& st = r.status();
+        Decision refused;
+        if (st.sqlstate() == "53000") {
+          if (s->hold_for_recording([s, payload, d] { s->send_record(payload, d); })) return;
+          refused = s->hold_timeout_decision(st.message());
+        } else if (st.sqlstate() == "53100" || st.sqlstate() == "58030") {
+          // cp could not write the record (disk full / I/O error): fail closed, say why.
+          refused.sqlstate = st.sqlstate();
+          refused.rule = "recording_failed";
+          refused.message = "pgwarden: statement not run: " + st.message();
+        } else {
+          bool down =
+              st.code() == StatusCode::kDeadlineExceeded || st.code() == StatusCode::kUnavailable;
+          refused.sqlstate = down ? "08006" : (st.sqlstate().empty() ? "XX000" : st.sqlstate());
+          refused.rule = "recording_unconfirmed";
+          refused.message =
+              "pgwarden: statement not run: the control plane did not confirm its "
+              "recording (" +
+              st.message() + ")";
+        }
+        auto rec = protocol::StatementFields::decode(payload);
+        s->emit_statement(rec.is_ok() ? rec->sql : std::string_view(), "deny", refused.rule,
+                          "recording");
+        s->resume_with(std::move(refused));
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
+}
+
+bool Session::hold_for_recording(std::function<void()> retry) {
+  int64_t now = monotonic_ms();
+  std::optional<int64_t> delay =
+      hold_.next_retry(now, worker_->runtime().config.limits.recording_hold_timeout_ms);
+  if (!delay) return false;
+  if (hold_.attempts() == 1) bump(worker_->counters().statements_held_recording);
+  hold_timer_ = worker_->loop().add_timer(
+      now + *delay, [w = worker_, id = id_, seq = escalation_seq_, retry = std::move(retry)] {
+        Session* s = w->find(id);
+        if (s == nullptr) return;
+        s->hold_timer_ = 0;
+        if (s->escalation_seq_ == seq) retry();
+      });
+  return true;
+}
+
+Session::Decision Session::hold_timeout_decision(std::string_view detail) {
+  Decision d;
+  d.sqlstate = "53000";
+  d.rule = "recording_backpressure";
+  d.message = "pgwarden: statement not run: the session recording could not keep up for " +
+              std::to_string(worker_->runtime().config.limits.recording_hold_timeout_ms) +
+              " ms (recording.hold_timeout_ms): " + std::string(detail) + "; retry later";
+  return d;
+}
+
+}  // namespace pgwarden::session
