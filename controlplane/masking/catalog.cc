@@ -75,13 +75,26 @@ struct PgCatalog::Connection {
 PgCatalog::PgCatalog(PgCatalogOptions options) : options_(std::move(options)) {}
 PgCatalog::~PgCatalog() = default;
 
-PGresult* PgCatalog::exec(const char* sql, int nparams, const char* const* params) {
-  return exec_retrying(
+Result<PGresult*> PgCatalog::query(const char* sql, int nparams, const char* const* params,
+                                   std::string_view what) {
+  Status st = ensure_connected();
+  if (!st.is_ok()) {
+    ++catalog_errors_;
+    return st;
+  }
+  ++catalog_queries_;
+  PGresult* r = exec_retrying(
       [this] {
         conn_.reset();
         return ensure_connected();
       },
       [this] { return conn_->conn; }, sql, nparams, params);
+  if (PQresultStatus(r) == PGRES_TUPLES_OK) return r;
+  std::string msg = PQresultErrorMessage(r);
+  PQclear(r);
+  conn_.reset();  // reconnect next time: the session may be broken
+  ++catalog_errors_;
+  return unavailable(std::string(what) + " failed: " + msg);
 }
 
 Status PgCatalog::ensure_connected() {
@@ -112,14 +125,9 @@ Status PgCatalog::query_tables(const std::vector<uint32_t>& oids) {
       "WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
   std::string arr = oid_array_literal(oids);
   const char* params[1] = {arr.c_str()};
-  ++catalog_queries_;
-  PGresult* r = exec(kSql, 1, params);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    std::string msg = PQresultErrorMessage(r);
-    PQclear(r);
-    conn_.reset();  // reconnect next time: the session may be broken
-    return unavailable("mask plan catalog query failed: " + msg);
-  }
+  auto q = query(kSql, 1, params, "mask plan catalog query");
+  if (!q.is_ok()) return q.status();
+  PGresult* r = *q;
   auto expires = Clock::now() + options_.ttl;
   for (uint32_t oid : oids) tables_[oid] = TableEntry{expires, false, {}};
   for (int i = 0; i < PQntuples(r); ++i) {
@@ -139,14 +147,9 @@ Status PgCatalog::query_types(const std::vector<uint32_t>& oids) {
       "WHERE t.oid = ANY($1::oid[])";
   std::string arr = oid_array_literal(oids);
   const char* params[1] = {arr.c_str()};
-  ++catalog_queries_;
-  PGresult* r = exec(kSql, 1, params);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    std::string msg = PQresultErrorMessage(r);
-    PQclear(r);
-    conn_.reset();
-    return unavailable("mask plan type query failed: " + msg);
-  }
+  auto q = query(kSql, 1, params, "mask plan type query");
+  if (!q.is_ok()) return q.status();
+  PGresult* r = *q;
   auto expires = Clock::now() + options_.ttl;
   for (uint32_t oid : oids) types_[oid] = TypeEntry{expires, false, {}};
   for (int i = 0; i < PQntuples(r); ++i) {
@@ -176,17 +179,12 @@ Result<CatalogSnapshot> PgCatalog::resolve(const std::vector<uint32_t>& table_oi
   if (missing_tables.empty() && missing_types.empty()) {
     ++catalog_cache_hits_;
   } else {
-    Status st = ensure_connected();
-    if (st.is_ok() && !missing_tables.empty()) {
-      st = query_tables({missing_tables.begin(), missing_tables.end()});
-    }
+    Status st;
+    if (!missing_tables.empty()) st = query_tables({missing_tables.begin(), missing_tables.end()});
     if (st.is_ok() && !missing_types.empty()) {
       st = query_types({missing_types.begin(), missing_types.end()});
     }
-    if (!st.is_ok()) {
-      ++catalog_errors_;
-      return st;
-    }
+    if (!st.is_ok()) return st;
   }
   CatalogSnapshot snap;
   for (uint32_t oid : table_oids) {
@@ -217,21 +215,10 @@ Result<std::vector<TableInfo>> PgCatalog::find_tables(const std::string& schema,
       "WHERE c.relname = $1 AND ($2 = '' OR n.nspname = $2) AND c.relkind IN ('r', 'p') "
       "ORDER BY c.oid, a.attnum";
   std::lock_guard lock(mu_);
-  Status st = ensure_connected();
-  if (!st.is_ok()) {
-    ++catalog_errors_;
-    return st;
-  }
   const char* params[2] = {name.c_str(), schema.c_str()};
-  ++catalog_queries_;
-  PGresult* r = exec(kSql, 2, params);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    std::string msg = PQresultErrorMessage(r);
-    PQclear(r);
-    conn_.reset();
-    ++catalog_errors_;
-    return unavailable("mask plan table lookup failed: " + msg);
-  }
+  auto q = query(kSql, 2, params, "mask plan table lookup");
+  if (!q.is_ok()) return q.status();
+  PGresult* r = *q;
   std::vector<TableInfo> tables;
   for (int i = 0; i < PQntuples(r); ++i) {
     uint32_t oid = static_cast<uint32_t>(std::strtoull(PQgetvalue(r, i, 0), nullptr, 10));
@@ -266,21 +253,10 @@ Result<std::vector<policy::CatalogRelation>> PgCatalog::relations(const std::str
     ++catalog_cache_hits_;
     return it->second.value;
   }
-  Status st = ensure_connected();
-  if (!st.is_ok()) {
-    ++catalog_errors_;
-    return st;
-  }
   const char* params[2] = {name.c_str(), schema.c_str()};
-  ++catalog_queries_;
-  PGresult* r = exec(kSql, 2, params);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    std::string msg = PQresultErrorMessage(r);
-    PQclear(r);
-    conn_.reset();
-    ++catalog_errors_;
-    return unavailable("lineage relation lookup failed: " + msg);
-  }
+  auto q = query(kSql, 2, params, "lineage relation lookup");
+  if (!q.is_ok()) return q.status();
+  PGresult* r = *q;
   std::vector<policy::CatalogRelation> out;
   uint64_t last_oid = 0;
   for (int i = 0; i < PQntuples(r); ++i) {
@@ -312,21 +288,10 @@ Result<std::vector<std::string>> PgCatalog::function_schemas(const std::string& 
     ++catalog_cache_hits_;
     return it->second.value;
   }
-  Status st = ensure_connected();
-  if (!st.is_ok()) {
-    ++catalog_errors_;
-    return st;
-  }
   const char* params[1] = {name.c_str()};
-  ++catalog_queries_;
-  PGresult* r = exec(kSql, 1, params);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    std::string msg = PQresultErrorMessage(r);
-    PQclear(r);
-    conn_.reset();
-    ++catalog_errors_;
-    return unavailable("lineage function lookup failed: " + msg);
-  }
+  auto q = query(kSql, 1, params, "lineage function lookup");
+  if (!q.is_ok()) return q.status();
+  PGresult* r = *q;
   std::vector<std::string> out;
   for (int i = 0; i < PQntuples(r); ++i) out.emplace_back(PQgetvalue(r, i, 0));
   PQclear(r);

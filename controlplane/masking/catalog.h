@@ -135,9 +135,12 @@ class PgCatalog : public Catalog, public policy::LineageCatalog {
   };
   // REQUIRES: mu_ held.
   Status ensure_connected();
-  // Runs one catalog query on the metadata connection (REQUIRES: mu_ held, connected); a
-  // connection the server closed is replaced once and the query retried (exec_retrying).
-  pg_result* exec(const char* sql, int nparams, const char* const* params);
+  // Runs one catalog query on the metadata connection (REQUIRES: mu_ held), connecting first;
+  // a connection the server closed is replaced once and the query retried (exec_retrying).
+  // The tuples (the caller PQclear()s them), or unavailable "`what` failed: ..." with the
+  // connection dropped; counts the query and any error.
+  Result<pg_result*> query(const char* sql, int nparams, const char* const* params,
+                           std::string_view what);
   Status query_tables(const std::vector<uint32_t>& oids);
   Status query_types(const std::vector<uint32_t>& oids);
 

@@ -193,8 +193,11 @@ void CpClient::disconnect(const std::string& why) {
       // cp may never have seen it: send it again once a connection is back.
       p.fields.erase("id");
       p.fields.erase("deadline_ms");
-      enqueue_waiting(std::move(p.type), std::move(p.fields), p.timeout_ms, p.wait_until_ms,
-                      std::move(p.cb));
+      enqueue_waiting(Waiting{.type = std::move(p.type),
+                              .fields = std::move(p.fields),
+                              .timeout_ms = p.timeout_ms,
+                              .wait_until_ms = p.wait_until_ms,
+                              .cb = std::move(p.cb)});
       continue;
     }
     fail_later(std::move(p.cb), unavailable("control plane connection lost: " + why));
@@ -211,25 +214,8 @@ void CpClient::fail_ring_pending(const std::string& why) {
     if (p.timer != 0) loop_->cancel_timer(p.timer);
     if (p.wait_until_ms > now && !stopped_) {
       // cp may never have seen it (or its answer was lost with the ring): send it again.
-      Waiting w;
-      w.is_record = true;
-      w.session = p.session;
-      w.payload = std::move(p.payload);
-      uint64_t key = next_waiting_key_++;
-      w.key = key;
-      w.timeout_ms = p.timeout_ms;
-      w.wait_until_ms = p.wait_until_ms;
-      w.cb = std::move(p.cb);
-      w.timer = loop_->add_timer(p.wait_until_ms, [this, key] {
-        auto it = waiting_.find(key);
-        if (it == waiting_.end()) return;
-        Callback c = std::move(it->second.cb);
-        waiting_.erase(it);
-        c(
-            unavailable("the pgwarden control plane is unreachable and did not come back within "
-                        "limits.cp_unavailable_wait_ms"));
-      });
-      waiting_.emplace(key, std::move(w));
+      enqueue_waiting(waiting_record(p.session, std::move(p.payload), p.timeout_ms, p.wait_until_ms,
+                                     std::move(p.cb)));
       continue;
     }
     fail_later(std::move(p.cb), unavailable(why));
@@ -287,11 +273,10 @@ void CpClient::send_body(const std::string& body, bool is_event) {
   }
 }
 
-void CpClient::enqueue_waiting(std::string type, nlohmann::json fields, int64_t timeout_ms,
-                               int64_t wait_until_ms, Callback cb) {
+void CpClient::enqueue_waiting(Waiting w) {
   uint64_t key = next_waiting_key_++;
-  Waiting w{key, std::move(type), std::move(fields), timeout_ms, wait_until_ms, std::move(cb), 0};
-  w.timer = loop_->add_timer(wait_until_ms, [this, key] {
+  w.key = key;
+  w.timer = loop_->add_timer(w.wait_until_ms, [this, key] {
     auto it = waiting_.find(key);
     if (it == waiting_.end()) return;
     Callback c = std::move(it->second.cb);
@@ -301,6 +286,18 @@ void CpClient::enqueue_waiting(std::string type, nlohmann::json fields, int64_t 
                     "limits.cp_unavailable_wait_ms"));
   });
   waiting_.emplace(key, std::move(w));
+}
+
+CpClient::Waiting CpClient::waiting_record(uint64_t session, std::string payload,
+                                           int64_t timeout_ms, int64_t wait_until_ms, Callback cb) {
+  Waiting w;
+  w.is_record = true;
+  w.session = session;
+  w.payload = std::move(payload);
+  w.timeout_ms = timeout_ms;
+  w.wait_until_ms = wait_until_ms;
+  w.cb = std::move(cb);
+  return w;
 }
 
 void CpClient::send_waiting() {
@@ -323,8 +320,11 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
                        Callback cb, int64_t wait_for_cp_ms) {
   if (!ready_) {
     if (wait_for_cp_ms > 0 && !stopped_) {
-      enqueue_waiting(type, std::move(fields), timeout_ms, monotonic_ms() + wait_for_cp_ms,
-                      std::move(cb));
+      enqueue_waiting(Waiting{.type = type,
+                              .fields = std::move(fields),
+                              .timeout_ms = timeout_ms,
+                              .wait_until_ms = monotonic_ms() + wait_for_cp_ms,
+                              .cb = std::move(cb)});
       return;
     }
     fail_later(std::move(cb), unavailable("pgwarden control plane is unreachable"));
@@ -567,25 +567,8 @@ void CpClient::record(uint64_t session, std::string payload, int64_t timeout_ms,
                       int64_t wait_for_cp_ms) {
   if (!ready_) {
     if (wait_for_cp_ms > 0 && !stopped_) {
-      uint64_t key = next_waiting_key_++;
-      Waiting w;
-      w.key = key;
-      w.is_record = true;
-      w.session = session;
-      w.payload = std::move(payload);
-      w.timeout_ms = timeout_ms;
-      w.wait_until_ms = monotonic_ms() + wait_for_cp_ms;
-      w.cb = std::move(cb);
-      w.timer = loop_->add_timer(w.wait_until_ms, [this, key] {
-        auto it = waiting_.find(key);
-        if (it == waiting_.end()) return;
-        Callback c = std::move(it->second.cb);
-        waiting_.erase(it);
-        c(
-            unavailable("the pgwarden control plane is unreachable and did not come back within "
-                        "limits.cp_unavailable_wait_ms"));
-      });
-      waiting_.emplace(key, std::move(w));
+      enqueue_waiting(waiting_record(session, std::move(payload), timeout_ms,
+                                     monotonic_ms() + wait_for_cp_ms, std::move(cb)));
       return;
     }
     fail_later(std::move(cb), unavailable("pgwarden control plane is unreachable"));

@@ -167,8 +167,10 @@ class CpClient : public IoHandler {
     uint64_t session = 0;
     std::string payload;
   };
-  void enqueue_waiting(std::string type, nlohmann::json fields, int64_t timeout_ms,
-                       int64_t wait_until_ms, Callback cb);
+  // Parks `w` until the connection is back (send_waiting()) or its wait_until_ms passes.
+  void enqueue_waiting(Waiting w);
+  static Waiting waiting_record(uint64_t session, std::string payload, int64_t timeout_ms,
+                                int64_t wait_until_ms, Callback cb);
   void send_waiting();
 
   void connect_now();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/protocol/event_record.h"
 #include "dataplane/pgwire/wire.h"
 
 namespace pgwarden::session {
@@ -11,20 +12,6 @@ namespace pgwarden::session {
 namespace {
 
 using json = nlohmann::json;
-
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
-}
 
 std::string hex_of(const unsigned char* p, size_t n) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -54,11 +41,6 @@ std::string_view trim_partial_utf8(std::string_view s) {
 }
 
 }  // namespace
-
-json render_value(std::string_view v, bool binary) {
-  if (!binary && valid_utf8(v)) return std::string(v);
-  return "\\x" + hex_of(reinterpret_cast<const unsigned char*>(v.data()), v.size());
-}
 
 std::string sha256_hex(std::string_view data) {
   unsigned char md[EVP_MAX_MD_SIZE];
@@ -106,7 +88,7 @@ void ValueRecorder::update(std::string_view chunk) {
 
 json ValueRecorder::finish(size_t* bytes) {
   if (!hashing_) {
-    json v = render_value(head_, binary_);
+    json v = protocol::text_value_json(head_, binary_);
     *bytes += binary_ ? 2 + 2 * head_.size() : head_.size();
     return v;
   }
@@ -116,8 +98,9 @@ json ValueRecorder::finish(size_t* bytes) {
   hashing_ = false;
   std::string_view prefix = std::string_view(head_).substr(0, prefix_cap_);
   if (!binary_) prefix = trim_partial_utf8(prefix);
-  json v = {
-      {"length", length_}, {"sha256", hex_of(md, n)}, {"prefix", render_value(prefix, binary_)}};
+  json v = {{"length", length_},
+            {"sha256", hex_of(md, n)},
+            {"prefix", protocol::text_value_json(prefix, binary_)}};
   *bytes += 96 + (binary_ ? 2 * prefix.size() : prefix.size());
   return v;
 }

@@ -41,10 +41,6 @@ inline constexpr size_t kMaxBindNameBytes = 64 * 1024;    // portal / statement 
 // parameters are left out and the record says params_truncated.
 inline constexpr size_t kRecordedParamBytes = 64 * 1024;
 
-// A value as a recording shows it: text as is when valid UTF-8 and `binary` is false, else
-// "\x" + hex.
-nlohmann::json render_value(std::string_view v, bool binary);
-
 // Hex SHA-256 of `data` (for tests and callers that hold a value whole).
 std::string sha256_hex(std::string_view data);
 

@@ -40,7 +40,7 @@ uint64_t mix(uint64_t h, uint64_t v) {
 
 std::string_view body_of(std::string_view whole) { return whole.substr(5); }
 
-json value_json(std::string_view v, bool binary) { return render_value(v, binary); }
+json value_json(std::string_view v, bool binary) { return protocol::text_value_json(v, binary); }
 
 void store_be16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);

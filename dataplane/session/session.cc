@@ -108,9 +108,9 @@ std::string Session::session_id_hex() const { return sid_hex_; }
 
 void Session::start() {
   sid_ = random64();
-  sid_hex_ = hex64(sid_);
+  sid_hex_ = protocol::session_hex(sid_);
   peer_text_ = describe_peer(peer_, &peer_loopback_);
-  nonce_ = hex64(random64()) + hex64(random64());
+  nonce_ = protocol::session_hex(random64()) + protocol::session_hex(random64());
   nonce_sql_ = "pgwarden_denied_" + nonce_;
   auto& limits = worker_->runtime().config.limits;
   bump(worker_->counters().sessions_accepted);

@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 
 #include <cstdint>
-#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -27,12 +26,6 @@ constexpr int64_t kCloseFlushMs = 2000;
 // PostgreSQL's own cap on a client message (PQ_LARGE_MESSAGE_LIMIT): a streamed Bind or
 // CopyData may be this long.
 constexpr uint32_t kMaxStreamedMessageBytes = 0x3fffffff;
-
-inline std::string hex64(uint64_t v) {
-  char buf[17];
-  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 inline uint64_t random64() {
   uint64_t v = 0;

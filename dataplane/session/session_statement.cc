@@ -591,7 +591,7 @@ void Session::escalate_analyse(std::string sql, const ScreenResult& screen) {
   PrescreenMatch approve_match = approve != nullptr ? *approve : PrescreenMatch{};
   json req = {{"session_id", session_id_hex()},
               {"sql", sql},
-              {"shape_key", hex64(shape)},
+              {"shape_key", protocol::session_hex(shape)},
               {"prescreen", std::move(prescreen)}};
   worker_->cp().request(
       "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
@@ -675,7 +675,7 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
   uint64_t seq = ++escalation_seq_;
   json req = {{"session_id", session_id_hex()},
               {"sql", sql},
-              {"shape_key", hex64(shape_key)},
+              {"shape_key", protocol::session_hex(shape_key)},
               {"rule", rule},
               {"reason", reason}};
   worker_->cp().request(

@@ -26,10 +26,10 @@
 #include <thread>
 #include <vector>
 
+#include "common/source_root.h"
 #include "controlplane/server/control_plane.h"
 #include "tests/integration/cp_process.h"
 #include "tests/integration/test_pki.h"
-#include "common/source_root.h"
 
 namespace pgwarden {
 namespace {

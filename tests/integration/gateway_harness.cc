@@ -225,8 +225,9 @@ Status GatewayHarness::mount_state_device() {
   PGW_RETURN_IF_ERROR(
       run_command(std::string("mkfs.ext4 -q ") + (journal ? "" : "-O ^has_journal ") +
                   "-E lazy_itable_init=0,lazy_journal_init=0 " + state_loop_ +
-                  " 2>&1 && mount -o " + (journal ? "errors=remount-ro,commit=1 " : "errors=continue ") +
-                  state_loop_ + " " + dir_ + "/state 2>&1 && chmod 0700 " + dir_ + "/state")
+                  " 2>&1 && mount -o " +
+                  (journal ? "errors=remount-ro,commit=1 " : "errors=continue ") + state_loop_ +
+                  " " + dir_ + "/state 2>&1 && chmod 0700 " + dir_ + "/state")
           .status());
   state_mounted_ = true;
   return Status::ok();
@@ -422,6 +423,15 @@ long GatewayHarness::dp_rss_kib() const {
   auto pos = status.find("VmRSS:");
   if (pos == std::string::npos) return -1;
   return std::atol(status.c_str() + pos + 6);
+}
+
+bool eventually(const std::function<bool()>& done, int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
 }
 
 }  // namespace pgwarden::testing

@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -238,5 +239,9 @@ class SharedGatewayTest : public ::testing::Test {
 
   static inline GatewayHarness* gw_ = nullptr;
 };
+
+// Re-checks `done` (an observable event: a status field, a row, a file) until it holds or
+// `timeout_ms` passes; the 20 ms pause between checks only avoids a busy loop.
+bool eventually(const std::function<bool()>& done, int timeout_ms = 20000);
 
 }  // namespace pgwarden::testing

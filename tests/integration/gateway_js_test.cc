@@ -6,8 +6,8 @@
 
 #include <string>
 
-#include "tests/integration/gateway_harness.h"
 #include "common/source_root.h"
+#include "tests/integration/gateway_harness.h"
 
 namespace pgwarden::testing {
 namespace {

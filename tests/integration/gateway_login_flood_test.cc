@@ -35,15 +35,6 @@ int64_t ms_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
 }
 
-bool eventually(const std::function<bool()>& done, int timeout_ms) {
-  auto t0 = Clock::now();
-  while (ms_since(t0) < timeout_ms) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
-
 // A nonblocking TCP connection to 127.0.0.1:port from source address `from` (any 127/8
 // address is local on Linux). -1 on failure.
 int connect_from(const std::string& from, int port) {

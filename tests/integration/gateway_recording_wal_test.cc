@@ -50,16 +50,6 @@ constexpr const char* kNotRequiredPolicy =
         "read_only": false, "rule_sets": ["deny", "approve"],
         "recording": {"level": "full", "required": false}})";
 
-// Polls `done` (an observable event) until it holds or `timeout_ms` passes.
-bool eventually(const std::function<bool()>& done, int timeout_ms = 15000) {
-  auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (Clock::now() < end) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return done();
-}
-
 class GatewayRecordingWalTest : public SharedGatewayTest<GatewayRecordingWalTest> {
  public:
   static constexpr const char* kPolicy = kRequiredPolicy;

@@ -31,17 +31,6 @@ int64_t ms_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
 }
 
-// Re-checks `done` until it holds or `timeout_ms` passes (each check is a real round trip to
-// the gateway; the short pause only avoids a busy loop).
-bool eventually(const std::function<bool()>& done, int timeout_ms) {
-  auto t0 = Clock::now();
-  while (ms_since(t0) < timeout_ms) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return done();
-}
-
 class GatewayReloadTest : public SharedGatewayTest<GatewayReloadTest> {
  public:
   static GatewayOptions gateway_options() {

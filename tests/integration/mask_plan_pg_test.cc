@@ -7,13 +7,13 @@
 #include <memory>
 #include <optional>
 
+#include "common/source_root.h"
 #include "controlplane/masking/catalog.h"
 #include "controlplane/masking/mask_plan.h"
 #include "dataplane/masking/mask_apply.h"
 #include "dataplane/masking/rules_detector.h"
 #include "dataplane/pgwire/messages.h"
 #include "tests/support/pg_sandbox.h"
-#include "common/source_root.h"
 
 namespace pgwarden {
 namespace {

@@ -75,17 +75,6 @@ std::string http_get(int port, const std::string& path) {
   return body == std::string::npos ? "" : out.substr(body + 4);
 }
 
-// Polls `done` until it holds or `timeout_ms` passes: the condition is the event (a sample
-// Prometheus scraped), the pause only paces the polling.
-bool eventually(const std::function<bool()>& done, int timeout_ms = 20000) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
 // The throwaway Prometheus server.
 class Prometheus {
  public:
