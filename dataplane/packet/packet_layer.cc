@@ -882,6 +882,10 @@ Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig
 
 unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
 
+unsigned PacketLayer::software_owner(const FlowKey& key) const {
+  return steer_worker(key, worker_count());
+}
+
 bool PacketLayer::poll_once(unsigned worker) { return impl_->poll(*impl_->workers_[worker]); }
 void PacketLayer::flush(unsigned worker) { impl_->flush(*impl_->workers_[worker]); }
 
