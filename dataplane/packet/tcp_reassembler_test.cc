@@ -83,7 +83,7 @@ TEST(ReassemblyMemoryTest, RingBlocksAreRecycledUpToTheCacheCap) {
   for (auto& x : b) x = memory.take_block(2048);
   uint8_t* last = b[2].get();
   for (auto& x : b) memory.give_block(std::move(x), 2048);
-  EXPECT_EQ(memory.cached_blocks(), 2u);  // the third went back to the heap
+  EXPECT_EQ(memory.cached_blocks(), 2u);             // the third went back to the heap
   memory.give_block(memory.take_block(8192), 8192);  // not a pooled size
   EXPECT_EQ(memory.cached_blocks(), 2u);
   std::unique_ptr<uint8_t[]> again = memory.take_block(2048);
