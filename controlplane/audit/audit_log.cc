@@ -118,7 +118,9 @@ std::string AuditLog::line(const AuditRecord& r, std::string_view ts) {
   return out;
 }
 
-nlohmann::json AuditLog::to_json(const AuditRecord& r) { return nlohmann::json::parse(line(r, "")); }
+nlohmann::json AuditLog::to_json(const AuditRecord& r) {
+  return nlohmann::json::parse(line(r, ""));
+}
 
 void AuditLog::write_line(const AuditRecord& r) {
   std::string text = line(r, utc_now());

@@ -1071,10 +1071,9 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
   std::weak_ptr<Connection> weak = conn;
   recording::AppendOptions opts;
   opts.keep = true;  // never refused for a full queue: the dp waits for this answer
-  // sql is only needed for a refusal: audited->sql (JSON path) or the audit fields hold it too,
-  // but a refusal is audited with the plain text.
-  opts.on_done = [this, weak, id, ring_seq, s, sql, audited = std::move(audited)](
-                     const Status& st) {
+  // `sql` is for a refusal's audit record (decision_record takes the plain text).
+  opts.on_done = [this, weak, id, ring_seq, s, sql,
+                  audited = std::move(audited)](const Status& st) {
     if (st.is_ok()) {
       if (audited) audit_.record(*audited);
       if (auto c = weak.lock()) reply(c, ring_seq, protocol::make_ok(id));

@@ -32,8 +32,9 @@ std::string typed_canonical(RecordType type, const std::string& payload) {
 // overlong sequences, lone continuation bytes), empty.
 std::string random_text(std::mt19937& rng) {
   static const std::vector<std::string> kPieces = {
-      "SELECT ", "abc", "\"", "\\", "\n", "\t", std::string(1, '\0'), "\x01", "é", "€", "𝄞",
-      "\xff", "\xc3", "\xc0\x80", "\xed\xa0\x80", "\x80", "", "1234567890", "'x'"};
+      "SELECT ",      "abc",  "\"", "\\",         "\n",   "\t",   std::string(1, '\0'),
+      "\x01",         "é",    "€",  "𝄞",          "\xff", "\xc3", "\xc0\x80",
+      "\xed\xa0\x80", "\x80", "",   "1234567890", "'x'"};
   std::string s;
   int n = static_cast<int>(rng() % 8);
   for (int i = 0; i < n; ++i) s += kPieces[rng() % kPieces.size()];
@@ -170,14 +171,20 @@ TEST(RingFields, AuditLinesMatchTheJsonPath) {
     recording::RecordFields fields;
     std::string out_sql;
     ASSERT_TRUE(ring_record_fields(RecordType::kStatement, payload, fields, out_sql).is_ok());
-    audit::AuditRecord typed{.event = "statement", .session_id = "00000000000000ab",
-                             .identity = "agent-7", .policy = "p", .policy_version = 3};
+    audit::AuditRecord typed{.event = "statement",
+                             .session_id = "00000000000000ab",
+                             .identity = "agent-7",
+                             .policy = "p",
+                             .policy_version = 3};
     audit_fields(fields, typed);
 
     auto j = protocol::record_to_json(RecordType::kStatement, payload);
     j->erase("kind");
-    audit::AuditRecord tree{.event = "statement", .session_id = "00000000000000ab",
-                            .identity = "agent-7", .policy = "p", .policy_version = 3};
+    audit::AuditRecord tree{.event = "statement",
+                            .session_id = "00000000000000ab",
+                            .identity = "agent-7",
+                            .policy = "p",
+                            .policy_version = 3};
     auto take = [&](const char* key, std::string& out) {
       if (j->contains(key) && (*j)[key].is_string()) out = (*j)[key].get<std::string>();
     };

@@ -1,6 +1,7 @@
 // Fuzzes the cp side of the event ring with a hostile producer: arbitrary bytes as a record
-// payload of every type (record_to_json, and ring_record_fields, cp's tree-less path), and arbitrary bytes as the ring's data with an
-// arbitrary published tail (SpscRing::peek must refuse, never read outside the ring).
+// payload of every type (record_to_json, and ring_record_fields, cp's tree-less path), and
+// arbitrary bytes as the ring's data with an arbitrary published tail (SpscRing::peek must refuse,
+// never read outside the ring).
 #include <sys/mman.h>
 #include <unistd.h>
 
