@@ -285,9 +285,23 @@ class EscalationServer {
   // `ring_seq` != 0: the record came on the event ring and is answered there (reply()).
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
                                uint64_t id, uint64_t ring_seq = 0);
+  // The write-ahead part of handle_record for session `session` (not null): `fields` are the
+  // statement record's fields, `sql` its SQL (for holds and refusals), `audited` its audit
+  // record (written once the record is).
+  protocol::json record_ahead(const std::shared_ptr<Connection>& conn,
+                              const std::shared_ptr<Session>& session,
+                              recording::RecordFields fields, std::string sql,
+                              std::optional<audit::AuditRecord> audited, uint64_t id,
+                              uint64_t ring_seq);
+  // A typed ring record (statement decision or write-ahead record, completion, rows): recorded
+  // and audited from its pre-serialised fields, no JSON tree.
+  void on_ring_event(const std::shared_ptr<Connection>& conn, const protocol::RecordView& r);
   // The audit record of a dp event; none for `rows` (result rows never reach the audit log).
   std::optional<audit::AuditRecord> audit_record_of(const std::shared_ptr<Session>& session,
                                                     const protocol::Event& event);
+  // The audit record's session part (event, session id, identity, target, policy).
+  audit::AuditRecord audit_base(const std::shared_ptr<Session>& session, std::string event,
+                                std::string session_id);
   // A session marked behind: records its recording_gap. Ok when not behind (or no recorder).
   Status catch_up_recording(const std::shared_ptr<Session>& session);
   // A record the Recorder could not write (the statement is not run): counted and audited as
@@ -307,6 +321,9 @@ class EscalationServer {
   // a refused record request is not lost: its statement does not run).
   Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
                       protocol::json fields, bool count_loss);
+  // The same for events other than session_start, with their fields serialised.
+  Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
+                      recording::RecordFields fields, bool count_loss);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
 
   config::ConfigStore& store_;
