@@ -314,10 +314,12 @@ TEST(ConfigTest, StateStoreIsTheFileStoreByDefaultOrAValidatedPostgresStore) {
   j["control_plane"]["state_store"] = {{"kind", "postgres"}, {"node_id", "a b"}};
   LoadOutcome bad = parse_config(j.dump(), 1, no_env());
   EXPECT_FALSE(bad.ok());
-  EXPECT_TRUE(has_error(bad, "$.control_plane.state_store.dsn_file: is required for kind \"postgres\""))
+  EXPECT_TRUE(
+      has_error(bad, "$.control_plane.state_store.dsn_file: is required for kind \"postgres\""))
       << bad.error_text();
-  EXPECT_TRUE(has_error(bad, "$.control_plane.state_store.node_id: is required for kind \"postgres\": "
-                             "1..63 of [A-Za-z0-9._-]"))
+  EXPECT_TRUE(has_error(bad,
+                        "$.control_plane.state_store.node_id: is required for kind \"postgres\": "
+                        "1..63 of [A-Za-z0-9._-]"))
       << bad.error_text();
   j["control_plane"]["state_store"] = {{"kind", "etcd"}};
   EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),

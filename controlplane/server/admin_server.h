@@ -79,8 +79,9 @@ struct AdminBackend {
   // session ids (EscalationServer::kill_sessions; with a shared state store also those of
   // other nodes, which are asked through the store: unavailable when it cannot be reached).
   // Unset: sessions.kill is unavailable.
-  std::function<Result<std::vector<std::string>>(const nlohmann::json& selector, const std::string& reason,
-                                         const std::string& by, const std::string& cause)>
+  std::function<Result<std::vector<std::string>>(const nlohmann::json& selector,
+                                                 const std::string& reason, const std::string& by,
+                                                 const std::string& cause)>
       kill_sessions;
   // identities.* (revocations persisted in the state directory); null: unavailable.
   RevocationStore* revocations = nullptr;

@@ -250,10 +250,10 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
                                    recordings_dir + "/" + session_id + ".jsonl", "closed"});
         return;
       }
-      shared->session_started({session_id, shared->node_id(), identity, target,
-                               protocol::now_unix_ms()});
-      shared->recording_indexed({session_id, shared->node_id(),
-                                 recordings_dir + "/" + session_id + ".jsonl", "open"});
+      shared->session_started(
+          {session_id, shared->node_id(), identity, target, protocol::now_unix_ms()});
+      shared->recording_indexed(
+          {session_id, shared->node_id(), recordings_dir + "/" + session_id + ".jsonl", "open"});
     };
   }
   handlers.rules_dir = std::move(rules_dir);

@@ -867,7 +867,8 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   bump(Counter::k_auth_accepted);
   r.decision = "ok";
   audit_.record(r);
-  if (handlers_.on_session) handlers_.on_session(session->id, auth.identity.subject, target->name, true);
+  if (handlers_.on_session)
+    handlers_.on_session(session->id, auth.identity.subject, target->name, true);
   json answer = resp.to_json();
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
@@ -1209,7 +1210,8 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
 
 void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std::string& reason) {
   if (s->ended.exchange(true)) return;
-  if (handlers_.on_session) handlers_.on_session(s->id, s->identity.subject, s->target->name, false);
+  if (handlers_.on_session)
+    handlers_.on_session(s->id, s->identity.subject, s->target->name, false);
   if (handlers_.approvals != nullptr) {
     size_t n = handlers_.approvals->abandon_session(s->id);
     if (n > 0) spdlog::info("session {}: {} pending approvals abandoned", s->id, n);

@@ -62,26 +62,37 @@ CREATE TABLE IF NOT EXISTS pgwarden_audit (
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kStateSchemaVersion);
 
-struct ResultCloser {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using Res = std::unique_ptr<PGresult, ResultCloser>;
-
 std::string pg_error(PGconn* c) {
   std::string m = c == nullptr ? "no connection" : PQerrorMessage(c);
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
   return m;
 }
 
+struct ResultCloser {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using Res = std::unique_ptr<PGresult, ResultCloser>;
+
+void ignore_notice(void*, const char*) {}
+
 PGconn* connect(const std::string& conninfo, int timeout_ms, std::string* error) {
   std::string timeout = std::to_string(std::max(1, (timeout_ms + 999) / 1000));
   const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
-  const char* values[] = {conninfo.c_str(), timeout.c_str(), "pgwarden-cp state store",
-                          nullptr};
+  const char* values[] = {conninfo.c_str(), timeout.c_str(), "pgwarden-cp state store", nullptr};
   PGconn* c = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (c == nullptr || PQstatus(c) != CONNECTION_OK) {
     *error = pg_error(c);
     if (c != nullptr) PQfinish(c);
+    return nullptr;
+  }
+  // Server notices (CREATE ... IF NOT EXISTS) are not for the operator's terminal.
+  PQsetNoticeProcessor(c, ignore_notice, nullptr);
+  // A decision is reported only once it is durable, whatever the server's default: with
+  // synchronous_commit off a store crash right after an approval would forget it.
+  Res set(PQexec(c, "SET synchronous_commit = on"));
+  if (PQresultStatus(set.get()) != PGRES_COMMAND_OK) {
+    *error = pg_error(c);
+    PQfinish(c);
     return nullptr;
   }
   return c;
@@ -111,6 +122,9 @@ struct PgStateStore::Impl {
 
   std::atomic<bool> stopping{false};
   ChangeHandler handler;
+  std::mutex listen_mu;
+  std::condition_variable listen_cv;
+  bool listening = false;  // the feed's first LISTEN succeeded
   std::thread listener;
 
   std::mutex queue_mu;
@@ -145,8 +159,10 @@ struct PgStateStore::Impl {
     }
     std::vector<const char*> values;
     for (const auto& p : params) values.push_back(p.c_str());
-    Res r(PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                       values.data(), nullptr, nullptr, 0));
+    // Without parameters: the simple protocol (a migration is several statements).
+    Res r(params.empty() ? PQexec(conn, sql.c_str())
+                         : PQexecParams(conn, sql.c_str(), static_cast<int>(values.size()), nullptr,
+                                        values.data(), nullptr, nullptr, 0));
     ExecStatusType st = PQresultStatus(r.get());
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
       if (!ok.exchange(true)) spdlog::info("state store reachable again ({})", what);
@@ -197,8 +213,8 @@ struct PgStateStore::Impl {
       PGW_RETURN_IF_ERROR(
           step("CREATE TABLE IF NOT EXISTS pgwarden_schema_version (version int PRIMARY KEY, "
                "applied_ms bigint NOT NULL, applied_by text NOT NULL)"));
-      auto v = exec("migration", "SELECT coalesce(max(version), 0) FROM pgwarden_schema_version",
-                    {});
+      auto v =
+          exec("migration", "SELECT coalesce(max(version), 0) FROM pgwarden_schema_version", {});
       if (!v.is_ok()) return v.status();
       int version = std::atoi(PQgetvalue(v->get(), 0, 0));
       if (version > kStateSchemaVersion) {
@@ -293,12 +309,17 @@ struct PgStateStore::Impl {
           }
         }
         if (lc == nullptr) {
-          ok = false;
+          if (ok.exchange(false)) spdlog::error("state store unreachable (change feed): {}", error);
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
           continue;
         }
         // After an interruption changes may have been missed: the owner re-reads everything.
         if (!first && handler) handler(StateChange{.kind = StateChange::Kind::kResync});
+        if (first) {
+          std::lock_guard lock(listen_mu);
+          listening = true;
+          listen_cv.notify_all();
+        }
         first = false;
       }
       pollfd p{PQsocket(lc), POLLIN, 0};
@@ -415,8 +436,8 @@ Status PgStateStore::put_approval(const json& snapshot, bool create) {
 }
 
 Result<std::optional<json>> PgStateStore::get_approval(const std::string& id) {
-  auto r = impl_->run("read approval", "SELECT snapshot FROM pgwarden_approvals WHERE id = $1",
-                      {id});
+  auto r =
+      impl_->run("read approval", "SELECT snapshot FROM pgwarden_approvals WHERE id = $1", {id});
   if (!r.is_ok()) return r.status();
   if (PQntuples(r->get()) == 0) return std::optional<json>();
   json j = json::parse(PQgetvalue(r->get(), 0, 0), nullptr, false);
@@ -491,17 +512,16 @@ void PgStateStore::session_started(const SessionEntry& e) {
 }
 
 void PgStateStore::session_ended(const std::string& session_id) {
-  impl_->enqueue(
-      Write{"DELETE FROM pgwarden_sessions WHERE session_id = $1 AND node_id = $2",
-            {session_id, impl_->options.node_id}});
+  impl_->enqueue(Write{"DELETE FROM pgwarden_sessions WHERE session_id = $1 AND node_id = $2",
+                       {session_id, impl_->options.node_id}});
 }
 
 void PgStateStore::recording_indexed(const RecordingEntry& e) {
-  impl_->enqueue(Write{
-      "INSERT INTO pgwarden_recordings VALUES ($1, $2, $3, $4, $5::bigint) ON CONFLICT "
-      "(session_id) DO UPDATE SET node_id = EXCLUDED.node_id, file = EXCLUDED.file, "
-      "state = EXCLUDED.state, updated_ms = EXCLUDED.updated_ms",
-      {e.session_id, impl_->options.node_id, e.file, e.state, std::to_string(now_ms())}});
+  impl_->enqueue(
+      Write{"INSERT INTO pgwarden_recordings VALUES ($1, $2, $3, $4, $5::bigint) ON CONFLICT "
+            "(session_id) DO UPDATE SET node_id = EXCLUDED.node_id, file = EXCLUDED.file, "
+            "state = EXCLUDED.state, updated_ms = EXCLUDED.updated_ms",
+            {e.session_id, impl_->options.node_id, e.file, e.state, std::to_string(now_ms())}});
 }
 
 Result<std::optional<SessionEntry>> PgStateStore::find_session(const std::string& session_id) {
@@ -554,6 +574,12 @@ Status PgStateStore::start(ChangeHandler handler) {
   Impl* raw = impl_.get();
   impl_->listener = std::thread([raw] { raw->listener_loop(); });
   impl_->writer = std::thread([raw] { raw->writer_loop(); });
+  // Changes made after start() returns reach the handler: wait for the LISTEN (the store was
+  // reachable at open; if it went away since, the feed catches up with kResync).
+  std::unique_lock lock(impl_->listen_mu);
+  impl_->listen_cv.wait_for(lock,
+                            std::chrono::milliseconds(impl_->options.connect_timeout_ms + 1000),
+                            [raw] { return raw->listening; });
   return Status::ok();
 }
 
@@ -563,9 +589,8 @@ uint64_t PgStateStore::background_dropped() const { return impl_->dropped; }
 
 bool PgStateStore::flush_background(int timeout_ms) {
   std::unique_lock lock(impl_->queue_mu);
-  return impl_->queue_cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] {
-    return impl_->queue.empty() && !impl_->writing;
-  });
+  return impl_->queue_cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                                  [this] { return impl_->queue.empty() && !impl_->writing; });
 }
 
 }  // namespace pgwarden::state

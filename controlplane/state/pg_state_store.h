@@ -33,8 +33,8 @@ namespace pgwarden::state {
 inline constexpr int kStateSchemaVersion = 1;
 
 struct PgStateStoreOptions {
-  std::string conninfo;  // libpq conninfo: a secret
-  std::string node_id;   // REQUIRES: not empty, unique per node
+  std::string conninfo;      // libpq conninfo: a secret
+  std::string node_id;       // REQUIRES: not empty, unique per node
   std::string admin_socket;  // this node's admin socket, for replay from other nodes
   int connect_timeout_ms = 2000;
   size_t background_queue_cap = 100000;  // registry/index writes beyond this are dropped, counted

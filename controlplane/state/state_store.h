@@ -140,9 +140,7 @@ class FileStateStore final : public StateStore {
     return std::vector<nlohmann::json>{};
   }
   Status put_revocation(const nlohmann::json&) override { return Status::ok(); }
-  Status remove_revocation(const std::string&, const std::string&) override {
-    return Status::ok();
-  }
+  Status remove_revocation(const std::string&, const std::string&) override { return Status::ok(); }
   Result<std::vector<nlohmann::json>> list_revocations() override {
     return std::vector<nlohmann::json>{};
   }

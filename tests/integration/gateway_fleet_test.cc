@@ -28,6 +28,12 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// Keeps the SQLSTATE of an ErrorResponse libpq receives outside a query (the kill's FATAL).
+void capture_sqlstate(void* arg, const PGresult* r) {
+  const char* st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  if (st != nullptr) *static_cast<std::string*>(arg) += st;
+}
+
 int64_t ms_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
 }
@@ -172,8 +178,7 @@ TEST_F(FleetTest, StatementHeldOnNodeBRunsWhenApprovedOnNodeA) {
             << " ms (from pgwardenctl's answer to psql's exit)\n";
   EXPECT_LT(ms, 5000);
   EXPECT_NE(psql.output().find("UPDATE 2"), std::string::npos) << psql.output();
-  EXPECT_EQ(db("select string_agg(v, ',' order by k) from public.fleet_once"),
-            "approved,approved");
+  EXPECT_EQ(db("select string_agg(v, ',' order by k) from public.fleet_once"), "approved,approved");
   // Both nodes show the decision; deciding again on node B is refused (the first one won).
   CtlResult show = b_->ctl("reviewer", {"approvals", "show", req["id"], "--json"});
   json shown = json::parse(show.out, nullptr, false);
@@ -186,9 +191,10 @@ TEST_F(FleetTest, StatementHeldOnNodeBRunsWhenApprovedOnNodeA) {
                       req["id"].get<std::string>() + "'"),
             "approved\n");
   EXPECT_TRUE(eventually([&] {
-    auto n = store_->psql("select count(*) from pgwarden_audit where event = "
-                          "'approval_approved' and record->>'approval_id' = '" +
-                          req["id"].get<std::string>() + "'");
+    auto n = store_->psql(
+        "select count(*) from pgwarden_audit where event = "
+        "'approval_approved' and record->>'approval_id' = '" +
+        req["id"].get<std::string>() + "'");
     return n.is_ok() && *n == "1\n";
   })) << store_sql("select event, record from pgwarden_audit");
 }
@@ -196,19 +202,20 @@ TEST_F(FleetTest, StatementHeldOnNodeBRunsWhenApprovedOnNodeA) {
 TEST_F(FleetTest, RevokingOnNodeAEndsTheSessionOnNodeBAndRefusesItsLogins) {
   Conn session = connect(*b_);
   ASSERT_TRUE(alive(session.get()));
+  std::string fatal;
+  PQsetNoticeReceiver(session.get(), capture_sqlstate, &fatal);
   // The registry knows which node holds the session.
   std::vector<std::string> ids = live_ids(*b_, "svc:agent1");
   ASSERT_FALSE(ids.empty());
   EXPECT_TRUE(eventually([&] {
-    auto n = store_->psql("select node_id from pgwarden_sessions where session_id = '" + ids[0] +
-                          "'");
+    auto n =
+        store_->psql("select node_id from pgwarden_sessions where session_id = '" + ids[0] + "'");
     return n.is_ok() && *n == "node-b\n";
   }));
 
   auto t0 = Clock::now();
   CtlResult r = a_->ctl("reviewer", {"identities", "revoke", "svc:agent1", "--reason", "leak"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
-  std::string fatal;
   int64_t ms = wait_closed(session.get(), t0, &fatal);
   std::cout << "[fleet] revoke on node-a -> session on node-b closed: " << ms
             << " ms (from starting pgwardenctl)\n";
@@ -223,10 +230,12 @@ TEST_F(FleetTest, RevokingOnNodeAEndsTheSessionOnNodeBAndRefusesItsLogins) {
 
   CtlResult un = a_->ctl("reviewer", {"identities", "unrevoke", "svc:agent1"});
   ASSERT_EQ(un.code, 0) << un.out << un.err;
-  EXPECT_TRUE(eventually([&] {
-    Conn c(PQconnectdb(b_->conninfo().c_str()));
-    return PQstatus(c.get()) == CONNECTION_OK;
-  }, 10000));
+  EXPECT_TRUE(eventually(
+      [&] {
+        Conn c(PQconnectdb(b_->conninfo().c_str()));
+        return PQstatus(c.get()) == CONNECTION_OK;
+      },
+      10000));
 }
 
 TEST_F(FleetTest, KillingOnNodeAASessionOfNodeBEndsIt) {
@@ -237,8 +246,8 @@ TEST_F(FleetTest, KillingOnNodeAASessionOfNodeBEndsIt) {
   ASSERT_EQ(ids.size(), 2u);
   // Wait until node A can see the session in the registry.
   ASSERT_TRUE(eventually([&] {
-    auto n = store_->psql("select count(*) from pgwarden_sessions where session_id = '" +
-                          ids[0] + "'");
+    auto n =
+        store_->psql("select count(*) from pgwarden_sessions where session_id = '" + ids[0] + "'");
     return n.is_ok() && *n == "1\n";
   }));
   auto t0 = Clock::now();
@@ -288,8 +297,7 @@ TEST_F(FleetTest, ZStoreOutageFailsClosedAndADecisionAfterItStillReleases) {
   std::cout << "[fleet] approval during the outage: SQLSTATE " << state << ": "
             << PQresultErrorMessage(refused.get());
   EXPECT_FALSE(state.empty());
-  EXPECT_NE(std::string(PQresultErrorMessage(refused.get())).find("state store"),
-            std::string::npos)
+  EXPECT_NE(std::string(PQresultErrorMessage(refused.get())).find("state store"), std::string::npos)
       << PQresultErrorMessage(refused.get());
   EXPECT_EQ(db("select string_agg(v, ',' order by k) from public.fleet_outage2"), "orig,orig");
 
@@ -312,7 +320,8 @@ TEST_F(FleetTest, ZStoreOutageFailsClosedAndADecisionAfterItStillReleases) {
   ASSERT_TRUE(eventually([&] {
     again = a_->ctl("reviewer", {"approvals", "approve", req["id"], "--reason", "store back"});
     return again.code == 0;
-  })) << again.out << again.err;
+  })) << again.out
+      << again.err;
   auto t0 = Clock::now();
   ASSERT_EQ(held.wait(10000), 0) << held.output();
   std::cout << "[fleet] after the outage, approval on node-a -> node-b released: " << ms_since(t0)

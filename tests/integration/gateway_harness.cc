@@ -89,9 +89,7 @@ Status GatewayHarness::write_config() {
   }
   if (!options_.state_store_conninfo.empty()) {
     const std::string dsn_file = dir_ + "/state-store.dsn";
-    {
-      std::ofstream(dsn_file) << options_.state_store_conninfo << "\n";
-    }
+    { std::ofstream(dsn_file) << options_.state_store_conninfo << "\n"; }
     chmod(dsn_file.c_str(), 0600);
     control_plane["state_store"] = {
         {"kind", "postgres"}, {"dsn_file", dsn_file}, {"node_id", options_.node_id}};

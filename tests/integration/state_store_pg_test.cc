@@ -2,8 +2,6 @@
 // compare-and-set of approval decisions between two nodes, LISTEN/NOTIFY between them, the
 // session registry and recordings index, and what a store outage looks like to callers
 // (unavailable, no secret in the message, back after the server restarts).
-#include "controlplane/state/pg_state_store.h"
-
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -11,6 +9,7 @@
 #include <mutex>
 #include <vector>
 
+#include "controlplane/state/pg_state_store.h"
 #include "tests/integration/gateway_harness.h"
 #include "tests/support/pg_sandbox.h"
 
@@ -28,9 +27,15 @@ int64_t now_ms() {
 }
 
 json pending(const std::string& id) {
-  return json{{"id", id},          {"state", "pending"}, {"session_id", "s-" + id},
-              {"identity", "svc:a"}, {"created_ms", now_ms()}, {"decider", ""},
-              {"decided_ms", 0},   {"scope", "once"},    {"shape_key", "00ff"}};
+  return json{{"id", id},
+              {"state", "pending"},
+              {"session_id", "s-" + id},
+              {"identity", "svc:a"},
+              {"created_ms", now_ms()},
+              {"decider", ""},
+              {"decided_ms", 0},
+              {"scope", "once"},
+              {"shape_key", "00ff"}};
 }
 
 json decided(json j, const std::string& state, const std::string& decider) {
@@ -71,7 +76,8 @@ class StateStorePgTest : public ::testing::Test {
     pg_ = nullptr;
   }
   static Result<std::unique_ptr<PgStateStore>> open(const std::string& node) {
-    return PgStateStore::open({.conninfo = pg_->conninfo(), .node_id = node,
+    return PgStateStore::open({.conninfo = pg_->conninfo(),
+                               .node_id = node,
                                .admin_socket = "/run/" + node + ".sock",
                                .connect_timeout_ms = 2000});
   }
@@ -94,9 +100,8 @@ TEST_F(StateStorePgTest, SchemaIsCreatedOnceAndVersioned) {
             std::to_string(kStateSchemaVersion));
   EXPECT_EQ(db("select count(*) from pgwarden_nodes where node_id in ('node-a', 'node-b')"), "2");
   for (const char* table : {"pgwarden_approvals", "pgwarden_standing_grants",
-                            "pgwarden_revocations", "pgwarden_killed_sessions",
-                            "pgwarden_sessions", "pgwarden_recordings",
-                            "pgwarden_rule_generations", "pgwarden_audit"}) {
+                            "pgwarden_revocations", "pgwarden_killed_sessions", "pgwarden_sessions",
+                            "pgwarden_recordings", "pgwarden_rule_generations", "pgwarden_audit"}) {
     EXPECT_EQ(db(std::string("select to_regclass('") + table + "') is not null"), "t") << table;
   }
 }
@@ -174,7 +179,8 @@ TEST_F(StateStorePgTest, RevocationsKillsAndTheRegistryReachTheOtherNode) {
   ASSERT_TRUE((*a)->remove_revocation("svc:bad", "any").is_ok());
   EXPECT_TRUE((*b)->list_revocations()->empty());
 
-  ASSERT_TRUE((*a)->publish_kill(json{{"session_id", "s-42"}}, "ended", "ops", "admin_kill").is_ok());
+  ASSERT_TRUE(
+      (*a)->publish_kill(json{{"session_id", "s-42"}}, "ended", "ops", "admin_kill").is_ok());
   ASSERT_TRUE(eventually([&] {
     std::lock_guard lock(feed_b.mu);
     for (const auto& c : feed_b.changes) {
