@@ -868,6 +868,8 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   bump(Counter::k_auth_accepted);
   r.decision = "ok";
   audit_.record(r);
+  if (handlers_.on_session)
+    handlers_.on_session(session->id, auth.identity.subject, target->name, true);
   json answer = resp.to_json();
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
@@ -1220,6 +1222,8 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
 
 void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std::string& reason) {
   if (s->ended.exchange(true)) return;
+  if (handlers_.on_session)
+    handlers_.on_session(s->id, s->identity.subject, s->target->name, false);
   if (handlers_.approvals != nullptr) {
     size_t n = handlers_.approvals->abandon_session(s->id);
     if (n > 0) spdlog::info("session {}: {} pending approvals abandoned", s->id, n);
@@ -1621,6 +1625,9 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   bump(Counter::k_sessions_reregistered);
   r.decision = "ok";
   audit_.record(r);
+  if (handlers_.on_session) {
+    handlers_.on_session(session->id, session->identity.subject, session->target->name, true);
+  }
   return protocol::make_ok(
       id, {{"policy", {{"name", pol->name}, {"version", pol->version}}},
            {"recording_required",

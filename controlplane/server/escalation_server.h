@@ -104,6 +104,12 @@ struct ServerHandlers {
   // reregister is refused (the session ends after a cp restart).
   RevocationStore* revocations = nullptr;
   const TicketKey* tickets = nullptr;
+  // Session registry (controlplane/state): called when a session is admitted (authenticate,
+  // reregister: started = true) and when it ends. Runs on the server's threads; must not
+  // block. Unset: nothing is told.
+  std::function<void(const std::string& session_id, const std::string& identity,
+                     const std::string& target, bool started)>
+      on_session;
   // Whether identity provider `provider` still has signing key `kid` (TokenValidator::
   // has_key on the current validator). Unset: keys are not checked after login.
   std::function<std::optional<bool>(const std::string& provider, const std::string& kid)>
