@@ -74,13 +74,13 @@ Result<std::pair<std::string, int64_t>> device_login(const std::string& server,
         "the server's identity provider has no device_authorization_endpoint; log in with "
         "--token - (a token from your identity provider)");
   }
-  auto dev = post_form(device_endpoint,
-                       {{"client_id", client_id}, {"scope", c.value("scopes", "openid")}}, options,
-                       &status);
+  auto dev =
+      post_form(device_endpoint, {{"client_id", client_id}, {"scope", c.value("scopes", "openid")}},
+                options, &status);
   if (!dev.is_ok()) return unavailable("device authorization: " + dev.status().message());
   if (status != 200) {
-    return unauthenticated("device authorization refused: " + dev->value("error", "HTTP " +
-                                                                             std::to_string(status)));
+    return unauthenticated("device authorization refused: " +
+                           dev->value("error", "HTTP " + std::to_string(status)));
   }
   std::string device_code = dev->value("device_code", "");
   std::string user_code = dev->value("user_code", "");
@@ -113,8 +113,8 @@ Result<std::pair<std::string, int64_t>> device_login(const std::string& server,
     if (error == "slow_down") {
       interval += 5;
     } else if (error != "authorization_pending") {
-      return unauthenticated("login refused: " + (error.empty() ? "HTTP " + std::to_string(status)
-                                                                : error));
+      return unauthenticated("login refused: " +
+                             (error.empty() ? "HTTP " + std::to_string(status) : error));
     }
     // RFC 8628 3.5: the client must wait `interval` seconds between polls.
     std::this_thread::sleep_for(std::chrono::seconds(std::max<int64_t>(interval, 1)));

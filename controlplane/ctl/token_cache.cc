@@ -59,8 +59,7 @@ Result<std::string> load_cached_token(const std::string& server) {
   return it->value("token", "");
 }
 
-Status store_cached_token(const std::string& server, const std::string& token,
-                          int64_t expires_at) {
+Status store_cached_token(const std::string& server, const std::string& token, int64_t expires_at) {
   std::string dir = config_dir();
   if (dir.empty()) return failed_precondition("neither XDG_CONFIG_HOME nor HOME is set");
   std::string parent = dir.substr(0, dir.rfind('/'));

@@ -128,24 +128,24 @@ Result<AdminCall> admin_call_for(const Request& req) {
 }
 
 void register_admin_routes(HttpsServer& server, AdminExecutor execute) {
-  server.add_route(Route{
-      .method = "*",
-      .prefix = "/api/v1",
-      .access = Access::kPerson,
-      .min_role = Role::kViewer,
-      .handler = [&server, execute = std::move(execute)](const Request& req) -> Response {
-        Result<AdminCall> call = admin_call_for(req);
-        if (!call.is_ok()) return Response::from_status(call.status());
-        const Role needed = call->min_role;
-        if (req.person->role < needed) {
-          return server.forbid(req, "role " + std::string(role_name(req.person->role)) +
-                                        " may not run " + call->command + " (needs " +
-                                        std::string(role_name(needed)) + ")");
-        }
-        Result<json> r = execute(call->command, call->args, *req.person, req.remote_ip);
-        if (!r.is_ok()) return Response::from_status(r.status());
-        return Response::json(200, json{{"ok", true}, {"result", std::move(*r)}});
-      }});
+  server.add_route(
+      Route{.method = "*",
+            .prefix = "/api/v1",
+            .access = Access::kPerson,
+            .min_role = Role::kViewer,
+            .handler = [&server, execute = std::move(execute)](const Request& req) -> Response {
+              Result<AdminCall> call = admin_call_for(req);
+              if (!call.is_ok()) return Response::from_status(call.status());
+              const Role needed = call->min_role;
+              if (req.person->role < needed) {
+                return server.forbid(req, "role " + std::string(role_name(req.person->role)) +
+                                              " may not run " + call->command + " (needs " +
+                                              std::string(role_name(needed)) + ")");
+              }
+              Result<json> r = execute(call->command, call->args, *req.person, req.remote_ip);
+              if (!r.is_ok()) return Response::from_status(r.status());
+              return Response::json(200, json{{"ok", true}, {"result", std::move(*r)}});
+            }});
 }
 
 }  // namespace pgwarden::web

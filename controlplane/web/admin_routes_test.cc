@@ -42,8 +42,8 @@ INSTANTIATE_TEST_SUITE_P(
     Endpoints, AdminCallTest,
     ::testing::Values(
         RouteCase{"GET", "/api/v1/status", "", "", "status", Role::kViewer, "{}"},
-        RouteCase{"GET", "/api/v1/approvals", "state=pending", "", "approvals.list",
-                  Role::kViewer, R"({"state":"pending"})"},
+        RouteCase{"GET", "/api/v1/approvals", "state=pending", "", "approvals.list", Role::kViewer,
+                  R"({"state":"pending"})"},
         RouteCase{"GET", "/api/v1/approvals/a1", "", "", "approvals.show", Role::kViewer,
                   R"({"id":"a1"})"},
         // The id in the path wins over one in the body: the URL is what was authorized.

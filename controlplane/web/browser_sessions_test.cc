@@ -7,9 +7,9 @@ namespace {
 
 TEST(BrowserSessions, CreateFindRemove) {
   BrowserSessions s(std::chrono::seconds(60));
-  NewBrowserSession n = s.create(Person{.name = "alice", .groups = {"dba"},
-                                        .role = Role::kReviewer, .via = "oidc"},
-                                 "127.0.0.1");
+  NewBrowserSession n =
+      s.create(Person{.name = "alice", .groups = {"dba"}, .role = Role::kReviewer, .via = "oidc"},
+               "127.0.0.1");
   EXPECT_EQ(n.cookie_value.size(), 43u);
   EXPECT_EQ(n.session.csrf_token.size(), 43u);
   EXPECT_NE(n.cookie_value, n.session.csrf_token);

@@ -103,8 +103,8 @@ bool setup_tls(SSL_CTX& ctx, const std::string& cert, const std::string& key) {
     ERR_clear_error();
     return false;
   }
-  SSL_CTX_set_options(&ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_options(
+      &ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
   return true;
 }
 
@@ -154,8 +154,8 @@ Response Response::json(int status, const nlohmann::json& body) {
 }
 
 Response Response::error(int status, std::string_view code, std::string_view message) {
-  return json(status, nlohmann::json{{"ok", false},
-                                     {"error", {{"code", code}, {"message", message}}}});
+  return json(status,
+              nlohmann::json{{"ok", false}, {"error", {{"code", code}, {"message", message}}}});
 }
 
 Response Response::from_status(const Status& s) {
@@ -216,34 +216,32 @@ HttpsServer::HttpsServer(config::HttpSettings settings,
       sessions_(std::chrono::seconds(settings_.session_ttl_s)),
       login_limiter_(settings_.login_rate_per_minute, settings_.login_rate_burst) {
   // Built-in routes: who am I (the console's first call), logout, break-glass login.
-  add_route(Route{.method = "GET",
-                  .prefix = "/auth/session",
-                  .access = Access::kPerson,
-                  .min_role = Role::kViewer,
-                  .handler = [this](const Request& r) {
-                    const Person& p = *r.person;
-                    nlohmann::json j{{"name", p.name},
-                                     {"groups", p.groups},
-                                     {"role", role_name(p.role)},
-                                     {"via", p.via}};
-                    if (auto s = sessions_.find(r.cookie(kSessionCookie))) {
-                      j["csrf_token"] = s->csrf_token;
-                      j["expires_ms"] = s->expires_ms;
-                    }
-                    return Response::json(200, nlohmann::json{{"ok", true}, {"result", j}});
-                  }});
+  add_route(Route{
+      .method = "GET",
+      .prefix = "/auth/session",
+      .access = Access::kPerson,
+      .min_role = Role::kViewer,
+      .handler = [this](const Request& r) {
+        const Person& p = *r.person;
+        nlohmann::json j{
+            {"name", p.name}, {"groups", p.groups}, {"role", role_name(p.role)}, {"via", p.via}};
+        if (auto s = sessions_.find(r.cookie(kSessionCookie))) {
+          j["csrf_token"] = s->csrf_token;
+          j["expires_ms"] = s->expires_ms;
+        }
+        return Response::json(200, nlohmann::json{{"ok", true}, {"result", j}});
+      }});
   add_route(Route{.method = "POST",
                   .prefix = "/auth/logout",
                   .access = Access::kPerson,
                   .min_role = Role::kViewer,
                   .handler = [this](const Request& r) {
                     bool removed = sessions_.remove(r.cookie(kSessionCookie));
-                    audit_->record(audit::AuditRecord{
-                        .event = "http_logout",
-                        .identity = r.person->name,
-                        .client_addr = r.remote_ip,
-                        .decision = removed ? "ok" : "no_session",
-                        .extra = {{"via", r.person->via}}});
+                    audit_->record(audit::AuditRecord{.event = "http_logout",
+                                                      .identity = r.person->name,
+                                                      .client_addr = r.remote_ip,
+                                                      .decision = removed ? "ok" : "no_session",
+                                                      .extra = {{"via", r.person->via}}});
                     Response resp = Response::json(200, nlohmann::json{{"ok", true}});
                     resp.headers.emplace_back(
                         "Set-Cookie", std::string(kSessionCookie) +
@@ -463,8 +461,7 @@ Response HttpsServer::serve(Request& req) {
   for (const Route& r : routes_) {
     if (!prefix_matches(r.prefix, req.path)) continue;
     path_known = true;
-    if (r.method != "*" && r.method != req.method &&
-        !(req.method == "HEAD" && r.method == "GET")) {
+    if (r.method != "*" && r.method != req.method && !(req.method == "HEAD" && r.method == "GET")) {
       continue;
     }
     if (best == nullptr || r.prefix.size() > best->prefix.size()) best = &r;
@@ -481,9 +478,9 @@ Response HttpsServer::serve(Request& req) {
                                         .decision = "rate_limited",
                                         .reason = "too many login attempts",
                                         .extra = {{"path", req.path}}});
-      Response r = Response::error(429, "resource_exhausted",
-                                   "too many login attempts from this address; retry in " +
-                                       std::to_string(wait) + " s");
+      Response r = Response::error(
+          429, "resource_exhausted",
+          "too many login attempts from this address; retry in " + std::to_string(wait) + " s");
       r.headers.emplace_back("Retry-After", std::to_string(wait));
       return r;
     }
@@ -530,17 +527,17 @@ Response HttpsServer::serve(Request& req) {
 }
 
 Response HttpsServer::forbid(const Request& req, const std::string& reason) {
-  audit_->record(audit::AuditRecord{
-      .event = "http_denied",
-      .identity = req.person ? req.person->name : std::string(),
-      .groups = req.person ? req.person->groups : std::vector<std::string>(),
-      .client_addr = req.remote_ip,
-      .decision = "denied",
-      .reason = reason,
-      .extra = {{"path", req.path},
-                {"method", req.method},
-                {"role", req.person ? role_name(req.person->role) : "none"},
-                {"via", req.person ? req.person->via : ""}}});
+  audit_->record(
+      audit::AuditRecord{.event = "http_denied",
+                         .identity = req.person ? req.person->name : std::string(),
+                         .groups = req.person ? req.person->groups : std::vector<std::string>(),
+                         .client_addr = req.remote_ip,
+                         .decision = "denied",
+                         .reason = reason,
+                         .extra = {{"path", req.path},
+                                   {"method", req.method},
+                                   {"role", req.person ? role_name(req.person->role) : "none"},
+                                   {"via", req.person ? req.person->via : ""}}});
   return Response::error(403, "permission_denied", reason);
 }
 
@@ -586,13 +583,13 @@ Response HttpsServer::start_browser_session(const std::string& name,
         .decision = "rejected",
         .reason = "no role: none of the groups is in $.control_plane.http.role_groups",
         .extra = {{"via", via}}});
-    return Response::error(403, "permission_denied",
-                           "you are authenticated as " + name +
-                               " but none of your groups has a role on this gateway");
+    return Response::error(
+        403, "permission_denied",
+        "you are authenticated as " + name + " but none of your groups has a role on this gateway");
   }
-  NewBrowserSession s =
-      sessions_.create(Person{.name = name, .groups = groups, .role = role, .via = std::string(via)},
-                       request.remote_ip);
+  NewBrowserSession s = sessions_.create(
+      Person{.name = name, .groups = groups, .role = role, .via = std::string(via)},
+      request.remote_ip);
   audit_->record(audit::AuditRecord{.event = "http_login",
                                     .identity = name,
                                     .groups = groups,

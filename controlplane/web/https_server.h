@@ -64,9 +64,9 @@ inline constexpr std::string_view kCsrfCookie = "pgw_csrf";
 inline constexpr std::string_view kCsrfHeader = "X-CSRF-Token";
 
 struct Request {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // decoded path, no query ("/api/v1/approvals/a1")
-  std::string query;   // raw query string without '?'
+  std::string method;                          // "GET", "POST", ...
+  std::string path;                            // decoded path, no query ("/api/v1/approvals/a1")
+  std::string query;                           // raw query string without '?'
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
   std::string remote_ip;
@@ -132,7 +132,7 @@ class HttpsServer {
   // Binds settings.listen with TLS. invalid_argument without a certificate/key or when they
   // do not load (or do not match); unavailable when the address cannot be bound.
   Status start();
-  void stop();  // idempotent
+  void stop();       // idempotent
   int port() const;  // the bound port (after start)
 
   // Logs a person in after an SSO login (OIDC callback, SAML ACS): maps `groups` to a role
@@ -156,8 +156,8 @@ class HttpsServer {
 
  private:
   void dispatch(const httplib::Request& in, httplib::Response& out);
-  std::optional<Person> authenticate(const Request& request, std::string* why,
-                                     bool* via_cookie, std::string* csrf_token);
+  std::optional<Person> authenticate(const Request& request, std::string* why, bool* via_cookie,
+                                     std::string* csrf_token);
   Response serve(Request& request);
   Response serve_static(const Request& request) const;
 

@@ -33,8 +33,8 @@ class HttpsServerTest : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
   void SetUp() override {
-    auto log = audit::AuditLog::open({config::AuditSink{config::AuditSink::Kind::kFile,
-                                                        dir_ + "/audit.log"}});
+    auto log = audit::AuditLog::open(
+        {config::AuditSink{config::AuditSink::Kind::kFile, dir_ + "/audit.log"}});
     ASSERT_TRUE(log.is_ok());
     audit_ = std::move(*log);
   }
@@ -116,12 +116,14 @@ TEST_F(HttpsServerTest, RoutesByLongestPrefixAndMethodAndAuthenticatesPersons) {
   EXPECT_EQ(call(server, "POST", "/pub").status, 405);
   EXPECT_EQ(call(server, "GET", "/private").status, 401);
   EXPECT_EQ(call(server, "GET", "/private", {{"Authorization", "Bearer forged"}}).status, 401);
-  net::HttpResponse ok = call(server, "GET", "/private", {{"Authorization", "Bearer viewer-token"}});
+  net::HttpResponse ok =
+      call(server, "GET", "/private", {{"Authorization", "Bearer viewer-token"}});
   EXPECT_EQ(ok.status, 200);
   EXPECT_EQ(ok.header("cache-control"), "no-store");
   EXPECT_EQ(ok.header("x-frame-options"), "DENY");
   EXPECT_NE(ok.header("strict-transport-security"), "");
-  EXPECT_EQ(call(server, "POST", "/review", {{"Authorization", "Bearer viewer-token"}}).status, 403);
+  EXPECT_EQ(call(server, "POST", "/review", {{"Authorization", "Bearer viewer-token"}}).status,
+            403);
   std::string big(kMaxRequestBodyBytes + 1, 'x');
   EXPECT_EQ(call(server, "POST", "/review", {{"Authorization", "Bearer viewer-token"}}, big).status,
             413);
@@ -138,9 +140,9 @@ TEST_F(HttpsServerTest, ServesConsoleFilesButNothingOutsideOrHidden) {
   EXPECT_EQ(call(server, "GET", "/console/js/app.js").content_type,
             "text/javascript; charset=utf-8");
   EXPECT_EQ(call(server, "GET", "/").status, 303);
-  for (const char* path : {"/console/../outside.txt", "/console/%2e%2e/outside.txt",
-                           "/console/.secret", "/console/js/../../outside.txt",
-                           "/console/nope.html"}) {
+  for (const char* path :
+       {"/console/../outside.txt", "/console/%2e%2e/outside.txt", "/console/.secret",
+        "/console/js/../../outside.txt", "/console/nope.html"}) {
     net::HttpResponse r = call(server, "GET", path);
     EXPECT_NE(r.status, 200) << path;
     EXPECT_EQ(r.body.find("outside"), std::string::npos) << path;

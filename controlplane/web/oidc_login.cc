@@ -58,25 +58,26 @@ void OidcLogin::register_routes(HttpsServer& server) {
                          .access = Access::kPublic,
                          .login = true,
                          .handler = [this](const Request& r) { return login(r); }});
+  server.add_route(
+      Route{.method = "GET",
+            .prefix = "/auth/oidc/callback",
+            .access = Access::kPublic,
+            .login = true,
+            .handler = [this, &server](const Request& r) { return callback(server, r); }});
   server.add_route(Route{.method = "GET",
-                         .prefix = "/auth/oidc/callback",
+                         .prefix = "/auth/oidc/config",
                          .access = Access::kPublic,
-                         .login = true,
-                         .handler = [this, &server](const Request& r) { return callback(server, r); }});
-  server.add_route(Route{
-      .method = "GET",
-      .prefix = "/auth/oidc/config",
-      .access = Access::kPublic,
-      .handler = [this](const Request&) {
-        json j{{"issuer", settings_.provider.issuer},
-               {"client_id", settings_.client_id},
-               {"token_endpoint", settings_.token_endpoint},
-               {"scopes", settings_.scopes}};
-        if (!settings_.device_authorization_endpoint.empty()) {
-          j["device_authorization_endpoint"] = settings_.device_authorization_endpoint;
-        }
-        return Response::json(200, json{{"ok", true}, {"result", j}});
-      }});
+                         .handler = [this](const Request&) {
+                           json j{{"issuer", settings_.provider.issuer},
+                                  {"client_id", settings_.client_id},
+                                  {"token_endpoint", settings_.token_endpoint},
+                                  {"scopes", settings_.scopes}};
+                           if (!settings_.device_authorization_endpoint.empty()) {
+                             j["device_authorization_endpoint"] =
+                                 settings_.device_authorization_endpoint;
+                           }
+                           return Response::json(200, json{{"ok", true}, {"result", j}});
+                         }});
 }
 
 Response OidcLogin::login(const Request& request) {
@@ -139,15 +140,15 @@ Response OidcLogin::callback(HttpsServer& server, const Request& request) {
   std::string code = request.query_param("code");
   if (code.empty()) return reject(400, "no code in the callback");
 
-  std::vector<std::pair<std::string, std::string>> form{
-      {"grant_type", "authorization_code"},
-      {"code", code},
-      {"redirect_uri", callback_url(public_url_)},
-      {"client_id", settings_.client_id},
-      {"code_verifier", p.code_verifier}};
+  std::vector<std::pair<std::string, std::string>> form{{"grant_type", "authorization_code"},
+                                                        {"code", code},
+                                                        {"redirect_uri", callback_url(public_url_)},
+                                                        {"client_id", settings_.client_id},
+                                                        {"code_verifier", p.code_verifier}};
   if (settings_.client_secret) {
     auto secret = vault::read_secret(*settings_.client_secret);
-    if (!secret.is_ok()) return reject(401, "client secret unavailable: " + secret.status().message());
+    if (!secret.is_ok())
+      return reject(401, "client secret unavailable: " + secret.status().message());
     form.emplace_back("client_secret", std::string(secret->view()));
   }
   std::string body = net::form_encode(form);

@@ -19,9 +19,9 @@ int64_t RateLimiter::take(std::string_view key, Clock::time_point now) {
       // bucket updated longest ago goes.
       auto victim = buckets_.end();
       for (auto b = buckets_.begin(); b != buckets_.end(); ++b) {
-        double refilled = b->second.tokens +
-                          std::chrono::duration<double>(now - b->second.updated).count() *
-                              per_second_;
+        double refilled =
+            b->second.tokens +
+            std::chrono::duration<double>(now - b->second.updated).count() * per_second_;
         if (refilled >= burst_) {
           victim = b;
           break;

@@ -6,8 +6,8 @@ namespace pgwarden::web {
 namespace {
 
 TEST(Roles, HighestMappedRoleWins) {
-  config::RoleGroups m{.viewer = {"staff"}, .reviewer = {"dba"}, .operators = {"sre"},
-                       .admin = {"root"}};
+  config::RoleGroups m{
+      .viewer = {"staff"}, .reviewer = {"dba"}, .operators = {"sre"}, .admin = {"root"}};
   EXPECT_EQ(role_for_groups(m, {"staff"}), Role::kViewer);
   EXPECT_EQ(role_for_groups(m, {"staff", "dba"}), Role::kReviewer);
   EXPECT_EQ(role_for_groups(m, {"sre", "staff"}), Role::kOperator);

@@ -60,25 +60,26 @@ class HttpsAdminApiTest : public SharedGatewayTest<HttpsAdminApiTest> {
     EXPECT_TRUE(eventually([&] { return fs::exists(port_file); }, 30000)) << "IdP did not start";
     std::ifstream(port_file) >> idp_port_;
     std::string idp = idp_url();
-    json http = {
-        {"listen", "127.0.0.1:" + std::to_string(https_port_)},
-        {"tls_cert_file", dir_ + "/server.crt"},
-        {"tls_key_file", dir_ + "/server.key"},
-        {"public_url", base()},
-        {"threads", 4},
-        {"login_rate_per_minute", 1},
-        {"login_rate_burst", 40},
-        {"role_groups",
-         {{"viewer", {"staff"}}, {"reviewer", {"reviewers"}}, {"operator", {"sre"}},
-          {"admin", {"admins"}}}},
-        {"oidc",
-         {{"issuer", idp},
-          {"jwks_url", idp + "/jwks"},
-          {"ca_file", dir_ + "/ca.crt"},
-          {"client_id", kClientId},
-          {"authorization_endpoint", idp + "/authorize"},
-          {"token_endpoint", idp + "/token"},
-          {"device_authorization_endpoint", idp + "/device"}}}};
+    json http = {{"listen", "127.0.0.1:" + std::to_string(https_port_)},
+                 {"tls_cert_file", dir_ + "/server.crt"},
+                 {"tls_key_file", dir_ + "/server.key"},
+                 {"public_url", base()},
+                 {"threads", 4},
+                 {"login_rate_per_minute", 1},
+                 {"login_rate_burst", 40},
+                 {"role_groups",
+                  {{"viewer", {"staff"}},
+                   {"reviewer", {"reviewers"}},
+                   {"operator", {"sre"}},
+                   {"admin", {"admins"}}}},
+                 {"oidc",
+                  {{"issuer", idp},
+                   {"jwks_url", idp + "/jwks"},
+                   {"ca_file", dir_ + "/ca.crt"},
+                   {"client_id", kClientId},
+                   {"authorization_endpoint", idp + "/authorize"},
+                   {"token_endpoint", idp + "/token"},
+                   {"device_authorization_endpoint", idp + "/device"}}}};
     GatewayOptions o;
     o.approver_groups = {"reviewers"};
     o.approval_timeout_s = 120;
@@ -87,8 +88,7 @@ class HttpsAdminApiTest : public SharedGatewayTest<HttpsAdminApiTest> {
   }
   static void SetUpTestSuite() {
     SharedGatewayTest<HttpsAdminApiTest>::SetUpTestSuite();
-    ASSERT_TRUE(eventually([] { return get("/auth/oidc/config").status == 200; }))
-        << gw_->cp_log();
+    ASSERT_TRUE(eventually([] { return get("/auth/oidc/config").status == 200; })) << gw_->cp_log();
   }
   static void TearDownTestSuite() {
     SharedGatewayTest<HttpsAdminApiTest>::TearDownTestSuite();
@@ -179,9 +179,9 @@ class HttpsAdminApiTest : public SharedGatewayTest<HttpsAdminApiTest> {
   }
   static void set_idp_user(const std::string& sub, const std::string& groups,
                            const std::string& extra = "") {
-    ASSERT_EQ(request(idp_url() + "/control/user?sub=" + sub + "&groups=" + groups + extra, "GET")
-                  .status,
-              200);
+    ASSERT_EQ(
+        request(idp_url() + "/control/user?sub=" + sub + "&groups=" + groups + extra, "GET").status,
+        200);
   }
   static CtlResult ctl(const std::vector<std::string>& args, const std::string& input = "") {
     return run_ctl(CtlIdentity{}, args, dir_, input);
@@ -237,8 +237,8 @@ TEST_F(HttpsAdminApiTest, RolesAreEnforcedAndDenialsAudited) {
   EXPECT_EQ(get("/api/v1/status", {bearer(nobody)}).status, 403);
   EXPECT_EQ(post("/api/v1/commands/shell.exec", json::object(), {bearer(viewer)}).status, 404);
   EXPECT_FALSE(audit([](const json& j) {
-                 return j.value("event", "") == "http_denied" && j.value("identity", "") == "vera" &&
-                        j.value("role", "") == "viewer";
+                 return j.value("event", "") == "http_denied" &&
+                        j.value("identity", "") == "vera" && j.value("role", "") == "viewer";
                }).empty());
 }
 
@@ -250,8 +250,8 @@ TEST_F(HttpsAdminApiTest, ViewersTestStatementsAgainstRuleSetsAndSearchTheAuditL
   EXPECT_EQ(t.body["result"]["verdict"], "deny");
   ASSERT_FALSE(t.body["result"]["matches"].empty());
   EXPECT_EQ(t.body["result"]["matches"][0]["id"], "deny.drop_database");
-  Reply allow = post("/api/v1/rules/test", {{"sql", "select 1"}, {"sets", {"deny"}}},
-                     {bearer(viewer)});
+  Reply allow =
+      post("/api/v1/rules/test", {{"sql", "select 1"}, {"sets", {"deny"}}}, {bearer(viewer)});
   EXPECT_EQ(allow.body["result"]["verdict"], "allow") << allow.raw.body;
   EXPECT_EQ(post("/api/v1/rules/test", {{"sql", "select 1"}, {"sets", {"../x"}}}, {bearer(viewer)})
                 .status,
@@ -285,7 +285,8 @@ TEST_F(HttpsAdminApiTest, ApprovalOverHttpsReleasesTheHeldPsqlStatementAndIsAudi
   Reply show = get("/api/v1/approvals/" + id, {bearer(reviewer)});
   EXPECT_EQ(show.status, 200);
   EXPECT_EQ(show.body["result"]["state"], "pending");
-  Reply ok = post("/api/v1/approvals/" + id + "/approve", {{"reason", "OPS-7"}}, {bearer(reviewer)});
+  Reply ok =
+      post("/api/v1/approvals/" + id + "/approve", {{"reason", "OPS-7"}}, {bearer(reviewer)});
   ASSERT_EQ(ok.status, 200) << ok.raw.body;
   EXPECT_EQ(ok.body["result"]["state"], "approved");
   EXPECT_EQ(psql.wait(20000), 0) << psql.output();
@@ -305,8 +306,8 @@ TEST_F(HttpsAdminApiTest, ApprovalOverHttpsReleasesTheHeldPsqlStatementAndIsAudi
   EXPECT_EQ(records[0]["decision"], "ok");
   // Reads are audited too.
   EXPECT_FALSE(audit([&](const json& j) {
-                 return j.value("event", "") == "admin" && j.value("command", "") ==
-                                                               "approvals.show" &&
+                 return j.value("event", "") == "admin" &&
+                        j.value("command", "") == "approvals.show" &&
                         j.value("identity", "") == "bob";
                }).empty());
 }
@@ -343,18 +344,19 @@ TEST_F(HttpsAdminApiTest, BrowserLoginWithPkceSetsASecureSessionAndCsrfIsEnforce
   // State-changing calls need the CSRF token, and a foreign Origin is refused.
   json deny{{"reason", "no"}};
   EXPECT_EQ(post("/api/v1/approvals/NoSuch01/deny", deny, {session}).status, 403);
-  EXPECT_EQ(post("/api/v1/approvals/NoSuch01/deny", deny, {session, {"X-CSRF-Token", "x" + csrf}})
-                .status,
-            403);
+  EXPECT_EQ(
+      post("/api/v1/approvals/NoSuch01/deny", deny, {session, {"X-CSRF-Token", "x" + csrf}}).status,
+      403);
   EXPECT_EQ(post("/api/v1/approvals/NoSuch01/deny", deny,
                  {session, {"X-CSRF-Token", csrf}, {"Origin", "https://evil.example"}})
                 .status,
             403);
-  Reply passed =
-      post("/api/v1/approvals/NoSuch01/deny", deny, {session, {"X-CSRF-Token", csrf}, {"Origin", base()}});
+  Reply passed = post("/api/v1/approvals/NoSuch01/deny", deny,
+                      {session, {"X-CSRF-Token", csrf}, {"Origin", base()}});
   EXPECT_EQ(passed.status, 404) << passed.raw.body;  // past CSRF and role: no such approval
   EXPECT_FALSE(audit([](const json& j) {
-                 return j.value("event", "") == "http_login" && j.value("identity", "") == "carol" &&
+                 return j.value("event", "") == "http_login" &&
+                        j.value("identity", "") == "carol" &&
                         j.value("decision", "") == "accepted" && j.value("via", "") == "oidc";
                }).empty());
   // Logout ends the session server-side.
@@ -402,8 +404,8 @@ TEST_F(HttpsAdminApiTest, PgwardenctlLogsInWithAPastedTokenOrDeviceCodeAndTalksH
   ::unsetenv("XDG_CONFIG_HOME");
   const std::string ca = dir_ + "/ca.crt";
   // A viewer's pasted token: cached 0600, then used; approving is refused (exit 3).
-  CtlResult login =
-      ctl({"login", "--server", base(), "--cacert", ca, "--token", "-"}, mint("vera", "staff") + "\n");
+  CtlResult login = ctl({"login", "--server", base(), "--cacert", ca, "--token", "-"},
+                        mint("vera", "staff") + "\n");
   ASSERT_EQ(login.code, 0) << login.out << login.err;
   EXPECT_NE(login.out.find("as vera (role viewer)"), std::string::npos) << login.out;
   struct stat st {};
