@@ -94,6 +94,9 @@ Status GatewayHarness::write_config() {
     control_plane["state_store"] = {
         {"kind", "postgres"}, {"dsn_file", dsn_file}, {"node_id", options_.node_id}};
   }
+  if (!options_.control_plane_http_json.empty()) {
+    control_plane["http"] = json::parse(options_.control_plane_http_json);
+  }
   json listener = {{"address", "127.0.0.1"},
                    {"port", dp_port_},
                    {"tls", {{"cert_file", dir_ + "/dp.crt"}, {"key_file", dir_ + "/dp.key"}}},

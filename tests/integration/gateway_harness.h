@@ -98,6 +98,8 @@ struct GatewayOptions {
   std::string state_store_conninfo;
   std::string node_id = "node-a";
   PgSandbox* target = nullptr;
+  // $.control_plane.http (a JSON object: the HTTPS admin API); "" = none.
+  std::string control_plane_http_json;
 };
 
 class GatewayHarness {
