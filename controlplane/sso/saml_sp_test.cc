@@ -1,0 +1,145 @@
+#include "controlplane/sso/saml_sp.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace pgwarden::sso {
+namespace {
+
+// A minimal IdP EntityDescriptor with a throwaway self-signed certificate (no private key
+// anywhere: the tests that need signed responses use the real IdP in
+// tests/integration/saml_sp_idp_test.cc).
+const char* kIdpMetadata = R"(<?xml version="1.0"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata"
+    xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.test/saml">
+  <md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>MIIDGDCCAgCgAwIBAgITVS6nRPjZvjI4FF4nlC3ySJZtnzANBgkqhkiG9w0BAQsFADAcMRowGAYDVQQDDBFwZ3dhcmRlbi10ZXN0LWlkcDAeFw0yNjEyMDYxODUyNDlaFw0yNjEyMDgxODUyNDlaMBwxGjAYBgNVBAMMEXBnd2FyZGVuLXRlc3QtaWRwMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAoikEDj5kYU8R20o6aUeFxxIT0borKY9zzCB1RYRAcN6zIHABKwbsYa5RoICDk4nqul9vOTFgWQ29U5iissatBNF/zHsK2VR1UlLoKIx8ugOalJ774rxMCQHq6CD97UXIAaF8k4J1O6vHdFBxLzMakOjwaMVrPPjyvk2C/cjqmq/VS2UpBmhMPQt4x7MJXMNmDgDO8tv+LmQGzqhVB3cjtAd0L2DIH2Y+VsMr+VJvBGGC+95Lp6W4OwTVtt5pEWv9pJSJgt9NNu4YrwIFNV4ToUmz1FDRkofs1DPeisP0YV/p5Hv5ZY1dTlO27+Q3Xj+pQEY1uFbRRxZJ0iJ2kttc7wIDAQABo1MwUTAdBgNVHQ4EFgQUN6QNDcEyGkA9qlRMrVOwtI8BIEEwHwYDVR0jBBgwFoAUN6QNDcEyGkA9qlRMrVOwtI8BIEEwDwYDVR0TAQH/BAUwAwEB/zANBgkqhkiG9w0BAQsFAAOCAQEAnxY3heOIvPDMgZSSMxyF/I4BlBQTYzqwZ7J/zz1kGjeB88ACzVrWTaA2KKR0/WsLm4ja/jyCq6KuQZ+7m08O2HDfcceT70m9Xys+6HPQTppHpKeRJDFlegadvh762/B1gqcefXZoj+NNPgORwlo3SdM999YFHRGTkgwGDP3TnLrs0DBlLt9C7ER5CKPZHkBEJ65HN8jsxG7I3FJqqcbS+eqL1ZG8TxoeOcGZ3ZIWFdfGOXf0D66SDmDUAr3mfMEdlXrV4xKYcDrp1yV6gcng+BJpsuDrtFoj91Yszr4djZcA8+I5buNst5puGVaDGlwBTlfJfs2ACq9x+nLYQh6EzA==</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+        Location="https://idp.test/sso/redirect"/>
+  </md:IDPSSODescriptor>
+</md:EntityDescriptor>
+)";
+
+SamlSpConfig config() {
+  SamlSpConfig c;
+  c.entity_id = "https://gw.test/saml";
+  c.acs_url = "https://gw.test/auth/saml/acs";
+  c.idp_metadata_xml = kIdpMetadata;
+  return c;
+}
+
+struct TimeCase {
+  const char* text;
+  std::optional<std::time_t> want;
+};
+
+class ParseSamlTime : public ::testing::TestWithParam<TimeCase> {};
+
+TEST_P(ParseSamlTime, ParsesXsDateTimeOrRejects) {
+  EXPECT_EQ(parse_saml_time(GetParam().text), GetParam().want) << GetParam().text;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, ParseSamlTime,
+    ::testing::Values(TimeCase{"2026-12-06T19:00:00Z", 1796583600},
+                      TimeCase{"2026-12-06T19:00:00.123Z", 1796583600},
+                      TimeCase{"2026-12-06T19:00:00", 1796583600},
+                      TimeCase{"2026-12-06T20:30:00+01:30", 1796583600},
+                      TimeCase{"2026-12-06T17:00:00-02:00", 1796583600},
+                      TimeCase{"1970-01-01T00:00:00Z", 0},
+                      TimeCase{"", std::nullopt}, TimeCase{"2026-12-06", std::nullopt},
+                      TimeCase{"2026-13-06T19:00:00Z", std::nullopt},
+                      TimeCase{"2026-12-06T19:00:00ZZ", std::nullopt},
+                      TimeCase{"2026-12-06T19:00:00.Z", std::nullopt},
+                      TimeCase{"2026-12-06T19:00:00+1", std::nullopt},
+                      TimeCase{"2026-12-06T19:00:00+01:00x", std::nullopt},
+                      TimeCase{"2026-12-06 19:00:00Z", std::nullopt},
+                      TimeCase{"+026-12-06T19:00:00Z", std::nullopt}));
+
+TEST(SamlServiceProvider, ConfigThatCannotWorkIsRefused) {
+  auto c = config();
+  c.entity_id.clear();
+  EXPECT_FALSE(SamlServiceProvider::create(c).is_ok());
+  c = config();
+  c.acs_url = "http://gw.test/auth/saml/acs";  // clear text to a remote host
+  EXPECT_FALSE(SamlServiceProvider::create(c).is_ok());
+  c = config();
+  c.idp_metadata_xml = "<not-metadata/>";
+  auto bad = SamlServiceProvider::create(c);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("IdP metadata"), std::string::npos);
+}
+
+TEST(SamlServiceProvider, MetadataNamesEntityAndPostAcs) {
+  auto sp = SamlServiceProvider::create(config());
+  ASSERT_TRUE(sp.is_ok()) << sp.status().to_string();
+  EXPECT_EQ((*sp)->idp_entity_id(), "https://idp.test/saml");
+  const std::string& md = (*sp)->metadata_xml();
+  EXPECT_NE(md.find("entityID=\"https://gw.test/saml\""), std::string::npos);
+  EXPECT_NE(md.find("HTTP-POST\" Location=\"https://gw.test/auth/saml/acs\""), std::string::npos);
+  EXPECT_NE(md.find("WantAssertionsSigned=\"true\""), std::string::npos);
+}
+
+TEST(SamlServiceProvider, StartLoginRedirectsToIdpWithRequestAndRelayState) {
+  auto sp = SamlServiceProvider::create(config());
+  ASSERT_TRUE(sp.is_ok()) << sp.status().to_string();
+  auto a = (*sp)->start_login("/console/");
+  auto b = (*sp)->start_login("/console/");
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  ASSERT_TRUE(b.is_ok());
+  EXPECT_TRUE(a->starts_with("https://idp.test/sso/redirect?SAMLRequest=")) << *a;
+  EXPECT_NE(a->find("RelayState="), std::string::npos);
+  EXPECT_NE(*a, *b);  // fresh request ID and RelayState each time
+}
+
+TEST(SamlServiceProvider, ResponseWithoutStartedLoginIsRefused) {
+  auto sp = SamlServiceProvider::create(config());
+  ASSERT_TRUE(sp.is_ok());
+  auto r = (*sp)->consume("PHNhbWxwOlJlc3BvbnNlLz4=", "never-issued");
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_NE(r.status().message().find("no login in progress"), std::string::npos);
+  EXPECT_FALSE((*sp)->consume("", "x").is_ok());
+}
+
+TEST(SamlServiceProvider, OversizedResponseIsRefusedBeforeParsing) {
+  auto c = config();
+  c.max_response_bytes = 64;
+  auto sp = SamlServiceProvider::create(c);
+  ASSERT_TRUE(sp.is_ok());
+  auto r = (*sp)->consume(std::string(65, 'A'), "x");
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("larger than"), std::string::npos);
+}
+
+TEST(SamlServiceProvider, GarbageForAStartedLoginIsRefusedAndUsesUpTheLogin) {
+  auto sp = SamlServiceProvider::create(config());
+  ASSERT_TRUE(sp.is_ok());
+  auto url = (*sp)->start_login("/");
+  ASSERT_TRUE(url.is_ok());
+  std::string relay = url->substr(url->find("RelayState=") + 11);
+  relay = relay.substr(0, relay.find('&'));
+  for (const char* garbage : {"bm90IHhtbA==", "!!!not base64!!!",
+                              "PHNhbWxwOlJlc3BvbnNlIHhtbG5zOnNhbWxwPSJ1cm46b2FzaXM6bmFtZXM6dGM6"
+                              "U0FNTDoyLjA6cHJvdG9jb2wiLz4="}) {
+    auto r = (*sp)->consume(garbage, relay);
+    ASSERT_FALSE(r.is_ok()) << garbage;
+    EXPECT_EQ(r.status().code(), StatusCode::kUnauthenticated);
+  }
+}
+
+TEST(SamlServiceProvider, PendingLoginsAreCapped) {
+  auto c = config();
+  c.max_pending = 2;
+  auto sp = SamlServiceProvider::create(c);
+  ASSERT_TRUE(sp.is_ok());
+  EXPECT_TRUE((*sp)->start_login("/").is_ok());
+  EXPECT_TRUE((*sp)->start_login("/").is_ok());
+  auto third = (*sp)->start_login("/");
+  ASSERT_FALSE(third.is_ok());
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace pgwarden::sso
