@@ -231,7 +231,16 @@ std::time_t SamlServiceProvider::now() const {
 Result<std::unique_ptr<SamlServiceProvider>> SamlServiceProvider::create(SamlSpConfig config) {
   static std::once_flag once;
   static int init_rc = 0;
-  std::call_once(once, [] { init_rc = lasso_init(); });
+  std::call_once(once, [] {
+    // lasso logs every malformed message on stderr (GLib warnings/criticals): hostile POSTs
+    // must not write the process's log. Each refusal's reason is in our Status instead.
+    for (const char* domain : {"Lasso", "lasso"}) {
+      g_log_set_handler(domain,
+                        static_cast<GLogLevelFlags>(G_LOG_LEVEL_MASK | G_LOG_FLAG_RECURSION),
+                        [](const gchar*, GLogLevelFlags, const gchar*, gpointer) {}, nullptr);
+    }
+    init_rc = lasso_init();
+  });
   if (init_rc != 0) return internal_error("lasso_init failed: " + lasso_reason(init_rc));
 
   if (config.entity_id.empty()) return invalid_argument("saml.entity_id is empty");

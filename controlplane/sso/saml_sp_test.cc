@@ -117,6 +117,49 @@ TEST(SamlServiceProvider, GarbageForAStartedLoginIsRefusedAndUsesUpTheLogin) {
   }
 }
 
+std::string b64(const std::string& in) {
+  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); i += 3) {
+    unsigned v = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<unsigned char>(in[i + 1]) << 8;
+    if (i + 2 < in.size()) v |= static_cast<unsigned char>(in[i + 2]);
+    out += k[(v >> 18) & 63];
+    out += k[(v >> 12) & 63];
+    out += i + 1 < in.size() ? k[(v >> 6) & 63] : '=';
+    out += i + 2 < in.size() ? k[v & 63] : '=';
+  }
+  return out;
+}
+
+TEST(SamlServiceProvider, DoctypeEntitiesAreNotExpanded) {
+  auto sp = SamlServiceProvider::create(config());
+  ASSERT_TRUE(sp.is_ok());
+  const std::string tail =
+      "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" "
+      "xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_r\" Version=\"2.0\" "
+      "IssueInstant=\"2026-12-06T19:00:00Z\"><saml:Issuer>&e;</saml:Issuer>"
+      "</samlp:Response>";
+  // An external entity (file disclosure) and a billion-laughs expansion.
+  std::string laughs = "<!ENTITY l0 \"lol\">";
+  for (int i = 1; i < 10; ++i) {
+    laughs += "<!ENTITY l" + std::to_string(i) + " \"";
+    for (int j = 0; j < 10; ++j) laughs += "&l" + std::to_string(i - 1) + ";";
+    laughs += "\">";
+  }
+  for (const std::string& doctype :
+       {std::string("<!DOCTYPE r [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>"),
+        "<!DOCTYPE r [" + laughs + "<!ENTITY e \"&l9;\">]>"}) {
+    auto url = (*sp)->start_login("/");
+    ASSERT_TRUE(url.is_ok());
+    std::string relay = url->substr(url->find("RelayState=") + 11);
+    relay = relay.substr(0, relay.find('&'));
+    auto r = (*sp)->consume(b64("<?xml version=\"1.0\"?>" + doctype + tail), relay);
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().message().find("root:"), std::string::npos) << r.status().message();
+  }
+}
+
 TEST(SamlServiceProvider, PendingLoginsAreCapped) {
   auto c = config();
   c.max_pending = 2;
