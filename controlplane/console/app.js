@@ -111,12 +111,13 @@ async function sessions_view() {
   main.dataset.view = 'sessions';
   fill(main, el('h2', {}, 'Live sessions'),
     live.length ? el('table', {},
-      el('thead', {}, el('tr', {}, ['Session', 'Identity', 'Target', 'Client', 'Started', ''].map((h) => el('th', {}, h)))),
+      el('thead', {}, el('tr', {}, ['Session', 'Identity', 'Groups', 'Target', 'Policy', 'Client', ''].map((h) => el('th', {}, h)))),
       el('tbody', {}, live.map((s) => {
         const reason = el('input', { type: 'text', placeholder: 'reason', 'aria-label': 'kill reason' });
         return el('tr', { dataset: { id: s.session_id } },
-          el('td', { class: 'mono' }, s.session_id), el('td', {}, s.identity), el('td', {}, s.target),
-          el('td', {}, s.client_addr || ''), el('td', {}, fmt_time(s.start_ms || s.started_ms)),
+          el('td', { class: 'mono' }, s.session_id), el('td', {}, s.identity),
+          el('td', {}, (s.groups || []).join(', ')), el('td', {}, s.target), el('td', {}, s.policy || ''),
+          el('td', {}, s.client_addr || ''),
           el('td', {}, reason, el('button', { class: 'danger kill', onclick: () => {
             if (!reason.value.trim()) { flash('killing a session needs a reason', 'error'); return; }
             run(async () => { await api.post(`/api/v1/sessions/${enc(s.session_id)}/kill`, { reason: reason.value }); await sessions_view(); }, `killed ${s.session_id}`);
@@ -223,7 +224,7 @@ async function rules_view() {
   const out = el('div', { id: 'rule-test-result' });
   fill(main, el('h2', {}, 'Rule sets'),
     el('table', {}, el('thead', {}, el('tr', {}, ['Set', 'Rules', 'Used by'].map((h) => el('th', {}, h)))),
-      el('tbody', {}, sets.map((s) => el('tr', {}, el('td', {}, s.name), el('td', {}, String(s.rules ?? s.count ?? '')),
+      el('tbody', {}, sets.map((s) => el('tr', {}, el('td', {}, s.name), el('td', {}, s.error ? `error: ${s.error}` : String(s.rules ?? '')),
         el('td', {}, (s.used_by || []).join(', ')))))),
     el('h3', {}, 'Test a statement'), sql,
     el('button', { id: 'rule-test', onclick: () => run(async () => {
