@@ -11,12 +11,23 @@ std::string html_escape(std::string_view in) {
   std::string out;
   for (char c : in) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -26,10 +37,11 @@ web::Response refused_page(int status, const std::string& reason) {
   web::Response r;
   r.status = status;
   r.content_type = "text/html; charset=utf-8";
-  r.body = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Sign-in refused</title>"
-           "</head><body><h1>Sign-in refused</h1><p id=\"reason\">" +
-           html_escape(reason) +
-           "</p><p><a href=\"/console/\">Back to the console</a></p></body></html>";
+  r.body =
+      "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Sign-in refused</title>"
+      "</head><body><h1>Sign-in refused</h1><p id=\"reason\">" +
+      html_escape(reason) +
+      "</p><p><a href=\"/console/\">Back to the console</a></p></body></html>";
   return r;
 }
 
@@ -43,8 +55,7 @@ std::string form_field(const web::Request& request, std::string_view name) {
 
 }  // namespace
 
-Result<std::shared_ptr<SamlServiceProvider>> saml_sp_from_config(
-    const config::HttpSettings& http) {
+Result<std::shared_ptr<SamlServiceProvider>> saml_sp_from_config(const config::HttpSettings& http) {
   if (!http.saml) return failed_precondition("$.control_plane.http.saml is not configured");
   const config::HttpSamlSettings& s = *http.saml;
   std::ifstream in(s.idp_metadata_file);
@@ -78,14 +89,14 @@ void register_saml_routes(web::HttpsServer& https, std::shared_ptr<SamlServicePr
                      r.body = sp->metadata_xml();
                      return r;
                    }});
-  https.add_route({.method = "GET",
-                   .prefix = "/auth/saml/config",
-                   .access = web::Access::kPublic,
-                   .handler = [sp](const web::Request&) {
-                     return web::Response::json(
-                         200, {{"ok", true},
-                               {"result", {{"enabled", true}, {"idp", sp->idp_entity_id()}}}});
-                   }});
+  https.add_route(
+      {.method = "GET",
+       .prefix = "/auth/saml/config",
+       .access = web::Access::kPublic,
+       .handler = [sp](const web::Request&) {
+         return web::Response::json(
+             200, {{"ok", true}, {"result", {{"enabled", true}, {"idp", sp->idp_entity_id()}}}});
+       }});
   https.add_route({.method = "GET",
                    .prefix = "/auth/saml/login",
                    .access = web::Access::kPublic,
@@ -103,8 +114,8 @@ void register_saml_routes(web::HttpsServer& https, std::shared_ptr<SamlServicePr
        .access = web::Access::kPublic,
        .login = true,
        .handler = [sp, server](const web::Request& request) {
-         auto person = sp->consume(form_field(request, "SAMLResponse"),
-                                   form_field(request, "RelayState"));
+         auto person =
+             sp->consume(form_field(request, "SAMLResponse"), form_field(request, "RelayState"));
          if (!person.is_ok()) {
            server->audit().record(audit::AuditRecord{.event = "http_login",
                                                      .client_addr = request.remote_ip,

@@ -24,8 +24,7 @@ inline constexpr char kSamlMetadataPath[] = "/auth/saml/metadata";
 
 // The SP for $.control_plane.http.saml: entity ID (default <public_url>/auth/saml/metadata),
 // ACS <public_url>/auth/saml/acs, the IdP metadata file's contents.
-Result<std::shared_ptr<SamlServiceProvider>> saml_sp_from_config(
-    const config::HttpSettings& http);
+Result<std::shared_ptr<SamlServiceProvider>> saml_sp_from_config(const config::HttpSettings& http);
 
 // Registers the routes above. REQUIRES: before https.start(); `sp` lives as long as `https`
 // (the routes keep a reference).

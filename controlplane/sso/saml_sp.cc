@@ -49,12 +49,23 @@ std::string xml_escape(std::string_view in) {
   std::string out;
   for (char c : in) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -105,8 +116,9 @@ Status check_window(const char* not_before, const char* not_on_or_after, std::ti
   if (not_before != nullptr) {
     auto t = parse_saml_time(not_before);
     if (!t) return refused(std::string(what) + " NotBefore is not a valid time");
-    if (now + skew < *t) return refused(std::string(what) + " is not valid yet (NotBefore " +
-                                        not_before + "); check the clocks");
+    if (now + skew < *t)
+      return refused(std::string(what) + " is not valid yet (NotBefore " + not_before +
+                     "); check the clocks");
   }
   if (not_on_or_after == nullptr) {
     if (require_end) return refused(std::string(what) + " has no NotOnOrAfter");
@@ -115,8 +127,8 @@ Status check_window(const char* not_before, const char* not_on_or_after, std::ti
   auto t = parse_saml_time(not_on_or_after);
   if (!t) return refused(std::string(what) + " NotOnOrAfter is not a valid time");
   if (now - skew >= *t) {
-    return refused("assertion expired (" + std::string(what) + " NotOnOrAfter " +
-                   not_on_or_after + ")");
+    return refused("assertion expired (" + std::string(what) + " NotOnOrAfter " + not_on_or_after +
+                   ")");
   }
   if (end_out != nullptr && *t > *end_out) *end_out = *t;
   return Status::ok();
@@ -177,8 +189,7 @@ std::optional<std::time_t> parse_saml_time(std::string_view s) {
     }
     return v;
   };
-  if (s.size() < 19 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
-      s[16] != ':') {
+  if (s.size() < 19 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') {
     return std::nullopt;
   }
   int year = digits(0, 4), mon = digits(5, 2), day = digits(8, 2), hour = digits(11, 2),
@@ -235,17 +246,16 @@ Result<std::unique_ptr<SamlServiceProvider>> SamlServiceProvider::create(SamlSpC
     // lasso logs every malformed message on stderr (GLib warnings/criticals): hostile POSTs
     // must not write the process's log. Each refusal's reason is in our Status instead.
     for (const char* domain : {"Lasso", "lasso"}) {
-      g_log_set_handler(domain,
-                        static_cast<GLogLevelFlags>(G_LOG_LEVEL_MASK | G_LOG_FLAG_RECURSION),
-                        [](const gchar*, GLogLevelFlags, const gchar*, gpointer) {}, nullptr);
+      g_log_set_handler(
+          domain, static_cast<GLogLevelFlags>(G_LOG_LEVEL_MASK | G_LOG_FLAG_RECURSION),
+          [](const gchar*, GLogLevelFlags, const gchar*, gpointer) {}, nullptr);
     }
     init_rc = lasso_init();
   });
   if (init_rc != 0) return internal_error("lasso_init failed: " + lasso_reason(init_rc));
 
   if (config.entity_id.empty()) return invalid_argument("saml.entity_id is empty");
-  if (!config.acs_url.starts_with("https://") &&
-      !config.acs_url.starts_with("http://127.0.0.1") &&
+  if (!config.acs_url.starts_with("https://") && !config.acs_url.starts_with("http://127.0.0.1") &&
       !config.acs_url.starts_with("http://localhost")) {
     return invalid_argument("SAML ACS URL must be https:// (got '" + config.acs_url + "')");
   }
@@ -268,8 +278,8 @@ Result<std::unique_ptr<SamlServiceProvider>> SamlServiceProvider::create(SamlSpC
       "  </md:SPSSODescriptor>\n"
       "</md:EntityDescriptor>\n";
 
-  LassoServer* server = lasso_server_new_from_buffers(sp->metadata_.c_str(), nullptr, nullptr,
-                                                      nullptr);
+  LassoServer* server =
+      lasso_server_new_from_buffers(sp->metadata_.c_str(), nullptr, nullptr, nullptr);
   if (server == nullptr) return internal_error("lasso could not load the SP metadata");
   sp->server_ = server;
   int rc = lasso_server_add_provider_from_buffer(server, LASSO_PROVIDER_ROLE_IDP,
@@ -351,16 +361,16 @@ Result<SamlPerson> SamlServiceProvider::consume(std::string_view saml_response_b
   // One answer per started login: the entry goes whatever the outcome.
   auto pit = pending_.find(std::string(relay_state));
   if (pit == pending_.end()) {
-    return refused("no login in progress for this RelayState (expired, already used, or not "
-                   "started here); start the login again");
+    return refused(
+        "no login in progress for this RelayState (expired, already used, or not "
+        "started here); start the login again");
   }
   Pending pending = std::move(pit->second);
   pending_.erase(pit);
 
   LoginRef ref{lasso_login_new(as_server(server_))};
   if (ref.login == nullptr) return internal_error("lasso_login_new failed");
-  lasso_profile_set_signature_verify_hint(ref.profile(),
-                                          LASSO_PROFILE_SIGNATURE_VERIFY_HINT_MAYBE);
+  lasso_profile_set_signature_verify_hint(ref.profile(), LASSO_PROFILE_SIGNATURE_VERIFY_HINT_MAYBE);
   std::string msg(saml_response_b64);
   int rc = lasso_login_process_authn_response_msg(ref.login, msg.data());
   // lasso (VERIFY_HINT_MAYBE, lasso >= 2.7) answers 0 only when the Response's signature or,
@@ -418,8 +428,8 @@ Result<SamlPerson> SamlServiceProvider::consume(std::string_view saml_response_b
                      config_.entity_id + "')");
     }
   }
-  PGW_RETURN_IF_ERROR(check_window(a->Conditions->NotBefore, a->Conditions->NotOnOrAfter, t,
-                                   skew, "Conditions", false, &forget_after));
+  PGW_RETURN_IF_ERROR(check_window(a->Conditions->NotBefore, a->Conditions->NotOnOrAfter, t, skew,
+                                   "Conditions", false, &forget_after));
 
   // Bearer subject confirmation for our ACS, answering our request.
   if (a->Subject == nullptr || a->Subject->SubjectConfirmation == nullptr) {

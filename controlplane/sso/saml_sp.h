@@ -41,10 +41,10 @@ struct SamlSpConfig {
   std::string acs_url;           // public URL of the ACS, e.g. "https://gw.example/auth/saml/acs"
   std::string idp_metadata_xml;  // the IdP's EntityDescriptor (entity ID, SSO URL, signing cert)
   std::string groups_attribute = "groups";  // attribute whose values are the person's groups
-  std::string name_attribute;    // attribute naming the person; empty = the Subject's NameID
+  std::string name_attribute;  // attribute naming the person; empty = the Subject's NameID
   std::chrono::seconds clock_skew{60};
-  std::chrono::seconds request_ttl{600};  // how long a started login may take at the IdP
-  std::size_t max_pending = 4096;         // cap on started, unanswered logins
+  std::chrono::seconds request_ttl{600};        // how long a started login may take at the IdP
+  std::size_t max_pending = 4096;               // cap on started, unanswered logins
   std::size_t max_response_bytes = 256 * 1024;  // cap on the POSTed SAMLResponse (base64)
   // Clock, for tests; default std::time(nullptr).
   std::function<std::time_t()> now;
@@ -56,7 +56,7 @@ struct SamlPerson {
   std::vector<std::string> groups;  // values of `groups_attribute`
   std::string idp_entity_id;
   std::string assertion_id;
-  std::string return_to;            // the local path given to start_login()
+  std::string return_to;  // the local path given to start_login()
 };
 
 class SamlServiceProvider {
@@ -97,8 +97,8 @@ class SamlServiceProvider {
   void* server_ = nullptr;  // LassoServer*, kept out of this header (GLib)
 
   std::mutex mu_;
-  std::map<std::string, Pending> pending_;      // by RelayState token
-  std::map<std::string, std::time_t> seen_;     // assertion ID → forget after
+  std::map<std::string, Pending> pending_;   // by RelayState token
+  std::map<std::string, std::time_t> seen_;  // assertion ID → forget after
 };
 
 // Parses an xs:dateTime as SAML uses it ("2026-12-06T19:00:00Z", optional fraction, "Z" or

@@ -76,8 +76,7 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
           {"authorization_endpoint", oidc + "/authorize"},
           {"token_endpoint", oidc + "/token"}}},
         {"saml",
-         {{"idp_metadata_file", dir_ + "/saml/idp-metadata.xml"},
-          {"groups_attribute", "groups"}}}};
+         {{"idp_metadata_file", dir_ + "/saml/idp-metadata.xml"}, {"groups_attribute", "groups"}}}};
     GatewayOptions o;
     o.approver_groups = {"reviewers"};
     o.approval_timeout_s = 300;
@@ -183,8 +182,8 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
     std::string d = j.dump();
     approved |= d.find("\"approvals.approve\"") != std::string::npos &&
                 d.find("alice") != std::string::npos && d.find("oidc") != std::string::npos;
-    denied |= d.find("\"approvals.deny\"") != std::string::npos && d.find("dave") != std::string::npos &&
-              d.find("saml") != std::string::npos;
+    denied |= d.find("\"approvals.deny\"") != std::string::npos &&
+              d.find("dave") != std::string::npos && d.find("saml") != std::string::npos;
   }
   EXPECT_TRUE(approved) << gw_->audit_log();
   EXPECT_TRUE(denied) << gw_->audit_log();

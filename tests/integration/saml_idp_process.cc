@@ -53,11 +53,10 @@ Status SamlIdpProcess::start(const std::string& dir, const std::string& sp_metad
                              const std::string& user, const std::string& groups) {
   dir_ = dir;
   std::string log = dir + "/saml_idp.log";
-  auto pid = spawn_logged({"/usr/bin/python3", std::string(PGW_SOURCE_ROOT) +
-                                                   "/tests/support/saml_idp.py",
-                           "--dir", dir, "--sp-metadata", sp_metadata_path, "--user", user,
-                           "--groups", groups},
-                          log);
+  auto pid = spawn_logged(
+      {"/usr/bin/python3", std::string(PGW_SOURCE_ROOT) + "/tests/support/saml_idp.py", "--dir",
+       dir, "--sp-metadata", sp_metadata_path, "--user", user, "--groups", groups},
+      log);
   if (!pid.is_ok()) return pid.status();
   pid_ = *pid;
   bool ready = eventually(
@@ -89,8 +88,8 @@ Result<std::map<std::string, std::string>> SamlIdpProcess::follow_redirect(
   net::HttpClientOptions opt;
   opt.allow_plain_http = true;
   opt.timeout = std::chrono::milliseconds(30000);
-  auto resp = net::http_request(mode.empty() ? url : url + "&mode=" + mode, net::HttpRequest{},
-                                opt);
+  auto resp =
+      net::http_request(mode.empty() ? url : url + "&mode=" + mode, net::HttpRequest{}, opt);
   if (!resp.is_ok()) return resp.status();
   if (resp->status != 200) {
     return internal_error("IdP answered " + std::to_string(resp->status) + ": " + resp->body);

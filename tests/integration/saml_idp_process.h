@@ -33,7 +33,7 @@ class SamlIdpProcess {
   // `&mode=..` appended when not empty) and returns the auto-POST form's fields
   // ("action", "SAMLResponse", "RelayState").
   Result<std::map<std::string, std::string>> follow_redirect(const std::string& url,
-                                                            const std::string& mode = "");
+                                                             const std::string& mode = "");
 
  private:
   pid_t pid_ = -1;

@@ -24,8 +24,8 @@ class SamlSpIdpTest : public ::testing::Test {
     dir_ = new std::string(tmpl);
     idp_ = new SamlIdpProcess();
     // The IdP reads the SP metadata per request, so it may start first.
-    Status st = idp_->start(*dir_, *dir_ + "/sp-metadata.xml", "alice",
-                            "pgw-reviewers,pgw-viewers");
+    Status st =
+        idp_->start(*dir_, *dir_ + "/sp-metadata.xml", "alice", "pgw-reviewers,pgw-viewers");
     ASSERT_TRUE(st.is_ok()) << st.to_string();
     auto sp = SamlServiceProvider::create(config());
     ASSERT_TRUE(sp.is_ok()) << sp.status().to_string();
