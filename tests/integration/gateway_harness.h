@@ -91,6 +91,8 @@ struct GatewayOptions {
   // $.metrics: when true, cp and dp serve Prometheus /metrics on free loopback ports
   // (cp_metrics_port(), dp_metrics_port()).
   bool metrics = false;
+  // $.control_plane.http (a JSON object: the HTTPS admin API); "" = none.
+  std::string control_plane_http_json;
 };
 
 class GatewayHarness {
