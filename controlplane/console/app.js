@@ -196,20 +196,21 @@ async function audit_view(filters = {}) {
     run(() => audit_view(f));
   } },
     field('event', 'Event'), field('identity', 'Identity'), field('decision', 'Decision'),
-    field('session_id', 'Session'), field('since', 'Since', 'datetime-local'), field('limit', 'Limit', 'number'),
+    field('session_id', 'Session'), field('text', 'Text'), field('since', 'Since', 'datetime-local'), field('limit', 'Limit', 'number'),
     el('button', { type: 'submit' }, 'Search'));
   fill(main, el('h2', {}, 'Audit log'), form, results);
   const q = new URLSearchParams();
-  for (const k of ['event', 'identity', 'decision', 'session_id']) if (filters[k]) q.set(k, filters[k]);
+  for (const k of ['event', 'identity', 'decision', 'session_id', 'text']) if (filters[k]) q.set(k, filters[k]);
   if (filters.since) q.set('since_ms', String(Date.parse(filters.since)));
   q.set('limit', filters.limit || '200');
   const r = await api.get('/api/v1/audit?' + q.toString());
-  const events = r.events || r.records || [];
+  const events = r.records || [];
   const cols = ['ts', 'event', 'decision', 'identity', 'principal', 'session_id', 'rule', 'reason'];
+  // ts is an ISO string in the audit log.
   fill(results, events.length ? el('table', {},
     el('thead', {}, el('tr', {}, cols.map((c) => el('th', {}, c)), el('th', {}, 'details'))),
     el('tbody', {}, events.map((e) => el('tr', {},
-      cols.map((c) => el('td', {}, c === 'ts' ? fmt_time(e.ts || e.ts_ms) : fmt_value(e[c] ?? ''))),
+      cols.map((c) => el('td', {}, fmt_value(e[c] ?? ''))),
       el('td', { class: 'details' }, JSON.stringify(Object.fromEntries(Object.entries(e).filter(([k]) => !cols.includes(k))))))))) :
     el('p', { class: 'empty' }, 'No matching audit events.'));
 }
@@ -228,11 +229,11 @@ async function rules_view() {
         el('td', {}, (s.used_by || []).join(', ')))))),
     el('h3', {}, 'Test a statement'), sql,
     el('button', { id: 'rule-test', onclick: () => run(async () => {
-      const t = await api.post('/api/v1/rules/test', { sql: sql.value });
+      const t = await api.post('/api/v1/rules/test', { sql: sql.value, sets: sets.filter((x) => !x.error).map((x) => x.name) });
       const matches = t.matches || [];
       fill(out, el('p', { class: 'verdict ' + (t.verdict || '') }, `verdict: ${t.verdict || (matches.length ? 'match' : 'no match')}`),
         el('pre', { class: 'statement' }, highlight_sql(sql.value)),
-        matches.length ? el('ul', {}, matches.map((m) => el('li', {}, `${m.set || ''} ${m.action || ''} ${m.rule || m.name || ''}: ${m.message || m.description || ''}`)))
+        matches.length ? el('ul', {}, matches.map((m) => el('li', {}, `${m.action || ''} ${m.id || ''} (${m.severity || ''}, line ${m.line ?? '?'}): ${m.message || ''}`)))
           : el('p', { class: 'empty' }, 'No rule matches.'));
     }) }, 'Test'), out);
 }
