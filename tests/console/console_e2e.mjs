@@ -73,7 +73,12 @@ async function sign_in(method) {
   await Promise.all([page.waitForNavigation({ waitUntil: 'domcontentloaded', ...WAIT }).catch(() => {}),
                      page.click(`#login-${method}`)]);
   // The test IdPs consent on their own; we land back on the console, signed in.
-  await page.waitForSelector('#who-name', WAIT);
+  try {
+    await page.waitForSelector('#who-name', WAIT);
+  } catch (e) {
+    const body = await page.evaluate(() => document.body && document.body.innerText).catch(() => '?');
+    throw new Error(`not signed in via ${method}: at ${page.url()}: ${String(body).slice(0, 600)}\n${e.message}`);
+  }
   return page;
 }
 

@@ -102,7 +102,7 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
       ::kill(oidc_pid_, SIGTERM);
       ::waitpid(oidc_pid_, nullptr, 0);
     }
-    if (!::testing::Test::HasFailure()) {
+    if (::testing::UnitTest::GetInstance()->Passed()) {
       std::error_code ec;
       fs::remove_all(dir_, ec);
     }
@@ -162,8 +162,10 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
   }
   std::string out = slurp(log);
   ASSERT_TRUE(exited) << "the browser test did not finish:\n" << out;
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out << "\ncp log:\n"
-                                                             << gw_->cp_log();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << out << "\ncp log:\n"
+      << gw_->cp_log() << "\naudit log:\n"
+      << gw_->audit_log();
   std::cout << out;
 
   // Both logins and both decisions are audited with the people who made them.
