@@ -15,8 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -32,6 +34,21 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+
+std::string url_encode(const std::string& in) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : in) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
 
 constexpr const char* kClientId = "pgwarden-console";
 
@@ -162,10 +179,9 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
   }
   std::string out = slurp(log);
   ASSERT_TRUE(exited) << "the browser test did not finish:\n" << out;
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << out << "\ncp log:\n"
-      << gw_->cp_log() << "\naudit log:\n"
-      << gw_->audit_log();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out << "\ncp log:\n"
+                                                             << gw_->cp_log() << "\naudit log:\n"
+                                                             << gw_->audit_log();
   std::cout << out;
 
   // Both logins and both decisions are audited with the people who made them.
@@ -193,6 +209,54 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
   auto v = gw_->pg().psql("select distinct v from public.t_console");
   ASSERT_TRUE(v.is_ok());
   EXPECT_NE(v->find("<script>alert(1)</script>"), std::string::npos) << *v;
+}
+
+// The ACS over HTTPS: a tampered assertion (signed, then a group changed) gets the 401 page
+// naming the reason, no session cookie, and an audit record; the same for a replayed POST of
+// a good response.
+TEST_F(ConsoleE2eTest, SamlAcsRefusesATamperedOrReplayedResponseWithAClearError) {
+  auto post_acs = [](const std::map<std::string, std::string>& form) {
+    std::string body = "SAMLResponse=" + url_encode(form.at("SAMLResponse")) +
+                       "&RelayState=" + url_encode(form.at("RelayState"));
+    net::HttpRequest req;
+    req.method = "POST";
+    req.headers = {{"Content-Type", "application/x-www-form-urlencoded"}};
+    req.body = body;
+    net::HttpClientOptions options;
+    options.ca_file = dir_ + "/ca.crt";
+    return net::http_request(base() + "/auth/saml/acs", req, options);
+  };
+  auto login_url = [] {
+    auto r = get("/auth/saml/login?return_to=/console/");
+    EXPECT_TRUE(r.is_ok() && r->status == 303);
+    return r.is_ok() ? r->header("location") : std::string();
+  };
+  auto tampered = saml_->follow_redirect(login_url(), "tampered");
+  ASSERT_TRUE(tampered.is_ok()) << tampered.status().to_string();
+  auto r = post_acs(*tampered);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->status, 401);
+  EXPECT_NE(r->body.find("signature does not verify"), std::string::npos) << r->body;
+  for (const auto& [name, value] : r->headers) {
+    EXPECT_FALSE(name == "set-cookie" && value.find("pgw_session") != std::string::npos) << value;
+  }
+
+  auto good = saml_->follow_redirect(login_url());
+  ASSERT_TRUE(good.is_ok());
+  auto first = post_acs(*good);
+  ASSERT_TRUE(first.is_ok());
+  EXPECT_EQ(first->status, 303);
+  auto replay = post_acs(*good);
+  ASSERT_TRUE(replay.is_ok());
+  EXPECT_EQ(replay->status, 401) << replay->body;
+
+  int rejected = 0;
+  for (const json& j : audit("http_login")) {
+    if (j.value("decision", "") == "rejected" && j.dump().find("saml") != std::string::npos) {
+      ++rejected;
+    }
+  }
+  EXPECT_GE(rejected, 2) << gw_->audit_log();
 }
 
 }  // namespace
