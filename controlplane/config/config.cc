@@ -372,7 +372,7 @@ class Parser {
     if (!object(j, p,
                 {"listen", "tls_cert_file", "tls_key_file", "public_url", "console_dir",
                  "role_groups", "session_ttl_s", "login_rate_per_minute", "login_rate_burst",
-                 "threads", "break_glass", "oidc"})) {
+                 "threads", "break_glass", "oidc", "saml"})) {
       return;
     }
     HttpSettings& h = cp.http;
@@ -414,6 +414,25 @@ class Parser {
       error(p + ".break_glass", "needs $.control_plane.admin_principals");
     }
     if (const json* o = field(j, "oidc", p, false)) parse_http_oidc(*o, h);
+    if (const json* s = field(j, "saml", p, false)) parse_http_saml(*s, h);
+  }
+
+  void parse_http_saml(const json& j, HttpSettings& h) {
+    const std::string p = "$.control_plane.http.saml";
+    if (!object(j, p,
+                {"idp_metadata_file", "entity_id", "groups_attribute", "name_attribute",
+                 "clock_skew_s"})) {
+      return;
+    }
+    HttpSamlSettings s;
+    str(j, "idp_metadata_file", p, s.idp_metadata_file, true);
+    if (!s.idp_metadata_file.empty()) check_readable(p + ".idp_metadata_file", s.idp_metadata_file);
+    str(j, "entity_id", p, s.entity_id);
+    str(j, "groups_attribute", p, s.groups_attribute);
+    if (s.groups_attribute.empty()) error(p + ".groups_attribute", "must not be empty");
+    str(j, "name_attribute", p, s.name_attribute);
+    integer(j, "clock_skew_s", p, s.clock_skew_s, 0, 600);
+    h.saml = std::move(s);
   }
 
   void parse_http_oidc(const json& j, HttpSettings& h) {

@@ -88,6 +88,16 @@ struct HttpOidcSettings {
   std::string name_claim = "preferred_username";  // falls back to "sub"
 };
 
+// $.control_plane.http.saml: the console's SAML 2.0 service provider (controlplane/sso). The
+// ACS is <public_url>/auth/saml/acs; groups map to roles through role_groups, as for OIDC.
+struct HttpSamlSettings {
+  std::string idp_metadata_file;  // the IdP's EntityDescriptor (signing cert, SSO URL)
+  std::string entity_id;          // ours; "" = <public_url>/auth/saml/metadata
+  std::string groups_attribute = "groups";
+  std::string name_attribute;  // "" = the Subject's NameID
+  int clock_skew_s = 60;
+};
+
 // $.control_plane.http: the HTTPS admin API, people's SSO logins and the web console
 // (controlplane/web/https_server.h). Off while listen is empty; TLS is required.
 struct HttpSettings {
@@ -103,6 +113,7 @@ struct HttpSettings {
   int threads = 8;             // HTTPS worker threads
   bool break_glass = false;    // admin_principals may log in with HTTP Basic
   std::optional<HttpOidcSettings> oidc;
+  std::optional<HttpSamlSettings> saml;
 };
 
 struct ControlPlaneSettings {

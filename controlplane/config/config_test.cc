@@ -442,6 +442,35 @@ TEST(ConfigTest, HttpsAdminApiNeedsTlsAndParsesRolesAndThePeoplesIdp) {
   }
 }
 
+TEST(ConfigTest, HttpsSamlSignInIsParsedAndChecked) {
+  json j = example();
+  json http = {{"listen", "127.0.0.1:8443"},
+               {"tls_cert_file", "/etc/pgwarden/https.crt"},
+               {"tls_key_file", "/etc/pgwarden/https.key"},
+               {"public_url", "https://pgwarden.example.com:8443"},
+               {"saml", {{"idp_metadata_file", "/etc/pgwarden/idp-metadata.xml"}}}};
+  j["control_plane"]["http"] = http;
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  const HttpSettings& h = o.config->control_plane.http;
+  ASSERT_TRUE(h.saml.has_value());
+  EXPECT_EQ(h.saml->idp_metadata_file, "/etc/pgwarden/idp-metadata.xml");
+  EXPECT_EQ(h.saml->entity_id, "");  // <public_url>/auth/saml/metadata
+  EXPECT_EQ(h.saml->groups_attribute, "groups");
+  EXPECT_EQ(h.saml->clock_skew_s, 60);
+
+  http["saml"] = {{"entity_id", "https://gw/saml"}, {"clock_skew_s", 3600}, {"colour", "x"}};
+  j["control_plane"]["http"] = http;
+  o = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(o.ok());
+  for (const char* e : {"$.control_plane.http.saml.idp_metadata_file: is required",
+                        "$.control_plane.http.saml.colour: unknown key \"colour\""}) {
+    EXPECT_TRUE(has_error(o, e)) << e << "\n" << o.error_text();
+  }
+  EXPECT_NE(o.error_text().find("$.control_plane.http.saml.clock_skew_s"), std::string::npos)
+      << o.error_text();
+}
+
 struct ListenCase {
   const char* listen;
   bool valid;

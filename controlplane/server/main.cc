@@ -27,6 +27,7 @@
 #include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
 #include "controlplane/server/cp_metrics.h"
+#include "controlplane/sso/saml_routes.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
 #include "controlplane/web/admin_routes.h"
@@ -267,6 +268,16 @@ int main(int argc, char** argv) {
                                                    .role = std::string(web::role_name(who.role))});
         });
     if (oidc) oidc->register_routes(*https);
+    if (http.saml) {
+      auto sp = sso::saml_sp_from_config(http);
+      if (!sp.is_ok()) {
+        spdlog::error("$.control_plane.http.saml: {}", sp.status().message());
+        admin.stop();
+        plane.stop();
+        return 2;
+      }
+      sso::register_saml_routes(*https, std::move(*sp));
+    }
     Status https_started = https->start();
     if (!https_started.is_ok()) {
       spdlog::error("{}", https_started.message());

@@ -319,7 +319,23 @@ Status HttpsServer::start() {
   server_->set_keep_alive_timeout(30);
   auto handler = [this](const httplib::Request& in, httplib::Response& out) { dispatch(in, out); };
   server_->Get(".*", handler);
-  server_->Post(".*", handler);
+  // POST bodies come through a content reader: cpp-httplib's plain handlers answer 413 to an
+  // application/x-www-form-urlencoded body over 8 KiB (CPPHTTPLIB_FORM_URL_ENCODED_PAYLOAD_MAX_
+  // LENGTH, compiled into Debian's library), and a browser's SAML ACS POST is larger. The
+  // payload cap (kMaxRequestBodyBytes, set_payload_max_length) still applies.
+  server_->Post(".*", [this](const httplib::Request& in, httplib::Response& out,
+                             const httplib::ContentReader& reader) {
+    httplib::Request req = in;
+    bool complete = reader([&req](const char* data, size_t n) {
+      req.body.append(data, n);
+      return req.body.size() <= kMaxRequestBodyBytes;
+    });
+    if (!complete) {
+      out.status = 413;
+      return;
+    }
+    dispatch(req, out);
+  });
   server_->Put(".*", handler);
   server_->Patch(".*", handler);
   server_->Delete(".*", handler);
