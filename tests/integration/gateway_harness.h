@@ -91,6 +91,9 @@ struct GatewayOptions {
   // $.metrics: when true, cp and dp serve Prometheus /metrics on free loopback ports
   // (cp_metrics_port(), dp_metrics_port()).
   bool metrics = false;
+  // A JSON merge patch (RFC 7396) applied to the generated config last, for keys the options
+  // above do not cover (e.g. {"approvals": {"reminder_interval_s": 1}}); "" = none.
+  std::string config_merge_patch;
 };
 
 class GatewayHarness {
