@@ -1,4 +1,5 @@
 #include "common/status.h"
+#include "common/status_names.h"
 
 namespace pgwarden {
 
@@ -16,6 +17,22 @@ std::string_view status_code_name(StatusCode code) {
     case StatusCode::kInternal: return "Internal";
   }
   return "Unknown";
+}
+
+std::string_view status_code_snake_name(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk: return "ok";
+    case StatusCode::kInvalidArgument: return "invalid_argument";
+    case StatusCode::kNotFound: return "not_found";
+    case StatusCode::kPermissionDenied: return "permission_denied";
+    case StatusCode::kUnauthenticated: return "unauthenticated";
+    case StatusCode::kUnavailable: return "unavailable";
+    case StatusCode::kDeadlineExceeded: return "deadline_exceeded";
+    case StatusCode::kResourceExhausted: return "resource_exhausted";
+    case StatusCode::kFailedPrecondition: return "failed_precondition";
+    case StatusCode::kInternal: return "internal";
+  }
+  return "internal";
 }
 
 std::string Status::to_string() const {

@@ -293,7 +293,8 @@ class Parser {
     const std::string p = "$.control_plane";
     if (!object(j, p,
                 {"socket", "worker_threads", "max_dp_connections", "max_sessions", "state_dir",
-                 "admin_socket", "admin_socket_mode", "admin_socket_group", "admin_principals"})) {
+                 "admin_socket", "admin_socket_mode", "admin_socket_group", "admin_principals",
+                 "http"})) {
       return;
     }
     ControlPlaneSettings& s = c.control_plane;
@@ -325,9 +326,109 @@ class Parser {
       if (h) a.credential = std::move(*h);
       s.admin_principals.push_back(std::move(a));
     });
-    if (!s.admin_principals.empty() && s.admin_socket.empty()) {
+    if (const json* http = field(j, "http", p, false)) parse_http(*http, s);
+    if (!s.admin_principals.empty() && s.admin_socket.empty() && !s.http.break_glass) {
       error(p + ".admin_socket", "is required when admin_principals are configured");
     }
+  }
+
+  void parse_http(const json& j, ControlPlaneSettings& cp) {
+    const std::string p = "$.control_plane.http";
+    if (!object(j, p,
+                {"listen", "tls_cert_file", "tls_key_file", "public_url", "console_dir",
+                 "role_groups", "session_ttl_s", "login_rate_per_minute", "login_rate_burst",
+                 "threads", "break_glass", "oidc"})) {
+      return;
+    }
+    HttpSettings& h = cp.http;
+    str(j, "listen", p, h.listen, true);
+    if (!h.listen.empty()) {
+      std::string msg = check_listen_address(h.listen);
+      if (!msg.empty()) error(p + ".listen", msg);
+    }
+    // TLS is not optional: the API carries bearer tokens and session cookies.
+    str(j, "tls_cert_file", p, h.tls_cert_file, true);
+    str(j, "tls_key_file", p, h.tls_key_file, true);
+    if (!h.tls_cert_file.empty()) check_readable(p + ".tls_cert_file", h.tls_cert_file);
+    if (!h.tls_key_file.empty()) check_readable(p + ".tls_key_file", h.tls_key_file);
+    str(j, "public_url", p, h.public_url, true);
+    if (!h.public_url.empty() &&
+        (h.public_url.rfind("https://", 0) != 0 || h.public_url.size() <= 8 ||
+         h.public_url.find_first_of(" \t\r\n?#") != std::string::npos)) {
+      error(p + ".public_url", "must be an https:// URL without query or fragment");
+    }
+    str(j, "console_dir", p, h.console_dir);
+    if (!h.console_dir.empty() && h.console_dir[0] != '/') {
+      error(p + ".console_dir", "must be an absolute path");
+    }
+    if (const json* rg = field(j, "role_groups", p, false)) {
+      const std::string rp = p + ".role_groups";
+      if (object(*rg, rp, {"viewer", "reviewer", "operator", "admin"})) {
+        strings(*rg, "viewer", rp, h.role_groups.viewer);
+        strings(*rg, "reviewer", rp, h.role_groups.reviewer);
+        strings(*rg, "operator", rp, h.role_groups.operators);
+        strings(*rg, "admin", rp, h.role_groups.admin);
+      }
+    }
+    integer(j, "session_ttl_s", p, h.session_ttl_s, 60, 7 * 86400);
+    integer(j, "login_rate_per_minute", p, h.login_rate_per_minute, 1, 100000);
+    integer(j, "login_rate_burst", p, h.login_rate_burst, 1, 100000);
+    integer(j, "threads", p, h.threads, 1, 256);
+    boolean(j, "break_glass", p, h.break_glass);
+    if (h.break_glass && cp.admin_principals.empty()) {
+      error(p + ".break_glass", "needs $.control_plane.admin_principals");
+    }
+    if (const json* o = field(j, "oidc", p, false)) parse_http_oidc(*o, h);
+  }
+
+  void parse_http_oidc(const json& j, HttpSettings& h) {
+    const std::string p = "$.control_plane.http.oidc";
+    static constexpr std::string_view kClientKeys[] = {
+        "client_id",      "client_secret_file", "client_secret_env", "authorization_endpoint",
+        "token_endpoint", "device_authorization_endpoint", "scopes", "name_claim"};
+    static constexpr std::string_view kProviderKeys[] = {
+        "name",     "issuer",       "audiences",  "jwks_file", "jwks_url",      "discovery_url",
+        "ca_file",  "groups_claim", "algorithms", "leeway_s",  "jwks_refresh_s", "jwks_min_refresh_s"};
+    if (!j.is_object()) {
+      error(p, "must be an object");
+      return;
+    }
+    json provider = json::object();
+    for (const auto& [key, value] : j.items()) {
+      bool client = std::find(std::begin(kClientKeys), std::end(kClientKeys), key) !=
+                    std::end(kClientKeys);
+      bool prov = std::find(std::begin(kProviderKeys), std::end(kProviderKeys), key) !=
+                  std::end(kProviderKeys);
+      if (prov) provider[key] = value;
+      if (!client && !prov) error(p + "." + key, "unknown key " + json_quote(key));
+    }
+    HttpOidcSettings o;
+    str(j, "client_id", p, o.client_id, true);
+    if (!provider.contains("audiences") && !o.client_id.empty()) {
+      provider["audiences"] = json::array({o.client_id});
+    }
+    if (!provider.contains("name")) provider["name"] = "people";
+    // The provider keys and checks are $.identity.providers[i]'s (one parser).
+    Config scratch;
+    std::set<std::string> issuers, names;
+    parse_provider(provider, p, scratch, issuers, names);
+    if (!scratch.identity_providers.empty()) o.provider = scratch.identity_providers.front();
+    o.client_secret =
+        secret_source(j, p, "client_secret_file", "client_secret_env", false);
+    str(j, "authorization_endpoint", p, o.authorization_endpoint, true);
+    str(j, "token_endpoint", p, o.token_endpoint, true);
+    str(j, "device_authorization_endpoint", p, o.device_authorization_endpoint);
+    for (auto [key, value] : {std::pair{"authorization_endpoint", &o.authorization_endpoint},
+                              std::pair{"token_endpoint", &o.token_endpoint},
+                              std::pair{"device_authorization_endpoint",
+                                        &o.device_authorization_endpoint}}) {
+      if (!value->empty() && value->rfind("https://", 0) != 0) {
+        error(p + "." + key, "must be an https:// URL");
+      }
+    }
+    str(j, "scopes", p, o.scopes);
+    str(j, "name_claim", p, o.name_claim);
+    h.oidc = std::move(o);
   }
 
   void parse_admin_socket_access(const json& j, const std::string& p, ControlPlaneSettings& s) {
@@ -983,7 +1084,7 @@ std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
   return "verify-full";
 }
 
-std::string Config::console_public_url() const { return ""; }
+std::string Config::console_public_url() const { return control_plane.http.public_url; }
 
 const Target* Config::find_target(std::string_view name) const {
   for (const Target& t : targets) {

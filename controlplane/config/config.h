@@ -51,6 +51,48 @@ struct AdminPrincipal {
   std::vector<std::string> groups;
 };
 
+// $.control_plane.http.role_groups: which SSO groups give which role on the HTTPS admin API
+// (controlplane/web/roles.h). A person gets the highest role any of their groups maps to.
+struct RoleGroups {
+  std::vector<std::string> viewer;
+  std::vector<std::string> reviewer;
+  std::vector<std::string> operators;  // "operator"
+  std::vector<std::string> admin;
+};
+
+// $.control_plane.http.oidc: the identity provider for people (not agents). Its tokens are
+// accepted as bearer tokens on the HTTPS API and it runs the browser login (authorization
+// code + PKCE) and `pgwardenctl login` (device code).
+struct HttpOidcSettings {
+  // issuer, audiences (default [client_id]), jwks_file / jwks_url / discovery_url, ca_file,
+  // groups_claim, algorithms, leeway: the same keys and checks as $.identity.providers[i].
+  identity::IdentityProviderConfig provider;
+  std::string client_id;
+  std::optional<vault::SecretSource> client_secret;  // client_secret_file / _env; optional
+  std::string authorization_endpoint;                // https:// URL
+  std::string token_endpoint;                        // https:// URL
+  std::string device_authorization_endpoint;         // https:// URL; "" = no device flow
+  std::string scopes = "openid profile email groups";
+  std::string name_claim = "preferred_username";  // falls back to "sub"
+};
+
+// $.control_plane.http: the HTTPS admin API, people's SSO logins and the web console
+// (controlplane/web/https_server.h). Off while listen is empty; TLS is required.
+struct HttpSettings {
+  std::string listen;  // "ADDRESS:PORT" (numeric IPv4 or bracketed IPv6)
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string public_url;   // https://host[:port] as browsers reach it (redirects, Origin)
+  std::string console_dir;  // static console files served under /console/; "" = none
+  RoleGroups role_groups;
+  int session_ttl_s = 8 * 3600;  // browser sessions end this long after login
+  int login_rate_per_minute = 10;  // per source IP, on /auth/* login endpoints
+  int login_rate_burst = 10;
+  int threads = 8;             // HTTPS worker threads
+  bool break_glass = false;    // admin_principals may log in with HTTP Basic
+  std::optional<HttpOidcSettings> oidc;
+};
+
 struct ControlPlaneSettings {
   std::string socket_path;  // dp <-> cp Unix socket
   int worker_threads = 4;
@@ -64,6 +106,7 @@ struct ControlPlaneSettings {
   mode_t admin_socket_mode = 0600;
   std::string admin_socket_group;
   std::vector<AdminPrincipal> admin_principals;
+  HttpSettings http;
 };
 
 // $.identity.providers[i] and $.identity.service_keys[i] parse straight into

@@ -356,6 +356,56 @@ TEST(ConfigTest, MetricsEndpointsAreOffByDefaultAndParseWhenSet) {
       << o.error_text();
 }
 
+TEST(ConfigTest, HttpsAdminApiNeedsTlsAndParsesRolesAndThePeoplesIdp) {
+  json j = example();
+  json http = {{"listen", "127.0.0.1:8443"},
+               {"tls_cert_file", "/etc/pgwarden/https.crt"},
+               {"tls_key_file", "/etc/pgwarden/https.key"},
+               {"public_url", "https://pgwarden.example.com:8443"},
+               {"role_groups", {{"reviewer", {"dba"}}, {"admin", {"root"}}}},
+               {"oidc",
+                {{"issuer", "https://sso.example.com"},
+                 {"jwks_url", "https://sso.example.com/jwks"},
+                 {"client_id", "pgwarden"},
+                 {"authorization_endpoint", "https://sso.example.com/auth"},
+                 {"token_endpoint", "https://sso.example.com/token"}}}};
+  j["control_plane"]["http"] = http;
+  LoadOutcome o = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  const HttpSettings& h = o.config->control_plane.http;
+  EXPECT_EQ(h.listen, "127.0.0.1:8443");
+  EXPECT_EQ(h.role_groups.reviewer, std::vector<std::string>{"dba"});
+  EXPECT_FALSE(h.break_glass);
+  ASSERT_TRUE(h.oidc.has_value());
+  EXPECT_EQ(h.oidc->provider.audiences, std::vector<std::string>{"pgwarden"});
+  EXPECT_EQ(h.oidc->provider.issuer, "https://sso.example.com");
+  EXPECT_EQ(h.oidc->name_claim, "preferred_username");
+
+  json bad = http;
+  bad.erase("tls_key_file");
+  bad["public_url"] = "http://pgwarden.example.com";
+  bad["listen"] = "localhost:8443";
+  bad["oidc"]["token_endpoint"] = "http://sso.example.com/token";
+  bad["oidc"]["jwks_url"] = "http://sso.example.com/jwks";
+  bad["oidc"]["colour"] = "blue";
+  bad["break_glass"] = true;
+  j["control_plane"]["http"] = bad;
+  j["control_plane"].erase("admin_principals");
+  o = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(o.ok());
+  for (const char* e : {"$.control_plane.http.tls_key_file: is required",
+                        "$.control_plane.http.public_url: must be an https:// URL without query or "
+                        "fragment",
+                        "$.control_plane.http.listen: \"localhost:8443\": address must be a "
+                        "numeric IPv4 address or a bracketed IPv6 address ([::1]:9631)",
+                        "$.control_plane.http.oidc.token_endpoint: must be an https:// URL",
+                        "$.control_plane.http.oidc.jwks_url: must be an https:// URL",
+                        "$.control_plane.http.oidc.colour: unknown key \"colour\"",
+                        "$.control_plane.http.break_glass: needs $.control_plane.admin_principals"}) {
+    EXPECT_TRUE(has_error(o, e)) << e << "\n" << o.error_text();
+  }
+}
+
 struct ListenCase {
   const char* listen;
   bool valid;

@@ -1,11 +1,15 @@
 #include "controlplane/ctl/admin_client.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <sstream>
 
 #include "common/protocol/client.h"
+#include "controlplane/ctl/token_cache.h"
+#include "controlplane/net/http_client.h"
 
 namespace pgwarden::ctl {
 
@@ -87,6 +91,33 @@ Status status_from_error(const json& error) {
 
 Result<AdminClient> AdminClient::from_args(const ParsedArgs& args) {
   AdminClient c;
+  c.server_ = args.get("--server").value_or(env("PGWARDEN_SERVER"));
+  if (!c.server_.empty()) {
+    while (c.server_.size() > 8 && c.server_.back() == '/') c.server_.pop_back();
+    auto url = net::parse_url(c.server_);
+    if (!url.is_ok()) return invalid_argument("--server: " + url.status().message());
+    c.cacert_ = args.get("--cacert").value_or(env("PGWARDEN_CACERT"));
+    std::string file = args.get("--token-file").value_or(env("PGWARDEN_TOKEN_FILE"));
+    if (!file.empty()) {
+      std::ifstream in(file);
+      if (!in) return invalid_argument("cannot read token file " + file);
+      std::getline(in, c.token_);
+      while (!c.token_.empty() && (c.token_.back() == '\r' || c.token_.back() == ' ')) {
+        c.token_.pop_back();
+      }
+    } else if (std::string t = env("PGWARDEN_TOKEN"); !t.empty()) {
+      c.token_ = t;
+    } else {
+      auto cached = load_cached_token(c.server_);
+      if (!cached.is_ok()) return cached.status();
+      c.token_ = *cached;
+    }
+    if (c.token_.empty()) {
+      return unauthenticated("no token for " + c.server_ + ": run `pgwardenctl login --server " +
+                             c.server_ + "` or use --token-file / PGWARDEN_TOKEN");
+    }
+    return c;
+  }
   c.socket_ = args.get("--socket").value_or(env("PGWARDEN_ADMIN_SOCKET"));
   if (c.socket_.empty()) c.socket_ = "/run/pgwarden/admin.sock";
   c.principal_ = args.get("--principal").value_or(env("PGWARDEN_ADMIN_PRINCIPAL"));
@@ -110,7 +141,41 @@ Result<AdminClient> AdminClient::from_args(const ParsedArgs& args) {
   return c;
 }
 
+Result<json> AdminClient::call_https(const std::string& command, const json& args) const {
+  std::string url = server_ + "/api/v1/commands/" + net::url_encode(command);
+  std::string body = args.dump();
+  std::string authorization = "Bearer " + token_;
+  net::HttpRequest request;
+  request.method = "POST";
+  request.headers = {{"Authorization", authorization},
+                     {"Content-Type", "application/json"},
+                     {"Accept", "application/json"}};
+  request.body = body;
+  net::HttpClientOptions options;
+  options.ca_file = cacert_;
+  options.timeout = std::chrono::milliseconds(60000);
+  options.max_response_bytes = 64 * 1024 * 1024;
+  auto response = net::http_request(url, request, options);
+  std::fill(authorization.begin(), authorization.end(), '\0');
+  if (!response.is_ok()) {
+    return unavailable("cannot reach pgwarden-cp at " + server_ + ": " +
+                       response.status().message());
+  }
+  json reply = json::parse(response->body, nullptr, false);
+  if (!reply.is_object()) {
+    return internal_error("malformed answer from " + server_ + " (HTTP " +
+                          std::to_string(response->status) + ")");
+  }
+  if (reply.value("ok", false)) return reply.value("result", json::object());
+  if (!reply.contains("error") || !reply["error"].is_object()) {
+    return internal_error("malformed answer from " + server_);
+  }
+  if (response->status == 429) return resource_exhausted(reply["error"].value("message", ""));
+  return status_from_error(reply["error"]);
+}
+
 Result<json> AdminClient::call(const std::string& command, const json& args) const {
+  if (!server_.empty()) return call_https(command, args);
   protocol::BlockingClient client;
   Status s = client.connect(socket_);
   if (!s.is_ok()) return unavailable("cannot reach pgwarden-cp at " + socket_ + ": " + s.message());

@@ -5,6 +5,12 @@
 // /run/pgwarden/admin.sock), --principal NAME (PGWARDEN_ADMIN_PRINCIPAL), --credential-file
 // PATH (PGWARDEN_ADMIN_CREDENTIAL_FILE; or the credential itself in PGWARDEN_ADMIN_CREDENTIAL),
 // --json (machine-readable output). Other --name VALUE options are command specific.
+//
+// Over HTTPS instead of the socket: --server URL (PGWARDEN_SERVER) sends every command to
+// pgwarden-cp's HTTPS admin API (POST URL/api/v1/commands/<command>, docs/api.md) with a
+// bearer token: --token-file PATH (PGWARDEN_TOKEN_FILE), PGWARDEN_TOKEN, or the token
+// `pgwardenctl login --server URL` cached for URL (token_cache.h). --cacert PATH
+// (PGWARDEN_CACERT) is the CA bundle to verify the server with (default: system store).
 #pragma once
 
 #include <map>
@@ -55,8 +61,15 @@ class AdminClient {
   Result<nlohmann::json> call(const std::string& command,
                               const nlohmann::json& args = nlohmann::json::object()) const;
   const std::string& socket() const { return socket_; }
+  // "" when talking to the socket.
+  const std::string& server() const { return server_; }
 
  private:
+  Result<nlohmann::json> call_https(const std::string& command, const nlohmann::json& args) const;
+
+  std::string server_;  // https://... ("" = the socket)
+  std::string cacert_;
+  std::string token_;
   std::string socket_;
   std::string principal_;
   std::string credential_;

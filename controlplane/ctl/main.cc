@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "controlplane/ctl/admin_commands.h"
+#include "controlplane/ctl/login_command.h"
 #include "controlplane/ctl/rules_command.h"
 
 namespace {
@@ -36,11 +37,14 @@ constexpr CommandGroup kGroups[] = {
     {"config", "reload the configuration file", pgwarden::ctl::run_config_command},
     {"tokens", "inspect a token: decode, validate, explain why it fails",
      pgwarden::ctl::run_tokens_command},
+    {"login", "log in to an HTTPS admin API (--server URL): device code or a pasted token",
+     pgwarden::ctl::run_login_command},
 };
 
 int usage(std::ostream& os) {
-  os << "usage: pgwardenctl GROUP COMMAND [ARGS...] [--json] [--socket PATH] [--principal NAME]"
-        " [--credential-file PATH]\n\ngroups:\n";
+  os << "usage: pgwardenctl [--server URL [--cacert FILE] [--token-file FILE]] GROUP COMMAND"
+        " [ARGS...] [--json] [--socket PATH] [--principal NAME] [--credential-file PATH]\n\n"
+        "groups:\n";
   for (const CommandGroup& g : kGroups) os << "  " << g.name << "\t" << g.summary << "\n";
   return pgwarden::ctl::kExitUsage;
 }
@@ -49,6 +53,15 @@ int usage(std::ostream& os) {
 
 int main(int argc, char** argv) {
   std::vector<std::string_view> args(argv + 1, argv + argc);
+  // Connection options may come before the group (`pgwardenctl --server URL approvals list`):
+  // they are moved behind it, where every group parses its options.
+  std::vector<std::string_view> global;
+  while (args.size() >= 2 && (args[0] == "--server" || args[0] == "--cacert" ||
+                              args[0] == "--token-file" || args[0] == "--socket")) {
+    global.insert(global.end(), args.begin(), args.begin() + 2);
+    args.erase(args.begin(), args.begin() + 2);
+  }
+  args.insert(args.end(), global.begin(), global.end());
   if (args.empty() || args[0] == "-h" || args[0] == "--help") return usage(std::cerr);
   for (const CommandGroup& g : kGroups) {
     if (g.name == args[0]) {

@@ -307,6 +307,7 @@ Result<HttpResponse> parse_response(std::string_view raw) {
     while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
       value.remove_prefix(1);
     while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    resp.headers.emplace_back(name, std::string(value));
     if (name == "transfer-encoding") {
       chunked = ascii_lower(value).find("chunked") != std::string::npos;
     } else if (name == "content-length") {
@@ -466,6 +467,32 @@ Result<HttpResponse> https_get(std::string_view url, const HttpClientOptions& op
   HttpRequest request;
   request.headers = {{"Accept", "application/json"}};
   return http_request(url, request, options);
+}
+
+std::string url_encode(std::string_view text) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() * 3);
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += ch;
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string out;
+  for (const auto& [k, v] : fields) {
+    if (!out.empty()) out += '&';
+    out += url_encode(k) + "=" + url_encode(v);
+  }
+  return out;
 }
 
 }  // namespace pgwarden::net

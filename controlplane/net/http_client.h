@@ -56,6 +56,15 @@ struct HttpResponse {
   int status = 0;
   std::string content_type;
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, in order
+
+  // The first header named `lower_name`; "" when absent.
+  std::string header(std::string_view lower_name) const {
+    for (const auto& [name, value] : headers) {
+      if (name == lower_name) return value;
+    }
+    return std::string();
+  }
 };
 
 // Sends `request` to `url`. Errors: InvalidArgument (bad URL or scheme, CR/LF or control
@@ -65,6 +74,12 @@ struct HttpResponse {
 // name the host, never header values.
 Result<HttpResponse> http_request(std::string_view url, const HttpRequest& request,
                                   const HttpClientOptions& options);
+
+// Percent-encodes everything but RFC 3986 unreserved characters (A-Z a-z 0-9 - . _ ~): for
+// query parameters and application/x-www-form-urlencoded bodies.
+std::string url_encode(std::string_view text);
+// "k1=v1&k2=v2", each key and value url_encode()d.
+std::string form_encode(const std::vector<std::pair<std::string, std::string>>& fields);
 
 // GET with "Accept: application/json".
 Result<HttpResponse> https_get(std::string_view url, const HttpClientOptions& options);

@@ -7,7 +7,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <deque>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,12 +19,14 @@
 #include <sstream>
 
 #include "common/atomic_file.h"
+#include "common/status_names.h"
 #include "common/protocol/frame.h"
 #include "common/protocol/messages.h"
 #include "controlplane/identity/jws.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/vault/credential_hash.h"
+#include "rules/lexer.h"
 #include "rules/matcher.h"
 #include "rules/rule_set.h"
 
@@ -143,6 +149,19 @@ json rule_json(const rules::Rule& r) {
               {"line", r.line}};
 }
 
+// "2026-11-24T02:11:42.123Z" (the audit log's ts) -> unix ms; 0 when unparseable.
+int64_t audit_time_ms(const std::string& ts) {
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(ts.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6) {
+    return 0;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<int64_t>(::timegm(&tm)) * 1000 + ms;
+}
+
 std::string trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
@@ -152,29 +171,7 @@ std::string trim(std::string_view s) {
 }  // namespace
 
 std::string_view admin_error_code(const Status& status) {
-  switch (status.code()) {
-    case StatusCode::kOk:
-      return "ok";
-    case StatusCode::kInvalidArgument:
-      return "invalid_argument";
-    case StatusCode::kNotFound:
-      return "not_found";
-    case StatusCode::kPermissionDenied:
-      return "permission_denied";
-    case StatusCode::kUnauthenticated:
-      return "unauthenticated";
-    case StatusCode::kUnavailable:
-      return "unavailable";
-    case StatusCode::kDeadlineExceeded:
-      return "deadline_exceeded";
-    case StatusCode::kResourceExhausted:
-      return "resource_exhausted";
-    case StatusCode::kFailedPrecondition:
-      return "failed_precondition";
-    case StatusCode::kInternal:
-      return "internal";
-  }
-  return "internal";
+  return status_code_snake_name(status.code());
 }
 
 namespace {
@@ -396,14 +393,26 @@ json AdminServer::handle(const json& request, const std::string& peer) {
                            .extra = {{"command", command.substr(0, 64)}, {"peer", peer}}});
     return fail(unauthenticated("admin authentication failed"));
   }
-  Principal who{match->name, match->groups};
+  AdminCaller who{.name = match->name, .groups = match->groups, .via = "socket", .peer = peer};
+  Result<json> result = execute(command, args, who);
+  if (!result.is_ok()) return fail(result.status());
+  response["ok"] = true;
+  response["result"] = std::move(*result);
+  return response;
+}
 
+Result<json> AdminServer::execute(const std::string& command, const json& args,
+                                  const AdminCaller& who) {
+  auto cfg = b_.config->current();
   Result<json> result = run(command, args, who, cfg);
   json audited_args = json::object();
   for (const char* key : {"id", "set", "rule", "name", "scope", "for_s", "state", "identity", "key",
                           "kind", "until_ms"}) {
     if (args.contains(key)) audited_args[key] = args[key];
   }
+  json extra{{"command", command}, {"peer", who.peer}, {"args", audited_args}};
+  if (who.via != "socket") extra["via"] = who.via;
+  if (!who.role.empty()) extra["role"] = who.role;
   b_.audit->record(audit::AuditRecord{
       .event = "admin",
       .identity = who.name,
@@ -411,11 +420,8 @@ json AdminServer::handle(const json& request, const std::string& peer) {
       .policy_version = cfg->version,
       .decision = result.is_ok() ? "ok" : std::string(admin_error_code(result.status())),
       .reason = result.is_ok() ? str_arg(args, "reason") : result.status().message(),
-      .extra = {{"command", command}, {"peer", peer}, {"args", audited_args}}});
-  if (!result.is_ok()) return fail(result.status());
-  response["ok"] = true;
-  response["result"] = std::move(*result);
-  return response;
+      .extra = extra});
+  return result;
 }
 
 std::string AdminServer::recordings_dir(const config::Config& cfg) const {
@@ -497,7 +503,7 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
       approvals::ApprovalDecision d;
       d.approve = command != "approvals.deny";
       d.break_glass = command == "approvals.break_glass";
-      d.via = "admin";
+      d.via = who.via;
       d.decider = who.name;
       d.decider_groups = who.groups;
       d.reason = str_arg(args, "reason");
@@ -615,6 +621,8 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     return rules_command(command.substr(6), args, *cfg);
   }
 
+  if (command == "audit.search") return audit_search(args, *cfg);
+
   if (command == "tokens.inspect") {
     std::string token = str_arg(args, "token");
     auto decoded = identity::decode_unverified(token);
@@ -730,6 +738,7 @@ Result<json> AdminServer::rules_command(const std::string& sub, const json& args
   for (const policy::Policy& p : cfg.policies) {
     for (const std::string& s : p.rule_sets) used_by[s].push_back(p.name);
   }
+  if (sub == "test") return rules_test(args, cfg);
   if (sub == "list") {
     std::set<std::string> names;
     for (const auto& [name, _] : used_by) names.insert(name);
@@ -825,6 +834,111 @@ Result<json> AdminServer::rules_command(const std::string& sub, const json& args
     j["reload_error"] = outcome.error_text();
   }
   return j;
+}
+
+Result<json> AdminServer::rules_test(const json& args, const config::Config& cfg) {
+  std::string sql = str_arg(args, "sql");
+  if (sql.empty()) return invalid_argument("rules test needs the sql to test");
+  if (sql.size() > protocol::kMaxFrameBytes / 2) return invalid_argument("sql too long");
+  // The sets: given by name, or those of the named policy, or every set a policy uses.
+  std::vector<std::string> sets;
+  if (args.contains("sets") && args["sets"].is_array()) {
+    for (const json& s : args["sets"]) {
+      if (s.is_string()) sets.push_back(s.get<std::string>());
+    }
+  } else if (std::string policy = str_arg(args, "policy"); !policy.empty()) {
+    const policy::Policy* found = nullptr;
+    for (const policy::Policy& p : cfg.policies) {
+      if (p.name == policy) found = &p;
+    }
+    if (!found) return not_found("no policy '" + policy + "'");
+    sets = found->rule_sets;
+  } else {
+    std::set<std::string> all;
+    for (const policy::Policy& p : cfg.policies) all.insert(p.rule_sets.begin(), p.rule_sets.end());
+    sets.assign(all.begin(), all.end());
+  }
+  if (sets.empty()) return invalid_argument("no rule sets to test against");
+  std::vector<std::string> files;
+  for (const std::string& name : sets) {
+    if (!valid_set_name(name)) return invalid_argument("bad rule set name '" + name + "'");
+    files.push_back(b_.rules_dir + "/" + name + ".rules");
+  }
+  std::vector<rules::RuleDiagnostic> diags;
+  auto parsed = rules::RuleSet::load_files(files, &diags);
+  if (!parsed.is_ok()) {
+    std::string text;
+    for (const rules::RuleDiagnostic& d : diags) text += d.to_string() + "\n";
+    return invalid_argument(text.empty() ? parsed.status().message() : text);
+  }
+  auto compiled = rules::CompiledRuleSet::compile(std::move(*parsed));
+  if (!compiled.is_ok()) return invalid_argument(compiled.status().message());
+  struct Collect : rules::MatchSink {
+    json matches = json::array();
+    std::string scan_error;
+    void on_match(const rules::Rule& r) override { matches.push_back(rule_json(r)); }
+    void on_scan_error(std::string_view reason) override { scan_error = std::string(reason); }
+  } sink;
+  rules::LexedSql lexed = rules::lex_sql(sql);
+  rules::Verdict verdict = (*compiled)->scan(lexed, sink);
+  json j{{"verdict", rules::verdict_name(verdict)}, {"matches", std::move(sink.matches)},
+         {"sets", sets}};
+  if (!sink.scan_error.empty()) j["scan_error"] = sink.scan_error;
+  if (lexed.flags().unterminated_quote) j["unterminated_quote"] = true;
+  if (lexed.flags().unterminated_comment) j["unterminated_comment"] = true;
+  return j;
+}
+
+Result<json> AdminServer::audit_search(const json& args, const config::Config& cfg) {
+  std::string path;
+  for (const config::AuditSink& s : cfg.audit_sinks) {
+    if (s.kind == config::AuditSink::Kind::kFile) {
+      path = s.path;
+      break;
+    }
+  }
+  if (path.empty()) return unavailable("no audit file sink is configured ($.audit.sinks)");
+  int64_t limit = 100;
+  if (args.contains("limit") && args["limit"].is_number_integer()) {
+    limit = std::clamp<int64_t>(args["limit"].get<int64_t>(), 1, 1000);
+  }
+  int64_t since_ms = args.contains("since_ms") && args["since_ms"].is_number_integer()
+                         ? args["since_ms"].get<int64_t>()
+                         : 0;
+  int64_t until_ms = args.contains("until_ms") && args["until_ms"].is_number_integer()
+                         ? args["until_ms"].get<int64_t>()
+                         : INT64_MAX;
+  std::vector<std::pair<const char*, std::string>> equal;
+  for (const char* key : {"event", "identity", "decision", "session_id"}) {
+    std::string v = str_arg(args, key);
+    if (!v.empty()) equal.emplace_back(key, v);
+  }
+  std::string text = str_arg(args, "text");
+  std::ifstream in(path);
+  if (!in) return not_found("cannot read the audit log " + path);
+  std::deque<json> found;
+  std::string line;
+  uint64_t scanned = 0;
+  while (std::getline(in, line)) {
+    ++scanned;
+    if (!text.empty() && line.find(text) == std::string::npos) continue;
+    json r = json::parse(line, nullptr, false);
+    if (!r.is_object()) continue;
+    bool ok = true;
+    for (const auto& [key, v] : equal) {
+      if (str_arg(r, key) != v) ok = false;
+    }
+    if (!ok) continue;
+    if (since_ms > 0 || until_ms != INT64_MAX) {
+      int64_t ts = audit_time_ms(str_arg(r, "ts"));
+      if (ts < since_ms || ts > until_ms) continue;
+    }
+    found.push_back(std::move(r));
+    if (found.size() > static_cast<size_t>(limit)) found.pop_front();
+  }
+  json records = json::array();
+  for (auto it = found.rbegin(); it != found.rend(); ++it) records.push_back(std::move(*it));
+  return json{{"records", std::move(records)}, {"scanned", scanned}, {"path", path}};
 }
 
 }  // namespace pgwarden::server

@@ -85,6 +85,16 @@ struct AdminBackend {
   std::string version = "pgwarden-cp/0.1";
 };
 
+// Who runs an admin command: authenticated by the caller of execute() (the Unix socket's
+// admin_principals check, or the HTTPS server's bearer token / browser session).
+struct AdminCaller {
+  std::string name;
+  std::vector<std::string> groups;
+  std::string via;   // "socket", "https:bearer", "https:oidc", "https:saml", "https:break_glass"
+  std::string peer;  // "uid=..,pid=.." (socket) or "ip=..." (https); audited
+  std::string role;  // the HTTPS role ("reviewer", ...); audited when not empty
+};
+
 class AdminServer {
  public:
   // `backend.config` and `backend.audit` must outlive the server.
@@ -104,11 +114,15 @@ class AdminServer {
   // for tests; the socket path goes through it too. `peer` is audited ("uid=..,pid=..").
   nlohmann::json handle(const nlohmann::json& request, const std::string& peer);
 
+  // Runs `command` (the socket's command names: "approvals.approve", ...) with `args` for an
+  // already authenticated caller and audits it (event "admin": principal, groups, command,
+  // outcome, via, peer). The one implementation behind both the socket and the HTTPS API;
+  // authorization (roles) is the HTTPS layer's job. Thread-safe; works without start().
+  Result<nlohmann::json> execute(const std::string& command, const nlohmann::json& args,
+                                 const AdminCaller& who);
+
  private:
-  struct Principal {
-    std::string name;
-    std::vector<std::string> groups;
-  };
+  using Principal = AdminCaller;
   void accept_loop();
   void serve(int fd);
   Result<nlohmann::json> run(const std::string& command, const nlohmann::json& args,
@@ -116,6 +130,10 @@ class AdminServer {
   std::string recordings_dir(const config::Config& cfg) const;
   Result<nlohmann::json> rules_command(const std::string& sub, const nlohmann::json& args,
                                        const config::Config& cfg);
+  // rules.test: {sql, sets? | policy?} -> {verdict, matches} against the rules_dir sets.
+  Result<nlohmann::json> rules_test(const nlohmann::json& args, const config::Config& cfg);
+  // audit.search: the newest `limit` records of the audit file sink matching the filters.
+  Result<nlohmann::json> audit_search(const nlohmann::json& args, const config::Config& cfg);
   Result<nlohmann::json> reload_config(const std::string& event, const Principal& who);
   // sessions.kill and identities.{revoke,unrevoke,list}.
   Result<nlohmann::json> revocation_command(const std::string& command, const nlohmann::json& args,

@@ -29,6 +29,9 @@
 #include "controlplane/server/cp_metrics.h"
 #include "controlplane/vault/credential_hash.h"
 #include "controlplane/vault/secret.h"
+#include "controlplane/web/admin_routes.h"
+#include "controlplane/web/https_server.h"
+#include "controlplane/web/oidc_login.h"
 
 namespace {
 
@@ -219,6 +222,64 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // $.control_plane.http: the HTTPS admin API and people's logins, fixed for the process
+  // (a reload does not move the listener; role_groups and the IdP are read at start).
+  std::unique_ptr<web::OidcLogin> oidc;
+  std::unique_ptr<web::HttpsServer> https;
+  if (const config::HttpSettings& http = first.config->control_plane.http; !http.listen.empty()) {
+    web::PersonTokenValidator bearer;
+    if (http.oidc) {
+      auto o = web::OidcLogin::create(*http.oidc, http.public_url);
+      if (!o.is_ok()) {
+        spdlog::error("$.control_plane.http.oidc: {}", o.status().message());
+        admin.stop();
+        plane.stop();
+        return 1;
+      }
+      oidc = std::move(*o);
+      bearer = [&oidc](std::string_view token) { return oidc->validate(token); };
+    }
+    https = std::make_unique<web::HttpsServer>(
+        http, http.break_glass ? first.config->control_plane.admin_principals
+                               : std::vector<config::AdminPrincipal>{},
+        &plane.audit(), std::move(bearer));
+    web::register_admin_routes(
+        *https, [&admin](const std::string& command, const nlohmann::json& args,
+                         const web::Person& who, const std::string& remote_ip) {
+          return admin.execute(command, args,
+                               server::AdminCaller{.name = who.name,
+                                                   .groups = who.groups,
+                                                   .via = "https:" + who.via,
+                                                   .peer = "ip=" + remote_ip,
+                                                   .role = std::string(web::role_name(who.role))});
+        });
+    if (oidc) oidc->register_routes(*https);
+    if (approvals::ChatCallback* chat = plane.chat_callback()) {
+      // Public: the chat service's request signature authenticates it (ChatCallback checks
+      // signature, timestamp window and replay before anything else).
+      https->add_route(web::Route{
+          .method = "POST",
+          .prefix = "/api/v1/chat/slack",
+          .access = web::Access::kPublic,
+          .handler = [chat](const web::Request& req) {
+            approvals::ChatReply r = chat->handle(req.header("x-slack-request-timestamp"),
+                                                  req.header("x-slack-signature"), req.body);
+            web::Response out;
+            out.status = r.status;
+            out.content_type = r.content_type;
+            out.body = std::move(r.body);
+            return out;
+          }});
+    }
+    Status https_started = https->start();
+    if (!https_started.is_ok()) {
+      spdlog::error("{}", https_started.message());
+      admin.stop();
+      plane.stop();
+      return https_started.code() == StatusCode::kInvalidArgument ? 2 : 1;
+    }
+    spdlog::info("serving the admin API on https://{} (port {})", http.listen, https->port());
+  }
   // $.metrics.controlplane_listen: fixed for the process (a reload does not move it).
   std::unique_ptr<metrics::MetricsServer> metrics_server;
   if (const std::string& listen = first.config->metrics.controlplane_listen; !listen.empty()) {
@@ -245,6 +306,7 @@ int main(int argc, char** argv) {
     break;
   }
   metrics_server.reset();
+  if (https) https->stop();
   admin.stop();
   plane.stop();
   plane.audit().record(audit::AuditRecord{.event = "shutdown"});

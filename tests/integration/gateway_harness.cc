@@ -87,6 +87,9 @@ Status GatewayHarness::write_config() {
     }
     control_plane["admin_principals"] = std::move(principals);
   }
+  if (!options_.control_plane_http_json.empty()) {
+    control_plane["http"] = json::parse(options_.control_plane_http_json);
+  }
   json listener = {{"address", "127.0.0.1"},
                    {"port", dp_port_},
                    {"tls", {{"cert_file", dir_ + "/dp.crt"}, {"key_file", dir_ + "/dp.key"}}},
