@@ -103,13 +103,19 @@ struct Notices {
   }
 };
 
+// Reads what arrived and lets libpq parse it (PQisBusy runs the notice receiver).
+void pump(PGconn* c) {
+  PQconsumeInput(c);
+  (void)PQisBusy(c);
+}
+
 // Starts `sql` on `c` and waits for the "waiting for approval <id>" notice; returns the id.
 std::string hold(PGconn* c, Notices& notices, const std::string& sql) {
   PQsetNoticeReceiver(c, &Notices::receive, &notices);
   EXPECT_EQ(PQsendQuery(c, sql.c_str()), 1) << PQerrorMessage(c);
   std::string notice;
   EXPECT_TRUE(eventually([&] {
-    PQconsumeInput(c);
+    pump(c);
     notice = notices.first("waiting for approval ");
     return !notice.empty();
   })) << "no approval notice";
@@ -130,7 +136,7 @@ TEST_F(GatewayApprovalHygieneTest, HeldClientIsToldAtOnceAndRemindedAndNeedsTwoA
   EXPECT_EQ(req["requester_links"], json::array({"alice"}));
   // The reminder names the same request while it waits.
   ASSERT_TRUE(eventually([&] {
-    PQconsumeInput(c.get());
+    pump(c.get());
     return !notices.first("still waiting for approval " + id).empty();
   })) << "no reminder";
   EXPECT_NE(notices.first("still waiting for approval " + id).find("expires in"),
