@@ -556,8 +556,7 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
   if (decision.break_glass && !decision.approve) {
     return invalid_argument("break-glass is for approvals; deny needs none");
   }
-  if (decision.break_glass &&
-      decision.reason.find_first_not_of(" \t\r\n") == std::string::npos) {
+  if (decision.break_glass && decision.reason.find_first_not_of(" \t\r\n") == std::string::npos) {
     return permission_denied("a break-glass approval needs a reason");
   }
   Impl::Outcome outcome;
@@ -576,15 +575,15 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
       return permission_denied("the requester cannot decide their own approval request");
     }
     if (impl_->is_requester(r, decision.decider)) {
-      return permission_denied("the decider " + decision.decider +
-                               " is linked to the requester " + r.identity +
+      return permission_denied("the decider " + decision.decider + " is linked to the requester " +
+                               r.identity +
                                " (approvals.identity_links) and cannot decide this request");
     }
     auto in_any = [&](const std::vector<std::string>& allowed) {
-      return std::any_of(
-          decision.decider_groups.begin(), decision.decider_groups.end(), [&](const auto& g) {
-            return std::find(allowed.begin(), allowed.end(), g) != allowed.end();
-          });
+      return std::any_of(decision.decider_groups.begin(), decision.decider_groups.end(),
+                         [&](const auto& g) {
+                           return std::find(allowed.begin(), allowed.end(), g) != allowed.end();
+                         });
     };
     if (decision.break_glass) {
       if (r.break_glass_groups.empty()) {
@@ -648,8 +647,7 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
             grant_seconds = std::min(grant_seconds, v.grant_seconds);
           }
         }
-        next.grant_expires_ms =
-            next.scope == ApprovalScope::kShape ? t + grant_seconds * 1000 : 0;
+        next.grant_expires_ms = next.scope == ApprovalScope::kShape ? t + grant_seconds * 1000 : 0;
         o = impl_->transition(std::move(next));
       }
     }

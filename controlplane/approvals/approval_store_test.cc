@@ -472,7 +472,6 @@ TEST(ApprovalRequestJson, EffectRoundTripsAndOldJournalsReadWithout) {
   EXPECT_EQ(old->effect, ApprovalEffect{});
 }
 
-
 // --- Approval hygiene: N of M, linked identities, break-glass -----------------------------
 
 TEST_F(ApprovalStoreTest, TwoOfManyNeedsTwoDistinctApproversAndAuditsEachVote) {
@@ -501,8 +500,8 @@ TEST_F(ApprovalStoreTest, TwoOfManyNeedsTwoDistinctApproversAndAuditsEachVote) {
   EXPECT_EQ(second->decider, "bob");
   ASSERT_TRUE(decided.has_value());
   EXPECT_EQ(decided->votes.size(), 2u);
-  EXPECT_EQ(audit_events(), (std::vector<std::string>{"approval_requested", "approval_vote",
-                                                      "approval_approved"}));
+  EXPECT_EQ(audit_events(),
+            (std::vector<std::string>{"approval_requested", "approval_vote", "approval_approved"}));
   // Votes survive a restart.
   store.reset();
   auto reopened = open_store(options());
@@ -544,7 +543,8 @@ TEST_F(ApprovalStoreTest, ScopeOfSeveralApprovalsIsTheNarrowest) {
   NewApprovalRequest n = request();
   n.settings.required_approvals = 2;
   auto r = store->create(n);
-  ASSERT_TRUE(store->decide(r->id, approve_by("alice", {"dba"}, ApprovalScope::kShape, 600)).is_ok());
+  ASSERT_TRUE(
+      store->decide(r->id, approve_by("alice", {"dba"}, ApprovalScope::kShape, 600)).is_ok());
   auto d = store->decide(r->id, approve_by("bob", {"dba"}, ApprovalScope::kShape, 60));
   ASSERT_TRUE(d.is_ok());
   EXPECT_EQ(d->scope, ApprovalScope::kShape);

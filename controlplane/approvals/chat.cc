@@ -148,17 +148,18 @@ nlohmann::json chat_message(const ApprovalRequest& r, std::string_view console_u
                      {"value", r.id}});
   blocks.push_back(
       {{"type", "actions"}, {"block_id", "pgwarden_approval"}, {"elements", std::move(actions)}});
-  return {{"text", "pgwarden: approval needed for " + r.identity + " on " + r.target + " (" +
-                       r.id + ")"},
+  return {{"text",
+           "pgwarden: approval needed for " + r.identity + " on " + r.target + " (" + r.id + ")"},
           {"blocks", std::move(blocks)}};
 }
 
 nlohmann::json chat_decided_message(const ApprovalRequest& r, std::string_view console_url) {
   std::string status;
   if (r.state == ApprovalState::kPending) {
-    status = ":hourglass: Approved by " + mrkdwn_escape(r.votes.empty() ? "" : r.votes.back().decider) +
-             " — " + std::to_string(r.votes.size()) + " of " +
-             std::to_string(r.required_approvals) + " approvals";
+    status = ":hourglass: Approved by " +
+             mrkdwn_escape(r.votes.empty() ? "" : r.votes.back().decider) + " — " +
+             std::to_string(r.votes.size()) + " of " + std::to_string(r.required_approvals) +
+             " approvals";
   } else if (r.state == ApprovalState::kApproved) {
     status = ":white_check_mark: Approved by " + mrkdwn_escape(r.decider);
     if (r.break_glass) status += " (break-glass)";
@@ -170,10 +171,10 @@ nlohmann::json chat_decided_message(const ApprovalRequest& r, std::string_view c
   }
   nlohmann::json blocks = request_blocks(r, console_url);
   blocks.push_back(section(status));
-  nlohmann::json out = {{"replace_original", true},
-                        {"text", "pgwarden: approval " + r.id + " " +
-                                     std::string(approval_state_name(r.state))},
-                        {"blocks", std::move(blocks)}};
+  nlohmann::json out = {
+      {"replace_original", true},
+      {"text", "pgwarden: approval " + r.id + " " + std::string(approval_state_name(r.state))},
+      {"blocks", std::move(blocks)}};
   if (r.state == ApprovalState::kPending) {
     // Still pending: keep the buttons for the remaining approvers.
     nlohmann::json again = chat_message(r, console_url);
@@ -192,7 +193,8 @@ Result<std::map<std::string, std::string>> parse_form(std::string_view body) {
     size_t eq = pair.find('=');
     auto name = url_decode(pair.substr(0, eq));
     if (!name) return name.status();
-    auto value = url_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
+    auto value =
+        url_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
     if (!value) return value.status();
     out.emplace(std::move(*name), std::move(*value));
   }
@@ -253,7 +255,8 @@ Result<std::unique_ptr<ChatCallback>> ChatCallback::create(ChatCallbackOptions o
   return std::unique_ptr<ChatCallback>(new ChatCallback(std::move(options)));
 }
 
-ChatReply ChatCallback::refuse(int status, const std::string& reason, const nlohmann::json& detail) {
+ChatReply ChatCallback::refuse(int status, const std::string& reason,
+                               const nlohmann::json& detail) {
   nlohmann::json a = detail;
   a["event"] = "chat_callback";
   a["decision"] = "refused";
@@ -282,20 +285,19 @@ bool ChatCallback::remember(const std::string& key, int64_t expires_s, int64_t n
 
 ChatReply ChatCallback::handle(std::string_view timestamp, std::string_view signature,
                                std::string_view body) {
-  int64_t now_s = options_.clock_s
-                      ? options_.clock_s()
-                      : std::chrono::duration_cast<std::chrono::seconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
+  int64_t now_s = options_.clock_s ? options_.clock_s()
+                                   : std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count();
   nlohmann::json detail = nlohmann::json::object();
   if (body.size() > options_.max_body_bytes) return refuse(413, "callback body too large", detail);
   if (!all_digits(timestamp)) return refuse(401, "missing or malformed request timestamp", detail);
   int64_t ts = std::strtoll(std::string(timestamp).c_str(), nullptr, 10);
   if (ts < now_s - options_.window_s || ts > now_s + options_.window_s) {
     detail["request_ts"] = ts;
-    return refuse(401, "request timestamp outside the " + std::to_string(options_.window_s) +
-                           " s window",
-                  detail);
+    return refuse(
+        401, "request timestamp outside the " + std::to_string(options_.window_s) + " s window",
+        detail);
   }
   std::string expected = chat_signature(options_.signing_secret.view(), timestamp, body);
   if (signature.size() != expected.size() ||
@@ -320,8 +322,8 @@ ChatReply ChatCallback::handle(std::string_view timestamp, std::string_view sign
   }
   auto user = options_.users.find(action->user_id);
   if (user == options_.users.end()) {
-    ChatReply r = refuse(403, "chat user " + action->user_id + " is not mapped to a reviewer",
-                         detail);
+    ChatReply r =
+        refuse(403, "chat user " + action->user_id + " is not mapped to a reviewer", detail);
     return r;
   }
   detail["identity"] = user->second.identity;
@@ -350,8 +352,8 @@ ChatReply ChatCallback::handle(std::string_view timestamp, std::string_view sign
   if (options_.audit) options_.audit(detail);
   ChatReply reply;
   std::string url = approval_console_url(options_.console_base_url, decided->id);
-  reply.body = chat_decided_message(*decided, url).dump(-1, ' ', false,
-                                                        nlohmann::json::error_handler_t::replace);
+  reply.body = chat_decided_message(*decided, url)
+                   .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return reply;
 }
 

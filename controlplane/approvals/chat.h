@@ -68,8 +68,8 @@ struct ChatReviewer {
 };
 
 struct ChatCallbackOptions {
-  vault::Secret signing_secret;  // REQUIRES: not empty
-  int64_t window_s = 300;        // accepted |now - timestamp|
+  vault::Secret signing_secret;               // REQUIRES: not empty
+  int64_t window_s = 300;                     // accepted |now - timestamp|
   std::map<std::string, ChatReviewer> users;  // chat user id -> reviewer
   ApprovalStore* store = nullptr;             // REQUIRES: outlives the ChatCallback
   std::string console_base_url;               // "" = no link in messages

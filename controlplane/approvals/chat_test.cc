@@ -72,13 +72,13 @@ TEST(ChatCallbackParse, ReadsTheClickAndRefusesOtherShapes) {
   EXPECT_EQ(a->action, "approve");
   EXPECT_EQ(a->approval_id, "abc");
   EXPECT_EQ(a->trigger_id, "t-1");
-  for (const std::string& bad : {
-           std::string("payload=not-json"), std::string("nopayload=1"),
-           "payload=" + form_encode(R"({"type":"view_submission","user":{"id":"U1"}})"),
-           "payload=" + form_encode(R"({"type":"block_actions","user":{"id":"U1"},"actions":[]})"),
-           "payload=" + form_encode(R"({"type":"block_actions","user":{"id":7},
+  for (const std::string& bad :
+       {std::string("payload=not-json"), std::string("nopayload=1"),
+        "payload=" + form_encode(R"({"type":"view_submission","user":{"id":"U1"}})"),
+        "payload=" + form_encode(R"({"type":"block_actions","user":{"id":"U1"},"actions":[]})"),
+        "payload=" + form_encode(R"({"type":"block_actions","user":{"id":7},
                 "actions":[{"action_id":"approve","value":"x"}]})"),
-           callback_body("U1", "delete_everything", "abc"), callback_body("U1", "approve", "")}) {
+        callback_body("U1", "delete_everything", "abc"), callback_body("U1", "approve", "")}) {
     EXPECT_FALSE(parse_chat_callback(bad).is_ok()) << bad;
   }
 }

@@ -844,11 +844,10 @@ class Parser {
 
   void parse_approvals(const json& j, Config& c) {
     const std::string p = "$.approvals";
-    if (!object(
-            j, p,
-            {"webhook_url", "webhook_ca_file", "webhook_timeout_ms", "webhook_connect_timeout_ms",
-             "webhook_authorization_file", "webhook_authorization_env", "reminder_interval_s",
-             "identity_links", "chat"})) {
+    if (!object(j, p,
+                {"webhook_url", "webhook_ca_file", "webhook_timeout_ms",
+                 "webhook_connect_timeout_ms", "webhook_authorization_file",
+                 "webhook_authorization_env", "reminder_interval_s", "identity_links", "chat"})) {
       return;
     }
     ApprovalsSettings& a = c.approvals;

@@ -581,9 +581,8 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
     for (const json& a : (*r)["approvals"]) {
       rows.push_back({a.value("id", ""), a.value("state", ""), a.value("session_id", ""),
                       a.value("identity", ""), join_list(a.value("groups", json::array())),
-                      a.value("target", ""), a.value("rule", ""),
-                      approvals_progress(a), a.value("shape_key", ""),
-                      format_time_ms(a.value("created_ms", int64_t{0})),
+                      a.value("target", ""), a.value("rule", ""), approvals_progress(a),
+                      a.value("shape_key", ""), format_time_ms(a.value("created_ms", int64_t{0})),
                       format_time_ms(a.value("deadline_ms", int64_t{0})),
                       one_line(a.value("sql", ""), 60)});
     }

@@ -719,8 +719,8 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
       worker_->runtime().config.limits.cp_unavailable_wait_ms);
 }
 
-void Session::on_approval_waiting(std::string approval_id, std::string notice,
-                                  int64_t reminder_ms, int64_t deadline_unix_ms) {
+void Session::on_approval_waiting(std::string approval_id, std::string notice, int64_t reminder_ms,
+                                  int64_t deadline_unix_ms) {
   if (destroyed_ || state_ == State::kClosing || !waiting_cp_ || approval_wait_.seq == 0 ||
       approval_wait_.seq != escalation_seq_) {
     return;
@@ -744,8 +744,8 @@ void Session::arm_approval_reminder() {
         s->reminder_timer_ = 0;
         if (s->approval_wait_.seq != seq || s->escalation_seq_ != seq) return;
         int64_t waited_s = (monotonic_ms() - s->approval_wait_.since_ms) / 1000;
-        std::string text = "still " + s->approval_wait_.notice + " (waited " +
-                           std::to_string(waited_s) + " s";
+        std::string text =
+            "still " + s->approval_wait_.notice + " (waited " + std::to_string(waited_s) + " s";
         if (s->approval_wait_.deadline_unix_ms > 0) {
           int64_t left = std::max<int64_t>(0, s->approval_wait_.deadline_unix_ms - unix_ms());
           text += ", expires in " + std::to_string((left + 999) / 1000) + " s";

@@ -43,10 +43,9 @@ class GatewayApprovalHygieneTest : public SharedGatewayTest<GatewayApprovalHygie
 
  protected:
   static void make_table(const std::string& name) {
-    auto r = gw_->pg().psql("create table public." + name +
-                            " (k int primary key, v text); insert into public." + name +
-                            " values (1, 'orig'), (2, 'orig'); alter table public." + name +
-                            " owner to app_scram");
+    auto r = gw_->pg().psql(
+        "create table public." + name + " (k int primary key, v text); insert into public." + name +
+        " values (1, 'orig'), (2, 'orig'); alter table public." + name + " owner to app_scram");
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   }
   static std::string db(const std::string& sql) {

@@ -66,8 +66,8 @@ class GatewayChatApprovalsTest : public SharedGatewayTest<GatewayChatApprovalsTe
          {{"chat",
            {{"webhook_url", "http://127.0.0.1:" + std::to_string(chat_port) + "/hook"},
             {"signing_secret_file", dir_ + "/signing-secret"},
-            {"users", {{"UALICE", {{"identity", "alice@example.com"},
-                                   {"groups", {"reviewers"}}}}}}}}}}};
+            {"users",
+             {{"UALICE", {{"identity", "alice@example.com"}, {"groups", {"reviewers"}}}}}}}}}}};
     GatewayOptions o;
     o.approver_groups = {"reviewers"};
     o.approval_timeout_s = 120;
@@ -121,8 +121,7 @@ TEST_F(GatewayChatApprovalsTest, HeldPsqlStatementIsApprovedByASignedChatClick) 
   PsqlProcess psql(gw_->conninfo(), "update public.c_chat set v = 'chat'",
                    gw_->dir() + "/chat-psql.log");
   ASSERT_EQ(psql.wait(60000), 0) << psql.output() << "\n" << gw_->cp_log();
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "chat approval: statement sent -> decided -> psql done in " << seconds
             << " s (goal < 10 s)\n";
   EXPECT_LT(seconds, 60);
