@@ -287,6 +287,7 @@ int main(int argc, char** argv) {
         listen, [&plane](metrics::Families& f) { server::collect_cp_metrics(plane, f); });
     if (!m.is_ok()) {
       spdlog::error("{}", m.status().message());
+      if (https) https->stop();
       admin.stop();
       plane.stop();
       return 1;

@@ -110,6 +110,26 @@ std::optional<Call> route_call(const std::string& method, const std::vector<std:
 
 }  // namespace
 
+Result<AdminCall> admin_call_for(const Request& req) {
+  std::vector<std::string> parts = split_path(req.path);
+  if (parts.size() < 2 || parts[0] != "api" || parts[1] != "v1") {
+    return not_found("no such endpoint " + req.path);
+  }
+  parts.erase(parts.begin(), parts.begin() + 2);
+  std::optional<Call> call = route_call(req.method, parts, req);
+  if (!call) return not_found("no such endpoint " + req.method + " " + req.path);
+  std::optional<Role> needed = command_min_role(call->command);
+  if (!needed) return not_found("unknown command '" + call->command + "'");
+  if (req.method == "POST" && !req.body.empty()) {
+    json body = json::parse(req.body, nullptr, false);
+    if (!body.is_object()) return invalid_argument("the body must be a JSON object");
+    for (auto& [k, v] : body.items()) {
+      if (!call->args.contains(k)) call->args[k] = v;
+    }
+  }
+  return AdminCall{std::move(call->command), std::move(call->args), *needed};
+}
+
 void register_admin_routes(HttpsServer& server, AdminExecutor execute) {
   server.add_route(Route{
       .method = "*",
@@ -117,28 +137,13 @@ void register_admin_routes(HttpsServer& server, AdminExecutor execute) {
       .access = Access::kPerson,
       .min_role = Role::kViewer,
       .handler = [&server, execute = std::move(execute)](const Request& req) -> Response {
-        std::vector<std::string> parts = split_path(req.path);
-        parts.erase(parts.begin(), parts.begin() + std::min<size_t>(2, parts.size()));
-        std::optional<Call> call = route_call(req.method, parts, req);
-        if (!call) return Response::error(404, "not_found", "no such endpoint " + req.method + " " + req.path);
-        std::optional<Role> needed = command_min_role(call->command);
-        if (!needed) {
-          return Response::error(404, "not_found", "unknown command '" + call->command + "'");
-        }
-        if (req.method == "POST" && !req.body.empty()) {
-          json body = json::parse(req.body, nullptr, false);
-          if (!body.is_object()) {
-            return Response::error(400, "invalid_argument", "the body must be a JSON object");
-          }
-          // Path parameters win over the body: the URL is what was authorized.
-          for (auto& [k, v] : body.items()) {
-            if (!call->args.contains(k)) call->args[k] = v;
-          }
-        }
-        if (req.person->role < *needed) {
+        Result<AdminCall> call = admin_call_for(req);
+        if (!call.is_ok()) return Response::from_status(call.status());
+        const Role needed = call->min_role;
+        if (req.person->role < needed) {
           return server.forbid(req, "role " + std::string(role_name(req.person->role)) +
                                         " may not run " + call->command + " (needs " +
-                                        std::string(role_name(*needed)) + ")");
+                                        std::string(role_name(needed)) + ")");
         }
         Result<json> r = execute(call->command, call->args, *req.person, req.remote_ip);
         if (!r.is_ok()) return Response::from_status(r.status());

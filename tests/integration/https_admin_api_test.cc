@@ -242,6 +242,28 @@ TEST_F(HttpsAdminApiTest, RolesAreEnforcedAndDenialsAudited) {
                }).empty());
 }
 
+TEST_F(HttpsAdminApiTest, ViewersTestStatementsAgainstRuleSetsAndSearchTheAuditLog) {
+  std::string viewer = mint("vera", "staff");
+  Reply t = post("/api/v1/rules/test", {{"sql", "DROP DATABASE demo"}, {"policy", "agents"}},
+                 {bearer(viewer)});
+  ASSERT_EQ(t.status, 200) << t.raw.body;
+  EXPECT_EQ(t.body["result"]["verdict"], "deny");
+  ASSERT_FALSE(t.body["result"]["matches"].empty());
+  EXPECT_EQ(t.body["result"]["matches"][0]["id"], "deny.drop_database");
+  Reply allow = post("/api/v1/rules/test", {{"sql", "select 1"}, {"sets", {"deny"}}},
+                     {bearer(viewer)});
+  EXPECT_EQ(allow.body["result"]["verdict"], "allow") << allow.raw.body;
+  EXPECT_EQ(post("/api/v1/rules/test", {{"sql", "select 1"}, {"sets", {"../x"}}}, {bearer(viewer)})
+                .status,
+            400);
+  // The newest admin record of vera is the rule test just made (the search is audited after).
+  Reply a = get("/api/v1/audit?event=admin&identity=vera&limit=1", {bearer(viewer)});
+  ASSERT_EQ(a.status, 200) << a.raw.body;
+  ASSERT_EQ(a.body["result"]["records"].size(), 1u) << a.raw.body;
+  EXPECT_EQ(a.body["result"]["records"][0]["command"], "rules.test");
+  EXPECT_EQ(a.body["result"]["records"][0]["peer"], "ip=127.0.0.1");
+}
+
 TEST_F(HttpsAdminApiTest, ApprovalOverHttpsReleasesTheHeldPsqlStatementAndIsAudited) {
   ASSERT_TRUE(gw_->pg()
                   .psql("create table public.https_t (k int primary key, v text); insert into "
