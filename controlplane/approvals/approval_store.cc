@@ -103,6 +103,12 @@ std::optional<ApprovalScope> parse_approval_scope(std::string_view name) {
   return std::nullopt;
 }
 
+std::string approval_console_url(std::string_view public_url, std::string_view id) {
+  if (public_url.empty()) return "";
+  while (!public_url.empty() && public_url.back() == '/') public_url.remove_suffix(1);
+  return std::string(public_url) + "/approvals/" + std::string(id);
+}
+
 nlohmann::json ApprovalRequest::to_json() const {
   auto count = [](int64_t n) { return n < 0 ? nlohmann::json(nullptr) : nlohmann::json(n); };
   return nlohmann::json{
@@ -129,7 +135,26 @@ nlohmann::json ApprovalRequest::to_json() const {
       {"estimate_note", effect.estimate_note},
       {"dry_run_rows", count(effect.dry_run_rows)},
       {"dry_run_note", effect.dry_run_note},
+      {"required_approvals", required_approvals},
+      {"break_glass_groups", break_glass_groups},
+      {"requester_links", requester_links},
+      {"votes", votes_json()},
+      {"break_glass", break_glass},
+      {"via", via},
   };
+}
+
+nlohmann::json ApprovalRequest::votes_json() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const ApprovalVote& v : votes) {
+    out.push_back({{"decider", v.decider},
+                   {"ms", v.ms},
+                   {"reason", v.reason},
+                   {"via", v.via},
+                   {"scope", approval_scope_name(v.scope)},
+                   {"grant_seconds", v.grant_seconds}});
+  }
+  return out;
 }
 
 Result<ApprovalRequest> ApprovalRequest::from_json(const nlohmann::json& j) {
@@ -166,6 +191,29 @@ Result<ApprovalRequest> ApprovalRequest::from_json(const nlohmann::json& j) {
     r.effect.dry_run_rows = count("dry_run_rows");
     r.effect.estimate_note = j.value("estimate_note", std::string());
     r.effect.dry_run_note = j.value("dry_run_note", std::string());
+    // Journals written before approval hygiene have none of these.
+    r.required_approvals = j.value("required_approvals", 1);
+    if (j.contains("break_glass_groups")) {
+      r.break_glass_groups = j["break_glass_groups"].get<std::vector<std::string>>();
+    }
+    if (j.contains("requester_links")) {
+      r.requester_links = j["requester_links"].get<std::vector<std::string>>();
+    }
+    if (j.contains("votes")) {
+      for (const auto& v : j["votes"]) {
+        ApprovalVote vote;
+        vote.decider = v.at("decider").get<std::string>();
+        vote.ms = v.at("ms").get<int64_t>();
+        vote.reason = v.value("reason", std::string());
+        vote.via = v.value("via", std::string());
+        vote.scope = parse_approval_scope(v.value("scope", std::string("once")))
+                         .value_or(ApprovalScope::kOnce);
+        vote.grant_seconds = v.value("grant_seconds", int64_t{0});
+        r.votes.push_back(std::move(vote));
+      }
+    }
+    r.break_glass = j.value("break_glass", false);
+    r.via = j.value("via", std::string());
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(std::string("approval record: ") + e.what());
   }
@@ -247,6 +295,55 @@ struct ApprovalStore::Impl {
         nlohmann::json{{"event", event_name(r.state)},
                        {"ts", r.state == ApprovalState::kPending ? r.created_ms : r.decided_ms},
                        {"approval", r.to_json()}});
+    if (r.state == ApprovalState::kApproved && r.break_glass) {
+      // A distinct, high-severity record: forwarders and pagers key on it.
+      options.audit(nlohmann::json{{"event", "approval_break_glass"},
+                                   {"ts", r.decided_ms},
+                                   {"severity", "critical"},
+                                   {"page", true},
+                                   {"decider", r.decider},
+                                   {"reason", r.decision_reason},
+                                   {"approval", r.to_json()}});
+    }
+  }
+
+  // REQUIRES: mu not held. One of several required approvals was given.
+  void emit_vote(const ApprovalRequest& r) {
+    if (!options.audit || r.votes.empty()) return;
+    const ApprovalVote& v = r.votes.back();
+    options.audit(nlohmann::json{{"event", "approval_vote"},
+                                 {"ts", v.ms},
+                                 {"decider", v.decider},
+                                 {"reason", v.reason},
+                                 {"via", v.via},
+                                 {"votes", r.votes.size()},
+                                 {"required_approvals", r.required_approvals},
+                                 {"approval", r.to_json()}});
+  }
+
+  // The requester and every identity linked to it (now or when the request was made).
+  bool is_requester(const ApprovalRequest& r, const std::string& who) const {
+    if (who == r.identity) return true;
+    if (std::find(r.requester_links.begin(), r.requester_links.end(), who) !=
+        r.requester_links.end()) {
+      return true;
+    }
+    if (!options.linked_identities) return false;
+    auto now_linked = options.linked_identities(r.identity);
+    return std::find(now_linked.begin(), now_linked.end(), who) != now_linked.end();
+  }
+
+  // The earlier voter `who` is, or is linked to; "" when none.
+  std::string voted_as(const ApprovalRequest& r, const std::string& who) const {
+    std::vector<std::string> same{who};
+    if (options.linked_identities) {
+      auto l = options.linked_identities(who);
+      same.insert(same.end(), l.begin(), l.end());
+    }
+    for (const ApprovalVote& v : r.votes) {
+      if (std::find(same.begin(), same.end(), v.decider) != same.end()) return v.decider;
+    }
+    return "";
   }
 
   // REQUIRES: mu held.
@@ -425,6 +522,11 @@ Result<ApprovalRequest> ApprovalStore::create(const NewApprovalRequest& in) {
   r.request_reason = in.reason;
   r.effect = in.effect;
   r.approver_groups = in.settings.approver_groups;
+  r.required_approvals = std::max(in.settings.required_approvals, 1);
+  r.break_glass_groups = in.settings.break_glass_groups;
+  if (impl_->options.linked_identities) {
+    r.requester_links = impl_->options.linked_identities(in.identity);
+  }
   r.created_ms = impl_->now();
   r.deadline_ms =
       r.created_ms + static_cast<int64_t>(std::max(in.settings.timeout_seconds, 1)) * 1000;
@@ -465,8 +567,15 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
     return invalid_argument("shape grant duration must be between 1 and " +
                             std::to_string(impl_->options.max_grant_seconds) + " seconds");
   }
+  if (decision.break_glass && !decision.approve) {
+    return invalid_argument("break-glass is for approvals; deny needs none");
+  }
+  if (decision.break_glass && decision.reason.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return permission_denied("a break-glass approval needs a reason");
+  }
   Impl::Outcome outcome;
   bool expired_first = false;
+  bool vote_only = false;
   {
     std::lock_guard lock(impl_->mu);
     auto it = impl_->requests.find(id);
@@ -479,30 +588,91 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
     if (decision.decider == r.identity) {
       return permission_denied("the requester cannot decide their own approval request");
     }
-    bool member = std::any_of(
-        decision.decider_groups.begin(), decision.decider_groups.end(), [&](const auto& g) {
-          return std::find(r.approver_groups.begin(), r.approver_groups.end(), g) !=
-                 r.approver_groups.end();
-        });
-    if (!member) return permission_denied("decider is in none of the approver groups");
+    if (impl_->is_requester(r, decision.decider)) {
+      return permission_denied("the decider " + decision.decider + " is linked to the requester " +
+                               r.identity +
+                               " (approvals.identity_links) and cannot decide this request");
+    }
+    auto in_any = [&](const std::vector<std::string>& allowed) {
+      return std::any_of(decision.decider_groups.begin(), decision.decider_groups.end(),
+                         [&](const auto& g) {
+                           return std::find(allowed.begin(), allowed.end(), g) != allowed.end();
+                         });
+    };
+    if (decision.break_glass) {
+      if (r.break_glass_groups.empty()) {
+        return permission_denied("the policy of this request allows no break-glass approval");
+      }
+      if (!in_any(r.break_glass_groups)) {
+        return permission_denied("decider is in none of the break-glass groups");
+      }
+    } else if (!in_any(r.approver_groups)) {
+      return permission_denied("decider is in none of the approver groups");
+    }
     int64_t t = impl_->now();
     Result<Impl::Outcome> o = Status(StatusCode::kInternal, "unset");
     if (t >= r.deadline_ms) {
       o = impl_->finish(r, ApprovalState::kDenied, "timed out");
       expired_first = true;
-    } else {
+    } else if (!decision.approve) {
+      // One deny denies, whatever approvals came before.
       ApprovalRequest next = r;
-      next.state = decision.approve ? ApprovalState::kApproved : ApprovalState::kDenied;
+      next.state = ApprovalState::kDenied;
       next.decided_ms = t;
       next.decider = decision.decider;
       next.decision_reason = decision.reason;
-      next.scope = decision.approve ? decision.scope : ApprovalScope::kOnce;
-      next.grant_expires_ms =
-          next.scope == ApprovalScope::kShape ? t + decision.grant_seconds * 1000 : 0;
+      next.via = decision.via;
+      next.scope = ApprovalScope::kOnce;
+      next.grant_expires_ms = 0;
       o = impl_->transition(std::move(next));
+    } else {
+      if (!decision.break_glass) {
+        std::string earlier = impl_->voted_as(r, decision.decider);
+        if (!earlier.empty()) {
+          return failed_precondition(
+              "approval request " + id + " was already approved by " + earlier +
+              (earlier == decision.decider ? "" : ", an identity linked to " + decision.decider) +
+              "; it needs " + std::to_string(r.required_approvals) + " distinct approvers");
+        }
+      }
+      ApprovalRequest next = r;
+      next.votes.push_back(ApprovalVote{decision.decider, t, decision.reason, decision.via,
+                                        decision.scope, decision.grant_seconds});
+      if (!decision.break_glass && static_cast<int>(next.votes.size()) < r.required_approvals) {
+        // Not the last approval needed: journal the vote, stay pending.
+        PGW_RETURN_IF_ERROR(impl_->journal(next));
+        it->second = next;
+        outcome.request = std::move(next);
+        vote_only = true;
+      } else {
+        next.state = ApprovalState::kApproved;
+        next.decided_ms = t;
+        next.decider = decision.decider;
+        next.decision_reason = decision.reason;
+        next.via = decision.via;
+        next.break_glass = decision.break_glass;
+        // The narrowest scope any approver gave: a shape grant only if every approver gave
+        // one, for the shortest duration among them.
+        next.scope = decision.scope;
+        int64_t grant_seconds = decision.grant_seconds;
+        if (!decision.break_glass) {
+          for (const ApprovalVote& v : next.votes) {
+            if (v.scope == ApprovalScope::kOnce) next.scope = ApprovalScope::kOnce;
+            grant_seconds = std::min(grant_seconds, v.grant_seconds);
+          }
+        }
+        next.grant_expires_ms = next.scope == ApprovalScope::kShape ? t + grant_seconds * 1000 : 0;
+        o = impl_->transition(std::move(next));
+      }
     }
-    if (!o) return o.status();
-    outcome = std::move(*o);
+    if (!vote_only) {
+      if (!o) return o.status();
+      outcome = std::move(*o);
+    }
+  }
+  if (vote_only) {
+    impl_->emit_vote(outcome.request);
+    return outcome.request;
   }
   impl_->deliver(outcome);
   if (expired_first) return failed_precondition("approval request " + id + " timed out");

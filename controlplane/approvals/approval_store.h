@@ -46,6 +46,9 @@ std::string_view approval_state_name(ApprovalState state);
 std::string_view approval_scope_name(ApprovalScope scope);
 std::optional<ApprovalState> parse_approval_state(std::string_view name);
 std::optional<ApprovalScope> parse_approval_scope(std::string_view name);
+// Where a reviewer opens request `id` in the web console: `<public_url>/approvals/<id>`;
+// "" when `public_url` is empty.
+std::string approval_console_url(std::string_view public_url, std::string_view id);
 
 // What a statement held for approval would do (approvals by effect, docs/approvals.md), as
 // pgwarden-cp measured it when the request was made. Shown to reviewers; never decides.
@@ -58,6 +61,17 @@ struct ApprovalEffect {
   int64_t dry_run_rows = -1;    // rows changed by the rolled-back dry run; -1 = none
   std::string dry_run_note;     // why no dry run ran (policy dry_run on) or how it failed
   bool operator==(const ApprovalEffect&) const = default;
+};
+
+// One reviewer's approval of a request that needs several (policy approvals.required_approvals).
+struct ApprovalVote {
+  std::string decider;
+  int64_t ms = 0;
+  std::string reason;
+  std::string via;  // "cli", "chat", "http", ... (who decided through what); "" = unknown
+  ApprovalScope scope = ApprovalScope::kOnce;
+  int64_t grant_seconds = 0;
+  bool operator==(const ApprovalVote&) const = default;
 };
 
 struct ApprovalRequest {
@@ -80,9 +94,17 @@ struct ApprovalRequest {
   ApprovalScope scope = ApprovalScope::kOnce;
   int64_t grant_expires_ms = 0;  // kShape only
   ApprovalEffect effect;
+  // Hygiene (docs/approvals.md, "Who may decide"): snapshots of the policy at creation.
+  int required_approvals = 1;                   // distinct approvals needed ("N of M")
+  std::vector<std::string> break_glass_groups;  // may approve alone, with a reason
+  std::vector<std::string> requester_links;     // identities linked to the requester
+  std::vector<ApprovalVote> votes;              // approvals so far (the last one decides)
+  bool break_glass = false;                     // approved by a break-glass decision
+  std::string via;                              // channel of the deciding decision
 
   bool terminal() const { return state != ApprovalState::kPending; }
   nlohmann::json to_json() const;
+  nlohmann::json votes_json() const;
   static Result<ApprovalRequest> from_json(const nlohmann::json& j);
 };
 
@@ -109,6 +131,10 @@ struct ApprovalDecision {
   std::string reason;
   ApprovalScope scope = ApprovalScope::kOnce;  // approve only
   int64_t grant_seconds = 0;                   // kShape: how long the grant lasts (> 0)
+  // Approve alone, bypassing required_approvals: the decider must be in the request's
+  // break_glass_groups and give a reason. Audited as event approval_break_glass (a page).
+  bool break_glass = false;
+  std::string via;  // the channel: "cli", "chat", "http", ...
 };
 
 struct StandingGrant {
@@ -119,8 +145,10 @@ struct StandingGrant {
 // Called once per request when it leaves `pending`.
 using ApprovalWaiter = std::function<void(const ApprovalRequest&)>;
 // Receives one JSON audit record per transition: {"event": "approval_requested" |
-// "approval_approved" | "approval_denied" | "approval_expired" | "approval_abandoned",
-// "ts": ms, "approval": {...}}.
+// "approval_vote" (one of several required approvals; "decider", "reason") |
+// "approval_approved" | "approval_denied" | "approval_expired" | "approval_abandoned" |
+// "approval_break_glass" (after approval_approved; "severity": "critical", "page": true,
+// "decider", "reason"), "ts": ms, "approval": {...}}.
 using ApprovalAuditSink = std::function<void(const nlohmann::json&)>;
 
 struct ApprovalStoreOptions {
@@ -138,6 +166,10 @@ struct ApprovalStoreOptions {
   // is still pending there); an error refuses the transition and is returned. Transitions
   // other nodes made arrive through apply_remote().
   std::function<Status(const ApprovalRequest& request, bool created)> replicate;
+  // Identities linked to `identity` (the same person's SSO subject, agents and service keys;
+  // config approvals.identity_links), without `identity` itself. Unset = no links. Read at
+  // creation (snapshot in requester_links) and again at each decision.
+  std::function<std::vector<std::string>(const std::string& identity)> linked_identities;
   bool start_timer_thread = true;  // false: the owner calls expire_due() (tests)
   int64_t max_grant_seconds = 8 * 3600;
   size_t max_statement_bytes = 1 << 20;  // longer statements are refused, not truncated
@@ -157,9 +189,13 @@ class ApprovalStore {
   // terminal the waiter runs now, on this thread. not_found for an unknown id.
   Status wait(const std::string& id, ApprovalWaiter waiter);
 
-  // Approves or denies. permission_denied when the decider is the requester or is in none
-  // of the approver groups; failed_precondition when the request is no longer pending (an
-  // expired deadline is applied first); invalid_argument for a bad scope/duration.
+  // Approves or denies. permission_denied when the decider is the requester or an identity
+  // linked to it, is in none of the approver groups (break-glass: none of the break-glass
+  // groups), or a break-glass decision has no reason; failed_precondition when the request is
+  // no longer pending (an expired deadline is applied first) or the decider (or an identity
+  // linked to them) already approved it; invalid_argument for a bad scope/duration. An
+  // approval that is not the last one required leaves the request pending with one more vote.
+  // One deny denies.
   Result<ApprovalRequest> decide(const std::string& id, const ApprovalDecision& decision);
 
   // Abandons every pending request of a session that ended. Returns how many.

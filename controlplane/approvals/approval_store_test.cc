@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -469,6 +470,181 @@ TEST(ApprovalRequestJson, EffectRoundTripsAndOldJournalsReadWithout) {
   auto old = ApprovalRequest::from_json(j);
   ASSERT_TRUE(old.is_ok());
   EXPECT_EQ(old->effect, ApprovalEffect{});
+}
+
+// --- Approval hygiene: N of M, linked identities, break-glass -----------------------------
+
+TEST_F(ApprovalStoreTest, TwoOfManyNeedsTwoDistinctApproversAndAuditsEachVote) {
+  auto store = open_store(options());
+  NewApprovalRequest n = request();
+  n.settings.required_approvals = 2;
+  auto r = store->create(n);
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->required_approvals, 2);
+  std::optional<ApprovalRequest> decided;
+  ASSERT_TRUE(store->wait(r->id, [&](const ApprovalRequest& x) { decided = x; }).is_ok());
+
+  auto first = store->decide(r->id, approve_by("alice", {"dba"}));
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  EXPECT_EQ(first->state, ApprovalState::kPending);
+  EXPECT_EQ(first->votes.size(), 1u);
+  EXPECT_FALSE(decided.has_value());
+  // The same reviewer again does not count twice.
+  auto again = store->decide(r->id, approve_by("alice", {"dba"}));
+  EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(again.status().message().find("already approved by alice"), std::string::npos);
+
+  auto second = store->decide(r->id, approve_by("bob", {"oncall"}));
+  ASSERT_TRUE(second.is_ok()) << second.status().to_string();
+  EXPECT_EQ(second->state, ApprovalState::kApproved);
+  EXPECT_EQ(second->decider, "bob");
+  ASSERT_TRUE(decided.has_value());
+  EXPECT_EQ(decided->votes.size(), 2u);
+  EXPECT_EQ(audit_events(),
+            (std::vector<std::string>{"approval_requested", "approval_vote", "approval_approved"}));
+  // Votes survive a restart.
+  store.reset();
+  auto reopened = open_store(options());
+  EXPECT_EQ(reopened->get(r->id)->votes.size(), 2u);
+  EXPECT_EQ(reopened->get(r->id)->votes[0].decider, "alice");
+}
+
+TEST_F(ApprovalStoreTest, OneDenyDeniesAfterEarlierApprovals) {
+  auto store = open_store(options());
+  NewApprovalRequest n = request();
+  n.settings.required_approvals = 3;
+  auto r = store->create(n);
+  ASSERT_TRUE(store->decide(r->id, approve_by("alice", {"dba"})).is_ok());
+  ApprovalDecision deny = approve_by("bob", {"dba"});
+  deny.approve = false;
+  deny.reason = "not during the freeze";
+  auto d = store->decide(r->id, deny);
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d->state, ApprovalState::kDenied);
+  EXPECT_EQ(d->decision_reason, "not during the freeze");
+  EXPECT_EQ(store->decide(r->id, approve_by("carol", {"dba"})).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ApprovalStoreTest, PendingVotesStillExpireAtTheDeadline) {
+  auto store = open_store(options());
+  NewApprovalRequest n = request();
+  n.settings.required_approvals = 2;
+  auto r = store->create(n);
+  ASSERT_TRUE(store->decide(r->id, approve_by("alice", {"dba"})).is_ok());
+  now_ += 61'000;
+  EXPECT_EQ(store->expire_due(), 1u);
+  EXPECT_EQ(store->get(r->id)->state, ApprovalState::kDenied);
+  EXPECT_EQ(store->get(r->id)->decision_reason, "timed out");
+}
+
+TEST_F(ApprovalStoreTest, ScopeOfSeveralApprovalsIsTheNarrowest) {
+  auto store = open_store(options());
+  NewApprovalRequest n = request();
+  n.settings.required_approvals = 2;
+  auto r = store->create(n);
+  ASSERT_TRUE(
+      store->decide(r->id, approve_by("alice", {"dba"}, ApprovalScope::kShape, 600)).is_ok());
+  auto d = store->decide(r->id, approve_by("bob", {"dba"}, ApprovalScope::kShape, 60));
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d->scope, ApprovalScope::kShape);
+  EXPECT_EQ(d->grant_expires_ms, now_.load() + 60'000);
+
+  auto r2 = store->create(n);
+  ASSERT_TRUE(store->decide(r2->id, approve_by("alice", {"dba"})).is_ok());
+  auto d2 = store->decide(r2->id, approve_by("bob", {"dba"}, ApprovalScope::kShape, 600));
+  ASSERT_TRUE(d2.is_ok());
+  EXPECT_EQ(d2->scope, ApprovalScope::kOnce);
+}
+
+ApprovalStoreOptions with_links(ApprovalStoreOptions o) {
+  // alice@example.com runs agent-7 and the service key key:ab12.
+  o.linked_identities = [](const std::string& who) -> std::vector<std::string> {
+    const std::vector<std::string> person{"alice@example.com", "agent-7", "key:ab12"};
+    if (std::find(person.begin(), person.end(), who) == person.end()) return {};
+    std::vector<std::string> out;
+    for (const auto& p : person) {
+      if (p != who) out.push_back(p);
+    }
+    return out;
+  };
+  return o;
+}
+
+TEST_F(ApprovalStoreTest, NoSelfApprovalAcrossLinkedIdentities) {
+  auto store = open_store(with_links(options()));
+  auto r = store->create(request("s1", "agent-7"));
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->requester_links, (std::vector<std::string>{"alice@example.com", "key:ab12"}));
+  for (const char* linked : {"alice@example.com", "key:ab12"}) {
+    auto d = store->decide(r->id, approve_by(linked, {"dba"}));
+    EXPECT_EQ(d.status().code(), StatusCode::kPermissionDenied) << linked;
+    EXPECT_NE(d.status().message().find("linked to the requester"), std::string::npos);
+  }
+  // Denying one's own request is refused too (the requester never decides).
+  ApprovalDecision deny = approve_by("alice@example.com", {"dba"});
+  deny.approve = false;
+  EXPECT_EQ(store->decide(r->id, deny).status().code(), StatusCode::kPermissionDenied);
+  // Break-glass does not lift it either.
+  ApprovalDecision bg = approve_by("alice@example.com", {"dba"});
+  bg.break_glass = true;
+  EXPECT_EQ(store->decide(r->id, bg).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_TRUE(store->decide(r->id, approve_by("bob", {"dba"})).is_ok());
+}
+
+TEST_F(ApprovalStoreTest, LinkedIdentitiesCountAsOneApprover) {
+  auto store = open_store(with_links(options()));
+  NewApprovalRequest n = request("s1", "agent-9");
+  n.settings.required_approvals = 2;
+  auto r = store->create(n);
+  ASSERT_TRUE(store->decide(r->id, approve_by("alice@example.com", {"dba"})).is_ok());
+  auto d = store->decide(r->id, approve_by("key:ab12", {"dba"}));
+  EXPECT_EQ(d.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(d.status().message().find("linked"), std::string::npos);
+}
+
+TEST_F(ApprovalStoreTest, BreakGlassNeedsItsGroupAndAReasonAndPages) {
+  auto store = open_store(options());
+  NewApprovalRequest n = request();
+  n.settings.required_approvals = 3;
+  n.settings.break_glass_groups = {"incident-commanders"};
+  auto r = store->create(n);
+  ApprovalDecision bg = approve_by("carol", {"dba"});
+  bg.break_glass = true;
+  bg.reason = "prod down, INC-42";
+  // Not in the break-glass group.
+  EXPECT_EQ(store->decide(r->id, bg).status().code(), StatusCode::kPermissionDenied);
+  bg.decider_groups = {"incident-commanders"};
+  bg.reason = "  ";
+  EXPECT_EQ(store->decide(r->id, bg).status().code(), StatusCode::kPermissionDenied);
+  bg.reason = "prod down, INC-42";
+  auto d = store->decide(r->id, bg);
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_EQ(d->state, ApprovalState::kApproved);
+  EXPECT_TRUE(d->break_glass);
+  EXPECT_EQ(audit_events(), (std::vector<std::string>{"approval_requested", "approval_approved",
+                                                      "approval_break_glass"}));
+  std::lock_guard lock(audit_mu_);
+  EXPECT_EQ(audit_.back()["severity"], "critical");
+  EXPECT_EQ(audit_.back()["page"], true);
+  EXPECT_EQ(audit_.back()["decider"], "carol");
+  EXPECT_EQ(audit_.back()["reason"], "prod down, INC-42");
+}
+
+TEST_F(ApprovalStoreTest, BreakGlassIsRefusedWhenThePolicyHasNoBreakGlassGroup) {
+  auto store = open_store(options());
+  auto r = store->create(request());
+  ApprovalDecision bg = approve_by("carol", {"dba"});
+  bg.break_glass = true;
+  auto d = store->decide(r->id, bg);
+  EXPECT_EQ(d.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(store->get(r->id)->state, ApprovalState::kPending);
+}
+
+TEST(ApprovalConsoleUrl, JoinsBaseAndIdOrIsEmpty) {
+  EXPECT_EQ(approval_console_url("https://gw.example.com/", "abc"),
+            "https://gw.example.com/approvals/abc");
+  EXPECT_EQ(approval_console_url("", "abc"), "");
 }
 
 }  // namespace

@@ -750,9 +750,12 @@ class Parser {
     parse_startup_settings(e, ep, pol);
     if (const json* a = field(e, "approvals", ep, false)) {
       std::string ap = ep + ".approvals";
-      if (object(*a, ap, {"approver_groups", "timeout_s"})) {
+      if (object(*a, ap,
+                 {"approver_groups", "timeout_s", "required_approvals", "break_glass_groups"})) {
         strings(*a, "approver_groups", ap, pol.approvals.approver_groups, true, true);
         integer(*a, "timeout_s", ap, pol.approvals.timeout_seconds, 1, 86400);
+        integer(*a, "required_approvals", ap, pol.approvals.required_approvals, 1, 16);
+        strings(*a, "break_glass_groups", ap, pol.approvals.break_glass_groups);
       }
     }
     if (!pol.approve_kinds.empty() && pol.approvals.approver_groups.empty()) {
@@ -895,13 +898,31 @@ class Parser {
 
   void parse_approvals(const json& j, Config& c) {
     const std::string p = "$.approvals";
-    if (!object(
-            j, p,
-            {"webhook_url", "webhook_ca_file", "webhook_timeout_ms", "webhook_connect_timeout_ms",
-             "webhook_authorization_file", "webhook_authorization_env"})) {
+    if (!object(j, p,
+                {"webhook_url", "webhook_ca_file", "webhook_timeout_ms",
+                 "webhook_connect_timeout_ms", "webhook_authorization_file",
+                 "webhook_authorization_env", "reminder_interval_s", "identity_links", "chat"})) {
       return;
     }
     ApprovalsSettings& a = c.approvals;
+    integer(j, "reminder_interval_s", p, a.reminder_interval_s, 0, 3600);
+    std::map<std::string, std::string> owner;  // identity -> the person it is linked to
+    array_of_objects(j, "identity_links", p, false, [&](const json& e, const std::string& ep) {
+      if (!object(e, ep, {"person", "identities"})) return;
+      ApprovalsSettings::IdentityLink link;
+      str(e, "person", ep, link.person, true);
+      strings(e, "identities", ep, link.identities, true, true);
+      std::vector<std::string> all = link.identities;
+      all.push_back(link.person);
+      for (const std::string& id : all) {
+        auto [it, fresh] = owner.emplace(id, link.person);
+        if (!fresh && it->second != link.person) {
+          error(ep, json_quote(id) + " is already linked to " + json_quote(it->second));
+        }
+      }
+      a.identity_links.push_back(std::move(link));
+    });
+    if (const json* chat = field(j, "chat", p, false)) parse_chat(*chat, a);
     str(j, "webhook_url", p, a.webhook_url);
     if (!a.webhook_url.empty()) {
       auto url = net::parse_url(a.webhook_url, /*allow_plain_http=*/true);
@@ -919,6 +940,40 @@ class Parser {
         if (j.contains(key)) error(p + "." + key, "needs webhook_url");
       }
     }
+  }
+
+  void parse_chat(const json& j, ApprovalsSettings& a) {
+    const std::string p = "$.approvals.chat";
+    if (!object(j, p,
+                {"webhook_url", "webhook_ca_file", "signing_secret_file", "signing_secret_env",
+                 "timestamp_window_s", "users"})) {
+      return;
+    }
+    ApprovalsSettings::Chat chat;
+    str(j, "webhook_url", p, chat.webhook_url, true);
+    if (!chat.webhook_url.empty()) {
+      auto url = net::parse_url(chat.webhook_url, /*allow_plain_http=*/true);
+      if (!url) error(p + ".webhook_url", url.status().message());
+    }
+    str(j, "webhook_ca_file", p, chat.webhook_ca_file);
+    if (!chat.webhook_ca_file.empty()) check_readable(p + ".webhook_ca_file", chat.webhook_ca_file);
+    chat.signing_secret = secret_source(j, p, "signing_secret_file", "signing_secret_env", true);
+    integer(j, "timestamp_window_s", p, chat.timestamp_window_s, 30, 900);
+    if (const json* users = field(j, "users", p, true)) {
+      if (!users->is_object()) {
+        error(p + ".users", "must be an object: chat user id -> {identity, groups}");
+      } else {
+        for (const auto& [uid, u] : users->items()) {
+          std::string up = p + ".users." + uid;
+          if (!object(u, up, {"identity", "groups"})) continue;
+          ApprovalsSettings::ChatUser user;
+          str(u, "identity", up, user.identity, true);
+          strings(u, "groups", up, user.groups, true, true);
+          chat.users[uid] = std::move(user);
+        }
+      }
+    }
+    a.chat = std::move(chat);
   }
 
   void parse_masking(const json& j, Config& c) {
@@ -1081,6 +1136,8 @@ std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
   }
   return "verify-full";
 }
+
+std::string Config::console_public_url() const { return control_plane.http.public_url; }
 
 const Target* Config::find_target(std::string_view name) const {
   for (const Target& t : targets) {

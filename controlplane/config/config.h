@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -181,6 +182,29 @@ struct ApprovalsSettings {
   int webhook_connect_timeout_ms = 1000;
   // The Authorization header's value, from a file or an environment variable.
   std::optional<vault::SecretSource> webhook_authorization;
+  // A held client gets a NOTICE when its request is created and again every this many
+  // seconds while it waits; 0 = only the first one.
+  int reminder_interval_s = 60;
+  // $.approvals.identity_links: identities owned by one person (an SSO subject and the agent
+  // identities / service keys they run). None of them may decide a request of another.
+  struct IdentityLink {
+    std::string person;
+    std::vector<std::string> identities;
+  };
+  std::vector<IdentityLink> identity_links;
+  // $.approvals.chat: Slack-compatible interactive messages and their signed callback.
+  struct ChatUser {
+    std::string identity;  // the reviewer's subject, as in their SSO token
+    std::vector<std::string> groups;
+  };
+  struct Chat {
+    std::string webhook_url;  // incoming-webhook URL the interactive message is POSTed to
+    std::string webhook_ca_file;
+    std::optional<vault::SecretSource> signing_secret;  // the Slack app's signing secret
+    int timestamp_window_s = 300;
+    std::map<std::string, ChatUser> users;  // chat user id -> reviewer
+  };
+  std::optional<Chat> chat;
 };
 
 // $.masking
@@ -247,6 +271,9 @@ struct Config {
   MetricsSettings metrics;
 
   const Target* find_target(std::string_view name) const;
+  // The web console's public base URL (links in approval notices and chat messages); "" when
+  // none is configured.
+  std::string console_public_url() const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and
   // whose targets contain `target` (or "*"); nullptr when none: the session is refused.
   const policy::Policy* select_policy(const std::vector<std::string>& groups,

@@ -62,6 +62,12 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_TRUE(c.policies[1].dry_run);
   EXPECT_TRUE(c.policies[1].approve_unbounded_writes);
   EXPECT_EQ(c.approvals.webhook_ca_file, "/etc/pgwarden/chatops-ca.pem");
+  EXPECT_EQ(c.approvals.reminder_interval_s, 60);
+  ASSERT_EQ(c.approvals.identity_links.size(), 1u);
+  EXPECT_EQ(c.approvals.identity_links[0].person, "alice@example.com");
+  EXPECT_EQ(c.policies[1].approvals.required_approvals, 2);
+  EXPECT_EQ(c.policies[1].approvals.break_glass_groups,
+            std::vector<std::string>{"incident-commanders"});
   EXPECT_EQ(c.approvals.webhook_timeout_ms, 3000);
   EXPECT_EQ(c.approvals.webhook_connect_timeout_ms, 1000);
   ASSERT_TRUE(c.approvals.webhook_authorization.has_value());
@@ -229,6 +235,33 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{
             "AuditSinkType", [](json& j) { j["audit"]["sinks"][0]["type"] = "syslog"; },
             "$.audit.sinks[0].type: unknown audit sink type \"syslog\" (file, stderr, postgres)"},
+        BadCase{"IdentityLinkedToTwoPeople",
+                [](json& j) {
+                  j["approvals"]["identity_links"] = json::parse(
+                      R"([{"person": "alice", "identities": ["svc:x"]},
+                          {"person": "bob", "identities": ["svc:x"]}])");
+                },
+                "$.approvals.identity_links[1]: \"svc:x\" is already linked to \"alice\""},
+        BadCase{"RequiredApprovalsZero",
+                [](json& j) {
+                  j["policies"][0]["approvals"] =
+                      json{{"approver_groups", {"reviewers"}}, {"required_approvals", 0}};
+                },
+                "$.policies[0].approvals.required_approvals: must be between 1 and 16"},
+        BadCase{"ChatWithoutSigningSecret",
+                [](json& j) {
+                  j["approvals"]["chat"] = json{{"webhook_url", "https://hooks.example.com/x"},
+                                                {"users", json::object()}};
+                },
+                "$.approvals.chat: needs exactly one of signing_secret_file, signing_secret_env"},
+        BadCase{"ChatUserWithoutGroups",
+                [](json& j) {
+                  j["approvals"]["chat"] =
+                      json{{"webhook_url", "https://hooks.example.com/x"},
+                           {"signing_secret_env", "SLACK_SIGNING_SECRET"},
+                           {"users", {{"U1", {{"identity", "alice"}}}}}};
+                },
+                "$.approvals.chat.users.U1.groups: is required"},
         BadCase{"WebhookUnknownScheme",
                 [](json& j) { j["approvals"]["webhook_url"] = "ftp://chatops.example.com/x"; },
                 "$.approvals.webhook_url: only https:// and http:// URLs are allowed"},

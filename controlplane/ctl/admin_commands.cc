@@ -553,11 +553,18 @@ int run_sessions_command(Args args, std::istream&, std::ostream& out, std::ostre
 
 // ------------------------------------------------------------------------------- approvals
 
+// "1 of 2" approvals given / required ("-" for a journal without the fields).
+std::string approvals_progress(const json& a) {
+  if (!a.contains("required_approvals")) return "-";
+  return std::to_string(a.value("votes", json::array()).size()) + " of " +
+         std::to_string(a.value("required_approvals", 1));
+}
+
 int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
   constexpr std::string_view kUsage =
       "approvals list [--state pending|approved|denied|expired|abandoned|all] | show ID |\n"
       "       approve ID [--scope once|shape] [--for DURATION] [--reason TEXT] |\n"
-      "       deny ID --reason TEXT   [--json]";
+      "       break-glass ID --reason TEXT | deny ID --reason TEXT   [--json]";
   int code = 0;
   auto inv = start(args, out, err, code);
   if (!inv) return code;
@@ -574,14 +581,14 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
     for (const json& a : (*r)["approvals"]) {
       rows.push_back({a.value("id", ""), a.value("state", ""), a.value("session_id", ""),
                       a.value("identity", ""), join_list(a.value("groups", json::array())),
-                      a.value("target", ""), a.value("rule", ""), a.value("shape_key", ""),
-                      format_time_ms(a.value("created_ms", int64_t{0})),
+                      a.value("target", ""), a.value("rule", ""), approvals_progress(a),
+                      a.value("shape_key", ""), format_time_ms(a.value("created_ms", int64_t{0})),
                       format_time_ms(a.value("deadline_ms", int64_t{0})),
                       one_line(a.value("sql", ""), 60)});
     }
     print_table(out,
-                {"ID", "STATE", "SESSION", "REQUESTER", "GROUPS", "TARGET", "RULE", "SHAPE",
-                 "CREATED", "DEADLINE", "SQL"},
+                {"ID", "STATE", "SESSION", "REQUESTER", "GROUPS", "TARGET", "RULE", "APPROVALS",
+                 "SHAPE", "CREATED", "DEADLINE", "SQL"},
                 rows);
     out << "(" << rows.size() << " approvals)\n";
     return kExitAdminOk;
@@ -609,6 +616,12 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
       err << "pgwardenctl: --scope shape needs --for DURATION\n";
       return kExitAdminUsage;
     }
+  } else if (sub == "break-glass") {
+    command = "approvals.break_glass";
+    if (!cmd_args.contains("reason") || cmd_args["reason"].get<std::string>().empty()) {
+      err << "pgwardenctl: break-glass needs --reason TEXT (it pages the audit sink)\n";
+      return kExitAdminUsage;
+    }
   } else if (sub == "deny") {
     command = "approvals.deny";
     if (!cmd_args.contains("reason") || cmd_args["reason"].get<std::string>().empty()) {
@@ -622,9 +635,22 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
   if (!r) return code;
   if (inv->emit_json(*r)) return kExitAdminOk;
   if (sub != "show") out << pos[1] << ": " << r->value("state", "") << "\n";
-  print_fields(out, *r,
+  json shown = *r;
+  shown["approvals"] = approvals_progress(*r);
+  shown["votes"] = json::array();
+  for (const json& v : r->value("votes", json::array())) {
+    shown["votes"].push_back(v.value("decider", "") + " at " +
+                             format_time_ms(v.value("ms", int64_t{0})) +
+                             (v.value("via", "").empty() ? "" : " via " + v.value("via", "")) +
+                             (v.value("reason", "").empty() ? "" : ": " + v.value("reason", "")));
+  }
+  if (shown["votes"].empty()) shown.erase("votes");
+  print_fields(out, shown,
                {"id",
                 "state",
+                "approvals",
+                "votes",
+                "break_glass",
                 "identity",
                 "groups",
                 "session_id",
@@ -637,6 +663,8 @@ int run_approvals_command(Args args, std::istream&, std::ostream& out, std::ostr
                 "dry_run_rows",
                 "dry_run_note",
                 "approver_groups",
+                "break_glass_groups",
+                "requester_links",
                 "created_ms",
                 "deadline_ms",
                 "decided_ms",

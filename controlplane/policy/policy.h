@@ -31,6 +31,11 @@ struct MaskRule {
 struct ApprovalSettings {
   std::vector<std::string> approver_groups;  // who may decide (never the requester)
   int timeout_seconds = 300;                 // undecided after this -> deny
+  // Distinct approvals (from members of approver_groups) a request needs; one deny denies.
+  int required_approvals = 1;
+  // Members may approve alone with a break-glass decision (a reason is required; audited as a
+  // page). Empty: no break-glass for this policy.
+  std::vector<std::string> break_glass_groups;
 };
 
 enum class RecordingLevel { kOff, kMetadata, kFull };

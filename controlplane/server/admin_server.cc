@@ -497,14 +497,20 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
       if (!r) return not_found("no approval " + id);
       return r->to_json();
     }
-    if (command == "approvals.approve" || command == "approvals.deny") {
+    if (command == "approvals.approve" || command == "approvals.deny" ||
+        command == "approvals.break_glass") {
       if (!b_.approvals->get(id)) return not_found("no approval " + id);
       approvals::ApprovalDecision d;
-      d.approve = command == "approvals.approve";
+      d.approve = command != "approvals.deny";
+      d.break_glass = command == "approvals.break_glass";
+      d.via = who.via;
       d.decider = who.name;
       d.decider_groups = who.groups;
       d.reason = str_arg(args, "reason");
       if (!d.approve && d.reason.empty()) return invalid_argument("deny needs a --reason");
+      if (d.break_glass && d.reason.empty()) {
+        return invalid_argument("break-glass needs a --reason");
+      }
       if (d.approve) {
         std::string scope = str_arg(args, "scope");
         if (!scope.empty()) {

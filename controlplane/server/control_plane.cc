@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -68,10 +69,51 @@ audit::AuditRecord approval_audit_record(const nlohmann::json& j) {
   r.sql = s("sql");
   r.extra["approval_id"] = s("id");
   r.extra["shape_key"] = s("shape_key");
-  for (const char* key : {"decider", "scope", "deadline_ms", "grant_expires_ms"}) {
+  for (const char* key : {"decider", "scope", "deadline_ms", "grant_expires_ms",
+                          "required_approvals", "break_glass", "via"}) {
     if (a.contains(key)) r.extra[key] = a[key];
   }
+  if (a.contains("votes") && a["votes"].is_array() && !a["votes"].empty()) {
+    r.extra["votes"] = a["votes"];
+  }
+  // Per-event keys: a vote's or a break-glass decision's decider and reason, severity, page.
+  for (const auto& [k, v] : j.items()) {
+    if (k == "event" || k == "ts" || k == "approval") continue;
+    if (k == "reason" && v.is_string()) {
+      r.reason = v.get<std::string>();
+      continue;
+    }
+    r.extra[k] = v;
+  }
   return r;
+}
+
+// Identities linked to `who` by $.approvals.identity_links (the current config), without `who`.
+std::vector<std::string> linked_identities(const config::Config& cfg, const std::string& who) {
+  std::vector<std::string> out;
+  for (const config::ApprovalsSettings::IdentityLink& link : cfg.approvals.identity_links) {
+    std::vector<std::string> all = link.identities;
+    all.push_back(link.person);
+    if (std::find(all.begin(), all.end(), who) == all.end()) continue;
+    for (auto& id : all) {
+      if (id != who) out.push_back(std::move(id));
+    }
+  }
+  return out;
+}
+
+// The page a break-glass approval sends to the approvals webhook right away.
+nlohmann::json break_glass_page(const nlohmann::json& j) {
+  const nlohmann::json& a = j["approval"];
+  return nlohmann::json{{"event", "approval_break_glass"},
+                        {"severity", "critical"},
+                        {"id", a.value("id", std::string())},
+                        {"identity", a.value("identity", std::string())},
+                        {"target", a.value("target", std::string())},
+                        {"sql", a.value("sql", std::string())},
+                        {"decider", j.value("decider", std::string())},
+                        {"reason", j.value("reason", std::string())},
+                        {"ts", j.value("ts", int64_t{0})}};
 }
 
 }  // namespace
@@ -171,13 +213,58 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     if (!webhook.is_ok()) return webhook.status();
     cp->webhook_ = std::move(webhook).value();
   }
+  if (cfg->approvals.chat) {
+    const config::ApprovalsSettings::Chat& chat = *cfg->approvals.chat;
+    approvals::WebhookOptions wo{.url = chat.webhook_url,
+                                 .timeout_ms = cfg->approvals.webhook_timeout_ms,
+                                 .connect_timeout_ms = cfg->approvals.webhook_connect_timeout_ms,
+                                 .ca_file = chat.webhook_ca_file};
+    wo.on_failure = [audit_log](std::string_view, const Status& error) {
+      spdlog::warn("approval chat webhook failed: {}", error.message());
+      audit::AuditRecord r{.event = "approval_chat_webhook_failed", .decision = "failed"};
+      r.reason = error.message();
+      audit_log->record(r);
+    };
+    auto chat_webhook = approvals::WebhookNotifier::create(std::move(wo));
+    if (!chat_webhook.is_ok()) return chat_webhook.status();
+    cp->chat_webhook_ = std::move(chat_webhook).value();
+  }
   approvals::ApprovalStoreOptions ao;
   ao.state_dir = state_dir;
-  ao.audit = [audit_log](const nlohmann::json& j) { audit_log->record(approval_audit_record(j)); };
   approvals::WebhookNotifier* webhook = cp->webhook_.get();
-  if (webhook != nullptr) {
-    ao.on_created = [webhook](const approvals::ApprovalRequest& r) {
-      webhook->enqueue(approvals::webhook_body(r));
+  approvals::WebhookNotifier* chat_webhook = cp->chat_webhook_.get();
+  config::ConfigStore* config_store = cp->store_.get();
+  ao.audit = [audit_log, webhook, chat_webhook](const nlohmann::json& j) {
+    audit_log->record(approval_audit_record(j));
+    if (j.value("event", std::string()) != "approval_break_glass") return;
+    // A page: the record above is already flushed to every audit sink; the webhooks carry it
+    // at once too (their own threads; never on the decision path).
+    spdlog::warn("break-glass approval of request {} by {}: {}",
+                 j["approval"].value("id", std::string()), j.value("decider", std::string()),
+                 j.value("reason", std::string()));
+    if (webhook != nullptr) webhook->enqueue(break_glass_page(j));
+    if (chat_webhook != nullptr) {
+      nlohmann::json page = break_glass_page(j);
+      chat_webhook->enqueue(nlohmann::json{
+          {"text", ":rotating_light: BREAK-GLASS approval of " + page["id"].get<std::string>() +
+                       " (" + page["identity"].get<std::string>() + " on " +
+                       page["target"].get<std::string>() + ") by " +
+                       page["decider"].get<std::string>() + ": " +
+                       page["reason"].get<std::string>()}});
+    }
+  };
+  ao.linked_identities = [config_store](const std::string& who) {
+    auto current = config_store->current();
+    return current ? linked_identities(*current, who) : std::vector<std::string>{};
+  };
+  if (webhook != nullptr || chat_webhook != nullptr) {
+    ao.on_created = [webhook, chat_webhook, config_store](const approvals::ApprovalRequest& r) {
+      if (webhook != nullptr) webhook->enqueue(approvals::webhook_body(r));
+      if (chat_webhook != nullptr) {
+        auto current = config_store->current();
+        chat_webhook->enqueue(approvals::chat_message(
+            r, approvals::approval_console_url(current->console_public_url(), r.id)));
+      }
     };
   }
   if (shared != nullptr) {
@@ -188,6 +275,31 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   auto store_result = approvals::ApprovalStore::open(std::move(ao));
   if (!store_result.is_ok()) return store_result.status();
   cp->approvals_ = std::move(store_result).value();
+  if (cfg->approvals.chat) {
+    const config::ApprovalsSettings::Chat& chat = *cfg->approvals.chat;
+    if (!chat.signing_secret) return invalid_argument("approvals.chat needs a signing secret");
+    auto secret = vault::read_secret(*chat.signing_secret);
+    if (!secret.is_ok()) return secret.status();
+    approvals::ChatCallbackOptions co;
+    co.signing_secret = std::move(secret).value();
+    co.window_s = chat.timestamp_window_s;
+    for (const auto& [uid, u] : chat.users) co.users[uid] = {u.identity, u.groups};
+    co.store = cp->approvals_.get();
+    co.console_base_url = cfg->console_public_url();
+    co.audit = [audit_log](const nlohmann::json& j) {
+      audit::AuditRecord r{.event = "chat_callback"};
+      r.decision = j.value("decision", std::string());
+      r.reason = j.value("reason", std::string());
+      r.identity = j.value("identity", std::string());
+      for (const auto& [k, v] : j.items()) {
+        if (k != "event" && k != "decision" && k != "reason" && k != "identity") r.extra[k] = v;
+      }
+      audit_log->record(r);
+    };
+    auto callback = approvals::ChatCallback::create(std::move(co));
+    if (!callback.is_ok()) return callback.status();
+    cp->chat_callback_ = std::move(callback).value();
+  }
 
   recording::RecorderOptions ro;
   ro.dir = state_dir + "/recordings";

@@ -23,6 +23,7 @@
 
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
+#include "controlplane/approvals/chat.h"
 #include "controlplane/approvals/webhook.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/audit_pg/audit_pg_sink.h"
@@ -72,6 +73,10 @@ class ControlPlane {
   const approvals::WebhookNotifier* webhook() const { return webhook_.get(); }
   // The state store ($.control_plane.state_store): the file store or the shared PostgreSQL.
   state::StateStore& state() { return *state_; }
+  // nullptr when no $.approvals.chat is configured. The chat callback the HTTPS listener
+  // serves at POST /api/v1/chat/slack (a public route: the request signature authenticates).
+  approvals::ChatCallback* chat_callback() { return chat_callback_.get(); }
+  const approvals::WebhookNotifier* chat_webhook() const { return chat_webhook_.get(); }
   // The validator for the current config (admin API: validating reviewers' tokens).
   Result<std::shared_ptr<const identity::TokenValidator>> token_validator();
   // Applies recording retention now (also done periodically). Returns deleted session ids.
@@ -91,6 +96,8 @@ class ControlPlane {
   std::unique_ptr<audit::AuditLog> audit_;
   std::shared_ptr<IdentityAuthenticator> identity_;
   std::unique_ptr<approvals::WebhookNotifier> webhook_;
+  std::unique_ptr<approvals::WebhookNotifier> chat_webhook_;
+  std::unique_ptr<approvals::ChatCallback> chat_callback_;
   std::unique_ptr<approvals::ApprovalStore> approvals_;
   std::unique_ptr<recording::Recorder> recorder_;
   std::shared_ptr<CatalogMaskPlanner> mask_planner_;

@@ -1207,6 +1207,23 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
     return send(conn, protocol::make_error(id, ec::kNotAvailable, created.status()));
   }
   bump(Counter::k_approvals_requested);
+  {
+    // The held client learns at once why its statement waits and where to decide it; the
+    // dataplane repeats it every reminder_interval_s while the request is pending. Sent before
+    // the waiter is registered, so it precedes the decision on this connection.
+    auto cfg = store_.current();
+    std::string url = approvals::approval_console_url(cfg->console_public_url(), created->id);
+    std::string notice = "waiting for approval " + created->id;
+    if (!url.empty()) notice += ": " + url;
+    send(conn, json{{"type", "event"},
+                    {"kind", "approval_waiting"},
+                    {"session_id", s->id},
+                    {"approval_id", created->id},
+                    {"notice", notice},
+                    {"deadline_ms", created->deadline_ms},
+                    {"required_approvals", created->required_approvals},
+                    {"reminder_ms", int64_t{cfg->approvals.reminder_interval_s} * 1000}});
+  }
   std::weak_ptr<Connection> weak = conn;
   Status waiting = store->wait(created->id, [this, weak, id](const approvals::ApprovalRequest& r) {
     bool allow = r.state == approvals::ApprovalState::kApproved;

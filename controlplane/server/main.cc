@@ -278,6 +278,23 @@ int main(int argc, char** argv) {
       }
       sso::register_saml_routes(*https, std::move(*sp));
     }
+    if (approvals::ChatCallback* chat = plane.chat_callback()) {
+      // Public: the chat service's request signature authenticates it (ChatCallback checks
+      // signature, timestamp window and replay before anything else).
+      https->add_route(web::Route{
+          .method = "POST",
+          .prefix = "/api/v1/chat/slack",
+          .access = web::Access::kPublic,
+          .handler = [chat](const web::Request& req) {
+            approvals::ChatReply r = chat->handle(req.header("x-slack-request-timestamp"),
+                                                  req.header("x-slack-signature"), req.body);
+            web::Response out;
+            out.status = r.status;
+            out.content_type = r.content_type;
+            out.body = std::move(r.body);
+            return out;
+          }});
+    }
     Status https_started = https->start();
     if (!https_started.is_ok()) {
       spdlog::error("{}", https_started.message());

@@ -48,6 +48,9 @@ std::optional<Call> route_call(const std::string& method, const std::vector<std:
     if (post && n == 3 && (p[2] == "approve" || p[2] == "deny")) {
       return Call{"approvals." + p[2], {{"id", p[1]}}};
     }
+    if (post && n == 3 && p[2] == "break-glass") {
+      return Call{"approvals.break_glass", {{"id", p[1]}}};
+    }
     return std::nullopt;
   }
   if (is(0, "sessions")) {

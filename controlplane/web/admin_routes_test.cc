@@ -51,6 +51,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "approvals.approve", Role::kReviewer, R"({"id":"a1","reason":"ok"})"},
         RouteCase{"POST", "/api/v1/approvals/a1/deny", "", R"({"reason":"no"})", "approvals.deny",
                   Role::kReviewer, R"({"id":"a1","reason":"no"})"},
+        RouteCase{"POST", "/api/v1/approvals/a1/break-glass", "", R"({"reason":"INC-7"})",
+                  "approvals.break_glass", Role::kReviewer, R"({"id":"a1","reason":"INC-7"})"},
         RouteCase{"GET", "/api/v1/approvals/a1/approve", "", "", "", Role::kNone, ""},
         RouteCase{"POST", "/api/v1/sessions/s1/kill", "", "", "sessions.kill", Role::kOperator,
                   R"({"id":"s1"})"},

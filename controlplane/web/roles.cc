@@ -46,7 +46,7 @@ std::optional<Role> command_min_role(std::string_view command) {
   // Reading state is for viewers; deciding approvals and reading what a session returned
   // (replay) is for reviewers; acting on sessions and identities for operators; changing
   // the configuration or rules, and inspecting tokens, for admins.
-  static constexpr std::array<std::pair<std::string_view, Role>, 24> kRoles{{
+  static constexpr std::array<std::pair<std::string_view, Role>, 25> kRoles{{
       {"status", Role::kViewer},
       {"dataplane", Role::kViewer},
       {"approvals.list", Role::kViewer},
@@ -63,6 +63,7 @@ std::optional<Role> command_min_role(std::string_view command) {
       {"audit.search", Role::kViewer},
       {"approvals.approve", Role::kReviewer},
       {"approvals.deny", Role::kReviewer},
+      {"approvals.break_glass", Role::kReviewer},  // the policy's break_glass_groups decide
       {"sessions.replay", Role::kReviewer},
       {"sessions.kill", Role::kOperator},
       {"identities.revoke", Role::kOperator},

@@ -98,6 +98,11 @@ class Session {
   // cp ended the session (kill event): a statement running upstream is cancelled, the client
   // gets FATAL `sqlstate` (57P01) with `message` and both connections close.
   void kill(std::string_view sqlstate, std::string_view message);
+  // cp created approval request `approval_id` for the statement this session holds: sends the
+  // client a NoticeResponse with `notice` now and a reminder every `reminder_ms` (0: none)
+  // until the decision arrives. Ignored when no approval escalation is in flight.
+  void on_approval_waiting(std::string approval_id, std::string notice, int64_t reminder_ms,
+                           int64_t deadline_unix_ms);
   // The cp connection came back: sends `reregister` with the session's ticket. A session
   // that cannot be re-registered (no ticket, login unfinished, refused by cp) ends with 57P01.
   void reregister();
@@ -365,6 +370,20 @@ class Session {
   EventLoop::TimerId idle_timer_ = 0;
   EventLoop::TimerId close_timer_ = 0;
   EventLoop::TimerId hold_timer_ = 0;  // retry of a statement held for the recorder
+  // The approval request the held statement waits for (notices and reminders).
+  struct ApprovalWait {
+    uint64_t seq = 0;  // escalation_seq_ of the approval escalation; 0 = none in flight
+    std::string id;
+    std::string notice;
+    int64_t since_ms = 0;  // monotonic
+    int64_t reminder_ms = 0;
+    int64_t deadline_unix_ms = 0;
+  };
+  ApprovalWait approval_wait_;
+  EventLoop::TimerId reminder_timer_ = 0;
+  void send_client_notice(std::string_view message);
+  void arm_approval_reminder();
+  void end_approval_wait();
   RecordingHold hold_;
   ExecutionLedger ledger_;  // which executions have their write-ahead record
   bool draining_ = false;

@@ -130,7 +130,8 @@ void Session::destroy(std::string_view reason) {
   destroyed_ = true;
   EventLoop& loop = worker_->loop();
   leave_pending();
-  for (EventLoop::TimerId* t : {&auth_timer_, &idle_timer_, &close_timer_, &hold_timer_}) {
+  for (EventLoop::TimerId* t :
+       {&auth_timer_, &idle_timer_, &close_timer_, &hold_timer_, &reminder_timer_}) {
     if (*t != 0) loop.cancel_timer(*t);
     *t = 0;
   }

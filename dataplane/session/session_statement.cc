@@ -678,11 +678,14 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
               {"shape_key", protocol::session_hex(shape_key)},
               {"rule", rule},
               {"reason", reason}};
+  end_approval_wait();
+  approval_wait_.seq = seq;
   worker_->cp().request(
       "approval", std::move(req), worker_->runtime().config.limits.approval_timeout_ms,
       [w = worker_, id = id_, seq, rule, sql = std::move(sql)](Result<json> r) {
         Session* s = w->find(id);
         if (s == nullptr || s->escalation_seq_ != seq) return;
+        s->end_approval_wait();
         Decision d;
         d.rule = rule;
         d.sqlstate = "42501";
@@ -692,8 +695,16 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
         } else {
           d.allow = str_field(*r, "verdict") == "allow";
           std::string why = str_field(*r, "reason");
+          std::string approval = str_field(*r, "approval_id");
           d.message = "pgwarden: approval for rule " + rule + " was denied";
           if (!why.empty()) d.message += ": " + why;
+          if (!d.allow && why == "timed out" && !approval.empty()) {
+            // Expiry: nobody decided in time. Same SQLSTATE as a denial (the statement was
+            // refused, not cancelled by the client), a message that says what happened.
+            d.message = "pgwarden: approval request " + approval +
+                        " expired: no reviewer decided before its deadline (rule " + rule +
+                        "); the statement was not run";
+          }
         }
         if (r.is_ok()) s->approval_id_ = str_field(*r, "approval_id");
         if (d.allow && s->grant_.recording_required) {
@@ -706,6 +717,58 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
         s->resume_with(std::move(d));
       },
       worker_->runtime().config.limits.cp_unavailable_wait_ms);
+}
+
+void Session::on_approval_waiting(std::string approval_id, std::string notice, int64_t reminder_ms,
+                                  int64_t deadline_unix_ms) {
+  if (destroyed_ || state_ == State::kClosing || !waiting_cp_ || approval_wait_.seq == 0 ||
+      approval_wait_.seq != escalation_seq_) {
+    return;
+  }
+  approval_wait_.id = std::move(approval_id);
+  approval_wait_.notice = std::move(notice);
+  approval_wait_.since_ms = monotonic_ms();
+  approval_wait_.reminder_ms = reminder_ms;
+  approval_wait_.deadline_unix_ms = deadline_unix_ms;
+  send_client_notice(approval_wait_.notice);
+  arm_approval_reminder();
+}
+
+void Session::arm_approval_reminder() {
+  if (approval_wait_.reminder_ms <= 0) return;
+  reminder_timer_ = worker_->loop().add_timer(
+      monotonic_ms() + approval_wait_.reminder_ms,
+      [w = worker_, id = id_, seq = approval_wait_.seq] {
+        Session* s = w->find(id);
+        if (s == nullptr) return;
+        s->reminder_timer_ = 0;
+        if (s->approval_wait_.seq != seq || s->escalation_seq_ != seq) return;
+        int64_t waited_s = (monotonic_ms() - s->approval_wait_.since_ms) / 1000;
+        std::string text =
+            "still " + s->approval_wait_.notice + " (waited " + std::to_string(waited_s) + " s";
+        if (s->approval_wait_.deadline_unix_ms > 0) {
+          int64_t left = std::max<int64_t>(0, s->approval_wait_.deadline_unix_ms - unix_ms());
+          text += ", expires in " + std::to_string((left + 999) / 1000) + " s";
+        }
+        text += ")";
+        s->send_client_notice(text);
+        s->arm_approval_reminder();
+      });
+}
+
+void Session::end_approval_wait() {
+  if (reminder_timer_ != 0) worker_->loop().cancel_timer(reminder_timer_);
+  reminder_timer_ = 0;
+  approval_wait_ = ApprovalWait{};
+}
+
+void Session::send_client_notice(std::string_view message) {
+  // Never between the bytes of a message still being relayed (a large row streams through):
+  // that notice is skipped; the next reminder comes at a message boundary.
+  if (up_pass_remaining_ != 0 || destroyed_ || state_ == State::kClosing) return;
+  pw::append_notice_response(client_out_, "NOTICE", "00000", message);
+  flush_client();
+  if (!destroyed_) update_interest();
 }
 
 void Session::resume_with(Decision d) {

@@ -113,7 +113,8 @@ Status Worker::init() {
     for (Session* s : live) s->reregister();
     if (index_ == 0) send_stats();
   });
-  // cp -> dp events: `kill` ends a session, `rules` installs a pushed rules generation.
+  // cp -> dp events: `kill` ends a session, `rules` installs a pushed rules generation,
+  // `approval_waiting` tells a held client which approval request it waits for.
   cp_->set_on_event([this](nlohmann::json ev) {
     if (ev.value("kind", "") == "rules") {
       if (shared_->on_rules_pushed) shared_->on_rules_pushed(std::move(ev));
@@ -289,7 +290,24 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
 }
 
 void Worker::on_cp_event(const nlohmann::json& ev) {
-  if (ev.value("kind", std::string()) != "kill") return;
+  std::string kind = ev.value("kind", std::string());
+  if (kind == "approval_waiting") {
+    std::string sid = ev.value("session_id", std::string());
+    auto num = [&](const char* key) {
+      auto it = ev.find(key);
+      return it != ev.end() && it->is_number_integer() ? it->get<int64_t>() : int64_t{0};
+    };
+    for (auto& [id, s] : sessions_) {
+      if (!s->destroyed() && s->cp_session_id() == sid) {
+        s->on_approval_waiting(ev.value("approval_id", std::string()),
+                               ev.value("notice", std::string()), num("reminder_ms"),
+                               num("deadline_ms"));
+        return;
+      }
+    }
+    return;
+  }
+  if (kind != "kill") return;
   std::string sid = ev.value("session_id", std::string());
   std::string sqlstate = ev.value("sqlstate", std::string("57P01"));
   std::string message = ev.value("message", std::string("pgwarden: terminating connection"));

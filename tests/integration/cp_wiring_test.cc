@@ -203,6 +203,13 @@ TEST_F(CpWiringTest, ApprovalDecidedThroughTheStoreAnswersTheWaitingDataplane) {
   EXPECT_FALSE(cp_->approvals().decide(pending[0].id, self).is_ok());
   approvals::ApprovalDecision d{
       true, "bob", {"reviewers"}, "ok for today", approvals::ApprovalScope::kShape, 3600};
+  // First cp tells the dp which request the statement waits for (the client's NOTICE).
+  auto waiting = client_.receive(5000);
+  ASSERT_TRUE(waiting.is_ok());
+  EXPECT_EQ((*waiting)["kind"], "approval_waiting");
+  EXPECT_EQ((*waiting)["session_id"], "s-appr");
+  EXPECT_EQ((*waiting)["approval_id"], pending[0].id);
+  EXPECT_EQ((*waiting)["notice"], "waiting for approval " + pending[0].id);
   ASSERT_TRUE(cp_->approvals().decide(pending[0].id, d).is_ok());
   auto answer = client_.receive(5000);
   ASSERT_TRUE(answer.is_ok());
@@ -227,6 +234,9 @@ TEST_F(CpWiringTest, ApprovalDecidedThroughTheStoreAnswersTheWaitingDataplane) {
   }
   send_event({{"type", "event"}, {"session_id", "s-appr"}, {"kind", "session_end"}});
   auto denied = client_.receive(5000);
+  if (denied.is_ok() && denied->value("kind", "") == "approval_waiting") {
+    denied = client_.receive(5000);
+  }
   ASSERT_TRUE(denied.is_ok());
   EXPECT_EQ((*denied)["id"], *third);
   EXPECT_EQ((*denied)["verdict"], "deny");

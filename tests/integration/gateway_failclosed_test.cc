@@ -163,6 +163,10 @@ TEST_F(GatewayFailClosedTest, HeldStatementWaitsForApprovalWithoutBlockingTheWor
   // Nobody approves: the approval times out and the statement is denied, not run.
   PGresult* r = PQgetResult(held);
   EXPECT_EQ(sqlstate(r), "42501") << PQresultErrorMessage(r);
+  // Expiry says so: which request expired and that the statement did not run.
+  EXPECT_NE(std::string(PQresultErrorMessage(r)).find("expired: no reviewer decided"),
+            std::string::npos)
+      << PQresultErrorMessage(r);
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1500));
   PQclear(r);
   while ((r = PQgetResult(held)) != nullptr) PQclear(r);

@@ -160,6 +160,9 @@ Status GatewayHarness::write_config() {
     config["metrics"] = {{"controlplane_listen", "127.0.0.1:" + std::to_string(cp_metrics_port_)},
                          {"dataplane_listen", "127.0.0.1:" + std::to_string(dp_metrics_port_)}};
   }
+  if (!options_.config_merge_patch.empty()) {
+    config.merge_patch(json::parse(options_.config_merge_patch));
+  }
   std::string tmp = dir_ + "/pgwarden.json.tmp";
   std::ofstream(tmp) << config.dump(2);
   if (rename(tmp.c_str(), (dir_ + "/pgwarden.json").c_str()) != 0) {

@@ -98,6 +98,9 @@ struct GatewayOptions {
   std::string state_store_conninfo;
   std::string node_id = "node-a";
   PgSandbox* target = nullptr;
+  // A JSON merge patch (RFC 7396) applied to the generated config last, for keys the options
+  // above do not cover (e.g. {"approvals": {"reminder_interval_s": 1}}); "" = none.
+  std::string config_merge_patch;
   // $.control_plane.http (a JSON object: the HTTPS admin API); "" = none.
   std::string control_plane_http_json;
 };
