@@ -82,7 +82,8 @@ bool valid_utf8(std::string_view s) {
 }
 
 constexpr std::string_view kSourceNames[] = {"prescreen", "cache",     "cp",      "cp_error",
-                                             "approval",  "recording", "execute", "function_call"};
+                                             "approval",  "recording", "execute", "function_call",
+                                             "budget"};
 
 }  // namespace
 
@@ -186,6 +187,7 @@ json StatementFields::to_json() const {
 // statement end
 //   u8 verdict, u8 executed, i64 ts_ms, i64 duration_ms, u64 rows, i32 rows_recorded,
 //   bytes sql, bytes rule, bytes approval_id, bytes sqlstate, bytes error
+//   layout 2 appends: u64 result_bytes, u64 masked_cells
 
 void StatementEndFields::encode(std::string& out) const {
   out.reserve(out.size() + 64 + sql.size() + rule.size() + approval_id.size() + error.size());
@@ -200,6 +202,8 @@ void StatementEndFields::encode(std::string& out) const {
   put_bytes(out, approval_id);
   put_bytes(out, sqlstate);
   put_bytes(out, error);
+  put<uint64_t>(out, result_bytes);
+  put<uint64_t>(out, masked_cells);
 }
 
 Result<StatementEndFields> StatementEndFields::decode(std::string_view payload) {
@@ -216,6 +220,10 @@ Result<StatementEndFields> StatementEndFields::decode(std::string_view payload) 
   f.approval_id = r.bytes();
   f.sqlstate = r.bytes();
   f.error = r.bytes();
+  if (!r.failed() && r.remaining() == 2 * sizeof(uint64_t)) {  // layout 2
+    f.result_bytes = r.get<uint64_t>();
+    f.masked_cells = r.get<uint64_t>();
+  }
   if (!r.done() || verdict > 1 || executed > 1) return malformed("statement end");
   f.verdict = static_cast<Verdict>(verdict);
   f.executed = executed == 1;
@@ -231,7 +239,9 @@ json StatementEndFields::to_json() const {
             {"duration_ms", duration_ms},
             {"rows", rows},
             {"rows_recorded", rows_recorded},
-            {"executed", executed}};
+            {"executed", executed},
+            {"result_bytes", result_bytes},
+            {"masked_cells", masked_cells}};
   if (!approval_id.empty()) j["approval_id"] = std::string(approval_id);
   if (!sqlstate.empty()) {
     j["error"] = {{"sqlstate", std::string(sqlstate)}, {"message", text_value_json(error, false)}};

@@ -41,6 +41,7 @@ enum class DecisionSource : uint8_t {
   kRecording = 5,
   kExecute = 6,
   kFunctionCall = 7,
+  kBudget = 8,  // refused (or sent for approval) by an exhausted budget (docs/budgets.md)
 };
 std::string_view source_name(DecisionSource s);
 Result<DecisionSource> source_from(std::string_view name);
@@ -78,10 +79,15 @@ struct StatementEndFields {
   std::string_view approval_id;
   std::string_view sqlstate;  // "" = no error
   std::string_view error;
+  // Layout 2 (trailing; a layout-1 payload decodes with both 0): the DataRow/CopyData bytes
+  // the client received for this unit and the values in them that masking changed.
+  uint64_t result_bytes = 0;
+  uint64_t masked_cells = 0;
   void encode(std::string& out) const;
   static Result<StatementEndFields> decode(std::string_view payload);
   // {"kind": "statement", "phase": "end", "sql", "verdict", "rule", "duration_ms", "rows",
-  //  "rows_recorded", "executed", "approval_id"?, "error": {"sqlstate", "message"}?, "ts_ms"}
+  //  "rows_recorded", "executed", "result_bytes", "masked_cells", "approval_id"?,
+  //  "error": {"sqlstate", "message"}?, "ts_ms"}
   nlohmann::json to_json() const;
 };
 

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "controlplane/budgets/budget_rule.h"
 #include "controlplane/identity/identity.h"
 #include "controlplane/policy/policy.h"
 #include "controlplane/vault/credential_hash.h"
@@ -177,6 +178,7 @@ struct Config {
   RecordingSettings recording;
   LimitsSettings limits;
   MetricsSettings metrics;
+  std::vector<budgets::BudgetRule> budgets;  // $.budgets (docs/budgets.md)
 
   const Target* find_target(std::string_view name) const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and
