@@ -888,6 +888,11 @@ void ResultFilter::flush_rows(Unit& u) {
   sink_(protocol::RecordType::kRows, payload);
 }
 
+std::string_view ResultFilter::portal_sql(std::string_view portal) const {
+  auto it = portals_.find(std::string(portal));
+  return it == portals_.end() ? std::string_view() : std::string_view(it->second.sql);
+}
+
 void ResultFilter::note_masked(uint64_t before) {
   if (masker_ != nullptr) pending_masked_cells_ += masker_->values_masked() - before;
 }

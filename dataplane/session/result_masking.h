@@ -165,6 +165,8 @@ class ResultFilter {
   // to the result_bytes of the next completion record (whether the message was filtered,
   // streamed or passed through).
   void note_result_bytes(uint64_t bytes) { pending_result_bytes_ += bytes; }
+  // The SQL of the statement bound to `portal` ("" when unknown: units are not tracked).
+  std::string_view portal_sql(std::string_view portal) const;
 
  private:
   struct Unit {

@@ -289,7 +289,25 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
 }
 
 void Worker::on_cp_event(const nlohmann::json& ev) {
-  if (ev.value("kind", std::string()) != "kill") return;
+  const std::string kind = ev.value("kind", std::string());
+  if (kind == "budget") {
+    std::string sid = ev.value("session_id", std::string());
+    auto budgets = ev.contains("budgets") ? parse_budgets(ev["budgets"])
+                                          : Result<std::vector<protocol::BudgetState>>(
+                                                internal_error("budget event without budgets"));
+    for (auto& [id, s] : sessions_) {
+      if (s->destroyed() || s->cp_session_id() != sid) continue;
+      if (!budgets.is_ok()) {
+        // The session would run on stale budgets: end it rather than guess (fail closed).
+        s->kill("57P01", "pgwarden: terminating connection: " + budgets.status().message());
+      } else {
+        s->set_budgets(std::move(*budgets));
+      }
+      return;
+    }
+    return;
+  }
+  if (kind != "kill") return;
   std::string sid = ev.value("session_id", std::string());
   std::string sqlstate = ev.value("sqlstate", std::string("57P01"));
   std::string message = ev.value("message", std::string("pgwarden: terminating connection"));
