@@ -224,22 +224,28 @@ TEST_F(GatewayBudgetsTest, OnExceedApproveHoldsTheStatementForAReviewer) {
 
 // Runs last (it restarts cp).
 TEST_F(GatewayBudgetsTest, ZzCountsSurviveAControlPlaneRestart) {
-  {
-    Conn c = connect("restart");
-    for (int i = 0; i < 2; ++i) {
-      Res r = exec(c.get(), "select 1");
-      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
-    }
+  Conn c = connect("restart");
+  for (int i = 0; i < 2; ++i) {
+    Res r = exec(c.get(), "select 1");
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
   }
   ASSERT_TRUE(eventually([] { return used("svc:restart", "restart", "statements") == 2; }));
   ASSERT_EQ(gw_->stop_cp_gracefully(), 0);
   ASSERT_TRUE(gw_->start_cp().is_ok());
   EXPECT_EQ(used("svc:restart", "restart", "statements"), 2u);
-  // A new session gets the kept count: one more statement (the crossing one), then refused.
-  Conn c = connect("restart");
-  Res third = exec(c.get(), "select 1");
+  // The live session waits for the reconnection and its re-registration, which gives it the
+  // kept count: one more statement (the crossing one), then refused. (A new shape: its analyse
+  // request is ordered after the re-registration on the new connection.)
+  Res third = exec(c.get(), "select 'after restart'");
   ASSERT_EQ(PQresultStatus(third.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(third.get());
   expect_refused(Res(exec(c.get(), "select 1")).get(), "restart");
+  // A new session of the identity is refused from its first statement.
+  Conn fresh;
+  ASSERT_TRUE(eventually([&] {
+    fresh.reset(PQconnectdb(gw_->conninfo_as("restart").c_str()));
+    return PQstatus(fresh.get()) == CONNECTION_OK;
+  }));
+  expect_refused(Res(exec(fresh.get(), "select 1")).get(), "restart");
 }
 
 }  // namespace
