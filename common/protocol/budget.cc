@@ -8,7 +8,7 @@ using json = nlohmann::json;
 
 namespace {
 constexpr std::string_view kMeasureNames[kBudgetMeasures] = {"statements", "rows_returned",
-                                                              "result_bytes", "masked_cells"};
+                                                             "result_bytes", "masked_cells"};
 
 bool u64_field(const json& j, const char* key, uint64_t* out) {
   auto it = j.find(key);
@@ -75,9 +75,9 @@ std::string BudgetState::refusal_message(std::string_view subject, int64_t now_m
   int m = exhausted_measure();
   size_t i = m < 0 ? 0 : static_cast<size_t>(m);
   int64_t in_s = std::max<int64_t>(0, (resets_at_ms() - now_ms + 999) / 1000);
-  return "pgwarden: budget \"" + name + "\" of " + std::string(subject) + " is exhausted: " +
-         std::string(kMeasureNames[i]) + " " + std::to_string(used.v[i]) + " of " +
-         std::to_string(limit[i]) + " in the " + window + " window; it resets at " +
+  return "pgwarden: budget \"" + name + "\" of " + std::string(subject) +
+         " is exhausted: " + std::string(kMeasureNames[i]) + " " + std::to_string(used.v[i]) +
+         " of " + std::to_string(limit[i]) + " in the " + window + " window; it resets at " +
          utc_time_text(resets_at_ms()) + " (in " + std::to_string(in_s) + " s)";
 }
 
@@ -102,7 +102,8 @@ Result<BudgetState> BudgetState::from_json(const json& j) {
   auto bad = [](std::string what) { return invalid_argument("malformed budget: " + what); };
   if (!j.is_object()) return bad("not an object");
   BudgetState b;
-  if (!j.contains("name") || !j["name"].is_string() || j["name"].get_ref<const std::string&>().empty())
+  if (!j.contains("name") || !j["name"].is_string() ||
+      j["name"].get_ref<const std::string&>().empty())
     return bad("name");
   b.name = j["name"].get<std::string>();
   if (!j.contains("window") || !j["window"].is_string()) return bad("window");

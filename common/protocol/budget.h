@@ -19,7 +19,12 @@
 
 namespace pgwarden::protocol {
 
-enum class BudgetMeasure : uint8_t { kStatements = 0, kRows = 1, kResultBytes = 2, kMaskedCells = 3 };
+enum class BudgetMeasure : uint8_t {
+  kStatements = 0,
+  kRows = 1,
+  kResultBytes = 2,
+  kMaskedCells = 3
+};
 inline constexpr size_t kBudgetMeasures = 4;
 inline constexpr uint64_t kNoBudgetLimit = UINT64_MAX;
 // "statements", "rows_returned", "result_bytes", "masked_cells" (config keys and JSON names).
@@ -42,7 +47,7 @@ struct BudgetState {
   int64_t window_start_ms = 0;
   bool approve = false;  // on_exceed: approve (else deny)
   std::array<uint64_t, kBudgetMeasures> limit{kNoBudgetLimit, kNoBudgetLimit, kNoBudgetLimit,
-                                               kNoBudgetLimit};
+                                              kNoBudgetLimit};
   BudgetUsage used;
 
   int64_t resets_at_ms() const { return window_start_ms + window_ms; }

@@ -26,8 +26,7 @@ TEST(BudgetState, ExhaustedWhenAnyLimitedMeasureReachesItsLimit) {
   std::string msg = b.refusal_message("svc:ci", b.window_start_ms + 1000);
   EXPECT_NE(msg.find("budget \"svc-hourly\""), std::string::npos) << msg;
   EXPECT_NE(msg.find("result_bytes 1000 of 1000 in the 1h window"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("resets at " + utc_time_text(b.window_start_ms + 3600000)),
-            std::string::npos);
+  EXPECT_NE(msg.find("resets at " + utc_time_text(b.window_start_ms + 3600000)), std::string::npos);
   EXPECT_NE(msg.find("(in 3599 s)"), std::string::npos) << msg;
 }
 

@@ -81,9 +81,9 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-constexpr std::string_view kSourceNames[] = {"prescreen", "cache",     "cp",      "cp_error",
-                                             "approval",  "recording", "execute", "function_call",
-                                             "budget"};
+constexpr std::string_view kSourceNames[] = {"prescreen", "cache",         "cp",
+                                             "cp_error",  "approval",      "recording",
+                                             "execute",   "function_call", "budget"};
 
 }  // namespace
 

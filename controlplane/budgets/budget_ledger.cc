@@ -32,7 +32,8 @@ Result<std::unique_ptr<FileBudgetLedger>> FileBudgetLedger::open(const std::stri
   for (const json& e : j["counters"]) {
     if (!e.is_object() || !e.contains("budget") || !e["budget"].is_string() ||
         !e.contains("identity") || !e["identity"].is_string() || !e.contains("window_start_ms") ||
-        !e["window_start_ms"].is_number_integer() || !e.contains("used") || !e["used"].is_object()) {
+        !e["window_start_ms"].is_number_integer() || !e.contains("used") ||
+        !e["used"].is_object()) {
       return bad("malformed counter");
     }
     Counter c;

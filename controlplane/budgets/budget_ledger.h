@@ -38,7 +38,8 @@ class BudgetLedger {
   // `window_start_ms` (a counter of an older window starts again from zero). Returns the
   // counter after the addition.
   virtual protocol::BudgetUsage add(const std::string& budget, const std::string& identity,
-                                    int64_t window_start_ms, const protocol::BudgetUsage& delta) = 0;
+                                    int64_t window_start_ms,
+                                    const protocol::BudgetUsage& delta) = 0;
   // The counter in that window (zero when none).
   virtual protocol::BudgetUsage get(const std::string& budget, const std::string& identity,
                                     int64_t window_start_ms) const = 0;
@@ -78,7 +79,7 @@ class FileBudgetLedger : public BudgetLedger {
   mutable std::mutex mu_;
   std::map<Key, Counter> counters_;
   uint64_t changes_ = 0;
-  std::mutex flush_mu_;  // serialises writers of the file
+  std::mutex flush_mu_;   // serialises writers of the file
   uint64_t flushed_ = 0;  // changes_ as of the last successful flush (guarded by mu_)
 };
 

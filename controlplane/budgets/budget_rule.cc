@@ -73,20 +73,20 @@ Result<uint64_t> parse_byte_size(const json& value) {
   uint64_t n = 0;
   std::string unit;
   if (!split_number(value.get<std::string>(), &n, &unit)) {
-    return invalid_argument("must be a size like \"50MB\" (units B, kB, MB, GB, TB, KiB, MiB, GiB, "
-                            "TiB)");
+    return invalid_argument(
+        "must be a size like \"50MB\" (units B, kB, MB, GB, TB, KiB, MiB, GiB, "
+        "TiB)");
   }
-  static const std::pair<const char*, uint64_t> kUnits[] = {
-      {"", 1},
-      {"B", 1},
-      {"kB", 1000},
-      {"MB", 1000ull * 1000},
-      {"GB", 1000ull * 1000 * 1000},
-      {"TB", 1000ull * 1000 * 1000 * 1000},
-      {"KiB", 1ull << 10},
-      {"MiB", 1ull << 20},
-      {"GiB", 1ull << 30},
-      {"TiB", 1ull << 40}};
+  static const std::pair<const char*, uint64_t> kUnits[] = {{"", 1},
+                                                            {"B", 1},
+                                                            {"kB", 1000},
+                                                            {"MB", 1000ull * 1000},
+                                                            {"GB", 1000ull * 1000 * 1000},
+                                                            {"TB", 1000ull * 1000 * 1000 * 1000},
+                                                            {"KiB", 1ull << 10},
+                                                            {"MiB", 1ull << 20},
+                                                            {"GiB", 1ull << 30},
+                                                            {"TiB", 1ull << 40}};
   for (const auto& [name, mult] : kUnits) {
     if (unit != name) continue;
     if (n > UINT64_MAX / mult) return invalid_argument("is too large");
@@ -96,8 +96,9 @@ Result<uint64_t> parse_byte_size(const json& value) {
                           "\" (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)");
 }
 
-std::vector<BudgetRule> parse_budget_rules(const json& value, const std::string& path,
-                                           std::vector<std::pair<std::string, std::string>>& errors) {
+std::vector<BudgetRule> parse_budget_rules(
+    const json& value, const std::string& path,
+    std::vector<std::pair<std::string, std::string>>& errors) {
   std::vector<BudgetRule> rules;
   auto error = [&](const std::string& p, std::string m) { errors.emplace_back(p, std::move(m)); };
   if (!value.is_array()) {
@@ -112,15 +113,16 @@ std::vector<BudgetRule> parse_budget_rules(const json& value, const std::string&
       error(ep, "must be an object");
       continue;
     }
-    static const std::set<std::string> kKeys = {
-        "name",       "identities",   "groups",     "window",  "statements",
-        "rows_returned", "result_bytes", "masked_cells", "on_exceed"};
+    static const std::set<std::string> kKeys = {"name",         "identities",   "groups",
+                                                "window",       "statements",   "rows_returned",
+                                                "result_bytes", "masked_cells", "on_exceed"};
     size_t before = errors.size();
     for (const auto& [k, v] : e.items()) {
       if (!kKeys.count(k)) error(ep + "." + k, "unknown key \"" + k + "\"");
     }
     BudgetRule r;
-    if (!e.contains("name") || !e["name"].is_string() || e["name"].get_ref<const std::string&>().empty() ||
+    if (!e.contains("name") || !e["name"].is_string() ||
+        e["name"].get_ref<const std::string&>().empty() ||
         e["name"].get_ref<const std::string&>().size() > 64) {
       error(ep + ".name", "is required: a non-empty string of at most 64 characters");
     } else {
@@ -131,7 +133,8 @@ std::vector<BudgetRule> parse_budget_rules(const json& value, const std::string&
           break;
         }
       }
-      if (!names.insert(r.name).second) error(ep + ".name", "duplicate budget name \"" + r.name + "\"");
+      if (!names.insert(r.name).second)
+        error(ep + ".name", "duplicate budget name \"" + r.name + "\"");
     }
     auto globs = [&](const char* key, std::vector<std::string>& out, bool required) {
       if (!e.contains(key)) {
@@ -140,7 +143,8 @@ std::vector<BudgetRule> parse_budget_rules(const json& value, const std::string&
       }
       const json& a = e[key];
       if (!a.is_array() || (required && a.empty())) {
-        error(ep + "." + key, required ? "must be a non-empty array of globs" : "must be an array of globs");
+        error(ep + "." + key,
+              required ? "must be a non-empty array of globs" : "must be an array of globs");
         return;
       }
       for (size_t k = 0; k < a.size(); ++k) {

@@ -82,8 +82,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "$.budgets[0].rows_returned"},
         BadCase{R"([{"name":"a","identities":["x"],"window":"1h","result_bytes":"5XB"}])",
                 "$.budgets[0].result_bytes"},
-        BadCase{R"([{"name":"a","identities":["x"],"window":"1h","statements":1,"on_exceed":"warn"}])",
-                "$.budgets[0].on_exceed"},
+        BadCase{
+            R"([{"name":"a","identities":["x"],"window":"1h","statements":1,"on_exceed":"warn"}])",
+            "$.budgets[0].on_exceed"},
         BadCase{R"([{"name":"a","identities":["x"],"window":"1h","statements":1},
                     {"name":"a","identities":["y"],"window":"1h","statements":1}])",
                 "$.budgets[1].name"}));

@@ -909,7 +909,7 @@ int run_budgets_command(Args args, std::istream&, std::ostream& out, std::ostrea
   const auto& pos = inv->args.positional;
   if (pos.empty()) return usage(err, kUsage);
   const std::string sub = pos[0];
-  const std::vector<std::string> header = {"IDENTITY", "BUDGET", "WINDOW",  "STATE",
+  const std::vector<std::string> header = {"IDENTITY", "BUDGET", "WINDOW",   "STATE",
                                            "USED",     "RESETS", "ON_EXCEED"};
   if (sub == "list") {
     if (pos.size() != 1) return usage(err, kUsage);
@@ -917,7 +917,8 @@ int run_budgets_command(Args args, std::istream&, std::ostream& out, std::ostrea
     if (!r) return code;
     if (inv->emit_json(*r)) return kExitAdminOk;
     std::vector<std::vector<std::string>> rows;
-    for (const json& e : (*r)["usage"]) rows.push_back(budget_row(e.value("identity", ""), e["budget"]));
+    for (const json& e : (*r)["usage"])
+      rows.push_back(budget_row(e.value("identity", ""), e["budget"]));
     print_table(out, header, rows);
     out << "(" << rows.size() << " identities with usage in the current window; budgets: "
         << join_list((*r)["configured"]) << ")\n";

@@ -37,8 +37,8 @@ int run_sessions_command(std::span<const std::string_view> args, std::istream& i
                          std::ostream& out, std::ostream& err);
 int run_identities_command(std::span<const std::string_view> args, std::istream& in,
                            std::ostream& out, std::ostream& err);
-int run_budgets_command(std::span<const std::string_view> args, std::istream& in,
-                        std::ostream& out, std::ostream& err);
+int run_budgets_command(std::span<const std::string_view> args, std::istream& in, std::ostream& out,
+                        std::ostream& err);
 int run_approvals_command(std::span<const std::string_view> args, std::istream& in,
                           std::ostream& out, std::ostream& err);
 // rules list|show|add|remove|reload here; everything else goes to run_rules_command.

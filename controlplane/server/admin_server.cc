@@ -668,8 +668,9 @@ Result<json> AdminServer::budget_command(const std::string& command, const json&
   }
   if (command != "budgets.reset") return invalid_argument("unknown command '" + command + "'");
   std::string budget = str_arg(args, "budget");
-  if (!budget.empty() && std::none_of(cfg.budgets.begin(), cfg.budgets.end(),
-                                      [&](const budgets::BudgetRule& r) { return r.name == budget; })) {
+  if (!budget.empty() &&
+      std::none_of(cfg.budgets.begin(), cfg.budgets.end(),
+                   [&](const budgets::BudgetRule& r) { return r.name == budget; })) {
     return not_found("no budget named \"" + budget + "\" in the configuration");
   }
   auto n = b_.budgets->reset(identity, budget);

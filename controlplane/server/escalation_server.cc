@@ -1648,8 +1648,8 @@ void EscalationServer::account_statement(const std::shared_ptr<Session>& s, cons
   usage[protocol::BudgetMeasure::kMaskedCells] = u64("masked_cells");
   if (usage.empty()) return;
   int64_t now = protocol::now_unix_ms();
-  budgets::BudgetBook::Accounted a = handlers_.budgets->account(
-      cfg->budgets, s->identity.subject, s->identity.groups, usage, now);
+  budgets::BudgetBook::Accounted a =
+      handlers_.budgets->account(cfg->budgets, s->identity.subject, s->identity.groups, usage, now);
   if (a.crossed.empty()) return;
   for (const std::string& name : a.crossed) {
     bump(Counter::k_budgets_exhausted);

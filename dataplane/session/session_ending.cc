@@ -81,8 +81,8 @@ void Session::reregister() {
             auto budgets = parse_budgets(*b);
             if (!budgets.is_ok()) {
               s->authenticated_ = false;
-              return s->terminate("57P01", "pgwarden: terminating connection: " +
-                                               budgets.status().message());
+              return s->terminate(
+                  "57P01", "pgwarden: terminating connection: " + budgets.status().message());
             }
             s->set_budgets(std::move(*budgets));
           }

@@ -98,8 +98,8 @@ TEST_F(GatewayBudgetsTest, StatementsBudgetRefusesTheStatementAfterTheOneThatCro
   // The session stays usable for what the budget allows: nothing more in this window.
   expect_refused(Res(exec(c.get(), "select 2")).get(), "stmts");
 
-  ASSERT_TRUE(eventually([] { return shown("svc:stmts", "stmts").value("exhausted", json()) ==
-                                     "statements"; }));
+  ASSERT_TRUE(eventually(
+      [] { return shown("svc:stmts", "stmts").value("exhausted", json()) == "statements"; }));
   json list = ctl_json({"budgets", "list"});
   bool listed = false;
   for (const json& e : list["usage"]) {
