@@ -1650,7 +1650,11 @@ void EscalationServer::account_statement(const std::shared_ptr<Session>& s, cons
   int64_t now = protocol::now_unix_ms();
   budgets::BudgetBook::Accounted a =
       handlers_.budgets->account(cfg->budgets, s->identity.subject, s->identity.groups, usage, now);
-  if (a.crossed.empty()) return;
+  // A statement that completes while a budget is already exhausted ran in a session that did
+  // not know (a reload lowered the limit, another session crossed it, a pipeline): tell them.
+  bool exhausted = std::any_of(a.states.begin(), a.states.end(),
+                               [](const auto& b) { return b.exhausted_measure() >= 0; });
+  if (!exhausted) return;
   for (const std::string& name : a.crossed) {
     bump(Counter::k_budgets_exhausted);
     for (const protocol::BudgetState& b : a.states) {
