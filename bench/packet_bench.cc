@@ -121,7 +121,9 @@ class Bench {
   // `emulated_rss`: each port has one RX queue per worker and the replayer, like a NIC with a
   // symmetric RSS key, puts both directions of a flow on the queue its hash picks.
   Bench(bool forward_only, unsigned workers, bool emulated_rss)
-      : workers_(workers), rx_queues_(emulated_rss ? workers : 1) {
+      : workers_(workers),
+        rx_queues_(emulated_rss ? workers : 1),
+        software_steering_(!emulated_rss && !forward_only && workers > 1) {
     static int instance = 0;
     std::string id = std::to_string(instance++);
     for (int i = 0; i < 2; ++i) {
@@ -192,6 +194,7 @@ class Bench {
   // closed.
   void lane_round(unsigned lane, uint32_t r) {
     uint8_t net = static_cast<uint8_t>(r);
+    if (software_steering_) assign_owned_flows(lane, net);
     const std::vector<uint32_t>& mine = lane_flows_[lane];
     std::vector<uint32_t>& cursor = cursor_[lane];
     cursor.assign(mine.size(), 0);
@@ -284,6 +287,23 @@ class Bench {
     if (found) busy_s_[lane].value += cpu_seconds(CLOCK_THREAD_CPUTIME_ID) - t0;
   }
 
+  // Software steering: this lane replays, in round `net`, the flows its worker owns (client
+  // addresses change every round, so owners do too). The replayer's bookkeeping (a flow's
+  // next packet waits until the previous one left the layer) then stays on the owner's core,
+  // as the emulated RSS lanes' does; what crosses cores is what crosses in production: frames
+  // received by the worker polling their port and handed to the owner.
+  void assign_owned_flows(unsigned lane, uint8_t net) {
+    lane_flows_[lane].clear();
+    Address server = Address::v4(0xC0000201);
+    for (uint32_t f = 0; f < kFlows; ++f) {
+      Address client = Address::v4(0x0a000000 | uint32_t{net} << 16 | (f >> 8) << 8 | (f & 0xff));
+      bool src_is_a = false;
+      FlowKey key = make_flow_key(client, static_cast<uint16_t>(20000 + f % 40000), server, 5432,
+                                  kIpProtoTcp, &src_is_a);
+      if (layer_->software_owner(key) == lane) lane_flows_[lane].push_back(f);
+    }
+  }
+
   // The RX queue a symmetric RSS hash would give flow f (both directions: same queue).
   unsigned rss_queue(size_t f) const {
     return static_cast<unsigned>(((f * 2654435761u) >> 16) % rx_queues_);
@@ -356,6 +376,7 @@ class Bench {
 
   unsigned workers_;
   unsigned rx_queues_;
+  bool software_steering_;
   rte_ring* rx_[2][kMaxLanes] = {};
   rte_ring* tx_[2][kMaxLanes] = {};
   std::string names_[2];

@@ -1,6 +1,7 @@
 #include "common/protocol/event_record.h"
 
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "common/protocol/frame.h"
@@ -85,6 +86,18 @@ constexpr std::string_view kSourceNames[] = {"prescreen", "cache",         "cp",
                                              "cp_error",  "approval",      "recording",
                                              "execute",   "function_call", "budget"};
 
+// put_fields() into a JSON object.
+struct JsonFields {
+  json& j;
+  void add(std::string_view key, std::string_view v) { j[std::string(key)] = std::string(v); }
+  void add(std::string_view key, const std::string& v) { j[std::string(key)] = v; }
+  void add(std::string_view key, const json& v) { j[std::string(key)] = v; }
+  template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+  void add(std::string_view key, T v) {
+    j[std::string(key)] = v;
+  }
+};
+
 }  // namespace
 
 std::string session_hex(uint64_t v) {
@@ -111,16 +124,21 @@ Result<DecisionSource> source_from(std::string_view name) {
   return invalid_argument("unknown decision source \"" + std::string(name) + "\"");
 }
 
-json text_value_json(std::string_view v, bool binary) {
-  if (!binary && valid_utf8(v)) return std::string(v);
+std::string_view text_value(std::string_view v, bool binary, std::string& scratch) {
+  if (!binary && valid_utf8(v)) return v;
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\\x";
-  out.reserve(2 + 2 * v.size());
+  scratch.assign("\\x");
+  scratch.reserve(2 + 2 * v.size());
   for (unsigned char c : v) {
-    out += kHex[c >> 4];
-    out += kHex[c & 0xf];
+    scratch += kHex[c >> 4];
+    scratch += kHex[c & 0xf];
   }
-  return out;
+  return scratch;
+}
+
+json text_value_json(std::string_view v, bool binary) {
+  std::string scratch;
+  return std::string(text_value(v, binary, scratch));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -167,19 +185,9 @@ Result<StatementFields> StatementFields::decode(std::string_view payload) {
 }
 
 json StatementFields::to_json() const {
-  json j = {{"kind", "statement"}, {"sql", std::string(sql)}};
-  if (has_shape_key) j["shape_key"] = session_hex(shape_key);
-  j["verdict"] = verdict_name(verdict);
-  j["rule"] = std::string(rule);
-  j["source"] = source_name(source);
-  if (!approval_id.empty()) j["approval_id"] = std::string(approval_id);
-  if (source == DecisionSource::kExecute) j["portal"] = std::string(portal);
-  if (!params_json.empty()) {
-    json params = json::parse(params_json, nullptr, false);
-    if (!params.is_discarded()) j["params"] = std::move(params);
-  }
-  if (params_truncated) j["params_truncated"] = true;
-  j["ts_ms"] = ts_ms;
+  json j = {{"kind", "statement"}};
+  JsonFields out{j};
+  put_fields(out);
   return j;
 }
 
@@ -231,22 +239,10 @@ Result<StatementEndFields> StatementEndFields::decode(std::string_view payload) 
 }
 
 json StatementEndFields::to_json() const {
-  json j = {{"kind", "statement"},
-            {"phase", "end"},
-            {"sql", text_value_json(sql, false)},
-            {"verdict", verdict_name(verdict)},
-            {"rule", std::string(rule)},
-            {"duration_ms", duration_ms},
-            {"rows", rows},
-            {"rows_recorded", rows_recorded},
-            {"executed", executed},
-            {"result_bytes", result_bytes},
-            {"masked_cells", masked_cells}};
-  if (!approval_id.empty()) j["approval_id"] = std::string(approval_id);
-  if (!sqlstate.empty()) {
-    j["error"] = {{"sqlstate", std::string(sqlstate)}, {"message", text_value_json(error, false)}};
-  }
-  j["ts_ms"] = ts_ms;
+  json j = {{"kind", "statement"}};
+  JsonFields out{j};
+  std::string scratch;
+  put_fields(out, scratch);
   return j;
 }
 
@@ -297,26 +293,34 @@ std::string RowsWriter::take(int64_t ts_ms) {
   return out;
 }
 
-Result<json> rows_to_json(std::string_view payload) {
+Result<int64_t> visit_rows(std::string_view payload, RowsVisitor& visitor) {
   Reader r(payload);
   int64_t ts_ms = r.get<int64_t>();
   uint32_t ncols = r.get<uint32_t>();
   // Each column takes at least 9 bytes: a count beyond that is a lie.
   if (r.failed() || ncols > r.remaining() / 9) return malformed("rows");
-  json columns = json::array();
+  // Formats per column; more than 64 columns (rare) spill to the heap.
+  uint64_t small_binary = 0;
   std::vector<bool> binary;
-  binary.reserve(ncols);
+  if (ncols > 64) binary.reserve(ncols);
   for (uint32_t i = 0; i < ncols; ++i) {
     std::string_view name = r.bytes();
     uint32_t type_oid = r.get<uint32_t>();
     uint8_t format = r.get<uint8_t>();
     if (r.failed() || format > 1) return malformed("rows");
-    columns.push_back({{"name", text_value_json(name, false)}, {"type_oid", type_oid}});
-    binary.push_back(format == 1);
+    visitor.column(name, type_oid);
+    if (ncols > 64) {
+      binary.push_back(format == 1);
+    } else if (format == 1) {
+      small_binary |= uint64_t{1} << i;
+    }
   }
+  auto is_binary = [&](uint32_t i) {
+    if (i >= ncols) return false;
+    return ncols > 64 ? static_cast<bool>(binary[i]) : ((small_binary >> i) & 1) != 0;
+  };
   uint32_t nrows = r.get<uint32_t>();
   if (r.failed() || nrows > r.remaining() / 4) return malformed("rows");
-  json rows = json::array();
   for (uint32_t k = 0; k < nrows; ++k) {
     uint32_t nvals = r.get<uint32_t>();
     if (!r.failed() && nvals == kRenderedRow) {
@@ -326,24 +330,52 @@ Result<json> rows_to_json(std::string_view payload) {
       if (!row.is_ok() || !row->contains("row") || !(*row)["row"].is_array()) {
         return malformed("rows");
       }
-      rows.push_back(std::move((*row)["row"]));
+      visitor.rendered_row((*row)["row"]);
       continue;
     }
     if (r.failed() || nvals > r.remaining() / 4) return malformed("rows");
-    json values = json::array();
+    visitor.begin_row();
     for (uint32_t i = 0; i < nvals; ++i) {
       bool null = false;
       std::string_view v = r.bytes(&null);
       if (r.failed()) return malformed("rows");
-      values.push_back(null ? json(nullptr) : text_value_json(v, i < binary.size() && binary[i]));
+      if (null) {
+        visitor.null();
+      } else {
+        visitor.value(v, is_binary(i));
+      }
     }
-    rows.push_back(std::move(values));
+    visitor.end_row();
   }
   if (!r.done()) return malformed("rows");
+  return ts_ms;
+}
+
+Result<json> rows_to_json(std::string_view payload) {
+  class ToJson : public RowsVisitor {
+   public:
+    json columns = json::array();
+    json rows = json::array();
+    void column(std::string_view name, uint32_t type_oid) override {
+      columns.push_back({{"name", text_value_json(name, false)}, {"type_oid", type_oid}});
+    }
+    void begin_row() override { row_ = json::array(); }
+    void value(std::string_view v, bool binary) override {
+      row_.push_back(text_value_json(v, binary));
+    }
+    void null() override { row_.push_back(nullptr); }
+    void end_row() override { rows.push_back(std::move(row_)); }
+    void rendered_row(const json& values) override { rows.push_back(values); }
+
+   private:
+    json row_;
+  } to_json;
+  auto ts_ms = visit_rows(payload, to_json);
+  if (!ts_ms.is_ok()) return ts_ms.status();
   return json{{"kind", "rows"},
-              {"columns", std::move(columns)},
-              {"rows", std::move(rows)},
-              {"ts_ms", ts_ms}};
+              {"columns", std::move(to_json.columns)},
+              {"rows", std::move(to_json.rows)},
+              {"ts_ms", *ts_ms}};
 }
 
 Result<json> record_to_json(RecordType type, std::string_view payload) {

@@ -65,6 +65,11 @@ struct StatementFields {
   // {"kind": "statement", "sql", "shape_key"?, "verdict", "rule", "source", "approval_id"?,
   //  "portal"?, "params"?, "params_truncated"?, "ts_ms"}
   nlohmann::json to_json() const;
+  // The same fields without "kind", each handed to `out.add(key, value)` (value: a
+  // std::string_view, std::string, integer, bool or nlohmann::json): the one definition of the
+  // fields for to_json() and for cp's pre-serialised recording fields (no tree).
+  template <class Fields>
+  void put_fields(Fields& out) const;
 };
 
 struct StatementEndFields {
@@ -89,6 +94,10 @@ struct StatementEndFields {
   //  "rows_recorded", "executed", "result_bytes", "masked_cells", "approval_id"?,
   //  "error": {"sqlstate", "message"}?, "ts_ms"}
   nlohmann::json to_json() const;
+  // As StatementFields::put_fields. `scratch` holds renderings that are not views into the
+  // payload (SQL that is not UTF-8); it must outlive the calls to `out.add`.
+  template <class Fields>
+  void put_fields(Fields& out, std::string& scratch) const;
 };
 
 // kRows, built incrementally: the columns (kept across batches), then rows.
@@ -120,8 +129,28 @@ class RowsWriter {
 // {"kind": "rows", "columns": [{"name", "type_oid"}], "rows": [[value|null]], "ts_ms"}.
 Result<nlohmann::json> rows_to_json(std::string_view payload);
 
+// What a kRows payload holds, in order: column() per column, then per row begin_row(), its
+// value()s and null()s, end_row() — or one rendered_row() (a JSON array of the recording's
+// values). Views point into the payload. After an error return the calls made so far are to
+// be discarded.
+class RowsVisitor {
+ public:
+  virtual ~RowsVisitor() = default;
+  virtual void column(std::string_view name, uint32_t type_oid) = 0;
+  virtual void begin_row() = 0;
+  virtual void value(std::string_view v, bool binary) = 0;
+  virtual void null() = 0;
+  virtual void end_row() = 0;
+  virtual void rendered_row(const nlohmann::json& values) = 0;
+};
+// Validates `payload` while visiting it; returns its ts_ms.
+Result<int64_t> visit_rows(std::string_view payload, RowsVisitor& visitor);
+
 // The recording's rendering of a value: UTF-8 text as is, anything else "\x<hex>".
 nlohmann::json text_value_json(std::string_view v, bool binary);
+// The same as a view: `v` itself when it is rendered as is, else the hex rendering written to
+// `scratch` (the view is then into `scratch`).
+std::string_view text_value(std::string_view v, bool binary, std::string& scratch);
 
 // A 64-bit id as 16 lowercase hex digits (session ids, shape keys).
 std::string session_hex(uint64_t v);
@@ -135,5 +164,44 @@ enum class BackwardType : uint16_t {
 
 // Any record as the event fields the JSON path carries ({"kind", ...}; no session_id).
 Result<nlohmann::json> record_to_json(RecordType type, std::string_view payload);
+
+// ---------------------------------------------------------------------------------------------
+
+template <class Fields>
+void StatementFields::put_fields(Fields& out) const {
+  out.add("sql", sql);
+  if (has_shape_key) out.add("shape_key", session_hex(shape_key));
+  out.add("verdict", verdict_name(verdict));
+  out.add("rule", rule);
+  out.add("source", source_name(source));
+  if (!approval_id.empty()) out.add("approval_id", approval_id);
+  if (source == DecisionSource::kExecute) out.add("portal", portal);
+  if (!params_json.empty()) {
+    nlohmann::json params = nlohmann::json::parse(params_json, nullptr, false);
+    if (!params.is_discarded()) out.add("params", params);
+  }
+  if (params_truncated) out.add("params_truncated", true);
+  out.add("ts_ms", ts_ms);
+}
+
+template <class Fields>
+void StatementEndFields::put_fields(Fields& out, std::string& scratch) const {
+  out.add("phase", std::string_view("end"));
+  out.add("sql", text_value(sql, false, scratch));
+  out.add("verdict", verdict_name(verdict));
+  out.add("rule", rule);
+  out.add("duration_ms", duration_ms);
+  out.add("rows", rows);
+  out.add("rows_recorded", rows_recorded);
+  out.add("executed", executed);
+  out.add("result_bytes", result_bytes);
+  out.add("masked_cells", masked_cells);
+  if (!approval_id.empty()) out.add("approval_id", approval_id);
+  if (!sqlstate.empty()) {
+    out.add("error", nlohmann::json{{"sqlstate", std::string(sqlstate)},
+                                    {"message", text_value_json(error, false)}});
+  }
+  out.add("ts_ms", ts_ms);
+}
 
 }  // namespace pgwarden::protocol

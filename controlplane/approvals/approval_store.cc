@@ -214,9 +214,16 @@ struct ApprovalStore::Impl {
     std::vector<ApprovalWaiter> waiters;
   };
 
-  // REQUIRES: mu held, request pending. Journals and applies a terminal transition.
-  Result<Outcome> transition(ApprovalRequest next) {
-    PGW_RETURN_IF_ERROR(journal(next));
+  // REQUIRES: mu held. The shared store (if any) first, then the local journal.
+  Status persist(const ApprovalRequest& r, bool created) {
+    if (options.replicate) PGW_RETURN_IF_ERROR(options.replicate(r, created));
+    return journal(r);
+  }
+
+  // REQUIRES: mu held, request pending. Journals and applies a terminal transition;
+  // `remote`: another node made it and the shared store has it already.
+  Result<Outcome> transition(ApprovalRequest next, bool remote = false) {
+    PGW_RETURN_IF_ERROR(remote ? journal(next) : persist(next, false));
     requests[next.id] = next;
     index_grant(next);
     Outcome out{std::move(next), {}};
@@ -372,7 +379,14 @@ Result<std::unique_ptr<ApprovalStore>> ApprovalStore::open(ApprovalStoreOptions 
         continue;
       }
       auto o = impl->finish(r, ApprovalState::kAbandoned, "session ended before a decision");
-      if (!o) return o.status();
+      if (!o) {
+        // Shared state: another node decided it meanwhile; its outcome arrives by
+        // apply_remote() when the owner syncs with the store.
+        if (impl->options.replicate && o.status().code() == StatusCode::kFailedPrecondition) {
+          continue;
+        }
+        return o.status();
+      }
       done.push_back(std::move(*o));
     }
   }
@@ -417,7 +431,7 @@ Result<ApprovalRequest> ApprovalStore::create(const NewApprovalRequest& in) {
   if (in.deadline_ms > 0) r.deadline_ms = std::min(r.deadline_ms, in.deadline_ms);
   {
     std::lock_guard lock(impl_->mu);
-    PGW_RETURN_IF_ERROR(impl_->journal(r));
+    PGW_RETURN_IF_ERROR(impl_->persist(r, true));
     impl_->requests[r.id] = r;
     impl_->deadlines.emplace(r.deadline_ms, r.id);
   }
@@ -518,6 +532,27 @@ std::optional<StandingGrant> ApprovalStore::lookup_standing_grant(const std::str
   auto it = impl_->grants.find({identity, shape_key});
   if (it == impl_->grants.end() || it->second.expires_ms <= now_ms) return std::nullopt;
   return it->second;
+}
+
+Status ApprovalStore::apply_remote(const ApprovalRequest& r) {
+  Impl::Outcome outcome;
+  {
+    std::lock_guard lock(impl_->mu);
+    auto it = impl_->requests.find(r.id);
+    if (it == impl_->requests.end()) {
+      PGW_RETURN_IF_ERROR(impl_->journal(r));
+      impl_->requests[r.id] = r;
+      impl_->index_grant(r);
+      if (!r.terminal()) impl_->deadlines.emplace(r.deadline_ms, r.id);
+      return Status::ok();
+    }
+    if (it->second.terminal() || !r.terminal()) return Status::ok();
+    auto o = impl_->transition(r, /*remote=*/true);
+    if (!o) return o.status();
+    outcome = std::move(*o);
+  }
+  for (const auto& w : outcome.waiters) w(outcome.request);
+  return Status::ok();
 }
 
 std::optional<ApprovalRequest> ApprovalStore::get(const std::string& id) const {

@@ -133,6 +133,11 @@ struct ApprovalStoreOptions {
   std::function<bool(const std::string& session_id)> session_alive;
   // Wall clock in unix epoch milliseconds; tests inject a fake one.
   std::function<int64_t()> clock_ms;
+  // Shared state (controlplane/state, docs/scale-out.md): when set, every transition this
+  // node makes is written there before the local journal (a decision only while the request
+  // is still pending there); an error refuses the transition and is returned. Transitions
+  // other nodes made arrive through apply_remote().
+  std::function<Status(const ApprovalRequest& request, bool created)> replicate;
   bool start_timer_thread = true;  // false: the owner calls expire_due() (tests)
   int64_t max_grant_seconds = 8 * 3600;
   size_t max_statement_bytes = 1 << 20;  // longer statements are refused, not truncated
@@ -168,6 +173,12 @@ class ApprovalStore {
   std::optional<StandingGrant> lookup_standing_grant(const std::string& identity,
                                                      const std::string& shape_key,
                                                      int64_t now_ms) const;
+
+  // A request as another node wrote it (shared state store). Unknown here: added (pending
+  // ones get a deadline). Pending here and terminal there: takes that outcome (journaled,
+  // standing grant indexed, waiters called; not audited again, the deciding node did).
+  // Anything else is ignored.
+  Status apply_remote(const ApprovalRequest& request);
 
   std::optional<ApprovalRequest> get(const std::string& id) const;
   // Requests in `state` (all when unset), oldest first.

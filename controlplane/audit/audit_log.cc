@@ -29,10 +29,10 @@ std::string utc_now() {
   return out;
 }
 
-bool secret_key_name(const std::string& k) {
+bool secret_key_name(std::string_view k) {
   if (k == "shape_key") return false;
   for (const char* bad : {"token", "password", "secret", "key", "credential"}) {
-    if (k.find(bad) != std::string::npos) return true;
+    if (k.find(bad) != std::string_view::npos) return true;
   }
   return false;
 }
@@ -74,39 +74,58 @@ AuditLog::~AuditLog() {
   if (logger_) logger_->flush();
 }
 
-nlohmann::json AuditLog::to_json(const AuditRecord& r) {
-  nlohmann::json j = nlohmann::json::object();
-  j["event"] = r.event;
-  auto put = [&j](const char* k, const std::string& v) {
-    if (!v.empty()) j[k] = v;
+std::string AuditLog::line(const AuditRecord& r, std::string_view ts) {
+  // The record's own keys are added last: a key added twice keeps its last value, so they win
+  // over event-specific keys of the same name (only when set, as the schema says).
+  recording::RecordFields f;
+  if (r.extra.is_object()) {
+    for (const auto& [k, v] : r.extra.items()) {
+      if (k != "ts" && !secret_key_name(k)) f.add(k, v);
+    }
+  }
+  for (const auto& m : r.fields.members()) {
+    std::string_view k = r.fields.key(m);
+    if (k != "ts" && !secret_key_name(k)) f.add_canonical(k, r.fields.value(m));
+  }
+  f.add("event", r.event);
+  auto put = [&f](std::string_view k, const std::string& v) {
+    if (!v.empty()) f.add(k, v);
   };
   put("session_id", r.session_id);
   put("identity", r.identity);
   put("issuer", r.issuer);
-  if (!r.groups.empty()) j["groups"] = r.groups;
+  if (!r.groups.empty()) f.add("groups", nlohmann::json(r.groups));
   put("target", r.target);
   put("client_addr", r.client_addr);
   put("policy", r.policy);
-  if (r.policy_version != 0) j["policy_version"] = r.policy_version;
+  if (r.policy_version != 0) f.add("policy_version", r.policy_version);
   put("decision", r.decision);
   put("rule", r.rule);
   put("reason", r.reason);
   put("sql", r.sql);
-  if (r.extra.is_object()) {
-    for (const auto& [k, v] : r.extra.items()) {
-      if (!j.contains(k) && k != "ts" && !secret_key_name(k)) j[k] = v;
-    }
+  if (!ts.empty()) f.add("ts", ts);
+  f.sort();
+  std::string out;
+  out.reserve(f.byte_size() + 2);
+  out += '{';
+  bool first = true;
+  for (const auto& m : f.members()) {
+    if (!first) out += ',';
+    first = false;
+    out += f.text(m);
   }
-  return j;
+  out += '}';
+  return out;
+}
+
+nlohmann::json AuditLog::to_json(const AuditRecord& r) {
+  return nlohmann::json::parse(line(r, ""));
 }
 
 void AuditLog::write_line(const AuditRecord& r) {
-  // to_json() never emits "ts" and objects keep their keys sorted, so adding it afterwards
-  // gives the same line as building {"ts"} first and merging the record into it.
-  nlohmann::json line = to_json(r);
-  line["ts"] = utc_now();
-  logger_->info(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-  if (forwarder_) forwarder_(line);
+  std::string text = line(r, utc_now());
+  logger_->info(text);
+  if (forwarder_) forwarder_(nlohmann::json::parse(text));
 }
 
 void AuditLog::record(const AuditRecord& r) {

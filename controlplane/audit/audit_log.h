@@ -21,6 +21,7 @@
 
 #include "common/status.h"
 #include "controlplane/config/config.h"
+#include "controlplane/recording/record_fields.h"
 
 namespace spdlog {
 class logger;
@@ -43,6 +44,9 @@ struct AuditRecord {
   std::string reason;
   std::string sql;
   nlohmann::json extra = nlohmann::json::object();
+  // More event-specific keys, already serialised, merged after `extra` under the same rules:
+  // for hot paths (dp statement events) that build no JSON tree.
+  recording::RecordFields fields;
 };
 
 class AuditLog {
@@ -67,6 +71,9 @@ class AuditLog {
 
   // The JSON object written for `r` (without "ts"); exposed for tests.
   static nlohmann::json to_json(const AuditRecord& r);
+  // The line written for `r` with "ts" = `ts` ("" = none): canonical JSON (sorted keys, no
+  // spaces, invalid UTF-8 replaced by U+FFFD), serialised without building a tree.
+  static std::string line(const AuditRecord& r, std::string_view ts);
 
  private:
   explicit AuditLog(std::shared_ptr<spdlog::logger> logger) : logger_(std::move(logger)) {}

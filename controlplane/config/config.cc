@@ -298,10 +298,12 @@ class Parser {
     const std::string p = "$.control_plane";
     if (!object(j, p,
                 {"socket", "worker_threads", "max_dp_connections", "max_sessions", "state_dir",
-                 "admin_socket", "admin_socket_mode", "admin_socket_group", "admin_principals"})) {
+                 "admin_socket", "admin_socket_mode", "admin_socket_group", "admin_principals",
+                 "state_store"})) {
       return;
     }
     ControlPlaneSettings& s = c.control_plane;
+    if (const json* st = field(j, "state_store", p, false)) parse_state_store(*st, s);
     str(j, "socket", p, s.socket_path, true);
     str(j, "state_dir", p, s.state_dir, true);
     str(j, "admin_socket", p, s.admin_socket);
@@ -332,6 +334,40 @@ class Parser {
     });
     if (!s.admin_principals.empty() && s.admin_socket.empty()) {
       error(p + ".admin_socket", "is required when admin_principals are configured");
+    }
+  }
+
+  void parse_state_store(const json& j, ControlPlaneSettings& s) {
+    const std::string p = "$.control_plane.state_store";
+    if (!object(j, p, {"kind", "dsn_file", "node_id", "connect_timeout_ms"})) return;
+    StateStoreSettings& st = s.state_store;
+    std::string kind = "file";
+    str(j, "kind", p, kind);
+    str(j, "dsn_file", p, st.dsn_file);
+    str(j, "node_id", p, st.node_id);
+    integer(j, "connect_timeout_ms", p, st.connect_timeout_ms, 100, 60000);
+    if (kind == "file") {
+      st.kind = StateStoreSettings::Kind::kFile;
+      if (!st.dsn_file.empty() || !st.node_id.empty()) {
+        error(p, "dsn_file and node_id only apply to kind \"postgres\"");
+      }
+      return;
+    }
+    if (kind != "postgres") {
+      error(p + ".kind", "must be \"file\" or \"postgres\"");
+      return;
+    }
+    st.kind = StateStoreSettings::Kind::kPostgres;
+    if (st.dsn_file.empty()) error(p + ".dsn_file", "is required for kind \"postgres\"");
+    if (!st.dsn_file.empty()) check_readable(p + ".dsn_file", st.dsn_file);
+    bool name_ok = !st.node_id.empty() && st.node_id.size() <= 63;
+    for (char ch : st.node_id) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') {
+        name_ok = false;
+      }
+    }
+    if (!name_ok) {
+      error(p + ".node_id", "is required for kind \"postgres\": 1..63 of [A-Za-z0-9._-]");
     }
   }
 

@@ -51,6 +51,19 @@ struct AdminPrincipal {
   std::vector<std::string> groups;
 };
 
+// $.control_plane.state_store (docs/scale-out.md): where approvals, standing grants,
+// revocations, killed sessions, the session registry, rule-set generations, the audit stream
+// and the recordings index live. kFile (the default): the files in state_dir, one host.
+// kPostgres: one PostgreSQL database shared by several gateway nodes; the conninfo (with its
+// password) is read from dsn_file and never logged.
+struct StateStoreSettings {
+  enum class Kind { kFile, kPostgres };
+  Kind kind = Kind::kFile;
+  std::string dsn_file;  // kPostgres: a file holding a libpq conninfo (mode 0600 advised)
+  std::string node_id;   // kPostgres: this node's name in the store, unique per node
+  int connect_timeout_ms = 2000;
+};
+
 struct ControlPlaneSettings {
   std::string socket_path;  // dp <-> cp Unix socket
   int worker_threads = 4;
@@ -64,6 +77,7 @@ struct ControlPlaneSettings {
   mode_t admin_socket_mode = 0600;
   std::string admin_socket_group;
   std::vector<AdminPrincipal> admin_principals;
+  StateStoreSettings state_store;
 };
 
 // $.identity.providers[i] and $.identity.service_keys[i] parse straight into

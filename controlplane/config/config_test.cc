@@ -308,6 +308,42 @@ TEST(ConfigTest, RecordingSyncIsAnIntervalOrAlways) {
   EXPECT_EQ(i.config->recording.sync_interval_ms, 20);
 }
 
+TEST(ConfigTest, StateStoreIsTheFileStoreByDefaultOrAValidatedPostgresStore) {
+  json j = example();
+  LoadOutcome d = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(d.ok()) << d.error_text();
+  EXPECT_EQ(d.config->control_plane.state_store.kind, StateStoreSettings::Kind::kFile);
+  j["control_plane"]["state_store"] = {
+      {"kind", "postgres"}, {"dsn_file", "/etc/pgwarden/store.dsn"}, {"node_id", "gw-1.eu"}};
+  LoadOutcome p = parse_config(j.dump(), 1, no_env());
+  ASSERT_TRUE(p.ok()) << p.error_text();
+  EXPECT_EQ(p.config->control_plane.state_store.kind, StateStoreSettings::Kind::kPostgres);
+  EXPECT_EQ(p.config->control_plane.state_store.dsn_file, "/etc/pgwarden/store.dsn");
+  EXPECT_EQ(p.config->control_plane.state_store.node_id, "gw-1.eu");
+  EXPECT_EQ(p.config->control_plane.state_store.connect_timeout_ms, 2000);
+
+  j["control_plane"]["state_store"] = {{"kind", "postgres"}, {"node_id", "a b"}};
+  LoadOutcome bad = parse_config(j.dump(), 1, no_env());
+  EXPECT_FALSE(bad.ok());
+  EXPECT_TRUE(
+      has_error(bad, "$.control_plane.state_store.dsn_file: is required for kind \"postgres\""))
+      << bad.error_text();
+  EXPECT_TRUE(has_error(bad,
+                        "$.control_plane.state_store.node_id: is required for kind \"postgres\": "
+                        "1..63 of [A-Za-z0-9._-]"))
+      << bad.error_text();
+  j["control_plane"]["state_store"] = {{"kind", "etcd"}};
+  EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),
+                        "$.control_plane.state_store.kind: must be \"file\" or \"postgres\""));
+  j["control_plane"]["state_store"] = {{"kind", "file"}, {"node_id", "x"}};
+  EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),
+                        "$.control_plane.state_store: dsn_file and node_id only apply to kind "
+                        "\"postgres\""));
+  j["control_plane"]["state_store"] = {{"kind", "file"}, {"password", "x"}};
+  EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),
+                        "$.control_plane.state_store.password: unknown key \"password\""));
+}
+
 TEST(ConfigTest, LimitsAndTokenExpiryParseWithDefaults) {
   json j = example();
   LoadOutcome o = parse_config(j.dump(), 1, no_env());

@@ -195,6 +195,7 @@ size_t RecordFields::begin_member(std::string_view key) {
   m.text_off = static_cast<uint32_t>(buf_.size());
   append_canonical_string(buf_, key);
   buf_ += ':';
+  m.value_off = static_cast<uint32_t>(buf_.size());
   members_.push_back(m);
   return members_.size() - 1;
 }
@@ -207,6 +208,24 @@ void RecordFields::end_member(size_t index) {
 RecordFields& RecordFields::add_raw(std::string_view key, std::string_view json_text) {
   size_t i = begin_member(key);
   buf_.append(json_text);
+  end_member(i);
+  return *this;
+}
+
+RecordFields& RecordFields::add_canonical(std::string_view key, std::string_view json_text) {
+  if (key == "rows") rows_text_off_ = -1;
+  return add_raw(key, json_text);
+}
+
+RecordFields& RecordFields::add_rows(std::string_view array_text,
+                                     const std::vector<uint32_t>& element_ends) {
+  size_t i = begin_member("rows");
+  const uint32_t base = static_cast<uint32_t>(buf_.size());
+  rows_text_off_ = members_[i].text_off;
+  rows_ends_.clear();
+  rows_ends_.reserve(element_ends.size());
+  for (uint32_t e : element_ends) rows_ends_.push_back(base + e);
+  buf_.append(array_text);
   end_member(i);
   return *this;
 }
@@ -294,6 +313,7 @@ void RecordFields::cut_rows(int64_t keep) {
     const uint32_t moved = static_cast<uint32_t>(buf_.size()) - it->text_off;
     for (auto& e : rows_ends_) e += moved;
     it->text_off = static_cast<uint32_t>(buf_.size());
+    it->value_off += moved;
     rows_text_off_ = it->text_off;
     buf_ += kept;
   }

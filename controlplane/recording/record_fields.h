@@ -56,6 +56,13 @@ class RecordFields {
   }
   RecordFields& add(std::string_view key, std::nullptr_t);
   RecordFields& add(std::string_view key, const nlohmann::json& value);
+  // A member whose value is already canonical JSON text (the value() of another RecordFields'
+  // member, a rendering by append_canonical...). REQUIRES: `json_text` is one canonical value.
+  RecordFields& add_canonical(std::string_view key, std::string_view json_text);
+  // The "rows" member from its canonical array text `[e1,e2,...]` and where each element ends
+  // (offsets into `array_text` just past the element), as add("rows", array) would make it.
+  // REQUIRES: the text and the ends describe one canonical array.
+  RecordFields& add_rows(std::string_view array_text, const std::vector<uint32_t>& element_ends);
   template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
   RecordFields& add(std::string_view key, T value) {
     if constexpr (std::is_same_v<T, bool>) {
@@ -87,12 +94,17 @@ class RecordFields {
     uint32_t key_len = 0;
     uint32_t text_off = 0;
     uint32_t text_len = 0;
+    uint32_t value_off = 0;  // where the value starts (after `"key":`)
   };
   // Sorts the members by key and drops all but the last of equal keys; idempotent.
   void sort();
   const std::vector<Member>& members() const { return members_; }
   std::string_view key(const Member& m) const { return {buf_.data() + m.key_off, m.key_len}; }
   std::string_view text(const Member& m) const { return {buf_.data() + m.text_off, m.text_len}; }
+  // The member's canonical value alone.
+  std::string_view value(const Member& m) const {
+    return {buf_.data() + m.value_off, m.text_off + m.text_len - m.value_off};
+  }
 
  private:
   RecordFields& add_raw(std::string_view key, std::string_view json_text);

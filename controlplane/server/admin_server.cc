@@ -697,7 +697,9 @@ Result<json> AdminServer::revocation_command(const std::string& command, const j
       return invalid_argument("sessions kill needs a session id, --identity or --key");
     }
     if (reason.empty()) reason = "ended by an operator";
-    std::vector<std::string> killed = b_.kill_sessions(selector, reason, who.name, "admin_kill");
+    auto result = b_.kill_sessions(selector, reason, who.name, "admin_kill");
+    if (!result.is_ok()) return result.status();
+    std::vector<std::string> killed = std::move(result).value();
     if (killed.empty() && selector.contains("session_id")) {
       return not_found("no live session " + str_arg(args, "id"));
     }
@@ -743,12 +745,18 @@ Result<json> AdminServer::revocation_command(const std::string& command, const j
     std::string why = (r.kind == RevocationKind::kKey ? "key " : "identity ") + name +
                       " was revoked: " + r.reason;
     if (r.kind != RevocationKind::kKey) {
-      for (auto& id : b_.kill_sessions(json{{"identity", name}}, why, who.name, "revoked")) {
+      // The revocation is stored: other nodes end their sessions from it even when this
+      // kill request cannot reach them.
+      auto ended = b_.kill_sessions(json{{"identity", name}}, why, who.name, "revoked");
+      for (auto& id : ended.is_ok() ? *ended : std::vector<std::string>{}) {
         killed.push_back(std::move(id));
       }
     }
     if (r.kind != RevocationKind::kIdentity) {
-      for (auto& id : b_.kill_sessions(json{{"key", name}}, why, who.name, "revoked")) {
+      // The revocation is stored: other nodes end their sessions from it even when this
+      // kill request cannot reach them.
+      auto ended = b_.kill_sessions(json{{"key", name}}, why, who.name, "revoked");
+      for (auto& id : ended.is_ok() ? *ended : std::vector<std::string>{}) {
         killed.push_back(std::move(id));
       }
     }

@@ -77,9 +77,12 @@ struct AdminBackend {
   std::function<nlohmann::json()> dataplanes;
   // Ends live sessions: `selector` {"session_id"?, "identity"?, "key"?} (every given field
   // must match), audited with `reason`, the principal `by` and `cause`. Returns the ended
-  // session ids (EscalationServer::kill_sessions). Unset: sessions.kill is unavailable.
-  std::function<std::vector<std::string>(const nlohmann::json& selector, const std::string& reason,
-                                         const std::string& by, const std::string& cause)>
+  // session ids (EscalationServer::kill_sessions; with a shared state store also those of
+  // other nodes, which are asked through the store: unavailable when it cannot be reached).
+  // Unset: sessions.kill is unavailable.
+  std::function<Result<std::vector<std::string>>(const nlohmann::json& selector,
+                                                 const std::string& reason, const std::string& by,
+                                                 const std::string& cause)>
       kill_sessions;
   // identities.* (revocations persisted in the state directory); null: unavailable.
   RevocationStore* revocations = nullptr;

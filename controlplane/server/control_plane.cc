@@ -12,6 +12,7 @@
 #include "controlplane/recording/recording_file.h"
 #include "controlplane/server/effect_probe.h"
 #include "controlplane/server/policy_analyser.h"
+#include "controlplane/state/pg_state_store.h"
 #include "controlplane/vault/secret.h"
 
 namespace pgwarden::server {
@@ -86,6 +87,26 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     return unavailable("cannot create state_dir " + state_dir + ": " + std::strerror(errno), "");
   }
 
+  // The state store first: the approvals, revocations and audit stream below write to it.
+  const config::StateStoreSettings& ss = cfg->control_plane.state_store;
+  std::string state_conninfo;
+  if (ss.kind == config::StateStoreSettings::Kind::kPostgres) {
+    auto ci = vault::read_secret({vault::SecretSource::Kind::kFile, ss.dsn_file});
+    if (!ci.is_ok()) return ci.status();
+    state_conninfo = std::string(ci->view());
+    auto pg = state::PgStateStore::open({.conninfo = state_conninfo,
+                                         .node_id = ss.node_id,
+                                         .admin_socket = cfg->control_plane.admin_socket,
+                                         .connect_timeout_ms = ss.connect_timeout_ms});
+    if (!pg.is_ok()) return pg.status();
+    cp->state_ = std::move(pg).value();
+    spdlog::info("state store: postgres (node {}, schema version {})", ss.node_id,
+                 state::kStateSchemaVersion);
+  } else {
+    cp->state_ = std::make_unique<state::FileStateStore>();
+  }
+  state::StateStore* shared = cp->state_->shared() ? cp->state_.get() : nullptr;
+
   auto audit = audit::AuditLog::open(cfg->audit_sinks);
   if (!audit.is_ok()) return audit.status();
   cp->audit_ = std::move(audit).value();
@@ -106,6 +127,14 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     }
     po.spill_path = state_dir + "/audit-pg-spill-" + std::to_string(i) + ".jsonl";
     po.table = sink.table;
+    auto pg = audit_pg::AuditPgSink::start(std::move(po));
+    if (!pg.is_ok()) return pg.status();
+    cp->audit_pg_.push_back(std::move(pg).value());
+  }
+  if (shared != nullptr) {
+    // The audit stream of every node, appended to the shared store (spilled during outages).
+    audit_pg::AuditPgOptions po{.conninfo = state_conninfo,
+                                .spill_path = state_dir + "/audit-state-store-spill.jsonl"};
     auto pg = audit_pg::AuditPgSink::start(std::move(po));
     if (!pg.is_ok()) return pg.status();
     cp->audit_pg_.push_back(std::move(pg).value());
@@ -151,6 +180,11 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
       webhook->enqueue(approvals::webhook_body(r));
     };
   }
+  if (shared != nullptr) {
+    ao.replicate = [shared](const approvals::ApprovalRequest& r, bool created) {
+      return shared->put_approval(r.to_json(), created);
+    };
+  }
   auto store_result = approvals::ApprovalStore::open(std::move(ao));
   if (!store_result.is_ok()) return store_result.status();
   cp->approvals_ = std::move(store_result).value();
@@ -173,6 +207,15 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   auto revocations = RevocationStore::open(state_dir);
   if (!revocations.is_ok()) return revocations.status();
   cp->revocations_ = std::move(revocations).value();
+  if (shared != nullptr) {
+    cp->revocations_->set_replica(RevocationReplica{
+        .put = [shared](const Revocation& r) { return shared->put_revocation(r.to_json()); },
+        .remove =
+            [shared](const std::string& name, RevocationKind kind) {
+              return shared->remove_revocation(name, std::string(revocation_kind_name(kind)));
+            }});
+    PGW_RETURN_IF_ERROR(cp->sync_from_state());
+  }
   auto tickets = TicketKey::open(state_dir);
   if (!tickets.is_ok()) return tickets.status();
   cp->tickets_ = std::move(tickets).value();
@@ -200,6 +243,23 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     if (!validator.is_ok()) return std::nullopt;
     return (*validator)->has_key(provider, kid);
   };
+  if (shared != nullptr) {
+    std::string recordings_dir = state_dir + "/recordings";
+    handlers.on_session = [shared, recordings_dir](const std::string& session_id,
+                                                   const std::string& identity,
+                                                   const std::string& target, bool started) {
+      if (!started) {
+        shared->session_ended(session_id);
+        shared->recording_indexed({session_id, shared->node_id(),
+                                   recordings_dir + "/" + session_id + ".jsonl", "closed"});
+        return;
+      }
+      shared->session_started(
+          {session_id, shared->node_id(), identity, target, protocol::now_unix_ms()});
+      shared->recording_indexed(
+          {session_id, shared->node_id(), recordings_dir + "/" + session_id + ".jsonl", "open"});
+    };
+  }
   handlers.rules_dir = std::move(rules_dir);
   cp->server_ = std::make_unique<EscalationServer>(*cp->store_, *cp->audit_, std::move(handlers));
   return cp;
@@ -212,7 +272,78 @@ ControlPlane::~ControlPlane() {
   server_.reset();
 }
 
+Status ControlPlane::sync_from_state() {
+  // Approvals decided within the longest standing grant, and every pending one.
+  int64_t since = protocol::now_unix_ms() - (8 * 3600 + 600) * int64_t{1000};
+  auto list = state_->list_approvals(since);
+  if (!list.is_ok()) return list.status();
+  for (const nlohmann::json& j : *list) {
+    auto r = approvals::ApprovalRequest::from_json(j);
+    if (r.is_ok()) PGW_RETURN_IF_ERROR(approvals_->apply_remote(*r));
+  }
+  auto revs = state_->list_revocations();
+  if (!revs.is_ok()) return revs.status();
+  std::vector<Revocation> entries;
+  for (const nlohmann::json& j : *revs) {
+    auto r = Revocation::from_json(j);
+    if (r.is_ok()) entries.push_back(std::move(*r));
+  }
+  return revocations_->apply_remote(std::move(entries));
+}
+
+void ControlPlane::apply_state_change(const state::StateChange& change) {
+  using Kind = state::StateChange::Kind;
+  int64_t lag = change.sent_ms > 0 ? protocol::now_unix_ms() - change.sent_ms : -1;
+  Status st = Status::ok();
+  if (change.kind == Kind::kApproval) {
+    auto j = state_->get_approval(change.key);
+    if (!j.is_ok()) {
+      st = j.status();
+    } else if (j->has_value()) {
+      auto r = approvals::ApprovalRequest::from_json(**j);
+      st = r.is_ok() ? approvals_->apply_remote(*r) : r.status();
+      if (r.is_ok() && r->terminal()) {
+        spdlog::info("state store: approval {} {} on another node (propagation {} ms)", r->id,
+                     approvals::approval_state_name(r->state), lag);
+      }
+    }
+  } else if (change.kind == Kind::kRevocations || change.kind == Kind::kResync) {
+    if (change.kind == Kind::kResync) spdlog::info("state store: feed back, re-reading state");
+    st = change.kind == Kind::kResync ? sync_from_state() : [&]() -> Status {
+      auto revs = state_->list_revocations();
+      if (!revs.is_ok()) return revs.status();
+      std::vector<Revocation> entries;
+      for (const nlohmann::json& j : *revs) {
+        auto r = Revocation::from_json(j);
+        if (r.is_ok()) entries.push_back(std::move(*r));
+      }
+      return revocations_->apply_remote(std::move(entries));
+    }();
+    if (st.is_ok()) (void)server_->revalidate_sessions("revoked");
+  } else if (change.kind == Kind::kKill) {
+    const nlohmann::json& k = change.kill;
+    auto get = [](const nlohmann::json& j, const char* key) {
+      return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+    };
+    const nlohmann::json sel = k.contains("selector") ? k["selector"] : nlohmann::json::object();
+    SessionSelector selector{.session_id = get(sel, "session_id"),
+                             .subject = get(sel, "identity"),
+                             .key_id = get(sel, "key")};
+    if (!selector.empty()) {
+      auto killed =
+          server_->kill_sessions(selector, get(k, "reason"), get(k, "by"), get(k, "cause"));
+      if (!killed.empty()) {
+        spdlog::info("state store: {} sessions ended on request of node {} (propagation {} ms)",
+                     killed.size(), get(k, "node"), lag);
+      }
+    }
+  }
+  if (!st.is_ok()) spdlog::warn("state store: change not applied: {}", st.message());
+}
+
 Status ControlPlane::start() {
+  PGW_RETURN_IF_ERROR(
+      state_->start([this](const state::StateChange& c) { apply_state_change(c); }));
   PGW_RETURN_IF_ERROR(server_->start());
   retention_thread_ = std::thread([this] { retention_loop(); });
   return Status::ok();
@@ -226,6 +357,7 @@ void ControlPlane::stop() {
   }
   retention_cv_.notify_all();
   if (retention_thread_.joinable()) retention_thread_.join();
+  if (state_) state_->stop();
   if (server_) server_->stop();
   if (recorder_) (void)recorder_->flush();
   for (auto& pg : audit_pg_) (void)pg->flush(std::chrono::seconds(3));

@@ -32,6 +32,7 @@
 #include "controlplane/server/escalation_server.h"
 #include "controlplane/server/identity_authenticator.h"
 #include "controlplane/server/mask_planner.h"
+#include "controlplane/state/state_store.h"
 
 namespace pgwarden::server {
 
@@ -71,6 +72,8 @@ class ControlPlane {
   }
   // nullptr when no $.approvals.webhook_url is configured.
   const approvals::WebhookNotifier* webhook() const { return webhook_.get(); }
+  // The state store ($.control_plane.state_store): the file store or the shared PostgreSQL.
+  state::StateStore& state() { return *state_; }
   // The validator for the current config (admin API: validating reviewers' tokens).
   Result<std::shared_ptr<const identity::TokenValidator>> token_validator();
   // Applies recording retention now (also done periodically). Returns deleted session ids.
@@ -79,8 +82,13 @@ class ControlPlane {
  private:
   ControlPlane() = default;
   void retention_loop();
+  // Applies a change another node made (the state store's listener thread).
+  void apply_state_change(const state::StateChange& change);
+  // Re-reads approvals and revocations from a shared store (at start and after an outage).
+  Status sync_from_state();
 
   std::unique_ptr<config::ConfigStore> store_;
+  std::unique_ptr<state::StateStore> state_;  // outlives everything that writes to it
   std::vector<std::unique_ptr<audit_pg::AuditPgSink>> audit_pg_;  // outlives audit_
   std::unique_ptr<audit::AuditLog> audit_;
   std::shared_ptr<IdentityAuthenticator> identity_;

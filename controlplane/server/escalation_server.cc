@@ -17,6 +17,7 @@
 
 #include "common/protocol/messages.h"
 #include "controlplane/server/identity_authenticator.h"
+#include "controlplane/server/ring_fields.h"
 #include "controlplane/vault/scram_client.h"
 #include "controlplane/vault/secret.h"
 #include "rules/rule_bundle.h"
@@ -872,6 +873,8 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   bump(Counter::k_auth_accepted);
   r.decision = "ok";
   audit_.record(r);
+  if (handlers_.on_session)
+    handlers_.on_session(session->id, auth.identity.subject, target->name, true);
   json answer = resp.to_json();
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
@@ -1052,6 +1055,16 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
   if (const json& f = ev->fields; f.contains("sql") && f["sql"].is_string()) {
     sql = f["sql"].get<std::string>();
   }
+  std::optional<audit::AuditRecord> audited = audit_record_of(s, *ev);
+  return record_ahead(conn, s, recording::RecordFields::from_json(ev->fields), std::move(sql),
+                      std::move(audited), id, ring_seq);
+}
+
+json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
+                                    const std::shared_ptr<Session>& s,
+                                    recording::RecordFields fields, std::string sql,
+                                    std::optional<audit::AuditRecord> audited, uint64_t id,
+                                    uint64_t ring_seq) {
   if (Status st = catch_up_recording(s); !st.is_ok()) return recording_hold(s, id, st, sql);
   if (handlers_.recorder != nullptr && s->policy->recording != policy::RecordingLevel::kOff &&
       !handlers_.recorder->session_open(s->id)) {
@@ -1059,15 +1072,16 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
     return recording_hold(s, id, failed_precondition("the session recording is not open"), sql);
   }
   if (handlers_.recorder == nullptr || s->policy->recording == policy::RecordingLevel::kOff) {
-    if (auto r = audit_record_of(s, *ev)) audit_.record(*r);
+    if (audited) audit_.record(*audited);
     return protocol::make_ok(id);
   }
   // Write-ahead: the answer (and with it the statement) waits until the record is written.
-  std::optional<audit::AuditRecord> audited = audit_record_of(s, *ev);
   std::weak_ptr<Connection> weak = conn;
   recording::AppendOptions opts;
   opts.keep = true;  // never refused for a full queue: the dp waits for this answer
-  opts.on_done = [this, weak, id, ring_seq, s, sql, audited](const Status& st) {
+  // `sql` is for a refusal's audit record (decision_record takes the plain text).
+  opts.on_done = [this, weak, id, ring_seq, s, sql,
+                  audited = std::move(audited)](const Status& st) {
     if (st.is_ok()) {
       if (audited) audit_.record(*audited);
       if (auto c = weak.lock()) reply(c, ring_seq, protocol::make_ok(id));
@@ -1078,7 +1092,7 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
       reply(c, ring_seq, protocol::make_error(id, ec::kRecordingFailed, st));
     }
   };
-  Status st = handlers_.recorder->append(s->id, ev->kind, std::move(ev->fields), std::move(opts));
+  Status st = handlers_.recorder->append(s->id, "statement", std::move(fields), std::move(opts));
   if (!st.is_ok()) return recording_hold(s, id, st, sql);
   return json();  // answered by on_done
 }
@@ -1214,6 +1228,8 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
 
 void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std::string& reason) {
   if (s->ended.exchange(true)) return;
+  if (handlers_.on_session)
+    handlers_.on_session(s->id, s->identity.subject, s->target->name, false);
   if (handlers_.approvals != nullptr) {
     size_t n = handlers_.approvals->abandon_session(s->id);
     if (n > 0) spdlog::info("session {}: {} pending approvals abandoned", s->id, n);
@@ -1253,7 +1269,13 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
     }
     return Status::ok();
   }
-  if (!rec->session_open(s->id)) return Status::ok();
+  return record_event(s, kind, recording::RecordFields::from_json(fields), count_loss);
+}
+
+Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
+                                      recording::RecordFields fields, bool count_loss) {
+  recording::Recorder* rec = handlers_.recorder;
+  if (rec == nullptr || !rec->session_open(s->id)) return Status::ok();
   // A recording-required session's events are never dropped for a full queue: the dp waits
   // for its next statement's record, which comes after them (backpressure, not loss).
   recording::AppendOptions opts;
@@ -1270,18 +1292,24 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
   return st;
 }
 
-std::optional<audit::AuditRecord> EscalationServer::audit_record_of(
-    const std::shared_ptr<Session>& s, const protocol::Event& ev) {
-  if (ev.kind == "rows") return std::nullopt;
+audit::AuditRecord EscalationServer::audit_base(const std::shared_ptr<Session>& s,
+                                                std::string event, std::string session_id) {
   audit::AuditRecord r;
-  r.event = ev.kind;
-  r.session_id = ev.session_id;
+  r.event = std::move(event);
+  r.session_id = std::move(session_id);
   if (s) {
     r.identity = s->identity.subject;
     r.target = s->target->name;
     r.policy = s->policy->name;
     r.policy_version = s->policy->version;
   }
+  return r;
+}
+
+std::optional<audit::AuditRecord> EscalationServer::audit_record_of(
+    const std::shared_ptr<Session>& s, const protocol::Event& ev) {
+  if (ev.kind == "rows") return std::nullopt;
+  audit::AuditRecord r = audit_base(s, ev.kind, ev.session_id);
   const json& f = ev.fields;
   auto take = [&](const char* key, std::string& out) {
     if (f.contains(key) && f[key].is_string()) out = f[key].get<std::string>();
@@ -1611,6 +1639,9 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   bump(Counter::k_sessions_reregistered);
   r.decision = "ok";
   audit_.record(r);
+  if (handlers_.on_session) {
+    handlers_.on_session(session->id, session->identity.subject, session->target->name, true);
+  }
   json answer = {{"policy", {{"name", pol->name}, {"version", pol->version}}},
                  {"recording_required",
                   pol->recording_required && pol->recording != policy::RecordingLevel::kOff}};
@@ -1646,7 +1677,14 @@ void EscalationServer::account_statement(const std::shared_ptr<Session>& s, cons
   usage[protocol::BudgetMeasure::kRows] = u64("rows");
   usage[protocol::BudgetMeasure::kResultBytes] = u64("result_bytes");
   usage[protocol::BudgetMeasure::kMaskedCells] = u64("masked_cells");
-  if (usage.empty()) return;
+  account_usage(s, usage);
+}
+
+void EscalationServer::account_usage(const std::shared_ptr<Session>& s,
+                                     const protocol::BudgetUsage& usage) {
+  if (handlers_.budgets == nullptr || usage.empty()) return;
+  auto cfg = store_.current();
+  if (cfg->budgets.empty()) return;
   int64_t now = protocol::now_unix_ms();
   budgets::BudgetBook::Accounted a =
       handlers_.budgets->account(cfg->budgets, s->identity.subject, s->identity.groups, usage, now);
@@ -1789,6 +1827,7 @@ void EscalationServer::on_ring_record(const std::shared_ptr<Connection>& conn,
     }
     ++ring->expected_seq;
   }
+  if (type != protocol::RecordType::kEventJson) return on_ring_event(conn, r);
   auto fields = protocol::record_to_json(type, r.payload);
   if (!fields.is_ok()) {
     bump(Counter::k_events_bad);
@@ -1798,19 +1837,64 @@ void EscalationServer::on_ring_record(const std::shared_ptr<Connection>& conn,
     }
     return;
   }
-  json& j = *fields;
-  if (type != protocol::RecordType::kEventJson) {
-    std::string sid = protocol::session_hex(r.header.session);
+  handle_event(conn, std::move(*fields));
+}
+
+void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
+                                     const protocol::RecordView& r) {
+  auto type = static_cast<protocol::RecordType>(r.header.type);
+  recording::RecordFields fields;
+  std::string sql;
+  if (Status st = ring_record_fields(type, r.payload, fields, sql); !st.is_ok()) {
+    bump(Counter::k_events_bad);
+    spdlog::warn("dp connection {}: bad ring record: {}", conn->id, st.message());
+    if (type == protocol::RecordType::kStatementRecord) {
+      ring_answer(conn, r.header.seq, protocol::make_error(0, ec::kBadRequest, st));
+    }
+    return;
+  }
+  std::string sid = protocol::session_hex(r.header.session);
+  auto s = find_session(conn, sid);
+  if (!s) {
     // A session re-registered on this connection a moment ago may still be in the socket:
     // read it before deciding that the session is unknown.
-    if (!find_session(conn, sid)) on_readable(conn);
-    j["session_id"] = std::move(sid);
+    on_readable(conn);
+    s = find_session(conn, sid);
   }
-  if (type != protocol::RecordType::kStatementRecord) return handle_event(conn, std::move(j));
-  j.erase("kind");
-  j["kind"] = "statement";
-  json answer = handle_record(conn, std::move(j), 0, r.header.seq);
-  if (!answer.is_null()) ring_answer(conn, r.header.seq, answer);
+  const bool rows = type == protocol::RecordType::kRows;
+  if (s && type == protocol::RecordType::kStatementEnd && handlers_.budgets != nullptr) {
+    if (auto end = protocol::StatementEndFields::decode(r.payload); end.is_ok()) {
+      protocol::BudgetUsage usage;
+      usage[protocol::BudgetMeasure::kStatements] = end->executed ? 1 : 0;
+      usage[protocol::BudgetMeasure::kRows] = end->rows;
+      usage[protocol::BudgetMeasure::kResultBytes] = end->result_bytes;
+      usage[protocol::BudgetMeasure::kMaskedCells] = end->masked_cells;
+      account_usage(s, usage);
+    }
+  }
+  std::optional<audit::AuditRecord> audited;
+  if (!rows) {
+    audited = audit_base(s, "statement", sid);
+    audit_fields(fields, *audited);
+  }
+  if (type == protocol::RecordType::kStatementRecord) {
+    json answer;
+    if (!s) {
+      answer = protocol::make_error(0, ec::kUnknownSession,
+                                    invalid_argument("no authenticated session", "08P01"));
+    } else {
+      answer = record_ahead(conn, s, std::move(fields), std::move(sql), std::move(audited), 0,
+                            r.header.seq);
+    }
+    if (!answer.is_null()) ring_answer(conn, r.header.seq, answer);
+    return;
+  }
+  bump(Counter::k_events_received);
+  if (s) (void)record_event(s, rows ? "rows" : "statement", std::move(fields), /*count_loss=*/true);
+  if (audited) {
+    audit_.record_batched(*audited);
+    audit_unflushed_ = true;
+  }
 }
 
 void EscalationServer::reply(const std::shared_ptr<Connection>& conn, uint64_t ring_seq,

@@ -105,6 +105,12 @@ struct ServerHandlers {
   // reregister is refused (the session ends after a cp restart).
   RevocationStore* revocations = nullptr;
   const TicketKey* tickets = nullptr;
+  // Session registry (controlplane/state): called when a session is admitted (authenticate,
+  // reregister: started = true) and when it ends. Runs on the server's threads; must not
+  // block. Unset: nothing is told.
+  std::function<void(const std::string& session_id, const std::string& identity,
+                     const std::string& target, bool started)>
+      on_session;
   // Whether identity provider `provider` still has signing key `kid` (TokenValidator::
   // has_key on the current validator). Unset: keys are not checked after login.
   std::function<std::optional<bool>(const std::string& provider, const std::string& kid)>
@@ -294,9 +300,23 @@ class EscalationServer {
   // `ring_seq` != 0: the record came on the event ring and is answered there (reply()).
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
                                uint64_t id, uint64_t ring_seq = 0);
+  // The write-ahead part of handle_record for session `session` (not null): `fields` are the
+  // statement record's fields, `sql` its SQL (for holds and refusals), `audited` its audit
+  // record (written once the record is).
+  protocol::json record_ahead(const std::shared_ptr<Connection>& conn,
+                              const std::shared_ptr<Session>& session,
+                              recording::RecordFields fields, std::string sql,
+                              std::optional<audit::AuditRecord> audited, uint64_t id,
+                              uint64_t ring_seq);
+  // A typed ring record (statement decision or write-ahead record, completion, rows): recorded
+  // and audited from its pre-serialised fields, no JSON tree.
+  void on_ring_event(const std::shared_ptr<Connection>& conn, const protocol::RecordView& r);
   // The audit record of a dp event; none for `rows` (result rows never reach the audit log).
   std::optional<audit::AuditRecord> audit_record_of(const std::shared_ptr<Session>& session,
                                                     const protocol::Event& event);
+  // The audit record's session part (event, session id, identity, target, policy).
+  audit::AuditRecord audit_base(const std::shared_ptr<Session>& session, std::string event,
+                                std::string session_id);
   // A session marked behind: records its recording_gap. Ok when not behind (or no recorder).
   Status catch_up_recording(const std::shared_ptr<Session>& session);
   // A record the Recorder could not write (the statement is not run): counted and audited as
@@ -316,12 +336,17 @@ class EscalationServer {
   // a refused record request is not lost: its statement does not run).
   Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
                       protocol::json fields, bool count_loss);
+  // The same for events other than session_start, with their fields serialised.
+  Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
+                      recording::RecordFields fields, bool count_loss);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
   // The budgets of an identity as the dp gets them (authenticate / reregister answers, events).
   protocol::json budget_states(const AuthenticatedIdentity& identity) const;
   // A completed statement (statement event, phase end): its usage goes to the identity's
   // budgets; a budget it exhausts is audited (budget_exhausted) and pushed to the sessions.
   void account_statement(const std::shared_ptr<Session>& session, const protocol::json& fields);
+  // The same for a completion record read from the event ring (or any usage).
+  void account_usage(const std::shared_ptr<Session>& session, const protocol::BudgetUsage& usage);
 
   config::ConfigStore& store_;
   audit::AuditLog& audit_;

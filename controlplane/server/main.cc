@@ -116,7 +116,8 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
   };
   b.live_sessions = [&plane] { return plane.escalation_server().live_sessions(); };
   b.kill_sessions = [&plane](const nlohmann::json& selector, const std::string& reason,
-                             const std::string& by, const std::string& cause) {
+                             const std::string& by,
+                             const std::string& cause) -> Result<std::vector<std::string>> {
     server::SessionSelector sel;
     auto get = [&](const char* key) {
       return selector.contains(key) && selector[key].is_string() ? selector[key].get<std::string>()
@@ -125,7 +126,19 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
     sel.session_id = get("session_id");
     sel.subject = get("identity");
     sel.key_id = get("key");
-    return plane.escalation_server().kill_sessions(sel, reason, by, cause);
+    std::vector<std::string> killed =
+        plane.escalation_server().kill_sessions(sel, reason, by, cause);
+    state::StateStore& shared = plane.state();
+    if (!shared.shared() || (!sel.session_id.empty() && !killed.empty())) return killed;
+    // Sessions of other nodes: asked through the store (their cp ends them within a second).
+    if (!sel.session_id.empty()) {
+      auto where = shared.find_session(sel.session_id);
+      if (!where.is_ok()) return where.status();
+      if (!where->has_value()) return killed;
+    }
+    PGW_RETURN_IF_ERROR(shared.publish_kill(selector, reason, by, cause));
+    if (!sel.session_id.empty()) killed.push_back(sel.session_id);
+    return killed;
   };
   b.dataplanes = [&plane] {
     return plane.escalation_server().dataplanes().to_json(protocol::now_unix_ms());

@@ -46,6 +46,22 @@ json Revocation::to_json() const {
               {"by", by},     {"created_ms", created_ms},           {"until_ms", until_ms}};
 }
 
+Result<Revocation> Revocation::from_json(const json& e) {
+  if (!e.is_object() || !e.contains("name") || !e["name"].is_string()) {
+    return invalid_argument("an entry without a name");
+  }
+  Revocation r;
+  r.name = e["name"].get<std::string>();
+  auto kind = parse_revocation_kind(e.value("kind", std::string("any")));
+  if (!kind) return invalid_argument("unknown kind for " + r.name);
+  r.kind = *kind;
+  r.reason = e.value("reason", std::string());
+  r.by = e.value("by", std::string());
+  r.created_ms = e.value("created_ms", int64_t{0});
+  r.until_ms = e.value("until_ms", int64_t{0});
+  return r;
+}
+
 Result<std::unique_ptr<RevocationStore>> RevocationStore::open(const std::string& state_dir) {
   std::unique_ptr<RevocationStore> store(new RevocationStore(state_dir + "/revocations.json"));
   std::ifstream in(store->path_, std::ios::binary);
@@ -61,19 +77,9 @@ Result<std::unique_ptr<RevocationStore>> RevocationStore::open(const std::string
     return invalid_argument(store->path_ + " is not a revocation file (fix or remove it)");
   }
   for (const json& e : doc["revocations"]) {
-    if (!e.is_object() || !e.contains("name") || !e["name"].is_string()) {
-      return invalid_argument(store->path_ + ": an entry without a name");
-    }
-    Revocation r;
-    r.name = e["name"].get<std::string>();
-    auto kind = parse_revocation_kind(e.value("kind", std::string("any")));
-    if (!kind) return invalid_argument(store->path_ + ": unknown kind for " + r.name);
-    r.kind = *kind;
-    r.reason = e.value("reason", std::string());
-    r.by = e.value("by", std::string());
-    r.created_ms = e.value("created_ms", int64_t{0});
-    r.until_ms = e.value("until_ms", int64_t{0});
-    store->entries_.push_back(std::move(r));
+    auto r = Revocation::from_json(e);
+    if (!r.is_ok()) return invalid_argument(store->path_ + ": " + r.status().message());
+    store->entries_.push_back(std::move(*r));
   }
   return store;
 }
@@ -99,6 +105,7 @@ Status RevocationStore::revoke(Revocation r) {
       std::remove_if(next.begin(), next.end(),
                      [&](const Revocation& e) { return e.name == r.name && e.kind == r.kind; }),
       next.end());
+  if (replica_.put) PGW_RETURN_IF_ERROR(replica_.put(r));
   next.push_back(std::move(r));
   PGW_RETURN_IF_ERROR(persist(next));
   entries_ = std::move(next);
@@ -115,9 +122,17 @@ Result<std::vector<Revocation>> RevocationStore::unrevoke(const std::string& nam
     (hit ? removed : next).push_back(e);
   }
   if (removed.empty()) return not_found("no revocation for " + name);
+  if (replica_.remove) PGW_RETURN_IF_ERROR(replica_.remove(name, kind));
   PGW_RETURN_IF_ERROR(persist(next));
   entries_ = std::move(next);
   return removed;
+}
+
+Status RevocationStore::apply_remote(std::vector<Revocation> entries) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PGW_RETURN_IF_ERROR(persist(entries));
+  entries_ = std::move(entries);
+  return Status::ok();
 }
 
 std::vector<Revocation> RevocationStore::list(int64_t now_ms, bool all) const {

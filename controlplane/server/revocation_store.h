@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -36,6 +37,15 @@ struct Revocation {
   bool active(int64_t now_ms) const { return until_ms == 0 || now_ms < until_ms; }
   bool matches(std::string_view subject, std::string_view key_id) const;
   nlohmann::json to_json() const;
+  // invalid_argument for an entry without a name or with an unknown kind.
+  static Result<Revocation> from_json(const nlohmann::json& j);
+};
+
+// Where revocations are shared with other gateway nodes (controlplane/state): each change is
+// written there before the local file; an error refuses the change.
+struct RevocationReplica {
+  std::function<Status(const Revocation& entry)> put;
+  std::function<Status(const std::string& name, RevocationKind kind)> remove;
 };
 
 class RevocationStore {
@@ -55,6 +65,12 @@ class RevocationStore {
                                  int64_t now_ms) const;
   const std::string& path() const { return path_; }
 
+  // REQUIRES: called before any other thread uses the store.
+  void set_replica(RevocationReplica replica) { replica_ = std::move(replica); }
+  // The whole set as the shared store has it (another node changed it): replaces the entries
+  // and persists them locally.
+  Status apply_remote(std::vector<Revocation> entries);
+
  private:
   explicit RevocationStore(std::string path) : path_(std::move(path)) {}
   Status persist(const std::vector<Revocation>& entries) const;
@@ -62,6 +78,7 @@ class RevocationStore {
   std::string path_;
   mutable std::mutex mu_;
   std::vector<Revocation> entries_;
+  RevocationReplica replica_;
 };
 
 }  // namespace pgwarden::server

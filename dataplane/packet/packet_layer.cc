@@ -526,6 +526,11 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
     }
     if (c.inbox != nullptr) flush_steered(c);
   }
+  // Batch TX per poll round: what this round's bursts produced leaves now, in one burst per
+  // port. Waiting for the drain timer instead would add up to drain_us to every frame of
+  // request/response traffic, which never fills a TX buffer (a transaction crosses the layer
+  // twice). The timer below still flushes frames buffered outside a round with frames.
+  if (any) flush(c);
   uint64_t now = rte_rdtsc();
   if (now - c.last_drain_tsc >= drain_tsc_) {
     flush(c);
@@ -876,6 +881,10 @@ Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig
 }
 
 unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
+
+unsigned PacketLayer::software_owner(const FlowKey& key) const {
+  return steer_worker(key, worker_count());
+}
 
 bool PacketLayer::poll_once(unsigned worker) { return impl_->poll(*impl_->workers_[worker]); }
 void PacketLayer::flush(unsigned worker) { impl_->flush(*impl_->workers_[worker]); }

@@ -144,6 +144,10 @@ class PacketLayer {
   void flush(unsigned worker);  // send everything buffered for TX now
 
   unsigned worker_count() const;
+  // With software steering (PacketLayerStats::spread == kSoftware): the worker that owns the
+  // flow with canonical key `key`, i.e. the one both of its directions are handed to. For
+  // benchmarks that replay each flow from its owner's core, as a NIC would put it there.
+  unsigned software_owner(const FlowKey& key) const;
   PacketLayerStats stats() const;
 
   // Makes `rules` the current rule generation (see the file comment) and returns its number.

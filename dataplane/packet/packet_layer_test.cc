@@ -18,6 +18,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "common/source_root.h"
 #include "dataplane/packet/eal_for_tests.h"
@@ -211,6 +212,30 @@ TEST_F(PacketLayerTest, AllowedSessionIsForwardedUnchanged) {
   EXPECT_EQ(counter("flows_created"), 1u);
   EXPECT_EQ(counter("prescreen_messages"), 2u);
   EXPECT_EQ(layer_->stats().lcores.at(0).flows_active, 1u);
+}
+
+TEST_F(PacketLayerTest, FramesLeaveAtTheEndOfTheirPollRoundWithoutWaitingForTheDrainTimer) {
+  config_.drain_us = 60'000'000;  // a drain timer that never fires during the test
+  start();
+  layer_->poll_once(0);  // the first round runs the drain tick; it is not due again for 60 s
+  // One request/response pair, polled without flush(): each frame must be on the wire when
+  // the round that received it returns (a TX buffer of 32 never fills with two frames).
+  for (const auto& [in, out, frame] :
+       {std::tuple{&agent_, &db_, tcp(kAgent, 40000, kDb, 5432, 1000, 0, kTcpSyn)},
+        std::tuple{&db_, &agent_, tcp(kDb, 5432, kAgent, 40000, 5000, 1001, kTcpSyn | kTcpAck)}}) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    ASSERT_NE(m, nullptr);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(frame.size())), frame.data(),
+                frame.size());
+    ASSERT_EQ(rte_ring_enqueue(in->rx, m), 0);
+    EXPECT_TRUE(layer_->poll_once(0));
+    auto got = sent(*out);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0], frame);
+  }
+  EXPECT_FALSE(layer_->poll_once(0));  // nothing left behind
+  EXPECT_TRUE(sent(agent_).empty());
+  EXPECT_TRUE(sent(db_).empty());
 }
 
 TEST_F(PacketLayerTest, DeniedStatementIsDroppedAndBothEndsAreReset) {

@@ -34,6 +34,35 @@ std::string_view verdict_name(Verdict v) {
   return "unknown";
 }
 
+ReassemblyMemory::ReassemblyMemory(size_t cap) : cap_(cap) {
+  size_t cache = std::min(kRingBlockCacheBytes, cap / 8);
+  for (size_t i = 0; i < std::size(kRingBlockSizes); ++i) {
+    // Half of the cache per size; reserved now so that recycling never reallocates.
+    max_cached_[i] = cache / 2 / kRingBlockSizes[i];
+    free_[i].reserve(max_cached_[i]);
+  }
+}
+
+std::unique_ptr<uint8_t[]> ReassemblyMemory::take_block(uint32_t size) {
+  for (size_t i = 0; i < std::size(kRingBlockSizes); ++i) {
+    if (size == kRingBlockSizes[i] && !free_[i].empty()) {
+      std::unique_ptr<uint8_t[]> b = std::move(free_[i].back());
+      free_[i].pop_back();
+      return b;
+    }
+  }
+  return std::make_unique_for_overwrite<uint8_t[]>(size);
+}
+
+void ReassemblyMemory::give_block(std::unique_ptr<uint8_t[]> block, uint32_t size) {
+  for (size_t i = 0; i < std::size(kRingBlockSizes); ++i) {
+    if (size == kRingBlockSizes[i] && free_[i].size() < max_cached_[i]) {
+      free_[i].push_back(std::move(block));
+      return;
+    }
+  }
+}
+
 TcpReassembler::TcpReassembler(const ReassemblyConfig* config, ReassemblyMemory* memory,
                                PacketCounters* counters)
     : config_(config), memory_(memory), counters_(counters) {}
@@ -55,7 +84,7 @@ size_t TcpReassembler::out_of_order_bytes() const {
 void TcpReassembler::free_buffer() {
   if (cap_ == 0) return;
   memory_->release(cap_);
-  ring_.reset();
+  memory_->give_block(std::move(ring_), cap_);
   cap_ = 0;
 }
 
@@ -68,7 +97,7 @@ bool TcpReassembler::ensure_capacity(uint32_t needed) {
     counters_->reassembly_memcap_global_drops.inc();
     return false;
   }
-  auto ring = std::make_unique_for_overwrite<uint8_t[]>(new_cap);
+  std::unique_ptr<uint8_t[]> ring = memory_->take_block(new_cap);
   TcpSeq high = islands_.empty() ? next_ : islands_.back().end;
   // Re-home every retained byte: its position is its sequence number modulo the capacity.
   for (TcpSeq p = acked_; p < high;) {
@@ -77,6 +106,7 @@ bool TcpReassembler::ensure_capacity(uint32_t needed) {
     write_ring(ring.get(), new_cap, p, ring_.get() + pos, chunk);
     p += chunk;
   }
+  if (ring_) memory_->give_block(std::move(ring_), cap_);
   ring_ = std::move(ring);
   cap_ = new_cap;
   return true;
@@ -182,6 +212,21 @@ SegmentOutcome TcpReassembler::on_segment(TcpSeq seq, std::span<const uint8_t> p
     if (distance(acked_, end) > config_->per_flow_cap) {
       counters_->reassembly_memcap_flow_drops.inc();
       return SegmentOutcome::kDropCap;
+    }
+    if (start == next_ && islands_.empty()) {
+      // In order with nothing held: inspect the segment in place (no island, no read back
+      // from the ring) and keep the copy that later retransmissions are compared with.
+      if (!ensure_capacity(distance(acked_, end))) return SegmentOutcome::kDropCap;
+      if (fin) fin_ = end;
+      next_ = end;
+      counters_->reassembly_bytes_delivered.inc(payload.size());
+      if (consumer.on_client_bytes(payload) != Verdict::kAllow) {
+        closed_ = true;
+        return SegmentOutcome::kDeny;
+      }
+      ring_write(start, payload.data(), static_cast<uint32_t>(payload.size()));
+      return_ring_if_done();
+      return SegmentOutcome::kForward;
     }
     if (!stored_bytes_match(start, payload)) {
       counters_->reassembly_overlap_conflicts.inc();

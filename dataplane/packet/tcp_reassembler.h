@@ -42,10 +42,23 @@ struct ReassemblyConfig {
 };
 
 // The per-lcore byte budget of all reassembly buffers ("global" memcap, split per lcore so
-// that no lcore shares a counter with another).
+// that no lcore shares a counter with another), and the lcore's pool of ring blocks.
+//
+// Pool: rings of the two sizes nearly every flow uses (kRingBlockSizes: a ring starts at
+// 2 KiB, and an emptied ring of up to 4 KiB is kept between requests) are recycled through a
+// free list instead of the heap, so opening and closing a flow costs no malloc/free. Blocks
+// on the free list are not charged to the budget (they belong to no flow); the list itself is
+// capped at kRingBlockCacheBytes or an eighth of the budget, whichever is smaller. Larger
+// rings come from the heap.
 class ReassemblyMemory {
  public:
-  explicit ReassemblyMemory(size_t cap) : cap_(cap) {}
+  static constexpr uint32_t kRingBlockSizes[] = {2048, 4096};
+  static constexpr size_t kRingBlockCacheBytes = 16u << 20;
+
+  explicit ReassemblyMemory(size_t cap);
+  ReassemblyMemory(const ReassemblyMemory&) = delete;
+  ReassemblyMemory& operator=(const ReassemblyMemory&) = delete;
+
   bool reserve(size_t n) {
     if (n > cap_ - used_) return false;
     used_ += n;
@@ -55,9 +68,19 @@ class ReassemblyMemory {
   size_t used() const { return used_; }
   size_t cap() const { return cap_; }
 
+  // A ring block of `size` bytes (uninitialised), from the free list when it has one. Does
+  // not charge the budget (reserve() does).
+  std::unique_ptr<uint8_t[]> take_block(uint32_t size);
+  // Returns a block taken with take_block(size): kept on the free list, or freed when the
+  // list is full or the size is not pooled.
+  void give_block(std::unique_ptr<uint8_t[]> block, uint32_t size);
+  size_t cached_blocks() const { return free_[0].size() + free_[1].size(); }
+
  private:
   size_t cap_;
   size_t used_ = 0;
+  size_t max_cached_[2] = {};
+  std::vector<std::unique_ptr<uint8_t[]>> free_[2];  // per kRingBlockSizes entry
 };
 
 enum class SegmentOutcome : uint8_t {

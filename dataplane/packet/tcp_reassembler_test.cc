@@ -57,6 +57,57 @@ TEST_F(TcpReassemblerTest, InOrderSegmentsAreDeliveredAndForwarded) {
   EXPECT_EQ(counters_.reassembly_bytes_delivered.get(), 11u);
 }
 
+TEST_F(TcpReassemblerTest, InOrderSegmentIsInspectedInPlaceAndKeptForRetransmissions) {
+  TcpReassembler r(&config_, &memory_, &counters_);
+  r.start(isn_);
+  // 3,000 bytes after 1,500: the second segment wraps the 4 KiB ring, yet the consumer sees
+  // each in-order segment in one call (inspected where it lies, not read back from the ring).
+  std::string a(1500, 'a'), b(3000, 'b');
+  EXPECT_EQ(seg(r, 0, a), SegmentOutcome::kForward);
+  r.on_peer_ack(isn_ + 1 + 1500);
+  EXPECT_EQ(seg(r, 1500, b), SegmentOutcome::kForward);
+  EXPECT_EQ(consumer_.calls, 2);
+  EXPECT_EQ(consumer_.stream, a + b);
+  // The copy kept for the unacknowledged bytes is what a retransmission is compared with.
+  EXPECT_EQ(seg(r, 1500, b), SegmentOutcome::kForward);
+  std::string changed = b;
+  changed[2900] = 'X';
+  EXPECT_EQ(seg(r, 1500, changed), SegmentOutcome::kConflict);
+  EXPECT_EQ(consumer_.stream, a + b);
+}
+
+TEST(ReassemblyMemoryTest, RingBlocksAreRecycledUpToTheCacheCap) {
+  // Budget 64 KiB: the free list keeps 8 KiB, half per size: two 2 KiB and one 4 KiB block.
+  ReassemblyMemory memory(64 * 1024);
+  std::unique_ptr<uint8_t[]> b[3];
+  for (auto& x : b) x = memory.take_block(2048);
+  uint8_t* last = b[2].get();
+  for (auto& x : b) memory.give_block(std::move(x), 2048);
+  EXPECT_EQ(memory.cached_blocks(), 2u);             // the third went back to the heap
+  memory.give_block(memory.take_block(8192), 8192);  // not a pooled size
+  EXPECT_EQ(memory.cached_blocks(), 2u);
+  std::unique_ptr<uint8_t[]> again = memory.take_block(2048);
+  EXPECT_NE(again.get(), last);  // the last block given back was freed, not cached
+  EXPECT_EQ(memory.cached_blocks(), 1u);
+  EXPECT_EQ(memory.used(), 0u);  // cached blocks are not charged to the budget
+}
+
+TEST_F(TcpReassemblerTest, ClosedFlowRingIsReusedByTheNextFlow) {
+  {
+    TcpReassembler r(&config_, &memory_, &counters_);
+    r.start(isn_);
+    EXPECT_EQ(seg(r, 0, "SELECT 1"), SegmentOutcome::kForward);
+    EXPECT_EQ(memory_.cached_blocks(), 0u);
+  }
+  EXPECT_EQ(memory_.cached_blocks(), 1u);
+  EXPECT_EQ(memory_.used(), 0u);
+  TcpReassembler next(&config_, &memory_, &counters_);
+  next.start(isn_);
+  EXPECT_EQ(seg(next, 0, "SELECT 2"), SegmentOutcome::kForward);
+  EXPECT_EQ(memory_.cached_blocks(), 0u);
+  EXPECT_EQ(memory_.used(), 2048u);
+}
+
 TEST_F(TcpReassemblerTest, OutOfOrderSegmentIsHeldThenDeliveredWhenGapFills) {
   TcpReassembler r(&config_, &memory_, &counters_);
   r.start(isn_);

@@ -1,6 +1,7 @@
 #include "dataplane/packet/wire_prescreen.h"
 
 #include <algorithm>
+#include <new>
 
 #include "dataplane/packet/tcp_reassembler.h"
 #include "dataplane/pgwire/framer.h"
@@ -52,6 +53,18 @@ class WirePrescreenStream : public StreamConsumer {
   WirePrescreenStream(WirePrescreen* sink, const FlowKey& key)
       : sink_(sink), key_(key), framer_(pgwire::Direction::kFrontend) {}
   ~WirePrescreenStream() override { release_buffer(true); }
+
+  // The flow drops its stream through StreamConsumer's virtual destructor; this destroying
+  // delete hands the memory back to the sink's free list instead of the heap.
+  void operator delete(WirePrescreenStream* p, std::destroying_delete_t) {
+    WirePrescreen* sink = p->sink_;
+    p->~WirePrescreenStream();
+    if (sink->free_streams_.size() < WirePrescreen::kStreamCache) {
+      sink->free_streams_.push_back(p);
+    } else {
+      ::operator delete(p);
+    }
+  }
 
   Verdict on_client_bytes(std::span<const uint8_t> bytes) override {
     size_t i = 0;
@@ -278,10 +291,13 @@ Result<std::unique_ptr<WirePrescreen>> WirePrescreen::create(
   p->counters_ = counters;
   p->memory_ = memory;
   p->options_ = options;
+  p->free_streams_.reserve(kStreamCache);
   return p;
 }
 
-WirePrescreen::~WirePrescreen() = default;
+WirePrescreen::~WirePrescreen() {
+  for (void* p : free_streams_) ::operator delete(p);
+}
 
 void WirePrescreen::set_rules(std::shared_ptr<const rules::CompiledRuleSet> rules) {
   rules_ = std::move(rules);
@@ -291,7 +307,14 @@ void WirePrescreen::set_rules(std::shared_ptr<const rules::CompiledRuleSet> rule
 }
 
 std::unique_ptr<StreamConsumer> WirePrescreen::open_stream(const FlowKey& key) {
-  return std::make_unique<WirePrescreenStream>(this, key);
+  void* memory;
+  if (!free_streams_.empty()) {
+    memory = free_streams_.back();
+    free_streams_.pop_back();
+  } else {
+    memory = ::operator new(sizeof(WirePrescreenStream));
+  }
+  return std::unique_ptr<StreamConsumer>(new (memory) WirePrescreenStream(this, key));
 }
 
 }  // namespace pgwarden::packet

@@ -78,6 +78,9 @@ class WirePrescreen : public StreamSink {
       ReassemblyMemory* memory = nullptr, WirePrescreenOptions options = {});
   ~WirePrescreen() override;
 
+  // Streams are recycled through this sink's free list (no heap call per flow once warm):
+  // a stream's memory goes back to the sink that opened it when the flow drops it.
+  // REQUIRES: the sink outlives every stream it opened.
   std::unique_ptr<StreamConsumer> open_stream(const FlowKey& key) override;
   // Screens every later statement of every stream (open ones included) with `rules`, and
   // sizes this thread's Hyperscan scratch for it now rather than at the next statement.
@@ -97,6 +100,9 @@ class WirePrescreen : public StreamSink {
   WirePrescreenOptions options_;
   Observer observer_;
   rules::LexedSql lexed_;  // reused per statement
+  // Memory of closed streams, reused by open_stream() (at most kStreamCache entries).
+  static constexpr size_t kStreamCache = 4096;
+  std::vector<void*> free_streams_;
 };
 
 }  // namespace pgwarden::packet

@@ -214,6 +214,20 @@ TEST_F(WirePrescreenTest, StatementBufferIsChargedToTheLcoreBudgetAndReturned) {
   EXPECT_EQ(memory.used(), 0u);
 }
 
+TEST_F(WirePrescreenTest, ClosedStreamMemoryIsReusedAndTheNextStreamStartsFresh) {
+  std::string s = startup_message() + query("SELECT " + std::string(300, '1'));
+  EXPECT_EQ(stream_->on_client_bytes(bytes_of(s).first(s.size() - 10)), Verdict::kAllow);
+  const StreamConsumer* closed = stream_.get();
+  stream_.reset();  // mid-statement: its buffer goes with it
+  std::unique_ptr<StreamConsumer> next = sink_->open_stream(FlowKey{});
+  EXPECT_EQ(next.get(), closed);  // from the sink's free list, not the heap
+  // Fresh state: the startup phase again, nothing of the old partial statement.
+  std::string t = startup_message() + query("SELECT 2");
+  EXPECT_EQ(next->on_client_bytes(bytes_of(t)), Verdict::kAllow);
+  EXPECT_EQ(records_.back().sql, "SELECT 2");
+  EXPECT_EQ(next->on_client_bytes(bytes_of(query("DROP DATABASE demo"))), Verdict::kDeny);
+}
+
 TEST_F(WirePrescreenTest, QueryWithoutTerminatorIsDenied) {
   std::string s = startup_message() + message('Q', "SELECT 1");
   EXPECT_EQ(stream_->on_client_bytes(bytes_of(s)), Verdict::kDeny);

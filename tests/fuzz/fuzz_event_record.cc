@@ -1,16 +1,19 @@
 // Fuzzes the cp side of the event ring with a hostile producer: arbitrary bytes as a record
-// payload of every type (record_to_json), and arbitrary bytes as the ring's data with an
-// arbitrary published tail (SpscRing::peek must refuse, never read outside the ring).
+// payload of every type (record_to_json, and ring_record_fields, cp's tree-less path), and
+// arbitrary bytes as the ring's data with an arbitrary published tail (SpscRing::peek must refuse,
+// never read outside the ring).
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "common/protocol/event_record.h"
 #include "common/protocol/event_ring.h"
+#include "controlplane/server/ring_fields.h"
 
 namespace {
 
@@ -26,6 +29,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // 1. The payload decoders.
   auto type = static_cast<RecordType>(static_cast<uint8_t>(in[0]) % 7);
   (void)record_to_json(type, in.substr(1));
+  pgwarden::recording::RecordFields fields;
+  std::string sql;
+  (void)pgwarden::server::ring_record_fields(type, in.substr(1), fields, sql);
 
   // 2. The ring consumer over producer-controlled memory.
   static RingRegion* producer = [] {

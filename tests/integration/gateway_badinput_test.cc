@@ -178,7 +178,10 @@ TEST_F(GatewayBadInputTest, FiveHundredConcurrentConnectionsOpenAndClose) {
       if (PQstatus(c) == CONNECTION_OK) {
         PGresult* r = PQexec(c, "select 1");
         if (PQresultStatus(r) == PGRES_TUPLES_OK) ++ok;
+        else ADD_FAILURE() << "select 1: " << PQerrorMessage(c);
         PQclear(r);
+      } else {
+        ADD_FAILURE() << "login: " << PQerrorMessage(c);
       }
       PQfinish(c);
     });

@@ -87,6 +87,13 @@ Status GatewayHarness::write_config() {
     }
     control_plane["admin_principals"] = std::move(principals);
   }
+  if (!options_.state_store_conninfo.empty()) {
+    const std::string dsn_file = dir_ + "/state-store.dsn";
+    { std::ofstream(dsn_file) << options_.state_store_conninfo << "\n"; }
+    chmod(dsn_file.c_str(), 0600);
+    control_plane["state_store"] = {
+        {"kind", "postgres"}, {"dsn_file", dsn_file}, {"node_id", options_.node_id}};
+  }
   json listener = {{"address", "127.0.0.1"},
                    {"port", dp_port_},
                    {"tls", {{"cert_file", dir_ + "/dp.crt"}, {"key_file", dir_ + "/dp.key"}}},
@@ -99,7 +106,7 @@ Status GatewayHarness::write_config() {
   json upstream_tls = {{"mode", options_.upstream_tls_mode}};
   if (options_.upstream_tls_mode == "verify-full") {
     upstream_tls["ca_file"] =
-        options_.upstream_ca_file.empty() ? pg_.get("PGW_CA_FILE") : options_.upstream_ca_file;
+        options_.upstream_ca_file.empty() ? target_->get("PGW_CA_FILE") : options_.upstream_ca_file;
   }
   json identity = {{"service_keys", service_keys}};
   if (!options_.identity_providers_json.empty()) {
@@ -111,10 +118,10 @@ Status GatewayHarness::write_config() {
                  {"targets",
                   {{{"name", "demo"},
                     {"host", "127.0.0.1"},
-                    {"port", options_.target_port != 0 ? options_.target_port : pg_.port()},
+                    {"port", options_.target_port != 0 ? options_.target_port : target_->port()},
                     {"database", "demo"},
                     {"role", "app_scram"},
-                    {"credential", {{"file", pg_.get("PGW_SECRETS_DIR") + "/app_scram"}}},
+                    {"credential", {{"file", target_->get("PGW_SECRETS_DIR") + "/app_scram"}}},
                     {"tls", upstream_tls}}}},
                  {"policies", {policy}},
                  {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
@@ -169,7 +176,12 @@ Status GatewayHarness::start(const GatewayOptions& options) {
   }
   PgSandboxOptions pg_options;
   pg_options.tls = options.upstream_tls_mode != "disable";
-  PGW_RETURN_IF_ERROR(pg_.start(pg_options));
+  if (options.target != nullptr) {
+    target_ = options.target;
+  } else {
+    target_ = &pg_;
+    PGW_RETURN_IF_ERROR(pg_.start(pg_options));
+  }
   char tmpl[] = "/tmp/pgw-gateway.XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return internal_error("mkdtemp failed");
   dir_ = tmpl;

@@ -93,6 +93,13 @@ struct GatewayOptions {
   bool metrics = false;
   // $.budgets (a JSON array, docs/budgets.md); "" = none.
   std::string budgets_json;
+  // Several gateway nodes (docs/scale-out.md): when `state_store_conninfo` is not empty, cp
+  // gets $.control_plane.state_store {"kind": "postgres", "dsn_file", "node_id"} (the conninfo
+  // in a 0600 file in the test dir). `target` (not owned, must outlive the harness): the
+  // target database is that sandbox (another node's pg()) instead of one of its own.
+  std::string state_store_conninfo;
+  std::string node_id = "node-a";
+  PgSandbox* target = nullptr;
 };
 
 class GatewayHarness {
@@ -127,7 +134,8 @@ class GatewayHarness {
   // The /metrics ports (GatewayOptions::metrics); 0 when off.
   int cp_metrics_port() const { return cp_metrics_port_; }
   int dp_metrics_port() const { return dp_metrics_port_; }
-  PgSandbox& pg() { return pg_; }
+  // The target database: the harness's own sandbox or GatewayOptions::target.
+  PgSandbox& pg() { return *target_; }
   const std::string& dir() const { return dir_; }
   std::string state_dir() const { return dir_ + "/state"; }
 
@@ -177,6 +185,7 @@ class GatewayHarness {
 
   GatewayOptions options_;
   PgSandbox pg_;
+  PgSandbox* target_ = &pg_;
   std::string dir_;
   std::string token_;
   std::vector<ServiceKey> service_keys_;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include "common/source_root.h"
@@ -98,6 +99,30 @@ std::string PgSandbox::conninfo(const std::string& role) const {
   if (role == "app_clear") key = "PGW_CLEAR_PASSWORD";
   if (!key.empty()) out += " password=" + get(key);
   return out;
+}
+
+namespace {
+const char* pg_bin() {
+  const char* b = std::getenv("PGBIN");
+  return b != nullptr ? b : "/usr/lib/postgresql/15/bin";
+}
+}  // namespace
+
+Status PgSandbox::stop_immediate() {
+  if (env_.empty()) return failed_precondition("sandbox not started");
+  return run_command("runuser -u postgres -- " + std::string(pg_bin()) + "/pg_ctl -D " +
+                     shell_quote(get("PGW_SANDBOX_DIR") + "/data") +
+                     " -m immediate -w -t 20 stop 2>&1")
+      .status();
+}
+
+Status PgSandbox::restart() {
+  if (env_.empty()) return failed_precondition("sandbox not started");
+  const std::string dir = get("PGW_SANDBOX_DIR");
+  return run_command("runuser -u postgres -- " + std::string(pg_bin()) + "/pg_ctl -D " +
+                     shell_quote(dir + "/data") + " -l " + shell_quote(dir + "/server.log") +
+                     " -o " + shell_quote("-p " + get("PGPORT")) + " -w -t 30 start 2>&1")
+      .status();
 }
 
 std::string PgSandbox::server_log() const {

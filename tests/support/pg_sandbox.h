@@ -35,6 +35,12 @@ class PgSandbox {
   int port() const { return std::stoi(get("PGPORT")); }
   // libpq connection string for `role` (one of the sandbox roles) on database demo.
   std::string conninfo(const std::string& role = "app_scram") const;
+  // Stops the server at once (pg_ctl stop -m immediate: a crash as clients see it) and starts
+  // it again on the same port and data directory (crash recovery runs). Fault tests of a
+  // PostgreSQL the gateway depends on (the shared state store).
+  Status stop_immediate();
+  Status restart();
+
   // Server log (log_statement=all): lets tests prove a statement never reached PostgreSQL.
   std::string server_log() const;
 
