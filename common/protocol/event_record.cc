@@ -82,8 +82,9 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-constexpr std::string_view kSourceNames[] = {"prescreen", "cache",     "cp",      "cp_error",
-                                             "approval",  "recording", "execute", "function_call"};
+constexpr std::string_view kSourceNames[] = {"prescreen", "cache",         "cp",
+                                             "cp_error",  "approval",      "recording",
+                                             "execute",   "function_call", "budget"};
 
 // put_fields() into a JSON object.
 struct JsonFields {
@@ -194,6 +195,7 @@ json StatementFields::to_json() const {
 // statement end
 //   u8 verdict, u8 executed, i64 ts_ms, i64 duration_ms, u64 rows, i32 rows_recorded,
 //   bytes sql, bytes rule, bytes approval_id, bytes sqlstate, bytes error
+//   layout 2 appends: u64 result_bytes, u64 masked_cells
 
 void StatementEndFields::encode(std::string& out) const {
   out.reserve(out.size() + 64 + sql.size() + rule.size() + approval_id.size() + error.size());
@@ -208,6 +210,8 @@ void StatementEndFields::encode(std::string& out) const {
   put_bytes(out, approval_id);
   put_bytes(out, sqlstate);
   put_bytes(out, error);
+  put<uint64_t>(out, result_bytes);
+  put<uint64_t>(out, masked_cells);
 }
 
 Result<StatementEndFields> StatementEndFields::decode(std::string_view payload) {
@@ -224,6 +228,10 @@ Result<StatementEndFields> StatementEndFields::decode(std::string_view payload) 
   f.approval_id = r.bytes();
   f.sqlstate = r.bytes();
   f.error = r.bytes();
+  if (!r.failed() && r.remaining() == 2 * sizeof(uint64_t)) {  // layout 2
+    f.result_bytes = r.get<uint64_t>();
+    f.masked_cells = r.get<uint64_t>();
+  }
   if (!r.done() || verdict > 1 || executed > 1) return malformed("statement end");
   f.verdict = static_cast<Verdict>(verdict);
   f.executed = executed == 1;

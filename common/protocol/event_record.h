@@ -41,6 +41,7 @@ enum class DecisionSource : uint8_t {
   kRecording = 5,
   kExecute = 6,
   kFunctionCall = 7,
+  kBudget = 8,  // refused (or sent for approval) by an exhausted budget (docs/budgets.md)
 };
 std::string_view source_name(DecisionSource s);
 Result<DecisionSource> source_from(std::string_view name);
@@ -83,10 +84,15 @@ struct StatementEndFields {
   std::string_view approval_id;
   std::string_view sqlstate;  // "" = no error
   std::string_view error;
+  // Layout 2 (trailing; a layout-1 payload decodes with both 0): the DataRow/CopyData bytes
+  // the client received for this unit and the values in them that masking changed.
+  uint64_t result_bytes = 0;
+  uint64_t masked_cells = 0;
   void encode(std::string& out) const;
   static Result<StatementEndFields> decode(std::string_view payload);
   // {"kind": "statement", "phase": "end", "sql", "verdict", "rule", "duration_ms", "rows",
-  //  "rows_recorded", "executed", "approval_id"?, "error": {"sqlstate", "message"}?, "ts_ms"}
+  //  "rows_recorded", "executed", "result_bytes", "masked_cells", "approval_id"?,
+  //  "error": {"sqlstate", "message"}?, "ts_ms"}
   nlohmann::json to_json() const;
   // As StatementFields::put_fields. `scratch` holds renderings that are not views into the
   // payload (SQL that is not UTF-8); it must outlive the calls to `out.add`.
@@ -188,6 +194,8 @@ void StatementEndFields::put_fields(Fields& out, std::string& scratch) const {
   out.add("rows", rows);
   out.add("rows_recorded", rows_recorded);
   out.add("executed", executed);
+  out.add("result_bytes", result_bytes);
+  out.add("masked_cells", masked_cells);
   if (!approval_id.empty()) out.add("approval_id", approval_id);
   if (!sqlstate.empty()) {
     out.add("error", nlohmann::json{{"sqlstate", std::string(sqlstate)},

@@ -72,6 +72,32 @@ TEST(EventRecord, StatementEndRendersErrorsAndInvalidUtf8LikeTheJsonPath) {
   EXPECT_EQ((*j)["executed"], true);
 }
 
+TEST(EventRecord, StatementEndCarriesResultBytesAndMaskedCellsAndReadsLayoutOne) {
+  StatementEndFields f;
+  f.sql = "select 1";
+  f.rows = 7;
+  f.result_bytes = 123456789012ull;
+  f.masked_cells = 42;
+  std::string payload;
+  f.encode(payload);
+  auto d = StatementEndFields::decode(payload);
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_EQ(d->result_bytes, 123456789012ull);
+  EXPECT_EQ(d->masked_cells, 42u);
+  auto j = record_to_json(RecordType::kStatementEnd, payload);
+  ASSERT_TRUE(j.is_ok());
+  EXPECT_EQ((*j)["result_bytes"], 123456789012ull);
+  EXPECT_EQ((*j)["masked_cells"], 42);
+  // A layout-1 payload (an older dp) has no trailing counters: both read as 0.
+  auto old = StatementEndFields::decode(payload.substr(0, payload.size() - 16));
+  ASSERT_TRUE(old.is_ok());
+  EXPECT_EQ(old->rows, 7u);
+  EXPECT_EQ(old->result_bytes, 0u);
+  // Anything else after the error text is malformed.
+  EXPECT_FALSE(StatementEndFields::decode(payload.substr(0, payload.size() - 8)).is_ok());
+  EXPECT_FALSE(StatementEndFields::decode(payload + "x").is_ok());
+}
+
 TEST(EventRecord, RowsKeepNullsAndHexBinaryColumns) {
   RowsWriter w;
   w.add_column("id", 23, 0);
@@ -131,6 +157,8 @@ TEST(EventRecord, TruncatedOrPaddedPayloadsAreRefused) {
         std::pair{RecordType::kRows, rows}}) {
     ASSERT_TRUE(record_to_json(type, payload).is_ok());
     for (size_t n = 0; n < payload.size(); ++n) {
+      // A statement end without its layout-2 trailer is a valid layout-1 payload.
+      if (type == RecordType::kStatementEnd && n == payload.size() - 16) continue;
       EXPECT_FALSE(record_to_json(type, payload.substr(0, n)).is_ok()) << n;
     }
     EXPECT_FALSE(record_to_json(type, payload + "x").is_ok());

@@ -228,7 +228,7 @@ class Parser {
   void parse_root(const json& root, Config& c) {
     if (!object(root, "$",
                 {"listeners", "control_plane", "identity", "targets", "policies", "audit",
-                 "approvals", "masking", "recording", "limits", "metrics"})) {
+                 "approvals", "masking", "recording", "limits", "metrics", "budgets"})) {
       return;
     }
     if (const json* l = field(root, "listeners", "$", true)) parse_listeners(*l, c);
@@ -246,6 +246,11 @@ class Parser {
     if (const json* r = field(root, "recording", "$", false)) parse_recording(*r, c);
     if (const json* l = field(root, "limits", "$", false)) parse_limits(*l, "$.limits", c);
     if (const json* m = field(root, "metrics", "$", false)) parse_metrics(*m, c);
+    if (const json* b = field(root, "budgets", "$", false)) {
+      std::vector<std::pair<std::string, std::string>> errors;
+      c.budgets = budgets::parse_budget_rules(*b, "$.budgets", errors);
+      for (auto& [path, message] : errors) error(path, std::move(message));
+    }
     cross_check(root, c);
   }
 

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "controlplane/budgets/budget_rule.h"
 #include "controlplane/identity/identity.h"
 #include "controlplane/policy/policy.h"
 #include "controlplane/vault/credential_hash.h"
@@ -269,6 +270,7 @@ struct Config {
   RecordingSettings recording;
   LimitsSettings limits;
   MetricsSettings metrics;
+  std::vector<budgets::BudgetRule> budgets;  // $.budgets (docs/budgets.md)
 
   const Target* find_target(std::string_view name) const;
   // The web console's public base URL (links in approval notices and chat messages); "" when

@@ -57,6 +57,10 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_EQ(c.audit_sinks[2].kind, AuditSink::Kind::kPostgres);
   EXPECT_EQ(c.audit_sinks[2].target, "crm");
   EXPECT_EQ(c.approvals.webhook_url, "https://chatops.example.com/hooks/pgwarden");
+  ASSERT_EQ(c.budgets.size(), 1u);
+  EXPECT_EQ(c.budgets[0].name, "agents-hourly");
+  EXPECT_EQ(c.budgets[0].window_ms, 3600000);
+  EXPECT_EQ(c.budgets[0].limit[2], 50000000u);
   ASSERT_GE(c.policies.size(), 2u);
   EXPECT_EQ(c.policies[1].approve_when_rows_over, 1000);
   EXPECT_TRUE(c.policies[1].dry_run);
@@ -153,6 +157,13 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadCase{"UnknownTopLevelKey", [](json& j) { j["extra"] = 1; },
                 "$.extra: unknown key \"extra\""},
+        BadCase{"BudgetUnknownKey", [](json& j) { j["budgets"][0]["rows"] = 5; },
+                "$.budgets[0].rows: unknown key \"rows\""},
+        BadCase{"BudgetBadSizeUnit", [](json& j) { j["budgets"][0]["result_bytes"] = "50mb"; },
+                "$.budgets[0].result_bytes: unknown unit \"mb\" (use B, kB, MB, GB, TB, KiB, "
+                "MiB, GiB or TiB)"},
+        BadCase{"BudgetBadWindow", [](json& j) { j["budgets"][0]["window"] = "1w"; },
+                "$.budgets[0].window: unknown unit \"w\" (use s, m, h or d)"},
         BadCase{"MissingControlPlane", [](json& j) { j.erase("control_plane"); },
                 "$.control_plane: is required"},
         BadCase{"RelativeSocket", [](json& j) { j["control_plane"]["socket"] = "cp.sock"; },

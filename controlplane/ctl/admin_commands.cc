@@ -178,6 +178,11 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
     }
   }
   if (r->contains("rules")) out << "cp: " << rules_generation_text((*r)["rules"]) << "\n";
+  if (r->contains("budgets") && (*r)["budgets"].is_object()) {
+    out << "budgets: " << scalar_text((*r)["budgets"]["configured"]) << " configured, "
+        << scalar_text((*r)["budgets"]["exhausted"])
+        << " exhausted in the current window (pgwardenctl budgets list)\n";
+  }
   if (r->contains("dataplanes")) print_dataplane_summaries(out, (*r)["dataplanes"]);
   if (r->contains("counters") && (*r)["counters"].is_object()) {
     out << "counters:\n";
@@ -890,6 +895,84 @@ int run_identities_command(Args args, std::istream&, std::ostream& out, std::ost
       << "; ended " << (*r)["killed"].size() << " live session(s)";
   if (!(*r)["killed"].empty()) out << ": " << join_list((*r)["killed"]);
   out << "\n";
+  return kExitAdminOk;
+}
+
+// --------------------------------------------------------------------------------- budgets
+
+namespace {
+
+// "rows_returned 12 of 100, statements 3 of 5" (measures with a limit).
+std::string budget_usage_text(const json& b) {
+  std::string s;
+  if (!b.contains("limits") || !b["limits"].is_object()) return "-";
+  for (const auto& [measure, limit] : b["limits"].items()) {
+    const json& used = b["used"];
+    s += (s.empty() ? "" : ", ") + measure + " " +
+         (used.contains(measure) ? scalar_text(used[measure]) : std::string("0")) + " of " +
+         scalar_text(limit);
+  }
+  return s.empty() ? std::string("-") : s;
+}
+
+std::vector<std::string> budget_row(const std::string& identity, const json& b) {
+  return {identity,
+          b.value("name", ""),
+          b.value("window", ""),
+          b["exhausted"].is_string() ? "EXHAUSTED (" + b["exhausted"].get<std::string>() + ")"
+                                     : std::string("ok"),
+          budget_usage_text(b),
+          format_time_ms(b.value("resets_at_ms", int64_t{0})),
+          b.value("on_exceed", "")};
+}
+
+}  // namespace
+
+int run_budgets_command(Args args, std::istream&, std::ostream& out, std::ostream& err) {
+  constexpr std::string_view kUsage =
+      "budgets list | show IDENTITY | reset IDENTITY [--budget NAME]  [--json]";
+  int code = 0;
+  auto inv = start(args, out, err, code);
+  if (!inv) return code;
+  const auto& pos = inv->args.positional;
+  if (pos.empty()) return usage(err, kUsage);
+  const std::string sub = pos[0];
+  const std::vector<std::string> header = {"IDENTITY", "BUDGET", "WINDOW",   "STATE",
+                                           "USED",     "RESETS", "ON_EXCEED"};
+  if (sub == "list") {
+    if (pos.size() != 1) return usage(err, kUsage);
+    auto r = inv->call("budgets.list", json::object(), code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    std::vector<std::vector<std::string>> rows;
+    for (const json& e : (*r)["usage"])
+      rows.push_back(budget_row(e.value("identity", ""), e["budget"]));
+    print_table(out, header, rows);
+    out << "(" << rows.size() << " identities with usage in the current window; budgets: "
+        << join_list((*r)["configured"]) << ")\n";
+    return kExitAdminOk;
+  }
+  if ((sub != "show" && sub != "reset") || pos.size() != 2) return usage(err, kUsage);
+  if (sub == "show") {
+    auto r = inv->call("budgets.show", json{{"identity", pos[1]}}, code);
+    if (!r) return code;
+    if (inv->emit_json(*r)) return kExitAdminOk;
+    std::vector<std::vector<std::string>> rows;
+    for (const json& b : (*r)["budgets"]) rows.push_back(budget_row(pos[1], b));
+    if (rows.empty()) {
+      out << "no budget applies to " << pos[1] << "\n";
+      return kExitAdminOk;
+    }
+    print_table(out, header, rows);
+    return kExitAdminOk;
+  }
+  json a{{"identity", pos[1]}};
+  if (auto v = inv->args.get("--budget")) a["budget"] = *v;
+  auto r = inv->call("budgets.reset", a, code);
+  if (!r) return code;
+  if (inv->emit_json(*r)) return kExitAdminOk;
+  out << "reset " << scalar_text((*r)["counters_reset"]) << " budget counter(s) of " << pos[1]
+      << "; told " << scalar_text((*r)["sessions_told"]) << " live session(s)\n";
   return kExitAdminOk;
 }
 

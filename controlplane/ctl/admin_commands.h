@@ -6,6 +6,7 @@
 //            | kill ID | --identity SUBJECT | --key KEY-ID [--reason TEXT]
 //   identities list [--all] | revoke NAME [--identity|--key] [--until TIME] [--reason TEXT]
 //              | unrevoke NAME [--identity|--key]
+//   budgets list | show IDENTITY | reset IDENTITY [--budget NAME]
 //   approvals list [--state S] | show ID | approve ID [--scope once|shape --for 1h]
 //             [--reason R] | deny ID --reason R
 //   rules list | show SET | add SET [--file F|-] | remove SET RULE | reload
@@ -36,6 +37,8 @@ int run_sessions_command(std::span<const std::string_view> args, std::istream& i
                          std::ostream& out, std::ostream& err);
 int run_identities_command(std::span<const std::string_view> args, std::istream& in,
                            std::ostream& out, std::ostream& err);
+int run_budgets_command(std::span<const std::string_view> args, std::istream& in, std::ostream& out,
+                        std::ostream& err);
 int run_approvals_command(std::span<const std::string_view> args, std::istream& in,
                           std::ostream& out, std::ostream& err);
 // rules list|show|add|remove|reload here; everything else goes to run_rules_command.

@@ -29,6 +29,8 @@ constexpr CommandGroup kGroups[] = {
      pgwarden::ctl::run_sessions_command},
     {"identities", "revoked identities and keys: list, revoke, unrevoke",
      pgwarden::ctl::run_identities_command},
+    {"budgets", "per-identity budgets: list usage, show one identity, reset",
+     pgwarden::ctl::run_budgets_command},
     {"approvals", "statements waiting for a human: list, show, approve, deny",
      pgwarden::ctl::run_approvals_command},
     {"rules", "rule sets: list, show, add, remove, reload; offline check, test, detect",

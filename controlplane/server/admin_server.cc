@@ -407,7 +407,7 @@ Result<json> AdminServer::execute(const std::string& command, const json& args,
   Result<json> result = run(command, args, who, cfg);
   json audited_args = json::object();
   for (const char* key : {"id", "set", "rule", "name", "scope", "for_s", "state", "identity", "key",
-                          "kind", "until_ms"}) {
+                          "kind", "until_ms", "budget"}) {
     if (args.contains(key)) audited_args[key] = args[key];
   }
   json extra{{"command", command}, {"peer", who.peer}, {"args", audited_args}};
@@ -467,8 +467,17 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
       j["pending_approvals"] = b_.approvals->list(approvals::ApprovalState::kPending).size();
     }
     if (b_.runtime_status) j.update(b_.runtime_status());
+    if (b_.budgets) {
+      size_t exhausted = 0;
+      for (const json& row : b_.budgets->list(cfg->budgets, protocol::now_unix_ms())) {
+        if (!row["budget"]["exhausted"].is_null()) ++exhausted;
+      }
+      j["budgets"] = {{"configured", cfg->budgets.size()}, {"exhausted", exhausted}};
+    }
     return j;
   }
+
+  if (command.starts_with("budgets.")) return budget_command(command, args, *cfg);
 
   if (command == "dataplane") {
     if (!b_.dataplanes) return unavailable("this control plane does not collect dataplane stats");
@@ -655,6 +664,36 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     return j;
   }
   return invalid_argument("unknown command '" + command + "'");
+}
+
+Result<json> AdminServer::budget_command(const std::string& command, const json& args,
+                                         const config::Config& cfg) {
+  if (!b_.budgets) return unavailable("budgets are not available in this control plane");
+  int64_t now = protocol::now_unix_ms();
+  json names = json::array();
+  for (const budgets::BudgetRule& r : cfg.budgets) names.push_back(r.name);
+  if (command == "budgets.list") {
+    return json{{"configured", std::move(names)}, {"usage", b_.budgets->list(cfg.budgets, now)}};
+  }
+  std::string identity = str_arg(args, "identity");
+  if (identity.empty()) return invalid_argument(command + " needs an identity (subject)");
+  if (command == "budgets.show") {
+    return json{{"identity", identity}, {"budgets", b_.budgets->show(cfg.budgets, identity, now)}};
+  }
+  if (command != "budgets.reset") return invalid_argument("unknown command '" + command + "'");
+  std::string budget = str_arg(args, "budget");
+  if (!budget.empty() &&
+      std::none_of(cfg.budgets.begin(), cfg.budgets.end(),
+                   [&](const budgets::BudgetRule& r) { return r.name == budget; })) {
+    return not_found("no budget named \"" + budget + "\" in the configuration");
+  }
+  auto n = b_.budgets->reset(identity, budget);
+  if (!n.is_ok()) return n.status();
+  size_t told = b_.push_budgets ? b_.push_budgets(identity) : 0;
+  return json{{"identity", identity},
+              {"budget", budget.empty() ? json(nullptr) : json(budget)},
+              {"counters_reset", *n},
+              {"sessions_told", told}};
 }
 
 Result<json> AdminServer::revocation_command(const std::string& command, const json& args,

@@ -41,6 +41,7 @@
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/audit/audit_log.h"
+#include "controlplane/budgets/budget_book.h"
 #include "controlplane/config/config.h"
 #include "controlplane/identity/identity.h"
 #include "controlplane/server/revocation_store.h"
@@ -85,6 +86,10 @@ struct AdminBackend {
       kill_sessions;
   // identities.* (revocations persisted in the state directory); null: unavailable.
   RevocationStore* revocations = nullptr;
+  // budgets.{list,show,reset} (docs/budgets.md); null: unavailable. push_budgets tells the
+  // live sessions of an identity its budgets after a reset (EscalationServer::push_budgets).
+  budgets::BudgetBook* budgets = nullptr;
+  std::function<size_t(const std::string& subject)> push_budgets;
   std::string version = "pgwarden-cp/0.1";
 };
 
@@ -138,6 +143,9 @@ class AdminServer {
   // audit.search: the newest `limit` records of the audit file sink matching the filters.
   Result<nlohmann::json> audit_search(const nlohmann::json& args, const config::Config& cfg);
   Result<nlohmann::json> reload_config(const std::string& event, const Principal& who);
+  // budgets.{list,show,reset}.
+  Result<nlohmann::json> budget_command(const std::string& command, const nlohmann::json& args,
+                                        const config::Config& cfg);
   // sessions.kill and identities.{revoke,unrevoke,list}.
   Result<nlohmann::json> revocation_command(const std::string& command, const nlohmann::json& args,
                                             const Principal& who);

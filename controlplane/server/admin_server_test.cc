@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/protocol/client.h"
+#include "common/protocol/messages.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/vault/credential_hash.h"
@@ -376,6 +377,52 @@ TEST_F(AdminServerTest, UnknownGroupAtStartFailsAndLeavesNoSocket) {
   EXPECT_NE(st.message().find("unknown group \"pgw-no-such-group-xyz\""), std::string::npos)
       << st.message();
   EXPECT_NE(::access((dir_ + "/admin.sock").c_str(), F_OK), 0);
+}
+
+TEST_F(AdminServerTest, BudgetCommandsListShowAndResetAndCheckTheirArguments) {
+  EXPECT_EQ(alice("budgets.list")["ok"], false);  // no budget book in this backend
+  json cfg = base_config();
+  cfg["budgets"] = json::array(
+      {{{"name", "b1"}, {"identities", {"svc:*"}}, {"window", "1h"}, {"statements", 2}}});
+  write_config(cfg);
+  ASSERT_TRUE(store_->reload().ok());
+  auto ledger = budgets::FileBudgetLedger::open(dir_ + "/state");
+  ASSERT_TRUE(ledger.is_ok()) << ledger.status().message();
+  budgets::BudgetBook book(std::move(*ledger));
+  protocol::BudgetUsage two;
+  two[protocol::BudgetMeasure::kStatements] = 2;
+  book.account(store_->current()->budgets, "svc:agent", {"agents"}, two, protocol::now_unix_ms());
+  AdminBackend b;
+  b.config = store_.get();
+  b.audit = audit_.get();
+  b.budgets = &book;
+  std::vector<std::string> told;
+  b.push_budgets = [&](const std::string& subject) {
+    told.push_back(subject);
+    return size_t{3};
+  };
+  server_ = std::make_unique<AdminServer>(std::move(b));
+
+  json list = alice("budgets.list");
+  ASSERT_EQ(list["ok"], true) << list.dump();
+  ASSERT_EQ(list["result"]["usage"].size(), 1u);
+  EXPECT_EQ(list["result"]["usage"][0]["identity"], "svc:agent");
+  EXPECT_EQ(list["result"]["usage"][0]["budget"]["exhausted"], "statements");
+  json shown = alice("budgets.show", {{"identity", "svc:agent"}});
+  ASSERT_EQ(shown["ok"], true) << shown.dump();
+  EXPECT_EQ(shown["result"]["budgets"][0]["used"]["statements"], 2);
+  EXPECT_EQ(alice("budgets.show")["ok"], false);  // no identity
+  EXPECT_EQ(alice("budgets.reset", {{"identity", "svc:agent"}, {"budget", "nope"}})["ok"], false);
+  json reset = alice("budgets.reset", {{"identity", "svc:agent"}});
+  ASSERT_EQ(reset["ok"], true) << reset.dump();
+  EXPECT_EQ(reset["result"]["counters_reset"], 1);
+  EXPECT_EQ(reset["result"]["sessions_told"], 3);
+  EXPECT_EQ(told, std::vector<std::string>{"svc:agent"});
+  EXPECT_TRUE(alice("budgets.list")["result"]["usage"].empty());
+  json status = alice("status");
+  EXPECT_EQ(status["result"]["budgets"]["configured"], 1);
+  EXPECT_EQ(status["result"]["budgets"]["exhausted"], 0);
+  server_.reset();
 }
 
 }  // namespace

@@ -331,6 +331,9 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   auto tickets = TicketKey::open(state_dir);
   if (!tickets.is_ok()) return tickets.status();
   cp->tickets_ = std::move(tickets).value();
+  auto ledger = budgets::FileBudgetLedger::open(state_dir);
+  if (!ledger.is_ok()) return ledger.status();
+  cp->budgets_ = std::make_unique<budgets::BudgetBook>(std::move(ledger).value());
 
   ServerHandlers handlers;
   handlers.authenticator = cp->identity_;
@@ -344,6 +347,7 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   handlers.recorder = cp->recorder_.get();
   handlers.revocations = cp->revocations_.get();
   handlers.tickets = cp->tickets_.get();
+  handlers.budgets = cp->budgets_.get();
   ControlPlane* plane = cp.get();
   handlers.provider_has_key = [plane](const std::string& provider,
                                       const std::string& kid) -> std::optional<bool> {

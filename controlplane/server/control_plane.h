@@ -7,8 +7,8 @@
 // <state_dir>/approvals.jsonl, webhook from $.approvals.webhook_url), the Recorder
 // (<state_dir>/recordings, retention applied every $.recording.retention.interval_s), the
 // mask planner (one PgCatalog metadata connection per target), the RevocationStore
-// (<state_dir>/revocations.json), the session TicketKey (<state_dir>/ticket.key) and the
-// EscalationServer.
+// (<state_dir>/revocations.json), the session TicketKey (<state_dir>/ticket.key), the budget
+// ledger (<state_dir>/budgets.json) and the EscalationServer.
 // Destruction is the reverse: the server stops first, so no callback outlives its target.
 //
 // Thread-safety: accessors may be called from any thread after open(); start()/stop() from
@@ -65,6 +65,8 @@ class ControlPlane {
   EscalationServer& escalation_server() { return *server_; }
   // <state_dir>/revocations.json (pgwardenctl identities ...).
   RevocationStore& revocations() { return *revocations_; }
+  // Per-identity budgets over <state_dir>/budgets.json (pgwardenctl budgets ...).
+  budgets::BudgetBook& budgets() { return *budgets_; }
   // The PostgreSQL audit sinks ($.audit.sinks[] of type postgres), in config order.
   const std::vector<std::unique_ptr<audit_pg::AuditPgSink>>& audit_pg_sinks() const {
     return audit_pg_;
@@ -103,6 +105,7 @@ class ControlPlane {
   std::shared_ptr<CatalogMaskPlanner> mask_planner_;
   std::unique_ptr<RevocationStore> revocations_;
   std::unique_ptr<TicketKey> tickets_;
+  std::unique_ptr<budgets::BudgetBook> budgets_;  // <state_dir>/budgets.json
   std::unique_ptr<EscalationServer> server_;
 
   std::mutex retention_mu_;

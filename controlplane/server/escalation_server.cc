@@ -203,6 +203,11 @@ void EscalationServer::stop() {
   }
   if (loop_thread_.joinable()) loop_thread_.join();
   if (pool_) pool_->stop();
+  if (handlers_.budgets != nullptr) {
+    if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
+      spdlog::error("budget ledger not saved: {}", st.message());
+    }
+  }
   std::map<int, std::shared_ptr<Connection>> conns;
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
@@ -891,6 +896,7 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   if (pol->allowed_startup_settings) {
     answer["policy"]["allowed_startup_settings"] = *pol->allowed_startup_settings;
   }
+  if (json b = budget_states(auth.identity); !b.empty()) answer["budgets"] = std::move(b);
   return protocol::make_ok(id, answer);
 }
 
@@ -1353,6 +1359,9 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, jso
   // The audit record is built first so that the fields can then be moved into the recording;
   // dp events' audit lines are flushed once per epoll batch.
   std::optional<audit::AuditRecord> r = audit_record_of(s, *ev);
+  if (s && ev->kind == "statement" && ev->fields.value("phase", std::string()) == "end") {
+    account_statement(s, ev->fields);
+  }
   if (s) (void)record_event(s, ev->kind, std::move(ev->fields), /*count_loss=*/true);
   if (r) {
     audit_.record_batched(*r);
@@ -1526,6 +1535,11 @@ void EscalationServer::sweep_loop() {
     if (stopping_) break;
     lock.unlock();
     (void)revalidate_sessions("sweep");
+    if (handlers_.budgets != nullptr) {
+      if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
+        spdlog::error("budget ledger not saved: {}", st.message());
+      }
+    }
     lock.lock();
   }
 }
@@ -1645,10 +1659,104 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   if (handlers_.on_session) {
     handlers_.on_session(session->id, session->identity.subject, session->target->name, true);
   }
-  return protocol::make_ok(
-      id, {{"policy", {{"name", pol->name}, {"version", pol->version}}},
-           {"recording_required",
-            pol->recording_required && pol->recording != policy::RecordingLevel::kOff}});
+  json answer = {{"policy", {{"name", pol->name}, {"version", pol->version}}},
+                 {"recording_required",
+                  pol->recording_required && pol->recording != policy::RecordingLevel::kOff}};
+  // Always present, also empty: the budgets replace what the dp had before the restart.
+  answer["budgets"] = budget_states(session->identity);
+  return protocol::make_ok(id, answer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Budgets (docs/budgets.md)
+
+json EscalationServer::budget_states(const AuthenticatedIdentity& identity) const {
+  json out = json::array();
+  if (handlers_.budgets == nullptr) return out;
+  auto cfg = store_.current();
+  for (const protocol::BudgetState& b : handlers_.budgets->states(
+           cfg->budgets, identity.subject, identity.groups, protocol::now_unix_ms())) {
+    out.push_back(b.to_json());
+  }
+  return out;
+}
+
+void EscalationServer::account_statement(const std::shared_ptr<Session>& s, const json& f) {
+  if (handlers_.budgets == nullptr) return;
+  auto cfg = store_.current();
+  if (cfg->budgets.empty()) return;
+  auto u64 = [&](const char* key) -> uint64_t {
+    auto it = f.find(key);
+    return it != f.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+  };
+  protocol::BudgetUsage usage;
+  usage[protocol::BudgetMeasure::kStatements] = f.value("executed", false) ? 1 : 0;
+  usage[protocol::BudgetMeasure::kRows] = u64("rows");
+  usage[protocol::BudgetMeasure::kResultBytes] = u64("result_bytes");
+  usage[protocol::BudgetMeasure::kMaskedCells] = u64("masked_cells");
+  account_usage(s, usage);
+}
+
+void EscalationServer::account_usage(const std::shared_ptr<Session>& s,
+                                     const protocol::BudgetUsage& usage) {
+  if (handlers_.budgets == nullptr || usage.empty()) return;
+  auto cfg = store_.current();
+  if (cfg->budgets.empty()) return;
+  int64_t now = protocol::now_unix_ms();
+  budgets::BudgetBook::Accounted a =
+      handlers_.budgets->account(cfg->budgets, s->identity.subject, s->identity.groups, usage, now);
+  // A statement that completes while a budget is already exhausted ran in a session that did
+  // not know (a reload lowered the limit, another session crossed it, a pipeline): tell them.
+  bool exhausted = std::any_of(a.states.begin(), a.states.end(),
+                               [](const auto& b) { return b.exhausted_measure() >= 0; });
+  if (!exhausted) return;
+  for (const std::string& name : a.crossed) {
+    bump(Counter::k_budgets_exhausted);
+    for (const protocol::BudgetState& b : a.states) {
+      if (b.name != name) continue;
+      audit::AuditRecord r{.event = "budget_exhausted",
+                           .session_id = s->id,
+                           .identity = s->identity.subject,
+                           .groups = s->identity.groups,
+                           .target = s->target->name,
+                           .policy = s->policy->name,
+                           .decision = b.approve ? "approve" : "deny",
+                           .rule = "budget:" + name,
+                           .reason = b.refusal_message(s->identity.subject, now)};
+      r.extra["budget"] = b.to_json();
+      audit_.record(r);
+      spdlog::info("budget {} of {} exhausted: {}", name, s->identity.subject, r.reason);
+    }
+  }
+  push_budgets(s->identity.subject);
+}
+
+size_t EscalationServer::push_budgets(const std::string& subject) {
+  std::vector<std::shared_ptr<Session>> hits;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (const auto& [id, s] : sessions_) {
+      if (s->identity.subject == subject) hits.push_back(s);
+    }
+  }
+  if (hits.empty()) return 0;
+  std::map<uint64_t, std::shared_ptr<Connection>> owners;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (auto& [fd, c] : conns_) owners[c->id] = c;
+  }
+  size_t told = 0;
+  for (const auto& s : hits) {
+    auto it = owners.find(s->owner);
+    if (it == owners.end()) continue;
+    send(it->second, json{{"type", "event"},
+                          {"kind", "budget"},
+                          {"session_id", s->id},
+                          {"budgets", budget_states(s->identity)}});
+    bump(Counter::k_budget_pushes);
+    ++told;
+  }
+  return told;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1771,6 +1879,16 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
     s = find_session(conn, sid);
   }
   const bool rows = type == protocol::RecordType::kRows;
+  if (s && type == protocol::RecordType::kStatementEnd && handlers_.budgets != nullptr) {
+    if (auto end = protocol::StatementEndFields::decode(r.payload); end.is_ok()) {
+      protocol::BudgetUsage usage;
+      usage[protocol::BudgetMeasure::kStatements] = end->executed ? 1 : 0;
+      usage[protocol::BudgetMeasure::kRows] = end->rows;
+      usage[protocol::BudgetMeasure::kResultBytes] = end->result_bytes;
+      usage[protocol::BudgetMeasure::kMaskedCells] = end->masked_cells;
+      account_usage(s, usage);
+    }
+  }
   std::optional<audit::AuditRecord> audited;
   if (!rows) {
     audited = audit_base(s, "statement", sid);

@@ -78,6 +78,7 @@
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
 #include "controlplane/audit/audit_log.h"
+#include "controlplane/budgets/budget_book.h"
 #include "controlplane/config/config.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/dataplane_registry.h"
@@ -114,6 +115,8 @@ struct ServerHandlers {
   // has_key on the current validator). Unset: keys are not checked after login.
   std::function<std::optional<bool>(const std::string& provider, const std::string& kid)>
       provider_has_key;
+  // Not owned. Null: budgets are not enforced (none configured in tests that do not wire it).
+  budgets::BudgetBook* budgets = nullptr;
 };
 
 // Which live sessions kill_sessions() ends: every non-empty field must match.
@@ -157,7 +160,9 @@ struct SessionSelector {
   X(ring_records)             \
   X(ring_batches)             \
   X(ring_dp_wakes)            \
-  X(ring_refused)
+  X(ring_refused)             \
+  X(budgets_exhausted)        \
+  X(budget_pushes)
 
 enum class Counter {
 #define PGW_X(name) k_##name,
@@ -209,6 +214,10 @@ class EscalationServer {
   // Re-checks every live session's grant against the current config, revocations, signing
   // keys and token expiry; ends those that no longer hold. Returns their ids.
   std::vector<std::string> revalidate_sessions(const std::string& cause);
+  // Sends every live session of `subject` the current state of its budgets (event `budget`):
+  // after a budget was exhausted, reset (pgwardenctl budgets reset) or reconfigured. Returns
+  // how many sessions were told. Any thread.
+  size_t push_budgets(const std::string& subject);
   // The latest dataplane_stats snapshot of every dataplane (admin API: `dataplane`).
   const DataplaneRegistry& dataplanes() const { return dataplanes_; }
   uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }
@@ -331,6 +340,13 @@ class EscalationServer {
   Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
                       recording::RecordFields fields, bool count_loss);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
+  // The budgets of an identity as the dp gets them (authenticate / reregister answers, events).
+  protocol::json budget_states(const AuthenticatedIdentity& identity) const;
+  // A completed statement (statement event, phase end): its usage goes to the identity's
+  // budgets; a budget it exhausts is audited (budget_exhausted) and pushed to the sessions.
+  void account_statement(const std::shared_ptr<Session>& session, const protocol::json& fields);
+  // The same for a completion record read from the event ring (or any usage).
+  void account_usage(const std::shared_ptr<Session>& session, const protocol::BudgetUsage& usage);
 
   config::ConfigStore& store_;
   audit::AuditLog& audit_;

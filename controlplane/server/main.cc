@@ -114,6 +114,10 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
     return (*validator)->validate(token);
   };
   b.revocations = &plane.revocations();
+  b.budgets = &plane.budgets();
+  b.push_budgets = [&plane](const std::string& subject) {
+    return plane.escalation_server().push_budgets(subject);
+  };
   b.live_sessions = [&plane] { return plane.escalation_server().live_sessions(); };
   b.kill_sessions = [&plane](const nlohmann::json& selector, const std::string& reason,
                              const std::string& by,

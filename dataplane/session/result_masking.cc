@@ -108,7 +108,7 @@ void ResultFilter::note_decision(std::string_view verdict, std::string_view rule
 
 void ResultFilter::on_query_forwarded(std::string_view sql, uint64_t cycle, int64_t now_ms) {
   if (mentions_copy(sql)) copy_sources_.push_back(CopySource{cycle, true, 0, std::string(sql)});
-  if (!record_any()) return;
+  if (!track_units()) return;
   Unit u;
   u.cycle = cycle;
   u.simple = true;
@@ -128,7 +128,7 @@ void ResultFilter::on_parse_forwarded(std::string_view name, std::string_view sq
   } else if (!copy_statements_.empty()) {
     copy_statements_.erase(std::string(name));
   }
-  if (!record_any()) return;
+  if (!track_units()) return;
   if (statements_.size() >= 4096 && !statements_.contains(std::string(name))) statements_.clear();
   StatementInfo& info = statements_[std::string(name)];
   info = last_decision_;
@@ -145,7 +145,7 @@ void ResultFilter::on_bind_forwarded(std::string_view portal, std::string_view s
       copy_portals_[std::string(portal)] = it->second;
     }
   }
-  if (!record_any()) return;
+  if (!track_units()) return;
   if (portals_.size() >= 4096 && !portals_.contains(std::string(portal))) portals_.clear();
   auto it = statements_.find(std::string(statement));
   portals_[std::string(portal)] = it != statements_.end() ? it->second : StatementInfo{};
@@ -169,7 +169,7 @@ void ResultFilter::before_execute(std::string_view portal, uint64_t cycle, int64
       copy_sources_.push_back(CopySource{cycle, false, ordinal, it->second});
     }
   }
-  if (!record_any()) return;
+  if (!track_units()) return;
   Unit u;
   u.cycle = cycle;
   u.simple = false;
@@ -382,6 +382,7 @@ bool ResultFilter::start_split(std::string& out) {
     large_out_row_.feed(std::string_view(head).substr(5));
   }
   if (*r) ++rows_masked_;
+  pending_masked_cells_ += (*m)->values_masked();
   large_split_ = true;
   large_refuse_ = false;
   return true;
@@ -625,7 +626,9 @@ ResultFilter::Action ResultFilter::on_data_row(std::string_view whole, std::stri
   std::string_view client_body = body_of(whole);
   if (masker_ != nullptr) {
     scratch_.clear();
+    const uint64_t masked_before = masker_->values_masked();
     auto r = masker_->mask_data_row(pw::as_bytes(client_body), scratch_);
+    note_masked(masked_before);
     if (!r.is_ok()) {
       start_swallow(r.status().sqlstate().empty() ? "08P01" : r.status().sqlstate(),
                     "pgwarden: result refused: " + r.status().message(), out);
@@ -771,7 +774,9 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
     copy_header_pending_ = false;  // the HEADER line: column names, passed as is
   } else if (masker_ != nullptr) {
     scratch_.clear();
+    const uint64_t masked_before = masker_->values_masked();
     auto r = masker_->mask_copy_line(line, scratch_, copy_format_);
+    note_masked(masked_before);
     if (!r.is_ok()) {
       start_swallow(r.status().sqlstate().empty() ? "08P01" : r.status().sqlstate(),
                     "pgwarden: result refused: " + r.status().message(), out);
@@ -796,6 +801,7 @@ ResultFilter::Action ResultFilter::on_copy_data(std::string_view whole, std::str
       }
       masked = true;
       ++rows_masked_;
+      ++pending_masked_cells_;
     }
   }
   if (!masked) out.append(whole);
@@ -882,6 +888,15 @@ void ResultFilter::flush_rows(Unit& u) {
   sink_(protocol::RecordType::kRows, payload);
 }
 
+std::string_view ResultFilter::portal_sql(std::string_view portal) const {
+  auto it = portals_.find(std::string(portal));
+  return it == portals_.end() ? std::string_view() : std::string_view(it->second.sql);
+}
+
+void ResultFilter::note_masked(uint64_t before) {
+  if (masker_ != nullptr) pending_masked_cells_ += masker_->values_masked() - before;
+}
+
 void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   flush_rows(u);
   protocol::StatementEndFields ev;
@@ -896,6 +911,8 @@ void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   ev.approval_id = u.approval_id;
   ev.sqlstate = u.sqlstate;
   ev.error = u.error;
+  ev.result_bytes = std::exchange(pending_result_bytes_, 0);
+  ev.masked_cells = std::exchange(pending_masked_cells_, 0);
   std::string payload;
   ev.encode(payload);
   sink_(protocol::RecordType::kStatementEnd, payload);

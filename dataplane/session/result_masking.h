@@ -94,6 +94,9 @@ struct ResultFilterConfig {
   uint64_t policy_version = 0;
   std::string recording = "full";  // off | metadata | full
   int row_cap = kDefaultRecordingRowCap;
+  // Emit completion records (kStatementEnd) even when recording is off: the session's
+  // identity has budgets, which cp accounts from them (docs/budgets.md).
+  bool account = false;
 };
 
 class ResultFilter {
@@ -158,6 +161,12 @@ class ResultFilter {
   // ReadyForQuery and, inside a transaction, makes the upstream transaction fail too.
   bool take_refusal() { return std::exchange(refused_, false); }
   uint64_t rows_masked() const { return rows_masked_; }
+  // A DataRow or CopyData of `bytes` (type byte and length included) left the upstream: added
+  // to the result_bytes of the next completion record (whether the message was filtered,
+  // streamed or passed through).
+  void note_result_bytes(uint64_t bytes) { pending_result_bytes_ += bytes; }
+  // The SQL of the statement bound to `portal` ("" when unknown: units are not tracked).
+  std::string_view portal_sql(std::string_view portal) const;
 
  private:
   struct Unit {
@@ -232,6 +241,11 @@ class ResultFilter {
   Unit* front_unit(uint64_t cycle);
   bool record_rows() const { return config_.recording == "full"; }
   bool record_any() const { return config_.recording != "off"; }
+  // Units (and their completion records) are kept when recording or accounting needs them.
+  bool track_units() const { return record_any() || config_.account; }
+  // Values masking changed since the last completion record (RowMasker::values_masked
+  // deltas, plus one per COPY line the detectors masked).
+  void note_masked(uint64_t before);
 
   ResultFilterConfig config_;
   EventSink sink_;
@@ -291,6 +305,8 @@ class ResultFilter {
   std::string scratch_;
   std::vector<masking::DetectSpan> spans_;
   uint64_t rows_masked_ = 0;
+  uint64_t pending_result_bytes_ = 0;
+  uint64_t pending_masked_cells_ = 0;
 };
 
 }  // namespace pgwarden::session

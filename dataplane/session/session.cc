@@ -26,6 +26,17 @@ using namespace detail;  // the helpers every part of Session shares
 using nlohmann::json;
 namespace pw = pgwarden::pgwire;
 
+Result<std::vector<protocol::BudgetState>> parse_budgets(const json& budgets) {
+  if (!budgets.is_array()) return internal_error("control plane budgets are not an array");
+  std::vector<protocol::BudgetState> out;
+  for (const json& b : budgets) {
+    auto state = protocol::BudgetState::from_json(b);
+    if (!state.is_ok()) return internal_error("control plane " + state.status().message());
+    out.push_back(std::move(*state));
+  }
+  return out;
+}
+
 Result<Grant> parse_grant(const json& answer) {
   auto a = protocol::AuthenticateResponse::from_json(answer);
   if (!a.is_ok())
@@ -50,6 +61,11 @@ Result<Grant> parse_grant(const json& answer) {
     }
   }
   g.rule_sets = a->policy.rule_sets;
+  if (const json* b = field(answer, "budgets"); b != nullptr) {
+    auto budgets = parse_budgets(*b);
+    if (!budgets.is_ok()) return budgets.status();  // fail closed: the login is refused
+    g.budgets = std::move(*budgets);
+  }
   if (const json* t = field(answer, "ticket"); t != nullptr && t->is_string()) {
     g.ticket = t->get<std::string>();
   }

@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/protocol/budget.h"
 #include "common/status.h"
 #include "dataplane/pgwire/framer.h"
 #include "dataplane/session/cancel_map.h"
@@ -77,7 +78,14 @@ struct Grant {
   // policy.allowed_startup_settings: globs of the settings a client may set at login
   // (startup parameters and `options`). Absent in the grant: default_startup_settings().
   std::vector<std::string> allowed_startup_settings;
+  // The identity's budgets with their usage as cp knows it (the answer's `budgets`; replaced
+  // by `budget` events and the reregister answer). The session adds its own completed
+  // statements and refuses (or sends for approval) statements once one is exhausted.
+  std::vector<protocol::BudgetState> budgets;
 };
+
+// The `budgets` array of a cp answer or event; an error for anything malformed.
+Result<std::vector<protocol::BudgetState>> parse_budgets(const nlohmann::json& budgets);
 
 Result<Grant> parse_grant(const nlohmann::json& answer);
 
@@ -106,6 +114,8 @@ class Session {
   // The cp connection came back: sends `reregister` with the session's ticket. A session
   // that cannot be re-registered (no ticket, login unfinished, refused by cp) ends with 57P01.
   void reregister();
+  // cp sent the identity's budgets anew (event `budget`: one was exhausted or reset).
+  void set_budgets(std::vector<protocol::BudgetState> budgets);
   // The session id shared with cp (hex).
   const std::string& cp_session_id() const { return sid_hex_; }
   // The worker's pending-login budget evicted this connection (its slot is already free):
@@ -188,6 +198,15 @@ class Session {
   bool handle_login_message(const pgwire::Message& m);
   bool handle_statement_message(const pgwire::Message& m);
   bool check_statement(const pgwire::Message& m, std::string_view sql);
+  // The first exhausted budget of the identity (windows that ended are rolled first), or null.
+  const protocol::BudgetState* exhausted_budget();
+  // A statement (Query/Parse, or Execute/FunctionCall with `sql` describing it) that starts
+  // while budget `b` is exhausted: refused with 53400, or (on_exceed approve) sent for
+  // approval. Returns what check_statement returns.
+  bool refuse_for_budget(const pgwire::Message& m, std::string_view sql,
+                         const protocol::BudgetState& b);
+  // A completion record of this session (the ResultFilter's): its usage counts locally.
+  void account_locally(std::string_view statement_end_payload);
   void apply_denial(const pgwire::Message& m, const std::string& sqlstate,
                     const std::string& message, const std::string& rule, int position = 0);
   // A client message longer than limits.max_message_bytes in the statement phase: its bytes

@@ -77,6 +77,15 @@ void Session::reregister() {
               req != nullptr && req->is_boolean() && s->grant_.recording != "off") {
             s->grant_.recording_required = req->get<bool>();
           }
+          if (const json* b = field(*r, "budgets"); b != nullptr) {
+            auto budgets = parse_budgets(*b);
+            if (!budgets.is_ok()) {
+              s->authenticated_ = false;
+              return s->terminate(
+                  "57P01", "pgwarden: terminating connection: " + budgets.status().message());
+            }
+            s->set_budgets(std::move(*budgets));
+          }
           return;
         }
         const Status& st = r.status();

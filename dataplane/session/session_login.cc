@@ -419,8 +419,10 @@ void Session::on_login_complete() {
   rc.policy_version = grant_.policy_version;
   rc.recording = grant_.recording;
   rc.row_cap = grant_.recording_row_cap;
+  rc.account = !grant_.budgets.empty();
   results_ = std::make_unique<ResultFilter>(
       rc, [this](protocol::RecordType type, std::string_view payload) {
+        if (type == protocol::RecordType::kStatementEnd) account_locally(payload);
         worker_->cp().post(type, sid_, payload);
       });
   results_->set_rule_set(rule_set_);

@@ -68,6 +68,7 @@ void Session::process_upstream_stream() {
       // refused in step when it would need masking.
       if (mask_plan_pending_) break;
       bump(worker_->counters().results_streamed);
+      if (type == 'D' || type == 'd') results_->note_result_bytes(1 + static_cast<uint64_t>(len));
       ResultFilter::Large mode = results_->begin_large(type, len, cycles_received_, client_out_);
       if (mode == ResultFilter::Large::kPass) client_out_.append(up_in_, up_in_off_, 5);
       up_in_off_ += 5;
@@ -100,11 +101,17 @@ void Session::process_upstream_stream() {
           client_out_.append(whole);
         }
       }
+      if (results_ && (type == 'D' || type == 'd')) {
+        results_->note_result_bytes(1 + static_cast<uint64_t>(len));
+      }
       up_in_off_ += 1 + len;
       if (destroyed_ || state_ != State::kReady) return;
       continue;
     }
     // Pass through without buffering the whole message (DataRows may be large).
+    if (results_ && (type == 'D' || type == 'd')) {
+      results_->note_result_bytes(1 + static_cast<uint64_t>(len));
+    }
     client_out_.append(up_in_, up_in_off_, 5);
     up_in_off_ += 5;
     up_pass_remaining_ = len - 4;

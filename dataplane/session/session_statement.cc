@@ -457,6 +457,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     apply_denial(m, "42501", msg, deny->rule);
     return true;
   }
+  if (const protocol::BudgetState* b = exhausted_budget()) return refuse_for_budget(m, sql, *b);
   if (screen_.first("approve") != nullptr) {
     // An approve rule adds a reviewer to what the policy allows; it must not replace the
     // policy (deny > approve > allow). cp weighs the match (it is in `prescreen`) against the
@@ -512,6 +513,18 @@ bool Session::check_execution(const pw::Message& m) {
     }
     return true;
   }
+  if (const protocol::BudgetState* b = exhausted_budget()) {
+    std::string what;
+    if (m.type == 'E') {
+      pw::Execute e;
+      std::string_view sql = results_ && pw::parse(m.body, &e).ok() ? results_->portal_sql(e.portal)
+                                                                    : std::string_view();
+      what = sql.empty() ? "-- Execute of a prepared statement" : std::string(sql);
+    } else {
+      what = "-- FunctionCall message";
+    }
+    return refuse_for_budget(m, what, *b);
+  }
   if (!grant_.recording_required) {
     forward(m);
     return true;
@@ -556,6 +569,60 @@ bool Session::check_execution(const pw::Message& m) {
   waiting_cp_ = true;
   send_record(std::move(payload), std::move(d));
   return false;
+}
+
+const protocol::BudgetState* Session::exhausted_budget() {
+  if (grant_.budgets.empty()) return nullptr;
+  const int64_t now = unix_ms();
+  for (protocol::BudgetState& b : grant_.budgets) {
+    b.roll(now);
+    if (b.exhausted_measure() >= 0) return &b;
+  }
+  return nullptr;
+}
+
+bool Session::refuse_for_budget(const pw::Message& m, std::string_view sql,
+                                const protocol::BudgetState& b) {
+  bump(worker_->counters().statements_budget_refused);
+  std::string rule = "budget:" + b.name;
+  std::string message = b.refusal_message(grant_.subject, unix_ms());
+  if (b.approve) {
+    // Each statement past the budget needs a reviewer (the approval request says why).
+    escalate_approval(std::string(sql), screen_.shape_key, rule, message);
+    return false;
+  }
+  emit_statement(sql, "deny", rule, "budget");
+  if (grant_.recording == "off") {
+    // emit_statement records nothing for such a session: cp still audits the refusal.
+    emit_event({{"kind", "statement"},
+                {"sql", std::string(sql)},
+                {"verdict", "deny"},
+                {"rule", rule},
+                {"source", "budget"},
+                {"message", message}});
+  }
+  apply_denial(m, "53400", message, rule);
+  return true;
+}
+
+void Session::account_locally(std::string_view payload) {
+  if (grant_.budgets.empty()) return;
+  auto end = protocol::StatementEndFields::decode(payload);
+  if (!end.is_ok()) return;
+  protocol::BudgetUsage usage;
+  usage[protocol::BudgetMeasure::kStatements] = end->executed ? 1 : 0;
+  usage[protocol::BudgetMeasure::kRows] = end->rows;
+  usage[protocol::BudgetMeasure::kResultBytes] = end->result_bytes;
+  usage[protocol::BudgetMeasure::kMaskedCells] = end->masked_cells;
+  const int64_t now = unix_ms();
+  for (protocol::BudgetState& b : grant_.budgets) {
+    b.roll(now);
+    b.used.add(usage);
+  }
+}
+
+void Session::set_budgets(std::vector<protocol::BudgetState> budgets) {
+  grant_.budgets = std::move(budgets);
 }
 
 void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,

@@ -290,7 +290,7 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
 }
 
 void Worker::on_cp_event(const nlohmann::json& ev) {
-  std::string kind = ev.value("kind", std::string());
+  const std::string kind = ev.value("kind", std::string());
   if (kind == "approval_waiting") {
     std::string sid = ev.value("session_id", std::string());
     auto num = [&](const char* key) {
@@ -304,6 +304,23 @@ void Worker::on_cp_event(const nlohmann::json& ev) {
                                num("deadline_ms"));
         return;
       }
+    }
+    return;
+  }
+  if (kind == "budget") {
+    std::string sid = ev.value("session_id", std::string());
+    auto budgets = ev.contains("budgets") ? parse_budgets(ev["budgets"])
+                                          : Result<std::vector<protocol::BudgetState>>(
+                                                internal_error("budget event without budgets"));
+    for (auto& [id, s] : sessions_) {
+      if (s->destroyed() || s->cp_session_id() != sid) continue;
+      if (!budgets.is_ok()) {
+        // The session would run on stale budgets: end it rather than guess (fail closed).
+        s->kill("57P01", "pgwarden: terminating connection: " + budgets.status().message());
+      } else {
+        s->set_budgets(std::move(*budgets));
+      }
+      return;
     }
     return;
   }

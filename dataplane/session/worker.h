@@ -47,6 +47,7 @@ namespace pgwarden::session {
   X(statements_escalated)       \
   X(statements_held_approval)   \
   X(statements_held_recording)  \
+  X(statements_budget_refused)  \
   X(results_refused_in_tx)      \
   X(verdict_cache_hits)         \
   X(verdict_cache_misses)       \

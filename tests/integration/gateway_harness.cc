@@ -154,6 +154,7 @@ Status GatewayHarness::write_config() {
   if (!options_.masking_key_file.empty()) {
     config["masking"] = {{"key_file", options_.masking_key_file}};
   }
+  if (!options_.budgets_json.empty()) config["budgets"] = json::parse(options_.budgets_json);
   if (options_.metrics) {
     if (cp_metrics_port_ == 0) cp_metrics_port_ = free_tcp_port();
     if (dp_metrics_port_ == 0) dp_metrics_port_ = free_tcp_port();
@@ -373,6 +374,11 @@ bool GatewayHarness::wait_dp_exit(int timeout_ms, int* status) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
+}
+
+Status GatewayHarness::rewrite_budgets(const std::string& budgets_json) {
+  options_.budgets_json = budgets_json;
+  return write_config();
 }
 
 Status GatewayHarness::rewrite_policy(const std::string& policy_json) {

@@ -91,6 +91,8 @@ struct GatewayOptions {
   // $.metrics: when true, cp and dp serve Prometheus /metrics on free loopback ports
   // (cp_metrics_port(), dp_metrics_port()).
   bool metrics = false;
+  // $.budgets (a JSON array, docs/budgets.md); "" = none.
+  std::string budgets_json;
   // Several gateway nodes (docs/scale-out.md): when `state_store_conninfo` is not empty, cp
   // gets $.control_plane.state_store {"kind": "postgres", "dsn_file", "node_id"} (the conninfo
   // in a 0600 file in the test dir). `target` (not owned, must outlive the harness): the
@@ -151,6 +153,8 @@ class GatewayHarness {
   bool wait_dp_exit(int timeout_ms, int* status = nullptr);
   // Starts pgwarden-dp again (after it exited) with the same arguments; waits as start() does.
   Status start_dp();
+  // Rewrites the config file with new $.budgets (reload it to apply).
+  Status rewrite_budgets(const std::string& budgets_json);
   // Rewrites the config file with a new policy (for SIGHUP reload tests).
   Status rewrite_policy(const std::string& policy_json);
   // state_loop_device only (see GatewayOptions).
