@@ -91,6 +91,9 @@ struct GatewayOptions {
   // $.metrics: when true, cp and dp serve Prometheus /metrics on free loopback ports
   // (cp_metrics_port(), dp_metrics_port()).
   bool metrics = false;
+  // Extra keys merged into the `demo` target (a JSON object), e.g.
+  // {"pool_mode": "transaction", "pool_size": 5}; "" = none.
+  std::string target_extra_json;
 };
 
 class GatewayHarness {
