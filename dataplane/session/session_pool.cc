@@ -115,7 +115,8 @@ void Session::on_pool_ready(std::unique_ptr<PooledServer> srv) {
   if (pool_timer_ != 0) worker_->loop().cancel_timer(pool_timer_);
   pool_timer_ = 0;
   holds_slot_ = true;
-  if (srv) {
+  const bool open = srv == nullptr;
+  if (!open) {
     attach_server(std::move(srv));
     if (!logged_in_) {
       // Login on a connection that is already logged in: the client gets what the upstream
@@ -132,7 +133,7 @@ void Session::on_pool_ready(std::unique_ptr<PooledServer> srv) {
   }
   // Called from another session's release (or from acquire): continue from the loop, not
   // inside the caller's processing.
-  worker_->loop().defer([w = worker_, id = id_, open = srv == nullptr] {
+  worker_->loop().defer([w = worker_, id = id_, open] {
     Session* s = w->find(id);
     if (s == nullptr || s->state_ == State::kClosing) return;
     if (open) {
