@@ -303,7 +303,15 @@ class Session {
   // ParseComplete / CloseComplete from a pooled connection: true when it answers a message
   // the gateway added (not relayed to the client).
   bool on_pooled_completion(uint8_t type);
+  // A Bind over limits.max_message_bytes on a pooled connection: its statement name is mapped
+  // (or the Bind refused, 26000) before its header goes upstream; the rest streams. False
+  // while the names are not all buffered yet.
+  bool start_pooled_bind_stream(uint32_t length);
   void on_pooled_cycle_end();
+  struct ClientStatement;
+  // Sends the statement's Parse first when this connection does not hold it (its ParseComplete
+  // is dropped).
+  void ensure_prepared(const ClientStatement& cs);
 
   void send_fatal(std::string_view sqlstate, std::string_view message);
   void close_after_flush();

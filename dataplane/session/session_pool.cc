@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "dataplane/pgwire/messages.h"
 #include "dataplane/session/pooled_statements.h"
@@ -326,13 +327,6 @@ bool Session::append_pooled(const pw::Message& m) {
     return std::any_of(parses_in_flight_.begin(), parses_in_flight_.end(),
                        [&](const InFlight& f) { return f.server_name == server_name; });
   };
-  // Re-prepares a client statement on this connection when it does not have it.
-  auto ensure_prepared = [&](const ClientStatement& cs) {
-    if (server_->prepared.count(cs.server_name) != 0 || in_flight(cs.server_name)) return;
-    up_out_ += cs.parse;
-    parses_in_flight_.push_back(InFlight{cs.server_name, "", cycle, true});
-    bump(worker_->counters().pool_statements_prepared);
-  };
   switch (m.type) {
     case 'P': {
       pw::Parse p;
@@ -388,6 +382,76 @@ bool Session::append_pooled(const pw::Message& m) {
     default:
       return false;
   }
+}
+
+void Session::ensure_prepared(const ClientStatement& cs) {
+  for (const InFlight& f : parses_in_flight_) {
+    if (f.server_name == cs.server_name) return;
+  }
+  if (server_->prepared.count(cs.server_name) != 0) return;
+  up_out_ += cs.parse;
+  parses_in_flight_.push_back(InFlight{cs.server_name, "", cycles_sent_ + 1, true});
+  bump(worker_->counters().pool_statements_prepared);
+}
+
+bool Session::start_pooled_bind_stream(uint32_t length) {
+  // Bind: portal name, statement name (NUL-terminated), then the parameters.
+  constexpr size_t kMaxNames = 2 * 1024;
+  const char* body = client_in_.data() + client_in_off_ + 5;
+  const size_t avail = std::min(client_in_pending() - 5, static_cast<size_t>(length - 4));
+  const size_t scan = std::min(avail, kMaxNames);
+  const void* portal_end = memchr(body, 0, scan);
+  const void* stmt_end =
+      portal_end == nullptr
+          ? nullptr
+          : memchr(static_cast<const char*>(portal_end) + 1, 0,
+                   scan - (static_cast<const char*>(portal_end) + 1 - body));
+  if (stmt_end == nullptr) {
+    if (avail < kMaxNames) {
+      client_need_ = client_in_pending() + 1;
+      return false;
+    }
+    bump(worker_->counters().protocol_errors);
+    send_fatal("08P01", "pgwarden: malformed Bind message (names too long)");
+    close_after_flush();
+    return true;
+  }
+  const size_t names = static_cast<const char*>(stmt_end) + 1 - body;
+  std::string_view portal(body, static_cast<const char*>(portal_end) - body);
+  std::string_view stmt(static_cast<const char*>(portal_end) + 1,
+                        static_cast<const char*>(stmt_end) - static_cast<const char*>(portal_end) -
+                            1);
+  last_client_activity_ms_ = monotonic_ms();
+  auto it = stmt.empty() ? prepared_.end() : prepared_.find(std::string(stmt));
+  if ((stmt.empty() && !unnamed_on_server_) || (!stmt.empty() && it == prepared_.end())) {
+    client_skip_ = 1 + static_cast<size_t>(length);
+    pw::Message stand_in;
+    stand_in.type = 'P';
+    apply_denial(stand_in, "26000",
+                 stmt.empty() ? std::string("unnamed prepared statement does not exist")
+                              : "prepared statement \"" + std::string(stmt) + "\" does not exist",
+                 "transaction_pooling");
+    return true;
+  }
+  const std::string server_name = stmt.empty() ? std::string() : it->second.server_name;
+  if (!stmt.empty()) ensure_prepared(it->second);
+  bump(worker_->counters().messages_streamed);
+  uint8_t header[5];
+  header[0] = 'B';
+  pw::store_be32(header + 1, static_cast<uint32_t>(length - stmt.size() + server_name.size()));
+  up_out_.append(reinterpret_cast<const char*>(header), 5);
+  up_out_.append(portal);
+  up_out_.push_back('\0');
+  up_out_.append(server_name);
+  up_out_.push_back('\0');
+  bind_stream_.start();
+  bind_stream_.feed(std::string_view(body, names));  // the client's names, for the recording
+  client_in_off_ += 5 + names;
+  client_pass_remaining_ = length - 4 - names;
+  client_pass_bind_ = true;
+  unsynced_ = true;
+  if (client_pass_remaining_ == 0) finish_client_stream();
+  return true;
 }
 
 bool Session::on_pooled_completion(uint8_t type) {

@@ -59,6 +59,22 @@ void Session::process_client_input() {
       uint32_t len = pw::load_be32(h + 1);
       if (len > worker_->runtime().config.limits.max_message_bytes &&
           (h[0] == 'd' || h[0] == 'B') && len <= kMaxStreamedMessageBytes) {
+        if (pooled()) {
+          // A connection first; a Bind's statement name is mapped before its header goes.
+          if (!server_ && !skip_until_sync_) {
+            if (pool_timed_out_) {
+              pool_timed_out_ = false;
+              client_skip_ = 1 + static_cast<size_t>(len);
+              refuse_pool_timeout(h[0]);
+              continue;
+            }
+            if (!pool_attach_or_wait()) break;
+          }
+          if (h[0] == 'B' && !skip_until_sync_) {
+            if (!start_pooled_bind_stream(len)) break;
+            continue;
+          }
+        }
         start_client_stream(h[0], len);
         continue;
       }

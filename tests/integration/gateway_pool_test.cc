@@ -196,6 +196,28 @@ TEST_F(GatewayPoolTest, PreparedStatementsFollowTheAgentAcrossPooledConnections)
   EXPECT_EQ(scalar(clients[0].get(), "SELECT 7"), "7");
 }
 
+TEST_F(GatewayPoolTest, BindLargerThanMaxMessageBytesStreamsToTheMappedStatement) {
+  Conn c = connect_to(gw_);
+  Res p(PQprepare(c.get(), "len", "SELECT length($1::text)", 1, nullptr));
+  ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(p.get());
+  // Land the next transaction on another connection now and then: hold one meanwhile.
+  Conn holder = connect_to(gw_);
+  exec_ok(holder.get(), "BEGIN");
+  EXPECT_EQ(scalar(holder.get(), "SELECT 1"), "1");
+  std::string big(3 << 20, 'x');  // over max_message_bytes (1 MiB): streamed upstream
+  const char* params[] = {big.c_str()};
+  for (int i = 0; i < 2; ++i) {
+    Res r(PQexecPrepared(c.get(), "len", 1, params, nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string(big.size()));
+  }
+  exec_ok(holder.get(), "COMMIT");
+  // A name the agent never prepared is refused before anything goes upstream.
+  Res unknown(PQexecPrepared(c.get(), "nope", 1, params, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(unknown.get()), "26000") << PQresultErrorMessage(unknown.get());
+  EXPECT_EQ(scalar(c.get(), "SELECT 8"), "8");
+}
+
 TEST_F(GatewayPoolTest, SessionStateIsRefusedWithAClearError) {
   Conn c = connect_to(gw_);
   for (const char* sql :
