@@ -113,8 +113,8 @@ struct UpstreamInfo {
   // The target's pooling (docs/dataplane.md "Transaction pooling"): "session" (one upstream
   // connection per agent session) or "transaction"; absent from an older cp = "session".
   std::string pool_mode = "session";
-  int pool_size = 20;                 // transaction mode: connections per pool key per worker
-  int pool_wait_timeout_ms = 5000;    // transaction mode: longest wait for a free connection
+  int pool_size = 20;               // transaction mode: connections per pool key per worker
+  int pool_wait_timeout_ms = 5000;  // transaction mode: longest wait for a free connection
 };
 
 struct AuthenticateResponse {

@@ -481,8 +481,8 @@ class Parser {
     if (pool_mode == "transaction") {
       t.pool_transaction = true;
     } else if (pool_mode != "session") {
-      error(ep + ".pool_mode", "unknown pool mode " + json_quote(pool_mode) +
-                                   " (session, transaction)");
+      error(ep + ".pool_mode",
+            "unknown pool mode " + json_quote(pool_mode) + " (session, transaction)");
     }
     integer(e, "pool_size", ep, t.pool_size, 1, 10000);
     integer(e, "pool_wait_timeout_ms", ep, t.pool_wait_timeout_ms, 1, 3600000);

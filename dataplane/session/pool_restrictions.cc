@@ -49,8 +49,9 @@ std::string check_statement(const std::vector<std::string_view>& t, size_t b, si
   if (first == "set") {
     std::string_view next = at(b + 1);
     if (next != "local" && next != "transaction" && next != "constraints") {
-      return refusal("SET", "use SET LOCAL inside a transaction (BEGIN; SET LOCAL ...; ...; "
-                            "COMMIT), or a startup parameter the policy allows");
+      return refusal("SET",
+                     "use SET LOCAL inside a transaction (BEGIN; SET LOCAL ...; ...; "
+                     "COMMIT), or a startup parameter the policy allows");
     }
   } else if (first == "listen") {
     return refusal("LISTEN", "use a target with pool_mode \"session\" for notifications");
@@ -59,7 +60,8 @@ std::string check_statement(const std::vector<std::string_view>& t, size_t b, si
                    "use protocol-level prepared statements (libpq PQprepare, a driver's "
                    "prepared statements), which the gateway prepares on every server connection");
   } else if (first == "deallocate") {
-    return refusal("DEALLOCATE", "close protocol-level prepared statements (libpq PQclosePrepared)");
+    return refusal("DEALLOCATE",
+                   "close protocol-level prepared statements (libpq PQclosePrepared)");
   } else if (first == "discard") {
     return refusal("DISCARD", "nothing to discard: the gateway keeps pooled connections clean");
   } else if (first == "load") {
@@ -115,8 +117,8 @@ std::string check_statement(const std::vector<std::string_view>& t, size_t b, si
         }
         if (t[j] == "," && depth == 1) last_comma = j;
       }
-      bool local = close != 0 && last_comma != 0 && close == last_comma + 2 &&
-                   t[last_comma + 1] == "true";
+      bool local =
+          close != 0 && last_comma != 0 && close == last_comma + 2 && t[last_comma + 1] == "true";
       if (!local) {
         return refusal("set_config(..., false)",
                        "pass true as its third argument (transaction-local), inside a "

@@ -433,12 +433,12 @@ class Session {
   std::string pool_key_;                  // ServerPool key (pool_key())
   rules::LexedSql pool_lexed_;            // scratch for transaction_pooling_refusal()
   std::unique_ptr<PooledServer> server_;  // the connection held (its Stream is in upstream_)
-  bool holds_slot_ = false;    // counted in the pool (held, or being opened)
-  bool pool_waiting_ = false;  // queued in the pool for a connection
-  bool pool_timed_out_ = false;  // the wait ended: refuse the front message (53300)
-  bool relogin_ = false;       // opening a new pooled connection after login
-  bool local_sync_pending_ = false;  // answer the next Sync here (no connection was had)
-  bool unsynced_ = false;      // extended-protocol messages forwarded since the last Sync
+  bool holds_slot_ = false;               // counted in the pool (held, or being opened)
+  bool pool_waiting_ = false;             // queued in the pool for a connection
+  bool pool_timed_out_ = false;           // the wait ended: refuse the front message (53300)
+  bool relogin_ = false;                  // opening a new pooled connection after login
+  bool local_sync_pending_ = false;       // answer the next Sync here (no connection was had)
+  bool unsynced_ = false;           // extended-protocol messages forwarded since the last Sync
   bool unnamed_on_server_ = false;  // this transaction prepared the unnamed statement
   int32_t last_backend_pid_ = 0;    // recorded when a transaction lands on another backend
   EventLoop::TimerId pool_timer_ = 0;

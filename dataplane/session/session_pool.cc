@@ -74,13 +74,13 @@ void Session::pooled_login() {
   }
   pool_waiting_ = true;
   bump(worker_->counters().pool_waits);
-  pool_timer_ = worker_->loop().add_timer(
-      monotonic_ms() + grant_.pool_wait_timeout_ms, [w = worker_, id = id_] {
-        Session* s = w->find(id);
-        if (s == nullptr) return;
-        s->pool_timer_ = 0;
-        s->on_pool_wait_timeout();
-      });
+  pool_timer_ = worker_->loop().add_timer(monotonic_ms() + grant_.pool_wait_timeout_ms,
+                                          [w = worker_, id = id_] {
+                                            Session* s = w->find(id);
+                                            if (s == nullptr) return;
+                                            s->pool_timer_ = 0;
+                                            s->on_pool_wait_timeout();
+                                          });
 }
 
 bool Session::pool_attach_or_wait() {
@@ -101,13 +101,13 @@ bool Session::pool_attach_or_wait() {
   }
   pool_waiting_ = true;
   bump(worker_->counters().pool_waits);
-  pool_timer_ = worker_->loop().add_timer(
-      monotonic_ms() + grant_.pool_wait_timeout_ms, [w = worker_, id = id_] {
-        Session* s = w->find(id);
-        if (s == nullptr) return;
-        s->pool_timer_ = 0;
-        s->on_pool_wait_timeout();
-      });
+  pool_timer_ = worker_->loop().add_timer(monotonic_ms() + grant_.pool_wait_timeout_ms,
+                                          [w = worker_, id = id_] {
+                                            Session* s = w->find(id);
+                                            if (s == nullptr) return;
+                                            s->pool_timer_ = 0;
+                                            s->on_pool_wait_timeout();
+                                          });
   return false;
 }
 
@@ -178,10 +178,8 @@ void Session::refuse_pool_timeout(uint8_t type) {
                         std::to_string(grant_.pool_wait_timeout_ms) + " ms (pool_size " +
                         std::to_string(grant_.pool_size) +
                         ", pool_wait_timeout_ms, transaction pooling); retry later";
-  emit_event({{"kind", "error"},
-              {"sqlstate", "53300"},
-              {"code", "pool_timeout"},
-              {"message", message}});
+  emit_event(
+      {{"kind", "error"}, {"sqlstate", "53300"}, {"code", "pool_timeout"}, {"message", message}});
   pw::append_error_response(client_out_, "ERROR", "53300", message);
   if (type == 'Q' || type == 'F' || type == 'S') {
     pw::append_ready_for_query(client_out_, 'I');
@@ -235,11 +233,11 @@ void Session::on_pooled_server_opened() {
 }
 
 bool Session::server_clean() const {
-  return tx_status_ == 'I' && cycles_sent_ == cycles_received_ && !unsynced_ &&
-         !skip_until_sync_ && up_out_pending() == 0 && up_in_off_ == up_in_.size() &&
-         up_pass_remaining_ == 0 && rewrites_.empty() && parses_in_flight_.empty() &&
-         closes_in_flight_.empty() && !mask_plan_pending_ && client_pass_remaining_ == 0 &&
-         !upstream_hup_ && upstream_.open() && !upstream_.has_buffered_input();
+  return tx_status_ == 'I' && cycles_sent_ == cycles_received_ && !unsynced_ && !skip_until_sync_ &&
+         up_out_pending() == 0 && up_in_off_ == up_in_.size() && up_pass_remaining_ == 0 &&
+         rewrites_.empty() && parses_in_flight_.empty() && closes_in_flight_.empty() &&
+         !mask_plan_pending_ && client_pass_remaining_ == 0 && !upstream_hup_ && upstream_.open() &&
+         !upstream_.has_buffered_input();
 }
 
 void Session::maybe_release_server() {
@@ -401,11 +399,10 @@ bool Session::start_pooled_bind_stream(uint32_t length) {
   const size_t avail = std::min(client_in_pending() - 5, static_cast<size_t>(length - 4));
   const size_t scan = std::min(avail, kMaxNames);
   const void* portal_end = memchr(body, 0, scan);
-  const void* stmt_end =
-      portal_end == nullptr
-          ? nullptr
-          : memchr(static_cast<const char*>(portal_end) + 1, 0,
-                   scan - (static_cast<const char*>(portal_end) + 1 - body));
+  const void* stmt_end = portal_end == nullptr
+                             ? nullptr
+                             : memchr(static_cast<const char*>(portal_end) + 1, 0,
+                                      scan - (static_cast<const char*>(portal_end) + 1 - body));
   if (stmt_end == nullptr) {
     if (avail < kMaxNames) {
       client_need_ = client_in_pending() + 1;
@@ -418,9 +415,9 @@ bool Session::start_pooled_bind_stream(uint32_t length) {
   }
   const size_t names = static_cast<const char*>(stmt_end) + 1 - body;
   std::string_view portal(body, static_cast<const char*>(portal_end) - body);
-  std::string_view stmt(static_cast<const char*>(portal_end) + 1,
-                        static_cast<const char*>(stmt_end) - static_cast<const char*>(portal_end) -
-                            1);
+  std::string_view stmt(
+      static_cast<const char*>(portal_end) + 1,
+      static_cast<const char*>(stmt_end) - static_cast<const char*>(portal_end) - 1);
   last_client_activity_ms_ = monotonic_ms();
   auto it = stmt.empty() ? prepared_.end() : prepared_.find(std::string(stmt));
   if ((stmt.empty() && !unnamed_on_server_) || (!stmt.empty() && it == prepared_.end())) {

@@ -42,14 +42,16 @@ Conn connect_to(GatewayHarness* gw) {
 
 std::string scalar(PGconn* c, const char* sql) {
   Res r(PQexec(c, sql));
-  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << sql << ": " << PQresultErrorMessage(r.get());
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
+      << sql << ": " << PQresultErrorMessage(r.get());
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) < 1) return "";
   return PQgetvalue(r.get(), 0, 0);
 }
 
 void exec_ok(PGconn* c, const char* sql) {
   Res r(PQexec(c, sql));
-  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << sql << ": " << PQresultErrorMessage(r.get());
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK)
+      << sql << ": " << PQresultErrorMessage(r.get());
 }
 
 // psql's answer without its trailing newline.
@@ -147,8 +149,8 @@ TEST_F(GatewayPoolTest, PreparedStatementsFollowTheAgentAcrossPooledConnections)
   std::vector<Conn> clients;
   for (int i = 0; i < kClients; ++i) {
     clients.push_back(connect_to(gw_));
-    Res p(PQprepare(clients.back().get(), "add", "SELECT $1::int + 1, pg_backend_pid()", 1,
-                    nullptr));
+    Res p(
+        PQprepare(clients.back().get(), "add", "SELECT $1::int + 1, pg_backend_pid()", 1, nullptr));
     ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(p.get());
     // Another statement name per client, for the same text: the server shares it.
     Res p2(PQprepare(clients.back().get(), ("mine" + std::to_string(i)).c_str(),
@@ -303,8 +305,10 @@ TEST_F(GatewayPoolTest, CancelReachesTheBackendRunningTheStatement) {
   Conn c = connect_to(gw_);
   ASSERT_TRUE(PQsendQuery(c.get(), "SELECT pg_sleep(30)"));
   // Wait until the statement runs upstream.
-  ASSERT_TRUE(eventually(
-      [&] { return upstream_backends(gw_, " AND query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'") == 1; }));
+  ASSERT_TRUE(eventually([&] {
+    return upstream_backends(gw_, " AND query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'") ==
+           1;
+  }));
   PGcancel* cancel = PQgetCancel(c.get());
   char err[256];
   ASSERT_TRUE(PQcancel(cancel, err, sizeof(err))) << err;
@@ -349,8 +353,8 @@ TEST_F(GatewayPoolExhaustionTest, WaitsForAFreeConnectionThenTimesOutWith53300) 
   EXPECT_NE(std::string(PQresultErrorMessage(timed_out.get())).find("pool_wait_timeout_ms"),
             std::string::npos);
   const char* params[] = {"4"};
-  Res timed_out_ext(PQexecParams(waiter.get(), "SELECT $1::int", 1, nullptr, params, nullptr,
-                                 nullptr, 0));
+  Res timed_out_ext(
+      PQexecParams(waiter.get(), "SELECT $1::int", 1, nullptr, params, nullptr, nullptr, 0));
   EXPECT_EQ(sqlstate(timed_out_ext.get()), "53300") << PQresultErrorMessage(timed_out_ext.get());
   exec_ok(holder.get(), "COMMIT");
   EXPECT_EQ(scalar(waiter.get(), "SELECT 5"), "5");
