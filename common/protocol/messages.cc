@@ -243,13 +243,17 @@ constexpr auto kPolicyFields =
                field("rule_sets", &PolicyGrant::rule_sets),
                field("recording", &PolicyGrant::recording),
                field("allow_function_call", &PolicyGrant::allow_function_call)};
-constexpr auto kUpstreamFields = std::tuple{field("host", &UpstreamInfo::host, false),
-                                            field("port", &UpstreamInfo::port),
-                                            field("unix_socket", &UpstreamInfo::unix_socket, false),
-                                            field("database", &UpstreamInfo::database),
-                                            field("role", &UpstreamInfo::role),
-                                            field("tls_mode", &UpstreamInfo::tls_mode),
-                                            field("ca_file", &UpstreamInfo::ca_file, false)};
+constexpr auto kUpstreamFields =
+    std::tuple{field("host", &UpstreamInfo::host, false),
+               field("port", &UpstreamInfo::port),
+               field("unix_socket", &UpstreamInfo::unix_socket, false),
+               field("database", &UpstreamInfo::database),
+               field("role", &UpstreamInfo::role),
+               field("tls_mode", &UpstreamInfo::tls_mode),
+               field("ca_file", &UpstreamInfo::ca_file, false),
+               field("pool_mode", &UpstreamInfo::pool_mode, false, 16),
+               field("pool_size", &UpstreamInfo::pool_size, false),
+               field("pool_wait_timeout_ms", &UpstreamInfo::pool_wait_timeout_ms, false)};
 constexpr auto kScramStartFields =
     std::tuple{field("session_id", &ScramStartRequest::session_id, true, 128),
                field("mechanisms", &ScramStartRequest::mechanisms)};

@@ -110,6 +110,11 @@ struct UpstreamInfo {
   std::string role;
   std::string tls_mode;  // disable | require | verify-full
   std::string ca_file;
+  // The target's pooling (docs/dataplane.md "Transaction pooling"): "session" (one upstream
+  // connection per agent session) or "transaction"; absent from an older cp = "session".
+  std::string pool_mode = "session";
+  int pool_size = 20;               // transaction mode: connections per pool key per worker
+  int pool_wait_timeout_ms = 5000;  // transaction mode: longest wait for a free connection
 };
 
 struct AuthenticateResponse {

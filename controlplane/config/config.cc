@@ -611,7 +611,8 @@ class Parser {
 
   void parse_target(const json& e, const std::string& ep, Config& c) {
     if (!object(e, ep,
-                {"name", "host", "port", "unix_socket", "database", "role", "credential", "tls"})) {
+                {"name", "host", "port", "unix_socket", "database", "role", "credential", "tls",
+                 "pool_mode", "pool_size", "pool_wait_timeout_ms"})) {
       return;
     }
     Target t;
@@ -635,6 +636,16 @@ class Parser {
     }
     str(e, "database", ep, t.database, true);
     str(e, "role", ep, t.role, true);
+    std::string pool_mode = "session";
+    str(e, "pool_mode", ep, pool_mode);
+    if (pool_mode == "transaction") {
+      t.pool_transaction = true;
+    } else if (pool_mode != "session") {
+      error(ep + ".pool_mode",
+            "unknown pool mode " + json_quote(pool_mode) + " (session, transaction)");
+    }
+    integer(e, "pool_size", ep, t.pool_size, 1, 10000);
+    integer(e, "pool_wait_timeout_ms", ep, t.pool_wait_timeout_ms, 1, 3600000);
     if (const json* cred = field(e, "credential", ep, true)) {
       std::string cp = ep + ".credential";
       if (object(*cred, cp, {"file", "env"})) {

@@ -161,6 +161,10 @@ struct Target {
   vault::SecretSource credential;
   UpstreamTlsMode tls_mode = UpstreamTlsMode::kVerifyFull;
   std::string ca_file;  // verify-full: CA bundle ("" = system store)
+  // Upstream connection pooling in the dataplane (docs/dataplane.md "Transaction pooling").
+  bool pool_transaction = false;  // pool_mode: "session" (default) | "transaction"
+  int pool_size = 20;             // connections per pool key per dp worker
+  int pool_wait_timeout_ms = 5000;
 };
 
 struct AuditSink {

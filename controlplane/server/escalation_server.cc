@@ -868,7 +868,8 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   resp.upstream = {
       target->host,     target->port, target->unix_socket,
       target->database, target->role, std::string(config::upstream_tls_mode_name(target->tls_mode)),
-      target->ca_file};
+      target->ca_file,  target->pool_transaction ? "transaction" : "session",
+      target->pool_size, target->pool_wait_timeout_ms};
   if (pol->read_only) resp.startup_parameters["default_transaction_read_only"] = "on";
   bump(Counter::k_auth_accepted);
   r.decision = "ok";

@@ -35,10 +35,16 @@ void CancelMap::remove(GatewayKey key) {
   map_.erase(slot(key.process_id, key.secret_key));
 }
 
+void CancelMap::update(GatewayKey key, CancelTarget target) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = map_.find(slot(key.process_id, key.secret_key));
+  if (it != map_.end()) it->second = std::move(target);
+}
+
 std::optional<CancelTarget> CancelMap::find(int32_t process_id, int32_t secret_key) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = map_.find(slot(process_id, secret_key));
-  if (it == map_.end()) return std::nullopt;
+  if (it == map_.end() || it->second.process_id == 0) return std::nullopt;
   return it->second;
 }
 

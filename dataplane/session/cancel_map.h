@@ -38,6 +38,10 @@ class CancelMap {
   // (unique among the entries with that pid). Thread-safe.
   GatewayKey add(CancelTarget target);
   void remove(GatewayKey key);
+  // Points an issued key at another upstream backend (transaction pooling: the backend serving
+  // the session's current transaction). A target with process_id 0 means "no backend now": a
+  // cancel for the key is ignored. No-op for an unknown key. Thread-safe.
+  void update(GatewayKey key, CancelTarget target);
   // The target if both halves of the key match. Thread-safe.
   std::optional<CancelTarget> find(int32_t process_id, int32_t secret_key) const;
   size_t size() const;

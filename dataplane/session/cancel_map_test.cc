@@ -49,5 +49,23 @@ TEST(CancelMapTest, SamePidOnTwoUpstreamsGetsTwoKeysThatCancelTheirOwnServer) {
   EXPECT_TRUE(m.find(77, kb.secret_key).has_value());
 }
 
+TEST(CancelMapTest, UpdatedKeyFollowsThePooledBackendAndIsIgnoredBetweenTransactions) {
+  CancelMap map;
+  CancelTarget first{.host = "127.0.0.1", .port = 5432, .process_id = 100, .secret_key = 1};
+  GatewayKey key = map.add(first);
+  CancelTarget second = first;
+  second.process_id = 200;
+  second.secret_key = 2;
+  map.update(key, second);
+  auto found = map.find(key.process_id, key.secret_key);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->process_id, 200);
+  EXPECT_EQ(found->secret_key, 2);
+  map.update(key, CancelTarget{});  // between transactions: no backend
+  EXPECT_FALSE(map.find(key.process_id, key.secret_key).has_value());
+  map.update(GatewayKey{.process_id = 1, .secret_key = 1}, second);  // unknown: no-op
+  EXPECT_EQ(map.size(), 1u);
+}
+
 }  // namespace
 }  // namespace pgwarden::session

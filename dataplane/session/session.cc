@@ -82,6 +82,12 @@ Result<Grant> parse_grant(const json& answer) {
   if (g.tls_mode != "disable" && g.tls_mode != "require" && g.tls_mode != "verify-full") {
     return internal_error("control plane grant has unknown tls_mode " + g.tls_mode);
   }
+  if (a->upstream.pool_mode != "session" && a->upstream.pool_mode != "transaction") {
+    return internal_error("control plane grant has unknown pool_mode " + a->upstream.pool_mode);
+  }
+  g.pool_transaction = a->upstream.pool_mode == "transaction";
+  g.pool_size = std::max(1, a->upstream.pool_size);
+  g.pool_wait_timeout_ms = std::max(1, a->upstream.pool_wait_timeout_ms);
   for (const auto& [k, v] : a->startup_parameters) g.startup_parameters.emplace_back(k, v);
   const json* pol = field(answer, "policy");
   const json* allowed = pol != nullptr ? field(*pol, "allowed_startup_settings") : nullptr;
@@ -261,6 +267,8 @@ void Session::pump() {
   }
   flush_upstream();
   if (destroyed_) return;
+  // Transaction pooling: a connection whose transaction ended goes back to the pool.
+  if (server_) maybe_release_server();
   flush_client();
   if (destroyed_) return;
   update_interest();

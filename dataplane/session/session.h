@@ -30,6 +30,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -43,8 +44,10 @@
 #include "dataplane/session/recording_hold.h"
 #include "dataplane/session/result_masking.h"
 #include "dataplane/session/screen.h"
+#include "dataplane/session/server_pool.h"
 #include "dataplane/session/startup_settings.h"
 #include "dataplane/session/stream.h"
+#include "rules/lexer.h"
 
 namespace pgwarden::session {
 
@@ -82,6 +85,11 @@ struct Grant {
   // by `budget` events and the reregister answer). The session adds its own completed
   // statements and refuses (or sends for approval) statements once one is exhausted.
   std::vector<protocol::BudgetState> budgets;
+  // The target's pooling (upstream.pool_mode "transaction"): upstream connections are shared
+  // per transaction (server_pool.h, docs/dataplane.md "Transaction pooling").
+  bool pool_transaction = false;
+  int pool_size = 20;
+  int pool_wait_timeout_ms = 5000;
 };
 
 // The `budgets` array of a cp answer or event; an error for anything malformed.
@@ -125,6 +133,9 @@ class Session {
   // before evicting it: one whose first message is waiting unread (a loaded worker had not got
   // to it yet) is not idle, and completes its step here.
   void catch_up();
+  // Transaction pooling: the pool answers a wait (ServerPool::Ready) with a connection, or
+  // with null = a slot is free, open a connection.
+  void on_pool_ready(std::unique_ptr<PooledServer> s);
 
  private:
   enum class State {
@@ -256,6 +267,9 @@ class Session {
   void connect_upstream();
   void on_upstream_connected();
   void send_upstream_startup();
+  // The StartupMessage parameters sent upstream: user/database from the grant, the client's
+  // admitted settings, then the grant's startup_parameters (which win).
+  std::vector<std::pair<std::string, std::string>> upstream_startup_parameters() const;
   void process_upstream_login();
   void handle_upstream_auth(const pgwire::Message& m);
   void upstream_login_error(const pgwire::Message& m, bool after_auth_ok);
@@ -280,6 +294,48 @@ class Session {
   // Result masking / recording hooks (result_masking.h).
   void request_mask_plan();
   void note_forwarded(const pgwire::Message& m);
+
+  // Transaction pooling (session_pool.cc). A pooled session holds an upstream connection
+  // (server_) from the first message of a transaction to the ReadyForQuery 'I' that ends it.
+  bool pooled() const { return grant_.pool_transaction; }
+  std::string pool_key() const;
+  // Login of a pooled session: an idle connection of its key (synthetic login from the
+  // connection's ParameterStatus), a new one (ordinary upstream login), or a wait.
+  void pooled_login();
+  // Statement phase: true when a connection is attached; otherwise one is being opened or
+  // waited for and the message at the front stays unconsumed until then.
+  bool pool_attach_or_wait();
+  void on_pool_wait_timeout();
+  void attach_server(std::unique_ptr<PooledServer> s);
+  // The upstream login of a new pooled connection ended (ReadyForQuery).
+  void on_pooled_server_opened();
+  // Nothing of a transaction is left on the connection: ReadyForQuery 'I' seen, nothing in
+  // flight in either direction.
+  bool server_clean() const;
+  void maybe_release_server();
+  // Gives the connection back (clean) or closes it (dirty: the server rolls back an open
+  // transaction when its connection closes), frees the pool slot and stops waiting.
+  void return_server(bool reusable);
+  // A message the pool could not serve in time: ERROR 53300 in protocol order.
+  void refuse_pool_timeout(uint8_t type);
+  // Client name checks of Parse/Bind/Describe/Close under pooling (42P05, 26000), answered
+  // through the denial path. True when `m` was refused.
+  bool refuse_pooled_statement(const pgwire::Message& m);
+  // Appends `m` with its statement name mapped to the server's (re-preparing the statement on
+  // this connection first when needed). False when `m` needs no mapping.
+  bool append_pooled(const pgwire::Message& m);
+  // ParseComplete / CloseComplete from a pooled connection: true when it answers a message
+  // the gateway added (not relayed to the client).
+  bool on_pooled_completion(uint8_t type);
+  // A Bind over limits.max_message_bytes on a pooled connection: its statement name is mapped
+  // (or the Bind refused, 26000) before its header goes upstream; the rest streams. False
+  // while the names are not all buffered yet.
+  bool start_pooled_bind_stream(uint32_t length);
+  void on_pooled_cycle_end();
+  struct ClientStatement;
+  // Sends the statement's Parse first when this connection does not hold it (its ParseComplete
+  // is dropped).
+  void ensure_prepared(const ClientStatement& cs);
 
   void send_fatal(std::string_view sqlstate, std::string_view message);
   void close_after_flush();
@@ -410,6 +466,35 @@ class Session {
   std::unique_ptr<ResultFilter> results_;  // created at login
   bool mask_plan_pending_ = false;         // upstream bytes held until the plan is known
   std::string approval_id_;                // of the decision being emitted
+
+  // Transaction pooling (session_pool.cc).
+  std::string pool_key_;                  // ServerPool key (pool_key())
+  rules::LexedSql pool_lexed_;            // scratch for transaction_pooling_refusal()
+  std::unique_ptr<PooledServer> server_;  // the connection held (its Stream is in upstream_)
+  bool holds_slot_ = false;               // counted in the pool (held, or being opened)
+  bool pool_waiting_ = false;             // queued in the pool for a connection
+  bool pool_timed_out_ = false;           // the wait ended: refuse the front message (53300)
+  bool relogin_ = false;                  // opening a new pooled connection after login
+  bool local_sync_pending_ = false;       // answer the next Sync here (no connection was had)
+  bool unsynced_ = false;           // extended-protocol messages forwarded since the last Sync
+  bool unnamed_on_server_ = false;  // this transaction prepared the unnamed statement
+  int32_t last_backend_pid_ = 0;    // recorded when a transaction lands on another backend
+  EventLoop::TimerId pool_timer_ = 0;
+  std::string login_parameter_status_;  // ParameterStatus of a pooled connection's login
+  struct ClientStatement {
+    std::string server_name;
+    std::string parse;  // the Parse message under the server name (to re-prepare)
+    bool confirmed = false;
+  };
+  std::unordered_map<std::string, ClientStatement> prepared_;  // by client name
+  struct InFlight {
+    std::string server_name;
+    std::string client_name;  // empty for a Parse or Close the gateway added
+    uint64_t cycle = 0;
+    bool swallow = false;
+  };
+  std::deque<InFlight> parses_in_flight_;  // ParseComplete to come, in order
+  std::deque<InFlight> closes_in_flight_;  // CloseComplete to come, in order
 };
 
 }  // namespace pgwarden::session

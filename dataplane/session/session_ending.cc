@@ -52,7 +52,7 @@ void Session::kill(std::string_view sqlstate, std::string_view message) {
 
 void Session::reregister() {
   if (destroyed_ || state_ == State::kClosing || !authenticated_) return;
-  if (state_ != State::kReady || grant_.ticket.empty()) {
+  if ((state_ != State::kReady && !relogin_) || grant_.ticket.empty()) {
     authenticated_ = false;
     terminate("57P01",
               "pgwarden: terminating connection: the control plane restarted and this session "
@@ -115,9 +115,11 @@ void Session::on_drain() {
 void Session::close_after_flush() {
   if (destroyed_) return;
   leave_pending();
+  const State state_before_close = state_;
   state_ = State::kClosing;
   waiting_cp_ = false;
   ++escalation_seq_;  // late cp answers are ignored
+  if (pooled()) return_server(state_before_close == State::kReady && server_clean());
   if (upstream_registered_) {
     worker_->loop().remove(upstream_.fd());
     upstream_registered_ = false;
@@ -144,6 +146,11 @@ void Session::destroy(std::string_view reason) {
     if (*t != 0) loop.cancel_timer(*t);
     *t = 0;
   }
+  if (pool_timer_ != 0) loop.cancel_timer(pool_timer_);
+  pool_timer_ = 0;
+  // Transaction pooling: a clean connection goes back to the pool; one in the middle of a
+  // transaction (the client vanished) is closed, so the server rolls the transaction back.
+  if (pooled()) return_server(state_ == State::kReady && server_clean());
   if (client_registered_) loop.remove(client_.fd());
   if (upstream_registered_) loop.remove(upstream_.fd());
   client_registered_ = upstream_registered_ = false;
@@ -194,7 +201,11 @@ void Session::arm_idle_timer() {
   if (idle <= 0) return;
   idle_timer_ = worker_->loop().add_timer(last_client_activity_ms_ + idle, [this, idle] {
     idle_timer_ = 0;
-    if (destroyed_ || state_ != State::kReady) return;
+    if (destroyed_ || state_ == State::kClosing) return;
+    if (state_ != State::kReady) {  // a pooled session opening a connection for a transaction
+      arm_idle_timer();
+      return;
+    }
     if (!busy() && monotonic_ms() - last_client_activity_ms_ >= idle) {
       emit_event({{"kind", "error"}, {"sqlstate", "57P05"}, {"code", "idle_timeout"}});
       terminate("57P05", "pgwarden: terminating connection due to idle timeout (" +

@@ -57,6 +57,10 @@ void Session::on_authenticated(Result<json> answer) {
   rule_set_ = std::move(*set);
   rules_generation_ = worker_->screen().generation();
   if (!admit_startup_settings()) return;
+  if (pooled()) {
+    pooled_login();
+    return;
+  }
   connect_upstream();
 }
 
@@ -154,7 +158,7 @@ void Session::on_upstream_connected() {
   }
 }
 
-void Session::send_upstream_startup() {
+std::vector<std::pair<std::string, std::string>> Session::upstream_startup_parameters() const {
   std::vector<std::pair<std::string, std::string>> params = {{"user", grant_.role},
                                                              {"database", grant_.database}};
   for (const auto& p : client_params_) {
@@ -167,6 +171,11 @@ void Session::send_upstream_startup() {
   for (const auto& g : grant_.startup_parameters) {
     if (g.first != "user" && g.first != "database") params.push_back(g);
   }
+  return params;
+}
+
+void Session::send_upstream_startup() {
+  std::vector<std::pair<std::string, std::string>> params = upstream_startup_parameters();
   std::vector<pw::Parameter> view;
   view.reserve(params.size());
   for (const auto& p : params) view.push_back(pw::Parameter{p.first, p.second});
@@ -198,13 +207,22 @@ void Session::process_upstream_login() {
         return;
       case 'S':
       case 'N':
-        client_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+        if (m.type == 'S' && pooled()) {
+          // What a later session logging in on this pooled connection is told.
+          login_parameter_status_.append(reinterpret_cast<const char*>(m.bytes.data()),
+                                         m.bytes.size());
+        }
+        // A connection opened for a later transaction: the client had its login already.
+        if (!relogin_) {
+          client_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+        }
         break;
       case 'K': {
         pw::BackendKeyData k;
         if (pw::parse(m.body, &k).ok()) {
           cancel_target_.process_id = k.process_id;
           cancel_target_.secret_key = k.secret_key;
+          if (relogin_) break;  // the session keeps its gateway key (attach updates its target)
           gateway_key_ = worker_->shared().cancels.add(cancel_target_);
           cancel_registered_ = true;
           pw::append_backend_key_data(client_out_, gateway_key_.process_id,
@@ -217,7 +235,13 @@ void Session::process_upstream_login() {
       case 'Z': {
         pw::ReadyForQuery z;
         if (pw::parse(m.body, &z).ok()) tx_status_ = z.status;
+        if (relogin_) {
+          on_pooled_server_opened();
+          process_upstream_stream();
+          return;
+        }
         client_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+        if (pooled()) on_pooled_server_opened();
         on_login_complete();
         process_upstream_stream();
         return;
@@ -288,7 +312,9 @@ bool Session::upstream_login_last_error() {
       // PostgreSQL's order: AuthenticationOk, then the FATAL (libpq reacts to some of them —
       // 42704, its pre-9.0 application_name retry — only after AuthenticationOk). The client's
       // token was accepted before the upstream login began.
-      if (auth_ok && state_ != State::kUpstreamStartup) pw::append_authentication_ok(client_out_);
+      if (auth_ok && state_ != State::kUpstreamStartup && !relogin_) {
+        pw::append_authentication_ok(client_out_);
+      }
       upstream_login_error(r.message, auth_ok);
       return true;
     }
@@ -324,7 +350,7 @@ void Session::handle_upstream_auth(const pw::Message& m) {
                      "upstream_scram_incomplete");
         return;
       }
-      pw::append_authentication_ok(client_out_);
+      if (!relogin_) pw::append_authentication_ok(client_out_);
       state_ = State::kUpstreamStartup;
       return;
     case pw::kAuthSasl: {
@@ -413,7 +439,9 @@ void Session::on_login_complete() {
               {"client_addr", peer_text_},
               {"tls", client_.tls()},
               {"policy", grant_.policy_name},
-              {"policy_version", grant_.policy_version}});
+              {"policy_version", grant_.policy_version},
+              {"backend_pid", cancel_target_.process_id},
+              {"pool_mode", pooled() ? "transaction" : "session"}});
   ResultFilterConfig rc;
   rc.policy_hash = grant_.policy_hash;
   rc.policy_version = grant_.policy_version;

@@ -62,6 +62,10 @@ void Session::process_upstream_stream() {
       close_after_flush();
       return;
     }
+    if ((type == '1' || type == '3') && len == 4 && server_ && on_pooled_completion(type)) {
+      up_in_off_ += 5;  // answers a Parse or Close the gateway added (transaction pooling)
+      continue;
+    }
     bool filtered = results_ != nullptr && results_->needs_whole(type);
     if (filtered && type != 'E' && type != 'Z' && len >= results_->whole_limit(type)) {
       // Too large to hold whole (a big row or COPY line): streamed, recorded as it passes, or
@@ -150,6 +154,7 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
   // 'Z': one request cycle ended.
   ++cycles_received_;
   if (whole.size() >= 6) tx_status_ = whole[5];
+  if (pooled()) on_pooled_cycle_end();
   while (!rewrites_.empty() && rewrites_.front().cycle <= cycles_received_) {
     rewrites_.pop_front();
   }

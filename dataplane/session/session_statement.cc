@@ -17,6 +17,7 @@
 #include "common/protocol/event_record.h"
 #include "common/protocol/messages.h"
 #include "dataplane/pgwire/messages.h"
+#include "dataplane/session/pool_restrictions.h"
 #include "dataplane/session/session.h"
 #include "dataplane/session/session_internal.h"
 #include "dataplane/session/worker.h"
@@ -58,6 +59,22 @@ void Session::process_client_input() {
       uint32_t len = pw::load_be32(h + 1);
       if (len > worker_->runtime().config.limits.max_message_bytes &&
           (h[0] == 'd' || h[0] == 'B') && len <= kMaxStreamedMessageBytes) {
+        if (pooled()) {
+          // A connection first; a Bind's statement name is mapped before its header goes.
+          if (!server_ && !skip_until_sync_) {
+            if (pool_timed_out_) {
+              pool_timed_out_ = false;
+              client_skip_ = 1 + static_cast<size_t>(len);
+              refuse_pool_timeout(h[0]);
+              continue;
+            }
+            if (!pool_attach_or_wait()) break;
+          }
+          if (h[0] == 'B' && !skip_until_sync_) {
+            if (!start_pooled_bind_stream(len)) break;
+            continue;
+          }
+        }
         start_client_stream(h[0], len);
         continue;
       }
@@ -290,6 +307,26 @@ void Session::handle_cancel_request(const pw::Message& m) {
 bool Session::handle_statement_message(const pw::Message& m) {
   last_client_activity_ms_ = monotonic_ms();
   if (skip_until_sync_ && m.type != 'S') return true;
+  if (pooled() && !server_) {
+    // Between transactions a pooled session has no upstream connection.
+    if (m.type == 'X') {
+      destroy("client terminated");
+      return false;
+    }
+    if (m.type == 'S' && local_sync_pending_) {
+      local_sync_pending_ = false;
+      skip_until_sync_ = false;
+      pw::append_ready_for_query(client_out_, 'I');
+      return true;
+    }
+    if (m.type == 'H') return true;  // nothing to flush
+    if (pool_timed_out_) {
+      pool_timed_out_ = false;
+      refuse_pool_timeout(m.type);
+      return true;
+    }
+    if (!pool_attach_or_wait()) return false;
+  }
   switch (m.type) {
     case 'Q': {
       pw::Query q;
@@ -316,8 +353,11 @@ bool Session::handle_statement_message(const pw::Message& m) {
       forward(m);
       return true;
     case 'X':
-      forward(m);
-      flush_upstream();
+      if (!pooled()) {
+        forward(m);
+        flush_upstream();
+      }
+      // Pooled: the connection is not the client's to end; destroy() returns it when clean.
       destroy("client terminated");
       return false;
     case 'E':
@@ -414,12 +454,22 @@ void Session::finish_client_stream() {
 }
 
 void Session::forward(const pw::Message& m, const Decision* d) {
+  if (pooled() && refuse_pooled_statement(m)) return;
+  // Masking and recording know the client's names; the server gets its own (pooled).
   if (results_) note_forwarded(m);
   if (grant_.recording_required) {
     ledger_.on_forwarded(m, d != nullptr && d->recorded, d != nullptr ? d->rule : "");
   }
-  up_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+  if (!pooled() || !append_pooled(m)) {
+    up_out_.append(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size());
+  }
   if (m.type == 'Q' || m.type == 'S' || m.type == 'F') ++cycles_sent_;
+  if (m.type == 'S') {
+    unsynced_ = false;
+  } else if (m.type == 'P' || m.type == 'B' || m.type == 'D' || m.type == 'E' || m.type == 'C' ||
+             m.type == 'H') {
+    unsynced_ = true;
+  }
 }
 
 bool Session::check_statement(const pw::Message& m, std::string_view sql) {
@@ -446,6 +496,18 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     if (set.is_ok()) rule_set_ = std::move(*set);
     rules_generation_ = screen.generation();
     if (results_) results_->set_rule_set(rule_set_);
+  }
+  if (pooled()) {
+    // Session state would outlive the transaction on a shared connection (pool_restrictions.h).
+    rules::lex_sql(sql, pool_lexed_);
+    std::string why = transaction_pooling_refusal(pool_lexed_.code());
+    if (!why.empty()) {
+      bump(c.pool_statements_refused);
+      screen_.shape_key = pool_lexed_.shape_key();
+      emit_statement(sql, "deny", "transaction_pooling", "prescreen");
+      apply_denial(m, "0A000", why, "transaction_pooling");
+      return true;
+    }
   }
   uint64_t screen_start_ns = metrics::monotonic_ns();
   screen.screen(sql, rule_set_.get(), &screen_);
@@ -638,6 +700,7 @@ void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
     // Extended protocol: a nonce Parse fails in its place and the server skips to Sync.
     pw::append_parse(up_out_, "pgwarden_denied_" + nonce_, nonce_sql_);
     skip_until_sync_ = true;
+    unsynced_ = true;
   } else {
     pw::append_query(up_out_, nonce_sql_);
     ++cycles_sent_;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "common/status.h"
 
@@ -49,6 +50,16 @@ class Stream {
   void set_fd(int fd) { fd_ = fd; }
   // Closes the socket and frees the TLS state.
   void reset();
+  // Exchanges sockets and TLS state (a pooled upstream connection moves between the pool and
+  // the session it serves).
+  void swap(Stream& other) noexcept {
+    std::swap(fd_, other.fd_);
+    std::swap(ssl_, other.ssl_);
+    std::swap(read_wants_write_, other.read_wants_write_);
+    std::swap(write_wants_read_, other.write_wants_read_);
+    std::swap(handshake_wants_write_, other.handshake_wants_write_);
+    std::swap(error_, other.error_);
+  }
 
   // Wraps the socket in TLS. `server` selects accept vs connect; `verify_host` (client only,
   // may be empty) enables hostname/IP verification.

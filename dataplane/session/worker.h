@@ -29,6 +29,7 @@
 #include "dataplane/session/event_loop.h"
 #include "dataplane/session/pending_logins.h"
 #include "dataplane/session/screen.h"
+#include "dataplane/session/server_pool.h"
 #include "dataplane/session/stream.h"
 #include "dataplane/session/verdict_cache.h"
 
@@ -62,7 +63,14 @@ namespace pgwarden::session {
   X(logins_refused_source_cap)  \
   X(logins_evicted_total_cap)   \
   X(logins_evicted_source_cap)  \
-  X(logins_startup_timeout)
+  X(logins_startup_timeout)     \
+  X(pool_servers_opened)        \
+  X(pool_servers_reused)        \
+  X(pool_waits)                 \
+  X(pool_wait_timeouts)         \
+  X(pool_servers_closed_dirty)  \
+  X(pool_statements_refused)    \
+  X(pool_statements_prepared)
 
 struct Counters {
 #define PGW_DECLARE_COUNTER(name) std::atomic<uint64_t> name{0};
@@ -145,6 +153,8 @@ class Worker {
   EventLoop& loop() { return loop_; }
   CpClient& cp() { return *cp_; }
   VerdictCache& cache() { return cache_; }
+  // Transaction pooling: this worker's upstream connections (server_pool.h).
+  ServerPool& pool() { return pool_; }
   Screen& screen() { return screen_; }
   Counters& counters() { return counters_; }
   WorkerMetrics& metrics() { return metrics_; }
@@ -190,6 +200,7 @@ class Worker {
   Shared* shared_;
   std::shared_ptr<const Runtime> runtime_;
   EventLoop loop_;
+  ServerPool pool_{&loop_};  // before sessions_: sessions give their connections back
   std::unique_ptr<CpClient> cp_;
   VerdictCache cache_;
   Screen screen_;

@@ -128,6 +128,10 @@ Status GatewayHarness::write_config() {
                     {"tls", upstream_tls}}}},
                  {"policies", {policy}},
                  {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
+  if (!options_.target_extra_json.empty()) {
+    const json extra = json::parse(options_.target_extra_json);
+    for (const auto& [k, v] : extra.items()) config["targets"][0][k] = v;
+  }
   json recording = json::object();
   if (options_.recording_queue_capacity > 0) {
     recording["queue_capacity"] = options_.recording_queue_capacity;

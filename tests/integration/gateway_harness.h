@@ -105,6 +105,9 @@ struct GatewayOptions {
   std::string config_merge_patch;
   // $.control_plane.http (a JSON object: the HTTPS admin API); "" = none.
   std::string control_plane_http_json;
+  // Extra keys merged into the `demo` target (a JSON object), e.g.
+  // {"pool_mode": "transaction", "pool_size": 5}; "" = none.
+  std::string target_extra_json;
 };
 
 class GatewayHarness {

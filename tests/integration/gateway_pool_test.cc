@@ -1,0 +1,372 @@
+// Transaction pooling (target pool_mode "transaction", docs/dataplane.md "Transaction
+// pooling") against the sandbox PostgreSQL through real pgwarden-cp and pgwarden-dp: many agent
+// sessions over a few upstream connections, protocol-level prepared statements re-prepared on
+// whatever connection a transaction lands on, session state refused with 0A000, a client killed
+// mid-transaction leaves nothing open upstream, pool exhaustion waits then serves or times out
+// with 53300, masking per agent, cancel reaching the backend that runs the statement.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/gateway_harness.h"
+
+namespace pgwarden::testing {
+namespace {
+
+constexpr int kPoolSize = 5;
+
+constexpr const char* kPoolPolicy =
+    R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete", "transaction",
+        "set", "show", "listen", "ddl_create", "prepare", "deallocate"],
+        "allowed_relations": ["crm.*", "public.*", "pg_catalog.*"],
+        "allowed_functions": ["pg_catalog.pg_sleep", "pg_catalog.pg_backend_pid",
+                              "pg_catalog.pg_advisory_lock", "pg_catalog.pg_advisory_xact_lock",
+                              "pg_catalog.set_config", "pg_catalog.current_setting"],
+        "read_only": false, "rule_sets": ["deny", "approve"],
+        "masks": [{"column": "crm.customers.email", "function": "email"}]})";
+
+Conn connect_to(GatewayHarness* gw) {
+  Conn c(PQconnectdb(gw->conninfo().c_str()));
+  EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  return c;
+}
+
+std::string scalar(PGconn* c, const char* sql) {
+  Res r(PQexec(c, sql));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK)
+      << sql << ": " << PQresultErrorMessage(r.get());
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) < 1) return "";
+  return PQgetvalue(r.get(), 0, 0);
+}
+
+void exec_ok(PGconn* c, const char* sql) {
+  Res r(PQexec(c, sql));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK)
+      << sql << ": " << PQresultErrorMessage(r.get());
+}
+
+// psql's answer without its trailing newline.
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// Backends of the gateway's upstream role, asked of the sandbox directly.
+int upstream_backends(GatewayHarness* gw, const std::string& extra_where = "") {
+  auto out = gw->pg().psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app_scram'" +
+                           extra_where);
+  EXPECT_TRUE(out.is_ok()) << out.status().to_string();
+  return out.is_ok() ? std::stoi(*out) : -1;
+}
+
+class GatewayPoolTest : public SharedGatewayTest<GatewayPoolTest> {
+ public:
+  static constexpr const char* kPolicy = kPoolPolicy;
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = kPoolPolicy;
+    o.workers = 1;  // one worker: pool_size is the whole pool
+    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 5,
+                              "pool_wait_timeout_ms": 60000})";
+    return o;
+  }
+  static void SetUpTestSuite() {
+    SharedGatewayTest<GatewayPoolTest>::SetUpTestSuite();
+    auto made = gw_->pg().psql(
+        "CREATE TABLE public.pool_t (agent int, i int); GRANT ALL ON public.pool_t TO app_scram");
+    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+  }
+};
+
+TEST_F(GatewayPoolTest, FiftyAgentsOverFiveConnectionsAllGetTheirOwnResults) {
+  constexpr int kAgents = 50;
+  constexpr int kTransactions = 5;
+  std::atomic<int> failures{0};
+  std::atomic<int> max_backends{0};
+  std::atomic<bool> running{true};
+  std::thread sampler([&] {
+    while (running.load()) {
+      int n = upstream_backends(gw_);
+      if (n > max_backends.load()) max_backends.store(n);
+    }
+  });
+  // Logged in one after the other (50 logins at once are a login flood of their own); the
+  // transactions then run all at once.
+  std::vector<Conn> conns;
+  for (int a = 0; a < kAgents; ++a) {
+    conns.push_back(connect_to(gw_));
+    ASSERT_EQ(PQstatus(conns.back().get()), CONNECTION_OK);
+  }
+  std::vector<std::thread> agents;
+  for (int a = 0; a < kAgents; ++a) {
+    agents.emplace_back([&, a] {
+      PGconn* conn = conns[a].get();
+      for (int i = 0; i < kTransactions; ++i) {
+        std::string agent = std::to_string(1000 + a);
+        Res b(PQexec(conn, "BEGIN"));
+        std::string ins =
+            "INSERT INTO public.pool_t VALUES (" + agent + ", " + std::to_string(i) + ")";
+        Res r1(PQexec(conn, ins.c_str()));
+        std::string q = "SELECT count(*) FROM public.pool_t WHERE agent = " + agent;
+        Res r2(PQexec(conn, q.c_str()));
+        Res e(PQexec(conn, "COMMIT"));
+        if (PQresultStatus(r2.get()) != PGRES_TUPLES_OK ||
+            std::string(PQgetvalue(r2.get(), 0, 0)) != std::to_string(i + 1) ||
+            std::string(PQcmdStatus(e.get())) != "COMMIT") {
+          ADD_FAILURE() << "agent " << a << " transaction " << i << ": "
+                        << PQresultErrorMessage(r1.get()) << PQresultErrorMessage(r2.get())
+                        << PQresultErrorMessage(e.get());
+          ++failures;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& t : agents) t.join();
+  running = false;
+  sampler.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto total = gw_->pg().psql("SELECT count(*) FROM public.pool_t WHERE agent >= 1000");
+  ASSERT_TRUE(total.is_ok());
+  EXPECT_EQ(trimmed(*total), std::to_string(kAgents * kTransactions));
+  // The upstream saw at most pool_size backends of the gateway's role (plus cp's catalog
+  // connection, which uses the same role).
+  EXPECT_LE(max_backends.load(), kPoolSize + 1);
+  EXPECT_GE(max_backends.load(), 1);
+}
+
+TEST_F(GatewayPoolTest, PreparedStatementsFollowTheAgentAcrossPooledConnections) {
+  constexpr int kClients = 12;  // more than the pool: transactions land on various backends
+  std::vector<Conn> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(connect_to(gw_));
+    Res p(
+        PQprepare(clients.back().get(), "add", "SELECT $1::int + 1, pg_backend_pid()", 1, nullptr));
+    ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(p.get());
+    // Another statement name per client, for the same text: the server shares it.
+    Res p2(PQprepare(clients.back().get(), ("mine" + std::to_string(i)).c_str(),
+                     "SELECT $1::int * 2", 1, nullptr));
+    ASSERT_EQ(PQresultStatus(p2.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(p2.get());
+  }
+  std::set<std::string> backends;
+  for (int round = 0; round < 5; ++round) {
+    // Hold a few connections in open transactions so the others move around.
+    std::vector<Conn> holders;
+    for (int h = 0; h < round % 3; ++h) {
+      holders.push_back(connect_to(gw_));
+      exec_ok(holders.back().get(), "BEGIN");
+      scalar(holders.back().get(), "SELECT 1");
+    }
+    for (int i = 0; i < kClients; ++i) {
+      std::string v = std::to_string(round * 100 + i);
+      const char* params[] = {v.c_str()};
+      Res r(PQexecPrepared(clients[i].get(), "add", 1, params, nullptr, nullptr, 0));
+      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+      EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string(round * 100 + i + 1));
+      backends.insert(PQgetvalue(r.get(), 0, 1));
+      Res r2(PQexecPrepared(clients[i].get(), ("mine" + std::to_string(i)).c_str(), 1, params,
+                            nullptr, nullptr, 0));
+      ASSERT_EQ(PQresultStatus(r2.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r2.get());
+      EXPECT_EQ(std::string(PQgetvalue(r2.get(), 0, 0)), std::to_string(2 * (round * 100 + i)));
+      Res d(PQdescribePrepared(clients[i].get(), "add"));
+      ASSERT_EQ(PQresultStatus(d.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(d.get());
+      EXPECT_EQ(PQnfields(d.get()), 2);
+    }
+    for (auto& h : holders) exec_ok(h.get(), "COMMIT");
+  }
+  EXPECT_GT(backends.size(), 1u) << "the statements were never re-prepared elsewhere";
+  // PostgreSQL's own answers for names the agent does not have / already has.
+  Res dup(PQprepare(clients[0].get(), "add", "SELECT 2", 0, nullptr));
+  EXPECT_EQ(sqlstate(dup.get()), "42P05") << PQresultErrorMessage(dup.get());
+  const char* params[] = {"1"};
+  Res unknown(PQexecPrepared(clients[0].get(), "mine1", 1, params, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(unknown.get()), "26000") << PQresultErrorMessage(unknown.get());
+  // A failed Parse does not define the name.
+  Res bad(PQprepare(clients[0].get(), "broken", "SELECT FROM WHERE", 0, nullptr));
+  EXPECT_NE(PQresultStatus(bad.get()), PGRES_COMMAND_OK);
+  Res later(PQprepare(clients[0].get(), "broken", "SELECT 3", 0, nullptr));
+  EXPECT_EQ(PQresultStatus(later.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(later.get());
+  EXPECT_EQ(scalar(clients[0].get(), "SELECT 7"), "7");
+}
+
+TEST_F(GatewayPoolTest, BindLargerThanMaxMessageBytesStreamsToTheMappedStatement) {
+  Conn c = connect_to(gw_);
+  Res p(PQprepare(c.get(), "len", "SELECT length($1::text)", 1, nullptr));
+  ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(p.get());
+  // Land the next transaction on another connection now and then: hold one meanwhile.
+  Conn holder = connect_to(gw_);
+  exec_ok(holder.get(), "BEGIN");
+  EXPECT_EQ(scalar(holder.get(), "SELECT 1"), "1");
+  std::string big(3 << 20, 'x');  // over max_message_bytes (1 MiB): streamed upstream
+  const char* params[] = {big.c_str()};
+  for (int i = 0; i < 2; ++i) {
+    Res r(PQexecPrepared(c.get(), "len", 1, params, nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 0)), std::to_string(big.size()));
+  }
+  exec_ok(holder.get(), "COMMIT");
+  // A name the agent never prepared is refused before anything goes upstream.
+  Res unknown(PQexecPrepared(c.get(), "nope", 1, params, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(unknown.get()), "26000") << PQresultErrorMessage(unknown.get());
+  EXPECT_EQ(scalar(c.get(), "SELECT 8"), "8");
+}
+
+TEST_F(GatewayPoolTest, SessionStateIsRefusedWithAClearError) {
+  Conn c = connect_to(gw_);
+  for (const char* sql :
+       {"SET search_path = crm", "LISTEN pool_chan", "SELECT pg_advisory_lock(42)",
+        "CREATE TEMP TABLE pool_tmp (a int)", "PREPARE q AS SELECT 1", "DISCARD ALL",
+        "SELECT set_config('app.tenant', 'a', false)"}) {
+    Res r(PQexec(c.get(), sql));
+    EXPECT_EQ(sqlstate(r.get()), "0A000") << sql;
+    std::string msg = PQresultErrorMessage(r.get());
+    EXPECT_NE(msg.find("in transaction pooling mode"), std::string::npos) << msg;
+  }
+  // Extended protocol too.
+  Res p(PQprepare(c.get(), "s", "SET work_mem = '1MB'", 0, nullptr));
+  EXPECT_EQ(sqlstate(p.get()), "0A000");
+  // What to use instead works, and leaves nothing behind.
+  exec_ok(c.get(), "BEGIN");
+  exec_ok(c.get(), "SET LOCAL statement_timeout = '5s'");
+  EXPECT_EQ(scalar(c.get(), "SHOW statement_timeout"), "5s");
+  EXPECT_EQ(scalar(c.get(), "SELECT set_config('app.tenant', 'a', true)"), "a");
+  exec_ok(c.get(), "COMMIT");
+  EXPECT_EQ(scalar(c.get(), "SHOW statement_timeout"), "0");
+  // The refusals are audited as denials.
+  EXPECT_TRUE(eventually([&] {
+    std::string audit = gw_->audit_log();
+    return audit.find("transaction_pooling") != std::string::npos;
+  }));
+}
+
+TEST_F(GatewayPoolTest, ClientKilledMidTransactionLeavesNoOpenTransactionUpstream) {
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  std::string conninfo = gw_->conninfo();
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    PGconn* c = PQconnectdb(conninfo.c_str());
+    PGresult* r = PQexec(c, "BEGIN");
+    PQclear(r);
+    r = PQexec(c, "INSERT INTO public.pool_t VALUES (-1, -1)");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    char b = ok ? 'y' : 'n';
+    (void)!write(ready[1], &b, 1);
+    pause();
+    _exit(0);
+  }
+  close(ready[1]);
+  char b = 0;
+  ASSERT_EQ(read(ready[0], &b, 1), 1);
+  close(ready[0]);
+  ASSERT_EQ(b, 'y');
+  EXPECT_EQ(upstream_backends(gw_, " AND state = 'idle in transaction'"), 1);
+  ::kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_TRUE(eventually(
+      [&] { return upstream_backends(gw_, " AND state = 'idle in transaction'") == 0; }));
+  auto rows = gw_->pg().psql("SELECT count(*) FROM public.pool_t WHERE agent = -1");
+  ASSERT_TRUE(rows.is_ok());
+  EXPECT_EQ(trimmed(*rows), "0");
+  // The pool is whole again: pool_size transactions at once still get connections.
+  std::vector<Conn> cs;
+  for (int i = 0; i < kPoolSize; ++i) {
+    cs.push_back(connect_to(gw_));
+    exec_ok(cs.back().get(), "BEGIN");
+    EXPECT_EQ(scalar(cs.back().get(), "SELECT 1"), "1");
+  }
+  for (auto& c : cs) exec_ok(c.get(), "COMMIT");
+}
+
+TEST_F(GatewayPoolTest, MaskingStillAppliesPerAgentSession) {
+  Conn a = connect_to(gw_);
+  Conn b = connect_to(gw_);
+  for (int i = 0; i < 3; ++i) {
+    for (PGconn* c : {a.get(), b.get()}) {
+      std::string e = scalar(c, "SELECT email FROM crm.customers ORDER BY id LIMIT 1");
+      EXPECT_EQ(e.find("ada@"), std::string::npos) << e;
+      EXPECT_NE(e.find("***@"), std::string::npos) << e;
+    }
+  }
+}
+
+TEST_F(GatewayPoolTest, CancelReachesTheBackendRunningTheStatement) {
+  Conn c = connect_to(gw_);
+  ASSERT_TRUE(PQsendQuery(c.get(), "SELECT pg_sleep(30)"));
+  // Wait until the statement runs upstream.
+  ASSERT_TRUE(eventually([&] {
+    return upstream_backends(gw_, " AND query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'") ==
+           1;
+  }));
+  PGcancel* cancel = PQgetCancel(c.get());
+  char err[256];
+  ASSERT_TRUE(PQcancel(cancel, err, sizeof(err))) << err;
+  PQfreeCancel(cancel);
+  Res r(PQgetResult(c.get()));
+  EXPECT_EQ(sqlstate(r.get()), "57014") << PQresultErrorMessage(r.get());
+  while (PGresult* more = PQgetResult(c.get())) PQclear(more);
+  EXPECT_EQ(scalar(c.get(), "SELECT 1"), "1");
+}
+
+// A pool of one connection and a short wait: a second transaction waits for the first, and
+// gets 53300 when it does not end in time.
+class GatewayPoolExhaustionTest : public SharedGatewayTest<GatewayPoolExhaustionTest> {
+ public:
+  static constexpr const char* kPolicy = kPoolPolicy;
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = kPoolPolicy;
+    o.workers = 1;
+    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 1,
+                              "pool_wait_timeout_ms": 400})";
+    return o;
+  }
+};
+
+TEST_F(GatewayPoolExhaustionTest, WaitsForAFreeConnectionThenTimesOutWith53300) {
+  Conn holder = connect_to(gw_);
+  Conn waiter = connect_to(gw_);
+  exec_ok(holder.get(), "BEGIN");
+  EXPECT_EQ(scalar(holder.get(), "SELECT 1"), "1");
+  // Queued: served once the holder's transaction ends.
+  ASSERT_TRUE(PQsendQuery(waiter.get(), "SELECT 2"));
+  exec_ok(holder.get(), "COMMIT");
+  Res served(PQgetResult(waiter.get()));
+  EXPECT_EQ(PQresultStatus(served.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(served.get());
+  while (PGresult* more = PQgetResult(waiter.get())) PQclear(more);
+  // Held past pool_wait_timeout_ms: refused, session still usable.
+  exec_ok(holder.get(), "BEGIN");
+  EXPECT_EQ(scalar(holder.get(), "SELECT 1"), "1");
+  Res timed_out(PQexec(waiter.get(), "SELECT 3"));
+  EXPECT_EQ(sqlstate(timed_out.get()), "53300") << PQresultErrorMessage(timed_out.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(timed_out.get())).find("pool_wait_timeout_ms"),
+            std::string::npos);
+  const char* params[] = {"4"};
+  Res timed_out_ext(
+      PQexecParams(waiter.get(), "SELECT $1::int", 1, nullptr, params, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(timed_out_ext.get()), "53300") << PQresultErrorMessage(timed_out_ext.get());
+  exec_ok(holder.get(), "COMMIT");
+  EXPECT_EQ(scalar(waiter.get(), "SELECT 5"), "5");
+  // A login that finds the pool full waits the same way.
+  exec_ok(holder.get(), "BEGIN");
+  EXPECT_EQ(scalar(holder.get(), "SELECT 1"), "1");
+  Conn late(PQconnectdb(gw_->conninfo().c_str()));
+  EXPECT_NE(PQstatus(late.get()), CONNECTION_OK);
+  EXPECT_NE(std::string(PQerrorMessage(late.get())).find("became free"), std::string::npos)
+      << PQerrorMessage(late.get());
+  exec_ok(holder.get(), "COMMIT");
+}
+
+}  // namespace
+}  // namespace pgwarden::testing
