@@ -7,32 +7,6 @@
 namespace pgwarden::sso {
 namespace {
 
-std::string html_escape(std::string_view in) {
-  std::string out;
-  for (char c : in) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 web::Response refused_page(int status, const std::string& reason) {
   web::Response r;
   r.status = status;
@@ -40,7 +14,7 @@ web::Response refused_page(int status, const std::string& reason) {
   r.body =
       "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Sign-in refused</title>"
       "</head><body><h1>Sign-in refused</h1><p id=\"reason\">" +
-      html_escape(reason) +
+      markup_escape(reason) +
       "</p><p><a href=\"/console/\">Back to the console</a></p></body></html>";
   return r;
 }

@@ -45,32 +45,6 @@ struct LoginRef {
 
 Status refused(std::string why) { return unauthenticated("SAML login refused: " + why); }
 
-std::string xml_escape(std::string_view in) {
-  std::string out;
-  for (char c : in) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 std::string random_token() {
   unsigned char raw[24];
   if (RAND_bytes(raw, sizeof raw) != 1) return {};
@@ -179,6 +153,32 @@ bool local_path(std::string_view p) {
 
 }  // namespace
 
+std::string markup_escape(std::string_view in) {
+  std::string out;
+  for (char c : in) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
 std::optional<std::time_t> parse_saml_time(std::string_view s) {
   auto digits = [&](std::size_t pos, std::size_t n) -> int {
     if (pos + n > s.size()) return -1;
@@ -267,13 +267,13 @@ Result<std::unique_ptr<SamlServiceProvider>> SamlServiceProvider::create(SamlSpC
   sp->metadata_ =
       "<?xml version=\"1.0\"?>\n"
       "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" entityID=\"" +
-      xml_escape(c.entity_id) +
+      markup_escape(c.entity_id) +
       "\">\n"
       "  <md:SPSSODescriptor AuthnRequestsSigned=\"false\" WantAssertionsSigned=\"true\" "
       "protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">\n"
       "    <md:AssertionConsumerService "
       "Binding=\"urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST\" Location=\"" +
-      xml_escape(c.acs_url) +
+      markup_escape(c.acs_url) +
       "\" index=\"0\" isDefault=\"true\"/>\n"
       "  </md:SPSSODescriptor>\n"
       "</md:EntityDescriptor>\n";

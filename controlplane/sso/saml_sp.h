@@ -105,4 +105,8 @@ class SamlServiceProvider {
 // "+hh:mm"); nullopt on anything else. Exposed for tests and the fuzz target.
 std::optional<std::time_t> parse_saml_time(std::string_view text);
 
+// `in` with &, <, >, " and ' as character references: safe in XML and HTML text and in
+// quoted attribute values (the SP's metadata, the ACS's error page).
+std::string markup_escape(std::string_view in);
+
 }  // namespace pgwarden::sso
