@@ -305,6 +305,8 @@ class Session {
   // Statement phase: true when a connection is attached; otherwise one is being opened or
   // waited for and the message at the front stays unconsumed until then.
   bool pool_attach_or_wait();
+  // Queues for the pool (pool_waiting_), with the wait timeout armed.
+  void start_pool_wait();
   void on_pool_wait_timeout();
   void attach_server(std::unique_ptr<PooledServer> s);
   // The upstream login of a new pooled connection ended (ReadyForQuery).

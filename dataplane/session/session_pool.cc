@@ -72,6 +72,10 @@ void Session::pooled_login() {
     case ServerPool::Outcome::kWait:
       break;
   }
+  start_pool_wait();
+}
+
+void Session::start_pool_wait() {
   pool_waiting_ = true;
   bump(worker_->counters().pool_waits);
   pool_timer_ = worker_->loop().add_timer(monotonic_ms() + grant_.pool_wait_timeout_ms,
@@ -99,15 +103,7 @@ bool Session::pool_attach_or_wait() {
     case ServerPool::Outcome::kWait:
       break;
   }
-  pool_waiting_ = true;
-  bump(worker_->counters().pool_waits);
-  pool_timer_ = worker_->loop().add_timer(monotonic_ms() + grant_.pool_wait_timeout_ms,
-                                          [w = worker_, id = id_] {
-                                            Session* s = w->find(id);
-                                            if (s == nullptr) return;
-                                            s->pool_timer_ = 0;
-                                            s->on_pool_wait_timeout();
-                                          });
+  start_pool_wait();
   return false;
 }
 
