@@ -137,6 +137,25 @@ class GatewayRecordingWalTest : public SharedGatewayTest<GatewayRecordingWalTest
     if (code != nullptr) *code = r.code;
     return json::parse(r.out, nullptr, false);
   }
+  // Rewrites the suite's policy, reloads cp (SIGHUP) and waits until it runs the new version.
+  static bool apply_policy(const char* policy) {
+    int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
+    if (!gw_->rewrite_policy(policy).is_ok()) return false;
+    gw_->signal_cp(SIGHUP);
+    return eventually(
+        [&] { return ctl_json({"status"}).value("policy_version", int64_t{0}) != version; });
+  }
+  // Puts the suite's policy (recording required) back when it goes out of scope, also when the
+  // test that changed it fails midway: later tests check what a required policy guarantees.
+  struct RequiredPolicyRestorer {
+    RequiredPolicyRestorer() = default;
+    RequiredPolicyRestorer(const RequiredPolicyRestorer&) = delete;
+    RequiredPolicyRestorer& operator=(const RequiredPolicyRestorer&) = delete;
+    ~RequiredPolicyRestorer() {
+      fs::remove(filler());  // a test that failed with the disk full: cp's reload writes too
+      EXPECT_TRUE(apply_policy(kRequiredPolicy)) << "the required policy was not restored";
+    }
+  };
   static json recorder_status() {
     json s = ctl_json({"status"});
     return s.is_object() && s.contains("recorder") ? s["recorder"] : json::object();
@@ -374,11 +393,8 @@ TEST_F(GatewayRecordingWalTest, PipelinedStatementsRunOnlyAfterTheResultsBeforeT
 }
 
 TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
-  int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
-  ASSERT_TRUE(gw_->rewrite_policy(kNotRequiredPolicy).is_ok());
-  gw_->signal_cp(SIGHUP);
-  ASSERT_TRUE(eventually(
-      [&] { return ctl_json({"status"}).value("policy_version", int64_t{0}) != version; }));
+  RequiredPolicyRestorer restore;  // before the change: a failed reload is undone too
+  ASSERT_TRUE(apply_policy(kNotRequiredPolicy));
 
   auto [conn, id] = open_session();
   ASSERT_FALSE(id.empty());
@@ -434,12 +450,6 @@ TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCoun
   EXPECT_GE(lost_statements, 1u);
   EXPECT_GE(lost, lost_statements + lost_rows);
   EXPECT_EQ(not_run, 0u);  // nothing waited: the statements ran
-
-  ASSERT_TRUE(gw_->rewrite_policy(kRequiredPolicy).is_ok());
-  version = ctl_json({"status"}).value("policy_version", int64_t{0});
-  gw_->signal_cp(SIGHUP);
-  ASSERT_TRUE(eventually(
-      [&] { return ctl_json({"status"}).value("policy_version", int64_t{0}) != version; }));
 }
 
 TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDetected) {
