@@ -404,6 +404,98 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
   EXPECT_TRUE(server_ok);
 }
 
+// After a reconnection the dp re-registers its live sessions; their records must not reach
+// the ring before cp answered those re-registrations (cp would not know the session yet and
+// refuse the record): they are held, in order, and published once the answer is in.
+TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
+  std::string path = "/tmp/pgw-cpclient-rereg-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::atomic<bool> reregister_read{false};
+  std::atomic<bool> client_published{false};
+  std::atomic<bool> held{false};
+  std::vector<uint16_t> types_seen;  // after the answer, in ring order
+  std::thread server([&] {
+    int c = cp.accept_one();
+    std::vector<int> fds;
+    json hello = json::parse(read_frame_with_fds(c, &fds));
+    ASSERT_EQ(fds.size(), 3u);
+    auto region = protocol::RingRegion::attach(fds[0]);
+    ASSERT_TRUE(region.is_ok()) << region.status().message();
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
+    json rereg = json::parse(read_frame(c));
+    EXPECT_EQ(rereg["type"], "reregister");
+    reregister_read = true;
+    while (!client_published) std::this_thread::yield();
+    protocol::SpscRing& fwd = region->forward();
+    protocol::RecordView v;
+    held = !fwd.peek(&v);  // nothing before the answer
+    write_frame(c, {{"id", rereg["id"]}, {"ok", true}, {"policy", {{"version", 1}}}});
+    while (types_seen.size() < 2) {
+      if (fwd.peek(&v)) {
+        types_seen.push_back(v.header.type);
+        fwd.advance();
+        continue;
+      }
+      fwd.release();
+      if (fwd.park()) {
+        ASSERT_TRUE(wait_readable(fds[1], 5000)) << "the held records were never published";
+        uint64_t n;
+        ASSERT_EQ(read(fds[1], &n, sizeof n), 8);
+      }
+    }
+    fwd.release();
+    protocol::WatermarkBlock& wm = region->watermark();
+    wm.written.store(1);
+    if (wm.dp_wants.exchange(0) != 0) {
+      uint64_t one = 1;
+      ASSERT_EQ(write(fds[2], &one, sizeof one), 8);
+    }
+    close(fds[1]);
+    close(fds[2]);
+    char b;
+    (void)recv(c, &b, 1, 0);
+    close(c);
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  std::optional<Status> reregistered;
+  client.set_on_ready_change([&](bool up) {
+    if (!up) return;
+    client.request("reregister", {{"session_id", "0000000000000007"}}, 5000,
+                   [&](Result<json> r) { reregistered = r.status(); });
+  });
+  protocol::StatementFields ev;
+  ev.sql = "INSERT 1";
+  std::string payload;
+  ev.encode(payload);
+  // A statement that waited for cp (its record goes out right after the re-registration).
+  std::optional<Result<json>> recorded;
+  client.record(
+      7, payload, 5000, [&](Result<json> r) { recorded.emplace(std::move(r)); },
+      /*wait_for_cp_ms=*/5000);
+  client.start();
+  run_until(loop, [&] { return client.ready() && reregister_read.load(); });
+  EXPECT_TRUE(client.ready());
+  EXPECT_TRUE(client.ring_active());
+  client.post(protocol::RecordType::kStatement, 7, payload);  // an event made meanwhile
+  // Give the loop every chance to publish (its publish is deferred to the next iteration).
+  for (int i = 0; i < 10; ++i) loop.run_once(1);
+  EXPECT_FALSE(reregistered.has_value());
+  client_published = true;
+  run_until(loop, [&] { return recorded.has_value(); });
+  client.stop();
+  server.join();
+  EXPECT_TRUE(held) << "a record reached the ring before cp answered the reregister";
+  ASSERT_TRUE(reregistered.has_value());
+  EXPECT_TRUE(reregistered->is_ok());
+  ASSERT_TRUE(recorded.has_value());
+  EXPECT_TRUE(recorded->is_ok()) << recorded->status().message();
+  ASSERT_EQ(types_seen.size(), 2u);
+  EXPECT_EQ(types_seen[0], static_cast<uint16_t>(protocol::RecordType::kStatementRecord));
+  EXPECT_EQ(types_seen[1], static_cast<uint16_t>(protocol::RecordType::kStatement));
+}
+
 // A control plane that does not answer "ring": true gets the same events as JSON frames.
 TEST(CpClientTest, WithoutTheRingEventsAndRecordsFallBackToJsonFrames) {
   std::string path = "/tmp/pgw-cpclient-noring-" + std::to_string(getpid()) + ".sock";
