@@ -7,6 +7,8 @@
 //    recording", no session ends.
 //  - Nothing ran unrecorded: every row PostgreSQL has was recorded before it ran, and every
 //    recording verifies and carries one `session_resumed` marker per restart.
+// A login that arrives while cp is down is not refused: it waits for cp like a statement does
+// (a raw protocol client sees the password request, then AuthenticationOk once cp is back).
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
@@ -24,6 +26,7 @@
 
 #include "controlplane/recording/recording_file.h"
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/gateway_raw.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -51,6 +54,7 @@ class CpRestartTest : public SharedGatewayTest<CpRestartTest> {
     GatewayOptions o;
     o.policy_json = kPolicy;
     o.cp_unavailable_wait_ms = kCpWaitMs;
+    o.loopback_only = true;  // the raw login client sends its token without TLS
     return o;
   }
   static void SetUpTestSuite() {
@@ -196,6 +200,44 @@ TEST_F(CpRestartTest, RecordingRequiredSessionsRideThroughRepeatedKillNineWithou
   EXPECT_EQ(ran, inserted);  // and nothing that failed ran
   EXPECT_EQ(resumed.size(), static_cast<size_t>(kSessions));
   for (const auto& [id, n] : resumed) EXPECT_EQ(n, kRestarts) << id;
+}
+
+TEST_F(CpRestartTest, ALoginArrivingWhileCpIsDownWaitsForItAndSucceeds) {
+  // cp runs again however this test ends: the suite's other tests need it.
+  struct CpBack {
+    bool started = false;
+    ~CpBack() {
+      if (!started) {
+        EXPECT_TRUE(gw_->start_cp().is_ok());
+      }
+    }
+  } cp_back;
+  ASSERT_TRUE(gw_->stop_cp().is_ok());
+  int fd = connect_tcp(gw_->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, startup_packet("agent", "demo")));
+  std::string body;
+  int type = read_message(fd, &body, 10000);
+  // The password request, not a refusal: the login goes on while cp is away.
+  EXPECT_EQ(type, 'R') << (type == 'E' ? body : std::string());
+  ASSERT_EQ(body.size(), 4u);
+  EXPECT_EQ(body[3], 3);  // AuthenticationCleartextPassword
+  ASSERT_TRUE(send_all(fd, typed_message('p', cstr(gw_->token()))));
+  auto t0 = Clock::now();
+  cp_back.started = true;
+  ASSERT_TRUE(gw_->start_cp().is_ok());  // while the authenticate waits for cp
+  bool authenticated = false;
+  for (;;) {
+    type = read_message(fd, &body, 15000);
+    if (type == 'R' && body.size() == 4 && body[3] == 0) authenticated = true;
+    if (type != 'R' && type != 'S' && type != 'K' && type != 'N') break;
+  }
+  ::close(fd);
+  EXPECT_TRUE(authenticated);
+  EXPECT_EQ(type, 'Z') << "login did not complete: " << type << " "
+                       << (type == 'E' ? error_sqlstate(body) : std::string());
+  std::printf("[ cp restart ] login waited for cp: done %lld ms after cp was started\n",
+              static_cast<long long>(ms_since(t0)));
 }
 
 }  // namespace
