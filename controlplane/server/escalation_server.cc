@@ -1872,13 +1872,10 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
     return;
   }
   std::string sid = protocol::session_hex(r.header.session);
+  // The dp publishes a session's records only after cp answered its authenticate or
+  // reregister (docs/protocol.md, "reregister"): an unknown session here is not one whose
+  // registration is still in the socket.
   auto s = find_session(conn, sid);
-  if (!s) {
-    // A session re-registered on this connection a moment ago may still be in the socket:
-    // read it before deciding that the session is unknown.
-    on_readable(conn);
-    s = find_session(conn, sid);
-  }
   const bool rows = type == protocol::RecordType::kRows;
   if (s && type == protocol::RecordType::kStatementEnd && handlers_.budgets != nullptr) {
     if (auto end = protocol::StatementEndFields::decode(r.payload); end.is_ok()) {

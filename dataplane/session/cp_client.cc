@@ -171,6 +171,8 @@ void CpClient::schedule_reconnect() {
 
 void CpClient::disconnect(const std::string& why) {
   cancel_event_timer();
+  registration_.clear();
+  ring_held_ = false;
   drop_ring();
   refused_.clear();
   overflow_.clear();  // events queued for a ring that is gone (as unsent JSON events are)
@@ -362,7 +364,13 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
     Callback c = std::move(it->second.cb);
     pending_.erase(it);
     c(deadline_exceeded("control plane did not answer " + type + " in time"));
+    registration_answered(id);
   });
+  if (in_ready_callback_) {
+    // A re-registration: the ring carries nothing more until cp answered it.
+    registration_.insert(id);
+    ring_held_ = ring_ != nullptr;
+  }
   if (p.wait_until_ms != 0) {
     send_frame(fields, false);
     p.fields = std::move(fields);
@@ -510,7 +518,11 @@ void CpClient::handle_frame(nlohmann::json frame) {
     offered_ring_.reset();  // an older cp (no "ring" in its answer): JSON events
     ready_ = true;
     backoff_ms_ = 100;
-    if (on_ready_change_) on_ready_change_(true);
+    if (on_ready_change_) {
+      in_ready_callback_ = true;
+      on_ready_change_(true);
+      in_ready_callback_ = false;
+    }
     // After the callback's re-registrations: requests of a session follow its reregister.
     if (ready_) send_waiting();
     return;
@@ -525,6 +537,15 @@ void CpClient::handle_frame(nlohmann::json frame) {
   } else {
     p.cb(status_from_cp_error(frame.contains("error") ? frame["error"] : nlohmann::json()));
   }
+  registration_answered(id);
+}
+
+void CpClient::registration_answered(uint64_t id) {
+  if (registration_.erase(id) == 0 || !registration_.empty() || !ring_held_) return;
+  // cp handled every re-registration before answering it: from now on it knows each session
+  // whose records were held, so they go out, in the order they were made.
+  ring_held_ = false;
+  drain_overflow();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,7 +638,8 @@ void CpClient::record(uint64_t session, std::string payload, int64_t timeout_ms,
 
 bool CpClient::ring_write(protocol::RecordType type, uint64_t session, uint64_t seq,
                           std::string_view payload) {
-  if (!ring_->region.forward().try_write(static_cast<uint16_t>(type), session, seq, {payload})) {
+  if (ring_held_ ||
+      !ring_->region.forward().try_write(static_cast<uint16_t>(type), session, seq, {payload})) {
     return false;
   }
   ++ring_records_;
@@ -626,6 +648,7 @@ bool CpClient::ring_write(protocol::RecordType type, uint64_t session, uint64_t 
 }
 
 void CpClient::drain_overflow() {
+  if (ring_held_) return;  // registration_answered() drains it
   while (ring_ && !overflow_.empty()) {
     Overflow& o = overflow_.front();
     if (!ring_write(o.type, o.session, o.seq, o.payload)) break;
@@ -653,8 +676,8 @@ void CpClient::schedule_publish() {
 
 void CpClient::publish_ring() {
   if (!ring_) return;
-  // Requests queued before these records reach the socket first: cp, seeing a record of a
-  // session it does not know yet (a re-registration in flight), reads the socket once more.
+  // Requests queued before these records reach the socket first (cp drains the ring before
+  // it acts on each frame).
   if (out_off_ < out_.size()) flush();
   if (!ring_) return;
   if (ring_->region.forward().publish()) {

@@ -20,6 +20,15 @@
 // iteration; a record is answered through cp's "written up to N" watermark in the shared
 // memory (refusals on the backward ring), so no frame crosses the socket for it. Otherwise
 // (an older cp, or the ring could not be set up) the same calls fall back to JSON frames.
+//
+// Re-registration before records: the requests made from inside on_ready_change(true) (the
+// dataplane's `reregister` of each live session after a reconnection) are the connection's
+// registration. Until cp has answered every one of them (or it timed out), nothing is written
+// to the ring: events and write-ahead records made meanwhile wait in order (in the overflow)
+// and go out once the last answer is in. cp handles a reregister before it answers it, so it
+// never reads a record of a session it has not re-admitted yet; requests (JSON frames) need no
+// such wait, as cp handles the frames of a connection in order. A connection without
+// re-registrations (the first one) is never held.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +38,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -142,6 +152,9 @@ class CpClient : public IoHandler {
   // Resolves the write-ahead records the watermark passed (refusals from the backward ring).
   void check_acks();
   void fail_ring_pending(const std::string& why);
+  // Request `id` was answered (or timed out): when it was the last re-registration in flight,
+  // the held ring records go out.
+  void registration_answered(uint64_t id);
   // JSON fallback of post() / record().
   void post_json(protocol::RecordType type, uint64_t session, std::string_view payload);
   struct Pending {
@@ -223,6 +236,11 @@ class CpClient : public IoHandler {
   size_t overflow_bytes_ = 0;
   EventLoop::TimerId overflow_timer_ = 0;
   bool publish_scheduled_ = false;
+  // Re-registrations of the current connection not answered yet (ids), and whether the ring
+  // waits for them; in_ready_callback_ marks the requests that are re-registrations.
+  std::set<uint64_t> registration_;
+  bool ring_held_ = false;
+  bool in_ready_callback_ = false;
   uint64_t ring_records_ = 0;
   uint64_t ring_consumer_wakes_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

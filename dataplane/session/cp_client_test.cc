@@ -313,6 +313,47 @@ bool wait_readable(int fd, int ms) {
   return poll(&p, 1, ms) == 1;
 }
 
+// A record the fake cp took off the forward ring (the payload copied).
+struct RingRecord {
+  protocol::RecordHeader header;
+  std::string payload;
+};
+
+// The fake cp's consumer: takes `count` records off the forward ring, parking and waiting on
+// cp_wake as cp does. Fails when the dp does not wake the parked consumer.
+::testing::AssertionResult read_ring(protocol::SpscRing& fwd, int cp_wake_fd, size_t count,
+                                     std::vector<RingRecord>* out) {
+  while (out->size() < count) {
+    protocol::RecordView v;
+    if (fwd.peek(&v)) {
+      out->push_back(RingRecord{v.header, std::string(v.payload)});
+      fwd.advance();
+      continue;
+    }
+    fwd.release();
+    if (!fwd.park()) continue;
+    if (!wait_readable(cp_wake_fd, 5000)) {
+      return ::testing::AssertionFailure() << "the dp did not wake the parked consumer after "
+                                           << out->size() << " of " << count << " records";
+    }
+    uint64_t n;
+    if (read(cp_wake_fd, &n, sizeof n) != 8) return ::testing::AssertionFailure() << "cp_wake";
+  }
+  fwd.release();
+  return ::testing::AssertionSuccess();
+}
+
+// The fake cp's answer: every record up to seq `written` is answered (refusals, if any, are
+// already on the backward ring); the dp is woken when it waits for one of them.
+void answer_through(protocol::RingRegion& region, int dp_wake_fd, uint64_t written) {
+  protocol::WatermarkBlock& wm = region.watermark();
+  wm.written.store(written);
+  if (wm.dp_wants.exchange(0) != 0) {
+    uint64_t one = 1;
+    EXPECT_EQ(write(dp_wake_fd, &one, sizeof one), 8);
+  }
+}
+
 // Events and write-ahead records travel on the ring; the records are answered through the
 // watermark, a refusal through the backward ring, and the dp is woken by its eventfd.
 TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
@@ -328,31 +369,14 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
     auto region = protocol::RingRegion::attach(fds[0]);
     ASSERT_TRUE(region.is_ok()) << region.status().message();
     write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
-    protocol::SpscRing& fwd = region->forward();
-    std::vector<protocol::RecordView> seen;
-    std::vector<std::string> payloads;
-    while (seen.size() < 3) {
-      protocol::RecordView v;
-      if (fwd.peek(&v)) {
-        seen.push_back(v);
-        payloads.emplace_back(v.payload);
-        fwd.advance();
-        continue;
-      }
-      fwd.release();
-      if (fwd.park()) {
-        ASSERT_TRUE(wait_readable(fds[1], 5000)) << "the dp did not wake the parked consumer";
-        uint64_t n;
-        ASSERT_EQ(read(fds[1], &n, sizeof n), 8);
-      }
-    }
-    fwd.release();
+    std::vector<RingRecord> seen;
+    ASSERT_TRUE(read_ring(region->forward(), fds[1], 3, &seen));
     EXPECT_EQ(seen[0].header.type, static_cast<uint16_t>(protocol::RecordType::kStatement));
     EXPECT_EQ(seen[0].header.session, 7u);
     EXPECT_EQ(seen[1].header.type, static_cast<uint16_t>(protocol::RecordType::kStatementRecord));
     EXPECT_EQ(seen[1].header.seq, 1u);
     EXPECT_EQ(seen[2].header.seq, 2u);
-    auto rec = protocol::record_to_json(protocol::RecordType::kStatementRecord, payloads[2]);
+    auto rec = protocol::record_to_json(protocol::RecordType::kStatementRecord, seen[2].payload);
     ASSERT_TRUE(rec.is_ok());
     EXPECT_EQ((*rec)["sql"], "SELECT 2");
     // Record 2 is refused (disk full); then the watermark passes both.
@@ -360,12 +384,7 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
     ASSERT_TRUE(region->backward().try_write(
         static_cast<uint16_t>(protocol::BackwardType::kRecordRefused), 0, 2, {err}));
     region->backward().publish();
-    protocol::WatermarkBlock& wm = region->watermark();
-    wm.written.store(2);
-    if (wm.dp_wants.exchange(0) != 0) {
-      uint64_t one = 1;
-      ASSERT_EQ(write(fds[2], &one, sizeof one), 8);
-    }
+    answer_through(*region, fds[2], 2);
     close(fds[1]);
     close(fds[2]);
     server_ok = true;
@@ -402,6 +421,79 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
   client.stop();
   server.join();
   EXPECT_TRUE(server_ok);
+}
+
+// After a reconnection the dp re-registers its live sessions; their records must not reach
+// the ring before cp answered those re-registrations (cp would not know the session yet and
+// refuse the record): they are held, in order, and published once the answer is in.
+TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
+  std::string path = "/tmp/pgw-cpclient-rereg-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::atomic<bool> reregister_read{false};
+  std::atomic<bool> client_published{false};
+  std::atomic<bool> held{false};
+  std::vector<RingRecord> seen;  // after the answer, in ring order
+  std::thread server([&] {
+    int c = cp.accept_one();
+    std::vector<int> fds;
+    json hello = json::parse(read_frame_with_fds(c, &fds));
+    ASSERT_EQ(fds.size(), 3u);
+    auto region = protocol::RingRegion::attach(fds[0]);
+    ASSERT_TRUE(region.is_ok()) << region.status().message();
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
+    json rereg = json::parse(read_frame(c));
+    EXPECT_EQ(rereg["type"], "reregister");
+    reregister_read = true;
+    while (!client_published) std::this_thread::yield();
+    protocol::RecordView v;
+    held = !region->forward().peek(&v);  // nothing before the answer
+    write_frame(c, {{"id", rereg["id"]}, {"ok", true}, {"policy", {{"version", 1}}}});
+    ASSERT_TRUE(read_ring(region->forward(), fds[1], 2, &seen));
+    answer_through(*region, fds[2], 1);
+    close(fds[1]);
+    close(fds[2]);
+    char b;
+    (void)recv(c, &b, 1, 0);
+    close(c);
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  std::optional<Status> reregistered;
+  client.set_on_ready_change([&](bool up) {
+    if (!up) return;
+    client.request("reregister", {{"session_id", "0000000000000007"}}, 5000,
+                   [&](Result<json> r) { reregistered = r.status(); });
+  });
+  protocol::StatementFields ev;
+  ev.sql = "INSERT 1";
+  std::string payload;
+  ev.encode(payload);
+  // A statement that waited for cp (its record goes out right after the re-registration).
+  std::optional<Result<json>> recorded;
+  client.record(
+      7, payload, 5000, [&](Result<json> r) { recorded.emplace(std::move(r)); },
+      /*wait_for_cp_ms=*/5000);
+  client.start();
+  run_until(loop, [&] { return client.ready() && reregister_read.load(); });
+  EXPECT_TRUE(client.ready());
+  EXPECT_TRUE(client.ring_active());
+  client.post(protocol::RecordType::kStatement, 7, payload);  // an event made meanwhile
+  // Give the loop every chance to publish (its publish is deferred to the next iteration).
+  for (int i = 0; i < 10; ++i) loop.run_once(1);
+  EXPECT_FALSE(reregistered.has_value());
+  client_published = true;
+  run_until(loop, [&] { return recorded.has_value(); });
+  client.stop();
+  server.join();
+  EXPECT_TRUE(held) << "a record reached the ring before cp answered the reregister";
+  ASSERT_TRUE(reregistered.has_value());
+  EXPECT_TRUE(reregistered->is_ok());
+  ASSERT_TRUE(recorded.has_value());
+  EXPECT_TRUE(recorded->is_ok()) << recorded->status().message();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].header.type, static_cast<uint16_t>(protocol::RecordType::kStatementRecord));
+  EXPECT_EQ(seen[1].header.type, static_cast<uint16_t>(protocol::RecordType::kStatement));
 }
 
 // A control plane that does not answer "ring": true gets the same events as JSON frames.

@@ -235,13 +235,8 @@ bool Session::handle_startup_packet(const pw::Message& m) {
                  "tls_required");
     return false;
   }
-  if (!worker_->cp().ready()) {
-    login_failed("08006",
-                 "pgwarden: the control plane is unreachable; new logins are refused until it "
-                 "is back",
-                 "controlplane_unavailable");
-    return false;
-  }
+  // cp unreachable (a restart, or this worker's reconnection still in its backoff): the
+  // login goes on; its authenticate waits up to limits.cp_unavailable_wait_ms for cp.
   pw::append_authentication_cleartext_password(client_out_);
   state_ = State::kAwaitPassword;
   return true;

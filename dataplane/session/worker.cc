@@ -101,7 +101,9 @@ Status Worker::init() {
       if (up)
         spdlog::info("connected to the control plane");
       else
-        spdlog::warn("control plane connection lost; logins refused until it is back");
+        spdlog::warn(
+            "control plane connection lost; logins and statements that need it wait for it "
+            "(limits.cp_unavailable_wait_ms)");
     }
     if (!up) return;
     // A restarted cp knows none of our sessions: re-register each live one with its ticket

@@ -137,14 +137,25 @@ class GatewayRecordingWalTest : public SharedGatewayTest<GatewayRecordingWalTest
     if (code != nullptr) *code = r.code;
     return json::parse(r.out, nullptr, false);
   }
-  // Loads `policy` into the shared gateway (SIGHUP) and waits until cp runs it.
-  static bool switch_policy(const char* policy) {
-    const int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
+  // Rewrites the suite's policy, reloads cp (SIGHUP) and waits until it runs the new version.
+  static bool apply_policy(const char* policy) {
+    int64_t version = ctl_json({"status"}).value("policy_version", int64_t{0});
     if (!gw_->rewrite_policy(policy).is_ok()) return false;
     gw_->signal_cp(SIGHUP);
     return eventually(
         [&] { return ctl_json({"status"}).value("policy_version", int64_t{0}) != version; });
   }
+  // Puts the suite's policy (recording required) back when it goes out of scope, also when the
+  // test that changed it fails midway: later tests check what a required policy guarantees.
+  struct RequiredPolicyRestorer {
+    RequiredPolicyRestorer() = default;
+    RequiredPolicyRestorer(const RequiredPolicyRestorer&) = delete;
+    RequiredPolicyRestorer& operator=(const RequiredPolicyRestorer&) = delete;
+    ~RequiredPolicyRestorer() {
+      fs::remove(filler());  // a test that failed with the disk full: cp's reload writes too
+      EXPECT_TRUE(apply_policy(kRequiredPolicy)) << "the required policy was not restored";
+    }
+  };
   static json recorder_status() {
     json s = ctl_json({"status"});
     return s.is_object() && s.contains("recorder") ? s["recorder"] : json::object();
@@ -382,12 +393,8 @@ TEST_F(GatewayRecordingWalTest, PipelinedStatementsRunOnlyAfterTheResultsBeforeT
 }
 
 TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCountedInAGap) {
-  ASSERT_TRUE(switch_policy(kNotRequiredPolicy));
-  // The tests after this one share the gateway: they get the required policy back however
-  // this test ends (else a failure here would show up as unrecorded statements there).
-  struct RestorePolicy {
-    ~RestorePolicy() { EXPECT_TRUE(switch_policy(kRequiredPolicy)); }
-  } restore;
+  RequiredPolicyRestorer restore;  // before the change: a failed reload is undone too
+  ASSERT_TRUE(apply_policy(kNotRequiredPolicy));
 
   auto [conn, id] = open_session();
   ASSERT_FALSE(id.empty());
