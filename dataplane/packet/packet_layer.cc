@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "dataplane/packet/counters.h"
+#include "dataplane/packet/flow_steer.h"
 #include "dataplane/packet/flow_table.h"
 #include "dataplane/packet/mac_table.h"
 #include "dataplane/packet/packet_parser.h"
@@ -36,6 +37,18 @@ constexpr uint16_t kMaxBurst = 64;
 constexpr uint32_t kMbufCache = 256;
 constexpr uint32_t kExpireBudget = 256;  // flow slots examined per drain tick
 constexpr uint32_t kInboxSize = 4096;    // frames steered to one worker, waiting for it
+// A steered frame travels as its mbuf pointer with the port role it came from (kAgent or
+// kDatabase) in the low bit: mbufs are cache-line aligned, and the receiving worker writes
+// nothing into the mbuf (its lines stay clean for the owner).
+constexpr uintptr_t kSteerRoleBit = 1;
+static_assert(alignof(rte_mbuf) > kSteerRoleBit);
+
+// Prefetches the mbuf headers of a burst, then its frames' first lines: the misses of a whole
+// burst overlap instead of being taken one frame at a time.
+void prefetch_burst(rte_mbuf* const* pkts, unsigned n) {
+  for (unsigned i = 0; i < n; ++i) rte_prefetch0(pkts[i]);
+  for (unsigned i = 0; i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+}
 // Empty poll rounds before an idle worker starts sleeping (a few tens of microseconds of pure
 // polling keep the latency of back-to-back request/response traffic at its minimum).
 constexpr uint32_t kIdleSpinRounds = 512;
@@ -94,20 +107,6 @@ std::string available_ports() {
 }  // namespace
 
 namespace {
-
-// Seed of the software steering hash. Different from the flow table's (rte_hash_crc, seed 0),
-// so that the frames one worker owns are not all in the same half of its table's buckets.
-constexpr uint32_t kSteerSeed = 0x9e3779b9;
-
-// The worker that owns a flow when frames are steered in software. FlowKey is canonical, so
-// both directions of a flow give the same worker.
-unsigned steer_worker(const FlowKey& key, unsigned workers) {
-  uint32_t h = rte_hash_crc(&key, sizeof(key), kSteerSeed);
-  h ^= h >> 16;  // fold the high bits in: crc32c's low bits alone spread poorly modulo N
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  return static_cast<unsigned>((static_cast<uint64_t>(h) * workers) >> 32);
-}
 
 // Maps RSS hash h to queue (h mod reta_size) mod workers on every port, so that ports with
 // the same key and table size send both directions of a flow to the same queue number.
@@ -171,9 +170,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   std::atomic<uint64_t> rules_generation{0};
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
-  // Frames of other workers' flows found in the current RX burst, per owning worker; handed
-  // to their inboxes in bulk at the end of the burst.
-  std::vector<std::vector<rte_mbuf*>> steer_out;
+  // Frames of other workers' flows found in the current RX burst (mbuf pointers tagged with
+  // kSteerRoleBit), per owning worker; handed to their inboxes in bulk at the end of the burst.
+  std::vector<std::vector<void*>> steer_out;
   uint64_t last_drain_tsc = 0;
   uint32_t now_s = 0;  // TSC seconds, for MAC learning; updated per RX burst
   std::atomic<uint64_t> memory_used{0};
@@ -185,11 +184,13 @@ class PacketLayer::Impl {
   Status setup(const PacketLayerConfig& config);
   bool poll(LcoreContext& c);
   void flush(LcoreContext& c);
-  void handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now);
+  // `may_steer`: the frame came off this worker's RX queue and was not steered yet (software
+  // spread): a TCP frame of another worker's flow goes to its inbox.
+  void handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now, bool may_steer);
+  void steer(LcoreContext& c, PortRole in, rte_mbuf* m, unsigned owner);
   void handle_from_host(LcoreContext& c, rte_mbuf* m);
   void handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,
                   std::span<const uint8_t> frame, uint64_t now);
-  void handle_steered(LcoreContext& c, rte_mbuf* m, uint64_t now);
   void idle(LcoreContext& c, bool found_work);
   void flush_steered(LcoreContext& c);
   Status choose_spread(const rte_eth_dev_info* info, unsigned workers);
@@ -224,9 +225,10 @@ class PacketLayer::Impl {
 PacketLayer::Impl::~Impl() {
   for (auto& w : workers_) {
     if (w->inbox != nullptr) {
-      rte_mbuf* m;
-      while (rte_ring_sc_dequeue(w->inbox, reinterpret_cast<void**>(&m)) == 0) {
-        rte_pktmbuf_free(m);
+      void* tagged;
+      while (rte_ring_sc_dequeue(w->inbox, &tagged) == 0) {
+        rte_pktmbuf_free(
+            reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(tagged) & ~kSteerRoleBit));
       }
       rte_ring_free(w->inbox);
     }
@@ -502,15 +504,19 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
   rte_mbuf* pkts[kMaxBurst];
   bool any = false;
   if (c.inbox != nullptr) {
-    unsigned n =
-        rte_ring_sc_dequeue_burst(c.inbox, reinterpret_cast<void**>(pkts), config_.burst, nullptr);
+    void* tagged[kMaxBurst];
+    unsigned n = rte_ring_sc_dequeue_burst(c.inbox, tagged, config_.burst, nullptr);
     if (n > 0) {
       any = true;
       c.counters.rx_steered_in.inc(n);
+      for (unsigned i = 0; i < n; ++i) {
+        pkts[i] = reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(tagged[i]) & ~kSteerRoleBit);
+      }
+      prefetch_burst(pkts, n);
       uint64_t now = rte_rdtsc();
       for (unsigned i = 0; i < n; ++i) {
-        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-        handle_steered(c, pkts[i], now);
+        auto in = static_cast<PortRole>(reinterpret_cast<uintptr_t>(tagged[i]) & kSteerRoleBit);
+        handle(c, in, pkts[i], now, false);
       }
     }
   }
@@ -520,11 +526,28 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
     any = true;
     uint64_t now = rte_rdtsc();
     c.now_s = static_cast<uint32_t>(now / rte_get_tsc_hz());
+    prefetch_burst(pkts, n);
+    bool steering = c.inbox != nullptr && src.role != kException;
     for (uint16_t i = 0; i < n; ++i) {
-      if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-      handle(c, src.role, pkts[i], now);
+      rte_mbuf* m = pkts[i];
+      c.counters.rx_packets.inc();
+      c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
+      uint32_t hash = 0;
+      if (steering && m->nb_segs == 1 &&
+          frame_steer_hash(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), &hash)) {
+        // A plain TCP segment: its owner is known from the header fields at fixed offsets, so
+        // a frame of another worker's flow is handed over before anything else touches it.
+        unsigned owner = steer_worker(hash, static_cast<unsigned>(workers_.size()));
+        if (owner != c.index) {
+          steer(c, src.role, m, owner);
+        } else {
+          handle(c, src.role, m, now, false);
+        }
+        continue;
+      }
+      handle(c, src.role, m, now, steering);
     }
-    if (c.inbox != nullptr) flush_steered(c);
+    if (steering) flush_steered(c);
   }
   // Batch TX per poll round: what this round's bursts produced leaves now, in one burst per
   // port. Waiting for the drain timer instead would add up to drain_us to every frame of
@@ -557,32 +580,25 @@ void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
 
 void PacketLayer::Impl::flush_steered(LcoreContext& c) {
   for (size_t w = 0; w < c.steer_out.size(); ++w) {
-    std::vector<rte_mbuf*>& out = c.steer_out[w];
+    std::vector<void*>& out = c.steer_out[w];
     if (out.empty()) continue;
-    unsigned sent =
-        rte_ring_mp_enqueue_burst(workers_[w]->inbox, reinterpret_cast<void* const*>(out.data()),
-                                  static_cast<unsigned>(out.size()), nullptr);
+    unsigned sent = rte_ring_mp_enqueue_burst(workers_[w]->inbox, out.data(),
+                                              static_cast<unsigned>(out.size()), nullptr);
     c.counters.rx_steered_out.inc(sent);
     if (sent < out.size()) {
       // The owner is behind by a whole inbox: drop like a full RX ring would (TCP resends).
       c.counters.rx_steer_dropped.inc(out.size() - sent);
-      rte_pktmbuf_free_bulk(out.data() + sent, static_cast<unsigned>(out.size() - sent));
+      for (size_t i = sent; i < out.size(); ++i) {
+        rte_pktmbuf_free(
+            reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(out[i]) & ~kSteerRoleBit));
+      }
     }
     out.clear();
   }
 }
 
-void PacketLayer::Impl::handle_steered(LcoreContext& c, rte_mbuf* m, uint64_t now) {
-  // The worker that received the frame counted, parsed and learned it; this one owns its flow.
-  PortRole in = m->port == port_ids_[kAgent] ? kAgent : kDatabase;
-  std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
-  ParsedPacket p;
-  if (parse_frame(frame, &p) != ParseStatus::kOk || !p.is_tcp()) {
-    c.counters.parse_malformed.inc();  // cannot happen: the same bytes parsed before
-    rte_pktmbuf_free(m);
-    return;
-  }
-  handle_tcp(c, in, m, p, frame, now);
+void PacketLayer::Impl::steer(LcoreContext& c, PortRole in, rte_mbuf* m, unsigned owner) {
+  c.steer_out[owner].push_back(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(m) | in));
 }
 
 Status PacketLayer::Impl::choose_spread(const rte_eth_dev_info* info, unsigned workers) {
@@ -645,9 +661,8 @@ uint16_t PacketLayer::Impl::rx_queue_count(PortRole role, const rte_eth_dev_info
   return 1;
 }
 
-void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now) {
-  c.counters.rx_packets.inc();
-  c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
+void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now,
+                               bool may_steer) {
   if (in == kException) {
     handle_from_host(c, m);
     return;
@@ -690,13 +705,12 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
     return;
   }
   if (p.is_tcp() && !config_.forward_only_baseline) {
-    if (spread_ == SpreadMode::kSoftware) {
+    if (may_steer) {  // a TCP frame frame_steer_hash could not read (IPv6 extension headers)
       bool src_is_a = false;
       FlowKey key = make_flow_key(p.src, p.src_port, p.dst, p.dst_port, kIpProtoTcp, &src_is_a);
-      unsigned owner = steer_worker(key, static_cast<unsigned>(workers_.size()));
+      unsigned owner = steer_worker(flow_steer_hash(key), static_cast<unsigned>(workers_.size()));
       if (owner != c.index) {
-        m->port = port_ids_[in];  // the owner needs the side the frame came from
-        c.steer_out[owner].push_back(m);
+        steer(c, in, m, owner);
         return;
       }
     }
@@ -883,7 +897,7 @@ Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig
 unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
 
 unsigned PacketLayer::software_owner(const FlowKey& key) const {
-  return steer_worker(key, worker_count());
+  return steer_worker(flow_steer_hash(key), worker_count());
 }
 
 bool PacketLayer::poll_once(unsigned worker) { return impl_->poll(*impl_->workers_[worker]); }
