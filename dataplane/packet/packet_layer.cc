@@ -13,6 +13,8 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
+#include <sys/prctl.h>
+
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -35,13 +37,23 @@ constexpr unsigned kMaxPorts = 3;
 constexpr const char* kRoleNames[kMaxPorts] = {"agent", "database", "exception"};
 constexpr uint16_t kMaxBurst = 64;
 constexpr uint32_t kMbufCache = 256;
-constexpr uint32_t kExpireBudget = 256;  // flow slots examined per drain tick
-constexpr uint32_t kInboxSize = 4096;    // frames steered to one worker, waiting for it
+constexpr uint32_t kInboxSize = 4096;  // frames steered to one worker, waiting for it
 // A steered frame travels as its mbuf pointer with the port role it came from (kAgent or
 // kDatabase) in the low bit: mbufs are cache-line aligned, and the receiving worker writes
 // nothing into the mbuf (its lines stay clean for the owner).
 constexpr uintptr_t kSteerRoleBit = 1;
 static_assert(alignof(rte_mbuf) > kSteerRoleBit);
+
+// Flow slots the expiry sweep examines per tick, and how often it runs: a full sweep of a
+// 65,536-slot table every ~256 ms (idle timeouts are minutes, the finished linger seconds).
+constexpr uint32_t kExpireBudget = 256;
+constexpr uint32_t kExpireIntervalUs = 1000;
+// How long an idle worker keeps polling after its last frame before the adaptive sleep
+// (idle_sleep_us) starts: the answer to a request it just forwarded usually arrives within it.
+constexpr uint32_t kIdleSpinUs = 500;
+// Timer slack of worker threads that sleep: the kernel's default (50 µs) would stretch every
+// short idle sleep, and with it the latency of the first frame after it.
+constexpr unsigned long kWorkerTimerSlackNs = 1000;
 
 // Prefetches the mbuf headers of a burst, then its frames' first lines: the misses of a whole
 // burst overlap instead of being taken one frame at a time.
@@ -49,9 +61,6 @@ void prefetch_burst(rte_mbuf* const* pkts, unsigned n) {
   for (unsigned i = 0; i < n; ++i) rte_prefetch0(pkts[i]);
   for (unsigned i = 0; i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
 }
-// Empty poll rounds before an idle worker starts sleeping (a few tens of microseconds of pure
-// polling keep the latency of back-to-back request/response traffic at its minimum).
-constexpr uint32_t kIdleSpinRounds = 512;
 
 // Symmetric Toeplitz key: hashing (src, dst) and (dst, src) gives the same value, so both
 // directions of a flow land in the same RX queue and therefore on the same lcore.
@@ -145,6 +154,7 @@ struct RxSource {
   PortRole role;
   uint16_t port_id;
   uint16_t queue;
+  uint64_t next_poll_tsc = 0;  // exception port: not polled again before this (see poll())
 };
 
 // One published rule set. Immutable once published; freed by reclaim_rules().
@@ -161,7 +171,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   uint16_t queue = 0;         // this worker's TX queue on every port
   std::vector<RxSource> rx;   // the RX queues this worker polls
   rte_ring* inbox = nullptr;  // frames other workers steered to this one (software mode)
-  uint32_t idle_rounds = 0;
+  bool idle = false;            // the last poll round found nothing
+  uint64_t idle_since_tsc = 0;  // when the current idle period began
+  uint32_t idle_sleeps = 0;     // sleeps in the current idle period
   PacketCounters counters;
   std::unique_ptr<ReassemblyMemory> memory;
   std::unique_ptr<WirePrescreen> sink;  // before flows: their streams point into it
@@ -174,6 +186,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   // kSteerRoleBit), per owning worker; handed to their inboxes in bulk at the end of the burst.
   std::vector<std::vector<void*>> steer_out;
   uint64_t last_drain_tsc = 0;
+  uint64_t last_expire_tsc = 0;
   uint32_t now_s = 0;  // TSC seconds, for MAC learning; updated per RX burst
   std::atomic<uint64_t> memory_used{0};
 };
@@ -220,6 +233,7 @@ class PacketLayer::Impl {
   std::vector<std::unique_ptr<RuleGeneration>> generations_;
   MacTable macs_;  // side of each station, for frames from the host (shared by all lcores)
   uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
+  uint64_t expire_tsc_ = 0, idle_spin_tsc_ = 0, exception_poll_tsc_ = 0;
 };
 
 PacketLayer::Impl::~Impl() {
@@ -374,6 +388,9 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
 
   uint64_t hz = rte_get_tsc_hz();
   drain_tsc_ = hz / 1000000 * config.drain_us;
+  expire_tsc_ = hz / 1000000 * kExpireIntervalUs;
+  idle_spin_tsc_ = hz / 1000000 * kIdleSpinUs;
+  exception_poll_tsc_ = hz / 1000000 * config.exception_poll_us;
   idle_tsc_ = hz / 1000 * config.flow_idle_timeout_ms;
   linger_tsc_ = hz / 1000 * config.flow_finished_linger_ms;
   // Worker 0 runs on the main lcore, which also runs the control tick.
@@ -520,8 +537,14 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
       }
     }
   }
-  for (const RxSource& src : c.rx) {
+  uint64_t round_tsc = rte_rdtsc();
+  for (RxSource& src : c.rx) {
+    // Polling a TAP is a readv system call, several times the cost of a whole round on the
+    // data ports: after an empty poll the exception port waits exception_poll_us for its next
+    // one; while it delivers frames it is polled every round.
+    if (src.role == kException && round_tsc < src.next_poll_tsc) continue;
     uint16_t n = rte_eth_rx_burst(src.port_id, src.queue, pkts, config_.burst);
+    if (src.role == kException) src.next_poll_tsc = n == 0 ? round_tsc + exception_poll_tsc_ : 0;
     if (n == 0) continue;
     any = true;
     uint64_t now = rte_rdtsc();
@@ -557,24 +580,33 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
   uint64_t now = rte_rdtsc();
   if (now - c.last_drain_tsc >= drain_tsc_) {
     flush(c);
+    c.last_drain_tsc = now;
+  }
+  if (now - c.last_expire_tsc >= expire_tsc_) {
     c.flows->expire(now, idle_tsc_, linger_tsc_, kExpireBudget);
     c.memory_used.store(c.memory->used(), std::memory_order_relaxed);
-    c.last_drain_tsc = now;
+    c.last_expire_tsc = now;
   }
   return any;
 }
 
 void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
   if (found_work || config_.idle_sleep_us == 0) {
-    c.idle_rounds = 0;
+    c.idle = false;
     return;
   }
-  // Adaptive: poll freely for kIdleSpinRounds empty rounds (a reply usually follows within
-  // them), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
+  // Adaptive: poll freely for kIdleSpinUs after the last frame (a reply usually follows
+  // within it), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
   // worker then costs a few wake-ups per millisecond instead of a whole core; the first frame
-  // after a quiet period waits at most idle_sleep_us (plus the kernel's timer slack).
-  if (++c.idle_rounds <= kIdleSpinRounds) return;
-  uint32_t step = std::min<uint32_t>(c.idle_rounds - kIdleSpinRounds - 1, 20);
+  // after a quiet period waits at most idle_sleep_us (plus kWorkerTimerSlackNs).
+  if (!c.idle) {
+    c.idle = true;
+    c.idle_since_tsc = rte_rdtsc();
+    c.idle_sleeps = 0;
+    return;
+  }
+  if (c.idle_sleeps == 0 && rte_rdtsc() - c.idle_since_tsc < idle_spin_tsc_) return;
+  uint32_t step = std::min<uint32_t>(c.idle_sleeps++, 20);
   rte_delay_us_sleep(std::min<uint32_t>(config_.idle_sleep_us, 1u << step));
 }
 
@@ -920,6 +952,7 @@ void PacketLayer::run(const std::atomic<bool>& stop, const std::function<void()>
     if (worker < 0) return 0;  // an lcore beyond PacketLayerConfig::workers
     LcoreContext& c = *impl->workers_[static_cast<size_t>(worker)];
     bool is_main = rte_lcore_id() == rte_get_main_lcore();
+    if (impl->config_.idle_sleep_us > 0) prctl(PR_SET_TIMERSLACK, kWorkerTimerSlackNs);
     uint64_t control_tsc = rte_get_tsc_hz() / 1000 * impl->config_.control_interval_ms;
     uint64_t last_control = rte_rdtsc();
     while (!l->stop->load(std::memory_order_relaxed)) {

@@ -96,6 +96,9 @@ class PacketLayerTest : public ::testing::Test {
     config_.rx_descriptors = 128;
     config_.tx_descriptors = 128;
     config_.flow_capacity = 8;
+    // inject() polls once: the exception port must be polled in every round
+    // (ExceptionPortIsPolledLessOftenWhileQuiet tests the production interval).
+    config_.exception_poll_us = 0;
   }
 
   void TearDown() override {
@@ -428,6 +431,31 @@ TEST_F(PacketLayerTest, HostBroadcastGoesToBothSides) {
   inject(host_, arp_request);
   EXPECT_EQ(sent(agent_).size(), 1u);
   EXPECT_EQ(sent(db_).size(), 1u);
+}
+
+TEST_F(PacketLayerTest, ExceptionPortIsPolledLessOftenWhileQuiet) {
+  config_.exception_poll_us = 200'000;
+  start();
+  std::vector<uint8_t> arp_request(42, 0);
+  std::fill(arp_request.begin(), arp_request.begin() + 6, 0xff);
+  std::copy(kHostMac.begin(), kHostMac.end(), arp_request.begin() + 6);
+  store_be16(arp_request.data() + 12, kEtherTypeArp);
+  auto quiet_since = std::chrono::steady_clock::now();
+  layer_->poll_once(0);  // finds the exception port empty: its next poll is 200 ms away
+  inject(host_, arp_request);
+  EXPECT_TRUE(sent(agent_).empty()) << "a quiet TAP is not read in every round";
+  // The frame is picked up once the interval passed, not before.
+  auto deadline = quiet_since + std::chrono::seconds(10);
+  while (counter("exception_from_host") == 0 && std::chrono::steady_clock::now() < deadline) {
+    layer_->poll_once(0);
+  }
+  layer_->flush(0);
+  EXPECT_GE(std::chrono::steady_clock::now() - quiet_since, std::chrono::milliseconds(200));
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  // While it delivers frames it is polled in every round.
+  inject(host_, arp_request);
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  EXPECT_EQ(counter("exception_from_host"), 2u);
 }
 
 TEST_F(PacketLayerTest, AgentSpoofingTheDatabaseMacDoesNotDivertHostTraffic) {
