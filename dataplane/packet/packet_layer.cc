@@ -50,7 +50,7 @@ constexpr uint32_t kExpireBudget = 256;
 constexpr uint32_t kExpireIntervalUs = 1000;
 // How long an idle worker keeps polling after its last frame before the adaptive sleep
 // (idle_sleep_us) starts: the answer to a request it just forwarded usually arrives within it.
-constexpr uint32_t kIdleSpinUs = 500;
+constexpr uint32_t kIdleSpinUs = 2000;
 // Timer slack of worker threads that sleep: the kernel's default (50 µs) would stretch every
 // short idle sleep, and with it the latency of the first frame after it.
 constexpr unsigned long kWorkerTimerSlackNs = 1000;
@@ -952,7 +952,6 @@ void PacketLayer::run(const std::atomic<bool>& stop, const std::function<void()>
     if (worker < 0) return 0;  // an lcore beyond PacketLayerConfig::workers
     LcoreContext& c = *impl->workers_[static_cast<size_t>(worker)];
     bool is_main = rte_lcore_id() == rte_get_main_lcore();
-    if (impl->config_.idle_sleep_us > 0) prctl(PR_SET_TIMERSLACK, kWorkerTimerSlackNs);
     uint64_t control_tsc = rte_get_tsc_hz() / 1000 * impl->config_.control_interval_ms;
     uint64_t last_control = rte_rdtsc();
     while (!l->stop->load(std::memory_order_relaxed)) {
