@@ -13,8 +13,6 @@
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
-#include <sys/prctl.h>
-
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -50,10 +48,9 @@ constexpr uint32_t kExpireBudget = 256;
 constexpr uint32_t kExpireIntervalUs = 1000;
 // How long an idle worker keeps polling after its last frame before the adaptive sleep
 // (idle_sleep_us) starts: the answer to a request it just forwarded usually arrives within it.
+// (Measured with pgbench -S on a shared 2-CPU host: 500 µs made the worker sleep between a
+// query and its answer and cost 40% of the transactions; docs/benchmarks.md.)
 constexpr uint32_t kIdleSpinUs = 2000;
-// Timer slack of worker threads that sleep: the kernel's default (50 µs) would stretch every
-// short idle sleep, and with it the latency of the first frame after it.
-constexpr unsigned long kWorkerTimerSlackNs = 1000;
 
 // Prefetches the mbuf headers of a burst, then its frames' first lines: the misses of a whole
 // burst overlap instead of being taken one frame at a time.
@@ -598,7 +595,7 @@ void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
   // Adaptive: poll freely for kIdleSpinUs after the last frame (a reply usually follows
   // within it), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
   // worker then costs a few wake-ups per millisecond instead of a whole core; the first frame
-  // after a quiet period waits at most idle_sleep_us (plus kWorkerTimerSlackNs).
+  // after a quiet period waits at most idle_sleep_us (plus the kernel's timer slack).
   if (!c.idle) {
     c.idle = true;
     c.idle_since_tsc = rte_rdtsc();

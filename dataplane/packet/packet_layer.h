@@ -77,7 +77,7 @@ struct PacketLayerConfig {
   uint16_t tx_descriptors = 1024;
   uint16_t burst = 32;
   uint32_t drain_us = 100;  // TX buffers are flushed at least this often
-  // >0: a worker that found nothing for 500 µs sleeps, 1 µs at first, doubling up to this
+  // >0: a worker that found nothing for 2 ms sleeps, 1 µs at first, doubling up to this
   // bound while it stays idle; any frame resets it (docs/packet-layer.md, "Idle polling").
   uint32_t idle_sleep_us = 0;
   // After a poll of the exception port found nothing, it is not polled again for this long
