@@ -668,6 +668,41 @@ TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
   EXPECT_EQ(counter("rx_packets", 1), 2u * kFlows);
 }
 
+// IPv6 with a hop-by-hop header: the hash at fixed header offsets declines such frames, so the
+// worker polling the port parses them and steers them by their flow key; both directions must
+// still meet on the flow's owner.
+TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
+  const uint8_t agent_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
+  const uint8_t db_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
+  const Address agent6 = Address::v6(agent_bytes), db6 = Address::v6(db_bytes);
+  config_.allowed_direct_sources.push_back(Prefix{agent6, 128});
+  start();
+  auto with_hop_by_hop = [](std::vector<uint8_t> f) {
+    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
+    f[14 + 6] = 0;                                               // next header: hop-by-hop
+    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
+    f.insert(f.begin() + 14 + 40, ext, ext + 8);
+    return f;
+  };
+  constexpr uint16_t kFlows = 32;
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(agent_, with_hop_by_hop(tcp(agent6, 31000 + f, db6, 5432, 1000, 0, kTcpSyn)));
+  }
+  pump();
+  ASSERT_EQ(sent(db_).size(), kFlows);
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(db_, with_hop_by_hop(tcp(db6, 5432, agent6, 31000 + f, 5000, 1001, kTcpSyn | kTcpAck)));
+  }
+  pump();
+  EXPECT_EQ(sent(agent_).size(), kFlows);
+  EXPECT_EQ(total("flows_created"), kFlows);
+  EXPECT_EQ(total("tcp_forwarded"), 2u * kFlows);
+  EXPECT_EQ(total("flows_midstream_dropped") + total("flows_reverse_dropped"), 0u);
+  for (unsigned w = 0; w < 2; ++w) {
+    EXPECT_GT(counter("rx_steered_out", w), 0u) << "worker " << w;
+  }
+}
+
 TEST_F(TwoWorkerTest, DenyOnAFlowOwnedByTheOtherWorkerResetsBothEndsAndIsAudited) {
   start();
   // Open flows until both workers own one, then deny on each.
