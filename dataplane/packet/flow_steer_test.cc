@@ -25,7 +25,8 @@ uint32_t key_hash(const std::vector<uint8_t>& frame) {
   ParsedPacket p;
   EXPECT_EQ(parse_frame(frame, &p), ParseStatus::kOk);
   bool src_is_a = false;
-  return flow_steer_hash(make_flow_key(p.src, p.src_port, p.dst, p.dst_port, p.ip_proto, &src_is_a));
+  return flow_steer_hash(
+      make_flow_key(p.src, p.src_port, p.dst, p.dst_port, p.ip_proto, &src_is_a));
 }
 
 TEST(FlowSteerTest, FrameHashEqualsKeyHashInBothDirections) {

@@ -48,8 +48,8 @@ constexpr uint32_t kExpireBudget = 256;
 constexpr uint32_t kExpireIntervalUs = 1000;
 // How long an idle worker keeps polling after its last frame before the adaptive sleep
 // (idle_sleep_us) starts: the answer to a request it just forwarded usually arrives within it.
-// (Measured with pgbench -S on a shared 2-CPU host: 500 µs made the worker sleep between a
-// query and its answer and cost 40% of the transactions; docs/benchmarks.md.)
+// 2 ms is about what the former 512 empty rounds lasted while every round read the TAP (a
+// system call); 500 µs was tried and not shown to be better (docs/benchmarks.md).
 constexpr uint32_t kIdleSpinUs = 2000;
 
 // Prefetches the mbuf headers of a burst, then its frames' first lines: the misses of a whole
@@ -164,10 +164,10 @@ struct RuleGeneration {
 // One worker's state. Cache-aligned so that no two workers share a line.
 struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   unsigned lcore_id = 0;
-  unsigned index = 0;         // worker number
-  uint16_t queue = 0;         // this worker's TX queue on every port
-  std::vector<RxSource> rx;   // the RX queues this worker polls
-  rte_ring* inbox = nullptr;  // frames other workers steered to this one (software mode)
+  unsigned index = 0;           // worker number
+  uint16_t queue = 0;           // this worker's TX queue on every port
+  std::vector<RxSource> rx;     // the RX queues this worker polls
+  rte_ring* inbox = nullptr;    // frames other workers steered to this one (software mode)
   bool idle = false;            // the last poll round found nothing
   uint64_t idle_since_tsc = 0;  // when the current idle period began
   uint32_t idle_sleeps = 0;     // sleeps in the current idle period
@@ -524,7 +524,8 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
       any = true;
       c.counters.rx_steered_in.inc(n);
       for (unsigned i = 0; i < n; ++i) {
-        pkts[i] = reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(tagged[i]) & ~kSteerRoleBit);
+        pkts[i] =
+            reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(tagged[i]) & ~kSteerRoleBit);
       }
       prefetch_burst(pkts, n);
       uint64_t now = rte_rdtsc();

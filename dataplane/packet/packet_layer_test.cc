@@ -679,7 +679,7 @@ TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
   start();
   auto with_hop_by_hop = [](std::vector<uint8_t> f) {
     const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
-    f[14 + 6] = 0;                                               // next header: hop-by-hop
+    f[14 + 6] = 0;                                              // next header: hop-by-hop
     store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
     f.insert(f.begin() + 14 + 40, ext, ext + 8);
     return f;
