@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "dataplane/packet/counters.h"
+#include "dataplane/packet/flow_steer.h"
 #include "dataplane/packet/flow_table.h"
 #include "dataplane/packet/mac_table.h"
 #include "dataplane/packet/packet_parser.h"
@@ -34,11 +35,29 @@ constexpr unsigned kMaxPorts = 3;
 constexpr const char* kRoleNames[kMaxPorts] = {"agent", "database", "exception"};
 constexpr uint16_t kMaxBurst = 64;
 constexpr uint32_t kMbufCache = 256;
-constexpr uint32_t kExpireBudget = 256;  // flow slots examined per drain tick
-constexpr uint32_t kInboxSize = 4096;    // frames steered to one worker, waiting for it
-// Empty poll rounds before an idle worker starts sleeping (a few tens of microseconds of pure
-// polling keep the latency of back-to-back request/response traffic at its minimum).
-constexpr uint32_t kIdleSpinRounds = 512;
+constexpr uint32_t kInboxSize = 4096;  // frames steered to one worker, waiting for it
+// A steered frame travels as its mbuf pointer with the port role it came from (kAgent or
+// kDatabase) in the low bit: mbufs are cache-line aligned, and the receiving worker writes
+// nothing into the mbuf (its lines stay clean for the owner).
+constexpr uintptr_t kSteerRoleBit = 1;
+static_assert(alignof(rte_mbuf) > kSteerRoleBit);
+
+// Flow slots the expiry sweep examines per tick, and how often it runs: a full sweep of a
+// 65,536-slot table every ~256 ms (idle timeouts are minutes, the finished linger seconds).
+constexpr uint32_t kExpireBudget = 256;
+constexpr uint32_t kExpireIntervalUs = 1000;
+// How long an idle worker keeps polling after its last frame before the adaptive sleep
+// (idle_sleep_us) starts: the answer to a request it just forwarded usually arrives within it.
+// 2 ms is about what the former 512 empty rounds lasted while every round read the TAP (a
+// system call); 500 µs was tried and not shown to be better (docs/benchmarks.md).
+constexpr uint32_t kIdleSpinUs = 2000;
+
+// Prefetches the mbuf headers of a burst, then its frames' first lines: the misses of a whole
+// burst overlap instead of being taken one frame at a time.
+void prefetch_burst(rte_mbuf* const* pkts, unsigned n) {
+  for (unsigned i = 0; i < n; ++i) rte_prefetch0(pkts[i]);
+  for (unsigned i = 0; i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void*));
+}
 
 // Symmetric Toeplitz key: hashing (src, dst) and (dst, src) gives the same value, so both
 // directions of a flow land in the same RX queue and therefore on the same lcore.
@@ -95,20 +114,6 @@ std::string available_ports() {
 
 namespace {
 
-// Seed of the software steering hash. Different from the flow table's (rte_hash_crc, seed 0),
-// so that the frames one worker owns are not all in the same half of its table's buckets.
-constexpr uint32_t kSteerSeed = 0x9e3779b9;
-
-// The worker that owns a flow when frames are steered in software. FlowKey is canonical, so
-// both directions of a flow give the same worker.
-unsigned steer_worker(const FlowKey& key, unsigned workers) {
-  uint32_t h = rte_hash_crc(&key, sizeof(key), kSteerSeed);
-  h ^= h >> 16;  // fold the high bits in: crc32c's low bits alone spread poorly modulo N
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  return static_cast<unsigned>((static_cast<uint64_t>(h) * workers) >> 32);
-}
-
 // Maps RSS hash h to queue (h mod reta_size) mod workers on every port, so that ports with
 // the same key and table size send both directions of a flow to the same queue number.
 Status program_reta(uint16_t port, uint16_t reta_size, unsigned workers, const std::string& what) {
@@ -146,6 +151,7 @@ struct RxSource {
   PortRole role;
   uint16_t port_id;
   uint16_t queue;
+  uint64_t next_poll_tsc = 0;  // exception port: not polled again before this (see poll())
 };
 
 // One published rule set. Immutable once published; freed by reclaim_rules().
@@ -158,11 +164,13 @@ struct RuleGeneration {
 // One worker's state. Cache-aligned so that no two workers share a line.
 struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   unsigned lcore_id = 0;
-  unsigned index = 0;         // worker number
-  uint16_t queue = 0;         // this worker's TX queue on every port
-  std::vector<RxSource> rx;   // the RX queues this worker polls
-  rte_ring* inbox = nullptr;  // frames other workers steered to this one (software mode)
-  uint32_t idle_rounds = 0;
+  unsigned index = 0;           // worker number
+  uint16_t queue = 0;           // this worker's TX queue on every port
+  std::vector<RxSource> rx;     // the RX queues this worker polls
+  rte_ring* inbox = nullptr;    // frames other workers steered to this one (software mode)
+  bool idle = false;            // the last poll round found nothing
+  uint64_t idle_since_tsc = 0;  // when the current idle period began
+  uint32_t idle_sleeps = 0;     // sleeps in the current idle period
   PacketCounters counters;
   std::unique_ptr<ReassemblyMemory> memory;
   std::unique_ptr<WirePrescreen> sink;  // before flows: their streams point into it
@@ -171,10 +179,11 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   std::atomic<uint64_t> rules_generation{0};
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
-  // Frames of other workers' flows found in the current RX burst, per owning worker; handed
-  // to their inboxes in bulk at the end of the burst.
-  std::vector<std::vector<rte_mbuf*>> steer_out;
+  // Frames of other workers' flows found in the current RX burst (mbuf pointers tagged with
+  // kSteerRoleBit), per owning worker; handed to their inboxes in bulk at the end of the burst.
+  std::vector<std::vector<void*>> steer_out;
   uint64_t last_drain_tsc = 0;
+  uint64_t last_expire_tsc = 0;
   uint32_t now_s = 0;  // TSC seconds, for MAC learning; updated per RX burst
   std::atomic<uint64_t> memory_used{0};
 };
@@ -185,11 +194,13 @@ class PacketLayer::Impl {
   Status setup(const PacketLayerConfig& config);
   bool poll(LcoreContext& c);
   void flush(LcoreContext& c);
-  void handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now);
+  // `may_steer`: the frame came off this worker's RX queue and was not steered yet (software
+  // spread): a TCP frame of another worker's flow goes to its inbox.
+  void handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now, bool may_steer);
+  void steer(LcoreContext& c, PortRole in, rte_mbuf* m, unsigned owner);
   void handle_from_host(LcoreContext& c, rte_mbuf* m);
   void handle_tcp(LcoreContext& c, PortRole in, rte_mbuf* m, const ParsedPacket& p,
                   std::span<const uint8_t> frame, uint64_t now);
-  void handle_steered(LcoreContext& c, rte_mbuf* m, uint64_t now);
   void idle(LcoreContext& c, bool found_work);
   void flush_steered(LcoreContext& c);
   Status choose_spread(const rte_eth_dev_info* info, unsigned workers);
@@ -219,14 +230,16 @@ class PacketLayer::Impl {
   std::vector<std::unique_ptr<RuleGeneration>> generations_;
   MacTable macs_;  // side of each station, for frames from the host (shared by all lcores)
   uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
+  uint64_t expire_tsc_ = 0, idle_spin_tsc_ = 0, exception_poll_tsc_ = 0;
 };
 
 PacketLayer::Impl::~Impl() {
   for (auto& w : workers_) {
     if (w->inbox != nullptr) {
-      rte_mbuf* m;
-      while (rte_ring_sc_dequeue(w->inbox, reinterpret_cast<void**>(&m)) == 0) {
-        rte_pktmbuf_free(m);
+      void* tagged;
+      while (rte_ring_sc_dequeue(w->inbox, &tagged) == 0) {
+        rte_pktmbuf_free(
+            reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(tagged) & ~kSteerRoleBit));
       }
       rte_ring_free(w->inbox);
     }
@@ -372,6 +385,9 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
 
   uint64_t hz = rte_get_tsc_hz();
   drain_tsc_ = hz / 1000000 * config.drain_us;
+  expire_tsc_ = hz / 1000000 * kExpireIntervalUs;
+  idle_spin_tsc_ = hz / 1000000 * kIdleSpinUs;
+  exception_poll_tsc_ = hz / 1000000 * config.exception_poll_us;
   idle_tsc_ = hz / 1000 * config.flow_idle_timeout_ms;
   linger_tsc_ = hz / 1000 * config.flow_finished_linger_ms;
   // Worker 0 runs on the main lcore, which also runs the control tick.
@@ -502,29 +518,57 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
   rte_mbuf* pkts[kMaxBurst];
   bool any = false;
   if (c.inbox != nullptr) {
-    unsigned n =
-        rte_ring_sc_dequeue_burst(c.inbox, reinterpret_cast<void**>(pkts), config_.burst, nullptr);
+    void* tagged[kMaxBurst];
+    unsigned n = rte_ring_sc_dequeue_burst(c.inbox, tagged, config_.burst, nullptr);
     if (n > 0) {
       any = true;
       c.counters.rx_steered_in.inc(n);
+      for (unsigned i = 0; i < n; ++i) {
+        pkts[i] =
+            reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(tagged[i]) & ~kSteerRoleBit);
+      }
+      prefetch_burst(pkts, n);
       uint64_t now = rte_rdtsc();
       for (unsigned i = 0; i < n; ++i) {
-        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-        handle_steered(c, pkts[i], now);
+        auto in = static_cast<PortRole>(reinterpret_cast<uintptr_t>(tagged[i]) & kSteerRoleBit);
+        handle(c, in, pkts[i], now, false);
       }
     }
   }
-  for (const RxSource& src : c.rx) {
+  uint64_t round_tsc = rte_rdtsc();
+  for (RxSource& src : c.rx) {
+    // Polling a TAP is a readv system call, several times the cost of a whole round on the
+    // data ports: after an empty poll the exception port waits exception_poll_us for its next
+    // one; while it delivers frames it is polled every round.
+    if (src.role == kException && round_tsc < src.next_poll_tsc) continue;
     uint16_t n = rte_eth_rx_burst(src.port_id, src.queue, pkts, config_.burst);
+    if (src.role == kException) src.next_poll_tsc = n == 0 ? round_tsc + exception_poll_tsc_ : 0;
     if (n == 0) continue;
     any = true;
     uint64_t now = rte_rdtsc();
     c.now_s = static_cast<uint32_t>(now / rte_get_tsc_hz());
+    prefetch_burst(pkts, n);
+    bool steering = c.inbox != nullptr && src.role != kException;
     for (uint16_t i = 0; i < n; ++i) {
-      if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-      handle(c, src.role, pkts[i], now);
+      rte_mbuf* m = pkts[i];
+      c.counters.rx_packets.inc();
+      c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
+      uint32_t hash = 0;
+      if (steering && m->nb_segs == 1 &&
+          frame_steer_hash(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), &hash)) {
+        // A plain TCP segment: its owner is known from the header fields at fixed offsets, so
+        // a frame of another worker's flow is handed over before anything else touches it.
+        unsigned owner = steer_worker(hash, static_cast<unsigned>(workers_.size()));
+        if (owner != c.index) {
+          steer(c, src.role, m, owner);
+        } else {
+          handle(c, src.role, m, now, false);
+        }
+        continue;
+      }
+      handle(c, src.role, m, now, steering);
     }
-    if (c.inbox != nullptr) flush_steered(c);
+    if (steering) flush_steered(c);
   }
   // Batch TX per poll round: what this round's bursts produced leaves now, in one burst per
   // port. Waiting for the drain timer instead would add up to drain_us to every frame of
@@ -534,55 +578,57 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
   uint64_t now = rte_rdtsc();
   if (now - c.last_drain_tsc >= drain_tsc_) {
     flush(c);
+    c.last_drain_tsc = now;
+  }
+  if (now - c.last_expire_tsc >= expire_tsc_) {
     c.flows->expire(now, idle_tsc_, linger_tsc_, kExpireBudget);
     c.memory_used.store(c.memory->used(), std::memory_order_relaxed);
-    c.last_drain_tsc = now;
+    c.last_expire_tsc = now;
   }
   return any;
 }
 
 void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
   if (found_work || config_.idle_sleep_us == 0) {
-    c.idle_rounds = 0;
+    c.idle = false;
     return;
   }
-  // Adaptive: poll freely for kIdleSpinRounds empty rounds (a reply usually follows within
-  // them), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
+  // Adaptive: poll freely for kIdleSpinUs after the last frame (a reply usually follows
+  // within it), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
   // worker then costs a few wake-ups per millisecond instead of a whole core; the first frame
   // after a quiet period waits at most idle_sleep_us (plus the kernel's timer slack).
-  if (++c.idle_rounds <= kIdleSpinRounds) return;
-  uint32_t step = std::min<uint32_t>(c.idle_rounds - kIdleSpinRounds - 1, 20);
+  if (!c.idle) {
+    c.idle = true;
+    c.idle_since_tsc = rte_rdtsc();
+    c.idle_sleeps = 0;
+    return;
+  }
+  if (c.idle_sleeps == 0 && rte_rdtsc() - c.idle_since_tsc < idle_spin_tsc_) return;
+  uint32_t step = std::min<uint32_t>(c.idle_sleeps++, 20);
   rte_delay_us_sleep(std::min<uint32_t>(config_.idle_sleep_us, 1u << step));
 }
 
 void PacketLayer::Impl::flush_steered(LcoreContext& c) {
   for (size_t w = 0; w < c.steer_out.size(); ++w) {
-    std::vector<rte_mbuf*>& out = c.steer_out[w];
+    std::vector<void*>& out = c.steer_out[w];
     if (out.empty()) continue;
-    unsigned sent =
-        rte_ring_mp_enqueue_burst(workers_[w]->inbox, reinterpret_cast<void* const*>(out.data()),
-                                  static_cast<unsigned>(out.size()), nullptr);
+    unsigned sent = rte_ring_mp_enqueue_burst(workers_[w]->inbox, out.data(),
+                                              static_cast<unsigned>(out.size()), nullptr);
     c.counters.rx_steered_out.inc(sent);
     if (sent < out.size()) {
       // The owner is behind by a whole inbox: drop like a full RX ring would (TCP resends).
       c.counters.rx_steer_dropped.inc(out.size() - sent);
-      rte_pktmbuf_free_bulk(out.data() + sent, static_cast<unsigned>(out.size() - sent));
+      for (size_t i = sent; i < out.size(); ++i) {
+        rte_pktmbuf_free(
+            reinterpret_cast<rte_mbuf*>(reinterpret_cast<uintptr_t>(out[i]) & ~kSteerRoleBit));
+      }
     }
     out.clear();
   }
 }
 
-void PacketLayer::Impl::handle_steered(LcoreContext& c, rte_mbuf* m, uint64_t now) {
-  // The worker that received the frame counted, parsed and learned it; this one owns its flow.
-  PortRole in = m->port == port_ids_[kAgent] ? kAgent : kDatabase;
-  std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m));
-  ParsedPacket p;
-  if (parse_frame(frame, &p) != ParseStatus::kOk || !p.is_tcp()) {
-    c.counters.parse_malformed.inc();  // cannot happen: the same bytes parsed before
-    rte_pktmbuf_free(m);
-    return;
-  }
-  handle_tcp(c, in, m, p, frame, now);
+void PacketLayer::Impl::steer(LcoreContext& c, PortRole in, rte_mbuf* m, unsigned owner) {
+  c.steer_out[owner].push_back(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(m) | in));
 }
 
 Status PacketLayer::Impl::choose_spread(const rte_eth_dev_info* info, unsigned workers) {
@@ -645,9 +691,8 @@ uint16_t PacketLayer::Impl::rx_queue_count(PortRole role, const rte_eth_dev_info
   return 1;
 }
 
-void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now) {
-  c.counters.rx_packets.inc();
-  c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
+void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64_t now,
+                               bool may_steer) {
   if (in == kException) {
     handle_from_host(c, m);
     return;
@@ -690,13 +735,12 @@ void PacketLayer::Impl::handle(LcoreContext& c, PortRole in, rte_mbuf* m, uint64
     return;
   }
   if (p.is_tcp() && !config_.forward_only_baseline) {
-    if (spread_ == SpreadMode::kSoftware) {
+    if (may_steer) {  // a TCP frame frame_steer_hash could not read (IPv6 extension headers)
       bool src_is_a = false;
       FlowKey key = make_flow_key(p.src, p.src_port, p.dst, p.dst_port, kIpProtoTcp, &src_is_a);
-      unsigned owner = steer_worker(key, static_cast<unsigned>(workers_.size()));
+      unsigned owner = steer_worker(flow_steer_hash(key), static_cast<unsigned>(workers_.size()));
       if (owner != c.index) {
-        m->port = port_ids_[in];  // the owner needs the side the frame came from
-        c.steer_out[owner].push_back(m);
+        steer(c, in, m, owner);
         return;
       }
     }
@@ -883,7 +927,7 @@ Result<std::unique_ptr<PacketLayer>> PacketLayer::create(const PacketLayerConfig
 unsigned PacketLayer::worker_count() const { return static_cast<unsigned>(impl_->workers_.size()); }
 
 unsigned PacketLayer::software_owner(const FlowKey& key) const {
-  return steer_worker(key, worker_count());
+  return steer_worker(flow_steer_hash(key), worker_count());
 }
 
 bool PacketLayer::poll_once(unsigned worker) { return impl_->poll(*impl_->workers_[worker]); }

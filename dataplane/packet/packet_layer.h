@@ -77,9 +77,12 @@ struct PacketLayerConfig {
   uint16_t tx_descriptors = 1024;
   uint16_t burst = 32;
   uint32_t drain_us = 100;  // TX buffers are flushed at least this often
-  // >0: a worker that found nothing for kIdleSpinRounds poll rounds sleeps, 1 µs at first,
-  // doubling up to this bound while it stays idle; any frame resets it (docs/packet-layer.md).
+  // >0: a worker that found nothing for 2 ms sleeps, 1 µs at first, doubling up to this
+  // bound while it stays idle; any frame resets it (docs/packet-layer.md, "Idle polling").
   uint32_t idle_sleep_us = 0;
+  // After a poll of the exception port found nothing, it is not polled again for this long
+  // (a TAP poll is a system call); while it delivers frames it is polled every round.
+  uint32_t exception_poll_us = 20;
   uint32_t flow_capacity = 65536;  // per lcore
   uint32_t flow_idle_timeout_ms = 300000;
   uint32_t flow_finished_linger_ms = 2000;

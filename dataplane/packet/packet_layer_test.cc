@@ -96,6 +96,9 @@ class PacketLayerTest : public ::testing::Test {
     config_.rx_descriptors = 128;
     config_.tx_descriptors = 128;
     config_.flow_capacity = 8;
+    // inject() polls once: the exception port must be polled in every round
+    // (ExceptionPortIsPolledLessOftenWhileQuiet tests the production interval).
+    config_.exception_poll_us = 0;
   }
 
   void TearDown() override {
@@ -430,6 +433,31 @@ TEST_F(PacketLayerTest, HostBroadcastGoesToBothSides) {
   EXPECT_EQ(sent(db_).size(), 1u);
 }
 
+TEST_F(PacketLayerTest, ExceptionPortIsPolledLessOftenWhileQuiet) {
+  config_.exception_poll_us = 200'000;
+  start();
+  std::vector<uint8_t> arp_request(42, 0);
+  std::fill(arp_request.begin(), arp_request.begin() + 6, 0xff);
+  std::copy(kHostMac.begin(), kHostMac.end(), arp_request.begin() + 6);
+  store_be16(arp_request.data() + 12, kEtherTypeArp);
+  auto quiet_since = std::chrono::steady_clock::now();
+  layer_->poll_once(0);  // finds the exception port empty: its next poll is 200 ms away
+  inject(host_, arp_request);
+  EXPECT_TRUE(sent(agent_).empty()) << "a quiet TAP is not read in every round";
+  // The frame is picked up once the interval passed, not before.
+  auto deadline = quiet_since + std::chrono::seconds(10);
+  while (counter("exception_from_host") == 0 && std::chrono::steady_clock::now() < deadline) {
+    layer_->poll_once(0);
+  }
+  layer_->flush(0);
+  EXPECT_GE(std::chrono::steady_clock::now() - quiet_since, std::chrono::milliseconds(200));
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  // While it delivers frames it is polled in every round.
+  inject(host_, arp_request);
+  EXPECT_EQ(sent(agent_).size(), 1u);
+  EXPECT_EQ(counter("exception_from_host"), 2u);
+}
+
 TEST_F(PacketLayerTest, AgentSpoofingTheDatabaseMacDoesNotDivertHostTraffic) {
   start();
   inject(db_, tcp(kDb, 5432, kGateway, 1, 1, 1, kTcpAck, "", kDbMac, kHostMac));
@@ -638,6 +666,41 @@ TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
   // The agent port is polled by worker 0, the database port by worker 1.
   EXPECT_EQ(counter("rx_packets", 0), 2u * kFlows);
   EXPECT_EQ(counter("rx_packets", 1), 2u * kFlows);
+}
+
+// IPv6 with a hop-by-hop header: the hash at fixed header offsets declines such frames, so the
+// worker polling the port parses them and steers them by their flow key; both directions must
+// still meet on the flow's owner.
+TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
+  const uint8_t agent_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
+  const uint8_t db_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
+  const Address agent6 = Address::v6(agent_bytes), db6 = Address::v6(db_bytes);
+  config_.allowed_direct_sources.push_back(Prefix{agent6, 128});
+  start();
+  auto with_hop_by_hop = [](std::vector<uint8_t> f) {
+    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
+    f[14 + 6] = 0;                                              // next header: hop-by-hop
+    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
+    f.insert(f.begin() + 14 + 40, ext, ext + 8);
+    return f;
+  };
+  constexpr uint16_t kFlows = 32;
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(agent_, with_hop_by_hop(tcp(agent6, 31000 + f, db6, 5432, 1000, 0, kTcpSyn)));
+  }
+  pump();
+  ASSERT_EQ(sent(db_).size(), kFlows);
+  for (uint16_t f = 0; f < kFlows; ++f) {
+    put(db_, with_hop_by_hop(tcp(db6, 5432, agent6, 31000 + f, 5000, 1001, kTcpSyn | kTcpAck)));
+  }
+  pump();
+  EXPECT_EQ(sent(agent_).size(), kFlows);
+  EXPECT_EQ(total("flows_created"), kFlows);
+  EXPECT_EQ(total("tcp_forwarded"), 2u * kFlows);
+  EXPECT_EQ(total("flows_midstream_dropped") + total("flows_reverse_dropped"), 0u);
+  for (unsigned w = 0; w < 2; ++w) {
+    EXPECT_GT(counter("rx_steered_out", w), 0u) << "worker " << w;
+  }
 }
 
 TEST_F(TwoWorkerTest, DenyOnAFlowOwnedByTheOtherWorkerResetsBothEndsAndIsAudited) {
