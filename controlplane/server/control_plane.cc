@@ -541,9 +541,10 @@ void ControlPlane::stop() {
   retention_cv_.notify_all();
   if (retention_thread_.joinable()) retention_thread_.join();
   if (state_) state_->stop();
-  // Its last flush may still tell sessions of budgets other nodes exhausted: before server_.
-  if (shared_budgets_ != nullptr) shared_budgets_->stop();
   if (server_) server_->stop();
+  // After the server: the usage of its last statements is written too (and a push of what the
+  // store returns finds no session left to tell).
+  if (shared_budgets_ != nullptr) shared_budgets_->stop();
   if (recorder_) (void)recorder_->flush();
   for (auto& pg : audit_pg_) (void)pg->flush(std::chrono::seconds(3));
 }

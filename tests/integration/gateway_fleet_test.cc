@@ -201,6 +201,20 @@ class FleetTest : public ::testing::Test {
     return -1;
   }
 
+  // What `node` counts of `budget` for `identity` (statements in the current window; -1 if
+  // it does not show the budget).
+  static int64_t used_statements(GatewayHarness& node, const std::string& identity,
+                                 const std::string& budget) {
+    json show = json::parse(node.ctl("reviewer", {"budgets", "show", identity, "--json"}).out,
+                            nullptr, false);
+    if (!show.is_object() || !show["budgets"].is_array()) return -1;
+    for (const json& b : show["budgets"]) {
+      if (b.value("name", "") == budget && b.contains("used")) {
+        return b["used"].value("statements", int64_t{-1});
+      }
+    }
+    return -1;
+  }
   // The one live session of svc:agent1 on `node` (sessions of earlier tests have ended); "".
   static std::string only_session(GatewayHarness& node) {
     std::vector<std::string> ids;
@@ -448,6 +462,11 @@ TEST_F(FleetTest, AReplayFromNodeBWhileNodeAIsDownNamesNodeA) {
   EXPECT_NE(r.err.find("cannot be reached"), std::string::npos) << r.err;
   std::cout << "[fleet] replay while node-a is down: " << r.err;
   ASSERT_TRUE(restarted.is_ok()) << restarted.to_string();
+  // Node A's dataplane is back with its cp (later tests log in there).
+  ASSERT_TRUE(eventually([&] {
+    Conn c(PQconnectdb(a_->conninfo().c_str()));
+    return PQstatus(c.get()) == CONNECTION_OK;
+  }));
 }
 
 TEST_F(FleetTest, ABudgetCountsWhatTheIdentityRanOnBothNodes) {
@@ -460,9 +479,7 @@ TEST_F(FleetTest, ABudgetCountsWhatTheIdentityRanOnBothNodes) {
   })) << store_sql("select * from pgwarden_budget_usage");
   // ... node B knows of them (the store's notification) ...
   ASSERT_TRUE(eventually([&] {
-    CtlResult r = b_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"});
-    return r.out.find("\"statements\":2") != std::string::npos ||
-           r.out.find("\"statements\": 2") != std::string::npos;
+    return used_statements(*b_, "svc:budgeted", "fleet-statements") == 2;
   })) << b_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"}).out;
   // ... so a session there may run two more, and the fifth is refused.
   Conn b = Conn(PQconnectdb(b_->conninfo_as("budgeted").c_str()));
@@ -479,10 +496,17 @@ TEST_F(FleetTest, ABudgetCountsWhatTheIdentityRanOnBothNodes) {
   // Node A learns that node B exhausted it: its sessions are refused too.
   auto t0 = Clock::now();
   EXPECT_TRUE(eventually([&] {
-    CtlResult r = a_->ctl("reviewer", {"budgets", "list", "--json"});
-    return r.out.find("svc:budgeted") != std::string::npos &&
-           r.out.find("\"exhausted\":\"statements\"") != std::string::npos;
-  })) << a_->ctl("reviewer", {"budgets", "list", "--json"}).out;
+    json show = json::parse(
+        a_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"}).out, nullptr, false);
+    if (!show.is_object() || !show["budgets"].is_array()) return false;
+    for (const json& b : show["budgets"]) {
+      if (b.value("name", "") == "fleet-statements" && b.contains("exhausted") &&
+          b["exhausted"] == "statements") {
+        return true;
+      }
+    }
+    return false;
+  })) << a_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"}).out;
   std::cout << "[fleet] budget exhausted on node-b -> known on node-a: " << ms_since(t0)
             << " ms\n";
   EXPECT_EQ(run_as(*a_, "budgeted", "select 6"), "53400");
