@@ -215,15 +215,30 @@ class FleetTest : public ::testing::Test {
     }
     return -1;
   }
-  // The one live session of svc:agent1 on `node` (sessions of earlier tests have ended); "".
-  static std::string only_session(GatewayHarness& node) {
-    std::vector<std::string> ids;
-    eventually([&] {
-      ids = live_ids(node, "svc:agent1");
-      return ids.size() == 1;
+  // The id of a session of svc:agent1 on `node` that ran `sql` and ended, once the store's
+  // recordings index has it closed on that node; "" on failure.
+  static std::string recorded_session(GatewayHarness& node, const std::string& sql) {
+    std::string id;
+    {
+      Conn c = connect(node);
+      // The one live session of svc:agent1 there (sessions of earlier tests have ended).
+      std::vector<std::string> ids;
+      eventually([&] {
+        ids = live_ids(node, "svc:agent1");
+        return ids.size() == 1;
+      });
+      Res r(PQexec(c.get(), sql.c_str()));
+      if (ids.size() != 1 || PQresultStatus(r.get()) != PGRES_TUPLES_OK) return "";
+      id = ids[0];
+    }
+    const std::string node_id = node_of(node);
+    bool closed = eventually([&] {
+      return store_sql("select node_id || ' ' || state from pgwarden_recordings where "
+                       "session_id = '" + id + "'") == node_id + " closed\n";
     });
-    return ids.size() == 1 ? ids[0] : "";
+    return closed ? id : "";
   }
+  static std::string node_of(GatewayHarness& node) { return &node == a_ ? "node-a" : "node-b"; }
   // Runs `sql` in a new session of `node` as service key `key`; "" or the SQLSTATE it failed
   // with.
   static std::string run_as(GatewayHarness& node, const std::string& key, const std::string& sql) {
@@ -353,20 +368,8 @@ TEST_F(FleetTest, KillingOnNodeAASessionOfNodeBEndsIt) {
 }
 
 TEST_F(FleetTest, ARecordingOfNodeAIsReplayedAndVerifiedFromNodeB) {
-  std::string id;
-  {
-    Conn c = connect(*a_);
-    ASSERT_TRUE(alive(c.get()));
-    id = only_session(*a_);
-    ASSERT_FALSE(id.empty());
-    Res r(PQexec(c.get(), "select 'recorded-on-node-a' as marker"));
-    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
-  }
-  // The store's index knows the session ended on node-a.
-  ASSERT_TRUE(eventually([&] {
-    return store_sql("select node_id || ' ' || state from pgwarden_recordings where session_id "
-                     "= '" + id + "'") == "node-a closed\n";
-  })) << store_sql("select * from pgwarden_recordings");
+  const std::string id = recorded_session(*a_, "select 'recorded-on-node-a' as marker");
+  ASSERT_FALSE(id.empty()) << store_sql("select * from pgwarden_recordings");
   // Node B has no such file; it fetches node-a's and verifies the hash chain itself.
   ASSERT_FALSE(std::filesystem::exists(b_->state_dir() + "/recordings/" + id + ".jsonl"));
   CtlResult verify;
@@ -443,17 +446,8 @@ TEST_F(FleetTest, NodeRequestsWithoutAValidNodeSignatureAreRefused) {
 }
 
 TEST_F(FleetTest, AReplayFromNodeBWhileNodeAIsDownNamesNodeA) {
-  std::string id;
-  {
-    Conn c = connect(*a_);
-    ASSERT_TRUE(alive(c.get()));
-    id = only_session(*a_);
-    ASSERT_FALSE(id.empty());
-  }
-  ASSERT_TRUE(eventually([&] {
-    return store_sql("select state from pgwarden_recordings where session_id = '" + id + "'") ==
-           "closed\n";
-  }));
+  const std::string id = recorded_session(*a_, "select 1");
+  ASSERT_FALSE(id.empty()) << store_sql("select * from pgwarden_recordings");
   ASSERT_TRUE(a_->stop_cp().is_ok());
   CtlResult r = b_->ctl("reviewer", {"sessions", "replay", id});
   Status restarted = a_->start_cp();
