@@ -72,8 +72,7 @@ void SharedBudgetLedger::flusher_loop() {
 }
 
 protocol::BudgetUsage SharedBudgetLedger::add(const std::string& budget,
-                                              const std::string& identity,
-                                              int64_t window_start_ms,
+                                              const std::string& identity, int64_t window_start_ms,
                                               const protocol::BudgetUsage& delta) {
   std::lock_guard lock(mu_);
   Key key{budget, identity};
@@ -195,8 +194,8 @@ Status SharedBudgetLedger::refresh(const std::vector<std::string>& identities) {
   {
     std::lock_guard order(flush_mu_);
     std::vector<state::BudgetCounter> rows;
-    std::vector<std::string> wanted = identities.empty() ? std::vector<std::string>{""}
-                                                         : identities;
+    std::vector<std::string> wanted =
+        identities.empty() ? std::vector<std::string>{""} : identities;
     for (const std::string& identity : wanted) {
       auto r = options_.store->list_budget_counters(identity);
       if (!r.is_ok()) return r.status();

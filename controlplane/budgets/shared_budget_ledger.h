@@ -72,8 +72,7 @@ class SharedBudgetLedger final : public BudgetLedger {
   size_t pending() const;
 
  private:
-  explicit SharedBudgetLedger(SharedBudgetLedgerOptions options)
-      : options_(std::move(options)) {}
+  explicit SharedBudgetLedger(SharedBudgetLedgerOptions options) : options_(std::move(options)) {}
   using Key = std::pair<std::string, std::string>;  // budget, identity
   struct Counter {
     int64_t window_start_ms = 0;
@@ -89,7 +88,7 @@ class SharedBudgetLedger final : public BudgetLedger {
   mutable std::mutex mu_;
   std::map<Key, Counter> counters_;
   std::map<Key, Counter> pending_;  // not yet in the store; one window per counter
-  std::mutex flush_mu_;  // one flush at a time (the order of the store's totals)
+  std::mutex flush_mu_;             // one flush at a time (the order of the store's totals)
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool stopping_ = false;  // guarded by wake_mu_

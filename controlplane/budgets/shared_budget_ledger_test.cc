@@ -24,8 +24,8 @@ class FakeSharedStore final : public state::FileStateStore {
     std::vector<state::BudgetCounter> out;
     for (const auto& d : deltas) {
       state::BudgetCounter& c = rows_[{d.budget, d.identity}];
-      if (d.window_start_ms > c.window_start_ms) c = state::BudgetCounter{d.budget, d.identity,
-                                                                          d.window_start_ms, {}};
+      if (d.window_start_ms > c.window_start_ms)
+        c = state::BudgetCounter{d.budget, d.identity, d.window_start_ms, {}};
       if (d.window_start_ms == c.window_start_ms) {
         for (size_t m = 0; m < c.used.size(); ++m) c.used[m] += d.used[m];
       }

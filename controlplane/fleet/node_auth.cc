@@ -55,10 +55,9 @@ std::string NodeKey::sign(std::string_view method, std::string_view path,
   return out;
 }
 
-Status NodeKey::verify(std::string_view method, std::string_view path,
-                       std::string_view from_node, std::string_view self_node,
-                       std::string_view time_text, std::string_view signature,
-                       int64_t now_ms) const {
+Status NodeKey::verify(std::string_view method, std::string_view path, std::string_view from_node,
+                       std::string_view self_node, std::string_view time_text,
+                       std::string_view signature, int64_t now_ms) const {
   if (from_node.empty() || time_text.empty() || signature.empty()) {
     return unauthenticated("no node signature");
   }

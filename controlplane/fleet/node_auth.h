@@ -43,8 +43,8 @@ class NodeKey {
   // Ok when `signature` is this key's for those fields, `to_node` is `self_node` and
   // `time_ms` is within the window of `now_ms`; unauthenticated (with why) otherwise.
   Status verify(std::string_view method, std::string_view path, std::string_view from_node,
-                std::string_view self_node, std::string_view time_text,
-                std::string_view signature, int64_t now_ms) const;
+                std::string_view self_node, std::string_view time_text, std::string_view signature,
+                int64_t now_ms) const;
 
  private:
   explicit NodeKey(vault::Secret key) : key_(std::move(key)) {}

@@ -18,20 +18,18 @@ NodeKey key() { return NodeKey::from_bytes("0123456789abcdef0123456789abcdef-fle
 TEST(NodeAuthTest, ASignatureOfTheSameKeyForThisNodeVerifies) {
   std::string sig = key().sign("GET", kPath, "node-b", "node-a", kNow);
   EXPECT_EQ(sig.size(), 64u);
-  EXPECT_TRUE(key().verify("GET", kPath, "node-b", "node-a", std::to_string(kNow), sig, kNow)
-                  .is_ok());
-  // A few seconds of clock skew are fine.
   EXPECT_TRUE(
-      key().verify("GET", kPath, "node-b", "node-a", std::to_string(kNow), sig, kNow + 5000)
-          .is_ok());
+      key().verify("GET", kPath, "node-b", "node-a", std::to_string(kNow), sig, kNow).is_ok());
+  // A few seconds of clock skew are fine.
+  EXPECT_TRUE(key()
+                  .verify("GET", kPath, "node-b", "node-a", std::to_string(kNow), sig, kNow + 5000)
+                  .is_ok());
 }
 
 TEST(NodeAuthTest, EverySignedFieldMattersAndOldSignaturesExpire) {
   std::string sig = key().sign("GET", kPath, "node-b", "node-a", kNow);
   std::string t = std::to_string(kNow);
-  auto refused = [&](const Status& st) {
-    return st.code() == StatusCode::kUnauthenticated;
-  };
+  auto refused = [&](const Status& st) { return st.code() == StatusCode::kUnauthenticated; };
   // Addressed to another node, another path, method or sender: refused.
   EXPECT_TRUE(refused(key().verify("GET", kPath, "node-b", "node-c", t, sig, kNow)));
   EXPECT_TRUE(refused(key().verify("GET", kPath + "x", "node-b", "node-a", t, sig, kNow)));
@@ -41,8 +39,8 @@ TEST(NodeAuthTest, EverySignedFieldMattersAndOldSignaturesExpire) {
   EXPECT_TRUE(
       refused(key().verify("GET", kPath, "node-b", "node-a", std::to_string(kNow + 1), sig, kNow)));
   // Outside the window (a captured request replayed later).
-  Status late = key().verify("GET", kPath, "node-b", "node-a", t, sig,
-                             kNow + kNodeSignatureWindowMs + 1);
+  Status late =
+      key().verify("GET", kPath, "node-b", "node-a", t, sig, kNow + kNodeSignatureWindowMs + 1);
   EXPECT_TRUE(refused(late));
   EXPECT_NE(late.message().find("time window"), std::string::npos) << late.message();
   // Another key (another fleet) and no signature at all.
@@ -54,8 +52,8 @@ TEST(NodeAuthTest, EverySignedFieldMattersAndOldSignaturesExpire) {
 }
 
 TEST(NodeAuthTest, TheKeyFileMustBePrivateAndLongEnough) {
-  std::string dir = std::filesystem::temp_directory_path() /
-                    ("pgw-node-key-" + std::to_string(::getpid()));
+  std::string dir =
+      std::filesystem::temp_directory_path() / ("pgw-node-key-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::string path = dir + "/node.key";
   auto write = [&](const std::string& text, mode_t mode) {

@@ -48,9 +48,9 @@ web::Response serve_recording(const NodeRoutesOptions& o, const web::Request& re
     o.audit->record(a);
     return web::Response::error(status, code, why);
   };
-  Status auth = o.key->verify(req.method, req.path, from, o.node_id,
-                              req.header(lower(kNodeTimeHeader)),
-                              req.header(lower(kNodeSignatureHeader)), now_ms());
+  Status auth =
+      o.key->verify(req.method, req.path, from, o.node_id, req.header(lower(kNodeTimeHeader)),
+                    req.header(lower(kNodeSignatureHeader)), now_ms());
   if (!auth.is_ok()) {
     spdlog::warn("node request {} from {} ({}) refused: {}", req.path, from, req.remote_ip,
                  auth.message());
@@ -69,8 +69,8 @@ web::Response serve_recording(const NodeRoutesOptions& o, const web::Request& re
   json head = nullptr;
   if (auto cp = recording::read_checkpoint(o.checkpoint_path()); cp.is_ok()) {
     if (auto it = cp->heads.find(id); it != cp->heads.end()) {
-      head = json{{"seq", it->second.seq}, {"hash", it->second.hash},
-                  {"sealed", it->second.sealed}};
+      head =
+          json{{"seq", it->second.seq}, {"hash", it->second.hash}, {"sealed", it->second.sealed}};
     }
   }
   out.headers.emplace_back(kCheckpointHeader, head.dump());
@@ -121,12 +121,12 @@ Result<std::unique_ptr<FetchedRecording>> fetch_recording(const FetchOptions& o,
   while (!base.empty() && base.back() == '/') base.pop_back();
   std::string path = std::string(kNodeRecordingsPath) + id;
   std::string url = base + path;
-  std::string ts = std::to_string(now_ms());
-  std::string signature = o.key->sign("GET", path, o.store->node_id(), node_id, std::stoll(ts));
+  const int64_t now = now_ms();
+  std::string ts = std::to_string(now);
+  std::string signature = o.key->sign("GET", path, o.store->node_id(), node_id, now);
   net::HttpRequest req;
-  req.headers = {{kNodeHeader, o.store->node_id()},
-                 {kNodeTimeHeader, ts},
-                 {kNodeSignatureHeader, signature}};
+  req.headers = {
+      {kNodeHeader, o.store->node_id()}, {kNodeTimeHeader, ts}, {kNodeSignatureHeader, signature}};
   net::HttpClientOptions ho;
   ho.ca_file = o.ca_file;
   ho.timeout = std::chrono::milliseconds(o.timeout_ms);

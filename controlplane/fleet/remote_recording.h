@@ -34,8 +34,8 @@ inline constexpr std::string_view kNodeRecordingsPath = "/api/v1/node/recordings
 inline constexpr size_t kMaxFetchedRecordingBytes = size_t{512} << 20;
 
 struct NodeRoutesOptions {
-  std::string node_id;                    // this node
-  std::shared_ptr<const NodeKey> key;     // REQUIRES: not null
+  std::string node_id;                 // this node
+  std::shared_ptr<const NodeKey> key;  // REQUIRES: not null
   // The recordings directory and the Recorder's checkpoint file of the current config.
   std::function<std::string()> recordings_dir;
   std::function<std::string()> checkpoint_path;
