@@ -342,8 +342,8 @@ class Parser {
   void parse_state_store(const json& j, ControlPlaneSettings& s) {
     const std::string p = "$.control_plane.state_store";
     if (!object(j, p,
-                {"kind", "dsn_file", "node_id", "connect_timeout_ms", "admin_url",
-                 "node_key_file", "node_ca_file", "budget_flush_ms"})) {
+                {"kind", "dsn_file", "node_id", "connect_timeout_ms", "admin_url", "node_key_file",
+                 "node_ca_file", "budget_flush_ms"})) {
       return;
     }
     StateStoreSettings& st = s.state_store;
@@ -360,8 +360,9 @@ class Parser {
       st.kind = StateStoreSettings::Kind::kFile;
       if (!st.dsn_file.empty() || !st.node_id.empty() || !st.admin_url.empty() ||
           !st.node_key_file.empty() || !st.node_ca_file.empty()) {
-        error(p, "dsn_file, node_id, admin_url, node_key_file and node_ca_file only apply to kind "
-                 "\"postgres\"");
+        error(p,
+              "dsn_file, node_id, admin_url, node_key_file and node_ca_file only apply to kind "
+              "\"postgres\"");
       }
       return;
     }

@@ -378,14 +378,17 @@ TEST(ConfigTest, StateStoreIsTheFileStoreByDefaultOrAValidatedPostgresStore) {
                                        {"node_id", "gw-1"},
                                        {"admin_url", "http://gw-1:8443"}};
   LoadOutcome url = parse_config(j.dump(), 1, no_env());
-  EXPECT_TRUE(has_error(url, "$.control_plane.state_store.admin_url: must be an https:// URL "
-                             "(this node's control_plane.http)"))
+  EXPECT_TRUE(has_error(url,
+                        "$.control_plane.state_store.admin_url: must be an https:// URL "
+                        "(this node's control_plane.http)"))
       << url.error_text();
-  EXPECT_TRUE(has_error(url, "$.control_plane.state_store.admin_url: needs control_plane.http "
-                             "(the HTTPS admin API it names)"))
+  EXPECT_TRUE(has_error(url,
+                        "$.control_plane.state_store.admin_url: needs control_plane.http "
+                        "(the HTTPS admin API it names)"))
       << url.error_text();
-  EXPECT_TRUE(has_error(url, "$.control_plane.state_store.node_key_file: is required with "
-                             "admin_url (other nodes sign with it)"))
+  EXPECT_TRUE(has_error(url,
+                        "$.control_plane.state_store.node_key_file: is required with "
+                        "admin_url (other nodes sign with it)"))
       << url.error_text();
   j["control_plane"]["state_store"] = {{"kind", "file"}, {"password", "x"}};
   EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),

@@ -128,12 +128,11 @@ void print_fleet(std::ostream& out, const json& fleet) {
       rules = scalar_text(n["rules_generation"]) + " (sha256 " +
               n.value("rules_hash", "").substr(0, 12) + ")";
     }
-    rows.push_back({n.value("node_id", "") + (n.value("this_node", false) ? " (this)" : ""),
-                    n.value("admin_url", "").empty() ? "-" : n.value("admin_url", ""), rules,
-                    n.contains("same_rules") ? (n.value("same_rules", false) ? "yes" : "NO")
-                                             : "-",
-                    n.contains("loaded_ms") ? format_time_ms(n.value("loaded_ms", int64_t{0}))
-                                            : "-"});
+    rows.push_back(
+        {n.value("node_id", "") + (n.value("this_node", false) ? " (this)" : ""),
+         n.value("admin_url", "").empty() ? "-" : n.value("admin_url", ""), rules,
+         n.contains("same_rules") ? (n.value("same_rules", false) ? "yes" : "NO") : "-",
+         n.contains("loaded_ms") ? format_time_ms(n.value("loaded_ms", int64_t{0})) : "-"});
   }
   out << "fleet (state store):\n";
   print_table(out, {"NODE", "ADMIN URL", "RULES", "SAME AS HERE", "LOADED"}, rows);

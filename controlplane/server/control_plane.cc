@@ -277,8 +277,8 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     ao.replicate = [shared](const approvals::ApprovalRequest& r, bool created) {
       return shared->put_approval(r.to_json(), created);
     };
-    ao.refresh = [shared](const std::string& id)
-        -> Result<std::optional<approvals::ApprovalRequest>> {
+    ao.refresh =
+        [shared](const std::string& id) -> Result<std::optional<approvals::ApprovalRequest>> {
       auto j = shared->get_approval(id);
       if (!j.is_ok()) return j.status();
       if (!j->has_value()) return std::optional<approvals::ApprovalRequest>();
@@ -510,8 +510,9 @@ void ControlPlane::record_rules_generation() {
 nlohmann::json ControlPlane::fleet_status() {
   if (!state_->shared()) return nullptr;
   auto nodes = state_->list_nodes();
-  auto generations = nodes.is_ok() ? state_->list_rule_generations()
-                                   : Result<std::vector<state::RuleGenerationEntry>>(nodes.status());
+  auto generations = nodes.is_ok()
+                         ? state_->list_rule_generations()
+                         : Result<std::vector<state::RuleGenerationEntry>>(nodes.status());
   if (!generations.is_ok()) return nlohmann::json{{"error", generations.status().message()}};
   std::string own_hash = server_->rules_status().value("hash", std::string());
   nlohmann::json out = nlohmann::json::array();

@@ -25,11 +25,11 @@
 
 #include "common/status.h"
 #include "controlplane/approvals/approval_store.h"
-#include "controlplane/budgets/shared_budget_ledger.h"
 #include "controlplane/approvals/chat.h"
 #include "controlplane/approvals/webhook.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/audit_pg/audit_pg_sink.h"
+#include "controlplane/budgets/shared_budget_ledger.h"
 #include "controlplane/config/config.h"
 #include "controlplane/fleet/node_auth.h"
 #include "controlplane/identity/validator.h"
@@ -118,7 +118,7 @@ class ControlPlane {
   std::shared_ptr<CatalogMaskPlanner> mask_planner_;
   std::unique_ptr<RevocationStore> revocations_;
   std::unique_ptr<TicketKey> tickets_;
-  std::unique_ptr<budgets::BudgetBook> budgets_;  // <state_dir>/budgets.json or the store
+  std::unique_ptr<budgets::BudgetBook> budgets_;           // <state_dir>/budgets.json or the store
   budgets::SharedBudgetLedger* shared_budgets_ = nullptr;  // owned by budgets_; null: file
   std::shared_ptr<const fleet::NodeKey> node_key_;
   std::unique_ptr<EscalationServer> server_;

@@ -1751,8 +1751,7 @@ size_t EscalationServer::push_budgets(const std::string& subject, bool only_exha
     auto it = owners.find(s->owner);
     if (it == owners.end()) continue;
     json states = budget_states(s->identity);
-    if (only_exhausted &&
-        std::none_of(states.begin(), states.end(), [](const json& b) {
+    if (only_exhausted && std::none_of(states.begin(), states.end(), [](const json& b) {
           return b.contains("exhausted") && !b["exhausted"].is_null();
         })) {
       continue;

@@ -288,23 +288,21 @@ int main(int argc, char** argv) {
     if (auto key = plane.node_key(); key && plane.state().shared()) {
       // Other nodes of the fleet fetch this node's recordings (node-signed requests).
       fleet::register_node_routes(
-          *https, {.node_id = plane.state().node_id(),
-                   .key = std::move(key),
-                   .recordings_dir =
-                       [&plane] {
-                         return plane.config_store().current()->control_plane.state_dir +
-                                "/recordings";
-                       },
-                   .checkpoint_path =
-                       [&plane] {
-                         return plane.config_store().current()->control_plane.state_dir +
-                                "/recording_checkpoint.json";
-                       },
-                   .recording_open =
-                       [&plane](const std::string& id) {
-                         return plane.recorder().session_open(id);
-                       },
-                   .audit = &plane.audit()});
+          *https,
+          {.node_id = plane.state().node_id(),
+           .key = std::move(key),
+           .recordings_dir =
+               [&plane] {
+                 return plane.config_store().current()->control_plane.state_dir + "/recordings";
+               },
+           .checkpoint_path =
+               [&plane] {
+                 return plane.config_store().current()->control_plane.state_dir +
+                        "/recording_checkpoint.json";
+               },
+           .recording_open =
+               [&plane](const std::string& id) { return plane.recorder().session_open(id); },
+           .audit = &plane.audit()});
     }
     if (http.saml) {
       auto sp = sso::saml_sp_from_config(http);

@@ -421,14 +421,13 @@ Result<std::unique_ptr<PgStateStore>> PgStateStore::open(PgStateStoreOptions opt
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   PGW_RETURN_IF_ERROR(impl->migrate());
-  auto node = impl->run(
-      "node registration",
-      "INSERT INTO pgwarden_nodes (node_id, admin_socket, seen_ms, admin_url) "
-      "VALUES ($1, $2, $3::bigint, $4) ON CONFLICT (node_id) DO UPDATE "
-      "SET admin_socket = EXCLUDED.admin_socket, seen_ms = EXCLUDED.seen_ms, "
-      "admin_url = EXCLUDED.admin_url",
-      {impl->options.node_id, impl->options.admin_socket, std::to_string(now_ms()),
-       impl->options.admin_url});
+  auto node = impl->run("node registration",
+                        "INSERT INTO pgwarden_nodes (node_id, admin_socket, seen_ms, admin_url) "
+                        "VALUES ($1, $2, $3::bigint, $4) ON CONFLICT (node_id) DO UPDATE "
+                        "SET admin_socket = EXCLUDED.admin_socket, seen_ms = EXCLUDED.seen_ms, "
+                        "admin_url = EXCLUDED.admin_url",
+                        {impl->options.node_id, impl->options.admin_socket,
+                         std::to_string(now_ms()), impl->options.admin_url});
   if (!node.is_ok()) return node.status();
   // Sessions this node registered before it restarted are gone with that process.
   auto stale = impl->run("session registry", "DELETE FROM pgwarden_sessions WHERE node_id = $1",
@@ -462,9 +461,8 @@ Status PgStateStore::put_approval(const json& snapshot, bool create) {
   // An approval (a vote that stays pending, or the one that approves) adds one vote to those
   // the store has: compare-and-set on their number, so two votes cast at once on two nodes
   // cannot both count as the n-th.
-  const json votes = snapshot.contains("votes") && snapshot["votes"].is_array()
-                         ? snapshot["votes"]
-                         : json::array();
+  const json votes = snapshot.contains("votes") && snapshot["votes"].is_array() ? snapshot["votes"]
+                                                                                : json::array();
   int64_t votes_before = (state == "approved" || state == "pending") && !votes.empty()
                              ? static_cast<int64_t>(votes.size()) - 1
                              : -1;
@@ -705,8 +703,8 @@ Result<std::vector<BudgetCounter>> PgStateStore::add_budget_usage(
       "$5::bigint[], $6::bigint[], $7::bigint[])), "
       "u AS (INSERT INTO pgwarden_budget_usage AS c SELECT d.*, $8::bigint FROM d "
       "ON CONFLICT (budget, identity) DO UPDATE SET " +
-      column("statements") + ", " + column("rows_returned") + ", " + column("result_bytes") +
-      ", " + column("masked_cells") +
+      column("statements") + ", " + column("rows_returned") + ", " + column("result_bytes") + ", " +
+      column("masked_cells") +
       ", window_start_ms = greatest(c.window_start_ms, EXCLUDED.window_start_ms), "
       "updated_ms = EXCLUDED.updated_ms RETURNING budget, identity, window_start_ms, statements, "
       "rows_returned, result_bytes, masked_cells) "

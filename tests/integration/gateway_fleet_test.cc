@@ -233,8 +233,10 @@ class FleetTest : public ::testing::Test {
     }
     const std::string node_id = node_of(node);
     bool closed = eventually([&] {
-      return store_sql("select node_id || ' ' || state from pgwarden_recordings where "
-                       "session_id = '" + id + "'") == node_id + " closed\n";
+      return store_sql(
+                 "select node_id || ' ' || state from pgwarden_recordings where "
+                 "session_id = '" +
+                 id + "'") == node_id + " closed\n";
     });
     return closed ? id : "";
   }
@@ -376,7 +378,8 @@ TEST_F(FleetTest, ARecordingOfNodeAIsReplayedAndVerifiedFromNodeB) {
   ASSERT_TRUE(eventually([&] {  // sealed once cp processed the session's end
     verify = b_->ctl("reviewer", {"sessions", "verify", id, "--json"});
     return json::parse(verify.out, nullptr, false).value("state", "") == "sealed";
-  })) << verify.out << verify.err;
+  })) << verify.out
+      << verify.err;
   EXPECT_EQ(verify.code, 0) << verify.out << verify.err;
   json v = json::parse(verify.out);
   EXPECT_EQ(v.value("node", ""), "node-a");
@@ -428,10 +431,9 @@ TEST_F(FleetTest, NodeRequestsWithoutAValidNodeSignatureAreRefused) {
   EXPECT_EQ(none->status, 401) << none->body;
   // A signature made with another key.
   net::HttpRequest forged;
-  std::string ts = std::to_string(
-      std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  std::string ts = std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count());
   std::string sig(64, 'a');
   forged.headers = {{"X-Pgwarden-Node", "node-b"},
                     {"X-Pgwarden-Node-Time", ts},
@@ -468,8 +470,9 @@ TEST_F(FleetTest, ABudgetCountsWhatTheIdentityRanOnBothNodes) {
   EXPECT_EQ(run_as(*a_, "budgeted", "select 1"), "");
   EXPECT_EQ(run_as(*a_, "budgeted", "select 2"), "");
   ASSERT_TRUE(eventually([&] {
-    return store_sql("select statements from pgwarden_budget_usage where identity = "
-                     "'svc:budgeted'") == "2\n";
+    return store_sql(
+               "select statements from pgwarden_budget_usage where identity = "
+               "'svc:budgeted'") == "2\n";
   })) << store_sql("select * from pgwarden_budget_usage");
   // ... node B knows of them (the store's notification) ...
   ASSERT_TRUE(eventually([&] {
@@ -490,8 +493,8 @@ TEST_F(FleetTest, ABudgetCountsWhatTheIdentityRanOnBothNodes) {
   // Node A learns that node B exhausted it: its sessions are refused too.
   auto t0 = Clock::now();
   EXPECT_TRUE(eventually([&] {
-    json show = json::parse(
-        a_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"}).out, nullptr, false);
+    json show = json::parse(a_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"}).out,
+                            nullptr, false);
     if (!show.is_object() || !show["budgets"].is_array()) return false;
     for (const json& b : show["budgets"]) {
       if (b.value("name", "") == "fleet-statements" && b.contains("exhausted") &&
@@ -501,8 +504,7 @@ TEST_F(FleetTest, ABudgetCountsWhatTheIdentityRanOnBothNodes) {
     }
     return false;
   })) << a_->ctl("reviewer", {"budgets", "show", "svc:budgeted", "--json"}).out;
-  std::cout << "[fleet] budget exhausted on node-b -> known on node-a: " << ms_since(t0)
-            << " ms\n";
+  std::cout << "[fleet] budget exhausted on node-b -> known on node-a: " << ms_since(t0) << " ms\n";
   EXPECT_EQ(run_as(*a_, "budgeted", "select 6"), "53400");
   // A reset on node A lets node B's session run again.
   CtlResult reset = a_->ctl("reviewer", {"budgets", "reset", "svc:budgeted"});
@@ -525,7 +527,8 @@ TEST_F(FleetTest, TwoOfMApprovalGetsOneVoteOnEachNode) {
   CtlResult first = a_->ctl("reviewer", {"approvals", "approve", id, "--reason", "one"});
   ASSERT_EQ(first.code, 0) << first.out << first.err;
   EXPECT_EQ(store_sql("select state || ' ' || jsonb_array_length(snapshot->'votes') from "
-                      "pgwarden_approvals where id = '" + id + "'"),
+                      "pgwarden_approvals where id = '" +
+                      id + "'"),
             "pending 1\n");
   EXPECT_TRUE(psql.running()) << psql.output();
   // The same reviewer on node B does not count twice.
@@ -538,12 +541,13 @@ TEST_F(FleetTest, TwoOfMApprovalGetsOneVoteOnEachNode) {
   ASSERT_EQ(psql.wait(10000), 0) << psql.output();
   EXPECT_EQ(db("select string_agg(v, ',' order by k) from public.fleet_pair"), "two,two");
   EXPECT_EQ(store_sql("select state || ' ' || jsonb_array_length(snapshot->'votes') from "
-                      "pgwarden_approvals where id = '" + id + "'"),
+                      "pgwarden_approvals where id = '" +
+                      id + "'"),
             "approved 2\n");
   // Node A shows both votes.
   EXPECT_TRUE(eventually([&] {
-    json shown = json::parse(a_->ctl("reviewer", {"approvals", "show", id, "--json"}).out,
-                             nullptr, false);
+    json shown =
+        json::parse(a_->ctl("reviewer", {"approvals", "show", id, "--json"}).out, nullptr, false);
     return shown.is_object() && shown.value("state", "") == "approved" &&
            shown["votes"].size() == 2;
   }));
@@ -635,8 +639,9 @@ TEST_F(FleetTest, ZStoreOutageFailsClosedAndADecisionAfterItStillReleases) {
   EXPECT_EQ(db("select string_agg(v, ',' order by k) from public.fleet_outage"), "after,after");
   EXPECT_TRUE(alive(running.get()));
   EXPECT_TRUE(eventually([&] {
-    return store_sql("select statements from pgwarden_budget_usage where identity = "
-                     "'svc:metered'") == "3\n";
+    return store_sql(
+               "select statements from pgwarden_budget_usage where identity = "
+               "'svc:metered'") == "3\n";
   })) << store_sql("select * from pgwarden_budget_usage");
 }
 

@@ -104,10 +104,10 @@ TEST_F(StateStorePgTest, SchemaIsCreatedOnceAndVersioned) {
                "pgwarden_schema_version"),
             versions);
   EXPECT_EQ(db("select count(*) from pgwarden_nodes where node_id in ('node-a', 'node-b')"), "2");
-  for (const char* table : {"pgwarden_approvals", "pgwarden_standing_grants",
-                            "pgwarden_revocations", "pgwarden_killed_sessions", "pgwarden_sessions",
-                            "pgwarden_recordings", "pgwarden_rule_generations", "pgwarden_audit",
-                            "pgwarden_budget_usage"}) {
+  for (const char* table :
+       {"pgwarden_approvals", "pgwarden_standing_grants", "pgwarden_revocations",
+        "pgwarden_killed_sessions", "pgwarden_sessions", "pgwarden_recordings",
+        "pgwarden_rule_generations", "pgwarden_audit", "pgwarden_budget_usage"}) {
     EXPECT_EQ(db(std::string("select to_regclass('") + table + "') is not null"), "t") << table;
   }
 }
