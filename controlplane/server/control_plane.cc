@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include "common/protocol/messages.h"
@@ -140,6 +141,13 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
       auto key = fleet::NodeKey::load(ss.node_key_file);
       if (!key.is_ok()) return key.status();
       cp->node_key_ = std::make_shared<const fleet::NodeKey>(std::move(*key));
+    }
+    // Copies of other nodes' recordings a command of a previous process did not get to remove.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(state_dir, ec)) {
+      if (e.path().filename().string().starts_with("fetched-recording-")) {
+        std::filesystem::remove_all(e.path(), ec);
+      }
     }
     auto pg = state::PgStateStore::open({.conninfo = state_conninfo,
                                          .node_id = ss.node_id,

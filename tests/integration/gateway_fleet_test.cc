@@ -450,9 +450,13 @@ TEST_F(FleetTest, NodeRequestsWithoutAValidNodeSignatureAreRefused) {
 TEST_F(FleetTest, AReplayFromNodeBWhileNodeAIsDownNamesNodeA) {
   const std::string id = recorded_session(*a_, "select 1");
   ASSERT_FALSE(id.empty()) << store_sql("select * from pgwarden_recordings");
+  // A copy a crashed command left behind is removed when cp starts.
+  const std::string stale = a_->state_dir() + "/fetched-recording-stale";
+  std::filesystem::create_directories(stale);
   ASSERT_TRUE(a_->stop_cp().is_ok());
   CtlResult r = b_->ctl("reviewer", {"sessions", "replay", id});
   Status restarted = a_->start_cp();
+  EXPECT_FALSE(std::filesystem::exists(stale));
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.err.find("node-a"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("cannot be reached"), std::string::npos) << r.err;
