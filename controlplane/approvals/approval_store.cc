@@ -573,6 +573,12 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
   if (decision.break_glass && decision.reason.find_first_not_of(" \t\r\n") == std::string::npos) {
     return permission_denied("a break-glass approval needs a reason");
   }
+  if (impl_->options.refresh) {
+    // Votes other nodes cast since this node last heard of the request.
+    auto current = impl_->options.refresh(id);
+    if (!current.is_ok()) return current.status();
+    if (current->has_value()) PGW_RETURN_IF_ERROR(apply_remote(**current));
+  }
   Impl::Outcome outcome;
   bool expired_first = false;
   bool vote_only = false;
@@ -639,8 +645,9 @@ Result<ApprovalRequest> ApprovalStore::decide(const std::string& id,
       next.votes.push_back(ApprovalVote{decision.decider, t, decision.reason, decision.via,
                                         decision.scope, decision.grant_seconds});
       if (!decision.break_glass && static_cast<int>(next.votes.size()) < r.required_approvals) {
-        // Not the last approval needed: journal the vote, stay pending.
-        PGW_RETURN_IF_ERROR(impl_->journal(next));
+        // Not the last approval needed: record the vote (in the shared store too), stay
+        // pending.
+        PGW_RETURN_IF_ERROR(impl_->persist(next, false));
         it->second = next;
         outcome.request = std::move(next);
         vote_only = true;
@@ -716,7 +723,15 @@ Status ApprovalStore::apply_remote(const ApprovalRequest& r) {
       if (!r.terminal()) impl_->deadlines.emplace(r.deadline_ms, r.id);
       return Status::ok();
     }
-    if (it->second.terminal() || !r.terminal()) return Status::ok();
+    if (it->second.terminal()) return Status::ok();
+    if (!r.terminal()) {
+      if (r.votes.size() <= it->second.votes.size()) return Status::ok();
+      ApprovalRequest next = it->second;
+      next.votes = r.votes;
+      PGW_RETURN_IF_ERROR(impl_->journal(next));
+      it->second = std::move(next);
+      return Status::ok();
+    }
     auto o = impl_->transition(r, /*remote=*/true);
     if (!o) return o.status();
     outcome = std::move(*o);

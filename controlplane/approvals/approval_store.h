@@ -165,7 +165,12 @@ struct ApprovalStoreOptions {
   // node makes is written there before the local journal (a decision only while the request
   // is still pending there); an error refuses the transition and is returned. Transitions
   // other nodes made arrive through apply_remote().
+  // A vote (one of several required approvals) is written there too, compare-and-set on the
+  // number of votes before it, so votes cast on different nodes add up to one N-of-M decision.
   std::function<Status(const ApprovalRequest& request, bool created)> replicate;
+  // Shared state: the request as the store has it now (nullopt: unknown there), read at the
+  // start of every decide() so votes cast on other nodes count. An error refuses the decision.
+  std::function<Result<std::optional<ApprovalRequest>>(const std::string& id)> refresh;
   // Identities linked to `identity` (the same person's SSO subject, agents and service keys;
   // config approvals.identity_links), without `identity` itself. Unset = no links. Read at
   // creation (snapshot in requester_links) and again at each decision.
@@ -213,7 +218,8 @@ class ApprovalStore {
   // A request as another node wrote it (shared state store). Unknown here: added (pending
   // ones get a deadline). Pending here and terminal there: takes that outcome (journaled,
   // standing grant indexed, waiters called; not audited again, the deciding node did).
-  // Anything else is ignored.
+  // Pending in both with more votes there: takes those votes (journaled). Anything else is
+  // ignored.
   Status apply_remote(const ApprovalRequest& request);
 
   std::optional<ApprovalRequest> get(const std::string& id) const;

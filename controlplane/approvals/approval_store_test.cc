@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -507,6 +509,68 @@ TEST_F(ApprovalStoreTest, TwoOfManyNeedsTwoDistinctApproversAndAuditsEachVote) {
   auto reopened = open_store(options());
   EXPECT_EQ(reopened->get(r->id)->votes.size(), 2u);
   EXPECT_EQ(reopened->get(r->id)->votes[0].decider, "alice");
+}
+
+// Two nodes' stores sharing one replica (what PgStateStore does: compare-and-set on the state
+// and on the number of votes before the new one).
+TEST_F(ApprovalStoreTest, VotesCastOnTwoNodesAddUpThroughTheSharedStore) {
+  std::mutex mu;
+  std::map<std::string, ApprovalRequest> shared;
+  auto replicated = [&](ApprovalStoreOptions o) {
+    o.replicate = [&](const ApprovalRequest& r, bool created) -> Status {
+      std::lock_guard lock(mu);
+      auto it = shared.find(r.id);
+      if (created) {
+        shared[r.id] = r;
+        return Status::ok();
+      }
+      bool adds_vote = r.state == ApprovalState::kApproved || r.state == ApprovalState::kPending;
+      if (it == shared.end() || it->second.terminal() ||
+          (adds_vote && it->second.votes.size() + 1 != r.votes.size())) {
+        return failed_precondition("changed on another node");
+      }
+      it->second = r;
+      return Status::ok();
+    };
+    o.refresh = [&](const std::string& id) -> Result<std::optional<ApprovalRequest>> {
+      std::lock_guard lock(mu);
+      auto it = shared.find(id);
+      if (it == shared.end()) return std::optional<ApprovalRequest>();
+      return std::optional<ApprovalRequest>(it->second);
+    };
+    return o;
+  };
+  auto node_a = open_store(replicated(options()));
+  fs::path dir_b = fs::path(dir_) / "node-b";
+  fs::create_directories(dir_b);
+  ApprovalStoreOptions ob = replicated(options());
+  ob.state_dir = dir_b.string();
+  auto node_b = open_store(std::move(ob));
+
+  NewApprovalRequest n = request();
+  n.settings.required_approvals = 2;
+  auto r = node_a->create(n);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_TRUE(node_b->apply_remote(shared.at(r->id)).is_ok());  // the store's notification
+  std::optional<ApprovalRequest> released;
+  ASSERT_TRUE(node_a->wait(r->id, [&](const ApprovalRequest& x) { released = x; }).is_ok());
+
+  auto first = node_a->decide(r->id, approve_by("alice", {"dba"}));
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  EXPECT_EQ(first->state, ApprovalState::kPending);
+  EXPECT_EQ(shared.at(r->id).votes.size(), 1u);  // the vote is in the store, not only here
+  // Node B never heard of alice's vote: it reads the store before deciding. alice again does
+  // not count twice; bob's is the second approval.
+  auto again = node_b->decide(r->id, approve_by("alice", {"dba"}));
+  EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
+  auto second = node_b->decide(r->id, approve_by("bob", {"oncall"}));
+  ASSERT_TRUE(second.is_ok()) << second.status().to_string();
+  EXPECT_EQ(second->state, ApprovalState::kApproved);
+  EXPECT_EQ(second->votes.size(), 2u);
+  // Node A's held statement is released when the decision reaches it.
+  ASSERT_TRUE(node_a->apply_remote(shared.at(r->id)).is_ok());
+  ASSERT_TRUE(released.has_value());
+  EXPECT_EQ(released->state, ApprovalState::kApproved);
 }
 
 TEST_F(ApprovalStoreTest, OneDenyDeniesAfterEarlierApprovals) {

@@ -303,7 +303,6 @@ class Parser {
       return;
     }
     ControlPlaneSettings& s = c.control_plane;
-    if (const json* st = field(j, "state_store", p, false)) parse_state_store(*st, s);
     str(j, "socket", p, s.socket_path, true);
     str(j, "state_dir", p, s.state_dir, true);
     str(j, "admin_socket", p, s.admin_socket);
@@ -333,6 +332,8 @@ class Parser {
       s.admin_principals.push_back(std::move(a));
     });
     if (const json* http = field(j, "http", p, false)) parse_http(*http, s);
+    // After http: the state store's admin_url names that listener.
+    if (const json* st = field(j, "state_store", p, false)) parse_state_store(*st, s);
     if (!s.admin_principals.empty() && s.admin_socket.empty() && !s.http.break_glass) {
       error(p + ".admin_socket", "is required when admin_principals are configured");
     }
@@ -340,20 +341,44 @@ class Parser {
 
   void parse_state_store(const json& j, ControlPlaneSettings& s) {
     const std::string p = "$.control_plane.state_store";
-    if (!object(j, p, {"kind", "dsn_file", "node_id", "connect_timeout_ms"})) return;
+    if (!object(j, p,
+                {"kind", "dsn_file", "node_id", "connect_timeout_ms", "admin_url", "node_key_file",
+                 "node_ca_file", "budget_flush_ms"})) {
+      return;
+    }
     StateStoreSettings& st = s.state_store;
     std::string kind = "file";
     str(j, "kind", p, kind);
     str(j, "dsn_file", p, st.dsn_file);
     str(j, "node_id", p, st.node_id);
     integer(j, "connect_timeout_ms", p, st.connect_timeout_ms, 100, 60000);
+    str(j, "admin_url", p, st.admin_url);
+    str(j, "node_key_file", p, st.node_key_file);
+    str(j, "node_ca_file", p, st.node_ca_file);
+    integer(j, "budget_flush_ms", p, st.budget_flush_ms, 10, 10000);
     if (kind == "file") {
       st.kind = StateStoreSettings::Kind::kFile;
-      if (!st.dsn_file.empty() || !st.node_id.empty()) {
-        error(p, "dsn_file and node_id only apply to kind \"postgres\"");
+      if (!st.dsn_file.empty() || !st.node_id.empty() || !st.admin_url.empty() ||
+          !st.node_key_file.empty() || !st.node_ca_file.empty()) {
+        error(p,
+              "dsn_file, node_id, admin_url, node_key_file and node_ca_file only apply to kind "
+              "\"postgres\"");
       }
       return;
     }
+    if (!st.admin_url.empty()) {
+      if (!st.admin_url.starts_with("https://")) {
+        error(p + ".admin_url", "must be an https:// URL (this node's control_plane.http)");
+      }
+      if (s.http.listen.empty()) {
+        error(p + ".admin_url", "needs control_plane.http (the HTTPS admin API it names)");
+      }
+      if (st.node_key_file.empty()) {
+        error(p + ".node_key_file", "is required with admin_url (other nodes sign with it)");
+      }
+    }
+    if (!st.node_key_file.empty()) check_readable(p + ".node_key_file", st.node_key_file);
+    if (!st.node_ca_file.empty()) check_readable(p + ".node_ca_file", st.node_ca_file);
     if (kind != "postgres") {
       error(p + ".kind", "must be \"file\" or \"postgres\"");
       return;

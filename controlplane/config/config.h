@@ -63,6 +63,16 @@ struct StateStoreSettings {
   std::string dsn_file;  // kPostgres: a file holding a libpq conninfo (mode 0600 advised)
   std::string node_id;   // kPostgres: this node's name in the store, unique per node
   int connect_timeout_ms = 2000;
+  // kPostgres, recordings of other nodes (docs/scale-out.md): this node's HTTPS admin API as
+  // the other nodes reach it ("https://gw-1.internal:8443"; needs control_plane.http), the
+  // fleet's node key (a secret file, the same on every node) and the CA that verifies the
+  // other nodes' HTTPS certificates ("" = the system's). All optional: without them, replay a
+  // recording on the node that holds it.
+  std::string admin_url;
+  std::string node_key_file;
+  std::string node_ca_file;
+  // kPostgres: how often this node writes its budget usage to the store (docs/budgets.md).
+  int budget_flush_ms = 200;
 };
 
 // $.control_plane.http.role_groups: which SSO groups give which role on the HTTPS admin API

@@ -370,8 +370,26 @@ TEST(ConfigTest, StateStoreIsTheFileStoreByDefaultOrAValidatedPostgresStore) {
                         "$.control_plane.state_store.kind: must be \"file\" or \"postgres\""));
   j["control_plane"]["state_store"] = {{"kind", "file"}, {"node_id", "x"}};
   EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),
-                        "$.control_plane.state_store: dsn_file and node_id only apply to kind "
-                        "\"postgres\""));
+                        "$.control_plane.state_store: dsn_file, node_id, admin_url, "
+                        "node_key_file and node_ca_file only apply to kind \"postgres\""));
+  // Recordings of other nodes: an https admin_url of this node's HTTPS API, with a node key.
+  j["control_plane"]["state_store"] = {{"kind", "postgres"},
+                                       {"dsn_file", "/etc/pgwarden/store.dsn"},
+                                       {"node_id", "gw-1"},
+                                       {"admin_url", "http://gw-1:8443"}};
+  LoadOutcome url = parse_config(j.dump(), 1, no_env());
+  EXPECT_TRUE(has_error(url,
+                        "$.control_plane.state_store.admin_url: must be an https:// URL "
+                        "(this node's control_plane.http)"))
+      << url.error_text();
+  EXPECT_TRUE(has_error(url,
+                        "$.control_plane.state_store.admin_url: needs control_plane.http "
+                        "(the HTTPS admin API it names)"))
+      << url.error_text();
+  EXPECT_TRUE(has_error(url,
+                        "$.control_plane.state_store.node_key_file: is required with "
+                        "admin_url (other nodes sign with it)"))
+      << url.error_text();
   j["control_plane"]["state_store"] = {{"kind", "file"}, {"password", "x"}};
   EXPECT_TRUE(has_error(parse_config(j.dump(), 1, no_env()),
                         "$.control_plane.state_store.password: unknown key \"password\""));

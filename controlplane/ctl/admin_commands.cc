@@ -115,6 +115,29 @@ std::string one_line(std::string s, size_t max) {
   return s;
 }
 
+// The nodes sharing this node's state store and the rules generation each last loaded.
+void print_fleet(std::ostream& out, const json& fleet) {
+  if (fleet.contains("error")) {
+    out << "fleet: state store unavailable: " << fleet.value("error", "") << "\n";
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const json& n : fleet.value("nodes", json::array())) {
+    std::string rules = "-";
+    if (n.contains("rules_generation")) {
+      rules = scalar_text(n["rules_generation"]) + " (sha256 " +
+              n.value("rules_hash", "").substr(0, 12) + ")";
+    }
+    rows.push_back(
+        {n.value("node_id", "") + (n.value("this_node", false) ? " (this)" : ""),
+         n.value("admin_url", "").empty() ? "-" : n.value("admin_url", ""), rules,
+         n.contains("same_rules") ? (n.value("same_rules", false) ? "yes" : "NO") : "-",
+         n.contains("loaded_ms") ? format_time_ms(n.value("loaded_ms", int64_t{0})) : "-"});
+  }
+  out << "fleet (state store):\n";
+  print_table(out, {"NODE", "ADMIN URL", "RULES", "SAME AS HERE", "LOADED"}, rows);
+}
+
 // "rules generation G (sha256 0123456789ab, N rules in M lists)" from cp's rules status.
 std::string rules_generation_text(const json& r) {
   if (!r.is_object() || r.value("generation", uint64_t{0}) == 0) return "rules not managed by cp";
@@ -184,6 +207,7 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
         << " exhausted in the current window (pgwardenctl budgets list)\n";
   }
   if (r->contains("dataplanes")) print_dataplane_summaries(out, (*r)["dataplanes"]);
+  if (r->contains("fleet") && (*r)["fleet"].is_object()) print_fleet(out, (*r)["fleet"]);
   if (r->contains("counters") && (*r)["counters"].is_object()) {
     out << "counters:\n";
     for (const auto& [k, v] : (*r)["counters"].items()) {

@@ -573,26 +573,47 @@ Result<json> AdminServer::run(const std::string& command, const json& args, cons
     if (!recording::valid_session_id(id)) return invalid_argument("bad session id");
     std::string path = dir + "/" + id + ".jsonl";
     std::error_code ec;
-    if (!fs::exists(path, ec)) return not_found("no recording for session " + id);
+    // Recorded on another node: a verified copy of that node's file (the hash chain is
+    // checked here, on the bytes it sent).
+    std::unique_ptr<fleet::FetchedRecording> remote;
+    if (!fs::exists(path, ec)) {
+      if (!b_.fetch_recording) return not_found("no recording for session " + id);
+      auto fetched = b_.fetch_recording(id);
+      if (!fetched.is_ok()) return fetched.status();
+      remote = std::move(*fetched);
+      path = remote->path();
+    }
+    auto where = [&](json j) {
+      j["session_id"] = id;
+      j["path"] = remote ? remote->node_id() + ":" + remote->file() : path;
+      if (remote) {
+        j["node"] = remote->node_id();
+        j["fetched_from"] = remote->url();
+      }
+      return j;
+    };
     if (command == "sessions.verify") {
       // The checkpoint lives in the state dir, next to the recordings dir.
-      auto checkpoint = recording::read_checkpoint(
-          (fs::path(dir).parent_path() / "recording_checkpoint.json").string());
+      auto checkpoint =
+          remote ? Result<recording::Checkpoint>(remote->checkpoint)
+                 : recording::read_checkpoint(
+                       (fs::path(dir).parent_path() / "recording_checkpoint.json").string());
       std::optional<bool> open;
-      if (b_.recording_open) open = b_.recording_open(id);
+      if (remote) {
+        open = remote->open;
+      } else if (b_.recording_open) {
+        open = b_.recording_open(id);
+      }
       auto report =
           recording::verify_session(path, checkpoint.is_ok() ? &*checkpoint : nullptr, open);
       if (!report.is_ok()) return report.status();
-      json j = report->to_json();
-      j["session_id"] = id;
-      j["path"] = path;
-      return j;
+      return where(report->to_json());
     }
     if (command == "sessions.show" || command == "sessions.replay") {
       recording::VerifyReport report;
       auto records = recording::read_recording(path, &report);
       if (!records.is_ok()) return records.status();
-      json j{{"session_id", id}, {"path", path}, {"verify", report.to_json()}};
+      json j = where(json{{"verify", report.to_json()}});
       if (command == "sessions.replay") {
         j["records"] = std::move(*records);
         return j;

@@ -43,6 +43,7 @@
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/budgets/budget_book.h"
 #include "controlplane/config/config.h"
+#include "controlplane/fleet/remote_recording.h"
 #include "controlplane/identity/identity.h"
 #include "controlplane/server/revocation_store.h"
 
@@ -72,6 +73,11 @@ struct AdminBackend {
   // Whether the session's recording is open in this cp (sessions.verify tells a session that
   // is still open from one that ended in a crash). Unset: unknown.
   std::function<bool(const std::string& session_id)> recording_open;
+  // A recording this node does not have, from the node that does (shared state store;
+  // fleet::fetch_recording): sessions.{show,replay,verify} verify the copy here. Unset: they
+  // only read this node's recordings directory.
+  std::function<Result<std::unique_ptr<fleet::FetchedRecording>>(const std::string& session_id)>
+      fetch_recording;
   // Latest dataplane stats snapshots: DataplaneRegistry::to_json() ({"dataplanes": [...]}),
   // answered by the `dataplane` command.
   std::function<nlohmann::json()> dataplanes;

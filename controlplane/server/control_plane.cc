@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include "common/protocol/messages.h"
@@ -136,9 +137,22 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     auto ci = vault::read_secret({vault::SecretSource::Kind::kFile, ss.dsn_file});
     if (!ci.is_ok()) return ci.status();
     state_conninfo = std::string(ci->view());
+    if (!ss.node_key_file.empty()) {
+      auto key = fleet::NodeKey::load(ss.node_key_file);
+      if (!key.is_ok()) return key.status();
+      cp->node_key_ = std::make_shared<const fleet::NodeKey>(std::move(*key));
+    }
+    // Copies of other nodes' recordings a command of a previous process did not get to remove.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(state_dir, ec)) {
+      if (e.path().filename().string().starts_with("fetched-recording-")) {
+        std::filesystem::remove_all(e.path(), ec);
+      }
+    }
     auto pg = state::PgStateStore::open({.conninfo = state_conninfo,
                                          .node_id = ss.node_id,
                                          .admin_socket = cfg->control_plane.admin_socket,
+                                         .admin_url = ss.admin_url,
                                          .connect_timeout_ms = ss.connect_timeout_ms});
     if (!pg.is_ok()) return pg.status();
     cp->state_ = std::move(pg).value();
@@ -271,6 +285,15 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
     ao.replicate = [shared](const approvals::ApprovalRequest& r, bool created) {
       return shared->put_approval(r.to_json(), created);
     };
+    ao.refresh =
+        [shared](const std::string& id) -> Result<std::optional<approvals::ApprovalRequest>> {
+      auto j = shared->get_approval(id);
+      if (!j.is_ok()) return j.status();
+      if (!j->has_value()) return std::optional<approvals::ApprovalRequest>();
+      auto r = approvals::ApprovalRequest::from_json(**j);
+      if (!r.is_ok()) return r.status();
+      return std::optional<approvals::ApprovalRequest>(std::move(*r));
+    };
   }
   auto store_result = approvals::ApprovalStore::open(std::move(ao));
   if (!store_result.is_ok()) return store_result.status();
@@ -331,9 +354,24 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   auto tickets = TicketKey::open(state_dir);
   if (!tickets.is_ok()) return tickets.status();
   cp->tickets_ = std::move(tickets).value();
-  auto ledger = budgets::FileBudgetLedger::open(state_dir);
-  if (!ledger.is_ok()) return ledger.status();
-  cp->budgets_ = std::make_unique<budgets::BudgetBook>(std::move(ledger).value());
+  ControlPlane* plane = cp.get();
+  if (shared != nullptr) {
+    // Counters of every node in the store. Its change callbacks come after start(): they need
+    // usage from sessions (flusher) or the change feed (refresh), both later than server_.
+    auto ledger = budgets::SharedBudgetLedger::open(
+        {.store = shared,
+         .flush_interval_ms = ss.budget_flush_ms,
+         .on_remote_change = [plane](const std::string& identity, bool lowered) {
+           plane->server_->push_budgets(identity, /*only_exhausted=*/!lowered);
+         }});
+    if (!ledger.is_ok()) return ledger.status();
+    cp->shared_budgets_ = ledger->get();
+    cp->budgets_ = std::make_unique<budgets::BudgetBook>(std::move(ledger).value());
+  } else {
+    auto ledger = budgets::FileBudgetLedger::open(state_dir);
+    if (!ledger.is_ok()) return ledger.status();
+    cp->budgets_ = std::make_unique<budgets::BudgetBook>(std::move(ledger).value());
+  }
 
   ServerHandlers handlers;
   handlers.authenticator = cp->identity_;
@@ -348,7 +386,6 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   handlers.revocations = cp->revocations_.get();
   handlers.tickets = cp->tickets_.get();
   handlers.budgets = cp->budgets_.get();
-  ControlPlane* plane = cp.get();
   handlers.provider_has_key = [plane](const std::string& provider,
                                       const std::string& kid) -> std::optional<bool> {
     auto validator = plane->token_validator();
@@ -419,8 +456,17 @@ void ControlPlane::apply_state_change(const state::StateChange& change) {
                      approvals::approval_state_name(r->state), lag);
       }
     }
+  } else if (change.kind == Kind::kBudgets) {
+    if (shared_budgets_ != nullptr) st = shared_budgets_->refresh(change.identities);
   } else if (change.kind == Kind::kRevocations || change.kind == Kind::kResync) {
-    if (change.kind == Kind::kResync) spdlog::info("state store: feed back, re-reading state");
+    if (change.kind == Kind::kResync) {
+      spdlog::info("state store: feed back, re-reading state");
+      if (shared_budgets_ != nullptr) {
+        if (Status b = shared_budgets_->refresh({}); !b.is_ok()) {
+          spdlog::warn("state store: budget counters not re-read: {}", b.message());
+        }
+      }
+    }
     st = change.kind == Kind::kResync ? sync_from_state() : [&]() -> Status {
       auto revs = state_->list_revocations();
       if (!revs.is_ok()) return revs.status();
@@ -457,8 +503,42 @@ Status ControlPlane::start() {
   PGW_RETURN_IF_ERROR(
       state_->start([this](const state::StateChange& c) { apply_state_change(c); }));
   PGW_RETURN_IF_ERROR(server_->start());
+  record_rules_generation();
   retention_thread_ = std::thread([this] { retention_loop(); });
   return Status::ok();
+}
+
+void ControlPlane::record_rules_generation() {
+  if (!state_->shared()) return;
+  nlohmann::json r = server_->rules_status();
+  uint64_t generation = r.value("generation", uint64_t{0});
+  if (generation > 0) state_->rules_loaded(generation, r.value("hash", std::string()));
+}
+
+nlohmann::json ControlPlane::fleet_status() {
+  if (!state_->shared()) return nullptr;
+  auto nodes = state_->list_nodes();
+  auto generations = nodes.is_ok()
+                         ? state_->list_rule_generations()
+                         : Result<std::vector<state::RuleGenerationEntry>>(nodes.status());
+  if (!generations.is_ok()) return nlohmann::json{{"error", generations.status().message()}};
+  std::string own_hash = server_->rules_status().value("hash", std::string());
+  nlohmann::json out = nlohmann::json::array();
+  for (const state::NodeEntry& n : *nodes) {
+    nlohmann::json e = {{"node_id", n.node_id},
+                        {"admin_url", n.admin_url},
+                        {"seen_ms", n.seen_ms},
+                        {"this_node", n.node_id == state_->node_id()}};
+    for (const state::RuleGenerationEntry& g : *generations) {
+      if (g.node_id != n.node_id) continue;
+      e["rules_generation"] = g.generation;
+      e["rules_hash"] = g.digest;
+      e["loaded_ms"] = g.loaded_ms;
+      e["same_rules"] = !own_hash.empty() && g.digest == own_hash;
+    }
+    out.push_back(std::move(e));
+  }
+  return nlohmann::json{{"nodes", std::move(out)}};
 }
 
 void ControlPlane::stop() {
@@ -471,6 +551,9 @@ void ControlPlane::stop() {
   if (retention_thread_.joinable()) retention_thread_.join();
   if (state_) state_->stop();
   if (server_) server_->stop();
+  // After the server: the usage of its last statements is written too (and a push of what the
+  // store returns finds no session left to tell).
+  if (shared_budgets_ != nullptr) shared_budgets_->stop();
   if (recorder_) (void)recorder_->flush();
   for (auto& pg : audit_pg_) (void)pg->flush(std::chrono::seconds(3));
 }
@@ -478,6 +561,7 @@ void ControlPlane::stop() {
 config::LoadOutcome ControlPlane::reload() {
   config::LoadOutcome outcome = server_->reload();
   if (outcome.ok()) {
+    record_rules_generation();
     (void)identity_->validator_for(*outcome.config);
     // Again with the new config's keys (JWKS files, providers) loaded.
     (void)server_->revalidate_sessions("config_reload");

@@ -8,7 +8,9 @@
 // (<state_dir>/recordings, retention applied every $.recording.retention.interval_s), the
 // mask planner (one PgCatalog metadata connection per target), the RevocationStore
 // (<state_dir>/revocations.json), the session TicketKey (<state_dir>/ticket.key), the budget
-// ledger (<state_dir>/budgets.json) and the EscalationServer.
+// ledger (<state_dir>/budgets.json, or the shared store's counters) and the EscalationServer.
+// With a shared state store it also writes each rules generation it installs there, and
+// loads the fleet's node key (state_store.node_key_file) for node-to-node requests.
 // Destruction is the reverse: the server stops first, so no callback outlives its target.
 //
 // Thread-safety: accessors may be called from any thread after open(); start()/stop() from
@@ -27,7 +29,9 @@
 #include "controlplane/approvals/webhook.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/audit_pg/audit_pg_sink.h"
+#include "controlplane/budgets/shared_budget_ledger.h"
 #include "controlplane/config/config.h"
+#include "controlplane/fleet/node_auth.h"
 #include "controlplane/identity/validator.h"
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/escalation_server.h"
@@ -65,7 +69,8 @@ class ControlPlane {
   EscalationServer& escalation_server() { return *server_; }
   // <state_dir>/revocations.json (pgwardenctl identities ...).
   RevocationStore& revocations() { return *revocations_; }
-  // Per-identity budgets over <state_dir>/budgets.json (pgwardenctl budgets ...).
+  // Per-identity budgets over <state_dir>/budgets.json or the shared store (pgwardenctl
+  // budgets ...).
   budgets::BudgetBook& budgets() { return *budgets_; }
   // The PostgreSQL audit sinks ($.audit.sinks[] of type postgres), in config order.
   const std::vector<std::unique_ptr<audit_pg::AuditPgSink>>& audit_pg_sinks() const {
@@ -75,6 +80,12 @@ class ControlPlane {
   const approvals::WebhookNotifier* webhook() const { return webhook_.get(); }
   // The state store ($.control_plane.state_store): the file store or the shared PostgreSQL.
   state::StateStore& state() { return *state_; }
+  // The fleet's node key (state_store.node_key_file); null when none is configured.
+  std::shared_ptr<const fleet::NodeKey> node_key() const { return node_key_; }
+  // Every node of a shared store with the rules generation it last loaded, for `status`:
+  // {"nodes": [{"node_id", "admin_url", "rules_generation", "rules_hash", "loaded_ms",
+  // "same_rules"}]} ({"error"} when the store cannot be read); null with the file store.
+  nlohmann::json fleet_status();
   // nullptr when no $.approvals.chat is configured. The chat callback the HTTPS listener
   // serves at POST /api/v1/chat/slack (a public route: the request signature authenticates).
   approvals::ChatCallback* chat_callback() { return chat_callback_.get(); }
@@ -91,6 +102,8 @@ class ControlPlane {
   void apply_state_change(const state::StateChange& change);
   // Re-reads approvals and revocations from a shared store (at start and after an outage).
   Status sync_from_state();
+  // Writes the rules generation the escalation server runs to the state store.
+  void record_rules_generation();
 
   std::unique_ptr<config::ConfigStore> store_;
   std::unique_ptr<state::StateStore> state_;  // outlives everything that writes to it
@@ -105,7 +118,9 @@ class ControlPlane {
   std::shared_ptr<CatalogMaskPlanner> mask_planner_;
   std::unique_ptr<RevocationStore> revocations_;
   std::unique_ptr<TicketKey> tickets_;
-  std::unique_ptr<budgets::BudgetBook> budgets_;  // <state_dir>/budgets.json
+  std::unique_ptr<budgets::BudgetBook> budgets_;           // <state_dir>/budgets.json or the store
+  budgets::SharedBudgetLedger* shared_budgets_ = nullptr;  // owned by budgets_; null: file
+  std::shared_ptr<const fleet::NodeKey> node_key_;
   std::unique_ptr<EscalationServer> server_;
 
   std::mutex retention_mu_;

@@ -1732,7 +1732,7 @@ void EscalationServer::account_usage(const std::shared_ptr<Session>& s,
   push_budgets(s->identity.subject);
 }
 
-size_t EscalationServer::push_budgets(const std::string& subject) {
+size_t EscalationServer::push_budgets(const std::string& subject, bool only_exhausted) {
   std::vector<std::shared_ptr<Session>> hits;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
@@ -1750,10 +1750,16 @@ size_t EscalationServer::push_budgets(const std::string& subject) {
   for (const auto& s : hits) {
     auto it = owners.find(s->owner);
     if (it == owners.end()) continue;
+    json states = budget_states(s->identity);
+    if (only_exhausted && std::none_of(states.begin(), states.end(), [](const json& b) {
+          return b.contains("exhausted") && !b["exhausted"].is_null();
+        })) {
+      continue;
+    }
     send(it->second, json{{"type", "event"},
                           {"kind", "budget"},
                           {"session_id", s->id},
-                          {"budgets", budget_states(s->identity)}});
+                          {"budgets", std::move(states)}});
     bump(Counter::k_budget_pushes);
     ++told;
   }

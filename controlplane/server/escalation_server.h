@@ -217,7 +217,8 @@ class EscalationServer {
   // Sends every live session of `subject` the current state of its budgets (event `budget`):
   // after a budget was exhausted, reset (pgwardenctl budgets reset) or reconfigured. Returns
   // how many sessions were told. Any thread.
-  size_t push_budgets(const std::string& subject);
+  // `only_exhausted`: only to sessions with an exhausted budget (another node's usage).
+  size_t push_budgets(const std::string& subject, bool only_exhausted = false);
   // The latest dataplane_stats snapshot of every dataplane (admin API: `dataplane`).
   const DataplaneRegistry& dataplanes() const { return dataplanes_; }
   uint64_t counter(Counter c) const { return counters_[static_cast<int>(c)].load(); }

@@ -23,6 +23,7 @@
 #include "common/protocol/messages.h"
 #include "controlplane/audit/audit_log.h"
 #include "controlplane/config/config.h"
+#include "controlplane/fleet/remote_recording.h"
 #include "controlplane/identity/service_key.h"
 #include "controlplane/server/admin_server.h"
 #include "controlplane/server/control_plane.h"
@@ -148,6 +149,17 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
     return plane.escalation_server().dataplanes().to_json(protocol::now_unix_ms());
   };
   b.recording_open = [&plane](const std::string& id) { return plane.recorder().session_open(id); };
+  if (plane.state().shared()) {
+    // Recordings of other nodes, fetched over their HTTPS admin API (docs/scale-out.md).
+    b.fetch_recording = [&plane](const std::string& id) {
+      auto cfg = plane.config_store().current();
+      return fleet::fetch_recording({.store = &plane.state(),
+                                     .key = plane.node_key(),
+                                     .ca_file = cfg->control_plane.state_store.node_ca_file,
+                                     .temp_parent = cfg->control_plane.state_dir},
+                                    id);
+    };
+  }
   b.runtime_status = [&plane] {
     server::EscalationServer& server = plane.escalation_server();
     nlohmann::json counters = nlohmann::json::object();
@@ -163,7 +175,8 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
                           {"counters", std::move(counters)},
                           {"recorder", plane.recorder().health().to_json()},
                           {"rules", server.rules_status()},
-                          {"dataplanes", dataplane_summary(server)}};
+                          {"dataplanes", dataplane_summary(server)},
+                          {"fleet", plane.fleet_status()}};
   };
   return b;
 }
@@ -272,6 +285,25 @@ int main(int argc, char** argv) {
                                                    .role = std::string(web::role_name(who.role))});
         });
     if (oidc) oidc->register_routes(*https);
+    if (auto key = plane.node_key(); key && plane.state().shared()) {
+      // Other nodes of the fleet fetch this node's recordings (node-signed requests).
+      fleet::register_node_routes(
+          *https,
+          {.node_id = plane.state().node_id(),
+           .key = std::move(key),
+           .recordings_dir =
+               [&plane] {
+                 return plane.config_store().current()->control_plane.state_dir + "/recordings";
+               },
+           .checkpoint_path =
+               [&plane] {
+                 return plane.config_store().current()->control_plane.state_dir +
+                        "/recording_checkpoint.json";
+               },
+           .recording_open =
+               [&plane](const std::string& id) { return plane.recorder().session_open(id); },
+           .audit = &plane.audit()});
+    }
     if (http.saml) {
       auto sp = sso::saml_sp_from_config(http);
       if (!sp.is_ok()) {

@@ -59,6 +59,15 @@ CREATE TABLE IF NOT EXISTS pgwarden_audit (
   id bigserial PRIMARY KEY, ts timestamptz NOT NULL, event text NOT NULL,
   record jsonb NOT NULL);
 )sql",
+    // 2: nodes advertise their HTTPS admin API (recordings fetched by other nodes); budget
+    // counters shared by the nodes (one row per budget and identity, its current window).
+    R"sql(
+ALTER TABLE pgwarden_nodes ADD COLUMN admin_url text NOT NULL DEFAULT '';
+CREATE TABLE pgwarden_budget_usage (
+  budget text NOT NULL, identity text NOT NULL, window_start_ms bigint NOT NULL,
+  statements bigint NOT NULL, rows_returned bigint NOT NULL, result_bytes bigint NOT NULL,
+  masked_cells bigint NOT NULL, updated_ms bigint NOT NULL, PRIMARY KEY (budget, identity));
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == kStateSchemaVersion);
 
@@ -103,6 +112,35 @@ std::string str(const json& j, const char* key) {
 }
 int64_t num(const json& j, const char* key) {
   return j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>() : 0;
+}
+
+// A PostgreSQL array literal of `items` ({"a","b\\"c"}), for unnest($n::text[]).
+std::string pg_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+// Rows of (budget, identity, window_start_ms, statements, rows_returned, result_bytes,
+// masked_cells) as counters.
+std::vector<BudgetCounter> budget_rows(PGresult* p) {
+  std::vector<BudgetCounter> out;
+  for (int i = 0; i < PQntuples(p); ++i) {
+    BudgetCounter c{PQgetvalue(p, i, 0), PQgetvalue(p, i, 1), std::atoll(PQgetvalue(p, i, 2)), {}};
+    for (size_t m = 0; m < c.used.size(); ++m) {
+      c.used[m] = std::strtoull(PQgetvalue(p, i, 3 + static_cast<int>(m)), nullptr, 10);
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
 }
 
 // A queued background write: SQL and its text parameters.
@@ -345,6 +383,13 @@ struct PgStateStore::Impl {
         } else if (k == "kill") {
           c.kind = StateChange::Kind::kKill;
           c.kill = j;
+        } else if (k == "budgets") {
+          c.kind = StateChange::Kind::kBudgets;
+          if (j.contains("ids") && j["ids"].is_array()) {
+            for (const auto& id : j["ids"]) {
+              if (id.is_string()) c.identities.push_back(id.get<std::string>());
+            }
+          }
         } else {
           continue;
         }
@@ -376,11 +421,13 @@ Result<std::unique_ptr<PgStateStore>> PgStateStore::open(PgStateStoreOptions opt
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   PGW_RETURN_IF_ERROR(impl->migrate());
-  auto node = impl->run(
-      "node registration",
-      "INSERT INTO pgwarden_nodes VALUES ($1, $2, $3::bigint) ON CONFLICT (node_id) DO UPDATE "
-      "SET admin_socket = EXCLUDED.admin_socket, seen_ms = EXCLUDED.seen_ms",
-      {impl->options.node_id, impl->options.admin_socket, std::to_string(now_ms())});
+  auto node = impl->run("node registration",
+                        "INSERT INTO pgwarden_nodes (node_id, admin_socket, seen_ms, admin_url) "
+                        "VALUES ($1, $2, $3::bigint, $4) ON CONFLICT (node_id) DO UPDATE "
+                        "SET admin_socket = EXCLUDED.admin_socket, seen_ms = EXCLUDED.seen_ms, "
+                        "admin_url = EXCLUDED.admin_url",
+                        {impl->options.node_id, impl->options.admin_socket,
+                         std::to_string(now_ms()), impl->options.admin_url});
   if (!node.is_ok()) return node.status();
   // Sessions this node registered before it restarted are gone with that process.
   auto stale = impl->run("session registry", "DELETE FROM pgwarden_sessions WHERE node_id = $1",
@@ -411,15 +458,26 @@ Status PgStateStore::put_approval(const json& snapshot, bool create) {
     return Status::ok();
   }
   bool grant = state == "approved" && str(snapshot, "scope") == "shape";
+  // An approval (a vote that stays pending, or the one that approves) adds one vote to those
+  // the store has: compare-and-set on their number, so two votes cast at once on two nodes
+  // cannot both count as the n-th.
+  const json votes = snapshot.contains("votes") && snapshot["votes"].is_array() ? snapshot["votes"]
+                                                                                : json::array();
+  int64_t votes_before = (state == "approved" || state == "pending") && !votes.empty()
+                             ? static_cast<int64_t>(votes.size()) - 1
+                             : -1;
   auto r = impl_->run(
       "decide approval",
       "WITH u AS (UPDATE pgwarden_approvals SET state = $2, snapshot = $3::jsonb, "
-      "updated_ms = $4::bigint WHERE id = $1 AND state = 'pending' RETURNING id, identity), "
+      "updated_ms = $4::bigint WHERE id = $1 AND state = 'pending' AND ($9::int < 0 OR "
+      "jsonb_array_length(coalesce(snapshot->'votes', '[]'::jsonb)) = $9::int) "
+      "RETURNING id, identity), "
       "g AS (INSERT INTO pgwarden_standing_grants SELECT identity, $6, id, $7::bigint FROM u "
       "WHERE $8::boolean ON CONFLICT DO NOTHING) "
       "SELECT id, pg_notify('pgwarden_state', $5) FROM u",
       {id, state, text, now, note, str(snapshot, "shape_key"),
-       std::to_string(num(snapshot, "grant_expires_ms")), grant ? "true" : "false"});
+       std::to_string(num(snapshot, "grant_expires_ms")), grant ? "true" : "false",
+       std::to_string(votes_before)});
   if (!r.is_ok()) return r.status();
   if (PQntuples(r->get()) == 1) return Status::ok();
   auto current = get_approval(id);
@@ -428,8 +486,13 @@ Status PgStateStore::put_approval(const json& snapshot, bool create) {
   const json& c = **current;
   // Our own write whose answer was lost when the store restarted: it did apply.
   if (str(c, "state") == state && str(c, "decider") == str(snapshot, "decider") &&
-      num(c, "decided_ms") == num(snapshot, "decided_ms")) {
+      num(c, "decided_ms") == num(snapshot, "decided_ms") &&
+      c.value("votes", json::array()) == votes) {
     return Status::ok();
+  }
+  if (str(c, "state") == "pending") {
+    return failed_precondition("approval request " + id +
+                               " got another vote on another node meanwhile; decide again");
   }
   return failed_precondition("approval request " + id + " is already " + str(c, "state") +
                              " (decided by " + str(c, "decider") + ")");
@@ -549,23 +612,127 @@ Result<std::optional<RecordingEntry>> PgStateStore::find_recording(const std::st
                                                       PQgetvalue(p, 0, 2), PQgetvalue(p, 0, 3)});
 }
 
+namespace {
+
+std::vector<NodeEntry> node_rows(PGresult* p) {
+  std::vector<NodeEntry> out;
+  for (int i = 0; i < PQntuples(p); ++i) {
+    out.push_back(NodeEntry{PQgetvalue(p, i, 0), PQgetvalue(p, i, 1), PQgetvalue(p, i, 2),
+                            std::atoll(PQgetvalue(p, i, 3))});
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<std::optional<NodeEntry>> PgStateStore::find_node(const std::string& node_id) {
   auto r = impl_->run("find node",
-                      "SELECT node_id, admin_socket, seen_ms FROM pgwarden_nodes WHERE "
-                      "node_id = $1",
+                      "SELECT node_id, admin_socket, admin_url, seen_ms FROM pgwarden_nodes "
+                      "WHERE node_id = $1",
                       {node_id});
   if (!r.is_ok()) return r.status();
-  if (PQntuples(r->get()) == 0) return std::optional<NodeEntry>();
-  PGresult* p = r->get();
-  return std::optional<NodeEntry>(
-      NodeEntry{PQgetvalue(p, 0, 0), PQgetvalue(p, 0, 1), std::atoll(PQgetvalue(p, 0, 2))});
+  std::vector<NodeEntry> rows = node_rows(r->get());
+  if (rows.empty()) return std::optional<NodeEntry>();
+  return std::optional<NodeEntry>(std::move(rows.front()));
+}
+
+Result<std::vector<NodeEntry>> PgStateStore::list_nodes() {
+  auto r = impl_->run("list nodes",
+                      "SELECT node_id, admin_socket, admin_url, seen_ms FROM pgwarden_nodes "
+                      "ORDER BY node_id",
+                      {});
+  if (!r.is_ok()) return r.status();
+  return node_rows(r->get());
 }
 
 void PgStateStore::rules_loaded(uint64_t generation, const std::string& digest) {
+  // A restarted cp numbers its generations again from its policy version: the latest load of
+  // a number wins.
   impl_->enqueue(Write{
       "INSERT INTO pgwarden_rule_generations VALUES ($1, $2::bigint, $3, $4::bigint) "
-      "ON CONFLICT DO NOTHING",
+      "ON CONFLICT (node_id, generation) DO UPDATE SET digest = EXCLUDED.digest, "
+      "loaded_ms = EXCLUDED.loaded_ms",
       {impl_->options.node_id, std::to_string(generation), digest, std::to_string(now_ms())}});
+}
+
+Result<std::vector<RuleGenerationEntry>> PgStateStore::list_rule_generations() {
+  auto r = impl_->run("list rule generations",
+                      "SELECT DISTINCT ON (node_id) node_id, generation, digest, loaded_ms FROM "
+                      "pgwarden_rule_generations ORDER BY node_id, loaded_ms DESC, generation DESC",
+                      {});
+  if (!r.is_ok()) return r.status();
+  std::vector<RuleGenerationEntry> out;
+  PGresult* p = r->get();
+  for (int i = 0; i < PQntuples(p); ++i) {
+    out.push_back(RuleGenerationEntry{PQgetvalue(p, i, 0),
+                                      std::strtoull(PQgetvalue(p, i, 1), nullptr, 10),
+                                      PQgetvalue(p, i, 2), std::atoll(PQgetvalue(p, i, 3))});
+  }
+  return out;
+}
+
+Result<std::vector<BudgetCounter>> PgStateStore::add_budget_usage(
+    const std::vector<BudgetCounter>& deltas) {
+  if (deltas.empty()) return std::vector<BudgetCounter>{};
+  std::vector<std::string> cols[7];
+  json ids = json::array();
+  for (const BudgetCounter& d : deltas) {
+    cols[0].push_back(d.budget);
+    cols[1].push_back(d.identity);
+    cols[2].push_back(std::to_string(d.window_start_ms));
+    for (size_t m = 0; m < d.used.size(); ++m) cols[3 + m].push_back(std::to_string(d.used[m]));
+    ids.push_back(d.identity);
+  }
+  // NOTIFY payloads are limited to 8000 bytes: without the list, the others re-read everything.
+  json extra = json::object();
+  if (ids.dump().size() < 6000) extra["ids"] = ids;
+  std::vector<std::string> params;
+  for (const auto& c : cols) params.push_back(pg_array(c));
+  params.push_back(std::to_string(now_ms()));
+  params.push_back(impl_->payload("budgets", "", extra));
+  // One row per (budget, identity): the same window adds up, a later one starts again from
+  // the delta, an earlier one (a late delta of a window that is over) leaves the row alone.
+  auto column = [](const char* name) {
+    std::string n = name;
+    return n + " = CASE WHEN EXCLUDED.window_start_ms > c.window_start_ms THEN EXCLUDED." + n +
+           " WHEN EXCLUDED.window_start_ms = c.window_start_ms THEN c." + n + " + EXCLUDED." + n +
+           " ELSE c." + n + " END";
+  };
+  std::string sql =
+      "WITH d AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], "
+      "$5::bigint[], $6::bigint[], $7::bigint[])), "
+      "u AS (INSERT INTO pgwarden_budget_usage AS c SELECT d.*, $8::bigint FROM d "
+      "ON CONFLICT (budget, identity) DO UPDATE SET " +
+      column("statements") + ", " + column("rows_returned") + ", " + column("result_bytes") + ", " +
+      column("masked_cells") +
+      ", window_start_ms = greatest(c.window_start_ms, EXCLUDED.window_start_ms), "
+      "updated_ms = EXCLUDED.updated_ms RETURNING budget, identity, window_start_ms, statements, "
+      "rows_returned, result_bytes, masked_cells) "
+      "SELECT u.*, pg_notify('pgwarden_state', $9) FROM u";
+  auto r = impl_->run("budget usage", sql, params);
+  if (!r.is_ok()) return r.status();
+  return budget_rows(r->get());
+}
+
+Result<std::vector<BudgetCounter>> PgStateStore::list_budget_counters(const std::string& identity) {
+  auto r = impl_->run("list budget usage",
+                      "SELECT budget, identity, window_start_ms, statements, rows_returned, "
+                      "result_bytes, masked_cells FROM pgwarden_budget_usage WHERE $1 = '' OR "
+                      "identity = $1 ORDER BY budget, identity",
+                      {identity});
+  if (!r.is_ok()) return r.status();
+  return budget_rows(r->get());
+}
+
+Result<size_t> PgStateStore::reset_budget_counters(const std::string& identity,
+                                                   const std::string& budget) {
+  auto r = impl_->run(
+      "reset budget usage",
+      "WITH d AS (DELETE FROM pgwarden_budget_usage WHERE identity = $1 AND ($2 = '' OR "
+      "budget = $2) RETURNING 1) SELECT (SELECT count(*) FROM d), pg_notify('pgwarden_state', $3)",
+      {identity, budget, impl_->payload("budgets", "", json{{"ids", json::array({identity})}})});
+  if (!r.is_ok()) return r.status();
+  return static_cast<size_t>(std::atoll(PQgetvalue(r->get(), 0, 0)));
 }
 
 Status PgStateStore::start(ChangeHandler handler) {

@@ -30,12 +30,13 @@
 namespace pgwarden::state {
 
 // The schema version this binary creates and understands.
-inline constexpr int kStateSchemaVersion = 1;
+inline constexpr int kStateSchemaVersion = 2;
 
 struct PgStateStoreOptions {
   std::string conninfo;      // libpq conninfo: a secret
   std::string node_id;       // REQUIRES: not empty, unique per node
   std::string admin_socket;  // this node's admin socket, for replay from other nodes
+  std::string admin_url;     // this node's HTTPS admin API, for replay from other nodes
   int connect_timeout_ms = 2000;
   size_t background_queue_cap = 100000;  // registry/index writes beyond this are dropped, counted
 };
@@ -65,7 +66,14 @@ class PgStateStore final : public StateStore {
   Result<std::optional<SessionEntry>> find_session(const std::string& session_id) override;
   Result<std::optional<RecordingEntry>> find_recording(const std::string& session_id) override;
   Result<std::optional<NodeEntry>> find_node(const std::string& node_id) override;
+  Result<std::vector<NodeEntry>> list_nodes() override;
   void rules_loaded(uint64_t generation, const std::string& digest) override;
+  Result<std::vector<RuleGenerationEntry>> list_rule_generations() override;
+  Result<std::vector<BudgetCounter>> add_budget_usage(
+      const std::vector<BudgetCounter>& deltas) override;
+  Result<std::vector<BudgetCounter>> list_budget_counters(const std::string& identity) override;
+  Result<size_t> reset_budget_counters(const std::string& identity,
+                                       const std::string& budget) override;
   Status start(ChangeHandler handler) override;
   void stop() override;
   bool available() const override;

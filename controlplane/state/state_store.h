@@ -26,6 +26,7 @@
 // store's listener thread, one change at a time.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -45,11 +46,13 @@ struct StateChange {
     kApproval,     // `key`: the approval id; re-read it with get_approval()
     kRevocations,  // the revocation set changed; re-read it with list_revocations()
     kKill,         // `kill`: {"selector": {...}, "reason", "by", "cause", "node"}
+    kBudgets,      // budget counters changed: `identities` lists whose; re-read them
     kResync,       // the feed was interrupted (store outage): re-read everything
   };
   Kind kind = Kind::kResync;
   std::string key;
   nlohmann::json kill;
+  std::vector<std::string> identities;  // kBudgets
   int64_t sent_ms = 0;  // when the origin node published it (0 = unknown)
 };
 using ChangeHandler = std::function<void(const StateChange&)>;
@@ -75,7 +78,25 @@ struct RecordingEntry {
 struct NodeEntry {
   std::string node_id;
   std::string admin_socket;  // Unix socket path on that node's host; "" = none
+  std::string admin_url;     // its HTTPS admin API ("https://host:port"); "" = none
   int64_t seen_ms = 0;
+};
+
+// The latest rule-set generation a node loaded.
+struct RuleGenerationEntry {
+  std::string node_id;
+  uint64_t generation = 0;
+  std::string digest;  // sha256 of the compiled rule sources
+  int64_t loaded_ms = 0;
+};
+
+// Usage of one budget by one identity in one window (docs/budgets.md): the measures in the
+// order of protocol::BudgetMeasure (statements, rows_returned, result_bytes, masked_cells).
+struct BudgetCounter {
+  std::string budget;
+  std::string identity;
+  int64_t window_start_ms = 0;
+  std::array<uint64_t, 4> used{};
 };
 
 class StateStore {
@@ -113,8 +134,26 @@ class StateStore {
   virtual Result<std::optional<RecordingEntry>> find_recording(const std::string& session_id) = 0;
   virtual Result<std::optional<NodeEntry>> find_node(const std::string& node_id) = 0;
 
-  // A rule-set generation this node loaded (digest of the compiled sources).
+  // Every node that registered, by node id.
+  virtual Result<std::vector<NodeEntry>> list_nodes() = 0;
+
+  // A rule-set generation this node loaded (digest of the compiled sources); queued.
   virtual void rules_loaded(uint64_t generation, const std::string& digest) = 0;
+  // The latest generation each node loaded, by node id.
+  virtual Result<std::vector<RuleGenerationEntry>> list_rule_generations() = 0;
+
+  // Budget counters, shared by the nodes. `deltas`: usage to add, each to the counter of its
+  // (budget, identity) in its window, in one transaction (a counter of an older window starts
+  // again from zero; a delta for a window older than the stored one is dropped: that window
+  // is over). Returns the counters after the addition, and tells the other nodes (kBudgets).
+  virtual Result<std::vector<BudgetCounter>> add_budget_usage(
+      const std::vector<BudgetCounter>& deltas) = 0;
+  // Every counter (of `identity` only, when not empty).
+  virtual Result<std::vector<BudgetCounter>> list_budget_counters(const std::string& identity) = 0;
+  // Deletes the counters of `identity` (of `budget` only, when not empty); tells the other
+  // nodes. Returns how many.
+  virtual Result<size_t> reset_budget_counters(const std::string& identity,
+                                               const std::string& budget) = 0;
 
   // Starts the change feed; `handler` receives changes other nodes make. Call once.
   virtual Status start(ChangeHandler handler) = 0;
@@ -125,8 +164,8 @@ class StateStore {
   virtual bool available() const = 0;
 };
 
-// The single-host store: see the file comment.
-class FileStateStore final : public StateStore {
+// The single-host store: see the file comment. Not final: tests derive fakes of a shared store.
+class FileStateStore : public StateStore {
  public:
   explicit FileStateStore(std::string node_id = "local") : node_id_(std::move(node_id)) {}
   std::string_view kind() const override { return "file"; }
@@ -160,7 +199,20 @@ class FileStateStore final : public StateStore {
   Result<std::optional<NodeEntry>> find_node(const std::string&) override {
     return std::optional<NodeEntry>();
   }
+  Result<std::vector<NodeEntry>> list_nodes() override { return std::vector<NodeEntry>{}; }
   void rules_loaded(uint64_t, const std::string&) override {}
+  Result<std::vector<RuleGenerationEntry>> list_rule_generations() override {
+    return std::vector<RuleGenerationEntry>{};
+  }
+  Result<std::vector<BudgetCounter>> add_budget_usage(const std::vector<BudgetCounter>&) override {
+    return unavailable("the file state store keeps no budget counters");
+  }
+  Result<std::vector<BudgetCounter>> list_budget_counters(const std::string&) override {
+    return std::vector<BudgetCounter>{};
+  }
+  Result<size_t> reset_budget_counters(const std::string&, const std::string&) override {
+    return size_t{0};
+  }
   Status start(ChangeHandler) override { return Status::ok(); }
   void stop() override {}
   bool available() const override { return true; }

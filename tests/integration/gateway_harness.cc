@@ -75,7 +75,9 @@ Status GatewayHarness::write_config() {
                             {"salt", k.salt},
                             {"hash", k.hash},
                             {"identity", "svc:" + k.id},
-                            {"groups", {"agents"}}});
+                            {"groups", options_.service_key_groups.count(k.id) > 0
+                                           ? json(options_.service_key_groups.at(k.id))
+                                           : json::array({"agents"})}});
   }
   json control_plane = {{"socket", dir_ + "/cp.sock"}, {"state_dir", dir_ + "/state"}};
   if (!options_.admin_principals.empty()) {
@@ -126,8 +128,11 @@ Status GatewayHarness::write_config() {
                     {"role", "app_scram"},
                     {"credential", {{"file", target_->get("PGW_SECRETS_DIR") + "/app_scram"}}},
                     {"tls", upstream_tls}}}},
-                 {"policies", {policy}},
+                 {"policies", json::array({policy})},
                  {"audit", {{"sinks", {{{"type", "file"}, {"path", dir_ + "/audit.log"}}}}}}};
+  if (!options_.extra_policies_json.empty()) {
+    for (const json& p : json::parse(options_.extra_policies_json)) config["policies"].push_back(p);
+  }
   if (!options_.target_extra_json.empty()) {
     const json extra = json::parse(options_.target_extra_json);
     for (const auto& [k, v] : extra.items()) config["targets"][0][k] = v;

@@ -64,6 +64,10 @@ struct GatewayOptions {
   // Identities besides `agent1` (svc:agent1): each id gets a service key (token(id)) with
   // identity `svc:<id>` in group `agents`.
   std::vector<std::string> extra_service_keys;
+  // Groups of a service key other than the default ["agents"], by key id.
+  std::map<std::string, std::vector<std::string>> service_key_groups;
+  // More policies (a JSON array of policy objects), after the one of `policy_json`; "" = none.
+  std::string extra_policies_json;
   // Approvals: when `approver_groups` is not empty, the policy gets
   // `"approvals": {"approver_groups": ..., "timeout_s": approval_timeout_s}` (replacing any
   // `approvals` object in policy_json).

@@ -79,6 +79,7 @@ class StateStorePgTest : public ::testing::Test {
     return PgStateStore::open({.conninfo = pg_->conninfo(),
                                .node_id = node,
                                .admin_socket = "/run/" + node + ".sock",
+                               .admin_url = "https://" + node + ".internal:8443",
                                .connect_timeout_ms = 2000});
   }
   static std::string db(const std::string& sql) {
@@ -96,12 +97,17 @@ TEST_F(StateStorePgTest, SchemaIsCreatedOnceAndVersioned) {
   ASSERT_TRUE(a.is_ok()) << a.status().to_string();
   auto b = open("node-b");  // the second node finds the schema and migrates nothing
   ASSERT_TRUE(b.is_ok()) << b.status().to_string();
-  EXPECT_EQ(db("select string_agg(version::text, ',') from pgwarden_schema_version"),
-            std::to_string(kStateSchemaVersion));
+  // One row per migration applied, each once.
+  std::string versions;
+  for (int v = 1; v <= kStateSchemaVersion; ++v) versions += (v > 1 ? "," : "") + std::to_string(v);
+  EXPECT_EQ(db("select string_agg(version::text, ',' order by version) from "
+               "pgwarden_schema_version"),
+            versions);
   EXPECT_EQ(db("select count(*) from pgwarden_nodes where node_id in ('node-a', 'node-b')"), "2");
-  for (const char* table : {"pgwarden_approvals", "pgwarden_standing_grants",
-                            "pgwarden_revocations", "pgwarden_killed_sessions", "pgwarden_sessions",
-                            "pgwarden_recordings", "pgwarden_rule_generations", "pgwarden_audit"}) {
+  for (const char* table :
+       {"pgwarden_approvals", "pgwarden_standing_grants", "pgwarden_revocations",
+        "pgwarden_killed_sessions", "pgwarden_sessions", "pgwarden_recordings",
+        "pgwarden_rule_generations", "pgwarden_audit", "pgwarden_budget_usage"}) {
     EXPECT_EQ(db(std::string("select to_regclass('") + table + "') is not null"), "t") << table;
   }
 }
@@ -204,10 +210,105 @@ TEST_F(StateStorePgTest, RevocationsKillsAndTheRegistryReachTheOtherNode) {
   auto node = (*b)->find_node("node-a");
   ASSERT_TRUE(node.is_ok() && node->has_value());
   EXPECT_EQ((**node).admin_socket, "/run/node-a.sock");
+  EXPECT_EQ((**node).admin_url, "https://node-a.internal:8443");
   EXPECT_EQ(db("select digest from pgwarden_rule_generations where node_id = 'node-a'"), "abc");
+  // The latest generation per node (a later load of the same number replaces it).
+  (*a)->rules_loaded(4, "def");
+  (*a)->rules_loaded(4, "ghi");
+  ASSERT_TRUE((*a)->flush_background(10000));
+  auto gens = (*b)->list_rule_generations();
+  ASSERT_TRUE(gens.is_ok());
+  bool found = false;
+  for (const RuleGenerationEntry& g : *gens) {
+    if (g.node_id != "node-a") continue;
+    found = true;
+    EXPECT_EQ(g.generation, 4u);
+    EXPECT_EQ(g.digest, "ghi");
+  }
+  EXPECT_TRUE(found);
+  auto nodes = (*b)->list_nodes();
+  ASSERT_TRUE(nodes.is_ok());
+  EXPECT_GE(nodes->size(), 2u);
   (*a)->session_ended("s-42");
   ASSERT_TRUE((*a)->flush_background(10000));
   EXPECT_FALSE((*b)->find_session("s-42")->has_value());
+}
+
+TEST_F(StateStorePgTest, VotesOfTwoNodesAddUpAndAConcurrentVoteIsRefused) {
+  auto a = open("node-a");
+  auto b = open("node-b");
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  Feed feed_b;
+  ASSERT_TRUE((*b)->start(feed_b.handler()).is_ok());
+  json req = pending("votes1");
+  req["required_approvals"] = 2;
+  req["votes"] = json::array();
+  ASSERT_TRUE((*a)->put_approval(req, true).is_ok());
+  json vote_a = req;
+  vote_a["votes"].push_back(json{{"decider", "alice"}, {"ms", now_ms()}});
+  json vote_b = req;  // cast on node B before it heard of alice's vote
+  vote_b["votes"].push_back(json{{"decider", "bob"}, {"ms", now_ms()}});
+  ASSERT_TRUE((*a)->put_approval(vote_a, false).is_ok());
+  ASSERT_TRUE(eventually([&] { return feed_b.has(StateChange::Kind::kApproval, "votes1"); }));
+  Status lost = (*b)->put_approval(vote_b, false);
+  EXPECT_EQ(lost.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(lost.message().find("another vote"), std::string::npos) << lost.message();
+  // Node B re-read the request (alice's vote) and adds bob's: two of two.
+  json approved = decided(vote_a, "approved", "bob");
+  approved["votes"].push_back(json{{"decider", "bob"}, {"ms", now_ms()}});
+  ASSERT_TRUE((*b)->put_approval(approved, false).is_ok());
+  EXPECT_EQ(db("select state || ' ' || jsonb_array_length(snapshot->'votes') from "
+               "pgwarden_approvals where id = 'votes1'"),
+            "approved 2");
+}
+
+TEST_F(StateStorePgTest, BudgetUsageOfTwoNodesAddsUpPerWindow) {
+  auto a = open("node-a");
+  auto b = open("node-b");
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  Feed feed_b;
+  ASSERT_TRUE((*b)->start(feed_b.handler()).is_ok());
+  const int64_t w = 7200000;
+  auto usage = [](const std::string& id, int64_t window, uint64_t statements) {
+    return BudgetCounter{"hourly", id, window, {statements, 10 * statements, 0, 0}};
+  };
+  // A quote and a backslash in an identity survive the array encoding.
+  const std::string odd = "svc:\"odd\\one\"";
+  auto r1 = (*a)->add_budget_usage({usage("svc:x", w, 2), usage(odd, w, 1)});
+  ASSERT_TRUE(r1.is_ok()) << r1.status().to_string();
+  ASSERT_EQ(r1->size(), 2u);
+  auto r2 = (*b)->add_budget_usage({usage("svc:x", w, 3)});
+  ASSERT_TRUE(r2.is_ok());
+  ASSERT_EQ(r2->size(), 1u);
+  EXPECT_EQ((*r2)[0].used[0], 5u);  // both nodes' statements
+  EXPECT_EQ((*r2)[0].used[1], 50u);
+  // A late delta of a window that is over changes nothing; a later window starts over.
+  auto late = (*a)->add_budget_usage({usage("svc:x", w - 3600000, 7)});
+  ASSERT_TRUE(late.is_ok());
+  EXPECT_EQ((*late)[0].used[0], 5u);
+  EXPECT_EQ((*late)[0].window_start_ms, w);
+  auto next = (*a)->add_budget_usage({usage("svc:x", w + 3600000, 1)});
+  ASSERT_TRUE(next.is_ok());
+  EXPECT_EQ((*next)[0].used[0], 1u);
+  // Node B is told whose counters changed.
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(feed_b.mu);
+    for (const auto& c : feed_b.changes) {
+      if (c.kind == StateChange::Kind::kBudgets && c.identities.size() == 2 &&
+          c.identities[1] == odd) {
+        return true;
+      }
+    }
+    return false;
+  }));
+  auto listed = (*b)->list_budget_counters(odd);
+  ASSERT_TRUE(listed.is_ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].identity, odd);
+  auto reset = (*b)->reset_budget_counters("svc:x", "");
+  ASSERT_TRUE(reset.is_ok());
+  EXPECT_EQ(*reset, 1u);
+  EXPECT_TRUE((*a)->list_budget_counters("svc:x")->empty());
 }
 
 // Runs last in this file (it restarts the sandbox).
