@@ -76,10 +76,10 @@ void EventLoop::cancel_timer(TimerId id) {
 
 void EventLoop::WakeHandler::on_io(int, uint32_t) {
   // run_once() passes no fd: drain the loop's own eventfd (an undrained, level-triggered
-  // eventfd would wake epoll_wait at once, forever: a busy loop on an idle worker).
+  // eventfd would wake epoll_wait at once, forever: a busy loop on an idle worker). One read
+  // empties it: a non-semaphore eventfd returns the whole counter and resets it to zero.
   uint64_t v;
-  while (read(loop_->wakefd_, &v, sizeof(v)) == sizeof(v)) {
-  }
+  [[maybe_unused]] ssize_t n = read(loop_->wakefd_, &v, sizeof(v));
   if (loop_->on_wake_) loop_->on_wake_();
 }
 
