@@ -60,26 +60,51 @@ Status EventLoop::modify(int fd, uint32_t events, IoHandler* handler) {
 
 void EventLoop::remove(int fd) { epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
 
+namespace {
+// Spare timer nodes kept for reuse (enough for the timers a busy worker arms per iteration).
+constexpr size_t kSpareTimerNodes = 256;
+}  // namespace
+
 EventLoop::TimerId EventLoop::add_timer(int64_t at_ms, std::function<void()> fn) {
   TimerId id = next_timer_++;
-  timers_.emplace(std::make_pair(at_ms, id), std::move(fn));
-  timer_at_.emplace(id, at_ms);
+  if (spare_timers_.empty()) {
+    timers_.emplace(std::make_pair(at_ms, id), std::move(fn));
+    timer_at_.emplace(id, at_ms);
+    return id;
+  }
+  TimerMap::node_type node = std::move(spare_timers_.back());
+  spare_timers_.pop_back();
+  node.key() = {at_ms, id};
+  node.mapped() = std::move(fn);
+  timers_.insert(std::move(node));
+  TimerIndex::node_type index = std::move(spare_index_.back());
+  spare_index_.pop_back();
+  index.key() = id;
+  index.mapped() = at_ms;
+  timer_at_.insert(std::move(index));
   return id;
 }
 
 void EventLoop::cancel_timer(TimerId id) {
   auto it = timer_at_.find(id);
   if (it == timer_at_.end()) return;
-  timers_.erase({it->second, id});
-  timer_at_.erase(it);
+  TimerMap::node_type node = timers_.extract({it->second, id});
+  recycle(std::move(node), timer_at_.extract(it));
+}
+
+void EventLoop::recycle(TimerMap::node_type node, TimerIndex::node_type index) {
+  if (spare_timers_.size() >= kSpareTimerNodes || node.empty() || index.empty()) return;
+  node.mapped() = nullptr;  // the callback's captures are released now, not at reuse
+  spare_timers_.push_back(std::move(node));
+  spare_index_.push_back(std::move(index));
 }
 
 void EventLoop::WakeHandler::on_io(int, uint32_t) {
   // run_once() passes no fd: drain the loop's own eventfd (an undrained, level-triggered
-  // eventfd would wake epoll_wait at once, forever: a busy loop on an idle worker).
+  // eventfd would wake epoll_wait at once, forever: a busy loop on an idle worker). One read
+  // empties it: a non-semaphore eventfd returns the whole counter and resets it to zero.
   uint64_t v;
-  while (read(loop_->wakefd_, &v, sizeof(v)) == sizeof(v)) {
-  }
+  [[maybe_unused]] ssize_t n = read(loop_->wakefd_, &v, sizeof(v));
   if (loop_->on_wake_) loop_->on_wake_();
 }
 
@@ -92,17 +117,21 @@ void EventLoop::wake() {
 void EventLoop::run_timers() {
   int64_t now = monotonic_ms();
   while (!timers_.empty() && timers_.begin()->first.first <= now) {
-    auto node = timers_.extract(timers_.begin());
-    timer_at_.erase(node.key().second);
+    TimerMap::node_type node = timers_.extract(timers_.begin());
+    TimerIndex::node_type index = timer_at_.extract(node.key().second);
     node.mapped()();
+    recycle(std::move(node), std::move(index));
   }
 }
 
 void EventLoop::run_deferred() {
   while (!deferred_.empty()) {
-    std::vector<std::function<void()>> work;
+    // Swap in the spare vector (cleared, capacity kept) so that defer() does not allocate.
+    std::vector<std::function<void()>> work = std::move(deferred_spare_);
     work.swap(deferred_);
     for (auto& fn : work) fn();
+    work.clear();
+    deferred_spare_ = std::move(work);
   }
 }
 

@@ -81,9 +81,18 @@ class EventLoop {
   WakeHandler wake_handler_{this};
   std::function<void()> on_wake_;
   TimerId next_timer_ = 1;
-  std::map<std::pair<int64_t, TimerId>, std::function<void()>> timers_;
-  std::unordered_map<TimerId, int64_t> timer_at_;
+  using TimerMap = std::map<std::pair<int64_t, TimerId>, std::function<void()>>;
+  using TimerIndex = std::unordered_map<TimerId, int64_t>;
+  // A timer whose node is gone (fired or cancelled) hands it back here for the next
+  // add_timer(): arming and cancelling a timer per statement allocates nothing.
+  void recycle(TimerMap::node_type node, TimerIndex::node_type index);
+
+  TimerMap timers_;
+  TimerIndex timer_at_;
+  std::vector<TimerMap::node_type> spare_timers_;
+  std::vector<TimerIndex::node_type> spare_index_;
   std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> deferred_spare_;  // keeps its capacity between batches
   std::vector<epoll_event> events_;
 };
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -22,6 +23,33 @@ TEST(EventLoopTest, TimersFireInDeadlineOrderAndCancelledOnesNever) {
   loop.cancel_timer(gone);
   while (fired.size() < 2 && monotonic_ms() < now + 2000) loop.run_once(50);
   EXPECT_EQ(fired, (std::vector<int>{1, 2}));
+}
+
+TEST(EventLoopTest, ReusedTimerNodesKeepOrderIdsAndCancellation) {
+  // Fired and cancelled timers hand their nodes to later add_timer() calls: the reused nodes
+  // must carry the new deadline, id and callback, and a cancelled callback's captures must be
+  // released at cancel time, not when its node is reused.
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  auto held = std::make_shared<int>(0);
+  int64_t now = monotonic_ms();
+  EventLoop::TimerId first = loop.add_timer(now + 100000, [held] {});
+  EXPECT_EQ(held.use_count(), 2);
+  loop.cancel_timer(first);
+  EXPECT_EQ(held.use_count(), 1);
+  std::vector<int> fired;
+  for (int round = 0; round < 3; ++round) {
+    fired.clear();
+    now = monotonic_ms();
+    std::vector<EventLoop::TimerId> ids;
+    for (int i = 0; i < 8; ++i) {
+      ids.push_back(loop.add_timer(now + 8 - i, [&fired, i] { fired.push_back(i); }));
+    }
+    loop.cancel_timer(ids[3]);
+    loop.cancel_timer(first);  // an id already cancelled (its node reused) is a no-op
+    while (fired.size() < 7 && monotonic_ms() < now + 2000) loop.run_once(20);
+    EXPECT_EQ(fired, (std::vector<int>{7, 6, 5, 4, 2, 1, 0})) << "round " << round;
+  }
 }
 
 TEST(EventLoopTest, DeferredWorkRunsAfterTheBatchEvenWhenAddedByDeferredWork) {

@@ -913,9 +913,9 @@ void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   ev.error = u.error;
   ev.result_bytes = std::exchange(pending_result_bytes_, 0);
   ev.masked_cells = std::exchange(pending_masked_cells_, 0);
-  std::string payload;
-  ev.encode(payload);
-  sink_(protocol::RecordType::kStatementEnd, payload);
+  end_record_.clear();  // reused: no allocation per statement once it has grown
+  ev.encode(end_record_);
+  sink_(protocol::RecordType::kStatementEnd, end_record_);
   for (auto it = units_.begin(); it != units_.end(); ++it) {
     if (&*it == &u) {
       units_.erase(it);

@@ -303,6 +303,7 @@ class ResultFilter {
   bool failed_ = false;
   Status failed_status_;
   std::string scratch_;
+  std::string end_record_;  // the completion record being encoded (end_unit)
   std::vector<masking::DetectSpan> spans_;
   uint64_t rows_masked_ = 0;
   uint64_t pending_result_bytes_ = 0;

@@ -337,6 +337,8 @@ void Session::read_upstream() {
     }
     send_upstream_startup();
     if (destroyed_) return;
+    // The handshake may have read ahead past its last record (it can end on EPOLLOUT).
+    upstream_readable_ = true;
   }
   bool eof = false;
   size_t budget = kReadBudget;
@@ -502,10 +504,13 @@ void Session::update_interest() {
       (void)worker_->loop().modify(upstream_.fd(), want, &upstream_io_);
     }
   }
-  // Bytes OpenSSL already decrypted never wake epoll: come back for them.
-  bool again = (client_readable_ || client_.has_buffered_input()) && client_read_allowed() &&
-               client_.tls() && client_.has_buffered_input();
-  again |= upstream_read_allowed() && upstream_.tls() && upstream_.has_buffered_input();
+  // Bytes OpenSSL already holds never wake epoll: come back for them while the last read
+  // left the side readable (after "want read" what OpenSSL holds is an incomplete record,
+  // which waits for the socket).
+  bool again =
+      client_readable_ && client_read_allowed() && client_.tls() && client_.has_buffered_input();
+  again |= upstream_readable_ && upstream_read_allowed() && upstream_.tls() &&
+           upstream_.has_buffered_input();
   // Messages already buffered here and held back only because the other side's output was
   // full: no socket event will announce them once that output drained (often in this very
   // pump's final flush), so come back for them.
@@ -514,8 +519,6 @@ void Session::update_interest() {
   again |= upstream_held_for_output_ && client_out_pending() <= cap;
   if (again && !repump_scheduled_) {
     repump_scheduled_ = true;
-    client_readable_ = client_readable_ || client_.has_buffered_input();
-    upstream_readable_ = upstream_readable_ || upstream_.has_buffered_input();
     worker_->loop().defer([w = worker_, id = id_] {
       Session* s = w->find(id);
       if (s == nullptr) return;

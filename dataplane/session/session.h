@@ -29,6 +29,7 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -424,7 +425,7 @@ class Session {
   // it are complete (and so recorded before its own record): see hold_for_results().
   bool waiting_results_ = false;
   uint64_t escalation_seq_ = 0;
-  std::unique_ptr<Decision> decision_;  // decided verdict for the front client message
+  std::optional<Decision> decision_;  // decided verdict for the front client message
   bool skip_until_sync_ = false;
   uint64_t cycles_sent_ = 0;      // Query/Sync/FunctionCall forwarded upstream
   uint64_t cycles_received_ = 0;  // ReadyForQuery received

@@ -470,12 +470,13 @@ void Session::forward(const pw::Message& m, const Decision* d) {
 bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   Counters& c = worker_->counters();
   if (decision_) {
-    std::unique_ptr<Decision> d = std::move(decision_);
-    if (d->allow) {
+    Decision d = std::move(*decision_);
+    decision_.reset();
+    if (d.allow) {
       bump(c.statements_allowed);
-      forward(m, d.get());
+      forward(m, &d);
     } else {
-      apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
+      apply_denial(m, d.sqlstate, d.message, d.rule, d.position);
     }
     return true;
   }
@@ -562,11 +563,12 @@ bool Session::hold_for_results() {
 
 bool Session::check_execution(const pw::Message& m) {
   if (decision_) {
-    std::unique_ptr<Decision> d = std::move(decision_);
-    if (d->allow) {
-      forward(m, d.get());
+    Decision d = std::move(*decision_);
+    decision_.reset();
+    if (d.allow) {
+      forward(m, &d);
     } else {
-      apply_denial(m, d->sqlstate, d->message, d->rule, d->position);
+      apply_denial(m, d.sqlstate, d.message, d.rule, d.position);
     }
     return true;
   }
@@ -899,7 +901,7 @@ void Session::send_client_notice(std::string_view message) {
 void Session::resume_with(Decision d) {
   waiting_cp_ = false;
   hold_.reset();
-  decision_ = std::make_unique<Decision>(std::move(d));
+  decision_ = std::move(d);
   pump();
 }
 

@@ -23,14 +23,27 @@ std::string openssl_errors() {
   return out.empty() ? "unknown TLS error" : out;
 }
 
+namespace {
+
+// What Stream expects of both kinds of context: partial, retried writes; buffers freed while
+// idle (an idle TLS session stays small); and read-ahead: one read() per wake-up instead of
+// two per record (header, then body) — OpenSSL reads what the socket holds and decrypts from
+// its buffer (Stream::read tells when that buffer is empty).
+void set_stream_modes(SSL_CTX* ctx) {
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_read_ahead(ctx, 1);
+}
+
+}  // namespace
+
 Result<SslCtxPtr> make_server_tls_context(const std::string& cert_file,
                                           const std::string& key_file) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()), SslCtxDeleter());
   if (!ctx) return internal_error("SSL_CTX_new: " + openssl_errors());
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                  SSL_MODE_RELEASE_BUFFERS);
+  set_stream_modes(ctx.get());
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_file.c_str()) != 1) {
     return invalid_argument("cannot load TLS certificate " + cert_file + ": " + openssl_errors());
   }
@@ -47,8 +60,7 @@ Result<SslCtxPtr> make_client_tls_context(bool verify, const std::string& ca_fil
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()), SslCtxDeleter());
   if (!ctx) return internal_error("SSL_CTX_new: " + openssl_errors());
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                                  SSL_MODE_RELEASE_BUFFERS);
+  set_stream_modes(ctx.get());
   if (verify) {
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     int ok = ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx.get())
@@ -144,6 +156,10 @@ IoStatus Stream::read(std::string& in, size_t max, bool* drained) {
     int rc = SSL_read_ex(ssl_, scratch.data(), max, &got);
     if (rc == 1) {
       in.append(scratch.data(), got);
+      // Nothing left in OpenSSL's buffers (read ahead): the read that filled them most likely
+      // emptied the socket, so skip the read that would only say "want read" (level-triggered
+      // epoll reports anything still in, or arriving at, the socket).
+      *drained = SSL_has_pending(ssl_) == 0;
       return IoStatus::kOk;
     }
     return ssl_result(rc, true, false);

@@ -67,9 +67,9 @@ class Stream {
   // Advances the handshake: kOk when done, kWouldBlock to be called again on I/O.
   IoStatus handshake();
 
-  // Appends at most `max` bytes to `in`. `*drained` is set when the kernel buffer is known
-  // to be empty (a short plaintext read), so the caller need not read again until epoll
-  // says so.
+  // Appends at most `max` bytes to `in`. `*drained` is set when nothing is left to read but
+  // what epoll will announce (a short plaintext read; with TLS, nothing left in OpenSSL's
+  // buffers), so the caller need not read again until epoll says so.
   IoStatus read(std::string& in, size_t max, bool* drained);
   // Writes a prefix of `data`; *written is how much.
   IoStatus write(std::string_view data, size_t* written);
@@ -77,8 +77,10 @@ class Stream {
   bool wants_write_for_read() const { return read_wants_write_; }
   bool wants_read_for_write() const { return write_wants_read_; }
   bool handshake_wants_write() const { return handshake_wants_write_; }
-  // Bytes OpenSSL has decrypted but not yet returned.
-  bool has_buffered_input() const { return ssl_ != nullptr && SSL_pending(ssl_) > 0; }
+  // Bytes OpenSSL holds that epoll cannot announce: decrypted and not yet returned, or read
+  // ahead from the socket and not yet decrypted (possibly an incomplete record, which needs
+  // more from the socket: see read()'s kWouldBlock).
+  bool has_buffered_input() const { return ssl_ != nullptr && SSL_has_pending(ssl_) != 0; }
   const std::string& error() const { return error_; }
 
  private:
