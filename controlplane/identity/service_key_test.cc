@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 namespace pgwarden::identity {
 namespace {
 
@@ -115,6 +119,102 @@ TEST(ServiceKey, WeakParametersAreRefusedWhenHashing) {
   p.pbkdf2_iterations = 1000;
   EXPECT_FALSE(make_service_key_hash("x", p).is_ok());
   EXPECT_FALSE(generate_service_key("bad id", fast_scrypt()).is_ok());
+}
+
+TEST(VerifiedServiceKeys, AcceptedKeyIsAnsweredFromMemoryWithTheSameIdentity) {
+  auto g = generate_service_key("fleet", fast_scrypt());
+  ASSERT_TRUE(g.is_ok());
+  std::vector<ServiceKeyConfig> keys = {config_for("fleet", *g)};
+  VerifiedServiceKeys verified;
+  auto first = verified.verify(g->key, keys);
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  EXPECT_EQ(verified.hits(), 0u);
+  EXPECT_EQ(verified.size(), 1u);
+  for (int i = 0; i < 3; ++i) {
+    auto again = verified.verify(g->key, keys);
+    ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+    EXPECT_EQ(again.identity().subject, first.identity().subject);
+    EXPECT_EQ(again.identity().key_id, "fleet");
+    EXPECT_EQ(again.identity().provider, "service-key:fleet");
+    EXPECT_EQ(again.identity().groups, first.identity().groups);
+    EXPECT_EQ(again.identity().claims, first.identity().claims);
+  }
+  EXPECT_EQ(verified.hits(), 3u);
+}
+
+TEST(VerifiedServiceKeys, WrongOrUnknownSecretsAreNeverRemembered) {
+  auto g = generate_service_key("fleet", fast_scrypt());
+  ASSERT_TRUE(g.is_ok());
+  std::vector<ServiceKeyConfig> keys = {config_for("fleet", *g)};
+  VerifiedServiceKeys verified;
+  ASSERT_TRUE(verified.verify(g->key, keys).is_ok());
+  // Near misses of a remembered credential pay the KDF and fail, every time.
+  std::string last_changed = g->key;
+  last_changed.back() = last_changed.back() == 'A' ? 'B' : 'A';
+  for (const std::string& wrong :
+       {g->key + "x", g->key.substr(0, g->key.size() - 1), last_changed}) {
+    for (int i = 0; i < 2; ++i) {
+      auto r = verified.verify(wrong, keys);
+      ASSERT_FALSE(r.is_ok()) << wrong;
+      EXPECT_EQ(r.rejection().reason, RejectReason::kBadServiceKey) << wrong;
+    }
+  }
+  auto unknown = verified.verify("pgw_sk_other_" + g->key.substr(g->key.rfind('_') + 1), keys);
+  ASSERT_FALSE(unknown.is_ok());
+  EXPECT_EQ(unknown.rejection().reason, RejectReason::kUnknownServiceKey);
+  EXPECT_EQ(verified.size(), 1u);
+  EXPECT_EQ(verified.hits(), 0u);
+}
+
+TEST(VerifiedServiceKeys, AKeyNoLongerConfiguredIsVerifiedInFullAndRefused) {
+  auto g = generate_service_key("gone", fast_scrypt());
+  ASSERT_TRUE(g.is_ok());
+  VerifiedServiceKeys verified;
+  ASSERT_TRUE(verified.verify(g->key, {config_for("gone", *g)}).is_ok());
+  auto r = verified.verify(g->key, {});
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.rejection().reason, RejectReason::kUnknownServiceKey);
+  EXPECT_EQ(verified.size(), 0u);
+}
+
+TEST(VerifiedServiceKeys, StaysWithinItsCapacityAndKeepsAnsweringCorrectly) {
+  std::vector<ServiceKeyConfig> keys;
+  std::vector<std::string> creds;
+  for (int i = 0; i < 5; ++i) {
+    std::string id = "k" + std::to_string(i);
+    auto g = generate_service_key(id, fast_scrypt());
+    ASSERT_TRUE(g.is_ok());
+    keys.push_back(config_for(id, *g));
+    creds.push_back(g->key);
+  }
+  VerifiedServiceKeys verified(2);
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < creds.size(); ++i) {
+      auto r = verified.verify(creds[i], keys);
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      EXPECT_EQ(r.identity().key_id, "k" + std::to_string(i));
+      EXPECT_LE(verified.size(), 2u);
+    }
+  }
+}
+
+TEST(VerifiedServiceKeys, ConcurrentLoginsOfOneKeyAllSucceed) {
+  auto g = generate_service_key("fleet", fast_scrypt());
+  ASSERT_TRUE(g.is_ok());
+  std::vector<ServiceKeyConfig> keys = {config_for("fleet", *g)};
+  VerifiedServiceKeys verified;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        if (verified.verify(g->key, keys).is_ok()) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 400);
+  EXPECT_GE(verified.hits(), 400u - 8u);  // at most one full verification per thread
 }
 
 }  // namespace
