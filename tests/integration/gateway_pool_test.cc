@@ -71,6 +71,14 @@ int upstream_backends(GatewayHarness* gw, const std::string& extra_where = "") {
   return out.is_ok() ? std::stoi(*out) : -1;
 }
 
+// A table the agents write, owned by the sandbox's superuser and granted to the gateway's
+// upstream role.
+void create_agent_table(GatewayHarness* gw, const std::string& table) {
+  auto made = gw->pg().psql("CREATE TABLE " + table + " (agent int, i int); GRANT ALL ON " + table +
+                            " TO app_scram");
+  ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+}
+
 class GatewayPoolTest : public SharedGatewayTest<GatewayPoolTest> {
  public:
   static constexpr const char* kPolicy = kPoolPolicy;
@@ -84,9 +92,7 @@ class GatewayPoolTest : public SharedGatewayTest<GatewayPoolTest> {
   }
   static void SetUpTestSuite() {
     SharedGatewayTest<GatewayPoolTest>::SetUpTestSuite();
-    auto made = gw_->pg().psql(
-        "CREATE TABLE public.pool_t (agent int, i int); GRANT ALL ON public.pool_t TO app_scram");
-    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+    create_agent_table(gw_, "public.pool_t");
   }
 };
 
@@ -347,10 +353,7 @@ class GatewayPoolScaleTest : public SharedGatewayTest<GatewayPoolScaleTest> {
   }
   static void SetUpTestSuite() {
     SharedGatewayTest<GatewayPoolScaleTest>::SetUpTestSuite();
-    auto made = gw_->pg().psql(
-        "CREATE TABLE public.pool_scale (agent int, i int); "
-        "GRANT ALL ON public.pool_scale TO app_scram");
-    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+    create_agent_table(gw_, "public.pool_scale");
   }
 };
 
@@ -367,16 +370,30 @@ struct ScaleAgent {
 };
 
 TEST_F(GatewayPoolScaleTest, FiveHundredAgentsOverFiveConnectionsStayCorrectAndIsolated) {
-  constexpr int kTransactions = 2;
+  constexpr int kTransactions = 3;
   const auto started = std::chrono::steady_clock::now();
+  // Logins in waves of at most kLoginsInFlight (as a fleet's connection pools ramp), each
+  // started when another finishes, so they overlap with the other agents' transactions.
+  constexpr int kLoginsInFlight = 100;
   std::vector<ScaleAgent> agents(kAgents);
-  for (int a = 0; a < kAgents; ++a) {
-    agents[a].id = 5000 + a;
-    agents[a].conn.reset(PQconnectStart(gw_->conninfo().c_str()));
-    ASSERT_NE(agents[a].conn, nullptr);
-    ASSERT_NE(PQstatus(agents[a].conn.get()), CONNECTION_BAD)
-        << PQerrorMessage(agents[a].conn.get());
-  }
+  int logged_in = 0;
+  int done = 0;  // agents finished (all transactions) or failed
+  int started_logins = 0;
+  int connecting = 0;
+  auto start_logins = [&] {
+    for (; started_logins < kAgents && connecting < kLoginsInFlight; ++started_logins) {
+      ScaleAgent& ag = agents[started_logins];
+      ag.id = 5000 + started_logins;
+      ag.conn.reset(PQconnectStart(gw_->conninfo().c_str()));
+      ++connecting;
+      if (ag.conn == nullptr || PQstatus(ag.conn.get()) == CONNECTION_BAD) {
+        ag.failure = "cannot start a connection";
+        ag.connecting = false;
+        --connecting;
+        ++done;
+      }
+    }
+  };
   std::atomic<bool> running{true};
   std::atomic<int> max_backends{0};
   std::thread sampler([&] {
@@ -389,8 +406,6 @@ TEST_F(GatewayPoolScaleTest, FiveHundredAgentsOverFiveConnectionsStayCorrectAndI
     }
   });
   std::set<std::string> backend_pids;  // of every transaction's statements
-  int logged_in = 0;
-  int done = 0;
   // Each agent, once logged in: prepares its own statement, then kTransactions times
   //   0 BEGIN
   //   1 SELECT set_config('app.agent', '<id>', true)            -- transaction-local state
@@ -489,9 +504,11 @@ TEST_F(GatewayPoolScaleTest, FiveHundredAgentsOverFiveConnectionsStayCorrectAndI
   };
   std::string stuck;
   while (done < kAgents && stuck.empty()) {
+    start_logins();
     std::vector<pollfd> fds;
     std::vector<ScaleAgent*> polled;
-    for (ScaleAgent& ag : agents) {
+    for (int a = 0; a < started_logins; ++a) {
+      ScaleAgent& ag = agents[a];
       if (!ag.failure.empty() || (!ag.connecting && !ag.busy)) continue;
       const short events = !ag.connecting                             ? POLLIN
                            : ag.connect_poll == PGRES_POLLING_WRITING ? POLLOUT
@@ -512,9 +529,12 @@ TEST_F(GatewayPoolScaleTest, FiveHundredAgentsOverFiveConnectionsStayCorrectAndI
         ag.connect_poll = PQconnectPoll(c);
         if (ag.connect_poll == PGRES_POLLING_FAILED) {
           ag.failure = std::string("login failed: ") + PQerrorMessage(c);
+          ag.connecting = false;
+          --connecting;
           ++done;
         } else if (ag.connect_poll == PGRES_POLLING_OK) {
           ag.connecting = false;
+          --connecting;
           ++logged_in;
           ag.step = -1;
           send_next(ag);
