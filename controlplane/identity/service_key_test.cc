@@ -121,17 +121,27 @@ TEST(ServiceKey, WeakParametersAreRefusedWhenHashing) {
   EXPECT_FALSE(generate_service_key("bad id", fast_scrypt()).is_ok());
 }
 
-TEST(VerifiedServiceKeys, AcceptedKeyIsAnsweredFromMemoryWithTheSameIdentity) {
-  auto g = generate_service_key("fleet", fast_scrypt());
-  ASSERT_TRUE(g.is_ok());
-  std::vector<ServiceKeyConfig> keys = {config_for("fleet", *g)};
-  VerifiedServiceKeys verified;
-  auto first = verified.verify(g->key, keys);
+// A new key "fleet", the configured keys that hold it, and an empty memory of verified keys.
+class VerifiedServiceKeysTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto g = generate_service_key("fleet", fast_scrypt());
+    ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+    fleet_ = *g;
+    keys_ = {config_for("fleet", fleet_)};
+  }
+  GeneratedServiceKey fleet_;
+  std::vector<ServiceKeyConfig> keys_;
+  VerifiedServiceKeys verified_;
+};
+
+TEST_F(VerifiedServiceKeysTest, AcceptedKeyIsAnsweredFromMemoryWithTheSameIdentity) {
+  auto first = verified_.verify(fleet_.key, keys_);
   ASSERT_TRUE(first.is_ok()) << first.status().to_string();
-  EXPECT_EQ(verified.hits(), 0u);
-  EXPECT_EQ(verified.size(), 1u);
+  EXPECT_EQ(verified_.hits(), 0u);
+  EXPECT_EQ(verified_.size(), 1u);
   for (int i = 0; i < 3; ++i) {
-    auto again = verified.verify(g->key, keys);
+    auto again = verified_.verify(fleet_.key, keys_);
     ASSERT_TRUE(again.is_ok()) << again.status().to_string();
     EXPECT_EQ(again.identity().subject, first.identity().subject);
     EXPECT_EQ(again.identity().key_id, "fleet");
@@ -139,45 +149,39 @@ TEST(VerifiedServiceKeys, AcceptedKeyIsAnsweredFromMemoryWithTheSameIdentity) {
     EXPECT_EQ(again.identity().groups, first.identity().groups);
     EXPECT_EQ(again.identity().claims, first.identity().claims);
   }
-  EXPECT_EQ(verified.hits(), 3u);
+  EXPECT_EQ(verified_.hits(), 3u);
 }
 
-TEST(VerifiedServiceKeys, WrongOrUnknownSecretsAreNeverRemembered) {
-  auto g = generate_service_key("fleet", fast_scrypt());
-  ASSERT_TRUE(g.is_ok());
-  std::vector<ServiceKeyConfig> keys = {config_for("fleet", *g)};
-  VerifiedServiceKeys verified;
-  ASSERT_TRUE(verified.verify(g->key, keys).is_ok());
+TEST_F(VerifiedServiceKeysTest, WrongOrUnknownSecretsAreNeverRemembered) {
+  ASSERT_TRUE(verified_.verify(fleet_.key, keys_).is_ok());
   // Near misses of a remembered credential pay the KDF and fail, every time.
-  std::string last_changed = g->key;
+  std::string last_changed = fleet_.key;
   last_changed.back() = last_changed.back() == 'A' ? 'B' : 'A';
   for (const std::string& wrong :
-       {g->key + "x", g->key.substr(0, g->key.size() - 1), last_changed}) {
+       {fleet_.key + "x", fleet_.key.substr(0, fleet_.key.size() - 1), last_changed}) {
     for (int i = 0; i < 2; ++i) {
-      auto r = verified.verify(wrong, keys);
+      auto r = verified_.verify(wrong, keys_);
       ASSERT_FALSE(r.is_ok()) << wrong;
       EXPECT_EQ(r.rejection().reason, RejectReason::kBadServiceKey) << wrong;
     }
   }
-  auto unknown = verified.verify("pgw_sk_other_" + g->key.substr(g->key.rfind('_') + 1), keys);
+  auto unknown =
+      verified_.verify("pgw_sk_other_" + fleet_.key.substr(fleet_.key.rfind('_') + 1), keys_);
   ASSERT_FALSE(unknown.is_ok());
   EXPECT_EQ(unknown.rejection().reason, RejectReason::kUnknownServiceKey);
-  EXPECT_EQ(verified.size(), 1u);
-  EXPECT_EQ(verified.hits(), 0u);
+  EXPECT_EQ(verified_.size(), 1u);
+  EXPECT_EQ(verified_.hits(), 0u);
 }
 
-TEST(VerifiedServiceKeys, AKeyNoLongerConfiguredIsVerifiedInFullAndRefused) {
-  auto g = generate_service_key("gone", fast_scrypt());
-  ASSERT_TRUE(g.is_ok());
-  VerifiedServiceKeys verified;
-  ASSERT_TRUE(verified.verify(g->key, {config_for("gone", *g)}).is_ok());
-  auto r = verified.verify(g->key, {});
+TEST_F(VerifiedServiceKeysTest, AKeyNoLongerConfiguredIsVerifiedInFullAndRefused) {
+  ASSERT_TRUE(verified_.verify(fleet_.key, keys_).is_ok());
+  auto r = verified_.verify(fleet_.key, {});
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.rejection().reason, RejectReason::kUnknownServiceKey);
-  EXPECT_EQ(verified.size(), 0u);
+  EXPECT_EQ(verified_.size(), 0u);
 }
 
-TEST(VerifiedServiceKeys, StaysWithinItsCapacityAndKeepsAnsweringCorrectly) {
+TEST(VerifiedServiceKeysCapacity, StaysWithinItsCapacityAndKeepsAnsweringCorrectly) {
   std::vector<ServiceKeyConfig> keys;
   std::vector<std::string> creds;
   for (int i = 0; i < 5; ++i) {
@@ -198,23 +202,19 @@ TEST(VerifiedServiceKeys, StaysWithinItsCapacityAndKeepsAnsweringCorrectly) {
   }
 }
 
-TEST(VerifiedServiceKeys, ConcurrentLoginsOfOneKeyAllSucceed) {
-  auto g = generate_service_key("fleet", fast_scrypt());
-  ASSERT_TRUE(g.is_ok());
-  std::vector<ServiceKeyConfig> keys = {config_for("fleet", *g)};
-  VerifiedServiceKeys verified;
+TEST_F(VerifiedServiceKeysTest, ConcurrentLoginsOfOneKeyAllSucceed) {
   std::atomic<int> ok{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 50; ++i) {
-        if (verified.verify(g->key, keys).is_ok()) ++ok;
+        if (verified_.verify(fleet_.key, keys_).is_ok()) ++ok;
       }
     });
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), 400);
-  EXPECT_GE(verified.hits(), 400u - 8u);  // at most one full verification per thread
+  EXPECT_GE(verified_.hits(), 400u - 8u);  // at most one full verification per thread
 }
 
 }  // namespace

@@ -79,17 +79,21 @@ void create_agent_table(GatewayHarness* gw, const std::string& table) {
   ASSERT_TRUE(made.is_ok()) << made.status().to_string();
 }
 
+// One dp worker (pool_size is the whole pool) and the demo target in transaction pooling.
+GatewayOptions pooled_gateway(int pool_size, int pool_wait_timeout_ms) {
+  GatewayOptions o;
+  o.policy_json = kPoolPolicy;
+  o.workers = 1;
+  o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": )" +
+                        std::to_string(pool_size) + R"(, "pool_wait_timeout_ms": )" +
+                        std::to_string(pool_wait_timeout_ms) + "}";
+  return o;
+}
+
 class GatewayPoolTest : public SharedGatewayTest<GatewayPoolTest> {
  public:
   static constexpr const char* kPolicy = kPoolPolicy;
-  static GatewayOptions gateway_options() {
-    GatewayOptions o;
-    o.policy_json = kPoolPolicy;
-    o.workers = 1;  // one worker: pool_size is the whole pool
-    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 5,
-                              "pool_wait_timeout_ms": 60000})";
-    return o;
-  }
+  static GatewayOptions gateway_options() { return pooled_gateway(kPoolSize, 60000); }
   static void SetUpTestSuite() {
     SharedGatewayTest<GatewayPoolTest>::SetUpTestSuite();
     create_agent_table(gw_, "public.pool_t");
@@ -338,17 +342,13 @@ class GatewayPoolScaleTest : public SharedGatewayTest<GatewayPoolScaleTest> {
   static constexpr const char* kPolicy = kPoolPolicy;
   static GatewayOptions gateway_options() {
     raise_fd_limit();  // 500 agent sockets here, as many in pgwarden-dp
-    GatewayOptions o;
-    o.policy_json = kPoolPolicy;
-    o.workers = 1;
+    GatewayOptions o = pooled_gateway(kPool, 60000);
     o.max_connections = kAgents + 50;
     // A login ramp of 500 from one address is what this gateway is for, not an attack.
     o.max_pending_logins = kAgents + 50;
     o.max_pending_logins_per_source = kAgents + 50;
     o.startup_timeout_ms = 60000;
     o.auth_timeout_s = 120;
-    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 5,
-                              "pool_wait_timeout_ms": 60000})";
     return o;
   }
   static void SetUpTestSuite() {
@@ -599,14 +599,7 @@ TEST_F(GatewayPoolScaleTest, FiveHundredAgentsOverFiveConnectionsStayCorrectAndI
 class GatewayPoolExhaustionTest : public SharedGatewayTest<GatewayPoolExhaustionTest> {
  public:
   static constexpr const char* kPolicy = kPoolPolicy;
-  static GatewayOptions gateway_options() {
-    GatewayOptions o;
-    o.policy_json = kPoolPolicy;
-    o.workers = 1;
-    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 1,
-                              "pool_wait_timeout_ms": 400})";
-    return o;
-  }
+  static GatewayOptions gateway_options() { return pooled_gateway(1, 400); }
 };
 
 TEST_F(GatewayPoolExhaustionTest, WaitsForAFreeConnectionThenTimesOutWith53300) {
