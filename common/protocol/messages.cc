@@ -530,9 +530,12 @@ Result<Event> Event::from_json(json&& j) {
   static const std::set<std::string> kDataplaneKinds = {"dataplane_stats", "wire_rules_reload",
                                                         "rules_applied"};
   r.str("session_id", e.session_id, !kDataplaneKinds.count(e.kind), 128);
+  // upstream_backend: transaction pooling, a session's transactions moved to another backend.
   static const std::set<std::string> kKinds = {
-      "session_start",   "statement",         "rows",         "error", "session_end", "wire_deny",
-      "dataplane_stats", "wire_rules_reload", "rules_applied"};
+      "session_start",   "statement",         "rows",
+      "error",           "session_end",       "wire_deny",
+      "dataplane_stats", "wire_rules_reload", "rules_applied",
+      "upstream_backend"};
   if (r.ok() && !kKinds.count(e.kind)) r.fail("unknown event kind \"" + e.kind + "\"");
   e.fields = json::object();
   if (j.is_object()) {

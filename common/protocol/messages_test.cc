@@ -127,6 +127,13 @@ TEST(MessagesTest, EventKeepsExtraFieldsAndRejectsUnknownKinds) {
       Event::from_json(json{{"type", "event"}, {"session_id", "s"}, {"kind", "party"}}).is_ok());
 }
 
+TEST(MessagesTest, UpstreamBackendEventOfTransactionPoolingIsAKnownKind) {
+  auto e = Event::from_json(json{
+      {"type", "event"}, {"session_id", "s"}, {"kind", "upstream_backend"}, {"backend_pid", 4242}});
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  EXPECT_EQ(e->fields["backend_pid"], 4242);
+}
+
 TEST(MessagesTest, DataplaneWideEventsNeedNoSessionButSessionEventsDo) {
   auto stats = Event::from_json(json{{"type", "event"},
                                      {"kind", "dataplane_stats"},

@@ -3,9 +3,12 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <charconv>
 #include <memory>
 #include <optional>
@@ -150,6 +153,17 @@ std::string format_hash(const KdfParams& p, std::string_view digest) {
 
 Rejection reject(RejectReason r, std::string msg) { return Rejection{r, std::move(msg)}; }
 
+Identity service_key_identity(const ServiceKeyConfig& key) {
+  Identity identity;
+  identity.subject = key.identity;
+  identity.issuer = "pgwarden:service-key";
+  identity.groups = key.groups;
+  identity.claims = {{"sub", key.identity}, {"groups", key.groups}, {"service_key_id", key.id}};
+  identity.provider = "service-key:" + key.id;
+  identity.key_id = key.id;
+  return identity;
+}
+
 }  // namespace
 
 Result<ServiceKeyHash> make_service_key_hash(std::string_view secret, const KdfParams& params) {
@@ -241,15 +255,65 @@ IdentityResult verify_service_key(std::string_view credential,
     return reject(RejectReason::kBadServiceKey,
                   "wrong secret for service key \"" + std::string(id) + "\"");
   }
-  Identity identity;
-  identity.subject = match->identity;
-  identity.issuer = "pgwarden:service-key";
-  identity.groups = match->groups;
-  identity.claims = {
-      {"sub", match->identity}, {"groups", match->groups}, {"service_key_id", match->id}};
-  identity.provider = "service-key:" + match->id;
-  identity.key_id = match->id;
-  return identity;
+  return service_key_identity(*match);
+}
+
+VerifiedServiceKeys::VerifiedServiceKeys(size_t capacity)
+    : capacity_(std::max<size_t>(1, capacity)), mac_key_(32, '\0') {
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(mac_key_.data()),
+                 static_cast<int>(mac_key_.size())) != 1) {
+    // No randomness: remember nothing (mac() returns "" and verify() never caches).
+    mac_key_.clear();
+  }
+}
+
+std::string VerifiedServiceKeys::mac(std::string_view credential) const {
+  if (mac_key_.empty()) return "";
+  std::string out(EVP_MAX_MD_SIZE, '\0');
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), mac_key_.data(), static_cast<int>(mac_key_.size()),
+           reinterpret_cast<const unsigned char*>(credential.data()), credential.size(),
+           reinterpret_cast<unsigned char*>(out.data()), &len) == nullptr) {
+    ERR_clear_error();
+    return "";
+  }
+  out.resize(len);
+  return out;
+}
+
+IdentityResult VerifiedServiceKeys::verify(std::string_view credential,
+                                           const std::vector<ServiceKeyConfig>& keys) {
+  const std::string m = mac(credential);
+  if (!m.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = verified_.find(m);
+    if (it != verified_.end()) {
+      for (const auto& k : keys) {
+        if (k.id == it->second) {
+          ++hits_;
+          return service_key_identity(k);
+        }
+      }
+      verified_.erase(it);  // not among `keys` (REQUIRES broken): verify in full
+    }
+  }
+  IdentityResult result = verify_service_key(credential, keys);
+  if (result.is_ok() && !m.empty()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (verified_.size() >= capacity_) verified_.clear();
+    verified_[m] = result.identity().key_id;
+  }
+  return result;
+}
+
+size_t VerifiedServiceKeys::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return verified_.size();
+}
+
+uint64_t VerifiedServiceKeys::hits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return hits_;
 }
 
 }  // namespace pgwarden::identity

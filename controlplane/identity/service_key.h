@@ -7,8 +7,10 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
@@ -56,5 +58,45 @@ Status validate_service_key_config(const ServiceKeyConfig& key);
 // validate_service_key_config.
 IdentityResult verify_service_key(std::string_view credential,
                                   const std::vector<ServiceKeyConfig>& keys);
+
+// The service keys one set of `keys` has accepted, so that a credential proven once does not
+// pay the KDF (tens of milliseconds of CPU and 16 MiB for scrypt) again at every login: a
+// fleet of agents sharing a key logs in thousands of times (docs/scale-out.md). Remembered:
+// an HMAC-SHA-256 of the whole credential under a random key made at construction -> the id
+// it proved; never the credential. Only successes are remembered, so a wrong or unknown
+// secret always pays the KDF (guessing stays as slow as before). The KDF protects the
+// configured hash against offline guessing; a process that can read this memory can read the
+// credentials in flight anyway.
+//
+// Bound to the `keys` it was made for: build a new one when the configured keys change (the
+// control plane makes one per configuration version, with its TokenValidator). Revocation is
+// checked after authentication, so a cached key that is revoked is still refused.
+//
+// Thread-safety: verify() may be called concurrently.
+class VerifiedServiceKeys {
+ public:
+  static constexpr size_t kDefaultCapacity = 4096;
+  explicit VerifiedServiceKeys(size_t capacity = kDefaultCapacity);
+  VerifiedServiceKeys(const VerifiedServiceKeys&) = delete;
+  VerifiedServiceKeys& operator=(const VerifiedServiceKeys&) = delete;
+
+  // verify_service_key(credential, keys), answered from memory for a credential it accepted
+  // before. REQUIRES: the same `keys` on every call.
+  IdentityResult verify(std::string_view credential, const std::vector<ServiceKeyConfig>& keys);
+
+  // Credentials remembered (at most the capacity: when full, everything is forgotten).
+  size_t size() const;
+  // Verifications answered from memory.
+  uint64_t hits() const;
+
+ private:
+  std::string mac(std::string_view credential) const;
+
+  const size_t capacity_;
+  std::string mac_key_;  // 32 random bytes
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::string> verified_;  // mac -> key id
+  uint64_t hits_ = 0;
+};
 
 }  // namespace pgwarden::identity

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 namespace pgwarden::identity {
 namespace {
 
@@ -115,6 +119,102 @@ TEST(ServiceKey, WeakParametersAreRefusedWhenHashing) {
   p.pbkdf2_iterations = 1000;
   EXPECT_FALSE(make_service_key_hash("x", p).is_ok());
   EXPECT_FALSE(generate_service_key("bad id", fast_scrypt()).is_ok());
+}
+
+// A new key "fleet", the configured keys that hold it, and an empty memory of verified keys.
+class VerifiedServiceKeysTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto g = generate_service_key("fleet", fast_scrypt());
+    ASSERT_TRUE(g.is_ok()) << g.status().to_string();
+    fleet_ = *g;
+    keys_ = {config_for("fleet", fleet_)};
+  }
+  GeneratedServiceKey fleet_;
+  std::vector<ServiceKeyConfig> keys_;
+  VerifiedServiceKeys verified_;
+};
+
+TEST_F(VerifiedServiceKeysTest, AcceptedKeyIsAnsweredFromMemoryWithTheSameIdentity) {
+  auto first = verified_.verify(fleet_.key, keys_);
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+  EXPECT_EQ(verified_.hits(), 0u);
+  EXPECT_EQ(verified_.size(), 1u);
+  for (int i = 0; i < 3; ++i) {
+    auto again = verified_.verify(fleet_.key, keys_);
+    ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+    EXPECT_EQ(again.identity().subject, first.identity().subject);
+    EXPECT_EQ(again.identity().key_id, "fleet");
+    EXPECT_EQ(again.identity().provider, "service-key:fleet");
+    EXPECT_EQ(again.identity().groups, first.identity().groups);
+    EXPECT_EQ(again.identity().claims, first.identity().claims);
+  }
+  EXPECT_EQ(verified_.hits(), 3u);
+}
+
+TEST_F(VerifiedServiceKeysTest, WrongOrUnknownSecretsAreNeverRemembered) {
+  ASSERT_TRUE(verified_.verify(fleet_.key, keys_).is_ok());
+  // Near misses of a remembered credential pay the KDF and fail, every time.
+  std::string last_changed = fleet_.key;
+  last_changed.back() = last_changed.back() == 'A' ? 'B' : 'A';
+  for (const std::string& wrong :
+       {fleet_.key + "x", fleet_.key.substr(0, fleet_.key.size() - 1), last_changed}) {
+    for (int i = 0; i < 2; ++i) {
+      auto r = verified_.verify(wrong, keys_);
+      ASSERT_FALSE(r.is_ok()) << wrong;
+      EXPECT_EQ(r.rejection().reason, RejectReason::kBadServiceKey) << wrong;
+    }
+  }
+  auto unknown =
+      verified_.verify("pgw_sk_other_" + fleet_.key.substr(fleet_.key.rfind('_') + 1), keys_);
+  ASSERT_FALSE(unknown.is_ok());
+  EXPECT_EQ(unknown.rejection().reason, RejectReason::kUnknownServiceKey);
+  EXPECT_EQ(verified_.size(), 1u);
+  EXPECT_EQ(verified_.hits(), 0u);
+}
+
+TEST_F(VerifiedServiceKeysTest, AKeyNoLongerConfiguredIsVerifiedInFullAndRefused) {
+  ASSERT_TRUE(verified_.verify(fleet_.key, keys_).is_ok());
+  auto r = verified_.verify(fleet_.key, {});
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.rejection().reason, RejectReason::kUnknownServiceKey);
+  EXPECT_EQ(verified_.size(), 0u);
+}
+
+TEST(VerifiedServiceKeysCapacity, StaysWithinItsCapacityAndKeepsAnsweringCorrectly) {
+  std::vector<ServiceKeyConfig> keys;
+  std::vector<std::string> creds;
+  for (int i = 0; i < 5; ++i) {
+    std::string id = "k" + std::to_string(i);
+    auto g = generate_service_key(id, fast_scrypt());
+    ASSERT_TRUE(g.is_ok());
+    keys.push_back(config_for(id, *g));
+    creds.push_back(g->key);
+  }
+  VerifiedServiceKeys verified(2);
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < creds.size(); ++i) {
+      auto r = verified.verify(creds[i], keys);
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      EXPECT_EQ(r.identity().key_id, "k" + std::to_string(i));
+      EXPECT_LE(verified.size(), 2u);
+    }
+  }
+}
+
+TEST_F(VerifiedServiceKeysTest, ConcurrentLoginsOfOneKeyAllSucceed) {
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        if (verified_.verify(fleet_.key, keys_).is_ok()) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 400);
+  EXPECT_GE(verified_.hits(), 400u - 8u);  // at most one full verification per thread
 }
 
 }  // namespace

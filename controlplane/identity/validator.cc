@@ -120,7 +120,9 @@ IdentityResult TokenValidator::validate(std::string_view credential) const {
     return reject(RejectReason::kOversized, "credential is " + std::to_string(credential.size()) +
                                                 " bytes, limit " + std::to_string(kMaxTokenBytes));
   }
-  if (looks_like_service_key(credential)) return verify_service_key(credential, service_keys_);
+  if (looks_like_service_key(credential)) {
+    return verified_service_keys_.verify(credential, service_keys_);
+  }
   return validate_jwt(credential, nullptr);
 }
 

@@ -19,6 +19,7 @@
 #include "controlplane/identity/identity.h"
 #include "controlplane/identity/jws.h"
 #include "controlplane/identity/key_source.h"
+#include "controlplane/identity/service_key.h"
 
 namespace pgwarden::identity {
 
@@ -71,6 +72,9 @@ class TokenValidator {
 
   std::vector<std::unique_ptr<Provider>> providers_;
   std::vector<ServiceKeyConfig> service_keys_;
+  // Service keys accepted before are not put through the KDF again (a validator is built
+  // per configuration version, so a changed key starts from nothing).
+  mutable VerifiedServiceKeys verified_service_keys_;
   WallClock clock_;
 };
 

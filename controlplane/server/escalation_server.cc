@@ -1326,7 +1326,9 @@ audit::AuditRecord EscalationServer::audit_base(const std::shared_ptr<Session>& 
 
 std::optional<audit::AuditRecord> EscalationServer::audit_record_of(
     const std::shared_ptr<Session>& s, const protocol::Event& ev) {
-  if (ev.kind == "rows") return std::nullopt;
+  // Recorded, not audited: row values never reach the audit log, and a pooled session may
+  // move to another upstream backend at every transaction.
+  if (ev.kind == "rows" || ev.kind == "upstream_backend") return std::nullopt;
   audit::AuditRecord r = audit_base(s, ev.kind, ev.session_id);
   const json& f = ev.fields;
   auto take = [&](const char* key, std::string& out) {

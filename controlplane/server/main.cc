@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/default_paths.h"
+#include "common/fd_limit.h"
 #include "common/metrics/metrics_server.h"
 #include "common/protocol/messages.h"
 #include "controlplane/audit/audit_log.h"
@@ -218,6 +219,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // Every live recorded session keeps its recording file open (and each dp connection, store
+  // and audit sink holds one more): thousands of agents need more than the usual 1024.
+  if (const uint64_t fd_limit = raise_fd_limit(); fd_limit != 0 && fd_limit < 8192) {
+    spdlog::warn(
+        "open-file limit {}: each live recorded session holds its recording open, so about {} "
+        "concurrent sessions at most; raise the hard limit (systemd LimitNOFILE=)",
+        fd_limit, fd_limit > 256 ? fd_limit - 256 : 0);
+  }
 
   auto store = std::make_unique<config::ConfigStore>(config_path);
   config::LoadOutcome first = store->reload();

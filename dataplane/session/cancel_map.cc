@@ -16,16 +16,35 @@
 
 namespace pgwarden::session {
 
-GatewayKey CancelMap::add(CancelTarget target) {
+void CancelEntry::set(const CancelTarget& target) {
+  std::lock_guard<std::mutex> lock(mu_);
+  target_ = target;  // copy-assigned: the strings keep their buffers, nothing is allocated
+}
+
+void CancelEntry::clear() {
+  std::lock_guard<std::mutex> lock(mu_);
+  target_.process_id = 0;
+  target_.secret_key = 0;
+}
+
+std::optional<CancelTarget> CancelEntry::get() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (target_.process_id == 0) return std::nullopt;
+  return target_;
+}
+
+GatewayKey CancelMap::add(CancelTarget target, std::shared_ptr<CancelEntry>* entry) {
   std::lock_guard<std::mutex> lock(mu_);
   const int32_t pid = target.process_id;
+  const int32_t upstream_secret = target.secret_key;
+  auto made = std::make_shared<CancelEntry>(std::move(target));
   for (;;) {
     uint32_t r = 0;
     RAND_bytes(reinterpret_cast<unsigned char*>(&r), sizeof(r));
     auto key = static_cast<int32_t>(r);
-    if (key == target.secret_key) continue;  // never hand out the upstream's own secret
-    // try_emplace leaves `target` untouched when the slot is taken.
-    if (!map_.try_emplace(slot(pid, key), std::move(target)).second) continue;
+    if (key == upstream_secret) continue;  // never hand out the upstream's own secret
+    if (!map_.try_emplace(slot(pid, key), made).second) continue;
+    if (entry != nullptr) *entry = std::move(made);
     return GatewayKey{pid, key};
   }
 }
@@ -35,17 +54,15 @@ void CancelMap::remove(GatewayKey key) {
   map_.erase(slot(key.process_id, key.secret_key));
 }
 
-void CancelMap::update(GatewayKey key, CancelTarget target) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_.find(slot(key.process_id, key.secret_key));
-  if (it != map_.end()) it->second = std::move(target);
-}
-
 std::optional<CancelTarget> CancelMap::find(int32_t process_id, int32_t secret_key) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_.find(slot(process_id, secret_key));
-  if (it == map_.end() || it->second.process_id == 0) return std::nullopt;
-  return it->second;
+  std::shared_ptr<CancelEntry> entry;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(slot(process_id, secret_key));
+    if (it == map_.end()) return std::nullopt;
+    entry = it->second;
+  }
+  return entry->get();
 }
 
 size_t CancelMap::size() const {

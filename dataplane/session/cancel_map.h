@@ -1,6 +1,7 @@
 // CancelMap: gateway BackendKeyData -> upstream BackendKeyData and address. Shared by all
 // workers (a CancelRequest arrives on a new connection, possibly on another worker), guarded
-// by a mutex: it is touched at login, logout and cancel, never per statement.
+// by a mutex: it is touched at login, logout and cancel, never per statement (a pooled
+// session re-points its own entry per transaction, CancelEntry).
 //
 // The gateway key a client sees carries the upstream backend's real process id (so NOTIFY's
 // pid, pg_backend_pid() and BackendKeyData agree) and a secret key of the gateway's own: the
@@ -10,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -32,17 +34,31 @@ struct GatewayKey {
   int32_t secret_key = 0;
 };
 
+// The target of one issued key. Its session points it at the backend serving each transaction
+// (transaction pooling, twice per transaction) through this handle: no map lookup and no
+// map-wide lock on that path, only this entry's own. Thread-safe.
+class CancelEntry {
+ public:
+  explicit CancelEntry(CancelTarget target) : target_(std::move(target)) {}
+  void set(const CancelTarget& target);
+  // No backend now: a cancel for the key is ignored until the next set().
+  void clear();
+  // The target, or nothing when cleared (or set to a target with process_id 0).
+  std::optional<CancelTarget> get() const;
+
+ private:
+  mutable std::mutex mu_;
+  CancelTarget target_;
+};
+
 class CancelMap {
  public:
   // Issues a gateway key for `target`: the upstream's process id and a fresh random secret
-  // (unique among the entries with that pid). Thread-safe.
-  GatewayKey add(CancelTarget target);
+  // (unique among the entries with that pid). `entry`, when given, receives the key's entry,
+  // which stays valid (though no longer found) after remove(). Thread-safe.
+  GatewayKey add(CancelTarget target, std::shared_ptr<CancelEntry>* entry = nullptr);
   void remove(GatewayKey key);
-  // Points an issued key at another upstream backend (transaction pooling: the backend serving
-  // the session's current transaction). A target with process_id 0 means "no backend now": a
-  // cancel for the key is ignored. No-op for an unknown key. Thread-safe.
-  void update(GatewayKey key, CancelTarget target);
-  // The target if both halves of the key match. Thread-safe.
+  // The target if both halves of the key match and its entry is not cleared. Thread-safe.
   std::optional<CancelTarget> find(int32_t process_id, int32_t secret_key) const;
   size_t size() const;
 
@@ -52,7 +68,8 @@ class CancelMap {
            static_cast<uint32_t>(secret_key);
   }
   mutable std::mutex mu_;
-  std::unordered_map<uint64_t, CancelTarget> map_;  // slot(pid, gateway secret) -> target
+  // slot(pid, gateway secret) -> entry
+  std::unordered_map<uint64_t, std::shared_ptr<CancelEntry>> map_;
 };
 
 // Connects to the upstream (bounded by `timeout_ms`) and sends its CancelRequest. Blocking:

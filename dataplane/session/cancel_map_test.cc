@@ -51,20 +51,32 @@ TEST(CancelMapTest, SamePidOnTwoUpstreamsGetsTwoKeysThatCancelTheirOwnServer) {
 
 TEST(CancelMapTest, UpdatedKeyFollowsThePooledBackendAndIsIgnoredBetweenTransactions) {
   CancelMap map;
-  CancelTarget first{.host = "127.0.0.1", .port = 5432, .process_id = 100, .secret_key = 1};
-  GatewayKey key = map.add(first);
+  CancelTarget first{.host = "db-primary.internal.example", .port = 5432, .process_id = 100,
+                     .secret_key = 1};
+  std::shared_ptr<CancelEntry> entry;
+  GatewayKey key = map.add(first, &entry);
+  ASSERT_NE(entry, nullptr);
   CancelTarget second = first;
   second.process_id = 200;
   second.secret_key = 2;
-  map.update(key, second);
+  entry->set(second);
   auto found = map.find(key.process_id, key.secret_key);
   ASSERT_TRUE(found.has_value());
   EXPECT_EQ(found->process_id, 200);
   EXPECT_EQ(found->secret_key, 2);
-  map.update(key, CancelTarget{});  // between transactions: no backend
+  EXPECT_EQ(found->host, "db-primary.internal.example");
+  entry->clear();  // between transactions: no backend
   EXPECT_FALSE(map.find(key.process_id, key.secret_key).has_value());
-  map.update(GatewayKey{.process_id = 1, .secret_key = 1}, second);  // unknown: no-op
+  entry->set(first);
+  EXPECT_EQ(map.find(key.process_id, key.secret_key)->process_id, 100);
+  // The gateway key is still the one issued at login, whatever backend it points at.
+  EXPECT_FALSE(map.find(200, key.secret_key).has_value());
   EXPECT_EQ(map.size(), 1u);
+  // Removed: no longer found, though the session's handle stays usable until it lets go.
+  map.remove(key);
+  entry->set(second);
+  EXPECT_FALSE(map.find(key.process_id, key.secret_key).has_value());
+  EXPECT_EQ(map.size(), 0u);
 }
 
 }  // namespace

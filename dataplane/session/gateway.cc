@@ -2,7 +2,6 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,11 +10,31 @@
 #include <thread>
 
 #include "common/default_paths.h"
+#include "common/fd_limit.h"
 #include "controlplane/config/config.h"
 #include "dataplane/session/event_loop.h"
 #include "rules/rule_bundle.h"
 
 namespace pgwarden::session {
+
+namespace {
+
+// Sessions past max_connections are refused with 53300 anyway; what must not happen is a
+// session under the limits failing at accept() or at its upstream connect() with EMFILE.
+void warn_if_fd_limit_low(uint64_t fd_limit, const Limits& limits) {
+  // A client socket per session and per pending login, an upstream one per session in
+  // pool_mode session (the worst case), and some for cp, listeners, epoll, logs.
+  const uint64_t needed = 2 * static_cast<uint64_t>(limits.max_connections) +
+                          static_cast<uint64_t>(limits.max_pending_logins) + 64;
+  if (fd_limit != 0 && fd_limit < needed) {
+    spdlog::warn(
+        "open-file limit {} is below the {} descriptors max_connections {} and "
+        "max_pending_logins {} may need; raise the hard limit (systemd LimitNOFILE=)",
+        fd_limit, needed, limits.max_connections, limits.max_pending_logins);
+  }
+}
+
+}  // namespace
 
 Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_path,
                                                      const std::string& rules_dir,
@@ -198,15 +217,13 @@ Status Gateway::start() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  // Floods of pending logins hold file descriptors: allow as many as the hard limit.
-  rlimit nofile{};
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    (void)setrlimit(RLIMIT_NOFILE, &nofile);
-  }
+  // Every agent connection (and every pending login of a flood) holds a descriptor: allow as
+  // many as the hard limit, and say so when that is less than max_connections needs.
+  const uint64_t fd_limit = raise_fd_limit();
   auto rt = build_runtime(config_path_, rules_dir_, workers_override_);
   if (!rt.is_ok()) return rt.status();
   runtime_ = std::move(*rt);
+  warn_if_fd_limit_low(fd_limit, runtime_->config.limits);
   started_unix_ms_ = unix_ms();
   char host[256] = {0};
   if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';

@@ -416,6 +416,7 @@ class Session {
   CancelTarget cancel_target_;
   Grant grant_;
   GatewayKey gateway_key_;  // the upstream's pid with the gateway's own secret
+  std::shared_ptr<CancelEntry> cancel_entry_;  // gateway_key_'s target (re-pointed when pooled)
   bool cancel_registered_ = false;
   std::string scram_mechanism_;
 

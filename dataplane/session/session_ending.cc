@@ -158,6 +158,7 @@ void Session::destroy(std::string_view reason) {
   upstream_.reset();
   if (cancel_registered_) worker_->shared().cancels.remove(gateway_key_);
   cancel_registered_ = false;
+  cancel_entry_.reset();
   if (counted_) worker_->shared().connections.fetch_sub(1);
   counted_ = false;
   bump(worker_->counters().sessions_closed);

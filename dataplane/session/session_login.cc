@@ -223,7 +223,7 @@ void Session::process_upstream_login() {
           cancel_target_.process_id = k.process_id;
           cancel_target_.secret_key = k.secret_key;
           if (relogin_) break;  // the session keeps its gateway key (attach updates its target)
-          gateway_key_ = worker_->shared().cancels.add(cancel_target_);
+          gateway_key_ = worker_->shared().cancels.add(cancel_target_, &cancel_entry_);
           cancel_registered_ = true;
           pw::append_backend_key_data(client_out_, gateway_key_.process_id,
                                       gateway_key_.secret_key);

@@ -120,7 +120,7 @@ void Session::on_pool_ready(std::unique_ptr<PooledServer> srv) {
       // said at that connection's own login (the pool key guarantees the same parameters).
       pw::append_authentication_ok(client_out_);
       client_out_ += server_->parameter_status;
-      gateway_key_ = worker_->shared().cancels.add(cancel_target_);
+      gateway_key_ = worker_->shared().cancels.add(cancel_target_, &cancel_entry_);
       cancel_registered_ = true;
       pw::append_backend_key_data(client_out_, gateway_key_.process_id, gateway_key_.secret_key);
       pw::append_ready_for_query(client_out_, 'I');
@@ -192,7 +192,7 @@ void Session::attach_server(std::unique_ptr<PooledServer> s) {
   holds_slot_ = true;
   upstream_.swap(server_->stream);
   cancel_target_ = server_->cancel;
-  if (cancel_registered_) worker_->shared().cancels.update(gateway_key_, cancel_target_);
+  if (cancel_registered_) cancel_entry_->set(cancel_target_);
   if (worker_->loop().add(upstream_.fd(), EPOLLIN, &upstream_io_).is_ok()) {
     upstream_registered_ = true;
     upstream_interest_ = EPOLLIN;
@@ -220,7 +220,7 @@ void Session::on_pooled_server_opened() {
   if (relogin_) {
     relogin_ = false;
     state_ = State::kReady;
-    if (cancel_registered_) worker_->shared().cancels.update(gateway_key_, cancel_target_);
+    if (cancel_registered_) cancel_entry_->set(cancel_target_);
     if (cancel_target_.process_id != last_backend_pid_) {
       emit_event({{"kind", "upstream_backend"}, {"backend_pid", cancel_target_.process_id}});
     }
@@ -271,7 +271,7 @@ void Session::return_server(bool reusable) {
     server_.reset();
     worker_->pool().discard(pool_key_);
   }
-  if (cancel_registered_) worker_->shared().cancels.update(gateway_key_, CancelTarget{});
+  if (cancel_registered_) cancel_entry_->clear();
 }
 
 bool Session::refuse_pooled_statement(const pw::Message& m) {

@@ -42,7 +42,11 @@ Result<int> bind_listener(const ListenerConfig& l) {
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   int rc = bind(fd, res->ai_addr, res->ai_addrlen);
   freeaddrinfo(res);
-  if (rc != 0 || listen(fd, 1024) != 0) {
+  // A login ramp of thousands of agents arrives faster than one accept batch: ask for the
+  // longest accept queue the kernel allows (it caps the backlog at net.core.somaxconn, 4096 by
+  // default since Linux 5.4; per worker, SO_REUSEPORT gives each its own queue).
+  constexpr int kListenBacklog = 65535;
+  if (rc != 0 || listen(fd, kListenBacklog) != 0) {
     std::string err = strerror(errno);
     close(fd);
     return unavailable("cannot listen on " + l.address + ":" + std::to_string(l.port) + ": " + err);

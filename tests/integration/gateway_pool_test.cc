@@ -6,17 +6,20 @@
 // with 53300, masking per agent, cancel reaching the backend that runs the statement.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/fd_limit.h"
 #include "tests/integration/gateway_harness.h"
 
 namespace pgwarden::testing {
@@ -68,22 +71,32 @@ int upstream_backends(GatewayHarness* gw, const std::string& extra_where = "") {
   return out.is_ok() ? std::stoi(*out) : -1;
 }
 
+// A table the agents write, owned by the sandbox's superuser and granted to the gateway's
+// upstream role.
+void create_agent_table(GatewayHarness* gw, const std::string& table) {
+  auto made = gw->pg().psql("CREATE TABLE " + table + " (agent int, i int); GRANT ALL ON " + table +
+                            " TO app_scram");
+  ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+}
+
+// One dp worker (pool_size is the whole pool) and the demo target in transaction pooling.
+GatewayOptions pooled_gateway(int pool_size, int pool_wait_timeout_ms) {
+  GatewayOptions o;
+  o.policy_json = kPoolPolicy;
+  o.workers = 1;
+  o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": )" +
+                        std::to_string(pool_size) + R"(, "pool_wait_timeout_ms": )" +
+                        std::to_string(pool_wait_timeout_ms) + "}";
+  return o;
+}
+
 class GatewayPoolTest : public SharedGatewayTest<GatewayPoolTest> {
  public:
   static constexpr const char* kPolicy = kPoolPolicy;
-  static GatewayOptions gateway_options() {
-    GatewayOptions o;
-    o.policy_json = kPoolPolicy;
-    o.workers = 1;  // one worker: pool_size is the whole pool
-    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 5,
-                              "pool_wait_timeout_ms": 60000})";
-    return o;
-  }
+  static GatewayOptions gateway_options() { return pooled_gateway(kPoolSize, 60000); }
   static void SetUpTestSuite() {
     SharedGatewayTest<GatewayPoolTest>::SetUpTestSuite();
-    auto made = gw_->pg().psql(
-        "CREATE TABLE public.pool_t (agent int, i int); GRANT ALL ON public.pool_t TO app_scram");
-    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+    create_agent_table(gw_, "public.pool_t");
   }
 };
 
@@ -319,19 +332,274 @@ TEST_F(GatewayPoolTest, CancelReachesTheBackendRunningTheStatement) {
   EXPECT_EQ(scalar(c.get(), "SELECT 1"), "1");
 }
 
+// Hundreds of agents over a pool of five, all logged in at once and running transactions at
+// the same time from one thread of non-blocking libpq clients (no thread per agent): the
+// pooling invariants at a scale where every transaction waits for a connection.
+class GatewayPoolScaleTest : public SharedGatewayTest<GatewayPoolScaleTest> {
+ public:
+  static constexpr int kAgents = 500;
+  static constexpr int kPool = 5;
+  static constexpr const char* kPolicy = kPoolPolicy;
+  static GatewayOptions gateway_options() {
+    raise_fd_limit();  // 500 agent sockets here, as many in pgwarden-dp
+    GatewayOptions o = pooled_gateway(kPool, 60000);
+    o.max_connections = kAgents + 50;
+    // A login ramp of 500 from one address is what this gateway is for, not an attack.
+    o.max_pending_logins = kAgents + 50;
+    o.max_pending_logins_per_source = kAgents + 50;
+    o.startup_timeout_ms = 60000;
+    o.auth_timeout_s = 120;
+    return o;
+  }
+  static void SetUpTestSuite() {
+    SharedGatewayTest<GatewayPoolScaleTest>::SetUpTestSuite();
+    create_agent_table(gw_, "public.pool_scale");
+  }
+};
+
+// One agent: a non-blocking libpq connection and where it is in its script.
+struct ScaleAgent {
+  Conn conn;
+  int id = 0;
+  bool connecting = true;
+  PostgresPollingStatusType connect_poll = PGRES_POLLING_WRITING;  // as after PQconnectStart
+  bool busy = false;    // a command was sent, its results are not all in
+  int step = 0;         // index into the script below
+  int transaction = 0;  // transactions done
+  std::string failure;  // first thing that went wrong
+};
+
+TEST_F(GatewayPoolScaleTest, FiveHundredAgentsOverFiveConnectionsStayCorrectAndIsolated) {
+  constexpr int kTransactions = 3;
+  const auto started = std::chrono::steady_clock::now();
+  // Logins in waves of at most kLoginsInFlight (as a fleet's connection pools ramp), each
+  // started when another finishes, so they overlap with the other agents' transactions.
+  constexpr int kLoginsInFlight = 100;
+  std::vector<ScaleAgent> agents(kAgents);
+  int logged_in = 0;
+  int done = 0;  // agents finished (all transactions) or failed
+  int started_logins = 0;
+  int connecting = 0;
+  auto start_logins = [&] {
+    for (; started_logins < kAgents && connecting < kLoginsInFlight; ++started_logins) {
+      ScaleAgent& ag = agents[started_logins];
+      ag.id = 5000 + started_logins;
+      ag.conn.reset(PQconnectStart(gw_->conninfo().c_str()));
+      ++connecting;
+      if (ag.conn == nullptr || PQstatus(ag.conn.get()) == CONNECTION_BAD) {
+        ag.failure = "cannot start a connection";
+        ag.connecting = false;
+        --connecting;
+        ++done;
+      }
+    }
+  };
+  std::atomic<bool> running{true};
+  std::atomic<int> max_backends{0};
+  std::thread sampler([&] {
+    while (running.load()) {
+      int n = upstream_backends(gw_);
+      if (n > max_backends.load()) max_backends.store(n);
+      // A sampling period (not a synchronisation): psql per sample costs CPU the agents need;
+      // the backend pids of every transaction, checked below, are the exact invariant.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  std::set<std::string> backend_pids;  // of every transaction's statements
+  // Each agent, once logged in: prepares its own statement, then kTransactions times
+  //   0 BEGIN
+  //   1 SELECT set_config('app.agent', '<id>', true)            -- transaction-local state
+  //   2 INSERT (<id>, i)
+  //   3 SELECT count(*), current_setting('app.agent'), pg_backend_pid() ... -- own rows + state
+  //   4 COMMIT
+  //   5 SELECT current_setting('app.agent', true)               -- nothing left behind
+  //   6 EXECUTE mine(i)                                          -- its prepared statement
+  auto send_next = [&](ScaleAgent& ag) {
+    PGconn* c = ag.conn.get();
+    const std::string id = std::to_string(ag.id);
+    const std::string i = std::to_string(ag.transaction);
+    int ok = 0;
+    switch (ag.step) {
+      case -1: {
+        std::string text = "SELECT $1::int + " + id;
+        ok = PQsendPrepare(c, "mine", text.c_str(), 1, nullptr);
+        break;
+      }
+      case 0:
+        ok = PQsendQuery(c, "BEGIN");
+        break;
+      case 1:
+        ok = PQsendQuery(c, ("SELECT set_config('app.agent', '" + id + "', true)").c_str());
+        break;
+      case 2:
+        ok = PQsendQuery(c,
+                         ("INSERT INTO public.pool_scale VALUES (" + id + ", " + i + ")").c_str());
+        break;
+      case 3:
+        ok = PQsendQuery(c, ("SELECT count(*), current_setting('app.agent'), pg_backend_pid() "
+                             "FROM public.pool_scale WHERE agent = " +
+                             id)
+                                .c_str());
+        break;
+      case 4:
+        ok = PQsendQuery(c, "COMMIT");
+        break;
+      case 5:
+        ok = PQsendQuery(c, "SELECT current_setting('app.agent', true)");
+        break;
+      case 6: {
+        const char* params[] = {i.c_str()};
+        ok = PQsendQueryPrepared(c, "mine", 1, params, nullptr, nullptr, 0);
+        break;
+      }
+    }
+    if (!ok)
+      ag.failure = "send failed at step " + std::to_string(ag.step) + ": " + PQerrorMessage(c);
+    ag.busy = ok != 0;
+  };
+  // Checks one result of the agent's current step.
+  auto check = [&](ScaleAgent& ag, PGresult* r) {
+    const std::string id = std::to_string(ag.id);
+    const int i = ag.transaction;
+    const ExecStatusType st = PQresultStatus(r);
+    auto fail = [&](const std::string& what) {
+      if (ag.failure.empty()) {
+        ag.failure = "agent " + id + " transaction " + std::to_string(i) + " step " +
+                     std::to_string(ag.step) + ": " + what + " " + PQresultErrorMessage(r);
+      }
+    };
+    const bool tuples = st == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    switch (ag.step) {
+      case -1:
+      case 0:
+      case 2:
+      case 4:
+        if (st != PGRES_COMMAND_OK) fail("not COMMAND_OK");
+        break;
+      case 1:
+        if (!tuples || std::string(PQgetvalue(r, 0, 0)) != id) fail("set_config");
+        break;
+      case 3:
+        if (!tuples || std::string(PQgetvalue(r, 0, 0)) != std::to_string(i + 1)) {
+          fail("own rows (committed + this transaction's)");
+        } else if (std::string(PQgetvalue(r, 0, 1)) != id) {
+          fail("app.agent is \"" + std::string(PQgetvalue(r, 0, 1)) + "\" inside the transaction");
+        } else {
+          backend_pids.insert(PQgetvalue(r, 0, 2));
+        }
+        break;
+      case 5:
+        // Transaction-local state ended with the transaction; another agent's never shows.
+        if (!tuples || (!PQgetisnull(r, 0, 0) && std::string(PQgetvalue(r, 0, 0)) != "")) {
+          fail("app.agent leaked outside a transaction: \"" +
+               std::string(tuples ? PQgetvalue(r, 0, 0) : "?") + "\"");
+        }
+        break;
+      case 6:
+        if (!tuples || std::string(PQgetvalue(r, 0, 0)) != std::to_string(i + ag.id)) {
+          fail("prepared statement answered another agent's text");
+        }
+        break;
+    }
+  };
+  std::string stuck;
+  while (done < kAgents && stuck.empty()) {
+    start_logins();
+    std::vector<pollfd> fds;
+    std::vector<ScaleAgent*> polled;
+    for (int a = 0; a < started_logins; ++a) {
+      ScaleAgent& ag = agents[a];
+      if (!ag.failure.empty() || (!ag.connecting && !ag.busy)) continue;
+      const short events = !ag.connecting                             ? POLLIN
+                           : ag.connect_poll == PGRES_POLLING_WRITING ? POLLOUT
+                                                                      : POLLIN;
+      fds.push_back(pollfd{PQsocket(ag.conn.get()), events, 0});
+      polled.push_back(&ag);
+    }
+    if (poll(fds.data(), fds.size(), 60000) <= 0 ||
+        std::chrono::steady_clock::now() - started > std::chrono::seconds(240)) {
+      stuck = std::to_string(logged_in) + " logged in, " + std::to_string(done) + " done";
+      break;
+    }
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (fds[k].revents == 0) continue;
+      ScaleAgent& ag = *polled[k];
+      PGconn* c = ag.conn.get();
+      if (ag.connecting) {
+        ag.connect_poll = PQconnectPoll(c);
+        if (ag.connect_poll == PGRES_POLLING_FAILED) {
+          ag.failure = std::string("login failed: ") + PQerrorMessage(c);
+          ag.connecting = false;
+          --connecting;
+          ++done;
+        } else if (ag.connect_poll == PGRES_POLLING_OK) {
+          ag.connecting = false;
+          --connecting;
+          ++logged_in;
+          ag.step = -1;
+          send_next(ag);
+          if (!ag.failure.empty()) ++done;
+        }
+        continue;
+      }
+      if (!PQconsumeInput(c)) {
+        ag.failure = std::string("connection lost: ") + PQerrorMessage(c);
+        ++done;
+        continue;
+      }
+      while (!PQisBusy(c)) {
+        PGresult* r = PQgetResult(c);
+        if (r == nullptr) {
+          // The step is complete: the next one, or the next transaction.
+          ag.busy = false;
+          if (!ag.failure.empty()) break;
+          if (ag.step == 6) {
+            ++ag.transaction;
+            ag.step = 0;
+          } else {
+            ++ag.step;
+          }
+          if (ag.transaction < kTransactions) send_next(ag);
+          break;
+        }
+        check(ag, r);
+        PQclear(r);
+      }
+      if (!ag.busy) ++done;
+    }
+  }
+  running = false;
+  sampler.join();
+  ASSERT_TRUE(stuck.empty()) << "no progress within 60 s (or 240 s in all): " << stuck;
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  int failed = 0;
+  for (const ScaleAgent& ag : agents) {
+    if (ag.failure.empty()) continue;
+    if (++failed <= 5) ADD_FAILURE() << ag.failure;
+  }
+  EXPECT_EQ(failed, 0) << "agents failed";
+  EXPECT_EQ(logged_in, kAgents);
+  auto total = gw_->pg().psql("SELECT count(*) FROM public.pool_scale");
+  ASSERT_TRUE(total.is_ok());
+  EXPECT_EQ(trimmed(*total), std::to_string(kAgents * kTransactions));
+  // Every transaction ran on one of at most kPool backends; the upstream never saw more than
+  // the pool (plus pgwarden-cp's catalog connection, which uses the same role).
+  EXPECT_LE(backend_pids.size(), static_cast<size_t>(kPool));
+  EXPECT_GE(backend_pids.size(), 1u);
+  EXPECT_LE(max_backends.load(), kPool + 1);
+  std::printf(
+      "%d agents, %d transactions each, over %zu upstream backends (at most %d seen): "
+      "%.1f s\n",
+      kAgents, kTransactions, backend_pids.size(), max_backends.load(), seconds);
+}
+
 // A pool of one connection and a short wait: a second transaction waits for the first, and
 // gets 53300 when it does not end in time.
 class GatewayPoolExhaustionTest : public SharedGatewayTest<GatewayPoolExhaustionTest> {
  public:
   static constexpr const char* kPolicy = kPoolPolicy;
-  static GatewayOptions gateway_options() {
-    GatewayOptions o;
-    o.policy_json = kPoolPolicy;
-    o.workers = 1;
-    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 1,
-                              "pool_wait_timeout_ms": 400})";
-    return o;
-  }
+  static GatewayOptions gateway_options() { return pooled_gateway(1, 400); }
 };
 
 TEST_F(GatewayPoolExhaustionTest, WaitsForAFreeConnectionThenTimesOutWith53300) {
