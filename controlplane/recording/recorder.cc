@@ -275,7 +275,8 @@ struct Recorder::Impl {
   bool queue_needs_writer = false;
   // When the writer thread wakes by itself: time_point::max() when it waits without a
   // deadline, min() while it is awake (it computes its next deadline before it waits again).
-  std::chrono::steady_clock::time_point writer_wakes_at = std::chrono::steady_clock::time_point::min();
+  std::chrono::steady_clock::time_point writer_wakes_at =
+      std::chrono::steady_clock::time_point::min();
   std::thread writer;
 
   // Held by whichever thread writes: the writer thread, or a caller in commit(). It guards

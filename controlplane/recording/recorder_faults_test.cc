@@ -558,8 +558,8 @@ TEST_F(RecorderFaultsTest, AnAppendThatIsNotDeferredKeepsTheOrderOfDeferredOnes)
   ASSERT_EQ(done.size(), 1u);
   EXPECT_TRUE(done[0].is_ok());
   auto recs = records((*rec)->path_for("s"));
-  ASSERT_EQ(kinds(recs), (std::vector<std::string>{"session_start", "statement", "session_end",
-                                                   "seal"}));
+  ASSERT_EQ(kinds(recs),
+            (std::vector<std::string>{"session_start", "statement", "session_end", "seal"}));
   EXPECT_EQ(recs[1]["sql"], "SELECT 'first'");
 }
 
@@ -587,8 +587,8 @@ TEST_F(RecorderFaultsTest, CommitLeavesRecordsThatWaitForAnFdatasyncToTheWriterT
   auto rec2 = Recorder::open(options());
   ASSERT_TRUE(rec2.is_ok());
   ASSERT_TRUE((*rec2)->start_session(start("e")).is_ok());
-  ASSERT_TRUE((*rec2)->append("e", "session_end", {{"reason", "client closed"}}, {.defer = true})
-                  .is_ok());
+  ASSERT_TRUE(
+      (*rec2)->append("e", "session_end", {{"reason", "client closed"}}, {.defer = true}).is_ok());
   (*rec2)->commit();
   ASSERT_TRUE((*rec2)->flush().is_ok());
   EXPECT_EQ(kinds(records((*rec2)->path_for("e"))),

@@ -1294,8 +1294,7 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
 }
 
 Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
-                                      recording::RecordFields fields, bool count_loss,
-                                      bool defer) {
+                                      recording::RecordFields fields, bool count_loss, bool defer) {
   recording::Recorder* rec = handlers_.recorder;
   if (rec == nullptr || !rec->session_open(s->id)) return Status::ok();
   // A recording-required session's events are never dropped for a full queue: the dp waits
