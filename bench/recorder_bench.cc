@@ -12,7 +12,11 @@
 //   api     0: Recorder::append(json): the caller hands over a tree (built before the burst,
 //              outside the timing: it stands for the event the caller parsed);
 //           1: Recorder::append(RecordFields): fields serialised by the caller (a copy of a
-//              prepared RecordFields per record, inside the timing).
+//              prepared RecordFields per record, inside the timing), written by the writer
+//              thread;
+//           2: the same appended with AppendOptions::defer and written by the caller's
+//              Recorder::commit() after every 64 appends (pgwarden-cp's ring drain: the
+//              thread that drains the events writes them, no hand-off).
 // cpu_us_per_record: CPU of the whole process (caller, writer, sync helpers) per record: on a
 // loaded machine wall-clock records/s falls with the CPU share the process gets, this does not.
 // BM_Fdatasync: the latency of one small append + fdatasync on the same file system (what
@@ -93,6 +97,21 @@ nlohmann::json rows_fields() {
           {"rows", std::move(rows)}};
 }
 
+// The bench also builds against a recorder from before Recorder::commit() (api 2 skipped).
+template <typename O>
+bool set_defer(O& options) {
+  if constexpr (requires { options.defer; }) {
+    options.defer = true;
+    return true;
+  }
+  return false;
+}
+template <typename R>
+void commit(R& rec) {
+  if constexpr (requires { rec.commit(); }) rec.commit();
+}
+constexpr int kCommitBatch = 64;
+
 // Session ids as the control plane makes them: 16 hex digits.
 std::string session_id(int i) {
   char b[17];
@@ -101,12 +120,20 @@ std::string session_id(int i) {
 }
 
 // args: payload (0 statement, 1 rows), sessions, always (0 interval 100 ms, 1 always),
-// api (0 json, 1 RecordFields)
+// api (0 json, 1 RecordFields, 2 RecordFields + commit() on the caller)
 void BM_RecorderWriteAhead(benchmark::State& state) {
   const bool rows = state.range(0) == 1;
   const int sessions = static_cast<int>(state.range(1));
   const bool always = state.range(2) == 1;
-  const bool pre_serialised = state.range(3) == 1;
+  const bool pre_serialised = state.range(3) >= 1;
+  const bool caller_commits = state.range(3) == 2;
+  if (caller_commits) {
+    AppendOptions probe;
+    if (!set_defer(probe)) {
+      state.SkipWithError("this recorder has no Recorder::commit()");
+      return;
+    }
+  }
   const std::string root = bench_dir();
   RecorderOptions o;
   o.dir = root + "/recordings";
@@ -156,6 +183,7 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
       AppendOptions ao{.keep = true, .on_done = [&acked, &target](const pgwarden::Status&) {
                          if (acked.fetch_add(1) + 1 == target.load()) acked.notify_all();
                        }};
+      if (caller_commits) set_defer(ao);
 #if PGW_BENCH_HAVE_RECORD_FIELDS
       pgwarden::Status st =
           pre_serialised
@@ -166,7 +194,9 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
           (*rec)->append(ids[i % sessions], kind, std::move(trees[i]), std::move(ao));
 #endif
       if (!st.is_ok()) ++failed;
+      if (caller_commits && (i + 1) % kCommitBatch == 0) commit(**rec);
     }
+    if (caller_commits) commit(**rec);
     if (failed > 0) {
       state.SkipWithError("append failed");
       break;
@@ -196,7 +226,7 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
 }
 BENCHMARK(BM_RecorderWriteAhead)
     ->ArgNames({"payload", "sessions", "always", "api"})
-    ->ArgsProduct({{0, 1}, {1, 64}, {0, 1}, {0, 1}})
+    ->ArgsProduct({{0, 1}, {1, 64}, {0, 1}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

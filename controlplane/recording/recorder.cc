@@ -259,16 +259,31 @@ struct Recorder::Impl {
     bool sealed = false;
   };
 
+  // Lock order: write_mu before mu.
   mutable std::mutex mu;
   std::condition_variable cv;
   // The writer swaps it with its drained (cleared) batch: in steady state neither side
   // allocates for queueing (the capacity of the largest batch is kept).
   std::vector<Item> queue;
+  // Appended with AppendOptions::defer and not yet committed: invisible to the writer thread
+  // until commit() (or a later append that is not deferred) moves them to the queue.
+  std::vector<Item> deferred;
   std::map<std::string, SessionPolicy> sessions;
   bool stopping = false;
+  // The queue holds something only the writer thread handles: a record acknowledged after an
+  // fdatasync (sync "always", a session_end and its seal) or a flush barrier.
+  bool queue_needs_writer = false;
+  // When the writer thread wakes by itself: time_point::max() when it waits without a
+  // deadline, min() while it is awake (it computes its next deadline before it waits again).
+  std::chrono::steady_clock::time_point writer_wakes_at =
+      std::chrono::steady_clock::time_point::min();
   std::thread writer;
 
-  // Writer thread only.
+  // Held by whichever thread writes: the writer thread, or a caller in commit(). It guards
+  // the writer-side state below.
+  std::mutex write_mu;
+  // The holder of write_mu is in an fdatasync.
+  std::atomic<bool> syncing{false};
   std::map<std::string, SessionFile> files;
   std::chrono::steady_clock::time_point last_sync = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_failure;
@@ -673,6 +688,11 @@ struct Recorder::Impl {
     for (Item* it : items) {
       if (it == st.end_ptr) continue;
       ++f.written_items;
+    }
+    // Synced above (before the items were counted as written): they are synced too.
+    if (wants_sync(st) && sync_err == 0) f.synced_items = f.written_items;
+    for (Item* it : items) {
+      if (it == st.end_ptr) continue;
       if (it->on_done) it->on_done(Status::ok());
     }
     if (st.sealing) {
@@ -685,8 +705,20 @@ struct Recorder::Impl {
   void write_file(const std::string& id, std::vector<Item*>& items) {
     Staged st = stage(id, items);
     int err = 0;
-    if (wants_sync(st) && fs->fdatasync(st.f->fd) != 0) err = errno;
+    if (wants_sync(st)) {
+      syncing = true;
+      if (fs->fdatasync(st.f->fd) != 0) err = errno;
+      syncing = false;
+    }
     finish(st, err);
+  }
+
+  // fdatasync of sync_fds (errors in sync_errs), all at once.
+  void run_syncs() {
+    if (sync_fds.empty()) return;
+    syncing = true;
+    syncer->run(sync_fds, &sync_errs);
+    syncing = false;
   }
 
   // Groups a drained batch per session (order kept within a session), writes each file's part
@@ -710,7 +742,7 @@ struct Recorder::Impl {
       staged.push_back(stage(id, items));
       if (wants_sync(staged.back())) sync_fds.push_back(staged.back().f->fd);
     }
-    syncer->run(sync_fds, &sync_errs);
+    run_syncs();
     size_t k = 0;
     for (Staged& st : staged) finish(st, wants_sync(st) ? sync_errs[k++] : 0);
     close_sealed();
@@ -759,7 +791,7 @@ struct Recorder::Impl {
       dirty.emplace_back(&id, &f);
       sync_fds.push_back(f.fd);
     }
-    syncer->run(sync_fds, &sync_errs);
+    run_syncs();
     for (size_t i = 0; i < dirty.size(); ++i) {
       const std::string& id = *dirty[i].first;
       if (sync_errs[i] == 0) {
@@ -846,7 +878,10 @@ struct Recorder::Impl {
         nlohmann::json{{"version", 1}, {"written_ms", ts}, {"sessions", std::move(sessions_json)}}
             .dump() +
         "\n";
-    if (!replace_file_atomically(options.checkpoint_path, body, 0600).is_ok()) {
+    syncing = true;  // the replacement is fsync'ed
+    const bool replaced = replace_file_atomically(options.checkpoint_path, body, 0600).is_ok();
+    syncing = false;
+    if (!replaced) {
       ++checkpoint_errors;
       return;  // retried at the next interval; the old checkpoint is still a valid lower bound
     }
@@ -859,31 +894,44 @@ struct Recorder::Impl {
 
   // ---------------------------------------------------------------------------- loop
 
+  // REQUIRES: write_mu held, `lock` holds mu and the queue is not empty. Group commit:
+  // everything drained in one go shares one pwritev (and in kAlways one fdatasync) per file.
+  void write_queue(std::unique_lock<std::mutex>& lock) {
+    batch_items.swap(queue);
+    queue_needs_writer = false;
+    lock.unlock();
+    process(batch_items);
+    batch_items.clear();
+  }
+
   void run() {
+    std::unique_lock wlock(write_mu);
     std::unique_lock lock(mu);
     while (true) {
-      if (queue.empty()) {
-        if (stopping) break;
-        auto deadline = next_deadline();
-        if (deadline) {
-          cv.wait_until(lock, *deadline);
-        } else {
-          cv.wait(lock);
-        }
-        if (queue.empty()) {
-          lock.unlock();
-          timers();
-          lock.lock();
-        }
-        continue;
+      if (stopping) take_deferred();
+      if (!queue.empty()) {
+        write_queue(lock);
+      } else if (stopping) {
+        break;
+      } else {
+        lock.unlock();
       }
-      batch_items.swap(queue);
-      lock.unlock();
-      // Group commit: everything drained in one go shares one pwritev (and in kAlways one
-      // fdatasync) per file.
-      process(batch_items);
-      batch_items.clear();
       timers();
+      lock.lock();
+      if (!queue.empty() || stopping) continue;
+      auto deadline = next_deadline();
+      writer_wakes_at = deadline.value_or(std::chrono::steady_clock::time_point::max());
+      // Callers may write (commit()) while this thread sleeps; they wake it when what they
+      // wrote needs a timer earlier than writer_wakes_at.
+      wlock.unlock();
+      if (deadline) {
+        cv.wait_until(lock, *deadline);
+      } else {
+        cv.wait(lock);
+      }
+      writer_wakes_at = std::chrono::steady_clock::time_point::min();
+      lock.unlock();
+      wlock.lock();
       lock.lock();
     }
     lock.unlock();
@@ -897,10 +945,10 @@ struct Recorder::Impl {
     files.clear();
   }
 
-  // REQUIRES: mu held.
-  Status push(Item item, bool keep) {
+  // REQUIRES: mu held. `defer`: the caller calls commit() after its batch of appends.
+  Status push(Item item, bool keep, bool defer = false) {
     auto s = sessions.find(item.session_id);
-    if (!keep && queue.size() >= options.queue_capacity) {
+    if (!keep && queue.size() + deferred.size() >= options.queue_capacity) {
       ++records_rejected_queue_full;
       {
         if (s != sessions.end()) {
@@ -921,13 +969,65 @@ struct Recorder::Impl {
                nullptr};
       s->second.dropped = GapInfo{};
       ++s->second.wm.queued;
-      queue.push_back(std::move(gap));
+      if (defer) {
+        deferred.push_back(std::move(gap));
+      } else {
+        enqueue(std::move(gap));
+      }
     }
     if (s != sessions.end()) ++s->second.wm.queued;
+    if (defer) {
+      deferred.push_back(std::move(item));
+      return Status::ok();
+    }
+    // A queue that was not empty has a wake-up or a commit() coming already.
     const bool was_empty = queue.empty();
-    queue.push_back(std::move(item));
+    take_deferred();  // the records appended before this one are written before it
+    enqueue(std::move(item));
     if (was_empty) cv.notify_one();
     return Status::ok();
+  }
+
+  // REQUIRES: mu held.
+  void enqueue(Item item) {
+    if (options.sync_mode == SyncMode::kAlways || item.kind == "session_end" ||
+        item.barrier != nullptr) {
+      queue_needs_writer = true;
+    }
+    queue.push_back(std::move(item));
+  }
+  void take_deferred() {
+    for (Item& item : deferred) enqueue(std::move(item));
+    deferred.clear();
+  }
+
+  void commit() {
+    // An fdatasync (milliseconds) is not waited for here: the writer thread writes the queue
+    // once it is done (it looks at the queue before it sleeps).
+    if (syncing.load()) {
+      {
+        std::lock_guard lock(mu);
+        take_deferred();
+      }
+      cv.notify_one();
+      return;
+    }
+    std::unique_lock wlock(write_mu);
+    std::unique_lock lock(mu);
+    take_deferred();
+    if (queue.empty()) return;
+    if (queue_needs_writer) {
+      lock.unlock();
+      cv.notify_one();
+      return;
+    }
+    write_queue(lock);
+    const auto deadline = next_deadline();
+    lock.lock();
+    const bool wake = deadline && *deadline < writer_wakes_at;
+    lock.unlock();
+    wlock.unlock();
+    if (wake) cv.notify_one();
   }
 };
 
@@ -1087,7 +1187,7 @@ Status Recorder::append(const std::string& session_id, const std::string& kind, 
     }
     PGW_RETURN_IF_ERROR(impl_->push(
         Impl::Item{session_id, kind, std::move(fields), ts, std::move(options.on_done), nullptr},
-        options.keep));
+        options.keep, options.defer));
     sp.rows_in_statement += n;
     if (cut > 0) {
       sp.cap_noted = true;
@@ -1098,7 +1198,7 @@ Status Recorder::append(const std::string& session_id, const std::string& kind, 
   // session_end is never refused: the session must be sealed.
   PGW_RETURN_IF_ERROR(impl_->push(
       Impl::Item{session_id, kind, std::move(fields), ts, std::move(options.on_done), nullptr},
-      options.keep || kind == "session_end"));
+      options.keep || kind == "session_end", options.defer));
   if (kind == "statement") {
     sp.rows_in_statement = 0;
     sp.cap_noted = false;
@@ -1114,13 +1214,16 @@ Status Recorder::flush() {
     std::lock_guard lock(impl_->mu);
     Impl::Item item;
     item.barrier = &done;
-    impl_->queue.push_back(std::move(item));  // a barrier is never refused
+    impl_->take_deferred();
+    impl_->enqueue(std::move(item));  // a barrier is never refused
   }
   impl_->cv.notify_one();
   f.wait();
   return impl_->write_errors.load() == 0 ? Status::ok()
                                          : unavailable("recording writes have failed");
 }
+
+void Recorder::commit() { impl_->commit(); }
 
 std::string Recorder::path_for(const std::string& session_id) const {
   return impl_->path_for(session_id);
@@ -1150,7 +1253,7 @@ RecorderHealth Recorder::health() const {
 
 size_t Recorder::queue_depth() const {
   std::lock_guard lock(impl_->mu);
-  return impl_->queue.size();
+  return impl_->queue.size() + impl_->deferred.size();
 }
 
 metrics::HistogramSnapshot Recorder::sync_latency() const { return impl_->sync_latency.snapshot(); }

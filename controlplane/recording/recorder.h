@@ -11,8 +11,12 @@
 //
 // Write-ahead: append() validates, serialises the fields on the caller's thread (RecordFields,
 // record_fields.h; or takes them pre-serialised), applies the session's recording level and row
-// cap and queues the record; it never blocks on I/O. One writer thread drains the queue in
-// batches (group commit): per file one pwritev per batch, the hash chain computed per record
+// cap and queues the record; it never blocks on I/O. The queue is written in batches (group
+// commit) by the writer thread, or by a caller that drains its own batch of events (pgwarden-cp's
+// event-ring drain): it appends with AppendOptions::defer and then calls commit(), which writes
+// the queue on the calling thread when no fdatasync is due for it — no hand-off to another
+// thread and no wake-up per statement. Per file one pwritev per batch, the hash chain computed
+// per record
 // (the envelope merged into the sorted members, the hash computed around its placeholder;
 // the bytes are those of the tree serialiser, see recording_file.h canonical_bytes), then
 //  - SyncMode::kInterval: the records count as written when pwritev returned (page cache:
@@ -21,7 +25,7 @@
 //  - SyncMode::kAlways: the batch is fdatasync'ed before any of its records counts as written.
 // The fdatasyncs of a batch (one per file) and of an interval sync run concurrently on helper
 // threads: syncs of many files then share the file system's journal commits.
-// Each record's `on_done` runs (on the writer thread) once that has happened, or with the
+// Each record's `on_done` runs (on the thread that wrote it) once that has happened, or with the
 // error when it could not be: this is what a recording-required statement waits for before it
 // is forwarded upstream. Per session the recorder keeps watermarks (records queued, written,
 // synced); watermark() reads them.
@@ -43,7 +47,8 @@
 // a truncated tail or a deleted last record (see recording_file.h verify_session()).
 //
 // Thread-safety: all public methods may be called from any thread; on_done and the audit
-// callback run on the writer thread (or inline in append() for records that need no write).
+// callback run on the thread that writes (the writer thread or a caller in commit()), or inline
+// in append() for records that need no write. on_done must not call flush().
 #pragma once
 
 #include <sys/types.h>
@@ -136,6 +141,10 @@ struct AppendOptions {
   // write error. Called exactly once when append() returns ok (inline when nothing needs to be
   // written: level off, rows below level full or past the cap).
   std::function<void(const Status&)> on_done;
+  // The caller calls commit() after its batch of appends: the record waits, unseen by the
+  // writer thread, until commit() or the next append without `defer` (order is kept).
+  // REQUIRES: commit() follows.
+  bool defer = false;
 };
 
 // Per-session progress in records the caller queued: queued >= written + refused, written >=
@@ -206,6 +215,16 @@ class Recorder {
   Status try_append(const std::string& session_id, const std::string& kind, nlohmann::json fields) {
     return append(session_id, kind, std::move(fields), {});
   }
+
+  // Writes what is queued (the caller's deferred appends and anything else) on the calling
+  // thread, with the same batching, chaining and error handling as the writer thread; the
+  // written records' on_done run here before it returns. Hands the queue to the writer thread
+  // instead (and returns at once) when it holds a record acknowledged only after an fdatasync
+  // (sync "always", a session_end's seal) or a flush(), or while the writer thread is in an
+  // fdatasync (it waits for the writer's other work: a batch, a timer). It wakes the writer
+  // thread only when what it wrote needs a timer (interval sync, retry, checkpoint) earlier
+  // than the one the writer sleeps until.
+  void commit();
 
   // Blocks until everything queued before the call is written and synced (and the
   // checkpoint written). unavailable when any write has failed since the recorder opened.

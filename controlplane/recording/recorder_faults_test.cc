@@ -489,6 +489,139 @@ TEST_F(RecorderFaultsTest, IntervalModeSyncsAndCheckpointsWithoutAFlush) {
   EXPECT_TRUE(acks.all()[0].is_ok());
 }
 
+// A deferred statement: written by the caller's commit() (the ring-drain path of pgwarden-cp).
+static Status deferred(Recorder& rec, const std::string& id, const std::string& sql,
+                       std::function<void(const Status&)> done) {
+  return rec.append(id, "statement", {{"sql", sql}},
+                    {.keep = true, .on_done = std::move(done), .defer = true});
+}
+
+TEST_F(RecorderFaultsTest, CommitWritesDeferredRecordsOnTheCallingThreadAndTheWriterSyncsThem) {
+  RecorderOptions o = options();
+  o.sync_interval = 20ms;
+  o.checkpoint_interval = 20ms;
+  auto rec = Recorder::open(o);
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  // Everything synced and checkpointed: the writer thread sleeps without a deadline.
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  const int syncs_before = faulty_->syncs.load();
+  std::vector<std::thread::id> threads;
+  std::vector<Status> done;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(deferred(**rec, "s", "SELECT " + std::to_string(i), [&](const Status& st) {
+                  threads.push_back(std::this_thread::get_id());
+                  done.push_back(st);
+                }).is_ok());
+  }
+  EXPECT_TRUE(done.empty());  // deferred: nothing written before commit()
+  (*rec)->commit();
+  // Written and acknowledged before commit() returned, on this thread, in one pwritev.
+  ASSERT_EQ(done.size(), 3u);
+  for (size_t i = 0; i < done.size(); ++i) {
+    EXPECT_TRUE(done[i].is_ok()) << done[i].to_string();
+    EXPECT_EQ(threads[i], std::this_thread::get_id());
+  }
+  EXPECT_EQ((*rec)->watermark("s").written, 4u);
+  auto recs = records((*rec)->path_for("s"));
+  ASSERT_EQ(kinds(recs),
+            (std::vector<std::string>{"session_start", "statement", "statement", "statement"}));
+  EXPECT_EQ(recs[3]["sql"], "SELECT 2");
+  // The interval sync and the checkpoint of what commit() wrote still happen: commit() woke
+  // the sleeping writer thread for its timers. Wait for those events.
+  auto head = [&]() -> uint64_t {
+    auto cp = read_checkpoint((*rec)->checkpoint_path());
+    return cp.is_ok() && cp->heads.count("s") != 0 ? cp->heads["s"].seq : 0;
+  };
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         ((*rec)->watermark("s").synced < 4 || head() < 4)) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ((*rec)->watermark("s").synced, 4u);
+  EXPECT_GT(faulty_->syncs.load(), syncs_before);
+  EXPECT_EQ(head(), 4u);
+}
+
+TEST_F(RecorderFaultsTest, AnAppendThatIsNotDeferredKeepsTheOrderOfDeferredOnes) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  std::vector<Status> done;
+  ASSERT_TRUE(deferred(**rec, "s", "SELECT 'first'", [&](const Status& st) {
+                done.push_back(st);
+              }).is_ok());
+  // Another thread's record of the same session (a kill's session_end, say) before commit().
+  ASSERT_TRUE((*rec)->try_append("s", "session_end", {{"reason", "killed"}}).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  (*rec)->commit();  // nothing left to write
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].is_ok());
+  auto recs = records((*rec)->path_for("s"));
+  ASSERT_EQ(kinds(recs),
+            (std::vector<std::string>{"session_start", "statement", "session_end", "seal"}));
+  EXPECT_EQ(recs[1]["sql"], "SELECT 'first'");
+}
+
+TEST_F(RecorderFaultsTest, CommitLeavesRecordsThatWaitForAnFdatasyncToTheWriterThread) {
+  auto rec = Recorder::open(options(SyncMode::kAlways));
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  std::promise<std::thread::id> acked;
+  ASSERT_TRUE(deferred(**rec, "s", "UPDATE t SET x = 1", [&](const Status& st) {
+                EXPECT_TRUE(st.is_ok()) << st.to_string();
+                acked.set_value(std::this_thread::get_id());
+              }).is_ok());
+  const int syncs_before = faulty_->syncs.load();
+  (*rec)->commit();
+  // Acknowledged by the writer thread after its fdatasync, never by the caller's commit().
+  auto ack = acked.get_future();
+  ASSERT_EQ(ack.wait_for(10s), std::future_status::ready);
+  EXPECT_NE(ack.get(), std::this_thread::get_id());
+  EXPECT_GT(faulty_->syncs.load(), syncs_before);
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  EXPECT_EQ((*rec)->watermark("s").synced, 2u);
+
+  // A session_end (its seal is synced) goes to the writer thread too, in interval mode.
+  auto rec2 = Recorder::open(options());
+  ASSERT_TRUE(rec2.is_ok());
+  ASSERT_TRUE((*rec2)->start_session(start("e")).is_ok());
+  ASSERT_TRUE(
+      (*rec2)->append("e", "session_end", {{"reason", "client closed"}}, {.defer = true}).is_ok());
+  (*rec2)->commit();
+  ASSERT_TRUE((*rec2)->flush().is_ok());
+  EXPECT_EQ(kinds(records((*rec2)->path_for("e"))),
+            (std::vector<std::string>{"session_start", "session_end", "seal"}));
+}
+
+TEST_F(RecorderFaultsTest, ACommittedWriteErrorRefusesAtOnceAndTheWriterHealsItWithAGap) {
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  ASSERT_TRUE((*rec)->start_session(start("s")).is_ok());
+  ASSERT_TRUE((*rec)->flush().is_ok());
+  const std::string path = (*rec)->path_for("s");
+  const auto good_size = fs::file_size(path);
+  faulty_->space = 10;  // a short write, then the disk is full
+  std::vector<Status> done;
+  ASSERT_TRUE(
+      deferred(**rec, "s", "INSERT 1", [&](const Status& st) { done.push_back(st); }).is_ok());
+  (*rec)->commit();
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].sqlstate(), "53100");
+  EXPECT_EQ(fs::file_size(path), good_size);  // the torn write was cut off
+  EXPECT_TRUE((*rec)->health().failing);
+  faulty_->space = -1;
+  // No new statement and no flush: the writer thread's retry timer (which commit() armed)
+  // writes the gap record. Wait for that event.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((*rec)->health().failing && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_FALSE((*rec)->health().failing);
+  EXPECT_EQ(kinds(records(path)), (std::vector<std::string>{"session_start", "recording_gap"}));
+}
+
 class VerifySessionTest : public RecorderFaultsTest {};
 
 TEST_F(VerifySessionTest, CheckpointRevealsTruncationDeletedLastRecordAndCrashes) {

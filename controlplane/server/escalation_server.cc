@@ -1080,11 +1080,14 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
   std::weak_ptr<Connection> weak = conn;
   recording::AppendOptions opts;
   opts.keep = true;  // never refused for a full queue: the dp waits for this answer
+  // A ring record is written by the loop thread itself at the end of its ring batch
+  // (drain_ring): no hand-off to the writer thread per statement.
+  opts.defer = ring_seq != 0;
   // `sql` is for a refusal's audit record (decision_record takes the plain text).
   opts.on_done = [this, weak, id, ring_seq, s, sql,
                   audited = std::move(audited)](const Status& st) {
     if (st.is_ok()) {
-      if (audited) audit_.record(*audited);
+      if (audited) audit_recorded(*audited);
       if (auto c = weak.lock()) reply(c, ring_seq, protocol::make_ok(id));
       return;
     }
@@ -1291,13 +1294,14 @@ Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const s
 }
 
 Status EscalationServer::record_event(const std::shared_ptr<Session>& s, const std::string& kind,
-                                      recording::RecordFields fields, bool count_loss) {
+                                      recording::RecordFields fields, bool count_loss, bool defer) {
   recording::Recorder* rec = handlers_.recorder;
   if (rec == nullptr || !rec->session_open(s->id)) return Status::ok();
   // A recording-required session's events are never dropped for a full queue: the dp waits
   // for its next statement's record, which comes after them (backpressure, not loss).
   recording::AppendOptions opts;
   opts.keep = s->policy->recording_required;
+  opts.defer = defer;
   Status st = rec->append(s->id, kind, std::move(fields), std::move(opts));
   if (st.is_ok() || !count_loss) return st;
   bump(Counter::k_recording_dropped);
@@ -1824,6 +1828,9 @@ void EscalationServer::drain_ring(const std::shared_ptr<Connection>& conn) {
       ++n;
       if (conn->reading_stopped || conn->ring.get() != ring) break;
     }
+    // The batch's records are written here, on this thread (one pwritev per session file),
+    // and the dp's write-ahead waits answered through the watermark.
+    if (n > 0 && handlers_.recorder != nullptr) handlers_.recorder->commit();
     if (conn->ring.get() != ring) return;
     fwd.release();
     if (n > 0) bump(Counter::k_ring_batches);
@@ -1913,11 +1920,17 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
     return;
   }
   bump(Counter::k_events_received);
-  if (s) (void)record_event(s, rows ? "rows" : "statement", std::move(fields), /*count_loss=*/true);
-  if (audited) {
-    audit_.record_batched(*audited);
-    audit_unflushed_ = true;
+  if (s) {
+    (void)record_event(s, rows ? "rows" : "statement", std::move(fields), /*count_loss=*/true,
+                       /*defer=*/true);
   }
+  if (audited) audit_recorded(*audited);
+}
+
+void EscalationServer::audit_recorded(const audit::AuditRecord& r) {
+  if (std::this_thread::get_id() != loop_thread_.get_id()) return audit_.record(r);
+  audit_.record_batched(r);
+  audit_unflushed_ = true;
 }
 
 void EscalationServer::reply(const std::shared_ptr<Connection>& conn, uint64_t ring_seq,

@@ -337,10 +337,14 @@ class EscalationServer {
   // a refused record request is not lost: its statement does not run).
   Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
                       protocol::json fields, bool count_loss);
-  // The same for events other than session_start, with their fields serialised.
+  // The same for events other than session_start, with their fields serialised. `defer`:
+  // written by the Recorder::commit() that ends the current ring batch (loop thread only).
   Status record_event(const std::shared_ptr<Session>& session, const std::string& kind,
-                      recording::RecordFields fields, bool count_loss);
+                      recording::RecordFields fields, bool count_loss, bool defer = false);
   void bump(Counter c) { counters_[static_cast<int>(c)].fetch_add(1); }
+  // An audit line for a recorded statement: on the loop thread batched (flushed after the
+  // epoll batch), elsewhere written at once.
+  void audit_recorded(const audit::AuditRecord& r);
   // The budgets of an identity as the dp gets them (authenticate / reregister answers, events).
   protocol::json budget_states(const AuthenticatedIdentity& identity) const;
   // A completed statement (statement event, phase end): its usage goes to the identity's
