@@ -690,9 +690,9 @@ void CpClient::publish_ring() {
 void CpClient::WakeHandler::on_io(int, uint32_t) {
   // The loop does not say which fd fired (it may pass -1): read the one this handler owns.
   if (!client->ring_) return;
+  // One read empties a (non-semaphore) eventfd; a second would only return EAGAIN.
   uint64_t n;
-  while (::read(client->ring_->dp_wake_fd, &n, sizeof n) > 0) {
-  }
+  (void)!::read(client->ring_->dp_wake_fd, &n, sizeof n);
   client->check_acks();
 }
 
