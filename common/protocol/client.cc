@@ -35,7 +35,7 @@ Status BlockingClient::connect(const std::string& socket_path) {
     close();
     return s;
   }
-  decoder_ = FrameDecoder();
+  decoder_ = FrameDecoder(max_frame_bytes_);
   pending_.clear();
   return Status::ok();
 }

@@ -44,12 +44,16 @@ class BlockingClient {
   Result<json> call(json request, int timeout_ms = 10000);
 
   void set_default_deadline_ms(int64_t ms) { default_deadline_ms_ = ms; }
+  // The longest frame accepted from cp (default kMaxFrameBytes; pgwardenctl takes the admin
+  // API's kMaxAdminReplyBytes). Applies from the next connect().
+  void set_max_frame_bytes(size_t n) { max_frame_bytes_ = n; }
   int64_t default_deadline_ms() const { return default_deadline_ms_; }
 
  private:
   int fd_ = -1;
   uint64_t last_id_ = 0;
   int64_t default_deadline_ms_ = 10000;
+  size_t max_frame_bytes_ = kMaxFrameBytes;
   FrameDecoder decoder_;
   std::map<uint64_t, json> pending_;
 };

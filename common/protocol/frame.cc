@@ -33,10 +33,10 @@ bool depth_ok(std::string_view s) {
 
 }  // namespace
 
-Status append_frame(std::string& out, std::string_view payload) {
-  if (payload.empty() || payload.size() > kMaxFrameBytes) {
+Status append_frame(std::string& out, std::string_view payload, size_t max_bytes) {
+  if (payload.empty() || payload.size() > max_bytes) {
     return resource_exhausted("frame payload of " + std::to_string(payload.size()) +
-                              " bytes is outside 1.." + std::to_string(kMaxFrameBytes));
+                              " bytes is outside 1.." + std::to_string(max_bytes));
   }
   uint32_t n = static_cast<uint32_t>(payload.size());
   out.push_back(static_cast<char>(n >> 24));
@@ -61,9 +61,10 @@ Result<std::optional<std::string>> FrameDecoder::next() {
     error_ = FrameError::kEmptyFrame;
     return bad_frame("frame length 0");
   }
-  if (n > kMaxFrameBytes) {
+  if (n > max_bytes_) {
     error_ = FrameError::kFrameTooLarge;
-    return bad_frame("frame length " + std::to_string(n) + " exceeds 1 MiB");
+    return bad_frame("frame length " + std::to_string(n) + " exceeds " +
+                     std::to_string(max_bytes_) + " bytes");
   }
   if (buffered() < 4 + size_t{n}) return std::optional<std::string>();
   std::string payload = buf_.substr(pos_ + 4, n);

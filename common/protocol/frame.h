@@ -21,11 +21,15 @@ using json = nlohmann::json;
 
 inline constexpr uint32_t kProtocolVersion = 1;
 inline constexpr size_t kMaxFrameBytes = 1 << 20;
+// The admin API's replies to pgwardenctl on cp's admin socket may be larger: a replayed
+// recording is one reply. Both ends of that channel opt in (FrameDecoder, append_frame).
+inline constexpr size_t kMaxAdminReplyBytes = 64 << 20;
 inline constexpr int kMaxJsonDepth = 32;
 
-// Appends one frame carrying `payload` to `out`. REQUIRES: 1 <= payload.size() <=
-// kMaxFrameBytes (checked: returns resource_exhausted otherwise and appends nothing).
-Status append_frame(std::string& out, std::string_view payload);
+// Appends one frame carrying `payload` to `out`. REQUIRES: 1 <= payload.size() <= max_bytes
+// (checked: returns resource_exhausted otherwise and appends nothing).
+Status append_frame(std::string& out, std::string_view payload,
+                    size_t max_bytes = kMaxFrameBytes);
 // Serialises `message` and appends it as one frame.
 Status append_message(std::string& out, const json& message);
 
@@ -33,12 +37,14 @@ enum class FrameError { kNone, kEmptyFrame, kFrameTooLarge };
 
 class FrameDecoder {
  public:
+  // Frames longer than `max_bytes` are refused (kFrameTooLarge).
+  explicit FrameDecoder(size_t max_bytes = kMaxFrameBytes) : max_bytes_(max_bytes) {}
   // Appends stream bytes. Cheap; parsing happens in next().
   void feed(std::string_view bytes) { buf_.append(bytes.data(), bytes.size()); }
   // The next complete payload, nullopt if more bytes are needed, or an error (code
   // "bad_frame", see error()) after which the decoder stays failed. The length is
   // validated before any payload byte is buffered beyond the 4-byte header, so a hostile
-  // length never makes the caller hold more than kMaxFrameBytes + what it fed.
+  // length never makes the caller hold more than max_bytes + what it fed.
   Result<std::optional<std::string>> next();
 
   FrameError error() const { return error_; }
@@ -46,6 +52,7 @@ class FrameDecoder {
   size_t buffered() const { return buf_.size() - pos_; }
 
  private:
+  size_t max_bytes_;
   std::string buf_;
   size_t pos_ = 0;
   FrameError error_ = FrameError::kNone;

@@ -68,6 +68,22 @@ TEST(FrameTest, ExactlyOneMebibyteIsAccepted) {
   EXPECT_FALSE(append_frame(too_big, "").is_ok());
 }
 
+TEST(FrameTest, AdminRepliesOptInToLargerFramesOnBothEnds) {
+  std::string payload(kMaxFrameBytes + 1, 'a');
+  std::string stream;
+  EXPECT_FALSE(append_frame(stream, payload).is_ok());
+  ASSERT_TRUE(append_frame(stream, payload, kMaxAdminReplyBytes).is_ok());
+  FrameDecoder admin(kMaxAdminReplyBytes);
+  admin.feed(stream);
+  auto f = admin.next();
+  ASSERT_TRUE(f.is_ok() && f->has_value());
+  EXPECT_EQ((*f)->size(), payload.size());
+  FrameDecoder dataplane;  // the dp <-> cp channel keeps its 1 MiB bound
+  dataplane.feed(stream);
+  EXPECT_FALSE(dataplane.next().is_ok());
+  EXPECT_EQ(dataplane.error(), FrameError::kFrameTooLarge);
+}
+
 TEST(FrameTest, PayloadMustBeShallowJsonObject) {
   EXPECT_TRUE(parse_payload(R"({"a":[1,{"b":2}]})").is_ok());
   EXPECT_FALSE(parse_payload("[1,2]").is_ok());

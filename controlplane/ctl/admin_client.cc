@@ -177,6 +177,7 @@ Result<json> AdminClient::call_https(const std::string& command, const json& arg
 Result<json> AdminClient::call(const std::string& command, const json& args) const {
   if (!server_.empty()) return call_https(command, args);
   protocol::BlockingClient client;
+  client.set_max_frame_bytes(protocol::kMaxAdminReplyBytes);  // a replay is one reply
   Status s = client.connect(socket_);
   if (!s.is_ok()) return unavailable("cannot reach pgwarden-cp at " + socket_ + ": " + s.message());
   json request{{"id", client.next_id()}, {"type", "admin"},         {"command", command},

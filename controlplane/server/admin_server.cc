@@ -37,7 +37,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr int kIdleTimeoutMs = 30000;
-constexpr size_t kMaxReplyBytes = protocol::kMaxFrameBytes - 4096;
 constexpr size_t kMaxPrincipalBytes = 128;
 
 bool write_all(int fd, std::string_view data) {
@@ -345,7 +344,7 @@ void AdminServer::serve(int fd) {
         response = handle(*request, peer);
       }
       std::string text = response.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      if (text.size() > kMaxReplyBytes) {
+      if (text.size() > protocol::kMaxAdminReplyBytes) {
         json small{{"ok", false},
                    {"error", error_json(resource_exhausted(
                                  "reply too large for the admin API; read the state "
@@ -353,7 +352,10 @@ void AdminServer::serve(int fd) {
         if (response.contains("id")) small["id"] = response["id"];
         text = small.dump();
       }
-      if (!protocol::append_frame(out, text).is_ok() || !write_all(fd, out)) return;
+      if (!protocol::append_frame(out, text, protocol::kMaxAdminReplyBytes).is_ok() ||
+          !write_all(fd, out)) {
+        return;
+      }
     }
   }
 }

@@ -279,6 +279,33 @@ TEST_F(CtlAdminTest, SessionsListVerifyReplayAndReportFirstTamperedRecord) {
   EXPECT_NE(replay.out.find("Ada Lovelace"), std::string::npos) << replay.out;
   EXPECT_NE(replay.out.find("(2 rows)"), std::string::npos) << replay.out;
 
+  // A recording larger than one dp <-> cp frame (1 MiB) replays through the admin socket too.
+  {
+    recording::RecorderOptions o;
+    o.dir = dir_ + "/state/recordings";
+    auto rec = recording::Recorder::open(o);
+    ASSERT_TRUE(rec.is_ok()) << rec.status().to_string();
+    recording::SessionStart s;
+    s.session_id = "rec-big";
+    s.identity = "svc:agent";
+    s.target = "demo";
+    ASSERT_TRUE((*rec)->start_session(s).is_ok());
+    json rows = json::array();
+    for (int i = 0; i < 1000; ++i) rows.push_back({std::to_string(i), std::string(3000, 'x')});
+    ASSERT_TRUE(
+        (*rec)->try_append("rec-big", "rows", {{"columns", {"id", "note"}}, {"rows", rows}}).is_ok());
+    ASSERT_TRUE((*rec)
+                    ->try_append("rec-big", "statement",
+                                 {{"sql", "select id, note from big"}, {"rows", 1000}})
+                    .is_ok());
+    ASSERT_TRUE((*rec)->try_append("rec-big", "session_end", json::object()).is_ok());
+    ASSERT_TRUE((*rec)->flush().is_ok());
+  }
+  CtlResult big = ctl({"sessions", "replay", "rec-big"});
+  ASSERT_EQ(big.code, 0) << big.err.substr(0, 2000);
+  EXPECT_GT(big.out.size(), size_t{2} << 20);
+  EXPECT_NE(big.out.find("(1000 rows)"), std::string::npos) << big.out.substr(0, 2000);
+
   // Tamper with the rows record: verify names its seq, through the API and offline.
   std::string path = dir_ + "/state/recordings/rec-1.jsonl";
   std::string text = slurp(path);
