@@ -33,6 +33,25 @@ using testing::slurp;
 
 class CtlAdminTest : public ::testing::Test {
  protected:
+  // Writes a sealed recording of session `id` (svc:agent -> demo) into cp's state directory:
+  // its session_start, `records` (kind, fields) in order, and session_end.
+  static void write_recording(const std::string& id,
+                              const std::vector<std::pair<std::string, json>>& records) {
+    recording::RecorderOptions o;
+    o.dir = dir_ + "/state/recordings";
+    auto rec = recording::Recorder::open(o);
+    ASSERT_TRUE(rec.is_ok()) << rec.status().to_string();
+    recording::SessionStart s;
+    s.session_id = id;
+    s.identity = "svc:agent";
+    s.target = "demo";
+    ASSERT_TRUE((*rec)->start_session(s).is_ok());
+    for (const auto& [kind, fields] : records) {
+      ASSERT_TRUE((*rec)->try_append(id, kind, fields).is_ok()) << kind;
+    }
+    ASSERT_TRUE((*rec)->try_append(id, "session_end", json::object()).is_ok());
+    ASSERT_TRUE((*rec)->flush().is_ok());
+  }
   static void SetUpTestSuite() {
     char tmpl[] = "/tmp/pgw-ctl-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
@@ -238,31 +257,14 @@ TEST_F(CtlAdminTest, SelfApprovalAndNonApproverAreRefusedWithExitThree) {
 }
 
 TEST_F(CtlAdminTest, SessionsListVerifyReplayAndReportFirstTamperedRecord) {
-  {
-    recording::RecorderOptions o;
-    o.dir = dir_ + "/state/recordings";
-    auto rec = recording::Recorder::open(o);
-    ASSERT_TRUE(rec.is_ok()) << rec.status().to_string();
-    recording::SessionStart s;
-    s.session_id = "rec-1";
-    s.identity = "svc:agent";
-    s.target = "demo";
-    ASSERT_TRUE((*rec)->start_session(s).is_ok());
-    ASSERT_TRUE((*rec)
-                    ->try_append("rec-1", "rows",
-                                 {{"columns", json::array({"id", "full_name"})},
-                                  {"rows", json::array({json::array({"1", "Ada Lovelace"}),
-                                                        json::array({"2", "Alan Turing"})})}})
-                    .is_ok());
-    ASSERT_TRUE((*rec)
-                    ->try_append("rec-1", "statement",
-                                 {{"sql", "select id, full_name from crm.customers"},
-                                  {"rows", 2},
-                                  {"duration_ms", 3}})
-                    .is_ok());
-    ASSERT_TRUE((*rec)->try_append("rec-1", "session_end", json::object()).is_ok());
-    ASSERT_TRUE((*rec)->flush().is_ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(write_recording(
+      "rec-1",
+      {{"rows",
+        {{"columns", json::array({"id", "full_name"})},
+         {"rows", json::array({json::array({"1", "Ada Lovelace"}),
+                               json::array({"2", "Alan Turing"})})}}},
+       {"statement",
+        {{"sql", "select id, full_name from crm.customers"}, {"rows", 2}, {"duration_ms", 3}}}}));
   CtlResult list = ctl({"sessions", "list"});
   ASSERT_EQ(list.code, 0) << list.err;
   EXPECT_NE(list.out.find("rec-1"), std::string::npos) << list.out;
@@ -280,27 +282,11 @@ TEST_F(CtlAdminTest, SessionsListVerifyReplayAndReportFirstTamperedRecord) {
   EXPECT_NE(replay.out.find("(2 rows)"), std::string::npos) << replay.out;
 
   // A recording larger than one dp <-> cp frame (1 MiB) replays through the admin socket too.
-  {
-    recording::RecorderOptions o;
-    o.dir = dir_ + "/state/recordings";
-    auto rec = recording::Recorder::open(o);
-    ASSERT_TRUE(rec.is_ok()) << rec.status().to_string();
-    recording::SessionStart s;
-    s.session_id = "rec-big";
-    s.identity = "svc:agent";
-    s.target = "demo";
-    ASSERT_TRUE((*rec)->start_session(s).is_ok());
-    json rows = json::array();
-    for (int i = 0; i < 1000; ++i) rows.push_back({std::to_string(i), std::string(3000, 'x')});
-    ASSERT_TRUE(
-        (*rec)->try_append("rec-big", "rows", {{"columns", {"id", "note"}}, {"rows", rows}}).is_ok());
-    ASSERT_TRUE((*rec)
-                    ->try_append("rec-big", "statement",
-                                 {{"sql", "select id, note from big"}, {"rows", 1000}})
-                    .is_ok());
-    ASSERT_TRUE((*rec)->try_append("rec-big", "session_end", json::object()).is_ok());
-    ASSERT_TRUE((*rec)->flush().is_ok());
-  }
+  json rows = json::array();
+  for (int i = 0; i < 1000; ++i) rows.push_back({std::to_string(i), std::string(3000, 'x')});
+  ASSERT_NO_FATAL_FAILURE(write_recording(
+      "rec-big", {{"rows", {{"columns", {"id", "note"}}, {"rows", rows}}},
+                  {"statement", {{"sql", "select id, note from big"}, {"rows", 1000}}}}));
   CtlResult big = ctl({"sessions", "replay", "rec-big"});
   ASSERT_EQ(big.code, 0) << big.err.substr(0, 2000);
   EXPECT_GT(big.out.size(), size_t{2} << 20);
