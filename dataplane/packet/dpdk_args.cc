@@ -14,12 +14,15 @@ const char kDpdkUsage[] =
     "         [--exception-port DEV] [--gateway-address CIDR]... [--allow-direct-source CIDR]...\n"
     "         [--rule-file PATH]... [--max-statement-bytes N] [--flow-capacity N]\n"
     "         [--flow-idle-timeout-ms N] [--reassembly-memcap BYTES] [--per-flow-cap BYTES]\n"
-    "         [--mbufs N] [--burst N] [--idle-sleep-us N] [--cp-socket PATH]\n"
+    "         [--mbufs N] [--burst N] [--idle-sleep-us N] [--idle-spin-us N]\n"
+    "         [--cp-socket PATH]\n"
     "         [--audit-log PATH] [--stats-file PATH] [--ready-file PATH] [--name NAME]\n"
     "         [--stats-interval-ms N] [--metrics-listen ADDRESS:PORT]\n"
     "Every EAL lcore (-l) is a worker; with several, af_packet ports need qpairs=<workers>\n"
     "(kernel fanout), NICs use symmetric RSS, other ports are spread in software.\n"
-    "--idle-sleep-us N: adaptive sleep of idle workers, up to N us (0 = pure polling).\n"
+    "--idle-sleep-us N: idle workers rest after --idle-spin-us (default 2000) without a\n"
+    "frame: blocked until a frame arrives on af_packet/TAP queues, else sleeping up to N us\n"
+    "(0 = pure polling).\n"
     "SIGHUP re-reads the rule files (a bad file keeps the running rules).\n"
     "Default rule files: rules/sets/deny.rules rules/sets/approve.rules.\n";
 
@@ -160,6 +163,9 @@ Result<DpdkOptions> parse_dpdk_args(std::span<const std::string> cli) {
     } else if (flag == "--idle-sleep-us") {
       PGW_RETURN_IF_ERROR(number(1000000));
       c.idle_sleep_us = static_cast<uint32_t>(n);
+    } else if (flag == "--idle-spin-us") {
+      PGW_RETURN_IF_ERROR(number(1000000));
+      c.idle_spin_us = static_cast<uint32_t>(n);
     } else if (flag == "--cp-socket") {
       o.cp_socket = v;
     } else if (flag == "--audit-log") {

@@ -24,6 +24,7 @@
 #include "dataplane/packet/flow_table.h"
 #include "dataplane/packet/mac_table.h"
 #include "dataplane/packet/packet_parser.h"
+#include "dataplane/packet/queue_wait.h"
 #include "dataplane/packet/tcp_reset.h"
 #include "dataplane/packet/wire_prescreen.h"
 
@@ -46,11 +47,10 @@ static_assert(alignof(rte_mbuf) > kSteerRoleBit);
 // 65,536-slot table every ~256 ms (idle timeouts are minutes, the finished linger seconds).
 constexpr uint32_t kExpireBudget = 256;
 constexpr uint32_t kExpireIntervalUs = 1000;
-// How long an idle worker keeps polling after its last frame before the adaptive sleep
-// (idle_sleep_us) starts: the answer to a request it just forwarded usually arrives within it.
-// 2 ms is about what the former 512 empty rounds lasted while every round read the TAP (a
-// system call); 500 µs was tried and not shown to be better (docs/benchmarks.md).
-constexpr uint32_t kIdleSpinUs = 2000;
+// Interrupt mode: the longest an idle worker blocks in ppoll(2) on its queues before it runs
+// its periodic work (flow expiry every millisecond, the control tick, a new rule generation).
+// A frame wakes it at once.
+constexpr uint32_t kIdleWaitUs = 1000;
 
 // Prefetches the mbuf headers of a burst, then its frames' first lines: the misses of a whole
 // burst overlap instead of being taken one frame at a time.
@@ -171,6 +171,9 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   bool idle = false;            // the last poll round found nothing
   uint64_t idle_since_tsc = 0;  // when the current idle period began
   uint32_t idle_sleeps = 0;     // sleeps in the current idle period
+  // Interrupt mode: every queue this worker polls has a descriptor and it has no inbox, so
+  // when idle it blocks until a frame arrives. Null: it sleeps for a time (or polls).
+  std::unique_ptr<QueueWaiter> waiter;
   PacketCounters counters;
   std::unique_ptr<ReassemblyMemory> memory;
   std::unique_ptr<WirePrescreen> sink;  // before flows: their streams point into it
@@ -332,6 +335,11 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
     }
     uint16_t rxq = rx_queue_count(static_cast<PortRole>(r), info[r], nb_workers);
     rte_eth_conf conf = {};
+    // A TAP queue has a descriptor an idle worker can wait on only with Rx interrupts on.
+    if (config.idle_sleep_us > 0 && info[r].driver_name != nullptr &&
+        wants_rx_interrupts(info[r].driver_name)) {
+      conf.intr_conf.rxq = 1;
+    }
     bool program_rss =
         spread_ == SpreadMode::kHardwareRss && r != kException && !config.caller_spreads_flows;
     if (program_rss) {
@@ -386,7 +394,7 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
   uint64_t hz = rte_get_tsc_hz();
   drain_tsc_ = hz / 1000000 * config.drain_us;
   expire_tsc_ = hz / 1000000 * kExpireIntervalUs;
-  idle_spin_tsc_ = hz / 1000000 * kIdleSpinUs;
+  idle_spin_tsc_ = hz / 1000000 * config.idle_spin_us;
   exception_poll_tsc_ = hz / 1000000 * config.exception_poll_us;
   idle_tsc_ = hz / 1000 * config.flow_idle_timeout_ms;
   linger_tsc_ = hz / 1000 * config.flow_finished_linger_ms;
@@ -412,6 +420,11 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
         unsigned owner = rx_queues_[r] >= nb_workers ? q % nb_workers : (r + q) % nb_workers;
         if (owner == w) c->rx.push_back({static_cast<PortRole>(r), port_ids_[r], q});
       }
+    }
+    if (config.idle_sleep_us > 0 && spread_ != SpreadMode::kSoftware) {
+      auto waiter = std::make_unique<QueueWaiter>();
+      for (const RxSource& src : c->rx) waiter->add(src.port_id, src.queue);
+      if (waiter->usable()) c->waiter = std::move(waiter);
     }
     c->memory = std::make_unique<ReassemblyMemory>(config.reassembly_memcap / nb_workers);
     Result<std::unique_ptr<FlowTable>> flows =
@@ -593,10 +606,12 @@ void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
     c.idle = false;
     return;
   }
-  // Adaptive: poll freely for kIdleSpinUs after the last frame (a reply usually follows
-  // within it), then sleep 1, 2, 4 ... µs up to idle_sleep_us while nothing arrives. An idle
-  // worker then costs a few wake-ups per millisecond instead of a whole core; the first frame
-  // after a quiet period waits at most idle_sleep_us (plus the kernel's timer slack).
+  // Adaptive: poll freely for idle_spin_us after the last frame (a reply usually follows
+  // within it), then rest. In interrupt mode the worker blocks in ppoll(2) on its queues and
+  // the first frame wakes it; otherwise it sleeps 1, 2, 4 ... µs up to idle_sleep_us while
+  // nothing arrives, and the first frame after a quiet period waits at most idle_sleep_us
+  // (plus the kernel's timer slack). Either way an idle worker costs a few wake-ups per
+  // millisecond instead of a whole core.
   if (!c.idle) {
     c.idle = true;
     c.idle_since_tsc = rte_rdtsc();
@@ -604,6 +619,15 @@ void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
     return;
   }
   if (c.idle_sleeps == 0 && rte_rdtsc() - c.idle_since_tsc < idle_spin_tsc_) return;
+  if (c.waiter) {
+    ++c.idle_sleeps;
+    flush(c);  // nothing may wait in a TX buffer while the worker blocks
+    if (c.waiter->wait(kIdleWaitUs)) {
+      // What woke it is polled in the next round, the exception port included.
+      for (RxSource& src : c.rx) src.next_poll_tsc = 0;
+    }
+    return;
+  }
   uint32_t step = std::min<uint32_t>(c.idle_sleeps++, 20);
   rte_delay_us_sleep(std::min<uint32_t>(config_.idle_sleep_us, 1u << step));
 }
@@ -1001,6 +1025,9 @@ PacketLayerStats PacketLayer::stats() const {
       ls.rx_queues.push_back(std::string(kRoleNames[src.role]) + ":" + std::to_string(src.queue));
     }
     if (w->inbox != nullptr) ls.rx_queues.push_back("inbox");
+    ls.idle_wait = impl_->config_.idle_sleep_us == 0 ? "polling"
+                   : w->waiter                       ? "interrupt"
+                                                     : "sleep";
     ls.flows_active = w->flows->size();
     ls.flow_capacity = impl_->config_.flow_capacity;
     ls.rules_generation = w->rules_generation.load(std::memory_order_acquire);
@@ -1074,6 +1101,7 @@ std::string PacketLayerStats::to_json() const {
     j["lcores"].push_back({{"lcore_id", l.lcore_id},
                            {"queue", l.queue},
                            {"rx_queues", l.rx_queues},
+                           {"idle_wait", l.idle_wait},
                            {"flows_active", l.flows_active},
                            {"flow_capacity", l.flow_capacity},
                            {"rules_generation", l.rules_generation},

@@ -77,9 +77,12 @@ struct PacketLayerConfig {
   uint16_t tx_descriptors = 1024;
   uint16_t burst = 32;
   uint32_t drain_us = 100;  // TX buffers are flushed at least this often
-  // >0: a worker that found nothing for 2 ms sleeps, 1 µs at first, doubling up to this
-  // bound while it stays idle; any frame resets it (docs/packet-layer.md, "Idle polling").
+  // >0: a worker that found nothing for idle_spin_us rests until a frame arrives: blocked in
+  // ppoll(2) on its queues where they have descriptors (af_packet, TAP: "interrupt" mode),
+  // otherwise sleeping 1 µs at first, doubling up to this bound while it stays idle; any
+  // frame resets it (docs/packet-layer.md, "Idle polling"). 0: pure polling.
   uint32_t idle_sleep_us = 0;
+  uint32_t idle_spin_us = 2000;
   // After a poll of the exception port found nothing, it is not polled again for this long
   // (a TAP poll is a system call); while it delivers frames it is polled every round.
   uint32_t exception_poll_us = 20;
@@ -109,6 +112,7 @@ struct LcoreStats {
   unsigned lcore_id = 0;
   uint16_t queue = 0;                  // the worker's TX queue (= its number)
   std::vector<std::string> rx_queues;  // "agent:0", ... the RX queues it polls
+  std::string idle_wait;               // when idle: "polling", "interrupt" or "sleep"
   uint32_t flows_active = 0;
   uint32_t flow_capacity = 0;
   uint64_t rules_generation = 0;  // the rule generation this lcore screens with

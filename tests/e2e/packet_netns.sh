@@ -24,7 +24,11 @@
 # midstream) and a two-queue TAP; (1b) checks that both workers own flows; (0) two lcores on
 # single-queue af_packet ports are refused with a message naming qpairs=2.
 #
-# usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl
+# With WORKERS = 1 (fourth argument; default 2) the layer runs one lcore on single-queue ports
+# instead, and (1b) checks that it reports single_worker. Either way (1c) every worker reports
+# idle_wait "interrupt": idle, it blocks on its af_packet and TAP queues until a frame arrives.
+#
+# usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl [WORKERS]
 # Exits 0 on success, 1 on a failed check, 77 (skipped, with the reason) when network
 # namespaces, root or PostgreSQL are not available. Removes everything it created, always.
 set -uo pipefail
@@ -32,6 +36,8 @@ set -uo pipefail
 DP=${1:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp}
 CP=${2:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl}
 CTL=${3:?usage: packet_netns.sh PATH/TO/pgwarden-dp PATH/TO/pgwarden-cp PATH/TO/pgwardenctl}
+W=${4:-2}
+case $W in 1) LCORES=0 SPREAD=single_worker ;; 2) LCORES=0-1 SPREAD=af_packet_fanout ;; *) echo "WORKERS: 1 or 2"; exit 1 ;; esac
 RULES=$(cd "$(dirname "$0")/../../rules/sets" && pwd)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 S=$(printf '%05x' $(( (RANDOM << 8 ^ $$) & 0xfffff )))
@@ -184,8 +190,8 @@ else
   fail "two lcores on qpairs=1: rc=$rc $(tail -2 <<<"$out")"
 fi
 
-EAL="-l 0-1 --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
-EAL+=" --vdev=net_af_packet0,iface=ga,qpairs=2 --vdev=net_af_packet1,iface=gd,qpairs=2"
+EAL="-l $LCORES --no-huge -m 256 --no-pci --no-telemetry --file-prefix=pgwe2e$S"
+EAL+=" --vdev=net_af_packet0,iface=ga,qpairs=$W --vdev=net_af_packet1,iface=gd,qpairs=$W"
 EAL+=" --vdev=net_tap0,iface=pgwtap"
 ip netns exec "$NS_GW" "$DP" --dpdk "$EAL" --agent-port net_af_packet0 --db-port net_af_packet1 \
   --exception-port net_tap0 --gateway-address 198.18.0.1 --allow-direct-source 198.18.0.10 \
@@ -223,18 +229,25 @@ out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-allowed
 if [ "$out" = "pgw-e2e-allowed-42" ]; then pass "allowed query answered: $out"; else fail "allowed query: $out"; fi
 if grep -q "pgw-e2e-allowed-" "$WORK/pg.log"; then pass "allowed query in server log"; else fail "allowed query not in server log"; fi
 
-log "1b. two workers: flows spread over both, both directions of each flow on its worker"
+log "1b. $W worker(s): flows spread over all, both directions of each flow on its worker"
 wait_stats
-if jq -e '.spread == "af_packet_fanout" and (.lcores | length == 2)' "$WORK/stats.json" >/dev/null; then
-  pass "two worker lcores, af_packet fanout: $(jq -c '[.lcores[] | {lcore_id, rx_queues}]' "$WORK/stats.json")"
+if jq -e --arg spread "$SPREAD" --argjson w "$W" '.spread == $spread and (.lcores | length == $w)' \
+    "$WORK/stats.json" >/dev/null; then
+  pass "$W worker lcore(s), $SPREAD: $(jq -c '[.lcores[] | {lcore_id, rx_queues}]' "$WORK/stats.json")"
 else
   fail "spread: $(jq -c '{spread, lcores: [.lcores[] | {lcore_id, rx_queues}]}' "$WORK/stats.json")"
+fi
+log "1c. idle workers wait on their queues' descriptors (interrupt mode)"
+if jq -e 'all(.lcores[]; .idle_wait == "interrupt")' "$WORK/stats.json" >/dev/null; then
+  pass "idle_wait: $(jq -c '[.lcores[].idle_wait]' "$WORK/stats.json")"
+else
+  fail "idle_wait: $(jq -c '[.lcores[] | {lcore_id, rx_queues, idle_wait}]' "$WORK/stats.json")"
 fi
 # Open short sessions until each worker owns at least one flow (the fanout hash decides; 24
 # sessions all on one worker would happen with probability 2^-23).
 for i in $(seq 24); do
   in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc "SELECT 'pgw-e2e-spread-$i'" >/dev/null 2>&1 ||
-    fail "session $i through two workers failed"
+    fail "session $i through the workers failed"
   [ $((i % 4)) -eq 0 ] || continue
   wait_stats
   jq -e 'all(.lcores[]; .counters.flows_created > 0)' "$WORK/stats.json" >/dev/null && break
@@ -242,7 +255,7 @@ done
 per_lcore=$(jq -c '[.lcores[] | {lcore_id, flows: .counters.flows_created, tcp: .counters.tcp_forwarded, statements: .counters.prescreen_statements, midstream: .counters.flows_midstream_dropped}]' "$WORK/stats.json")
 if jq -e 'all(.lcores[]; .counters.flows_created > 0 and .counters.prescreen_statements > 0)
       and ([.lcores[].counters.flows_midstream_dropped] | add) == 0' "$WORK/stats.json" >/dev/null; then
-  pass "both workers own flows, no packet met the wrong worker: $per_lcore"
+  pass "every worker owns flows, no packet met the wrong worker: $per_lcore"
 else
   fail "flows per worker: $per_lcore"
 fi
@@ -318,9 +331,9 @@ dp_json() { in_gw "$CTL" dataplane --json --socket "$WORK/admin.sock" --principa
   --credential-file "$WORK/admin.secret" 2>&1 \
   | jq '.dataplanes |= map(select(.snapshot.lcores != null))' 2>&1; }
 for _ in $(seq 30); do dp_json | jq -e '.dataplanes[0].snapshot.lcores[0]' >/dev/null 2>&1 && break; sleep 0.2; done
-if dp_json | jq -e '.dataplanes | length == 1 and (.[0] | .connected and (.stale | not) and
-    (.snapshot.ports | length == 3 and all(.link_up)) and (.snapshot.lcores | length == 2) and
-    .snapshot.spread == "af_packet_fanout" and
+if dp_json | jq -e --arg spread "$SPREAD" --argjson w "$W" '.dataplanes | length == 1 and (.[0] | .connected and (.stale | not) and
+    (.snapshot.ports | length == 3 and all(.link_up)) and (.snapshot.lcores | length == $w) and
+    .snapshot.spread == $spread and
     all(.snapshot.lcores[]; .rx_queues | length == 3) and
     ([.snapshot.lcores[].counters.prescreen_denied] | add) == 1 and .snapshot.rules.generation == 1)' \
     >/dev/null; then
@@ -330,7 +343,7 @@ else
 fi
 table=$(in_gw "$CTL" dataplane --socket "$WORK/admin.sock" --principal operator \
   --credential-file "$WORK/admin.secret" 2>&1)
-if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge 2 ]; then
+if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge "$W" ]; then
   pass "pgwardenctl dataplane shows a counter row per lcore"
 else
   fail "pgwardenctl dataplane table: $table"
