@@ -20,9 +20,9 @@ const char kDpdkUsage[] =
     "         [--stats-interval-ms N] [--metrics-listen ADDRESS:PORT]\n"
     "Every EAL lcore (-l) is a worker; with several, af_packet ports need qpairs=<workers>\n"
     "(kernel fanout), NICs use symmetric RSS, other ports are spread in software.\n"
-    "--idle-sleep-us N: idle workers rest after --idle-spin-us (default 2000) without a\n"
-    "frame: blocked until a frame arrives on af_packet/TAP queues, else sleeping up to N us\n"
-    "(0 = pure polling).\n"
+    "--idle-sleep-us N: idle workers rest after --idle-spin-us without a frame: blocked\n"
+    "until a frame arrives where their queues are af_packet/TAP (spin default 0), else\n"
+    "sleeping up to N us (spin default 2000); 0 = pure polling.\n"
     "SIGHUP re-reads the rule files (a bad file keeps the running rules).\n"
     "Default rule files: rules/sets/deny.rules rules/sets/approve.rules.\n";
 

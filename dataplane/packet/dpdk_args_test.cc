@@ -68,7 +68,8 @@ TEST(DpdkArgsTest, EveryValueFlagIsApplied) {
   for (const char* s :
        {"--rule-file", "/r1", "--rule-file", "/r2", "--allow-direct-source", "10.0.0.0/8",
         "--gateway-address", "192.0.2.1", "--max-statement-bytes", "4096", "--flow-capacity", "128",
-        "--burst", "16", "--cp-socket", "/run/cp.sock", "--audit-log", "/tmp/a.jsonl"}) {
+        "--burst", "16", "--cp-socket", "/run/cp.sock", "--audit-log", "/tmp/a.jsonl",
+        "--idle-sleep-us", "100", "--idle-spin-us", "20"}) {
     a.push_back(s);
   }
   auto o = parse_dpdk_args(a);
@@ -79,6 +80,9 @@ TEST(DpdkArgsTest, EveryValueFlagIsApplied) {
   EXPECT_EQ(o->config.prescreen.max_statement_bytes, 4096u);
   EXPECT_EQ(o->config.flow_capacity, 128u);
   EXPECT_EQ(o->config.burst, 16);
+  EXPECT_EQ(o->config.idle_sleep_us, 100u);
+  EXPECT_EQ(o->config.idle_spin_us, 20u);
+  EXPECT_EQ(parse_dpdk_args(base())->config.idle_spin_us, PacketLayerConfig::kIdleSpinAuto);
   EXPECT_EQ(o->cp_socket, "/run/cp.sock");
   EXPECT_EQ(o->audit_log, "/tmp/a.jsonl");
 }

@@ -47,6 +47,10 @@ static_assert(alignof(rte_mbuf) > kSteerRoleBit);
 // 65,536-slot table every ~256 ms (idle timeouts are minutes, the finished linger seconds).
 constexpr uint32_t kExpireBudget = 256;
 constexpr uint32_t kExpireIntervalUs = 1000;
+// The idle spin of workers that sleep for a time (PacketLayerConfig::kIdleSpinAuto): 2 ms is
+// about what the former 512 empty rounds lasted while every round read the TAP (a system
+// call); 500 µs was tried and not shown to be better (docs/benchmarks.md).
+constexpr uint32_t kSleepIdleSpinUs = 2000;
 // Interrupt mode: the longest an idle worker blocks in ppoll(2) on its queues before it runs
 // its periodic work (flow expiry every millisecond, the control tick, a new rule generation).
 // A frame wakes it at once.
@@ -170,6 +174,7 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   rte_ring* inbox = nullptr;    // frames other workers steered to this one (software mode)
   bool idle = false;            // the last poll round found nothing
   uint64_t idle_since_tsc = 0;  // when the current idle period began
+  uint64_t idle_spin_tsc = 0;   // how long it keeps polling after its last frame
   uint32_t idle_sleeps = 0;     // sleeps in the current idle period
   // Interrupt mode: every queue this worker polls has a descriptor and it has no inbox, so
   // when idle it blocks until a frame arrives. Null: it sleeps for a time (or polls).
@@ -233,7 +238,7 @@ class PacketLayer::Impl {
   std::vector<std::unique_ptr<RuleGeneration>> generations_;
   MacTable macs_;  // side of each station, for frames from the host (shared by all lcores)
   uint64_t drain_tsc_ = 0, idle_tsc_ = 0, linger_tsc_ = 0;
-  uint64_t expire_tsc_ = 0, idle_spin_tsc_ = 0, exception_poll_tsc_ = 0;
+  uint64_t expire_tsc_ = 0, exception_poll_tsc_ = 0;
 };
 
 PacketLayer::Impl::~Impl() {
@@ -394,7 +399,6 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
   uint64_t hz = rte_get_tsc_hz();
   drain_tsc_ = hz / 1000000 * config.drain_us;
   expire_tsc_ = hz / 1000000 * kExpireIntervalUs;
-  idle_spin_tsc_ = hz / 1000000 * config.idle_spin_us;
   exception_poll_tsc_ = hz / 1000000 * config.exception_poll_us;
   idle_tsc_ = hz / 1000 * config.flow_idle_timeout_ms;
   linger_tsc_ = hz / 1000 * config.flow_finished_linger_ms;
@@ -426,6 +430,10 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
       for (const RxSource& src : c->rx) waiter->add(src.port_id, src.queue);
       if (waiter->usable()) c->waiter = std::move(waiter);
     }
+    uint32_t spin_us = config.idle_spin_us != PacketLayerConfig::kIdleSpinAuto ? config.idle_spin_us
+                       : c->waiter                                            ? 0
+                                                                              : kSleepIdleSpinUs;
+    c->idle_spin_tsc = hz / 1000000 * spin_us;
     c->memory = std::make_unique<ReassemblyMemory>(config.reassembly_memcap / nb_workers);
     Result<std::unique_ptr<FlowTable>> flows =
         FlowTable::create("pgw_flows_" + suffix, config.flow_capacity, socket);
@@ -618,13 +626,16 @@ void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
     c.idle_sleeps = 0;
     return;
   }
-  if (c.idle_sleeps == 0 && rte_rdtsc() - c.idle_since_tsc < idle_spin_tsc_) return;
+  if (c.idle_sleeps == 0 && rte_rdtsc() - c.idle_since_tsc < c.idle_spin_tsc) return;
   if (c.waiter) {
     ++c.idle_sleeps;
     flush(c);  // nothing may wait in a TX buffer while the worker blocks
     if (c.waiter->wait(kIdleWaitUs)) {
-      // What woke it is polled in the next round, the exception port included.
-      for (RxSource& src : c.rx) src.next_poll_tsc = 0;
+      // A quiet exception port that woke the worker is polled in the next round (the waiter
+      // holds the worker's queues in c.rx order).
+      for (size_t i = 0; i < c.rx.size(); ++i) {
+        if (c.waiter->ready(i)) c.rx[i].next_poll_tsc = 0;
+      }
     }
     return;
   }

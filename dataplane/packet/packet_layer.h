@@ -82,7 +82,12 @@ struct PacketLayerConfig {
   // otherwise sleeping 1 µs at first, doubling up to this bound while it stays idle; any
   // frame resets it (docs/packet-layer.md, "Idle polling"). 0: pure polling.
   uint32_t idle_sleep_us = 0;
-  uint32_t idle_spin_us = 2000;
+  // How long an idle worker keeps polling after its last frame before it rests. Auto: 0 in
+  // interrupt mode (a frame wakes it at once; spinning only takes the CPU from the peers it
+  // waits for), 2 ms when it sleeps for a time (the answer to what it forwarded usually
+  // arrives within them).
+  static constexpr uint32_t kIdleSpinAuto = UINT32_MAX;
+  uint32_t idle_spin_us = kIdleSpinAuto;
   // After a poll of the exception port found nothing, it is not polled again for this long
   // (a TAP poll is a system call); while it delivers frames it is polled every round.
   uint32_t exception_poll_us = 20;

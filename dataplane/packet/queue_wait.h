@@ -37,6 +37,8 @@ class QueueWaiter {
   size_t size() const { return fds_.size(); }
   // Blocks until one of the queues is readable or `timeout_us` passed; true if one is.
   bool wait(uint32_t timeout_us);
+  // After wait(): whether the i-th queue added was readable.
+  bool ready(size_t i) const { return fds_[i].revents != 0; }
 
  private:
   std::vector<pollfd> fds_;

@@ -161,6 +161,8 @@ TEST_F(QueueWaitTest, TapQueueWithRxInterruptsWakesTheWaiterWhenTheHostSends) {
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE(w.wait(5000000));
   EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_TRUE(w.ready(0)) << "the TAP woke it";
+  EXPECT_FALSE(w.ready(1)) << "nothing on lo";
   EXPECT_GE(drain(tap_), 1u);
 }
 
