@@ -630,11 +630,16 @@ void PacketLayer::Impl::idle(LcoreContext& c, bool found_work) {
   if (c.waiter) {
     ++c.idle_sleeps;
     flush(c);  // nothing may wait in a TX buffer while the worker blocks
-    if (c.waiter->wait(kIdleWaitUs)) {
-      // A quiet exception port that woke the worker is polled in the next round (the waiter
-      // holds the worker's queues in c.rx order).
-      for (size_t i = 0; i < c.rx.size(); ++i) {
-        if (c.waiter->ready(i)) c.rx[i].next_poll_tsc = 0;
+    bool woken = c.waiter->wait(kIdleWaitUs);
+    // The wait tells which queues hold frames (the waiter holds them in c.rx order): a quiet
+    // exception port is polled in the next round only if it woke the worker, and otherwise
+    // not before exception_poll_us (no TAP system call per wake-up for nothing).
+    uint64_t next_tap_poll = rte_rdtsc() + exception_poll_tsc_;
+    for (size_t i = 0; i < c.rx.size(); ++i) {
+      if (woken && c.waiter->ready(i)) {
+        c.rx[i].next_poll_tsc = 0;
+      } else if (c.rx[i].role == kException) {
+        c.rx[i].next_poll_tsc = next_tap_poll;
       }
     }
     return;
