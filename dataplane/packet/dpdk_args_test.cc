@@ -65,11 +65,28 @@ TEST(DpdkArgsTest, MetricsListenIsANumericAddressAndPort) {
 
 TEST(DpdkArgsTest, EveryValueFlagIsApplied) {
   auto a = base();
-  for (const char* s :
-       {"--rule-file", "/r1", "--rule-file", "/r2", "--allow-direct-source", "10.0.0.0/8",
-        "--gateway-address", "192.0.2.1", "--max-statement-bytes", "4096", "--flow-capacity", "128",
-        "--burst", "16", "--cp-socket", "/run/cp.sock", "--audit-log", "/tmp/a.jsonl",
-        "--idle-sleep-us", "100", "--idle-spin-us", "20"}) {
+  for (const char* s : {"--rule-file",
+                        "/r1",
+                        "--rule-file",
+                        "/r2",
+                        "--allow-direct-source",
+                        "10.0.0.0/8",
+                        "--gateway-address",
+                        "192.0.2.1",
+                        "--max-statement-bytes",
+                        "4096",
+                        "--flow-capacity",
+                        "128",
+                        "--burst",
+                        "16",
+                        "--cp-socket",
+                        "/run/cp.sock",
+                        "--audit-log",
+                        "/tmp/a.jsonl",
+                        "--idle-sleep-us",
+                        "100",
+                        "--idle-spin-us",
+                        "20"}) {
     a.push_back(s);
   }
   auto o = parse_dpdk_args(a);

@@ -431,8 +431,8 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
       if (waiter->usable()) c->waiter = std::move(waiter);
     }
     uint32_t spin_us = config.idle_spin_us != PacketLayerConfig::kIdleSpinAuto ? config.idle_spin_us
-                       : c->waiter                                            ? 0
-                                                                              : kSleepIdleSpinUs;
+                       : c->waiter                                             ? 0
+                                                                               : kSleepIdleSpinUs;
     c->idle_spin_tsc = hz / 1000000 * spin_us;
     c->memory = std::make_unique<ReassemblyMemory>(config.reassembly_memcap / nb_workers);
     Result<std::unique_ptr<FlowTable>> flows =

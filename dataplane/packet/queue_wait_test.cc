@@ -3,6 +3,7 @@
 // has none.
 #include "dataplane/packet/queue_wait.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/if_packet.h>
@@ -16,8 +17,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
 
 #include <chrono>
 #include <cstring>
@@ -103,7 +102,8 @@ class QueueWaitTest : public ::testing::Test {
     to.sll_family = AF_PACKET;
     to.sll_ifindex = static_cast<int>(if_nametoindex("lo"));
     to.sll_halen = 6;
-    uint8_t frame[60] = {0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x88, 0xb5};  // local experimental
+    uint8_t frame[60] = {0x02, 0, 0, 0, 0, 1,    0x02,
+                         0,    0, 0, 0, 2, 0x88, 0xb5};  // local experimental
     ASSERT_EQ(sendto(s, frame, sizeof(frame), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)),
               static_cast<ssize_t>(sizeof(frame)));
     close(s);
