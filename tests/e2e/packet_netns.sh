@@ -330,8 +330,9 @@ else
 fi
 table=$(in_gw "$CTL" dataplane --socket "$WORK/admin.sock" --principal operator \
   --credential-file "$WORK/admin.secret" 2>&1)
-if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge 2 ]; then
-  pass "pgwardenctl dataplane shows a counter row per lcore"
+if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge 2 ] && grep -q '^spread: af_packet_fanout$' <<<"$table" &&
+   grep -q 'STEER_IN' <<<"$table"; then
+  pass "pgwardenctl dataplane shows the spread and a counter row per lcore"
 else
   fail "pgwardenctl dataplane table: $table"
 fi
