@@ -618,6 +618,24 @@ class TwoWorkerTest : public PacketLayerTest {
 
   uint64_t total(const std::string& name) { return counter(name, 0) + counter(name, 1); }
 
+  static Address agent6_address() {
+    const uint8_t b[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
+    return Address::v6(b);
+  }
+  static Address db6_address() {
+    const uint8_t b[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
+    return Address::v6(b);
+  }
+  // An IPv6 frame with a hop-by-hop header inserted: the hash at fixed header offsets declines
+  // it, so the worker polling the port must parse it to find its owner.
+  static std::vector<uint8_t> with_hop_by_hop(std::vector<uint8_t> f) {
+    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
+    f[14 + 6] = 0;                                              // next header: hop-by-hop
+    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
+    f.insert(f.begin() + 14 + 40, ext, ext + 8);
+    return f;
+  }
+
   std::vector<rte_ring*> extra_rx_;  // second RX rings of two-queue ports
 };
 
@@ -672,18 +690,9 @@ TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
 // worker polling the port parses them and steers them by their flow key; both directions must
 // still meet on the flow's owner.
 TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
-  const uint8_t agent_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
-  const uint8_t db_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
-  const Address agent6 = Address::v6(agent_bytes), db6 = Address::v6(db_bytes);
+  const Address agent6 = agent6_address(), db6 = db6_address();
   config_.allowed_direct_sources.push_back(Prefix{agent6, 128});
   start();
-  auto with_hop_by_hop = [](std::vector<uint8_t> f) {
-    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
-    f[14 + 6] = 0;                                              // next header: hop-by-hop
-    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
-    f.insert(f.begin() + 14 + 40, ext, ext + 8);
-    return f;
-  };
   constexpr uint16_t kFlows = 32;
   for (uint16_t f = 0; f < kFlows; ++f) {
     put(agent_, with_hop_by_hop(tcp(agent6, 31000 + f, db6, 5432, 1000, 0, kTcpSyn)));
@@ -708,18 +717,9 @@ TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
 // the polling worker, every frame of the other's flows waits in its inbox and the worker's own
 // frames left in the order they arrived.
 TEST_F(TwoWorkerTest, OneBurstIsSortedIntoOwnFramesInOrderAndFramesForTheOtherWorker) {
-  const uint8_t agent_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
-  const uint8_t db_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
-  const Address agent6 = Address::v6(agent_bytes), db6 = Address::v6(db_bytes);
+  const Address agent6 = agent6_address(), db6 = db6_address();
   config_.allowed_direct_sources.push_back(Prefix{agent6, 128});
   start();
-  auto with_hop_by_hop = [](std::vector<uint8_t> f) {
-    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
-    f[14 + 6] = 0;                                              // next header: hop-by-hop
-    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
-    f.insert(f.begin() + 14 + 40, ext, ext + 8);
-    return f;
-  };
   constexpr uint16_t kFrames = 24;  // one burst (config burst 32)
   std::vector<std::vector<uint8_t>> own;
   size_t other = 0;
