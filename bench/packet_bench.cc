@@ -27,7 +27,13 @@
 // run at once) and per CPU second of the lcores (Mpps_per_lcore_s); the build machine is
 // shared, so compare rows of the same run.
 //
+// Two-lcore rows also report xcore_rtt_ns, the round trip of a cache line between the two
+// lcores at the start of the row (a VM's host may place its vCPUs near or far from each other).
+//
 // Run: build/bench/packet_bench [--benchmark_min_time=3]   (results: docs/benchmarks.md)
+// On a shared machine interleave the rows and compare medians:
+//      build/bench/packet_bench --benchmark_filter=Prescreen --benchmark_min_time=1
+//          --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true   (one line)
 #include <benchmark/benchmark.h>
 #include <rte_cycles.h>
 #include <rte_eth_ring.h>
