@@ -27,7 +27,13 @@
 // run at once) and per CPU second of the lcores (Mpps_per_lcore_s); the build machine is
 // shared, so compare rows of the same run.
 //
+// Two-lcore rows also report xcore_rtt_ns, the round trip of a cache line between the two
+// lcores at the start of the row (a VM's host may place its vCPUs near or far from each other).
+//
 // Run: build/bench/packet_bench [--benchmark_min_time=3]   (results: docs/benchmarks.md)
+// On a shared machine interleave the rows and compare medians:
+//      build/bench/packet_bench --benchmark_filter=Prescreen --benchmark_min_time=1
+//          --benchmark_repetitions=3 --benchmark_enable_random_interleaving=true   (one line)
 #include <benchmark/benchmark.h>
 #include <rte_cycles.h>
 #include <rte_eth_ring.h>
@@ -420,6 +426,45 @@ int lane_main(void* arg) {
   return 0;
 }
 
+// Cross-lcore latency: a cache line bounced between the two lcores, best round trip of
+// windows of 100 (a window in which either lcore was descheduled is not the best). The VM's
+// vCPUs are placed by its host: the same two lcores measured ~50 ns and ~280 ns on different
+// runs, and software steering pays that latency on about half of the frames. Reported with
+// every two-lcore row so that rows are compared knowing it.
+struct alignas(64) PingPong {
+  std::atomic<uint32_t> value{0};
+  uint32_t rounds = 0;
+};
+
+int pong_main(void* arg) {
+  auto* p = static_cast<PingPong*>(arg);
+  for (uint32_t i = 0; i < p->rounds; ++i) {
+    while (p->value.load(std::memory_order_acquire) != 2 * i + 1) {
+    }
+    p->value.store(2 * i + 2, std::memory_order_release);
+  }
+  return 0;
+}
+
+double cross_lcore_rtt_ns(unsigned lcore) {
+  constexpr uint32_t kWindow = 100;
+  PingPong p;
+  p.rounds = 200 * kWindow;
+  rte_eal_remote_launch(pong_main, &p, lcore);
+  uint64_t best = UINT64_MAX;
+  for (uint32_t i = 0; i < p.rounds; i += kWindow) {
+    uint64_t t0 = rte_rdtsc();
+    for (uint32_t j = i; j < i + kWindow; ++j) {
+      p.value.store(2 * j + 1, std::memory_order_release);
+      while (p.value.load(std::memory_order_acquire) != 2 * j + 2) {
+      }
+    }
+    best = std::min(best, (rte_rdtsc() - t0) / kWindow);
+  }
+  rte_eal_wait_lcore(lcore);
+  return static_cast<double>(best) * 1e9 / static_cast<double>(rte_get_tsc_hz());
+}
+
 std::map<std::string, uint64_t> lcore_counters(const LcoreStats& l) {
   std::map<std::string, uint64_t> m;
   for (const auto& [n, v] : l.counters) m[n] = v;
@@ -432,6 +477,7 @@ void run(benchmark::State& state, bool forward_only, bool emulated_rss = false) 
     state.SkipWithError("needs as many EAL lcores as workers (a machine with 2 CPUs)");
     return;
   }
+  double rtt_ns = workers > 1 ? cross_lcore_rtt_ns(rte_get_next_lcore(-1, 1, 0)) : 0;
   Bench bench(forward_only, workers, emulated_rss && workers > 1);
   LaneControl control{&bench};
   if (workers > 1) rte_eal_remote_launch(lane_main, &control, rte_get_next_lcore(-1, 1, 0));
@@ -462,6 +508,7 @@ void run(benchmark::State& state, bool forward_only, bool emulated_rss = false) 
   for (unsigned w = 0; w < workers; ++w) busiest = std::max(busiest, bench.busy_seconds(w));
   state.counters["Mpps_busy"] = static_cast<double>(forwarded) / 1e6 / busiest;
   state.counters["avg_frame_B"] = static_cast<double>(bench.bytes()) / bench.packets();
+  if (workers > 1) state.counters["xcore_rtt_ns"] = rtt_ns;
 
   PacketLayerStats stats = bench.layer().stats();
   uint64_t statements = 0, flows = 0, reasm_in_use = 0;

@@ -259,6 +259,10 @@ void print_dataplane(std::ostream& out, const json& d) {
                  "MISSED", "RX_ERR", "NOMBUF"},
                 rows);
   }
+  if (snap.contains("spread") && snap["spread"].is_string()) {
+    // How flows reach their lcore; with "software" the STEER_* columns show the hand-overs.
+    out << "spread: " << snap["spread"].get<std::string>() << "\n";
+  }
   if (snap.contains("lcores") && snap["lcores"].is_array()) {
     std::vector<std::vector<std::string>> rows;
     for (const json& l : snap["lcores"]) {
@@ -269,11 +273,12 @@ void print_dataplane(std::ostream& out, const json& d) {
                       counter_text(l, "rules_generation"), counter_text(c, "rx_packets"),
                       counter_text(c, "tx_packets"), counter_text(c, "prescreen_messages"),
                       counter_text(c, "prescreen_denied"), counter_text(c, "enforce_resets_sent"),
-                      counter_text(c, "tx_dropped")});
+                      counter_text(c, "tx_dropped"), counter_text(c, "rx_steered_in"),
+                      counter_text(c, "rx_steered_out"), counter_text(c, "rx_steer_dropped")});
     }
     print_table(out,
                 {"LCORE", "QUEUE", "FLOWS", "REASM_BYTES", "RULES_GEN", "RX", "TX", "MESSAGES",
-                 "DENIED", "RESETS", "TX_DROPPED"},
+                 "DENIED", "RESETS", "TX_DROPPED", "STEER_IN", "STEER_OUT", "STEER_DROP"},
                 rows);
   }
   if (snap.contains("audit") && snap["audit"].is_object()) {

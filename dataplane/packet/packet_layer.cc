@@ -188,8 +188,12 @@ struct alignas(RTE_CACHE_LINE_SIZE) LcoreContext {
   rte_eth_dev_tx_buffer* tx[kMaxPorts] = {};
   rte_ring* audit = nullptr;
   // Frames of other workers' flows found in the current RX burst (mbuf pointers tagged with
-  // kSteerRoleBit), per owning worker; handed to their inboxes in bulk at the end of the burst.
+  // kSteerRoleBit), per owning worker; handed to their inboxes in bulk before this worker
+  // handles the burst's own frames.
   std::vector<std::vector<void*>> steer_out;
+  // Every worker's inbox, copied here once at setup: steering reads only this worker's own
+  // lines, never the line of another worker's context that its owner writes every round.
+  std::vector<rte_ring*> peer_inbox;
   uint64_t last_drain_tsc = 0;
   uint64_t last_expire_tsc = 0;
   uint32_t now_s = 0;  // TSC seconds, for MAC learning; updated per RX burst
@@ -476,6 +480,11 @@ Status PacketLayer::Impl::setup(const PacketLayerConfig& config) {
     if (c->lcore_id != RTE_MAX_LCORE) worker_of_lcore_[c->lcore_id] = static_cast<int>(w);
     workers_.push_back(std::move(c));
   }
+  if (spread_ == SpreadMode::kSoftware) {
+    for (auto& w : workers_) {
+      for (const auto& peer : workers_) w->peer_inbox.push_back(peer->inbox);
+    }
+  }
   return Status::ok();
 }
 
@@ -569,27 +578,39 @@ bool PacketLayer::Impl::poll(LcoreContext& c) {
     uint64_t now = rte_rdtsc();
     c.now_s = static_cast<uint32_t>(now / rte_get_tsc_hz());
     prefetch_burst(pkts, n);
+    c.counters.rx_packets.inc(n);
+    uint64_t bytes = 0;
+    for (uint16_t i = 0; i < n; ++i) bytes += rte_pktmbuf_pkt_len(pkts[i]);
+    c.counters.rx_bytes.inc(bytes);
     bool steering = c.inbox != nullptr && src.role != kException;
-    for (uint16_t i = 0; i < n; ++i) {
-      rte_mbuf* m = pkts[i];
-      c.counters.rx_packets.inc();
-      c.counters.rx_bytes.inc(rte_pktmbuf_pkt_len(m));
-      uint32_t hash = 0;
-      if (steering && m->nb_segs == 1 &&
-          frame_steer_hash(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m), &hash)) {
-        // A plain TCP segment: its owner is known from the header fields at fixed offsets, so
-        // a frame of another worker's flow is handed over before anything else touches it.
-        unsigned owner = steer_worker(hash, static_cast<unsigned>(workers_.size()));
-        if (owner != c.index) {
-          steer(c, src.role, m, owner);
-        } else {
-          handle(c, src.role, m, now, false);
+    // `may_steer[i]`: frame i still needs its owner decided (handle() parses it first).
+    bool may_steer[kMaxBurst];
+    uint16_t kept = n;
+    if (steering) {
+      // First pass: a plain TCP segment's owner is known from the header fields at fixed
+      // offsets, so frames of other workers' flows are handed over, in one bulk enqueue per
+      // owner, before this worker spends time on its own frames (the owner starts on them
+      // meanwhile). The burst keeps its own frames, in order.
+      kept = 0;
+      for (uint16_t i = 0; i < n; ++i) {
+        rte_mbuf* m = pkts[i];
+        uint32_t hash = 0;
+        bool fixed = m->nb_segs == 1 && frame_steer_hash(rte_pktmbuf_mtod(m, const uint8_t*),
+                                                         rte_pktmbuf_data_len(m), &hash);
+        if (fixed) {
+          unsigned owner = steer_worker(hash, static_cast<unsigned>(workers_.size()));
+          if (owner != c.index) {
+            steer(c, src.role, m, owner);
+            continue;
+          }
         }
-        continue;
+        may_steer[kept] = !fixed;
+        pkts[kept++] = m;
       }
-      handle(c, src.role, m, now, steering);
+      flush_steered(c);
     }
-    if (steering) flush_steered(c);
+    for (uint16_t i = 0; i < kept; ++i) handle(c, src.role, pkts[i], now, steering && may_steer[i]);
+    if (steering) flush_steered(c);  // TCP frames handle() steered after a full parse
   }
   // Batch TX per poll round: what this round's bursts produced leaves now, in one burst per
   // port. Waiting for the drain timer instead would add up to drain_us to every frame of
@@ -652,7 +673,7 @@ void PacketLayer::Impl::flush_steered(LcoreContext& c) {
   for (size_t w = 0; w < c.steer_out.size(); ++w) {
     std::vector<void*>& out = c.steer_out[w];
     if (out.empty()) continue;
-    unsigned sent = rte_ring_mp_enqueue_burst(workers_[w]->inbox, out.data(),
+    unsigned sent = rte_ring_mp_enqueue_burst(c.peer_inbox[w], out.data(),
                                               static_cast<unsigned>(out.size()), nullptr);
     c.counters.rx_steered_out.inc(sent);
     if (sent < out.size()) {

@@ -618,6 +618,24 @@ class TwoWorkerTest : public PacketLayerTest {
 
   uint64_t total(const std::string& name) { return counter(name, 0) + counter(name, 1); }
 
+  static Address agent6_address() {
+    const uint8_t b[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
+    return Address::v6(b);
+  }
+  static Address db6_address() {
+    const uint8_t b[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
+    return Address::v6(b);
+  }
+  // An IPv6 frame with a hop-by-hop header inserted: the hash at fixed header offsets declines
+  // it, so the worker polling the port must parse it to find its owner.
+  static std::vector<uint8_t> with_hop_by_hop(std::vector<uint8_t> f) {
+    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
+    f[14 + 6] = 0;                                              // next header: hop-by-hop
+    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
+    f.insert(f.begin() + 14 + 40, ext, ext + 8);
+    return f;
+  }
+
   std::vector<rte_ring*> extra_rx_;  // second RX rings of two-queue ports
 };
 
@@ -672,18 +690,9 @@ TEST_F(TwoWorkerTest, BothDirectionsOfEveryFlowMeetOnTheWorkerThatOwnsIt) {
 // worker polling the port parses them and steers them by their flow key; both directions must
 // still meet on the flow's owner.
 TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
-  const uint8_t agent_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a};
-  const uint8_t db_bytes[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x14};
-  const Address agent6 = Address::v6(agent_bytes), db6 = Address::v6(db_bytes);
+  const Address agent6 = agent6_address(), db6 = db6_address();
   config_.allowed_direct_sources.push_back(Prefix{agent6, 128});
   start();
-  auto with_hop_by_hop = [](std::vector<uint8_t> f) {
-    const uint8_t ext[8] = {kIpProtoTcp, 0, 1, 4, 0, 0, 0, 0};  // next: TCP; PadN of 4
-    f[14 + 6] = 0;                                              // next header: hop-by-hop
-    store_be16(f.data() + 14 + 4, static_cast<uint16_t>(load_be16(f.data() + 14 + 4) + 8));
-    f.insert(f.begin() + 14 + 40, ext, ext + 8);
-    return f;
-  };
   constexpr uint16_t kFlows = 32;
   for (uint16_t f = 0; f < kFlows; ++f) {
     put(agent_, with_hop_by_hop(tcp(agent6, 31000 + f, db6, 5432, 1000, 0, kTcpSyn)));
@@ -701,6 +710,47 @@ TEST_F(TwoWorkerTest, FramesSteeredAfterParsingMeetTheSameOwner) {
   for (unsigned w = 0; w < 2; ++w) {
     EXPECT_GT(counter("rx_steered_out", w), 0u) << "worker " << w;
   }
+}
+
+// One RX burst mixing frames the polling worker owns, frames of the other worker's flows and
+// frames only a full parse can steer (IPv6 with a hop-by-hop header): after one poll round of
+// the polling worker, every frame of the other's flows waits in its inbox and the worker's own
+// frames left in the order they arrived.
+TEST_F(TwoWorkerTest, OneBurstIsSortedIntoOwnFramesInOrderAndFramesForTheOtherWorker) {
+  const Address agent6 = agent6_address(), db6 = db6_address();
+  config_.allowed_direct_sources.push_back(Prefix{agent6, 128});
+  start();
+  constexpr uint16_t kFrames = 24;  // one burst (config burst 32)
+  std::vector<std::vector<uint8_t>> own;
+  size_t other = 0;
+  for (uint16_t f = 0; f < kFrames; ++f) {
+    bool v6 = f % 3 == 2;
+    const Address& src = v6 ? agent6 : kAgent;
+    const Address& dst = v6 ? db6 : kDb;
+    uint16_t port = static_cast<uint16_t>(32000 + f);
+    std::vector<uint8_t> frame = tcp(src, port, dst, 5432, 1000 + f, 0, kTcpSyn);
+    if (v6) frame = with_hop_by_hop(frame);
+    bool src_is_a = false;
+    FlowKey key = make_flow_key(src, port, dst, 5432, kIpProtoTcp, &src_is_a);
+    if (layer_->software_owner(key) == 0) {
+      own.push_back(frame);
+    } else {
+      ++other;
+    }
+    put(agent_, frame);
+  }
+  ASSERT_GT(own.size(), 0u);
+  ASSERT_GT(other, 0u);
+  layer_->poll_once(0);  // worker 0 polls the agent port
+  layer_->flush(0);
+  EXPECT_EQ(counter("rx_steered_out", 0), other);
+  EXPECT_EQ(counter("rx_steered_in", 1), 0u);  // worker 1 has not polled yet
+  EXPECT_EQ(sent(db_), own);
+  layer_->poll_once(1);
+  layer_->flush(1);
+  EXPECT_EQ(counter("rx_steered_in", 1), other);
+  EXPECT_EQ(sent(db_).size(), other);
+  EXPECT_EQ(total("flows_created"), kFrames);
 }
 
 TEST_F(TwoWorkerTest, DenyOnAFlowOwnedByTheOtherWorkerResetsBothEndsAndIsAudited) {

@@ -343,8 +343,9 @@ else
 fi
 table=$(in_gw "$CTL" dataplane --socket "$WORK/admin.sock" --principal operator \
   --credential-file "$WORK/admin.secret" 2>&1)
-if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge "$W" ]; then
-  pass "pgwardenctl dataplane shows a counter row per lcore"
+if [ "$(grep -cE '^ *[01] +[01] ' <<<"$table")" -ge "$W" ] && grep -q "^spread: $SPREAD\$" <<<"$table" &&
+   grep -q 'STEER_IN' <<<"$table"; then
+  pass "pgwardenctl dataplane shows the spread and a counter row per lcore"
 else
   fail "pgwardenctl dataplane table: $table"
 fi

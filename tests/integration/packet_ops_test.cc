@@ -324,6 +324,9 @@ TEST_F(PacketOpsTest, DataplaneCommandShowsPortsLinkStateAndLcoreCountersFollowi
   EXPECT_NE(human.out.find(agent_.name), std::string::npos) << human.out;
   EXPECT_NE(human.out.find("PORT"), std::string::npos) << human.out;
   EXPECT_NE(human.out.find("LCORE"), std::string::npos) << human.out;
+  // One worker: nothing to spread, the steering columns are there and stay zero.
+  EXPECT_NE(human.out.find("spread: single_worker"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("STEER_IN"), std::string::npos) << human.out;
 
   // The optional stats file carries the same snapshot.
   json file = json::parse(slurp(dir_ + "/stats.json"), nullptr, false);
