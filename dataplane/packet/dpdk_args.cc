@@ -22,7 +22,7 @@ const char kDpdkUsage[] =
     "(kernel fanout), NICs use symmetric RSS, other ports are spread in software.\n"
     "--idle-sleep-us N: idle workers rest after --idle-spin-us without a frame: blocked\n"
     "until a frame arrives where their queues are af_packet/TAP (spin default 0), else\n"
-    "sleeping up to N us (spin default 2000); 0 = pure polling.\n"
+    "sleeping up to N us (spin default 2000); default 100; 0 = pure polling.\n"
     "SIGHUP re-reads the rule files (a bad file keeps the running rules).\n"
     "Default rule files: rules/sets/deny.rules rules/sets/approve.rules.\n";
 

@@ -81,7 +81,7 @@ struct PacketLayerConfig {
   // ppoll(2) on its queues where they have descriptors (af_packet, TAP: "interrupt" mode),
   // otherwise sleeping 1 µs at first, doubling up to this bound while it stays idle; any
   // frame resets it (docs/packet-layer.md, "Idle polling"). 0: pure polling.
-  uint32_t idle_sleep_us = 0;
+  uint32_t idle_sleep_us = 100;
   // How long an idle worker keeps polling after its last frame before it rests. Auto: 0 in
   // interrupt mode (a frame wakes it at once; spinning only takes the CPU from the peers it
   // waits for), 2 ms when it sleeps for a time (the answer to what it forwarded usually
