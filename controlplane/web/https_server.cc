@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -251,6 +252,27 @@ HttpsServer::HttpsServer(config::HttpSettings settings,
                                                                 "SameSite=Lax");
                     return resp;
                   }});
+  if (!settings_.console_dir.empty()) {
+    // The link a held client's NOTICE and the chat message carry
+    // (approvals::approval_console_url): the console's page of that request. Public like the
+    // console's files: the page asks for a login and then loads the request with its session.
+    add_route(Route{.method = "GET",
+                    .prefix = "/approvals",
+                    .access = Access::kPublic,
+                    .handler = [](const Request& r) {
+                      std::string_view id = std::string_view(r.path).substr(
+                          std::min(r.path.size(), std::strlen("/approvals/")));
+                      bool valid = !id.empty() && id.size() <= 64 &&
+                                   std::all_of(id.begin(), id.end(), [](char c) {
+                                     return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                                            c == '-' || c == '_';
+                                   });
+                      if (!valid) {
+                        return Response::error(404, "not_found", "no such approval request");
+                      }
+                      return Response::redirect("/console/#approvals/" + std::string(id));
+                    }});
+  }
   if (settings_.break_glass) {
     add_route(Route{
         .method = "POST",
