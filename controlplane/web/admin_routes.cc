@@ -89,6 +89,12 @@ std::optional<Call> route_call(const std::string& method, const std::vector<std:
     }
     return std::nullopt;
   }
+  if (is(0, "budgets")) {
+    if (get && n == 1) return Call{"budgets.list"};
+    if (get && n == 2) return Call{"budgets.show", {{"identity", p[1]}}};
+    if (post && n == 3 && p[2] == "reset") return Call{"budgets.reset", {{"identity", p[1]}}};
+    return std::nullopt;
+  }
   if (post && n == 2 && is(0, "config") && p[1] == "reload") return Call{"config.reload"};
   if (post && n == 2 && is(0, "tokens") && p[1] == "inspect") return Call{"tokens.inspect"};
   if (get && n == 1 && is(0, "audit")) {
