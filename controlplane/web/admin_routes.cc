@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status_names.h"
+
 namespace pgwarden::web {
 namespace {
 
@@ -144,7 +146,21 @@ void register_admin_routes(HttpsServer& server, AdminExecutor execute) {
             .min_role = Role::kViewer,
             .handler = [&server, execute = std::move(execute)](const Request& req) -> Response {
               Result<AdminCall> call = admin_call_for(req);
-              if (!call.is_ok()) return Response::from_status(call.status());
+              if (!call.is_ok()) {
+                // No command ran, but the person's call is audited like every other.
+                server.audit().record(audit::AuditRecord{
+                    .event = "admin",
+                    .identity = req.person->name,
+                    .groups = req.person->groups,
+                    .client_addr = req.remote_ip,
+                    .decision = std::string(status_code_snake_name(call.status().code())),
+                    .reason = call.status().message(),
+                    .extra = {{"method", req.method},
+                              {"path", req.path.substr(0, 256)},
+                              {"via", "https:" + req.person->via},
+                              {"role", role_name(req.person->role)}}});
+                return Response::from_status(call.status());
+              }
               const Role needed = call->min_role;
               if (req.person->role < needed) {
                 return server.forbid(req, "role " + std::string(role_name(req.person->role)) +

@@ -240,6 +240,13 @@ TEST_F(HttpsAdminApiTest, RolesAreEnforcedAndDenialsAudited) {
                  return j.value("event", "") == "http_denied" &&
                         j.value("identity", "") == "vera" && j.value("role", "") == "viewer";
                }).empty());
+  // A call that maps to no command is audited with its principal too.
+  EXPECT_FALSE(audit([](const json& j) {
+                 return j.value("event", "") == "admin" && j.value("identity", "") == "vera" &&
+                        j.value("decision", "") == "not_found" &&
+                        j.value("path", "") == "/api/v1/commands/shell.exec" &&
+                        j.value("via", "") == "https:bearer";
+               }).empty());
 }
 
 TEST_F(HttpsAdminApiTest, ViewersTestStatementsAgainstRuleSetsAndSearchTheAuditLog) {
