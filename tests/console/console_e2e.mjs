@@ -192,6 +192,44 @@ await step('the NOTICE link opens the request; approve its shape for 15 minutes;
   await page.browserContext().close();
 });
 
+await step('a cross-site form POST carrying the reviewer\'s cookie is refused (CSRF); the console still decides', async () => {
+  if (!logins.includes('oidc')) return;
+  const page = await sign_in('oidc');
+  const sql = `update ${table} set k = k`;
+  const client = psql(sql);
+  const card = await card_for(page, sql);
+  const id = await page.$eval(card, (e) => e.dataset.id);
+  // Another origin (the IdP's, same site: the SameSite=Lax cookie goes along) posts a form.
+  await page.goto(`${oidc_url}/jwks`, { waitUntil: 'domcontentloaded' });
+  await Promise.all([
+    page.waitForNavigation({ waitUntil: 'domcontentloaded', ...WAIT }),
+    page.evaluate((action) => {
+      const form = document.createElement('form');
+      form.method = 'POST';
+      form.action = action;
+      form.enctype = 'text/plain';
+      const input = document.createElement('input');
+      input.name = '{"reason":"forged","x":"';
+      input.value = '"}';
+      form.appendChild(input);
+      document.body.appendChild(form);
+      form.submit();
+    }, `${base}/api/v1/approvals/${id}/deny`),
+  ]);
+  const answer = await page.evaluate(() => document.body.innerText);
+  assert.match(answer, /permission_denied/);
+  assert.match(answer, /cross-origin request|CSRF/);
+  // Nothing was decided: the console shows it pending and approves it.
+  await page.goto(`${base}/console/#approvals/${id}`, { waitUntil: 'domcontentloaded' });
+  const focused = `#focused article.approval[data-id="${id}"]`;
+  await page.waitForSelector(`${focused} button.approve-once`, WAIT);
+  await page.click(`${focused} button.approve-once`);
+  const r = await client.done;
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /UPDATE 2/);
+  await page.browserContext().close();
+});
+
 await step('an operator kills a live session with a reason; the client gets 57P01 with it', async () => {
   if (!logins.includes('oidc') || !runaway_conninfo) return;
   await oidc_user('olga', 'operators');

@@ -10,6 +10,8 @@
 //  * the link in a held psql's NOTICE opens that request in the console (after the login); the
 //    reviewer sees the dry run's row count and approves the shape for 15 minutes, and a second
 //    statement of that shape runs without waiting;
+//  * a form on another origin POSTs a denial with the reviewer's cookie: refused (403, Origin /
+//    CSRF token), audited, and the request stays pending;
 //  * an operator kills a live session with a reason, and the client's FATAL 57P01 carries it;
 //  * a recording replays with the masked values the client got and its hash chain verified;
 //  * the audit search filters (event; identity + decision), and a statement tested against the
@@ -242,6 +244,13 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
               j.dump().find("olga") != std::string::npos;
   }
   EXPECT_TRUE(killed) << gw_->audit_log();
+  // The forged cross-site form POST: refused before any command, audited with the person.
+  bool csrf = false;
+  for (const json& j : audit("http_denied")) {
+    csrf |= j.value("identity", "") == "alice" &&
+            j.value("reason", "").find("cross-origin request") != std::string::npos;
+  }
+  EXPECT_TRUE(csrf) << gw_->audit_log();
   // The table holds the approved text, as typed, and not the denied one.
   auto v = gw_->pg().psql("select distinct v from public.t_console");
   ASSERT_TRUE(v.is_ok());
