@@ -284,10 +284,9 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
       if (webhook != nullptr) webhook->enqueue(approvals::webhook_body(r));
       if (chat_webhook != nullptr) {
         auto current = config_store->current();
-        chat_webhook->enqueue(
-            approvals::chat_message(
-                r, approvals::approval_console_url(current->console_public_url(), r.id)),
-            r.id);
+        chat_webhook->enqueue(approvals::chat_message(r, approvals::approval_console_url(
+                                                             current->console_public_url(), r.id)),
+                              r.id);
       }
     };
   }

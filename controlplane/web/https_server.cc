@@ -109,6 +109,20 @@ bool setup_tls(SSL_CTX& ctx, const std::string& cert, const std::string& key) {
   return true;
 }
 
+// GET /approvals/ID -> 303 /console/#approvals/ID; 404 for anything but an approval id.
+Response approval_page_redirect(const Request& r) {
+  constexpr std::string_view kPrefix = "/approvals/";
+  std::string_view id = std::string_view(r.path).substr(std::min(r.path.size(), kPrefix.size()));
+  auto id_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+  };
+  if (!r.path.starts_with(kPrefix) || id.empty() || id.size() > 64 ||
+      !std::all_of(id.begin(), id.end(), id_char)) {
+    return Response::error(404, "not_found", "no such approval request");
+  }
+  return Response::redirect("/console/#approvals/" + std::string(id));
+}
+
 }  // namespace
 
 std::string Request::header(std::string_view lower_name) const {
@@ -259,19 +273,7 @@ HttpsServer::HttpsServer(config::HttpSettings settings,
     add_route(Route{.method = "GET",
                     .prefix = "/approvals",
                     .access = Access::kPublic,
-                    .handler = [](const Request& r) {
-                      std::string_view id = std::string_view(r.path).substr(
-                          std::min(r.path.size(), std::strlen("/approvals/")));
-                      bool valid = !id.empty() && id.size() <= 64 &&
-                                   std::all_of(id.begin(), id.end(), [](char c) {
-                                     return std::isalnum(static_cast<unsigned char>(c)) != 0 ||
-                                            c == '-' || c == '_';
-                                   });
-                      if (!valid) {
-                        return Response::error(404, "not_found", "no such approval request");
-                      }
-                      return Response::redirect("/console/#approvals/" + std::string(id));
-                    }});
+                    .handler = approval_page_redirect});
   }
   if (settings_.break_glass) {
     add_route(Route{

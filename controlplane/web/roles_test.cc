@@ -56,8 +56,8 @@ TEST(Roles, EveryCommandPgwardenctlSendsHasARole) {
        it != std::sregex_iterator(); ++it) {
     commands.insert((*it)[1].str());
   }
-  for (const char* rules : {"rules.list", "rules.show", "rules.test", "rules.add",
-                            "rules.remove", "rules.reload"}) {
+  for (const char* rules :
+       {"rules.list", "rules.show", "rules.test", "rules.add", "rules.remove", "rules.reload"}) {
     commands.insert(rules);  // sent as "rules." + the subcommand
   }
   EXPECT_GT(commands.size(), 20u) << "the pattern no longer finds pgwardenctl's commands";

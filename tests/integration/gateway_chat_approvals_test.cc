@@ -221,10 +221,9 @@ TEST_F(GatewayChatApprovalsTest, HeldPsqlStatementIsApprovedByASignedChatClick) 
   EXPECT_EQ(trail.front(), "approval_requested") << gw_->audit_log();
   EXPECT_EQ(trail.back(), "statement_end") << gw_->audit_log();
   std::sort(trail.begin(), trail.end());
-  EXPECT_EQ(trail,
-            (std::vector<std::string>{"approval_approved", "approval_chat_sent",
-                                      "approval_requested", "chat_callback", "statement",
-                                      "statement_end"}))
+  EXPECT_EQ(trail, (std::vector<std::string>{"approval_approved", "approval_chat_sent",
+                                             "approval_requested", "chat_callback", "statement",
+                                             "statement_end"}))
       << gw_->audit_log();
   EXPECT_EQ(gw_->audit_log().find("8f742231b10e8888abcd99yyyzzz85a5-test"), std::string::npos);
   EXPECT_EQ(gw_->cp_log().find("8f742231b10e8888abcd99yyyzzz85a5-test"), std::string::npos);

@@ -447,8 +447,8 @@ TEST_F(HttpsAdminApiTest, PgwardenctlLogsInWithAPastedTokenOrDeviceCodeAndTalksH
   for (const auto& [why, token] : refused) {
     std::string file = dir_ + "/token-" + why;
     std::ofstream(file) << token << "\n";
-    CtlResult r = ctl({"--server", base(), "--cacert", ca, "--token-file", file, "approvals",
-                       "list"});
+    CtlResult r =
+        ctl({"--server", base(), "--cacert", ca, "--token-file", file, "approvals", "list"});
     EXPECT_EQ(r.code, 3) << why << ": " << r.out << r.err;
     EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("log in again: pgwardenctl login --server " + base()), std::string::npos)
