@@ -149,9 +149,19 @@ function replay_record(rec) {
     case 'session_start':
       return el('div', { class: 'rec start' }, `-- session of ${rec.identity} (${(rec.groups || []).join(', ')}) to ${rec.target} from ${rec.client_addr || '?'} at ${fmt_time(rec.ts)}`);
     case 'statement':
+      // A statement is recorded before it runs, its rows while they stream, and its completion
+      // (phase end) after: shown like psql shows them, the statement once, then the rows, then
+      // the count or the error.
+      if (rec.phase === 'end') {
+        return el('div', { class: 'rec completion' + (rec.error ? ' pg-error' : '') },
+          rec.error ? `ERROR:  ${rec.error.message} (${rec.error.sqlstate})`
+            : `(${rec.rows ?? 0} ${rec.rows === 1 ? 'row' : 'rows'})`,
+          rec.masked_cells ? el('span', { class: 'muted' }, ` · ${rec.masked_cells} values masked`) : null);
+      }
       return el('div', { class: 'rec statement' },
         el('span', { class: 'prompt' }, `${rec.target || ''}=> `), highlight_sql(rec.sql || ''),
         el('div', { class: 'verdict ' + (rec.verdict || '') }, `-- ${rec.verdict || ''}${rec.rule ? ' by ' + rec.rule : ''}${rec.tag ? ' · ' + rec.tag : ''}${rec.approval_id ? ' · approval ' + rec.approval_id : ''}`),
+        rec.verdict === 'deny' ? el('div', { class: 'pg-error' }, `ERROR:  ${rec.message || 'statement denied by policy'}`) : null,
         rec.error ? el('div', { class: 'pg-error' }, `ERROR:  ${rec.error.message} (${rec.error.sqlstate})`) : null);
     case 'rows': {
       const cols = (rec.columns || []).map((c) => (typeof c === 'string' ? c : c.name));

@@ -276,6 +276,10 @@ await step('a recording replays as the client saw it (masked values) with its ve
       found = true;
       const cells = await page.$$eval('.replay table.rows tbody td', (n) => n.map((x) => x.textContent));
       assert.deepEqual(cells, emails);
+      // As psql showed it: the statement once, its rows, then the count.
+      const sqls = await page.$$eval('.replay .rec.statement', (n) => n.map((x) => x.textContent));
+      assert.equal(sqls.filter((t) => t.includes('select email from crm.customers')).length, 1, sqls.join('\n'));
+      assert.match(await page.$eval('.replay .rec.completion', (e) => e.textContent), /^\(3 rows\) · 3 values masked/);
       // The session is sealed once cp saw its end (psql has exited): open the page again until.
       const deadline = Date.now() + WAIT.timeout;
       while (await page.$eval('p.verify', (e) => e.dataset.state) === 'open' && Date.now() < deadline) {
