@@ -223,6 +223,11 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
       r.extra["approval_id"] = std::string(approval_id);
       audit_log->record(r);
     };
+    wo.on_delivered = [audit_log](std::string_view approval_id) {
+      audit::AuditRecord r{.event = "approval_webhook_sent", .decision = "sent"};
+      r.extra["approval_id"] = std::string(approval_id);
+      audit_log->record(r);
+    };
     auto webhook = approvals::WebhookNotifier::create(std::move(wo));
     if (!webhook.is_ok()) return webhook.status();
     cp->webhook_ = std::move(webhook).value();
