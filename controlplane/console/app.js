@@ -187,9 +187,10 @@ function verify_line(v) {
   if (v.ok === undefined) return el('p', { class: 'verify bad', dataset: { state: 'error' } }, `Not verified: ${v.error}`);
   const state = v.state || (v.ok ? 'intact' : 'tampered');
   const good = v.ok === true && (state === 'sealed' || state === 'open');
-  const text = good
+  let text = good
     ? `Hash chain verified: ${v.records} records, ${state === 'sealed' ? 'sealed' : 'still recording'}`
     : `Verification FAILED (${state})${v.bad_seq ? ` at record ${v.bad_seq}` : ''}${v.reason ? ': ' + v.reason : ''}`;
+  if (v.ok === true && state === 'unsealed') text = `Hash chain intact: ${v.records} records, never sealed (the session ended in a crash)`;
   return el('p', { class: 'verify ' + (good ? 'good' : 'bad'), dataset: { state } }, text,
     v.detail ? el('span', { class: 'muted' }, ` · ${v.detail}`) : null,
     v.gaps ? el('span', {}, ` · ${v.gaps} recording gaps (${v.missing_records} records missing)`) : null);
