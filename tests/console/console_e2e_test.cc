@@ -173,7 +173,7 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
   static inline SamlIdpProcess* saml_ = nullptr;
 };
 
-TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlStatements) {
+TEST_F(ConsoleE2eTest, ReviewersAndOperatorsSignedInWithOidcOrSamlUseEveryConsolePage) {
   std::string console_tests = std::string(PGW_SOURCE_ROOT) + "/tests/console";
   struct stat st;
   if (stat((console_tests + "/node_modules/puppeteer-core").c_str(), &st) != 0) {
