@@ -57,6 +57,12 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_EQ(c.audit_sinks[2].kind, AuditSink::Kind::kPostgres);
   EXPECT_EQ(c.audit_sinks[2].target, "crm");
   EXPECT_EQ(c.approvals.webhook_url, "https://chatops.example.com/hooks/pgwarden");
+  // Links in NOTICEs and chat messages lead to the console's page of the request; no
+  // console files, no link.
+  EXPECT_EQ(c.console_public_url(), "https://pgwarden.example.com:8443");
+  Config no_console = c;
+  no_console.control_plane.http.console_dir.clear();
+  EXPECT_EQ(no_console.console_public_url(), "");
   // People review over HTTPS with the SSO; the static principal is only the break-glass
   // account (on the local admin socket; over HTTPS it stays off).
   EXPECT_EQ(c.control_plane.http.listen, "0.0.0.0:8443");

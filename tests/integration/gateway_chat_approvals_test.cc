@@ -61,6 +61,7 @@ class GatewayChatApprovalsTest : public SharedGatewayTest<GatewayChatApprovalsTe
                  {"tls_cert_file", dir_ + "/server.crt"},
                  {"tls_key_file", dir_ + "/server.key"},
                  {"public_url", base()},
+                 {"console_dir", std::string(PGW_SOURCE_ROOT) + "/controlplane/console"},
                  {"threads", 2},
                  {"role_groups", {{"reviewer", {"reviewers"}}}}};
     json patch = {
