@@ -44,9 +44,10 @@ WebhookNotifier::~WebhookNotifier() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool WebhookNotifier::enqueue(const nlohmann::json& body) {
+bool WebhookNotifier::enqueue(const nlohmann::json& body, std::string approval_id) {
   Item item;
-  if (auto id = body.find("id"); id != body.end() && id->is_string()) {
+  item.approval_id = std::move(approval_id);
+  if (auto id = body.find("id"); item.approval_id.empty() && id != body.end() && id->is_string()) {
     item.approval_id = id->get<std::string>();
   }
   item.body = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -73,6 +74,7 @@ void WebhookNotifier::run() {
     Status st = post(item.body);
     if (st.is_ok()) {
       ++webhook_sent_;
+      if (options_.on_delivered) options_.on_delivered(item.approval_id);
     } else {
       ++webhook_failed_;
       if (options_.on_failure) options_.on_failure(item.approval_id, st);

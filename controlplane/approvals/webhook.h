@@ -11,8 +11,8 @@
 // bounded queue (full -> the notification is dropped and counted) and one background thread
 // posts, with a connect timeout and an overall timeout per attempt, a bounded response read
 // and no retries. A slow or failing webhook therefore never delays creating, deciding or
-// expiring a request. Each failed attempt is counted and reported to `on_failure` (the
-// control plane logs and audits it).
+// expiring a request. Each failed attempt is counted and reported to `on_failure`, each
+// delivery to `on_delivered` (the control plane logs and audits both).
 //
 // Thread-safety: enqueue() and the counters are safe from any thread.
 #pragma once
@@ -48,6 +48,9 @@ struct WebhookOptions {
   // when the body has none) and the error (never containing the Authorization value).
   // Must not block for long: later notifications wait behind it.
   std::function<void(std::string_view approval_id, const Status& error)> on_failure;
+  // Called on the notifier thread after a delivered notification (a 2xx answer) with its
+  // approval request id (the audit trail's "message sent" step). Same rules as on_failure.
+  std::function<void(std::string_view approval_id)> on_delivered;
 };
 
 #define PGW_WEBHOOK_COUNTERS(X) \
@@ -66,7 +69,8 @@ class WebhookNotifier {
   WebhookNotifier& operator=(const WebhookNotifier&) = delete;
 
   // Queues `body` for POSTing; false (and webhook_dropped++) when the queue is full.
-  bool enqueue(const nlohmann::json& body);
+  // `approval_id` names the request in on_failure/on_delivered; "" = the body's "id".
+  bool enqueue(const nlohmann::json& body, std::string approval_id = "");
 
 #define PGW_DECLARE_COUNTER(name) \
   uint64_t name() const { return name##_.load(); }

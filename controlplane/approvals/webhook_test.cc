@@ -198,6 +198,39 @@ TEST(WebhookNotifier, PostsJsonForNewApprovalRequest) {
   std::filesystem::remove_all(tmpl);
 }
 
+// A chat message has no top-level "id": the caller names its request, and the delivery is
+// reported (cp audits it as approval_chat_sent); a failure is not reported as delivered.
+TEST(WebhookNotifier, ReportsEachDeliveryWithTheRequestItNames) {
+  TinyHttpServer server;
+  std::mutex mu;
+  std::vector<std::string> delivered;
+  WebhookOptions o{.url = server.url()};
+  o.on_delivered = [&](std::string_view id) {
+    std::lock_guard lock(mu);
+    delivered.emplace_back(id);
+  };
+  auto hook = WebhookNotifier::create(std::move(o));
+  ASSERT_TRUE(hook.is_ok());
+  EXPECT_TRUE((*hook)->enqueue({{"text", "approval needed"}, {"blocks", nlohmann::json::array()}},
+                               "req-7"));
+  EXPECT_TRUE((*hook)->enqueue({{"id", "req-8"}}));
+  ASSERT_TRUE(eventually([&] { return (*hook)->webhook_sent() == 2; }));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(delivered, (std::vector<std::string>{"req-7", "req-8"}));
+  }
+  TinyHttpServer failing(500);
+  bool reported = false;
+  WebhookOptions f{.url = failing.url()};
+  f.on_delivered = [&](std::string_view) { reported = true; };
+  auto bad = WebhookNotifier::create(std::move(f));
+  ASSERT_TRUE(bad.is_ok());
+  EXPECT_TRUE((*bad)->enqueue({{"id", "req-9"}}));
+  ASSERT_TRUE(eventually([&] { return (*bad)->webhook_failed() == 1; }));
+  bad->reset();  // joins the notifier thread: no late report
+  EXPECT_FALSE(reported);
+}
+
 TEST(WebhookNotifier, ErrorStatusAndUnreachableEndpointCountAsFailures) {
   TinyHttpServer server(500);
   std::mutex mu;

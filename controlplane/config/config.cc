@@ -1178,7 +1178,10 @@ std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
   return "verify-full";
 }
 
-std::string Config::console_public_url() const { return control_plane.http.public_url; }
+std::string Config::console_public_url() const {
+  // Without console files there is no page behind the link (/approvals/ID would be a 404).
+  return control_plane.http.console_dir.empty() ? std::string() : control_plane.http.public_url;
+}
 
 const Target* Config::find_target(std::string_view name) const {
   for (const Target& t : targets) {

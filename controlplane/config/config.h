@@ -288,7 +288,7 @@ struct Config {
 
   const Target* find_target(std::string_view name) const;
   // The web console's public base URL (links in approval notices and chat messages); "" when
-  // none is configured.
+  // no public_url or no console_dir is configured.
   std::string console_public_url() const;
   // The first policy in file order whose groups intersect `groups` (or contain "*") and
   // whose targets contain `target` (or "*"); nullptr when none: the session is refused.

@@ -57,6 +57,21 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_EQ(c.audit_sinks[2].kind, AuditSink::Kind::kPostgres);
   EXPECT_EQ(c.audit_sinks[2].target, "crm");
   EXPECT_EQ(c.approvals.webhook_url, "https://chatops.example.com/hooks/pgwarden");
+  // Links in NOTICEs and chat messages lead to the console's page of the request; no
+  // console files, no link.
+  EXPECT_EQ(c.console_public_url(), "https://pgwarden.example.com:8443");
+  Config no_console = c;
+  no_console.control_plane.http.console_dir.clear();
+  EXPECT_EQ(no_console.console_public_url(), "");
+  // People review over HTTPS with the SSO; the static principal is only the break-glass
+  // account (on the local admin socket; over HTTPS it stays off).
+  EXPECT_EQ(c.control_plane.http.listen, "0.0.0.0:8443");
+  ASSERT_TRUE(c.control_plane.http.oidc.has_value());
+  EXPECT_EQ(c.control_plane.http.oidc->client_id, "pgwarden");
+  EXPECT_EQ(c.control_plane.http.role_groups.reviewer, std::vector<std::string>{"reviewers"});
+  EXPECT_FALSE(c.control_plane.http.break_glass);
+  ASSERT_EQ(c.control_plane.admin_principals.size(), 1u);
+  EXPECT_EQ(c.control_plane.admin_principals[0].name, "break-glass");
   ASSERT_EQ(c.budgets.size(), 1u);
   EXPECT_EQ(c.budgets[0].name, "agents-hourly");
   EXPECT_EQ(c.budgets[0].window_ms, 3600000);
@@ -373,6 +388,7 @@ TEST(ConfigTest, StateStoreIsTheFileStoreByDefaultOrAValidatedPostgresStore) {
                         "$.control_plane.state_store: dsn_file, node_id, admin_url, "
                         "node_key_file and node_ca_file only apply to kind \"postgres\""));
   // Recordings of other nodes: an https admin_url of this node's HTTPS API, with a node key.
+  j["control_plane"].erase("http");
   j["control_plane"]["state_store"] = {{"kind", "postgres"},
                                        {"dsn_file", "/etc/pgwarden/store.dsn"},
                                        {"node_id", "gw-1"},

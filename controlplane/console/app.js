@@ -48,13 +48,13 @@ async function login_view() {
 
 const DURATIONS = [[900, '15 minutes'], [3600, '1 hour'], [14400, '4 hours'], [86400, '1 day']];
 
-function approval_card(a) {
+function approval_card(a, focus = '') {
   const reason_input = el('input', { type: 'text', class: 'reason', placeholder: 'reason (required to deny)', 'aria-label': 'reason' });
   const duration = el('select', { class: 'duration', 'aria-label': 'grant duration' },
     DURATIONS.map(([s, label]) => el('option', { value: String(s) }, label)));
   const decide = (verb, body, text) => run(async () => {
     await api.post(`/api/v1/approvals/${enc(a.id)}/${verb}`, body);
-    await approvals_view();
+    await approvals_view(focus);
   }, text);
   const estimate = [];
   if (a.estimated_rows !== null && a.estimated_rows !== undefined) estimate.push(`planner estimate ${a.estimated_rows} rows`);
@@ -72,6 +72,9 @@ function approval_card(a) {
       el('dt', {}, 'Why'), el('dd', { class: 'why' }, [a.request_reason, a.rule && `rule ${a.rule}`, ...(a.effect || [])].filter(Boolean).join(' · ') || '—'),
       el('dt', {}, 'Effect'), el('dd', { class: 'estimate' }, estimate.join(' · ') || 'no estimate'),
       el('dt', {}, 'Groups'), el('dd', {}, (a.groups || []).join(', ') || '—'),
+      a.required_approvals > 1 ? [el('dt', {}, 'Votes'), el('dd', { class: 'votes' },
+        `${(a.votes || []).length} of ${a.required_approvals} approvals`,
+        (a.votes || []).length ? ` (${a.votes.map((v) => v.decider).join(', ')})` : '')] : null,
       a.approver_groups && a.approver_groups.length ? [el('dt', {}, 'Approvers'), el('dd', {}, a.approver_groups.join(', '))] : null),
     a.state === 'pending' ? el('div', { class: 'actions' },
       el('button', { class: 'approve-once', onclick: () => decide('approve', { scope: 'once', reason: reason_input.value }, `approved ${a.id} once`) }, 'Approve once'),
@@ -83,23 +86,33 @@ function approval_card(a) {
         if (!reason_input.value.trim()) { flash('a denial needs a reason', 'error'); reason_input.focus(); return; }
         decide('deny', { reason: reason_input.value }, `denied ${a.id}`);
       } }, 'Deny'))
-      : el('p', { class: 'decided' }, `${a.state} by ${a.decider || '—'}${a.decision_reason ? ': ' + a.decision_reason : ''}`));
+      : el('p', { class: 'decided' }, `${a.state} by ${a.decider || '—'}${a.decision_reason ? ': ' + a.decision_reason : ''}`,
+        a.state === 'approved' && a.scope === 'shape' && a.grant_expires_ms ? ` · this shape is approved until ${fmt_time(a.grant_expires_ms)}` : ''));
 }
 
-async function approvals_view() {
+// `focus`: the id of '#approvals/ID' (the link in the held client's NOTICE and in chat): that
+// request is shown first, whatever its state, above the queue.
+async function approvals_view(focus = '') {
   const state = document.getElementById('approval-state')?.value || 'pending';
-  const r = await api.get('/api/v1/approvals?state=' + enc(state));
-  const picker = el('select', { id: 'approval-state', onchange: () => run(approvals_view) },
+  const [r, focused] = await Promise.all([
+    api.get('/api/v1/approvals?state=' + enc(state)),
+    focus ? api.get('/api/v1/approvals/' + enc(focus)).catch((e) => ({ missing: e.message })) : null,
+  ]);
+  const picker = el('select', { id: 'approval-state', onchange: () => run(() => approvals_view(focus)) },
     ['pending', 'approved', 'denied', 'expired', 'all'].map((s) => el('option', { value: s, selected: s === state }, s)));
-  const list = r.approvals || [];
+  const list = (r.approvals || []).filter((a) => !focused || a.id !== focused.id);
   // Keep what the reviewer is typing: re-render only when the queue changed.
-  const key = state + JSON.stringify(list.map((a) => [a.id, a.state]));
+  const key = state + JSON.stringify([focused && [focused.id, focused.state, (focused.votes || []).length],
+    list.map((a) => [a.id, a.state, (a.votes || []).length])]);
   if (main.dataset.view === 'approvals' && main.dataset.key === key) return;
   main.dataset.view = 'approvals';
   main.dataset.key = key;
   fill(main,
     el('div', { class: 'toolbar' }, el('h2', {}, 'Approvals'), el('label', {}, 'Show ', picker)),
-    list.length ? el('div', { id: 'approvals' }, list.map(approval_card))
+    focused ? el('section', { id: 'focused' }, focused.missing
+      ? el('p', { class: 'flash error' }, `Approval ${focus}: ${focused.missing}`)
+      : approval_card(focused, focus)) : null,
+    list.length ? el('div', { id: 'approvals' }, list.map((a) => approval_card(a, focus)))
       : el('p', { class: 'empty' }, `No ${state === 'all' ? '' : state + ' '}approvals.`));
 }
 
@@ -108,7 +121,11 @@ async function approvals_view() {
 async function sessions_view() {
   const r = await api.get('/api/v1/sessions');
   const live = r.live || [];
+  // Keep a reason being typed: re-render only when the sessions changed.
+  const key = JSON.stringify(live.map((s) => s.session_id));
+  if (main.dataset.view === 'sessions' && main.dataset.key === key) return;
   main.dataset.view = 'sessions';
+  main.dataset.key = key;
   fill(main, el('h2', {}, 'Live sessions'),
     live.length ? el('table', {},
       el('thead', {}, el('tr', {}, ['Session', 'Identity', 'Groups', 'Target', 'Policy', 'Client', ''].map((h) => el('th', {}, h)))),
@@ -120,7 +137,7 @@ async function sessions_view() {
           el('td', {}, s.client_addr || ''),
           el('td', {}, reason, el('button', { class: 'danger kill', onclick: () => {
             if (!reason.value.trim()) { flash('killing a session needs a reason', 'error'); return; }
-            run(async () => { await api.post(`/api/v1/sessions/${enc(s.session_id)}/kill`, { reason: reason.value }); await sessions_view(); }, `killed ${s.session_id}`);
+            run(async () => { await api.post(`/api/v1/sessions/${enc(s.session_id)}/kill`, { reason: reason.value }); await sessions_view(); }, `killed ${s.session_id}: ${reason.value}`);
           } }, 'Kill')));
       }))) : el('p', { class: 'empty' }, 'No live sessions.'));
 }
@@ -132,9 +149,19 @@ function replay_record(rec) {
     case 'session_start':
       return el('div', { class: 'rec start' }, `-- session of ${rec.identity} (${(rec.groups || []).join(', ')}) to ${rec.target} from ${rec.client_addr || '?'} at ${fmt_time(rec.ts)}`);
     case 'statement':
+      // A statement is recorded before it runs, its rows while they stream, and its completion
+      // (phase end) after: shown like psql shows them, the statement once, then the rows, then
+      // the count or the error.
+      if (rec.phase === 'end') {
+        return el('div', { class: 'rec completion' + (rec.error ? ' pg-error' : '') },
+          rec.error ? `ERROR:  ${rec.error.message} (${rec.error.sqlstate})`
+            : `(${rec.rows ?? 0} ${rec.rows === 1 ? 'row' : 'rows'})`,
+          rec.masked_cells ? el('span', { class: 'muted' }, ` · ${rec.masked_cells} values masked`) : null);
+      }
       return el('div', { class: 'rec statement' },
         el('span', { class: 'prompt' }, `${rec.target || ''}=> `), highlight_sql(rec.sql || ''),
         el('div', { class: 'verdict ' + (rec.verdict || '') }, `-- ${rec.verdict || ''}${rec.rule ? ' by ' + rec.rule : ''}${rec.tag ? ' · ' + rec.tag : ''}${rec.approval_id ? ' · approval ' + rec.approval_id : ''}`),
+        rec.verdict === 'deny' ? el('div', { class: 'pg-error' }, `ERROR:  ${rec.message || 'statement denied by policy'}`) : null,
         rec.error ? el('div', { class: 'pg-error' }, `ERROR:  ${rec.error.message} (${rec.error.sqlstate})`) : null);
     case 'rows': {
       const cols = (rec.columns || []).map((c) => (typeof c === 'string' ? c : c.name));
@@ -154,18 +181,31 @@ function replay_record(rec) {
   }
 }
 
+// The hash-chain verification of a recording (sessions.verify: state sealed | open | unsealed |
+// truncated | tampered, docs/recording.md).
+function verify_line(v) {
+  if (v.ok === undefined) return el('p', { class: 'verify bad', dataset: { state: 'error' } }, `Not verified: ${v.error}`);
+  const state = v.state || (v.ok ? 'intact' : 'tampered');
+  const good = v.ok === true && (state === 'sealed' || state === 'open');
+  let text = good
+    ? `Hash chain verified: ${v.records} records, ${state === 'sealed' ? 'sealed' : 'still recording'}`
+    : `Verification FAILED (${state})${v.bad_seq ? ` at record ${v.bad_seq}` : ''}${v.reason ? ': ' + v.reason : ''}`;
+  if (v.ok === true && state === 'unsealed') text = `Hash chain intact: ${v.records} records, never sealed (the session ended in a crash)`;
+  return el('p', { class: 'verify ' + (good ? 'good' : 'bad'), dataset: { state } }, text,
+    v.detail ? el('span', { class: 'muted' }, ` · ${v.detail}`) : null,
+    v.gaps ? el('span', {}, ` · ${v.gaps} recording gaps (${v.missing_records} records missing)`) : null);
+}
+
 async function replay_view(id) {
   const [r, v] = await Promise.all([
     api.get(`/api/v1/sessions/${enc(id)}/replay`),
-    api.get(`/api/v1/sessions/${enc(id)}/verify`).catch((e) => ({ ok: false, error: e.message })),
+    api.get(`/api/v1/sessions/${enc(id)}/verify`).catch((e) => ({ error: e.message })),
   ]);
   main.dataset.view = 'replay';
-  const verified = v && v.ok !== false && (v.valid === true || v.ok === true || v.status === 'ok' || v.verified === true);
   fill(main,
     el('div', { class: 'toolbar' }, el('h2', {}, 'Recording ', el('span', { class: 'mono' }, id)),
       el('button', { onclick: () => run(recordings_view) }, 'Back')),
-    el('p', { class: 'verify ' + (verified ? 'good' : 'bad') },
-      verified ? 'Hash chain verified.' : 'Verification: ', verified ? '' : JSON.stringify(v)),
+    verify_line(v),
     el('div', { class: 'replay' }, (r.records || []).filter((x) => x.kind !== 'seal').map(replay_record)));
 }
 
@@ -250,12 +290,20 @@ function stop_poll() {
 
 async function route() {
   stop_poll();
-  const name = (location.hash.replace(/^#/, '') || 'approvals').split('/')[0];
+  // '#approvals/ID' opens one request (the link a held client's NOTICE and chat carry).
+  const [name, arg = ''] = (location.hash.replace(/^#/, '') || 'approvals').split('/');
   const view = VIEWS[name] || approvals_view;
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.getAttribute('href') === '#' + name);
   delete main.dataset.key;
-  await run(view);
-  if (view === approvals_view) poll = setInterval(() => run(approvals_view), 2000);
+  if (view === sessions_view) {
+    await run(view);
+    poll = setInterval(() => run(view), 2000);
+    return;
+  }
+  if (view !== approvals_view) return run(view);
+  const focus = decodeURIComponent(arg);
+  await run(() => approvals_view(focus));
+  poll = setInterval(() => run(() => approvals_view(focus)), 2000);
 }
 
 async function start() {

@@ -171,6 +171,12 @@ Result<json> AdminClient::call_https(const std::string& command, const json& arg
     return internal_error("malformed answer from " + server_);
   }
   if (response->status == 429) return resource_exhausted(reply["error"].value("message", ""));
+  if (response->status == 401) {
+    // The token is expired, for another audience or issuer, or not signed by the IdP: say
+    // what the server said and how to get a good one.
+    return unauthenticated(reply["error"].value("message", "token refused") +
+                           "; log in again: pgwardenctl login --server " + server_);
+  }
   return status_from_error(reply["error"]);
 }
 

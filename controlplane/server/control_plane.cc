@@ -223,6 +223,11 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
       r.extra["approval_id"] = std::string(approval_id);
       audit_log->record(r);
     };
+    wo.on_delivered = [audit_log](std::string_view approval_id) {
+      audit::AuditRecord r{.event = "approval_webhook_sent", .decision = "sent"};
+      r.extra["approval_id"] = std::string(approval_id);
+      audit_log->record(r);
+    };
     auto webhook = approvals::WebhookNotifier::create(std::move(wo));
     if (!webhook.is_ok()) return webhook.status();
     cp->webhook_ = std::move(webhook).value();
@@ -233,10 +238,18 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
                                  .timeout_ms = cfg->approvals.webhook_timeout_ms,
                                  .connect_timeout_ms = cfg->approvals.webhook_connect_timeout_ms,
                                  .ca_file = chat.webhook_ca_file};
-    wo.on_failure = [audit_log](std::string_view, const Status& error) {
+    wo.on_failure = [audit_log](std::string_view approval_id, const Status& error) {
       spdlog::warn("approval chat webhook failed: {}", error.message());
       audit::AuditRecord r{.event = "approval_chat_webhook_failed", .decision = "failed"};
       r.reason = error.message();
+      if (!approval_id.empty()) r.extra["approval_id"] = std::string(approval_id);
+      audit_log->record(r);
+    };
+    // The reviewers' chat has the message: one step of the request's audit trail.
+    wo.on_delivered = [audit_log](std::string_view approval_id) {
+      if (approval_id.empty()) return;  // a break-glass page, audited on its own
+      audit::AuditRecord r{.event = "approval_chat_sent", .decision = "sent"};
+      r.extra["approval_id"] = std::string(approval_id);
       audit_log->record(r);
     };
     auto chat_webhook = approvals::WebhookNotifier::create(std::move(wo));
@@ -276,8 +289,9 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
       if (webhook != nullptr) webhook->enqueue(approvals::webhook_body(r));
       if (chat_webhook != nullptr) {
         auto current = config_store->current();
-        chat_webhook->enqueue(approvals::chat_message(
-            r, approvals::approval_console_url(current->console_public_url(), r.id)));
+        chat_webhook->enqueue(approvals::chat_message(r, approvals::approval_console_url(
+                                                             current->console_public_url(), r.id)),
+                              r.id);
       }
     };
   }

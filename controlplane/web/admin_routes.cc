@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status_names.h"
+
 namespace pgwarden::web {
 namespace {
 
@@ -89,6 +91,12 @@ std::optional<Call> route_call(const std::string& method, const std::vector<std:
     }
     return std::nullopt;
   }
+  if (is(0, "budgets")) {
+    if (get && n == 1) return Call{"budgets.list"};
+    if (get && n == 2) return Call{"budgets.show", {{"identity", p[1]}}};
+    if (post && n == 3 && p[2] == "reset") return Call{"budgets.reset", {{"identity", p[1]}}};
+    return std::nullopt;
+  }
   if (post && n == 2 && is(0, "config") && p[1] == "reload") return Call{"config.reload"};
   if (post && n == 2 && is(0, "tokens") && p[1] == "inspect") return Call{"tokens.inspect"};
   if (get && n == 1 && is(0, "audit")) {
@@ -138,7 +146,21 @@ void register_admin_routes(HttpsServer& server, AdminExecutor execute) {
             .min_role = Role::kViewer,
             .handler = [&server, execute = std::move(execute)](const Request& req) -> Response {
               Result<AdminCall> call = admin_call_for(req);
-              if (!call.is_ok()) return Response::from_status(call.status());
+              if (!call.is_ok()) {
+                // No command ran, but the person's call is audited like every other.
+                server.audit().record(audit::AuditRecord{
+                    .event = "admin",
+                    .identity = req.person->name,
+                    .groups = req.person->groups,
+                    .client_addr = req.remote_ip,
+                    .decision = std::string(status_code_snake_name(call.status().code())),
+                    .reason = call.status().message(),
+                    .extra = {{"method", req.method},
+                              {"path", req.path.substr(0, 256)},
+                              {"via", "https:" + req.person->via},
+                              {"role", role_name(req.person->role)}}});
+                return Response::from_status(call.status());
+              }
               const Role needed = call->min_role;
               if (req.person->role < needed) {
                 return server.forbid(req, "role " + std::string(role_name(req.person->role)) +

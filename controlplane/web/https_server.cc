@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -106,6 +107,20 @@ bool setup_tls(SSL_CTX& ctx, const std::string& cert, const std::string& key) {
   SSL_CTX_set_options(
       &ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
   return true;
+}
+
+// GET /approvals/ID -> 303 /console/#approvals/ID; 404 for anything but an approval id.
+Response approval_page_redirect(const Request& r) {
+  constexpr std::string_view kPrefix = "/approvals/";
+  std::string_view id = std::string_view(r.path).substr(std::min(r.path.size(), kPrefix.size()));
+  auto id_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+  };
+  if (!r.path.starts_with(kPrefix) || id.empty() || id.size() > 64 ||
+      !std::all_of(id.begin(), id.end(), id_char)) {
+    return Response::error(404, "not_found", "no such approval request");
+  }
+  return Response::redirect("/console/#approvals/" + std::string(id));
 }
 
 }  // namespace
@@ -251,6 +266,15 @@ HttpsServer::HttpsServer(config::HttpSettings settings,
                                                                 "SameSite=Lax");
                     return resp;
                   }});
+  if (!settings_.console_dir.empty()) {
+    // The link a held client's NOTICE and the chat message carry
+    // (approvals::approval_console_url): the console's page of that request. Public like the
+    // console's files: the page asks for a login and then loads the request with its session.
+    add_route(Route{.method = "GET",
+                    .prefix = "/approvals",
+                    .access = Access::kPublic,
+                    .handler = approval_page_redirect});
+  }
   if (settings_.break_glass) {
     add_route(Route{
         .method = "POST",

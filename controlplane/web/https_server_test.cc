@@ -149,6 +149,28 @@ TEST_F(HttpsServerTest, ServesConsoleFilesButNothingOutsideOrHidden) {
   }
 }
 
+// The link in a held client's NOTICE and in chat (<public_url>/approvals/ID) opens the
+// console's page of that request; nothing but an approval id is passed on.
+TEST_F(HttpsServerTest, ApprovalLinksRedirectToTheConsolePageOfTheRequest) {
+  HttpsServer server(settings(), {}, audit_.get(), {});
+  ASSERT_TRUE(server.start().is_ok());
+  net::HttpResponse r = call(server, "GET", "/approvals/EnK7-oQwE7qe_SIb");
+  EXPECT_EQ(r.status, 303);
+  EXPECT_EQ(r.header("location"), "/console/#approvals/EnK7-oQwE7qe_SIb");
+  for (const char* path : {"/approvals", "/approvals/", "/approvals/a%2Fb", "/approvals/a/b",
+                           "/approvals/%3Cscript%3E", "/approvals/a%0d%0aSet-Cookie:x=1"}) {
+    net::HttpResponse bad = call(server, "GET", path);
+    EXPECT_EQ(bad.status, 404) << path;
+    EXPECT_EQ(bad.header("location"), "") << path;
+  }
+  // Without a console there is no page to open.
+  config::HttpSettings no_console = settings();
+  no_console.console_dir.clear();
+  HttpsServer bare(no_console, {}, audit_.get(), {});
+  ASSERT_TRUE(bare.start().is_ok());
+  EXPECT_EQ(call(bare, "GET", "/approvals/EnK7-oQwE7qe_SIb").status, 404);
+}
+
 TEST_F(HttpsServerTest, BreakGlassIsOffByDefaultAndRateLimitedWhenOn) {
   config::AdminPrincipal admin{
       .name = "root",

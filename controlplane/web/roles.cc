@@ -44,9 +44,9 @@ Role role_for_groups(const config::RoleGroups& mapping, const std::vector<std::s
 
 std::optional<Role> command_min_role(std::string_view command) {
   // Reading state is for viewers; deciding approvals and reading what a session returned
-  // (replay) is for reviewers; acting on sessions and identities for operators; changing
+  // (replay) is for reviewers; acting on sessions, identities and budgets for operators; changing
   // the configuration or rules, and inspecting tokens, for admins.
-  static constexpr std::array<std::pair<std::string_view, Role>, 25> kRoles{{
+  static constexpr std::array<std::pair<std::string_view, Role>, 28> kRoles{{
       {"status", Role::kViewer},
       {"dataplane", Role::kViewer},
       {"approvals.list", Role::kViewer},
@@ -61,6 +61,8 @@ std::optional<Role> command_min_role(std::string_view command) {
       {"rules.test", Role::kViewer},
       {"identities.list", Role::kViewer},
       {"audit.search", Role::kViewer},
+      {"budgets.list", Role::kViewer},
+      {"budgets.show", Role::kViewer},
       {"approvals.approve", Role::kReviewer},
       {"approvals.deny", Role::kReviewer},
       {"approvals.break_glass", Role::kReviewer},  // the policy's break_glass_groups decide
@@ -69,6 +71,7 @@ std::optional<Role> command_min_role(std::string_view command) {
       {"identities.revoke", Role::kOperator},
       {"identities.unrevoke", Role::kOperator},
       {"rules.reload", Role::kOperator},
+      {"budgets.reset", Role::kOperator},
       {"rules.add", Role::kAdmin},
       {"rules.remove", Role::kAdmin},
       {"config.reload", Role::kAdmin},

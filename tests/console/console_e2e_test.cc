@@ -6,7 +6,16 @@
 //  * a reviewer signed in through OIDC sees the held UPDATE (its `<script>` / `<img onerror>`
 //    text shown as text), approves it once, and psql finishes with UPDATE 2;
 //  * a reviewer signed in through SAML denies another with a reason, and psql gets 42501 with
-//    that reason.
+//    that reason;
+//  * the link in a held psql's NOTICE opens that request in the console (after the login); the
+//    reviewer sees the dry run's row count and approves the shape for 15 minutes, and a second
+//    statement of that shape runs without waiting;
+//  * a form on another origin POSTs a denial with the reviewer's cookie: refused (403, Origin /
+//    CSRF token), audited, and the request stays pending;
+//  * an operator kills a live session with a reason, and the client's FATAL 57P01 carries it;
+//  * a recording replays with the masked values the client got and its hash chain verified;
+//  * the audit search filters (event; identity + decision), and a statement tested against the
+//    rule sets gets its verdict.
 // Then the audit log must name both logins (via oidc / saml) and both decisions with the
 // people who made them. Skips, saying why, when puppeteer-core is not installed.
 #include <gtest/gtest.h>
@@ -71,7 +80,8 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
     EXPECT_TRUE(eventually([&] { return fs::exists(port_file); }, 30000)) << "OIDC IdP down";
     int oidc_port = 0;
     std::ifstream(port_file) >> oidc_port;
-    std::string oidc = "https://127.0.0.1:" + std::to_string(oidc_port);
+    oidc_url_ = "https://127.0.0.1:" + std::to_string(oidc_port);
+    const std::string& oidc = oidc_url_;
     // SAML: logins authenticate as dave (group reviewers). It reads our SP metadata per
     // request; SetUpTestSuite writes it once cp serves it.
     fs::create_directories(dir_ + "/saml");
@@ -84,7 +94,10 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
         {"tls_key_file", dir_ + "/server.key"},
         {"public_url", base()},
         {"console_dir", std::string(PGW_SOURCE_ROOT) + "/controlplane/console"},
-        {"role_groups", {{"viewer", {"staff"}}, {"reviewer", {"reviewers"}}}},
+        // Every browser login here comes from 127.0.0.1 (about 20 login requests in all).
+        {"login_rate_burst", 60},
+        {"role_groups",
+         {{"viewer", {"staff"}}, {"reviewer", {"reviewers"}}, {"operator", {"operators"}}}},
         {"oidc",
          {{"issuer", oidc},
           {"jwks_url", oidc + "/jwks"},
@@ -95,6 +108,15 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
         {"saml",
          {{"idp_metadata_file", dir_ + "/saml/idp-metadata.xml"}, {"groups_attribute", "groups"}}}};
     GatewayOptions o;
+    // The default policy plus the rolled-back dry run of held statements (the console shows its
+    // count) and a column mask (the replay shows the masked values the client got).
+    o.policy_json = R"({"name": "agents", "allowed_kinds": ["select", "update", "delete",
+        "transaction", "set", "show"],
+        "allowed_relations": ["crm.*", "public.*", "pg_catalog.*"],
+        "allowed_functions": ["pg_catalog.pg_sleep"],
+        "read_only": false, "rule_sets": ["deny", "approve"], "dry_run": true,
+        "masks": [{"column": "crm.customers.email", "function": "email"}]})";
+    o.extra_service_keys = {"runaway"};
     o.approver_groups = {"reviewers"};
     o.approval_timeout_s = 300;
     o.control_plane_http_json = http.dump();
@@ -147,10 +169,11 @@ class ConsoleE2eTest : public SharedGatewayTest<ConsoleE2eTest> {
   static inline std::string dir_;
   static inline int https_port_ = 0;
   static inline pid_t oidc_pid_ = -1;
+  static inline std::string oidc_url_;
   static inline SamlIdpProcess* saml_ = nullptr;
 };
 
-TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlStatements) {
+TEST_F(ConsoleE2eTest, ReviewersAndOperatorsSignedInWithOidcOrSamlUseEveryConsolePage) {
   std::string console_tests = std::string(PGW_SOURCE_ROOT) + "/tests/console";
   struct stat st;
   if (stat((console_tests + "/node_modules/puppeteer-core").c_str(), &st) != 0) {
@@ -169,6 +192,9 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
   setenv("PGW_CONSOLE_URL", base().c_str(), 1);
   setenv("PGW_CONNINFO", gw_->conninfo().c_str(), 1);
   setenv("PGW_TABLE", "public.t_console", 1);
+  setenv("PGW_CONNINFO_RUNAWAY", gw_->conninfo_as("runaway").c_str(), 1);
+  setenv("PGW_OIDC_URL", oidc_url_.c_str(), 1);
+  setenv("NODE_EXTRA_CA_CERTS", (dir_ + "/ca.crt").c_str(), 1);
   auto node = spawn_logged({"/usr/bin/node", console_tests + "/console_e2e.mjs"}, log);
   ASSERT_TRUE(node.is_ok()) << node.status().to_string();
   int status = 0;
@@ -205,6 +231,26 @@ TEST_F(ConsoleE2eTest, ReviewersSignedInWithOidcAndSamlApproveAndDenyHeldPsqlSta
   }
   EXPECT_TRUE(approved) << gw_->audit_log();
   EXPECT_TRUE(denied) << gw_->audit_log();
+  // The shape approval (15 minutes) and the operator's kill, with who and why.
+  bool shape = false;
+  for (const json& j : audit("approval_approved")) {
+    shape |= j.dump().find("\"scope\":\"shape\"") != std::string::npos &&
+             j.dump().find("batch fix OPS-7") != std::string::npos;
+  }
+  EXPECT_TRUE(shape) << gw_->audit_log();
+  bool killed = false;
+  for (const json& j : audit("session_kill")) {
+    killed |= j.dump().find("runaway agent 7") != std::string::npos &&
+              j.dump().find("olga") != std::string::npos;
+  }
+  EXPECT_TRUE(killed) << gw_->audit_log();
+  // The forged cross-site form POST: refused before any command, audited with the person.
+  bool csrf = false;
+  for (const json& j : audit("http_denied")) {
+    csrf |= j.value("identity", "") == "alice" &&
+            j.value("reason", "").find("cross-origin request") != std::string::npos;
+  }
+  EXPECT_TRUE(csrf) << gw_->audit_log();
   // The table holds the approved text, as typed, and not the denied one.
   auto v = gw_->pg().psql("select distinct v from public.t_console");
   ASSERT_TRUE(v.is_ok());

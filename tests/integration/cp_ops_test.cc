@@ -197,6 +197,9 @@ TEST_F(WebhookHttpsTest, NewRequestArrivesAsJsonOverVerifiedTlsWithAuthorization
   EXPECT_TRUE(eventually([&] { return cp_->webhook()->webhook_sent() == 1; }));
   EXPECT_EQ(cp_->webhook()->webhook_failed(), 0u);
   EXPECT_TRUE(audit_events("approval_webhook_failed").empty());
+  // The delivery is a step of the request's audit trail.
+  ASSERT_TRUE(eventually([&] { return !audit_events("approval_webhook_sent").empty(); }));
+  EXPECT_EQ(audit_events("approval_webhook_sent")[0]["approval_id"], req.id);
   // The token never reaches the audit log.
   EXPECT_EQ(read_file(dir_ / "audit.log").find("hook-token"), std::string::npos);
 }
@@ -215,6 +218,7 @@ TEST_F(WebhookHttpsTest, UntrustedCertificateFailsIsAuditedAndDoesNotBlockTheDec
   EXPECT_EQ(read_file(dir_ / "audit.log").find("hook-token"), std::string::npos);
   EXPECT_EQ(cp_->webhook()->webhook_failed(), 1u);
   EXPECT_EQ(cp_->webhook()->webhook_sent(), 0u);
+  EXPECT_TRUE(audit_events("approval_webhook_sent").empty());
 }
 
 TEST_F(WebhookHttpsTest, WrongHostNameFailsIsAuditedAndDoesNotBlockTheDecision) {

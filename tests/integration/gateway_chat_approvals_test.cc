@@ -5,14 +5,16 @@
 // after a bad signature, an old timestamp and an unmapped user, and replays the genuine click
 // afterwards. Checked: each forgery is refused (401/401/403/409) and audited, the genuine
 // click approves, psql finishes with the change in the database, the reviewer identity and
-// channel are in the audit log, and the time from the statement to the decision (goal < 10 s,
-// printed, not asserted beyond a generous bound).
+// channel are in the audit log, the time from the statement to psql's result is under the
+// issue's goal of 10 s (printed and asserted), and every step of the request is in the audit
+// log in order: requested, chat message sent, click verified, approved, statement run.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -59,6 +61,7 @@ class GatewayChatApprovalsTest : public SharedGatewayTest<GatewayChatApprovalsTe
                  {"tls_cert_file", dir_ + "/server.crt"},
                  {"tls_key_file", dir_ + "/server.key"},
                  {"public_url", base()},
+                 {"console_dir", std::string(PGW_SOURCE_ROOT) + "/controlplane/console"},
                  {"threads", 2},
                  {"role_groups", {{"reviewer", {"reviewers"}}}}};
     json patch = {
@@ -124,7 +127,9 @@ TEST_F(GatewayChatApprovalsTest, HeldPsqlStatementIsApprovedByASignedChatClick) 
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::cout << "chat approval: statement sent -> decided -> psql done in " << seconds
             << " s (goal < 10 s)\n";
-  EXPECT_LT(seconds, 60);
+  // The goal: approved from chat in under 10 seconds from the request (the fake
+  // reviewer clicks as soon as the message arrives, after its three forged clicks).
+  EXPECT_LT(seconds, 10);
   EXPECT_EQ(gw_->pg().psql("select string_agg(v, ',' order by k) from public.c_chat").value(),
             "chat,chat\n");
 
@@ -176,6 +181,51 @@ TEST_F(GatewayChatApprovalsTest, HeldPsqlStatementIsApprovedByASignedChatClick) 
     }
   }
   EXPECT_TRUE(approved) << gw_->audit_log();
+
+  // Every step of the request in the audit log, in order, with who, what and why: created
+  // (the agent, its statement and why it needs approval), the chat message sent, the click
+  // verified (the chat user and the reviewer it maps to), the decision, the statement run.
+  std::vector<std::string> trail;
+  std::istringstream all(gw_->audit_log());
+  for (std::string line; std::getline(all, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_object() || j.value("approval_id", "") != id) continue;
+    std::string event = j.value("event", "");
+    if (event == "approval_requested") {
+      EXPECT_EQ(j.value("identity", ""), "svc:agent1") << j;
+      EXPECT_EQ(j.value("sql", ""), "update public.c_chat set v = 'chat'") << j;
+      EXPECT_FALSE(j.value("reason", "").empty()) << j;
+    } else if (event == "chat_callback") {
+      if (j.value("decision", "") != "ok") continue;  // the forgeries, checked above
+      EXPECT_NE(j.dump().find("alice@example.com"), std::string::npos) << j;
+    } else if (event == "approval_approved") {
+      EXPECT_EQ(j.value("decider", ""), "alice@example.com") << j;
+    } else if (event == "statement") {
+      EXPECT_EQ(j.value("identity", ""), "svc:agent1") << j;
+      // Its record before it ran (source approval), then its completion with the row count.
+      if (j.value("phase", "") == "end") {
+        EXPECT_EQ(j.value("rows", -1), 2) << j;
+        EXPECT_TRUE(j.value("executed", false)) << j;
+        event = "statement_end";
+      } else {
+        EXPECT_EQ(j.value("source", ""), "approval") << j;
+      }
+    } else if (event != "approval_chat_sent") {
+      continue;
+    }
+    trail.push_back(event);
+  }
+  // The decision, the click's record (it carries the outcome) and the released statement's
+  // record are written by different threads within the same millisecond: their order in the
+  // file is not fixed. The request comes first, the statement's completion last.
+  ASSERT_FALSE(trail.empty()) << gw_->audit_log();
+  EXPECT_EQ(trail.front(), "approval_requested") << gw_->audit_log();
+  EXPECT_EQ(trail.back(), "statement_end") << gw_->audit_log();
+  std::sort(trail.begin(), trail.end());
+  EXPECT_EQ(trail, (std::vector<std::string>{"approval_approved", "approval_chat_sent",
+                                             "approval_requested", "chat_callback", "statement",
+                                             "statement_end"}))
+      << gw_->audit_log();
   EXPECT_EQ(gw_->audit_log().find("8f742231b10e8888abcd99yyyzzz85a5-test"), std::string::npos);
   EXPECT_EQ(gw_->cp_log().find("8f742231b10e8888abcd99yyyzzz85a5-test"), std::string::npos);
 }

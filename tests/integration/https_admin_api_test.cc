@@ -240,6 +240,13 @@ TEST_F(HttpsAdminApiTest, RolesAreEnforcedAndDenialsAudited) {
                  return j.value("event", "") == "http_denied" &&
                         j.value("identity", "") == "vera" && j.value("role", "") == "viewer";
                }).empty());
+  // A call that maps to no command is audited with its principal too.
+  EXPECT_FALSE(audit([](const json& j) {
+                 return j.value("event", "") == "admin" && j.value("identity", "") == "vera" &&
+                        j.value("decision", "") == "not_found" &&
+                        j.value("path", "") == "/api/v1/commands/shell.exec" &&
+                        j.value("via", "") == "https:bearer";
+               }).empty());
 }
 
 TEST_F(HttpsAdminApiTest, ViewersTestStatementsAgainstRuleSetsAndSearchTheAuditLog) {
@@ -432,6 +439,21 @@ TEST_F(HttpsAdminApiTest, PgwardenctlLogsInWithAPastedTokenOrDeviceCodeAndTalksH
                  return j.value("event", "") == "admin" && j.value("identity", "") == "erin" &&
                         j.value("command", "") == "approvals.list";
                }).empty());
+  // An expired token or one from another issuer (signed with the IdP's own key): exit 3 with
+  // the server's reason and how to log in again; nothing runs.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"expired", mint("erin", "reviewers", "&exp_in=-600")},
+      {"issuer", mint("erin", "reviewers", "&iss=https://other-idp.example")}};
+  for (const auto& [why, token] : refused) {
+    std::string file = dir_ + "/token-" + why;
+    std::ofstream(file) << token << "\n";
+    CtlResult r =
+        ctl({"--server", base(), "--cacert", ca, "--token-file", file, "approvals", "list"});
+    EXPECT_EQ(r.code, 3) << why << ": " << r.out << r.err;
+    EXPECT_NE(r.err.find(why), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("log in again: pgwardenctl login --server " + base()), std::string::npos)
+        << r.err;
+  }
   // Without the CA the server's certificate is not trusted.
   CtlResult untrusted = ctl({"--server", base(), "status"});
   EXPECT_EQ(untrusted.code, 5) << untrusted.out << untrusted.err;

@@ -16,7 +16,7 @@ issuer is https://127.0.0.1:PORT). RS256 id_tokens signed with the `cryptography
   POST /device                RFC 8628 device authorization (interval 1, auto-approved)
   GET  /control/user?sub=&groups=a,b&nonce=   the user the next logins authenticate as
                               (nonce: override the id_token nonce, for negative tests)
-  GET  /mint?sub=&groups=&aud=&exp_in=&key=other   a signed token for bearer tests
+  GET  /mint?sub=&groups=&aud=&exp_in=&iss=&key=other   a signed token for bearer tests
   GET  /log                   JSON list of what happened (token endpoint outcomes)
 Usage: oidc_test_idp.py PORT_FILE CERT KEY CLIENT_ID REDIRECT_URI
 Stops on SIGTERM."""
@@ -65,9 +65,9 @@ def main():
         sig = key_obj.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return signing_input + "." + b64u(sig)
 
-    def tokens_for(user, nonce, aud=None, exp_in=300):
+    def tokens_for(user, nonce, aud=None, exp_in=300, iss=None):
         now = int(time.time())
-        claims = {"iss": issuer[0], "aud": aud or client_id, "sub": user["sub"],
+        claims = {"iss": iss or issuer[0], "aud": aud or client_id, "sub": user["sub"],
                   "preferred_username": user["sub"], "groups": user["groups"],
                   "iat": now, "exp": now + exp_in}
         if nonce is not None:
@@ -111,7 +111,8 @@ def main():
             if url.path == "/mint":
                 user = {"sub": q.get("sub", "alice"),
                         "groups": [g for g in q.get("groups", "").split(",") if g]}
-                claims = tokens_for(user, None, q.get("aud"), int(q.get("exp_in", "300")))
+                claims = tokens_for(user, None, q.get("aud"), int(q.get("exp_in", "300")),
+                                    q.get("iss"))
                 key_obj = other if q.get("key") == "other" else signing
                 return self.reply(200, {"token": sign(claims, key_obj)})
             if url.path == "/authorize":
