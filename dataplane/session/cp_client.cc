@@ -649,11 +649,12 @@ bool CpClient::ring_write(protocol::RecordType type, uint64_t session, uint64_t 
   }
   ++ring_records_;
   if (!lazy) {
-    schedule_publish();
+    eager_unpublished_ = true;
   } else if (lazy_since_ms_ == 0) {
     lazy_since_ms_ = monotonic_ms();
     arm_lazy_publish();
   }
+  schedule_publish();
   return true;
 }
 
@@ -693,12 +694,24 @@ void CpClient::schedule_publish() {
   loop_->defer([this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired()) return;
     publish_scheduled_ = false;
-    publish_ring();
+    publish_unless_lazy();
   });
+}
+
+void CpClient::publish_unless_lazy() {
+  // Publishing lazy records alone to a parked cp would wake it for them: they wait (see
+  // post()). A cp that is still draining takes them now at no cost, off the next statement's
+  // path.
+  if (ring_ && !eager_unpublished_ && lazy_since_ms_ != 0 &&
+      ring_->region.forward().consumer_parked()) {
+    return;
+  }
+  publish_ring();
 }
 
 void CpClient::publish_ring() {
   lazy_since_ms_ = 0;
+  eager_unpublished_ = false;
   if (!ring_) return;
   // Requests queued before these records reach the socket first (cp drains the ring before
   // it acts on each frame).

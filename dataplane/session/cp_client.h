@@ -92,11 +92,12 @@ class CpClient : public IoHandler {
   // events and records of this client; dropped (and counted) when not connected or when more
   // than the outbound cap is waiting for ring space.
   // On the ring, a statement's records (kStatement, kRows, kStatementEnd) are written at once
-  // but published lazily: with the next write-ahead record (so a statement's results and the
-  // next statement's record cost cp one wake-up; the results are still written before that
-  // record is answered), with the next rare event (kEventJson: session start and end, errors)
-  // or request, or kEventDelayMs after the first of them, whichever comes first. Everything
-  // else is published at the end of the loop iteration.
+  // and published lazily: at the end of the loop iteration if cp is draining then (it takes
+  // them without a wake-up); while cp is parked they wait for the next write-ahead record (so
+  // a statement's results and the next statement's record cost cp one wake-up; the results
+  // are still written before that record is answered), the next rare event (kEventJson:
+  // session start and end, errors) or request, or kEventDelayMs after the first of them,
+  // whichever comes first. Everything else is published at the end of the loop iteration.
   void post(protocol::RecordType type, uint64_t session, std::string_view payload);
   // A write-ahead statement record (payload: protocol::StatementFields) of `session`: `cb` gets
   // ok once cp's recorder wrote it, or cp's refusal (53000 hold, 53100/58030 write error, ...),
@@ -160,6 +161,8 @@ class CpClient : public IoHandler {
   void arm_lazy_publish();
   void drain_overflow();
   void schedule_publish();
+  // The end-of-iteration publish: holds lazily written records alone while cp is parked.
+  void publish_unless_lazy();
   void publish_ring();
   // Resolves the write-ahead records the watermark passed (refusals from the backward ring).
   void check_acks();
@@ -253,6 +256,7 @@ class CpClient : public IoHandler {
   int64_t lazy_publish_ms_ = kEventDelayMs;
   int64_t lazy_since_ms_ = 0;
   EventLoop::TimerId lazy_timer_ = 0;
+  bool eager_unpublished_ = false;  // an unpublished record that is not lazy
   // Re-registrations of the current connection not answered yet (ids), and whether the ring
   // waits for them; in_ready_callback_ marks the requests that are re-registrations.
   std::set<uint64_t> registration_;

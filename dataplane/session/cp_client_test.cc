@@ -574,6 +574,52 @@ TEST(CpClientTest, ResultsRecordsGoOutWithTheNextWriteAheadRecordInOneWakeUp) {
   EXPECT_TRUE(before_request) << "a request overtook the records posted before it";
 }
 
+// A cp that is still draining (not parked) takes a statement's results without a wake-up:
+// they are published at the end of the loop iteration, not held for the next record.
+TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
+  std::string path = "/tmp/pgw-cpclient-busy-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::atomic<bool> posted{false};
+  std::atomic<bool> checked{false};
+  bool published = false;
+  std::thread server([&] {
+    int c = cp.accept_one();
+    std::vector<int> fds;
+    json hello = json::parse(read_frame_with_fds(c, &fds));
+    ASSERT_EQ(fds.size(), 3u);
+    auto region = protocol::RingRegion::attach(fds[0]);
+    ASSERT_TRUE(region.is_ok()) << region.status().message();
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
+    while (!posted) std::this_thread::yield();  // never parks: a cp busy draining
+    protocol::RecordView v;
+    published = region->forward().peek(&v);
+    checked = true;
+    close(fds[1]);
+    close(fds[2]);
+    char b;
+    (void)recv(c, &b, 1, 0);
+    close(c);
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.set_lazy_publish_ms(60000);
+  client.start();
+  run_until(loop, [&] { return client.ready(); });
+  ASSERT_TRUE(client.ring_active());
+  protocol::StatementEndFields end;
+  end.sql = "SELECT 1";
+  std::string payload;
+  end.encode(payload);
+  client.post(protocol::RecordType::kStatementEnd, 7, payload);
+  loop.run_once(0);  // the end of the iteration publishes
+  posted = true;
+  while (!checked) std::this_thread::yield();  // (stop() would publish anyway)
+  client.stop();
+  server.join();
+  EXPECT_TRUE(published) << "results were held back although cp was not parked";
+}
+
 // Results of the last statement before the client goes idle are not held back: they are
 // published by themselves once they are kEventDelayMs old.
 TEST(CpClientTest, ResultsRecordsOfAnIdleClientArePublishedAfterTheBatchWindow) {
