@@ -154,7 +154,7 @@ class CpClient : public IoHandler {
   };
   std::unique_ptr<Ring> make_ring();
   void drop_ring();
-  // `lazy`: the record waits for the next publish (see post()) instead of scheduling one.
+  // `lazy`: a record the end-of-iteration publish may hold back while cp is parked (post()).
   bool ring_write(protocol::RecordType type, uint64_t session, uint64_t seq,
                   std::string_view payload, bool lazy = false);
   // Publishes lazily written records once they are lazy_publish_ms_ old (a client gone idle).
