@@ -408,9 +408,11 @@ void EscalationServer::loop() {
       }
       if (!conn) continue;
       if (ring_wake) {
+        // One read empties a (non-semaphore) eventfd; a second would only return EAGAIN, one
+        // system call per wake-up. (Were the dp's eventfd a semaphore, it stays readable and
+        // the next epoll round reads it again.)
         uint64_t n;
-        while (::read(fd, &n, sizeof n) > 0) {
-        }
+        (void)!::read(fd, &n, sizeof n);
         drain_ring(conn);
         continue;
       }

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -43,8 +44,10 @@ class RecordingSuite : public SharedGatewayTest<Derived> {
   void check_recording();
 
   // The recording whose records mention `marker` and that has ended (session_end), waiting
-  // for the recorder's batch sync.
-  static std::vector<json> wait_recording(const std::string& marker, std::string* path_out) {
+  // for the recorder's batch sync. `until` (when given) replaces "has ended": the first
+  // recording with a record mentioning `marker` for which it holds.
+  static std::vector<json> wait_recording(const std::string& marker, std::string* path_out,
+                                          const std::function<bool(const json&)>& until = {}) {
     namespace fs = std::filesystem;
     const fs::path dir = gw_->dir() + "/state/recordings";
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -56,8 +59,9 @@ class RecordingSuite : public SharedGatewayTest<Derived> {
         if (!records.is_ok()) continue;
         bool mine = false, ended = false;
         for (const json& r : *records) {
-          if (r.dump().find(marker) != std::string::npos) mine = true;
-          if (r.value("kind", "") == "session_end") ended = true;
+          bool mentions = r.dump().find(marker) != std::string::npos;
+          if (mentions) mine = true;
+          if (until ? mentions && until(r) : r.value("kind", "") == "session_end") ended = true;
         }
         if (mine && ended) {
           *path_out = e.path().string();
@@ -87,6 +91,33 @@ TEST_F(GatewayRecordingTest, StatementsAndMaskedRowsAreRecordedAndTheChainVerifi
   check_recording();
   EXPECT_NE(gw_->cp_log().find(kRingAttached), std::string::npos)
       << "the dp's events did not travel on the event ring";
+}
+
+// The dp publishes a statement's results together with the session's next statement record
+// (one cp wake-up per statement); the results of a client's last statement before it goes
+// idle must not wait for a next statement or the session's end: they are recorded while the
+// session stays open and idle. (CpClientTest.ResultsRecordsOfAnIdleClientArePublishedAfterThe
+// BatchWindow pins the 2 ms window itself; here the dp's once-a-second stats event would also
+// publish them, on worker 0.)
+TEST_F(GatewayRecordingTest, TheLastResultsOfASessionThatStaysOpenAndIdleAreRecorded) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  Res r(PQexec(c.get(), "SELECT 'idle-marker' AS m"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  std::string path;
+  std::vector<json> records = wait_recording("idle-marker", &path, [](const json& rec) {
+    return rec.value("kind", "") == "statement" && rec.value("phase", "") == "end";
+  });
+  ASSERT_FALSE(records.empty()) << "the idle session's last results were never recorded";
+  bool rows = false;
+  for (const json& rec : records) {
+    if (rec.value("kind", "") == "rows" && rec.dump().find("idle-marker") != std::string::npos) {
+      rows = true;
+    }
+    EXPECT_NE(rec.value("kind", ""), "session_end") << "the session was still open";
+  }
+  EXPECT_TRUE(rows) << "the rows record did not come with the completion";
+  EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK);
 }
 
 TEST_F(GatewayRecordingJsonFallbackTest, AnOlderControlPlaneGetsTheSameRecordingAsJson) {
