@@ -1,0 +1,355 @@
+// The dp <-> cp channel breaks while both processes live, and the dataplane dies, with real
+// processes (docs/operations.md, "Control-plane restarts" and "Channel reconnects"):
+//  - the control plane's end of every dataplane connection is shut down from outside (the
+//    test takes cp's socket with pidfd_getfd(2) and calls shutdown(2) on it: cp sees its
+//    connection end exactly as when it closes it itself after a protocol error). Sessions
+//    whose policy requires full recording keep running, every statement is recorded exactly
+//    once, in order, and each recording carries a `session_resumed` marker per break;
+//  - results a statement produced while cp was down (kill -9) are not silently missing: the
+//    recording has a `recording_gap` record that counts them after the session re-registers;
+//  - kill -9 of the dataplane: cp ends its sessions at once with a `session_end` that says
+//    the session ended abnormally, and seals them; `sessions verify` passes.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "controlplane/recording/recording_file.h"
+#include "tests/integration/gateway_harness.h"
+
+namespace pgwarden::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr int kCpWaitMs = 10000;
+
+// The pid of the process listening on Unix socket `path` (SO_PEERCRED of a connection to it).
+pid_t listener_pid(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  pid_t pid = -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) pid = cred.pid;
+  }
+  ::close(fd);
+  return pid;
+}
+
+// Shuts down, inside process `pid`, every connected socket accepted on Unix socket `path`:
+// the process sees its connections end as if it had closed them. Returns how many.
+int shutdown_accepted_sockets(pid_t pid, const std::string& path) {
+  std::set<std::string> inodes;  // connected sockets bound to `path`: the accepted ones
+  std::ifstream unix_table("/proc/net/unix");
+  std::string line;
+  std::getline(unix_table, line);
+  while (std::getline(unix_table, line)) {
+    std::istringstream in(line);
+    std::string num, refcount, protocol, flags, type, st, inode, name;
+    in >> num >> refcount >> protocol >> flags >> type >> st >> inode >> name;
+    if (name == path && st == "03") inodes.insert("socket:[" + inode + "]");
+  }
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) return -1;
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code lec;
+    std::string target = fs::read_symlink(e.path(), lec).string();
+    if (lec || inodes.count(target) == 0) continue;
+    int theirs = std::stoi(e.path().filename().string());
+    int mine = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, theirs, 0));
+    if (mine < 0) continue;
+    if (::shutdown(mine, SHUT_RDWR) == 0) ++n;
+    ::close(mine);
+  }
+  ::close(pidfd);
+  return n;
+}
+
+// The records of the recording whose statements mention `marker`, and its path.
+struct Recording {
+  std::string path;
+  std::vector<json> records;
+  recording::VerifyReport report;
+};
+std::vector<Recording> recordings_with(const std::string& dir, const std::string& marker) {
+  std::vector<Recording> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir + "/recordings", ec)) {
+    if (e.path().extension() != ".jsonl") continue;
+    Recording r;
+    r.path = e.path().string();
+    auto recs = recording::read_recording(r.path, &r.report);
+    if (!recs.is_ok()) continue;
+    r.records = std::move(*recs);
+    for (const json& rec : r.records) {
+      if (rec.value("sql", "").find(marker) != std::string::npos) {
+        out.push_back(std::move(r));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+size_t count_kind(const Recording& r, const std::string& kind) {
+  size_t n = 0;
+  for (const json& rec : r.records) n += rec.value("kind", "") == kind ? 1 : 0;
+  return n;
+}
+
+class CpReconnectTest : public SharedGatewayTest<CpReconnectTest> {
+ public:
+  static constexpr const char* kPolicy =
+      R"({"name": "agents", "allowed_kinds": ["select", "insert"],
+          "allowed_relations": ["public.*", "pg_catalog.*"],
+          "allowed_functions": ["pg_catalog.pg_sleep", "pg_catalog.generate_series"],
+          "read_only": false, "rule_sets": ["deny", "approve"],
+          "recording": {"level": "full", "required": true}})";
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = kPolicy;
+    o.cp_unavailable_wait_ms = kCpWaitMs;
+    return o;
+  }
+  static void SetUpTestSuite() {
+    SharedGatewayTest::SetUpTestSuite();
+    if (gw_ == nullptr) return;
+    auto made = gw_->pg().psql(
+        "CREATE TABLE public.cpc_t (v text PRIMARY KEY); GRANT ALL ON public.cpc_t TO app_scram");
+    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+  }
+
+  // Breaks every dp <-> cp connection from cp's side; true when there was one to break.
+  static bool break_channels() {
+    pid_t cp = listener_pid(gw_->dir() + "/cp.sock");
+    return cp > 0 && shutdown_accepted_sockets(cp, gw_->dir() + "/cp.sock") > 0;
+  }
+};
+
+struct Inserter {
+  std::string prefix;
+  Conn conn;
+  std::atomic<int> ok{0};
+  std::atomic<bool> dead{false};
+  std::mutex mu;
+  std::vector<std::string> failures;
+  std::set<std::string> succeeded;
+  std::thread thread;
+
+  void run(const std::atomic<bool>& stop) {
+    for (int i = 0; !stop.load(); ++i) {
+      std::string v = prefix + std::to_string(i);
+      Res r(PQexec(conn.get(), ("INSERT INTO public.cpc_t VALUES ('" + v + "')").c_str()));
+      std::lock_guard<std::mutex> lock(mu);
+      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
+        succeeded.insert(v);
+        ++ok;
+        continue;
+      }
+      failures.push_back(sqlstate(r.get()) + " " + PQerrorMessage(conn.get()));
+      if (PQstatus(conn.get()) != CONNECTION_OK) {
+        dead = true;
+        return;
+      }
+    }
+  }
+};
+
+TEST_F(CpReconnectTest, RecordingRequiredSessionsSurviveChannelBreaksWithEveryStatementRecordedOnce) {
+  constexpr int kSessions = 4;
+  constexpr int kBreaks = 5;
+  std::vector<std::unique_ptr<Inserter>> clients;
+  for (int i = 0; i < kSessions; ++i) {
+    auto c = std::make_unique<Inserter>();
+    c->prefix = "cpc-" + std::to_string(i) + "-";
+    c->conn.reset(PQconnectdb(gw_->conninfo().c_str()));
+    ASSERT_EQ(PQstatus(c->conn.get()), CONNECTION_OK) << PQerrorMessage(c->conn.get());
+    clients.push_back(std::move(c));
+  }
+  std::atomic<bool> stop{false};
+  for (auto& c : clients) c->thread = std::thread([&c = *c, &stop] { c.run(stop); });
+  auto progressed_since = [&](const std::vector<int>& since, int by) {
+    for (size_t i = 0; i < clients.size(); ++i) {
+      if (clients[i]->dead || clients[i]->ok.load() < since[i] + by) return false;
+    }
+    return true;
+  };
+  auto counts = [&] {
+    std::vector<int> out;
+    for (auto& c : clients) out.push_back(c->ok.load());
+    return out;
+  };
+  bool progressed = eventually([&] { return progressed_since(std::vector<int>(kSessions, 0), 20); });
+  int breaks = 0;
+  for (int round = 0; round < kBreaks && progressed; ++round) {
+    if (break_channels()) ++breaks;  // while every session is mid-loop
+    std::vector<int> at_break = counts();
+    progressed = eventually([&] { return progressed_since(at_break, 20); });
+  }
+  stop = true;
+  for (auto& c : clients) c->thread.join();
+  ASSERT_TRUE(progressed) << "a session stopped making progress after a channel break";
+  ASSERT_EQ(breaks, kBreaks);
+
+  std::set<std::string> inserted;
+  for (auto& c : clients) {
+    EXPECT_FALSE(c->dead) << c->prefix << " ended";
+    for (const std::string& f : c->failures) ADD_FAILURE() << c->prefix << ": " << f;
+    inserted.insert(c->succeeded.begin(), c->succeeded.end());
+  }
+  for (auto& c : clients) c->conn.reset();  // the sessions end: their recordings are sealed
+
+  // Every row PostgreSQL has was recorded exactly once before it ran; nothing that failed ran.
+  std::map<std::string, int> recorded;
+  std::vector<Recording> recs;
+  ASSERT_TRUE(eventually([&] {
+    recs = recordings_with(gw_->state_dir(), "'cpc-");
+    if (recs.size() != static_cast<size_t>(kSessions)) return false;
+    for (const Recording& r : recs) {
+      if (!r.report.sealed) return false;
+    }
+    return true;
+  })) << recs.size() << " sealed recordings";
+  for (const Recording& r : recs) {
+    EXPECT_TRUE(r.report.ok) << r.path << ": " << r.report.reason;
+    EXPECT_EQ(count_kind(r, "session_resumed"), static_cast<size_t>(kBreaks)) << r.path;
+    EXPECT_EQ(count_kind(r, "session_start"), 1u) << r.path;
+    for (const json& rec : r.records) {
+      if (rec.value("kind", "") == "session_resumed") {
+        EXPECT_EQ(rec.value("reason", ""), "dataplane reconnected to the control plane");
+      }
+      if (rec.value("kind", "") != "statement" || rec.contains("phase")) continue;
+      std::string sql = rec.value("sql", "");
+      auto at = sql.find("'cpc-");
+      if (at != std::string::npos) ++recorded[sql.substr(at + 1, sql.find('\'', at + 1) - at - 1)];
+    }
+    auto v = recording::verify_session(r.path, nullptr, std::nullopt);
+    ASSERT_TRUE(v.is_ok());
+    EXPECT_EQ(v->state, "sealed") << r.path << ": " << v->detail;
+  }
+  auto rows = gw_->pg().psql("SELECT v FROM public.cpc_t");
+  ASSERT_TRUE(rows.is_ok());
+  std::istringstream in(*rows);
+  size_t ran = 0;
+  for (std::string v; std::getline(in, v);) {
+    if (v.rfind("cpc-", 0) != 0) continue;
+    ++ran;
+    EXPECT_EQ(recorded[v], 1) << v << " recorded " << recorded[v] << " times";
+  }
+  EXPECT_EQ(ran, inserted.size());
+  for (const auto& [v, n] : recorded) EXPECT_EQ(n, 1) << v << " recorded " << n << " times";
+  std::printf("[ channel breaks ] %d sessions, %d breaks, %zu statements, each recorded once\n",
+              kSessions, kBreaks, ran);
+}
+
+TEST_F(CpReconnectTest, ResultsProducedWhileCpIsDownAreRecordedAsAGap) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  // The statement is recorded (write-ahead) and runs; its rows come back while cp is down.
+  const std::string sql = "SELECT 'cpc-gap' AS m, g FROM generate_series(1, 5) g, pg_sleep(2)";
+  ASSERT_EQ(PQsendQuery(c.get(), sql.c_str()), 1);
+  std::vector<Recording> recs;
+  ASSERT_TRUE(eventually([&] {
+    recs = recordings_with(gw_->state_dir(), "'cpc-gap'");
+    return recs.size() == 1;
+  }));
+  struct CpBack {
+    ~CpBack() {
+      if (!gw_->start_cp().is_ok()) ADD_FAILURE() << "cp did not start again";
+    }
+  };
+  {
+    CpBack back;
+    ASSERT_TRUE(gw_->stop_cp().is_ok());  // kill -9 while the statement runs upstream
+    int rows = 0;
+    while (Res r{PQgetResult(c.get())}) {
+      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+      rows += PQntuples(r.get());
+    }
+    EXPECT_EQ(rows, 5);  // the client got its rows: nothing it saw may be missing silently
+  }
+  // The next statement waits for cp and the re-registration, which records the gap first.
+  Res next(PQexec(c.get(), "SELECT 'cpc-after-gap'"));
+  ASSERT_EQ(PQresultStatus(next.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  recs = recordings_with(gw_->state_dir(), "'cpc-gap'");
+  ASSERT_EQ(recs.size(), 1u);
+  const Recording& r = recs[0];
+  EXPECT_TRUE(r.report.ok) << r.report.reason;
+  int resumed_at = -1, gap_at = -1, after_at = -1;
+  for (size_t i = 0; i < r.records.size(); ++i) {
+    const json& rec = r.records[i];
+    const std::string kind = rec.value("kind", "");
+    if (kind == "session_resumed") resumed_at = static_cast<int>(i);
+    if (kind == "recording_gap") {
+      gap_at = static_cast<int>(i);
+      // The rows record and the statement's completion never reached cp.
+      EXPECT_GE(rec["kinds"].value("rows", 0), 1) << rec.dump();
+      EXPECT_GE(rec["kinds"].value("statement", 0), 1) << rec.dump();
+      EXPECT_GE(rec.value("records", 0), 2) << rec.dump();
+      EXPECT_EQ(rec.value("not_run", -1), 0) << rec.dump();
+      EXPECT_GT(rec.value("first_ts", int64_t{0}), 0) << rec.dump();
+      EXPECT_GE(rec.value("last_ts", int64_t{0}), rec.value("first_ts", int64_t{0}));
+    }
+    if (rec.value("sql", "").find("'cpc-after-gap'") != std::string::npos && after_at < 0) {
+      after_at = static_cast<int>(i);
+    }
+  }
+  ASSERT_GE(resumed_at, 0);
+  ASSERT_GT(gap_at, resumed_at) << "no recording_gap after the session_resumed record";
+  EXPECT_GT(after_at, gap_at) << "the next statement was recorded before the gap";
+  auto v = recording::verify_session(r.path, nullptr, true);
+  ASSERT_TRUE(v.is_ok());
+  EXPECT_EQ(v->gaps, 1u) << v->detail;
+}
+
+TEST_F(CpReconnectTest, KilledDataplaneSessionsEndAbnormallyAndAreSealed) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  Res r(PQexec(c.get(), "SELECT 'cpc-dp-kill'"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  gw_->signal_dp(SIGKILL);
+  ASSERT_TRUE(gw_->wait_dp_exit(10000));
+  std::vector<Recording> recs;
+  bool sealed = eventually([&] {
+    recs = recordings_with(gw_->state_dir(), "'cpc-dp-kill'");
+    return recs.size() == 1 && recs[0].report.sealed;
+  });
+  Status restarted = gw_->start_dp();  // the suite's other tests need it
+  ASSERT_TRUE(restarted.is_ok()) << restarted.to_string();
+  ASSERT_TRUE(sealed) << "the session's recording was not sealed after kill -9 of the dp";
+  const Recording& rec = recs[0];
+  ASSERT_GE(rec.records.size(), 2u);
+  const json& end = rec.records[rec.records.size() - 2];
+  EXPECT_EQ(end.value("kind", ""), "session_end");
+  EXPECT_NE(end.value("reason", "").find("ended abnormally"), std::string::npos) << end.dump();
+  auto v = recording::verify_session(rec.path, nullptr, false);
+  ASSERT_TRUE(v.is_ok());
+  EXPECT_EQ(v->state, "sealed") << v->detail;
+}
+
+}  // namespace
+}  // namespace pgwarden::testing
