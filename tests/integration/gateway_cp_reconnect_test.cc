@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -126,7 +127,7 @@ class CpReconnectTest : public SharedGatewayTest<CpReconnectTest> {
   static constexpr const char* kPolicy =
       R"({"name": "agents", "allowed_kinds": ["select", "insert"],
           "allowed_relations": ["public.*", "pg_catalog.*"],
-          "allowed_functions": ["pg_catalog.pg_sleep", "pg_catalog.generate_series"],
+          "allowed_functions": ["pg_catalog.generate_series", "pg_catalog.repeat"],
           "read_only": false, "rule_sets": ["deny", "approve"],
           "recording": {"level": "full", "required": true}})";
   static GatewayOptions gateway_options() {
@@ -139,7 +140,9 @@ class CpReconnectTest : public SharedGatewayTest<CpReconnectTest> {
     SharedGatewayTest::SetUpTestSuite();
     if (gw_ == nullptr) return;
     auto made = gw_->pg().psql(
-        "CREATE TABLE public.cpc_t (v text PRIMARY KEY); GRANT ALL ON public.cpc_t TO app_scram");
+        "CREATE TABLE public.cpc_t (v text PRIMARY KEY); GRANT ALL ON public.cpc_t TO app_scram;"
+        "CREATE TABLE public.cpc_lock (k int); INSERT INTO public.cpc_lock VALUES (1);"
+        "GRANT ALL ON public.cpc_lock TO app_scram");
     ASSERT_TRUE(made.is_ok()) << made.status().to_string();
   }
 
@@ -179,7 +182,8 @@ struct Inserter {
   }
 };
 
-TEST_F(CpReconnectTest, RecordingRequiredSessionsSurviveChannelBreaksWithEveryStatementRecordedOnce) {
+TEST_F(CpReconnectTest,
+       RecordingRequiredSessionsSurviveChannelBreaksWithEveryStatementRecordedOnce) {
   constexpr int kSessions = 4;
   constexpr int kBreaks = 5;
   std::vector<std::unique_ptr<Inserter>> clients;
@@ -203,7 +207,8 @@ TEST_F(CpReconnectTest, RecordingRequiredSessionsSurviveChannelBreaksWithEverySt
     for (auto& c : clients) out.push_back(c->ok.load());
     return out;
   };
-  bool progressed = eventually([&] { return progressed_since(std::vector<int>(kSessions, 0), 20); });
+  bool progressed =
+      eventually([&] { return progressed_since(std::vector<int>(kSessions, 0), 20); });
   int breaks = 0;
   for (int round = 0; round < kBreaks && progressed; ++round) {
     if (break_channels()) ++breaks;  // while every session is mid-loop
@@ -233,7 +238,8 @@ TEST_F(CpReconnectTest, RecordingRequiredSessionsSurviveChannelBreaksWithEverySt
       if (!r.report.sealed) return false;
     }
     return true;
-  })) << recs.size() << " sealed recordings";
+  })) << recs.size()
+      << " sealed recordings";
   for (const Recording& r : recs) {
     EXPECT_TRUE(r.report.ok) << r.path << ": " << r.report.reason;
     EXPECT_EQ(count_kind(r, "session_resumed"), static_cast<size_t>(kBreaks)) << r.path;
@@ -266,64 +272,129 @@ TEST_F(CpReconnectTest, RecordingRequiredSessionsSurviveChannelBreaksWithEverySt
               kSessions, kBreaks, ran);
 }
 
-TEST_F(CpReconnectTest, ResultsProducedWhileCpIsDownAreRecordedAsAGap) {
-  Conn c(PQconnectdb(gw_->conninfo().c_str()));
-  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
-  // The statement is recorded (write-ahead) and runs; its rows come back while cp is down.
-  const std::string sql = "SELECT 'cpc-gap' AS m, g FROM generate_series(1, 5) g, pg_sleep(2)";
-  ASSERT_EQ(PQsendQuery(c.get(), sql.c_str()), 1);
-  std::vector<Recording> recs;
-  ASSERT_TRUE(eventually([&] {
-    recs = recordings_with(gw_->state_dir(), "'cpc-gap'");
-    return recs.size() == 1;
-  }));
-  struct CpBack {
-    ~CpBack() {
-      if (!gw_->start_cp().is_ok()) ADD_FAILURE() << "cp did not start again";
+// Runs `sql` (which reads public.cpc_lock; its shape and mask plan cached by a first run)
+// while a direct connection holds that table locked, so that it waits upstream after its
+// write-ahead record was written; kills cp, then releases the lock: its results reach the
+// client while cp is down. Then runs `after` once cp is back. Returns the session's recording.
+Recording run_through_cp_crash(GatewayHarness& gw, const std::string& sql, int expect_rows,
+                               const std::string& after) {
+  Recording out;
+  Conn c(PQconnectdb(gw.conninfo().c_str()));
+  EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  Res first(PQexec(c.get(), sql.c_str()));
+  EXPECT_EQ(PQresultStatus(first.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  Conn locker(PQconnectdb(gw.pg().conninfo().c_str()));
+  Res locked(PQexec(locker.get(), "BEGIN; LOCK TABLE public.cpc_lock IN ACCESS EXCLUSIVE MODE"));
+  EXPECT_EQ(PQresultStatus(locked.get()), PGRES_COMMAND_OK) << PQerrorMessage(locker.get());
+  EXPECT_EQ(PQsendQuery(c.get(), sql.c_str()), 1);
+  auto statements = [&](const Recording& r) {
+    size_t n = 0;
+    for (const json& rec : r.records) {
+      n += rec.value("kind", "") == "statement" && !rec.contains("phase") &&
+           rec.value("sql", "") == sql;
     }
+    return n;
   };
-  {
-    CpBack back;
-    ASSERT_TRUE(gw_->stop_cp().is_ok());  // kill -9 while the statement runs upstream
-    int rows = 0;
-    while (Res r{PQgetResult(c.get())}) {
-      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
-      rows += PQntuples(r.get());
-    }
-    EXPECT_EQ(rows, 5);  // the client got its rows: nothing it saw may be missing silently
+  std::vector<Recording> recs;
+  EXPECT_TRUE(eventually([&] {  // the second run's write-ahead record is in the file
+    recs = recordings_with(gw.state_dir(), sql.substr(0, 40));
+    return recs.size() == 1 && statements(recs[0]) == 2;
+  }));
+  EXPECT_TRUE(gw.stop_cp().is_ok());  // kill -9 while the statement waits upstream
+  Res committed(PQexec(locker.get(), "COMMIT"));
+  EXPECT_EQ(PQresultStatus(committed.get()), PGRES_COMMAND_OK) << PQerrorMessage(locker.get());
+  int rows = 0;
+  while (Res r{PQgetResult(c.get())}) {
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+    rows += PQntuples(r.get());
   }
-  // The next statement waits for cp and the re-registration, which records the gap first.
-  Res next(PQexec(c.get(), "SELECT 'cpc-after-gap'"));
-  ASSERT_EQ(PQresultStatus(next.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
-  recs = recordings_with(gw_->state_dir(), "'cpc-gap'");
-  ASSERT_EQ(recs.size(), 1u);
-  const Recording& r = recs[0];
+  EXPECT_EQ(rows, expect_rows);  // the client saw its rows while cp was down
+  EXPECT_TRUE(gw.start_cp().is_ok());
+  // The next statement waits for cp and the session's re-registration.
+  Res next(PQexec(c.get(), after.c_str()));
+  EXPECT_EQ(PQresultStatus(next.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  recs = recordings_with(gw.state_dir(), sql.substr(0, 40));
+  EXPECT_EQ(recs.size(), 1u);
+  if (!recs.empty()) out = std::move(recs[0]);
+  return out;
+}
+
+// Index of the first record matching `pred` at or after `from`; -1 when none.
+int find_record(const Recording& r, size_t from, const std::function<bool(const json&)>& pred) {
+  for (size_t i = from; i < r.records.size(); ++i) {
+    if (pred(r.records[i])) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+TEST_F(CpReconnectTest, ResultsProducedWhileCpIsDownAreRecordedOnceItIsBack) {
+  const std::string sql = "SELECT 'cpc-late' AS m, g FROM generate_series(1, 5) g, public.cpc_lock";
+  Recording r = run_through_cp_crash(*gw_, sql, 5, "SELECT 'cpc-late-next'");
+  ASSERT_FALSE(r.records.empty());
   EXPECT_TRUE(r.report.ok) << r.report.reason;
-  int resumed_at = -1, gap_at = -1, after_at = -1;
-  for (size_t i = 0; i < r.records.size(); ++i) {
-    const json& rec = r.records[i];
-    const std::string kind = rec.value("kind", "");
-    if (kind == "session_resumed") resumed_at = static_cast<int>(i);
-    if (kind == "recording_gap") {
-      gap_at = static_cast<int>(i);
-      // The rows record and the statement's completion never reached cp.
-      EXPECT_GE(rec["kinds"].value("rows", 0), 1) << rec.dump();
-      EXPECT_GE(rec["kinds"].value("statement", 0), 1) << rec.dump();
-      EXPECT_GE(rec.value("records", 0), 2) << rec.dump();
-      EXPECT_EQ(rec.value("not_run", -1), 0) << rec.dump();
-      EXPECT_GT(rec.value("first_ts", int64_t{0}), 0) << rec.dump();
-      EXPECT_GE(rec.value("last_ts", int64_t{0}), rec.value("first_ts", int64_t{0}));
-    }
-    if (rec.value("sql", "").find("'cpc-after-gap'") != std::string::npos && after_at < 0) {
-      after_at = static_cast<int>(i);
-    }
+  auto kind = [](const char* k) { return [k](const json& x) { return x.value("kind", "") == k; }; };
+  const int resumed = find_record(r, 0, kind("session_resumed"));
+  ASSERT_GE(resumed, 0);
+  // The rows and the completion the dp kept while cp was down follow the restart marker, in
+  // order, before the next statement; nothing is missing, so there is no gap record.
+  const int rows = find_record(r, resumed, kind("rows"));
+  const int end = find_record(r, resumed, [&](const json& x) {
+    return x.value("kind", "") == "statement" && x.value("phase", "") == "end" &&
+           x.value("sql", "") == sql;
+  });
+  const int next = find_record(r, resumed, [](const json& x) {
+    return x.value("sql", "").find("'cpc-late-next'") != std::string::npos;
+  });
+  ASSERT_GT(rows, resumed);
+  EXPECT_EQ(r.records[rows]["rows"].size(), 5u) << r.records[rows].dump();
+  EXPECT_GT(end, rows);
+  EXPECT_GT(next, end);
+  EXPECT_EQ(find_record(r, 0, kind("recording_gap")), -1);
+}
+
+TEST_F(CpReconnectTest, ResultsBeyondWhatTheDataplaneKeepsAreRecordedAsAGap) {
+  // ~12 MB of recorded rows (1000 rows of 12,000 bytes, the row cap) while cp is down: more
+  // than the 8 MiB of events a dataplane worker keeps for it.
+  const std::string sql =
+      "SELECT 'cpc-gap' AS m, repeat('x', 12000) FROM generate_series(1, 1000) g, "
+      "public.cpc_lock";
+  Recording r = run_through_cp_crash(*gw_, sql, 1000, "SELECT 'cpc-gap-next'");
+  ASSERT_FALSE(r.records.empty());
+  EXPECT_TRUE(r.report.ok) << r.report.reason;
+  auto kind = [](const char* k) { return [k](const json& x) { return x.value("kind", "") == k; }; };
+  const int resumed = find_record(r, 0, kind("session_resumed"));
+  ASSERT_GE(resumed, 0);
+  const int gap = find_record(r, resumed, kind("recording_gap"));
+  ASSERT_EQ(gap, resumed + 1) << "no recording_gap right after the session_resumed record";
+  const json& g = r.records[gap];
+  // The last rows records did not fit; the small completion that came after them did.
+  EXPECT_GE(g["kinds"].value("rows", 0), 1) << g.dump();
+  EXPECT_EQ(g.value("records", 0), g["kinds"].value("rows", 0)) << g.dump();
+  const int end = find_record(r, gap, [&](const json& x) {
+    return x.value("kind", "") == "statement" && x.value("phase", "") == "end" &&
+           x.value("sql", "") == sql;
+  });
+  ASSERT_GT(end, gap);
+  EXPECT_EQ(r.records[end].value("rows", 0), 1000) << r.records[end].dump();
+  EXPECT_EQ(g.value("not_run", -1), 0) << g.dump();
+  EXPECT_GT(g.value("first_ts", int64_t{0}), 0) << g.dump();
+  EXPECT_GE(g.value("last_ts", int64_t{0}), g.value("first_ts", int64_t{0}));
+  // What was kept is recorded after it; the rows recorded plus the rows the gap counts cover
+  // the 1000 rows the client saw (each rows record holds at most 100 rows).
+  size_t recorded_rows = 0;
+  for (size_t i = gap; i < r.records.size(); ++i) {
+    if (r.records[i].value("kind", "") == "rows") recorded_rows += r.records[i]["rows"].size();
   }
-  ASSERT_GE(resumed_at, 0);
-  ASSERT_GT(gap_at, resumed_at) << "no recording_gap after the session_resumed record";
-  EXPECT_GT(after_at, gap_at) << "the next statement was recorded before the gap";
+  EXPECT_GT(recorded_rows, 0u);
+  EXPECT_LT(recorded_rows, 1000u);
+  const int next = find_record(r, gap, [](const json& x) {
+    return x.value("sql", "").find("'cpc-gap-next'") != std::string::npos;
+  });
+  EXPECT_GT(next, end);
   auto v = recording::verify_session(r.path, nullptr, true);
   ASSERT_TRUE(v.is_ok());
   EXPECT_EQ(v->gaps, 1u) << v->detail;
+  EXPECT_EQ(v->missing_records, g.value("records", uint64_t{0}));
 }
 
 TEST_F(CpReconnectTest, KilledDataplaneSessionsEndAbnormallyAndAreSealed) {
