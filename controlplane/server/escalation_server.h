@@ -14,10 +14,10 @@
 //
 // Sessions (authenticate -> scram_* -> analyse ... -> event session_end) are keyed by
 // session_id, owned by the dp connection that authenticated them (other connections get
-// unknown_session) and dropped when that connection closes. A session keeps the config
-// snapshot it was admitted under, so a reload applies to new sessions only. When a session
-// ends (session_end event or its dp connection closing) its pending approvals are abandoned
-// and its recording is closed.
+// unknown_session) and detached when that connection closes (see "Channel reconnects"
+// below). A session keeps the config snapshot it was admitted under, so a reload applies to
+// new sessions only. When a session ends (session_end event, a kill, its dp process gone) its
+// pending approvals are abandoned and its recording is closed.
 //
 // Recording: session events go to the Recorder (session_start opens the recording with the
 // policy's level and row cap). The authenticate answer tells the dp whether the session
