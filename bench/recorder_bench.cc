@@ -309,8 +309,8 @@ void BM_ResumeSessions(benchmark::State& state) {
   const double n = static_cast<double>(std::max<int64_t>(state.iterations(), 1)) * sessions;
   state.counters["resume_ms_per_session"] = resume_ms / n;
   state.counters["first_write_ms_per_session"] = write_ms / n;
-  state.counters["loop_stall_ms"] = resume_ms / static_cast<double>(std::max<int64_t>(
-                                                    state.iterations(), 1));
+  state.counters["loop_stall_ms"] =
+      resume_ms / static_cast<double>(std::max<int64_t>(state.iterations(), 1));
   std::filesystem::remove_all(root);
 }
 BENCHMARK(BM_ResumeSessions)

@@ -1127,10 +1127,10 @@ Status Recorder::resume_session(const SessionStart& s, std::string_view reason) 
     return start_session(s);
   }
   auto sealed = [&] {
-    return Status(StatusCode::kFailedPrecondition,
-                  "recording of session " + s.session_id +
-                      " is sealed; a sealed session cannot be resumed",
-                  "57P01");
+    return Status(
+        StatusCode::kFailedPrecondition,
+        "recording of session " + s.session_id + " is sealed; a sealed session cannot be resumed",
+        "57P01");
   };
   {
     std::lock_guard lock(impl_->mu);

@@ -256,8 +256,8 @@ TEST_F(RecorderTest, ResumeRefusesASessionTheCheckpointSaysIsSealed) {
   ASSERT_TRUE(recs.is_ok());
   ASSERT_EQ(recs->back()["kind"], "seal");
   const std::string head = recs->back()["hash"];
-  nlohmann::json forged = {{"seq", recs->size() + 1}, {"ts", 1},        {"session_id", "sess-s"},
-                           {"kind", "statement"},     {"sql", "x"},     {"prev", head}};
+  nlohmann::json forged = {{"seq", recs->size() + 1}, {"ts", 1},    {"session_id", "sess-s"},
+                           {"kind", "statement"},     {"sql", "x"}, {"prev", head}};
   forged["hash"] = chain_hash(head, canonical_bytes(forged));
   { std::ofstream(path, std::ios::app) << forged.dump() << "\n"; }
   auto rec = Recorder::open(options());

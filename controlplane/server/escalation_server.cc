@@ -1,13 +1,13 @@
 #include "controlplane/server/escalation_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
-#include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -18,8 +18,8 @@
 #include <set>
 
 #include "common/protocol/messages.h"
-#include "controlplane/server/identity_authenticator.h"
 #include "controlplane/recording/recording_file.h"
+#include "controlplane/server/identity_authenticator.h"
 #include "controlplane/server/ring_fields.h"
 #include "controlplane/vault/scram_client.h"
 #include "controlplane/vault/secret.h"
@@ -675,9 +675,8 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       for (const std::string& id : detached) (void)handlers_.approvals->abandon_session(id);
     }
   }
-  const std::string reason =
-      "the dataplane process (pid " + std::to_string(conn->peer_pid) +
-      ") exited with the session open: the session ended abnormally";
+  const std::string reason = "the dataplane process (pid " + std::to_string(conn->peer_pid) +
+                             ") exited with the session open: the session ended abnormally";
   for (const auto& s : dropped) {
     bump(Counter::k_sessions_abandoned);
     end_session(s, reason);
@@ -1745,9 +1744,9 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     auto it = sessions_.find(session_id);
     if (it != sessions_.end()) {
       if (it->second->owner != 0 && it->second->owner != conn->id) {
-        return refuse(ec::kBadRequest, invalid_argument("session " + session_id +
-                                                            " is live on another connection",
-                                                        "08P01"));
+        return refuse(
+            ec::kBadRequest,
+            invalid_argument("session " + session_id + " is live on another connection", "08P01"));
       }
       if (it->second->owner == 0) detached = it->second;
     } else if (auto e = ended_.find(session_id); e != ended_.end()) {
@@ -1820,9 +1819,9 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       reattached = true;
     } else {
       if (it != sessions_.end() && it->second->owner != conn->id) {
-        return refuse(ec::kBadRequest, invalid_argument("session " + session->id +
-                                                            " is live on another connection",
-                                                        "08P01"));
+        return refuse(
+            ec::kBadRequest,
+            invalid_argument("session " + session->id + " is live on another connection", "08P01"));
       }
       sessions_[session->id] = session;
     }
@@ -1832,9 +1831,8 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   // The dp's write-ahead record that was in flight when its connection closed (`ahead`, see
   // note_ahead()): after a cp restart, the recording's last record says whether it was
   // written, so it is read before the session_resumed record follows it.
-  const json* ahead = request.contains("ahead") && request["ahead"].is_object()
-                          ? &request["ahead"]
-                          : nullptr;
+  const json* ahead =
+      request.contains("ahead") && request["ahead"].is_object() ? &request["ahead"] : nullptr;
   json last_record;
   if (ahead != nullptr && !reattached && rec != nullptr) {
     if (auto tail = recording::read_recording_tail(rec->path_for(session->id));

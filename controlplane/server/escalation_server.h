@@ -330,8 +330,7 @@ class EscalationServer {
   static void forget_ahead(Session& s);  // REQUIRES: s.ahead_mu held
   static bool written_last(const protocol::json& last, const protocol::json& ahead);
   // The reregister's `lost` events (the dp could not deliver them) as a recording_gap.
-  Status record_lost_events(const std::shared_ptr<Session>& session,
-                            const protocol::json& request);
+  Status record_lost_events(const std::shared_ptr<Session>& session, const protocol::json& request);
   // Why the session's grant no longer holds under `cfg` at `now_ms` ("" when it holds).
   std::string grant_broken(const Session& session, const config::Config& cfg, int64_t now_ms);
   // Removes the session, pushes the kill to its dp, ends and audits it. False when it had

@@ -244,9 +244,9 @@ void CpClient::fail_ring_pending(const std::string& why) {
           if (it == uncertain_.end()) return;
           Callback c = std::move(it->second.record.cb);
           uncertain_.erase(it);
-          c(unavailable(
-              "the pgwarden control plane is unreachable and did not come back within "
-              "limits.cp_unavailable_wait_ms"));
+          c(
+              unavailable("the pgwarden control plane is unreachable and did not come back within "
+                          "limits.cp_unavailable_wait_ms"));
         });
         uncertain_.emplace(session, Uncertain{seq, std::move(w)});
         continue;
@@ -281,12 +281,13 @@ void CpClient::resolve_ahead(uint64_t session, const Result<nlohmann::json>& ans
   if (u.record.timer != 0) loop_->cancel_timer(u.record.timer);
   if (!answer.is_ok()) return u.record.cb(answer.status());
   const nlohmann::json* ahead = answer->contains("ahead") ? &(*answer)["ahead"] : nullptr;
-  const bool same = ahead != nullptr && ahead->is_object() && ahead->value("seq", uint64_t{0}) == u.seq;
+  const bool same =
+      ahead != nullptr && ahead->is_object() && ahead->value("seq", uint64_t{0}) == u.seq;
   const std::string state = same ? ahead->value("state", std::string()) : std::string();
   if (state == "written") return u.record.cb(nlohmann::json::object());
   if (state == "refused") {
-    return u.record.cb(status_from_cp_error(ahead->contains("error") ? (*ahead)["error"]
-                                                                      : nlohmann::json()));
+    return u.record.cb(
+        status_from_cp_error(ahead->contains("error") ? (*ahead)["error"] : nlohmann::json()));
   }
   // cp did not see it: sent now (behind the re-registration, like every held record).
   record(session, std::move(u.record.payload), u.record.timeout_ms, std::move(u.record.cb),
@@ -453,9 +454,8 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
 void CpClient::event(nlohmann::json fields) {
   fields["type"] = "event";
   if (!ready_) {
-    return keep_undelivered(
-        protocol::RecordType::kEventJson, 0,
-        fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    return keep_undelivered(protocol::RecordType::kEventJson, 0,
+                            fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   if (out_.size() - out_off_ > kMaxOut) {
     uint64_t session = 0;

@@ -268,7 +268,7 @@ class CpClient : public IoHandler {
     int64_t first_ts = 0;
     int64_t last_ts = 0;
   };
-  std::map<uint64_t, Lost> lost_;  // by session
+  std::map<uint64_t, Lost> lost_;     // by session
   std::deque<Overflow> undelivered_;  // see keep_undelivered()
   size_t undelivered_bytes_ = 0;
   // Write-ahead records in flight when a connection closed, by session (see
