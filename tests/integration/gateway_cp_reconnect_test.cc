@@ -6,9 +6,11 @@
 //    whose policy requires full recording keep running, every statement is recorded exactly
 //    once, in order, and each recording carries a `session_resumed` marker per break;
 //  - results a statement produced while cp was down (kill -9) are not silently missing: the
-//    recording has a `recording_gap` record that counts them after the session re-registers;
+//    dataplane keeps them and they are recorded once cp is back, and what does not fit in
+//    what it keeps (8 MiB) is counted in a `recording_gap` record after the session_resumed;
 //  - kill -9 of the dataplane: cp ends its sessions at once with a `session_end` that says
-//    the session ended abnormally, and seals them; `sessions verify` passes.
+//    the session ended abnormally, and seals them; `sessions verify` passes;
+//  - SIGHUP reloads of cp while the same sessions run statements as fast as they can.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
@@ -182,15 +184,20 @@ struct Inserter {
   }
 };
 
-TEST_F(CpReconnectTest,
-       RecordingRequiredSessionsSurviveChannelBreaksWithEveryStatementRecordedOnce) {
+// Four recording-required sessions insert rows (values `tag`-N-M) in a tight loop while
+// `fault` is injected `rounds` times, each after every session progressed. Then: no statement
+// failed, no session ended, every row PostgreSQL has was recorded exactly once (and nothing
+// that failed ran), each recording verifies, is sealed once the sessions close and has
+// `resumed_per_round` x rounds session_resumed records with reason `resumed_reason`.
+void inserters_through(GatewayHarness& gw, const std::string& tag, int rounds,
+                       const std::function<bool()>& fault, int resumed_per_round,
+                       const std::string& resumed_reason) {
   constexpr int kSessions = 4;
-  constexpr int kBreaks = 5;
   std::vector<std::unique_ptr<Inserter>> clients;
   for (int i = 0; i < kSessions; ++i) {
     auto c = std::make_unique<Inserter>();
-    c->prefix = "cpc-" + std::to_string(i) + "-";
-    c->conn.reset(PQconnectdb(gw_->conninfo().c_str()));
+    c->prefix = tag + "-" + std::to_string(i) + "-";
+    c->conn.reset(PQconnectdb(gw.conninfo().c_str()));
     ASSERT_EQ(PQstatus(c->conn.get()), CONNECTION_OK) << PQerrorMessage(c->conn.get());
     clients.push_back(std::move(c));
   }
@@ -209,16 +216,16 @@ TEST_F(CpReconnectTest,
   };
   bool progressed =
       eventually([&] { return progressed_since(std::vector<int>(kSessions, 0), 20); });
-  int breaks = 0;
-  for (int round = 0; round < kBreaks && progressed; ++round) {
-    if (break_channels()) ++breaks;  // while every session is mid-loop
-    std::vector<int> at_break = counts();
-    progressed = eventually([&] { return progressed_since(at_break, 20); });
+  int injected = 0;
+  for (int round = 0; round < rounds && progressed; ++round) {
+    if (fault()) ++injected;  // while every session is mid-loop
+    std::vector<int> at_fault = counts();
+    progressed = eventually([&] { return progressed_since(at_fault, 20); });
   }
   stop = true;
   for (auto& c : clients) c->thread.join();
-  ASSERT_TRUE(progressed) << "a session stopped making progress after a channel break";
-  ASSERT_EQ(breaks, kBreaks);
+  ASSERT_TRUE(progressed) << "a session stopped making progress after a fault";
+  ASSERT_EQ(injected, rounds);
 
   std::set<std::string> inserted;
   for (auto& c : clients) {
@@ -228,11 +235,11 @@ TEST_F(CpReconnectTest,
   }
   for (auto& c : clients) c->conn.reset();  // the sessions end: their recordings are sealed
 
-  // Every row PostgreSQL has was recorded exactly once before it ran; nothing that failed ran.
+  const std::string marker = "'" + tag + "-";
   std::map<std::string, int> recorded;
   std::vector<Recording> recs;
   ASSERT_TRUE(eventually([&] {
-    recs = recordings_with(gw_->state_dir(), "'cpc-");
+    recs = recordings_with(gw.state_dir(), marker);
     if (recs.size() != static_cast<size_t>(kSessions)) return false;
     for (const Recording& r : recs) {
       if (!r.report.sealed) return false;
@@ -242,34 +249,64 @@ TEST_F(CpReconnectTest,
       << " sealed recordings";
   for (const Recording& r : recs) {
     EXPECT_TRUE(r.report.ok) << r.path << ": " << r.report.reason;
-    EXPECT_EQ(count_kind(r, "session_resumed"), static_cast<size_t>(kBreaks)) << r.path;
+    EXPECT_EQ(count_kind(r, "session_resumed"), static_cast<size_t>(rounds * resumed_per_round))
+        << r.path;
     EXPECT_EQ(count_kind(r, "session_start"), 1u) << r.path;
     for (const json& rec : r.records) {
       if (rec.value("kind", "") == "session_resumed") {
-        EXPECT_EQ(rec.value("reason", ""), "dataplane reconnected to the control plane");
+        EXPECT_EQ(rec.value("reason", ""), resumed_reason);
       }
       if (rec.value("kind", "") != "statement" || rec.contains("phase")) continue;
       std::string sql = rec.value("sql", "");
-      auto at = sql.find("'cpc-");
+      auto at = sql.find(marker);
       if (at != std::string::npos) ++recorded[sql.substr(at + 1, sql.find('\'', at + 1) - at - 1)];
     }
     auto v = recording::verify_session(r.path, nullptr, std::nullopt);
     ASSERT_TRUE(v.is_ok());
     EXPECT_EQ(v->state, "sealed") << r.path << ": " << v->detail;
   }
-  auto rows = gw_->pg().psql("SELECT v FROM public.cpc_t");
+  auto rows = gw.pg().psql("SELECT v FROM public.cpc_t WHERE v LIKE '" + tag + "-%'");
   ASSERT_TRUE(rows.is_ok());
   std::istringstream in(*rows);
   size_t ran = 0;
   for (std::string v; std::getline(in, v);) {
-    if (v.rfind("cpc-", 0) != 0) continue;
+    if (v.rfind(tag + "-", 0) != 0) continue;
     ++ran;
     EXPECT_EQ(recorded[v], 1) << v << " recorded " << recorded[v] << " times";
   }
   EXPECT_EQ(ran, inserted.size());
   for (const auto& [v, n] : recorded) EXPECT_EQ(n, 1) << v << " recorded " << n << " times";
-  std::printf("[ channel breaks ] %d sessions, %d breaks, %zu statements, each recorded once\n",
-              kSessions, kBreaks, ran);
+  std::printf("[ %s ] %d sessions, %d faults, %zu statements, each recorded once\n", tag.c_str(),
+              kSessions, rounds, ran);
+}
+
+TEST_F(CpReconnectTest,
+       RecordingRequiredSessionsSurviveChannelBreaksWithEveryStatementRecordedOnce) {
+  inserters_through(*gw_, "cpc-break", 5, break_channels, 1,
+                    "dataplane reconnected to the control plane");
+}
+
+// The same class of race: configuration reloads (SIGHUP to cp: a new policy version, every
+// cached verdict escalated again) while the sessions run statements as fast as they can.
+TEST_F(CpReconnectTest, SighupReloadsDuringHeavyTrafficLoseNothing) {
+  auto reloads = [] {
+    const std::string log = gw_->cp_log();
+    size_t n = 0;
+    for (size_t at = log.find("SIGHUP: reloading"); at != std::string::npos;
+         at = log.find("SIGHUP: reloading", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  inserters_through(
+      *gw_, "cpc-hup", 5,
+      [&] {
+        // One reload per round (signals sent faster than cp handles them would coalesce).
+        const size_t before = reloads();
+        gw_->signal_cp(SIGHUP);
+        return eventually([&] { return reloads() > before; });
+      },
+      0, "");
 }
 
 // Runs `sql` (which reads public.cpc_lock; its shape and mask plan cached by a first run)
