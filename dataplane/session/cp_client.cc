@@ -181,11 +181,17 @@ void CpClient::schedule_reconnect() {
   backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
 }
 
-void CpClient::disconnect(const std::string& why) {
+void CpClient::disconnect(const std::string& why, bool peer_closed) {
   cancel_event_timer();
   registration_.clear();
   ring_held_ = false;
-  keep_ring_leftovers();
+  if (peer_closed) {
+    keep_ring_leftovers();
+  } else if (ring_) {
+    // We close: cp drains what is published when it sees the close, so it is not kept here
+    // (it would be recorded twice).
+    ring_->region.forward().publish();
+  }
   drop_ring();
   refused_.clear();
   // Events queued for the ring that is gone wait for the next connection after those cp did
@@ -514,7 +520,7 @@ void CpClient::flush() {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    return disconnect(std::string("write: ") + strerror(errno));
+    return disconnect(std::string("write: ") + strerror(errno), /*peer_closed=*/true);
   }
   if (out_off_ == out_.size()) {
     out_.clear();
@@ -568,10 +574,10 @@ void CpClient::read_frames() {
       in_.erase(0, off);
       continue;
     }
-    if (n == 0) return disconnect("cp closed the connection");
+    if (n == 0) return disconnect("cp closed the connection", /*peer_closed=*/true);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    return disconnect(std::string("read: ") + strerror(errno));
+    return disconnect(std::string("read: ") + strerror(errno), /*peer_closed=*/true);
   }
 }
 

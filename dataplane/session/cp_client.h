@@ -231,7 +231,10 @@ class CpClient : public IoHandler {
 
   void connect_now();
   void schedule_reconnect();
-  void disconnect(const std::string& why);
+  // `peer_closed`: cp closed the connection (or died); what it did not take of the ring is
+  // then kept for the next connection. Otherwise (the dp closes it: stop(), a protocol error
+  // of cp) everything written is published for cp to drain when it sees the close.
+  void disconnect(const std::string& why, bool peer_closed = false);
   void send_frame(const nlohmann::json& frame, bool is_event);
   // Queues one frame. Requests are written after the current dispatch batch (schedule_flush);
   // events may wait for more (see event()).
