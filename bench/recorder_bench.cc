@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -247,6 +248,77 @@ void BM_Fdatasync(benchmark::State& state) {
   std::filesystem::remove_all(root);
 }
 BENCHMARK(BM_Fdatasync)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// What re-registering sessions after a pgwarden-cp restart costs (docs/recording.md,
+// "Continuing a recording"): `sessions` recordings of `mib` MiB each (64 KiB rows records,
+// unsealed: the cp was killed) are written before the timing. Each iteration opens a new
+// Recorder on them (a restarted cp) and resumes every session as the reregister handler does
+// on cp's event loop (Recorder::resume_session): resume_ms_per_session is that loop-thread
+// time per session. Then flush() waits until the writer appended every session_resumed
+// record (its first write to each existing file): first_write_ms_per_session.
+void BM_ResumeSessions(benchmark::State& state) {
+  const int sessions = static_cast<int>(state.range(0));
+  const int64_t mib = state.range(1);
+  const std::string root = bench_dir();
+  RecorderOptions o;
+  o.dir = root + "/recordings";
+  std::vector<SessionStart> starts;
+  {
+    auto rec = Recorder::open(o);
+    if (!rec.is_ok()) {
+      state.SkipWithError(rec.status().message().c_str());
+      return;
+    }
+    const nlohmann::json value(std::string(64 << 10, 'v'));
+    const nlohmann::json fields = {{"columns", {"payload"}}, {"rows", {{value}}}};
+    for (int s = 0; s < sessions; ++s) {
+      SessionStart st;
+      st.session_id = session_id(s);
+      st.identity = "svc:bench";
+      st.target = "demo";
+      st.row_cap = 1 << 30;
+      (void)(*rec)->start_session(st);
+      for (int64_t r = 0; r < mib * 16; ++r) {
+        (void)(*rec)->append(st.session_id, "rows", fields, {.keep = true});
+      }
+      starts.push_back(st);
+    }
+    (void)(*rec)->flush();
+  }  // destroyed without a session_end: the recordings stay open, as after a cp crash
+  double resume_ms = 0;
+  double write_ms = 0;
+  for (auto _ : state) {
+    auto rec = Recorder::open(o);
+    if (!rec.is_ok()) {
+      state.SkipWithError(rec.status().message().c_str());
+      break;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    for (const SessionStart& st : starts) {
+      if (!(*rec)->resume_session(st, "bench").is_ok()) {
+        state.SkipWithError("resume_session failed");
+        break;
+      }
+    }
+    auto t1 = std::chrono::steady_clock::now();
+    (void)(*rec)->flush();
+    auto t2 = std::chrono::steady_clock::now();
+    resume_ms += std::chrono::duration<double, std::milli>(t1 - t0).count();
+    write_ms += std::chrono::duration<double, std::milli>(t2 - t1).count();
+  }
+  const double n = static_cast<double>(std::max<int64_t>(state.iterations(), 1)) * sessions;
+  state.counters["resume_ms_per_session"] = resume_ms / n;
+  state.counters["first_write_ms_per_session"] = write_ms / n;
+  state.counters["loop_stall_ms"] =
+      resume_ms / static_cast<double>(std::max<int64_t>(state.iterations(), 1));
+  std::filesystem::remove_all(root);
+}
+BENCHMARK(BM_ResumeSessions)
+    ->ArgNames({"sessions", "mib"})
+    ->Args({200, 4})
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

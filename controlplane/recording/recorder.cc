@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "common/atomic_file.h"
@@ -269,6 +270,10 @@ struct Recorder::Impl {
   // until commit() (or a later append that is not deferred) moves them to the queue.
   std::vector<Item> deferred;
   std::map<std::string, SessionPolicy> sessions;
+  // Sessions that ended (session_end appended here, or sealed in the checkpoint loaded at
+  // open), the last kEndedKept: resume_session() refuses them without reading their file.
+  std::set<std::string> ended;
+  std::deque<std::string> ended_order;
   bool stopping = false;
   // The queue holds something only the writer thread handles: a record acknowledged after an
   // fdatasync (sync "always", a session_end and its seal) or a flush barrier.
@@ -308,6 +313,17 @@ struct Recorder::Impl {
   metrics::LatencyHistogram sync_latency;
 
   static constexpr size_t kSealedHeadsKept = 1024;
+  static constexpr size_t kEndedKept = 4096;
+
+  // REQUIRES: mu held (or no other thread yet).
+  void note_ended(const std::string& id) {
+    if (!ended.insert(id).second) return;
+    ended_order.push_back(id);
+    if (ended_order.size() > kEndedKept) {
+      ended.erase(ended_order.front());
+      ended_order.pop_front();
+    }
+  }
   static constexpr int kSyncHelpers = 7;  // threads syncing files beside the writer
 
   int64_t now() const { return options.clock_ms ? options.clock_ms() : system_now_ms(); }
@@ -443,19 +459,17 @@ struct Recorder::Impl {
     if (!f.loaded) {
       f.prev = std::string(kGenesisHash);
       if (::access(path.c_str(), F_OK) == 0) {
-        VerifyReport report;
-        auto existing = read_recording(path, &report);
-        if (!existing.is_ok() || !report.ok) {
+        // Only the last record is read (O(1) in the file's size): the chain continues from it.
+        auto tail = read_recording_tail(path);
+        if (!tail.is_ok() || !tail->ok) {
           f.broken = "the existing recording " + path + " does not verify; not appended to";
-        } else if (!existing->empty() && existing->back().value("kind", "") == "seal") {
+        } else if (tail->last_kind == "seal") {
           f.broken = "the recording " + path + " is sealed; nothing may follow its seal";
         } else {
-          struct stat st;
-          off_t size = ::stat(path.c_str(), &st) == 0 ? st.st_size : 0;
-          f.size = size - static_cast<off_t>(report.torn_bytes);
-          f.truncate_pending = report.torn_tail;
-          f.seq = report.records;
-          if (report.records > 0) f.prev = report.last_hash;
+          f.size = static_cast<off_t>(tail->good_bytes);
+          f.truncate_pending = tail->torn_tail;
+          f.seq = tail->records;
+          if (tail->records > 0) f.prev = tail->last_hash;
         }
       }
       f.synced_size = f.size;
@@ -860,7 +874,10 @@ struct Recorder::Impl {
     for (const auto& [id, h] : cp->heads) {
       if (::access(path_for(id).c_str(), F_OK) != 0) continue;  // deleted by retention
       heads[id] = Head{h.seq, h.hash, h.sealed};
-      if (h.sealed) sealed_order.push_back(id);
+      if (h.sealed) {
+        sealed_order.push_back(id);
+        note_ended(id);
+      }
     }
   }
 
@@ -1109,21 +1126,26 @@ Status Recorder::resume_session(const SessionStart& s, std::string_view reason) 
   if (s.level == policy::RecordingLevel::kOff || ::access(path.c_str(), F_OK) != 0) {
     return start_session(s);
   }
-  VerifyReport report;
-  auto records = read_recording(path, &report);
-  if (!records.is_ok()) return records.status();
-  if (!report.ok) {
-    return failed_precondition("recording of session " + s.session_id + " does not verify at seq " +
-                               std::to_string(report.bad_seq) + " (" + report.reason +
-                               "); not resumed");
+  auto sealed = [&] {
+    return Status(
+        StatusCode::kFailedPrecondition,
+        "recording of session " + s.session_id + " is sealed; a sealed session cannot be resumed",
+        "57P01");
+  };
+  {
+    std::lock_guard lock(impl_->mu);
+    // Ended here or sealed per the checkpoint, whatever follows the seal in the file now.
+    if (impl_->ended.count(s.session_id) != 0) return sealed();
   }
-  if (!records->empty()) {
-    const std::string last = records->back().value("kind", "");
-    if (last == "seal" || last == "session_end") {
-      return failed_precondition("recording of session " + s.session_id +
-                                 " is sealed; a sealed session cannot be resumed");
-    }
+  // The last record only: re-registering many sessions with long recordings must not read
+  // them whole (the caller is cp's event loop). The writer continues the chain from it.
+  auto tail = read_recording_tail(path);
+  if (!tail.is_ok()) return tail.status();
+  if (!tail->ok) {
+    return failed_precondition("the last record of the recording of session " + s.session_id +
+                               " does not verify (" + tail->reason + "); not resumed");
   }
+  if (tail->last_kind == "seal" || tail->last_kind == "session_end") return sealed();
   std::lock_guard lock(impl_->mu);
   if (impl_->sessions.count(s.session_id) != 0) {
     return failed_precondition("session " + s.session_id + " is already recording");
@@ -1203,7 +1225,10 @@ Status Recorder::append(const std::string& session_id, const std::string& kind, 
     sp.rows_in_statement = 0;
     sp.cap_noted = false;
   }
-  if (kind == "session_end") impl_->sessions.erase(it);
+  if (kind == "session_end") {
+    impl_->sessions.erase(it);
+    impl_->note_ended(session_id);
+  }
   return Status::ok();
 }
 

@@ -188,11 +188,14 @@ class Recorder {
   Status start_session(const SessionStart& start);
 
   // Continues the session's existing recording after a pgwarden-cp restart (or starts it, as
-  // start_session does, when there is no file): the file is verified, a torn last line is cut,
-  // seq and hash chain continue, and a "session_resumed" record {reason} is appended.
+  // start_session does, when there is no file): only the file's last record is read and
+  // checked (read_recording_tail: the cost does not grow with the recording), a torn last line
+  // is cut, seq and hash chain continue, and a "session_resumed" record {reason} is appended.
   // invalid_argument for a bad id; failed_precondition when the session is already open here,
-  // when its recording is sealed (it ended: nothing may follow the seal) or when the existing
-  // file does not verify (appending would hide the damage); unavailable if it cannot be read.
+  // when its recording is sealed (it ended: nothing may follow the seal — its file ends in a
+  // seal, it ended in this Recorder, or the checkpoint says sealed; the Status carries
+  // SQLSTATE 57P01) or when the last record does not verify; unavailable if it cannot be read.
+  // Damage earlier in the file stays visible to verify_recording() after the append.
   Status resume_session(const SessionStart& start, std::string_view reason);
 
   // Queues one event of an open session. `kind`: "statement" | "rows" | "error" |

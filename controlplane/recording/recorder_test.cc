@@ -241,6 +241,32 @@ TEST_F(RecorderTest, ResumeSessionContinuesSeqAndChainWithAResumedRecord) {
             StatusCode::kFailedPrecondition);
 }
 
+// resume_session reads only the file's tail: a record forged after the seal of a session the
+// checkpoint knows as sealed does not make it resumable.
+TEST_F(RecorderTest, ResumeRefusesASessionTheCheckpointSaysIsSealed) {
+  {
+    auto rec = Recorder::open(options());
+    ASSERT_TRUE(rec.is_ok());
+    ASSERT_TRUE((*rec)->start_session(start("sess-s")).is_ok());
+    ASSERT_TRUE((*rec)->try_append("sess-s", "session_end", {{"reason", "done"}}).is_ok());
+    ASSERT_TRUE((*rec)->flush().is_ok());
+  }
+  const std::string path = dir_ + "/sess-s.jsonl";
+  auto recs = read_recording(path);
+  ASSERT_TRUE(recs.is_ok());
+  ASSERT_EQ(recs->back()["kind"], "seal");
+  const std::string head = recs->back()["hash"];
+  nlohmann::json forged = {{"seq", recs->size() + 1}, {"ts", 1},    {"session_id", "sess-s"},
+                           {"kind", "statement"},     {"sql", "x"}, {"prev", head}};
+  forged["hash"] = chain_hash(head, canonical_bytes(forged));
+  { std::ofstream(path, std::ios::app) << forged.dump() << "\n"; }
+  auto rec = Recorder::open(options());
+  ASSERT_TRUE(rec.is_ok());
+  Status st = (*rec)->resume_session(start("sess-s"), "restart");
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(st.sqlstate(), "57P01");
+}
+
 TEST_F(RecorderTest, ResumeSessionStartsAMissingRecordingAndRefusesATamperedOne) {
   auto rec = Recorder::open(options());
   ASSERT_TRUE(rec.is_ok());

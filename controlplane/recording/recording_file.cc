@@ -1,9 +1,12 @@
 #include "controlplane/recording/recording_file.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 
@@ -137,6 +140,91 @@ Result<std::vector<nlohmann::json>> read_recording(const std::string& path,
   report.sealed = report.ok && !records.empty() && records.back().value("kind", "") == "seal";
   if (report_out != nullptr) *report_out = report;
   return records;
+}
+
+Result<RecordingTail> read_recording_tail(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return not_found("cannot open recording " + path);
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return unavailable("cannot stat recording " + path);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  // Read backwards in blocks until the last complete line and the newline before it (or the
+  // start of the file) are in `buf`, which holds the file's bytes [start, size).
+  constexpr uint64_t kBlock = 64 << 10;
+  std::string buf;
+  uint64_t start = size;
+  auto read_more = [&]() -> bool {
+    const uint64_t n = std::min(kBlock, start);
+    std::string block(n, '\0');
+    uint64_t done = 0;
+    while (done < n) {
+      ssize_t r = ::pread(fd, block.data() + done, n - done, static_cast<off_t>(start - n + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      done += static_cast<uint64_t>(r);
+    }
+    start -= n;
+    buf.insert(0, block);
+    return true;
+  };
+  RecordingTail tail;
+  size_t last_nl = std::string::npos;  // in buf: the newline that ends the last complete line
+  while (true) {
+    last_nl = buf.rfind('\n');
+    if (last_nl != std::string::npos || start == 0) break;
+    if (!read_more()) return unavailable("cannot read recording " + path);
+  }
+  if (last_nl == std::string::npos) {  // no complete line at all
+    tail.torn_tail = size > 0;
+    tail.torn_bytes = size;
+    return tail;
+  }
+  tail.good_bytes = start + last_nl + 1;
+  tail.torn_bytes = size - tail.good_bytes;
+  tail.torn_tail = tail.torn_bytes > 0;
+  size_t line_start = std::string::npos;
+  while (true) {
+    size_t prev_nl = last_nl == 0 ? std::string::npos : buf.rfind('\n', last_nl - 1);
+    if (prev_nl != std::string::npos) {
+      line_start = prev_nl + 1;
+      break;
+    }
+    if (start == 0) {
+      line_start = 0;
+      break;
+    }
+    const size_t before = buf.size();
+    if (!read_more()) return unavailable("cannot read recording " + path);
+    last_nl += buf.size() - before;
+  }
+  auto j = nlohmann::json::parse(buf.begin() + static_cast<long>(line_start),
+                                 buf.begin() + static_cast<long>(last_nl), nullptr, false);
+  auto fail = [&](std::string why) {
+    tail.ok = false;
+    tail.reason = std::move(why);
+    return tail;
+  };
+  if (j.is_discarded() || !j.is_object()) return fail("malformed json");
+  auto h = j.find("hash");
+  auto p = j.find("prev");
+  auto s = j.find("seq");
+  if (h == j.end() || !h->is_string() || p == j.end() || !p->is_string() || s == j.end() ||
+      !s->is_number_unsigned() || s->get<uint64_t>() == 0) {
+    return fail("missing seq, prev or hash");
+  }
+  std::string hash = h->get<std::string>();
+  std::string prev = p->get<std::string>();
+  j.erase("hash");
+  if (chain_hash(prev, canonical_bytes(j)) != hash) return fail("hash mismatch");
+  tail.records = s->get<uint64_t>();
+  tail.last_hash = std::move(hash);
+  tail.last_kind = j.value("kind", "");
+  tail.last = std::move(j);
+  return tail;
 }
 
 nlohmann::json VerifyReport::to_json() const {

@@ -101,6 +101,26 @@ Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* c
 Result<std::vector<nlohmann::json>> read_recording(const std::string& path,
                                                    VerifyReport* report = nullptr);
 
+// The end of a recording, read without reading the rest (the Recorder continues a session's
+// chain from it after a pgwarden-cp restart). Costs O(size of the last record), whatever the
+// size of the file.
+struct RecordingTail {
+  uint64_t records = 0;     // seq of the last complete record (0: no record)
+  std::string last_hash;    // its hash ("" when there is none)
+  std::string last_kind;    // its kind
+  nlohmann::json last;      // the record itself (without "hash"); null when none
+  uint64_t good_bytes = 0;  // the file up to and including the last complete line
+  bool torn_tail = false;   // the file ends in a partial line (crash mid-write)
+  uint64_t torn_bytes = 0;
+  bool ok = true;      // the last record parses and its hash covers its content
+  std::string reason;  // why not ("malformed json", "missing seq, prev or hash",
+                       // "hash mismatch")
+};
+// not_found/unavailable only when the file cannot be read. The records before the last one
+// are not looked at: tampering there is verify_recording()'s to find, and appending to the
+// file does not hide it (the chain still breaks at the changed record).
+Result<RecordingTail> read_recording_tail(const std::string& path);
+
 struct RecordingSummary {
   std::string session_id;
   std::string path;

@@ -128,6 +128,73 @@ TEST_F(RecordingFileTest, GarbageFileFailsAtTheFirstRecord) {
   EXPECT_EQ(report->reason, "malformed json");
 }
 
+// The tail gives what a full read gives for the end of the chain, for a last record far
+// larger than the 64 KiB blocks it is read in and for a torn partial line after it.
+TEST_F(RecordingFileTest, TailMatchesAFullReadOfTheEnd) {
+  record("big", 1, 3, /*end=*/false, /*padding=*/200 << 10);
+  const std::string path = dir_ + "/big.jsonl";
+  VerifyReport full;
+  auto records = read_recording(path, &full);
+  ASSERT_TRUE(records.is_ok());
+  auto tail = read_recording_tail(path);
+  ASSERT_TRUE(tail.is_ok());
+  EXPECT_TRUE(tail->ok) << tail->reason;
+  EXPECT_EQ(tail->records, full.records);
+  EXPECT_EQ(tail->last_hash, full.last_hash);
+  EXPECT_EQ(tail->last_kind, "statement");
+  EXPECT_EQ(tail->last.value("pad", "").size(), size_t{200 << 10});
+  EXPECT_EQ(tail->good_bytes, fs::file_size(path));
+  EXPECT_FALSE(tail->torn_tail);
+
+  const std::string partial = R"({"seq":5,"kind":"stat)";  // a crash in the middle of a write
+  { std::ofstream(path, std::ios::app) << partial; }
+  auto torn = read_recording_tail(path);
+  ASSERT_TRUE(torn.is_ok());
+  EXPECT_TRUE(torn->ok);
+  EXPECT_EQ(torn->records, full.records);
+  EXPECT_EQ(torn->last_hash, full.last_hash);
+  EXPECT_TRUE(torn->torn_tail);
+  EXPECT_EQ(torn->torn_bytes, partial.size());
+  EXPECT_EQ(torn->good_bytes + torn->torn_bytes, fs::file_size(path));
+}
+
+TEST_F(RecordingFileTest, TailOfAnEmptyOrSingleRecordFile) {
+  { std::ofstream(dir_ + "/empty.jsonl"); }
+  auto empty = read_recording_tail(dir_ + "/empty.jsonl");
+  ASSERT_TRUE(empty.is_ok());
+  EXPECT_TRUE(empty->ok);
+  EXPECT_EQ(empty->records, 0u);
+  EXPECT_FALSE(empty->torn_tail);
+  record("one", 1, 0, /*end=*/false);
+  auto one = read_recording_tail(dir_ + "/one.jsonl");
+  ASSERT_TRUE(one.is_ok());
+  EXPECT_EQ(one->records, 1u);
+  EXPECT_EQ(one->last_kind, "session_start");
+  EXPECT_EQ(read_recording_tail(dir_ + "/none.jsonl").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(RecordingFileTest, TailWhoseLastRecordWasChangedDoesNotVerify) {
+  record("t", 1, 2, /*end=*/false);
+  const std::string path = dir_ + "/t.jsonl";
+  std::string data;
+  {
+    std::ifstream in(path);
+    data.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const size_t at = data.rfind("SELECT 1");
+  ASSERT_NE(at, std::string::npos);
+  data.replace(at, 8, "SELECT 2");
+  { std::ofstream(path, std::ios::trunc) << data; }
+  auto tail = read_recording_tail(path);
+  ASSERT_TRUE(tail.is_ok());
+  EXPECT_FALSE(tail->ok);
+  EXPECT_EQ(tail->reason, "hash mismatch");
+  { std::ofstream(path, std::ios::app) << "not json\n"; }
+  tail = read_recording_tail(path);
+  ASSERT_TRUE(tail.is_ok());
+  EXPECT_EQ(tail->reason, "malformed json");
+}
+
 TEST(ChainHash, IsSha256OfPrevAndCanonicalBytes) {
   nlohmann::json r = {{"b", 1}, {"a", "x"}};
   EXPECT_EQ(canonical_bytes(r), R"({"a":"x","b":1})");

@@ -1,11 +1,13 @@
 #include "controlplane/server/escalation_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <set>
 
 #include "common/protocol/messages.h"
+#include "controlplane/recording/recording_file.h"
 #include "controlplane/server/identity_authenticator.h"
 #include "controlplane/server/ring_fields.h"
 #include "controlplane/vault/scram_client.h"
@@ -99,8 +102,13 @@ struct EscalationServer::Connection {
     }
   };
   std::unique_ptr<Ring> ring;
+  // The dp process (SO_PEERCRED; 0 when unknown, e.g. another pid namespace) and a pidfd on
+  // it (-1 when none; handed to the server's watches when its sessions are detached).
+  pid_t peer_pid = 0;
+  int pidfd = -1;
   ~Connection() {
     for (int fd : received_fds) ::close(fd);
+    if (pidfd >= 0) ::close(pidfd);
   }
 };
 
@@ -114,6 +122,19 @@ struct EscalationServer::Session {
   std::string client_addr;
   bool tls = false;
   bool reregistered = false;  // admitted again from its ticket after a cp restart
+  // Detached (owner 0): its dp connection closed while the dp process lived; guarded by
+  // sessions_mu_ (as owner is when it changes). See the header comment.
+  int64_t detached_until_ms = 0;
+  pid_t detached_pid = 0;
+  // The session's last write-ahead record from the event ring (its seq on the owner's ring)
+  // and its answer, for a re-registration that asks about it (`ahead`, see
+  // handle_reregister). Guarded by ahead_mu.
+  enum class Ahead { kNone, kPending, kWritten, kRefused };
+  std::mutex ahead_mu;
+  uint64_t ahead_seq = 0;
+  Ahead ahead_state = Ahead::kNone;
+  json ahead_error;
+  std::function<void()> on_ahead_answered;  // a reregister answer waiting for it
   std::mutex mu;              // serialises SCRAM steps
   std::unique_ptr<vault::ScramClient> scram;
   // Recording: events lost to a full recorder queue since the last recorded gap.
@@ -217,6 +238,11 @@ void EscalationServer::stop() {
     std::lock_guard<std::mutex> lock(conn->mu);
     conn->closed = true;
     ::close(conn->fd);
+  }
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (const auto& [fd, pid] : peer_watches_) ::close(fd);
+    peer_watches_.clear();
   }
   for (int* fd : {&listen_fd_, &epoll_fd_, &wake_fd_}) {
     if (*fd >= 0) ::close(*fd);
@@ -396,6 +422,7 @@ void EscalationServer::loop() {
       }
       std::shared_ptr<Connection> conn;
       bool ring_wake = false;
+      bool peer_exit = false;
       {
         std::lock_guard<std::mutex> lock(conns_mu_);
         auto it = conns_.find(fd);
@@ -404,8 +431,11 @@ void EscalationServer::loop() {
         } else if (auto r = ring_fds_.find(fd); r != ring_fds_.end()) {
           conn = r->second;
           ring_wake = true;
+        } else {
+          peer_exit = peer_watches_.count(fd) != 0;
         }
       }
+      if (peer_exit) on_peer_exit(fd);
       if (!conn) continue;
       if (ring_wake) {
         // One read empties a (non-semaphore) eventfd; a second would only return EAGAIN, one
@@ -433,6 +463,12 @@ void EscalationServer::accept_all() {
     if (fd < 0) return;
     auto conn = std::make_shared<Connection>();
     conn->fd = fd;
+    ucred cred{};
+    socklen_t cred_len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0 && cred.pid > 0) {
+      conn->peer_pid = cred.pid;
+      conn->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0));
+    }
     size_t count;
     {
       std::lock_guard<std::mutex> lock(conns_mu_);
@@ -609,20 +645,109 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
     }
   }
   dataplanes_.disconnected(conn->id);
+  // A dp that lives on reconnects and re-registers its sessions: they wait for it, detached
+  // (their recordings stay open). A dp that exited took its sessions with it.
+  const bool exited = peer_exited(*conn);
+  const int64_t until = protocol::now_unix_ms() + kReattachWindowMs;
   std::vector<std::shared_ptr<Session>> dropped;
+  std::vector<std::string> detached;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     for (auto it = sessions_.begin(); it != sessions_.end();) {
-      if (it->second->owner == conn->id) {
+      Session& s = *it->second;
+      if (s.owner != conn->id) {
+        ++it;
+      } else if (exited) {
         dropped.push_back(it->second);
+        it = sessions_.erase(it);
+      } else {
+        s.owner = 0;
+        s.detached_until_ms = until;
+        s.detached_pid = conn->peer_pid;
+        detached.push_back(s.id);
+        ++it;
+      }
+    }
+  }
+  if (!detached.empty()) {
+    counters_[static_cast<int>(Counter::k_sessions_detached)].fetch_add(detached.size());
+    watch_peer(*conn);
+    // Their statements waiting for an approval failed at the dp with the connection.
+    if (handlers_.approvals != nullptr) {
+      for (const std::string& id : detached) (void)handlers_.approvals->abandon_session(id);
+    }
+  }
+  const std::string reason = "the dataplane process (pid " + std::to_string(conn->peer_pid) +
+                             ") exited with the session open: the session ended abnormally";
+  for (const auto& s : dropped) {
+    bump(Counter::k_sessions_abandoned);
+    end_session(s, reason);
+  }
+  spdlog::info(
+      "dp connection {} closed ({} sessions ended, {} detached waiting for the dp to "
+      "re-register them)",
+      conn->id, dropped.size(), detached.size());
+}
+
+bool EscalationServer::peer_exited(const Connection& conn) {
+  if (conn.pidfd < 0) return false;
+  pollfd p{conn.pidfd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+void EscalationServer::watch_peer(Connection& conn) {
+  if (conn.pidfd < 0) return;
+  std::lock_guard<std::mutex> lock(conns_mu_);
+  for (const auto& [fd, pid] : peer_watches_) {
+    if (pid == conn.peer_pid) return;  // watched already (another worker's connection)
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = conn.pidfd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, conn.pidfd, &ev) != 0) return;
+  peer_watches_[conn.pidfd] = conn.peer_pid;
+  conn.pidfd = -1;  // the watch owns it now
+}
+
+void EscalationServer::on_peer_exit(int fd) {
+  pid_t pid = 0;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    auto it = peer_watches_.find(fd);
+    if (it == peer_watches_.end()) return;
+    pid = it->second;
+    peer_watches_.erase(it);
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    ::close(fd);
+  }
+  end_detached([pid](const Session& s) { return s.detached_pid == pid; },
+               "the dataplane process (pid " + std::to_string(pid) +
+                   ") exited with the session open: the session ended abnormally");
+}
+
+void EscalationServer::end_detached(const std::function<bool(const Session&)>& pred,
+                                    const std::string& reason) {
+  std::vector<std::shared_ptr<Session>> gone;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->second->owner == 0 && pred(*it->second)) {
+        gone.push_back(it->second);
         it = sessions_.erase(it);
       } else {
         ++it;
       }
     }
   }
-  for (const auto& s : dropped) end_session(s, "dp connection closed");
-  spdlog::info("dp connection {} closed ({} sessions dropped)", conn->id, dropped.size());
+  for (const auto& s : gone) {
+    bump(Counter::k_sessions_abandoned);
+    audit::AuditRecord r = audit_base(s, "session_end", s->id);
+    r.decision = "abnormal";
+    r.reason = reason;
+    audit_.record(r);
+    spdlog::warn("session {} of {}: {}", s->id, s->identity.subject, reason);
+    end_session(s, reason);
+  }
 }
 
 void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
@@ -717,7 +842,11 @@ void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json re
   }
   // Inline too: a re-registered session must exist before its next request on this
   // connection is looked at.
-  if (type == "reregister") return send(conn, handle_reregister(conn, request, id));
+  if (type == "reregister") {
+    json answer = handle_reregister(conn, request, id);
+    if (!answer.is_null()) send(conn, answer);  // null: answered once its `ahead` is
+    return;
+  }
   static const char* kPooled[] = {"authenticate", "scram_start", "scram_continue",
                                   "scram_finish", "analyse",     "mask_plan"};
   if (std::find_if(std::begin(kPooled), std::end(kPooled),
@@ -779,8 +908,13 @@ std::shared_ptr<EscalationServer::Session> EscalationServer::find_session(
     const std::shared_ptr<Connection>& conn, const std::string& session_id) {
   std::lock_guard<std::mutex> lock(sessions_mu_);
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end() || it->second->owner != conn->id) return nullptr;
-  return it->second;
+  if (it == sessions_.end()) return nullptr;
+  const Session& s = *it->second;
+  if (s.owner == conn->id) return it->second;
+  // Detached from a closed connection of the same dp process: the events that connection did
+  // not deliver come on this one (a session that ended meanwhile is never re-registered).
+  if (s.owner == 0 && s.detached_pid > 0 && s.detached_pid == conn->peer_pid) return it->second;
+  return nullptr;
 }
 
 json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& conn,
@@ -1090,13 +1224,14 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
                   audited = std::move(audited)](const Status& st) {
     if (st.is_ok()) {
       if (audited) audit_recorded(*audited);
+      if (ring_seq != 0) note_ahead(*s, ring_seq, protocol::make_ok(id));
       if (auto c = weak.lock()) reply(c, ring_seq, protocol::make_ok(id));
       return;
     }
     recording_refused(s, st, sql);
-    if (auto c = weak.lock()) {
-      reply(c, ring_seq, protocol::make_error(id, ec::kRecordingFailed, st));
-    }
+    json refusal = protocol::make_error(id, ec::kRecordingFailed, st);
+    if (ring_seq != 0) note_ahead(*s, ring_seq, refusal);
+    if (auto c = weak.lock()) reply(c, ring_seq, refusal);
   };
   Status st = handlers_.recorder->append(s->id, "statement", std::move(fields), std::move(opts));
   if (!st.is_ok()) return recording_hold(s, id, st, sql);
@@ -1251,6 +1386,14 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
 
 void EscalationServer::end_session(const std::shared_ptr<Session>& s, const std::string& reason) {
   if (s->ended.exchange(true)) return;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    if (ended_.emplace(s->id, reason).second) ended_order_.push_back(s->id);
+    if (ended_order_.size() > kEndedKept) {
+      ended_.erase(ended_order_.front());
+      ended_order_.pop_front();
+    }
+  }
   if (handlers_.on_session)
     handlers_.on_session(s->id, s->identity.subject, s->target->name, false);
   if (handlers_.approvals != nullptr) {
@@ -1543,6 +1686,12 @@ void EscalationServer::sweep_loop() {
     sweep_cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
     if (stopping_) break;
     lock.unlock();
+    const int64_t now = protocol::now_unix_ms();
+    end_detached([now](const Session& s) { return s.detached_until_ms <= now; },
+                 "the dataplane did not re-register the session within " +
+                     std::to_string(kReattachWindowMs / 1000) +
+                     " s after its connection to the control plane closed: the session ended "
+                     "abnormally");
     (void)revalidate_sessions("sweep");
     if (handlers_.budgets != nullptr) {
       if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
@@ -1589,6 +1738,27 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   r.target = claims->target;
   r.policy = claims->policy;
   r.client_addr = claims->client_addr;
+  // A session this cp still holds, detached from a closed connection of the same dp: it is
+  // reattached (the recording is open here). One that ended here is never re-admitted.
+  std::shared_ptr<Session> detached;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    auto it = sessions_.find(session_id);
+    if (it != sessions_.end()) {
+      if (it->second->owner != 0 && it->second->owner != conn->id) {
+        return refuse(
+            ec::kBadRequest,
+            invalid_argument("session " + session_id + " is live on another connection", "08P01"));
+      }
+      if (it->second->owner == 0) detached = it->second;
+    } else if (auto e = ended_.find(session_id); e != ended_.end()) {
+      return refuse(ec::kRevoked, Status(StatusCode::kFailedPrecondition,
+                                         "pgwarden: terminating connection: the session has "
+                                         "ended in the control plane (" +
+                                             e->second + ")",
+                                         "57P01"));
+    }
+  }
   auto cfg = store_.current();
   r.policy_version = cfg->version;
   const config::Target* target = cfg->find_target(claims->target);
@@ -1617,6 +1787,11 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     why = grant_broken(*session, *cfg, protocol::now_unix_ms());
   }
   if (!why.empty()) {
+    // A detached session ends here as a kill does (audited, recorded, sealed).
+    if (detached && kill(detached, why, "", "reregister")) {
+      return refuse(ec::kRevoked, Status(StatusCode::kPermissionDenied,
+                                         "pgwarden: terminating connection: " + why, "57P01"));
+    }
     audit::AuditRecord k = r;
     k.event = "session_kill";
     k.decision = "killed";
@@ -1626,54 +1801,228 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     return refuse(ec::kRevoked, Status(StatusCode::kPermissionDenied,
                                        "pgwarden: terminating connection: " + why, "57P01"));
   }
+  bool reattached = false;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     auto it = sessions_.find(session->id);
-    if (it != sessions_.end() && it->second->owner != conn->id) {
-      return refuse(
-          ec::kBadRequest,
-          invalid_argument("session " + session->id + " is live on another connection", "08P01"));
+    if (detached) {
+      // Still detached (not ended by the sweeper or a kill meanwhile): it is ours again.
+      if (it == sessions_.end() || it->second != detached || detached->owner != 0) {
+        return refuse(ec::kRevoked, Status(StatusCode::kFailedPrecondition,
+                                           "pgwarden: terminating connection: the session "
+                                           "ended in the control plane while its dataplane "
+                                           "was reconnecting",
+                                           "57P01"));
+      }
+      detached->owner = conn->id;
+      detached->detached_until_ms = 0;
+      detached->detached_pid = 0;
+      session = detached;
+      reattached = true;
+    } else {
+      if (it != sessions_.end() && it->second->owner != conn->id) {
+        return refuse(
+            ec::kBadRequest,
+            invalid_argument("session " + session->id + " is live on another connection", "08P01"));
+      }
+      sessions_[session->id] = session;
     }
-    sessions_[session->id] = session;
   }
-  if (handlers_.recorder != nullptr && pol->recording != policy::RecordingLevel::kOff) {
-    recording::SessionStart start;
-    start.session_id = session->id;
-    start.identity = claims->subject;
-    start.groups = claims->groups;
-    start.target = target->name;
-    start.client_addr = claims->client_addr;
-    start.tls = claims->tls;
-    start.policy = pol->name;
-    start.level = pol->recording;
-    start.row_cap = pol->recording_row_cap;
-    Status st = handlers_.recorder->resume_session(start, "control plane restart");
+  const policy::Policy* spol = session->policy;
+  recording::Recorder* rec = handlers_.recorder;
+  // The dp's write-ahead record that was in flight when its connection closed (`ahead`, see
+  // note_ahead()): after a cp restart, the recording's last record says whether it was
+  // written, so it is read before the session_resumed record follows it.
+  const json* ahead =
+      request.contains("ahead") && request["ahead"].is_object() ? &request["ahead"] : nullptr;
+  json last_record;
+  if (ahead != nullptr && !reattached && rec != nullptr) {
+    if (auto tail = recording::read_recording_tail(rec->path_for(session->id));
+        tail.is_ok() && tail->ok) {
+      last_record = std::move(tail->last);
+    }
+  }
+  if (rec != nullptr && spol->recording != policy::RecordingLevel::kOff) {
+    Status st;
+    if (reattached) {
+      st = rec->session_open(session->id)
+               ? rec->append(session->id, "session_resumed",
+                             recording::RecordFields::from_json(
+                                 {{"reason", "dataplane reconnected to the control plane"}}),
+                             {.keep = true})
+               : failed_precondition("the session's recording is not open");
+    } else {
+      recording::SessionStart start;
+      start.session_id = session->id;
+      start.identity = claims->subject;
+      start.groups = claims->groups;
+      start.target = target->name;
+      start.client_addr = claims->client_addr;
+      start.tls = claims->tls;
+      start.policy = pol->name;
+      start.level = pol->recording;
+      start.row_cap = pol->recording_row_cap;
+      st = rec->resume_session(start, "control plane restart");
+    }
+    // A sealed recording (57P01) means the session ended: it is not re-admitted, whatever
+    // the policy says about recording.
+    if (!st.is_ok() && (spol->recording_required || st.sqlstate() == "57P01")) {
+      spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
+      {
+        std::lock_guard<std::mutex> lock(sessions_mu_);
+        auto it = sessions_.find(session->id);
+        if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+      }
+      if (reattached) end_session(session, "the recording could not be continued");
+      return refuse(ec::kRevoked,
+                    Status(StatusCode::kFailedPrecondition,
+                           "pgwarden: terminating connection: the session recording cannot be "
+                           "continued (" +
+                               st.message() + ")",
+                           "57P01"));
+    }
     if (!st.is_ok()) {
       spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
-      if (pol->recording_required) {
-        std::lock_guard<std::mutex> lock(sessions_mu_);
-        sessions_.erase(session->id);
-        return refuse(ec::kRevoked,
-                      Status(StatusCode::kFailedPrecondition,
-                             "pgwarden: terminating connection: the session recording cannot be "
-                             "continued after the control plane restart (" +
-                                 st.message() + ")",
-                             "57P01"));
-      }
+    } else if (Status gap = record_lost_events(session, request); !gap.is_ok()) {
+      spdlog::warn("session {}: the events its dataplane lost are not recorded: {}", session->id,
+                   gap.message());
     }
   }
-  bump(Counter::k_sessions_reregistered);
+  bump(reattached ? Counter::k_sessions_reattached : Counter::k_sessions_reregistered);
   r.decision = "ok";
+  if (reattached) r.extra["reattached"] = true;
   audit_.record(r);
-  if (handlers_.on_session) {
+  if (handlers_.on_session && !reattached) {
     handlers_.on_session(session->id, session->identity.subject, session->target->name, true);
   }
-  json answer = {{"policy", {{"name", pol->name}, {"version", pol->version}}},
+  json answer = {{"policy", {{"name", spol->name}, {"version", spol->version}}},
                  {"recording_required",
-                  pol->recording_required && pol->recording != policy::RecordingLevel::kOff}};
+                  spol->recording_required && spol->recording != policy::RecordingLevel::kOff},
+                 {"reattached", reattached}};
   // Always present, also empty: the budgets replace what the dp had before the restart.
   answer["budgets"] = budget_states(session->identity);
+  if (ahead == nullptr) {
+    if (reattached) {
+      std::lock_guard<std::mutex> lock(session->ahead_mu);
+      forget_ahead(*session);
+    }
+    return protocol::make_ok(id, answer);
+  }
+  const uint64_t ahead_seq = ahead->value("seq", uint64_t{0});
+  if (!reattached) {
+    answer["ahead"] = {{"seq", ahead_seq},
+                       {"state", written_last(last_record, *ahead) ? "written" : "unknown"}};
+    return protocol::make_ok(id, answer);
+  }
+  std::lock_guard<std::mutex> lock(session->ahead_mu);
+  if (session->ahead_seq == ahead_seq && session->ahead_state == Session::Ahead::kPending) {
+    // Still being written: the answer goes out with its outcome (note_ahead()).
+    std::weak_ptr<Connection> weak = conn;
+    std::weak_ptr<Session> weak_session = session;
+    session->on_ahead_answered = [this, weak, weak_session, id, answer]() mutable {
+      auto c = weak.lock();
+      auto s = weak_session.lock();
+      if (!c || !s) return;
+      {
+        std::lock_guard<std::mutex> lock(s->ahead_mu);
+        answer["ahead"] = ahead_json(*s);
+        forget_ahead(*s);
+      }
+      send(c, protocol::make_ok(id, answer));
+    };
+    return json();
+  }
+  answer["ahead"] = session->ahead_seq == ahead_seq
+                        ? ahead_json(*session)
+                        : json{{"seq", ahead_seq}, {"state", "unknown"}};
+  forget_ahead(*session);
   return protocol::make_ok(id, answer);
+}
+
+void EscalationServer::forget_ahead(Session& s) {
+  // Ring seqs start again at 1 on the new connection: a later question must not match a
+  // record of the old one.
+  s.ahead_seq = 0;
+  s.ahead_state = Session::Ahead::kNone;
+  s.ahead_error = nullptr;
+}
+
+json EscalationServer::ahead_json(const Session& s) {
+  json out = {{"seq", s.ahead_seq}};
+  switch (s.ahead_state) {
+    case Session::Ahead::kWritten:
+      out["state"] = "written";
+      break;
+    case Session::Ahead::kRefused:
+      out["state"] = "refused";
+      out["error"] = s.ahead_error;
+      break;
+    default:
+      out["state"] = "unknown";
+  }
+  return out;
+}
+
+bool EscalationServer::written_last(const json& last, const json& ahead) {
+  if (!last.is_object() || last.value("kind", "") != "statement" || last.contains("phase")) {
+    return false;
+  }
+  auto sql = last.find("sql");
+  if (sql == last.end() || !sql->is_string()) return false;
+  // chain_hash with an empty prev is the plain SHA-256 of the text.
+  return last.value("ts_ms", int64_t{-1}) == ahead.value("ts_ms", int64_t{-2}) &&
+         last.value("source", "") == ahead.value("source", "-") &&
+         recording::chain_hash("", sql->get_ref<const std::string&>()) ==
+             ahead.value("sql_sha256", "");
+}
+
+void EscalationServer::note_ahead(Session& s, uint64_t seq, const json& answer) {
+  std::function<void()> waiting;
+  {
+    std::lock_guard<std::mutex> lock(s.ahead_mu);
+    if (answer.is_null()) {
+      s.ahead_seq = seq;
+      s.ahead_state = Session::Ahead::kPending;
+      s.ahead_error = nullptr;
+      return;
+    }
+    if (s.ahead_seq != seq) return;
+    const bool ok = answer.value("ok", false);
+    s.ahead_state = ok ? Session::Ahead::kWritten : Session::Ahead::kRefused;
+    s.ahead_error = ok ? json() : answer.value("error", json::object());
+    waiting = std::move(s.on_ahead_answered);
+    s.on_ahead_answered = nullptr;
+  }
+  if (waiting) waiting();
+}
+
+Status EscalationServer::record_lost_events(const std::shared_ptr<Session>& session,
+                                            const json& request) {
+  auto lost = request.find("lost");
+  if (lost == request.end() || !lost->is_object()) return Status::ok();
+  auto u64 = [&](const char* key) -> uint64_t {
+    auto v = lost->find(key);
+    return v != lost->end() && v->is_number_unsigned() ? v->get<uint64_t>() : 0;
+  };
+  const uint64_t records = u64("records");
+  if (records == 0) return Status::ok();
+  json kinds = json::object();
+  if (auto k = lost->find("kinds"); k != lost->end() && k->is_object()) {
+    for (const auto& [kind, n] : k->items()) {
+      if (kind.size() <= 64 && n.is_number_unsigned()) kinds[kind] = n;
+    }
+  }
+  json fields = {{"records", records},
+                 {"kinds", std::move(kinds)},
+                 {"not_run", 0},
+                 {"first_ts", u64("first_ts")},
+                 {"last_ts", u64("last_ts")},
+                 {"reason",
+                  "events of the session the dataplane could not deliver while it had no "
+                  "connection to the control plane (they happened before the session_resumed "
+                  "record above)"}};
+  return handlers_.recorder->append(session->id, "recording_gap",
+                                    recording::RecordFields::from_json(fields), {.keep = true});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1915,8 +2264,10 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
       answer = protocol::make_error(0, ec::kUnknownSession,
                                     invalid_argument("no authenticated session", "08P01"));
     } else {
+      note_ahead(*s, r.header.seq, nullptr);
       answer = record_ahead(conn, s, std::move(fields), std::move(sql), std::move(audited), 0,
                             r.header.seq);
+      if (!answer.is_null()) note_ahead(*s, r.header.seq, answer);
     }
     if (!answer.is_null()) ring_answer(conn, r.header.seq, answer);
     return;

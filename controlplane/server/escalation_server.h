@@ -14,10 +14,10 @@
 //
 // Sessions (authenticate -> scram_* -> analyse ... -> event session_end) are keyed by
 // session_id, owned by the dp connection that authenticated them (other connections get
-// unknown_session) and dropped when that connection closes. A session keeps the config
-// snapshot it was admitted under, so a reload applies to new sessions only. When a session
-// ends (session_end event or its dp connection closing) its pending approvals are abandoned
-// and its recording is closed.
+// unknown_session) and detached when that connection closes (see "Channel reconnects"
+// below). A session keeps the config snapshot it was admitted under, so a reload applies to
+// new sessions only. When a session ends (session_end event, a kill, its dp process gone) its
+// pending approvals are abandoned and its recording is closed.
 //
 // Recording: session events go to the Recorder (session_start opens the recording with the
 // policy's level and row cap). The authenticate answer tells the dp whether the session
@@ -55,13 +55,27 @@
 // (refusing with 57P01, code revoked, when it no longer holds) and continues the session's
 // recording with a restart marker (Recorder::resume_session).
 //
+// Channel reconnects (cp stays up): when a dp connection closes while the dp process lives
+// (its pid from SO_PEERCRED, watched with a pidfd), its sessions are *detached*, not ended:
+// their recordings stay open and the dp re-registers them on its next connection, which
+// reattaches them (a session_resumed record, reason "dataplane reconnected"). They end —
+// session_end "... the session ended abnormally" and the seal — when the dp process exits
+// (the pidfd fires) or when kReattachWindowMs pass without a re-registration. A reregister
+// may carry `lost` {records, kinds, first_ts, last_ts}: events of the session the dp could not
+// deliver while it had no connection; cp records them as a recording_gap right after the
+// session_resumed record. A session that ended in cp (killed, expired, sealed recording) is
+// never re-admitted: its reregister is refused with 57P01.
+//
 // Thread-safety: start/stop from one thread; reload(), kill_sessions(),
 // revalidate_sessions() and live_sessions() from any thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -162,7 +176,10 @@ struct SessionSelector {
   X(ring_dp_wakes)            \
   X(ring_refused)             \
   X(budgets_exhausted)        \
-  X(budget_pushes)
+  X(budget_pushes)            \
+  X(sessions_detached)        \
+  X(sessions_reattached)      \
+  X(sessions_abandoned)
 
 enum class Counter {
 #define PGW_X(name) k_##name,
@@ -173,6 +190,10 @@ enum class Counter {
 
 class EscalationServer {
  public:
+  // How long the sessions of a closed dp connection wait for their re-registration while the
+  // dp process lives (see the header comment). The dp reconnects within 500 ms.
+  static constexpr int64_t kReattachWindowMs = 30000;
+
   // `store` must hold a loaded config and outlive the server; so must `audit`.
   EscalationServer(config::ConfigStore& store, audit::AuditLog& audit, ServerHandlers handlers);
   ~EscalationServer();
@@ -254,6 +275,15 @@ class EscalationServer {
   void on_readable(const std::shared_ptr<Connection>& conn);
   void on_writable(const std::shared_ptr<Connection>& conn);
   void close_connection(const std::shared_ptr<Connection>& conn);
+  // The dp process behind `conn` has exited (its pidfd is readable). Unknown pid: false.
+  static bool peer_exited(const Connection& conn);
+  // Watches the pidfd of `conn`'s peer (taken from conn) on the loop's epoll, once per pid.
+  void watch_peer(Connection& conn);
+  // Ends the detached sessions for which `pred` holds (their dp process exited, or their
+  // window passed): session_end `reason`, audited, counted. Any thread.
+  void end_detached(const std::function<bool(const Session&)>& pred, const std::string& reason);
+  // The pidfd `fd` of a watched dp process fired: its detached sessions end.
+  void on_peer_exit(int fd);
   void on_frame(const std::shared_ptr<Connection>& conn, const std::string& payload);
   void send(const std::shared_ptr<Connection>& conn, const protocol::json& message);
   void fail_connection(const std::shared_ptr<Connection>& conn, uint64_t id, std::string_view code,
@@ -290,6 +320,17 @@ class EscalationServer {
              const protocol::json& answer);
   protocol::json handle_reregister(const std::shared_ptr<Connection>& conn,
                                    const protocol::json& request, uint64_t id);
+  // Write-ahead records in flight across a reconnection (reregister `ahead`): note_ahead()
+  // keeps the session's last ring record (answer null: sent, not answered yet) and its
+  // answer; ahead_json() renders it for the reregister answer (REQUIRES: s.ahead_mu held);
+  // written_last() tells whether `last` (a recording's last record) is the record `ahead`
+  // describes.
+  void note_ahead(Session& s, uint64_t seq, const protocol::json& answer);
+  static protocol::json ahead_json(const Session& s);
+  static void forget_ahead(Session& s);  // REQUIRES: s.ahead_mu held
+  static bool written_last(const protocol::json& last, const protocol::json& ahead);
+  // The reregister's `lost` events (the dp could not deliver them) as a recording_gap.
+  Status record_lost_events(const std::shared_ptr<Session>& session, const protocol::json& request);
   // Why the session's grant no longer holds under `cfg` at `now_ms` ("" when it holds).
   std::string grant_broken(const Session& session, const config::Config& cfg, int64_t now_ms);
   // Removes the session, pushes the kill to its dp, ends and audits it. False when it had
@@ -375,6 +416,14 @@ class EscalationServer {
 
   mutable std::mutex sessions_mu_;
   std::map<std::string, std::shared_ptr<Session>> sessions_;
+  // Sessions that ended here, with the reason (the last kEndedKept): their reregister is
+  // refused. Guarded by sessions_mu_.
+  static constexpr size_t kEndedKept = 4096;
+  std::map<std::string, std::string> ended_;
+  std::deque<std::string> ended_order_;
+  // pidfds of dp processes with (possibly) detached sessions, by fd -> pid. Guarded by
+  // conns_mu_.
+  std::map<int, pid_t> peer_watches_;
 
   DataplaneRegistry dataplanes_;
 

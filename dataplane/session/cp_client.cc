@@ -6,8 +6,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+
+#include "dataplane/session/large_values.h"
 
 namespace pgwarden::session {
 
@@ -17,6 +21,8 @@ namespace {
 constexpr int64_t kMaxBackoffMs = 500;
 constexpr int64_t kGraceMs = 1000;
 constexpr size_t kMaxOut = 16u << 20;
+// Events kept while there is no connection (or left undelivered by the last one).
+constexpr size_t kMaxUndeliveredBytes = 8u << 20;
 // While records wait for ring space, the ring is retried this often (cp drains in batches).
 constexpr int64_t kOverflowRetryMs = 1;
 
@@ -95,6 +101,12 @@ void CpClient::stop() {
     if (w.timer != 0) loop_->cancel_timer(w.timer);
     fail_later(std::move(w.cb), unavailable("dataplane stopping"));
   }
+  std::map<uint64_t, Uncertain> uncertain;
+  uncertain.swap(uncertain_);
+  for (auto& [session, u] : uncertain) {
+    if (u.record.timer != 0) loop_->cancel_timer(u.record.timer);
+    fail_later(std::move(u.record.cb), unavailable("dataplane stopping"));
+  }
 }
 
 void CpClient::connect_now() {
@@ -170,13 +182,25 @@ void CpClient::schedule_reconnect() {
   backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
 }
 
-void CpClient::disconnect(const std::string& why) {
+void CpClient::disconnect(const std::string& why, bool peer_closed) {
   cancel_event_timer();
   registration_.clear();
   ring_held_ = false;
+  if (peer_closed) {
+    keep_ring_leftovers();
+  } else if (ring_) {
+    // We close: cp drains what is published when it sees the close, so it is not kept here
+    // (it would be recorded twice).
+    ring_->region.forward().publish();
+  }
   drop_ring();
   refused_.clear();
-  overflow_.clear();  // events queued for a ring that is gone (as unsent JSON events are)
+  // Events queued for the ring that is gone wait for the next connection after those cp did
+  // not take from it, in order. Write-ahead records (seq) are sent again from ring_pending_.
+  for (Overflow& o : overflow_) {
+    if (o.seq == 0) keep_undelivered(o.type, o.session, std::move(o.payload));
+  }
+  overflow_.clear();
   overflow_bytes_ = 0;
   fail_ring_pending("control plane connection lost: " + why);
   if (fd_ >= 0) {
@@ -216,13 +240,65 @@ void CpClient::fail_ring_pending(const std::string& why) {
   for (auto& [seq, p] : pending) {
     if (p.timer != 0) loop_->cancel_timer(p.timer);
     if (p.wait_until_ms > now && !stopped_) {
-      // cp may never have seen it (or its answer was lost with the ring): send it again.
-      enqueue_waiting(waiting_record(p.session, std::move(p.payload), p.timeout_ms, p.wait_until_ms,
-                                     std::move(p.cb)));
+      Waiting w = waiting_record(p.session, std::move(p.payload), p.timeout_ms, p.wait_until_ms,
+                                 std::move(p.cb));
+      if (uncertain_.count(p.session) == 0) {
+        // cp may have written it (its answer was lost with the ring): the session's
+        // re-registration asks before it is sent again (uncertain_ahead()).
+        const uint64_t session = w.session;
+        w.timer = loop_->add_timer(w.wait_until_ms, [this, session] {
+          auto it = uncertain_.find(session);
+          if (it == uncertain_.end()) return;
+          Callback c = std::move(it->second.record.cb);
+          uncertain_.erase(it);
+          c(
+              unavailable("the pgwarden control plane is unreachable and did not come back within "
+                          "limits.cp_unavailable_wait_ms"));
+        });
+        uncertain_.emplace(session, Uncertain{seq, std::move(w)});
+        continue;
+      }
+      enqueue_waiting(std::move(w));  // cp may never have seen it: sent again
       continue;
     }
     fail_later(std::move(p.cb), unavailable(why));
   }
+}
+
+nlohmann::json CpClient::uncertain_ahead(uint64_t session) const {
+  auto it = uncertain_.find(session);
+  if (it == uncertain_.end()) return nullptr;
+  auto rec = protocol::StatementFields::decode(it->second.record.payload);
+  if (!rec.is_ok()) return nullptr;
+  return {{"seq", it->second.seq},
+          {"ts_ms", rec->ts_ms},
+          {"source", protocol::source_name(rec->source)},
+          {"sql_sha256", sha256_hex(rec->sql)}};
+}
+
+void CpClient::resolve_ahead(uint64_t session, const Result<nlohmann::json>& answer) {
+  auto it = uncertain_.find(session);
+  if (it == uncertain_.end()) return;
+  if (!answer.is_ok() && answer.status().code() == StatusCode::kUnavailable &&
+      answer.status().sqlstate() != "57P01") {
+    return;  // cp went away again: the next re-registration asks
+  }
+  Uncertain u = std::move(it->second);
+  uncertain_.erase(it);
+  if (u.record.timer != 0) loop_->cancel_timer(u.record.timer);
+  if (!answer.is_ok()) return u.record.cb(answer.status());
+  const nlohmann::json* ahead = answer->contains("ahead") ? &(*answer)["ahead"] : nullptr;
+  const bool same =
+      ahead != nullptr && ahead->is_object() && ahead->value("seq", uint64_t{0}) == u.seq;
+  const std::string state = same ? ahead->value("state", std::string()) : std::string();
+  if (state == "written") return u.record.cb(nlohmann::json::object());
+  if (state == "refused") {
+    return u.record.cb(
+        status_from_cp_error(ahead->contains("error") ? (*ahead)["error"] : nlohmann::json()));
+  }
+  // cp did not see it: sent now (behind the re-registration, like every held record).
+  record(session, std::move(u.record.payload), u.record.timeout_ms, std::move(u.record.cb),
+         std::max<int64_t>(u.record.wait_until_ms - monotonic_ms(), 1));
 }
 
 void CpClient::fail_later(Callback cb, Status st) {
@@ -245,9 +321,9 @@ void CpClient::schedule_flush() {
 
 void CpClient::event_text(std::string body) {
   if (ring_) return post(protocol::RecordType::kEventJson, 0, body);
-  if (!ready_ || out_.size() - out_off_ > kMaxOut || body.size() > kMaxFrame) {
-    ++events_dropped_;
-    return;
+  if (!ready_) return keep_undelivered(protocol::RecordType::kEventJson, 0, std::move(body));
+  if (out_.size() - out_off_ > kMaxOut || body.size() > kMaxFrame) {
+    return count_lost_record(protocol::RecordType::kEventJson, 0, body);
   }
   send_body(body, true);
 }
@@ -386,11 +462,19 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
 }
 
 void CpClient::event(nlohmann::json fields) {
-  if (!ready_ || out_.size() - out_off_ > kMaxOut) {
-    ++events_dropped_;
-    return;
-  }
   fields["type"] = "event";
+  if (!ready_) {
+    return keep_undelivered(protocol::RecordType::kEventJson, 0,
+                            fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  if (out_.size() - out_off_ > kMaxOut) {
+    uint64_t session = 0;
+    if (auto sid = fields.find("session_id"); sid != fields.end() && sid->is_string()) {
+      session = std::strtoull(sid->get_ref<const std::string&>().c_str(), nullptr, 16);
+    }
+    return count_lost(session, fields.value("kind", std::string("event")),
+                      fields.value("ts_ms", int64_t{0}));
+  }
   if (ring_) {
     return post(protocol::RecordType::kEventJson, 0,
                 fields.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
@@ -440,7 +524,7 @@ void CpClient::flush() {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    return disconnect(std::string("write: ") + strerror(errno));
+    return disconnect(std::string("write: ") + strerror(errno), /*peer_closed=*/true);
   }
   if (out_off_ == out_.size()) {
     out_.clear();
@@ -494,10 +578,10 @@ void CpClient::read_frames() {
       in_.erase(0, off);
       continue;
     }
-    if (n == 0) return disconnect("cp closed the connection");
+    if (n == 0) return disconnect("cp closed the connection", /*peer_closed=*/true);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-    return disconnect(std::string("read: ") + strerror(errno));
+    return disconnect(std::string("read: ") + strerror(errno), /*peer_closed=*/true);
   }
 }
 
@@ -527,7 +611,10 @@ void CpClient::handle_frame(nlohmann::json frame) {
       on_ready_change_(true);
       in_ready_callback_ = false;
     }
-    // After the callback's re-registrations: requests of a session follow its reregister.
+    // After the callback's re-registrations (the ring now waits for their answers): first
+    // the events the last connection did not deliver, then the requests and records that
+    // waited, each session's after its reregister.
+    if (ready_) deliver_undelivered();
     if (ready_) send_waiting();
     return;
   }
@@ -557,6 +644,7 @@ void CpClient::registration_answered(uint64_t id) {
 
 void CpClient::post_json(protocol::RecordType type, uint64_t session, std::string_view payload) {
   if (type == protocol::RecordType::kEventJson) return event_text(std::string(payload));
+  if (!ready_) return keep_undelivered(type, session, std::string(payload));
   auto fields = protocol::record_to_json(type, payload);
   if (!fields.is_ok()) {
     ++events_dropped_;
@@ -564,25 +652,114 @@ void CpClient::post_json(protocol::RecordType type, uint64_t session, std::strin
   }
   (*fields)["type"] = "event";
   (*fields)["session_id"] = protocol::session_hex(session);
-  if (!ready_ || out_.size() - out_off_ > kMaxOut) {
-    ++events_dropped_;
-    return;
+  if (out_.size() - out_off_ > kMaxOut) {
+    return count_lost(session, fields->value("kind", std::string("event")),
+                      fields->value("ts_ms", int64_t{0}));
   }
   send_frame(*fields, true);
+}
+
+void CpClient::keep_undelivered(protocol::RecordType type, uint64_t session, std::string payload) {
+  if (undelivered_bytes_ + payload.size() > kMaxUndeliveredBytes) {
+    return count_lost_record(type, session, payload);
+  }
+  undelivered_bytes_ += payload.size();
+  undelivered_.push_back(Overflow{type, session, 0, std::move(payload)});
+}
+
+void CpClient::deliver_undelivered() {
+  std::deque<Overflow> events;
+  events.swap(undelivered_);
+  undelivered_bytes_ = 0;
+  for (Overflow& o : events) {
+    if (!ready_) {  // the new connection broke already: they wait for the next one
+      keep_undelivered(o.type, o.session, std::move(o.payload));
+      continue;
+    }
+    post(o.type, o.session, o.payload);
+  }
+}
+
+void CpClient::count_lost(uint64_t session, std::string_view kind, int64_t ts_ms) {
+  ++events_dropped_;
+  if (session == 0) return;
+  if (ts_ms <= 0) ts_ms = unix_ms();
+  Lost& l = lost_[session];
+  if (l.records == 0 || ts_ms < l.first_ts) l.first_ts = ts_ms;
+  l.last_ts = std::max(l.last_ts, ts_ms);
+  ++l.records;
+  ++l.kinds[std::string(kind)];
+}
+
+void CpClient::count_lost_record(protocol::RecordType type, uint64_t session,
+                                 std::string_view payload) {
+  if (type == protocol::RecordType::kEventJson) {
+    // A session's rare event (session_start, error, session_end, ...) names its session inside.
+    auto j = nlohmann::json::parse(payload, nullptr, false);
+    if (j.is_object()) {
+      const std::string sid = j.value("session_id", std::string());
+      return count_lost(sid.empty() ? 0 : std::strtoull(sid.c_str(), nullptr, 16),
+                        j.value("kind", std::string("event")), j.value("ts_ms", int64_t{0}));
+    }
+    return count_lost(0, "event");
+  }
+  count_lost(session, type == protocol::RecordType::kRows ? "rows" : "statement");
+}
+
+void CpClient::keep_ring_leftovers() {
+  if (!ring_) return;
+  // Read our own forward ring as its consumer would, from what cp released: a cp that is
+  // still up drained it before it closed the connection (what is left was published after
+  // that); one that crashed left the rest unread.
+  protocol::SpscRing& f = ring_->region.forward();
+  f.publish();
+  f.resume();
+  protocol::RecordView v;
+  while (f.peek(&v)) {
+    if (v.header.seq == 0) {
+      keep_undelivered(static_cast<protocol::RecordType>(v.header.type), v.header.session,
+                       std::string(v.payload));
+    }
+    f.advance();
+  }
+}
+
+void CpClient::restore_lost(uint64_t session, const nlohmann::json& lost) {
+  if (!lost.is_object()) return;
+  Lost& l = lost_[session];
+  const uint64_t records = lost.value("records", uint64_t{0});
+  const int64_t first = lost.value("first_ts", int64_t{0});
+  if (l.records == 0 || first < l.first_ts) l.first_ts = first;
+  l.last_ts = std::max(l.last_ts, lost.value("last_ts", int64_t{0}));
+  l.records += records;
+  if (auto k = lost.find("kinds"); k != lost.end() && k->is_object()) {
+    for (const auto& [kind, n] : k->items()) {
+      if (n.is_number_unsigned()) l.kinds[kind] += n.get<uint64_t>();
+    }
+  }
+}
+
+nlohmann::json CpClient::take_lost(uint64_t session) {
+  auto it = lost_.find(session);
+  if (it == lost_.end()) return nullptr;
+  nlohmann::json kinds = nlohmann::json::object();
+  for (const auto& [k, n] : it->second.kinds) kinds[k] = n;
+  nlohmann::json out = {{"records", it->second.records},
+                        {"kinds", std::move(kinds)},
+                        {"first_ts", it->second.first_ts},
+                        {"last_ts", it->second.last_ts}};
+  lost_.erase(it);
+  return out;
 }
 
 void CpClient::post(protocol::RecordType type, uint64_t session, std::string_view payload) {
   if (!ring_) return post_json(type, session, payload);
   if (payload.size() > ring_->region.forward().max_payload()) {
-    ++events_dropped_;
-    return;
+    return count_lost_record(type, session, payload);
   }
   const bool lazy = type != protocol::RecordType::kEventJson;
   if (!overflow_.empty() || !ring_write(type, session, 0, payload, lazy)) {
-    if (overflow_bytes_ > kMaxOut) {
-      ++events_dropped_;
-      return;
-    }
+    if (overflow_bytes_ > kMaxOut) return count_lost_record(type, session, payload);
     overflow_.push_back(Overflow{type, session, 0, std::string(payload)});
     overflow_bytes_ += payload.size();
     drain_overflow();

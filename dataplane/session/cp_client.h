@@ -21,6 +21,15 @@
 // memory (refusals on the backward ring), so no frame crosses the socket for it. Otherwise
 // (an older cp, or the ring could not be set up) the same calls fall back to JSON frames.
 //
+// Undelivered events: events made while there is no connection, and those a closing
+// connection's cp did not take from the ring, are kept (up to 8 MiB per client; beyond that
+// they are counted per session, take_lost(), and the session's reregister reports them so cp
+// writes a recording_gap) and posted on the next connection right after the
+// re-registrations, in order. A write-ahead record in flight when a connection closes is
+// neither answered nor sent again until its session's reregister asked cp whether it was
+// written (uncertain_ahead(), resolve_ahead()): a channel break or a cp restart records each
+// statement exactly once.
+//
 // Re-registration before records: the requests made from inside on_ready_change(true) (the
 // dataplane's `reregister` of each live session after a reconnection) are the connection's
 // registration. Until cp has answered every one of them (or it timed out), nothing is written
@@ -78,7 +87,8 @@ class CpClient : public IoHandler {
   // callback gets DeadlineExceeded if no answer arrives by then (plus a small grace).
   void request(const std::string& type, nlohmann::json fields, int64_t timeout_ms, Callback cb,
                int64_t wait_for_cp_ms = 0);
-  // Fire-and-forget event (`type: event`); dropped (and counted) when not connected.
+  // Fire-and-forget event (`type: event`); kept for the next connection when not connected
+  // (see "Undelivered events").
   // Events are coalesced: they are written with the next request, when kEventBatchBytes are
   // queued, or kEventDelayMs after the first of them, whichever comes first (and on stop()),
   // so cp is woken once per batch rather than once per statement. Order on the socket is the
@@ -89,8 +99,8 @@ class CpClient : public IoHandler {
   void event_text(std::string body);
 
   // A fire-and-forget binary record of `session` (0: dataplane-wide). Ordered with the other
-  // events and records of this client; dropped (and counted) when not connected or when more
-  // than the outbound cap is waiting for ring space.
+  // events and records of this client; kept when not connected (see "Undelivered events"),
+  // dropped (and counted) when more than the outbound cap is waiting for ring space.
   // On the ring, a statement's records (kStatement, kRows, kStatementEnd) are written at once
   // and published lazily: at the end of the loop iteration if cp is draining then (it takes
   // them without a wake-up); while cp is parked they wait for the next write-ahead record (so
@@ -111,6 +121,26 @@ class CpClient : public IoHandler {
   void set_lazy_publish_ms(int64_t ms) { lazy_publish_ms_ = ms; }
 
   uint64_t events_dropped() const { return events_dropped_; }
+  // Events of `session` this client could not deliver since the last call (not connected,
+  // outbound caps, or left on the ring/overflow of a connection that closed before cp took
+  // them), as the reregister's `lost` object {records, kinds: {kind: n}, first_ts, last_ts}
+  // (unix ms; docs/protocol.md "reregister"); null when none. Clears the session's count.
+  nlohmann::json take_lost(uint64_t session);
+  // The session's write-ahead record that was in flight when the last connection closed
+  // (cp may or may not have written it), as the reregister's `ahead` object {seq (on the
+  // closed connection's ring), ts_ms, source, sql_sha256}; null when none. It is neither sent
+  // again nor answered until resolve_ahead() (docs/protocol.md "reregister"), so that a
+  // channel break or a cp restart records it exactly once.
+  nlohmann::json uncertain_ahead(uint64_t session) const;
+  // The reregister of `session` was answered: its `ahead` answer ({"seq", "state": "written" |
+  // "refused" (with "error") | "unknown"}) completes the record in flight — written: answered
+  // ok; refused: answered with the error; unknown or absent: sent again. A failed reregister
+  // (`answer` not ok): Unavailable keeps it for the next connection, anything else fails it.
+  void resolve_ahead(uint64_t session, const Result<nlohmann::json>& answer);
+  // Puts back what take_lost() returned (its reregister did not reach cp).
+  void restore_lost(uint64_t session, const nlohmann::json& lost);
+  // Forgets the session's count (it ended).
+  void forget_lost(uint64_t session) { lost_.erase(session); }
   uint64_t ring_records() const { return ring_records_; }
   uint64_t ring_consumer_wakes() const { return ring_consumer_wakes_; }
   // Called on the loop thread whenever ready() changes.
@@ -172,6 +202,19 @@ class CpClient : public IoHandler {
   void registration_answered(uint64_t id);
   // JSON fallback of post() / record().
   void post_json(protocol::RecordType type, uint64_t session, std::string_view payload);
+  // Counts one event that will not reach cp: in events_dropped() and, for a session's event,
+  // in what take_lost() reports for it. `ts_ms` 0: now.
+  void count_lost(uint64_t session, std::string_view kind, int64_t ts_ms = 0);
+  // The same for a record of the ring / overflow (the kind and session read from it).
+  void count_lost_record(protocol::RecordType type, uint64_t session, std::string_view payload);
+  // An event that cannot go out now (no connection, or left on the ring of one that closed):
+  // kept, up to kMaxUndeliveredBytes (beyond: counted lost), for the next connection.
+  void keep_undelivered(protocol::RecordType type, uint64_t session, std::string payload);
+  // At a disconnection: keeps what cp did not take of the forward ring (published or not;
+  // write-ahead records excepted: they are sent again or asked about).
+  void keep_ring_leftovers();
+  // On a new connection, after the re-registrations: posts the kept events, in order.
+  void deliver_undelivered();
   struct Pending {
     Callback cb;
     EventLoop::TimerId timer = 0;
@@ -203,7 +246,10 @@ class CpClient : public IoHandler {
 
   void connect_now();
   void schedule_reconnect();
-  void disconnect(const std::string& why);
+  // `peer_closed`: cp closed the connection (or died); what it did not take of the ring is
+  // then kept for the next connection. Otherwise (the dp closes it: stop(), a protocol error
+  // of cp) everything written is published for cp to drain when it sees the close.
+  void disconnect(const std::string& why, bool peer_closed = false);
   void send_frame(const nlohmann::json& frame, bool is_event);
   // Queues one frame. Requests are written after the current dispatch batch (schedule_flush);
   // events may wait for more (see event()).
@@ -234,6 +280,22 @@ class CpClient : public IoHandler {
   size_t out_off_ = 0;
   std::map<uint64_t, Pending> pending_;
   uint64_t events_dropped_ = 0;
+  struct Lost {
+    uint64_t records = 0;
+    std::map<std::string, uint64_t> kinds;
+    int64_t first_ts = 0;
+    int64_t last_ts = 0;
+  };
+  std::map<uint64_t, Lost> lost_;     // by session
+  std::deque<Overflow> undelivered_;  // see keep_undelivered()
+  size_t undelivered_bytes_ = 0;
+  // Write-ahead records in flight when a connection closed, by session (see
+  // uncertain_ahead()); `seq` is the record's seq on that connection's ring.
+  struct Uncertain {
+    uint64_t seq = 0;
+    Waiting record;
+  };
+  std::map<uint64_t, Uncertain> uncertain_;
   std::function<void(bool)> on_ready_change_;
   std::function<void(nlohmann::json)> on_event_;
   std::map<uint64_t, Waiting> waiting_;  // by key, in call order

@@ -704,5 +704,64 @@ TEST(CpClientTest, WithoutTheRingEventsAndRecordsFallBackToJsonFrames) {
   server.join();
 }
 
+// Events made while there is no connection wait in the client (up to 8 MiB) and reach cp on
+// the next connection, in order, after the re-registrations; what did not fit is counted for
+// its session (take_lost(): the reregister's `lost`, recorded by cp as a recording_gap).
+TEST(CpClientTest, EventsMadeWithoutAConnectionAreDeliveredAfterTheReregistrationOrCountedLost) {
+  std::string path = "/tmp/pgw-cpclient-kept-" + std::to_string(getpid()) + ".sock";
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path, /*use_ring=*/false);
+  json lost;
+  client.set_on_ready_change([&](bool up) {
+    if (!up) return;
+    lost = client.take_lost(7);
+    client.request("reregister", {{"session_id", "0000000000000007"}, {"lost", lost}}, 2000,
+                   [](Result<json>) {});
+  });
+  client.start();              // nobody listens yet
+  constexpr int kEvents = 12;  // ~1 MB each: 8 are kept, 4 do not fit
+  for (int i = 0; i < kEvents; ++i) {
+    protocol::RowsWriter rows;
+    rows.add_column("v", 25, 0);
+    rows.begin_row(1);
+    rows.add_value(std::string(1000000, static_cast<char>('a' + i)));
+    client.post(protocol::RecordType::kRows, 7, rows.take(1000 + i));
+  }
+  FakeCp cp(path);
+  std::vector<json> frames;
+  std::thread server([&] {
+    int c = cp.accept_one();
+    json hello = json::parse(read_frame(c));
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}});
+    json reg = json::parse(read_frame(c));
+    frames.push_back(reg);
+    write_frame(c, {{"id", reg["id"]}, {"ok", true}});
+    for (int i = 0; i < kEvents; ++i) {
+      std::string f = read_frame(c);
+      if (f.empty()) break;
+      frames.push_back(json::parse(f));
+      if (frames.back().value("kind", "") != "rows") break;
+    }
+    close(c);
+  });
+  run_until(
+      loop, [&] { return client.ready() && frames.size() >= 9; }, 10000);
+  client.stop();
+  server.join();
+  ASSERT_GE(frames.size(), 9u);
+  EXPECT_EQ(frames[0]["type"], "reregister");
+  EXPECT_EQ(frames[0]["lost"]["records"], 4);
+  EXPECT_EQ(frames[0]["lost"]["kinds"]["rows"], 4);
+  EXPECT_GT(frames[0]["lost"]["first_ts"].get<int64_t>(), 0);
+  for (int i = 0; i < 8; ++i) {  // the kept ones, in the order they were made
+    const json& e = frames[1 + i];
+    EXPECT_EQ(e["kind"], "rows");
+    EXPECT_EQ(e["session_id"], "0000000000000007");
+    EXPECT_EQ(e["ts_ms"], 1000 + i);
+  }
+  EXPECT_TRUE(client.take_lost(7).is_null());
+}
+
 }  // namespace
 }  // namespace pgwarden::session

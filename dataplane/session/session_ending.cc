@@ -59,10 +59,22 @@ void Session::reregister() {
               "cannot be re-registered; connect again");
     return;
   }
+  json request{{"session_id", sid_hex_}, {"ticket", grant_.ticket}};
+  // Events the session made that never reached cp: recorded there as a gap (docs/recording.md).
+  json lost = worker_->cp().take_lost(sid_);
+  if (!lost.is_null()) request["lost"] = lost;
+  // The write-ahead record that was in flight, if any: cp says whether it wrote it.
+  if (json ahead = worker_->cp().uncertain_ahead(sid_); !ahead.is_null()) {
+    request["ahead"] = std::move(ahead);
+  }
   worker_->cp().request(
-      "reregister", json{{"session_id", sid_hex_}, {"ticket", grant_.ticket}},
-      worker_->runtime().config.limits.escalation_timeout_ms,
-      [w = worker_, id = id_](Result<json> r) {
+      "reregister", std::move(request), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, sid = sid_, lost = std::move(lost)](Result<json> r) {
+        // cp went away again before it answered: the next re-registration reports them.
+        if (!r.is_ok() && r.status().code() == StatusCode::kUnavailable) {
+          w->cp().restore_lost(sid, lost);
+        }
+        w->cp().resolve_ahead(sid, r);
         Session* s = w->find(id);
         if (s == nullptr || s->state_ == State::kClosing) return;
         if (r.is_ok()) {
@@ -168,6 +180,7 @@ void Session::destroy(std::string_view reason) {
         {{"kind", "session_end"}, {"statements", statements_}, {"reason", std::string(reason)}});
   }
   spdlog::debug("session {}: closed ({})", session_id_hex(), reason);
+  worker_->cp().forget_lost(sid_);
   worker_->release(this);
 }
 

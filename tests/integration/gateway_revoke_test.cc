@@ -551,7 +551,15 @@ TEST_F(RevokeTest, CpKill9MidStatementIsInvisibleToAHealthySessionAndNothingRuns
   EXPECT_NE(replay.out.find("session_resumed"), std::string::npos);
   EXPECT_NE(replay.out.find("new_shape_after_restart"), std::string::npos);
   EXPECT_NE(replay.out.find("answer_during_outage"), std::string::npos);
-  EXPECT_EQ(replay.out.find("values (999)"), std::string::npos);
+  // The refused insert never ran. The dp kept its refusal while cp was down, so the recording
+  // says so — a deny (rule recording_unconfirmed) — and never records it as allowed.
+  auto records = nlohmann::json::parse(replay.out, nullptr, false);
+  ASSERT_TRUE(records.is_object() && records.contains("records")) << replay.out;
+  for (const auto& r : records["records"]) {
+    if (r.value("sql", "").find("values (999)") == std::string::npos) continue;
+    EXPECT_EQ(r.value("verdict", ""), "deny") << r.dump();
+    EXPECT_EQ(r.value("rule", ""), "recording_unconfirmed") << r.dump();
+  }
 }
 
 }  // namespace
