@@ -87,11 +87,6 @@ class SpscRing {
   // parked (the caller should then write the consumer's eventfd); clears the parked flag.
   bool publish();
   bool has_unpublished() const { return write_pos_ != published_; }
-  // Whether the consumer is parked (waiting on its eventfd) right now: a hint for batching
-  // (publish() is what decides a wake-up).
-  bool consumer_parked() const {
-    return control_->consumer_parked.load(std::memory_order_acquire) != 0;
-  }
   // Bytes the producer may still write (as of the last look at head).
   size_t free_bytes();
   // The consumer moved head to a place no consumer can (head beyond tail): the peer is broken.

@@ -73,7 +73,6 @@ CpClient::~CpClient() {
   stopped_ = true;
   cancel_event_timer();
   if (overflow_timer_ != 0) loop_->cancel_timer(overflow_timer_);
-  if (lazy_timer_ != 0) loop_->cancel_timer(lazy_timer_);
   if (ring_ && ring_->registered) loop_->remove(ring_->dp_wake_fd);
   if (fd_ >= 0) {
     loop_->remove(fd_);
@@ -413,9 +412,6 @@ void CpClient::request(const std::string& type, nlohmann::json fields, int64_t t
     fail_later(std::move(cb), unavailable("pgwarden control plane is not keeping up"));
     return;
   }
-  // Records posted before the request reach cp before it (cp drains the ring before it acts
-  // on a frame), as they would had they been published at once.
-  if (lazy_since_ms_ != 0) publish_ring();
   uint64_t id = next_id_++;
   fields["type"] = type;
   fields["id"] = id;
@@ -757,8 +753,7 @@ void CpClient::post(protocol::RecordType type, uint64_t session, std::string_vie
   if (payload.size() > ring_->region.forward().max_payload()) {
     return count_lost_record(type, session, payload);
   }
-  const bool lazy = type != protocol::RecordType::kEventJson;
-  if (!overflow_.empty() || !ring_write(type, session, 0, payload, lazy)) {
+  if (!overflow_.empty() || !ring_write(type, session, 0, payload)) {
     if (overflow_bytes_ > kMaxOut) return count_lost_record(type, session, payload);
     overflow_.push_back(Overflow{type, session, 0, std::string(payload)});
     overflow_bytes_ += payload.size();
@@ -819,33 +814,14 @@ void CpClient::record(uint64_t session, std::string payload, int64_t timeout_ms,
 }
 
 bool CpClient::ring_write(protocol::RecordType type, uint64_t session, uint64_t seq,
-                          std::string_view payload, bool lazy) {
+                          std::string_view payload) {
   if (ring_held_ ||
       !ring_->region.forward().try_write(static_cast<uint16_t>(type), session, seq, {payload})) {
     return false;
   }
   ++ring_records_;
-  if (!lazy) {
-    eager_unpublished_ = true;
-  } else if (lazy_since_ms_ == 0) {
-    lazy_since_ms_ = monotonic_ms();
-    arm_lazy_publish();
-  }
   schedule_publish();
   return true;
-}
-
-void CpClient::arm_lazy_publish() {
-  // One timer at a time; it re-arms itself for a record written after an earlier publish, so
-  // a busy worker (whose write-ahead records publish everything) sets one timer per window,
-  // not one per statement.
-  if (lazy_timer_ != 0) return;
-  lazy_timer_ = loop_->add_timer(lazy_since_ms_ + lazy_publish_ms_, [this] {
-    lazy_timer_ = 0;
-    if (lazy_since_ms_ == 0) return;
-    if (monotonic_ms() < lazy_since_ms_ + lazy_publish_ms_) return arm_lazy_publish();
-    publish_ring();
-  });
 }
 
 void CpClient::drain_overflow() {
@@ -871,24 +847,11 @@ void CpClient::schedule_publish() {
   loop_->defer([this, alive = std::weak_ptr<bool>(alive_)] {
     if (alive.expired()) return;
     publish_scheduled_ = false;
-    publish_unless_lazy();
+    publish_ring();
   });
 }
 
-void CpClient::publish_unless_lazy() {
-  // Publishing lazy records alone to a parked cp would wake it for them: they wait (see
-  // post()). A cp that is still draining takes them now at no cost, off the next statement's
-  // path.
-  if (ring_ && !eager_unpublished_ && lazy_since_ms_ != 0 &&
-      ring_->region.forward().consumer_parked()) {
-    return;
-  }
-  publish_ring();
-}
-
 void CpClient::publish_ring() {
-  lazy_since_ms_ = 0;
-  eager_unpublished_ = false;
   if (!ring_) return;
   // Requests queued before these records reach the socket first (cp drains the ring before
   // it acts on each frame).

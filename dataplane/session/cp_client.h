@@ -101,13 +101,6 @@ class CpClient : public IoHandler {
   // A fire-and-forget binary record of `session` (0: dataplane-wide). Ordered with the other
   // events and records of this client; kept when not connected (see "Undelivered events"),
   // dropped (and counted) when more than the outbound cap is waiting for ring space.
-  // On the ring, a statement's records (kStatement, kRows, kStatementEnd) are written at once
-  // and published lazily: at the end of the loop iteration if cp is draining then (it takes
-  // them without a wake-up); while cp is parked they wait for the next write-ahead record (so
-  // a statement's results and the next statement's record cost cp one wake-up; the results
-  // are still written before that record is answered), the next rare event (kEventJson:
-  // session start and end, errors) or request, or kEventDelayMs after the first of them,
-  // whichever comes first. Everything else is published at the end of the loop iteration.
   void post(protocol::RecordType type, uint64_t session, std::string_view payload);
   // A write-ahead statement record (payload: protocol::StatementFields) of `session`: `cb` gets
   // ok once cp's recorder wrote it, or cp's refusal (53000 hold, 53100/58030 write error, ...),
@@ -116,9 +109,6 @@ class CpClient : public IoHandler {
               int64_t wait_for_cp_ms = 0);
   // True while the current connection carries events on the shared-memory ring.
   bool ring_active() const { return ring_ != nullptr; }
-  // How long a lazily written record may wait for a publish (see post(); default
-  // kEventDelayMs; tests lengthen it to see what publishes without the timer).
-  void set_lazy_publish_ms(int64_t ms) { lazy_publish_ms_ = ms; }
 
   uint64_t events_dropped() const { return events_dropped_; }
   // Events of `session` this client could not deliver since the last call (not connected,
@@ -184,15 +174,10 @@ class CpClient : public IoHandler {
   };
   std::unique_ptr<Ring> make_ring();
   void drop_ring();
-  // `lazy`: a record the end-of-iteration publish may hold back while cp is parked (post()).
   bool ring_write(protocol::RecordType type, uint64_t session, uint64_t seq,
-                  std::string_view payload, bool lazy = false);
-  // Publishes lazily written records once they are lazy_publish_ms_ old (a client gone idle).
-  void arm_lazy_publish();
+                  std::string_view payload);
   void drain_overflow();
   void schedule_publish();
-  // The end-of-iteration publish: holds lazily written records alone while cp is parked.
-  void publish_unless_lazy();
   void publish_ring();
   // Resolves the write-ahead records the watermark passed (refusals from the backward ring).
   void check_acks();
@@ -313,12 +298,6 @@ class CpClient : public IoHandler {
   size_t overflow_bytes_ = 0;
   EventLoop::TimerId overflow_timer_ = 0;
   bool publish_scheduled_ = false;
-  // When the oldest lazily written, unpublished record was written (0: none), and the timer
-  // that publishes it lazy_publish_ms_ later.
-  int64_t lazy_publish_ms_ = kEventDelayMs;
-  int64_t lazy_since_ms_ = 0;
-  EventLoop::TimerId lazy_timer_ = 0;
-  bool eager_unpublished_ = false;  // an unpublished record that is not lazy
   // Re-registrations of the current connection not answered yet (ids), and whether the ring
   // waits for them; in_ready_callback_ marks the requests that are re-registrations.
   std::set<uint64_t> registration_;

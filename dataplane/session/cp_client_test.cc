@@ -530,74 +530,8 @@ std::string end_payload(std::string_view sql) {
   return payload;
 }
 
-// A statement's results (rows, completion) and the next statement's write-ahead record reach
-// cp with one wake-up: the results wait, unpublished, for the record (issue 15: one cp wake-up
-// per statement), and are still ahead of it on the ring. A request publishes what was posted
-// before it, so cp sees those records before it handles the request.
-TEST(CpClientTest, ResultsRecordsGoOutWithTheNextWriteAheadRecordInOneWakeUp) {
-  std::string path = "/tmp/pgw-cpclient-lazy-" + std::to_string(getpid()) + ".sock";
-  FakeCp cp(path);
-  std::vector<RingRecord> first_wake;
-  bool before_request = false;
-  std::thread server([&] {
-    int c = -1;
-    std::vector<int> fds;
-    protocol::RingRegion region = accept_with_ring(cp, &c, &fds, /*parked=*/true);
-    protocol::SpscRing& fwd = region.forward();
-    ASSERT_TRUE(wait_readable(fds[1], 5000)) << "the dp never woke the consumer";
-    uint64_t n;
-    ASSERT_EQ(read(fds[1], &n, sizeof n), 8);
-    protocol::RecordView v;
-    while (fwd.peek(&v)) {
-      first_wake.push_back(RingRecord{v.header, std::string(v.payload)});
-      fwd.advance();
-    }
-    fwd.release();
-    answer_through(region, fds[2], 1);
-    json req = json::parse(read_frame(c));
-    EXPECT_EQ(req["type"], "mask_plan");
-    before_request =
-        fwd.peek(&v) && v.header.type == static_cast<uint16_t>(protocol::RecordType::kStatementEnd);
-    write_frame(c, {{"id", req["id"]}, {"ok", true}});
-    close_after_client(c, fds);
-  });
-  EventLoop loop;
-  ASSERT_TRUE(loop.init().is_ok());
-  CpClient client(&loop, path);
-  client.set_lazy_publish_ms(60000);  // only a record or a request publishes in this test
-  client.start();
-  run_until(loop, [&] { return client.ready(); });
-  ASSERT_TRUE(client.ring_active());
-  std::string results = end_payload("SELECT 1");
-  protocol::StatementFields next;
-  next.sql = "SELECT 2";
-  std::string next_payload;
-  next.encode(next_payload);
-  client.post(protocol::RecordType::kStatementEnd, 7, results);
-  for (int i = 0; i < 5; ++i) loop.run_once(0);
-  EXPECT_EQ(client.ring_consumer_wakes(), 0u) << "the results were published on their own";
-  std::optional<Result<json>> recorded;
-  client.record(7, next_payload, 5000, [&](Result<json> r) { recorded.emplace(std::move(r)); });
-  run_until(loop, [&] { return recorded.has_value(); });
-  ASSERT_TRUE(recorded.has_value());
-  EXPECT_TRUE(recorded->is_ok()) << recorded->status().message();
-  EXPECT_EQ(client.ring_consumer_wakes(), 1u);
-  client.post(protocol::RecordType::kStatementEnd, 7, results);
-  std::optional<Result<json>> answered;
-  client.request("mask_plan", json::object(), 5000,
-                 [&](Result<json> r) { answered.emplace(std::move(r)); });
-  run_until(loop, [&] { return answered.has_value(); });
-  client.stop();
-  server.join();
-  ASSERT_EQ(first_wake.size(), 2u);
-  EXPECT_EQ(first_wake[0].header.type, static_cast<uint16_t>(protocol::RecordType::kStatementEnd));
-  EXPECT_EQ(first_wake[1].header.type,
-            static_cast<uint16_t>(protocol::RecordType::kStatementRecord));
-  EXPECT_TRUE(before_request) << "a request overtook the records posted before it";
-}
-
 // A cp that is still draining (not parked) takes a statement's results without a wake-up:
-// they are published at the end of the loop iteration, not held for the next record.
+// they are published at the end of the loop iteration.
 TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
   std::string path = "/tmp/pgw-cpclient-busy-" + std::to_string(getpid()) + ".sock";
   FakeCp cp(path);
@@ -617,7 +551,6 @@ TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
   EventLoop loop;
   ASSERT_TRUE(loop.init().is_ok());
   CpClient client(&loop, path);
-  client.set_lazy_publish_ms(60000);
   client.start();
   run_until(loop, [&] { return client.ready(); });
   ASSERT_TRUE(client.ring_active());
@@ -630,8 +563,8 @@ TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
   EXPECT_TRUE(published) << "results were held back although cp was not parked";
 }
 
-// Results of the last statement before the client goes idle are not held back: they are
-// published by themselves once they are kEventDelayMs old.
+// Results of the last statement before the client goes idle reach cp by themselves (they
+// wait for no later record).
 TEST(CpClientTest, ResultsRecordsOfAnIdleClientArePublishedAfterTheBatchWindow) {
   std::string path = "/tmp/pgw-cpclient-idle-" + std::to_string(getpid()) + ".sock";
   FakeCp cp(path);
