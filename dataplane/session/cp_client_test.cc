@@ -497,18 +497,13 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
 }
 
 // The fake cp's side of a connection that accepts the ring: the hello (with the three
-// descriptors) is answered with "ring": true. `fds`: region, cp_wake, dp_wake. `parked`: the
-// consumer parks before the answer, so every publish of the dp wakes it.
-protocol::RingRegion accept_with_ring(FakeCp& cp, int* conn, std::vector<int>* fds,
-                                      bool parked = false) {
+// descriptors) is answered with "ring": true. `fds`: region, cp_wake, dp_wake.
+protocol::RingRegion accept_with_ring(FakeCp& cp, int* conn, std::vector<int>* fds) {
   *conn = cp.accept_one();
   json hello = json::parse(read_frame_with_fds(*conn, fds));
   EXPECT_EQ(fds->size(), 3u);
   auto region = protocol::RingRegion::attach(fds->empty() ? -1 : (*fds)[0]);
   EXPECT_TRUE(region.is_ok()) << region.status().message();
-  if (region.is_ok() && parked) {
-    EXPECT_TRUE(region->forward().park());
-  }
   write_frame(*conn, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
   return region.is_ok() ? std::move(*region) : protocol::RingRegion();
 }
@@ -530,9 +525,9 @@ std::string end_payload(std::string_view sql) {
   return payload;
 }
 
-// A cp that is still draining (not parked) takes a statement's results without a wake-up:
-// they are published at the end of the loop iteration.
-TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
+// A statement's results are published at the end of the loop iteration that wrote them: cp
+// takes them without waiting for the session's next record.
+TEST(CpClientTest, ResultsRecordsArePublishedAtTheEndOfTheLoopIteration) {
   std::string path = "/tmp/pgw-cpclient-busy-" + std::to_string(getpid()) + ".sock";
   FakeCp cp(path);
   std::atomic<bool> posted{false};
@@ -542,7 +537,7 @@ TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
     int c = -1;
     std::vector<int> fds;
     protocol::RingRegion region = accept_with_ring(cp, &c, &fds);
-    while (!posted) std::this_thread::yield();  // never parks: a cp busy draining
+    while (!posted) std::this_thread::yield();
     protocol::RecordView v;
     published = region.forward().peek(&v);
     checked = true;
@@ -560,39 +555,7 @@ TEST(CpClientTest, ResultsRecordsGoOutAtOnceWhileCpIsDraining) {
   while (!checked) std::this_thread::yield();  // (stop() would publish anyway)
   client.stop();
   server.join();
-  EXPECT_TRUE(published) << "results were held back although cp was not parked";
-}
-
-// Results of the last statement before the client goes idle reach cp by themselves (they
-// wait for no later record).
-TEST(CpClientTest, ResultsRecordsOfAnIdleClientArePublishedAfterTheBatchWindow) {
-  std::string path = "/tmp/pgw-cpclient-idle-" + std::to_string(getpid()) + ".sock";
-  FakeCp cp(path);
-  std::vector<RingRecord> seen;
-  std::atomic<bool> done{false};
-  std::thread server([&] {
-    int c = -1;
-    std::vector<int> fds;
-    protocol::RingRegion region = accept_with_ring(cp, &c, &fds);
-    EXPECT_TRUE(read_ring(region.forward(), fds[1], 2, &seen));
-    done = true;
-    close_after_client(c, fds);
-  });
-  EventLoop loop;
-  ASSERT_TRUE(loop.init().is_ok());
-  CpClient client(&loop, path);
-  client.start();
-  run_until(loop, [&] { return client.ready(); });
-  ASSERT_TRUE(client.ring_active());
-  client.post(protocol::RecordType::kStatementEnd, 7, end_payload("SELECT 1"));
-  client.post(protocol::RecordType::kStatementEnd, 8, end_payload("SELECT 1"));
-  run_until(loop, [&] { return done.load(); });
-  EXPECT_TRUE(done) << "the idle client's results were never published";
-  client.stop();
-  server.join();
-  ASSERT_EQ(seen.size(), 2u);
-  EXPECT_EQ(seen[0].header.session, 7u);
-  EXPECT_EQ(seen[1].header.session, 8u);
+  EXPECT_TRUE(published) << "results were not published at the end of the loop iteration";
 }
 
 // A control plane that does not answer "ring": true gets the same events as JSON frames.
