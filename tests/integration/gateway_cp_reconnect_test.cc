@@ -35,6 +35,7 @@
 
 #include "controlplane/recording/recording_file.h"
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/insert_load.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -155,35 +156,6 @@ class CpReconnectTest : public SharedGatewayTest<CpReconnectTest> {
   }
 };
 
-struct Inserter {
-  std::string prefix;
-  Conn conn;
-  std::atomic<int> ok{0};
-  std::atomic<bool> dead{false};
-  std::mutex mu;
-  std::vector<std::string> failures;
-  std::set<std::string> succeeded;
-  std::thread thread;
-
-  void run(const std::atomic<bool>& stop) {
-    for (int i = 0; !stop.load(); ++i) {
-      std::string v = prefix + std::to_string(i);
-      Res r(PQexec(conn.get(), ("INSERT INTO public.cpc_t VALUES ('" + v + "')").c_str()));
-      std::lock_guard<std::mutex> lock(mu);
-      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
-        succeeded.insert(v);
-        ++ok;
-        continue;
-      }
-      failures.push_back(sqlstate(r.get()) + " " + PQerrorMessage(conn.get()));
-      if (PQstatus(conn.get()) != CONNECTION_OK) {
-        dead = true;
-        return;
-      }
-    }
-  }
-};
-
 // Four recording-required sessions insert rows (values `tag`-N-M) in a tight loop while
 // `fault` is injected `rounds` times, each after every session progressed. Then: no statement
 // failed, no session ended, every row PostgreSQL has was recorded exactly once (and nothing
@@ -193,44 +165,25 @@ void inserters_through(GatewayHarness& gw, const std::string& tag, int rounds,
                        const std::function<bool()>& fault, int resumed_per_round,
                        const std::string& resumed_reason) {
   constexpr int kSessions = 4;
-  std::vector<std::unique_ptr<Inserter>> clients;
-  for (int i = 0; i < kSessions; ++i) {
-    auto c = std::make_unique<Inserter>();
-    c->prefix = tag + "-" + std::to_string(i) + "-";
-    c->conn.reset(PQconnectdb(gw.conninfo().c_str()));
-    ASSERT_EQ(PQstatus(c->conn.get()), CONNECTION_OK) << PQerrorMessage(c->conn.get());
-    clients.push_back(std::move(c));
-  }
-  std::atomic<bool> stop{false};
-  for (auto& c : clients) c->thread = std::thread([&c = *c, &stop] { c.run(stop); });
-  auto progressed_since = [&](const std::vector<int>& since, int by) {
-    for (size_t i = 0; i < clients.size(); ++i) {
-      if (clients[i]->dead || clients[i]->ok.load() < since[i] + by) return false;
-    }
-    return true;
-  };
-  auto counts = [&] {
-    std::vector<int> out;
-    for (auto& c : clients) out.push_back(c->ok.load());
-    return out;
-  };
-  bool progressed =
-      eventually([&] { return progressed_since(std::vector<int>(kSessions, 0), 20); });
+  InsertLoad load;
+  ASSERT_TRUE(load.start(gw.conninfo(), "public.cpc_t", tag + "-", kSessions));
+  auto& clients = load.clients;
+  bool progressed = load.progress(20);
   int injected = 0;
   for (int round = 0; round < rounds && progressed; ++round) {
     if (fault()) ++injected;  // while every session is mid-loop
-    std::vector<int> at_fault = counts();
-    progressed = eventually([&] { return progressed_since(at_fault, 20); });
+    progressed = load.progress_from(load.counts(), 20);
   }
-  stop = true;
-  for (auto& c : clients) c->thread.join();
+  load.stop();
   ASSERT_TRUE(progressed) << "a session stopped making progress after a fault";
   ASSERT_EQ(injected, rounds);
 
   std::set<std::string> inserted;
   for (auto& c : clients) {
     EXPECT_FALSE(c->dead) << c->prefix << " ended";
-    for (const std::string& f : c->failures) ADD_FAILURE() << c->prefix << ": " << f;
+    for (const Inserter::Failure& f : c->failures) {
+      ADD_FAILURE() << c->prefix << ": " << f.sqlstate << " " << f.message;
+    }
     inserted.insert(c->succeeded.begin(), c->succeeded.end());
   }
   for (auto& c : clients) c->conn.reset();  // the sessions end: their recordings are sealed

@@ -27,6 +27,7 @@
 #include "controlplane/recording/recording_file.h"
 #include "tests/integration/gateway_harness.h"
 #include "tests/integration/gateway_raw.h"
+#include "tests/integration/insert_load.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -66,66 +67,11 @@ class CpRestartTest : public SharedGatewayTest<CpRestartTest> {
   }
 };
 
-// One client session inserting as fast as it can; what each statement got is kept.
-struct Inserter {
-  struct Failure {
-    std::string sqlstate;
-    std::string message;
-    int64_t waited_ms = 0;
-  };
-  int index = 0;
-  Conn conn;
-  std::atomic<int> ok{0};
-  std::atomic<bool> dead{false};  // the connection itself broke (FATAL, closed)
-  std::mutex mu;
-  std::vector<Failure> failures;
-  std::set<std::string> succeeded;
-  std::thread thread;
-
-  void run(const std::atomic<bool>& stop) {
-    for (int i = 0; !stop.load(); ++i) {
-      std::string v = "cpr-" + std::to_string(index) + "-" + std::to_string(i);
-      auto t0 = Clock::now();
-      Res r(PQexec(conn.get(), ("INSERT INTO public.cpr_t VALUES ('" + v + "')").c_str()));
-      if (PQresultStatus(r.get()) == PGRES_COMMAND_OK) {
-        std::lock_guard<std::mutex> lock(mu);
-        succeeded.insert(v);
-        ++ok;
-        continue;
-      }
-      std::lock_guard<std::mutex> lock(mu);
-      failures.push_back(Failure{sqlstate(r.get()), PQerrorMessage(conn.get()), ms_since(t0)});
-      if (PQstatus(conn.get()) != CONNECTION_OK) {
-        dead = true;
-        return;
-      }
-    }
-  }
-};
-
 TEST_F(CpRestartTest, RecordingRequiredSessionsRideThroughRepeatedKillNineWithoutSpuriousErrors) {
-  std::vector<std::unique_ptr<Inserter>> clients;
-  for (int i = 0; i < kSessions; ++i) {
-    auto c = std::make_unique<Inserter>();
-    c->index = i;
-    c->conn.reset(PQconnectdb(gw_->conninfo().c_str()));
-    ASSERT_EQ(PQstatus(c->conn.get()), CONNECTION_OK) << PQerrorMessage(c->conn.get());
-    clients.push_back(std::move(c));
-  }
-  std::atomic<bool> stop{false};
-  for (auto& c : clients) c->thread = std::thread([&c = *c, &stop] { c.run(stop); });
-  auto all_progressed = [&](const std::vector<int>& since, int by) {
-    for (size_t i = 0; i < clients.size(); ++i) {
-      if (clients[i]->dead || clients[i]->ok.load() < since[i] + by) return false;
-    }
-    return true;
-  };
-  auto counts = [&] {
-    std::vector<int> out;
-    for (auto& c : clients) out.push_back(c->ok.load());
-    return out;
-  };
-  bool progressed = eventually([&] { return all_progressed(std::vector<int>(kSessions, 0), 20); });
+  InsertLoad load;
+  ASSERT_TRUE(load.start(gw_->conninfo(), "public.cpr_t", "cpr-", kSessions));
+  auto& clients = load.clients;
+  bool progressed = load.progress(20);
   std::vector<int64_t> outage_ms;
   for (int round = 0; round < kRestarts && progressed; ++round) {
     auto t0 = Clock::now();
@@ -133,11 +79,9 @@ TEST_F(CpRestartTest, RecordingRequiredSessionsRideThroughRepeatedKillNineWithou
     ASSERT_TRUE(gw_->start_cp().is_ok());
     outage_ms.push_back(ms_since(t0));
     // Every session runs statements again before the next kill.
-    std::vector<int> at_restart = counts();
-    progressed = eventually([&] { return all_progressed(at_restart, 20); });
+    progressed = load.progress_from(load.counts(), 20);
   }
-  stop = true;
-  for (auto& c : clients) c->thread.join();
+  load.stop();
   for (size_t i = 0; i < outage_ms.size(); ++i) {
     std::printf("[ cp restart ] round %zu: cp down and back in %lld ms\n", i,
                 static_cast<long long>(outage_ms[i]));
@@ -149,11 +93,11 @@ TEST_F(CpRestartTest, RecordingRequiredSessionsRideThroughRepeatedKillNineWithou
   // 08006 after the whole wait would be the documented outcome of a longer outage.)
   size_t inserted = 0;
   for (auto& c : clients) {
-    EXPECT_FALSE(c->dead) << "session " << c->index << " ended";
+    EXPECT_FALSE(c->dead) << "session " << c->prefix << " ended";
     inserted += c->succeeded.size();
     for (const Inserter::Failure& f : c->failures) {
       bool outage_timeout = f.sqlstate == "08006" && f.waited_ms >= kCpWaitMs - 200;
-      EXPECT_TRUE(outage_timeout) << "session " << c->index << ": " << f.sqlstate << " after "
+      EXPECT_TRUE(outage_timeout) << "session " << c->prefix << ": " << f.sqlstate << " after "
                                   << f.waited_ms << " ms: " << f.message;
     }
   }
