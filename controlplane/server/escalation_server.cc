@@ -1224,8 +1224,9 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
                   audited = std::move(audited)](const Status& st) {
     if (st.is_ok()) {
       if (audited) audit_recorded(*audited);
-      if (ring_seq != 0) note_ahead(*s, ring_seq, protocol::make_ok(id));
-      if (auto c = weak.lock()) reply(c, ring_seq, protocol::make_ok(id));
+      const json ok = protocol::make_ok(id);
+      if (ring_seq != 0) note_ahead(*s, ring_seq, ok);
+      if (auto c = weak.lock()) reply(c, ring_seq, ok);
       return;
     }
     recording_refused(s, st, sql);
