@@ -34,8 +34,10 @@ Result<std::string> random_id() {
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   unsigned char bytes[16];
   if (RAND_bytes(bytes, sizeof(bytes)) != 1) return internal_error("RAND_bytes failed");
-  std::string id;
-  for (unsigned char b : bytes) id += kAlphabet[b & 63];
+  // The first character is a letter: an id is typed on command lines, where a leading '-'
+  // would read as an option (`pgwardenctl approvals deny --x... --reason R`).
+  std::string id(1, kAlphabet[bytes[0] % 52]);
+  for (size_t i = 1; i < sizeof(bytes); ++i) id += kAlphabet[bytes[i] & 63];
   return id;
 }
 

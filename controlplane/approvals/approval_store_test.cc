@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -113,6 +114,7 @@ TEST_F(ApprovalStoreTest, IdsAreUniqueAndUrlSafe) {
     auto r = store->create(request());
     ASSERT_TRUE(r.is_ok());
     EXPECT_EQ(r->id.size(), 16u);
+    EXPECT_TRUE(std::isalpha(static_cast<unsigned char>(r->id[0]))) << r->id;
     EXPECT_EQ(
         r->id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
         std::string::npos);

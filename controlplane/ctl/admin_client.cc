@@ -24,9 +24,12 @@ std::optional<std::string> ParsedArgs::get(std::string_view name) const {
 Result<ParsedArgs> parse_args(std::span<const std::string_view> args,
                               const std::set<std::string>& flag_names) {
   ParsedArgs p;
+  bool options_end = false;
   for (size_t i = 0; i < args.size(); ++i) {
     std::string_view a = args[i];
-    if (a.size() > 2 && a.starts_with("--")) {
+    if (!options_end && a == "--") {
+      options_end = true;  // everything after `--` is positional
+    } else if (!options_end && a.size() > 2 && a.starts_with("--")) {
       std::string name(a);
       if (size_t eq = name.find('='); eq != std::string::npos) {
         p.options[name.substr(0, eq)] = name.substr(eq + 1);

@@ -44,7 +44,8 @@ struct ParsedArgs {
 };
 
 // Splits words into positional arguments, `--name value` options and the boolean flags
-// named in `flag_names`. Error (usage) for an option without a value.
+// named in `flag_names`; every word after `--` is positional. Error (usage) for an option
+// without a value.
 Result<ParsedArgs> parse_args(std::span<const std::string_view> args,
                               const std::set<std::string>& flag_names);
 

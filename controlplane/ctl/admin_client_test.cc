@@ -19,6 +19,13 @@ TEST(AdminClientTest, ParseArgsSplitsOptionsFlagsAndPositionals) {
   EXPECT_TRUE(p->has("--offline"));
   std::vector<std::string_view> dangling = {"deny", "x", "--reason"};
   EXPECT_FALSE(parse_args(dangling, {}).is_ok());
+  // After `--` a word that looks like an option is an argument (an id, a reason).
+  std::vector<std::string_view> ended = {"deny", "--reason", "r", "--", "--abc", "--json"};
+  p = parse_args(ended, {});
+  ASSERT_TRUE(p.is_ok());
+  EXPECT_EQ(p->positional, (std::vector<std::string>{"deny", "--abc", "--json"}));
+  EXPECT_EQ(p->get("--reason"), "r");
+  EXPECT_FALSE(p->has("--json"));
 }
 
 TEST(AdminClientTest, DurationsAcceptUnitsAndRejectJunk) {
