@@ -433,6 +433,7 @@ int Gateway::run() {
     }
   }
   for (auto& w : workers_) w->join();
+  for (auto& w : workers_) w->close_connections();
   spdlog::info("pgwarden-dp stopped: {}", counters_text());
   return 0;
 }

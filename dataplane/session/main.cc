@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -49,6 +50,9 @@ int run_combined(pgwarden::session::Gateway& gw, const std::vector<std::string>&
   int engine_code = 0;
   std::thread engine([&] {
     engine_code = gw.run();
+    // run() has closed the engine's client and upstream connections; their FINs (and the
+    // database's answers) cross the packet layer, so it keeps forwarding a moment longer.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     stop.store(true);
   });
   int code = pgwarden::packet::run_dpdk_mode(dpdk_args, &stop, &packet_metrics);

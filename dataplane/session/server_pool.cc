@@ -8,9 +8,13 @@ namespace pgwarden::session {
 
 void PooledServer::IdleWatch::on_io(int, uint32_t) { pool_->on_idle_event(s_); }
 
-ServerPool::~ServerPool() {
+ServerPool::~ServerPool() { close_idle(); }
+
+void ServerPool::close_idle() {
   for (auto& [key, g] : groups_) {
     for (auto& s : g.idle) unwatch(*s);
+    g.live -= static_cast<int>(g.idle.size());
+    g.idle.clear();
   }
 }
 

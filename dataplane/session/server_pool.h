@@ -98,6 +98,8 @@ class ServerPool {
   size_t waiting(const std::string& key) const;
   size_t idle_total() const;
   uint64_t closed_idle() const { return closed_idle_; }
+  // Closes every idle connection (shutdown).
+  void close_idle();
 
  private:
   struct Waiter {

@@ -139,6 +139,13 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Worker::close_connections() {
+  sessions_.clear();
+  session_count_.store(0);
+  pool_.close_idle();
+  close_listeners();
+}
+
 void Worker::drain(int64_t deadline_ms) {
   {
     std::lock_guard<std::mutex> lock(mu_);

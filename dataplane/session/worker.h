@@ -133,6 +133,10 @@ class Worker {
   Status init();
   void start_thread();
   void join();
+  // After join(): closes every session, idle pooled upstream connection and listener now, so
+  // that their FINs leave while the process still forwards them (the packet layer of a
+  // combined `pgwarden-dp --dpdk` stops after the engine; see main.cc).
+  void close_connections();
 
   // Thread-safe.
   void drain(int64_t deadline_ms);

@@ -66,6 +66,7 @@ cleanup() {
   set +e
   [ -n "$DP_PID" ] && stop_pid "$DP_PID"
   [ -n "$CP_PID" ] && stop_pid "$CP_PID"
+  [ -n "${IDLE_PID:-}" ] && kill "$IDLE_PID" 2>/dev/null
   if [ -f "$WORK/pg/postmaster.pid" ]; then
     ip netns exec "$NS_DB" runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m immediate \
       stop >/dev/null 2>&1
@@ -358,6 +359,17 @@ else
   fail "SIGHUP wire rule reload: $(dp_json | jq -c '.dataplanes[0].snapshot.rules' 2>&1 | head -c 400)"
 fi
 
+# A session left open through the session engine until the shutdown (step 6): its upstream
+# connection must not outlive the gateway.
+mkfifo "$WORK/idle.fifo"
+exec 7<>"$WORK/idle.fifo"
+PGPASSWORD=$SERVICE_KEY in_agent psql "$GW_CONN" -XAt -f "$WORK/idle.fifo" >"$WORK/idle.out" 2>&1 7>&- &
+IDLE_PID=$!
+echo "SELECT 'pgw-e2e-idle-open';" >&7
+for _ in $(seq 100); do grep -q pgw-e2e-idle-open "$WORK/idle.out" && break; sleep 0.1; done
+if grep -q pgw-e2e-idle-open "$WORK/idle.out"; then pass "a session stays open through the session engine"
+else fail "session left open: $(cat "$WORK/idle.out")"; fi
+
 log "5. cp stopped: a wire deny falls back to the JSONL file"
 stop_pid "$CP_PID"; CP_PID=""
 out=$(in_agent psql "host=198.18.0.20 $PSQL_BASE" -XAtc 'DROP DATABASE /*pgw-e2e-2*/ demo' 2>&1); rc=$?
@@ -376,7 +388,17 @@ if [ "$a" = "audit_sent_to_cp=2 audit_written_to_file=1 audit_cp_unreachable=1 a
 
 log "6. shutdown"
 kill -TERM "$DP_PID"; wait "$DP_PID"; rc=$?; DP_PID=""
+exec 7>&-; wait "$IDLE_PID" 2>/dev/null; IDLE_PID=""
 if [ $rc -eq 0 ]; then pass "pgwarden-dp (packet layer + session engine) stopped cleanly on SIGTERM"; else fail "exit code $rc on SIGTERM"; tail -5 "$WORK/dp.log"; fi
+# The engine's upstream connections (pooled ones included) were closed while the packet layer
+# still forwarded their FINs: PostgreSQL has no backend of the gateway left.
+for _ in $(seq 100); do
+  left=$(in_db runuser -u postgres -- psql -h "$WORK" -U postgres -d demo -XAtc \
+    "SELECT count(*) FROM pg_stat_activity WHERE client_addr = '198.18.0.1'" 2>&1)
+  [ "$left" = 0 ] && break; sleep 0.1
+done
+if [ "$left" = 0 ]; then pass "no PostgreSQL backend of the gateway outlives it"
+else fail "PostgreSQL backends of the gateway left after its exit: $left"; fi
 
 if [ $failures -ne 0 ]; then
   echo "--- pgwarden-dp log"; tail -30 "$WORK/dp.log"
