@@ -109,6 +109,19 @@ void collect_effects(const StatementAnalysis& st, const policy::PreparedStatemen
   }
 }
 
+// Every function a statement calls (its own, and those of EXPLAIN ANALYZE / PREPARE / EXECUTE
+// inner statements).
+void collect_functions(const StatementAnalysis& st, const policy::PreparedStatements* names,
+                       std::vector<policy::FunctionRef>* out) {
+  out->insert(out->end(), st.functions.begin(), st.functions.end());
+  if (st.inner && st.kind != StatementKind::kExplain) collect_functions(*st.inner, names, out);
+  if (st.kind == StatementKind::kExecute && names != nullptr) {
+    if (const auto* candidates = names->find(st.prepared_name)) {
+      for (const auto& c : *candidates) collect_functions(*c, names, out);
+    }
+  }
+}
+
 // Functions a dry run may call: built-in, no side effects outside the transaction. Anything
 // else (nextval, pg_notify, dblink, user functions, ...) skips the dry run.
 bool dry_run_safe_function(const policy::FunctionRef& f) {
@@ -269,6 +282,24 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
   return nullptr;
 }
 
+std::string PolicyAnalyser::unanalysable_function(
+    const SessionView& session, const std::vector<policy::FunctionRef>& functions) const {
+  std::vector<std::string> unqualified;
+  for (const policy::FunctionRef& f : functions) {
+    if (policy::function_listed(session.policy, f) || f.schema == "pg_catalog") continue;
+    if (!f.schema.empty()) return f.resolved();
+    unqualified.push_back(f.name);
+  }
+  if (unqualified.empty()) return "";
+  Result<std::string> outside =
+      probe_ ? probe_->outside_catalog(session.target, unqualified)
+             : Result<std::string>(unavailable("no effect probe on this gateway"));
+  if (!outside.is_ok()) {
+    return "functions that may be user-defined (" + outside.status().message() + ")";
+  }
+  return outside->empty() ? "" : *outside + " (not a pg_catalog function)";
+}
+
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                                                   const protocol::AnalyseRequest& request) {
   std::shared_ptr<policy::LineageCatalog> catalog;
@@ -316,10 +347,12 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
 
   std::vector<WriteProbe> writes;
   std::vector<policy::WriteEffect> effects;
+  std::vector<policy::FunctionRef> functions;
   if (d.verdict != policy::Verdict::kDeny) {
     for (const auto& s : analysis.statements) {
       collect_writes(s, names, &writes);
       collect_effects(s, names, &effects);
+      collect_functions(s, names, &functions);
     }
   }
   if (!writes.empty() && pol.approve_when_rows_over > 0) cacheable = false;
@@ -384,7 +417,25 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     }
   }
 
+  // Code outside pg_catalog (user-defined functions and procedures, extensions' functions)
+  // may change anything: under a policy that lets writes through, a call needs an approval
+  // unless allowed_functions vouches for it (rule unknown_effect).
+  std::string unknown_code = r.verdict != "deny" && !pol.read_only && pol.approve_unbounded_writes
+                                 ? unanalysable_function(session, functions)
+                                 : std::string();
+
   approvals::ApprovalEffect effect;
+  if (!unknown_code.empty()) {
+    std::string why = "it calls " + unknown_code +
+                      ", which pgwarden cannot analyse: what it changes is unknown; policy \"" +
+                      pol.name + "\" needs a human approval for that (or lists it in "
+                      "allowed_functions)";
+    if (r.verdict == "allow") {
+      r = {"approve", "policy.unknown_effect", why, false};
+    } else {
+      effect.reasons.push_back("unknown_effect: " + why);
+    }
+  }
   const bool threshold = pol.approve_when_rows_over > 0;
   if (r.verdict != "deny" && !writes.empty() &&
       (threshold || (r.verdict == "approve" && pol.dry_run))) {

@@ -40,6 +40,15 @@ class FakeProbe : public EffectProbe {
     }
     return std::string();
   }
+  Result<std::string> outside_catalog(const config::Target&,
+                                      const std::vector<std::string>& names) override {
+    if (catalog_down) return unavailable("target down");
+    for (const auto& n : names) {
+      if (n.rfind("my_", 0) == 0 || n == "purge") return n;
+    }
+    return std::string();
+  }
+  bool catalog_down = false;
   std::map<std::string, int64_t> estimates;
   std::vector<std::string> estimated;
   std::vector<std::string> dry_runs;
@@ -170,16 +179,55 @@ TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed
   auto unknown = analyse("update crm.orders set v = 1 where status = 'z'");
   EXPECT_EQ(unknown.rule, "policy.rows_over");
   EXPECT_NE(unknown.message.find("unavailable"), std::string::npos);
-  // A user-defined function the planner could run: no EXPLAIN, so approval.
+  // A user-defined function the planner could run: no EXPLAIN, so no estimate (and the call
+  // itself is an unknown effect).
   probe_->estimated.clear();
-  auto udf = analyse("update crm.orders set v = 1 where id = my_stable_fn()");
-  EXPECT_EQ(udf.rule, "policy.rows_over");
-  EXPECT_NE(udf.message.find("public.my_stable_fn"), std::string::npos) << udf.message;
+  const std::string udf_sql = "update crm.orders set v = 1 where id = my_stable_fn()";
+  auto udf = analyse(udf_sql);
+  EXPECT_EQ(udf.rule, "policy.unknown_effect");
+  EXPECT_NE(udf.message.find("my_stable_fn"), std::string::npos) << udf.message;
   EXPECT_TRUE(probe_->estimated.empty());
+  auto udf_effect = state_.take_effect(udf_sql);
+  ASSERT_EQ(udf_effect.reasons.size(), 2u);
+  EXPECT_NE(udf_effect.reasons[1].find("public.my_stable_fn"), std::string::npos)
+      << udf_effect.reasons[1];
   // Reads are never estimated.
   probe_->estimated.clear();
   EXPECT_EQ(analyse("select 1").verdict, "allow");
   EXPECT_TRUE(probe_->estimated.empty());
+}
+
+TEST_F(PolicyAnalyserTest, CallsOfCodeOutsidePgCatalogNeedApprovalUnderWritablePolicies) {
+  writer_policy();
+  policy_.allowed_kinds.push_back("call");
+  for (const char* sql : {"select purge()", "select public.anything(1)", "call my_proc()",
+                          "select * from crm.orders where id = purge()",
+                          "with x as (select purge()) select * from x"}) {
+    auto r = analyse(sql);
+    EXPECT_EQ(r.verdict, "approve") << sql;
+    EXPECT_EQ(r.rule, "policy.unknown_effect") << sql;
+    EXPECT_FALSE(r.cacheable) << sql;
+  }
+  // Built-in functions stay allowed (and cacheable).
+  auto builtin = analyse("select lower('A'), pg_catalog.upper('b'), now()");
+  EXPECT_EQ(builtin.verdict, "allow");
+  EXPECT_TRUE(builtin.cacheable);
+  // PREPARE of a call waits, and so does every EXECUTE of it.
+  EXPECT_EQ(analyse("prepare w as select purge()").rule, "policy.unknown_effect");
+  // allowed_functions vouches for a function.
+  policy_.allowed_functions = {"purge", "public.anything"};
+  EXPECT_EQ(analyse("select purge(), public.anything(1)").verdict, "allow");
+  // Without an answer from the catalog: approval, not a guess.
+  policy_.allowed_functions.clear();
+  probe_->catalog_down = true;
+  auto down = analyse("select lower('a')");
+  EXPECT_EQ(down.rule, "policy.unknown_effect");
+  EXPECT_NE(down.message.find("target down"), std::string::npos) << down.message;
+  probe_->catalog_down = false;
+  // Read-only policies run no writes at all: calls are not held there.
+  policy_.read_only = true;
+  policy_.allowed_kinds = {"select"};
+  EXPECT_EQ(analyse("select purge()").verdict, "allow");
 }
 
 TEST_F(PolicyAnalyserTest, ExecuteInheritsPrepareAcrossRequestsAndIsEstimatedByItsText) {
