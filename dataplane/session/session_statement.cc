@@ -358,6 +358,9 @@ bool Session::handle_statement_message(const pw::Message& m) {
     case 'E':
       return check_execution(m);
     case 'B':
+      if (refuse_unparsed_bind(m)) return true;
+      forward(m);
+      return true;
     case 'D':
     case 'C':
     case 'H':
@@ -448,8 +451,58 @@ void Session::finish_client_stream() {
   }
 }
 
+bool Session::refuse_unparsed_bind(const pw::Message& m) {
+  pw::Bind b;
+  if (!pw::parse(m.body, &b).ok() || b.statement.empty() ||
+      parsed_statements_.contains(std::string(b.statement))) {
+    return false;  // malformed: PostgreSQL answers it
+  }
+  const std::string what = "-- Bind of prepared statement \"" + std::string(b.statement) + "\"";
+  emit_statement(what, "deny", "unknown_prepared_statement", "execute");
+  apply_denial(m, "42501",
+               "pgwarden: prepared statement \"" + std::string(b.statement) +
+                   "\" was not prepared with a Parse message in this session (a SQL PREPARE is "
+                   "run with EXECUTE, which is decided each time)",
+               "unknown_prepared_statement");
+  return true;
+}
+
+void Session::note_statement_names(const pw::Message& m) {
+  std::string_view text;
+  if (m.type == 'P') {
+    pw::Parse p;
+    if (!pw::parse(m.body, &p).ok()) return;
+    text = p.query;
+    if (!p.statement.empty()) {
+      if (parsed_statements_.size() >= 10000) parsed_statements_.clear();
+      parsed_statements_.emplace(p.statement);
+    }
+  } else if (m.type == 'Q') {
+    pw::Query q;
+    if (!pw::parse(m.body, &q).ok()) return;
+    text = q.sql;
+  } else if (m.type == 'C') {
+    pw::Close c;
+    if (pw::parse(m.body, &c).ok() && c.kind == 'S') parsed_statements_.erase(std::string(c.name));
+    return;
+  } else {
+    return;
+  }
+  // Keywords cannot be quoted or escaped: a text without these words deallocates nothing.
+  auto mentions = [&](std::string_view word) {
+    auto it = std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
+      return (a >= 'A' && a <= 'Z' ? a - 'A' + 'a' : a) == b;
+    });
+    return it != text.end();
+  };
+  if (!parsed_statements_.empty() && (mentions("deallocate") || mentions("discard"))) {
+    parsed_statements_.clear();
+  }
+}
+
 void Session::forward(const pw::Message& m, const Decision* d) {
   if (pooled() && refuse_pooled_statement(m)) return;
+  note_statement_names(m);
   // Masking and recording know the client's names; the server gets its own (pooled).
   if (results_) note_forwarded(m);
   if (grant_.recording_required) {
@@ -693,7 +746,7 @@ void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
   r.message = message;
   r.rule = rule;
   r.position = position;
-  if (m.type == 'P' || m.type == 'E') {
+  if (m.type == 'P' || m.type == 'E' || m.type == 'B') {
     // Extended protocol: a nonce Parse fails in its place and the server skips to Sync.
     pw::append_parse(up_out_, "pgwarden_denied_" + nonce_, nonce_sql_);
     skip_until_sync_ = true;

@@ -453,6 +453,54 @@ TEST_F(GatewayQuickstartAttackTest, RollbackToSavepointThenReplayNeedsANewApprov
   EXPECT_EQ(count("q_tx"), "5");
 }
 
+// A SQL PREPARE is decided once and every EXECUTE of it anew; a protocol-level Bind of the same
+// name (PQexecPrepared without PQprepare) would run it with no decision at all.
+TEST_F(GatewayQuickstartAttackTest, SqlPreparedStatementsRunOnlyThroughExecute) {
+  ASSERT_NO_FATAL_FAILURE(make_table("q_bind", 5));
+  Conn c = agent();
+  const std::string prep = "prepare del_one(int) as delete from public.q_bind where k = $1";
+  ASSERT_EQ(PQsendQuery(c.get(), prep.c_str()), 1);
+  Outcome held = await(c.get(), prep, /*leave_pending=*/true);
+  ASSERT_EQ(held.held_rule, "policy.approve_kinds");
+  ASSERT_EQ(gw_->ctl("reviewer", {"approvals", "approve", held.id}).code, 0);
+  Res r = next_result(c.get(), 10000);
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  drain(c.get());
+  expect_held(attempt(c.get(), "execute del_one(1)"), "policy.approve_kinds", "execute");
+  const char* values[] = {"2"};
+  r.reset(PQexecPrepared(c.get(), "del_one", 1, values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(r.get()), "42501") << PQresultErrorMessage(r.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(r.get())).find("not prepared with a Parse"),
+            std::string::npos)
+      << PQresultErrorMessage(r.get());
+  EXPECT_EQ(count("q_bind"), "5");
+  EXPECT_TRUE(audited_deny("-- Bind of prepared statement \"del_one\"")) << gw_->audit_log();
+  // Names prepared with Parse bind as usual ...
+  r.reset(PQprepare(c.get(), "cnt", "select count(*) from public.q_bind", 0, nullptr));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  r.reset(PQexecPrepared(c.get(), "cnt", 0, nullptr, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "5");
+  // ... until a SQL DEALLOCATE, after which the name may be a SQL PREPARE's.
+  r.reset(PQexec(c.get(), "deallocate cnt"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  const std::string reuse = "prepare cnt as delete from public.q_bind where k = 3";
+  ASSERT_EQ(PQsendQuery(c.get(), reuse.c_str()), 1);
+  Outcome again = await(c.get(), reuse, /*leave_pending=*/true);
+  ASSERT_EQ(again.held_rule, "policy.approve_kinds");
+  ASSERT_EQ(gw_->ctl("reviewer", {"approvals", "approve", again.id}).code, 0);
+  r = next_result(c.get(), 10000);
+  ASSERT_NE(r, nullptr);
+  drain(c.get());
+  r.reset(PQexecPrepared(c.get(), "cnt", 0, nullptr, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(r.get()), "42501") << PQresultErrorMessage(r.get());
+  EXPECT_EQ(count("q_bind"), "5");
+  // The session goes on: the refusal ended at its Sync.
+  r.reset(PQexec(c.get(), "select 1"));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+}
+
 TEST_F(GatewayQuickstartAttackTest, KindsTheQuickstartPolicyDoesNotAllowAreRefusedAtOnce) {
   ASSERT_NO_FATAL_FAILURE(make_table("q_kinds", 5));
   Conn c = agent();
