@@ -281,25 +281,11 @@ Result<int64_t> PgEffectProbe::dry_run(const config::Target& target, const std::
 
 Result<std::string> PgEffectProbe::plan_time_functions(const config::Target& target,
                                                        const std::vector<std::string>& names) {
-  return first_of_names(target,
-                        "SELECT n.nspname || '.' || p.proname FROM pg_proc p"
-                        " JOIN pg_namespace n ON n.oid = p.pronamespace"
-                        " WHERE n.nspname <> 'pg_catalog' AND p.provolatile IN ('i', 's')"
-                        " AND p.proname = ANY($1::text[]) ORDER BY 1 LIMIT 1",
-                        names);
-}
-
-Result<std::string> PgEffectProbe::outside_catalog(const config::Target& target,
-                                                   const std::vector<std::string>& names) {
-  return first_of_names(target,
-                        "SELECT f FROM unnest($1::text[]) f WHERE NOT EXISTS (SELECT 1 FROM"
-                        " pg_proc p WHERE p.proname = f"
-                        " AND p.pronamespace = 'pg_catalog'::regnamespace) ORDER BY 1 LIMIT 1",
-                        names);
-}
-
-Result<std::string> PgEffectProbe::first_of_names(const config::Target& target, const char* sql,
-                                                  const std::vector<std::string>& names) {
+  static const char* kSql =
+      "SELECT n.nspname || '.' || p.proname FROM pg_proc p"
+      " JOIN pg_namespace n ON n.oid = p.pronamespace"
+      " WHERE n.nspname <> 'pg_catalog' AND p.provolatile IN ('i', 's')"
+      " AND p.proname = ANY($1::text[]) ORDER BY 1 LIMIT 1";
   // A text[] literal: every element double-quoted, with " and \ escaped.
   std::string array = "{";
   for (size_t i = 0; i < names.size(); ++i) {
@@ -317,7 +303,7 @@ Result<std::string> PgEffectProbe::first_of_names(const config::Target& target, 
   std::lock_guard<std::mutex> lock(conn.mu);
   PGW_RETURN_IF_ERROR(conn.ensure());
   const char* params[] = {array.c_str()};
-  Res r(PQexecParams(conn.conn, sql, 1, nullptr, params, nullptr, nullptr, 0));
+  Res r(PQexecParams(conn.conn, kSql, 1, nullptr, params, nullptr, nullptr, 0));
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
     std::string msg = trimmed_error(r.get(), conn.conn);
     conn.reset();

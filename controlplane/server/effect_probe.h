@@ -14,8 +14,6 @@
 //     (data-modifying CTEs included). The statement is not executed; since planning evaluates
 //     immutable and stable functions on constants, the analyser does not EXPLAIN statements
 //     that call user-defined ones (plan_time_functions). statement_timeout 1 s.
-//   * outside_catalog: which called names are not pg_catalog functions (code pgwarden cannot
-//     analyse: approvals by effect, rule unknown_effect).
 //   * irreversible_effects: catalog checks on the written relations for what a rollback
 //     cannot undo: user triggers (they may call anything), rules, foreign or non-table
 //     relations, identity/serial columns (sequences advance) when defaults apply, user
@@ -59,10 +57,6 @@ class EffectProbe {
   // function (the planner may evaluate those while planning), as "schema.name"; "" for none.
   virtual Result<std::string> plan_time_functions(const config::Target& target,
                                                   const std::vector<std::string>& names) = 0;
-  // The first of `names` that is not the name of a function or procedure in pg_catalog (a
-  // user-defined one, an extension's outside pg_catalog, or none at all); "" for none.
-  virtual Result<std::string> outside_catalog(const config::Target& target,
-                                              const std::vector<std::string>& names) = 0;
 };
 
 // The input rows of every ModifyTable node in an `EXPLAIN (FORMAT JSON)` output, summed; the
@@ -80,13 +74,8 @@ class PgEffectProbe : public EffectProbe {
   Result<int64_t> dry_run(const config::Target& target, const std::string& sql) override;
   Result<std::string> plan_time_functions(const config::Target& target,
                                           const std::vector<std::string>& names) override;
-  Result<std::string> outside_catalog(const config::Target& target,
-                                      const std::vector<std::string>& names) override;
 
  private:
-  // Runs `sql` with $1 = `names` as text[]; the first column of its first row, or "".
-  Result<std::string> first_of_names(const config::Target& target, const char* sql,
-                                     const std::vector<std::string>& names);
   struct Connection;
   // The connection for `target`, connected; its mutex is held by the returned lock.
   Result<std::shared_ptr<Connection>> connection_for(const config::Target& target);

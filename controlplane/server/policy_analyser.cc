@@ -284,20 +284,29 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
 
 std::string PolicyAnalyser::unanalysable_function(
     const SessionView& session, const std::vector<policy::FunctionRef>& functions) const {
-  std::vector<std::string> unqualified;
+  std::shared_ptr<policy::LineageCatalog> catalog;
   for (const policy::FunctionRef& f : functions) {
     if (policy::function_listed(session.policy, f) || f.schema == "pg_catalog") continue;
     if (!f.schema.empty()) return f.resolved();
-    unqualified.push_back(f.name);
+    // Unqualified: built in only when every function of that name is in pg_catalog (as
+    // lineage reads it; the session's search_path is unknown).
+    if (!catalog) {
+      auto c = catalogs_ ? catalogs_(session.config, session.target)
+                         : Result<std::shared_ptr<policy::LineageCatalog>>(
+                               unavailable("no catalog on this gateway"));
+      if (!c.is_ok()) return f.name + " (the catalog could not be asked: " + c.status().message() + ")";
+      catalog = std::move(c).value();
+    }
+    auto schemas = catalog->function_schemas(f.name);
+    if (!schemas.is_ok()) {
+      return f.name + " (the catalog could not be asked: " + schemas.status().message() + ")";
+    }
+    for (const std::string& schema : *schemas) {
+      if (schema != "pg_catalog") return schema + "." + f.name;
+    }
+    if (schemas->empty()) return f.name + " (no such function in the catalog)";
   }
-  if (unqualified.empty()) return "";
-  Result<std::string> outside =
-      probe_ ? probe_->outside_catalog(session.target, unqualified)
-             : Result<std::string>(unavailable("no effect probe on this gateway"));
-  if (!outside.is_ok()) {
-    return "functions that may be user-defined (" + outside.status().message() + ")";
-  }
-  return outside->empty() ? "" : *outside + " (not a pg_catalog function)";
+  return "";
 }
 
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,

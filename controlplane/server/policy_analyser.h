@@ -32,8 +32,9 @@
 //
 // Code analysis cannot see: under a policy that is not read_only and has
 // approve_unbounded_writes, a statement that calls a function or procedure outside pg_catalog
-// (schema-qualified, or an unqualified name that no pg_catalog function has: asked with
-// EffectProbe::outside_catalog; no answer = approve) that allowed_functions does not list
+// (schema-qualified, or an unqualified name that some function outside pg_catalog has, or no
+// function at all: asked with the lineage catalog; no answer = approve) that allowed_functions
+// does not list
 // needs approval, rule "policy.unknown_effect" (not cacheable). DO, CREATE TRIGGER and
 // writing CREATE RULE are unknown effects of the evaluator (controlplane/policy/effect.h).
 //
@@ -79,8 +80,8 @@ class PolicyAnalyser : public StatementAnalyser {
 
  private:
   // The first of `functions` outside pg_catalog that allowed_functions does not list, as
-  // "schema.name" (or "name (not a pg_catalog function)" / why the catalog could not be
-  // asked); "" for none.
+  // "schema.name" (or the name and why it counts: not in the catalog, the catalog could not
+  // be asked); "" for none.
   std::string unanalysable_function(const SessionView& session,
                                     const std::vector<policy::FunctionRef>& functions) const;
 

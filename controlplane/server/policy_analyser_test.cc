@@ -40,15 +40,6 @@ class FakeProbe : public EffectProbe {
     }
     return std::string();
   }
-  Result<std::string> outside_catalog(const config::Target&,
-                                      const std::vector<std::string>& names) override {
-    if (catalog_down) return unavailable("target down");
-    for (const auto& n : names) {
-      if (n.rfind("my_", 0) == 0 || n == "purge") return n;
-    }
-    return std::string();
-  }
-  bool catalog_down = false;
   std::map<std::string, int64_t> estimates;
   std::vector<std::string> estimated;
   std::vector<std::string> dry_runs;
@@ -197,37 +188,64 @@ TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed
   EXPECT_TRUE(probe_->estimated.empty());
 }
 
+// Functions outside pg_catalog are code pgwarden cannot analyse: under a writable policy a
+// call waits for approval, wherever it is and whatever the statement's kind.
 TEST_F(PolicyAnalyserTest, CallsOfCodeOutsidePgCatalogNeedApprovalUnderWritablePolicies) {
   writer_policy();
   policy_.allowed_kinds.push_back("call");
+  policy_.masks.clear();  // no lineage: only the effect analysis speaks
+  auto catalog = std::make_shared<policy::FakeCatalog>();
+  for (const char* builtin : {"lower", "upper", "now", "count"}) {
+    catalog->add_function(builtin, "pg_catalog");
+  }
+  catalog->add_function("purge", "public");
+  catalog->add_function("shadowed", "pg_catalog");
+  catalog->add_function("shadowed", "public");
+  bool catalog_down = false;
+  PolicyAnalyser analyser(probe_, [&](const config::Config&, const config::Target&) {
+    if (catalog_down) return Result<std::shared_ptr<policy::LineageCatalog>>(unavailable("down"));
+    return Result<std::shared_ptr<policy::LineageCatalog>>(
+        std::shared_ptr<policy::LineageCatalog>(catalog));
+  });
+  auto run = [&](const std::string& sql) {
+    std::string sid = "s";
+    AuthenticatedIdentity id{"alice", "iss", {"agents"}};
+    SessionView view{sid, id, policy_, target_, config_, &state_};
+    protocol::AnalyseRequest req;
+    req.session_id = sid;
+    req.sql = sql;
+    return analyser.analyse(view, req);
+  };
   for (const char* sql : {"select purge()", "select public.anything(1)", "call my_proc()",
-                          "select * from crm.orders where id = purge()",
+                          "select * from crm.orders where id = purge()", "select shadowed()",
                           "with x as (select purge()) select * from x"}) {
-    auto r = analyse(sql);
+    auto r = run(sql);
     EXPECT_EQ(r.verdict, "approve") << sql;
     EXPECT_EQ(r.rule, "policy.unknown_effect") << sql;
     EXPECT_FALSE(r.cacheable) << sql;
   }
+  EXPECT_NE(run("select purge()").message.find("public.purge"), std::string::npos);
+  EXPECT_NE(run("call my_proc()").message.find("no such function"), std::string::npos);
   // Built-in functions stay allowed (and cacheable).
-  auto builtin = analyse("select lower('A'), pg_catalog.upper('b'), now()");
+  auto builtin = run("select lower('A'), pg_catalog.upper('b'), now(), count(*) from crm.orders");
   EXPECT_EQ(builtin.verdict, "allow");
   EXPECT_TRUE(builtin.cacheable);
-  // PREPARE of a call waits, and so does every EXECUTE of it.
-  EXPECT_EQ(analyse("prepare w as select purge()").rule, "policy.unknown_effect");
+  // PREPARE of a call waits (and so does every EXECUTE of it).
+  EXPECT_EQ(run("prepare w as select purge()").rule, "policy.unknown_effect");
   // allowed_functions vouches for a function.
   policy_.allowed_functions = {"purge", "public.anything"};
-  EXPECT_EQ(analyse("select purge(), public.anything(1)").verdict, "allow");
+  EXPECT_EQ(run("select purge(), public.anything(1)").verdict, "allow");
   // Without an answer from the catalog: approval, not a guess.
   policy_.allowed_functions.clear();
-  probe_->catalog_down = true;
-  auto down = analyse("select lower('a')");
+  catalog_down = true;
+  auto down = run("select lower('a')");
   EXPECT_EQ(down.rule, "policy.unknown_effect");
-  EXPECT_NE(down.message.find("target down"), std::string::npos) << down.message;
-  probe_->catalog_down = false;
+  EXPECT_NE(down.message.find("down"), std::string::npos) << down.message;
+  catalog_down = false;
   // Read-only policies run no writes at all: calls are not held there.
   policy_.read_only = true;
   policy_.allowed_kinds = {"select"};
-  EXPECT_EQ(analyse("select purge()").verdict, "allow");
+  EXPECT_EQ(run("select purge()").verdict, "allow");
 }
 
 TEST_F(PolicyAnalyserTest, ExecuteInheritsPrepareAcrossRequestsAndIsEstimatedByItsText) {

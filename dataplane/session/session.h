@@ -242,10 +242,11 @@ class Session {
   // Execute and FunctionCall of a recording-required session: forwarded only once their record
   // is written (a Parse's record covers its statement's first execution, ExecutionLedger).
   bool check_execution(const pgwire::Message& m);
-  // Bind of a named statement this session did not prepare with a Parse we forwarded (a SQL
-  // PREPARE, whose approval covers only that PREPARE: every EXECUTE is decided anew) is
-  // refused (42501, rule unknown_prepared_statement). True when `m` was refused.
-  bool refuse_unparsed_bind(const pgwire::Message& m);
+  // Bind (`m`, or a stand-in for a streamed one) of `statement`, a name this session did not
+  // prepare with a Parse we forwarded (a SQL PREPARE, whose approval covers only that PREPARE:
+  // every EXECUTE is decided anew), is refused (42501, rule unknown_prepared_statement). True
+  // when it was refused. Not pooled sessions: they map names themselves (session_pool.cc).
+  bool refuse_unparsed_bind(const pgwire::Message& m, std::string_view statement);
   // Keeps parsed_statements_ in step with what is forwarded: Parse adds, Close removes, and a
   // statement text that may DEALLOCATE or DISCARD (SQL-level) forgets them all (fail closed:
   // a later Bind of such a name is refused rather than run under a stale decision).

@@ -74,6 +74,25 @@ void Session::process_client_input() {
             if (!start_pooled_bind_stream(len)) break;
             continue;
           }
+        } else if (h[0] == 'B' && !skip_until_sync_) {
+          // The names lead the body: a statement no Parse prepared is refused before any byte
+          // goes upstream (as for a Bind that fits).
+          std::string_view body(client_in_.data() + client_in_off_ + 5, client_in_pending() - 5);
+          size_t portal_end = body.find('\0');
+          size_t name_end =
+              portal_end == std::string_view::npos ? portal_end : body.find('\0', portal_end + 1);
+          if (name_end == std::string_view::npos) {
+            if (body.size() < kMaxBindNamesBytes) break;  // wait for the names
+            // Longer names than that are not SQL PREPARE names: relayed below.
+          } else {
+            pw::Message stand_in;
+            stand_in.type = 'B';
+            if (refuse_unparsed_bind(stand_in,
+                                     body.substr(portal_end + 1, name_end - portal_end - 1))) {
+              client_skip_ = 1 + static_cast<size_t>(len);
+              continue;
+            }
+          }
         }
         start_client_stream(h[0], len);
         continue;
@@ -357,10 +376,13 @@ bool Session::handle_statement_message(const pw::Message& m) {
       return false;
     case 'E':
       return check_execution(m);
-    case 'B':
-      if (refuse_unparsed_bind(m)) return true;
+    case 'B': {
+      pw::Bind b;
+      // Malformed: PostgreSQL answers it.
+      if (pw::parse(m.body, &b).ok() && refuse_unparsed_bind(m, b.statement)) return true;
       forward(m);
       return true;
+    }
     case 'D':
     case 'C':
     case 'H':
@@ -451,16 +473,15 @@ void Session::finish_client_stream() {
   }
 }
 
-bool Session::refuse_unparsed_bind(const pw::Message& m) {
-  pw::Bind b;
-  if (!pw::parse(m.body, &b).ok() || b.statement.empty() ||
-      parsed_statements_.contains(std::string(b.statement))) {
-    return false;  // malformed: PostgreSQL answers it
+bool Session::refuse_unparsed_bind(const pw::Message& m, std::string_view statement) {
+  // Pooled sessions map every name they Parse and refuse SQL PREPARE (pool_restrictions.h).
+  if (pooled() || statement.empty() || parsed_statements_.contains(std::string(statement))) {
+    return false;
   }
-  const std::string what = "-- Bind of prepared statement \"" + std::string(b.statement) + "\"";
+  const std::string what = "-- Bind of prepared statement \"" + std::string(statement) + "\"";
   emit_statement(what, "deny", "unknown_prepared_statement", "execute");
   apply_denial(m, "42501",
-               "pgwarden: prepared statement \"" + std::string(b.statement) +
+               "pgwarden: prepared statement \"" + std::string(statement) +
                    "\" was not prepared with a Parse message in this session (a SQL PREPARE is "
                    "run with EXECUTE, which is decided each time)",
                "unknown_prepared_statement");
@@ -468,6 +489,7 @@ bool Session::refuse_unparsed_bind(const pw::Message& m) {
 }
 
 void Session::note_statement_names(const pw::Message& m) {
+  if (pooled()) return;
   std::string_view text;
   if (m.type == 'P') {
     pw::Parse p;

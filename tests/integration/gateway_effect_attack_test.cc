@@ -476,6 +476,12 @@ TEST_F(GatewayQuickstartAttackTest, SqlPreparedStatementsRunOnlyThroughExecute) 
       << PQresultErrorMessage(r.get());
   EXPECT_EQ(count("q_bind"), "5");
   EXPECT_TRUE(audited_deny("-- Bind of prepared statement \"del_one\"")) << gw_->audit_log();
+  // A Bind over max_message_bytes (1 MiB) is streamed upstream as it arrives: refused before.
+  const std::string big(2 << 20, '7');
+  const char* big_values[] = {big.c_str()};
+  r.reset(PQexecPrepared(c.get(), "del_one", 1, big_values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(r.get()), "42501") << PQresultErrorMessage(r.get());
+  EXPECT_EQ(count("q_bind"), "5");
   // Names prepared with Parse bind as usual ...
   r.reset(PQprepare(c.get(), "cnt", "select count(*) from public.q_bind", 0, nullptr));
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
