@@ -96,28 +96,17 @@ void collect_writes(const StatementAnalysis& st, const policy::PreparedStatement
   }
 }
 
-// Every write effect a statement runs (its own, and those of EXPLAIN ANALYZE / PREPARE /
-// EXECUTE inner statements).
-void collect_effects(const StatementAnalysis& st, const policy::PreparedStatements* names,
-                     std::vector<policy::WriteEffect>* out) {
-  out->insert(out->end(), st.write_effects.begin(), st.write_effects.end());
-  if (st.inner && st.kind != StatementKind::kExplain) collect_effects(*st.inner, names, out);
+// Every write effect (`field` = &StatementAnalysis::write_effects) or function call
+// (&StatementAnalysis::functions) a statement runs: its own, and those of EXPLAIN ANALYZE /
+// PREPARE / EXECUTE inner statements.
+template <typename T>
+void collect_run(const StatementAnalysis& st, const policy::PreparedStatements* names,
+                 std::vector<T> StatementAnalysis::*field, std::vector<T>* out) {
+  out->insert(out->end(), (st.*field).begin(), (st.*field).end());
+  if (st.inner && st.kind != StatementKind::kExplain) collect_run(*st.inner, names, field, out);
   if (st.kind == StatementKind::kExecute && names != nullptr) {
     if (const auto* candidates = names->find(st.prepared_name)) {
-      for (const auto& c : *candidates) collect_effects(*c, names, out);
-    }
-  }
-}
-
-// Every function a statement calls (its own, and those of EXPLAIN ANALYZE / PREPARE / EXECUTE
-// inner statements).
-void collect_functions(const StatementAnalysis& st, const policy::PreparedStatements* names,
-                       std::vector<policy::FunctionRef>* out) {
-  out->insert(out->end(), st.functions.begin(), st.functions.end());
-  if (st.inner && st.kind != StatementKind::kExplain) collect_functions(*st.inner, names, out);
-  if (st.kind == StatementKind::kExecute && names != nullptr) {
-    if (const auto* candidates = names->find(st.prepared_name)) {
-      for (const auto& c : *candidates) collect_functions(*c, names, out);
+      for (const auto& c : *candidates) collect_run(*c, names, field, out);
     }
   }
 }
@@ -360,8 +349,8 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   if (d.verdict != policy::Verdict::kDeny) {
     for (const auto& s : analysis.statements) {
       collect_writes(s, names, &writes);
-      collect_effects(s, names, &effects);
-      collect_functions(s, names, &functions);
+      collect_run(s, names, &StatementAnalysis::write_effects, &effects);
+      collect_run(s, names, &StatementAnalysis::functions, &functions);
     }
   }
   if (!writes.empty() && pol.approve_when_rows_over > 0) cacheable = false;

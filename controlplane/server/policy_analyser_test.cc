@@ -54,8 +54,10 @@ class PolicyAnalyserTest : public ::testing::Test {
     policy_.masks = {{"crm.customers.email", "", "", "email"}, {"", "*ssn*", "", "hash"}};
     policy_.deny_masked_in_expressions = true;
   }
+  // `with`: another analyser than the fixture's (one with a catalog provider).
   protocol::AnalyseResponse analyse(const std::string& sql,
-                                    std::vector<protocol::PrescreenHit> prescreen = {}) {
+                                    std::vector<protocol::PrescreenHit> prescreen = {},
+                                    PolicyAnalyser* with = nullptr) {
     std::string sid = "s";
     AuthenticatedIdentity id{"alice", "iss", {"agents"}};
     SessionView view{sid, id, policy_, target_, config_, &state_};
@@ -63,7 +65,7 @@ class PolicyAnalyserTest : public ::testing::Test {
     req.session_id = sid;
     req.sql = sql;
     req.prescreen = std::move(prescreen);
-    return analyser_.analyse(view, req);
+    return (with != nullptr ? *with : analyser_).analyse(view, req);
   }
   void writer_policy() {
     policy_.allowed_kinds = {"select", "write", "prepared", "explain_analyze", "truncate"};
@@ -207,15 +209,7 @@ TEST_F(PolicyAnalyserTest, CallsOfCodeOutsidePgCatalogNeedApprovalUnderWritableP
     return Result<std::shared_ptr<policy::LineageCatalog>>(
         std::shared_ptr<policy::LineageCatalog>(catalog));
   });
-  auto run = [&](const std::string& sql) {
-    std::string sid = "s";
-    AuthenticatedIdentity id{"alice", "iss", {"agents"}};
-    SessionView view{sid, id, policy_, target_, config_, &state_};
-    protocol::AnalyseRequest req;
-    req.session_id = sid;
-    req.sql = sql;
-    return analyser.analyse(view, req);
-  };
+  auto run = [&](const std::string& sql) { return analyse(sql, {}, &analyser); };
   for (const char* sql : {"select purge()", "select public.anything(1)", "call my_proc()",
                           "select * from crm.orders where id = purge()", "select shadowed()",
                           "with x as (select purge()) select * from x"}) {

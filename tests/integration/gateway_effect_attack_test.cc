@@ -42,28 +42,7 @@ class AttackGatewayTest : public SharedGatewayTest<Derived> {
  protected:
   using SharedGatewayTest<Derived>::gw_;
 
-  static std::string db(const std::string& sql) {
-    auto r = gw_->pg().psql(sql);
-    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
-    std::string s = r.is_ok() ? *r : "";
-    while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-    return s;
-  }
-  static json ctl_json(std::vector<std::string> args) {
-    args.push_back("--json");
-    CtlResult r = gw_->ctl("reviewer", args);
-    EXPECT_EQ(r.code, 0) << r.out << r.err;
-    return json::parse(r.out, nullptr, false);
-  }
-  static json pending(const std::string& sql) {
-    json list = ctl_json({"approvals", "list", "--state", "pending"});
-    if (list.is_object() && list["approvals"].is_array()) {
-      for (const json& a : list["approvals"]) {
-        if (a.value("sql", "") == sql) return a;
-      }
-    }
-    return json::object();
-  }
+  static std::string db(const std::string& sql) { return db_answer(*gw_, sql); }
   static Conn agent(const std::string& key = "agent1") {
     Conn c(PQconnectdb(gw_->conninfo_as(key).c_str()));
     EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
@@ -95,7 +74,7 @@ class AttackGatewayTest : public SharedGatewayTest<Derived> {
         return o;
       }
       if (Clock::now() >= next_poll) {
-        json p = pending(sql);
+        json p = pending_request(*gw_, "reviewer", sql);
         if (p.contains("id")) {
           o.held_rule = p.value("rule", "");
           o.id = p.value("id", "");
