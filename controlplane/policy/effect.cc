@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <set>
 #include <utility>
@@ -460,32 +461,55 @@ class ConditionReader {
   // `x < 5 OR x >= 5`, `x <> 3 OR x = 3`, `p OR NOT p` (tautologies), `x IS NULL OR x IS NOT
   // NULL` (true): the branches of one OR, read over the same expression, leave no value out.
   std::optional<ConditionReach> covers_every_value(const PgQuery__BoolExpr* b) {
-    std::vector<Ray> rays;
+    // p OR NOT p; x IS NULL OR x IS NOT NULL. Pairs are looked for among few branches: more
+    // negated or IS [NOT] NULL branches than this are read as a tautology (fail closed), so
+    // that a long OR costs linear time.
+    constexpr size_t kMaxPairedBranches = 64;
+    std::vector<const PgQuery__Node*> negated, null_tests;
     for (size_t i = 0; i < b->n_args; ++i) {
       const PgQuery__Node* a = b->args[i];
       if (!a) continue;
-      for (size_t j = 0; j < b->n_args; ++j) {
-        const PgQuery__Node* o = b->args[j];
-        if (i == j || !o) continue;
-        // p OR NOT p
-        if (o->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
-            o->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__NOT_EXPR &&
-            o->bool_expr->n_args == 1 && refers_to_target(msg(a), 0) &&
-            same_expr(a, o->bool_expr->args[0])) {
+      if (a->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+          a->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__NOT_EXPR && a->bool_expr->n_args == 1) {
+        negated.push_back(a->bool_expr->args[0]);
+      } else if (a->node_case == PG_QUERY__NODE__NODE_NULL_TEST) {
+        null_tests.push_back(a);
+      }
+    }
+    if (negated.size() + null_tests.size() > kMaxPairedBranches) return ConditionReach::kTautology;
+    for (const PgQuery__Node* p : negated) {
+      for (size_t i = 0; i < b->n_args; ++i) {
+        if (b->args[i] && same_expr(b->args[i], p) && refers_to_target(msg(p), 0)) {
           return ConditionReach::kTautology;
         }
-        // x IS NULL OR x IS NOT NULL
-        if (a->node_case == PG_QUERY__NODE__NODE_NULL_TEST &&
-            o->node_case == PG_QUERY__NODE__NODE_NULL_TEST &&
-            a->null_test->nulltesttype != o->null_test->nulltesttype &&
-            same_expr(a->null_test->arg, o->null_test->arg)) {
+      }
+    }
+    for (const PgQuery__Node* x : null_tests) {
+      for (const PgQuery__Node* y : null_tests) {
+        if (x->null_test->nulltesttype != y->null_test->nulltesttype &&
+            same_expr(x->null_test->arg, y->null_test->arg)) {
           return ConditionReach::kTrue;
         }
       }
-      if (auto r = ray_of(a)) rays.push_back(std::move(*r));
     }
-    for (size_t i = 0; i < rays.size(); ++i) {
-      if (covered_by_rays(rays, rays[i].expr)) return ConditionReach::kTautology;
+    std::vector<Ray> rays;
+    for (size_t i = 0; i < b->n_args; ++i) {
+      if (auto r = ray_of(b->args[i])) rays.push_back(std::move(*r));
+    }
+    // Rays grouped by the expression they compare (rays is complete: pointers stay valid).
+    std::vector<std::vector<const Ray*>> groups;
+    for (const Ray& r : rays) {
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const std::vector<const Ray*>& g) {
+        return same_expr(g.front()->expr, r.expr);
+      });
+      if (g == groups.end()) {
+        groups.push_back({&r});
+      } else {
+        g->push_back(&r);
+      }
+    }
+    for (const auto& g : groups) {
+      if (g.size() > 1 && covers_all(g)) return ConditionReach::kTautology;
     }
     return std::nullopt;
   }
@@ -499,45 +523,65 @@ class ConditionReader {
     return lt.b ? -1 : 1;
   }
 
-  bool covered_by_rays(const std::vector<Ray>& all, const PgQuery__Node* x) {
-    std::vector<const Ray*> rays;
-    for (const Ray& r : all) {
-      if (r.expr == x || same_expr(r.expr, x)) rays.push_back(&r);
+  // A constant as a map key: equal keys are equal values.
+  static std::string key_of(const Value& v) {
+    switch (v.type) {
+      case Value::Type::kInt:
+        return "i" + std::to_string(v.i);
+      case Value::Type::kBool:
+        return v.b ? "b1" : "b0";
+      case Value::Type::kString:
+        return "s" + v.s;
+      default:
+        return "?";
     }
-    auto contains = [&](const Value& v) {
-      for (const Ray* r : rays) {
-        auto o = order(v, r->at);
-        switch (r->kind) {
-          case Ray::Kind::kPoint:
-            if (o && *o == 0) return true;
-            break;
-          case Ray::Kind::kAllBut:
-            if (o && *o != 0) return true;
-            break;
-          case Ray::Kind::kBelow:
-            if (o && (*o < 0 || (*o == 0 && r->closed))) return true;
-            break;
-          case Ray::Kind::kAbove:
-            if (o && (*o > 0 || (*o == 0 && r->closed))) return true;
-            break;
-        }
-      }
-      return false;
+  }
+
+  // Whether the union of `rays`, all over one expression, leaves no value out. Linear in their
+  // number (an OR may be long): integers are ordered exactly; other constants only meet when
+  // equal (`v > 'a' OR v <= 'a'`), since their order depends on a collation.
+  static bool covers_all(const std::vector<const Ray*>& rays) {
+    using K = Ray::Kind;
+    struct Sides {
+      bool below = false, below_closed = false, above = false, above_closed = false;
+      bool point = false;
     };
-    // x <> c covers all but c.
+    std::map<std::string, Sides> by_value;
+    const Ray* all_but = nullptr;
+    const Ray* below = nullptr;  // the integer ray below reaching highest
+    const Ray* above = nullptr;  // the integer ray above reaching lowest
     for (const Ray* r : rays) {
-      if (r->kind == Ray::Kind::kAllBut && contains_other(rays, r, r->at)) return true;
-    }
-    // A ray below and a ray above that meet or overlap (a gap of one point filled by `=`).
-    for (const Ray* lo : rays) {
-      if (lo->kind != Ray::Kind::kBelow) continue;
-      for (const Ray* hi : rays) {
-        if (hi->kind != Ray::Kind::kAbove) continue;
-        auto o = order(lo->at, hi->at);
-        if (!o) continue;
-        if (*o > 0) return true;
-        if (*o == 0 && (lo->closed || hi->closed || contains(lo->at))) return true;
+      if (r->kind == K::kAllBut) {
+        // x <> a OR x <> b with a != b: every value.
+        if (all_but != nullptr) {
+          auto o = order(all_but->at, r->at);
+          if (o && *o != 0) return true;
+        } else {
+          all_but = r;
+        }
+        continue;
       }
+      Sides& s = by_value[key_of(r->at)];
+      s.point |= r->kind == K::kPoint;
+      s.below |= r->kind == K::kBelow;
+      s.below_closed |= r->kind == K::kBelow && r->closed;
+      s.above |= r->kind == K::kAbove;
+      s.above_closed |= r->kind == K::kAbove && r->closed;
+      if (r->at.type != Value::Type::kInt) continue;
+      if (r->kind == K::kBelow &&
+          (!below || r->at.i > below->at.i || (r->at.i == below->at.i && r->closed))) {
+        below = r;
+      }
+      if (r->kind == K::kAbove &&
+          (!above || r->at.i < above->at.i || (r->at.i == above->at.i && r->closed))) {
+        above = r;
+      }
+    }
+    if (all_but != nullptr && contains_other(rays, all_but, all_but->at)) return true;
+    if (below && above && below->at.i > above->at.i) return true;  // they overlap
+    for (const auto& [key, s] : by_value) {
+      // They meet at one value: covered when either side or a point includes it.
+      if (s.below && s.above && (s.below_closed || s.above_closed || s.point)) return true;
     }
     return false;
   }

@@ -99,7 +99,8 @@ class AttackGatewayTest : public SharedGatewayTest<Derived> {
     return await(c, sql);
   }
   // True when the audit log has a deny of statement `sql`: a policy decision (event
-  // "decision") or a prescreen deny rule (event "statement", source "prescreen").
+  // "decision") or a dataplane refusal (event "statement": a prescreen deny rule, a Bind),
+  // which reaches the log through the event ring a moment later (wait with eventually()).
   static bool audited_deny(const std::string& sql) {
     std::istringstream lines(gw_->audit_log());
     for (std::string line; std::getline(lines, line);) {
@@ -311,7 +312,7 @@ TEST_F(GatewayEffectAttackTest, DenyRulesHoldAgainstSpellingTricks) {
     Outcome o = attempt(c.get(), sql);
     EXPECT_EQ(o.sqlstate, "42501") << o.message << " held=" << o.held_rule << " ran=" << o.ran;
     EXPECT_TRUE(o.held_rule.empty());
-    EXPECT_TRUE(audited_deny(sql)) << gw_->audit_log();
+    EXPECT_TRUE(eventually([&] { return audited_deny(sql); }, 10000)) << gw_->audit_log();
   }
   EXPECT_EQ(state("t_deny"), "5/5");
   EXPECT_NE(db("select datname from pg_database where datname = 'demo'"), "");
@@ -454,7 +455,9 @@ TEST_F(GatewayQuickstartAttackTest, SqlPreparedStatementsRunOnlyThroughExecute) 
             std::string::npos)
       << PQresultErrorMessage(r.get());
   EXPECT_EQ(count("q_bind"), "5");
-  EXPECT_TRUE(audited_deny("-- Bind of prepared statement \"del_one\"")) << gw_->audit_log();
+  EXPECT_TRUE(eventually([&] { return audited_deny("-- Bind of prepared statement \"del_one\""); },
+                         10000))
+      << gw_->audit_log();
   // A Bind over max_message_bytes (1 MiB) is streamed upstream as it arrives: refused before.
   const std::string big(2 << 20, '7');
   const char* big_values[] = {big.c_str()};
@@ -502,7 +505,7 @@ TEST_F(GatewayQuickstartAttackTest, KindsTheQuickstartPolicyDoesNotAllowAreRefus
     Outcome o = attempt(c.get(), sql);
     EXPECT_EQ(o.sqlstate, "42501") << o.message << " held=" << o.held_rule << " ran=" << o.ran;
     EXPECT_TRUE(o.held_rule.empty());
-    EXPECT_TRUE(audited_deny(sql)) << gw_->audit_log();
+    EXPECT_TRUE(eventually([&] { return audited_deny(sql); }, 10000)) << gw_->audit_log();
   }
   EXPECT_EQ(count("q_kinds"), "5");
 }
