@@ -30,6 +30,8 @@ constexpr uint32_t kMaxStreamedMessageBytes = 0x3fffffff;
 // is relayed. A longer statement name cannot be a SQL PREPARE's (identifiers are cut to 63
 // bytes), so only those are checked against the Parse-prepared names.
 constexpr size_t kMaxBindNamesBytes = 64 * 1024;
+// Parse-prepared statement names a session remembers (Session::parsed_statements_).
+constexpr size_t kMaxParsedStatements = 10000;
 
 inline uint64_t random64() {
   uint64_t v = 0;

@@ -490,15 +490,12 @@ bool Session::refuse_unparsed_bind(const pw::Message& m, std::string_view statem
 
 void Session::note_statement_names(const pw::Message& m) {
   if (pooled()) return;
-  std::string_view text;
+  std::string_view text, name;
   if (m.type == 'P') {
     pw::Parse p;
     if (!pw::parse(m.body, &p).ok()) return;
     text = p.query;
-    if (!p.statement.empty()) {
-      if (parsed_statements_.size() >= 10000) parsed_statements_.clear();
-      parsed_statements_.emplace(p.statement);
-    }
+    name = p.statement;
   } else if (m.type == 'Q') {
     pw::Query q;
     if (!pw::parse(m.body, &q).ok()) return;
@@ -519,6 +516,11 @@ void Session::note_statement_names(const pw::Message& m) {
   };
   if (!parsed_statements_.empty() && (mentions("deallocate") || mentions("discard"))) {
     parsed_statements_.clear();
+  }
+  if (!name.empty()) {
+    // Over the cap the names are forgotten: later Binds of them are refused (fail closed).
+    if (parsed_statements_.size() >= kMaxParsedStatements) parsed_statements_.clear();
+    parsed_statements_.emplace(name);
   }
 }
 
