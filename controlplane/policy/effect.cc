@@ -1180,6 +1180,36 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
   return false;
 }
 
+// `INSERT INTO t SELECT ... FROM t [WHERE ...] ON CONFLICT DO UPDATE [WHERE ...]`: every row
+// the source reads from t itself conflicts with itself and is updated, so the source's WHERE
+// over t (and the DO UPDATE's WHERE) is the write's reach. nullopt for any other INSERT (its
+// rows are bounded by its source: the planner threshold judges them).
+std::optional<WriteEffect> self_upsert_effect(const PgQuery__InsertStmt* s) {
+  const PgQuery__OnConflictClause* oc = s->on_conflict_clause;
+  if (!oc || oc->action != PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_UPDATE || !s->relation ||
+      !s->select_stmt || s->select_stmt->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) {
+    return std::nullopt;
+  }
+  const std::string verb = "INSERT ... ON CONFLICT DO UPDATE";
+  const PgQuery__SelectStmt* sel = s->select_stmt->select_stmt;
+  const std::string target = resolved(s->relation);
+  for (size_t i = 0; i < sel->n_from_clause; ++i) {
+    const PgQuery__Node* f = sel->from_clause[i];
+    if (!f || f->node_case != PG_QUERY__NODE__NODE_RANGE_VAR ||
+        resolved(f->range_var) != target) {
+      continue;
+    }
+    WriteEffect e = condition_effect(verb, f->range_var, sel->where_clause);
+    if (oc->where_clause) {
+      WriteEffect guard = condition_effect(verb, s->relation, oc->where_clause);
+      e.uses_literals |= guard.uses_literals;
+      if (guard.reach == WriteReach::kRestricted) e.reach = WriteReach::kRestricted;
+    }
+    return e;
+  }
+  return std::nullopt;
+}
+
 void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out) {
   if (!m || depth > kMaxDepth) return;
   const ProtobufCMessageDescriptor* d = m->descriptor;
@@ -1198,6 +1228,10 @@ void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out
     const auto* s = reinterpret_cast<const PgQuery__MergeStmt*>(m);
     out->push_back(condition_effect("MERGE", s->relation, s->join_condition));
     if (!s->join_condition) out->back().reach = WriteReach::kWhereAbsent;
+  } else if (d == &pg_query__insert_stmt__descriptor) {
+    if (auto e = self_upsert_effect(reinterpret_cast<const PgQuery__InsertStmt*>(m))) {
+      out->push_back(std::move(*e));
+    }
   } else if (d == &pg_query__truncate_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__TruncateStmt*>(m);
     for (size_t i = 0; i < s->n_relations; ++i) {

@@ -1,7 +1,9 @@
 // Approvals by effect: how far a write reaches, read from the libpg_query parse tree.
 //
 // For every UPDATE, DELETE and MERGE in a statement (also inside data-modifying CTEs and
-// COPY (...) TO) and every relation of a TRUNCATE, find_write_effects() reports its reach:
+// COPY (...) TO), every INSERT ... SELECT ... ON CONFLICT DO UPDATE whose source reads the
+// target itself (classified by the source's WHERE over it), and every relation of a TRUNCATE,
+// find_write_effects() reports its reach:
 //
 //   * where_absent          UPDATE/DELETE without WHERE (a WHERE inside a sub-select, e.g.
 //                           `SET c = (SELECT 'x' WHERE true)`, is not the statement's WHERE);

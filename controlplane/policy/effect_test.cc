@@ -222,6 +222,22 @@ INSTANTIATE_TEST_SUITE_P(
                       {"restricted"}},
         StatementCase{"INSERT INTO t SELECT * FROM s", {}},
         StatementCase{"INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET c = 2", {}},
+        StatementCase{"INSERT INTO t SELECT id, 'y' FROM t ON CONFLICT (id) DO UPDATE SET c = 2",
+                      {"where_absent"}},
+        StatementCase{"INSERT INTO t SELECT x.id FROM public.t x WHERE x.id = x.id "
+                      "ON CONFLICT (id) DO UPDATE SET c = excluded.c",
+                      {"where_tautology"}},
+        StatementCase{"INSERT INTO t SELECT id FROM t WHERE id = 3 "
+                      "ON CONFLICT (id) DO UPDATE SET c = 2",
+                      {"restricted"}},
+        StatementCase{"INSERT INTO t SELECT id FROM t ON CONFLICT (id) DO UPDATE SET c = 2 "
+                      "WHERE t.c = 1",
+                      {"restricted"}},
+        StatementCase{"INSERT INTO t SELECT id FROM t ON CONFLICT (id) DO UPDATE SET c = 2 "
+                      "WHERE true",
+                      {"where_absent"}},
+        StatementCase{"INSERT INTO t SELECT id FROM s ON CONFLICT (id) DO UPDATE SET c = 2", {}},
+        StatementCase{"INSERT INTO t SELECT id FROM t ON CONFLICT DO NOTHING", {}},
         StatementCase{"SELECT * FROM t WHERE true", {}}, StatementCase{"EXPLAIN DELETE FROM t", {}},
         StatementCase{"PREPARE p AS DELETE FROM t", {}},
         StatementCase{"CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u",

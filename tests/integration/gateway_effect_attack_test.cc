@@ -200,6 +200,10 @@ TEST_F(GatewayEffectAttackTest, TautologiesHiddenFromAWhereCheckWaitWhateverTheT
       {"begin; update public.t_taut set v = 'y' where k = 1; "
        "delete from public.t_taut where k = k; commit",
        "policy.where_tautology"},
+      // An upsert whose source is the target itself updates every row it reads.
+      {"insert into public.t_taut select k, 'y' from public.t_taut "
+       "on conflict (k) do update set v = excluded.v",
+       "policy.where_absent"},
       // A tautology in a data-modifying CTE.
       {"with d as (delete from public.t_taut where k >= k returning k) select count(*) from d",
        "policy.where_tautology"},
