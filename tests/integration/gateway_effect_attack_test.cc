@@ -43,6 +43,15 @@ class AttackGatewayTest : public SharedGatewayTest<Derived> {
   using SharedGatewayTest<Derived>::gw_;
 
   static std::string db(const std::string& sql) { return db_answer(*gw_, sql); }
+  // public.<name>(k int primary key, v text) with `rows` rows (v = 'orig'), analysed, owned by
+  // the gateway's role.
+  static void make_table(const std::string& name, int rows) {
+    ASSERT_FALSE(db("create table public." + name + " (k int primary key, v text); insert into " +
+                    "public." + name + " select g, 'orig' from generate_series(1, " +
+                    std::to_string(rows) + ") g; analyze public." + name + "; alter table public." +
+                    name + " owner to app_scram; select 1")
+                     .empty());
+  }
   static Conn agent(const std::string& key = "agent1") {
     Conn c(PQconnectdb(gw_->conninfo_as(key).c_str()));
     EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
@@ -151,22 +160,16 @@ class GatewayEffectAttackTest : public AttackGatewayTest<GatewayEffectAttackTest
   }
 
  protected:
-  // public.<name>(k int primary key, v text) with 5 rows, analysed: far under the policy's
-  // row threshold, so the planner cannot be what holds a statement.
-  static void make_table(const std::string& name) {
-    ASSERT_FALSE(db("create table public." + name + " (k int primary key, v text); insert into public." +
-                    name + " select g, 'orig' from generate_series(1, 5) g; analyze public." +
-                    name + "; alter table public." + name + " owner to app_scram; select 1")
-                     .empty());
-  }
+  // Tables of this suite have 5 rows: far under the policy's row threshold, so the planner
+  // cannot be what holds a statement.
   static std::string state(const std::string& name) {
     return db("select count(*) || '/' || count(*) filter (where v = 'orig') from public." + name);
   }
 };
 
 TEST_F(GatewayEffectAttackTest, TautologiesHiddenFromAWhereCheckWaitWhateverTheTableSize) {
-  ASSERT_NO_FATAL_FAILURE(make_table("t_taut"));
-  ASSERT_NO_FATAL_FAILURE(make_table("t_other"));
+  ASSERT_NO_FATAL_FAILURE(make_table("t_taut", 5));
+  ASSERT_NO_FATAL_FAILURE(make_table("t_other", 5));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"update public.t_taut set v = 'x' where k = k", "policy.where_tautology"},
       {"update public.t_taut set v = 'x' where ctid = ctid", "policy.where_tautology"},
@@ -234,7 +237,7 @@ TEST_F(GatewayEffectAttackTest, TautologiesHiddenFromAWhereCheckWaitWhateverTheT
 }
 
 TEST_F(GatewayEffectAttackTest, WritesHiddenInCodeWaitForApproval) {
-  ASSERT_NO_FATAL_FAILURE(make_table("t_code"));
+  ASSERT_NO_FATAL_FAILURE(make_table("t_code", 5));
   ASSERT_FALSE(db(R"(set role app_scram;
       create function public.purge() returns int language sql as
         'delete from public.t_code; select 1';
@@ -280,7 +283,7 @@ TEST_F(GatewayEffectAttackTest, WritesHiddenInCodeWaitForApproval) {
 }
 
 TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
-  ASSERT_NO_FATAL_FAILURE(make_table("t_drop"));
+  ASSERT_NO_FATAL_FAILURE(make_table("t_drop", 5));
   ASSERT_FALSE(db("create view public.v_drop as select * from public.t_drop; "
                   "alter view public.v_drop owner to app_scram; select 1")
                    .empty());
@@ -299,7 +302,7 @@ TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
 }
 
 TEST_F(GatewayEffectAttackTest, DenyRulesHoldAgainstSpellingTricks) {
-  ASSERT_NO_FATAL_FAILURE(make_table("t_deny"));
+  ASSERT_NO_FATAL_FAILURE(make_table("t_deny", 5));
   Conn c = agent();
   // Spelling tricks on the wire (case, comments, tabs, newlines, quoting of the file name),
   // functions reading or writing server files, server-side extensions.
@@ -351,14 +354,6 @@ class GatewayQuickstartAttackTest : public AttackGatewayTest<GatewayQuickstartAt
   }
 
  protected:
-  // public.<name>(k int primary key, v text) with `rows` rows, analysed.
-  static void make_table(const std::string& name, int rows) {
-    ASSERT_FALSE(db("create table public." + name + " (k int primary key, v text); insert into public." +
-                    name + " select g, 'orig' from generate_series(1, " + std::to_string(rows) +
-                    ") g; analyze public." + name + "; alter table public." + name +
-                    " owner to app_scram; select 1")
-                     .empty());
-  }
   static std::string count(const std::string& name) {
     return db("select count(*) from public." + name);
   }
