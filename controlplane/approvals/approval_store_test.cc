@@ -725,8 +725,9 @@ TEST(WiderThanGrant, OtherLiteralsThatWidenTheEffectAreNotCovered) {
   EXPECT_EQ(wider_than_grant(granted, "policy.approve_kinds", same), "");
   // `WHERE k = 1 OR 1 = 1` has the shape of the approved `WHERE k = 1 OR 1 = 2`.
   ApprovalEffect all_rows = same;
-  all_rows.reasons.push_back("where_constant_true: DELETE on public.t has a WHERE clause that "
-                             "is always true: it changes every row");
+  all_rows.reasons.push_back(
+      "where_constant_true: DELETE on public.t has a WHERE clause that "
+      "is always true: it changes every row");
   EXPECT_NE(wider_than_grant(granted, "policy.approve_kinds", all_rows).find("where_constant_true"),
             std::string::npos);
   ApprovalEffect more = same;

@@ -224,7 +224,8 @@ class ConditionReader {
         if (a == ConditionReach::kTautology) {
           // true or NULL on every row: IS TRUE keeps that, IS NOT FALSE makes it true; the
           // other tests reach no row or only rows with NULLs.
-          if (t->booltesttype == PG_QUERY__BOOL_TEST_TYPE__IS_NOT_FALSE) return ConditionReach::kTrue;
+          if (t->booltesttype == PG_QUERY__BOOL_TEST_TYPE__IS_NOT_FALSE)
+            return ConditionReach::kTrue;
           if (t->booltesttype == PG_QUERY__BOOL_TEST_TYPE__IS_TRUE) return a;
           return ConditionReach::kRowDependent;
         }
@@ -391,7 +392,8 @@ class ConditionReader {
           if (p && !p->empty() && p->find_first_not_of('%') == std::string::npos) {
             return ConditionReach::kTautology;
           }
-          if (same_expr(e->lexpr, e->rexpr) && e->rexpr->node_case != PG_QUERY__NODE__NODE_A_CONST) {
+          if (same_expr(e->lexpr, e->rexpr) &&
+              e->rexpr->node_case != PG_QUERY__NODE__NODE_A_CONST) {
             // v LIKE v is not always true ('%' and '_' in v), so it is not read as one.
             break;
           }
@@ -430,10 +432,14 @@ class ConditionReader {
       // constant <op> x: mirror the operator.
       c = value(e->lexpr, 0);
       x = e->rexpr;
-      if (op == "<") op = ">";
-      else if (op == ">") op = "<";
-      else if (op == "<=") op = ">=";
-      else if (op == ">=") op = "<=";
+      if (op == "<")
+        op = ">";
+      else if (op == ">")
+        op = "<";
+      else if (op == "<=")
+        op = ">=";
+      else if (op == ">=")
+        op = "<=";
     }
     if (!c.known() || c.type == Value::Type::kNull || !refers_to_target(msg(x), 0)) {
       return std::nullopt;
@@ -586,8 +592,7 @@ class ConditionReader {
     return false;
   }
 
-  static bool contains_other(const std::vector<const Ray*>& rays, const Ray* self,
-                             const Value& v) {
+  static bool contains_other(const std::vector<const Ray*>& rays, const Ray* self, const Value& v) {
     for (const Ray* r : rays) {
       if (r == self) continue;
       auto o = order(v, r->at);
@@ -637,7 +642,8 @@ class ConditionReader {
       const PgQuery__Node* w = s->where_clause;
       if (w->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
           w->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) {
-        for (size_t i = 0; i < w->bool_expr->n_args; ++i) conjuncts.push_back(w->bool_expr->args[i]);
+        for (size_t i = 0; i < w->bool_expr->n_args; ++i)
+          conjuncts.push_back(w->bool_expr->args[i]);
       } else {
         conjuncts.push_back(w);
       }
@@ -647,8 +653,10 @@ class ConditionReader {
             last_name(c->a_expr->name, c->a_expr->n_name) != "=") {
           return std::nullopt;
         }
-        auto qualified = [&](const PgQuery__Node* n, const std::string& q) -> std::optional<std::string> {
-          if (!n || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF || n->column_ref->n_fields != 2) {
+        auto qualified = [&](const PgQuery__Node* n,
+                             const std::string& q) -> std::optional<std::string> {
+          if (!n || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF ||
+              n->column_ref->n_fields != 2) {
             return std::nullopt;
           }
           const PgQuery__Node* f0 = n->column_ref->fields[0];
@@ -1059,7 +1067,7 @@ WriteEffect condition_effect(std::string verb, const PgQuery__RangeVar* target,
     return e;
   }
   ConditionReader reader(target ? target_name(target) : std::string(),
-                        target ? resolved(target) : std::string());
+                         target ? resolved(target) : std::string());
   ConditionReach r = reader.reach(condition);
   e.uses_literals = reader.literals();
   if (r == ConditionReach::kTrue) {
@@ -1132,7 +1140,8 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
   }
   if (d == &pg_query__dropdb_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__DropdbStmt*>(m);
-    out->push_back(WriteEffect{"DROP DATABASE", std::string(sv(s->dbname)), WriteReach::kDrop, false});
+    out->push_back(
+        WriteEffect{"DROP DATABASE", std::string(sv(s->dbname)), WriteReach::kDrop, false});
     return true;
   }
   if (d == &pg_query__alter_table_stmt__descriptor) {
@@ -1195,8 +1204,7 @@ std::optional<WriteEffect> self_upsert_effect(const PgQuery__InsertStmt* s) {
   const std::string target = resolved(s->relation);
   for (size_t i = 0; i < sel->n_from_clause; ++i) {
     const PgQuery__Node* f = sel->from_clause[i];
-    if (!f || f->node_case != PG_QUERY__NODE__NODE_RANGE_VAR ||
-        resolved(f->range_var) != target) {
+    if (!f || f->node_case != PG_QUERY__NODE__NODE_RANGE_VAR || resolved(f->range_var) != target) {
       continue;
     }
     WriteEffect e = condition_effect(verb, f->range_var, sel->where_clause);

@@ -140,9 +140,9 @@ INSTANTIATE_TEST_SUITE_P(
         ConditionCase{"name IS NULL OR name IS NOT NULL", "true"},
         ConditionCase{"(id = id) IS TRUE", "tautology"},
         ConditionCase{"(id = id) IS NOT FALSE", "true"},
-        ConditionCase{"id = id AND true", "tautology"},
-        ConditionCase{"name LIKE '%'", "tautology"}, ConditionCase{"name ILIKE '%%'", "tautology"},
-        ConditionCase{"name ~ ''", "tautology"}, ConditionCase{"name ~ '.*'", "tautology"},
+        ConditionCase{"id = id AND true", "tautology"}, ConditionCase{"name LIKE '%'", "tautology"},
+        ConditionCase{"name ILIKE '%%'", "tautology"}, ConditionCase{"name ~ ''", "tautology"},
+        ConditionCase{"name ~ '.*'", "tautology"},
         ConditionCase{"id IN (SELECT id FROM t)", "tautology"},
         ConditionCase{"id IN (SELECT x.id FROM public.t x)", "tautology"},
         ConditionCase{"id = ANY (SELECT id FROM t)", "tautology"},
@@ -250,8 +250,8 @@ INSTANTIATE_TEST_SUITE_P(
         StatementCase{"DROP MATERIALIZED VIEW m", {"drop"}},
         StatementCase{"DROP SCHEMA crm", {"drop"}}, StatementCase{"DROP VIEW v", {}},
         StatementCase{"DROP VIEW v CASCADE", {"drop"}},
-        StatementCase{"DROP FUNCTION f() CASCADE", {"drop"}},
-        StatementCase{"DROP INDEX i", {}}, StatementCase{"DROP DATABASE d", {"drop"}},
+        StatementCase{"DROP FUNCTION f() CASCADE", {"drop"}}, StatementCase{"DROP INDEX i", {}},
+        StatementCase{"DROP DATABASE d", {"drop"}},
         StatementCase{"ALTER TABLE t DROP COLUMN c", {"drop"}},
         StatementCase{"ALTER TABLE t ADD COLUMN c int", {}}));
 

@@ -30,8 +30,8 @@ struct Decision {
   // "allowed_kinds", "allowed_relations", "set_parameter", "dangerous_function",
   // "unknown_prepared_statement", "prepared_statement_limit", "approve_kinds",
   // "where_absent", "where_constant_true", "where_row_independent", "where_tautology",
-  // "truncate", "drop", "unknown_effect" (approvals by effect, controlplane/policy/effect.h), "allowed_kinds:<kind>" (allow), "empty_statement"
-  // (allow).
+  // "truncate", "drop", "unknown_effect" (approvals by effect, controlplane/policy/effect.h),
+  // "allowed_kinds:<kind>" (allow), "empty_statement" (allow).
   std::string rule;
   // deny: a message a human can act on; approve: the reason approval is needed;
   // allow: a short description.

@@ -563,8 +563,7 @@ TEST(Evaluator, UnknownEffectsAndDropsNeedApprovalWhenAllowed) {
   Policy p = effect_policy();
   p.allowed_kinds = {"*"};
   EXPECT_EQ(evaluate_sql(p, "DO $$ BEGIN DELETE FROM kv; END $$").rule, "unknown_effect");
-  EXPECT_EQ(evaluate_sql(p, "CREATE RULE r AS ON INSERT TO kv DO ALSO DELETE FROM crm.orders")
-                .rule,
+  EXPECT_EQ(evaluate_sql(p, "CREATE RULE r AS ON INSERT TO kv DO ALSO DELETE FROM crm.orders").rule,
             "unknown_effect");
   EXPECT_EQ(evaluate_sql(p, "CREATE TRIGGER t AFTER INSERT ON kv EXECUTE FUNCTION f()").rule,
             "unknown_effect");

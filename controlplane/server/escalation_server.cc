@@ -1326,8 +1326,8 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
   // statement reaches further than the approved one (another literal may widen the effect).
   std::optional<approvals::StandingGrant> grant;
   if (!req->shape_key.empty()) {
-    grant = store->lookup_standing_grant(s->identity.subject, req->shape_key,
-                                         protocol::now_unix_ms());
+    grant =
+        store->lookup_standing_grant(s->identity.subject, req->shape_key, protocol::now_unix_ms());
   }
   if (grant) {
     // Not used: a new request is made, which the reviewer sees with its own effect.

@@ -283,7 +283,8 @@ std::string PolicyAnalyser::unanalysable_function(
       auto c = catalogs_ ? catalogs_(session.config, session.target)
                          : Result<std::shared_ptr<policy::LineageCatalog>>(
                                unavailable("no catalog on this gateway"));
-      if (!c.is_ok()) return f.name + " (the catalog could not be asked: " + c.status().message() + ")";
+      if (!c.is_ok())
+        return f.name + " (the catalog could not be asked: " + c.status().message() + ")";
       catalog = std::move(c).value();
     }
     auto schemas = catalog->function_schemas(f.name);
@@ -426,7 +427,8 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   if (!unknown_code.empty()) {
     std::string why = "it calls " + unknown_code +
                       ", which pgwarden cannot analyse: what it changes is unknown; policy \"" +
-                      pol.name + "\" needs a human approval for that (or lists it in "
+                      pol.name +
+                      "\" needs a human approval for that (or lists it in "
                       "allowed_functions)";
     if (r.verdict == "allow") {
       r = {"approve", "policy.unknown_effect", why, false};

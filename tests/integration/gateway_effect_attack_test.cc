@@ -193,8 +193,7 @@ TEST_F(GatewayEffectAttackTest, TautologiesHiddenFromAWhereCheckWaitWhateverTheT
       // The brief's row-independent forms (already held before): every row or none.
       {"update public.t_taut set v = 'x' where coalesce(null, true)", "policy.where_constant_true"},
       {"update public.t_taut set v = 'x' where (select true)", "policy.where_constant_true"},
-      {"update public.t_taut set v = 'x' where true::text = 'true'",
-       "policy.where_constant_true"},
+      {"update public.t_taut set v = 'x' where true::text = 'true'", "policy.where_constant_true"},
       {"update public.t_taut set v = 'x' where random() < 2", "policy.where_row_independent"},
       {"update public.t_taut set v = 'x' from public.t_other", "policy.where_absent"},
       {"delete from public.t_taut using public.t_other where t_other.k > 0",
@@ -278,7 +277,8 @@ TEST_F(GatewayEffectAttackTest, WritesHiddenInCodeWaitForApproval) {
   expect_held(await(c.get(), ext), "policy.unknown_effect", ext);
   EXPECT_EQ(state("t_code"), "5/5");
   // Built-in functions are not held.
-  Outcome builtin = attempt(c.get(), "select lower(v), now(), count(*) from public.t_code group by 1");
+  Outcome builtin =
+      attempt(c.get(), "select lower(v), now(), count(*) from public.t_code group by 1");
   EXPECT_TRUE(builtin.ran) << builtin.message << builtin.held_rule;
 }
 
@@ -290,8 +290,7 @@ TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
   Conn c = agent();
   for (const char* sql :
        {"drop table public.t_drop cascade", "drop view public.v_drop cascade",
-        "alter table public.t_drop drop column v",
-        "truncate public.t_drop cascade"}) {
+        "alter table public.t_drop drop column v", "truncate public.t_drop cascade"}) {
     SCOPED_TRACE(sql);
     expect_held(attempt(c.get(), sql),
                 std::string_view(sql).starts_with("truncate") ? "policy.truncate" : "policy.drop",
@@ -454,8 +453,8 @@ TEST_F(GatewayQuickstartAttackTest, SqlPreparedStatementsRunOnlyThroughExecute) 
             std::string::npos)
       << PQresultErrorMessage(r.get());
   EXPECT_EQ(count("q_bind"), "5");
-  EXPECT_TRUE(eventually([&] { return audited_deny("-- Bind of prepared statement \"del_one\""); },
-                         10000))
+  EXPECT_TRUE(
+      eventually([&] { return audited_deny("-- Bind of prepared statement \"del_one\""); }, 10000))
       << gw_->audit_log();
   // A Bind over max_message_bytes (1 MiB) is streamed upstream as it arrives: refused before.
   const std::string big(2 << 20, '7');
