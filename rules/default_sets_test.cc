@@ -109,6 +109,8 @@ const SqlCase kSqlCases[] = {
     // deny.copy_program
     {"CopyToProgram", "deny.copy_program", true, "COPY t TO PROGRAM 'curl http://x'"},
     {"CopyFromProgramQuery", "deny.copy_program", true, "copy (select 1) from/**/program 'id'"},
+    {"CopyToProgramDollarQuoted", "deny.copy_program", true, "copy t to program $$id$$"},
+    {"CopyToProgramEscapeString", "deny.copy_program", true, "CoPy t\tTO\nProgram E'id'"},
     {"CopyToStdout", "deny.copy_program", false, "COPY t TO STDOUT"},
     {"ProgramInLiteral", "deny.copy_program", false, "copy t from stdin; select 'to program'"},
     // deny.copy_server_file
@@ -117,6 +119,11 @@ const SqlCase kSqlCases[] = {
      "copy crm.customers to E'/tmp/dump.csv' with (format csv)"},
     {"CopyToServerFileAfterSelect", "deny.copy_server_file", true,
      "select 1; COPY \"Customers\" TO '/tmp/x'"},
+    {"CopyToDollarQuotedFile", "deny.copy_server_file", true, "copy t to $$/tmp/x$$"},
+    {"CopyToTaggedDollarFile", "deny.copy_server_file", true, "copy t to $f$/tmp/x$f$"},
+    {"CopyToUnicodeStringFile", "deny.copy_server_file", true, "copy t to U&'/tmp/x'"},
+    {"CopyToFileCommentsEverywhere", "deny.copy_server_file", true,
+     "copy/**/t/* a */to--x\n'/tmp/x'"},
     {"CopyFromStdin", "deny.copy_server_file", false, "COPY t FROM STDIN WITH (FORMAT csv)"},
     {"CopyToStdoutWithDelimiter", "deny.copy_server_file", false,
      "copy t to stdout with (delimiter ',')"},

@@ -704,6 +704,30 @@ size_t ApprovalStore::abandon_session(const std::string& session_id) {
 
 size_t ApprovalStore::expire_due() { return impl_->expire_due_impl(); }
 
+std::string wider_than_grant(const ApprovalRequest& granted, const std::string& rule,
+                             const ApprovalEffect& effect) {
+  if (rule != granted.rule) return "it needs approval under " + rule + ", not " + granted.rule;
+  auto rule_of = [](const std::string& reason) { return reason.substr(0, reason.find(':')); };
+  for (const std::string& reason : effect.reasons) {
+    const std::string r = rule_of(reason);
+    bool seen = std::any_of(granted.effect.reasons.begin(), granted.effect.reasons.end(),
+                            [&](const std::string& g) { return rule_of(g) == r; });
+    if (!seen) return "the approved statement had no " + r + ": " + reason;
+  }
+  if (granted.effect.estimated_rows >= 0) {
+    if (effect.estimated_rows < 0) {
+      return "the approved statement had a planner estimate (" +
+             std::to_string(granted.effect.estimated_rows) + " rows), this one has none";
+    }
+    if (effect.estimated_rows > granted.effect.estimated_rows) {
+      return "the planner estimates " + std::to_string(effect.estimated_rows) +
+             " rows, more than the " + std::to_string(granted.effect.estimated_rows) +
+             " of the approved statement";
+    }
+  }
+  return "";
+}
+
 std::optional<StandingGrant> ApprovalStore::lookup_standing_grant(const std::string& identity,
                                                                   const std::string& shape_key,
                                                                   int64_t now_ms) const {

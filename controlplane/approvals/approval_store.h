@@ -142,6 +142,15 @@ struct StandingGrant {
   int64_t expires_ms = 0;
 };
 
+// A shape grant stands for statements that reach no further than the one a reviewer saw: the
+// same shape may carry literals that widen the effect (`WHERE k = 1 OR 1 = 2` approved,
+// `WHERE k = 1 OR 1 = 1` later; `WHERE k < 20` approved, `WHERE k < 1000000` later). Returns
+// why a statement needing approval under `rule` with `effect` reaches further than the
+// `granted` request (another rule; a reason whose rule the grant's request did not have; no
+// estimate, or a larger one, where the grant's request had one); "" when it does not.
+std::string wider_than_grant(const ApprovalRequest& granted, const std::string& rule,
+                             const ApprovalEffect& effect);
+
 // Called once per request when it leaves `pending`.
 using ApprovalWaiter = std::function<void(const ApprovalRequest&)>;
 // Receives one JSON audit record per transition: {"event": "approval_requested" |

@@ -713,5 +713,35 @@ TEST(ApprovalConsoleUrl, JoinsBaseAndIdOrIsEmpty) {
   EXPECT_EQ(approval_console_url("", "abc"), "");
 }
 
+// A shape grant covers the same shape with other literals only when they reach no further.
+TEST(WiderThanGrant, OtherLiteralsThatWidenTheEffectAreNotCovered) {
+  ApprovalRequest granted;
+  granted.rule = "policy.approve_kinds";
+  granted.effect.reasons = {"approve_kinds: DELETE statements need a human approval"};
+  granted.effect.estimated_rows = 20;
+  ApprovalEffect same;
+  same.reasons = {"approve_kinds: DELETE statements need a human approval"};
+  same.estimated_rows = 3;
+  EXPECT_EQ(wider_than_grant(granted, "policy.approve_kinds", same), "");
+  // `WHERE k = 1 OR 1 = 1` has the shape of the approved `WHERE k = 1 OR 1 = 2`.
+  ApprovalEffect all_rows = same;
+  all_rows.reasons.push_back(
+      "where_constant_true: DELETE on public.t has a WHERE clause that "
+      "is always true: it changes every row");
+  EXPECT_NE(wider_than_grant(granted, "policy.approve_kinds", all_rows).find("where_constant_true"),
+            std::string::npos);
+  ApprovalEffect more = same;
+  more.estimated_rows = 21;
+  EXPECT_NE(wider_than_grant(granted, "policy.approve_kinds", more).find("21 rows"),
+            std::string::npos);
+  ApprovalEffect unknown = same;
+  unknown.estimated_rows = -1;
+  EXPECT_NE(wider_than_grant(granted, "policy.approve_kinds", unknown), "");
+  EXPECT_NE(wider_than_grant(granted, "policy.where_absent", same), "");
+  // Without an estimate in the approved request, estimates are not compared.
+  granted.effect.estimated_rows = -1;
+  EXPECT_EQ(wider_than_grant(granted, "policy.approve_kinds", more), "");
+}
+
 }  // namespace
 }  // namespace pgwarden::approvals

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <map>
 #include <optional>
 #include <set>
 #include <utility>
@@ -134,10 +136,16 @@ std::string last_name(PgQuery__Node* const* items, size_t n) {
   return lower(sv(items[n - 1]->string->sval));
 }
 
+std::string resolved(const PgQuery__RangeVar* rv) {
+  return RelationRef{std::string(sv(rv->schemaname)), std::string(sv(rv->relname))}.resolved();
+}
+
 // Reads one condition of one write against its target (alias or name).
 class ConditionReader {
  public:
-  explicit ConditionReader(std::string target) : target_(std::move(target)) {}
+  // `target`: the write's alias (or its name); `relation`: its resolved "schema.table".
+  ConditionReader(std::string target, std::string relation)
+      : target_(std::move(target)), relation_(std::move(relation)) {}
 
   bool literals() const { return literals_; }
 
@@ -177,12 +185,14 @@ class ConditionReader {
     if (any(ConditionReach::kRowDependent)) return ConditionReach::kRowDependent;
     if (any(ConditionReach::kRowIndependent)) return ConditionReach::kRowIndependent;
     if (any(ConditionReach::kNull)) return ConditionReach::kNull;
+    if (any(ConditionReach::kTautology)) return ConditionReach::kTautology;
     return ConditionReach::kTrue;
   }
 
   static ConditionReach combine_or(const std::vector<ConditionReach>& rs) {
     auto any = [&](ConditionReach x) { return std::find(rs.begin(), rs.end(), x) != rs.end(); };
     if (any(ConditionReach::kTrue)) return ConditionReach::kTrue;
+    if (any(ConditionReach::kTautology)) return ConditionReach::kTautology;
     if (any(ConditionReach::kRowIndependent)) return ConditionReach::kRowIndependent;
     if (any(ConditionReach::kRowDependent)) return ConditionReach::kRowDependent;
     if (any(ConditionReach::kNull)) return ConditionReach::kNull;
@@ -197,15 +207,28 @@ class ConditionReader {
         std::vector<ConditionReach> rs;
         for (size_t i = 0; i < b->n_args; ++i) rs.push_back(reach(b->args[i], depth + 1));
         if (b->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) return combine_and(rs);
-        if (b->boolop == PG_QUERY__BOOL_EXPR_TYPE__OR_EXPR) return combine_or(rs);
+        if (b->boolop == PG_QUERY__BOOL_EXPR_TYPE__OR_EXPR) {
+          if (auto all = covers_every_value(b)) rs.push_back(*all);
+          return combine_or(rs);
+        }
         if (rs.size() != 1) return ConditionReach::kRowDependent;
         if (rs[0] == ConditionReach::kTrue) return ConditionReach::kFalse;
         if (rs[0] == ConditionReach::kFalse) return ConditionReach::kTrue;
+        // NOT of a tautology is false or NULL on every row: it reaches none.
+        if (rs[0] == ConditionReach::kTautology) return ConditionReach::kRowDependent;
         return rs[0];
       }
       case PG_QUERY__NODE__NODE_BOOLEAN_TEST: {
         const PgQuery__BooleanTest* t = n->boolean_test;
         ConditionReach a = reach(t->arg, depth + 1);
+        if (a == ConditionReach::kTautology) {
+          // true or NULL on every row: IS TRUE keeps that, IS NOT FALSE makes it true; the
+          // other tests reach no row or only rows with NULLs.
+          if (t->booltesttype == PG_QUERY__BOOL_TEST_TYPE__IS_NOT_FALSE)
+            return ConditionReach::kTrue;
+          if (t->booltesttype == PG_QUERY__BOOL_TEST_TYPE__IS_TRUE) return a;
+          return ConditionReach::kRowDependent;
+        }
         if (a == ConditionReach::kRowDependent || a == ConditionReach::kRowIndependent) return a;
         bool is_true = a == ConditionReach::kTrue, is_false = a == ConditionReach::kFalse,
              is_null = a == ConditionReach::kNull;
@@ -251,7 +274,430 @@ class ConditionReader {
       default:
         break;
     }
+    if (auto t = tautology(n)) return *t;
     return from_value(value(n, depth), n);
+  }
+
+  // --- tautologies over the target row ------------------------------------------------
+  //
+  // Conditions that read the row but do not choose among rows: they are true on every row
+  // (or on every row whose compared values are not NULL). Over-reading here only asks for an
+  // approval; under-reading lets an unbounded write through.
+
+  // Structural equality of two parse subtrees, ignoring token locations. Notes in literals_
+  // when a constant took part (`k + 1 = k + 1` has the shape of `k + 1 = k + 2`).
+  bool same_tree(const ProtobufCMessage* a, const ProtobufCMessage* b, int depth) {
+    if (!a || !b) return a == b;
+    if (a->descriptor != b->descriptor || depth > kMaxDepth) return false;
+    const ProtobufCMessageDescriptor* d = a->descriptor;
+    if (d == &pg_query__a__const__descriptor) literals_ = true;
+    const char* pa = reinterpret_cast<const char*>(a);
+    const char* pb = reinterpret_cast<const char*>(b);
+    for (unsigned i = 0; i < d->n_fields; ++i) {
+      const ProtobufCFieldDescriptor& fd = d->fields[i];
+      if (std::string_view(fd.name) == "location") continue;
+      if (fd.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        uint32_t wa = *reinterpret_cast<const uint32_t*>(pa + fd.quantifier_offset);
+        uint32_t wb = *reinterpret_cast<const uint32_t*>(pb + fd.quantifier_offset);
+        if (wa != wb) return false;
+        if (wa != fd.id) continue;
+      }
+      size_t n = 1;
+      const char* va = pa + fd.offset;
+      const char* vb = pb + fd.offset;
+      if (fd.label == PROTOBUF_C_LABEL_REPEATED) {
+        n = *reinterpret_cast<const size_t*>(pa + fd.quantifier_offset);
+        if (n != *reinterpret_cast<const size_t*>(pb + fd.quantifier_offset)) return false;
+        va = *reinterpret_cast<const char* const*>(va);
+        vb = *reinterpret_cast<const char* const*>(vb);
+        if (n == 0) continue;
+        if (!va || !vb) return false;
+      }
+      for (size_t k = 0; k < n; ++k) {
+        if (!same_field(fd, va, vb, k, depth)) return false;
+      }
+    }
+    return true;
+  }
+
+  bool same_field(const ProtobufCFieldDescriptor& fd, const char* va, const char* vb, size_t k,
+                  int depth) {
+    switch (fd.type) {
+      case PROTOBUF_C_TYPE_MESSAGE: {
+        auto ma = reinterpret_cast<const ProtobufCMessage* const*>(va)[k];
+        auto mb = reinterpret_cast<const ProtobufCMessage* const*>(vb)[k];
+        return same_tree(ma, mb, depth + 1);
+      }
+      case PROTOBUF_C_TYPE_STRING: {
+        const char* sa = reinterpret_cast<const char* const*>(va)[k];
+        const char* sb = reinterpret_cast<const char* const*>(vb)[k];
+        return sv(sa) == sv(sb);
+      }
+      case PROTOBUF_C_TYPE_BYTES: {
+        const auto& ba = reinterpret_cast<const ProtobufCBinaryData*>(va)[k];
+        const auto& bb = reinterpret_cast<const ProtobufCBinaryData*>(vb)[k];
+        return ba.len == bb.len && (ba.len == 0 || std::memcmp(ba.data, bb.data, ba.len) == 0);
+      }
+      case PROTOBUF_C_TYPE_INT64:
+      case PROTOBUF_C_TYPE_SINT64:
+      case PROTOBUF_C_TYPE_SFIXED64:
+      case PROTOBUF_C_TYPE_UINT64:
+      case PROTOBUF_C_TYPE_FIXED64:
+      case PROTOBUF_C_TYPE_DOUBLE:
+        return std::memcmp(va + 8 * k, vb + 8 * k, 8) == 0;
+      default:  // 32-bit scalars, enums and protobuf_c_boolean
+        return std::memcmp(va + 4 * k, vb + 4 * k, 4) == 0;
+    }
+  }
+
+  bool same_expr(const PgQuery__Node* a, const PgQuery__Node* b) {
+    return same_tree(msg(a), msg(b), 0);
+  }
+
+  // A string constant (possibly cast), for LIKE patterns; nullopt otherwise.
+  std::optional<std::string> string_constant(const PgQuery__Node* n) {
+    Value v = value(n, 0);
+    literals_ = true;
+    if (v.type == Value::Type::kString) return v.s;
+    return std::nullopt;
+  }
+
+  std::optional<ConditionReach> tautology(const PgQuery__Node* n) {
+    if (n->node_case == PG_QUERY__NODE__NODE_SUB_LINK) return self_sublink(n->sub_link);
+    if (n->node_case != PG_QUERY__NODE__NODE_A_EXPR) return std::nullopt;
+    const PgQuery__AExpr* e = n->a_expr;
+    if (!e->lexpr || !e->rexpr || !refers_to_target(msg(e->lexpr), 0)) return std::nullopt;
+    const std::string op = last_name(e->name, e->n_name);
+    switch (e->kind) {
+      case PG_QUERY__A__EXPR__KIND__AEXPR_OP:
+        // x = x, x <= x, x >= x: true wherever x is not NULL (also NaN = NaN in PostgreSQL).
+        if ((op == "=" || op == "<=" || op == ">=") && same_expr(e->lexpr, e->rexpr)) {
+          return ConditionReach::kTautology;
+        }
+        // x ~ '' / '.*' (regular expressions matching every string).
+        if (op == "~" || op == "~*") {
+          auto p = string_constant(e->rexpr);
+          if (p && (p->empty() || *p == ".*" || *p == "^" || *p == "^.*" || *p == ".*$")) {
+            return ConditionReach::kTautology;
+          }
+        }
+        break;
+      case PG_QUERY__A__EXPR__KIND__AEXPR_NOT_DISTINCT:
+        if (same_expr(e->lexpr, e->rexpr)) return ConditionReach::kTrue;
+        break;
+      case PG_QUERY__A__EXPR__KIND__AEXPR_LIKE:
+      case PG_QUERY__A__EXPR__KIND__AEXPR_ILIKE:
+        if (op == "~~" || op == "~~*") {
+          auto p = string_constant(e->rexpr);
+          if (p && !p->empty() && p->find_first_not_of('%') == std::string::npos) {
+            return ConditionReach::kTautology;
+          }
+          if (same_expr(e->lexpr, e->rexpr) &&
+              e->rexpr->node_case != PG_QUERY__NODE__NODE_A_CONST) {
+            // v LIKE v is not always true ('%' and '_' in v), so it is not read as one.
+            break;
+          }
+        }
+        break;
+      case PG_QUERY__A__EXPR__KIND__AEXPR_BETWEEN:
+      case PG_QUERY__A__EXPR__KIND__AEXPR_BETWEEN_SYM:
+        if (e->rexpr->node_case == PG_QUERY__NODE__NODE_LIST && e->rexpr->list->n_items == 2) {
+          const PgQuery__Node* lo = e->rexpr->list->items[0];
+          const PgQuery__Node* hi = e->rexpr->list->items[1];
+          if (same_expr(e->lexpr, lo) && same_expr(e->lexpr, hi)) return ConditionReach::kTautology;
+        }
+        break;
+      default:
+        break;
+    }
+    return std::nullopt;
+  }
+
+  // One comparison `x <op> constant` (or `constant <op> x`) inside an OR, as a set of values.
+  struct Ray {
+    const PgQuery__Node* expr = nullptr;
+    enum class Kind { kBelow, kAbove, kPoint, kAllBut } kind = Kind::kPoint;
+    Value at;
+    bool closed = false;  // kBelow/kAbove include `at`
+  };
+
+  std::optional<Ray> ray_of(const PgQuery__Node* n) {
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_A_EXPR) return std::nullopt;
+    const PgQuery__AExpr* e = n->a_expr;
+    if (e->kind != PG_QUERY__A__EXPR__KIND__AEXPR_OP || !e->lexpr || !e->rexpr) return std::nullopt;
+    std::string op = last_name(e->name, e->n_name);
+    const PgQuery__Node* x = e->lexpr;
+    Value c = value(e->rexpr, 0);
+    if (!c.known()) {
+      // constant <op> x: mirror the operator.
+      c = value(e->lexpr, 0);
+      x = e->rexpr;
+      if (op == "<")
+        op = ">";
+      else if (op == ">")
+        op = "<";
+      else if (op == "<=")
+        op = ">=";
+      else if (op == ">=")
+        op = "<=";
+    }
+    if (!c.known() || c.type == Value::Type::kNull || !refers_to_target(msg(x), 0)) {
+      return std::nullopt;
+    }
+    literals_ = true;
+    Ray r;
+    r.expr = x;
+    r.at = c;
+    if (op == "=") {
+      r.kind = Ray::Kind::kPoint;
+    } else if (op == "<>" || op == "!=") {
+      r.kind = Ray::Kind::kAllBut;
+    } else if (op == "<" || op == "<=") {
+      r.kind = Ray::Kind::kBelow;
+      r.closed = op == "<=";
+    } else if (op == ">" || op == ">=") {
+      r.kind = Ray::Kind::kAbove;
+      r.closed = op == ">=";
+    } else {
+      return std::nullopt;
+    }
+    return r;
+  }
+
+  // `x < 5 OR x >= 5`, `x <> 3 OR x = 3`, `p OR NOT p` (tautologies), `x IS NULL OR x IS NOT
+  // NULL` (true): the branches of one OR, read over the same expression, leave no value out.
+  std::optional<ConditionReach> covers_every_value(const PgQuery__BoolExpr* b) {
+    // p OR NOT p; x IS NULL OR x IS NOT NULL. Pairs are looked for among few branches: more
+    // negated or IS [NOT] NULL branches than this are read as a tautology (fail closed), so
+    // that a long OR costs linear time.
+    constexpr size_t kMaxPairedBranches = 64;
+    std::vector<const PgQuery__Node*> negated, null_tests;
+    for (size_t i = 0; i < b->n_args; ++i) {
+      const PgQuery__Node* a = b->args[i];
+      if (!a) continue;
+      if (a->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+          a->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__NOT_EXPR && a->bool_expr->n_args == 1) {
+        negated.push_back(a->bool_expr->args[0]);
+      } else if (a->node_case == PG_QUERY__NODE__NODE_NULL_TEST) {
+        null_tests.push_back(a);
+      }
+    }
+    if (negated.size() + null_tests.size() > kMaxPairedBranches) return ConditionReach::kTautology;
+    for (const PgQuery__Node* p : negated) {
+      for (size_t i = 0; i < b->n_args; ++i) {
+        if (b->args[i] && same_expr(b->args[i], p) && refers_to_target(msg(p), 0)) {
+          return ConditionReach::kTautology;
+        }
+      }
+    }
+    for (const PgQuery__Node* x : null_tests) {
+      for (const PgQuery__Node* y : null_tests) {
+        if (x->null_test->nulltesttype != y->null_test->nulltesttype &&
+            same_expr(x->null_test->arg, y->null_test->arg)) {
+          return ConditionReach::kTrue;
+        }
+      }
+    }
+    std::vector<Ray> rays;
+    for (size_t i = 0; i < b->n_args; ++i) {
+      if (auto r = ray_of(b->args[i])) rays.push_back(std::move(*r));
+    }
+    // Rays grouped by the expression they compare (rays is complete: pointers stay valid).
+    std::vector<std::vector<const Ray*>> groups;
+    for (const Ray& r : rays) {
+      auto g = std::find_if(groups.begin(), groups.end(), [&](const std::vector<const Ray*>& g) {
+        return same_expr(g.front()->expr, r.expr);
+      });
+      if (g == groups.end()) {
+        groups.push_back({&r});
+      } else {
+        g->push_back(&r);
+      }
+    }
+    for (const auto& g : groups) {
+      if (g.size() > 1 && covers_all(g)) return ConditionReach::kTautology;
+    }
+    return std::nullopt;
+  }
+
+  // Three-way order of two constants (nullopt when they do not compare exactly).
+  static std::optional<int> order(const Value& a, const Value& b) {
+    Value lt = compare("<", a, b), eq = compare("=", a, b);
+    if (eq.type != Value::Type::kBool) return std::nullopt;
+    if (eq.b) return 0;
+    if (lt.type != Value::Type::kBool) return std::nullopt;
+    return lt.b ? -1 : 1;
+  }
+
+  // A constant as a map key: equal keys are equal values.
+  static std::string key_of(const Value& v) {
+    switch (v.type) {
+      case Value::Type::kInt:
+        return "i" + std::to_string(v.i);
+      case Value::Type::kBool:
+        return v.b ? "b1" : "b0";
+      case Value::Type::kString:
+        return "s" + v.s;
+      default:
+        return "?";
+    }
+  }
+
+  // Whether the union of `rays`, all over one expression, leaves no value out. Linear in their
+  // number (an OR may be long): integers are ordered exactly; other constants only meet when
+  // equal (`v > 'a' OR v <= 'a'`), since their order depends on a collation.
+  static bool covers_all(const std::vector<const Ray*>& rays) {
+    using K = Ray::Kind;
+    struct Sides {
+      bool below = false, below_closed = false, above = false, above_closed = false;
+      bool point = false;
+    };
+    std::map<std::string, Sides> by_value;
+    const Ray* all_but = nullptr;
+    const Ray* below = nullptr;  // the integer ray below reaching highest
+    const Ray* above = nullptr;  // the integer ray above reaching lowest
+    for (const Ray* r : rays) {
+      if (r->kind == K::kAllBut) {
+        // x <> a OR x <> b with a != b: every value.
+        if (all_but != nullptr) {
+          auto o = order(all_but->at, r->at);
+          if (o && *o != 0) return true;
+        } else {
+          all_but = r;
+        }
+        continue;
+      }
+      Sides& s = by_value[key_of(r->at)];
+      s.point |= r->kind == K::kPoint;
+      s.below |= r->kind == K::kBelow;
+      s.below_closed |= r->kind == K::kBelow && r->closed;
+      s.above |= r->kind == K::kAbove;
+      s.above_closed |= r->kind == K::kAbove && r->closed;
+      if (r->at.type != Value::Type::kInt) continue;
+      if (r->kind == K::kBelow &&
+          (!below || r->at.i > below->at.i || (r->at.i == below->at.i && r->closed))) {
+        below = r;
+      }
+      if (r->kind == K::kAbove &&
+          (!above || r->at.i < above->at.i || (r->at.i == above->at.i && r->closed))) {
+        above = r;
+      }
+    }
+    if (all_but != nullptr && contains_other(rays, all_but, all_but->at)) return true;
+    if (below && above && below->at.i > above->at.i) return true;  // they overlap
+    for (const auto& [key, s] : by_value) {
+      // They meet at one value: covered when either side or a point includes it.
+      if (s.below && s.above && (s.below_closed || s.above_closed || s.point)) return true;
+    }
+    return false;
+  }
+
+  static bool contains_other(const std::vector<const Ray*>& rays, const Ray* self, const Value& v) {
+    for (const Ray* r : rays) {
+      if (r == self) continue;
+      auto o = order(v, r->at);
+      if (!o) continue;
+      if (r->kind == Ray::Kind::kPoint && *o == 0) return true;
+      if (r->kind == Ray::Kind::kBelow && (*o < 0 || (*o == 0 && r->closed))) return true;
+      if (r->kind == Ray::Kind::kAbove && (*o > 0 || (*o == 0 && r->closed))) return true;
+      if (r->kind == Ray::Kind::kAllBut && *o != 0) return true;
+    }
+    return false;
+  }
+
+  // `x IN (SELECT x FROM <target>)`, `x = ANY (SELECT x FROM <target>)` and
+  // `EXISTS (SELECT .. FROM <target> s WHERE s.x = <target>.x)`: a semi-join of the target
+  // with itself on the same column keeps every row whose x is not NULL.
+  std::optional<ConditionReach> self_sublink(const PgQuery__SubLink* l) {
+    const PgQuery__Node* sub = l->subselect;
+    if (!sub || sub->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) return std::nullopt;
+    const PgQuery__SelectStmt* s = sub->select_stmt;
+    if (s->n_from_clause != 1 || !s->from_clause[0] ||
+        s->from_clause[0]->node_case != PG_QUERY__NODE__NODE_RANGE_VAR || s->n_group_clause ||
+        s->having_clause || s->limit_count || s->limit_offset || s->with_clause ||
+        s->n_distinct_clause ||
+        (s->op != PG_QUERY__SET_OPERATION__SETOP_NONE &&
+         s->op != PG_QUERY__SET_OPERATION__SET_OPERATION_UNDEFINED)) {
+      return std::nullopt;
+    }
+    const PgQuery__RangeVar* rv = s->from_clause[0]->range_var;
+    if (relation_.empty() || resolved(rv) != relation_) return std::nullopt;
+    const std::string inner = rv->alias && rv->alias->aliasname ? std::string(rv->alias->aliasname)
+                                                                : std::string(sv(rv->relname));
+    if (l->sub_link_type == PG_QUERY__SUB_LINK_TYPE__ANY_SUBLINK) {
+      const std::string op = last_name(l->oper_name, l->n_oper_name);
+      if (!(op.empty() || op == "=") || s->where_clause || s->n_target_list != 1 ||
+          !s->target_list[0] || s->target_list[0]->node_case != PG_QUERY__NODE__NODE_RES_TARGET) {
+        return std::nullopt;
+      }
+      auto outer_col = target_column(l->testexpr);
+      auto inner_col = column_of(s->target_list[0]->res_target->val, inner);
+      if (outer_col && inner_col && *outer_col == *inner_col) return ConditionReach::kTautology;
+      return std::nullopt;
+    }
+    if (l->sub_link_type == PG_QUERY__SUB_LINK_TYPE__EXISTS_SUBLINK && s->where_clause &&
+        inner != target_) {
+      // Every conjunct is `inner.c = target.c` (either order) for the same column c.
+      std::vector<const PgQuery__Node*> conjuncts;
+      const PgQuery__Node* w = s->where_clause;
+      if (w->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+          w->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) {
+        for (size_t i = 0; i < w->bool_expr->n_args; ++i)
+          conjuncts.push_back(w->bool_expr->args[i]);
+      } else {
+        conjuncts.push_back(w);
+      }
+      for (const PgQuery__Node* c : conjuncts) {
+        if (!c || c->node_case != PG_QUERY__NODE__NODE_A_EXPR ||
+            c->a_expr->kind != PG_QUERY__A__EXPR__KIND__AEXPR_OP ||
+            last_name(c->a_expr->name, c->a_expr->n_name) != "=") {
+          return std::nullopt;
+        }
+        auto qualified = [&](const PgQuery__Node* n,
+                             const std::string& q) -> std::optional<std::string> {
+          if (!n || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF ||
+              n->column_ref->n_fields != 2) {
+            return std::nullopt;
+          }
+          const PgQuery__Node* f0 = n->column_ref->fields[0];
+          const PgQuery__Node* f1 = n->column_ref->fields[1];
+          if (!f0 || !f1 || f0->node_case != PG_QUERY__NODE__NODE_STRING ||
+              f1->node_case != PG_QUERY__NODE__NODE_STRING || sv(f0->string->sval) != q) {
+            return std::nullopt;
+          }
+          return std::string(sv(f1->string->sval));
+        };
+        const PgQuery__Node* a = c->a_expr->lexpr;
+        const PgQuery__Node* b = c->a_expr->rexpr;
+        auto ai = qualified(a, inner), bt = qualified(b, target_);
+        auto at = qualified(a, target_), bi = qualified(b, inner);
+        bool ok = (ai && bt && *ai == *bt) || (at && bi && *at == *bi);
+        if (!ok) return std::nullopt;
+      }
+      return ConditionReach::kTautology;
+    }
+    return std::nullopt;
+  }
+
+  // The column name of `n` when it is a column of the target row (unqualified or qualified
+  // with the target's name).
+  std::optional<std::string> target_column(const PgQuery__Node* n) const {
+    return column_of(n, target_);
+  }
+
+  static std::optional<std::string> column_of(const PgQuery__Node* n, const std::string& q) {
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_COLUMN_REF) return std::nullopt;
+    const PgQuery__ColumnRef* c = n->column_ref;
+    for (size_t i = 0; i < c->n_fields; ++i) {
+      if (!c->fields[i] || c->fields[i]->node_case != PG_QUERY__NODE__NODE_STRING) {
+        return std::nullopt;
+      }
+    }
+    if (c->n_fields == 1) return std::string(sv(c->fields[0]->string->sval));
+    if (c->n_fields == 2 && sv(c->fields[0]->string->sval) == q) {
+      return std::string(sv(c->fields[1]->string->sval));
+    }
+    return std::nullopt;
   }
 
   // SELECT <targets> [WHERE ...] without FROM, grouping, limits, set operations or VALUES.
@@ -601,6 +1047,7 @@ class ConditionReader {
   }
 
   std::string target_;
+  std::string relation_;
   std::vector<Scope> scopes_;
   bool literals_ = false;
 };
@@ -608,10 +1055,6 @@ class ConditionReader {
 std::string target_name(const PgQuery__RangeVar* rv) {
   if (rv->alias && rv->alias->aliasname) return std::string(rv->alias->aliasname);
   return std::string(sv(rv->relname));
-}
-
-std::string resolved(const PgQuery__RangeVar* rv) {
-  return RelationRef{std::string(sv(rv->schemaname)), std::string(sv(rv->relname))}.resolved();
 }
 
 WriteEffect condition_effect(std::string verb, const PgQuery__RangeVar* target,
@@ -623,24 +1066,166 @@ WriteEffect condition_effect(std::string verb, const PgQuery__RangeVar* target,
     e.reach = WriteReach::kWhereAbsent;
     return e;
   }
-  ConditionReader reader(target ? target_name(target) : std::string());
+  ConditionReader reader(target ? target_name(target) : std::string(),
+                         target ? resolved(target) : std::string());
   ConditionReach r = reader.reach(condition);
   e.uses_literals = reader.literals();
   if (r == ConditionReach::kTrue) {
     e.reach = WriteReach::kWhereConstantTrue;
   } else if (r == ConditionReach::kRowIndependent) {
     e.reach = WriteReach::kWhereRowIndependent;
+  } else if (r == ConditionReach::kTautology) {
+    e.reach = WriteReach::kWhereTautology;
   }
   return e;
+}
+
+// A dotted name from a DROP object (a List of String, or one String for schemas).
+std::string object_name(const PgQuery__Node* o) {
+  if (!o) return "?";
+  if (o->node_case == PG_QUERY__NODE__NODE_STRING) return std::string(sv(o->string->sval));
+  if (o->node_case != PG_QUERY__NODE__NODE_LIST) return "?";
+  std::string out;
+  for (size_t i = 0; i < o->list->n_items; ++i) {
+    const PgQuery__Node* part = o->list->items[i];
+    if (!part || part->node_case != PG_QUERY__NODE__NODE_STRING) return "?";
+    if (!out.empty()) out += '.';
+    out += sv(part->string->sval);
+  }
+  if (o->list->n_items == 1) {
+    return RelationRef{std::string(), out}.resolved();  // schema-less: as relations resolve
+  }
+  return out;
+}
+
+bool drops_data(PgQuery__ObjectType type) {
+  switch (type) {
+    case PG_QUERY__OBJECT_TYPE__OBJECT_TABLE:
+    case PG_QUERY__OBJECT_TYPE__OBJECT_MATVIEW:
+    case PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string_view drop_verb(PgQuery__ObjectType type) {
+  switch (type) {
+    case PG_QUERY__OBJECT_TYPE__OBJECT_TABLE:
+      return "DROP TABLE";
+    case PG_QUERY__OBJECT_TYPE__OBJECT_MATVIEW:
+      return "DROP MATERIALIZED VIEW";
+    case PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA:
+      return "DROP SCHEMA";
+    default:
+      return "DROP ... CASCADE";
+  }
+}
+
+// DROP of stored data or with CASCADE, DROP DATABASE, ALTER TABLE ... DROP COLUMN: one
+// effect per object. Code that runs where analysis cannot see (DO, CREATE TRIGGER / RULE,
+// whose bodies run on later writes): one unknown_effect. True when `m` was one of those.
+bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
+  const ProtobufCMessageDescriptor* d = m->descriptor;
+  if (d == &pg_query__drop_stmt__descriptor) {
+    const auto* s = reinterpret_cast<const PgQuery__DropStmt*>(m);
+    const bool cascade = s->behavior == PG_QUERY__DROP_BEHAVIOR__DROP_CASCADE;
+    if (drops_data(s->remove_type) || cascade) {
+      const std::string verb(drop_verb(s->remove_type));
+      for (size_t i = 0; i < s->n_objects; ++i) {
+        out->push_back(WriteEffect{verb, object_name(s->objects[i]), WriteReach::kDrop, false});
+      }
+    }
+    return true;
+  }
+  if (d == &pg_query__dropdb_stmt__descriptor) {
+    const auto* s = reinterpret_cast<const PgQuery__DropdbStmt*>(m);
+    out->push_back(
+        WriteEffect{"DROP DATABASE", std::string(sv(s->dbname)), WriteReach::kDrop, false});
+    return true;
+  }
+  if (d == &pg_query__alter_table_stmt__descriptor) {
+    const auto* s = reinterpret_cast<const PgQuery__AlterTableStmt*>(m);
+    for (size_t i = 0; i < s->n_cmds; ++i) {
+      const PgQuery__Node* c = s->cmds[i];
+      if (!c || c->node_case != PG_QUERY__NODE__NODE_ALTER_TABLE_CMD) continue;
+      const PgQuery__AlterTableCmd* cmd = c->alter_table_cmd;
+      if (cmd->subtype == PG_QUERY__ALTER_TABLE_TYPE__AT_DropColumn ||
+          cmd->subtype == PG_QUERY__ALTER_TABLE_TYPE__AT_DropColumnRecurse ||
+          cmd->behavior == PG_QUERY__DROP_BEHAVIOR__DROP_CASCADE) {
+        out->push_back(WriteEffect{"ALTER TABLE ... DROP",
+                                   s->relation ? resolved(s->relation) : std::string("?"),
+                                   WriteReach::kDrop, false});
+      }
+    }
+    return false;  // its expressions (defaults, USING) may hold sub-statements
+  }
+  if (d == &pg_query__do_stmt__descriptor) {
+    out->push_back(WriteEffect{"DO", "", WriteReach::kUnknownEffect, false});
+    return true;
+  }
+  if (d == &pg_query__create_trig_stmt__descriptor) {
+    const auto* s = reinterpret_cast<const PgQuery__CreateTrigStmt*>(m);
+    out->push_back(WriteEffect{"CREATE TRIGGER",
+                               s->relation ? resolved(s->relation) : std::string("?"),
+                               WriteReach::kUnknownEffect, false});
+    return true;
+  }
+  if (d == &pg_query__rule_stmt__descriptor) {
+    const auto* s = reinterpret_cast<const PgQuery__RuleStmt*>(m);
+    // A rule that only does NOTHING or SELECT changes nothing by itself.
+    bool acts = false;
+    for (size_t i = 0; i < s->n_actions; ++i) {
+      const PgQuery__Node* a = s->actions[i];
+      if (a && a->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) acts = true;
+    }
+    if (acts) {
+      out->push_back(WriteEffect{"CREATE RULE",
+                                 s->relation ? resolved(s->relation) : std::string("?"),
+                                 WriteReach::kUnknownEffect, false});
+    }
+    return true;
+  }
+  return false;
+}
+
+// `INSERT INTO t SELECT ... FROM t [WHERE ...] ON CONFLICT DO UPDATE [WHERE ...]`: every row
+// the source reads from t itself conflicts with itself and is updated, so the source's WHERE
+// over t (and the DO UPDATE's WHERE) is the write's reach. nullopt for any other INSERT (its
+// rows are bounded by its source: the planner threshold judges them).
+std::optional<WriteEffect> self_upsert_effect(const PgQuery__InsertStmt* s) {
+  const PgQuery__OnConflictClause* oc = s->on_conflict_clause;
+  if (!oc || oc->action != PG_QUERY__ON_CONFLICT_ACTION__ONCONFLICT_UPDATE || !s->relation ||
+      !s->select_stmt || s->select_stmt->node_case != PG_QUERY__NODE__NODE_SELECT_STMT) {
+    return std::nullopt;
+  }
+  const std::string verb = "INSERT ... ON CONFLICT DO UPDATE";
+  const PgQuery__SelectStmt* sel = s->select_stmt->select_stmt;
+  const std::string target = resolved(s->relation);
+  for (size_t i = 0; i < sel->n_from_clause; ++i) {
+    const PgQuery__Node* f = sel->from_clause[i];
+    if (!f || f->node_case != PG_QUERY__NODE__NODE_RANGE_VAR || resolved(f->range_var) != target) {
+      continue;
+    }
+    WriteEffect e = condition_effect(verb, f->range_var, sel->where_clause);
+    if (oc->where_clause) {
+      WriteEffect guard = condition_effect(verb, s->relation, oc->where_clause);
+      e.uses_literals |= guard.uses_literals;
+      if (guard.reach == WriteReach::kRestricted) e.reach = WriteReach::kRestricted;
+    }
+    return e;
+  }
+  return std::nullopt;
 }
 
 void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out) {
   if (!m || depth > kMaxDepth) return;
   const ProtobufCMessageDescriptor* d = m->descriptor;
   if (d == &pg_query__explain_stmt__descriptor || d == &pg_query__prepare_stmt__descriptor ||
-      d == &pg_query__rule_stmt__descriptor || d == &pg_query__create_function_stmt__descriptor) {
+      d == &pg_query__create_function_stmt__descriptor) {
     return;
   }
+  if (collect_utility(m, out)) return;
   if (d == &pg_query__update_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__UpdateStmt*>(m);
     out->push_back(condition_effect("UPDATE", s->relation, s->where_clause));
@@ -651,6 +1236,10 @@ void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out
     const auto* s = reinterpret_cast<const PgQuery__MergeStmt*>(m);
     out->push_back(condition_effect("MERGE", s->relation, s->join_condition));
     if (!s->join_condition) out->back().reach = WriteReach::kWhereAbsent;
+  } else if (d == &pg_query__insert_stmt__descriptor) {
+    if (auto e = self_upsert_effect(reinterpret_cast<const PgQuery__InsertStmt*>(m))) {
+      out->push_back(std::move(*e));
+    }
   } else if (d == &pg_query__truncate_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__TruncateStmt*>(m);
     for (size_t i = 0; i < s->n_relations; ++i) {
@@ -675,8 +1264,14 @@ std::string_view write_reach_rule(WriteReach reach) {
       return "where_constant_true";
     case WriteReach::kWhereRowIndependent:
       return "where_row_independent";
+    case WriteReach::kWhereTautology:
+      return "where_tautology";
     case WriteReach::kTruncate:
       return "truncate";
+    case WriteReach::kDrop:
+      return "drop";
+    case WriteReach::kUnknownEffect:
+      return "unknown_effect";
   }
   return "restricted";
 }
@@ -692,8 +1287,21 @@ std::string WriteEffect::describe() const {
     case WriteReach::kWhereRowIndependent:
       return verb + " on " + relation + " has a " + clause +
              " that does not depend on the row: it changes every row or none";
+    case WriteReach::kWhereTautology:
+      return verb + " on " + relation + " has a " + clause +
+             " that holds for every row (but those with NULL in what it compares): it changes "
+             "every row";
     case WriteReach::kTruncate:
       return "TRUNCATE removes every row of " + relation;
+    case WriteReach::kDrop:
+      return verb + " on " + relation +
+             " destroys stored data (every row, or with CASCADE whatever depends on it)";
+    case WriteReach::kUnknownEffect:
+      if (verb == "DO") {
+        return "DO runs a code block pgwarden cannot analyse: what it changes is unknown";
+      }
+      return verb + " on " + relation +
+             " installs code that runs on later writes, which pgwarden cannot analyse";
     case WriteReach::kRestricted:
       break;
   }
@@ -718,6 +1326,8 @@ std::string_view condition_reach_name(ConditionReach reach) {
       return "row_independent";
     case ConditionReach::kRowDependent:
       return "row_dependent";
+    case ConditionReach::kTautology:
+      return "tautology";
   }
   return "row_dependent";
 }
@@ -735,7 +1345,7 @@ ConditionReach classify_condition_sql(std::string_view condition) {
   ConditionReach r = ConditionReach::kRowDependent;
   if (tree && tree->n_stmts == 1 && tree->stmts[0]->stmt &&
       tree->stmts[0]->stmt->node_case == PG_QUERY__NODE__NODE_DELETE_STMT) {
-    ConditionReader reader("t");
+    ConditionReader reader("t", "public.t");
     r = reader.reach(tree->stmts[0]->stmt->delete_stmt->where_clause);
   }
   if (tree) pg_query__parse_result__free_unpacked(tree, nullptr);

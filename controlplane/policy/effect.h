@@ -1,7 +1,9 @@
 // Approvals by effect: how far a write reaches, read from the libpg_query parse tree.
 //
 // For every UPDATE, DELETE and MERGE in a statement (also inside data-modifying CTEs and
-// COPY (...) TO) and every relation of a TRUNCATE, find_write_effects() reports its reach:
+// COPY (...) TO), every INSERT ... SELECT ... ON CONFLICT DO UPDATE whose source reads the
+// target itself (classified by the source's WHERE over it), and every relation of a TRUNCATE,
+// find_write_effects() reports its reach:
 //
 //   * where_absent          UPDATE/DELETE without WHERE (a WHERE inside a sub-select, e.g.
 //                           `SET c = (SELECT 'x' WHERE true)`, is not the statement's WHERE);
@@ -13,7 +15,20 @@
 //                           tables, sub-selects over other tables): it selects every row or
 //                           none, e.g. `WHERE now() > '2000-01-01'`, `WHERE $1`,
 //                           `WHERE EXISTS (SELECT 1 FROM other)`;
+//   * where_tautology       the condition reads the row but does not choose among rows: it
+//                           holds on every row whose compared values are not NULL
+//                           (`k = k`, `k >= k`, `k BETWEEN k AND k`, `k < 5 OR k >= 5`,
+//                           `k <> 3 OR k = 3`, `p OR NOT p`, `v LIKE '%'`, `v ~ ''`,
+//                           `k IN (SELECT k FROM <target>)`, `EXISTS (SELECT 1 FROM
+//                           <target> s WHERE s.k = <target>.k)`); `k IS NOT DISTINCT FROM k`
+//                           and `x IS NULL OR x IS NOT NULL` are constant true;
 //   * truncate              TRUNCATE (one effect per relation);
+//   * drop                  DROP TABLE / MATERIALIZED VIEW / SCHEMA, any DROP ... CASCADE,
+//                           DROP DATABASE, ALTER TABLE ... DROP COLUMN (stored data goes);
+//   * unknown_effect        code analysis cannot see runs, now or on later writes: DO,
+//                           CREATE TRIGGER, CREATE RULE with actions other than SELECT/NOTHING
+//                           (calls of user-defined functions and procedures are judged by
+//                           pgwarden-cp with the catalog: controlplane/server/policy_analyser.h);
 //   * restricted            anything else: the condition depends on the target row, or folds
 //                           to false or NULL (nothing changes).
 //
@@ -53,16 +68,21 @@ enum class WriteReach {
   kWhereAbsent,
   kWhereConstantTrue,
   kWhereRowIndependent,
+  kWhereTautology,
   kTruncate,
+  kDrop,
+  kUnknownEffect,
 };
 
-// "restricted", "where_absent", "where_constant_true", "where_row_independent", "truncate":
+// "restricted", "where_absent", "where_constant_true", "where_row_independent",
+// "where_tautology", "truncate", "drop", "unknown_effect":
 // the rule names policies and approval requests use.
 std::string_view write_reach_rule(WriteReach reach);
 
 struct WriteEffect {
-  std::string verb;      // "UPDATE", "DELETE", "MERGE", "TRUNCATE"
-  std::string relation;  // resolved "schema.table" (docs/policy.md resolution rule)
+  std::string verb;      // "UPDATE", "DELETE", "MERGE", "TRUNCATE", "DROP TABLE", "DO", ...
+  std::string relation;  // resolved "schema.table" (docs/policy.md resolution rule); a schema
+                         // or database name for DROP SCHEMA / DATABASE; "" for DO
   WriteReach reach = WriteReach::kRestricted;
   bool uses_literals = false;
 
@@ -74,11 +94,11 @@ struct WriteEffect {
 
 // Every write of one statement's parse tree, in tree order. Does not descend into EXPLAIN
 // and PREPARE (their inner statements are analysed on their own), CREATE RULE or CREATE
-// FUNCTION bodies (they do not run now).
+// FUNCTION bodies (they do not run now; a CREATE RULE that writes is one unknown_effect).
 std::vector<WriteEffect> find_write_effects(const PgQuery__Node* stmt);
 
 // How a condition reads under the rules above, for tests and documentation examples.
-enum class ConditionReach { kTrue, kFalse, kNull, kRowIndependent, kRowDependent };
+enum class ConditionReach { kTrue, kFalse, kNull, kRowIndependent, kRowDependent, kTautology };
 std::string_view condition_reach_name(ConditionReach reach);
 // Parses `DELETE FROM t WHERE <condition>` and classifies the condition against target t.
 // kRowDependent as well when the text does not parse (a test would notice).

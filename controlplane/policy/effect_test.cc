@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,60 @@ INSTANTIATE_TEST_SUITE_P(
         ConditionCase{"t IS NOT NULL", "row_dependent"},
         ConditionCase{"CURRENT OF c", "row_dependent"}));
 
+// Conditions that read the row without choosing among rows: every row (but those with NULL in
+// what they compare) is reached.
+INSTANTIATE_TEST_SUITE_P(
+    Tautology, ConditionCorpus,
+    ::testing::Values(
+        ConditionCase{"id = id", "tautology"}, ConditionCase{"t.id = id", "row_dependent"},
+        ConditionCase{"t.id = t.id", "tautology"}, ConditionCase{"ctid = ctid", "tautology"},
+        ConditionCase{"id >= id", "tautology"}, ConditionCase{"id <= (id)", "tautology"},
+        ConditionCase{"lower(name) = lower(name)", "tautology"},
+        ConditionCase{"id + 1 = id + 1", "tautology"},
+        ConditionCase{"id + 1 = id + 2", "row_dependent"},
+        ConditionCase{"id::text = id::text", "tautology"},
+        ConditionCase{"id BETWEEN id AND id", "tautology"},
+        ConditionCase{"id IS NOT DISTINCT FROM id", "true"},
+        ConditionCase{"id > 0 OR id <= 0", "tautology"},
+        ConditionCase{"id < 5 OR id >= 5", "tautology"},
+        ConditionCase{"0 < id OR id <= 0", "tautology"},
+        ConditionCase{"id > 3 OR id < 7", "tautology"},
+        ConditionCase{"id < 5 OR id = 5 OR id > 5", "tautology"},
+        ConditionCase{"id <> 3 OR id = 3", "tautology"},
+        ConditionCase{"id <> 1 OR id <> 2", "tautology"},
+        ConditionCase{"name <> 'a' OR name = 'a'", "tautology"},
+        ConditionCase{"id = 1 OR (active OR NOT active)", "tautology"},
+        ConditionCase{"active OR NOT active", "tautology"},
+        ConditionCase{"name IS NULL OR name IS NOT NULL", "true"},
+        ConditionCase{"(id = id) IS TRUE", "tautology"},
+        ConditionCase{"(id = id) IS NOT FALSE", "true"},
+        ConditionCase{"id = id AND true", "tautology"}, ConditionCase{"name LIKE '%'", "tautology"},
+        ConditionCase{"name ILIKE '%%'", "tautology"}, ConditionCase{"name ~ ''", "tautology"},
+        ConditionCase{"name ~ '.*'", "tautology"},
+        ConditionCase{"id IN (SELECT id FROM t)", "tautology"},
+        ConditionCase{"id IN (SELECT x.id FROM public.t x)", "tautology"},
+        ConditionCase{"id = ANY (SELECT id FROM t)", "tautology"},
+        ConditionCase{"EXISTS (SELECT 1 FROM t t2 WHERE t2.id = t.id)", "tautology"},
+        ConditionCase{"EXISTS (SELECT 1 FROM t t2 WHERE t.id = t2.id)", "tautology"}));
+
+// Near misses: they choose rows (or reach none), so the planner threshold decides.
+INSTANTIATE_TEST_SUITE_P(
+    NotTautology, ConditionCorpus,
+    ::testing::Values(ConditionCase{"id <> id", "row_dependent"},
+                      ConditionCase{"NOT (id = id)", "row_dependent"},
+                      ConditionCase{"id > 5 OR id < 5", "row_dependent"},
+                      ConditionCase{"id > 5 OR id <= 4", "row_dependent"},
+                      ConditionCase{"id > 5 OR name <= 5", "row_dependent"},
+                      ConditionCase{"name LIKE 'a%'", "row_dependent"},
+                      ConditionCase{"name LIKE '_%'", "row_dependent"},
+                      ConditionCase{"id IN (SELECT other_id FROM t)", "row_dependent"},
+                      ConditionCase{"id IN (SELECT id FROM t WHERE id < 3)", "row_dependent"},
+                      ConditionCase{"id IN (SELECT id FROM other)", "row_dependent"},
+                      ConditionCase{"EXISTS (SELECT 1 FROM t t2 WHERE t2.id = t.other)",
+                                    "row_dependent"},
+                      ConditionCase{"EXISTS (SELECT 1 FROM t t2 WHERE t2.id = t.id AND t2.x = 1)",
+                                    "row_dependent"}));
+
 // --- statements: which writes need approval ---------------------------------------------
 
 struct StatementCase {
@@ -143,6 +198,10 @@ INSTANTIATE_TEST_SUITE_P(
         StatementCase{"DELETE FROM t WHERE id = 1 OR true", {"where_constant_true"}},
         StatementCase{"DELETE FROM t WHERE status IS NOT NULL", {"restricted"}},
         StatementCase{"DELETE FROM t WHERE id = 7", {"restricted"}},
+        StatementCase{"DELETE FROM t WHERE id = id", {"where_tautology"}},
+        StatementCase{"UPDATE t x SET c = 1 WHERE x.id > 0 OR x.id <= 0", {"where_tautology"}},
+        StatementCase{"MERGE INTO t USING s ON t.id = t.id WHEN MATCHED THEN DELETE",
+                      {"where_tautology"}},
         StatementCase{"UPDATE t SET c = (SELECT 'x' WHERE true)", {"where_absent"}},
         StatementCase{"UPDATE t SET c = 1 WHERE NOT false", {"where_constant_true"}},
         StatementCase{"UPDATE t x SET c = 1 WHERE x.id = 3", {"restricted"}},
@@ -163,9 +222,38 @@ INSTANTIATE_TEST_SUITE_P(
                       {"restricted"}},
         StatementCase{"INSERT INTO t SELECT * FROM s", {}},
         StatementCase{"INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET c = 2", {}},
+        StatementCase{"INSERT INTO t SELECT id, 'y' FROM t ON CONFLICT (id) DO UPDATE SET c = 2",
+                      {"where_absent"}},
+        StatementCase{"INSERT INTO t SELECT x.id FROM public.t x WHERE x.id = x.id "
+                      "ON CONFLICT (id) DO UPDATE SET c = excluded.c",
+                      {"where_tautology"}},
+        StatementCase{"INSERT INTO t SELECT id FROM t WHERE id = 3 "
+                      "ON CONFLICT (id) DO UPDATE SET c = 2",
+                      {"restricted"}},
+        StatementCase{"INSERT INTO t SELECT id FROM t ON CONFLICT (id) DO UPDATE SET c = 2 "
+                      "WHERE t.c = 1",
+                      {"restricted"}},
+        StatementCase{"INSERT INTO t SELECT id FROM t ON CONFLICT (id) DO UPDATE SET c = 2 "
+                      "WHERE true",
+                      {"where_absent"}},
+        StatementCase{"INSERT INTO t SELECT id FROM s ON CONFLICT (id) DO UPDATE SET c = 2", {}},
+        StatementCase{"INSERT INTO t SELECT id FROM t ON CONFLICT DO NOTHING", {}},
         StatementCase{"SELECT * FROM t WHERE true", {}}, StatementCase{"EXPLAIN DELETE FROM t", {}},
         StatementCase{"PREPARE p AS DELETE FROM t", {}},
-        StatementCase{"CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u", {}}));
+        StatementCase{"CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u",
+                      {"unknown_effect"}},
+        StatementCase{"CREATE RULE r AS ON INSERT TO t DO INSTEAD NOTHING", {}},
+        StatementCase{"CREATE TRIGGER x AFTER INSERT ON t EXECUTE FUNCTION f()",
+                      {"unknown_effect"}},
+        StatementCase{"DO $$ BEGIN DELETE FROM t; END $$", {"unknown_effect"}},
+        StatementCase{"DROP TABLE t, crm.orders", {"drop", "drop"}},
+        StatementCase{"DROP MATERIALIZED VIEW m", {"drop"}},
+        StatementCase{"DROP SCHEMA crm", {"drop"}}, StatementCase{"DROP VIEW v", {}},
+        StatementCase{"DROP VIEW v CASCADE", {"drop"}},
+        StatementCase{"DROP FUNCTION f() CASCADE", {"drop"}}, StatementCase{"DROP INDEX i", {}},
+        StatementCase{"DROP DATABASE d", {"drop"}},
+        StatementCase{"ALTER TABLE t DROP COLUMN c", {"drop"}},
+        StatementCase{"ALTER TABLE t ADD COLUMN c int", {}}));
 
 TEST(WriteEffectTest, PrepareAndExplainAnalyseTheirInnerStatement) {
   SqlAnalysis a = analyse_sql("PREPARE p (int) AS DELETE FROM t WHERE $1 = $1");
@@ -187,6 +275,11 @@ TEST(WriteEffectTest, LiteralDecisionsAreMarkedSoTheyAreNotCachedByShape) {
   EXPECT_TRUE(first("DELETE FROM t WHERE 1 = 2").uses_literals);
   EXPECT_FALSE(first("DELETE FROM t WHERE id = 1").uses_literals);
   EXPECT_FALSE(first("UPDATE t SET v = 'x' WHERE k = 'y'").uses_literals);
+  // Tautology checks that read constants: `k > 5 OR k <= 0` has the shape of `k > 0 OR k <= 0`.
+  EXPECT_TRUE(first("DELETE FROM t WHERE k > 5 OR k <= 0").uses_literals);
+  EXPECT_TRUE(first("DELETE FROM t WHERE v LIKE 'a%'").uses_literals);
+  EXPECT_TRUE(first("DELETE FROM t WHERE k + 1 = k + 2").uses_literals);
+  EXPECT_FALSE(first("DELETE FROM t WHERE k = k").uses_literals);
 }
 
 TEST(WriteEffectTest, DescribesTheReachForReviewers) {
@@ -198,6 +291,37 @@ TEST(WriteEffectTest, DescribesTheReachForReviewers) {
                .write_effects.at(0);
   EXPECT_EQ(m.describe(),
             "MERGE on public.t has a ON condition that is always true: it changes every row");
+}
+
+// An agent may send an OR of thousands of comparisons: reading it must not be quadratic in
+// their number (cp analyses every statement).
+TEST(WriteEffectTest, LongOrListsAreReadInLinearTime) {
+  std::string same, ranges;
+  for (int i = 0; i < 5000; ++i) {
+    same += (i ? " OR id = " : "id = ") + std::to_string(i);
+    ranges += (i ? " OR " : "") + std::string(i % 2 ? "id < " : "id > ") + std::to_string(i * 3);
+  }
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(condition_reach_name(classify_condition_sql(same)), "row_dependent");
+  EXPECT_EQ(condition_reach_name(classify_condition_sql(ranges)), "tautology");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+TEST(WriteEffectTest, DescribesDropsAndUnknownEffects) {
+  auto first = [](const char* sql) {
+    return analyse_sql(sql).statements.at(0).write_effects.at(0).describe();
+  };
+  EXPECT_EQ(first("drop table kv"),
+            "DROP TABLE on public.kv destroys stored data (every row, or with CASCADE whatever "
+            "depends on it)");
+  EXPECT_EQ(first("drop schema crm cascade"),
+            "DROP SCHEMA on crm destroys stored data (every row, or with CASCADE whatever "
+            "depends on it)");
+  EXPECT_EQ(first("do $$ begin null; end $$"),
+            "DO runs a code block pgwarden cannot analyse: what it changes is unknown");
+  EXPECT_EQ(first("create rule r as on insert to t do also delete from u"),
+            "CREATE RULE on public.t installs code that runs on later writes, which pgwarden "
+            "cannot analyse");
 }
 
 TEST(InnerStatementTextTest, FindsTheStatementAfterTheWrapper) {

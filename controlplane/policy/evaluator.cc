@@ -293,15 +293,7 @@ class Evaluator {
     return std::nullopt;
   }
 
-  bool function_allowed(const FunctionRef& f) const {
-    const std::string name = f.resolved();
-    for (const std::string& g : policy_.allowed_functions) {
-      if (g.find('.') == std::string::npos ? glob_match(g, f.name) : glob_match(g, name)) {
-        return true;
-      }
-    }
-    return false;
-  }
+  bool function_allowed(const FunctionRef& f) const { return function_listed(policy_, f); }
 
   std::optional<Decision> check_functions(const StatementAnalysis& st) const {
     for (const FunctionRef& f : st.functions) {
@@ -353,6 +345,16 @@ class Evaluator {
 };
 
 }  // namespace
+
+bool function_listed(const Policy& policy, const FunctionRef& f) {
+  const std::string name = f.resolved();
+  for (const std::string& g : policy.allowed_functions) {
+    if (g.find('.') == std::string::npos ? glob_match(g, f.name) : glob_match(g, name)) {
+      return true;
+    }
+  }
+  return false;
+}
 
 std::string_view verdict_name(Verdict verdict) {
   switch (verdict) {

@@ -29,9 +29,9 @@ struct Decision {
   // What decided, stable for audit logs and tests: "parse_error", "read_only",
   // "allowed_kinds", "allowed_relations", "set_parameter", "dangerous_function",
   // "unknown_prepared_statement", "prepared_statement_limit", "approve_kinds",
-  // "where_absent", "where_constant_true", "where_row_independent", "truncate" (approvals by
-  // effect, controlplane/policy/effect.h), "allowed_kinds:<kind>" (allow), "empty_statement"
-  // (allow).
+  // "where_absent", "where_constant_true", "where_row_independent", "where_tautology",
+  // "truncate", "drop", "unknown_effect" (approvals by effect, controlplane/policy/effect.h),
+  // "allowed_kinds:<kind>" (allow), "empty_statement" (allow).
   std::string rule;
   // deny: a message a human can act on; approve: the reason approval is needed;
   // allow: a short description.
@@ -85,6 +85,10 @@ bool is_write_function(std::string_view name);
 // Dangerous functions (server files, other sessions, configuration, dynamic SQL, large
 // objects) are denied under every policy unless allowed_functions lists them.
 bool is_dangerous_function(std::string_view name);
+
+// True when `policy.allowed_functions` lists `f`: a glob with a dot against "schema.name"
+// (unqualified calls resolve to pg_catalog), one without against the bare name.
+bool function_listed(const Policy& policy, const FunctionRef& f);
 
 // True when `entries` (allowed_kinds or approve_kinds) names `kind`: its name, "*", or a
 // group alias: "ddl" (ddl_create, ddl_alter, ddl_drop), "copy" (copy_to_stdout,

@@ -544,7 +544,38 @@ INSTANTIATE_TEST_SUITE_P(
         EffectRow{"EXPLAIN DELETE FROM kv", ""}, EffectRow{"DELETE FROM kv WHERE k = 'a'", ""},
         EffectRow{"DELETE FROM kv WHERE false", ""},
         EffectRow{"UPDATE kv SET v = 'x' WHERE status IS NOT NULL", ""},
-        EffectRow{"INSERT INTO kv SELECT * FROM kv", ""}));
+        EffectRow{"INSERT INTO kv SELECT * FROM kv", ""},
+        EffectRow{"UPDATE kv SET v = 'x' WHERE k = k", "where_tautology"},
+        EffectRow{"DELETE FROM kv WHERE k > 'a' OR k <= 'a'", "where_tautology"},
+        EffectRow{"DELETE FROM kv WHERE k > 'b' OR k <= 'a'", ""},  // order needs a collation
+        EffectRow{"DELETE FROM kv WHERE k <> 'a' OR k = 'a'", "where_tautology"},
+        EffectRow{"DELETE FROM kv WHERE k IN (SELECT k FROM kv)", "where_tautology"},
+        EffectRow{"UPDATE kv SET v = 'x' WHERE v LIKE '%'", "where_tautology"},
+        EffectRow{"DELETE FROM kv x WHERE EXISTS (SELECT 1 FROM kv y WHERE y.k = x.k)",
+                  "where_tautology"},
+        EffectRow{"MERGE INTO kv USING kv s ON kv.k = kv.k WHEN MATCHED THEN DELETE",
+                  "where_tautology"},
+        EffectRow{"BEGIN; UPDATE kv SET v = 1 WHERE k = 'a'; UPDATE kv SET v = 2 WHERE v = v; "
+                  "COMMIT",
+                  "where_tautology"}));
+
+TEST(Evaluator, UnknownEffectsAndDropsNeedApprovalWhenAllowed) {
+  Policy p = effect_policy();
+  p.allowed_kinds = {"*"};
+  EXPECT_EQ(evaluate_sql(p, "DO $$ BEGIN DELETE FROM kv; END $$").rule, "unknown_effect");
+  EXPECT_EQ(evaluate_sql(p, "CREATE RULE r AS ON INSERT TO kv DO ALSO DELETE FROM crm.orders").rule,
+            "unknown_effect");
+  EXPECT_EQ(evaluate_sql(p, "CREATE TRIGGER t AFTER INSERT ON kv EXECUTE FUNCTION f()").rule,
+            "unknown_effect");
+  EXPECT_EQ(evaluate_sql(p, "DROP TABLE kv").rule, "drop");
+  EXPECT_EQ(evaluate_sql(p, "DROP VIEW crm.v CASCADE").rule, "drop");
+  EXPECT_EQ(evaluate_sql(p, "DROP VIEW crm.v").verdict, Verdict::kAllow);
+  EXPECT_EQ(evaluate_sql(p, "ALTER TABLE kv DROP COLUMN v").rule, "drop");
+  // A kind the policy does not allow stays a deny.
+  EXPECT_EQ(evaluate_sql(effect_policy(), "DO $$ BEGIN NULL; END $$").rule, "allowed_kinds");
+  p.approve_unbounded_writes = false;
+  EXPECT_EQ(evaluate_sql(p, "DO $$ BEGIN DELETE FROM kv; END $$").verdict, Verdict::kAllow);
+}
 
 TEST(Evaluator, EffectApprovalsCanBeSwitchedOffAndNeverOverrideADeny) {
   Policy p = effect_policy();

@@ -1316,19 +1316,35 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
     protocol::ApprovalResponse resp{"deny", "", base.reason};
     return send(conn, protocol::make_ok(id, resp.to_json()));
   }
-  // A standing (shape-scoped) grant answers at once, without a new request.
+  approvals::ApprovalEffect effect;
+  {
+    // What the analysis measured for this statement (estimate, dry run) goes to the reviewer.
+    std::lock_guard<std::mutex> lock(s->sql.mu);
+    effect = s->sql.take_effect(req->sql);
+  }
+  // A standing (shape-scoped) grant answers at once, without a new request, unless this
+  // statement reaches further than the approved one (another literal may widen the effect).
+  std::optional<approvals::StandingGrant> grant;
   if (!req->shape_key.empty()) {
-    if (auto grant = store->lookup_standing_grant(s->identity.subject, req->shape_key,
-                                                  protocol::now_unix_ms())) {
-      bump(Counter::k_approvals_standing_grant);
-      base.decision = "allow";
-      base.reason = "standing grant from approval " + grant->approval_id;
-      base.extra["approval_id"] = grant->approval_id;
-      base.extra["grant_expires_ms"] = grant->expires_ms;
-      audit_.record(base);
-      protocol::ApprovalResponse resp{"allow", grant->approval_id, base.reason};
-      return send(conn, protocol::make_ok(id, resp.to_json()));
+    grant =
+        store->lookup_standing_grant(s->identity.subject, req->shape_key, protocol::now_unix_ms());
+  }
+  if (grant) {
+    // Not used: a new request is made, which the reviewer sees with its own effect.
+    auto granted = store->get(grant->approval_id);
+    if (!granted || !approvals::wider_than_grant(*granted, req->rule, effect).empty()) {
+      grant.reset();
     }
+  }
+  if (grant) {
+    bump(Counter::k_approvals_standing_grant);
+    base.decision = "allow";
+    base.reason = "standing grant from approval " + grant->approval_id;
+    base.extra["approval_id"] = grant->approval_id;
+    base.extra["grant_expires_ms"] = grant->expires_ms;
+    audit_.record(base);
+    protocol::ApprovalResponse resp{"allow", grant->approval_id, base.reason};
+    return send(conn, protocol::make_ok(id, resp.to_json()));
   }
   approvals::NewApprovalRequest n;
   n.session_id = s->id;
@@ -1341,11 +1357,7 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
   n.reason = req->reason;
   n.settings = s->policy->approvals;
   n.deadline_ms = deadline_ms;
-  {
-    // What the analysis measured for this statement (estimate, dry run) goes to the reviewer.
-    std::lock_guard<std::mutex> lock(s->sql.mu);
-    n.effect = s->sql.take_effect(req->sql);
-  }
+  n.effect = std::move(effect);
   // The store audits every transition (requested, approved, denied, expired, abandoned).
   auto created = store->create(n);
   if (!created.is_ok()) {

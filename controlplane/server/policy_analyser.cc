@@ -96,15 +96,17 @@ void collect_writes(const StatementAnalysis& st, const policy::PreparedStatement
   }
 }
 
-// Every write effect a statement runs (its own, and those of EXPLAIN ANALYZE / PREPARE /
-// EXECUTE inner statements).
-void collect_effects(const StatementAnalysis& st, const policy::PreparedStatements* names,
-                     std::vector<policy::WriteEffect>* out) {
-  out->insert(out->end(), st.write_effects.begin(), st.write_effects.end());
-  if (st.inner && st.kind != StatementKind::kExplain) collect_effects(*st.inner, names, out);
+// Every write effect (`field` = &StatementAnalysis::write_effects) or function call
+// (&StatementAnalysis::functions) a statement runs: its own, and those of EXPLAIN ANALYZE /
+// PREPARE / EXECUTE inner statements.
+template <typename T>
+void collect_run(const StatementAnalysis& st, const policy::PreparedStatements* names,
+                 std::vector<T> StatementAnalysis::*field, std::vector<T>* out) {
+  out->insert(out->end(), (st.*field).begin(), (st.*field).end());
+  if (st.inner && st.kind != StatementKind::kExplain) collect_run(*st.inner, names, field, out);
   if (st.kind == StatementKind::kExecute && names != nullptr) {
     if (const auto* candidates = names->find(st.prepared_name)) {
-      for (const auto& c : *candidates) collect_effects(*c, names, out);
+      for (const auto& c : *candidates) collect_run(*c, names, field, out);
     }
   }
 }
@@ -269,6 +271,34 @@ const policy::MaskRule* masked_rule_for(const policy::Policy& policy,
   return nullptr;
 }
 
+std::string PolicyAnalyser::unanalysable_function(
+    const SessionView& session, const std::vector<policy::FunctionRef>& functions) const {
+  std::shared_ptr<policy::LineageCatalog> catalog;
+  for (const policy::FunctionRef& f : functions) {
+    if (policy::function_listed(session.policy, f) || f.schema == "pg_catalog") continue;
+    if (!f.schema.empty()) return f.resolved();
+    // Unqualified: built in only when every function of that name is in pg_catalog (as
+    // lineage reads it; the session's search_path is unknown).
+    if (!catalog) {
+      auto c = catalogs_ ? catalogs_(session.config, session.target)
+                         : Result<std::shared_ptr<policy::LineageCatalog>>(
+                               unavailable("no catalog on this gateway"));
+      if (!c.is_ok())
+        return f.name + " (the catalog could not be asked: " + c.status().message() + ")";
+      catalog = std::move(c).value();
+    }
+    auto schemas = catalog->function_schemas(f.name);
+    if (!schemas.is_ok()) {
+      return f.name + " (the catalog could not be asked: " + schemas.status().message() + ")";
+    }
+    for (const std::string& schema : *schemas) {
+      if (schema != "pg_catalog") return schema + "." + f.name;
+    }
+    if (schemas->empty()) return f.name + " (no such function in the catalog)";
+  }
+  return "";
+}
+
 protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
                                                   const protocol::AnalyseRequest& request) {
   std::shared_ptr<policy::LineageCatalog> catalog;
@@ -316,10 +346,12 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
 
   std::vector<WriteProbe> writes;
   std::vector<policy::WriteEffect> effects;
+  std::vector<policy::FunctionRef> functions;
   if (d.verdict != policy::Verdict::kDeny) {
     for (const auto& s : analysis.statements) {
       collect_writes(s, names, &writes);
-      collect_effects(s, names, &effects);
+      collect_run(s, names, &StatementAnalysis::write_effects, &effects);
+      collect_run(s, names, &StatementAnalysis::functions, &functions);
     }
   }
   if (!writes.empty() && pol.approve_when_rows_over > 0) cacheable = false;
@@ -384,7 +416,26 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     }
   }
 
+  // Code outside pg_catalog (user-defined functions and procedures, extensions' functions)
+  // may change anything: under a policy that lets writes through, a call needs an approval
+  // unless allowed_functions vouches for it (rule unknown_effect).
+  std::string unknown_code = r.verdict != "deny" && !pol.read_only && pol.approve_unbounded_writes
+                                 ? unanalysable_function(session, functions)
+                                 : std::string();
+
   approvals::ApprovalEffect effect;
+  if (!unknown_code.empty()) {
+    std::string why = "it calls " + unknown_code +
+                      ", which pgwarden cannot analyse: what it changes is unknown; policy \"" +
+                      pol.name +
+                      "\" needs a human approval for that (or lists it in "
+                      "allowed_functions)";
+    if (r.verdict == "allow") {
+      r = {"approve", "policy.unknown_effect", why, false};
+    } else {
+      effect.reasons.push_back("unknown_effect: " + why);
+    }
+  }
   const bool threshold = pol.approve_when_rows_over > 0;
   if (r.verdict != "deny" && !writes.empty() &&
       (threshold || (r.verdict == "approve" && pol.dry_run))) {

@@ -30,6 +30,14 @@
 // CTEs, calling only functions on a short side-effect-free list, on tables without triggers,
 // rules or (for INSERT/UPDATE/MERGE) sequences (EffectProbe::irreversible_effects).
 //
+// Code analysis cannot see: under a policy that is not read_only and has
+// approve_unbounded_writes, a statement that calls a function or procedure outside pg_catalog
+// (schema-qualified, or an unqualified name that some function outside pg_catalog has, or no
+// function at all: asked with the lineage catalog; no answer = approve) that allowed_functions
+// does not list
+// needs approval, rule "policy.unknown_effect" (not cacheable). DO, CREATE TRIGGER and
+// writing CREATE RULE are unknown effects of the evaluator (controlplane/policy/effect.h).
+//
 // Column lineage (controlplane/policy/lineage.h, mask_lineage.h): when the session's policy has
 // column masks and the analyser was given a catalog provider, every statement's lineage is
 // computed over the target's catalog and check_lineage() refuses (deny, rule
@@ -42,6 +50,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "controlplane/policy/lineage.h"
 #include "controlplane/policy/sql_analysis.h"
@@ -69,6 +79,12 @@ class PolicyAnalyser : public StatementAnalyser {
                                     const protocol::AnalyseRequest& request) override;
 
  private:
+  // The first of `functions` outside pg_catalog that allowed_functions does not list, as
+  // "schema.name" (or the name and why it counts: not in the catalog, the catalog could not
+  // be asked); "" for none.
+  std::string unanalysable_function(const SessionView& session,
+                                    const std::vector<policy::FunctionRef>& functions) const;
+
   std::shared_ptr<EffectProbe> probe_;
   CatalogProvider catalogs_;
 };

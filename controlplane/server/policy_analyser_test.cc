@@ -54,8 +54,10 @@ class PolicyAnalyserTest : public ::testing::Test {
     policy_.masks = {{"crm.customers.email", "", "", "email"}, {"", "*ssn*", "", "hash"}};
     policy_.deny_masked_in_expressions = true;
   }
+  // `with`: another analyser than the fixture's (one with a catalog provider).
   protocol::AnalyseResponse analyse(const std::string& sql,
-                                    std::vector<protocol::PrescreenHit> prescreen = {}) {
+                                    std::vector<protocol::PrescreenHit> prescreen = {},
+                                    PolicyAnalyser* with = nullptr) {
     std::string sid = "s";
     AuthenticatedIdentity id{"alice", "iss", {"agents"}};
     SessionView view{sid, id, policy_, target_, config_, &state_};
@@ -63,7 +65,7 @@ class PolicyAnalyserTest : public ::testing::Test {
     req.session_id = sid;
     req.sql = sql;
     req.prescreen = std::move(prescreen);
-    return analyser_.analyse(view, req);
+    return (with != nullptr ? *with : analyser_).analyse(view, req);
   }
   void writer_policy() {
     policy_.allowed_kinds = {"select", "write", "prepared", "explain_analyze", "truncate"};
@@ -170,16 +172,74 @@ TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed
   auto unknown = analyse("update crm.orders set v = 1 where status = 'z'");
   EXPECT_EQ(unknown.rule, "policy.rows_over");
   EXPECT_NE(unknown.message.find("unavailable"), std::string::npos);
-  // A user-defined function the planner could run: no EXPLAIN, so approval.
+  // A user-defined function the planner could run: no EXPLAIN, so no estimate (and the call
+  // itself is an unknown effect).
   probe_->estimated.clear();
-  auto udf = analyse("update crm.orders set v = 1 where id = my_stable_fn()");
-  EXPECT_EQ(udf.rule, "policy.rows_over");
-  EXPECT_NE(udf.message.find("public.my_stable_fn"), std::string::npos) << udf.message;
+  const std::string udf_sql = "update crm.orders set v = 1 where id = my_stable_fn()";
+  auto udf = analyse(udf_sql);
+  EXPECT_EQ(udf.rule, "policy.unknown_effect");
+  EXPECT_NE(udf.message.find("my_stable_fn"), std::string::npos) << udf.message;
   EXPECT_TRUE(probe_->estimated.empty());
+  auto udf_effect = state_.take_effect(udf_sql);
+  ASSERT_EQ(udf_effect.reasons.size(), 2u);
+  EXPECT_NE(udf_effect.reasons[1].find("public.my_stable_fn"), std::string::npos)
+      << udf_effect.reasons[1];
   // Reads are never estimated.
   probe_->estimated.clear();
   EXPECT_EQ(analyse("select 1").verdict, "allow");
   EXPECT_TRUE(probe_->estimated.empty());
+}
+
+// Functions outside pg_catalog are code pgwarden cannot analyse: under a writable policy a
+// call waits for approval, wherever it is and whatever the statement's kind.
+TEST_F(PolicyAnalyserTest, CallsOfCodeOutsidePgCatalogNeedApprovalUnderWritablePolicies) {
+  writer_policy();
+  policy_.allowed_kinds.push_back("call");
+  policy_.masks.clear();  // no lineage: only the effect analysis speaks
+  auto catalog = std::make_shared<policy::FakeCatalog>();
+  for (const char* builtin : {"lower", "upper", "now", "count"}) {
+    catalog->add_function(builtin, "pg_catalog");
+  }
+  catalog->add_function("purge", "public");
+  catalog->add_function("shadowed", "pg_catalog");
+  catalog->add_function("shadowed", "public");
+  bool catalog_down = false;
+  PolicyAnalyser analyser(probe_, [&](const config::Config&, const config::Target&) {
+    if (catalog_down) return Result<std::shared_ptr<policy::LineageCatalog>>(unavailable("down"));
+    return Result<std::shared_ptr<policy::LineageCatalog>>(
+        std::shared_ptr<policy::LineageCatalog>(catalog));
+  });
+  auto run = [&](const std::string& sql) { return analyse(sql, {}, &analyser); };
+  for (const char* sql : {"select purge()", "select public.anything(1)", "call my_proc()",
+                          "select * from crm.orders where id = purge()", "select shadowed()",
+                          "with x as (select purge()) select * from x"}) {
+    auto r = run(sql);
+    EXPECT_EQ(r.verdict, "approve") << sql;
+    EXPECT_EQ(r.rule, "policy.unknown_effect") << sql;
+    EXPECT_FALSE(r.cacheable) << sql;
+  }
+  EXPECT_NE(run("select purge()").message.find("public.purge"), std::string::npos);
+  EXPECT_NE(run("call my_proc()").message.find("no such function"), std::string::npos);
+  // Built-in functions stay allowed (and cacheable).
+  auto builtin = run("select lower('A'), pg_catalog.upper('b'), now(), count(*) from crm.orders");
+  EXPECT_EQ(builtin.verdict, "allow");
+  EXPECT_TRUE(builtin.cacheable);
+  // PREPARE of a call waits (and so does every EXECUTE of it).
+  EXPECT_EQ(run("prepare w as select purge()").rule, "policy.unknown_effect");
+  // allowed_functions vouches for a function.
+  policy_.allowed_functions = {"purge", "public.anything"};
+  EXPECT_EQ(run("select purge(), public.anything(1)").verdict, "allow");
+  // Without an answer from the catalog: approval, not a guess.
+  policy_.allowed_functions.clear();
+  catalog_down = true;
+  auto down = run("select lower('a')");
+  EXPECT_EQ(down.rule, "policy.unknown_effect");
+  EXPECT_NE(down.message.find("down"), std::string::npos) << down.message;
+  catalog_down = false;
+  // Read-only policies run no writes at all: calls are not held there.
+  policy_.read_only = true;
+  policy_.allowed_kinds = {"select"};
+  EXPECT_EQ(run("select purge()").verdict, "allow");
 }
 
 TEST_F(PolicyAnalyserTest, ExecuteInheritsPrepareAcrossRequestsAndIsEstimatedByItsText) {

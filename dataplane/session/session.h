@@ -32,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -241,6 +242,15 @@ class Session {
   // Execute and FunctionCall of a recording-required session: forwarded only once their record
   // is written (a Parse's record covers its statement's first execution, ExecutionLedger).
   bool check_execution(const pgwire::Message& m);
+  // Bind (`m`, or a stand-in for a streamed one) of `statement`, a name this session did not
+  // prepare with a Parse we forwarded (a SQL PREPARE, whose approval covers only that PREPARE:
+  // every EXECUTE is decided anew), is refused (42501, rule unknown_prepared_statement). True
+  // when it was refused. Not pooled sessions: they map names themselves (session_pool.cc).
+  bool refuse_unparsed_bind(const pgwire::Message& m, std::string_view statement);
+  // Keeps parsed_statements_ in step with what is forwarded: Parse adds, Close removes, and a
+  // statement text that may DEALLOCATE or DISCARD (SQL-level) forgets them all (fail closed:
+  // a later Bind of such a name is refused rather than run under a stale decision).
+  void note_statement_names(const pgwire::Message& m);
   // True (and the front message stays unprocessed) while statements forwarded earlier still
   // have results to come in a recording-required session; releases itself in pump().
   bool hold_for_results();
@@ -428,6 +438,8 @@ class Session {
   uint64_t escalation_seq_ = 0;
   std::optional<Decision> decision_;  // decided verdict for the front client message
   bool skip_until_sync_ = false;
+  // Names of statements prepared by Parse messages forwarded in this session (client names).
+  std::unordered_set<std::string> parsed_statements_;
   uint64_t cycles_sent_ = 0;      // Query/Sync/FunctionCall forwarded upstream
   uint64_t cycles_received_ = 0;  // ReadyForQuery received
   std::deque<Rewrite> rewrites_;

@@ -26,6 +26,12 @@ constexpr int64_t kCloseFlushMs = 2000;
 // PostgreSQL's own cap on a client message (PQ_LARGE_MESSAGE_LIMIT): a streamed Bind or
 // CopyData may be this long.
 constexpr uint32_t kMaxStreamedMessageBytes = 0x3fffffff;
+// How much of a streamed Bind is waited for to read its portal and statement names before it
+// is relayed. A longer statement name cannot be a SQL PREPARE's (identifiers are cut to 63
+// bytes), so only those are checked against the Parse-prepared names.
+constexpr size_t kMaxBindNamesBytes = 64 * 1024;
+// Parse-prepared statement names a session remembers (Session::parsed_statements_).
+constexpr size_t kMaxParsedStatements = 10000;
 
 inline uint64_t random64() {
   uint64_t v = 0;

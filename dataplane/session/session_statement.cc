@@ -74,6 +74,25 @@ void Session::process_client_input() {
             if (!start_pooled_bind_stream(len)) break;
             continue;
           }
+        } else if (h[0] == 'B' && !skip_until_sync_) {
+          // The names lead the body: a statement no Parse prepared is refused before any byte
+          // goes upstream (as for a Bind that fits).
+          std::string_view body(client_in_.data() + client_in_off_ + 5, client_in_pending() - 5);
+          size_t portal_end = body.find('\0');
+          size_t name_end =
+              portal_end == std::string_view::npos ? portal_end : body.find('\0', portal_end + 1);
+          if (name_end == std::string_view::npos) {
+            if (body.size() < kMaxBindNamesBytes) break;  // wait for the names
+            // Longer names than that are not SQL PREPARE names: relayed below.
+          } else {
+            pw::Message stand_in;
+            stand_in.type = 'B';
+            if (refuse_unparsed_bind(stand_in,
+                                     body.substr(portal_end + 1, name_end - portal_end - 1))) {
+              client_skip_ = 1 + static_cast<size_t>(len);
+              continue;
+            }
+          }
         }
         start_client_stream(h[0], len);
         continue;
@@ -357,7 +376,13 @@ bool Session::handle_statement_message(const pw::Message& m) {
       return false;
     case 'E':
       return check_execution(m);
-    case 'B':
+    case 'B': {
+      pw::Bind b;
+      // Malformed: PostgreSQL answers it.
+      if (pw::parse(m.body, &b).ok() && refuse_unparsed_bind(m, b.statement)) return true;
+      forward(m);
+      return true;
+    }
     case 'D':
     case 'C':
     case 'H':
@@ -448,8 +473,60 @@ void Session::finish_client_stream() {
   }
 }
 
+bool Session::refuse_unparsed_bind(const pw::Message& m, std::string_view statement) {
+  // Pooled sessions map every name they Parse and refuse SQL PREPARE (pool_restrictions.h).
+  if (pooled() || statement.empty() || parsed_statements_.contains(std::string(statement))) {
+    return false;
+  }
+  const std::string what = "-- Bind of prepared statement \"" + std::string(statement) + "\"";
+  emit_statement(what, "deny", "unknown_prepared_statement", "execute");
+  apply_denial(m, "42501",
+               "pgwarden: prepared statement \"" + std::string(statement) +
+                   "\" was not prepared with a Parse message in this session (a SQL PREPARE is "
+                   "run with EXECUTE, which is decided each time)",
+               "unknown_prepared_statement");
+  return true;
+}
+
+void Session::note_statement_names(const pw::Message& m) {
+  if (pooled()) return;
+  std::string_view text, name;
+  if (m.type == 'P') {
+    pw::Parse p;
+    if (!pw::parse(m.body, &p).ok()) return;
+    text = p.query;
+    name = p.statement;
+  } else if (m.type == 'Q') {
+    pw::Query q;
+    if (!pw::parse(m.body, &q).ok()) return;
+    text = q.sql;
+  } else if (m.type == 'C') {
+    pw::Close c;
+    if (pw::parse(m.body, &c).ok() && c.kind == 'S') parsed_statements_.erase(std::string(c.name));
+    return;
+  } else {
+    return;
+  }
+  // Keywords cannot be quoted or escaped: a text without these words deallocates nothing.
+  auto mentions = [&](std::string_view word) {
+    auto it = std::search(text.begin(), text.end(), word.begin(), word.end(), [](char a, char b) {
+      return (a >= 'A' && a <= 'Z' ? a - 'A' + 'a' : a) == b;
+    });
+    return it != text.end();
+  };
+  if (!parsed_statements_.empty() && (mentions("deallocate") || mentions("discard"))) {
+    parsed_statements_.clear();
+  }
+  if (!name.empty()) {
+    // Over the cap the names are forgotten: later Binds of them are refused (fail closed).
+    if (parsed_statements_.size() >= kMaxParsedStatements) parsed_statements_.clear();
+    parsed_statements_.emplace(name);
+  }
+}
+
 void Session::forward(const pw::Message& m, const Decision* d) {
   if (pooled() && refuse_pooled_statement(m)) return;
+  note_statement_names(m);
   // Masking and recording know the client's names; the server gets its own (pooled).
   if (results_) note_forwarded(m);
   if (grant_.recording_required) {
@@ -693,7 +770,7 @@ void Session::apply_denial(const pw::Message& m, const std::string& sqlstate,
   r.message = message;
   r.rule = rule;
   r.position = position;
-  if (m.type == 'P' || m.type == 'E') {
+  if (m.type == 'P' || m.type == 'E' || m.type == 'B') {
     // Extended protocol: a nonce Parse fails in its place and the server skips to Sync.
     pw::append_parse(up_out_, "pgwarden_denied_" + nonce_, nonce_sql_);
     skip_until_sync_ = true;

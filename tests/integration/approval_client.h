@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +28,36 @@ inline Res next_result(PGconn* c, int timeout_ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return nullptr;
+}
+
+// The target database's answer to `sql` (psql -At), trailing newlines and blanks cut.
+inline std::string db_answer(GatewayHarness& gw, const std::string& sql) {
+  auto r = gw.pg().psql(sql);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  std::string s = r.is_ok() ? *r : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+// pgwardenctl `args` --json as admin principal `principal`, parsed (discarded on bad JSON).
+inline nlohmann::json ctl_json_as(const GatewayHarness& gw, const std::string& principal,
+                                  std::vector<std::string> args) {
+  args.push_back("--json");
+  CtlResult r = gw.ctl(principal, args);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  return nlohmann::json::parse(r.out, nullptr, false);
+}
+
+// The pending approval request whose statement is `sql` ({} if none), listed as `principal`.
+inline nlohmann::json pending_request(const GatewayHarness& gw, const std::string& principal,
+                                      const std::string& sql) {
+  nlohmann::json list = ctl_json_as(gw, principal, {"approvals", "list", "--state", "pending"});
+  if (list.is_object() && list["approvals"].is_array()) {
+    for (const nlohmann::json& a : list["approvals"]) {
+      if (a.value("sql", "") == sql) return a;
+    }
+  }
+  return nlohmann::json::object();
 }
 
 // Drains the remaining results of the current query.

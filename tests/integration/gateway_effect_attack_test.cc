@@ -1,0 +1,512 @@
+// Approvals by effect and deny rules under hostile SQL, live: psql and libpq (simple and
+// extended protocol, multi-statement strings, SQL PREPARE/EXECUTE) through pgwarden-dp to the
+// sandbox PostgreSQL, decided with the real pgwardenctl. Each class of bypass is tried the way
+// an agent would try it; every test asserts that nothing reached PostgreSQL before a decision
+// (the table's rows, checked in PostgreSQL), that the client got the documented SQLSTATE, and
+// that the decision was audited.
+//
+// Two gateways: one with a policy that allows every kind (no word-level approve rules, so only
+// the effect analysis can hold a statement), one with the quick-start policy's settings
+// (approve_kinds delete, approve_when_rows_over 10, the deny and approve rule sets) for shape
+// grants and transactions.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/approval_client.h"
+#include "tests/integration/gateway_harness.h"
+
+namespace pgwarden::testing {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// What happened to one statement an agent sent.
+struct Outcome {
+  std::string held_rule;  // the approval request's rule when it was held (then denied)
+  std::string id;         // that request's id
+  std::string sqlstate;   // the error the client got ("" when it ran or was held)
+  std::string message;
+  bool ran = false;  // completed without error and without a request
+};
+
+template <typename Derived>
+class AttackGatewayTest : public SharedGatewayTest<Derived> {
+ protected:
+  using SharedGatewayTest<Derived>::gw_;
+
+  static std::string db(const std::string& sql) { return db_answer(*gw_, sql); }
+  // public.<name>(k int primary key, v text) with `rows` rows (v = 'orig'), analysed, owned by
+  // the gateway's role.
+  static void make_table(const std::string& name, int rows) {
+    ASSERT_FALSE(db("create table public." + name + " (k int primary key, v text); insert into " +
+                    "public." + name + " select g, 'orig' from generate_series(1, " +
+                    std::to_string(rows) + ") g; analyze public." + name + "; alter table public." +
+                    name + " owner to app_scram; select 1")
+                     .empty());
+  }
+  static Conn agent(const std::string& key = "agent1") {
+    Conn c(PQconnectdb(gw_->conninfo_as(key).c_str()));
+    EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+    return c;
+  }
+  // Waits for the statement already sent on `c` (`sql` as the request shows it): either its
+  // results arrive, or a pending request for it appears; a request is left pending when
+  // `leave_pending`, otherwise it is denied and the client's 42501 is checked.
+  static Outcome await(PGconn* c, const std::string& sql, bool leave_pending = false) {
+    Outcome o;
+    auto end = Clock::now() + std::chrono::seconds(20);
+    auto next_poll = Clock::now();
+    while (Clock::now() < end) {
+      if (PQconsumeInput(c) == 0) {
+        o.sqlstate = "connection lost";
+        return o;
+      }
+      if (PQisBusy(c) == 0) {
+        o.ran = true;
+        while (PGresult* raw = PQgetResult(c)) {
+          Res r(raw);
+          if (PQresultStatus(raw) == PGRES_FATAL_ERROR && o.sqlstate.empty()) {
+            o.ran = false;
+            o.sqlstate = sqlstate(raw);
+            o.message = PQresultErrorMessage(raw);
+          }
+          if (PQisBusy(c) != 0) PQconsumeInput(c);
+        }
+        return o;
+      }
+      if (Clock::now() >= next_poll) {
+        json p = pending_request(*gw_, "reviewer", sql);
+        if (p.contains("id")) {
+          o.held_rule = p.value("rule", "");
+          o.id = p.value("id", "");
+          if (leave_pending) return o;
+          CtlResult d = gw_->ctl("reviewer", {"approvals", "deny", o.id, "--reason", "attack"});
+          EXPECT_EQ(d.code, 0) << d.out << d.err;
+          Res r = next_result(c, 10000);
+          EXPECT_NE(r, nullptr);
+          EXPECT_EQ(sqlstate(r.get()), "42501") << sql;
+          drain(c);
+          return o;
+        }
+        next_poll = Clock::now() + std::chrono::milliseconds(250);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    o.sqlstate = "timeout";
+    return o;
+  }
+  static Outcome attempt(PGconn* c, const std::string& sql) {
+    EXPECT_EQ(PQsendQuery(c, sql.c_str()), 1) << PQerrorMessage(c);
+    return await(c, sql);
+  }
+  // True when the audit log has a deny of statement `sql`: a policy decision (event
+  // "decision") or a dataplane refusal (event "statement": a prescreen deny rule, a Bind),
+  // which reaches the log through the event ring a moment later (wait with eventually()).
+  static bool audited_deny(const std::string& sql) {
+    std::istringstream lines(gw_->audit_log());
+    for (std::string line; std::getline(lines, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("sql", "") == sql && j.value("decision", "") == "deny" &&
+          (j.value("event", "") == "decision" || j.value("event", "") == "statement")) {
+        return true;
+      }
+    }
+    return false;
+  }
+  static std::vector<json> approval_audit(const std::string& id) {
+    std::vector<json> out;
+    std::istringstream lines(gw_->audit_log());
+    for (std::string line; std::getline(lines, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("approval_id", "") == id) out.push_back(std::move(j));
+    }
+    return out;
+  }
+  // Asserts that `o` was held under `rule`, and that the request and its denial were audited.
+  static void expect_held(const Outcome& o, const std::string& rule, const std::string& sql) {
+    EXPECT_EQ(o.held_rule, rule) << sql << " ran=" << o.ran << " " << o.sqlstate << " "
+                                 << o.message;
+    if (o.id.empty()) return;
+    bool requested = false, denied = false;
+    for (const json& j : approval_audit(o.id)) {
+      requested |= j.value("event", "") == "approval_requested";
+      denied |= j.value("event", "") == "approval_denied";
+    }
+    EXPECT_TRUE(requested && denied) << sql << "\n" << gw_->audit_log();
+  }
+};
+
+// --- every kind allowed: only the effect analysis holds -------------------------------------
+
+class GatewayEffectAttackTest : public AttackGatewayTest<GatewayEffectAttackTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = R"({"name": "effects", "allowed_kinds": ["*"],
+        "allowed_relations": ["public.*"], "read_only": false,
+        "approve_when_rows_over": 50, "dry_run": true, "rule_sets": ["deny"]})";
+    o.approver_groups = {"reviewers"};
+    o.approval_timeout_s = 120;
+    o.admin_principals = {{"reviewer", {"reviewers"}}};
+    return o;
+  }
+
+ protected:
+  // Tables of this suite have 5 rows: far under the policy's row threshold, so the planner
+  // cannot be what holds a statement.
+  static std::string state(const std::string& name) {
+    return db("select count(*) || '/' || count(*) filter (where v = 'orig') from public." + name);
+  }
+};
+
+TEST_F(GatewayEffectAttackTest, TautologiesHiddenFromAWhereCheckWaitWhateverTheTableSize) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_taut", 5));
+  ASSERT_NO_FATAL_FAILURE(make_table("t_other", 5));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"update public.t_taut set v = 'x' where k = k", "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where ctid = ctid", "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where k > 0 or k <= 0", "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where k < 3 or k = 3 or k > 3", "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where v like '%'", "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where lower(v) = lower(v)", "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where k in (select k from public.t_taut)",
+       "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where t_taut.k = any (select k from public.t_taut)",
+       "policy.where_tautology"},
+      {"delete from public.t_taut t where exists (select 1 from public.t_taut s where s.k = t.k)",
+       "policy.where_tautology"},
+      {"update public.t_taut set v = 'x' where k is not distinct from k",
+       "policy.where_constant_true"},
+      {"update public.t_taut set v = 'x' where v is null or v is not null",
+       "policy.where_constant_true"},
+      {"merge into public.t_taut t using public.t_other o on t.k = t.k "
+       "when matched then delete",
+       "policy.where_tautology"},
+      // The brief's row-independent forms (already held before): every row or none.
+      {"update public.t_taut set v = 'x' where coalesce(null, true)", "policy.where_constant_true"},
+      {"update public.t_taut set v = 'x' where (select true)", "policy.where_constant_true"},
+      {"update public.t_taut set v = 'x' where true::text = 'true'", "policy.where_constant_true"},
+      {"update public.t_taut set v = 'x' where random() < 2", "policy.where_row_independent"},
+      {"update public.t_taut set v = 'x' from public.t_other", "policy.where_absent"},
+      {"delete from public.t_taut using public.t_other where t_other.k > 0",
+       "policy.where_row_independent"},
+      // Inside a multi-statement string and a transaction: the string waits as a whole.
+      {"begin; update public.t_taut set v = 'y' where k = 1; "
+       "delete from public.t_taut where k = k; commit",
+       "policy.where_tautology"},
+      // An upsert whose source is the target itself updates every row it reads.
+      {"insert into public.t_taut select k, 'y' from public.t_taut "
+       "on conflict (k) do update set v = excluded.v",
+       "policy.where_absent"},
+      // A tautology in a data-modifying CTE.
+      {"with d as (delete from public.t_taut where k >= k returning k) select count(*) from d",
+       "policy.where_tautology"},
+  };
+  Conn c = agent();
+  for (const auto& [sql, rule] : cases) {
+    SCOPED_TRACE(sql);
+    Outcome o = attempt(c.get(), sql);
+    expect_held(o, rule, sql);
+    EXPECT_EQ(state("t_taut"), "5/5");
+  }
+  // The extended protocol (Parse with a placeholder) and SQL PREPARE/EXECUTE hold the same.
+  const std::string ext = "update public.t_taut set v = $1 where k = k";
+  const char* values[] = {"x"};
+  ASSERT_EQ(PQsendQueryParams(c.get(), ext.c_str(), 1, nullptr, values, nullptr, nullptr, 0), 1);
+  expect_held(await(c.get(), ext), "policy.where_tautology", ext);
+  Outcome prep = attempt(c.get(), "prepare wipe as delete from public.t_taut where k = k");
+  expect_held(prep, "policy.where_tautology", "prepare");
+  EXPECT_EQ(state("t_taut"), "5/5");
+  // Near misses choose rows: they run at once.
+  for (const char* sql : {"update public.t_taut set v = 'n' where k > 4 or k < 4",
+                          "update public.t_taut set v = 'n' where v like 'z%'",
+                          "update public.t_taut set v = 'n' where k <> k"}) {
+    Outcome o = attempt(c.get(), sql);
+    EXPECT_TRUE(o.ran) << sql << " held=" << o.held_rule << " " << o.message;
+  }
+  EXPECT_EQ(state("t_taut"), "5/1");  // k > 4 OR k < 4 changed four rows
+}
+
+TEST_F(GatewayEffectAttackTest, WritesHiddenInCodeWaitForApproval) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_code", 5));
+  ASSERT_FALSE(db(R"(set role app_scram;
+      create function public.purge() returns int language sql as
+        'delete from public.t_code; select 1';
+      create function public.purge_definer() returns int language plpgsql security definer as
+        'begin delete from public.t_code; return 1; end';
+      create function public.yes(int) returns boolean language sql as 'select true';
+      create procedure public.purge_proc() language sql as 'delete from public.t_code';
+      create table public.t_code_log (a int);
+      reset role; select 1)")
+                   .empty());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"select public.purge()", "policy.unknown_effect"},
+      {"select purge()", "policy.unknown_effect"},
+      {"select purge_definer()", "policy.unknown_effect"},
+      {"select * from public.t_code where purge() = 1", "policy.unknown_effect"},
+      {"select (select purge())", "policy.unknown_effect"},
+      {"update public.t_code set v = 'x' where yes(k)", "policy.unknown_effect"},
+      {"call public.purge_proc()", "policy.unknown_effect"},
+      {"do $$ begin delete from public.t_code; end $$", "policy.unknown_effect"},
+      {"explain analyze select purge()", "policy.unknown_effect"},
+      // Code that would run on every later write, where no request is made.
+      {"create rule r_code as on insert to public.t_code_log do also delete from public.t_code",
+       "policy.unknown_effect"},
+      {"create trigger trg_code after insert on public.t_code_log "
+       "execute function public.purge()",
+       "policy.unknown_effect"},
+  };
+  Conn c = agent();
+  for (const auto& [sql, rule] : cases) {
+    SCOPED_TRACE(sql);
+    expect_held(attempt(c.get(), sql), rule, sql);
+    EXPECT_EQ(state("t_code"), "5/5");
+  }
+  // Over the extended protocol too.
+  const std::string ext = "select purge() + $1::int";
+  const char* values[] = {"1"};
+  ASSERT_EQ(PQsendQueryParams(c.get(), ext.c_str(), 1, nullptr, values, nullptr, nullptr, 0), 1);
+  expect_held(await(c.get(), ext), "policy.unknown_effect", ext);
+  EXPECT_EQ(state("t_code"), "5/5");
+  // Built-in functions are not held.
+  Outcome builtin =
+      attempt(c.get(), "select lower(v), now(), count(*) from public.t_code group by 1");
+  EXPECT_TRUE(builtin.ran) << builtin.message << builtin.held_rule;
+}
+
+TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_drop", 5));
+  ASSERT_FALSE(db("create view public.v_drop as select * from public.t_drop; "
+                  "alter view public.v_drop owner to app_scram; select 1")
+                   .empty());
+  Conn c = agent();
+  for (const char* sql :
+       {"drop table public.t_drop cascade", "drop view public.v_drop cascade",
+        "alter table public.t_drop drop column v", "truncate public.t_drop cascade"}) {
+    SCOPED_TRACE(sql);
+    expect_held(attempt(c.get(), sql),
+                std::string_view(sql).starts_with("truncate") ? "policy.truncate" : "policy.drop",
+                sql);
+    EXPECT_EQ(state("t_drop"), "5/5");
+  }
+  EXPECT_EQ(db("select count(*) from public.v_drop"), "5");
+}
+
+TEST_F(GatewayEffectAttackTest, DenyRulesHoldAgainstSpellingTricks) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_deny", 5));
+  Conn c = agent();
+  // Spelling tricks on the wire (case, comments, tabs, newlines, quoting of the file name),
+  // functions reading or writing server files, server-side extensions.
+  for (const char* sql :
+       {"DrOp/**/DATABASE demo", "drop\tdatabase demo", "drop -- x\n database demo",
+        "select 1; drop database demo", "copy public.t_deny to '/tmp/pgw_attack'",
+        "copy public.t_deny to E'/tmp/pgw_attack'", "copy public.t_deny to $$/tmp/pgw_attack$$",
+        "copy public.t_deny to U&'/tmp/pgw_attack'", "CoPy public.t_deny TO\nProgram 'true'",
+        "copy (select 1) to program $x$true$x$", "select pg_read_file('/etc/passwd')",
+        "select lo_export(1, '/tmp/pgw_attack')", "create extension dblink",
+        "alter/**/system set work_mem = '1MB'", "set role postgres",
+        "set session authorization postgres"}) {
+    SCOPED_TRACE(sql);
+    Outcome o = attempt(c.get(), sql);
+    EXPECT_EQ(o.sqlstate, "42501") << o.message << " held=" << o.held_rule << " ran=" << o.ran;
+    EXPECT_TRUE(o.held_rule.empty());
+    EXPECT_TRUE(eventually([&] { return audited_deny(sql); }, 10000)) << gw_->audit_log();
+  }
+  EXPECT_EQ(state("t_deny"), "5/5");
+  EXPECT_NE(db("select datname from pg_database where datname = 'demo'"), "");
+  // The same through the extended protocol (one Parse message per statement).
+  for (const char* sql : {"DrOp/**/DATABASE demo", "copy public.t_deny to $$/tmp/pgw_attack$$"}) {
+    Res r(PQexecParams(c.get(), sql, 0, nullptr, nullptr, nullptr, nullptr, 0));
+    EXPECT_EQ(sqlstate(r.get()), "42501") << sql << ": " << PQresultErrorMessage(r.get());
+  }
+  // A DO block cannot reach a deny rule's text (its body is a literal): it waits for a
+  // reviewer, who sees the body (and PostgreSQL refuses DROP DATABASE inside a function).
+  const std::string dyn = "do $$ begin execute 'copy public.t_deny to program ''true'''; end $$";
+  expect_held(attempt(c.get(), dyn), "policy.unknown_effect", dyn);
+}
+
+// --- the quick-start settings: shape grants, identities, transactions ----------------------
+
+class GatewayQuickstartAttackTest : public AttackGatewayTest<GatewayQuickstartAttackTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = R"({"name": "demo-agents",
+        "allowed_kinds": ["select", "insert", "update", "delete", "copy_to_stdout",
+                          "transaction", "prepare", "execute", "deallocate", "show"],
+        "allowed_relations": ["crm.*", "public.*"], "read_only": false,
+        "approve_kinds": ["delete"], "approve_when_rows_over": 10, "dry_run": true,
+        "rule_sets": ["deny", "approve", "pii"]})";
+    o.extra_service_keys = {"agent2"};
+    o.approver_groups = {"reviewers"};
+    o.approval_timeout_s = 120;
+    o.admin_principals = {{"reviewer", {"reviewers"}}};
+    return o;
+  }
+
+ protected:
+  static std::string count(const std::string& name) {
+    return db("select count(*) from public." + name);
+  }
+  // Approves request `id` (scope shape for 10 minutes) and waits for the client's result.
+  static void approve_shape(const std::string& id, PGconn* c) {
+    CtlResult a =
+        gw_->ctl("reviewer", {"approvals", "approve", id, "--scope", "shape", "--for", "10m"});
+    ASSERT_EQ(a.code, 0) << a.out << a.err;
+    Res r = next_result(c, 10000);
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+    drain(c);
+  }
+};
+
+TEST_F(GatewayQuickstartAttackTest, ShapeGrantsDoNotWidenToLiteralsThatReachMoreRows) {
+  ASSERT_NO_FATAL_FAILURE(make_table("q_shape", 100));
+  Conn c = agent();
+  // A delete of one row, approved for its shape.
+  const std::string one = "delete from public.q_shape where k = 1 or 1 = 2";
+  ASSERT_EQ(PQsendQuery(c.get(), one.c_str()), 1);
+  Outcome held = await(c.get(), one, /*leave_pending=*/true);
+  ASSERT_EQ(held.held_rule, "policy.approve_kinds");
+  ASSERT_NO_FATAL_FAILURE(approve_shape(held.id, c.get()));
+  EXPECT_EQ(count("q_shape"), "99");
+  // The grant covers the same shape with another row.
+  Outcome two = attempt(c.get(), "delete from public.q_shape where k = 2 or 1 = 2");
+  EXPECT_TRUE(two.ran) << two.held_rule << two.message;
+  EXPECT_EQ(count("q_shape"), "98");
+  // ... not the same shape whose literals make it reach every row.
+  const std::string all = "delete from public.q_shape where k = 3 or 1 = 1";
+  expect_held(attempt(c.get(), all), "policy.approve_kinds", all);
+  EXPECT_EQ(count("q_shape"), "98");
+  // ... nor another identity.
+  Conn other = agent("agent2");
+  const std::string four = "delete from public.q_shape where k = 4 or 1 = 2";
+  expect_held(attempt(other.get(), four), "policy.approve_kinds", four);
+  EXPECT_EQ(count("q_shape"), "98");
+
+  // A planner-threshold approval for 20 rows does not stand for a million.
+  const std::string few = "update public.q_shape set v = 'few' where k < 30";
+  ASSERT_EQ(PQsendQuery(c.get(), few.c_str()), 1);
+  Outcome over = await(c.get(), few, /*leave_pending=*/true);
+  ASSERT_EQ(over.held_rule, "policy.rows_over");
+  ASSERT_NO_FATAL_FAILURE(approve_shape(over.id, c.get()));
+  Outcome fewer = attempt(c.get(), "update public.q_shape set v = 'fewer' where k < 20");
+  EXPECT_TRUE(fewer.ran) << fewer.held_rule << fewer.message;
+  const std::string many = "update public.q_shape set v = 'many' where k < 1000000";
+  expect_held(attempt(c.get(), many), "policy.rows_over", many);
+  EXPECT_EQ(db("select count(*) from public.q_shape where v = 'many'"), "0");
+}
+
+TEST_F(GatewayQuickstartAttackTest, RollbackToSavepointThenReplayNeedsANewApproval) {
+  ASSERT_NO_FATAL_FAILURE(make_table("q_tx", 5));
+  Conn c = agent();
+  Res r(PQexec(c.get(), "begin"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK);
+  r.reset(PQexec(c.get(), "savepoint s"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK);
+  const std::string del = "delete from public.q_tx where k = 1";
+  ASSERT_EQ(PQsendQuery(c.get(), del.c_str()), 1);
+  Outcome first = await(c.get(), del, /*leave_pending=*/true);
+  ASSERT_EQ(first.held_rule, "policy.approve_kinds");
+  ASSERT_EQ(gw_->ctl("reviewer", {"approvals", "approve", first.id}).code, 0);
+  Res done = next_result(c.get(), 10000);
+  ASSERT_NE(done, nullptr);
+  EXPECT_STREQ(PQcmdTuples(done.get()), "1");
+  drain(c.get());
+  r.reset(PQexec(c.get(), "rollback to savepoint s"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK);
+  // The same text again: a once-approval does not stand for a replay.
+  Outcome replay = attempt(c.get(), del);
+  expect_held(replay, "policy.approve_kinds", del);
+  EXPECT_NE(replay.id, first.id);
+  r.reset(PQexec(c.get(), "rollback"));
+  EXPECT_EQ(count("q_tx"), "5");
+}
+
+// A SQL PREPARE is decided once and every EXECUTE of it anew; a protocol-level Bind of the same
+// name (PQexecPrepared without PQprepare) would run it with no decision at all.
+TEST_F(GatewayQuickstartAttackTest, SqlPreparedStatementsRunOnlyThroughExecute) {
+  ASSERT_NO_FATAL_FAILURE(make_table("q_bind", 5));
+  Conn c = agent();
+  const std::string prep = "prepare del_one(int) as delete from public.q_bind where k = $1";
+  ASSERT_EQ(PQsendQuery(c.get(), prep.c_str()), 1);
+  Outcome held = await(c.get(), prep, /*leave_pending=*/true);
+  ASSERT_EQ(held.held_rule, "policy.approve_kinds");
+  ASSERT_EQ(gw_->ctl("reviewer", {"approvals", "approve", held.id}).code, 0);
+  Res r = next_result(c.get(), 10000);
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  drain(c.get());
+  expect_held(attempt(c.get(), "execute del_one(1)"), "policy.approve_kinds", "execute");
+  const char* values[] = {"2"};
+  r.reset(PQexecPrepared(c.get(), "del_one", 1, values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(r.get()), "42501") << PQresultErrorMessage(r.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(r.get())).find("not prepared with a Parse"),
+            std::string::npos)
+      << PQresultErrorMessage(r.get());
+  EXPECT_EQ(count("q_bind"), "5");
+  EXPECT_TRUE(
+      eventually([&] { return audited_deny("-- Bind of prepared statement \"del_one\""); }, 10000))
+      << gw_->audit_log();
+  // A Bind over max_message_bytes (1 MiB) is streamed upstream as it arrives: refused before.
+  const std::string big(2 << 20, '7');
+  const char* big_values[] = {big.c_str()};
+  r.reset(PQexecPrepared(c.get(), "del_one", 1, big_values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(r.get()), "42501") << PQresultErrorMessage(r.get());
+  EXPECT_EQ(count("q_bind"), "5");
+  // Names prepared with Parse bind as usual ...
+  r.reset(PQprepare(c.get(), "cnt", "select count(*) from public.q_bind", 0, nullptr));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  r.reset(PQexecPrepared(c.get(), "cnt", 0, nullptr, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+  EXPECT_STREQ(PQgetvalue(r.get(), 0, 0), "5");
+  // ... until a SQL DEALLOCATE, after which the name may be a SQL PREPARE's.
+  r.reset(PQexec(c.get(), "deallocate cnt"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  const std::string reuse = "prepare cnt as delete from public.q_bind where k = 3";
+  ASSERT_EQ(PQsendQuery(c.get(), reuse.c_str()), 1);
+  Outcome again = await(c.get(), reuse, /*leave_pending=*/true);
+  ASSERT_EQ(again.held_rule, "policy.approve_kinds");
+  ASSERT_EQ(gw_->ctl("reviewer", {"approvals", "approve", again.id}).code, 0);
+  r = next_result(c.get(), 10000);
+  ASSERT_NE(r, nullptr);
+  drain(c.get());
+  r.reset(PQexecPrepared(c.get(), "cnt", 0, nullptr, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(r.get()), "42501") << PQresultErrorMessage(r.get());
+  EXPECT_EQ(count("q_bind"), "5");
+  // The session goes on: the refusal ended at its Sync.
+  r.reset(PQexec(c.get(), "select 1"));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+}
+
+TEST_F(GatewayQuickstartAttackTest, KindsTheQuickstartPolicyDoesNotAllowAreRefusedAtOnce) {
+  ASSERT_NO_FATAL_FAILURE(make_table("q_kinds", 5));
+  Conn c = agent();
+  for (const char* sql :
+       {"do $$ begin delete from public.q_kinds; end $$",
+        "merge into public.q_kinds t using public.q_kinds s on true when matched then delete",
+        "truncate public.q_kinds", "drop table public.q_kinds",
+        "copy public.q_kinds to '/tmp/pgw_attack'", "copy public.q_kinds from stdin",
+        "select * from public.q_kinds for update", "alter table public.q_kinds drop column v",
+        "create rule r as on insert to public.q_kinds do also delete from public.q_kinds",
+        "set session_replication_role = replica", "select pg_terminate_backend(1)",
+        "select lo_unlink(1)"}) {
+    SCOPED_TRACE(sql);
+    Outcome o = attempt(c.get(), sql);
+    EXPECT_EQ(o.sqlstate, "42501") << o.message << " held=" << o.held_rule << " ran=" << o.ran;
+    EXPECT_TRUE(o.held_rule.empty());
+    EXPECT_TRUE(eventually([&] { return audited_deny(sql); }, 10000)) << gw_->audit_log();
+  }
+  EXPECT_EQ(count("q_kinds"), "5");
+}
+
+}  // namespace
+}  // namespace pgwarden::testing
