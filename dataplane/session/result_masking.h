@@ -97,6 +97,10 @@ struct ResultFilterConfig {
   // Emit completion records (kStatementEnd) even when recording is off: the session's
   // identity has budgets, which cp accounts from them (docs/budgets.md).
   bool account = false;
+  // The session's policy masks values: the DETAIL of integrity-constraint errors is replaced
+  // and error, notice and notification texts go through the detectors
+  // (masking/error_redaction.h); a notice or notification too large to inspect is dropped.
+  bool masks_values = false;
 };
 
 class ResultFilter {
@@ -218,6 +222,8 @@ class ResultFilter {
   Action on_data_row(std::string_view whole, std::string& out);
   Action on_copy_out(std::string_view whole, std::string& out);
   Action on_copy_data(std::string_view whole, std::string& out);
+  // ErrorResponse / NoticeResponse / NotificationResponse when the policy masks values.
+  Action redact_text_message(uint8_t type, std::string_view whole, std::string& out);
   // The statement that produced the current CopyOutResponse, or nullptr when unknown.
   const CopySource* copy_source(uint64_t* index) const;
   Action start_copy(const CopyPlan& plan, bool binary, std::string& out);
