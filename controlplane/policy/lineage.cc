@@ -149,10 +149,17 @@ class LineageWalker {
       case PG_QUERY__NODE__NODE_DO_STMT:
         out_->opaque_code = "DO";
         break;
-      case PG_QUERY__NODE__NODE_VIEW_STMT:
-        // Whoever selects from the view gets its query's columns: decided like that SELECT.
+      case PG_QUERY__NODE__NODE_VIEW_STMT: {
+        // Decided like its SELECT, and what it shows counts as copied under the view's name:
+        // verdicts cached (and statements prepared) for that name never checked its sources.
         out_->outputs = query_node(n->view_stmt->query);
+        out_->sink = "CREATE VIEW";
+        const PgQuery__RangeVar* v = n->view_stmt->view;
+        std::string name = v ? std::string(str(v->relname)) : std::string();
+        if (v && !str(v->schemaname).empty()) name = std::string(str(v->schemaname)) + "." + name;
+        write_outputs(std::move(name));
         break;
+      }
       case PG_QUERY__NODE__NODE_RULE_STMT:
         // A rule rewrites later statements (of any session) unseen.
         out_->opaque_code = "CREATE RULE";
@@ -231,8 +238,8 @@ class LineageWalker {
 
   // --- DDL -------------------------------------------------------------------------------
 
-  // A table whose definition the statement changes: its columns (a name the catalog does not
-  // know has none cp could mask; views are left alone, their columns resolve to their sources).
+  // A relation whose definition the statement changes: its columns, or a view's sources (a
+  // name the catalog does not know has none cp could mask).
   void alter(const PgQuery__RangeVar* rv, const char* how) {
     if (!rv) return;
     auto candidates = relations(std::string(str(rv->schemaname)), std::string(str(rv->relname)));
@@ -241,7 +248,12 @@ class LineageWalker {
       return;
     }
     for (const CatalogRelation& rel : *candidates) {
-      if (rel.kind == 'v') continue;
+      if ((rel.kind == 'v' || rel.kind == 'm') && !system_schema(rel.schema)) {
+        for (const OutputColumn& c : view_columns(rel)) {
+          for (const SourceColumn& s : c.lineage.all()) out_->altered.insert(s);
+        }
+        continue;
+      }
       for (const auto& c : rel.columns) out_->altered.insert(SourceColumn{rel.schema, rel.name, c});
     }
     if (out_->altered_by.empty()) out_->altered_by = how;

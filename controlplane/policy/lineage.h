@@ -92,7 +92,7 @@ struct StatementLineage {
   // CURSOR's query, PREPARE's statement. Empty for statements that return no rows.
   std::vector<OutputColumn> outputs;
   // Where the outputs go when not to the client: "" (the client), "COPY (query) TO",
-  // "CREATE TABLE AS", "SELECT INTO" (outputs are copied, not returned).
+  // "CREATE TABLE AS", "SELECT INTO", "CREATE VIEW" (outputs are copied, not returned).
   std::string sink;
   std::set<PredicateUse> predicates;
   // Source columns whose values (or functions of them) are written into a relation:

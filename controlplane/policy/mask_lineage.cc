@@ -152,6 +152,14 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
   for (const SourceColumn& s : l.written_from) {
     if (const MaskRule* r = mask_rule_for_source(policy, s)) {
       std::string where = l.written_to.empty() ? std::string("another relation") : l.written_to;
+      if (l.sink == "CREATE VIEW") {
+        return LineageRefusal{"masked_copied",
+                              "view " + where + " would show masked column " + s.qualified() +
+                                  " (mask " + selector(*r) +
+                                  ") under a new name, which statements already checked (cached "
+                                  "or prepared) for that name never saw; select from " +
+                                  s.schema + "." + s.table + " instead"};
+      }
       return LineageRefusal{"masked_copied", "statement copies masked column " + s.qualified() +
                                                  " (mask " + selector(*r) + ") into " + where +
                                                  ", out of the mask's reach"};

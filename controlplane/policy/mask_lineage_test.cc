@@ -199,7 +199,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE TABLE t (x text DEFAULT leak(1))", "opaque_function"},
         Case{"CREATE TABLE t (x text DEFAULT lower('A'))", ""},
         Case{"CREATE VIEW v AS SELECT ssn::int FROM crm.customers", "masked_derived"},
-        Case{"CREATE VIEW v AS SELECT id, ssn FROM crm.customers", ""},
+        Case{"CREATE VIEW v AS SELECT id, ssn FROM crm.customers", "masked_copied"},
+        Case{"CREATE VIEW v AS SELECT id, name FROM crm.customers", ""},
+        Case{"ALTER VIEW crm.customers_v2 RENAME TO harmless", "masked_ddl"},
+        Case{"ALTER VIEW crm.vip RENAME TO harmless", "masked_predicate"},
+        Case{"ALTER TABLE crm.orders RENAME TO harmless", ""},
         // Column statistics hold sample values of masked columns.
         Case{"SELECT most_common_vals FROM pg_stats WHERE attname = 'ssn'", "lineage_unknown"},
         Case{"SELECT * FROM pg_catalog.pg_statistic", "lineage_unknown"},

@@ -547,17 +547,31 @@ TEST_F(GatewayMaskAttackTest, SchemaAndIdentityTricksKeepTheMask) {
       "'attack_v')");
   ASSERT_TRUE(copied.is_ok());
   EXPECT_EQ(*copied, "0\n");
-  // A view created in the session over the masked table: masked through it.
-  Res v(PQexec(c->conn.get(),
-               "CREATE VIEW public.attack_plain AS SELECT id, ssn, email FROM crm.customers"));
-  ASSERT_EQ(PQresultStatus(v.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(v.get());
-  out = expect_rows(*c, "SELECT ssn, email FROM public.attack_plain WHERE id = 101");
-  EXPECT_EQ(out, "*********3141|***@attack.example|\n");
-  // The same view, uncommitted: cp's catalog cannot see it, so the statement is refused.
+  // Swapping a relation whose statements were already checked (cached verdict, prepared
+  // statement) for a view over the masked table: the view is refused.
+  Res t(PQexec(c->conn.get(), "CREATE TABLE public.attack_swap (x text)"));
+  ASSERT_EQ(PQresultStatus(t.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(t.get());
+  expect_rows(*c, "SELECT upper(x) FROM public.attack_swap");
+  Res prep(PQprepare(c->conn.get(), "swap_p", "SELECT upper(x) FROM public.attack_swap", 0,
+                     nullptr));
+  ASSERT_EQ(PQresultStatus(prep.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(prep.get());
+  Res mv(PQexec(c->conn.get(), "ALTER TABLE public.attack_swap RENAME TO attack_swap_old"));
+  ASSERT_EQ(PQresultStatus(mv.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(mv.get());
+  for (const char* sql : {"CREATE VIEW public.attack_swap AS SELECT ssn AS x FROM crm.customers",
+                          "CREATE VIEW public.attack_swap AS SELECT x FROM (SELECT email AS x "
+                          "FROM crm.customers) s"}) {
+    Res r = run(*c, sql, 0);
+    EXPECT_EQ(sqlstate(r.get()), "42501") << sql << ": " << PQresultErrorMessage(r.get());
+  }
+  Res gone(PQexec(c->conn.get(), "SELECT upper(x) FROM public.attack_swap"));
+  EXPECT_EQ(sqlstate(gone.get()), "42P01") << PQresultErrorMessage(gone.get());
+  Res exec_p(PQexecPrepared(c->conn.get(), "swap_p", 0, nullptr, nullptr, nullptr, 0));
+  c->seen += bytes(exec_p.get());
+  // A view created in the same transaction is unknown to cp's catalog: refused.
   Res b(PQexec(c->conn.get(), "BEGIN"));
-  Res v2(PQexec(c->conn.get(),
-                "CREATE VIEW public.attack_tx AS SELECT id, ssn FROM crm.customers"));
-  Res s(PQexec(c->conn.get(), "SELECT ssn FROM public.attack_tx"));
+  Res v(PQexec(c->conn.get(), "CREATE VIEW public.attack_tx AS SELECT 'x'::text AS x"));
+  EXPECT_EQ(PQresultStatus(v.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(v.get());
+  Res s(PQexec(c->conn.get(), "SELECT x FROM public.attack_tx"));
   c->seen += bytes(s.get());
   EXPECT_EQ(sqlstate(s.get()), "42501") << PQresultErrorMessage(s.get());
   Res rb(PQexec(c->conn.get(), "ROLLBACK"));
