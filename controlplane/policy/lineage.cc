@@ -50,14 +50,29 @@ bool statistics_view(std::string_view name) {
 // what they read (PostgreSQL 13-17).
 bool query_text_function(std::string_view name) {
   static constexpr std::string_view kNames[] = {
-      "query_to_xml",         "query_to_xmlschema",         "query_to_xml_and_xmlschema",
-      "table_to_xml",         "table_to_xmlschema",         "table_to_xml_and_xmlschema",
-      "cursor_to_xml",        "cursor_to_xmlschema",        "schema_to_xml",
-      "schema_to_xmlschema",  "schema_to_xml_and_xmlschema", "database_to_xml",
-      "database_to_xmlschema", "database_to_xml_and_xmlschema", "ts_stat",
-      "ts_rewrite",           "pg_read_file",               "pg_read_binary_file",
-      "lo_import",            "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes",
-      "pg_logical_slot_get_binary_changes", "pg_logical_slot_peek_binary_changes",
+      "query_to_xml",
+      "query_to_xmlschema",
+      "query_to_xml_and_xmlschema",
+      "table_to_xml",
+      "table_to_xmlschema",
+      "table_to_xml_and_xmlschema",
+      "cursor_to_xml",
+      "cursor_to_xmlschema",
+      "schema_to_xml",
+      "schema_to_xmlschema",
+      "schema_to_xml_and_xmlschema",
+      "database_to_xml",
+      "database_to_xmlschema",
+      "database_to_xml_and_xmlschema",
+      "ts_stat",
+      "ts_rewrite",
+      "pg_read_file",
+      "pg_read_binary_file",
+      "lo_import",
+      "pg_logical_slot_get_changes",
+      "pg_logical_slot_peek_changes",
+      "pg_logical_slot_get_binary_changes",
+      "pg_logical_slot_peek_binary_changes",
   };
   return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
 }

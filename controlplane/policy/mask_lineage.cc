@@ -81,8 +81,8 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
       std::string_view glob = r.column_glob;
       if (glob.empty()) continue;
       if (glob_match(glob.substr(0, glob.find('.')), schema, kFold)) {
-        return LineageRefusal{"masked_ddl", "renaming schema " + schema +
-                                                " is refused: mask " + selector(r) +
+        return LineageRefusal{"masked_ddl", "renaming schema " + schema + " is refused: mask " +
+                                                selector(r) +
                                                 " names it, and would no longer match"};
       }
     }

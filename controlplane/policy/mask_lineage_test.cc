@@ -175,8 +175,7 @@ INSTANTIATE_TEST_SUITE_P(
         // Built-in functions that run SQL text or read a relation or cursor by name.
         Case{"SELECT query_to_xml('select ssn from crm.customers', true, false, '')",
              "opaque_function"},
-        Case{"SELECT pg_catalog.table_to_xml('crm.customers', true, false, '')",
-             "opaque_function"},
+        Case{"SELECT pg_catalog.table_to_xml('crm.customers', true, false, '')", "opaque_function"},
         Case{"SELECT cursor_to_xml('c', 10, false, false, '')", "opaque_function"},
         Case{"SELECT * FROM ts_stat('SELECT to_tsvector(ssn) FROM crm.customers')",
              "opaque_function"},
@@ -224,9 +223,8 @@ TEST(MaskLineage, NothingIsRefusedWithoutColumnMasks) {
 
 TEST(MaskLineage, QueryTextFunctionsAreNamedAndCanBeAllowed) {
   FakeCatalog catalog;
-  StatementLineage l =
-      lineage_of_sql("SELECT query_to_xml('select ssn from crm.customers', true, false, '')",
-                     catalog);
+  StatementLineage l = lineage_of_sql(
+      "SELECT query_to_xml('select ssn from crm.customers', true, false, '')", catalog);
   EXPECT_TRUE(l.opaque_functions.empty());
   Policy p = masking_policy();
   auto r = check_lineage(p, l);

@@ -33,7 +33,6 @@ Result<bool> redact_error_message(char type, std::string_view body, const Detect
                                   std::string& out);
 
 // NotificationResponse ('A') body: the payload through the detectors. Same contract.
-Result<bool> redact_notification(std::string_view body, const Detector& detector,
-                                 std::string& out);
+Result<bool> redact_notification(std::string_view body, const Detector& detector, std::string& out);
 
 }  // namespace pgwarden::masking

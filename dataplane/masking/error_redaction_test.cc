@@ -36,9 +36,9 @@ pw::ErrorResponse parse_error(const std::string& whole) {
 }
 
 TEST(ErrorRedaction, IntegrityViolationDetailIsReplacedInAnyLanguage) {
-  for (const char* detail : {"Failing row contains (1, null, 123-45-6789).",
-                             "Key (ssn)=(123-45-6789) already exists.",
-                             "La fila que falla contiene (1, null, 123-45-6789)."}) {
+  for (const char* detail :
+       {"Failing row contains (1, null, 123-45-6789).", "Key (ssn)=(123-45-6789) already exists.",
+        "La fila que falla contiene (1, null, 123-45-6789)."}) {
     std::string msg = error_message('E', "23502", "null value in column", detail);
     std::string out;
     auto r = redact_error_message('E', std::string_view(msg).substr(5), {}, out);
@@ -95,7 +95,11 @@ TEST(ErrorRedaction, NotificationPayloadGoesThroughTheDetectors) {
 
 TEST(ErrorRedaction, MalformedMessagesAreErrors) {
   std::string out;
-  auto r = redact_error_message('E', std::string_view("\x43" "23505", 6), {}, out);
+  auto r = redact_error_message('E',
+                                std::string_view("\x43"
+                                                 "23505",
+                                                 6),
+                                {}, out);
   EXPECT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().sqlstate(), "08P01");
   EXPECT_FALSE(redact_notification("ab", {}, out).is_ok());

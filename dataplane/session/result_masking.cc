@@ -561,9 +561,9 @@ ResultFilter::Action ResultFilter::redact_text_message(uint8_t type, std::string
   std::string_view body = body_of(whole);
   const masking::Detector none;
   const masking::Detector& detector = has_detect_ ? detector_ : none;
-  Result<bool> r = type == 'A' ? masking::redact_notification(body, detector, out)
-                               : masking::redact_error_message(static_cast<char>(type), body,
-                                                               detector, out);
+  Result<bool> r =
+      type == 'A' ? masking::redact_notification(body, detector, out)
+                  : masking::redact_error_message(static_cast<char>(type), body, detector, out);
   if (!r.is_ok()) {
     if (type != 'E') return Action::kConsumed;  // a notice or notification: dropped
     start_swallow("08P01", "pgwarden: malformed ErrorResponse from the upstream database", out);

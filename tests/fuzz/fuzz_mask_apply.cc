@@ -55,7 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (char type : {'E', 'N'}) {
     out.clear();
-    auto e = masking::redact_error_message(type, pgwire::as_string_view(body), digits_detector, out);
+    auto e =
+        masking::redact_error_message(type, pgwire::as_string_view(body), digits_detector, out);
     if (e.is_ok() && *e) {
       pgwire::ErrorResponse after;
       if (out.size() < 5 || out[0] != type) __builtin_trap();

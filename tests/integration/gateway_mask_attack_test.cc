@@ -16,10 +16,12 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "tests/integration/approval_client.h"
 #include "tests/integration/gateway_harness.h"
 
 namespace pgwarden::testing {
@@ -64,8 +66,8 @@ CREATE TABLE public.attack_log (k text, v text);
 RESET ROLE;)";
 
 // Raw masked values of the attack rows: none may appear anywhere the client looks.
-const std::vector<std::string> kRaw = {"ZQSSN",   "zq.leak", "zq.other", "ZQPHONE",
-                                       "ZQCARD",  "ZQIBAN",  "zqssn",    "ZQ.LEAK"};
+const std::vector<std::string> kRaw = {"ZQSSN",  "zq.leak", "zq.other", "ZQPHONE",
+                                       "ZQCARD", "ZQIBAN",  "zqssn",    "ZQ.LEAK"};
 
 class GatewayMaskAttackTest : public SharedGatewayTest<GatewayMaskAttackTest> {
  public:
@@ -148,16 +150,15 @@ class GatewayMaskAttackTest : public SharedGatewayTest<GatewayMaskAttackTest> {
 
   static void expect_clean(const std::string& text, const std::string& what) {
     for (const std::string& raw : kRaw) {
-      EXPECT_EQ(text.find(raw), std::string::npos) << what << " leaked " << raw << " in:\n"
-                                                   << text;
+      EXPECT_EQ(text.find(raw), std::string::npos) << what << " leaked " << raw << " in:\n" << text;
     }
   }
 
   // 0: simple query; 1: extended, text results; 2: extended, binary results.
   static Res run(Client& c, const std::string& sql, int mode) {
     Res r(mode == 0 ? PQexec(c.conn.get(), sql.c_str())
-                    : PQexecParams(c.conn.get(), sql.c_str(), 0, nullptr, nullptr, nullptr,
-                                   nullptr, mode - 1));
+                    : PQexecParams(c.conn.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr,
+                                   mode - 1));
     c.seen += bytes(r.get());
     return r;
   }
@@ -266,8 +267,8 @@ TEST_F(GatewayMaskAttackTest, ErrorsCarryNoMaskedValue) {
   c->seen += bytes(p.get());
   EXPECT_EQ(sqlstate(p.get()), "42501") << PQresultErrorMessage(p.get());
   Res pp(PQprepare(c->conn.get(), "p2",
-                   "SELECT count(*) FROM (SELECT ssn::int FROM crm.customers WHERE id = $1) s",
-                   1, nullptr));
+                   "SELECT count(*) FROM (SELECT ssn::int FROM crm.customers WHERE id = $1) s", 1,
+                   nullptr));
   c->seen += bytes(pp.get());
   EXPECT_EQ(sqlstate(pp.get()), "42501") << PQresultErrorMessage(pp.get());
   // psql (verbose errors) sees the same.
@@ -349,8 +350,8 @@ TEST_F(GatewayMaskAttackTest, NoticesAndNotificationsCarryNoMaskedValue) {
   EXPECT_NE(got[0].find('*'), std::string::npos) << got[0];
   expect_clean(listener->seen, "notifications");
   // The owner's trigger raises a NOTICE with the customer's e-mail.
-  Res ins(PQexec(attacker->conn.get(),
-                 "INSERT INTO crm.orders (customer_id, amount) VALUES (101, 1)"));
+  Res ins(
+      PQexec(attacker->conn.get(), "INSERT INTO crm.orders (customer_id, amount) VALUES (101, 1)"));
   ASSERT_EQ(PQresultStatus(ins.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(ins.get());
   EXPECT_NE(attacker->seen.find("new order for "), std::string::npos) << attacker->seen;
   expect_clean(attacker->seen, "notices");
@@ -450,8 +451,7 @@ TEST_F(GatewayMaskAttackTest, WholeRowsAndCompositesNeverCarryRawValues) {
     expect_refused(*c, sql);
   }
   // Masked column by column.
-  std::string out = expect_rows(
-      *c, "SELECT t.* FROM crm.customers t WHERE id = 101");
+  std::string out = expect_rows(*c, "SELECT t.* FROM crm.customers t WHERE id = 101");
   EXPECT_NE(out.find("*********3141"), std::string::npos) << out;
   EXPECT_NE(out.find("[iban]"), std::string::npos) << out;
   expect_rows(*c, "TABLE crm.customers");
@@ -552,8 +552,8 @@ TEST_F(GatewayMaskAttackTest, SchemaAndIdentityTricksKeepTheMask) {
   Res t(PQexec(c->conn.get(), "CREATE TABLE public.attack_swap (x text)"));
   ASSERT_EQ(PQresultStatus(t.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(t.get());
   expect_rows(*c, "SELECT upper(x) FROM public.attack_swap");
-  Res prep(PQprepare(c->conn.get(), "swap_p", "SELECT upper(x) FROM public.attack_swap", 0,
-                     nullptr));
+  Res prep(
+      PQprepare(c->conn.get(), "swap_p", "SELECT upper(x) FROM public.attack_swap", 0, nullptr));
   ASSERT_EQ(PQresultStatus(prep.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(prep.get());
   Res mv(PQexec(c->conn.get(), "ALTER TABLE public.attack_swap RENAME TO attack_swap_old"));
   ASSERT_EQ(PQresultStatus(mv.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(mv.get());
@@ -614,6 +614,60 @@ TEST_F(GatewayMaskAttackTest, RecordingsHoldNoRawValue) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     expect_clean(read(e.path()), "recording " + e.path().string());
   }
+}
+
+// An approval's dry run runs the held statement on cp's own connection: a constraint
+// violation there must not put the failing row (masked columns included) into the approval
+// request that reviewers, chat and the state store see.
+class GatewayMaskAttackApprovalTest : public SharedGatewayTest<GatewayMaskAttackApprovalTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = R"({"name": "agents", "allowed_kinds": ["select", "update"],
+        "allowed_relations": ["crm.*"], "read_only": false, "approve_kinds": ["update"],
+        "dry_run": true, "rule_sets": ["pii"],
+        "masks": [{"column": "crm.customers.ssn", "function": "redact"}]})";
+    o.approver_groups = {"reviewers"};
+    o.admin_principals = {{"reviewer", {"reviewers"}}};
+    return o;
+  }
+  static void SetUpTestSuite() {
+    SharedGatewayTest<GatewayMaskAttackApprovalTest>::SetUpTestSuite();
+    if (gw_ == nullptr) return;
+    auto st = gw_->pg().psql(
+        "SET ROLE app_scram; INSERT INTO crm.customers (id, full_name, email, ssn) VALUES "
+        "(101, 'Mallory Attack', 'm@attack.example', 'ZQSSN-77-3141'); RESET ROLE;");
+    ASSERT_TRUE(st.is_ok()) << st.status().to_string();
+  }
+};
+
+TEST_F(GatewayMaskAttackApprovalTest, DryRunErrorsShowNoRowValues) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  const std::string sql = "UPDATE crm.customers SET full_name = NULL WHERE id = 101";
+  ASSERT_EQ(PQsendQuery(c.get(), sql.c_str()), 1);
+  nlohmann::json request;
+  ASSERT_TRUE(eventually([&] {
+    CtlResult r = gw_->ctl("reviewer", {"approvals", "list", "--state", "pending", "--json"});
+    auto list = nlohmann::json::parse(r.out, nullptr, false);
+    if (!list.is_object() || !list["approvals"].is_array()) return false;
+    for (const auto& a : list["approvals"]) {
+      if (a.value("sql", "") == sql) request = a;
+    }
+    return request.contains("id");
+  }));
+  std::string text = request.dump();
+  CtlResult show = gw_->ctl("reviewer", {"approvals", "show", request["id"]});
+  text += show.out + show.err;
+  EXPECT_NE(text.find("SQLSTATE 23502"), std::string::npos) << text;
+  EXPECT_EQ(text.find("ZQSSN"), std::string::npos) << text;
+  EXPECT_EQ(text.find("Failing row"), std::string::npos) << text;
+  CtlResult d = gw_->ctl("reviewer", {"approvals", "deny", request["id"], "--reason", "no"});
+  ASSERT_EQ(d.code, 0) << d.out << d.err;
+  Res r = next_result(c.get(), 10000);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(sqlstate(r.get()), "42501");
+  drain(c.get());
 }
 
 }  // namespace
