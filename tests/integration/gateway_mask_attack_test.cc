@@ -14,15 +14,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tests/integration/approval_client.h"
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/leak_probe.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -128,25 +127,7 @@ class GatewayMaskAttackTest : public SharedGatewayTest<GatewayMaskAttackTest> {
     return c;
   }
 
-  // Everything of a result: the whole verbose error, every diagnostic field, every value.
-  static std::string bytes(const PGresult* r) {
-    if (r == nullptr) return "";
-    std::string out = PQresultErrorMessage(r);
-    for (int code : {PG_DIAG_MESSAGE_PRIMARY, PG_DIAG_MESSAGE_DETAIL, PG_DIAG_MESSAGE_HINT,
-                     PG_DIAG_CONTEXT, PG_DIAG_INTERNAL_QUERY, PG_DIAG_STATEMENT_POSITION,
-                     PG_DIAG_SCHEMA_NAME, PG_DIAG_TABLE_NAME, PG_DIAG_COLUMN_NAME,
-                     PG_DIAG_DATATYPE_NAME, PG_DIAG_CONSTRAINT_NAME}) {
-      if (const char* f = PQresultErrorField(r, code)) (out += '\n') += f;
-    }
-    for (int i = 0; i < PQntuples(r); ++i) {
-      for (int j = 0; j < PQnfields(r); ++j) {
-        out.append(PQgetvalue(r, i, j), PQgetlength(r, i, j));
-        out += '|';
-      }
-      out += '\n';
-    }
-    return out;
-  }
+  static std::string bytes(const PGresult* r) { return result_bytes(r); }
 
   static void expect_clean(const std::string& text, const std::string& what) {
     for (const std::string& raw : kRaw) {
@@ -156,9 +137,7 @@ class GatewayMaskAttackTest : public SharedGatewayTest<GatewayMaskAttackTest> {
 
   // 0: simple query; 1: extended, text results; 2: extended, binary results.
   static Res run(Client& c, const std::string& sql, int mode) {
-    Res r(mode == 0 ? PQexec(c.conn.get(), sql.c_str())
-                    : PQexecParams(c.conn.get(), sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr,
-                                   mode - 1));
+    Res r = run_in_mode(c.conn.get(), sql, mode);
     c.seen += bytes(r.get());
     return r;
   }
@@ -590,30 +569,11 @@ TEST_F(GatewayMaskAttackTest, RecordingsHoldNoRawValue) {
     Res u = run(*c, "UPDATE crm.customers SET full_name = NULL WHERE id = 101", 0);
     EXPECT_EQ(sqlstate(u.get()), "23502");
   }
-  namespace fs = std::filesystem;
-  const fs::path dir = gw_->dir() + "/state/recordings";
-  auto read = [](const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
-  bool found = false;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (!found && std::chrono::steady_clock::now() < deadline) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      std::string text = read(e.path());
-      if (text.find("rec_attack_marker") != std::string::npos &&
-          text.find("session_end") != std::string::npos) {
-        found = true;
-      }
-    }
-    if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(found) << "no finished recording of the session";
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    expect_clean(read(e.path()), "recording " + e.path().string());
-  }
+  ASSERT_FALSE(finished_recording(*gw_, "rec_attack_marker").empty())
+      << "no finished recording of the session";
+  for_each_recording(*gw_, [](const std::string& path, const std::string& text) {
+    expect_clean(text, "recording " + path);
+  });
 }
 
 // An approval's dry run runs the held statement on cp's own connection: a constraint
