@@ -68,9 +68,10 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
   for (const SourceColumn& s : l.altered) {
     if (const MaskRule* r = mask_rule_for_source(policy, s)) {
       return LineageRefusal{"masked_ddl",
-                            l.altered_by + " of " + s.schema + "." + s.table +
-                                " is refused: it has masked column " + s.qualified() + " (mask " +
-                                selector(*r) +
+                            l.altered_by +
+                                " is refused: it changes a relation that holds or shows masked "
+                                "column " +
+                                s.qualified() + " (mask " + selector(*r) +
                                 "), and changing its definition (names, constraints, indexes, "
                                 "triggers, row security) could move its values out of the "
                                 "mask's reach or reveal them"};
