@@ -521,12 +521,11 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
       have_plan_ = false;
       masker_.reset();
       copy_out_ = false;
-      Action action = Action::kForward;
-      if (config_.masks_values) {
-        size_t before = out.size();
-        action = redact_text_message(type, whole, out);
-        if (swallow_) return action;  // it was malformed: refused
-        if (action == Action::kConsumed) whole = std::string_view(out).substr(before);
+      // The recording keeps the message as the client gets it (append_error()).
+      std::string redacted;
+      if (config_.masks_values && redact_text_message(type, whole, redacted) == Action::kConsumed &&
+          !redacted.empty()) {
+        whole = redacted;
       }
       Unit* u = front_unit(cycle_now_);
       if (u != nullptr && u->sqlstate.empty()) {
@@ -540,7 +539,7 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
           end_unit(*u, now_ms);
         }
       }
-      return action;
+      return Action::kForward;
     }
     case 'Z': {
       swallow_ = false;
@@ -556,6 +555,12 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
   }
 }
 
+void ResultFilter::append_error(std::string_view whole, std::string& out) {
+  if (!config_.masks_values || redact_text_message('E', whole, out) == Action::kForward) {
+    out.append(whole);
+  }
+}
+
 ResultFilter::Action ResultFilter::redact_text_message(uint8_t type, std::string_view whole,
                                                        std::string& out) {
   std::string_view body = body_of(whole);
@@ -565,8 +570,12 @@ ResultFilter::Action ResultFilter::redact_text_message(uint8_t type, std::string
       type == 'A' ? masking::redact_notification(body, detector, out)
                   : masking::redact_error_message(static_cast<char>(type), body, detector, out);
   if (!r.is_ok()) {
-    if (type != 'E') return Action::kConsumed;  // a notice or notification: dropped
-    start_swallow("08P01", "pgwarden: malformed ErrorResponse from the upstream database", out);
+    // A notice or notification is dropped; an error is replaced (one for one: the protocol
+    // stays in step).
+    if (type == 'E') {
+      pw::append_error_response(out, "ERROR", "08P01",
+                                "pgwarden: malformed ErrorResponse from the upstream database");
+    }
     return Action::kConsumed;
   }
   return *r ? Action::kConsumed : Action::kForward;
