@@ -50,7 +50,9 @@ class FakeCatalog : public LineageCatalog {
     functions_["hstore"] = {"public"};
     functions_["array_agg"] = {"pg_catalog"};
     functions_["json_agg"] = {"pg_catalog"};
-    for (const char* f : {"reverse", "split_part", "rank", "max", "min", "sum", "set_config"}) {
+    for (const char* f :
+         {"reverse", "split_part", "rank", "max", "min", "sum", "set_config", "query_to_xml",
+          "table_to_xml", "cursor_to_xml", "ts_stat", "pg_notify", "to_date"}) {
       functions_[f] = {"pg_catalog"};
     }
   }

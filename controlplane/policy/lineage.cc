@@ -45,6 +45,38 @@ bool statistics_view(std::string_view name) {
          name == "pg_statistic" || name == "pg_statistic_ext_data";
 }
 
+// pg_catalog functions that run a query given as text, or read a relation, cursor, schema or
+// database named by an argument value, or read server files or the WAL: the lineage cannot see
+// what they read (PostgreSQL 13-17).
+bool query_text_function(std::string_view name) {
+  static constexpr std::string_view kNames[] = {
+      "query_to_xml",
+      "query_to_xmlschema",
+      "query_to_xml_and_xmlschema",
+      "table_to_xml",
+      "table_to_xmlschema",
+      "table_to_xml_and_xmlschema",
+      "cursor_to_xml",
+      "cursor_to_xmlschema",
+      "schema_to_xml",
+      "schema_to_xmlschema",
+      "schema_to_xml_and_xmlschema",
+      "database_to_xml",
+      "database_to_xmlschema",
+      "database_to_xml_and_xmlschema",
+      "ts_stat",
+      "ts_rewrite",
+      "pg_read_file",
+      "pg_read_binary_file",
+      "lo_import",
+      "pg_logical_slot_get_changes",
+      "pg_logical_slot_peek_changes",
+      "pg_logical_slot_get_binary_changes",
+      "pg_logical_slot_peek_binary_changes",
+  };
+  return std::find(std::begin(kNames), std::end(kNames), name) != std::end(kNames);
+}
+
 bool is_node(const PgQuery__Node* n, PgQuery__Node__NodeCase c) {
   return n != nullptr && n->node_case == c;
 }
@@ -130,9 +162,83 @@ class LineageWalker {
         }
         break;
       case PG_QUERY__NODE__NODE_DO_STMT:
-        out_->do_block = true;
+        out_->opaque_code = "DO";
+        break;
+      case PG_QUERY__NODE__NODE_VIEW_STMT: {
+        // Decided like its SELECT, and what it shows counts as copied under the view's name:
+        // verdicts cached (and statements prepared) for that name never checked its sources.
+        out_->outputs = query_node(n->view_stmt->query);
+        out_->sink = "CREATE VIEW";
+        const PgQuery__RangeVar* v = n->view_stmt->view;
+        std::string name = v ? std::string(str(v->relname)) : std::string();
+        if (v && !str(v->schemaname).empty()) name = std::string(str(v->schemaname)) + "." + name;
+        write_outputs(std::move(name));
+        break;
+      }
+      case PG_QUERY__NODE__NODE_RULE_STMT:
+        // A rule rewrites later statements (of any session) unseen.
+        out_->opaque_code = "CREATE RULE";
+        break;
+      case PG_QUERY__NODE__NODE_CREATE_TRIG_STMT: {
+        const PgQuery__CreateTrigStmt* t = n->create_trig_stmt;
+        alter(t->relation, "CREATE TRIGGER");
+        // The trigger function runs on every write of the table: as if called.
+        function_reference(t->funcname, t->n_funcname);
+        functions_in(msg(t));
+        break;
+      }
+      case PG_QUERY__NODE__NODE_ALTER_TABLE_STMT:
+        alter(n->alter_table_stmt->relation, "ALTER TABLE");
+        functions_in(msg(n->alter_table_stmt));
+        break;
+      case PG_QUERY__NODE__NODE_RENAME_STMT: {
+        const PgQuery__RenameStmt* r = n->rename_stmt;
+        if (r->rename_type == PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA) {
+          out_->renamed_schemas.insert(std::string(str(r->subname)));
+        } else {
+          alter(r->relation, "RENAME");
+        }
+        break;
+      }
+      case PG_QUERY__NODE__NODE_ALTER_OBJECT_SCHEMA_STMT:
+        alter(n->alter_object_schema_stmt->relation, "SET SCHEMA");
+        break;
+      case PG_QUERY__NODE__NODE_INDEX_STMT:
+        alter(n->index_stmt->relation, "CREATE INDEX");
+        functions_in(msg(n->index_stmt));
+        break;
+      case PG_QUERY__NODE__NODE_CREATE_POLICY_STMT:
+        alter(n->create_policy_stmt->table, "CREATE POLICY");
+        functions_in(msg(n->create_policy_stmt));
+        break;
+      case PG_QUERY__NODE__NODE_ALTER_POLICY_STMT:
+        alter(n->alter_policy_stmt->table, "ALTER POLICY");
+        functions_in(msg(n->alter_policy_stmt));
+        break;
+      case PG_QUERY__NODE__NODE_CREATE_STATS_STMT:
+        for (size_t i = 0; i < n->create_stats_stmt->n_relations; ++i) {
+          const PgQuery__Node* r = n->create_stats_stmt->relations[i];
+          if (is_node(r, PG_QUERY__NODE__NODE_RANGE_VAR)) alter(r->range_var, "CREATE STATISTICS");
+        }
+        break;
+      case PG_QUERY__NODE__NODE_DEFINE_STMT:
+        // CREATE OPERATOR / AGGREGATE: their support functions run wherever the operator or
+        // aggregate is used, without a call the analysis could see.
+        for (size_t i = 0; i < n->define_stmt->n_definition; ++i) {
+          const PgQuery__Node* d = n->define_stmt->definition[i];
+          if (is_node(d, PG_QUERY__NODE__NODE_DEF_ELEM)) definition_function(d->def_elem->arg);
+        }
+        break;
+      case PG_QUERY__NODE__NODE_CREATE_CAST_STMT:
+        if (n->create_cast_stmt->func) {
+          function_reference(n->create_cast_stmt->func->objname,
+                             n->create_cast_stmt->func->n_objname);
+        }
         break;
       default:
+        // Other DDL: user functions in defaults, generated columns, CHECK constraints, domain
+        // checks run later without a call.
+        functions_in(msg(n));
         break;
     }
   }
@@ -144,6 +250,65 @@ class LineageWalker {
     if (out_->error.empty()) out_->error = std::move(message);
   }
   bool failed() const { return !out_->error.empty(); }
+
+  // --- DDL -------------------------------------------------------------------------------
+
+  // A relation whose definition the statement changes: its columns, or a view's sources (a
+  // name the catalog does not know has none cp could mask).
+  void alter(const PgQuery__RangeVar* rv, const char* how) {
+    if (!rv) return;
+    auto candidates = relations(std::string(str(rv->schemaname)), std::string(str(rv->relname)));
+    if (!candidates) {
+      fail(candidates.status().message());
+      return;
+    }
+    for (const CatalogRelation& rel : *candidates) {
+      if ((rel.kind == 'v' || rel.kind == 'm') && !system_schema(rel.schema)) {
+        for (const OutputColumn& c : view_columns(rel)) {
+          for (const SourceColumn& s : c.lineage.all()) out_->altered.insert(s);
+        }
+        continue;
+      }
+      for (const auto& c : rel.columns) out_->altered.insert(SourceColumn{rel.schema, rel.name, c});
+    }
+    if (out_->altered_by.empty()) out_->altered_by = how;
+  }
+
+  // A function named by a list of String nodes (`schema.name` or `name`).
+  void function_reference(PgQuery__Node* const* parts, size_t n) {
+    FunctionName f;
+    for (size_t i = 0; i < n; ++i) {
+      if (!is_node(parts[i], PG_QUERY__NODE__NODE_STRING)) return;
+      f.schema = std::move(f.name);
+      f.name = std::string(str(parts[i]->string->sval));
+    }
+    if (!f.name.empty()) functions_.insert(std::move(f));
+  }
+
+  // CREATE OPERATOR / AGGREGATE definition element: `function = f`, `sfunc = s.f`, ...
+  void definition_function(const PgQuery__Node* arg) {
+    if (is_node(arg, PG_QUERY__NODE__NODE_TYPE_NAME)) {
+      function_reference(arg->type_name->names, arg->type_name->n_names);
+    } else if (is_node(arg, PG_QUERY__NODE__NODE_LIST)) {
+      function_reference(arg->list->items, arg->list->n_items);
+    }
+  }
+
+  // Every function called anywhere in `m` (no column is resolved: DDL has no FROM scope).
+  void functions_in(const ProtobufCMessage* m) {
+    if (!m || failed()) return;
+    if (++depth_ > kMaxDepth) {
+      fail("statement nested too deeply");
+      --depth_;
+      return;
+    }
+    if (m->descriptor == &pg_query__func_call__descriptor) {
+      const auto* f = reinterpret_cast<const PgQuery__FuncCall*>(m);
+      function_reference(f->funcname, f->n_funcname);
+    }
+    each_child(m, [this](const ProtobufCMessage* child) { functions_in(child); });
+    --depth_;
+  }
 
   // --- queries -----------------------------------------------------------------------
 
@@ -206,6 +371,10 @@ class LineageWalker {
         const PgQuery__Node* d = s->distinct_clause[i];
         if (d && d->node_case != PG_QUERY__NODE__NODE__NOT_SET) {
           output_or_input(d, outputs, "DISTINCT ON");
+        } else {
+          // DISTINCT compares (and usually sorts by) every output: row counts and row order
+          // then depend on the values, like GROUP BY.
+          for (const auto& o : outputs) add_predicates(o.lineage, "DISTINCT");
         }
       }
       order_by(s->sort_clause, s->n_sort_clause, outputs);
@@ -602,6 +771,8 @@ class LineageWalker {
     }
     out_->predicates.insert(inner.predicates.begin(), inner.predicates.end());
     out_->opaque_functions.insert(inner.opaque_functions.begin(), inner.opaque_functions.end());
+    out_->query_text_functions.insert(inner.query_text_functions.begin(),
+                                      inner.query_text_functions.end());
     std::vector<OutputColumn> cols = std::move(inner.outputs);
     if (cols.size() != rel.columns.size()) {
       fail("view " + rel.schema + "." + rel.name + ": definition has " +
@@ -858,7 +1029,10 @@ class LineageWalker {
     if (d == &pg_query__column_ref__descriptor) {
       std::optional<ColumnLineage> l =
           resolve(reinterpret_cast<const PgQuery__ColumnRef*>(m), false);
-      if (l) acc->add_transformed(*l);
+      if (l) {
+        acc->add_transformed(*l);
+        for (const auto& s : l->all()) out_->computed.insert(s);
+      }
     } else if (d == &pg_query__select_stmt__descriptor) {
       for (const auto& o : select(reinterpret_cast<const PgQuery__SelectStmt*>(m))) {
         acc->add_transformed(o.lineage);
@@ -881,6 +1055,13 @@ class LineageWalker {
   }
 
   void fields(const ProtobufCMessage* m, ColumnLineage* acc) {
+    each_child(m, [this, acc](const ProtobufCMessage* child) { any(child, acc); });
+  }
+
+  // Calls `visit` with every message-typed field of `m` (each element of repeated ones, the set
+  // member of a oneof; null fields included).
+  template <typename Visit>
+  static void each_child(const ProtobufCMessage* m, Visit&& visit) {
     const ProtobufCMessageDescriptor* d = m->descriptor;
     const char* base = reinterpret_cast<const char*>(m);
     for (unsigned i = 0; i < d->n_fields; ++i) {
@@ -889,14 +1070,14 @@ class LineageWalker {
       if (f.label == PROTOBUF_C_LABEL_REPEATED) {
         size_t count = *reinterpret_cast<const size_t*>(base + f.quantifier_offset);
         auto* items = *reinterpret_cast<ProtobufCMessage* const* const*>(base + f.offset);
-        for (size_t k = 0; k < count && items; ++k) any(items[k], acc);
+        for (size_t k = 0; k < count && items; ++k) visit(items[k]);
         continue;
       }
       if (f.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
         uint32_t which = *reinterpret_cast<const uint32_t*>(base + f.quantifier_offset);
         if (which != f.id) continue;
       }
-      any(*reinterpret_cast<ProtobufCMessage* const*>(base + f.offset), acc);
+      visit(*reinterpret_cast<ProtobufCMessage* const*>(base + f.offset));
     }
   }
 
@@ -912,6 +1093,9 @@ class LineageWalker {
       name.name = std::string(parts.back());
       if (parts.size() >= 2) name.schema = std::string(parts[parts.size() - 2]);
       functions_.insert(name);
+      if ((name.schema.empty() || name.schema == "pg_catalog") && query_text_function(name.name)) {
+        out_->query_text_functions.insert(name);
+      }
     }
     // count(*) / count(col) reveal how many rows, not a value. Only plain column references
     // are ignored: count(set_config('x', ssn, false)) would store the value elsewhere.
@@ -922,8 +1106,8 @@ class LineageWalker {
     if (!count) {
       for (size_t i = 0; i < f->n_args; ++i) any(msg(f->args[i]), acc);
     } else {
-      ColumnLineage ignored;
-      for (size_t i = 0; i < f->n_args; ++i) any(msg(f->args[i]), &ignored);
+      // Resolved (unknown names still fail) but neither a source nor computed on.
+      for (size_t i = 0; i < f->n_args; ++i) expression(f->args[i]);
     }
     for (size_t i = 0; i < f->n_agg_order; ++i) general(f->agg_order[i], "aggregate ORDER BY");
     if (f->agg_filter) predicate(f->agg_filter, "FILTER");

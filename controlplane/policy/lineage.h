@@ -92,16 +92,34 @@ struct StatementLineage {
   // CURSOR's query, PREPARE's statement. Empty for statements that return no rows.
   std::vector<OutputColumn> outputs;
   // Where the outputs go when not to the client: "" (the client), "COPY (query) TO",
-  // "CREATE TABLE AS", "SELECT INTO" (outputs are copied, not returned).
+  // "CREATE TABLE AS", "SELECT INTO", "CREATE VIEW" (outputs are copied, not returned).
   std::string sink;
   std::set<PredicateUse> predicates;
   // Source columns whose values (or functions of them) are written into a relation:
   // INSERT ... SELECT / VALUES, UPDATE SET, MERGE, ON CONFLICT DO UPDATE, CTAS, SELECT INTO.
   std::set<SourceColumn> written_from;
   std::string written_to;  // the relation written, for messages
+  // Source columns some expression computes on anywhere in the statement (a function,
+  // operator or cast argument, a row value, ...), whether or not the result is returned:
+  // including sub-select and CTE columns nobody references and EXPLAIN's query. Such an
+  // expression can show the value in an error (`ssn::int`: invalid input syntax for type
+  // integer: "123-45-6789") or a side effect (pg_notify, set_config). Not collected from the
+  // definitions of views (PostgreSQL evaluates a view column only when it is used).
+  std::set<SourceColumn> computed;
   // Functions and procedures whose body cp cannot see (not in pg_catalog), called anywhere.
   std::set<FunctionName> opaque_functions;
-  bool do_block = false;  // DO: code cp cannot see
+  // Built-in functions that run SQL given as text or read a relation or cursor named by a
+  // value (query_to_xml, table_to_xml, cursor_to_xml, ts_stat, ...): what they read is not
+  // in the parse tree.
+  std::set<FunctionName> query_text_functions;
+  // Code cp cannot see that the statement runs or installs: "DO", "CREATE RULE"; "" = none.
+  std::string opaque_code;
+  // DDL that changes the definition of a table (ALTER TABLE, RENAME, SET SCHEMA, CREATE INDEX,
+  // TRIGGER, POLICY, STATISTICS): the table's columns, and what was done ("ALTER TABLE", ...).
+  std::set<SourceColumn> altered;
+  std::string altered_by;
+  // ALTER SCHEMA s RENAME: the old name (column_glob masks name schemas).
+  std::set<std::string> renamed_schemas;
   // Non-empty: the lineage could not be determined (unknown relation or column, catalog
   // error, views nested too deeply, ...). Callers must fail closed.
   std::string error;

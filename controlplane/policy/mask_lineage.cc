@@ -59,10 +59,34 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
                                                  l.error + "); refused because policy " +
                                                  quoted(policy.name) + " masks columns"};
   }
-  if (l.do_block) {
-    return LineageRefusal{"opaque_code", "DO blocks are refused while policy " +
+  if (!l.opaque_code.empty()) {
+    return LineageRefusal{"opaque_code", l.opaque_code + " is refused while policy " +
                                              quoted(policy.name) +
-                                             " masks columns: their results cannot be checked"};
+                                             " masks columns: the code it runs cannot be "
+                                             "checked"};
+  }
+  for (const SourceColumn& s : l.altered) {
+    if (const MaskRule* r = mask_rule_for_source(policy, s)) {
+      return LineageRefusal{"masked_ddl",
+                            l.altered_by +
+                                " is refused: it changes a relation that holds or shows masked "
+                                "column " +
+                                s.qualified() + " (mask " + selector(*r) +
+                                "), and changing its definition (names, constraints, indexes, "
+                                "triggers, row security) could move its values out of the "
+                                "mask's reach or reveal them"};
+    }
+  }
+  for (const std::string& schema : l.renamed_schemas) {
+    for (const MaskRule& r : policy.masks) {
+      std::string_view glob = r.column_glob;
+      if (glob.empty()) continue;
+      if (glob_match(glob.substr(0, glob.find('.')), schema, kFold)) {
+        return LineageRefusal{"masked_ddl", "renaming schema " + schema + " is refused: mask " +
+                                                selector(r) +
+                                                " names it, and would no longer match"};
+      }
+    }
   }
   for (const FunctionName& f : l.opaque_functions) {
     if (!function_allowed(policy, f)) {
@@ -71,6 +95,17 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
                             "function " + name +
                                 " is not a built-in function: its body may return masked " +
                                 "columns, and policy " + quoted(policy.name) +
+                                " masks columns and does not list it in allowed_functions"};
+    }
+  }
+  for (const FunctionName& f : l.query_text_functions) {
+    if (!function_allowed(policy, f)) {
+      return LineageRefusal{"opaque_function",
+                            "function " + f.name +
+                                " runs SQL given as text or reads a relation, cursor or file "
+                                "named by a value, which cannot be checked for masked columns; "
+                                "policy " +
+                                quoted(policy.name) +
                                 " masks columns and does not list it in allowed_functions"};
     }
   }
@@ -118,6 +153,14 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
   for (const SourceColumn& s : l.written_from) {
     if (const MaskRule* r = mask_rule_for_source(policy, s)) {
       std::string where = l.written_to.empty() ? std::string("another relation") : l.written_to;
+      if (l.sink == "CREATE VIEW") {
+        return LineageRefusal{"masked_copied",
+                              "view " + where + " would show masked column " + s.qualified() +
+                                  " (mask " + selector(*r) +
+                                  ") under a new name, which statements already checked (cached "
+                                  "or prepared) for that name never saw; select from " +
+                                  s.schema + "." + s.table + " instead"};
+      }
       return LineageRefusal{"masked_copied", "statement copies masked column " + s.qualified() +
                                                  " (mask " + selector(*r) + ") into " + where +
                                                  ", out of the mask's reach"};
@@ -136,6 +179,15 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
                               ") is used in " + p.clause +
                               ": filtering, joining, grouping or sorting on a masked column "
                               "reveals its values"};
+  }
+  for (const SourceColumn& s : l.computed) {
+    if (const MaskRule* r = mask_rule_for_source(policy, s)) {
+      return LineageRefusal{"masked_derived",
+                            "masked column " + s.qualified() + " (mask " + selector(*r) +
+                                ") is computed on (function, operator, cast or row value) even "
+                                "though the result is not returned: its errors and side "
+                                "effects can reveal the value"};
+    }
   }
   return std::nullopt;
 }

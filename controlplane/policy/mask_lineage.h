@@ -4,8 +4,15 @@
 // Under a policy with column masks (column_glob / name_pattern rules; type_name rules are
 // decided on the result's types by the mask plan only), a statement is refused when:
 //   * its lineage could not be determined (unknown relation or column, catalog error);
-//   * it runs a DO block, or calls a function or procedure whose body cp cannot see (not in
-//     pg_catalog) that allowed_functions does not list;
+//   * it runs a DO block or creates a rule, or calls (or installs as a trigger, operator,
+//     aggregate, cast, default or constraint) a function or procedure whose body cp cannot see
+//     (not in pg_catalog), or a built-in that runs SQL text or reads a relation or cursor named
+//     by a value (query_to_xml, ...), that allowed_functions does not list;
+//   * it changes the definition of a table with masked columns (ALTER, RENAME, SET SCHEMA,
+//     CREATE INDEX / TRIGGER / POLICY / STATISTICS) or renames a schema a column mask names;
+//   * a masked source is computed on anywhere (a function, operator or cast argument, also
+//     in sub-selects and CTEs whose result is not used, and under EXPLAIN): errors and side
+//     effects would show the value;
 //   * an output column is *transformed* from a masked source (md5(ssn), row_to_json(c), ...):
 //     a function of a masked value is never returned;
 //   * an output column is a masked source *as is* where PostgreSQL reports no column origin
@@ -14,7 +21,7 @@
 //   * COPY (query) TO outputs a masked source at all (COPY lines have no per-column plan);
 //   * masked data is written somewhere (INSERT ... SELECT, UPDATE SET, CTAS, SELECT INTO);
 //   * a masked source decides which rows come back or in which order (WHERE, JOIN, HAVING,
-//     GROUP BY, ORDER BY, DISTINCT ON, window, FILTER, LIMIT), unless the mask allows the
+//     GROUP BY, ORDER BY, DISTINCT [ON], window, FILTER, LIMIT), unless the mask allows the
 //     narrow form used (`allow_predicates`: "is_null", "equality_join").
 // count(*) / count(col) and plain as-is columns with a known origin pass: the mask plan masks
 // the latter.

@@ -154,6 +154,55 @@ INSTANTIATE_TEST_SUITE_P(
              "NOTHING",
              "masked_predicate"},
         Case{"INSERT INTO crm.customers (name) VALUES ('x') ON CONFLICT (id) DO NOTHING", ""},
+        // Computed on without being returned: errors ("invalid input syntax for type
+        // integer: ...") and side effects (pg_notify, set_config) would show the value.
+        Case{"SELECT count(*) FROM (SELECT DISTINCT ssn::int FROM crm.customers) s",
+             "masked_predicate"},
+        Case{"SELECT count(*) FROM (SELECT ssn::int AS x, id FROM crm.customers) s",
+             "masked_derived"},
+        Case{"WITH x AS (SELECT to_date(ssn, 'YYYY') FROM crm.customers) SELECT count(*) FROM x",
+             "masked_derived"},
+        Case{"SELECT c.id FROM crm.customers c, LATERAL (SELECT pg_notify('c', c.ssn)) n",
+             "masked_derived"},
+        Case{"SELECT id FROM (SELECT id, pg_notify('c', email) FROM crm.customers OFFSET 0) s",
+             "masked_derived"},
+        Case{"EXPLAIN ANALYZE SELECT ssn::int FROM crm.customers", "masked_derived"},
+        Case{"EXPLAIN SELECT id FROM crm.customers", ""},
+        Case{"SELECT count(*) FROM (SELECT id, lower(name) FROM crm.customers) s", ""},
+        // DISTINCT compares and sorts by the values.
+        Case{"SELECT DISTINCT ssn FROM crm.customers", "masked_predicate"},
+        Case{"SELECT DISTINCT id, name FROM crm.customers", ""},
+        // Built-in functions that run SQL text or read a relation or cursor by name.
+        Case{"SELECT query_to_xml('select ssn from crm.customers', true, false, '')",
+             "opaque_function"},
+        Case{"SELECT pg_catalog.table_to_xml('crm.customers', true, false, '')", "opaque_function"},
+        Case{"SELECT cursor_to_xml('c', 10, false, false, '')", "opaque_function"},
+        Case{"SELECT * FROM ts_stat('SELECT to_tsvector(ssn) FROM crm.customers')",
+             "opaque_function"},
+        // DDL that would move masked values out of the mask's reach, or run unseen code.
+        Case{"ALTER TABLE crm.customers RENAME COLUMN ssn TO x", "masked_ddl"},
+        Case{"ALTER TABLE crm.customers RENAME TO c2", "masked_ddl"},
+        Case{"ALTER TABLE crm.customers SET SCHEMA public", "masked_ddl"},
+        Case{"ALTER TABLE crm.customers ADD COLUMN x text GENERATED ALWAYS AS (ssn) STORED",
+             "masked_ddl"},
+        Case{"ALTER TABLE crm.orders ADD COLUMN x text", ""},
+        Case{"ALTER SCHEMA crm RENAME TO crm2", "masked_ddl"},
+        Case{"ALTER SCHEMA other RENAME TO x", ""},
+        Case{"CREATE INDEX ON crm.customers ((ssn::int))", "masked_ddl"},
+        Case{"CREATE POLICY p ON crm.customers USING (ssn LIKE '1%')", "masked_ddl"},
+        Case{"CREATE TRIGGER t BEFORE UPDATE ON crm.orders FOR EACH ROW EXECUTE FUNCTION leak()",
+             "opaque_function"},
+        Case{"CREATE RULE r AS ON INSERT TO crm.orders DO ALSO NOTIFY c", "opaque_code"},
+        Case{"CREATE OPERATOR === (function = leak, leftarg = int, rightarg = int)",
+             "opaque_function"},
+        Case{"CREATE TABLE t (x text DEFAULT leak(1))", "opaque_function"},
+        Case{"CREATE TABLE t (x text DEFAULT lower('A'))", ""},
+        Case{"CREATE VIEW v AS SELECT ssn::int FROM crm.customers", "masked_derived"},
+        Case{"CREATE VIEW v AS SELECT id, ssn FROM crm.customers", "masked_copied"},
+        Case{"CREATE VIEW v AS SELECT id, name FROM crm.customers", ""},
+        Case{"ALTER VIEW crm.customers_v2 RENAME TO harmless", "masked_ddl"},
+        Case{"ALTER VIEW crm.vip RENAME TO harmless", "masked_predicate"},
+        Case{"ALTER TABLE crm.orders RENAME TO harmless", ""},
         // Column statistics hold sample values of masked columns.
         Case{"SELECT most_common_vals FROM pg_stats WHERE attname = 'ssn'", "lineage_unknown"},
         Case{"SELECT * FROM pg_catalog.pg_statistic", "lineage_unknown"},
@@ -170,6 +219,33 @@ TEST(MaskLineage, NothingIsRefusedWithoutColumnMasks) {
   p.masks = {inet};
   EXPECT_FALSE(check_lineage(p, lineage_of_sql("SELECT md5(ssn) FROM crm.customers", catalog)));
   EXPECT_FALSE(check_lineage(p, lineage_of_sql("DO $$ BEGIN END $$", catalog)));
+}
+
+TEST(MaskLineage, QueryTextFunctionsAreNamedAndCanBeAllowed) {
+  FakeCatalog catalog;
+  StatementLineage l = lineage_of_sql(
+      "SELECT query_to_xml('select ssn from crm.customers', true, false, '')", catalog);
+  EXPECT_TRUE(l.opaque_functions.empty());
+  Policy p = masking_policy();
+  auto r = check_lineage(p, l);
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->message.find("query_to_xml runs SQL given as text"), std::string::npos)
+      << r->message;
+  p.allowed_functions.push_back("query_to_xml");
+  EXPECT_FALSE(check_lineage(p, l));
+}
+
+TEST(MaskLineage, ComputedSourcesAreTheOnesExpressionsEvaluate) {
+  FakeCatalog catalog;
+  StatementLineage l = lineage_of_sql(
+      "SELECT count(ssn), count(*) FROM (SELECT ssn, id, md5(name) FROM crm.customers) s "
+      "WHERE ssn IS NULL",
+      catalog);
+  ASSERT_TRUE(l.error.empty()) << l.error;
+  EXPECT_EQ(l.computed, (std::set<SourceColumn>{{"crm", "customers", "name"}}));
+  // A view's own expressions count only when the statement uses the view column.
+  l = lineage_of_sql("SELECT id, ssn FROM crm.customers_view", catalog);
+  EXPECT_TRUE(l.computed.empty());
 }
 
 TEST(MaskLineage, MessageNamesOutputColumnAndSource) {

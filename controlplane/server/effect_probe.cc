@@ -268,7 +268,13 @@ Result<int64_t> PgEffectProbe::dry_run(const config::Target& target, const std::
             : PQexecParams(conn.conn, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0));
   const bool ok = command_ok(r.get());
   const std::string state = sqlstate_of(r.get());
-  const std::string msg = ok ? "" : trimmed_error(r.get(), conn.conn);
+  // The primary message and SQLSTATE only: a constraint violation's DETAIL holds the failing
+  // row, masked columns included, and the note goes to reviewers, chat and the state store.
+  const char* primary =
+      r != nullptr ? PQresultErrorField(r.get(), PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  const std::string msg = ok        ? ""
+                          : primary ? std::string(primary) + " (SQLSTATE " + state + ")"
+                                    : trimmed_error(r.get(), conn.conn);
   const int64_t rows = ok ? std::strtoll(PQcmdTuples(r.get()), nullptr, 10) : -1;
   conn.reset();
   if (ok) return rows;

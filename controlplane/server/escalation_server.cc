@@ -1015,6 +1015,7 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   json answer = resp.to_json();
   answer["policy"]["recording_required"] =
       pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
+  answer["policy"]["masks_values"] = !pol->masks.empty();
   if (handlers_.tickets != nullptr) {
     answer["ticket"] =
         handlers_.tickets->issue(TicketClaims{.session_id = session->id,

@@ -5,6 +5,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "dataplane/masking/error_redaction.h"
 #include "dataplane/masking/rules_detector.h"
 #include "dataplane/pgwire/messages.h"
 #include "dataplane/session/event_loop.h"
@@ -209,6 +210,9 @@ bool ResultFilter::needs_whole(uint8_t type) const {
     case 'd':
       return !copy_out_ || masker_ != nullptr || copy_header_pending_ ||
              (copy_line_detect_ && has_detect_) || (record_rows() && !units_.empty());
+    case 'N':
+    case 'A':
+      return config_.masks_values;
     default:
       return false;
   }
@@ -262,7 +266,14 @@ ResultFilter::Large ResultFilter::begin_large(uint8_t type, uint32_t length,
   large_consumed_ = 0;
   if (swallow_) {
     // Relayed as on_message() would: notices pass, everything else of the cycle is dropped.
-    return type == 'N' || type == 'S' || type == 'A' ? Large::kPass : Large::kDiscard;
+    if (!config_.masks_values) {
+      return type == 'N' || type == 'S' || type == 'A' ? Large::kPass : Large::kDiscard;
+    }
+    return type == 'S' ? Large::kPass : Large::kDiscard;
+  }
+  if (config_.masks_values && (type == 'N' || type == 'A')) {
+    // Too large to go through the detectors: dropped (a notice is not part of any reply).
+    return Large::kDiscard;
   }
   Unit* u = front_unit(cycle_now_);
   const bool record = record_rows() && u != nullptr && u->recorded < config_.row_cap;
@@ -452,6 +463,9 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
                                               uint64_t cycles_received, int64_t now_ms,
                                               std::string& out) {
   enter_cycle(cycles_received);
+  if (config_.masks_values && (type == 'N' || type == 'A')) {
+    return redact_text_message(type, whole, out);
+  }
   if (swallow_ && type != 'Z') {
     if (type == 'N' || type == 'S' || type == 'A') return Action::kForward;
     return Action::kConsumed;
@@ -507,6 +521,12 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
       have_plan_ = false;
       masker_.reset();
       copy_out_ = false;
+      // The recording keeps the message as the client gets it (append_error()).
+      std::string redacted;
+      if (config_.masks_values && redact_text_message(type, whole, redacted) == Action::kConsumed &&
+          !redacted.empty()) {
+        whole = redacted;
+      }
       Unit* u = front_unit(cycle_now_);
       if (u != nullptr && u->sqlstate.empty()) {
         pw::ErrorResponse er;
@@ -533,6 +553,32 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
     default:
       return Action::kForward;
   }
+}
+
+void ResultFilter::append_error(std::string_view whole, std::string& out) {
+  if (!config_.masks_values || redact_text_message('E', whole, out) == Action::kForward) {
+    out.append(whole);
+  }
+}
+
+ResultFilter::Action ResultFilter::redact_text_message(uint8_t type, std::string_view whole,
+                                                       std::string& out) {
+  std::string_view body = body_of(whole);
+  const masking::Detector none;
+  const masking::Detector& detector = has_detect_ ? detector_ : none;
+  Result<bool> r =
+      type == 'A' ? masking::redact_notification(body, detector, out)
+                  : masking::redact_error_message(static_cast<char>(type), body, detector, out);
+  if (!r.is_ok()) {
+    // A notice or notification is dropped; an error is replaced (one for one: the protocol
+    // stays in step).
+    if (type == 'E') {
+      pw::append_error_response(out, "ERROR", "08P01",
+                                "pgwarden: malformed ErrorResponse from the upstream database");
+    }
+    return Action::kConsumed;
+  }
+  return *r ? Action::kConsumed : Action::kForward;
 }
 
 const masking::RowMaskPlan& ResultFilter::effective_plan(const masking::RowMaskPlan& plan,

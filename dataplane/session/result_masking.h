@@ -97,6 +97,10 @@ struct ResultFilterConfig {
   // Emit completion records (kStatementEnd) even when recording is off: the session's
   // identity has budgets, which cp accounts from them (docs/budgets.md).
   bool account = false;
+  // The session's policy masks values: the DETAIL of integrity-constraint errors is replaced
+  // and error, notice and notification texts go through the detectors
+  // (masking/error_redaction.h); a notice or notification too large to inspect is dropped.
+  bool masks_values = false;
 };
 
 class ResultFilter {
@@ -154,6 +158,12 @@ class ResultFilter {
   // its failure (a 42501 status is relayed to the client as is: cp refused a COPY).
   void set_plan_answer(uint64_t key, const nlohmann::json& answer);
   void set_plan_error(uint64_t key, const Status& status);
+
+  // An upstream ErrorResponse (type byte, length, body) the session relays: appends it to
+  // `out` as the client may see it (config masks_values: class-23 DETAIL replaced, detectors
+  // over its texts; masking/error_redaction.h). Called after the session's own checks of the
+  // raw message (its nonce statement's error is never relayed).
+  void append_error(std::string_view whole, std::string& out);
 
   bool swallowing() const { return swallow_; }
   // True (once) when the filter refused a result since the last call: the client got a
@@ -218,6 +228,9 @@ class ResultFilter {
   Action on_data_row(std::string_view whole, std::string& out);
   Action on_copy_out(std::string_view whole, std::string& out);
   Action on_copy_data(std::string_view whole, std::string& out);
+  // ErrorResponse / NoticeResponse / NotificationResponse when the policy masks values:
+  // kConsumed after appending the rewritten (or, malformed, replacing or nothing) message.
+  Action redact_text_message(uint8_t type, std::string_view whole, std::string& out);
   // The statement that produced the current CopyOutResponse, or nullptr when unknown.
   const CopySource* copy_source(uint64_t* index) const;
   Action start_copy(const CopyPlan& plan, bool binary, std::string& out);

@@ -55,6 +55,9 @@ Result<Grant> parse_grant(const json& answer) {
         req != nullptr && req->is_boolean() && !req->get<bool>()) {
       g.recording_required = false;
     }
+    if (const json* m = field(*pol, "masks_values"); m != nullptr && m->is_boolean()) {
+      g.masks_values = m->get<bool>();
+    }
     if (const json* cap = field(*pol, "recording_row_cap");
         cap != nullptr && cap->is_number_integer()) {
       g.recording_row_cap = static_cast<int>(std::clamp<int64_t>(cap->get<int64_t>(), 0, 1000000));

@@ -69,6 +69,9 @@ struct Grant {
   // unless recording is off (fail closed).
   bool recording_required = true;
   int recording_row_cap = kDefaultRecordingRowCap;  // policy.recording_row_cap
+  // policy.masks_values: the policy has mask rules, so error, notice and notification texts
+  // are redacted (ResultFilterConfig::masks_values). Absent: true (fail closed).
+  bool masks_values = true;
   std::vector<std::string> rule_sets;
   std::string host;
   int port = 5432;

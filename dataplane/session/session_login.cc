@@ -448,6 +448,7 @@ void Session::on_login_complete() {
   rc.recording = grant_.recording;
   rc.row_cap = grant_.recording_row_cap;
   rc.account = !grant_.budgets.empty();
+  rc.masks_values = grant_.masks_values;
   results_ = std::make_unique<ResultFilter>(
       rc, [this](protocol::RecordType type, std::string_view payload) {
         if (type == protocol::RecordType::kStatementEnd) account_locally(payload);

@@ -148,7 +148,11 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
       }
       return;
     }
-    client_out_.append(whole);
+    if (results_) {
+      results_->append_error(whole, client_out_);
+    } else {
+      client_out_.append(whole);
+    }
     return;
   }
   // 'Z': one request cycle ended.

@@ -2,11 +2,13 @@
 // with default options, CSV with ';' / single quote / backslash escape) under plans chosen by
 // the first input byte. Never crashes, never reads out of bounds, every rewritten DataRow parses
 // back with the same column count, and every rewritten COPY row is itself accepted as exactly
-// one row with the plan's field count.
+// one row with the plan's field count. The same bytes as ErrorResponse/NoticeResponse and
+// NotificationResponse bodies through error_redaction: a rewrite always parses back.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "dataplane/masking/error_redaction.h"
 #include "dataplane/masking/mask_apply.h"
 #include "dataplane/pgwire/messages.h"
 
@@ -50,6 +52,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       __builtin_trap();
     }
     if (before.columns.size() != after.columns.size()) __builtin_trap();
+  }
+  for (char type : {'E', 'N'}) {
+    out.clear();
+    auto e =
+        masking::redact_error_message(type, pgwire::as_string_view(body), digits_detector, out);
+    if (e.is_ok() && *e) {
+      pgwire::ErrorResponse after;
+      if (out.size() < 5 || out[0] != type) __builtin_trap();
+      if (!pgwire::parse(pgwire::as_bytes(std::string_view(out).substr(5)), &after).ok()) {
+        __builtin_trap();
+      }
+    }
+  }
+  out.clear();
+  auto n = masking::redact_notification(pgwire::as_string_view(body), digits_detector, out);
+  if (n.is_ok() && *n) {
+    pgwire::NotificationResponse after;
+    if (!pgwire::parse(pgwire::as_bytes(std::string_view(out).substr(5)), &after).ok()) {
+      __builtin_trap();
+    }
   }
   const masking::CopyFormat formats[] = {masking::CopyFormat::text(),
                                          masking::CopyFormat::csv_default(),

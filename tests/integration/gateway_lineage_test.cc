@@ -7,15 +7,12 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 
-#include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/leak_probe.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -79,24 +76,9 @@ class GatewayLineageTest : public SharedGatewayTest<GatewayLineageTest> {
     return c;
   }
 
-  // 0: simple query; 1: extended, text results; 2: extended, binary results.
-  static Res run(PGconn* c, const std::string& sql, int mode) {
-    if (mode == 0) return Res(PQexec(c, sql.c_str()));
-    return Res(PQexecParams(c, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, mode - 1));
-  }
+  static Res run(PGconn* c, const std::string& sql, int mode) { return run_in_mode(c, sql, mode); }
 
-  // Everything the client got: values, or the error message.
-  static std::string bytes(const PGresult* r) {
-    std::string out = PQresultErrorMessage(r);
-    for (int i = 0; i < PQntuples(r); ++i) {
-      for (int j = 0; j < PQnfields(r); ++j) {
-        out.append(PQgetvalue(r, i, j), PQgetlength(r, i, j));
-        out += '|';
-      }
-      out += '\n';
-    }
-    return out;
-  }
+  static std::string bytes(const PGresult* r) { return result_bytes(r); }
 
   static std::string psql(const std::string& sql) {
     return command_output("psql \"" + gw_->conninfo() + "\" -X -At -c \"" + sql + "\" 2>&1");
@@ -354,32 +336,13 @@ TEST_F(GatewayLineageTest, RecordingHoldsNoRawValues) {
     Res v(PQexec(c.get(), "SELECT ident, ssn, phone FROM crm.customers_v2"));
     ASSERT_EQ(PQresultStatus(v.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(v.get());
   }
-  namespace fs = std::filesystem;
-  const fs::path dir = gw_->dir() + "/state/recordings";
-  std::string mine;
-  // Wait for the session's recording to end (the recorder syncs in batches).
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
-  while (mine.empty() && std::chrono::steady_clock::now() < deadline) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      std::ifstream in(e.path(), std::ios::binary);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (text.find("rec_lineage_marker") != std::string::npos &&
-          text.find("session_end") != std::string::npos) {
-        mine = text;
-      }
-    }
-    if (mine.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  std::string mine = finished_recording(*gw_, "rec_lineage_marker");
   ASSERT_FALSE(mine.empty()) << "no finished recording of the session";
   EXPECT_NE(mine.find("*******6789"), std::string::npos);
   // All recordings of the suite, not just this session's.
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::ifstream in(e.path(), std::ios::binary);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    expect_clean(text, "recording " + e.path().string());
-  }
+  for_each_recording(*gw_, [](const std::string& path, const std::string& text) {
+    expect_clean(text, "recording " + path);
+  });
 }
 
 }  // namespace
