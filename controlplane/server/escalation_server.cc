@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include "common/protocol/messages.h"
@@ -126,6 +127,9 @@ struct EscalationServer::Session {
   // sessions_mu_ (as owner is when it changes). See the header comment.
   int64_t detached_until_ms = 0;
   pid_t detached_pid = 0;
+  // Re-registered as ended (reregister "ended"): ended by the sweeper at this time unless its
+  // session_end arrives first. Guarded by sessions_mu_.
+  int64_t end_by_ms = 0;
   // The session's last write-ahead record from the event ring (its seq on the owner's ring)
   // and its answer, for a re-registration that asks about it (`ahead`, see
   // handle_reregister). Guarded by ahead_mu.
@@ -151,7 +155,10 @@ struct EscalationServer::Session {
 
 EscalationServer::EscalationServer(config::ConfigStore& store, audit::AuditLog& audit,
                                    ServerHandlers handlers)
-    : store_(store), audit_(audit), handlers_(std::move(handlers)) {
+    : store_(store),
+      audit_(audit),
+      handlers_(std::move(handlers)),
+      roster_(handlers_.dataplanes_path) {
   if (!handlers_.authenticator) handlers_.authenticator = std::make_shared<IdentityAuthenticator>();
   if (!handlers_.analyser) handlers_.analyser = std::make_shared<FailClosedAnalyser>();
   if (!handlers_.mask_planner) handlers_.mask_planner = std::make_shared<FailClosedMaskPlanner>();
@@ -172,6 +179,7 @@ Status EscalationServer::start() {
     }
     (void)install_rules(std::move(first), boot_config_->version);
   }
+  collect_orphans();
   const auto& cp = boot_config_->control_plane;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -677,6 +685,7 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       for (const std::string& id : detached) (void)handlers_.approvals->abandon_session(id);
     }
   }
+  if (exited) roster_.exited(conn->peer_pid);
   const std::string reason = "the dataplane process (pid " + std::to_string(conn->peer_pid) +
                              ") exited with the session open: the session ended abnormally";
   for (const auto& s : dropped) {
@@ -720,6 +729,7 @@ void EscalationServer::on_peer_exit(int fd) {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
   }
+  roster_.exited(pid);
   end_detached([pid](const Session& s) { return s.detached_pid == pid; },
                "the dataplane process (pid " + std::to_string(pid) +
                    ") exited with the session open: the session ended abnormally");
@@ -789,6 +799,7 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
     conn->hello_done = true;
     auto cfg = store_.current();
     spdlog::info("dp connection {}: hello from {}", conn->id, hello->dp);
+    roster_.connected(conn->peer_pid);  // a dataplane (not a probe of the socket)
     std::lock_guard<std::mutex> lock(rules_mu_);
     json ok = {{"protocol", protocol::kProtocolVersion}, {"policy_version", cfg->version}};
     if (rules_) ok["rules_generation"] = rules_->generation;
@@ -1193,8 +1204,12 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
     sql = f["sql"].get<std::string>();
   }
   std::optional<audit::AuditRecord> audited = audit_record_of(s, *ev);
-  return record_ahead(conn, s, recording::RecordFields::from_json(ev->fields), std::move(sql),
-                      std::move(audited), id, ring_seq);
+  // JSON fallback (no ring): a reregister asks about the record by its request id.
+  note_ahead(*s, id, nullptr);
+  json answer = record_ahead(conn, s, recording::RecordFields::from_json(ev->fields),
+                             std::move(sql), std::move(audited), id, ring_seq);
+  if (!answer.is_null()) note_ahead(*s, id, answer);
+  return answer;
 }
 
 json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
@@ -1222,16 +1237,18 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
   // `sql` is for a refusal's audit record (decision_record takes the plain text).
   opts.on_done = [this, weak, id, ring_seq, s, sql,
                   audited = std::move(audited)](const Status& st) {
+    // A ring record is asked about by its ring seq, a JSON request by its id.
+    const uint64_t ahead_seq = ring_seq != 0 ? ring_seq : id;
     if (st.is_ok()) {
       if (audited) audit_recorded(*audited);
       const json ok = protocol::make_ok(id);
-      if (ring_seq != 0) note_ahead(*s, ring_seq, ok);
+      note_ahead(*s, ahead_seq, ok);
       if (auto c = weak.lock()) reply(c, ring_seq, ok);
       return;
     }
     recording_refused(s, st, sql);
     json refusal = protocol::make_error(id, ec::kRecordingFailed, st);
-    if (ring_seq != 0) note_ahead(*s, ring_seq, refusal);
+    note_ahead(*s, ahead_seq, refusal);
     if (auto c = weak.lock()) reply(c, ring_seq, refusal);
   };
   Status st = handlers_.recorder->append(s->id, "statement", std::move(fields), std::move(opts));
@@ -1670,7 +1687,9 @@ std::vector<std::string> EscalationServer::revalidate_sessions(const std::string
   std::vector<std::shared_ptr<Session>> all;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
-    for (const auto& [id, s] : sessions_) all.push_back(s);
+    for (const auto& [id, s] : sessions_) {
+      if (s->end_by_ms == 0) all.push_back(s);  // one that ended at its dp is over already
+    }
   }
   std::vector<std::string> killed;
   int64_t now = protocol::now_unix_ms();
@@ -1693,6 +1712,7 @@ void EscalationServer::sweep_loop() {
                      std::to_string(kReattachWindowMs / 1000) +
                      " s after its connection to the control plane closed: the session ended "
                      "abnormally");
+    end_overdue(now);
     (void)revalidate_sessions("sweep");
     if (handlers_.budgets != nullptr) {
       if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
@@ -1700,6 +1720,80 @@ void EscalationServer::sweep_loop() {
       }
     }
     lock.lock();
+  }
+}
+
+void EscalationServer::collect_orphans() {
+  recording::Recorder* rec = handlers_.recorder;
+  if (rec == nullptr) return;
+  // path_for() is <dir>/<id>.jsonl.
+  const std::string dir = std::filesystem::path(rec->path_for("")).parent_path().string();
+  std::vector<std::string> ids = possibly_open_recordings(dir, rec->checkpoint_path());
+  if (ids.empty()) return;
+  // No dp that was connected to the previous cp runs any more: nobody can re-register them.
+  const bool none_can_return = roster_.load().all_exited();
+  const int64_t when = protocol::now_unix_ms() + (none_can_return ? 0 : kReattachWindowMs);
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  for (const std::string& id : ids) orphans_[id] = when;
+  spdlog::info(
+      "{} recordings may have been open when the previous control plane stopped; those no "
+      "dataplane re-registers {} are sealed as ended abnormally",
+      ids.size(),
+      none_can_return ? "(every dataplane connected to it has exited) now"
+                      : "within " + std::to_string(kReattachWindowMs / 1000) + " s");
+}
+
+void EscalationServer::end_overdue(int64_t now_ms) {
+  std::vector<std::string> orphans;
+  std::vector<std::shared_ptr<Session>> unended;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (auto it = orphans_.begin(); it != orphans_.end();) {
+      if (it->second > now_ms) {
+        ++it;
+        continue;
+      }
+      if (sessions_.count(it->first) == 0 && ended_.count(it->first) == 0) {
+        orphans.push_back(it->first);
+      }
+      it = orphans_.erase(it);
+    }
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->second->end_by_ms != 0 && it->second->end_by_ms <= now_ms) {
+        unended.push_back(it->second);
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  const std::string orphan_reason =
+      "the control plane restarted and no dataplane re-registered the session (its dataplane "
+      "exited or lost it while the control plane was down): the session ended abnormally";
+  for (const std::string& id : orphans) {
+    // Not audited as a session of this cp: only its recording is closed.
+    auto sealed = seal_orphan(*handlers_.recorder, id, orphan_reason);
+    if (!sealed.is_ok()) {
+      spdlog::warn("recording of session {} left open by the previous control plane not "
+                   "sealed: {}",
+                   id, sealed.status().message());
+      continue;
+    }
+    if (*sealed) {
+      bump(Counter::k_sessions_abandoned);
+      audit::AuditRecord r{.event = "session_end", .session_id = id};
+      r.decision = "abnormal";
+      r.reason = orphan_reason;
+      audit_.record(r);
+      spdlog::warn("session {}: {}", id, orphan_reason);
+    }
+  }
+  const std::string unended_reason =
+      "the session ended in the dataplane while the control plane was down; its session_end "
+      "did not reach the control plane";
+  for (const auto& s : unended) {
+    spdlog::warn("session {} of {}: {}", s->id, s->identity.subject, unended_reason);
+    end_session(s, unended_reason);
   }
 }
 
@@ -1739,6 +1833,11 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   r.target = claims->target;
   r.policy = claims->policy;
   r.client_addr = claims->client_addr;
+  // The session ended at the dp after its login; cp may not have recorded its end (it was
+  // away, or the end was still on the ring when it stopped). Its recording is continued so
+  // that the events the dp kept for it, session_end last, are recorded and it is sealed.
+  const bool ended_at_dp = request.contains("ended") && request["ended"].is_boolean() &&
+                           request["ended"].get<bool>();
   // A session this cp still holds, detached from a closed connection of the same dp: it is
   // reattached (the recording is open here). One that ended here is never re-admitted.
   std::shared_ptr<Session> detached;
@@ -1753,6 +1852,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       }
       if (it->second->owner == 0) detached = it->second;
     } else if (auto e = ended_.find(session_id); e != ended_.end()) {
+      if (ended_at_dp) return protocol::make_ok(id, {{"ended", true}});  // recorded already
       return refuse(ec::kRevoked, Status(StatusCode::kFailedPrecondition,
                                          "pgwarden: terminating connection: the session has "
                                          "ended in the control plane (" +
@@ -1787,6 +1887,19 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     session->target = target;
     why = grant_broken(*session, *cfg, protocol::now_unix_ms());
   }
+  if (!why.empty() && ended_at_dp) {
+    if (session->policy != nullptr) {
+      why.clear();  // the grant broke after the session ended: its recording is closed as usual
+    } else if (handlers_.recorder != nullptr) {
+      // Its policy or target is gone: the recording is closed without the dp's events.
+      (void)seal_orphan(*handlers_.recorder, session_id,
+                        "the session ended in the dataplane while the control plane was down (" +
+                            why + ")");
+      std::lock_guard<std::mutex> lock(sessions_mu_);
+      orphans_.erase(session_id);
+      return protocol::make_ok(id, {{"ended", true}});
+    }
+  }
   if (!why.empty()) {
     // A detached session ends here as a kill does (audited, recorded, sealed).
     if (detached && kill(detached, why, "", "reregister")) {
@@ -1799,12 +1912,19 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     k.reason = why;
     k.extra["cause"] = "reregister";
     audit_.record(k);
+    // Its recording, open since before the restart, ends here too (as a kill's would).
+    if (handlers_.recorder != nullptr) {
+      (void)seal_orphan(*handlers_.recorder, session_id, "killed: " + why);
+      std::lock_guard<std::mutex> lock(sessions_mu_);
+      orphans_.erase(session_id);
+    }
     return refuse(ec::kRevoked, Status(StatusCode::kPermissionDenied,
                                        "pgwarden: terminating connection: " + why, "57P01"));
   }
   bool reattached = false;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
+    orphans_.erase(session->id);
     auto it = sessions_.find(session->id);
     if (detached) {
       // Still detached (not ended by the sweeper or a kill meanwhile): it is ours again.
@@ -1828,6 +1948,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       }
       sessions_[session->id] = session;
     }
+    if (ended_at_dp) session->end_by_ms = protocol::now_unix_ms() + kEndedGraceMs;
   }
   const policy::Policy* spol = session->policy;
   recording::Recorder* rec = handlers_.recorder;
@@ -1868,12 +1989,16 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     // A sealed recording (57P01) means the session ended: it is not re-admitted, whatever
     // the policy says about recording.
     if (!st.is_ok() && (spol->recording_required || st.sqlstate() == "57P01")) {
-      spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
       {
         std::lock_guard<std::mutex> lock(sessions_mu_);
         auto it = sessions_.find(session->id);
         if (it != sessions_.end() && it->second == session) sessions_.erase(it);
       }
+      // An ended session whose recording is sealed: the previous cp recorded its end.
+      if (ended_at_dp && !reattached && st.sqlstate() == "57P01") {
+        return protocol::make_ok(id, {{"ended", true}});
+      }
+      spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
       if (reattached) end_session(session, "the recording could not be continued");
       return refuse(ec::kRevoked,
                     Status(StatusCode::kFailedPrecondition,
@@ -1892,6 +2017,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   bump(reattached ? Counter::k_sessions_reattached : Counter::k_sessions_reregistered);
   r.decision = "ok";
   if (reattached) r.extra["reattached"] = true;
+  if (ended_at_dp) r.extra["ended"] = true;
   audit_.record(r);
   if (handlers_.on_session && !reattached) {
     handlers_.on_session(session->id, session->identity.subject, session->target->name, true);
@@ -1902,6 +2028,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
                  {"reattached", reattached}};
   // Always present, also empty: the budgets replace what the dp had before the restart.
   answer["budgets"] = budget_states(session->identity);
+  if (ended_at_dp) answer["ended"] = true;
   if (ahead == nullptr) {
     if (reattached) {
       std::lock_guard<std::mutex> lock(session->ahead_mu);

@@ -216,6 +216,14 @@ void CpClient::disconnect(const std::string& why, bool peer_closed) {
   for (auto& [id, p] : pending) {
     if (p.timer != 0) loop_->cancel_timer(p.timer);
     if (p.wait_until_ms > now && !stopped_) {
+      if (p.record_session != 0) {
+        // A write-ahead record cp may have written (JSON fallback): asked about like a ring
+        // record in flight, by its request id.
+        Waiting w = waiting_record(p.record_session, std::move(p.record_payload), p.timeout_ms,
+                                   p.wait_until_ms, std::move(p.cb));
+        if (!hold_uncertain(id, w)) enqueue_waiting(std::move(w));
+        continue;
+      }
       // cp may never have seen it: send it again once a connection is back.
       p.fields.erase("id");
       p.fields.erase("deadline_ms");
@@ -241,27 +249,29 @@ void CpClient::fail_ring_pending(const std::string& why) {
     if (p.wait_until_ms > now && !stopped_) {
       Waiting w = waiting_record(p.session, std::move(p.payload), p.timeout_ms, p.wait_until_ms,
                                  std::move(p.cb));
-      if (uncertain_.count(p.session) == 0) {
-        // cp may have written it (its answer was lost with the ring): the session's
-        // re-registration asks before it is sent again (uncertain_ahead()).
-        const uint64_t session = w.session;
-        w.timer = loop_->add_timer(w.wait_until_ms, [this, session] {
-          auto it = uncertain_.find(session);
-          if (it == uncertain_.end()) return;
-          Callback c = std::move(it->second.record.cb);
-          uncertain_.erase(it);
-          c(
-              unavailable("the pgwarden control plane is unreachable and did not come back within "
-                          "limits.cp_unavailable_wait_ms"));
-        });
-        uncertain_.emplace(session, Uncertain{seq, std::move(w)});
-        continue;
-      }
+      // cp may have written it (its answer was lost with the ring): the session's
+      // re-registration asks before it is sent again (uncertain_ahead()).
+      if (hold_uncertain(seq, w)) continue;
       enqueue_waiting(std::move(w));  // cp may never have seen it: sent again
       continue;
     }
     fail_later(std::move(p.cb), unavailable(why));
   }
+}
+
+bool CpClient::hold_uncertain(uint64_t seq, Waiting& w) {
+  if (uncertain_.count(w.session) != 0) return false;
+  const uint64_t session = w.session;
+  w.timer = loop_->add_timer(w.wait_until_ms, [this, session] {
+    auto it = uncertain_.find(session);
+    if (it == uncertain_.end()) return;
+    Callback c = std::move(it->second.record.cb);
+    uncertain_.erase(it);
+    c(unavailable("the pgwarden control plane is unreachable and did not come back within "
+                  "limits.cp_unavailable_wait_ms"));
+  });
+  uncertain_.emplace(session, Uncertain{seq, std::move(w)});
+  return true;
 }
 
 nlohmann::json CpClient::uncertain_ahead(uint64_t session) const {
@@ -601,6 +611,7 @@ void CpClient::handle_frame(nlohmann::json frame) {
     }
     offered_ring_.reset();  // an older cp (no "ring" in its answer): JSON events
     ready_ = true;
+    ++connections_ready_;
     backoff_ms_ = 100;
     if (on_ready_change_) {
       in_ready_callback_ = true;
@@ -776,7 +787,13 @@ void CpClient::record(uint64_t session, std::string payload, int64_t timeout_ms,
     auto fields = protocol::record_to_json(protocol::RecordType::kStatementRecord, payload);
     if (!fields.is_ok()) return fail_later(std::move(cb), fields.status());
     (*fields)["session_id"] = protocol::session_hex(session);
-    return request("record", std::move(*fields), timeout_ms, std::move(cb), wait_for_cp_ms);
+    const uint64_t id = next_id_;
+    request("record", std::move(*fields), timeout_ms, std::move(cb), wait_for_cp_ms);
+    if (auto it = pending_.find(id); it != pending_.end() && it->second.wait_until_ms != 0) {
+      it->second.record_session = session;
+      it->second.record_payload = std::move(payload);
+    }
+    return;
   }
   if (payload.size() > ring_->region.forward().max_payload()) {
     return fail_later(std::move(cb),

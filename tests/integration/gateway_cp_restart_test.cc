@@ -11,8 +11,10 @@
 // (a raw protocol client sees the password request, then AuthenticationOk once cp is back).
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <signal.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -182,6 +184,118 @@ TEST_F(CpRestartTest, ALoginArrivingWhileCpIsDownWaitsForItAndSucceeds) {
                        << (type == 'E' ? error_sqlstate(body) : std::string());
   std::printf("[ cp restart ] login waited for cp: done %lld ms after cp was started\n",
               static_cast<long long>(ms_since(t0)));
+}
+
+// The recording of the session whose statements mention `marker` (path empty when none or
+// several), read whole.
+struct Recorded {
+  std::string path;
+  std::vector<json> records;
+  recording::VerifyReport report;
+};
+Recorded recording_with(const std::string& state_dir, const std::string& marker) {
+  Recorded found;
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(state_dir + "/recordings", ec)) {
+    if (e.path().extension() != ".jsonl") continue;
+    Recorded r;
+    r.path = e.path().string();
+    auto recs = recording::read_recording(r.path, &r.report);
+    if (!recs.is_ok()) continue;
+    r.records = std::move(*recs);
+    for (const json& rec : r.records) {
+      if (rec.value("sql", "").find(marker) == std::string::npos) continue;
+      found = std::move(r);
+      ++n;
+      break;
+    }
+  }
+  return n == 1 ? found : Recorded{};
+}
+
+// The gateway's upstream connections that carry application_name `app` (run directly on
+// PostgreSQL): the dp closes a session's upstream connection when the session ends.
+int upstream_sessions(GatewayHarness& gw, const std::string& app) {
+  auto n = gw.pg().psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + app +
+                        "'");
+  return n.is_ok() ? std::atoi(n->c_str()) : -1;
+}
+
+// A session that ends while cp is down (the client disconnects during the outage): once cp
+// is back the dataplane re-registers it as ended, the session_end it kept is recorded after a
+// session_resumed record, and the recording is sealed — not left "unsealed" for ever.
+TEST_F(CpRestartTest, ASessionThatEndsWhileCpIsDownIsSealedOnceCpIsBack) {
+  struct CpBack {
+    bool started = false;
+    ~CpBack() {
+      if (!started) {
+        EXPECT_TRUE(gw_->start_cp().is_ok());
+      }
+    }
+  } cp_back;
+  {
+    Conn c(PQconnectdb(gw_->conninfo("application_name=cpr_ended").c_str()));
+    ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+    Res r(PQexec(c.get(), "SELECT 'cpr-ended-while-down'"));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+    ASSERT_EQ(upstream_sessions(*gw_, "cpr_ended"), 1);
+    ASSERT_TRUE(gw_->stop_cp().is_ok());  // kill -9
+  }  // the client leaves while cp is down
+  ASSERT_TRUE(eventually([] { return upstream_sessions(*gw_, "cpr_ended") == 0; }))
+      << "the dataplane did not end the session";
+  Recorded before = recording_with(gw_->state_dir(), "'cpr-ended-while-down'");
+  ASSERT_FALSE(before.path.empty());
+  EXPECT_FALSE(before.report.sealed);
+  cp_back.started = true;
+  ASSERT_TRUE(gw_->start_cp().is_ok());
+  Recorded after;
+  ASSERT_TRUE(eventually([&] {
+    after = recording_with(gw_->state_dir(), "'cpr-ended-while-down'");
+    return after.report.sealed;
+  })) << "the recording of a session that ended while cp was down was not sealed";
+  EXPECT_TRUE(after.report.ok) << after.report.reason;
+  ASSERT_GE(after.records.size(), 4u);
+  const json& end = after.records[after.records.size() - 2];
+  EXPECT_EQ(end.value("kind", ""), "session_end");
+  // The dataplane's own session_end (the client closed), not an abnormal end.
+  EXPECT_EQ(end.value("reason", "").find("abnormal"), std::string::npos) << end.dump();
+  EXPECT_EQ(after.records[after.records.size() - 3].value("kind", ""), "session_resumed");
+  auto v = recording::verify_session(after.path, nullptr, false);
+  ASSERT_TRUE(v.is_ok());
+  EXPECT_EQ(v->state, "sealed") << v->detail;
+  EXPECT_EQ(v->redelivered, 0u) << v->detail;
+}
+
+// The dataplane dies while cp is down: nobody will re-register its sessions. cp knows from its
+// state directory which recordings were open and that the dataplane process connected to it
+// has exited, so it seals them at once as ended abnormally.
+TEST_F(CpRestartTest, RecordingsOfADataplaneThatDiedWhileCpWasDownAreSealedWhenCpIsBack) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  Res r(PQexec(c.get(), "SELECT 'cpr-orphan'"));
+  ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  ASSERT_TRUE(gw_->stop_cp().is_ok());  // kill -9
+  gw_->signal_dp(SIGKILL);
+  ASSERT_TRUE(gw_->wait_dp_exit(10000));
+  c.reset();
+  Status cp_started = gw_->start_cp();
+  Recorded rec;
+  const bool sealed = eventually([&] {
+    rec = recording_with(gw_->state_dir(), "'cpr-orphan'");
+    return rec.report.sealed;
+  });
+  Status dp_started = gw_->start_dp();  // the suite's other tests need both
+  ASSERT_TRUE(cp_started.is_ok()) << cp_started.to_string();
+  ASSERT_TRUE(dp_started.is_ok()) << dp_started.to_string();
+  ASSERT_TRUE(sealed) << "the recording left open by the crashed cp was not sealed";
+  ASSERT_GE(rec.records.size(), 4u);
+  const json& end = rec.records[rec.records.size() - 2];
+  EXPECT_EQ(end.value("kind", ""), "session_end");
+  EXPECT_NE(end.value("reason", "").find("ended abnormally"), std::string::npos) << end.dump();
+  auto v = recording::verify_session(rec.path, nullptr, false);
+  ASSERT_TRUE(v.is_ok());
+  EXPECT_EQ(v->state, "sealed") << v->detail;
 }
 
 }  // namespace
