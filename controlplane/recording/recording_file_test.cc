@@ -228,7 +228,8 @@ TEST(RedeliveredRecords, AreTheRunAfterARestartMarkerThatRepeatsTheRunBeforeIt) 
   EXPECT_EQ(redelivered_records(clean), 0u);
   // A channel break (the cp did not restart) never redelivers what cp wrote.
   std::vector<json> reattach = clean;
-  reattach[3] = rec(4, "session_resumed", {{"reason", "dataplane reconnected to the control plane"}});
+  reattach[3] =
+      rec(4, "session_resumed", {{"reason", "dataplane reconnected to the control plane"}});
   reattach[4] = rec(5, "statement", end);
   EXPECT_EQ(redelivered_records(reattach), 0u);
 }

@@ -103,13 +103,21 @@ struct EscalationServer::Connection {
     }
   };
   std::unique_ptr<Ring> ring;
-  // The dp process (SO_PEERCRED; 0 when unknown, e.g. another pid namespace) and a pidfd on
-  // it (-1 when none; handed to the server's watches when its sessions are detached).
+  // The dp process (SO_PEERCRED; 0 when cp cannot see it, e.g. another pid namespace) and a
+  // pidfd on it (-1 when none; handed to the server's watches when its sessions are detached).
   pid_t peer_pid = 0;
   int pidfd = -1;
+  // The read end of the dp process's life pipe (CpClient::process_life_fd(), received with
+  // the hello; -1 when none): it hangs up when the process is gone. Watched instead of the
+  // pidfd, which it makes unnecessary, also for a dp whose pid cp cannot see.
+  int life_fd = -1;
+  // Who the dp process is, to match the connections of one process: its pid, or minus the
+  // inode of its life pipe when cp cannot see the pid; 0 when neither is known.
+  int64_t peer = 0;
   ~Connection() {
     for (int fd : received_fds) ::close(fd);
     if (pidfd >= 0) ::close(pidfd);
+    if (life_fd >= 0) ::close(life_fd);
   }
 };
 
@@ -126,7 +134,7 @@ struct EscalationServer::Session {
   // Detached (owner 0): its dp connection closed while the dp process lived; guarded by
   // sessions_mu_ (as owner is when it changes). See the header comment.
   int64_t detached_until_ms = 0;
-  pid_t detached_pid = 0;
+  int64_t detached_peer = 0;  // Connection::peer of the closed connection
   // Re-registered as ended (reregister "ended"): ended by the sweeper at this time unless its
   // session_end arrives first. Guarded by sessions_mu_.
   int64_t end_by_ms = 0;
@@ -475,6 +483,7 @@ void EscalationServer::accept_all() {
     socklen_t cred_len = sizeof cred;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0 && cred.pid > 0) {
       conn->peer_pid = cred.pid;
+      conn->peer = cred.pid;
       conn->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0));
     }
     size_t count;
@@ -523,8 +532,9 @@ void EscalationServer::on_readable(const std::shared_ptr<Connection>& conn) {
       for (size_t k = 0; k < count; ++k) {
         int fd;
         memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-        // Only the hello may carry descriptors (the event ring's); anything else is closed.
-        if (!conn->hello_done && conn->received_fds.size() < 3) {
+        // Only the hello may carry descriptors (the event ring's and the dp's life pipe);
+        // anything else is closed.
+        if (!conn->hello_done && conn->received_fds.size() < 4) {
           conn->received_fds.push_back(fd);
         } else {
           ::close(fd);
@@ -671,7 +681,7 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       } else {
         s.owner = 0;
         s.detached_until_ms = until;
-        s.detached_pid = conn->peer_pid;
+        s.detached_peer = conn->peer;
         detached.push_back(s.id);
         ++it;
       }
@@ -686,8 +696,8 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
     }
   }
   if (exited) roster_.exited(conn->peer_pid);
-  const std::string reason = "the dataplane process (pid " + std::to_string(conn->peer_pid) +
-                             ") exited with the session open: the session ended abnormally";
+  const std::string reason =
+      dataplane_name(conn->peer) + " exited with the session open: the session ended abnormally";
   for (const auto& s : dropped) {
     bump(Counter::k_sessions_abandoned);
     end_session(s, reason);
@@ -698,41 +708,54 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       conn->id, dropped.size(), detached.size());
 }
 
-bool EscalationServer::peer_exited(const Connection& conn) {
-  if (conn.pidfd < 0) return false;
-  pollfd p{conn.pidfd, POLLIN, 0};
-  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+std::string EscalationServer::dataplane_name(int64_t peer) {
+  return peer > 0 ? "the dataplane process (pid " + std::to_string(peer) + ")"
+                  : "the dataplane process (in a pid namespace the control plane cannot see)";
+}
+
+int& EscalationServer::exit_watch_fd(Connection& conn) {
+  // A pipe read end with no writer left is readable (EOF) and hangs up; a pidfd is readable
+  // once the process exited.
+  return conn.life_fd >= 0 ? conn.life_fd : conn.pidfd;
+}
+
+bool EscalationServer::peer_exited(Connection& conn) {
+  const int fd = exit_watch_fd(conn);
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP)) != 0;
 }
 
 void EscalationServer::watch_peer(Connection& conn) {
-  if (conn.pidfd < 0) return;
+  int& fd = exit_watch_fd(conn);
+  if (fd < 0 || conn.peer == 0) return;
   std::lock_guard<std::mutex> lock(conns_mu_);
-  for (const auto& [fd, pid] : peer_watches_) {
-    if (pid == conn.peer_pid) return;  // watched already (another worker's connection)
+  for (const auto& [watched, peer] : peer_watches_) {
+    if (peer == conn.peer) return;  // watched already (another worker's connection)
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = conn.pidfd;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, conn.pidfd, &ev) != 0) return;
-  peer_watches_[conn.pidfd] = conn.peer_pid;
-  conn.pidfd = -1;  // the watch owns it now
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return;
+  peer_watches_[fd] = conn.peer;
+  fd = -1;  // the watch owns it now
 }
 
 void EscalationServer::on_peer_exit(int fd) {
-  pid_t pid = 0;
+  int64_t peer = 0;
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     auto it = peer_watches_.find(fd);
     if (it == peer_watches_.end()) return;
-    pid = it->second;
+    peer = it->second;
     peer_watches_.erase(it);
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
   }
-  roster_.exited(pid);
-  end_detached([pid](const Session& s) { return s.detached_pid == pid; },
-               "the dataplane process (pid " + std::to_string(pid) +
-                   ") exited with the session open: the session ended abnormally");
+  if (peer > 0) roster_.exited(static_cast<pid_t>(peer));
+  end_detached(
+      [peer](const Session& s) { return s.detached_peer == peer; },
+      dataplane_name(peer) + " exited with the session open: the session ended abnormally");
 }
 
 void EscalationServer::end_detached(const std::function<bool(const Session&)>& pred,
@@ -800,6 +823,15 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
     auto cfg = store_.current();
     spdlog::info("dp connection {}: hello from {}", conn->id, hello->dp);
     roster_.connected(conn->peer_pid);  // a dataplane (not a probe of the socket)
+    // The dp's life pipe rides after the ring's three descriptors ("fds": [..., "life"]).
+    if (conn->received_fds.size() == 4) {
+      conn->life_fd = conn->received_fds.back();
+      conn->received_fds.pop_back();
+      struct stat life {};
+      if (conn->peer == 0 && ::fstat(conn->life_fd, &life) == 0) {
+        conn->peer = -static_cast<int64_t>(life.st_ino);
+      }
+    }
     std::lock_guard<std::mutex> lock(rules_mu_);
     json ok = {{"protocol", protocol::kProtocolVersion}, {"policy_version", cfg->version}};
     if (rules_) ok["rules_generation"] = rules_->generation;
@@ -924,7 +956,7 @@ std::shared_ptr<EscalationServer::Session> EscalationServer::find_session(
   if (s.owner == conn->id) return it->second;
   // Detached from a closed connection of the same dp process: the events that connection did
   // not deliver come on this one (a session that ended meanwhile is never re-registered).
-  if (s.owner == 0 && s.detached_pid > 0 && s.detached_pid == conn->peer_pid) return it->second;
+  if (s.owner == 0 && s.detached_peer != 0 && s.detached_peer == conn->peer) return it->second;
   return nullptr;
 }
 
@@ -1774,9 +1806,10 @@ void EscalationServer::end_overdue(int64_t now_ms) {
     // Not audited as a session of this cp: only its recording is closed.
     auto sealed = seal_orphan(*handlers_.recorder, id, orphan_reason);
     if (!sealed.is_ok()) {
-      spdlog::warn("recording of session {} left open by the previous control plane not "
-                   "sealed: {}",
-                   id, sealed.status().message());
+      spdlog::warn(
+          "recording of session {} left open by the previous control plane not "
+          "sealed: {}",
+          id, sealed.status().message());
       continue;
     }
     if (*sealed) {
@@ -1836,8 +1869,8 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   // The session ended at the dp after its login; cp may not have recorded its end (it was
   // away, or the end was still on the ring when it stopped). Its recording is continued so
   // that the events the dp kept for it, session_end last, are recorded and it is sealed.
-  const bool ended_at_dp = request.contains("ended") && request["ended"].is_boolean() &&
-                           request["ended"].get<bool>();
+  const bool ended_at_dp =
+      request.contains("ended") && request["ended"].is_boolean() && request["ended"].get<bool>();
   // A session this cp still holds, detached from a closed connection of the same dp: it is
   // reattached (the recording is open here). One that ended here is never re-admitted.
   std::shared_ptr<Session> detached;
@@ -1892,9 +1925,9 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       why.clear();  // the grant broke after the session ended: its recording is closed as usual
     } else if (handlers_.recorder != nullptr) {
       // Its policy or target is gone: the recording is closed without the dp's events.
-      (void)seal_orphan(*handlers_.recorder, session_id,
-                        "the session ended in the dataplane while the control plane was down (" +
-                            why + ")");
+      (void)seal_orphan(
+          *handlers_.recorder, session_id,
+          "the session ended in the dataplane while the control plane was down (" + why + ")");
       std::lock_guard<std::mutex> lock(sessions_mu_);
       orphans_.erase(session_id);
       return protocol::make_ok(id, {{"ended", true}});
@@ -1937,7 +1970,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       }
       detached->owner = conn->id;
       detached->detached_until_ms = 0;
-      detached->detached_pid = 0;
+      detached->detached_peer = 0;
       session = detached;
       reattached = true;
     } else {

@@ -56,15 +56,16 @@
 // recording with a restart marker (Recorder::resume_session).
 //
 // Channel reconnects (cp stays up): when a dp connection closes while the dp process lives
-// (its pid from SO_PEERCRED, watched with a pidfd), its sessions are *detached*, not ended:
+// (its life pipe, received with the hello, has not hung up; without one, its pid from
+// SO_PEERCRED watched with a pidfd), its sessions are *detached*, not ended:
 // their recordings stay open and the dp re-registers them on its next connection, which
 // reattaches them (a session_resumed record, reason "dataplane reconnected"). They end —
 // session_end "... the session ended abnormally" and the seal — when the dp process exits
-// (the pidfd fires) or when kReattachWindowMs pass without a re-registration. A reregister
-// may carry `lost` {records, kinds, first_ts, last_ts}: events of the session the dp could not
-// deliver while it had no connection; cp records them as a recording_gap right after the
-// session_resumed record. A session that ended in cp (killed, expired, sealed recording) is
-// never re-admitted: its reregister is refused with 57P01.
+// (its life pipe or pidfd fires) or when kReattachWindowMs pass without a re-registration. A
+// reregister may carry `lost` {records, kinds, first_ts, last_ts}: events of the session the
+// dp could not deliver while it had no connection; cp records them as a recording_gap right
+// after the session_resumed record. A session that ended in cp (killed, expired, sealed recording)
+// is never re-admitted: its reregister is refused with 57P01.
 //
 // Sessions that ended while cp was away: the dp re-registers a session that ended after its
 // login and whose end cp may not have recorded with `"ended": true`. cp continues its
@@ -292,9 +293,15 @@ class EscalationServer {
   void on_readable(const std::shared_ptr<Connection>& conn);
   void on_writable(const std::shared_ptr<Connection>& conn);
   void close_connection(const std::shared_ptr<Connection>& conn);
-  // The dp process behind `conn` has exited (its pidfd is readable). Unknown pid: false.
-  static bool peer_exited(const Connection& conn);
-  // Watches the pidfd of `conn`'s peer (taken from conn) on the loop's epoll, once per pid.
+  // The dp process behind `conn` has exited (its life pipe hung up, or its pidfd is
+  // readable). Neither known: false.
+  static bool peer_exited(Connection& conn);
+  // "the dataplane process (pid N)", or a name that says cp cannot see its pid.
+  static std::string dataplane_name(int64_t peer);
+  // The descriptor that tells that `conn`'s dp process exited: its life pipe, else its pidfd.
+  static int& exit_watch_fd(Connection& conn);
+  // Watches the exit of `conn`'s peer (the descriptor taken from conn) on the loop's epoll,
+  // once per dp process.
   void watch_peer(Connection& conn);
   // Ends the detached sessions for which `pred` holds (their dp process exited, or their
   // window passed): session_end `reason`, audited, counted. Any thread.
@@ -447,9 +454,9 @@ class EscalationServer {
   // a dp re-registers the session first. Guarded by sessions_mu_.
   std::map<std::string, int64_t> orphans_;
   DataplaneRoster roster_;
-  // pidfds of dp processes with (possibly) detached sessions, by fd -> pid. Guarded by
-  // conns_mu_.
-  std::map<int, pid_t> peer_watches_;
+  // Exit watches (life pipes or pidfds) of dp processes with (possibly) detached sessions, by
+  // fd -> Connection::peer. Guarded by conns_mu_.
+  std::map<int, int64_t> peer_watches_;
 
   DataplaneRegistry dataplanes_;
 

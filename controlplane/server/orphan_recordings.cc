@@ -86,9 +86,10 @@ void DataplaneRoster::save() {
   }
   nlohmann::json body = {{"processes", std::move(list)}, {"unknown_pid", unknown_pid_}};
   if (Status st = replace_file_atomically(path_, body.dump() + "\n", 0600); !st.is_ok()) {
-    spdlog::warn("{} not updated ({}): after a crash the next pgwarden-cp waits the full "
-                 "reattach window before it seals recordings nobody re-registers",
-                 path_, st.message());
+    spdlog::warn(
+        "{} not updated ({}): after a crash the next pgwarden-cp waits the full "
+        "reattach window before it seals recordings nobody re-registers",
+        path_, st.message());
   }
 }
 

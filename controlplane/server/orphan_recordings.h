@@ -37,7 +37,7 @@ class DataplaneRoster {
  public:
   // What the file of the previous cp said.
   struct Previous {
-    bool known = false;    // the file existed and parsed
+    bool known = false;        // the file existed and parsed
     bool unknown_pid = false;  // a dataplane without a usable pid was connected (another pid
                                // namespace): nothing can be said about it
     std::vector<std::pair<pid_t, uint64_t>> processes;  // pid, process_start_time
@@ -78,6 +78,6 @@ std::vector<std::string> possibly_open_recordings(const std::string& dir,
 // seals it. True when it did; false (nothing written) when the recording does not exist or is
 // sealed already.
 Result<bool> seal_orphan(recording::Recorder& recorder, const std::string& id,
-                   const std::string& reason);
+                         const std::string& reason);
 
 }  // namespace pgwarden::server

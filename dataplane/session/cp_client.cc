@@ -1,5 +1,6 @@
 #include "dataplane/session/cp_client.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -149,12 +150,28 @@ void CpClient::connect_now() {
   if (offered_ring_) {
     // The memfd and both eventfds ride on the hello's first bytes (SCM_RIGHTS, see flush()).
     hello["ring"] = {{"version", protocol::RingRegion::kVersion},
-                     {"fds", {"region", "cp_wake", "dp_wake"}}};
+                     {"fds", {"region", "cp_wake", "dp_wake", "life"}}};
   }
   send_frame(hello, false);
 }
 
+int CpClient::process_life_fd() {
+  // The write end is never closed (and not inherited by exec): it closes when the process
+  // ends, however it ends.
+  static const int fd = [] {
+    int p[2];
+    return ::pipe2(p, O_CLOEXEC) == 0 ? p[0] : -1;
+  }();
+  return fd;
+}
+
 std::unique_ptr<CpClient::Ring> CpClient::make_ring() {
+  if (process_life_fd() < 0) {
+    spdlog::warn(
+        "event ring unavailable, using JSON events: the process's life pipe could "
+        "not be created");
+    return nullptr;
+  }
   auto region = protocol::RingRegion::create();
   if (!region.is_ok()) {
     spdlog::warn("event ring unavailable, using JSON events: {}", region.status().message());
@@ -267,8 +284,9 @@ bool CpClient::hold_uncertain(uint64_t seq, Waiting& w) {
     if (it == uncertain_.end()) return;
     Callback c = std::move(it->second.record.cb);
     uncertain_.erase(it);
-    c(unavailable("the pgwarden control plane is unreachable and did not come back within "
-                  "limits.cp_unavailable_wait_ms"));
+    c(
+        unavailable("the pgwarden control plane is unreachable and did not come back within "
+                    "limits.cp_unavailable_wait_ms"));
   });
   uncertain_.emplace(session, Uncertain{seq, std::move(w)});
   return true;
@@ -506,8 +524,8 @@ void CpClient::flush() {
     if (offered_ring_ && !fds_sent_) {
       // The first bytes of the connection (the hello) carry the ring's descriptors.
       iovec iov{out_.data() + out_off_, out_.size() - out_off_};
-      int fds[3] = {offered_ring_->region.fd(), offered_ring_->cp_wake_fd,
-                    offered_ring_->dp_wake_fd};
+      int fds[4] = {offered_ring_->region.fd(), offered_ring_->cp_wake_fd,
+                    offered_ring_->dp_wake_fd, process_life_fd()};
       alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
       msghdr msg{};
       msg.msg_iov = &iov;

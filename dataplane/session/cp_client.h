@@ -112,6 +112,10 @@ class CpClient : public IoHandler {
               int64_t wait_for_cp_ms = 0);
   // True while the current connection carries events on the shared-memory ring.
   bool ring_active() const { return ring_ != nullptr; }
+  // The read end of a pipe whose write end this process holds until it exits. It rides with
+  // the ring's descriptors on every hello ("life"): cp sees it hang up exactly when the
+  // dataplane process is gone, also when cp cannot see the dp's pid (another pid namespace).
+  static int process_life_fd();
 
   uint64_t events_dropped() const { return events_dropped_; }
   // Events of `session` this client could not deliver since the last call (not connected,
@@ -122,9 +126,9 @@ class CpClient : public IoHandler {
   // The session's write-ahead record that was in flight when the last connection closed
   // (cp may or may not have written it), as the reregister's `ahead` object {seq (on the
   // closed connection's ring; without a ring, the `record` request's id), ts_ms, source,
-  // sql_sha256}; null when none. It is neither sent
-  // again nor answered until resolve_ahead() (docs/protocol.md "reregister"), so that a
-  // channel break or a cp restart records it exactly once.
+  // sql_sha256}; null when none. It is neither sent again nor answered until resolve_ahead()
+  // (docs/protocol.md "reregister"), so that a channel break or a cp restart records it
+  // exactly once.
   nlohmann::json uncertain_ahead(uint64_t session) const;
   // The reregister of `session` was answered: its `ahead` answer ({"seq", "state": "written" |
   // "refused" (with "error") | "unknown"}) completes the record in flight — written: answered

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -365,7 +366,12 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
     std::vector<int> fds;
     json hello = json::parse(read_frame_with_fds(c, &fds));
     ASSERT_TRUE(hello.contains("ring"));
-    ASSERT_EQ(fds.size(), 3u);
+    ASSERT_EQ(fds.size(), 4u);  // region, cp_wake, dp_wake and the dp process's life pipe
+    struct stat life {};
+    ASSERT_EQ(fstat(fds[3], &life), 0);
+    EXPECT_TRUE(S_ISFIFO(life.st_mode));
+    pollfd alive{fds[3], POLLIN, 0};
+    EXPECT_EQ(poll(&alive, 1, 0), 0);  // no hang-up while the process lives
     auto region = protocol::RingRegion::attach(fds[0]);
     ASSERT_TRUE(region.is_ok()) << region.status().message();
     write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
@@ -387,6 +393,7 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
     answer_through(*region, fds[2], 2);
     close(fds[1]);
     close(fds[2]);
+    close(fds[3]);
     server_ok = true;
     // Keep the connection open until the client is done.
     char b;
@@ -437,7 +444,7 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
     int c = cp.accept_one();
     std::vector<int> fds;
     json hello = json::parse(read_frame_with_fds(c, &fds));
-    ASSERT_EQ(fds.size(), 3u);
+    ASSERT_EQ(fds.size(), 4u);
     auto region = protocol::RingRegion::attach(fds[0]);
     ASSERT_TRUE(region.is_ok()) << region.status().message();
     write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
@@ -452,6 +459,7 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
     answer_through(*region, fds[2], 1);
     close(fds[1]);
     close(fds[2]);
+    close(fds[3]);
     char b;
     (void)recv(c, &b, 1, 0);
     close(c);
@@ -497,11 +505,11 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
 }
 
 // The fake cp's side of a connection that accepts the ring: the hello (with the three
-// descriptors) is answered with "ring": true. `fds`: region, cp_wake, dp_wake.
+// descriptors) is answered with "ring": true. `fds`: region, cp_wake, dp_wake, life.
 protocol::RingRegion accept_with_ring(FakeCp& cp, int* conn, std::vector<int>* fds) {
   *conn = cp.accept_one();
   json hello = json::parse(read_frame_with_fds(*conn, fds));
-  EXPECT_EQ(fds->size(), 3u);
+  EXPECT_EQ(fds->size(), 4u);
   auto region = protocol::RingRegion::attach(fds->empty() ? -1 : (*fds)[0]);
   EXPECT_TRUE(region.is_ok()) << region.status().message();
   write_frame(*conn, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
@@ -714,7 +722,8 @@ TEST(CpClientTest, AJsonRecordInFlightAcrossAReconnectionIsAskedAboutNotSentAgai
     client.record(
         7, p, 5000, [&](Result<json> r) { done.emplace(std::move(r)); },
         /*wait_for_cp_ms=*/5000);
-    run_until(loop, [&] { return done.has_value(); }, 10000);
+    run_until(
+        loop, [&] { return done.has_value(); }, 10000);
     client.stop();
     server.join();
     ASSERT_TRUE(done.has_value()) << state;

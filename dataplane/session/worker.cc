@@ -425,8 +425,8 @@ void Worker::prune_ended() {
   size_t excess = ended_.size() > kEndedMax ? ended_.size() - kEndedMax : 0;
   std::erase_if(ended_, [&](const EndedSession& e) {
     const bool drop =
-        !e.asking && (excess > 0 || (up && e.connection == connection &&
-                                     now - e.ended_ms > kEndedKeepMs));
+        !e.asking &&
+        (excess > 0 || (up && e.connection == connection && now - e.ended_ms > kEndedKeepMs));
     if (!drop) return false;
     if (excess > 0) --excess;
     cp_->forget_lost(e.sid);
