@@ -2128,6 +2128,19 @@ bool EscalationServer::written_last(const json& last, const json& ahead) {
   if (!last.is_object() || last.value("kind", "") != "statement" || last.contains("phase")) {
     return false;
   }
+  // The record itself: every field of it as the recording has it, nothing else but the
+  // envelope. Time, source and SQL alone cannot tell two executions of a prepared statement
+  // within one millisecond apart.
+  if (auto hex = ahead.find("payload_hex"); hex != ahead.end() && hex->is_string()) {
+    const std::string& h = hex->get_ref<const std::string&>();
+    std::string payload;
+    payload.reserve(h.size() / 2);
+    auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+    for (size_t i = 0; i + 1 < h.size(); i += 2) {
+      payload += static_cast<char>(nibble(h[i]) << 4 | nibble(h[i + 1]));
+    }
+    return h.size() % 2 == 0 && recorded_as(last, payload);
+  }
   auto sql = last.find("sql");
   if (sql == last.end() || !sql->is_string()) return false;
   // chain_hash with an empty prev is the plain SHA-256 of the text.

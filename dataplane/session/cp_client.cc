@@ -297,10 +297,24 @@ nlohmann::json CpClient::uncertain_ahead(uint64_t session) const {
   if (it == uncertain_.end()) return nullptr;
   auto rec = protocol::StatementFields::decode(it->second.record.payload);
   if (!rec.is_ok()) return nullptr;
-  return {{"seq", it->second.seq},
-          {"ts_ms", rec->ts_ms},
-          {"source", protocol::source_name(rec->source)},
-          {"sql_sha256", sha256_hex(rec->sql)}};
+  nlohmann::json ahead = {{"seq", it->second.seq},
+                          {"ts_ms", rec->ts_ms},
+                          {"source", protocol::source_name(rec->source)},
+                          {"sql_sha256", sha256_hex(rec->sql)}};
+  // The whole record, so that cp can tell it from an earlier one with the same time, source
+  // and SQL (two executions of a prepared statement within a millisecond).
+  const std::string& payload = it->second.record.payload;
+  if (payload.size() <= kMaxAheadPayload) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    hex.reserve(payload.size() * 2);
+    for (unsigned char ch : payload) {
+      hex += kHex[ch >> 4];
+      hex += kHex[ch & 15];
+    }
+    ahead["payload_hex"] = std::move(hex);
+  }
+  return ahead;
 }
 
 void CpClient::resolve_ahead(uint64_t session, const Result<nlohmann::json>& answer) {

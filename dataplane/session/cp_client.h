@@ -67,6 +67,8 @@ class CpClient : public IoHandler {
   static constexpr size_t kMaxFrame = 1 << 20;
   static constexpr int64_t kEventDelayMs = 2;
   static constexpr size_t kEventBatchBytes = 64 << 10;
+  // A reregister's `ahead` carries the record itself up to this size (hex: twice that).
+  static constexpr size_t kMaxAheadPayload = 256 << 10;
 
   // `use_ring`: offer the event ring at each connection (tests turn it off to exercise the
   // JSON fallback).
@@ -126,9 +128,9 @@ class CpClient : public IoHandler {
   // The session's write-ahead record that was in flight when the last connection closed
   // (cp may or may not have written it), as the reregister's `ahead` object {seq (on the
   // closed connection's ring; without a ring, the `record` request's id), ts_ms, source,
-  // sql_sha256}; null when none. It is neither sent again nor answered until resolve_ahead()
-  // (docs/protocol.md "reregister"), so that a channel break or a cp restart records it
-  // exactly once.
+  // sql_sha256, payload_hex (the encoded record, up to kMaxAheadPayload)}; null when none. It is
+  // neither sent again nor answered until resolve_ahead() (docs/protocol.md "reregister"), so that
+  // a channel break or a cp restart records it exactly once.
   nlohmann::json uncertain_ahead(uint64_t session) const;
   // The reregister of `session` was answered: its `ahead` answer ({"seq", "state": "written" |
   // "refused" (with "error") | "unknown"}) completes the record in flight — written: answered
