@@ -241,6 +241,7 @@ nlohmann::json VerifyReport::to_json() const {
     j["detail"] = detail;
     j["gaps"] = gaps;
     j["missing_records"] = missing_records;
+    j["redelivered"] = redelivered;
   }
   if (checkpoint) j["checkpoint_seq"] = checkpoint->seq;
   return j;
@@ -262,6 +263,37 @@ Result<Checkpoint> read_checkpoint(const std::string& path) {
                              h.value("sealed", false)};
   }
   return cp;
+}
+
+uint64_t redelivered_records(const std::vector<nlohmann::json>& records) {
+  auto same = [](const nlohmann::json& a, const nlohmann::json& b) {
+    if (a.size() != b.size()) return false;
+    for (const auto& [k, v] : a.items()) {
+      if (k == "seq" || k == "ts" || k == "prev" || k == "hash") continue;
+      auto o = b.find(k);
+      if (o == b.end() || *o != v) return false;
+    }
+    return true;
+  };
+  uint64_t total = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const nlohmann::json& r = records[i];
+    if (r.value("kind", "") != "session_resumed" ||
+        r.value("reason", "") != "control plane restart") {
+      continue;
+    }
+    size_t post = i + 1;
+    if (post < records.size() && records[post].value("kind", "") == "recording_gap") ++post;
+    // The longest run before the marker that the records after it repeat.
+    size_t k = std::min({i, records.size() - post, kMaxRedelivered});
+    for (; k > 0; --k) {
+      bool all = true;
+      for (size_t j = 0; j < k && all; ++j) all = same(records[i - k + j], records[post + j]);
+      if (all) break;
+    }
+    total += k;
+  }
+  return total;
 }
 
 Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* checkpoint,
@@ -335,6 +367,12 @@ Result<VerifyReport> verify_session(const std::string& path, const Checkpoint* c
   if (report.gaps > 0) {
     report.detail += "; " + n(report.gaps) + " gap records say " + n(report.missing_records) +
                      " records could not be recorded (see replay)";
+  }
+  report.redelivered = redelivered_records(*records);
+  if (report.redelivered > 0) {
+    report.detail += "; " + n(report.redelivered) +
+                     " records after a control-plane restart repeat the records just before it "
+                     "(delivered again: the control plane crashed after writing them)";
   }
   return report;
 }

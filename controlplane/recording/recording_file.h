@@ -77,6 +77,8 @@ struct VerifyReport {
   std::string detail;                   // a sentence for operators
   uint64_t gaps = 0;                    // recording_gap records (verify_session only)
   uint64_t missing_records = 0;         // records those gaps say are missing
+  // Records recorded twice around a control-plane crash (redelivered_records()).
+  uint64_t redelivered = 0;
   std::optional<ChainHead> checkpoint;  // the checkpointed head of this session, if any
 
   // {ok, records, torn_tail, last_hash, sealed, [bad_seq, reason], [torn_bytes], [state,
@@ -84,6 +86,15 @@ struct VerifyReport {
   // verify --json`'s form.
   nlohmann::json to_json() const;
 };
+
+// Records of a verified recording that a restarted pgwarden-cp wrote a second time: a cp killed
+// after it wrote a batch of ring events and before it released them leaves them on the
+// dataplane's ring, which delivers them again after the session's re-registration. They are
+// the first records after a `session_resumed` record (reason "control plane restart", and the
+// optional recording_gap after it) that equal, apart from seq, ts, prev and hash, the records
+// right before it (at most kMaxRedelivered per restart: one ring batch).
+inline constexpr size_t kMaxRedelivered = 256;
+uint64_t redelivered_records(const std::vector<nlohmann::json>& records);
 
 // Verifies the chain. not_found/unavailable only when the file cannot be read; tampering is a
 // report with ok == false.

@@ -195,6 +195,45 @@ TEST_F(RecordingFileTest, TailWhoseLastRecordWasChangedDoesNotVerify) {
   EXPECT_EQ(tail->reason, "malformed json");
 }
 
+// Events a restarted cp got again from the dataplane's ring (it was killed after writing them,
+// before releasing them) follow the session_resumed record and repeat the records before it.
+TEST(RedeliveredRecords, AreTheRunAfterARestartMarkerThatRepeatsTheRunBeforeIt) {
+  using nlohmann::json;
+  auto rec = [](uint64_t seq, const std::string& kind, json fields) {
+    fields["seq"] = seq;
+    fields["ts"] = 1000 + seq;
+    fields["kind"] = kind;
+    fields["prev"] = "p" + std::to_string(seq);
+    fields["hash"] = "h" + std::to_string(seq);
+    return fields;
+  };
+  const json rows = {{"rows", {{1}, {2}}}, {"ts_ms", 77}};
+  const json end = {{"phase", "end"}, {"rows", 2}, {"ts_ms", 78}};
+  const json restart = {{"reason", "control plane restart"}};
+  std::vector<json> records = {rec(1, "session_start", {{"identity", "a"}}),
+                               rec(2, "rows", rows),
+                               rec(3, "statement", end),
+                               rec(4, "session_resumed", restart),
+                               rec(5, "recording_gap", {{"records", 1}}),
+                               rec(6, "rows", rows),
+                               rec(7, "statement", end),
+                               rec(8, "statement", {{"sql", "SELECT 2"}, {"ts_ms", 79}})};
+  EXPECT_EQ(redelivered_records(records), 2u);
+  // Only the tail repeated (the rows record was taken off the ring before the crash).
+  std::vector<json> tail_only = {records[0], records[1], records[2], records[3],
+                                 rec(5, "statement", end)};
+  EXPECT_EQ(redelivered_records(tail_only), 1u);
+  // Nothing repeats: a new statement follows the marker.
+  std::vector<json> clean = {records[0], records[1], records[2], records[3], records[7]};
+  EXPECT_EQ(redelivered_records(clean), 0u);
+  // A channel break (the cp did not restart) never redelivers what cp wrote.
+  std::vector<json> reattach = clean;
+  reattach[3] =
+      rec(4, "session_resumed", {{"reason", "dataplane reconnected to the control plane"}});
+  reattach[4] = rec(5, "statement", end);
+  EXPECT_EQ(redelivered_records(reattach), 0u);
+}
+
 TEST(ChainHash, IsSha256OfPrevAndCanonicalBytes) {
   nlohmann::json r = {{"b", 1}, {"a", "x"}};
   EXPECT_EQ(canonical_bytes(r), R"({"a":"x","b":1})");

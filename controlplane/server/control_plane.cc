@@ -400,6 +400,7 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   handlers.revocations = cp->revocations_.get();
   handlers.tickets = cp->tickets_.get();
   handlers.budgets = cp->budgets_.get();
+  handlers.dataplanes_path = state_dir + "/dataplanes.json";
   handlers.provider_has_key = [plane](const std::string& provider,
                                       const std::string& kid) -> std::optional<bool> {
     auto validator = plane->token_validator();

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <set>
 
 #include "common/protocol/messages.h"
@@ -102,13 +103,21 @@ struct EscalationServer::Connection {
     }
   };
   std::unique_ptr<Ring> ring;
-  // The dp process (SO_PEERCRED; 0 when unknown, e.g. another pid namespace) and a pidfd on
-  // it (-1 when none; handed to the server's watches when its sessions are detached).
+  // The dp process (SO_PEERCRED; 0 when cp cannot see it, e.g. another pid namespace) and a
+  // pidfd on it (-1 when none; handed to the server's watches when its sessions are detached).
   pid_t peer_pid = 0;
   int pidfd = -1;
+  // The read end of the dp process's life pipe (CpClient::process_life_fd(), received with
+  // the hello; -1 when none): it hangs up when the process is gone. Watched instead of the
+  // pidfd, which it makes unnecessary, also for a dp whose pid cp cannot see.
+  int life_fd = -1;
+  // Who the dp process is, to match the connections of one process: its pid, or minus the
+  // inode of its life pipe when cp cannot see the pid; 0 when neither is known.
+  int64_t peer = 0;
   ~Connection() {
     for (int fd : received_fds) ::close(fd);
     if (pidfd >= 0) ::close(pidfd);
+    if (life_fd >= 0) ::close(life_fd);
   }
 };
 
@@ -125,7 +134,10 @@ struct EscalationServer::Session {
   // Detached (owner 0): its dp connection closed while the dp process lived; guarded by
   // sessions_mu_ (as owner is when it changes). See the header comment.
   int64_t detached_until_ms = 0;
-  pid_t detached_pid = 0;
+  int64_t detached_peer = 0;  // Connection::peer of the closed connection
+  // Re-registered as ended (reregister "ended"): ended by the sweeper at this time unless its
+  // session_end arrives first. Guarded by sessions_mu_.
+  int64_t end_by_ms = 0;
   // The session's last write-ahead record from the event ring (its seq on the owner's ring)
   // and its answer, for a re-registration that asks about it (`ahead`, see
   // handle_reregister). Guarded by ahead_mu.
@@ -151,7 +163,10 @@ struct EscalationServer::Session {
 
 EscalationServer::EscalationServer(config::ConfigStore& store, audit::AuditLog& audit,
                                    ServerHandlers handlers)
-    : store_(store), audit_(audit), handlers_(std::move(handlers)) {
+    : store_(store),
+      audit_(audit),
+      handlers_(std::move(handlers)),
+      roster_(handlers_.dataplanes_path) {
   if (!handlers_.authenticator) handlers_.authenticator = std::make_shared<IdentityAuthenticator>();
   if (!handlers_.analyser) handlers_.analyser = std::make_shared<FailClosedAnalyser>();
   if (!handlers_.mask_planner) handlers_.mask_planner = std::make_shared<FailClosedMaskPlanner>();
@@ -172,6 +187,7 @@ Status EscalationServer::start() {
     }
     (void)install_rules(std::move(first), boot_config_->version);
   }
+  collect_orphans();
   const auto& cp = boot_config_->control_plane;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -467,6 +483,7 @@ void EscalationServer::accept_all() {
     socklen_t cred_len = sizeof cred;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) == 0 && cred.pid > 0) {
       conn->peer_pid = cred.pid;
+      conn->peer = cred.pid;
       conn->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0));
     }
     size_t count;
@@ -515,8 +532,9 @@ void EscalationServer::on_readable(const std::shared_ptr<Connection>& conn) {
       for (size_t k = 0; k < count; ++k) {
         int fd;
         memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-        // Only the hello may carry descriptors (the event ring's); anything else is closed.
-        if (!conn->hello_done && conn->received_fds.size() < 3) {
+        // Only the hello may carry descriptors (the event ring's and the dp's life pipe);
+        // anything else is closed.
+        if (!conn->hello_done && conn->received_fds.size() < 4) {
           conn->received_fds.push_back(fd);
         } else {
           ::close(fd);
@@ -663,7 +681,7 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       } else {
         s.owner = 0;
         s.detached_until_ms = until;
-        s.detached_pid = conn->peer_pid;
+        s.detached_peer = conn->peer;
         detached.push_back(s.id);
         ++it;
       }
@@ -677,8 +695,9 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       for (const std::string& id : detached) (void)handlers_.approvals->abandon_session(id);
     }
   }
-  const std::string reason = "the dataplane process (pid " + std::to_string(conn->peer_pid) +
-                             ") exited with the session open: the session ended abnormally";
+  if (exited) roster_.exited(conn->peer_pid);
+  const std::string reason =
+      dataplane_name(conn->peer) + " exited with the session open: the session ended abnormally";
   for (const auto& s : dropped) {
     bump(Counter::k_sessions_abandoned);
     end_session(s, reason);
@@ -689,40 +708,54 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
       conn->id, dropped.size(), detached.size());
 }
 
-bool EscalationServer::peer_exited(const Connection& conn) {
-  if (conn.pidfd < 0) return false;
-  pollfd p{conn.pidfd, POLLIN, 0};
-  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+std::string EscalationServer::dataplane_name(int64_t peer) {
+  return peer > 0 ? "the dataplane process (pid " + std::to_string(peer) + ")"
+                  : "the dataplane process (in a pid namespace the control plane cannot see)";
+}
+
+int& EscalationServer::exit_watch_fd(Connection& conn) {
+  // A pipe read end with no writer left is readable (EOF) and hangs up; a pidfd is readable
+  // once the process exited.
+  return conn.life_fd >= 0 ? conn.life_fd : conn.pidfd;
+}
+
+bool EscalationServer::peer_exited(Connection& conn) {
+  const int fd = exit_watch_fd(conn);
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP)) != 0;
 }
 
 void EscalationServer::watch_peer(Connection& conn) {
-  if (conn.pidfd < 0) return;
+  int& fd = exit_watch_fd(conn);
+  if (fd < 0 || conn.peer == 0) return;
   std::lock_guard<std::mutex> lock(conns_mu_);
-  for (const auto& [fd, pid] : peer_watches_) {
-    if (pid == conn.peer_pid) return;  // watched already (another worker's connection)
+  for (const auto& [watched, peer] : peer_watches_) {
+    if (peer == conn.peer) return;  // watched already (another worker's connection)
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = conn.pidfd;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, conn.pidfd, &ev) != 0) return;
-  peer_watches_[conn.pidfd] = conn.peer_pid;
-  conn.pidfd = -1;  // the watch owns it now
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return;
+  peer_watches_[fd] = conn.peer;
+  fd = -1;  // the watch owns it now
 }
 
 void EscalationServer::on_peer_exit(int fd) {
-  pid_t pid = 0;
+  int64_t peer = 0;
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     auto it = peer_watches_.find(fd);
     if (it == peer_watches_.end()) return;
-    pid = it->second;
+    peer = it->second;
     peer_watches_.erase(it);
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
     ::close(fd);
   }
-  end_detached([pid](const Session& s) { return s.detached_pid == pid; },
-               "the dataplane process (pid " + std::to_string(pid) +
-                   ") exited with the session open: the session ended abnormally");
+  if (peer > 0) roster_.exited(static_cast<pid_t>(peer));
+  end_detached(
+      [peer](const Session& s) { return s.detached_peer == peer; },
+      dataplane_name(peer) + " exited with the session open: the session ended abnormally");
 }
 
 void EscalationServer::end_detached(const std::function<bool(const Session&)>& pred,
@@ -789,6 +822,16 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
     conn->hello_done = true;
     auto cfg = store_.current();
     spdlog::info("dp connection {}: hello from {}", conn->id, hello->dp);
+    roster_.connected(conn->peer_pid);  // a dataplane (not a probe of the socket)
+    // The dp's life pipe rides after the ring's three descriptors ("fds": [..., "life"]).
+    if (conn->received_fds.size() == 4) {
+      conn->life_fd = conn->received_fds.back();
+      conn->received_fds.pop_back();
+      struct stat life {};
+      if (conn->peer == 0 && ::fstat(conn->life_fd, &life) == 0) {
+        conn->peer = -static_cast<int64_t>(life.st_ino);
+      }
+    }
     std::lock_guard<std::mutex> lock(rules_mu_);
     json ok = {{"protocol", protocol::kProtocolVersion}, {"policy_version", cfg->version}};
     if (rules_) ok["rules_generation"] = rules_->generation;
@@ -913,7 +956,7 @@ std::shared_ptr<EscalationServer::Session> EscalationServer::find_session(
   if (s.owner == conn->id) return it->second;
   // Detached from a closed connection of the same dp process: the events that connection did
   // not deliver come on this one (a session that ended meanwhile is never re-registered).
-  if (s.owner == 0 && s.detached_pid > 0 && s.detached_pid == conn->peer_pid) return it->second;
+  if (s.owner == 0 && s.detached_peer != 0 && s.detached_peer == conn->peer) return it->second;
   return nullptr;
 }
 
@@ -1194,8 +1237,12 @@ json EscalationServer::handle_record(const std::shared_ptr<Connection>& conn, js
     sql = f["sql"].get<std::string>();
   }
   std::optional<audit::AuditRecord> audited = audit_record_of(s, *ev);
-  return record_ahead(conn, s, recording::RecordFields::from_json(ev->fields), std::move(sql),
-                      std::move(audited), id, ring_seq);
+  // JSON fallback (no ring): a reregister asks about the record by its request id.
+  note_ahead(*s, id, nullptr);
+  json answer = record_ahead(conn, s, recording::RecordFields::from_json(ev->fields),
+                             std::move(sql), std::move(audited), id, ring_seq);
+  if (!answer.is_null()) note_ahead(*s, id, answer);
+  return answer;
 }
 
 json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
@@ -1223,16 +1270,18 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
   // `sql` is for a refusal's audit record (decision_record takes the plain text).
   opts.on_done = [this, weak, id, ring_seq, s, sql,
                   audited = std::move(audited)](const Status& st) {
+    // A ring record is asked about by its ring seq, a JSON request by its id.
+    const uint64_t ahead_seq = ring_seq != 0 ? ring_seq : id;
     if (st.is_ok()) {
       if (audited) audit_recorded(*audited);
       const json ok = protocol::make_ok(id);
-      if (ring_seq != 0) note_ahead(*s, ring_seq, ok);
+      note_ahead(*s, ahead_seq, ok);
       if (auto c = weak.lock()) reply(c, ring_seq, ok);
       return;
     }
     recording_refused(s, st, sql);
     json refusal = protocol::make_error(id, ec::kRecordingFailed, st);
-    if (ring_seq != 0) note_ahead(*s, ring_seq, refusal);
+    note_ahead(*s, ahead_seq, refusal);
     if (auto c = weak.lock()) reply(c, ring_seq, refusal);
   };
   Status st = handlers_.recorder->append(s->id, "statement", std::move(fields), std::move(opts));
@@ -1683,7 +1732,9 @@ std::vector<std::string> EscalationServer::revalidate_sessions(const std::string
   std::vector<std::shared_ptr<Session>> all;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
-    for (const auto& [id, s] : sessions_) all.push_back(s);
+    for (const auto& [id, s] : sessions_) {
+      if (s->end_by_ms == 0) all.push_back(s);  // one that ended at its dp is over already
+    }
   }
   std::vector<std::string> killed;
   int64_t now = protocol::now_unix_ms();
@@ -1706,6 +1757,7 @@ void EscalationServer::sweep_loop() {
                      std::to_string(kReattachWindowMs / 1000) +
                      " s after its connection to the control plane closed: the session ended "
                      "abnormally");
+    end_overdue(now);
     (void)revalidate_sessions("sweep");
     if (handlers_.budgets != nullptr) {
       if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
@@ -1713,6 +1765,81 @@ void EscalationServer::sweep_loop() {
       }
     }
     lock.lock();
+  }
+}
+
+void EscalationServer::collect_orphans() {
+  recording::Recorder* rec = handlers_.recorder;
+  if (rec == nullptr) return;
+  // path_for() is <dir>/<id>.jsonl.
+  const std::string dir = std::filesystem::path(rec->path_for("")).parent_path().string();
+  std::vector<std::string> ids = possibly_open_recordings(dir, rec->checkpoint_path());
+  if (ids.empty()) return;
+  // No dp that was connected to the previous cp runs any more: nobody can re-register them.
+  const bool none_can_return = roster_.load().all_exited();
+  const int64_t when = protocol::now_unix_ms() + (none_can_return ? 0 : kReattachWindowMs);
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  for (const std::string& id : ids) orphans_[id] = when;
+  spdlog::info(
+      "{} recordings may have been open when the previous control plane stopped; those no "
+      "dataplane re-registers {} are sealed as ended abnormally",
+      ids.size(),
+      none_can_return ? "(every dataplane connected to it has exited) now"
+                      : "within " + std::to_string(kReattachWindowMs / 1000) + " s");
+}
+
+void EscalationServer::end_overdue(int64_t now_ms) {
+  std::vector<std::string> orphans;
+  std::vector<std::shared_ptr<Session>> unended;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (auto it = orphans_.begin(); it != orphans_.end();) {
+      if (it->second > now_ms) {
+        ++it;
+        continue;
+      }
+      if (sessions_.count(it->first) == 0 && ended_.count(it->first) == 0) {
+        orphans.push_back(it->first);
+      }
+      it = orphans_.erase(it);
+    }
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if (it->second->end_by_ms != 0 && it->second->end_by_ms <= now_ms) {
+        unended.push_back(it->second);
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  const std::string orphan_reason =
+      "the control plane restarted and no dataplane re-registered the session (its dataplane "
+      "exited or lost it while the control plane was down): the session ended abnormally";
+  for (const std::string& id : orphans) {
+    // Not audited as a session of this cp: only its recording is closed.
+    auto sealed = seal_orphan(*handlers_.recorder, id, orphan_reason);
+    if (!sealed.is_ok()) {
+      spdlog::warn(
+          "recording of session {} left open by the previous control plane not "
+          "sealed: {}",
+          id, sealed.status().message());
+      continue;
+    }
+    if (*sealed) {
+      bump(Counter::k_sessions_abandoned);
+      audit::AuditRecord r{.event = "session_end", .session_id = id};
+      r.decision = "abnormal";
+      r.reason = orphan_reason;
+      audit_.record(r);
+      spdlog::warn("session {}: {}", id, orphan_reason);
+    }
+  }
+  const std::string unended_reason =
+      "the session ended in the dataplane while the control plane was down; its session_end "
+      "did not reach the control plane";
+  for (const auto& s : unended) {
+    spdlog::warn("session {} of {}: {}", s->id, s->identity.subject, unended_reason);
+    end_session(s, unended_reason);
   }
 }
 
@@ -1752,6 +1879,11 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   r.target = claims->target;
   r.policy = claims->policy;
   r.client_addr = claims->client_addr;
+  // The session ended at the dp after its login; cp may not have recorded its end (it was
+  // away, or the end was still on the ring when it stopped). Its recording is continued so
+  // that the events the dp kept for it, session_end last, are recorded and it is sealed.
+  const bool ended_at_dp =
+      request.contains("ended") && request["ended"].is_boolean() && request["ended"].get<bool>();
   // A session this cp still holds, detached from a closed connection of the same dp: it is
   // reattached (the recording is open here). One that ended here is never re-admitted.
   std::shared_ptr<Session> detached;
@@ -1766,6 +1898,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       }
       if (it->second->owner == 0) detached = it->second;
     } else if (auto e = ended_.find(session_id); e != ended_.end()) {
+      if (ended_at_dp) return protocol::make_ok(id, {{"ended", true}});  // recorded already
       return refuse(ec::kRevoked, Status(StatusCode::kFailedPrecondition,
                                          "pgwarden: terminating connection: the session has "
                                          "ended in the control plane (" +
@@ -1800,6 +1933,19 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     session->target = target;
     why = grant_broken(*session, *cfg, protocol::now_unix_ms());
   }
+  if (!why.empty() && ended_at_dp) {
+    if (session->policy != nullptr) {
+      why.clear();  // the grant broke after the session ended: its recording is closed as usual
+    } else if (handlers_.recorder != nullptr) {
+      // Its policy or target is gone: the recording is closed without the dp's events.
+      (void)seal_orphan(
+          *handlers_.recorder, session_id,
+          "the session ended in the dataplane while the control plane was down (" + why + ")");
+      std::lock_guard<std::mutex> lock(sessions_mu_);
+      orphans_.erase(session_id);
+      return protocol::make_ok(id, {{"ended", true}});
+    }
+  }
   if (!why.empty()) {
     // A detached session ends here as a kill does (audited, recorded, sealed).
     if (detached && kill(detached, why, "", "reregister")) {
@@ -1812,12 +1958,19 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     k.reason = why;
     k.extra["cause"] = "reregister";
     audit_.record(k);
+    // Its recording, open since before the restart, ends here too (as a kill's would).
+    if (handlers_.recorder != nullptr) {
+      (void)seal_orphan(*handlers_.recorder, session_id, "killed: " + why);
+      std::lock_guard<std::mutex> lock(sessions_mu_);
+      orphans_.erase(session_id);
+    }
     return refuse(ec::kRevoked, Status(StatusCode::kPermissionDenied,
                                        "pgwarden: terminating connection: " + why, "57P01"));
   }
   bool reattached = false;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
+    orphans_.erase(session->id);
     auto it = sessions_.find(session->id);
     if (detached) {
       // Still detached (not ended by the sweeper or a kill meanwhile): it is ours again.
@@ -1830,7 +1983,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       }
       detached->owner = conn->id;
       detached->detached_until_ms = 0;
-      detached->detached_pid = 0;
+      detached->detached_peer = 0;
       session = detached;
       reattached = true;
     } else {
@@ -1841,6 +1994,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
       }
       sessions_[session->id] = session;
     }
+    if (ended_at_dp) session->end_by_ms = protocol::now_unix_ms() + kEndedGraceMs;
   }
   const policy::Policy* spol = session->policy;
   recording::Recorder* rec = handlers_.recorder;
@@ -1881,12 +2035,16 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
     // A sealed recording (57P01) means the session ended: it is not re-admitted, whatever
     // the policy says about recording.
     if (!st.is_ok() && (spol->recording_required || st.sqlstate() == "57P01")) {
-      spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
       {
         std::lock_guard<std::mutex> lock(sessions_mu_);
         auto it = sessions_.find(session->id);
         if (it != sessions_.end() && it->second == session) sessions_.erase(it);
       }
+      // An ended session whose recording is sealed: the previous cp recorded its end.
+      if (ended_at_dp && !reattached && st.sqlstate() == "57P01") {
+        return protocol::make_ok(id, {{"ended", true}});
+      }
+      spdlog::warn("session {}: recording not resumed: {}", session->id, st.message());
       if (reattached) end_session(session, "the recording could not be continued");
       return refuse(ec::kRevoked,
                     Status(StatusCode::kFailedPrecondition,
@@ -1905,6 +2063,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
   bump(reattached ? Counter::k_sessions_reattached : Counter::k_sessions_reregistered);
   r.decision = "ok";
   if (reattached) r.extra["reattached"] = true;
+  if (ended_at_dp) r.extra["ended"] = true;
   audit_.record(r);
   if (handlers_.on_session && !reattached) {
     handlers_.on_session(session->id, session->identity.subject, session->target->name, true);
@@ -1915,6 +2074,7 @@ json EscalationServer::handle_reregister(const std::shared_ptr<Connection>& conn
                  {"reattached", reattached}};
   // Always present, also empty: the budgets replace what the dp had before the restart.
   answer["budgets"] = budget_states(session->identity);
+  if (ended_at_dp) answer["ended"] = true;
   if (ahead == nullptr) {
     if (reattached) {
       std::lock_guard<std::mutex> lock(session->ahead_mu);
@@ -1980,6 +2140,19 @@ json EscalationServer::ahead_json(const Session& s) {
 bool EscalationServer::written_last(const json& last, const json& ahead) {
   if (!last.is_object() || last.value("kind", "") != "statement" || last.contains("phase")) {
     return false;
+  }
+  // The record itself: every field of it as the recording has it, nothing else but the
+  // envelope. Time, source and SQL alone cannot tell two executions of a prepared statement
+  // within one millisecond apart.
+  if (auto hex = ahead.find("payload_hex"); hex != ahead.end() && hex->is_string()) {
+    const std::string& h = hex->get_ref<const std::string&>();
+    std::string payload;
+    payload.reserve(h.size() / 2);
+    auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+    for (size_t i = 0; i + 1 < h.size(); i += 2) {
+      payload += static_cast<char>(nibble(h[i]) << 4 | nibble(h[i + 1]));
+    }
+    return h.size() % 2 == 0 && recorded_as(last, payload);
   }
   auto sql = last.find("sql");
   if (sql == last.end() || !sql->is_string()) return false;

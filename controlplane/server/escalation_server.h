@@ -56,15 +56,26 @@
 // recording with a restart marker (Recorder::resume_session).
 //
 // Channel reconnects (cp stays up): when a dp connection closes while the dp process lives
-// (its pid from SO_PEERCRED, watched with a pidfd), its sessions are *detached*, not ended:
+// (its life pipe, received with the hello, has not hung up; without one, its pid from
+// SO_PEERCRED watched with a pidfd), its sessions are *detached*, not ended:
 // their recordings stay open and the dp re-registers them on its next connection, which
 // reattaches them (a session_resumed record, reason "dataplane reconnected"). They end —
 // session_end "... the session ended abnormally" and the seal — when the dp process exits
-// (the pidfd fires) or when kReattachWindowMs pass without a re-registration. A reregister
-// may carry `lost` {records, kinds, first_ts, last_ts}: events of the session the dp could not
-// deliver while it had no connection; cp records them as a recording_gap right after the
-// session_resumed record. A session that ended in cp (killed, expired, sealed recording) is
-// never re-admitted: its reregister is refused with 57P01.
+// (its life pipe or pidfd fires) or when kReattachWindowMs pass without a re-registration. A
+// reregister may carry `lost` {records, kinds, first_ts, last_ts}: events of the session the
+// dp could not deliver while it had no connection; cp records them as a recording_gap right
+// after the session_resumed record. A session that ended in cp (killed, expired, sealed recording)
+// is never re-admitted: its reregister is refused with 57P01.
+//
+// Sessions that ended while cp was away: the dp re-registers a session that ended after its
+// login and whose end cp may not have recorded with `"ended": true`. cp continues its
+// recording without re-checking the grant (the session is over), records the events the dp
+// kept for it (its session_end among them: the recorder seals it) and, should the session_end
+// not arrive within kEndedGraceMs, ends it itself. Orphans: at start cp collects the
+// recordings the previous cp may have left open (orphan_recordings.h); one that no dp
+// re-registers within kReattachWindowMs — at once when every dp process connected to the
+// previous cp has exited — is closed with a session_end that says it ended abnormally, and
+// sealed.
 //
 // Thread-safety: start/stop from one thread; reload(), kill_sessions(),
 // revalidate_sessions() and live_sessions() from any thread.
@@ -97,6 +108,7 @@
 #include "controlplane/recording/recorder.h"
 #include "controlplane/server/dataplane_registry.h"
 #include "controlplane/server/interfaces.h"
+#include "controlplane/server/orphan_recordings.h"
 #include "controlplane/server/revocation_store.h"
 #include "controlplane/server/session_ticket.h"
 #include "controlplane/server/worker_pool.h"
@@ -131,6 +143,10 @@ struct ServerHandlers {
       provider_has_key;
   // Not owned. Null: budgets are not enforced (none configured in tests that do not wire it).
   budgets::BudgetBook* budgets = nullptr;
+  // Where the dp processes connected to this cp are listed for the next cp
+  // (<state_dir>/dataplanes.json, DataplaneRoster). Empty: not kept; after a crash the next cp
+  // then waits kReattachWindowMs before it seals recordings nobody re-registered.
+  std::string dataplanes_path;
 };
 
 // Which live sessions kill_sessions() ends: every non-empty field must match.
@@ -193,6 +209,8 @@ class EscalationServer {
   // How long the sessions of a closed dp connection wait for their re-registration while the
   // dp process lives (see the header comment). The dp reconnects within 500 ms.
   static constexpr int64_t kReattachWindowMs = 30000;
+  // How long a session re-registered as ended waits for the session_end its dp kept.
+  static constexpr int64_t kEndedGraceMs = 10000;
 
   // `store` must hold a loaded config and outlive the server; so must `audit`.
   EscalationServer(config::ConfigStore& store, audit::AuditLog& audit, ServerHandlers handlers);
@@ -275,9 +293,15 @@ class EscalationServer {
   void on_readable(const std::shared_ptr<Connection>& conn);
   void on_writable(const std::shared_ptr<Connection>& conn);
   void close_connection(const std::shared_ptr<Connection>& conn);
-  // The dp process behind `conn` has exited (its pidfd is readable). Unknown pid: false.
-  static bool peer_exited(const Connection& conn);
-  // Watches the pidfd of `conn`'s peer (taken from conn) on the loop's epoll, once per pid.
+  // The dp process behind `conn` has exited (its life pipe hung up, or its pidfd is
+  // readable). Neither known: false.
+  static bool peer_exited(Connection& conn);
+  // "the dataplane process (pid N)", or a name that says cp cannot see its pid.
+  static std::string dataplane_name(int64_t peer);
+  // The descriptor that tells that `conn`'s dp process exited: its life pipe, else its pidfd.
+  static int& exit_watch_fd(Connection& conn);
+  // Watches the exit of `conn`'s peer (the descriptor taken from conn) on the loop's epoll,
+  // once per dp process.
   void watch_peer(Connection& conn);
   // Ends the detached sessions for which `pred` holds (their dp process exited, or their
   // window passed): session_end `reason`, audited, counted. Any thread.
@@ -338,6 +362,11 @@ class EscalationServer {
   bool kill(const std::shared_ptr<Session>& session, const std::string& reason,
             const std::string& by, const std::string& cause);
   void sweep_loop();
+  // Collects the recordings the previous cp may have left open (start()).
+  void collect_orphans();
+  // Seals the orphans whose time passed and the sessions re-registered as ended whose
+  // session_end did not come (sweeper).
+  void end_overdue(int64_t now_ms);
   // The answer, or null when it is sent later, once the Recorder has written the record.
   // `ring_seq` != 0: the record came on the event ring and is answered there (reply()).
   protocol::json handle_record(const std::shared_ptr<Connection>& conn, protocol::json request,
@@ -421,9 +450,13 @@ class EscalationServer {
   static constexpr size_t kEndedKept = 4096;
   std::map<std::string, std::string> ended_;
   std::deque<std::string> ended_order_;
-  // pidfds of dp processes with (possibly) detached sessions, by fd -> pid. Guarded by
-  // conns_mu_.
-  std::map<int, pid_t> peer_watches_;
+  // Recordings the previous cp may have left open, by session id -> when to seal them unless
+  // a dp re-registers the session first. Guarded by sessions_mu_.
+  std::map<std::string, int64_t> orphans_;
+  DataplaneRoster roster_;
+  // Exit watches (life pipes or pidfds) of dp processes with (possibly) detached sessions, by
+  // fd -> Connection::peer. Guarded by conns_mu_.
+  std::map<int, int64_t> peer_watches_;
 
   DataplaneRegistry dataplanes_;
 

@@ -116,4 +116,26 @@ void audit_fields(const recording::RecordFields& f, audit::AuditRecord& r) {
   }
 }
 
+bool recorded_as(const nlohmann::json& recorded, std::string_view payload) {
+  recording::RecordFields fields;
+  std::string sql;
+  if (!recorded.is_object() ||
+      !ring_record_fields(protocol::RecordType::kStatementRecord, payload, fields, sql).is_ok()) {
+    return false;
+  }
+  const nlohmann::json want = nlohmann::json::parse(fields.to_canonical(), nullptr, false);
+  if (!want.is_object()) return false;
+  size_t compared = 0;
+  for (const auto& [key, value] : recorded.items()) {
+    if (key == "seq" || key == "ts" || key == "session_id" || key == "kind" || key == "prev" ||
+        key == "hash") {
+      continue;
+    }
+    auto w = want.find(key);
+    if (w == want.end() || *w != value) return false;
+    ++compared;
+  }
+  return compared == want.size();
+}
+
 }  // namespace pgwarden::server

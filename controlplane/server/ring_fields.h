@@ -23,6 +23,11 @@ namespace pgwarden::server {
 Status ring_record_fields(protocol::RecordType type, std::string_view payload,
                           recording::RecordFields& out, std::string& sql);
 
+// Whether `recorded` (a recording's record as read back, without "hash") is the record that
+// kStatementRecord `payload` makes: every field equal, nothing else but the envelope (seq, ts,
+// session_id, kind, prev). False for a malformed payload.
+bool recorded_as(const nlohmann::json& recorded, std::string_view payload);
+
 // Adds the audit keys of event fields `f` to `r.fields`: "sql", "rule" and "message" (as
 // "reason") and "verdict" (as "decision") when they are non-empty strings, every other field as
 // it is (the AuditLog filters secrets and "ts").

@@ -1,10 +1,15 @@
 #include "controlplane/server/ring_fields.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "controlplane/recording/recorder.h"
+#include "controlplane/recording/recording_file.h"
 
 namespace pgwarden::server {
 namespace {
@@ -67,6 +72,50 @@ TEST(RingFields, StatementRecordsSerialiseLikeTheJsonPath) {
       ASSERT_EQ(typed_canonical(t, payload), tree_canonical(t, payload)) << "case " << i;
     }
   }
+}
+
+// A write-ahead record after a cp crash: the recording's last record, read back from the file,
+// is recognised as the record a payload makes — and two executions of one prepared statement
+// in the same millisecond (same SQL and source, other parameters) are told apart.
+TEST(RingFields, ARecordReadBackIsRecognisedByItsPayloadAndNotByASiblingExecution) {
+  char tmpl[] = "/tmp/pgw-ringfields-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto execution = [](const std::string& params) {
+    protocol::StatementFields f;
+    f.verdict = protocol::Verdict::kAllow;
+    f.source = protocol::DecisionSource::kCache;
+    f.ts_ms = 1764029901002;
+    f.sql = "INSERT INTO t VALUES ($1)";
+    f.portal = "";
+    f.params_json = params;
+    std::string payload;
+    f.encode(payload);
+    return payload;
+  };
+  const std::string first = execution(R"(["1"])");
+  const std::string second = execution(R"(["2"])");
+  {
+    recording::RecorderOptions o;
+    o.dir = dir + "/recordings";
+    auto rec = recording::Recorder::open(o);
+    ASSERT_TRUE(rec.is_ok());
+    recording::SessionStart start;
+    start.session_id = "s1";
+    ASSERT_TRUE((*rec)->start_session(start).is_ok());
+    recording::RecordFields fields;
+    std::string sql;
+    ASSERT_TRUE(ring_record_fields(RecordType::kStatementRecord, first, fields, sql).is_ok());
+    ASSERT_TRUE((*rec)->append("s1", "statement", std::move(fields), {}).is_ok());
+    ASSERT_TRUE((*rec)->flush().is_ok());
+  }
+  auto tail = recording::read_recording_tail(dir + "/recordings/s1.jsonl");
+  ASSERT_TRUE(tail.is_ok());
+  ASSERT_TRUE(tail->ok) << tail->reason;
+  EXPECT_TRUE(recorded_as(tail->last, first)) << tail->last.dump();
+  EXPECT_FALSE(recorded_as(tail->last, second));
+  EXPECT_FALSE(recorded_as(tail->last, "garbage"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(RingFields, CompletionsSerialiseLikeTheJsonPath) {

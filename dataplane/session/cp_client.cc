@@ -1,5 +1,6 @@
 #include "dataplane/session/cp_client.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -149,12 +150,28 @@ void CpClient::connect_now() {
   if (offered_ring_) {
     // The memfd and both eventfds ride on the hello's first bytes (SCM_RIGHTS, see flush()).
     hello["ring"] = {{"version", protocol::RingRegion::kVersion},
-                     {"fds", {"region", "cp_wake", "dp_wake"}}};
+                     {"fds", {"region", "cp_wake", "dp_wake", "life"}}};
   }
   send_frame(hello, false);
 }
 
+int CpClient::process_life_fd() {
+  // The write end is never closed (and not inherited by exec): it closes when the process
+  // ends, however it ends.
+  static const int fd = [] {
+    int p[2];
+    return ::pipe2(p, O_CLOEXEC) == 0 ? p[0] : -1;
+  }();
+  return fd;
+}
+
 std::unique_ptr<CpClient::Ring> CpClient::make_ring() {
+  if (process_life_fd() < 0) {
+    spdlog::warn(
+        "event ring unavailable, using JSON events: the process's life pipe could "
+        "not be created");
+    return nullptr;
+  }
   auto region = protocol::RingRegion::create();
   if (!region.is_ok()) {
     spdlog::warn("event ring unavailable, using JSON events: {}", region.status().message());
@@ -216,6 +233,14 @@ void CpClient::disconnect(const std::string& why, bool peer_closed) {
   for (auto& [id, p] : pending) {
     if (p.timer != 0) loop_->cancel_timer(p.timer);
     if (p.wait_until_ms > now && !stopped_) {
+      if (p.record_session != 0) {
+        // A write-ahead record cp may have written (JSON fallback): asked about like a ring
+        // record in flight, by its request id.
+        Waiting w = waiting_record(p.record_session, std::move(p.record_payload), p.timeout_ms,
+                                   p.wait_until_ms, std::move(p.cb));
+        if (!hold_uncertain(id, w)) enqueue_waiting(std::move(w));
+        continue;
+      }
       // cp may never have seen it: send it again once a connection is back.
       p.fields.erase("id");
       p.fields.erase("deadline_ms");
@@ -241,22 +266,9 @@ void CpClient::fail_ring_pending(const std::string& why) {
     if (p.wait_until_ms > now && !stopped_) {
       Waiting w = waiting_record(p.session, std::move(p.payload), p.timeout_ms, p.wait_until_ms,
                                  std::move(p.cb));
-      if (uncertain_.count(p.session) == 0) {
-        // cp may have written it (its answer was lost with the ring): the session's
-        // re-registration asks before it is sent again (uncertain_ahead()).
-        const uint64_t session = w.session;
-        w.timer = loop_->add_timer(w.wait_until_ms, [this, session] {
-          auto it = uncertain_.find(session);
-          if (it == uncertain_.end()) return;
-          Callback c = std::move(it->second.record.cb);
-          uncertain_.erase(it);
-          c(
-              unavailable("the pgwarden control plane is unreachable and did not come back within "
-                          "limits.cp_unavailable_wait_ms"));
-        });
-        uncertain_.emplace(session, Uncertain{seq, std::move(w)});
-        continue;
-      }
+      // cp may have written it (its answer was lost with the ring): the session's
+      // re-registration asks before it is sent again (uncertain_ahead()).
+      if (hold_uncertain(seq, w)) continue;
       enqueue_waiting(std::move(w));  // cp may never have seen it: sent again
       continue;
     }
@@ -264,15 +276,45 @@ void CpClient::fail_ring_pending(const std::string& why) {
   }
 }
 
+bool CpClient::hold_uncertain(uint64_t seq, Waiting& w) {
+  if (uncertain_.count(w.session) != 0) return false;
+  const uint64_t session = w.session;
+  w.timer = loop_->add_timer(w.wait_until_ms, [this, session] {
+    auto it = uncertain_.find(session);
+    if (it == uncertain_.end()) return;
+    Callback c = std::move(it->second.record.cb);
+    uncertain_.erase(it);
+    c(
+        unavailable("the pgwarden control plane is unreachable and did not come back within "
+                    "limits.cp_unavailable_wait_ms"));
+  });
+  uncertain_.emplace(session, Uncertain{seq, std::move(w)});
+  return true;
+}
+
 nlohmann::json CpClient::uncertain_ahead(uint64_t session) const {
   auto it = uncertain_.find(session);
   if (it == uncertain_.end()) return nullptr;
   auto rec = protocol::StatementFields::decode(it->second.record.payload);
   if (!rec.is_ok()) return nullptr;
-  return {{"seq", it->second.seq},
-          {"ts_ms", rec->ts_ms},
-          {"source", protocol::source_name(rec->source)},
-          {"sql_sha256", sha256_hex(rec->sql)}};
+  nlohmann::json ahead = {{"seq", it->second.seq},
+                          {"ts_ms", rec->ts_ms},
+                          {"source", protocol::source_name(rec->source)},
+                          {"sql_sha256", sha256_hex(rec->sql)}};
+  // The whole record, so that cp can tell it from an earlier one with the same time, source
+  // and SQL (two executions of a prepared statement within a millisecond).
+  const std::string& payload = it->second.record.payload;
+  if (payload.size() <= kMaxAheadPayload) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    hex.reserve(payload.size() * 2);
+    for (unsigned char ch : payload) {
+      hex += kHex[ch >> 4];
+      hex += kHex[ch & 15];
+    }
+    ahead["payload_hex"] = std::move(hex);
+  }
+  return ahead;
 }
 
 void CpClient::resolve_ahead(uint64_t session, const Result<nlohmann::json>& answer) {
@@ -496,8 +538,8 @@ void CpClient::flush() {
     if (offered_ring_ && !fds_sent_) {
       // The first bytes of the connection (the hello) carry the ring's descriptors.
       iovec iov{out_.data() + out_off_, out_.size() - out_off_};
-      int fds[3] = {offered_ring_->region.fd(), offered_ring_->cp_wake_fd,
-                    offered_ring_->dp_wake_fd};
+      int fds[4] = {offered_ring_->region.fd(), offered_ring_->cp_wake_fd,
+                    offered_ring_->dp_wake_fd, process_life_fd()};
       alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
       msghdr msg{};
       msg.msg_iov = &iov;
@@ -601,6 +643,7 @@ void CpClient::handle_frame(nlohmann::json frame) {
     }
     offered_ring_.reset();  // an older cp (no "ring" in its answer): JSON events
     ready_ = true;
+    ++connections_ready_;
     backoff_ms_ = 100;
     if (on_ready_change_) {
       in_ready_callback_ = true;
@@ -776,7 +819,13 @@ void CpClient::record(uint64_t session, std::string payload, int64_t timeout_ms,
     auto fields = protocol::record_to_json(protocol::RecordType::kStatementRecord, payload);
     if (!fields.is_ok()) return fail_later(std::move(cb), fields.status());
     (*fields)["session_id"] = protocol::session_hex(session);
-    return request("record", std::move(*fields), timeout_ms, std::move(cb), wait_for_cp_ms);
+    const uint64_t id = next_id_;
+    request("record", std::move(*fields), timeout_ms, std::move(cb), wait_for_cp_ms);
+    if (auto it = pending_.find(id); it != pending_.end() && it->second.wait_until_ms != 0) {
+      it->second.record_session = session;
+      it->second.record_payload = std::move(payload);
+    }
+    return;
   }
   if (payload.size() > ring_->region.forward().max_payload()) {
     return fail_later(std::move(cb),

@@ -10,8 +10,9 @@
 // the connection to come back, is sent right after the reconnection's on_ready_change(true)
 // callback (which re-registers the live sessions) and fails with Unavailable when the budget
 // runs out first. A request with a budget (other than `approval`) that is in flight when the
-// connection drops is sent again on the next connection within the same budget (analyse,
-// record and mask_plan may thus reach cp twice around a restart; never zero times).
+// connection drops is sent again on the next connection within the same budget (analyse and
+// mask_plan may thus reach cp twice around a restart; never zero times). A write-ahead
+// `record` is not sent again blindly, with or without the ring: see uncertain_ahead().
 //
 // Event ring (docs/protocol.md, "Event ring"): at each connection the client creates a shared
 // memory RingRegion and two eventfds and hands them to cp with the hello (SCM_RIGHTS). When cp
@@ -66,6 +67,8 @@ class CpClient : public IoHandler {
   static constexpr size_t kMaxFrame = 1 << 20;
   static constexpr int64_t kEventDelayMs = 2;
   static constexpr size_t kEventBatchBytes = 64 << 10;
+  // A reregister's `ahead` carries the record itself up to this size (hex: twice that).
+  static constexpr size_t kMaxAheadPayload = 256 << 10;
 
   // `use_ring`: offer the event ring at each connection (tests turn it off to exercise the
   // JSON fallback).
@@ -81,6 +84,8 @@ class CpClient : public IoHandler {
 
   // True once the hello exchange succeeded on the current connection.
   bool ready() const { return ready_; }
+  // How many connections became ready so far (the current one's number while ready()).
+  uint64_t connections_ready() const { return connections_ready_; }
   uint64_t policy_version() const { return policy_version_; }
 
   // Sends `type` with `fields` (id and deadline_ms are added). `timeout_ms` is relative; the
@@ -109,6 +114,10 @@ class CpClient : public IoHandler {
               int64_t wait_for_cp_ms = 0);
   // True while the current connection carries events on the shared-memory ring.
   bool ring_active() const { return ring_ != nullptr; }
+  // The read end of a pipe whose write end this process holds until it exits. It rides with
+  // the ring's descriptors on every hello ("life"): cp sees it hang up exactly when the
+  // dataplane process is gone, also when cp cannot see the dp's pid (another pid namespace).
+  static int process_life_fd();
 
   uint64_t events_dropped() const { return events_dropped_; }
   // Events of `session` this client could not deliver since the last call (not connected,
@@ -118,9 +127,10 @@ class CpClient : public IoHandler {
   nlohmann::json take_lost(uint64_t session);
   // The session's write-ahead record that was in flight when the last connection closed
   // (cp may or may not have written it), as the reregister's `ahead` object {seq (on the
-  // closed connection's ring), ts_ms, source, sql_sha256}; null when none. It is neither sent
-  // again nor answered until resolve_ahead() (docs/protocol.md "reregister"), so that a
-  // channel break or a cp restart records it exactly once.
+  // closed connection's ring; without a ring, the `record` request's id), ts_ms, source,
+  // sql_sha256, payload_hex (the encoded record, up to kMaxAheadPayload)}; null when none. It is
+  // neither sent again nor answered until resolve_ahead() (docs/protocol.md "reregister"), so that
+  // a channel break or a cp restart records it exactly once.
   nlohmann::json uncertain_ahead(uint64_t session) const;
   // The reregister of `session` was answered: its `ahead` answer ({"seq", "state": "written" |
   // "refused" (with "error") | "unknown"}) completes the record in flight — written: answered
@@ -208,6 +218,10 @@ class CpClient : public IoHandler {
     nlohmann::json fields;
     int64_t timeout_ms = 0;
     int64_t wait_until_ms = 0;  // monotonic; 0: fails when the connection drops
+    // A write-ahead record sent as a JSON request (no ring): not sent again blindly after a
+    // reconnection but asked about, as a ring record is (hold_uncertain()).
+    uint64_t record_session = 0;
+    std::string record_payload;
   };
   // A request waiting for the connection (see request()).
   struct Waiting {
@@ -228,6 +242,10 @@ class CpClient : public IoHandler {
   static Waiting waiting_record(uint64_t session, std::string payload, int64_t timeout_ms,
                                 int64_t wait_until_ms, Callback cb);
   void send_waiting();
+  // A write-ahead record of w.session that was in flight (ring seq or request id `seq`) when
+  // the connection closed: held until the session's reregister says whether cp wrote it, or
+  // until its wait budget runs out. False (nothing taken) when the session holds one already.
+  bool hold_uncertain(uint64_t seq, Waiting& w);
 
   void connect_now();
   void schedule_reconnect();
@@ -274,8 +292,10 @@ class CpClient : public IoHandler {
   std::map<uint64_t, Lost> lost_;     // by session
   std::deque<Overflow> undelivered_;  // see keep_undelivered()
   size_t undelivered_bytes_ = 0;
+  uint64_t connections_ready_ = 0;
   // Write-ahead records in flight when a connection closed, by session (see
-  // uncertain_ahead()); `seq` is the record's seq on that connection's ring.
+  // uncertain_ahead()); `seq` is the record's seq on that connection's ring (its request id
+  // in the JSON fallback).
   struct Uncertain {
     uint64_t seq = 0;
     Waiting record;

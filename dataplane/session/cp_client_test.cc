@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -365,7 +366,12 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
     std::vector<int> fds;
     json hello = json::parse(read_frame_with_fds(c, &fds));
     ASSERT_TRUE(hello.contains("ring"));
-    ASSERT_EQ(fds.size(), 3u);
+    ASSERT_EQ(fds.size(), 4u);  // region, cp_wake, dp_wake and the dp process's life pipe
+    struct stat life {};
+    ASSERT_EQ(fstat(fds[3], &life), 0);
+    EXPECT_TRUE(S_ISFIFO(life.st_mode));
+    pollfd alive{fds[3], POLLIN, 0};
+    EXPECT_EQ(poll(&alive, 1, 0), 0);  // no hang-up while the process lives
     auto region = protocol::RingRegion::attach(fds[0]);
     ASSERT_TRUE(region.is_ok()) << region.status().message();
     write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
@@ -387,6 +393,7 @@ TEST(CpClientTest, RingCarriesEventsAndRecordsAnsweredByTheWatermark) {
     answer_through(*region, fds[2], 2);
     close(fds[1]);
     close(fds[2]);
+    close(fds[3]);
     server_ok = true;
     // Keep the connection open until the client is done.
     char b;
@@ -437,7 +444,7 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
     int c = cp.accept_one();
     std::vector<int> fds;
     json hello = json::parse(read_frame_with_fds(c, &fds));
-    ASSERT_EQ(fds.size(), 3u);
+    ASSERT_EQ(fds.size(), 4u);
     auto region = protocol::RingRegion::attach(fds[0]);
     ASSERT_TRUE(region.is_ok()) << region.status().message();
     write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
@@ -452,6 +459,7 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
     answer_through(*region, fds[2], 1);
     close(fds[1]);
     close(fds[2]);
+    close(fds[3]);
     char b;
     (void)recv(c, &b, 1, 0);
     close(c);
@@ -497,11 +505,11 @@ TEST(CpClientTest, RingRecordsWaitUntilTheReregistrationsAreAnswered) {
 }
 
 // The fake cp's side of a connection that accepts the ring: the hello (with the three
-// descriptors) is answered with "ring": true. `fds`: region, cp_wake, dp_wake.
+// descriptors) is answered with "ring": true. `fds`: region, cp_wake, dp_wake, life.
 protocol::RingRegion accept_with_ring(FakeCp& cp, int* conn, std::vector<int>* fds) {
   *conn = cp.accept_one();
   json hello = json::parse(read_frame_with_fds(*conn, fds));
-  EXPECT_EQ(fds->size(), 3u);
+  EXPECT_EQ(fds->size(), 4u);
   auto region = protocol::RingRegion::attach(fds->empty() ? -1 : (*fds)[0]);
   EXPECT_TRUE(region.is_ok()) << region.status().message();
   write_frame(*conn, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"ring", true}});
@@ -657,6 +665,79 @@ TEST(CpClientTest, EventsMadeWithoutAConnectionAreDeliveredAfterTheReregistratio
     EXPECT_EQ(e["ts_ms"], 1000 + i);
   }
   EXPECT_TRUE(client.take_lost(7).is_null());
+}
+
+// Without the ring a write-ahead record travels as a `record` request. One in flight when the
+// connection drops may have been written by cp: it is not sent again blindly (that would record
+// the statement twice) but asked about in the session's reregister (`ahead`, by request id);
+// "written" completes it, "unknown" sends it again.
+TEST(CpClientTest, AJsonRecordInFlightAcrossAReconnectionIsAskedAboutNotSentAgain) {
+  for (const std::string state : {"written", "unknown"}) {
+    std::string path = "/tmp/pgw-cpclient-ahead-" + std::to_string(getpid()) + ".sock";
+    FakeCp cp(path);
+    EventLoop loop;
+    ASSERT_TRUE(loop.init().is_ok());
+    CpClient client(&loop, path, /*use_ring=*/false);
+    client.set_on_ready_change([&](bool up) {
+      if (!up) return;
+      json request = {{"session_id", "0000000000000007"}};
+      if (json ahead = client.uncertain_ahead(7); !ahead.is_null()) request["ahead"] = ahead;
+      client.request("reregister", std::move(request), 2000,
+                     [&client](Result<json> r) { client.resolve_ahead(7, r); });
+    });
+    std::vector<json> second;  // what the second connection carried
+    std::thread server([&] {
+      int c = cp.accept_one();
+      json hello = json::parse(read_frame(c));
+      write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}});
+      (void)read_frame(c);  // the first connection's reregister: no `ahead`
+      json rec = json::parse(read_frame(c));
+      EXPECT_EQ(rec["type"], "record");
+      close(c);  // cp "wrote" it and went away before it answered
+      c = cp.accept_one();
+      hello = json::parse(read_frame(c));
+      write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}});
+      json reg = json::parse(read_frame(c));
+      second.push_back(reg);
+      json answer = {{"id", reg["id"]}, {"ok", true}};
+      if (reg.contains("ahead")) answer["ahead"] = {{"seq", reg["ahead"]["seq"]}, {"state", state}};
+      write_frame(c, answer);
+      if (state == "unknown") {
+        json again = json::parse(read_frame(c));
+        second.push_back(again);
+        write_frame(c, {{"id", again["id"]}, {"ok", true}});
+      }
+      char b;
+      (void)recv(c, &b, 1, 0);
+      close(c);
+    });
+    client.start();
+    run_until(loop, [&] { return client.ready(); });
+    protocol::StatementFields ev;
+    ev.sql = "INSERT INTO t VALUES (1)";
+    ev.ts_ms = 1764029901002;
+    std::string p;
+    ev.encode(p);
+    std::optional<Result<json>> done;
+    client.record(
+        7, p, 5000, [&](Result<json> r) { done.emplace(std::move(r)); },
+        /*wait_for_cp_ms=*/5000);
+    run_until(
+        loop, [&] { return done.has_value(); }, 10000);
+    client.stop();
+    server.join();
+    ASSERT_TRUE(done.has_value()) << state;
+    EXPECT_TRUE(done->is_ok()) << state << ": " << done->status().to_string();
+    ASSERT_GE(second.size(), 1u) << state;
+    ASSERT_TRUE(second[0].contains("ahead")) << second[0].dump();
+    EXPECT_EQ(second[0]["ahead"]["ts_ms"], 1764029901002);
+    // "written": nothing follows the reregister; "unknown": the record, once.
+    ASSERT_EQ(second.size(), state == "written" ? 1u : 2u) << state;
+    if (state == "unknown") {
+      EXPECT_EQ(second[1]["type"], "record");
+      EXPECT_EQ(second[1]["sql"], "INSERT INTO t VALUES (1)");
+    }
+  }
 }
 
 }  // namespace

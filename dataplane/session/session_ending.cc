@@ -174,13 +174,19 @@ void Session::destroy(std::string_view reason) {
   if (counted_) worker_->shared().connections.fetch_sub(1);
   counted_ = false;
   bump(worker_->counters().sessions_closed);
+  const bool end_pending = authenticated_ && !grant_.ticket.empty();
   if (authenticated_) {
     // Ends the session in cp too (it exists there since authenticate succeeded).
     emit_event(
         {{"kind", "session_end"}, {"statements", statements_}, {"reason", std::string(reason)}});
   }
   spdlog::debug("session {}: closed ({})", session_id_hex(), reason);
-  worker_->cp().forget_lost(sid_);
+  if (end_pending) {
+    // Until cp surely has the session_end, a new cp connection re-registers it as ended.
+    worker_->note_ended(sid_, sid_hex_, grant_.ticket);
+  } else {
+    worker_->cp().forget_lost(sid_);
+  }
   worker_->release(this);
 }
 

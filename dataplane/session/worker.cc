@@ -117,6 +117,7 @@ Status Worker::init() {
       if (!s->destroyed()) live.push_back(s.get());
     }
     for (Session* s : live) s->reregister();
+    reregister_ended();
     if (index_ == 0) send_stats();
   });
   // cp -> dp events: `kill` ends a session, `rules` installs a pushed rules generation,
@@ -414,6 +415,62 @@ void Worker::pending_done(uint64_t id) {
 }
 
 void Worker::pending_progress(uint64_t id) { pending_.progress(id, monotonic_ms()); }
+
+void Worker::note_ended(uint64_t sid, std::string sid_hex, std::string ticket) {
+  prune_ended();
+  ended_.push_back(EndedSession{.sid = sid,
+                                .sid_hex = std::move(sid_hex),
+                                .ticket = std::move(ticket),
+                                .ended_ms = monotonic_ms(),
+                                .connection = cp_->connections_ready()});
+}
+
+void Worker::prune_ended() {
+  const int64_t now = monotonic_ms();
+  const uint64_t connection = cp_->connections_ready();
+  const bool up = cp_->ready();
+  size_t excess = ended_.size() > kEndedMax ? ended_.size() - kEndedMax : 0;
+  std::erase_if(ended_, [&](const EndedSession& e) {
+    const bool drop =
+        !e.asking &&
+        (excess > 0 || (up && e.connection == connection && now - e.ended_ms > kEndedKeepMs));
+    if (!drop) return false;
+    if (excess > 0) --excess;
+    cp_->forget_lost(e.sid);
+    return true;
+  });
+}
+
+void Worker::reregister_ended() {
+  prune_ended();
+  for (EndedSession& e : ended_) {
+    if (e.asking) continue;
+    e.asking = true;
+    nlohmann::json request{{"session_id", e.sid_hex}, {"ticket", e.ticket}, {"ended", true}};
+    nlohmann::json lost = cp_->take_lost(e.sid);
+    if (!lost.is_null()) request["lost"] = lost;
+    cp_->request("reregister", std::move(request), runtime_->config.limits.escalation_timeout_ms,
+                 [this, sid = e.sid, lost = std::move(lost)](Result<nlohmann::json> r) {
+                   auto it = std::find_if(ended_.begin(), ended_.end(),
+                                          [sid](const EndedSession& x) { return x.sid == sid; });
+                   if (it == ended_.end()) return;
+                   if (!r.is_ok() && r.status().code() == StatusCode::kUnavailable &&
+                       r.status().sqlstate() != "57P01") {
+                     // cp went away again: the next connection asks again.
+                     cp_->restore_lost(sid, lost);
+                     it->asking = false;
+                     return;
+                   }
+                   // Recorded (its events follow the answer), or cp will not take it.
+                   if (!r.is_ok()) {
+                     spdlog::warn("session {:016x}: its end was not recorded: {}", sid,
+                                  r.status().message());
+                   }
+                   cp_->forget_lost(sid);
+                   ended_.erase(it);
+                 });
+  }
+}
 
 Session* Worker::find(uint64_t id) {
   auto it = sessions_.find(id);

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -168,6 +169,11 @@ class Worker {
   Session* find(uint64_t id);
   // Schedules the session's destruction after the current dispatch batch.
   void release(Session* s);
+  // Session `sid` (`sid_hex`) ended after its login with cp ticket `ticket`. Until cp has
+  // surely recorded its session_end (it was not connected, or the event may still have been on
+  // the ring when cp stopped), the next connection re-registers it as ended, so that cp
+  // records the events kept for it and seals its recording (docs/protocol.md "reregister").
+  void note_ended(uint64_t sid, std::string sid_hex, std::string ticket);
   // Session `id` finished its part of the login (or is ending): its pending slot is free.
   void pending_done(uint64_t id);
   // Session `id`, still pending, completed a step of its login (see PendingLogins).
@@ -199,6 +205,11 @@ class Worker {
   void close_listeners();
   // cp pushed an event (kind "kill": end that session with its SQLSTATE and message).
   void on_cp_event(const nlohmann::json& event);
+  // A new cp connection: re-registers the sessions of ended_ (note_ended()).
+  void reregister_ended();
+  // Forgets the entries of ended_ that cp has surely recorded: those that ended more than
+  // kEndedKeepMs ago on the connection that is still up; the oldest beyond kEndedMax.
+  void prune_ended();
 
   int index_;
   Shared* shared_;
@@ -218,6 +229,17 @@ class Worker {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Session>> sessions_;
   uint64_t next_session_ = 1;
+  struct EndedSession {
+    uint64_t sid = 0;
+    std::string sid_hex;
+    std::string ticket;
+    int64_t ended_ms = 0;
+    uint64_t connection = 0;  // CpClient::connections_ready() when it ended
+    bool asking = false;      // its reregister is in flight
+  };
+  static constexpr int64_t kEndedKeepMs = 10000;
+  static constexpr size_t kEndedMax = 4096;
+  std::deque<EndedSession> ended_;  // oldest first
   std::map<std::string, SslCtxPtr> upstream_tls_;
   bool draining_ = false;
   int64_t drain_deadline_ms_ = 0;

@@ -109,11 +109,13 @@ bool unix_socket_accepts(const std::string& path) {
 }
 
 Status CpProcess::start(const std::string& config_path, const std::string& log_path,
-                        const std::vector<std::string>& extra_args) {
+                        const std::vector<std::string>& extra_args,
+                        const std::vector<std::string>& command_prefix) {
   if (pid_ > 0) return failed_precondition("pgwarden-cp already running");
   std::string bin = env_or_empty("PGW_CP_BIN");
   if (bin.empty()) return failed_precondition("PGW_CP_BIN not set (run through meson test)");
-  std::vector<std::string> argv{bin, "--config", config_path};
+  std::vector<std::string> argv = command_prefix;
+  argv.insert(argv.end(), {bin, "--config", config_path});
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   auto pid = spawn_logged(argv, log_path);
   if (!pid.is_ok()) return pid.status();

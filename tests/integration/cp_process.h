@@ -46,9 +46,12 @@ class CpProcess {
   CpProcess& operator=(const CpProcess&) = delete;
 
   // Starts PGW_CP_BIN --config `config_path` plus `extra_args` (e.g. --rules-dir DIR), its
-  // output appended to `log_path`. Does not wait: see wait_ready / wait_exit.
+  // output appended to `log_path`, behind `command_prefix` when not empty (e.g. unshare
+  // --pid --fork --kill-child --: signals then go to the prefix's process). Does not wait: see
+  // wait_ready / wait_exit.
   Status start(const std::string& config_path, const std::string& log_path,
-               const std::vector<std::string>& extra_args = {});
+               const std::vector<std::string>& extra_args = {},
+               const std::vector<std::string>& command_prefix = {});
   // Waits until the escalation socket accepts connections and, when `admin_socket` is not
   // empty, the admin socket does too. unavailable (with the log) on timeout or early exit.
   Status wait_ready(const std::string& socket, const std::string& admin_socket = "",

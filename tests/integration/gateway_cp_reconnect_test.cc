@@ -36,6 +36,7 @@
 #include "controlplane/recording/recording_file.h"
 #include "tests/integration/gateway_harness.h"
 #include "tests/integration/insert_load.h"
+#include "tests/integration/recordings.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -90,38 +91,6 @@ int shutdown_accepted_sockets(pid_t pid, const std::string& path) {
     ::close(mine);
   }
   ::close(pidfd);
-  return n;
-}
-
-// The records of the recording whose statements mention `marker`, and its path.
-struct Recording {
-  std::string path;
-  std::vector<json> records;
-  recording::VerifyReport report;
-};
-std::vector<Recording> recordings_with(const std::string& dir, const std::string& marker) {
-  std::vector<Recording> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir + "/recordings", ec)) {
-    if (e.path().extension() != ".jsonl") continue;
-    Recording r;
-    r.path = e.path().string();
-    auto recs = recording::read_recording(r.path, &r.report);
-    if (!recs.is_ok()) continue;
-    r.records = std::move(*recs);
-    for (const json& rec : r.records) {
-      if (rec.value("sql", "").find(marker) != std::string::npos) {
-        out.push_back(std::move(r));
-        break;
-      }
-    }
-  }
-  return out;
-}
-
-size_t count_kind(const Recording& r, const std::string& kind) {
-  size_t n = 0;
-  for (const json& rec : r.records) n += rec.value("kind", "") == kind ? 1 : 0;
   return n;
 }
 
@@ -387,29 +356,69 @@ TEST_F(CpReconnectTest, ResultsBeyondWhatTheDataplaneKeepsAreRecordedAsAGap) {
   EXPECT_EQ(v->missing_records, g.value("records", uint64_t{0}));
 }
 
-TEST_F(CpReconnectTest, KilledDataplaneSessionsEndAbnormallyAndAreSealed) {
-  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+// A session runs `SELECT '<marker>'`, then the dp gets kill -9: within `timeout_ms` cp ends
+// the session (session_end whose reason contains `reason_part` and "ended abnormally") and
+// seals its recording. The dp is started again for the suite's other tests.
+void killed_dataplane_session_is_sealed(GatewayHarness& gw, const std::string& marker,
+                                        const std::string& reason_part, int timeout_ms) {
+  Conn c(PQconnectdb(gw.conninfo().c_str()));
   ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
-  Res r(PQexec(c.get(), "SELECT 'cpc-dp-kill'"));
+  Res r(PQexec(c.get(), ("SELECT '" + marker + "'").c_str()));
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
-  gw_->signal_dp(SIGKILL);
-  ASSERT_TRUE(gw_->wait_dp_exit(10000));
+  gw.signal_dp(SIGKILL);
+  ASSERT_TRUE(gw.wait_dp_exit(10000));
   std::vector<Recording> recs;
-  bool sealed = eventually([&] {
-    recs = recordings_with(gw_->state_dir(), "'cpc-dp-kill'");
-    return recs.size() == 1 && recs[0].report.sealed;
-  });
-  Status restarted = gw_->start_dp();  // the suite's other tests need it
+  bool sealed = eventually(
+      [&] {
+        recs = recordings_with(gw.state_dir(), "'" + marker + "'");
+        return recs.size() == 1 && recs[0].report.sealed;
+      },
+      timeout_ms);
+  Status restarted = gw.start_dp();
   ASSERT_TRUE(restarted.is_ok()) << restarted.to_string();
   ASSERT_TRUE(sealed) << "the session's recording was not sealed after kill -9 of the dp";
   const Recording& rec = recs[0];
   ASSERT_GE(rec.records.size(), 2u);
   const json& end = rec.records[rec.records.size() - 2];
   EXPECT_EQ(end.value("kind", ""), "session_end");
+  EXPECT_NE(end.value("reason", "").find(reason_part), std::string::npos) << end.dump();
   EXPECT_NE(end.value("reason", "").find("ended abnormally"), std::string::npos) << end.dump();
   auto v = recording::verify_session(rec.path, nullptr, false);
   ASSERT_TRUE(v.is_ok());
   EXPECT_EQ(v->state, "sealed") << v->detail;
+}
+
+TEST_F(CpReconnectTest, KilledDataplaneSessionsEndAbnormallyAndAreSealed) {
+  killed_dataplane_session_is_sealed(*gw_, "cpc-dp-kill", "the dataplane process (pid ", 20000);
+}
+
+// pgwarden-cp in a pid namespace of its own: the dataplane is outside it, so SO_PEERCRED gives
+// cp pid 0 (no pidfd to watch). The dataplane's life pipe, passed with its hello, still tells
+// cp the moment the process is gone: kill -9 of the dp seals its sessions at once, not after
+// the 30 s reattach window.
+class CpInOwnPidNamespaceTest : public SharedGatewayTest<CpInOwnPidNamespaceTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o;
+    o.policy_json = CpReconnectTest::kPolicy;
+    o.cp_unavailable_wait_ms = kCpWaitMs;
+    o.cp_command_prefix = {"/usr/bin/unshare", "--pid", "--fork", "--kill-child", "--"};
+    return o;
+  }
+  static void SetUpTestSuite() {
+    if (::geteuid() != 0 || ::access("/usr/bin/unshare", X_OK) != 0) return;
+    SharedGatewayTest::SetUpTestSuite();
+  }
+};
+
+TEST_F(CpInOwnPidNamespaceTest, KilledDataplaneWhosePidCpCannotSeeIsKnownDeadAtOnce) {
+  if (gw_ == nullptr) {
+    GTEST_SKIP() << "needs root and /usr/bin/unshare to run pgwarden-cp in its own pid namespace";
+  }
+  // Well within the 30 s a dp that is not known dead gets; the reason shows that cp really
+  // could not see the pid.
+  killed_dataplane_session_is_sealed(*gw_, "cpc-pidns-kill",
+                                     "pid namespace the control plane cannot see", 10000);
 }
 
 }  // namespace

@@ -344,7 +344,8 @@ std::string GatewayHarness::audit_log() const { return slurp(dir_ + "/audit.log"
 Status GatewayHarness::start_cp() {
   std::vector<std::string> extra;
   if (options_.own_rules_dir) extra = {"--rules-dir", rules_dir()};
-  PGW_RETURN_IF_ERROR(cp_.start(dir_ + "/pgwarden.json", dir_ + "/cp.log", extra));
+  PGW_RETURN_IF_ERROR(
+      cp_.start(dir_ + "/pgwarden.json", dir_ + "/cp.log", extra, options_.cp_command_prefix));
   return cp_.wait_ready(dir_ + "/cp.sock", options_.admin_principals.empty() ? "" : admin_socket());
 }
 

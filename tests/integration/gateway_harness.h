@@ -109,6 +109,9 @@ struct GatewayOptions {
   std::string config_merge_patch;
   // $.control_plane.http (a JSON object: the HTTPS admin API); "" = none.
   std::string control_plane_http_json;
+  // pgwarden-cp runs behind this command (CpProcess::start), e.g. in a pid namespace of its
+  // own; empty = directly.
+  std::vector<std::string> cp_command_prefix;
   // Extra keys merged into the `demo` target (a JSON object), e.g.
   // {"pool_mode": "transaction", "pool_size": 5}; "" = none.
   std::string target_extra_json;
@@ -263,6 +266,28 @@ class SharedGatewayTest : public ::testing::Test {
   }
 
   static inline GatewayHarness* gw_ = nullptr;
+};
+
+// For a test that stops cp: start() starts it again; if the test ends before (a failed
+// assertion), the destructor does, so that the suite's other tests find cp running.
+class CpStartsAgain {
+ public:
+  explicit CpStartsAgain(GatewayHarness* gw) : gw_(gw) {}
+  ~CpStartsAgain() {
+    if (!started_) {
+      EXPECT_TRUE(gw_->start_cp().is_ok());
+    }
+  }
+  CpStartsAgain(const CpStartsAgain&) = delete;
+  CpStartsAgain& operator=(const CpStartsAgain&) = delete;
+  Status start() {
+    started_ = true;
+    return gw_->start_cp();
+  }
+
+ private:
+  GatewayHarness* gw_;
+  bool started_ = false;
 };
 
 // Re-checks `done` (an observable event: a status field, a row, a file) until it holds or

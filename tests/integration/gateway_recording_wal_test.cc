@@ -10,9 +10,10 @@
 //  - prepared statements: each execution after the first has its own record (with its
 //    parameters) before its Execute is forwarded; while the disk is full executions are
 //    refused with 53100 and the session stays usable.
-//  - kill -9 of cp: `sessions verify` reports the open session as unsealed (crash), with and
-//    without a running cp; truncating a recording's tail or deleting its last line is
-//    detected against the checkpoint.
+//  - kill -9 of cp: `sessions verify` reports the open session as unsealed (crash) while cp
+//    is down; the client leaves during the outage, and once cp is back the dataplane
+//    re-registers the ended session and its recording is sealed; truncating a recording's tail
+//    or deleting its last line is detected against the checkpoint.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
@@ -531,14 +532,25 @@ TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDe
   EXPECT_EQ(offline.code, 6) << offline.out << offline.err;
   EXPECT_NE(offline.out.find("UNSEALED"), std::string::npos) << offline.out;
 
-  // cp back: the session is not open in it, so it ended in a crash.
+  // cp back: the session ended while cp was down (the client left); the dataplane
+  // re-registers it as ended and cp records its session_end and seals it.
   ASSERT_TRUE(gw_->start_cp().is_ok());
   int code = -1;
-  json v = ctl_json({"sessions", "verify", open_id}, &code);
-  EXPECT_EQ(code, 6) << v.dump();
-  EXPECT_EQ(v.value("state", ""), "unsealed") << v.dump();
-  EXPECT_NE(v.value("detail", "").find("crash"), std::string::npos) << v.dump();
+  json v;
+  EXPECT_TRUE(eventually([&] {
+    v = ctl_json({"sessions", "verify", open_id}, &code);
+    return v.value("state", "") == "sealed";
+  })) << v.dump();
+  EXPECT_EQ(code, 0) << v.dump();
   EXPECT_GE(v.value("checkpoint_seq", 0), 1) << v.dump();
+  {
+    recording::VerifyReport report;
+    std::vector<json> recs = records(open_id, &report);
+    ASSERT_GE(recs.size(), 3u);
+    const json& end = recs[recs.size() - 2];
+    EXPECT_EQ(end.value("kind", ""), "session_end") << end.dump();
+    EXPECT_EQ(end.value("reason", "").find("abnormal"), std::string::npos) << end.dump();
+  }
 
   // Delete the last line of the sealed session: the chain still verifies, the checkpoint
   // does not.

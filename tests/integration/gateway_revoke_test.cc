@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -22,6 +23,7 @@
 
 #include "controlplane/identity/test_signer.h"
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/recordings.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -82,7 +84,8 @@ class RevokeTest : public SharedGatewayTest<RevokeTest> {
   static GatewayOptions gateway_options() {
     write_jwks(key_a().jwks());
     GatewayOptions o;
-    o.extra_service_keys = {"kill2", "kill3", "rev1", "rmkey", "long1", "rmkey2", "grace1"};
+    o.extra_service_keys = {"kill2",  "kill3",  "rev1", "rmkey", "long1",
+                            "rmkey2", "grace1", "tx1",  "copy1"};
     o.admin_principals = {{"alice", {"ops"}}};
     o.cp_unavailable_wait_ms = kCpWaitMs;
     o.identity_providers_json = json::array({{{"name", "idp"},
@@ -265,6 +268,76 @@ TEST_F(RevokeTest, KillDuringALongStatementCancelsItUpstream) {
   while (running() && Clock::now() < deadline) {
   }
   EXPECT_FALSE(running()) << "the killed session's statement still runs in PostgreSQL";
+}
+
+// A kill in the middle of a transaction and in the middle of a COPY FROM STDIN: the client
+// gets 57P01, the upstream connection is closed (PostgreSQL rolls the transaction and the
+// COPY back: nothing of either is ever committed, no backend stays idle in transaction), and
+// the session's recording ends with session_killed, session_end and the seal.
+TEST_F(RevokeTest, KillMidTransactionAndMidCopyCommitsNothingAndSealsTheRecording) {
+  ASSERT_TRUE(gw_->pg()
+                  .psql("create table if not exists public.rv_tx (v text); "
+                        "grant all on public.rv_tx to app_scram;")
+                  .is_ok());
+  auto upstream = [](const std::string& app) {
+    auto n = gw_->pg().psql("select count(*) from pg_stat_activity where application_name = '" +
+                            app + "'");
+    return n.is_ok() ? std::atoi(n->c_str()) : -1;
+  };
+  auto rows = [](const std::string& like) {
+    auto n = gw_->pg().psql("select count(*) from public.rv_tx where v like '" + like + "'");
+    return n.is_ok() ? std::atoi(n->c_str()) : -1;
+  };
+  for (const std::string mode : {"transaction", "copy"}) {
+    SCOPED_TRACE(mode);
+    const std::string key = mode == "copy" ? "copy1" : "tx1";
+    const std::string app = "rv_" + mode;
+    auto c = connect_with(gw_->conninfo_as(key, "application_name=" + app));
+    PGconn* conn = c->conn.get();
+    if (mode == "transaction") {
+      Res begin(PQexec(conn, "begin"));
+      ASSERT_EQ(PQresultStatus(begin.get()), PGRES_COMMAND_OK) << PQerrorMessage(conn);
+      Res ins(PQexec(conn, "insert into public.rv_tx values ('tx-row')"));
+      ASSERT_EQ(PQresultStatus(ins.get()), PGRES_COMMAND_OK) << PQerrorMessage(conn);
+    } else {
+      Res copy(PQexec(conn, "copy public.rv_tx from stdin"));
+      ASSERT_EQ(PQresultStatus(copy.get()), PGRES_COPY_IN) << PQerrorMessage(conn);
+      for (int i = 0; i < 100; ++i) {
+        std::string line = "copy-row-" + std::to_string(i) + "\n";
+        ASSERT_EQ(PQputCopyData(conn, line.data(), static_cast<int>(line.size())), 1);
+      }
+      ASSERT_EQ(PQflush(conn), 0);
+    }
+    ASSERT_EQ(upstream(app), 1);
+    std::vector<std::string> ids = live_ids("svc:" + key);
+    ASSERT_EQ(ids.size(), 1u);
+    auto t0 = Clock::now();
+    CtlResult r = gw_->ctl("alice", {"sessions", "kill", ids[0], "--reason", "mid " + mode});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_GE(wait_closed(*c, t0), 0) << "the client was not disconnected";
+    // In COPY IN libpq reads the FATAL only once the copy ends: it is the COPY's result.
+    std::string state = c->notices.sqlstate;
+    if (mode == "copy") (void)PQputCopyEnd(conn, nullptr);
+    for (int i = 0; i < 4 && state.empty(); ++i) {
+      Res res(PQgetResult(conn));
+      if (res == nullptr) break;
+      state = sqlstate(res.get());
+    }
+    EXPECT_EQ(state, "57P01") << c->notices.message;
+    EXPECT_TRUE(eventually([&] { return upstream(app) == 0; }))
+        << "the upstream connection of the killed session is still open";
+    EXPECT_EQ(rows(mode == "copy" ? "copy-row-%" : "tx-row"), 0);
+    std::vector<Recording> recs;
+    ASSERT_TRUE(eventually([&] {
+      recs = recordings_with(gw_->state_dir(), mode == "copy" ? "copy public.rv_tx" : "'tx-row'");
+      return recs.size() == 1 && recs[0].report.sealed;
+    })) << "the killed session's recording was not sealed";
+    EXPECT_TRUE(recs[0].report.ok) << recs[0].report.reason;
+    EXPECT_EQ(count_kind(recs[0], "session_killed"), 1u);
+    const nlohmann::json& end = recs[0].records[recs[0].records.size() - 2];
+    EXPECT_EQ(end.value("kind", ""), "session_end");
+    EXPECT_NE(end.value("reason", "").find("mid " + mode), std::string::npos) << end.dump();
+  }
 }
 
 TEST_F(RevokeTest, KeyRemovedWhileCpIsDownEndsTheSessionAtReregistration) {
