@@ -438,11 +438,7 @@ void EscalationServer::loop() {
       if (peer_exit) on_peer_exit(fd);
       if (!conn) continue;
       if (ring_wake) {
-        // One read empties a (non-semaphore) eventfd; a second would only return EAGAIN, one
-        // system call per wake-up. (Were the dp's eventfd a semaphore, it stays readable and
-        // the next epoll round reads it again.)
-        uint64_t n;
-        (void)!::read(fd, &n, sizeof n);
+        // The dp's eventfd is edge-triggered (attach_ring): nothing to read.
         drain_ring(conn);
         continue;
       }
@@ -1224,7 +1220,10 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
                   audited = std::move(audited)](const Status& st) {
     if (st.is_ok()) {
       if (audited) audit_recorded(*audited);
-      const json ok = protocol::make_ok(id);
+      // A ring record's answer (id 0) is always the same object: built once.
+      static const json kRingOk = protocol::make_ok(0);
+      const json built = id == 0 ? json() : protocol::make_ok(id);
+      const json& ok = id == 0 ? kRingOk : built;
       if (ring_seq != 0) note_ahead(*s, ring_seq, ok);
       if (auto c = weak.lock()) reply(c, ring_seq, ok);
       return;
@@ -2153,7 +2152,9 @@ bool EscalationServer::attach_ring(const std::shared_ptr<Connection>& conn, std:
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    // Edge-triggered: each write of the dp is an edge, so the eventfd is never read (one
+    // system call less per wake-up; whatever the dp sent, cp only ever waits on it).
+    ev.events = EPOLLIN | EPOLLET;
     ev.data.fd = wake;
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake, &ev) != 0) return false;
     ring_fds_[wake] = conn;
@@ -2313,8 +2314,13 @@ void EscalationServer::ring_answer(const std::shared_ptr<Connection>& conn, uint
       back.publish();
     }
     if (!overflow) {
-      ring->answered_ahead.insert(seq);
       uint64_t written = ring->written;
+      // In order (the usual case): no set node to allocate and free.
+      if (seq == written + 1) {
+        written = seq;
+      } else {
+        ring->answered_ahead.insert(seq);
+      }
       while (!ring->answered_ahead.empty() && *ring->answered_ahead.begin() == written + 1) {
         ring->answered_ahead.erase(ring->answered_ahead.begin());
         ++written;
