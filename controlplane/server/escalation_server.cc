@@ -2239,7 +2239,10 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
     }
     return;
   }
-  std::string sid = protocol::session_hex(r.header.session);
+  // Reused: a 16-digit id does not fit std::string's inline buffer (one allocation a record).
+  thread_local std::string sid;
+  char hex[16];
+  sid.assign(protocol::session_hex(r.header.session, hex));
   // The dp publishes a session's records only after cp answered its authenticate or
   // reregister (docs/protocol.md, "reregister"): an unknown session here is not one whose
   // registration is still in the socket.
