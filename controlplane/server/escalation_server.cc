@@ -2140,8 +2140,8 @@ bool EscalationServer::attach_ring(const std::shared_ptr<Connection>& conn, std:
   ring->cp_wake_fd = fds[1];
   ring->dp_wake_fd = fds[2];
   fds.clear();
-  // The dp's eventfd might be anything it chose to send: only ever read and written 8 bytes,
-  // non-blocking.
+  // The dp's eventfds might be anything it chose to send: cp_wake is only waited on
+  // (edge-triggered, never read), dp_wake only ever written 8 bytes, non-blocking.
   int flags = fcntl(ring->cp_wake_fd, F_GETFL);
   if (flags < 0 || fcntl(ring->cp_wake_fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
   flags = fcntl(ring->dp_wake_fd, F_GETFL);
