@@ -100,11 +100,15 @@ struct JsonFields {
 
 }  // namespace
 
-std::string session_hex(uint64_t v) {
+std::string_view session_hex(uint64_t v, char (&buf)[16]) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(16, '0');
-  for (int i = 15; i >= 0; --i, v >>= 4) s[static_cast<size_t>(i)] = kHex[v & 0xf];
-  return s;
+  for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kHex[v & 0xf];
+  return {buf, sizeof buf};
+}
+
+std::string session_hex(uint64_t v) {
+  char buf[16];
+  return std::string(session_hex(v, buf));
 }
 
 std::string_view verdict_name(Verdict v) { return v == Verdict::kAllow ? "allow" : "deny"; }

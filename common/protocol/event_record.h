@@ -154,6 +154,8 @@ std::string_view text_value(std::string_view v, bool binary, std::string& scratc
 
 // A 64-bit id as 16 lowercase hex digits (session ids, shape keys).
 std::string session_hex(uint64_t v);
+// The same written to `buf` (no allocation); the view is into `buf`.
+std::string_view session_hex(uint64_t v, char (&buf)[16]);
 
 // Records cp puts on the backward ring (cp -> dp).
 enum class BackwardType : uint16_t {
@@ -170,7 +172,8 @@ Result<nlohmann::json> record_to_json(RecordType type, std::string_view payload)
 template <class Fields>
 void StatementFields::put_fields(Fields& out) const {
   out.add("sql", sql);
-  if (has_shape_key) out.add("shape_key", session_hex(shape_key));
+  char hex[16];
+  if (has_shape_key) out.add("shape_key", session_hex(shape_key, hex));
   out.add("verdict", verdict_name(verdict));
   out.add("rule", rule);
   out.add("source", source_name(source));

@@ -77,7 +77,9 @@ AuditLog::~AuditLog() {
 std::string AuditLog::line(const AuditRecord& r, std::string_view ts) {
   // The record's own keys are added last: a key added twice keeps its last value, so they win
   // over event-specific keys of the same name (only when set, as the schema says).
-  recording::RecordFields f;
+  thread_local recording::RecordFields scratch;  // its buffers are reused line after line
+  recording::RecordFields& f = scratch;
+  f.clear();
   if (r.extra.is_object()) {
     for (const auto& [k, v] : r.extra.items()) {
       if (k != "ts" && !secret_key_name(k)) f.add(k, v);

@@ -43,7 +43,7 @@ struct AuditRecord {
   std::string rule;
   std::string reason;
   std::string sql;
-  nlohmann::json extra = nlohmann::json::object();
+  nlohmann::json extra;  // null (no keys: nothing allocated) or an object
   // More event-specific keys, already serialised, merged after `extra` under the same rules:
   // for hot paths (dp statement events) that build no JSON tree.
   recording::RecordFields fields;

@@ -187,6 +187,12 @@ RecordFields RecordFields::from_json(const nlohmann::json& object) {
 }
 
 size_t RecordFields::begin_member(std::string_view key) {
+  if (members_.capacity() == 0) {
+    // One allocation each for a typical record (a statement's 10-20 members, a few hundred
+    // bytes) instead of one per doubling from nothing.
+    members_.reserve(kTypicalMembers);
+    buf_.reserve(kTypicalBytes);
+  }
   if (!members_.empty() && sorted_ && !key_less(this->key(members_.back()), key)) sorted_ = false;
   Member m;
   m.key_off = static_cast<uint32_t>(buf_.size());
@@ -321,18 +327,31 @@ void RecordFields::cut_rows(int64_t keep) {
   it->text_len = static_cast<uint32_t>(buf_.size() - it->text_off);
 }
 
+void RecordFields::clear() {
+  buf_.clear();
+  members_.clear();
+  sorted_ = true;
+  rows_text_off_ = -1;
+  rows_ends_.clear();
+}
+
 void RecordFields::sort() {
   if (sorted_) return;
-  std::stable_sort(members_.begin(), members_.end(),
-                   [this](const Member& a, const Member& b) { return key_less(key(a), key(b)); });
+  // Insertion sort (stable, in place): a record has a few dozen members at most, mostly in
+  // order already; std::stable_sort would allocate a buffer per record.
+  for (size_t i = 1; i < members_.size(); ++i) {
+    const Member m = members_[i];
+    size_t j = i;
+    for (; j > 0 && key_less(key(m), key(members_[j - 1])); --j) members_[j] = members_[j - 1];
+    members_[j] = m;
+  }
   // Keep the last of equal keys.
-  std::vector<Member> kept;
-  kept.reserve(members_.size());
+  size_t out = 0;
   for (size_t i = 0; i < members_.size(); ++i) {
     if (i + 1 < members_.size() && key(members_[i]) == key(members_[i + 1])) continue;
-    kept.push_back(members_[i]);
+    members_[out++] = members_[i];
   }
-  members_ = std::move(kept);
+  members_.resize(out);
   sorted_ = true;
 }
 

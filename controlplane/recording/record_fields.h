@@ -74,6 +74,8 @@ class RecordFields {
     }
   }
 
+  // Removes every member; the buffers keep their capacity (a reused scratch object).
+  void clear();
   bool empty() const { return members_.empty(); }
   size_t size() const { return members_.size(); }
   bool has(std::string_view key) const;
@@ -113,6 +115,10 @@ class RecordFields {
   // Starts a member: stores the key and `"key":`; the value follows in buf_. Returns its index.
   size_t begin_member(std::string_view key);
   void end_member(size_t index);
+
+  // Reserved at the first member.
+  static constexpr size_t kTypicalMembers = 24;
+  static constexpr size_t kTypicalBytes = 512;
 
   std::string buf_;
   std::vector<Member> members_;

@@ -455,6 +455,8 @@ struct Recorder::Impl {
 
   // Verifies an existing file and positions f after its last good record; opens it.
   bool ensure_open(const std::string& id, SessionFile& f, int* err, std::string* what) {
+    // Open and in order (every record but a file's first): no path to build.
+    if (f.loaded && f.broken.empty() && f.fd >= 0 && !f.truncate_pending) return true;
     const std::string path = path_for(id);
     if (!f.loaded) {
       f.prev = std::string(kGenesisHash);

@@ -454,11 +454,7 @@ void EscalationServer::loop() {
       if (peer_exit) on_peer_exit(fd);
       if (!conn) continue;
       if (ring_wake) {
-        // One read empties a (non-semaphore) eventfd; a second would only return EAGAIN, one
-        // system call per wake-up. (Were the dp's eventfd a semaphore, it stays readable and
-        // the next epoll round reads it again.)
-        uint64_t n;
-        (void)!::read(fd, &n, sizeof n);
+        // The dp's eventfd is edge-triggered (attach_ring): nothing to read.
         drain_ring(conn);
         continue;
       }
@@ -1274,7 +1270,10 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
     const uint64_t ahead_seq = ring_seq != 0 ? ring_seq : id;
     if (st.is_ok()) {
       if (audited) audit_recorded(*audited);
-      const json ok = protocol::make_ok(id);
+      // A ring record's answer (id 0) is always the same object: built once.
+      static const json kRingOk = protocol::make_ok(0);
+      const json built = id == 0 ? json() : protocol::make_ok(id);
+      const json& ok = id == 0 ? kRingOk : built;
       note_ahead(*s, ahead_seq, ok);
       if (auto c = weak.lock()) reply(c, ring_seq, ok);
       return;
@@ -2327,8 +2326,8 @@ bool EscalationServer::attach_ring(const std::shared_ptr<Connection>& conn, std:
   ring->cp_wake_fd = fds[1];
   ring->dp_wake_fd = fds[2];
   fds.clear();
-  // The dp's eventfd might be anything it chose to send: only ever read and written 8 bytes,
-  // non-blocking.
+  // The dp's eventfds might be anything it chose to send: cp_wake is only waited on
+  // (edge-triggered, never read), dp_wake only ever written 8 bytes, non-blocking.
   int flags = fcntl(ring->cp_wake_fd, F_GETFL);
   if (flags < 0 || fcntl(ring->cp_wake_fd, F_SETFL, flags | O_NONBLOCK) != 0) return false;
   flags = fcntl(ring->dp_wake_fd, F_GETFL);
@@ -2339,7 +2338,9 @@ bool EscalationServer::attach_ring(const std::shared_ptr<Connection>& conn, std:
   {
     std::lock_guard<std::mutex> lock(conns_mu_);
     epoll_event ev{};
-    ev.events = EPOLLIN;
+    // Edge-triggered: each write of the dp is an edge, so the eventfd is never read (one
+    // system call less per wake-up; whatever the dp sent, cp only ever waits on it).
+    ev.events = EPOLLIN | EPOLLET;
     ev.data.fd = wake;
     if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake, &ev) != 0) return false;
     ring_fds_[wake] = conn;
@@ -2424,7 +2425,10 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
     }
     return;
   }
-  std::string sid = protocol::session_hex(r.header.session);
+  // Reused: a 16-digit id does not fit std::string's inline buffer (one allocation a record).
+  thread_local std::string sid;
+  char hex[16];
+  sid.assign(protocol::session_hex(r.header.session, hex));
   // The dp publishes a session's records only after cp answered its authenticate or
   // reregister (docs/protocol.md, "reregister"): an unknown session here is not one whose
   // registration is still in the socket.
@@ -2499,8 +2503,13 @@ void EscalationServer::ring_answer(const std::shared_ptr<Connection>& conn, uint
       back.publish();
     }
     if (!overflow) {
-      ring->answered_ahead.insert(seq);
       uint64_t written = ring->written;
+      // In order (the usual case): no set node to allocate and free.
+      if (seq == written + 1) {
+        written = seq;
+      } else {
+        ring->answered_ahead.insert(seq);
+      }
       while (!ring->answered_ahead.empty() && *ring->answered_ahead.begin() == written + 1) {
         ring->answered_ahead.erase(ring->answered_ahead.begin());
         ++written;

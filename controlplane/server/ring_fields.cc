@@ -39,6 +39,14 @@ class RowsToFields : public protocol::RowsVisitor {
     ends_.push_back(static_cast<uint32_t>(rows_.size()));
   }
 
+  // Empties the buffers for the next record, keeping their capacity.
+  void reset() {
+    columns_.assign(1, '[');
+    rows_.assign(1, '[');
+    ends_.clear();
+    first_value_ = true;
+  }
+
   void finish(int64_t ts_ms, recording::RecordFields& out) {
     columns_ += ']';
     rows_ += ']';
@@ -88,7 +96,8 @@ Status ring_record_fields(protocol::RecordType type, std::string_view payload,
       return Status::ok();
     }
     case RecordType::kRows: {
-      RowsToFields rows;
+      thread_local RowsToFields rows;  // scratch buffers reused record after record
+      rows.reset();
       auto ts_ms = protocol::visit_rows(payload, rows);
       if (!ts_ms.is_ok()) return ts_ms.status();
       rows.finish(*ts_ms, out);

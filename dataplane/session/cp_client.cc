@@ -635,7 +635,9 @@ void CpClient::handle_frame(nlohmann::json frame) {
     policy_version_ = frame.value("policy_version", uint64_t{0});
     if (offered_ring_ && fds_sent_ && frame.value("ring", false)) {
       ring_ = std::move(offered_ring_);
-      if (loop_->add(ring_->dp_wake_fd, EPOLLIN, &wake_handler_).is_ok()) {
+      // Edge-triggered: each write of cp is an edge, so the eventfd is never read (one
+      // system call less per wake-up; the counter saturates only after 2^64 - 2 writes).
+      if (loop_->add(ring_->dp_wake_fd, EPOLLIN | EPOLLET, &wake_handler_).is_ok()) {
         ring_->registered = true;
       } else {
         ring_.reset();
@@ -914,11 +916,8 @@ void CpClient::publish_ring() {
 }
 
 void CpClient::WakeHandler::on_io(int, uint32_t) {
-  // The loop does not say which fd fired (it may pass -1): read the one this handler owns.
+  // dp_wake_fd is edge-triggered: nothing to read.
   if (!client->ring_) return;
-  // One read empties a (non-semaphore) eventfd; a second would only return EAGAIN.
-  uint64_t n;
-  (void)!::read(client->ring_->dp_wake_fd, &n, sizeof n);
   client->check_acks();
 }
 

@@ -35,7 +35,10 @@ Status EventLoop::init() {
   if (epfd_ < 0) return internal_error(std::string("epoll_create1: ") + strerror(errno));
   wakefd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakefd_ < 0) return internal_error(std::string("eventfd: ") + strerror(errno));
-  return add(wakefd_, EPOLLIN, &wake_handler_);
+  // Edge-triggered: every write() to an eventfd is a new edge, so the counter need never be
+  // read (a read per wake-up would be one system call for nothing; it cannot overflow: it
+  // saturates only after 2^64 - 2 wake-ups).
+  return add(wakefd_, EPOLLIN | EPOLLET, &wake_handler_);
 }
 
 Status EventLoop::add(int fd, uint32_t events, IoHandler* handler) {
@@ -100,11 +103,7 @@ void EventLoop::recycle(TimerMap::node_type node, TimerIndex::node_type index) {
 }
 
 void EventLoop::WakeHandler::on_io(int, uint32_t) {
-  // run_once() passes no fd: drain the loop's own eventfd (an undrained, level-triggered
-  // eventfd would wake epoll_wait at once, forever: a busy loop on an idle worker). One read
-  // empties it: a non-semaphore eventfd returns the whole counter and resets it to zero.
-  uint64_t v;
-  [[maybe_unused]] ssize_t n = read(loop_->wakefd_, &v, sizeof(v));
+  // The eventfd is edge-triggered (init()): nothing to read.
   if (loop_->on_wake_) loop_->on_wake_();
 }
 

@@ -120,5 +120,30 @@ TEST(EventLoopTest, AWakeIsConsumedOnceAndTheIdleLoopThenSleeps) {
   EXPECT_EQ(wakes, 1);
 }
 
+// The wake eventfd is edge-triggered and never read: every wake() after a dispatch is a new
+// edge and is delivered again (the dp's watermark eventfd and cp's ring eventfd rely on the
+// same), and the loop still sleeps in between.
+TEST(EventLoopTest, EveryWakeAfterADispatchIsDeliveredAgain) {
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  int wakes = 0;
+  loop.set_on_wake([&] { ++wakes; });
+  for (int round = 1; round <= 3; ++round) {
+    loop.wake();
+    loop.run_once(1000);
+    EXPECT_EQ(wakes, round);
+    loop.run_once(10);
+    EXPECT_EQ(wakes, round);
+  }
+  // A wake from inside the handler (as another thread's, between two waits) is not lost.
+  loop.set_on_wake([&] {
+    if (++wakes == 4) loop.wake();
+  });
+  loop.wake();
+  loop.run_once(1000);
+  loop.run_once(1000);
+  EXPECT_EQ(wakes, 5);
+}
+
 }  // namespace
 }  // namespace pgwarden::session
