@@ -468,6 +468,16 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
   }
   if (swallow_ && type != 'Z') {
     if (type == 'N' || type == 'S' || type == 'A') return Action::kForward;
+    if (type == 'C' || type == 'I' || type == 's' || type == 'E') {
+      // The swallowed result still ends its unit: a session holding its next pipelined
+      // statement until the earlier results are in (recording.required) must not wait forever.
+      if (type != 'E') ++done_in_cycle_;
+      Unit* u = front_unit(cycle_now_);
+      if (u != nullptr && !u->simple) {
+        u->executed = true;
+        end_unit(*u, now_ms);
+      }
+    }
     return Action::kConsumed;
   }
   switch (type) {

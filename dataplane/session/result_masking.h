@@ -165,6 +165,7 @@ class ResultFilter {
   // raw message (its nonce statement's error is never relayed).
   void append_error(std::string_view whole, std::string& out);
 
+  // True from a refusal up to the cycle's ReadyForQuery: the rest of the cycle is swallowed.
   bool swallowing() const { return swallow_; }
   // True (once) when the filter refused a result since the last call: the client got a
   // dp-generated ErrorResponse the upstream knows nothing of. The session calls it at each

@@ -97,6 +97,14 @@ void Session::process_upstream_stream() {
           request_mask_plan();
           break;
         }
+        if (results_->swallowing() && unsynced_ && !skip_until_sync_) {
+          // A result refused inside an unsynced pipeline is an error there, as if PostgreSQL
+          // had raised it: the server skips to Sync and rolls the pipeline's implicit
+          // transaction back (a nonce Parse that fails; its error is swallowed with the rest
+          // of the cycle), and the client's messages up to Sync are not run.
+          pw::append_parse(up_out_, "pgwarden_refused_" + nonce_, nonce_sql_);
+          skip_until_sync_ = true;
+        }
       }
       if (a == ResultFilter::Action::kForward) {
         if (type == 'E' || type == 'Z') {

@@ -10,12 +10,14 @@
 // (08006) while statements without a result (INSERT, BEGIN, COMMIT) run normally.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tests/integration/gateway_harness.h"
 
@@ -150,6 +152,52 @@ TEST_F(GatewayRefusedTxTest, PsqlScriptCommitAfterRefusedSelectPrintsRollback) {
   EXPECT_EQ(out.find("\nCOMMIT"), std::string::npos) << out;
   EXPECT_EQ(count("psql-tx"), 0) << out;
   EXPECT_EQ(count("psql-auto"), 1) << out;
+}
+
+// A refused result inside a pipeline is an error there: the statements after it up to the
+// Sync are skipped as after any error, and the Sync still answers (it used to hang: the
+// swallowed result never ended, so the held next statement and the Sync were never sent).
+TEST_F(GatewayRefusedTxTest, RefusedResultInsideAPipelineStillAnswersTheSync) {
+  Conn c = connect();
+  PGconn* conn = c.get();
+  ASSERT_EQ(PQenterPipelineMode(conn), 1);
+  ASSERT_EQ(PQsendQueryParams(conn, "SELECT v FROM public.tx_t", 0, nullptr, nullptr, nullptr,
+                              nullptr, 0),
+            1);
+  ASSERT_EQ(PQsendQueryParams(conn, "INSERT INTO public.tx_t VALUES ('pipeline-skipped')", 0,
+                              nullptr, nullptr, nullptr, nullptr, 0),
+            1);
+  ASSERT_EQ(PQpipelineSync(conn), 1);
+  std::vector<ExecStatusType> seen;
+  bool synced = false;
+  int idle_polls = 0;
+  while (!synced) {
+    // Read without blocking: a gateway that never answers fails the test instead of hanging it.
+    ASSERT_EQ(PQconsumeInput(conn), 1) << PQerrorMessage(conn);
+    if (PQisBusy(conn)) {
+      pollfd p{PQsocket(conn), POLLIN, 0};
+      int n = ::poll(&p, 1, 1000);
+      if (n == 0) {
+        ASSERT_LT(++idle_polls, 15) << "no answer to the Sync; seen " << seen.size();
+      }
+      continue;
+    }
+    PGresult* r = PQgetResult(conn);
+    if (r == nullptr) continue;  // the end of one query's results
+    seen.push_back(PQresultStatus(r));
+    if (seen.back() == PGRES_FATAL_ERROR) {
+      EXPECT_STREQ(PQresultErrorField(r, PG_DIAG_SQLSTATE), "08006");
+    }
+    synced = seen.back() == PGRES_PIPELINE_SYNC;
+    PQclear(r);
+  }
+  EXPECT_EQ(seen, (std::vector<ExecStatusType>{PGRES_FATAL_ERROR, PGRES_PIPELINE_ABORTED,
+                                               PGRES_PIPELINE_SYNC}));
+  ASSERT_EQ(PQexitPipelineMode(conn), 1);
+  // As after an error PostgreSQL raised: the rest of the pipeline did not run.
+  EXPECT_EQ(count("pipeline-skipped"), 0);
+  exec_ok(conn, "INSERT INTO public.tx_t VALUES ('pipeline-after')");
+  EXPECT_EQ(count("pipeline-after"), 1);
 }
 
 }  // namespace
