@@ -18,8 +18,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr char kChannel[] = "pgwarden_state";
-
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
