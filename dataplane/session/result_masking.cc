@@ -472,11 +472,7 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
       // The swallowed result still ends its unit: a session holding its next pipelined
       // statement until the earlier results are in (recording.required) must not wait forever.
       if (type != 'E') ++done_in_cycle_;
-      Unit* u = front_unit(cycle_now_);
-      if (u != nullptr && !u->simple) {
-        u->executed = true;
-        end_unit(*u, now_ms);
-      }
+      if (Unit* u = front_unit(cycle_now_)) end_extended_unit(*u, now_ms);
     }
     return Action::kConsumed;
   }
@@ -521,10 +517,7 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
         pw::CommandComplete cc;
         if (pw::parse(pw::as_bytes(body_of(whole)), &cc).ok()) u->rows += tag_rows(cc.tag);
       }
-      if (!u->simple) {
-        u->executed = true;
-        end_unit(*u, now_ms);
-      }
+      end_extended_unit(*u, now_ms);
       return Action::kForward;
     }
     case 'E': {
@@ -544,10 +537,7 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
           u->sqlstate = er.sqlstate();
           u->error = er.message();
         }
-        if (!u->simple) {
-          u->executed = true;
-          end_unit(*u, now_ms);
-        }
+        end_extended_unit(*u, now_ms);
       }
       return Action::kForward;
     }
@@ -563,6 +553,13 @@ ResultFilter::Action ResultFilter::on_message(uint8_t type, std::string_view who
     default:
       return Action::kForward;
   }
+}
+
+void ResultFilter::end_extended_unit(Unit& u, int64_t now_ms) {
+  // A simple Query's units end at its ReadyForQuery; an Execute's at its own completion.
+  if (u.simple) return;
+  u.executed = true;
+  end_unit(u, now_ms);
 }
 
 void ResultFilter::append_error(std::string_view whole, std::string& out) {

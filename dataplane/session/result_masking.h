@@ -252,6 +252,8 @@ class ResultFilter {
   void enter_cycle(uint64_t cycles_received);
   void flush_rows(Unit& u);
   void end_unit(Unit& u, int64_t now_ms);
+  // Ends `u` when it is an Execute's unit (extended protocol), executed.
+  void end_extended_unit(Unit& u, int64_t now_ms);
   Unit* front_unit(uint64_t cycle);
   bool record_rows() const { return config_.recording == "full"; }
   bool record_any() const { return config_.recording != "off"; }
