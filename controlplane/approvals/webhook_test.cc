@@ -267,7 +267,7 @@ TEST(WebhookNotifier, HangingEndpointNeverBlocksEnqueueAndOverflowIsDropped) {
   auto start = std::chrono::steady_clock::now();
   int accepted = 0;
   for (int i = 0; i < 100; ++i) accepted += (*hook)->enqueue({{"n", i}}) ? 1 : 0;
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 200ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);  // blocking would cost 500 ms each
   EXPECT_LE(accepted, 9);  // the queue plus at most the one in flight
   EXPECT_EQ((*hook)->webhook_dropped(), static_cast<uint64_t>(100 - accepted));
   EXPECT_TRUE(eventually([&] { return (*hook)->webhook_failed() >= 1; }));

