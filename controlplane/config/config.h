@@ -42,7 +42,7 @@ struct DataplaneListener {
   int auth_timeout_s = 10;
   int idle_timeout_s = 3600;
   int max_message_bytes = 1 << 20;
-  int worker_threads = 2;
+  int worker_threads = 0;  // 0 = default_worker_threads() in pgwarden-dp
 };
 
 // $.control_plane: the cp process itself.

@@ -1,5 +1,7 @@
 #include "dataplane/session/dp_config.h"
 
+#include <sched.h>
+
 #include <algorithm>
 
 #include "dataplane/session/event_loop.h"
@@ -38,6 +40,15 @@ DataplaneConfig dataplane_config_from(const config::Config& c) {
   }
   return d;
 }
+
+int usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
+}
+
+int default_worker_threads() { return std::max(1, usable_cpus() / 2); }
 
 Result<DataplaneConfig> load_dataplane_config(const std::string& path) {
   config::ValidationOptions opts;

@@ -1,6 +1,7 @@
 #include "dataplane/session/dp_config.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 namespace pgwarden::session {
 namespace {
@@ -41,6 +42,28 @@ TEST(DataplaneConfigTest, NoTlsWhenTheListenerHasNone) {
   c.dataplane.tls_cert_file = "ignored";
   DataplaneConfig d = dataplane_config_from(c);
   EXPECT_TRUE(d.listeners[0].tls_cert_file.empty());
+}
+
+TEST(DataplaneConfigTest, WorkersDefaultToHalfTheCpusThisProcessMayUse) {
+  config::Config c;  // no worker_threads in the file
+  EXPECT_EQ(dataplane_config_from(c).workers, 0);
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  EXPECT_EQ(usable_cpus(), CPU_COUNT(&saved));
+  EXPECT_EQ(default_worker_threads(), std::max(1, CPU_COUNT(&saved) / 2));
+  // Pinned to one CPU (taskset, a cgroup cpuset): one worker, never zero.
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  for (int i = 0; i < CPU_SETSIZE; ++i) {
+    if (CPU_ISSET(i, &saved)) {
+      CPU_SET(i, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  EXPECT_EQ(usable_cpus(), 1);
+  EXPECT_EQ(default_worker_threads(), 1);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
 }
 
 TEST(DataplaneConfigTest, InvalidFileIsRejected) {

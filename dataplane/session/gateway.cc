@@ -45,9 +45,7 @@ Result<std::shared_ptr<const Runtime>> build_runtime(const std::string& config_p
   rt->config = std::move(*config);
   rt->config.rules_dir = rules_dir.empty() ? default_rules_dir() : rules_dir;
   if (workers_override > 0) rt->config.workers = workers_override;
-  if (rt->config.workers <= 0) {
-    rt->config.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  }
+  if (rt->config.workers <= 0) rt->config.workers = default_worker_threads();
   for (const auto& l : rt->config.listeners) {
     if (l.tls_cert_file.empty()) {
       rt->listener_tls.push_back(nullptr);
