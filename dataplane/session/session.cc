@@ -450,6 +450,7 @@ void Session::flush_upstream() {
   if (!upstream_.open() || state_ == State::kUpstreamConnect || state_ == State::kUpstreamTls) {
     return;
   }
+  if (awaiting_record_ && up_out_pending() < kDeferredUpstreamCap) return;
   while (up_out_pending() > 0) {
     size_t n = 0;
     IoStatus st =

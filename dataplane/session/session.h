@@ -435,6 +435,10 @@ class Session {
 
   // Statement phase.
   bool waiting_cp_ = false;  // an escalation for the front client message is pending
+  // A write-ahead record is in flight: what is already in up_out_ (the Bind before the
+  // Execute that waits) is held back, up to kDeferredUpstreamCap, so that it leaves with the
+  // statement it belongs to in one send instead of two.
+  bool awaiting_record_ = false;
   // A recording-required session's next statement waits until the results of the ones before
   // it are complete (and so recorded before its own record): see hold_for_results().
   bool waiting_results_ = false;

@@ -130,6 +130,7 @@ void Session::close_after_flush() {
   const State state_before_close = state_;
   state_ = State::kClosing;
   waiting_cp_ = false;
+  awaiting_record_ = false;
   ++escalation_seq_;  // late cp answers are ignored
   if (pooled()) return_server(state_before_close == State::kReady && server_clean());
   if (upstream_registered_) {

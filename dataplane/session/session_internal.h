@@ -23,6 +23,8 @@ constexpr size_t kReadBudget = 512 * 1024;  // per pump and side, for fairness
 constexpr size_t kClientInSoftCap = 256 * 1024;
 constexpr uint32_t kMaxInspectedUpstream = kMaxInspectedMessageBytes;
 constexpr int64_t kCloseFlushMs = 2000;
+// Upstream bytes held back while a write-ahead record is in flight (Session::awaiting_record_).
+constexpr size_t kDeferredUpstreamCap = 64 * 1024;
 // PostgreSQL's own cap on a client message (PQ_LARGE_MESSAGE_LIMIT): a streamed Bind or
 // CopyData may be this long.
 constexpr uint32_t kMaxStreamedMessageBytes = 0x3fffffff;

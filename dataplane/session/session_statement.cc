@@ -977,6 +977,7 @@ void Session::send_client_notice(std::string_view message) {
 
 void Session::resume_with(Decision d) {
   waiting_cp_ = false;
+  awaiting_record_ = false;
   hold_.reset();
   decision_ = std::move(d);
   pump();
@@ -1003,6 +1004,7 @@ void Session::record_then_resume(std::string_view sql, Decision d, const char* s
 
 void Session::send_record(std::string payload, Decision d) {
   uint64_t seq = ++escalation_seq_;
+  awaiting_record_ = true;
   std::string body = payload;
   worker_->cp().record(
       sid_, std::move(body), worker_->runtime().config.limits.escalation_timeout_ms,
@@ -1017,6 +1019,10 @@ void Session::send_record(std::string payload, Decision d) {
         const Status& st = r.status();
         Decision refused;
         if (st.sqlstate() == "53000") {
+          // Held for longer than a record's round trip: what waits upstream goes now.
+          s->awaiting_record_ = false;
+          s->flush_upstream();
+          s->update_interest();
           if (s->hold_for_recording([s, payload, d] { s->send_record(payload, d); })) return;
           refused = s->hold_timeout_decision(st.message());
         } else if (st.sqlstate() == "53100" || st.sqlstate() == "58030") {
