@@ -1269,13 +1269,17 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
     // A ring record is asked about by its ring seq, a JSON request by its id.
     const uint64_t ahead_seq = ring_seq != 0 ? ring_seq : id;
     if (st.is_ok()) {
-      if (audited) audit_recorded(*audited);
+      // A ring record's audit line is batched (written at the end of this loop pass
+      // anyway), so the waiting statement is released first; a JSON request keeps its
+      // line written before the answer.
+      if (audited && ring_seq == 0) audit_recorded(*audited);
       // A ring record's answer (id 0) is always the same object: built once.
       static const json kRingOk = protocol::make_ok(0);
       const json built = id == 0 ? json() : protocol::make_ok(id);
       const json& ok = id == 0 ? kRingOk : built;
       note_ahead(*s, ahead_seq, ok);
       if (auto c = weak.lock()) reply(c, ring_seq, ok);
+      if (audited && ring_seq != 0) audit_recorded(*audited);
       return;
     }
     recording_refused(s, st, sql);
