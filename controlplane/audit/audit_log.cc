@@ -16,16 +16,31 @@ namespace pgwarden::audit {
 
 namespace {
 
+// RFC 3339 UTC with milliseconds. Every audited statement takes a timestamp, so the
+// calendar part (gmtime_r + strftime) is formatted once per second per thread.
 std::string utc_now() {
   auto now = std::chrono::system_clock::now();
+  auto ms_total = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
   std::time_t t = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms.count()));
+  int ms = static_cast<int>(ms_total.count() % 1000);
+  if (ms < 0) ms += 1000;  // before 1970: to_time_t rounded down already
+  thread_local std::time_t cached_second = -1;
+  thread_local char cached[32];
+  thread_local size_t cached_len = 0;
+  if (t != cached_second) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    cached_len = std::strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_second = t;
+  }
+  std::string out;
+  out.reserve(cached_len + 5);
+  out.append(cached, cached_len);
+  out += '.';
+  out += static_cast<char>('0' + ms / 100);
+  out += static_cast<char>('0' + ms / 10 % 10);
+  out += static_cast<char>('0' + ms % 10);
+  out += 'Z';
   return out;
 }
 

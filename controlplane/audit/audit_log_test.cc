@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -54,7 +57,19 @@ TEST(AuditLogTest, WritesOneJsonObjectPerLineWithStableKeys) {
   EXPECT_EQ(j["rows"], 3);
   EXPECT_FALSE(j.contains("token"));
   EXPECT_FALSE(j.contains("api_key"));
-  EXPECT_EQ(j["ts"].get<std::string>().size(), std::string("2026-01-01T00:00:00.000Z").size());
+  // "ts": RFC 3339 in UTC with milliseconds, the time the line was written.
+  for (const auto& line : lines) {
+    std::string ts = line["ts"].get<std::string>();
+    ASSERT_EQ(ts.size(), std::string("2026-01-01T00:00:00.000Z").size()) << ts;
+    std::tm tm{};
+    const char* rest = strptime(ts.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    ASSERT_NE(rest, nullptr) << ts;
+    EXPECT_TRUE(rest[0] == '.' && isdigit(rest[1]) && isdigit(rest[2]) && isdigit(rest[3]) &&
+                rest[4] == 'Z' && rest[5] == '\0')
+        << ts;
+    EXPECT_LE(std::llabs(static_cast<long long>(timegm(&tm) - time(nullptr))), 300) << ts;
+  }
+  EXPECT_LE(lines[0]["ts"].get<std::string>(), lines[1]["ts"].get<std::string>());
   EXPECT_FALSE(lines[1].contains("session_id"));
   std::ifstream raw(path);
   std::stringstream ss;
