@@ -121,13 +121,17 @@ std::string session_id(int i) {
 }
 
 // args: payload (0 statement, 1 rows), sessions, always (0 interval 100 ms, 1 always),
-// api (0 json, 1 RecordFields, 2 RecordFields + commit() on the caller)
+// api (0 json, 1 RecordFields, 2 RecordFields + commit() on the caller), idle (sessions
+// open with a file but not writing: a fleet's parked agents), commit (records per
+// commit() with api 2; cp commits once per ring batch)
 void BM_RecorderWriteAhead(benchmark::State& state) {
   const bool rows = state.range(0) == 1;
   const int sessions = static_cast<int>(state.range(1));
   const bool always = state.range(2) == 1;
   const bool pre_serialised = state.range(3) >= 1;
   const bool caller_commits = state.range(3) == 2;
+  const int idle = static_cast<int>(state.range(4));
+  const int commit_batch = static_cast<int>(state.range(5));
   if (caller_commits) {
     AppendOptions probe;
     if (!set_defer(probe)) {
@@ -155,6 +159,15 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
     (void)(*rec)->start_session(st);
     ids.push_back(st.session_id);
   }
+  for (int s = 0; s < idle; ++s) {
+    SessionStart st;
+    st.session_id = session_id(sessions + s);
+    st.identity = "svc:idle";
+    st.target = "demo";
+    (void)(*rec)->start_session(st);
+    (void)(*rec)->try_append(st.session_id, "statement", statement_fields());
+  }
+  if (idle > 0) (void)(*rec)->flush();  // their files are open and synced
   const std::string kind = rows ? "rows" : "statement";
   const nlohmann::json fields = rows ? rows_fields() : statement_fields();
 #if PGW_BENCH_HAVE_RECORD_FIELDS
@@ -195,7 +208,7 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
           (*rec)->append(ids[i % sessions], kind, std::move(trees[i]), std::move(ao));
 #endif
       if (!st.is_ok()) ++failed;
-      if (caller_commits && (i + 1) % kCommitBatch == 0) commit(**rec);
+      if (caller_commits && (i + 1) % commit_batch == 0) commit(**rec);
     }
     if (caller_commits) commit(**rec);
     if (failed > 0) {
@@ -226,8 +239,11 @@ void BM_RecorderWriteAhead(benchmark::State& state) {
   std::filesystem::remove_all(root);
 }
 BENCHMARK(BM_RecorderWriteAhead)
-    ->ArgNames({"payload", "sessions", "always", "api"})
-    ->ArgsProduct({{0, 1}, {1, 64}, {0, 1}, {0, 1, 2}})
+    ->ArgNames({"payload", "sessions", "always", "api", "idle", "commit"})
+    ->ArgsProduct({{0, 1}, {1, 64}, {0, 1}, {0, 1, 2}, {0}, {kCommitBatch}})
+    // A cp with a fleet attached: 8 busy sessions committing per ring batch, 5,000 parked.
+    ->Args({0, 8, 0, 2, 0, 8})
+    ->Args({0, 8, 0, 2, 5000, 8})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
