@@ -222,6 +222,7 @@ void Session::on_client_io(uint32_t events) {
 
 void Session::on_upstream_io(uint32_t events) {
   if (destroyed_) return;
+  bump(worker_->counters().upstream_wakeups);
   if (state_ == State::kUpstreamConnect) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     int err = 0;
@@ -446,16 +447,21 @@ void Session::flush_client() {
   }
 }
 
+bool Session::upstream_output_held() const {
+  return awaiting_record_ && up_out_pending() < kDeferredUpstreamCap;
+}
+
 void Session::flush_upstream() {
   if (!upstream_.open() || state_ == State::kUpstreamConnect || state_ == State::kUpstreamTls) {
     return;
   }
-  if (awaiting_record_ && up_out_pending() < kDeferredUpstreamCap) return;
+  if (upstream_output_held()) return;
   while (up_out_pending() > 0) {
     size_t n = 0;
     IoStatus st =
         upstream_.write(std::string_view(up_out_).substr(up_out_off_, up_out_pending()), &n);
     if (st == IoStatus::kOk) {
+      bump(worker_->counters().upstream_sends);
       up_out_off_ += n;
       continue;
     }
@@ -501,7 +507,11 @@ void Session::update_interest() {
       } else if (upstream_interest_ & EPOLLIN) {
         bump(worker_->counters().backpressure_pauses);  // the client is not keeping up
       }
-      if (up_out_pending() > 0 || upstream_.wants_write_for_read()) want |= EPOLLOUT;
+      // Held output must not ask for EPOLLOUT: the socket is writable, so a level-triggered
+      // wake-up would come back at once, over and over, until the record is answered.
+      if ((up_out_pending() > 0 && !upstream_output_held()) || upstream_.wants_write_for_read()) {
+        want |= EPOLLOUT;
+      }
     }
     if (want != upstream_interest_) {
       upstream_interest_ = want;

@@ -439,6 +439,7 @@ class Session {
   // Execute that waits) is held back, up to kDeferredUpstreamCap, so that it leaves with the
   // statement it belongs to in one send instead of two.
   bool awaiting_record_ = false;
+  bool upstream_output_held() const;
   // A recording-required session's next statement waits until the results of the ones before
   // it are complete (and so recorded before its own record): see hold_for_results().
   bool waiting_results_ = false;

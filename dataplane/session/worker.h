@@ -56,6 +56,8 @@ namespace pgwarden::session {
   X(cancel_requests)            \
   X(protocol_errors)            \
   X(backpressure_pauses)        \
+  X(upstream_sends)             \
+  X(upstream_wakeups)           \
   X(messages_streamed)          \
   X(results_streamed)           \
   X(sessions_killed)            \

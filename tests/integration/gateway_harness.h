@@ -239,6 +239,13 @@ int free_tcp_port();
 // Connects a plain TCP socket to 127.0.0.1:port (blocking); -1 on failure.
 int connect_tcp(int port);
 
+// GET http://127.0.0.1:port/path (HTTP/1.0: the server closes, no chunking). The body, or ""
+// when the connection failed.
+std::string http_get(int port, const std::string& path);
+
+// The value of the unlabelled sample `name` in a Prometheus text exposition, or -1.
+double prometheus_sample(const std::string& text, const std::string& name);
+
 // One gateway per test suite, started with `Derived::gateway_options()` (by default the
 // defaults with the policy `Derived::kPolicy`); on a failed test the dp and cp logs are
 // printed. Derived test classes use `gw_`.

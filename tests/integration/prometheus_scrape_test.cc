@@ -56,25 +56,6 @@ std::string url_encode(const std::string& s) {
   return out;
 }
 
-// GET http://127.0.0.1:port/path (HTTP/1.0: the server closes, no chunking). The body, or ""
-// when the connection failed.
-std::string http_get(int port, const std::string& path) {
-  int fd = connect_tcp(port);
-  if (fd < 0) return "";
-  std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-  if (write(fd, req.data(), req.size()) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return "";
-  }
-  std::string out;
-  char buf[8192];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  size_t body = out.find("\r\n\r\n");
-  return body == std::string::npos ? "" : out.substr(body + 4);
-}
-
 // The throwaway Prometheus server.
 class Prometheus {
  public:
