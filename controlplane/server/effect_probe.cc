@@ -141,9 +141,8 @@ constexpr const char* kCascadeSql =
 // Adds to `est` the rows that foreign keys change when `rows` rows of schema.table are deleted
 // and/or updated, recursively. `path`: the tables of this cascade chain (cycle detection).
 // REQUIRES: the probe's transaction is open on `conn`.
-Status add_cascades(PGconn* conn, const std::string& schema, const std::string& table,
-                    bool deletes, bool updates, double rows, std::vector<std::string>* path,
-                    RowEstimate* est) {
+Status add_cascades(PGconn* conn, const std::string& schema, const std::string& table, bool deletes,
+                    bool updates, double rows, std::vector<std::string>* path, RowEstimate* est) {
   if (rows <= 0 || (!deletes && !updates)) return Status::ok();
   const std::string from = schema + "." + table;
   if (static_cast<int>(path->size()) > kMaxCascadeDepth) {
@@ -168,19 +167,19 @@ Status add_cascades(PGconn* conn, const std::string& schema, const std::string& 
                                      : "ON UPDATE " + std::string(action_name(upd));
     if (std::find(path->begin(), path->end(), child) != path->end()) {
       return failed_precondition("foreign keys cascade in a cycle (" + how + " from " + from +
-                                 " back to " + child +
-                                 "): no bound on the rows they change");
+                                 " back to " + child + "): no bound on the rows they change");
     }
     const double reltuples = std::strtod(PQgetvalue(r.get(), i, 4), nullptr);
     if (reltuples < 0) {
       return failed_precondition(child + " (" + how + " from " + from +
                                  ") has never been analysed: no bound on the rows the "
-                                 "foreign key changes there (run ANALYZE " + child + ")");
+                                 "foreign key changes there (run ANALYZE " +
+                                 child + ")");
     }
     double changed = reltuples;  // no statistics: every row of the child
     if (!PQgetisnull(r.get(), i, 5)) {
-      changed = std::min(reltuples, rows * std::strtod(PQgetvalue(r.get(), i, 5), nullptr) *
-                                        reltuples);
+      changed =
+          std::min(reltuples, rows * std::strtod(PQgetvalue(r.get(), i, 5), nullptr) * reltuples);
     }
     const int64_t n = static_cast<int64_t>(std::ceil(changed));
     if (n <= 0) continue;
@@ -342,8 +341,7 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
       est.rows = *rows;
       for (const ModifyNode& m : *nodes) {
         const bool deletes = m.operation == "Delete" || m.operation == "Merge";
-        const bool updates =
-            m.operation == "Update" || m.operation == "Merge" || m.conflict_update;
+        const bool updates = m.operation == "Update" || m.operation == "Merge" || m.conflict_update;
         if (m.schema.empty() && (deletes || updates)) {
           failed = failed_precondition("the plan does not name the schema of " + m.relation);
           break;

@@ -63,9 +63,9 @@ struct RowEstimate {
 
 // One ModifyTable node of an `EXPLAIN (VERBOSE, FORMAT JSON)` plan.
 struct ModifyNode {
-  std::string schema;     // "" without VERBOSE
+  std::string schema;  // "" without VERBOSE
   std::string relation;
-  std::string operation;  // "Insert", "Update", "Delete", "Merge"
+  std::string operation;         // "Insert", "Update", "Delete", "Merge"
   bool conflict_update = false;  // INSERT ... ON CONFLICT DO UPDATE
   int64_t rows = 0;              // input rows (the rows it changes)
 };
@@ -104,8 +104,7 @@ class PgEffectProbe : public EffectProbe {
  public:
   PgEffectProbe();
   ~PgEffectProbe() override;
-  Result<RowEstimate> estimate_rows(const config::Target& target,
-                                    const std::string& sql) override;
+  Result<RowEstimate> estimate_rows(const config::Target& target, const std::string& sql) override;
   Result<std::string> irreversible_effects(const config::Target& target,
                                            const std::vector<std::string>& relations,
                                            bool adds_rows) override;

@@ -186,8 +186,8 @@ TEST_F(GatewayEffectApprovalsTest, WritesOfOneRequestAddUpAgainstTheThreshold) {
   ASSERT_NO_FATAL_FAILURE(make_table("t_many", 200));
   auto deletes = [](int from, int to) {
     std::string sql;
-    for (int k = from; k <= to; ++k) sql += "delete from public.t_many where k = " +
-                                            std::to_string(k) + ";";
+    for (int k = from; k <= to; ++k)
+      sql += "delete from public.t_many where k = " + std::to_string(k) + ";";
     return sql;
   };
   Conn c = agent();
@@ -265,8 +265,9 @@ TEST_F(GatewayEffectApprovalsTest, ForeignKeyCascadesCountAndUnboundedOnesWait) 
   ASSERT_TRUE(setup.is_ok()) << setup.status().to_string();
   const std::string untouched = "5/500/500";
   auto counts = [] {
-    return db("select (select count(*) from public.fk_parent) || '/' || (select count(*) from "
-              "public.fk_child) || '/' || (select count(parent) from public.fk_nulled)");
+    return db(
+        "select (select count(*) from public.fk_parent) || '/' || (select count(*) from "
+        "public.fk_child) || '/' || (select count(parent) from public.fk_nulled)");
   };
   Conn c = agent();
   struct Case {
@@ -290,8 +291,7 @@ TEST_F(GatewayEffectApprovalsTest, ForeignKeyCascadesCountAndUnboundedOnesWait) 
     json req = wait_request(h.sql);
     ASSERT_TRUE(req.contains("id")) << gw_->cp_log();
     EXPECT_EQ(req["rule"], "policy.rows_over");
-    EXPECT_NE(req.value("request_reason", "").find(h.in_reason), std::string::npos)
-        << req.dump();
+    EXPECT_NE(req.value("request_reason", "").find(h.in_reason), std::string::npos) << req.dump();
     ASSERT_NO_FATAL_FAILURE(deny(req["id"], c.get()));
     EXPECT_EQ(counts(), untouched);
     EXPECT_EQ(db("select count(*) from public.fk_fresh_child"), "3");

@@ -317,8 +317,10 @@ TEST_F(GatewayEffectAttackTest, DdlThatDestroysOrHidesRowsWithoutADropWaits) {
       alter table public.fk_ddl owner to app_scram; select 1)")
                    .empty());
   auto column_type = [](const std::string& table, const std::string& column) {
-    return db("select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
-              "'public." + table + "'::regclass and attname = '" + column + "'");
+    return db(
+        "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
+        "'public." +
+        table + "'::regclass and attname = '" + column + "'");
   };
   Conn c = agent();
   for (const char* sql : {
