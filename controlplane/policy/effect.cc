@@ -1103,6 +1103,7 @@ bool drops_data(PgQuery__ObjectType type) {
     case PG_QUERY__OBJECT_TYPE__OBJECT_TABLE:
     case PG_QUERY__OBJECT_TYPE__OBJECT_MATVIEW:
     case PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA:
+    case PG_QUERY__OBJECT_TYPE__OBJECT_EXTENSION:  // its member tables go with it
       return true;
     default:
       return false;
@@ -1117,8 +1118,38 @@ std::string_view drop_verb(PgQuery__ObjectType type) {
       return "DROP MATERIALIZED VIEW";
     case PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA:
       return "DROP SCHEMA";
+    case PG_QUERY__OBJECT_TYPE__OBJECT_EXTENSION:
+      return "DROP EXTENSION";
     default:
       return "DROP ... CASCADE";
+  }
+}
+
+// The ALTER TABLE (or ALTER TYPE) subcommands that destroy stored values or take rows out of
+// the table, as the verb of their effect; "" for the others. Each is judged by what it does
+// to stored rows, not by its words:
+//   DROP COLUMN / DROP ATTRIBUTE       the column's values are gone;
+//   ALTER COLUMN ... TYPE [USING]      every value is rewritten: USING may compute anything
+//                                      (`USING NULL`), and a narrower type rounds or truncates
+//                                      (numeric scale, timestamptz -> date);
+//   DETACH PARTITION, NO INHERIT       the partition's (child's) rows vanish from the parent.
+// Not destructive: ADD COLUMN, DROP CONSTRAINT [CASCADE] (drops constraints, never rows),
+// DROP EXPRESSION (keeps the stored values), SET/RESET options, ATTACH PARTITION, INHERIT,
+// CLUSTER ON, SET ACCESS METHOD / TABLESPACE (rewrites keep every value).
+std::string_view alter_table_loss(const PgQuery__AlterTableCmd* cmd) {
+  switch (cmd->subtype) {
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DropColumn:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DropColumnRecurse:
+      return "ALTER TABLE ... DROP";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_AlterColumnType:
+      return "ALTER TABLE ... ALTER COLUMN ... TYPE";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DetachPartition:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DetachPartitionFinalize:
+      return "ALTER TABLE ... DETACH PARTITION";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DropInherit:
+      return "ALTER TABLE ... NO INHERIT";
+    default:
+      return "";
   }
 }
 
@@ -1149,16 +1180,28 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
     for (size_t i = 0; i < s->n_cmds; ++i) {
       const PgQuery__Node* c = s->cmds[i];
       if (!c || c->node_case != PG_QUERY__NODE__NODE_ALTER_TABLE_CMD) continue;
-      const PgQuery__AlterTableCmd* cmd = c->alter_table_cmd;
-      if (cmd->subtype == PG_QUERY__ALTER_TABLE_TYPE__AT_DropColumn ||
-          cmd->subtype == PG_QUERY__ALTER_TABLE_TYPE__AT_DropColumnRecurse ||
-          cmd->behavior == PG_QUERY__DROP_BEHAVIOR__DROP_CASCADE) {
-        out->push_back(WriteEffect{"ALTER TABLE ... DROP",
+      const std::string_view verb = alter_table_loss(c->alter_table_cmd);
+      if (!verb.empty()) {
+        out->push_back(WriteEffect{std::string(verb),
                                    s->relation ? resolved(s->relation) : std::string("?"),
                                    WriteReach::kDrop, false});
       }
     }
     return false;  // its expressions (defaults, USING) may hold sub-statements
+  }
+  if (d == &pg_query__drop_owned_stmt__descriptor) {
+    // DROP OWNED BY r drops every table (and everything else) r owns in the database.
+    const auto* s = reinterpret_cast<const PgQuery__DropOwnedStmt*>(m);
+    for (size_t i = 0; i < s->n_roles; ++i) {
+      const PgQuery__Node* r = s->roles[i];
+      std::string role = "?";
+      if (r && r->node_case == PG_QUERY__NODE__NODE_ROLE_SPEC) {
+        role = r->role_spec->rolename ? std::string(r->role_spec->rolename)
+                                      : std::string("CURRENT_USER");
+      }
+      out->push_back(WriteEffect{"DROP OWNED BY", role, WriteReach::kDrop, false});
+    }
+    return true;
   }
   if (d == &pg_query__do_stmt__descriptor) {
     out->push_back(WriteEffect{"DO", "", WriteReach::kUnknownEffect, false});
@@ -1294,6 +1337,19 @@ std::string WriteEffect::describe() const {
     case WriteReach::kTruncate:
       return "TRUNCATE removes every row of " + relation;
     case WriteReach::kDrop:
+      if (verb == "ALTER TABLE ... ALTER COLUMN ... TYPE") {
+        return verb + " on " + relation +
+               " rewrites every stored value of the column (USING may compute anything, a "
+               "narrower type rounds or truncates)";
+      }
+      if (verb == "ALTER TABLE ... DETACH PARTITION" || verb == "ALTER TABLE ... NO INHERIT") {
+        return verb + " on " + relation +
+               " takes the partition's (child's) rows out of the table: they vanish from it";
+      }
+      if (verb == "DROP OWNED BY") {
+        return "DROP OWNED BY " + relation +
+               " drops every table (and other object) the role owns: stored data is destroyed";
+      }
       return verb + " on " + relation +
              " destroys stored data (every row, or with CASCADE whatever depends on it)";
     case WriteReach::kUnknownEffect:

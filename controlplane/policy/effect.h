@@ -23,8 +23,11 @@
 //                           <target> s WHERE s.k = <target>.k)`); `k IS NOT DISTINCT FROM k`
 //                           and `x IS NULL OR x IS NOT NULL` are constant true;
 //   * truncate              TRUNCATE (one effect per relation);
-//   * drop                  DROP TABLE / MATERIALIZED VIEW / SCHEMA, any DROP ... CASCADE,
-//                           DROP DATABASE, ALTER TABLE ... DROP COLUMN (stored data goes);
+//   * drop                  DROP TABLE / MATERIALIZED VIEW / SCHEMA / EXTENSION, any DROP ...
+//                           CASCADE, DROP DATABASE, DROP OWNED BY, and ALTER TABLE / TYPE
+//                           subcommands that destroy stored values or take rows out of the
+//                           table: DROP COLUMN / ATTRIBUTE, ALTER COLUMN ... TYPE, DETACH
+//                           PARTITION, NO INHERIT (effect.cc alter_table_loss());
 //   * unknown_effect        code analysis cannot see runs, now or on later writes: DO,
 //                           CREATE TRIGGER, CREATE RULE with actions other than SELECT/NOTHING
 //                           (calls of user-defined functions and procedures are judged by

@@ -253,7 +253,28 @@ INSTANTIATE_TEST_SUITE_P(
         StatementCase{"DROP FUNCTION f() CASCADE", {"drop"}}, StatementCase{"DROP INDEX i", {}},
         StatementCase{"DROP DATABASE d", {"drop"}},
         StatementCase{"ALTER TABLE t DROP COLUMN c", {"drop"}},
-        StatementCase{"ALTER TABLE t ADD COLUMN c int", {}}));
+        StatementCase{"ALTER TABLE t ADD COLUMN c int", {}},
+        // Destroys or hides stored rows without a DROP.
+        StatementCase{"ALTER TABLE t ALTER COLUMN c TYPE int USING NULL", {"drop"}},
+        StatementCase{"ALTER TABLE t ALTER c SET DATA TYPE date", {"drop"}},
+        StatementCase{"ALTER TABLE t ADD COLUMN d int, ALTER COLUMN c TYPE text", {"drop"}},
+        StatementCase{"ALTER TABLE t DETACH PARTITION t_2024", {"drop"}},
+        StatementCase{"ALTER TABLE t DETACH PARTITION t_2024 CONCURRENTLY", {"drop"}},
+        StatementCase{"ALTER TABLE t DETACH PARTITION t_2024 FINALIZE", {"drop"}},
+        StatementCase{"ALTER TABLE t_child NO INHERIT t", {"drop"}},
+        StatementCase{"ALTER TYPE comp DROP ATTRIBUTE a", {"drop"}},
+        StatementCase{"ALTER TYPE comp ALTER ATTRIBUTE a TYPE int CASCADE", {"drop"}},
+        StatementCase{"DROP OWNED BY app", {"drop"}},
+        StatementCase{"DROP EXTENSION hstore", {"drop"}},
+        // Not destructive: constraints, options, partitions attached, rewrites keeping values.
+        StatementCase{"ALTER TABLE t DROP CONSTRAINT t_pkey CASCADE", {}},
+        StatementCase{"ALTER TABLE t SET (fillfactor = 70)", {}},
+        StatementCase{"ALTER TABLE t ALTER COLUMN g DROP EXPRESSION", {}},
+        StatementCase{"ALTER TABLE t ATTACH PARTITION t_2025 FOR VALUES FROM (1) TO (2)", {}},
+        StatementCase{"ALTER TABLE t_child INHERIT t", {}},
+        StatementCase{"ALTER TABLE t SET TABLESPACE pg_default", {}},
+        StatementCase{"ALTER SEQUENCE s RESTART", {}}, StatementCase{"CLUSTER t USING t_pkey", {}},
+        StatementCase{"VACUUM FULL t", {}}));
 
 TEST(WriteEffectTest, PrepareAndExplainAnalyseTheirInnerStatement) {
   SqlAnalysis a = analyse_sql("PREPARE p (int) AS DELETE FROM t WHERE $1 = $1");

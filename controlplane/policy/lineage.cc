@@ -399,6 +399,17 @@ class LineageWalker {
     } else {
       for (size_t i = 0; i < left.size(); ++i) left[i].lineage.add(right[i].lineage);
     }
+    // UNION (without ALL), INTERSECT and EXCEPT (with or without ALL) compare whole rows:
+    // which rows come back (and how many) depends on the values of every column, so each is
+    // a predicate, whether or not the result is returned (`SELECT count(*) FROM (SELECT ssn
+    // ... INTERSECT SELECT '123-45-6789') s` is an equality oracle). UNION ALL compares nothing.
+    const char* compares = nullptr;
+    if (s->op == PG_QUERY__SET_OPERATION__SETOP_INTERSECT) compares = "INTERSECT";
+    if (s->op == PG_QUERY__SET_OPERATION__SETOP_EXCEPT) compares = "EXCEPT";
+    if (s->op == PG_QUERY__SET_OPERATION__SETOP_UNION && !s->all) compares = "UNION";
+    if (compares) {
+      for (const auto& o : left) add_predicates(o.lineage, compares);
+    }
     // PostgreSQL reports no column origin for set-operation results.
     for (auto& o : left) o.lineage.origin_lost = true;
     return left;
@@ -414,6 +425,9 @@ class LineageWalker {
         outputs[c].lineage.add(expression(row->list->items[c]));
       }
     }
+    // PostgreSQL reports no column origin for a VALUES list's columns: a masked column carried
+    // through one as is (`LATERAL (VALUES (c.ssn)) v(x)`) would reach the client unmasked.
+    for (auto& o : outputs) o.lineage.origin_lost = true;
     return outputs;
   }
 
@@ -441,6 +455,27 @@ class LineageWalker {
   void output_or_input(const PgQuery__Node* n, const std::vector<OutputColumn>& outputs,
                        const char* clause) {
     if (!n) return;
+    if (is_node(n, PG_QUERY__NODE__NODE_GROUPING_SET)) {
+      // GROUPING SETS / ROLLUP / CUBE: each element groups like a GROUP BY item (a position
+      // or name in one counts as it would at the top: read both ways, fail closed).
+      for (size_t i = 0; i < n->grouping_set->n_content; ++i) {
+        output_or_input(n->grouping_set->content[i], outputs, clause);
+      }
+      return;
+    }
+    if (is_node(n, PG_QUERY__NODE__NODE_ROW_EXPR)) {
+      // `GROUP BY ROLLUP ((a, b))`: a parenthesised list of grouping items.
+      for (size_t i = 0; i < n->row_expr->n_args; ++i) {
+        output_or_input(n->row_expr->args[i], outputs, clause);
+      }
+      return;
+    }
+    if (is_node(n, PG_QUERY__NODE__NODE_LIST)) {
+      for (size_t i = 0; i < n->list->n_items; ++i) {
+        output_or_input(n->list->items[i], outputs, clause);
+      }
+      return;
+    }
     if (is_node(n, PG_QUERY__NODE__NODE_A_CONST) &&
         n->a_const->val_case == PG_QUERY__A__CONST__VAL_IVAL) {
       int pos = n->a_const->ival ? n->a_const->ival->ival : 0;
@@ -812,11 +847,47 @@ class LineageWalker {
         for (auto& o : second) o.lineage.origin_lost = true;
         ctes_.back().outputs = std::move(second);
         alias_columns(cte, &ctes_.back().outputs);
+        search_and_cycle(cte, &ctes_.back().outputs);
       } else {
         entry.outputs = query_node(cte->ctequery);
         alias_columns(cte, &entry.outputs);
         ctes_.push_back(std::move(entry));
       }
+    }
+  }
+
+  // `SEARCH ... BY cols SET seq` orders the recursion by the named columns and adds `seq`, a
+  // row of their values; `CYCLE cols SET mark USING path` compares them and adds `mark` and
+  // `path`, an array of rows of their values. The named columns are predicates; the added
+  // columns are transformed from them (PostgreSQL reports no origin for them).
+  void search_and_cycle(const PgQuery__CommonTableExpr* cte, std::vector<OutputColumn>* outs) {
+    auto named = [&](PgQuery__Node* const* cols, size_t n, const char* clause) {
+      ColumnLineage l;
+      for (size_t i = 0; i < n; ++i) {
+        if (!is_node(cols[i], PG_QUERY__NODE__NODE_STRING)) continue;
+        std::string_view name = str(cols[i]->string->sval);
+        bool found = false;
+        for (const auto& o : *outs) {
+          if (o.name == name) {
+            l.add_transformed(o.lineage);
+            found = true;
+          }
+        }
+        if (!found) fail("column " + std::string(name) + " of " + clause + " not found");
+      }
+      add_predicates(l, clause);
+      for (const auto& src : l.all()) out_->computed.insert(src);
+      l.origin_lost = true;
+      return l;
+    };
+    if (const PgQuery__CTESearchClause* sc = cte->search_clause) {
+      ColumnLineage l = named(sc->search_col_list, sc->n_search_col_list, "SEARCH");
+      outs->push_back({std::string(str(sc->search_seq_column)), l});
+    }
+    if (const PgQuery__CTECycleClause* cc = cte->cycle_clause) {
+      ColumnLineage l = named(cc->cycle_col_list, cc->n_cycle_col_list, "CYCLE");
+      outs->push_back({std::string(str(cc->cycle_mark_column)), l});
+      outs->push_back({std::string(str(cc->cycle_path_column)), l});
     }
   }
 
@@ -1108,6 +1179,11 @@ class LineageWalker {
     } else {
       // Resolved (unknown names still fail) but neither a source nor computed on.
       for (size_t i = 0; i < f->n_args; ++i) expression(f->args[i]);
+    }
+    // An aggregate's DISTINCT compares its arguments' values: count(DISTINCT ssn) over two
+    // chosen rows tells whether they are equal (an equality oracle, like GROUP BY).
+    if (f->agg_distinct) {
+      for (size_t i = 0; i < f->n_args; ++i) general(f->args[i], "aggregate DISTINCT");
     }
     for (size_t i = 0; i < f->n_agg_order; ++i) general(f->agg_order[i], "aggregate ORDER BY");
     if (f->agg_filter) predicate(f->agg_filter, "FILTER");

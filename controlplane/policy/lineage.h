@@ -14,7 +14,8 @@
 // FILTER or ORDER BY inside them still counts as a predicate).
 //
 // `origin_lost` marks an as-is output whose RowDescription PostgreSQL sends without the
-// source's table OID/attnum (set operations, RETURNING, references to an outer query level):
+// source's table OID/attnum (set operations, VALUES lists, RETURNING, references to an outer
+// query level):
 // the result-set mask plan cannot see its source there.
 //
 // Thread-safety: compute_lineage() is reentrant; the catalog must be safe to call from the
@@ -72,7 +73,9 @@ enum class PredicateForm {
 struct PredicateUse {
   SourceColumn source;
   std::string clause;  // "WHERE", "JOIN ON", "HAVING", "ORDER BY", "GROUP BY", "DISTINCT ON",
-                       // "window", "FILTER", "LIMIT", "aggregate ORDER BY", "MERGE ON"
+                       // "window", "FILTER", "LIMIT", "aggregate ORDER BY", "MERGE ON",
+                       // "aggregate DISTINCT", "UNION" (without ALL), "INTERSECT", "EXCEPT"
+                       // (set operations compare whole rows), "SEARCH", "CYCLE"
   PredicateForm form = PredicateForm::kGeneral;
   // kEqualityJoin: the column on the other side of `=`.
   SourceColumn other;

@@ -117,10 +117,17 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"SELECT count(*), count(ssn) FROM crm.customers", "count=;count=", ""},
         Case{"SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM crm.customers",
              "count=", "FILTER:c.ssn"},
-        // Set operations: as is, but no origin in the RowDescription.
+        // Set operations: as is, but no origin in the RowDescription; all but UNION ALL
+        // compare rows (predicates).
         Case{"SELECT ssn FROM crm.customers UNION SELECT note FROM crm.orders", "ssn=c.ssn,o.note!",
-             ""},
-        Case{"SELECT 'x' INTERSECT SELECT email FROM crm.customers", "?column?=c.email!", ""},
+             "UNION:c.ssn;UNION:o.note"},
+        Case{"SELECT ssn FROM crm.customers UNION ALL SELECT note FROM crm.orders",
+             "ssn=c.ssn,o.note!", ""},
+        Case{"SELECT 'x' INTERSECT SELECT email FROM crm.customers", "?column?=c.email!",
+             "INTERSECT:c.email"},
+        Case{"SELECT * FROM crm.customers c, LATERAL (VALUES (c.id)) v(x)", nullptr, ""},
+        Case{"SELECT x FROM crm.customers c, LATERAL (VALUES (c.ssn)) v(x)", "x=c.ssn!", ""},
+        Case{"SELECT count(DISTINCT ssn) FROM crm.customers", "count=", "aggregate DISTINCT:c.ssn"},
         Case{"VALUES (1, 'a')", "column1=;column2=", ""},
         // Views (and views over views): lineage of the view columns.
         Case{"SELECT * FROM crm.customers_view", "id=c.id;name=c.name;ssn=c.ssn;contact=~c.email",

@@ -2,6 +2,7 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
@@ -65,7 +66,151 @@ void sum_modify_rows(const json& plan, int64_t* sum, bool* found) {
   }
 }
 
+void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
+  if (!plan.is_object()) return;
+  const json* children =
+      plan.contains("Plans") && plan["Plans"].is_array() ? &plan["Plans"] : nullptr;
+  if (plan.value("Node Type", "") == "ModifyTable") {
+    ModifyNode m;
+    m.schema = plan.value("Schema", "");
+    m.relation = plan.value("Relation Name", "");
+    m.operation = plan.value("Operation", "");
+    m.conflict_update = plan.value("Conflict Resolution", "") == "UPDATE";
+    if (children != nullptr) {
+      for (const json& c : *children) {
+        std::string rel = c.is_object() ? c.value("Parent Relationship", "") : "";
+        if (rel == "InitPlan" || rel == "SubPlan") continue;
+        if (c.contains("Plan Rows") && c["Plan Rows"].is_number()) {
+          m.rows = static_cast<int64_t>(std::llround(c["Plan Rows"].get<double>()));
+        }
+        break;
+      }
+    }
+    out->push_back(std::move(m));
+  }
+  if (children != nullptr) {
+    for (const json& c : *children) collect_modify_nodes(c, out);
+  }
+}
+
+std::string with_commas(int64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string_view action_name(char a) {
+  switch (a) {
+    case 'c':
+      return "CASCADE";
+    case 'n':
+      return "SET NULL";
+    case 'd':
+      return "SET DEFAULT";
+    default:
+      return "NO ACTION";
+  }
+}
+
+// Foreign keys that act on the rows referencing one table (or its partition tree), with a
+// bound per referenced row (see effect_probe.h). $1 schema, $2 table.
+constexpr const char* kCascadeSql =
+    "WITH r AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    "   WHERE n.nspname = $1 AND c.relname = $2),"
+    " tree AS (SELECT oid FROM r UNION SELECT t.relid FROM r,"
+    "   pg_partition_tree(pg_partition_root(r.oid)) t)"
+    " SELECT cn.nspname, cc.relname, k.confdeltype::text, k.confupdtype::text,"
+    "   cc.reltuples::float8,"
+    "   (SELECT min(CASE WHEN s.n_distinct > 0 THEN greatest(coalesce((SELECT max(f)"
+    "       FROM unnest(s.most_common_freqs) f), 0), 1.0 / s.n_distinct)"
+    "     WHEN s.n_distinct < 0 AND cc.reltuples > 0 THEN greatest(coalesce((SELECT max(f)"
+    "       FROM unnest(s.most_common_freqs) f), 0), 1.0 / (-s.n_distinct * cc.reltuples))"
+    "     END)"
+    "    FROM pg_attribute a JOIN pg_stats s ON s.schemaname = cn.nspname"
+    "     AND s.tablename = cc.relname AND s.attname = a.attname"
+    "    WHERE a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey))::float8"
+    " FROM pg_constraint k JOIN pg_class cc ON cc.oid = k.conrelid"
+    " JOIN pg_namespace cn ON cn.oid = cc.relnamespace"
+    " WHERE k.contype = 'f' AND k.conparentid = 0 AND k.confrelid IN (SELECT oid FROM tree)"
+    "   AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))"
+    " ORDER BY 1, 2";
+
+// Adds to `est` the rows that foreign keys change when `rows` rows of schema.table are deleted
+// and/or updated, recursively. `path`: the tables of this cascade chain (cycle detection).
+// REQUIRES: the probe's transaction is open on `conn`.
+Status add_cascades(PGconn* conn, const std::string& schema, const std::string& table, bool deletes,
+                    bool updates, double rows, std::vector<std::string>* path, RowEstimate* est) {
+  if (rows <= 0 || (!deletes && !updates)) return Status::ok();
+  const std::string from = schema + "." + table;
+  if (static_cast<int>(path->size()) > kMaxCascadeDepth) {
+    return failed_precondition("foreign keys cascade more than " +
+                               std::to_string(kMaxCascadeDepth) + " tables deep from " +
+                               path->front() + ": no bound on the rows they change");
+  }
+  const char* params[] = {schema.c_str(), table.c_str()};
+  Res r(PQexecParams(conn, kCascadeSql, 2, nullptr, params, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    return unavailable("effect probe catalog lookup (foreign keys): " +
+                       trimmed_error(r.get(), conn));
+  }
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    const std::string cs = PQgetvalue(r.get(), i, 0), ct = PQgetvalue(r.get(), i, 1);
+    const char del = PQgetvalue(r.get(), i, 2)[0], upd = PQgetvalue(r.get(), i, 3)[0];
+    const bool del_acts = deletes && (del == 'c' || del == 'n' || del == 'd');
+    const bool upd_acts = updates && (upd == 'c' || upd == 'n' || upd == 'd');
+    if (!del_acts && !upd_acts) continue;
+    const std::string child = cs + "." + ct;
+    const std::string how = del_acts ? "ON DELETE " + std::string(action_name(del))
+                                     : "ON UPDATE " + std::string(action_name(upd));
+    if (std::find(path->begin(), path->end(), child) != path->end()) {
+      return failed_precondition("foreign keys cascade in a cycle (" + how + " from " + from +
+                                 " back to " + child + "): no bound on the rows they change");
+    }
+    const double reltuples = std::strtod(PQgetvalue(r.get(), i, 4), nullptr);
+    if (reltuples < 0) {
+      return failed_precondition(child + " (" + how + " from " + from +
+                                 ") has never been analysed: no bound on the rows the "
+                                 "foreign key changes there (run ANALYZE " +
+                                 child + ")");
+    }
+    double changed = reltuples;  // no statistics: every row of the child
+    if (!PQgetisnull(r.get(), i, 5)) {
+      changed =
+          std::min(reltuples, rows * std::strtod(PQgetvalue(r.get(), i, 5), nullptr) * reltuples);
+    }
+    const int64_t n = static_cast<int64_t>(std::ceil(changed));
+    if (n <= 0) continue;
+    est->rows += n;
+    est->cascaded += n;
+    if (!est->cascades.empty()) est->cascades += ", ";
+    est->cascades += with_commas(n) + " in " + child + " (" + how + " from " + from + ")";
+    // Deleted child rows cascade as deletes; SET NULL / SET DEFAULT and ON UPDATE CASCADE
+    // update them (their referencing keys may cascade on).
+    const bool child_deletes = del_acts && del == 'c';
+    const bool child_updates = (del_acts && del != 'c') || upd_acts;
+    path->push_back(child);
+    Status s = add_cascades(conn, cs, ct, child_deletes, child_updates, changed, path, est);
+    path->pop_back();
+    if (!s.is_ok()) return s;
+  }
+  return Status::ok();
+}
+
 }  // namespace
+
+Result<std::vector<ModifyNode>> modify_nodes_from_explain(const std::string& explain_json) {
+  json j = json::parse(explain_json, nullptr, false);
+  if (j.is_array() && !j.empty()) j = j[0];
+  if (!j.is_object() || !j.contains("Plan") || !j["Plan"].is_object()) {
+    return invalid_argument("EXPLAIN output is not a plan");
+  }
+  std::vector<ModifyNode> out;
+  collect_modify_nodes(j["Plan"], &out);
+  return out;
+}
 
 struct PgEffectProbe::Connection {
   std::mutex mu;
@@ -147,7 +292,8 @@ Result<std::shared_ptr<PgEffectProbe::Connection>> PgEffectProbe::connection_for
   return c;
 }
 
-Result<int64_t> PgEffectProbe::estimate_rows(const config::Target& target, const std::string& sql) {
+Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
+                                                 const std::string& sql) {
   auto c = connection_for(target);
   if (!c.is_ok()) return c.status();
   Connection& conn = **c;
@@ -170,7 +316,8 @@ Result<int64_t> PgEffectProbe::estimate_rows(const config::Target& target, const
   }
   Res d(PQdescribePrepared(conn.conn, kProbeName));
   int nparams = command_ok(d.get()) ? PQnparams(d.get()) : 0;
-  std::string explain = std::string("EXPLAIN (FORMAT JSON) EXECUTE ") + kProbeName;
+  // VERBOSE: ModifyTable nodes then name their relation's schema (for the cascades).
+  std::string explain = std::string("EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE ") + kProbeName;
   for (int i = 0; i < nparams; ++i) explain += i == 0 ? "(NULL" : ", NULL";
   if (nparams > 0) explain += ")";
   Res e(PQexec(conn.conn, explain.c_str()));
@@ -182,9 +329,33 @@ Result<int64_t> PgEffectProbe::estimate_rows(const config::Target& target, const
   } else {
     for (int i = 0; i < PQntuples(e.get()); ++i) text += PQgetvalue(e.get(), i, 0);
   }
+  RowEstimate est;
+  if (failed.is_ok()) {
+    auto rows = modify_rows_from_explain(text);
+    auto nodes = modify_nodes_from_explain(text);
+    if (!rows.is_ok()) {
+      failed = rows.status();
+    } else if (!nodes.is_ok()) {
+      failed = nodes.status();
+    } else {
+      est.rows = *rows;
+      for (const ModifyNode& m : *nodes) {
+        const bool deletes = m.operation == "Delete" || m.operation == "Merge";
+        const bool updates = m.operation == "Update" || m.operation == "Merge" || m.conflict_update;
+        if (m.schema.empty() && (deletes || updates)) {
+          failed = failed_precondition("the plan does not name the schema of " + m.relation);
+          break;
+        }
+        std::vector<std::string> path{m.schema + "." + m.relation};
+        failed = add_cascades(conn.conn, m.schema, m.relation, deletes, updates,
+                              static_cast<double>(m.rows), &path, &est);
+        if (!failed.is_ok()) break;
+      }
+    }
+  }
   conn.reset();
   if (!failed.is_ok()) return failed;
-  return modify_rows_from_explain(text);
+  return est;
 }
 
 Result<std::string> PgEffectProbe::irreversible_effects(const config::Target& target,

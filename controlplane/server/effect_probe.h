@@ -11,9 +11,22 @@
 //     every bind parameter: the planner's generic plan, which does not depend on parameter
 //     values (so `$1` placeholders of the extended protocol are estimated as unknown values,
 //     never as NULL). The estimate is the sum of the input rows of every ModifyTable node
-//     (data-modifying CTEs included). The statement is not executed; since planning evaluates
+//     (data-modifying CTEs included), plus the rows foreign keys change in other tables
+//     (below). The statement is not executed; since planning evaluates
 //     immutable and stable functions on constants, the analyser does not EXPLAIN statements
 //     that call user-defined ones (plan_time_functions). statement_timeout 1 s.
+//     Foreign-key cascades: for every ModifyTable node that deletes (DELETE, MERGE) or
+//     updates (UPDATE, MERGE, INSERT ... ON CONFLICT DO UPDATE) rows of a table R, every
+//     foreign key referencing R (or its partition tree) with ON DELETE CASCADE / SET NULL /
+//     SET DEFAULT (deletes) or ON UPDATE CASCADE / SET NULL / SET DEFAULT (updates; the plan
+//     does not say which columns change, so any UPDATE counts) changes, per row of R, at most
+//     as many rows of the referencing table C as one key value has there by C's statistics:
+//     C's rows (pg_class.reltuples) times the largest of the most common value's frequency and
+//     1 / n_distinct, for the key column that gives the smallest bound; capped at C's rows;
+//     C's rows when no key column has statistics. Rows changed in C cascade further the same
+//     way (recursively). No bound (an error, the analyser then asks for approval with the
+//     reason): C was never analysed (reltuples < 0), the cascade revisits a table (a cycle,
+//     e.g. a self-referencing ON DELETE CASCADE), or it is deeper than kMaxCascadeDepth.
 //   * irreversible_effects: catalog checks on the written relations for what a rollback
 //     cannot undo: user triggers (they may call anything), rules, foreign or non-table
 //     relations, identity/serial columns (sequences advance) when defaults apply, user
@@ -38,13 +51,37 @@
 
 namespace pgwarden::server {
 
+// Foreign keys cascading further than this many tables have no bound (fail closed).
+inline constexpr int kMaxCascadeDepth = 8;
+
+struct RowEstimate {
+  int64_t rows = 0;      // every row the statement changes, cascades included
+  int64_t cascaded = 0;  // of which in tables that foreign keys cascade to
+  // "12 in public.child (ON DELETE CASCADE from public.parent)", one per table; "" for none.
+  std::string cascades;
+};
+
+// One ModifyTable node of an `EXPLAIN (VERBOSE, FORMAT JSON)` plan.
+struct ModifyNode {
+  std::string schema;  // "" without VERBOSE
+  std::string relation;
+  std::string operation;         // "Insert", "Update", "Delete", "Merge"
+  bool conflict_update = false;  // INSERT ... ON CONFLICT DO UPDATE
+  int64_t rows = 0;              // input rows (the rows it changes)
+};
+// Every ModifyTable node of the plan, in plan order. invalid_argument for JSON that is not a
+// plan.
+Result<std::vector<ModifyNode>> modify_nodes_from_explain(const std::string& explain_json);
+
 class EffectProbe {
  public:
   virtual ~EffectProbe() = default;
   // Rows the write statement `sql` (one statement, may contain $n) would change, by the
-  // planner's estimate. unavailable when the target cannot be asked; invalid_argument when
-  // PostgreSQL rejects the statement (its message).
-  virtual Result<int64_t> estimate_rows(const config::Target& target, const std::string& sql) = 0;
+  // planner's estimate, with the rows foreign keys cascade to (see above). unavailable when
+  // the target cannot be asked; invalid_argument when PostgreSQL rejects the statement (its
+  // message); failed_precondition when a cascade has no bound (the reason).
+  virtual Result<RowEstimate> estimate_rows(const config::Target& target,
+                                            const std::string& sql) = 0;
   // Why a rollback could not undo everything a write to `relations` ("schema.table") does;
   // "" when no such effect was found. `adds_rows`: INSERT/UPDATE/MERGE (defaults and
   // sequences apply).
@@ -67,7 +104,7 @@ class PgEffectProbe : public EffectProbe {
  public:
   PgEffectProbe();
   ~PgEffectProbe() override;
-  Result<int64_t> estimate_rows(const config::Target& target, const std::string& sql) override;
+  Result<RowEstimate> estimate_rows(const config::Target& target, const std::string& sql) override;
   Result<std::string> irreversible_effects(const config::Target& target,
                                            const std::vector<std::string>& relations,
                                            bool adds_rows) override;

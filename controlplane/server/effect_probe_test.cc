@@ -24,5 +24,33 @@ TEST(ModifyRowsFromExplain, TakesTheRowsFeedingEachModifyTable) {
   EXPECT_FALSE(modify_rows_from_explain(R"([{"Planx": {}}])").is_ok());
 }
 
+TEST(ModifyNodesFromExplain, NamesEachWrittenRelationWithItsOperationAndRows) {
+  // A data-modifying CTE deleting from one table under an UPDATE of another (VERBOSE plans
+  // name the schema), and an upsert.
+  const char* plan = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Update",
+      "Relation Name": "a", "Schema": "public", "Plans": [
+      {"Node Type": "ModifyTable", "Parent Relationship": "InitPlan", "Operation": "Delete",
+       "Relation Name": "b", "Schema": "crm",
+       "Plans": [{"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Plan Rows": 7}]},
+      {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Plan Rows": 3}]}}])";
+  auto nodes = modify_nodes_from_explain(plan);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 2u);
+  EXPECT_EQ((*nodes)[0].operation, "Update");
+  EXPECT_EQ((*nodes)[0].schema + "." + (*nodes)[0].relation, "public.a");
+  EXPECT_EQ((*nodes)[0].rows, 3);
+  EXPECT_EQ((*nodes)[1].operation, "Delete");
+  EXPECT_EQ((*nodes)[1].schema + "." + (*nodes)[1].relation, "crm.b");
+  EXPECT_EQ((*nodes)[1].rows, 7);
+  const char* upsert = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Insert",
+      "Relation Name": "t", "Schema": "public", "Conflict Resolution": "UPDATE", "Plans": [
+      {"Node Type": "Result", "Parent Relationship": "Outer", "Plan Rows": 1}]}}])";
+  nodes = modify_nodes_from_explain(upsert);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_TRUE((*nodes)[0].conflict_update);
+  EXPECT_FALSE(modify_nodes_from_explain("[]").is_ok());
+}
+
 }  // namespace
 }  // namespace pgwarden::server

@@ -439,13 +439,16 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   const bool threshold = pol.approve_when_rows_over > 0;
   if (r.verdict != "deny" && !writes.empty() &&
       (threshold || (r.verdict == "approve" && pol.dry_run))) {
+    // Every write of the request counts: the statements of a multi-statement string and the
+    // data-modifying CTEs of each add up, with the rows their foreign keys cascade to.
     int64_t total = 0;
+    std::string cascades;
     for (const WriteProbe& w : writes) {
-      Result<int64_t> rows =
+      Result<RowEstimate> rows =
           w.text.empty()
-              ? Result<int64_t>(failed_precondition("this statement form cannot be EXPLAINed"))
-          : probe_ ? Result<int64_t>(0)
-                   : Result<int64_t>(unavailable("no effect probe"));
+              ? Result<RowEstimate>(failed_precondition("this statement form cannot be EXPLAINed"))
+          : probe_ ? Result<RowEstimate>(RowEstimate{})
+                   : Result<RowEstimate>(unavailable("no effect probe"));
       if (rows.is_ok() && !w.functions.empty()) {
         // Planning evaluates immutable and stable functions on constants: a user-defined one
         // would run on cp's connection, so such a statement is not EXPLAINed.
@@ -463,17 +466,24 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
         total = -1;
         break;
       }
-      total += *rows;
+      total += rows->rows;
+      if (!rows->cascades.empty()) cascades += (cascades.empty() ? "" : ", ") + rows->cascades;
     }
     effect.estimated_rows = total;
+    if (total >= 0 && !cascades.empty()) {
+      effect.estimate_note = "includes rows that foreign keys change: " + cascades;
+    }
     std::string over;
     if (threshold && total < 0) {
       over = "the planner's row estimate is unavailable (" + effect.estimate_note +
              "), and policy \"" + pol.name + "\" approves writes over " +
              with_commas(pol.approve_when_rows_over) + " rows: a human approval is needed";
     } else if (threshold && total > pol.approve_when_rows_over) {
-      over = "the planner estimates " + with_commas(total) + " rows changed, over policy \"" +
-             pol.name + "\"'s approve_when_rows_over of " + with_commas(pol.approve_when_rows_over);
+      over = "the planner estimates " + with_commas(total) + " rows changed" +
+             (writes.size() > 1 ? " by the " + std::to_string(writes.size()) + " writes" : "") +
+             (cascades.empty() ? std::string() : " (" + effect.estimate_note + ")") +
+             ", over policy \"" + pol.name + "\"'s approve_when_rows_over of " +
+             with_commas(pol.approve_when_rows_over);
     }
     if (!over.empty()) {
       if (r.verdict == "allow") {

@@ -15,11 +15,11 @@ namespace {
 // A fake EffectProbe: estimates and dry-run counts by statement text; records calls.
 class FakeProbe : public EffectProbe {
  public:
-  Result<int64_t> estimate_rows(const config::Target&, const std::string& sql) override {
+  Result<RowEstimate> estimate_rows(const config::Target&, const std::string& sql) override {
     estimated.push_back(sql);
     auto it = estimates.find(sql);
     if (it == estimates.end()) return unavailable("target down");
-    return it->second;
+    return RowEstimate{it->second, 0, ""};
   }
   Result<std::string> irreversible_effects(const config::Target&,
                                            const std::vector<std::string>& relations,

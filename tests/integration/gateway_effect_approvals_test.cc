@@ -180,6 +180,141 @@ TEST_F(GatewayEffectApprovalsTest, PlannerEstimateOverTheThresholdWaitsWithEstim
   EXPECT_EQ(db("select count(*) from public.t_big where v = 'p'"), "0");
 }
 
+// Many small writes in one simple-Query message (or one statement's data-modifying CTEs) are
+// judged together: their estimates add up against approve_when_rows_over (50 here).
+TEST_F(GatewayEffectApprovalsTest, WritesOfOneRequestAddUpAgainstTheThreshold) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_many", 200));
+  auto deletes = [](int from, int to) {
+    std::string sql;
+    for (int k = from; k <= to; ++k)
+      sql += "delete from public.t_many where k = " + std::to_string(k) + ";";
+    return sql;
+  };
+  Conn c = agent();
+  const std::string sixty = deletes(1, 60);
+  ASSERT_EQ(PQsendQuery(c.get(), sixty.c_str()), 1);
+  json req = wait_request(sixty);
+  ASSERT_TRUE(req.contains("id")) << gw_->cp_log();
+  EXPECT_EQ(req["rule"], "policy.rows_over");
+  EXPECT_EQ(req.value("estimated_rows", int64_t{0}), 60) << req.dump();
+  EXPECT_NE(req.value("request_reason", "").find("by the 60 writes"), std::string::npos)
+      << req.dump();
+  ASSERT_NO_FATAL_FAILURE(deny(req["id"], c.get()));
+  EXPECT_EQ(db("select count(*) from public.t_many"), "200");
+
+  std::string ctes = "with ";
+  for (int k = 1; k <= 60; ++k) {
+    ctes += (k > 1 ? ", " : "") + std::string("d") + std::to_string(k) +
+            " as (delete from public.t_many where k = " + std::to_string(k) + " returning k)";
+  }
+  ctes += " select 1";
+  ASSERT_EQ(PQsendQuery(c.get(), ctes.c_str()), 1);
+  req = wait_request(ctes);
+  ASSERT_TRUE(req.contains("id")) << gw_->cp_log();
+  EXPECT_EQ(req["rule"], "policy.rows_over");
+  EXPECT_EQ(req.value("estimated_rows", int64_t{0}), 60) << req.dump();
+  ASSERT_NO_FATAL_FAILURE(deny(req["id"], c.get()));
+  EXPECT_EQ(db("select count(*) from public.t_many"), "200");
+
+  // Under the threshold together: runs at once.
+  Res r(PQexec(c.get(), deletes(1, 10).c_str()));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  EXPECT_EQ(db("select count(*) from public.t_many"), "190");
+}
+
+// A write to a table that foreign keys reference with ON DELETE / ON UPDATE actions changes
+// rows of the referencing tables too: the estimate counts them (from the child's statistics),
+// and a cascade without a bound needs approval with the reason.
+TEST_F(GatewayEffectApprovalsTest, ForeignKeyCascadesCountAndUnboundedOnesWait) {
+  auto setup = gw_->pg().psql(R"(
+      create table public.fk_parent (k int primary key, v text);
+      insert into public.fk_parent select g, 'orig' from generate_series(1, 5) g;
+      create table public.fk_child (parent int references public.fk_parent on delete cascade);
+      insert into public.fk_child select 1 + g % 5 from generate_series(1, 500) g;
+      create table public.fk_nulled (parent int references public.fk_parent
+                                     on delete set null on update cascade);
+      insert into public.fk_nulled select 1 + g % 5 from generate_series(1, 500) g;
+      create table public.fk_one (k int primary key, v text);
+      insert into public.fk_one select g, 'orig' from generate_series(1, 5) g;
+      create table public.fk_one_child (parent int references public.fk_one on delete cascade);
+      insert into public.fk_one_child select g from generate_series(1, 5) g;
+      create table public.fk_fresh (k int primary key);
+      insert into public.fk_fresh select g from generate_series(1, 5) g;
+      create table public.fk_fresh_child (parent int references public.fk_fresh
+                                          on delete cascade);
+      insert into public.fk_fresh_child values (1), (2), (3);
+      create table public.fk_dparent (k int primary key, v text);
+      insert into public.fk_dparent select g, 'orig' from generate_series(1, 5) g;
+      create table public.fk_dchild (parent int references public.fk_dparent on delete cascade);
+      insert into public.fk_dchild select 1 + g % 5 from generate_series(1, 500) g;
+      analyze public.fk_dparent; analyze public.fk_dchild;
+      alter table public.fk_dparent owner to app_scram;
+      alter table public.fk_dchild owner to app_scram;
+      create table public.fk_tree (k int primary key,
+                                   up int references public.fk_tree on delete cascade);
+      insert into public.fk_tree select g, nullif(g - 1, 0) from generate_series(1, 5) g;
+      analyze public.fk_parent; analyze public.fk_child; analyze public.fk_nulled;
+      analyze public.fk_one; analyze public.fk_one_child; analyze public.fk_fresh;
+      analyze public.fk_tree;
+      alter table public.fk_parent owner to app_scram; alter table public.fk_child owner to app_scram;
+      alter table public.fk_nulled owner to app_scram; alter table public.fk_one owner to app_scram;
+      alter table public.fk_one_child owner to app_scram;
+      alter table public.fk_fresh owner to app_scram;
+      alter table public.fk_fresh_child owner to app_scram;
+      alter table public.fk_tree owner to app_scram)");
+  ASSERT_TRUE(setup.is_ok()) << setup.status().to_string();
+  const std::string untouched = "5/500/500";
+  auto counts = [] {
+    return db(
+        "select (select count(*) from public.fk_parent) || '/' || (select count(*) from "
+        "public.fk_child) || '/' || (select count(parent) from public.fk_nulled)");
+  };
+  Conn c = agent();
+  struct Case {
+    std::string sql;
+    std::string in_reason;  // what the request must say
+  };
+  const std::vector<Case> held = {
+      // 1 parent row + about 100 child rows (500 rows over 5 keys).
+      {"delete from public.fk_parent where k = 1", "public.fk_child (ON DELETE CASCADE"},
+      {"delete from public.fk_parent where k = 1", "public.fk_nulled (ON DELETE SET NULL"},
+      {"update public.fk_parent set k = 10 where k = 1", "public.fk_nulled (ON UPDATE CASCADE"},
+      {"with d as (delete from public.fk_parent where k = 2 returning k) select count(*) from d",
+       "public.fk_child"},
+      // No bound: never analysed, or a cycle (a self-referencing cascade).
+      {"delete from public.fk_fresh where k = 1", "has never been analysed"},
+      {"delete from public.fk_tree where k = 5", "cycle"},
+  };
+  for (const Case& h : held) {
+    SCOPED_TRACE(h.sql);
+    ASSERT_EQ(PQsendQuery(c.get(), h.sql.c_str()), 1);
+    json req = wait_request(h.sql);
+    ASSERT_TRUE(req.contains("id")) << gw_->cp_log();
+    EXPECT_EQ(req["rule"], "policy.rows_over");
+    EXPECT_NE(req.value("request_reason", "").find(h.in_reason), std::string::npos) << req.dump();
+    ASSERT_NO_FATAL_FAILURE(deny(req["id"], c.get()));
+    EXPECT_EQ(counts(), untouched);
+    EXPECT_EQ(db("select count(*) from public.fk_fresh_child"), "3");
+    EXPECT_EQ(db("select count(*) from public.fk_tree"), "5");
+  }
+  // Bounded and small: one parent row and the one child row its key has run at once.
+  Res r(PQexec(c.get(), "delete from public.fk_one where k = 1"));
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  EXPECT_EQ(db("select count(*) from public.fk_one_child"), "4");
+  // An UPDATE is not counted against ON DELETE-only foreign keys (fk_dchild: 100 rows per key,
+  // which a DELETE of one parent row would count).
+  Res u(PQexec(c.get(), "update public.fk_dparent set v = 'x' where k = 2"));
+  EXPECT_EQ(PQresultStatus(u.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(u.get());
+  EXPECT_STREQ(PQcmdTuples(u.get()), "1");
+  const std::string del = "delete from public.fk_dparent where k = 2";
+  ASSERT_EQ(PQsendQuery(c.get(), del.c_str()), 1);
+  json req = wait_request(del);
+  ASSERT_TRUE(req.contains("id")) << gw_->cp_log();
+  EXPECT_GT(req.value("estimated_rows", int64_t{0}), 50) << req.dump();
+  ASSERT_NO_FATAL_FAILURE(deny(req["id"], c.get()));
+  EXPECT_EQ(db("select count(*) from public.fk_dchild"), "500");
+}
+
 TEST_F(GatewayEffectApprovalsTest, DryRunIsSkippedWhereARollbackCannotUndoTheSequence) {
   ASSERT_NO_FATAL_FAILURE(make_table("t_src", 120));
   ASSERT_NO_FATAL_FAILURE(make_table("t_dst", 0));

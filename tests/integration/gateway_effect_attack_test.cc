@@ -300,6 +300,55 @@ TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
   EXPECT_EQ(db("select count(*) from public.v_drop"), "5");
 }
 
+// DDL that is not a DROP but destroys stored values or takes rows out of a table: held as
+// `drop`, and nothing changed in PostgreSQL before the decision (the reviewer denies).
+TEST_F(GatewayEffectAttackTest, DdlThatDestroysOrHidesRowsWithoutADropWaits) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_ddl", 5));
+  ASSERT_FALSE(db(R"(create table public.p_ddl (k int, v text) partition by range (k);
+      create table public.p_ddl_1 partition of public.p_ddl for values from (1) to (100);
+      insert into public.p_ddl select g, 'orig' from generate_series(1, 5) g;
+      create table public.i_ddl (k int, v text);
+      create table public.i_ddl_child () inherits (public.i_ddl);
+      insert into public.i_ddl_child select g, 'orig' from generate_series(1, 5) g;
+      create table public.fk_ddl (k int references public.t_ddl (k));
+      alter table public.p_ddl owner to app_scram; alter table public.p_ddl_1 owner to app_scram;
+      alter table public.i_ddl owner to app_scram;
+      alter table public.i_ddl_child owner to app_scram;
+      alter table public.fk_ddl owner to app_scram; select 1)")
+                   .empty());
+  auto column_type = [](const std::string& table, const std::string& column) {
+    return db(
+        "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = "
+        "'public." +
+        table + "'::regclass and attname = '" + column + "'");
+  };
+  Conn c = agent();
+  for (const char* sql : {
+           "alter table public.t_ddl alter column v type text using null",
+           "alter table public.t_ddl alter v set data type varchar(1)",
+           "alter table public.t_ddl add column w int, alter column v type int using 0",
+           "alter table public.p_ddl detach partition public.p_ddl_1",
+           "alter table public.i_ddl_child no inherit public.i_ddl",
+       }) {
+    SCOPED_TRACE(sql);
+    expect_held(attempt(c.get(), sql), "policy.drop", sql);
+    EXPECT_EQ(state("t_ddl"), "5/5");
+    EXPECT_EQ(column_type("t_ddl", "v"), "text");
+    EXPECT_EQ(db("select count(*) from public.p_ddl"), "5");
+    EXPECT_EQ(db("select count(*) from public.i_ddl"), "5");
+  }
+  // Changes that keep every stored row and value run at once.
+  for (const char* sql : {"alter table public.t_ddl add column note text",
+                          "alter table public.t_ddl set (fillfactor = 90)",
+                          "alter table public.t_ddl drop constraint t_ddl_pkey cascade"}) {
+    Outcome o = attempt(c.get(), sql);
+    EXPECT_TRUE(o.ran) << sql << " held=" << o.held_rule << " " << o.message;
+  }
+  EXPECT_EQ(state("t_ddl"), "5/5");
+  EXPECT_EQ(db("select count(*) from pg_constraint where conrelid = 'public.fk_ddl'::regclass"),
+            "0");  // the foreign key went with the primary key; no row did
+}
+
 TEST_F(GatewayEffectAttackTest, DenyRulesHoldAgainstSpellingTricks) {
   ASSERT_NO_FATAL_FAILURE(make_table("t_deny", 5));
   Conn c = agent();

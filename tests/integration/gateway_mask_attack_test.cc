@@ -480,6 +480,55 @@ TEST_F(GatewayMaskAttackTest, SideChannelsThatComputeOnTheValueAreRefused) {
   }
 }
 
+// Lineage holes: a masked value carried through VALUES (PostgreSQL reports no origin there, so
+// no mask plan could mask it), set operations and aggregates that compare raw values (rows 101
+// and 102 share one ssn: count(DISTINCT ssn) over them would say so), grouping sets, whole
+// rows and recursive CTE SEARCH/CYCLE columns. Each near miss that shows no masked value
+// still runs.
+TEST_F(GatewayMaskAttackTest, LineageHolesThroughValuesSetOperationsAndAggregatesAreClosed) {
+  auto c = connect();
+  for (const char* sql : {
+           "SELECT * FROM (VALUES ((SELECT ssn FROM crm.customers WHERE id = 101))) v(x)",
+           "SELECT v.x FROM crm.customers c, LATERAL (VALUES (c.ssn)) v(x) WHERE c.id = 101",
+           "SELECT v.* FROM crm.customers c CROSS JOIN LATERAL (VALUES (c.email, 1)) v "
+           "WHERE c.id = 101",
+           "SELECT count(DISTINCT ssn) FROM crm.customers WHERE id IN (101, 102)",
+           "SELECT array_agg(DISTINCT ssn) FROM crm.customers",
+           "SELECT string_agg(full_name, ',' ORDER BY ssn) FROM crm.customers",
+           "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY ssn) FROM crm.customers",
+           "SELECT count(*) FROM (SELECT ssn FROM crm.customers INTERSECT "
+           "SELECT 'guess-3141') s",
+           "SELECT count(*) FROM (SELECT ssn FROM crm.customers EXCEPT ALL SELECT 'guess') s",
+           "SELECT count(*) FROM (SELECT ssn FROM crm.customers WHERE id = 101 UNION "
+           "SELECT ssn FROM crm.customers WHERE id = 102) s",
+           "SELECT count(*) FROM crm.customers GROUP BY ROLLUP (ssn)",
+           "SELECT ssn, count(*) FROM crm.customers GROUP BY GROUPING SETS ((1), ())",
+           "SELECT c FROM crm.customers c WHERE id = 101",
+           "SELECT c.*::text FROM crm.customers c WHERE id = 101",
+           "SELECT row_to_json(c) FROM crm.customers c WHERE id = 101",
+           "SELECT jsonb_path_query(to_jsonb(c), '$.ssn') FROM crm.customers c",
+           "SELECT regexp_replace(ssn, 'x', 'y') FROM crm.customers",
+           "WITH RECURSIVE t(id, s) AS (SELECT id, ssn FROM crm.customers WHERE id = 101 "
+           "UNION ALL SELECT id, s FROM t) CYCLE s SET m USING p SELECT * FROM t",
+           "WITH RECURSIVE t(id, s) AS (SELECT id, ssn FROM crm.customers WHERE id = 101 "
+           "UNION ALL SELECT id + 1, s FROM t WHERE id < 103) SEARCH DEPTH FIRST BY s SET o "
+           "SELECT id FROM t",
+       }) {
+    expect_refused(*c, sql);
+  }
+  for (const char* sql : {
+           "SELECT ssn, email FROM crm.customers WHERE id = 101",
+           "SELECT count(*) FROM (SELECT ssn FROM crm.customers UNION ALL SELECT 'x') s",
+           "SELECT v.x FROM crm.customers c, LATERAL (VALUES (c.full_name)) v(x) "
+           "WHERE c.id = 101",
+           "SELECT id FROM crm.customers UNION SELECT id FROM crm.customers",
+           "SELECT full_name, count(*) FROM crm.customers GROUP BY ROLLUP (1)",
+           "SELECT count(DISTINCT full_name) FROM crm.customers",
+       }) {
+    expect_rows(*c, sql);
+  }
+}
+
 // Names that resolve to the masked columns by other spellings or paths, DDL that would rename
 // or copy them, and copies into unmasked tables.
 TEST_F(GatewayMaskAttackTest, SchemaAndIdentityTricksKeepTheMask) {
