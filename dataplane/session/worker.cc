@@ -80,7 +80,8 @@ Worker::Worker(int index, Shared* shared, std::shared_ptr<const Runtime> runtime
     : index_(index),
       shared_(shared),
       runtime_(std::move(runtime)),
-      cache_(runtime_->config.limits.verdict_cache_entries) {}
+      cache_(runtime_->config.limits.verdict_cache_entries),
+      screening_(runtime_->rules.get()) {}
 
 Worker::~Worker() {
   join();
@@ -229,6 +230,11 @@ void Worker::on_wake() {
     runtime_ = std::move(rt);
     screen_.set_rules(runtime_->rules);
     cache_.clear();
+    {
+      std::lock_guard<std::mutex> lock(shared_->screening_mu);
+      screening_.store(runtime_->rules.get(), std::memory_order_release);
+    }
+    shared_->screening_cv.notify_all();
   }
   // Outside mu_: the stats snapshot takes the gateway's runtime lock, which is held while
   // the gateway posts to this worker.
