@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -193,6 +194,15 @@ Status AuditLog::flush_locked(bool* fired) {
     pending_lines_ = 0;
     return Status::ok();
   }
+  if (failing_.load(std::memory_order_relaxed) && failing_errno_ == ENOSPC && !room_to_heal()) {
+    // A nearly full disk would take a short line and refuse the next one: the outage would
+    // flap with every statement. It ends once there is room again.
+    lines_lost_ += pending_lines_;
+    outage_lines_lost_ += pending_lines_;
+    pending_.clear();
+    pending_lines_ = 0;
+    return status_locked();
+  }
   std::string resumed;
   if (failing_.load(std::memory_order_relaxed)) {
     // The outage's record goes first, so the first line after it says what was lost.
@@ -239,6 +249,15 @@ Status AuditLog::flush_locked(bool* fired) {
     *fired = true;
   }
   return status_locked();
+}
+
+bool AuditLog::room_to_heal() const {
+  for (const FileSink& f : files_) {
+    struct statvfs vfs;
+    if (::fstatvfs(f.fd, &vfs) != 0) continue;  // unknown: try the write
+    if (static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < kHealHeadroomBytes) return false;
+  }
+  return true;
 }
 
 void AuditLog::notify(bool fired) {

@@ -17,7 +17,8 @@
 // the batch), so the file stays whole JSON lines; the batch's lines are lost and counted, and
 // the log is *failing* until a later write succeeds. The first line written after an outage is
 // an `audit_write_resumed` record (failing_since_ms, reason, lines_lost, refused) ahead of the
-// line that healed it; retry() writes it without another line (cp calls it every 500 ms). The
+// line that healed it; retry() writes it without another line (cp calls it every 500 ms); after
+// ENOSPC only once the file system has kHealHeadroomBytes free again. The
 // owner refuses statements while failing() (write_status(): 53100 for ENOSPC/EDQUOT, 58030 for
 // other errors) and is told of each outage once (on_failure).
 #pragma once
@@ -125,6 +126,10 @@ class AuditLog {
   // failure state, *fired when this write started an outage.
   Status flush_locked(bool* fired);
   Status status_locked() const;  // REQUIRES: mu_ held
+  // After ENOSPC the log heals only once every file sink's file system has this much free
+  // space (fstatvfs), so that a nearly full disk does not end and start an outage per line.
+  static constexpr uint64_t kHealHeadroomBytes = 64 * 1024;
+  bool room_to_heal() const;  // REQUIRES: mu_ held
   void notify(bool fired);
 
   mutable std::mutex mu_;
