@@ -23,11 +23,11 @@
 // other errors) and is told of each outage once (on_failure).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <atomic>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -61,8 +61,8 @@ struct AuditRecord {
 // What `pgwardenctl status` shows under `audit:`.
 struct AuditHealth {
   bool failing = false;
-  int64_t since_ms = 0;     // failing since (unix ms); 0 when ok
-  std::string last_error;   // "write /var/lib/pgwarden/audit.log: No space left on device (ENOSPC)"
+  int64_t since_ms = 0;    // failing since (unix ms); 0 when ok
+  std::string last_error;  // "write /var/lib/pgwarden/audit.log: No space left on device (ENOSPC)"
   int64_t last_error_ms = 0;
   uint64_t lines_lost = 0;  // lines that could not be written, ever
   uint64_t refused = 0;     // statements refused because the audit log failed, ever

@@ -441,8 +441,8 @@ Status AdminServer::wait_enforced(const config::Config& applied) {
   std::string generation =
       runtime.contains("rules") ? std::to_string(runtime["rules"].value("generation", 0)) : "?";
   return deadline_exceeded(
-      "applied in cp (policy version " + std::to_string(applied.version) +
-      ", rules generation " + generation + "), but " + std::to_string(behind.size()) +
+      "applied in cp (policy version " + std::to_string(applied.version) + ", rules generation " +
+      generation + "), but " + std::to_string(behind.size()) +
       " dataplane(s) did not confirm within " + std::to_string(kRulesEnforcedWaitMs / 1000) +
       " s that they enforce it: " + names +
       "; they may still run the previous rules (pgwardenctl status shows each dataplane's "

@@ -203,9 +203,12 @@ void Session::emit_statement(std::string_view sql, const char* verdict, const st
   if (std::string_view(verdict) == "deny" && (!message.empty() || grant_.recording == "off")) {
     // Every denial is audited with its rule and reason, also under recording "off" (whose
     // statement records cp discards after auditing them) — docs/recording.md.
-    json ev = {{"kind", "statement"},        {"sql", std::string(sql)},
-               {"verdict", "deny"},          {"rule", rule},
-               {"source", source},           {"message", std::string(message)},
+    json ev = {{"kind", "statement"},
+               {"sql", std::string(sql)},
+               {"verdict", "deny"},
+               {"rule", rule},
+               {"source", source},
+               {"message", std::string(message)},
                {"shape_key", protocol::session_hex(screen_.shape_key)}};
     if (!approval_id_.empty()) ev["approval_id"] = approval_id_;
     emit_event(std::move(ev));

@@ -572,8 +572,9 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
   pick_up_rules();
   ParsedStatement& p = it->second;
   if (p.rules_generation == rules_generation_) return false;
-  const std::string name = statement.empty() ? std::string("unnamed prepared statement")
-                                             : "prepared statement \"" + std::string(statement) + "\"";
+  const std::string name = statement.empty()
+                               ? std::string("unnamed prepared statement")
+                               : "prepared statement \"" + std::string(statement) + "\"";
   if (!p.text_kept) {
     const std::string what = "-- Bind of " + name;
     const std::string message = "pgwarden: " + name +

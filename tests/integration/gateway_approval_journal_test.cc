@@ -178,8 +178,8 @@ TEST_F(GatewayApprovalJournalTest, AFullJournalRefusesRequestsAndDecisionsUntilS
   size_t lines = 0;
   for (std::string line; std::getline(journal, line);) {
     ++lines;
-    EXPECT_FALSE(json::parse(line, nullptr, false).is_discarded()) << "line " << lines << ": "
-                                                                    << line;
+    EXPECT_FALSE(json::parse(line, nullptr, false).is_discarded())
+        << "line " << lines << ": " << line;
   }
   EXPECT_GE(lines, 4u);  // a: requested, approved; c: requested, denied
 

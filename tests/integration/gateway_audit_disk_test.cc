@@ -21,8 +21,8 @@
 
 #include <cstring>
 #include <filesystem>
-#include <iostream>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -287,14 +287,14 @@ class GatewayRecordingOffDenialsTest : public SharedGatewayTest<GatewayRecording
     expect_audited_denial(c.get(), "SELECT pg_read_file('/etc/" + marker + "')", "prescreen",
                           subject);
     // A policy denial by cp (audited by cp), then the same shape from the dp's verdict cache.
-    expect_audited_denial(c.get(), "INSERT INTO public.t VALUES ('" + marker + "-1')", "",
-                          subject);
+    expect_audited_denial(c.get(), "INSERT INTO public.t VALUES ('" + marker + "-1')", "", subject);
     expect_audited_denial(c.get(), "INSERT INTO public.t VALUES ('" + marker + "-2')", "cache",
                           subject);
   }
 };
 
-TEST_F(GatewayRecordingOffDenialsTest, DenialsOfASessionWithRecordingOffAreAuditedWithRuleAndReason) {
+TEST_F(GatewayRecordingOffDenialsTest,
+       DenialsOfASessionWithRecordingOffAreAuditedWithRuleAndReason) {
   expect_every_denial_audited("agent1", "rec-off");
 }
 

@@ -274,8 +274,8 @@ TEST_F(GatewayReloadTest, AStatementPreparedBeforeAReloadThatDeniesItIsRefusedAt
   ASSERT_EQ(removed.code, 0) << removed.out << removed.err;
   EXPECT_EQ(exec_prepared(c.get(), "canary_p"), "ok");
   // And `rules add`: refused at the next execution right after it returns.
-  CtlResult added = gw_->ctl("ops", {"rules", "add", "deny"},
-                             rule("deny.reload_canary_q", "reload_still_fine"));
+  CtlResult added =
+      gw_->ctl("ops", {"rules", "add", "deny"}, rule("deny.reload_canary_q", "reload_still_fine"));
   ASSERT_EQ(added.code, 0) << added.out << added.err;
   EXPECT_EQ(exec_prepared(c.get(), "still_fine"), "42501");
   EXPECT_EQ(exec_state(c.get(), "SELECT 1"), "ok");
