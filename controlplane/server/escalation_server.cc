@@ -525,6 +525,22 @@ void EscalationServer::loop() {
       audit_.flush();
       audit_unflushed_ = false;
     }
+    push_audit_state();
+  }
+}
+
+void EscalationServer::push_audit_state() {
+  const bool failing = audit_.failing();
+  if (audit_pushed_.exchange(failing) == failing) return;
+  // Every dp connection: while failing, the dps send cached allows as write-ahead records too.
+  json ev = {{"type", "event"}, {"kind", "audit"}, {"failing", failing}};
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (auto& [fd, c] : conns_) conns.push_back(c);
+  }
+  for (auto& c : conns) {
+    if (c->hello_done) send(c, ev);
   }
 }
 
@@ -920,6 +936,7 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
       conn->wants_rules = true;
       if (rules_) send(conn, rules_->event);
     }
+    if (audit_pushed_.load()) send(conn, {{"type", "event"}, {"kind", "audit"}, {"failing", true}});
     return;
   }
   bump(Counter::k_requests_total);
@@ -1374,6 +1391,7 @@ json EscalationServer::audit_refusal(const std::shared_ptr<Session>& s, uint64_t
   Status why = audit_.retry();
   if (why.is_ok()) {
     spdlog::info("cp.audit_resumed: the audit log can be written again");
+    push_audit_state();
     return json();
   }
   return refuse_unaudited(s, id, sql, why);
@@ -1384,6 +1402,7 @@ json EscalationServer::refuse_unaudited(const std::shared_ptr<Session>& s, uint6
   bump(Counter::k_audit_refused);
   audit_.note_refused();
   audit_.record(decision_record(*s, "refused", "cp.audit_failed", why.message(), sql));
+  push_audit_state();
   return protocol::make_error(id, ec::kAuditFailed, why);
 }
 
@@ -1895,6 +1914,7 @@ void EscalationServer::sweep_loop() {
     if (audit_.failing() && audit_.retry().is_ok()) {
       spdlog::info("cp.audit_resumed: the audit log can be written again");
     }
+    push_audit_state();
     if (handlers_.budgets != nullptr) {
       if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
         spdlog::error("budget ledger not saved: {}", st.message());

@@ -409,6 +409,9 @@ class EscalationServer {
   // decision "refused", rule cp.audit_failed (that line is lost too while the log fails).
   protocol::json audit_refusal(const std::shared_ptr<Session>& session, uint64_t id,
                                const std::string& sql);
+  // Tells every dp connection when the audit log starts or stops failing (event `audit`,
+  // `failing`): while it fails the dps ask before running cached verdicts. Any thread.
+  void push_audit_state();
   // The refusal of request `id` because its audit line could not be written (`why`).
   protocol::json refuse_unaudited(const std::shared_ptr<Session>& session, uint64_t id,
                                   const std::string& sql, const Status& why);
@@ -453,6 +456,8 @@ class EscalationServer {
   // Loop thread only: event audit lines written with record_batched() since the last flush
   // (flushed once per epoll batch).
   bool audit_unflushed_ = false;
+  // The audit state last pushed to the dps (push_audit_state()).
+  std::atomic<bool> audit_pushed_{false};
   std::thread loop_thread_;
   std::unique_ptr<WorkerPool> pool_;
 

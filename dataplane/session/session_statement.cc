@@ -677,7 +677,9 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   VerdictKey key{screen_.shape_key, grant_.policy_hash, grant_.policy_version};
   if (const CachedVerdict* v = worker_->cache().find(key)) {
     bump(c.verdict_cache_hits);
-    if (v->allow && grant_.recording_required) {
+    // While cp's audit log fails, a cached allow is confirmed by cp (write-ahead) like a
+    // recording-required one: cp refuses it rather than run it unaudited.
+    if (v->allow && (grant_.recording_required || worker_->audit_write_ahead())) {
       record_then_resume(sql, Decision{.allow = true, .rule = v->rule}, "cache");
       return false;
     }

@@ -111,6 +111,8 @@ Status Worker::init() {
             "(limits.cp_unavailable_wait_ms)");
     }
     if (!up) return;
+    // A (re)connected cp tells us after its hello answer if its audit log is failing.
+    audit_write_ahead_ = false;
     // A restarted cp knows none of our sessions: re-register each live one with its ticket
     // before any of its queued requests goes out (CpClient sends those after this callback).
     std::vector<Session*> live;
@@ -311,6 +313,10 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
 
 void Worker::on_cp_event(const nlohmann::json& ev) {
   const std::string kind = ev.value("kind", std::string());
+  if (kind == "audit") {
+    audit_write_ahead_ = ev.value("failing", false);
+    return;
+  }
   if (kind == "approval_waiting") {
     std::string sid = ev.value("session_id", std::string());
     auto num = [&](const char* key) {

@@ -175,6 +175,9 @@ class Worker {
   Shared& shared() { return *shared_; }
   const Runtime& runtime() const { return *runtime_; }
   bool draining() const { return draining_; }
+  // cp said its audit log cannot be written (event `audit`): every session sends the allowed
+  // statements of its verdict cache as write-ahead records, which cp refuses while it fails.
+  bool audit_write_ahead() const { return audit_write_ahead_; }
   Session* find(uint64_t id);
   // Schedules the session's destruction after the current dispatch batch.
   void release(Session* s);
@@ -251,6 +254,7 @@ class Worker {
   std::deque<EndedSession> ended_;  // oldest first
   std::map<std::string, SslCtxPtr> upstream_tls_;
   bool draining_ = false;
+  bool audit_write_ahead_ = false;
   int64_t drain_deadline_ms_ = 0;
   std::thread thread_;
   std::atomic<bool> finished_{false};

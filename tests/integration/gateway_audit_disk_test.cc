@@ -52,6 +52,14 @@ class GatewayAuditDiskTest : public ::testing::Test {
     mounted_ = true;
     GatewayOptions o;
     o.admin_principals = {{"ops", {"ops"}}};
+    // agent2: recording not required, so its cached verdicts need no write-ahead record (their
+    // audit lines are written after they ran).
+    o.extra_policies_json = R"([{"name": "norec", "groups": ["norec"], "targets": ["*"],
+        "allowed_kinds": ["select", "insert"], "allowed_relations": ["public.*", "pg_catalog.*"],
+        "read_only": false, "rule_sets": ["deny", "approve"],
+        "recording": {"level": "metadata", "required": false}}])";
+    o.extra_service_keys = {"agent2"};
+    o.service_key_groups = {{"agent2", {"norec"}}};
     o.config_merge_patch =
         json{{"audit", {{"sinks", json::array({{{"type", "file"}, {"path", audit_path()}}})}}}}
             .dump();
@@ -227,6 +235,41 @@ TEST_F(GatewayAuditDiskTest, AFullAuditDiskRefusesStatementsWith53100AndHealsWhe
   EXPECT_EQ(audited, expected) << "a statement ran without its audit line";
   ASSERT_GT(resumed_at, 0u) << "no audit_write_resumed line";
   EXPECT_LT(resumed_at, after_at) << "the outage record must come first after the outage";
+}
+
+TEST_F(GatewayAuditDiskTest, ASessionWithoutWriteAheadRecordingIsRefusedOnceTheAuditLogFails) {
+  // Recording not required: the dp runs cached allows without asking cp — until cp says its
+  // audit log fails; from then on it asks, and cp refuses.
+  Conn c(PQconnectdb(gw_->conninfo_as("agent2").c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  ASSERT_EQ(insert(c.get(), "norec-before").state, "ok");  // analysed: the verdict is cached
+  ASSERT_EQ(insert(c.get(), "norec-cached").state, "ok");
+  ASSERT_EQ(status_json().value("state", ""), "ok");
+
+  ASSERT_NO_FATAL_FAILURE(fill_disk());
+  Outcome first_refusal;
+  for (int i = 0; i < 500 && first_refusal.state.empty(); ++i) {
+    Outcome o = insert(c.get(), "norec-during-" + std::to_string(i));
+    if (o.state != "ok") first_refusal = o;
+  }
+  ASSERT_FALSE(first_refusal.state.empty()) << "cached statements kept running unaudited";
+  // The dp learns of the failure from cp's first failed write: the statement whose line that
+  // was may have run (counted in lines_lost), none after it.
+  EXPECT_EQ(first_refusal.state, "53100") << first_refusal.message;
+  EXPECT_NE(first_refusal.message.find("audit log could not be written"), std::string::npos)
+      << first_refusal.message;
+  // From then on every statement is refused while the disk is full.
+  for (int i = 0; i < 3; ++i) {
+    Outcome o = insert(c.get(), "norec-refused-" + std::to_string(i));
+    EXPECT_EQ(o.state, "53100") << o.message;
+  }
+  EXPECT_EQ(table_values().count("norec-refused-0"), 0u);
+
+  fs::remove(filler());
+  ASSERT_EQ(insert(c.get(), "norec-after").state, "ok");
+  EXPECT_EQ(status_json().value("state", ""), "ok");
+  EXPECT_EQ(insert(c.get(), "norec-after-2").state, "ok");
+  for (const json& l : audit_lines()) (void)l;  // every line still parses
 }
 
 class GatewayRecordingOffDenialsTest : public SharedGatewayTest<GatewayRecordingOffDenialsTest> {
