@@ -40,6 +40,7 @@ inline constexpr std::string_view kInternal = "internal";                       
 inline constexpr std::string_view kUnavailable = "unavailable";  // 08006 (e.g. catalog down)
 inline constexpr std::string_view kRecordingBackpressure = "recording_backpressure";  // 53000
 inline constexpr std::string_view kRecordingFailed = "recording_failed";   // 53100 / 58030
+inline constexpr std::string_view kAuditFailed = "audit_failed";           // 53100 / 58030
 inline constexpr std::string_view kCopyNotMaskable = "copy_not_maskable";  // 42501
 // authenticate: 28000 (identity or key revoked); reregister: 57P01 (the grant no longer holds)
 inline constexpr std::string_view kRevoked = "revoked";

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/rand.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -242,15 +243,46 @@ struct ApprovalStore::Impl {
 
   int64_t now() const { return options.clock_ms ? options.clock_ms() : system_now_ms(); }
 
-  // REQUIRES: mu held. Appends the snapshot and syncs it.
+  // REQUIRES: mu held. Appends the snapshot and syncs it. On any error the file is cut back to
+  // its size before the append (no torn line, and no line a restart would read as a
+  // transition that was reported failed): journal_error().
   Status journal(const ApprovalRequest& r) {
     std::string line = r.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line += '\n';
-    PGW_RETURN_IF_ERROR(write_all(fd, line));
-    if (::fdatasync(fd) != 0) {
-      return unavailable(std::string("approval journal fsync failed: ") + std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return journal_error(errno, "fstat");
+    const off_t good = st.st_size;
+    std::string_view data = line;
+    int err = 0;
+    const char* what = "write";
+    while (!data.empty()) {
+      ssize_t n = ::write(fd, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : ENOSPC;
+        break;
+      }
+      data.remove_prefix(static_cast<size_t>(n));
     }
-    return Status::ok();
+    if (err == 0 && ::fdatasync(fd) != 0) {
+      err = errno;
+      what = "fdatasync";
+    }
+    if (err == 0) return Status::ok();
+    (void)!::ftruncate(fd, good);
+    return journal_error(err, what);
+  }
+
+  // The refusal of a transition the journal could not take: 53100 (ENOSPC, EDQUOT) or 58030.
+  Status journal_error(int err, const char* what) const {
+    const char* name = ::strerrorname_np(err);
+    std::string msg = "the approval journal could not be written (" + std::string(what) + " " +
+                      journal_path + ": " + std::strerror(err) + " (" +
+                      (name != nullptr ? name : "?") + ")); nothing was changed";
+    if (err == ENOSPC || err == EDQUOT) {
+      return Status(StatusCode::kResourceExhausted, std::move(msg), "53100");
+    }
+    return Status(StatusCode::kInternal, std::move(msg), "58030");
   }
 
   void index_grant(const ApprovalRequest& r) {

@@ -1,9 +1,8 @@
 #include "controlplane/audit/audit_log.h"
 
 #include <fcntl.h>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -55,38 +54,46 @@ bool secret_key_name(std::string_view k) {
 }  // namespace
 
 Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::vector<config::AuditSink>& sinks) {
-  std::vector<spdlog::sink_ptr> out;
-  try {
-    for (const config::AuditSink& s : sinks) {
-      if (s.kind == config::AuditSink::Kind::kStderr) {
-        out.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
-        continue;
-      }
-      // PostgreSQL sinks are attached by the owner with add_forwarder() (controlplane/server).
-      if (s.kind == config::AuditSink::Kind::kPostgres) continue;
-      // Create the file private before spdlog opens it for appending.
-      int fd = ::open(s.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-      if (fd < 0) {
-        return unavailable("cannot open audit log " + s.path + ": " + std::strerror(errno), "");
-      }
-      ::close(fd);
-      out.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(s.path, false));
+  std::unique_ptr<AuditLog> log(new AuditLog());
+  for (const config::AuditSink& s : sinks) {
+    if (s.kind == config::AuditSink::Kind::kStderr) {
+      log->to_stderr_ = true;
+      continue;
     }
-  } catch (const spdlog::spdlog_ex& e) {
-    return unavailable(std::string("cannot open audit sink: ") + e.what(), "");
+    // PostgreSQL sinks are attached by the owner with set_forwarder() (controlplane/server).
+    if (s.kind == config::AuditSink::Kind::kPostgres) continue;
+    // Private, appended to.
+    int fd = ::open(s.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return unavailable("cannot open audit log " + s.path + ": " + std::strerror(errno), "");
+    }
+    log->files_.push_back(FileSink{s.path, fd});
   }
-  static std::atomic<int> counter{0};
-  auto logger = std::make_shared<spdlog::logger>("audit-" + std::to_string(counter++), out.begin(),
-                                                 out.end());
-  logger->set_pattern("%v");
-  logger->set_level(spdlog::level::info);
-  // record() flushes each line itself; record_batched() leaves that to the caller.
-  logger->flush_on(spdlog::level::off);
-  return std::unique_ptr<AuditLog>(new AuditLog(std::move(logger)));
+  return log;
 }
 
 AuditLog::~AuditLog() {
-  if (logger_) logger_->flush();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    bool fired = false;
+    (void)flush_locked(&fired);
+  }
+  for (FileSink& f : files_) {
+    if (f.fd >= 0) ::close(f.fd);
+  }
+}
+
+nlohmann::json AuditHealth::to_json() const {
+  nlohmann::json j{{"state", failing ? "failing" : "ok"},
+                   {"lines_lost", lines_lost},
+                   {"refused", refused},
+                   {"outages", outages}};
+  if (!last_error.empty()) {
+    j["last_error"] = last_error;
+    j["last_error_ms"] = last_error_ms;
+  }
+  if (failing) j["since_ms"] = since_ms;
+  return j;
 }
 
 std::string AuditLog::line(const AuditRecord& r, std::string_view ts) {
@@ -139,23 +146,227 @@ nlohmann::json AuditLog::to_json(const AuditRecord& r) {
   return nlohmann::json::parse(line(r, ""));
 }
 
+namespace {
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string errno_text(int err) {
+  const char* name = ::strerrorname_np(err);
+  return std::string(std::strerror(err)) + " (" + (name != nullptr ? name : "?") + ")";
+}
+
+// Writes all of `data` to `fd` (O_APPEND); on failure cuts the file back to its size before
+// the call, so no torn line stays. Returns 0 or the errno.
+int append_whole(int fd, std::string_view data) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return errno;
+  const off_t good = st.st_size;
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = n < 0 ? errno : ENOSPC;
+      if (off > 0) (void)!::ftruncate(fd, good);  // shrinking needs no space
+      return err;
+    }
+    off += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Status AuditLog::status_locked() const {
+  if (!failing_.load(std::memory_order_relaxed)) return Status::ok();
+  std::string msg = "the audit log could not be written (" + last_error_ +
+                    "); statements are refused until it can be written again";
+  if (failing_errno_ == ENOSPC || failing_errno_ == EDQUOT) {
+    return Status(StatusCode::kResourceExhausted, std::move(msg), "53100");
+  }
+  return Status(StatusCode::kInternal, std::move(msg), "58030");
+}
+
+Status AuditLog::flush_locked(bool* fired) {
+  // While failing, an empty batch still tries the audit_write_resumed line (retry()).
+  if (pending_.empty() && !failing_.load(std::memory_order_relaxed)) return Status::ok();
+  if (to_stderr_ && !pending_.empty()) {
+    // Best effort: stderr is a diagnostic copy, never the record of what ran.
+    size_t off = 0;
+    while (off < pending_.size()) {
+      ssize_t n = ::write(2, pending_.data() + off, pending_.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+  }
+  if (files_.empty()) {
+    pending_.clear();
+    pending_lines_ = 0;
+    return Status::ok();
+  }
+  if (failing_.load(std::memory_order_relaxed) && failing_errno_ == ENOSPC && !room_to_heal()) {
+    // A nearly full disk would take a short line and refuse the next one: the outage would
+    // flap with every statement. It ends once there is room again.
+    lines_lost_ += pending_lines_;
+    outage_lines_lost_ += pending_lines_;
+    pending_.clear();
+    pending_lines_ = 0;
+    return status_locked();
+  }
+  std::string resumed;
+  if (failing_.load(std::memory_order_relaxed)) {
+    // The outage's record goes first, so the first line after it says what was lost.
+    AuditRecord r{.event = "audit_write_resumed", .decision = "ok", .reason = last_error_};
+    r.extra = {{"failing_since_ms", since_ms_},
+               {"lines_lost", outage_lines_lost_},
+               {"refused", outage_refused_}};
+    resumed = line(r, utc_now());
+    resumed += '\n';
+  }
+  int err = 0;
+  std::string failed_path;
+  for (FileSink& f : files_) {
+    int e = resumed.empty() ? 0 : append_whole(f.fd, resumed);
+    if (e == 0 && !pending_.empty()) e = append_whole(f.fd, pending_);
+    if (e != 0 && err == 0) {
+      err = e;
+      failed_path = f.path;
+    }
+  }
+  if (err == 0) {
+    if (failing_.load(std::memory_order_relaxed)) {
+      failing_.store(false, std::memory_order_release);
+      since_ms_ = 0;
+      failing_errno_ = 0;
+      outage_lines_lost_ = 0;
+      outage_refused_ = 0;
+    }
+    pending_.clear();
+    pending_lines_ = 0;
+    return Status::ok();
+  }
+  lines_lost_ += pending_lines_;
+  outage_lines_lost_ += pending_lines_;
+  pending_.clear();
+  pending_lines_ = 0;
+  last_error_ = "write " + failed_path + ": " + errno_text(err);
+  last_error_ms_ = unix_ms_now();
+  failing_errno_ = err;
+  if (!failing_.load(std::memory_order_relaxed)) {
+    since_ms_ = last_error_ms_;
+    ++outages_;
+    failing_.store(true, std::memory_order_release);
+    *fired = true;
+  }
+  return status_locked();
+}
+
+bool AuditLog::room_to_heal() const {
+  for (const FileSink& f : files_) {
+    struct statvfs vfs;
+    if (::fstatvfs(f.fd, &vfs) != 0) continue;  // unknown: try the write
+    if (static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize < kHealHeadroomBytes) return false;
+  }
+  return true;
+}
+
+void AuditLog::notify(bool fired) {
+  if (!fired || !on_failure_) return;
+  on_failure_(write_status());
+}
+
 void AuditLog::write_line(const AuditRecord& r) {
   std::string text = line(r, utc_now());
-  logger_->info(text);
   if (forwarder_) forwarder_(nlohmann::json::parse(text));
+  text += '\n';
+  std::lock_guard<std::mutex> lock(mu_);
+  pending_ += text;
+  ++pending_lines_;
 }
 
-void AuditLog::record(const AuditRecord& r) {
+void AuditLog::record(const AuditRecord& r) { (void)write(r); }
+
+Status AuditLog::write(const AuditRecord& r) {
   write_line(r);
-  logger_->flush();
+  bool fired = false;
+  Status st;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    st = flush_locked(&fired);
+  }
+  notify(fired);
+  return st;
 }
 
-void AuditLog::record_batched(const AuditRecord& r) { write_line(r); }
+void AuditLog::record_batched(const AuditRecord& r) {
+  write_line(r);
+  // A batch is bounded: a caller that never flushes still writes every 64 KiB.
+  bool fired = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_.size() < 64 * 1024) return;
+    (void)flush_locked(&fired);
+  }
+  notify(fired);
+}
 
 void AuditLog::set_forwarder(std::function<void(const nlohmann::json&)> forwarder) {
   forwarder_ = std::move(forwarder);
 }
 
-void AuditLog::flush() { logger_->flush(); }
+void AuditLog::set_on_failure(std::function<void(const Status&)> on_failure) {
+  on_failure_ = std::move(on_failure);
+}
+
+void AuditLog::flush() {
+  bool fired = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    (void)flush_locked(&fired);
+  }
+  notify(fired);
+}
+
+Status AuditLog::write_status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return status_locked();
+}
+
+Status AuditLog::retry() {
+  if (!failing()) return Status::ok();
+  bool fired = false;
+  Status st;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failing_.load(std::memory_order_relaxed)) return Status::ok();
+    st = flush_locked(&fired);
+  }
+  notify(fired);
+  return st;
+}
+
+void AuditLog::note_refused() {
+  refused_.fetch_add(1);
+  std::lock_guard<std::mutex> lock(mu_);
+  ++outage_refused_;
+}
+
+AuditHealth AuditLog::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  AuditHealth h;
+  h.failing = failing_.load(std::memory_order_relaxed);
+  h.since_ms = since_ms_;
+  h.last_error = last_error_;
+  h.last_error_ms = last_error_ms_;
+  h.lines_lost = lines_lost_;
+  h.refused = refused_.load();
+  h.outages = outages_;
+  return h;
+}
 
 }  // namespace pgwarden::audit

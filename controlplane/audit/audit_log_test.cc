@@ -1,12 +1,15 @@
 #include "controlplane/audit/audit_log.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -122,6 +125,88 @@ TEST(AuditLogTest, RecordFlushesBatchedLinesBeforeItInCallOrder) {
   EXPECT_EQ(lines[3]["session_id"], "4");
   EXPECT_TRUE(lines[3].contains("ts"));
   unlink(path.c_str());
+}
+
+// The file-size limit makes a real write(2) fail part way (a short write, then EFBIG): the
+// kernel error path without a file system to fill. SIGXFSZ is ignored so write returns it.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    getrlimit(RLIMIT_FSIZE, &old_);
+    struct rlimit l = old_;
+    l.rlim_cur = bytes;
+    setrlimit(RLIMIT_FSIZE, &l);
+  }
+  ~FileSizeLimit() { lift(); }
+  void lift() {
+    if (lifted_) return;
+    lifted_ = true;
+    setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  struct rlimit old_ {};
+  sighandler_t old_handler_ = SIG_DFL;
+  bool lifted_ = false;
+};
+
+TEST(AuditLogTest, AFailedWriteCutsTheTornLineFailsAndHealsWithAnOutageRecord) {
+  std::string path = temp_path();
+  auto log = AuditLog::open({{config::AuditSink::Kind::kFile, path}});
+  ASSERT_TRUE(log.is_ok());
+  std::vector<Status> told;
+  (*log)->set_on_failure([&](const Status& why) { told.push_back(why); });
+  ASSERT_TRUE((*log)->write(AuditRecord{.event = "decision", .session_id = "1"}).is_ok());
+  const auto good_size = std::filesystem::file_size(path);
+  {
+    FileSizeLimit limit(good_size + 10);  // room for 10 bytes of the next line: a torn write
+    Status st = (*log)->write(AuditRecord{.event = "decision", .session_id = "2", .sql = "x"});
+    EXPECT_FALSE(st.is_ok());
+    EXPECT_EQ(st.sqlstate(), "58030") << st.to_string();  // EFBIG is not a full disk
+    EXPECT_NE(st.message().find("audit log could not be written"), std::string::npos);
+    EXPECT_NE(st.message().find(path), std::string::npos);
+    EXPECT_TRUE((*log)->failing());
+    EXPECT_EQ(std::filesystem::file_size(path), good_size) << "the torn line was not cut";
+    // Still failing: no second notice for the same outage.
+    EXPECT_FALSE((*log)->write(AuditRecord{.event = "decision", .session_id = "3"}).is_ok());
+    (*log)->note_refused();
+    EXPECT_FALSE((*log)->retry().is_ok());
+    AuditHealth h = (*log)->health();
+    EXPECT_TRUE(h.failing);
+    EXPECT_EQ(h.lines_lost, 2u);
+    EXPECT_EQ(h.refused, 1u);
+    EXPECT_EQ(h.outages, 1u);
+    EXPECT_NE(h.last_error.find("EFBIG"), std::string::npos) << h.last_error;
+    EXPECT_EQ(h.to_json()["state"], "failing");
+  }
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0].sqlstate(), "58030");
+  EXPECT_TRUE((*log)->retry().is_ok());  // the limit is lifted: heals without a new line
+  EXPECT_FALSE((*log)->failing());
+  ASSERT_TRUE((*log)->write(AuditRecord{.event = "decision", .session_id = "4"}).is_ok());
+  auto lines = read_lines(path);  // every line parses
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["session_id"], "1");
+  EXPECT_EQ(lines[1]["event"], "audit_write_resumed");
+  EXPECT_EQ(lines[1]["lines_lost"], 2);
+  EXPECT_EQ(lines[1]["refused"], 1);
+  EXPECT_TRUE(lines[1].contains("failing_since_ms"));
+  EXPECT_EQ(lines[2]["session_id"], "4");
+  EXPECT_EQ((*log)->health().to_json()["state"], "ok");
+  unlink(path.c_str());
+}
+
+TEST(AuditLogTest, AFullDiskIsSqlstate53100) {
+  // /dev/full answers every write with ENOSPC.
+  auto log = AuditLog::open({{config::AuditSink::Kind::kFile, "/dev/full"}});
+  ASSERT_TRUE(log.is_ok());
+  Status st = (*log)->write(AuditRecord{.event = "decision"});
+  EXPECT_EQ(st.sqlstate(), "53100") << st.to_string();
+  EXPECT_NE(st.message().find("ENOSPC"), std::string::npos);
+  EXPECT_TRUE((*log)->failing());
+  EXPECT_EQ((*log)->write_status().sqlstate(), "53100");
 }
 
 TEST(AuditLogTest, UnwritableSinkIsAnError) {

@@ -200,6 +200,20 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
       }
     }
   }
+  if (r->contains("audit") && (*r)["audit"].is_object()) {
+    const json& a = (*r)["audit"];
+    out << "audit:\n";
+    for (const char* key :
+         {"state", "since_ms", "last_error", "last_error_ms", "refused", "lines_lost", "outages"}) {
+      if (!a.contains(key)) continue;
+      out << "  " << key << " ";
+      if (std::string_view(key).ends_with("_ms")) {
+        out << format_time_ms(a[key].get<int64_t>()) << "\n";
+      } else {
+        out << scalar_text(a[key]) << "\n";
+      }
+    }
+  }
   if (r->contains("rules")) out << "cp: " << rules_generation_text((*r)["rules"]) << "\n";
   if (r->contains("budgets") && (*r)["budgets"].is_object()) {
     out << "budgets: " << scalar_text((*r)["budgets"]["configured"]) << " configured, "

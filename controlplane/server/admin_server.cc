@@ -431,6 +431,24 @@ std::string AdminServer::recordings_dir(const config::Config& cfg) const {
   return cfg.control_plane.state_dir + "/recordings";
 }
 
+Status AdminServer::wait_enforced(const config::Config& applied) {
+  if (!b_.wait_rules_enforced) return Status::ok();
+  std::vector<std::string> behind = b_.wait_rules_enforced(kRulesEnforcedWaitMs);
+  if (behind.empty()) return Status::ok();
+  std::string names;
+  for (const std::string& n : behind) names += (names.empty() ? "" : ", ") + n;
+  json runtime = b_.runtime_status ? b_.runtime_status() : json::object();
+  std::string generation =
+      runtime.contains("rules") ? std::to_string(runtime["rules"].value("generation", 0)) : "?";
+  return deadline_exceeded(
+      "applied in cp (policy version " + std::to_string(applied.version) + ", rules generation " +
+      generation + "), but " + std::to_string(behind.size()) +
+      " dataplane(s) did not confirm within " + std::to_string(kRulesEnforcedWaitMs / 1000) +
+      " s that they enforce it: " + names +
+      "; they may still run the previous rules (pgwardenctl status shows each dataplane's "
+      "generation)");
+}
+
 Result<json> AdminServer::reload_config(const std::string& event, const Principal& who) {
   config::LoadOutcome outcome = b_.reload();
   json runtime = b_.runtime_status ? b_.runtime_status() : json::object();
@@ -445,6 +463,8 @@ Result<json> AdminServer::reload_config(const std::string& event, const Principa
                             running + "):\n" + outcome.error_text());
   }
   (void)who;
+  PGW_RETURN_IF_ERROR(wait_enforced(*outcome.config));
+  runtime = b_.runtime_status ? b_.runtime_status() : json::object();
   json j{{"policy_version", outcome.config->version},
          {"policies", outcome.config->policies.size()},
          {"targets", outcome.config->targets.size()}};
@@ -899,6 +919,7 @@ Result<json> AdminServer::rules_command(const std::string& sub, const json& args
   if (!rule_id.empty()) j["removed"] = rule_id;
   config::LoadOutcome outcome = b_.reload();
   if (outcome.ok()) {
+    PGW_RETURN_IF_ERROR(wait_enforced(*outcome.config));
     j["policy_version"] = outcome.config->version;
   } else {
     j["reload_error"] = outcome.error_text();

@@ -64,6 +64,11 @@ struct AdminBackend {
   // Reloads the configuration (and pushes the new policy version to dataplanes). Default:
   // config->reload().
   std::function<config::LoadOutcome()> reload;
+  // After a successful reload (config.reload, rules.reload, rules.add/remove): waits until
+  // every connected dataplane enforces the running rules generation, at most `timeout_ms`;
+  // returns the names of those that did not confirm (EscalationServer::wait_rules_enforced).
+  // Unset: reloads return without waiting.
+  std::function<std::vector<std::string>(int64_t timeout_ms)> wait_rules_enforced;
   // Validates a token against the configured identity providers.
   std::function<identity::IdentityResult(std::string_view token)> validate_token;
   // Runtime figures merged into `status`: e.g. {"dp_connections", "sessions", "counters"}.
@@ -149,6 +154,11 @@ class AdminServer {
   // audit.search: the newest `limit` records of the audit file sink matching the filters.
   Result<nlohmann::json> audit_search(const nlohmann::json& args, const config::Config& cfg);
   Result<nlohmann::json> reload_config(const std::string& event, const Principal& who);
+  // How long a reload waits for every dataplane to enforce the new rules generation.
+  static constexpr int64_t kRulesEnforcedWaitMs = 10000;
+  // Ok when every connected dataplane enforces the running rules generation (waited for);
+  // else deadline_exceeded naming those that did not confirm.
+  Status wait_enforced(const config::Config& applied);
   // budgets.{list,show,reset}.
   Result<nlohmann::json> budget_command(const std::string& command, const nlohmann::json& args,
                                         const config::Config& cfg);

@@ -166,6 +166,11 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::open(std::unique_ptr<config:
   auto audit = audit::AuditLog::open(cfg->audit_sinks);
   if (!audit.is_ok()) return audit.status();
   cp->audit_ = std::move(audit).value();
+  // Once per outage (docs/recording.md, "Audit log write errors"): the file and the error,
+  // never a line's content.
+  cp->audit_->set_on_failure([](const Status& why) {
+    spdlog::error("cp.audit_failed sqlstate={} {}", why.sqlstate(), why.message());
+  });
   for (size_t i = 0; i < cfg->audit_sinks.size(); ++i) {
     const config::AuditSink& sink = cfg->audit_sinks[i];
     if (sink.kind != config::AuditSink::Kind::kPostgres) continue;

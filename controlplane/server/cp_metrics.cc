@@ -57,6 +57,14 @@ void collect_cp_metrics(ControlPlane& plane, metrics::Families& f) {
           "Sessions with refused records not yet recorded in a gap record.",
           static_cast<double>(health.gaps_pending));
 
+  audit::AuditHealth audit = plane.audit().health();
+  f.gauge("pgwarden_cp_audit_failing",
+          "1 while the audit log's last write failed (statements that would be audited are "
+          "refused).",
+          audit.failing ? 1 : 0);
+  f.counter("pgwarden_cp_audit_lines_lost", "Audit lines that could not be written.",
+            static_cast<double>(audit.lines_lost));
+
   // Approval requests in the journal by state: pending is the backlog; the others only grow
   // while the process runs (the journal is reloaded at start).
   size_t by_state[5] = {0, 0, 0, 0, 0};

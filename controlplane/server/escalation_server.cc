@@ -406,6 +406,65 @@ std::shared_ptr<const EscalationServer::RulesGeneration> EscalationServer::insta
   return rules_;
 }
 
+std::string EscalationServer::rules_ack_key(const Connection& conn) {
+  // The connections of one dp process share its peer; one of them acknowledges for all.
+  return conn.peer != 0 ? "p" + std::to_string(conn.peer) : "c" + std::to_string(conn.id);
+}
+
+std::vector<std::string> EscalationServer::wait_rules_enforced(int64_t timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  // The dataplanes that asked for rules and have not acknowledged the running generation's
+  // content. rules_mu_ and acks_mu_ are taken one after the other, never nested this way round
+  // (handle_event takes acks_mu_ under rules_mu_ when the hello drains the ring).
+  auto lagging = [this] {
+    std::string want;
+    std::vector<std::pair<std::string, int64_t>> dps;  // ack key, peer
+    {
+      std::lock_guard<std::mutex> lock(rules_mu_);
+      if (!rules_) return std::vector<std::string>{};
+      want = rules_->hash;
+      std::vector<std::shared_ptr<Connection>> conns;
+      {
+        std::lock_guard<std::mutex> c(conns_mu_);
+        for (auto& [fd, conn] : conns_) conns.push_back(conn);
+      }
+      std::set<std::string> seen;
+      for (auto& conn : conns) {
+        if (!conn->wants_rules) continue;
+        {
+          std::lock_guard<std::mutex> cl(conn->mu);
+          if (conn->closed) continue;
+        }
+        std::string key = rules_ack_key(*conn);
+        if (seen.insert(key).second) dps.emplace_back(std::move(key), conn->peer);
+      }
+    }
+    std::vector<std::string> out;
+    std::lock_guard<std::mutex> lock(acks_mu_);
+    for (const auto& [key, peer] : dps) {
+      auto acked = rules_acked_.find(key);
+      if (acked != rules_acked_.end() && acked->second == want) continue;
+      auto name = rules_dp_names_.find(key);
+      out.push_back(name != rules_dp_names_.end() ? name->second : dataplane_name(peer));
+    }
+    return out;
+  };
+  for (;;) {
+    uint64_t seen = 0;
+    {
+      std::lock_guard<std::mutex> lock(acks_mu_);
+      seen = ack_events_;
+    }
+    std::vector<std::string> behind = lagging();
+    if (behind.empty() || stopping_) return behind;
+    std::unique_lock<std::mutex> lock(acks_mu_);
+    if (!rules_cv_.wait_until(lock, deadline, [&] { return ack_events_ != seen; })) {
+      lock.unlock();
+      return lagging();
+    }
+  }
+}
+
 json EscalationServer::rules_status() const {
   std::lock_guard<std::mutex> lock(rules_mu_);
   if (!rules_) return json{{"generation", 0}};
@@ -466,6 +525,22 @@ void EscalationServer::loop() {
       audit_.flush();
       audit_unflushed_ = false;
     }
+    push_audit_state();
+  }
+}
+
+void EscalationServer::push_audit_state() {
+  const bool failing = audit_.failing();
+  if (audit_pushed_.exchange(failing) == failing) return;
+  // Every dp connection: while failing, the dps send cached allows as write-ahead records too.
+  json ev = {{"type", "event"}, {"kind", "audit"}, {"failing", failing}};
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    std::lock_guard<std::mutex> lock(conns_mu_);
+    for (auto& [fd, c] : conns_) conns.push_back(c);
+  }
+  for (auto& c : conns) {
+    if (c->hello_done) send(c, ev);
   }
 }
 
@@ -659,6 +734,12 @@ void EscalationServer::close_connection(const std::shared_ptr<Connection>& conn)
     }
   }
   dataplanes_.disconnected(conn->id);
+  {
+    // A reload waiting for this dp's rules acknowledgement stops waiting for a gone connection.
+    std::lock_guard<std::mutex> lock(acks_mu_);
+    ++ack_events_;
+  }
+  rules_cv_.notify_all();
   // A dp that lives on reconnects and re-registers its sessions: they wait for it, detached
   // (their recordings stay open). A dp that exited took its sessions with it.
   const bool exited = peer_exited(*conn);
@@ -855,6 +936,7 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
       conn->wants_rules = true;
       if (rules_) send(conn, rules_->event);
     }
+    if (audit_pushed_.load()) send(conn, {{"type", "event"}, {"kind", "audit"}, {"failing", true}});
     return;
   }
   bump(Counter::k_requests_total);
@@ -1175,13 +1257,15 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
   if (Status st = catch_up_recording(s); !st.is_ok()) {
     return recording_hold(s, id, st, req->sql);
   }
+  if (json refused = audit_refusal(s, id, req->sql); !refused.is_null()) return refused;
   SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config, &s->sql};
   uint64_t t0 = metrics::monotonic_ns();
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
   analysis_latency_.observe_ns(metrics::monotonic_ns() - t0);
   audit::AuditRecord r = decision_record(*s, resp.verdict, resp.rule, resp.message, req->sql);
   r.extra["shape_key"] = req->shape_key;
-  audit_.record(r);
+  // The decision is in the audit log before the dp acts on it, or the statement is refused.
+  if (Status st = audit_.write(r); !st.is_ok()) return refuse_unaudited(s, id, req->sql, st);
   return protocol::make_ok(id, resp.to_json());
 }
 
@@ -1246,6 +1330,8 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
                                     recording::RecordFields fields, std::string sql,
                                     std::optional<audit::AuditRecord> audited, uint64_t id,
                                     uint64_t ring_seq) {
+  // Audit before recording: a statement whose audit line cannot be written does not run.
+  if (json refused = audit_refusal(s, id, sql); !refused.is_null()) return refused;
   if (Status st = catch_up_recording(s); !st.is_ok()) return recording_hold(s, id, st, sql);
   if (handlers_.recorder != nullptr && s->policy->recording != policy::RecordingLevel::kOff &&
       !handlers_.recorder->session_open(s->id)) {
@@ -1253,7 +1339,10 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
     return recording_hold(s, id, failed_precondition("the session recording is not open"), sql);
   }
   if (handlers_.recorder == nullptr || s->policy->recording == policy::RecordingLevel::kOff) {
-    if (audited) audit_.record(*audited);
+    // Nothing to record: the audit line is the statement's record, written before it runs.
+    if (audited) {
+      if (Status st = audit_.write(*audited); !st.is_ok()) return refuse_unaudited(s, id, sql, st);
+    }
     return protocol::make_ok(id);
   }
   // Write-ahead: the answer (and with it the statement) waits until the record is written.
@@ -1268,18 +1357,22 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
                   audited = std::move(audited)](const Status& st) {
     // A ring record is asked about by its ring seq, a JSON request by its id.
     const uint64_t ahead_seq = ring_seq != 0 ? ring_seq : id;
+    Status audit_st = st.is_ok() && audited ? audit_.write(*audited) : Status::ok();
+    if (!audit_st.is_ok()) {
+      // Recorded but not audited: the statement does not run (its refusal follows in the
+      // recording, as for any refused statement).
+      json refusal = refuse_unaudited(s, id, sql, audit_st);
+      note_ahead(*s, ahead_seq, refusal);
+      if (auto c = weak.lock()) reply(c, ring_seq, refusal);
+      return;
+    }
     if (st.is_ok()) {
-      // A ring record's audit line is batched (written at the end of this loop pass
-      // anyway), so the waiting statement is released first; a JSON request keeps its
-      // line written before the answer.
-      if (audited && ring_seq == 0) audit_recorded(*audited);
       // A ring record's answer (id 0) is always the same object: built once.
       static const json kRingOk = protocol::make_ok(0);
       const json built = id == 0 ? json() : protocol::make_ok(id);
       const json& ok = id == 0 ? kRingOk : built;
       note_ahead(*s, ahead_seq, ok);
       if (auto c = weak.lock()) reply(c, ring_seq, ok);
-      if (audited && ring_seq != 0) audit_recorded(*audited);
       return;
     }
     recording_refused(s, st, sql);
@@ -1290,6 +1383,27 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
   Status st = handlers_.recorder->append(s->id, "statement", std::move(fields), std::move(opts));
   if (!st.is_ok()) return recording_hold(s, id, st, sql);
   return json();  // answered by on_done
+}
+
+json EscalationServer::audit_refusal(const std::shared_ptr<Session>& s, uint64_t id,
+                                     const std::string& sql) {
+  if (!audit_.failing()) return json();
+  Status why = audit_.retry();
+  if (why.is_ok()) {
+    spdlog::info("cp.audit_resumed: the audit log can be written again");
+    push_audit_state();
+    return json();
+  }
+  return refuse_unaudited(s, id, sql, why);
+}
+
+json EscalationServer::refuse_unaudited(const std::shared_ptr<Session>& s, uint64_t id,
+                                        const std::string& sql, const Status& why) {
+  bump(Counter::k_audit_refused);
+  audit_.note_refused();
+  audit_.record(decision_record(*s, "refused", "cp.audit_failed", why.message(), sql));
+  push_audit_state();
+  return protocol::make_error(id, ec::kAuditFailed, why);
 }
 
 void EscalationServer::recording_refused(const std::shared_ptr<Session>& s, const Status& why,
@@ -1350,6 +1464,9 @@ void EscalationServer::handle_approval(const std::shared_ptr<Connection>& conn, 
   if (!s) {
     return send(conn, protocol::make_error(id, ec::kUnknownSession,
                                            invalid_argument("no authenticated session", "08P01")));
+  }
+  if (json refused = audit_refusal(s, id, req->sql); !refused.is_null()) {
+    return send(conn, refused);
   }
   audit::AuditRecord base{.event = "approval",
                           .session_id = s->id,
@@ -1567,6 +1684,37 @@ void EscalationServer::handle_event(const std::shared_ptr<Connection>& conn, jso
     spdlog::warn("dp connection {}: bad event: {}", conn->id, ev.status().message());
     return;
   }
+  if (ev->kind == "rules_applied" || ev->kind == "dataplane_stats") {
+    // Which rules generation this dp process enforces (wait_rules_enforced()), and its name.
+    const json& f = ev->fields;
+    std::string name;
+    if (f.contains("dp") && f["dp"].is_string()) name = f["dp"].get<std::string>();
+    if (f.contains("dp") && f["dp"].is_object()) name = f["dp"].value("name", std::string());
+    {
+      // Also reached from the hello under rules_mu_ (its ring drain): acks_mu_ nests inside.
+      std::lock_guard<std::mutex> lock(acks_mu_);
+      ++ack_events_;
+      const std::string key = rules_ack_key(*conn);
+      if (!name.empty()) rules_dp_names_[key] = name;
+      if (ev->kind == "rules_applied" && f.value("ok", false) && f.contains("hash") &&
+          f["hash"].is_string()) {
+        rules_acked_[key] = f["hash"].get<std::string>();
+      }
+      // The stats say again what every worker enforces (an acknowledgement the dp could not
+      // deliver, e.g. while one of its connections was down, is not lost).
+      if (ev->kind == "dataplane_stats" && f.contains("rules") && f["rules"].is_object()) {
+        const json& rules = f["rules"];
+        if (rules.contains("enforced_hash") && rules["enforced_hash"].is_string() &&
+            !rules["enforced_hash"].get<std::string>().empty()) {
+          rules_acked_[key] = rules["enforced_hash"].get<std::string>();
+        }
+      }
+    }
+    rules_cv_.notify_all();
+    // A push of the generation the dp already ran (after its reconnection) changed nothing:
+    // acknowledged, not audited.
+    if (ev->kind == "rules_applied" && f.value("unchanged", false)) return;
+  }
   if (ev->kind == "dataplane_stats") {
     Status st = dataplanes_.update(conn->id, std::move(ev->fields), protocol::now_unix_ms());
     bump(st.is_ok() ? Counter::k_dataplane_stats_received : Counter::k_dataplane_stats_refused);
@@ -1762,6 +1910,11 @@ void EscalationServer::sweep_loop() {
                      "abnormally");
     end_overdue(now);
     (void)revalidate_sessions("sweep");
+    // A failing audit log heals without a statement to write (its resumed line is written).
+    if (audit_.failing() && audit_.retry().is_ok()) {
+      spdlog::info("cp.audit_resumed: the audit log can be written again");
+    }
+    push_audit_state();
     if (handlers_.budgets != nullptr) {
       if (Status st = handlers_.budgets->flush(); !st.is_ok()) {
         spdlog::error("budget ledger not saved: {}", st.message());

@@ -177,6 +177,7 @@ struct SessionSelector {
   X(recording_dropped)        \
   X(recording_backpressure)   \
   X(recording_refused)        \
+  X(audit_refused)            \
   X(approvals_requested)      \
   X(approvals_standing_grant) \
   X(reloads_applied)          \
@@ -237,6 +238,13 @@ class EscalationServer {
   // a dp that connects later gets the current generation right after its hello answer.
   config::LoadOutcome reload();
 
+  // Waits until every connected dataplane that asked for rules (its connections, as one
+  // process) has acknowledged, with a `rules_applied` event (ok), that all its workers screen
+  // with the running generation's content, or until `timeout_ms` pass. Returns the names of
+  // those that have not (empty: all enforce it). A dp that disconnects is no longer waited for
+  // (it gets the generation right after its next hello). Any thread but the loop's.
+  std::vector<std::string> wait_rules_enforced(int64_t timeout_ms);
+
   // The rules generation cp runs: {"generation", "hash", "lists", "files", "rules",
   // "rule_file_bytes", "installed_unix_ms", "databases_shipped", "rules_dir"};
   // {"generation": 0} without a rules_dir.
@@ -288,6 +296,7 @@ class EscalationServer {
   std::shared_ptr<const RulesGeneration> install_rules(std::shared_ptr<RulesGeneration> next,
                                                        uint64_t version);
 
+  static std::string rules_ack_key(const Connection& conn);
   void loop();
   void accept_all();
   void on_readable(const std::shared_ptr<Connection>& conn);
@@ -394,6 +403,18 @@ class EscalationServer {
   // decision "refused", rule cp.recording_failed. Any thread.
   void recording_refused(const std::shared_ptr<Session>& session, const Status& why,
                          const std::string& sql);
+  // Null while the audit log can be written (a failing log is retried first, so the first
+  // statement after space returns heals it); else the refusal of request `id` (53100 disk
+  // full, 58030 other errors; code audit_failed), counted (audit_refused) and audited as
+  // decision "refused", rule cp.audit_failed (that line is lost too while the log fails).
+  protocol::json audit_refusal(const std::shared_ptr<Session>& session, uint64_t id,
+                               const std::string& sql);
+  // Tells every dp connection when the audit log starts or stops failing (event `audit`,
+  // `failing`): while it fails the dps ask before running cached verdicts. Any thread.
+  void push_audit_state();
+  // The refusal of request `id` because its audit line could not be written (`why`).
+  protocol::json refuse_unaudited(const std::shared_ptr<Session>& session, uint64_t id,
+                                  const std::string& sql, const Status& why);
   // The recording_backpressure (53000) answer to request `id`, audited as decision "hold".
   protocol::json recording_hold(const std::shared_ptr<Session>& session, uint64_t id,
                                 const Status& why, const std::string& sql);
@@ -435,6 +456,8 @@ class EscalationServer {
   // Loop thread only: event audit lines written with record_batched() since the last flush
   // (flushed once per epoll batch).
   bool audit_unflushed_ = false;
+  // The audit state last pushed to the dps (push_audit_state()).
+  std::atomic<bool> audit_pushed_{false};
   std::thread loop_thread_;
   std::unique_ptr<WorkerPool> pool_;
 
@@ -467,6 +490,15 @@ class EscalationServer {
   // a dp on an older generation. Lock order: rules_mu_, then a connection's mu.
   mutable std::mutex rules_mu_;
   std::shared_ptr<const RulesGeneration> rules_;
+  // What each dp process acknowledged (rules_ack_key -> content hash of the generation its
+  // workers run) and its name (from rules_applied / dataplane_stats). Guarded by acks_mu_,
+  // which may be taken under rules_mu_ (never the other way round); ack_events_ counts
+  // acknowledgements and closed connections, rules_cv_ is notified on each.
+  mutable std::mutex acks_mu_;
+  std::map<std::string, std::string> rules_acked_;
+  std::map<std::string, std::string> rules_dp_names_;
+  uint64_t ack_events_ = 0;
+  std::condition_variable rules_cv_;
 
   std::atomic<uint64_t> counters_[static_cast<int>(Counter::kCount)] = {};
   metrics::LatencyHistogram analysis_latency_;

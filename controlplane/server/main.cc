@@ -161,6 +161,9 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
                                     id);
     };
   }
+  b.wait_rules_enforced = [&plane](int64_t timeout_ms) {
+    return plane.escalation_server().wait_rules_enforced(timeout_ms);
+  };
   b.runtime_status = [&plane] {
     server::EscalationServer& server = plane.escalation_server();
     nlohmann::json counters = nlohmann::json::object();
@@ -175,6 +178,7 @@ server::AdminBackend make_admin_backend(server::ControlPlane& plane, const std::
     return nlohmann::json{{"sessions", server.session_count()},
                           {"counters", std::move(counters)},
                           {"recorder", plane.recorder().health().to_json()},
+                          {"audit", plane.audit().health().to_json()},
                           {"rules", server.rules_status()},
                           {"dataplanes", dataplane_summary(server)},
                           {"fleet", plane.fleet_status()}};

@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -108,6 +110,17 @@ void Gateway::install_pushed(const nlohmann::json& bundle_json) {
     // Already running it, or an older push that arrived late on another worker's connection.
     if (running.source == "controlplane" &&
         (running.hash == hash || running.generation > generation)) {
+      // cp is told what every worker enforces (a reconnected cp waits for it in a reload).
+      if (running.hash == hash && !workers_.empty()) {
+        workers_[0]->post_event({{"type", "event"},
+                                 {"kind", "rules_applied"},
+                                 {"dp", dp_name_},
+                                 {"generation", running.generation},
+                                 {"hash", running.hash},
+                                 {"ok", true},
+                                 {"unchanged", true},
+                                 {"rules", running.rules}});
+      }
       return;
     }
   }
@@ -121,6 +134,7 @@ void Gateway::install_pushed(const nlohmann::json& bundle_json) {
                             {"dp", dp_name_},
                             {"generation", generation},
                             {"hash", hash}};
+  const CompiledRules* installed = nullptr;
   {
     std::lock_guard<std::mutex> lock(runtime_mu_);
     rules_status_.last_reload_unix_ms = unix_ms();
@@ -137,6 +151,7 @@ void Gateway::install_pushed(const nlohmann::json& bundle_json) {
       auto next = std::make_shared<Runtime>(*runtime_);
       next->rules = std::move(*compiled);
       runtime_ = next;
+      installed = runtime_->rules.get();
       for (auto& w : workers_) w->set_runtime(runtime_);
       spdlog::info(
           "rules generation {} (sha256 {}, {} rules) from the control plane runs now "
@@ -145,6 +160,24 @@ void Gateway::install_pushed(const nlohmann::json& bundle_json) {
           runtime_->rules->by_list.size(), monotonic_ms() - t0);
       applied["ok"] = true;
       applied["rules"] = runtime_->rules->rules;
+    }
+  }
+  if (installed != nullptr) {
+    // rules_applied means enforced: every worker screens its next statement with it (cp's
+    // reload returns on it, docs/operations.md). Workers swap at their next loop iteration.
+    std::unique_lock<std::mutex> lock(shared_.screening_mu);
+    const bool all = shared_.screening_cv.wait_for(lock, std::chrono::seconds(10), [&] {
+      return std::all_of(workers_.begin(), workers_.end(),
+                         [&](const auto& w) { return w->screening() == installed; });
+    });
+    lock.unlock();
+    if (!all) {
+      applied["ok"] = false;
+      applied["message"] = "not every worker took the new rules within 10 s";
+      spdlog::error("rules generation {}: not every worker took it within 10 s", generation);
+    } else {
+      std::lock_guard<std::mutex> rl(runtime_mu_);
+      rules_status_.enforced_hash = hash;
     }
   }
   if (!workers_.empty()) {
@@ -186,7 +219,8 @@ nlohmann::json Gateway::stats_snapshot() const {
         {"reloads_ok", rules_status_.reloads_ok},
         {"reloads_failed", rules_status_.reloads_failed},
         {"last_error", rules_status_.last_error},
-        {"last_reload_unix_ms", rules_status_.last_reload_unix_ms}}},
+        {"last_reload_unix_ms", rules_status_.last_reload_unix_ms},
+        {"enforced_hash", rules_status_.enforced_hash}}},
       {"sessions",
        {{"connections", shared_.connections.load()}, {"max_connections", limits.max_connections}}},
       {"logins",

@@ -88,6 +88,9 @@ class Gateway {
     uint64_t reloads_failed = 0;
     std::string last_error;
     int64_t last_reload_unix_ms = 0;
+    // The content hash of cp's generation every worker screens with (stats: enforced_hash;
+    // cp waits for it in a reload). "" until the first push is enforced.
+    std::string enforced_hash;
   } rules_status_;
   std::string dp_name_;
   int64_t started_unix_ms_ = 0;

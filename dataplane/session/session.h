@@ -254,6 +254,18 @@ class Session {
   // statement text that may DEALLOCATE or DISCARD (SQL-level) forgets them all (fail closed:
   // a later Bind of such a name is refused rather than run under a stale decision).
   void note_statement_names(const pgwire::Message& m);
+  // Bind (`m` or a stand-in) of `statement`, prepared under an older rules generation than the
+  // worker screens with now: its text is screened again with the session's current rule set.
+  // A deny match refuses it (42501, the rule; audited as a prescreen deny), an approve match
+  // too (the statement must be prepared again to be sent for approval), and so does a statement
+  // whose text was not kept. True when refused; otherwise its generation is brought up to date.
+  bool refuse_stale_prepared(const pgwire::Message& m, std::string_view statement);
+  // Picks up the rules of a new generation (Screen::generation() changed): the policy's
+  // current rule sets, else the list the session was admitted with.
+  void pick_up_rules();
+  // parsed_statements_ without `name` / without every named statement (the unnamed one stays).
+  void forget_parsed(const std::string& name);
+  void forget_named_parsed();
   // True (and the front message stays unprocessed) while statements forwarded earlier still
   // have results to come in a recording-required session; releases itself in pump().
   bool hold_for_results();
@@ -357,8 +369,12 @@ class Session {
   void close_after_flush();
   void destroy(std::string_view reason);
   void emit_event(nlohmann::json ev);
+  // The statement's decision for the recording and the audit log. A denial with a `message`
+  // (what the client is told), and every denial of a session whose recording is off, goes as a
+  // JSON event with that message (audited with rule and reason whatever the recording level);
+  // other decisions of a session with recording off are not sent (cp audits its own verdicts).
   void emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
-                      const char* source);
+                      const char* source, std::string_view message = {});
   bool client_read_allowed() const;
   bool upstream_read_allowed() const;
   void arm_idle_timer();
@@ -446,8 +462,16 @@ class Session {
   uint64_t escalation_seq_ = 0;
   std::optional<Decision> decision_;  // decided verdict for the front client message
   bool skip_until_sync_ = false;
-  // Names of statements prepared by Parse messages forwarded in this session (client names).
-  std::unordered_set<std::string> parsed_statements_;
+  // Statements prepared by Parse messages forwarded in this session (client names; "" is the
+  // unnamed statement), with the rules generation (Screen::generation()) that screened them
+  // and their text while the session keeps at most kMaxParsedTextBytes of texts.
+  struct ParsedStatement {
+    std::string sql;
+    uint64_t rules_generation = 0;
+    bool text_kept = false;
+  };
+  std::unordered_map<std::string, ParsedStatement> parsed_statements_;
+  size_t parsed_text_bytes_ = 0;
   uint64_t cycles_sent_ = 0;      // Query/Sync/FunctionCall forwarded upstream
   uint64_t cycles_received_ = 0;  // ReadyForQuery received
   std::deque<Rewrite> rewrites_;

@@ -198,9 +198,23 @@ void Session::emit_event(json ev) {
 }
 
 void Session::emit_statement(std::string_view sql, const char* verdict, const std::string& rule,
-                             const char* source) {
+                             const char* source, std::string_view message) {
   if (results_) results_->note_decision(verdict, rule, approval_id_);
   worker_->metrics().statements.inc({verdict, rule, source});
+  if (std::string_view(verdict) == "deny" && (!message.empty() || grant_.recording == "off")) {
+    // Every denial is audited with its rule and reason, also under recording "off" (whose
+    // statement records cp discards after auditing them) — docs/recording.md.
+    json ev = {{"kind", "statement"},
+               {"sql", std::string(sql)},
+               {"verdict", "deny"},
+               {"rule", rule},
+               {"source", source},
+               {"message", std::string(message)},
+               {"shape_key", protocol::session_hex(screen_.shape_key)}};
+    if (!approval_id_.empty()) ev["approval_id"] = approval_id_;
+    emit_event(std::move(ev));
+    return;
+  }
   if (grant_.recording == "off") return;
   protocol::StatementFields ev;
   ev.verdict = protocol::verdict_from(verdict);

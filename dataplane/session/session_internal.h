@@ -34,6 +34,9 @@ constexpr uint32_t kMaxStreamedMessageBytes = 0x3fffffff;
 constexpr size_t kMaxBindNamesBytes = 64 * 1024;
 // Parse-prepared statement names a session remembers (Session::parsed_statements_).
 constexpr size_t kMaxParsedStatements = 10000;
+// Bytes of prepared statement texts a session keeps to screen them again after a rules reload
+// (a statement prepared beyond it is refused at its next Bind after a reload: prepare again).
+constexpr size_t kMaxParsedTextBytes = 8u << 20;
 
 inline uint64_t random64() {
   uint64_t v = 0;

@@ -87,8 +87,9 @@ void Session::process_client_input() {
           } else {
             pw::Message stand_in;
             stand_in.type = 'B';
-            if (refuse_unparsed_bind(stand_in,
-                                     body.substr(portal_end + 1, name_end - portal_end - 1))) {
+            std::string_view statement = body.substr(portal_end + 1, name_end - portal_end - 1);
+            if (refuse_unparsed_bind(stand_in, statement) ||
+                refuse_stale_prepared(stand_in, statement)) {
               client_skip_ = 1 + static_cast<size_t>(len);
               continue;
             }
@@ -356,10 +357,11 @@ bool Session::handle_statement_message(const pw::Message& m) {
       if (grant_.allow_function_call) {
         return check_execution(m);
       } else {
-        apply_denial(m, "42501",
-                     "pgwarden: FunctionCall messages are not allowed by policy \"" +
-                         grant_.policy_name + "\"",
-                     "function_call");
+        const std::string message = "pgwarden: FunctionCall messages are not allowed by policy \"" +
+                                    grant_.policy_name + "\"";
+        emit_statement("-- FunctionCall message", "deny", "function_call", "function_call",
+                       message);
+        apply_denial(m, "42501", message, "function_call");
       }
       return true;
     case 'S':
@@ -379,7 +381,10 @@ bool Session::handle_statement_message(const pw::Message& m) {
     case 'B': {
       pw::Bind b;
       // Malformed: PostgreSQL answers it.
-      if (pw::parse(m.body, &b).ok() && refuse_unparsed_bind(m, b.statement)) return true;
+      if (pw::parse(m.body, &b).ok() &&
+          (refuse_unparsed_bind(m, b.statement) || refuse_stale_prepared(m, b.statement))) {
+        return true;
+      }
       forward(m);
       return true;
     }
@@ -479,12 +484,12 @@ bool Session::refuse_unparsed_bind(const pw::Message& m, std::string_view statem
     return false;
   }
   const std::string what = "-- Bind of prepared statement \"" + std::string(statement) + "\"";
-  emit_statement(what, "deny", "unknown_prepared_statement", "execute");
-  apply_denial(m, "42501",
-               "pgwarden: prepared statement \"" + std::string(statement) +
-                   "\" was not prepared with a Parse message in this session (a SQL PREPARE is "
-                   "run with EXECUTE, which is decided each time)",
-               "unknown_prepared_statement");
+  const std::string message =
+      "pgwarden: prepared statement \"" + std::string(statement) +
+      "\" was not prepared with a Parse message in this session (a SQL PREPARE is run with "
+      "EXECUTE, which is decided each time)";
+  emit_statement(what, "deny", "unknown_prepared_statement", "execute", message);
+  apply_denial(m, "42501", message, "unknown_prepared_statement");
   return true;
 }
 
@@ -502,7 +507,7 @@ void Session::note_statement_names(const pw::Message& m) {
     text = q.sql;
   } else if (m.type == 'C') {
     pw::Close c;
-    if (pw::parse(m.body, &c).ok() && c.kind == 'S') parsed_statements_.erase(std::string(c.name));
+    if (pw::parse(m.body, &c).ok() && c.kind == 'S') forget_parsed(std::string(c.name));
     return;
   } else {
     return;
@@ -515,13 +520,89 @@ void Session::note_statement_names(const pw::Message& m) {
     return it != text.end();
   };
   if (!parsed_statements_.empty() && (mentions("deallocate") || mentions("discard"))) {
-    parsed_statements_.clear();
+    forget_named_parsed();
   }
-  if (!name.empty()) {
-    // Over the cap the names are forgotten: later Binds of them are refused (fail closed).
-    if (parsed_statements_.size() >= kMaxParsedStatements) parsed_statements_.clear();
-    parsed_statements_.emplace(name);
+  if (m.type != 'P') return;
+  // Over the cap the names are forgotten: later Binds of them are refused (fail closed).
+  if (parsed_statements_.size() >= kMaxParsedStatements) forget_named_parsed();
+  forget_parsed(std::string(name));
+  ParsedStatement& p = parsed_statements_[std::string(name)];
+  p.rules_generation = rules_generation_;
+  if (parsed_text_bytes_ + text.size() <= kMaxParsedTextBytes) {
+    p.sql = std::string(text);
+    p.text_kept = true;
+    parsed_text_bytes_ += text.size();
   }
+}
+
+void Session::forget_parsed(const std::string& name) {
+  auto it = parsed_statements_.find(name);
+  if (it == parsed_statements_.end()) return;
+  parsed_text_bytes_ -= it->second.sql.size();
+  parsed_statements_.erase(it);
+}
+
+void Session::forget_named_parsed() {
+  // The unnamed statement is not deallocated by name: it stays until the next Parse.
+  auto unnamed = parsed_statements_.extract(std::string());
+  parsed_statements_.clear();
+  parsed_text_bytes_ = 0;
+  if (!unnamed.empty()) {
+    parsed_text_bytes_ = unnamed.mapped().sql.size();
+    parsed_statements_.insert(std::move(unnamed));
+  }
+}
+
+void Session::pick_up_rules() {
+  Screen& screen = worker_->screen();
+  if (rules_generation_ == screen.generation()) return;
+  // A reload landed: pick up the recompiled rules — its policy's current rule sets, else
+  // the list it was admitted with; if neither is compiled any more it keeps the set it has
+  // (never none).
+  auto set = screen.resolve_for(grant_.policy_name, grant_.rule_sets);
+  if (set.is_ok()) rule_set_ = std::move(*set);
+  rules_generation_ = screen.generation();
+  if (results_) results_->set_rule_set(rule_set_);
+}
+
+bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view statement) {
+  if (pooled()) return false;
+  auto it = parsed_statements_.find(std::string(statement));
+  if (it == parsed_statements_.end()) return false;
+  pick_up_rules();
+  ParsedStatement& p = it->second;
+  if (p.rules_generation == rules_generation_) return false;
+  const std::string name = statement.empty()
+                               ? std::string("unnamed prepared statement")
+                               : "prepared statement \"" + std::string(statement) + "\"";
+  if (!p.text_kept) {
+    const std::string what = "-- Bind of " + name;
+    const std::string message = "pgwarden: " + name +
+                                " was prepared under an earlier rules generation and is too "
+                                "large to be checked again: prepare it again";
+    emit_statement(what, "deny", "rules_reloaded", "prescreen", message);
+    apply_denial(m, "42501", message, "rules_reloaded");
+    return true;
+  }
+  ScreenResult again;
+  worker_->screen().screen(p.sql, rule_set_.get(), &again);
+  if (const PrescreenMatch* deny = again.first("deny")) {
+    std::string msg = "pgwarden: statement denied by rule " + deny->rule;
+    if (!deny->message.empty()) msg += ": " + deny->message;
+    msg += " (" + name + " was prepared before the rules changed)";
+    emit_statement(p.sql, "deny", deny->rule, "prescreen", msg);
+    apply_denial(m, "42501", msg, deny->rule);
+    return true;
+  }
+  if (const PrescreenMatch* approve = again.first("approve")) {
+    std::string msg = "pgwarden: " + name + " needs an approval under the current rules (rule " +
+                      approve->rule + "); prepare it again to ask for one";
+    emit_statement(p.sql, "deny", approve->rule, "prescreen", msg);
+    apply_denial(m, "42501", msg, approve->rule);
+    return true;
+  }
+  p.rules_generation = rules_generation_;
+  return false;
 }
 
 void Session::forward(const pw::Message& m, const Decision* d) {
@@ -561,15 +642,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   bump(c.statements_checked);
   ++statements_;
   Screen& screen = worker_->screen();
-  if (rules_generation_ != screen.generation()) {
-    // A reload landed: pick up the recompiled rules — its policy's current rule sets, else
-    // the list it was admitted with; if neither is compiled any more it keeps the set it has
-    // (never none).
-    auto set = screen.resolve_for(grant_.policy_name, grant_.rule_sets);
-    if (set.is_ok()) rule_set_ = std::move(*set);
-    rules_generation_ = screen.generation();
-    if (results_) results_->set_rule_set(rule_set_);
-  }
+  pick_up_rules();
   if (pooled()) {
     // Session state would outlive the transaction on a shared connection (pool_restrictions.h).
     rules::lex_sql(sql, pool_lexed_);
@@ -577,7 +650,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     if (!why.empty()) {
       bump(c.pool_statements_refused);
       screen_.shape_key = pool_lexed_.shape_key();
-      emit_statement(sql, "deny", "transaction_pooling", "prescreen");
+      emit_statement(sql, "deny", "transaction_pooling", "prescreen", why);
       apply_denial(m, "0A000", why, "transaction_pooling");
       return true;
     }
@@ -588,7 +661,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   if (const PrescreenMatch* deny = screen_.first("deny")) {
     std::string msg = "pgwarden: statement denied by rule " + deny->rule;
     if (!deny->message.empty()) msg += ": " + deny->message;
-    emit_statement(sql, "deny", deny->rule, "prescreen");
+    emit_statement(sql, "deny", deny->rule, "prescreen", msg);
     apply_denial(m, "42501", msg, deny->rule);
     return true;
   }
@@ -604,7 +677,9 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   VerdictKey key{screen_.shape_key, grant_.policy_hash, grant_.policy_version};
   if (const CachedVerdict* v = worker_->cache().find(key)) {
     bump(c.verdict_cache_hits);
-    if (v->allow && grant_.recording_required) {
+    // While cp's audit log fails, a cached allow is confirmed by cp (write-ahead) like a
+    // recording-required one: cp refuses it rather than run it unaudited.
+    if (v->allow && (grant_.recording_required || worker_->audit_write_ahead())) {
       record_then_resume(sql, Decision{.allow = true, .rule = v->rule}, "cache");
       return false;
     }
@@ -613,7 +688,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
       emit_statement(sql, "allow", v->rule, "cache");
       forward(m);
     } else {
-      emit_statement(sql, "deny", v->rule, "cache");
+      emit_statement(sql, "deny", v->rule, "cache", v->message);
       apply_denial(m, "42501", v->message, v->rule);
     }
     return true;
@@ -727,16 +802,7 @@ bool Session::refuse_for_budget(const pw::Message& m, std::string_view sql,
     escalate_approval(std::string(sql), screen_.shape_key, rule, message);
     return false;
   }
-  emit_statement(sql, "deny", rule, "budget");
-  if (grant_.recording == "off") {
-    // emit_statement records nothing for such a session: cp still audits the refusal.
-    emit_event({{"kind", "statement"},
-                {"sql", std::string(sql)},
-                {"verdict", "deny"},
-                {"rule", rule},
-                {"source", "budget"},
-                {"message", message}});
-  }
+  emit_statement(sql, "deny", rule, "budget", message);
   apply_denial(m, "53400", message, rule);
   return true;
 }
@@ -831,7 +897,7 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
       if (hold_for_recording([this, sql] { escalate_analyse(sql, screen_); })) return;
       d = hold_timeout_decision(st.message());
     }
-    emit_statement(sql, "deny", d.rule, "cp_error");
+    emit_statement(sql, "deny", d.rule, "cp_error", d.message);
     return resume_with(std::move(d));
   }
   const json& a = *r;
@@ -868,7 +934,8 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
                          CachedVerdict{d.allow, d.rule, d.message});
   }
   if (d.allow && grant_.recording_required) return record_then_resume(sql, std::move(d), "cp");
-  emit_statement(sql, d.allow ? "allow" : "deny", rule, "cp");
+  emit_statement(sql, d.allow ? "allow" : "deny", rule, "cp",
+                 d.allow ? std::string_view() : std::string_view(d.message));
   resume_with(std::move(d));
 }
 
@@ -896,6 +963,14 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
         if (!r.is_ok()) {
           d.message = "pgwarden: statement needs an approval (rule " + rule +
                       ") and none was given: " + r.status().message();
+          if (const std::string& state = r.status().sqlstate();
+              state == "53100" || state == "58030") {
+            // cp could not record the request (or audit it): not run, and the client learns
+            // it is the gateway's disk, not a reviewer's no.
+            d.sqlstate = state;
+            d.message = "pgwarden: statement not run: it needs an approval (rule " + rule +
+                        ") and " + r.status().message();
+          }
         } else {
           d.allow = str_field(*r, "verdict") == "allow";
           std::string why = str_field(*r, "reason");
@@ -916,7 +991,8 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
           s->approval_id_.clear();
           return;
         }
-        s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval");
+        s->emit_statement(sql, d.allow ? "allow" : "deny", rule, "approval",
+                          d.allow ? std::string_view() : std::string_view(d.message));
         s->approval_id_.clear();
         s->resume_with(std::move(d));
       },
@@ -1028,7 +1104,9 @@ void Session::send_record(std::string payload, Decision d) {
         } else if (st.sqlstate() == "53100" || st.sqlstate() == "58030") {
           // cp could not write the record (disk full / I/O error): fail closed, say why.
           refused.sqlstate = st.sqlstate();
-          refused.rule = "recording_failed";
+          // cp says which log failed: the session recording, or the audit log.
+          refused.rule =
+              st.message().starts_with("the audit log") ? "audit_failed" : "recording_failed";
           refused.message = "pgwarden: statement not run: " + st.message();
         } else {
           bool down =
@@ -1042,7 +1120,7 @@ void Session::send_record(std::string payload, Decision d) {
         }
         auto rec = protocol::StatementFields::decode(payload);
         s->emit_statement(rec.is_ok() ? rec->sql : std::string_view(), "deny", refused.rule,
-                          "recording");
+                          "recording", refused.message);
         s->resume_with(std::move(refused));
       },
       worker_->runtime().config.limits.cp_unavailable_wait_ms);

@@ -80,7 +80,8 @@ Worker::Worker(int index, Shared* shared, std::shared_ptr<const Runtime> runtime
     : index_(index),
       shared_(shared),
       runtime_(std::move(runtime)),
-      cache_(runtime_->config.limits.verdict_cache_entries) {}
+      cache_(runtime_->config.limits.verdict_cache_entries),
+      screening_(runtime_->rules.get()) {}
 
 Worker::~Worker() {
   join();
@@ -110,6 +111,8 @@ Status Worker::init() {
             "(limits.cp_unavailable_wait_ms)");
     }
     if (!up) return;
+    // A (re)connected cp tells us after its hello answer if its audit log is failing.
+    audit_write_ahead_ = false;
     // A restarted cp knows none of our sessions: re-register each live one with its ticket
     // before any of its queued requests goes out (CpClient sends those after this callback).
     std::vector<Session*> live;
@@ -229,6 +232,11 @@ void Worker::on_wake() {
     runtime_ = std::move(rt);
     screen_.set_rules(runtime_->rules);
     cache_.clear();
+    {
+      std::lock_guard<std::mutex> lock(shared_->screening_mu);
+      screening_.store(runtime_->rules.get(), std::memory_order_release);
+    }
+    shared_->screening_cv.notify_all();
   }
   // Outside mu_: the stats snapshot takes the gateway's runtime lock, which is held while
   // the gateway posts to this worker.
@@ -305,6 +313,10 @@ void Worker::accept_from(int listen_fd, size_t listener_index) {
 
 void Worker::on_cp_event(const nlohmann::json& ev) {
   const std::string kind = ev.value("kind", std::string());
+  if (kind == "audit") {
+    audit_write_ahead_ = ev.value("failing", false);
+    return;
+  }
   if (kind == "approval_waiting") {
     std::string sid = ev.value("session_id", std::string());
     auto num = [&](const char* key) {

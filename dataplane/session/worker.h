@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -112,6 +113,11 @@ struct Shared {
   std::function<void(nlohmann::json)> on_rules_pushed;
   // The dataplane_stats event worker 0 sends to cp (any thread).
   std::function<nlohmann::json()> stats_snapshot;
+  // Notified (under screening_mu) whenever a worker publishes the rules it screens with
+  // (Worker::screening()): the gateway acknowledges a rules generation to cp only once every
+  // worker screens with it.
+  std::mutex screening_mu;
+  std::condition_variable screening_cv;
 };
 
 // A pending login that completed a login step less than this ago is never evicted for a
@@ -149,6 +155,9 @@ class Worker {
   void request_stats();
   // Sends a dataplane-wide event to cp from the loop thread (dropped if cp is not connected).
   void post_event(nlohmann::json event);
+  // The rules this worker's loop screens with: published after the swap that set_runtime()
+  // asked for, before the next statement is screened. Any thread.
+  const CompiledRules* screening() const { return screening_.load(std::memory_order_acquire); }
   bool finished() const { return finished_.load(); }
   size_t pending_logins() const { return pending_count_.load(); }
   const Counters& counters() const { return counters_; }
@@ -168,6 +177,9 @@ class Worker {
   Shared& shared() { return *shared_; }
   const Runtime& runtime() const { return *runtime_; }
   bool draining() const { return draining_; }
+  // cp said its audit log cannot be written (event `audit`): every session sends the allowed
+  // statements of its verdict cache as write-ahead records, which cp refuses while it fails.
+  bool audit_write_ahead() const { return audit_write_ahead_; }
   Session* find(uint64_t id);
   // Schedules the session's destruction after the current dispatch batch.
   void release(Session* s);
@@ -244,6 +256,7 @@ class Worker {
   std::deque<EndedSession> ended_;  // oldest first
   std::map<std::string, SslCtxPtr> upstream_tls_;
   bool draining_ = false;
+  bool audit_write_ahead_ = false;
   int64_t drain_deadline_ms_ = 0;
   std::thread thread_;
   std::atomic<bool> finished_{false};
@@ -258,6 +271,7 @@ class Worker {
   bool stats_requested_ = false;
   std::vector<nlohmann::json> posted_events_;
   std::atomic<bool> stopping_{false};
+  std::atomic<const CompiledRules*> screening_{nullptr};
 };
 
 }  // namespace pgwarden::session
