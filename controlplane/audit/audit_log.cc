@@ -323,13 +323,17 @@ void AuditLog::set_on_failure(std::function<void(const Status&)> on_failure) {
   on_failure_ = std::move(on_failure);
 }
 
-void AuditLog::flush() {
+void AuditLog::flush() { (void)write_batched(); }
+
+Status AuditLog::write_batched() {
   bool fired = false;
+  Status st;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    (void)flush_locked(&fired);
+    st = flush_locked(&fired);
   }
   notify(fired);
+  return st;
 }
 
 Status AuditLog::write_status() const {

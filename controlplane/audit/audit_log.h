@@ -87,6 +87,8 @@ class AuditLog {
   // costs one write(2) instead of one per line.
   void record_batched(const AuditRecord& r);
   void flush();
+  // flush(), saying whether every line batched so far reached every file sink (as write()).
+  Status write_batched();
 
   // True while the last write to a file sink failed (lock-free; any thread).
   bool failing() const { return failing_.load(std::memory_order_acquire); }

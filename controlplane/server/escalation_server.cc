@@ -1357,6 +1357,12 @@ json EscalationServer::record_ahead(const std::shared_ptr<Connection>& conn,
                   audited = std::move(audited)](const Status& st) {
     // A ring record is asked about by its ring seq, a JSON request by its id.
     const uint64_t ahead_seq = ring_seq != 0 ? ring_seq : id;
+    if (st.is_ok() && audited && ring_seq != 0 &&
+        std::this_thread::get_id() == loop_thread_.get_id() && grouping_audit_) {
+      audit_.record_batched(*audited);
+      audit_group_.push_back({weak, s, ring_seq, sql});
+      return;  // answered by answer_audit_group()
+    }
     Status audit_st = st.is_ok() && audited ? audit_.write(*audited) : Status::ok();
     if (!audit_st.is_ok()) {
       // Recorded but not audited: the statement does not run (its refusal follows in the
@@ -2526,7 +2532,12 @@ void EscalationServer::drain_ring(const std::shared_ptr<Connection>& conn) {
     }
     // The batch's records are written here, on this thread (one pwritev per session file),
     // and the dp's write-ahead waits answered through the watermark.
-    if (n > 0 && handlers_.recorder != nullptr) handlers_.recorder->commit();
+    if (n > 0 && handlers_.recorder != nullptr) {
+      grouping_audit_ = true;
+      handlers_.recorder->commit();
+      grouping_audit_ = false;
+      answer_audit_group();
+    }
     if (conn->ring.get() != ring) return;
     fwd.release();
     if (n > 0) bump(Counter::k_ring_batches);
@@ -2626,6 +2637,20 @@ void EscalationServer::on_ring_event(const std::shared_ptr<Connection>& conn,
                        /*defer=*/true);
   }
   if (audited) audit_recorded(*audited);
+}
+
+void EscalationServer::answer_audit_group() {
+  if (audit_group_.empty()) return;
+  std::vector<AuditedAnswer> group;
+  group.swap(audit_group_);
+  const Status st = audit_.write_batched();
+  static const json kRingOk = protocol::make_ok(0);
+  for (AuditedAnswer& a : group) {
+    // Recorded but not audited: the statement does not run (as for a single line).
+    const json answer = st.is_ok() ? kRingOk : refuse_unaudited(a.session, 0, a.sql, st);
+    note_ahead(*a.session, a.ring_seq, answer);
+    if (auto c = a.conn.lock()) ring_answer(c, a.ring_seq, answer);
+  }
 }
 
 void EscalationServer::audit_recorded(const audit::AuditRecord& r) {

@@ -436,6 +436,17 @@ class EscalationServer {
   // An audit line for a recorded statement: on the loop thread batched (flushed after the
   // epoll batch), elsewhere written at once.
   void audit_recorded(const audit::AuditRecord& r);
+  // Write-ahead records of the ring batch being committed (drain_ring, loop thread): their
+  // audit lines are batched and they are answered together once the batch is written — one
+  // write(2) per ring batch instead of one per statement — or all refused when it cannot be
+  // (fail closed as for a single line).
+  struct AuditedAnswer {
+    std::weak_ptr<Connection> conn;
+    std::shared_ptr<Session> session;
+    uint64_t ring_seq = 0;
+    std::string sql;
+  };
+  void answer_audit_group();
   // The budgets of an identity as the dp gets them (authenticate / reregister answers, events).
   protocol::json budget_states(const AuthenticatedIdentity& identity) const;
   // A completed statement (statement event, phase end): its usage goes to the identity's
@@ -456,6 +467,9 @@ class EscalationServer {
   // Loop thread only: event audit lines written with record_batched() since the last flush
   // (flushed once per epoll batch).
   bool audit_unflushed_ = false;
+  // Loop thread only: inside drain_ring's Recorder::commit(), and what it collected.
+  bool grouping_audit_ = false;
+  std::vector<AuditedAnswer> audit_group_;
   // The audit state last pushed to the dps (push_audit_state()).
   std::atomic<bool> audit_pushed_{false};
   std::thread loop_thread_;
