@@ -162,16 +162,19 @@ std::string errno_text(int err) {
 // Writes all of `data` to `fd` (O_APPEND); on failure cuts the file back to its size before
 // the call, so no torn line stays. Returns 0 or the errno.
 int append_whole(int fd, std::string_view data) {
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return errno;
-  const off_t good = st.st_size;
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::write(fd, data.data() + off, data.size() - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       int err = n < 0 ? errno : ENOSPC;
-      if (off > 0) (void)!::ftruncate(fd, good);  // shrinking needs no space
+      // The torn part ends the file (O_APPEND): cut it back (shrinking needs no space). The
+      // size is asked only now, not before every write: one system call less per batch, and
+      // right even after logrotate's copytruncate.
+      struct stat st;
+      if (off > 0 && ::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(off)) {
+        (void)!::ftruncate(fd, st.st_size - static_cast<off_t>(off));
+      }
       return err;
     }
     off += static_cast<size_t>(n);
