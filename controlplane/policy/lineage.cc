@@ -1177,8 +1177,16 @@ class LineageWalker {
     if (!count) {
       for (size_t i = 0; i < f->n_args; ++i) any(msg(f->args[i]), acc);
     } else {
-      // Resolved (unknown names still fail) but neither a source nor computed on.
-      for (size_t i = 0; i < f->n_args; ++i) expression(f->args[i]);
+      // Neither a source nor computed on, but count(col) counts the rows where col IS NOT
+      // NULL: over a chosen row it tells whether the value is NULL, exactly what
+      // `WHERE col IS NOT NULL` tells. The same predicate form, so the same mask setting
+      // (allow_predicates is_null) decides both.
+      for (size_t i = 0; i < f->n_args; ++i) {
+        ColumnLineage l = expression(f->args[i]);
+        for (const auto& src : l.all()) {
+          out_->predicates.insert({src, "count", PredicateForm::kIsNull, {}});
+        }
+      }
     }
     // An aggregate's DISTINCT compares its arguments' values: count(DISTINCT ssn) over two
     // chosen rows tells whether they are equal (an equality oracle, like GROUP BY).

@@ -114,7 +114,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"SELECT ARRAY(SELECT ssn FROM crm.customers)", "?column?=~c.ssn", ""},
         Case{"SELECT unnest(array[ssn]) FROM crm.customers", "unnest=~c.ssn", ""},
         Case{"SELECT u FROM crm.customers c, unnest(array[c.ssn]) u", "u=~c.ssn", ""},
-        Case{"SELECT count(*), count(ssn) FROM crm.customers", "count=;count=", ""},
+        Case{"SELECT count(*), count(ssn) FROM crm.customers", "count=;count=", "count:c.ssn/null"},
         Case{"SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM crm.customers",
              "count=", "FILTER:c.ssn"},
         // Set operations: as is, but no origin in the RowDescription; all but UNION ALL
@@ -127,7 +127,8 @@ INSTANTIATE_TEST_SUITE_P(
              "INTERSECT:c.email"},
         Case{"SELECT * FROM crm.customers c, LATERAL (VALUES (c.id)) v(x)", nullptr, ""},
         Case{"SELECT x FROM crm.customers c, LATERAL (VALUES (c.ssn)) v(x)", "x=c.ssn!", ""},
-        Case{"SELECT count(DISTINCT ssn) FROM crm.customers", "count=", "aggregate DISTINCT:c.ssn"},
+        Case{"SELECT count(DISTINCT ssn) FROM crm.customers", "count=",
+             "aggregate DISTINCT:c.ssn;count:c.ssn/null"},
         Case{"VALUES (1, 'a')", "column1=;column2=", ""},
         // Views (and views over views): lineage of the view columns.
         Case{"SELECT * FROM crm.customers_view", "id=c.id;name=c.name;ssn=c.ssn;contact=~c.email",
@@ -141,7 +142,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"SELECT id FROM crm.customers WHERE email IS NOT NULL AND phone IS NULL", "id=c.id",
              "WHERE:c.email/null;WHERE:c.phone/null"},
         Case{"SELECT id FROM crm.customers GROUP BY ssn, id HAVING count(email) > 1", "id=c.id",
-             "GROUP BY:c.id;GROUP BY:c.ssn"},
+             "GROUP BY:c.id;GROUP BY:c.ssn;count:c.email/null"},
         Case{"SELECT id FROM crm.customers GROUP BY id HAVING max(email) > 'a'", "id=c.id",
              "GROUP BY:c.id;HAVING:c.email"},
         Case{"SELECT id FROM crm.customers ORDER BY email", nullptr, "ORDER BY:c.email"},
