@@ -19,18 +19,24 @@ PendingLogins::Decision PendingLogins::choose(const std::string& source, int64_t
     d.evict = evictable(source, now_ms, limits);
   } else if (size() >= limits.total) {
     d.cap = Cap::kTotal;
-    // The address with the most pending logins (ties: the one whose victim did least) pays.
+    // Of the addresses that hold an evictable pending login, the one with the most pending
+    // logins (ties: the one whose victim did least) pays. An address whose pending logins
+    // are all real ones making progress is passed over, not a reason to refuse: while any
+    // address holds an idle or stalled connection, that one goes.
     const Queue* worst = nullptr;
-    const std::string* worst_source = nullptr;
+    uint64_t worst_victim = 0;
     for (const auto& [src, queue] : by_source_) {
       if (queue.empty()) continue;
-      if (worst == nullptr || queue.size() > worst->size() ||
-          (queue.size() == worst->size() && *queue.begin() < *worst->begin())) {
+      if (worst != nullptr && (queue.size() < worst->size() ||
+                               (queue.size() == worst->size() && *worst->begin() < *queue.begin()))) {
+        continue;
+      }
+      if (uint64_t victim = evictable(src, now_ms, limits); victim != 0) {
         worst = &queue;
-        worst_source = &src;
+        worst_victim = victim;
       }
     }
-    if (worst_source != nullptr) d.evict = evictable(*worst_source, now_ms, limits);
+    d.evict = worst_victim;
   }
   return d;
 }

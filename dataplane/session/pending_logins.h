@@ -7,7 +7,8 @@
 // login that has done the least: fewest login steps completed (a step is a complete
 // startup-phase message or the end of the TLS handshake), then the longest time since its
 // last step. For the per-address cap the victim comes from that address; for the total cap
-// from the address holding the most pending logins (a flooding address pays first). A victim
+// from the address holding the most pending logins among those with an evictable victim (a
+// flooding address pays first; one whose logins are all progressing is passed over). A victim
 // that completed no step at all (idle, or trickling a packet byte by byte) is always
 // evictable; one that did is evicted only after `min_evict_age_ms` without progress,
 // otherwise the new connection is refused. A real client completes a step within

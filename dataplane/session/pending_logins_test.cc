@@ -87,6 +87,39 @@ TEST(PendingLoginsTest, TotalCapEvictsFromTheAddressWithTheMostPendingLogins) {
   EXPECT_EQ(p.size(), 4u);
 }
 
+// Seen in CI (gateway_login_flood): the agents' own address held the most pending logins,
+// all real and making progress, so the newcomer was refused although other addresses held
+// idle flood connections. The address that pays is the largest one with an evictable login.
+TEST(PendingLoginsTest, TotalCapPassesOverAnAddressWhoseLoginsAreAllProgressing) {
+  PendingLogins p;
+  auto l = limits(5, 10, 250);
+  for (uint64_t id : {1, 2, 3}) {
+    p.admit(id, "agents", 1000, l);
+    p.progress(id, 1010);  // SSLRequest answered: real logins on their way
+  }
+  p.admit(4, "flood-a", 900, l);  // idle since accept
+  p.admit(5, "flood-b", 950, l);
+  auto d = p.admit(6, "agents", 1020, l);
+  EXPECT_TRUE(d.admitted);
+  EXPECT_EQ(d.cap, Cap::kTotal);
+  EXPECT_EQ(d.evict, 4u);  // flood-a: as many pending as flood-b, idle for longer
+  EXPECT_EQ(p.from("agents"), 4u);
+  // Only when every pending login is progressing is the newcomer refused.
+  PendingLogins q;
+  for (uint64_t id : {1, 2}) {
+    q.admit(id, "agents", 1000, l);
+    q.progress(id, 1010);
+  }
+  for (uint64_t id : {3, 4, 5}) {
+    q.admit(id, "others", 1000, l);
+    q.progress(id, 1010);
+  }
+  d = q.admit(6, "late", 1020, l);
+  EXPECT_FALSE(d.admitted);
+  EXPECT_EQ(d.evict, 0u);
+  EXPECT_EQ(q.size(), 5u);
+}
+
 TEST(PendingLoginsTest, AReconnectingFloodFromTheSameAddressNeverEvictsARealLogin) {
   PendingLogins p;
   auto l = limits(100, 8, 250);
