@@ -296,14 +296,7 @@ void AuditLog::record(const AuditRecord& r) { (void)write(r); }
 
 Status AuditLog::write(const AuditRecord& r) {
   write_line(r);
-  bool fired = false;
-  Status st;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    st = flush_locked(&fired);
-  }
-  notify(fired);
-  return st;
+  return write_batched();
 }
 
 void AuditLog::record_batched(const AuditRecord& r) {

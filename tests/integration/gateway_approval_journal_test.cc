@@ -78,17 +78,7 @@ class GatewayApprovalJournalTest : public SharedGatewayTest<GatewayApprovalJourn
     SharedGatewayTest::TearDown();
   }
   static std::string filler() { return gw_->state_dir() + "/filler"; }
-  static void fill_disk() {
-    {
-      std::ofstream out(filler(), std::ios::binary);
-      std::string block(4096, 'x');
-      while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
-      }
-    }
-    std::ofstream out(filler(), std::ios::binary | std::ios::app);
-    while (out.put('x') && out.flush()) {
-    }
-  }
+  static void fill_disk() { fill_file_system(filler()); }
   static std::string table() {
     return db_answer(*gw_, "SELECT string_agg(v, ',' ORDER BY k) FROM public.aj_t");
   }

@@ -93,17 +93,7 @@ class GatewayAuditDiskTest : public ::testing::Test {
   static std::string audit_path() { return dir_ + "/audit.log"; }
   static std::string filler() { return dir_ + "/filler"; }
   // Fills the tmpfs to the last byte.
-  static void fill_disk() {
-    {
-      std::ofstream out(filler(), std::ios::binary);
-      std::string block(4096, 'x');
-      while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
-      }
-    }
-    std::ofstream out(filler(), std::ios::binary | std::ios::app);
-    while (out.put('x') && out.flush()) {
-    }
-  }
+  static void fill_disk() { fill_file_system(filler()); }
   // Every line of the audit file, each parsed (a line that does not parse fails the test).
   static std::vector<json> audit_lines() {
     std::ifstream in(audit_path());
@@ -124,14 +114,7 @@ class GatewayAuditDiskTest : public ::testing::Test {
     return j.is_object() && j.contains("audit") ? j["audit"] : json::object();
   }
   static std::set<std::string> table_values() {
-    auto out = gw_->pg().psql("SELECT v FROM public.audit_t");
-    EXPECT_TRUE(out.is_ok());
-    std::set<std::string> vals;
-    std::istringstream in(out.is_ok() ? *out : "");
-    for (std::string l; std::getline(in, l);) {
-      if (!l.empty()) vals.insert(l);
-    }
-    return vals;
+    return query_lines(gw_->pg(), "SELECT v FROM public.audit_t");
   }
   struct Outcome {
     std::string state;  // "ok" or the SQLSTATE

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -494,6 +495,36 @@ double prometheus_sample(const std::string& text, const std::string& name) {
     }
   }
   return -1;
+}
+
+void fill_file_system(const std::string& filler, size_t leave) {
+  namespace fs = std::filesystem;
+  {
+    std::ofstream out(filler, std::ios::binary);
+    std::string block(64 * 1024, 'x');
+    while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+    }
+  }
+  std::error_code ec;
+  auto size = fs::file_size(filler, ec);
+  ASSERT_FALSE(ec) << filler << ": " << ec.message();
+  fs::resize_file(filler, size > leave ? size - leave : 0);
+  if (leave == 0) {
+    std::ofstream out(filler, std::ios::binary | std::ios::app);
+    while (out.put('x') && out.flush()) {
+    }
+  }
+}
+
+std::set<std::string> query_lines(PgSandbox& pg, const std::string& sql) {
+  auto out = pg.psql(sql);
+  EXPECT_TRUE(out.is_ok()) << sql;
+  std::set<std::string> lines;
+  std::istringstream in(out.is_ok() ? *out : "");
+  for (std::string l; std::getline(in, l);) {
+    if (!l.empty()) lines.insert(l);
+  }
+  return lines;
 }
 
 }  // namespace pgwarden::testing

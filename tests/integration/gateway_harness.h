@@ -16,6 +16,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -245,6 +246,14 @@ std::string http_get(int port, const std::string& path);
 
 // The value of the unlabelled sample `name` in a Prometheus text exposition, or -1.
 double prometheus_sample(const std::string& text, const std::string& name);
+
+// Fills the file system that holds `filler` (a new file) to the last byte, or until `leave`
+// bytes are free (whole 64 KiB blocks first, then, when leave is 0, byte by byte for what the
+// stream buffer held back). For fault tests on a small tmpfs.
+void fill_file_system(const std::string& filler, size_t leave = 0);
+
+// The non-empty lines psql prints for `sql` on `pg` (unaligned, no headers), as a set.
+std::set<std::string> query_lines(PgSandbox& pg, const std::string& sql);
 
 // One gateway per test suite, started with `Derived::gateway_options()` (by default the
 // defaults with the policy `Derived::kPolicy`); on a failed test the dp and cp logs are

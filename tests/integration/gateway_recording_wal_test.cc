@@ -104,24 +104,7 @@ class GatewayRecordingWalTest : public SharedGatewayTest<GatewayRecordingWalTest
     return {std::move(c), id};
   }
   // Fills the state tmpfs, then frees `leave` bytes again.
-  static void fill_disk(size_t leave) {
-    {
-      std::ofstream out(filler(), std::ios::binary);
-      std::string block(64 * 1024, 'x');
-      while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
-      }
-    }
-    std::error_code ec;
-    auto size = fs::file_size(filler(), ec);
-    ASSERT_FALSE(ec);
-    fs::resize_file(filler(), size > leave ? size - leave : 0);
-    // Whatever the stream buffer held back: fill the last pages byte by byte.
-    if (leave == 0) {
-      std::ofstream out(filler(), std::ios::binary | std::ios::app);
-      while (out.put('x') && out.flush()) {
-      }
-    }
-  }
+  static void fill_disk(size_t leave) { fill_file_system(filler(), leave); }
   static std::vector<json> records(const std::string& id, recording::VerifyReport* report) {
     auto r = recording::read_recording(rec_dir() + "/" + id + ".jsonl", report);
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
@@ -162,14 +145,7 @@ class GatewayRecordingWalTest : public SharedGatewayTest<GatewayRecordingWalTest
     return s.is_object() && s.contains("recorder") ? s["recorder"] : json::object();
   }
   static std::set<std::string> table_values() {
-    auto out = gw_->pg().psql("SELECT v FROM public.wal_t");
-    EXPECT_TRUE(out.is_ok());
-    std::set<std::string> vals;
-    std::istringstream in(out.is_ok() ? *out : "");
-    for (std::string l; std::getline(in, l);) {
-      if (!l.empty()) vals.insert(l);
-    }
-    return vals;
+    return query_lines(gw_->pg(), "SELECT v FROM public.wal_t");
   }
 };
 
