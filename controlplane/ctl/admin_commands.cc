@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <initializer_list>
 #include <iomanip>
 #include <iterator>
 #include <sstream>
@@ -76,6 +77,24 @@ std::optional<Invocation> start(Args args, std::ostream& out, std::ostream& err,
 int usage(std::ostream& err, std::string_view text) {
   err << "usage: pgwardenctl " << text << "\n";
   return kExitAdminUsage;
+}
+
+// A status section ("recorder:", "audit:"): `keys` of obj[name] that are present, one
+// "  key value" line each (times *_ms as dates). Nothing when the section is absent.
+void print_section(std::ostream& out, const json& obj, const char* name,
+                   std::initializer_list<const char*> keys) {
+  if (!obj.contains(name) || !obj[name].is_object()) return;
+  const json& section = obj[name];
+  out << name << ":\n";
+  for (const char* key : keys) {
+    if (!section.contains(key)) continue;
+    out << "  " << key << " ";
+    if (std::string_view(key).ends_with("_ms")) {
+      out << format_time_ms(section[key].get<int64_t>()) << "\n";
+    } else {
+      out << scalar_text(section[key]) << "\n";
+    }
+  }
 }
 
 void print_fields(std::ostream& out, const json& obj, const std::vector<std::string>& keys) {
@@ -186,34 +205,12 @@ int run_status_command(Args args, std::istream&, std::ostream& out, std::ostream
   print_fields(out, *r,
                {"version", "uptime_s", "policy_version", "config_path", "policies", "targets",
                 "dp_connections", "sessions", "pending_approvals", "principal"});
-  if (r->contains("recorder") && (*r)["recorder"].is_object()) {
-    const json& rec = (*r)["recorder"];
-    out << "recorder:\n";
-    for (const char* key : {"state", "last_error", "since_ms", "last_error_ms", "records_refused",
-                            "records_dropped", "gaps_written", "gaps_pending", "sync"}) {
-      if (!rec.contains(key)) continue;
-      out << "  " << key << " ";
-      if (std::string_view(key).ends_with("_ms")) {
-        out << format_time_ms(rec[key].get<int64_t>()) << "\n";
-      } else {
-        out << scalar_text(rec[key]) << "\n";
-      }
-    }
-  }
-  if (r->contains("audit") && (*r)["audit"].is_object()) {
-    const json& a = (*r)["audit"];
-    out << "audit:\n";
-    for (const char* key :
-         {"state", "since_ms", "last_error", "last_error_ms", "refused", "lines_lost", "outages"}) {
-      if (!a.contains(key)) continue;
-      out << "  " << key << " ";
-      if (std::string_view(key).ends_with("_ms")) {
-        out << format_time_ms(a[key].get<int64_t>()) << "\n";
-      } else {
-        out << scalar_text(a[key]) << "\n";
-      }
-    }
-  }
+  print_section(out, *r, "recorder",
+                {"state", "last_error", "since_ms", "last_error_ms", "records_refused",
+                 "records_dropped", "gaps_written", "gaps_pending", "sync"});
+  print_section(out, *r, "audit",
+                {"state", "since_ms", "last_error", "last_error_ms", "refused", "lines_lost",
+                 "outages"});
   if (r->contains("rules")) out << "cp: " << rules_generation_text((*r)["rules"]) << "\n";
   if (r->contains("budgets") && (*r)["budgets"].is_object()) {
     out << "budgets: " << scalar_text((*r)["budgets"]["configured"]) << " configured, "
