@@ -1153,6 +1153,27 @@ std::string_view alter_table_loss(const PgQuery__AlterTableCmd* cmd) {
   }
 }
 
+// The large-object functions of pg_catalog that destroy or overwrite stored data, as the
+// verb of their effect; "" for any other call. lo_unlink removes the object, lo_truncate /
+// lo_truncate64 cut it short, lo_put and lowrite overwrite its bytes in place. Creating,
+// reading and importing large objects destroy nothing. A same-named function in another
+// schema is code pgwarden cannot see (unknown_effect, decided with the catalog).
+std::string_view large_object_loss(const PgQuery__FuncCall* f) {
+  if (f->n_funcname == 0 || f->n_funcname > 2) return "";
+  std::string_view parts[2];
+  for (size_t i = 0; i < f->n_funcname; ++i) {
+    const PgQuery__Node* n = f->funcname[i];
+    if (!n || n->node_case != PG_QUERY__NODE__NODE_STRING) return "";
+    parts[i] = sv(n->string->sval);
+  }
+  if (f->n_funcname == 2 && parts[0] != "pg_catalog") return "";
+  const std::string_view name = parts[f->n_funcname - 1];
+  for (std::string_view lo : {"lo_unlink", "lo_truncate", "lo_truncate64", "lo_put", "lowrite"}) {
+    if (name == lo) return lo;
+  }
+  return "";
+}
+
 // DROP of stored data or with CASCADE, DROP DATABASE, ALTER TABLE ... DROP COLUMN: one
 // effect per object. Code that runs where analysis cannot see (DO, CREATE TRIGGER / RULE,
 // whose bodies run on later writes): one unknown_effect. True when `m` was one of those.
@@ -1200,6 +1221,16 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
                                       : std::string("CURRENT_USER");
       }
       out->push_back(WriteEffect{"DROP OWNED BY", role, WriteReach::kDrop, false});
+    }
+    return true;
+  }
+  if (d == &pg_query__refresh_mat_view_stmt__descriptor) {
+    // WITH NO DATA empties the materialized view (until the next REFRESH recomputes it).
+    const auto* s = reinterpret_cast<const PgQuery__RefreshMatViewStmt*>(m);
+    if (s->skip_data) {
+      out->push_back(WriteEffect{"REFRESH MATERIALIZED VIEW ... WITH NO DATA",
+                                 s->relation ? resolved(s->relation) : std::string("?"),
+                                 WriteReach::kDrop, false});
     }
     return true;
   }
@@ -1283,6 +1314,12 @@ void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out
     if (auto e = self_upsert_effect(reinterpret_cast<const PgQuery__InsertStmt*>(m))) {
       out->push_back(std::move(*e));
     }
+  } else if (d == &pg_query__func_call__descriptor) {
+    const std::string_view lo = large_object_loss(reinterpret_cast<const PgQuery__FuncCall*>(m));
+    if (!lo.empty()) {
+      out->push_back(WriteEffect{std::string(lo) + "()", "a large object", WriteReach::kDrop,
+                                 false});
+    }
   } else if (d == &pg_query__truncate_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__TruncateStmt*>(m);
     for (size_t i = 0; i < s->n_relations; ++i) {
@@ -1345,6 +1382,13 @@ std::string WriteEffect::describe() const {
       if (verb == "ALTER TABLE ... DETACH PARTITION" || verb == "ALTER TABLE ... NO INHERIT") {
         return verb + " on " + relation +
                " takes the partition's (child's) rows out of the table: they vanish from it";
+      }
+      if (verb == "REFRESH MATERIALIZED VIEW ... WITH NO DATA") {
+        return verb + " on " + relation +
+               " empties the materialized view: its rows are gone until the next REFRESH";
+      }
+      if (verb.size() > 2 && verb.compare(verb.size() - 2, 2, "()") == 0) {
+        return verb + " destroys or overwrites the stored contents of " + relation;
       }
       if (verb == "DROP OWNED BY") {
         return "DROP OWNED BY " + relation +

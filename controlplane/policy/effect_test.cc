@@ -266,6 +266,19 @@ INSTANTIATE_TEST_SUITE_P(
         StatementCase{"ALTER TYPE comp ALTER ATTRIBUTE a TYPE int CASCADE", {"drop"}},
         StatementCase{"DROP OWNED BY app", {"drop"}},
         StatementCase{"DROP EXTENSION hstore", {"drop"}},
+        // Stored data destroyed by a pg_catalog function or an emptying REFRESH.
+        StatementCase{"SELECT lo_unlink(16400)", {"drop"}},
+        StatementCase{"SELECT pg_catalog.lo_unlink(oid) FROM pg_largeobject_metadata", {"drop"}},
+        StatementCase{"SELECT 1 FROM t WHERE lo_unlink(t.img) = 1", {"drop"}},
+        StatementCase{"WITH x AS (SELECT lo_truncate(lo_open(1, 131072), 0)) SELECT * FROM x",
+                      {"drop"}},
+        StatementCase{"SELECT lo_truncate64(0, 0), lo_put(1, 0, '\\x00'), lowrite(0, 'x')",
+                      {"drop", "drop", "drop"}},
+        StatementCase{"REFRESH MATERIALIZED VIEW mv WITH NO DATA", {"drop"}},
+        // Large objects created or read, a REFRESH that fills, a same name in another schema.
+        StatementCase{"SELECT lo_create(0), lo_from_bytea(0, 'x'), lo_get(1), loread(0, 10)", {}},
+        StatementCase{"REFRESH MATERIALIZED VIEW CONCURRENTLY mv", {}},
+        StatementCase{"SELECT app.lo_unlink(1)", {}},
         // Not destructive: constraints, options, partitions attached, rewrites keeping values.
         StatementCase{"ALTER TABLE t DROP CONSTRAINT t_pkey CASCADE", {}},
         StatementCase{"ALTER TABLE t SET (fillfactor = 70)", {}},
@@ -338,6 +351,11 @@ TEST(WriteEffectTest, DescribesDropsAndUnknownEffects) {
   EXPECT_EQ(first("drop schema crm cascade"),
             "DROP SCHEMA on crm destroys stored data (every row, or with CASCADE whatever "
             "depends on it)");
+  EXPECT_EQ(first("select lo_unlink(16400)"),
+            "lo_unlink() destroys or overwrites the stored contents of a large object");
+  EXPECT_EQ(first("refresh materialized view mv with no data"),
+            "REFRESH MATERIALIZED VIEW ... WITH NO DATA on public.mv empties the materialized "
+            "view: its rows are gone until the next REFRESH");
   EXPECT_EQ(first("do $$ begin null; end $$"),
             "DO runs a code block pgwarden cannot analyse: what it changes is unknown");
   EXPECT_EQ(first("create rule r as on insert to t do also delete from u"),

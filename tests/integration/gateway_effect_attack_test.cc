@@ -152,7 +152,8 @@ class GatewayEffectAttackTest : public AttackGatewayTest<GatewayEffectAttackTest
     GatewayOptions o;
     o.policy_json = R"({"name": "effects", "allowed_kinds": ["*"],
         "allowed_relations": ["public.*"], "read_only": false,
-        "approve_when_rows_over": 50, "dry_run": true, "rule_sets": ["deny"]})";
+        "approve_when_rows_over": 50, "dry_run": true, "rule_sets": ["deny"],
+        "allowed_functions": ["pg_catalog.lo_*"]})";
     o.approver_groups = {"reviewers"};
     o.approval_timeout_s = 120;
     o.admin_principals = {{"reviewer", {"reviewers"}}};
@@ -347,6 +348,48 @@ TEST_F(GatewayEffectAttackTest, DdlThatDestroysOrHidesRowsWithoutADropWaits) {
   EXPECT_EQ(state("t_ddl"), "5/5");
   EXPECT_EQ(db("select count(*) from pg_constraint where conrelid = 'public.fk_ddl'::regclass"),
             "0");  // the foreign key went with the primary key; no row did
+}
+
+// Stored data destroyed without DML or DDL on a table: a large object unlinked, cut or
+// overwritten through pg_catalog's functions (in a SELECT, a WHERE, a CTE), and a
+// materialized view emptied by REFRESH ... WITH NO DATA. Large-object functions are denied
+// unless a policy lists them in allowed_functions (this suite's does); listed, a call that
+// destroys data is still held as `drop`, like DROP TABLE under allowed_kinds "*". The large
+// object and the view's rows are intact in PostgreSQL before the decision (the reviewer
+// denies).
+TEST_F(GatewayEffectAttackTest, LargeObjectsAndMaterializedViewsEmptiedWait) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_lo", 5));
+  const std::string oid = db(
+      "select lo_from_bytea(0, 'large-object-payload')::text");
+  ASSERT_FALSE(oid.empty());
+  ASSERT_FALSE(db("alter large object " + oid + " owner to app_scram; "
+                  "create materialized view public.mv_lo as select * from public.t_lo; "
+                  "alter materialized view public.mv_lo owner to app_scram; select 1")
+                   .empty());
+  auto lo_contents = [&] {
+    return db("select convert_from(lo_get(" + oid + "), 'UTF8')");
+  };
+  Conn c = agent();
+  const std::string statements[] = {
+      "select lo_unlink(" + oid + ")",
+      "select pg_catalog.lo_unlink(" + oid + "::oid)",
+      "select k from public.t_lo where lo_unlink(" + oid + ") = 1",
+      "select lo_put(" + oid + ", 0, '\\x00')",
+      "with d as (select lo_truncate(lo_open(" + oid + ", 131072), 0)) select * from d",
+      "refresh materialized view public.mv_lo with no data",
+  };
+  for (const std::string& sql : statements) {
+    SCOPED_TRACE(sql);
+    expect_held(attempt(c.get(), sql), "policy.drop", sql);
+    EXPECT_EQ(lo_contents(), "large-object-payload");
+    EXPECT_EQ(db("select count(*) from public.mv_lo"), "5");
+  }
+  // Reading a large object and a REFRESH that fills the view run at once.
+  for (const std::string& sql : {"select length(lo_get(" + oid + "))",
+                                 std::string("refresh materialized view public.mv_lo")}) {
+    Outcome o = attempt(c.get(), sql);
+    EXPECT_TRUE(o.ran) << sql << " held=" << o.held_rule << " " << o.message;
+  }
 }
 
 TEST_F(GatewayEffectAttackTest, DenyRulesHoldAgainstSpellingTricks) {
