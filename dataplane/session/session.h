@@ -259,6 +259,7 @@ class Session {
   // A deny match refuses it (42501, the rule; audited as a prescreen deny), an approve match
   // too (the statement must be prepared again to be sent for approval), and so does a statement
   // whose text was not kept. True when refused; otherwise its generation is brought up to date.
+  // Transaction-pooled sessions: the named statements they keep for re-preparing (prepared_).
   bool refuse_stale_prepared(const pgwire::Message& m, std::string_view statement);
   // Picks up the rules of a new generation (Screen::generation() changed): the policy's
   // current rule sets, else the list the session was admitted with.
@@ -533,6 +534,7 @@ class Session {
     std::string server_name;
     std::string parse;  // the Parse message under the server name (to re-prepare)
     bool confirmed = false;
+    uint64_t rules_generation = 0;  // that screened the client's Parse (refuse_stale_prepared)
   };
   std::unordered_map<std::string, ClientStatement> prepared_;  // by client name
   struct InFlight {

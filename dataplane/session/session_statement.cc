@@ -566,16 +566,33 @@ void Session::pick_up_rules() {
 }
 
 bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view statement) {
-  if (pooled()) return false;
-  auto it = parsed_statements_.find(std::string(statement));
-  if (it == parsed_statements_.end()) return false;
+  uint64_t* generation = nullptr;
+  std::string_view sql;
+  bool text_kept = true;
+  if (pooled()) {
+    // The kept Parse (under its server name): type, length, name, query text.
+    auto it = statement.empty() ? prepared_.end() : prepared_.find(std::string(statement));
+    if (it == prepared_.end() || it->second.parse.size() < 5) return false;
+    std::string_view body = std::string_view(it->second.parse).substr(5);
+    const size_t name_end = body.find('\0');
+    const size_t query_end =
+        name_end == std::string_view::npos ? name_end : body.find('\0', name_end + 1);
+    if (query_end == std::string_view::npos) return false;
+    sql = body.substr(name_end + 1, query_end - name_end - 1);
+    generation = &it->second.rules_generation;
+  } else {
+    auto it = parsed_statements_.find(std::string(statement));
+    if (it == parsed_statements_.end()) return false;
+    sql = it->second.sql;
+    text_kept = it->second.text_kept;
+    generation = &it->second.rules_generation;
+  }
   pick_up_rules();
-  ParsedStatement& p = it->second;
-  if (p.rules_generation == rules_generation_) return false;
+  if (*generation == rules_generation_) return false;
   const std::string name = statement.empty()
                                ? std::string("unnamed prepared statement")
                                : "prepared statement \"" + std::string(statement) + "\"";
-  if (!p.text_kept) {
+  if (!text_kept) {
     const std::string what = "-- Bind of " + name;
     const std::string message = "pgwarden: " + name +
                                 " was prepared under an earlier rules generation and is too "
@@ -585,23 +602,23 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
     return true;
   }
   ScreenResult again;
-  worker_->screen().screen(p.sql, rule_set_.get(), &again);
+  worker_->screen().screen(sql, rule_set_.get(), &again);
   if (const PrescreenMatch* deny = again.first("deny")) {
     std::string msg = "pgwarden: statement denied by rule " + deny->rule;
     if (!deny->message.empty()) msg += ": " + deny->message;
     msg += " (" + name + " was prepared before the rules changed)";
-    emit_statement(p.sql, "deny", deny->rule, "prescreen", msg);
+    emit_statement(sql, "deny", deny->rule, "prescreen", msg);
     apply_denial(m, "42501", msg, deny->rule);
     return true;
   }
   if (const PrescreenMatch* approve = again.first("approve")) {
     std::string msg = "pgwarden: " + name + " needs an approval under the current rules (rule " +
                       approve->rule + "); prepare it again to ask for one";
-    emit_statement(p.sql, "deny", approve->rule, "prescreen", msg);
+    emit_statement(sql, "deny", approve->rule, "prescreen", msg);
     apply_denial(m, "42501", msg, approve->rule);
     return true;
   }
-  p.rules_generation = rules_generation_;
+  *generation = rules_generation_;
   return false;
 }
 

@@ -9,7 +9,8 @@
 //     generation, so the new deny rule refuses the very next statement of an already open, idle
 //     session (no polling, no signal to the dp); status shows the same generation in cp and dp;
 //   * a statement prepared (Parse) before the reload that the new rules deny is refused at its
-//     next execution (Bind), through `rules reload` and `rules add|remove`;
+//     next execution (Bind), through `rules reload` and `rules add|remove`, also in a
+//     transaction-pooled session;
 //   * a dataplane that does not confirm the new generation (stopped with SIGSTOP) makes the
 //     reload exit 1 naming it; once it runs again it confirms and reloads succeed;
 //   * a dp that (re)connects later runs cp's current generation.
@@ -279,6 +280,54 @@ TEST_F(GatewayReloadTest, AStatementPreparedBeforeAReloadThatDeniesItIsRefusedAt
   ASSERT_EQ(added.code, 0) << added.out << added.err;
   EXPECT_EQ(exec_prepared(c.get(), "still_fine"), "42501");
   EXPECT_EQ(exec_state(c.get(), "SELECT 1"), "ok");
+}
+
+// The same through a transaction-pooled target: the session's prepared statements live on
+// whichever server connection it borrows, and the Bind is screened again all the same.
+class GatewayPooledReloadTest : public SharedGatewayTest<GatewayPooledReloadTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o = GatewayReloadTest::gateway_options();
+    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 2})";
+    return o;
+  }
+
+ protected:
+  std::string deny_file() const { return gw_->rules_dir() + "/deny.rules"; }
+};
+
+TEST_F(GatewayPooledReloadTest, APooledSessionsPreparedStatementIsScreenedAgainAfterAReload) {
+  const std::string original = slurp(deny_file());
+  ASSERT_FALSE(original.empty());
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  Res prepared(PQprepare(c.get(), "pooled_p", "SELECT 'reload_pooled_p' AS x", 0, nullptr));
+  ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK)
+      << PQresultErrorMessage(prepared.get());
+  ASSERT_EQ(exec_prepared(c.get(), "pooled_p"), "ok");
+
+  {
+    std::ofstream(deny_file() + ".tmp", std::ios::trunc)
+        << original
+        << "\n[deny.reload_pooled_p]\naction   = deny\nview     = text\nflags    = caseless\n"
+           "pattern  = reload_pooled_p\nmessage  = refused\nseverity = high\n";
+    ASSERT_EQ(rename((deny_file() + ".tmp").c_str(), deny_file().c_str()), 0);
+  }
+  CtlResult r = gw_->ctl("ops", {"rules", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  std::string message;
+  EXPECT_EQ(exec_prepared(c.get(), "pooled_p", &message), "42501");
+  EXPECT_NE(message.find("deny.reload_pooled_p"), std::string::npos) << message;
+  EXPECT_NE(message.find("prepared before the rules changed"), std::string::npos) << message;
+  // The session goes on: a statement the rules allow runs on a pooled server connection.
+  Res one(PQexec(c.get(), "SELECT 1"));
+  EXPECT_EQ(PQresultStatus(one.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(one.get());
+
+  std::ofstream(deny_file() + ".tmp", std::ios::trunc) << original;
+  ASSERT_EQ(rename((deny_file() + ".tmp").c_str(), deny_file().c_str()), 0);
+  CtlResult back = gw_->ctl("ops", {"rules", "reload"});
+  ASSERT_EQ(back.code, 0) << back.out << back.err;
+  EXPECT_EQ(exec_prepared(c.get(), "pooled_p"), "ok");
 }
 
 TEST_F(GatewayReloadTest, AReloadADataplaneDoesNotConfirmExitsOneNamingTheDataplane) {
