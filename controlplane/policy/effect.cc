@@ -1387,7 +1387,7 @@ std::string WriteEffect::describe() const {
         return verb + " on " + relation +
                " empties the materialized view: its rows are gone until the next REFRESH";
       }
-      if (verb.size() > 2 && verb.compare(verb.size() - 2, 2, "()") == 0) {
+      if (verb.ends_with("()")) {
         return verb + " destroys or overwrites the stored contents of " + relation;
       }
       if (verb == "DROP OWNED BY") {

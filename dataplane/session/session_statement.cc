@@ -570,15 +570,17 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
   std::string_view sql;
   bool text_kept = true;
   if (pooled()) {
-    // The kept Parse (under its server name): type, length, name, query text.
+    // The kept Parse message (under its server name): its body follows type and length.
     auto it = statement.empty() ? prepared_.end() : prepared_.find(std::string(statement));
     if (it == prepared_.end() || it->second.parse.size() < 5) return false;
-    std::string_view body = std::string_view(it->second.parse).substr(5);
-    const size_t name_end = body.find('\0');
-    const size_t query_end =
-        name_end == std::string_view::npos ? name_end : body.find('\0', name_end + 1);
-    if (query_end == std::string_view::npos) return false;
-    sql = body.substr(name_end + 1, query_end - name_end - 1);
+    const std::string& kept = it->second.parse;
+    pw::Parse p;
+    if (!pw::parse(pw::Bytes(reinterpret_cast<const uint8_t*>(kept.data()) + 5, kept.size() - 5),
+                   &p)
+             .ok()) {
+      return false;
+    }
+    sql = p.query;
     generation = &it->second.rules_generation;
   } else {
     auto it = parsed_statements_.find(std::string(statement));
