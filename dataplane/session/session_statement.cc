@@ -567,30 +567,37 @@ void Session::pick_up_rules() {
 
 bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view statement) {
   uint64_t* generation = nullptr;
-  std::string_view sql;
-  bool text_kept = true;
+  const ParsedStatement* parsed = nullptr;
+  const std::string* kept_parse = nullptr;  // pooled: the Parse message under its server name
   if (pooled()) {
-    // The kept Parse message (under its server name): its body follows type and length.
     auto it = statement.empty() ? prepared_.end() : prepared_.find(std::string(statement));
-    if (it == prepared_.end() || it->second.parse.size() < 5) return false;
-    const std::string& kept = it->second.parse;
-    pw::Parse p;
-    if (!pw::parse(pw::Bytes(reinterpret_cast<const uint8_t*>(kept.data()) + 5, kept.size() - 5),
-                   &p)
-             .ok()) {
-      return false;
-    }
-    sql = p.query;
+    if (it == prepared_.end()) return false;
     generation = &it->second.rules_generation;
+    kept_parse = &it->second.parse;
   } else {
     auto it = parsed_statements_.find(std::string(statement));
     if (it == parsed_statements_.end()) return false;
-    sql = it->second.sql;
-    text_kept = it->second.text_kept;
     generation = &it->second.rules_generation;
+    parsed = &it->second;
   }
   pick_up_rules();
   if (*generation == rules_generation_) return false;
+  // Stale: only now is the text looked at.
+  std::string_view sql;
+  bool text_kept = false;
+  if (parsed != nullptr) {
+    sql = parsed->sql;
+    text_kept = parsed->text_kept;
+  } else {
+    // The kept Parse message: its body follows the type byte and the length.
+    pw::Parse p;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(kept_parse->data());
+    if (kept_parse->size() >= 5 &&
+        pw::parse(pw::Bytes(bytes + 5, kept_parse->size() - 5), &p).ok()) {
+      sql = p.query;  // a view into the kept message
+      text_kept = true;
+    }
+  }
   const std::string name = statement.empty()
                                ? std::string("unnamed prepared statement")
                                : "prepared statement \"" + std::string(statement) + "\"";

@@ -37,27 +37,35 @@ int64_t ms_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
 }
 
+// A deny rule in the rule file format.
+std::string rule(const std::string& id, const std::string& pattern) {
+  return "\n[" + id +
+         "]\naction   = deny\nview     = text\nflags    = caseless\npattern  = " + pattern +
+         "\nmessage  = " + id + " is refused\nseverity = high\n";
+}
+
+// Replaces the gateway's deny rule file (atomically, as an editor's save would).
+void replace_deny_rules(const GatewayHarness& gw, const std::string& text) {
+  const std::string file = gw.rules_dir() + "/deny.rules";
+  const std::string tmp = file + ".tmp";
+  std::ofstream(tmp, std::ios::trunc) << text;
+  ASSERT_EQ(rename(tmp.c_str(), file.c_str()), 0);
+}
+
+GatewayOptions reload_options() {
+  GatewayOptions o;
+  o.own_rules_dir = true;
+  o.admin_principals = {{"ops", {"operators"}}};
+  return o;
+}
+
 class GatewayReloadTest : public SharedGatewayTest<GatewayReloadTest> {
  public:
-  static GatewayOptions gateway_options() {
-    GatewayOptions o;
-    o.own_rules_dir = true;
-    o.admin_principals = {{"ops", {"operators"}}};
-    return o;
-  }
+  static GatewayOptions gateway_options() { return reload_options(); }
 
  protected:
   std::string deny_file() const { return gw_->rules_dir() + "/deny.rules"; }
-  void write_deny(const std::string& text) const {
-    std::string tmp = deny_file() + ".tmp";
-    std::ofstream(tmp, std::ios::trunc) << text;
-    ASSERT_EQ(rename(tmp.c_str(), deny_file().c_str()), 0);
-  }
-  static std::string rule(const std::string& id, const std::string& pattern) {
-    return "\n[" + id +
-           "]\naction   = deny\nview     = text\nflags    = caseless\npattern  = " + pattern +
-           "\nmessage  = " + id + " is refused\nseverity = high\n";
-  }
+  void write_deny(const std::string& text) const { replace_deny_rules(*gw_, text); }
   json status() const {
     CtlResult r = gw_->ctl("ops", {"status", "--json"});
     EXPECT_EQ(r.code, 0) << r.err;
@@ -287,17 +295,14 @@ TEST_F(GatewayReloadTest, AStatementPreparedBeforeAReloadThatDeniesItIsRefusedAt
 class GatewayPooledReloadTest : public SharedGatewayTest<GatewayPooledReloadTest> {
  public:
   static GatewayOptions gateway_options() {
-    GatewayOptions o = GatewayReloadTest::gateway_options();
+    GatewayOptions o = reload_options();
     o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 2})";
     return o;
   }
-
- protected:
-  std::string deny_file() const { return gw_->rules_dir() + "/deny.rules"; }
 };
 
 TEST_F(GatewayPooledReloadTest, APooledSessionsPreparedStatementIsScreenedAgainAfterAReload) {
-  const std::string original = slurp(deny_file());
+  const std::string original = slurp(gw_->rules_dir() + "/deny.rules");
   ASSERT_FALSE(original.empty());
   Conn c(PQconnectdb(gw_->conninfo().c_str()));
   ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
@@ -306,13 +311,8 @@ TEST_F(GatewayPooledReloadTest, APooledSessionsPreparedStatementIsScreenedAgainA
       << PQresultErrorMessage(prepared.get());
   ASSERT_EQ(exec_prepared(c.get(), "pooled_p"), "ok");
 
-  {
-    std::ofstream(deny_file() + ".tmp", std::ios::trunc)
-        << original
-        << "\n[deny.reload_pooled_p]\naction   = deny\nview     = text\nflags    = caseless\n"
-           "pattern  = reload_pooled_p\nmessage  = refused\nseverity = high\n";
-    ASSERT_EQ(rename((deny_file() + ".tmp").c_str(), deny_file().c_str()), 0);
-  }
+  ASSERT_NO_FATAL_FAILURE(
+      replace_deny_rules(*gw_, original + rule("deny.reload_pooled_p", "reload_pooled_p")));
   CtlResult r = gw_->ctl("ops", {"rules", "reload"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   std::string message;
@@ -323,8 +323,7 @@ TEST_F(GatewayPooledReloadTest, APooledSessionsPreparedStatementIsScreenedAgainA
   Res one(PQexec(c.get(), "SELECT 1"));
   EXPECT_EQ(PQresultStatus(one.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(one.get());
 
-  std::ofstream(deny_file() + ".tmp", std::ios::trunc) << original;
-  ASSERT_EQ(rename((deny_file() + ".tmp").c_str(), deny_file().c_str()), 0);
+  ASSERT_NO_FATAL_FAILURE(replace_deny_rules(*gw_, original));
   CtlResult back = gw_->ctl("ops", {"rules", "reload"});
   ASSERT_EQ(back.code, 0) << back.out << back.err;
   EXPECT_EQ(exec_prepared(c.get(), "pooled_p"), "ok");
