@@ -1,6 +1,9 @@
 #include "common/status.h"
 #include "common/status_names.h"
 
+#include <cerrno>
+#include <cstring>
+
 namespace pgwarden {
 
 std::string_view status_code_name(StatusCode code) {
@@ -41,6 +44,18 @@ std::string Status::to_string() const {
   out += ": ";
   out += message_;
   return out;
+}
+
+std::string errno_text(int err) {
+  const char* name = ::strerrorname_np(err);
+  return std::string(std::strerror(err)) + " (" + (name != nullptr ? name : "?") + ")";
+}
+
+Status storage_write_error(int err, std::string message) {
+  if (err == ENOSPC || err == EDQUOT) {
+    return Status(StatusCode::kResourceExhausted, std::move(message), "53100");
+  }
+  return Status(StatusCode::kInternal, std::move(message), "58030");
 }
 
 }  // namespace pgwarden

@@ -79,6 +79,12 @@ inline Status internal_error(std::string msg) {
   return Status(StatusCode::kInternal, std::move(msg), "XX000");
 }
 
+// An errno as an operator reads it: "No space left on device (ENOSPC)".
+std::string errno_text(int err);
+// A failed write to pgwarden's own storage (recording, audit log, approval journal) as the
+// refusal a client gets: 53100 disk_full for ENOSPC and EDQUOT, 58030 io_error otherwise.
+Status storage_write_error(int err, std::string message);
+
 // Result<T>: a T or a non-ok Status.
 template <typename T>
 class [[nodiscard]] Result {

@@ -275,14 +275,9 @@ struct ApprovalStore::Impl {
 
   // The refusal of a transition the journal could not take: 53100 (ENOSPC, EDQUOT) or 58030.
   Status journal_error(int err, const char* what) const {
-    const char* name = ::strerrorname_np(err);
-    std::string msg = "the approval journal could not be written (" + std::string(what) + " " +
-                      journal_path + ": " + std::strerror(err) + " (" +
-                      (name != nullptr ? name : "?") + ")); nothing was changed";
-    if (err == ENOSPC || err == EDQUOT) {
-      return Status(StatusCode::kResourceExhausted, std::move(msg), "53100");
-    }
-    return Status(StatusCode::kInternal, std::move(msg), "58030");
+    return storage_write_error(err, "the approval journal could not be written (" +
+                                        std::string(what) + " " + journal_path + ": " +
+                                        errno_text(err) + "); nothing was changed");
   }
 
   void index_grant(const ApprovalRequest& r) {

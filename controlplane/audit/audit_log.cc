@@ -154,11 +154,6 @@ int64_t unix_ms_now() {
       .count();
 }
 
-std::string errno_text(int err) {
-  const char* name = ::strerrorname_np(err);
-  return std::string(std::strerror(err)) + " (" + (name != nullptr ? name : "?") + ")";
-}
-
 // Writes all of `data` to `fd` (O_APPEND); on failure cuts the file back to its size before
 // the call, so no torn line stays. Returns 0 or the errno.
 int append_whole(int fd, std::string_view data) {
@@ -186,12 +181,9 @@ int append_whole(int fd, std::string_view data) {
 
 Status AuditLog::status_locked() const {
   if (!failing_.load(std::memory_order_relaxed)) return Status::ok();
-  std::string msg = "the audit log could not be written (" + last_error_ +
-                    "); statements are refused until it can be written again";
-  if (failing_errno_ == ENOSPC || failing_errno_ == EDQUOT) {
-    return Status(StatusCode::kResourceExhausted, std::move(msg), "53100");
-  }
-  return Status(StatusCode::kInternal, std::move(msg), "58030");
+  return storage_write_error(failing_errno_,
+                             "the audit log could not be written (" + last_error_ +
+                                 "); statements are refused until it can be written again");
 }
 
 Status AuditLog::flush_locked(bool* fired) {

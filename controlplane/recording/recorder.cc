@@ -38,11 +38,6 @@ bool valid_kind(std::string_view k) {
   return std::all_of(k.begin(), k.end(), [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
 }
 
-std::string errno_text(int err) {
-  const char* name = ::strerrorname_np(err);
-  return std::string(std::strerror(err)) + " (" + (name != nullptr ? name : "?") + ")";
-}
-
 class PosixFs final : public RecordingFs {
  public:
   int open(const std::string& path) override {
@@ -169,14 +164,11 @@ struct GapInfo {
 std::shared_ptr<RecordingFs> posix_recording_fs() { return std::make_shared<PosixFs>(); }
 
 Status recording_write_error(int err, std::string_view what) {
-  std::string msg = "the session recording could not be written (" + std::string(what) + ": " +
-                    errno_text(err) +
-                    "); statements that need recording are refused until it can be written "
-                    "again, then recording resumes with a gap record";
-  if (err == ENOSPC || err == EDQUOT) {
-    return Status(StatusCode::kResourceExhausted, std::move(msg), "53100");
-  }
-  return Status(StatusCode::kInternal, std::move(msg), "58030");
+  return storage_write_error(
+      err, "the session recording could not be written (" + std::string(what) + ": " +
+               errno_text(err) +
+               "); statements that need recording are refused until it can be written "
+               "again, then recording resumes with a gap record");
 }
 
 nlohmann::json RecorderHealth::to_json() const {
