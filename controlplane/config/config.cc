@@ -28,8 +28,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr size_t kMaxConfigBytes = 16 << 20;
-
 bool is_word(std::string_view s, std::string_view extra) {
   if (s.empty()) return false;
   for (char c : s) {
@@ -40,20 +38,10 @@ bool is_word(std::string_view s, std::string_view extra) {
   return true;
 }
 
-bool is_loopback_address(const std::string& a) {
-  if (a == "localhost") return true;
-  in_addr v4;
-  if (inet_pton(AF_INET, a.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
-  return a == "::1";
-}
 
-bool is_ip_address(const std::string& a) {
-  in_addr v4;
-  in6_addr v6;
-  return inet_pton(AF_INET, a.c_str(), &v4) == 1 || inet_pton(AF_INET6, a.c_str(), &v6) == 1;
-}
 
-std::string json_quote(std::string_view s) { return json(std::string(s)).dump(); }
+using protocol::is_ip_address;
+using protocol::is_loopback_address;
 
 }  // namespace
 
@@ -64,129 +52,10 @@ std::string check_listen_address(const std::string& listen) {
 namespace {
 
 // Reads one JSON document into structs, recording every problem with its path.
-class Parser {
+class Parser : public JsonReader {
  public:
   Parser(const ValidationOptions& options, std::vector<ConfigError>& errors)
-      : options_(options), errors_(errors) {}
-
-  void error(const std::string& path, std::string message) {
-    errors_.push_back({path, std::move(message)});
-  }
-
-  // True when `j` is an object; reports keys not in `allowed`.
-  bool object(const json& j, const std::string& path,
-              std::initializer_list<std::string_view> allowed) {
-    if (!j.is_object()) {
-      error(path, "must be an object");
-      return false;
-    }
-    for (const auto& [key, value] : j.items()) {
-      if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-        error(path + "." + key, "unknown key " + json_quote(key));
-      }
-    }
-    return true;
-  }
-
-  const json* field(const json& obj, const std::string& key, const std::string& path,
-                    bool required) {
-    auto it = obj.find(key);
-    if (it == obj.end()) {
-      if (required) error(path + "." + key, "is required");
-      return nullptr;
-    }
-    return &*it;
-  }
-
-  void str(const json& obj, const std::string& key, const std::string& path, std::string& out,
-           bool required = false) {
-    const json* v = field(obj, key, path, required);
-    if (v == nullptr) return;
-    if (!v->is_string()) {
-      error(path + "." + key, "must be a string");
-    } else if (v->get_ref<const std::string&>().empty()) {
-      error(path + "." + key, "must not be empty");
-    } else {
-      out = v->get<std::string>();
-    }
-  }
-
-  void integer(const json& obj, const std::string& key, const std::string& path, int& out, int min,
-               int max, bool required = false) {
-    const json* v = field(obj, key, path, required);
-    if (v == nullptr) return;
-    if (!v->is_number_integer()) {
-      error(path + "." + key, "must be an integer");
-      return;
-    }
-    int64_t n = v->get<int64_t>();
-    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      n = INT64_MAX;
-    }
-    if (n < min || n > max) {
-      error(path + "." + key,
-            "must be between " + std::to_string(min) + " and " + std::to_string(max));
-      return;
-    }
-    out = static_cast<int>(n);
-  }
-
-  void boolean(const json& obj, const std::string& key, const std::string& path, bool& out) {
-    const json* v = field(obj, key, path, false);
-    if (v == nullptr) return;
-    if (!v->is_boolean()) {
-      error(path + "." + key, "must be true or false");
-      return;
-    }
-    out = v->get<bool>();
-  }
-
-  // An array of non-empty strings; `check` (if set) returns an error message or "".
-  void strings(const json& obj, const std::string& key, const std::string& path,
-               std::vector<std::string>& out, bool required = false, bool non_empty = false,
-               const std::function<std::string(const std::string&)>& check = {}) {
-    const json* v = field(obj, key, path, required);
-    if (v == nullptr) return;
-    std::string p = path + "." + key;
-    if (!v->is_array()) {
-      error(p, "must be an array of strings");
-      return;
-    }
-    if (non_empty && v->empty()) error(p, "must not be empty");
-    std::vector<std::string> result;
-    for (size_t i = 0; i < v->size(); ++i) {
-      std::string ip = p + "[" + std::to_string(i) + "]";
-      const json& e = (*v)[i];
-      if (!e.is_string() || e.get_ref<const std::string&>().empty()) {
-        error(ip, "must be a non-empty string");
-        continue;
-      }
-      std::string s = e.get<std::string>();
-      if (check) {
-        std::string msg = check(s);
-        if (!msg.empty()) {
-          error(ip, msg);
-          continue;
-        }
-      }
-      result.push_back(std::move(s));
-    }
-    out = std::move(result);
-  }
-
-  template <typename F>
-  void array_of_objects(const json& obj, const std::string& key, const std::string& path,
-                        bool required, F each) {
-    const json* v = field(obj, key, path, required);
-    if (v == nullptr) return;
-    if (!v->is_array()) {
-      error(path + "." + key, "must be an array");
-      return;
-    }
-    for (size_t i = 0; i < v->size(); ++i) {
-      each((*v)[i], path + "." + key + "[" + std::to_string(i) + "]");
-    }
-  }
+      : JsonReader(errors, options.check_environment), options_(options) {}
 
   std::optional<vault::CredentialHash> credential_hash(const json& obj, const std::string& path) {
     std::string text;
@@ -255,43 +124,7 @@ class Parser {
   }
 
   void parse_listeners(const json& j, Config& c) {
-    if (!object(j, "$.listeners", {"dataplane"})) return;
-    const json* dp = field(j, "dataplane", "$.listeners", true);
-    if (dp == nullptr) return;
-    const std::string p = "$.listeners.dataplane";
-    if (!object(*dp, p,
-                {"address", "port", "tls", "loopback_only", "max_connections", "auth_timeout_s",
-                 "idle_timeout_s", "max_message_bytes", "worker_threads", "limits"})) {
-      return;
-    }
-    DataplaneListener& l = c.dataplane;
-    str(*dp, "address", p, l.address);
-    if (!is_ip_address(l.address) && l.address != "localhost") {
-      error(p + ".address", "must be an IP address or \"localhost\"");
-    }
-    integer(*dp, "port", p, l.port, 1, 65535);
-    boolean(*dp, "loopback_only", p, l.loopback_only);
-    integer(*dp, "max_connections", p, l.max_connections, 1, 1000000);
-    integer(*dp, "auth_timeout_s", p, l.auth_timeout_s, 1, 600);
-    integer(*dp, "idle_timeout_s", p, l.idle_timeout_s, 1, 7 * 86400);
-    integer(*dp, "max_message_bytes", p, l.max_message_bytes, 1024, 1 << 30);
-    integer(*dp, "worker_threads", p, l.worker_threads, 1, 256);
-    if (const json* lim = field(*dp, "limits", p, false)) parse_limits(*lim, p + ".limits", c);
-    if (const json* tls = field(*dp, "tls", p, false)) {
-      if (object(*tls, p + ".tls", {"cert_file", "key_file"})) {
-        str(*tls, "cert_file", p + ".tls", l.tls_cert_file, true);
-        str(*tls, "key_file", p + ".tls", l.tls_key_file, true);
-        l.tls = true;
-        check_readable(p + ".tls.cert_file", l.tls_cert_file);
-        check_readable(p + ".tls.key_file", l.tls_key_file);
-      }
-    }
-    if (!l.tls && !l.loopback_only) {
-      error(p + ".tls", "is required unless loopback_only is true (tokens travel as passwords)");
-    }
-    if (l.loopback_only && !is_loopback_address(l.address)) {
-      error(p + ".address", "must be a loopback address when loopback_only is true");
-    }
+    protocol::read_listeners(*this, j, c.dataplane, c.limits);
   }
 
   void parse_control_plane(const json& j, Config& c) {
@@ -303,7 +136,7 @@ class Parser {
       return;
     }
     ControlPlaneSettings& s = c.control_plane;
-    str(j, "socket", p, s.socket_path, true);
+    protocol::read_controlplane_socket(*this, j, s.socket_path);
     str(j, "state_dir", p, s.state_dir, true);
     str(j, "admin_socket", p, s.admin_socket);
     parse_admin_socket_access(j, p, s);
@@ -311,12 +144,8 @@ class Parser {
     integer(j, "max_dp_connections", p, s.max_dp_connections, 1, 4096);
     integer(j, "max_sessions", p, s.max_sessions, 1, 10000000);
     for (auto [key, value] :
-         {std::pair{"socket", &s.socket_path}, std::pair{"state_dir", &s.state_dir},
-          std::pair{"admin_socket", &s.admin_socket}}) {
+         {std::pair{"state_dir", &s.state_dir}, std::pair{"admin_socket", &s.admin_socket}}) {
       if (!value->empty() && (*value)[0] != '/') error(p + "." + key, "must be an absolute path");
-    }
-    if (!s.socket_path.empty() && s.socket_path.size() > 107) {
-      error(p + ".socket", "is longer than a Unix socket path may be (107 bytes)");
     }
     std::set<std::string> names;
     array_of_objects(j, "admin_principals", p, false, [&](const json& e, const std::string& ep) {
@@ -586,7 +415,7 @@ class Parser {
       return;
     }
     identity::IdentityProviderConfig pr;
-    const size_t errors_before = errors_.size();
+    const size_t errors_before = error_count();
     str(e, "issuer", ep, pr.issuer, true);
     if (!pr.issuer.empty() && !issuers.insert(pr.issuer).second) {
       error(ep + ".issuer", "duplicate issuer " + json_quote(pr.issuer));
@@ -625,7 +454,7 @@ class Parser {
     pr.leeway_seconds = leeway;
     pr.refresh_interval_seconds = refresh;
     pr.refresh_min_interval_seconds = min_refresh;
-    if (errors_.size() == errors_before) {
+    if (error_count() == errors_before) {
       // identity's own checks (the TokenValidator refuses what they refuse): known
       // algorithms, audiences, intervals...
       Status st = identity::validate_provider_config(pr);
@@ -773,10 +602,7 @@ class Parser {
             [this](const std::string& g) { return check_glob(g, "function"); });
     boolean(e, "read_only", ep, pol.read_only);
     strings(e, "approve_kinds", ep, pol.approve_kinds, false, false, kind_check);
-    strings(e, "rule_sets", ep, pol.rule_sets, false, false, [this](const std::string& r) {
-      bool known = options_.known_rule_set ? options_.known_rule_set(r) : is_word(r, ".-");
-      return known ? std::string() : "unknown rule set " + json_quote(r);
-    });
+    protocol::read_rule_sets(*this, e, ep, options_.known_rule_set, pol.rule_sets);
     array_of_objects(e, "masks", ep, false,
                      [&](const json& m, const std::string& mp) { parse_mask(m, mp, pol); });
     boolean(e, "deny_masked_in_expressions", ep, pol.deny_masked_in_expressions);
@@ -1048,7 +874,7 @@ class Parser {
     }
     integer(j, "queue_capacity", p, c.recording.queue_capacity, 16, 1 << 20);
     parse_recording_sync(j, c);
-    integer(j, "hold_timeout_ms", p, c.recording.hold_timeout_ms, 0, 3600000);
+    protocol::read_recording_hold_timeout(*this, j, c.recording.hold_timeout_ms);
     if (const json* r = field(j, "retention", p, false)) {
       std::string rp = p + ".retention";
       if (object(*r, rp, {"max_age_days", "max_total_bytes", "interval_s"})) {
@@ -1066,29 +892,15 @@ class Parser {
   }
 
   void parse_limits(const json& j, const std::string& p, Config& c) {
-    if (!object(j, p,
-                {"max_pending_logins", "max_pending_logins_per_source", "startup_timeout_ms",
-                 "cp_unavailable_wait_ms"})) {
-      return;
-    }
-    integer(j, "cp_unavailable_wait_ms", p, c.limits.cp_unavailable_wait_ms, 0, 600000);
-    integer(j, "max_pending_logins", p, c.limits.max_pending_logins, 1, 1000000);
-    integer(j, "max_pending_logins_per_source", p, c.limits.max_pending_logins_per_source, 1,
-            1000000);
-    integer(j, "startup_timeout_ms", p, c.limits.startup_timeout_ms, 100, 600000);
+    protocol::read_limits(*this, j, p, c.limits);
   }
 
   void parse_metrics(const json& j, Config& c) {
     const std::string p = "$.metrics";
     if (!object(j, p, {"controlplane_listen", "dataplane_listen"})) return;
-    for (auto [key, value] : {std::pair{"controlplane_listen", &c.metrics.controlplane_listen},
-                              std::pair{"dataplane_listen", &c.metrics.dataplane_listen}}) {
-      str(j, key, p, *value);
-      if (!j.contains(key)) continue;
-      if (std::string bad = check_listen_address(*value); !bad.empty()) {
-        error(p + "." + key, json_quote(*value) + ": " + bad);
-      }
-    }
+    protocol::read_listen_address(*this, j, "controlplane_listen", p,
+                                  c.metrics.controlplane_listen);
+    protocol::read_listen_address(*this, j, "dataplane_listen", p, c.metrics.dataplane_listen);
     if (!c.metrics.controlplane_listen.empty() &&
         c.metrics.controlplane_listen == c.metrics.dataplane_listen) {
       error(p + ".dataplane_listen",
@@ -1142,15 +954,8 @@ class Parser {
     }
   }
 
-  void check_readable(const std::string& path, const std::string& file) {
-    if (options_.check_environment && ::access(file.c_str(), R_OK) != 0) {
-      error(path, "cannot read " + json_quote(file));
-    }
-  }
-
  private:
   const ValidationOptions& options_;
-  std::vector<ConfigError>& errors_;
 };
 
 }  // namespace
@@ -1221,31 +1026,8 @@ std::string LoadOutcome::error_text() const {
 LoadOutcome parse_config(std::string_view json_text, uint64_t version,
                          const ValidationOptions& options) {
   LoadOutcome outcome;
-  json root;
-  // nlohmann keeps the last of duplicate keys; an operator who wrote "read_only" twice
-  // must hear about it, so track the keys of every open object while parsing.
-  std::vector<std::set<std::string>> open_objects;
-  std::vector<std::string> duplicates;
-  auto on_event = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end && !open_objects.empty()) {
-      open_objects.pop_back();
-    } else if (event == json::parse_event_t::key && !open_objects.empty() &&
-               !open_objects.back().insert(parsed.get<std::string>()).second) {
-      duplicates.push_back(parsed.get<std::string>());
-    }
-    return true;
-  };
-  try {
-    root = json::parse(json_text, on_event);
-  } catch (const json::parse_error& e) {
-    outcome.errors.push_back({"$", std::string("invalid JSON: ") + e.what()});
-    return outcome;
-  }
-  for (const std::string& key : duplicates) {
-    outcome.errors.push_back({"$", "duplicate key " + json_quote(key)});
-  }
+  json root = parse_json_document(json_text, outcome.errors);
+  if (root.is_discarded()) return outcome;
   auto config = std::make_shared<Config>();
   Parser parser(options, outcome.errors);
   parser.parse_root(root, *config);
@@ -1258,21 +1040,9 @@ LoadOutcome parse_config(std::string_view json_text, uint64_t version,
 
 LoadOutcome load_config_file(const std::string& path, uint64_t version,
                              const ValidationOptions& options) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    LoadOutcome outcome;
-    outcome.errors.push_back({"$", "cannot read config file " + path});
-    return outcome;
-  }
+  LoadOutcome outcome;
   std::string text;
-  text.resize(kMaxConfigBytes + 1);
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(in.gcount()));
-  if (text.size() > kMaxConfigBytes) {
-    LoadOutcome outcome;
-    outcome.errors.push_back({"$", "config file is larger than 16 MiB"});
-    return outcome;
-  }
+  if (!read_document_file(path, kMaxConfigFileBytes, text, outcome.errors)) return outcome;
   return parse_config(text, version, options);
 }
 

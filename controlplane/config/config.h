@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/json_reader.h"
+#include "common/protocol/dataplane_settings.h"
 #include "controlplane/budgets/budget_rule.h"
 #include "controlplane/identity/identity.h"
 #include "controlplane/policy/policy.h"
@@ -28,22 +30,10 @@
 
 namespace pgwarden::config {
 
-// $.listeners.dataplane: where agents connect (served by pgwarden-dp).
-struct DataplaneListener {
-  std::string address = "127.0.0.1";
-  int port = 6432;
-  bool tls = false;  // true when tls.cert_file/key_file are set
-  std::string tls_cert_file;
-  std::string tls_key_file;
-  // Plaintext (no TLS) is only allowed on a loopback address with loopback_only = true; the
-  // dp then also refuses non-loopback peers.
-  bool loopback_only = false;
-  int max_connections = 1000;
-  int auth_timeout_s = 10;
-  int idle_timeout_s = 3600;
-  int max_message_bytes = 1 << 20;
-  int worker_threads = 0;  // 0 = default_worker_threads() in pgwarden-dp
-};
+// $.listeners.dataplane and $.limits are pgwarden-dp's: defined (and read) in
+// common/protocol/dataplane_settings.h, which both processes include.
+using DataplaneListener = protocol::DataplaneListener;
+using LimitsSettings = protocol::LimitsSettings;
 
 // $.control_plane: the cp process itself.
 struct AdminPrincipal {
@@ -230,9 +220,6 @@ struct MaskingSettings {
   int catalog_ttl_s = 300;
 };
 
-// $.limits (also accepted as $.listeners.dataplane.limits): the dataplane's budget for
-// connections that have not completed their login, separate from max_connections
-// (docs/operations.md, "Login floods").
 // $.recording
 struct RecordingSettings {
   int retention_max_age_days = 0;          // 0 = no age limit
@@ -241,7 +228,7 @@ struct RecordingSettings {
   int queue_capacity = 8192;               // records waiting for the writer
   // dp: how long a statement of a recording-required session is held while the recorder is
   // behind before it is refused with 53000 (0 = refuse at once).
-  int hold_timeout_ms = 30000;
+  int hold_timeout_ms = protocol::kDefaultRecordingHoldTimeoutMs;
   // Write-ahead durability (docs/recording.md): records are written (page cache) before the
   // statement runs; fdatasync follows at most sync_interval_ms later, or before the statement
   // runs with sync_always ($.recording.sync: "always" | ms).
@@ -251,17 +238,6 @@ struct RecordingSettings {
       1000;  // chain heads written to <state_dir>/recording_checkpoint.json
 };
 
-// $.limits: gateway-wide waiting budgets (pgwarden-dp).
-struct LimitsSettings {
-  // While cp is unreachable, a statement that needs cp (a verdict-cache miss, the record of a
-  // recording-required session, a mask plan, an approval) waits this long for the connection
-  // to come back, then gets 08006 (0 = refuse at once).
-  int cp_unavailable_wait_ms = 5000;
-  // The login budget, separate from max_connections (authenticated sessions).
-  int max_pending_logins = 1024;            // connections before the password message
-  int max_pending_logins_per_source = 128;  // of those, from one client IP address
-  int startup_timeout_ms = 5000;            // accept (TLS included) -> password message
-};
 
 // $.metrics: the Prometheus /metrics endpoints (docs/monitoring.md). Each is off while its
 // address is empty. "ADDRESS:PORT": a numeric IPv4 address or a bracketed IPv6 address.
@@ -296,11 +272,7 @@ struct Config {
                                       std::string_view target) const;
 };
 
-struct ConfigError {
-  std::string path;  // JSONPath, e.g. "$.policies[2].masks[0].function"
-  std::string message;
-  std::string to_string() const { return path + ": " + message; }
-};
+using ConfigError = FieldError;  // common/json_reader.h
 
 // Hooks for vocabularies owned by other modules (the lead wires the policy engine's statement
 // kinds and the rule-set directory in). Defaults: kinds are [a-z_]+ words, rule sets are

@@ -116,6 +116,45 @@ TEST(ConfigTest, DocumentedExampleIsValid) {
   EXPECT_EQ(c.audit_sinks[0].path, "/var/lib/pgwarden/audit.log");
 }
 
+// pgwarden-dp reads its parts of the same file without control-plane code
+// (common/protocol/dataplane_settings.h): for the documented example it must see what the
+// control plane sees.
+TEST(ConfigTest, TheDataplaneReadsItsPartsOfTheExampleAsTheControlPlaneDoes) {
+  json file = example();
+  file["recording"]["hold_timeout_ms"] = 1234;
+  file["limits"] = {{"cp_unavailable_wait_ms", 4321}};
+  LoadOutcome o = parse_config(file.dump(), 7, no_env());
+  ASSERT_TRUE(o.ok()) << o.error_text();
+  const Config& c = *o.config;
+  char tmpl[] = "/tmp/pgw_config_dp_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/pgwarden.json";
+  std::ofstream(path) << file.dump();
+  auto dp = protocol::load_dataplane_settings(path);
+  std::remove(path.c_str());
+  ::rmdir(tmpl);
+  ASSERT_TRUE(dp.is_ok()) << dp.status().message();
+  EXPECT_EQ(dp->listener.address, c.dataplane.address);
+  EXPECT_EQ(dp->listener.port, c.dataplane.port);
+  EXPECT_EQ(dp->listener.tls, c.dataplane.tls);
+  EXPECT_EQ(dp->listener.tls_cert_file, c.dataplane.tls_cert_file);
+  EXPECT_EQ(dp->listener.max_connections, c.dataplane.max_connections);
+  EXPECT_EQ(dp->listener.max_message_bytes, c.dataplane.max_message_bytes);
+  EXPECT_EQ(dp->controlplane_socket, c.control_plane.socket_path);
+  EXPECT_EQ(dp->recording_hold_timeout_ms, 1234);
+  EXPECT_EQ(c.recording.hold_timeout_ms, 1234);
+  EXPECT_EQ(dp->limits.cp_unavailable_wait_ms, 4321);
+  EXPECT_EQ(c.limits.cp_unavailable_wait_ms, 4321);
+  EXPECT_EQ(dp->metrics_listen, c.metrics.dataplane_listen);
+  std::vector<std::vector<std::string>> lists;
+  for (const policy::Policy& p : c.policies) {
+    if (std::find(lists.begin(), lists.end(), p.rule_sets) == lists.end()) {
+      lists.push_back(p.rule_sets);
+    }
+  }
+  EXPECT_EQ(dp->rule_set_lists, lists);
+}
+
 TEST(ConfigTest, EveryErrorIsReportedWithItsJsonPath) {
   json j = example();
   j["policies"][2]["masks"] =

@@ -8,9 +8,9 @@
 
 namespace pgwarden::session {
 
-DataplaneConfig dataplane_config_from(const config::Config& c) {
+DataplaneConfig dataplane_config_from(const protocol::DataplaneSettings& s) {
   DataplaneConfig d;
-  const config::DataplaneListener& l = c.dataplane;
+  const protocol::DataplaneListener& l = s.listener;
   ListenerConfig lc;
   lc.address = l.address;
   lc.port = l.port;
@@ -21,23 +21,18 @@ DataplaneConfig dataplane_config_from(const config::Config& c) {
   lc.loopback_only = l.loopback_only;
   d.listeners.push_back(lc);
   d.workers = l.worker_threads;
-  d.controlplane_socket = c.control_plane.socket_path;
-  d.metrics_listen = c.metrics.dataplane_listen;
+  d.controlplane_socket = s.controlplane_socket;
+  d.metrics_listen = s.metrics_listen;
   d.limits.max_connections = l.max_connections;
   d.limits.auth_timeout_ms = int64_t{l.auth_timeout_s} * 1000;
   d.limits.idle_timeout_ms = int64_t{l.idle_timeout_s} * 1000;
   d.limits.max_message_bytes = static_cast<uint32_t>(std::max(l.max_message_bytes, 1024));
-  d.limits.recording_hold_timeout_ms = c.recording.hold_timeout_ms;
-  d.limits.cp_unavailable_wait_ms = c.limits.cp_unavailable_wait_ms;
-  d.limits.max_pending_logins = c.limits.max_pending_logins;
-  d.limits.max_pending_logins_per_source = c.limits.max_pending_logins_per_source;
-  d.limits.startup_timeout_ms = c.limits.startup_timeout_ms;
-  for (const auto& p : c.policies) {
-    if (std::find(d.rule_set_lists.begin(), d.rule_set_lists.end(), p.rule_sets) ==
-        d.rule_set_lists.end()) {
-      d.rule_set_lists.push_back(p.rule_sets);
-    }
-  }
+  d.limits.recording_hold_timeout_ms = s.recording_hold_timeout_ms;
+  d.limits.cp_unavailable_wait_ms = s.limits.cp_unavailable_wait_ms;
+  d.limits.max_pending_logins = s.limits.max_pending_logins;
+  d.limits.max_pending_logins_per_source = s.limits.max_pending_logins_per_source;
+  d.limits.startup_timeout_ms = s.limits.startup_timeout_ms;
+  d.rule_set_lists = s.rule_set_lists;
   return d;
 }
 
@@ -51,11 +46,9 @@ int usable_cpus() {
 int default_worker_threads() { return std::max(1, usable_cpus() / 2); }
 
 Result<DataplaneConfig> load_dataplane_config(const std::string& path) {
-  config::ValidationOptions opts;
-  opts.check_environment = false;
-  config::LoadOutcome out = config::load_config_file(path, static_cast<uint64_t>(unix_ms()), opts);
-  if (!out.ok()) return invalid_argument("invalid config " + path + ":\n" + out.error_text());
-  return dataplane_config_from(*out.config);
+  auto settings = protocol::load_dataplane_settings(path);
+  if (!settings.is_ok()) return settings.status();
+  return dataplane_config_from(*settings);
 }
 
 }  // namespace pgwarden::session

@@ -1,6 +1,7 @@
 // DataplaneConfig: what pgwarden-dp needs from the shared pgwarden config file
-// (controlplane/config: `$.listeners.dataplane`, `$.control_plane.socket`, the policies' rule
-// sets), plus dataplane limits that have fixed defaults. Plain values; copy freely.
+// (common/protocol/dataplane_settings.h: `$.listeners.dataplane`, `$.limits`,
+// `$.control_plane.socket`, the policies' rule sets, ...), plus dataplane limits that have
+// fixed defaults. Plain values; copy freely.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "controlplane/config/config.h"
+#include "common/protocol/dataplane_settings.h"
 
 namespace pgwarden::session {
 
@@ -63,7 +64,7 @@ struct DataplaneConfig {
   std::vector<std::vector<std::string>> rule_set_lists;
 };
 
-DataplaneConfig dataplane_config_from(const config::Config& c);
+DataplaneConfig dataplane_config_from(const protocol::DataplaneSettings& s);
 
 // CPUs this process may run on (its affinity mask), at least 1.
 int usable_cpus();
@@ -73,8 +74,8 @@ int usable_cpus();
 // kernel's TCP and TLS work; measured on 2 CPUs, one worker used 10-25 % less dp CPU per
 // statement than two at every load with equal or higher throughput (docs/benchmarks.md).
 int default_worker_threads();
-// Loads and validates the config file (without the environment checks that only the control
-// plane, which holds the secrets, can pass).
+// Loads the dataplane's parts of the config file (protocol::load_dataplane_settings: the
+// control plane validates the rest and holds the secrets).
 Result<DataplaneConfig> load_dataplane_config(const std::string& path);
 
 }  // namespace pgwarden::session

@@ -6,25 +6,22 @@
 namespace pgwarden::session {
 namespace {
 
-TEST(DataplaneConfigTest, TakesListenerLimitsSocketAndRuleSetListsFromTheSharedConfig) {
-  config::Config c;
-  c.dataplane.address = "127.0.0.1";
-  c.dataplane.port = 7000;
-  c.dataplane.tls = true;
-  c.dataplane.tls_cert_file = "/etc/dp.crt";
-  c.dataplane.tls_key_file = "/etc/dp.key";
-  c.dataplane.auth_timeout_s = 3;
-  c.dataplane.idle_timeout_s = 60;
-  c.dataplane.max_connections = 10;
-  c.dataplane.worker_threads = 3;
-  c.control_plane.socket_path = "/run/cp.sock";
-  policy::Policy a;
-  a.rule_sets = {"deny", "approve"};
-  policy::Policy b;
-  b.rule_sets = {"deny", "approve"};
-  policy::Policy e;
-  c.policies = {a, b, e};
-  DataplaneConfig d = dataplane_config_from(c);
+TEST(DataplaneConfigTest, TakesListenerLimitsSocketAndRuleSetListsFromTheSettings) {
+  protocol::DataplaneSettings s;
+  s.listener.address = "127.0.0.1";
+  s.listener.port = 7000;
+  s.listener.tls = true;
+  s.listener.tls_cert_file = "/etc/dp.crt";
+  s.listener.tls_key_file = "/etc/dp.key";
+  s.listener.auth_timeout_s = 3;
+  s.listener.idle_timeout_s = 60;
+  s.listener.max_connections = 10;
+  s.listener.worker_threads = 3;
+  s.controlplane_socket = "/run/cp.sock";
+  s.recording_hold_timeout_ms = 250;
+  s.limits.cp_unavailable_wait_ms = 70;
+  s.rule_set_lists = {{"deny", "approve"}, {}};
+  DataplaneConfig d = dataplane_config_from(s);
   ASSERT_EQ(d.listeners.size(), 1u);
   EXPECT_EQ(d.listeners[0].port, 7000);
   EXPECT_EQ(d.listeners[0].tls_cert_file, "/etc/dp.crt");
@@ -33,20 +30,22 @@ TEST(DataplaneConfigTest, TakesListenerLimitsSocketAndRuleSetListsFromTheSharedC
   EXPECT_EQ(d.limits.auth_timeout_ms, 3000);
   EXPECT_EQ(d.limits.idle_timeout_ms, 60000);
   EXPECT_EQ(d.limits.max_connections, 10);
-  EXPECT_EQ(d.rule_set_lists.size(), 2u);  // duplicates folded
+  EXPECT_EQ(d.limits.recording_hold_timeout_ms, 250);
+  EXPECT_EQ(d.limits.cp_unavailable_wait_ms, 70);
+  EXPECT_EQ(d.rule_set_lists, s.rule_set_lists);
 }
 
 TEST(DataplaneConfigTest, NoTlsWhenTheListenerHasNone) {
-  config::Config c;
-  c.dataplane.tls = false;
-  c.dataplane.tls_cert_file = "ignored";
-  DataplaneConfig d = dataplane_config_from(c);
+  protocol::DataplaneSettings s;
+  s.listener.tls = false;
+  s.listener.tls_cert_file = "ignored";
+  DataplaneConfig d = dataplane_config_from(s);
   EXPECT_TRUE(d.listeners[0].tls_cert_file.empty());
 }
 
 TEST(DataplaneConfigTest, WorkersDefaultToHalfTheCpusThisProcessMayUse) {
-  config::Config c;  // no worker_threads in the file
-  EXPECT_EQ(dataplane_config_from(c).workers, 0);
+  protocol::DataplaneSettings s;  // no worker_threads in the file
+  EXPECT_EQ(dataplane_config_from(s).workers, 0);
   cpu_set_t saved;
   ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
   EXPECT_EQ(usable_cpus(), CPU_COUNT(&saved));

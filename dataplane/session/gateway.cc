@@ -13,7 +13,7 @@
 
 #include "common/default_paths.h"
 #include "common/fd_limit.h"
-#include "controlplane/config/config.h"
+#include "common/metrics/listen_address.h"
 #include "dataplane/session/event_loop.h"
 #include "rules/rule_bundle.h"
 
@@ -273,7 +273,7 @@ Status Gateway::start() {
   std::string metrics_listen =
       metrics_listen_override_.empty() ? runtime_->config.metrics_listen : metrics_listen_override_;
   if (!metrics_listen.empty()) {
-    if (std::string bad = config::check_listen_address(metrics_listen); !bad.empty()) {
+    if (std::string bad = metrics::check_listen_address(metrics_listen); !bad.empty()) {
       return invalid_argument("metrics listen address \"" + metrics_listen + "\": " + bad);
     }
     auto server = metrics::MetricsServer::start(
