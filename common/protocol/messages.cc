@@ -63,6 +63,20 @@ class Reader {
     out = it->get<bool>();
   }
 
+  // A string naming one value of the enum E (grant_types.h); any other string is refused.
+  template <typename E>
+  void enumeration(const char* key, E& out, bool required = true) {
+    std::string name;
+    str(key, name, required, 64);
+    if (name.empty()) return;
+    if (auto v = enum_from_name<E>(name)) {
+      out = *v;
+    } else {
+      fail(std::string("field \"") + key + "\" has unknown value " + json(name).dump() + " (" +
+           enum_names_list<E>() + ")");
+    }
+  }
+
   void strings(const char* key, std::vector<std::string>& out, bool required = true) {
     auto it = j_.find(key);
     if (it == j_.end()) {
@@ -147,6 +161,8 @@ void read_field(Reader& r, S& out, const FieldSpec<S, M>& f) {
     r.boolean(f.key, value, f.required);
   } else if constexpr (std::is_same_v<M, std::vector<std::string>>) {
     r.strings(f.key, value, f.required);
+  } else if constexpr (std::is_enum_v<M>) {
+    r.enumeration(f.key, value, f.required);
   } else {
     r.integer(f.key, value, f.required);
   }
@@ -166,10 +182,21 @@ Result<S> parse_fields(const json& j, const Fields& fields) {
   return finish(r, std::move(out));
 }
 
+// A member as JSON: enums by their names.
+template <typename M>
+json wire_value(const M& v) {
+  if constexpr (std::is_enum_v<M>) {
+    return std::string(enum_name(v));
+  } else {
+    return v;
+  }
+}
+
 // The fields of `value` as a JSON object (added to `into`).
 template <typename S, typename Fields>
 json fields_json(const S& value, const Fields& fields, json into = json::object()) {
-  std::apply([&](const auto&... f) { ((into[f.key] = value.*(f.member)), ...); }, fields);
+  std::apply([&](const auto&... f) { ((into[f.key] = wire_value(value.*(f.member))), ...); },
+             fields);
   return into;
 }
 
@@ -242,7 +269,9 @@ constexpr auto kPolicyFields =
                field("read_only", &PolicyGrant::read_only),
                field("rule_sets", &PolicyGrant::rule_sets),
                field("recording", &PolicyGrant::recording),
-               field("allow_function_call", &PolicyGrant::allow_function_call)};
+               field("allow_function_call", &PolicyGrant::allow_function_call),
+               field("recording_required", &PolicyGrant::recording_required, false),
+               field("masks_values", &PolicyGrant::masks_values, false)};
 constexpr auto kUpstreamFields =
     std::tuple{field("host", &UpstreamInfo::host, false),
                field("port", &UpstreamInfo::port),
@@ -251,7 +280,7 @@ constexpr auto kUpstreamFields =
                field("role", &UpstreamInfo::role),
                field("tls_mode", &UpstreamInfo::tls_mode),
                field("ca_file", &UpstreamInfo::ca_file, false),
-               field("pool_mode", &UpstreamInfo::pool_mode, false, 16),
+               field("pool_mode", &UpstreamInfo::pool_mode, false),
                field("pool_size", &UpstreamInfo::pool_size, false),
                field("pool_wait_timeout_ms", &UpstreamInfo::pool_wait_timeout_ms, false)};
 constexpr auto kScramStartFields =

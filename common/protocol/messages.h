@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/protocol/frame.h"
+#include "common/protocol/grant_types.h"
 #include "common/status.h"
 
 namespace pgwarden::protocol {
@@ -99,8 +100,13 @@ struct PolicyGrant {
   uint64_t version = 0;
   bool read_only = true;
   std::vector<std::string> rule_sets;
-  std::string recording;  // off | metadata | full
+  RecordingLevel recording = RecordingLevel::kFull;
   bool allow_function_call = false;
+  // Statements wait for their record (write-ahead); never with recording kOff.
+  bool recording_required = true;
+  // The policy has mask rules: error, notice and notification texts are redacted. Absent:
+  // true (fail closed).
+  bool masks_values = true;
 };
 
 struct UpstreamInfo {
@@ -109,11 +115,11 @@ struct UpstreamInfo {
   std::string unix_socket;
   std::string database;
   std::string role;
-  std::string tls_mode;  // disable | require | verify-full
+  UpstreamTlsMode tls_mode = UpstreamTlsMode::kDisable;
   std::string ca_file;
-  // The target's pooling (docs/dataplane.md "Transaction pooling"): "session" (one upstream
-  // connection per agent session) or "transaction"; absent from an older cp = "session".
-  std::string pool_mode = "session";
+  // The target's pooling (docs/dataplane.md "Transaction pooling"): one upstream connection
+  // per agent session, or shared per transaction; absent from an older cp = kSession.
+  PoolMode pool_mode = PoolMode::kSession;
   int pool_size = 20;               // transaction mode: connections per pool key per worker
   int pool_wait_timeout_ms = 5000;  // transaction mode: longest wait for a free connection
 };

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 namespace pgwarden::protocol {
 namespace {
 
@@ -32,14 +34,66 @@ TEST(MessagesTest, AuthenticateRoundTripsAndErrorsNeverEchoTheToken) {
 TEST(MessagesTest, AuthenticateResponseRoundTrips) {
   AuthenticateResponse a;
   a.identity = {"svc:x", "service-key", {"ops"}};
-  a.policy = {"p", 42, true, {"default-deny"}, "full", false};
-  a.upstream = {"127.0.0.1", 5432, "", "demo", "app", "disable", ""};
+  a.policy = {.name = "p",
+              .version = 42,
+              .read_only = true,
+              .rule_sets = {"default-deny"},
+              .recording = RecordingLevel::kMetadata,
+              .recording_required = false,
+              .masks_values = false};
+  a.upstream = {.host = "127.0.0.1",
+                .database = "demo",
+                .role = "app",
+                .tls_mode = UpstreamTlsMode::kVerifyFull,
+                .pool_mode = PoolMode::kTransaction};
   a.startup_parameters["default_transaction_read_only"] = "on";
-  auto back = AuthenticateResponse::from_json(make_ok(1, a.to_json()));
+  json wire = a.to_json();
+  // Enums travel by name (the same names as in the configuration file).
+  EXPECT_EQ(wire["policy"]["recording"], "metadata");
+  EXPECT_EQ(wire["upstream"]["tls_mode"], "verify-full");
+  EXPECT_EQ(wire["upstream"]["pool_mode"], "transaction");
+  auto back = AuthenticateResponse::from_json(make_ok(1, wire));
   ASSERT_TRUE(back.is_ok()) << back.status().to_string();
   EXPECT_EQ(back->policy.version, 42u);
+  EXPECT_EQ(back->policy.recording, RecordingLevel::kMetadata);
+  EXPECT_FALSE(back->policy.recording_required);
+  EXPECT_FALSE(back->policy.masks_values);
+  EXPECT_EQ(back->upstream.tls_mode, UpstreamTlsMode::kVerifyFull);
+  EXPECT_EQ(back->upstream.pool_mode, PoolMode::kTransaction);
   EXPECT_EQ(back->identity.groups, std::vector<std::string>{"ops"});
   EXPECT_EQ(back->startup_parameters.at("default_transaction_read_only"), "on");
+}
+
+// A grant whose typed fields name no known value is refused as a whole (the dp fails the
+// login closed); fields an older cp does not send take the fail-closed defaults.
+TEST(MessagesTest, AuthenticateResponseRefusesUnknownNamesAndDefaultsClosed) {
+  AuthenticateResponse a;
+  a.identity = {"svc:x", "service-key", {"ops"}};
+  a.policy = {.name = "p", .version = 1};
+  a.upstream = {.host = "127.0.0.1", .database = "demo", .role = "app"};
+  for (auto [object, key, value] :
+       {std::tuple{"policy", "recording", "everything"}, {"policy", "recording", "FULL"},
+        {"upstream", "tls_mode", "prefer"}, {"upstream", "pool_mode", "statement"}}) {
+    json wire = make_ok(1, a.to_json());
+    wire[object][key] = value;
+    auto r = AuthenticateResponse::from_json(wire);
+    ASSERT_FALSE(r.is_ok()) << object << "." << key << " = " << value;
+    EXPECT_NE(r.status().message().find(std::string("unknown value \"") + value + "\""),
+              std::string::npos)
+        << r.status().message();
+  }
+  json old = make_ok(1, a.to_json());
+  old["policy"].erase("recording_required");
+  old["policy"].erase("masks_values");
+  old["upstream"].erase("pool_mode");
+  auto back = AuthenticateResponse::from_json(old);
+  ASSERT_TRUE(back.is_ok()) << back.status().message();
+  EXPECT_TRUE(back->policy.recording_required);
+  EXPECT_TRUE(back->policy.masks_values);
+  EXPECT_EQ(back->upstream.pool_mode, PoolMode::kSession);
+  json no_level = make_ok(1, a.to_json());
+  no_level["policy"].erase("recording");
+  EXPECT_FALSE(AuthenticateResponse::from_json(no_level).is_ok());
 }
 
 TEST(MessagesTest, AnalyseValidatesPrescreenActions) {

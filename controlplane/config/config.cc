@@ -57,6 +57,23 @@ class Parser : public JsonReader {
   Parser(const ValidationOptions& options, std::vector<ConfigError>& errors)
       : JsonReader(errors, options.check_environment), options_(options) {}
 
+  // obj[key] names a value of the enum E (common/protocol/grant_types.h: one table of names
+  // for the file, the wire and both processes). False when it is set but names none.
+  template <typename E>
+  bool named(const json& obj, const std::string& key, const std::string& path,
+             std::string_view what, E& out, bool required = false) {
+    std::string name;
+    str(obj, key, path, name, required);
+    if (name.empty()) return !required && !obj.contains(key);  // absent, or reported by str()
+    if (auto v = protocol::enum_from_name<E>(name)) {
+      out = *v;
+      return true;
+    }
+    error(path + "." + key, "unknown " + std::string(what) + " " + json_quote(name) + " (" +
+                                protocol::enum_names_list<E>() + ")");
+    return false;
+  }
+
   std::optional<vault::CredentialHash> credential_hash(const json& obj, const std::string& path) {
     std::string text;
     str(obj, "credential_hash", path, text, true);
@@ -490,14 +507,7 @@ class Parser : public JsonReader {
     }
     str(e, "database", ep, t.database, true);
     str(e, "role", ep, t.role, true);
-    std::string pool_mode = "session";
-    str(e, "pool_mode", ep, pool_mode);
-    if (pool_mode == "transaction") {
-      t.pool_transaction = true;
-    } else if (pool_mode != "session") {
-      error(ep + ".pool_mode",
-            "unknown pool mode " + json_quote(pool_mode) + " (session, transaction)");
-    }
+    named(e, "pool_mode", ep, "pool mode", t.pool_mode);
     integer(e, "pool_size", ep, t.pool_size, 1, 10000);
     integer(e, "pool_wait_timeout_ms", ep, t.pool_wait_timeout_ms, 1, 3600000);
     if (const json* cred = field(e, "credential", ep, true)) {
@@ -510,20 +520,7 @@ class Parser : public JsonReader {
     if (const json* tls = field(e, "tls", ep, false)) {
       std::string tp = ep + ".tls";
       if (object(*tls, tp, {"mode", "ca_file"})) {
-        std::string mode;
-        str(*tls, "mode", tp, mode, true);
-        if (mode == "disable") {
-          t.tls_mode = UpstreamTlsMode::kDisable;
-        } else if (mode == "require") {
-          t.tls_mode = UpstreamTlsMode::kRequire;
-        } else if (mode == "verify-full") {
-          t.tls_mode = UpstreamTlsMode::kVerifyFull;
-        } else {
-          mode_known = false;
-          if (!mode.empty())
-            error(tp + ".mode",
-                  "unknown TLS mode " + json_quote(mode) + " (disable, require, verify-full)");
-        }
+        mode_known = named(*tls, "mode", tp, "TLS mode", t.tls_mode, true);
         str(*tls, "ca_file", tp, t.ca_file);
         if (!t.ca_file.empty()) {
           if (t.tls_mode == UpstreamTlsMode::kDisable) {
@@ -632,18 +629,7 @@ class Parser : public JsonReader {
     if (const json* r = field(e, "recording", ep, false)) {
       std::string rp = ep + ".recording";
       if (object(*r, rp, {"level", "required", "row_cap"})) {
-        std::string level;
-        str(*r, "level", rp, level);
-        if (level == "off") {
-          pol.recording = policy::RecordingLevel::kOff;
-        } else if (level == "metadata") {
-          pol.recording = policy::RecordingLevel::kMetadata;
-        } else if (level == "full") {
-          pol.recording = policy::RecordingLevel::kFull;
-        } else if (!level.empty()) {
-          error(rp + ".level",
-                "unknown recording level " + json_quote(level) + " (off, metadata, full)");
-        }
+        named(*r, "level", rp, "recording level", pol.recording);
         boolean(*r, "required", rp, pol.recording_required);
         integer(*r, "row_cap", rp, pol.recording_row_cap, 0, 1000000);
       }
@@ -969,18 +955,6 @@ Result<gid_t> lookup_group(const std::string& name) {
     return unavailable("cannot look up group " + json_quote(name) + ": " + std::strerror(rc));
   if (found == nullptr) return invalid_argument("unknown group " + json_quote(name));
   return found->gr_gid;
-}
-
-std::string_view upstream_tls_mode_name(UpstreamTlsMode mode) {
-  switch (mode) {
-    case UpstreamTlsMode::kDisable:
-      return "disable";
-    case UpstreamTlsMode::kRequire:
-      return "require";
-    case UpstreamTlsMode::kVerifyFull:
-      return "verify-full";
-  }
-  return "verify-full";
 }
 
 std::string Config::console_public_url() const {

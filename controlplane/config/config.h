@@ -147,8 +147,7 @@ std::string check_listen_address(const std::string& listen);
 // no such group.
 Result<gid_t> lookup_group(const std::string& name);
 
-enum class UpstreamTlsMode { kDisable, kRequire, kVerifyFull };
-std::string_view upstream_tls_mode_name(UpstreamTlsMode mode);
+using UpstreamTlsMode = protocol::UpstreamTlsMode;  // common/protocol/grant_types.h
 
 // $.targets[i]: a database agents may name in their StartupMessage.
 struct Target {
@@ -162,7 +161,7 @@ struct Target {
   UpstreamTlsMode tls_mode = UpstreamTlsMode::kVerifyFull;
   std::string ca_file;  // verify-full: CA bundle ("" = system store)
   // Upstream connection pooling in the dataplane (docs/dataplane.md "Transaction pooling").
-  bool pool_transaction = false;  // pool_mode: "session" (default) | "transaction"
+  protocol::PoolMode pool_mode = protocol::PoolMode::kSession;
   int pool_size = 20;             // connections per pool key per dp worker
   int pool_wait_timeout_ms = 5000;
 };

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "common/protocol/grant_types.h"
+
 namespace pgwarden::policy {
 
 enum class Verdict { kAllow, kDeny, kApprove };
@@ -38,7 +40,7 @@ struct ApprovalSettings {
   std::vector<std::string> break_glass_groups;
 };
 
-enum class RecordingLevel { kOff, kMetadata, kFull };
+using RecordingLevel = protocol::RecordingLevel;  // common/protocol/grant_types.h
 
 struct Policy {
   std::string name;

@@ -195,18 +195,6 @@ bool valid_session_id(std::string_view id) {
   });
 }
 
-std::string_view recording_level_name(policy::RecordingLevel level) {
-  switch (level) {
-    case policy::RecordingLevel::kOff:
-      return "off";
-    case policy::RecordingLevel::kMetadata:
-      return "metadata";
-    case policy::RecordingLevel::kFull:
-      return "full";
-  }
-  return "off";
-}
-
 struct Recorder::Impl {
   RecorderOptions options;
   RecordingFs* fs = nullptr;
@@ -1132,7 +1120,7 @@ Status Recorder::start_session(const SessionStart& s) {
                              {"client_addr", s.client_addr},
                              {"tls", s.tls},
                              {"policy", s.policy},
-                             {"recording", recording_level_name(s.level)},
+                             {"recording", protocol::enum_name(s.level)},
                              {"row_cap", s.row_cap}};
     Status st = impl_->push(Impl::Item{s.session_id,
                                        "session_start",

@@ -254,6 +254,5 @@ class Recorder {
 };
 
 bool valid_session_id(std::string_view id);
-std::string_view recording_level_name(policy::RecordingLevel level);
 
 }  // namespace pgwarden::recording

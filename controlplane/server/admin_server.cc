@@ -80,7 +80,7 @@ json policy_summary(const policy::Policy& p) {
               {"targets", p.targets},
               {"read_only", p.read_only},
               {"rule_sets", p.rule_sets},
-              {"recording", recording::recording_level_name(p.recording)},
+              {"recording", protocol::enum_name(p.recording)},
               {"approver_groups", p.approvals.approver_groups}};
 }
 

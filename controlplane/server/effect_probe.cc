@@ -43,7 +43,7 @@ bool command_ok(const PGresult* r) {
 std::string settings_key(const config::Target& t) {
   return t.name + "\n" + t.host + "\n" + std::to_string(t.port) + "\n" + t.unix_socket + "\n" +
          t.database + "\n" + t.role + "\n" + t.credential.location + "\n" +
-         std::string(config::upstream_tls_mode_name(t.tls_mode)) + "\n" + t.ca_file;
+         std::string(protocol::enum_name(t.tls_mode)) + "\n" + t.ca_file;
 }
 
 void sum_modify_rows(const json& plan, int64_t* sum, bool* found) {

@@ -37,18 +37,6 @@ constexpr size_t kMaxOutBytes = 64 << 20;
 constexpr int kMaxOutstandingPerConnection = 4096;
 constexpr size_t kMaxQueuedTasks = 16384;
 
-std::string recording_name(policy::RecordingLevel l) {
-  switch (l) {
-    case policy::RecordingLevel::kOff:
-      return "off";
-    case policy::RecordingLevel::kMetadata:
-      return "metadata";
-    case policy::RecordingLevel::kFull:
-      return "full";
-  }
-  return "full";
-}
-
 // The audit record of a statement decision of session `s` (EscalationServer::Session):
 // analyse verdicts and the recorder's holds and refusals share it.
 template <class SessionT>
@@ -1116,17 +1104,25 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
 
   protocol::AuthenticateResponse resp;
   resp.identity = {auth.identity.subject, auth.identity.issuer, auth.identity.groups};
-  resp.policy = {pol->name,
-                 pol->version,
-                 pol->read_only,
-                 pol->rule_sets,
-                 recording_name(pol->recording),
-                 pol->allow_function_call};
-  resp.upstream = {
-      target->host,     target->port, target->unix_socket,
-      target->database, target->role, std::string(config::upstream_tls_mode_name(target->tls_mode)),
-      target->ca_file,  target->pool_transaction ? "transaction" : "session",
-      target->pool_size, target->pool_wait_timeout_ms};
+  resp.policy = {.name = pol->name,
+                 .version = pol->version,
+                 .read_only = pol->read_only,
+                 .rule_sets = pol->rule_sets,
+                 .recording = pol->recording,
+                 .allow_function_call = pol->allow_function_call,
+                 .recording_required =
+                     pol->recording_required && pol->recording != policy::RecordingLevel::kOff,
+                 .masks_values = !pol->masks.empty()};
+  resp.upstream = {.host = target->host,
+                   .port = target->port,
+                   .unix_socket = target->unix_socket,
+                   .database = target->database,
+                   .role = target->role,
+                   .tls_mode = target->tls_mode,
+                   .ca_file = target->ca_file,
+                   .pool_mode = target->pool_mode,
+                   .pool_size = target->pool_size,
+                   .pool_wait_timeout_ms = target->pool_wait_timeout_ms};
   if (pol->read_only) resp.startup_parameters["default_transaction_read_only"] = "on";
   bump(Counter::k_auth_accepted);
   r.decision = "ok";
@@ -1134,9 +1130,6 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
   if (handlers_.on_session)
     handlers_.on_session(session->id, auth.identity.subject, target->name, true);
   json answer = resp.to_json();
-  answer["policy"]["recording_required"] =
-      pol->recording_required && pol->recording != policy::RecordingLevel::kOff;
-  answer["policy"]["masks_values"] = !pol->masks.empty();
   if (handlers_.tickets != nullptr) {
     answer["ticket"] =
         handlers_.tickets->issue(TicketClaims{.session_id = session->id,

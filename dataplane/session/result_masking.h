@@ -72,6 +72,7 @@
 #include <vector>
 
 #include "common/protocol/event_record.h"
+#include "common/protocol/grant_types.h"
 #include "common/status.h"
 #include "dataplane/masking/mask_apply.h"
 #include "dataplane/pgwire/framer.h"
@@ -92,7 +93,7 @@ inline constexpr uint32_t kMaxInspectedMessageBytes = 16u << 20;
 struct ResultFilterConfig {
   uint64_t policy_hash = 0;
   uint64_t policy_version = 0;
-  std::string recording = "full";  // off | metadata | full
+  protocol::RecordingLevel recording = protocol::RecordingLevel::kFull;
   int row_cap = kDefaultRecordingRowCap;
   // Emit completion records (kStatementEnd) even when recording is off: the session's
   // identity has budgets, which cp accounts from them (docs/budgets.md).
@@ -255,8 +256,8 @@ class ResultFilter {
   // Ends `u` when it is an Execute's unit (extended protocol), executed.
   void end_extended_unit(Unit& u, int64_t now_ms);
   Unit* front_unit(uint64_t cycle);
-  bool record_rows() const { return config_.recording == "full"; }
-  bool record_any() const { return config_.recording != "off"; }
+  bool record_rows() const { return config_.recording == protocol::RecordingLevel::kFull; }
+  bool record_any() const { return config_.recording != protocol::RecordingLevel::kOff; }
   // Units (and their completion records) are kept when recording or accounting needs them.
   bool track_units() const { return record_any() || config_.account; }
   // Values masking changed since the last completion record (RowMasker::values_masked

@@ -48,16 +48,11 @@ Result<Grant> parse_grant(const json& answer) {
   g.policy_hash = fnv1a(g.policy_name);
   g.read_only = a->policy.read_only;
   g.allow_function_call = a->policy.allow_function_call;
-  g.recording = a->policy.recording.empty() ? "full" : a->policy.recording;
-  g.recording_required = g.recording != "off";
+  g.recording = a->policy.recording;
+  g.recording_required =
+      a->policy.recording_required && g.recording != protocol::RecordingLevel::kOff;
+  g.masks_values = a->policy.masks_values;
   if (const json* pol = field(answer, "policy"); pol != nullptr && pol->is_object()) {
-    if (const json* req = field(*pol, "recording_required");
-        req != nullptr && req->is_boolean() && !req->get<bool>()) {
-      g.recording_required = false;
-    }
-    if (const json* m = field(*pol, "masks_values"); m != nullptr && m->is_boolean()) {
-      g.masks_values = m->get<bool>();
-    }
     if (const json* cap = field(*pol, "recording_row_cap");
         cap != nullptr && cap->is_number_integer()) {
       g.recording_row_cap = static_cast<int>(std::clamp<int64_t>(cap->get<int64_t>(), 0, 1000000));
@@ -77,18 +72,12 @@ Result<Grant> parse_grant(const json& answer) {
   g.unix_socket = a->upstream.unix_socket;
   g.database = a->upstream.database;
   g.role = a->upstream.role;
-  g.tls_mode = a->upstream.tls_mode.empty() ? "disable" : a->upstream.tls_mode;
+  g.tls_mode = a->upstream.tls_mode;
   g.ca_file = a->upstream.ca_file;
   if (g.role.empty() || g.database.empty() || (g.host.empty() && g.unix_socket.empty())) {
     return internal_error("control plane grant lacks upstream role, database or address");
   }
-  if (g.tls_mode != "disable" && g.tls_mode != "require" && g.tls_mode != "verify-full") {
-    return internal_error("control plane grant has unknown tls_mode " + g.tls_mode);
-  }
-  if (a->upstream.pool_mode != "session" && a->upstream.pool_mode != "transaction") {
-    return internal_error("control plane grant has unknown pool_mode " + a->upstream.pool_mode);
-  }
-  g.pool_transaction = a->upstream.pool_mode == "transaction";
+  g.pool_transaction = a->upstream.pool_mode == protocol::PoolMode::kTransaction;
   g.pool_size = std::max(1, a->upstream.pool_size);
   g.pool_wait_timeout_ms = std::max(1, a->upstream.pool_wait_timeout_ms);
   for (const auto& [k, v] : a->startup_parameters) g.startup_parameters.emplace_back(k, v);
@@ -369,7 +358,7 @@ void Session::read_upstream() {
                      "upstream_tls_refused");
         return;
       }
-      bool verify = grant_.tls_mode == "verify-full";
+      bool verify = grant_.tls_mode == protocol::UpstreamTlsMode::kVerifyFull;
       auto ctx = worker_->upstream_tls(verify, grant_.ca_file);
       Status s =
           ctx.is_ok() ? upstream_.start_tls(*ctx, false, verify ? grant_.host : "") : ctx.status();

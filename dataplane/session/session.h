@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "common/protocol/budget.h"
+#include "common/protocol/grant_types.h"
 #include "common/status.h"
 #include "dataplane/pgwire/framer.h"
 #include "dataplane/session/cancel_map.h"
@@ -63,7 +64,7 @@ struct Grant {
   uint64_t policy_hash = 0;
   bool read_only = true;
   bool allow_function_call = false;
-  std::string recording = "full";
+  protocol::RecordingLevel recording = protocol::RecordingLevel::kFull;
   // policy.recording_required (and recording not off): every allowed statement's record must
   // be accepted by cp (`record` request) before the statement is forwarded. Absent: true
   // unless recording is off (fail closed).
@@ -78,7 +79,7 @@ struct Grant {
   std::string unix_socket;
   std::string database;
   std::string role;
-  std::string tls_mode = "disable";  // disable | require | verify-full
+  protocol::UpstreamTlsMode tls_mode = protocol::UpstreamTlsMode::kDisable;
   std::string ca_file;
   std::vector<std::pair<std::string, std::string>> startup_parameters;
   // Opaque session ticket (cp's `ticket`): re-registers the session after a cp restart.

@@ -86,7 +86,7 @@ void Session::reregister() {
             }
           }
           if (const json* req = field(*r, "recording_required");
-              req != nullptr && req->is_boolean() && s->grant_.recording != "off") {
+              req != nullptr && req->is_boolean() && s->grant_.recording != protocol::RecordingLevel::kOff) {
             s->grant_.recording_required = req->get<bool>();
           }
           if (const json* b = field(*r, "budgets"); b != nullptr) {
@@ -201,7 +201,7 @@ void Session::emit_statement(std::string_view sql, const char* verdict, const st
                              const char* source, std::string_view message) {
   if (results_) results_->note_decision(verdict, rule, approval_id_);
   worker_->metrics().statements.inc({verdict, rule, source});
-  if (std::string_view(verdict) == "deny" && (!message.empty() || grant_.recording == "off")) {
+  if (std::string_view(verdict) == "deny" && (!message.empty() || grant_.recording == protocol::RecordingLevel::kOff)) {
     // Every denial is audited with its rule and reason, also under recording "off" (whose
     // statement records cp discards after auditing them) — docs/recording.md.
     json ev = {{"kind", "statement"},
@@ -215,7 +215,7 @@ void Session::emit_statement(std::string_view sql, const char* verdict, const st
     emit_event(std::move(ev));
     return;
   }
-  if (grant_.recording == "off") return;
+  if (grant_.recording == protocol::RecordingLevel::kOff) return;
   protocol::StatementFields ev;
   ev.verdict = protocol::verdict_from(verdict);
   auto src = protocol::source_from(source);

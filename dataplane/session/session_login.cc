@@ -150,7 +150,7 @@ void Session::connect_upstream() {
 
 void Session::on_upstream_connected() {
   upstream_readable_ = true;
-  if (grant_.tls_mode != "disable" && grant_.unix_socket.empty()) {
+  if (grant_.tls_mode != protocol::UpstreamTlsMode::kDisable && grant_.unix_socket.empty()) {
     pw::append_ssl_request(up_out_);
     state_ = State::kUpstreamSsl;
   } else {

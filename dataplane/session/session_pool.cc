@@ -28,7 +28,7 @@ std::string Session::pool_key() const {
   add(grant_.unix_socket);
   add(grant_.host);
   add(std::to_string(grant_.port));
-  add(grant_.tls_mode);
+  add(protocol::enum_name(grant_.tls_mode));
   add(grant_.ca_file);
   for (const auto& [name, value] : upstream_startup_parameters()) {
     add(name);

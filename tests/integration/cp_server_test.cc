@@ -151,7 +151,7 @@ TEST_F(CpServerTest, ServiceKeyLoginRelaysRealScramThroughCpToReadyForQuery) {
   EXPECT_EQ(grant->policy.name, "agents-read");
   EXPECT_EQ(grant->policy.version, policy_version_);
   EXPECT_EQ(grant->upstream.role, "app_scram");
-  EXPECT_EQ(grant->upstream.tls_mode, "disable");
+  EXPECT_EQ(grant->upstream.tls_mode, protocol::UpstreamTlsMode::kDisable);
   EXPECT_EQ(grant->startup_parameters.at("default_transaction_read_only"), "on");
 
   RawPgConnection pg;
