@@ -135,6 +135,8 @@ class LineageWalker {
         if (n->copy_stmt->query) {
           out_->outputs = query_node(n->copy_stmt->query);
           out_->sink = "COPY (query) TO";
+        } else {
+          copy_table_to_server(n->copy_stmt);
         }
         break;
       case PG_QUERY__NODE__NODE_CREATE_TABLE_AS_STMT:
@@ -187,10 +189,23 @@ class LineageWalker {
         functions_in(msg(t));
         break;
       }
-      case PG_QUERY__NODE__NODE_ALTER_TABLE_STMT:
-        alter(n->alter_table_stmt->relation, "ALTER TABLE");
-        functions_in(msg(n->alter_table_stmt));
+      case PG_QUERY__NODE__NODE_ALTER_TABLE_STMT: {
+        const PgQuery__AlterTableStmt* a = n->alter_table_stmt;
+        alter(a->relation, "ALTER TABLE");
+        // ATTACH PARTITION t: t's rows are shown under the parent's name from then on, where
+        // a mask on t's columns no longer matches (PostgreSQL reports the parent as their
+        // origin). DETACH moves rows the other way.
+        for (size_t i = 0; i < a->n_cmds; ++i) {
+          const PgQuery__Node* c = a->cmds[i];
+          if (!is_node(c, PG_QUERY__NODE__NODE_ALTER_TABLE_CMD)) continue;
+          const PgQuery__Node* def = c->alter_table_cmd->def;
+          if (is_node(def, PG_QUERY__NODE__NODE_PARTITION_CMD)) {
+            alter(def->partition_cmd->name, "ATTACH / DETACH PARTITION");
+          }
+        }
+        functions_in(msg(a));
         break;
+      }
       case PG_QUERY__NODE__NODE_RENAME_STMT: {
         const PgQuery__RenameStmt* r = n->rename_stmt;
         if (r->rename_type == PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA) {
@@ -294,7 +309,8 @@ class LineageWalker {
     }
   }
 
-  // Every function called anywhere in `m` (no column is resolved: DDL has no FROM scope).
+  // Every function called anywhere in `m` (no column is resolved: DDL has no FROM scope), and
+  // every foreign key it declares.
   void functions_in(const ProtobufCMessage* m) {
     if (!m || failed()) return;
     if (++depth_ > kMaxDepth) {
@@ -306,8 +322,62 @@ class LineageWalker {
       const auto* f = reinterpret_cast<const PgQuery__FuncCall*>(m);
       function_reference(f->funcname, f->n_funcname);
     }
+    if (m->descriptor == &pg_query__constraint__descriptor) {
+      const auto* c = reinterpret_cast<const PgQuery__Constraint*>(m);
+      if (c->contype == PG_QUERY__CONSTR_TYPE__CONSTR_FOREIGN) foreign_key(c);
+    }
     each_child(m, [this](const ProtobufCMessage* child) { functions_in(child); });
     --depth_;
+  }
+
+  // REFERENCES t (cols): every insert or update of the referencing table then tells whether
+  // the value it writes exists in t.cols (a foreign-key violation or not), an equality oracle
+  // on the referenced columns. Without a column list the reference names t's primary key,
+  // which the catalog interface does not tell: every column counts (fail closed).
+  void foreign_key(const PgQuery__Constraint* c) {
+    if (!c->pktable) return;
+    FromItem item = relation_item(c->pktable);
+    if (failed()) return;
+    if (c->n_pk_attrs == 0) {
+      for (const auto& col : item.columns) {
+        add_predicates(col.lineage, "FOREIGN KEY without a column list (name the columns)");
+      }
+      return;
+    }
+    for (size_t i = 0; i < c->n_pk_attrs; ++i) {
+      const PgQuery__Node* a = c->pk_attrs[i];
+      if (!is_node(a, PG_QUERY__NODE__NODE_STRING)) continue;
+      std::optional<ScopeColumn> col = column_of(item, str(a->string->sval));
+      if (!col) {
+        fail("column " + std::string(str(a->string->sval)) + " of the referenced table not found");
+        return;
+      }
+      add_predicates(col->lineage, "FOREIGN KEY");
+    }
+  }
+
+  // COPY table [(cols)] TO 'file' / PROGRAM 'cmd': the values leave for a place the result
+  // masking never sees, from where COPY ... FROM or a file reader brings them back raw.
+  void copy_table_to_server(const PgQuery__CopyStmt* c) {
+    if (c->is_from || !c->relation || (!c->is_program && str(c->filename).empty())) return;
+    FromItem item = relation_item(c->relation);
+    if (failed()) return;
+    if (c->n_attlist == 0) {
+      for (const auto& col : item.columns) write(col.lineage);
+    }
+    for (size_t i = 0; i < c->n_attlist; ++i) {
+      const PgQuery__Node* a = c->attlist[i];
+      if (!is_node(a, PG_QUERY__NODE__NODE_STRING)) continue;
+      std::optional<ScopeColumn> col = column_of(item, str(a->string->sval));
+      if (!col) {
+        fail("column " + std::string(str(a->string->sval)) + " of the copied table not found");
+        return;
+      }
+      write(col->lineage);
+    }
+    out_->sink = c->is_program ? "COPY TO PROGRAM" : "COPY TO file";
+    out_->written_to = std::string(c->is_program ? "program " : "server file ") + "'" +
+                       std::string(str(c->filename)) + "'";
   }
 
   // --- queries -----------------------------------------------------------------------
@@ -478,6 +548,10 @@ class LineageWalker {
     }
     if (is_node(n, PG_QUERY__NODE__NODE_A_CONST) &&
         n->a_const->val_case == PG_QUERY__A__CONST__VAL_IVAL) {
+      // Which output the number names is a literal's value, invisible in the shape key.
+      for (const auto& o : outputs) {
+        for (const auto& src : o.lineage.all()) out_->by_position.insert(src);
+      }
       int pos = n->a_const->ival ? n->a_const->ival->ival : 0;
       // `*` over JOIN ... USING / NATURAL lists each merged column once where this analysis
       // lists it per side: positions after it may be off by that many (take them all).
@@ -1104,9 +1178,24 @@ class LineageWalker {
         acc->add_transformed(*l);
         for (const auto& s : l->all()) out_->computed.insert(s);
       }
+    } else if (d == &pg_query__sub_link__descriptor) {
+      const auto* sl = reinterpret_cast<const PgQuery__SubLink*>(m);
+      any(msg(sl->testexpr), acc);
+      if (sl->sub_link_type == PG_QUERY__SUB_LINK_TYPE__EXISTS_SUBLINK &&
+          is_node(sl->subselect, PG_QUERY__NODE__NODE_SELECT_STMT)) {
+        // EXISTS tells whether a row exists, decided by the sub-select's own predicates (which
+        // select() records), whatever its columns are.
+        select(sl->subselect->select_stmt);
+      } else {
+        any(msg(sl->subselect), acc);
+      }
     } else if (d == &pg_query__select_stmt__descriptor) {
+      // A sub-select used as a value (a function argument, an operand, ARRAY(...), IN): the
+      // expression computes on its columns, returned or not (`set_config('x', (SELECT ssn
+      // ...), false)` in an unused column or a FROM function stores the value elsewhere).
       for (const auto& o : select(reinterpret_cast<const PgQuery__SelectStmt*>(m))) {
         acc->add_transformed(o.lineage);
+        for (const auto& src : o.lineage.all()) out_->computed.insert(src);
       }
     } else if (d == &pg_query__insert_stmt__descriptor || d == &pg_query__update_stmt__descriptor ||
                d == &pg_query__delete_stmt__descriptor) {

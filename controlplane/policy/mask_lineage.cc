@@ -179,9 +179,8 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
             ? ": telling NULL from not NULL reveals whether a value is there (allow it with the "
               "mask's \"allow_predicates\": [\"is_null\"])"
             : ": filtering, joining, grouping or sorting on a masked column reveals its values";
-    return LineageRefusal{"masked_predicate", "masked column " + p.source.qualified() +
-                                                  " (mask " + selector(*r) + ") is used in " +
-                                                  p.clause + why};
+    return LineageRefusal{"masked_predicate", "masked column " + p.source.qualified() + " (mask " +
+                                                  selector(*r) + ") is used in " + p.clause + why};
   }
   for (const SourceColumn& s : l.computed) {
     if (const MaskRule* r = mask_rule_for_source(policy, s)) {
@@ -193,6 +192,12 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
     }
   }
   return std::nullopt;
+}
+
+bool decided_by_literals(const Policy& policy, const StatementLineage& l) {
+  return std::any_of(l.by_position.begin(), l.by_position.end(), [&](const SourceColumn& s) {
+    return mask_rule_for_source(policy, s) != nullptr;
+  });
 }
 
 }  // namespace pgwarden::policy

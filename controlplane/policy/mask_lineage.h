@@ -50,4 +50,9 @@ struct LineageRefusal {
 
 std::optional<LineageRefusal> check_lineage(const Policy& policy, const StatementLineage& lineage);
 
+// True when check_lineage()'s answer for `lineage` may change with a literal's value that the
+// verdict cache's shape key leaves out: an output position (`ORDER BY 2`) that may name an
+// output column with a masked source. Such a verdict must not be cached by shape.
+bool decided_by_literals(const Policy& policy, const StatementLineage& lineage);
+
 }  // namespace pgwarden::policy
