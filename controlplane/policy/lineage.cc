@@ -222,13 +222,25 @@ class LineageWalker {
         alter(n->index_stmt->relation, "CREATE INDEX");
         functions_in(msg(n->index_stmt));
         break;
-      case PG_QUERY__NODE__NODE_CREATE_POLICY_STMT:
-        alter(n->create_policy_stmt->table, "CREATE POLICY");
-        functions_in(msg(n->create_policy_stmt));
+      case PG_QUERY__NODE__NODE_CREATE_POLICY_STMT: {
+        const PgQuery__CreatePolicyStmt* p = n->create_policy_stmt;
+        alter(p->table, "CREATE POLICY");
+        row_security(p->table, p->qual, p->with_check);
+        functions_in(msg(p));
         break;
-      case PG_QUERY__NODE__NODE_ALTER_POLICY_STMT:
-        alter(n->alter_policy_stmt->table, "ALTER POLICY");
-        functions_in(msg(n->alter_policy_stmt));
+      }
+      case PG_QUERY__NODE__NODE_ALTER_POLICY_STMT: {
+        const PgQuery__AlterPolicyStmt* p = n->alter_policy_stmt;
+        alter(p->table, "ALTER POLICY");
+        row_security(p->table, p->qual, p->with_check);
+        functions_in(msg(p));
+        break;
+      }
+      case PG_QUERY__NODE__NODE_CLUSTER_STMT:
+        // CLUSTER t USING idx rewrites t in the index's order: with an index on a masked
+        // column, every later scan without ORDER BY returns rows sorted by the value. (A bare
+        // CLUSTER repeats the orders the operator chose.)
+        alter(n->cluster_stmt->relation, "CLUSTER");
         break;
       case PG_QUERY__NODE__NODE_CREATE_STATS_STMT:
         for (size_t i = 0; i < n->create_stats_stmt->n_relations; ++i) {
@@ -319,8 +331,7 @@ class LineageWalker {
       return;
     }
     if (m->descriptor == &pg_query__func_call__descriptor) {
-      const auto* f = reinterpret_cast<const PgQuery__FuncCall*>(m);
-      function_reference(f->funcname, f->n_funcname);
+      note_function(reinterpret_cast<const PgQuery__FuncCall*>(m));
     }
     if (m->descriptor == &pg_query__constraint__descriptor) {
       const auto* c = reinterpret_cast<const PgQuery__Constraint*>(m);
@@ -328,6 +339,22 @@ class LineageWalker {
     }
     each_child(m, [this](const ProtobufCMessage* child) { functions_in(child); });
     --depth_;
+  }
+
+  // A row-security policy's USING / WITH CHECK expressions filter the rows of its table for
+  // every later statement (or refuse its writes), and may hold sub-selects over any table:
+  // `USING (k IN (SELECT ssn FROM crm.customers))` makes each guess written to the table an
+  // equality test. They are predicates over the table's columns.
+  void row_security(const PgQuery__RangeVar* table, const PgQuery__Node* qual,
+                    const PgQuery__Node* with_check) {
+    if (!table || (!qual && !with_check)) return;
+    scopes_.emplace_back();
+    scopes_.back().push_back(relation_item(table));
+    if (!failed()) {
+      if (qual) predicate(qual, "row security policy");
+      if (with_check) predicate(with_check, "row security policy");
+    }
+    scopes_.pop_back();
   }
 
   // REFERENCES t (cols): every insert or update of the referencing table then tells whether
@@ -1241,7 +1268,9 @@ class LineageWalker {
     }
   }
 
-  void func_call(const PgQuery__FuncCall* f, ColumnLineage* acc) {
+  // Records a called function (for classify_functions) and whether it is one that runs SQL
+  // text or reads a relation named by a value; returns its name.
+  FunctionName note_function(const PgQuery__FuncCall* f) {
     FunctionName name;
     std::vector<std::string_view> parts;
     for (size_t i = 0; i < f->n_funcname; ++i) {
@@ -1257,6 +1286,11 @@ class LineageWalker {
         out_->query_text_functions.insert(name);
       }
     }
+    return name;
+  }
+
+  void func_call(const PgQuery__FuncCall* f, ColumnLineage* acc) {
+    FunctionName name = note_function(f);
     // count(*) / count(col) reveal how many rows, not a value. Only plain column references
     // are ignored: count(set_config('x', ssn, false)) would store the value elsewhere.
     bool count = name.name == "count" && (name.schema.empty() || name.schema == "pg_catalog");

@@ -299,6 +299,25 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE TABLE p (c int REFERENCES crm.customers)", "masked_predicate"},
         Case{"CREATE TABLE p (c int REFERENCES crm.customers (id))", ""},
         Case{"CREATE TABLE p (c int REFERENCES crm.orders)", ""},
+        // Row-security policies filter every later read of their table: a sub-select over a
+        // masked column there is a predicate. CLUSTER orders a table by an index's columns.
+        // Built-ins that run SQL text, installed in a default or CHECK constraint.
+        Case{"CREATE POLICY p ON crm.orders USING (note IN (SELECT ssn FROM crm.customers))",
+             "masked_predicate"},
+        Case{"ALTER POLICY p ON crm.orders WITH CHECK (EXISTS (SELECT 1 FROM crm.customers c "
+             "WHERE c.phone = note))",
+             "masked_predicate"},
+        Case{"CREATE POLICY p ON crm.orders USING (customer_id IN (SELECT id FROM "
+             "crm.customers))",
+             ""},
+        Case{"CLUSTER crm.customers USING customers_pkey", "masked_ddl"},
+        Case{"CLUSTER crm.orders USING orders_pkey", ""}, Case{"CLUSTER", ""},
+        Case{"CREATE TABLE t (x text DEFAULT query_to_xml('select ssn from crm.customers', true, "
+             "false, '')::text)",
+             "opaque_function"},
+        Case{"CREATE TABLE t (x text CHECK (position(x in query_to_xml('select ssn from "
+             "crm.customers', true, false, '')::text) = 0))",
+             "opaque_function"},
         // Error and timing oracles, returned or not.
         Case{"SELECT id FROM (SELECT id, 1 / (ascii(ssn) - 49) FROM crm.customers) s",
              "masked_derived"},

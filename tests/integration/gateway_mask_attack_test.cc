@@ -704,9 +704,12 @@ TEST_F(GatewayMaskAttackTest, OutputPositionsAreCheckedForEveryNumber) {
 
 // Schema changes that reach masked columns from a table the masks do not name: a foreign key
 // that references one (every insert into the referencing table then tells whether a guessed
-// value exists: an equality oracle), and attaching the masked table as a partition of another
-// table (whose name then shows its rows, with the parent as their origin).
-TEST_F(GatewayMaskAttackTest, ConstraintsAndPartitionsThatReachMaskedColumnsAreRefused) {
+// value exists: an equality oracle), a row-security policy whose USING filters by one (the
+// same oracle, through which guesses stay visible), a default or CHECK that runs SQL text,
+// attaching the masked table as a partition of another table (whose name then shows its rows,
+// with the parent as their origin), and CLUSTER by an index on a masked column (every scan
+// without ORDER BY then returns the rows in the value's order).
+TEST_F(GatewayMaskAttackTest, ConstraintsPoliciesAndPartitionsThatReachMaskedColumnsAreRefused) {
   auto c = connect();
   Res parent(
       PQexec(c->conn.get(),
@@ -718,16 +721,23 @@ TEST_F(GatewayMaskAttackTest, ConstraintsAndPartitionsThatReachMaskedColumnsAreR
            "crm.customers (notes, ssn))",
            "ALTER TABLE public.attack_log ADD FOREIGN KEY (v) REFERENCES crm.customers (email)",
            "ALTER TABLE public.attack_parts ATTACH PARTITION crm.customers DEFAULT",
+           "CREATE POLICY attack_rls ON public.attack_log USING (k IN (SELECT ssn FROM "
+           "crm.customers))",
+           "CREATE TABLE public.attack_def (x text DEFAULT query_to_xml('select ssn from "
+           "crm.customers', true, false, '')::text)",
+           "CLUSTER crm.customers USING customers_email",
        }) {
     Res r = run(*c, sql, 0);
     EXPECT_EQ(sqlstate(r.get()), "42501") << sql << ": " << PQresultErrorMessage(r.get());
   }
   auto state = gw_->pg().psql(
-      "SELECT (SELECT count(*) FROM pg_class WHERE relname = 'attack_fk'), (SELECT count(*) "
-      "FROM pg_constraint WHERE conrelid = 'public.attack_log'::regclass), (SELECT "
-      "relispartition FROM pg_class WHERE oid = 'crm.customers'::regclass)");
+      "SELECT (SELECT count(*) FROM pg_class WHERE relname IN ('attack_fk', 'attack_def')), "
+      "(SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.attack_log'::regclass), "
+      "(SELECT relispartition FROM pg_class WHERE oid = 'crm.customers'::regclass), (SELECT "
+      "count(*) FROM pg_policy WHERE polname = 'attack_rls'), (SELECT count(*) FROM pg_index "
+      "WHERE indrelid = 'crm.customers'::regclass AND indisclustered)");
   ASSERT_TRUE(state.is_ok());
-  EXPECT_EQ(*state, "0|0|f\n");
+  EXPECT_EQ(*state, "0|0|f|0|0\n");
   // A key on a column no mask covers is an ordinary schema change.
   Res ok(PQexec(c->conn.get(),
                 "CREATE TABLE public.attack_fk_ok (c int REFERENCES crm.customers (id))"));
