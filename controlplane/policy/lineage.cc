@@ -150,6 +150,16 @@ class LineageWalker {
       case PG_QUERY__NODE__NODE_PREPARE_STMT:
         statement(n->prepare_stmt->query);
         break;
+      case PG_QUERY__NODE__NODE_EXECUTE_STMT:
+        // EXECUTE p((SELECT ssn ...)): the prepared statement was checked with $1 standing for
+        // a value of no source; it may return it (PostgreSQL reports no origin for a
+        // parameter) or compute on it. Every source of an argument counts as computed on.
+        // (PostgreSQL 15 refuses sub-selects there, 0A000; this does not rely on it.)
+        for (size_t i = 0; i < n->execute_stmt->n_params; ++i) {
+          ColumnLineage l = expression(n->execute_stmt->params[i]);
+          for (const auto& src : l.all()) out_->computed.insert(src);
+        }
+        break;
       case PG_QUERY__NODE__NODE_EXPLAIN_STMT:
         // EXPLAIN returns a plan, not rows; its predicates still count (ANALYZE shows row
         // counts) and so does what an executed statement writes.

@@ -318,6 +318,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE TABLE t (x text CHECK (position(x in query_to_xml('select ssn from "
              "crm.customers', true, false, '')::text) = 0))",
              "opaque_function"},
+        // EXECUTE's arguments: the prepared statement may return or compute on them.
+        Case{"EXECUTE p((SELECT ssn FROM crm.customers LIMIT 1))", "masked_derived"},
+        Case{"EXPLAIN ANALYZE EXECUTE p((SELECT email FROM crm.customers LIMIT 1))",
+             "masked_derived"},
+        Case{"EXECUTE p((SELECT name FROM crm.customers LIMIT 1), 2)", ""},
         // Error and timing oracles, returned or not.
         Case{"SELECT id FROM (SELECT id, 1 / (ascii(ssn) - 49) FROM crm.customers) s",
              "masked_derived"},
