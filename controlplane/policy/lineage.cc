@@ -187,6 +187,14 @@ class LineageWalker {
         write_outputs(std::move(name));
         break;
       }
+      case PG_QUERY__NODE__NODE_CREATE_FOREIGN_TABLE_STMT:
+        // A foreign table reads a relation named in its options, possibly this database's
+        // crm.customers through a loopback server, under a name no mask covers.
+        out_->opaque_code = "CREATE FOREIGN TABLE";
+        break;
+      case PG_QUERY__NODE__NODE_IMPORT_FOREIGN_SCHEMA_STMT:
+        out_->opaque_code = "IMPORT FOREIGN SCHEMA";
+        break;
       case PG_QUERY__NODE__NODE_RULE_STMT:
         // A rule rewrites later statements (of any session) unseen.
         out_->opaque_code = "CREATE RULE";

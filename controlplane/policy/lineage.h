@@ -119,7 +119,9 @@ struct StatementLineage {
   // value (query_to_xml, table_to_xml, cursor_to_xml, ts_stat, ...): what they read is not
   // in the parse tree.
   std::set<FunctionName> query_text_functions;
-  // Code cp cannot see that the statement runs or installs: "DO", "CREATE RULE"; "" = none.
+  // Code cp cannot see that the statement runs or installs: "DO", "CREATE RULE", or a
+  // relation whose reads it cannot see: "CREATE FOREIGN TABLE", "IMPORT FOREIGN SCHEMA";
+  // "" = none.
   std::string opaque_code;
   // DDL that changes the definition of a table (ALTER TABLE, RENAME, SET SCHEMA, CREATE INDEX,
   // TRIGGER, POLICY, STATISTICS), or attaches it as a partition of another table (whose name

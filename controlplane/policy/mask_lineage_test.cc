@@ -323,6 +323,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"EXPLAIN ANALYZE EXECUTE p((SELECT email FROM crm.customers LIMIT 1))",
              "masked_derived"},
         Case{"EXECUTE p((SELECT name FROM crm.customers LIMIT 1), 2)", ""},
+        // Foreign tables read relations named in their options.
+        Case{"CREATE FOREIGN TABLE f (ssn text) SERVER loop OPTIONS (schema_name 'crm', "
+             "table_name 'customers')",
+             "opaque_code"},
+        Case{"IMPORT FOREIGN SCHEMA crm FROM SERVER loop INTO public", "opaque_code"},
         // Error and timing oracles, returned or not.
         Case{"SELECT id FROM (SELECT id, 1 / (ascii(ssn) - 49) FROM crm.customers) s",
              "masked_derived"},
