@@ -50,29 +50,13 @@ class FakeCatalog : public LineageCatalog {
     functions_["hstore"] = {"public"};
     functions_["array_agg"] = {"pg_catalog"};
     functions_["json_agg"] = {"pg_catalog"};
-    for (const char* f : {"reverse",
-                          "split_part",
-                          "rank",
-                          "max",
-                          "min",
-                          "sum",
-                          "set_config",
-                          "query_to_xml",
-                          "table_to_xml",
-                          "cursor_to_xml",
-                          "ts_stat",
-                          "pg_notify",
-                          "to_date",
-                          "percentile_disc",
-                          "jsonb_path_query",
-                          "regexp_replace",
-                          "regexp_like",
-                          "lag",
-                          "pg_try_advisory_lock",
-                          "hashtext",
-                          "setval",
-                          "ascii",
-                          "length"}) {
+    for (const char* f :
+         {"reverse", "split_part", "rank", "max", "min", "sum", "set_config", "query_to_xml",
+          "table_to_xml", "cursor_to_xml", "ts_stat", "pg_notify", "to_date", "percentile_disc",
+          "jsonb_path_query", "regexp_replace", "regexp_like", "lag"}) {
+      functions_[f] = {"pg_catalog"};
+    }
+    for (const char* f : {"pg_try_advisory_lock", "hashtext", "setval", "ascii", "length"}) {
       functions_[f] = {"pg_catalog"};
     }
   }
