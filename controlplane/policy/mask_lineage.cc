@@ -179,8 +179,9 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
             ? ": telling NULL from not NULL reveals whether a value is there (allow it with the "
               "mask's \"allow_predicates\": [\"is_null\"])"
             : ": filtering, joining, grouping or sorting on a masked column reveals its values";
-    return LineageRefusal{"masked_predicate", "masked column " + p.source.qualified() + " (mask " +
-                                                  selector(*r) + ") is used in " + p.clause + why};
+    return LineageRefusal{"masked_predicate", "masked column " + p.source.qualified() +
+                                                  " (mask " + selector(*r) + ") is used in " +
+                                                  p.clause + why};
   }
   for (const SourceColumn& s : l.computed) {
     if (const MaskRule* r = mask_rule_for_source(policy, s)) {
