@@ -746,7 +746,8 @@ TEST_F(GatewayMaskAttackTest, ConstraintsPoliciesAndPartitionsThatReachMaskedCol
 }
 
 // Rows that reach the client other than as the answer to one simple statement: a cursor
-// declared WITH HOLD in an earlier transaction, fetched in text and binary; a portal executed
+// declared WITH HOLD in an earlier transaction, fetched in text and binary; a BINARY cursor
+// (binary rows over the simple query protocol); a portal executed
 // in parts (Execute with max_rows, no Describe: the client never asked for a RowDescription),
 // in text and binary result format.
 TEST_F(GatewayMaskAttackTest, HeldCursorsAndPartlyExecutedPortalsAreMasked) {
@@ -774,6 +775,23 @@ TEST_F(GatewayMaskAttackTest, HeldCursorsAndPartlyExecutedPortalsAreMasked) {
   EXPECT_NE(out.find("WITH HOLD"), std::string::npos) << out;
   Res close_cursor(PQexec(c->conn.get(), "CLOSE attack_held"));
   EXPECT_EQ(PQresultStatus(close_cursor.get()), PGRES_COMMAND_OK);
+  // A BINARY cursor: binary rows over the simple query protocol.
+  for (const char* sql : {"BEGIN",
+                          "DECLARE attack_bin BINARY CURSOR FOR SELECT ssn, phone, iban FROM "
+                          "crm.customers WHERE id = 101"}) {
+    Res r(PQexec(c->conn.get(), sql));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << sql << PQresultErrorMessage(r.get());
+  }
+  Res bin(PQexec(c->conn.get(), "FETCH 1 FROM attack_bin"));
+  ASSERT_EQ(PQresultStatus(bin.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(bin.get());
+  ASSERT_EQ(PQntuples(bin.get()), 1);
+  EXPECT_EQ(PQfformat(bin.get(), 0), 1);
+  EXPECT_EQ(std::string(PQgetvalue(bin.get(), 0, 0), PQgetlength(bin.get(), 0, 0)),
+            "*********3141");
+  EXPECT_EQ(std::string(PQgetvalue(bin.get(), 0, 2), PQgetlength(bin.get(), 0, 2)), "[iban]");
+  c->seen += bytes(bin.get());
+  Res end_bin(PQexec(c->conn.get(), "COMMIT"));
+  EXPECT_EQ(PQresultStatus(end_bin.get()), PGRES_COMMAND_OK);
   expect_clean(c->seen, "held cursor");
 
   for (int format : {0, 1}) {
