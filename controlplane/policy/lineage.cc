@@ -366,8 +366,22 @@ class LineageWalker {
   void row_security(const PgQuery__RangeVar* table, const PgQuery__Node* qual,
                     const PgQuery__Node* with_check) {
     if (!table || (!qual && !with_check)) return;
+    auto known = relations(std::string(str(table->schemaname)), std::string(str(table->relname)));
+    if (!known) {
+      fail(known.status().message());
+      return;
+    }
     scopes_.emplace_back();
-    scopes_.back().push_back(relation_item(table));
+    if (known->empty()) {
+      // A table created in this transaction: its columns hold nothing cp could mask (an open
+      // item matches them); what the expressions read elsewhere is still resolved.
+      FromItem item;
+      item.alias = std::string(str(table->relname));
+      item.open = true;
+      scopes_.back().push_back(std::move(item));
+    } else {
+      scopes_.back().push_back(relation_item(table));
+    }
     if (!failed()) {
       if (qual) predicate(qual, "row security policy");
       if (with_check) predicate(with_check, "row security policy");
@@ -378,26 +392,32 @@ class LineageWalker {
   // REFERENCES t (cols): every insert or update of the referencing table then tells whether
   // the value it writes exists in t.cols (a foreign-key violation or not), an equality oracle
   // on the referenced columns. Without a column list the reference names t's primary key,
-  // which the catalog interface does not tell: every column counts (fail closed).
+  // which the catalog interface does not tell: every column counts (fail closed). A table the
+  // catalog does not know (created in this transaction, or the table being created referring
+  // to itself) holds nothing cp could mask.
   void foreign_key(const PgQuery__Constraint* c) {
-    if (!c->pktable) return;
-    FromItem item = relation_item(c->pktable);
-    if (failed()) return;
-    if (c->n_pk_attrs == 0) {
-      for (const auto& col : item.columns) {
-        add_predicates(col.lineage, "FOREIGN KEY without a column list (name the columns)");
-      }
+    const PgQuery__RangeVar* t = c->pktable;
+    if (!t) return;
+    auto candidates = relations(std::string(str(t->schemaname)), std::string(str(t->relname)));
+    if (!candidates) {
+      fail(candidates.status().message());
       return;
     }
-    for (size_t i = 0; i < c->n_pk_attrs; ++i) {
-      const PgQuery__Node* a = c->pk_attrs[i];
-      if (!is_node(a, PG_QUERY__NODE__NODE_STRING)) continue;
-      std::optional<ScopeColumn> col = column_of(item, str(a->string->sval));
-      if (!col) {
-        fail("column " + std::string(str(a->string->sval)) + " of the referenced table not found");
-        return;
+    for (const CatalogRelation& rel : *candidates) {
+      for (const std::string& column : rel.columns) {
+        bool referenced = c->n_pk_attrs == 0;
+        for (size_t i = 0; i < c->n_pk_attrs && !referenced; ++i) {
+          const PgQuery__Node* a = c->pk_attrs[i];
+          referenced = is_node(a, PG_QUERY__NODE__NODE_STRING) && str(a->string->sval) == column;
+        }
+        if (!referenced) continue;
+        out_->predicates.insert({SourceColumn{rel.schema, rel.name, column},
+                                 c->n_pk_attrs == 0
+                                     ? "FOREIGN KEY without a column list (name the columns)"
+                                     : "FOREIGN KEY",
+                                 PredicateForm::kGeneral,
+                                 {}});
       }
-      add_predicates(col->lineage, "FOREIGN KEY");
     }
   }
 

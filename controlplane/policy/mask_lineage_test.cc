@@ -299,6 +299,8 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE TABLE p (c int REFERENCES crm.customers)", "masked_predicate"},
         Case{"CREATE TABLE p (c int REFERENCES crm.customers (id))", ""},
         Case{"CREATE TABLE p (c int REFERENCES crm.orders)", ""},
+        Case{"CREATE TABLE tree (id int PRIMARY KEY, up int REFERENCES tree)", ""},
+        Case{"CREATE TABLE tree (id int PRIMARY KEY, up int REFERENCES tree (id))", ""},
         // Row-security policies filter every later read of their table: a sub-select over a
         // masked column there is a predicate. CLUSTER orders a table by an index's columns.
         // Built-ins that run SQL text, installed in a default or CHECK constraint.
@@ -310,6 +312,9 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE POLICY p ON crm.orders USING (customer_id IN (SELECT id FROM "
              "crm.customers))",
              ""},
+        Case{"CREATE POLICY p ON fresh USING (owner = current_user)", ""},
+        Case{"CREATE POLICY p ON fresh USING (k IN (SELECT ssn FROM crm.customers))",
+             "masked_predicate"},
         Case{"CLUSTER crm.customers USING customers_pkey", "masked_ddl"},
         Case{"CLUSTER crm.orders USING orders_pkey", ""}, Case{"CLUSTER", ""},
         Case{"CREATE TABLE t (x text DEFAULT query_to_xml('select ssn from crm.customers', true, "
