@@ -29,7 +29,7 @@ namespace {
 
 constexpr const char* kAttackPolicy =
     R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete", "merge",
-        "copy_to_stdout", "transaction", "prepare", "execute", "deallocate", "set", "show",
+        "copy_to_stdout", "copy_file", "transaction", "prepare", "execute", "deallocate", "set", "show",
         "explain", "explain_analyze", "listen", "notify", "ddl_create", "ddl_alter",
         "create_function"],
         "allowed_relations": ["crm.*", "public.*", "pg_catalog.*", "pg_temp.*"],
@@ -63,7 +63,8 @@ END $$;
 CREATE TRIGGER note_contact BEFORE INSERT ON crm.orders FOR EACH ROW
   EXECUTE FUNCTION crm.note_contact();
 CREATE TABLE public.attack_log (k text, v text);
-RESET ROLE;)";
+RESET ROLE;
+GRANT pg_write_server_files TO app_scram;)";
 
 // Raw masked values of the attack rows: none may appear anywhere the client looks.
 const std::vector<std::string> kRaw = {"ZQSSN",  "zq.leak", "zq.other", "ZQPHONE",
@@ -743,6 +744,25 @@ TEST_F(GatewayMaskAttackTest, ConstraintsPoliciesAndPartitionsThatReachMaskedCol
                 "CREATE TABLE public.attack_fk_ok (c int REFERENCES crm.customers (id))"));
   EXPECT_EQ(PQresultStatus(ok.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(ok.get());
   expect_clean(c->seen, "constraints");
+}
+
+// COPY table TO a server file: the file is outside the result masking, and COPY ... FROM or a
+// file reader brings it back raw. Copying only unmasked columns still works.
+TEST_F(GatewayMaskAttackTest, CopyOfMaskedColumnsToServerFilesIsRefused) {
+  auto c = connect();
+  const std::string dir = gw_->pg().get("PGW_SOCKET_DIR");  // the server (postgres) writes here
+  const std::string leak = dir + "/attack-copy-leak.csv";
+  const std::string ok = dir + "/attack-copy-ok.csv";
+  for (const std::string& sql : {"COPY crm.customers TO '" + leak + "'",
+                                 "COPY crm.customers (id, ssn) TO '" + leak + "' (FORMAT csv)"}) {
+    Res r = run(*c, sql, 0);
+    EXPECT_EQ(sqlstate(r.get()), "42501") << sql << ": " << PQresultErrorMessage(r.get());
+  }
+  EXPECT_NE(access(leak.c_str(), F_OK), 0) << leak << " was written";
+  Res r = run(*c, "COPY crm.customers (id, full_name) TO '" + ok + "'", 0);
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  EXPECT_EQ(access(ok.c_str(), F_OK), 0) << ok << " was not written";
+  expect_clean(c->seen, "COPY to a server file");
 }
 
 // Rows that reach the client other than as the answer to one simple statement: a cursor
