@@ -4,7 +4,8 @@
 // Under a policy with column masks (column_glob / name_pattern rules; type_name rules are
 // decided on the result's types by the mask plan only), a statement is refused when:
 //   * its lineage could not be determined (unknown relation or column, catalog error);
-//   * it runs a DO block, creates a rule or a foreign table, or calls (or installs as a trigger, operator,
+//   * it runs a DO block, creates a rule or a foreign table, or calls (or installs as a trigger,
+//   operator,
 //     aggregate, cast, default or constraint) a function or procedure whose body cp cannot see
 //     (not in pg_catalog), or a built-in that runs SQL text or reads a relation or cursor named
 //     by a value (query_to_xml, ...), that allowed_functions does not list;
