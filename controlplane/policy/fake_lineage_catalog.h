@@ -56,6 +56,9 @@ class FakeCatalog : public LineageCatalog {
           "jsonb_path_query", "regexp_replace", "regexp_like", "lag"}) {
       functions_[f] = {"pg_catalog"};
     }
+    for (const char* f : {"pg_try_advisory_lock", "hashtext", "setval", "ascii", "length"}) {
+      functions_[f] = {"pg_catalog"};
+    }
   }
   Result<std::vector<CatalogRelation>> relations(const std::string& schema,
                                                  const std::string& name) override {

@@ -135,6 +135,8 @@ class LineageWalker {
         if (n->copy_stmt->query) {
           out_->outputs = query_node(n->copy_stmt->query);
           out_->sink = "COPY (query) TO";
+        } else {
+          copy_table_to_server(n->copy_stmt);
         }
         break;
       case PG_QUERY__NODE__NODE_CREATE_TABLE_AS_STMT:
@@ -147,6 +149,16 @@ class LineageWalker {
         break;
       case PG_QUERY__NODE__NODE_PREPARE_STMT:
         statement(n->prepare_stmt->query);
+        break;
+      case PG_QUERY__NODE__NODE_EXECUTE_STMT:
+        // EXECUTE p((SELECT ssn ...)): the prepared statement was checked with $1 standing for
+        // a value of no source; it may return it (PostgreSQL reports no origin for a
+        // parameter) or compute on it. Every source of an argument counts as computed on.
+        // (PostgreSQL 15 refuses sub-selects there, 0A000; this does not rely on it.)
+        for (size_t i = 0; i < n->execute_stmt->n_params; ++i) {
+          ColumnLineage l = expression(n->execute_stmt->params[i]);
+          for (const auto& src : l.all()) out_->computed.insert(src);
+        }
         break;
       case PG_QUERY__NODE__NODE_EXPLAIN_STMT:
         // EXPLAIN returns a plan, not rows; its predicates still count (ANALYZE shows row
@@ -175,6 +187,14 @@ class LineageWalker {
         write_outputs(std::move(name));
         break;
       }
+      case PG_QUERY__NODE__NODE_CREATE_FOREIGN_TABLE_STMT:
+        // A foreign table reads a relation named in its options, possibly this database's
+        // crm.customers through a loopback server, under a name no mask covers.
+        out_->opaque_code = "CREATE FOREIGN TABLE";
+        break;
+      case PG_QUERY__NODE__NODE_IMPORT_FOREIGN_SCHEMA_STMT:
+        out_->opaque_code = "IMPORT FOREIGN SCHEMA";
+        break;
       case PG_QUERY__NODE__NODE_RULE_STMT:
         // A rule rewrites later statements (of any session) unseen.
         out_->opaque_code = "CREATE RULE";
@@ -187,10 +207,23 @@ class LineageWalker {
         functions_in(msg(t));
         break;
       }
-      case PG_QUERY__NODE__NODE_ALTER_TABLE_STMT:
-        alter(n->alter_table_stmt->relation, "ALTER TABLE");
-        functions_in(msg(n->alter_table_stmt));
+      case PG_QUERY__NODE__NODE_ALTER_TABLE_STMT: {
+        const PgQuery__AlterTableStmt* a = n->alter_table_stmt;
+        alter(a->relation, "ALTER TABLE");
+        // ATTACH PARTITION t: t's rows are shown under the parent's name from then on, where
+        // a mask on t's columns no longer matches (PostgreSQL reports the parent as their
+        // origin). DETACH moves rows the other way.
+        for (size_t i = 0; i < a->n_cmds; ++i) {
+          const PgQuery__Node* c = a->cmds[i];
+          if (!is_node(c, PG_QUERY__NODE__NODE_ALTER_TABLE_CMD)) continue;
+          const PgQuery__Node* def = c->alter_table_cmd->def;
+          if (is_node(def, PG_QUERY__NODE__NODE_PARTITION_CMD)) {
+            alter(def->partition_cmd->name, "ATTACH / DETACH PARTITION");
+          }
+        }
+        functions_in(msg(a));
         break;
+      }
       case PG_QUERY__NODE__NODE_RENAME_STMT: {
         const PgQuery__RenameStmt* r = n->rename_stmt;
         if (r->rename_type == PG_QUERY__OBJECT_TYPE__OBJECT_SCHEMA) {
@@ -207,13 +240,25 @@ class LineageWalker {
         alter(n->index_stmt->relation, "CREATE INDEX");
         functions_in(msg(n->index_stmt));
         break;
-      case PG_QUERY__NODE__NODE_CREATE_POLICY_STMT:
-        alter(n->create_policy_stmt->table, "CREATE POLICY");
-        functions_in(msg(n->create_policy_stmt));
+      case PG_QUERY__NODE__NODE_CREATE_POLICY_STMT: {
+        const PgQuery__CreatePolicyStmt* p = n->create_policy_stmt;
+        alter(p->table, "CREATE POLICY");
+        row_security(p->table, p->qual, p->with_check);
+        functions_in(msg(p));
         break;
-      case PG_QUERY__NODE__NODE_ALTER_POLICY_STMT:
-        alter(n->alter_policy_stmt->table, "ALTER POLICY");
-        functions_in(msg(n->alter_policy_stmt));
+      }
+      case PG_QUERY__NODE__NODE_ALTER_POLICY_STMT: {
+        const PgQuery__AlterPolicyStmt* p = n->alter_policy_stmt;
+        alter(p->table, "ALTER POLICY");
+        row_security(p->table, p->qual, p->with_check);
+        functions_in(msg(p));
+        break;
+      }
+      case PG_QUERY__NODE__NODE_CLUSTER_STMT:
+        // CLUSTER t USING idx rewrites t in the index's order: with an index on a masked
+        // column, every later scan without ORDER BY returns rows sorted by the value. (A bare
+        // CLUSTER repeats the orders the operator chose.)
+        alter(n->cluster_stmt->relation, "CLUSTER");
         break;
       case PG_QUERY__NODE__NODE_CREATE_STATS_STMT:
         for (size_t i = 0; i < n->create_stats_stmt->n_relations; ++i) {
@@ -294,7 +339,8 @@ class LineageWalker {
     }
   }
 
-  // Every function called anywhere in `m` (no column is resolved: DDL has no FROM scope).
+  // Every function called anywhere in `m` (no column is resolved: DDL has no FROM scope), and
+  // every foreign key it declares.
   void functions_in(const ProtobufCMessage* m) {
     if (!m || failed()) return;
     if (++depth_ > kMaxDepth) {
@@ -303,11 +349,100 @@ class LineageWalker {
       return;
     }
     if (m->descriptor == &pg_query__func_call__descriptor) {
-      const auto* f = reinterpret_cast<const PgQuery__FuncCall*>(m);
-      function_reference(f->funcname, f->n_funcname);
+      note_function(reinterpret_cast<const PgQuery__FuncCall*>(m));
+    }
+    if (m->descriptor == &pg_query__constraint__descriptor) {
+      const auto* c = reinterpret_cast<const PgQuery__Constraint*>(m);
+      if (c->contype == PG_QUERY__CONSTR_TYPE__CONSTR_FOREIGN) foreign_key(c);
     }
     each_child(m, [this](const ProtobufCMessage* child) { functions_in(child); });
     --depth_;
+  }
+
+  // A row-security policy's USING / WITH CHECK expressions filter the rows of its table for
+  // every later statement (or refuse its writes), and may hold sub-selects over any table:
+  // `USING (k IN (SELECT ssn FROM crm.customers))` makes each guess written to the table an
+  // equality test. They are predicates over the table's columns.
+  void row_security(const PgQuery__RangeVar* table, const PgQuery__Node* qual,
+                    const PgQuery__Node* with_check) {
+    if (!table || (!qual && !with_check)) return;
+    auto known = relations(std::string(str(table->schemaname)), std::string(str(table->relname)));
+    if (!known) {
+      fail(known.status().message());
+      return;
+    }
+    scopes_.emplace_back();
+    if (known->empty()) {
+      // A table created in this transaction: its columns hold nothing cp could mask (an open
+      // item matches them); what the expressions read elsewhere is still resolved.
+      FromItem item;
+      item.alias = std::string(str(table->relname));
+      item.open = true;
+      scopes_.back().push_back(std::move(item));
+    } else {
+      scopes_.back().push_back(relation_item(table));
+    }
+    if (!failed()) {
+      if (qual) predicate(qual, "row security policy");
+      if (with_check) predicate(with_check, "row security policy");
+    }
+    scopes_.pop_back();
+  }
+
+  // REFERENCES t (cols): every insert or update of the referencing table then tells whether
+  // the value it writes exists in t.cols (a foreign-key violation or not), an equality oracle
+  // on the referenced columns. Without a column list the reference names t's primary key,
+  // which the catalog interface does not tell: every column counts (fail closed). A table the
+  // catalog does not know (created in this transaction, or the table being created referring
+  // to itself) holds nothing cp could mask.
+  void foreign_key(const PgQuery__Constraint* c) {
+    const PgQuery__RangeVar* t = c->pktable;
+    if (!t) return;
+    auto candidates = relations(std::string(str(t->schemaname)), std::string(str(t->relname)));
+    if (!candidates) {
+      fail(candidates.status().message());
+      return;
+    }
+    for (const CatalogRelation& rel : *candidates) {
+      for (const std::string& column : rel.columns) {
+        bool referenced = c->n_pk_attrs == 0;
+        for (size_t i = 0; i < c->n_pk_attrs && !referenced; ++i) {
+          const PgQuery__Node* a = c->pk_attrs[i];
+          referenced = is_node(a, PG_QUERY__NODE__NODE_STRING) && str(a->string->sval) == column;
+        }
+        if (!referenced) continue;
+        out_->predicates.insert({SourceColumn{rel.schema, rel.name, column},
+                                 c->n_pk_attrs == 0
+                                     ? "FOREIGN KEY without a column list (name the columns)"
+                                     : "FOREIGN KEY",
+                                 PredicateForm::kGeneral,
+                                 {}});
+      }
+    }
+  }
+
+  // COPY table [(cols)] TO 'file' / PROGRAM 'cmd': the values leave for a place the result
+  // masking never sees, from where COPY ... FROM or a file reader brings them back raw.
+  void copy_table_to_server(const PgQuery__CopyStmt* c) {
+    if (c->is_from || !c->relation || (!c->is_program && str(c->filename).empty())) return;
+    FromItem item = relation_item(c->relation);
+    if (failed()) return;
+    if (c->n_attlist == 0) {
+      for (const auto& col : item.columns) write(col.lineage);
+    }
+    for (size_t i = 0; i < c->n_attlist; ++i) {
+      const PgQuery__Node* a = c->attlist[i];
+      if (!is_node(a, PG_QUERY__NODE__NODE_STRING)) continue;
+      std::optional<ScopeColumn> col = column_of(item, str(a->string->sval));
+      if (!col) {
+        fail("column " + std::string(str(a->string->sval)) + " of the copied table not found");
+        return;
+      }
+      write(col->lineage);
+    }
+    out_->sink = c->is_program ? "COPY TO PROGRAM" : "COPY TO file";
+    out_->written_to = std::string(c->is_program ? "program " : "server file ") + "'" +
+                       std::string(str(c->filename)) + "'";
   }
 
   // --- queries -----------------------------------------------------------------------
@@ -478,6 +613,10 @@ class LineageWalker {
     }
     if (is_node(n, PG_QUERY__NODE__NODE_A_CONST) &&
         n->a_const->val_case == PG_QUERY__A__CONST__VAL_IVAL) {
+      // Which output the number names is a literal's value, invisible in the shape key.
+      for (const auto& o : outputs) {
+        for (const auto& src : o.lineage.all()) out_->by_position.insert(src);
+      }
       int pos = n->a_const->ival ? n->a_const->ival->ival : 0;
       // `*` over JOIN ... USING / NATURAL lists each merged column once where this analysis
       // lists it per side: positions after it may be off by that many (take them all).
@@ -1104,9 +1243,24 @@ class LineageWalker {
         acc->add_transformed(*l);
         for (const auto& s : l->all()) out_->computed.insert(s);
       }
+    } else if (d == &pg_query__sub_link__descriptor) {
+      const auto* sl = reinterpret_cast<const PgQuery__SubLink*>(m);
+      any(msg(sl->testexpr), acc);
+      if (sl->sub_link_type == PG_QUERY__SUB_LINK_TYPE__EXISTS_SUBLINK &&
+          is_node(sl->subselect, PG_QUERY__NODE__NODE_SELECT_STMT)) {
+        // EXISTS tells whether a row exists, decided by the sub-select's own predicates (which
+        // select() records), whatever its columns are.
+        select(sl->subselect->select_stmt);
+      } else {
+        any(msg(sl->subselect), acc);
+      }
     } else if (d == &pg_query__select_stmt__descriptor) {
+      // A sub-select used as a value (a function argument, an operand, ARRAY(...), IN): the
+      // expression computes on its columns, returned or not (`set_config('x', (SELECT ssn
+      // ...), false)` in an unused column or a FROM function stores the value elsewhere).
       for (const auto& o : select(reinterpret_cast<const PgQuery__SelectStmt*>(m))) {
         acc->add_transformed(o.lineage);
+        for (const auto& src : o.lineage.all()) out_->computed.insert(src);
       }
     } else if (d == &pg_query__insert_stmt__descriptor || d == &pg_query__update_stmt__descriptor ||
                d == &pg_query__delete_stmt__descriptor) {
@@ -1152,7 +1306,9 @@ class LineageWalker {
     }
   }
 
-  void func_call(const PgQuery__FuncCall* f, ColumnLineage* acc) {
+  // Records a called function (for classify_functions) and whether it is one that runs SQL
+  // text or reads a relation named by a value; returns its name.
+  FunctionName note_function(const PgQuery__FuncCall* f) {
     FunctionName name;
     std::vector<std::string_view> parts;
     for (size_t i = 0; i < f->n_funcname; ++i) {
@@ -1168,6 +1324,11 @@ class LineageWalker {
         out_->query_text_functions.insert(name);
       }
     }
+    return name;
+  }
+
+  void func_call(const PgQuery__FuncCall* f, ColumnLineage* acc) {
+    FunctionName name = note_function(f);
     // count(*) / count(col) reveal how many rows, not a value. Only plain column references
     // are ignored: count(set_config('x', ssn, false)) would store the value elsewhere.
     bool count = name.name == "count" && (name.schema.empty() || name.schema == "pg_catalog");

@@ -75,7 +75,9 @@ struct PredicateUse {
   std::string clause;  // "WHERE", "JOIN ON", "HAVING", "ORDER BY", "GROUP BY", "DISTINCT ON",
                        // "window", "FILTER", "LIMIT", "aggregate ORDER BY", "MERGE ON",
                        // "aggregate DISTINCT", "UNION" (without ALL), "INTERSECT", "EXCEPT"
-                       // (set operations compare whole rows), "SEARCH", "CYCLE"
+                       // (set operations compare whole rows), "SEARCH", "CYCLE",
+                       // "FOREIGN KEY" (a constraint that references the column: every write
+                       // of the referencing table compares a value with it)
   PredicateForm form = PredicateForm::kGeneral;
   // kEqualityJoin: the column on the other side of `=`.
   SourceColumn other;
@@ -98,12 +100,14 @@ struct StatementLineage {
   // "CREATE TABLE AS", "SELECT INTO", "CREATE VIEW" (outputs are copied, not returned).
   std::string sink;
   std::set<PredicateUse> predicates;
-  // Source columns whose values (or functions of them) are written into a relation:
-  // INSERT ... SELECT / VALUES, UPDATE SET, MERGE, ON CONFLICT DO UPDATE, CTAS, SELECT INTO.
+  // Source columns whose values (or functions of them) are written into a relation or a
+  // server file: INSERT ... SELECT / VALUES, UPDATE SET, MERGE, ON CONFLICT DO UPDATE, CTAS,
+  // SELECT INTO, COPY table TO 'file' / PROGRAM.
   std::set<SourceColumn> written_from;
   std::string written_to;  // the relation written, for messages
   // Source columns some expression computes on anywhere in the statement (a function,
-  // operator or cast argument, a row value, ...), whether or not the result is returned:
+  // operator or cast argument, a row value, the value of a sub-select used as one, ...),
+  // whether or not the result is returned:
   // including sub-select and CTE columns nobody references and EXPLAIN's query. Such an
   // expression can show the value in an error (`ssn::int`: invalid input syntax for type
   // integer: "123-45-6789") or a side effect (pg_notify, set_config). Not collected from the
@@ -115,14 +119,22 @@ struct StatementLineage {
   // value (query_to_xml, table_to_xml, cursor_to_xml, ts_stat, ...): what they read is not
   // in the parse tree.
   std::set<FunctionName> query_text_functions;
-  // Code cp cannot see that the statement runs or installs: "DO", "CREATE RULE"; "" = none.
+  // Code cp cannot see that the statement runs or installs: "DO", "CREATE RULE", or a
+  // relation whose reads it cannot see: "CREATE FOREIGN TABLE", "IMPORT FOREIGN SCHEMA";
+  // "" = none.
   std::string opaque_code;
   // DDL that changes the definition of a table (ALTER TABLE, RENAME, SET SCHEMA, CREATE INDEX,
-  // TRIGGER, POLICY, STATISTICS): the table's columns, and what was done ("ALTER TABLE", ...).
+  // TRIGGER, POLICY, STATISTICS), or attaches it as a partition of another table (whose name
+  // then shows its rows): the table's columns, and what was done ("ALTER TABLE", ...).
   std::set<SourceColumn> altered;
   std::string altered_by;
   // ALTER SCHEMA s RENAME: the old name (column_glob masks name schemas).
   std::set<std::string> renamed_schemas;
+  // Sources of output columns that an output position (`ORDER BY 2`, `GROUP BY 1`,
+  // `DISTINCT ON (2)`, grouping sets) may name. Which of them is a predicate depends on the
+  // number, a literal, and statements that differ only in literals share a verdict-cache shape:
+  // when one of these is masked, the verdict must not be cached by shape.
+  std::set<SourceColumn> by_position;
   // Non-empty: the lineage could not be determined (unknown relation or column, catalog
   // error, views nested too deeply, ...). Callers must fail closed.
   std::string error;

@@ -62,8 +62,8 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
   if (!l.opaque_code.empty()) {
     return LineageRefusal{"opaque_code", l.opaque_code + " is refused while policy " +
                                              quoted(policy.name) +
-                                             " masks columns: the code it runs cannot be "
-                                             "checked"};
+                                             " masks columns: the code it runs or the "
+                                             "relation it reads cannot be checked"};
   }
   for (const SourceColumn& s : l.altered) {
     if (const MaskRule* r = mask_rule_for_source(policy, s)) {
@@ -193,6 +193,12 @@ std::optional<LineageRefusal> check_lineage(const Policy& policy, const Statemen
     }
   }
   return std::nullopt;
+}
+
+bool decided_by_literals(const Policy& policy, const StatementLineage& l) {
+  return std::any_of(l.by_position.begin(), l.by_position.end(), [&](const SourceColumn& s) {
+    return mask_rule_for_source(policy, s) != nullptr;
+  });
 }
 
 }  // namespace pgwarden::policy

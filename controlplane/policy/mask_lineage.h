@@ -4,12 +4,14 @@
 // Under a policy with column masks (column_glob / name_pattern rules; type_name rules are
 // decided on the result's types by the mask plan only), a statement is refused when:
 //   * its lineage could not be determined (unknown relation or column, catalog error);
-//   * it runs a DO block or creates a rule, or calls (or installs as a trigger, operator,
+//   * it runs a DO block, creates a rule or a foreign table, or calls (or installs as a trigger,
+//   operator,
 //     aggregate, cast, default or constraint) a function or procedure whose body cp cannot see
 //     (not in pg_catalog), or a built-in that runs SQL text or reads a relation or cursor named
 //     by a value (query_to_xml, ...), that allowed_functions does not list;
 //   * it changes the definition of a table with masked columns (ALTER, RENAME, SET SCHEMA,
-//     CREATE INDEX / TRIGGER / POLICY / STATISTICS) or renames a schema a column mask names;
+//     CREATE INDEX / TRIGGER / POLICY / STATISTICS, CLUSTER, ATTACH / DETACH PARTITION) or
+//     renames a schema a column mask names;
 //   * a masked source is computed on anywhere (a function, operator or cast argument, also
 //     in sub-selects and CTEs whose result is not used, and under EXPLAIN): errors and side
 //     effects would show the value;
@@ -19,10 +21,12 @@
 //     (set operations, RETURNING, outer-level references), or is masked differently by two
 //     of its as-is sources: the mask plan could not apply the mask;
 //   * COPY (query) TO outputs a masked source at all (COPY lines have no per-column plan);
-//   * masked data is written somewhere (INSERT ... SELECT, UPDATE SET, CTAS, SELECT INTO);
+//   * masked data is written somewhere (INSERT ... SELECT, UPDATE SET, CTAS, SELECT INTO,
+//     COPY table TO a server file or program);
 //   * a masked source decides which rows come back or in which order (WHERE, JOIN, HAVING,
-//     GROUP BY, ORDER BY, DISTINCT [ON], window, FILTER, LIMIT), unless the mask allows the
-//     narrow form used (`allow_predicates`: "is_null", "equality_join").
+//     GROUP BY, ORDER BY, DISTINCT [ON], window, FILTER, LIMIT), or is compared by a foreign key
+//     or a row-security policy the statement declares, unless the mask allows the narrow form
+//     used (`allow_predicates`: "is_null", "equality_join").
 // count(*) / count(col) and plain as-is columns with a known origin pass: the mask plan masks
 // the latter.
 //
@@ -49,5 +53,10 @@ struct LineageRefusal {
 };
 
 std::optional<LineageRefusal> check_lineage(const Policy& policy, const StatementLineage& lineage);
+
+// True when check_lineage()'s answer for `lineage` may change with a literal's value that the
+// verdict cache's shape key leaves out: an output position (`ORDER BY 2`) that may name an
+// output column with a masked source. Such a verdict must not be cached by shape.
+bool decided_by_literals(const Policy& policy, const StatementLineage& lineage);
 
 }  // namespace pgwarden::policy

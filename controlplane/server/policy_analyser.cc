@@ -342,6 +342,9 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
   bool cacheable = !analysis.parse_error.has_value() && d.verdict != policy::Verdict::kApprove;
   for (const auto& s : analysis.statements) {
     if (literal_sensitive(s)) cacheable = false;
+    // `ORDER BY 1` and `ORDER BY 2` share a shape: when a position may name a masked output,
+    // the lineage decision depends on the number (docs/masking.md, "Caching").
+    if (catalog && s.lineage && policy::decided_by_literals(pol, *s.lineage)) cacheable = false;
   }
 
   std::vector<WriteProbe> writes;

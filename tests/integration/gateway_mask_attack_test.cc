@@ -21,6 +21,7 @@
 
 #include "tests/integration/approval_client.h"
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/gateway_raw.h"
 #include "tests/integration/leak_probe.h"
 
 namespace pgwarden::testing {
@@ -28,7 +29,7 @@ namespace {
 
 constexpr const char* kAttackPolicy =
     R"({"name": "agents", "allowed_kinds": ["select", "insert", "update", "delete", "merge",
-        "copy_to_stdout", "transaction", "prepare", "execute", "deallocate", "set", "show",
+        "copy_to_stdout", "copy_file", "transaction", "prepare", "execute", "deallocate", "set", "show",
         "explain", "explain_analyze", "listen", "notify", "ddl_create", "ddl_alter",
         "create_function"],
         "allowed_relations": ["crm.*", "public.*", "pg_catalog.*", "pg_temp.*"],
@@ -62,7 +63,8 @@ END $$;
 CREATE TRIGGER note_contact BEFORE INSERT ON crm.orders FOR EACH ROW
   EXECUTE FUNCTION crm.note_contact();
 CREATE TABLE public.attack_log (k text, v text);
-RESET ROLE;)";
+RESET ROLE;
+GRANT pg_write_server_files TO app_scram;)";
 
 // Raw masked values of the attack rows: none may appear anywhere the client looks.
 const std::vector<std::string> kRaw = {"ZQSSN",  "zq.leak", "zq.other", "ZQPHONE",
@@ -76,6 +78,7 @@ class GatewayMaskAttackTest : public SharedGatewayTest<GatewayMaskAttackTest> {
   static GatewayOptions gateway_options() {
     GatewayOptions o;
     o.policy_json = kPolicy;
+    o.loopback_only = true;  // the raw protocol client logs in without TLS from 127.0.0.1
     char path[] = "/tmp/pgw-mask-attack-key-XXXXXX";
     int fd = mkstemp(path);
     EXPECT_GE(fd, 0);
@@ -191,6 +194,25 @@ class GatewayMaskAttackTest : public SharedGatewayTest<GatewayMaskAttackTest> {
     }
     expect_clean(c.seen, sql);
     return text;
+  }
+
+  // A raw protocol client (for messages libpq never sends, such as Execute with max_rows):
+  // logs in over plaintext from loopback; returns the socket after ReadyForQuery, or -1.
+  static int raw_login() {
+    int fd = connect_tcp(gw_->port());
+    if (fd < 0) return -1;
+    send_all(fd, startup_packet("agent", "demo"));
+    std::string body;
+    if (read_message(fd, &body, 10000) != 'R') return -1;
+    send_all(fd, typed_message('p', cstr(gw_->token())));
+    for (;;) {
+      int t = read_message(fd, &body, 10000);
+      if (t == 'Z') return fd;
+      if (t <= 0 || t == 'E') {
+        close(fd);
+        return -1;
+      }
+    }
   }
 
   static std::string psql(const std::string& sql) {
@@ -607,6 +629,228 @@ TEST_F(GatewayMaskAttackTest, SchemaAndIdentityTricksKeepTheMask) {
   ASSERT_TRUE(log.is_ok());
   EXPECT_EQ(*log, "0\n");
   expect_clean(c->seen, "schema tricks");
+}
+
+// Channels other than result rows: a sub-select's value handed to a function whose result
+// nobody returns — a session setting read back later, a notification, an advisory lock other
+// sessions can test for a guessed key — was not "computed on" while the sub-select returned
+// the column as is, so a FROM function, an unused sub-select column or a CTE carried it out.
+TEST_F(GatewayMaskAttackTest, MaskedValuesNeverLeaveThroughSessionStateOrSideEffects) {
+  auto c = connect();
+  Res listen(PQexec(c->conn.get(), "LISTEN pgw_leak"));
+  ASSERT_EQ(PQresultStatus(listen.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(listen.get());
+  for (const char* sql : {
+           "SELECT 1 FROM set_config('pgw.leak', (SELECT ssn FROM crm.customers WHERE id = 101), "
+           "false) f",
+           "SELECT id FROM (SELECT id, set_config('pgw.leak', (SELECT d.email FROM crm.customers "
+           "d WHERE d.id = c.id), false) FROM crm.customers c WHERE id = 101 OFFSET 0) s",
+           "WITH x AS (SELECT pg_notify('pgw_leak', (SELECT iban FROM crm.customers WHERE "
+           "id = 101))) SELECT 1 FROM x",
+           "SELECT 1 FROM pg_try_advisory_lock(hashtext((SELECT card_number FROM crm.customers "
+           "WHERE id = 101))) l",
+           "SELECT 1 FROM (SELECT ARRAY(SELECT phone FROM crm.customers) a) s",
+           // Already closed by earlier rounds, kept here as the rest of the class: writes into
+           // the same table or another one, RETURNING, MERGE, sequences by value.
+           "UPDATE crm.customers SET notes = ssn WHERE id = 101",
+           "UPDATE crm.customers SET notes = notes WHERE id = 101 RETURNING ssn",
+           "DELETE FROM crm.customers WHERE id = 999 RETURNING *",
+           "INSERT INTO public.attack_log SELECT 'k', email FROM crm.customers WHERE id = 101 "
+           "RETURNING k",
+           "MERGE INTO public.attack_log l USING crm.customers c ON l.k = c.id::text WHEN NOT "
+           "MATCHED THEN INSERT VALUES (c.id::text, c.iban)",
+           "SELECT 1 FROM (SELECT setval('crm.customers_id_seq', ascii(ssn)) FROM crm.customers "
+           "OFFSET 0) s",
+       }) {
+    expect_refused(*c, sql);
+  }
+  // Nothing reached the setting, a notification or a lock.
+  std::string out = expect_rows(*c, "SELECT current_setting('pgw.leak', true) IS NULL");
+  EXPECT_EQ(out, "t|\n");
+  auto locks = gw_->pg().psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'");
+  ASSERT_TRUE(locks.is_ok());
+  EXPECT_EQ(*locks, "0\n");
+  Res n(PQexec(c->conn.get(), "NOTIFY pgw_leak, 'end'"));
+  ASSERT_EQ(PQresultStatus(n.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(n.get());
+  EXPECT_EQ(wait_notification(*c, "end"), std::vector<std::string>{"end"});
+  // Near misses that hand on no masked value run; so does EXISTS over the masked table (it
+  // tells whether a row exists, which its own WHERE decides, whatever its columns are).
+  expect_rows(*c,
+              "SELECT 1 FROM set_config('pgw.ok', (SELECT full_name FROM crm.customers WHERE "
+              "id = 101), false) f");
+  out = expect_rows(*c, "SELECT current_setting('pgw.ok')");
+  EXPECT_EQ(out, "Mallory Attack|\n");
+  out = expect_rows(*c,
+                    "SELECT id FROM crm.customers c WHERE id = 101 AND EXISTS (SELECT * FROM "
+                    "crm.customers d WHERE d.id = c.id)");
+  EXPECT_EQ(out, "101|\n");
+  expect_clean(c->seen, "session state");
+}
+
+// `ORDER BY 1` and `ORDER BY 2` differ only in a number, which the verdict cache's shape key
+// leaves out: a cached verdict for one must never answer the other when a position may name
+// a masked column. Each order (allowed first, refused first) twice, so the second round meets
+// whatever the first left in the caches.
+TEST_F(GatewayMaskAttackTest, OutputPositionsAreCheckedForEveryNumber) {
+  auto c = connect();
+  for (int round = 0; round < 2; ++round) {
+    std::string out =
+        expect_rows(*c, "SELECT id, ssn FROM crm.customers WHERE id IN (101, 102) ORDER BY 1");
+    EXPECT_EQ(out, "101|*********3141|\n102|*********3141|\n");
+    expect_refused(*c, "SELECT id, ssn FROM crm.customers WHERE id IN (101, 102) ORDER BY 2");
+    expect_refused(*c, "SELECT DISTINCT ON (2) id, ssn FROM crm.customers WHERE id = 101");
+    out = expect_rows(*c, "SELECT DISTINCT ON (1) id, ssn FROM crm.customers WHERE id = 101");
+    EXPECT_EQ(out, "101|*********3141|\n");
+  }
+}
+
+// Schema changes that reach masked columns from a table the masks do not name: a foreign key
+// that references one (every insert into the referencing table then tells whether a guessed
+// value exists: an equality oracle), a row-security policy whose USING filters by one (the
+// same oracle, through which guesses stay visible), a default or CHECK that runs SQL text,
+// attaching the masked table as a partition of another table (whose name then shows its rows,
+// with the parent as their origin), and CLUSTER by an index on a masked column (every scan
+// without ORDER BY then returns the rows in the value's order).
+TEST_F(GatewayMaskAttackTest, ConstraintsPoliciesAndPartitionsThatReachMaskedColumnsAreRefused) {
+  auto c = connect();
+  Res parent(
+      PQexec(c->conn.get(),
+             "CREATE TABLE public.attack_parts (LIKE crm.customers) PARTITION BY LIST (id)"));
+  ASSERT_EQ(PQresultStatus(parent.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(parent.get());
+  for (const char* sql : {
+           "CREATE TABLE public.attack_fk (e text REFERENCES crm.customers (email))",
+           "CREATE TABLE public.attack_fk (n text, s text, FOREIGN KEY (n, s) REFERENCES "
+           "crm.customers (notes, ssn))",
+           "ALTER TABLE public.attack_log ADD FOREIGN KEY (v) REFERENCES crm.customers (email)",
+           "ALTER TABLE public.attack_parts ATTACH PARTITION crm.customers DEFAULT",
+           "CREATE POLICY attack_rls ON public.attack_log USING (k IN (SELECT ssn FROM "
+           "crm.customers))",
+           "CREATE TABLE public.attack_def (x text DEFAULT query_to_xml('select ssn from "
+           "crm.customers', true, false, '')::text)",
+           "CLUSTER crm.customers USING customers_email",
+       }) {
+    Res r = run(*c, sql, 0);
+    EXPECT_EQ(sqlstate(r.get()), "42501") << sql << ": " << PQresultErrorMessage(r.get());
+  }
+  auto state = gw_->pg().psql(
+      "SELECT (SELECT count(*) FROM pg_class WHERE relname IN ('attack_fk', 'attack_def')), "
+      "(SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.attack_log'::regclass), "
+      "(SELECT relispartition FROM pg_class WHERE oid = 'crm.customers'::regclass), (SELECT "
+      "count(*) FROM pg_policy WHERE polname = 'attack_rls'), (SELECT count(*) FROM pg_index "
+      "WHERE indrelid = 'crm.customers'::regclass AND indisclustered)");
+  ASSERT_TRUE(state.is_ok());
+  EXPECT_EQ(*state, "0|0|f|0|0\n");
+  // A key on a column no mask covers is an ordinary schema change.
+  Res ok(PQexec(c->conn.get(),
+                "CREATE TABLE public.attack_fk_ok (c int REFERENCES crm.customers (id))"));
+  EXPECT_EQ(PQresultStatus(ok.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(ok.get());
+  expect_clean(c->seen, "constraints");
+}
+
+// COPY table TO a server file: the file is outside the result masking, and COPY ... FROM or a
+// file reader brings it back raw. Copying only unmasked columns still works.
+TEST_F(GatewayMaskAttackTest, CopyOfMaskedColumnsToServerFilesIsRefused) {
+  auto c = connect();
+  const std::string dir = gw_->pg().get("PGW_SOCKET_DIR");  // the server (postgres) writes here
+  const std::string leak = dir + "/attack-copy-leak.csv";
+  const std::string ok = dir + "/attack-copy-ok.csv";
+  for (const std::string& sql : {"COPY crm.customers TO '" + leak + "'",
+                                 "COPY crm.customers (id, ssn) TO '" + leak + "' (FORMAT csv)"}) {
+    Res r = run(*c, sql, 0);
+    EXPECT_EQ(sqlstate(r.get()), "42501") << sql << ": " << PQresultErrorMessage(r.get());
+  }
+  EXPECT_NE(access(leak.c_str(), F_OK), 0) << leak << " was written";
+  Res r = run(*c, "COPY crm.customers (id, full_name) TO '" + ok + "'", 0);
+  EXPECT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(r.get());
+  EXPECT_EQ(access(ok.c_str(), F_OK), 0) << ok << " was not written";
+  expect_clean(c->seen, "COPY to a server file");
+}
+
+// Rows that reach the client other than as the answer to one simple statement: a cursor
+// declared WITH HOLD in an earlier transaction, fetched in text and binary; a BINARY cursor
+// (binary rows over the simple query protocol); a portal executed
+// in parts (Execute with max_rows, no Describe: the client never asked for a RowDescription),
+// in text and binary result format.
+TEST_F(GatewayMaskAttackTest, HeldCursorsAndPartlyExecutedPortalsAreMasked) {
+  auto c = connect();
+  for (const char* sql :
+       {"BEGIN",
+        "DECLARE attack_held SCROLL CURSOR WITH HOLD FOR SELECT id, ssn, email FROM crm.customers "
+        "WHERE id IN (101, 102) ORDER BY id",
+        "COMMIT"}) {
+    Res r(PQexec(c->conn.get(), sql));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << sql << PQresultErrorMessage(r.get());
+  }
+  // Three modes, one row each: 101 (text), 102 (extended text), none left (binary).
+  std::string out = expect_rows(*c, "FETCH 1 FROM attack_held");
+  EXPECT_EQ(out, "101|*********3141|***@attack.example|\n");
+  Res back(PQexecParams(c->conn.get(), "FETCH BACKWARD 1 FROM attack_held", 0, nullptr, nullptr,
+                        nullptr, nullptr, 1));
+  ASSERT_EQ(PQresultStatus(back.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(back.get());
+  ASSERT_EQ(PQntuples(back.get()), 1);
+  EXPECT_EQ(std::string(PQgetvalue(back.get(), 0, 1), PQgetlength(back.get(), 0, 1)),
+            "*********3141");
+  c->seen += bytes(back.get());
+  // The cursor's own text in pg_cursors is what the client sent: no value.
+  out = expect_rows(*c, "SELECT statement FROM pg_cursors WHERE name = 'attack_held'");
+  EXPECT_NE(out.find("WITH HOLD"), std::string::npos) << out;
+  Res close_cursor(PQexec(c->conn.get(), "CLOSE attack_held"));
+  EXPECT_EQ(PQresultStatus(close_cursor.get()), PGRES_COMMAND_OK);
+  // A BINARY cursor: binary rows over the simple query protocol.
+  for (const char* sql : {"BEGIN",
+                          "DECLARE attack_bin BINARY CURSOR FOR SELECT ssn, phone, iban FROM "
+                          "crm.customers WHERE id = 101"}) {
+    Res r(PQexec(c->conn.get(), sql));
+    ASSERT_EQ(PQresultStatus(r.get()), PGRES_COMMAND_OK) << sql << PQresultErrorMessage(r.get());
+  }
+  Res bin(PQexec(c->conn.get(), "FETCH 1 FROM attack_bin"));
+  ASSERT_EQ(PQresultStatus(bin.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(bin.get());
+  ASSERT_EQ(PQntuples(bin.get()), 1);
+  EXPECT_EQ(PQfformat(bin.get(), 0), 1);
+  EXPECT_EQ(std::string(PQgetvalue(bin.get(), 0, 0), PQgetlength(bin.get(), 0, 0)),
+            "*********3141");
+  EXPECT_EQ(std::string(PQgetvalue(bin.get(), 0, 2), PQgetlength(bin.get(), 0, 2)), "[iban]");
+  c->seen += bytes(bin.get());
+  Res end_bin(PQexec(c->conn.get(), "COMMIT"));
+  EXPECT_EQ(PQresultStatus(end_bin.get()), PGRES_COMMAND_OK);
+  expect_clean(c->seen, "held cursor");
+
+  for (int format : {0, 1}) {
+    int fd = raw_login();
+    ASSERT_GE(fd, 0);
+    auto int16 = [](uint16_t v) { return std::string{char(v >> 8), char(v & 0xff)}; };
+    std::string max_rows;
+    put32(max_rows, 1);
+    std::string msgs =
+        typed_message('P', cstr("") +
+                               cstr("SELECT id, ssn, iban FROM crm.customers WHERE id IN (101, "
+                                    "102) ORDER BY id") +
+                               int16(0)) +
+        typed_message('B', cstr("") + cstr("") + int16(0) + int16(0) + int16(1) +
+                               int16(static_cast<uint16_t>(format))) +
+        typed_message('E', cstr("") + max_rows) + typed_message('E', cstr("") + max_rows) +
+        typed_message('S', "");
+    ASSERT_TRUE(send_all(fd, msgs));
+    std::string seen;
+    int rows = 0, suspended = 0, descriptions = 0;
+    for (;;) {
+      std::string body;
+      int t = read_message(fd, &body, 30000);
+      ASSERT_GT(t, 0) << "no ReadyForQuery; format " << format;
+      seen += body;
+      if (t == 'D') ++rows;
+      if (t == 's') ++suspended;
+      if (t == 'T') ++descriptions;
+      if (t == 'E') ADD_FAILURE() << "error " << error_sqlstate(body) << " format " << format;
+      if (t == 'Z') break;
+    }
+    close(fd);
+    EXPECT_EQ(rows, 2) << "format " << format;
+    EXPECT_EQ(suspended, 2) << "format " << format;
+    EXPECT_EQ(descriptions, 0) << "the client sent no Describe; format " << format;
+    EXPECT_NE(seen.find("*********3141"), std::string::npos) << "format " << format;
+    EXPECT_NE(seen.find("[iban]"), std::string::npos) << "format " << format;
+    expect_clean(seen, "portal executed in parts, format " + std::to_string(format));
+  }
 }
 
 // The recordings of every session of the suite hold no raw value either.
