@@ -62,6 +62,17 @@ struct WriteProbe {
   std::vector<std::string> functions;  // names the statement calls (planning may run some)
 };
 
+// "public.t has trigger trg, which runs public.f()" for the first trigger whose function is
+// neither in pg_catalog nor listed in the policy's allowed_functions; "" when none.
+std::string untrusted_trigger(const policy::Policy& pol, const std::vector<TriggerRef>& triggers) {
+  for (const TriggerRef& t : triggers) {
+    policy::FunctionRef f{t.function_schema, t.function_name};
+    if (f.schema == "pg_catalog" || policy::function_listed(pol, f)) continue;
+    return t.relation + " has trigger " + t.trigger + ", which runs " + f.resolved() + "()";
+  }
+  return "";
+}
+
 WriteProbe probe_of(const StatementAnalysis& st, std::string text) {
   WriteProbe w{std::move(text), {}};
   for (const policy::FunctionRef& f : st.functions) w.functions.push_back(f.name);
@@ -461,6 +472,15 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
         }
       }
       if (rows.is_ok()) rows = probe_->estimate_rows(session.target, w.text);
+      if (rows.is_ok()) {
+        // A trigger's code may write any table: the estimate holds only when the functions
+        // every trigger runs are built in or vouched for by allowed_functions.
+        if (std::string t = untrusted_trigger(pol, rows->triggers); !t.empty()) {
+          rows = failed_precondition(t +
+                                     ": what its code writes is not in the estimate (list "
+                                     "the function in allowed_functions to trust it)");
+        }
+      }
       if (!rows.is_ok()) {
         effect.estimate_note = "no planner estimate: " + rows.status().message();
         total = -1;

@@ -19,7 +19,9 @@ class FakeProbe : public EffectProbe {
     estimated.push_back(sql);
     auto it = estimates.find(sql);
     if (it == estimates.end()) return unavailable("target down");
-    return RowEstimate{it->second, 0, ""};
+    RowEstimate est{it->second, 0, "", {}};
+    if (auto t = triggers.find(sql); t != triggers.end()) est.triggers = t->second;
+    return est;
   }
   Result<std::string> irreversible_effects(const config::Target&,
                                            const std::vector<std::string>& relations,
@@ -41,6 +43,7 @@ class FakeProbe : public EffectProbe {
     return std::string();
   }
   std::map<std::string, int64_t> estimates;
+  std::map<std::string, std::vector<TriggerRef>> triggers;  // by statement text
   std::vector<std::string> estimated;
   std::vector<std::string> dry_runs;
 };
@@ -149,6 +152,34 @@ TEST_F(PolicyAnalyserTest, UnboundedWritesNeedApprovalAndAreNeverCached) {
   EXPECT_EQ(r.verdict, "allow");
   EXPECT_FALSE(r.cacheable);
   EXPECT_TRUE(analyse("delete from crm.orders where id = 1").cacheable);
+}
+
+TEST_F(PolicyAnalyserTest, TriggersOfWrittenTablesLeaveNoBoundUnlessTheirFunctionIsTrusted) {
+  writer_policy();
+  policy_.approve_when_rows_over = 100;
+  const std::string sql = "delete from crm.orders where id = 1";
+  probe_->estimates[sql] = 1;
+  probe_->triggers[sql] = {{"orders_audit", "crm.orders", "pg_catalog", "tsvector_update_trigger"},
+                           {"orders_purge", "crm.orders", "crm", "purge_lines"}};
+  // One row by the plan, but crm.purge_lines() may delete anything: no bound, approval.
+  auto held = analyse(sql);
+  EXPECT_EQ(held.verdict, "approve");
+  EXPECT_EQ(held.rule, "policy.rows_over");
+  EXPECT_NE(held.message.find("crm.orders has trigger orders_purge, which runs crm.purge_lines()"),
+            std::string::npos)
+      << held.message;
+  auto effect = state_.take_effect(sql);
+  EXPECT_EQ(effect.estimated_rows, -1);
+  EXPECT_NE(effect.estimate_note.find("allowed_functions"), std::string::npos)
+      << effect.estimate_note;
+  // Listed in allowed_functions (qualified or bare), the trigger is judged like a call the
+  // operator vouches for: the plan's estimate decides. Built-in trigger functions always are.
+  policy_.allowed_functions = {"crm.purge_lines"};
+  EXPECT_EQ(analyse(sql).verdict, "allow");
+  policy_.allowed_functions = {"purge_lines"};
+  EXPECT_EQ(analyse(sql).verdict, "allow");
+  policy_.allowed_functions = {"other.purge_lines"};
+  EXPECT_EQ(analyse(sql).verdict, "approve");
 }
 
 TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed) {
