@@ -223,6 +223,58 @@ Status add_triggers(PGconn* conn, const WrittenTable& w, RowEstimate* est) {
   return Status::ok();
 }
 
+// The tables of one table's tree (itself, its partitions and inheritance children) with their
+// statistics and current size in pages. $1 schema, $2 table.
+constexpr const char* kStatisticsSql =
+    "WITH RECURSIVE r AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n"
+    "   ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
+    "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN r ON i.inhparent = r.oid)"
+    " SELECT n.nspname || '.' || c.relname,"
+    // No column statistics (never analysed — VACUUM alone sets reltuples, not them — or
+    // empty at its last ANALYZE, which stores none) but rows now.
+    "   pg_relation_size(c.oid) > 0 AND NOT EXISTS (SELECT 1 FROM pg_stats s"
+    "     WHERE s.schemaname = n.nspname AND s.tablename = c.relname),"
+    "   pg_relation_size(c.oid) / current_setting('block_size')::int8,"
+    "   (current_setting('block_size')::int8 - 24) / 28"  // MaxHeapTuplesPerPage
+    " FROM r JOIN pg_class c ON c.oid = r.oid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'm') ORDER BY 1";
+
+struct UnanalysedRows {
+  int64_t rows = 0;  // the most rows the tree's heap pages can hold; 0 when it has statistics
+  std::string note;  // "" when it has statistics
+};
+
+// Without column statistics (never analysed, or empty at its last ANALYZE and filled since) the
+// planner guesses a predicate's selectivity (`v = 'x'` as 0.5% of the table whatever it
+// matches): the bound is then what the tree's pages can hold at most.
+// REQUIRES: the probe's transaction is open on `conn`.
+Result<UnanalysedRows> rows_without_statistics(PGconn* conn, const std::string& schema,
+                                               const std::string& table) {
+  const char* params[] = {schema.c_str(), table.c_str()};
+  Res r(PQexecParams(conn, kStatisticsSql, 2, nullptr, params, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    return unavailable("effect probe catalog lookup (statistics): " + trimmed_error(r.get(), conn));
+  }
+  std::string stale;
+  int64_t pages = 0, per_page = 0;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    if (std::string(PQgetvalue(r.get(), i, 1)) == "t" && stale.empty()) {
+      stale = PQgetvalue(r.get(), i, 0);
+    }
+    pages += std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
+    per_page = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
+  }
+  UnanalysedRows out;
+  if (stale.empty()) return out;
+  out.rows = pages * per_page;
+  out.note = stale +
+             " has rows but no statistics (never analysed, or empty at its last ANALYZE): the " +
+             "write to " + schema + "." + table + " is counted as the most rows its " +
+             with_commas(pages) + " pages can hold, " + with_commas(out.rows) +
+             " (run ANALYZE for an estimate)";
+  return out;
+}
+
 // Adds to `est` the rows that foreign keys change when `rows` rows of schema.table are deleted
 // and/or updated, recursively. `path`: the tables of this cascade chain (cycle detection).
 // Every table a cascade changes is added to `written`.
@@ -446,9 +498,25 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
         add_written(&written, m.schema, m.relation,
                     (inserts ? kTriggerInsert : 0) | (deletes ? kTriggerDelete : 0) |
                         (updates ? kTriggerUpdate : 0));
+        int64_t rows_changed = m.rows;
+        if (m.operation == "Update" || m.operation == "Delete" || m.operation == "Merge") {
+          // The rows a predicate chooses are estimated from the table's statistics.
+          auto unknown = rows_without_statistics(conn.conn, m.schema, m.relation);
+          if (!unknown.is_ok()) {
+            failed = unknown.status();
+            break;
+          }
+          if (unknown->rows > rows_changed) {
+            est.rows += unknown->rows - rows_changed;
+            rows_changed = unknown->rows;
+          }
+          if (!unknown->note.empty()) {
+            est.unanalysed += (est.unanalysed.empty() ? "" : "; ") + unknown->note;
+          }
+        }
         std::vector<std::string> path{m.schema + "." + m.relation};
         failed = add_cascades(conn.conn, m.schema, m.relation, deletes, updates,
-                              static_cast<double>(m.rows), &path, &est, &written);
+                              static_cast<double>(rows_changed), &path, &est, &written);
         if (!failed.is_ok()) break;
       }
       for (size_t i = 0; failed.is_ok() && i < written.size(); ++i) {

@@ -28,7 +28,12 @@
 //     (an error, the analyser then asks for approval with the reason): C was never analysed
 //     (reltuples < 0) or was empty at its last ANALYZE and has rows now, the cascade revisits
 //     a table (a cycle, e.g. a self-referencing ON DELETE CASCADE), or it is deeper than
-//     kMaxCascadeDepth. Every plan of the EXPLAIN counts: a rule on a written table (DO ALSO
+//     kMaxCascadeDepth. An UPDATE, DELETE or MERGE of a table whose tree (itself, its
+//     partitions and inheritance children) has a table without statistics (never analysed,
+//     or empty at its last ANALYZE and filled since: the planner then guesses selectivities)
+//     counts the most rows the tree's heap pages can hold (pages x MaxHeapTuplesPerPage)
+//     when that is more than the plan's estimate (`unanalysed` says so). Every plan of the
+//     EXPLAIN counts: a rule on a written table (DO ALSO
 //     / DO INSTEAD) adds plans of its own, in any order. The user triggers that fire on the
 //     written tables (their partitions and inheritance children included) and on the tables
 //     foreign keys cascade to are listed in `triggers`: what their code writes is not in
@@ -74,6 +79,9 @@ struct RowEstimate {
   int64_t cascaded = 0;  // of which in tables that foreign keys cascade to
   // "12 in public.child (ON DELETE CASCADE from public.parent)", one per table; "" for none.
   std::string cascades;
+  // Why some writes count the most rows their table's pages can hold instead of the plan's
+  // estimate: tables without statistics, "public.t has no statistics (...) ..."; "" for none.
+  std::string unanalysed;
   // Enabled user triggers on the written and cascaded-to tables for the events they see
   // (INSERT, UPDATE, DELETE), once each, ordered by relation and name.
   std::vector<TriggerRef> triggers;

@@ -453,7 +453,7 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     // Every write of the request counts: the statements of a multi-statement string and the
     // data-modifying CTEs of each add up, with the rows their foreign keys cascade to.
     int64_t total = 0;
-    std::string cascades;
+    std::string cascades, unanalysed;
     for (const WriteProbe& w : writes) {
       Result<RowEstimate> rows =
           w.text.empty()
@@ -488,10 +488,16 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
       }
       total += rows->rows;
       if (!rows->cascades.empty()) cascades += (cascades.empty() ? "" : ", ") + rows->cascades;
+      if (!rows->unanalysed.empty()) {
+        unanalysed += (unanalysed.empty() ? "" : "; ") + rows->unanalysed;
+      }
     }
     effect.estimated_rows = total;
-    if (total >= 0 && !cascades.empty()) {
-      effect.estimate_note = "includes rows that foreign keys change: " + cascades;
+    if (total >= 0) {
+      std::string note =
+          cascades.empty() ? "" : "includes rows that foreign keys change: " + cascades;
+      if (!unanalysed.empty()) note += (note.empty() ? "" : "; ") + unanalysed;
+      effect.estimate_note = note;
     }
     std::string over;
     if (threshold && total < 0) {
@@ -501,7 +507,7 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     } else if (threshold && total > pol.approve_when_rows_over) {
       over = "the planner estimates " + with_commas(total) + " rows changed" +
              (writes.size() > 1 ? " by the " + std::to_string(writes.size()) + " writes" : "") +
-             (cascades.empty() ? std::string() : " (" + effect.estimate_note + ")") +
+             (effect.estimate_note.empty() ? std::string() : " (" + effect.estimate_note + ")") +
              ", over policy \"" + pol.name + "\"'s approve_when_rows_over of " +
              with_commas(pol.approve_when_rows_over);
     }

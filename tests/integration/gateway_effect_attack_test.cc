@@ -375,6 +375,37 @@ TEST_F(GatewayEffectAttackTest, RulesAndTriggersOnWrittenTablesCountInTheBound) 
   EXPECT_EQ(db("select v from public.t_hid_victim where k = 1"), "x!");
 }
 
+// A table without statistics (never analysed; VACUUM alone or an ANALYZE while it was empty
+// leaves none): the planner guesses `v = 'orig'` at 0.5% of the table however many rows it
+// matches. The bound is then the most rows the table's pages can hold; after ANALYZE the
+// plan's estimate decides again.
+TEST_F(GatewayEffectAttackTest, WritesToTablesWithoutStatisticsAreBoundedByTheirSize) {
+  ASSERT_FALSE(db(R"(create table public.t_nostats (k int primary key, v text)
+        with (autovacuum_enabled = false);
+      insert into public.t_nostats select g, 'orig' from generate_series(1, 500) g;
+      alter table public.t_nostats owner to app_scram; select 1)")
+                   .empty());
+  // VACUUM sets reltuples and relpages, not column statistics.
+  EXPECT_EQ(db("vacuum public.t_nostats"), "");
+  Conn c = agent();
+  const std::string sql = "delete from public.t_nostats where v = 'orig'";
+  expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_nostats"), "500/500");
+  json list = ctl_json_as(*gw_, "reviewer", {"approvals", "list", "--state", "all"});
+  bool noted = false;
+  for (const json& r : list.value("approvals", json::array())) {
+    noted |= r.value("sql", "") == sql &&
+             r.dump().find("public.t_nostats has rows but no statistics") != std::string::npos;
+  }
+  EXPECT_TRUE(noted) << list.dump();
+  // Once analysed, a delete of one row by key runs at once (and the big one still waits).
+  ASSERT_EQ(db("analyze public.t_nostats; select 1"), "1");
+  Outcome one = attempt(c.get(), "delete from public.t_nostats where k = 1");
+  EXPECT_TRUE(one.ran) << one.held_rule << one.message;
+  expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_nostats"), "499/499");
+}
+
 TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
   ASSERT_NO_FATAL_FAILURE(make_table("t_drop", 5));
   ASSERT_FALSE(db("create view public.v_drop as select * from public.t_drop; "
