@@ -60,6 +60,8 @@ bool literal_sensitive(const StatementAnalysis& s) {
 struct WriteProbe {
   std::string text;
   std::vector<std::string> functions;  // names the statement calls (planning may run some)
+  // Why no estimate bounds the rows whatever the bind parameters are; "" when one does.
+  std::string parameters;
 };
 
 // "public.t has trigger trg, which runs public.f()" for the first trigger whose function is
@@ -74,8 +76,16 @@ std::string untrusted_trigger(const policy::Policy& pol, const std::vector<Trigg
 }
 
 WriteProbe probe_of(const StatementAnalysis& st, std::string text) {
-  WriteProbe w{std::move(text), {}};
+  WriteProbe w{std::move(text), {}, {}};
   for (const policy::FunctionRef& f : st.functions) w.functions.push_back(f.name);
+  for (const policy::WriteEffect& e : st.write_effects) {
+    if (!e.parameters_choose_rows) continue;
+    w.parameters = e.verb + " on " + e.relation +
+                   " chooses its rows with bind parameters other than as `column = $n`: the "
+                   "planner's estimate holds for no particular value (`k > $1` is a third of "
+                   "the table, and may be all of it)";
+    break;
+  }
   return w;
 }
 
@@ -460,6 +470,7 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
               ? Result<RowEstimate>(failed_precondition("this statement form cannot be EXPLAINed"))
           : probe_ ? Result<RowEstimate>(RowEstimate{})
                    : Result<RowEstimate>(unavailable("no effect probe"));
+      if (rows.is_ok() && !w.parameters.empty()) rows = failed_precondition(w.parameters);
       if (rows.is_ok() && !w.functions.empty()) {
         // Planning evaluates immutable and stable functions on constants: a user-defined one
         // would run on cp's connection, so such a statement is not EXPLAINed.

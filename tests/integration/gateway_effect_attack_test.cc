@@ -406,6 +406,42 @@ TEST_F(GatewayEffectAttackTest, WritesToTablesWithoutStatisticsAreBoundedByTheir
   EXPECT_EQ(state("t_nostats"), "499/499");
 }
 
+// A statement sent with Parse is decided at its Parse, before the bind values are known. The
+// generic plan guesses `k > $1` at a third of the table and `v LIKE $1` at 0.5%: both under
+// the threshold of 50 for 100 rows, while `$1 = 0` or `'%'` reach every row. Such writes have
+// no bound; `k = $1` keeps the plan's estimate and runs at once.
+TEST_F(GatewayEffectAttackTest, BindParametersThatMayReachEveryRowHaveNoBound) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_param", 100));
+  Conn c = agent();
+  const std::vector<std::pair<std::string, const char*>> cases = {
+      {"delete from public.t_param where k > $1", "0"},
+      {"delete from public.t_param where v like $1", "%"},
+      {"update public.t_param set v = 'x' where k = any ($1::int[])", "{1,2,3}"},
+  };
+  for (const auto& [sql, value] : cases) {
+    SCOPED_TRACE(sql);
+    const char* values[] = {value};
+    ASSERT_EQ(PQsendQueryParams(c.get(), sql.c_str(), 1, nullptr, values, nullptr, nullptr, 0), 1);
+    expect_held(await(c.get(), sql), "policy.rows_over", sql);
+    EXPECT_EQ(state("t_param"), "100/100");
+  }
+  // A named prepared statement: held at its Parse (PQprepare), nothing runs.
+  const std::string named = "delete from public.t_param where k >= $1";
+  ASSERT_EQ(PQsendPrepare(c.get(), "del_from", named.c_str(), 1, nullptr), 1);
+  expect_held(await(c.get(), named), "policy.rows_over", named);
+  const char* zero[] = {"0"};
+  Res refused(PQexecPrepared(c.get(), "del_from", 1, zero, nullptr, nullptr, 0));
+  EXPECT_EQ(PQresultStatus(refused.get()), PGRES_FATAL_ERROR);
+  EXPECT_EQ(state("t_param"), "100/100");
+  // By key: the plan's estimate (one row) decides.
+  const std::string by_key = "delete from public.t_param where k = $1";
+  const char* one[] = {"1"};
+  Res deleted(PQexecParams(c.get(), by_key.c_str(), 1, nullptr, one, nullptr, nullptr, 0));
+  EXPECT_EQ(PQresultStatus(deleted.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(deleted.get());
+  EXPECT_STREQ(PQcmdTuples(deleted.get()), "1");
+  EXPECT_EQ(state("t_param"), "99/99");
+}
+
 TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
   ASSERT_NO_FATAL_FAILURE(make_table("t_drop", 5));
   ASSERT_FALSE(db("create view public.v_drop as select * from public.t_drop; "
