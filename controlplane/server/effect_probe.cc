@@ -660,4 +660,23 @@ Result<std::string> PgEffectProbe::plan_time_functions(const config::Target& tar
   return PQntuples(r.get()) > 0 ? std::string(PQgetvalue(r.get(), 0, 0)) : std::string();
 }
 
+Result<std::vector<TriggerRef>> PgEffectProbe::insert_triggers(const config::Target& target,
+                                                               const std::string& relation) {
+  auto c = connection_for(target);
+  if (!c.is_ok()) return c.status();
+  Connection& conn = **c;
+  std::lock_guard<std::mutex> lock(conn.mu);
+  PGW_RETURN_IF_ERROR(conn.ensure());
+  const size_t dot = relation.find('.');
+  WrittenTable w{dot == std::string::npos ? "public" : relation.substr(0, dot),
+                 dot == std::string::npos ? relation : relation.substr(dot + 1), kTriggerInsert};
+  RowEstimate est;
+  Status s = add_triggers(conn.conn, w, &est);
+  if (!s.is_ok()) {
+    conn.reset();
+    return s;
+  }
+  return est.triggers;
+}
+
 }  // namespace pgwarden::server

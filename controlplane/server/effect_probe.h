@@ -120,6 +120,11 @@ class EffectProbe {
   // function (the planner may evaluate those while planning), as "schema.name"; "" for none.
   virtual Result<std::string> plan_time_functions(const config::Target& target,
                                                   const std::vector<std::string>& names) = 0;
+  // The enabled user triggers an INSERT into `relation` ("schema.table"), its partitions or
+  // inheritance children fires (as RowEstimate::triggers): for COPY ... FROM, which cannot be
+  // EXPLAINed. unavailable when the target cannot be asked.
+  virtual Result<std::vector<TriggerRef>> insert_triggers(const config::Target& target,
+                                                          const std::string& relation) = 0;
 };
 
 // The input rows of every ModifyTable node of every plan in an `EXPLAIN (FORMAT JSON)` output,
@@ -138,6 +143,8 @@ class PgEffectProbe : public EffectProbe {
   Result<int64_t> dry_run(const config::Target& target, const std::string& sql) override;
   Result<std::string> plan_time_functions(const config::Target& target,
                                           const std::vector<std::string>& names) override;
+  Result<std::vector<TriggerRef>> insert_triggers(const config::Target& target,
+                                                  const std::string& relation) override;
 
  private:
   struct Connection;

@@ -458,6 +458,36 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     }
   }
   const bool threshold = pol.approve_when_rows_over > 0;
+  if (threshold && r.verdict != "deny") {
+    // COPY ... FROM appends rows (not counted), but a trigger on the table runs code on each:
+    // as for any write, an untrusted trigger leaves it without a bound. It cannot be
+    // EXPLAINed, so the catalog is asked directly.
+    for (const auto& st : analysis.statements) {
+      if ((st.kind != StatementKind::kCopyFromStdin && st.kind != StatementKind::kCopyFile) ||
+          st.copy_relation.name.empty()) {
+        continue;
+      }
+      r.cacheable = false;  // a trigger may be created later
+      auto triggers = probe_ ? probe_->insert_triggers(session.target, st.copy_relation.resolved())
+                             : Result<std::vector<TriggerRef>>(unavailable("no effect probe"));
+      std::string why = !triggers.is_ok()
+                            ? "its triggers could not be listed: " + triggers.status().message()
+                            : untrusted_trigger(pol, *triggers);
+      if (why.empty()) continue;
+      effect.estimate_note = "no bound: " + why;
+      const std::string over = "COPY into " + st.copy_relation.resolved() + " has no bound (" +
+                               why + ": what its code writes is not known), and policy \"" +
+                               pol.name + "\" approves writes over " +
+                               with_commas(pol.approve_when_rows_over) +
+                               " rows: a human approval is needed";
+      if (r.verdict == "allow") {
+        r = {"approve", "policy.rows_over", over, false};
+      } else {
+        effect.reasons.push_back("rows_over: " + over);
+      }
+      break;
+    }
+  }
   if (r.verdict != "deny" && !writes.empty() &&
       (threshold || (r.verdict == "approve" && pol.dry_run))) {
     // Every write of the request counts: the statements of a multi-statement string and the

@@ -42,8 +42,14 @@ class FakeProbe : public EffectProbe {
     }
     return std::string();
   }
+  Result<std::vector<TriggerRef>> insert_triggers(const config::Target&,
+                                                  const std::string& relation) override {
+    auto it = triggers.find(relation);
+    return it == triggers.end() ? std::vector<TriggerRef>{} : it->second;
+  }
   std::map<std::string, int64_t> estimates;
-  std::map<std::string, std::vector<TriggerRef>> triggers;  // by statement text
+  // By statement text (estimate_rows) or relation (insert_triggers).
+  std::map<std::string, std::vector<TriggerRef>> triggers;
   std::vector<std::string> estimated;
   std::vector<std::string> dry_runs;
 };
@@ -180,6 +186,17 @@ TEST_F(PolicyAnalyserTest, TriggersOfWrittenTablesLeaveNoBoundUnlessTheirFunctio
   EXPECT_EQ(analyse(sql).verdict, "allow");
   policy_.allowed_functions = {"other.purge_lines"};
   EXPECT_EQ(analyse(sql).verdict, "approve");
+  // COPY ... FROM is not EXPLAINed; its table's triggers are asked for directly.
+  policy_.allowed_kinds.push_back("copy_from_stdin");
+  probe_->triggers["crm.orders"] = probe_->triggers[sql];
+  auto copy = analyse("copy crm.orders from stdin");
+  EXPECT_EQ(copy.verdict, "approve");
+  EXPECT_EQ(copy.rule, "policy.rows_over");
+  EXPECT_FALSE(copy.cacheable);
+  EXPECT_NE(copy.message.find("crm.purge_lines()"), std::string::npos) << copy.message;
+  auto plain = analyse("copy crm.lines from stdin");
+  EXPECT_EQ(plain.verdict, "allow") << plain.message;
+  EXPECT_FALSE(plain.cacheable);
 }
 
 TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed) {
