@@ -66,6 +66,20 @@ void sum_modify_rows(const json& plan, int64_t* sum, bool* found) {
   }
 }
 
+// "schema.table" of every relation a plan node under `plan` reads (VERBOSE plans name the
+// schema), once each.
+void scanned_relations(const json& plan, std::vector<std::string>* out) {
+  if (!plan.is_object()) return;
+  if (plan.contains("Relation Name") && plan.contains("Schema") &&
+      plan.value("Node Type", "") != "ModifyTable") {
+    std::string rel = plan.value("Schema", "") + "." + plan.value("Relation Name", "");
+    if (std::find(out->begin(), out->end(), rel) == out->end()) out->push_back(std::move(rel));
+  }
+  if (plan.contains("Plans") && plan["Plans"].is_array()) {
+    for (const json& c : plan["Plans"]) scanned_relations(c, out);
+  }
+}
+
 void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
   if (!plan.is_object()) return;
   const json* children =
@@ -85,6 +99,9 @@ void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
         }
         break;
       }
+    }
+    if (children != nullptr) {
+      for (const json& c : *children) scanned_relations(c, &m.scanned);
     }
     out->push_back(std::move(m));
   }
@@ -239,39 +256,33 @@ constexpr const char* kStatisticsSql =
     " FROM r JOIN pg_class c ON c.oid = r.oid JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relkind IN ('r', 'm') ORDER BY 1";
 
-struct UnanalysedRows {
-  int64_t rows = 0;  // the most rows the tree's heap pages can hold; 0 when it has statistics
-  std::string note;  // "" when it has statistics
+struct TreeStatistics {
+  std::string stale;     // a member with rows but no statistics, "schema.table"; "" for none
+  int64_t pages = 0;     // heap pages of the tree
+  int64_t capacity = 0;  // the most rows they can hold
 };
 
 // Without column statistics (never analysed, or empty at its last ANALYZE and filled since) the
 // planner guesses a predicate's selectivity (`v = 'x'` as 0.5% of the table whatever it
-// matches): the bound is then what the tree's pages can hold at most.
+// matches): the bound is then what the written tree's pages can hold at most.
 // REQUIRES: the probe's transaction is open on `conn`.
-Result<UnanalysedRows> rows_without_statistics(PGconn* conn, const std::string& schema,
-                                               const std::string& table) {
+Result<TreeStatistics> tree_statistics(PGconn* conn, const std::string& schema,
+                                       const std::string& table) {
   const char* params[] = {schema.c_str(), table.c_str()};
   Res r(PQexecParams(conn, kStatisticsSql, 2, nullptr, params, nullptr, nullptr, 0));
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
     return unavailable("effect probe catalog lookup (statistics): " + trimmed_error(r.get(), conn));
   }
-  std::string stale;
-  int64_t pages = 0, per_page = 0;
+  TreeStatistics out;
+  int64_t per_page = 0;
   for (int i = 0; i < PQntuples(r.get()); ++i) {
-    if (std::string(PQgetvalue(r.get(), i, 1)) == "t" && stale.empty()) {
-      stale = PQgetvalue(r.get(), i, 0);
+    if (std::string(PQgetvalue(r.get(), i, 1)) == "t" && out.stale.empty()) {
+      out.stale = PQgetvalue(r.get(), i, 0);
     }
-    pages += std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
+    out.pages += std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
     per_page = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
   }
-  UnanalysedRows out;
-  if (stale.empty()) return out;
-  out.rows = pages * per_page;
-  out.note = stale +
-             " has rows but no statistics (never analysed, or empty at its last ANALYZE): the " +
-             "write to " + schema + "." + table + " is counted as the most rows its " +
-             with_commas(pages) + " pages can hold, " + with_commas(out.rows) +
-             " (run ANALYZE for an estimate)";
+  out.capacity = out.pages * per_page;
   return out;
 }
 
@@ -500,18 +511,35 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
                         (updates ? kTriggerUpdate : 0));
         int64_t rows_changed = m.rows;
         if (m.operation == "Update" || m.operation == "Delete" || m.operation == "Merge") {
-          // The rows a predicate chooses are estimated from the table's statistics.
-          auto unknown = rows_without_statistics(conn.conn, m.schema, m.relation);
-          if (!unknown.is_ok()) {
-            failed = unknown.status();
+          // The rows a predicate chooses are estimated from the statistics of the written
+          // table and of every table the plan reads to choose them (joins, sub-selects).
+          auto target = tree_statistics(conn.conn, m.schema, m.relation);
+          if (!target.is_ok()) {
+            failed = target.status();
             break;
           }
-          if (unknown->rows > rows_changed) {
-            est.rows += unknown->rows - rows_changed;
-            rows_changed = unknown->rows;
+          std::string stale = target->stale;
+          for (size_t i = 0; stale.empty() && i < m.scanned.size(); ++i) {
+            const size_t dot = m.scanned[i].find('.');
+            auto read = tree_statistics(conn.conn, m.scanned[i].substr(0, dot),
+                                        m.scanned[i].substr(dot + 1));
+            if (!read.is_ok()) {
+              failed = read.status();
+              break;
+            }
+            stale = read->stale;
           }
-          if (!unknown->note.empty()) {
-            est.unanalysed += (est.unanalysed.empty() ? "" : "; ") + unknown->note;
+          if (!failed.is_ok()) break;
+          if (!stale.empty() && target->capacity > rows_changed) {
+            est.rows += target->capacity - rows_changed;
+            rows_changed = target->capacity;
+            est.unanalysed +=
+                (est.unanalysed.empty() ? "" : "; ") + stale +
+                " has rows but no statistics (never analysed, or empty at its last ANALYZE): "
+                "the write to " +
+                m.schema + "." + m.relation + " is counted as the most rows its " +
+                with_commas(target->pages) + " pages can hold, " + with_commas(target->capacity) +
+                " (run ANALYZE for an estimate)";
           }
         }
         std::vector<std::string> path{m.schema + "." + m.relation};

@@ -28,11 +28,12 @@
 //     (an error, the analyser then asks for approval with the reason): C was never analysed
 //     (reltuples < 0) or was empty at its last ANALYZE and has rows now, the cascade revisits
 //     a table (a cycle, e.g. a self-referencing ON DELETE CASCADE), or it is deeper than
-//     kMaxCascadeDepth. An UPDATE, DELETE or MERGE of a table whose tree (itself, its
-//     partitions and inheritance children) has a table without statistics (never analysed,
-//     or empty at its last ANALYZE and filled since: the planner then guesses selectivities)
-//     counts the most rows the tree's heap pages can hold (pages x MaxHeapTuplesPerPage)
-//     when that is more than the plan's estimate (`unanalysed` says so). Every plan of the
+//     kMaxCascadeDepth. An UPDATE, DELETE or MERGE that reads a table without statistics
+//     (never analysed, or empty at its last ANALYZE and filled since: the planner then
+//     guesses selectivities) — the written tree (itself, its partitions and inheritance
+//     children) or any table its plan reads to choose the rows — counts the most rows the
+//     written tree's heap pages can hold (pages x MaxHeapTuplesPerPage) when that is more than
+//     the plan's estimate (`unanalysed` says so). Every plan of the
 //     EXPLAIN counts: a rule on a written table (DO ALSO
 //     / DO INSTEAD) adds plans of its own, in any order. The user triggers that fire on the
 //     written tables (their partitions and inheritance children included) and on the tables
@@ -94,6 +95,8 @@ struct ModifyNode {
   std::string operation;         // "Insert", "Update", "Delete", "Merge"
   bool conflict_update = false;  // INSERT ... ON CONFLICT DO UPDATE
   int64_t rows = 0;              // input rows (the rows it changes)
+  // "schema.table" of every relation its input reads (VERBOSE plans), once each, in plan order.
+  std::vector<std::string> scanned;
 };
 // Every ModifyTable node of every plan (a rule adds plans), in plan order. invalid_argument
 // for JSON that is not a plan.

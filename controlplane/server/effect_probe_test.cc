@@ -67,6 +67,19 @@ TEST(ModifyNodesFromExplain, NamesEachWrittenRelationWithItsOperationAndRows) {
   EXPECT_EQ((*nodes)[1].operation, "Delete");
   EXPECT_EQ((*nodes)[1].schema + "." + (*nodes)[1].relation, "crm.b");
   EXPECT_EQ((*nodes)[1].rows, 7);
+  EXPECT_TRUE((*nodes)[0].scanned.empty());  // its Seq Scan names no relation here
+  const char* join = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Delete",
+      "Relation Name": "t", "Schema": "public", "Plans": [
+      {"Node Type": "Hash Join", "Parent Relationship": "Outer", "Plan Rows": 3, "Plans": [
+        {"Node Type": "Seq Scan", "Relation Name": "t", "Schema": "public"},
+        {"Node Type": "Hash", "Plans": [{"Node Type": "Seq Scan", "Relation Name": "o",
+          "Schema": "crm"}]}]},
+      {"Node Type": "Index Scan", "Parent Relationship": "SubPlan", "Relation Name": "o",
+       "Schema": "crm"}]}}])";
+  nodes = modify_nodes_from_explain(join);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].scanned, (std::vector<std::string>{"public.t", "crm.o"}));
   const char* upsert = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Insert",
       "Relation Name": "t", "Schema": "public", "Conflict Resolution": "UPDATE", "Plans": [
       {"Node Type": "Result", "Parent Relationship": "Outer", "Plan Rows": 1}]}}])";

@@ -384,8 +384,8 @@ TEST_F(GatewayEffectAttackTest, RulesAndTriggersOnWrittenTablesCountInTheBound) 
 
 // A table without statistics (never analysed; VACUUM alone or an ANALYZE while it was empty
 // leaves none): the planner guesses `v = 'orig'` at 0.5% of the table however many rows it
-// matches. The bound is then the most rows the table's pages can hold; after ANALYZE the
-// plan's estimate decides again.
+// matches. A write to it, or choosing its rows by reading it, is then bounded by the most rows
+// the written table's pages can hold; after ANALYZE the plan's estimate decides again.
 TEST_F(GatewayEffectAttackTest, WritesToTablesWithoutStatisticsAreBoundedByTheirSize) {
   ASSERT_FALSE(db(R"(create table public.t_nostats (k int primary key, v text)
         with (autovacuum_enabled = false);
@@ -405,6 +405,15 @@ TEST_F(GatewayEffectAttackTest, WritesToTablesWithoutStatisticsAreBoundedByTheir
              r.dump().find("public.t_nostats has rows but no statistics") != std::string::npos;
   }
   EXPECT_TRUE(noted) << list.dump();
+  // The same guess for a table the write reads to choose its rows (an analysed target).
+  ASSERT_NO_FATAL_FAILURE(make_table("t_join", 100));
+  const std::string join =
+      "delete from public.t_join using public.t_nostats o where t_join.k = o.k and o.v = 'orig'";
+  expect_held(attempt(c.get(), join), "policy.rows_over", join);
+  const std::string sub =
+      "delete from public.t_join where k in (select k from public.t_nostats where v = 'orig')";
+  expect_held(attempt(c.get(), sub), "policy.rows_over", sub);
+  EXPECT_EQ(state("t_join"), "100/100");
   // Once analysed, a delete of one row by key runs at once (and the big one still waits).
   ASSERT_EQ(db("analyze public.t_nostats; select 1"), "1");
   Outcome one = attempt(c.get(), "delete from public.t_nostats where k = 1");
