@@ -1292,6 +1292,72 @@ std::optional<WriteEffect> self_upsert_effect(const PgQuery__InsertStmt* s) {
   return std::nullopt;
 }
 
+// --- bind parameters that choose rows --------------------------------------------------
+
+int count_params(const ProtobufCMessage* m, int depth) {
+  if (!m || depth > kMaxDepth) return 0;
+  if (m->descriptor == &pg_query__param_ref__descriptor) return 1;
+  int n = 0;
+  for_each_child(m, [&](const ProtobufCMessage* c) { n += count_params(c, depth + 1); });
+  return n;
+}
+
+const PgQuery__Node* without_casts(const PgQuery__Node* n) {
+  while (n && n->node_case == PG_QUERY__NODE__NODE_TYPE_CAST && n->type_cast) n = n->type_cast->arg;
+  return n;
+}
+
+// `column = $n` (either side, casts allowed): whatever $n is, it chooses the rows holding one
+// value, which the generic plan estimates from the column's statistics.
+bool column_equals_param(const PgQuery__Node* n) {
+  if (!n || n->node_case != PG_QUERY__NODE__NODE_A_EXPR) return false;
+  const PgQuery__AExpr* e = n->a_expr;
+  if (e->kind != PG_QUERY__A__EXPR__KIND__AEXPR_OP || last_name(e->name, e->n_name) != "=") {
+    return false;
+  }
+  const PgQuery__Node* l = without_casts(e->lexpr);
+  const PgQuery__Node* r = without_casts(e->rexpr);
+  auto is = [](const PgQuery__Node* x, PgQuery__Node__NodeCase c) {
+    return x && x->node_case == c;
+  };
+  return (is(l, PG_QUERY__NODE__NODE_COLUMN_REF) && is(r, PG_QUERY__NODE__NODE_PARAM_REF)) ||
+         (is(l, PG_QUERY__NODE__NODE_PARAM_REF) && is(r, PG_QUERY__NODE__NODE_COLUMN_REF));
+}
+
+// Parameters of a condition outside its top-level `column = $n` conjuncts.
+int free_params(const PgQuery__Node* cond, int depth) {
+  if (!cond || depth > kMaxDepth) return 0;
+  if (cond->node_case == PG_QUERY__NODE__NODE_BOOL_EXPR &&
+      cond->bool_expr->boolop == PG_QUERY__BOOL_EXPR_TYPE__AND_EXPR) {
+    int n = 0;
+    for (size_t i = 0; i < cond->bool_expr->n_args; ++i) {
+      n += free_params(cond->bool_expr->args[i], depth + 1);
+    }
+    return n;
+  }
+  return column_equals_param(cond) ? 0 : count_params(msg(cond), depth);
+}
+
+int free_params_in(PgQuery__Node* const* items, size_t n) {
+  int count = 0;
+  for (size_t i = 0; i < n; ++i) count += count_params(msg(items[i]), 0);
+  return count;
+}
+
+// A MERGE source whose parameters only fill a VALUES list: as many rows whatever the values.
+int free_params_of_merge_source(const PgQuery__Node* source) {
+  if (source && source->node_case == PG_QUERY__NODE__NODE_RANGE_SUBSELECT &&
+      source->range_subselect->subquery &&
+      source->range_subselect->subquery->node_case == PG_QUERY__NODE__NODE_SELECT_STMT) {
+    const PgQuery__SelectStmt* v = source->range_subselect->subquery->select_stmt;
+    if (v->n_values_lists > 0 && v->n_from_clause == 0 && !v->where_clause && !v->larg &&
+        !v->with_clause) {
+      return 0;
+    }
+  }
+  return count_params(msg(source), 0);
+}
+
 void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out) {
   if (!m || depth > kMaxDepth) return;
   const ProtobufCMessageDescriptor* d = m->descriptor;
@@ -1303,13 +1369,25 @@ void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out
   if (d == &pg_query__update_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__UpdateStmt*>(m);
     out->push_back(condition_effect("UPDATE", s->relation, s->where_clause));
+    const int params = free_params(s->where_clause, 0) +
+                       free_params_in(s->from_clause, s->n_from_clause) +
+                       count_params(msg(s->with_clause), 0);
+    out->back().parameters_choose_rows = params > 0;
   } else if (d == &pg_query__delete_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__DeleteStmt*>(m);
     out->push_back(condition_effect("DELETE", s->relation, s->where_clause));
+    const int params = free_params(s->where_clause, 0) +
+                       free_params_in(s->using_clause, s->n_using_clause) +
+                       count_params(msg(s->with_clause), 0);
+    out->back().parameters_choose_rows = params > 0;
   } else if (d == &pg_query__merge_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__MergeStmt*>(m);
     out->push_back(condition_effect("MERGE", s->relation, s->join_condition));
     if (!s->join_condition) out->back().reach = WriteReach::kWhereAbsent;
+    const int params = free_params(s->join_condition, 0) +
+                       free_params_of_merge_source(s->source_relation) +
+                       count_params(msg(s->with_clause), 0);
+    out->back().parameters_choose_rows = params > 0;
   } else if (d == &pg_query__insert_stmt__descriptor) {
     if (auto e = self_upsert_effect(reinterpret_cast<const PgQuery__InsertStmt*>(m))) {
       out->push_back(std::move(*e));
@@ -1317,8 +1395,8 @@ void collect(const ProtobufCMessage* m, int depth, std::vector<WriteEffect>* out
   } else if (d == &pg_query__func_call__descriptor) {
     const std::string_view lo = large_object_loss(reinterpret_cast<const PgQuery__FuncCall*>(m));
     if (!lo.empty()) {
-      out->push_back(WriteEffect{std::string(lo) + "()", "a large object", WriteReach::kDrop,
-                                 false});
+      out->push_back(
+          WriteEffect{std::string(lo) + "()", "a large object", WriteReach::kDrop, false});
     }
   } else if (d == &pg_query__truncate_stmt__descriptor) {
     const auto* s = reinterpret_cast<const PgQuery__TruncateStmt*>(m);

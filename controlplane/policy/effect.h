@@ -88,6 +88,12 @@ struct WriteEffect {
                          // or database name for DROP SCHEMA / DATABASE; "" for DO
   WriteReach reach = WriteReach::kRestricted;
   bool uses_literals = false;
+  // UPDATE, DELETE, MERGE: a bind parameter ($n) helps choose the rows other than as
+  // `column = $n` in a top-level AND of the WHERE (MERGE: of the ON condition, or in its
+  // source other than a VALUES list), e.g. `WHERE k > $1`, `v LIKE $1`, `k = ANY ($1)`,
+  // `k = $1 OR true`. A generic plan's estimate then holds for no particular value (`k > $1`
+  // is a third of the table, `k > 0` may be all of it): the planner threshold has no bound.
+  bool parameters_choose_rows = false;
 
   // A sentence for approval requests, e.g. "DELETE on public.t has no WHERE clause: it
   // changes every row".

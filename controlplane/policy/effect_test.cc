@@ -316,6 +316,48 @@ TEST(WriteEffectTest, LiteralDecisionsAreMarkedSoTheyAreNotCachedByShape) {
   EXPECT_FALSE(first("DELETE FROM t WHERE k = k").uses_literals);
 }
 
+TEST(WriteEffectTest, BindParametersThatChooseRowsOtherThanByEqualityAreMarked) {
+  auto chooses = [](const char* sql) {
+    SqlAnalysis a = analyse_sql(sql);
+    EXPECT_FALSE(a.parse_error) << sql;
+    if (a.parse_error || a.statements.empty() || a.statements[0].write_effects.empty()) {
+      ADD_FAILURE() << "no write effect: " << sql;
+      return false;
+    }
+    return a.statements[0].write_effects[0].parameters_choose_rows;
+  };
+  // Whatever the value, `column = $n` chooses the rows of one value (the generic plan's
+  // estimate); parameters in SET and RETURNING choose nothing.
+  for (const char* sql : {"UPDATE t SET v = $1 WHERE k = $2",
+                          "UPDATE t SET v = $1 WHERE $2 = k AND tenant = $3::int",
+                          "DELETE FROM t WHERE k = $1 AND v IS NOT NULL RETURNING $2",
+                          "UPDATE t SET v = 'x' WHERE k > 5",
+                          "MERGE INTO t USING (VALUES ($1::int, $2::text)) s (k, v) ON t.k = s.k "
+                          "WHEN MATCHED THEN UPDATE SET v = s.v",
+                          "MERGE INTO t USING o ON t.k = o.k AND o.tenant = $1 "
+                          "WHEN MATCHED AND t.v > $2 THEN DELETE"}) {
+    EXPECT_FALSE(chooses(sql)) << sql;
+  }
+  for (const char* sql : {"DELETE FROM t WHERE k > $1",
+                          "DELETE FROM t WHERE v LIKE $1",
+                          "DELETE FROM t WHERE k = ANY ($1::int[])",
+                          "DELETE FROM t WHERE k = $1 OR k = $2",
+                          "DELETE FROM t WHERE k <> $1",
+                          "DELETE FROM t WHERE lower(v) = $1",
+                          "DELETE FROM t WHERE k = $1 + 0 AND v = 'a'",
+                          "DELETE FROM t WHERE k BETWEEN $1 AND $2",
+                          "DELETE FROM t WHERE k IN (SELECT k FROM o WHERE o.x > $1)",
+                          "DELETE FROM t USING (SELECT k FROM o WHERE x > $1) s WHERE t.k = s.k",
+                          "UPDATE t SET v = 'x' FROM o WHERE t.k = o.k AND o.x < $1",
+                          "WITH s AS (SELECT k FROM o LIMIT $1) DELETE FROM t WHERE k IN "
+                          "(SELECT k FROM s)",
+                          "MERGE INTO t USING (SELECT * FROM o WHERE x > $1) s ON t.k = s.k "
+                          "WHEN MATCHED THEN DELETE",
+                          "MERGE INTO t USING o ON t.k > $1 WHEN MATCHED THEN DELETE"}) {
+    EXPECT_TRUE(chooses(sql)) << sql;
+  }
+}
+
 TEST(WriteEffectTest, DescribesTheReachForReviewers) {
   auto e = analyse_sql("delete from public.kv").statements.at(0).write_effects.at(0);
   EXPECT_EQ(e.relation, "public.kv");

@@ -66,6 +66,20 @@ void sum_modify_rows(const json& plan, int64_t* sum, bool* found) {
   }
 }
 
+// "schema.table" of every relation a plan node under `plan` reads (VERBOSE plans name the
+// schema), once each.
+void scanned_relations(const json& plan, std::vector<std::string>* out) {
+  if (!plan.is_object()) return;
+  if (plan.contains("Relation Name") && plan.contains("Schema") &&
+      plan.value("Node Type", "") != "ModifyTable") {
+    std::string rel = plan.value("Schema", "") + "." + plan.value("Relation Name", "");
+    if (std::find(out->begin(), out->end(), rel) == out->end()) out->push_back(std::move(rel));
+  }
+  if (plan.contains("Plans") && plan["Plans"].is_array()) {
+    for (const json& c : plan["Plans"]) scanned_relations(c, out);
+  }
+}
+
 void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
   if (!plan.is_object()) return;
   const json* children =
@@ -86,11 +100,33 @@ void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
         break;
       }
     }
+    if (children != nullptr) {
+      for (const json& c : *children) scanned_relations(c, &m.scanned);
+    }
     out->push_back(std::move(m));
   }
   if (children != nullptr) {
     for (const json& c : *children) collect_modify_nodes(c, out);
   }
+}
+
+// The top node of every plan of an `EXPLAIN (FORMAT JSON)` output: one per query the statement
+// is rewritten into (a rule on a written table adds queries before or after the statement's
+// own).
+Result<std::vector<json>> plans_of(const std::string& explain_json) {
+  json j = json::parse(explain_json, nullptr, false);
+  if (j.is_object()) j = json::array({j});
+  std::vector<json> out;
+  if (j.is_array()) {
+    for (const json& e : j) {
+      if (!e.is_object() || !e.contains("Plan") || !e["Plan"].is_object()) {
+        return invalid_argument("EXPLAIN output is not a plan");
+      }
+      out.push_back(e["Plan"]);
+    }
+  }
+  if (out.empty()) return invalid_argument("EXPLAIN output is not a plan");
+  return out;
 }
 
 std::string with_commas(int64_t n) {
@@ -123,7 +159,12 @@ constexpr const char* kCascadeSql =
     " tree AS (SELECT oid FROM r UNION SELECT t.relid FROM r,"
     "   pg_partition_tree(pg_partition_root(r.oid)) t)"
     " SELECT cn.nspname, cc.relname, k.confdeltype::text, k.confupdtype::text,"
-    "   cc.reltuples::float8,"
+    // The rows C has now: like the planner, reltuples scaled to the table's current size
+    // (it may have grown since its last ANALYZE), never less than reltuples.
+    "   CASE WHEN cc.relkind = 'r' AND cc.reltuples >= 0 AND cc.relpages > 0"
+    "     THEN greatest(cc.reltuples::float8, cc.reltuples::float8 / cc.relpages"
+    "       * (pg_relation_size(cc.oid) / current_setting('block_size')::float8))"
+    "     ELSE cc.reltuples::float8 END,"
     "   (SELECT min(CASE WHEN s.n_distinct > 0 THEN greatest(coalesce((SELECT max(f)"
     "       FROM unnest(s.most_common_freqs) f), 0), 1.0 / s.n_distinct)"
     "     WHEN s.n_distinct < 0 AND cc.reltuples > 0 THEN greatest(coalesce((SELECT max(f)"
@@ -131,18 +172,127 @@ constexpr const char* kCascadeSql =
     "     END)"
     "    FROM pg_attribute a JOIN pg_stats s ON s.schemaname = cn.nspname"
     "     AND s.tablename = cc.relname AND s.attname = a.attname"
-    "    WHERE a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey))::float8"
+    "    WHERE a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey))::float8,"
+    // Empty at its last ANALYZE (or VACUUM), filled since: its rows are not known.
+    "   cc.relkind = 'r' AND cc.relpages = 0 AND pg_relation_size(cc.oid) > 0"
     " FROM pg_constraint k JOIN pg_class cc ON cc.oid = k.conrelid"
     " JOIN pg_namespace cn ON cn.oid = cc.relnamespace"
     " WHERE k.contype = 'f' AND k.conparentid = 0 AND k.confrelid IN (SELECT oid FROM tree)"
     "   AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))"
     " ORDER BY 1, 2";
 
+// pg_trigger.tgtype bits of the events a trigger fires on (PostgreSQL's TRIGGER_TYPE_*).
+constexpr int kTriggerInsert = 1 << 2;
+constexpr int kTriggerDelete = 1 << 3;
+constexpr int kTriggerUpdate = 1 << 4;
+
+// A table the statement or its foreign keys write, with the trigger events that writing fires.
+struct WrittenTable {
+  std::string schema;
+  std::string table;
+  int events = 0;
+};
+
+void add_written(std::vector<WrittenTable>* written, const std::string& schema,
+                 const std::string& table, int events) {
+  for (WrittenTable& w : *written) {
+    if (w.schema == schema && w.table == table) {
+      w.events |= events;
+      return;
+    }
+  }
+  written->push_back({schema, table, events});
+}
+
+// Enabled user triggers (not a foreign key's internal ones) of one table, its partitions and
+// inheritance children (a write to the parent reaches them) that fire on any of the events
+// $3 (tgtype bits). $1 schema, $2 table.
+constexpr const char* kTriggerSql =
+    "WITH RECURSIVE r AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n"
+    "   ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
+    "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN r ON i.inhparent = r.oid)"
+    " SELECT t.tgname, tn.nspname || '.' || tc.relname, pn.nspname, p.proname"
+    " FROM pg_trigger t JOIN r ON t.tgrelid = r.oid JOIN pg_class tc ON tc.oid = t.tgrelid"
+    " JOIN pg_namespace tn ON tn.oid = tc.relnamespace JOIN pg_proc p ON p.oid = t.tgfoid"
+    " JOIN pg_namespace pn ON pn.oid = p.pronamespace"
+    " WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND (t.tgtype::int & $3::int) <> 0"
+    " ORDER BY 2, 1";
+
+// Appends to `est` the triggers of `w` (kTriggerSql), once each.
+// REQUIRES: the probe's transaction is open on `conn`.
+Status add_triggers(PGconn* conn, const WrittenTable& w, RowEstimate* est) {
+  const std::string events = std::to_string(w.events);
+  const char* params[] = {w.schema.c_str(), w.table.c_str(), events.c_str()};
+  Res r(PQexecParams(conn, kTriggerSql, 3, nullptr, params, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    return unavailable("effect probe catalog lookup (triggers): " + trimmed_error(r.get(), conn));
+  }
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    TriggerRef t{PQgetvalue(r.get(), i, 0), PQgetvalue(r.get(), i, 1), PQgetvalue(r.get(), i, 2),
+                 PQgetvalue(r.get(), i, 3)};
+    auto same = [&](const TriggerRef& o) {
+      return o.trigger == t.trigger && o.relation == t.relation;
+    };
+    if (std::none_of(est->triggers.begin(), est->triggers.end(), same)) {
+      est->triggers.push_back(std::move(t));
+    }
+  }
+  return Status::ok();
+}
+
+// The tables of one table's tree (itself, its partitions and inheritance children) with their
+// statistics and current size in pages. $1 schema, $2 table.
+constexpr const char* kStatisticsSql =
+    "WITH RECURSIVE r AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n"
+    "   ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
+    "  UNION SELECT i.inhrelid FROM pg_inherits i JOIN r ON i.inhparent = r.oid)"
+    " SELECT n.nspname || '.' || c.relname,"
+    // No column statistics (never analysed — VACUUM alone sets reltuples, not them — or
+    // empty at its last ANALYZE, which stores none) but rows now.
+    "   pg_relation_size(c.oid) > 0 AND NOT EXISTS (SELECT 1 FROM pg_stats s"
+    "     WHERE s.schemaname = n.nspname AND s.tablename = c.relname),"
+    "   pg_relation_size(c.oid) / current_setting('block_size')::int8,"
+    "   (current_setting('block_size')::int8 - 24) / 28"  // MaxHeapTuplesPerPage
+    " FROM r JOIN pg_class c ON c.oid = r.oid JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'm') ORDER BY 1";
+
+struct TreeStatistics {
+  std::string stale;     // a member with rows but no statistics, "schema.table"; "" for none
+  int64_t pages = 0;     // heap pages of the tree
+  int64_t capacity = 0;  // the most rows they can hold
+};
+
+// Without column statistics (never analysed, or empty at its last ANALYZE and filled since) the
+// planner guesses a predicate's selectivity (`v = 'x'` as 0.5% of the table whatever it
+// matches): the bound is then what the written tree's pages can hold at most.
+// REQUIRES: the probe's transaction is open on `conn`.
+Result<TreeStatistics> tree_statistics(PGconn* conn, const std::string& schema,
+                                       const std::string& table) {
+  const char* params[] = {schema.c_str(), table.c_str()};
+  Res r(PQexecParams(conn, kStatisticsSql, 2, nullptr, params, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    return unavailable("effect probe catalog lookup (statistics): " + trimmed_error(r.get(), conn));
+  }
+  TreeStatistics out;
+  int64_t per_page = 0;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    if (std::string(PQgetvalue(r.get(), i, 1)) == "t" && out.stale.empty()) {
+      out.stale = PQgetvalue(r.get(), i, 0);
+    }
+    out.pages += std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
+    per_page = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
+  }
+  out.capacity = out.pages * per_page;
+  return out;
+}
+
 // Adds to `est` the rows that foreign keys change when `rows` rows of schema.table are deleted
 // and/or updated, recursively. `path`: the tables of this cascade chain (cycle detection).
+// Every table a cascade changes is added to `written`.
 // REQUIRES: the probe's transaction is open on `conn`.
 Status add_cascades(PGconn* conn, const std::string& schema, const std::string& table, bool deletes,
-                    bool updates, double rows, std::vector<std::string>* path, RowEstimate* est) {
+                    bool updates, double rows, std::vector<std::string>* path, RowEstimate* est,
+                    std::vector<WrittenTable>* written) {
   if (rows <= 0 || (!deletes && !updates)) return Status::ok();
   const std::string from = schema + "." + table;
   if (static_cast<int>(path->size()) > kMaxCascadeDepth) {
@@ -176,6 +326,12 @@ Status add_cascades(PGconn* conn, const std::string& schema, const std::string& 
                                  "foreign key changes there (run ANALYZE " +
                                  child + ")");
     }
+    if (std::string(PQgetvalue(r.get(), i, 6)) == "t") {
+      return failed_precondition(child + " (" + how + " from " + from +
+                                 ") had no rows at its last ANALYZE and has rows now: no bound "
+                                 "on the rows the foreign key changes there (run ANALYZE " +
+                                 child + ")");
+    }
     double changed = reltuples;  // no statistics: every row of the child
     if (!PQgetisnull(r.get(), i, 5)) {
       changed =
@@ -191,8 +347,11 @@ Status add_cascades(PGconn* conn, const std::string& schema, const std::string& 
     // update them (their referencing keys may cascade on).
     const bool child_deletes = del_acts && del == 'c';
     const bool child_updates = (del_acts && del != 'c') || upd_acts;
+    add_written(written, cs, ct,
+                (child_deletes ? kTriggerDelete : 0) | (child_updates ? kTriggerUpdate : 0));
     path->push_back(child);
-    Status s = add_cascades(conn, cs, ct, child_deletes, child_updates, changed, path, est);
+    Status s =
+        add_cascades(conn, cs, ct, child_deletes, child_updates, changed, path, est, written);
     path->pop_back();
     if (!s.is_ok()) return s;
   }
@@ -202,13 +361,10 @@ Status add_cascades(PGconn* conn, const std::string& schema, const std::string& 
 }  // namespace
 
 Result<std::vector<ModifyNode>> modify_nodes_from_explain(const std::string& explain_json) {
-  json j = json::parse(explain_json, nullptr, false);
-  if (j.is_array() && !j.empty()) j = j[0];
-  if (!j.is_object() || !j.contains("Plan") || !j["Plan"].is_object()) {
-    return invalid_argument("EXPLAIN output is not a plan");
-  }
+  auto plans = plans_of(explain_json);
+  if (!plans.is_ok()) return plans.status();
   std::vector<ModifyNode> out;
-  collect_modify_nodes(j["Plan"], &out);
+  for (const json& plan : *plans) collect_modify_nodes(plan, &out);
   return out;
 }
 
@@ -252,20 +408,22 @@ struct PgEffectProbe::Connection {
 };
 
 Result<int64_t> modify_rows_from_explain(const std::string& explain_json) {
-  json j = json::parse(explain_json, nullptr, false);
-  if (j.is_array() && !j.empty()) j = j[0];
-  if (!j.is_object() || !j.contains("Plan") || !j["Plan"].is_object()) {
-    return invalid_argument("EXPLAIN output is not a plan");
+  auto plans = plans_of(explain_json);
+  if (!plans.is_ok()) return plans.status();
+  int64_t total = 0;
+  for (const json& plan : *plans) {
+    int64_t sum = 0;
+    bool found = false;
+    sum_modify_rows(plan, &sum, &found);
+    if (!found) {
+      if (!plan.contains("Plan Rows") || !plan["Plan Rows"].is_number()) {
+        return invalid_argument("EXPLAIN output has no row estimate");
+      }
+      sum = static_cast<int64_t>(std::llround(plan["Plan Rows"].get<double>()));
+    }
+    total += sum;
   }
-  int64_t sum = 0;
-  bool found = false;
-  sum_modify_rows(j["Plan"], &sum, &found);
-  if (found) return sum;
-  const json& top = j["Plan"];
-  if (!top.contains("Plan Rows") || !top["Plan Rows"].is_number()) {
-    return invalid_argument("EXPLAIN output has no row estimate");
-  }
-  return static_cast<int64_t>(std::llround(top["Plan Rows"].get<double>()));
+  return total;
 }
 
 PgEffectProbe::PgEffectProbe() = default;
@@ -339,17 +497,58 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
       failed = nodes.status();
     } else {
       est.rows = *rows;
+      std::vector<WrittenTable> written;
       for (const ModifyNode& m : *nodes) {
         const bool deletes = m.operation == "Delete" || m.operation == "Merge";
         const bool updates = m.operation == "Update" || m.operation == "Merge" || m.conflict_update;
-        if (m.schema.empty() && (deletes || updates)) {
+        const bool inserts = m.operation == "Insert" || m.operation == "Merge";
+        if (m.schema.empty()) {
           failed = failed_precondition("the plan does not name the schema of " + m.relation);
           break;
         }
+        add_written(&written, m.schema, m.relation,
+                    (inserts ? kTriggerInsert : 0) | (deletes ? kTriggerDelete : 0) |
+                        (updates ? kTriggerUpdate : 0));
+        int64_t rows_changed = m.rows;
+        if (m.operation == "Update" || m.operation == "Delete" || m.operation == "Merge") {
+          // The rows a predicate chooses are estimated from the statistics of the written
+          // table and of every table the plan reads to choose them (joins, sub-selects).
+          auto target = tree_statistics(conn.conn, m.schema, m.relation);
+          if (!target.is_ok()) {
+            failed = target.status();
+            break;
+          }
+          std::string stale = target->stale;
+          for (size_t i = 0; stale.empty() && i < m.scanned.size(); ++i) {
+            const size_t dot = m.scanned[i].find('.');
+            auto read = tree_statistics(conn.conn, m.scanned[i].substr(0, dot),
+                                        m.scanned[i].substr(dot + 1));
+            if (!read.is_ok()) {
+              failed = read.status();
+              break;
+            }
+            stale = read->stale;
+          }
+          if (!failed.is_ok()) break;
+          if (!stale.empty() && target->capacity > rows_changed) {
+            est.rows += target->capacity - rows_changed;
+            rows_changed = target->capacity;
+            est.unanalysed +=
+                (est.unanalysed.empty() ? "" : "; ") + stale +
+                " has rows but no statistics (never analysed, or empty at its last ANALYZE): "
+                "the write to " +
+                m.schema + "." + m.relation + " is counted as the most rows its " +
+                with_commas(target->pages) + " pages can hold, " + with_commas(target->capacity) +
+                " (run ANALYZE for an estimate)";
+          }
+        }
         std::vector<std::string> path{m.schema + "." + m.relation};
         failed = add_cascades(conn.conn, m.schema, m.relation, deletes, updates,
-                              static_cast<double>(m.rows), &path, &est);
+                              static_cast<double>(rows_changed), &path, &est, &written);
         if (!failed.is_ok()) break;
+      }
+      for (size_t i = 0; failed.is_ok() && i < written.size(); ++i) {
+        failed = add_triggers(conn.conn, written[i], &est);
       }
     }
   }
@@ -487,6 +686,25 @@ Result<std::string> PgEffectProbe::plan_time_functions(const config::Target& tar
     return unavailable("effect probe catalog lookup: " + msg);
   }
   return PQntuples(r.get()) > 0 ? std::string(PQgetvalue(r.get(), 0, 0)) : std::string();
+}
+
+Result<std::vector<TriggerRef>> PgEffectProbe::insert_triggers(const config::Target& target,
+                                                               const std::string& relation) {
+  auto c = connection_for(target);
+  if (!c.is_ok()) return c.status();
+  Connection& conn = **c;
+  std::lock_guard<std::mutex> lock(conn.mu);
+  PGW_RETURN_IF_ERROR(conn.ensure());
+  const size_t dot = relation.find('.');
+  WrittenTable w{dot == std::string::npos ? "public" : relation.substr(0, dot),
+                 dot == std::string::npos ? relation : relation.substr(dot + 1), kTriggerInsert};
+  RowEstimate est;
+  Status s = add_triggers(conn.conn, w, &est);
+  if (!s.is_ok()) {
+    conn.reset();
+    return s;
+  }
+  return est.triggers;
 }
 
 }  // namespace pgwarden::server

@@ -21,12 +21,24 @@
 //     SET DEFAULT (deletes) or ON UPDATE CASCADE / SET NULL / SET DEFAULT (updates; the plan
 //     does not say which columns change, so any UPDATE counts) changes, per row of R, at most
 //     as many rows of the referencing table C as one key value has there by C's statistics:
-//     C's rows (pg_class.reltuples) times the largest of the most common value's frequency and
-//     1 / n_distinct, for the key column that gives the smallest bound; capped at C's rows;
-//     C's rows when no key column has statistics. Rows changed in C cascade further the same
-//     way (recursively). No bound (an error, the analyser then asks for approval with the
-//     reason): C was never analysed (reltuples < 0), the cascade revisits a table (a cycle,
-//     e.g. a self-referencing ON DELETE CASCADE), or it is deeper than kMaxCascadeDepth.
+//     C's rows (pg_class.reltuples scaled to the table's current size, as the planner does)
+//     times the largest of the most common value's frequency and 1 / n_distinct, for the key
+//     column that gives the smallest bound; capped at C's rows; C's rows when no key column
+//     has statistics. Rows changed in C cascade further the same way (recursively). No bound
+//     (an error, the analyser then asks for approval with the reason): C was never analysed
+//     (reltuples < 0) or was empty at its last ANALYZE and has rows now, the cascade revisits
+//     a table (a cycle, e.g. a self-referencing ON DELETE CASCADE), or it is deeper than
+//     kMaxCascadeDepth. An UPDATE, DELETE or MERGE that reads a table without statistics
+//     (never analysed, or empty at its last ANALYZE and filled since: the planner then
+//     guesses selectivities) — the written tree (itself, its partitions and inheritance
+//     children) or any table its plan reads to choose the rows — counts the most rows the
+//     written tree's heap pages can hold (pages x MaxHeapTuplesPerPage) when that is more than
+//     the plan's estimate (`unanalysed` says so). Every plan of the
+//     EXPLAIN counts: a rule on a written table (DO ALSO
+//     / DO INSTEAD) adds plans of its own, in any order. The user triggers that fire on the
+//     written tables (their partitions and inheritance children included) and on the tables
+//     foreign keys cascade to are listed in `triggers`: what their code writes is not in
+//     `rows`; the caller decides whether it trusts them.
 //   * irreversible_effects: catalog checks on the written relations for what a rollback
 //     cannot undo: user triggers (they may call anything), rules, foreign or non-table
 //     relations, identity/serial columns (sequences advance) when defaults apply, user
@@ -54,11 +66,26 @@ namespace pgwarden::server {
 // Foreign keys cascading further than this many tables have no bound (fail closed).
 inline constexpr int kMaxCascadeDepth = 8;
 
+// A user trigger (not a foreign key's) that fires on one of the estimate's writes.
+struct TriggerRef {
+  std::string trigger;   // its name
+  std::string relation;  // "schema.table" it is defined on
+  std::string function_schema;
+  std::string function_name;  // the function it runs
+};
+
 struct RowEstimate {
-  int64_t rows = 0;      // every row the statement changes, cascades included
+  int64_t rows = 0;      // every row the statement changes, cascades included; not what
+                         // `triggers` write
   int64_t cascaded = 0;  // of which in tables that foreign keys cascade to
   // "12 in public.child (ON DELETE CASCADE from public.parent)", one per table; "" for none.
   std::string cascades;
+  // Why some writes count the most rows their table's pages can hold instead of the plan's
+  // estimate: tables without statistics, "public.t has no statistics (...) ..."; "" for none.
+  std::string unanalysed;
+  // Enabled user triggers on the written and cascaded-to tables for the events they see
+  // (INSERT, UPDATE, DELETE), once each, ordered by relation and name.
+  std::vector<TriggerRef> triggers;
 };
 
 // One ModifyTable node of an `EXPLAIN (VERBOSE, FORMAT JSON)` plan.
@@ -68,9 +95,11 @@ struct ModifyNode {
   std::string operation;         // "Insert", "Update", "Delete", "Merge"
   bool conflict_update = false;  // INSERT ... ON CONFLICT DO UPDATE
   int64_t rows = 0;              // input rows (the rows it changes)
+  // "schema.table" of every relation its input reads (VERBOSE plans), once each, in plan order.
+  std::vector<std::string> scanned;
 };
-// Every ModifyTable node of the plan, in plan order. invalid_argument for JSON that is not a
-// plan.
+// Every ModifyTable node of every plan (a rule adds plans), in plan order. invalid_argument
+// for JSON that is not a plan.
 Result<std::vector<ModifyNode>> modify_nodes_from_explain(const std::string& explain_json);
 
 class EffectProbe {
@@ -94,10 +123,16 @@ class EffectProbe {
   // function (the planner may evaluate those while planning), as "schema.name"; "" for none.
   virtual Result<std::string> plan_time_functions(const config::Target& target,
                                                   const std::vector<std::string>& names) = 0;
+  // The enabled user triggers an INSERT into `relation` ("schema.table"), its partitions or
+  // inheritance children fires (as RowEstimate::triggers): for COPY ... FROM, which cannot be
+  // EXPLAINed. unavailable when the target cannot be asked.
+  virtual Result<std::vector<TriggerRef>> insert_triggers(const config::Target& target,
+                                                          const std::string& relation) = 0;
 };
 
-// The input rows of every ModifyTable node in an `EXPLAIN (FORMAT JSON)` output, summed; the
-// top plan's rows when there is none. invalid_argument for JSON that is not a plan.
+// The input rows of every ModifyTable node of every plan in an `EXPLAIN (FORMAT JSON)` output,
+// summed; a plan without one counts its top node's rows. invalid_argument for JSON that is
+// not a plan.
 Result<int64_t> modify_rows_from_explain(const std::string& explain_json);
 
 class PgEffectProbe : public EffectProbe {
@@ -111,6 +146,8 @@ class PgEffectProbe : public EffectProbe {
   Result<int64_t> dry_run(const config::Target& target, const std::string& sql) override;
   Result<std::string> plan_time_functions(const config::Target& target,
                                           const std::vector<std::string>& names) override;
+  Result<std::vector<TriggerRef>> insert_triggers(const config::Target& target,
+                                                  const std::string& relation) override;
 
  private:
   struct Connection;

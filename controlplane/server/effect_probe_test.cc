@@ -24,6 +24,31 @@ TEST(ModifyRowsFromExplain, TakesTheRowsFeedingEachModifyTable) {
   EXPECT_FALSE(modify_rows_from_explain(R"([{"Planx": {}}])").is_ok());
 }
 
+TEST(ModifyRowsFromExplain, CountsEveryPlanARuleAdds) {
+  // `INSERT INTO logt ...` with `CREATE RULE ... ON INSERT TO logt DO ALSO DELETE FROM big`:
+  // PostgreSQL plans the statement first and the rule's action after it, in one array.
+  const char* also = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Insert",
+      "Relation Name": "logt", "Schema": "public", "Plan Rows": 0, "Plans": [
+      {"Node Type": "Result", "Parent Relationship": "Outer", "Plan Rows": 1}]}},
+    {"Plan": {"Node Type": "ModifyTable", "Operation": "Delete", "Relation Name": "big",
+      "Schema": "public", "Plan Rows": 0, "Plans": [
+      {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Plan Rows": 5000}]}}])";
+  EXPECT_EQ(*modify_rows_from_explain(also), 5001);
+  auto nodes = modify_nodes_from_explain(also);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 2u);
+  EXPECT_EQ((*nodes)[1].relation, "big");
+  EXPECT_EQ((*nodes)[1].rows, 5000);
+  // A rule action that is not a write counts its rows (never fewer than the writes).
+  const char* select = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Delete",
+      "Plans": [{"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Plan Rows": 2}]}},
+    {"Plan": {"Node Type": "Seq Scan", "Plan Rows": 40}}])";
+  EXPECT_EQ(*modify_rows_from_explain(select), 42);
+  // One element that is not a plan makes the whole output unreadable.
+  EXPECT_FALSE(modify_rows_from_explain(R"([{"Plan": {"Plan Rows": 1}}, {"x": 1}])").is_ok());
+  EXPECT_FALSE(modify_nodes_from_explain(R"([{"Plan": {"Plan Rows": 1}}, 3])").is_ok());
+}
+
 TEST(ModifyNodesFromExplain, NamesEachWrittenRelationWithItsOperationAndRows) {
   // A data-modifying CTE deleting from one table under an UPDATE of another (VERBOSE plans
   // name the schema), and an upsert.
@@ -42,6 +67,19 @@ TEST(ModifyNodesFromExplain, NamesEachWrittenRelationWithItsOperationAndRows) {
   EXPECT_EQ((*nodes)[1].operation, "Delete");
   EXPECT_EQ((*nodes)[1].schema + "." + (*nodes)[1].relation, "crm.b");
   EXPECT_EQ((*nodes)[1].rows, 7);
+  EXPECT_TRUE((*nodes)[0].scanned.empty());  // its Seq Scan names no relation here
+  const char* join = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Delete",
+      "Relation Name": "t", "Schema": "public", "Plans": [
+      {"Node Type": "Hash Join", "Parent Relationship": "Outer", "Plan Rows": 3, "Plans": [
+        {"Node Type": "Seq Scan", "Relation Name": "t", "Schema": "public"},
+        {"Node Type": "Hash", "Plans": [{"Node Type": "Seq Scan", "Relation Name": "o",
+          "Schema": "crm"}]}]},
+      {"Node Type": "Index Scan", "Parent Relationship": "SubPlan", "Relation Name": "o",
+       "Schema": "crm"}]}}])";
+  nodes = modify_nodes_from_explain(join);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].scanned, (std::vector<std::string>{"public.t", "crm.o"}));
   const char* upsert = R"([{"Plan": {"Node Type": "ModifyTable", "Operation": "Insert",
       "Relation Name": "t", "Schema": "public", "Conflict Resolution": "UPDATE", "Plans": [
       {"Node Type": "Result", "Parent Relationship": "Outer", "Plan Rows": 1}]}}])";

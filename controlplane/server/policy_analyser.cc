@@ -60,11 +60,32 @@ bool literal_sensitive(const StatementAnalysis& s) {
 struct WriteProbe {
   std::string text;
   std::vector<std::string> functions;  // names the statement calls (planning may run some)
+  // Why no estimate bounds the rows whatever the bind parameters are; "" when one does.
+  std::string parameters;
 };
 
+// "public.t has trigger trg, which runs public.f()" for the first trigger whose function is
+// neither in pg_catalog nor listed in the policy's allowed_functions; "" when none.
+std::string untrusted_trigger(const policy::Policy& pol, const std::vector<TriggerRef>& triggers) {
+  for (const TriggerRef& t : triggers) {
+    policy::FunctionRef f{t.function_schema, t.function_name};
+    if (f.schema == "pg_catalog" || policy::function_listed(pol, f)) continue;
+    return t.relation + " has trigger " + t.trigger + ", which runs " + f.resolved() + "()";
+  }
+  return "";
+}
+
 WriteProbe probe_of(const StatementAnalysis& st, std::string text) {
-  WriteProbe w{std::move(text), {}};
+  WriteProbe w{std::move(text), {}, {}};
   for (const policy::FunctionRef& f : st.functions) w.functions.push_back(f.name);
+  for (const policy::WriteEffect& e : st.write_effects) {
+    if (!e.parameters_choose_rows) continue;
+    w.parameters = e.verb + " on " + e.relation +
+                   " chooses its rows with bind parameters other than as `column = $n`: the "
+                   "planner's estimate holds for no particular value (`k > $1` is a third of "
+                   "the table, and may be all of it)";
+    break;
+  }
   return w;
 }
 
@@ -440,18 +461,49 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     }
   }
   const bool threshold = pol.approve_when_rows_over > 0;
+  if (threshold && r.verdict != "deny") {
+    // COPY ... FROM appends rows (not counted), but a trigger on the table runs code on each:
+    // as for any write, an untrusted trigger leaves it without a bound. It cannot be
+    // EXPLAINed, so the catalog is asked directly.
+    for (const auto& st : analysis.statements) {
+      if ((st.kind != StatementKind::kCopyFromStdin && st.kind != StatementKind::kCopyFile) ||
+          st.copy_relation.name.empty()) {
+        continue;
+      }
+      r.cacheable = false;  // a trigger may be created later
+      auto triggers = probe_ ? probe_->insert_triggers(session.target, st.copy_relation.resolved())
+                             : Result<std::vector<TriggerRef>>(unavailable("no effect probe"));
+      std::string why = !triggers.is_ok()
+                            ? "its triggers could not be listed: " + triggers.status().message()
+                            : untrusted_trigger(pol, *triggers);
+      if (why.empty()) continue;
+      effect.estimate_note = "no bound: " + why;
+      const std::string over = "COPY into " + st.copy_relation.resolved() + " has no bound (" +
+                               why + ": what its code writes is not known), and policy \"" +
+                               pol.name + "\" approves writes over " +
+                               with_commas(pol.approve_when_rows_over) +
+                               " rows: a human approval is needed";
+      if (r.verdict == "allow") {
+        r = {"approve", "policy.rows_over", over, false};
+      } else {
+        effect.reasons.push_back("rows_over: " + over);
+      }
+      break;
+    }
+  }
   if (r.verdict != "deny" && !writes.empty() &&
       (threshold || (r.verdict == "approve" && pol.dry_run))) {
     // Every write of the request counts: the statements of a multi-statement string and the
     // data-modifying CTEs of each add up, with the rows their foreign keys cascade to.
     int64_t total = 0;
-    std::string cascades;
+    std::string cascades, unanalysed;
     for (const WriteProbe& w : writes) {
       Result<RowEstimate> rows =
           w.text.empty()
               ? Result<RowEstimate>(failed_precondition("this statement form cannot be EXPLAINed"))
           : probe_ ? Result<RowEstimate>(RowEstimate{})
                    : Result<RowEstimate>(unavailable("no effect probe"));
+      if (rows.is_ok() && !w.parameters.empty()) rows = failed_precondition(w.parameters);
       if (rows.is_ok() && !w.functions.empty()) {
         // Planning evaluates immutable and stable functions on constants: a user-defined one
         // would run on cp's connection, so such a statement is not EXPLAINed.
@@ -464,6 +516,15 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
         }
       }
       if (rows.is_ok()) rows = probe_->estimate_rows(session.target, w.text);
+      if (rows.is_ok()) {
+        // A trigger's code may write any table: the estimate holds only when the functions
+        // every trigger runs are built in or vouched for by allowed_functions.
+        if (std::string t = untrusted_trigger(pol, rows->triggers); !t.empty()) {
+          rows = failed_precondition(t +
+                                     ": what its code writes is not in the estimate (list "
+                                     "the function in allowed_functions to trust it)");
+        }
+      }
       if (!rows.is_ok()) {
         effect.estimate_note = "no planner estimate: " + rows.status().message();
         total = -1;
@@ -471,10 +532,16 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
       }
       total += rows->rows;
       if (!rows->cascades.empty()) cascades += (cascades.empty() ? "" : ", ") + rows->cascades;
+      if (!rows->unanalysed.empty()) {
+        unanalysed += (unanalysed.empty() ? "" : "; ") + rows->unanalysed;
+      }
     }
     effect.estimated_rows = total;
-    if (total >= 0 && !cascades.empty()) {
-      effect.estimate_note = "includes rows that foreign keys change: " + cascades;
+    if (total >= 0) {
+      std::string note =
+          cascades.empty() ? "" : "includes rows that foreign keys change: " + cascades;
+      if (!unanalysed.empty()) note += (note.empty() ? "" : "; ") + unanalysed;
+      effect.estimate_note = note;
     }
     std::string over;
     if (threshold && total < 0) {
@@ -484,7 +551,7 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     } else if (threshold && total > pol.approve_when_rows_over) {
       over = "the planner estimates " + with_commas(total) + " rows changed" +
              (writes.size() > 1 ? " by the " + std::to_string(writes.size()) + " writes" : "") +
-             (cascades.empty() ? std::string() : " (" + effect.estimate_note + ")") +
+             (effect.estimate_note.empty() ? std::string() : " (" + effect.estimate_note + ")") +
              ", over policy \"" + pol.name + "\"'s approve_when_rows_over of " +
              with_commas(pol.approve_when_rows_over);
     }

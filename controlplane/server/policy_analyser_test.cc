@@ -19,7 +19,9 @@ class FakeProbe : public EffectProbe {
     estimated.push_back(sql);
     auto it = estimates.find(sql);
     if (it == estimates.end()) return unavailable("target down");
-    return RowEstimate{it->second, 0, ""};
+    RowEstimate est{it->second, 0, "", {}};
+    if (auto t = triggers.find(sql); t != triggers.end()) est.triggers = t->second;
+    return est;
   }
   Result<std::string> irreversible_effects(const config::Target&,
                                            const std::vector<std::string>& relations,
@@ -40,7 +42,14 @@ class FakeProbe : public EffectProbe {
     }
     return std::string();
   }
+  Result<std::vector<TriggerRef>> insert_triggers(const config::Target&,
+                                                  const std::string& relation) override {
+    auto it = triggers.find(relation);
+    return it == triggers.end() ? std::vector<TriggerRef>{} : it->second;
+  }
   std::map<std::string, int64_t> estimates;
+  // By statement text (estimate_rows) or relation (insert_triggers).
+  std::map<std::string, std::vector<TriggerRef>> triggers;
   std::vector<std::string> estimated;
   std::vector<std::string> dry_runs;
 };
@@ -149,6 +158,45 @@ TEST_F(PolicyAnalyserTest, UnboundedWritesNeedApprovalAndAreNeverCached) {
   EXPECT_EQ(r.verdict, "allow");
   EXPECT_FALSE(r.cacheable);
   EXPECT_TRUE(analyse("delete from crm.orders where id = 1").cacheable);
+}
+
+TEST_F(PolicyAnalyserTest, TriggersOfWrittenTablesLeaveNoBoundUnlessTheirFunctionIsTrusted) {
+  writer_policy();
+  policy_.approve_when_rows_over = 100;
+  const std::string sql = "delete from crm.orders where id = 1";
+  probe_->estimates[sql] = 1;
+  probe_->triggers[sql] = {{"orders_audit", "crm.orders", "pg_catalog", "tsvector_update_trigger"},
+                           {"orders_purge", "crm.orders", "crm", "purge_lines"}};
+  // One row by the plan, but crm.purge_lines() may delete anything: no bound, approval.
+  auto held = analyse(sql);
+  EXPECT_EQ(held.verdict, "approve");
+  EXPECT_EQ(held.rule, "policy.rows_over");
+  EXPECT_NE(held.message.find("crm.orders has trigger orders_purge, which runs crm.purge_lines()"),
+            std::string::npos)
+      << held.message;
+  auto effect = state_.take_effect(sql);
+  EXPECT_EQ(effect.estimated_rows, -1);
+  EXPECT_NE(effect.estimate_note.find("allowed_functions"), std::string::npos)
+      << effect.estimate_note;
+  // Listed in allowed_functions (qualified or bare), the trigger is judged like a call the
+  // operator vouches for: the plan's estimate decides. Built-in trigger functions always are.
+  policy_.allowed_functions = {"crm.purge_lines"};
+  EXPECT_EQ(analyse(sql).verdict, "allow");
+  policy_.allowed_functions = {"purge_lines"};
+  EXPECT_EQ(analyse(sql).verdict, "allow");
+  policy_.allowed_functions = {"other.purge_lines"};
+  EXPECT_EQ(analyse(sql).verdict, "approve");
+  // COPY ... FROM is not EXPLAINed; its table's triggers are asked for directly.
+  policy_.allowed_kinds.push_back("copy_from_stdin");
+  probe_->triggers["crm.orders"] = probe_->triggers[sql];
+  auto copy = analyse("copy crm.orders from stdin");
+  EXPECT_EQ(copy.verdict, "approve");
+  EXPECT_EQ(copy.rule, "policy.rows_over");
+  EXPECT_FALSE(copy.cacheable);
+  EXPECT_NE(copy.message.find("crm.purge_lines()"), std::string::npos) << copy.message;
+  auto plain = analyse("copy crm.lines from stdin");
+  EXPECT_EQ(plain.verdict, "allow") << plain.message;
+  EXPECT_FALSE(plain.cacheable);
 }
 
 TEST_F(PolicyAnalyserTest, RowsOverThresholdUsesThePlannerEstimateAndFailsClosed) {

@@ -73,6 +73,9 @@ class AttackGatewayTest : public SharedGatewayTest<Derived> {
         o.ran = true;
         while (PGresult* raw = PQgetResult(c)) {
           Res r(raw);
+          // A COPY ... FROM that was let through: end it without rows (its statement-level
+          // triggers still fire).
+          if (PQresultStatus(raw) == PGRES_COPY_IN) PQputCopyEnd(c, nullptr);
           if (PQresultStatus(raw) == PGRES_FATAL_ERROR && o.sqlstate.empty()) {
             o.ran = false;
             o.sqlstate = sqlstate(raw);
@@ -153,7 +156,7 @@ class GatewayEffectAttackTest : public AttackGatewayTest<GatewayEffectAttackTest
     o.policy_json = R"({"name": "effects", "allowed_kinds": ["*"],
         "allowed_relations": ["public.*"], "read_only": false,
         "approve_when_rows_over": 50, "dry_run": true, "rule_sets": ["deny"],
-        "allowed_functions": ["pg_catalog.lo_*"]})";
+        "allowed_functions": ["pg_catalog.lo_*", "public.touch_v"]})";
     o.approver_groups = {"reviewers"};
     o.approval_timeout_s = 120;
     o.admin_principals = {{"reviewer", {"reviewers"}}};
@@ -281,6 +284,178 @@ TEST_F(GatewayEffectAttackTest, WritesHiddenInCodeWaitForApproval) {
   Outcome builtin =
       attempt(c.get(), "select lower(v), now(), count(*) from public.t_code group by 1");
   EXPECT_TRUE(builtin.ran) << builtin.message << builtin.held_rule;
+}
+
+// Writes the statement's text does not show: a rule on the written table adds a query of its
+// own (EXPLAIN plans it after the INSERT: it counts in the planner bound), and a trigger on a
+// written table, on one of its partitions, on a view (INSTEAD OF) or on a table a foreign key
+// cascades to runs code whose writes no plan shows (no bound, unless allowed_functions lists
+// the trigger's function); a table a foreign key cascades to that was empty at its last
+// ANALYZE has rows the statistics do not show (no bound). The rules and triggers are made
+// directly in PostgreSQL, as an application's schema would have them: through the gateway,
+// CREATE RULE / TRIGGER would wait.
+TEST_F(GatewayEffectAttackTest, RulesAndTriggersOnWrittenTablesCountInTheBound) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_hid_big", 200));  // over the threshold of 50
+  ASSERT_NO_FATAL_FAILURE(make_table("t_hid_victim", 5));
+  ASSERT_FALSE(db(R"(set role app_scram;
+      create table public.t_hid_rlog (a int);
+      create rule r_hid as on insert to public.t_hid_rlog do also delete from public.t_hid_big;
+      create function public.hid_purge() returns trigger language plpgsql as
+        'begin delete from public.t_hid_victim; return null; end';
+      create table public.t_hid_tlog (a int);
+      create trigger trg_hid after insert on public.t_hid_tlog
+        for each statement execute function public.hid_purge();
+      create table public.t_hid_part (k int, v text) partition by range (k);
+      create table public.t_hid_part1 partition of public.t_hid_part for values from (0) to (100);
+      insert into public.t_hid_part values (1, 'orig');
+      create trigger trg_hid_p after delete on public.t_hid_part1
+        for each statement execute function public.hid_purge();
+      create view public.v_hid as select * from public.t_hid_part;
+      create trigger trg_hid_v instead of update on public.v_hid
+        for each row execute function public.hid_purge();
+      create table public.t_hid_parent (k int primary key);
+      insert into public.t_hid_parent values (1), (2);
+      create table public.t_hid_child (k int references public.t_hid_parent on delete cascade);
+      insert into public.t_hid_child values (1);
+      create trigger trg_hid_c after delete on public.t_hid_child
+        for each statement execute function public.hid_purge();
+      create table public.t_hid_gparent (k int primary key);
+      insert into public.t_hid_gparent values (1), (2);
+      create table public.t_hid_gchild (k int references public.t_hid_gparent on delete cascade)
+        with (autovacuum_enabled = false);
+      reset role;
+      analyze public.t_hid_parent, public.t_hid_child, public.t_hid_gparent, public.t_hid_gchild;
+      insert into public.t_hid_gchild select 1 from generate_series(1, 1000); select 1)")
+                   .empty());
+  const std::vector<std::string> cases = {
+      "insert into public.t_hid_rlog values (1)",
+      "insert into public.t_hid_tlog values (1)",
+      "delete from public.t_hid_part where k = 1",
+      "update public.v_hid set v = 'x' where k = 1",
+      "delete from public.t_hid_parent where k = 2",
+      // The cascade's table was empty at its last ANALYZE and holds 1,000 rows now.
+      "delete from public.t_hid_gparent where k = 1",
+  };
+  Conn c = agent();
+  for (const std::string& sql : cases) {
+    SCOPED_TRACE(sql);
+    expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+    EXPECT_EQ(state("t_hid_big"), "200/200");
+    EXPECT_EQ(state("t_hid_victim"), "5/5");
+  }
+  // The request tells the reviewer which trigger left the write without a bound.
+  json req = ctl_json_as(*gw_, "reviewer", {"approvals", "list", "--state", "all"});
+  bool named = false;
+  for (const json& r : req.value("approvals", json::array())) {
+    const std::string why = "public.t_hid_tlog has trigger trg_hid, which runs public.hid_purge()";
+    named |= r.value("sql", "") == cases[1] && r.dump().find(why) != std::string::npos;
+  }
+  EXPECT_TRUE(named) << req.dump();
+  // COPY ... FROM cannot be EXPLAINed: the trigger on its table is found in the catalog.
+  const std::string copy = "copy public.t_hid_tlog from stdin";
+  expect_held(attempt(c.get(), copy), "policy.rows_over", copy);
+  EXPECT_EQ(state("t_hid_victim"), "5/5");
+  // Over the extended protocol too.
+  const std::string ext = "insert into public.t_hid_tlog values ($1::int)";
+  const char* values[] = {"1"};
+  ASSERT_EQ(PQsendQueryParams(c.get(), ext.c_str(), 1, nullptr, values, nullptr, nullptr, 0), 1);
+  expect_held(await(c.get(), ext), "policy.rows_over", ext);
+  EXPECT_EQ(state("t_hid_victim"), "5/5");
+  EXPECT_EQ(db("select count(*) from public.t_hid_rlog"), "0");
+  EXPECT_EQ(db("select count(*) from public.t_hid_part"), "1");
+  EXPECT_EQ(db("select count(*) from public.t_hid_parent"), "2");
+  EXPECT_EQ(db("select count(*) from public.t_hid_gchild"), "1000");
+
+  // Triggers whose function is built in or listed in allowed_functions keep the plan's bound:
+  // a small UPDATE by key runs at once.
+  ASSERT_FALSE(db(R"(set role app_scram;
+      create function public.touch_v() returns trigger language plpgsql as
+        'begin new.v := new.v || ''!''; return new; end';
+      create trigger trg_touch before update on public.t_hid_victim
+        for each row execute function public.touch_v();
+      create trigger trg_same before update on public.t_hid_victim
+        for each row execute function suppress_redundant_updates_trigger();
+      reset role; select 1)")
+                   .empty());
+  Outcome small = attempt(c.get(), "update public.t_hid_victim set v = 'x' where k = 1");
+  EXPECT_TRUE(small.ran) << small.held_rule << small.message;
+  EXPECT_EQ(db("select v from public.t_hid_victim where k = 1"), "x!");
+}
+
+// A table without statistics (never analysed; VACUUM alone or an ANALYZE while it was empty
+// leaves none): the planner guesses `v = 'orig'` at 0.5% of the table however many rows it
+// matches. A write to it, or choosing its rows by reading it, is then bounded by the most rows
+// the written table's pages can hold; after ANALYZE the plan's estimate decides again.
+TEST_F(GatewayEffectAttackTest, WritesToTablesWithoutStatisticsAreBoundedByTheirSize) {
+  ASSERT_FALSE(db(R"(create table public.t_nostats (k int primary key, v text)
+        with (autovacuum_enabled = false);
+      insert into public.t_nostats select g, 'orig' from generate_series(1, 500) g;
+      alter table public.t_nostats owner to app_scram; select 1)")
+                   .empty());
+  // VACUUM sets reltuples and relpages, not column statistics.
+  EXPECT_EQ(db("vacuum public.t_nostats"), "");
+  Conn c = agent();
+  const std::string sql = "delete from public.t_nostats where v = 'orig'";
+  expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_nostats"), "500/500");
+  json list = ctl_json_as(*gw_, "reviewer", {"approvals", "list", "--state", "all"});
+  bool noted = false;
+  for (const json& r : list.value("approvals", json::array())) {
+    noted |= r.value("sql", "") == sql &&
+             r.dump().find("public.t_nostats has rows but no statistics") != std::string::npos;
+  }
+  EXPECT_TRUE(noted) << list.dump();
+  // The same guess for a table the write reads to choose its rows (an analysed target).
+  ASSERT_NO_FATAL_FAILURE(make_table("t_join", 100));
+  const std::string join =
+      "delete from public.t_join using public.t_nostats o where t_join.k = o.k and o.v = 'orig'";
+  expect_held(attempt(c.get(), join), "policy.rows_over", join);
+  const std::string sub =
+      "delete from public.t_join where k in (select k from public.t_nostats where v = 'orig')";
+  expect_held(attempt(c.get(), sub), "policy.rows_over", sub);
+  EXPECT_EQ(state("t_join"), "100/100");
+  // Once analysed, a delete of one row by key runs at once (and the big one still waits).
+  ASSERT_EQ(db("analyze public.t_nostats; select 1"), "1");
+  Outcome one = attempt(c.get(), "delete from public.t_nostats where k = 1");
+  EXPECT_TRUE(one.ran) << one.held_rule << one.message;
+  expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_nostats"), "499/499");
+}
+
+// A statement sent with Parse is decided at its Parse, before the bind values are known. The
+// generic plan guesses `k > $1` at a third of the table and `v LIKE $1` at 0.5%: both under
+// the threshold of 50 for 100 rows, while `$1 = 0` or `'%'` reach every row. Such writes have
+// no bound; `k = $1` keeps the plan's estimate and runs at once.
+TEST_F(GatewayEffectAttackTest, BindParametersThatMayReachEveryRowHaveNoBound) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_param", 100));
+  Conn c = agent();
+  const std::vector<std::pair<std::string, const char*>> cases = {
+      {"delete from public.t_param where k > $1", "0"},
+      {"delete from public.t_param where v like $1", "%"},
+      {"update public.t_param set v = 'x' where k = any ($1::int[])", "{1,2,3}"},
+  };
+  for (const auto& [sql, value] : cases) {
+    SCOPED_TRACE(sql);
+    const char* values[] = {value};
+    ASSERT_EQ(PQsendQueryParams(c.get(), sql.c_str(), 1, nullptr, values, nullptr, nullptr, 0), 1);
+    expect_held(await(c.get(), sql), "policy.rows_over", sql);
+    EXPECT_EQ(state("t_param"), "100/100");
+  }
+  // A named prepared statement: held at its Parse (PQprepare), nothing runs.
+  const std::string named = "delete from public.t_param where k >= $1";
+  ASSERT_EQ(PQsendPrepare(c.get(), "del_from", named.c_str(), 1, nullptr), 1);
+  expect_held(await(c.get(), named), "policy.rows_over", named);
+  const char* zero[] = {"0"};
+  Res refused(PQexecPrepared(c.get(), "del_from", 1, zero, nullptr, nullptr, 0));
+  EXPECT_EQ(PQresultStatus(refused.get()), PGRES_FATAL_ERROR);
+  EXPECT_EQ(state("t_param"), "100/100");
+  // By key: the plan's estimate (one row) decides.
+  const std::string by_key = "delete from public.t_param where k = $1";
+  const char* one[] = {"1"};
+  Res deleted(PQexecParams(c.get(), by_key.c_str(), 1, nullptr, one, nullptr, nullptr, 0));
+  EXPECT_EQ(PQresultStatus(deleted.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(deleted.get());
+  EXPECT_STREQ(PQcmdTuples(deleted.get()), "1");
+  EXPECT_EQ(state("t_param"), "99/99");
 }
 
 TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
