@@ -9,16 +9,21 @@
 namespace pgwarden::testing {
 namespace {
 
+// pgbench's tables (scale 1) in the harness's database, created directly in PostgreSQL.
+void init_pgbench(GatewayHarness& gw) {
+  auto init = run_command("PGPASSWORD=" + gw.pg().get("PGW_SCRAM_PASSWORD") +
+                          " pgbench -i -q -s 1 -h 127.0.0.1 -p " + std::to_string(gw.pg().port()) +
+                          " -U app_scram demo 2>&1");
+  ASSERT_TRUE(init.is_ok()) << init.status().message();
+}
+
 class GatewayPgbenchTest : public ::testing::TestWithParam<std::string> {
  protected:
   static void SetUpTestSuite() {
     gw_ = new GatewayHarness();
     Status st = gw_->start();
     ASSERT_TRUE(st.is_ok()) << st.to_string();
-    auto init = run_command("PGPASSWORD=" + gw_->pg().get("PGW_SCRAM_PASSWORD") +
-                            " pgbench -i -q -s 1 -h 127.0.0.1 -p " +
-                            std::to_string(gw_->pg().port()) + " -U app_scram demo 2>&1");
-    ASSERT_TRUE(init.is_ok()) << init.status().message();
+    init_pgbench(*gw_);
   }
   static void TearDownTestSuite() {
     delete gw_;
@@ -75,10 +80,7 @@ class GatewayPgbenchThresholdTest : public ::testing::TestWithParam<std::string>
     o.approval_timeout_s = 5;
     Status st = gw_->start(o);
     ASSERT_TRUE(st.is_ok()) << st.to_string();
-    auto init = run_command("PGPASSWORD=" + gw_->pg().get("PGW_SCRAM_PASSWORD") +
-                            " pgbench -i -q -s 1 -h 127.0.0.1 -p " +
-                            std::to_string(gw_->pg().port()) + " -U app_scram demo 2>&1");
-    ASSERT_TRUE(init.is_ok()) << init.status().message();
+    init_pgbench(*gw_);
   }
   static void TearDownTestSuite() {
     delete gw_;
