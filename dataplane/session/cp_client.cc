@@ -198,8 +198,46 @@ void CpClient::schedule_reconnect() {
   backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
 }
 
+void CpClient::heard_from_cp() { last_heard_ms_ = monotonic_ms(); }
+
+void CpClient::arm_liveness() {
+  if (liveness_timer_ != 0 || silence_limit_ms_ <= 0 || !ready_) return;
+  const int64_t step = std::max<int64_t>(std::min(kPingIntervalMs, silence_limit_ms_ / 4), 10);
+  liveness_timer_ = loop_->add_timer(monotonic_ms() + step, [this] {
+    liveness_timer_ = 0;
+    check_liveness();
+  });
+}
+
+void CpClient::check_liveness() {
+  if (!ready_ || fd_ < 0 || silence_limit_ms_ <= 0) return;
+  const int64_t quiet = monotonic_ms() - last_heard_ms_;
+  if (ping_id_ != 0 && quiet >= silence_limit_ms_) {
+    ++silent_disconnects_;
+    spdlog::warn(
+        "the control plane answered nothing for {} ms (limits.cp_unavailable_wait_ms = {}): "
+        "closing the connection as if it had gone",
+        quiet, silence_limit_ms_);
+    return disconnect("the control plane answered nothing for " + std::to_string(quiet) +
+                      " ms (limits.cp_unavailable_wait_ms)");
+  }
+  if (ping_id_ == 0 && quiet >= kPingIntervalMs) {
+    // Answered inline by cp's connection loop (an older cp answers unknown_type: as good).
+    ping_id_ = next_id_++;
+    send_body(
+        nlohmann::json{
+            {"type", "ping"}, {"id", ping_id_}, {"deadline_ms", unix_ms() + silence_limit_ms_}}
+            .dump(),
+        false);
+  }
+  arm_liveness();
+}
+
 void CpClient::disconnect(const std::string& why, bool peer_closed) {
   cancel_event_timer();
+  if (liveness_timer_ != 0) loop_->cancel_timer(liveness_timer_);
+  liveness_timer_ = 0;
+  ping_id_ = 0;
   registration_.clear();
   ring_held_ = false;
   if (peer_closed) {
@@ -595,6 +633,7 @@ void CpClient::read_frames() {
   for (;;) {
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
     if (n > 0) {
+      heard_from_cp();
       in_.append(buf, static_cast<size_t>(n));
       size_t off = 0;
       while (in_.size() - off >= 4) {
@@ -629,6 +668,10 @@ void CpClient::handle_frame(nlohmann::json frame) {
     return;
   }
   uint64_t id = frame["id"].get<uint64_t>();
+  if (id == ping_id_ && ping_id_ != 0) {
+    ping_id_ = 0;  // ok, or unknown_type from an older cp: either way it answers
+    return;
+  }
   bool ok = frame.value("ok", false);
   if (id == hello_id_ && !ready_) {
     if (!ok) return disconnect("cp refused hello");
@@ -647,6 +690,8 @@ void CpClient::handle_frame(nlohmann::json frame) {
     ready_ = true;
     ++connections_ready_;
     backoff_ms_ = 100;
+    heard_from_cp();
+    arm_liveness();
     if (on_ready_change_) {
       in_ready_callback_ = true;
       on_ready_change_(true);
@@ -918,6 +963,7 @@ void CpClient::publish_ring() {
 void CpClient::WakeHandler::on_io(int, uint32_t) {
   // dp_wake_fd is edge-triggered: nothing to read.
   if (!client->ring_) return;
+  client->heard_from_cp();
   client->check_acks();
 }
 
