@@ -634,7 +634,10 @@ TEST_F(GatewayRecordingWalTest, DamageInTheStateDirectoryIsReportedAtStartAndNev
   EXPECT_EQ(v.value("state", ""), "sealed") << v.dump();
   // The cut session's statements cannot be recorded any more: refused, never run unrecorded.
   Res refused(PQexec(cut_conn.get(), "INSERT INTO public.wal_t VALUES ('damaged-cut')"));
-  EXPECT_NE(PQresultStatus(refused.get()), PGRES_COMMAND_OK);
+  EXPECT_EQ(sqlstate(refused.get()), "58030") << PQresultErrorMessage(refused.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(refused.get())).find("cannot be continued"),
+            std::string::npos)
+      << PQresultErrorMessage(refused.get());
   EXPECT_EQ(table_values().count("damaged-cut"), 0u);
   cut_conn.reset();
 
