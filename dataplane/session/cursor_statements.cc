@@ -68,6 +68,8 @@ std::vector<CursorStatement> cursor_statements(std::string_view code) {
   return out;
 }
 
+bool may_declare_cursor(std::string_view sql) { return mentions(sql, "cursor"); }
+
 bool may_touch_cursor(std::string_view sql, bool fetch_only) {
   if (mentions(sql, "fetch") || mentions(sql, "move")) return true;
   if (fetch_only) return false;

@@ -38,5 +38,7 @@ std::vector<CursorStatement> cursor_statements(std::string_view code);
 // Cheap test on raw SQL: whether `sql` may contain a cursor statement (a keyword cannot be
 // quoted or escaped, so a text without these words has none). `fetch_only`: FETCH or MOVE.
 bool may_touch_cursor(std::string_view sql, bool fetch_only);
+// The same for DECLARE ... CURSOR alone (the word "cursor").
+bool may_declare_cursor(std::string_view sql);
 
 }  // namespace pgwarden::session

@@ -59,6 +59,8 @@ TEST(CursorStatements, MayTouchCursorIsAPrefilter) {
   EXPECT_FALSE(may_touch_cursor("declare c cursor for select 1", true));
   EXPECT_TRUE(may_touch_cursor("declare c cursor for select 1", false));
   EXPECT_FALSE(may_touch_cursor("select 1", false));
+  EXPECT_TRUE(may_declare_cursor("DECLARE c CURSOR FOR SELECT 1"));
+  EXPECT_FALSE(may_declare_cursor("CLOSE c"));
 }
 
 }  // namespace

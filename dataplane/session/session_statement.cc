@@ -709,7 +709,8 @@ bool Session::refuse_stale_portal(const pw::Message& m) {
 }
 
 void Session::note_cursors(std::string_view sql) {
-  if (!may_touch_cursor(sql, false)) return;
+  // Without remembered cursors only a DECLARE matters (one scan of the text per statement).
+  if (cursors_.empty() ? !may_declare_cursor(sql) : !may_touch_cursor(sql, false)) return;
   rules::lex_sql(sql, cursor_lexed_);
   for (const CursorStatement& c : cursor_statements(cursor_lexed_.code())) {
     switch (c.kind) {
