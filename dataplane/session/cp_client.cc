@@ -200,20 +200,31 @@ void CpClient::schedule_reconnect() {
 
 void CpClient::heard_from_cp() { last_heard_ms_ = monotonic_ms(); }
 
+int64_t CpClient::ping_after_ms() const {
+  return std::clamp<int64_t>(silence_limit_ms_ / 2, 100, kPingIntervalMs);
+}
+
+int64_t CpClient::reply_wait_ms() const {
+  return std::max<int64_t>(silence_limit_ms_ - ping_after_ms(), kMinReplyWaitMs);
+}
+
 void CpClient::arm_liveness() {
   if (liveness_timer_ != 0 || silence_limit_ms_ <= 0 || !ready_) return;
-  const int64_t step = std::max<int64_t>(std::min(kPingIntervalMs, silence_limit_ms_ / 4), 10);
-  liveness_timer_ = loop_->add_timer(monotonic_ms() + step, [this] {
-    liveness_timer_ = 0;
-    check_liveness();
-  });
+  liveness_timer_ =
+      loop_->add_timer(monotonic_ms() + std::max<int64_t>(ping_after_ms() / 4, 10), [this] {
+        liveness_timer_ = 0;
+        check_liveness();
+      });
 }
 
 void CpClient::check_liveness() {
   if (!ready_ || fd_ < 0 || silence_limit_ms_ <= 0) return;
-  const int64_t quiet = monotonic_ms() - last_heard_ms_;
-  if (ping_id_ != 0 && quiet >= silence_limit_ms_) {
+  const int64_t now = monotonic_ms();
+  // Anything from cp since the ping proves it alive, whether or not the answer came yet.
+  if (ping_id_ != 0 && last_heard_ms_ >= ping_sent_ms_) ping_id_ = 0;
+  if (ping_id_ != 0 && now - ping_sent_ms_ >= reply_wait_ms()) {
     ++silent_disconnects_;
+    const int64_t quiet = now - last_heard_ms_;
     spdlog::warn(
         "the control plane answered nothing for {} ms (limits.cp_unavailable_wait_ms = {}): "
         "closing the connection as if it had gone",
@@ -221,12 +232,13 @@ void CpClient::check_liveness() {
     return disconnect("the control plane answered nothing for " + std::to_string(quiet) +
                       " ms (limits.cp_unavailable_wait_ms)");
   }
-  if (ping_id_ == 0 && quiet >= kPingIntervalMs) {
+  if (ping_id_ == 0 && now - last_heard_ms_ >= ping_after_ms()) {
     // Answered inline by cp's connection loop (an older cp answers unknown_type: as good).
     ping_id_ = next_id_++;
+    ping_sent_ms_ = now;
     send_body(
         nlohmann::json{
-            {"type", "ping"}, {"id", ping_id_}, {"deadline_ms", unix_ms() + silence_limit_ms_}}
+            {"type", "ping"}, {"id", ping_id_}, {"deadline_ms", unix_ms() + reply_wait_ms()}}
             .dump(),
         false);
   }
