@@ -102,10 +102,10 @@ class ParallelSync {
       auto t0 = std::chrono::steady_clock::now();
       const int err = fs_->fdatasync(fd) == 0 ? 0 : errno;
       if (latency_ != nullptr) {
-        latency_->observe_ns(static_cast<uint64_t>(
-            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
-                                                                 t0)
-                .count()));
+        latency_->observe_ns(
+            static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::chrono::steady_clock::now() - t0)
+                                      .count()));
       }
       lock.lock();
       (*errs_)[i] = err;
@@ -451,7 +451,32 @@ struct Recorder::Impl {
           f.broken = "the existing recording " + path + " does not verify; not appended to";
         } else if (tail->last_kind == "seal") {
           f.broken = "the recording " + path + " is sealed; nothing may follow its seal";
+        } else if (std::string cut = cut_off_before(id, *tail); !cut.empty()) {
+          // The checkpoint knew records the file no longer has: continuing the chain from
+          // what is left would hide that (the next checkpoint would agree with the shorter
+          // file). The file stays as it is for `sessions verify` to report.
+          f.broken = "the recording " + path + " " + cut + "; not appended to";
+          audit({{"event", "recording_damaged"},
+                 {"session_id", id},
+                 {"path", path},
+                 {"message", f.broken}});
         } else {
+          if (tail->torn_tail) {
+            // A line cut short by a crash mid-write, past the checkpointed head (otherwise
+            // cut_off_before would have refused): it was never confirmed durable. Cut off so
+            // that the chain goes on from the last whole record; said in the audit log.
+            audit({{"event", "recording_damaged"},
+                   {"session_id", id},
+                   {"path", path},
+                   {"seq", tail->records + 1},
+                   {"torn_bytes", tail->torn_bytes},
+                   {"message", "the recording " + path + " ended in a torn line (" +
+                                   std::to_string(tail->torn_bytes) + " bytes of record seq " +
+                                   std::to_string(tail->records + 1) +
+                                   ", after the checkpointed head): cut off, the chain goes on "
+                                   "from seq " +
+                                   std::to_string(tail->records)}});
+          }
           f.size = static_cast<off_t>(tail->good_bytes);
           f.truncate_pending = tail->torn_tail;
           f.seq = tail->records;
@@ -882,9 +907,53 @@ struct Recorder::Impl {
 
   // ------------------------------------------------------------------------- checkpoint
 
+  // Non-empty (what is wrong) when the checkpoint has a head for `id` that the file's end
+  // `tail` does not reach, or reaches with another hash.
+  std::string cut_off_before(const std::string& id, const RecordingTail& tail) const {
+    auto it = heads.find(id);
+    if (it == heads.end()) return "";
+    const Head& h = it->second;
+    if (h.seq > tail.records) {
+      return "ends at seq " + std::to_string(tail.records) +
+             (tail.torn_tail ? " (then a torn line)" : "") + " but the checkpoint recorded seq " +
+             std::to_string(h.seq) + ": records were cut off";
+    }
+    if (h.seq == tail.records && h.seq > 0 && h.hash != tail.last_hash) {
+      return "has another record at seq " + std::to_string(h.seq) +
+             " than the checkpointed chain head";
+    }
+    return "";
+  }
+
   void load_checkpoint() {
     auto cp = read_checkpoint(options.checkpoint_path);
-    if (!cp.is_ok()) return;
+    if (!cp.is_ok()) {
+      std::error_code ec;
+      size_t recordings = 0;
+      for (const auto& e : std::filesystem::directory_iterator(options.dir, ec)) {
+        recordings += e.path().extension() == ".jsonl" ? 1 : 0;
+      }
+      if (cp.status().code() == StatusCode::kNotFound) {
+        if (recordings == 0) return;  // a first start
+        audit({{"event", "recording_damaged"},
+               {"path", options.checkpoint_path},
+               {"message", "the recording checkpoint " + options.checkpoint_path +
+                               " is missing while " + std::to_string(recordings) +
+                               " recordings exist: their ends cannot be compared with a "
+                               "checkpointed head (a truncation of them goes unnoticed)"}});
+        return;
+      }
+      // Corrupt: kept aside (the next checkpoint replaces the file) and said.
+      const std::string kept = options.checkpoint_path + ".corrupt-" + std::to_string(now());
+      std::filesystem::rename(options.checkpoint_path, kept, ec);
+      audit({{"event", "recording_damaged"},
+             {"path", options.checkpoint_path},
+             {"message", cp.status().message() + " (kept as " + (ec ? std::string("-") : kept) +
+                             "): the " + std::to_string(recordings) +
+                             " recordings written before cannot be compared with a checkpointed "
+                             "head (a truncation of them goes unnoticed)"}});
+      return;
+    }
     for (const auto& [id, h] : cp->heads) {
       if (::access(path_for(id).c_str(), F_OK) != 0) continue;  // deleted by retention
       heads[id] = Head{h.seq, h.hash, h.sealed};
@@ -1095,8 +1164,7 @@ Result<std::unique_ptr<Recorder>> Recorder::open(RecorderOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->fs = impl->options.fs.get();
-  impl->syncer =
-      std::make_unique<ParallelSync>(impl->fs, Impl::kSyncHelpers, &impl->sync_latency);
+  impl->syncer = std::make_unique<ParallelSync>(impl->fs, Impl::kSyncHelpers, &impl->sync_latency);
   impl->health.sync_mode = impl->options.sync_mode;
   impl->health.sync_interval_ms = impl->options.sync_interval.count();
   impl->load_checkpoint();

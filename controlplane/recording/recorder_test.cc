@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <thread>
 
 #include "controlplane/recording/recording_file.h"
@@ -239,6 +240,62 @@ TEST_F(RecorderTest, ResumeSessionContinuesSeqAndChainWithAResumedRecord) {
   // The session ended: a sealed recording is never reopened.
   EXPECT_EQ((*rec)->resume_session(start("sess-r"), "restart").code(),
             StatusCode::kFailedPrecondition);
+}
+
+// A file that lost records the checkpoint knew is not continued from its shorter end (the next
+// checkpoint would agree with it and hide the cut); the damage is audited. A torn line past the
+// checkpointed head is cut off and audited too, and the chain goes on.
+TEST_F(RecorderTest, ACutBelowTheCheckpointedHeadIsNeverExtendedAndDamageIsAudited) {
+  {
+    auto rec = Recorder::open(options());
+    ASSERT_TRUE(rec.is_ok());
+    for (const char* id : {"sess-cut", "sess-torn"}) {
+      ASSERT_TRUE((*rec)->start_session(start(id)).is_ok());
+      ASSERT_TRUE((*rec)->try_append(id, "statement", {{"sql", "SELECT 1"}}).is_ok());
+      ASSERT_TRUE((*rec)->try_append(id, "statement", {{"sql", "SELECT 2"}}).is_ok());
+    }
+  }  // destroyed without session_end: synced, checkpoint written (head seq 3 each)
+  const std::string cut = dir_ + "/sess-cut.jsonl";
+  std::vector<std::string> kept = lines(cut);
+  ASSERT_EQ(kept.size(), 3u);
+  {
+    std::ofstream out(cut, std::ios::trunc);
+    out << kept[0] << "\n" << kept[1] << "\n" << kept[2].substr(0, 10);  // torn inside seq 3
+  }
+  const uintmax_t cut_size = fs::file_size(cut);
+  { std::ofstream(dir_ + "/sess-torn.jsonl", std::ios::app) << R"({"seq":4,"half)"; }
+  std::vector<nlohmann::json> audited;
+  std::mutex audited_mu;
+  RecorderOptions o = options();
+  o.audit = [&](const nlohmann::json& j) {
+    std::lock_guard lock(audited_mu);
+    audited.push_back(j);
+  };
+  auto rec = Recorder::open(o);
+  ASSERT_TRUE(rec.is_ok());
+  (void)(*rec)->resume_session(start("sess-cut"), "control plane restart");
+  (void)(*rec)->try_append("sess-cut", "statement", {{"sql", "SELECT 3"}});
+  ASSERT_TRUE((*rec)->resume_session(start("sess-torn"), "control plane restart").is_ok());
+  ASSERT_TRUE((*rec)->try_append("sess-torn", "session_end", {{"reason", "done"}}).is_ok());
+  (void)(*rec)->flush();
+  EXPECT_EQ(fs::file_size(cut), cut_size) << "extended";
+  auto torn = verify_recording(dir_ + "/sess-torn.jsonl");
+  ASSERT_TRUE(torn.is_ok());
+  EXPECT_TRUE(torn->ok) << torn->reason;
+  EXPECT_TRUE(torn->sealed);
+  std::lock_guard lock(audited_mu);
+  bool cut_said = false, torn_said = false;
+  for (const nlohmann::json& j : audited) {
+    if (j.value("event", "") != "recording_damaged") continue;
+    const std::string m = j.value("message", "");
+    cut_said = cut_said || (j.value("session_id", "") == "sess-cut" &&
+                            m.find("ends at seq 2 (then a torn line) but the checkpoint recorded "
+                                   "seq 3") != std::string::npos);
+    torn_said = torn_said || (j.value("session_id", "") == "sess-torn" && j.value("seq", 0) == 4 &&
+                              j.value("torn_bytes", 0) > 0);
+  }
+  EXPECT_TRUE(cut_said);
+  EXPECT_TRUE(torn_said);
 }
 
 // resume_session reads only the file's tail: a record forged after the seal of a session the

@@ -34,6 +34,9 @@ audit::AuditRecord recorder_audit_record(const nlohmann::json& j) {
   } else if (r.event == "recording_write_resumed") {
     r.decision = "resumed";
     spdlog::warn("recording: {}", r.reason);
+  } else if (r.event == "recording_damaged") {
+    r.decision = "damaged";
+    spdlog::error("recording: {}", r.reason);
   } else if (r.event == "recording_gap") {
     r.decision = "gap";
     spdlog::warn("session {}: recording gap recorded: {}", r.session_id, r.reason);

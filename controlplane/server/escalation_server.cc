@@ -942,6 +942,9 @@ void EscalationServer::on_frame(const std::shared_ptr<Connection>& conn,
 void EscalationServer::dispatch(const std::shared_ptr<Connection>& conn, json request, uint64_t id,
                                 std::string type, int64_t deadline_ms) {
   if (type == "approval") return handle_approval(conn, request, id, deadline_ms);
+  // Liveness probe of the dp (a hung cp keeps its socket open): answered here, on the
+  // connection's loop thread, which is what a stopped process cannot do.
+  if (type == "ping") return send(conn, protocol::make_ok(id, json::object()));
   // Appended inline on the loop thread, like events: the record keeps its place among the
   // session's events, and append never blocks. The answer is sent when it is written.
   if (type == "record") {

@@ -198,8 +198,58 @@ void CpClient::schedule_reconnect() {
   backoff_ms_ = std::min(backoff_ms_ * 2, kMaxBackoffMs);
 }
 
+void CpClient::heard_from_cp() { last_heard_ms_ = monotonic_ms(); }
+
+int64_t CpClient::ping_after_ms() const {
+  return std::clamp<int64_t>(silence_limit_ms_ / 2, 100, kPingIntervalMs);
+}
+
+int64_t CpClient::reply_wait_ms() const {
+  return std::max<int64_t>(silence_limit_ms_ - ping_after_ms(), kMinReplyWaitMs);
+}
+
+void CpClient::arm_liveness() {
+  if (liveness_timer_ != 0 || silence_limit_ms_ <= 0 || !ready_) return;
+  liveness_timer_ =
+      loop_->add_timer(monotonic_ms() + std::max<int64_t>(ping_after_ms() / 4, 10), [this] {
+        liveness_timer_ = 0;
+        check_liveness();
+      });
+}
+
+void CpClient::check_liveness() {
+  if (!ready_ || fd_ < 0 || silence_limit_ms_ <= 0) return;
+  const int64_t now = monotonic_ms();
+  // Anything from cp since the ping proves it alive, whether or not the answer came yet.
+  if (ping_id_ != 0 && last_heard_ms_ >= ping_sent_ms_) ping_id_ = 0;
+  if (ping_id_ != 0 && now - ping_sent_ms_ >= reply_wait_ms()) {
+    ++silent_disconnects_;
+    const int64_t quiet = now - last_heard_ms_;
+    spdlog::warn(
+        "the control plane answered nothing for {} ms (limits.cp_unavailable_wait_ms = {}): "
+        "closing the connection as if it had gone",
+        quiet, silence_limit_ms_);
+    return disconnect("the control plane answered nothing for " + std::to_string(quiet) +
+                      " ms (limits.cp_unavailable_wait_ms)");
+  }
+  if (ping_id_ == 0 && now - last_heard_ms_ >= ping_after_ms()) {
+    // Answered inline by cp's connection loop (an older cp answers unknown_type: as good).
+    ping_id_ = next_id_++;
+    ping_sent_ms_ = now;
+    send_body(
+        nlohmann::json{
+            {"type", "ping"}, {"id", ping_id_}, {"deadline_ms", unix_ms() + reply_wait_ms()}}
+            .dump(),
+        false);
+  }
+  arm_liveness();
+}
+
 void CpClient::disconnect(const std::string& why, bool peer_closed) {
   cancel_event_timer();
+  if (liveness_timer_ != 0) loop_->cancel_timer(liveness_timer_);
+  liveness_timer_ = 0;
+  ping_id_ = 0;
   registration_.clear();
   ring_held_ = false;
   if (peer_closed) {
@@ -595,6 +645,7 @@ void CpClient::read_frames() {
   for (;;) {
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
     if (n > 0) {
+      heard_from_cp();
       in_.append(buf, static_cast<size_t>(n));
       size_t off = 0;
       while (in_.size() - off >= 4) {
@@ -629,6 +680,10 @@ void CpClient::handle_frame(nlohmann::json frame) {
     return;
   }
   uint64_t id = frame["id"].get<uint64_t>();
+  if (id == ping_id_ && ping_id_ != 0) {
+    ping_id_ = 0;  // ok, or unknown_type from an older cp: either way it answers
+    return;
+  }
   bool ok = frame.value("ok", false);
   if (id == hello_id_ && !ready_) {
     if (!ok) return disconnect("cp refused hello");
@@ -647,6 +702,8 @@ void CpClient::handle_frame(nlohmann::json frame) {
     ready_ = true;
     ++connections_ready_;
     backoff_ms_ = 100;
+    heard_from_cp();
+    arm_liveness();
     if (on_ready_change_) {
       in_ready_callback_ = true;
       on_ready_change_(true);
@@ -918,6 +975,7 @@ void CpClient::publish_ring() {
 void CpClient::WakeHandler::on_io(int, uint32_t) {
   // dp_wake_fd is edge-triggered: nothing to read.
   if (!client->ring_) return;
+  client->heard_from_cp();
   client->check_acks();
 }
 

@@ -149,6 +149,18 @@ class CpClient : public IoHandler {
   // kinds `kill` and `rules`), in order.
   void set_on_event(std::function<void(nlohmann::json)> fn) { on_event_ = std::move(fn); }
   size_t waiting_requests() const { return waiting_.size(); }
+  // Liveness of a connected cp (a hung process, e.g. SIGSTOP, keeps its socket open): the
+  // client sends a `ping` request after half of `ms` (limits.cp_unavailable_wait_ms; at least
+  // 100 ms, at most kPingIntervalMs) without a byte from cp, and when cp then sends nothing (no
+  // frame, no ring wake-up) for the rest of `ms` (at least kMinReplyWaitMs) it closes the
+  // connection as if cp had gone: requests and records in flight then follow the reconnection
+  // rules (wait budgets, uncertain_ahead()), an approval fails at once. A silent cp is thus
+  // dropped after max(ms, about 1.1 s). 0: never.
+  void set_silence_limit_ms(int64_t ms) { silence_limit_ms_ = ms; }
+  // Connections closed because cp answered nothing for the silence limit.
+  uint64_t silent_disconnects() const { return silent_disconnects_; }
+  static constexpr int64_t kPingIntervalMs = 1000;
+  static constexpr int64_t kMinReplyWaitMs = 1000;
 
   void on_io(int fd, uint32_t events) override;
 
@@ -265,6 +277,13 @@ class CpClient : public IoHandler {
   void handle_frame(nlohmann::json frame);
   void update_interest();
   void fail_later(Callback cb, Status st);
+  // Bytes (or a ring wake-up) from cp: it is alive.
+  void heard_from_cp();
+  // The liveness timer (set_silence_limit_ms): pings a quiet cp, drops a silent one.
+  void arm_liveness();
+  void check_liveness();
+  int64_t ping_after_ms() const;
+  int64_t reply_wait_ms() const;
 
   EventLoop* loop_;
   std::string socket_path_;
@@ -326,6 +345,12 @@ class CpClient : public IoHandler {
   uint64_t ring_records_ = 0;
   uint64_t ring_consumer_wakes_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  int64_t silence_limit_ms_ = 0;
+  int64_t last_heard_ms_ = 0;  // monotonic
+  uint64_t ping_id_ = 0;       // the ping in flight (0: none)
+  int64_t ping_sent_ms_ = 0;   // monotonic
+  EventLoop::TimerId liveness_timer_ = 0;
+  uint64_t silent_disconnects_ = 0;
 };
 
 // Maps a cp error object {sqlstate, code, message} to a Status carrying the SQLSTATE.

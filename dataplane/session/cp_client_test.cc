@@ -158,6 +158,47 @@ TEST(CpClientTest, PendingRequestFailsWhenControlPlaneDisconnects) {
   server.join();
 }
 
+// A cp that answers pings is kept however long a request waits; one that stops answering
+// anything (a stopped process keeps its socket open) is dropped after the silence limit, and
+// what waited for it fails closed.
+TEST(CpClientTest, ASilentControlPlaneIsDroppedAfterTheSilenceLimit) {
+  std::string path = "/tmp/pgw-cpclient-silent-" + std::to_string(getpid()) + ".sock";
+  FakeCp cp(path);
+  std::atomic<int> pings{0};
+  std::thread server([&] {
+    int c = cp.accept_one();
+    json hello = json::parse(read_frame(c));
+    write_frame(c, {{"id", hello["id"]}, {"ok", true}, {"protocol", 1}, {"policy_version", 1}});
+    for (std::string f = read_frame(c); !f.empty(); f = read_frame(c)) {
+      json j = json::parse(f, nullptr, false);
+      if (j.value("type", "") != "ping") continue;
+      // The first ping is answered; then this cp hangs (reads, answers nothing).
+      if (pings.fetch_add(1) == 0) write_frame(c, {{"id", j["id"]}, {"ok", true}});
+    }
+    close(c);  // the client closed the connection
+  });
+  EventLoop loop;
+  ASSERT_TRUE(loop.init().is_ok());
+  CpClient client(&loop, path);
+  client.set_silence_limit_ms(300);
+  client.start();
+  run_until(loop, [&] { return client.ready(); });
+  ASSERT_TRUE(client.ready());
+  std::optional<Status> st;
+  client.request("approval", {{"sql", "delete from t"}}, 3600000,
+                 [&](Result<json> r) { st = r.status(); });
+  run_until(
+      loop, [&] { return st.has_value(); }, 20000);
+  ASSERT_TRUE(st.has_value()) << "a request to a silent cp never failed";
+  EXPECT_EQ(st->code(), StatusCode::kUnavailable);
+  EXPECT_NE(st->message().find("answered nothing"), std::string::npos) << st->message();
+  EXPECT_EQ(client.silent_disconnects(), 1u);
+  // The answered ping kept the connection; the unanswered one ended it.
+  EXPECT_EQ(pings.load(), 2);
+  client.stop();
+  server.join();
+}
+
 TEST(CpClientTest, CoalescedEventsKeepTheirOrderAndReachCpWithoutARequestOrOnStop) {
   std::string path = "/tmp/pgw-cpclient3-" + std::to_string(getpid()) + ".sock";
   FakeCp cp(path);

@@ -262,6 +262,33 @@ class Session {
   // whose text was not kept. True when refused; otherwise its generation is brought up to date.
   // Transaction-pooled sessions: the named statements they keep for re-preparing (prepared_).
   bool refuse_stale_prepared(const pgwire::Message& m, std::string_view statement);
+  // Screens `sql` (the text behind a statement, portal or cursor that `what` names, e.g.
+  // `portal "p"`, decided under an older rules generation) with the session's current rule
+  // set, and the cursors a FETCH/MOVE in it reads (refuse_stale_cursor). A deny or approve
+  // match refuses `m` (42501; `redo` says what the client must do again for an approval), as
+  // does a text that was not kept (`text_kept` false). True when refused.
+  bool refuse_under_current_rules(const pgwire::Message& m, std::string_view sql, bool text_kept,
+                                  const std::string& what, std::string_view decided,
+                                  std::string_view redo);
+  // Notes a Bind's portal (forwarded, or a streamed one) with the rules generation its Bind
+  // passed under, and which Parse of `statement` it runs (the statement may be prepared
+  // again or closed while the portal lives on).
+  void note_portal(std::string_view portal, std::string_view statement);
+  // Execute (`m`) of a portal bound under an older rules generation: its statement's text is
+  // screened again (refuse_under_current_rules). True when refused.
+  bool refuse_stale_portal(const pgwire::Message& m);
+  // Keeps cursors_ in step with the DECLARE / CLOSE / DISCARD ALL texts forwarded.
+  void note_cursors(std::string_view sql);
+  // A FETCH or MOVE in `sql` of a cursor declared under an older rules generation: the
+  // cursor's DECLARE is screened again with the current rule set; a deny or approve match
+  // (or a DECLARE whose text was not kept) refuses `m` (42501). True when refused.
+  bool refuse_stale_cursor(const pgwire::Message& m, std::string_view sql);
+  // At a ReadyForQuery outside a transaction block: the portals and the cursors without
+  // WITH HOLD of the cycles it ended are gone in PostgreSQL, so they go here too.
+  void forget_transaction_objects();
+  // Keeps portals_ and cursors_ in step with a message forwarded: Bind, Close of a portal,
+  // the text of a Query or Parse.
+  void note_transaction_objects(const pgwire::Message& m);
   // Picks up the rules of a new generation (Screen::generation() changed): the policy's
   // current rule sets, else the list the session was admitted with.
   void pick_up_rules();
@@ -446,7 +473,7 @@ class Session {
   int scram_step_ = 0;          // 0 none, 1 started, 2 continued, 3 server verified by cp
   CancelTarget cancel_target_;
   Grant grant_;
-  GatewayKey gateway_key_;  // the upstream's pid with the gateway's own secret
+  GatewayKey gateway_key_;                     // the upstream's pid with the gateway's own secret
   std::shared_ptr<CancelEntry> cancel_entry_;  // gateway_key_'s target (re-pointed when pooled)
   bool cancel_registered_ = false;
   std::string scram_mechanism_;
@@ -471,11 +498,41 @@ class Session {
     std::string sql;
     uint64_t rules_generation = 0;
     bool text_kept = false;
+    uint64_t serial = 0;  // parse_serial_ when it was prepared (BoundPortal)
   };
   std::unordered_map<std::string, ParsedStatement> parsed_statements_;
   size_t parsed_text_bytes_ = 0;
-  uint64_t cycles_sent_ = 0;      // Query/Sync/FunctionCall forwarded upstream
-  uint64_t cycles_received_ = 0;  // ReadyForQuery received
+  uint64_t parse_serial_ = 0;  // counts the Parse messages forwarded
+  // Portals bound in this session (client names; "" is the unnamed portal): the Parse whose
+  // statement they run (name and serial) and the rules generation their Bind passed under.
+  // Forgotten at Close, and at the ReadyForQuery 'I' after their cycle (PostgreSQL drops a
+  // transaction's portals at its end). At most kMaxParsedStatements: over it they are all
+  // forgotten, and a later Execute of an unknown portal is then re-screened as one whose text
+  // is not kept (refused after a reload).
+  struct BoundPortal {
+    std::string statement;
+    uint64_t serial = 0;
+    uint64_t rules_generation = 0;
+    uint64_t cycle = 0;  // the Sync/Query cycle it was bound in
+  };
+  std::unordered_map<std::string, BoundPortal> portals_;
+  uint64_t portals_lost_generation_ = 0;  // generation at which portals were forgotten (cap)
+  // SQL cursors declared by statement texts forwarded in this session (names as
+  // cursor_statements() reads them), with the DECLARE's text while at most
+  // kMaxCursorTextBytes are kept, and the rules generation that screened it.
+  struct DeclaredCursor {
+    std::string sql;
+    bool text_kept = false;
+    bool with_hold = false;
+    uint64_t rules_generation = 0;
+    uint64_t cycle = 0;
+  };
+  std::unordered_map<std::string, DeclaredCursor> cursors_;
+  size_t cursor_text_bytes_ = 0;
+  uint64_t cursors_lost_generation_ = 0;  // generation at which cursors were forgotten (cap)
+  rules::LexedSql cursor_lexed_;          // scratch for note_cursors / refuse_stale_cursor
+  uint64_t cycles_sent_ = 0;              // Query/Sync/FunctionCall forwarded upstream
+  uint64_t cycles_received_ = 0;          // ReadyForQuery received
   std::deque<Rewrite> rewrites_;
   std::string nonce_;  // random, in every injected failing statement
   std::string nonce_sql_;
@@ -536,6 +593,7 @@ class Session {
     std::string parse;  // the Parse message under the server name (to re-prepare)
     bool confirmed = false;
     uint64_t rules_generation = 0;  // that screened the client's Parse (refuse_stale_prepared)
+    uint64_t serial = 0;            // parse_serial_ when it was prepared (BoundPortal)
   };
   std::unordered_map<std::string, ClientStatement> prepared_;  // by client name
   struct InFlight {

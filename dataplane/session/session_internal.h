@@ -37,6 +37,11 @@ constexpr size_t kMaxParsedStatements = 10000;
 // Bytes of prepared statement texts a session keeps to screen them again after a rules reload
 // (a statement prepared beyond it is refused at its next Bind after a reload: prepare again).
 constexpr size_t kMaxParsedTextBytes = 8u << 20;
+// SQL cursors a session remembers with their DECLARE text (Session::cursors_), to screen a
+// FETCH of one again after a rules reload; beyond either cap a FETCH after a reload of a cursor
+// not remembered is refused (declare it again).
+constexpr size_t kMaxCursors = 1024;
+constexpr size_t kMaxCursorTextBytes = 1u << 20;
 
 inline uint64_t random64() {
   uint64_t v = 0;

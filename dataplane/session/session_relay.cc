@@ -166,6 +166,7 @@ void Session::on_upstream_message(uint8_t type, std::string_view whole) {
   // 'Z': one request cycle ended.
   ++cycles_received_;
   if (whole.size() >= 6) tx_status_ = whole[5];
+  if (tx_status_ == 'I' && (!portals_.empty() || !cursors_.empty())) forget_transaction_objects();
   if (pooled()) on_pooled_cycle_end();
   while (!rewrites_.empty() && rewrites_.front().cycle <= cycles_received_) {
     rewrites_.pop_front();

@@ -17,6 +17,7 @@
 #include "common/protocol/event_record.h"
 #include "common/protocol/messages.h"
 #include "dataplane/pgwire/messages.h"
+#include "dataplane/session/cursor_statements.h"
 #include "dataplane/session/pool_restrictions.h"
 #include "dataplane/session/session.h"
 #include "dataplane/session/session_internal.h"
@@ -377,6 +378,7 @@ bool Session::handle_statement_message(const pw::Message& m) {
       destroy("client terminated");
       return false;
     case 'E':
+      if (!decision_ && refuse_stale_portal(m)) return true;
       return check_execution(m);
     case 'B': {
       pw::Bind b;
@@ -465,6 +467,7 @@ void Session::finish_client_stream() {
   // What forward() notes for a Bind that fits: the portal's statement (result masking) and,
   // for write-ahead recording, its parameters (large ones as prefix + length + SHA-256).
   const bool ok = bind_stream_.ok();
+  if (ok) note_portal(bind_stream_.portal(), bind_stream_.statement());
   if (results_ && ok) results_->on_bind_forwarded(bind_stream_.portal(), bind_stream_.statement());
   if (grant_.recording_required) {
     if (ok) {
@@ -528,6 +531,7 @@ void Session::note_statement_names(const pw::Message& m) {
   forget_parsed(std::string(name));
   ParsedStatement& p = parsed_statements_[std::string(name)];
   p.rules_generation = rules_generation_;
+  p.serial = parse_serial_;
   if (parsed_text_bytes_ + text.size() <= kMaxParsedTextBytes) {
     p.sql = std::string(text);
     p.text_kept = true;
@@ -601,12 +605,22 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
   const std::string name = statement.empty()
                                ? std::string("unnamed prepared statement")
                                : "prepared statement \"" + std::string(statement) + "\"";
+  if (refuse_under_current_rules(m, sql, text_kept, name, "prepared", "prepare it again")) {
+    return true;
+  }
+  *generation = rules_generation_;
+  return false;
+}
+
+bool Session::refuse_under_current_rules(const pw::Message& m, std::string_view sql, bool text_kept,
+                                         const std::string& what, std::string_view decided,
+                                         std::string_view redo) {
   if (!text_kept) {
-    const std::string what = "-- Bind of " + name;
-    const std::string message = "pgwarden: " + name +
-                                " was prepared under an earlier rules generation and is too "
-                                "large to be checked again: prepare it again";
-    emit_statement(what, "deny", "rules_reloaded", "prescreen", message);
+    const std::string message = "pgwarden: " + what + " was " + std::string(decided) +
+                                " under an earlier rules generation and its text was not kept "
+                                "to be checked again: " +
+                                std::string(redo);
+    emit_statement("-- " + what, "deny", "rules_reloaded", "prescreen", message);
     apply_denial(m, "42501", message, "rules_reloaded");
     return true;
   }
@@ -615,25 +629,199 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
   if (const PrescreenMatch* deny = again.first("deny")) {
     std::string msg = "pgwarden: statement denied by rule " + deny->rule;
     if (!deny->message.empty()) msg += ": " + deny->message;
-    msg += " (" + name + " was prepared before the rules changed)";
+    msg += " (" + what + " was " + std::string(decided) + " before the rules changed)";
     emit_statement(sql, "deny", deny->rule, "prescreen", msg);
     apply_denial(m, "42501", msg, deny->rule);
     return true;
   }
   if (const PrescreenMatch* approve = again.first("approve")) {
-    std::string msg = "pgwarden: " + name + " needs an approval under the current rules (rule " +
-                      approve->rule + "); prepare it again to ask for one";
+    std::string msg = "pgwarden: " + what + " needs an approval under the current rules (rule " +
+                      approve->rule + "); " + std::string(redo) + " to ask for one";
     emit_statement(sql, "deny", approve->rule, "prescreen", msg);
     apply_denial(m, "42501", msg, approve->rule);
     return true;
   }
-  *generation = rules_generation_;
+  // A FETCH in a statement decided earlier reads a cursor that may be stale too.
+  return refuse_stale_cursor(m, sql);
+}
+
+void Session::note_portal(std::string_view portal, std::string_view statement) {
+  if (portals_.size() >= kMaxParsedStatements && portals_.count(std::string(portal)) == 0) {
+    portals_.clear();
+    portals_lost_generation_ = rules_generation_;
+  }
+  BoundPortal& b = portals_[std::string(portal)];
+  b.statement = std::string(statement);
+  b.serial = 0;
+  if (pooled()) {
+    auto it = statement.empty() ? prepared_.end() : prepared_.find(b.statement);
+    if (it != prepared_.end()) b.serial = it->second.serial;
+  } else {
+    auto it = parsed_statements_.find(b.statement);
+    if (it != parsed_statements_.end()) b.serial = it->second.serial;
+  }
+  // The Bind passed under the session's current generation (refuse_stale_prepared brought it
+  // up to date, or it was not stale).
+  b.rules_generation = rules_generation_;
+  b.cycle = cycles_sent_ + 1;
+}
+
+bool Session::refuse_stale_portal(const pw::Message& m) {
+  if (portals_.empty() && portals_lost_generation_ == 0) return false;
+  pw::Execute e;
+  if (!pw::parse(m.body, &e).ok()) return false;  // PostgreSQL answers it
+  pick_up_rules();
+  const std::string what =
+      e.portal.empty() ? std::string("unnamed portal") : "portal \"" + std::string(e.portal) + "\"";
+  auto it = portals_.find(std::string(e.portal));
+  if (it == portals_.end()) {
+    // Unknown here: never bound (PostgreSQL refuses the Execute), or forgotten over the cap.
+    if (portals_lost_generation_ == 0 || portals_lost_generation_ == rules_generation_) {
+      return false;
+    }
+    return refuse_under_current_rules(m, {}, false, what, "bound", "bind it again");
+  }
+  BoundPortal& b = it->second;
+  if (b.rules_generation == rules_generation_) return false;
+  // Stale: the text of the Parse the portal runs, if that Parse is still the statement's.
+  std::string_view sql;
+  bool text_kept = false;
+  std::string_view kept_parse;
+  if (pooled()) {
+    auto st = b.statement.empty() ? prepared_.end() : prepared_.find(b.statement);
+    if (st != prepared_.end() && st->second.serial == b.serial) kept_parse = st->second.parse;
+    pw::Parse p;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(kept_parse.data());
+    if (kept_parse.size() >= 5 && pw::parse(pw::Bytes(bytes + 5, kept_parse.size() - 5), &p).ok()) {
+      sql = p.query;
+      text_kept = true;
+    }
+  } else {
+    auto st = parsed_statements_.find(b.statement);
+    if (st != parsed_statements_.end() && st->second.serial == b.serial) {
+      sql = st->second.sql;
+      text_kept = st->second.text_kept;
+    }
+  }
+  if (refuse_under_current_rules(m, sql, text_kept, what, "bound", "bind it again")) return true;
+  b.rules_generation = rules_generation_;
   return false;
+}
+
+void Session::note_cursors(std::string_view sql) {
+  // Without remembered cursors only a DECLARE matters (one scan of the text per statement).
+  if (cursors_.empty() ? !may_declare_cursor(sql) : !may_touch_cursor(sql, false)) return;
+  rules::lex_sql(sql, cursor_lexed_);
+  for (const CursorStatement& c : cursor_statements(cursor_lexed_.code())) {
+    switch (c.kind) {
+      case CursorStatement::Kind::kDeclare: {
+        auto old = cursors_.find(c.name);
+        if (old != cursors_.end()) {
+          cursor_text_bytes_ -= old->second.sql.size();
+          cursors_.erase(old);
+        }
+        if (cursors_.size() >= kMaxCursors) {
+          // Fail closed: a FETCH after a reload of a cursor not remembered is refused.
+          cursors_lost_generation_ = rules_generation_;
+          break;
+        }
+        DeclaredCursor& d = cursors_[c.name];
+        d.with_hold = c.with_hold;
+        d.rules_generation = rules_generation_;
+        d.cycle = cycles_sent_ + 1;
+        if (cursor_text_bytes_ + sql.size() <= kMaxCursorTextBytes) {
+          d.sql = std::string(sql);  // the whole text, as it was screened
+          d.text_kept = true;
+          cursor_text_bytes_ += sql.size();
+        }
+        break;
+      }
+      case CursorStatement::Kind::kClose: {
+        auto it = cursors_.find(c.name);
+        if (it != cursors_.end()) {
+          cursor_text_bytes_ -= it->second.sql.size();
+          cursors_.erase(it);
+        }
+        break;
+      }
+      case CursorStatement::Kind::kCloseAll:
+        cursors_.clear();
+        cursor_text_bytes_ = 0;
+        cursors_lost_generation_ = 0;
+        break;
+      case CursorStatement::Kind::kFetch:
+        break;
+    }
+  }
+}
+
+bool Session::refuse_stale_cursor(const pw::Message& m, std::string_view sql) {
+  if (cursors_.empty() && cursors_lost_generation_ == 0) return false;
+  if (!may_touch_cursor(sql, true)) return false;
+  pick_up_rules();
+  rules::lex_sql(sql, cursor_lexed_);
+  for (const CursorStatement& c : cursor_statements(cursor_lexed_.code())) {
+    if (c.kind != CursorStatement::Kind::kFetch) continue;
+    const std::string what = "cursor \"" + c.name + "\"";
+    auto it = cursors_.find(c.name);
+    if (it == cursors_.end()) {
+      if (cursors_lost_generation_ != 0 && cursors_lost_generation_ != rules_generation_) {
+        return refuse_under_current_rules(m, {}, false, what, "declared", "declare it again");
+      }
+      continue;  // not declared by a text this session sent (see docs: limits)
+    }
+    const uint64_t declared_under = it->second.rules_generation;
+    if (declared_under == rules_generation_) continue;
+    // Marked current before its DECLARE is screened again: a DECLARE text that also FETCHes
+    // the cursor (one Query, several statements) is not checked a second time. A copy: the
+    // re-screen may change cursors_ (it never does today, but the entry must not dangle).
+    it->second.rules_generation = rules_generation_;
+    const std::string declare = it->second.sql;
+    const bool text_kept = it->second.text_kept;
+    if (refuse_under_current_rules(m, declare, text_kept, what, "declared", "declare it again")) {
+      it = cursors_.find(c.name);
+      if (it != cursors_.end()) it->second.rules_generation = declared_under;  // still stale
+      return true;
+    }
+  }
+  return false;
+}
+
+void Session::note_transaction_objects(const pw::Message& m) {
+  if (m.type == 'B') {
+    pw::Bind b;
+    if (pw::parse(m.body, &b).ok()) note_portal(b.portal, b.statement);
+  } else if (m.type == 'C') {
+    pw::Close c;
+    if (pw::parse(m.body, &c).ok() && c.kind == 'P') portals_.erase(std::string(c.name));
+  } else if (m.type == 'Q') {
+    pw::Query q;
+    if (pw::parse(m.body, &q).ok()) note_cursors(q.sql);
+  } else if (m.type == 'P') {
+    pw::Parse p;
+    if (pw::parse(m.body, &p).ok()) note_cursors(p.query);
+  }
+}
+
+void Session::forget_transaction_objects() {
+  for (auto it = portals_.begin(); it != portals_.end();) {
+    it = it->second.cycle <= cycles_received_ ? portals_.erase(it) : std::next(it);
+  }
+  for (auto it = cursors_.begin(); it != cursors_.end();) {
+    if (!it->second.with_hold && it->second.cycle <= cycles_received_) {
+      cursor_text_bytes_ -= it->second.sql.size();
+      it = cursors_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void Session::forward(const pw::Message& m, const Decision* d) {
   if (pooled() && refuse_pooled_statement(m)) return;
+  if (m.type == 'P') ++parse_serial_;
   note_statement_names(m);
+  note_transaction_objects(m);
   // Masking and recording know the client's names; the server gets its own (pooled).
   if (results_) note_forwarded(m);
   if (grant_.recording_required) {
@@ -691,6 +879,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     apply_denial(m, "42501", msg, deny->rule);
     return true;
   }
+  if (refuse_stale_cursor(m, sql)) return true;
   if (const protocol::BudgetState* b = exhausted_budget()) return refuse_for_budget(m, sql, *b);
   if (screen_.first("approve") != nullptr) {
     // An approve rule adds a reviewer to what the policy allows; it must not replace the

@@ -101,6 +101,7 @@ Status Worker::init() {
   }
   screen_.set_rules(runtime_->rules);
   cp_ = std::make_unique<CpClient>(&loop_, runtime_->config.controlplane_socket);
+  cp_->set_silence_limit_ms(runtime_->config.limits.cp_unavailable_wait_ms);
   cp_->set_on_ready_change([this](bool up) {
     if (index_ == 0) {
       if (up)
@@ -230,6 +231,7 @@ void Worker::on_wake() {
     // Sessions read limits from the runtime on every use; swapping the pointer is the whole
     // reload (connections already open keep their TLS state, new ones get the new context).
     runtime_ = std::move(rt);
+    if (cp_) cp_->set_silence_limit_ms(runtime_->config.limits.cp_unavailable_wait_ms);
     screen_.set_rules(runtime_->rules);
     cache_.clear();
     {

@@ -14,6 +14,10 @@
 //    is down; the client leaves during the outage, and once cp is back the dataplane
 //    re-registers the ended session and its recording is sealed; truncating a recording's tail
 //    or deleting its last line is detected against the checkpoint.
+//  - damage found at cp start: a recording cut below its checkpointed head is reported
+//    (audit recording_damaged, `sessions verify` truncated at that seq) and never extended; a
+//    torn line past the head is cut off (audited) and the session goes on; a corrupt or
+//    missing checkpoint is reported and cp starts.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
@@ -406,8 +410,7 @@ TEST_F(GatewayRecordingWalTest, NotRequiredSessionsRunButEveryDroppedEventIsCoun
   // recording file, where a small gap record fits.
   ASSERT_TRUE(eventually([&] {
     json r = recorder_status();
-    return r.value("gaps_pending", 0) >= 1 ||
-           r.value("gaps_written", uint64_t{0}) > gaps_before;
+    return r.value("gaps_pending", 0) >= 1 || r.value("gaps_written", uint64_t{0}) > gaps_before;
   }));
   fs::remove(filler());
   {
@@ -453,8 +456,7 @@ TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDe
     auto cp = recording::read_checkpoint(checkpoint);
     if (!cp.is_ok()) return false;
     auto it = cp->heads.find(id);
-    return it != cp->heads.end() && it->second.sealed == want_sealed &&
-           it->second.seq >= min_seq;
+    return it != cp->heads.end() && it->second.sealed == want_sealed && it->second.seq >= min_seq;
   };
   ASSERT_TRUE(eventually([&] { return checkpointed(sealed_id, true); }));
 
@@ -562,6 +564,118 @@ TEST_F(GatewayRecordingWalTest, KillNineLeavesAnUnsealedSessionAndTruncationIsDe
   CtlResult cut = gw_->ctl("ops", {"sessions", "verify", open_id});
   EXPECT_EQ(cut.code, 1) << cut.out << cut.err;
   EXPECT_NE(cut.out.find("TRUNCATED"), std::string::npos) << cut.out;
+}
+
+// State directory damage found when cp starts (docs/recording.md, "Damage found at start"):
+// a recording cut below its checkpointed head is reported and never extended; a torn line past
+// the checkpointed head is cut off, audited, and the session goes on; a corrupt checkpoint is
+// kept aside and reported, a missing one reported; cp starts in every case.
+TEST_F(GatewayRecordingWalTest, DamageInTheStateDirectoryIsReportedAtStartAndNeverExtended) {
+  const std::string checkpoint = gw_->state_dir() + "/recording_checkpoint.json";
+  auto checkpointed = [&](const std::string& id, uint64_t min_seq) {
+    auto cp = recording::read_checkpoint(checkpoint);
+    if (!cp.is_ok()) return false;
+    auto it = cp->heads.find(id);
+    return it != cp->heads.end() && !it->second.sealed && it->second.seq >= min_seq;
+  };
+  auto [cut_conn, cut_id] = open_session();
+  auto [torn_conn, torn_id] = open_session();
+  ASSERT_FALSE(cut_id.empty());
+  ASSERT_FALSE(torn_id.empty());
+  for (int i = 0; i < 3; ++i) {
+    for (PGconn* c : {cut_conn.get(), torn_conn.get()}) {
+      Res r(PQexec(c, "SELECT v FROM public.wal_t ORDER BY v LIMIT 1"));
+      ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(r.get());
+    }
+  }
+  ASSERT_TRUE(eventually([&] { return checkpointed(cut_id, 3) && checkpointed(torn_id, 3); }));
+  size_t audit_before = gw_->audit_log().size();
+  uint64_t head = 0, offset = 0;
+  {
+    CpStartsAgain cp_back(gw_);
+    ASSERT_TRUE(gw_->stop_cp().is_ok());  // kill -9, both sessions open
+    // One recording loses the end of its last checkpointed record (a torn line below the
+    // head); the other gets a torn line after its last record (a write cut short by a crash).
+    const std::string cut_path = rec_dir() + "/" + cut_id + ".jsonl";
+    head = recording::read_checkpoint(checkpoint)->heads[cut_id].seq;
+    {
+      std::ifstream in(cut_path);
+      std::string l;
+      for (uint64_t n = 1; n < head && std::getline(in, l); ++n) offset += l.size() + 1;
+    }
+    fs::resize_file(cut_path, offset + 10);
+    const std::string torn_path = rec_dir() + "/" + torn_id + ".jsonl";
+    { std::ofstream(torn_path, std::ios::app) << R"({"seq":99,"kind":"stat)"; }
+    ASSERT_TRUE(cp_back.start().is_ok());
+  }
+  // The cut recording: reported with the file and the record, and not extended.
+  int code = -1;
+  json v;
+  EXPECT_TRUE(eventually([&] {
+    std::string audit = gw_->audit_log().substr(audit_before);
+    return audit.find("recording_damaged") != std::string::npos &&
+           audit.find(cut_id + ".jsonl ends at seq " + std::to_string(head - 1)) !=
+               std::string::npos &&
+           audit.find("torn_bytes") != std::string::npos;
+  })) << gw_->audit_log().substr(audit_before);
+  v = ctl_json({"sessions", "verify", cut_id}, &code);
+  EXPECT_EQ(code, 1) << v.dump();
+  EXPECT_EQ(v.value("state", ""), "truncated") << v.dump();
+  EXPECT_EQ(v.value("bad_seq", uint64_t{0}), head) << v.dump();
+  EXPECT_EQ(fs::file_size(rec_dir() + "/" + cut_id + ".jsonl"), offset + 10)
+      << "a recording cut below its checkpointed head was extended";
+  // The torn one: its torn line was cut off and the session goes on, chain intact.
+  Res after(PQexec(torn_conn.get(), "SELECT v FROM public.wal_t ORDER BY v LIMIT 1"));
+  EXPECT_EQ(PQresultStatus(after.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(after.get());
+  torn_conn.reset();
+  EXPECT_TRUE(eventually([&] { return sealed(torn_id); }));
+  v = ctl_json({"sessions", "verify", torn_id}, &code);
+  EXPECT_EQ(code, 0) << v.dump();
+  EXPECT_EQ(v.value("state", ""), "sealed") << v.dump();
+  // The cut session's statements cannot be recorded any more: refused, never run unrecorded.
+  Res refused(PQexec(cut_conn.get(), "INSERT INTO public.wal_t VALUES ('damaged-cut')"));
+  EXPECT_EQ(sqlstate(refused.get()), "58030") << PQresultErrorMessage(refused.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(refused.get())).find("cannot be continued"),
+            std::string::npos)
+      << PQresultErrorMessage(refused.get());
+  EXPECT_EQ(table_values().count("damaged-cut"), 0u);
+  cut_conn.reset();
+
+  // A corrupt checkpoint: cp starts, keeps it aside and says so; a missing one too.
+  audit_before = gw_->audit_log().size();
+  {
+    CpStartsAgain cp_back(gw_);
+    ASSERT_TRUE(gw_->stop_cp().is_ok());
+    { std::ofstream(checkpoint, std::ios::trunc) << "{\"version\": 1, \"sessions\": {\"x\""; }
+    ASSERT_TRUE(cp_back.start().is_ok());
+  }
+  EXPECT_TRUE(eventually([&] {
+    return gw_->audit_log()
+               .substr(audit_before)
+               .find("cannot be parsed (kept as " + checkpoint + ".corrupt-") != std::string::npos;
+  })) << gw_->audit_log().substr(audit_before);
+  bool kept = false;
+  for (const auto& e : fs::directory_iterator(gw_->state_dir())) {
+    kept = kept || e.path().filename().string().starts_with("recording_checkpoint.json.corrupt-");
+  }
+  EXPECT_TRUE(kept);
+  audit_before = gw_->audit_log().size();
+  {
+    CpStartsAgain cp_back(gw_);
+    ASSERT_TRUE(gw_->stop_cp().is_ok());
+    fs::remove(checkpoint);
+    ASSERT_TRUE(cp_back.start().is_ok());
+  }
+  EXPECT_TRUE(eventually([&] {
+    return gw_->audit_log()
+               .substr(audit_before)
+               .find("recording checkpoint " + checkpoint + " is missing") != std::string::npos;
+  })) << gw_->audit_log().substr(audit_before);
+  // cp runs: new sessions are recorded and verify.
+  auto [conn, id] = open_session();
+  EXPECT_FALSE(id.empty());
+  conn.reset();
+  EXPECT_TRUE(eventually([&] { return sealed(id); }));
 }
 
 // I/O errors under the recorder, with real kernel I/O: the state dir is ext4 on a loop device

@@ -11,6 +11,10 @@
 //   * a statement prepared (Parse) before the reload that the new rules deny is refused at its
 //     next execution (Bind), through `rules reload` and `rules add|remove`, also in a
 //     transaction-pooled session;
+//   * a portal bound before the reload (a suspended Execute with max_rows) whose statement the
+//     new rules deny is refused at its next Execute, the transaction failed ('E'); a FETCH or
+//     MOVE of a cursor declared before the reload whose DECLARE the new rules deny is refused
+//     (also a WITH HOLD cursor after its transaction);
 //   * a dataplane that does not confirm the new generation (stopped with SIGSTOP) makes the
 //     reload exit 1 naming it; once it runs again it confirms and reloads succeed;
 //   * a dp that (re)connects later runs cp's current generation.
@@ -26,6 +30,7 @@
 #include <thread>
 
 #include "tests/integration/gateway_harness.h"
+#include "tests/integration/gateway_raw.h"
 
 namespace pgwarden::testing {
 namespace {
@@ -55,6 +60,7 @@ void replace_deny_rules(const GatewayHarness& gw, const std::string& text) {
 GatewayOptions reload_options() {
   GatewayOptions o;
   o.own_rules_dir = true;
+  o.loopback_only = true;  // the raw protocol sessions log in without TLS
   o.admin_principals = {{"ops", {"operators"}}};
   return o;
 }
@@ -327,6 +333,188 @@ TEST_F(GatewayPooledReloadTest, APooledSessionsPreparedStatementIsScreenedAgainA
   CtlResult back = gw_->ctl("ops", {"rules", "reload"});
   ASSERT_EQ(back.code, 0) << back.out << back.err;
   EXPECT_EQ(exec_prepared(c.get(), "pooled_p"), "ok");
+}
+
+// A raw protocol session (libpq cannot keep a named portal open across other commands).
+class RawSession {
+ public:
+  explicit RawSession(const GatewayHarness& gw) {
+    fd_ = connect_tcp(gw.port());
+    if (fd_ < 0) return;
+    send_all(fd_, startup_packet("agent", "demo"));
+    std::string body;
+    if (read_message(fd_, &body, 10000) != 'R') {
+      close_fd();
+      return;
+    }
+    send_all(fd_, typed_message('p', cstr(gw.token())));
+    for (;;) {
+      int t = read_message(fd_, &body, 10000);
+      if (t == 'Z') return;
+      if (t <= 0 || t == 'E') {
+        close_fd();
+        return;
+      }
+    }
+  }
+  ~RawSession() { close_fd(); }
+  bool ok() const { return fd_ >= 0; }
+
+  // What the server answered to one cycle (up to ReadyForQuery).
+  struct Cycle {
+    std::string types;  // message types in order, ReadyForQuery included
+    std::string sqlstate, message;
+    char status = 0;  // ReadyForQuery's transaction status
+  };
+  Cycle query(const std::string& sql) {
+    send_all(fd_, typed_message('Q', cstr(sql)));
+    return read_cycle();
+  }
+  // Sends the messages then Sync; reads the cycle.
+  Cycle extended(const std::string& messages) {
+    send_all(fd_, messages + typed_message('S', ""));
+    return read_cycle();
+  }
+  static std::string parse(const std::string& name, const std::string& sql) {
+    return typed_message('P', cstr(name) + cstr(sql) + std::string(2, '\0'));
+  }
+  static std::string bind(const std::string& portal, const std::string& statement) {
+    return typed_message('B', cstr(portal) + cstr(statement) + std::string(6, '\0'));
+  }
+  static std::string execute(const std::string& portal, uint32_t max_rows) {
+    std::string body = cstr(portal);
+    put32(body, max_rows);
+    return typed_message('E', body);
+  }
+
+ private:
+  Cycle read_cycle() {
+    Cycle c;
+    std::string body;
+    for (;;) {
+      int t = read_message(fd_, &body, 30000);
+      if (t <= 0) {
+        c.types += '!';  // closed or no answer
+        return c;
+      }
+      c.types += static_cast<char>(t);
+      if (t == 'E' && c.sqlstate.empty()) {
+        c.sqlstate = error_sqlstate(body);
+        size_t m = body.find(std::string("\0M", 2));
+        if (m != std::string::npos) c.message = body.substr(m + 2, body.find('\0', m + 2) - m - 2);
+      }
+      if (t == 'Z') {
+        c.status = body.empty() ? 0 : body[0];
+        return c;
+      }
+    }
+  }
+  void close_fd() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+  int fd_ = -1;
+};
+
+TEST_F(GatewayReloadTest, APortalBoundBeforeAReloadThatDeniesItIsRefusedAtItsNextExecute) {
+  ASSERT_TRUE(dp_in_sync());
+  RawSession s(*gw_);
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(s.query("BEGIN").status, 'T');
+  // Two open portals (max_rows 1 leaves each suspended): one the new rules deny, one not.
+  RawSession::Cycle bound =
+      s.extended(RawSession::parse(
+                     "denied_s", "SELECT g, 'reload_canary_portal' FROM generate_series(1, 5) g") +
+                 RawSession::bind("denied_p", "denied_s") + RawSession::execute("denied_p", 1) +
+                 RawSession::parse("fine_s", "SELECT g FROM generate_series(1, 5) g") +
+                 RawSession::bind("fine_p", "fine_s") + RawSession::execute("fine_p", 1));
+  ASSERT_EQ(bound.types, "12Ds12DsZ") << bound.message;
+  ASSERT_EQ(bound.status, 'T');
+
+  write_deny(original_ + rule("deny.reload_canary_portal", "reload_canary_portal"));
+  CtlResult r = gw_->ctl("ops", {"rules", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+
+  // The portal the new rules do not deny goes on where it stopped.
+  RawSession::Cycle fine = s.extended(RawSession::execute("fine_p", 1));
+  EXPECT_EQ(fine.types, "DsZ") << fine.message;
+  // Its statement was prepared before the reload; the portal was bound before it: refused,
+  // and the transaction is failed as PostgreSQL would have it after an error.
+  RawSession::Cycle refused = s.extended(RawSession::execute("denied_p", 1));
+  EXPECT_EQ(refused.types, "EZ");
+  EXPECT_EQ(refused.sqlstate, "42501") << refused.message;
+  EXPECT_NE(refused.message.find("deny.reload_canary_portal"), std::string::npos)
+      << refused.message;
+  EXPECT_NE(refused.message.find("portal \"denied_p\" was bound before the rules changed"),
+            std::string::npos)
+      << refused.message;
+  EXPECT_EQ(refused.status, 'E');
+  // Nothing else runs in the failed transaction (PostgreSQL's own answer, 25P02).
+  RawSession::Cycle after = s.extended(RawSession::execute("fine_p", 1));
+  EXPECT_EQ(after.sqlstate, "25P02") << after.message;
+  EXPECT_EQ(s.query("ROLLBACK").status, 'I');
+  RawSession::Cycle one = s.query("SELECT 1");
+  EXPECT_EQ(one.types, "TDCZ") << one.message;
+
+  // The refusal is audited as a prescreen deny with its rule and reason.
+  EXPECT_TRUE(eventually(
+      [&] {
+        std::string audit = gw_->audit_log();
+        return audit.find("\"rule\":\"deny.reload_canary_portal\"") != std::string::npos &&
+               audit.find("was bound before the rules changed") != std::string::npos;
+      },
+      5000))
+      << gw_->audit_log();
+}
+
+TEST_F(GatewayReloadTest, AFetchOfACursorDeclaredBeforeAReloadThatDeniesItIsRefused) {
+  ASSERT_TRUE(dp_in_sync());
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  // A cursor WITH HOLD outlives its transaction; the others live in the open one.
+  ASSERT_EQ(exec_state(c.get(), "BEGIN"), "ok");
+  ASSERT_EQ(exec_state(c.get(),
+                       "DECLARE held CURSOR WITH HOLD FOR "
+                       "SELECT g, 'reload_canary_cursor' FROM generate_series(1, 5) g"),
+            "ok");
+  ASSERT_EQ(exec_state(c.get(), "COMMIT"), "ok");
+  ASSERT_EQ(exec_state(c.get(), "BEGIN"), "ok");
+  ASSERT_EQ(exec_state(c.get(),
+                       "DECLARE \"Denied\" CURSOR FOR "
+                       "SELECT g, 'reload_canary_cursor' FROM generate_series(1, 5) g"),
+            "ok");
+  ASSERT_EQ(exec_state(c.get(), "DECLARE fine CURSOR FOR SELECT g FROM generate_series(1, 5) g"),
+            "ok");
+  ASSERT_EQ(exec_state(c.get(), "FETCH 1 FROM \"Denied\""), "ok");
+
+  write_deny(original_ + rule("deny.reload_canary_cursor", "reload_canary_cursor"));
+  CtlResult r = gw_->ctl("ops", {"rules", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+
+  EXPECT_EQ(exec_state(c.get(), "FETCH NEXT FROM fine"), "ok");
+  // Through the extended protocol (libpq's PQexecParams sends a Parse).
+  Res refused(PQexecParams(c.get(), "MOVE FORWARD 1 IN \"Denied\"", 0, nullptr, nullptr, nullptr,
+                           nullptr, 0));
+  EXPECT_EQ(sqlstate(refused.get()), "42501") << PQresultErrorMessage(refused.get());
+  std::string message = PQresultErrorMessage(refused.get());
+  EXPECT_NE(message.find("deny.reload_canary_cursor"), std::string::npos) << message;
+  EXPECT_NE(message.find("was declared before the rules changed"), std::string::npos) << message;
+  EXPECT_EQ(PQtransactionStatus(c.get()), PQTRANS_INERROR);
+  ASSERT_EQ(exec_state(c.get(), "ROLLBACK"), "ok");
+  // The held cursor survived the commit and is refused too (simple protocol, outside a block).
+  Res held(PQexec(c.get(), "FETCH 2 FROM held"));
+  EXPECT_EQ(sqlstate(held.get()), "42501") << PQresultErrorMessage(held.get());
+  EXPECT_EQ(PQtransactionStatus(c.get()), PQTRANS_IDLE);
+  EXPECT_EQ(exec_state(c.get(), "CLOSE held"), "ok");
+  // A cursor declared under the new rules is screened at its DECLARE as always.
+  ASSERT_EQ(exec_state(c.get(), "BEGIN"), "ok");
+  EXPECT_EQ(
+      exec_state(
+          c.get(),
+          "DECLARE again CURSOR FOR SELECT 'reload_canary_cursor' FROM generate_series(1, 2)"),
+      "42501");
+  ASSERT_EQ(exec_state(c.get(), "ROLLBACK"), "ok");
+  EXPECT_EQ(exec_state(c.get(), "SELECT 1"), "ok");
 }
 
 TEST_F(GatewayReloadTest, AReloadADataplaneDoesNotConfirmExitsOneNamingTheDataplane) {
