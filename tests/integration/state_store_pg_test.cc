@@ -125,10 +125,10 @@ TEST_F(StateStorePgTest, ANewerSchemaIsRefused) {
 }
 
 TEST_F(StateStorePgTest, OnlyOneOfTwoNodesDecidesARequestAndTheOtherHearsOfIt) {
+  Feed feed_a, feed_b;  // declared first: the stores' listeners call it until they close
   auto a = open("node-a");
   auto b = open("node-b");
   ASSERT_TRUE(a.is_ok() && b.is_ok());
-  Feed feed_a, feed_b;
   ASSERT_TRUE((*a)->start(feed_a.handler()).is_ok());
   ASSERT_TRUE((*b)->start(feed_b.handler()).is_ok());
 
@@ -168,10 +168,10 @@ TEST_F(StateStorePgTest, OnlyOneOfTwoNodesDecidesARequestAndTheOtherHearsOfIt) {
 }
 
 TEST_F(StateStorePgTest, RevocationsKillsAndTheRegistryReachTheOtherNode) {
+  Feed feed_b;  // declared first: the stores' listeners call it until they close
   auto a = open("node-a");
   auto b = open("node-b");
   ASSERT_TRUE(a.is_ok() && b.is_ok());
-  Feed feed_b;
   ASSERT_TRUE((*b)->start(feed_b.handler()).is_ok());
   ASSERT_TRUE((*a)->start(nullptr).is_ok());
 
@@ -235,10 +235,10 @@ TEST_F(StateStorePgTest, RevocationsKillsAndTheRegistryReachTheOtherNode) {
 }
 
 TEST_F(StateStorePgTest, VotesOfTwoNodesAddUpAndAConcurrentVoteIsRefused) {
+  Feed feed_b;  // declared first: the stores' listeners call it until they close
   auto a = open("node-a");
   auto b = open("node-b");
   ASSERT_TRUE(a.is_ok() && b.is_ok());
-  Feed feed_b;
   ASSERT_TRUE((*b)->start(feed_b.handler()).is_ok());
   json req = pending("votes1");
   req["required_approvals"] = 2;
@@ -263,10 +263,10 @@ TEST_F(StateStorePgTest, VotesOfTwoNodesAddUpAndAConcurrentVoteIsRefused) {
 }
 
 TEST_F(StateStorePgTest, BudgetUsageOfTwoNodesAddsUpPerWindow) {
+  Feed feed_b;  // declared first: the stores' listeners call it until they close
   auto a = open("node-a");
   auto b = open("node-b");
   ASSERT_TRUE(a.is_ok() && b.is_ok());
-  Feed feed_b;
   ASSERT_TRUE((*b)->start(feed_b.handler()).is_ok());
   const int64_t w = 7200000;
   auto usage = [](const std::string& id, int64_t window, uint64_t statements) {
@@ -313,9 +313,9 @@ TEST_F(StateStorePgTest, BudgetUsageOfTwoNodesAddsUpPerWindow) {
 
 // Runs last in this file (it restarts the sandbox).
 TEST_F(StateStorePgTest, ZOutageFailsClosedWithoutTheSecretAndRecovers) {
+  Feed feed;  // declared first: the stores' listeners call it until they close
   auto a = open("node-a");
   ASSERT_TRUE(a.is_ok());
-  Feed feed;
   ASSERT_TRUE((*a)->start(feed.handler()).is_ok());
   ASSERT_TRUE(pg_->stop_immediate().is_ok());
   Status st = (*a)->put_approval(pending("down1"), true);
