@@ -52,19 +52,11 @@ class GatewayBadInputTest : public ::testing::Test {
   // Logs in over plaintext (loopback-only listener); returns the socket after ReadyForQuery.
   static int raw_login() {
     int fd = connect_tcp(gw_->port());
-    if (fd < 0) return -1;
-    send_all(fd, startup_packet("agent", "demo"));
-    std::string body;
-    if (read_message(fd, &body, 5000) != 'R') return -1;
-    send_all(fd, typed_message('p', cstr(gw_->token())));
-    for (;;) {
-      int t = read_message(fd, &body, 10000);
-      if (t == 'Z') return fd;
-      if (t <= 0 || t == 'E') {
-        close(fd);
-        return -1;
-      }
+    if (fd >= 0 && !login_plaintext(fd, gw_->token())) {
+      close(fd);
+      fd = -1;
     }
+    return fd;
   }
 
   static GatewayHarness* gw_;

@@ -78,6 +78,20 @@ inline int read_message(int fd, std::string* body, int timeout_ms) {
   return static_cast<unsigned char>(hdr[0]);
 }
 
+// Logs in on the connected socket `fd` as "agent" to "demo" with `token` as the cleartext
+// password (a loopback-only listener without TLS); true once ReadyForQuery arrived.
+inline bool login_plaintext(int fd, const std::string& token) {
+  if (!send_all(fd, startup_packet("agent", "demo"))) return false;
+  std::string body;
+  if (read_message(fd, &body, 10000) != 'R') return false;
+  if (!send_all(fd, typed_message('p', cstr(token)))) return false;
+  for (;;) {
+    int t = read_message(fd, &body, 10000);
+    if (t == 'Z') return true;
+    if (t <= 0 || t == 'E') return false;
+  }
+}
+
 // The SQLSTATE ('C' field) of an ErrorResponse body.
 inline std::string error_sqlstate(const std::string& body) {
   size_t i = 0;
