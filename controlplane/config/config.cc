@@ -1,6 +1,5 @@
 #include "controlplane/config/config.h"
 
-#include <arpa/inet.h>
 #include <grp.h>
 #include <unistd.h>
 
@@ -37,11 +36,6 @@ bool is_word(std::string_view s, std::string_view extra) {
   }
   return true;
 }
-
-
-
-using protocol::is_ip_address;
-using protocol::is_loopback_address;
 
 }  // namespace
 
