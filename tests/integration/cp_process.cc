@@ -11,7 +11,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -172,9 +174,38 @@ void CpProcess::kill_now() {
   pid_ = -1;
 }
 
-void CpProcess::signal(int sig) {
-  if (pid_ > 0) kill(pid_, sig);
+namespace {
+
+// True when every thread of `pid` is in state T (stopped) or t (traced).
+bool all_threads_stopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  bool any = false;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(entry.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t close = stat.rfind(')');  // the state follows the command name "(...)"
+    if (close == std::string::npos || close + 2 >= stat.size()) return false;
+    char state = stat[close + 2];
+    if (state != 'T' && state != 't') return false;
+    any = true;
+  }
+  return any;
 }
+
+}  // namespace
+
+void send_signal(pid_t pid, int sig) {
+  if (pid <= 0) return;
+  kill(pid, sig);
+  if (sig != SIGSTOP) return;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!all_threads_stopped(pid) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void CpProcess::signal(int sig) { send_signal(pid_, sig); }
 
 CtlResult run_ctl(const CtlIdentity& who, const std::vector<std::string>& args,
                   const std::string& scratch_dir, const std::string& input) {

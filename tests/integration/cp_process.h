@@ -23,6 +23,11 @@ std::string slurp(const std::string& path);
 // The value of environment variable `name`, or "" when unset.
 std::string env_or_empty(const char* name);
 
+// Sends `sig` to `pid`. For SIGSTOP it returns only once every thread of the process is
+// stopped (kill() returns before that: a thread running on another CPU may still answer a
+// request), or after 10 s.
+void send_signal(pid_t pid, int sig);
+
 // Forks and execs argv[0] with argv, stdout and stderr appended to `log_path` (created 0600),
 // stdin from /dev/null, an empty signal mask, and SIGKILL when the test process dies.
 Result<pid_t> spawn_logged(const std::vector<std::string>& argv, const std::string& log_path);
@@ -63,7 +68,7 @@ class CpProcess {
   int stop();
   // SIGKILL and reap (a crash: nothing is cleaned up by the process).
   void kill_now();
-  void signal(int sig);
+  void signal(int sig);  // send_signal(pid(), sig)
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
 

@@ -368,9 +368,7 @@ Status GatewayHarness::remove_service_key(const std::string& key_id) {
   return write_config();
 }
 
-void GatewayHarness::signal_dp(int sig) {
-  if (dp_pid_ > 0) kill(dp_pid_, sig);
-}
+void GatewayHarness::signal_dp(int sig) { send_signal(dp_pid_, sig); }
 
 bool GatewayHarness::wait_dp_exit(int timeout_ms, int* status) {
   if (dp_pid_ <= 0) return true;
