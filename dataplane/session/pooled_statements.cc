@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "dataplane/pgwire/messages.h"
 #include "dataplane/pgwire/wire.h"
 
 namespace pgwarden::session {
@@ -58,6 +59,15 @@ std::string_view parse_tail(const pgwire::Message& m) {
   if (m.type != 'P' || !name_span(m, &off, &len)) return {};
   std::string_view body(reinterpret_cast<const char*>(m.body.data()), m.body.size());
   return body.substr(off + len + 1);
+}
+
+bool kept_parse_query(std::string_view message, std::string_view* sql) {
+  if (message.size() < 5) return false;
+  pgwire::Parse p;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(message.data());
+  if (!pgwire::parse(pgwire::Bytes(bytes + 5, message.size() - 5), &p).ok()) return false;
+  *sql = p.query;
+  return true;
 }
 
 bool append_renamed(const pgwire::Message& m, std::string_view name, std::string& out) {

@@ -23,6 +23,11 @@ std::string server_statement_name(std::string_view tail);
 // when `m` is not a well-formed Parse.
 std::string_view parse_tail(const pgwire::Message& m);
 
+// The query text of a kept Parse message (`message`: type byte, length, body, as
+// ClientStatement::parse keeps it); false when it is not a well-formed Parse. `sql` views into
+// `message`.
+bool kept_parse_query(std::string_view message, std::string_view* sql);
+
 // Appends `m` (a Parse, Bind, Describe 'S' or Close 'S') to `out` with its statement name
 // replaced by `name`; every other byte is copied unchanged and the length is recomputed. False
 // (nothing appended) when `m` is malformed or of another type/kind.

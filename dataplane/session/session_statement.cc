@@ -19,6 +19,7 @@
 #include "dataplane/pgwire/messages.h"
 #include "dataplane/session/cursor_statements.h"
 #include "dataplane/session/pool_restrictions.h"
+#include "dataplane/session/pooled_statements.h"
 #include "dataplane/session/session.h"
 #include "dataplane/session/session_internal.h"
 #include "dataplane/session/worker.h"
@@ -593,14 +594,7 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
     sql = parsed->sql;
     text_kept = parsed->text_kept;
   } else {
-    // The kept Parse message: its body follows the type byte and the length.
-    pw::Parse p;
-    const auto* bytes = reinterpret_cast<const uint8_t*>(kept_parse->data());
-    if (kept_parse->size() >= 5 &&
-        pw::parse(pw::Bytes(bytes + 5, kept_parse->size() - 5), &p).ok()) {
-      sql = p.query;  // a view into the kept message
-      text_kept = true;
-    }
+    text_kept = kept_parse_query(*kept_parse, &sql);
   }
   const std::string name = statement.empty()
                                ? std::string("unnamed prepared statement")
@@ -686,15 +680,10 @@ bool Session::refuse_stale_portal(const pw::Message& m) {
   // Stale: the text of the Parse the portal runs, if that Parse is still the statement's.
   std::string_view sql;
   bool text_kept = false;
-  std::string_view kept_parse;
   if (pooled()) {
     auto st = b.statement.empty() ? prepared_.end() : prepared_.find(b.statement);
-    if (st != prepared_.end() && st->second.serial == b.serial) kept_parse = st->second.parse;
-    pw::Parse p;
-    const auto* bytes = reinterpret_cast<const uint8_t*>(kept_parse.data());
-    if (kept_parse.size() >= 5 && pw::parse(pw::Bytes(bytes + 5, kept_parse.size() - 5), &p).ok()) {
-      sql = p.query;
-      text_kept = true;
+    if (st != prepared_.end() && st->second.serial == b.serial) {
+      text_kept = kept_parse_query(st->second.parse, &sql);
     }
   } else {
     auto st = parsed_statements_.find(b.statement);
