@@ -318,6 +318,16 @@ struct Recorder::Impl {
     options.audit(j);
   }
 
+  // The audit event `recording_damaged` for `path` (a recording or the checkpoint): what was
+  // found, and `extra` fields (session_id, seq, ...).
+  void audit_damage(const std::string& path, std::string message,
+                    nlohmann::json extra = nlohmann::json::object()) {
+    extra["event"] = "recording_damaged";
+    extra["path"] = path;
+    extra["message"] = std::move(message);
+    audit(std::move(extra));
+  }
+
   // ------------------------------------------------------------------ health (writer thread)
 
   void note_failure(const std::string& session_id, const std::string& message) {
@@ -456,26 +466,22 @@ struct Recorder::Impl {
           // what is left would hide that (the next checkpoint would agree with the shorter
           // file). The file stays as it is for `sessions verify` to report.
           f.broken = "the recording " + path + " " + cut + "; not appended to";
-          audit({{"event", "recording_damaged"},
-                 {"session_id", id},
-                 {"path", path},
-                 {"message", f.broken}});
+          audit_damage(path, f.broken, {{"session_id", id}});
         } else {
           if (tail->torn_tail) {
             // A line cut short by a crash mid-write, past the checkpointed head (otherwise
             // cut_off_before would have refused): it was never confirmed durable. Cut off so
             // that the chain goes on from the last whole record; said in the audit log.
-            audit({{"event", "recording_damaged"},
-                   {"session_id", id},
-                   {"path", path},
-                   {"seq", tail->records + 1},
-                   {"torn_bytes", tail->torn_bytes},
-                   {"message", "the recording " + path + " ended in a torn line (" +
-                                   std::to_string(tail->torn_bytes) + " bytes of record seq " +
-                                   std::to_string(tail->records + 1) +
-                                   ", after the checkpointed head): cut off, the chain goes on "
-                                   "from seq " +
-                                   std::to_string(tail->records)}});
+            audit_damage(path,
+                         "the recording " + path + " ended in a torn line (" +
+                             std::to_string(tail->torn_bytes) + " bytes of record seq " +
+                             std::to_string(tail->records + 1) +
+                             ", after the checkpointed head): cut off, the chain goes on from "
+                             "seq " +
+                             std::to_string(tail->records),
+                         {{"session_id", id},
+                          {"seq", tail->records + 1},
+                          {"torn_bytes", tail->torn_bytes}});
           }
           f.size = static_cast<off_t>(tail->good_bytes);
           f.truncate_pending = tail->torn_tail;
@@ -935,23 +941,21 @@ struct Recorder::Impl {
       }
       if (cp.status().code() == StatusCode::kNotFound) {
         if (recordings == 0) return;  // a first start
-        audit({{"event", "recording_damaged"},
-               {"path", options.checkpoint_path},
-               {"message", "the recording checkpoint " + options.checkpoint_path +
-                               " is missing while " + std::to_string(recordings) +
-                               " recordings exist: their ends cannot be compared with a "
-                               "checkpointed head (a truncation of them goes unnoticed)"}});
+        audit_damage(options.checkpoint_path,
+                     "the recording checkpoint " + options.checkpoint_path + " is missing while " +
+                         std::to_string(recordings) +
+                         " recordings exist: their ends cannot be compared with a checkpointed "
+                         "head (a truncation of them goes unnoticed)");
         return;
       }
       // Corrupt: kept aside (the next checkpoint replaces the file) and said.
       const std::string kept = options.checkpoint_path + ".corrupt-" + std::to_string(now());
       std::filesystem::rename(options.checkpoint_path, kept, ec);
-      audit({{"event", "recording_damaged"},
-             {"path", options.checkpoint_path},
-             {"message", cp.status().message() + " (kept as " + (ec ? std::string("-") : kept) +
-                             "): the " + std::to_string(recordings) +
-                             " recordings written before cannot be compared with a checkpointed "
-                             "head (a truncation of them goes unnoticed)"}});
+      audit_damage(options.checkpoint_path,
+                   cp.status().message() + " (kept as " + (ec ? std::string("-") : kept) +
+                       "): the " + std::to_string(recordings) +
+                       " recordings written before cannot be compared with a checkpointed head "
+                       "(a truncation of them goes unnoticed)");
       return;
     }
     for (const auto& [id, h] : cp->heads) {
