@@ -217,31 +217,41 @@ Status AdminServer::start() {
   }
   (void)dummy_hash();
   socket_path_ = cfg->control_plane.admin_socket;
+  // The socket is bound under a temporary name, given its group and mode, made to listen and
+  // only then renamed into place: whoever sees the configured path sees a socket that accepts
+  // connections with its final access, never a half-set-up one.
+  const std::string tmp_path = socket_path_ + ".tmp";
   sockaddr_un addr{};
-  if (socket_path_.size() >= sizeof(addr.sun_path)) {
-    return invalid_argument("admin socket path too long: " + socket_path_);
+  if (tmp_path.size() >= sizeof(addr.sun_path)) {
+    return invalid_argument("admin socket path too long (at most " +
+                            std::to_string(sizeof(addr.sun_path) - 5) +
+                            " bytes): " + socket_path_);
   }
   addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+  std::memcpy(addr.sun_path, tmp_path.c_str(), tmp_path.size() + 1);
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) return internal_error(std::string("socket: ") + std::strerror(errno));
-  ::unlink(socket_path_.c_str());
-  // The socket is created with no access for anyone but the owner; only then is it given
-  // its group and widened to the configured mode, so it is never more open than configured.
+  ::unlink(tmp_path.c_str());
+  // Created with no access for anyone but the owner; only then given its group and widened to
+  // the configured mode, so it is never more open than configured.
   mode_t old = ::umask(0177);
   int rc = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   ::umask(old);
   Status st =
       rc == 0
-          ? apply_socket_access(socket_path_, cfg->control_plane)
-          : unavailable("cannot bind admin socket " + socket_path_ + ": " + std::strerror(errno));
+          ? apply_socket_access(tmp_path, cfg->control_plane)
+          : unavailable("cannot bind admin socket " + tmp_path + ": " + std::strerror(errno));
   if (st.is_ok() && ::listen(listen_fd_, 16) != 0) {
-    st = unavailable("cannot listen on admin socket " + socket_path_ + ": " + std::strerror(errno));
+    st = unavailable("cannot listen on admin socket " + tmp_path + ": " + std::strerror(errno));
+  }
+  if (st.is_ok() && ::rename(tmp_path.c_str(), socket_path_.c_str()) != 0) {
+    st = unavailable("cannot rename admin socket " + tmp_path + " to " + socket_path_ + ": " +
+                     std::strerror(errno));
   }
   if (!st.is_ok()) {
     ::close(listen_fd_);
     listen_fd_ = -1;
-    if (rc == 0) ::unlink(socket_path_.c_str());
+    if (rc == 0) ::unlink(tmp_path.c_str());
     return st;
   }
   if (::pipe2(wake_fd_, O_CLOEXEC) != 0) return internal_error("pipe2 failed");
