@@ -306,6 +306,25 @@ TEST_F(GatewayMaskAttackTest, CheckOptionViolationsThroughViewsCarryNoMaskedValu
   expect_clean(c->seen, "check option violations");
 }
 
+// Row choices that compare a masked column with a value the client picked without naming the
+// comparison: USING / NATURAL against a literal column (an equality test per row), and a
+// TABLESAMPLE seed computed from a masked value (the sampled rows tell the seed).
+TEST_F(GatewayMaskAttackTest, JoinsOnLiteralColumnsAndSampleSeedsAreRefused) {
+  auto c = connect();
+  for (const char* sql : {
+           "SELECT id FROM crm.customers NATURAL JOIN (SELECT 'ZQSSN-77-3141'::text AS ssn) g",
+           "SELECT id FROM crm.customers JOIN (SELECT 'ZQSSN-77-3141'::text AS ssn) g USING (ssn)",
+           "SELECT id FROM crm.customers JOIN (VALUES ('ZQSSN-77-3141')) g(ssn) USING (ssn)",
+           "SELECT id FROM crm.customers TABLESAMPLE BERNOULLI (50) REPEATABLE ((SELECT "
+           "ascii(ssn) FROM crm.customers WHERE id = 101))",
+       }) {
+    expect_refused(*c, sql);
+  }
+  // Joins on unmasked columns and constant seeds still run.
+  expect_rows(*c, "SELECT c.id FROM crm.customers c JOIN (SELECT 101::bigint AS id) g USING (id)");
+  expect_rows(*c, "SELECT id FROM crm.customers TABLESAMPLE BERNOULLI (50) REPEATABLE (7)");
+}
+
 TEST_F(GatewayMaskAttackTest, PipelinedErrorsCarryNoMaskedValue) {
   auto c = connect();
   PGconn* conn = c->conn.get();
