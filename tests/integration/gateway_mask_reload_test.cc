@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include <string>
+#include <string_view>
 
 #include "tests/integration/gateway_harness.h"
 
@@ -62,11 +63,20 @@ class GatewayMaskReloadTest : public SharedGatewayTest<GatewayMaskReloadTest> {
     EXPECT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << sql << ": " << PQerrorMessage(c);
     return PQntuples(r.get()) > 0 ? PQgetvalue(r.get(), 0, 0) : "";
   }
-  static size_t count(const std::string& haystack, const std::string& needle) {
+  // cp's analyses of statements containing `needle`: audit lines of event "decision", each
+  // written before cp answers (the dataplane's statement events arrive later, on their own).
+  static size_t analyses(const std::string& audit, const std::string& needle) {
     size_t n = 0;
-    for (size_t at = haystack.find(needle); at != std::string::npos;
-         at = haystack.find(needle, at + 1)) {
-      ++n;
+    size_t start = 0;
+    while (start < audit.size()) {
+      size_t end = audit.find('\n', start);
+      if (end == std::string::npos) end = audit.size();
+      std::string_view line(audit.data() + start, end - start);
+      if (line.find("\"event\":\"decision\"") != std::string_view::npos &&
+          line.find(needle) != std::string_view::npos) {
+        ++n;
+      }
+      start = end + 1;
     }
     return n;
   }
@@ -108,11 +118,13 @@ TEST_F(GatewayMaskReloadTest, ParsedStatementComputingOnANewlyMaskedColumnIsRefu
   Res fresh(PQexec(c.get(), kMd5));
   EXPECT_EQ(sqlstate(fresh.get()), "42501");
   EXPECT_EQ(value(c.get(), "SELECT ssn FROM crm.customers WHERE id = 1"), "*******6789");
-  // Audited: cp's decision on the kept text under the new masks.
-  std::string audit = gw_->audit_log();
-  EXPECT_NE(audit.find("policy.masked_derived"), std::string::npos);
-  EXPECT_NE(audit.find("prepared before the policy changed"), std::string::npos);
-  EXPECT_EQ(audit.find(raw_md5), std::string::npos);
+  // Audited: cp's decision on the kept text under the new masks (written before cp answered),
+  // and the dataplane's refusal with its reason (an event that reaches the log on its own).
+  EXPECT_GE(analyses(gw_->audit_log(), "SELECT md5(ssn) AS h FROM crm.customers"), 2u);
+  EXPECT_TRUE(eventually([&] {
+    return gw_->audit_log().find("was prepared before the policy changed") != std::string::npos;
+  }));
+  EXPECT_EQ(gw_->audit_log().find(raw_md5), std::string::npos);
 }
 
 TEST_F(GatewayMaskReloadTest, SqlPrepareComputingOnANewlyMaskedColumnIsRefusedAtExecute) {
@@ -182,8 +194,8 @@ TEST_F(GatewayMaskReloadTest, AReloadThatLeavesTheMasksAsTheyWereRechecksNothing
   const std::string sql = "SELECT id, ssn FROM crm.customers WHERE id = 3 -- unrelated";
   Res p(PQprepare(c.get(), "kept", sql.c_str(), 0, nullptr));
   ASSERT_EQ(PQresultStatus(p.get()), PGRES_COMMAND_OK) << PQerrorMessage(c.get());
-  const size_t analysed = count(gw_->audit_log(), "unrelated");
-  ASSERT_GE(analysed, 1u);  // its Parse was analysed by cp
+  const size_t analysed = analyses(gw_->audit_log(), "-- unrelated");
+  ASSERT_EQ(analysed, 1u);  // its Parse was analysed by cp
 
   // Another relation allowed: the policy changed, its masks did not.
   reload_with(policy(true, "sales.*"));
@@ -192,7 +204,7 @@ TEST_F(GatewayMaskReloadTest, AReloadThatLeavesTheMasksAsTheyWereRechecksNothing
   ASSERT_EQ(PQresultStatus(r.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
   EXPECT_EQ(std::string(PQgetvalue(r.get(), 0, 1)), "*******8901");  // still masked
   // cp was not asked again (cp audits each analysis before it answers).
-  EXPECT_EQ(count(gw_->audit_log(), "unrelated"), analysed);
+  EXPECT_EQ(analyses(gw_->audit_log(), "-- unrelated"), analysed);
 }
 
 TEST_F(GatewayMaskReloadTest, ErrorTextRedactionFollowsTheReloadInOpenSessions) {
@@ -213,6 +225,50 @@ TEST_F(GatewayMaskReloadTest, ErrorTextRedactionFollowsTheReloadInOpenSessions) 
   const std::string redacted = detail();
   EXPECT_EQ(redacted.find("mask_reload_key"), std::string::npos) << redacted;
   EXPECT_NE(redacted.find("detail removed"), std::string::npos) << redacted;
+}
+
+// Transaction pooling: the session's named statements live in the gateway and are prepared on
+// whichever server connection a transaction borrows; their kept Parse is analysed again too.
+class GatewayPooledMaskReloadTest : public SharedGatewayTest<GatewayPooledMaskReloadTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o = GatewayMaskReloadTest::gateway_options();
+    o.target_extra_json = R"({"pool_mode": "transaction", "pool_size": 2})";
+    return o;
+  }
+
+ protected:
+  void TearDown() override {
+    EXPECT_TRUE(gw_->rewrite_policy(policy(false)).is_ok());
+    EXPECT_EQ(gw_->ctl("ops", {"config", "reload"}).code, 0);
+    SharedGatewayTest::TearDown();
+  }
+};
+
+TEST_F(GatewayPooledMaskReloadTest, APooledSessionsStatementIsAnalysedAgainUnderTheNewMasks) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  Res p1(PQprepare(c.get(), "pooled_md5", kMd5, 0, nullptr));
+  ASSERT_EQ(PQresultStatus(p1.get()), PGRES_COMMAND_OK) << PQerrorMessage(c.get());
+  Res p2(PQprepare(c.get(), "pooled_ids", kIds, 0, nullptr));
+  ASSERT_EQ(PQresultStatus(p2.get()), PGRES_COMMAND_OK) << PQerrorMessage(c.get());
+  Res before(PQexecPrepared(c.get(), "pooled_md5", 0, nullptr, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(before.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+
+  ASSERT_TRUE(gw_->rewrite_policy(policy(true)).is_ok());
+  CtlResult r = gw_->ctl("ops", {"config", "reload"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+
+  Res after(PQexecPrepared(c.get(), "pooled_md5", 0, nullptr, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(after.get()), "42501");
+  const std::string message = PQresultErrorMessage(after.get());
+  EXPECT_NE(message.find("prepared statement \"pooled_md5\" was prepared before the policy "
+                         "changed"),
+            std::string::npos)
+      << message;
+  Res ids(PQexecPrepared(c.get(), "pooled_ids", 0, nullptr, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(ids.get()), PGRES_TUPLES_OK) << PQerrorMessage(c.get());
+  EXPECT_EQ(std::string(PQgetvalue(ids.get(), 0, 0)), "1");
 }
 
 }  // namespace
