@@ -168,6 +168,15 @@ std::string RuleBundle::compute_hash() const {
     feed(ctx, policy);
     feed(ctx, key);
   }
+  if (!policy_masks.empty()) {
+    feed(ctx, "masks");
+    feed(ctx, std::to_string(policy_masks.size()));
+    for (const auto& [policy, m] : policy_masks) {
+      feed(ctx, policy);
+      feed(ctx, std::to_string(m.version));
+      feed(ctx, m.masks_values ? "1" : "0");
+    }
+  }
   feed(ctx, std::to_string(files.size()));
   for (const auto& [name, f] : files) {
     feed(ctx, name);
@@ -196,8 +205,13 @@ nlohmann::json RuleBundle::to_json() const {
   for (const auto& [key, bytes] : databases) {
     dbs.push_back({{"list", key}, {"sha256", sha256_hex(bytes)}, {"base64", base64(bytes)}});
   }
+  nlohmann::json masks = nlohmann::json::object();
+  for (const auto& [policy, m] : policy_masks) {
+    masks[policy] = {{"version", m.version}, {"masks_values", m.masks_values}};
+  }
   return {{"generation", generation}, {"hash", hash},     {"lists", lists},
-          {"files", files_json},      {"databases", dbs}, {"policies", policy_lists}};
+          {"files", files_json},      {"databases", dbs}, {"policies", policy_lists},
+          {"masks", masks}};
 }
 
 Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
@@ -254,6 +268,16 @@ Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
     for (const auto& [policy, key] : j["policies"].items()) {
       if (!key.is_string()) return invalid_argument("rules bundle: policy lists are strings");
       b.policy_lists[policy] = key.get<std::string>();
+    }
+  }
+  if (j.contains("masks")) {
+    if (!j["masks"].is_object()) return invalid_argument("rules bundle: bad masks");
+    for (const auto& [policy, m] : j["masks"].items()) {
+      if (!m.is_object() || !m.contains("version") || !m["version"].is_number_unsigned() ||
+          !m.contains("masks_values") || !m["masks_values"].is_boolean()) {
+        return invalid_argument("rules bundle: policy masks need version and masks_values");
+      }
+      b.policy_masks[policy] = {m["version"].get<uint64_t>(), m["masks_values"].get<bool>()};
     }
   }
   b.hash = j["hash"].get<std::string>();

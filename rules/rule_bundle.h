@@ -49,6 +49,17 @@ struct RuleBundle {
   // Every policy's current list (its rule_sets as rule_set_list_key(); "" for none), so that
   // sessions admitted under an older config follow their policy's current rule sets.
   std::map<std::string, std::string> policy_lists;
+  // Every policy's masks: the config version at which its mask-relevant settings last changed
+  // (policy::Policy::masks_version) and whether it masks at all (error texts are redacted).
+  // Open sessions compare the version with the one their statements were decided under
+  // (docs/masking.md, "Verdicts across a policy reload"). Part of `hash` when not empty, so a
+  // change of masks is a new generation, and a reload that changes none is not.
+  struct PolicyMasks {
+    uint64_t version = 0;
+    bool masks_values = false;
+    bool operator==(const PolicyMasks&) const = default;
+  };
+  std::map<std::string, PolicyMasks> policy_masks;
   // Hex SHA-256 over the lists and the files (see compute_hash()).
   std::string hash;
   // cp's rules generation this bundle is (0 = not assigned).

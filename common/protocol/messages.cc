@@ -271,7 +271,8 @@ constexpr auto kPolicyFields =
                field("recording", &PolicyGrant::recording),
                field("allow_function_call", &PolicyGrant::allow_function_call),
                field("recording_required", &PolicyGrant::recording_required, false),
-               field("masks_values", &PolicyGrant::masks_values, false)};
+               field("masks_values", &PolicyGrant::masks_values, false),
+               field("masks_version", &PolicyGrant::masks_version, false)};
 constexpr auto kUpstreamFields =
     std::tuple{field("host", &UpstreamInfo::host, false),
                field("port", &UpstreamInfo::port),

@@ -107,6 +107,9 @@ struct PolicyGrant {
   // The policy has mask rules: error, notice and notification texts are redacted. Absent:
   // true (fail closed).
   bool masks_values = true;
+  // The config version of the masks cp decides the session's statements with
+  // (policy::Policy::masks_version); 0 when cp did not say.
+  uint64_t masks_version = 0;
 };
 
 struct UpstreamInfo {

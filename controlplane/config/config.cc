@@ -1,4 +1,5 @@
 #include "controlplane/config/config.h"
+#include "controlplane/policy/mask_lineage.h"
 
 #include <grp.h>
 #include <unistd.h>
@@ -1001,7 +1002,7 @@ LoadOutcome parse_config(std::string_view json_text, uint64_t version,
   parser.parse_root(root, *config);
   if (!outcome.errors.empty()) return outcome;
   config->version = version;
-  for (policy::Policy& p : config->policies) p.version = version;
+  for (policy::Policy& p : config->policies) p.version = p.masks_version = version;
   outcome.config = std::move(config);
   return outcome;
 }
@@ -1030,6 +1031,22 @@ LoadOutcome ConfigStore::reload(
                                            .count()));
   }
   LoadOutcome outcome = load_config_file(path_, candidate, options_);
+  if (outcome.ok()) {
+    std::shared_ptr<const Config> previous = current();
+    if (previous) {
+      // A policy whose masks did not change keeps their version: sessions under it re-check
+      // nothing (the copy is the one place the new config is written to).
+      auto next = std::make_shared<Config>(*outcome.config);
+      for (policy::Policy& p : next->policies) {
+        for (const policy::Policy& old : previous->policies) {
+          if (old.name == p.name && policy::masks_fingerprint(old) == policy::masks_fingerprint(p)) {
+            p.masks_version = old.masks_version;
+          }
+        }
+      }
+      outcome.config = std::move(next);
+    }
+  }
   if (outcome.ok() && accept) {
     std::vector<ConfigError> errors = accept(*outcome.config);
     if (!errors.empty()) {

@@ -711,5 +711,43 @@ TEST(ConfigStoreTest, InvalidReloadKeepsOldConfigAndVersionsIncrease) {
   unlink(path.c_str());
 }
 
+// A policy's masks version moves only when its masks (or deny_masked_in_expressions) change:
+// open sessions re-check what they prepared only then (docs/masking.md, "Verdicts across a
+// policy reload").
+TEST(ConfigStoreTest, MasksVersionMovesOnlyWhenThePolicysMasksChange) {
+  char tmpl[] = "/tmp/pgw-config-XXXXXX";
+  int fd = mkstemp(tmpl);
+  close(fd);
+  std::string path = tmpl;
+  auto write = [&](const json& j) { std::ofstream(path) << j.dump(); };
+  json j = example();
+  j["policies"][0]["masks"] = json::parse(R"([{"column": "crm.customers.ssn", "function": "hash"}])");
+  write(j);
+  ConfigStore store(path, no_env());
+  ASSERT_TRUE(store.reload().ok());
+  const uint64_t first = store.current()->policies[0].masks_version;
+  EXPECT_EQ(first, store.current()->version);
+  // Another setting changes: the masks version stays.
+  j["policies"][0]["allowed_relations"].push_back("sales.*");
+  write(j);
+  ASSERT_TRUE(store.reload().ok());
+  EXPECT_GT(store.current()->version, first);
+  EXPECT_EQ(store.current()->policies[0].masks_version, first);
+  // A mask's function changes: a new masks version.
+  j["policies"][0]["masks"][0]["function"] = "null";
+  write(j);
+  ASSERT_TRUE(store.reload().ok());
+  const uint64_t second = store.current()->policies[0].masks_version;
+  EXPECT_EQ(second, store.current()->version);
+  EXPECT_GT(second, first);
+  // deny_masked_in_expressions is mask-relevant too.
+  j["policies"][0]["deny_masked_in_expressions"] =
+      !store.current()->policies[0].deny_masked_in_expressions;
+  write(j);
+  ASSERT_TRUE(store.reload().ok());
+  EXPECT_GT(store.current()->policies[0].masks_version, second);
+  unlink(path.c_str());
+}
+
 }  // namespace
 }  // namespace pgwarden::config

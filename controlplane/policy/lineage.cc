@@ -805,6 +805,10 @@ class LineageWalker {
             for (size_t i = 0; i < n->range_table_sample->n_args; ++i) {
               general(n->range_table_sample->args[i], "TABLESAMPLE");
             }
+            // The seed decides which rows come back as much as the percentage does.
+            if (n->range_table_sample->repeatable) {
+              general(n->range_table_sample->repeatable, "TABLESAMPLE REPEATABLE");
+            }
             return;
           }
         }
@@ -824,7 +828,11 @@ class LineageWalker {
         if (c.name == name) sides.push_back(&c.lineage);
       }
     }
-    if (sides.size() == 2 && sides[0]->transformed.empty() && sides[1]->transformed.empty()) {
+    // Two plain columns compare as an equality join (which `allow_predicates: equality_join`
+    // may admit when both are masked); a side with no source column (a literal, `VALUES`, a
+    // parameter) makes it an equality test against a value the client chose: a predicate.
+    if (sides.size() == 2 && sides[0]->transformed.empty() && sides[1]->transformed.empty() &&
+        !sides[0]->as_is.empty() && !sides[1]->as_is.empty()) {
       for (const auto& a : sides[0]->as_is) {
         for (const auto& b : sides[1]->as_is) {
           out_->predicates.insert({a, "JOIN USING", PredicateForm::kEqualityJoin, b});

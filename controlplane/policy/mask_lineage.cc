@@ -46,6 +46,28 @@ const MaskRule* mask_rule_for_source(const Policy& policy, const SourceColumn& s
   return nullptr;
 }
 
+std::string masks_fingerprint(const Policy& policy) {
+  // Each field length-prefixed, so no two different lists give one string.
+  std::string out;
+  auto add = [&out](std::string_view v) {
+    out += std::to_string(v.size());
+    out += ':';
+    out += v;
+  };
+  add(policy.deny_masked_in_expressions ? "1" : "0");
+  for (const MaskRule& r : policy.masks) {
+    add(r.column_glob);
+    add(r.name_pattern);
+    add(r.type_name);
+    add(r.function);
+    add(r.text);
+    add(std::to_string(r.keep_last));
+    add(std::to_string(r.allow_predicates.size()));
+    for (const std::string& a : r.allow_predicates) add(a);
+  }
+  return out;
+}
+
 bool has_column_masks(const Policy& policy) {
   return std::any_of(policy.masks.begin(), policy.masks.end(), [](const MaskRule& r) {
     return !r.column_glob.empty() || !r.name_pattern.empty();

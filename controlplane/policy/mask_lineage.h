@@ -47,6 +47,11 @@ const MaskRule* mask_rule_for_source(const Policy& policy, const SourceColumn& s
 // True when the policy has column_glob or name_pattern masks (lineage matters).
 bool has_column_masks(const Policy& policy);
 
+// The settings of `policy` that masking decisions (lineage refusals, mask plans, error-text
+// redaction) depend on, as one string: `masks` (every field of every rule, in order) and
+// `deny_masked_in_expressions`. Equal strings, equal masking decisions for a statement.
+std::string masks_fingerprint(const Policy& policy);
+
 struct LineageRefusal {
   std::string rule;     // "masked_derived", "masked_predicate", ... (prefixed "policy.")
   std::string message;  // names the output column and the masked source

@@ -315,6 +315,21 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"CREATE POLICY p ON fresh USING (owner = current_user)", ""},
         Case{"CREATE POLICY p ON fresh USING (k IN (SELECT ssn FROM crm.customers))",
              "masked_predicate"},
+        // USING / NATURAL against a column with no source: an equality test with the
+        // client's value. Against another plain column: an equality join.
+        Case{"SELECT id FROM crm.customers NATURAL JOIN (SELECT '123-45-6789'::text AS ssn) g",
+             "masked_predicate"},
+        Case{"SELECT id FROM crm.customers JOIN (VALUES ('123-45-6789')) g(ssn) USING (ssn)",
+             "masked_predicate"},
+        Case{"SELECT a.id FROM crm.customers a JOIN (SELECT 'x@y'::text AS email) b USING (email)",
+             "masked_predicate"},
+        Case{"SELECT a.id FROM crm.customers a JOIN crm.customers b USING (email)", ""},
+        Case{"SELECT c.id FROM crm.customers c JOIN (SELECT 1::bigint AS id) g USING (id)", ""},
+        // A sample's seed decides which rows come back.
+        Case{"SELECT id FROM crm.customers TABLESAMPLE BERNOULLI (50) REPEATABLE ((SELECT "
+             "ascii(ssn) FROM crm.customers LIMIT 1))",
+             "masked_predicate"},
+        Case{"SELECT id FROM crm.customers TABLESAMPLE BERNOULLI (50) REPEATABLE (7)", ""},
         Case{"CLUSTER crm.customers USING customers_pkey", "masked_ddl"},
         Case{"CLUSTER crm.orders USING orders_pkey", ""}, Case{"CLUSTER", ""},
         Case{"CREATE TABLE t (x text DEFAULT query_to_xml('select ssn from crm.customers', true, "

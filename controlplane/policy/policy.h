@@ -91,6 +91,11 @@ struct Policy {
   // list (docs/configuration.md). `role` and `session_authorization` are never allowed.
   std::optional<std::vector<std::string>> allowed_startup_settings;
   uint64_t version = 0;  // bumped on every config load; keys verdict caches
+  // The config version at which this policy's mask-relevant settings (masks_fingerprint() in mask_lineage.h:
+  // `masks`, `deny_masked_in_expressions`) last changed: a reload that leaves them as they were
+  // keeps it (ConfigStore::reload), so open sessions re-check nothing (docs/masking.md,
+  // "Verdicts across a policy reload").
+  uint64_t masks_version = 0;
 };
 
 }  // namespace pgwarden::policy

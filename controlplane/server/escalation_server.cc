@@ -147,7 +147,37 @@ struct EscalationServer::Session {
   std::atomic<bool> ended{false};
   // SQL-level prepared statements and effects awaiting their approval request.
   SessionSqlState sql;
+  // What analyses and mask plans decide masking with: `policy`, with the mask-relevant
+  // settings of the policy of that name in the newest config (follow_masks(); null: `policy`
+  // itself). Sessions keep every other setting of the policy they were admitted with. Every
+  // policy ever published here stays alive with the session (a handler may still read one).
+  std::atomic<const policy::Policy*> masks_policy{nullptr};
+  std::mutex masks_mu;  // serialises follow_masks
+  std::vector<std::shared_ptr<const policy::Policy>> masks_policies;
+  const policy::Policy& masking() const {
+    const policy::Policy* p = masks_policy.load(std::memory_order_acquire);
+    return p != nullptr ? *p : *policy;
+  }
 };
+
+bool EscalationServer::follow_masks(Session& s, const config::Config& cfg) {
+  if (s.policy == nullptr) return false;
+  const policy::Policy* next = nullptr;
+  for (const policy::Policy& p : cfg.policies) {
+    if (p.name == s.policy->name) next = &p;
+  }
+  if (next == nullptr) return false;  // the grant is gone: revalidate_sessions ends it
+  std::lock_guard<std::mutex> lock(s.masks_mu);
+  const policy::Policy& now = s.masking();
+  if (next->masks_version <= now.masks_version) return false;
+  auto merged = std::make_shared<policy::Policy>(*s.policy);
+  merged->masks = next->masks;
+  merged->deny_masked_in_expressions = next->deny_masked_in_expressions;
+  merged->masks_version = next->masks_version;
+  s.masks_policies.push_back(merged);
+  s.masks_policy.store(merged.get(), std::memory_order_release);
+  return true;
+}
 
 EscalationServer::EscalationServer(config::ConfigStore& store, audit::AuditLog& audit,
                                    ServerHandlers handlers)
@@ -311,6 +341,9 @@ config::LoadOutcome EscalationServer::reload() {
   // Sessions keep the policy they were admitted with, but not a grant the new config took
   // away (a removed key, policy, group mapping, target or provider).
   (void)revalidate_sessions("config_reload");
+  // ... and not masks the operator changed: from now on cp decides their statements with the
+  // new masks (the dataplane re-checks what was decided before, by the pushed masks versions).
+  follow_masks_all(*outcome.config);
   return outcome;
 }
 
@@ -334,6 +367,7 @@ std::vector<config::ConfigError> EscalationServer::prepare_rules(
   if (!bundle.is_ok()) return fail(bundle.status().message());
   for (const auto& p : cfg.policies) {
     bundle->policy_lists[p.name] = rules::rule_set_list_key(p.rule_sets);
+    bundle->policy_masks[p.name] = {p.masks_version, !p.masks.empty()};
   }
   bundle->hash = bundle->compute_hash();
   auto compiled = bundle->compile();
@@ -1104,6 +1138,10 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
     }
     sessions_[req->session_id] = session;
   }
+  // A reload that landed since `cfg` was read may have missed this session (follow_masks_all
+  // runs after the new config is current, so one of the two sees it).
+  if (auto now = store_.current(); now != nullptr && now != cfg) follow_masks(*session, *now);
+  const policy::Policy& masking = session->masking();
 
   protocol::AuthenticateResponse resp;
   resp.identity = {auth.identity.subject, auth.identity.issuer, auth.identity.groups};
@@ -1115,7 +1153,8 @@ json EscalationServer::handle_authenticate(const std::shared_ptr<Connection>& co
                  .allow_function_call = pol->allow_function_call,
                  .recording_required =
                      pol->recording_required && pol->recording != policy::RecordingLevel::kOff,
-                 .masks_values = !pol->masks.empty()};
+                 .masks_values = !masking.masks.empty(),
+                 .masks_version = masking.masks_version};
   resp.upstream = {.host = target->host,
                    .port = target->port,
                    .unix_socket = target->unix_socket,
@@ -1254,7 +1293,7 @@ json EscalationServer::handle_analyse(const std::shared_ptr<Connection>& conn, c
     return recording_hold(s, id, st, req->sql);
   }
   if (json refused = audit_refusal(s, id, req->sql); !refused.is_null()) return refused;
-  SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config, &s->sql};
+  SessionView view{s->id, s->identity, s->masking(), *s->target, *s->config, &s->sql};
   uint64_t t0 = metrics::monotonic_ns();
   protocol::AnalyseResponse resp = handlers_.analyser->analyse(view, *req);
   analysis_latency_.observe_ns(metrics::monotonic_ns() - t0);
@@ -1423,7 +1462,7 @@ json EscalationServer::handle_mask_plan(const std::shared_ptr<Connection>& conn,
     return protocol::make_error(id, ec::kUnknownSession,
                                 invalid_argument("no authenticated session", "08P01"));
   }
-  SessionView view{s->id, s->identity, *s->policy, *s->target, *s->config};
+  SessionView view{s->id, s->identity, s->masking(), *s->target, *s->config};
   auto plan = handlers_.mask_planner->plan(view, *req);
   audit::AuditRecord r{.event = "mask_plan",
                        .session_id = s->id,
@@ -1878,6 +1917,17 @@ std::vector<std::string> EscalationServer::kill_sessions(const SessionSelector& 
     if (kill(s, reason, by, cause)) killed.push_back(s->id);
   }
   return killed;
+}
+
+void EscalationServer::follow_masks_all(const config::Config& cfg) {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (const auto& [id, s] : sessions_) all.push_back(s);
+  }
+  size_t moved = 0;
+  for (const auto& s : all) moved += follow_masks(*s, cfg) ? 1 : 0;
+  if (moved > 0) spdlog::info("{} open session(s) follow their policy's new masks", moved);
 }
 
 std::vector<std::string> EscalationServer::revalidate_sessions(const std::string& cause) {

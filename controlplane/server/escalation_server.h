@@ -275,6 +275,13 @@ class EscalationServer {
  private:
   struct Connection;
   struct Session;
+  // Moves `s` to the masks of its policy in `cfg` when they are newer than those it decides
+  // with (docs/masking.md, "Verdicts across a policy reload"); every other setting stays the
+  // one it was admitted with. Idempotent; masks versions only go forward. Thread-safe. True
+  // when the session's masks changed.
+  static bool follow_masks(Session& s, const config::Config& cfg);
+  // follow_masks() for every open session.
+  void follow_masks_all(const config::Config& cfg);
   // One validated rules generation and the event frame that ships it.
   struct RulesGeneration {
     uint64_t generation = 0;

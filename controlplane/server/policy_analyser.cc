@@ -352,6 +352,20 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
     names = renames ? &*staged : &state->prepared;
   }
   policy::Decision d = policy::evaluate(pol, analysis, names);
+  // EXECUTE runs what its PREPARE analysed: that lineage is checked again under the masks the
+  // session has now (they may have changed since, docs/masking.md "Verdicts across a policy
+  // reload"). Taken while the session's state is held.
+  std::vector<std::pair<std::string, std::shared_ptr<const StatementAnalysis>>> executed;
+  if (catalog && names != nullptr) {
+    for (const auto& st : analysis.statements) {
+      const StatementAnalysis* e = &st;
+      if (e->kind != StatementKind::kExecute && e->inner) e = e->inner.get();  // EXPLAIN ANALYZE
+      if (e->kind != StatementKind::kExecute) continue;
+      if (const auto* candidates = names->find(e->prepared_name)) {
+        for (const auto& c : *candidates) executed.emplace_back(e->prepared_name, c);
+      }
+    }
+  }
   auto commit_names = [&] {
     if (staged) state->prepared = std::move(*staged);
   };
@@ -419,6 +433,32 @@ protocol::AnalyseResponse PolicyAnalyser::analyse(const SessionView& session,
         // unreachable): that refusal is not a property of the statement's shape.
         bool transient = refusal->rule == "lineage_unknown";
         return {"deny", "policy." + refusal->rule, refusal->message, cacheable && !transient};
+      }
+    }
+    for (const auto& [name, c] : executed) {
+      // Its PREPARE passed these checks under the masks of that time, or had no lineage (the
+      // policy masked no column then): its text is analysed now.
+      std::vector<std::shared_ptr<const policy::StatementLineage>> lineages;
+      if (c->lineage) {
+        lineages.push_back(c->lineage);
+      } else if (!c->text.empty()) {
+        policy::SqlAnalysis again = policy::analyse_sql(c->text, catalog.get());
+        for (const auto& st : again.statements) {
+          if (st.lineage) lineages.push_back(st.lineage);
+        }
+      }
+      if (lineages.empty()) {
+        return {"deny", "policy.masks_changed",
+                "prepared statement \"" + name + "\" was prepared before policy \"" + pol.name +
+                    "\" masked columns and cannot be checked against them: PREPARE it again "
+                    "(prepared before the policy changed)",
+                false};
+      }
+      for (const auto& l : lineages) {
+        if (auto refusal = policy::check_lineage(session.policy, *l)) {
+          return {"deny", "policy." + refusal->rule,
+                  refusal->message + " (prepared before the policy changed)", false};
+        }
       }
     }
   }

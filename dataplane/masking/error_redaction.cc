@@ -43,7 +43,11 @@ Result<bool> redact_error_message(char type, std::string_view body, const Detect
   if (!pw::parse(pw::as_bytes(body), &parsed).ok()) {
     return invalid_argument("malformed error or notice message", "08P01");
   }
-  const bool integrity = parsed.sqlstate().substr(0, 2) == "23";
+  // The classes whose DETAIL PostgreSQL fills with a row or key (ExecBuildSlotValueDescription,
+  // BuildIndexValueDescription, ri_ReportViolation, partition keys): 23, and 44 for a write
+  // through a view WITH CHECK OPTION, which shows the base table's whole row.
+  const std::string_view klass = parsed.sqlstate().substr(0, 2);
+  const bool integrity = klass == "23" || klass == "44";
   std::vector<pw::ErrorField> fields;
   std::vector<std::string> rewritten;  // owns rewritten values
   rewritten.reserve(parsed.fields.size());

@@ -7,7 +7,9 @@
 //   ("Failing row contains (1, null, 123-45-6789, ...)", "Key (ssn)=(123-45-6789) already
 //   exists", "... is still referenced from table ..."), including columns the statement never
 //   named, so an UPDATE of an unmasked column that violates NOT NULL or CHECK would show the
-//   masked ones. The field is replaced whatever the message language.
+//   masked ones. The field is replaced whatever the message language. The same for class 44
+//   (WITH CHECK OPTION violation): a write through an auto-updatable view that leaves the
+//   view's WHERE shows the base table's whole row there, columns the view hides included.
 // * Every free-text field (message, detail, hint, context, internal query) and a
 //   NotificationResponse's payload go through the content detectors, when there are any:
 //   detected spans become one '*' per byte, like COPY (query) lines.
@@ -22,7 +24,7 @@
 
 namespace pgwarden::masking {
 
-// The DETAIL that replaces PostgreSQL's for class 23.
+// The DETAIL that replaces PostgreSQL's for classes 23 and 44.
 inline constexpr std::string_view kRedactedRowDetail =
     "pgwarden: detail removed: it can show row values and the session's policy masks columns";
 

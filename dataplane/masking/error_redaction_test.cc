@@ -53,6 +53,20 @@ TEST(ErrorRedaction, IntegrityViolationDetailIsReplacedInAnyLanguage) {
   }
 }
 
+// A write through a view WITH CHECK OPTION: 44000, and the base table's whole row in DETAIL.
+TEST(ErrorRedaction, CheckOptionViolationDetailIsReplaced) {
+  std::string msg = error_message('E', "44000", "new row violates check option for view \"v\"",
+                                  "Failing row contains (101, Mallory, 123-45-6789, moved).");
+  std::string out;
+  auto r = redact_error_message('E', std::string_view(msg).substr(5), {}, out);
+  ASSERT_TRUE(r.is_ok());
+  ASSERT_TRUE(*r);
+  pw::ErrorResponse e = parse_error(out);
+  EXPECT_EQ(e.get(pw::kFieldDetail), kRedactedRowDetail);
+  EXPECT_EQ(e.sqlstate(), "44000");
+  EXPECT_EQ(out.find("123-45-6789"), std::string::npos);
+}
+
 TEST(ErrorRedaction, OtherErrorsPassUnchangedWithoutDetections) {
   std::string msg = error_message('E', "22P02", "invalid input syntax", "no detail");
   std::string out;

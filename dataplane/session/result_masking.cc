@@ -97,6 +97,11 @@ void ResultFilter::set_rule_set(std::shared_ptr<const rules::CompiledRuleSet> se
   detector_ = rule_set_ ? masking::make_rules_detector(rule_set_) : masking::Detector();
 }
 
+void ResultFilter::set_masks(uint64_t policy_version, bool masks_values) {
+  config_.policy_version = policy_version;
+  config_.masks_values = masks_values;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Client side
 

@@ -118,6 +118,9 @@ class ResultFilter {
   ~ResultFilter();
 
   void set_rule_set(std::shared_ptr<const rules::CompiledRuleSet> set);
+  // The session's masks changed (a reload): plans are keyed by `policy_version` from now on,
+  // and error texts are redacted when `masks_values`.
+  void set_masks(uint64_t policy_version, bool masks_values);
 
   // --- Client side (called as messages are forwarded upstream; `cycle` = the ReadyForQuery
   // count that will end the message's cycle).

@@ -42,6 +42,7 @@ Result<std::shared_ptr<const CompiledRules>> compile_bundle(const rules::RuleBun
   out->generation = bundle.generation;
   out->hash = bundle.hash;
   out->policy_lists = bundle.policy_lists;
+  out->policy_masks = bundle.policy_masks;
   for (const auto& [key, set] : out->by_list) {
     out->rules += set->rule_set().size();
     if (set->loaded_from_cache()) ++out->loaded_lists;
@@ -93,6 +94,12 @@ Result<std::shared_ptr<const rules::CompiledRuleSet>> Screen::resolve_for(
     }
   }
   return resolve(rule_sets);
+}
+
+const rules::RuleBundle::PolicyMasks* Screen::policy_masks(const std::string& policy) const {
+  if (rules_ == nullptr) return nullptr;
+  auto it = rules_->policy_masks.find(policy);
+  return it != rules_->policy_masks.end() ? &it->second : nullptr;
 }
 
 void Screen::screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out) {

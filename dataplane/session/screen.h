@@ -49,6 +49,8 @@ struct CompiledRules {
   size_t loaded_lists = 0;  // lists whose databases cp shipped and that loaded (no compile)
   // Policy name -> its current list key (pushed by cp; empty for local rules).
   std::map<std::string, std::string> policy_lists;
+  // Policy name -> its masks version and whether it masks (pushed by cp; empty for local).
+  std::map<std::string, rules::RuleBundle::PolicyMasks> policy_masks;
 };
 
 std::string rule_set_list_key(const std::vector<std::string>& names);
@@ -79,6 +81,9 @@ class Screen {
   // sessions), else `rule_sets` (the list the session was admitted with) as resolve().
   Result<std::shared_ptr<const rules::CompiledRuleSet>> resolve_for(
       const std::string& policy, const std::vector<std::string>& rule_sets) const;
+  // The masks cp's generation gives `policy` (rules::RuleBundle::policy_masks); null when it
+  // names none.
+  const rules::RuleBundle::PolicyMasks* policy_masks(const std::string& policy) const;
   // Lexes `sql` and scans it with `set` (may be null).
   void screen(std::string_view sql, const rules::CompiledRuleSet* set, ScreenResult* out);
 

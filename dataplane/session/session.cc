@@ -52,6 +52,7 @@ Result<Grant> parse_grant(const json& answer) {
   g.recording_required =
       a->policy.recording_required && g.recording != protocol::RecordingLevel::kOff;
   g.masks_values = a->policy.masks_values;
+  g.masks_version = a->policy.masks_version;
   if (const json* pol = field(answer, "policy"); pol != nullptr && pol->is_object()) {
     if (const json* cap = field(*pol, "recording_row_cap");
         cap != nullptr && cap->is_number_integer()) {

@@ -73,6 +73,9 @@ struct Grant {
   // policy.masks_values: the policy has mask rules, so error, notice and notification texts
   // are redacted (ResultFilterConfig::masks_values). Absent: true (fail closed).
   bool masks_values = true;
+  // The config version of the masks cp decided with at login (policy.masks_version; 0: not
+  // said). Later masks come with the rules generation (Screen::policy_masks).
+  uint64_t masks_version = 0;
   std::vector<std::string> rule_sets;
   std::string host;
   int port = 5432;
@@ -290,8 +293,37 @@ class Session {
   // the text of a Query or Parse.
   void note_transaction_objects(const pgwire::Message& m);
   // Picks up the rules of a new generation (Screen::generation() changed): the policy's
-  // current rule sets, else the list the session was admitted with.
+  // current rule sets, else the list the session was admitted with; and its masks
+  // (pick_up_masks).
   void pick_up_rules();
+  // The masks cp decides the session's statements with: the grant's, or the generation's for
+  // the session's policy when newer (a reload changed them: cp moved the session to them).
+  // Keys the verdict cache and mask plans by them (cache_version()) and follows
+  // policy.masks_values for error-text redaction.
+  void pick_up_masks();
+  uint64_t cache_version() const;
+  // Statements prepared, portals bound and cursors declared under older masks than the
+  // session's (masks_version_) are analysed again by cp under the current ones before they
+  // run (docs/masking.md, "Verdicts across a policy reload"), with the text the session kept.
+  // kCurrent: nothing to do (or an allow brought them up to date); kRefused: `m` was refused
+  // (42501, the reason and "(... before the policy changed)", audited); kWaiting: cp was asked,
+  // `m` stays unprocessed until its answer (a refusal then comes as decision_).
+  enum class MasksCheck { kCurrent, kRefused, kWaiting };
+  MasksCheck recheck_prepared_masks(const pgwire::Message& m, std::string_view statement);
+  MasksCheck recheck_portal_masks(const pgwire::Message& m);
+  // The cursors a FETCH/MOVE in `sql` reads.
+  MasksCheck recheck_cursor_masks(const pgwire::Message& m, std::string_view sql);
+  struct MasksTarget {
+    enum class Kind : uint8_t { kPrepared, kPortal, kCursor };
+    Kind kind = Kind::kPrepared;
+    std::string name;
+  };
+  // Asks cp to analyse `sql` (the kept text of `target`, decided under older masks).
+  MasksCheck reanalyse_for_masks(const pgwire::Message& m, MasksTarget target,
+                                 std::string_view sql, bool text_kept, const std::string& what,
+                                 std::string_view decided, std::string_view redo);
+  // The masks version `target` was decided under (null: no longer known).
+  uint64_t* masks_version_of(const MasksTarget& target);
   // parsed_statements_ without `name` / without every named statement (the unnamed one stays).
   void forget_parsed(const std::string& name);
   void forget_named_parsed();
@@ -499,6 +531,7 @@ class Session {
     uint64_t rules_generation = 0;
     bool text_kept = false;
     uint64_t serial = 0;  // parse_serial_ when it was prepared (BoundPortal)
+    uint64_t masks_version = 0;  // masks_version_ it was decided under
   };
   std::unordered_map<std::string, ParsedStatement> parsed_statements_;
   size_t parsed_text_bytes_ = 0;
@@ -514,6 +547,7 @@ class Session {
     uint64_t serial = 0;
     uint64_t rules_generation = 0;
     uint64_t cycle = 0;  // the Sync/Query cycle it was bound in
+    uint64_t masks_version = 0;
   };
   std::unordered_map<std::string, BoundPortal> portals_;
   uint64_t portals_lost_generation_ = 0;  // generation at which portals were forgotten (cap)
@@ -526,6 +560,7 @@ class Session {
     bool with_hold = false;
     uint64_t rules_generation = 0;
     uint64_t cycle = 0;
+    uint64_t masks_version = 0;
   };
   std::unordered_map<std::string, DeclaredCursor> cursors_;
   size_t cursor_text_bytes_ = 0;
@@ -546,6 +581,8 @@ class Session {
   ScreenResult screen_;
   std::shared_ptr<const rules::CompiledRuleSet> rule_set_;
   uint64_t rules_generation_ = 0;
+  uint64_t masks_version_ = 0;  // pick_up_masks()
+  bool masks_values_ = true;
   int64_t last_client_activity_ms_ = 0;
   EventLoop::TimerId auth_timer_ = 0;
   EventLoop::TimerId startup_timer_ = 0;  // limits.startup_timeout_ms, while pending_login_
@@ -594,6 +631,7 @@ class Session {
     bool confirmed = false;
     uint64_t rules_generation = 0;  // that screened the client's Parse (refuse_stale_prepared)
     uint64_t serial = 0;            // parse_serial_ when it was prepared (BoundPortal)
+    uint64_t masks_version = 0;     // masks_version_ it was decided under
   };
   std::unordered_map<std::string, ClientStatement> prepared_;  // by client name
   struct InFlight {

@@ -83,6 +83,7 @@ void Session::reregister() {
           if (const json* pol = field(*r, "policy"); pol != nullptr && pol->is_object()) {
             if (const json* v = field(*pol, "version"); v != nullptr && v->is_number_unsigned()) {
               s->grant_.policy_version = v->get<uint64_t>();
+              if (s->results_) s->results_->set_masks(s->cache_version(), s->masks_values_);
             }
           }
           if (const json* req = field(*r, "recording_required");

@@ -56,6 +56,7 @@ void Session::on_authenticated(Result<json> answer) {
   }
   rule_set_ = std::move(*set);
   rules_generation_ = worker_->screen().generation();
+  pick_up_masks();
   if (!admit_startup_settings()) return;
   if (pooled()) {
     pooled_login();
@@ -444,11 +445,11 @@ void Session::on_login_complete() {
               {"pool_mode", pooled() ? "transaction" : "session"}});
   ResultFilterConfig rc;
   rc.policy_hash = grant_.policy_hash;
-  rc.policy_version = grant_.policy_version;
+  rc.policy_version = cache_version();
   rc.recording = grant_.recording;
   rc.row_cap = grant_.recording_row_cap;
   rc.account = !grant_.budgets.empty();
-  rc.masks_values = grant_.masks_values;
+  rc.masks_values = masks_values_;
   results_ = std::make_unique<ResultFilter>(
       rc, [this](protocol::RecordType type, std::string_view payload) {
         if (type == protocol::RecordType::kStatementEnd) account_locally(payload);

@@ -341,6 +341,7 @@ bool Session::append_pooled(const pw::Message& m) {
       cs.server_name = server_name;
       cs.rules_generation = rules_generation_;
       cs.serial = parse_serial_;
+      cs.masks_version = masks_version_;
       if (!append_renamed(m, server_name, cs.parse)) return false;
       up_out_ += cs.parse;
       parses_in_flight_.push_back(InFlight{server_name, std::string(p.statement), cycle, false});

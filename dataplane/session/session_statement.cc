@@ -90,8 +90,22 @@ void Session::process_client_input() {
             pw::Message stand_in;
             stand_in.type = 'B';
             std::string_view statement = body.substr(portal_end + 1, name_end - portal_end - 1);
+            if (decision_) {
+              // cp refused the statement under the session's new masks.
+              Decision d = std::move(*decision_);
+              decision_.reset();
+              client_skip_ = 1 + static_cast<size_t>(len);
+              apply_denial(stand_in, d.sqlstate, d.message, d.rule, d.position);
+              continue;
+            }
             if (refuse_unparsed_bind(stand_in, statement) ||
                 refuse_stale_prepared(stand_in, statement)) {
+              client_skip_ = 1 + static_cast<size_t>(len);
+              continue;
+            }
+            MasksCheck masks = recheck_prepared_masks(stand_in, statement);
+            if (masks == MasksCheck::kWaiting) break;
+            if (masks == MasksCheck::kRefused) {
               client_skip_ = 1 + static_cast<size_t>(len);
               continue;
             }
@@ -379,14 +393,40 @@ bool Session::handle_statement_message(const pw::Message& m) {
       destroy("client terminated");
       return false;
     case 'E':
-      if (!decision_ && refuse_stale_portal(m)) return true;
+      if (!decision_) {
+        if (refuse_stale_portal(m)) return true;
+        switch (recheck_portal_masks(m)) {
+          case MasksCheck::kRefused:
+            return true;
+          case MasksCheck::kWaiting:
+            return false;
+          case MasksCheck::kCurrent:
+            break;
+        }
+      }
       return check_execution(m);
     case 'B': {
+      if (decision_) {
+        // cp refused the statement under the session's new masks (recheck_prepared_masks).
+        Decision d = std::move(*decision_);
+        decision_.reset();
+        apply_denial(m, d.sqlstate, d.message, d.rule, d.position);
+        return true;
+      }
       pw::Bind b;
       // Malformed: PostgreSQL answers it.
-      if (pw::parse(m.body, &b).ok() &&
-          (refuse_unparsed_bind(m, b.statement) || refuse_stale_prepared(m, b.statement))) {
-        return true;
+      if (pw::parse(m.body, &b).ok()) {
+        if (refuse_unparsed_bind(m, b.statement) || refuse_stale_prepared(m, b.statement)) {
+          return true;
+        }
+        switch (recheck_prepared_masks(m, b.statement)) {
+          case MasksCheck::kRefused:
+            return true;
+          case MasksCheck::kWaiting:
+            return false;
+          case MasksCheck::kCurrent:
+            break;
+        }
       }
       forward(m);
       return true;
@@ -533,6 +573,7 @@ void Session::note_statement_names(const pw::Message& m) {
   ParsedStatement& p = parsed_statements_[std::string(name)];
   p.rules_generation = rules_generation_;
   p.serial = parse_serial_;
+  p.masks_version = masks_version_;
   if (parsed_text_bytes_ + text.size() <= kMaxParsedTextBytes) {
     p.sql = std::string(text);
     p.text_kept = true;
@@ -568,6 +609,200 @@ void Session::pick_up_rules() {
   if (set.is_ok()) rule_set_ = std::move(*set);
   rules_generation_ = screen.generation();
   if (results_) results_->set_rule_set(rule_set_);
+  pick_up_masks();
+}
+
+void Session::pick_up_masks() {
+  uint64_t version = grant_.masks_version;
+  bool values = grant_.masks_values;
+  if (const auto* m = worker_->screen().policy_masks(grant_.policy_name);
+      m != nullptr && m->version > version) {
+    version = m->version;
+    values = m->masks_values;
+  }
+  if (version == masks_version_ && values == masks_values_) return;
+  masks_version_ = version;
+  masks_values_ = values;
+  if (results_) results_->set_masks(cache_version(), masks_values_);
+}
+
+uint64_t Session::cache_version() const {
+  // Sessions admitted under version V whose masks changed at M > V decide with V's policy and
+  // M's masks: a key no session admitted under V or M shares.
+  if (masks_version_ <= grant_.policy_version) return grant_.policy_version;
+  uint64_t h = 1469598103934665603ULL;
+  for (uint64_t v : {grant_.policy_version, masks_version_}) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (v >> (8 * i)) & 0xff;
+      h *= 1099511628211ULL;
+    }
+  }
+  return h;
+}
+
+uint64_t* Session::masks_version_of(const MasksTarget& t) {
+  switch (t.kind) {
+    case MasksTarget::Kind::kPrepared:
+      if (pooled()) {
+        auto it = t.name.empty() ? prepared_.end() : prepared_.find(t.name);
+        return it != prepared_.end() ? &it->second.masks_version : nullptr;
+      } else {
+        auto it = parsed_statements_.find(t.name);
+        return it != parsed_statements_.end() ? &it->second.masks_version : nullptr;
+      }
+    case MasksTarget::Kind::kPortal: {
+      auto it = portals_.find(t.name);
+      return it != portals_.end() ? &it->second.masks_version : nullptr;
+    }
+    case MasksTarget::Kind::kCursor: {
+      auto it = cursors_.find(t.name);
+      return it != cursors_.end() ? &it->second.masks_version : nullptr;
+    }
+  }
+  return nullptr;
+}
+
+Session::MasksCheck Session::recheck_prepared_masks(const pw::Message& m,
+                                                    std::string_view statement) {
+  MasksTarget target{MasksTarget::Kind::kPrepared, std::string(statement)};
+  uint64_t* version = masks_version_of(target);
+  if (version == nullptr) return MasksCheck::kCurrent;
+  pick_up_rules();
+  if (*version == masks_version_) return MasksCheck::kCurrent;
+  std::string_view sql;
+  bool text_kept = false;
+  if (pooled()) {
+    text_kept = kept_parse_query(prepared_.find(target.name)->second.parse, &sql);
+  } else {
+    const ParsedStatement& p = parsed_statements_.find(target.name)->second;
+    sql = p.sql;
+    text_kept = p.text_kept;
+  }
+  // A FETCH it runs reads a cursor that may have been declared under the older masks too.
+  if (text_kept) {
+    MasksCheck cursors = recheck_cursor_masks(m, sql);
+    if (cursors != MasksCheck::kCurrent) return cursors;
+  }
+  const std::string what = statement.empty()
+                               ? std::string("unnamed prepared statement")
+                               : "prepared statement \"" + std::string(statement) + "\"";
+  return reanalyse_for_masks(m, std::move(target), sql, text_kept, what, "prepared",
+                             "prepare it again");
+}
+
+Session::MasksCheck Session::recheck_portal_masks(const pw::Message& m) {
+  if (portals_.empty()) return MasksCheck::kCurrent;
+  pw::Execute e;
+  if (!pw::parse(m.body, &e).ok()) return MasksCheck::kCurrent;  // PostgreSQL answers it
+  auto it = portals_.find(std::string(e.portal));
+  if (it == portals_.end()) return MasksCheck::kCurrent;  // refuse_stale_portal decided
+  pick_up_rules();
+  if (it->second.masks_version == masks_version_) return MasksCheck::kCurrent;
+  const BoundPortal& b = it->second;
+  std::string_view sql;
+  bool text_kept = false;
+  if (pooled()) {
+    auto st = b.statement.empty() ? prepared_.end() : prepared_.find(b.statement);
+    if (st != prepared_.end() && st->second.serial == b.serial) {
+      text_kept = kept_parse_query(st->second.parse, &sql);
+    }
+  } else {
+    auto st = parsed_statements_.find(b.statement);
+    if (st != parsed_statements_.end() && st->second.serial == b.serial) {
+      sql = st->second.sql;
+      text_kept = st->second.text_kept;
+    }
+  }
+  if (text_kept) {
+    MasksCheck cursors = recheck_cursor_masks(m, sql);
+    if (cursors != MasksCheck::kCurrent) return cursors;
+  }
+  const std::string what =
+      e.portal.empty() ? std::string("unnamed portal") : "portal \"" + std::string(e.portal) + "\"";
+  return reanalyse_for_masks(m, MasksTarget{MasksTarget::Kind::kPortal, std::string(e.portal)},
+                             sql, text_kept, what, "bound", "bind it again");
+}
+
+Session::MasksCheck Session::recheck_cursor_masks(const pw::Message& m, std::string_view sql) {
+  if (cursors_.empty()) return MasksCheck::kCurrent;
+  if (!may_touch_cursor(sql, true)) return MasksCheck::kCurrent;
+  pick_up_rules();
+  rules::lex_sql(sql, cursor_lexed_);
+  for (const CursorStatement& c : cursor_statements(cursor_lexed_.code())) {
+    if (c.kind != CursorStatement::Kind::kFetch) continue;
+    auto it = cursors_.find(c.name);
+    // Not declared by a text this session sent, or forgotten over the caps (refuse_stale_cursor
+    // refused it after the reload that changed the masks: that reload was a new generation).
+    if (it == cursors_.end() || it->second.masks_version == masks_version_) continue;
+    const std::string declare = it->second.sql;  // a copy: the answer may change cursors_
+    return reanalyse_for_masks(m, MasksTarget{MasksTarget::Kind::kCursor, c.name}, declare,
+                               it->second.text_kept, "cursor \"" + c.name + "\"", "declared",
+                               "declare it again");
+  }
+  return MasksCheck::kCurrent;
+}
+
+Session::MasksCheck Session::reanalyse_for_masks(const pw::Message& m, MasksTarget target,
+                                                 std::string_view sql, bool text_kept,
+                                                 const std::string& what, std::string_view decided,
+                                                 std::string_view redo) {
+  const std::string changed =
+      " (" + what + " was " + std::string(decided) + " before the policy changed)";
+  if (!text_kept) {
+    const std::string message = "pgwarden: " + what + " was " + std::string(decided) +
+                                " before the policy's masks changed and its text was not kept "
+                                "to be checked again: " +
+                                std::string(redo);
+    emit_statement("-- " + what, "deny", "masks_changed", "prescreen", message);
+    apply_denial(m, "42501", message, "masks_changed");
+    return MasksCheck::kRefused;
+  }
+  bump(worker_->counters().statements_escalated);
+  waiting_cp_ = true;
+  const uint64_t seq = ++escalation_seq_;
+  const uint64_t under = masks_version_;
+  json req = {{"session_id", session_id_hex()},
+              {"sql", std::string(sql)},
+              {"shape_key", protocol::session_hex(fnv1a(sql))},
+              {"prescreen", json::array()}};
+  worker_->cp().request(
+      "analyse", std::move(req), worker_->runtime().config.limits.escalation_timeout_ms,
+      [w = worker_, id = id_, seq, under, target = std::move(target), sql = std::string(sql),
+       changed, redo = std::string(redo)](Result<json> r) {
+        Session* s = w->find(id);
+        if (s == nullptr || s->escalation_seq_ != seq) return;
+        std::string verdict, rule, message;
+        if (!r.is_ok()) {
+          rule = "escalation_failed";
+          message = "pgwarden: statement refused: it needs a control plane decision and " +
+                    r.status().message();
+        } else {
+          verdict = str_field(*r, "verdict", "deny");
+          rule = str_field(*r, "rule");
+          message = str_field(*r, "message");
+          if (verdict == "allow") {
+            // Allowed under the masks it was checked with: up to date (the next check sees it).
+            if (uint64_t* v = s->masks_version_of(target); v != nullptr) *v = under;
+            s->waiting_cp_ = false;
+            s->pump();
+            return;
+          }
+          if (verdict == "approve") {
+            message = "pgwarden: statement needs an approval under the policy's new masks (rule " +
+                      rule + "): " + redo + " to ask for one";
+          } else {
+            message = "pgwarden: statement denied by rule " +
+                      (rule.empty() ? std::string("default_deny") : rule) +
+                      (message.empty() ? std::string() : ": " + message);
+          }
+        }
+        message += changed;
+        s->emit_statement(sql, "deny", rule, "cp", message);
+        s->resume_with(Decision{.allow = false, .sqlstate = "42501", .rule = rule,
+                                .message = message});
+      },
+      worker_->runtime().config.limits.cp_unavailable_wait_ms);
+  return MasksCheck::kWaiting;
 }
 
 bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view statement) {
@@ -658,6 +893,8 @@ void Session::note_portal(std::string_view portal, std::string_view statement) {
   // up to date, or it was not stale).
   b.rules_generation = rules_generation_;
   b.cycle = cycles_sent_ + 1;
+  // Bound under the current masks: recheck_prepared_masks brought its statement up to date.
+  b.masks_version = masks_version_;
 }
 
 bool Session::refuse_stale_portal(const pw::Message& m) {
@@ -718,6 +955,7 @@ void Session::note_cursors(std::string_view sql) {
         d.with_hold = c.with_hold;
         d.rules_generation = rules_generation_;
         d.cycle = cycles_sent_ + 1;
+        d.masks_version = masks_version_;
         if (cursor_text_bytes_ + sql.size() <= kMaxCursorTextBytes) {
           d.sql = std::string(sql);  // the whole text, as it was screened
           d.text_kept = true;
@@ -869,6 +1107,14 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     return true;
   }
   if (refuse_stale_cursor(m, sql)) return true;
+  switch (recheck_cursor_masks(m, sql)) {
+    case MasksCheck::kRefused:
+      return true;
+    case MasksCheck::kWaiting:
+      return false;  // checked again from the start once cp answered
+    case MasksCheck::kCurrent:
+      break;
+  }
   if (const protocol::BudgetState* b = exhausted_budget()) return refuse_for_budget(m, sql, *b);
   if (screen_.first("approve") != nullptr) {
     // An approve rule adds a reviewer to what the policy allows; it must not replace the
@@ -878,7 +1124,7 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
     escalate_analyse(std::string(sql), screen_);
     return false;
   }
-  VerdictKey key{screen_.shape_key, grant_.policy_hash, grant_.policy_version};
+  VerdictKey key{screen_.shape_key, grant_.policy_hash, cache_version()};
   if (const CachedVerdict* v = worker_->cache().find(key)) {
     bump(c.verdict_cache_hits);
     // While cp's audit log fails, a cached allow is confirmed by cp (write-ahead) like a
@@ -1134,7 +1380,7 @@ void Session::on_analysed(Result<json> r, std::string sql, uint64_t shape,
     }
   }
   if (cacheable && (verdict == "allow" || verdict == "deny")) {
-    worker_->cache().put(VerdictKey{shape, grant_.policy_hash, grant_.policy_version},
+    worker_->cache().put(VerdictKey{shape, grant_.policy_hash, cache_version()},
                          CachedVerdict{d.allow, d.rule, d.message});
   }
   if (d.allow && grant_.recording_required) return record_then_resume(sql, std::move(d), "cp");

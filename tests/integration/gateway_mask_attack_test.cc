@@ -277,6 +277,55 @@ TEST_F(GatewayMaskAttackTest, ErrorsCarryNoMaskedValue) {
 
 // Errors inside a pipeline and inside a transaction keep the protocol in step and carry no
 // value either.
+// A view WITH CHECK OPTION over unmasked columns of a masked table: a write through it that
+// leaves the view's WHERE fails with 44000 (not class 23), and PostgreSQL's DETAIL shows the
+// whole row of the base table, masked columns included ("Failing row contains (101, Mallory
+// Attack, zq.leak.mail@..., ZQPHONE-4417, ZQSSN-77-3141, ...)").
+TEST_F(GatewayMaskAttackTest, CheckOptionViolationsThroughViewsCarryNoMaskedValue) {
+  auto c = connect();
+  Res v(PQexec(c->conn.get(),
+               "CREATE OR REPLACE VIEW public.attack_notes AS SELECT id, notes FROM crm.customers "
+               "WHERE notes <> 'moved away' WITH CHECK OPTION"));
+  ASSERT_EQ(PQresultStatus(v.get()), PGRES_COMMAND_OK) << PQerrorMessage(c->conn.get());
+  for (int mode : {0, 1, 2}) {
+    for (const char* sql : {
+             "UPDATE public.attack_notes SET notes = 'moved away' WHERE id = 101",
+             "INSERT INTO public.attack_notes (id, notes) VALUES (900, 'moved away')",
+         }) {
+      Res r = run(*c, sql, mode);
+      EXPECT_EQ(PQresultStatus(r.get()), PGRES_FATAL_ERROR) << sql;
+      // 44000 for the UPDATE; the INSERT may fail on NOT NULL first (class 23): both redacted.
+      const std::string state = sqlstate(r.get());
+      EXPECT_TRUE(state == "44000" || state.substr(0, 2) == "23") << sql << ": " << state;
+      const char* detail = PQresultErrorField(r.get(), PG_DIAG_MESSAGE_DETAIL);
+      EXPECT_NE(std::string(detail ? detail : "").find("pgwarden: detail removed"),
+                std::string::npos)
+          << sql << ": " << bytes(r.get());
+    }
+  }
+  expect_clean(c->seen, "check option violations");
+}
+
+// Row choices that compare a masked column with a value the client picked without naming the
+// comparison: USING / NATURAL against a literal column (an equality test per row), and a
+// TABLESAMPLE seed computed from a masked value (the sampled rows tell the seed).
+TEST_F(GatewayMaskAttackTest, JoinsOnLiteralColumnsAndSampleSeedsAreRefused) {
+  auto c = connect();
+  // The guesses are not the raw markers: statement texts are recorded (RecordingsHoldNoRawValue).
+  for (const char* sql : {
+           "SELECT id FROM crm.customers NATURAL JOIN (SELECT 'GUESS-77-3141'::text AS ssn) g",
+           "SELECT id FROM crm.customers JOIN (SELECT 'GUESS-77-3141'::text AS ssn) g USING (ssn)",
+           "SELECT id FROM crm.customers JOIN (VALUES ('GUESS-77-3141')) g(ssn) USING (ssn)",
+           "SELECT id FROM crm.customers TABLESAMPLE BERNOULLI (50) REPEATABLE ((SELECT "
+           "ascii(ssn) FROM crm.customers WHERE id = 101))",
+       }) {
+    expect_refused(*c, sql);
+  }
+  // Joins on unmasked columns and constant seeds still run.
+  expect_rows(*c, "SELECT c.id FROM crm.customers c JOIN (SELECT 101::bigint AS id) g USING (id)");
+  expect_rows(*c, "SELECT id FROM crm.customers TABLESAMPLE BERNOULLI (50) REPEATABLE (7)");
+}
+
 TEST_F(GatewayMaskAttackTest, PipelinedErrorsCarryNoMaskedValue) {
   auto c = connect();
   PGconn* conn = c->conn.get();
