@@ -90,5 +90,40 @@ TEST(ModifyNodesFromExplain, NamesEachWrittenRelationWithItsOperationAndRows) {
   EXPECT_FALSE(modify_nodes_from_explain("[]").is_ok());
 }
 
+
+TEST(EquatedIndexColumns, ReadsOnlyAnAndOfColumnEqualsValue) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(equated_index_columns("(pgbench_accounts.aid = $2)"), V{"aid"});
+  EXPECT_EQ(equated_index_columns("(k = 1)"), V{"k"});
+  EXPECT_EQ(equated_index_columns("((t.a = 1) AND (t.b = ($2)::text))"), (V{"a", "b"}));
+  // Anything that may choose several rows, or a column inside an expression: nothing.
+  for (const char* cond :
+       {"(k = ANY ($1))", "(k = ANY ('{1,2}'::integer[]))", "(k > $1)", "(k >= 1)",
+        "((k = 1) OR (k = 2))", "(lower(v) = 'x'::text)", "((k = 1) AND (j > 2))", "k = 1",
+        "(k = (SELECT 1))", "", "()", "((k = 1) AND (j = 2)"}) {
+    EXPECT_TRUE(equated_index_columns(cond).empty()) << cond;
+  }
+}
+
+TEST(ModifyNodesFromExplain, NotesAnIndexScanWithEqualitiesAsItsInput) {
+  const char* plan = R"json([{"Plan": {"Node Type": "ModifyTable", "Operation": "Update",
+      "Relation Name": "a", "Schema": "public", "Plans": [
+      {"Node Type": "Index Scan", "Parent Relationship": "Outer", "Plan Rows": 1,
+       "Index Name": "a_pkey", "Relation Name": "a", "Schema": "public",
+       "Index Cond": "(a.k = $2)"}]}}])json";
+  auto nodes = modify_nodes_from_explain(plan);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].equality_index, "a_pkey");
+  EXPECT_EQ((*nodes)[0].equated_columns, std::vector<std::string>{"k"});
+  const char* range = R"json([{"Plan": {"Node Type": "ModifyTable", "Operation": "Delete",
+      "Relation Name": "a", "Schema": "public", "Plans": [
+      {"Node Type": "Index Scan", "Parent Relationship": "Outer", "Plan Rows": 1,
+       "Index Name": "a_pkey", "Index Cond": "(a.k > $1)"}]}}])json";
+  nodes = modify_nodes_from_explain(range);
+  ASSERT_TRUE(nodes.is_ok());
+  EXPECT_TRUE((*nodes)[0].equality_index.empty());
+}
+
 }  // namespace
 }  // namespace pgwarden::server
