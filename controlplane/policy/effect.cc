@@ -1520,7 +1520,8 @@ std::string WriteEffect::describe() const {
       if (verb == "DO") {
         return "DO runs a code block pgwarden cannot analyse: what it changes is unknown";
       }
-      if (verb.starts_with("ALTER TABLE ... ENABLE") || verb.starts_with("ALTER TABLE ... DISABLE")) {
+      if (verb.starts_with("ALTER TABLE ... ENABLE") ||
+          verb.starts_with("ALTER TABLE ... DISABLE")) {
         return verb + " on " + relation +
                " changes which trigger or rule code runs on every later write (a disabled "
                "trigger may have guarded the table, foreign keys included; an enabled one runs "

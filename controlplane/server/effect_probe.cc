@@ -87,7 +87,40 @@ bool identifier_char(char ch) {
 
 }  // namespace
 
-std::vector<std::string> equated_index_columns(std::string_view cond) {
+namespace {
+
+// A value EXPLAIN prints for one comparison side that reads no column: a parameter, a number
+// or a string literal without quotes inside, each maybe in parentheses and cast
+// (`$2`, `($1)::integer`, `'x'::text`, `42`, `'2024-01-01'::date`).
+bool plain_value(std::string_view v) {
+  const size_t cast = v.rfind("::");
+  if (cast != std::string_view::npos) {
+    std::string_view type = v.substr(cast + 2);
+    if (type.empty() || !std::all_of(type.begin(), type.end(), [](char ch) {
+          return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == ' ';
+        })) {
+      return false;
+    }
+    v = v.substr(0, cast);
+  }
+  if (v.size() >= 2 && v.front() == '(' && v.back() == ')') v = v.substr(1, v.size() - 2);
+  if (v.empty()) return false;
+  if (v.front() == '$') {
+    return v.size() > 1 &&
+           std::all_of(v.begin() + 1, v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  }
+  if (v.front() == '\'') {
+    return v.size() >= 2 && v.back() == '\'' &&
+           v.substr(1, v.size() - 2).find('\'') == std::string_view::npos;
+  }
+  if (v.front() == '-') v = v.substr(1);
+  return !v.empty() && std::all_of(v.begin(), v.end(),
+                                   [](char ch) { return (ch >= '0' && ch <= '9') || ch == '.'; });
+}
+
+}  // namespace
+
+std::vector<std::string> equated_columns(std::string_view cond) {
   // EXPLAIN prints each comparison in parentheses, an AND of them in one more pair:
   // "(k = $1)", "((a = 1) AND (b = 2))".
   auto strip = [](std::string_view v) -> std::string_view {
@@ -98,8 +131,9 @@ std::vector<std::string> equated_index_columns(std::string_view cond) {
   std::string_view inner = strip(cond);
   if (inner.empty()) return {};
   if (inner.front() == '(') {
-    // An AND of parenthesised comparisons, split at depth zero (quotes are not expected in a
-    // comparison we accept: a value with a quote makes the column check below fail closed).
+    // Parenthesised conjuncts joined by AND at depth zero; anything else at that depth (an OR,
+    // an operator) makes it not an AND: nothing. Quotes end the reading (fail closed).
+    if (inner.find('\'') != std::string_view::npos) return {};
     int depth = 0;
     size_t start = 0;
     for (size_t i = 0; i < inner.size(); ++i) {
@@ -107,6 +141,7 @@ std::vector<std::string> equated_index_columns(std::string_view cond) {
       if (inner[i] == ')') --depth;
       if (depth < 0) return {};
       if (depth == 0) {
+        if (inner[start] != '(') return {};
         parts.push_back(inner.substr(start, i + 1 - start));
         if (i + 1 == inner.size()) break;
         if (inner.substr(i + 1, 5) != " AND ") return {};
@@ -115,32 +150,24 @@ std::vector<std::string> equated_index_columns(std::string_view cond) {
       }
     }
     if (depth != 0) return {};
-    for (std::string_view& p : parts) {
-      p = strip(p);
-      if (p.empty()) return {};
-    }
+    for (std::string_view& p : parts) p = strip(p);
   } else {
     parts.push_back(inner);
   }
   std::vector<std::string> columns;
   for (std::string_view p : parts) {
+    // Conjuncts other than `column = value` only restrict further: they are skipped.
     const size_t eq = p.find(" = ");
-    if (eq == std::string_view::npos || eq == 0) return {};
+    if (eq == std::string_view::npos || eq == 0) continue;
     std::string_view left = p.substr(0, eq);
-    std::string_view right = p.substr(eq + 3);
-    // The value: anything but a set (= ANY / ALL (...)) or a sub-select.
-    if (right.empty() || right.starts_with("ANY") || right.starts_with("ALL") ||
-        right.starts_with("SOME") || right.find("SELECT") != std::string_view::npos ||
-        right.find(" OR ") != std::string_view::npos) {
-      return {};
-    }
+    if (!plain_value(p.substr(eq + 3))) continue;
     // The column: an identifier, maybe qualified with the table's name or alias.
     const size_t dot = left.rfind('.');
     std::string_view column = dot == std::string_view::npos ? left : left.substr(dot + 1);
     if (column.empty() || !std::all_of(column.begin(), column.end(), identifier_char) ||
         !std::all_of(left.begin(), left.end(),
                      [](char ch) { return identifier_char(ch) || ch == '.'; })) {
-      return {};
+      continue;
     }
     columns.emplace_back(column);
   }
@@ -166,12 +193,17 @@ void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
         if (c.contains("Plan Rows") && c["Plan Rows"].is_number()) {
           m.rows = static_cast<int64_t>(std::llround(c["Plan Rows"].get<double>()));
         }
+        // One scan of the written table itself (run once, as the ModifyTable's input): the
+        // columns its conditions equate to one value.
         const std::string node = c.value("Node Type", "");
-        if ((node == "Index Scan" || node == "Index Only Scan") && c.contains("Index Cond") &&
-            c["Index Cond"].is_string() && c.contains("Index Name") &&
-            c["Index Name"].is_string()) {
-          m.equated_columns = equated_index_columns(c["Index Cond"].get<std::string>());
-          if (!m.equated_columns.empty()) m.equality_index = c["Index Name"].get<std::string>();
+        if ((node == "Seq Scan" || node == "Index Scan" || node == "Index Only Scan") &&
+            c.value("Relation Name", "") == m.relation && c.value("Schema", "") == m.schema) {
+          for (const char* key : {"Index Cond", "Filter"}) {
+            if (!c.contains(key) || !c[key].is_string()) continue;
+            for (std::string& col : equated_columns(c[key].get<std::string>())) {
+              m.equated_columns.push_back(std::move(col));
+            }
+          }
         }
         break;
       }
@@ -344,36 +376,43 @@ constexpr const char* kStatisticsSql =
 constexpr double kChangedRowsBase = 50;
 constexpr double kChangedRowsShare = 0.1;
 
-// The key columns of index $2 in schema $1 when it is unique over plain columns (no
-// expressions); no rows otherwise.
-constexpr const char* kUniqueKeySql =
-    "SELECT a.attname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
-    " JOIN pg_namespace n ON n.oid = ic.relnamespace"
+// The key columns of each unique index of table $1.$2 that holds at every moment for every
+// row: valid, not deferrable, not partial, over plain columns (no expressions); one row per
+// (index, column).
+constexpr const char* kUniqueKeysSql =
+    "SELECT i.indexrelid::text, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
     " JOIN pg_attribute a ON a.attrelid = i.indrelid"
     "   AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])"
-    " WHERE n.nspname = $1 AND ic.relname = $2 AND i.indisunique AND i.indisvalid"
-    "   AND 0 <> ALL ((i.indkey::int2[])[0:i.indnkeyatts - 1])";
+    " WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid"
+    "   AND i.indimmediate AND i.indpred IS NULL"
+    "   AND 0 <> ALL ((i.indkey::int2[])[0:i.indnkeyatts - 1])"
+    " ORDER BY 1";
 
-// True when `m`'s input is a scan of a unique index with every key column equated to one
-// value: it changes at most one row, whatever the statistics say.
+// True when `m`'s input is one scan of the written table whose conditions equate every key
+// column of one of its unique indexes to one value: it changes at most one row, whatever the
+// statistics say.
 // REQUIRES: the probe's transaction is open on `conn`.
 Result<bool> changes_one_row_by_key(PGconn* conn, const ModifyNode& m) {
-  if (m.equality_index.empty()) return false;
-  const char* params[] = {m.schema.c_str(), m.equality_index.c_str()};
-  Res r(PQexecParams(conn, kUniqueKeySql, 2, nullptr, params, nullptr, nullptr, 0));
+  if (m.equated_columns.empty()) return false;
+  const char* params[] = {m.schema.c_str(), m.relation.c_str()};
+  Res r(PQexecParams(conn, kUniqueKeysSql, 2, nullptr, params, nullptr, nullptr, 0));
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
-    return unavailable("effect probe catalog lookup (unique index): " +
+    return unavailable("effect probe catalog lookup (unique indexes): " +
                        trimmed_error(r.get(), conn));
   }
-  if (PQntuples(r.get()) == 0) return false;
-  for (int i = 0; i < PQntuples(r.get()); ++i) {
-    const std::string key = PQgetvalue(r.get(), i, 0);
-    if (std::find(m.equated_columns.begin(), m.equated_columns.end(), key) ==
-        m.equated_columns.end()) {
-      return false;
+  const int n = PQntuples(r.get());
+  for (int i = 0; i < n;) {
+    const std::string index = PQgetvalue(r.get(), i, 0);
+    bool covered = true;
+    for (; i < n && index == PQgetvalue(r.get(), i, 0); ++i) {
+      const std::string key = PQgetvalue(r.get(), i, 1);
+      covered = covered && std::find(m.equated_columns.begin(), m.equated_columns.end(), key) !=
+                               m.equated_columns.end();
     }
+    if (covered) return true;
   }
-  return true;
+  return false;
 }
 
 struct TreeStatistics {
@@ -384,9 +423,7 @@ struct TreeStatistics {
   double modified = 0;       // rows inserted, updated or deleted since their last ANALYZE
   double live = 0;           // rows now: the larger of live rows and analysed_rows
   // Changed since its statistics by more than kChangedRowsBase + kChangedRowsShare of its rows.
-  bool changed() const {
-    return modified > kChangedRowsBase + kChangedRowsShare * analysed_rows;
-  }
+  bool changed() const { return modified > kChangedRowsBase + kChangedRowsShare * analysed_rows; }
 };
 
 // Without column statistics (never analysed, or empty at its last ANALYZE and filled since) the
@@ -678,12 +715,11 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
             // of the last ANALYZE (the plan's estimate) plus every row written since, which
             // may all match now — or, when a table read to choose the rows changed, any row
             // of the written table. Never more than its rows now or its pages can hold.
-            const double rows_now =
-                std::min(target->live, static_cast<double>(target->capacity));
-            const double bound = changed_read.empty()
-                                     ? std::min(static_cast<double>(rows_changed) + target->modified,
-                                                rows_now)
-                                     : rows_now;
+            const double rows_now = std::min(target->live, static_cast<double>(target->capacity));
+            const double bound =
+                changed_read.empty()
+                    ? std::min(static_cast<double>(rows_changed) + target->modified, rows_now)
+                    : rows_now;
             if (bound > static_cast<double>(rows_changed)) {
               const auto counted = static_cast<int64_t>(std::ceil(bound));
               est.rows += counted - rows_changed;
@@ -693,10 +729,10 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
               est.unanalysed +=
                   (est.unanalysed.empty() ? "" : "; ") + table +
                   " changed since its last ANALYZE (" +
-                  (changed_read.empty() ? with_commas(static_cast<int64_t>(t.modified)) +
-                                              " rows written, of " +
-                                              with_commas(static_cast<int64_t>(t.analysed_rows))
-                                        : std::string("more than 10% of its rows written")) +
+                  (changed_read.empty()
+                       ? with_commas(static_cast<int64_t>(t.modified)) + " rows written, of " +
+                             with_commas(static_cast<int64_t>(t.analysed_rows))
+                       : std::string("more than 10% of its rows written")) +
                   "): its statistics no longer estimate the predicate, so the write to " +
                   written_table + " is counted as " + with_commas(counted) +
                   " rows (run ANALYZE for an estimate)";

@@ -37,8 +37,9 @@
 //     written tree changed since its last ANALYZE by more than 50 rows + 10% of its rows
 //     (n_mod_since_analyze), the write counts the plan's estimate plus the rows written since,
 //     at most the tree's rows; when a table read to choose the rows changed that much, the
-//     written tree's rows — except a write whose input is a scan of a unique index with every
-//     key column equated (at most one row). Every plan of the
+//     written tree's rows — except a write whose input is one scan of the written table whose
+//     conditions equate every key column of a unique index to one value (at most one row).
+//     Every plan of the
 //     EXPLAIN counts: a rule on a written table (DO ALSO
 //     / DO INSTEAD) adds plans of its own, in any order. The user triggers that fire on the
 //     written tables (their partitions and inheritance children included) and on the tables
@@ -103,17 +104,18 @@ struct ModifyNode {
   int64_t rows = 0;              // input rows (the rows it changes)
   // "schema.table" of every relation its input reads (VERBOSE plans), once each, in plan order.
   std::vector<std::string> scanned;
-  // Its input is one index scan (Index Scan / Index Only Scan, run once) whose Index Cond is an
-  // AND of `column = value` comparisons: the index's name and those columns, in order; empty
-  // otherwise. When the index is unique over exactly such columns the write changes at most
-  // one row whatever the statistics say.
-  std::string equality_index;
+  // Its input is one scan of the written table (Seq Scan, Index Scan, Index Only Scan, run
+  // once): the columns its Index Cond and Filter equate to one value (equated_columns()).
+  // When they cover a unique index's key the write changes at most one row, whatever the
+  // statistics say.
   std::vector<std::string> equated_columns;
 };
-// The columns of an Index Cond that is an AND of `column = <value>` comparisons (`(k = $1)`,
-// `((t.a = 1) AND (t.b = ($2)::text))`), in order; empty for anything else (`= ANY (...)`,
-// `<`, `OR`, an expression of a column).
-std::vector<std::string> equated_index_columns(std::string_view index_cond);
+// The columns that the top-level AND of a condition as EXPLAIN prints it equates to one value
+// (a parameter or a literal, maybe cast): `(k = $1)`, `((t.a = 1) AND (t.b = ($2)::text) AND
+// (t.c > 3))` gives a, b. Other conjuncts only restrict further and are skipped; a condition
+// that is not an AND (an OR at the top) gives none, as do `= ANY (...)` and a column compared
+// with a column.
+std::vector<std::string> equated_columns(std::string_view condition);
 // Every ModifyTable node of every plan (a rule adds plans), in plan order. invalid_argument
 // for JSON that is not a plan.
 Result<std::vector<ModifyNode>> modify_nodes_from_explain(const std::string& explain_json);

@@ -92,7 +92,9 @@ void Session::process_client_input() {
               stand_in.type = 'B';
               const std::string message =
                   "pgwarden: Bind refused: its names are longer than the gateway reads "
-                  "(" + std::to_string(kMaxBindNamesBytes) + " bytes) while this session holds "
+                  "(" +
+                  std::to_string(kMaxBindNamesBytes) +
+                  " bytes) while this session holds "
                   "approved prepared statements, whose approval covers one Bind each";
               emit_statement("-- Bind with unreadable names", "deny", "approval_spent", "execute",
                              message);
@@ -508,9 +510,8 @@ bool Session::refuse_spent_approval(const pw::Message& m, std::string_view state
   const std::string name = statement.empty()
                                ? std::string("the unnamed prepared statement")
                                : "prepared statement \"" + std::string(statement) + "\"";
-  std::string approval = it->second.approval_id.empty()
-                             ? std::string("an approval")
-                             : "approval " + it->second.approval_id;
+  std::string approval = it->second.approval_id.empty() ? std::string("an approval")
+                                                        : "approval " + it->second.approval_id;
   const std::string message =
       "pgwarden: " + name + " ran by " + approval +
       ", which covers one execution (the Bind that followed it); it has run: prepare the "
@@ -523,7 +524,8 @@ bool Session::refuse_spent_approval(const pw::Message& m, std::string_view state
 void Session::note_approved_statement(const pw::Message& m, const Decision* d) {
   if (m.type == 'C') {
     pw::Close c;
-    if (pw::parse(m.body, &c).ok() && c.kind == 'S') approved_statements_.erase(std::string(c.name));
+    if (pw::parse(m.body, &c).ok() && c.kind == 'S')
+      approved_statements_.erase(std::string(c.name));
     return;
   }
   if (m.type != 'P') return;
