@@ -548,6 +548,10 @@ TEST_F(GatewayEffectAttackTest, ApprovedPreparedStatementRunsOnceThenAsksAgain) 
   EXPECT_EQ(state("t_once"), "95/95");
   EXPECT_TRUE(
       eventually([] { return audited_deny("-- Bind of prepared statement \"del_once\""); }));
+  // A SQL EXECUTE of the same statement is decided on its own, never under the spent approval.
+  Outcome executed = attempt(c.get(), "execute del_once(0)");
+  EXPECT_FALSE(executed.ran) << executed.sqlstate;
+  EXPECT_EQ(state("t_once"), "95/95");
   // The session still works, and preparing the statement again asks again (denied: intact).
   Res ok(PQexec(c.get(), "select 1"));
   EXPECT_EQ(PQresultStatus(ok.get()), PGRES_TUPLES_OK);
