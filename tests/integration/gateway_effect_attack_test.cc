@@ -545,6 +545,12 @@ TEST_F(GatewayEffectAttackTest, ApprovedPreparedStatementRunsOnceThenAsksAgain) 
               std::string::npos)
         << PQresultErrorMessage(again.get());
   }
+  // A Bind over max_message_bytes (1 MiB here), relayed to PostgreSQL as it arrives: refused
+  // the same, before its first byte goes upstream (PostgreSQL would answer 22P02).
+  const std::string big(2 << 20, '9');
+  const char* big_values[] = {big.c_str()};
+  Res streamed(PQexecPrepared(c.get(), "del_once", 1, big_values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(streamed.get()), "42501") << PQresultErrorMessage(streamed.get());
   EXPECT_EQ(state("t_once"), "95/95");
   EXPECT_TRUE(
       eventually([] { return audited_deny("-- Bind of prepared statement \"del_once\""); }));
