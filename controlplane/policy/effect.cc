@@ -1218,6 +1218,16 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
       for (size_t i = 0; i < s->n_objects; ++i) {
         out->push_back(WriteEffect{verb, object_name(s->objects[i]), WriteReach::kDrop, false});
       }
+    } else if (s->remove_type == PG_QUERY__OBJECT_TYPE__OBJECT_TRIGGER ||
+               s->remove_type == PG_QUERY__OBJECT_TYPE__OBJECT_RULE) {
+      // Like ALTER TABLE ... DISABLE TRIGGER / RULE: code that ran on every later write (and
+      // may have guarded the table: a trigger refusing deletes, an audit trigger) is gone.
+      const std::string verb =
+          s->remove_type == PG_QUERY__OBJECT_TYPE__OBJECT_TRIGGER ? "DROP TRIGGER" : "DROP RULE";
+      for (size_t i = 0; i < s->n_objects; ++i) {
+        out->push_back(
+            WriteEffect{verb, object_name(s->objects[i]), WriteReach::kUnknownEffect, false});
+      }
     }
     return true;
   }
@@ -1519,6 +1529,11 @@ std::string WriteEffect::describe() const {
     case WriteReach::kUnknownEffect:
       if (verb == "DO") {
         return "DO runs a code block pgwarden cannot analyse: what it changes is unknown";
+      }
+      if (verb == "DROP TRIGGER" || verb == "DROP RULE") {
+        return verb + " " + relation +
+               " removes code that ran on every later write of its table (it may have guarded "
+               "the table: a trigger refusing deletes, an audit trigger)";
       }
       if (verb.starts_with("ALTER TABLE ... ENABLE") ||
           verb.starts_with("ALTER TABLE ... DISABLE")) {

@@ -31,7 +31,8 @@
 //                           table) (effect.cc alter_table_loss());
 //   * unknown_effect        code analysis cannot see runs, now or on later writes: DO,
 //                           CREATE TRIGGER, CREATE RULE with actions other than SELECT/NOTHING,
-//                           ALTER TABLE ... ENABLE/DISABLE [REPLICA|ALWAYS] TRIGGER/RULE
+//                           ALTER TABLE ... ENABLE/DISABLE [REPLICA|ALWAYS] TRIGGER/RULE,
+//                           DROP TRIGGER / RULE without CASCADE
 //                           (calls of user-defined functions and procedures are judged by
 //                           pgwarden-cp with the catalog: controlplane/server/policy_analyser.h);
 //   * restricted            anything else: the condition depends on the target row, or folds

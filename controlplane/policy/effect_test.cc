@@ -287,6 +287,10 @@ INSTANTIATE_TEST_SUITE_P(
         StatementCase{"ALTER TABLE t ENABLE ALWAYS TRIGGER trg", {"unknown_effect"}},
         StatementCase{"ALTER TABLE t DISABLE RULE r", {"unknown_effect"}},
         StatementCase{"ALTER TABLE t ENABLE ALWAYS RULE r", {"unknown_effect"}},
+        StatementCase{"DROP TRIGGER trg ON t", {"unknown_effect"}},
+        StatementCase{"DROP TRIGGER IF EXISTS a ON crm.t", {"unknown_effect"}},
+        StatementCase{"DROP RULE r ON t", {"unknown_effect"}},
+        StatementCase{"DROP TRIGGER trg ON t CASCADE", {"drop"}},
         // Sequences and maintenance: no stored row or value changes.
         StatementCase{"SELECT setval('s', 1)", {}}, StatementCase{"SELECT nextval('s')", {}},
         StatementCase{"REINDEX TABLE t", {}}, StatementCase{"VACUUM t", {}},

@@ -703,10 +703,16 @@ TEST_F(GatewayEffectAttackTest, DdlThatDestroysOrHidesRowsWithoutADropWaits) {
   EXPECT_EQ(db("select relpersistence from pg_class where oid = 'public.t_ddl'::regclass"), "p");
   // Switching trigger code on or off for every later write (DISABLE TRIGGER ALL also stops the
   // foreign key's enforcement): held as `unknown_effect`, every trigger still enabled.
-  for (const char* sql : {"alter table public.t_ddl disable trigger all",
-                          "alter table public.fk_ddl disable trigger user",
-                          "alter table public.t_ddl enable trigger all",
-                          "alter table public.fk_ddl enable always trigger no_such_trigger"}) {
+  ASSERT_FALSE(db(R"(create function public.refuse_delete() returns trigger language plpgsql as
+        $$ begin raise exception 'rows of fk_ddl are kept'; end $$;
+      create trigger keep_rows before delete on public.fk_ddl
+        for each row execute function public.refuse_delete(); select 1)")
+                   .empty());
+  for (const char* sql :
+       {"alter table public.t_ddl disable trigger all",
+        "alter table public.fk_ddl disable trigger user", "drop trigger keep_rows on public.fk_ddl",
+        "alter table public.t_ddl enable trigger all",
+        "alter table public.fk_ddl enable always trigger no_such_trigger"}) {
     SCOPED_TRACE(sql);
     expect_held(attempt(c.get(), sql), "policy.unknown_effect", sql);
   }
@@ -714,6 +720,7 @@ TEST_F(GatewayEffectAttackTest, DdlThatDestroysOrHidesRowsWithoutADropWaits) {
                " 'public.fk_ddl'::regclass) and tgenabled <> 'O'"),
             "0");
   EXPECT_NE(db("select count(*) from pg_trigger where tgrelid = 'public.t_ddl'::regclass"), "0");
+  EXPECT_EQ(db("select count(*) from pg_trigger where tgname = 'keep_rows'"), "1");
   // Changes that keep every stored row and value run at once.
   for (const char* sql :
        {"alter table public.t_ddl add column note text", "vacuum public.t_ddl",
