@@ -362,10 +362,16 @@ constexpr const char* kStatisticsSql =
     "   pg_relation_size(c.oid) / current_setting('block_size')::int8,"
     "   (current_setting('block_size')::int8 - 24) / 28,"  // MaxHeapTuplesPerPage
     // Rows at the last ANALYZE, rows inserted, updated or deleted since (committed and reported
-    // to the statistics system), live rows now.
+    // to the statistics system), live rows now, dead rows now, whether a VACUUM ran after the
+    // last ANALYZE.
     "   greatest(c.reltuples, 0)::float8,"
     "   coalesce(pg_stat_get_mod_since_analyze(c.oid), 0)::float8,"
-    "   coalesce(pg_stat_get_live_tuples(c.oid), 0)::float8"
+    "   coalesce(pg_stat_get_live_tuples(c.oid), 0)::float8,"
+    "   coalesce(pg_stat_get_dead_tuples(c.oid), 0)::float8,"
+    "   coalesce(greatest(pg_stat_get_last_vacuum_time(c.oid),"
+    "                     pg_stat_get_last_autovacuum_time(c.oid)) >"
+    "            greatest(pg_stat_get_last_analyze_time(c.oid),"
+    "                     pg_stat_get_last_autoanalyze_time(c.oid)), false)"
     " FROM r JOIN pg_class c ON c.oid = r.oid JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relkind IN ('r', 'm') ORDER BY 1";
 
@@ -446,9 +452,18 @@ Result<TreeStatistics> tree_statistics(PGconn* conn, const std::string& schema,
     out.pages += std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
     per_page = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
     const double analysed = std::strtod(PQgetvalue(r.get(), i, 4), nullptr);
+    const double live = std::strtod(PQgetvalue(r.get(), i, 6), nullptr);
+    const double dead = std::strtod(PQgetvalue(r.get(), i, 7), nullptr);
+    const bool vacuumed_since = std::string(PQgetvalue(r.get(), i, 8)) == "t";
+    double modified = std::strtod(PQgetvalue(r.get(), i, 5), nullptr);
+    // Rows loaded in the ANALYZE's own transaction are in its statistics, yet PostgreSQL counts
+    // them as changed since it once it commits. Until a VACUUM clears them, the rows updated or
+    // deleted since are dead rows, and the rows inserted since are those beyond the ones
+    // ANALYZE saw: count those when fewer.
+    if (!vacuumed_since) modified = std::min(modified, dead + std::abs(live - analysed));
     out.analysed_rows += analysed;
-    out.modified += std::strtod(PQgetvalue(r.get(), i, 5), nullptr);
-    out.live += std::max(analysed, std::strtod(PQgetvalue(r.get(), i, 6), nullptr));
+    out.modified += modified;
+    out.live += std::max(analysed, live);
   }
   out.capacity = out.pages * per_page;
   return out;
