@@ -1148,6 +1148,37 @@ std::string_view alter_table_loss(const PgQuery__AlterTableCmd* cmd) {
       return "ALTER TABLE ... DETACH PARTITION";
     case PG_QUERY__ALTER_TABLE_TYPE__AT_DropInherit:
       return "ALTER TABLE ... NO INHERIT";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_SetUnLogged:
+      // Its rows are no longer in the WAL: a crash empties the table, a standby or a restore
+      // from WAL archives does not have them.
+      return "ALTER TABLE ... SET UNLOGGED";
+    default:
+      return "";
+  }
+}
+
+// ALTER TABLE subcommands that change which trigger or rule code runs on later writes (by any
+// session, where no request is made): ENABLE [REPLICA | ALWAYS] arms code analysis cannot
+// see; DISABLE switches off what guarded the table (a trigger refusing deletes, an audit
+// trigger; DISABLE TRIGGER ALL also foreign-key enforcement and cascades). "" for others.
+std::string_view alter_table_code_change(const PgQuery__AlterTableCmd* cmd) {
+  switch (cmd->subtype) {
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableTrig:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableAlwaysTrig:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableReplicaTrig:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableTrigAll:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableTrigUser:
+      return "ALTER TABLE ... ENABLE TRIGGER";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DisableTrig:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DisableTrigAll:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DisableTrigUser:
+      return "ALTER TABLE ... DISABLE TRIGGER";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableRule:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableAlwaysRule:
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_EnableReplicaRule:
+      return "ALTER TABLE ... ENABLE RULE";
+    case PG_QUERY__ALTER_TABLE_TYPE__AT_DisableRule:
+      return "ALTER TABLE ... DISABLE RULE";
     default:
       return "";
   }
@@ -1187,6 +1218,16 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
       for (size_t i = 0; i < s->n_objects; ++i) {
         out->push_back(WriteEffect{verb, object_name(s->objects[i]), WriteReach::kDrop, false});
       }
+    } else if (s->remove_type == PG_QUERY__OBJECT_TYPE__OBJECT_TRIGGER ||
+               s->remove_type == PG_QUERY__OBJECT_TYPE__OBJECT_RULE) {
+      // Like ALTER TABLE ... DISABLE TRIGGER / RULE: code that ran on every later write (and
+      // may have guarded the table: a trigger refusing deletes, an audit trigger) is gone.
+      const std::string verb =
+          s->remove_type == PG_QUERY__OBJECT_TYPE__OBJECT_TRIGGER ? "DROP TRIGGER" : "DROP RULE";
+      for (size_t i = 0; i < s->n_objects; ++i) {
+        out->push_back(
+            WriteEffect{verb, object_name(s->objects[i]), WriteReach::kUnknownEffect, false});
+      }
     }
     return true;
   }
@@ -1206,6 +1247,12 @@ bool collect_utility(const ProtobufCMessage* m, std::vector<WriteEffect>* out) {
         out->push_back(WriteEffect{std::string(verb),
                                    s->relation ? resolved(s->relation) : std::string("?"),
                                    WriteReach::kDrop, false});
+      }
+      const std::string_view code = alter_table_code_change(c->alter_table_cmd);
+      if (!code.empty()) {
+        out->push_back(WriteEffect{std::string(code),
+                                   s->relation ? resolved(s->relation) : std::string("?"),
+                                   WriteReach::kUnknownEffect, false});
       }
     }
     return false;  // its expressions (defaults, USING) may hold sub-statements
@@ -1461,6 +1508,11 @@ std::string WriteEffect::describe() const {
         return verb + " on " + relation +
                " takes the partition's (child's) rows out of the table: they vanish from it";
       }
+      if (verb == "ALTER TABLE ... SET UNLOGGED") {
+        return verb + " on " + relation +
+               " takes its rows out of the WAL: a crash empties the table, and standbys and "
+               "restores from WAL archives lose them";
+      }
       if (verb == "REFRESH MATERIALIZED VIEW ... WITH NO DATA") {
         return verb + " on " + relation +
                " empties the materialized view: its rows are gone until the next REFRESH";
@@ -1477,6 +1529,18 @@ std::string WriteEffect::describe() const {
     case WriteReach::kUnknownEffect:
       if (verb == "DO") {
         return "DO runs a code block pgwarden cannot analyse: what it changes is unknown";
+      }
+      if (verb == "DROP TRIGGER" || verb == "DROP RULE") {
+        return verb + " " + relation +
+               " removes code that ran on every later write of its table (it may have guarded "
+               "the table: a trigger refusing deletes, an audit trigger)";
+      }
+      if (verb.starts_with("ALTER TABLE ... ENABLE") ||
+          verb.starts_with("ALTER TABLE ... DISABLE")) {
+        return verb + " on " + relation +
+               " changes which trigger or rule code runs on every later write (a disabled "
+               "trigger may have guarded the table, foreign keys included; an enabled one runs "
+               "code pgwarden cannot analyse)";
       }
       return verb + " on " + relation +
              " installs code that runs on later writes, which pgwarden cannot analyse";

@@ -27,9 +27,12 @@
 //                           CASCADE, DROP DATABASE, DROP OWNED BY, and ALTER TABLE / TYPE
 //                           subcommands that destroy stored values or take rows out of the
 //                           table: DROP COLUMN / ATTRIBUTE, ALTER COLUMN ... TYPE, DETACH
-//                           PARTITION, NO INHERIT (effect.cc alter_table_loss());
+//                           PARTITION, NO INHERIT, SET UNLOGGED (a crash empties the
+//                           table) (effect.cc alter_table_loss());
 //   * unknown_effect        code analysis cannot see runs, now or on later writes: DO,
-//                           CREATE TRIGGER, CREATE RULE with actions other than SELECT/NOTHING
+//                           CREATE TRIGGER, CREATE RULE with actions other than SELECT/NOTHING,
+//                           ALTER TABLE ... ENABLE/DISABLE [REPLICA|ALWAYS] TRIGGER/RULE,
+//                           DROP TRIGGER / RULE without CASCADE
 //                           (calls of user-defined functions and procedures are judged by
 //                           pgwarden-cp with the catalog: controlplane/server/policy_analyser.h);
 //   * restricted            anything else: the condition depends on the target row, or folds

@@ -275,6 +275,26 @@ INSTANTIATE_TEST_SUITE_P(
         StatementCase{"SELECT lo_truncate64(0, 0), lo_put(1, 0, '\\x00'), lowrite(0, 'x')",
                       {"drop", "drop", "drop"}},
         StatementCase{"REFRESH MATERIALIZED VIEW mv WITH NO DATA", {"drop"}},
+        // Rows out of the WAL: a crash empties the table.
+        StatementCase{"ALTER TABLE t SET UNLOGGED", {"drop"}},
+        StatementCase{"ALTER TABLE t SET LOGGED", {}},
+        // Which trigger or rule code runs on later writes.
+        StatementCase{"ALTER TABLE t DISABLE TRIGGER ALL", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t DISABLE TRIGGER USER", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t DISABLE TRIGGER trg", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t ENABLE TRIGGER trg", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t ENABLE REPLICA TRIGGER trg", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t ENABLE ALWAYS TRIGGER trg", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t DISABLE RULE r", {"unknown_effect"}},
+        StatementCase{"ALTER TABLE t ENABLE ALWAYS RULE r", {"unknown_effect"}},
+        StatementCase{"DROP TRIGGER trg ON t", {"unknown_effect"}},
+        StatementCase{"DROP TRIGGER IF EXISTS a ON crm.t", {"unknown_effect"}},
+        StatementCase{"DROP RULE r ON t", {"unknown_effect"}},
+        StatementCase{"DROP TRIGGER trg ON t CASCADE", {"drop"}},
+        // Sequences and maintenance: no stored row or value changes.
+        StatementCase{"SELECT setval('s', 1)", {}}, StatementCase{"SELECT nextval('s')", {}},
+        StatementCase{"REINDEX TABLE t", {}}, StatementCase{"VACUUM t", {}},
+        StatementCase{"ANALYZE t", {}},
         // Large objects created or read, a REFRESH that fills, a same name in another schema.
         StatementCase{"SELECT lo_create(0), lo_from_bytea(0, 'x'), lo_get(1), loread(0, 10)", {}},
         StatementCase{"REFRESH MATERIALIZED VIEW CONCURRENTLY mv", {}},

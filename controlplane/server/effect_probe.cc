@@ -80,6 +80,102 @@ void scanned_relations(const json& plan, std::vector<std::string>* out) {
   }
 }
 
+bool identifier_char(char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         ch == '_';
+}
+
+}  // namespace
+
+namespace {
+
+// A value EXPLAIN prints for one comparison side that reads no column: a parameter, a number
+// or a string literal without quotes inside, each maybe in parentheses and cast
+// (`$2`, `($1)::integer`, `'x'::text`, `42`, `'2024-01-01'::date`).
+bool plain_value(std::string_view v) {
+  const size_t cast = v.rfind("::");
+  if (cast != std::string_view::npos) {
+    std::string_view type = v.substr(cast + 2);
+    if (type.empty() || !std::all_of(type.begin(), type.end(), [](char ch) {
+          return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == ' ';
+        })) {
+      return false;
+    }
+    v = v.substr(0, cast);
+  }
+  if (v.size() >= 2 && v.front() == '(' && v.back() == ')') v = v.substr(1, v.size() - 2);
+  if (v.empty()) return false;
+  if (v.front() == '$') {
+    return v.size() > 1 &&
+           std::all_of(v.begin() + 1, v.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  }
+  if (v.front() == '\'') {
+    return v.size() >= 2 && v.back() == '\'' &&
+           v.substr(1, v.size() - 2).find('\'') == std::string_view::npos;
+  }
+  if (v.front() == '-') v = v.substr(1);
+  return !v.empty() && std::all_of(v.begin(), v.end(),
+                                   [](char ch) { return (ch >= '0' && ch <= '9') || ch == '.'; });
+}
+
+}  // namespace
+
+std::vector<std::string> equated_columns(std::string_view cond) {
+  // EXPLAIN prints each comparison in parentheses, an AND of them in one more pair:
+  // "(k = $1)", "((a = 1) AND (b = 2))".
+  auto strip = [](std::string_view v) -> std::string_view {
+    if (v.size() >= 2 && v.front() == '(' && v.back() == ')') return v.substr(1, v.size() - 2);
+    return {};
+  };
+  std::vector<std::string_view> parts;
+  std::string_view inner = strip(cond);
+  if (inner.empty()) return {};
+  if (inner.front() == '(') {
+    // Parenthesised conjuncts joined by AND at depth zero; anything else at that depth (an OR,
+    // an operator) makes it not an AND: nothing. Quotes end the reading (fail closed).
+    if (inner.find('\'') != std::string_view::npos) return {};
+    int depth = 0;
+    size_t start = 0;
+    for (size_t i = 0; i < inner.size(); ++i) {
+      if (inner[i] == '(') ++depth;
+      if (inner[i] == ')') --depth;
+      if (depth < 0) return {};
+      if (depth == 0) {
+        if (inner[start] != '(') return {};
+        parts.push_back(inner.substr(start, i + 1 - start));
+        if (i + 1 == inner.size()) break;
+        if (inner.substr(i + 1, 5) != " AND ") return {};
+        start = i + 6;
+        i = start - 1;
+      }
+    }
+    if (depth != 0) return {};
+    for (std::string_view& p : parts) p = strip(p);
+  } else {
+    parts.push_back(inner);
+  }
+  std::vector<std::string> columns;
+  for (std::string_view p : parts) {
+    // Conjuncts other than `column = value` only restrict further: they are skipped.
+    const size_t eq = p.find(" = ");
+    if (eq == std::string_view::npos || eq == 0) continue;
+    std::string_view left = p.substr(0, eq);
+    if (!plain_value(p.substr(eq + 3))) continue;
+    // The column: an identifier, maybe qualified with the table's name or alias.
+    const size_t dot = left.rfind('.');
+    std::string_view column = dot == std::string_view::npos ? left : left.substr(dot + 1);
+    if (column.empty() || !std::all_of(column.begin(), column.end(), identifier_char) ||
+        !std::all_of(left.begin(), left.end(),
+                     [](char ch) { return identifier_char(ch) || ch == '.'; })) {
+      continue;
+    }
+    columns.emplace_back(column);
+  }
+  return columns;
+}
+
+namespace {
+
 void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
   if (!plan.is_object()) return;
   const json* children =
@@ -96,6 +192,18 @@ void collect_modify_nodes(const json& plan, std::vector<ModifyNode>* out) {
         if (rel == "InitPlan" || rel == "SubPlan") continue;
         if (c.contains("Plan Rows") && c["Plan Rows"].is_number()) {
           m.rows = static_cast<int64_t>(std::llround(c["Plan Rows"].get<double>()));
+        }
+        // One scan of the written table itself (run once, as the ModifyTable's input): the
+        // columns its conditions equate to one value.
+        const std::string node = c.value("Node Type", "");
+        if ((node == "Seq Scan" || node == "Index Scan" || node == "Index Only Scan") &&
+            c.value("Relation Name", "") == m.relation && c.value("Schema", "") == m.schema) {
+          for (const char* key : {"Index Cond", "Filter"}) {
+            if (!c.contains(key) || !c[key].is_string()) continue;
+            for (std::string& col : equated_columns(c[key].get<std::string>())) {
+              m.equated_columns.push_back(std::move(col));
+            }
+          }
         }
         break;
       }
@@ -252,14 +360,76 @@ constexpr const char* kStatisticsSql =
     "   pg_relation_size(c.oid) > 0 AND NOT EXISTS (SELECT 1 FROM pg_stats s"
     "     WHERE s.schemaname = n.nspname AND s.tablename = c.relname),"
     "   pg_relation_size(c.oid) / current_setting('block_size')::int8,"
-    "   (current_setting('block_size')::int8 - 24) / 28"  // MaxHeapTuplesPerPage
+    "   (current_setting('block_size')::int8 - 24) / 28,"  // MaxHeapTuplesPerPage
+    // Rows at the last ANALYZE, rows inserted, updated or deleted since (committed and reported
+    // to the statistics system), live rows now, dead rows now, whether a VACUUM ran after the
+    // last ANALYZE.
+    "   greatest(c.reltuples, 0)::float8,"
+    "   coalesce(pg_stat_get_mod_since_analyze(c.oid), 0)::float8,"
+    "   coalesce(pg_stat_get_live_tuples(c.oid), 0)::float8,"
+    "   coalesce(pg_stat_get_dead_tuples(c.oid), 0)::float8,"
+    "   coalesce(greatest(pg_stat_get_last_vacuum_time(c.oid),"
+    "                     pg_stat_get_last_autovacuum_time(c.oid)) >"
+    "            greatest(pg_stat_get_last_analyze_time(c.oid),"
+    "                     pg_stat_get_last_autoanalyze_time(c.oid)), false)"
     " FROM r JOIN pg_class c ON c.oid = r.oid JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relkind IN ('r', 'm') ORDER BY 1";
+
+// Statistics that exist describe the rows of the last ANALYZE. A tree changed by more rows
+// since than autovacuum's default trigger for a new ANALYZE (50 rows + 10% of the rows) no
+// longer estimates a predicate over its rows: `UPDATE t SET k = 1` on every row, then
+// `DELETE FROM t WHERE k = 1` is estimated at the few rows k = 1 had.
+constexpr double kChangedRowsBase = 50;
+constexpr double kChangedRowsShare = 0.1;
+
+// The key columns of each unique index of table $1.$2 that holds at every moment for every
+// row: valid, not deferrable, not partial, over plain columns (no expressions); one row per
+// (index, column).
+constexpr const char* kUniqueKeysSql =
+    "SELECT i.indexrelid::text, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " JOIN pg_attribute a ON a.attrelid = i.indrelid"
+    "   AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])"
+    " WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid"
+    "   AND i.indimmediate AND i.indpred IS NULL"
+    "   AND 0 <> ALL ((i.indkey::int2[])[0:i.indnkeyatts - 1])"
+    " ORDER BY 1";
+
+// True when `m`'s input is one scan of the written table whose conditions equate every key
+// column of one of its unique indexes to one value: it changes at most one row, whatever the
+// statistics say.
+// REQUIRES: the probe's transaction is open on `conn`.
+Result<bool> changes_one_row_by_key(PGconn* conn, const ModifyNode& m) {
+  if (m.equated_columns.empty()) return false;
+  const char* params[] = {m.schema.c_str(), m.relation.c_str()};
+  Res r(PQexecParams(conn, kUniqueKeysSql, 2, nullptr, params, nullptr, nullptr, 0));
+  if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    return unavailable("effect probe catalog lookup (unique indexes): " +
+                       trimmed_error(r.get(), conn));
+  }
+  const int n = PQntuples(r.get());
+  for (int i = 0; i < n;) {
+    const std::string index = PQgetvalue(r.get(), i, 0);
+    bool covered = true;
+    for (; i < n && index == PQgetvalue(r.get(), i, 0); ++i) {
+      const std::string key = PQgetvalue(r.get(), i, 1);
+      covered = covered && std::find(m.equated_columns.begin(), m.equated_columns.end(), key) !=
+                               m.equated_columns.end();
+    }
+    if (covered) return true;
+  }
+  return false;
+}
 
 struct TreeStatistics {
   std::string stale;     // a member with rows but no statistics, "schema.table"; "" for none
   int64_t pages = 0;     // heap pages of the tree
   int64_t capacity = 0;  // the most rows they can hold
+  double analysed_rows = 0;  // reltuples at the members' last ANALYZE (or VACUUM)
+  double modified = 0;       // rows inserted, updated or deleted since their last ANALYZE
+  double live = 0;           // rows now: the larger of live rows and analysed_rows
+  // Changed since its statistics by more than kChangedRowsBase + kChangedRowsShare of its rows.
+  bool changed() const { return modified > kChangedRowsBase + kChangedRowsShare * analysed_rows; }
 };
 
 // Without column statistics (never analysed, or empty at its last ANALYZE and filled since) the
@@ -281,6 +451,19 @@ Result<TreeStatistics> tree_statistics(PGconn* conn, const std::string& schema,
     }
     out.pages += std::strtoll(PQgetvalue(r.get(), i, 2), nullptr, 10);
     per_page = std::strtoll(PQgetvalue(r.get(), i, 3), nullptr, 10);
+    const double analysed = std::strtod(PQgetvalue(r.get(), i, 4), nullptr);
+    const double live = std::strtod(PQgetvalue(r.get(), i, 6), nullptr);
+    const double dead = std::strtod(PQgetvalue(r.get(), i, 7), nullptr);
+    const bool vacuumed_since = std::string(PQgetvalue(r.get(), i, 8)) == "t";
+    double modified = std::strtod(PQgetvalue(r.get(), i, 5), nullptr);
+    // Rows loaded in the ANALYZE's own transaction are in its statistics, yet PostgreSQL counts
+    // them as changed since it once it commits. Until a VACUUM clears them, the rows updated or
+    // deleted since are dead rows, and the rows inserted since are those beyond the ones
+    // ANALYZE saw: count those when fewer.
+    if (!vacuumed_since) modified = std::min(modified, dead + std::abs(live - analysed));
+    out.analysed_rows += analysed;
+    out.modified += modified;
+    out.live += std::max(analysed, live);
   }
   out.capacity = out.pages * per_page;
   return out;
@@ -519,6 +702,7 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
             break;
           }
           std::string stale = target->stale;
+          std::string changed_read;  // a table read to choose the rows, changed since ANALYZE
           for (size_t i = 0; stale.empty() && i < m.scanned.size(); ++i) {
             const size_t dot = m.scanned[i].find('.');
             auto read = tree_statistics(conn.conn, m.scanned[i].substr(0, dot),
@@ -528,8 +712,47 @@ Result<RowEstimate> PgEffectProbe::estimate_rows(const config::Target& target,
               break;
             }
             stale = read->stale;
+            if (read->changed() && changed_read.empty()) changed_read = m.scanned[i];
           }
           if (!failed.is_ok()) break;
+          const std::string written_table = m.schema + "." + m.relation;
+          bool by_key = false;
+          if (stale.empty() && (target->changed() || !changed_read.empty())) {
+            auto one = changes_one_row_by_key(conn.conn, m);
+            if (!one.is_ok()) {
+              failed = one.status();
+              break;
+            }
+            by_key = *one;
+          }
+          if (stale.empty() && !by_key && (target->changed() || !changed_read.empty())) {
+            // Statistics older than the data: the rows the predicate chooses among the rows
+            // of the last ANALYZE (the plan's estimate) plus every row written since, which
+            // may all match now — or, when a table read to choose the rows changed, any row
+            // of the written table. Never more than its rows now or its pages can hold.
+            const double rows_now = std::min(target->live, static_cast<double>(target->capacity));
+            const double bound =
+                changed_read.empty()
+                    ? std::min(static_cast<double>(rows_changed) + target->modified, rows_now)
+                    : rows_now;
+            if (bound > static_cast<double>(rows_changed)) {
+              const auto counted = static_cast<int64_t>(std::ceil(bound));
+              est.rows += counted - rows_changed;
+              rows_changed = counted;
+              const std::string& table = changed_read.empty() ? written_table : changed_read;
+              const TreeStatistics& t = *target;
+              est.unanalysed +=
+                  (est.unanalysed.empty() ? "" : "; ") + table +
+                  " changed since its last ANALYZE (" +
+                  (changed_read.empty()
+                       ? with_commas(static_cast<int64_t>(t.modified)) + " rows written, of " +
+                             with_commas(static_cast<int64_t>(t.analysed_rows))
+                       : std::string("more than 10% of its rows written")) +
+                  "): its statistics no longer estimate the predicate, so the write to " +
+                  written_table + " is counted as " + with_commas(counted) +
+                  " rows (run ANALYZE for an estimate)";
+            }
+          }
           if (!stale.empty() && target->capacity > rows_changed) {
             est.rows += target->capacity - rows_changed;
             rows_changed = target->capacity;

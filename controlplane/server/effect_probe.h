@@ -33,7 +33,13 @@
 //     guesses selectivities) — the written tree (itself, its partitions and inheritance
 //     children) or any table its plan reads to choose the rows — counts the most rows the
 //     written tree's heap pages can hold (pages x MaxHeapTuplesPerPage) when that is more than
-//     the plan's estimate (`unanalysed` says so). Every plan of the
+//     the plan's estimate (`unanalysed` says so). Statistics older than the data: when the
+//     written tree changed since its last ANALYZE by more than 50 rows + 10% of its rows
+//     (n_mod_since_analyze), the write counts the plan's estimate plus the rows written since,
+//     at most the tree's rows; when a table read to choose the rows changed that much, the
+//     written tree's rows — except a write whose input is one scan of the written table whose
+//     conditions equate every key column of a unique index to one value (at most one row).
+//     Every plan of the
 //     EXPLAIN counts: a rule on a written table (DO ALSO
 //     / DO INSTEAD) adds plans of its own, in any order. The user triggers that fire on the
 //     written tables (their partitions and inheritance children included) and on the tables
@@ -56,6 +62,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -97,7 +104,18 @@ struct ModifyNode {
   int64_t rows = 0;              // input rows (the rows it changes)
   // "schema.table" of every relation its input reads (VERBOSE plans), once each, in plan order.
   std::vector<std::string> scanned;
+  // Its input is one scan of the written table (Seq Scan, Index Scan, Index Only Scan, run
+  // once): the columns its Index Cond and Filter equate to one value (equated_columns()).
+  // When they cover a unique index's key the write changes at most one row, whatever the
+  // statistics say.
+  std::vector<std::string> equated_columns;
 };
+// The columns that the top-level AND of a condition as EXPLAIN prints it equates to one value
+// (a parameter or a literal, maybe cast): `(k = $1)`, `((t.a = 1) AND (t.b = ($2)::text) AND
+// (t.c > 3))` gives a, b. Other conjuncts only restrict further and are skipped; a condition
+// that is not an AND (an OR at the top) gives none, as do `= ANY (...)` and a column compared
+// with a column.
+std::vector<std::string> equated_columns(std::string_view condition);
 // Every ModifyTable node of every plan (a rule adds plans), in plan order. invalid_argument
 // for JSON that is not a plan.
 Result<std::vector<ModifyNode>> modify_nodes_from_explain(const std::string& explain_json);

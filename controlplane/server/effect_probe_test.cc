@@ -90,5 +90,46 @@ TEST(ModifyNodesFromExplain, NamesEachWrittenRelationWithItsOperationAndRows) {
   EXPECT_FALSE(modify_nodes_from_explain("[]").is_ok());
 }
 
+TEST(EquatedColumns, ReadsTheColumnsAnAndEquatesToOneValue) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(equated_columns("(pgbench_accounts.aid = $2)"), V{"aid"});
+  EXPECT_EQ(equated_columns("(k = 1)"), V{"k"});
+  EXPECT_EQ(equated_columns("(t.k = ($1)::integer)"), V{"k"});
+  EXPECT_EQ(equated_columns("(v = 'x'::text)"), V{"v"});
+  EXPECT_EQ(equated_columns("((t.a = 1) AND (t.b = ($2)::text))"), (V{"a", "b"}));
+  // Other conjuncts restrict further: skipped.
+  EXPECT_EQ(equated_columns("((k = 1) AND (j > 2) AND (lower(v) = $1))"), V{"k"});
+  // A quote inside an AND is not read (a literal could hide a parenthesis): nothing.
+  EXPECT_TRUE(equated_columns("((k = 1) AND (v = 'a) OR (b'::text))").empty());
+  // Nothing that may choose several rows: a set, a range, an OR, a column compared with a
+  // column, an expression of a column, a sub-select.
+  for (const char* cond : {"(k = ANY ($1))", "(k = ANY ('{1,2}'::integer[]))", "(k > $1)",
+                           "(k >= 1)", "((k = 1) OR (k = 2))", "(lower(v) = 'x'::text)", "(k = j)",
+                           "(t.k = t.j)", "(k = (SubPlan 1))", "(k = ($1 + j))", "k = 1", "", "()",
+                           "((k = 1) AND (j = 2)", "((k = 1) OR (k = 2) AND (j = 1))"}) {
+    EXPECT_TRUE(equated_columns(cond).empty()) << cond;
+  }
+}
+
+TEST(ModifyNodesFromExplain, NotesTheColumnsItsScanOfTheTargetEquates) {
+  const char* plan = R"json([{"Plan": {"Node Type": "ModifyTable", "Operation": "Update",
+      "Relation Name": "a", "Schema": "public", "Plans": [
+      {"Node Type": "Index Scan", "Parent Relationship": "Outer", "Plan Rows": 1,
+       "Index Name": "a_pkey", "Relation Name": "a", "Schema": "public",
+       "Index Cond": "(a.k = $2)", "Filter": "(a.j = 3)"}]}}])json";
+  auto nodes = modify_nodes_from_explain(plan);
+  ASSERT_TRUE(nodes.is_ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ((*nodes)[0].equated_columns, (std::vector<std::string>{"k", "j"}));
+  // A scan of another table (a join's side) says nothing about the written one.
+  const char* other = R"json([{"Plan": {"Node Type": "ModifyTable", "Operation": "Delete",
+      "Relation Name": "a", "Schema": "public", "Plans": [
+      {"Node Type": "Seq Scan", "Parent Relationship": "Outer", "Plan Rows": 1,
+       "Relation Name": "b", "Schema": "public", "Filter": "(b.k = 1)"}]}}])json";
+  nodes = modify_nodes_from_explain(other);
+  ASSERT_TRUE(nodes.is_ok());
+  EXPECT_TRUE((*nodes)[0].equated_columns.empty());
+}
+
 }  // namespace
 }  // namespace pgwarden::server

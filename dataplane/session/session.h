@@ -182,6 +182,10 @@ class Session {
     std::string message;
     int position = 0;       // a syntax error's cursor position (ErrorResponse P field)
     bool recorded = false;  // its write-ahead record was written (send_record)
+    // Allowed by an approval (a reviewer's, or a standing shape grant): for a Parse, the
+    // approval covers one Bind of the statement (refuse_spent_approval).
+    bool approved = false;
+    std::string approval_id;
   };
 
   class ClientIo : public IoHandler {
@@ -254,6 +258,13 @@ class Session {
   // every EXECUTE is decided anew), is refused (42501, rule unknown_prepared_statement). True
   // when it was refused. Not pooled sessions: they map names themselves (session_pool.cc).
   bool refuse_unparsed_bind(const pgwire::Message& m, std::string_view statement);
+  // Bind (`m` or a stand-in) of `statement`, whose Parse ran only by an approval: the approval
+  // covers the first Bind after that Parse (the values it carries); any later Bind of the same
+  // statement is refused (42501, rule approval_spent; audited) until the client prepares it
+  // again, which asks for a new approval. True when refused. Marks the first Bind as spent.
+  bool refuse_spent_approval(const pgwire::Message& m, std::string_view statement);
+  // A forwarded Parse (`d` its decision) or Close: keeps approved_statements_ in step.
+  void note_approved_statement(const pgwire::Message& m, const Decision* d);
   // Keeps parsed_statements_ in step with what is forwarded: Parse adds, Close removes, and a
   // statement text that may DEALLOCATE or DISCARD (SQL-level) forgets them all (fail closed:
   // a later Bind of such a name is refused rather than run under a stale decision).
@@ -534,6 +545,17 @@ class Session {
     uint64_t masks_version = 0;  // masks_version_ it was decided under
   };
   std::unordered_map<std::string, ParsedStatement> parsed_statements_;
+  // Statements (client names; "" is the unnamed statement) whose Parse was forwarded only by an
+  // approval, and whether their one Bind was sent. A named entry is forgotten only at a Close
+  // of that name (a Parse of a name in use fails upstream and leaves the approved statement in
+  // place; a SQL DEALLOCATE is not trusted to have run); the unnamed one at the next Parse,
+  // which replaces the unnamed statement. At most kMaxParsedStatements: an approved Parse over
+  // that is refused (never an entry dropped, which would let its statement run again).
+  struct ApprovedStatement {
+    std::string approval_id;
+    bool bound = false;
+  };
+  std::unordered_map<std::string, ApprovedStatement> approved_statements_;
   size_t parsed_text_bytes_ = 0;
   uint64_t parse_serial_ = 0;  // counts the Parse messages forwarded
   // Portals bound in this session (client names; "" is the unnamed portal): the Parse whose

@@ -429,6 +429,14 @@ bool Session::start_pooled_bind_stream(uint32_t length) {
                  "transaction_pooling");
     return true;
   }
+  {
+    pw::Message stand_in;
+    stand_in.type = 'B';
+    if (refuse_spent_approval(stand_in, stmt)) {
+      client_skip_ = 1 + static_cast<size_t>(length);
+      return true;
+    }
+  }
   const std::string server_name = stmt.empty() ? std::string() : it->second.server_name;
   if (!stmt.empty()) ensure_prepared(it->second);
   bump(worker_->counters().messages_streamed);

@@ -85,7 +85,23 @@ void Session::process_client_input() {
               portal_end == std::string_view::npos ? portal_end : body.find('\0', portal_end + 1);
           if (name_end == std::string_view::npos) {
             if (body.size() < kMaxBindNamesBytes) break;  // wait for the names
-            // Longer names than that are not SQL PREPARE names: relayed below.
+            // Longer names than that are not SQL PREPARE names: relayed below, unless an
+            // approved statement's one Bind may be at stake (its name is not read: refused).
+            if (!approved_statements_.empty()) {
+              pw::Message stand_in;
+              stand_in.type = 'B';
+              const std::string message =
+                  "pgwarden: Bind refused: its names are longer than the gateway reads "
+                  "(" +
+                  std::to_string(kMaxBindNamesBytes) +
+                  " bytes) while this session holds "
+                  "approved prepared statements, whose approval covers one Bind each";
+              emit_statement("-- Bind with unreadable names", "deny", "approval_spent", "execute",
+                             message);
+              apply_denial(stand_in, "42501", message, "approval_spent");
+              client_skip_ = 1 + static_cast<size_t>(len);
+              continue;
+            }
           } else {
             pw::Message stand_in;
             stand_in.type = 'B';
@@ -99,7 +115,8 @@ void Session::process_client_input() {
               continue;
             }
             if (refuse_unparsed_bind(stand_in, statement) ||
-                refuse_stale_prepared(stand_in, statement)) {
+                refuse_stale_prepared(stand_in, statement) ||
+                refuse_spent_approval(stand_in, statement)) {
               client_skip_ = 1 + static_cast<size_t>(len);
               continue;
             }
@@ -427,6 +444,9 @@ bool Session::handle_statement_message(const pw::Message& m) {
           case MasksCheck::kCurrent:
             break;
         }
+        // After the masks check: a Bind that waited for cp comes through here again, and this
+        // one counts the approved statement's execution.
+        if (refuse_spent_approval(m, b.statement)) return true;
       }
       forward(m);
       return true;
@@ -519,6 +539,49 @@ void Session::finish_client_stream() {
       // that name needs a record of its own.
       ledger_.forget_portal(bind_stream_.portal());
     }
+  }
+}
+
+bool Session::refuse_spent_approval(const pw::Message& m, std::string_view statement) {
+  auto it = approved_statements_.find(std::string(statement));
+  if (it == approved_statements_.end()) return false;
+  if (!it->second.bound) {
+    it->second.bound = true;
+    return false;
+  }
+  const std::string name = statement.empty()
+                               ? std::string("the unnamed prepared statement")
+                               : "prepared statement \"" + std::string(statement) + "\"";
+  std::string approval = it->second.approval_id.empty() ? std::string("an approval")
+                                                        : "approval " + it->second.approval_id;
+  const std::string message =
+      "pgwarden: " + name + " ran by " + approval +
+      ", which covers one execution (the Bind that followed it); it has run: prepare the "
+      "statement again (Parse) to ask for a new approval for other values";
+  emit_statement("-- Bind of " + name, "deny", "approval_spent", "execute", message);
+  apply_denial(m, "42501", message, "approval_spent");
+  return true;
+}
+
+void Session::note_approved_statement(const pw::Message& m, const Decision* d) {
+  if (m.type == 'C') {
+    pw::Close c;
+    if (pw::parse(m.body, &c).ok() && c.kind == 'S')
+      approved_statements_.erase(std::string(c.name));
+    return;
+  }
+  if (m.type != 'P') return;
+  pw::Parse p;
+  if (!pw::parse(m.body, &p).ok()) return;  // PostgreSQL refuses it
+  const std::string name(p.statement);
+  if (d != nullptr && d->approved) {
+    // A named statement already approved keeps its state: this Parse fails upstream
+    // ("already exists") and the earlier statement stays.
+    if (name.empty() || approved_statements_.count(name) == 0) {
+      approved_statements_[name] = ApprovedStatement{d->approval_id, false};
+    }
+  } else if (name.empty()) {
+    approved_statements_.erase(name);  // a Parse of the unnamed statement replaces it
   }
 }
 
@@ -1048,6 +1111,7 @@ void Session::forward(const pw::Message& m, const Decision* d) {
   if (pooled() && refuse_pooled_statement(m)) return;
   if (m.type == 'P') ++parse_serial_;
   note_statement_names(m);
+  note_approved_statement(m, d);
   note_transaction_objects(m);
   // Masking and recording know the client's names; the server gets its own (pooled).
   if (results_) note_forwarded(m);
@@ -1071,6 +1135,19 @@ bool Session::check_statement(const pw::Message& m, std::string_view sql) {
   if (decision_) {
     Decision d = std::move(*decision_);
     decision_.reset();
+    if (d.allow && d.approved && m.type == 'P' &&
+        approved_statements_.size() >= kMaxParsedStatements) {
+      // Never forget an approved statement (its next Bind would run unchecked): refuse more.
+      pw::Parse p;
+      if (pw::parse(m.body, &p).ok() && !approved_statements_.contains(std::string(p.statement))) {
+        d.allow = false;
+        d.sqlstate = "54000";
+        d.rule = "approval_spent";
+        d.message = "pgwarden: this session holds " + std::to_string(kMaxParsedStatements) +
+                    " approved prepared statements: close some (Close) before preparing more";
+        emit_statement(p.query, "deny", d.rule, "execute", d.message);
+      }
+    }
     if (d.allow) {
       bump(c.statements_allowed);
       forward(m, &d);
@@ -1423,6 +1500,8 @@ void Session::escalate_approval(std::string sql, uint64_t shape_key, std::string
           }
         } else {
           d.allow = str_field(*r, "verdict") == "allow";
+          d.approved = d.allow;
+          d.approval_id = str_field(*r, "approval_id");
           std::string why = str_field(*r, "reason");
           std::string approval = str_field(*r, "approval_id");
           d.message = "pgwarden: approval for rule " + rule + " was denied";

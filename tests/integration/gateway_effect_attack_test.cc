@@ -422,6 +422,70 @@ TEST_F(GatewayEffectAttackTest, WritesToTablesWithoutStatisticsAreBoundedByTheir
   EXPECT_EQ(state("t_nostats"), "499/499");
 }
 
+// Statistics that exist but describe older data: every row's flag set after ANALYZE, then a
+// DELETE by flag is estimated by the old statistics (no row had flag 1: about one row). Once
+// more rows changed since ANALYZE than autovacuum's own trigger (50 + 10%), the write is
+// counted as the rows written since plus the estimate, up to the table's rows: held, nothing
+// deleted. A keyed write (primary key equality) is bounded by the key and still runs.
+TEST_F(GatewayEffectAttackTest, WritesChoosingByStatisticsOlderThanTheDataAreBoundedByTheChanges) {
+  ASSERT_FALSE(db(R"(create table public.t_stale (k int primary key, v text, flag int)
+        with (autovacuum_enabled = false);
+      insert into public.t_stale select g, 'orig', 0 from generate_series(1, 500) g;
+      alter table public.t_stale owner to app_scram; select 1)")
+                   .empty());
+  ASSERT_EQ(db("analyze public.t_stale; select 1"), "1");
+  ASSERT_NO_FATAL_FAILURE(make_table("t_stale_by", 100));
+  ASSERT_EQ(db("update public.t_stale set flag = 1; select 1"), "1");
+  // PostgreSQL reports a session's counts when it ends or goes idle: wait for them.
+  ASSERT_TRUE(eventually([] {
+    return db("select n_mod_since_analyze >= 500 from pg_stat_user_tables"
+              " where relid = 'public.t_stale'::regclass") == "t";
+  }));
+  Conn c = agent();
+  const std::string sql = "delete from public.t_stale where flag = 1";
+  expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_stale"), "500/500");
+  json list = ctl_json_as(*gw_, "reviewer", {"approvals", "list", "--state", "all"});
+  bool noted = false;
+  for (const json& r : list.value("approvals", json::array())) {
+    noted |= r.value("sql", "") == sql &&
+             r.dump().find("public.t_stale changed since its last ANALYZE") != std::string::npos;
+  }
+  EXPECT_TRUE(noted) << list.dump();
+  // A table read to choose the rows that changed since its statistics: the written table's
+  // rows (100, over the threshold of 50).
+  const std::string sub =
+      "delete from public.t_stale_by where k in (select k from public.t_stale where flag = 1)";
+  expect_held(attempt(c.get(), sub), "policy.rows_over", sub);
+  EXPECT_EQ(state("t_stale_by"), "100/100");
+  // By primary key: at most one row whatever the statistics say (simple and extended).
+  Outcome one = attempt(c.get(), "delete from public.t_stale where k = 1");
+  EXPECT_TRUE(one.ran) << one.held_rule << one.message;
+  const char* two[] = {"2"};
+  Res keyed(PQexecParams(c.get(), "update public.t_stale set v = 'x' where k = $1", 1, nullptr, two,
+                         nullptr, nullptr, 0));
+  EXPECT_EQ(PQresultStatus(keyed.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(keyed.get());
+  // After ANALYZE the plan's estimate (every row has flag 1) holds it as well.
+  ASSERT_EQ(db("analyze public.t_stale; select 1"), "1");
+  expect_held(attempt(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_stale"), "499/498");
+  // A table loaded and analysed in one transaction: PostgreSQL counts the loaded rows as
+  // changed since the ANALYZE once it commits, yet its statistics describe them. A write of
+  // a few rows by a range runs at once.
+  ASSERT_FALSE(db(R"(create table public.t_loaded (k int primary key, v text)
+        with (autovacuum_enabled = false);
+      insert into public.t_loaded select g, 'orig' from generate_series(1, 500) g;
+      analyze public.t_loaded; alter table public.t_loaded owner to app_scram; select 1)")
+                   .empty());
+  ASSERT_TRUE(eventually([] {
+    return db("select n_mod_since_analyze >= 500 from pg_stat_user_tables"
+              " where relid = 'public.t_loaded'::regclass") == "t";
+  }));
+  Outcome few = attempt(c.get(), "delete from public.t_loaded where k <= 3");
+  EXPECT_TRUE(few.ran) << few.held_rule << few.message;
+  EXPECT_EQ(state("t_loaded"), "497/497");
+}
+
 // A statement sent with Parse is decided at its Parse, before the bind values are known. The
 // generic plan guesses `k > $1` at a third of the table and `v LIKE $1` at 0.5%: both under
 // the threshold of 50 for 100 rows, while `$1 = 0` or `'%'` reach every row. Such writes have
@@ -456,6 +520,129 @@ TEST_F(GatewayEffectAttackTest, BindParametersThatMayReachEveryRowHaveNoBound) {
   EXPECT_EQ(PQresultStatus(deleted.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(deleted.get());
   EXPECT_STREQ(PQcmdTuples(deleted.get()), "1");
   EXPECT_EQ(state("t_param"), "99/99");
+}
+
+// A reviewer approves a prepared statement's Parse without seeing any values: the approval
+// covers the Bind that follows it (one execution, with the values it carries). A second Bind of
+// the same statement, with any values, is refused (42501, audited) and changes nothing;
+// preparing it again asks for a new approval. Also when the client pipelines both executions
+// behind the held Parse.
+TEST_F(GatewayEffectAttackTest, ApprovedPreparedStatementRunsOnceThenAsksAgain) {
+  ASSERT_NO_FATAL_FAILURE(make_table("t_once", 100));
+  Conn c = agent();
+  const std::string sql = "delete from public.t_once where k >= $1";
+  ASSERT_EQ(PQsendPrepare(c.get(), "del_once", sql.c_str(), 1, nullptr), 1);
+  Outcome held = await(c.get(), sql, /*leave_pending=*/true);
+  ASSERT_EQ(held.held_rule, "policy.rows_over") << held.sqlstate << " " << held.message;
+  EXPECT_EQ(state("t_once"), "100/100");
+  CtlResult a = gw_->ctl("reviewer", {"approvals", "approve", held.id, "--reason", "k >= 96"});
+  ASSERT_EQ(a.code, 0) << a.out << a.err;
+  Res prepared = next_result(c.get(), 10000);
+  ASSERT_NE(prepared, nullptr);
+  ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK)
+      << PQresultErrorMessage(prepared.get());
+  drain(c.get());
+  // The approved execution: the values the reviewer was told about.
+  const char* approved[] = {"96"};
+  Res first(PQexecPrepared(c.get(), "del_once", 1, approved, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(first.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(first.get());
+  EXPECT_STREQ(PQcmdTuples(first.get()), "5");
+  EXPECT_EQ(state("t_once"), "95/95");
+  // Any further execution, whatever its values, is refused before it reaches PostgreSQL.
+  for (const char* value : {"0", "96"}) {
+    const char* values[] = {value};
+    Res again(PQexecPrepared(c.get(), "del_once", 1, values, nullptr, nullptr, 0));
+    EXPECT_EQ(PQresultStatus(again.get()), PGRES_FATAL_ERROR) << value;
+    EXPECT_EQ(sqlstate(again.get()), "42501") << value;
+    EXPECT_NE(std::string(PQresultErrorMessage(again.get())).find("covers one execution"),
+              std::string::npos)
+        << PQresultErrorMessage(again.get());
+  }
+  // A Bind over max_message_bytes (1 MiB here), relayed to PostgreSQL as it arrives: refused
+  // the same, before its first byte goes upstream (PostgreSQL would answer 22P02).
+  const std::string big(2 << 20, '9');
+  const char* big_values[] = {big.c_str()};
+  Res streamed(PQexecPrepared(c.get(), "del_once", 1, big_values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(streamed.get()), "42501") << PQresultErrorMessage(streamed.get());
+  EXPECT_EQ(state("t_once"), "95/95");
+  EXPECT_TRUE(
+      eventually([] { return audited_deny("-- Bind of prepared statement \"del_once\""); }));
+  // A SQL EXECUTE of the same statement is decided on its own, never under the spent approval.
+  Outcome executed = attempt(c.get(), "execute del_once(0)");
+  EXPECT_FALSE(executed.ran) << executed.sqlstate;
+  EXPECT_EQ(state("t_once"), "95/95");
+  // The session still works, and preparing the statement again asks again (denied: intact).
+  Res ok(PQexec(c.get(), "select 1"));
+  EXPECT_EQ(PQresultStatus(ok.get()), PGRES_TUPLES_OK);
+  ASSERT_EQ(PQsendPrepare(c.get(), "del_again", sql.c_str(), 1, nullptr), 1);
+  expect_held(await(c.get(), sql), "policy.rows_over", sql);
+  EXPECT_EQ(state("t_once"), "95/95");
+
+  // Pipelined: Parse, then two Bind/Execute of it, all sent before the Parse is decided.
+  ASSERT_EQ(PQenterPipelineMode(c.get()), 1);
+  ASSERT_EQ(PQsendPrepare(c.get(), "del_pipe", sql.c_str(), 1, nullptr), 1);
+  const char* pipe_first[] = {"91"};
+  const char* pipe_second[] = {"0"};
+  ASSERT_EQ(PQsendQueryPrepared(c.get(), "del_pipe", 1, pipe_first, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(c.get()), 1);
+  ASSERT_EQ(PQsendQueryPrepared(c.get(), "del_pipe", 1, pipe_second, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(c.get()), 1);
+  json p;
+  ASSERT_TRUE(eventually([&] {
+    p = pending_request(*gw_, "reviewer", sql);
+    return p.contains("id");
+  }));
+  EXPECT_EQ(state("t_once"), "95/95");
+  CtlResult b = gw_->ctl("reviewer", {"approvals", "approve", p.value("id", "")});
+  ASSERT_EQ(b.code, 0) << b.out << b.err;
+  // Results in order: the Parse, the first execution, its sync; the second execution, its sync.
+  std::vector<std::string> seen;
+  std::string second_state;
+  auto end = Clock::now() + std::chrono::seconds(20);
+  while (seen.size() < 5 && Clock::now() < end) {
+    Res r = next_result(c.get(), 10000);
+    if (r == nullptr) continue;  // the end of one query's results
+    const ExecStatusType st = PQresultStatus(r.get());
+    if (st == PGRES_FATAL_ERROR) second_state = sqlstate(r.get());
+    seen.push_back(PQresStatus(st) +
+                   std::string(st == PGRES_COMMAND_OK ? PQcmdTuples(r.get()) : ""));
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"PGRES_COMMAND_OK", "PGRES_COMMAND_OK5",
+                                            "PGRES_PIPELINE_SYNC", "PGRES_FATAL_ERROR",
+                                            "PGRES_PIPELINE_SYNC"}));
+  EXPECT_EQ(second_state, "42501");
+  EXPECT_EQ(PQexitPipelineMode(c.get()), 1) << PQerrorMessage(c.get());
+  EXPECT_EQ(state("t_once"), "90/90");
+}
+
+// Functions that act on other sessions, the server, its WAL or replication are on the
+// dangerous-function list: refused at once (42501, audited) under a policy that allows every
+// statement kind, unless the policy lists them in allowed_functions. Nothing reaches
+// PostgreSQL: the other session survives.
+TEST_F(GatewayEffectAttackTest, FunctionsActingOnTheServerAreRefusedUnderEveryKind) {
+  Conn victim = agent();
+  Res pid_r(PQexec(victim.get(), "select pg_backend_pid()"));
+  ASSERT_EQ(PQresultStatus(pid_r.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(pid_r.get());
+  const std::string pid = PQgetvalue(pid_r.get(), 0, 0);
+  Conn c = agent();
+  const std::vector<std::string> statements = {
+      "select pg_terminate_backend(" + pid + ")",
+      "select pg_cancel_backend(" + pid + ")",
+      "select pg_catalog.pg_terminate_backend(pid) from pg_stat_activity",
+      "select pg_reload_conf()",
+      "select pg_rotate_logfile()",
+      "select pg_switch_wal()",
+      "select pg_drop_replication_slot('pgw_attack_slot')",
+      "select * from dblink_exec('dbname=demo', 'delete from public.t')"};
+  for (const std::string& sql : statements) {
+    SCOPED_TRACE(sql);
+    Outcome o = attempt(c.get(), sql);
+    EXPECT_EQ(o.sqlstate, "42501") << o.message << " held=" << o.held_rule << " ran=" << o.ran;
+    EXPECT_TRUE(o.held_rule.empty());
+    EXPECT_TRUE(eventually([&] { return audited_deny(sql); }, 10000)) << sql;
+  }
+  Res alive(PQexec(victim.get(), "select 1"));
+  EXPECT_EQ(PQresultStatus(alive.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(alive.get());
 }
 
 TEST_F(GatewayEffectAttackTest, DropsOfStoredDataWait) {
@@ -513,10 +700,46 @@ TEST_F(GatewayEffectAttackTest, DdlThatDestroysOrHidesRowsWithoutADropWaits) {
     EXPECT_EQ(db("select count(*) from public.p_ddl"), "5");
     EXPECT_EQ(db("select count(*) from public.i_ddl"), "5");
   }
+  // TRUNCATE of a partitioned parent empties every partition; a keyed DELETE in a WITH inside
+  // COPY (...) TO cannot be EXPLAINed, so it has no estimate. Both held, nothing changed.
+  const std::string trunc_parent = "truncate public.p_ddl";
+  expect_held(attempt(c.get(), trunc_parent), "policy.truncate", trunc_parent);
+  const std::string copy_delete =
+      "copy (with d as (delete from public.t_ddl where k = 1 returning k) select k from d) to "
+      "stdout";
+  expect_held(attempt(c.get(), copy_delete), "policy.rows_over", copy_delete);
+  EXPECT_EQ(db("select count(*) from public.p_ddl_1"), "5");
+  EXPECT_EQ(state("t_ddl"), "5/5");
+  // Rows taken out of the WAL (a crash empties the table): held as `drop`, still logged.
+  const std::string unlogged = "alter table public.t_ddl set unlogged";
+  expect_held(attempt(c.get(), unlogged), "policy.drop", unlogged);
+  EXPECT_EQ(db("select relpersistence from pg_class where oid = 'public.t_ddl'::regclass"), "p");
+  // Switching trigger code on or off for every later write (DISABLE TRIGGER ALL also stops the
+  // foreign key's enforcement): held as `unknown_effect`, every trigger still enabled.
+  ASSERT_FALSE(db(R"(create function public.refuse_delete() returns trigger language plpgsql as
+        $$ begin raise exception 'rows of fk_ddl are kept'; end $$;
+      create trigger keep_rows before delete on public.fk_ddl
+        for each row execute function public.refuse_delete(); select 1)")
+                   .empty());
+  for (const char* sql :
+       {"alter table public.t_ddl disable trigger all",
+        "alter table public.fk_ddl disable trigger user", "drop trigger keep_rows on public.fk_ddl",
+        "alter table public.t_ddl enable trigger all",
+        "alter table public.fk_ddl enable always trigger no_such_trigger"}) {
+    SCOPED_TRACE(sql);
+    expect_held(attempt(c.get(), sql), "policy.unknown_effect", sql);
+  }
+  EXPECT_EQ(db("select count(*) from pg_trigger where tgrelid in ('public.t_ddl'::regclass,"
+               " 'public.fk_ddl'::regclass) and tgenabled <> 'O'"),
+            "0");
+  EXPECT_NE(db("select count(*) from pg_trigger where tgrelid = 'public.t_ddl'::regclass"), "0");
+  EXPECT_EQ(db("select count(*) from pg_trigger where tgname = 'keep_rows'"), "1");
   // Changes that keep every stored row and value run at once.
-  for (const char* sql : {"alter table public.t_ddl add column note text",
-                          "alter table public.t_ddl set (fillfactor = 90)",
-                          "alter table public.t_ddl drop constraint t_ddl_pkey cascade"}) {
+  for (const char* sql :
+       {"alter table public.t_ddl add column note text", "vacuum public.t_ddl",
+        "analyze public.t_ddl", "reindex table public.t_ddl",
+        "cluster public.t_ddl using t_ddl_pkey", "alter table public.t_ddl set (fillfactor = 90)",
+        "alter table public.t_ddl drop constraint t_ddl_pkey cascade"}) {
     Outcome o = attempt(c.get(), sql);
     EXPECT_TRUE(o.ran) << sql << " held=" << o.held_rule << " " << o.message;
   }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/fd_limit.h"
+#include "tests/integration/approval_client.h"
 #include "tests/integration/gateway_harness.h"
 
 namespace pgwarden::testing {
@@ -230,6 +231,62 @@ TEST_F(GatewayPoolTest, BindLargerThanMaxMessageBytesStreamsToTheMappedStatement
   // A name the agent never prepared is refused before anything goes upstream.
   Res unknown(PQexecPrepared(c.get(), "nope", 1, params, nullptr, nullptr, 0));
   EXPECT_EQ(sqlstate(unknown.get()), "26000") << PQresultErrorMessage(unknown.get());
+  EXPECT_EQ(scalar(c.get(), "SELECT 8"), "8");
+}
+
+// Approvals in a pooled session: an approved prepared statement's approval covers its first
+// Bind, whichever upstream connection the transaction lands on; the next Bind is refused by the
+// gateway (42501) before it reaches any connection, also streamed (over max_message_bytes).
+class GatewayPoolApprovalTest : public SharedGatewayTest<GatewayPoolApprovalTest> {
+ public:
+  static GatewayOptions gateway_options() {
+    GatewayOptions o = pooled_gateway(2, 60000);
+    o.approver_groups = {"reviewers"};
+    o.approval_timeout_s = 120;
+    o.admin_principals = {{"reviewer", {"reviewers"}}};
+    return o;
+  }
+};
+
+TEST_F(GatewayPoolApprovalTest, ApprovedPreparedStatementRunsOnceOnAnyConnection) {
+  create_agent_table(gw_, "public.pool_once");
+  ASSERT_TRUE(gw_->pg().psql("INSERT INTO public.pool_once SELECT 1, g FROM generate_series(1, 5) g")
+                  .is_ok());
+  Conn c = connect_to(gw_);
+  // No WHERE: held for approval (where_absent) at its Parse.
+  const std::string sql = "UPDATE public.pool_once SET agent = $1";
+  ASSERT_EQ(PQsendPrepare(c.get(), "upd_all", sql.c_str(), 1, nullptr), 1);
+  nlohmann::json req;
+  ASSERT_TRUE(eventually([&] {
+    req = pending_request(*gw_, "reviewer", sql);
+    return req.contains("id");
+  }));
+  CtlResult a = gw_->ctl("reviewer", {"approvals", "approve", req.value("id", "")});
+  ASSERT_EQ(a.code, 0) << a.out << a.err;
+  Res prepared = next_result(c.get(), 10000);
+  ASSERT_NE(prepared, nullptr);
+  ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK)
+      << PQresultErrorMessage(prepared.get());
+  drain(c.get());
+  // Land the next transaction on another connection now and then: hold one meanwhile.
+  Conn holder = connect_to(gw_);
+  exec_ok(holder.get(), "BEGIN");
+  EXPECT_EQ(scalar(holder.get(), "SELECT 1"), "1");
+  const char* seven[] = {"7"};
+  Res first(PQexecPrepared(c.get(), "upd_all", 1, seven, nullptr, nullptr, 0));
+  ASSERT_EQ(PQresultStatus(first.get()), PGRES_COMMAND_OK) << PQresultErrorMessage(first.get());
+  EXPECT_STREQ(PQcmdTuples(first.get()), "5");
+  exec_ok(holder.get(), "COMMIT");
+  const char* eight[] = {"8"};
+  Res second(PQexecPrepared(c.get(), "upd_all", 1, eight, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(second.get()), "42501") << PQresultErrorMessage(second.get());
+  const std::string big(2 << 20, '9');
+  const char* big_values[] = {big.c_str()};
+  Res streamed(PQexecPrepared(c.get(), "upd_all", 1, big_values, nullptr, nullptr, 0));
+  EXPECT_EQ(sqlstate(streamed.get()), "42501") << PQresultErrorMessage(streamed.get());
+  auto agents = gw_->pg().psql("SELECT string_agg(DISTINCT agent::text, ',') FROM public.pool_once");
+  ASSERT_TRUE(agents.is_ok());
+  EXPECT_EQ(trimmed(*agents), "7");
   EXPECT_EQ(scalar(c.get(), "SELECT 8"), "8");
 }
 
