@@ -176,7 +176,12 @@ void Session::refuse_pool_timeout(uint8_t type) {
                         ", pool_wait_timeout_ms, transaction pooling); retry later";
   emit_event(
       {{"kind", "error"}, {"sqlstate", "53300"}, {"code", "pool_timeout"}, {"message", message}});
-  pw::append_error_response(client_out_, "ERROR", "53300", message);
+  refuse_without_server(type, "53300", message);
+}
+
+void Session::refuse_without_server(uint8_t type, std::string_view sqlstate,
+                                    std::string_view message) {
+  pw::append_error_response(client_out_, "ERROR", sqlstate, message);
   if (type == 'Q' || type == 'F' || type == 'S') {
     pw::append_ready_for_query(client_out_, 'I');
   } else {
