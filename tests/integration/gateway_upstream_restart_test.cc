@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <signal.h>
 
 #include <chrono>
 #include <cstdio>
@@ -70,7 +71,7 @@ class UpstreamRestartTest : public SharedGatewayTest<UpstreamRestartTest> {
  public:
   static GatewayOptions gateway_options() {
     GatewayOptions o;
-    o.extra_service_keys = {"tx", "copy", "stream", "sleep", "pooltx", "poolidle", "after"};
+    o.extra_service_keys = {"tx", "copy", "stream", "sleep", "pooltx", "poolidle", "after", "held"};
     o.extra_targets_json =
         json{{"demo_pool", {{"pool_mode", "transaction"}, {"pool_size", kPoolSize}}}}.dump();
     return o;
@@ -208,6 +209,9 @@ TEST_F(UpstreamRestartTest, ImmediateStopUnderLiveSessionsErrorsEveryClientAndRe
                   "and state = 'idle in transaction'"),
             1);
 
+  // The sandbox runs with synchronous_commit off: make the table's creation survive the crash
+  // (what the open transactions and the COPY wrote is not committed, so it cannot).
+  ASSERT_TRUE(gw_->pg().psql("checkpoint").is_ok());
   ASSERT_TRUE(gw_->pg().stop_immediate().is_ok());
   std::fprintf(stderr, "[ upstream ] PostgreSQL stopped (immediate)\n");
 
@@ -299,6 +303,48 @@ TEST_F(UpstreamRestartTest, ImmediateStopUnderLiveSessionsErrorsEveryClientAndRe
     }
     EXPECT_TRUE(closed) << "no upstream_closed record";
   }
+}
+
+// A statement held in the dataplane for its write-ahead record (cp stopped with SIGSTOP, so the
+// record is not acknowledged) when PostgreSQL dies: the client is told at once (it does not wait
+// for cp), the statement never runs, and its recording has no completion record that says it
+// did.
+TEST_F(UpstreamRestartTest, AStatementHeldForItsRecordWhenTheUpstreamDiesNeverRunsAndIsReported) {
+  ASSERT_TRUE(gw_->pg()
+                  .psql("create table if not exists public.ur_held (v text); "
+                        "grant all on public.ur_held to app_scram;")
+                  .is_ok());
+  auto held = connect("held", "application_name=ur_held");
+  // The shape's verdict is cached: the next one needs only its write-ahead record.
+  exec_ok(*held, "insert into public.ur_held values ('ur-held-0')", PGRES_COMMAND_OK);
+  // The sandbox runs with synchronous_commit off: make what committed survive the crash.
+  ASSERT_TRUE(gw_->pg().psql("checkpoint").is_ok());
+  gw_->signal_cp(SIGSTOP);
+  struct Resume {
+    ~Resume() { gw_->signal_cp(SIGCONT); }
+  } resume;
+  ASSERT_EQ(PQsendQuery(held->conn.get(), "insert into public.ur_held values ('ur-held-1')"), 1);
+  ASSERT_EQ(PQflush(held->conn.get()), 0);
+  ASSERT_TRUE(gw_->pg().stop_immediate().is_ok());
+  EXPECT_TRUE(drain(*held, 15000)) << "the client waits although its upstream is gone";
+  EXPECT_TRUE(held->told("08006")) << held->result_messages << held->notices.message;
+  EXPECT_EQ(PQstatus(held->conn.get()), CONNECTION_BAD);
+  gw_->signal_cp(SIGCONT);
+  ASSERT_TRUE(gw_->pg().restart().is_ok());
+  EXPECT_EQ(count("select count(*) from public.ur_held where v = 'ur-held-1'"), 0);
+  EXPECT_EQ(count("select count(*) from public.ur_held where v = 'ur-held-0'"), 1);
+  std::vector<Recording> recs;
+  ASSERT_TRUE(eventually([&] {
+    recs = recordings_with(gw_->state_dir(), "'ur-held-0'");
+    return recs.size() == 1 && recs[0].report.sealed;
+  })) << "no sealed recording";
+  EXPECT_TRUE(recs[0].report.ok) << recs[0].report.reason;
+  for (const json& end : ends_of(recs[0], "'ur-held-1'")) {
+    EXPECT_TRUE(end.contains("error")) << "recorded as completed: " << end.dump();
+  }
+  // And the gateway serves new sessions.
+  auto after = connect("after");
+  exec_ok(*after, "insert into public.ur_held values ('ur-held-after')", PGRES_COMMAND_OK);
 }
 
 }  // namespace
