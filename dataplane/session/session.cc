@@ -285,7 +285,13 @@ bool Session::upstream_read_allowed() const {
 void Session::read_client() {
   if (state_ == State::kTlsHandshake) {
     IoStatus st = client_.handshake();
-    if (st == IoStatus::kWouldBlock) return;
+    if (st == IoStatus::kWouldBlock) {
+      // What OpenSSL holds now is an incomplete record (half a ClientHello): only the socket
+      // can complete it. Still "readable", update_interest() would come straight back for
+      // those bytes, forever, and the worker would serve no one else.
+      client_readable_ = false;
+      return;
+    }
     if (st != IoStatus::kOk) {
       spdlog::debug("session {}: client TLS handshake failed: {}", session_id_hex(),
                     client_.error());
