@@ -135,14 +135,15 @@ class GatewaySlowClientsTest : public SharedGatewayTest<GatewaySlowClientsTest> 
   }
   static bool stall_at_password(StalledAtPassword* s) {
     s->fd = connect_tcp(gw_->port());
-    if (s->fd < 0 || !send_all(s->fd, ssl_request())) return false;
+    if (s->fd < 0) return false;
+    timeval limit{20, 0};  // a gateway that never answers fails the test instead of hanging it
+    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    if (!send_all(s->fd, ssl_request())) return false;
     char answer = 0;
     if (::recv(s->fd, &answer, 1, 0) != 1 || answer != 'S') return false;
     s->ssl = SSL_new(client_ctx());
     SSL_set_fd(s->ssl, s->fd);
     if (SSL_connect(s->ssl) != 1) return false;
-    timeval limit{20, 0};  // a gateway that never answers fails the test instead of hanging it
-    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
     std::string startup = startup_packet("agent", "demo");
     if (SSL_write(s->ssl, startup.data(), static_cast<int>(startup.size())) <= 0) return false;
     std::string body;
@@ -163,6 +164,8 @@ TEST_F(GatewaySlowClientsTest, HalfClientHellosAndLoginsStalledAtThePasswordDela
   for (int i = 0; i < kEach; ++i) {
     int fd = connect_tcp(gw_->port());
     ASSERT_GE(fd, 0);
+    timeval limit{20, 0};  // a worker that stopped serving fails the test instead of hanging it
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
     ASSERT_TRUE(send_all(fd, ssl_request()));
     char answer = 0;
     ASSERT_EQ(::recv(fd, &answer, 1, 0), 1);
