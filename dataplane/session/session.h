@@ -380,6 +380,8 @@ class Session {
   void refuse_without_server(uint8_t type, std::string_view sqlstate, std::string_view message);
   // A pooled session's login of a new upstream connection (relogin_) failed: frees the slot,
   // keeps the session and makes its front message get this error. False when not a relogin.
+  // Starts relogin_timer_ (REQUIRES: relogin_ just set).
+  void arm_relogin_timer();
   bool refuse_after_failed_relogin(std::string_view sqlstate, std::string_view message,
                                    std::string_view code);
   // Client name checks of Parse/Bind/Describe/Close under pooling (42P05, 26000), answered
@@ -598,6 +600,11 @@ class Session {
   bool unnamed_on_server_ = false;   // this transaction prepared the unnamed statement
   int32_t last_backend_pid_ = 0;     // recorded when a transaction lands on another backend
   EventLoop::TimerId pool_timer_ = 0;
+  // The login of a new pooled connection after the session's login (relogin_) must end
+  // within pool_wait_timeout_ms: a hung upstream (postmaster stopped, network black hole)
+  // must not hold the statement forever, since a CancelRequest cannot reach a connection
+  // that is still logging in.
+  EventLoop::TimerId relogin_timer_ = 0;
   std::string login_parameter_status_;  // ParameterStatus of a pooled connection's login
   struct ClientStatement {
     std::string server_name;

@@ -420,6 +420,8 @@ bool Session::refuse_after_failed_relogin(std::string_view sqlstate, std::string
   spdlog::info("session {}: pooled upstream login for target \"{}\" failed: {} ({})",
                session_id_hex(), target_, code, sqlstate);
   relogin_ = false;
+  if (relogin_timer_ != 0) worker_->loop().cancel_timer(relogin_timer_);
+  relogin_timer_ = 0;
   state_ = State::kReady;
   return_server(false);
   std::string_view why = message;

@@ -17,6 +17,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,9 +82,11 @@ class GatewayCancelTest : public SharedGatewayTest<GatewayCancelTest> {
     GatewayOptions o;
     o.loopback_only = true;  // raw logins without TLS from 127.0.0.1 (TLS is still offered)
     o.admin_principals = {{"ops", {"ops"}}};
-    o.extra_service_keys = {"poolkill"};
+    o.extra_service_keys = {"poolkill", "hung"};
     o.extra_targets_json =
-        json{{"demo_pool", {{"pool_mode", "transaction"}, {"pool_size", 2}}}}.dump();
+        json{{"demo_pool",
+              {{"pool_mode", "transaction"}, {"pool_size", 2}, {"pool_wait_timeout_ms", 2000}}}}
+            .dump();
     return o;
   }
 
@@ -277,6 +280,69 @@ TEST_F(GatewayCancelTest, KillOfAPooledSessionInALongStatementEndsItUpstream) {
     Res ok(PQexec(d.get(), "select 1"));
     EXPECT_EQ(PQresultStatus(ok.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(ok.get());
   }
+}
+
+// PostgreSQL's postmaster hangs (SIGSTOP: the kernel still accepts connections, nobody answers
+// them) when a pooled session needs a new upstream connection: the statement gets an error at
+// pool_wait_timeout_ms instead of waiting forever (a CancelRequest cannot reach a connection
+// that is still logging in), the session stays, and works once PostgreSQL answers again.
+TEST_F(GatewayCancelTest, APooledLoginToAHungPostmasterEndsAtThePoolWaitTimeout) {
+  auto dp_upstream_sockets = [] {
+    // The dataplane's TCP connections to PostgreSQL, whatever their state (ESTABLISHED, or
+    // CLOSE_WAIT until the dataplane has closed its side).
+    std::string out = command_output(
+        "ss -Htnp state all '( dport = :" + std::to_string(gw_->pg().port()) + " )' 2>/dev/null");
+    int n = 0;
+    for (size_t at = out.find("pgwarden-dp"); at != std::string::npos;
+         at = out.find("pgwarden-dp", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  Conn c(PQconnectdb(gw_->conninfo_as("hung", "dbname=demo_pool").c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  // No pooled connection may be left for the statement to reuse: PostgreSQL ends them all, and
+  // the dataplane drops each once it sees the close.
+  ASSERT_TRUE(gw_->pg()
+                  .psql("select pg_terminate_backend(pid) from pg_stat_activity where usename = "
+                        "'app_scram'")
+                  .is_ok());
+  ASSERT_TRUE(eventually([&] { return dp_upstream_sockets() == 0; }, 10000))
+      << dp_upstream_sockets() << " dataplane sockets to PostgreSQL remain";
+  auto pid_file =
+      run_command("head -1 " + gw_->pg().get("PGW_SANDBOX_DIR") + "/data/postmaster.pid");
+  ASSERT_TRUE(pid_file.is_ok()) << pid_file.status().to_string();
+  const pid_t postmaster = static_cast<pid_t>(std::atoi(pid_file->c_str()));
+  ASSERT_GT(postmaster, 0);
+  ASSERT_EQ(::kill(postmaster, SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{postmaster};
+  auto t0 = Clock::now();
+  ASSERT_EQ(PQsendQuery(c.get(), "select 'cx-hung-postmaster'"), 1);
+  // A gateway that waits for the hung login forever fails here instead of hanging the test.
+  auto deadline = t0 + std::chrono::seconds(20);
+  while (PQisBusy(c.get()) == 1 && Clock::now() < deadline) {
+    pollfd p{PQsocket(c.get()), POLLIN, 0};
+    (void)::poll(&p, 1, 200);
+    if (PQconsumeInput(c.get()) == 0) break;
+  }
+  ASSERT_EQ(PQisBusy(c.get()), 0) << "the statement still waits for the hung postmaster";
+  Res r(PQgetResult(c.get()));
+  while (PGresult* more = PQgetResult(c.get())) PQclear(more);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  std::printf("[ cancel ] pooled statement with a hung postmaster: %s after %lld ms: %s",
+              sqlstate(r.get()).c_str(), static_cast<long long>(took),
+              PQresultErrorMessage(r.get()));
+  EXPECT_EQ(sqlstate(r.get()), "08006") << PQresultErrorMessage(r.get());
+  EXPECT_NE(std::string(PQresultErrorMessage(r.get())).find("pool_wait_timeout_ms"),
+            std::string::npos);
+  EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK) << "the session did not survive";
+  ::kill(postmaster, SIGCONT);
+  Res ok(PQexec(c.get(), "select 1"));
+  EXPECT_EQ(PQresultStatus(ok.get()), PGRES_TUPLES_OK) << PQresultErrorMessage(ok.get());
 }
 
 }  // namespace
