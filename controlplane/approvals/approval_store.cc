@@ -247,6 +247,7 @@ struct ApprovalStore::Impl {
   // its size before the append (no torn line, and no line a restart would read as a
   // transition that was reported failed): journal_error().
   Status journal(const ApprovalRequest& r) {
+    PGW_RETURN_IF_ERROR(journal_still_at_path());
     std::string line = r.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line += '\n';
     struct stat st;
@@ -271,6 +272,57 @@ struct ApprovalStore::Impl {
     if (err == 0) return Status::ok();
     (void)!::ftruncate(fd, good);
     return journal_error(err, what);
+  }
+
+  // REQUIRES: mu held. The journal a restart reads is the file at journal_path: when that path
+  // no longer names the file `fd` writes (removed, moved away, replaced by a directory or
+  // another file), the transitions appended to `fd` would be lost at the next start. Writes a
+  // new journal at the path (one snapshot per request, as the compaction at open does: tmp,
+  // fsync, rename) and appends to it from now on; when that fails (a directory at the path:
+  // EISDIR) the transition is refused, and the next one tries again.
+  Status journal_still_at_path() {
+    struct stat at_path, open_file;
+    if (::fstat(fd, &open_file) != 0) return journal_error(errno, "fstat");
+    if (::stat(journal_path.c_str(), &at_path) == 0 && at_path.st_dev == open_file.st_dev &&
+        at_path.st_ino == open_file.st_ino) {
+      return Status::ok();
+    }
+    std::string all;
+    for (const auto& [id, req] : requests) {
+      all += req.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      all += '\n';
+    }
+    const std::string tmp = journal_path + ".tmp";
+    int tfd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (tfd < 0) return journal_error(errno, "rewrite (open)");
+    size_t off = 0;
+    int err = 0;
+    while (off < all.size()) {
+      ssize_t n = ::write(tfd, all.data() + off, all.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : ENOSPC;
+        break;
+      }
+      off += static_cast<size_t>(n);
+    }
+    if (err == 0 && ::fsync(tfd) != 0) err = errno;
+    ::close(tfd);
+    if (err == 0 && ::rename(tmp.c_str(), journal_path.c_str()) != 0) err = errno;
+    if (err != 0) {
+      (void)::unlink(tmp.c_str());
+      return journal_error(err, "rewrite (the journal file was removed or replaced)");
+    }
+    int nfd = ::open(journal_path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (nfd < 0) return journal_error(errno, "reopen");
+    ::close(fd);
+    fd = nfd;
+    int dfd = ::open(options.state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)::fsync(dfd);
+      ::close(dfd);
+    }
+    return Status::ok();
   }
 
   // The refusal of a transition the journal could not take: 53100 (ENOSPC, EDQUOT) or 58030.

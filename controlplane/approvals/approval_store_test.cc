@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -366,6 +367,44 @@ TEST_F(ApprovalStoreTest, RestartAbandonsPendingOfGoneSessionsAndKeepsDecisionsA
   int lines = 0;
   for (std::string l; std::getline(in, l);) ++lines;
   EXPECT_EQ(lines, 4);  // 3 compacted + the abandon transition
+}
+
+// The journal file is moved away and a directory takes its path: a transition is refused
+// (nothing changes) until the path can take a journal again; then a new journal is written with
+// every request, so a restart finds them all.
+TEST_F(ApprovalStoreTest, AJournalReplacedByADirectoryRefusesTransitionsThenIsRewritten) {
+  auto store = open_store(options());
+  const std::string first = store->create(request("s1"))->id;
+  const std::string path = store->journal_path();
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".moved").c_str()), 0);
+  ASSERT_TRUE(fs::create_directory(path));
+  auto refused = store->create(request("s2"));
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_EQ(refused.status().sqlstate(), "58030") << refused.status().to_string();
+  EXPECT_NE(refused.status().message().find("EISDIR"), std::string::npos)
+      << refused.status().message();
+  EXPECT_FALSE(store->decide(first, approve_by("alice", {"dba"})).is_ok());
+  EXPECT_EQ(store->get(first)->state, ApprovalState::kPending);  // nothing changed
+  fs::remove(path);
+  ASSERT_TRUE(store->decide(first, approve_by("alice", {"dba"})).is_ok());
+  const std::string second = store->create(request("s2"))->id;
+  store.reset();
+  auto again = open_store(options());
+  EXPECT_EQ(again->get(first)->state, ApprovalState::kApproved);
+  EXPECT_TRUE(again->get(second).has_value()) << "a request made after the rewrite was lost";
+}
+
+TEST_F(ApprovalStoreTest, ARemovedJournalIsRewrittenBeforeTheNextTransition) {
+  auto store = open_store(options());
+  const std::string first = store->create(request("s1"))->id;
+  ASSERT_EQ(::unlink(store->journal_path().c_str()), 0);
+  ASSERT_TRUE(
+      store->decide(first, approve_by("alice", {"dba"}, ApprovalScope::kShape, 600)).is_ok());
+  store.reset();
+  auto again = open_store(options());
+  ASSERT_TRUE(again->get(first).has_value());
+  EXPECT_EQ(again->get(first)->state, ApprovalState::kApproved);
+  EXPECT_TRUE(again->lookup_standing_grant("agent-7", "9f1c2b3a4d5e6f70", now_.load()));
 }
 
 TEST_F(ApprovalStoreTest, RestartKeepsPendingRequestWhoseSessionIsAlive) {

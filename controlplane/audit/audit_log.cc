@@ -67,7 +67,9 @@ Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::vector<config::Audit
     if (fd < 0) {
       return unavailable("cannot open audit log " + s.path + ": " + std::strerror(errno), "");
     }
-    log->files_.push_back(FileSink{s.path, fd});
+    struct stat st {};
+    (void)::fstat(fd, &st);
+    log->files_.push_back(FileSink{s.path, fd, st.st_dev, st.st_ino});
   }
   return log;
 }
@@ -179,6 +181,24 @@ int append_whole(int fd, std::string_view data) {
 
 }  // namespace
 
+int AuditLog::reopen_if_replaced(FileSink& f, bool* reopened) {
+  struct stat st;
+  if (::stat(f.path.c_str(), &st) == 0 && st.st_dev == f.dev && st.st_ino == f.ino) return 0;
+  int fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return errno;  // a directory at the path: EISDIR
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return err;
+  }
+  ::close(f.fd);
+  f.fd = fd;
+  f.dev = st.st_dev;
+  f.ino = st.st_ino;
+  *reopened = true;
+  return 0;
+}
+
 Status AuditLog::status_locked() const {
   if (!failing_.load(std::memory_order_relaxed)) return Status::ok();
   return storage_write_error(failing_errno_,
@@ -225,8 +245,30 @@ Status AuditLog::flush_locked(bool* fired) {
   }
   int err = 0;
   std::string failed_path;
+  std::string failed_op = "write ";
   for (FileSink& f : files_) {
-    int e = resumed.empty() ? 0 : append_whole(f.fd, resumed);
+    bool reopened = false;
+    int e = reopen_if_replaced(f, &reopened);
+    if (e != 0) {
+      if (err == 0) {
+        err = e;
+        failed_path = f.path;
+        failed_op = "open ";
+      }
+      continue;
+    }
+    if (reopened) {
+      // The new file says why it starts here: the one before it was replaced or removed.
+      AuditRecord r{.event = "audit_file_reopened",
+                    .decision = "ok",
+                    .reason =
+                        "the audit log path no longer named the file being written "
+                        "(removed, rotated or replaced); writing continues in a new "
+                        "file at the path"};
+      r.extra = {{"path", f.path}};
+      e = append_whole(f.fd, line(r, utc_now()) + "\n");
+    }
+    if (e == 0 && !resumed.empty()) e = append_whole(f.fd, resumed);
     if (e == 0 && !pending_.empty()) e = append_whole(f.fd, pending_);
     if (e != 0 && err == 0) {
       err = e;
@@ -249,7 +291,7 @@ Status AuditLog::flush_locked(bool* fired) {
   outage_lines_lost_ += pending_lines_;
   pending_.clear();
   pending_lines_ = 0;
-  last_error_ = "write " + failed_path + ": " + errno_text(err);
+  last_error_ = failed_op + failed_path + ": " + errno_text(err);
   last_error_ms_ = unix_ms_now();
   failing_errno_ = err;
   if (!failing_.load(std::memory_order_relaxed)) {

@@ -23,6 +23,8 @@
 // other errors) and is told of each outage once (on_failure).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -121,7 +123,17 @@ class AuditLog {
   struct FileSink {
     std::string path;
     int fd = -1;
+    // The file `fd` is open on: before each write the path must still name it (see
+    // reopen_if_replaced).
+    dev_t dev = 0;
+    ino_t ino = 0;
   };
+  // When `f.path` no longer names the file `f.fd` writes (deleted, renamed by a rotation,
+  // replaced by a directory or another file), lines written to `f.fd` would not be where the
+  // log is read: opens the path again (created 0600) and writes to that from now on
+  // (*reopened). Returns 0, or the errno of the failed open (EISDIR, EACCES, ENOENT, EROFS):
+  // the log is then failing, as after a write error. REQUIRES: mu_ held.
+  static int reopen_if_replaced(FileSink& f, bool* reopened);
   AuditLog() = default;
   void write_line(const AuditRecord& r);
   // Writes pending_ to every sink (REQUIRES: mu_ held). Returns the first error; sets the

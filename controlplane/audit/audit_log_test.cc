@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -195,6 +196,55 @@ TEST(AuditLogTest, AFailedWriteCutsTheTornLineFailsAndHealsWithAnOutageRecord) {
   EXPECT_TRUE(lines[1].contains("failing_since_ms"));
   EXPECT_EQ(lines[2]["session_id"], "4");
   EXPECT_EQ((*log)->health().to_json()["state"], "ok");
+  unlink(path.c_str());
+}
+
+TEST(AuditLogTest, AFileReplacedByADirectoryFailsClosedAndHealsInANewFile) {
+  std::string path = temp_path();
+  auto log = AuditLog::open({{config::AuditSink::Kind::kFile, path}});
+  ASSERT_TRUE(log.is_ok());
+  std::vector<Status> told;
+  (*log)->set_on_failure([&](const Status& why) { told.push_back(why); });
+  ASSERT_TRUE((*log)->write(AuditRecord{.event = "decision", .session_id = "1"}).is_ok());
+  // The file is moved away and a directory takes its name: writing on to the old descriptor
+  // would put the lines where nobody reads the log.
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".old").c_str()), 0);
+  ASSERT_EQ(mkdir(path.c_str(), 0700), 0);
+  Status st = (*log)->write(AuditRecord{.event = "decision", .session_id = "2"});
+  EXPECT_EQ(st.sqlstate(), "58030") << st.to_string();
+  EXPECT_NE(st.message().find("open " + path), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("EISDIR"), std::string::npos) << st.message();
+  EXPECT_TRUE((*log)->failing());
+  EXPECT_FALSE((*log)->retry().is_ok());
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(read_lines(path + ".old").size(), 1u) << "a line went to the moved file";
+  // The directory goes: the next write opens a new file at the path.
+  ASSERT_EQ(rmdir(path.c_str()), 0);
+  ASSERT_TRUE((*log)->write(AuditRecord{.event = "decision", .session_id = "3"}).is_ok());
+  EXPECT_FALSE((*log)->failing());
+  auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["event"], "audit_file_reopened");
+  EXPECT_EQ(lines[0]["path"], path);
+  EXPECT_EQ(lines[1]["event"], "audit_write_resumed");
+  EXPECT_EQ(lines[1]["lines_lost"], 1);
+  EXPECT_EQ(lines[2]["session_id"], "3");
+  unlink(path.c_str());
+  unlink((path + ".old").c_str());
+}
+
+TEST(AuditLogTest, ARemovedOrRotatedFileIsReopenedAtThePath) {
+  std::string path = temp_path();
+  auto log = AuditLog::open({{config::AuditSink::Kind::kFile, path}});
+  ASSERT_TRUE(log.is_ok());
+  ASSERT_TRUE((*log)->write(AuditRecord{.event = "decision", .session_id = "1"}).is_ok());
+  ASSERT_EQ(unlink(path.c_str()), 0);  // removed (or rotated away): nothing is lost silently
+  ASSERT_TRUE((*log)->write(AuditRecord{.event = "decision", .session_id = "2"}).is_ok());
+  auto lines = read_lines(path);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["event"], "audit_file_reopened");
+  EXPECT_EQ(lines[1]["session_id"], "2");
+  EXPECT_FALSE((*log)->failing());
   unlink(path.c_str());
 }
 

@@ -982,6 +982,18 @@ void ResultFilter::end_unit(Unit& u, int64_t now_ms) {
   }
 }
 
+void ResultFilter::end_units_on_upstream_loss(std::string_view sqlstate, std::string_view message,
+                                              int64_t now_ms) {
+  while (!units_.empty()) {
+    Unit& u = units_.front();
+    if (u.sqlstate.empty()) {
+      u.sqlstate = std::string(sqlstate);
+      u.error = std::string(message);
+    }
+    end_unit(u, now_ms);  // erases it
+  }
+}
+
 void ResultFilter::set_plan_answer(uint64_t key, const json& answer) {
   if (pending_copy_) return set_copy_answer(key, answer);
   const json& j = answer.is_object() && answer.contains("plan") ? answer["plan"] : answer;

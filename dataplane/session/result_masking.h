@@ -132,6 +132,13 @@ class ResultFilter {
   void on_describe_forwarded(uint64_t cycle);
   // Statements forwarded whose results are not complete yet (recorded sessions).
   bool results_pending() const { return !units_.empty(); }
+  // The upstream connection was lost (closed or reset by the server: a crash, a restart,
+  // pg_terminate_backend) with statements in flight: each gets its completion record now,
+  // with `sqlstate` and `message` as its error (unless it already had one), so that no
+  // recording shows a statement cut by the loss as completed. Rows received before the loss
+  // are recorded first, as usual.
+  void end_units_on_upstream_loss(std::string_view sqlstate, std::string_view message,
+                                  int64_t now_ms);
   // Appends Describe(portal) to `up_out` (to be followed by the Execute itself).
   void before_execute(std::string_view portal, uint64_t cycle, int64_t now_ms, std::string& up_out);
 

@@ -286,7 +286,13 @@ bool Session::upstream_read_allowed() const {
 void Session::read_client() {
   if (state_ == State::kTlsHandshake) {
     IoStatus st = client_.handshake();
-    if (st == IoStatus::kWouldBlock) return;
+    if (st == IoStatus::kWouldBlock) {
+      // What OpenSSL holds now is an incomplete record (half a ClientHello): only the socket
+      // can complete it. Still "readable", update_interest() would come straight back for
+      // those bytes, forever, and the worker would serve no one else.
+      client_readable_ = false;
+      return;
+    }
     if (st != IoStatus::kOk) {
       spdlog::debug("session {}: client TLS handshake failed: {}", session_id_hex(),
                     client_.error());
@@ -395,8 +401,13 @@ void Session::read_upstream() {
   if (destroyed_) return;
   if (eof) {
     if (state_ == State::kReady) {
+      static constexpr std::string_view kClosed =
+          "pgwarden: the upstream database closed the connection";
+      // Statements in flight were cut: their completion records say so before the session's
+      // error record (never a statement recorded as completed that did not).
+      if (results_) results_->end_units_on_upstream_loss("08006", kClosed, monotonic_ms());
       emit_event({{"kind", "error"}, {"sqlstate", "08006"}, {"code", "upstream_closed"}});
-      send_fatal("08006", "pgwarden: the upstream database closed the connection");
+      send_fatal("08006", kClosed);
       close_after_flush();
     } else if (state_ != State::kClosing) {
       // The upstream's last words may still be unread (e.g. its FATAL for a startup setting

@@ -418,6 +418,15 @@ class Session {
   void return_server(bool reusable);
   // A message the pool could not serve in time: ERROR 53300 in protocol order.
   void refuse_pool_timeout(uint8_t type);
+  // Answers the front message of a pooled session that got no upstream connection with
+  // `sqlstate`/`message` (and ReadyForQuery, or skip-to-Sync for the extended protocol).
+  void refuse_without_server(uint8_t type, std::string_view sqlstate, std::string_view message);
+  // A pooled session's login of a new upstream connection (relogin_) failed: frees the slot,
+  // keeps the session and makes its front message get this error. False when not a relogin.
+  // Starts relogin_timer_ (REQUIRES: relogin_ just set).
+  void arm_relogin_timer();
+  bool refuse_after_failed_relogin(std::string_view sqlstate, std::string_view message,
+                                   std::string_view code);
   // Client name checks of Parse/Bind/Describe/Close under pooling (42P05, 26000), answered
   // through the denial path. True when `m` was refused.
   bool refuse_pooled_statement(const pgwire::Message& m);
@@ -641,11 +650,20 @@ class Session {
   bool pool_waiting_ = false;             // queued in the pool for a connection
   bool pool_timed_out_ = false;           // the wait ended: refuse the front message (53300)
   bool relogin_ = false;                  // opening a new pooled connection after login
-  bool local_sync_pending_ = false;       // answer the next Sync here (no connection was had)
-  bool unsynced_ = false;           // extended-protocol messages forwarded since the last Sync
-  bool unnamed_on_server_ = false;  // this transaction prepared the unnamed statement
-  int32_t last_backend_pid_ = 0;    // recorded when a transaction lands on another backend
+  // That login failed (the upstream is down or refused it): refuse the front message with
+  // this ErrorResponse; the session stays (docs/operations.md, "Upstream restarts").
+  std::string relogin_error_sqlstate_;
+  std::string relogin_error_;
+  bool local_sync_pending_ = false;  // answer the next Sync here (no connection was had)
+  bool unsynced_ = false;            // extended-protocol messages forwarded since the last Sync
+  bool unnamed_on_server_ = false;   // this transaction prepared the unnamed statement
+  int32_t last_backend_pid_ = 0;     // recorded when a transaction lands on another backend
   EventLoop::TimerId pool_timer_ = 0;
+  // The login of a new pooled connection after the session's login (relogin_) must end
+  // within pool_wait_timeout_ms: a hung upstream (postmaster stopped, network black hole)
+  // must not hold the statement forever, since a CancelRequest cannot reach a connection
+  // that is still logging in.
+  EventLoop::TimerId relogin_timer_ = 0;
   std::string login_parameter_status_;  // ParameterStatus of a pooled connection's login
   struct ClientStatement {
     std::string server_name;

@@ -87,7 +87,8 @@ void Session::reregister() {
             }
           }
           if (const json* req = field(*r, "recording_required");
-              req != nullptr && req->is_boolean() && s->grant_.recording != protocol::RecordingLevel::kOff) {
+              req != nullptr && req->is_boolean() &&
+              s->grant_.recording != protocol::RecordingLevel::kOff) {
             s->grant_.recording_required = req->get<bool>();
           }
           if (const json* b = field(*r, "budgets"); b != nullptr) {
@@ -162,6 +163,8 @@ void Session::destroy(std::string_view reason) {
   }
   if (pool_timer_ != 0) loop.cancel_timer(pool_timer_);
   pool_timer_ = 0;
+  if (relogin_timer_ != 0) loop.cancel_timer(relogin_timer_);
+  relogin_timer_ = 0;
   // Transaction pooling: a clean connection goes back to the pool; one in the middle of a
   // transaction (the client vanished) is closed, so the server rolls the transaction back.
   if (pooled()) return_server(state_ == State::kReady && server_clean());
@@ -202,7 +205,8 @@ void Session::emit_statement(std::string_view sql, const char* verdict, const st
                              const char* source, std::string_view message) {
   if (results_) results_->note_decision(verdict, rule, approval_id_);
   worker_->metrics().statements.inc({verdict, rule, source});
-  if (std::string_view(verdict) == "deny" && (!message.empty() || grant_.recording == protocol::RecordingLevel::kOff)) {
+  if (std::string_view(verdict) == "deny" &&
+      (!message.empty() || grant_.recording == protocol::RecordingLevel::kOff)) {
     // Every denial is audited with its rule and reason, also under recording "off" (whose
     // statement records cp discards after auditing them) — docs/recording.md.
     json ev = {{"kind", "statement"},

@@ -279,6 +279,12 @@ void Session::upstream_login_error(const pw::Message& m, bool after_auth_ok) {
     return;
   }
   if (destroyed_ || state_ == State::kClosing) return;
+  if (refuse_after_failed_relogin(er.sqlstate(),
+                                  "pgwarden: the upstream database of target \"" + target_ +
+                                      "\" refused the login: " + what,
+                                  "upstream_refused_startup")) {
+    return;
+  }
   bump(worker_->counters().sessions_login_failed);
   spdlog::info(
       "session {}: login of user \"{}\" to target \"{}\" from {} refused by the upstream "
@@ -404,9 +410,43 @@ void Session::on_scram_answer(const std::string& step, Result<json> answer) {
   pump();
 }
 
+bool Session::refuse_after_failed_relogin(std::string_view sqlstate, std::string_view message,
+                                          std::string_view code) {
+  if (!relogin_ || !logged_in_) return false;
+  // A pooled session between transactions could not log in a new upstream connection
+  // (PostgreSQL is down or restarting, or refused the login): the statement that needed it is
+  // refused with this error and the session stays, as a dedicated session's client would see a
+  // statement fail; the slot is freed, so the next statement tries a new connection.
+  worker_->metrics().login_failures.inc({std::string(code)});
+  spdlog::info("session {}: pooled upstream login for target \"{}\" failed: {} ({})",
+               session_id_hex(), target_, code, sqlstate);
+  relogin_ = false;
+  if (relogin_timer_ != 0) worker_->loop().cancel_timer(relogin_timer_);
+  relogin_timer_ = 0;
+  state_ = State::kReady;
+  return_server(false);
+  std::string_view why = message;
+  if (why.starts_with("pgwarden: ")) why.remove_prefix(10);
+  const std::string refused = "pgwarden: statement not run: " + std::string(why);
+  emit_event({{"kind", "error"},
+              {"sqlstate", std::string(sqlstate)},
+              {"code", std::string(code)},
+              {"message", refused}});
+  relogin_error_sqlstate_ = std::string(sqlstate);
+  relogin_error_ = refused;
+  // The front message waits in the client buffer: answer it from the loop, not inside the
+  // upstream handler that failed.
+  worker_->loop().defer([w = worker_, id = id_] {
+    Session* s = w->find(id);
+    if (s != nullptr && s->state_ == State::kReady) s->pump();
+  });
+  return true;
+}
+
 void Session::login_failed(std::string_view sqlstate, std::string_view message,
                            std::string_view code) {
   if (destroyed_ || state_ == State::kClosing) return;
+  if (refuse_after_failed_relogin(sqlstate, message, code)) return;
   bump(worker_->counters().sessions_login_failed);
   worker_->metrics().login_failures.inc({code});
   spdlog::info("session {}: login failed for user \"{}\" target \"{}\" from {}: {} ({})",

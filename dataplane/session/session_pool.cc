@@ -142,12 +142,30 @@ void Session::on_pool_ready(std::unique_ptr<PooledServer> srv) {
         s->upstream_framer_ =
             pw::Framer(pw::Direction::kBackend,
                        pw::FramerOptions{kMaxInspectedUpstream, pw::kDefaultMaxStartupBytes});
+        s->arm_relogin_timer();
       }
       s->connect_upstream();
       return;
     }
     s->pump();
   });
+}
+
+void Session::arm_relogin_timer() {
+  if (relogin_timer_ != 0) worker_->loop().cancel_timer(relogin_timer_);
+  relogin_timer_ = worker_->loop().add_timer(
+      monotonic_ms() + grant_.pool_wait_timeout_ms, [w = worker_, id = id_] {
+        Session* s = w->find(id);
+        if (s == nullptr) return;
+        s->relogin_timer_ = 0;
+        if (!s->relogin_ || s->destroyed_) return;
+        s->login_failed("08006",
+                        "pgwarden: the upstream database of target \"" + s->target_ +
+                            "\" did not complete the login of a new connection within " +
+                            std::to_string(s->grant_.pool_wait_timeout_ms) +
+                            " ms (pool_wait_timeout_ms, transaction pooling)",
+                        "upstream_login_timeout");
+      });
 }
 
 void Session::on_pool_wait_timeout() {
@@ -176,7 +194,12 @@ void Session::refuse_pool_timeout(uint8_t type) {
                         ", pool_wait_timeout_ms, transaction pooling); retry later";
   emit_event(
       {{"kind", "error"}, {"sqlstate", "53300"}, {"code", "pool_timeout"}, {"message", message}});
-  pw::append_error_response(client_out_, "ERROR", "53300", message);
+  refuse_without_server(type, "53300", message);
+}
+
+void Session::refuse_without_server(uint8_t type, std::string_view sqlstate,
+                                    std::string_view message) {
+  pw::append_error_response(client_out_, "ERROR", sqlstate, message);
   if (type == 'Q' || type == 'F' || type == 'S') {
     pw::append_ready_for_query(client_out_, 'I');
   } else {
@@ -219,6 +242,8 @@ void Session::on_pooled_server_opened() {
   unnamed_on_server_ = false;
   if (relogin_) {
     relogin_ = false;
+    if (relogin_timer_ != 0) worker_->loop().cancel_timer(relogin_timer_);
+    relogin_timer_ = 0;
     state_ = State::kReady;
     if (cancel_registered_) cancel_entry_->set(cancel_target_);
     if (cancel_target_.process_id != last_backend_pid_) {

@@ -373,6 +373,12 @@ bool Session::handle_statement_message(const pw::Message& m) {
       refuse_pool_timeout(m.type);
       return true;
     }
+    if (!relogin_error_.empty()) {
+      std::string sqlstate = std::exchange(relogin_error_sqlstate_, std::string());
+      std::string message = std::exchange(relogin_error_, std::string());
+      refuse_without_server(m.type, sqlstate, message);
+      return true;
+    }
     if (!pool_attach_or_wait()) return false;
   }
   switch (m.type) {

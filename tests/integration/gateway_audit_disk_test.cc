@@ -19,10 +19,12 @@
 #include <stdlib.h>
 #include <sys/mount.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -258,6 +260,55 @@ TEST_F(GatewayAuditDiskTest, ASessionWithoutWriteAheadRecordingIsRefusedOnceTheA
   EXPECT_EQ(status_json().value("state", ""), "ok");
   EXPECT_EQ(insert(c.get(), "norec-after-2").state, "ok");
   for (const json& l : audit_lines()) (void)l;  // every line still parses
+}
+
+// The audit file is moved away and a directory takes its path (a mistaken rotation, an
+// operator's error): cp must not write on into the moved file nobody reads as the log. The
+// statements are refused (58030, naming EISDIR) until the path can be opened again; then a new
+// file starts at the path with audit_file_reopened and audit_write_resumed.
+TEST_F(GatewayAuditDiskTest, AnAuditFileReplacedByADirectoryRefusesStatementsUntilItCanBeOpened) {
+  Conn c(PQconnectdb(gw_->conninfo().c_str()));
+  ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
+  ASSERT_EQ(insert(c.get(), "dir-before").state, "ok");
+  const std::string moved = audit_path() + ".moved";
+  ASSERT_EQ(std::rename(audit_path().c_str(), moved.c_str()), 0);
+  ASSERT_TRUE(fs::create_directory(audit_path()));
+  for (int i = 0; i < 3; ++i) {
+    Outcome o = insert(c.get(), "dir-refused-" + std::to_string(i));
+    EXPECT_EQ(o.state, "58030") << o.message;
+    EXPECT_NE(o.message.find("audit log could not be written"), std::string::npos) << o.message;
+    EXPECT_NE(o.message.find("EISDIR"), std::string::npos) << o.message;
+  }
+  EXPECT_EQ(PQstatus(c.get()), CONNECTION_OK);
+  json failing = status_json();
+  EXPECT_EQ(failing.value("state", ""), "failing") << failing.dump();
+  EXPECT_NE(failing.value("last_error", "").find("open " + audit_path()), std::string::npos)
+      << failing.dump();
+  for (const std::string& v : table_values()) {
+    EXPECT_FALSE(v.starts_with("dir-refused-")) << v << " ran while the audit log failed";
+  }
+  {
+    // Nothing was written into the moved file after the move.
+    std::ifstream in(moved);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(all.find("dir-refused-"), std::string::npos);
+  }
+
+  fs::remove(audit_path());  // the directory goes: the next statement opens a new file
+  ASSERT_EQ(insert(c.get(), "dir-after").state, "ok");
+  EXPECT_EQ(status_json().value("state", ""), "ok");
+  std::vector<json> lines = audit_lines();
+  ASSERT_GE(lines.size(), 3u);
+  EXPECT_EQ(lines[0].value("event", ""), "audit_file_reopened") << lines[0].dump();
+  EXPECT_EQ(lines[1].value("event", ""), "audit_write_resumed") << lines[1].dump();
+  EXPECT_NE(lines[1].value("reason", "").find("EISDIR"), std::string::npos) << lines[1].dump();
+  EXPECT_GE(lines[1].value("refused", 0), 3) << lines[1].dump();
+  bool after = false;
+  for (const json& l : lines) {
+    after = after || (l.value("event", "") == "statement" &&
+                      l.value("sql", "").find("'dir-after'") != std::string::npos);
+  }
+  EXPECT_TRUE(after) << "the statement after the outage has no audit line";
 }
 
 class GatewayRecordingOffDenialsTest : public SharedGatewayTest<GatewayRecordingOffDenialsTest> {

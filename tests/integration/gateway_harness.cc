@@ -138,6 +138,16 @@ Status GatewayHarness::write_config() {
     const json extra = json::parse(options_.target_extra_json);
     for (const auto& [k, v] : extra.items()) config["targets"][0][k] = v;
   }
+  if (!options_.extra_targets_json.empty()) {
+    const json demo = config["targets"][0];
+    const json targets = json::parse(options_.extra_targets_json);
+    for (const auto& [name, keys] : targets.items()) {
+      json t = demo;
+      t["name"] = name;
+      for (const auto& [k, v] : keys.items()) t[k] = v;
+      config["targets"].push_back(t);
+    }
+  }
   json recording = json::object();
   if (options_.recording_queue_capacity > 0) {
     recording["queue_capacity"] = options_.recording_queue_capacity;

@@ -116,6 +116,11 @@ struct GatewayOptions {
   // Extra keys merged into the `demo` target (a JSON object), e.g.
   // {"pool_mode": "transaction", "pool_size": 5}; "" = none.
   std::string target_extra_json;
+  // More targets (a JSON object {name: {keys}}): each is a copy of `demo` (same sandbox, role
+  // and credential) named `name` with `keys` merged in, e.g.
+  // {"demo_pool": {"pool_mode": "transaction", "pool_size": 3}}. Clients pick one with
+  // conninfo("dbname=<name>"); "" = none.
+  std::string extra_targets_json;
 };
 
 class GatewayHarness {
