@@ -147,15 +147,11 @@ void RuleBundle::attach_databases(const CompiledLists& compiled) {
   }
 }
 
-namespace {
-
 std::string sha256_hex(std::string_view bytes) {
   unsigned char md[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), md);
   return hex(md, sizeof md);
 }
-
-}  // namespace
 
 std::string RuleBundle::compute_hash() const {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -171,9 +167,11 @@ std::string RuleBundle::compute_hash() const {
   if (!policy_masks.empty()) {
     feed(ctx, "masks");
     feed(ctx, std::to_string(policy_masks.size()));
+    // The masks' content, not their version (a config version, which differs between nodes
+    // that loaded one config at different times): one config gives one hash on every node.
     for (const auto& [policy, m] : policy_masks) {
       feed(ctx, policy);
-      feed(ctx, std::to_string(m.version));
+      feed(ctx, m.digest);
       feed(ctx, m.masks_values ? "1" : "0");
     }
   }
@@ -207,7 +205,8 @@ nlohmann::json RuleBundle::to_json() const {
   }
   nlohmann::json masks = nlohmann::json::object();
   for (const auto& [policy, m] : policy_masks) {
-    masks[policy] = {{"version", m.version}, {"masks_values", m.masks_values}};
+    masks[policy] = {
+        {"version", m.version}, {"digest", m.digest}, {"masks_values", m.masks_values}};
   }
   return {{"generation", generation}, {"hash", hash},     {"lists", lists},
           {"files", files_json},      {"databases", dbs}, {"policies", policy_lists},
@@ -274,10 +273,13 @@ Result<RuleBundle> RuleBundle::from_json(const nlohmann::json& j) {
     if (!j["masks"].is_object()) return invalid_argument("rules bundle: bad masks");
     for (const auto& [policy, m] : j["masks"].items()) {
       if (!m.is_object() || !m.contains("version") || !m["version"].is_number_unsigned() ||
-          !m.contains("masks_values") || !m["masks_values"].is_boolean()) {
-        return invalid_argument("rules bundle: policy masks need version and masks_values");
+          !m.contains("digest") || !m["digest"].is_string() || !m.contains("masks_values") ||
+          !m["masks_values"].is_boolean()) {
+        return invalid_argument(
+            "rules bundle: policy masks need version, digest and masks_values");
       }
-      b.policy_masks[policy] = {m["version"].get<uint64_t>(), m["masks_values"].get<bool>()};
+      b.policy_masks[policy] = {m["version"].get<uint64_t>(), m["digest"].get<std::string>(),
+                                m["masks_values"].get<bool>()};
     }
   }
   b.hash = j["hash"].get<std::string>();

@@ -37,6 +37,9 @@ std::string rule_set_list_key(const std::vector<std::string>& names);
 // the file that is missing.
 Result<std::string> rule_set_file(const std::string& dir, const std::string& name);
 
+// Hex SHA-256 of `bytes` (file contents, databases, digests of settings in a bundle).
+std::string sha256_hex(std::string_view bytes);
+
 struct RuleBundle {
   struct File {
     std::string path;  // as read by cp; diagnostics name it
@@ -50,12 +53,15 @@ struct RuleBundle {
   // sessions admitted under an older config follow their policy's current rule sets.
   std::map<std::string, std::string> policy_lists;
   // Every policy's masks: the config version at which its mask-relevant settings last changed
-  // (policy::Policy::masks_version) and whether it masks at all (error texts are redacted).
-  // Open sessions compare the version with the one their statements were decided under
-  // (docs/masking.md, "Verdicts across a policy reload"). Part of `hash` when not empty, so a
-  // change of masks is a new generation, and a reload that changes none is not.
+  // (policy::Policy::masks_version), a SHA-256 of those settings, and whether it masks at all
+  // (error texts are redacted). Open sessions compare the version with the one their
+  // statements were decided under (docs/masking.md, "Verdicts across a policy reload"). The
+  // digests are part of `hash` (the versions are not: nodes that loaded one config at
+  // different times agree on it), so a change of masks is a new generation, and a reload that
+  // changes none is not.
   struct PolicyMasks {
     uint64_t version = 0;
+    std::string digest;
     bool masks_values = false;
     bool operator==(const PolicyMasks&) const = default;
   };

@@ -143,5 +143,27 @@ TEST_F(RuleBundleTest, HashChangesWithContentAndLists) {
   EXPECT_EQ(a->hash, RuleBundle::read(dir_, {{"deny"}}).is_ok() ? a->hash : "");
 }
 
+// Two nodes that loaded one config at different times give its masks different versions: the
+// hash (the generation's identity across a fleet) follows the masks' content only.
+TEST_F(RuleBundleTest, HashFollowsTheMasksContentNotTheirVersion) {
+  auto b = RuleBundle::read(dir_, {{"deny"}});
+  ASSERT_TRUE(b.is_ok());
+  RuleBundle node_a = *b, node_b = *b;
+  node_a.policy_masks["p"] = {100, sha256_hex("ssn"), true};
+  node_b.policy_masks["p"] = {200, sha256_hex("ssn"), true};
+  EXPECT_EQ(node_a.compute_hash(), node_b.compute_hash());
+  RuleBundle changed = node_a;
+  changed.policy_masks["p"].digest = sha256_hex("ssn,email");
+  EXPECT_NE(changed.compute_hash(), node_a.compute_hash());
+  RuleBundle unmasked = node_a;
+  unmasked.policy_masks["p"].masks_values = false;
+  EXPECT_NE(unmasked.compute_hash(), node_a.compute_hash());
+  // The version still travels.
+  node_b.hash = node_b.compute_hash();
+  auto back = RuleBundle::from_json(nlohmann::json::parse(node_b.to_json().dump()));
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->policy_masks, node_b.policy_masks);
+}
+
 }  // namespace
 }  // namespace pgwarden::rules

@@ -20,6 +20,7 @@
 
 #include "common/protocol/messages.h"
 #include "controlplane/recording/recording_file.h"
+#include "controlplane/policy/mask_lineage.h"
 #include "controlplane/server/identity_authenticator.h"
 #include "controlplane/server/ring_fields.h"
 #include "controlplane/vault/scram_client.h"
@@ -367,7 +368,9 @@ std::vector<config::ConfigError> EscalationServer::prepare_rules(
   if (!bundle.is_ok()) return fail(bundle.status().message());
   for (const auto& p : cfg.policies) {
     bundle->policy_lists[p.name] = rules::rule_set_list_key(p.rule_sets);
-    bundle->policy_masks[p.name] = {p.masks_version, !p.masks.empty()};
+    bundle->policy_masks[p.name] = {p.masks_version,
+                                    rules::sha256_hex(policy::masks_fingerprint(p)),
+                                    !p.masks.empty()};
   }
   bundle->hash = bundle->compute_hash();
   auto compiled = bundle->compile();

@@ -115,14 +115,15 @@ void Session::process_client_input() {
               continue;
             }
             if (refuse_unparsed_bind(stand_in, statement) ||
-                refuse_stale_prepared(stand_in, statement) ||
-                refuse_spent_approval(stand_in, statement)) {
+                refuse_stale_prepared(stand_in, statement)) {
               client_skip_ = 1 + static_cast<size_t>(len);
               continue;
             }
             MasksCheck masks = recheck_prepared_masks(stand_in, statement);
             if (masks == MasksCheck::kWaiting) break;
-            if (masks == MasksCheck::kRefused) {
+            // After the masks check, as for a Bind that fits: one that waited for cp comes
+            // through here again, and this one counts the approved statement's execution.
+            if (masks == MasksCheck::kRefused || refuse_spent_approval(stand_in, statement)) {
               client_skip_ = 1 + static_cast<size_t>(len);
               continue;
             }

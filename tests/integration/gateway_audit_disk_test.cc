@@ -16,6 +16,7 @@
 // verdict cache.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 
@@ -270,9 +271,13 @@ TEST_F(GatewayAuditDiskTest, AnAuditFileReplacedByADirectoryRefusesStatementsUnt
   Conn c(PQconnectdb(gw_->conninfo().c_str()));
   ASSERT_EQ(PQstatus(c.get()), CONNECTION_OK) << PQerrorMessage(c.get());
   ASSERT_EQ(insert(c.get(), "dir-before").state, "ok");
+  // The file and a directory swap names in one step: cp, which may write an audit line at any
+  // moment, never sees the path empty (it would open a new file there).
   const std::string moved = audit_path() + ".moved";
-  ASSERT_EQ(std::rename(audit_path().c_str(), moved.c_str()), 0);
-  ASSERT_TRUE(fs::create_directory(audit_path()));
+  ASSERT_TRUE(fs::create_directory(moved));
+  ASSERT_EQ(::renameat2(AT_FDCWD, moved.c_str(), AT_FDCWD, audit_path().c_str(), RENAME_EXCHANGE),
+            0)
+      << std::strerror(errno);
   for (int i = 0; i < 3; ++i) {
     Outcome o = insert(c.get(), "dir-refused-" + std::to_string(i));
     EXPECT_EQ(o.state, "58030") << o.message;
