@@ -580,6 +580,8 @@ class Session {
     uint64_t cycle = 0;  // the Sync/Query cycle it was bound in
     uint64_t masks_version = 0;
   };
+  // The text of the Parse `b` runs, when that Parse is still its statement's and was kept.
+  bool kept_portal_text(const BoundPortal& b, std::string_view* sql) const;
   std::unordered_map<std::string, BoundPortal> portals_;
   uint64_t portals_lost_generation_ = 0;  // generation at which portals were forgotten (cap)
   // SQL cursors declared by statement texts forwarded in this session (names as

@@ -760,6 +760,19 @@ Session::MasksCheck Session::recheck_prepared_masks(const pw::Message& m,
                              "prepare it again");
 }
 
+bool Session::kept_portal_text(const BoundPortal& b, std::string_view* sql) const {
+  // The text of the Parse the portal runs, if that Parse is still the statement's.
+  if (pooled()) {
+    auto st = b.statement.empty() ? prepared_.end() : prepared_.find(b.statement);
+    return st != prepared_.end() && st->second.serial == b.serial &&
+           kept_parse_query(st->second.parse, sql);
+  }
+  auto st = parsed_statements_.find(b.statement);
+  if (st == parsed_statements_.end() || st->second.serial != b.serial) return false;
+  *sql = st->second.sql;
+  return st->second.text_kept;
+}
+
 Session::MasksCheck Session::recheck_portal_masks(const pw::Message& m) {
   if (portals_.empty()) return MasksCheck::kCurrent;
   pw::Execute e;
@@ -770,19 +783,7 @@ Session::MasksCheck Session::recheck_portal_masks(const pw::Message& m) {
   if (it->second.masks_version == masks_version_) return MasksCheck::kCurrent;
   const BoundPortal& b = it->second;
   std::string_view sql;
-  bool text_kept = false;
-  if (pooled()) {
-    auto st = b.statement.empty() ? prepared_.end() : prepared_.find(b.statement);
-    if (st != prepared_.end() && st->second.serial == b.serial) {
-      text_kept = kept_parse_query(st->second.parse, &sql);
-    }
-  } else {
-    auto st = parsed_statements_.find(b.statement);
-    if (st != parsed_statements_.end() && st->second.serial == b.serial) {
-      sql = st->second.sql;
-      text_kept = st->second.text_kept;
-    }
-  }
+  const bool text_kept = kept_portal_text(b, &sql);
   if (text_kept) {
     MasksCheck cursors = recheck_cursor_masks(m, sql);
     if (cursors != MasksCheck::kCurrent) return cursors;
@@ -984,21 +985,9 @@ bool Session::refuse_stale_portal(const pw::Message& m) {
   }
   BoundPortal& b = it->second;
   if (b.rules_generation == rules_generation_) return false;
-  // Stale: the text of the Parse the portal runs, if that Parse is still the statement's.
+  // Stale: screen the text of the Parse the portal runs again.
   std::string_view sql;
-  bool text_kept = false;
-  if (pooled()) {
-    auto st = b.statement.empty() ? prepared_.end() : prepared_.find(b.statement);
-    if (st != prepared_.end() && st->second.serial == b.serial) {
-      text_kept = kept_parse_query(st->second.parse, &sql);
-    }
-  } else {
-    auto st = parsed_statements_.find(b.statement);
-    if (st != parsed_statements_.end() && st->second.serial == b.serial) {
-      sql = st->second.sql;
-      text_kept = st->second.text_kept;
-    }
-  }
+  const bool text_kept = kept_portal_text(b, &sql);
   if (refuse_under_current_rules(m, sql, text_kept, what, "bound", "bind it again")) return true;
   b.rules_generation = rules_generation_;
   return false;

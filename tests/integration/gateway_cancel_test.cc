@@ -48,25 +48,6 @@ std::string cancel_packet(int32_t pid, int32_t secret) {
   return out;
 }
 
-// Reads until the peer closes; returns the bytes received, or -1 when it stayed open for
-// `timeout_ms`.
-long read_until_close(int fd, int timeout_ms) {
-  long got = 0;
-  auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  char buf[256];
-  while (Clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count());
-    if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n == 0) return got;
-    if (n < 0) return errno == ECONNRESET ? got : -1;
-    got += n;
-  }
-  return -1;
-}
-
 int open_fds(pid_t pid) {
   DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
   if (d == nullptr) return -1;

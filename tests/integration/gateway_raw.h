@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -51,6 +54,26 @@ inline bool send_all(int fd, const std::string& data) {
     off += static_cast<size_t>(n);
   }
   return true;
+}
+
+// Reads and drops bytes until the peer closes (EOF or reset); returns how many arrived, or -1
+// when it stayed open for `timeout_ms`.
+inline long read_until_close(int fd, int timeout_ms) {
+  long got = 0;
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  char buf[512];
+  while (std::chrono::steady_clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    end - std::chrono::steady_clock::now())
+                                    .count());
+    if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) return got;
+    if (n < 0) return errno == ECONNRESET ? got : -1;
+    got += n;
+  }
+  return -1;
 }
 
 // Reads one backend message. Returns its type, 0 on EOF, -1 on timeout.

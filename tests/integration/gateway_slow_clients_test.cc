@@ -64,21 +64,6 @@ std::string client_hello() {
   return hello;
 }
 
-// A socket the peer closed (EOF or reset) within `timeout_ms`: true. Reads and drops bytes.
-bool closed_by_peer(int fd, int timeout_ms) {
-  auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  char buf[512];
-  while (Clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    int left = static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count());
-    if (::poll(&p, 1, std::max(left, 1)) <= 0) continue;
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) return true;
-  }
-  return false;
-}
-
 // A TLS connection that sent its startup packet and got the password request, then stalls.
 struct StalledAtPassword {
   int fd = -1;
@@ -214,7 +199,7 @@ TEST_F(GatewaySlowClientsTest, HalfClientHellosAndLoginsStalledAtThePasswordDela
   int closed = 0;
   for (int fd : half_hellos) {
     // Nothing can be said to a client without a TLS session: the socket is closed.
-    if (closed_by_peer(fd, 20000)) ++closed;
+    if (read_until_close(fd, 20000) >= 0) ++closed;
     ::close(fd);
   }
   EXPECT_EQ(closed, kEach) << "half-handshake connections left open";
