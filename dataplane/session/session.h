@@ -284,6 +284,11 @@ class Session {
   bool refuse_under_current_rules(const pgwire::Message& m, std::string_view sql, bool text_kept,
                                   const std::string& what, std::string_view decided,
                                   std::string_view redo);
+  // Refuses `m` (42501, audited under `rule`): `what` was `decided` `when` and has no kept text
+  // to check again; the client must `redo` it.
+  void refuse_text_not_kept(const pgwire::Message& m, const std::string& what,
+                            std::string_view decided, std::string_view when,
+                            std::string_view redo, const char* rule);
   // Notes a Bind's portal (forwarded, or a streamed one) with the rules generation its Bind
   // passed under, and which Parse of `statement` it runs (the statement may be prepared
   // again or closed while the portal lives on).

@@ -30,6 +30,16 @@ using namespace detail;  // the helpers every part of Session shares
 using nlohmann::json;
 namespace pw = pgwarden::pgwire;
 
+namespace {
+
+// How messages name a prepared statement: `prepared statement "s"`, or the unnamed one.
+std::string statement_label(std::string_view statement) {
+  return statement.empty() ? std::string("unnamed prepared statement")
+                           : "prepared statement \"" + std::string(statement) + "\"";
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Client messages
 
@@ -556,9 +566,8 @@ bool Session::refuse_spent_approval(const pw::Message& m, std::string_view state
     it->second.bound = true;
     return false;
   }
-  const std::string name = statement.empty()
-                               ? std::string("the unnamed prepared statement")
-                               : "prepared statement \"" + std::string(statement) + "\"";
+  const std::string name =
+      statement.empty() ? "the " + statement_label(statement) : statement_label(statement);
   std::string approval = it->second.approval_id.empty() ? std::string("an approval")
                                                         : "approval " + it->second.approval_id;
   const std::string message =
@@ -753,11 +762,8 @@ Session::MasksCheck Session::recheck_prepared_masks(const pw::Message& m,
     MasksCheck cursors = recheck_cursor_masks(m, sql);
     if (cursors != MasksCheck::kCurrent) return cursors;
   }
-  const std::string what = statement.empty()
-                               ? std::string("unnamed prepared statement")
-                               : "prepared statement \"" + std::string(statement) + "\"";
-  return reanalyse_for_masks(m, std::move(target), sql, text_kept, what, "prepared",
-                             "prepare it again");
+  return reanalyse_for_masks(m, std::move(target), sql, text_kept, statement_label(statement),
+                             "prepared", "prepare it again");
 }
 
 bool Session::kept_portal_text(const BoundPortal& b, std::string_view* sql) const {
@@ -820,12 +826,8 @@ Session::MasksCheck Session::reanalyse_for_masks(const pw::Message& m, MasksTarg
   const std::string changed =
       " (" + what + " was " + std::string(decided) + " before the policy changed)";
   if (!text_kept) {
-    const std::string message = "pgwarden: " + what + " was " + std::string(decided) +
-                                " before the policy's masks changed and its text was not kept "
-                                "to be checked again: " +
-                                std::string(redo);
-    emit_statement("-- " + what, "deny", "masks_changed", "prescreen", message);
-    apply_denial(m, "42501", message, "masks_changed");
+    refuse_text_not_kept(m, what, decided, "before the policy's masks changed", redo,
+                         "masks_changed");
     return MasksCheck::kRefused;
   }
   bump(worker_->counters().statements_escalated);
@@ -902,26 +904,31 @@ bool Session::refuse_stale_prepared(const pw::Message& m, std::string_view state
   } else {
     text_kept = kept_parse_query(*kept_parse, &sql);
   }
-  const std::string name = statement.empty()
-                               ? std::string("unnamed prepared statement")
-                               : "prepared statement \"" + std::string(statement) + "\"";
-  if (refuse_under_current_rules(m, sql, text_kept, name, "prepared", "prepare it again")) {
+  if (refuse_under_current_rules(m, sql, text_kept, statement_label(statement), "prepared",
+                                 "prepare it again")) {
     return true;
   }
   *generation = rules_generation_;
   return false;
 }
 
+void Session::refuse_text_not_kept(const pw::Message& m, const std::string& what,
+                                   std::string_view decided, std::string_view when,
+                                   std::string_view redo, const char* rule) {
+  const std::string message = "pgwarden: " + what + " was " + std::string(decided) + " " +
+                              std::string(when) +
+                              " and its text was not kept to be checked again: " +
+                              std::string(redo);
+  emit_statement("-- " + what, "deny", rule, "prescreen", message);
+  apply_denial(m, "42501", message, rule);
+}
+
 bool Session::refuse_under_current_rules(const pw::Message& m, std::string_view sql, bool text_kept,
                                          const std::string& what, std::string_view decided,
                                          std::string_view redo) {
   if (!text_kept) {
-    const std::string message = "pgwarden: " + what + " was " + std::string(decided) +
-                                " under an earlier rules generation and its text was not kept "
-                                "to be checked again: " +
-                                std::string(redo);
-    emit_statement("-- " + what, "deny", "rules_reloaded", "prescreen", message);
-    apply_denial(m, "42501", message, "rules_reloaded");
+    refuse_text_not_kept(m, what, decided, "under an earlier rules generation", redo,
+                         "rules_reloaded");
     return true;
   }
   ScreenResult again;
